@@ -1,0 +1,174 @@
+"""The aiohttp application: source routes, health, status, and the loops it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import pluggy
+from aiohttp import web
+
+from bridge.buffer import Buffer
+from bridge.config import BridgeConfig
+from bridge.context import PluginContext
+from bridge.contracts import Filter, Sink, Source
+from bridge.errors import BufferClosed, PluginError
+from bridge.model import Message, StatusUpdate
+from bridge.plugins import collect
+from bridge.security import admin_only, error_middleware
+from bridge.status import status_report
+from bridge.sync import SinkRunner
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY = 4 * 1024 * 1024  # Meta sends up to 3 MB; history chunks must not get a 413
+STOP_GRACE = 10.0  # seconds a drain may take to finish its batch on shutdown
+PRUNE_EVERY = 3600.0
+
+
+@dataclass
+class Bridge:
+    """Everything one running bridge owns; stored on the app under BRIDGE."""
+
+    config: BridgeConfig
+    sources: list[Source]
+    sinks: list[Sink]
+    filters: list[Filter]
+    plugins: pluggy.PluginManager
+    buffer: Buffer | None = None
+    runners: dict[str, SinkRunner] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+
+BRIDGE = web.AppKey("bridge", Bridge)
+
+
+class AppIngest:
+    """The buffer as sources see it; usable once the app has started."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self._bridge = bridge
+
+    async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
+                     contacts: Mapping[str, str] | None = None) -> int:
+        if self._bridge.buffer is None:
+            raise BufferClosed("the buffer is not open yet")
+        return await self._bridge.buffer.append(messages, statuses, contacts)
+
+
+def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Application:
+    """Build the app from the config and the enabled plugins (nothing opened yet)."""
+    context = PluginContext(config)
+    bridge = Bridge(
+        config=config,
+        sources=collect(pm.hook.register_sources(context=context), "source"),
+        sinks=collect(pm.hook.register_sinks(context=context), "sink"),
+        filters=collect(pm.hook.register_filters(context=context), "filter"),
+        plugins=pm,
+    )
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    app[BRIDGE] = bridge
+    _add_source_routes(app, bridge)
+    app.add_routes([
+        web.get("/healthz", healthz),
+        web.get("/status", admin_only(status)),
+        web.post("/sync-now", admin_only(sync_now)),
+    ])
+    app.cleanup_ctx.append(_buffer_ctx)
+    app.cleanup_ctx.append(_sync_ctx)
+    return app
+
+
+def _add_source_routes(app: web.Application, bridge: Bridge) -> None:
+    ingest = AppIngest(bridge)
+    for source in bridge.sources:
+        try:
+            app.add_routes(source.routes(ingest))
+        except (RuntimeError, ValueError) as exc:
+            raise PluginError(f"source {source.name!r} routes clash: {exc}") from None
+
+
+async def _buffer_ctx(app: web.Application) -> AsyncIterator[None]:
+    bridge = app[BRIDGE]
+    settings = bridge.config.buffer
+    bridge.buffer = await Buffer.open(settings.path, settings.synchronous, runner=True)
+    try:
+        await bridge.buffer.install_sinks([sink.name for sink in bridge.sinks])
+        yield
+    finally:
+        buffer, bridge.buffer = bridge.buffer, None
+        await buffer.close()
+
+
+async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
+    bridge = app[BRIDGE]
+    stop = asyncio.Event()
+    tasks = []
+    for sink in bridge.sinks:
+        runner = SinkRunner(sink, bridge.buffer, bridge.filters, bridge.sources)
+        bridge.runners[sink.name] = runner
+        tasks.append(asyncio.create_task(runner.run(stop), name=f"sync-{sink.name}"))
+    tasks.append(asyncio.create_task(_prune_loop(bridge, stop), name="prune"))
+    yield
+    stop.set()
+    await asyncio.wait(tasks, timeout=STOP_GRACE)
+    for task in tasks:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    for sink in bridge.sinks:
+        with suppress(Exception):
+            await sink.close()
+
+
+async def _prune_loop(bridge: Bridge, stop: asyncio.Event) -> None:
+    """Delete settled messages past buffer.retention, hourly."""
+    while not stop.is_set():
+        try:
+            removed = await bridge.buffer.prune(time.time() - bridge.config.buffer.retention)
+            if removed:
+                logger.info("pruned %d delivered messages past retention", removed)
+        except Exception:
+            logger.exception("pruning the buffer failed; will try again")
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PRUNE_EVERY)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 only when the buffer can commit right now."""
+    buffer = request.app[BRIDGE].buffer
+    try:
+        if buffer is None:
+            raise BufferClosed("not started")
+        await asyncio.wait_for(buffer.heartbeat(), 5)
+    except Exception as exc:
+        logger.warning("health check failed: %s", exc)
+        return web.json_response({"ok": False, "reason": "the buffer cannot commit"}, status=503)
+    return web.json_response({"ok": True})
+
+
+async def status(request: web.Request) -> web.Response:
+    report = await status_report(request.app[BRIDGE], request.query.get("q"))
+    return web.json_response(report, dumps=_dumps)
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    """Wake one sink's drain (?sink=NAME) or all of them."""
+    bridge = request.app[BRIDGE]
+    name = request.query.get("sink")
+    if name is not None and name not in bridge.runners:
+        raise web.HTTPNotFound(text=f"no sink named {name!r}")
+    for runner_name, runner in bridge.runners.items():
+        if name in (None, runner_name):
+            runner.wake()
+    return web.json_response({"woken": [name] if name else sorted(bridge.runners)})
+
+
+def _dumps(value: object) -> str:
+    import json
+
+    return json.dumps(value, default=str)

@@ -1,0 +1,360 @@
+"""The durable outbox: every message is committed here before a webhook is answered.
+
+All SQL of Chatbridge lives in this package. One writer task owns the write connection
+(group commit); status reads use a second connection, which WAL lets run alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bridge.buffer import delivery, reads
+from bridge.buffer.codec import message_row, to_timestamp
+from bridge.buffer.delivery import Claim, Policy
+from bridge.buffer.lock import RunnerLock
+from bridge.buffer.schema import migrate
+from bridge.buffer.writer import Writer
+from bridge.contracts import Outcome
+from bridge.errors import BufferClosed
+from bridge.model import STATUS_FAILED, STATUS_RANK, Message, StatusUpdate
+
+__all__ = ["Buffer", "Claim", "Policy"]
+
+_INSERT_MESSAGE = ("INSERT OR IGNORE INTO messages"
+                   " (source, provider_id, conversation, sent_at, stored_at, body)"
+                   " VALUES (?, ?, ?, ?, ?, ?)")
+_UPSERT_STATUS = """
+INSERT INTO statuses (source, provider_id, status, rank, at, recipient, failed_at, errors)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (source, provider_id) DO UPDATE SET
+    status = CASE WHEN excluded.rank > statuses.rank THEN excluded.status ELSE statuses.status END,
+    at = CASE WHEN excluded.rank > statuses.rank THEN excluded.at ELSE statuses.at END,
+    rank = max(statuses.rank, excluded.rank),
+    failed_at = coalesce(statuses.failed_at, excluded.failed_at),
+    errors = coalesce(excluded.errors, statuses.errors),
+    recipient = coalesce(statuses.recipient, excluded.recipient)
+"""
+_UPSERT_CONVERSATION = """
+INSERT INTO conversations (key, contact_name, account, last_message_at, message_count)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    contact_name = coalesce(excluded.contact_name, contact_name),
+    account = coalesce(excluded.account, account),
+    last_message_at = max(coalesce(last_message_at, 0), coalesce(excluded.last_message_at, 0)),
+    message_count = message_count + excluded.message_count
+"""
+
+
+@dataclass(slots=True)
+class _Append:
+    messages: list[Message]
+    rows: list[tuple[Any, ...]]
+    statuses: list[tuple[Any, ...]]
+    contacts: Mapping[str, str]
+
+
+class Buffer:
+    """Open with `await Buffer.open(path)`; close with `await buffer.close()`."""
+
+    def __init__(self, path: str, write: aiosqlite.Connection, read: aiosqlite.Connection,
+                 lock: RunnerLock | None = None) -> None:
+        self.path = path
+        self._write = write
+        self._read = read
+        self._lock = lock
+        self._writer = Writer(write, _append_group)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, synchronous: str = "full",
+                   runner: bool = False) -> Buffer:
+        """Open (creating and migrating if needed) the buffer at `path`.
+
+        runner: this process serves webhooks and drains sinks. Only one runner may use a
+        file at a time (a lock enforces it), so leases left by a killed runner are
+        released at once instead of waiting for them to expire.
+        """
+        path = str(path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        lock = RunnerLock.acquire(path) if runner else None
+        try:
+            write = await _connect(path, synchronous)
+        except BaseException:
+            if lock:
+                lock.release()
+            raise
+        try:
+            await migrate(write)
+            read = await _connect(path, synchronous)
+        except BaseException:
+            await write.close()
+            if lock:
+                lock.release()
+            raise
+        buffer = cls(path, write, read, lock)
+        buffer._writer.start()
+        if runner:
+            await buffer._transact(lambda db: delivery.release_leases(db, time.time()))
+        return buffer
+
+    async def close(self) -> None:
+        """Finish queued writes, then close both connections."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._writer.close()
+        finally:
+            await self._write.close()
+            await self._read.close()
+            if self._lock:
+                self._lock.release()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Commits and grouped appends so far (for metrics and benchmarks)."""
+        return {"commits": self._writer.commits, "grouped_appends": self._writer.grouped}
+
+    # -- ingest ------------------------------------------------------------------------
+
+    async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
+                     contacts: Mapping[str, str] | None = None) -> int:
+        """Store in one commit (shared with concurrent appends); return new message count."""
+        self._check_open()
+        now = time.time()
+        messages = list(messages)
+        item = _Append(messages, [message_row(m, now) for m in messages],
+                       [_status_row(s) for s in statuses], contacts or {})
+        if not (item.rows or item.statuses or item.contacts):
+            return 0
+        return await self._writer.append(item)
+
+    async def heartbeat(self) -> None:
+        """Commit a tiny write: proves the buffer can take data right now."""
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id)"
+                             " DO UPDATE SET at = excluded.at", (time.time(),))
+        await self._transact(work)
+
+    # -- sinks -------------------------------------------------------------------------
+
+    async def install_sinks(self, names: Sequence[str]) -> list[str]:
+        """Record the enabled sinks; return the ones seen for the first time."""
+        return await self._transact(lambda db: _install(db, list(names), time.time()))
+
+    async def needs_backfill(self, sink: str) -> bool:
+        rows = await self.query("SELECT backfill_done_at IS NULL FROM sink_state WHERE sink = ?",
+                                (sink,))
+        return bool(rows and rows[0][0])
+
+    async def backfill(self, sink: str, since: float) -> int:
+        """Queue for `sink` every stored message sent since `since`; mark backfill done."""
+        return await self._transact(lambda db: _backfill(db, sink, since, time.time()))
+
+    async def claim(self, sink: str, limit: int, lease: float,
+                    now: float | None = None) -> list[Claim]:
+        """Lease the batches of `sink` that are due (forming new ones from pending rows)."""
+        when = time.time() if now is None else now
+        return await self._transact(lambda db: delivery.claim(db, sink, when, limit, lease))
+
+    async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
+                       policy: Policy) -> dict[str, int]:
+        """Record outcomes under the claim's lease (LeaseLost if it expired and moved on)."""
+        return await self._transact(
+            lambda db: delivery.complete(db, claim, outcomes, time.time(), policy))
+
+    async def requeue(self, sink: str | None = None,
+                      message_ids: Sequence[int] | None = None) -> int:
+        """Move dead letters back to pending; return how many."""
+        return await self._transact(lambda db: delivery.requeue(db, sink, message_ids))
+
+    async def record_sync(self, sink: str, at: float, next_at: float | None,
+                          error: str | None) -> None:
+        """Note a drain run: when it ran, when the next is due, and its error if any."""
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE sink_state SET last_sync_at = ?, next_sync_at = ?,"
+                " last_error = CASE WHEN ? IS NULL THEN last_error ELSE ? END,"
+                " last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END"
+                " WHERE sink = ?", (at, next_at, error, error, error, at, sink))
+        await self._transact(work)
+
+    async def prune(self, older_than: float, chunk: int = 5000) -> int:
+        """Delete settled messages stored before `older_than`; undelivered ones stay."""
+        total = 0
+        while True:
+            removed = await self._transact(lambda db: _prune_chunk(db, older_than, chunk))
+            total += removed
+            if removed < chunk:
+                return total
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read on the read connection (internal to the buffer package's readers)."""
+        self._check_open()
+        async with self._read.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def sinks(self) -> list[dict[str, Any]]:
+        return await reads.sinks(self.query)
+
+    async def conversations(self, sink: str | None = None, search: str | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        return await reads.conversations(self.query, sink, search, limit)
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return await reads.dead_letters(self.query, sink, limit)
+
+    async def messages(self, conversation: str | None = None, limit: int = 1000) -> list[Message]:
+        return await reads.messages(self.query, conversation, limit)
+
+    async def status_of(self, source: str, provider_id: str) -> dict[str, Any] | None:
+        return await reads.status_of(self.query, source, provider_id)
+
+    async def count_messages(self) -> int:
+        return (await self.query("SELECT count(*) FROM messages"))[0][0]
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _transact(self, work: Any) -> Any:
+        self._check_open()
+        return await self._writer.transact(work)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BufferClosed("the buffer is closed")
+
+
+async def _connect(path: str, synchronous: str) -> aiosqlite.Connection:
+    db = await aiosqlite.connect(path, isolation_level=None)
+    for pragma in ("journal_mode = WAL", f"synchronous = {synchronous.upper()}",
+                   "busy_timeout = 10000", "foreign_keys = OFF"):
+        await db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def _status_row(status: StatusUpdate) -> tuple[Any, ...]:
+    failed = status.status == STATUS_FAILED
+    return (status.source, status.provider_id, None if failed else status.status,
+            STATUS_RANK.get(status.status, 0), to_timestamp(status.at), status.recipient,
+            to_timestamp(status.at) if failed else None,
+            json.dumps(status.errors) if status.errors else None)
+
+
+async def _append_group(db: aiosqlite.Connection, items: list[_Append]) -> list[int]:
+    """Insert every item's rows in the open transaction; return new-message counts."""
+    async with db.execute("SELECT coalesce(max(id), 0) FROM messages") as cursor:
+        (before,) = await cursor.fetchone()
+    rows = [row for item in items for row in item.rows]
+    new: set[tuple[str, str]] = set()
+    if rows:
+        await db.executemany(_INSERT_MESSAGE, rows)
+        async with db.execute("SELECT source, provider_id FROM messages WHERE id > ?",
+                              (before,)) as cursor:
+            new = {tuple(r) for r in await cursor.fetchall()}
+        if new:
+            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id) SELECT s.sink,"
+                             " m.id FROM messages m JOIN sink_state s ON s.enabled = 1"
+                             " WHERE m.id > ?", (before,))
+    statuses = [row for item in items for row in item.statuses]
+    if statuses:
+        await db.executemany(_UPSERT_STATUS, statuses)
+    fresh = _fresh(items, new)
+    counts = [_take_new(item, new) for item in items]
+    await _upsert_conversations(db, fresh, items)
+    return counts
+
+
+def _fresh(items: list[_Append], new: set[tuple[str, str]]) -> list[Message]:
+    """The newly stored messages, each once."""
+    seen: set[tuple[str, str]] = set()
+    fresh = []
+    for item in items:
+        for message in item.messages:
+            key = (message.source, message.provider_id)
+            if key in new and key not in seen:
+                seen.add(key)
+                fresh.append(message)
+    return fresh
+
+
+def _take_new(item: _Append, new: set[tuple[str, str]]) -> int:
+    """Count this item's new messages; each new key is credited to one item only."""
+    count = 0
+    for message in item.messages:
+        key = (message.source, message.provider_id)
+        if key in new:
+            count += 1
+            new.discard(key)
+    return count
+
+
+async def _upsert_conversations(db: aiosqlite.Connection, fresh: list[Message],
+                                items: list[_Append]) -> None:
+    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0])
+    for message in fresh:
+        entry = agg[message.conversation]
+        entry[0] = message.contact_name or entry[0]
+        entry[1] = message.account or entry[1]
+        entry[2] = max(entry[2], to_timestamp(message.sent_at))
+        entry[3] += 1
+    for item in items:
+        for key, name in item.contacts.items():
+            agg[key][0] = name
+    if agg:
+        await db.executemany(_UPSERT_CONVERSATION,
+                             [(k, v[0], v[1], v[2] or None, v[3]) for k, v in agg.items()])
+
+
+async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> list[str]:
+    async with db.execute("SELECT sink, enabled, disabled_at FROM sink_state") as cursor:
+        existing = {r[0]: (r[1], r[2]) for r in await cursor.fetchall()}
+    first = []
+    for name in names:
+        if name not in existing:
+            await db.execute("INSERT INTO sink_state (sink, installed_at) VALUES (?, ?)",
+                             (name, now))
+            first.append(name)
+        elif not existing[name][0]:
+            # Re-enabled: queue what arrived while it was off, so nothing is skipped.
+            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id) SELECT ?, id"
+                             " FROM messages WHERE stored_at >= ?", (name, existing[name][1]))
+            await db.execute("UPDATE sink_state SET enabled = 1, disabled_at = NULL"
+                             " WHERE sink = ?", (name,))
+    for name, (enabled, _) in existing.items():
+        if enabled and name not in names:
+            await db.execute("UPDATE sink_state SET enabled = 0, disabled_at = ? WHERE sink = ?",
+                             (now, name))
+    return first
+
+
+async def _backfill(db: aiosqlite.Connection, sink: str, since: float, now: float) -> int:
+    async with db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
+                          " SELECT ?, id, 1 FROM messages WHERE sent_at >= ?",
+                          (sink, since)) as cursor:
+        queued = cursor.rowcount
+    await db.execute("UPDATE sink_state SET backfill_since = ?, backfill_done_at = ?,"
+                     " backfill_total = ? WHERE sink = ?", (since, now, queued, sink))
+    return queued
+
+
+async def _prune_chunk(db: aiosqlite.Connection, older_than: float, chunk: int) -> int:
+    async with db.execute(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE stored_at < ?"
+        " AND id NOT IN (SELECT message_id FROM deliveries WHERE state IN ('pending', 'dead'))"
+        " LIMIT ?)", (older_than, chunk)) as cursor:
+        removed = cursor.rowcount
+    await db.execute("DELETE FROM deliveries WHERE state IN ('done', 'skipped') AND NOT EXISTS"
+                     " (SELECT 1 FROM messages m WHERE m.id = deliveries.message_id)")
+    await db.execute("DELETE FROM batches WHERE state = 'done' AND created_at < ?", (older_than,))
+    await db.execute("DELETE FROM ledger WHERE created_at < ?", (older_than,))
+    return removed

@@ -1,0 +1,67 @@
+"""Message <-> database row; the only place that knows the body JSON layout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.model import Direction, Media, Message
+
+_BODY_FIELDS = (
+    "account", "direction", "kind", "text", "contact_name", "reply_to", "history", "extra",
+    "raw",
+)
+
+
+def to_timestamp(value: datetime) -> float:
+    """Unix seconds of an aware datetime (naive ones are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def from_timestamp(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def message_row(message: Message, stored_at: float) -> tuple[Any, ...]:
+    """The INSERT parameters for one message."""
+    body: dict[str, Any] = {name: getattr(message, name) for name in _BODY_FIELDS}
+    body["direction"] = str(message.direction)
+    if message.media is not None:
+        body["media"] = {k: v for k, v in asdict(message.media).items() if v not in (None, False)}
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+    return (
+        message.source, message.provider_id, message.conversation,
+        to_timestamp(message.sent_at), stored_at, text,
+    )
+
+
+def message_from_row(row: Any) -> Message:
+    """Rebuild a Message from (id, source, provider_id, conversation, sent_at, stored_at, body)."""
+    mid, source, provider_id, conversation, sent_at, stored_at, text = row
+    body = json.loads(text)
+    media = body.pop("media", None)
+    return Message(
+        source=source,
+        provider_id=provider_id,
+        conversation=conversation,
+        account=body.get("account", ""),
+        direction=Direction(body.get("direction", "in")),
+        sent_at=from_timestamp(sent_at),
+        kind=body.get("kind", "unsupported"),
+        text=body.get("text", ""),
+        media=Media(**media) if media else None,
+        contact_name=body.get("contact_name"),
+        reply_to=body.get("reply_to"),
+        history=bool(body.get("history", False)),
+        extra=body.get("extra") or {},
+        raw=body.get("raw") or {},
+        id=mid,
+        stored_at=from_timestamp(stored_at),
+    )
+
+
+MESSAGE_COLUMNS = "m.id, m.source, m.provider_id, m.conversation, m.sent_at, m.stored_at, m.body"

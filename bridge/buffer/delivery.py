@@ -1,0 +1,247 @@
+"""Per-sink delivery state machine: claim, complete, requeue. Each runs as one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
+from bridge.contracts import Batch, Outcome
+from bridge.errors import LeaseLost
+from bridge.model import Conversation
+
+
+@dataclass(slots=True)
+class Claim:
+    """A leased batch: the Batch handed to the sink plus what the ack must name."""
+
+    batch: Batch
+    batch_id: int
+    token: str
+    uncertain: bool = False  # set when the sink timed out or raised: it may have posted
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How outcomes turn into states: attempts before dead letter, delays in seconds."""
+
+    max_attempts: int
+    retry_delay: Any  # Callable[[int], float]: attempt -> seconds
+    held_delay: float
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async with db.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
+
+
+async def release_leases(db: aiosqlite.Connection, now: float) -> None:
+    """Free every lease (a new runner starts: the old one is gone). Outcomes unknown."""
+    await db.execute(
+        "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
+        " uncertain = 1, next_attempt_at = ? WHERE state = 'leased'", (now,))
+
+
+async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
+                lease: float) -> list[Claim]:
+    """Expire stale leases, batch new messages per conversation, lease what is due."""
+    await db.execute(
+        "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
+        " uncertain = 1, next_attempt_at = ? WHERE sink = ? AND state = 'leased'"
+        " AND lease_until < ?", (now, sink, now))
+    await _form_batches(db, sink, now, limit)
+    due = await _rows(db, "SELECT id, conversation, key, attempts, uncertain FROM batches"
+                      " WHERE sink = ? AND state = 'ready' AND next_attempt_at <= ?"
+                      " ORDER BY next_attempt_at, id LIMIT ?", (sink, now, limit))
+    if not due:
+        return []
+    token = uuid.uuid4().hex
+    ids = [row[0] for row in due]
+    await db.execute(
+        f"UPDATE batches SET state = 'leased', lease_token = ?, lease_until = ?,"
+        f" attempts = attempts + 1 WHERE id IN ({_placeholders(len(ids))})",
+        (token, now + lease, *ids))
+    return await _load_claims(db, sink, due, token)
+
+
+async def _form_batches(db: aiosqlite.Connection, sink: str, now: float, limit: int) -> None:
+    rows = await _rows(db, "SELECT d.message_id, m.conversation FROM deliveries d"
+                       " JOIN messages m ON m.id = d.message_id WHERE d.sink = ?"
+                       " AND d.state = 'pending' AND d.batch_id IS NULL"
+                       " ORDER BY d.message_id LIMIT ?", (sink, limit))
+    by_conversation: dict[str, list[int]] = defaultdict(list)
+    for message_id, conversation in rows:
+        by_conversation[conversation].append(message_id)
+    for conversation, ids in by_conversation.items():
+        batch_id = await _held_batch(db, sink, conversation)
+        if batch_id is None:
+            key = _batch_key(sink, conversation, ids)
+            async with db.execute(
+                "INSERT INTO batches (sink, conversation, key, created_at) VALUES (?, ?, ?, ?)",
+                (sink, conversation, key, now)) as cursor:
+                batch_id = cursor.lastrowid
+        await db.execute(
+            f"UPDATE deliveries SET batch_id = ? WHERE sink = ?"
+            f" AND message_id IN ({_placeholders(len(ids))})", (batch_id, sink, *ids))
+
+
+async def _held_batch(db: aiosqlite.Connection, sink: str, conversation: str) -> int | None:
+    """A waiting batch that never reached the CRM (held, certain) may take new messages."""
+    rows = await _rows(db, "SELECT id FROM batches WHERE sink = ? AND conversation = ?"
+                       " AND state = 'ready' AND held = 1 AND uncertain = 0 LIMIT 1",
+                       (sink, conversation))
+    return rows[0][0] if rows else None
+
+
+def _batch_key(sink: str, conversation: str, ids: list[int]) -> str:
+    digest = hashlib.sha256(f"{sink}\x1f{conversation}\x1f{ids[0]}-{ids[-1]}-{len(ids)}".encode())
+    return "b" + digest.hexdigest()[:24]
+
+
+async def _load_claims(db: aiosqlite.Connection, sink: str, due: list[Any],
+                       token: str) -> list[Claim]:
+    ids = [row[0] for row in due]
+    marks = _placeholders(len(ids))
+    members: dict[int, list[Any]] = defaultdict(list)
+    for row in await _rows(db, f"SELECT d.batch_id, {MESSAGE_COLUMNS} FROM deliveries d"
+                           f" JOIN messages m ON m.id = d.message_id WHERE d.sink = ?"
+                           f" AND d.state = 'pending' AND d.batch_id IN ({marks})"
+                           f" ORDER BY m.sent_at, m.id", (sink, *ids)):
+        members[row[0]].append(message_from_row(row[1:]))
+    conversations = await _conversations(db, sink, {row[1] for row in due})
+    claims = []
+    for batch_id, conversation, key, attempts, uncertain in due:
+        batch = Batch(key=key, sink=sink, conversation=conversations[conversation],
+                      messages=members[batch_id], attempt=attempts + 1, uncertain=bool(uncertain),
+                      ledger=await _ledger(db, sink, key))
+        batch.record_id = batch.conversation.record_id
+        claims.append(Claim(batch, batch_id, token))
+    return claims
+
+
+async def _conversations(db: aiosqlite.Connection, sink: str,
+                         keys: set[str]) -> dict[str, Conversation]:
+    marks = _placeholders(len(keys))
+    rows = await _rows(db, f"SELECT c.key, c.contact_name, c.account, s.record_id,"
+                       f" s.last_synced_at FROM conversations c LEFT JOIN sink_conversations s"
+                       f" ON s.sink = ? AND s.conversation = c.key WHERE c.key IN ({marks})",
+                       (sink, *keys))
+    found = {r[0]: Conversation(r[0], r[1], r[2], r[3], from_timestamp(r[4])) for r in rows}
+    return {key: found.get(key, Conversation(key)) for key in keys}
+
+
+async def _ledger(db: aiosqlite.Connection, sink: str, key: str) -> dict[str, str]:
+    """Ledger entries whose key starts with the batch key (sinks derive keys from it)."""
+    rows = await _rows(db, "SELECT key, external_id FROM ledger WHERE sink = ? AND key >= ?"
+                       " AND key < ?", (sink, key, key + "\U0010ffff"))
+    return dict(rows)
+
+
+async def complete(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Outcome],
+                   now: float, policy: Policy) -> dict[str, int]:
+    """Record one outcome per message, the ledger and the CRM record, then free the batch."""
+    batch = claim.batch
+    await _check_lease(db, claim)
+    counts: dict[str, int] = defaultdict(int)
+    errors: list[str] = []
+    for message, outcome in zip(batch.messages, outcomes, strict=True):
+        state, reason = _next_state(outcome, batch.attempt, policy)
+        counts[state if state != "pending" else outcome.kind] += 1
+        if outcome.kind not in ("delivered", "skipped"):
+            errors.append(outcome.reason)
+        if state != "pending":
+            await db.execute(
+                "UPDATE deliveries SET state = ?, reason = ?, done_at = ? WHERE sink = ?"
+                " AND message_id = ? AND state = 'pending'",
+                (state, reason, now, batch.sink, message.id))
+    await _write_ledger(db, batch, now)
+    await _release(db, claim, outcomes, now, policy, errors)
+    await _touch_conversation(db, batch, now, delivered=counts["done"] > 0,
+                              errors=errors, outcomes=outcomes)
+    return dict(counts)
+
+
+def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, str | None]:
+    if outcome.kind == "delivered":
+        return "done", None
+    if outcome.kind == "skipped":
+        return "skipped", outcome.reason or None
+    if outcome.kind == "rejected":
+        return "dead", outcome.reason or "rejected by the sink (no reason given)"
+    if outcome.kind == "retry" and attempt >= policy.max_attempts:
+        return "dead", f"gave up after {attempt} attempts: {outcome.reason or 'no reason given'}"
+    return "pending", None
+
+
+async def _check_lease(db: aiosqlite.Connection, claim: Claim) -> None:
+    rows = await _rows(db, "SELECT 1 FROM batches WHERE id = ? AND state = 'leased'"
+                       " AND lease_token = ?", (claim.batch_id, claim.token))
+    if not rows:
+        raise LeaseLost(f"batch {claim.batch.key} is no longer leased by this drain")
+
+
+async def _write_ledger(db: aiosqlite.Connection, batch: Batch, now: float) -> None:
+    if batch.new_ledger:
+        await db.executemany(
+            "INSERT OR IGNORE INTO ledger (sink, key, external_id, created_at) VALUES (?,?,?,?)",
+            [(batch.sink, k, v, now) for k, v in batch.new_ledger.items()])
+
+
+async def _release(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Outcome],
+                   now: float, policy: Policy, errors: list[str]) -> None:
+    left = await _rows(db, "SELECT count(*) FROM deliveries WHERE sink = ? AND batch_id = ?"
+                       " AND state = 'pending'", (claim.batch.sink, claim.batch_id))
+    if left[0][0] == 0:
+        await db.execute("UPDATE batches SET state = 'done', lease_token = NULL,"
+                         " lease_until = NULL, last_error = NULL WHERE id = ?", (claim.batch_id,))
+        return
+    waiting = [o for o in outcomes if o.kind in ("retry", "held")]
+    held = all(o.kind == "held" for o in waiting)
+    delay = policy.held_delay if held else policy.retry_delay(claim.batch.attempt)
+    not_before = max([now + delay] + [o.not_before.timestamp() for o in waiting if o.not_before])
+    await db.execute(
+        "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
+        " next_attempt_at = ?, held = ?, uncertain = ?, last_error = ? WHERE id = ?",
+        (not_before, int(held), int(claim.uncertain), errors[-1] if errors else None,
+         claim.batch_id))
+
+
+async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, now: float,
+                              delivered: bool, errors: list[str],
+                              outcomes: Sequence[Outcome]) -> None:
+    held = next((o.reason for o in outcomes if o.kind == "held"), None)
+    await db.execute(
+        "INSERT INTO sink_conversations (sink, conversation, record_id, last_synced_at,"
+        " last_error, held_reason) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (sink, conversation) DO UPDATE SET"
+        " record_id = coalesce(excluded.record_id, record_id),"
+        " last_synced_at = coalesce(excluded.last_synced_at, last_synced_at),"
+        " last_error = excluded.last_error, held_reason = excluded.held_reason",
+        (batch.sink, batch.conversation.key, batch.record_id, now if delivered else None,
+         errors[-1] if errors else None, held))
+
+
+async def requeue(db: aiosqlite.Connection, sink: str | None,
+                  message_ids: Sequence[int] | None) -> int:
+    """Dead letters back to pending (all, one sink's, or the given message ids)."""
+    sql = ("UPDATE deliveries SET state = 'pending', batch_id = NULL, reason = NULL,"
+           " done_at = NULL WHERE state = 'dead'")
+    params: list[Any] = []
+    if sink is not None:
+        sql += " AND sink = ?"
+        params.append(sink)
+    if message_ids:
+        sql += f" AND message_id IN ({_placeholders(len(message_ids))})"
+        params.extend(message_ids)
+    async with db.execute(sql, params) as cursor:
+        return cursor.rowcount

@@ -1,0 +1,94 @@
+"""Read-only queries behind `bridge status`, /status and the status page."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
+from bridge.model import Message
+
+Query = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
+
+_SINK_COLUMNS = ("sink", "installed_at", "enabled", "disabled_at", "last_sync_at",
+                 "next_sync_at", "last_error", "last_error_at", "backfill_since",
+                 "backfill_done_at", "backfill_total")
+_TIMES = {"installed_at", "disabled_at", "last_sync_at", "next_sync_at", "last_error_at",
+          "backfill_since", "backfill_done_at", "last_synced_at", "last_message_at",
+          "failed_at", "at", "dead_at", "sent_at"}
+
+
+def _record(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    """A row as a dict, with unix times turned into aware datetimes."""
+    return {c: from_timestamp(v) if c in _TIMES else v for c, v in zip(columns, row, strict=True)}
+
+
+async def sinks(query: Query) -> list[dict[str, Any]]:
+    """Every sink ever installed, with backlog, held and dead-letter counts."""
+    rows = await query(f"SELECT {', '.join(_SINK_COLUMNS)} FROM sink_state ORDER BY sink", ())
+    counts = {}
+    for sink, state, held, n in await query(
+        "SELECT d.sink, d.state, coalesce(b.held, 0), count(*) FROM deliveries d"
+        " LEFT JOIN batches b ON b.id = d.batch_id WHERE d.state IN ('pending', 'dead')"
+        " GROUP BY d.sink, d.state, coalesce(b.held, 0)", ()):
+        entry = counts.setdefault(sink, {"backlog": 0, "held": 0, "dead_letters": 0})
+        if state == "dead":
+            entry["dead_letters"] += n
+        else:
+            entry["backlog"] += n
+            entry["held"] += n if held else 0
+    result = []
+    for row in rows:
+        record = _record(_SINK_COLUMNS, row)
+        record["enabled"] = bool(record["enabled"])
+        record.update(counts.get(record["sink"], {"backlog": 0, "held": 0, "dead_letters": 0}))
+        result.append(record)
+    return result
+
+
+async def conversations(query: Query, sink: str | None, search: str | None,
+                        limit: int) -> list[dict[str, Any]]:
+    """Conversations, newest first, with one sink's mapping and pending count."""
+    columns = ("key", "contact_name", "account", "last_message_at", "message_count",
+               "record_id", "last_synced_at", "last_error", "held_reason", "pending")
+    where, params = "", [sink, sink]
+    if search:
+        where = " WHERE c.key LIKE ? OR c.contact_name LIKE ?"
+        params += [f"%{search}%", f"%{search}%"]
+    rows = await query(
+        "SELECT c.key, c.contact_name, c.account, c.last_message_at, c.message_count,"
+        " s.record_id, s.last_synced_at, s.last_error, s.held_reason,"
+        " (SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        "  WHERE d.state = 'pending' AND d.sink = coalesce(?, d.sink)"
+        "  AND m.conversation = c.key) FROM conversations c"
+        " LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
+        f"{where} ORDER BY c.last_message_at DESC LIMIT ?", [*params, limit])
+    return [_record(columns, row) for row in rows]
+
+
+async def dead_letters(query: Query, sink: str | None, limit: int) -> list[dict[str, Any]]:
+    """Dead-lettered deliveries, newest first, with the reason a person acts on."""
+    columns = ("sink", "message_id", "source", "provider_id", "conversation", "sent_at",
+               "reason", "dead_at")
+    rows = await query(
+        "SELECT d.sink, d.message_id, m.source, m.provider_id, m.conversation, m.sent_at,"
+        " d.reason, d.done_at FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE d.state = 'dead' AND d.sink = coalesce(?, d.sink)"
+        " ORDER BY d.done_at DESC LIMIT ?", (sink, limit))
+    return [_record(columns, row) for row in rows]
+
+
+async def messages(query: Query, conversation: str | None, limit: int) -> list[Message]:
+    """Stored messages, oldest first (one conversation's, or all)."""
+    rows = await query(f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+                       " WHERE m.conversation = coalesce(?, m.conversation)"
+                       " ORDER BY m.sent_at, m.id LIMIT ?", (conversation, limit))
+    return [message_from_row(row) for row in rows]
+
+
+async def status_of(query: Query, source: str, provider_id: str) -> dict[str, Any] | None:
+    """The delivery status recorded for one outbound message."""
+    columns = ("status", "at", "recipient", "failed_at", "errors")
+    rows = await query("SELECT status, at, recipient, failed_at, errors FROM statuses"
+                       " WHERE source = ? AND provider_id = ?", (source, provider_id))
+    return _record(columns, rows[0]) if rows else None

@@ -1,0 +1,145 @@
+"""The outbox schema and its ordered migrations; the state machine is documented inline."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from bridge.errors import SchemaError
+
+M001_INITIAL = """
+-- One row per provider message. UNIQUE (source, provider_id) makes webhook retries,
+-- replays and backfill overlaps store once. body: the rest of the neutral Message, JSON.
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,  -- monotonic: append finds its new rows by id
+    source       TEXT NOT NULL,
+    provider_id  TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    sent_at      REAL NOT NULL,                      -- unix seconds, UTC
+    stored_at    REAL NOT NULL,
+    body         TEXT NOT NULL,
+    UNIQUE (source, provider_id)
+);
+
+-- Customers as sinks and the status view see them.
+CREATE TABLE conversations (
+    key             TEXT PRIMARY KEY,
+    contact_name    TEXT,
+    account         TEXT,
+    last_message_at REAL,
+    message_count   INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Per sink, per message delivery state (fan-out: every enabled sink gets a row).
+--   pending  -> done     the sink delivered it (done_at set)
+--   pending  -> skipped  a filter dropped it for this sink
+--   pending  -> dead     rejected, or out of attempts; reason says why; requeue -> pending
+-- batch_id is NULL until a claim groups the message into a batch of its conversation.
+CREATE TABLE deliveries (
+    sink       TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'pending'
+               CHECK (state IN ('pending', 'done', 'skipped', 'dead')),
+    batch_id   INTEGER,
+    backfill   INTEGER NOT NULL DEFAULT 0,
+    reason     TEXT,
+    done_at    REAL,
+    PRIMARY KEY (sink, message_id),
+    CHECK (state != 'dead' OR (reason IS NOT NULL AND done_at IS NOT NULL))  -- a reason to act on
+) WITHOUT ROWID;
+CREATE INDEX deliveries_pending ON deliveries (sink, batch_id) WHERE state = 'pending';
+CREATE INDEX deliveries_dead ON deliveries (sink) WHERE state = 'dead';
+
+-- A batch: pending messages of one conversation, fixed when first claimed, so that a
+-- retry re-sends the same messages under the same key.
+--   ready  -> leased  claimed (attempts + 1, lease_token, lease_until)
+--   leased -> ready   retry/held outcome, or lease expired (uncertain = 1)
+--   leased -> done    no pending message left
+CREATE TABLE batches (
+    id              INTEGER PRIMARY KEY,
+    sink            TEXT NOT NULL,
+    conversation    TEXT NOT NULL,
+    key             TEXT NOT NULL UNIQUE,
+    state           TEXT NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'leased', 'done')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_token     TEXT,
+    lease_until     REAL,
+    uncertain       INTEGER NOT NULL DEFAULT 0,
+    held            INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      REAL NOT NULL,
+    CHECK ((state = 'leased') = (lease_token IS NOT NULL AND lease_until IS NOT NULL))
+);
+CREATE INDEX batches_ready ON batches (sink, next_attempt_at) WHERE state = 'ready';
+CREATE INDEX batches_leased ON batches (sink, lease_until) WHERE state = 'leased';
+
+-- What a sink posted: idempotency key -> CRM object id, written with the ack.
+CREATE TABLE ledger (
+    sink        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (sink, key)
+) WITHOUT ROWID;
+
+CREATE TABLE sink_state (
+    sink             TEXT PRIMARY KEY,
+    installed_at     REAL NOT NULL,
+    enabled          INTEGER NOT NULL DEFAULT 1,
+    disabled_at      REAL,
+    last_sync_at     REAL,
+    next_sync_at     REAL,
+    last_error       TEXT,
+    last_error_at    REAL,
+    backfill_since   REAL,
+    backfill_done_at REAL,
+    backfill_total   INTEGER
+) WITHOUT ROWID;
+
+-- Per sink, per conversation: the CRM record it maps to and when it was last synced.
+CREATE TABLE sink_conversations (
+    sink           TEXT NOT NULL,
+    conversation   TEXT NOT NULL,
+    record_id      TEXT,
+    last_synced_at REAL,
+    last_error     TEXT,
+    held_reason    TEXT,
+    PRIMARY KEY (sink, conversation)
+) WITHOUT ROWID;
+
+-- Delivery status of outbound messages: status only moves up sent < delivered < read <
+-- played (rank); failed is recorded apart (failed_at) and never erases progress.
+CREATE TABLE statuses (
+    source      TEXT NOT NULL,
+    provider_id TEXT NOT NULL,
+    status      TEXT,
+    rank        INTEGER NOT NULL DEFAULT 0,
+    at          REAL,
+    recipient   TEXT,
+    failed_at   REAL,
+    errors      TEXT,
+    PRIMARY KEY (source, provider_id)
+) WITHOUT ROWID;
+
+CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+"""
+
+MIGRATIONS: list[str] = [M001_INITIAL]
+VERSION = len(MIGRATIONS)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply pending migrations in order; refuse a database newer than this code."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        (current,) = await cursor.fetchone()
+    if current > VERSION:
+        raise SchemaError(
+            f"the buffer database has schema version {current}, newer than this Chatbridge "
+            f"understands ({VERSION}); upgrade Chatbridge or point buffer.path elsewhere"
+        )
+    for number in range(current + 1, VERSION + 1):
+        script = MIGRATIONS[number - 1]
+        await db.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+        )
+    return VERSION

@@ -1,0 +1,129 @@
+"""One task owns the write connection; appends that queue up share one commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from bridge.errors import BufferClosed
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Transaction = Callable[[aiosqlite.Connection], Awaitable[T]]
+GroupWork = Callable[[aiosqlite.Connection, list[Any]], Awaitable[list[Any]]]
+
+MAX_GROUP = 1000  # appends per commit; bounds one transaction's time and memory
+
+
+class Writer:
+    """Serialises every write; groups queued appends into one transaction.
+
+    A caller's future resolves only after the COMMIT that holds its rows. Other
+    transactions (claims, acks) run alone, after the appends waiting at that moment, so
+    a draining sink never holds ingestion up for longer than one short transaction.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, group_work: GroupWork) -> None:
+        self._db = db
+        self._group_work = group_work
+        self._appends: deque[tuple[Any, asyncio.Future[Any]]] = deque()
+        self._others: deque[tuple[Transaction[Any], asyncio.Future[Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.grouped = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="buffer-writer")
+
+    async def close(self) -> None:
+        """Finish everything queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def append(self, item: Any) -> asyncio.Future[Any]:
+        """Queue one append; the future gets the group work's result for it."""
+        return self._queue(self._appends, item)
+
+    def transact(self, work: Transaction[T]) -> asyncio.Future[T]:
+        """Queue a transaction of its own."""
+        return self._queue(self._others, work)
+
+    def _queue(self, queue: deque[Any], item: Any) -> asyncio.Future[Any]:
+        if self._closing:
+            raise BufferClosed("the buffer is closing")
+        future = asyncio.get_running_loop().create_future()
+        queue.append((item, future))
+        self._wake.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._appends or self._others:
+                if self._appends:
+                    await self._commit_group()
+                if self._others:
+                    await self._commit_one(*self._others.popleft())
+            if self._closing:
+                return
+
+    async def _commit_group(self) -> None:
+        group = [self._appends.popleft() for _ in range(min(MAX_GROUP, len(self._appends)))]
+        items = [item for item, _ in group]
+        try:
+            results = await self._in_transaction(lambda db: self._group_work(db, items))
+        except Exception as exc:
+            if len(group) == 1:
+                if not group[0][1].done():
+                    group[0][1].set_exception(exc)
+                return
+            # One bad append must not fail its neighbours: retry each on its own.
+            logger.warning("grouped commit of %d appends failed; retrying one by one", len(group))
+            for item, future in group:
+                await self._commit_one(lambda db, i=item: self._group_work(db, [i]), future,
+                                       single=True)
+            return
+        self.commits += 1
+        self.grouped += len(group)
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _commit_one(self, work: Transaction[Any], future: asyncio.Future[Any],
+                          single: bool = False) -> None:
+        try:
+            result = await self._in_transaction(work)
+        except Exception as exc:  # handed to the caller, who decides what it means
+            if not future.done():
+                future.set_exception(exc)
+            return
+        self.commits += 1
+        if not future.done():
+            future.set_result(result[0] if single else result)
+
+    async def _in_transaction(self, work: Transaction[T]) -> T:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = await work(self._db)
+            await self._db.commit()
+        except BaseException:
+            await self._rollback()
+            raise
+        return result
+
+    async def _rollback(self) -> None:
+        try:
+            await self._db.rollback()
+        except Exception:  # the connection may be broken; the caller sees the first error
+            logger.exception("rollback failed")

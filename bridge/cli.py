@@ -1,0 +1,209 @@
+"""The `bridge` command: run, check, status, sync-now, dead-letter, plugins (+ plugin commands)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from bridge.buffer import Buffer
+from bridge.errors import BridgeError
+from bridge.plugins import describe_plugins, get_plugin_manager, load_config
+
+CONFIG_OPTION = click.option(
+    "-c", "--config", "config_path", default="config.yaml", envvar="BRIDGE_CONFIG",
+    show_default=True, type=click.Path(dir_okay=False), help="YAML config file ($BRIDGE_CONFIG)",
+)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Show domain errors as one clean line and exit 1, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BridgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def load(config_path: str) -> tuple[Any, Any]:
+    """(config, plugin manager) for a config file."""
+    pm = get_plugin_manager()
+    return load_config(config_path, pm), pm
+
+
+@click.group()
+@click.version_option(package_name="chatbridge")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def cli(log_level: str) -> None:
+    """Chatbridge: WhatsApp Business conversations into your CRM."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@CONFIG_OPTION
+@friendly
+def run(config_path: str) -> None:
+    """Serve webhooks and sync sinks until Ctrl-C or SIGTERM."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+
+    config, pm = load(config_path)
+    app = create_app(config, pm)
+    host, port = config.server.host, config.server.port
+    web.run_app(app, host=host, port=port, shutdown_timeout=30,
+                print=lambda _: click.echo(f"Chatbridge listening on http://{host}:{port}"))
+
+
+@cli.command()
+@CONFIG_OPTION
+@friendly
+def check(config_path: str) -> None:
+    """Validate the config and list the plugins it enables."""
+    config, pm = load(config_path)
+    click.echo(f"config OK: {config_path}")
+    for info in describe_plugins(pm):
+        state = "enabled" if info.name in config.plugins else "installed"
+        click.echo(f"  {info.name} {info.version or '?'} ({state}): {', '.join(info.hooks)}")
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("-q", "--search", default=None, help="only conversations matching number or name")
+@friendly
+def status(config_path: str, as_json: bool, search: str | None) -> None:
+    """Per sink: last and next sync, backlog, dead letters; per conversation: last synced."""
+    from bridge.status import buffer_report
+
+    config, _ = load(config_path)
+    report = asyncio.run(_with_buffer(config, lambda b: buffer_report(b, search)))
+    if as_json:
+        click.echo(json.dumps(report, default=str, indent=2))
+        return
+    from bridge.textreport import render_status
+
+    click.echo(render_status(report))
+
+
+@cli.command("sync-now")
+@CONFIG_OPTION
+@click.option("--sink", default=None, help="only this sink")
+@friendly
+def sync_now(config_path: str, sink: str | None) -> None:
+    """Ask the running bridge to drain now instead of at its next interval."""
+    import httpx
+
+    config, _ = load(config_path)
+    host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
+    headers = {"Authorization": f"Bearer {config.server.admin_token}"} \
+        if config.server.admin_token else {}
+    url = f"http://{host}:{config.server.port}/sync-now"
+    try:
+        response = httpx.post(url, params={"sink": sink} if sink else None, headers=headers)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"no bridge answered at {url} ({exc}); is it running?") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"{url} answered {response.status_code}: {response.text}")
+    click.echo(f"woken: {', '.join(response.json()['woken']) or 'no sinks'}")
+
+
+@cli.group("dead-letter")
+def dead_letter() -> None:
+    """Messages a sink could not deliver, with the reason."""
+
+
+@dead_letter.command("list")
+@CONFIG_OPTION
+@click.option("--sink", default=None)
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first."""
+    config, _ = load(config_path)
+    rows = asyncio.run(_with_buffer(config, lambda b: b.dead_letters(sink, limit)))
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        click.echo("no dead letters")
+    for row in rows:
+        click.echo(f"{row['sink']}  #{row['message_id']}  {row['conversation']}  "
+                   f"{row['dead_at']:%Y-%m-%d %H:%M}  {row['reason']}")
+
+
+@dead_letter.command("requeue")
+@CONFIG_OPTION
+@click.option("--sink", default=None)
+@click.argument("message_ids", nargs=-1, type=int)
+@friendly
+def dead_letter_requeue(config_path: str, sink: str | None, message_ids: tuple[int, ...]) -> None:
+    """Send dead letters again (all, one sink's, or the given message ids)."""
+    config, _ = load(config_path)
+    n = asyncio.run(_with_buffer(config, lambda b: b.requeue(sink, list(message_ids) or None)))
+    click.echo(f"requeued {n} message(s); they go out at the next sync (or run `bridge sync-now`)")
+
+
+@cli.command()
+@click.option("-c", "--config", "config_path", default=None, envvar="BRIDGE_CONFIG",
+              type=click.Path(dir_okay=False), help="also show which plugins it enables")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def plugins(config_path: str | None, as_json: bool) -> None:
+    """List installed plugins with version and hooks."""
+    pm = get_plugin_manager()
+    infos = describe_plugins(pm)
+    enabled: set[str] = set()
+    if config_path:
+        from bridge import config as config_mod
+
+        enabled = set(config_mod.read_yaml(config_path).get("plugins") or {})
+    rows = [{"name": i.name, "version": i.version, "hooks": i.hooks,
+             "enabled": i.name in enabled if config_path else None} for i in infos]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        flag = "" if row["enabled"] is None else (" [enabled]" if row["enabled"] else "")
+        click.echo(f"{row['name']} {row['version'] or '?'}{flag}: {', '.join(row['hooks'])}")
+
+
+async def _with_buffer(config: Any, work: Callable[[Buffer], Any]) -> Any:
+    buffer = await Buffer.open(config.buffer.path, config.buffer.synchronous)
+    try:
+        return await work(buffer)
+    finally:
+        await buffer.close()
+
+
+def _add_plugin_commands(group: click.Group) -> None:
+    try:
+        pm = get_plugin_manager()
+    except Exception as exc:  # a broken plugin must not take the core commands down
+        click.echo(f"warning: plugins could not be loaded: {exc}", err=True)
+        return
+    for commands in pm.hook.register_commands():
+        for command in commands or []:
+            if command.name in group.commands:
+                click.echo(f"warning: plugin command {command.name!r} clashes; ignored", err=True)
+                continue
+            group.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _add_plugin_commands(cli)
+    cli()

@@ -1,0 +1,162 @@
+"""Load the YAML config, resolve ${VAR}, validate into typed objects; errors name key paths."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.durations import Duration
+from bridge.errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Section):
+    """server: where the webhook and admin endpoints listen."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    admin_token: str | None = None
+    timezone: str | None = None
+
+
+class BufferConfig(_Section):
+    """buffer: the durable SQLite outbox."""
+
+    path: str = "chatbridge.db"
+    retention: Duration = 30 * 86400.0
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class BridgeConfig(_Section):
+    """The whole config file; `plugins` holds each enabled plugin's validated section."""
+
+    server: ServerConfig = ServerConfig()
+    buffer: BufferConfig = BufferConfig()
+    plugins: dict[str, Any] = Field(default_factory=dict)
+
+    def plugin(self, name: str) -> Any:
+        """The validated section of plugin `name` (None if it has no section model)."""
+        return self.plugins.get(name)
+
+
+def interpolate(node: Any, path: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of a parsed YAML tree."""
+    if isinstance(node, dict):
+        return {k: interpolate(v, _join(path, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is not None:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{path}: environment variable {name} is not set "
+            f"(export {name}=..., or write ${{{name}:-default}})"
+        )
+
+    return _VAR.sub(substitute, node)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse the file into a mapping, with a clear error for each way it can fail."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (pass -c PATH)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
+             base_dir: Path | None = None) -> BridgeConfig:
+    """Validate the core sections, then each plugin section with its own model."""
+    data = interpolate(data)
+    config = _validated(BridgeConfig, data, "")
+    plugins = config.plugins or {}
+    if not isinstance(plugins, dict):
+        raise ConfigError("plugins: must be a mapping of plugin name to its settings")
+    validated: dict[str, Any] = {}
+    for name, section in plugins.items():
+        model = sections.get(name)
+        if model is None:
+            if section not in (None, {}):
+                raise ConfigError(f"plugins.{name}: this plugin takes no settings (leave it empty)")
+            validated[name] = None
+            continue
+        validated[name] = _validated(model, section or {}, f"plugins.{name}")
+    config.plugins = validated
+    if base_dir is not None and not Path(config.buffer.path).is_absolute():
+        config.buffer.path = str(base_dir / config.buffer.path)
+    return config
+
+
+def _validated(model: type[BaseModel], data: Any, prefix: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, model, prefix)) from None
+
+
+def describe(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: `key.path: what is wrong (the fix)`."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        path = _join(prefix, ".".join(loc)) or "(top level)"
+        lines.append(f"{path}: {_explain(err, model, loc)}")
+    return "\n".join(lines)
+
+
+def _explain(err: dict[str, Any], model: type[BaseModel], loc: list[str]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return "required key is missing (add it to the config file)"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = f"allowed: {', '.join(allowed)}" if allowed else "remove it"
+        return f"unknown key (check the spelling; {hint})"
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    return f"{err.get('input')!r} is not valid: {msg}"
+
+
+def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        sub = field.annotation if field else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return sorted(model.model_fields)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix and key else prefix or key

@@ -1,0 +1,156 @@
+"""What plugins hand to the core: sources, sinks, filters, and the objects they exchange."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.durations import Duration
+from bridge.model import Conversation, Message, StatusUpdate
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+OutcomeKind = Literal["delivered", "retry", "rejected", "held", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message handed to a sink.
+
+    delivered: it is in the CRM. retry: try again later (not_before, or backoff), and
+    after the sink's max_attempts it goes to dead letter. rejected: it can never be
+    delivered as it is; reason goes to dead letter for a person to act on. held: waiting
+    for something outside the bridge (e.g. no CRM record for this number yet); re-checked
+    every sync, never dead-lettered, reason shown in status. skipped: deliberately not
+    sent (a filter dropped it, or the sink does not sync this kind); counts as settled.
+    """
+
+    kind: OutcomeKind
+    reason: str = ""
+    not_before: datetime | None = None
+
+    @classmethod
+    def delivered(cls) -> Outcome:
+        return cls("delivered")
+
+    @classmethod
+    def retry(cls, reason: str, not_before: datetime | None = None) -> Outcome:
+        return cls("retry", reason, not_before)
+
+    @classmethod
+    def rejected(cls, reason: str) -> Outcome:
+        return cls("rejected", reason)
+
+    @classmethod
+    def held(cls, reason: str) -> Outcome:
+        return cls("held", reason)
+
+    @classmethod
+    def skipped(cls, reason: str) -> Outcome:
+        return cls("skipped", reason)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages of one conversation handed to a sink together, oldest first.
+
+    A batch is fixed when it is first claimed: a retry, or a redelivery after a crash,
+    hands over the same messages (less those already delivered) under the same key, so a
+    sink can derive idempotency keys from it. attempt counts from 1; uncertain is true
+    when an earlier attempt may have reached the CRM (its lease expired unanswered).
+    ledger: idempotency key -> CRM id of what earlier attempts of any batch posted.
+    Sinks call remember() for each successful post and set record_id to cache the CRM
+    record; both are committed with the batch's outcomes.
+    """
+
+    key: str
+    sink: str
+    conversation: Conversation
+    messages: list[Message]
+    attempt: int = 1
+    uncertain: bool = False
+    ledger: dict[str, str] = field(default_factory=dict)
+    record_id: str | None = None
+    new_ledger: dict[str, str] = field(default_factory=dict)
+
+    def remember(self, key: str, crm_id: str) -> None:
+        """Record that the post under `key` succeeded as CRM object `crm_id`."""
+        self.ledger[key] = crm_id
+        self.new_ledger[key] = crm_id
+
+
+class SinkSettings(BaseModel):
+    """Settings every sink has; a sink's own config model extends this one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sync_interval: Duration = Field(180.0, description="how often the sink drains the buffer")
+    backfill_days: float = Field(3, ge=0, description="days of chats synced on first install")
+    max_attempts: int = Field(8, ge=1, description="tries before a message goes to dead letter")
+    batch_limit: int = Field(500, ge=1, description="messages claimed per drain step")
+    lease: Duration = Field(300.0, description="how long a claimed batch is reserved")
+    deliver_timeout: Duration = Field(120.0, description="longest one deliver() may take")
+    retry_base: Duration = Field(30.0, description="first retry delay; doubles per attempt")
+    retry_cap: Duration = Field(3600.0, description="longest retry delay")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A CRM (or any destination) that receives conversations from the buffer."""
+
+    name: str
+    settings: SinkSettings
+
+    async def start(self) -> None:
+        """Open clients, look up what is needed once (e.g. an activity type)."""
+
+    async def deliver(self, batch: Batch) -> Sequence[Outcome]:
+        """Deliver a batch; return one Outcome per message, in batch.messages order."""
+
+    async def close(self) -> None:
+        """Release clients."""
+
+
+class Ingest(Protocol):
+    """The buffer as a source sees it."""
+
+    async def append(
+        self,
+        messages: Iterable[Message],
+        statuses: Iterable[StatusUpdate] = (),
+        contacts: Mapping[str, str] | None = None,
+    ) -> int:
+        """Store durably in one commit; return how many messages were new. Raises on failure.
+
+        contacts: conversation key -> display name (e.g. from an address-book sync).
+        """
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A messaging provider that pushes (webhooks) and may recover history."""
+
+    name: str
+
+    def routes(self, ingest: Ingest) -> list[web.AbstractRouteDef]:
+        """aiohttp routes this source serves; handlers store through `ingest`."""
+
+    def backfill(self, since: datetime) -> AsyncIterable[Message] | Iterable[Message]:
+        """Messages this source can recover from `since` until now (may be none)."""
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Drops or redacts messages before sinks see them."""
+
+    name: str
+
+    def apply(self, message: Message, sink: str) -> Message | None:
+        """Return the message (possibly changed) or None to skip it for this sink."""
+
+

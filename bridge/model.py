@@ -1,0 +1,112 @@
+"""Provider-neutral records that flow from sources through the buffer to sinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    """Who sent a message: the customer (IN) or the business (OUT)."""
+
+    IN = "in"
+    OUT = "out"
+
+
+KINDS = frozenset(
+    {
+        "text", "image", "audio", "video", "document", "sticker", "location", "contacts",
+        "interactive", "button", "reaction", "order", "system", "edit", "revoke",
+        "media_placeholder", "unsupported",
+    }
+)
+
+# Delivery statuses of outbound messages, in the order they may advance.
+STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4}
+STATUS_FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A media attachment as the provider describes it; nothing is downloaded.
+
+    id: provider media id (WhatsApp media ids expire after 7 days); url: a short-lived
+    link when the provider sends one; caption/filename: as sent; voice/animated: audio
+    voice note and animated sticker flags.
+    """
+
+    id: str | None = None
+    mime_type: str | None = None
+    sha256: str | None = None
+    url: str | None = None
+    filename: str | None = None
+    caption: str | None = None
+    voice: bool = False
+    animated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message, whichever provider it came from.
+
+    Set by sources: source (plugin name), provider_id (unique per source), conversation
+    (the customer: E.164 like "+919876543210", or a business-scoped user id when the
+    provider sends no number), account (the business number or its provider id),
+    direction, sent_at (aware UTC), kind (one of KINDS), text (body or caption),
+    media, contact_name (customer's profile name), reply_to (provider id quoted),
+    history (recovered from a history sync, not live), extra (kind-specific details:
+    location, reaction target, forwarded, referral, errors ...), raw (the provider's own
+    object for this message).
+    Set by the buffer: id (row id), stored_at.
+    """
+
+    source: str
+    provider_id: str
+    conversation: str
+    account: str
+    direction: Direction
+    sent_at: datetime
+    kind: str
+    text: str = ""
+    media: Media | None = None
+    contact_name: str | None = None
+    reply_to: str | None = None
+    history: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    stored_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A delivery status of an outbound message: sent, delivered, read, played or failed.
+
+    provider_id is the id of the message the status is about; it may be one the bridge
+    never stored (sent by another tool), which is kept all the same.
+    """
+
+    source: str
+    provider_id: str
+    status: str
+    at: datetime
+    recipient: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A customer's chat as one sink sees it.
+
+    key: the message conversation key; contact_name: latest known profile name;
+    record_id: the CRM record this sink mapped it to (e.g. a lead id), if any;
+    last_synced_at: when this sink last delivered something of it.
+    """
+
+    key: str
+    contact_name: str | None = None
+    account: str | None = None
+    record_id: str | None = None
+    last_synced_at: datetime | None = None

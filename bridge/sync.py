@@ -1,0 +1,180 @@
+"""Per-sink drain loops: backfill on first install, claim, filter, deliver, record."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.buffer import Buffer, Claim, Policy
+from bridge.contracts import Filter, Outcome, Sink, Source
+from bridge.errors import LeaseLost
+from bridge.model import Message
+from bridge.retry import backoff_delay
+
+logger = logging.getLogger(__name__)
+
+BACKFILL_CHUNK = 500
+
+
+class SinkRunner:
+    """Drains the buffer into one sink at its interval; survives its own failures."""
+
+    def __init__(self, sink: Sink, buffer: Buffer, filters: Sequence[Filter] = (),
+                 sources: Sequence[Source] = ()) -> None:
+        self.sink = sink
+        self.buffer = buffer
+        self.filters = list(filters)
+        self.sources = list(sources)
+        self.settings = sink.settings
+        self.policy = Policy(
+            max_attempts=self.settings.max_attempts,
+            retry_delay=lambda attempt: backoff_delay(
+                attempt, base=self.settings.retry_base, cap=self.settings.retry_cap),
+            held_delay=self.settings.sync_interval,
+        )
+        self._wake = asyncio.Event()
+        self.started = False
+        self.next_sync_at: float | None = None
+        self._stop: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Run a drain now instead of waiting for the interval."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The loop: only `stop` ends it."""
+        self._stop = stop
+        while not stop.is_set():
+            error = None
+            try:
+                await self.step()
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                logger.exception("sync of sink %s failed; will try again", self.sink.name)
+            self.next_sync_at = time.time() + self.settings.sync_interval
+            with suppress(Exception):
+                await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at,
+                                              error)
+            await self._sleep(stop)
+
+    async def step(self) -> dict[str, int]:
+        """Start the sink if needed, backfill if pending, then drain what is due."""
+        if not self.started:
+            await self.sink.start()
+            self.started = True
+        if await self.buffer.needs_backfill(self.sink.name):
+            await self.backfill()
+        return await self.drain()
+
+    async def backfill(self) -> int:
+        """Queue the last backfill_days of chats for this sink (once; safe to repeat)."""
+        since = time.time() - self.settings.backfill_days * 86400
+        for source in self.sources:
+            await self._append_all(source, since)
+        queued = await self.buffer.backfill(self.sink.name, since)
+        logger.info("sink %s: backfill queued %d messages", self.sink.name, queued)
+        return queued
+
+    async def _append_all(self, source: Source, since: float) -> None:
+        recovered = source.backfill(datetime.fromtimestamp(since, UTC))
+        chunk: list[Any] = []
+        if inspect.isawaitable(recovered):
+            recovered = await recovered
+        if hasattr(recovered, "__aiter__"):
+            async for message in recovered:
+                chunk = await self._flush_if_full(chunk, message)
+        else:
+            for message in recovered or ():
+                chunk = await self._flush_if_full(chunk, message)
+        if chunk:
+            await self.buffer.append(chunk)
+
+    async def _flush_if_full(self, chunk: list[Any], message: Any) -> list[Any]:
+        chunk.append(message)
+        if len(chunk) >= BACKFILL_CHUNK:
+            await self.buffer.append(chunk)
+            return []
+        return chunk
+
+    async def drain(self) -> dict[str, int]:
+        """Deliver every due batch; return outcome counts."""
+        totals: dict[str, int] = {}
+        while not self._stopping():
+            claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
+                                             self.settings.lease)
+            if not claims:
+                return totals
+            for claim in claims:
+                if self._stopping():  # unleased on restart; never half-recorded
+                    break
+                for kind, n in (await self.deliver(claim)).items():
+                    totals[kind] = totals.get(kind, 0) + n
+        return totals
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    async def deliver(self, claim: Claim) -> dict[str, int]:
+        """Filter, hand to the sink, record outcomes; a crash of the sink is a retry."""
+        batch = claim.batch
+        everything = list(batch.messages)
+        kept = [m for m in map(self._filtered, everything) if m is not None]
+        outcomes: list[Outcome | None] = [
+            None if self._filtered(m) is not None else Outcome.skipped("dropped by a filter")
+            for m in everything
+        ]
+        if kept:
+            batch.messages = kept
+            results = iter(await self._call_sink(claim))
+            outcomes = [o if o is not None else next(results) for o in outcomes]
+            batch.messages = everything
+        try:
+            return await self.buffer.complete(claim, outcomes, self.policy)
+        except LeaseLost:
+            logger.warning("sink %s: lease on batch %s expired before its outcome was recorded",
+                           self.sink.name, batch.key)
+            return {}
+
+    def _filtered(self, message: Message) -> Message | None:
+        for item in self.filters:
+            message = item.apply(message, self.sink.name)
+            if message is None:
+                return None
+        return message
+
+    async def _call_sink(self, claim: Claim) -> list[Outcome]:
+        batch = claim.batch
+        try:
+            outcomes = await asyncio.wait_for(self.sink.deliver(batch),
+                                              self.settings.deliver_timeout)
+        except TimeoutError:
+            claim.uncertain = True
+            return [Outcome.retry(f"sink timed out after {self.settings.deliver_timeout:g}s")] \
+                * len(batch.messages)
+        except Exception as exc:
+            claim.uncertain = True
+            logger.exception("sink %s raised while delivering batch %s", self.sink.name, batch.key)
+            return [Outcome.retry(f"sink error: {type(exc).__name__}: {exc}")] * len(batch.messages)
+        outcomes = list(outcomes or [])
+        if len(outcomes) != len(batch.messages) or not all(
+                isinstance(o, Outcome) for o in outcomes):
+            reason = (f"sink returned {len(outcomes)} outcomes for {len(batch.messages)} "
+                      "messages (a bug in the sink plugin)")
+            return [Outcome.retry(reason)] * len(batch.messages)
+        return outcomes
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.sync_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self._wake.clear()

@@ -1,0 +1,42 @@
+"""Plain-text rendering of the status report for the terminal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+
+def render_status(report: dict[str, Any]) -> str:
+    """Sinks first, then each sink's conversations with their last synced time."""
+    lines = [f"messages in buffer: {report['messages']}"]
+    if not report["sinks"]:
+        lines.append("no sinks installed yet (enable one under plugins: and run the bridge)")
+    for sink in report["sinks"]:
+        lines += [
+            "",
+            f"sink {sink['sink']}{'' if sink['enabled'] else ' (disabled)'}",
+            f"  installed   {_when(sink['installed_at'])}",
+            f"  last sync   {_when(sink['last_sync_at'])}",
+            f"  next sync   {_when(sink['next_sync_at'])}",
+            f"  backlog     {sink['backlog']} (held: {sink['held']})",
+            f"  dead letter {sink['dead_letters']}",
+            f"  backfill    {_backfill(sink)}",
+        ]
+        if sink["last_error"]:
+            lines.append(f"  last error  {sink['last_error']} ({_when(sink['last_error_at'])})")
+        for conv in sink["conversations"]:
+            name = conv["contact_name"] or ""
+            note = conv["held_reason"] or conv["last_error"] or ""
+            lines.append(f"    {conv['key']:<18} {name[:24]:<24} last synced "
+                         f"{_when(conv['last_synced_at'])}  pending {conv['pending']}  {note}")
+    return "\n".join(lines)
+
+
+def _backfill(sink: dict[str, Any]) -> str:
+    if sink["backfill_done_at"] is None:
+        return "pending"
+    return f"done {_when(sink['backfill_done_at'])} ({sink['backfill_total']} messages)"
