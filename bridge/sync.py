@@ -123,17 +123,16 @@ class SinkRunner:
     async def deliver(self, claim: Claim) -> dict[str, int]:
         """Filter, hand to the sink, record outcomes; a crash of the sink is a retry."""
         batch = claim.batch
-        everything = list(batch.messages)
-        kept = [m for m in map(self._filtered, everything) if m is not None]
+        everything = claim.messages
+        filtered = [self._filtered(m) for m in everything]
+        kept = [m for m in filtered if m is not None]
         outcomes: list[Outcome | None] = [
-            None if self._filtered(m) is not None else Outcome.skipped("dropped by a filter")
-            for m in everything
+            None if m is not None else Outcome.skipped("dropped by a filter") for m in filtered
         ]
         if kept:
             batch.messages = kept
             results = iter(await self._call_sink(claim))
             outcomes = [o if o is not None else next(results) for o in outcomes]
-            batch.messages = everything
         try:
             return await self.buffer.complete(claim, outcomes, self.policy)
         except LeaseLost:

@@ -338,10 +338,12 @@ async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> li
 
 
 async def _backfill(db: aiosqlite.Connection, sink: str, since: float, now: float) -> int:
-    async with db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
-                          " SELECT ?, id, 1 FROM messages WHERE sent_at >= ?",
-                          (sink, since)) as cursor:
-        queued = cursor.rowcount
+    await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
+                     " SELECT ?, id, 1 FROM messages WHERE sent_at >= ?", (sink, since))
+    # Source history appended just before was queued by append's fan-out: count it too.
+    async with db.execute("SELECT count(*) FROM messages WHERE sent_at >= ?",
+                          (since,)) as cursor:
+        (queued,) = await cursor.fetchone()
     await db.execute("UPDATE sink_state SET backfill_since = ?, backfill_done_at = ?,"
                      " backfill_total = ? WHERE sink = ?", (since, now, queued, sink))
     return queued

@@ -14,7 +14,8 @@ import aiosqlite
 from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
 from bridge.contracts import Batch, Outcome
 from bridge.errors import LeaseLost
-from bridge.model import Conversation
+from bridge.model import Conversation, Message
+from bridge.retry import gives_up
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class Claim:
     batch: Batch
     batch_id: int
     token: str
+    messages: list[Message]  # all claimed messages; batch.messages may be filtered
     uncertain: bool = False  # set when the sink timed out or raised: it may have posted
 
 
@@ -125,7 +127,7 @@ async def _load_claims(db: aiosqlite.Connection, sink: str, due: list[Any],
                       messages=members[batch_id], attempt=attempts + 1, uncertain=bool(uncertain),
                       ledger=await _ledger(db, sink, key))
         batch.record_id = batch.conversation.record_id
-        claims.append(Claim(batch, batch_id, token))
+        claims.append(Claim(batch, batch_id, token, list(batch.messages)))
     return claims
 
 
@@ -154,7 +156,7 @@ async def complete(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Ou
     await _check_lease(db, claim)
     counts: dict[str, int] = defaultdict(int)
     errors: list[str] = []
-    for message, outcome in zip(batch.messages, outcomes, strict=True):
+    for message, outcome in zip(claim.messages, outcomes, strict=True):
         state, reason = _next_state(outcome, batch.attempt, policy)
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
@@ -178,7 +180,7 @@ def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, st
         return "skipped", outcome.reason or None
     if outcome.kind == "rejected":
         return "dead", outcome.reason or "rejected by the sink (no reason given)"
-    if outcome.kind == "retry" and attempt >= policy.max_attempts:
+    if outcome.kind == "retry" and gives_up(attempt, policy.max_attempts):
         return "dead", f"gave up after {attempt} attempts: {outcome.reason or 'no reason given'}"
     return "pending", None
 

@@ -58,7 +58,7 @@ CREATE TABLE batches (
     id              INTEGER PRIMARY KEY,
     sink            TEXT NOT NULL,
     conversation    TEXT NOT NULL,
-    key             TEXT NOT NULL UNIQUE,
+    key             TEXT NOT NULL,  -- from content: a requeued set gets its old key back
     state           TEXT NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'leased', 'done')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,

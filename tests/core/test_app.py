@@ -1,0 +1,117 @@
+"""The aiohttp app on a real 127.0.0.1 server, and `bridge run` as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from bridge.app import create_app
+from bridge.config import BridgeConfig, BufferConfig, ServerConfig
+from tests.helpers import CorePlugin, RecordingSink, free_port, wait_until
+
+
+@pytest.fixture
+def make_app(pm, tmp_path):
+    def make(sinks=(), admin_token=None):
+        pm.register(CorePlugin(sinks=list(sinks)), name="testsource")
+        config = BridgeConfig(server=ServerConfig(admin_token=admin_token),
+                              buffer=BufferConfig(path=str(tmp_path / "app.db")))
+        return create_app(config, pm)
+    return make
+
+
+async def test_source_route_stores_and_sink_receives(make_app, serve):
+    sink = RecordingSink()
+    base = await serve(make_app([sink]))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/ingest", json=[
+                {"id": "a1", "conversation": "+911", "text": "hi"}]) as resp:
+            assert resp.status == 200 and (await resp.json()) == {"stored": 1}
+        await wait_until(lambda: sink.delivered == ["a1"])
+
+
+async def test_healthz_commits_to_the_buffer(make_app, serve):
+    base = await serve(make_app())
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as resp:
+        assert resp.status == 200 and (await resp.json()) == {"ok": True}
+
+
+async def test_status_is_open_on_loopback_without_a_token(make_app, serve):
+    base = await serve(make_app([RecordingSink("crm")]))
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/status") as resp:
+        assert resp.status == 200
+        report = await resp.json()
+    assert [s["sink"] for s in report["sinks"]] == ["crm"]
+
+
+async def test_status_needs_the_admin_token_when_one_is_set(make_app, serve):
+    base = await serve(make_app(admin_token="t0ken"))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/status") as resp:
+            assert resp.status == 401
+        async with http.get(f"{base}/status", headers={"Authorization": "Bearer nope"}) as resp:
+            assert resp.status == 401
+        async with http.get(f"{base}/status",
+                            headers={"Authorization": "Bearer t0ken"}) as resp:
+            assert resp.status == 200
+
+
+async def test_body_over_4_mib_is_refused_with_413(make_app, serve):
+    base = await serve(make_app())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/ingest", data=b"[" + b" " * (4 * 1024 * 1024) + b"]",
+                             headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 413
+
+
+async def test_handler_errors_send_no_traceback(make_app, serve):
+    base = await serve(make_app())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/ingest", json=[{"no": "id"}]) as resp:
+            body = await resp.text()
+    assert resp.status == 500
+    assert "Traceback" not in body and "KeyError" not in body
+
+
+async def test_sync_now_wakes_the_named_sink(make_app, serve):
+    sink = RecordingSink(sync_interval=3600)
+    base = await serve(make_app([sink]))
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{base}/ingest", json=[{"id": "x", "conversation": "+1", "text": "t"}])
+        async with http.post(f"{base}/sync-now", params={"sink": "nosuch"}) as resp:
+            assert resp.status == 404
+        async with http.post(f"{base}/sync-now", params={"sink": "memory"}) as resp:
+            assert (await resp.json()) == {"woken": ["memory"]}
+    await wait_until(lambda: sink.delivered == ["x"], timeout=5)
+
+
+def test_bridge_run_serves_and_exits_0_on_sigterm(tmp_path):
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"server: {{port: {port}}}\nbuffer: {{path: {tmp_path}/b.db}}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                import urllib.request
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("bridge did not come up: " + proc.stderr.read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert f"Chatbridge listening on http://127.0.0.1:{port}" in proc.stdout.read()

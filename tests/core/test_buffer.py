@@ -1,0 +1,251 @@
+"""The durable outbox on real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridge.buffer import Buffer, Policy
+from bridge.contracts import Outcome
+from bridge.errors import BridgeError, LeaseLost, SchemaError
+from bridge.model import StatusUpdate
+from tests.helpers import message
+
+POLICY = Policy(max_attempts=3, retry_delay=lambda attempt: 0.0, held_delay=0.0)
+
+
+def rows(path, sql, params=()):
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, params).fetchall()
+
+
+async def test_concurrent_duplicate_appends_store_one_row(buffer):
+    results = await asyncio.gather(*[buffer.append([message(1)]) for _ in range(20)])
+    assert sorted(results) == [0] * 19 + [1]
+    assert rows(buffer.path, "SELECT count(*) FROM messages") == [(1,)]
+
+
+async def test_concurrent_appends_share_commits(buffer):
+    await asyncio.gather(*[buffer.append([message(i)]) for i in range(200)])
+    assert await buffer.count_messages() == 200
+    assert buffer.stats["grouped_appends"] == 200
+    assert buffer.stats["commits"] < 200
+
+
+async def test_append_returns_after_its_rows_are_committed(buffer):
+    await buffer.append([message(7)])
+    # A separate connection sees the row: it was committed, not just queued.
+    assert rows(buffer.path, "SELECT provider_id FROM messages") == [("m7",)]
+
+
+async def test_messages_round_trip_with_all_fields(buffer):
+    original = message(3, reply_to="m1", extra={"forwarded": True}, raw={"id": "m3"})
+    await buffer.append([original])
+    (stored,) = await buffer.messages()
+    assert stored.id is not None and stored.stored_at is not None
+    for name in ("provider_id", "conversation", "kind", "text", "contact_name", "reply_to",
+                 "extra", "raw", "direction"):
+        assert getattr(stored, name) == getattr(original, name), name
+    assert abs((stored.sent_at - original.sent_at).total_seconds()) < 1e-3
+
+
+async def test_every_enabled_sink_gets_a_delivery_row(buffer):
+    await buffer.install_sinks(["a", "b"])
+    await buffer.append([message(1), message(2, "+14155550100")])
+    assert rows(buffer.path, "SELECT sink, count(*) FROM deliveries GROUP BY sink") == [
+        ("a", 2), ("b", 2)]
+
+
+async def test_claim_groups_conversations_oldest_first(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(2, minutes_ago=1), message(1, minutes_ago=5),
+                         message(3, "+14155550100")])
+    claims = await buffer.claim("crm", 100, 60)
+    by_conv = {c.batch.conversation.key: [m.provider_id for m in c.batch.messages] for c in claims}
+    assert by_conv == {"+919876543210": ["m1", "m2"], "+14155550100": ["m3"]}
+    assert claims[0].batch.conversation.contact_name == "Asha"
+
+
+async def test_expired_lease_is_redelivered_as_uncertain(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    (first,) = await buffer.claim("crm", 100, lease=0.05)
+    assert await buffer.claim("crm", 100, 60) == []  # leased: nobody else gets it
+    await asyncio.sleep(0.1)
+    (again,) = await buffer.claim("crm", 100, 60)
+    assert again.batch.key == first.batch.key
+    assert again.batch.attempt == 2 and again.batch.uncertain
+    with pytest.raises(LeaseLost):
+        await buffer.complete(first, [Outcome.delivered()], POLICY)
+    await buffer.complete(again, [Outcome.delivered()], POLICY)
+    assert (await buffer.sinks())[0]["backlog"] == 0
+
+
+async def test_retry_keeps_the_batch_fixed(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1), message(2)])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    await buffer.complete(claim, [Outcome.retry("down")] * 2, POLICY)
+    await buffer.append([message(3)])  # arrives meanwhile: must not join the fixed batch
+    claims = await buffer.claim("crm", 100, 60)
+    retried = next(c for c in claims if c.batch.key == claim.batch.key)
+    assert [m.provider_id for m in retried.batch.messages] == ["m1", "m2"]
+    assert len(claims) == 2
+
+
+async def test_failing_message_dead_letters_after_max_attempts_others_delivered(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1), message(2), message(3)])
+    for _ in range(POLICY.max_attempts):
+        (claim,) = await buffer.claim("crm", 100, 60)
+        outcomes = [Outcome.retry("bad") if m.provider_id == "m2" else Outcome.delivered()
+                    for m in claim.batch.messages]
+        await buffer.complete(claim, outcomes, POLICY)
+    assert await buffer.claim("crm", 100, 60) == []
+    (dead,) = await buffer.dead_letters("crm")
+    assert dead["provider_id"] == "m2"
+    assert dead["reason"] == "gave up after 3 attempts: bad"
+    assert rows(buffer.path, "SELECT message_id, state FROM deliveries ORDER BY message_id") == [
+        (1, "done"), (2, "dead"), (3, "done")]
+
+
+async def test_rejected_goes_to_dead_letter_at_once_and_requeue_delivers(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    await buffer.complete(claim, [Outcome.rejected("Invalid Input! Parameter: phone")], POLICY)
+    assert [d["reason"] for d in await buffer.dead_letters()] == [
+        "Invalid Input! Parameter: phone"]
+    assert await buffer.requeue("crm") == 1
+    (again,) = await buffer.claim("crm", 100, 60)
+    # Same messages, same key: a post an earlier attempt may have made is found again.
+    assert again.batch.key == claim.batch.key and again.batch.attempt == 1
+    await buffer.complete(again, [Outcome.delivered()], POLICY)
+    assert await buffer.dead_letters() == []
+
+
+async def test_held_batch_takes_new_messages_and_is_not_dead_lettered(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    for _ in range(POLICY.max_attempts + 2):
+        (claim,) = await buffer.claim("crm", 100, 60)
+        await buffer.complete(claim, [Outcome.held("no lead")] * len(claim.batch.messages),
+                              POLICY)
+    await buffer.append([message(2)])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    assert [m.provider_id for m in claim.batch.messages] == ["m1", "m2"]
+    sink = (await buffer.sinks())[0]
+    assert sink["held"] == 2 and sink["dead_letters"] == 0
+    await buffer.complete(claim, [Outcome.held("no lead")] * 2, POLICY)
+    (conv,) = await buffer.conversations("crm")
+    assert conv["held_reason"] == "no lead" and conv["pending"] == 2
+
+
+async def test_ledger_and_record_id_are_committed_with_the_ack(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    claim.batch.remember(f"{claim.batch.key}:0", "activity-1")
+    claim.batch.record_id = "lead-9"
+    await buffer.complete(claim, [Outcome.retry("second part failed")], POLICY)
+    (again,) = await buffer.claim("crm", 100, 60)
+    assert again.batch.ledger == {f"{claim.batch.key}:0": "activity-1"}
+    assert again.batch.conversation.record_id == "lead-9"
+
+
+async def test_last_synced_is_recorded_per_conversation(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    before = datetime.now(UTC)
+    await buffer.complete(claim, [Outcome.delivered()], POLICY)
+    (conv,) = await buffer.conversations("crm")
+    assert conv["last_synced_at"] >= before - timedelta(seconds=1)
+
+
+async def test_status_never_downgrades_and_failed_is_kept_apart(buffer):
+    now = datetime.now(UTC)
+    await buffer.append([], [StatusUpdate("test", "out1", "read", now)])
+    await buffer.append([], [StatusUpdate("test", "out1", "delivered", now)])
+    await buffer.append([], [StatusUpdate("test", "out1", "failed", now, errors=[{"code": 1}])])
+    status = await buffer.status_of("test", "out1")
+    assert status["status"] == "read"
+    assert status["failed_at"] is not None and "1" in status["errors"]
+
+
+async def test_status_for_unknown_message_is_kept(buffer):
+    await buffer.append([], [StatusUpdate("test", "never-seen", "sent", datetime.now(UTC))])
+    assert (await buffer.status_of("test", "never-seen"))["status"] == "sent"
+
+
+async def test_backfill_queues_only_the_window_and_only_once(buffer):
+    await buffer.append([message(1, minutes_ago=5 * 24 * 60), message(2, minutes_ago=60)])
+    assert await buffer.install_sinks(["crm"]) == ["crm"]
+    assert await buffer.needs_backfill("crm")
+    assert await buffer.backfill("crm", time.time() - 3 * 86400) == 1
+    assert not await buffer.needs_backfill("crm")
+    assert await buffer.install_sinks(["crm"]) == []
+
+
+async def test_reenabled_sink_gets_what_arrived_while_it_was_off(buffer):
+    await buffer.install_sinks(["a", "b"])
+    await buffer.install_sinks(["a"])  # b removed from the config
+    await buffer.append([message(1)])
+    await buffer.install_sinks(["a", "b"])
+    assert rows(buffer.path, "SELECT sink FROM deliveries ORDER BY sink") == [("a",), ("b",)]
+
+
+async def test_prune_removes_only_settled_old_messages(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1), message(2), message(3)])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    outcomes = {"m1": Outcome.delivered(), "m2": Outcome.rejected("x"), "m3": Outcome.retry("y")}
+    await buffer.complete(claim, [outcomes[m.provider_id] for m in claim.batch.messages], POLICY)
+    assert await buffer.prune(time.time() + 1) == 1
+    assert rows(buffer.path, "SELECT provider_id FROM messages ORDER BY id") == [("m2",), ("m3",)]
+
+
+async def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(SchemaError, match="newer than this Chatbridge"):
+        await Buffer.open(path)
+
+
+async def test_schema_version_is_recorded_and_reopen_keeps_data(tmp_path):
+    path = tmp_path / "b.db"
+    buf = await Buffer.open(path)
+    await buf.append([message(1)])
+    await buf.close()
+    buf = await Buffer.open(path)
+    assert await buf.count_messages() == 1
+    await buf.close()
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+
+
+async def test_second_runner_on_one_file_is_refused(tmp_path):
+    first = await Buffer.open(tmp_path / "b.db", runner=True)
+    try:
+        with pytest.raises(BridgeError, match="another bridge process"):
+            await Buffer.open(tmp_path / "b.db", runner=True)
+    finally:
+        await first.close()
+    again = await Buffer.open(tmp_path / "b.db", runner=True)
+    await again.close()
+
+
+async def test_new_runner_releases_leases_of_a_dead_one(tmp_path):
+    buf = await Buffer.open(tmp_path / "b.db", runner=True)
+    await buf.install_sinks(["crm"])
+    await buf.append([message(1)])
+    assert len(await buf.claim("crm", 100, lease=3600)) == 1
+    await buf.close()
+    buf = await Buffer.open(tmp_path / "b.db", runner=True)
+    (claim,) = await buf.claim("crm", 100, 60)
+    assert claim.batch.uncertain and claim.batch.attempt == 2
+    await buf.close()

@@ -1,0 +1,176 @@
+"""Drain loops against real buffers: fan-out, isolation, filters, backfill, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+from bridge.contracts import Outcome
+from bridge.sync import SinkRunner
+from tests.helpers import PostSource, RecordingSink, message, wait_until
+
+
+@asynccontextmanager
+async def running(buffer, sinks, filters=(), sources=()):
+    """Install and run a drain loop per sink until the block ends."""
+    await buffer.install_sinks([s.name for s in sinks])
+    stop = asyncio.Event()
+    runners = [SinkRunner(s, buffer, filters, sources) for s in sinks]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    try:
+        yield runners
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+async def test_two_sinks_each_receive_every_message(buffer):
+    a, b = RecordingSink("a"), RecordingSink("b")
+    async with running(buffer, [a, b]):
+        await asyncio.gather(*[buffer.append([message(i, f"+1415555{i % 7:04d}")])
+                               for i in range(50)])
+        await wait_until(lambda: len(a.delivered) == 50 and len(b.delivered) == 50)
+    expected = {f"m{i}" for i in range(50)}
+    assert set(a.delivered) == expected and set(b.delivered) == expected
+    assert len(a.delivered) == len(set(a.delivered))  # and each exactly once
+
+
+async def test_batches_hold_one_conversation_oldest_first(buffer):
+    sink = RecordingSink()
+    await buffer.append([message(2, minutes_ago=1), message(1, minutes_ago=9),
+                         message(3, "+14155550100")])
+    async with running(buffer, [sink]):
+        await wait_until(lambda: len(sink.delivered) == 3)
+    for batch in sink.batches:
+        assert {m.conversation for m in batch.messages} == {batch.conversation.key}
+        times = [m.sent_at for m in batch.messages]
+        assert times == sorted(times)
+
+
+async def test_slow_sink_does_not_slow_appends(buffer):
+    sink = RecordingSink(delay=10, deliver_timeout=30)
+    async with running(buffer, [sink]) as (runner,):
+        await buffer.append([message(0)])
+        await wait_until(lambda: runner.started)
+        await asyncio.sleep(0.2)  # the sink is now inside its 10-s deliver
+        started = time.monotonic()
+        await asyncio.gather(*[buffer.append([message(i)]) for i in range(1, 501)])
+        elapsed = time.monotonic() - started
+        assert sink.batches == []  # still sleeping on the first batch
+        assert elapsed < 5, f"500 appends took {elapsed:.1f}s behind a sleeping sink"
+        assert await buffer.count_messages() == 501
+
+
+async def test_message_that_always_fails_dead_letters_others_delivered(buffer):
+    def behaviour(m):
+        return Outcome.retry("CRM says no") if m.provider_id == "m3" else Outcome.delivered()
+
+    sink = RecordingSink(behaviour=behaviour, max_attempts=4)
+    async with running(buffer, [sink]):
+        await buffer.append([message(i) for i in range(6)])
+        await wait_until(lambda: buffer.dead_letters())
+    assert sorted(sink.delivered) == ["m0", "m1", "m2", "m4", "m5"]
+    (dead,) = await buffer.dead_letters()
+    assert dead["provider_id"] == "m3" and dead["reason"] == "gave up after 4 attempts: CRM says no"
+
+
+async def test_sink_exception_is_retried_not_lost(buffer):
+    calls = {"n": 0}
+
+    def behaviour(m):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise ConnectionError("CRM unreachable")
+        return Outcome.delivered()
+
+    sink = RecordingSink(behaviour=behaviour)
+    async with running(buffer, [sink]):
+        await buffer.append([message(1)])
+        await wait_until(lambda: sink.delivered == ["m1"])
+    assert calls["n"] == 3
+
+
+async def test_wrong_number_of_outcomes_is_a_retry_with_a_reason(buffer):
+    sink = RecordingSink(max_attempts=1)
+
+    async def broken(batch):
+        return [Outcome.delivered()]  # one outcome for two messages
+
+    sink.deliver = broken
+    async with running(buffer, [sink]):
+        await buffer.append([message(1), message(2)])
+        await wait_until(lambda: buffer.dead_letters())
+    reasons = {d["reason"] for d in await buffer.dead_letters()}
+    assert reasons == {"gave up after 1 attempts: sink returned 1 outcomes for 2 messages "
+                       "(a bug in the sink plugin)"}
+
+
+class DropPersonal:
+    name = "drop-personal"
+
+    def apply(self, m, sink):
+        if m.conversation == "+10000000000":
+            return None
+        return replace(m, text=m.text.replace("secret", "[redacted]"))
+
+
+async def test_filters_drop_and_redact_before_sinks_see_messages(buffer):
+    sink = RecordingSink()
+    async with running(buffer, [sink], filters=[DropPersonal()]):
+        await buffer.append([message(1, text="my secret code"), message(2, "+10000000000")])
+        await wait_until(lambda: sink.delivered == ["m1"])
+        await wait_until(lambda: _backlog(buffer, 0))
+    assert sink.batches[0].messages[0].text == "my [redacted] code"
+    states = await buffer.query("SELECT message_id, state FROM deliveries ORDER BY message_id")
+    assert states == [(1, "done"), (2, "skipped")]
+
+
+async def _backlog(buffer, n):
+    return (await buffer.sinks())[0]["backlog"] == n
+
+
+async def test_first_install_backfills_the_window_once_with_source_history(buffer):
+    await buffer.append([message(1, minutes_ago=5 * 1440), message(2, minutes_ago=2 * 1440)])
+    source = PostSource(history=[message(3, minutes_ago=60), message(4, minutes_ago=4 * 1440)])
+    sink = RecordingSink(backfill_days=3)
+    async with running(buffer, [sink], sources=[source]):
+        await wait_until(lambda: len(sink.delivered) == 2)
+        await asyncio.sleep(0.2)
+    assert sorted(sink.delivered) == ["m2", "m3"]
+    (state,) = await buffer.sinks()
+    assert state["backfill_done_at"] is not None and state["backfill_total"] == 2
+    async with running(buffer, [sink], sources=[source]):  # second start: no second backfill
+        await asyncio.sleep(0.3)
+    assert sorted(sink.delivered) == ["m2", "m3"]
+
+
+async def test_sync_now_wakes_a_sleeping_loop(buffer):
+    sink = RecordingSink(sync_interval=3600)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.next_sync_at is not None)
+        await buffer.append([message(1)])
+        await asyncio.sleep(0.2)
+        assert sink.delivered == []
+        runner.wake()
+        await wait_until(lambda: sink.delivered == ["m1"], timeout=5)
+
+
+async def test_loop_survives_a_failing_sink_start(buffer):
+    sink = RecordingSink()
+    attempts = {"n": 0}
+    original = sink.start
+
+    async def flaky_start():
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("activity type lookup failed")
+        await original()
+
+    sink.start = flaky_start
+    async with running(buffer, [sink]):
+        await buffer.append([message(1)])
+        await wait_until(lambda: sink.delivered == ["m1"])
+    (state,) = await buffer.sinks()
+    assert "activity type lookup failed" in state["last_error"]

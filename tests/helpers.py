@@ -1,0 +1,135 @@
+"""Shared test parts: small real plugins, message factories, a server runner."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from bridge import Batch, Direction, Message, Outcome, SinkSettings, hookimpl
+
+
+def message(n: int, conversation: str = "+919876543210", *, source: str = "test",
+            minutes_ago: float = 0, text: str | None = None, **extra: object) -> Message:
+    """A text message with a predictable provider id."""
+    return Message(
+        source=source, provider_id=f"m{n}", conversation=conversation, account="acct",
+        direction=Direction.IN, sent_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+        kind="text", text=text if text is not None else f"hello {n}", contact_name="Asha",
+        **extra,
+    )
+
+
+class RecordingSink:
+    """A sink that keeps what it received; `behaviour` may change any outcome."""
+
+    def __init__(self, name: str = "memory", behaviour: Callable[[Message], Outcome] | None = None,
+                 delay: float = 0.0, **settings: object) -> None:
+        self.name = name
+        self.settings = SinkSettings(**{"sync_interval": 0.05, "retry_base": 0.01,
+                                        "retry_cap": 0.05, **settings})
+        self.behaviour = behaviour
+        self.delay = delay
+        self.batches: list[Batch] = []
+        self.delivered: list[str] = []
+        self.started = self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def deliver(self, batch: Batch) -> list[Outcome]:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.batches.append(batch)
+        outcomes = []
+        for m in batch.messages:
+            outcome = self.behaviour(m) if self.behaviour else Outcome.delivered()
+            if outcome.kind == "delivered":
+                self.delivered.append(m.provider_id)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class TestSourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str
+    path: str = "/ingest"
+
+
+class PostSource:
+    """POST a JSON list of {"id", "conversation", "text"} to store it."""
+
+    name = "test"
+
+    def __init__(self, path: str = "/ingest", history: list[Message] | None = None) -> None:
+        self.path = path
+        self.history = history or []
+
+    def routes(self, ingest: object) -> list[web.RouteDef]:
+        async def handle(request: web.Request) -> web.Response:
+            items = await request.json()
+            stored = await ingest.append([_from_item(item) for item in items])
+            return web.json_response({"stored": stored})
+        return [web.post(self.path, handle)]
+
+    def backfill(self, since: datetime) -> list[Message]:
+        return [m for m in self.history if m.sent_at >= since]
+
+
+def _from_item(item: dict) -> Message:
+    return Message(source="test", provider_id=item["id"], conversation=item["conversation"],
+                   account="acct", direction=Direction.IN, sent_at=datetime.now(UTC),
+                   kind="text", text=item["text"])
+
+
+class CorePlugin:
+    """Registers a PostSource and given sinks/filters, like a third-party plugin would."""
+
+    def __init__(self, sinks: list = (), filters: list = (), source: object = "default"):
+        self.sinks = list(sinks)
+        self.filters = list(filters)
+        self.source = PostSource() if source == "default" else source
+
+    @hookimpl
+    def register_config_sections(self) -> dict:
+        return {"testsource": TestSourceConfig}
+
+    @hookimpl
+    def register_sources(self, context: object) -> list:
+        return [self.source] if self.source else []
+
+    @hookimpl
+    def register_sinks(self, context: object) -> list:
+        return self.sinks
+
+    @hookimpl
+    def register_filters(self, context: object) -> list:
+        return self.filters
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
+                     every: float = 0.02) -> None:
+    """Poll `predicate` (sync or async) until truthy, or fail the test."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(every)
