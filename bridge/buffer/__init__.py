@@ -21,7 +21,7 @@ from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.lock import RunnerLock
 from bridge.buffer.schema import migrate
-from bridge.buffer.writer import Writer
+from bridge.buffer.writer import MAX_GROUP, Writer
 from bridge.contracts import Outcome
 from bridge.errors import BufferClosed
 from bridge.model import STATUS_FAILED, STATUS_RANK, Message, StatusUpdate
@@ -65,22 +65,23 @@ class Buffer:
     """Open with `await Buffer.open(path)`; close with `await buffer.close()`."""
 
     def __init__(self, path: str, write: aiosqlite.Connection, read: aiosqlite.Connection,
-                 lock: RunnerLock | None = None) -> None:
+                 lock: RunnerLock | None = None, group_limit: int = MAX_GROUP) -> None:
         self.path = path
         self._write = write
         self._read = read
         self._lock = lock
-        self._writer = Writer(write, _append_group)
+        self._writer = Writer(write, _append_group, group_limit)
         self._closed = False
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "full",
-                   runner: bool = False) -> Buffer:
+                   runner: bool = False, group_limit: int = MAX_GROUP) -> Buffer:
         """Open (creating and migrating if needed) the buffer at `path`.
 
         runner: this process serves webhooks and drains sinks. Only one runner may use a
         file at a time (a lock enforces it), so leases left by a killed runner are
-        released at once instead of waiting for them to expire.
+        released at once instead of waiting for them to expire. group_limit: appends per
+        commit at most (1 turns group commit off; benchmarks compare the two).
         """
         path = str(path)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ class Buffer:
             if lock:
                 lock.release()
             raise
-        buffer = cls(path, write, read, lock)
+        buffer = cls(path, write, read, lock, group_limit)
         buffer._writer.start()
         if runner:
             await buffer._transact(lambda db: delivery.release_leases(db, time.time()))

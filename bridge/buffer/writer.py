@@ -29,8 +29,10 @@ class Writer:
     a draining sink never holds ingestion up for longer than one short transaction.
     """
 
-    def __init__(self, db: aiosqlite.Connection, group_work: GroupWork) -> None:
+    def __init__(self, db: aiosqlite.Connection, group_work: GroupWork,
+                 group_limit: int = MAX_GROUP) -> None:
         self._db = db
+        self._group_limit = group_limit
         self._group_work = group_work
         self._appends: deque[tuple[Any, asyncio.Future[Any]]] = deque()
         self._others: deque[tuple[Transaction[Any], asyncio.Future[Any]]] = deque()
@@ -79,7 +81,8 @@ class Writer:
                 return
 
     async def _commit_group(self) -> None:
-        group = [self._appends.popleft() for _ in range(min(MAX_GROUP, len(self._appends)))]
+        count = min(self._group_limit, len(self._appends))
+        group = [self._appends.popleft() for _ in range(count)]
         items = [item for item, _ in group]
         try:
             results = await self._in_transaction(lambda db: self._group_work(db, items))
