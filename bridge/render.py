@@ -1,0 +1,259 @@
+"""One short human line per message, for transcripts (the sink adds time and sender).
+
+Provider-neutral: it reads only Message fields and the `extra` keys sources agree on
+(location, contacts, interactive, button, reaction, order, system, edit,
+unsupported_type, forwarded, frequently_forwarded). Odd `extra` contents never raise;
+they render as less detail.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bridge.model import Message
+
+NEWLINE = " ⏎ "
+TARGET_KINDS = frozenset({"reaction", "edit", "revoke"})  # their reply_to is a target, not a quote
+FORM_LIMIT = 300  # characters of a form reply's fields
+
+
+def render_line(message: Message) -> str:
+    """The message as one line: its text, or an emoji-tagged summary of what it carries."""
+    render = _RENDERERS.get(message.kind, _unknown)
+    line = render(message)
+    if message.kind not in TARGET_KINDS:
+        line = _prefix(message) + line
+    return NEWLINE.join(line.splitlines())
+
+
+def _prefix(message: Message) -> str:
+    extra = _extra(message)
+    prefix = f"↩️ reply to {short_id(message.reply_to)}: " if message.reply_to else ""
+    if extra.get("frequently_forwarded") is True:
+        return "↪️ Forwarded many times: " + prefix
+    if extra.get("forwarded") is True:
+        return "↪️ Forwarded: " + prefix
+    return prefix
+
+
+def short_id(provider_id: object) -> str:
+    """A message id short enough to read: long ids keep their last 8 characters."""
+    text = _s(provider_id).rstrip("=")
+    return text if len(text) <= 12 else "…" + text[-8:]
+
+
+# -- safe readers --------------------------------------------------------------------------
+
+def _extra(message: Message) -> Mapping[str, Any]:
+    return message.extra if isinstance(message.extra, Mapping) else {}
+
+
+def _info(message: Message, key: str) -> Mapping[str, Any]:
+    value = _extra(message).get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _s(value: object) -> str:
+    """Display text of a scalar; "" for None and containers."""
+    if value is None or isinstance(value, Mapping | list | tuple | set):
+        return ""
+    return str(value)
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _number(value: object) -> float | None:
+    """A finite number, also from a numeric string; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _quoted(text: str) -> str:
+    return f'"{text}"' if text else ""
+
+
+# -- one function per kind -----------------------------------------------------------------
+
+def _text(message: Message) -> str:
+    return _s(message.text) or "(empty message)"
+
+
+def _media_line(label: str, message: Message, name: str = "") -> str:
+    """`label: name "caption" (mime, media id)`, leaving out what is unknown."""
+    media = message.media
+    caption = _s(getattr(media, "caption", None)) or _s(message.text)
+    head = " ".join(p for p in (name, _quoted(caption)) if p)
+    media_id = _s(getattr(media, "id", None))
+    details = [d for d in (_s(getattr(media, "mime_type", None)),
+                           f"media {media_id}" if media_id else "") if d]
+    return label + (f": {head}" if head else "") + (f" ({', '.join(details)})" if details else "")
+
+
+def _image(message: Message) -> str:
+    return _media_line("📷 Photo", message)
+
+
+def _video(message: Message) -> str:
+    return _media_line("🎥 Video", message)
+
+
+def _audio(message: Message) -> str:
+    voice = getattr(message.media, "voice", False) is True
+    return _media_line("🎤 Voice message" if voice else "🎵 Audio", message)
+
+
+def _document(message: Message) -> str:
+    return _media_line("📄 Document", message, _s(getattr(message.media, "filename", None)))
+
+
+def _sticker(message: Message) -> str:
+    animated = getattr(message.media, "animated", False) is True
+    return _media_line("🏷️ Animated sticker" if animated else "🏷️ Sticker", message)
+
+
+def _location(message: Message) -> str:
+    place = _info(message, "location")
+    where = ", ".join(p for p in (_s(place.get("name")), _s(place.get("address"))) if p)
+    lat, lon = _number(place.get("latitude")), _number(place.get("longitude"))
+    coords = f" ({lat:g}, {lon:g})" if lat is not None and lon is not None else ""
+    return "📍 Location" + (f": {where}" if where else "") + coords
+
+
+def _contacts(message: Message) -> str:
+    cards = [_card(c) for c in _items(_extra(message).get("contacts"))]
+    label = "👤 Contacts" if len(cards) > 1 else "👤 Contact"
+    return f"{label}: {'; '.join(cards)}" if cards else label
+
+
+def _card(card: Mapping[str, Any]) -> str:
+    """`Name +91..., a@b.example`."""
+    details = [_s(v) for key in ("phones", "emails") for v in _list(card.get(key))]
+    reach = ", ".join(d for d in details if d)
+    return " ".join(p for p in (_s(card.get("name")), reach) if p) or "(no details)"
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _interactive(message: Message) -> str:
+    """A chosen button or list row, a submitted form, or another interactive reply."""
+    info = _info(message, "interactive")
+    response = info.get("response")
+    if isinstance(response, Mapping):
+        fields = _fields(response)
+        return "📝 Form reply" + (f": {fields}" if fields else _text_suffix(message))
+    title = _s(info.get("title"))
+    if title:
+        return f"🔘 Chose {_quoted(title)}"
+    if _s(response):
+        return f"🔘 Replied {_quoted(_s(response))}"
+    kind = _s(info.get("type"))
+    return "🔘 Interactive reply" + (f" ({kind})" if kind else "") + _text_suffix(message)
+
+
+def _fields(response: Mapping[str, Any]) -> str:
+    text = ", ".join(f"{k}: {_s(v)}" for k, v in response.items() if _s(v))
+    return text if len(text) <= FORM_LIMIT else text[:FORM_LIMIT - 1] + "…"
+
+
+def _text_suffix(message: Message) -> str:
+    return f": {message.text}" if message.text else ""
+
+
+def _button(message: Message) -> str:
+    info = _info(message, "button")
+    text = _s(info.get("text")) or message.text or _s(info.get("payload"))
+    return f"🔘 Pressed {_quoted(text)}" if text else "🔘 Pressed a button"
+
+
+def _reaction(message: Message) -> str:
+    info = _info(message, "reaction")
+    emoji = _s(info.get("emoji")) or message.text
+    target = short_id(message.reply_to) if message.reply_to else ""
+    if info.get("removed") is True or not emoji:
+        return "Removed a reaction" + (f" from {target}" if target else "")
+    return f"{emoji} reacted" + (f" to {target}" if target else "")
+
+
+def _order(message: Message) -> str:
+    """`🛒 Order: 2 items (2 × SKU1 @ 100 INR, 1 × SKU2 @ 50 INR; total 250.00 INR) "note"`."""
+    items = _items(_info(message, "order").get("items"))
+    details = ", ".join(_order_item(i) for i in items)
+    total = _order_total(items)
+    if total:
+        details += f"; total {total}"
+    line = f"🛒 Order: {len(items)} item{'s' * (len(items) != 1)}"
+    if details:
+        line += f" ({details})"
+    return f"{line} {_quoted(message.text)}" if message.text else line
+
+
+def _order_item(item: Mapping[str, Any]) -> str:
+    quantity, name = _s(item.get("quantity")) or "?", _s(item.get("product_retailer_id")) or "?"
+    price = " ".join(p for p in (_s(item.get("item_price")), _s(item.get("currency"))) if p)
+    return f"{quantity} × {name}" + (f" @ {price}" if price else "")
+
+
+def _order_total(items: list[Mapping[str, Any]]) -> str:
+    """Sum of quantity × price when every item has both and all share one currency."""
+    currencies = {_s(i.get("currency")) for i in items}
+    total = 0.0
+    for item in items:
+        quantity, price = _number(item.get("quantity")), _number(item.get("item_price"))
+        if quantity is None or price is None:
+            return ""
+        total += quantity * price
+    if not items or len(currencies) != 1 or not math.isfinite(total):
+        return ""
+    return " ".join(p for p in (f"{total:.2f}", currencies.pop()) if p)
+
+
+def _system(message: Message) -> str:
+    if message.text:
+        return f"ℹ️ {message.text}"
+    kind = _s(_info(message, "system").get("type"))
+    return "ℹ️ System message" + (f" ({kind})" if kind else "")
+
+
+def _edit(message: Message) -> str:
+    if message.text:
+        return f"✏️ Edited: {message.text}"
+    kind = _s(_info(message, "edit").get("kind"))
+    return "✏️ Edited a message" + (f" ({kind})" if kind else "")
+
+
+def _revoke(message: Message) -> str:
+    return "🗑️ Deleted a message"
+
+
+def _placeholder(message: Message) -> str:
+    return "📎 Media (not synced)"
+
+
+def _unsupported(message: Message) -> str:
+    kind = _s(_extra(message).get("unsupported_type"))
+    return "⚠️ Unsupported message" + (f" ({kind})" if kind else "")
+
+
+def _unknown(message: Message) -> str:
+    """A kind this renderer does not know (a newer source): name it, keep any text."""
+    return f"⚠️ Unsupported message ({_s(message.kind)})" + _text_suffix(message)
+
+
+_RENDERERS: dict[str, Callable[[Message], str]] = {
+    "text": _text, "image": _image, "video": _video, "audio": _audio, "document": _document,
+    "sticker": _sticker, "location": _location, "contacts": _contacts,
+    "interactive": _interactive, "button": _button, "reaction": _reaction, "order": _order,
+    "system": _system, "edit": _edit, "revoke": _revoke, "media_placeholder": _placeholder,
+    "unsupported": _unsupported,
+}

@@ -1,0 +1,85 @@
+"""Settings of the WhatsApp source (`plugins.whatsapp` in the config file)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class WhatsAppConfig(BaseModel):
+    """The `plugins.whatsapp` section.
+
+    verify_token: echoed by Meta in the handshake; app_secret: the Meta app secret, or a
+    list while rotating (any one verifies); path: the webhook route; phone_number_ids:
+    business numbers to store (None: all); default_region: for numbers written without a
+    country code.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    verify_token: str
+    app_secret: str | list[str]
+    path: str = "/webhooks/whatsapp"
+    phone_number_ids: list[str] | None = None
+    default_region: str | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every accepted app secret, in the order written."""
+        return (self.app_secret,) if isinstance(self.app_secret, str) else tuple(self.app_secret)
+
+    @field_validator("verify_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty (set it to the Verify token you enter in the App "
+                             "Dashboard under WhatsApp › Configuration)")
+        return value
+
+    @field_validator("app_secret")
+    @classmethod
+    def _secrets(cls, value: str | list[str]) -> list[str]:
+        secrets = [value] if isinstance(value, str) else value
+        if not secrets or not all(s.strip() for s in secrets):
+            raise ValueError("is empty (copy the App secret from the App Dashboard under "
+                             "App settings › Basic)")
+        if any(s != s.strip() for s in secrets):
+            raise ValueError("has spaces or a line break around it (remove them; every "
+                             "signature check would fail)")
+        return secrets
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} does not start with '/' (write it like "
+                             "/webhooks/whatsapp)")
+        return value
+
+    @field_validator("phone_number_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        if not value:
+            raise ValueError("is an empty list (list at least one Phone number ID, or remove "
+                             "the key to store every number)")
+        ids = [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        for item in ids:
+            if not (isinstance(item, str) and item.isascii() and item.isdigit()):
+                raise ValueError(f"{item!r} is not a Phone number ID (use the numeric ID shown "
+                                 "in WhatsApp › API Setup, not the phone number)")
+        return ids
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a known region (use a two-letter region like "
+                             "IN or US)")
+        return region

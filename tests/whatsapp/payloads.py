@@ -1,0 +1,280 @@
+"""Builders of WhatsApp Cloud API webhook payloads, shaped as in Meta's webhook reference.
+
+One builder per message type and per change field; tests compose them, e.g.
+`envelope(message_change([text_message("wamid.1")]))`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+OBJECT = "whatsapp_business_account"
+PHONE_ID = "106540352242922"
+BUSINESS = "15550783881"  # display_phone_number: digits, no '+'
+CUSTOMER = "16505551234"
+TS = "1739230955"
+BSUID = "US.13491208655302741918"
+
+Json = dict[str, Any]
+
+
+# -- envelope and changes ------------------------------------------------------------------
+
+def envelope(*changes: Json, waba: str = "102290129340398", time: int | None = None) -> Json:
+    """One notification with one entry holding `changes`."""
+    return payload(entry(*changes, waba=waba, time=time))
+
+
+def entry(*changes: Json, waba: str = "102290129340398", time: int | None = None) -> Json:
+    item: Json = {"id": waba, "changes": list(changes)}
+    if time is not None:
+        item["time"] = time
+    return item
+
+
+def payload(*entries: Json) -> Json:
+    return {"object": OBJECT, "entry": list(entries)}
+
+
+def metadata(phone_id: str = PHONE_ID, display: str = BUSINESS) -> Json:
+    return {"display_phone_number": display, "phone_number_id": phone_id}
+
+
+def value(phone_id: str = PHONE_ID, **arrays: Any) -> Json:
+    """A change value with metadata plus the given arrays (messages=..., statuses=...)."""
+    return {"messaging_product": "whatsapp", "metadata": metadata(phone_id),
+            **{k: v for k, v in arrays.items() if v is not None}}
+
+
+def message_change(messages: Sequence[Json] = (), *, contacts: list[Json] | None = None,
+                   statuses: Sequence[Json] = (), errors: list[Json] | None = None,
+                   phone_id: str = PHONE_ID) -> Json:
+    """field `messages`; contacts default to one profile per distinct sender."""
+    if contacts is None and messages:
+        senders = dict.fromkeys(m["from"] for m in messages if "from" in m)
+        contacts = [contact(s, "Sheena Nelson") for s in senders]
+    return {"field": "messages", "value": value(
+        phone_id, contacts=contacts, messages=list(messages) or None,
+        statuses=list(statuses) or None, errors=errors)}
+
+
+def echo_change(echoes: list[Json], *, contacts: list[Json] | None = None,
+                phone_id: str = PHONE_ID) -> Json:
+    return {"field": "smb_message_echoes",
+            "value": value(phone_id, message_echoes=list(echoes), contacts=contacts)}
+
+
+def history_change(threads: Sequence[Json] = (), *, phase: int = 0, chunk_order: int = 1,
+                   progress: int = 55, phone_id: str = PHONE_ID) -> Json:
+    chunk = {"metadata": {"phase": phase, "chunk_order": chunk_order, "progress": progress},
+             "threads": list(threads)}
+    return {"field": "history", "value": value(phone_id, history=[chunk])}
+
+
+def history_media_change(messages: list[Json], phone_id: str = PHONE_ID) -> Json:
+    """The follow-up history webhook describing media of earlier placeholders."""
+    return {"field": "history", "value": value(phone_id, messages=list(messages))}
+
+
+def history_declined_change(phone_id: str = PHONE_ID) -> Json:
+    error = {"code": 2593109, "title": "History sync is turned off by the business from the "
+             "WhatsApp Business App", "message": "History sync is turned off",
+             "error_data": {"details": "History sync is turned off"}}
+    return {"field": "history", "value": value(phone_id, history=[{"errors": [error]}])}
+
+
+def thread(customer: str, messages: list[Json]) -> Json:
+    return {"id": customer, "messages": list(messages)}
+
+
+def state_sync_change(items: list[Json], phone_id: str = PHONE_ID) -> Json:
+    return {"field": "smb_app_state_sync", "value": value(phone_id, state_sync=list(items))}
+
+
+def state_contact(phone: str, full_name: str | None = None, first_name: str | None = None,
+                  action: str = "add") -> Json:
+    person: Json = {"phone_number": phone}
+    if full_name is not None:
+        person["full_name"] = full_name
+    if first_name is not None:
+        person["first_name"] = first_name
+    return {"type": "contact", "contact": person, "action": action,
+            "metadata": {"timestamp": TS}}
+
+
+def other_change(field: str, content: Json | None = None) -> Json:
+    """A field this source only acknowledges (account_update, templates ...)."""
+    return {"field": field, "value": content or {"event": "VERIFIED_ACCOUNT"}}
+
+
+# -- contacts[] and statuses[] -------------------------------------------------------------
+
+def contact(wa_id: str | None, name: str, user_id: str | None = None) -> Json:
+    item: Json = {"profile": {"name": name}}
+    if wa_id is not None:
+        item["wa_id"] = wa_id
+    if user_id is not None:
+        item["user_id"] = user_id
+    return item
+
+
+def status(mid: str, state: str = "delivered", recipient: str = CUSTOMER, ts: str = TS,
+           errors: list[Json] | None = None, **more: Any) -> Json:
+    item: Json = {"id": mid, "status": state, "timestamp": ts, "recipient_id": recipient, **more}
+    if errors is not None:
+        item["errors"] = errors
+    return item
+
+
+# -- messages, one builder per type ----------------------------------------------------------
+
+def base(mid: str, from_: str | None, kind: str, ts: str | int | None = TS, **more: Any) -> Json:
+    item: Json = {"id": mid, "type": kind, **more}
+    if from_ is not None:
+        item["from"] = from_
+    if ts is not None:
+        item["timestamp"] = ts
+    return item
+
+
+def text_message(mid: str, from_: str = CUSTOMER, body: str = "hello",
+                 ts: str | int | None = TS, **more: Any) -> Json:
+    return base(mid, from_, "text", ts, text={"body": body}, **more)
+
+
+def media(media_id: str, mime: str, **fields: Any) -> Json:
+    return {"mime_type": mime, "sha256": "a4f3c8e1b2d9", "id": media_id,
+            **{k: v for k, v in fields.items() if v is not None}}
+
+
+def image_message(mid: str, from_: str = CUSTOMER, caption: str | None = "look",
+                  media_id: str = "1234", url: str | None = None) -> Json:
+    return base(mid, from_, "image",
+                image=media(media_id, "image/jpeg", caption=caption, url=url))
+
+
+def video_message(mid: str, from_: str = CUSTOMER, caption: str | None = None) -> Json:
+    return base(mid, from_, "video", video=media("777", "video/mp4", caption=caption))
+
+
+def audio_message(mid: str, from_: str = CUSTOMER, voice: bool = True) -> Json:
+    return base(mid, from_, "audio",
+                audio=media("555", "audio/ogg; codecs=opus", voice=voice))
+
+
+def document_message(mid: str, from_: str = CUSTOMER, filename: str = "invoice.pdf",
+                     caption: str | None = "March") -> Json:
+    return base(mid, from_, "document", document=media(
+        "888", "application/pdf", filename=filename, caption=caption))
+
+
+def sticker_message(mid: str, from_: str = CUSTOMER, animated: bool = False) -> Json:
+    return base(mid, from_, "sticker",
+                sticker=media("999", "image/webp", animated=animated))
+
+
+def location_message(mid: str, from_: str = CUSTOMER, name: str | None = "Cubbon Park",
+                     address: str | None = "Kasturba Road, Bengaluru") -> Json:
+    place = {"latitude": 12.9763, "longitude": 77.5929, "name": name, "address": address,
+             "url": "https://maps.example/cubbon"}
+    return base(mid, from_, "location", location={k: v for k, v in place.items() if v})
+
+
+def contacts_message(mid: str, from_: str = CUSTOMER) -> Json:
+    card = {"name": {"formatted_name": "Ravi Kumar", "first_name": "Ravi", "last_name": "Kumar"},
+            "phones": [{"phone": "+91 98765 43210", "wa_id": "919876543210", "type": "CELL"}],
+            "emails": [{"email": "ravi@example.com", "type": "WORK"}]}
+    return base(mid, from_, "contacts", contacts=[card])
+
+
+def button_reply_message(mid: str, from_: str = CUSTOMER, reply_id: str = "yes-1",
+                         title: str = "Yes") -> Json:
+    return base(mid, from_, "interactive", context={"from": BUSINESS, "id": "wamid.question"},
+                interactive={"type": "button_reply",
+                             "button_reply": {"id": reply_id, "title": title}})
+
+
+def list_reply_message(mid: str, from_: str = CUSTOMER) -> Json:
+    row = {"id": "slot-2", "title": "Tuesday 10:00", "description": "Dr. Rao"}
+    return base(mid, from_, "interactive",
+                interactive={"type": "list_reply", "list_reply": row})
+
+
+def nfm_reply_message(mid: str, from_: str = CUSTOMER,
+                      response_json: str = '{"name": "Asha", "flow_token": "t1"}') -> Json:
+    reply = {"response_json": response_json, "body": "Sent", "name": "flow"}
+    return base(mid, from_, "interactive", interactive={"type": "nfm_reply", "nfm_reply": reply})
+
+
+def call_permission_message(mid: str, from_: str = CUSTOMER) -> Json:
+    reply = {"response": "accept", "expiration_timestamp": 1753186982,
+             "response_source": "user_action"}
+    return base(mid, from_, "interactive", interactive={
+        "type": "call_permission_reply", "call_permission_reply": reply})
+
+
+def button_message(mid: str, from_: str = CUSTOMER, text: str = "Stop promotions") -> Json:
+    return base(mid, from_, "button", context={"from": BUSINESS, "id": "wamid.template"},
+                button={"payload": "STOP", "text": text})
+
+
+def reaction_message(mid: str, target: str, emoji: str | None = "😮",
+                     from_: str = CUSTOMER) -> Json:
+    reaction = {"message_id": target}
+    if emoji is not None:
+        reaction["emoji"] = emoji
+    return base(mid, from_, "reaction", reaction=reaction)
+
+
+def order_message(mid: str, from_: str = CUSTOMER) -> Json:
+    items = [{"product_retailer_id": "SKU-1", "quantity": 2, "item_price": 100,
+              "currency": "INR"},
+             {"product_retailer_id": "SKU-2", "quantity": 1, "item_price": 50, "currency": "INR"}]
+    return base(mid, from_, "order", order={"catalog_id": "cat-9", "text": "Deliver by 6",
+                                            "product_items": items})
+
+
+def system_message(mid: str, from_: str = CUSTOMER, new_wa_id: str = "16505550000") -> Json:
+    body = f"User {from_} changed from {from_} to {new_wa_id}"
+    return base(mid, from_, "system",
+                system={"body": body, "type": "user_changed_number", "wa_id": new_wa_id})
+
+
+def edit_message(mid: str, original: str, inner: Json, from_: str = CUSTOMER) -> Json:
+    """`inner` is a message body such as {"type": "text", "text": {...}}."""
+    return base(mid, from_, "edit", edit={"original_message_id": original, "message": inner})
+
+
+def revoke_message(mid: str, original: str, from_: str = CUSTOMER) -> Json:
+    return base(mid, from_, "revoke", revoke={"original_message_id": original})
+
+
+def unsupported_message(mid: str, from_: str = CUSTOMER, inner_type: str | None = "poll") -> Json:
+    error = {"code": 131051, "title": "Message type unknown", "message": "Message type unknown",
+             "error_data": {"details": "Message type is currently not supported."}}
+    more: Json = {"errors": [error]}
+    if inner_type is not None:
+        more["unsupported"] = {"type": inner_type}
+    return base(mid, from_, "unsupported", **more)
+
+
+def placeholder_message(mid: str, from_: str = CUSTOMER) -> Json:
+    return base(mid, from_, "media_placeholder", history_context={"status": "READ"})
+
+
+def echo(mid: str, to: str, body: str = "On our way", from_: str = BUSINESS,
+         **more: Any) -> Json:
+    """A message the business typed in the Business app (smb_message_echoes)."""
+    return {"from": from_, "to": to, "id": mid, "timestamp": TS, "type": "text",
+            "text": {"body": body}, **more}
+
+
+def historical(mid: str, from_: str, body: str, status: str = "READ") -> Json:
+    return text_message(mid, from_, body, history_context={"status": status})
+
+
+def escaped_body(data: Json) -> bytes:
+    """Compact JSON bytes with non-ASCII escaped as \\uXXXX and '/' as '\\/', as Meta sends."""
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("/", "\\/").encode()

@@ -1,0 +1,160 @@
+"""render_line: one readable line per message kind, from parsed payloads and odd extras."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from bridge.model import KINDS, Direction, Media, Message
+from bridge.render import render_line, short_id
+from plugins.whatsapp.parse import PayloadError, parse_payload
+from tests.whatsapp import payloads as p
+from tests.whatsapp.test_parse import mutated
+
+
+def parsed(message: dict) -> Message:
+    (result,) = parse_payload(p.envelope(p.message_change([message]))).messages
+    return result
+
+
+def make(kind: str, text: str = "", media: Media | None = None, reply_to: str | None = None,
+         **extra: object) -> Message:
+    return Message(source="test", provider_id="m1", conversation="+16505551234", account="a",
+                   direction=Direction.IN, sent_at=datetime.now(UTC), kind=kind, text=text,
+                   media=media, reply_to=reply_to, extra=dict(extra))
+
+
+@pytest.mark.parametrize(("message", "line"), [
+    (p.text_message("t", body="Hello"), "Hello"),
+    (p.image_message("i", caption="crack"), '📷 Photo: "crack" (image/jpeg, media 1234)'),
+    (p.image_message("i", caption=None), "📷 Photo (image/jpeg, media 1234)"),
+    (p.video_message("v", caption="walkthrough"), '🎥 Video: "walkthrough" (video/mp4, media 777)'),
+    (p.audio_message("a", voice=True), "🎤 Voice message (audio/ogg; codecs=opus, media 555)"),
+    (p.audio_message("a", voice=False), "🎵 Audio (audio/ogg; codecs=opus, media 555)"),
+    (p.document_message("d"), '📄 Document: invoice.pdf "March" (application/pdf, media 888)'),
+    (p.sticker_message("s"), "🏷️ Sticker (image/webp, media 999)"),
+    (p.sticker_message("s", animated=True), "🏷️ Animated sticker (image/webp, media 999)"),
+    (p.location_message("l"),
+     "📍 Location: Cubbon Park, Kasturba Road, Bengaluru (12.9763, 77.5929)"),
+    (p.location_message("l", name=None, address=None), "📍 Location (12.9763, 77.5929)"),
+    (p.contacts_message("c"), "👤 Contact: Ravi Kumar +91 98765 43210, ravi@example.com"),
+    (p.list_reply_message("lr"), '🔘 Chose "Tuesday 10:00"'),
+    (p.nfm_reply_message("f"), "📝 Form reply: name: Asha, flow_token: t1"),
+    (p.call_permission_message("cp"), '🔘 Replied "accept"'),
+    (p.reaction_message("r", "wamid.HBgLMTY1MDM4NzkQUJDRkFFMTc2OTg0RgA="),
+     "😮 reacted to …2OTg0RgA"),
+    (p.reaction_message("r", "wamid.1", emoji=""), "Removed a reaction from wamid.1"),
+    (p.order_message("o"), '🛒 Order: 2 items (2 × SKU-1 @ 100 INR, 1 × SKU-2 @ 50 INR; '
+                           'total 250.00 INR) "Deliver by 6"'),
+    (p.system_message("sy"), "ℹ️ User 16505551234 changed from 16505551234 to 16505550000"),
+    (p.edit_message("e", "wamid.1", {"type": "text", "text": {"body": "new text"}}),
+     "✏️ Edited: new text"),
+    (p.revoke_message("rv", "wamid.1"), "🗑️ Deleted a message"),
+    (p.placeholder_message("ph"), "📎 Media (not synced)"),
+    (p.unsupported_message("u"), "⚠️ Unsupported message (poll)"),
+    (p.base("u", p.CUSTOMER, "hologram"), "⚠️ Unsupported message (hologram)"),
+])
+def test_every_kind_from_a_parsed_payload(message, line):
+    assert render_line(parsed(message)) == line
+
+
+def test_reply_prefixes_quoted_messages_only():
+    assert render_line(parsed(p.button_reply_message("b"))) == (
+        '↩️ reply to …question: 🔘 Chose "Yes"')
+    assert render_line(parsed(p.button_message("bt"))) == (
+        '↩️ reply to …template: 🔘 Pressed "Stop promotions"')
+
+
+def test_forwarded_prefix():
+    forwarded = parsed(p.text_message("f", body="news", context={"forwarded": True}))
+    assert render_line(forwarded) == "↪️ Forwarded: news"
+    often = parsed(p.text_message("f", body="news", context={"frequently_forwarded": True}))
+    assert render_line(often) == "↪️ Forwarded many times: news"
+
+
+def test_newlines_become_one_line():
+    line = render_line(make("text", "line one\nline two\r\nthree"))
+    assert line == "line one ⏎ line two ⏎ three"
+    assert "\n" not in render_line(make("image", "a\nb", Media(id="1", caption="a\nb")))
+
+
+@pytest.mark.parametrize(("message", "line"), [
+    (make("text"), "(empty message)"),
+    (make("image"), "📷 Photo"),
+    (make("interactive", interactive={"type": None}), "🔘 Interactive reply"),
+    (make("interactive", interactive={"type": "product"}), "🔘 Interactive reply (product)"),
+    (make("button", button={"payload": "P1"}), '🔘 Pressed "P1"'),
+    (make("reaction", text="👍", reply_to=None), "👍 reacted"),
+    (make("system", system={"type": "customer_identity_changed"}),
+     "ℹ️ System message (customer_identity_changed)"),
+    (make("edit", edit={"kind": "image"}), "✏️ Edited a message (image)"),
+    (make("unsupported"), "⚠️ Unsupported message"),
+    (make("media_placeholder", reply_to="wamid.1"), "↩️ reply to wamid.1: 📎 Media (not synced)"),
+    (make("poll", "Lunch?"), "⚠️ Unsupported message (poll): Lunch?"),
+])
+def test_sparse_messages(message, line):
+    assert render_line(message) == line
+
+
+ODD_EXTRAS = [
+    {"location": "here"}, {"location": {"latitude": "north", "longitude": None}},
+    {"location": {"latitude": float("nan"), "longitude": 1}}, {"contacts": {"name": "x"}},
+    {"contacts": [None, 3, {"name": ["a"], "phones": "123", "emails": [None, {}]}]},
+    {"interactive": ["x"]}, {"interactive": {"response": {"a": {"b": 1}, "c": None}}},
+    {"interactive": {"title": 5, "response": 7}}, {"button": None},
+    {"reaction": {"emoji": ["👍"], "removed": "yes"}},
+    {"order": {"items": [{"quantity": "2", "item_price": "1e400"}, "junk"]}},
+    {"order": {"items": [{"quantity": 10**400, "item_price": 1.5, "currency": "INR"}]}},
+    {"order": {"items": [{"quantity": 1e308, "item_price": 1e308, "currency": "X"}]}},
+    {"order": "many"}, {"system": 3}, {"edit": []}, {"unsupported_type": {"t": 1}},
+    {"forwarded": "yes", "frequently_forwarded": 1},
+]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS | {"future_kind"}))
+@pytest.mark.parametrize("extra", ODD_EXTRAS)
+def test_odd_extras_never_raise_and_stay_one_line(kind, extra):
+    message = make(kind, "x\ny", reply_to="id\n2", **extra)
+    line = render_line(message)
+    assert isinstance(line, str) and line and "\n" not in line
+
+
+def test_odd_extra_container_never_raises():
+    message = make("location")
+    object.__setattr__(message, "extra", ["not", "a", "dict"])
+    assert render_line(message) == "📍 Location"
+
+
+def test_long_form_reply_is_cut():
+    response = {f"field{i}": "v" * 40 for i in range(20)}
+    line = render_line(make("interactive", interactive={"type": "nfm_reply", "response": response}))
+    assert line.startswith("📝 Form reply: field0: ") and len(line) < 330 and line.endswith("…")
+
+
+@pytest.mark.parametrize(("given", "short"), [
+    ("wamid.1", "wamid.1"), ("ABGGFlA5Fpa", "ABGGFlA5Fpa"),
+    ("wamid.HBgLMTY1MDM4NzkQUJDRkFFMTc2OTg0RgA=", "…2OTg0RgA"), (None, ""),
+])
+def test_short_id(given, short):
+    assert short_id(given) == short
+
+
+def test_render_reads_no_provider_names():
+    import bridge.render
+
+    source = open(bridge.render.__file__, encoding="utf-8").read().lower()
+    assert "whatsapp" not in source and "wamid" not in source and "nfm" not in source
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(mutated())
+def test_fuzz_every_parsed_message_renders_as_one_line(payload):
+    try:
+        messages = parse_payload(payload).messages
+    except PayloadError:
+        return
+    for message in messages:
+        line = render_line(message)
+        assert line and "\n" not in line

@@ -1,0 +1,227 @@
+"""The webhook route over real HTTP into a real buffer: handshake, signatures, storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import aiohttp
+import pytest
+
+from bridge.app import BRIDGE, create_app
+from bridge.plugins import load_config
+from plugins.whatsapp.signature import sign
+
+SECRET, OLD_SECRET, TOKEN = "app-secret-new", "app-secret-old", "verify-me"
+PATH = "/webhooks/whatsapp"
+
+
+def text_message(mid: str, sender: str = "919876543210", body: str = "hello") -> dict:
+    return {"from": sender, "id": mid, "timestamp": "1739230955", "type": "text",
+            "text": {"body": body}}
+
+
+def change(messages=(), statuses=(), phone_id="106540352242922", contacts=None) -> dict:
+    value = {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_id}}
+    if messages:
+        value["messages"] = list(messages)
+        value["contacts"] = contacts or [{"profile": {"name": "Asha Rao"},
+                                          "wa_id": messages[0]["from"]}]
+    if statuses:
+        value["statuses"] = list(statuses)
+    return {"field": "messages", "value": value}
+
+
+def envelope(*entries) -> dict:
+    return {"object": "whatsapp_business_account",
+            "entry": [{"id": "WABA1", "changes": list(changes)} for changes in entries]}
+
+
+@pytest.fixture
+async def bridge_url(tmp_path, serve):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"buffer: {{path: {tmp_path}/b.db}}\nplugins:\n  whatsapp:\n"
+        f"    verify_token: {TOKEN}\n    app_secret: [{SECRET}, {OLD_SECRET}]\n")
+    from bridge.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    app = create_app(load_config(config, pm), pm)
+    url = await serve(app)
+    return url, app
+
+
+async def post(url: str, body: bytes, signature: str | None, content_type="application/json"):
+    headers = {"Content-Type": content_type}
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    async with aiohttp.ClientSession() as http, http.post(url + PATH, data=body,
+                                                          headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def stored_ids(app) -> list[str]:
+    return sorted(m.provider_id for m in await app[BRIDGE].buffer.messages())
+
+
+async def test_handshake_echoes_the_challenge(bridge_url):
+    url, _ = bridge_url
+    params = {"hub.mode": "subscribe", "hub.verify_token": TOKEN, "hub.challenge": "1158201444"}
+    async with aiohttp.ClientSession() as http, http.get(url + PATH, params=params) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        assert await resp.text() == "1158201444"
+
+
+@pytest.mark.parametrize("params", [
+    {"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"},
+    {"hub.mode": "unsubscribe", "hub.verify_token": TOKEN, "hub.challenge": "1"},
+    {"hub.verify_token": TOKEN, "hub.challenge": "1"},
+])
+async def test_handshake_refuses_anything_else_with_403(bridge_url, params):
+    url, _ = bridge_url
+    async with aiohttp.ClientSession() as http, http.get(url + PATH, params=params) as resp:
+        assert resp.status == 403
+
+
+async def test_signed_post_is_stored_before_200(bridge_url):
+    url, app = bridge_url
+    body = json.dumps(envelope([change([text_message("wamid.1")])])).encode()
+    assert (await post(url, body, sign(body, SECRET)))[0] == 200
+    (message,) = await app[BRIDGE].buffer.messages()
+    assert (message.provider_id, message.conversation, message.contact_name, message.text) == (
+        "wamid.1", "+919876543210", "Asha Rao", "hello")
+
+
+async def test_rotated_second_secret_is_accepted(bridge_url):
+    url, app = bridge_url
+    body = json.dumps(envelope([change([text_message("wamid.old")])])).encode()
+    assert (await post(url, body, sign(body, OLD_SECRET)))[0] == 200
+    assert await stored_ids(app) == ["wamid.old"]
+
+
+def _bad_signatures(body: bytes) -> dict[str, tuple[bytes, str | None]]:
+    altered = bytearray(body)
+    altered[body.index(b"hello")] ^= 0x01
+    reserialised = json.dumps(json.loads(body), ensure_ascii=False).encode()
+    return {
+        "wrong secret": (body, sign(body, "not-the-secret")),
+        "missing header": (body, None),
+        "empty header": (body, ""),
+        "sha1 prefix": (body, "sha1=" + sign(body, SECRET)[7:]),
+        "short hex": (body, sign(body, SECRET)[:-2]),
+        "one altered byte": (bytes(altered), sign(body, SECRET)),
+        "re-serialised JSON": (body, sign(reserialised, SECRET)),
+        "signature of another body": (body, sign(body + b" ", SECRET)),
+    }
+
+
+async def test_bad_signatures_get_401_and_store_nothing(bridge_url):
+    url, app = bridge_url
+    # Non-ASCII escaped as \uXXXX, the way Meta sends it: re-serialising changes the bytes.
+    body = json.dumps(envelope([change([text_message("wamid.s", body="hello नमस्ते")])]),
+                      ensure_ascii=True).encode()
+    for case, (data, signature) in _bad_signatures(body).items():
+        status, text = await post(url, data, signature)
+        assert status == 401, case
+        assert "X-Hub-Signature-256" in text
+    assert await stored_ids(app) == []
+
+
+async def test_one_post_with_several_entries_changes_messages_is_one_commit(bridge_url):
+    url, app = bridge_url
+    body = json.dumps(envelope(
+        [change([text_message("a1"), text_message("a2")]),
+         change([text_message("b1", "14155550100")], phone_id="999")],
+        [change([text_message("c1", "447700900123")]),
+         change(statuses=[{"id": "wamid.out", "status": "read", "timestamp": "1739230999",
+                           "recipient_id": "919876543210"}])],
+    )).encode()
+    buffer = app[BRIDGE].buffer
+    await asyncio.sleep(0.2)  # let startup writes (prune) finish
+    before = buffer.stats["commits"]
+    assert (await post(url, body, sign(body, SECRET)))[0] == 200
+    assert buffer.stats["commits"] - before == 1
+    assert await stored_ids(app) == ["a1", "a2", "b1", "c1"]
+    assert (await buffer.status_of("whatsapp", "wamid.out"))["status"] == "read"
+
+
+async def test_same_payload_three_times_is_stored_once(bridge_url):
+    url, app = bridge_url
+    body = json.dumps(envelope([change([text_message("r1"), text_message("r2")])])).encode()
+    for _ in range(3):
+        assert (await post(url, body, sign(body, SECRET)))[0] == 200
+    assert await stored_ids(app) == ["r1", "r2"]
+    assert await app[BRIDGE].buffer.count_messages() == 2
+
+
+@pytest.mark.parametrize(("body", "status", "reason"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, ""),
+    (json.dumps({"object": "page", "entry": []}).encode(), 400, "whatsapp_business_account"),
+    (json.dumps([1, 2]).encode(), 400, ""),
+])
+async def test_bad_bodies_get_400_with_a_reason(bridge_url, body, status, reason):
+    url, app = bridge_url
+    got, text = await post(url, body, sign(body, SECRET))
+    assert got == status
+    assert reason in text and "Traceback" not in text
+    assert await stored_ids(app) == []
+
+
+async def test_wrong_content_type_gets_415(bridge_url):
+    url, _ = bridge_url
+    body = json.dumps(envelope([change([text_message("x")])])).encode()
+    assert (await post(url, body, sign(body, SECRET), "text/plain"))[0] == 415
+
+
+async def test_body_over_4_mib_gets_413(bridge_url):
+    url, _ = bridge_url
+    body = b'{"object":"whatsapp_business_account","entry":[],"pad":"' + b"x" * (5 << 20) + b'"}'
+    assert (await post(url, body, sign(body, SECRET)))[0] == 413
+
+
+async def test_store_failure_answers_503_and_a_retry_is_stored(bridge_url):
+    url, app = bridge_url
+    buffer = app[BRIDGE].buffer
+    db = buffer._writer._db  # the writer connection: make SQLite report a full disk
+    async with db.execute("PRAGMA page_count") as cursor:
+        (pages,) = await cursor.fetchone()
+    await db.execute(f"PRAGMA max_page_count = {pages}")
+    body = json.dumps(envelope([change([text_message("full", body="x" * 200_000)])])).encode()
+    status, text = await post(url, body, sign(body, SECRET))
+    assert (status, text) == (503, "could not store the webhook; retry later")
+    assert await stored_ids(app) == []
+
+    await db.execute("PRAGMA max_page_count = 1073741823")
+    assert (await post(url, body, sign(body, SECRET)))[0] == 200  # Meta's retry
+    assert await stored_ids(app) == ["full"]
+
+
+async def test_send_test_command_posts_a_signed_message_the_bridge_stores(bridge_url, tmp_path):
+    url, app = bridge_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "whatsapp", "send-test", "-c",
+        str(tmp_path / "config.yaml"), "--url", url + PATH, "--text", "setup check",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert "stored the test message (200)" in out.decode()
+    (message,) = await app[BRIDGE].buffer.messages()
+    assert (message.text, message.conversation) == ("setup check", "+919876543210")
+
+
+async def test_send_test_with_a_wrong_secret_reports_the_401(bridge_url, tmp_path):
+    url, _ = bridge_url
+    other = tmp_path / "other.yaml"
+    other.write_text(f"plugins:\n  whatsapp:\n    verify_token: {TOKEN}\n"
+                     "    app_secret: not-the-secret\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "whatsapp", "send-test", "-c", str(other),
+        "--url", url + PATH, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await process.communicate()
+    assert process.returncode == 1
+    assert "answered 401" in err.decode()
