@@ -1,0 +1,45 @@
+"""The dedicated activity type chats are logged under: found by name, or created."""
+
+from __future__ import annotations
+
+import logging
+
+from plugins.leadsquared.client import LeadSquaredClient
+
+logger = logging.getLogger(__name__)
+
+# Custom fields of the type. A type created by hand must have these schema names.
+FIELDS = {
+    "key": "mx_Custom_1",      # idempotency key: a re-post finds it and is skipped
+    "count": "mx_Custom_2",
+    "first": "mx_Custom_3",
+    "last": "mx_Custom_4",
+    "number": "mx_Custom_5",
+}
+FIELD_DEFINITIONS = [
+    {"SchemaName": FIELDS["key"], "DisplayName": "Chatbridge Key", "DataType": "String"},
+    {"SchemaName": FIELDS["count"], "DisplayName": "Message Count", "DataType": "Number"},
+    {"SchemaName": FIELDS["first"], "DisplayName": "First Message At", "DataType": "DateTime"},
+    {"SchemaName": FIELDS["last"], "DisplayName": "Last Message At", "DataType": "DateTime"},
+    {"SchemaName": FIELDS["number"], "DisplayName": "WhatsApp Number", "DataType": "String"},
+]
+
+
+async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None) -> int:
+    """The event code: the configured one (checked), the type named `name`, or a new type."""
+    types = await client.activity_types()
+    codes = {int(t["ActivityEvent"]): t.get("ActivityEventName") for t in types
+             if str(t.get("ActivityEvent", "")).isdigit()}
+    if fixed is not None:
+        if fixed not in codes:
+            raise RuntimeError(f"plugins.leadsquared.activity_event: no activity type {fixed} "
+                               "in this account (check the code, or use activity_type)")
+        return fixed
+    for code, type_name in codes.items():
+        if (type_name or "").strip().lower() == name.strip().lower():
+            return code
+    code = await client.create_activity_type(
+        name, [dict(f, IsMandatory=False, Sequence=i + 1) for i, f in
+               enumerate(FIELD_DEFINITIONS)], "WhatsApp conversations logged by Chatbridge")
+    logger.info("created LeadSquared activity type %r (event %s)", name, code)
+    return code

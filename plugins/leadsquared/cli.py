@@ -1,0 +1,45 @@
+"""`bridge leadsquared ...`: run the simulator, check an account before syncing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import click
+
+from bridge.cli import CONFIG_OPTION, friendly, load
+
+
+@click.group("leadsquared")
+def leadsquared() -> None:
+    """LeadSquared sink: simulator and account check."""
+
+
+@leadsquared.command("simulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8090, show_default=True, type=int)
+@click.option("--access-key", default="sim-access-key", show_default=True)
+@click.option("--secret-key", default="sim-secret-key", show_default=True)
+@click.option("--seed-demo", is_flag=True, help="start with demo leads and opportunities")
+def simulator(host: str, port: int, access_key: str, secret_key: str, seed_demo: bool) -> None:
+    """Serve the LeadSquared API subset Chatbridge uses, in memory, until Ctrl-C."""
+    from plugins.leadsquared.simulator import serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(host, port, access_key, secret_key, seed_demo=seed_demo))
+
+
+@leadsquared.command("check")
+@CONFIG_OPTION
+@friendly
+def check(config_path: str) -> None:
+    """Verify keys, host and activity type; say what the first sync would create."""
+    from plugins.leadsquared.checkup import run_check
+
+    config, _ = load(config_path)
+    section = config.plugin("leadsquared")
+    if section is None:
+        raise click.ClickException("plugins.leadsquared is not in the config (add it first)")
+    ok = asyncio.run(run_check(section, click.echo))
+    if not ok:
+        raise SystemExit(1)

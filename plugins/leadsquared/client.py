@@ -1,0 +1,292 @@
+"""LeadSquared v2 REST client: header auth, one rate limiter, errors sorted into kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+
+from bridge.retry import backoff_delay
+from plugins.leadsquared.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["rate_limited", "transient", "rejected", "auth", "unknown_outcome"]
+RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
+RETRYABLE: frozenset[str] = frozenset({"rate_limited", "transient"})
+# The request never left this machine: safe to repeat even for a write.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_NO_JSON = object()
+
+
+class LeadSquaredError(Exception):
+    """A failed LeadSquared call; the sink maps `kind` to retry, dead-letter or stop."""
+
+    def __init__(self, kind: Kind, message: str, *, exception_type: str | None = None,
+                 status: int | None = None) -> None:
+        origin = ", ".join(filter(None, [exception_type, status and f"HTTP {status}"]))
+        super().__init__(f"{kind}: {message}" + (f" ({origin})" if origin else ""))
+        self.kind = kind
+        self.message = message
+        self.exception_type = exception_type
+        self.status = status
+
+
+def retry_delay(kind: str, attempt: int, *, base: float = 1.0) -> float:
+    """Seconds before retry number `attempt` (1-based) of a `kind` failure, jittered +-20 %.
+
+    No Retry-After is documented for rate limits, so those back off 5, 10, 20, 40, 60 s
+    (times `base`); other transient failures 1, 2, 4 ... 30 s (times `base`).
+    """
+    if kind == "rate_limited":
+        return backoff_delay(attempt, base=5 * base, cap=60 * base)
+    return backoff_delay(attempt, base=base, cap=30 * base)
+
+
+def lsq_datetime(when: datetime) -> str:
+    """UTC 'YYYY-MM-DD HH:MM:SS'; a naive datetime is taken to be UTC already."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+class LeadSquaredClient:
+    """One account's API; `calls` counts HTTP requests sent per method name (retries too)."""
+
+    def __init__(self, base_url: str, access_key: str, secret_key: str, *,
+                 limiter: RateLimiter | None = None, timeout: float = 30.0,
+                 max_retries: int = 4, backoff_base: float = 1.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._limiter = limiter or RateLimiter(10, 5.0)  # the config's default "10/5s"
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._http = httpx.AsyncClient(
+            base_url=_api_root(base_url), timeout=timeout, transport=transport,
+            limits=httpx.Limits(max_connections=8),
+            headers={"x-LSQ-AccessKey": access_key, "x-LSQ-SecretKey": secret_key},
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> LeadSquaredClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def user_by_access_key(self) -> dict:
+        """The keys' user: TimeZone, LSQCommonServiceURLs (api/app hosts), Id, Role ..."""
+        return await self._request("user_by_access_key", "GET",
+                                   "Authentication.svc/UserByAccessKey.Get")
+
+    async def leads_by_phone(self, phone: str) -> list[dict]:
+        """Leads whose Phone or Mobile matches `phone` exactly (no spaces or hyphens)."""
+        return await self._request("leads_by_phone", "GET",
+                                   "LeadManagement.svc/RetrieveLeadByPhoneNumber",
+                                   params={"phone": phone}) or []
+
+    async def lead_by_id(self, lead_id: str) -> dict | None:
+        leads = await self._request("lead_by_id", "GET", "LeadManagement.svc/Leads.GetById",
+                                    params={"id": lead_id})
+        return leads[0] if leads else None
+
+    async def create_lead(self, attributes: dict[str, str]) -> str:
+        """Create a lead from schema-name attributes; returns its ProspectID."""
+        body = [{"Attribute": name, "Value": value} for name, value in attributes.items()]
+        answer = await self._request("create_lead", "POST", "LeadManagement.svc/Lead.Create",
+                                     body=body, write=True)
+        return str(_message_id(answer))
+
+    async def activity_types(self) -> list[dict]:
+        """All activity types; each has at least ActivityEventName and ActivityEvent (code)."""
+        return await self._request("activity_types", "GET",
+                                   "ProspectActivity.svc/ActivityTypes.Get") or []
+
+    async def create_activity_type(self, name: str, fields: list[dict],
+                                   description: str = "") -> int:
+        """Create a custom activity type; returns its event code."""
+        body = {"ActivityEventName": name, "Score": 0, "Description": description,
+                "Direction": 0, "Fields": fields}
+        answer = await self._request("create_activity_type", "POST",
+                                     "ProspectActivity.svc/CreateType", body=body, write=True)
+        return int(_message_id(answer))
+
+    async def post_activity(self, lead_id: str, event: int, note: str, when: datetime,
+                            fields: dict[str, str], opportunity_id: str | None = None) -> str:
+        """Post an activity on a lead (or on its opportunity); returns the activity id."""
+        body: dict[str, Any] = {
+            "RelatedProspectId": lead_id, "ActivityEvent": event, "ActivityNote": note,
+            "ActivityDateTime": lsq_datetime(when),
+            "Fields": [{"SchemaName": name, "Value": value} for name, value in fields.items()],
+        }
+        if opportunity_id:
+            # The stored doc copy lost this call's URL; a real client posts the same body to
+            # ProspectActivity.svc/Create (reference §2e, §7.1), so we do as well.
+            body["RelatedOpportunityId"] = opportunity_id
+        answer = await self._request("post_activity", "POST", "ProspectActivity.svc/Create",
+                                     body=body, write=True)
+        return str(_message_id(answer))
+
+    async def lead_activities(self, lead_id: str, event: int | None = None,
+                              page_size: int = 100) -> list[dict]:
+        """Every activity on the lead (optionally one event code), all pages."""
+        parameter = {"ActivityEvent": event} if event is not None else {}
+
+        async def page(index: int) -> dict:
+            paging = {"Offset": str(index * page_size), "RowCount": str(page_size)}
+            return await self._request("lead_activities", "POST", "ProspectActivity.svc/Retrieve",
+                                       params={"leadId": lead_id},
+                                       body={"Parameter": parameter, "Paging": paging})
+
+        return await _walk(page, "ProspectActivities", page_size)
+
+    async def opportunities_of_lead(self, lead_id: str, opportunity_type: int | None = None,
+                                    *, page_size: int = 100) -> list[dict]:
+        """Every opportunity of the lead (optionally one type code), all pages."""
+        params = _drop_none(leadId=lead_id, opportunityType=opportunity_type)
+        return await self._paged("opportunities_of_lead",
+                                 "OpportunityManagement.svc/GetOpportunitiesOfLead",
+                                 params, page_size)
+
+    async def opportunity_activities(self, opportunity_id: str, event: int | None = None,
+                                     *, page_size: int = 100) -> list[dict]:
+        """Every activity on the opportunity (optionally one event code), all pages."""
+        params = _drop_none(opportunityId=opportunity_id, activityEventCode=event)
+        return await self._paged("opportunity_activities",
+                                 "OpportunityManagement.svc/GetActivitiesOfOpportunity",
+                                 params, page_size)
+
+    async def _paged(self, name: str, path: str, params: dict, page_size: int) -> list[dict]:
+        """Walk an OpportunityManagement list ({RecordCount, List}, PageIndex from 1)."""
+
+        async def page(index: int) -> dict:
+            paging = {"PageIndex": index + 1, "PageSize": page_size}
+            return await self._request(name, "POST", path, params=params,
+                                       body={"Paging": paging})
+
+        return await _walk(page, "List", page_size)
+
+    async def _request(self, name: str, method: str, path: str, *, params: dict | None = None,
+                       body: Any = None, write: bool = False) -> Any:
+        """Send through the limiter, classify the answer, retry what may be retried."""
+        for attempt in itertools.count(1):
+            try:
+                return await self._send(name, method, path, params, body, write)
+            except LeadSquaredError as exc:
+                if exc.kind not in RETRYABLE:
+                    raise
+                delay = retry_delay(exc.kind, attempt, base=self._backoff_base)
+                if exc.kind == "rate_limited":  # everyone waits, not only this request
+                    self._limiter.pause_until(time.monotonic() + delay)
+                if attempt > self._max_retries:
+                    raise
+                logger.warning("LeadSquared %s failed (%s), retry %d in %.2fs",
+                               name, exc, attempt, delay)
+                if exc.kind == "transient":
+                    await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(self, name: str, method: str, path: str, params: dict | None,
+                    body: Any, write: bool) -> Any:
+        """One HTTP request; returns the JSON answer or raises LeadSquaredError."""
+        await self._limiter.acquire()
+        self.calls[name] += 1
+        try:
+            response = await self._http.request(method, path, params=params, json=body)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, write) from exc
+        return _classify(response, write)
+
+
+def _classify(response: httpx.Response, write: bool) -> Any:
+    """The answer's JSON, or the LeadSquaredError it stands for."""
+    status = response.status_code
+    answer = _json(response)
+    info = answer if isinstance(answer, dict) else {}
+    exception_type = info.get("ExceptionType") or None
+    message = info.get("ExceptionMessage") or info.get("Message")
+
+    def error(kind: Kind, fallback: str) -> LeadSquaredError:
+        text = message if isinstance(message, str) and message else fallback
+        return LeadSquaredError(kind, text, exception_type=exception_type, status=status)
+
+    if status == 401:
+        raise error("auth", "access key or secret key refused (or the user is inactive)")
+    if status == 429 or exception_type == RATE_LIMIT_EXCEPTION:  # 429, or a body even on 200
+        raise error("rate_limited", "API rate limit exceeded")
+    if _is_mx(exception_type):
+        raise error("rejected", f"HTTP {status}")
+    if status in (500, 502, 503, 504):
+        raise error(_lost(write) if status == 504 else "transient", f"HTTP {status}")
+    if not response.is_success:
+        raise error("rejected", f"HTTP {status}")
+    if info.get("Status") == "Error":
+        raise error("rejected", "LeadSquared answered Status=Error")
+    if answer is _NO_JSON:
+        raise error(_lost(write), "the answer is not JSON")
+    return answer
+
+
+def _lost(write: bool) -> Kind:
+    """What an answerless failure means: a read is retried, a write may have landed."""
+    return "unknown_outcome" if write else "transient"
+
+
+def _transport_error(exc: httpx.TransportError, write: bool) -> LeadSquaredError:
+    kind: Kind = "transient" if isinstance(exc, _NOT_SENT) else _lost(write)
+    return LeadSquaredError(kind, f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def _is_mx(exception_type: str | None) -> bool:
+    """LeadSquared's own application errors (MXDuplicateEntryException, ...)."""
+    return bool(exception_type and exception_type.startswith("MX")
+                and exception_type.endswith("Exception"))
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return _NO_JSON
+
+
+def _message_id(answer: Any) -> Any:
+    """`Message.Id` of a create answer; a success without it leaves the outcome unknown."""
+    message = answer.get("Message") if isinstance(answer, dict) else None
+    if not isinstance(message, dict) or message.get("Id") in (None, ""):
+        raise LeadSquaredError("unknown_outcome", "success answer without Message.Id")
+    return message["Id"]
+
+
+async def _walk(page: Callable[[int], Awaitable[dict]], key: str, page_size: int) -> list[dict]:
+    """Concatenate pages until a short page or RecordCount rows."""
+    rows: list[dict] = []
+    for index in itertools.count():
+        answer = await page(index) or {}
+        batch = answer.get(key) or []
+        rows.extend(batch)
+        total = answer.get("RecordCount")
+        if len(batch) < page_size or (isinstance(total, int) and len(rows) >= total):
+            return rows
+    raise AssertionError("unreachable")
+
+
+def _api_root(base_url: str) -> str:
+    """'https://api-in21.leadsquared.com' -> 'https://api-in21.leadsquared.com/v2/'."""
+    root = base_url.rstrip("/")
+    if "://" not in root:
+        root = "https://" + root  # UserByAccessKey.Get returns bare host names
+    return root + "/" if root.endswith("/v2") else root + "/v2/"
+
+
+def _drop_none(**params: Any) -> dict[str, Any]:
+    return {name: value for name, value in params.items() if value is not None}

@@ -1,0 +1,62 @@
+"""`plugins.leadsquared`: validated settings of the LeadSquared sink."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bridge import SinkSettings
+from bridge.durations import Duration
+
+DISCOVERY_URL = "https://api.leadsquared.com"  # UserByAccessKey.Get answers on any region
+
+
+class OpportunityFilter(BaseModel):
+    """Which of a lead's opportunities also get the chat activity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[str] | None = Field(None, description="e.g. [Open]; none = any status")
+    types: list[int] | None = Field(None, description="opportunity type codes, e.g. [12000]")
+    latest: int | None = Field(None, ge=1, description="only the N most recently modified")
+
+
+class LeadSquaredConfig(SinkSettings):
+    """Keys of plugins.leadsquared; sync_interval, backfill_days ... come from SinkSettings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("auto", description="API base URL, or auto (found from the keys)")
+    access_key: str = Field(min_length=1)
+    secret_key: str = Field(min_length=1)
+    discovery_url: str = DISCOVERY_URL
+    activity_type: str = "WhatsApp Chats"
+    activity_event: int | None = Field(None, ge=1, description="fixed event code; skips lookup")
+    create_leads: bool = False
+    lead_source: str = "WhatsApp"
+    opportunities: bool | OpportunityFilter = True
+    opportunity_cache: Duration = Field(600.0, description="how long a lead's opportunities "
+                                                           "are reused before a new lookup")
+    granularity: Literal["window", "message"] = "window"
+    rate_limit: str = "10/5s"
+    note_limit: int = Field(1800, ge=200, le=100_000)
+    timeout: Duration = 30.0
+    business_name: str = Field("Business", description="sender label for outgoing messages")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        if not value.startswith(("http://", "https://")):
+            value = "https://" + value
+        return value.rstrip("/")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from plugins.leadsquared.ratelimit import parse_rate
+
+        parse_rate(value)  # raises ValueError with the accepted forms
+        return value

@@ -1,0 +1,45 @@
+"""Find the lead behind a WhatsApp number, or create it when configured to."""
+
+from __future__ import annotations
+
+import logging
+
+from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
+from plugins.leadsquared.phones import lookup_candidates, storage_format
+
+logger = logging.getLogger(__name__)
+
+
+async def find_lead(client: LeadSquaredClient, number: str) -> str | None:
+    """Try each stored format LeadSquared accounts use; the first match wins.
+
+    RetrieveLeadByPhoneNumber matches the stored value literally (less spaces and hyphens),
+    and accounts store numbers in several formats, so one query per candidate form.
+    """
+    for candidate in lookup_candidates(number):
+        leads = await client.leads_by_phone(candidate)
+        if leads:
+            return str(leads[0]["ProspectID"])
+    return None
+
+
+async def create_lead(client: LeadSquaredClient, number: str, name: str | None,
+                      source: str) -> str:
+    """Create a lead for an unknown number; a race with another creator finds that lead."""
+    first, _, last = (name or "").strip().partition(" ")
+    # "+CC-national" is how LeadSquared's own examples store numbers (an inference, see
+    # shared/reference/leadsquared-api.md §4); lookups try the other forms too.
+    attributes = {"FirstName": first or "WhatsApp", "Mobile": storage_format(number),
+                  "Source": source}
+    if last:
+        attributes["LastName"] = last
+    try:
+        return await client.create_lead(attributes)
+    except LeadSquaredError as exc:
+        if exc.exception_type != "MXDuplicateEntryException":
+            raise
+        found = await find_lead(client, number)
+        if found is None:
+            raise
+        logger.info("lead for this number appeared meanwhile; using it")
+        return found

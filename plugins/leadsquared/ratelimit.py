@@ -1,0 +1,85 @@
+"""Sliding-log rate limiter: no window of `per` seconds ever holds more than `calls` starts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h)\s*$")
+_FORMS = "'<calls>/<period><unit>' with unit ms, s, m or h, e.g. '10/5s', '25/5s', '5/1s', '300/1m'"
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """'10/5s' -> (10, 5.0); '300/1m' -> (300, 60.0); '5/s' -> (5, 1.0)."""
+    match = _RATE.match(text)
+    if not match:
+        raise ValueError(f"rate {text!r} not understood; use {_FORMS}")
+    calls, amount, unit = int(match[1]), float(match[2] or 1), match[3]
+    if calls < 1 or amount <= 0:
+        raise ValueError(f"rate {text!r} needs at least 1 call per a positive period; use {_FORMS}")
+    return calls, amount * _UNITS[unit]
+
+
+class RateLimiter:
+    """Fair (FIFO) asyncio limiter keeping the start times of the last `calls` acquisitions.
+
+    A new acquisition may start only once the `calls`-th previous one is at least
+    `per + margin` seconds old, so every window of `per` seconds, aligned or not, holds at
+    most `calls` starts. `margin` absorbs network jitter between when a request starts here
+    and when it reaches the server; by default 2 % of `per` (at most 0.25 s).
+    """
+
+    def __init__(self, calls: int, per: float, *, margin: float | None = None) -> None:
+        if calls < 1 or per <= 0 or (margin or 0) < 0:
+            raise ValueError("RateLimiter needs calls >= 1, per > 0 and margin >= 0")
+        self.calls = calls
+        self.per = per
+        self._spacing = per + (min(0.25, per * 0.02) if margin is None else margin)
+        self._log: deque[float] = deque(maxlen=calls)
+        self._lock = asyncio.Lock()  # asyncio.Lock wakes waiters in FIFO order
+        self._paused_until = 0.0
+        self._waiting = 0
+
+    @classmethod
+    def from_text(cls, text: str, *, margin: float | None = None) -> RateLimiter:
+        """A limiter from a config string such as '10/5s'."""
+        calls, per = parse_rate(text)
+        return cls(calls, per, margin=margin)
+
+    async def acquire(self) -> None:
+        """Wait for a free slot (first come, first served) and record its start."""
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while (delay := self._delay(time.monotonic())) > 0:
+                    await asyncio.sleep(delay)
+                self._log.append(time.monotonic())
+        finally:
+            self._waiting -= 1
+
+    def pause_until(self, monotonic_deadline: float) -> None:
+        """Let nobody acquire before `monotonic_deadline` (time.monotonic()), e.g. after a 429."""
+        self._paused_until = max(self._paused_until, monotonic_deadline)
+
+    @property
+    def state(self) -> dict:
+        """Snapshot for /status and metrics."""
+        now = time.monotonic()
+        return {
+            "calls": self.calls,
+            "per": self.per,
+            "in_window": sum(1 for started in self._log if now - started < self.per),
+            "waiting": self._waiting,
+            "paused_until": self._paused_until if self._paused_until > now else None,
+            "paused_for": max(0.0, self._paused_until - now),
+        }
+
+    def _delay(self, now: float) -> float:
+        """Seconds until the next acquisition may start (0 = now)."""
+        delay = self._paused_until - now
+        if len(self._log) == self.calls:
+            delay = max(delay, self._log[0] + self._spacing - now)
+        return delay

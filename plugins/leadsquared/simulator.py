@@ -1,0 +1,585 @@
+"""A strict LeadSquared v2 API simulator on 127.0.0.1 for tests, benchmarks and the demo.
+
+Not a mock: no LeadSquared account is reachable, so this serves the documented request and
+answer shapes (shared/reference/leadsquared-api.md §2-3) over real HTTP and refuses what
+LeadSquared would refuse, in its error shape. Faults (rate limits, 5xx, latency, dropped
+connections after a commit) are knobs; see `Knobs`. State lives in `simulator_state.Store`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, fields
+from hmac import compare_digest
+from typing import Any
+
+from aiohttp import web
+
+from plugins.leadsquared.simulator_state import (
+    INVALID,
+    ApiError,
+    Store,
+    as_int,
+    as_object,
+    missing,
+)
+
+API_PREFIX = "/v2/"
+ADMIN_PREFIX = "/_sim/"
+RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
+DEFAULT_PAGE = 25  # Retrieve and the opportunity lists answer 25 rows unless paged
+SIGNALS = ("429", "200", "both")
+# GUESS: the reference gives no exception types for 401/404/405; these keep the error shape.
+UNAUTHORISED = "MXUnAuthorizedAccessException"
+NOT_FOUND = "MXEndpointNotFoundException"
+NOT_ALLOWED = "MXMethodNotAllowedException"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Call:
+    """One /v2 API call as the simulator saw it.
+
+    `at` is time.monotonic() on arrival; `status` is None when the connection was dropped
+    without an answer. Access and secret keys in the query are masked.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    at: float
+    body: Any = None
+    status: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Knobs:
+    """Faults and limits, set in the constructor or with Simulator.configure().
+
+    rate_limit: calls per 5-second window (int), "N/Ws" for another window (e.g. "3/0.5s"),
+        or None for no limit. Every API call counts, refused ones too. Windows are fixed
+        slices of time.monotonic() (floor(t / W)); the docs do not say fixed or sliding.
+    rate_limit_signal: "429" (HTTP 429), "200" (the same error body on HTTP 200, as seen in
+        the wild) or "both" (alternating, starting with 429).
+    error_rate: share of calls answered 500/502/503 before anything else happens.
+    latency: seconds added to every call.
+    drop_after_commit_rate: share of successful writes whose connection is closed after the
+        commit, without an answer.
+    note_limit: longest ActivityNote accepted (GUESS: about 2000, reference §7.3).
+    seed: seeds fault decisions (and, at construction, the generated ids).
+    """
+
+    rate_limit: int | str | None = None
+    rate_limit_signal: str = "429"
+    error_rate: float = 0.0
+    latency: float = 0.0
+    drop_after_commit_rate: float = 0.0
+    note_limit: int = 2000
+    seed: int | None = None
+
+
+KNOB_NAMES = tuple(f.name for f in fields(Knobs))
+
+
+def parse_rate(value: Any) -> tuple[int, float] | None:
+    """rate_limit -> (calls, window seconds), or None for no limit."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value, 5.0
+    match = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(\d+(?:\.\d+)?)\s*s?)?\s*", str(value))
+    if match and int(match[1]) > 0 and float(match[2] or 5) > 0:
+        return int(match[1]), float(match[2] or 5)
+    raise ValueError(f"rate_limit {value!r}: use a positive int (per 5 s), 'N/Ws' or None")
+
+
+def _check_knob(name: str, value: Any) -> Any:
+    """The value to store for a knob, or ValueError."""
+    if name == "rate_limit":
+        parse_rate(value)
+    elif name == "rate_limit_signal":
+        value = str(value)
+        if value not in SIGNALS:
+            raise ValueError(f"rate_limit_signal {value!r}: use one of {', '.join(SIGNALS)}")
+    elif name in ("error_rate", "drop_after_commit_rate", "latency"):
+        value = float(value)
+        if value < 0 or (name != "latency" and value > 1):
+            raise ValueError(f"{name} {value}: out of range")
+    elif name == "note_limit":
+        value = int(value)
+        if value < 1:
+            raise ValueError(f"note_limit {value}: must be positive")
+    elif name == "seed" and value is not None:
+        value = int(value)
+    return value
+
+
+class Simulator:
+    """One LeadSquared account served over HTTP; see the module docstring."""
+
+    def __init__(self, access_key: str = "sim-access-key",
+                 secret_key: str = "sim-secret-key", *, rate_limit: int | str | None = None,
+                 rate_limit_signal: str = "429", error_rate: float = 0.0,
+                 latency: float = 0.0, drop_after_commit_rate: float = 0.0,
+                 note_limit: int = 2000, seed: int | None = None) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.knobs = Knobs()
+        self.calls: list[Call] = []
+        self.store = Store(seed)
+        self.base_url = ""
+        self._rng = random.Random(seed)
+        self._limit: tuple[int, float] | None = None
+        self._window = (-1, 0)  # (window number, calls counted in it)
+        self._refusals = 0
+        self._runner: web.AppRunner | None = None
+        self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
+                       error_rate=error_rate, latency=latency, note_limit=note_limit,
+                       drop_after_commit_rate=drop_after_commit_rate, seed=seed)
+
+    def configure(self, **knobs: Any) -> None:
+        """Change knobs at runtime; an unknown knob or a bad value raises ValueError."""
+        unknown = set(knobs) - set(KNOB_NAMES)
+        if unknown:
+            raise ValueError(f"unknown knob(s) {', '.join(sorted(unknown))}; "
+                             f"knobs are {', '.join(KNOB_NAMES)}")
+        checked = {name: _check_knob(name, value) for name, value in knobs.items()}
+        for name, value in checked.items():
+            setattr(self.knobs, name, value)
+        if "rate_limit" in checked:
+            self._limit, self._window = parse_rate(checked["rate_limit"]), (-1, 0)
+        if checked.get("seed") is not None:
+            self._rng.seed(checked["seed"])
+
+    # --- server --------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[admin_guard, api_middleware])
+        app[SIM_KEY] = self
+        for method, path, handler in API_ROUTES:
+            app.router.add_route(method, API_PREFIX + path, handler)
+        for method, path, handler in ADMIN_ROUTES:
+            app.router.add_route(method, ADMIN_PREFIX + path, handler)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve on host:port (0: any free port); returns the bound port."""
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound = self._runner.addresses[0][1]
+        self.base_url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+        return bound
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- Python API for tests ------------------------------------------------------------
+
+    def add_lead(self, **attrs: Any) -> str:
+        """Create a lead as Lead.Create would (same checks); returns its ProspectID."""
+        return self.store.create_lead([{"Attribute": k, "Value": v} for k, v in attrs.items()])
+
+    def add_opportunity(self, lead_id: str, name: str = "Deal", status: str = "Open",
+                        event_code: int = 12000) -> str:
+        """Add an opportunity to a lead; returns its id."""
+        return self.store.add_opportunity(lead_id, name, status, event_code)
+
+    def activities(self, lead_id: str | None = None,
+                   opportunity_id: str | None = None) -> list[dict]:
+        """Stored activities in posting order (a lead's include those on its opportunities)."""
+        return [a.as_record() for a in self.store.stored_activities(lead_id, opportunity_id)]
+
+    def max_calls_in_window(self, seconds: float = 5.0) -> int:
+        """Most recorded calls that arrived within any `seconds`-long span."""
+        times = sorted(call.at for call in self.calls)
+        most, first = 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= seconds:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
+    def user(self, host: str) -> dict[str, Any]:
+        """The keys' user, as Authentication.svc/UserByAccessKey.Get answers."""
+        # GUESS: names and Role value; the reference confirms Id, Role, TimeZone,
+        # DefaultCountryCode and LSQCommonServiceURLs (bare hosts, no scheme).
+        return {"Id": self.store.user_id, "FirstName": "Simulator", "LastName": "Admin",
+                "EmailAddress": "admin@simulator.invalid", "Role": "Administrator",
+                "TimeZone": "Asia/Kolkata", "DefaultCountryCode": "91",
+                "LSQCommonServiceURLs": {"api": host, "app": host}}
+
+    # --- faults --------------------------------------------------------------------------
+
+    def record(self, request: web.Request) -> Call:
+        query = {k: ("***" if k in ("accessKey", "secretKey") else v)
+                 for k, v in request.query.items()}
+        call = Call(request.method, request.path, query, time.monotonic())
+        self.calls.append(call)
+        return call
+
+    def roll(self, rate: float) -> bool:
+        return rate > 0 and self._rng.random() < rate
+
+    def over_limit(self, now: float) -> bool:
+        """Count a call in its fixed window; True when it is past the limit."""
+        if self._limit is None:
+            return False
+        limit, seconds = self._limit
+        number = int(now // seconds)
+        count = self._window[1] + 1 if self._window[0] == number else 1
+        self._window = (number, count)
+        return count > limit
+
+    def rate_limit_answer(self) -> web.Response:
+        limit, seconds = self._limit or (0, 5.0)
+        error = ApiError(RATE_LIMIT_EXCEPTION,
+                         f"API calls exceeded the limit of {limit} in {seconds:g} second(s)")
+        signal = self.knobs.rate_limit_signal
+        if signal == "both":
+            signal = ("429", "200")[self._refusals % 2]
+        self._refusals += 1
+        return web.json_response(error.body(), status=int(signal))
+
+    def fault_answer(self) -> web.Response:
+        """A server-side failure: JSON from the API (500) or HTML from the gateway (502/503)."""
+        status = self._rng.choice((500, 502, 503))
+        if status == 500:
+            body = {"Status": "Error", "ExceptionType": "System.Exception",
+                    "ExceptionMessage": "An unexpected error occurred (simulated)"}
+            return web.json_response(body, status=500)
+        return web.Response(status=status, content_type="text/html",
+                            text=f"<html><body><h1>{status}</h1></body></html>")
+
+    def authorised(self, request: web.Request) -> bool:
+        """Keys in the x-LSQ-* headers or in the accessKey/secretKey query."""
+        access = request.headers.get("x-LSQ-AccessKey") or request.query.get("accessKey", "")
+        secret = request.headers.get("x-LSQ-SecretKey") or request.query.get("secretKey", "")
+        return (compare_digest(access.encode(), self.access_key.encode())
+                and compare_digest(secret.encode(), self.secret_key.encode()))
+
+
+SIM_KEY = web.AppKey("simulator", Simulator)
+# web.RequestKey arrived in aiohttp 3.12; the project allows aiohttp >= 3.9.
+CALL_KEY: Any = web.RequestKey("call", Call) if hasattr(web, "RequestKey") else "call"
+# Successful POSTs to these paths have committed a write (drop_after_commit applies).
+WRITE_PATHS = frozenset(API_PREFIX + path for path in (
+    "LeadManagement.svc/Lead.Create", "LeadManagement.svc/Lead.CreateOrUpdate",
+    "ProspectActivity.svc/CreateType", "ProspectActivity.svc/Create",
+    "OpportunityManagement.svc/Capture"))
+
+
+# --- request plumbing ----------------------------------------------------------------------
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+def success(message: dict[str, Any], **extra: Any) -> web.Response:
+    return web.json_response({"Status": "Success", "Message": message, **extra})
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record, delay, limit, fail, authenticate, answer, and maybe drop: /v2 calls only."""
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    sim = request.app[SIM_KEY]
+    call = sim.record(request)
+    request[CALL_KEY] = call
+    response = await _answer(sim, request, handler, call.at)
+    call.status = response.status
+    if (request.method == "POST" and request.path in WRITE_PATHS and response.status == 200
+            and sim.roll(sim.knobs.drop_after_commit_rate)):
+        call.status = None
+        request.transport.close()  # committed, but the client never hears back
+    return response
+
+
+async def _answer(sim: Simulator, request: web.Request, handler: Handler,
+                  arrived: float) -> web.StreamResponse:
+    if sim.knobs.latency:
+        await asyncio.sleep(sim.knobs.latency)
+    if sim.over_limit(arrived):
+        return sim.rate_limit_answer()
+    if sim.roll(sim.knobs.error_rate):
+        return sim.fault_answer()
+    if not sim.authorised(request):
+        return error_response(ApiError(UNAUTHORISED, "Invalid access key or secret key", 401))
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+        return error_response(ApiError(NOT_ALLOWED, message, 405), {"Allow": allowed})
+    except web.HTTPNotFound:
+        return error_response(ApiError(NOT_FOUND, f"No API at {request.path}", 404))
+
+
+async def api_body(request: web.Request) -> Any:
+    """The parsed JSON body (None when empty); 400 for another content type or bad JSON."""
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    if request.content_type != "application/json":
+        raise ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
+                                "application/json", 400)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(INVALID, f"The request body is not valid JSON ({exc})", 400) from None
+    request[CALL_KEY].body = body
+    return body
+
+
+async def optional_object(request: web.Request) -> dict[str, Any]:
+    body = await api_body(request)
+    return {} if body is None else as_object(body)
+
+
+def query(request: web.Request, name: str) -> str:
+    """A mandatory query parameter."""
+    value = request.query.get(name, "")
+    if not value:
+        raise missing(name)
+    return value
+
+
+def optional_int_query(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name, "")
+    return as_int(value, name) if value else None
+
+
+def offset_paging(body: dict[str, Any]) -> slice:
+    """Retrieve's {"Paging":{"Offset","RowCount"}} (strings in the docs) as a slice."""
+    paging = as_object(body.get("Paging") or {}, "Paging")
+    offset = as_int(paging.get("Offset", 0), "Offset", 0)
+    return slice(offset, offset + as_int(paging.get("RowCount", DEFAULT_PAGE), "RowCount", 1))
+
+
+def index_paging(body: dict[str, Any]) -> slice:
+    """The opportunity lists' {"Paging":{"PageIndex" (from 1),"PageSize"}} as a slice."""
+    paging = as_object(body.get("Paging") or {}, "Paging")
+    size = as_int(paging.get("PageSize", DEFAULT_PAGE), "PageSize", 1)
+    start = (as_int(paging.get("PageIndex", 1), "PageIndex", 1) - 1) * size
+    return slice(start, start + size)
+
+
+def listing(rows: list[dict], page: slice) -> web.Response:
+    return web.json_response({"RecordCount": len(rows), "List": rows[page]})
+
+
+def store_of(request: web.Request) -> Store:
+    return request.app[SIM_KEY].store
+
+
+# --- API handlers: one per endpoint --------------------------------------------------------
+
+
+async def user_by_access_key(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIM_KEY].user(request.host))
+
+
+async def lead_by_phone(request: web.Request) -> web.Response:
+    return web.json_response(store_of(request).leads_by_phone(query(request, "phone")))
+
+
+async def lead_by_id(request: web.Request) -> web.Response:
+    lead = store_of(request).lead(query(request, "id"))
+    return web.json_response([lead] if lead else [])
+
+
+async def lead_create(request: web.Request) -> web.Response:
+    return success({"Id": store_of(request).create_lead(await api_body(request))})
+
+
+async def lead_create_or_update(request: web.Request) -> web.Response:
+    return success({"Id": store_of(request).upsert_lead(await api_body(request))})
+
+
+async def activity_types(request: web.Request) -> web.Response:
+    return web.json_response([t.as_row() for t in store_of(request).types.values()])
+
+
+async def create_type(request: web.Request) -> web.Response:
+    return success({"Id": store_of(request).create_type(await api_body(request))})
+
+
+async def create_activity(request: web.Request) -> web.Response:
+    body = await api_body(request)
+    activity = store_of(request).post_activity(body, request.app[SIM_KEY].knobs.note_limit)
+    message = {"Id": activity.id}
+    if activity.opportunity_id:
+        message["RelatedId"] = activity.lead_id
+    return success(message)
+
+
+async def retrieve_activities(request: web.Request) -> web.Response:
+    """Lead-level history, newest first; an unknown lead has none (reads never refuse ids)."""
+    lead_id = query(request, "leadId")
+    body = await optional_object(request)
+    parameter = as_object(body.get("Parameter") or {}, "Parameter")
+    event = parameter.get("ActivityEvent")
+    rows = store_of(request).lead_activities(
+        lead_id, None if event is None else as_int(event, "ActivityEvent"))
+    page = offset_paging(body)
+    return web.json_response({"RecordCount": len(rows),
+                              "ProspectActivities": [a.as_row() for a in rows[page]]})
+
+
+async def capture_opportunity(request: web.Request) -> web.Response:
+    opportunity_id, lead_id = store_of(request).capture(await api_body(request))
+    # GUESS: the reference (§2e) names only AdditionalDetails[].ActivityId and
+    # PostDeDupActionPerformed; Message.Id carries the opportunity id as other creates do.
+    details = {"ActivityId": opportunity_id, "RelatedProspectId": lead_id}
+    return success({"Id": opportunity_id, "RelatedId": lead_id},
+                   AdditionalDetails=[details], PostDeDupActionPerformed="None")
+
+
+async def opportunities_of_lead(request: web.Request) -> web.Response:
+    lead_id = query(request, "leadId")
+    kind = optional_int_query(request, "opportunityType")
+    page = index_paging(await optional_object(request))
+    return listing(store_of(request).opportunities_of(lead_id, kind), page)
+
+
+async def activities_of_opportunity(request: web.Request) -> web.Response:
+    opportunity_id = query(request, "opportunityId")
+    event = optional_int_query(request, "activityEventCode")
+    page = index_paging(await optional_object(request))
+    rows = store_of(request).opportunity_activities(opportunity_id, event)
+    return listing([a.as_row() for a in rows], page)
+
+
+API_ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "Authentication.svc/UserByAccessKey.Get", user_by_access_key),
+    ("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber", lead_by_phone),
+    ("GET", "LeadManagement.svc/Leads.GetById", lead_by_id),
+    ("POST", "LeadManagement.svc/Lead.Create", lead_create),
+    ("POST", "LeadManagement.svc/Lead.CreateOrUpdate", lead_create_or_update),
+    ("GET", "ProspectActivity.svc/ActivityTypes.Get", activity_types),
+    ("POST", "ProspectActivity.svc/CreateType", create_type),
+    ("POST", "ProspectActivity.svc/Create", create_activity),
+    ("POST", "ProspectActivity.svc/Retrieve", retrieve_activities),
+    ("POST", "OpportunityManagement.svc/Capture", capture_opportunity),
+    ("POST", "OpportunityManagement.svc/GetOpportunitiesOfLead", opportunities_of_lead),
+    ("POST", "OpportunityManagement.svc/GetActivitiesOfOpportunity", activities_of_opportunity),
+]
+
+
+# --- admin routes (no auth; loopback callers only) -----------------------------------------
+
+
+@web.middleware
+async def admin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Admin routes answer loopback callers only, and turn refusals into HTTP 400."""
+    if not request.path.startswith(ADMIN_PREFIX):
+        return await handler(request)
+    if not ipaddress.ip_address(request.remote or "0.0.0.0").is_loopback:
+        raise web.HTTPForbidden(text="simulator admin routes answer loopback callers only")
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return web.json_response(error.body(), status=400)
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+
+
+async def admin_json(request: web.Request) -> dict[str, Any]:
+    try:
+        return as_object(await request.json())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the body is not JSON: {exc}") from None
+
+
+async def admin_calls(request: web.Request) -> web.Response:
+    return web.json_response([call.as_dict() for call in request.app[SIM_KEY].calls])
+
+
+async def admin_activities(request: web.Request) -> web.Response:
+    lead_id = request.query.get("leadId") or None
+    opportunity_id = request.query.get("opportunityId") or None
+    return web.json_response(request.app[SIM_KEY].activities(lead_id, opportunity_id))
+
+
+async def admin_leads(request: web.Request) -> web.Response:
+    return web.json_response(list(store_of(request).leads.values()))
+
+
+async def admin_add_lead(request: web.Request) -> web.Response:
+    lead_id = request.app[SIM_KEY].add_lead(**await admin_json(request))
+    return web.json_response({"ProspectID": lead_id})
+
+
+async def admin_add_opportunity(request: web.Request) -> web.Response:
+    body = await admin_json(request)
+    opportunity_id = request.app[SIM_KEY].add_opportunity(
+        body.get("lead_id", ""), body.get("name", "Deal"),
+        body.get("status", "Open"), int(body.get("event_code", 12000)))
+    return web.json_response({"OpportunityId": opportunity_id})
+
+
+async def admin_config(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    sim.configure(**await admin_json(request))
+    return web.json_response(asdict(sim.knobs))
+
+
+async def admin_stats(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    seconds = float(request.query.get("seconds", 5))
+    return web.json_response({"calls": len(sim.calls),
+                              "max_calls_in_window": sim.max_calls_in_window(seconds)})
+
+
+ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "calls", admin_calls),
+    ("GET", "activities", admin_activities),
+    ("GET", "leads", admin_leads),
+    ("POST", "leads", admin_add_lead),
+    ("POST", "opportunities", admin_add_opportunity),
+    ("POST", "config", admin_config),
+    ("GET", "stats", admin_stats),
+]
+
+
+# --- running it on its own -----------------------------------------------------------------
+
+
+def add_demo_data(sim: Simulator) -> None:
+    """A few leads (phones stored as +91-national) and opportunities for the demo."""
+    sim.add_lead(FirstName="Asha", LastName="Patil", Phone="+91-9876543210", Source="Website")
+    ravi = sim.add_lead(FirstName="Ravi", LastName="Kumar", Mobile="+91-9123456780",
+                        EmailAddress="ravi.kumar@example.com")
+    sim.add_opportunity(ravi, name="Annual plan", status="Open")
+    meera = sim.add_lead(FirstName="Meera", LastName="Shah", Phone="+91-9988776655")
+    sim.add_opportunity(meera, name="Starter pack", status="Won")
+
+
+async def serve(host: str, port: int, access_key: str, secret_key: str,
+                seed_demo: bool = False) -> None:
+    """Run a simulator until cancelled, announcing its URL on one line."""
+    sim = Simulator(access_key, secret_key)
+    if seed_demo:
+        add_demo_data(sim)
+    bound = await sim.start(host, port)
+    print(f"LeadSquared simulator listening on http://{host}:{bound}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()

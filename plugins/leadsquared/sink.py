@@ -1,0 +1,252 @@
+"""The LeadSquared sink: a chat window becomes an activity on the lead and its opportunities."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bridge import Batch, Outcome
+from plugins.leadsquared.activity_type import FIELDS, resolve_event
+from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.leads import create_lead, find_lead
+from plugins.leadsquared.opportunities import pick_opportunities
+from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
+from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcript_line
+
+logger = logging.getLogger(__name__)
+
+SEVERITY = {"delivered": 0, "retry": 1, "rejected": 2}
+
+
+@dataclass
+class _Posting:
+    """What one delivery learned: keys already in the CRM, outcomes per part."""
+
+    existing: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Outcome] = field(default_factory=dict)
+    stop: Outcome | None = None  # a rate limit or outage: do not try further parts
+    cached_lead: bool = False  # the lead id came from the buffer's mapping, may be stale
+
+
+class LeadSquaredSink:
+    """Posts each conversation window as an activity of one dedicated type."""
+
+    name = "leadsquared"
+
+    def __init__(self, config: LeadSquaredConfig) -> None:
+        self.settings = config
+        self.client: LeadSquaredClient | None = None
+        self.limiter = RateLimiter(*parse_rate(config.rate_limit))
+        self.event: int | None = None
+        self.tz: tzinfo = UTC
+        self.app_host: str | None = None
+        self._opportunities: dict[str, tuple[float, list[str]]] = {}
+
+    async def start(self) -> None:
+        """Find the host and the activity type (created if missing); once per run."""
+        cfg = self.settings
+        base = cfg.host if cfg.host != "auto" else await self._discover()
+        self.client = LeadSquaredClient(base, cfg.access_key, cfg.secret_key,
+                                        limiter=self.limiter, timeout=cfg.timeout)
+        user = await self.client.user_by_access_key()
+        self.tz = _zone(user.get("TimeZone"))
+        self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
+        self.event = await resolve_event(self.client, cfg.activity_type, cfg.activity_event)
+        logger.info("LeadSquared sink ready: activity event %s on %s", self.event, base)
+
+    async def _discover(self) -> str:
+        probe = LeadSquaredClient(self.settings.discovery_url, self.settings.access_key,
+                                  self.settings.secret_key, limiter=self.limiter)
+        try:
+            user = await probe.user_by_access_key()
+        finally:
+            await probe.close()
+        api = (user.get("LSQCommonServiceURLs") or {}).get("api")
+        if not api:
+            raise RuntimeError("UserByAccessKey.Get returned no API host; set host explicitly")
+        scheme = self.settings.discovery_url.split("://", 1)[0]
+        return f"{scheme}://{api}"
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    async def deliver(self, batch: Batch) -> list[Outcome]:
+        """One outcome per message: delivered when every part holding it is posted."""
+        if not batch.conversation.key.startswith("+"):
+            return _all(batch, Outcome.held(
+                "no phone number (WhatsApp username user): cannot match a lead by phone"))
+        cached = batch.record_id is not None
+        try:
+            lead = batch.record_id or await self._resolve(batch)
+        except LeadSquaredError as exc:
+            return _all(batch, _outcome(exc))
+        if lead is None:
+            return _all(batch, Outcome.held(
+                "no lead with this number in LeadSquared (create one, or set create_leads)"))
+        batch.record_id = lead
+        return await self._post_batch(batch, lead, cached)
+
+    async def _resolve(self, batch: Batch) -> str | None:
+        number = batch.conversation.key
+        lead = await find_lead(self.client, number)
+        if lead is None and self.settings.create_leads:
+            name = batch.conversation.contact_name or next(
+                (m.contact_name for m in batch.messages if m.contact_name), None)
+            lead = await create_lead(self.client, number, name, self.settings.lead_source)
+        return lead
+
+    async def _post_batch(self, batch: Batch, lead: str, cached: bool) -> list[Outcome]:
+        posting = _Posting(existing=dict(batch.ledger), cached_lead=cached)
+        try:
+            opportunities = await self._opportunities_of(lead)
+            if batch.uncertain or batch.attempt > 1:  # an earlier try may have posted
+                posting.existing.update(await self._keys_in_crm(lead, opportunities))
+        except LeadSquaredError as exc:
+            return _all(batch, _outcome(exc))
+        parts = self._parts(batch)
+        for part in parts:
+            await self._post_part(batch, part, lead, opportunities, posting)
+        return _per_message(batch, parts, posting.results)
+
+    def _parts(self, batch: Batch) -> list[Part]:
+        contact = batch.conversation.contact_name or "customer"
+        lines = [transcript_line(m, self.tz, contact, self.settings.business_name)
+                 for m in batch.messages]
+        if self.settings.granularity == "message":
+            return [p for m, line in zip(batch.messages, lines, strict=True)
+                    for p in split(batch.key, [m], [line], self.settings.note_limit)]
+        return split(batch.key, batch.messages, lines, self.settings.note_limit)
+
+    async def _post_part(self, batch: Batch, part: Part, lead: str, opportunities: list[str],
+                         posting: _Posting) -> None:
+        if posting.stop is not None:
+            posting.results[part.key] = posting.stop
+            return
+        for target in [None, *opportunities]:
+            key = part.key if target is None else f"{part.key}@{target}"
+            if key in posting.existing:
+                continue
+            try:
+                activity = await self._post(batch, part, lead, target, key)
+            except LeadSquaredError as exc:
+                outcome = await self._after_failure(exc, batch, lead, target, key, posting)
+                if outcome is None:
+                    continue
+                posting.results[part.key] = outcome
+                if outcome.kind == "retry":
+                    posting.stop = Outcome.retry(f"not attempted after: {outcome.reason}")
+                return
+            batch.remember(key, activity)
+            posting.existing[key] = activity
+        posting.results[part.key] = Outcome.delivered()
+
+    async def _post(self, batch: Batch, part: Part, lead: str, target: str | None,
+                    key: str) -> str:
+        contact = batch.conversation.contact_name or "customer"
+        fields = {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
+                  FIELDS["first"]: lsq_time(part.first_at), FIELDS["last"]: lsq_time(part.last_at),
+                  FIELDS["number"]: batch.conversation.key}
+        return await self.client.post_activity(
+            lead, self.event, note(part, contact, batch.conversation.key), part.last_at, fields,
+            opportunity_id=target)
+
+    async def _after_failure(self, exc: LeadSquaredError, batch: Batch, lead: str,
+                             target: str | None, key: str, posting: _Posting) -> Outcome | None:
+        """None when the post turns out to have landed after all; else the outcome."""
+        if exc.kind == "unknown_outcome":
+            found = await self._find_key(lead, target, key)
+            if found:
+                batch.remember(key, found)
+                posting.existing[key] = found
+                return None
+        if exc.kind == "rejected" and posting.cached_lead and not await self._lead_exists(lead):
+            batch.record_id = None  # merged or deleted: look the number up again next time
+            return Outcome.retry("the cached lead no longer exists; it will be looked up again")
+        return _outcome(exc)
+
+    async def _find_key(self, lead: str, target: str | None, key: str) -> str | None:
+        try:
+            found = await self._keys_in_crm(lead, [target] if target else [], lead_too=not target)
+        except LeadSquaredError:
+            return None
+        return found.get(key)
+
+    async def _lead_exists(self, lead: str) -> bool:
+        try:
+            return await self.client.lead_by_id(lead) is not None
+        except LeadSquaredError:
+            return True  # cannot tell: keep the mapping
+
+    async def _keys_in_crm(self, lead: str, opportunities: list[str],
+                           lead_too: bool = True) -> dict[str, str]:
+        """Idempotency keys already on the lead and opportunities -> activity ids."""
+        found: dict[str, str] = {}
+        if lead_too:
+            for activity in await self.client.lead_activities(lead, self.event):
+                if key := _field(activity, FIELDS["key"]):
+                    found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
+        for opportunity in opportunities:
+            for activity in await self.client.opportunity_activities(opportunity, self.event):
+                if key := _field(activity, FIELDS["key"]):
+                    found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
+        return found
+
+    async def _opportunities_of(self, lead: str) -> list[str]:
+        choice = self.settings.opportunities
+        if choice is False:
+            return []
+        cached = self._opportunities.get(lead)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        rows = await self.client.opportunities_of_lead(lead)
+        ids = pick_opportunities(rows, None if choice is True else choice)
+        self._opportunities[lead] = (time.monotonic() + self.settings.opportunity_cache, ids)
+        return ids
+
+
+def _field(activity: dict, name: str) -> str | None:
+    """A custom field's value in Retrieve's `Data` list or a `Fields` list."""
+    for entry in activity.get("Data") or []:
+        if entry.get("Key") == name:
+            return entry.get("Value")
+    for entry in activity.get("Fields") or []:
+        if entry.get("SchemaName") == name:
+            return entry.get("Value")
+    return activity.get(name)
+
+
+def _outcome(exc: LeadSquaredError) -> Outcome:
+    if exc.kind == "rejected":
+        return Outcome.rejected(f"LeadSquared {exc.exception_type or 'error'}: {exc.message}")
+    if exc.kind == "auth":
+        return Outcome.retry("LeadSquared refused the access key (401): check access_key, "
+                             "secret_key and that the key's user is active")
+    return Outcome.retry(f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}")
+
+
+def _all(batch: Batch, outcome: Outcome) -> list[Outcome]:
+    return [outcome] * len(batch.messages)
+
+
+def _per_message(batch: Batch, parts: list[Part], results: dict[str, Outcome]) -> list[Outcome]:
+    """A message's outcome is the worst of the parts that hold it."""
+    worst: dict[int, Outcome] = {}
+    for part in parts:
+        outcome = results.get(part.key, Outcome.retry("not attempted"))
+        for message in part.messages:
+            current = worst.get(id(message))
+            if current is None or SEVERITY[outcome.kind] > SEVERITY[current.kind]:
+                worst[id(message)] = outcome
+    return [worst.get(id(m), Outcome.delivered()) for m in batch.messages]
+
+
+def _zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC

@@ -1,0 +1,101 @@
+"""A batch as readable activity notes: one line per message, split to fit, never cut."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+
+from bridge import Direction, Message
+from bridge.render import render_line
+
+HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
+
+
+def u16(text: str) -> int:
+    """Length as LeadSquared (.NET) counts it: UTF-16 code units (an emoji may be 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def lsq_time(value: datetime) -> str:
+    """`YYYY-MM-DD HH:MM:SS` in UTC, the API's only datetime format."""
+    from datetime import UTC
+
+    return value.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+@dataclass
+class Part:
+    """One activity note: the messages it covers and its idempotency key."""
+
+    key: str
+    lines: list[str] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    continued: bool = False
+
+    @property
+    def first_at(self) -> datetime:
+        return self.messages[0].sent_at
+
+    @property
+    def last_at(self) -> datetime:
+        return self.messages[-1].sent_at
+
+
+def transcript_line(message: Message, tz: tzinfo, contact: str, business: str) -> str:
+    """`[2026-11-24 14:05] ⬅️ Asha: Hello` in the account's local time."""
+    when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
+    return f"[{when}] {arrow} {who}: {render_line(message)}"
+
+
+def split(batch_key: str, messages: list[Message], lines: list[str], limit: int) -> list[Part]:
+    """Greedy parts of at most `limit` UTF-16 units (header included).
+
+    Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
+    delivered re-splits into the same parts with the same keys, so none is posted twice.
+    """
+    budget = limit - HEADER_BUDGET
+    parts: list[Part] = []
+    current: Part | None = None
+    size = 0
+    for message, line in zip(messages, lines, strict=True):
+        if u16(line) > budget:
+            current = None
+            parts.extend(_chunks(batch_key, message, line, budget))
+            continue
+        if current is not None and size + 1 + u16(line) > budget:
+            current = None
+        if current is None:
+            current = Part(f"{batch_key}:{message.provider_id}:0")
+            parts.append(current)
+            size = -1
+        current.lines.append(line)
+        current.messages.append(message)
+        size += 1 + u16(line)
+    return parts
+
+
+def _chunks(batch_key: str, message: Message, line: str, budget: int) -> list[Part]:
+    """A line longer than a note goes out in consecutive parts, each marked continued."""
+    parts, start = [], 0
+    while start < len(line):
+        end = start
+        while end < len(line) and u16(line[start:end + 1]) <= budget:
+            end += 1
+        parts.append(Part(f"{batch_key}:{message.provider_id}:{start}", [line[start:end]],
+                          [message], continued=start > 0 or end < len(line)))
+        start = end
+    return parts
+
+
+def note(part: Part, contact: str, number: str, index_hint: str = "") -> str:
+    """Header plus lines; the header is trimmed to its reserved budget."""
+    count = len(part.messages)
+    header = f"WhatsApp chat with {contact} ({number}), {count} message{'s' * (count != 1)}"
+    if part.continued:
+        header += " (long message, continued across notes)"
+    header = header + index_hint
+    while u16(header) > HEADER_BUDGET - 2:
+        header = header[:-2] + "…"
+    return header + "\n" + "\n".join(part.lines)
