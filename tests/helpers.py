@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from bridge import Batch, Direction, Message, Outcome, SinkSettings, hookimpl
+from bridge.sync import SinkRunner
 
 
 def message(n: int, conversation: str = "+919876543210", *, source: str = "test",
@@ -133,3 +135,17 @@ async def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(every)
+
+
+@asynccontextmanager
+async def running(buffer, sinks, filters=(), sources=()) -> AsyncIterator[list]:
+    """Install and run a drain loop per sink until the block ends."""
+    await buffer.install_sinks([s.name for s in sinks])
+    stop = asyncio.Event()
+    runners = [SinkRunner(s, buffer, filters, sources) for s in sinks]
+    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
+    try:
+        yield runners
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 15)

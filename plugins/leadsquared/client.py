@@ -225,8 +225,10 @@ def _classify(response: httpx.Response, write: bool) -> Any:
         raise error("rate_limited", "API rate limit exceeded")
     if _is_mx(exception_type):
         raise error("rejected", f"HTTP {status}")
-    if status in (500, 502, 503, 504):
-        raise error(_lost(write) if status == 504 else "transient", f"HTTP {status}")
+    if status >= 500:
+        # A write may have committed before the server failed (the reference gives no
+        # guarantee either way), so the sink checks for it before posting again.
+        raise error(_lost(write), f"HTTP {status}")
     if not response.is_success:
         raise error("rejected", f"HTTP {status}")
     if info.get("Status") == "Error":

@@ -40,7 +40,11 @@ class LeadSquaredSink:
     def __init__(self, config: LeadSquaredConfig) -> None:
         self.settings = config
         self.client: LeadSquaredClient | None = None
-        self.limiter = RateLimiter(*parse_rate(config.rate_limit))
+        calls, per = parse_rate(config.rate_limit)
+        self.limiter = RateLimiter(calls, per)
+        # Back off in step with the account's rate window: a refused call waits one window
+        # (5 s at the default 10/5s), other transient failures a fifth of it, then doubling.
+        self._backoff_base = per / 5
         self.event: int | None = None
         self.tz: tzinfo = UTC
         self.app_host: str | None = None
@@ -49,9 +53,11 @@ class LeadSquaredSink:
     async def start(self) -> None:
         """Find the host and the activity type (created if missing); once per run."""
         cfg = self.settings
+        await self.close()  # a failed earlier start may have left a client
         base = cfg.host if cfg.host != "auto" else await self._discover()
         self.client = LeadSquaredClient(base, cfg.access_key, cfg.secret_key,
-                                        limiter=self.limiter, timeout=cfg.timeout)
+                                        limiter=self.limiter, timeout=cfg.timeout,
+                                        backoff_base=self._backoff_base)
         user = await self.client.user_by_access_key()
         self.tz = _zone(user.get("TimeZone"))
         self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
@@ -60,7 +66,8 @@ class LeadSquaredSink:
 
     async def _discover(self) -> str:
         probe = LeadSquaredClient(self.settings.discovery_url, self.settings.access_key,
-                                  self.settings.secret_key, limiter=self.limiter)
+                                  self.settings.secret_key, limiter=self.limiter,
+                                  timeout=self.settings.timeout, backoff_base=self._backoff_base)
         try:
             user = await probe.user_by_access_key()
         finally:
@@ -74,6 +81,7 @@ class LeadSquaredSink:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+            self.client = None
 
     async def deliver(self, batch: Batch) -> list[Outcome]:
         """One outcome per message: delivered when every part holding it is posted."""

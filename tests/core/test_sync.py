@@ -4,26 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from bridge.contracts import Outcome
-from bridge.sync import SinkRunner
-from tests.helpers import PostSource, RecordingSink, message, wait_until
-
-
-@asynccontextmanager
-async def running(buffer, sinks, filters=(), sources=()):
-    """Install and run a drain loop per sink until the block ends."""
-    await buffer.install_sinks([s.name for s in sinks])
-    stop = asyncio.Event()
-    runners = [SinkRunner(s, buffer, filters, sources) for s in sinks]
-    tasks = [asyncio.create_task(r.run(stop)) for r in runners]
-    try:
-        yield runners
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 15)
+from tests.helpers import PostSource, RecordingSink, message, running, wait_until
 
 
 async def test_two_sinks_each_receive_every_message(buffer):
