@@ -49,6 +49,9 @@ def cli(log_level: str) -> None:
     """Chatbridge: WhatsApp Business conversations into your CRM."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level.upper() != "DEBUG":
+        # httpx logs every request URL at INFO; query strings can hold phone numbers
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @cli.command()

@@ -19,18 +19,35 @@ TARGET_KINDS = frozenset({"reaction", "edit", "revoke"})  # their reply_to is a 
 FORM_LIMIT = 300  # characters of a form reply's fields
 
 
-def render_line(message: Message) -> str:
-    """The message as one line: its text, or an emoji-tagged summary of what it carries."""
-    render = _RENDERERS.get(message.kind, _unknown)
-    line = render(message)
+def render_line(message: Message, quotes: Mapping[str, str] | None = None) -> str:
+    """The message as one line: its text, or an emoji-tagged summary of what it carries.
+
+    `quotes` maps provider ids to short texts: a reply or reaction to one of them shows
+    that text instead of the bare id.
+    """
+    if message.kind == "reaction":
+        line = _reaction(message, quotes)
+    else:
+        line = _RENDERERS.get(message.kind, _unknown)(message)
     if message.kind not in TARGET_KINDS:
-        line = _prefix(message) + line
+        line = _prefix(message, quotes) + line
     return NEWLINE.join(line.splitlines())
 
 
-def _prefix(message: Message) -> str:
+def quote(line: str, limit: int = 40) -> str:
+    """A rendered line cut to `limit` characters, for `quotes`."""
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _target(provider_id: str, quotes: Mapping[str, str] | None) -> str:
+    if quotes and provider_id in quotes:
+        return f"“{quotes[provider_id]}”"
+    return short_id(provider_id)
+
+
+def _prefix(message: Message, quotes: Mapping[str, str] | None = None) -> str:
     extra = _extra(message)
-    prefix = f"↩️ reply to {short_id(message.reply_to)}: " if message.reply_to else ""
+    prefix = f"↩️ reply to {_target(message.reply_to, quotes)}: " if message.reply_to else ""
     if extra.get("frequently_forwarded") is True:
         return "↪️ Forwarded many times: " + prefix
     if extra.get("forwarded") is True:
@@ -176,10 +193,10 @@ def _button(message: Message) -> str:
     return f"🔘 Pressed {_quoted(text)}" if text else "🔘 Pressed a button"
 
 
-def _reaction(message: Message) -> str:
+def _reaction(message: Message, quotes: Mapping[str, str] | None = None) -> str:
     info = _info(message, "reaction")
     emoji = _s(info.get("emoji")) or message.text
-    target = short_id(message.reply_to) if message.reply_to else ""
+    target = _target(message.reply_to, quotes) if message.reply_to else ""
     if info.get("removed") is True or not emoji:
         return "Removed a reaction" + (f" from {target}" if target else "")
     return f"{emoji} reacted" + (f" to {target}" if target else "")

@@ -8,6 +8,12 @@ from plugins.leadsquared.activity_type import FIELD_DEFINITIONS
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import LeadSquaredConfig
 
+HINTS = {
+    "auth": " (copy both keys from LeadSquared: My Account > Settings > API and Webhooks >"
+            " API Access Keys, into plugins.leadsquared.access_key and secret_key)",
+    "transient": " (the host did not answer properly: check plugins.leadsquared.host)",
+}
+
 
 async def run_check(cfg: LeadSquaredConfig, say: Callable[[str], None]) -> bool:
     """Print one line per check; True when a sync could start. Changes nothing."""
@@ -25,7 +31,7 @@ async def run_check(cfg: LeadSquaredConfig, say: Callable[[str], None]) -> bool:
             say(f"warn host {cfg.host} differs from the account's API host {api}")
         return await _check_type(client, cfg, say)
     except LeadSquaredError as exc:
-        say(f"FAIL {exc.kind}: {exc.message}")
+        say(f"FAIL {exc.kind}: {exc.message}" + HINTS.get(exc.kind, ""))
         return False
     finally:
         await client.close()

@@ -15,7 +15,7 @@ from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.leads import create_lead, find_lead
 from plugins.leadsquared.opportunities import pick_opportunities
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
-from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcript_line
+from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcript_lines
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ class LeadSquaredSink:
 
     def _parts(self, batch: Batch) -> list[Part]:
         contact = batch.conversation.contact_name or "customer"
-        lines = [transcript_line(m, self.tz, contact, self.settings.business_name)
-                 for m in batch.messages]
+        lines = transcript_lines(batch.messages, self.tz, contact, self.settings.business_name)
         if self.settings.granularity == "message":
             return [p for m, line in zip(batch.messages, lines, strict=True)
                     for p in split(batch.key, [m], [line], self.settings.note_limit)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from bridge import Direction, Message
-from bridge.render import render_line
+from bridge.render import quote, render_line
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
@@ -42,11 +43,19 @@ class Part:
         return self.messages[-1].sent_at
 
 
-def transcript_line(message: Message, tz: tzinfo, contact: str, business: str) -> str:
+def transcript_lines(messages: list[Message], tz: tzinfo, contact: str,
+                     business: str) -> list[str]:
+    """One line per message; replies and reactions quote their target when it is here."""
+    quotes = {m.provider_id: quote(render_line(m)) for m in messages}
+    return [transcript_line(m, tz, contact, business, quotes) for m in messages]
+
+
+def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
+                    quotes: Mapping[str, str] | None = None) -> str:
     """`[2026-11-24 14:05] ⬅️ Asha: Hello` in the account's local time."""
     when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
-    return f"[{when}] {arrow} {who}: {render_line(message)}"
+    return f"[{when}] {arrow} {who}: {render_line(message, quotes)}"
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str], limit: int) -> list[Part]:

@@ -158,3 +158,20 @@ def test_fuzz_every_parsed_message_renders_as_one_line(payload):
     for message in messages:
         line = render_line(message)
         assert line and "\n" not in line
+
+
+def test_replies_and_reactions_quote_a_known_target_else_show_its_id():
+    quotes = {"wamid.original": "Yes! 20% off until Friday"}
+    reply = make("text", "Great", reply_to="wamid.original")
+    reaction = make("reaction", "👍", reply_to="wamid.original", reaction={"emoji": "👍"})
+    assert render_line(reply, quotes) == "↩️ reply to “Yes! 20% off until Friday”: Great"
+    assert render_line(reaction, quotes) == "👍 reacted to “Yes! 20% off until Friday”"
+    assert render_line(make("text", "Great", reply_to="wamid.elsewhere"), quotes) == (
+        "↩️ reply to …lsewhere: Great")  # short_id: the last 8 characters
+
+
+def test_quote_cuts_long_lines_with_an_ellipsis():
+    from bridge.render import quote
+
+    assert quote("short") == "short"
+    assert quote("x" * 100, limit=10) == "x" * 9 + "…"

@@ -1,0 +1,181 @@
+"""The simulator and `bridge run` as real processes: webhooks in, CRM activities out."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from plugins.leadsquared.activity_type import FIELDS
+from plugins.whatsapp.signature import sign
+from tests.helpers import free_port
+from tests.processes import BridgeProcess, SimulatorProcess
+from tests.whatsapp import payloads as p
+
+SECRET, TOKEN = "e2e-app-secret", "e2e-verify"
+ASHA = "919876543210"  # as WhatsApp sends it: digits only
+
+
+@pytest.fixture
+def simulator():
+    sim = SimulatorProcess()
+    yield sim
+    sim.stop()
+
+
+def write_config(path, sim: SimulatorProcess, port: int, **leadsquared) -> None:
+    settings = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
+                "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1, **leadsquared}
+    config = {"server": {"port": port}, "buffer": {"path": str(path.parent / "bridge.db")},
+              "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET},
+                          "leadsquared": settings}}
+    path.write_text(json.dumps(config))  # JSON is YAML
+
+
+@pytest.fixture
+def bridge(tmp_path, simulator):
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port)
+    process = BridgeProcess(config, port)
+    yield process
+    process.stop()
+
+
+def post(bridge: BridgeProcess, *changes) -> None:
+    body = json.dumps(p.envelope(*changes)).encode()
+    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
+    assert response.status_code == 200, response.text
+
+
+def eventually(check, timeout: float = 30.0):
+    """Poll `check` until it returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s")
+        time.sleep(0.1)
+
+
+def conversation(bridge: BridgeProcess, key: str) -> dict:
+    (sink,) = bridge.status()["sinks"]
+    return next((c for c in sink["conversations"] if c["key"] == key), {})
+
+
+def key_of(activity: dict) -> str:
+    return next(f["Value"] for f in activity["Fields"] if f["SchemaName"] == FIELDS["key"])
+
+
+def test_webhooks_become_one_activity_on_the_lead_and_each_open_opportunity(bridge, simulator):
+    lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    deals = {simulator.add_opportunity(lead, "Annual plan"),
+             simulator.add_opportunity(lead, "Add-on")}
+    bridge.start()
+    now = int(time.time())
+    post(bridge, p.message_change([
+        p.text_message("wamid.a1", ASHA, "Hi, is the annual plan still on offer?", ts=now - 50),
+        p.image_message("wamid.a2", ASHA, caption="my current bill") | {"timestamp": now - 40},
+    ], contacts=[p.contact(ASHA, "Asha Rao")]))
+    post(bridge, p.echo_change([p.echo("wamid.e1", ASHA, "Yes! 20% off until Friday")
+                                | {"timestamp": now - 30}]))
+    post(bridge, p.message_change([p.text_message("wamid.a3", ASHA, "Great, send the link",
+                                                  ts=now - 20, context={"id": "wamid.e1"})],
+                                  contacts=[p.contact(ASHA, "Asha Rao")]))
+    bridge.sync_now()
+
+    activities = eventually(lambda: len(simulator.activities(lead)) == 3
+                            and simulator.activities(lead))
+    assert {a["RelatedOpportunityId"] for a in activities} == {None, *deals}
+    for activity in activities:
+        note = activity["ActivityNote"]
+        order = [note.index(s) for s in ("annual plan still on offer", "my current bill",
+                                         "20% off until Friday", "send the link")]
+        assert order == sorted(order), note  # the whole chat, in order
+        assert "Asha Rao" in note and "📷" in note
+        assert "↩️ reply to “Yes! 20% off until Friday”: Great, send the link" in note
+        assert activity["ActivityDateTime"] == time.strftime("%Y-%m-%d %H:%M:%S",
+                                                             time.gmtime(now - 20))
+    chat = eventually(lambda: conversation(bridge, "+919876543210").get("last_synced_at")
+                      and conversation(bridge, "+919876543210"))
+    assert chat["record_id"] == lead and chat["pending"] == 0
+    (sink,) = bridge.status()["sinks"]
+    assert sink["last_sync_at"] is not None
+
+
+def test_unknown_number_is_held_visibly_then_created_when_enabled(bridge, simulator, tmp_path):
+    stranger = "14155550100"
+    bridge.start()
+    post(bridge, p.message_change([p.text_message("wamid.u1", stranger, "Do you ship to SF?",
+                                                  ts=int(time.time()))],
+                                  contacts=[p.contact(stranger, "Sam Lee")]))
+    bridge.sync_now()
+    held = eventually(lambda: conversation(bridge, "+14155550100").get("held_reason"))
+    assert "no lead" in held
+    assert bridge.status()["sinks"][0]["held"] == 1
+    assert simulator.admin("GET", "leads") == [] and simulator.activities() == []
+
+    bridge.stop()
+    write_config(bridge.config, simulator, bridge.port, create_leads=True,
+                 lead_source="WhatsApp")
+    bridge.start()
+    bridge.sync_now()
+    (activity,) = eventually(simulator.activities)
+    (lead,) = simulator.admin("GET", "leads")
+    assert (lead["FirstName"], lead["LastName"], lead["Mobile"], lead["Source"]) == (
+        "Sam", "Lee", "+1-4155550100", "WhatsApp")
+    assert activity["RelatedProspectId"] == lead["ProspectID"]
+    assert "Do you ship to SF?" in activity["ActivityNote"]
+    chat = eventually(lambda: conversation(bridge, "+14155550100").get("last_synced_at")
+                      and conversation(bridge, "+14155550100"))
+    assert chat["held_reason"] is None
+
+
+def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge, simulator):
+    numbers = [f"9198700000{i:02d}" for i in range(12)]
+    leads = {n: simulator.add_lead(FirstName=f"Lead{i}", Phone=n[2:])
+             for i, n in enumerate(numbers)}
+    for number in numbers[:4]:
+        simulator.add_opportunity(leads[number], "Deal")
+    simulator.configure(drop_after_commit_rate=0.3, latency=0.02)
+    bridge.start()
+    now = int(time.time())
+    texts = [f"msg-{n:04d}" for n in range(120)]
+    for start in range(0, 120, 10):
+        post(bridge, p.message_change([
+            p.text_message(f"wamid.k{n}", numbers[n % 12], texts[n], ts=now - 200 + n)
+            for n in range(start, start + 10)]))
+    bridge.sync_now()
+
+    kills = 0
+    for _ in range(3):  # kill while activities are still being posted
+        seen = len(simulator.activities())
+        eventually(lambda s=seen: len(simulator.activities()) > s, timeout=60)
+        bridge.kill()
+        kills += 1
+        bridge.start()
+        bridge.sync_now()
+    (sink,) = eventually(lambda: _drained(bridge), timeout=120)
+    assert sink["dead_letters"] == 0 and kills == 3
+
+    activities = simulator.activities()
+    keys = Counter(key_of(a) for a in activities)
+    assert max(keys.values()) == 1, keys.most_common(3)
+    on_leads = Counter(t for a in activities if a["RelatedOpportunityId"] is None
+                       for t in re.findall(r"msg-\d{4}", a["ActivityNote"]))
+    assert on_leads == Counter(texts)  # every message once on its lead
+    on_deals = Counter(t for a in activities if a["RelatedOpportunityId"]
+                       for t in re.findall(r"msg-\d{4}", a["ActivityNote"]))
+    assert on_deals == Counter(t for n, t in enumerate(texts) if n % 12 < 4)
+
+
+def _drained(bridge: BridgeProcess) -> list[dict] | None:
+    sinks = bridge.status()["sinks"]
+    return sinks if sinks[0]["backlog"] == 0 and sinks[0]["last_sync_at"] else None
