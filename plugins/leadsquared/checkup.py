@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from plugins.leadsquared.activity_type import FIELD_DEFINITIONS
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
-from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
 
 HINTS = {
     "auth": " (copy both keys from LeadSquared: My Account > Settings > API and Webhooks >"
@@ -17,6 +17,10 @@ HINTS = {
 
 async def run_check(cfg: LeadSquaredConfig, say: Callable[[str], None]) -> bool:
     """Print one line per check; True when a sync could start. Changes nothing."""
+    if cfg.host == SIMULATOR:
+        say("info host is 'simulator': chats go to the bundled simulator, not to LeadSquared;"
+            " set plugins.leadsquared.host, access_key and secret_key for a real account")
+        return True
     base = cfg.host if cfg.host != "auto" else cfg.discovery_url
     client = LeadSquaredClient(base, cfg.access_key, cfg.secret_key, timeout=cfg.timeout,
                                max_retries=1)

@@ -10,6 +10,7 @@ from bridge import SinkSettings
 from bridge.durations import Duration
 
 DISCOVERY_URL = "https://api.leadsquared.com"  # UserByAccessKey.Get answers on any region
+SIMULATOR = "simulator"  # host value: run the bundled simulator in-process
 
 
 class OpportunityFilter(BaseModel):
@@ -27,7 +28,8 @@ class LeadSquaredConfig(SinkSettings):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field("auto", description="API base URL, or auto (found from the keys)")
+    host: str = Field("auto", description="API base URL, auto (found from the keys), or "
+                                          "simulator (the bundled one, for trying it out)")
     access_key: str = Field(min_length=1)
     secret_key: str = Field(min_length=1)
     discovery_url: str = DISCOVERY_URL
@@ -47,7 +49,7 @@ class LeadSquaredConfig(SinkSettings):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if value == "auto":
+        if value in ("auto", SIMULATOR):
             return value
         if not value.startswith(("http://", "https://")):
             value = "https://" + value

@@ -6,12 +6,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import Batch, Outcome
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
-from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
 from plugins.leadsquared.leads import create_lead, find_lead
 from plugins.leadsquared.opportunities import pick_opportunities
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
@@ -49,12 +50,13 @@ class LeadSquaredSink:
         self.tz: tzinfo = UTC
         self.app_host: str | None = None
         self._opportunities: dict[str, tuple[float, list[str]]] = {}
+        self._simulator: Any = None  # the bundled simulator when host is "simulator"
 
     async def start(self) -> None:
         """Find the host and the activity type (created if missing); once per run."""
         cfg = self.settings
         await self.close()  # a failed earlier start may have left a client
-        base = cfg.host if cfg.host != "auto" else await self._discover()
+        base = await self._base_url()
         self.client = LeadSquaredClient(base, cfg.access_key, cfg.secret_key,
                                         limiter=self.limiter, timeout=cfg.timeout,
                                         backoff_base=self._backoff_base)
@@ -63,6 +65,23 @@ class LeadSquaredSink:
         self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
         self.event = await resolve_event(self.client, cfg.activity_type, cfg.activity_event)
         logger.info("LeadSquared sink ready: activity event %s on %s", self.event, base)
+
+    async def _base_url(self) -> str:
+        if self.settings.host == SIMULATOR:
+            return await self._start_simulator()
+        return self.settings.host if self.settings.host != "auto" else await self._discover()
+
+    async def _start_simulator(self) -> str:
+        """The bundled simulator on a loopback port, with demo leads: nothing leaves here."""
+        from plugins.leadsquared.simulator import Simulator, add_demo_data
+
+        self._simulator = Simulator(self.settings.access_key, self.settings.secret_key)
+        add_demo_data(self._simulator)
+        await self._simulator.start("127.0.0.1", 0)
+        logger.warning("plugins.leadsquared.host is 'simulator': chats go to the bundled "
+                       "LeadSquared simulator at %s, not to a real account",
+                       self._simulator.base_url)
+        return self._simulator.base_url
 
     async def _discover(self) -> str:
         probe = LeadSquaredClient(self.settings.discovery_url, self.settings.access_key,
@@ -82,6 +101,9 @@ class LeadSquaredSink:
         if self.client is not None:
             await self.client.close()
             self.client = None
+        if self._simulator is not None:
+            await self._simulator.stop()
+            self._simulator = None
 
     async def deliver(self, batch: Batch) -> list[Outcome]:
         """One outcome per message: delivered when every part holding it is posted."""

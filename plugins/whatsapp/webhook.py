@@ -17,6 +17,7 @@ from plugins.whatsapp.signature import verify_signature, verify_token
 logger = logging.getLogger(__name__)
 
 JSON_TYPES = {"application/json", ""}
+DEV_ONLY = "dev-only"  # the sample config.yaml's placeholder values start with this
 
 
 class WhatsAppSource:
@@ -28,6 +29,10 @@ class WhatsAppSource:
         self.config = config
         self.counters: Counter[str] = Counter()
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
+        if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
+            logger.warning("plugins.whatsapp uses the sample config's dev-only token or secret:"
+                           " anyone who reads config.yaml can post webhooks; set "
+                           "WHATSAPP_VERIFY_TOKEN and WHATSAPP_APP_SECRET before going live")
 
     def routes(self, ingest: Ingest) -> list[web.RouteDef]:
         async def receive(request: web.Request) -> web.Response:

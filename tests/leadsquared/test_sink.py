@@ -204,3 +204,17 @@ def assert_exactly_once(sim, leads, numbers, with_opportunities=()):
     opportunity_ids = {o.id for o in sim.store.opportunities.values()
                        if o.lead_id in with_opportunities}
     assert {opp for (opp, _) in per_target if opp} == opportunity_ids
+
+
+async def test_host_simulator_runs_the_bundled_simulator_with_demo_leads(buffer):
+    sink = LeadSquaredSink(LeadSquaredConfig(host="simulator", access_key="k", secret_key="s",
+                                             sync_interval=0.05))
+    await buffer.append([chat(1)])  # +919876543210: Asha, a demo lead stored as +91-...
+    async with running(buffer, [sink]):
+        await wait_until(lambda: sink._simulator and sink._simulator.activities())
+        bundled = sink._simulator
+        assert bundled.base_url.startswith("http://127.0.0.1:")
+        (activity,) = bundled.activities()
+        assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
+    await sink.close()  # as the app does on shutdown
+    assert sink._simulator is None
