@@ -77,6 +77,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         web.get("/healthz", healthz),
         web.get("/status", admin_only(status)),
         web.post("/sync-now", admin_only(sync_now)),
+        web.post("/backfill", admin_only(backfill)),
     ])
     app.cleanup_ctx.append(_buffer_ctx)
     app.cleanup_ctx.append(_sync_ctx)
@@ -166,6 +167,33 @@ async def sync_now(request: web.Request) -> web.Response:
         if name in (None, runner_name):
             runner.wake()
     return web.json_response({"woken": [name] if name else sorted(bridge.runners)})
+
+
+async def backfill(request: web.Request) -> web.Response:
+    """Queue ?sink=NAME's backfill over ?days=N (default its backfill_days) and wake it."""
+    bridge = request.app[BRIDGE]
+    name = request.query.get("sink", "")
+    runner = bridge.runners.get(name)
+    if runner is None:
+        raise web.HTTPNotFound(text=f"no running sink named {name!r} "
+                                    f"(running: {', '.join(sorted(bridge.runners)) or 'none'})")
+    days = _days(request.query.get("days"))
+    queued = await runner.backfill(days)
+    runner.wake()
+    return web.json_response({"sink": name, "days": days or runner.settings.backfill_days,
+                              "queued": queued})
+
+
+def _days(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 < days <= 3650:
+        raise web.HTTPBadRequest(text=f"days={text!r} is not a number of days (use e.g. 7)")
+    return days
 
 
 def _dumps(value: object) -> str:

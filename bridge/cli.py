@@ -1,4 +1,4 @@
-"""The `bridge` command: run, check, status, sync-now, dead-letter, plugins (+ plugin commands)."""
+"""The `bridge` command: run, check, status, sync-now, backfill, dead-letter, plugins."""
 
 from __future__ import annotations
 
@@ -107,20 +107,65 @@ def status(config_path: str, as_json: bool, search: str | None) -> None:
 @friendly
 def sync_now(config_path: str, sink: str | None) -> None:
     """Ask the running bridge to drain now instead of at its next interval."""
-    import httpx
 
     config, _ = load(config_path)
+    response = admin_call(config, "POST", "/sync-now", params={"sink": sink} if sink else None)
+    click.echo(f"woken: {', '.join(response.json()['woken']) or 'no sinks'}")
+
+
+def admin_call(config: Any, method: str, path: str, **kwargs: Any) -> Any:
+    """A request to the running bridge's admin API (token from the config); 200 or a clean error."""
+    import httpx
+
     host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
     headers = {"Authorization": f"Bearer {config.server.admin_token}"} \
         if config.server.admin_token else {}
-    url = f"http://{host}:{config.server.port}/sync-now"
+    url = f"http://{host}:{config.server.port}{path}"
     try:
-        response = httpx.post(url, params={"sink": sink} if sink else None, headers=headers)
+        response = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
         raise click.ClickException(f"no bridge answered at {url} ({exc}); is it running?") from None
     if response.status_code != 200:
         raise click.ClickException(f"{url} answered {response.status_code}: {response.text}")
-    click.echo(f"woken: {', '.join(response.json()['woken']) or 'no sinks'}")
+    return response
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--sink", required=True, help="the sink to backfill, e.g. leadsquared")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True, max=3650), default=None,
+              help="how many days back (default: the sink's backfill_days)")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="show progress until the backfill is done")
+@friendly
+def backfill(config_path: str, sink: str, days: float | None, wait: bool) -> None:
+    """Sync the past N days into a sink again; what it already has is not posted twice."""
+    config, _ = load(config_path)
+    params = {"sink": sink, **({"days": days} if days else {})}
+    answer = admin_call(config, "POST", "/backfill", params=params).json()
+    click.echo(f"{sink}: {answer['queued']} messages of the last {answer['days']:g} days "
+               "to sync (already synced ones are skipped)")
+    if wait and answer["queued"]:
+        _follow_backfill(config, sink, answer["queued"])
+
+
+def _follow_backfill(config: Any, sink: str, total: int) -> None:
+    """A progress bar fed by the running bridge's /status; Ctrl-C stops watching only."""
+    import time
+
+    with click.progressbar(length=total, label="backfill", show_eta=True) as bar:
+        shown = 0
+        while shown < total:
+            report = admin_call(config, "GET", "/status").json()
+            state = next((s for s in report["sinks"] if s["sink"] == sink), None)
+            progress = (state or {}).get("backfill") or {}
+            done = min(total, progress.get("messages_done", 0))
+            bar.update(done - shown)
+            shown = done
+            if state and progress.get("messages_done", 0) >= progress.get("messages_total", 0):
+                break
+            time.sleep(1)
+    click.echo(f"{sink}: backfill done")
 
 
 @cli.group("dead-letter")

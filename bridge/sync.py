@@ -20,6 +20,7 @@ from bridge.retry import backoff_delay
 logger = logging.getLogger(__name__)
 
 BACKFILL_CHUNK = 500
+LIVE_POLL = 1.0  # seconds: while backfill is paced, how often live messages are looked for
 
 
 class SinkRunner:
@@ -39,6 +40,7 @@ class SinkRunner:
             held_delay=self.settings.sync_interval,
         )
         self._wake = asyncio.Event()
+        self._backfill_ready_at = 0.0  # monotonic: when the next backfill batch may go
         self.started = False
         self.next_sync_at: float | None = None
         self._stop: asyncio.Event | None = None
@@ -72,9 +74,9 @@ class SinkRunner:
             await self.backfill()
         return await self.drain()
 
-    async def backfill(self) -> int:
-        """Queue the last backfill_days of chats for this sink (once; safe to repeat)."""
-        since = time.time() - self.settings.backfill_days * 86400
+    async def backfill(self, days: float | None = None) -> int:
+        """Queue the last `days` (default backfill_days) of chats; safe to repeat."""
+        since = time.time() - (self.settings.backfill_days if days is None else days) * 86400
         for source in self.sources:
             await self._append_all(source, since)
         queued = await self.buffer.backfill(self.sink.name, since)
@@ -103,19 +105,49 @@ class SinkRunner:
         return chunk
 
     async def drain(self) -> dict[str, int]:
-        """Deliver every due batch; return outcome counts."""
+        """Deliver every due batch, live ones first, backfill paced; return outcome counts."""
         totals: dict[str, int] = {}
         while not self._stopping():
-            claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
-                                             self.settings.lease)
+            if await self._drain_live(totals):
+                continue
+            claims = await self.buffer.claim(self.sink.name, 1, self.settings.lease,
+                                             backfill=True)
             if not claims:
                 return totals
-            for claim in claims:
-                if self._stopping():  # unleased on restart; never half-recorded
-                    break
-                for kind, n in (await self.deliver(claim)).items():
-                    totals[kind] = totals.get(kind, 0) + n
+            await self._pace_backfill(totals)
+            if self._stopping():  # the unsent claim is released on the next start
+                break
+            started = time.monotonic()
+            await self._deliver_into(claims[0], totals)
+            self._rest_after_backfill(time.monotonic() - started)
         return totals
+
+    async def _drain_live(self, totals: dict[str, int]) -> bool:
+        """Deliver the live batches due now; False when there were none."""
+        claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
+                                         self.settings.lease, backfill=False)
+        for claim in claims:
+            if self._stopping():  # unleased on restart; never half-recorded
+                break
+            await self._deliver_into(claim, totals)
+        return bool(claims)
+
+    async def _pace_backfill(self, totals: dict[str, int]) -> None:
+        """Until backfill's turn comes, keep delivering live messages as they arrive."""
+        while not self._stopping() and (left := self._backfill_ready_at - time.monotonic()) > 0:
+            if not await self._drain_live(totals) and self._stop is not None:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), min(left, LIVE_POLL))
+
+    def _rest_after_backfill(self, spent: float) -> None:
+        """Keep backfill to backfill_share of the sink's time: rest in proportion."""
+        share = self.settings.backfill_share
+        rest = min(spent * (1 - share) / share, self.settings.lease / 2)
+        self._backfill_ready_at = time.monotonic() + rest
+
+    async def _deliver_into(self, claim: Claim, totals: dict[str, int]) -> None:
+        for kind, n in (await self.deliver(claim)).items():
+            totals[kind] = totals.get(kind, 0) + n
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()

@@ -38,5 +38,20 @@ def render_status(report: dict[str, Any]) -> str:
 
 def _backfill(sink: dict[str, Any]) -> str:
     if sink["backfill_done_at"] is None:
-        return "pending"
-    return f"done {_when(sink['backfill_done_at'])} ({sink['backfill_total']} messages)"
+        return "not started (runs on the sink's first sync)"
+    progress = sink.get("backfill") or {}
+    done, total = progress.get("messages_done", 0), progress.get("messages_total", 0)
+    if done >= total:
+        return f"done ({total} messages since {_when(sink['backfill_since'])})"
+    eta = progress.get("eta_seconds")
+    return (f"{done}/{total} messages, {progress.get('conversations_done', 0)}/"
+            f"{progress.get('conversations_total', 0)} conversations"
+            + (f", about {_duration(eta)} left" if eta else ""))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

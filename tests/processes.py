@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,12 +15,23 @@ import httpx
 from tests.helpers import free_port
 
 
-def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
+def log_file(what: str):
+    """A file for a child's stderr: a pipe nobody reads fills up and blocks the child."""
+    return tempfile.NamedTemporaryFile(prefix=f"chatbridge-{what}-", suffix=".log",
+                                       delete=False)
+
+
+def tail(log) -> str:
+    """The last lines a child wrote to its log file."""
+    return Path(log.name).read_text(errors="replace")[-2000:]
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, log, timeout: float = 20) -> None:
     """Poll `url` until it answers 200; fail with the process's stderr if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{what} exited: " + proc.stderr.read().decode()[-2000:])
+            raise AssertionError(f"{what} exited: " + tail(log))
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -36,11 +48,12 @@ class SimulatorProcess:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_file("simulator")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "leadsquared", "simulator", "--port",
              str(self.port), "--access-key", "e2e-access", "--secret-key", "e2e-secret"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_http(f"{self.url}/_sim/stats", self.proc, "simulator")
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_http(f"{self.url}/_sim/stats", self.proc, "simulator", self.log)
 
     def admin(self, method: str, what: str, **kw) -> object:
         response = httpx.request(method, f"{self.url}/_sim/{what}", timeout=10, **kw)
@@ -72,13 +85,14 @@ class BridgeProcess:
         self.config, self.port = config, port
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
+        self.log = log_file("bridge")
 
     def start(self) -> BridgeProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c",
                                       str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self.log,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_http(f"{self.url}/healthz", self.proc, "bridge")
+        wait_http(f"{self.url}/healthz", self.proc, "bridge", self.log)
         return self
 
     def status(self) -> dict:

@@ -160,11 +160,15 @@ class Buffer:
         """Queue for `sink` every stored message sent since `since`; mark backfill done."""
         return await self._transact(lambda db: _backfill(db, sink, since, time.time()))
 
-    async def claim(self, sink: str, limit: int, lease: float,
-                    now: float | None = None) -> list[Claim]:
-        """Lease the batches of `sink` that are due (forming new ones from pending rows)."""
+    async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
+                    backfill: bool | None = None) -> list[Claim]:
+        """Lease the batches of `sink` that are due (forming new ones from pending rows).
+
+        `backfill`: True or False for only backfill or only live batches; None for both.
+        """
         when = time.time() if now is None else now
-        return await self._transact(lambda db: delivery.claim(db, sink, when, limit, lease))
+        return await self._transact(
+            lambda db: delivery.claim(db, sink, when, limit, lease, backfill))
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy) -> dict[str, int]:
@@ -263,8 +267,10 @@ async def _append_group(db: aiosqlite.Connection, items: list[_Append]) -> list[
                               (before,)) as cursor:
             new = {tuple(r) for r in await cursor.fetchall()}
         if new:
-            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id) SELECT s.sink,"
-                             " m.id FROM messages m JOIN sink_state s ON s.enabled = 1"
+            # history (recovered, not live) is backfill material: paced like a backfill
+            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
+                             " SELECT s.sink, m.id, coalesce(json_extract(m.body, '$.history'),"
+                             " 0) FROM messages m JOIN sink_state s ON s.enabled = 1"
                              " WHERE m.id > ?", (before,))
     statuses = [row for item in items for row in item.statuses]
     if statuses:
@@ -339,14 +345,22 @@ async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> li
 
 
 async def _backfill(db: aiosqlite.Connection, sink: str, since: float, now: float) -> int:
+    """Queue every message since `since` the sink does not have yet; progress restarts."""
+    # Finished rows of an earlier backfill leave the progress count; pending ones stay in it.
+    await db.execute("UPDATE deliveries SET backfill = 0 WHERE sink = ? AND backfill = 1"
+                     " AND state != 'pending'", (sink,))
     await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
                      " SELECT ?, id, 1 FROM messages WHERE sent_at >= ?", (sink, since))
-    # Source history appended just before was queued by append's fan-out: count it too.
-    async with db.execute("SELECT count(*) FROM messages WHERE sent_at >= ?",
-                          (since,)) as cursor:
+    # Messages already pending (e.g. source history just appended) count as backfill too.
+    await db.execute("UPDATE deliveries SET backfill = 1 WHERE sink = ? AND state = 'pending'"
+                     " AND batch_id IS NULL AND message_id IN"
+                     " (SELECT id FROM messages WHERE sent_at >= ?)", (sink, since))
+    async with db.execute("SELECT count(*) FROM deliveries WHERE sink = ? AND backfill = 1",
+                          (sink,)) as cursor:
         (queued,) = await cursor.fetchone()
     await db.execute("UPDATE sink_state SET backfill_since = ?, backfill_done_at = ?,"
-                     " backfill_total = ? WHERE sink = ?", (since, now, queued, sink))
+                     " backfill_started_at = ?, backfill_total = ? WHERE sink = ?",
+                     (since, now, now, queued, sink))
     return queued
 
 

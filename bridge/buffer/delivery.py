@@ -55,16 +55,22 @@ async def release_leases(db: aiosqlite.Connection, now: float) -> None:
 
 
 async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
-                lease: float) -> list[Claim]:
-    """Expire stale leases, batch new messages per conversation, lease what is due."""
+                lease: float, backfill: bool | None = None) -> list[Claim]:
+    """Expire stale leases, batch new messages per conversation, lease what is due.
+
+    `backfill` True or False claims only batches of that class; None claims both.
+    """
     await db.execute(
         "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
         " uncertain = 1, next_attempt_at = ? WHERE sink = ? AND state = 'leased'"
         " AND lease_until < ?", (now, sink, now))
     await _form_batches(db, sink, now, limit)
+    classes = (0, 1) if backfill is None else (int(backfill),)
     due = await _rows(db, "SELECT id, conversation, key, attempts, uncertain FROM batches"
                       " WHERE sink = ? AND state = 'ready' AND next_attempt_at <= ?"
-                      " ORDER BY next_attempt_at, id LIMIT ?", (sink, now, limit))
+                      f" AND backfill IN ({_placeholders(len(classes))})"
+                      " ORDER BY backfill, next_attempt_at, id LIMIT ?",
+                      (sink, now, *classes, limit))
     if not due:
         return []
     token = uuid.uuid4().hex
@@ -77,31 +83,32 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
 
 
 async def _form_batches(db: aiosqlite.Connection, sink: str, now: float, limit: int) -> None:
-    rows = await _rows(db, "SELECT d.message_id, m.conversation FROM deliveries d"
+    rows = await _rows(db, "SELECT d.message_id, m.conversation, d.backfill FROM deliveries d"
                        " JOIN messages m ON m.id = d.message_id WHERE d.sink = ?"
                        " AND d.state = 'pending' AND d.batch_id IS NULL"
-                       " ORDER BY d.message_id LIMIT ?", (sink, limit))
-    by_conversation: dict[str, list[int]] = defaultdict(list)
-    for message_id, conversation in rows:
-        by_conversation[conversation].append(message_id)
-    for conversation, ids in by_conversation.items():
-        batch_id = await _held_batch(db, sink, conversation)
+                       " ORDER BY d.backfill, d.message_id LIMIT ?", (sink, limit))
+    by_conversation: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for message_id, conversation, backfill in rows:
+        by_conversation[conversation, backfill].append(message_id)
+    for (conversation, backfill), ids in by_conversation.items():
+        batch_id = await _held_batch(db, sink, conversation, backfill)
         if batch_id is None:
             key = _batch_key(sink, conversation, ids)
             async with db.execute(
-                "INSERT INTO batches (sink, conversation, key, created_at) VALUES (?, ?, ?, ?)",
-                (sink, conversation, key, now)) as cursor:
+                "INSERT INTO batches (sink, conversation, key, created_at, backfill)"
+                " VALUES (?, ?, ?, ?, ?)", (sink, conversation, key, now, backfill)) as cursor:
                 batch_id = cursor.lastrowid
         await db.execute(
             f"UPDATE deliveries SET batch_id = ? WHERE sink = ?"
             f" AND message_id IN ({_placeholders(len(ids))})", (batch_id, sink, *ids))
 
 
-async def _held_batch(db: aiosqlite.Connection, sink: str, conversation: str) -> int | None:
+async def _held_batch(db: aiosqlite.Connection, sink: str, conversation: str,
+                      backfill: int) -> int | None:
     """A waiting batch that never reached the CRM (held, certain) may take new messages."""
     rows = await _rows(db, "SELECT id FROM batches WHERE sink = ? AND conversation = ?"
-                       " AND state = 'ready' AND held = 1 AND uncertain = 0 LIMIT 1",
-                       (sink, conversation))
+                       " AND state = 'ready' AND held = 1 AND uncertain = 0 AND backfill = ?"
+                       " LIMIT 1", (sink, conversation, backfill))
     return rows[0][0] if rows else None
 
 
@@ -236,8 +243,9 @@ async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, now: float
 async def requeue(db: aiosqlite.Connection, sink: str | None,
                   message_ids: Sequence[int] | None) -> int:
     """Dead letters back to pending (all, one sink's, or the given message ids)."""
+    # a person asked for it: live priority, not backfill pacing
     sql = ("UPDATE deliveries SET state = 'pending', batch_id = NULL, reason = NULL,"
-           " done_at = NULL WHERE state = 'dead'")
+           " done_at = NULL, backfill = 0 WHERE state = 'dead'")
     params: list[Any] = []
     if sink is not None:
         sql += " AND sink = ?"

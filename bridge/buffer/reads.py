@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -12,10 +13,10 @@ Query = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
 
 _SINK_COLUMNS = ("sink", "installed_at", "enabled", "disabled_at", "last_sync_at",
                  "next_sync_at", "last_error", "last_error_at", "backfill_since",
-                 "backfill_done_at", "backfill_total")
+                 "backfill_done_at", "backfill_total", "backfill_started_at")
 _TIMES = {"installed_at", "disabled_at", "last_sync_at", "next_sync_at", "last_error_at",
           "backfill_since", "backfill_done_at", "last_synced_at", "last_message_at",
-          "failed_at", "at", "dead_at", "sent_at"}
+          "failed_at", "at", "dead_at", "sent_at", "backfill_started_at"}
 
 
 def _record(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
@@ -37,13 +38,39 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
         else:
             entry["backlog"] += n
             entry["held"] += n if held else 0
+    progress = await backfill_progress(query)
     result = []
     for row in rows:
         record = _record(_SINK_COLUMNS, row)
         record["enabled"] = bool(record["enabled"])
         record.update(counts.get(record["sink"], {"backlog": 0, "held": 0, "dead_letters": 0}))
+        record["backfill"] = _with_eta(progress.get(record["sink"]), row[-1])
         result.append(record)
     return result
+
+
+async def backfill_progress(query: Query) -> dict[str, dict[str, int]]:
+    """Per sink: backfill messages and conversations done and in all."""
+    rows = await query(
+        "SELECT d.sink, count(*), sum(d.state != 'pending'), count(DISTINCT m.conversation),"
+        " count(DISTINCT CASE WHEN d.state = 'pending' THEN m.conversation END)"
+        " FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.backfill = 1"
+        " GROUP BY d.sink", ())
+    return {sink: {"messages_total": total, "messages_done": done,
+                   "conversations_total": convs, "conversations_done": convs - open_convs}
+            for sink, total, done, convs, open_convs in rows}
+
+
+def _with_eta(progress: dict[str, Any] | None, started_at: float | None) -> dict[str, Any]:
+    """Progress plus seconds left at the pace so far (None until something is done)."""
+    if progress is None:
+        return {"messages_total": 0, "messages_done": 0, "conversations_total": 0,
+                "conversations_done": 0, "eta_seconds": None}
+    done, total = progress["messages_done"], progress["messages_total"]
+    eta = None
+    if started_at and 0 < done < total:
+        eta = (time.time() - started_at) * (total - done) / done
+    return {**progress, "eta_seconds": eta if done < total else 0.0}
 
 
 async def conversations(query: Query, sink: str | None, search: str | None,

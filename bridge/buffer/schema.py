@@ -124,7 +124,15 @@ CREATE TABLE statuses (
 CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL]
+# Backfill pacing: a batch holds live messages or backfill messages, never both, so the
+# runner can give backfill only its share of the sink's budget.
+M002_BACKFILL_BATCHES = """
+ALTER TABLE batches ADD COLUMN backfill INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sink_state ADD COLUMN backfill_started_at REAL;
+CREATE INDEX deliveries_backfill ON deliveries (sink, state) WHERE backfill = 1;
+"""
+
+MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES]
 VERSION = len(MIGRATIONS)
 
 

@@ -225,7 +225,27 @@ async def test_schema_version_is_recorded_and_reopen_keeps_data(tmp_path):
     buf = await Buffer.open(path)
     assert await buf.count_messages() == 1
     await buf.close()
-    assert rows(path, "PRAGMA user_version") == [(1,)]
+    from bridge.buffer.schema import VERSION
+
+    assert rows(path, "PRAGMA user_version") == [(VERSION,)]
+
+
+async def test_a_version_1_buffer_is_migrated_with_its_pending_deliveries(tmp_path):
+    from bridge.buffer.schema import M001_INITIAL, VERSION
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # a buffer as the first release left it
+        db.executescript(M001_INITIAL + "PRAGMA user_version = 1;")
+        db.execute("INSERT INTO sink_state (sink, installed_at, backfill_done_at)"
+                   " VALUES ('crm', 1, 1)")
+    buf = await Buffer.open(path)
+    try:
+        await buf.append([message(1)])
+        (claim,) = await buf.claim("crm", 100, 60)
+        assert [m.provider_id for m in claim.messages] == ["m1"]
+    finally:
+        await buf.close()
+    assert rows(path, "PRAGMA user_version") == [(VERSION,)]
 
 
 async def test_second_runner_on_one_file_is_refused(tmp_path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-import pytest
-
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.simulator import Simulator
@@ -15,14 +13,6 @@ from plugins.leadsquared.transcript import u16
 from tests.helpers import message, running, wait_until
 
 NUMBER = "+919876543210"
-
-
-@pytest.fixture
-async def sim():
-    simulator = Simulator(seed=7)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 def sink_for(sim: Simulator, **settings) -> LeadSquaredSink:

@@ -1,0 +1,204 @@
+"""First-install backfill into LeadSquared: the last N days once, resumable, paced."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import httpx
+
+from bridge.buffer import Buffer
+from plugins.whatsapp.signature import sign
+from tests.helpers import free_port, message, running, wait_until
+from tests.leadsquared.test_end_to_end import SECRET, TOKEN, eventually, key_of, write_config
+from tests.leadsquared.test_sink import settled, sink_for, texts_in
+from tests.processes import BridgeProcess, SimulatorProcess
+from tests.whatsapp import payloads as p
+
+
+def old_chat(n: int, number: str, hours_ago: float):
+    return message(n, number, source="whatsapp", text=f"msg-{n:05d}", minutes_ago=hours_ago * 60)
+
+
+def five_days(numbers: list[str]) -> list:
+    """Two messages per number every 12 hours over 5 days (ids follow the clock)."""
+    return [old_chat(i * 100 + j, number, hours_ago=120 - j * 6)
+            for i, number in enumerate(numbers) for j in range(20)]
+
+
+async def test_fresh_sink_gets_exactly_the_last_three_days_once_and_only_once(sim, tmp_path):
+    numbers = [f"+9198765400{i:02d}" for i in range(4)]
+    for i, number in enumerate(numbers):
+        sim.add_lead(FirstName=f"L{i}", Phone=number[3:])
+    history = five_days(numbers)
+    expected = {m.text for m in history if time.time() - m.sent_at.timestamp() < 3 * 86400}
+    buffer = await Buffer.open(tmp_path / "b.db")
+    try:
+        await buffer.append(history)  # stored before the sink existed
+        async with running(buffer, [sink_for(sim, opportunities=False)]):
+            await wait_until(lambda: settled(buffer))
+        posted = [t for a in sim.activities() for t in texts_in(a["ActivityNote"])]
+        assert Counter(posted) == Counter(expected)  # the last 3 days, each once
+        (state,) = await buffer.sinks()
+        assert state["backfill"]["messages_done"] == state["backfill"]["messages_total"] == len(
+            expected)
+        assert state["backfill"]["conversations_total"] == len(numbers)
+
+        calls = len(sim.calls)
+        async with running(buffer, [sink_for(sim, opportunities=False)]):  # a second start
+            await wait_until(lambda: settled(buffer))
+        assert len(sim.activities()) == len({a["Id"] for a in sim.activities()})
+        assert [c for c in sim.calls[calls:] if c.method == "POST"
+                and "Activity" in c.path] == []  # nothing posted again
+    finally:
+        await buffer.close()
+
+
+async def test_a_live_message_is_not_stuck_behind_a_paced_backfill(sim, tmp_path):
+    numbers = [f"+9198765410{i:02d}" for i in range(30)]
+    for i, number in enumerate(numbers):
+        sim.add_lead(FirstName=f"L{i}", Phone=number[3:])
+    live_number = "+919876541099"
+    sim.add_lead(FirstName="Live", Phone=live_number[3:])
+    sim.configure(rate_limit="4/1s")
+    buffer = await Buffer.open(tmp_path / "b.db")
+    try:
+        await buffer.append([old_chat(i, n, hours_ago=24) for i, n in enumerate(numbers)])
+        sink = sink_for(sim, opportunities=False, rate_limit="4/1s", sync_interval=3)
+        async with running(buffer, [sink]):
+            await wait_until(lambda: sim.activities(), timeout=20)  # backfill under way
+            sent = time.monotonic()
+            await buffer.append([message(999, live_number, source="whatsapp", text="msg-00999")])
+            await wait_until(lambda: any("msg-00999" in a["ActivityNote"]
+                                         for a in sim.activities()), timeout=20)
+            took = time.monotonic() - sent
+            (state,) = await buffer.sinks()
+            left = state["backfill"]["messages_total"] - state["backfill"]["messages_done"]
+        assert took < 2 * 3, f"live message took {took:.1f}s (two sync intervals: 6 s)"
+        assert left > 0, "the backfill should still be running when the live message lands"
+    finally:
+        await buffer.close()
+
+
+def post_history(bridge: BridgeProcess, numbers: list[str], now: int) -> list[str]:
+    """Messages over the last five days, posted as webhooks; returns the texts in 3 days."""
+    recent = []
+    for i, number in enumerate(numbers):
+        batch = []
+        for j in range(10):
+            ts = now - (120 - j * 12) * 3600
+            text = f"msg-{i * 100 + j:05d}"
+            batch.append(p.text_message(f"wamid.h{i}-{j}", number, text, ts=ts))
+            if now - ts < 3 * 86400:
+                recent.append(text)
+        body = json.dumps(p.envelope(p.message_change(batch))).encode()
+        response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
+                              headers={"Content-Type": "application/json",
+                                       "X-Hub-Signature-256": sign(body, SECRET)})
+        assert response.status_code == 200
+    return recent
+
+
+def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
+    simulator = SimulatorProcess()
+    bridge = None
+    try:
+        numbers = [f"9198765420{i:02d}" for i in range(10)]
+        for i, number in enumerate(numbers):
+            simulator.add_lead(FirstName=f"L{i}", Phone=number[2:])
+        port = free_port()
+        config = tmp_path / "config.yaml"
+        # First the bridge runs without a CRM: five days of chats pile up in the buffer.
+        config.write_text(json.dumps({
+            "server": {"port": port}, "buffer": {"path": str(tmp_path / "bridge.db")},
+            "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET}}}))
+        bridge = BridgeProcess(config, port).start()
+        recent = post_history(bridge, numbers, int(time.time()))
+        bridge.stop()
+
+        # Then LeadSquared is installed: its backfill is slow, and we kill it halfway.
+        simulator.configure(latency=0.05, drop_after_commit_rate=0.2)
+        write_config(config, simulator, port, opportunities=False)
+        bridge.start()
+        eventually(lambda: len(simulator.activities()) >= 3, timeout=60)
+        bridge.kill()
+        assert len(simulator.activities()) < len(numbers), "killed too late to prove much"
+        bridge.start()
+        sinks = eventually(lambda: _backfilled(bridge), timeout=120)
+        assert sinks[0]["dead_letters"] == 0
+
+        activities = simulator.activities()
+        assert max(Counter(key_of(a) for a in activities).values()) == 1
+        posted = Counter(t for a in activities for t in re.findall(r"msg-\d{5}",
+                                                                    a["ActivityNote"]))
+        assert posted == Counter(recent)  # the last three days, each exactly once
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        simulator.stop()
+
+
+def _backfilled(bridge: BridgeProcess) -> list[dict] | None:
+    sinks = bridge.status()["sinks"]
+    progress = sinks[0]["backfill"]
+    done = progress["messages_total"] and progress["messages_done"] == progress["messages_total"]
+    return sinks if done and sinks[0]["backlog"] == 0 else None
+
+
+async def test_history_messages_arriving_later_are_paced_as_backfill(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, history=True), message(2)])
+    (live,) = await buffer.claim("crm", 100, 60, backfill=False)
+    (old,) = await buffer.claim("crm", 100, 60, backfill=True)
+    assert [m.provider_id for m in live.messages] == ["m2"]
+    assert [m.provider_id for m in old.messages] == ["m1"]
+
+
+def test_backfill_command_widens_the_window_without_posting_twice(tmp_path):
+    simulator = SimulatorProcess()
+    bridge = None
+    try:
+        numbers = [f"9198765430{i:02d}" for i in range(3)]
+        for i, number in enumerate(numbers):
+            simulator.add_lead(FirstName=f"L{i}", Phone=number[2:])
+        port = free_port()
+        config = tmp_path / "config.yaml"
+        config.write_text(json.dumps({  # first without a CRM: five days pile up
+            "server": {"port": port}, "buffer": {"path": str(tmp_path / "bridge.db")},
+            "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET}}}))
+        bridge = BridgeProcess(config, port).start()
+        post_history(bridge, numbers, int(time.time()))
+        bridge.stop()
+        write_config(config, simulator, port, opportunities=False, backfill_days=1)
+        bridge.start()
+        eventually(lambda: _backfilled(bridge), timeout=60)
+        first = _posted(simulator)
+        assert 0 < len(first) < 30  # the install backfill took one day only
+
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "backfill", "-c", str(config), "--sink",
+             "leadsquared", "--days", "6"], capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        assert f"leadsquared: {30 - len(first)} messages of the last 6 days" in result.stdout
+        assert "leadsquared: backfill done" in result.stdout
+        after = _posted(simulator)
+        assert len(after) == 30 and max(after.values()) == 1  # all five days, each once
+
+        bad = subprocess.run([sys.executable, "-m", "bridge", "backfill", "-c", str(config),
+                              "--sink", "nope"], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        assert bad.returncode == 1 and "no running sink named 'nope'" in bad.stderr
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        simulator.stop()
+
+
+def _posted(simulator: SimulatorProcess) -> Counter:
+    return Counter(t for a in simulator.activities()
+                   for t in re.findall(r"msg-\d{5}", a["ActivityNote"]))
