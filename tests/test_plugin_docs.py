@@ -1,0 +1,81 @@
+"""docs/plugins.md stays in step: every hook documented and tested, the example mirrored."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bridge import hookspecs as specs
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "plugins.md"
+EXAMPLE = ROOT / "examples" / "webhook_sink"
+# <!-- mirror: path --> then a fenced block holding that file, byte for byte
+MIRROR = re.compile(r"^<!-- mirror: (\S+) -->\n```\w*\n(.*?)^```$", re.S | re.M)
+
+
+def hooks() -> dict[str, Callable]:
+    """Every hookspec in bridge/hookspecs.py, by name."""
+    return {name: f for name, f in vars(specs).items() if hasattr(f, "bridge_spec")}
+
+
+def signature(spec: Callable) -> str:
+    """`name(arg: Type) -> Return`, as the annotations are written in hookspecs.py."""
+    notes = spec.__annotations__
+    params = ", ".join(f"{p}: {notes[p]}" for p in inspect.signature(spec).parameters)
+    return f"{spec.__name__}({params}) -> {notes['return']}"
+
+
+def undocumented(doc: str) -> list[str]:
+    """Hooks with no section headed by their exact signature."""
+    return [name for name, spec in hooks().items() if f"### `{signature(spec)}`\n" not in doc]
+
+
+def untested(test_sources: Sequence[str]) -> list[str]:
+    """Hooks whose name no test module or test helper mentions."""
+    return [name for name in hooks() if not any(name in text for text in test_sources)]
+
+
+def code_in_tests() -> list[str]:
+    this = Path(__file__).resolve()
+    return [path.read_text(encoding="utf-8") for path in (ROOT / "tests").rglob("*.py")
+            if path.resolve() != this and "build" not in path.parts]
+
+
+def test_every_hook_has_a_section_headed_by_its_exact_signature():
+    assert hooks(), "no hookspecs found"
+    assert undocumented(DOC.read_text(encoding="utf-8")) == []
+
+
+def test_every_documented_hook_exists():
+    headed = re.findall(r"^### `(register_\w+)\(", DOC.read_text(encoding="utf-8"), re.M)
+    assert sorted(headed) == sorted(hooks())
+
+
+def test_every_hook_is_exercised_by_a_test():
+    assert untested(code_in_tests()) == []
+
+
+def test_the_meta_checks_catch_a_missing_section_or_test():
+    doc = DOC.read_text(encoding="utf-8")
+    gone = doc.replace(f"### `{signature(specs.register_filters)}`\n", "### Filters\n")
+    assert undocumented(gone) == ["register_filters"]
+    assert "register_commands" in untested(["register_sinks register_sources"])
+
+
+def test_doc_code_blocks_are_the_example_files_byte_for_byte():
+    blocks = MIRROR.findall(DOC.read_text(encoding="utf-8"))
+    assert blocks, "docs/plugins.md mirrors no file"
+    for path, code in blocks:
+        actual = (ROOT / path).read_text(encoding="utf-8")
+        assert code == actual, f"docs/plugins.md's copy of {path} differs from the file"
+
+
+def test_every_file_of_the_example_is_in_the_doc():
+    mirrored = {path for path, _ in MIRROR.findall(DOC.read_text(encoding="utf-8"))}
+    files = [EXAMPLE / "pyproject.toml", EXAMPLE / "tests" / "test_contract.py",
+             *sorted((EXAMPLE / "chatbridge_webhook_sink").glob("*.py"))]
+    missing = [str(f.relative_to(ROOT)) for f in files if str(f.relative_to(ROOT)) not in mirrored]
+    assert missing == [], "add these files to docs/plugins.md as mirrored code blocks"
