@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import suppress
@@ -17,7 +18,9 @@ from bridge.config import BridgeConfig
 from bridge.context import PluginContext
 from bridge.contracts import Filter, Sink, Source
 from bridge.errors import BufferClosed, PluginError
+from bridge.metrics import Metrics
 from bridge.model import Message, StatusUpdate
+from bridge.page import page_routes
 from bridge.plugins import collect
 from bridge.security import admin_only, error_middleware
 from bridge.status import status_report
@@ -41,7 +44,9 @@ class Bridge:
     plugins: pluggy.PluginManager
     buffer: Buffer | None = None
     runners: dict[str, SinkRunner] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     started_at: float = field(default_factory=time.time)
+    csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
 BRIDGE = web.AppKey("bridge", Bridge)
@@ -69,6 +74,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         sinks=collect(pm.hook.register_sinks(context=context), "sink"),
         filters=collect(pm.hook.register_filters(context=context), "filter"),
         plugins=pm,
+        metrics=context.metrics,
     )
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
     app[BRIDGE] = bridge
@@ -76,8 +82,10 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
     app.add_routes([
         web.get("/healthz", healthz),
         web.get("/status", admin_only(status)),
+        web.get("/metrics", admin_only(metrics)),
         web.post("/sync-now", admin_only(sync_now)),
         web.post("/backfill", admin_only(backfill)),
+        *page_routes(),
     ])
     app.cleanup_ctx.append(_buffer_ctx)
     app.cleanup_ctx.append(_sync_ctx)
@@ -110,7 +118,8 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
     tasks = []
     for sink in bridge.sinks:
-        runner = SinkRunner(sink, bridge.buffer, bridge.filters, bridge.sources)
+        runner = SinkRunner(sink, bridge.buffer, bridge.filters, bridge.sources,
+                            metrics=bridge.metrics)
         bridge.runners[sink.name] = runner
         tasks.append(asyncio.create_task(runner.run(stop), name=f"sync-{sink.name}"))
     tasks.append(asyncio.create_task(_prune_loop(bridge, stop), name="prune"))
@@ -155,6 +164,13 @@ async def healthz(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     report = await status_report(request.app[BRIDGE], request.query.get("q"))
     return web.json_response(report, dumps=_dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this bridge's registry (buffer gauges read now)."""
+    bridge = request.app[BRIDGE]
+    body, content_type = await bridge.metrics.render(bridge.buffer)
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def sync_now(request: web.Request) -> web.Response:

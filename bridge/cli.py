@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -43,30 +42,38 @@ def load(config_path: str) -> tuple[Any, Any]:
 
 @click.group()
 @click.version_option(package_name="chatbridge")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def cli(log_level: str) -> None:
+@click.option("--log-level", default="INFO", show_default=True, envvar="BRIDGE_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="least severe level logged ($BRIDGE_LOG_LEVEL)")
+@click.option("--log-format", default="text", show_default=True, envvar="BRIDGE_LOG_FORMAT",
+              type=click.Choice(["text", "json"], case_sensitive=False),
+              help="text lines, or one JSON object per line with ts, level, logger, msg "
+                   "($BRIDGE_LOG_FORMAT)")
+def cli(log_level: str, log_format: str) -> None:
     """Chatbridge: WhatsApp Business conversations into your CRM."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if log_level.upper() != "DEBUG":
-        # httpx logs every request URL at INFO; query strings can hold phone numbers
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    from bridge.logs import setup_logging
+
+    setup_logging(log_level, log_format.lower())
 
 
 @cli.command()
 @CONFIG_OPTION
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="one log line per HTTP request (costs ingest throughput)")
 @friendly
-def run(config_path: str) -> None:
+def run(config_path: str, access_log: bool) -> None:
     """Serve webhooks and sync sinks until Ctrl-C or SIGTERM."""
     from aiohttp import web
 
     from bridge.app import create_app
+    from bridge.logs import register_secrets, secrets_in
 
     config, pm = load(config_path)
+    register_secrets(secrets_in(config))  # the log filter masks them should any slip through
     app = create_app(config, pm)
     host, port = config.server.host, config.server.port
     web.run_app(app, host=host, port=port, shutdown_timeout=30,
+                access_log=logging.getLogger("aiohttp.access") if access_log else None,
                 print=lambda _: click.echo(f"Chatbridge listening on http://{host}:{port}"))
 
 
@@ -207,26 +214,50 @@ def dead_letter_requeue(config_path: str, sink: str | None, message_ids: tuple[i
 
 @cli.command()
 @click.option("-c", "--config", "config_path", default=None, envvar="BRIDGE_CONFIG",
-              type=click.Path(dir_okay=False), help="also show which plugins it enables")
-@click.option("--json", "as_json", is_flag=True)
+              type=click.Path(dir_okay=False),
+              help="show which plugins it enables (default: ./config.yaml if there is one)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @friendly
 def plugins(config_path: str | None, as_json: bool) -> None:
-    """List installed plugins with version and hooks."""
-    pm = get_plugin_manager()
-    infos = describe_plugins(pm)
-    enabled: set[str] = set()
-    if config_path:
-        from bridge import config as config_mod
+    """List installed plugins: version, hooks, and whether the config enables each."""
+    from pathlib import Path
 
-        enabled = set(config_mod.read_yaml(config_path).get("plugins") or {})
-    rows = [{"name": i.name, "version": i.version, "hooks": i.hooks,
-             "enabled": i.name in enabled if config_path else None} for i in infos]
+    from bridge import config as config_mod
+
+    if config_path is None and Path("config.yaml").is_file():
+        config_path = "config.yaml"
+    named = None
+    if config_path:
+        section = config_mod.read_yaml(config_path).get("plugins")
+        named = set(section) if isinstance(section, dict) else set()
+    rows = _plugin_rows(describe_plugins(get_plugin_manager()), named)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        flag = "" if row["enabled"] is None else (" [enabled]" if row["enabled"] else "")
-        click.echo(f"{row['name']} {row['version'] or '?'}{flag}: {', '.join(row['hooks'])}")
+    click.echo(_plugin_table(rows))
+    click.echo(f"(enabled: named in the plugins: section of {config_path})" if config_path
+               else "(enabled: unknown; no ./config.yaml, pass -c PATH)")
+
+
+def _plugin_rows(infos: list[Any], named: set[str] | None) -> list[dict[str, Any]]:
+    """One row per installed plugin, plus any the config names that are not installed."""
+    rows = [{"name": i.name, "version": i.version, "hooks": i.hooks, "installed": True,
+             "enabled": None if named is None else i.name in named} for i in infos]
+    missing = sorted((named or set()) - {i.name for i in infos})
+    return rows + [{"name": n, "version": None, "hooks": [], "installed": False,
+                    "enabled": True} for n in missing]
+
+
+def _plugin_table(rows: list[dict[str, Any]]) -> str:
+    """Aligned columns: plugin, version, enabled (yes, no or -), hooks."""
+    enabled = {True: "yes", False: "no", None: "-"}
+    lines = [("PLUGIN", "VERSION", "ENABLED", "HOOKS")] + [
+        (r["name"], r["version"] or "-", enabled[r["enabled"]],
+         ", ".join(r["hooks"]) if r["installed"] else "NOT INSTALLED (pip install it)")
+        for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line[:3], widths, strict=True))
+                     + "  " + line[3] for line in lines)
 
 
 async def _with_buffer(config: Any, work: Callable[[Buffer], Any]) -> Any:

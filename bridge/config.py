@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.durations import Duration
 from bridge.errors import ConfigError
@@ -27,6 +27,19 @@ class ServerConfig(_Section):
     port: int = Field(8080, ge=0, le=65535)
     admin_token: str | None = None
     timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        from zoneinfo import ZoneInfo
+
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ValueError, KeyError):
+                raise ValueError(f"{value!r} is not a timezone (use an IANA name such as "
+                                 "Asia/Kolkata or Europe/Berlin)") from None
+        return value or None
 
 
 class BufferConfig(_Section):

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import BridgeConfig
+from bridge.metrics import Metrics
 
 
 @dataclass(frozen=True)
 class PluginContext:
-    """Handed to register_* hooks; a plugin reads only its own section."""
+    """Handed to register_* hooks; a plugin reads only its own section.
+
+    metrics: the bridge's metric families (and its registry), which sources and sinks
+    record into; one per bridge, so several bridges in one process never collide.
+    """
 
     config: BridgeConfig
+    metrics: Metrics = field(default_factory=Metrics)
 
     def plugin_config(self, name: str) -> Any:
         """The validated `plugins.<name>` section, or None."""

@@ -1,17 +1,27 @@
-"""Request-level safety: no tracebacks to clients, admin endpoints behind a token."""
+"""Request-level safety: no tracebacks to clients, admin endpoints behind a token or session."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SESSION_COOKIE = "chatbridge_session"
+SESSION_TTL = 12 * 3600.0  # seconds a page login lasts
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Set by a reverse proxy: such a request came from elsewhere even if the proxy is local.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 
 @web.middleware
@@ -21,13 +31,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except web.HTTPException:
         raise
+    except RequestPayloadError as exc:  # the client's body: a bad Content-Encoding, cut off
+        logger.warning("unreadable request body on %s %s: %s", request.method, request.path,
+                       exc)
+        refused = web.HTTPBadRequest(text="the request body could not be read (check its "
+                                          "Content-Encoding)")
+        refused.force_close()  # the rest of the body is unreadable: close, do not reuse
+        raise refused from None
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal error (see the bridge log)"}, status=500)
 
 
 def is_loopback(request: web.Request) -> bool:
-    """Whether the peer is on this machine."""
+    """Whether the peer is on this machine and no proxy forwarded the request."""
+    if any(name in request.headers for name in PROXY_HEADERS):
+        return False
     try:
         return ipaddress.ip_address(request.remote or "").is_loopback
     except ValueError:
@@ -41,19 +60,62 @@ def token_ok(request: web.Request, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def _session_key(token: str) -> bytes:
+    """Sessions are signed with a key derived from the admin token: a new token ends them."""
+    return hashlib.sha256(b"chatbridge-session\0" + token.encode()).digest()
+
+
+def new_session(token: str, now: float | None = None) -> str:
+    """A cookie value: expiry time and its HMAC under the admin token."""
+    expires = str(int((time.time() if now is None else now) + SESSION_TTL))
+    signature = hmac.new(_session_key(token), expires.encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{signature}"
+
+
+def session_ok(value: str | None, token: str, now: float | None = None) -> bool:
+    """The cookie is one this token signed and it has not expired."""
+    expires, _, signature = (value or "").partition(".")
+    if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+        return False
+    expected = hmac.new(_session_key(token), expires.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+def admin_token(request: web.Request) -> str | None:
+    from bridge.app import BRIDGE
+
+    return request.app[BRIDGE].config.server.admin_token
+
+
+def authorized(request: web.Request) -> bool:
+    """Bearer token or page session; with no token configured, loopback peers only."""
+    expected = admin_token(request)
+    if not expected:
+        return is_loopback(request)
+    return token_ok(request, expected) or session_ok(
+        request.cookies.get(SESSION_COOKIE), expected)
+
+
+def cross_site(request: web.Request) -> bool:
+    """A browser sent this from another site (a CSRF attempt, or a misconfigured proxy)."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    return origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host)
+
+
 def admin_only(handler: Handler) -> Handler:
-    """Require server.admin_token; with none configured, answer loopback peers only."""
+    """Require server.admin_token (or a page session); with none, answer loopback only."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        from bridge.app import BRIDGE
-
-        expected = request.app[BRIDGE].config.server.admin_token
-        if expected:
-            if not token_ok(request, expected):
-                raise web.HTTPUnauthorized(text="admin token required (Authorization: Bearer ...)")
-        elif not is_loopback(request):
+        if not authorized(request):
+            if admin_token(request):
+                raise web.HTTPUnauthorized(
+                    text="admin token required (Authorization: Bearer ...)")
             raise web.HTTPUnauthorized(
                 text="no server.admin_token is configured, so this is open to loopback only")
+        if request.method in UNSAFE and cross_site(request):
+            raise web.HTTPForbidden(text="cross-site request refused")
         return await handler(request)
 
     return guarded

@@ -14,6 +14,7 @@ from typing import Any
 from bridge.buffer import Buffer, Claim, Policy
 from bridge.contracts import Filter, Outcome, Sink, Source
 from bridge.errors import LeaseLost
+from bridge.metrics import Metrics
 from bridge.model import Message
 from bridge.retry import backoff_delay
 
@@ -27,8 +28,9 @@ class SinkRunner:
     """Drains the buffer into one sink at its interval; survives its own failures."""
 
     def __init__(self, sink: Sink, buffer: Buffer, filters: Sequence[Filter] = (),
-                 sources: Sequence[Source] = ()) -> None:
+                 sources: Sequence[Source] = (), metrics: Metrics | None = None) -> None:
         self.sink = sink
+        self.metrics = metrics if metrics is not None else Metrics(process=False)
         self.buffer = buffer
         self.filters = list(filters)
         self.sources = list(sources)
@@ -54,11 +56,17 @@ class SinkRunner:
         self._stop = stop
         while not stop.is_set():
             error = None
+            started = time.monotonic()
             try:
-                await self.step()
+                totals = await self.step()
+                if totals:
+                    logger.info("sink %s synced: %s", self.sink.name,
+                                ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items())))
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 logger.exception("sync of sink %s failed; will try again", self.sink.name)
+            self.metrics.sync_run(self.sink.name, "error" if error else "ok",
+                                  time.monotonic() - started)
             self.next_sync_at = time.time() + self.settings.sync_interval
             with suppress(Exception):
                 await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at,
@@ -166,11 +174,13 @@ class SinkRunner:
             results = iter(await self._call_sink(claim))
             outcomes = [o if o is not None else next(results) for o in outcomes]
         try:
-            return await self.buffer.complete(claim, outcomes, self.policy)
+            counts = await self.buffer.complete(claim, outcomes, self.policy)
         except LeaseLost:
             logger.warning("sink %s: lease on batch %s expired before its outcome was recorded",
                            self.sink.name, batch.key)
             return {}
+        self.metrics.delivered(self.sink.name, counts)
+        return counts
 
     def _filtered(self, message: Message) -> Message | None:
         for item in self.filters:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -123,15 +124,15 @@ def free_port() -> int:
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-                     every: float = 0.02) -> None:
-    """Poll `predicate` (sync or async) until truthy, or fail the test."""
+                     every: float = 0.02) -> Any:
+    """Poll `predicate` (sync or async) until truthy, or fail the test; return its value."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = predicate()
         if asyncio.iscoroutine(value):
             value = await value
         if value:
-            return
+            return value
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(every)

@@ -114,3 +114,47 @@ class BridgeProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class DemoProcess:
+    """`bridge demo` as a child process, its stdout lines collected from a log file."""
+
+    def __init__(self, workdir: Path, token: str = "demo-token", interval: str = "1s") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir, self.token = workdir, token
+        self.out = log_file("demo-out")
+        self.log = log_file("demo")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "demo", "--port", str(self.port), "--admin-token",
+             token, "--interval", interval, "--workdir", str(workdir)],
+            stdout=self.out, stderr=self.log, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def output(self) -> str:
+        return Path(self.out.name).read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """Block until the demo printed `text`; return everything printed so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in (printed := self.output()):
+                return printed
+            if self.proc.poll() is not None:
+                raise AssertionError(f"demo exited: {printed}\n{tail(self.log)}")
+            time.sleep(0.1)
+        raise AssertionError(f"demo did not print {text!r}: {self.output()}")
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.url}/status", timeout=10,
+                         headers={"Authorization": f"Bearer {self.token}"}).json()
+
+    def interrupt(self, timeout: float = 20) -> int:
+        """Ctrl-C, as a person would; the exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

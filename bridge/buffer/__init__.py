@@ -28,6 +28,9 @@ from bridge.model import STATUS_FAILED, STATUS_RANK, Message, StatusUpdate
 
 __all__ = ["Buffer", "Claim", "Policy"]
 
+# Room the health check proves there is: a typical webhook's rows, index pages and WAL
+# frames, with margin (16 pages of 4 KiB).
+HEALTH_PROBE_BYTES = 64 * 1024
 _INSERT_MESSAGE = ("INSERT OR IGNORE INTO messages"
                    " (source, provider_id, conversation, sent_at, stored_at, body)"
                    " VALUES (?, ?, ?, ?, ?, ?)")
@@ -139,11 +142,23 @@ class Buffer:
         return await self._writer.append(item)
 
     async def heartbeat(self) -> None:
-        """Commit a tiny write: proves the buffer can take data right now."""
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id)"
-                             " DO UPDATE SET at = excluded.at", (time.time(),))
-        await self._transact(work)
+        """Commit a write that needs new space: proves the buffer can take a webhook now.
+
+        A tiny update still commits on a full disk or at SQLite's max_page_count (it
+        rewrites a page or WAL frames already there) while appends are refused, so the
+        heartbeat row first grows by HEALTH_PROBE_BYTES (a blob, committed: new pages
+        and WAL frames), then shrinks back, leaving the pages free for the next appends.
+        """
+        async def grow(db: aiosqlite.Connection) -> None:
+            await db.execute("INSERT INTO heartbeat (id, at) VALUES (1, zeroblob(?))"
+                             " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                             (HEALTH_PROBE_BYTES,))
+
+        async def settle(db: aiosqlite.Connection) -> None:
+            await db.execute("UPDATE heartbeat SET at = ? WHERE id = 1", (time.time(),))
+
+        await self._transact(grow)
+        await self._transact(settle)
 
     # -- sinks -------------------------------------------------------------------------
 
@@ -239,11 +254,21 @@ class Buffer:
             raise BufferClosed("the buffer is closed")
 
 
+_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 10000",
+            "PRAGMA foreign_keys = OFF")
+# PRAGMA takes no parameters: the setting picks a constant, it is never formatted into SQL.
+_SYNCHRONOUS = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
+
+
 async def _connect(path: str, synchronous: str) -> aiosqlite.Connection:
+    mode = str(synchronous).lower()
+    if mode not in _SYNCHRONOUS:
+        raise ValueError(f"buffer synchronous={synchronous!r}: use one of "
+                         f"{', '.join(_SYNCHRONOUS)}")
     db = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in ("journal_mode = WAL", f"synchronous = {synchronous.upper()}",
-                   "busy_timeout = 10000", "foreign_keys = OFF"):
-        await db.execute(f"PRAGMA {pragma}")
+    for pragma in _PRAGMAS:
+        await db.execute(pragma)
+    await db.execute(_SYNCHRONOUS[mode])
     return db
 
 

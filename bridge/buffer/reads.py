@@ -77,8 +77,9 @@ async def conversations(query: Query, sink: str | None, search: str | None,
                         limit: int) -> list[dict[str, Any]]:
     """Conversations, newest first, with one sink's mapping and pending count."""
     columns = ("key", "contact_name", "account", "last_message_at", "message_count",
-               "record_id", "last_synced_at", "last_error", "held_reason", "pending")
-    where, params = "", [sink, sink]
+               "record_id", "last_synced_at", "last_error", "held_reason", "pending",
+               "synced", "transcripts")
+    where, params = "", [sink, sink, sink, sink]
     if search:
         where = " WHERE c.key LIKE ? OR c.contact_name LIKE ?"
         params += [f"%{search}%", f"%{search}%"]
@@ -87,7 +88,15 @@ async def conversations(query: Query, sink: str | None, search: str | None,
         " s.record_id, s.last_synced_at, s.last_error, s.held_reason,"
         " (SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message_id"
         "  WHERE d.state = 'pending' AND d.sink = coalesce(?, d.sink)"
-        "  AND m.conversation = c.key) FROM conversations c"
+        "  AND m.conversation = c.key),"
+        " (SELECT count(*) FROM messages m JOIN deliveries d ON d.message_id = m.id"
+        "  WHERE m.conversation = c.key AND d.sink = coalesce(?, d.sink)"
+        "  AND d.state = 'done'),"
+        # a transcript: one delivered batch (one conversation window)
+        " (SELECT count(DISTINCT d.batch_id) FROM messages m JOIN deliveries d"
+        "  ON d.message_id = m.id WHERE m.conversation = c.key"
+        "  AND d.sink = coalesce(?, d.sink) AND d.state = 'done')"
+        " FROM conversations c"
         " LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
         f"{where} ORDER BY c.last_message_at DESC LIMIT ?", [*params, limit])
     return [_record(columns, row) for row in rows]

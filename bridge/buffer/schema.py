@@ -130,6 +130,8 @@ M002_BACKFILL_BATCHES = """
 ALTER TABLE batches ADD COLUMN backfill INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sink_state ADD COLUMN backfill_started_at REAL;
 CREATE INDEX deliveries_backfill ON deliveries (sink, state) WHERE backfill = 1;
+-- the status view counts a conversation's messages per sink
+CREATE INDEX messages_conversation ON messages (conversation);
 """
 
 MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES]

@@ -19,11 +19,11 @@ def register_sinks(context: Any) -> list[Any]:
     from plugins.leadsquared.sink import LeadSquaredSink
 
     section = context.plugin_config("leadsquared")
-    return [LeadSquaredSink(section)] if section is not None else []
+    return [LeadSquaredSink(section, context.metrics)] if section is not None else []
 
 
 @hookimpl
 def register_commands() -> list[Any]:
-    from plugins.leadsquared.cli import leadsquared
+    from plugins.leadsquared.cli import demo, leadsquared
 
-    return [leadsquared]
+    return [leadsquared, demo]

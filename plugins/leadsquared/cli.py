@@ -43,3 +43,20 @@ def check(config_path: str) -> None:
     ok = asyncio.run(run_check(section, click.echo))
     if not ok:
         raise SystemExit(1)
+
+
+@click.command("demo")
+@click.option("--port", default=8080, show_default=True, type=int, help="bridge port")
+@click.option("--admin-token", default=None, help="status page token (default: a new one)")
+@click.option("--interval", default="10s", show_default=True, help="sync interval")
+@click.option("--workdir", default=None, type=click.Path(file_okay=False),
+              help="where the demo's config and buffer go (default: a new temp dir)")
+@friendly
+def demo(port: int, admin_token: str | None, interval: str, workdir: str | None) -> None:
+    """Try Chatbridge with no accounts: simulator, bridge and a stream of chats."""
+    from pathlib import Path
+
+    from plugins.leadsquared.demo import run_demo
+
+    say = lambda line: click.echo(line)  # noqa: E731 - flush per line for pipes
+    asyncio.run(run_demo(port, admin_token, interval, Path(workdir) if workdir else None, say))

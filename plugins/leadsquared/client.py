@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
+from bridge.metrics import Metrics
 from bridge.retry import backoff_delay
 from plugins.leadsquared.ratelimit import RateLimiter
 
@@ -58,16 +59,23 @@ def lsq_datetime(when: datetime) -> str:
 
 
 class LeadSquaredClient:
-    """One account's API; `calls` counts HTTP requests sent per method name (retries too)."""
+    """One account's API; `calls` counts HTTP requests sent per method name (retries too).
+
+    Each request is also counted in `metrics` (chatbridge_crm_calls_total) under `sink`,
+    the endpoint (the URL path's last segment) and its outcome (see `call_outcome`).
+    """
 
     def __init__(self, base_url: str, access_key: str, secret_key: str, *,
                  limiter: RateLimiter | None = None, timeout: float = 30.0,
                  max_retries: int = 4, backoff_base: float = 1.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 metrics: Metrics | None = None, sink: str = "leadsquared") -> None:
         self._limiter = limiter or RateLimiter(10, 5.0)  # the config's default "10/5s"
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self.calls: collections.Counter[str] = collections.Counter()
+        self.metrics = metrics if metrics is not None else Metrics(process=False)
+        self.sink = sink
         self._http = httpx.AsyncClient(
             base_url=_api_root(base_url), timeout=timeout, transport=transport,
             limits=httpx.Limits(max_connections=8),
@@ -200,11 +208,35 @@ class LeadSquaredClient:
         """One HTTP request; returns the JSON answer or raises LeadSquaredError."""
         await self._limiter.acquire()
         self.calls[name] += 1
+        endpoint = path.rsplit("/", 1)[-1]
+        started = time.perf_counter()
         try:
             response = await self._http.request(method, path, params=params, json=body)
-        except httpx.TransportError as exc:
-            raise _transport_error(exc, write) from exc
-        return _classify(response, write)
+            answer = _classify(response, write)
+        except (httpx.TransportError, LeadSquaredError) as exc:
+            self.metrics.crm_call(self.sink, endpoint, call_outcome(exc),
+                                  time.perf_counter() - started)
+            if isinstance(exc, httpx.TransportError):
+                raise _transport_error(exc, write) from exc
+            raise
+        self.metrics.crm_call(self.sink, endpoint, "ok", time.perf_counter() - started)
+        return answer
+
+
+def call_outcome(exc: Exception) -> str:
+    """The metrics outcome of a failed call: rate_limited, error_5xx, rejected, auth,
+    bad_answer (a 2xx that is not JSON), timeout or connection_error."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.TransportError):
+        return "connection_error"
+    if isinstance(exc, LeadSquaredError):
+        if exc.kind in ("rate_limited", "auth", "rejected"):
+            return exc.kind
+        if exc.status is not None and exc.status >= 500:
+            return "error_5xx"
+        return "bad_answer"
+    return "error"
 
 
 def _classify(response: httpx.Response, write: bool) -> Any:

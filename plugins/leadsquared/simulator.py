@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
 from plugins.leadsquared.simulator_state import (
     INVALID,
     ApiError,
@@ -170,6 +171,7 @@ class Simulator:
             app.router.add_route(method, API_PREFIX + path, handler)
         for method, path, handler in ADMIN_ROUTES:
             app.router.add_route(method, ADMIN_PREFIX + path, handler)
+        app.router.add_get(LEAD_PAGE, lead_page)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import Batch, Outcome
+from bridge.metrics import Metrics
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
@@ -38,8 +39,9 @@ class LeadSquaredSink:
 
     name = "leadsquared"
 
-    def __init__(self, config: LeadSquaredConfig) -> None:
+    def __init__(self, config: LeadSquaredConfig, metrics: Metrics | None = None) -> None:
         self.settings = config
+        self.metrics = metrics
         self.client: LeadSquaredClient | None = None
         calls, per = parse_rate(config.rate_limit)
         self.limiter = RateLimiter(calls, per)
@@ -49,6 +51,7 @@ class LeadSquaredSink:
         self.event: int | None = None
         self.tz: tzinfo = UTC
         self.app_host: str | None = None
+        self._scheme = "https"
         self._opportunities: dict[str, tuple[float, list[str]]] = {}
         self._simulator: Any = None  # the bundled simulator when host is "simulator"
 
@@ -59,10 +62,12 @@ class LeadSquaredSink:
         base = await self._base_url()
         self.client = LeadSquaredClient(base, cfg.access_key, cfg.secret_key,
                                         limiter=self.limiter, timeout=cfg.timeout,
-                                        backoff_base=self._backoff_base)
+                                        backoff_base=self._backoff_base,
+                                        metrics=self.metrics, sink=self.name)
         user = await self.client.user_by_access_key()
         self.tz = _zone(user.get("TimeZone"))
         self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
+        self._scheme = base.split("://", 1)[0]
         self.event = await resolve_event(self.client, cfg.activity_type, cfg.activity_event)
         logger.info("LeadSquared sink ready: activity event %s on %s", self.event, base)
 
@@ -86,7 +91,8 @@ class LeadSquaredSink:
     async def _discover(self) -> str:
         probe = LeadSquaredClient(self.settings.discovery_url, self.settings.access_key,
                                   self.settings.secret_key, limiter=self.limiter,
-                                  timeout=self.settings.timeout, backoff_base=self._backoff_base)
+                                  timeout=self.settings.timeout, backoff_base=self._backoff_base,
+                                  metrics=self.metrics, sink=self.name)
         try:
             user = await probe.user_by_access_key()
         finally:
@@ -96,6 +102,22 @@ class LeadSquaredSink:
             raise RuntimeError("UserByAccessKey.Get returned no API host; set host explicitly")
         scheme = self.settings.discovery_url.split("://", 1)[0]
         return f"{scheme}://{api}"
+
+    def record_url(self, record_id: str) -> str | None:
+        """The lead's page in the LeadSquared web app (host from UserByAccessKey.Get)."""
+        # The reference gives the web-app host but not the page path; LeadDetails?LeadID=
+        # is the lead page's address in the web app as users see it. Unconfirmed by the docs.
+        if not self.app_host:
+            return None
+        return f"{self._scheme}://{self.app_host}/LeadManagement/LeadDetails?LeadID={record_id}"
+
+    def describe(self) -> dict[str, Any]:
+        """Live state for the status page: rate limit and how full its window is."""
+        state = self.limiter.state
+        return {"rate_limit": self.settings.rate_limit, "calls_in_window": state["in_window"],
+                "waiting_calls": state["waiting"],
+                "throttled_for_s": round(state["paused_for"], 1),
+                "activity_event": self.event}
 
     async def close(self) -> None:
         if self.client is not None:

@@ -19,7 +19,7 @@ def register_sources(context: Any) -> list[Any]:
     from plugins.whatsapp.webhook import WhatsAppSource
 
     section = context.plugin_config("whatsapp")
-    return [WhatsAppSource(section)] if section is not None else []
+    return [WhatsAppSource(section, context.metrics)] if section is not None else []
 
 
 @hookimpl

@@ -8,6 +8,7 @@ kept as kind "unsupported" with its own object in `raw`, so nothing Meta sent is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -250,8 +251,12 @@ def normalise_number(raw: str, default_region: str | None) -> str | None:
     spellings (and bare digits that fail) are read as national numbers of default_region.
     """
     text = raw.strip() if isinstance(raw, str) else ""
-    if not _WRITTEN_NUMBER.fullmatch(text):
-        return None
+    return _normalised(text, default_region) if _WRITTEN_NUMBER.fullmatch(text) else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalised(text: str, default_region: str | None) -> str | None:
+    """normalise_number's work, cached: customers write again and again (~60 us a parse)."""
     if _DIGITS.fullmatch(text) and not text.startswith("0"):
         found = _e164("+" + text, None)
         if found:

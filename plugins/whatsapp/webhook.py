@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from collections import Counter
 from datetime import datetime
 
 from aiohttp import web
 
 from bridge import Ingest, Message
+from bridge.metrics import Metrics
+from plugins.whatsapp.body import load_body
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.parse import PayloadError, parse_payload
 from plugins.whatsapp.signature import verify_signature, verify_token
@@ -25,9 +27,10 @@ class WhatsAppSource:
 
     name = "whatsapp"
 
-    def __init__(self, config: WhatsAppConfig) -> None:
+    def __init__(self, config: WhatsAppConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.counters: Counter[str] = Counter()
+        self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
             logger.warning("plugins.whatsapp uses the sample config's dev-only token or secret:"
@@ -51,20 +54,27 @@ class WhatsAppSource:
                 and verify_token(query.get("hub.verify_token"), self.config.verify_token)
                 and query.get("hub.challenge")):
             self.counters["handshake_ok"] += 1
+            self.metrics.webhook(self.name, "handshake_verified")
             return web.Response(text=query["hub.challenge"], content_type="text/plain")
         self.counters["handshake_refused"] += 1
+        self.metrics.webhook(self.name, "handshake_refused")
         raise web.HTTPForbidden(text="verify token or mode does not match")
 
     async def receive(self, request: web.Request, ingest: Ingest) -> web.Response:
         """Verify, parse, store in one commit, and only then answer 200."""
-        body = await request.read()  # over client_max_size: aiohttp answers 413
+        started = time.perf_counter()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # over client_max_size: 413
+            self._refuse("too_large", "too_large")
+            raise
         if not verify_signature(body, request.headers.get("X-Hub-Signature-256"),
                                 self.config.secrets):
-            self._refuse("bad_signature")
+            self._refuse("bad_signature", "unauthorized")
             raise web.HTTPUnauthorized(text="X-Hub-Signature-256 missing or not valid for this "
                                             "body (check plugins.whatsapp.app_secret)")
         if request.content_type not in JSON_TYPES:
-            self._refuse("bad_content_type")
+            self._refuse("bad_content_type", "unsupported_media_type")
             raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/json")
         parsed = self._parse(body)
         try:
@@ -72,33 +82,44 @@ class WhatsAppSource:
         except Exception:
             logger.exception("could not store a webhook; answering 503 so that Meta retries")
             self.counters["store_failed"] += 1
+            self.metrics.webhook(self.name, "unavailable")
             raise web.HTTPServiceUnavailable(
                 text="could not store the webhook; retry later") from None
-        self._count(parsed, stored)
+        self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
 
     def _parse(self, body: bytes):
         try:
-            payload = json.loads(body)
+            payload = load_body(body)  # strict UTF-8; lone surrogates -> U+FFFD
         except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd nesting
-            self._refuse("bad_json")
+            self._refuse("bad_json", "bad_request")
             raise web.HTTPBadRequest(text="body is not valid JSON") from None
         try:
             return parse_payload(payload, source=self.name,
                                  default_region=self.config.default_region,
                                  phone_number_ids=self._allowed)
         except PayloadError as exc:
-            self._refuse("bad_payload")
+            self._refuse("bad_payload", "bad_request")
             raise web.HTTPBadRequest(text=str(exc)) from None
         except RecursionError:
-            self._refuse("bad_payload")
+            self._refuse("bad_payload", "bad_request")
             raise web.HTTPBadRequest(text="payload is nested too deeply") from None
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: str, outcome: str) -> None:
         self.counters[f"refused_{reason}"] += 1
+        self.metrics.webhook(self.name, outcome)
         logger.warning("webhook refused: %s", reason)
 
-    def _count(self, parsed, stored: int) -> None:
+    def _count(self, parsed, stored: int, seconds: float) -> None:
+        duplicate = len(parsed.messages) - stored
+        if stored or parsed.statuses:
+            outcome = "stored"
+        elif parsed.messages:
+            outcome = "duplicate"
+        else:
+            outcome = "ignored"
+        self.metrics.webhook(self.name, outcome, seconds=seconds)
+        self.metrics.stored(self.name, stored, duplicate, len(parsed.statuses))
         self.counters["accepted"] += 1
         self.counters["messages_new"] += stored
         self.counters["messages_duplicate"] += len(parsed.messages) - stored
@@ -106,5 +127,5 @@ class WhatsAppSource:
         self.counters["skipped_numbers"] += parsed.skipped_numbers
         for field_name, n in parsed.ignored_fields.items():
             self.counters[f"ignored_{field_name}"] += n
-        logger.info("webhook stored: %d new, %d duplicate messages, %d statuses",
+        logger.debug("webhook stored: %d new, %d duplicate messages, %d statuses",
                     stored, len(parsed.messages) - stored, len(parsed.statuses))

@@ -9,21 +9,8 @@ import sys
 import time
 
 import aiohttp
-import pytest
 
-from bridge.app import create_app
-from bridge.config import BridgeConfig, BufferConfig, ServerConfig
-from tests.helpers import CorePlugin, RecordingSink, free_port, wait_until
-
-
-@pytest.fixture
-def make_app(pm, tmp_path):
-    def make(sinks=(), admin_token=None):
-        pm.register(CorePlugin(sinks=list(sinks)), name="testsource")
-        config = BridgeConfig(server=ServerConfig(admin_token=admin_token),
-                              buffer=BufferConfig(path=str(tmp_path / "app.db")))
-        return create_app(config, pm)
-    return make
+from tests.helpers import RecordingSink, free_port, wait_until
 
 
 async def test_source_route_stores_and_sink_receives(make_app, serve):

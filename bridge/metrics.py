@@ -1,0 +1,216 @@
+"""Prometheus metrics: one registry per bridge, generic families that plugins record into.
+
+The core names no provider and no CRM: a source records under its own `source` label, a
+sink under its `sink` label. Plugins get the bridge's `Metrics` from the PluginContext
+(`context.metrics`) and may register their own families on `metrics.registry`.
+
+Buffer-derived gauges (backlog, dead letters, backfill progress) are read from the buffer
+when /metrics is scraped (`await metrics.refresh(buffer)`), so they are never stale and
+never need a background task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+logger = logging.getLogger(__name__)
+
+# Webhook outcomes a source reports (one per request).
+WEBHOOK_OUTCOMES = (
+    "stored",              # committed; at least one new message or status update
+    "duplicate",           # committed nothing new: every message was already stored
+    "ignored",             # acknowledged, nothing to store (unsubscribed field, other number)
+    "unauthorized",        # missing or wrong signature
+    "bad_request",         # not JSON, or not the provider's payload shape
+    "unsupported_media_type",
+    "too_large",           # body over the server's limit (413)
+    "unavailable",         # the buffer could not commit (503: the provider retries)
+    "handshake_verified",  # subscription handshake answered
+    "handshake_refused",   # subscription handshake with a wrong token or mode
+)
+# Outcomes a sink reports per CRM API call.
+CRM_OUTCOMES = ("ok", "rate_limited", "error_5xx", "rejected", "auth", "bad_answer", "timeout",
+                "connection_error")
+# What became of messages handed to a sink (per message, as recorded in the buffer).
+DELIVERY_OUTCOMES = {"done": "delivered", "dead": "dead_letter", "skipped": "skipped",
+                     "retry": "retry", "held": "held"}
+
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                600.0)
+CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The metric families of one bridge, in its own CollectorRegistry (never the global one).
+
+    Several bridges (or tests) in one process each get their own, so nothing collides.
+    `process=False` leaves out the process_*/python_* collectors (for throwaway instances).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "chatbridge_webhooks", "Webhook requests by source and outcome",
+            ["source", "outcome"], registry=r)
+        self.messages_stored = Counter(
+            "chatbridge_messages_stored", "New messages committed to the buffer",
+            ["source"], registry=r)
+        self.messages_duplicate = Counter(
+            "chatbridge_messages_duplicate", "Messages received again and stored once",
+            ["source"], registry=r)
+        self.statuses = Counter(
+            "chatbridge_statuses", "Delivery status updates received (sent, read, failed ...)",
+            ["source"], registry=r)
+        self.webhook_ack_seconds = Histogram(
+            "chatbridge_webhook_ack_seconds",
+            "Time from receiving a webhook to acknowledging it (after the commit)",
+            ["source"], buckets=ACK_BUCKETS, registry=r)
+        self.sync_runs = Counter(
+            "chatbridge_sync_runs", "Drain runs per sink (error: the run raised)",
+            ["sink", "outcome"], registry=r)
+        self.sync_duration = Histogram(
+            "chatbridge_sync_duration_seconds", "Duration of one drain run",
+            ["sink"], buckets=SYNC_BUCKETS, registry=r)
+        self.deliveries = Counter(
+            "chatbridge_deliveries", "Message outcomes recorded per sink",
+            ["sink", "outcome"], registry=r)
+        self.crm_calls = Counter(
+            "chatbridge_crm_calls", "HTTP calls a sink made to its CRM, retries included",
+            ["sink", "endpoint", "outcome"], registry=r)
+        self.crm_call_seconds = Histogram(
+            "chatbridge_crm_call_seconds", "Duration of one CRM API call",
+            ["sink", "endpoint"], buckets=CALL_BUCKETS, registry=r)
+        self.buffer_state = BufferCollector()
+        r.register(self.buffer_state)
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    # -- recording (what sources, sinks and the core call) --------------------------------
+
+    def webhook(self, source: str, outcome: str, *, seconds: float | None = None) -> None:
+        """Count one webhook request; `seconds` (time to the 2xx) for acknowledged ones."""
+        self.webhooks.labels(source, outcome).inc()
+        if seconds is not None:
+            self.webhook_ack_seconds.labels(source).observe(seconds)
+
+    def stored(self, source: str, new: int, duplicate: int = 0, statuses: int = 0) -> None:
+        """Count what one commit of a source held."""
+        if new:
+            self.messages_stored.labels(source).inc(new)
+        if duplicate:
+            self.messages_duplicate.labels(source).inc(duplicate)
+        if statuses:
+            self.statuses.labels(source).inc(statuses)
+
+    def sync_run(self, sink: str, outcome: str, seconds: float) -> None:
+        """Count one drain run ("ok" or "error") and its duration."""
+        self.sync_runs.labels(sink, outcome).inc()
+        self.sync_duration.labels(sink).observe(seconds)
+
+    def delivered(self, sink: str, counts: dict[str, int]) -> None:
+        """Count the per-message outcomes the buffer recorded for one batch."""
+        for state, n in counts.items():
+            if n:
+                self.deliveries.labels(sink, DELIVERY_OUTCOMES.get(state, state)).inc(n)
+
+    def crm_call(self, sink: str, endpoint: str, outcome: str,
+                 seconds: float | None = None) -> None:
+        """Count one CRM API call by endpoint (e.g. the URL path's last segment) and outcome."""
+        self.crm_calls.labels(sink, endpoint, outcome).inc()
+        if seconds is not None:
+            self.crm_call_seconds.labels(sink, endpoint).observe(seconds)
+
+    # -- exposition ----------------------------------------------------------------------
+
+    async def refresh(self, buffer: Any) -> None:
+        """Read the buffer-derived gauges now; on failure they are left out of this scrape."""
+        if buffer is None:
+            self.buffer_state.update([], None)
+            return
+        try:
+            sinks = await buffer.sinks()
+        except Exception as exc:
+            logger.warning("metrics: could not read the buffer: %s", exc)
+            self.buffer_state.update([], None)
+            return
+        self.buffer_state.update(sinks, dict(buffer.stats))
+
+    async def render(self, buffer: Any) -> tuple[bytes, str]:
+        """(exposition body, Content-Type) after refreshing the buffer gauges."""
+        await self.refresh(buffer)
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class BufferCollector:
+    """Gauges per sink from the last buffer read (see Metrics.refresh)."""
+
+    def __init__(self) -> None:
+        self._sinks: list[dict[str, Any]] = []
+        self._stats: dict[str, int] | None = None
+
+    def update(self, sinks: list[dict[str, Any]], stats: dict[str, int] | None) -> None:
+        self._sinks, self._stats = list(sinks), stats
+
+    def describe(self) -> list[Metric]:
+        return []  # names are only known at scrape time; nothing to check at register
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "backlog": GaugeMetricFamily(
+                "chatbridge_backlog", "Messages waiting for the sink (held ones included)",
+                labels=["sink"]),
+            "held": GaugeMetricFamily(
+                "chatbridge_held", "Messages waiting on something outside the bridge "
+                "(e.g. no CRM record for the number)", labels=["sink"]),
+            "dead_letters": GaugeMetricFamily(
+                "chatbridge_dead_letters", "Messages in dead letter", labels=["sink"]),
+            "messages_done": GaugeMetricFamily(
+                "chatbridge_backfill_messages_done", "Backfill messages settled",
+                labels=["sink"]),
+            "messages_total": GaugeMetricFamily(
+                "chatbridge_backfill_messages_total", "Backfill messages queued",
+                labels=["sink"]),
+            "last_sync": GaugeMetricFamily(
+                "chatbridge_last_sync_timestamp_seconds", "Unix time of the sink's last drain",
+                labels=["sink"]),
+            "enabled": GaugeMetricFamily(
+                "chatbridge_sink_enabled", "1 if the config enables the sink", labels=["sink"]),
+        }
+        for state in self._sinks:
+            name = [state["sink"]]
+            families["backlog"].add_metric(name, state.get("backlog", 0))
+            families["held"].add_metric(name, state.get("held", 0))
+            families["dead_letters"].add_metric(name, state.get("dead_letters", 0))
+            progress = state.get("backfill") or {}
+            families["messages_done"].add_metric(name, progress.get("messages_done", 0))
+            families["messages_total"].add_metric(name, progress.get("messages_total", 0))
+            if state.get("last_sync_at") is not None:
+                families["last_sync"].add_metric(name, state["last_sync_at"].timestamp())
+            families["enabled"].add_metric(name, 1 if state.get("enabled") else 0)
+        yield from families.values()
+        if self._stats is not None:
+            yield CounterMetricFamily("chatbridge_buffer_commits", "Buffer write commits",
+                                      value=self._stats.get("commits", 0))
+            yield CounterMetricFamily(
+                "chatbridge_buffer_grouped_appends",
+                "Appends that shared a commit with another (group commit)",
+                value=self._stats.get("grouped_appends", 0))

@@ -1,0 +1,209 @@
+"""`bridge demo`: the LeadSquared simulator, the bridge, and a stream of signed webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from plugins.leadsquared.activity_type import FIELDS
+from plugins.leadsquared.simulator import Simulator, add_demo_data
+
+PHONE_ID = "106540352242922"
+BUSINESS = "15550783881"
+ACCESS, SECRET = "demo-access-key", "demo-secret-key"
+
+# (delay s, customer wa_id, name, kind, content, direction): a morning of sales chats.
+SCRIPT: list[tuple[float, str, str, str, Any, str]] = [
+    (0.0, "919876543210", "Asha Patil", "text", "Hi! Is the annual plan still 20% off?", "in"),
+    (0.3, "919876543210", "Asha Patil", "image", "my current bill", "in"),
+    (0.6, "919876543210", "Asha Patil", "text", "Yes, until Friday. Want the link?", "out"),
+    (0.9, "919123456780", "Ravi Kumar", "text", "Can you send the quote for 12 seats?", "in"),
+    (1.2, "919123456780", "Ravi Kumar", "document", "quote-12-seats.pdf", "out"),
+    (1.5, "919123456780", "Ravi Kumar", "button", "Looks good", "in"),
+    (1.8, "919988776655", "Meera Shah", "location", "Koramangala office", "in"),
+    (2.1, "14155550100", "Sam Lee", "text", "Do you ship to San Francisco?", "in"),
+    (2.4, "919876543210", "Asha Patil", "text", "Please send it, thanks!", "in"),
+]
+
+
+def _message(n: int, wa_id: str, kind: str, content: Any, ts: int) -> dict[str, Any]:
+    """One Cloud API message object of `kind`."""
+    base: dict[str, Any] = {"from": wa_id, "id": f"wamid.demo-{n}-{secrets.token_hex(6)}",
+                            "timestamp": str(ts), "type": kind}
+    if kind == "text":
+        base["text"] = {"body": content}
+    elif kind == "image":
+        base["image"] = {"id": f"media-{n}", "mime_type": "image/jpeg", "caption": content,
+                         "sha256": secrets.token_hex(16)}
+    elif kind == "document":
+        base["document"] = {"id": f"media-{n}", "mime_type": "application/pdf",
+                            "filename": content, "sha256": secrets.token_hex(16)}
+    elif kind == "button":
+        base["button"] = {"text": content, "payload": content.upper().replace(" ", "_")}
+    elif kind == "location":
+        base["location"] = {"latitude": 12.9352, "longitude": 77.6245, "name": content}
+    return base
+
+
+def webhook(n: int, wa_id: str, name: str, kind: str, content: Any, direction: str,
+            ts: int) -> dict[str, Any]:
+    """A signed-ready notification: an inbound message, or an echo of one the team sent."""
+    message = _message(n, wa_id, kind, content, ts)
+    meta = {"display_phone_number": BUSINESS, "phone_number_id": PHONE_ID}
+    if direction == "out":
+        message.update({"from": BUSINESS, "to": wa_id})
+        value = {"messaging_product": "whatsapp", "metadata": meta, "message_echoes": [message]}
+        field = "smb_message_echoes"
+    else:
+        value = {"messaging_product": "whatsapp", "metadata": meta, "messages": [message],
+                 "contacts": [{"profile": {"name": name}, "wa_id": wa_id}]}
+        field = "messages"
+    return {"object": "whatsapp_business_account",
+            "entry": [{"id": "102290129340398", "changes": [{"field": field, "value": value}]}]}
+
+
+def write_config(workdir: Path, port: int, sim_url: str, token: str, interval: str) -> Path:
+    """The demo's config file, reusable with `bridge status -c` while the demo runs."""
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "admin_token": token},
+        "buffer": {"path": str(workdir / "demo.db")},
+        "plugins": {
+            "whatsapp": {"verify_token": secrets.token_urlsafe(16),
+                         "app_secret": secrets.token_urlsafe(24)},
+            "leadsquared": {"host": sim_url, "access_key": ACCESS, "secret_key": SECRET,
+                            "sync_interval": interval, "activity_type": "WhatsApp Chats",
+                            "create_leads": False, "rate_limit": "25/5s"},
+        },
+    }
+    path = workdir / "config.yaml"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    path.chmod(0o600)
+    return path
+
+
+async def send_stream(url: str, app_secret: str, say: Callable[[str], None],
+                      pace: float = 1.0) -> int:
+    """Post SCRIPT as signed webhooks; return how many the bridge stored (200)."""
+    from plugins.whatsapp.signature import sign
+
+    stored, start = 0, time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for n, (delay, wa_id, name, kind, content, direction) in enumerate(SCRIPT):
+            await asyncio.sleep(max(0.0, start + delay * pace - time.monotonic()))
+            body = json.dumps(webhook(n, wa_id, name, kind, content, direction,
+                                      int(time.time()))).encode()
+            response = await client.post(url, content=body, headers={
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": sign(body, app_secret)})
+            stored += response.status_code == 200
+            arrow = "→ business" if direction == "in" else "← business"
+            say(f"  webhook {n + 1}/{len(SCRIPT)}: {kind:<8} {arrow} +{wa_id} "
+                f"({response.status_code})")
+    return stored
+
+
+class Demo:
+    """Everything `bridge demo` starts, stopped together."""
+
+    def __init__(self, port: int, token: str | None, interval: str,
+                 workdir: Path | None, say: Callable[[str], None]) -> None:
+        self.port, self.interval, self.say = port, interval, say
+        self.token = token or secrets.token_urlsafe(12)
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="chatbridge-demo-"))
+        self.sim = Simulator(ACCESS, SECRET)
+        self._runner: Any = None
+
+    async def start(self) -> Any:
+        """Simulator with demo leads, then the bridge on its config; returns the config."""
+        from aiohttp import web
+
+        from bridge.app import create_app
+        from bridge.plugins import get_plugin_manager, load_config
+
+        add_demo_data(self.sim)
+        await self.sim.start("127.0.0.1", 0)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = write_config(self.workdir, self.port, self.sim.base_url, self.token,
+                            self.interval)
+        self.config_path = path
+        pm = get_plugin_manager()
+        config = load_config(path, pm)
+        self._runner = web.AppRunner(create_app(config, pm), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return config
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.sim.stop()
+
+    def landed(self) -> list[str]:
+        """One line per activity in the simulator: lead, target, messages."""
+        lines = []
+        for activity in self.sim.activities():
+            lead = self.sim.store.lead(activity["RelatedProspectId"]) or {}
+            target = "opportunity" if activity["RelatedOpportunityId"] else "lead"
+            count = next((f["Value"] for f in activity["Fields"]
+                          if f["SchemaName"] == FIELDS["count"]), "?")
+            lines.append(f"  {lead.get('FirstName', '?')} {lead.get('LastName', '')}".rstrip()
+                         + f": activity on the {target} ({count} messages) "
+                         f"{self.sim.base_url}/LeadManagement/LeadDetails?LeadID="
+                         f"{activity['RelatedProspectId']}")
+        return lines
+
+
+async def run_demo(port: int, token: str | None, interval: str, workdir: Path | None,
+                   say: Callable[[str], None]) -> None:
+    """Start everything, send the stream, report what landed, run until Ctrl-C/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    demo = Demo(port, token, interval, workdir, say)
+    try:
+        config = await demo.start()
+        base = f"http://127.0.0.1:{port}"
+        section = config.plugin("whatsapp")
+        say(f"LeadSquared simulator: {demo.sim.base_url} (3 demo leads, 2 opportunities)")
+        say(f"Bridge: {base} · config {demo.config_path}")
+        say(f"Status page: {base}/  (admin token: {demo.token})")
+        say("Sending a morning of WhatsApp chats as signed webhooks:")
+        await send_stream(base + section.path, section.secrets[0], say)
+        await _report_when_synced(demo, stop, say)
+        say("Running until Ctrl-C.")
+        await stop.wait()
+    finally:
+        say("Stopping the demo...")
+        await demo.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _report_when_synced(demo: Demo, stop: asyncio.Event,
+                              say: Callable[[str], None]) -> None:
+    """Wait for the first activities, then list them with links to the lead pages."""
+    say(f"Waiting for the sync (interval {demo.interval})...")
+    with suppress(TimeoutError):
+        await asyncio.wait_for(_until(lambda: len(demo.sim.activities()) > 0, stop), 600)
+    await asyncio.sleep(1.0)  # let the rest of the drain land
+    lines = demo.landed()
+    say(f"Activities landed in the simulator: {len(lines)}")
+    for line in lines:
+        say(line)
+    say("The unknown number (+14155550100) is held as 'no lead': see the status page.")
+
+
+async def _until(check: Callable[[], bool], stop: asyncio.Event) -> None:
+    while not check() and not stop.is_set():
+        await asyncio.sleep(0.2)

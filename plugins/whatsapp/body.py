@@ -1,0 +1,65 @@
+"""A webhook body's bytes as a JSON value: UTF-8 only, and only text SQLite can store."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+BOM = "\ufeff"
+REPLACEMENT = "\ufffd"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \uD800-\uDFFF, paired or not
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def load_body(body: bytes) -> Any:
+    """The JSON value of `body`; ValueError when it is not UTF-8 JSON (RecursionError when
+    absurdly nested).
+
+    UTF-8 strictly (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16/32 and
+    UTF-8-encoded surrogates. A leading BOM is ignored, as the RFC allows. Escapes of
+    unpaired surrogates (`\\ud83d` alone: valid JSON, not Unicode, §8.2) become U+FFFD:
+    SQLite cannot store them, and refusing would lose the rest of the notification.
+    """
+    text = body.decode("utf-8")
+    if text.startswith(BOM):
+        text = text[1:]
+    value = json.loads(text)
+    if _SURROGATE_ESCAPE.search(text):  # pairs decode to one code point; only lone ones stay
+        value = replace_lone_surrogates(value)
+    return value
+
+
+def replace_lone_surrogates(value: Any) -> Any:
+    """`value` with every surrogate code point in its strings and keys made U+FFFD.
+
+    Walks with a stack, not recursion: bodies may be nested close to the parser's limit.
+    Containers are changed in place; a string argument is returned replaced.
+    """
+    if isinstance(value, str):
+        return _fix(value)
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(_SURROGATE.search(key) for key in node):
+                items = list(node.items())
+                node.clear()
+                for key, item in items:  # a clash after replacing: the later one wins
+                    node[_fix(key)] = item
+            entries = node.items()
+        elif isinstance(node, list):
+            entries = enumerate(node)
+        else:
+            continue
+        for key, item in list(entries):
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    node[key] = _fix(item)
+            elif isinstance(item, dict | list):
+                stack.append(item)
+    return value
+
+
+def _fix(text: str) -> str:
+    return _SURROGATE.sub(REPLACEMENT, text)

@@ -1,0 +1,33 @@
+"""`bridge demo` as a person runs it: it prints where to look, and Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import httpx
+
+from tests.processes import DemoProcess
+
+
+def refused(url: str) -> bool:
+    host, port = re.match(r"http://([\d.]+):(\d+)", url).groups()
+    with socket.socket() as probe:
+        return probe.connect_ex((host, int(port))) != 0
+
+
+def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_path):
+    demo = DemoProcess(tmp_path / "demo")
+    try:
+        printed = demo.wait_for("Running until Ctrl-C.")
+        assert f"Status page: {demo.url}/" in printed
+        simulator = re.search(r"LeadSquared simulator: (http://\S+)", printed)[1]
+        landed = int(re.search(r"Activities landed in the simulator: (\d+)", printed)[1])
+        assert landed >= 3  # Asha's, Ravi's and Meera's chats, at least on the leads
+        page = httpx.get(f"{demo.url}/", headers={"Authorization": f"Bearer {demo.token}"})
+        assert page.status_code == 200 and "+919876543210" in page.text
+        assert demo.interrupt() == 0
+        assert refused(demo.url) and refused(simulator)
+        assert "Stopping the demo" in demo.output()
+    finally:
+        demo.kill()
