@@ -83,24 +83,43 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
 
 
 async def _form_batches(db: aiosqlite.Connection, sink: str, now: float, limit: int) -> None:
-    rows = await _rows(db, "SELECT d.message_id, m.conversation, d.backfill FROM deliveries d"
-                       " JOIN messages m ON m.id = d.message_id WHERE d.sink = ?"
-                       " AND d.state = 'pending' AND d.batch_id IS NULL"
-                       " ORDER BY d.backfill, d.message_id LIMIT ?", (sink, limit))
-    by_conversation: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for message_id, conversation, backfill in rows:
-        by_conversation[conversation, backfill].append(message_id)
-    for (conversation, backfill), ids in by_conversation.items():
-        batch_id = await _held_batch(db, sink, conversation, backfill)
-        if batch_id is None:
-            key = _batch_key(sink, conversation, ids)
-            async with db.execute(
-                "INSERT INTO batches (sink, conversation, key, created_at, backfill)"
-                " VALUES (?, ?, ?, ?, ?)", (sink, conversation, key, now, backfill)) as cursor:
-                batch_id = cursor.lastrowid
-        await db.execute(
-            f"UPDATE deliveries SET batch_id = ? WHERE sink = ?"
-            f" AND message_id IN ({_placeholders(len(ids))})", (batch_id, sink, *ids))
+    """Batch the conversations of the oldest unbatched messages, each whole, ~`limit` in all.
+
+    With chats interleaved, taking just the oldest `limit` messages would cut one
+    conversation into many batches (so many CRM activities); instead each conversation
+    met there brings all its waiting messages (up to `limit`), oldest conversations first.
+    """
+    oldest = await _rows(db, "SELECT m.conversation, d.backfill FROM deliveries d"
+                         " JOIN messages m ON m.id = d.message_id WHERE d.sink = ?"
+                         " AND d.state = 'pending' AND d.batch_id IS NULL"
+                         " ORDER BY d.backfill, d.message_id LIMIT ?", (sink, limit))
+    taken = 0
+    for conversation, backfill in dict.fromkeys(tuple(row) for row in oldest):
+        if taken >= limit:
+            break
+        ids = [row[0] for row in await _rows(
+            db, "SELECT d.message_id FROM messages m JOIN deliveries d"
+            " ON d.message_id = m.id AND d.sink = ? WHERE m.conversation = ?"
+            " AND d.backfill = ? AND d.state = 'pending' AND d.batch_id IS NULL"
+            " ORDER BY m.id LIMIT ?", (sink, conversation, backfill, limit))]
+        if ids:
+            taken += len(ids)
+            await _batch(db, sink, conversation, backfill, ids, now)
+
+
+async def _batch(db: aiosqlite.Connection, sink: str, conversation: str, backfill: int,
+                 ids: list[int], now: float) -> None:
+    """Put `ids` in the conversation's held batch, or in a new one keyed by its content."""
+    batch_id = await _held_batch(db, sink, conversation, backfill)
+    if batch_id is None:
+        key = _batch_key(sink, conversation, ids)
+        async with db.execute(
+            "INSERT INTO batches (sink, conversation, key, created_at, backfill)"
+            " VALUES (?, ?, ?, ?, ?)", (sink, conversation, key, now, backfill)) as cursor:
+            batch_id = cursor.lastrowid
+    await db.execute(
+        f"UPDATE deliveries SET batch_id = ? WHERE sink = ?"
+        f" AND message_id IN ({_placeholders(len(ids))})", (batch_id, sink, *ids))
 
 
 async def _held_batch(db: aiosqlite.Connection, sink: str, conversation: str,

@@ -13,16 +13,19 @@ _PHONE_CHARS = re.compile(r"^\+?[\d\s().-]+$")
 def lookup_candidates(e164: str) -> list[str]:
     """Forms to try with RetrieveLeadByPhoneNumber, most likely first, without duplicates.
 
-    Per variant: national number, +CCnational, +CC-national, CCnational. Brazil and
+    Per variant: +CCnational, national number, +CC-national, CCnational. Brazil and
     Argentina also get the mobile number with and without the extra 9.
     """
+    # +CCnational first: leads stored as LeadSquared writes them ("+91-98...") match it
+    # with hyphens removed, as do "+9198..."; real clients try it first too (reference §4).
+    # An account that stores bare national numbers pays one extra lookup per new chat.
     number = _parse(e164)
     if number is None:
         return []
     code = str(number.country_code)
     candidates: list[str] = []
     for national in _variants(code, phonenumbers.national_significant_number(number)):
-        for form in (national, f"+{code}{national}", f"+{code}-{national}", f"{code}{national}"):
+        for form in (f"+{code}{national}", national, f"+{code}-{national}", f"{code}{national}"):
             if form not in candidates:
                 candidates.append(form)
     return candidates

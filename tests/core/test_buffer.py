@@ -70,6 +70,20 @@ async def test_claim_groups_conversations_oldest_first(buffer):
     assert claims[0].batch.conversation.contact_name == "Asha"
 
 
+async def test_interleaved_chats_are_batched_whole_not_cut_at_the_claim_limit(buffer):
+    await buffer.install_sinks(["crm"])
+    numbers = [f"+9198765432{i:02d}" for i in range(10)]
+    await buffer.append([message(n, numbers[n % 10]) for n in range(100)])  # interleaved
+    claims = await buffer.claim("crm", 20, 60)  # the oldest 20 rows span all 10 chats
+    assert sum(len(c.messages) for c in claims) >= 20
+    for claim in claims:  # every conversation it met comes whole: one activity each
+        assert len(claim.messages) == 10
+        assert {m.conversation for m in claim.messages} == {claim.batch.conversation.key}
+    rest = await buffer.claim("crm", 1000, 60)
+    keys = [c.batch.conversation.key for c in claims + rest]
+    assert sorted(keys) == sorted(numbers)  # ten chats, ten batches, none cut in two
+
+
 async def test_expired_lease_is_redelivered_as_uncertain(buffer):
     await buffer.install_sinks(["crm"])
     await buffer.append([message(1)])
