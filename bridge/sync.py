@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 BACKFILL_CHUNK = 500
 LIVE_POLL = 1.0  # seconds: while backfill is paced, how often live messages are looked for
+MIN_SLICE = 30.0  # seconds: a drain running longer records its progress at least this often
 
 
 class SinkRunner:
@@ -44,6 +45,8 @@ class SinkRunner:
         self._wake = asyncio.Event()
         self._backfill_ready_at = 0.0  # monotonic: when the next backfill batch may go
         self.started = False
+        self.min_slice = MIN_SLICE  # a drain running longer records its progress this often
+        self._recorded_at = 0.0
         self.next_sync_at: float | None = None
         self._stop: asyncio.Event | None = None
 
@@ -113,8 +116,9 @@ class SinkRunner:
         return chunk
 
     async def drain(self) -> dict[str, int]:
-        """Deliver every due batch, live ones first, backfill paced; return outcome counts."""
+        """Deliver due batches, live ones first, backfill paced; return outcome counts."""
         totals: dict[str, int] = {}
+        self._recorded_at = time.monotonic()
         while not self._stopping():
             if await self._drain_live(totals):
                 continue
@@ -156,6 +160,21 @@ class SinkRunner:
     async def _deliver_into(self, claim: Claim, totals: dict[str, int]) -> None:
         for kind, n in (await self.deliver(claim)).items():
             totals[kind] = totals.get(kind, 0) + n
+        await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        """A drain that outlasts a slice (the interval, at least min_slice) records a sync.
+
+        Under a backlog that never empties, `last synced` still moves, and the next sync
+        is shown as due now.
+        """
+        now = time.monotonic()
+        if now - self._recorded_at < max(self.settings.sync_interval, self.min_slice):
+            return
+        self._recorded_at = now
+        self.next_sync_at = time.time()
+        with suppress(Exception):
+            await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at, None)
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()

@@ -158,3 +158,33 @@ async def test_loop_survives_a_failing_sink_start(buffer):
         await wait_until(lambda: sink.delivered == ["m1"])
     (state,) = await buffer.sinks()
     assert "activity type lookup failed" in state["last_error"]
+
+
+async def test_a_backlog_that_never_empties_still_records_each_sync(buffer):
+    sink = RecordingSink(delay=0.05, sync_interval=0.5)
+    feeding = True
+
+    async def feed() -> None:  # new chats arrive faster than the slow sink drains
+        n = 0
+        while feeding:
+            await buffer.append([message(n, f"+1415555{n:04d}")])
+            n += 1
+            await asyncio.sleep(0.01)
+
+    async with running(buffer, [sink]) as (runner,):
+        runner.min_slice = 0.5
+        feeder = asyncio.create_task(feed())
+        await wait_until(lambda: buffer.sinks(), timeout=5)
+        syncs = set()
+
+        async def recorded_syncs() -> bool:
+            (state,) = await buffer.sinks()
+            syncs.add(state["last_sync_at"])
+            return len(syncs - {None}) >= 3
+        await wait_until(recorded_syncs, timeout=20)
+        (state,) = await buffer.sinks()
+        feeding = False
+        await feeder
+    assert state["backlog"] > 0, "the feed should outpace the sink"
+    # each slice is recorded, and the next one is due at once: no interval wait on a backlog
+    assert state["next_sync_at"] <= state["last_sync_at"]
