@@ -53,7 +53,10 @@ ON CONFLICT (key) DO UPDATE SET
     account = coalesce(excluded.account, account),
     last_message_at = max(coalesce(last_message_at, 0), coalesce(excluded.last_message_at, 0)),
     message_count = message_count + excluded.message_count
-"""
+WHERE excluded.message_count > 0
+   OR (excluded.contact_name IS NOT NULL AND excluded.contact_name IS NOT contact_name)
+   OR (excluded.account IS NOT NULL AND excluded.account IS NOT account)
+"""  # the WHERE skips no-op updates: a replayed webhook then writes no page at all
 
 
 @dataclass(slots=True)
