@@ -90,7 +90,14 @@ def test_browser_logs_in_sees_last_synced_and_requeues_a_dead_letter(tmp_path):
         driver.save_screenshot(str(tmp_path / "status.png"))
         assert (tmp_path / "status.png").stat().st_size > 10_000
 
-        notes = [a["ActivityNote"] for a in httpx.get(f"{simulator}/_sim/activities").json()]
+        # dead count 0 only says it was requeued: wait for the drain the requeue woke
+        while True:
+            notes = [a["ActivityNote"]
+                     for a in httpx.get(f"{simulator}/_sim/activities").json()]
+            if any("Here is my full address" in n for n in notes):
+                break
+            assert time.monotonic() < deadline + 30, "the requeued message was not delivered"
+            time.sleep(0.2)
         assert sum("Here is my full address" in n for n in notes) == 1  # once, on the lead
         assert demo.interrupt() == 0
     finally:

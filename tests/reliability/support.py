@@ -1,0 +1,216 @@
+"""Shared parts of the reliability and security tests: sizes, configs, webhooks, CRM counts.
+
+Sizes: every long test reads its size from a CHATBRIDGE_* environment variable (see
+README.md here); the default is the short size in the normal suite and the long one under
+`-m soak`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from plugins.leadsquared.activity_type import FIELDS
+from plugins.whatsapp.signature import sign
+from tests.helpers import free_port
+from tests.processes import BridgeProcess, SimulatorProcess
+from tests.whatsapp import payloads as p
+
+SECRET, TOKEN = "reliability-app-secret", "reliability-verify"
+PATH = "/webhooks/whatsapp"
+
+
+def size(variable: str, default: int) -> int:
+    """The test size from the environment, else `default`."""
+    value = os.environ.get(variable, "").strip()
+    return int(value) if value else default
+
+
+def report(line: str) -> None:
+    """A result line: shown with `pytest -s`, and appended to $CHATBRIDGE_REPORT if set."""
+    print(line, flush=True)
+    target = os.environ.get("CHATBRIDGE_REPORT")
+    if target:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+def webhook_body(messages: list[tuple[str, str, str]], ts: int | None = None) -> bytes:
+    """A signed-ready body: one `messages` change holding (id, sender digits, text) items."""
+    when = int(time.time()) if ts is None else ts
+    items = [p.text_message(mid, sender, text, ts=when) for mid, sender, text in messages]
+    return json.dumps(p.envelope(p.message_change(items))).encode()
+
+
+def signed_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)}
+
+
+def post_webhook(client: httpx.Client, url: str, body: bytes) -> tuple[int | None, float]:
+    """(HTTP status or None when nobody answered, seconds it took)."""
+    started = time.perf_counter()
+    try:
+        response = client.post(url + PATH, content=body, headers=signed_headers(body))
+        status: int | None = response.status_code
+    except httpx.HTTPError:
+        status = None
+    return status, time.perf_counter() - started
+
+
+def median_ms(seconds: list[float]) -> float:
+    return statistics.median(seconds) * 1000 if seconds else float("nan")
+
+
+# -- the bridge and the CRM as processes ------------------------------------------------------
+
+def write_config(path: Path, sim: SimulatorProcess, port: int, **leadsquared: object) -> None:
+    """A bridge config draining fast into `sim`; leadsquared settings override the defaults."""
+    settings = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
+                "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1,
+                "rate_limit": "100/1s", "max_attempts": 10_000, **leadsquared}
+    config = {"server": {"port": port}, "buffer": {"path": str(path.parent / "bridge.db")},
+              "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET},
+                          "leadsquared": settings}}
+    path.write_text(json.dumps(config))  # JSON is YAML
+
+
+def make_bridge(tmp_path: Path, sim: SimulatorProcess, **leadsquared: object) -> BridgeProcess:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, sim, port, **leadsquared)
+    return BridgeProcess(config, port)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s")
+        time.sleep(every)
+
+
+def drained(bridge: BridgeProcess) -> dict | None:
+    """The sink's status once nothing is pending and a sync has run, else None."""
+    (sink,) = bridge.status()["sinks"]
+    return sink if sink["backlog"] == 0 and sink["last_sync_at"] else None
+
+
+def stored_ids(db: Path) -> set[str]:
+    """Provider ids committed to the buffer file (read with a separate connection)."""
+    with sqlite3.connect(db, timeout=30) as conn:
+        return {row[0] for row in conn.execute("SELECT provider_id FROM messages")}
+
+
+def key_of(activity: dict) -> str:
+    return next(f["Value"] for f in activity["Fields"] if f["SchemaName"] == FIELDS["key"])
+
+
+class CrmCount:
+    """What reached the simulator: message texts per lead/opportunity, and idempotency keys."""
+
+    def __init__(self, activities: list[dict], pattern: str) -> None:
+        self.activities = activities
+        self.keys = Counter(key_of(a) for a in activities)
+        self.on_leads = Counter(t for a in activities if a["RelatedOpportunityId"] is None
+                                for t in re.findall(pattern, a["ActivityNote"]))
+        self.on_deals = Counter(t for a in activities if a["RelatedOpportunityId"]
+                                for t in re.findall(pattern, a["ActivityNote"]))
+
+    def duplicates(self) -> int:
+        """Keys posted twice plus message texts that appear twice on one record kind."""
+        return sum(n - 1 for counter in (self.keys, self.on_leads, self.on_deals)
+                   for n in counter.values() if n > 1)
+
+
+# -- the real app, in-process, on a loopback port -----------------------------------------------
+
+class ThreadedApp:
+    """create_app(config) served on 127.0.0.1 by an event loop in a background thread.
+
+    Synchronous tests (hypothesis, raw sockets) talk to it over HTTP; `call` runs a
+    coroutine on its loop (e.g. to read the buffer the app itself uses).
+    """
+
+    def __init__(self, config_text: str, config_path: Path) -> None:
+        from bridge.app import create_app
+        from bridge.plugins import get_plugin_manager, load_config
+
+        config_path.write_text(config_text)
+        pm = get_plugin_manager()
+        self.app = create_app(load_config(config_path, pm), pm)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="threaded-app", daemon=True)
+
+    def __enter__(self) -> ThreadedApp:
+        self._thread.start()
+        if not self._ready.wait(30) or self._error is not None:
+            raise AssertionError(f"the app did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _main(self) -> None:
+        self.loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(self.app)
+        try:
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            raise
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def bridge(self) -> Any:
+        from bridge.app import BRIDGE
+
+        return self.app[BRIDGE]
+
+
+def whatsapp_config(db: Path, **server: object) -> str:
+    """Config text: the WhatsApp source only, the buffer at `db`."""
+    config: dict[str, Any] = {"buffer": {"path": str(db)},
+                              "plugins": {"whatsapp": {"verify_token": TOKEN,
+                                                       "app_secret": SECRET}}}
+    if server:
+        config["server"] = server
+    return json.dumps(config)

@@ -1,0 +1,163 @@
+"""Invariants 2, 3, 4: a CRM that rate-limits, fails, is slow, drops answers, or is gone.
+
+The bridge (a real process) drains into the LeadSquared simulator (a real process) while a
+driver thread keeps posting webhooks. The simulator goes through phases: 429 storms (as
+HTTP 429 and as LeadSquared's error body on HTTP 200), 30 % 5xx, answers slower than the
+sink's client timeout, commits whose answer is dropped, then an outage (the simulator
+process is SIGSTOPped: connections hang, as with a dead host; SIGCONT keeps its state).
+Every webhook must still get its 200, as fast during the outage as before it, and after
+recovery every message must be in the CRM exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+
+import httpx
+import pytest
+
+from tests.processes import BridgeProcess, SimulatorProcess
+from tests.reliability.support import (
+    CrmCount,
+    drained,
+    eventually,
+    make_bridge,
+    median_ms,
+    post_webhook,
+    report,
+    size,
+    webhook_body,
+)
+
+OUTAGE = "CHATBRIDGE_OUTAGE_SECONDS"
+NUMBERS = [f"9198722000{i:02d}" for i in range(5)]
+PATTERN = r"ch-\d{6}"
+CLIENT_TIMEOUT = 1.0  # the sink's `timeout` setting, seconds
+PHASE = 2.0  # seconds per fault phase before the outage
+CALM = {"rate_limit": None, "rate_limit_signal": "429", "error_rate": 0.0, "latency": 0.0,
+        "drop_after_commit_rate": 0.0}
+PHASES = [
+    ("429 storm (HTTP 429)", {"rate_limit": "1/1s", "rate_limit_signal": "429"}),
+    ("429 storm (error body on HTTP 200)", {"rate_limit": "1/1s", "rate_limit_signal": "200"}),
+    ("30% 5xx", {"error_rate": 0.3}),
+    ("slower than the client timeout", {"latency": CLIENT_TIMEOUT * 1.6}),
+    ("commit, then drop the answer", {"drop_after_commit_rate": 0.3}),
+]
+
+
+class Driver(threading.Thread):
+    """Posts webhooks until stopped; ack latency and status per phase."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="webhook-driver", daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.phase = "before"
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.statuses: dict[str, Counter] = defaultdict(Counter)
+        self.acked: dict[str, str] = {}  # text -> sender
+
+    def run(self) -> None:
+        rng = random.Random(5)
+        n = 0
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                phase = self.phase
+                items = [(f"wamid.ch{n + i}", rng.choice(NUMBERS), f"ch-{n + i:06d}")
+                         for i in range(rng.randint(1, 2))]
+                n += len(items)
+                status, seconds = post_webhook(client, self.url, webhook_body(items))
+                self.statuses[phase][status] += 1
+                self.latency[phase].append(seconds)
+                if status == 200:
+                    self.acked.update({text: number for _, number, text in items})
+                time.sleep(0.03)
+
+
+def chaos(tmp_path, outage: float) -> None:
+    sim = SimulatorProcess()
+    bridge: BridgeProcess | None = None
+    driver: Driver | None = None
+    try:
+        leads = {n: sim.add_lead(FirstName=f"Chaos{i}", Phone=n[2:])
+                 for i, n in enumerate(NUMBERS)}
+        deal = sim.add_opportunity(leads[NUMBERS[1]], "Chaos deal")
+        sim.configure(seed=11)
+        bridge = make_bridge(tmp_path, sim, sync_interval="0.5s", timeout=CLIENT_TIMEOUT,
+                             retry_base=0.1, retry_cap=1, deliver_timeout="30s").start()
+        driver = Driver(bridge.url)
+        driver.start()
+        time.sleep(PHASE)
+        for name, knobs in PHASES:
+            sim.configure(**{**CALM, **knobs})
+            driver.phase = name
+            time.sleep(PHASE)
+        sim.configure(**CALM)
+        driver.phase = "outage"
+        os.kill(sim.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(outage)
+        finally:
+            os.kill(sim.proc.pid, signal.SIGCONT)
+        driver.phase = "after"
+        time.sleep(1.0)
+        driver.stop.set()
+        driver.join(60)
+        bridge.sync_now()
+        sink = eventually(lambda: drained(bridge), timeout=300, every=0.5)
+
+        crm = CrmCount(sim.activities(), PATTERN)
+        calls = Counter(call["status"] for call in sim.admin("GET", "calls"))
+        seen = crm_call_outcomes(bridge)  # the failures as the bridge saw them
+        before, during = median_ms(driver.latency["before"]), median_ms(driver.latency["outage"])
+        report(f"crm chaos: {outage:g}s outage, {sum(map(len, driver.latency.values()))} posts, "
+               f"{len(driver.acked)} acknowledged messages checked, {len(crm.activities)} "
+               f"activities; CRM answered {calls[429]}x HTTP 429, dropped {calls[None]} "
+               f"answers; the bridge saw {dict(seen)}; ack p50 before {before:.1f} ms, "
+               f"during the outage {during:.1f} ms; {crm.duplicates()} duplicates")
+        # every fault really happened: refusals on 429 and on 200, 5xx, timeouts, drops
+        assert calls[429] >= 1 and seen["rate_limited"] > calls[429], (calls, seen)
+        assert seen["error_5xx"] >= 1 and seen["timeout"] >= 1 and calls[None] >= 1, seen
+        refused = {phase: dict(c) for phase, c in driver.statuses.items() if set(c) != {200}}
+        assert not refused, f"webhooks not acknowledged while the CRM misbehaved: {refused}"
+        assert len(driver.latency["outage"]) >= 5
+        assert during < 5 * before + 50, (before, during)
+        assert sink["dead_letters"] == 0, bridge.status()
+        assert crm.duplicates() == 0, (crm.keys.most_common(3), crm.on_leads.most_common(3))
+        for text in driver.acked:
+            assert crm.on_leads[text] == 1, text
+        assert all(crm.on_deals[t] == 1 for t, number in driver.acked.items()
+                   if number == NUMBERS[1])
+        assert {a["RelatedOpportunityId"] for a in crm.activities} <= {None, deal}
+    finally:
+        if driver is not None:
+            driver.stop.set()
+        if bridge is not None:
+            bridge.stop()
+        sim.stop()
+
+
+def crm_call_outcomes(bridge: BridgeProcess) -> Counter:
+    """chatbridge_crm_calls by outcome, from the bridge's /metrics."""
+    text = httpx.get(f"{bridge.url}/metrics", timeout=10).text
+    outcomes: Counter = Counter()
+    for line in text.splitlines():
+        match = re.match(r'chatbridge_crm_calls_total\{.*outcome="(\w+)".*\} (\S+)', line)
+        if match:
+            outcomes[match[1]] += int(float(match[2]))
+    return outcomes
+
+
+def test_crm_chaos_short(tmp_path):
+    chaos(tmp_path, size(OUTAGE, 20))
+
+
+@pytest.mark.soak
+def test_crm_chaos_soak(tmp_path):
+    chaos(tmp_path, size(OUTAGE, 600))

@@ -1,0 +1,121 @@
+"""Admin endpoints: a token when one is configured; loopback only (never via a proxy) when not.
+
+Every admin route is tried without credentials, with wrong ones and with forged sessions
+(401, or 303 to /login for the page), then with the right token as the control.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from bridge.app import create_app
+from bridge.plugins import get_plugin_manager, load_config
+from bridge.security import SESSION_COOKIE, SESSION_TTL, new_session
+
+ADMIN_TOKEN = "admin-token-for-the-security-tests"
+ADMIN_ROUTES = [
+    ("GET", "/status"),
+    ("GET", "/metrics"),
+    ("POST", "/sync-now"),
+    ("POST", "/backfill?sink=leadsquared&days=1"),
+    ("POST", "/dead-letters/requeue"),
+]
+PROXY_HEADERS = [{"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "127.0.0.1"},
+                 {"Forwarded": "for=203.0.113.7"}, {"X-Real-IP": "203.0.113.7"}]
+
+
+async def start(tmp_path, serve, token: str | None) -> str:
+    config = tmp_path / "config.yaml"
+    server = f"server: {{admin_token: {token}}}\n" if token else ""
+    config.write_text(f"{server}buffer: {{path: {tmp_path}/b.db}}\nplugins:\n  whatsapp:\n"
+                      "    verify_token: verify\n    app_secret: secret\n")
+    pm = get_plugin_manager()
+    return await serve(create_app(load_config(config, pm), pm))
+
+
+async def call(url: str, method: str, path: str, headers: dict | None = None,
+               cookies: dict | None = None) -> tuple[int, str, str | None]:
+    async with aiohttp.ClientSession(cookies=cookies) as http, http.request(
+            method, url + path, headers=headers or {}, allow_redirects=False,
+            data={"sink": "leadsquared", "csrf": "x"} if method == "POST" else None) as resp:
+        return resp.status, await resp.text(), resp.headers.get("Location")
+
+
+@pytest.fixture
+async def with_token(tmp_path, serve):
+    return await start(tmp_path, serve, ADMIN_TOKEN)
+
+
+@pytest.fixture
+async def without_token(tmp_path, serve):
+    return await start(tmp_path, serve, None)
+
+
+BAD_CREDENTIALS = {
+    "none": ({}, None),
+    "wrong bearer": ({"Authorization": "Bearer not-the-token"}, None),
+    "empty bearer": ({"Authorization": "Bearer "}, None),
+    "bearer prefix of the token": ({"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"}, None),
+    "token without a scheme": ({"Authorization": ADMIN_TOKEN}, None),
+    "basic scheme": ({"Authorization": f"Basic {ADMIN_TOKEN}"}, None),
+    "token in another header": ({"X-Admin-Token": ADMIN_TOKEN}, None),
+    "forged session cookie": ({}, {SESSION_COOKIE: "99999999999.deadbeef"}),
+    "session signed by another token": ({}, {SESSION_COOKIE: new_session("another-token")}),
+    "expired session": ({}, {SESSION_COOKIE: new_session(ADMIN_TOKEN, now=1_000_000.0)}),
+    "session with no signature": ({}, {SESSION_COOKIE: "99999999999"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CREDENTIALS))
+async def test_admin_routes_refuse_missing_or_bad_credentials(with_token, case):
+    headers, cookies = BAD_CREDENTIALS[case]
+    for method, path in ADMIN_ROUTES:
+        status, text, _ = await call(with_token, method, path, headers, cookies)
+        assert status == 401, (case, method, path, text)
+        assert "admin token required" in text
+    status, _, location = await call(with_token, "GET", "/", headers, cookies)
+    assert (status, location) == (303, "/login"), case
+    status, _, location = await call(with_token, "GET", "/?q=x", headers, cookies)
+    assert (status, location) == (303, "/login"), case
+
+
+async def test_the_token_in_the_query_string_is_not_a_credential(with_token):
+    for method, path in ADMIN_ROUTES:
+        joiner = "&" if "?" in path else "?"
+        status, _, _ = await call(with_token, method, f"{path}{joiner}token={ADMIN_TOKEN}")
+        assert status == 401, path
+
+
+async def test_the_right_token_or_session_opens_them(with_token):
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert (await call(with_token, "GET", "/status", bearer))[0] == 200
+    assert (await call(with_token, "GET", "/metrics", bearer))[0] == 200
+    assert (await call(with_token, "POST", "/sync-now", bearer))[0] == 200
+    # past the guard: no such sink / stale form, not "unauthorised"
+    assert (await call(with_token, "POST", "/backfill?sink=leadsquared", bearer))[0] == 404
+    assert (await call(with_token, "POST", "/dead-letters/requeue", bearer))[0] == 403
+    session = {SESSION_COOKIE: new_session(ADMIN_TOKEN)}
+    assert (await call(with_token, "GET", "/", cookies=session))[0] == 200
+    assert (await call(with_token, "GET", "/status", cookies=session))[0] == 200
+    assert SESSION_TTL > 0
+
+
+@pytest.mark.parametrize("proxy", PROXY_HEADERS, ids=lambda h: next(iter(h)))
+async def test_without_a_token_a_forwarded_request_is_refused(without_token, proxy):
+    for method, path in [*ADMIN_ROUTES, ("GET", "/")]:
+        status, text, _ = await call(without_token, method, path, proxy)
+        assert status == 401, (proxy, method, path)
+        assert "loopback only" in text
+
+
+async def test_without_a_token_loopback_is_open_as_documented(without_token):
+    assert (await call(without_token, "GET", "/status"))[0] == 200
+    assert (await call(without_token, "GET", "/"))[0] == 200
+
+
+async def test_healthz_is_public_and_tells_nothing(with_token):
+    status, text, _ = await call(with_token, "GET", "/healthz",
+                                 {"X-Forwarded-For": "203.0.113.7"})
+    assert status == 200
+    assert text == '{"ok": true}'
