@@ -1,11 +1,12 @@
-"""Shared parts of the drain and freshness benchmarks (not a benchmark itself).
+"""Shared parts of the drain, freshness and footprint benchmarks (not a benchmark itself).
 
-A LeadSquared simulator as a real process on 127.0.0.1, driven through its admin routes,
-and the arithmetic on the calls it recorded.
+A LeadSquared simulator and `bridge run` as real processes on 127.0.0.1, the simulator
+driven through its admin routes, and the arithmetic on the calls it recorded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -121,6 +122,48 @@ class SimulatorProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.log.unlink(missing_ok=True)
+
+
+class BridgeProcess:
+    """`bridge run -c <config>` as a child process; answers /healthz when this returns."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge",
+                 timeout: float = 30) -> None:
+        self.port = config["server"]["port"]
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = workdir / f"{name}.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        self.log = workdir / f"{name}.log"
+        started = time.monotonic()
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run", "-c", str(path)],
+                stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT, env=child_env())
+        wait_http(f"{self.url}/healthz", self.proc, "bridge", self.log, timeout)
+        self.startup = time.monotonic() - started  # Popen to the first healthy /healthz
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """The Vm*/Rss* lines of /proc/<pid>/status, in KiB (VmRSS now, VmHWM its peak)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name.startswith(("Vm", "Rss")) and value.strip().endswith("kB"):
+            fields[name] = int(value.split()[0])
+    return fields
 
 
 def kind_of(call: dict) -> str:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._support import (  # noqa: E402
     ACCESS_KEY,
-    ROOT,
     SECRET_KEY,
+    BridgeProcess,
     SimulatorProcess,
-    child_env,
     count_kinds,
     free_port,
     max_in_window,
@@ -44,7 +42,6 @@ from bench._support import (  # noqa: E402
     percentile,
     seed_crm,
     sim_rate,
-    wait_http,
 )
 from bridge.durations import parse_duration  # noqa: E402
 from plugins.leadsquared.ratelimit import parse_rate  # noqa: E402
@@ -56,31 +53,6 @@ TOKEN = re.compile(r"\b(?:fresh|warm)-\d{5}\b")
 POLL = 0.2  # seconds between looks at the simulator's activities
 SLACK = 5.0  # the target: p95 <= interval + SLACK
 DEFAULT_RATE = "25/5s"  # LeadSquared's documented budget
-
-
-class BridgeProcess:
-    """`bridge run -c <config>` as a child process."""
-
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        self.port = config["server"]["port"]
-        self.url = f"http://127.0.0.1:{self.port}"
-        path = workdir / "config.yaml"
-        path.write_text(json.dumps(config))  # JSON is YAML
-        self.log = workdir / "bridge.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run", "-c", str(path)],
-                stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT, env=child_env())
-        wait_http(f"{self.url}/healthz", self.proc, "bridge", self.log)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def bridge_config(sim: SimulatorProcess, workdir: Path, interval: float, rate: str) -> dict:
