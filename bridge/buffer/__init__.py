@@ -31,9 +31,7 @@ __all__ = ["Buffer", "Claim", "Policy"]
 # Room the health check proves there is: a typical webhook's rows, index pages and WAL
 # frames, with margin (16 pages of 4 KiB).
 HEALTH_PROBE_BYTES = 64 * 1024
-_INSERT_MESSAGE = ("INSERT OR IGNORE INTO messages"
-                   " (source, provider_id, conversation, sent_at, stored_at, body)"
-                   " VALUES (?, ?, ?, ?, ?, ?)")
+ROWS_PER_INSERT = 500  # messages per INSERT statement (6 parameters each; SQLite takes 32,766)
 _UPSERT_STATUS = """
 INSERT INTO statuses (source, provider_id, status, rank, at, recipient, failed_at, errors)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -285,21 +283,14 @@ def _status_row(status: StatusUpdate) -> tuple[Any, ...]:
 
 async def _append_group(db: aiosqlite.Connection, items: list[_Append]) -> list[int]:
     """Insert every item's rows in the open transaction; return new-message counts."""
-    async with db.execute("SELECT coalesce(max(id), 0) FROM messages") as cursor:
-        (before,) = await cursor.fetchone()
     rows = [row for item in items for row in item.rows]
-    new: set[tuple[str, str]] = set()
-    if rows:
-        await db.executemany(_INSERT_MESSAGE, rows)
-        async with db.execute("SELECT source, provider_id FROM messages WHERE id > ?",
-                              (before,)) as cursor:
-            new = {tuple(r) for r in await cursor.fetchall()}
-        if new:
-            # history (recovered, not live) is backfill material: paced like a backfill
-            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
-                             " SELECT s.sink, m.id, coalesce(json_extract(m.body, '$.history'),"
-                             " 0) FROM messages m JOIN sink_state s ON s.enabled = 1"
-                             " WHERE m.id > ?", (before,))
+    new, first = await _insert_messages(db, rows)
+    if new:
+        # history (recovered, not live) is backfill material: paced like a backfill
+        await db.execute_fetchall(
+            "INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
+            " SELECT s.sink, m.id, coalesce(json_extract(m.body, '$.history'), 0)"
+            " FROM messages m JOIN sink_state s ON s.enabled = 1 WHERE m.id >= ?", (first,))
     statuses = [row for item in items for row in item.statuses]
     if statuses:
         await db.executemany(_UPSERT_STATUS, statuses)
@@ -307,6 +298,34 @@ async def _append_group(db: aiosqlite.Connection, items: list[_Append]) -> list[
     counts = [_take_new(item, new) for item in items]
     await _upsert_conversations(db, fresh, items)
     return counts
+
+
+async def _insert_messages(db: aiosqlite.Connection,
+                           rows: list[tuple[Any, ...]]) -> tuple[set[tuple[str, str]], int]:
+    """Insert the rows not stored yet; their (source, provider id) keys and the first new id.
+
+    One statement per ROWS_PER_INSERT rows, RETURNING what it inserted: each is a single
+    trip to the database thread (a replay or a duplicate within the group returns nothing).
+    """
+    new: set[tuple[str, str]] = set()
+    first = 0
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start:start + ROWS_PER_INSERT]
+        marks = _value_rows(len(chunk), 6)
+        inserted = await db.execute_fetchall(
+            "INSERT OR IGNORE INTO messages (source, provider_id, conversation, sent_at,"
+            f" stored_at, body) VALUES {marks} RETURNING id, source, provider_id",
+            [value for row in chunk for value in row])
+        for message_id, source, provider_id in inserted:
+            new.add((source, provider_id))
+            first = message_id if not first else min(first, message_id)
+    return new, first
+
+
+def _value_rows(count: int, width: int) -> str:
+    """'(?,?),(?,?)' for count rows of width parameters."""
+    row = "(" + ",".join("?" * width) + ")"
+    return ",".join([row] * count)
 
 
 def _fresh(items: list[_Append], new: set[tuple[str, str]]) -> list[Message]:

@@ -20,7 +20,7 @@ from bridge.buffer import Buffer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = [ROOT / "bridge", ROOT / "plugins"]
-EXECUTORS = {"execute", "executemany", "executescript"}
+EXECUTORS = {"execute", "executemany", "executescript", "execute_fetchall"}
 
 # Helpers that receive SQL in a parameter and pass it to an executor: the parameter is
 # trusted inside them, and the SQL argument of each call to them is checked instead.
@@ -29,7 +29,7 @@ EXECUTORS = {"execute", "executemany", "executescript"}
 SQL_FORWARDERS = {"_rows": 1, "query": 0}
 
 # The only things allowed inside {...} of SQL, each with why it cannot carry a value:
-PLACEHOLDER_BUILDERS = {"_placeholders"}  # returns "?,?,?" for a count
+PLACEHOLDER_BUILDERS = {"_placeholders", "_value_rows"}  # "?,?,?" / "(?,?),(?,?)" for counts
 PLACEHOLDER_NAMES = {"marks"}  # locals bound only to a placeholder builder's result (verified)
 COLUMN_CONSTANTS = {"MESSAGE_COLUMNS", "_SINK_COLUMNS"}  # module-level column lists
 SQL_FRAGMENT_NAMES = {"where", "script"}  # locals assigned only constant SQL (verified)
