@@ -75,6 +75,11 @@ class Metrics:
         self.messages_duplicate = Counter(
             "chatbridge_messages_duplicate", "Messages received again and stored once",
             ["source"], registry=r)
+        self.items_ignored = Counter(
+            "chatbridge_webhook_items_ignored",
+            "Parts of acknowledged webhooks not stored, by reason (a change field the source "
+            "does not store, a business number outside its allow-list)",
+            ["source", "reason"], registry=r)
         self.statuses = Counter(
             "chatbridge_statuses", "Delivery status updates received (sent, read, failed ...)",
             ["source"], registry=r)
@@ -120,6 +125,11 @@ class Metrics:
             self.messages_duplicate.labels(source).inc(duplicate)
         if statuses:
             self.statuses.labels(source).inc(statuses)
+
+    def ignored(self, source: str, reason: str, n: int = 1) -> None:
+        """Count parts of a webhook that were acknowledged but deliberately not stored."""
+        if n:
+            self.items_ignored.labels(source, reason).inc(n)
 
     def sync_run(self, sink: str, outcome: str, seconds: float) -> None:
         """Count one drain run ("ok" or "error") and its duration."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from datetime import datetime
 
 from aiohttp import web
@@ -29,7 +28,6 @@ class WhatsAppSource:
 
     def __init__(self, config: WhatsAppConfig, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.counters: Counter[str] = Counter()
         self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
@@ -53,10 +51,8 @@ class WhatsAppSource:
         if (query.get("hub.mode") == "subscribe"
                 and verify_token(query.get("hub.verify_token"), self.config.verify_token)
                 and query.get("hub.challenge")):
-            self.counters["handshake_ok"] += 1
             self.metrics.webhook(self.name, "handshake_verified")
             return web.Response(text=query["hub.challenge"], content_type="text/plain")
-        self.counters["handshake_refused"] += 1
         self.metrics.webhook(self.name, "handshake_refused")
         raise web.HTTPForbidden(text="verify token or mode does not match")
 
@@ -81,7 +77,6 @@ class WhatsAppSource:
             stored = await ingest.append(parsed.messages, parsed.statuses, parsed.contact_names)
         except Exception:
             logger.exception("could not store a webhook; answering 503 so that Meta retries")
-            self.counters["store_failed"] += 1
             self.metrics.webhook(self.name, "unavailable")
             raise web.HTTPServiceUnavailable(
                 text="could not store the webhook; retry later") from None
@@ -106,7 +101,6 @@ class WhatsAppSource:
             raise web.HTTPBadRequest(text="payload is nested too deeply") from None
 
     def _refuse(self, reason: str, outcome: str) -> None:
-        self.counters[f"refused_{reason}"] += 1
         self.metrics.webhook(self.name, outcome)
         logger.warning("webhook refused: %s", reason)
 
@@ -120,12 +114,8 @@ class WhatsAppSource:
             outcome = "ignored"
         self.metrics.webhook(self.name, outcome, seconds=seconds)
         self.metrics.stored(self.name, stored, duplicate, len(parsed.statuses))
-        self.counters["accepted"] += 1
-        self.counters["messages_new"] += stored
-        self.counters["messages_duplicate"] += len(parsed.messages) - stored
-        self.counters["statuses"] += len(parsed.statuses)
-        self.counters["skipped_numbers"] += parsed.skipped_numbers
+        self.metrics.ignored(self.name, "other_business_number", parsed.skipped_numbers)
         for field_name, n in parsed.ignored_fields.items():
-            self.counters[f"ignored_{field_name}"] += n
+            self.metrics.ignored(self.name, f"field:{field_name}", n)
         logger.debug("webhook stored: %d new, %d duplicate messages, %d statuses",
-                    stored, len(parsed.messages) - stored, len(parsed.statuses))
+                     stored, duplicate, len(parsed.statuses))

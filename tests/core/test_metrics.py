@@ -101,6 +101,8 @@ async def test_webhook_counters_match_the_traffic_exactly(tmp_path, serve):
     assert value(samples, "chatbridge_messages_duplicate_total", source="whatsapp") == sizes[0]
     assert value(samples, "chatbridge_webhook_ack_seconds_count", source="whatsapp") == 5
     assert value(samples, "chatbridge_statuses_total", source="whatsapp") is None
+    assert by_label(samples, "chatbridge_webhook_items_ignored_total", "reason",
+                    source="whatsapp") == {"field:account_update": 1}
     assert await app[BRIDGE].buffer.count_messages() == sum(sizes)
     assert any(name == "python_info" for name, _ in samples)  # platform and process, too
 
@@ -217,3 +219,21 @@ def test_metrics_objects_have_their_own_registries():
                                          {"source": "x", "outcome": "stored"}) == 1
     assert two.registry.get_sample_value("chatbridge_webhooks_total",
                                          {"source": "x", "outcome": "stored"}) is None
+
+
+async def test_other_business_numbers_and_unstored_fields_are_counted_not_stored(tmp_path,
+                                                                                 serve):
+    section = whatsapp_section() + "    phone_number_ids: ['111111111111111']\n"
+    url, app = await start_bridge(tmp_path, serve, section)
+    other = change([text_message("x1"), text_message("x2")])  # for the default test number
+    assert (await post(url, *signed(envelope([other]))))[0] == 200
+    field = {"field": "account_update", "value": {"event": "VERIFIED"}}
+    assert (await post(url, *signed(envelope([field, field]))))[0] == 200
+
+    samples = await scrape(url)
+    assert by_label(samples, "chatbridge_webhook_items_ignored_total", "reason",
+                    source="whatsapp") == {"other_business_number": 2,
+                                           "field:account_update": 2}
+    assert by_label(samples, "chatbridge_webhooks_total", "outcome", source="whatsapp") == {
+        "ignored": 2}
+    assert await app[BRIDGE].buffer.count_messages() == 0
