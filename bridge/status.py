@@ -10,14 +10,14 @@ from bridge.buffer import Buffer
 logger = logging.getLogger(__name__)
 
 
-async def buffer_report(buffer: Buffer, search: str | None = None,
-                        limit: int = 50) -> dict[str, Any]:
+async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 50,
+                        dead_letters: int = 10) -> dict[str, Any]:
     """Per sink: state, backlog, dead letters; per conversation: last synced, per sink."""
     sinks = await buffer.sinks()
     report: dict[str, Any] = {"sinks": [], "messages": await buffer.count_messages()}
     for sink in sinks:
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)
-        sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=10)
+        sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=dead_letters)
         report["sinks"].append(sink)
     return report
 
@@ -25,15 +25,12 @@ async def buffer_report(buffer: Buffer, search: str | None = None,
 async def status_report(bridge: Any, search: str | None = None,
                         dead_letters: int = 10) -> dict[str, Any]:
     """The buffer report plus what only the running process knows (sink details, links)."""
-    report = await buffer_report(bridge.buffer, search)
+    report = await buffer_report(bridge.buffer, search, dead_letters=dead_letters)
     sinks = {sink.name: sink for sink in bridge.sinks}
     for entry in report["sinks"]:
         sink = sinks.get(entry["sink"])
         entry["running"] = entry["sink"] in bridge.runners
         entry["details"] = _details(sink)
-        if dead_letters != 10:
-            entry["dead_letter_sample"] = await bridge.buffer.dead_letters(
-                entry["sink"], limit=dead_letters)
         for conversation in entry["conversations"]:
             conversation["record_url"] = _record_url(sink, conversation["record_id"])
     report["sources"] = [source.name for source in bridge.sources]

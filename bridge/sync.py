@@ -70,10 +70,7 @@ class SinkRunner:
                 logger.exception("sync of sink %s failed; will try again", self.sink.name)
             self.metrics.sync_run(self.sink.name, "error" if error else "ok",
                                   time.monotonic() - started)
-            self.next_sync_at = time.time() + self.settings.sync_interval
-            with suppress(Exception):
-                await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at,
-                                              error)
+            await self._record_sync(self.settings.sync_interval, error)
             await self._sleep(stop)
 
     async def step(self) -> dict[str, int]:
@@ -172,9 +169,13 @@ class SinkRunner:
         if now - self._recorded_at < max(self.settings.sync_interval, self.min_slice):
             return
         self._recorded_at = now
-        self.next_sync_at = time.time()
+        await self._record_sync(0.0, None)
+
+    async def _record_sync(self, next_in: float, error: str | None) -> None:
+        """Note in the buffer that a sync ran now, and when the next one is due."""
+        self.next_sync_at = time.time() + next_in
         with suppress(Exception):
-            await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at, None)
+            await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at, error)
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
@@ -44,7 +45,8 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
         record = _record(_SINK_COLUMNS, row)
         record["enabled"] = bool(record["enabled"])
         record.update(counts.get(record["sink"], {"backlog": 0, "held": 0, "dead_letters": 0}))
-        record["backfill"] = _with_eta(progress.get(record["sink"]), row[-1])
+        record["backfill"] = _with_eta(progress.get(record["sink"]),
+                                       record["backfill_started_at"])
         result.append(record)
     return result
 
@@ -61,7 +63,7 @@ async def backfill_progress(query: Query) -> dict[str, dict[str, int]]:
             for sink, total, done, convs, open_convs in rows}
 
 
-def _with_eta(progress: dict[str, Any] | None, started_at: float | None) -> dict[str, Any]:
+def _with_eta(progress: dict[str, Any] | None, started_at: datetime | None) -> dict[str, Any]:
     """Progress plus seconds left at the pace so far (None until something is done)."""
     if progress is None:
         return {"messages_total": 0, "messages_done": 0, "conversations_total": 0,
@@ -69,7 +71,7 @@ def _with_eta(progress: dict[str, Any] | None, started_at: float | None) -> dict
     done, total = progress["messages_done"], progress["messages_total"]
     eta = None
     if started_at and 0 < done < total:
-        eta = (time.time() - started_at) * (total - done) / done
+        eta = (time.time() - started_at.timestamp()) * (total - done) / done
     return {**progress, "eta_seconds": eta if done < total else 0.0}
 
 
