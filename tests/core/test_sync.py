@@ -188,3 +188,12 @@ async def test_a_backlog_that_never_empties_still_records_each_sync(buffer):
     assert state["backlog"] > 0, "the feed should outpace the sink"
     # each slice is recorded, and the next one is due at once: no interval wait on a backlog
     assert state["next_sync_at"] <= state["last_sync_at"]
+
+
+async def test_a_backfilled_conversation_goes_out_as_one_batch_not_one_per_message(buffer):
+    await buffer.append([message(n, minutes_ago=600 - n) for n in range(5)])  # one chat
+    sink = RecordingSink(backfill_days=3)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: len(sink.delivered) == 5)
+    assert [[m.provider_id for m in b.messages] for b in sink.batches] == [
+        ["m0", "m1", "m2", "m3", "m4"]]  # one window: one CRM activity

@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from plugins.leadsquared.activity_type import FIELDS
 from plugins.whatsapp.signature import sign
 from tests.helpers import free_port
+from tests.leadsquared.test_end_to_end import SECRET, TOKEN, key_of
+from tests.leadsquared.test_end_to_end import write_config as e2e_config
 from tests.processes import BridgeProcess, SimulatorProcess
 from tests.whatsapp import payloads as p
 
-SECRET, TOKEN = "reliability-app-secret", "reliability-verify"
 PATH = "/webhooks/whatsapp"
 
 
@@ -79,14 +79,9 @@ def median_ms(seconds: list[float]) -> float:
 # -- the bridge and the CRM as processes ------------------------------------------------------
 
 def write_config(path: Path, sim: SimulatorProcess, port: int, **leadsquared: object) -> None:
-    """A bridge config draining fast into `sim`; leadsquared settings override the defaults."""
-    settings = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
-                "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1,
-                "rate_limit": "100/1s", "max_attempts": 10_000, **leadsquared}
-    config = {"server": {"port": port}, "buffer": {"path": str(path.parent / "bridge.db")},
-              "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET},
-                          "leadsquared": settings}}
-    path.write_text(json.dumps(config))  # JSON is YAML
+    """The end-to-end config, draining fast and never giving up; settings override it."""
+    e2e_config(path, sim, port, **{"rate_limit": "100/1s", "max_attempts": 10_000,
+                                   **leadsquared})
 
 
 def make_bridge(tmp_path: Path, sim: SimulatorProcess, **leadsquared: object) -> BridgeProcess:
@@ -121,10 +116,6 @@ def stored_ids(db: Path) -> set[str]:
     """Provider ids committed to the buffer file (read with a separate connection)."""
     with sqlite3.connect(db, timeout=30) as conn:
         return {row[0] for row in conn.execute("SELECT provider_id FROM messages")}
-
-
-def key_of(activity: dict) -> str:
-    return next(f["Value"] for f in activity["Fields"] if f["SchemaName"] == FIELDS["key"])
 
 
 class CrmCount:
