@@ -7,6 +7,7 @@ All SQL of Chatbridge lives in this package. One writer task owns the write conn
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -281,41 +282,44 @@ def _status_row(status: StatusUpdate) -> tuple[Any, ...]:
             json.dumps(status.errors) if status.errors else None)
 
 
-async def _append_group(db: aiosqlite.Connection, items: list[_Append]) -> list[int]:
-    """Insert every item's rows in the open transaction; return new-message counts."""
+def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
+    """Insert every item's rows in the open transaction; return new-message counts.
+
+    Runs in the write connection's thread, inside the Writer's transaction: plain sqlite3.
+    """
     rows = [row for item in items for row in item.rows]
-    new, first = await _insert_messages(db, rows)
+    new, first = _insert_messages(db, rows)
     if new:
         # history (recovered, not live) is backfill material: paced like a backfill
-        await db.execute_fetchall(
+        db.execute(
             "INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
             " SELECT s.sink, m.id, coalesce(json_extract(m.body, '$.history'), 0)"
             " FROM messages m JOIN sink_state s ON s.enabled = 1 WHERE m.id >= ?", (first,))
     statuses = [row for item in items for row in item.statuses]
     if statuses:
-        await db.executemany(_UPSERT_STATUS, statuses)
+        db.executemany(_UPSERT_STATUS, statuses)
     fresh = _fresh(items, new)
     counts = [_take_new(item, new) for item in items]
-    await _upsert_conversations(db, fresh, items)
+    _upsert_conversations(db, fresh, items)
     return counts
 
 
-async def _insert_messages(db: aiosqlite.Connection,
-                           rows: list[tuple[Any, ...]]) -> tuple[set[tuple[str, str]], int]:
+def _insert_messages(db: sqlite3.Connection,
+                     rows: list[tuple[Any, ...]]) -> tuple[set[tuple[str, str]], int]:
     """Insert the rows not stored yet; their (source, provider id) keys and the first new id.
 
-    One statement per ROWS_PER_INSERT rows, RETURNING what it inserted: each is a single
-    trip to the database thread (a replay or a duplicate within the group returns nothing).
+    One statement per ROWS_PER_INSERT rows, RETURNING what it inserted (a replay or a
+    duplicate within the group returns nothing).
     """
     new: set[tuple[str, str]] = set()
     first = 0
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start:start + ROWS_PER_INSERT]
         marks = _value_rows(len(chunk), 6)
-        inserted = await db.execute_fetchall(
+        inserted = db.execute(
             "INSERT OR IGNORE INTO messages (source, provider_id, conversation, sent_at,"
             f" stored_at, body) VALUES {marks} RETURNING id, source, provider_id",
-            [value for row in chunk for value in row])
+            [value for row in chunk for value in row]).fetchall()
         for message_id, source, provider_id in inserted:
             new.add((source, provider_id))
             first = message_id if not first else min(first, message_id)
@@ -352,8 +356,8 @@ def _take_new(item: _Append, new: set[tuple[str, str]]) -> int:
     return count
 
 
-async def _upsert_conversations(db: aiosqlite.Connection, fresh: list[Message],
-                                items: list[_Append]) -> None:
+def _upsert_conversations(db: sqlite3.Connection, fresh: list[Message],
+                          items: list[_Append]) -> None:
     agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0])
     for message in fresh:
         entry = agg[message.conversation]
@@ -365,8 +369,8 @@ async def _upsert_conversations(db: aiosqlite.Connection, fresh: list[Message],
         for key, name in item.contacts.items():
             agg[key][0] = name
     if agg:
-        await db.executemany(_UPSERT_CONVERSATION,
-                             [(k, v[0], v[1], v[2] or None, v[3]) for k, v in agg.items()])
+        db.executemany(_UPSERT_CONVERSATION,
+                       [(k, v[0], v[1], v[2] or None, v[3]) for k, v in agg.items()])
 
 
 async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> list[str]:
