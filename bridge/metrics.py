@@ -65,6 +65,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None, *,
                  process: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.webhooks = Counter(
             "chatbridge_webhooks", "Webhook requests by source and outcome",
@@ -113,23 +114,32 @@ class Metrics:
 
     def webhook(self, source: str, outcome: str, *, seconds: float | None = None) -> None:
         """Count one webhook request; `seconds` (time to the 2xx) for acknowledged ones."""
-        self.webhooks.labels(source, outcome).inc()
+        self._child(self.webhooks, source, outcome).inc()
         if seconds is not None:
-            self.webhook_ack_seconds.labels(source).observe(seconds)
+            self._child(self.webhook_ack_seconds, source).observe(seconds)
 
     def stored(self, source: str, new: int, duplicate: int = 0, statuses: int = 0) -> None:
         """Count what one commit of a source held."""
         if new:
-            self.messages_stored.labels(source).inc(new)
+            self._child(self.messages_stored, source).inc(new)
         if duplicate:
-            self.messages_duplicate.labels(source).inc(duplicate)
+            self._child(self.messages_duplicate, source).inc(duplicate)
         if statuses:
-            self.statuses.labels(source).inc(statuses)
+            self._child(self.statuses, source).inc(statuses)
 
     def ignored(self, source: str, reason: str, n: int = 1) -> None:
         """Count parts of a webhook that were acknowledged but deliberately not stored."""
         if n:
-            self.items_ignored.labels(source, reason).inc(n)
+            self._child(self.items_ignored, source, reason).inc(n)
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        """`family.labels(*labels)`, remembered: labels() validates and locks on every call,
+        and a webhook records four to six samples."""
+        key = (id(family), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     def sync_run(self, sink: str, outcome: str, seconds: float) -> None:
         """Count one drain run ("ok" or "error") and its duration."""

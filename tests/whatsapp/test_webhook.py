@@ -157,12 +157,22 @@ async def test_same_payload_three_times_is_stored_once(bridge_url):
     assert await app[BRIDGE].buffer.count_messages() == 2
 
 
+LOCATION = (b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":'
+            b'"messages","value":{"metadata":{"phone_number_id":"1"},"messages":[{"from":'
+            b'"919800000001","id":"wamid.nan","timestamp":"1700000000","type":"location",'
+            b'"location":{"latitude":%s,"longitude":77.5}}]}}]}]}')
+
+
 @pytest.mark.parametrize(("body", "status", "reason"), [
     (b"{not json", 400, "not valid JSON"),
     (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
     (b"[" * 100_000 + b"]" * 100_000, 400, ""),
     (json.dumps({"object": "page", "entry": []}).encode(), 400, "whatsapp_business_account"),
     (json.dumps([1, 2]).encode(), 400, ""),
+    # not JSON numbers (RFC 8259 §6): stored, they made the row unreadable to SQLite (503s)
+    (LOCATION % b"NaN", 400, "not valid JSON"),
+    (LOCATION % b"-Infinity", 400, "not valid JSON"),
+    (LOCATION % b"1e400", 400, "not valid JSON"),
 ])
 async def test_bad_bodies_get_400_with_a_reason(bridge_url, body, status, reason):
     url, app = bridge_url
