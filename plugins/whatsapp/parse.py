@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +32,14 @@ _WRITTEN_NUMBER = re.compile(r"\+?[0-9 ().\-]+")  # no letters: phonenumbers rea
 _FIELD_NAME = re.compile(r"[a-z0-9_]{1,64}")
 
 
+class Tally(dict[str, int]):
+    """Counts by name; a missing name reads 0. A Counter without its Python-level
+    __init__, which cost more than the rest of an empty Parsed on every webhook."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
 @dataclass
 class Parsed:
     """What one notification holds.
@@ -47,7 +54,7 @@ class Parsed:
     messages: list[Message] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     contact_names: dict[str, str] = field(default_factory=dict)
-    ignored_fields: Counter[str] = field(default_factory=Counter)
+    ignored_fields: Tally = field(default_factory=lambda: Tally())
     skipped_numbers: int = 0
 
     def add(self, message: Message | None) -> None:
@@ -144,7 +151,7 @@ def _context(value: dict[str, Any], entry: dict[str, Any], source: str,
         account=account if isinstance(account, str) else "",
         business=normalise_number(metadata.get("display_phone_number"), region),
         entry_time=_time(entry.get("time")),
-        contacts=tuple(_contact(c, region) for c in dicts(value.get("contacts"))),
+        contacts=tuple([_contact(c, region) for c in dicts(value.get("contacts"))]),
     )
 
 
@@ -274,10 +281,14 @@ def _e164(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _customer(number: object, user_id: str | None, region: str | None) -> str | None:
-    """Conversation key: the E.164 number, else the business-scoped user id, else as given."""
+def _customer(number: object, user_id: str | None, region: str | None,
+              e164: str | None = None) -> str | None:
+    """Conversation key: the E.164 number, else the business-scoped user id, else as given.
+
+    `e164`: the number already normalised, if the caller has it.
+    """
     raw = number.strip() if isinstance(number, str) else ""
-    return normalise_number(raw, region) or user_id or raw or None
+    return e164 or normalise_number(raw, region) or user_id or raw or None
 
 
 def _contact(obj: dict[str, Any], region: str | None) -> _Contact:
@@ -332,10 +343,12 @@ def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: ob
              user_id: str | None, *, history: bool = False, thread: object = None) -> Message:
     """One message; `number`/`user_id` name the customer, `thread` overrides them."""
     content = read_content(obj)
-    conversation = _customer(thread, None, ctx.region) or _customer(number, user_id, ctx.region)
+    e164 = normalise_number(number, ctx.region)
+    conversation = (thread is not None and _customer(thread, None, ctx.region)) or \
+        _customer(number, user_id, ctx.region, e164)
     if conversation is None:  # nobody to file it under: keep it, visibly odd
         content, conversation = unsupported(obj, malformed=True), ""
-    contact = _match(ctx.contacts, normalise_number(number, ctx.region), user_id)
+    contact = _match(ctx.contacts, e164, user_id)
     user_id = user_id or (contact.user_id if contact else None)
     extra = {**content.extra, **_common_extra(obj, user_id)}
     sent_at = _time(obj.get("timestamp"))
