@@ -54,7 +54,7 @@ class Parsed:
     messages: list[Message] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     contact_names: dict[str, str] = field(default_factory=dict)
-    ignored_fields: Tally = field(default_factory=lambda: Tally())
+    ignored_fields: Tally = field(default_factory=Tally)
     skipped_numbers: int = 0
 
     def add(self, message: Message | None) -> None:
@@ -393,8 +393,10 @@ def _provider_id(obj: dict[str, Any]) -> str:
 
 def _time(value: object) -> datetime | None:
     """Aware UTC datetime of unix seconds given as int or digit string; None if unusable."""
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value.strip()) < 13:
-        value = int(value.strip())
+    if isinstance(value, str):
+        digits = value.strip()
+        if digits.isascii() and digits.isdigit() and len(digits) < 13:
+            value = int(digits)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= LATEST:
         return None
     return datetime.fromtimestamp(value, UTC)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 
@@ -22,12 +21,13 @@ def items(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def dicts(value: object) -> Iterator[dict[str, Any]]:
-    return (item for item in items(value) if isinstance(item, dict))
+def dicts(value: object) -> list[dict[str, Any]]:
+    """The objects of a list (anything else in it skipped); [] when not a list."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def error_list(value: object) -> list[dict[str, Any]]:
-    return list(dicts(value))
+    return dicts(value)
 
 
 # -- strict readers (known fields of a message): wrong shape raises BadField ------------------
