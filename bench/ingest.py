@@ -7,7 +7,8 @@
 WhatsApp plugin: signature check, parse, group-committed durable append, then 200. The
 load generator is wrk (Debian's package) with a Lua script cycling through 1,000 distinct
 signed Cloud API bodies; without wrk, an aiohttp client in a second process. Server and
-load generator are pinned to different cores when taskset exists.
+load generator are pinned to different cores when taskset exists. Both servers run at
+once and take turns under load, so the ratio (b)/(a) compares runs seconds apart.
 """
 
 from __future__ import annotations
