@@ -19,8 +19,9 @@ def load_body(body: bytes) -> Any:
 
     UTF-8 strictly (RFC 8259 §8.1): json.loads(bytes) would also take UTF-16/32 and
     UTF-8-encoded surrogates. A leading BOM is ignored, as the RFC allows. NaN, Infinity
-    and numbers too large for a double are not JSON (§6) and are refused: stored, they
-    would make the row unreadable to SQLite's JSON functions. Escapes of
+    and fractions too large for a double (1e400) are not JSON numbers a reader can keep
+    (§6, §9) and are refused: stored, they made the row unreadable to SQLite's JSON
+    functions. Integers of any size are kept (SQLite reads them). Escapes of
     unpaired surrogates (`\\ud83d` alone: valid JSON, not Unicode, §8.2) become U+FFFD:
     SQLite cannot store them, and refusing would lose the rest of the notification.
     """
