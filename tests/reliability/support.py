@@ -16,7 +16,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,21 @@ class CrmCount:
         """Keys posted twice plus message texts that appear twice on one record kind."""
         return sum(n - 1 for counter in (self.keys, self.on_leads, self.on_deals)
                    for n in counter.values() if n > 1)
+
+    def assert_each_once(self, acked: Iterable[str]) -> None:
+        """No duplicate anywhere, and every acknowledged message on its lead exactly once."""
+        assert self.duplicates() == 0, (self.keys.most_common(3), self.on_leads.most_common(3))
+        for text in acked:
+            assert self.on_leads[text] == 1, text
+
+
+def stop_scenario(driver: Any, bridge: BridgeProcess | None, sim: SimulatorProcess) -> None:
+    """A scenario's teardown: stop the webhook driver, then the bridge, then the CRM."""
+    if driver is not None:
+        driver.stop.set()
+    if bridge is not None:
+        bridge.stop()
+    sim.stop()
 
 
 # -- the real app, in-process, on a loopback port -----------------------------------------------

@@ -37,7 +37,7 @@ from tests.reliability.support import (
     whatsapp_config,
 )
 from tests.whatsapp import payloads as p
-from tests.whatsapp.test_webhook_robust import json_value, mutated_payloads
+from tests.whatsapp.test_webhook_robust import json_value, mutate, mutated_payloads
 
 FUZZ = "CHATBRIDGE_FUZZ_EXAMPLES"
 ASHA = "919876543210"
@@ -145,16 +145,6 @@ BUILDERS = [
 ]
 
 
-def _paths(node, prefix=()):
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _paths(value, (*prefix, index))
-
-
 lone_surrogates = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
                           max_size=3)
 odd_text = st.one_of(st.text(max_size=30), lone_surrogates,
@@ -166,14 +156,7 @@ def mutated_real_payloads(draw):
     """Every message type as Meta sends it, then 0-4 values replaced anywhere."""
     count = draw(st.integers(1, 3))
     messages = [draw(st.sampled_from(BUILDERS))(f"fz.{uuid.uuid4().hex}") for _ in range(count)]
-    payload = p.envelope(p.message_change(messages))
-    for _ in range(draw(st.integers(0, 4))):
-        path = draw(st.sampled_from(list(_paths(payload))[1:]))
-        parent = payload
-        for step in path[:-1]:
-            parent = parent[step]
-        parent[path[-1]] = draw(st.one_of(json_value, odd_text))
-    return payload
+    return mutate(draw, p.envelope(p.message_change(messages)), st.one_of(json_value, odd_text))
 
 
 reserved = {"from", "id", "timestamp", "type"}

@@ -25,6 +25,7 @@ from tests.reliability.support import (
     post_webhook,
     report,
     size,
+    stop_scenario,
     stored_ids,
     webhook_body,
 )
@@ -111,20 +112,14 @@ def crash_loop(tmp_path, kills: int, seed: int) -> None:
                f"{crm.duplicates()} duplicates")
         assert survived == kills and len(driver.acked) > 0
         assert sink["dead_letters"] == 0, bridge.status()
-        assert crm.duplicates() == 0, (crm.keys.most_common(3), crm.on_leads.most_common(3))
-        for text in driver.acked:  # every acknowledged message exactly once on its lead
-            assert crm.on_leads[text] == 1, text
+        crm.assert_each_once(driver.acked)
         # the lead's one opportunity gets its lead's messages, once each, and no others
         deal_texts = {t for t in driver.acked if driver.sender[t] == NUMBERS[0]}
         assert all(crm.on_deals[t] == 1 for t in deal_texts)
         assert {driver.sender[t] for t in crm.on_deals} <= {NUMBERS[0]}
         assert {a["RelatedOpportunityId"] for a in crm.activities} <= {None, deal}
     finally:
-        if driver is not None:
-            driver.stop.set()
-        if bridge is not None:
-            bridge.stop()
-        sim.stop()
+        stop_scenario(driver, bridge, sim)
 
 
 def test_crash_loop_short(tmp_path):

@@ -127,14 +127,17 @@ def _paths(node, prefix=()):
 def mutated_payloads(draw):
     messages = [dict(text_message(f"fz-{draw(st.integers(0, 10**9))}-{i}"),
                      type=draw(st.sampled_from(TYPES))) for i in range(draw(st.integers(1, 3)))]
-    payload = envelope([change(messages)])
+    return mutate(draw, envelope([change(messages)]), json_value)
+
+
+def mutate(draw, payload, values):
+    """`payload` with 0-4 values anywhere in it (the root excepted) replaced by `values`."""
     for _ in range(draw(st.integers(0, 4))):
-        paths = list(_paths(payload))[1:]
-        path = draw(st.sampled_from(paths))
+        path = draw(st.sampled_from(list(_paths(payload))[1:]))
         parent = payload
         for step in path[:-1]:
             parent = parent[step]
-        parent[path[-1]] = draw(json_value)
+        parent[path[-1]] = draw(values)
     return payload
 
 
