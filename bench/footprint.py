@@ -276,6 +276,15 @@ def disk(db: Path) -> dict[str, Any]:
 # --- the runs ------------------------------------------------------------------------------
 
 
+async def stop_run(poster: Poster, rss: Rss, bridge: BridgeProcess) -> None:
+    """End a measured run; whatever else fails, no bridge outlives it."""
+    try:
+        await poster.close()
+        rss.stop()
+    finally:
+        bridge.stop()
+
+
 async def ingest_run(args: argparse.Namespace, sim: SimulatorProcess, work: Path,
                      numbers: list[str]) -> dict[str, Any]:
     """Empty buffer: idle after start, then webhooks at `concurrency`, then idle again."""
@@ -299,11 +308,7 @@ async def ingest_run(args: argparse.Namespace, sim: SimulatorProcess, work: Path
                   "hwm": rss.hwm, "requests": poster.sent, "rate": poster.sent / wall,
                   "errors": poster.errors, "p50": poster.ms(50), "p99": poster.ms(99)}
     finally:
-        try:
-            await poster.close()
-            rss.stop()
-        finally:
-            bridge.stop()  # whatever else failed: no bridge outlives the run
+        await stop_run(poster, rss, bridge)
     result["disk"] = disk(db)
     return result
 
@@ -332,11 +337,7 @@ async def backlog_run(sim: SimulatorProcess, db: Path, numbers: list[str], rate:
         settled = [r for at, r in rss.samples if started + settle <= at]
         result["settled"] = statistics.median(settled) if settled else result["end"]
     finally:
-        try:
-            await poster.close()
-            rss.stop()
-        finally:
-            bridge.stop()  # whatever else failed: no bridge outlives the run
+        await stop_run(poster, rss, bridge)
     after = counts(db)
     result["pending"] = before.get("pending", 0)
     result["delivered"] = after.get("done", 0) - before.get("done", 0)
