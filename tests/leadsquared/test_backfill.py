@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 
@@ -108,17 +109,7 @@ def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
     bridge = None
     try:
         numbers = [f"9198765420{i:02d}" for i in range(10)]
-        for i, number in enumerate(numbers):
-            simulator.add_lead(FirstName=f"L{i}", Phone=number[2:])
-        port = free_port()
-        config = tmp_path / "config.yaml"
-        # First the bridge runs without a CRM: five days of chats pile up in the buffer.
-        config.write_text(json.dumps({
-            "server": {"port": port}, "buffer": {"path": str(tmp_path / "bridge.db")},
-            "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET}}}))
-        bridge = BridgeProcess(config, port).start()
-        recent = post_history(bridge, numbers, int(time.time()))
-        bridge.stop()
+        bridge, config, port, recent = _history_without_crm(tmp_path, simulator, numbers)
 
         # Then LeadSquared is installed: its backfill is slow, and we kill it halfway.
         simulator.configure(latency=0.05, drop_after_commit_rate=0.2)
@@ -131,15 +122,33 @@ def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
         sinks = eventually(lambda: _backfilled(bridge), timeout=120)
         assert sinks[0]["dead_letters"] == 0
 
-        activities = simulator.activities()
-        assert max(Counter(key_of(a) for a in activities).values()) == 1
-        posted = Counter(t for a in activities for t in re.findall(r"msg-\d{5}",
-                                                                    a["ActivityNote"]))
-        assert posted == Counter(recent)  # the last three days, each exactly once
+        assert max(Counter(key_of(a) for a in simulator.activities()).values()) == 1
+        assert _posted(simulator) == Counter(recent)  # the last three days, each exactly once
     finally:
         if bridge is not None:
             bridge.stop()
         simulator.stop()
+
+
+def _history_without_crm(tmp_path: Path, simulator: SimulatorProcess, numbers: list[str]):
+    """A lead per number; a bridge with no CRM stores five days of chats, then stops.
+
+    Returns the (stopped) bridge, its config path and port, and the texts of the last
+    three days, which an install backfill must post.
+    """
+    for i, number in enumerate(numbers):
+        simulator.add_lead(FirstName=f"L{i}", Phone=number[2:])
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({
+        "server": {"port": port}, "buffer": {"path": str(tmp_path / "bridge.db")},
+        "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET}}}))
+    bridge = BridgeProcess(config, port).start()
+    try:
+        recent = post_history(bridge, numbers, int(time.time()))
+    finally:
+        bridge.stop()
+    return bridge, config, port, recent
 
 
 def _backfilled(bridge: BridgeProcess) -> list[dict] | None:
@@ -163,16 +172,7 @@ def test_backfill_command_widens_the_window_without_posting_twice(tmp_path):
     bridge = None
     try:
         numbers = [f"9198765430{i:02d}" for i in range(3)]
-        for i, number in enumerate(numbers):
-            simulator.add_lead(FirstName=f"L{i}", Phone=number[2:])
-        port = free_port()
-        config = tmp_path / "config.yaml"
-        config.write_text(json.dumps({  # first without a CRM: five days pile up
-            "server": {"port": port}, "buffer": {"path": str(tmp_path / "bridge.db")},
-            "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET}}}))
-        bridge = BridgeProcess(config, port).start()
-        post_history(bridge, numbers, int(time.time()))
-        bridge.stop()
+        bridge, config, port, _ = _history_without_crm(tmp_path, simulator, numbers)
         write_config(config, simulator, port, opportunities=False, backfill_days=1)
         bridge.start()
         eventually(lambda: _backfilled(bridge), timeout=60)
