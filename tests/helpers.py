@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -150,3 +153,13 @@ async def running(buffer, sinks, filters=(), sources=()) -> AsyncIterator[list]:
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 15)
+
+
+def pip_install_into(target: Path, source: Path) -> Path:
+    """pip-install the distribution at `source` into the directory `target` (no network,
+    no build isolation, no dependencies), as a user's `pip install` would lay it out."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True, capture_output=True, timeout=300)
+    return target

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from plugins.whatsapp.signature import sign
-from tests.helpers import free_port
+from tests.helpers import free_port, pip_install_into
 from tests.processes import BridgeProcess, SimulatorProcess, log_file, wait_http
 from tests.whatsapp import payloads as p
 
@@ -33,11 +33,7 @@ HOOKS = ["register_commands", "register_config_sections", "register_filters", "r
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The example distribution pip-installed (no network, no build isolation) into a dir."""
-    target = tmp_path_factory.mktemp("example-site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True, timeout=300)
+    target = pip_install_into(tmp_path_factory.mktemp("example-site"), EXAMPLE)
     assert list(target.glob("chatbridge_webhook_sink-0.1.0.dist-info"))
     return target
 

@@ -17,7 +17,7 @@ from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.errors import PluginError
 from bridge.plugins import describe_plugins, enable_only, get_plugin_manager
-from tests.helpers import CorePlugin, RecordingSink, free_port, message
+from tests.helpers import CorePlugin, RecordingSink, free_port, message, pip_install_into
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "echo_sink"
 
@@ -65,11 +65,7 @@ def test_builtin_plugins_are_found_through_entry_points():
 @pytest.fixture(scope="module")
 def echo_dist(tmp_path_factory) -> Path:
     """pip-install the separate fixture distribution into its own directory."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), str(FIXTURE)],
-        check=True, capture_output=True, timeout=300)
+    target = pip_install_into(tmp_path_factory.mktemp("site"), FIXTURE)
     assert list(target.glob("bridge_echo_sink-1.2.3.dist-info"))
     return target
 
