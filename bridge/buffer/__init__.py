@@ -298,8 +298,7 @@ def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
     statuses = [row for item in items for row in item.statuses]
     if statuses:
         db.executemany(_UPSERT_STATUS, statuses)
-    fresh = _fresh(items, new)
-    counts = [_take_new(item, new) for item in items]
+    counts, fresh = _credit_new(items, new)
     _upsert_conversations(db, fresh, items)
     return counts
 
@@ -332,28 +331,22 @@ def _value_rows(count: int, width: int) -> str:
     return ",".join([row] * count)
 
 
-def _fresh(items: list[_Append], new: set[tuple[str, str]]) -> list[Message]:
-    """The newly stored messages, each once."""
-    seen: set[tuple[str, str]] = set()
+def _credit_new(items: list[_Append], new: set[tuple[str, str]]
+                ) -> tuple[list[int], list[Message]]:
+    """Per item, how many of its messages are new; and each new message once (a key sent
+    twice in one group is credited to its first sender)."""
+    counts = []
     fresh = []
     for item in items:
+        count = 0
         for message in item.messages:
             key = (message.source, message.provider_id)
-            if key in new and key not in seen:
-                seen.add(key)
+            if key in new:
+                new.discard(key)
+                count += 1
                 fresh.append(message)
-    return fresh
-
-
-def _take_new(item: _Append, new: set[tuple[str, str]]) -> int:
-    """Count this item's new messages; each new key is credited to one item only."""
-    count = 0
-    for message in item.messages:
-        key = (message.source, message.provider_id)
-        if key in new:
-            count += 1
-            new.discard(key)
-    return count
+        counts.append(count)
+    return counts, fresh
 
 
 def _upsert_conversations(db: sqlite3.Connection, fresh: list[Message],
