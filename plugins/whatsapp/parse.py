@@ -281,14 +281,11 @@ def _e164(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _customer(number: object, user_id: str | None, region: str | None,
-              e164: str | None = None) -> str | None:
-    """Conversation key: the E.164 number, else the business-scoped user id, else as given.
-
-    `e164`: the number already normalised, if the caller has it.
-    """
+def _customer(number: object, user_id: str | None, e164: str | None) -> str | None:
+    """Conversation key: `e164` (the number normalised), else the business-scoped user id,
+    else the number as given."""
     raw = number.strip() if isinstance(number, str) else ""
-    return e164 or normalise_number(raw, region) or user_id or raw or None
+    return e164 or user_id or raw or None
 
 
 def _contact(obj: dict[str, Any], region: str | None) -> _Contact:
@@ -344,8 +341,9 @@ def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: ob
     """One message; `number`/`user_id` name the customer, `thread` overrides them."""
     content = read_content(obj)
     e164 = normalise_number(number, ctx.region)
-    conversation = (thread is not None and _customer(thread, None, ctx.region)) or \
-        _customer(number, user_id, ctx.region, e164)
+    conversation = (thread is not None
+                    and _customer(thread, None, normalise_number(thread, ctx.region))) \
+        or _customer(number, user_id, e164)
     if conversation is None:  # nobody to file it under: keep it, visibly odd
         content, conversation = unsupported(obj, malformed=True), ""
     contact = _match(ctx.contacts, e164, user_id)
