@@ -27,8 +27,8 @@ class Writer:
 
     A caller's future resolves only after the COMMIT that holds its rows. A group's whole
     transaction (BEGIN, its statements, COMMIT) runs in one trip to the connection's
-    thread: each trip costs the event loop a wake-up and a hand-over of the GIL, which at
-    a dozen trips per group was most of the ingest path's cost. Other
+    thread: each trip costs the event loop a wake-up and a hand-over of the GIL, and the
+    five trips a group used to make cost more event-loop time than the SQL itself. Other
     transactions (claims, acks) run alone, after the appends waiting at that moment, so
     a draining sink never holds ingestion up for longer than one short transaction.
     """
