@@ -9,12 +9,22 @@ from aiohttp import web
 
 from bridge.buffer import Buffer
 from bridge.plugins import get_plugin_manager
+from plugins.leadsquared.simulator import Simulator
 
 
 @pytest.fixture
 def pm():
     """A fresh plugin manager with no installed plugins loaded."""
     return get_plugin_manager(load_entrypoints=False)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """The LeadSquared simulator, in-process on a loopback port."""
+    simulator = Simulator(seed=7)
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
 
 
 @pytest.fixture

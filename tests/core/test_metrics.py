@@ -12,21 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.app import BRIDGE, create_app
 from bridge.metrics import Metrics
 from bridge.plugins import get_plugin_manager, load_config
-from plugins.leadsquared.simulator import Simulator
 from plugins.whatsapp.signature import sign
 from tests.helpers import wait_until
 from tests.whatsapp.test_webhook import SECRET, TOKEN, change, envelope, post, text_message
 
 PATH = "/webhooks/whatsapp"
 Samples = dict[tuple[str, frozenset], float]
-
-
-@pytest.fixture
-async def sim():
-    simulator = Simulator(seed=11)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 def whatsapp_section() -> str:
