@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass, field
 
 import pluggy
 from aiohttp import web
@@ -16,13 +14,12 @@ from aiohttp import web
 from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
-from bridge.contracts import Filter, Sink, Source
 from bridge.errors import BufferClosed, PluginError
-from bridge.metrics import Metrics
 from bridge.model import Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.plugins import collect
 from bridge.security import admin_only, error_middleware
+from bridge.state import BRIDGE, Bridge
 from bridge.status import status_report
 from bridge.sync import SinkRunner
 
@@ -31,25 +28,6 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024  # Meta sends up to 3 MB; history chunks must not get a 413
 STOP_GRACE = 10.0  # seconds a drain may take to finish its batch on shutdown
 PRUNE_EVERY = 3600.0
-
-
-@dataclass
-class Bridge:
-    """Everything one running bridge owns; stored on the app under BRIDGE."""
-
-    config: BridgeConfig
-    sources: list[Source]
-    sinks: list[Sink]
-    filters: list[Filter]
-    plugins: pluggy.PluginManager
-    buffer: Buffer | None = None
-    runners: dict[str, SinkRunner] = field(default_factory=dict)
-    metrics: Metrics = field(default_factory=Metrics)
-    started_at: float = field(default_factory=time.time)
-    csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-
-
-BRIDGE = web.AppKey("bridge", Bridge)
 
 
 class AppIngest:

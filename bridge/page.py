@@ -20,6 +20,7 @@ from bridge.security import (
     is_loopback,
     new_session,
 )
+from bridge.state import BRIDGE
 from bridge.status import status_report
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
@@ -50,8 +51,6 @@ def _when(value: datetime | None, tz: tzinfo | None) -> str:
 
 def csrf_token(request: web.Request) -> str:
     """A form token bound to this session (or to loopback use) and to this process."""
-    from bridge.app import BRIDGE
-
     subject = request.cookies.get(SESSION_COOKIE) or "loopback"
     key = request.app[BRIDGE].csrf_key
     return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()
@@ -67,8 +66,6 @@ def _render(name: str, status: int = 200, **context: Any) -> web.Response:
 
 async def index(request: web.Request) -> web.StreamResponse:
     """The status page: sinks, conversations with last synced time, dead letters."""
-    from bridge.app import BRIDGE
-
     if not authorized(request):
         if admin_token(request):
             raise web.HTTPSeeOther("/login")
@@ -123,8 +120,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def requeue(request: web.Request) -> web.StreamResponse:
     """The page's requeue button: one dead letter, or all of a sink's."""
-    from bridge.app import BRIDGE
-
     bridge = request.app[BRIDGE]
     form = await request.post()
     if not hmac.compare_digest(str(form.get("csrf", "")).encode(),

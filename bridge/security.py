@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from bridge.state import BRIDGE
+
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -82,8 +84,6 @@ def session_ok(value: str | None, token: str, now: float | None = None) -> bool:
 
 
 def admin_token(request: web.Request) -> str | None:
-    from bridge.app import BRIDGE
-
     return request.app[BRIDGE].config.server.admin_token
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from plugins.leadsquared.simulator_key import SIM_KEY
 from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
 from plugins.leadsquared.simulator_state import (
     INVALID,
@@ -273,7 +274,6 @@ class Simulator:
                 and compare_digest(secret.encode(), self.secret_key.encode()))
 
 
-SIM_KEY = web.AppKey("simulator", Simulator)
 # web.RequestKey arrived in aiohttp 3.12; the project allows aiohttp >= 3.9.
 CALL_KEY: Any = web.RequestKey("call", Call) if hasattr(web, "RequestKey") else "call"
 # Successful POSTs to these paths have committed a write (drop_after_commit applies).

@@ -8,13 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from plugins.leadsquared.simulator_key import SIM_KEY
+
 LEAD_PAGE = "/LeadManagement/LeadDetails"  # the path the sink links leads to
 
 
 async def lead_page(request: web.Request) -> web.Response:
     """A lead and its activity history, newest first (loopback callers only)."""
-    from plugins.leadsquared.simulator import SIM_KEY
-
     if not ipaddress.ip_address(request.remote or "0.0.0.0").is_loopback:
         raise web.HTTPForbidden(text="the simulator's pages answer loopback callers only")
     sim = request.app[SIM_KEY]

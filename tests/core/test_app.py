@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -102,3 +104,43 @@ def test_bridge_run_serves_and_exits_0_on_sigterm(tmp_path):
         proc.wait(timeout=30)
     assert proc.returncode == 0
     assert f"Chatbridge listening on http://127.0.0.1:{port}" in proc.stdout.read()
+
+
+def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports at run time (anywhere but `if TYPE_CHECKING:`)."""
+    tree = ast.parse(path.read_text())
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                 and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                 for stmt in node.body for n in ast.walk(stmt)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return found & modules
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle in bridge/ or plugins/ (e.g. app -> page -> security -> app)."""
+    root = Path(__file__).resolve().parents[2]
+    files = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for package in ("bridge", "plugins") for p in (root / package).rglob("*.py")}
+    graph = {name: _runtime_imports(path, set(files)) - {name} for name, path in files.items()}
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        paths, seen = [[start]], {start}
+        while paths:
+            path = paths.pop()
+            for nxt in sorted(graph[path[-1]]):
+                if nxt == goal:
+                    return [*path, goal]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    paths.append([*path, nxt])
+        return None
+
+    circles = [" -> ".join(c) for name in sorted(graph) if (c := reaches(name, name))]
+    assert circles == []

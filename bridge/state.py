@@ -1,0 +1,39 @@
+"""What one running bridge owns, and the app key it is stored under.
+
+A home of its own so that app.py, page.py and security.py can all import it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import pluggy
+from aiohttp import web
+
+from bridge.buffer import Buffer
+from bridge.config import BridgeConfig
+from bridge.contracts import Filter, Sink, Source
+from bridge.metrics import Metrics
+from bridge.sync import SinkRunner
+
+
+@dataclass
+class Bridge:
+    """Everything one running bridge owns; stored on the app under BRIDGE."""
+
+    config: BridgeConfig
+    sources: list[Source]
+    sinks: list[Sink]
+    filters: list[Filter]
+    plugins: pluggy.PluginManager
+    buffer: Buffer | None = None
+    runners: dict[str, SinkRunner] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    started_at: float = field(default_factory=time.time)
+    csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+
+BRIDGE = web.AppKey("bridge", Bridge)
