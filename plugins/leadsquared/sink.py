@@ -175,6 +175,9 @@ class LeadSquaredSink:
 
     async def _post_part(self, batch: Batch, part: Part, lead: str, opportunities: list[str],
                          posting: _Posting) -> None:
+        if part.failed is not None:  # its message cannot be rendered: it fails alone
+            posting.results[part.key] = Outcome.rejected(part.failed)
+            return
         if posting.stop is not None:
             posting.results[part.key] = posting.stop
             return

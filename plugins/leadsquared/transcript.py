@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -11,6 +12,8 @@ from bridge.render import quote, render_line
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
+
+logger = logging.getLogger(__name__)
 
 
 def u16(text: str) -> int:
@@ -33,6 +36,7 @@ class Part:
     lines: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     continued: bool = False
+    failed: str | None = None  # why its one message cannot be rendered: never posted
 
     @property
     def first_at(self) -> datetime:
@@ -43,11 +47,48 @@ class Part:
         return self.messages[-1].sent_at
 
 
+@dataclass(frozen=True, slots=True)
+class Unrendered:
+    """A message that cannot be written as a line: it fails alone, its neighbours still go."""
+
+    reason: str
+
+
 def transcript_lines(messages: list[Message], tz: tzinfo, contact: str,
-                     business: str) -> list[str]:
-    """One line per message; replies and reactions quote their target when it is here."""
-    quotes = {m.provider_id: quote(render_line(m)) for m in messages}
-    return [transcript_line(m, tz, contact, business, quotes) for m in messages]
+                     business: str) -> list[str | Unrendered]:
+    """One line per message (or why it has none); replies and reactions quote their target
+    when it is here."""
+    quotes: dict[str, str] = {}
+    for m in messages:
+        try:
+            quotes[m.provider_id] = quote(render_line(m))
+        except Exception:  # its own line below says why
+            continue
+    return [_line_or_reason(m, tz, contact, business, quotes) for m in messages]
+
+
+def _line_or_reason(message: Message, tz: tzinfo, contact: str, business: str,
+                    quotes: Mapping[str, str]) -> str | Unrendered:
+    try:
+        return transcript_line(message, tz, contact, business, quotes)
+    except Exception as exc:  # any failure stays with this one message
+        if isinstance(exc, OverflowError | ValueError) and not _has_local_time(message, tz):
+            what = (f"its time {message.sent_at.isoformat()} does not exist in the account's "
+                    f"time zone {tz}")
+        else:
+            what = "rendering it failed"
+        logger.warning("message %s %s: %s: %s", message.provider_id, what,
+                       type(exc).__name__, exc)
+        return Unrendered(f"cannot be written as a transcript line: {what} "
+                          f"({type(exc).__name__}: {exc})")
+
+
+def _has_local_time(message: Message, tz: tzinfo) -> bool:
+    try:
+        message.sent_at.astimezone(tz).strftime("%Y")
+    except (OverflowError, ValueError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
@@ -58,17 +99,24 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
     return f"[{when}] {arrow} {who}: {render_line(message, quotes)}"
 
 
-def split(batch_key: str, messages: list[Message], lines: list[str], limit: int) -> list[Part]:
+def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
+          limit: int) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
     delivered re-splits into the same parts with the same keys, so none is posted twice.
+    An unrendered message gets a part of its own, marked failed, and is left out of the
+    note around it.
     """
     budget = limit - HEADER_BUDGET
     parts: list[Part] = []
     current: Part | None = None
     size = 0
     for message, line in zip(messages, lines, strict=True):
+        if isinstance(line, Unrendered):
+            parts.append(Part(f"{batch_key}:{message.provider_id}:unrendered", [], [message],
+                              failed=line.reason))
+            continue
         if u16(line) > budget:
             current = None
             parts.extend(_chunks(batch_key, message, line, budget))
