@@ -16,9 +16,9 @@ from bridge.security import (
     SESSION_TTL,
     admin_only,
     admin_token,
-    authorized,
     is_loopback,
     new_session,
+    refusal,
 )
 from bridge.state import BRIDGE
 from bridge.status import status_report
@@ -66,11 +66,9 @@ def _render(name: str, status: int = 200, **context: Any) -> web.Response:
 
 async def index(request: web.Request) -> web.StreamResponse:
     """The status page: sinks, conversations with last synced time, dead letters."""
-    if not authorized(request):
-        if admin_token(request):
-            raise web.HTTPSeeOther("/login")
-        raise web.HTTPUnauthorized(
-            text="no server.admin_token is configured, so this page is open to loopback only")
+    refused = refusal(request)
+    if refused is not None:
+        raise web.HTTPSeeOther("/login") if admin_token(request) else refused
     bridge = request.app[BRIDGE]
     search = request.query.get("q", "").strip() or None
     report = await status_report(bridge, search, dead_letters=50)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -23,7 +24,11 @@ SESSION_COOKIE = "chatbridge_session"
 SESSION_TTL = 12 * 3600.0  # seconds a page login lasts
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Set by a reverse proxy: such a request came from elsewhere even if the proxy is local.
-PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Client-IP", "True-Client-IP",
+                 "CF-Connecting-IP")
+# Host names a browser on this machine uses to reach the bridge, with or without a port.
+LOOPBACK_HOST = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?", re.IGNORECASE)
+OPEN_TO_LOOPBACK = "no server.admin_token is configured, so this is open to loopback only"
 
 
 @web.middleware
@@ -53,6 +58,12 @@ def is_loopback(request: web.Request) -> bool:
         return ipaddress.ip_address(request.remote or "").is_loopback
     except ValueError:
         return False
+
+
+def loopback_host(request: web.Request) -> bool:
+    """Whether the Host header names this machine: a page served to a rebound DNS name
+    (evil.example resolving to 127.0.0.1) must not count as loopback use."""
+    return LOOPBACK_HOST.fullmatch(request.headers.get("Host", "")) is not None
 
 
 def token_ok(request: web.Request, expected: str) -> bool:
@@ -87,13 +98,25 @@ def admin_token(request: web.Request) -> str | None:
     return request.app[BRIDGE].config.server.admin_token
 
 
-def authorized(request: web.Request) -> bool:
-    """Bearer token or page session; with no token configured, loopback peers only."""
+def refusal(request: web.Request) -> web.HTTPException | None:
+    """Why this request may not use an admin route, or None when it may.
+
+    With server.admin_token: a Bearer token or page session. Without: a loopback peer, no
+    proxy header, and a loopback Host (the guard against DNS rebinding).
+    """
     expected = admin_token(request)
-    if not expected:
-        return is_loopback(request)
-    return token_ok(request, expected) or session_ok(
-        request.cookies.get(SESSION_COOKIE), expected)
+    if expected:
+        if token_ok(request, expected) or session_ok(request.cookies.get(SESSION_COOKIE),
+                                                     expected):
+            return None
+        return web.HTTPUnauthorized(text="admin token required (Authorization: Bearer ...)")
+    if not is_loopback(request):
+        return web.HTTPUnauthorized(text=OPEN_TO_LOOPBACK)
+    if not loopback_host(request):
+        host = request.headers.get("Host", "")[:80]
+        return web.HTTPForbidden(text=f"Host {host!r} is not a loopback name: {OPEN_TO_LOOPBACK}"
+                                      " (open http://127.0.0.1:PORT/, or set the token)")
+    return None
 
 
 def cross_site(request: web.Request) -> bool:
@@ -108,12 +131,9 @@ def admin_only(handler: Handler) -> Handler:
     """Require server.admin_token (or a page session); with none, answer loopback only."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        if not authorized(request):
-            if admin_token(request):
-                raise web.HTTPUnauthorized(
-                    text="admin token required (Authorization: Bearer ...)")
-            raise web.HTTPUnauthorized(
-                text="no server.admin_token is configured, so this is open to loopback only")
+        refused = refusal(request)
+        if refused is not None:
+            raise refused
         if request.method in UNSAFE and cross_site(request):
             raise web.HTTPForbidden(text="cross-site request refused")
         return await handler(request)

@@ -22,7 +22,9 @@ ADMIN_ROUTES = [
     ("POST", "/dead-letters/requeue"),
 ]
 PROXY_HEADERS = [{"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "127.0.0.1"},
-                 {"Forwarded": "for=203.0.113.7"}, {"X-Real-IP": "203.0.113.7"}]
+                 {"Forwarded": "for=203.0.113.7"}, {"X-Real-IP": "203.0.113.7"},
+                 {"X-Client-IP": "203.0.113.7"}, {"True-Client-IP": "203.0.113.7"},
+                 {"CF-Connecting-IP": "203.0.113.7"}]
 
 
 async def start(tmp_path, serve, token: str | None) -> str:
@@ -112,6 +114,29 @@ async def test_without_a_token_a_forwarded_request_is_refused(without_token, pro
 async def test_without_a_token_loopback_is_open_as_documented(without_token):
     assert (await call(without_token, "GET", "/status"))[0] == 200
     assert (await call(without_token, "GET", "/"))[0] == 200
+    port = without_token.rsplit(":", 1)[1]
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", f"LocalHost:{port}", "[::1]",
+                 f"[::1]:{port}"):
+        assert (await call(without_token, "GET", "/status", {"Host": host}))[0] == 200, host
+
+
+REBOUND_HOSTS = ["evil.example:{port}", "evil.example", "127.0.0.1.evil.example:{port}",
+                 "localhost.evil.example", "127.0.0.1@evil.example:{port}", "10.0.0.1:{port}",
+                 "[::2]:{port}", "127.0.0.2:{port}", ""]
+
+
+@pytest.mark.parametrize("host", REBOUND_HOSTS)
+async def test_without_a_token_a_rebound_host_name_is_refused(without_token, host):
+    """DNS rebinding: evil.example resolves to 127.0.0.1, so the peer is loopback, but the
+    Host header (and a matching Origin) name the attacker's site."""
+    host = host.format(port=without_token.rsplit(":", 1)[1])
+    same_site = {"Host": host, "Origin": f"http://{host}"}
+    for method, path in [*ADMIN_ROUTES, ("GET", "/")]:
+        status, text, _ = await call(without_token, method, path, same_site)
+        assert status == 403, (host, method, path, status, text)
+        assert "not a loopback name" in text and "\n" not in text.strip()
+    status, text, _ = await call(without_token, "GET", "/healthz", same_site)
+    assert status == 200  # not an admin route
 
 
 async def test_healthz_is_public_and_tells_nothing(with_token):
