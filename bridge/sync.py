@@ -119,8 +119,10 @@ class SinkRunner:
         while not self._stopping():
             if await self._drain_live(totals):
                 continue
+            # one backfill batch at a time, but batches are formed at full size: a smaller
+            # claim must not cut the conversations it batches into one activity per message
             claims = await self.buffer.claim(self.sink.name, 1, self.settings.lease,
-                                             backfill=True)
+                                             backfill=True, batch_size=self.settings.batch_limit)
             if not claims:
                 return totals
             await self._pace_backfill(totals)
@@ -134,7 +136,8 @@ class SinkRunner:
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""
         claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
-                                         self.settings.lease, backfill=False)
+                                         self.settings.lease, backfill=False,
+                                         batch_size=self.settings.batch_limit)
         for claim in claims:
             if self._stopping():  # unleased on restart; never half-recorded
                 break

@@ -178,14 +178,17 @@ class Buffer:
         return await self._transact(lambda db: _backfill(db, sink, since, time.time()))
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
-                    backfill: bool | None = None) -> list[Claim]:
-        """Lease the batches of `sink` that are due (forming new ones from pending rows).
+                    backfill: bool | None = None, batch_size: int | None = None) -> list[Claim]:
+        """Lease up to `limit` batches of `sink` that are due (forming new ones first).
 
+        New batches take about `batch_size` pending messages (default: `limit`, at least
+        500), each conversation's whole; `limit` never cuts a conversation in two.
         `backfill`: True or False for only backfill or only live batches; None for both.
         """
         when = time.time() if now is None else now
+        size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
         return await self._transact(
-            lambda db: delivery.claim(db, sink, when, limit, lease, backfill))
+            lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size))
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy) -> dict[str, int]:

@@ -44,6 +44,9 @@ class Policy:
 # only pending rows.
 
 
+DEFAULT_BATCH_SIZE = 500  # new messages batched per claim (SinkSettings.batch_limit's default)
+
+
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
@@ -61,16 +64,20 @@ async def release_leases(db: aiosqlite.Connection, now: float) -> None:
 
 
 async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
-                lease: float, backfill: bool | None = None) -> list[Claim]:
+                lease: float, backfill: bool | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> list[Claim]:
     """Expire stale leases, batch new messages per conversation, lease what is due.
 
-    `backfill` True or False claims only batches of that class; None claims both.
+    `limit` bounds the batches leased; `batch_size` how many new messages are batched
+    (each conversation whole, up to `batch_size` of its messages), so a small claim never
+    cuts a conversation into several batches. `backfill` True or False claims only
+    batches of that class; None claims both.
     """
     await db.execute(
         "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
         " uncertain = 1, next_attempt_at = ? WHERE sink = ? AND state = 'leased'"
         " AND lease_until < ?", (now, sink, now))
-    await _form_batches(db, sink, now, limit)
+    await _form_batches(db, sink, now, batch_size)
     classes = (0, 1) if backfill is None else (int(backfill),)
     due = await _rows(db, "SELECT id, conversation, key, attempts, uncertain FROM batches"
                       " WHERE sink = ? AND state = 'ready' AND next_attempt_at <= ?"

@@ -6,7 +6,9 @@ import asyncio
 import time
 from dataclasses import replace
 
+from bridge.buffer import Buffer
 from bridge.contracts import Outcome
+from bridge.sync import SinkRunner
 from tests.helpers import PostSource, RecordingSink, message, running, wait_until
 
 
@@ -197,3 +199,39 @@ async def test_a_backfilled_conversation_goes_out_as_one_batch_not_one_per_messa
         await wait_until(lambda: len(sink.delivered) == 5)
     assert [[m.provider_id for m in b.messages] for b in sink.batches] == [
         ["m0", "m1", "m2", "m3", "m4"]]  # one window: one CRM activity
+
+
+async def test_a_small_backfill_claim_never_cuts_a_live_conversation(buffer):
+    """Two messages of one chat, then claim(limit=1, backfill=True): still one batch."""
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, minutes_ago=2), message(2, minutes_ago=1)])
+    assert await buffer.claim("crm", 1, 60, backfill=True) == []  # no backfill batch
+    claims = await buffer.claim("crm", 100, 60, backfill=False)
+    assert [[m.provider_id for m in c.messages] for c in claims] == [["m1", "m2"]]
+
+
+class ArrivingBuffer(Buffer):
+    """A real buffer where messages arrive just before the next backfill claim."""
+
+    arrivals: list = []
+
+    async def claim(self, *args, **kwargs):
+        if kwargs.get("backfill") and self.arrivals:
+            arrived, self.arrivals = self.arrivals, []
+            await self.append(arrived)
+        return await super().claim(*args, **kwargs)
+
+
+async def test_messages_arriving_between_the_live_and_backfill_claims_stay_one_batch(tmp_path):
+    buffer = await ArrivingBuffer.open(tmp_path / "buffer.db")
+    try:
+        await buffer.install_sinks(["memory"])
+        await buffer.backfill("memory", time.time())  # installed, nothing to backfill
+        buffer.arrivals = [message(1, minutes_ago=2), message(2, minutes_ago=1)]
+        sink = RecordingSink()
+        runner = SinkRunner(sink, buffer)
+        for _ in range(3):
+            await runner.drain()
+        assert [[m.provider_id for m in b.messages] for b in sink.batches] == [["m1", "m2"]]
+    finally:
+        await buffer.close()
