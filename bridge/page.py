@@ -134,8 +134,13 @@ async def requeue(request: web.Request) -> web.StreamResponse:
 
 
 def _ids(values: list[Any]) -> list[int]:
-    try:
-        return [int(str(value)) for value in values]
-    except ValueError:
-        raise web.HTTPBadRequest(text="message_id must be a whole number") from None
+    """Dead-letter ids from the form: ASCII digits that fit SQLite's 64-bit integers."""
+    ids = []
+    for value in map(str, values):
+        if not (value.isascii() and value.isdigit() and len(value) <= 19
+                and int(value) < 2**63):
+            raise web.HTTPBadRequest(text="message_id must be a dead letter's id (a whole "
+                                          "number from the status page)")
+        ids.append(int(value))
+    return ids
 

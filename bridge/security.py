@@ -88,7 +88,8 @@ def new_session(token: str, now: float | None = None) -> str:
 def session_ok(value: str | None, token: str, now: float | None = None) -> bool:
     """The cookie is one this token signed and it has not expired."""
     expires, _, signature = (value or "").partition(".")
-    if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) \
+            or int(expires) < (time.time() if now is None else now):
         return False
     expected = hmac.new(_session_key(token), expires.encode(), hashlib.sha256).hexdigest()
     return hmac.compare_digest(signature.encode(), expected.encode())

@@ -126,6 +126,24 @@ async def test_requeue_button_needs_the_form_token_and_same_origin(make_app, ser
         await wait_until(lambda: sink.delivered == ["bad"])
 
 
+async def test_a_requeue_id_sqlite_cannot_hold_is_a_400(make_app, serve):
+    sink = RecordingSink("crm", behaviour=rejecting("bad"), max_attempts=1)
+    base = await serve(make_app([sink]))
+    async with client() as http:
+        await ingest(http, base, {"id": "bad", "conversation": "+911", "text": "x"})
+
+        async def form_token():
+            async with http.get(f"{base}/") as resp:
+                found = re.search(r'name="csrf" value="([0-9a-f]+)"', await resp.text())
+            return found and found[1]
+        csrf = await wait_until(form_token)
+        for bad in ("1" * 40, str(2**63), "\u00b2", "1e3", "-1", "0x10", ""):
+            async with http.post(f"{base}/dead-letters/requeue", data={
+                    "sink": "crm", "csrf": csrf, "message_id": bad}) as resp:
+                assert resp.status == 400, bad
+                assert "message_id must be" in await resp.text()
+
+
 async def test_search_filters_conversations_by_number_or_name(make_app, serve):
     base = await serve(make_app([RecordingSink("crm")]))
     async with client() as http:

@@ -66,6 +66,8 @@ BAD_CREDENTIALS = {
     "session signed by another token": ({}, {SESSION_COOKIE: new_session("another-token")}),
     "expired session": ({}, {SESSION_COOKIE: new_session(ADMIN_TOKEN, now=1_000_000.0)}),
     "session with no signature": ({}, {SESSION_COOKIE: "99999999999"}),
+    "session with a superscript digit": ({}, {SESSION_COOKIE: "\u00b25.x"}),
+    "session with a 5,000-digit expiry": ({}, {SESSION_COOKIE: "9" * 5000 + ".ab"}),
 }
 
 
