@@ -18,7 +18,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -28,6 +28,10 @@ ORDERS = ("dmy", "mdy", "ymd")
 ORDER_LABEL = {"dmy": "d/m/y", "mdy": "m/d/y", "ymd": "y-m-d"}
 ID_PREFIX = "import:"
 MAX_SENDER = 80  # longer "names" before ": " are system lines that happen to hold a colon
+# Times a message can have: none before phones kept time this way (a reset clock shows
+# 1970 at worst), none later than tomorrow (a day covers every time zone's lead on UTC).
+EARLIEST = datetime(1970, 1, 1)
+AHEAD = timedelta(days=1)
 
 LRM = "\u200e"
 MARKS = LRM + "\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
@@ -389,22 +393,44 @@ class _Draft:
                       voice=content.voice, edited=content.edited)
 
 
-def parse_export(text: str, date_order: str | None = None) -> Export:
-    """Records and problems of a whole export; the date order is read from all its dates."""
+def parse_export(text: str, date_order: str | None = None,
+                 now: datetime | None = None) -> Export:
+    """Records and problems of a whole export; the date order is read from all its dates.
+
+    `now` (default: the current time) sets the latest message time taken as real.
+    """
     lines = split_lines(text)
     headers = [match_header(line) for line in lines]
     dated = [Dated(n, h.fields, h.date_text) for n, h in enumerate(headers, 1) if h is not None]
     order = detect_order(dated, date_order)
-    records, problems = assemble(lines, headers, order.order)
+    records, problems = assemble(lines, headers, order.order, latest(now))
     styles = {h.ios for h in headers if h is not None}
     style = {frozenset({True}): "iOS", frozenset({False}): "Android"}.get(
         frozenset(styles), "mixed Android and iOS" if styles else "unknown")
     return Export(records, problems, order, style, len(lines))
 
 
-def assemble(lines: Sequence[str], headers: Sequence[Header | None],
-             order: str) -> tuple[list[Record], list[Problem]]:
-    """Group lines into records; a bad header is reported and skipped with its continuations."""
+def latest(now: datetime | None = None) -> datetime:
+    """The latest wall-clock time a message can show: tomorrow at this time, in UTC."""
+    return (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None) + AHEAD
+
+
+def unreal(local: datetime, last: datetime) -> str | None:
+    """Why a wall-clock time cannot be a message's, or None when it can be."""
+    if local > last:
+        return f"later than {last:%Y-%m-%d}: no message is sent in the future"
+    if local < EARLIEST:
+        return f"before {EARLIEST:%Y}: no phone dates a message that early"
+    return None
+
+
+def assemble(lines: Sequence[str], headers: Sequence[Header | None], order: str,
+             last: datetime | None = None) -> tuple[list[Record], list[Problem]]:
+    """Group lines into records; a bad header is reported and skipped with its continuations.
+
+    A header whose time is later than `last` (default: tomorrow) or before 1970 is bad.
+    """
+    last = last or latest()
     records: list[Record] = []
     problems: list[Problem] = []
     draft: _Draft | None = None
@@ -419,6 +445,12 @@ def assemble(lines: Sequence[str], headers: Sequence[Header | None],
             except ValueError as exc:
                 skipping = Problem(number, f'"{header.stamp}" is not a valid date and time '
                                            f"as {ORDER_LABEL[order]} ({exc})")
+                problems.append(skipping)
+                continue
+            why = unreal(local, last)
+            if why:
+                skipping = Problem(number, f'"{header.stamp}" cannot be the time of a message '
+                                           f"({why})")
                 problems.append(skipping)
                 continue
             draft = _Draft(number, local, header, [line])

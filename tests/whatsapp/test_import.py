@@ -193,6 +193,24 @@ def test_twelve_hour_edges_and_invalid_times():
     assert "12-hour clock" in export.problems[0].reason
 
 
+def test_times_that_cannot_be_real_are_skipped_with_their_line_numbers():
+    now = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    text = "\n".join(["1/6/24, 10:00 - A: today", "2/6/24, 11:59 - A: within a day ahead",
+                      "2/6/24, 12:01 - A: more than a day ahead", "continues it",
+                      "31/12/9999 23:30 - A: year 9999", "31/12/1969, 23:59 - A: before 1970",
+                      "1/1/1970, 00:00 - A: first possible"])
+    export = parse_export(text, "dmy", now=now)
+    assert [r.text for r in export.records] == ["today", "within a day ahead", "first possible"]
+    assert [str(p) for p in export.problems] == [
+        'line 3: "2/6/24, 12:01" cannot be the time of a message (later than 2024-06-02: no '
+        "message is sent in the future); skipped with the 1 line after it",
+        'line 5: "31/12/9999 23:30" cannot be the time of a message (later than 2024-06-02: '
+        "no message is sent in the future); skipped",
+        'line 6: "31/12/1969, 23:59" cannot be the time of a message (before 1970: no phone '
+        "dates a message that early); skipped"]
+    assert export.skipped_lines == 4
+
+
 def test_text_before_the_first_message_is_reported_once():
     export = parse_export("Chat with Asha\nexported 2024\n\n12/01/24, 10:00 - Asha: hi\n")
     (problem,) = export.problems
@@ -334,6 +352,31 @@ def test_cli_imports_twice_and_reports(tmp_path):
         assert [m.direction for m in kept].count(Direction.OUT) == 4
 
     asyncio.run(check())
+
+
+def test_cli_skips_a_line_dated_9999_and_stores_the_40_good_ones(tmp_path):
+    lines = [f"{n % 28 + 1}/03/24, 10:{n:02d} - Asha: good {n}" for n in range(40)]
+    lines.insert(20, "31/12/9999 23:30 - Asha: from the far future")
+    source = tmp_path / "chat.txt"
+    source.write_text("\n".join(lines) + "\n")
+    db = tmp_path / "b.db"
+    done = bridge("whatsapp", "import", str(source), "--phone", PHONE, "--tz", "Asia/Kolkata",
+                  "-c", str(write_config(tmp_path, db)))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith('line 21: "31/12/9999 23:30" cannot be the time of a message')
+    assert "messages read: 40, stored new: 40, already present: 0, lines skipped: 1" \
+        in done.stdout
+
+    async def stored() -> list:
+        buffer = await Buffer.open(db)
+        try:
+            return await buffer.messages(PHONE)
+        finally:
+            await buffer.close()
+
+    kept = asyncio.run(stored())
+    assert sorted(m.text for m in kept) == sorted(f"good {n}" for n in range(40))
+    assert max(m.sent_at for m in kept).year == 2024
 
 
 def test_cli_defaults_and_refusals(tmp_path):
