@@ -13,11 +13,9 @@ from aiohttp import web
 
 from bridge.security import (
     SESSION_COOKIE,
-    SESSION_TTL,
     admin_only,
     admin_token,
     is_loopback,
-    new_session,
     refusal,
 )
 from bridge.state import BRIDGE
@@ -98,7 +96,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(LOGIN_FAILURE_DELAY)
         return _render("login.html", status=401, error="That is not the admin token.")
     response = web.HTTPSeeOther("/")
-    response.set_cookie(SESSION_COOKIE, new_session(expected), max_age=int(SESSION_TTL),
+    sessions = request.app[BRIDGE].sessions
+    response.set_cookie(SESSION_COOKIE, sessions.open(), max_age=int(sessions.ttl),
                         httponly=True, samesite="Strict", path="/",
                         secure=_served_securely(request))
     raise response
@@ -111,6 +110,8 @@ def _served_securely(request: web.Request) -> bool:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session on the server (a copy of the cookie is dead too) and drop the cookie."""
+    request.app[BRIDGE].sessions.close(request.cookies.get(SESSION_COOKIE))
     response = web.HTTPSeeOther("/login" if admin_token(request) else "/")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -20,8 +18,7 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-SESSION_COOKIE = "chatbridge_session"
-SESSION_TTL = 12 * 3600.0  # seconds a page login lasts
+SESSION_COOKIE = "chatbridge_session"  # a page sign-in: see bridge/sessions.py
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Set by a reverse proxy: such a request came from elsewhere even if the proxy is local.
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Client-IP", "True-Client-IP",
@@ -73,28 +70,6 @@ def token_ok(request: web.Request, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _session_key(token: str) -> bytes:
-    """Sessions are signed with a key derived from the admin token: a new token ends them."""
-    return hashlib.sha256(b"chatbridge-session\0" + token.encode()).digest()
-
-
-def new_session(token: str, now: float | None = None) -> str:
-    """A cookie value: expiry time and its HMAC under the admin token."""
-    expires = str(int((time.time() if now is None else now) + SESSION_TTL))
-    signature = hmac.new(_session_key(token), expires.encode(), hashlib.sha256).hexdigest()
-    return f"{expires}.{signature}"
-
-
-def session_ok(value: str | None, token: str, now: float | None = None) -> bool:
-    """The cookie is one this token signed and it has not expired."""
-    expires, _, signature = (value or "").partition(".")
-    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) \
-            or int(expires) < (time.time() if now is None else now):
-        return False
-    expected = hmac.new(_session_key(token), expires.encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(signature.encode(), expected.encode())
-
-
 def admin_token(request: web.Request) -> str | None:
     return request.app[BRIDGE].config.server.admin_token
 
@@ -107,8 +82,8 @@ def refusal(request: web.Request) -> web.HTTPException | None:
     """
     expected = admin_token(request)
     if expected:
-        if token_ok(request, expected) or session_ok(request.cookies.get(SESSION_COOKIE),
-                                                     expected):
+        sessions = request.app[BRIDGE].sessions
+        if token_ok(request, expected) or sessions.valid(request.cookies.get(SESSION_COOKIE)):
             return None
         return web.HTTPUnauthorized(text="admin token required (Authorization: Bearer ...)")
     if not is_loopback(request):

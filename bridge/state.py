@@ -17,6 +17,7 @@ from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.contracts import Filter, Sink, Source
 from bridge.metrics import Metrics
+from bridge.sessions import Sessions
 from bridge.sync import SinkRunner
 
 
@@ -34,6 +35,7 @@ class Bridge:
     metrics: Metrics = field(default_factory=Metrics)
     started_at: float = field(default_factory=time.time)
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    sessions: Sessions = field(default_factory=Sessions)
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

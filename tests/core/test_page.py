@@ -7,7 +7,9 @@ import re
 import aiohttp
 
 from bridge.contracts import Outcome
-from bridge.security import SESSION_TTL, new_session, session_ok
+from bridge.security import SESSION_COOKIE
+from bridge.sessions import SESSION_TTL, Sessions
+from bridge.state import BRIDGE
 from tests.helpers import RecordingSink, wait_until
 
 FORWARDED = {"X-Forwarded-For": "203.0.113.9"}  # what a reverse proxy adds for a remote peer
@@ -90,14 +92,58 @@ async def test_login_form_sets_a_strict_http_only_session_cookie(make_app, serve
             assert resp.status == 303
 
 
-def test_session_cookies_expire_and_die_with_a_new_token():
-    value = new_session("token-a", now=1000.0)
-    assert session_ok(value, "token-a", now=1000.0 + SESSION_TTL - 1)
-    assert not session_ok(value, "token-a", now=1000.0 + SESSION_TTL + 1)
-    assert not session_ok(value, "token-b", now=1000.0)
-    expires, _, signature = value.partition(".")
-    assert not session_ok(f"{int(expires) + 999}.{signature}", "token-a", now=1000.0)
-    assert not session_ok("garbage", "token-a") and not session_ok(None, "token-a")
+async def sign_in(http, base, token: str = "s3cret-token") -> str:
+    """Sign in through the form; the session cookie's value."""
+    async with http.post(f"{base}/login", data={"token": token},
+                         allow_redirects=False) as resp:
+        assert resp.status == 303
+        return resp.cookies[SESSION_COOKIE].value
+
+
+async def page_status(base, cookie: str) -> tuple[int, str | None]:
+    """GET / with only this session cookie: (status, Location)."""
+    async with client(cookies={SESSION_COOKIE: cookie}) as http, \
+            http.get(f"{base}/", allow_redirects=False) as resp:
+        return resp.status, resp.headers.get("Location")
+
+
+async def test_sign_out_ends_the_session_on_the_server(make_app, serve):
+    base = await serve(make_app([RecordingSink("crm")], admin_token="s3cret-token"))
+    async with client() as http:
+        cookie, other_tab = await sign_in(http, base), await sign_in(http, base)
+    assert await page_status(base, cookie) == (200, None)
+    async with client(cookies={SESSION_COOKIE: cookie}) as http, \
+            http.post(f"{base}/logout", allow_redirects=False) as resp:
+        assert resp.status == 303
+    # a copy of the cookie (kept by another tab, a proxy log, a thief) opens nothing now
+    assert await page_status(base, cookie) == (303, "/login")
+    async with client(cookies={SESSION_COOKIE: cookie}) as http, \
+            http.get(f"{base}/status") as resp:
+        assert resp.status == 401
+    assert await page_status(base, other_tab) == (200, None)  # only that session ended
+
+
+async def test_a_session_older_than_its_ttl_is_refused(make_app, serve):
+    now = [1000.0]
+    app = make_app([RecordingSink("crm")], admin_token="s3cret-token")
+    app[BRIDGE].sessions = Sessions(clock=lambda: now[0])
+    base = await serve(app)
+    async with client() as http:
+        cookie = await sign_in(http, base)
+    now[0] += SESSION_TTL - 1
+    assert await page_status(base, cookie) == (200, None)
+    now[0] += 2
+    assert await page_status(base, cookie) == (303, "/login")
+
+
+def test_sessions_are_bounded_and_unguessable():
+    sessions = Sessions(limit=3)
+    values = [sessions.open() for _ in range(5)]
+    assert len(sessions) == 3 and len(set(values)) == 5
+    assert [sessions.valid(v) for v in values] == [False, False, True, True, True]
+    assert not sessions.valid(values[-1][:-1]) and not sessions.valid(None)
+    sessions.close(values[-1])
+    assert not sessions.valid(values[-1]) and len(sessions) == 2
 
 
 async def test_requeue_button_needs_the_form_token_and_same_origin(make_app, serve):
