@@ -264,15 +264,18 @@ async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, now: float
                               delivered: bool, errors: list[str],
                               outcomes: Sequence[Outcome]) -> None:
     held = next((o.reason for o in outcomes if o.kind == "held"), None)
+    # A sink that cleared the cached record id (merged or deleted in the CRM) forgets it:
+    # else the stale id would be handed out again on every retry and requeue.
+    forget = batch.record_id is None and batch.conversation.record_id is not None
     await db.execute(
         "INSERT INTO sink_conversations (sink, conversation, record_id, last_synced_at,"
         " last_error, held_reason) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (sink, conversation) DO UPDATE SET"
-        " record_id = coalesce(excluded.record_id, record_id),"
+        " record_id = CASE WHEN ? THEN NULL ELSE coalesce(excluded.record_id, record_id) END,"
         " last_synced_at = coalesce(excluded.last_synced_at, last_synced_at),"
         " last_error = excluded.last_error, held_reason = excluded.held_reason",
         (batch.sink, batch.conversation.key, batch.record_id, now if delivered else None,
-         errors[-1] if errors else None, held))
+         errors[-1] if errors else None, held, int(forget)))
 
 
 async def requeue(db: aiosqlite.Connection, sink: str | None,

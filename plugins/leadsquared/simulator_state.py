@@ -384,6 +384,15 @@ class Store:
         self._created[lead_id] = next(self._seq)
         return lead_id
 
+    def delete_lead(self, lead_id: str) -> None:
+        """Delete a lead with its activities and opportunities, as a user of the web app
+        can (merging two leads likewise leaves the merged one's id resolving to nothing)."""
+        if self.leads.pop(lead_id, None) is None:
+            raise KeyError(f"no lead {lead_id!r}")
+        self.activities = {i: a for i, a in self.activities.items() if a.lead_id != lead_id}
+        self.opportunities = {i: o for i, o in self.opportunities.items()
+                              if o.lead_id != lead_id}
+
     # activity types
 
     def create_type(self, body: Any) -> int:

@@ -141,7 +141,13 @@ class LeadSquaredSink:
             return _all(batch, Outcome.held(
                 "no lead with this number in LeadSquared (create one, or set create_leads)"))
         batch.record_id = lead
-        return await self._post_batch(batch, lead, cached)
+        outcomes = await self._post_batch(batch, lead, cached)
+        if cached and batch.record_id is None:
+            # The cached lead was merged or deleted: look the number up again, now (the
+            # second pass has no cached lead, so it cannot come back here).
+            logger.info("cached lead of a conversation no longer exists; looking it up again")
+            return await self.deliver(batch)
+        return outcomes
 
     async def _resolve(self, batch: Batch) -> str | None:
         number = batch.conversation.key
@@ -159,7 +165,8 @@ class LeadSquaredSink:
             if batch.uncertain or batch.attempt > 1:  # an earlier try may have posted
                 posting.existing.update(await self._keys_in_crm(lead, opportunities))
         except LeadSquaredError as exc:
-            return _all(batch, _outcome(exc))
+            return _all(batch, await self._forget_if_gone(exc, batch, lead, cached)
+                        or _outcome(exc))
         parts = self._parts(batch)
         for part in parts:
             await self._post_part(batch, part, lead, opportunities, posting)
@@ -218,10 +225,17 @@ class LeadSquaredSink:
                 batch.remember(key, found)
                 posting.existing[key] = found
                 return None
-        if exc.kind == "rejected" and posting.cached_lead and not await self._lead_exists(lead):
-            batch.record_id = None  # merged or deleted: look the number up again next time
-            return Outcome.retry("the cached lead no longer exists; it will be looked up again")
-        return _outcome(exc)
+        return await self._forget_if_gone(exc, batch, lead, posting.cached_lead) \
+            or _outcome(exc)
+
+    async def _forget_if_gone(self, exc: LeadSquaredError, batch: Batch, lead: str,
+                              cached: bool) -> Outcome | None:
+        """A refusal on a cached lead that no longer exists: forget it (the retry outcome)."""
+        if exc.kind != "rejected" or not cached or await self._lead_exists(lead):
+            return None
+        batch.record_id = None  # merged or deleted: the number is looked up again
+        self._opportunities.pop(lead, None)
+        return Outcome.retry("the cached lead no longer exists; it will be looked up again")
 
     async def _find_key(self, lead: str, target: str | None, key: str) -> str | None:
         try:
