@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from datetime import datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ from bridge.security import (
 )
 from bridge.state import BRIDGE
 from bridge.status import status_report
+from bridge.throttle import client_key
 
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
@@ -91,10 +93,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not expected:
         raise web.HTTPSeeOther("/")
     form = await request.post()
+    throttle, client = request.app[BRIDGE].login_throttle, client_key(request.remote)
+    wait = math.ceil(throttle.wait(client))
+    if wait:  # refused unchecked, the right token too: parallel guesses learn nothing
+        page = _render("login.html", status=429, error="Too many wrong tokens from this "
+                       f"address: try again in {wait} s.")
+        page.headers["Retry-After"] = str(wait)
+        return page
     given = str(form.get("token", ""))
     if not hmac.compare_digest(given.encode(), expected.encode()):
+        throttle.failed(client)
         await asyncio.sleep(LOGIN_FAILURE_DELAY)
         return _render("login.html", status=401, error="That is not the admin token.")
+    throttle.succeeded(client)
     response = web.HTTPSeeOther("/")
     sessions = request.app[BRIDGE].sessions
     response.set_cookie(SESSION_COOKIE, sessions.open(), max_age=int(sessions.ttl),

@@ -19,6 +19,7 @@ from bridge.contracts import Filter, Sink, Source
 from bridge.metrics import Metrics
 from bridge.sessions import Sessions
 from bridge.sync import SinkRunner
+from bridge.throttle import LoginThrottle
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Bridge:
     started_at: float = field(default_factory=time.time)
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     sessions: Sessions = field(default_factory=Sessions)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

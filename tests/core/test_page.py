@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import aiohttp
@@ -10,6 +11,7 @@ from bridge.contracts import Outcome
 from bridge.security import SESSION_COOKIE
 from bridge.sessions import SESSION_TTL, Sessions
 from bridge.state import BRIDGE
+from bridge.throttle import FREE_FAILURES, LoginThrottle, client_key
 from tests.helpers import RecordingSink, wait_until
 
 FORWARDED = {"X-Forwarded-For": "203.0.113.9"}  # what a reverse proxy adds for a remote peer
@@ -134,6 +136,48 @@ async def test_a_session_older_than_its_ttl_is_refused(make_app, serve):
     assert await page_status(base, cookie) == (200, None)
     now[0] += 2
     assert await page_status(base, cookie) == (303, "/login")
+
+
+async def test_wrong_tokens_in_parallel_lock_the_client_out(make_app, serve):
+    now = [1000.0]
+    app = make_app([RecordingSink("crm")], admin_token="s3cret-token")
+    app[BRIDGE].login_throttle = LoginThrottle(clock=lambda: now[0])
+    base = await serve(app)
+
+    async def attempt(http, token):
+        async with http.post(f"{base}/login", data={"token": token},
+                             allow_redirects=False) as resp:
+            return resp.status, resp.headers.get("Retry-After")
+
+    async with client() as http:
+        answers = await asyncio.gather(*(attempt(http, f"guess-{n}") for n in range(200)))
+        assert sorted(status for status, _ in answers).count(401) == FREE_FAILURES
+        assert [a for a in answers if a[0] != 401] == [(429, "1")] * (200 - FREE_FAILURES)
+        assert await attempt(http, "s3cret-token") == (429, "1")  # unchecked while locked
+        now[0] += 1.0
+        assert await attempt(http, "guess-again") == (401, None)
+        assert await attempt(http, "s3cret-token") == (429, "2")  # the lockout doubled
+        now[0] += 2.0
+        assert await attempt(http, "s3cret-token") == (303, None)
+        assert await attempt(http, "typo") == (401, None)  # success forgot the failures
+
+
+def test_login_throttle_doubles_to_a_cap_forgets_and_stays_bounded():
+    now = [0.0]
+    throttle = LoginThrottle(free=2, first=1.0, longest=8.0, limit=3, clock=lambda: now[0])
+    waits = []
+    for _ in range(7):
+        throttle.failed("a")
+        waits.append(throttle.wait("a"))
+    assert waits == [0.0, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert throttle.wait("b") == 0.0  # per client
+    now[0] += 86400.0 + 1
+    assert throttle.wait("a") == 0.0 and len(throttle) == 0  # an idle day forgets
+    for n in range(10):
+        throttle.failed(f"client-{n}")
+    assert len(throttle) == 3
+    assert client_key("2001:db8::1") == client_key("2001:db8::2") == "2001:db8::/64"
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
 
 
 def test_sessions_are_bounded_and_unguessable():
