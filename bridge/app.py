@@ -106,11 +106,17 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.wait(tasks, timeout=STOP_GRACE)
     for task in tasks:
         task.cancel()
-        with suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("%s stopped with an error", task.get_name())
     for sink in bridge.sinks:
-        with suppress(Exception):
+        try:
             await sink.close()
+        except Exception:
+            logger.exception("closing sink %r failed; carrying on with shutdown", sink.name)
 
 
 async def _prune_loop(bridge: Bridge, stop: asyncio.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from tests.helpers import RecordingSink, free_port, wait_until
 
@@ -23,6 +25,25 @@ async def test_source_route_stores_and_sink_receives(make_app, serve):
                 {"id": "a1", "conversation": "+911", "text": "hi"}]) as resp:
             assert resp.status == 200 and (await resp.json()) == {"stored": 1}
         await wait_until(lambda: sink.delivered == ["a1"])
+
+
+class FailingClose(RecordingSink):
+    async def close(self) -> None:
+        raise ConnectionResetError("the CRM hung up while we said goodbye")
+
+
+async def test_a_sink_that_fails_to_close_is_logged_and_the_others_still_close(
+        make_app, caplog):
+    broken, fine = FailingClose("broken"), RecordingSink("fine")
+    runner = web.AppRunner(make_app([broken, fine]))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    with caplog.at_level(logging.ERROR, logger="bridge.app"):
+        await runner.cleanup()
+    assert fine.closed
+    (record,) = [r for r in caplog.records if "broken" in r.getMessage()]
+    assert record.levelno == logging.ERROR and "closing sink 'broken' failed" in record.message
+    assert record.exc_info[0] is ConnectionResetError
 
 
 async def test_healthz_commits_to_the_buffer(make_app, serve):
