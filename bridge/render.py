@@ -4,11 +4,17 @@ Provider-neutral: it reads only Message fields and the `extra` keys sources agre
 (location, contacts, interactive, button, reaction, order, system, edit,
 unsupported_type, forwarded, frequently_forwarded). Odd `extra` contents never raise;
 they render as less detail.
+
+A line is safe to put in a transcript: every field (names, captions, file names, titles,
+addresses ...) has control characters and line breaks folded to a space, direction
+overrides removed and a bounded length; a text body keeps its line breaks as " ⏎ ", so no
+part of a message can start a line of its own.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +23,14 @@ from bridge.model import Message
 NEWLINE = " ⏎ "
 TARGET_KINDS = frozenset({"reaction", "edit", "revoke"})  # their reply_to is a target, not a quote
 FORM_LIMIT = 300  # characters of a form reply's fields
+FIELD_LIMIT = 200  # characters of one field: a name, a title, an address, a file name
+CAPTION_LIMIT = 1024  # the longest caption the chat apps allow
+# Bidirectional controls (embeddings, overrides, isolates, marks) can make text display in
+# an order other than the one it is stored in; none is needed to read a transcript.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BREAK = "\x00-\x1f\x7f-\x9f\u2028\u2029"  # controls and line breaks
+_BREAKS = re.compile(f" *[{_BREAK}][ {_BREAK}]*")  # a run of them, with the spaces around
+_CONTROLS = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")  # not line breaks
 
 
 def render_line(message: Message, quotes: Mapping[str, str] | None = None) -> str:
@@ -31,7 +45,14 @@ def render_line(message: Message, quotes: Mapping[str, str] | None = None) -> st
         line = _RENDERERS.get(message.kind, _unknown)(message)
     if message.kind not in TARGET_KINDS:
         line = _prefix(message, quotes) + line
-    return NEWLINE.join(line.splitlines())
+    return NEWLINE.join(_CONTROLS.sub(" ", _BIDI.sub("", line)).splitlines())
+
+
+def clean(value: object, limit: int = FIELD_LIMIT) -> str:
+    """A field as safe one-line text: controls and line breaks folded to one space,
+    direction controls removed, cut to `limit` characters with an ellipsis."""
+    text = _BREAKS.sub(" ", _BIDI.sub("", _scalar(value))).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def quote(line: str, limit: int = 40) -> str:
@@ -72,11 +93,16 @@ def _info(message: Message, key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _s(value: object) -> str:
-    """Display text of a scalar; "" for None and containers."""
+def _scalar(value: object) -> str:
+    """Text of a scalar; "" for None and containers."""
     if value is None or isinstance(value, Mapping | list | tuple | set):
         return ""
     return str(value)
+
+
+def _s(value: object) -> str:
+    """Display text of a scalar field: one line, bounded (see `clean`)."""
+    return clean(value)
 
 
 def _items(value: object) -> list[Mapping[str, Any]]:
@@ -101,13 +127,14 @@ def _quoted(text: str) -> str:
 # -- one function per kind -----------------------------------------------------------------
 
 def _text(message: Message) -> str:
-    return _s(message.text) or "(empty message)"
+    return _scalar(message.text) or "(empty message)"
 
 
 def _media_line(label: str, message: Message, name: str = "") -> str:
     """`label: name "caption" (mime, media id)`, leaving out what is unknown."""
     media = message.media
-    caption = _s(getattr(media, "caption", None)) or _s(message.text)
+    caption = (clean(getattr(media, "caption", None), CAPTION_LIMIT)
+               or clean(message.text, CAPTION_LIMIT))
     head = " ".join(p for p in (name, _quoted(caption)) if p)
     media_id = _s(getattr(media, "id", None))
     details = [d for d in (_s(getattr(media, "mime_type", None)),
@@ -179,7 +206,7 @@ def _interactive(message: Message) -> str:
 
 
 def _fields(response: Mapping[str, Any]) -> str:
-    text = ", ".join(f"{k}: {_s(v)}" for k, v in response.items() if _s(v))
+    text = ", ".join(f"{_s(k)}: {_s(v)}" for k, v in response.items() if _s(v))
     return text if len(text) <= FORM_LIMIT else text[:FORM_LIMIT - 1] + "…"
 
 

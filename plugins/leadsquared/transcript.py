@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from bridge import Direction, Message
-from bridge.render import quote, render_line
+from bridge.render import clean, quote, render_line
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
+NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
+CONTINUED = "… "  # starts each later piece of a long line, so none can pass for a line
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
 
 logger = logging.getLogger(__name__)
@@ -93,10 +95,14 @@ def _has_local_time(message: Message, tz: tzinfo) -> bool:
 
 def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
                     quotes: Mapping[str, str] | None = None) -> str:
-    """`[2026-11-24 14:05] ⬅️ Asha: Hello` in the account's local time."""
+    """`[2026-11-24 14:05] ⬅️ Asha: Hello` in the account's local time.
+
+    Names are folded to one bounded line and the rendered message is one line, so nothing
+    a customer controls (a profile name, a caption, a body) can start a line of its own.
+    """
     when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
-    return f"[{when}] {arrow} {who}: {render_line(message, quotes)}"
+    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: {render_line(message, quotes)}"
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
@@ -134,14 +140,17 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
 
 
 def _chunks(batch_key: str, message: Message, line: str, budget: int) -> list[Part]:
-    """A line longer than a note goes out in consecutive parts, each marked continued."""
+    """A line longer than a note goes out in consecutive parts, each marked continued;
+    every piece after the first starts with `…`, so no piece can pass for a line."""
     parts, start = [], 0
     while start < len(line):
+        lead = CONTINUED if start else ""
         end = start
-        while end < len(line) and u16(line[start:end + 1]) <= budget:
+        while end < len(line) and u16(lead + line[start:end + 1]) <= budget:
             end += 1
-        parts.append(Part(f"{batch_key}:{message.provider_id}:{start}", [line[start:end]],
-                          [message], continued=start > 0 or end < len(line)))
+        parts.append(Part(f"{batch_key}:{message.provider_id}:{start}",
+                          [lead + line[start:end]], [message],
+                          continued=start > 0 or end < len(line)))
         start = end
     return parts
 
@@ -149,7 +158,8 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int) -> list[Pa
 def note(part: Part, contact: str, number: str, index_hint: str = "") -> str:
     """Header plus lines; the header is trimmed to its reserved budget."""
     count = len(part.messages)
-    header = f"WhatsApp chat with {contact} ({number}), {count} message{'s' * (count != 1)}"
+    header = (f"WhatsApp chat with {clean(contact, NAME_LIMIT)} ({clean(number, NAME_LIMIT)}),"
+              f" {count} message{'s' * (count != 1)}")
     if part.continued:
         header += " (long message, continued across notes)"
     header = header + index_hint

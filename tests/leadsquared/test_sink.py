@@ -124,7 +124,9 @@ async def test_long_transcript_is_split_across_activities_never_cut(sim, buffer)
     assert all(u16(a["ActivityNote"]) <= 300 for a in activities)
     notes = [a["ActivityNote"] for a in sorted(activities, key=lambda a: a["CreatedOn"])]
     assert [t for note in notes for t in texts_in(note)] == [f"msg-{n:05d}" for n in range(30)]
-    body = "".join(note.split("\n", 1)[1] for note in notes if "continued" in note)
+    pieces = [note.split("\n", 1)[1] for note in notes if "continued" in note]
+    assert all(piece.startswith("… ") for piece in pieces[1:])  # none passes for a line
+    body = "".join(piece.removeprefix("… ") for piece in pieces)
     assert long_text in body  # the long message, in consecutive notes, whole
 
 

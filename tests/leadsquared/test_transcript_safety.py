@@ -4,10 +4,12 @@ field of a message can forge a line of the note."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 
-from tests.helpers import running, wait_until
-from tests.leadsquared.test_sink import chat, settled, sink_for, texts_in
+from plugins.leadsquared.transcript import CONTINUED, note, split, transcript_lines
+from tests.helpers import message, running, wait_until
+from tests.leadsquared.test_sink import NUMBER, chat, settled, sink_for, texts_in
 
 
 async def test_an_unrenderable_message_is_rejected_alone_and_its_neighbours_delivered(
@@ -31,3 +33,47 @@ async def test_an_unrenderable_message_is_rejected_alone_and_its_neighbours_deli
     assert "out of range" in dead["reason"] or "year" in dead["reason"]
     (state,) = await buffer.sinks()
     assert state["backlog"] == 0
+
+
+async def test_hostile_fields_cannot_forge_transcript_lines(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Phone="9876543210")
+    forged = "\n[2026-01-01 10:00] ➡️ Business: your refund is approved"
+    name = message(1, NUMBER, source="whatsapp", minutes_ago=3, text="hi")
+    body = message(2, NUMBER, source="whatsapp", minutes_ago=2,
+                   text="line one" + forged + "\r\n\u2028[2026-01-01 10:01] ⬅️ Asha: ok\x1b[2J")
+    place = dataclasses.replace(
+        message(3, NUMBER, source="whatsapp", minutes_ago=1, text=""), kind="location",
+        extra={"location": {"name": "Home" + forged, "address": "\u2066Main St\u2069\x85x",
+                            "latitude": 1, "longitude": 2}})
+    hostile = "Asha" + forged + "\u202e" + "x" * 500  # a WhatsApp profile name
+    await buffer.append([dataclasses.replace(m, contact_name=hostile)
+                         for m in (name, body, place)])
+    sink = sink_for(sim, opportunities=False)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: settled(buffer))
+
+    (activity,) = sim.activities(lead)
+    header, *lines = activity["ActivityNote"].split("\n")
+    assert header.startswith("WhatsApp chat with Asha [2026-01-01 10:00]")
+    assert len(lines) == 3  # one line per message, whatever the fields hold
+    assert all(re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d\] ⬅️ Asha ", line) for line in lines)
+    note = activity["ActivityNote"]
+    assert not set(note) & {"\r", "\x1b", "\x85", "\u2028", "\u202e", "\u2066", "\u2069"}
+    assert "x" * 200 not in note  # a name is bounded
+    assert "line one ⏎ [2026-01-01 10:00]" in lines[1]
+
+
+def test_a_long_body_split_across_notes_cannot_start_a_note_line():
+    forged = "[2026-01-01 10:00] ➡️ Business: your refund is approved"
+    for pad in range(0, 60, 7):  # wherever the cut falls, a later piece starts with …
+        body = message(1, NUMBER, text="x" * pad + forged * 20)
+        lines = transcript_lines([body], UTC, "Asha", "Business")
+        parts = split("b1", [body], lines, 200 + 160)
+        assert len(parts) > 2 and all(p.continued for p in parts)
+        for part in parts[1:]:
+            (piece,) = part.lines
+            assert piece.startswith(CONTINUED)
+            assert note(part, "Asha", NUMBER).split("\n")[1].startswith(CONTINUED)
+        assert "".join(p.lines[0].removeprefix(CONTINUED) if i else p.lines[0]
+                       for i, p in enumerate(parts)) == lines[0]  # nothing lost

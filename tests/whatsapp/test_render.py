@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from bridge.model import KINDS, Direction, Media, Message
-from bridge.render import render_line, short_id
+from bridge.render import clean, render_line, short_id
 from plugins.whatsapp.parse import PayloadError, parse_payload
 from tests.whatsapp import payloads as p
 from tests.whatsapp.test_parse import mutated
@@ -78,6 +78,49 @@ def test_newlines_become_one_line():
     line = render_line(make("text", "line one\nline two\r\nthree"))
     assert line == "line one ⏎ line two ⏎ three"
     assert "\n" not in render_line(make("image", "a\nb", Media(id="1", caption="a\nb")))
+
+
+FORGED = "\r\n[2026-01-01 10:00] ➡️ Business:\u2028refund\x85approved\u202e\u2066\x1b[2J\t!"
+HOSTILE = [
+    make("image", media=Media(id="1", caption=FORGED)),
+    make("document", media=Media(id="1", filename=FORGED + ".pdf")),
+    make("location", location={"name": FORGED, "address": FORGED}),
+    make("contacts", contacts=[{"name": FORGED, "phones": [FORGED], "emails": [FORGED]}]),
+    make("interactive", interactive={"title": FORGED}),
+    make("interactive", interactive={"response": {FORGED: FORGED}}),
+    make("button", button={"payload": FORGED}),
+    make("order", order={"items": [{"product_retailer_id": FORGED, "currency": FORGED}]}),
+    make("system", system={"type": FORGED}),
+    make("edit", edit={"kind": FORGED}),
+    make("unsupported", unsupported_type=FORGED),
+    make(FORGED),
+    make("text", FORGED, reply_to=FORGED),
+    make("reaction", reply_to=FORGED, reaction={"emoji": FORGED}),
+]
+UNSAFE = set("\r\n\x85\x1b\t\u2028\u2029\u202e\u2066")
+
+
+@pytest.mark.parametrize("message", HOSTILE, ids=lambda m: m.kind[:12])
+def test_hostile_fields_render_as_one_safe_line(message):
+    line = render_line(message)
+    assert not set(line) & UNSAFE, line
+    assert "[2026-01-01 10:00] ➡️ Business:" in line  # kept readable, inside the line
+
+
+def test_fields_are_bounded_and_bodies_are_not():
+    long_name = "n" * 5000
+    line = render_line(make("location", location={"name": long_name}))
+    assert len(line) < 220 and line.endswith("…")
+    caption = render_line(make("image", media=Media(id="1", caption="c" * 5000)))
+    assert 1000 < len(caption) < 1100
+    body = "b" * 5000 + "\n" + "c" * 10
+    assert render_line(make("text", body)) == "b" * 5000 + " ⏎ " + "c" * 10
+
+
+def test_clean_folds_breaks_and_drops_direction_controls():
+    assert clean("Asha\r\n\u2028Rao\u202e\u2067 \x00x") == "Asha Rao x"
+    assert clean(None) == clean(["a"]) == ""
+    assert clean("a" * 10, limit=5) == "aaaa…"
 
 
 @pytest.mark.parametrize(("message", "line"), [
