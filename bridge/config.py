@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.durations import Duration
 from bridge.errors import ConfigError
+from bridge.logs import SECRET_NAME
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+HIDDEN = "the value (not shown: it is a secret)"
 
 
 class _Section(BaseModel):
@@ -149,8 +151,13 @@ def describe(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> 
     return "\n".join(lines)
 
 
+def _secret(loc: list[str]) -> bool:
+    """Whether the key is a secret: named like one, as bridge.logs masks them."""
+    return any(SECRET_NAME.search(part) for part in loc)
+
+
 def _explain(err: dict[str, Any], model: type[BaseModel], loc: list[str]) -> str:
-    kind, msg = err["type"], err["msg"]
+    kind, msg, value = err["type"], err["msg"], err.get("input")
     if kind == "missing":
         return "required key is missing (add it to the config file)"
     if kind == "extra_forbidden":
@@ -158,8 +165,21 @@ def _explain(err: dict[str, Any], model: type[BaseModel], loc: list[str]) -> str
         hint = f"allowed: {', '.join(allowed)}" if allowed else "remove it"
         return f"unknown key (check the spelling; {hint})"
     if kind == "value_error":
-        return msg.removeprefix("Value error, ")
-    return f"{err.get('input')!r} is not valid: {msg}"
+        text = msg.removeprefix("Value error, ")
+        return _scrub(text, value) if _secret(loc) else text
+    shown = HIDDEN if _secret(loc) else repr(value)
+    quotes = " (put it in quotes)" if kind == "string_type" and isinstance(value, int | float) \
+        else ""
+    return f"{shown} is not valid: {msg}{quotes}"
+
+
+def _scrub(text: str, value: Any) -> str:
+    """`text` with every piece of a secret's value masked (a validator may quote it)."""
+    pieces = value if isinstance(value, list) else [value]
+    for piece in sorted((str(p) for p in pieces if p is not None and len(str(p)) >= 4),
+                        key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
 
 
 def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:

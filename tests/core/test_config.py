@@ -9,7 +9,7 @@ import pytest
 
 from bridge.config import interpolate
 from bridge.errors import ConfigError
-from bridge.plugins import load_config
+from bridge.plugins import get_plugin_manager, load_config
 from tests.helpers import CorePlugin
 
 
@@ -104,3 +104,42 @@ def test_bridge_check_accepts_a_valid_config(write, tmp_path):
     result = bridge_check(write(f"buffer:\n  path: {tmp_path}/b.db\n"))
     assert result.returncode == 0, result.stderr
     assert "config OK" in result.stdout
+
+
+WHATSAPP = "plugins:\n  whatsapp:\n    verify_token: verify\n    app_secret: secret\n"
+LEADSQUARED = "plugins:\n  leadsquared:\n    access_key: ak\n    secret_key: sk\n"
+
+
+def load_installed(path):
+    """load_config with the installed plugins (whatsapp, leadsquared) loaded."""
+    return load_config(path, get_plugin_manager())
+
+
+@pytest.mark.parametrize(("text", "secret", "key"), [
+    ("server:\n  admin_token: 98765432123\n", "98765432123", "server.admin_token"),
+    ("plugins:\n  whatsapp:\n    verify_token: 55555555\n    app_secret: s\n", "55555555",
+     "plugins.whatsapp.verify_token"),
+    ("plugins:\n  whatsapp:\n    verify_token: v\n    app_secret: [12345678901]\n",
+     "12345678901", "plugins.whatsapp.app_secret"),
+    ("plugins:\n  leadsquared:\n    access_key: 11112222333\n    secret_key: s\n",
+     "11112222333", "plugins.leadsquared.access_key"),
+    ("plugins:\n  leadsquared:\n    access_key: a\n    secret_key: [hunter2-secret]\n",
+     "hunter2-secret", "plugins.leadsquared.secret_key"),
+], ids=["admin_token", "verify_token", "app_secret list", "access_key", "secret_key list"])
+def test_a_bad_secret_is_named_but_its_value_never_shown(write, text, secret, key):
+    with pytest.raises(ConfigError) as err:
+        load_installed(write(text))
+    assert key in str(err.value) and secret not in str(err.value)
+    assert "not shown" in str(err.value)
+
+
+def test_bridge_check_never_prints_a_secret_value(write):
+    result = bridge_check(write("server:\n  admin_token: 98765432123\n"))
+    assert result.returncode == 1
+    assert "server.admin_token:" in result.stderr and "put it in quotes" in result.stderr
+    assert "98765432123" not in result.stderr + result.stdout
+
+
+def test_a_plain_setting_still_shows_its_bad_value(write):
+    with pytest.raises(ConfigError, match="server.port: 99999 is not valid"):
+        load_installed(write("server:\n  port: 99999\n"))
