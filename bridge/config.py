@@ -10,11 +10,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.contracts import SinkSettings
 from bridge.durations import Duration
 from bridge.errors import ConfigError
 from bridge.logs import SECRET_NAME
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+MIN_SYNC_INTERVAL = 0.1  # seconds; shorter drains back to back and spins a core
 HIDDEN = "the value (not shown: it is a secret)"
 
 
@@ -128,10 +130,19 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
             validated[name] = None
             continue
         validated[name] = _validated(model, section or {}, f"plugins.{name}")
+        _check_sync_interval(validated[name], f"plugins.{name}")
     config.plugins = validated
     if base_dir is not None and not Path(config.buffer.path).is_absolute():
         config.buffer.path = str(base_dir / config.buffer.path)
     return config
+
+
+def _check_sync_interval(section: Any, prefix: str) -> None:
+    """A sink drains every sync_interval: zero or a few milliseconds would spin a core."""
+    if isinstance(section, SinkSettings) and section.sync_interval < MIN_SYNC_INTERVAL:
+        raise ConfigError(f"{prefix}.sync_interval: {section.sync_interval:g}s is too short "
+                          "(the sink would drain without pause; use at least 100ms, "
+                          "e.g. 3m)")
 
 
 def _validated(model: type[BaseModel], data: Any, prefix: str) -> Any:

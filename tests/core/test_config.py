@@ -143,3 +143,16 @@ def test_bridge_check_never_prints_a_secret_value(write):
 def test_a_plain_setting_still_shows_its_bad_value(write):
     with pytest.raises(ConfigError, match="server.port: 99999 is not valid"):
         load_installed(write("server:\n  port: 99999\n"))
+
+
+@pytest.mark.parametrize("interval", ["0", "0s", "0.01", "50ms"])
+def test_a_sync_interval_that_would_spin_is_refused(write, interval):
+    with pytest.raises(ConfigError) as err:
+        load_installed(write(f"{LEADSQUARED}    sync_interval: {interval}\n"))
+    assert str(err.value).startswith("plugins.leadsquared.sync_interval: ")
+    assert "too short" in str(err.value) and "at least 100ms" in str(err.value)
+
+
+def test_the_shortest_sync_interval_is_accepted(write):
+    config = load_installed(write(f"{LEADSQUARED}    sync_interval: 100ms\n"))
+    assert config.plugin("leadsquared").sync_interval == 0.1
