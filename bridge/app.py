@@ -14,7 +14,7 @@ from aiohttp import web
 from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
-from bridge.errors import BufferClosed, PluginError
+from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
 from bridge.model import Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.plugins import collect
@@ -56,7 +56,6 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
     )
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
     app[BRIDGE] = bridge
-    _add_source_routes(app, bridge)
     app.add_routes([
         web.get("/healthz", healthz),
         web.get("/status", admin_only(status)),
@@ -65,6 +64,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         web.post("/backfill", admin_only(backfill)),
         *page_routes(),
     ])
+    _add_source_routes(app, bridge)  # after the core's, so none can shadow one
     app.cleanup_ctx.append(_buffer_ctx)
     app.cleanup_ctx.append(_sync_ctx)
     return app
@@ -72,11 +72,27 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
 
 def _add_source_routes(app: web.Application, bridge: Bridge) -> None:
     ingest = AppIngest(bridge)
+    core = {resource.canonical for resource in app.router.resources()}
     for source in bridge.sources:
+        routes = source.routes(ingest)
+        for route in routes:
+            if getattr(route, "path", None) in core:
+                raise _core_route_clash(bridge.config, source.name, route.path)
         try:
-            app.add_routes(source.routes(ingest))
+            app.add_routes(routes)
         except (RuntimeError, ValueError) as exc:
             raise PluginError(f"source {source.name!r} routes clash: {exc}") from None
+
+
+def _core_route_clash(config: BridgeConfig, source: str, path: str) -> BridgeError:
+    """The error for a source route on a core path, naming the config key that set it."""
+    for name, section in config.plugins.items():
+        for key, value in section or ():
+            if value == path:
+                return ConfigError(f"plugins.{name}.{key}: {path!r} is a route of the bridge "
+                                   f"itself (choose another path, e.g. /webhooks/{source})")
+    return PluginError(f"source {source!r} asks for {path!r}, a route of the bridge itself "
+                       "(the source must serve another path)")
 
 
 async def _buffer_ctx(app: web.Application) -> AsyncIterator[None]:

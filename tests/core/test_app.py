@@ -12,9 +12,13 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
-from tests.helpers import RecordingSink, free_port, wait_until
+from bridge.app import create_app
+from bridge.config import BridgeConfig
+from bridge.errors import PluginError
+from tests.helpers import CorePlugin, PostSource, RecordingSink, free_port, wait_until
 
 
 async def test_source_route_stores_and_sink_receives(make_app, serve):
@@ -44,6 +48,13 @@ async def test_a_sink_that_fails_to_close_is_logged_and_the_others_still_close(
     (record,) = [r for r in caplog.records if "broken" in r.getMessage()]
     assert record.levelno == logging.ERROR and "closing sink 'broken' failed" in record.message
     assert record.exc_info[0] is ConnectionResetError
+
+
+def test_a_source_route_on_a_core_path_is_refused(pm):
+    pm.register(CorePlugin(source=PostSource("/metrics")), name="testsource")
+    with pytest.raises(PluginError, match="source 'test' asks for '/metrics', a route of the "
+                                          "bridge itself"):
+        create_app(BridgeConfig(), pm)
 
 
 async def test_healthz_commits_to_the_buffer(make_app, serve):

@@ -10,7 +10,7 @@ import pytest
 from bridge.config import interpolate
 from bridge.errors import ConfigError
 from bridge.plugins import get_plugin_manager, load_config
-from tests.helpers import CorePlugin
+from tests.helpers import CorePlugin, free_port
 
 
 @pytest.fixture
@@ -156,3 +156,26 @@ def test_a_sync_interval_that_would_spin_is_refused(write, interval):
 def test_the_shortest_sync_interval_is_accepted(write):
     config = load_installed(write(f"{LEADSQUARED}    sync_interval: 100ms\n"))
     assert config.plugin("leadsquared").sync_interval == 0.1
+
+
+@pytest.mark.parametrize("route", ["/status", "/", "/login", "/healthz", "/dead-letters/requeue"])
+def test_a_webhook_path_on_a_core_route_is_refused_with_its_key_path(write, tmp_path, route):
+    from bridge.app import create_app
+
+    pm = get_plugin_manager()
+    config = load_config(write(f"buffer: {{path: {tmp_path}/b.db}}\n{WHATSAPP}"
+                               f"    path: {route}\n"), pm)
+    with pytest.raises(ConfigError) as err:
+        create_app(config, pm)
+    assert str(err.value).startswith(f"plugins.whatsapp.path: {route!r} is a route of the "
+                                     "bridge itself")
+
+
+def test_bridge_run_refuses_a_webhook_path_that_shadows_status(write, tmp_path):
+    path = write(f"server: {{port: {free_port()}}}\nbuffer: {{path: {tmp_path}/b.db}}\n"
+                 f"{WHATSAPP}    path: /status\n")
+    result = subprocess.run([sys.executable, "-m", "bridge", "run", "-c", str(path)],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert "plugins.whatsapp.path: '/status' is a route of the bridge itself" in result.stderr
+    assert "Traceback" not in result.stderr and "listening" not in result.stdout
