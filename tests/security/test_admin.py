@@ -7,11 +7,14 @@ Every admin route is tried without credentials, with wrong ones and with forged 
 from __future__ import annotations
 
 import aiohttp
+import httpx
 import pytest
 
 from bridge.app import create_app
 from bridge.plugins import get_plugin_manager, load_config
 from bridge.security import SESSION_COOKIE
+from tests.helpers import free_port
+from tests.processes import BridgeProcess
 
 ADMIN_TOKEN = "admin-token-for-the-security-tests"
 ADMIN_ROUTES = [
@@ -141,6 +144,24 @@ async def test_without_a_token_a_rebound_host_name_is_refused(without_token, hos
         assert "not a loopback name" in text and "\n" not in text.strip()
     status, text, _ = await call(without_token, "GET", "/healthz", same_site)
     assert status == 200  # not an admin route
+
+
+def test_dns_rebinding_against_a_running_bridge_gets_nothing(tmp_path):
+    """The reported attack on `bridge run` with no token: a page on evil.example, rebound
+    to 127.0.0.1, reads /status and / and posts /sync-now with its own Host and Origin."""
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"server: {{port: {port}}}\nbuffer: {{path: {tmp_path}/b.db}}\n")
+    bridge = BridgeProcess(config, port).start()
+    try:
+        rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        for method, path in [("GET", "/status"), ("GET", "/"), ("POST", "/sync-now")]:
+            answer = httpx.request(method, f"{bridge.url}{path}", headers=rebound, timeout=10)
+            assert answer.status_code == 403, (method, path)
+            assert "not a loopback name" in answer.text and "csrf" not in answer.text
+        assert "sinks" in bridge.status()  # the same bridge by its loopback name
+    finally:
+        bridge.stop()
 
 
 async def test_healthz_is_public_and_tells_nothing(with_token):
