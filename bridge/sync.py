@@ -43,6 +43,7 @@ class SinkRunner:
             held_delay=self.settings.sync_interval,
         )
         self._wake = asyncio.Event()
+        self._retry_now = False  # set by wake(): the next drain hurries waiting retries
         self._backfill_ready_at = 0.0  # monotonic: when the next backfill batch may go
         self.started = False
         self.min_slice = MIN_SLICE  # a drain running longer records its progress this often
@@ -51,7 +52,9 @@ class SinkRunner:
         self._stop: asyncio.Event | None = None
 
     def wake(self) -> None:
-        """Run a drain now instead of waiting for the interval."""
+        """Run a drain now instead of waiting for the interval, retrying waiting batches
+        now too (a person asked: sync-now, a requeue, a backfill)."""
+        self._retry_now = True
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -116,6 +119,11 @@ class SinkRunner:
         """Deliver due batches, live ones first, backfill paced; return outcome counts."""
         totals: dict[str, int] = {}
         self._recorded_at = time.monotonic()
+        if self._retry_now:
+            self._retry_now = False
+            hurried = await self.buffer.retry_now(self.sink.name)
+            if hurried:
+                logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
         while not self._stopping():
             if await self._drain_live(totals):
                 continue

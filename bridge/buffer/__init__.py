@@ -191,10 +191,16 @@ class Buffer:
             lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size))
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
-                       policy: Policy) -> dict[str, int]:
+                       policy: Policy, now: float | None = None) -> dict[str, int]:
         """Record outcomes under the claim's lease (LeaseLost if it expired and moved on)."""
+        when = time.time() if now is None else now
         return await self._transact(
-            lambda db: delivery.complete(db, claim, outcomes, time.time(), policy))
+            lambda db: delivery.complete(db, claim, outcomes, when, policy))
+
+    async def retry_now(self, sink: str, now: float | None = None) -> int:
+        """Make the sink's batches waiting to retry due now (not waits the sink asked for)."""
+        when = time.time() if now is None else now
+        return await self._transact(lambda db: delivery.retry_now(db, sink, when))
 
     async def requeue(self, sink: str | None = None,
                       message_ids: Sequence[int] | None = None) -> int:

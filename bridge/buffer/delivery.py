@@ -77,11 +77,21 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
         "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
         " uncertain = 1, next_attempt_at = ? WHERE sink = ? AND state = 'leased'"
         " AND lease_until < ?", (now, sink, now))
+    await undo_clock_steps(db, sink, now)
     await _form_batches(db, sink, now, batch_size)
     classes = (0, 1) if backfill is None else (int(backfill),)
-    due = await _rows(db, "SELECT id, conversation, key, attempts, uncertain FROM batches"
+    # A conversation's batches go in order: none while an older one of its class is
+    # unfinished (waiting to retry, or leased). Live batches pass backfill ones never tried
+    # (backfill is paced, live is not), but not one that failed and waits to retry; a
+    # backfill batch (older messages) never waits behind a live one.
+    due = await _rows(db, "SELECT id, conversation, key, attempts, uncertain FROM batches b"
                       " WHERE sink = ? AND state = 'ready' AND next_attempt_at <= ?"
                       f" AND backfill IN ({_placeholders(len(classes))})"
+                      " AND NOT EXISTS (SELECT 1 FROM batches o INDEXED BY batches_open"
+                      " WHERE o.sink = b.sink AND o.conversation = b.conversation"
+                      " AND o.state != 'done' AND o.id < b.id"
+                      " AND (o.backfill = b.backfill OR (o.backfill > b.backfill"
+                      " AND o.attempts > 0)))"
                       " ORDER BY backfill, next_attempt_at, id LIMIT ?",
                       (sink, now, *classes, limit))
     if not due:
@@ -93,6 +103,27 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
         f" attempts = attempts + 1 WHERE id IN ({_placeholders(len(ids))})",
         (token, now + lease, *ids))
     return await _load_claims(db, sink, due, token)
+
+
+async def undo_clock_steps(db: aiosqlite.Connection, sink: str, now: float) -> None:
+    """Waiting batches released "in the future" saw the wall clock step back: move their
+    wait back by as much, so a step back of an hour does not add an hour to a retry."""
+    await db.execute(
+        "UPDATE batches SET next_attempt_at = next_attempt_at - (released_at - ?),"
+        " not_before = not_before - (released_at - ?), released_at = ?"
+        " WHERE sink = ? AND state = 'ready' AND next_attempt_at > ? AND released_at > ?",
+        (now, now, now, sink, now, now))
+
+
+async def retry_now(db: aiosqlite.Connection, sink: str, now: float) -> int:
+    """Make the sink's waiting batches due now (a person asked for a sync), except for a
+    wait the sink itself asked for (not_before); return how many were hurried."""
+    await undo_clock_steps(db, sink, now)
+    async with db.execute(
+            "UPDATE batches SET next_attempt_at = max(?, coalesce(not_before, 0))"
+            " WHERE sink = ? AND state = 'ready' AND next_attempt_at > ?"
+            " AND next_attempt_at > coalesce(not_before, 0)", (now, sink, now)) as cursor:
+        return cursor.rowcount
 
 
 async def _form_batches(db: aiosqlite.Connection, sink: str, now: float, limit: int) -> None:
@@ -252,12 +283,13 @@ async def _release(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Ou
     waiting = [o for o in outcomes if o.kind in ("retry", "held")]
     held = all(o.kind == "held" for o in waiting)
     delay = policy.held_delay if held else policy.retry_delay(claim.batch.attempt)
-    not_before = max([now + delay] + [o.not_before.timestamp() for o in waiting if o.not_before])
+    asked = max((o.not_before.timestamp() for o in waiting if o.not_before), default=None)
     await db.execute(
         "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
-        " next_attempt_at = ?, held = ?, uncertain = ?, last_error = ? WHERE id = ?",
-        (not_before, int(held), int(claim.uncertain), errors[-1] if errors else None,
-         claim.batch_id))
+        " next_attempt_at = ?, not_before = ?, released_at = ?, held = ?, uncertain = ?,"
+        " last_error = ? WHERE id = ?",
+        (max(now + delay, asked or 0.0), asked, now, int(held), int(claim.uncertain),
+         errors[-1] if errors else None, claim.batch_id))
 
 
 async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, now: float,

@@ -143,7 +143,21 @@ DROP INDEX deliveries_pending;
 CREATE INDEX deliveries_pending ON deliveries (sink, batch_id, backfill) WHERE state = 'pending';
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER]
+# Retry timing that survives wall-clock steps, and per-conversation order:
+#   released_at  when the batch was last put back to wait (its clock reading): a claim
+#                that reads an earlier time knows the clock went back, and moves the
+#                wait back by as much (an hour's step no longer adds an hour's wait)
+#   not_before   the earliest retry a sink asked for (Outcome.not_before): "sync now"
+#                hurries other waits, never this one (e.g. a write that may still commit)
+# batches_open finds an older unfinished batch of the same conversation, which goes first.
+M004_RETRY_CLOCK_AND_ORDER = """
+ALTER TABLE batches ADD COLUMN released_at REAL;
+ALTER TABLE batches ADD COLUMN not_before REAL;
+CREATE INDEX batches_open ON batches (sink, conversation, id) WHERE state != 'done';
+"""
+
+MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
+                         M004_RETRY_CLOCK_AND_ORDER]
 VERSION = len(MIGRATIONS)
 
 

@@ -108,7 +108,10 @@ async def test_retry_keeps_the_batch_fixed(buffer):
     claims = await buffer.claim("crm", 100, 60)
     retried = next(c for c in claims if c.batch.key == claim.batch.key)
     assert [m.provider_id for m in retried.batch.messages] == ["m1", "m2"]
-    assert len(claims) == 2
+    assert len(claims) == 1  # m3 follows its chat's older batch, never beside or before it
+    await buffer.complete(retried, [Outcome.delivered()] * 2, POLICY)
+    (after,) = await buffer.claim("crm", 100, 60)
+    assert [m.provider_id for m in after.batch.messages] == ["m3"]
 
 
 async def test_failing_message_dead_letters_after_max_attempts_others_delivered(buffer):
