@@ -185,8 +185,11 @@ class SinkRunner:
     async def _record_sync(self, next_in: float, error: str | None) -> None:
         """Note in the buffer that a sync ran now, and when the next one is due."""
         self.next_sync_at = time.time() + next_in
-        with suppress(Exception):
+        try:
             await self.buffer.record_sync(self.sink.name, time.time(), self.next_sync_at, error)
+        except Exception as exc:  # the drain goes on; only the status line is stale
+            logger.warning("sink %s: could not record the sync in the buffer: %s: %s",
+                           self.sink.name, type(exc).__name__, exc)
 
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from dataclasses import replace
 
@@ -235,3 +237,19 @@ async def test_messages_arriving_between_the_live_and_backfill_claims_stay_one_b
         assert [[m.provider_id for m in b.messages] for b in sink.batches] == [["m1", "m2"]]
     finally:
         await buffer.close()
+
+
+async def test_a_sync_that_cannot_be_recorded_is_logged_not_dropped(buffer, caplog, monkeypatch):
+    async def full_disk(*args):  # no real disk fills up here: the buffer's error, raised
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(buffer, "record_sync", full_disk)
+    sink = RecordingSink()
+    await buffer.append([message(1)])
+    with caplog.at_level(logging.WARNING, logger="bridge.sync"):
+        async with running(buffer, [sink]):
+            await wait_until(lambda: sink.delivered == ["m1"])  # the drain goes on
+            await wait_until(lambda: [r for r in caplog.records if "record" in r.getMessage()])
+    (line, *_) = [r.getMessage() for r in caplog.records if "record" in r.getMessage()]
+    assert line == ("sink memory: could not record the sync in the buffer: "
+                    "OperationalError: database or disk is full")
