@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -83,14 +84,22 @@ PROGRESS_FROM = 2000  # messages; smaller imports finish before a bar would be u
                    "server.timezone, else this computer's)")
 @click.option("--date-order", type=click.Choice(["dmy", "mdy", "ymd"]), default=None,
               help="for files whose dates read either way (default: detect, else day first)")
+@click.option("--encoding", default=None,
+              help="the file's text encoding, e.g. cp1252 or utf-16 (default: detect; "
+                   "UTF-8 unless a byte order mark or the bytes say otherwise)")
 @click.option("--dry-run", is_flag=True, help="read and report only; store nothing")
 @CONFIG_OPTION
 @friendly
 def import_chat(file: str, phone: str, me: str | None, tz: str | None,
-                date_order: str | None, dry_run: bool, config_path: str) -> None:
-    """Store a chat from WhatsApp's "Export chat" (.txt or .zip) as history."""
-    from plugins.whatsapp.export import ORDER_LABEL, parse_export, same_person, to_messages
-    from plugins.whatsapp.importer import read_export, resolve_zone, store
+                date_order: str | None, encoding: str | None, dry_run: bool,
+                config_path: str) -> None:
+    """Store a chat from WhatsApp's "Export chat" (.txt or .zip) as history.
+
+    The file is read as a stream, three times (date order; senders and problems; storing),
+    so memory stays flat however long the chat is.
+    """
+    from plugins.whatsapp.export import ORDER_LABEL, Assembler, Messages, same_person
+    from plugins.whatsapp.importer import ExportFile, resolve_zone, store
     from plugins.whatsapp.parse import normalise_number
 
     config, _ = load(config_path)
@@ -100,34 +109,40 @@ def import_chat(file: str, phone: str, me: str | None, tz: str | None,
         raise click.ClickException(f"--phone {phone!r} is not a phone number (write it with "
                                    "its country code, like +919876543210)")
     zone, zone_label = resolve_zone(tz, config.server.timezone)
-    text, name = read_export(file)
-    export = parse_export(text, date_order)
-    if not export.records:
+    source = ExportFile(file, encoding)
+    name = source.name
+    found, read, census = _first_reads(source, date_order)
+    count, senders = census.count, census.senders
+    if not count:
         raise click.ClickException(
-            f"{name}: no WhatsApp messages found in {export.lines} lines (chat exports have "
+            f"{name}: no WhatsApp messages found in {found.lines} lines (chat exports have "
             "lines like `31/12/23, 23:59 - Name: text` or `[31/12/23, 23:59:59] Name: text`)")
-    senders = export.senders()
     if me is not None and not any(same_person(s, me) for s in senders):
         raise click.ClickException(f"--me {me!r} sent nothing in this export (senders: "
                                    f"{_names(senders)}); check the spelling")
 
-    click.echo(f"{name}: {export.style} export, {export.lines} lines, conversation "
+    click.echo(f"{name}: {found.style} export, {found.lines} lines, conversation "
                f"{conversation}")
-    click.echo(f"date order: {ORDER_LABEL[export.order.order]} ({export.order.reason})")
-    if export.order.overruled:
-        click.echo(f"warning: {export.order.overruled}", err=True)
+    click.echo(f"encoding: {source.encoding.label}")
+    _report_decoding(source)
+    click.echo(f"date order: {ORDER_LABEL[found.order.order]} ({found.order.reason})")
+    if found.order.overruled:
+        click.echo(f"warning: {found.order.overruled}", err=True)
     click.echo(f"time zone: {zone_label}")
     _describe_direction(me, senders)
-    _report_problems(export.problems)
+    _report_problems(read.problems, read.problem_count)
 
-    messages = to_messages(export.records, conversation, me=me, zone=zone)
     if dry_run:
-        click.echo(f"messages read: {len(messages)}, lines skipped: {export.skipped_lines} "
+        click.echo(f"messages read: {count}, lines skipped: {read.skipped_lines} "
                    "(dry run: nothing stored)")
         return
-    stored = _store(config, messages, store)
-    click.echo(f"messages read: {len(messages)}, stored new: {stored.new}, already present: "
-               f"{stored.present}, lines skipped: {export.skipped_lines}")
+    maker = Messages(conversation, me=me, zone=zone, senders=len(senders),
+                     revisited=census.revisited)
+    again = Assembler(found.order.order, read.last, keep=0)
+    messages = (maker.message(r) for r in again.records(source.lines()))
+    stored = _store(config, messages, count, store)
+    click.echo(f"messages read: {count}, stored new: {stored.new}, already present: "
+               f"{stored.present}, lines skipped: {read.skipped_lines}")
     if stored.new and stored.sinks:
         click.echo(f"{', '.join(stored.sinks)} get the new messages as history at the next "
                    "sync (or run `bridge sync-now`)")
@@ -135,6 +150,19 @@ def import_chat(file: str, phone: str, me: str | None, tz: str | None,
         click.echo("note: no sink is installed in this buffer yet; a sink installed later only "
                    "backfills its backfill_days, so start the bridge first, then run "
                    "`bridge backfill --sink NAME --days N` to reach back this far")
+
+
+def _first_reads(source: Any, date_order: str | None) -> tuple[Any, Any, Any]:
+    """Read the file for its date order, then for its records (counted, not kept) and the
+    lines it skips."""
+    from plugins.whatsapp.export import Assembler, Census, latest, scan
+
+    found = scan(source.lines(), date_order)
+    read = Assembler(found.order.order, latest(), keep=MAX_REPORTED)
+    census = Census()
+    for record in read.records(source.lines()):
+        census.add(record)
+    return found, read, census
 
 
 def _names(senders: Any) -> str:
@@ -153,18 +181,31 @@ def _describe_direction(me: str | None, senders: Any) -> None:
         click.echo("direction: no --me given, so every message is stored as inbound")
 
 
-def _report_problems(problems: list[Any]) -> None:
+def _report_problems(problems: list[Any], count: int) -> None:
     for problem in problems[:MAX_REPORTED]:
         click.echo(str(problem), err=True)
-    if len(problems) > MAX_REPORTED:
-        click.echo(f"... and {len(problems) - MAX_REPORTED} more (all counted in lines skipped)",
+    if count > MAX_REPORTED:
+        click.echo(f"... and {count - MAX_REPORTED} more (all counted in lines skipped)",
                    err=True)
 
 
-def _store(config: Any, messages: list[Any], store: Any) -> Any:
-    """Write in chunks, with a progress bar for large imports on a terminal."""
+def _report_decoding(source: Any) -> None:
+    """Warn when the encoding was a guess, or when some bytes could not be decoded."""
+    if source.encoding.warning:
+        click.echo(f"warning: {source.encoding.warning}", err=True)
+    if source.replaced:
+        click.echo(f"warning: {source.replaced} character{'s' * (source.replaced != 1)} could "
+                   f"not be read as {source.encoding.codec} and show as \ufffd (the first on "
+                   f"line {source.first_replaced}); if the file has another encoding, pass "
+                   "--encoding", err=True)
+
+
+def _store(config: Any, messages: Iterable[Any], count: int, store: Any) -> Any:
+    """Write in chunks as the file is read, with a progress bar for large imports on a
+    terminal."""
     path, synchronous = config.buffer.path, config.buffer.synchronous
-    if not (sys.stdout.isatty() and len(messages) >= PROGRESS_FROM):
-        return asyncio.run(store(path, messages, synchronous=synchronous))
-    with click.progressbar(length=len(messages), label="storing") as bar:
-        return asyncio.run(store(path, messages, synchronous=synchronous, progress=bar.update))
+    if not (sys.stdout.isatty() and count >= PROGRESS_FROM):
+        return asyncio.run(store(path, messages, synchronous=synchronous, total=count))
+    with click.progressbar(length=count, label="storing") as bar:
+        return asyncio.run(store(path, messages, synchronous=synchronous, progress=bar.update,
+                                 total=count))

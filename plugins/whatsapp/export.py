@@ -16,10 +16,9 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from itertools import pairwise
 from typing import NamedTuple
 
 from bridge.model import Direction, Media, Message
@@ -245,52 +244,86 @@ def plausible(fields: tuple[str, str, str], order: str) -> bool:
     return 1 <= month <= 12 and 1 <= day <= 31
 
 
-def detect_order(dated: Sequence[Dated], requested: str | None = None) -> OrderChoice:
+def detect_order(dated: Iterable[Dated], requested: str | None = None) -> OrderChoice:
     """The date order that reads most header dates; `requested` decides only between ties."""
-    if not dated:
-        return OrderChoice(requested or "dmy", "no dated lines")
-    counts = {o: sum(plausible(d.fields, o) for d in dated) for o in ORDERS}
-    best = max(counts.values())
-    candidates = [o for o in ORDERS if counts[o] == best]
-    if len(candidates) == 1:
-        (order,) = candidates
-        evidence = _evidence(dated, order)
-        overruled = None
-        if requested and requested != order:
-            overruled = f"--date-order {requested} ignored: {evidence}"
-        return OrderChoice(order, f"detected: {evidence}", overruled)
-    if requested in candidates:
-        return OrderChoice(requested, "from --date-order (the dates read either way)")
-    by_sequence = _by_sequence(dated, candidates)
-    if by_sequence:
-        return OrderChoice(by_sequence, "detected from the order of the messages "
-                                        "(each date reads either way)")
-    order = "dmy" if "dmy" in candidates else candidates[0]
-    others = " or ".join(f"--date-order {o}" for o in candidates if o != order)
-    overruled = f"--date-order {requested} ignored: no date reads that way" if requested else None
-    return OrderChoice(order, f"assumed: the dates read either way (pass {others} if wrong)",
-                       overruled)
-
-
-def _evidence(dated: Sequence[Dated], order: str) -> str:
-    """`line 12 reads 31/01/24 only as d/m/y` for the first date that settles it."""
-    others = [o for o in ORDERS if o != order]
+    tally = OrderTally()
     for d in dated:
-        if plausible(d.fields, order) and not any(plausible(d.fields, o) for o in others):
+        tally.add(d)
+    return tally.choose(requested)
+
+
+_GROUPS = [frozenset(g) for g in (("dmy", "mdy"), ("dmy", "ymd"), ("mdy", "ymd"), ORDERS)]
+
+
+class OrderTally:
+    """What the date order is chosen from, gathered one header date at a time (a file is
+    read once for it, and nothing per line is kept)."""
+
+    def __init__(self) -> None:
+        self.dates = 0
+        self.counts = dict.fromkeys(ORDERS, 0)
+        self.evidence: dict[str, Dated] = {}  # the first date that reads only one way
+        # per group of orders a tie can leave: each order's last date and backward steps
+        self.sequences = {g: {o: [None, 0] for o in g} for g in _GROUPS}
+        self._seen: dict[tuple[str, str, str], frozenset[str]] = {}
+
+    def add(self, dated: Dated) -> None:
+        readings = self._seen.get(dated.fields)
+        if readings is None:
+            readings = frozenset(o for o in ORDERS if plausible(dated.fields, o))
+            self._seen[dated.fields] = readings
+        self.dates += 1
+        for order in readings:
+            self.counts[order] += 1
+        if len(readings) == 1:
+            self.evidence.setdefault(next(iter(readings)), dated)
+        for group, steps in self.sequences.items():
+            if group <= readings:
+                for order, step in steps.items():
+                    date = ymd(dated.fields, order)
+                    if step[0] is not None and date < step[0]:
+                        step[1] += 1
+                    step[0] = date
+
+    def choose(self, requested: str | None = None) -> OrderChoice:
+        """The order that reads most dates; `requested` decides only between ties."""
+        if not self.dates:
+            return OrderChoice(requested or "dmy", "no dated lines")
+        best = max(self.counts.values())
+        candidates = [o for o in ORDERS if self.counts[o] == best]
+        if len(candidates) == 1:
+            (order,) = candidates
+            evidence = self._evidence(order)
+            overruled = None
+            if requested and requested != order:
+                overruled = f"--date-order {requested} ignored: {evidence}"
+            return OrderChoice(order, f"detected: {evidence}", overruled)
+        if requested in candidates:
+            return OrderChoice(requested, "from --date-order (the dates read either way)")
+        by_sequence = self._by_sequence(candidates)
+        if by_sequence:
+            return OrderChoice(by_sequence, "detected from the order of the messages "
+                                            "(each date reads either way)")
+        order = "dmy" if "dmy" in candidates else candidates[0]
+        others = " or ".join(f"--date-order {o}" for o in candidates if o != order)
+        overruled = (f"--date-order {requested} ignored: no date reads that way"
+                     if requested else None)
+        return OrderChoice(order, f"assumed: the dates read either way (pass {others} if "
+                                  "wrong)", overruled)
+
+    def _evidence(self, order: str) -> str:
+        """`line 12 reads 31/01/24 only as d/m/y` for the first date that settles it."""
+        d = self.evidence.get(order)
+        if d is not None:
             return f"line {d.line} reads {d.text} only as {ORDER_LABEL[order]}"
-    return f"most dates read only as {ORDER_LABEL[order]}"
+        return f"most dates read only as {ORDER_LABEL[order]}"
 
-
-def _by_sequence(dated: Sequence[Dated], candidates: list[str]) -> str | None:
-    """The one order under which the dates go backwards least often, if there is one."""
-    usable = [d.fields for d in dated if all(plausible(d.fields, o) for o in candidates)]
-    backwards = {}
-    for order in candidates:
-        dates = [ymd(f, order) for f in usable]
-        backwards[order] = sum(later < earlier for earlier, later in pairwise(dates))
-    fewest = min(backwards.values())
-    winners = [o for o, n in backwards.items() if n == fewest]
-    return winners[0] if len(winners) == 1 else None
+    def _by_sequence(self, candidates: list[str]) -> str | None:
+        """The one order under which the dates go backwards least often, if there is one."""
+        backwards = {o: n for o, (_, n) in self.sequences[frozenset(candidates)].items()}
+        fewest = min(backwards.values())
+        winners = [o for o in candidates if backwards[o] == fewest]
+        return winners[0] if len(winners) == 1 else None
 
 
 def local_time(header: Header, order: str) -> datetime:
@@ -397,17 +430,38 @@ def parse_export(text: str, date_order: str | None = None,
                  now: datetime | None = None) -> Export:
     """Records and problems of a whole export; the date order is read from all its dates.
 
-    `now` (default: the current time) sets the latest message time taken as real.
+    `now` (default: the current time) sets the latest message time taken as real. The
+    importer streams a file through `scan`, `Assembler` and `Messages` instead.
     """
     lines = split_lines(text)
-    headers = [match_header(line) for line in lines]
-    dated = [Dated(n, h.fields, h.date_text) for n, h in enumerate(headers, 1) if h is not None]
-    order = detect_order(dated, date_order)
-    records, problems = assemble(lines, headers, order.order, latest(now))
-    styles = {h.ios for h in headers if h is not None}
+    found = scan(lines, date_order)
+    assembler = Assembler(found.order.order, latest(now), keep=None)
+    records = list(assembler.records(lines))
+    return Export(records, assembler.problems, found.order, found.style, found.lines)
+
+
+@dataclass
+class Scan:
+    """A first read of an export: the date order, the style and the number of lines."""
+
+    order: OrderChoice
+    style: str
+    lines: int
+
+
+def scan(lines: Iterable[str], date_order: str | None = None) -> Scan:
+    """Read every header's date (keeping none of them) to choose the date order."""
+    tally = OrderTally()
+    styles: set[bool] = set()
+    count = 0
+    for count, line in enumerate(lines, 1):
+        header = match_header(line)
+        if header is not None:
+            tally.add(Dated(count, header.fields, header.date_text))
+            styles.add(header.ios)
     style = {frozenset({True}): "iOS", frozenset({False}): "Android"}.get(
         frozenset(styles), "mixed Android and iOS" if styles else "unknown")
-    return Export(records, problems, order, style, len(lines))
+    return Scan(tally.choose(date_order), style, count)
 
 
 def latest(now: datetime | None = None) -> datetime:
@@ -424,48 +478,74 @@ def unreal(local: datetime, last: datetime) -> str | None:
     return None
 
 
-def assemble(lines: Sequence[str], headers: Sequence[Header | None], order: str,
-             last: datetime | None = None) -> tuple[list[Record], list[Problem]]:
-    """Group lines into records; a bad header is reported and skipped with its continuations.
+class Assembler:
+    """Groups lines into records as they stream past; a bad header is reported and skipped
+    with its continuations.
 
-    A header whose time is later than `last` (default: tomorrow) or before 1970 is bad.
+    A header whose time is not a valid date in `order`, is later than `last` or is before
+    1970 is bad. `problems` keeps the first `keep` of them (None: all); `problem_count`
+    and `skipped_lines` count every one.
     """
-    last = last or latest()
-    records: list[Record] = []
-    problems: list[Problem] = []
-    draft: _Draft | None = None
-    skipping: Problem | None = None
-    for number, (line, header) in enumerate(zip(lines, headers, strict=True), 1):
-        if header is not None:
-            if draft is not None:
-                records.append(draft.finish())
-            draft = skipping = None
-            try:
-                local = local_time(header, order)
-            except ValueError as exc:
-                skipping = Problem(number, f'"{header.stamp}" is not a valid date and time '
-                                           f"as {ORDER_LABEL[order]} ({exc})")
-                problems.append(skipping)
-                continue
-            why = unreal(local, last)
-            if why:
-                skipping = Problem(number, f'"{header.stamp}" cannot be the time of a message '
-                                           f"({why})")
-                problems.append(skipping)
-                continue
-            draft = _Draft(number, local, header, [line])
-        elif draft is not None:
-            draft.raw.append(line)
-            draft.body.append(strip_marks(line)[0])
-        elif skipping is not None:
-            skipping.lines += 1
-        elif strip_marks(line)[0].strip():
-            skipping = Problem(number, "not part of a message (no date and time at its start,"
-                                       " and no message before it)")
-            problems.append(skipping)
-    if draft is not None:
-        records.append(draft.finish())
-    return records, problems
+
+    def __init__(self, order: str, last: datetime, keep: int | None = 1000) -> None:
+        self.order, self.last, self.keep = order, last, keep
+        self.problems: list[Problem] = []
+        self.problem_count = 0
+        self.skipped_lines = 0
+
+    def records(self, lines: Iterable[str]) -> Iterator[Record]:
+        draft: _Draft | None = None
+        skipping: Problem | None = None
+        for number, line in enumerate(lines, 1):
+            header = match_header(line)
+            if header is not None:
+                if draft is not None:
+                    yield draft.finish()
+                draft = skipping = None
+                local, reason = self._time(header)
+                if local is not None:
+                    draft = _Draft(number, local, header, [line])
+                    continue
+                skipping = self._problem(number, reason)
+            elif draft is not None:
+                draft.raw.append(line)
+                draft.body.append(strip_marks(line)[0])
+            elif skipping is not None:
+                skipping.lines += 1
+                self.skipped_lines += 1
+            elif strip_marks(line)[0].strip():
+                skipping = self._problem(number, "not part of a message (no date and time at "
+                                                 "its start, and no message before it)")
+        if draft is not None:
+            yield draft.finish()
+
+    def _time(self, header: Header) -> tuple[datetime | None, str]:
+        """(the header's wall-clock time, "") or (None, why it cannot be a message's)."""
+        try:
+            local = local_time(header, self.order)
+        except ValueError as exc:
+            return None, (f'"{header.stamp}" is not a valid date and time as '
+                          f"{ORDER_LABEL[self.order]} ({exc})")
+        why = unreal(local, self.last)
+        if why:
+            return None, f'"{header.stamp}" cannot be the time of a message ({why})'
+        return local, ""
+
+    def _problem(self, number: int, reason: str) -> Problem:
+        problem = Problem(number, reason)
+        self.problem_count += 1
+        self.skipped_lines += 1
+        if self.keep is None or len(self.problems) < self.keep:
+            self.problems.append(problem)
+        return problem
+
+
+def assemble(lines: Sequence[str], order: str,
+             last: datetime | None = None) -> tuple[list[Record], list[Problem]]:
+    """Records and problems of all `lines` (see `Assembler`)."""
+    assembler = Assembler(order, last or latest(), keep=None)
+    records = list(assembler.records(lines))
+    return records, assembler.problems
 
 
 # -- ids and messages ---------------------------------------------------------------------
@@ -480,13 +560,66 @@ def stable_id(conversation: str, local: datetime, sender: str | None, body: str,
 
 def provider_ids(records: Sequence[Record], conversation: str) -> list[str]:
     """One stable id per record; identical repeats at the same time are numbered in order."""
-    seen: Counter[tuple[datetime, str | None, str]] = Counter()
-    ids = []
-    for record in records:
-        key = (record.local, record.sender, record.body)
-        ids.append(stable_id(conversation, record.local, record.sender, record.body, seen[key]))
-        seen[key] += 1
-    return ids
+    occurrences = Occurrences(revisited_times(r.local for r in records))
+    return [stable_id(conversation, r.local, r.sender, r.body, occurrences.next(r))
+            for r in records]
+
+
+def revisited_times(times: Iterable[datetime]) -> set[datetime]:
+    """The times a file comes back to after a later one (clock changes, edits): usually
+    none. Repeats of any other time follow each other, so only these need remembering."""
+    revisited: set[datetime] = set()
+    last: datetime | None = None
+    for time in times:
+        if last is not None and time < last:
+            revisited.add(time)
+        else:
+            last = time
+    return revisited
+
+
+class Census:
+    """What a first read of the records tells before any is stored: how many there are,
+    who sent them, and the times the file comes back to (see `revisited_times`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.senders: Counter[str] = Counter()
+        self.revisited: set[datetime] = set()
+        self._last: datetime | None = None
+
+    def add(self, record: Record) -> None:
+        self.count += 1
+        if record.sender and record.kind != "system":
+            self.senders[record.sender] += 1
+        if self._last is not None and record.local < self._last:
+            self.revisited.add(record.local)
+        else:
+            self._last = record.local
+
+
+class Occurrences:
+    """Numbers identical records (time, sender, body) in file order, keeping only what a
+    later record can still repeat: the latest time so far, and the revisited times."""
+
+    def __init__(self, revisited: set[datetime]) -> None:
+        self.revisited = revisited
+        self.latest: datetime | None = None
+        self.current: Counter[tuple[str | None, str]] = Counter()
+        self.earlier: Counter[tuple[datetime, str | None, str]] = Counter()
+
+    def next(self, record: Record) -> int:
+        """How many identical records came before this one."""
+        if record.local in self.revisited:
+            key = (record.local, record.sender, record.body)
+            seen, self.earlier[key] = self.earlier[key], self.earlier[key] + 1
+            return seen
+        if record.local != self.latest:  # a later time: nothing can repeat the one before
+            self.latest = record.local
+            self.current.clear()
+        short = (record.sender, record.body)
+        seen, self.current[short] = self.current[short], self.current[short] + 1
+        return seen
 
 
 def same_person(a: str, b: str) -> bool:
@@ -509,10 +642,29 @@ def to_messages(records: Sequence[Record], conversation: str, *, me: str | None,
                 zone: tzinfo | None, source: str = "whatsapp") -> list[Message]:
     """Messages of a conversation: `me` is the business (out); everyone else is `in`."""
     named = {r.sender for r in records if r.sender and r.kind != "system"}
-    names_known = me is not None or len(named) <= 1
-    ids = provider_ids(records, conversation)
-    return [_message(r, pid, conversation, me, zone, source, names_known)
-            for r, pid in zip(records, ids, strict=True)]
+    maker = Messages(conversation, me=me, zone=zone, senders=len(named),
+                     revisited=revisited_times(r.local for r in records), source=source)
+    return [maker.message(r) for r in records]
+
+
+class Messages:
+    """Turns records streaming past into messages, as `to_messages` does for a list.
+
+    senders: how many people sent messages (a first read counts them); revisited: the
+    times the file comes back to (`revisited_times` of that read).
+    """
+
+    def __init__(self, conversation: str, *, me: str | None, zone: tzinfo | None,
+                 senders: int, revisited: set[datetime], source: str = "whatsapp") -> None:
+        self.conversation, self.me, self.zone, self.source = conversation, me, zone, source
+        self.names_known = me is not None or senders <= 1
+        self.occurrences = Occurrences(revisited)
+
+    def message(self, record: Record) -> Message:
+        pid = stable_id(self.conversation, record.local, record.sender, record.body,
+                        self.occurrences.next(record))
+        return _message(record, pid, self.conversation, self.me, self.zone, self.source,
+                        self.names_known)
 
 
 def _message(record: Record, provider_id: str, conversation: str, me: str | None,
