@@ -82,19 +82,18 @@ def settle_heap() -> None:
 @friendly
 def run(config_path: str, access_log: bool) -> None:
     """Serve webhooks and sync sinks until Ctrl-C or SIGTERM."""
-    from aiohttp import web
-
     from bridge.app import create_app
     from bridge.logs import register_secrets, secrets_in
+    from bridge.serve import serve
 
     config, pm = load(config_path)
     register_secrets(secrets_in(config))  # the log filter masks them should any slip through
     app = create_app(config, pm)
     host, port = config.server.host, config.server.port
     settle_heap()
-    web.run_app(app, host=host, port=port, shutdown_timeout=30,
-                access_log=logging.getLogger("aiohttp.access") if access_log else None,
-                print=lambda _: click.echo(f"Chatbridge listening on http://{host}:{port}"))
+    serve(app, host, port,
+          access_log=logging.getLogger("aiohttp.access") if access_log else None,
+          ready=lambda: click.echo(f"Chatbridge listening on http://{host}:{port}"))
 
 
 @cli.command()

@@ -166,9 +166,51 @@ class _StderrHandler(logging.StreamHandler):
         return sys.stderr
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one log line (logger, level, message template) through at most `burst` times per
+    `window` seconds; the next one let through says how many were held back.
+
+    A fault that repeats in a tight loop (accept() out of file descriptors, a broken disk)
+    must not fill the disk the buffer lives on with the same traceback.
+    """
+
+    def __init__(self, burst: int = 10, window: float = 10.0, keys: int = 1000) -> None:
+        super().__init__()
+        self.burst, self.window, self.keys = burst, window, keys
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # [start, count, held back]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or record.created - seen[0] >= self.window:
+                held = int(seen[2]) if seen else 0
+                if seen is None and len(self._seen) >= self.keys:
+                    self._forget(record.created)
+                self._seen[key] = [record.created, 1, 0]
+                if held:
+                    record.msg = f"{record.msg} (repeated {held} more times in {self.window:g} s)"
+                return True
+            seen[1] += 1
+            if seen[1] <= self.burst:
+                return True
+            seen[2] += 1
+            return False
+
+    def _forget(self, now: float) -> None:
+        """Drop lines not seen within the window (held-back counts of those are lost)."""
+        for key in [k for k, v in self._seen.items() if now - v[0] >= self.window]:
+            del self._seen[key]
+        if len(self._seen) >= self.keys:
+            self._seen.clear()
+
+
 def make_handler(log_format: str = "text", stream: IO[str] | None = None) -> logging.Handler:
-    """A stream handler (the current sys.stderr by default) with a redacting formatter."""
+    """A stream handler (the current sys.stderr by default) with a redacting formatter that
+    collapses lines repeated in a burst."""
     handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.addFilter(RepeatFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     elif log_format == "text":

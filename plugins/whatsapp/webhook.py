@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime
@@ -19,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 JSON_TYPES = {"application/json", ""}
 DEV_ONLY = "dev-only"  # the sample config.yaml's placeholder values start with this
+# Meta sends at most 3 MB from a data centre: 10 s is ample, and a client that trickles its
+# body holds a connection (a file descriptor) no longer than that.
+BODY_TIMEOUT = 10.0
 
 
 class WhatsAppSource:
@@ -28,6 +32,7 @@ class WhatsAppSource:
 
     def __init__(self, config: WhatsAppConfig, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.body_timeout = BODY_TIMEOUT
         self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
@@ -59,11 +64,7 @@ class WhatsAppSource:
     async def receive(self, request: web.Request, ingest: Ingest) -> web.Response:
         """Verify, parse, store in one commit, and only then answer 200."""
         started = time.perf_counter()
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:  # over client_max_size: 413
-            self._refuse("too_large", "too_large")
-            raise
+        body = await self._read_body(request)
         if not verify_signature(body, request.headers.get("X-Hub-Signature-256"),
                                 self.config.secrets):
             self._refuse("bad_signature", "unauthorized")
@@ -82,6 +83,24 @@ class WhatsAppSource:
                 text="could not store the webhook; retry later") from None
         self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The whole body within body_timeout: 413 when too large, 408 when too slow."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:  # over client_max_size: 413
+            self._refuse("too_large", "too_large")
+            raise
+        except TimeoutError:
+            self._refuse("slow_body", "bad_request")
+            refused = web.HTTPRequestTimeout(
+                text=f"the body did not arrive within {self.body_timeout:g} s")
+            refused.force_close()
+            await refused.prepare(request)
+            await refused.write_eof()
+            request.protocol.force_close()  # now, not after aiohttp lingers 10 s more
+            raise refused from None
 
     def _parse(self, body: bytes):
         try:

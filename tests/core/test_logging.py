@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from bridge.app import BRIDGE, create_app
-from bridge.logs import mask_phone, redact, register_secrets, secrets_in, setup_logging
+from bridge.logs import (
+    make_handler,
+    mask_phone,
+    redact,
+    register_secrets,
+    secrets_in,
+    setup_logging,
+)
 from bridge.plugins import get_plugin_manager, load_config
 from plugins.leadsquared.simulator import Simulator
 from plugins.whatsapp.signature import sign
@@ -279,3 +286,28 @@ async def test_access_log_of_a_handshake_hides_the_token(captured, tmp_path, ser
     (entry,) = [e for e in assert_json_lines(captured.getvalue())
                 if e["logger"] == "aiohttp.access"]
     assert "hub.verify_token=***" in entry["msg"] and VERIFY_TOKEN not in entry["msg"]
+
+
+# -- repeats and noise ----------------------------------------------------------------------
+
+
+def _record(msg: str, at: float, *args: object) -> logging.LogRecord:
+    record = logging.makeLogRecord({"name": "asyncio", "levelno": logging.ERROR,
+                                    "levelname": "ERROR", "msg": msg, "args": args})
+    record.created = at  # the seam: the filter reads the record's time, not the clock
+    return record
+
+
+def test_a_line_repeated_in_a_tight_loop_is_collapsed_with_a_count():
+    stream = io.StringIO()
+    handler = make_handler("text", stream)
+    for i in range(5000):  # what accept() out of descriptors did: thousands a second
+        handler.handle(_record("socket.accept() out of system resource (fd %d)", 100 + i / 5000,
+                               i))
+    handler.handle(_record("another line", 100.5))
+    handler.handle(_record("socket.accept() out of system resource (fd %d)", 111, 0))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 12, lines[:3]  # 10 in the burst, the other line, one summary
+    assert lines[10].endswith("another line")
+    assert lines[11].endswith("(fd 0) (repeated 4990 more times in 10 s)"), lines[11]
+

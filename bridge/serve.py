@@ -1,0 +1,167 @@
+"""Serving the app for `bridge run`: open-file limit, connection cap, signals.
+
+A flood of slow clients must not take the webhook down. Each open connection costs a file
+descriptor; at the open-file limit `accept()` fails, asyncio logs the failure in a tight
+loop, and the buffer cannot open a file. So `bridge run` raises the soft limit to the hard
+one and keeps connections below it, with room left for the buffer, the CRM client and the
+listening backlog. At the cap, the connection that has waited longest on its client (idle,
+still sending headers, or still sending a body) is closed to make room; when every one is
+busy with a request, the newcomer gets a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+from aiohttp import web
+from aiohttp.web_runner import GracefulExit
+
+logger = logging.getLogger(__name__)
+
+BACKLOG = 128  # connections the kernel queues; each may become a descriptor before we see it
+OWN_FILES = 64  # the buffer, its WAL and journal, the CRM client's sockets, logs, imports
+SHUTDOWN_TIMEOUT = 30.0
+FRESH = 1.0  # seconds an accepted connection may take to be handed its transport
+KEEPALIVE_TIMEOUT = 75.0  # also bounds a client that never finishes its headers
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Length: 40\r\nConnection: close\r\n\r\n"
+           b"too many open connections; retry later\r\n")
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def connection_cap(open_files: int) -> int:
+    """How many client connections fit under `open_files` with room for everything else."""
+    return max(16, min(open_files - BACKLOG - OWN_FILES, open_files * 9 // 10))
+
+
+def _waiting_on_client(handler: web.RequestHandler) -> bool:
+    """Idle, still sending headers, or still sending its body: closing it loses nothing."""
+    request = getattr(handler, "_current_request", None)  # aiohttp: the request in hand
+    return request is None or not request.content.is_eof()
+
+
+class _Refuse(asyncio.Protocol):
+    """Answers 503 and closes: the connection past the cap when nothing can be closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(REFUSAL)  # type: ignore[attr-defined]
+        transport.close()
+
+
+class ConnectionCap:
+    """The protocol factory for the listening socket: aiohttp's, under a connection cap."""
+
+    def __init__(self, server: web.Server, cap: int) -> None:
+        self.server, self.cap = server, cap
+        self._open: dict[web.RequestHandler, float] = {}  # accept time, oldest first
+        self.evicted = self.refused = 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        now = time.monotonic()
+        if len(self._open) >= self.cap:
+            self._forget_closed(now)
+            if len(self._open) >= self.cap and not self._evict():
+                self.refused += 1
+                logger.warning("connection cap (%d) reached and every connection is busy: "
+                               "answered 503", self.cap)
+                return _Refuse()
+        handler = self.server()
+        self._open[handler] = now
+        return handler
+
+    def _forget_closed(self, now: float) -> None:
+        """Drop closed connections; one accepted a moment ago may not be connected yet."""
+        self._open = {h: at for h, at in self._open.items()
+                      if h.transport is not None or now - at < FRESH}
+
+    def _evict(self) -> bool:
+        """Close the oldest connection waiting on its client; False if none is."""
+        oldest = next((h for h in self._open
+                       if h.transport is not None and _waiting_on_client(h)), None)
+        if oldest is None:
+            return False
+        del self._open[oldest]
+        oldest.force_close()
+        self.evicted += 1
+        logger.warning("connection cap (%d) reached: closed the oldest connection waiting "
+                       "on its client", self.cap)
+        return True
+
+
+class CappedSite(web.BaseSite):
+    """A TCP site whose connections go through a ConnectionCap."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int) -> None:
+        super().__init__(runner, backlog=BACKLOG)
+        self._host, self._port, self._cap = host, port, cap
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        factory = ConnectionCap(self._runner.server, self._cap)
+        self._server = await asyncio.get_running_loop().create_server(
+            factory, self._host, self._port, backlog=self._backlog, reuse_address=True)
+
+
+async def _serve(app: web.Application, host: str, port: int, cap: int,
+                 access_log: logging.Logger | None, ready: Callable[[], None]) -> None:
+    runner = web.AppRunner(app, handle_signals=True, access_log=access_log,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        await CappedSite(runner, host, port, cap).start()
+        ready()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(app: web.Application, host: str, port: int, *,
+          access_log: logging.Logger | None = None,
+          ready: Callable[[], None] = lambda: None) -> None:
+    """Serve `app` until SIGINT or SIGTERM, connections capped under the open-file limit."""
+    cap = connection_cap(raise_open_file_limit())
+    logger.debug("serving at most %d connections at a time", cap)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, host, port, cap, access_log, ready))
+    try:
+        loop.run_until_complete(main)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_rest(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def _cancel_rest(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
