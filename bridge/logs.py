@@ -236,4 +236,6 @@ def setup_logging(level: str = "INFO", log_format: str = "text",
     # httpx logs every request URL at INFO; query strings can hold phone numbers
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
     logging.getLogger("httpx").setLevel(quiet)
+    # aiosqlite logs every statement with its parameters (message text, numbers) at DEBUG
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     return handler

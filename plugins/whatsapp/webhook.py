@@ -85,7 +85,8 @@ class WhatsAppSource:
         return web.Response(text="OK", content_type="text/plain")
 
     async def _read_body(self, request: web.Request) -> bytes:
-        """The whole body within body_timeout: 413 when too large, 408 when too slow."""
+        """The whole body within body_timeout: 413 when too large, 408 when too slow; a
+        client that hangs up mid-body is logged at DEBUG, not as an error."""
         try:
             async with asyncio.timeout(self.body_timeout):
                 return await request.read()
@@ -101,6 +102,14 @@ class WhatsAppSource:
             await refused.write_eof()
             request.protocol.force_close()  # now, not after aiohttp lingers 10 s more
             raise refused from None
+        except (ConnectionError, RuntimeError):  # RuntimeError: aiohttp's "Connection closed."
+            if request.transport is not None and not request.transport.is_closing():
+                raise
+            logger.debug("webhook client hung up before sending the whole body")
+            self.metrics.webhook(self.name, "bad_request")
+            refused = web.HTTPBadRequest(text="the connection closed mid-body")
+        refused.force_close()
+        raise refused
 
     def _parse(self, body: bytes):
         try:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -311,3 +312,40 @@ def test_a_line_repeated_in_a_tight_loop_is_collapsed_with_a_count():
     assert lines[10].endswith("another line")
     assert lines[11].endswith("(fd 0) (repeated 4990 more times in 10 s)"), lines[11]
 
+
+def test_a_hang_up_mid_body_is_one_debug_line_and_debug_has_no_sqlite_statements(tmp_path):
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"server: {{host: 127.0.0.1, port: {port}}}\nbuffer: {{path: {tmp_path}/b.db}}\n"
+        f"plugins:\n  whatsapp:\n    verify_token: {VERIFY_TOKEN}\n"
+        f"    app_secret: {APP_SECRET}\n")
+    err = log_file("hangup")
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "--log-level", "DEBUG", "run",
+                             "-c", str(config)], stdout=subprocess.DEVNULL, stderr=err)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: httpx.get(base + "/healthz", timeout=1).status_code == 200, proc)
+        body, signature = webhook(1)
+        assert httpx.post(base + PATH, content=body, headers={
+            "Content-Type": "application/json", "X-Hub-Signature-256": signature}).status_code \
+            == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         "Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n".encode())
+            assert sock.recv(100).startswith(b"HTTP/1.1 100")  # the handler is reading
+            sock.sendall(b"{")
+        _wait_for(lambda: "hung up" in open(err.name, encoding="utf-8").read(), proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    output = open(err.name, encoding="utf-8").read()
+    assert "webhook stored" in output  # DEBUG was on
+    assert "aiosqlite" not in output and "invoice 4417" not in output, output[-2000:]
+    assert "Traceback" not in output and " ERROR " not in output, output[-2000:]
+    (line,) = [x for x in output.splitlines() if "hung up" in x]
+    assert " DEBUG plugins.whatsapp.webhook: " in line
