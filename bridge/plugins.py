@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,33 @@ GROUP = "bridge"
 
 
 def get_plugin_manager(load_entrypoints: bool = True) -> pluggy.PluginManager:
-    """A fresh manager with every installed plugin loaded and checked."""
+    """A fresh manager with every installed plugin loaded and checked: a hook name that is
+    not in bridge.hookspecs (a typo) is a PluginError naming the plugin and the hook."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    if load_entrypoints:
-        pm.load_setuptools_entrypoints(GROUP)
-    pm.check_pending()
+    try:
+        if load_entrypoints:
+            pm.load_setuptools_entrypoints(GROUP)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(_invalid_plugin(pm, exc)) from None
     return pm
+
+
+def _invalid_plugin(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> str:
+    """'plugin NAME (DIST VERSION): what is wrong; did you mean ...; what to do'."""
+    name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+    dist = next((f" ({d.project_name} {d.version})" for p, d in pm.list_plugin_distinfo()
+                 if p is exc.plugin), "")
+    text = str(exc)
+    unknown = re.search(r"unknown hook '(\w+)'", text)
+    if unknown:
+        hooks = [h for h in dir(hookspecs) if h.startswith("register_")]
+        close = difflib.get_close_matches(unknown[1], hooks, n=1)
+        text = f"{unknown[1]} is not a bridge hook" + (f" (did you mean {close[0]}?)"
+                                                       if close else "")
+    return (f"plugin {name!r}{dist}: {text}; fix the plugin or uninstall it "
+            "(pip uninstall), then start again")
 
 
 def installed(pm: pluggy.PluginManager) -> list[str]:
