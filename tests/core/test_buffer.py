@@ -87,10 +87,10 @@ async def test_interleaved_chats_are_batched_whole_not_cut_at_the_claim_limit(bu
 async def test_expired_lease_is_redelivered_as_uncertain(buffer):
     await buffer.install_sinks(["crm"])
     await buffer.append([message(1)])
-    (first,) = await buffer.claim("crm", 100, lease=0.05)
-    assert await buffer.claim("crm", 100, 60) == []  # leased: nobody else gets it
-    await asyncio.sleep(0.1)
-    (again,) = await buffer.claim("crm", 100, 60)
+    t0 = time.time()
+    (first,) = await buffer.claim("crm", 100, lease=60, now=t0)
+    assert await buffer.claim("crm", 100, 60, now=t0 + 59) == []  # leased: nobody else gets it
+    (again,) = await buffer.claim("crm", 100, 60, now=t0 + 61)  # the lease has run out
     assert again.batch.key == first.batch.key
     assert again.batch.attempt == 2 and again.batch.uncertain
     with pytest.raises(LeaseLost):

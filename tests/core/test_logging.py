@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -283,7 +282,8 @@ async def test_access_log_of_a_handshake_hides_the_token(captured, tmp_path, ser
             "hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN,
             "hub.challenge": "1"}) as resp:
         assert resp.status == 200
-    await asyncio.sleep(0.05)
+    # aiohttp writes the access line after the response: wait for it, with a deadline
+    await wait_until(lambda: "aiohttp.access" in captured.getvalue(), timeout=5)
     (entry,) = [e for e in assert_json_lines(captured.getvalue())
                 if e["logger"] == "aiohttp.access"]
     assert "hub.verify_token=***" in entry["msg"] and VERIFY_TOKEN not in entry["msg"]
