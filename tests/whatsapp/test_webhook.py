@@ -185,16 +185,19 @@ async def test_bad_bodies_get_400_with_a_reason(bridge_url, body, status, reason
     assert await stored_ids(app) == []
 
 
-async def test_wrong_content_type_gets_415(bridge_url):
-    url, _ = bridge_url
+async def test_wrong_content_type_gets_415_and_stores_nothing(bridge_url):
+    url, app = bridge_url
     body = json.dumps(envelope([change([text_message("x")])])).encode()
     assert (await post(url, body, sign(body, SECRET), "text/plain"))[0] == 415
+    assert await stored_ids(app) == []
 
 
-async def test_body_over_4_mib_gets_413(bridge_url):
-    url, _ = bridge_url
-    body = b'{"object":"whatsapp_business_account","entry":[],"pad":"' + b"x" * (5 << 20) + b'"}'
+async def test_body_over_4_mib_gets_413_and_stores_nothing(bridge_url):
+    url, app = bridge_url
+    payload = {**envelope([change([text_message("big")])]), "pad": "x" * (5 << 20)}
+    body = json.dumps(payload).encode()  # a valid, signed message, only too large
     assert (await post(url, body, sign(body, SECRET)))[0] == 413
+    assert await stored_ids(app) == []
 
 
 async def test_store_failure_answers_503_and_a_retry_is_stored(bridge_url):
