@@ -17,6 +17,10 @@ class SchemaError(BridgeError):
     """The buffer database was written by a newer Chatbridge than this one."""
 
 
+class BufferUnavailable(BridgeError):
+    """The buffer file cannot be opened or written (the message says which file and why)."""
+
+
 class BufferClosed(BridgeError):
     """The buffer is not open (startup not finished, or shutting down)."""
 

@@ -26,14 +26,15 @@ def tail(log) -> str:
     return Path(log.name).read_text(errors="replace")[-2000:]
 
 
-def wait_http(url: str, proc: subprocess.Popen, what: str, log, timeout: float = 20) -> None:
-    """Poll `url` until it answers 200; fail with the process's stderr if it died."""
+def wait_http(url: str, proc: subprocess.Popen, what: str, log, timeout: float = 20,
+              accept: tuple[int, ...] = (200,)) -> None:
+    """Poll `url` until it answers a status in `accept`; fail with stderr if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited: " + tail(log))
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code in accept:
                 return
         except httpx.HTTPError:
             pass
@@ -87,12 +88,13 @@ class BridgeProcess:
         self.proc: subprocess.Popen | None = None
         self.log = log_file("bridge")
 
-    def start(self) -> BridgeProcess:
+    def start(self, accept: tuple[int, ...] = (200,)) -> BridgeProcess:
+        """Start it and wait until /healthz answers a status in `accept` (healthy: 200)."""
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c",
                                       str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=self.log,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_http(f"{self.url}/healthz", self.proc, "bridge", self.log)
+        wait_http(f"{self.url}/healthz", self.proc, "bridge", self.log, accept=accept)
         return self
 
     def status(self) -> dict:

@@ -7,6 +7,7 @@ All SQL of Chatbridge lives in this package. One writer task owns the write conn
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections import defaultdict
@@ -20,14 +21,17 @@ import aiosqlite
 from bridge.buffer import delivery, reads
 from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.delivery import Claim, Policy
-from bridge.buffer.lock import RunnerLock
+from bridge.buffer.faults import explain
+from bridge.buffer.lock import FileHold
 from bridge.buffer.schema import migrate
 from bridge.buffer.writer import MAX_GROUP, Writer
 from bridge.contracts import Outcome
-from bridge.errors import BufferClosed
+from bridge.errors import BufferClosed, BufferUnavailable
 from bridge.model import STATUS_FAILED, STATUS_RANK, Message, StatusUpdate
 
 __all__ = ["Buffer", "Claim", "Policy"]
+
+logger = logging.getLogger(__name__)
 
 # Room the health check proves there is: a typical webhook's rows, index pages and WAL
 # frames, with margin (16 pages of 4 KiB).
@@ -58,6 +62,18 @@ WHERE excluded.message_count > 0
 """  # the WHERE skips no-op updates: a replayed webhook then writes no page at all
 
 
+# An append's writes, for the heartbeat to rehearse and roll back: they walk the same
+# b-trees (messages, its unique and conversation indexes, deliveries, conversations).
+_REHEARSAL = (
+    "INSERT INTO messages (source, provider_id, conversation, sent_at, stored_at, body)"
+    " VALUES ('healthz', hex(randomblob(8)), 'healthz', 0, 0, '{}')",
+    "INSERT INTO deliveries (sink, message_id)"
+    " SELECT sink, last_insert_rowid() FROM sink_state WHERE enabled = 1",
+    "INSERT INTO conversations (key, message_count) VALUES ('healthz', 1)"
+    " ON CONFLICT (key) DO UPDATE SET message_count = message_count + 1",
+)
+
+
 @dataclass(slots=True)
 class _Append:
     messages: list[Message]
@@ -70,12 +86,12 @@ class Buffer:
     """Open with `await Buffer.open(path)`; close with `await buffer.close()`."""
 
     def __init__(self, path: str, write: aiosqlite.Connection, read: aiosqlite.Connection,
-                 lock: RunnerLock | None = None, group_limit: int = MAX_GROUP) -> None:
+                 hold: FileHold, group_limit: int = MAX_GROUP) -> None:
         self.path = path
         self._write = write
         self._read = read
-        self._lock = lock
-        self._writer = Writer(write, _append_group, group_limit)
+        self._hold = hold
+        self._writer = Writer(write, _append_group, group_limit, path, hold.is_current)
         self._closed = False
 
     @classmethod
@@ -84,31 +100,37 @@ class Buffer:
         """Open (creating and migrating if needed) the buffer at `path`.
 
         runner: this process serves webhooks and drains sinks. Only one runner may use a
-        file at a time (a lock enforces it), so leases left by a killed runner are
-        released at once instead of waiting for them to expire. group_limit: appends per
-        commit at most (1 turns group commit off; benchmarks compare the two).
+        file at a time (an flock on the file enforces it), so leases left by a killed
+        runner are released at once instead of waiting for them to expire. group_limit:
+        appends per commit at most (1 turns group commit off; benchmarks compare the two).
+
+        A file that cannot be opened, read or written raises BufferUnavailable (which
+        file, what is wrong, what to do) with everything opened so far closed again.
         """
         path = str(path)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        lock = RunnerLock.acquire(path) if runner else None
         try:
-            write = await _connect(path, synchronous)
-        except BaseException:
-            if lock:
-                lock.release()
-            raise
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            hold = FileHold.take(path, runner)
+        except OSError as exc:
+            raise BufferUnavailable(explain(path, exc)) from exc
+        opened: list[aiosqlite.Connection] = []
+        buffer = None
         try:
-            await migrate(write)
-            read = await _connect(path, synchronous)
-        except BaseException:
-            await write.close()
-            if lock:
-                lock.release()
+            opened.append(await _connect(path, synchronous))
+            await migrate(opened[0])
+            opened.append(await _connect(path, synchronous))
+            buffer = cls(path, *opened, hold, group_limit)
+            buffer._writer.start()
+            if runner:
+                await buffer._transact(lambda db: delivery.release_leases(db, time.time()))
+        except BaseException as exc:
+            if buffer is not None:
+                await buffer.close()
+            else:
+                await _close_all(opened, hold)
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise BufferUnavailable(explain(path, exc)) from exc
             raise
-        buffer = cls(path, write, read, lock, group_limit)
-        buffer._writer.start()
-        if runner:
-            await buffer._transact(lambda db: delivery.release_leases(db, time.time()))
         return buffer
 
     async def close(self) -> None:
@@ -119,10 +141,7 @@ class Buffer:
         try:
             await self._writer.close()
         finally:
-            await self._write.close()
-            await self._read.close()
-            if self._lock:
-                self._lock.release()
+            await _close_all([self._write, self._read], self._hold)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -150,7 +169,16 @@ class Buffer:
         rewrites a page or WAL frames already there) while appends are refused, so the
         heartbeat row first grows by HEALTH_PROBE_BYTES (a blob, committed: new pages
         and WAL frames), then shrinks back, leaving the pages free for the next appends.
+        The shrinking step also rehearses an append (rolled back): a damaged page on its
+        way fails the heartbeat too. BufferUnavailable comes first if the file was deleted
+        or replaced, or a write found it damaged: a heartbeat may still commit then, while
+        webhooks cannot.
         """
+        self._check_open()
+        self._writer.check_current()
+        if self._writer.damaged:
+            raise BufferUnavailable(self._writer.damaged)
+
         async def grow(db: aiosqlite.Connection) -> None:
             await db.execute("INSERT INTO heartbeat (id, at) VALUES (1, zeroblob(?))"
                              " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
@@ -158,6 +186,13 @@ class Buffer:
 
         async def settle(db: aiosqlite.Connection) -> None:
             await db.execute("UPDATE heartbeat SET at = ? WHERE id = 1", (time.time(),))
+            await db.execute("SAVEPOINT rehearsal")
+            try:
+                for sql in _REHEARSAL:
+                    await db.execute(sql)
+            finally:
+                await db.execute("ROLLBACK TO rehearsal")
+                await db.execute("RELEASE rehearsal")
 
         await self._transact(grow)
         await self._transact(settle)
@@ -277,10 +312,26 @@ async def _connect(path: str, synchronous: str) -> aiosqlite.Connection:
         raise ValueError(f"buffer synchronous={synchronous!r}: use one of "
                          f"{', '.join(_SYNCHRONOUS)}")
     db = await aiosqlite.connect(path, isolation_level=None)
-    for pragma in _PRAGMAS:
-        await db.execute(pragma)
-    await db.execute(_SYNCHRONOUS[mode])
+    try:
+        for pragma in _PRAGMAS:
+            await db.execute(pragma)
+        await db.execute(_SYNCHRONOUS[mode])
+    except BaseException:
+        await db.close()  # its thread would keep the process alive
+        raise
     return db
+
+
+async def _close_all(connections: Sequence[aiosqlite.Connection], hold: FileHold) -> None:
+    """Close every connection (each even if one fails), then give the file hold back."""
+    try:
+        for db in connections:
+            try:
+                await db.close()
+            except Exception:  # a broken connection still has its thread stopped
+                logger.exception("closing a buffer connection failed")
+    finally:
+        hold.release()
 
 
 def _status_row(status: StatusUpdate) -> tuple[Any, ...]:

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bridge.errors import BufferClosed
+from bridge.buffer.faults import explain, is_damage
+from bridge.errors import BufferClosed, BufferUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,11 +32,22 @@ class Writer:
     five trips a group used to make cost more event-loop time than the SQL itself. Other
     transactions (claims, acks) run alone, after the appends waiting at that moment, so
     a draining sink never holds ingestion up for longer than one short transaction.
+
+    After each commit `is_current` (one os.stat or two) proves the path still leads to the
+    file just written: if the buffer was deleted or replaced, the commit went to a file no
+    restart will read, so its callers get an error, never a 200, and so does every later
+    write (`gone`). A commit that finds the file damaged sets `damaged`. Either makes the
+    buffer unhealthy until a restart.
     """
 
     def __init__(self, db: aiosqlite.Connection, group_work: GroupWork,
-                 group_limit: int = MAX_GROUP) -> None:
+                 group_limit: int = MAX_GROUP, path: str = "",
+                 is_current: Callable[[], bool] = lambda: True) -> None:
         self._db = db
+        self._path = path
+        self._is_current = is_current
+        self.gone: str | None = None
+        self.damaged: str | None = None
         self._group_limit = group_limit
         self._group_work = group_work
         self._appends: deque[tuple[Any, asyncio.Future[Any]]] = deque()
@@ -64,9 +76,33 @@ class Writer:
         """Queue a transaction of its own."""
         return self._queue(self._others, work)
 
+    @property
+    def fault(self) -> str | None:
+        """Why no write can be trusted until a restart, or None."""
+        return self.gone or self.damaged
+
+    def check_current(self) -> None:
+        """Raise (and remember) BufferUnavailable if the path no longer leads to our file."""
+        if self.gone is None and not self._is_current():
+            self.gone = (f"buffer.path {self._path} was deleted or replaced while the bridge "
+                         "was running; writes since then went to a file no restart will read "
+                         "(restart the bridge; restore the file from a backup if you have one)")
+            logger.error("%s", self.gone)
+        self._refuse_if_gone()
+
+    def _refuse_if_gone(self) -> None:
+        if self.gone is not None:
+            raise BufferUnavailable(self.gone)
+
+    def _note(self, exc: BaseException) -> None:
+        if self.damaged is None and is_damage(exc):
+            self.damaged = explain(self._path, exc)
+            logger.error("%s", self.damaged)
+
     def _queue(self, queue: deque[Any], item: Any) -> asyncio.Future[Any]:
         if self._closing:
             raise BufferClosed("the buffer is closing")
+        self._refuse_if_gone()
         future = asyncio.get_running_loop().create_future()
         queue.append((item, future))
         self._wake.set()
@@ -89,11 +125,15 @@ class Writer:
         group = [self._appends.popleft() for _ in range(count)]
         items = [item for item, _ in group]
         try:
+            self._refuse_if_gone()
             results = await self._in_thread(items)
+            self.check_current()
         except Exception as exc:
-            if len(group) == 1:
-                if not group[0][1].done():
-                    group[0][1].set_exception(exc)
+            self._note(exc)
+            if len(group) == 1 or isinstance(exc, BufferUnavailable):
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
                 return
             # One bad append must not fail its neighbours: retry each on its own.
             logger.warning("grouped commit of %d appends failed; retrying one by one", len(group))
@@ -119,8 +159,11 @@ class Writer:
                       future: asyncio.Future[Any]) -> None:
         """Run one transaction; its result or error goes to the caller's future."""
         try:
+            self._refuse_if_gone()
             result = await run()
+            self.check_current()
         except Exception as exc:  # handed to the caller, who decides what it means
+            self._note(exc)
             if not future.done():
                 future.set_exception(exc)
             return
