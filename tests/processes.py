@@ -118,6 +118,21 @@ class BridgeProcess:
                 self.kill()
 
 
+def failed_start(config: Path, timeout: float = 30) -> str:
+    """Run `bridge run -c config`, which must exit 1 within `timeout` s with one line on
+    stderr (no traceback); return that line."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "bridge", "run", "-c", str(config)],
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"bridge run did not exit within {timeout} s (hung, or serving): "
+                             f"{exc.stderr!r}") from None
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    return lines[0]
+
+
 class DemoProcess:
     """`bridge demo` as a child process, its stdout lines collected from a log file."""
 

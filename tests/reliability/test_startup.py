@@ -9,8 +9,6 @@ start serves. The files are made bad for real: `chattr +i`, a zeroed header, a f
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,11 +17,9 @@ import pytest
 from bridge.buffer import Buffer
 from bridge.errors import BufferUnavailable
 from tests.helpers import free_port, message
-from tests.processes import BridgeProcess
+from tests.processes import BridgeProcess, failed_start
 from tests.reliability.disks import chattr, fill
 from tests.reliability.support import whatsapp_config
-
-START_LIMIT = 30  # seconds; a start that hangs is killed here and the test fails
 
 
 def _config(tmp_path: Path, db: Path) -> tuple[Path, int]:
@@ -31,19 +27,6 @@ def _config(tmp_path: Path, db: Path) -> tuple[Path, int]:
     config = tmp_path / "config.yaml"
     config.write_text(whatsapp_config(db, port=port))
     return config, port
-
-
-def _start_fails(config: Path) -> str:
-    """Run `bridge run`; it must exit 1 within START_LIMIT with one line on stderr."""
-    try:
-        done = subprocess.run([sys.executable, "-m", "bridge", "run", "-c", str(config)],
-                              capture_output=True, text=True, timeout=START_LIMIT,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"bridge run neither served nor exited: {exc.stderr!r}") from None
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1 and len(lines) == 1, done.stderr
-    return lines[0]
 
 
 def _starts(config: Path, port: int) -> None:
@@ -68,7 +51,7 @@ def test_immutable_buffer_exits_with_the_reason_and_starts_once_writable(tmp_pat
     config, port = _config(tmp_path, db)
     chattr("+i", db)
     try:
-        line = _start_fails(config)
+        line = failed_start(config)
     finally:
         chattr("-i", db)
     assert line.startswith(f"Error: buffer.path {db}: the file cannot be written"), line
@@ -82,7 +65,7 @@ def test_zeroed_header_exits_with_the_reason(tmp_path):
     with open(db, "r+b") as out:
         out.write(b"\0" * 100)
     config, port = _config(tmp_path, db)
-    line = _start_fails(config)
+    line = failed_start(config)
     assert line.startswith(f"Error: buffer.path {db}: the file is damaged or not an SQLite "
                            "database"), line
     assert "restore it from a backup" in line
@@ -96,7 +79,7 @@ def test_full_disk_with_leases_of_a_killed_run_exits_and_starts_once_space_retur
     asyncio.run(_buffer_with_leases(db))
     filler = fill(tmpfs)
     config, port = _config(tmp_path, db)
-    line = _start_fails(config)
+    line = failed_start(config)
     assert line.startswith(f"Error: buffer.path {db}: the disk is full"), line
     filler.unlink()
     _starts(config, port)
