@@ -134,6 +134,9 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
     config.plugins = validated
     if base_dir is not None and not Path(config.buffer.path).is_absolute():
         config.buffer.path = str(base_dir / config.buffer.path)
+    if Path(config.buffer.path).is_dir():
+        raise ConfigError(f"buffer.path: {config.buffer.path} is a directory (name a file in "
+                          f"it, e.g. {Path(config.buffer.path) / 'chatbridge.db'})")
     return config
 
 
