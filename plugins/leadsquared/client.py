@@ -31,13 +31,16 @@ class LeadSquaredError(Exception):
     """A failed LeadSquared call; the sink maps `kind` to retry, dead-letter or stop."""
 
     def __init__(self, kind: Kind, message: str, *, exception_type: str | None = None,
-                 status: int | None = None) -> None:
+                 status: int | None = None, in_flight: bool = False) -> None:
         origin = ", ".join(filter(None, [exception_type, status and f"HTTP {status}"]))
         super().__init__(f"{kind}: {message}" + (f" ({origin})" if origin else ""))
         self.kind = kind
         self.message = message
         self.exception_type = exception_type
         self.status = status
+        # an unknown outcome where the request may still be on its way (we or a gateway
+        # stopped waiting for it): it can commit later, so look for it only after a while
+        self.in_flight = in_flight
 
 
 def retry_delay(kind: str, attempt: int, *, base: float = 1.0) -> float:
@@ -259,8 +262,11 @@ def _classify(response: httpx.Response, write: bool) -> Any:
         raise error("rejected", f"HTTP {status}")
     if status >= 500:
         # A write may have committed before the server failed (the reference gives no
-        # guarantee either way), so the sink checks for it before posting again.
-        raise error(_lost(write), f"HTTP {status}")
+        # guarantee either way), so the sink checks for it before posting again. A 504
+        # is a gateway that stopped waiting: the write may still commit after it.
+        failure = error(_lost(write), f"HTTP {status}")
+        failure.in_flight = write and status == 504
+        raise failure
     if not response.is_success:
         raise error("rejected", f"HTTP {status}")
     if info.get("Status") == "Error":
@@ -277,7 +283,9 @@ def _lost(write: bool) -> Kind:
 
 def _transport_error(exc: httpx.TransportError, write: bool) -> LeadSquaredError:
     kind: Kind = "transient" if isinstance(exc, _NOT_SENT) else _lost(write)
-    return LeadSquaredError(kind, f"{type(exc).__name__}: {exc}".rstrip(": "))
+    in_flight = kind == "unknown_outcome" and isinstance(exc, httpx.TimeoutException)
+    return LeadSquaredError(kind, f"{type(exc).__name__}: {exc}".rstrip(": "),
+                            in_flight=in_flight)
 
 
 def _is_mx(exception_type: str | None) -> bool:

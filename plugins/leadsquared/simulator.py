@@ -77,6 +77,10 @@ class Knobs:
     latency: seconds added to every call.
     drop_after_commit_rate: share of successful writes whose connection is closed after the
         commit, without an answer.
+    write_hold: seconds each write (WRITE_PATHS) is held before it reaches the account, as
+        a slow network or proxy holds a request; it commits at the end of the hold even if
+        the client gave up meanwhile (so a hold longer than the client's timeout is a
+        write that commits late). Issue 13 item 7: a 70 s hold posted an activity twice.
     note_limit: longest ActivityNote accepted (GUESS: about 2000, reference §7.3).
     seed: seeds fault decisions (and, at construction, the generated ids).
     """
@@ -86,6 +90,7 @@ class Knobs:
     error_rate: float = 0.0
     latency: float = 0.0
     drop_after_commit_rate: float = 0.0
+    write_hold: float = 0.0
     note_limit: int = 2000
     seed: int | None = None
 
@@ -113,9 +118,9 @@ def _check_knob(name: str, value: Any) -> Any:
         value = str(value)
         if value not in SIGNALS:
             raise ValueError(f"rate_limit_signal {value!r}: use one of {', '.join(SIGNALS)}")
-    elif name in ("error_rate", "drop_after_commit_rate", "latency"):
+    elif name in ("error_rate", "drop_after_commit_rate", "latency", "write_hold"):
         value = float(value)
-        if value < 0 or (name != "latency" and value > 1):
+        if value < 0 or (name not in ("latency", "write_hold") and value > 1):
             raise ValueError(f"{name} {value}: out of range")
     elif name == "note_limit":
         value = int(value)
@@ -144,6 +149,7 @@ class Simulator:
         self._limit: tuple[int, float] | None = None
         self._window = (-1, 0)  # (window number, calls counted in it)
         self._refusals = 0
+        self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
         self._runner: web.AppRunner | None = None
         self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
                        error_rate=error_rate, latency=latency, note_limit=note_limit,
@@ -185,6 +191,8 @@ class Simulator:
         return bound
 
     async def stop(self) -> None:
+        for task in list(self.held_writes):  # write_hold: the account goes away uncommitted
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -302,13 +310,32 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     sim = request.app[SIM_KEY]
     call = sim.record(request)
     request[CALL_KEY] = call
-    response = await _answer(sim, request, handler, call.at)
+    if sim.knobs.write_hold and request.method == "POST" and request.path in WRITE_PATHS:
+        response = await _held_answer(sim, request, handler, call.at)
+    else:
+        response = await _answer(sim, request, handler, call.at)
     call.status = response.status
     if (request.method == "POST" and request.path in WRITE_PATHS and response.status == 200
             and sim.roll(sim.knobs.drop_after_commit_rate)):
         call.status = None
         request.transport.close()  # committed, but the client never hears back
     return response
+
+
+async def _held_answer(sim: Simulator, request: web.Request, handler: Handler,
+                       arrived: float) -> web.StreamResponse:
+    """write_hold: answer after the hold, in a task of its own that a client hanging up
+    does not cancel, so the write commits late rather than never."""
+    await request.read()  # the body arrived; only its effect is late
+
+    async def held() -> web.StreamResponse:
+        await asyncio.sleep(sim.knobs.write_hold)
+        return await _answer(sim, request, handler, arrived)
+
+    task = asyncio.ensure_future(held())
+    sim.held_writes.add(task)
+    task.add_done_callback(sim.held_writes.discard)
+    return await asyncio.shield(task)
 
 
 async def _answer(sim: Simulator, request: web.Request, handler: Handler,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +22,7 @@ from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcri
 logger = logging.getLogger(__name__)
 
 SEVERITY = {"delivered": 0, "retry": 1, "rejected": 2}
+WRITE_SETTLE = 3  # times the timeout after its send, a write with no answer has settled
 
 
 @dataclass
@@ -133,10 +134,11 @@ class LeadSquaredSink:
             return _all(batch, Outcome.held(
                 "no phone number (WhatsApp username user): cannot match a lead by phone"))
         cached = batch.record_id is not None
+        sent = time.time()
         try:
             lead = batch.record_id or await self._resolve(batch)
-        except LeadSquaredError as exc:
-            return _all(batch, _outcome(exc))
+        except LeadSquaredError as exc:  # an unknown outcome here is a lead create
+            return _all(batch, self._late_write_retry(exc, sent) or _outcome(exc))
         if lead is None:
             return _all(batch, Outcome.held(
                 "no lead with this number in LeadSquared (create one, or set create_leads)"))
@@ -192,10 +194,12 @@ class LeadSquaredSink:
             key = part.key if target is None else f"{part.key}@{target}"
             if key in posting.existing:
                 continue
+            sent = time.time()
             try:
                 activity = await self._post(batch, part, lead, target, key)
             except LeadSquaredError as exc:
-                outcome = await self._after_failure(exc, batch, lead, target, key, posting)
+                outcome = await self._after_failure(exc, batch, lead, target, key, posting,
+                                                    sent)
                 if outcome is None:
                     continue
                 posting.results[part.key] = outcome
@@ -217,7 +221,8 @@ class LeadSquaredSink:
             opportunity_id=target)
 
     async def _after_failure(self, exc: LeadSquaredError, batch: Batch, lead: str,
-                             target: str | None, key: str, posting: _Posting) -> Outcome | None:
+                             target: str | None, key: str, posting: _Posting,
+                             sent: float) -> Outcome | None:
         """None when the post turns out to have landed after all; else the outcome."""
         if exc.kind == "unknown_outcome":
             found = await self._find_key(lead, target, key)
@@ -225,8 +230,23 @@ class LeadSquaredSink:
                 batch.remember(key, found)
                 posting.existing[key] = found
                 return None
+            return self._late_write_retry(exc, sent) or _outcome(exc)
         return await self._forget_if_gone(exc, batch, lead, posting.cached_lead) \
             or _outcome(exc)
+
+    def _late_write_retry(self, exc: LeadSquaredError, sent: float) -> Outcome | None:
+        """A write that timed out may still be on its way and commit late: its retry (which
+        looks for the key before posting again) waits until it must have landed or died.
+
+        A request cannot commit much after the client gave up unless something holds it
+        (a proxy, a congested link); we allow twice the timeout more (so 90 s after the
+        send at the default 30 s timeout; a 70 s hold was seen to post twice).
+        """
+        if exc.kind != "unknown_outcome" or not exc.in_flight:
+            return None
+        settled = sent + WRITE_SETTLE * self.settings.timeout
+        return Outcome.retry(f"{_outcome(exc).reason} (looked for again before a re-post)",
+                             not_before=datetime.fromtimestamp(settled, UTC))
 
     async def _forget_if_gone(self, exc: LeadSquaredError, batch: Batch, lead: str,
                               cached: bool) -> Outcome | None:

@@ -105,6 +105,17 @@ def test_plain_5xx_is_transient_on_a_read_but_unknown_on_a_write():
         assert kind_of(answer(status, text="busy"), write=True) == "unknown_outcome"
 
 
+def test_a_write_a_gateway_stopped_waiting_for_may_still_commit_other_5xx_not():
+    def in_flight(status: int, write: bool = True) -> bool:
+        with pytest.raises(LeadSquaredError) as caught:
+            _classify(answer(status, text="<html>gateway</html>"), write)
+        return caught.value.in_flight
+
+    assert in_flight(504)  # 504 Gateway Timeout: LeadSquared may still be working on it
+    assert not any(in_flight(status) for status in (500, 502, 503))
+    assert not in_flight(504, write=False)
+
+
 def test_non_mx_exception_on_500_is_transient():
     body = {"Status": "Error", "ExceptionType": "NullReferenceException", "ExceptionMessage": "x"}
     assert kind_of(answer(500, body)) == "transient"
