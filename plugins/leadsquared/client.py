@@ -268,12 +268,23 @@ def _classify(response: httpx.Response, write: bool) -> Any:
         failure.in_flight = write and status == 504
         raise failure
     if not response.is_success:
+        if not _from_leadsquared(answer):
+            # An error page (HTML, or JSON not shaped as LeadSquared's errors) comes from a
+            # proxy or gateway in front of the API: a one-off 400/403/404/408/413 there
+            # never reached LeadSquared, so it is retried (and counts toward max_attempts).
+            raise error("transient", f"HTTP {status} from a gateway in front of LeadSquared"
+                                     " (not a LeadSquared answer)")
         raise error("rejected", f"HTTP {status}")
     if info.get("Status") == "Error":
         raise error("rejected", "LeadSquared answered Status=Error")
     if answer is _NO_JSON:
         raise error(_lost(write), "the answer is not JSON")
     return answer
+
+
+def _from_leadsquared(answer: Any) -> bool:
+    """LeadSquared's own errors are JSON with Status or ExceptionType (reference §3)."""
+    return isinstance(answer, dict) and ("Status" in answer or "ExceptionType" in answer)
 
 
 def _lost(write: bool) -> Kind:

@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from hmac import compare_digest
 from typing import Any
 
@@ -81,6 +81,12 @@ class Knobs:
         a slow network or proxy holds a request; it commits at the end of the hold even if
         the client gave up meanwhile (so a hold longer than the client's timeout is a
         write that commits late). Issue 13 item 7: a 70 s hold posted an activity twice.
+    gateway_errors: one-off error pages from a proxy or gateway in front of the API, as
+        [status, endpoint] pairs (endpoint: the path's last segment, e.g. "Lead.Create",
+        or "*"): each answers the next matching call once, with an HTML page of that
+        status, before the account sees it (nothing commits). Issue 13: a one-off HTML
+        404/400 on a lookup, or 403/408/413 on a create, from such a proxy dead-lettered
+        messages; LeadSquared's own errors are JSON (reference §3), these pages are not.
     note_limit: longest ActivityNote accepted (GUESS: about 2000, reference §7.3).
     seed: seeds fault decisions (and, at construction, the generated ids).
     """
@@ -91,6 +97,7 @@ class Knobs:
     latency: float = 0.0
     drop_after_commit_rate: float = 0.0
     write_hold: float = 0.0
+    gateway_errors: list = field(default_factory=list)
     note_limit: int = 2000
     seed: int | None = None
 
@@ -126,9 +133,18 @@ def _check_knob(name: str, value: Any) -> Any:
         value = int(value)
         if value < 1:
             raise ValueError(f"note_limit {value}: must be positive")
+    elif name == "gateway_errors":
+        value = [_gateway_error(item) for item in value or []]
     elif name == "seed" and value is not None:
         value = int(value)
     return value
+
+
+def _gateway_error(item: Any) -> tuple[int, str]:
+    status, endpoint = item if isinstance(item, list | tuple) and len(item) == 2 else (None, "")
+    if not isinstance(status, int) or not 400 <= status <= 599 or not isinstance(endpoint, str):
+        raise ValueError(f"gateway_errors item {item!r}: use [status 400-599, endpoint or '*']")
+    return status, endpoint
 
 
 class Simulator:
@@ -274,6 +290,16 @@ class Simulator:
         return web.Response(status=status, content_type="text/html",
                             text=f"<html><body><h1>{status}</h1></body></html>")
 
+    def gateway_answer(self, path: str) -> web.Response | None:
+        """The first queued gateway error page matching this call (used up), or None."""
+        endpoint = path.rsplit("/", 1)[-1]
+        for index, (status, wanted) in enumerate(self.knobs.gateway_errors):
+            if wanted in ("*", endpoint):
+                del self.knobs.gateway_errors[index]
+                return web.Response(status=status, content_type="text/html",
+                                    text=f"<html><body><h1>{status}</h1><hr>proxy</body></html>")
+        return None
+
     def authorised(self, request: web.Request) -> bool:
         """Keys in the x-LSQ-* headers or in the accessKey/secretKey query."""
         access = request.headers.get("x-LSQ-AccessKey") or request.query.get("accessKey", "")
@@ -342,6 +368,8 @@ async def _answer(sim: Simulator, request: web.Request, handler: Handler,
                   arrived: float) -> web.StreamResponse:
     if sim.knobs.latency:
         await asyncio.sleep(sim.knobs.latency)
+    if (page := sim.gateway_answer(request.path)) is not None:
+        return page
     if sim.over_limit(arrived):
         return sim.rate_limit_answer()
     if sim.roll(sim.knobs.error_rate):

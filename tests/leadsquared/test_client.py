@@ -121,10 +121,20 @@ def test_non_mx_exception_on_500_is_transient():
     assert kind_of(answer(500, body)) == "transient"
 
 
-def test_401_is_auth_and_other_4xx_are_rejected():
+def test_401_is_auth_and_leadsquareds_own_4xx_are_rejected():
     assert kind_of(answer(401, text="Unauthorized")) == "auth"
-    assert kind_of(answer(404, text="Not Found")) == "rejected"
-    assert kind_of(answer(405, text="Method Not Allowed")) == "rejected"
+    for status in (400, 404, 405):
+        body = {"Status": "Error", "ExceptionType": "SomeException", "ExceptionMessage": "no"}
+        assert kind_of(answer(status, body)) == "rejected"
+        assert kind_of(answer(status, {"Status": "Error", "Message": "no"})) == "rejected"
+
+
+def test_a_gateway_error_page_is_transient_for_reads_and_writes():
+    for status in (400, 403, 404, 405, 408, 413):
+        for write in (False, True):  # refused at the gateway: it never reached the API
+            assert kind_of(answer(status, text="<html><h1>proxy</h1></html>"), write) == \
+                "transient"
+        assert kind_of(answer(status, {"message": "Forbidden"})) == "transient"  # not LSQ's
 
 
 def test_a_2xx_that_is_not_json_is_unknown_for_a_write_and_transient_for_a_read():
