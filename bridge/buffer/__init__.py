@@ -289,6 +289,26 @@ class Buffer:
     async def count_messages(self) -> int:
         return (await self.query("SELECT count(*) FROM messages"))[0][0]
 
+    # -- limits ------------------------------------------------------------------------
+
+    async def writer_pragma(self, name: str, value: int | None = None) -> int:
+        """Read, or set, a limit of the write connection; its value now.
+
+        max_page_count caps the file's size (SQLITE_FULL beyond it), page_count is the
+        size now, query_only 1 refuses every write (SQLITE_READONLY): real SQLite
+        failures, for the disk tests and for freezing a buffer by hand.
+        """
+        if name not in _WRITER_PRAGMAS:
+            raise ValueError(f"writer_pragma: {name!r} is not one of {sorted(_WRITER_PRAGMAS)}")
+        self._check_open()
+        setting = "" if value is None else f" = {int(value)}"  # an int: never formatted text
+        async with self._write.execute(f"PRAGMA {name}{setting}") as cursor:
+            row = await cursor.fetchone()
+        if row is None:  # setting query_only answers nothing
+            async with self._write.execute(f"PRAGMA {name}") as cursor:
+                row = await cursor.fetchone()
+        return int(row[0])
+
     # -- internals ---------------------------------------------------------------------
 
     async def _transact(self, work: Any) -> Any:
@@ -300,6 +320,7 @@ class Buffer:
             raise BufferClosed("the buffer is closed")
 
 
+_WRITER_PRAGMAS = frozenset({"max_page_count", "page_count", "query_only"})
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 10000",
             "PRAGMA foreign_keys = OFF")
 # PRAGMA takes no parameters: the setting picks a constant, it is never formatted into SQL.

@@ -5,10 +5,11 @@ answers 503 while the buffer cannot commit; when space (or write access) returns
 process answers 200 again, without a restart. Every message that got a 200 is in the
 buffer at the end.
 
-Variants: a real 2 MB tmpfs that fills up, the same remounted read-only (both need
-`mount`, so root; skipped with the reason otherwise - and Linux refuses a read-only
-remount while a live buffer holds its files open for writing), and at the SQLite layer,
-which always runs: SQLITE_FULL via `PRAGMA max_page_count` and SQLITE_READONLY via
+Variants: a real 2 MB tmpfs that fills up (needs `mount`, so root; skipped with the
+reason otherwise), the live buffer's files made immutable with `chattr +i` (Linux refuses
+a read-only remount while the buffer holds its files open for writing; the immutable flag
+fails writes through open descriptors), and at the SQLite layer, which always runs:
+SQLITE_FULL via `PRAGMA max_page_count` and SQLITE_READONLY via
 `PRAGMA query_only` on the writer connection (real SQLite errors, not mocks).
 """
 
@@ -21,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.reliability.disks import chattr, fill, mount
 from tests.reliability.support import (
     PATH,
     ThreadedApp,
@@ -34,29 +35,6 @@ from tests.reliability.support import (
 )
 
 ASHA = "919876543210"
-
-
-def _mount(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30)
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A 2 MB tmpfs at tmp_path/disk, or a skip saying why it cannot be had."""
-    target = tmp_path / "disk"
-    target.mkdir()
-    try:
-        done = _mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(target))
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot run mount ({exc}): the tmpfs variants need root")
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here ({done.stderr.strip()}); "
-                    "the SQLite max_page_count variant still runs")
-    try:
-        yield target
-    finally:
-        _mount("-o", "remount,rw", str(target))
-        subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
 
 
 class Poster:
@@ -107,19 +85,6 @@ def _serve(db: Path, tmp_path: Path) -> ThreadedApp:
     return ThreadedApp(whatsapp_config(db), tmp_path / "config.yaml")
 
 
-def _filler(directory: Path) -> Path:
-    """Fill what is left of the filesystem with a file of its own (another process's)."""
-    filler = directory / "filler"
-    with open(filler, "wb") as out:
-        try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
-        except OSError:
-            pass
-    return filler
-
-
 def test_full_tmpfs_gets_503_and_recovers_when_space_returns(tmpfs, tmp_path):
     db = tmpfs / "buffer.db"
     with _serve(db, tmp_path) as app:
@@ -127,11 +92,11 @@ def test_full_tmpfs_gets_503_and_recovers_when_space_returns(tmpfs, tmp_path):
         try:
             assert poster.post() == 200
             poster.fill_until_refused()
-            filler = _filler(tmpfs)  # and leave no byte for anything else either
+            filler = fill(tmpfs)  # and leave no byte for anything else either
             assert poster.post(10) == 503
             assert poster.health() == 503, "healthz says OK while nothing can be stored"
             filler.unlink()
-            done = _mount("-o", "remount,size=64m", str(tmpfs))
+            done = mount("-o", "remount,size=64m", str(tmpfs))
             assert done.returncode == 0, done.stderr
             assert poster.recovered(), "still refusing after space came back"
             for _ in range(20):
@@ -141,24 +106,31 @@ def test_full_tmpfs_gets_503_and_recovers_when_space_returns(tmpfs, tmp_path):
     _check_acknowledged(poster, db, "disk full (tmpfs)")
 
 
-def test_read_only_remount_gets_503_and_recovers_when_writable(tmpfs, tmp_path):
-    assert _mount("-o", "remount,size=64m", str(tmpfs)).returncode == 0
-    db = tmpfs / "buffer.db"
+def test_immutable_buffer_files_get_503_and_recover_when_writable(tmp_path):
+    """The buffer's files made read-only under the live bridge, even to root (chattr +i).
+
+    (A `mount -o remount,ro` is refused with EBUSY while the buffer holds its files open
+    for writing; the immutable flag is the real way to take write access from an open
+    file: every write through its descriptor then fails with EPERM.)
+    """
+    db = tmp_path / "buffer.db"
+    files = [db, Path(f"{db}-wal")]
     with _serve(db, tmp_path) as app:
         poster = Poster(app)
         try:
             for _ in range(5):
                 assert poster.post() == 200
-            done = _mount("-o", "remount,ro", str(tmpfs))
-            if done.returncode != 0 and "busy" in done.stderr:
-                pytest.skip("Linux refuses `mount -o remount,ro` while files are open for "
-                            "writing (EBUSY), as a live buffer's are; read-only is covered at "
-                            "the SQLite layer by test_sqlite_read_only_gets_503_and_recovers")
-            assert done.returncode == 0, done.stderr
-            _read_only_then_writable(poster, lambda: _mount("-o", "remount,rw", str(tmpfs)))
+            for path in files:
+                chattr("+i", path)
+            try:
+                _read_only_then_writable(
+                    poster, lambda: [chattr("-i", path) for path in files])
+            finally:
+                for path in files:
+                    subprocess.run(["chattr", "-i", str(path)], capture_output=True)
         finally:
             poster.close()
-    _check_acknowledged(poster, db, "read-only disk")
+    _check_acknowledged(poster, db, "immutable buffer files")
 
 
 def test_sqlite_read_only_gets_503_and_recovers(tmp_path):
@@ -194,7 +166,7 @@ def _check_acknowledged(poster: Poster, db: Path, what: str) -> None:
 
 
 async def _query_only(app: ThreadedApp, on: bool) -> None:
-    await app.bridge.buffer._writer._db.execute(f"PRAGMA query_only = {int(on)}")
+    await app.bridge.buffer.writer_pragma("query_only", int(on))
 
 
 def test_sqlite_full_gets_503_and_recovers_without_restart(tmp_path):
@@ -218,11 +190,9 @@ def test_sqlite_full_gets_503_and_recovers_without_restart(tmp_path):
 
 
 async def _cap_at_current_size(app: ThreadedApp) -> None:
-    db = app.bridge.buffer._writer._db
-    async with db.execute("PRAGMA page_count") as cursor:
-        (pages,) = await cursor.fetchone()
-    await db.execute(f"PRAGMA max_page_count = {int(pages)}")
+    buffer = app.bridge.buffer
+    await buffer.writer_pragma("max_page_count", await buffer.writer_pragma("page_count"))
 
 
 async def _lift_cap(app: ThreadedApp) -> None:
-    await app.bridge.buffer._writer._db.execute("PRAGMA max_page_count = 1073741823")
+    await app.bridge.buffer.writer_pragma("max_page_count", 1073741823)
