@@ -145,6 +145,9 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
     for number in numbers[:4]:
         simulator.add_opportunity(leads[number], "Deal")
     simulator.configure(drop_after_commit_rate=0.3, latency=0.02)
+    # The sink's default 10/5s made most of this test a wait (70 s). At 20/1s a drain
+    # still takes a few seconds: long enough for each kill to land in it (checked below).
+    write_config(bridge.config, simulator, bridge.port, rate_limit="20/1s")
     bridge.start()
     now = int(time.time())
     texts = [f"msg-{n:04d}" for n in range(120)]
@@ -160,6 +163,8 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
         eventually(lambda s=seen: len(simulator.activities()) > s, timeout=60)
         bridge.kill()
         kills += 1
+        # 12 lead activities and 4 deal ones in all: some must still be to come
+        assert len(simulator.activities()) < 16, f"kill {kills} came after the drain"
         bridge.start()
         bridge.sync_now()
     (sink,) = eventually(lambda: _drained(bridge), timeout=120)
