@@ -406,7 +406,10 @@ def test_slow_loris_clients_do_not_hold_up_a_webhook(live):
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        time.sleep(0.5)  # every slow client is mid-headers now
+        deadline = time.monotonic() + 10
+        while sent[0] < 10:  # every slow client is mid-headers now
+            assert time.monotonic() < deadline, "the trickle did not start"
+            time.sleep(0.01)
         waits = []
         for n in range(5):
             body = _two_messages(f"loris{n}")
