@@ -291,23 +291,19 @@ class Buffer:
 
     # -- limits ------------------------------------------------------------------------
 
-    async def writer_pragma(self, name: str, value: int | None = None) -> int:
-        """Read, or set, a limit of the write connection; its value now.
+    async def limit_writes(self, *, size_cap: bool | None = None,
+                           read_only: bool | None = None) -> None:
+        """Cap the file at its size now (or lift the cap); refuse every write (or stop).
 
-        max_page_count caps the file's size (SQLITE_FULL beyond it), page_count is the
-        size now, query_only 1 refuses every write (SQLITE_READONLY): real SQLite
-        failures, for the disk tests and for freezing a buffer by hand.
+        Real SQLite failures follow (SQLITE_FULL beyond the cap, SQLITE_READONLY): the
+        disk tests use them, and a person can freeze a buffer by hand. None leaves a
+        setting as it is.
         """
-        if name not in _WRITER_PRAGMAS:
-            raise ValueError(f"writer_pragma: {name!r} is not one of {sorted(_WRITER_PRAGMAS)}")
         self._check_open()
-        setting = "" if value is None else f" = {int(value)}"  # an int: never formatted text
-        async with self._write.execute(f"PRAGMA {name}{setting}") as cursor:
-            row = await cursor.fetchone()
-        if row is None:  # setting query_only answers nothing
-            async with self._write.execute(f"PRAGMA {name}") as cursor:
-                row = await cursor.fetchone()
-        return int(row[0])
+        if size_cap is not None:
+            await self._write.execute(_SIZE_CAP[size_cap])
+        if read_only is not None:
+            await self._write.execute(_QUERY_ONLY[read_only])
 
     # -- internals ---------------------------------------------------------------------
 
@@ -320,7 +316,9 @@ class Buffer:
             raise BufferClosed("the buffer is closed")
 
 
-_WRITER_PRAGMAS = frozenset({"max_page_count", "page_count", "query_only"})
+# SQLite never lowers max_page_count below the pages in use: 1 caps the file as it is.
+_SIZE_CAP = {True: "PRAGMA max_page_count = 1", False: "PRAGMA max_page_count = 4294967294"}
+_QUERY_ONLY = {True: "PRAGMA query_only = 1", False: "PRAGMA query_only = 0"}
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 10000",
             "PRAGMA foreign_keys = OFF")
 # PRAGMA takes no parameters: the setting picks a constant, it is never formatted into SQL.

@@ -100,11 +100,11 @@ async def test_webhook_counters_match_the_traffic_exactly(tmp_path, serve):
 
 async def test_a_failed_commit_counts_as_unavailable(tmp_path, serve):
     url, app = await start_bridge(tmp_path, serve, whatsapp_section())
-    buffer = app[BRIDGE].buffer  # make SQLite report a full disk
-    await buffer.writer_pragma("max_page_count", await buffer.writer_pragma("page_count"))
+    buffer = app[BRIDGE].buffer
+    await buffer.limit_writes(size_cap=True)  # make SQLite report a full disk
     body, signature = signed(envelope([change([text_message("full", body="x" * 200_000)])]))
     assert (await post(url, body, signature))[0] == 503
-    await buffer.writer_pragma("max_page_count", 1073741823)
+    await buffer.limit_writes(size_cap=False)
     assert (await post(url, body, signature))[0] == 200
 
     samples = await scrape(url)

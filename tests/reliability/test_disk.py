@@ -141,8 +141,9 @@ def test_sqlite_read_only_gets_503_and_recovers(tmp_path):
         try:
             for _ in range(5):
                 assert poster.post() == 200
-            app.call(_query_only(app, True))
-            _read_only_then_writable(poster, lambda: app.call(_query_only(app, False)))
+            app.call(app.bridge.buffer.limit_writes(read_only=True))
+            _read_only_then_writable(
+                poster, lambda: app.call(app.bridge.buffer.limit_writes(read_only=False)))
         finally:
             poster.close()
     _check_acknowledged(poster, db, "SQLITE_READONLY")
@@ -165,10 +166,6 @@ def _check_acknowledged(poster: Poster, db: Path, what: str) -> None:
     assert not missing, f"a 200 for unstored messages: {sorted(missing)[:5]}"
 
 
-async def _query_only(app: ThreadedApp, on: bool) -> None:
-    await app.bridge.buffer.writer_pragma("query_only", int(on))
-
-
 def test_sqlite_full_gets_503_and_recovers_without_restart(tmp_path):
     """SQLITE_FULL from SQLite itself: the database may not grow by a single page."""
     db = tmp_path / "buffer.db"
@@ -177,22 +174,13 @@ def test_sqlite_full_gets_503_and_recovers_without_restart(tmp_path):
         try:
             for _ in range(3):
                 assert poster.post() == 200
-            app.call(_cap_at_current_size(app))
+            app.call(app.bridge.buffer.limit_writes(size_cap=True))
             poster.fill_until_refused()
             assert poster.health() == 503, "healthz says OK while nothing can be stored"
-            app.call(_lift_cap(app))
+            app.call(app.bridge.buffer.limit_writes(size_cap=False))
             assert poster.recovered(), "still refusing after the cap was lifted"
             for _ in range(10):
                 assert poster.post(5_000) == 200
         finally:
             poster.close()
     _check_acknowledged(poster, db, "SQLITE_FULL")
-
-
-async def _cap_at_current_size(app: ThreadedApp) -> None:
-    buffer = app.bridge.buffer
-    await buffer.writer_pragma("max_page_count", await buffer.writer_pragma("page_count"))
-
-
-async def _lift_cap(app: ThreadedApp) -> None:
-    await app.bridge.buffer.writer_pragma("max_page_count", 1073741823)

@@ -203,14 +203,13 @@ async def test_body_over_4_mib_gets_413_and_stores_nothing(bridge_url):
 async def test_store_failure_answers_503_and_a_retry_is_stored(bridge_url):
     url, app = bridge_url
     buffer = app[BRIDGE].buffer
-    # make SQLite report a full disk
-    await buffer.writer_pragma("max_page_count", await buffer.writer_pragma("page_count"))
+    await buffer.limit_writes(size_cap=True)  # make SQLite report a full disk
     body = json.dumps(envelope([change([text_message("full", body="x" * 200_000)])])).encode()
     status, text = await post(url, body, sign(body, SECRET))
     assert (status, text) == (503, "could not store the webhook; retry later")
     assert await stored_ids(app) == []
 
-    await buffer.writer_pragma("max_page_count", 1073741823)
+    await buffer.limit_writes(size_cap=False)
     assert (await post(url, body, sign(body, SECRET)))[0] == 200  # Meta's retry
     assert await stored_ids(app) == ["full"]
 
