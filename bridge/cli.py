@@ -101,7 +101,10 @@ def run(config_path: str, access_log: bool) -> None:
 @friendly
 def check(config_path: str) -> None:
     """Validate the config and list the plugins it enables."""
+    from bridge.app import create_app
+
     config, pm = load(config_path)
+    create_app(config, pm)  # what the plugins build from it (routes, sinks) must hold too
     click.echo(f"config OK: {config_path}")
     for info in describe_plugins(pm):
         state = "enabled" if info.name in config.plugins else "installed"

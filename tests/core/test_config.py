@@ -171,11 +171,13 @@ def test_a_webhook_path_on_a_core_route_is_refused_with_its_key_path(write, tmp_
                                      "bridge itself")
 
 
-def test_bridge_run_refuses_a_webhook_path_that_shadows_status(write, tmp_path):
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_bridge_refuses_a_webhook_path_that_shadows_status(write, tmp_path, command):
     path = write(f"server: {{port: {free_port()}}}\nbuffer: {{path: {tmp_path}/b.db}}\n"
                  f"{WHATSAPP}    path: /status\n")
-    result = subprocess.run([sys.executable, "-m", "bridge", "run", "-c", str(path)],
+    result = subprocess.run([sys.executable, "-m", "bridge", command, "-c", str(path)],
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     assert "plugins.whatsapp.path: '/status' is a route of the bridge itself" in result.stderr
     assert "Traceback" not in result.stderr and "listening" not in result.stdout
+    assert "config OK" not in result.stdout
