@@ -42,6 +42,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                                           "Content-Encoding)")
         refused.force_close()  # the rest of the body is unreadable: close, do not reuse
         raise refused from None
+    except (ConnectionError, RuntimeError):  # RuntimeError: aiohttp's "Connection closed."
+        if request.transport is not None and not request.transport.is_closing():
+            logger.exception("unhandled error on %s %s", request.method, request.path)
+            return web.json_response({"error": "internal error (see the bridge log)"},
+                                     status=500)
+        logger.debug("client hung up during %s %s", request.method, request.path)
+        gone = web.HTTPBadRequest(text="the connection closed mid-request")
+        gone.force_close()
+        raise gone from None
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response({"error": "internal error (see the bridge log)"}, status=500)

@@ -317,7 +317,8 @@ def test_a_hang_up_mid_body_is_one_debug_line_and_debug_has_no_sqlite_statements
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(
-        f"server: {{host: 127.0.0.1, port: {port}}}\nbuffer: {{path: {tmp_path}/b.db}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}, admin_token: hangup-admin-token}}\n"
+        f"buffer: {{path: {tmp_path}/b.db}}\n"
         f"plugins:\n  whatsapp:\n    verify_token: {VERIFY_TOKEN}\n"
         f"    app_secret: {APP_SECRET}\n")
     err = log_file("hangup")
@@ -336,6 +337,13 @@ def test_a_hang_up_mid_body_is_one_debug_line_and_debug_has_no_sqlite_statements
             assert sock.recv(100).startswith(b"HTTP/1.1 100")  # the handler is reading
             sock.sendall(b"{")
         _wait_for(lambda: "hung up" in open(err.name, encoding="utf-8").read(), proc)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # any route
+            sock.sendall(b"POST /login HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 1000\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 100")
+            sock.sendall(b"token=")
+        _wait_for(lambda: "hung up during" in open(err.name, encoding="utf-8").read(), proc)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -347,5 +355,6 @@ def test_a_hang_up_mid_body_is_one_debug_line_and_debug_has_no_sqlite_statements
     assert "webhook stored" in output  # DEBUG was on
     assert "aiosqlite" not in output and "invoice 4417" not in output, output[-2000:]
     assert "Traceback" not in output and " ERROR " not in output, output[-2000:]
-    (line,) = [x for x in output.splitlines() if "hung up" in x]
-    assert " DEBUG plugins.whatsapp.webhook: " in line
+    webhook_line, login_line = [x for x in output.splitlines() if "hung up" in x]
+    assert " DEBUG plugins.whatsapp.webhook: " in webhook_line
+    assert " DEBUG bridge.security: client hung up during POST /login" in login_line
