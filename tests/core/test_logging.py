@@ -245,17 +245,22 @@ def test_bridge_run_with_log_format_json_writes_only_json_lines(tmp_path):
                     in text)
         _wait_for(delivered, proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _interrupt(proc)
     output = open(err.name, encoding="utf-8").read()
     entries = assert_json_lines(output)
     loggers = {e["logger"] for e in entries}
     assert {"aiohttp.access", "bridge.sync", "plugins.leadsquared.sink"} <= loggers
     assert forbidden(output) == [], output
+
+
+def _interrupt(proc: subprocess.Popen) -> None:
+    """Ctrl-C the bridge as a person would; kill it if it does not stop within 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -345,12 +350,7 @@ def test_a_hang_up_mid_body_is_one_debug_line_and_debug_has_no_sqlite_statements
             sock.sendall(b"token=")
         _wait_for(lambda: "hung up during" in open(err.name, encoding="utf-8").read(), proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _interrupt(proc)
     output = open(err.name, encoding="utf-8").read()
     assert "webhook stored" in output  # DEBUG was on
     assert "aiosqlite" not in output and "invoice 4417" not in output, output[-2000:]
