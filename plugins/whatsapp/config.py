@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class WhatsAppConfig(BaseModel):
@@ -14,7 +14,7 @@ class WhatsAppConfig(BaseModel):
     verify_token: echoed by Meta in the handshake; app_secret: the Meta app secret, or a
     list while rotating (any one verifies); path: the webhook route; phone_number_ids:
     business numbers to store (None: all); default_region: for numbers written without a
-    country code.
+    country code; body_timeout: seconds a POST's body may take to arrive (408 after).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -24,6 +24,9 @@ class WhatsAppConfig(BaseModel):
     path: str = "/webhooks/whatsapp"
     phone_number_ids: list[str] | None = None
     default_region: str | None = None
+    # Meta sends at most 3 MB from a data centre: 10 s is ample, and a client that trickles
+    # its body holds a connection (a file descriptor) no longer than that.
+    body_timeout: float = Field(10.0, gt=0, le=300)
 
     @property
     def secrets(self) -> tuple[str, ...]:

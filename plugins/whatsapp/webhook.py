@@ -20,9 +20,6 @@ logger = logging.getLogger(__name__)
 
 JSON_TYPES = {"application/json", ""}
 DEV_ONLY = "dev-only"  # the sample config.yaml's placeholder values start with this
-# Meta sends at most 3 MB from a data centre: 10 s is ample, and a client that trickles its
-# body holds a connection (a file descriptor) no longer than that.
-BODY_TIMEOUT = 10.0
 
 
 class WhatsAppSource:
@@ -32,7 +29,7 @@ class WhatsAppSource:
 
     def __init__(self, config: WhatsAppConfig, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.body_timeout = BODY_TIMEOUT
+        self.body_timeout = config.body_timeout
         self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):

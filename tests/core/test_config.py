@@ -181,3 +181,12 @@ def test_bridge_refuses_a_webhook_path_that_shadows_status(write, tmp_path, comm
     assert "plugins.whatsapp.path: '/status' is a route of the bridge itself" in result.stderr
     assert "Traceback" not in result.stderr and "listening" not in result.stdout
     assert "config OK" not in result.stdout
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", "greater than 0"),
+                                                  ("3600", "less than or equal to 300")])
+def test_a_body_timeout_that_could_never_or_always_wait_is_refused(write, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_installed(write(f"{WHATSAPP}    body_timeout: {value}\n"))
+    assert str(err.value).startswith("plugins.whatsapp.body_timeout: ")
+    assert expected in str(err.value)

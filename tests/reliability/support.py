@@ -212,11 +212,11 @@ class ThreadedApp:
         return self.app[BRIDGE]
 
 
-def whatsapp_config(db: Path, **server: object) -> str:
-    """Config text: the WhatsApp source only, the buffer at `db`."""
-    config: dict[str, Any] = {"buffer": {"path": str(db)},
-                              "plugins": {"whatsapp": {"verify_token": TOKEN,
-                                                       "app_secret": SECRET}}}
+def whatsapp_config(db: Path, whatsapp: dict[str, Any] | None = None,
+                    **server: object) -> str:
+    """Config text: the WhatsApp source only (plus `whatsapp` settings), the buffer at `db`."""
+    source = {"verify_token": TOKEN, "app_secret": SECRET, **(whatsapp or {})}
+    config: dict[str, Any] = {"buffer": {"path": str(db)}, "plugins": {"whatsapp": source}}
     if server:
         config["server"] = server
     return json.dumps(config)

@@ -110,9 +110,8 @@ def test_a_flood_of_slow_clients_leaves_webhooks_and_healthz_answering(tmp_path,
 
 
 def test_a_body_that_does_not_arrive_in_time_gets_408_and_stores_nothing(tmp_path):
-    with ThreadedApp(whatsapp_config(tmp_path / "b.db"), tmp_path / "config.yaml") as app:
-        (source,) = app.bridge.sources
-        source.body_timeout = 0.5  # the seam: 10 s in production
+    config = whatsapp_config(tmp_path / "b.db", {"body_timeout": 0.5})  # default 10 s
+    with ThreadedApp(config, tmp_path / "config.yaml") as app:
         port = int(app.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(SLOW_HEAD)
