@@ -229,8 +229,12 @@ class SinkRunner:
             outcomes = await asyncio.wait_for(self.sink.deliver(batch),
                                               self.settings.deliver_timeout)
         except TimeoutError:
+            # Cut off mid-call, the sink may have a CRM write in flight that still commits:
+            # wait as long again before the retry (which looks for its keys first).
             claim.uncertain = True
-            return [Outcome.retry(f"sink timed out after {self.settings.deliver_timeout:g}s")] \
+            limit = self.settings.deliver_timeout
+            settled = datetime.fromtimestamp(time.time() + limit, UTC)
+            return [Outcome.retry(f"sink timed out after {limit:g}s", not_before=settled)] \
                 * len(batch.messages)
         except Exception as exc:
             claim.uncertain = True

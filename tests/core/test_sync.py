@@ -253,3 +253,20 @@ async def test_a_sync_that_cannot_be_recorded_is_logged_not_dropped(buffer, capl
     (line, *_) = [r.getMessage() for r in caplog.records if "record" in r.getMessage()]
     assert line == ("sink memory: could not record the sync in the buffer: "
                     "OperationalError: database or disk is full")
+
+
+async def test_a_sink_cut_off_by_deliver_timeout_is_not_retried_before_its_writes_settle(buffer):
+    """A deliver() cancelled mid-call may have a CRM write in flight that commits later:
+    its retry (which checks the key first) waits as long as the timeout itself."""
+    sink = RecordingSink(delay=5, deliver_timeout=0.2, retry_base=0.01, retry_cap=0.01)
+    runner = SinkRunner(sink, buffer)
+    await buffer.install_sinks([sink.name])
+    await buffer.append([message(0)])
+    (claim,) = await buffer.claim(sink.name, 10, 60)
+    cut_off = time.time()
+    assert (await runner.deliver(claim))["retry"] == 1
+    assert await buffer.claim(sink.name, 10, 60, now=cut_off + 0.15) == []
+    await buffer.retry_now(sink.name, now=cut_off + 0.15)  # what sync-now does
+    assert await buffer.claim(sink.name, 10, 60, now=cut_off + 0.15) == []
+    (again,) = await buffer.claim(sink.name, 10, 60, now=cut_off + 0.5)
+    assert again.batch.uncertain and again.batch.key == claim.batch.key
