@@ -103,7 +103,14 @@ class SinkSettings(BaseModel):
 
 @runtime_checkable
 class Sink(Protocol):
-    """A CRM (or any destination) that receives conversations from the buffer."""
+    """A CRM (or any destination) that receives conversations from the buffer.
+
+    Optional, for the status page (a sink without them still works; each may raise, which
+    the page logs and shows as unknown): `record_url(record_id) -> str | None`, a link to
+    the CRM record; `activity_url(external_id) -> str | None`, a link to one posted object;
+    `describe() -> dict`, live figures; `rate_budget() -> (calls, per_seconds)`, the CRM's
+    rate limit, which the page charts the sink's calls against.
+    """
 
     name: str
     settings: SinkSettings

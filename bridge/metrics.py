@@ -12,6 +12,8 @@ never need a background task.
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +55,7 @@ ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
                 600.0)
 CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CALL_LOG = 20_000  # CRM call start times kept per sink for the page's calls-per-window chart
 
 
 class Metrics:
@@ -66,6 +69,7 @@ class Metrics:
                  process: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._call_log: dict[str, deque[float]] = {}
         r = self.registry
         self.webhooks = Counter(
             "chatbridge_webhooks", "Webhook requests by source and outcome",
@@ -156,8 +160,22 @@ class Metrics:
                  seconds: float | None = None) -> None:
         """Count one CRM API call by endpoint (e.g. the URL path's last segment) and outcome."""
         self.crm_calls.labels(sink, endpoint, outcome).inc()
+        log = self._call_log.setdefault(sink, deque(maxlen=CALL_LOG))
+        log.append(time.time() - (seconds or 0.0))  # when it started, as a rate limit counts
         if seconds is not None:
             self.crm_call_seconds.labels(sink, endpoint).observe(seconds)
+
+    def calls_per_window(self, sink: str, per: float, windows: int,
+                         now: float | None = None) -> list[int]:
+        """CRM calls the sink started in each of the last `windows` windows of `per` seconds
+        (oldest first; the last window ends at `now`). In memory: restarts begin at zero."""
+        end = time.time() if now is None else now
+        counts = [0] * windows
+        for started in self._call_log.get(sink, ()):
+            slot = windows - 1 - int((end - started) // per)
+            if 0 <= slot < windows:
+                counts[slot] += 1
+        return counts
 
     # -- exposition ----------------------------------------------------------------------
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 from datetime import datetime, tzinfo
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 
+from bridge.buffer.reads import SHOWS, SORTS
+from bridge.page_charts import charts
+from bridge.render import render_line
 from bridge.security import (
     SESSION_COOKIE,
     admin_only,
@@ -20,9 +25,10 @@ from bridge.security import (
     refusal,
 )
 from bridge.state import BRIDGE
-from bridge.status import status_report
+from bridge.status import PER_PAGE, conversation_report, page_data, record_link, sink_details
 from bridge.throttle import client_key
 
+logger = logging.getLogger(__name__)
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
@@ -35,7 +41,12 @@ def page_routes() -> list[web.RouteDef]:
         web.post("/login", login),
         web.post("/logout", logout),
         web.post("/dead-letters/requeue", admin_only(requeue)),
+        web.get("/conversation", conversation),
+        web.post("/conversation/requeue", admin_only(requeue_conversation)),
+        web.get("/conversation/purge", purge_form),
+        web.post("/conversation/purge", admin_only(purge)),
     ]
+MAX_PAGE = 1_000_000
 
 
 def zone(name: str | None) -> tzinfo | None:
@@ -64,18 +75,83 @@ def _render(name: str, status: int = 200, **context: Any) -> web.Response:
                                  "style-src 'unsafe-inline'; form-action 'self'"})
 
 
-async def index(request: web.Request) -> web.StreamResponse:
-    """The status page: sinks, conversations with last synced time, dead letters."""
+def _signed_in_or_raise(request: web.Request) -> None:
+    """Let the request through, or send a browser to the login form (or refuse it)."""
     refused = refusal(request)
     if refused is not None:
         raise web.HTTPSeeOther("/login") if admin_token(request) else refused
+
+
+def _list_query(request: web.Request) -> dict[str, Any]:
+    """The list's search, sort, filter and page from the address; a bad value is a 400."""
+    query = request.query
+    sort, show = query.get("sort", "last_message"), query.get("show", "all")
+    if sort not in SORTS:
+        raise web.HTTPBadRequest(text=f"sort must be one of {', '.join(SORTS)}")
+    if show not in SHOWS:
+        raise web.HTTPBadRequest(text=f"show must be one of {', '.join(SHOWS)}")
+    page = query.get("page", "1")
+    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE):
+        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {MAX_PAGE}")
+    return {"search": query.get("q", "").strip() or None, "sort": sort, "show": show,
+            "page": int(page), "sink": query.get("sink") or None}
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    """The status page: sinks, charts, a page of conversations, dead letters."""
+    _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
-    search = request.query.get("q", "").strip() or None
-    report = await status_report(bridge, search, dead_letters=50)
+    wanted = _list_query(request)
+    data = await page_data(bridge.buffer, wanted["sink"], search=wanted["search"],
+                           sort=wanted["sort"], show=wanted["show"], page=wanted["page"])
+    _add_live(bridge, data)
     tz = zone(bridge.config.server.timezone)
-    return _render("status.html", report=report, search=search or "",
+
+    def link(**change: Any) -> str:
+        """This list's address with some parameters changed (page back to 1 unless given)."""
+        params = {"sink": data["sink"], "q": wanted["search"], "sort": wanted["sort"],
+                  "show": wanted["show"], "page": 1, **change}
+        defaults = {"sort": "last_message", "show": "all", "page": 1}
+        kept = {k: v for k, v in params.items() if v and defaults.get(k) != v}
+        return "/?" + urlencode(kept) if kept else "/"
+
+    pages = max(1, math.ceil((data["total"] or 0) / PER_PAGE))
+    return _render("status.html", data=data, wanted=wanted, pages=pages, link=link,
+                   charts=await charts(bridge, data["sinks"], tz),
+                   sources=[source.name for source in bridge.sources],
+                   conversation_link=_conversation_link,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
-                   requeued=request.query.get("requeued"),
+                   requeued=request.query.get("requeued"), purged=request.query.get("purged"),
+                   logged_in=SESSION_COOKIE in request.cookies)
+
+
+def _add_live(bridge: Any, data: dict[str, Any]) -> None:
+    """What only the running process knows: is the sink running, its details, record links."""
+    sinks = {sink.name: sink for sink in bridge.sinks}
+    for entry in data["sinks"]:
+        entry["running"] = entry["sink"] in bridge.runners
+        entry["details"] = sink_details(sinks.get(entry["sink"]))
+    chosen = sinks.get(data["sink"])
+    for row in data["conversations"]:
+        row["record_url"] = record_link(chosen, row["record_id"])
+
+
+def _conversation_link(key: str) -> str:
+    return "/conversation?" + urlencode({"key": key})
+
+
+async def conversation(request: web.Request) -> web.StreamResponse:
+    """One person: who they are, every stored message, and what each sink made of it."""
+    _signed_in_or_raise(request)
+    bridge = request.app[BRIDGE]
+    key = request.query.get("key", "")
+    report = await conversation_report(bridge, key)
+    if report is None:
+        raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
+    tz = zone(bridge.config.server.timezone)
+    return _render("conversation.html", c=report, when=lambda value: _when(value, tz),
+                   line=render_line,
+                   csrf=csrf_token(request), requeued=request.query.get("requeued"),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
@@ -132,9 +208,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     """The page's requeue button: one dead letter, or all of a sink's."""
     bridge = request.app[BRIDGE]
     form = await request.post()
-    if not hmac.compare_digest(str(form.get("csrf", "")).encode(),
-                               csrf_token(request).encode()):
-        raise web.HTTPForbidden(text="the form is stale or forged (reload the page)")
+    _check_form(request, form)
     sink = str(form.get("sink", ""))
     if sink not in {s.name for s in bridge.sinks}:
         raise web.HTTPBadRequest(text=f"no sink named {sink!r}")
@@ -143,6 +217,51 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     if sink in bridge.runners:
         bridge.runners[sink].wake()
     raise web.HTTPSeeOther(f"/?requeued={moved}")
+
+
+def _check_form(request: web.Request, form: Any) -> None:
+    if not hmac.compare_digest(str(form.get("csrf", "")).encode(),
+                               csrf_token(request).encode()):
+        raise web.HTTPForbidden(text="the form is stale or forged (reload the page)")
+
+
+async def requeue_conversation(request: web.Request) -> web.StreamResponse:
+    """The conversation page's button: its dead letters back to pending, retries due now."""
+    bridge = request.app[BRIDGE]
+    form = await request.post()
+    _check_form(request, form)
+    key = str(form.get("key", ""))
+    moved = await bridge.buffer.requeue_conversation(key)
+    for runner in bridge.runners.values():
+        runner.wake()
+    raise web.HTTPSeeOther(_conversation_link(key) + f"&requeued={moved['requeued']}")
+
+
+async def purge_form(request: web.Request) -> web.StreamResponse:
+    """The confirmation step before a purge: the number must be typed again."""
+    _signed_in_or_raise(request)
+    bridge = request.app[BRIDGE]
+    key = request.query.get("key", "")
+    found = await bridge.buffer.conversation(key, limit=1)
+    if found is None:
+        raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
+    return _render("purge.html", person=found["person"], csrf=csrf_token(request),
+                   error=None, conversation_link=_conversation_link,
+                   logged_in=SESSION_COOKIE in request.cookies)
+
+
+async def purge(request: web.Request) -> web.StreamResponse:
+    """Delete one person's messages and mappings from the buffer, once confirmed."""
+    bridge = request.app[BRIDGE]
+    form = await request.post()
+    _check_form(request, form)
+    key = str(form.get("key", ""))
+    if str(form.get("confirm", "")).strip() != key:
+        raise web.HTTPBadRequest(text="confirm must repeat the conversation's number exactly;"
+                                      " nothing was deleted")
+    removed = await bridge.buffer.purge(key)
+    logger.warning("purged conversation ...%s from the buffer: %d messages", key[-4:], removed)
+    raise web.HTTPSeeOther(f"/?purged={removed}")
 
 
 def _ids(values: list[Any]) -> list[int]:

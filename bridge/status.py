@@ -30,15 +30,15 @@ async def status_report(bridge: Any, search: str | None = None,
     for entry in report["sinks"]:
         sink = sinks.get(entry["sink"])
         entry["running"] = entry["sink"] in bridge.runners
-        entry["details"] = _details(sink)
+        entry["details"] = sink_details(sink)
         for conversation in entry["conversations"]:
-            conversation["record_url"] = _record_url(sink, conversation["record_id"])
+            conversation["record_url"] = record_link(sink, conversation["record_id"])
     report["sources"] = [source.name for source in bridge.sources]
     report["started_at"] = bridge.started_at
     return report
 
 
-def _details(sink: Any) -> dict[str, Any]:
+def sink_details(sink: Any) -> dict[str, Any]:
     """A sink's optional describe(): live state such as its rate limit; never raises."""
     describe = getattr(sink, "describe", None)
     if describe is None:
@@ -50,13 +50,53 @@ def _details(sink: Any) -> dict[str, Any]:
         return {}
 
 
-def _record_url(sink: Any, record_id: str | None) -> str | None:
+def record_link(sink: Any, record_id: str | None) -> str | None:
     """A link to the CRM record, when the sink offers record_url(); never raises."""
-    link = getattr(sink, "record_url", None)
-    if link is None or not record_id:
+    return _link(sink, "record_url", record_id)
+
+
+PER_PAGE = 50
+
+
+async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | None = None,
+                    sort: str = "last_message", show: str = "all", page: int = 1,
+                    per_page: int = PER_PAGE, dead_letters: int = 50) -> dict[str, Any]:
+    """What the status page shows: every sink's figures and one sink's conversation page."""
+    sinks = await buffer.sinks()
+    names = [s["sink"] for s in sinks]
+    chosen = sink if sink in names else (names[0] if names else None)
+    listing = await buffer.conversation_list(chosen, search=search, sort=sort, show=show,
+                                             offset=(page - 1) * per_page, limit=per_page)
+    return {"sinks": sinks, "sink": chosen, "messages": await buffer.count_messages(),
+            "conversations": listing["rows"], "total": listing["total"],
+            "page": page, "per_page": per_page,
+            "dead_letter_sample": await buffer.dead_letters(chosen, limit=dead_letters)
+            if chosen else []}
+
+
+async def conversation_report(bridge: Any, key: str) -> dict[str, Any] | None:
+    """One conversation for its page, with each sink's record and activity links."""
+    found = await bridge.buffer.conversation(key)
+    if found is None:
+        return None
+    sinks = {sink.name: sink for sink in bridge.sinks}
+    for mapping in found["sinks"]:
+        mapping["record_url"] = record_link(sinks.get(mapping["sink"]), mapping["record_id"])
+    for entry in found["messages"]:
+        for fate in entry["deliveries"]:
+            for activity in fate["activities"]:
+                activity["url"] = _link(sinks.get(fate["sink"]), "activity_url",
+                                        activity["external_id"])
+    return found
+
+
+def _link(sink: Any, method: str, value: str | None) -> str | None:
+    """An optional sink link method's answer; None when absent, empty or failing."""
+    make = getattr(sink, method, None)
+    if make is None or not value:
         return None
     try:
-        return link(record_id)
+        return make(value)
     except Exception:
-        logger.exception("record_url() of sink %s failed", getattr(sink, "name", "?"))
+        logger.exception("%s() of sink %s failed", method, getattr(sink, "name", "?"))
         return None

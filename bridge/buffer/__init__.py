@@ -49,16 +49,18 @@ ON CONFLICT (source, provider_id) DO UPDATE SET
     recipient = coalesce(statuses.recipient, excluded.recipient)
 """
 _UPSERT_CONVERSATION = """
-INSERT INTO conversations (key, contact_name, account, last_message_at, message_count)
-VALUES (?, ?, ?, ?, ?)
+INSERT INTO conversations (key, contact_name, account, last_message_at, message_count, kind)
+VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     contact_name = coalesce(excluded.contact_name, contact_name),
     account = coalesce(excluded.account, account),
     last_message_at = max(coalesce(last_message_at, 0), coalesce(excluded.last_message_at, 0)),
-    message_count = message_count + excluded.message_count
+    message_count = message_count + excluded.message_count,
+    kind = CASE WHEN excluded.kind = 'group' THEN 'group' ELSE kind END
 WHERE excluded.message_count > 0
    OR (excluded.contact_name IS NOT NULL AND excluded.contact_name IS NOT contact_name)
    OR (excluded.account IS NOT NULL AND excluded.account IS NOT account)
+   OR (excluded.kind = 'group' AND kind != 'group')
 """  # the WHERE skips no-op updates: a replayed webhook then writes no page at all
 
 
@@ -242,6 +244,18 @@ class Buffer:
         """Move dead letters back to pending; return how many."""
         return await self._transact(lambda db: delivery.requeue(db, sink, message_ids))
 
+    async def requeue_conversation(self, conversation: str,
+                                   now: float | None = None) -> dict[str, int]:
+        """Dead letters of one conversation back to pending (every sink); its waiting
+        retries due now. Returns {"requeued": n, "hurried": n}."""
+        when = time.time() if now is None else now
+        return await self._transact(
+            lambda db: delivery.requeue_conversation(db, conversation, when))
+
+    async def purge(self, conversation: str) -> int:
+        """Delete one person's messages and mappings from the buffer; messages deleted."""
+        return await self._transact(lambda db: delivery.purge(db, conversation))
+
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
         """Note a drain run: when it ran, when the next is due, and its error if any."""
@@ -277,6 +291,14 @@ class Buffer:
                             limit: int = 100) -> list[dict[str, Any]]:
         return await reads.conversations(self.query, sink, search, limit)
 
+    async def conversation_list(self, sink: str | None, **kwargs: Any) -> dict[str, Any]:
+        """A page of the conversation list (search, sort, show, offset, limit: see reads)."""
+        return await reads.conversation_list(self.query, sink, **kwargs)
+
+    async def conversation(self, key: str, limit: int = 2000) -> dict[str, Any] | None:
+        """One conversation with its messages and what each sink did with them."""
+        return await reads.conversation(self.query, key, limit)
+
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return await reads.dead_letters(self.query, sink, limit)
 
@@ -285,6 +307,10 @@ class Buffer:
 
     async def status_of(self, source: str, provider_id: str) -> dict[str, Any] | None:
         return await reads.status_of(self.query, source, provider_id)
+
+    async def hourly(self, since: float) -> dict[tuple[int, str], int]:
+        """Messages per (unix hour, direction) sent since `since` (the page's chart)."""
+        return await reads.hourly(self.query, since)
 
     async def count_messages(self) -> int:
         return (await self.query("SELECT count(*) FROM messages"))[0][0]
@@ -430,19 +456,21 @@ def _credit_new(items: list[_Append], new: set[tuple[str, str]]
 
 def _upsert_conversations(db: sqlite3.Connection, fresh: list[Message],
                           items: list[_Append]) -> None:
-    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0])
+    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0, "person"])
     for message in fresh:
         entry = agg[message.conversation]
         entry[0] = message.contact_name or entry[0]
         entry[1] = message.account or entry[1]
         entry[2] = max(entry[2], to_timestamp(message.sent_at))
         entry[3] += 1
+        if message.extra.get("conversation_kind") == "group":
+            entry[4] = "group"
     for item in items:
         for key, name in item.contacts.items():
             agg[key][0] = name
     if agg:
         db.executemany(_UPSERT_CONVERSATION,
-                       [(k, v[0], v[1], v[2] or None, v[3]) for k, v in agg.items()])
+                       [(k, v[0], v[1], v[2] or None, v[3], v[4]) for k, v in agg.items()])
 
 
 async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> list[str]:

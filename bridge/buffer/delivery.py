@@ -325,3 +325,44 @@ async def requeue(db: aiosqlite.Connection, sink: str | None,
         params.extend(message_ids)
     async with db.execute(sql, params) as cursor:
         return cursor.rowcount
+
+
+async def requeue_conversation(db: aiosqlite.Connection, conversation: str,
+                               now: float) -> dict[str, int]:
+    """One conversation's failures, every sink: dead letters back to pending, and batches
+    waiting to retry made due now (except a wait the sink asked for)."""
+    async with db.execute(
+            "UPDATE deliveries SET state = 'pending', batch_id = NULL, reason = NULL,"
+            " done_at = NULL, backfill = 0 WHERE state = 'dead' AND message_id IN"
+            " (SELECT id FROM messages WHERE conversation = ?)", (conversation,)) as cursor:
+        requeued = cursor.rowcount
+    async with db.execute(
+            "UPDATE batches SET next_attempt_at = max(?, coalesce(not_before, 0))"
+            " WHERE conversation = ? AND state = 'ready' AND next_attempt_at > ?"
+            " AND next_attempt_at > coalesce(not_before, 0)",
+            (now, conversation, now)) as cursor:
+        hurried = cursor.rowcount
+    return {"requeued": requeued, "hurried": hurried}
+
+
+async def purge(db: aiosqlite.Connection, conversation: str) -> int:
+    """Delete a person from the buffer: messages, deliveries, batches and their ledger
+    entries, statuses, CRM mappings, the conversation. Returns the messages deleted."""
+    for sink, key in await _rows(db, "SELECT sink, key FROM batches WHERE conversation = ?",
+                                 (conversation,)):
+        await db.execute("DELETE FROM ledger WHERE sink = ? AND key >= ? AND key < ?",
+                         (sink, key, key + "\U0010ffff"))
+    mine = "SELECT id FROM messages WHERE conversation = ?"
+    await db.execute("DELETE FROM deliveries WHERE sink IN (SELECT sink FROM sink_state)"
+                     f" AND message_id IN ({mine})", (conversation,))
+    await db.execute("DELETE FROM statuses WHERE (source, provider_id) IN"
+                     " (SELECT source, provider_id FROM messages WHERE conversation = ?)",
+                     (conversation,))
+    await db.execute("DELETE FROM batches WHERE conversation = ?", (conversation,))
+    async with db.execute("DELETE FROM messages WHERE conversation = ?",
+                          (conversation,)) as cursor:
+        removed = cursor.rowcount
+    await db.execute("DELETE FROM sink_conversations WHERE sink IN"
+                     " (SELECT sink FROM sink_state) AND conversation = ?", (conversation,))
+    await db.execute("DELETE FROM conversations WHERE key = ?", (conversation,))
+    return removed

@@ -75,33 +75,158 @@ def _with_eta(progress: dict[str, Any] | None, started_at: datetime | None) -> d
     return {**progress, "eta_seconds": eta if done < total else 0.0}
 
 
+# The conversation list: each order is an index walk that stops at the page (see M005).
+SORTS = ("last_message", "last_synced", "pending")
+SHOWS = ("all", "held", "dead", "groups")
+# Columns that name a person; search covers those the conversations table has (number and
+# name today; an identity layer adding username or BSUID columns is searched with no change).
+IDENTITY_COLUMNS = ("key", "contact_name", "username", "bsuid", "parent_bsuid")
+_ROW_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at", "message_count",
+                "record_id", "last_synced_at", "last_error", "held_reason", "pending",
+                "synced", "transcripts", "dead")
+_PHONE_LIKE = set("0123456789+-() .")
+
+
 async def conversations(query: Query, sink: str | None, search: str | None,
                         limit: int) -> list[dict[str, Any]]:
     """Conversations, newest first, with one sink's mapping and pending count."""
-    columns = ("key", "contact_name", "account", "last_message_at", "message_count",
-               "record_id", "last_synced_at", "last_error", "held_reason", "pending",
-               "synced", "transcripts")
-    where, params = "", [sink, sink, sink, sink]
+    page = await conversation_list(query, sink, search=search, limit=limit, count=False)
+    return page["rows"]
+
+
+async def conversation_list(query: Query, sink: str | None, *, search: str | None = None,
+                            sort: str = "last_message", show: str = "all", offset: int = 0,
+                            limit: int = 50, count: bool = True) -> dict[str, Any]:
+    """One page of conversations: {"rows": [...], "total": matches (None unless count)}."""
+    if sort not in SORTS or show not in SHOWS:
+        raise ValueError(f"sort must be one of {SORTS} and show one of {SHOWS}")
+    where, params = await _list_filter(query, sink, search, show)
+    keys = await _ordered_keys(query, sink, sort, where, params, offset, limit)
+    total = None
+    if count:
+        total = (await query(f"SELECT count(*) FROM conversations c{_where(where)}",
+                             params))[0][0]
+    return {"rows": await _list_rows(query, sink, keys), "total": total}
+
+
+def _where(conditions: list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+async def _list_filter(query: Query, sink: str | None, search: str | None,
+                       show: str) -> tuple[list[str], list[Any]]:
+    """SQL conditions on `conversations c` for a search and a filter, with parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    on_sink = " AND sink = ?" if sink else ""
+    sink_params = [sink] if sink else []
+    if show == "held":
+        where.append("c.key IN (SELECT conversation FROM sink_conversations"
+                     f" WHERE held_reason IS NOT NULL{on_sink})")
+        params += sink_params
+    elif show == "dead":
+        where.append("c.key IN (SELECT m.conversation FROM deliveries d INDEXED BY"
+                     " deliveries_dead JOIN messages m ON m.id = d.message_id"
+                     f" WHERE d.state = 'dead'{on_sink.replace('sink', 'd.sink')})")
+        params += sink_params
+    elif show == "groups":
+        where.append("c.kind = 'group'")
     if search:
-        where = " WHERE c.key LIKE ? OR c.contact_name LIKE ?"
-        params += [f"%{search}%", f"%{search}%"]
+        columns, term = await _search_terms(query, search)
+        where.append("(" + " OR ".join(f"c.{col} LIKE ? ESCAPE '\\'" for col in columns) + ")")
+        params += [term] * len(columns)
+    return where, params
+
+
+async def _search_terms(query: Query, search: str) -> tuple[list[str], str]:
+    """The identity columns present, and the LIKE pattern: a number matches by its digits."""
+    present = {row[1] for row in await query("PRAGMA table_info(conversations)", ())}
+    columns = [c for c in IDENTITY_COLUMNS if c in present]
+    text = search.strip()
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if digits and set(text) <= _PHONE_LIKE:
+        text = digits
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return columns, f"%{escaped}%"
+
+
+async def _ordered_keys(query: Query, sink: str | None, sort: str, where: list[str],
+                        params: list[Any], offset: int, limit: int) -> list[str]:
+    """The page's conversation keys in the chosen order (ties: newest message first)."""
+    if sort == "last_message" or not sink:
+        rows = await query("SELECT c.key FROM conversations c INDEXED BY conversations_recent"
+                           f"{_where(where)} ORDER BY c.last_message_at DESC, c.key DESC"
+                           " LIMIT ? OFFSET ?", [*params, limit, offset])
+        return [row[0] for row in rows]
+    if sort == "last_synced":
+        ranked = ("SELECT s.conversation, s.last_synced_at FROM sink_conversations s"
+                  " INDEXED BY sink_conversations_synced"
+                  " WHERE s.sink = ? AND s.last_synced_at IS NOT NULL")
+    else:
+        ranked = ("SELECT m.conversation, count(*) FROM deliveries d INDEXED BY"
+                  " deliveries_pending JOIN messages m ON m.id = d.message_id"
+                  " WHERE d.sink = ? AND d.state = 'pending' GROUP BY m.conversation")
+    return await _two_tier(query, sink, ranked, where, params, offset, limit)
+
+
+async def _two_tier(query: Query, sink: str, ranked: str, where: list[str],
+                    params: list[Any], offset: int, limit: int) -> list[str]:
+    """Conversations with a rank (synced time, pending count) first, highest first; then
+    the rest by last message. Each tier reads its own index and stops at the page."""
+    conditions = " AND ".join(where) if where else "1"
+    first = await query(
+        f"WITH r (key, rank) AS ({ranked}) SELECT c.key FROM r"
+        f" JOIN conversations c ON c.key = r.key WHERE {conditions}"
+        " ORDER BY r.rank DESC, c.last_message_at DESC, c.key DESC LIMIT ? OFFSET ?",
+        [sink, *params, limit, offset])
+    keys = [row[0] for row in first]
+    if len(keys) == limit:
+        return keys
+    in_first = (await query(f"WITH r (key, rank) AS ({ranked}) SELECT count(*) FROM r"
+                            f" JOIN conversations c ON c.key = r.key WHERE {conditions}",
+                            [sink, *params]))[0][0]
+    rest = await query(
+        f"WITH r (key, rank) AS ({ranked}) SELECT c.key FROM conversations c"
+        f" INDEXED BY conversations_recent WHERE {conditions}"
+        " AND c.key NOT IN (SELECT key FROM r)"
+        " ORDER BY c.last_message_at DESC, c.key DESC LIMIT ? OFFSET ?",
+        [sink, *params, limit - len(keys), max(0, offset - in_first)])
+    return keys + [row[0] for row in rest]
+
+
+async def _list_rows(query: Query, sink: str | None, keys: list[str]) -> list[dict[str, Any]]:
+    """The list's columns for the given conversations, in the given order."""
+    if not keys:
+        return []
+    marks = ",".join("?" * len(keys))
     rows = await query(
-        "SELECT c.key, c.contact_name, c.account, c.last_message_at, c.message_count,"
-        " s.record_id, s.last_synced_at, s.last_error, s.held_reason,"
-        " (SELECT count(*) FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        "  WHERE d.state = 'pending' AND d.sink = coalesce(?, d.sink)"
-        "  AND m.conversation = c.key),"
-        " (SELECT count(*) FROM messages m JOIN deliveries d ON d.message_id = m.id"
-        "  WHERE m.conversation = c.key AND d.sink = coalesce(?, d.sink)"
-        "  AND d.state = 'done'),"
+        "SELECT c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count,"
+        " s.record_id, s.last_synced_at, s.last_error, s.held_reason FROM conversations c"
+        f" LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
+        f" WHERE c.key IN ({marks})", [sink, *keys])
+    counts = await _delivery_counts(query, sink, keys)
+    found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0))))
+             for row in rows}
+    return [found[key] for key in keys if key in found]
+
+
+async def _delivery_counts(query: Query, sink: str | None,
+                           keys: list[str]) -> dict[str, tuple[int, int, int, int]]:
+    """Per conversation: pending, delivered, transcripts (delivered batches), dead.
+
+    CROSS JOIN keeps SQLite on the conversations' messages first: the other way round it
+    reads every delivery row the sink ever had.
+    """
+    on_sink = " AND d.sink = ?" if sink else ""
+    rows = await query(
+        "SELECT m.conversation, sum(d.state = 'pending'), sum(d.state = 'done'),"
         # a transcript: one delivered batch (one conversation window)
-        " (SELECT count(DISTINCT d.batch_id) FROM messages m JOIN deliveries d"
-        "  ON d.message_id = m.id WHERE m.conversation = c.key"
-        "  AND d.sink = coalesce(?, d.sink) AND d.state = 'done')"
-        " FROM conversations c"
-        " LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
-        f"{where} ORDER BY c.last_message_at DESC LIMIT ?", [*params, limit])
-    return [_record(columns, row) for row in rows]
+        " count(DISTINCT CASE WHEN d.state = 'done' THEN d.batch_id END),"
+        " sum(d.state = 'dead')"
+        f" FROM messages m CROSS JOIN deliveries d ON d.message_id = m.id{on_sink}"
+        f" WHERE m.conversation IN ({','.join('?' * len(keys))}) GROUP BY m.conversation",
+        [*([sink] if sink else []), *keys])
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 async def dead_letters(query: Query, sink: str | None, limit: int) -> list[dict[str, Any]]:
@@ -130,3 +255,80 @@ async def status_of(query: Query, source: str, provider_id: str) -> dict[str, An
     rows = await query("SELECT status, at, recipient, failed_at, errors FROM statuses"
                        " WHERE source = ? AND provider_id = ?", (source, provider_id))
     return _record(columns, rows[0]) if rows else None
+
+
+_PERSON_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at",
+                   "message_count")
+_DELIVERY_COLUMNS = ("message_id", "sink", "state", "reason", "done_at", "batch_key",
+                     "attempts", "batch_error", "held", "batch_state", "next_attempt_at")
+
+
+async def conversation(query: Query, key: str, limit: int = 2000) -> dict[str, Any] | None:
+    """One person's conversation: who, per sink mapping, messages with per-sink fate."""
+    present = [row[1] for row in await query("PRAGMA table_info(conversations)", ())]
+    extra = [c for c in IDENTITY_COLUMNS if c in present and c not in _PERSON_COLUMNS]
+    columns = (*_PERSON_COLUMNS, *extra)
+    rows = await query(f"SELECT {', '.join(columns)} FROM conversations WHERE key = ?", (key,))
+    if not rows:
+        return None
+    mapping_columns = ("sink", "record_id", "last_synced_at", "last_error", "held_reason")
+    mappings = await query(f"SELECT {', '.join(mapping_columns)} FROM sink_conversations"
+                           " WHERE conversation = ? ORDER BY sink", (key,))
+    stored = await query(
+        f"SELECT {MESSAGE_COLUMNS}, st.status, st.failed_at FROM messages m LEFT JOIN"
+        " statuses st ON st.source = m.source AND st.provider_id = m.provider_id"
+        " WHERE m.conversation = ? ORDER BY m.sent_at, m.id LIMIT ?", (key, limit))
+    fates = await _fates(query, key)
+    return {"person": _record(columns, rows[0]),
+            "sinks": [_record(mapping_columns, row) for row in mappings],
+            "messages": [{"message": message_from_row(row[:7]), "status": row[7],
+                          "failed_at": from_timestamp(row[8]),
+                          "deliveries": fates.get(row[0], [])} for row in stored],
+            "truncated": len(stored) == limit}
+
+
+async def _fates(query: Query, key: str) -> dict[int, list[dict[str, Any]]]:
+    """Per message id, per sink: state, reason, its batch's attempts and error, and the
+    CRM objects (ledger: idempotency key -> id) its batch went into."""
+    rows = await query(
+        "SELECT d.message_id, d.sink, d.state, d.reason, d.done_at, b.key, b.attempts,"
+        " b.last_error, b.held, b.state, b.next_attempt_at FROM messages m"
+        " CROSS JOIN sink_state ss CROSS JOIN deliveries d"
+        " ON d.sink = ss.sink AND d.message_id = m.id"
+        " LEFT JOIN batches b ON b.id = d.batch_id WHERE m.conversation = ?"
+        " ORDER BY d.message_id, d.sink", (key,))
+    ledgers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    fates: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        fate = _record(_DELIVERY_COLUMNS, row)
+        fate["done_at"] = from_timestamp(row[4])
+        fate["next_attempt_at"] = from_timestamp(row[10])
+        fate["held"] = bool(fate["held"])
+        if fate["batch_key"]:
+            where = (fate["sink"], fate["batch_key"])
+            if where not in ledgers:
+                ledgers[where] = await _ledger_of(query, *where)
+            fate["activities"] = ledgers[where]
+        else:
+            fate["activities"] = []
+        fates.setdefault(fate["message_id"], []).append(fate)
+    return fates
+
+
+async def _ledger_of(query: Query, sink: str, batch_key: str) -> list[dict[str, Any]]:
+    """Ledger entries of a batch: sinks derive their keys from the batch key."""
+    rows = await query("SELECT key, external_id, created_at FROM ledger WHERE sink = ?"
+                       " AND key >= ? AND key < ? ORDER BY key",
+                       (sink, batch_key, batch_key + "\U0010ffff"))
+    return [{"key": k, "part": k[len(batch_key):], "external_id": e,
+             "created_at": from_timestamp(at)} for k, e, at in rows]
+
+
+async def hourly(query: Query, since: float) -> dict[tuple[int, str], int]:
+    """Messages per (hour as unix hour number, direction) sent since `since`.
+
+    Reads the messages_hourly index alone (sent_at and the body's direction)."""
+    rows = await query(
+        "SELECT CAST(sent_at / 3600 AS INTEGER), json_extract(body, '$.direction'), count(*)"
+        " FROM messages INDEXED BY messages_hourly WHERE sent_at >= ? GROUP BY 1, 2", (since,))
+    return {(hour, direction or "in"): n for hour, direction, n in rows}

@@ -156,8 +156,22 @@ ALTER TABLE batches ADD COLUMN not_before REAL;
 CREATE INDEX batches_open ON batches (sink, conversation, id) WHERE state != 'done';
 """
 
+# The status page at scale (100,000 conversations, 1M messages): each list order and filter
+# reads an index and stops at its page instead of sorting every conversation.
+#   kind            'person' or 'group' (a group chat is its own conversation); appends set
+#                   it from Message.extra["conversation_kind"]
+#   messages_hourly the in/out per hour chart reads (sent_at, direction) from the index alone
+M005_STATUS_PAGE_AT_SCALE = """
+ALTER TABLE conversations ADD COLUMN kind TEXT NOT NULL DEFAULT 'person';
+CREATE INDEX conversations_recent ON conversations (last_message_at);
+CREATE INDEX conversations_kind ON conversations (kind, last_message_at) WHERE kind != 'person';
+CREATE INDEX sink_conversations_synced ON sink_conversations (sink, last_synced_at);
+CREATE INDEX sink_conversations_held ON sink_conversations (sink) WHERE held_reason IS NOT NULL;
+CREATE INDEX messages_hourly ON messages (sent_at, json_extract(body, '$.direction'));
+"""
+
 MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
-                         M004_RETRY_CLOCK_AND_ORDER]
+                         M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE]
 VERSION = len(MIGRATIONS)
 
 

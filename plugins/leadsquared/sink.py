@@ -112,6 +112,10 @@ class LeadSquaredSink:
             return None
         return f"{self._scheme}://{self.app_host}/LeadManagement/LeadDetails?LeadID={record_id}"
 
+    def rate_budget(self) -> tuple[int, float]:
+        """The CRM's rate limit as (calls, per seconds): the page charts calls against it."""
+        return self.limiter.calls, self.limiter.per
+
     def describe(self) -> dict[str, Any]:
         """Live state for the status page: rate limit and how full its window is."""
         state = self.limiter.state

@@ -47,7 +47,8 @@ async def test_page_shows_last_synced_and_transcripts_on_loopback_without_token(
             html = await resp.text()
     row = re.search(r'<tr data-key="\+919876543210">(.*?)</tr>', html, re.S)[1]
     assert re.search(r'class="last-synced">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST<', row)
-    assert '<td class="synced">2</td>' in row and '<td class="transcripts">1</td>' in row
+    assert re.search(r'class="synced">2</td>', row)
+    assert re.search(r'class="transcripts">1</td>', row)
 
 
 async def test_admin_endpoints_refuse_forwarded_requests_without_a_token(make_app, serve):

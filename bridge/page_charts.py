@@ -1,0 +1,95 @@
+"""The status page's charts and their text equivalents, from the buffer and live metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import tzinfo
+from typing import Any
+
+from bridge.charts import Series, ago, bars, hbars, hour_labels
+
+logger = logging.getLogger(__name__)
+
+HOURS = 48
+CALL_WINDOWS = 60  # rate-limit windows shown (60 x 5 s = the last 5 minutes)
+
+
+async def charts(bridge: Any, sinks: list[dict[str, Any]], tz: tzinfo | None,
+                 now: float | None = None) -> list[dict[str, Any]]:
+    """Each chart: id, heading, svg, and a table (caption, columns, rows) of its figures."""
+    now = time.time() if now is None else now
+    found = [await traffic(bridge.buffer, tz, now), backlog(sinks, now)]
+    for sink in bridge.sinks:
+        chart = calls(bridge.metrics, sink, now)
+        if chart is not None:
+            found.append(chart)
+    return found
+
+
+async def traffic(buffer: Any, tz: tzinfo | None, now: float) -> dict[str, Any]:
+    """Messages in and out per hour over the last 48 hours."""
+    last = int(now // 3600)
+    first = last - HOURS + 1
+    counts = await buffer.hourly(first * 3600.0)
+    inbound = [counts.get((first + i, "in"), 0) for i in range(HOURS)]
+    outbound = [counts.get((first + i, "out"), 0) for i in range(HOURS)]
+    labels = hour_labels(first, HOURS, tz)
+    svg = bars("chart-traffic", "Messages in and out per hour, last 48 hours",
+               f"{sum(inbound)} in and {sum(outbound)} out in 48 hours; busiest hour "
+               f"{max(inbound + outbound)} messages. In: solid bars, out: hatched bars.",
+               labels, [Series("in", inbound, "solid"), Series("out", outbound, "hatch")],
+               tick_every=6)
+    rows = [(labels[i], inbound[i], outbound[i]) for i in range(HOURS)
+            if inbound[i] or outbound[i]]
+    return {"id": "chart-traffic", "heading": "Messages per hour (48 h)", "svg": svg,
+            "table": {"caption": "Messages per hour (hours with none left out)",
+                      "columns": ("Hour", "In", "Out"), "rows": rows}}
+
+
+def backlog(sinks: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Per sink: messages waiting (held apart) and time since the last sync."""
+    rows, table = [], []
+    for s in sinks:
+        since = now - s["last_sync_at"].timestamp() if s["last_sync_at"] else None
+        waiting = s["backlog"] - s["held"]
+        rows.append((f"{s['sink']} waiting", waiting, f"{waiting} waiting", "solid"))
+        rows.append((f"{s['sink']} held", s["held"], f"{s['held']} held", "hatch"))
+        rows.append((f"{s['sink']} dead", s["dead_letters"], f"{s['dead_letters']} dead",
+                     "dots"))
+        table.append((s["sink"], waiting, s["held"], s["dead_letters"], ago(since)))
+    desc = "; ".join(f"{r[0]}: {r[1]} waiting, {r[2]} held, {r[3]} dead letters, last sync "
+                     f"{r[4]} ago" for r in table) or "no sink installed"
+    svg = hbars("chart-backlog", "Backlog per sink", desc + ". Waiting: solid, held: "
+                "hatched, dead letters: dotted.", rows)
+    return {"id": "chart-backlog", "heading": "Backlog and last sync per sink", "svg": svg,
+            "table": {"caption": "Backlog per sink",
+                      "columns": ("Sink", "Waiting", "Held", "Dead letters", "Since last sync"),
+                      "rows": table}}
+
+
+def calls(metrics: Any, sink: Any, now: float) -> dict[str, Any] | None:
+    """CRM calls per rate-limit window against the limit, for a sink that states one."""
+    budget = getattr(sink, "rate_budget", None)
+    if budget is None:
+        return None
+    try:
+        limit, per = budget()
+    except Exception:
+        logger.exception("rate_budget() of sink %s failed", getattr(sink, "name", "?"))
+        return None
+    counts = metrics.calls_per_window(sink.name, per, CALL_WINDOWS, now)
+    span = ago(per * CALL_WINDOWS)
+    labels = [f"-{ago(per * (CALL_WINDOWS - i))}" for i in range(CALL_WINDOWS)]
+    full = sum(1 for c in counts if c >= limit)
+    chart_id = f"chart-calls-{sink.name}"
+    svg = bars(chart_id, f"{sink.name}: CRM calls per {per:g} s window, last {span}",
+               f"Peak {max(counts)} calls in a window against a limit of {limit}; "
+               f"{full} of {CALL_WINDOWS} windows at the limit; {sum(counts)} calls in all.",
+               labels, [Series("calls", counts, "solid")], tick_every=12,
+               limit=limit, limit_label=f"limit {limit} per {per:g} s (dashed)")
+    return {"id": chart_id, "heading": f"{sink.name}: CRM calls against the rate limit",
+            "svg": svg, "table": {
+                "caption": f"CRM calls per {per:g} s window (last {span})",
+                "columns": ("Limit per window", "Peak", "Windows at the limit", "Calls"),
+                "rows": [(limit, max(counts), full, sum(counts))]}}
