@@ -1,0 +1,214 @@
+"""The conversation page, its buttons, the charts and the page's accessible structure."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import aiohttp
+
+from bridge.contracts import Outcome
+from bridge.state import BRIDGE
+from tests.helpers import RecordingSink, wait_until
+
+ASHA = "+919876543210"
+
+
+class LedgerSink(RecordingSink):
+    """Posts each batch as one CRM activity (ledger: batch key -> ACT-n) on lead LEAD-1;
+    refuses messages whose text says "poison" until `cured`."""
+
+    def __init__(self) -> None:
+        super().__init__("crm", max_attempts=1)
+        self.cured = False
+        self.posted = 0
+
+    async def deliver(self, batch):
+        self.batches.append(batch)
+        batch.record_id = "LEAD-1"
+        outcomes = [Outcome.rejected("CRM says: note too long")
+                    if "poison" in m.text and not self.cured else Outcome.delivered()
+                    for m in batch.messages]
+        if any(o.kind == "delivered" for o in outcomes):
+            self.posted += 1
+            batch.remember(batch.key, f"ACT-{self.posted}")
+        self.delivered += [m.provider_id for m, o in zip(batch.messages, outcomes, strict=True)
+                           if o.kind == "delivered"]
+        return outcomes
+
+    def record_url(self, record_id):
+        return f"https://crm.example/leads/{record_id}"
+
+    def activity_url(self, external_id):
+        return f"https://crm.example/activities/{external_id}"
+
+    def rate_budget(self):
+        return 25, 5.0
+
+
+def client() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def post(http, url, **form):
+    async with http.post(url, data=form, allow_redirects=False) as resp:
+        return resp.status, resp.headers.get("Location"), await resp.text()
+
+
+async def page(http, url) -> str:
+    async with http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.text()
+
+
+async def started(make_app, serve, sink):
+    app = make_app([sink], timezone="UTC")
+    base = await serve(app)
+    return app, base
+
+
+async def ingest(http, base, *texts, conversation=ASHA):
+    items = [{"id": f"m-{conversation}-{n}", "conversation": conversation, "text": t}
+             for n, t in enumerate(texts)]
+    async with http.post(f"{base}/ingest", json=items) as resp:
+        assert resp.status == 200
+
+
+async def test_conversation_page_shows_messages_in_order_with_activity_ids(make_app, serve):
+    sink = LedgerSink()
+    _, base = await started(make_app, serve, sink)
+    async with client() as http:
+        await ingest(http, base, "hello", "poison here", "bye")
+        await wait_until(lambda: len(sink.delivered) == 2)
+        listing = await page(http, f"{base}/?q=98765")
+        link = re.search(r'<a href="(/conversation\?key=[^"]+)" class="open">', listing)[1]
+        html = await page(http, base + link.replace("&amp;", "&"))
+    assert f'<dd class="number">{ASHA}</dd>' in html
+    assert 'href="https://crm.example/leads/LEAD-1"' in html
+    rows = re.findall(r'<tr data-message-id="\d+" data-provider-id="([^"]+)"(.*?)</tr>', html,
+                      re.S)
+    assert [pid for pid, _ in rows] == [f"m-{ASHA}-{n}" for n in range(3)]
+    hello, poison, _ = (body for _, body in rows)
+    assert "hello" in hello and "← in" in hello and ">text<" in hello
+    assert 'data-state="done"' in hello and ">ACT-1</a>" in hello
+    assert 'href="https://crm.example/activities/ACT-1"' in hello
+    assert 'data-state="dead"' in poison and "CRM says: note too long" in poison
+    assert "1 attempt" in poison
+
+
+async def test_requeue_this_conversation_delivers_its_dead_letter(make_app, serve):
+    sink = LedgerSink()
+    _, base = await started(make_app, serve, sink)
+    async with client() as http:
+        await ingest(http, base, "poison")
+        await ingest(http, base, "poison too", conversation="+14155550100")
+        await wait_until(lambda: sink.batches and len(sink.batches) >= 2)
+        html = await wait_until(lambda: _with(http, f"{base}/conversation?key=%2B919876543210",
+                                              'data-state="dead"'))
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html)[1]
+        status, _, text = await post(http, f"{base}/conversation/requeue", key=ASHA)
+        assert status == 403 and "stale or forged" in text
+        sink.cured = True
+        status, location, _ = await post(http, f"{base}/conversation/requeue", key=ASHA,
+                                         csrf=csrf)
+        assert status == 303 and location.endswith("requeued=1")
+        await wait_until(lambda: sink.delivered == [f"m-{ASHA}-0"])
+        assert "Requeued 1 dead letter(s) of this conversation" in await page(http,
+                                                                               base + location)
+        # the other person's dead letter stayed where it was
+        other = await page(http, f"{base}/conversation?key=%2B14155550100")
+        assert 'data-state="dead"' in other
+
+
+async def _with(http, url, needle):
+    html = await page(http, url)
+    return html if needle in html else None
+
+
+async def test_purge_needs_the_number_typed_again_then_deletes_the_person(make_app, serve):
+    sink = LedgerSink()
+    app, base = await started(make_app, serve, sink)
+    buffer = app[BRIDGE].buffer
+    async with client() as http:
+        await ingest(http, base, "hello", "poison")
+        await ingest(http, base, "keep me", conversation="+14155550100")
+        await wait_until(lambda: len(sink.batches) >= 2)
+        confirm = await page(http, f"{base}/conversation/purge?key=%2B919876543210")
+        assert "cannot be undone" in confirm and 'id="confirm"' in confirm
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', confirm)[1]
+        status, _, text = await post(http, f"{base}/conversation/purge", key=ASHA, csrf=csrf,
+                                     confirm="+9198")
+        assert status == 400 and "nothing was deleted" in text
+        assert await buffer.conversation(ASHA) is not None
+        status, _, _ = await post(http, f"{base}/conversation/purge", key=ASHA, confirm=ASHA)
+        assert status == 403  # no form token
+        status, location, _ = await post(http, f"{base}/conversation/purge", key=ASHA,
+                                         csrf=csrf, confirm=ASHA)
+        assert status == 303 and location == "/?purged=2"
+        async with http.get(f"{base}/conversation?key=%2B919876543210") as resp:
+            assert resp.status == 404
+    assert await buffer.messages(ASHA) == []
+    assert (await buffer.sinks())[0]["dead_letters"] == 0  # its dead letter went with it
+    assert [c["key"] for c in await buffer.conversations("crm", None, 10)] == ["+14155550100"]
+    assert len(await buffer.messages("+14155550100")) == 1
+    rows = await buffer.query("SELECT count(*) FROM ledger")
+    assert rows == [(1,)]  # only the other person's activity is still in the ledger
+
+
+async def test_charts_are_svg_with_titles_patterns_and_the_limit(make_app, serve):
+    sink = LedgerSink()
+    app, base = await started(make_app, serve, sink)
+    metrics = app[BRIDGE].metrics
+    for _ in range(7):
+        metrics.crm_call("crm", "Create", "ok", 0.01)
+    async with client() as http:
+        await ingest(http, base, "hello", "there")
+        html = await page(http, f"{base}/")
+    traffic = re.search(r'<svg[^>]*id="chart-traffic".*?</svg>', html, re.S)[0]
+    assert 'role="img"' in traffic and "<title id=\"chart-traffic-t\">Messages in and out" \
+        in traffic
+    assert "2 in and 0 out in 48 hours" in traffic  # the desc says it in words
+    assert 'url(#chart-traffic-hatch)' in traffic  # out is hatched, not only another colour
+    calls = re.search(r'<svg[^>]*id="chart-calls-crm".*?</svg>', html, re.S)[0]
+    assert "Peak 7 calls in a window against a limit of 25" in calls
+    assert 'class="limit"' in calls and "limit 25 per 5 s" in calls
+    assert "<caption>CRM calls per 5 s window" in html  # the text equivalent
+
+
+class Structure(HTMLParser):
+    """Collects what the accessibility checks need from a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def all(self, tag):
+        return [attrs for t, attrs in self.tags if t == tag]
+
+
+async def test_pages_have_headers_captions_labels_and_a_phone_viewport(make_app, serve):
+    sink = LedgerSink()
+    _, base = await started(make_app, serve, sink)
+    async with client() as http:
+        await ingest(http, base, "hello")
+        await wait_until(lambda: sink.delivered)
+        pages = [await page(http, f"{base}/"),
+                 await page(http, f"{base}/conversation?key=%2B919876543210"),
+                 await page(http, f"{base}/conversation/purge?key=%2B919876543210")]
+    for html in pages:
+        found = Structure()
+        found.feed(html)
+        viewport = [m for m in found.all("meta") if m.get("name") == "viewport"]
+        assert viewport and "width=device-width" in viewport[0]["content"]
+        assert found.all("main") and found.all("main")[0]["id"] == "main"
+        assert any(a.get("href") == "#main" for a in found.all("a"))  # skip link
+        assert all(th.get("scope") in ("col", "row") for th in found.all("th"))
+        assert html.count("<table") == html.count("<caption")
+        labelled = {attrs["for"] for attrs in found.all("label")}
+        visible = {attrs["id"] for attrs in found.all("input")
+                   if attrs.get("type") not in ("hidden",) and "id" in attrs}
+        assert visible <= labelled, visible - labelled
+    assert "@media (max-width: 640px)" in pages[0]
