@@ -61,7 +61,13 @@ def make_a_dead_letter(demo: DemoProcess, simulator: str) -> None:
     httpx.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
 
 
-def test_browser_logs_in_sees_last_synced_and_requeues_a_dead_letter(tmp_path):
+def activity_ids(simulator: str) -> dict[str, str]:
+    """Activity id -> note, as the simulator holds them (asked over HTTP)."""
+    return {a["Id"]: a["ActivityNote"]
+            for a in httpx.get(f"{simulator}/_sim/activities").json()}
+
+
+def test_browser_searches_opens_a_conversation_and_requeues_its_dead_letter(tmp_path):
     driver = chromium_driver()
     demo = DemoProcess(tmp_path / "demo", token="browser-token")
     try:
@@ -69,6 +75,7 @@ def test_browser_logs_in_sees_last_synced_and_requeues_a_dead_letter(tmp_path):
         simulator = re.search(r"LeadSquared simulator: (http://\S+)", printed)[1]
         make_a_dead_letter(demo, simulator)
         by = __import__("selenium.webdriver.common.by", fromlist=["By"]).By
+        keys = __import__("selenium.webdriver.common.keys", fromlist=["Keys"]).Keys
 
         driver.get(f"{demo.url}/")
         assert driver.current_url.endswith("/login")  # not signed in yet
@@ -80,25 +87,49 @@ def test_browser_logs_in_sees_last_synced_and_requeues_a_dead_letter(tmp_path):
         assert int(row.find_element(by.CLASS_NAME, "transcripts").text) >= 1
         assert "ActivityNote" in driver.find_element(by.CSS_SELECTOR, "td.reason").text
 
-        driver.find_element(by.CSS_SELECTOR, "button.requeue").click()
+        # the keyboard reaches the skip link first, then the search box
+        driver.find_element(by.TAG_NAME, "body").send_keys(keys.TAB)
+        assert driver.switch_to.active_element.text == "Skip to content"
+
+        search = driver.find_element(by.ID, "search")
+        search.send_keys("98765 43210", keys.ENTER)  # typed as a person would, with a space
+        rows = driver.find_elements(by.CSS_SELECTOR, "table.conversations tr[data-key]")
+        assert [r.get_attribute("data-key") for r in rows] == [f"+{ASHA}"]
+        rows[0].find_element(by.CSS_SELECTOR, "a.open").click()
+
+        # the conversation: an activity id on the page is one the CRM holds
+        dead = driver.find_element(by.CSS_SELECTOR, 'tr[data-provider-id="wamid.browser-long"]')
+        assert "ActivityNote" in dead.find_element(by.CSS_SELECTOR, 'li[data-state="dead"]').text
+        shown = [c.text for c in driver.find_elements(by.CSS_SELECTOR, "code.activity")]
+        held = activity_ids(simulator)
+        assert shown and all(activity in held for activity in shown), (shown, list(held))
+        assert any(f"+{ASHA}" in held[activity] for activity in shown)
+
+        driver.find_element(by.ID, "requeue-conversation").click()
         assert "Requeued 1" in driver.find_element(by.ID, "flash").text
-        deadline = time.monotonic() + 30
-        while driver.find_element(by.ID, "dead-count-leadsquared").text != "0":
+        deadline = time.monotonic() + 60
+        while True:  # delivered: the page shows it done, with the activity it went into
+            row = driver.find_element(by.CSS_SELECTOR,
+                                      'tr[data-provider-id="wamid.browser-long"]')
+            if row.find_elements(by.CSS_SELECTOR, 'li[data-state="done"]'):
+                break
             assert time.monotonic() < deadline, "the requeued message was not delivered"
             time.sleep(0.5)
             driver.refresh()
-        driver.save_screenshot(str(tmp_path / "status.png"))
-        assert (tmp_path / "status.png").stat().st_size > 10_000
+        posted = row.find_element(by.CSS_SELECTOR, "code.activity").text
+        notes = activity_ids(simulator)
+        assert "Here is my full address" in notes[posted]
+        assert sum("Here is my full address" in n for n in notes.values()) == 1  # once
 
-        # dead count 0 only says it was requeued: wait for the drain the requeue woke
-        while True:
-            notes = [a["ActivityNote"]
-                     for a in httpx.get(f"{simulator}/_sim/activities").json()]
-            if any("Here is my full address" in n for n in notes):
-                break
-            assert time.monotonic() < deadline + 30, "the requeued message was not delivered"
-            time.sleep(0.2)
-        assert sum("Here is my full address" in n for n in notes) == 1  # once, on the lead
+        # a phone-sized window: the page reflows instead of scrolling sideways
+        driver.set_window_size(390, 844)
+        for path in ("/", f"/conversation?key=%2B{ASHA}"):
+            driver.get(f"{demo.url}{path}")
+            overflow = driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (path, overflow)
+        driver.save_screenshot(str(tmp_path / "phone.png"))
+        assert (tmp_path / "phone.png").stat().st_size > 10_000
         assert demo.interrupt() == 0
     finally:
         driver.quit()
