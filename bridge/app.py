@@ -17,6 +17,7 @@ from bridge.context import PluginContext
 from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
 from bridge.model import Message, StatusUpdate
 from bridge.page import page_routes
+from bridge.page_charts import rate_budgets
 from bridge.plugins import collect
 from bridge.security import admin_only, error_middleware
 from bridge.state import BRIDGE, Bridge
@@ -169,6 +170,7 @@ async def status(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this bridge's registry (buffer gauges read now)."""
     bridge = request.app[BRIDGE]
+    bridge.metrics.buffer_state.budgets = rate_budgets(bridge.sinks)
     body, content_type = await bridge.metrics.render(bridge.buffer)
     return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -204,6 +204,7 @@ class BufferCollector:
     def __init__(self) -> None:
         self._sinks: list[dict[str, Any]] = []
         self._stats: dict[str, int] | None = None
+        self.budgets: dict[str, tuple[int, float]] = {}  # sink -> (calls, per seconds)
 
     def update(self, sinks: list[dict[str, Any]], stats: dict[str, int] | None) -> None:
         self._sinks, self._stats = list(sinks), stats
@@ -245,6 +246,17 @@ class BufferCollector:
                 families["last_sync"].add_metric(name, state["last_sync_at"].timestamp())
             families["enabled"].add_metric(name, 1 if state.get("enabled") else 0)
         yield from families.values()
+        limit = GaugeMetricFamily(
+            "chatbridge_crm_rate_limit_calls",
+            "Calls the sink's CRM allows per rate-limit window", labels=["sink"])
+        window = GaugeMetricFamily(
+            "chatbridge_crm_rate_limit_window_seconds",
+            "Length of the sink's CRM rate-limit window", labels=["sink"])
+        for sink, (calls, per) in sorted(self.budgets.items()):
+            limit.add_metric([sink], calls)
+            window.add_metric([sink], per)
+        yield limit
+        yield window
         if self._stats is not None:
             yield CounterMetricFamily("chatbridge_buffer_commits", "Buffer write commits",
                                       value=self._stats.get("commits", 0))

@@ -68,16 +68,31 @@ def backlog(sinks: list[dict[str, Any]], now: float) -> dict[str, Any]:
                       "rows": table}}
 
 
-def calls(metrics: Any, sink: Any, now: float) -> dict[str, Any] | None:
-    """CRM calls per rate-limit window against the limit, for a sink that states one."""
+def rate_budget(sink: Any) -> tuple[int, float] | None:
+    """The sink's optional rate_budget(): (calls, per seconds), or None; never raises."""
     budget = getattr(sink, "rate_budget", None)
     if budget is None:
         return None
     try:
-        limit, per = budget()
+        calls, per = budget()
+        return int(calls), float(per)
     except Exception:
         logger.exception("rate_budget() of sink %s failed", getattr(sink, "name", "?"))
         return None
+
+
+def rate_budgets(sinks: Any) -> dict[str, tuple[int, float]]:
+    """Sink name -> its rate budget, for the sinks that state one."""
+    found = {sink.name: rate_budget(sink) for sink in sinks}
+    return {name: budget for name, budget in found.items() if budget is not None}
+
+
+def calls(metrics: Any, sink: Any, now: float) -> dict[str, Any] | None:
+    """CRM calls per rate-limit window against the limit, for a sink that states one."""
+    budget = rate_budget(sink)
+    if budget is None:
+        return None
+    limit, per = budget
     counts = metrics.calls_per_window(sink.name, per, CALL_WINDOWS, now)
     span = ago(per * CALL_WINDOWS)
     labels = [f"-{ago(per * (CALL_WINDOWS - i))}" for i in range(CALL_WINDOWS)]
