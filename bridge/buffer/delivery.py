@@ -352,9 +352,9 @@ async def purge(db: aiosqlite.Connection, conversation: str) -> int:
                                  (conversation,)):
         await db.execute("DELETE FROM ledger WHERE sink = ? AND key >= ? AND key < ?",
                          (sink, key, key + "\U0010ffff"))
-    mine = "SELECT id FROM messages WHERE conversation = ?"
     await db.execute("DELETE FROM deliveries WHERE sink IN (SELECT sink FROM sink_state)"
-                     f" AND message_id IN ({mine})", (conversation,))
+                     " AND message_id IN (SELECT id FROM messages WHERE conversation = ?)",
+                     (conversation,))
     await db.execute("DELETE FROM statuses WHERE (source, provider_id) IN"
                      " (SELECT source, provider_id FROM messages WHERE conversation = ?)",
                      (conversation,))

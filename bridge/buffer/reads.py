@@ -88,6 +88,40 @@ _ROW_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at", "me
                 "synced", "transcripts", "dead")
 _PHONE_LIKE = set("0123456789+-() .")
 
+# SQL pieces the list is assembled from; only these constants ever go into its SQL.
+# show -> condition on `conversations c`; held and dead take the sink (NULL: any sink)
+_SHOW = {
+    "all": "1",
+    "held": "c.key IN (SELECT conversation FROM sink_conversations"
+            " WHERE held_reason IS NOT NULL AND sink = coalesce(?, sink))",
+    "dead": "c.key IN (SELECT m.conversation FROM deliveries d INDEXED BY deliveries_dead"
+            " JOIN messages m ON m.id = d.message_id"
+            " WHERE d.state = 'dead' AND d.sink = coalesce(?, d.sink))",
+    "groups": "c.kind = 'group'",
+}
+_MATCH = {  # identity column -> one more way a search term matches
+    "key": " OR c.key LIKE ? ESCAPE '\\'",
+    "contact_name": " OR c.contact_name LIKE ? ESCAPE '\\'",
+    "username": " OR c.username LIKE ? ESCAPE '\\'",
+    "bsuid": " OR c.bsuid LIKE ? ESCAPE '\\'",
+    "parent_bsuid": " OR c.parent_bsuid LIKE ? ESCAPE '\\'",
+}
+# by searching: a search reads the table once and sorts its few matches ("+" keeps SQLite
+# from walking the date index for the order); a list walks the index and stops at the page
+_SOURCE = {False: " FROM conversations c INDEXED BY conversations_recent",
+           True: " FROM conversations c"}
+_RECENT = {False: " ORDER BY c.last_message_at DESC, c.key DESC",
+           True: " ORDER BY +c.last_message_at DESC, c.key DESC"}
+# sort -> (conversation, rank) of the conversations that have a rank for the sink
+_RANKED = {
+    "last_synced": "WITH r (key, rank) AS (SELECT conversation, last_synced_at"
+                   " FROM sink_conversations INDEXED BY sink_conversations_synced"
+                   " WHERE sink = ? AND last_synced_at IS NOT NULL) ",
+    "pending": "WITH r (key, rank) AS (SELECT m.conversation, count(*) FROM deliveries d"
+               " INDEXED BY deliveries_pending JOIN messages m ON m.id = d.message_id"
+               " WHERE d.sink = ? AND d.state = 'pending' GROUP BY m.conversation) ",
+}
+
 
 async def conversations(query: Query, sink: str | None, search: str | None,
                         limit: int) -> list[dict[str, Any]]:
@@ -99,45 +133,47 @@ async def conversations(query: Query, sink: str | None, search: str | None,
 async def conversation_list(query: Query, sink: str | None, *, search: str | None = None,
                             sort: str = "last_message", show: str = "all", offset: int = 0,
                             limit: int = 50, count: bool = True) -> dict[str, Any]:
-    """One page of conversations: {"rows": [...], "total": matches (None unless count)}."""
+    """One page of conversations: {"rows": [...], "total": matches (None unless count)}.
+
+    With a rank (last synced, pending) the ranked conversations come first, highest first,
+    then the rest by last message; each part reads its own index and stops at the page.
+    """
     if sort not in SORTS or show not in SHOWS:
         raise ValueError(f"sort must be one of {SORTS} and show one of {SHOWS}")
-    where, params = await _list_filter(query, sink, search, show)
-    keys = await _ordered_keys(query, sink, sort, where, params, offset, limit, bool(search))
+    where = " WHERE (" + _SHOW[show] + ")"
+    params: list[Any] = [sink] if show in ("held", "dead") else []
+    if search:
+        columns, term = await _search_terms(query, search)
+        match = " AND (0"
+        for column in columns:
+            match += _MATCH[column]
+        where += match + ")"
+        params += [term] * len(columns)
+    searching = bool(search)
+    if sort == "last_message" or not sink:
+        sql = "SELECT c.key" + _SOURCE[searching] + where + _RECENT[searching]
+        keys = _firsts(await query(sql + " LIMIT ? OFFSET ?", [*params, limit, offset]))
+    else:
+        ranked = _RANKED[sort] + "SELECT c.key FROM r JOIN conversations c ON c.key = r.key"
+        keys = _firsts(await query(ranked + where + " ORDER BY r.rank DESC,"
+                                   " c.last_message_at DESC, c.key DESC LIMIT ? OFFSET ?",
+                                   [sink, *params, limit, offset]))
+        if len(keys) < limit:
+            first = await query(_RANKED[sort] + "SELECT count(*) FROM r JOIN conversations c"
+                                " ON c.key = r.key" + where, [sink, *params])
+            rest = (_RANKED[sort] + "SELECT c.key" + _SOURCE[searching] + where
+                    + " AND c.key NOT IN (SELECT key FROM r)" + _RECENT[searching])
+            keys += _firsts(await query(rest + " LIMIT ? OFFSET ?",
+                                        [sink, *params, limit - len(keys),
+                                         max(0, offset - first[0][0])]))
     total = None
     if count:
-        total = (await query(f"SELECT count(*) FROM conversations c{_where(where)}",
-                             params))[0][0]
+        total = (await query("SELECT count(*) FROM conversations c" + where, params))[0][0]
     return {"rows": await _list_rows(query, sink, keys), "total": total}
 
 
-def _where(conditions: list[str]) -> str:
-    return " WHERE " + " AND ".join(conditions) if conditions else ""
-
-
-async def _list_filter(query: Query, sink: str | None, search: str | None,
-                       show: str) -> tuple[list[str], list[Any]]:
-    """SQL conditions on `conversations c` for a search and a filter, with parameters."""
-    where: list[str] = []
-    params: list[Any] = []
-    on_sink = " AND sink = ?" if sink else ""
-    sink_params = [sink] if sink else []
-    if show == "held":
-        where.append("c.key IN (SELECT conversation FROM sink_conversations"
-                     f" WHERE held_reason IS NOT NULL{on_sink})")
-        params += sink_params
-    elif show == "dead":
-        where.append("c.key IN (SELECT m.conversation FROM deliveries d INDEXED BY"
-                     " deliveries_dead JOIN messages m ON m.id = d.message_id"
-                     f" WHERE d.state = 'dead'{on_sink.replace('sink', 'd.sink')})")
-        params += sink_params
-    elif show == "groups":
-        where.append("c.kind = 'group'")
-    if search:
-        columns, term = await _search_terms(query, search)
-        where.append("(" + " OR ".join(f"c.{col} LIKE ? ESCAPE '\\'" for col in columns) + ")")
-        params += [term] * len(columns)
-    return where, params
+def _firsts(rows: list[Any]) -> list[Any]:
+    return [row[0] for row in rows]
 
 
 async def _search_terms(query: Query, search: str) -> tuple[list[str], str]:
@@ -152,65 +188,19 @@ async def _search_terms(query: Query, search: str) -> tuple[list[str], str]:
     return columns, f"%{escaped}%"
 
 
-async def _ordered_keys(query: Query, sink: str | None, sort: str, where: list[str],
-                        params: list[Any], offset: int, limit: int,
-                        search: bool = False) -> list[str]:
-    """The page's conversation keys in the chosen order (ties: newest message first)."""
-    if sort == "last_message" or not sink:
-        # a search reads the table (matches are few, then sorted); else the index walks
-        # in order and stops at the page
-        # ("+" keeps SQLite from walking the index for the order while it scans anyway)
-        index, order = ("", "+c.last_message_at") if search else (
-            " INDEXED BY conversations_recent", "c.last_message_at")
-        rows = await query(f"SELECT c.key FROM conversations c{index}"
-                           f"{_where(where)} ORDER BY {order} DESC, c.key DESC"
-                           " LIMIT ? OFFSET ?", [*params, limit, offset])
-        return [row[0] for row in rows]
-    if sort == "last_synced":
-        ranked = ("SELECT s.conversation, s.last_synced_at FROM sink_conversations s"
-                  " INDEXED BY sink_conversations_synced"
-                  " WHERE s.sink = ? AND s.last_synced_at IS NOT NULL")
-    else:
-        ranked = ("SELECT m.conversation, count(*) FROM deliveries d INDEXED BY"
-                  " deliveries_pending JOIN messages m ON m.id = d.message_id"
-                  " WHERE d.sink = ? AND d.state = 'pending' GROUP BY m.conversation")
-    return await _two_tier(query, sink, ranked, where, params, offset, limit, search)
-
-
-async def _two_tier(query: Query, sink: str, ranked: str, where: list[str],
-                    params: list[Any], offset: int, limit: int, search: bool) -> list[str]:
-    """Conversations with a rank (synced time, pending count) first, highest first; then
-    the rest by last message. Each tier reads its own index and stops at the page."""
-    conditions = " AND ".join(where) if where else "1"
-    first = await query(
-        f"WITH r (key, rank) AS ({ranked}) SELECT c.key FROM r"
-        f" JOIN conversations c ON c.key = r.key WHERE {conditions}"
-        " ORDER BY r.rank DESC, c.last_message_at DESC, c.key DESC LIMIT ? OFFSET ?",
-        [sink, *params, limit, offset])
-    keys = [row[0] for row in first]
-    if len(keys) == limit:
-        return keys
-    in_first = (await query(f"WITH r (key, rank) AS ({ranked}) SELECT count(*) FROM r"
-                            f" JOIN conversations c ON c.key = r.key WHERE {conditions}",
-                            [sink, *params]))[0][0]
-    rest = await query(
-        f"WITH r (key, rank) AS ({ranked}) SELECT c.key FROM conversations c"
-        f"{'' if search else ' INDEXED BY conversations_recent'} WHERE {conditions}"
-        " AND c.key NOT IN (SELECT key FROM r)"
-        f" ORDER BY {'+' if search else ''}c.last_message_at DESC, c.key DESC LIMIT ? OFFSET ?",
-        [sink, *params, limit - len(keys), max(0, offset - in_first)])
-    return keys + [row[0] for row in rest]
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
 
 
 async def _list_rows(query: Query, sink: str | None, keys: list[str]) -> list[dict[str, Any]]:
     """The list's columns for the given conversations, in the given order."""
     if not keys:
         return []
-    marks = ",".join("?" * len(keys))
+    marks = _placeholders(len(keys))
     rows = await query(
         "SELECT c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count,"
         " s.record_id, s.last_synced_at, s.last_error, s.held_reason FROM conversations c"
-        f" LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
+        " LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
         f" WHERE c.key IN ({marks})", [sink, *keys])
     counts = await _delivery_counts(query, sink, keys)
     found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0))))
@@ -222,18 +212,18 @@ async def _delivery_counts(query: Query, sink: str | None,
                            keys: list[str]) -> dict[str, tuple[int, int, int, int]]:
     """Per conversation: pending, delivered, transcripts (delivered batches), dead.
 
-    CROSS JOIN keeps SQLite on the conversations' messages first: the other way round it
-    reads every delivery row the sink ever had.
+    CROSS JOIN keeps SQLite on the conversations' messages first, then each delivery by
+    its primary key: the other way round it reads every delivery row the sink ever had.
     """
-    on_sink = " AND d.sink = ?" if sink else ""
+    marks = _placeholders(len(keys))
     rows = await query(
         "SELECT m.conversation, sum(d.state = 'pending'), sum(d.state = 'done'),"
         # a transcript: one delivered batch (one conversation window)
         " count(DISTINCT CASE WHEN d.state = 'done' THEN d.batch_id END),"
-        " sum(d.state = 'dead')"
-        f" FROM messages m CROSS JOIN deliveries d ON d.message_id = m.id{on_sink}"
-        f" WHERE m.conversation IN ({','.join('?' * len(keys))}) GROUP BY m.conversation",
-        [*([sink] if sink else []), *keys])
+        " sum(d.state = 'dead') FROM messages m CROSS JOIN sink_state ss"
+        " CROSS JOIN deliveries d ON d.sink = ss.sink AND d.message_id = m.id"
+        f" WHERE ss.sink = coalesce(?, ss.sink) AND m.conversation IN ({marks})"
+        " GROUP BY m.conversation", [sink, *keys])
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
@@ -271,24 +261,35 @@ _DELIVERY_COLUMNS = ("message_id", "sink", "state", "reason", "done_at", "batch_
                      "attempts", "batch_error", "held", "batch_state", "next_attempt_at")
 
 
+_IDENTITY_SELECT = {  # identity columns beyond the person's basic ones, when present
+    "username": "SELECT username FROM conversations WHERE key = ?",
+    "bsuid": "SELECT bsuid FROM conversations WHERE key = ?",
+    "parent_bsuid": "SELECT parent_bsuid FROM conversations WHERE key = ?",
+}
+_MAPPING_COLUMNS = ("sink", "record_id", "last_synced_at", "last_error", "held_reason")
+
+
 async def conversation(query: Query, key: str, limit: int = 2000) -> dict[str, Any] | None:
     """One person's conversation: who, per sink mapping, messages with per-sink fate."""
-    present = [row[1] for row in await query("PRAGMA table_info(conversations)", ())]
-    extra = [c for c in IDENTITY_COLUMNS if c in present and c not in _PERSON_COLUMNS]
-    columns = (*_PERSON_COLUMNS, *extra)
-    rows = await query(f"SELECT {', '.join(columns)} FROM conversations WHERE key = ?", (key,))
+    rows = await query("SELECT key, contact_name, account, kind, last_message_at,"
+                       " message_count FROM conversations WHERE key = ?", (key,))
     if not rows:
         return None
-    mapping_columns = ("sink", "record_id", "last_synced_at", "last_error", "held_reason")
-    mappings = await query(f"SELECT {', '.join(mapping_columns)} FROM sink_conversations"
-                           " WHERE conversation = ? ORDER BY sink", (key,))
+    person = _record(_PERSON_COLUMNS, rows[0])
+    present = {row[1] for row in await query("PRAGMA table_info(conversations)", ())}
+    for column in _IDENTITY_SELECT:
+        if column in present:
+            person[column] = (await query(_IDENTITY_SELECT[column], (key,)))[0][0]
+    mappings = await query("SELECT sink, record_id, last_synced_at, last_error, held_reason"
+                           " FROM sink_conversations WHERE conversation = ? ORDER BY sink",
+                           (key,))
     stored = await query(
         f"SELECT {MESSAGE_COLUMNS}, st.status, st.failed_at FROM messages m LEFT JOIN"
         " statuses st ON st.source = m.source AND st.provider_id = m.provider_id"
         " WHERE m.conversation = ? ORDER BY m.sent_at, m.id LIMIT ?", (key, limit))
     fates = await _fates(query, key)
-    return {"person": _record(columns, rows[0]),
-            "sinks": [_record(mapping_columns, row) for row in mappings],
+    return {"person": person,
+            "sinks": [_record(_MAPPING_COLUMNS, row) for row in mappings],
             "messages": [{"message": message_from_row(row[:7]), "status": row[7],
                           "failed_at": from_timestamp(row[8]),
                           "deliveries": fates.get(row[0], [])} for row in stored],

@@ -192,12 +192,14 @@ def test_every_secret_comparison_in_the_code_is_constant_time():
     from bridge import page, security
 
     for module, names in ((security, ("token_ok",)),
-                          (page, ("login", "requeue"))):
+                          (page, ("login", "_check_form"))):
         for name in names:
             function = _function(module, name)
             assert {"hmac.compare_digest"} & _calls(function), name
             assert not [t for t in _equality_tests(function)
                         if any(w in t for w in ("token", "signature", "expected", "csrf"))], name
+    for name in ("requeue", "requeue_conversation", "purge"):  # every form that changes state
+        assert "_check_form" in _calls(_function(page, name)), f"{name} skips the CSRF check"
 
 
 def test_every_secret_is_tried_even_after_a_match():
