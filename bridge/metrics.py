@@ -56,6 +56,8 @@ SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120
                 600.0)
 CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CALL_LOG = 20_000  # CRM call start times kept per sink for the page's calls-per-window chart
+BACKLOG_EVERY = 60.0  # seconds between backlog samples (the page's backlog-over-time chart)
+BACKLOG_SAMPLES = 2 * 24 * 60  # 48 hours of them
 
 
 class Metrics:
@@ -70,6 +72,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._children: dict[tuple[Any, ...], Any] = {}
         self._call_log: dict[str, deque[float]] = {}
+        self._backlog: dict[str, deque[tuple[float, int]]] = {}
         r = self.registry
         self.webhooks = Counter(
             "chatbridge_webhooks", "Webhook requests by source and outcome",
@@ -177,6 +180,30 @@ class Metrics:
                 counts[slot] += 1
         return counts
 
+    def sample_backlog(self, sinks: list[dict[str, Any]], now: float | None = None) -> None:
+        """Keep each sink's backlog (from Buffer.sinks()), at most once per BACKLOG_EVERY."""
+        at = time.time() if now is None else now
+        for state in sinks:
+            samples = self._backlog.setdefault(state["sink"], deque(maxlen=BACKLOG_SAMPLES))
+            if not samples or at - samples[-1][0] >= BACKLOG_EVERY:
+                samples.append((at, int(state.get("backlog", 0))))
+
+    def backlog_due(self, now: float | None = None) -> bool:
+        """True when no sink has a backlog sample from the last BACKLOG_EVERY seconds."""
+        at = time.time() if now is None else now
+        latest = max((s[-1][0] for s in self._backlog.values() if s), default=None)
+        return latest is None or at - latest >= BACKLOG_EVERY
+
+    def backlog_per_hour(self, sink: str, first_hour: int, hours: int) -> list[int | None]:
+        """The largest backlog sampled in each hour (unix hour numbers); None: no sample.
+        In memory: a restart starts the series again."""
+        peaks: list[int | None] = [None] * hours
+        for at, backlog in self._backlog.get(sink, ()):
+            slot = int(at // 3600) - first_hour
+            if 0 <= slot < hours:
+                peaks[slot] = max(peaks[slot] or 0, backlog)
+        return peaks
+
     # -- exposition ----------------------------------------------------------------------
 
     async def refresh(self, buffer: Any) -> None:
@@ -191,6 +218,7 @@ class Metrics:
             self.buffer_state.update([], None)
             return
         self.buffer_state.update(sinks, dict(buffer.stats))
+        self.sample_backlog(sinks)
 
     async def render(self, buffer: Any) -> tuple[bytes, str]:
         """(exposition body, Content-Type) after refreshing the buffer gauges."""

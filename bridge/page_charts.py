@@ -19,7 +19,9 @@ async def charts(bridge: Any, sinks: list[dict[str, Any]], tz: tzinfo | None,
                  now: float | None = None) -> list[dict[str, Any]]:
     """Each chart: id, heading, svg, and a table (caption, columns, rows) of its figures."""
     now = time.time() if now is None else now
-    found = [await traffic(bridge.buffer, tz, now), backlog(sinks, now)]
+    bridge.metrics.sample_backlog(sinks, now)
+    found = [await traffic(bridge.buffer, tz, now), backlog(sinks, now),
+             backlog_history(bridge.metrics, [s["sink"] for s in sinks], tz, now)]
     for sink in bridge.sinks:
         chart = calls(bridge.metrics, sink, now)
         if chart is not None:
@@ -85,6 +87,36 @@ def rate_budgets(sinks: Any) -> dict[str, tuple[int, float]]:
     """Sink name -> its rate budget, for the sinks that state one."""
     found = {sink.name: rate_budget(sink) for sink in sinks}
     return {name: budget for name, budget in found.items() if budget is not None}
+
+
+def backlog_history(metrics: Any, names: list[str], tz: tzinfo | None,
+                    now: float) -> dict[str, Any]:
+    """The largest backlog per hour and sink over the last 48 hours (sampled in memory)."""
+    last = int(now // 3600)
+    first = last - HOURS + 1
+    labels = hour_labels(first, HOURS, tz)
+    fills = ("solid", "hatch", "dots")
+    peaks = {name: metrics.backlog_per_hour(name, first, HOURS) for name in names}
+    series = [Series(f"{name} ({fills[i % 3]})", [p or 0 for p in peaks[name]], fills[i % 3])
+              for i, name in enumerate(names)]
+    trend = "; ".join(_trend(name, peaks[name]) for name in names) or "no sink installed"
+    svg = bars("chart-backlog-history", "Backlog per hour and sink, last 48 hours",
+               f"The largest backlog sampled each hour (once a minute while the bridge runs). "
+               f"{trend}.", labels, series, tick_every=6)
+    rows = [(labels[i], *(("–" if peaks[n][i] is None else peaks[n][i]) for n in names))
+            for i in range(HOURS) if any(peaks[n][i] is not None for n in names)]
+    return {"id": "chart-backlog-history", "heading": "Is the backlog growing? (48 h)",
+            "svg": svg, "table": {"caption": "Largest backlog per hour (– : no sample)",
+                                  "columns": ("Hour", *names), "rows": rows}}
+
+
+def _trend(name: str, peaks: list[int | None]) -> str:
+    seen = [p for p in peaks if p is not None]
+    if len(seen) < 2:
+        return f"{name}: backlog {seen[-1]} (one hour sampled)" if seen else \
+            f"{name}: no sample yet"
+    change = "growing" if seen[-1] > seen[0] else "shrinking" if seen[-1] < seen[0] else "flat"
+    return f"{name}: {seen[0]} then {seen[-1]} now ({change})"
 
 
 def calls(metrics: Any, sink: Any, now: float) -> dict[str, Any] | None:

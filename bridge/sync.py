@@ -74,7 +74,17 @@ class SinkRunner:
             self.metrics.sync_run(self.sink.name, "error" if error else "ok",
                                   time.monotonic() - started)
             await self._record_sync(self.settings.sync_interval, error)
+            await self._sample_backlog()
             await self._sleep(stop)
+
+    async def _sample_backlog(self) -> None:
+        """Feed the page's backlog-over-time chart (at most once a minute); never raises."""
+        if not self.metrics.backlog_due():
+            return
+        try:
+            self.metrics.sample_backlog(await self.buffer.sinks())
+        except Exception as exc:
+            logger.warning("backlog sample for the status page failed: %s", exc)
 
     async def step(self) -> dict[str, int]:
         """Start the sink if needed, backfill if pending, then drain what is due."""

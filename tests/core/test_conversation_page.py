@@ -173,6 +173,19 @@ async def test_charts_are_svg_with_titles_patterns_and_the_limit(make_app, serve
     assert "Peak 7 calls in a window against a limit of 25" in calls
     assert 'class="limit"' in calls and "limit 25 per 5 s" in calls
     assert "<caption>CRM calls per 5 s window" in html  # the text equivalent
+    history = re.search(r'<svg[^>]*id="chart-backlog-history".*?</svg>', html, re.S)[0]
+    assert "crm: backlog" in history  # sampled when the page was drawn
+
+
+def test_backlog_samples_once_a_minute_and_peaks_per_hour():
+    from bridge.metrics import Metrics
+    metrics = Metrics(process=False)
+    hour = 490_000
+    for minute, backlog in [(0, 5), (0.5, 99), (1, 7), (30, 12), (61, 3)]:
+        metrics.sample_backlog([{"sink": "crm", "backlog": backlog}], hour * 3600 + minute * 60)
+    assert metrics.backlog_per_hour("crm", hour, 3) == [12, 3, None]  # 99 came too soon
+    assert not metrics.backlog_due(hour * 3600 + 61 * 60 + 59)
+    assert metrics.backlog_due(hour * 3600 + 62 * 60)
 
 
 class Structure(HTMLParser):
