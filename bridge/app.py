@@ -15,7 +15,7 @@ from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
 from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
-from bridge.model import Message, StatusUpdate
+from bridge.model import Identity, Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.page_charts import rate_budgets
 from bridge.plugins import collect
@@ -38,10 +38,11 @@ class AppIngest:
         self._bridge = bridge
 
     async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
-                     contacts: Mapping[str, str] | None = None) -> int:
+                     contacts: Mapping[str, str] | None = None,
+                     identities: Iterable[Identity] = ()) -> int:
         if self._bridge.buffer is None:
             raise BufferClosed("the buffer is not open yet")
-        return await self._bridge.buffer.append(messages, statuses, contacts)
+        return await self._bridge.buffer.append(messages, statuses, contacts, identities)
 
 
 def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Application:

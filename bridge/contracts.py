@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.durations import Duration
-from bridge.model import Conversation, Message, StatusUpdate
+from bridge.model import Conversation, Identity, Message, StatusUpdate
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -133,10 +133,13 @@ class Ingest(Protocol):
         messages: Iterable[Message],
         statuses: Iterable[StatusUpdate] = (),
         contacts: Mapping[str, str] | None = None,
+        identities: Iterable[Identity] = (),
     ) -> int:
         """Store durably in one commit; return how many messages were new. Raises on failure.
 
         contacts: conversation key -> display name (e.g. from an address-book sync).
+        identities: who is who (phone, business-scoped user id, username), learned in the
+        same commit: messages are filed under the person, not under the key they carry.
         """
 
 

@@ -97,12 +97,47 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Keys a webhook shows to belong to one person, and what it says about them.
+
+    phone: E.164 ("+919876543210"); user_id / parent_user_id: business-scoped user ids
+    (BSUIDs, "US.1349…" / "US.ENT.…"); previous: earlier phone numbers or BSUIDs of the
+    same person (a user_changed_number / user_changed_user_id system message); username
+    and name: the WhatsApp username and profile name. Phones and BSUIDs link people;
+    usernames and names never do (they can change hands).
+    """
+
+    phone: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    username: str | None = None
+    name: str | None = None
+    previous: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every linking key, current ones first."""
+        found = [k for k in (self.phone, self.user_id, self.parent_user_id) if k]
+        return (*found, *(k for k in self.previous if k and k not in found))
+
+
+GROUP_PREFIX = "group:"  # conversation keys of group chats: "group:<provider group id>"
+
+
+def is_group(key: str) -> bool:
+    """Whether a conversation key names a group chat, not a person."""
+    return key.startswith(GROUP_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     """A customer's chat as one sink sees it.
 
     key: the message conversation key; contact_name: latest known profile name;
     record_id: the CRM record this sink mapped it to (e.g. a lead id), if any;
-    last_synced_at: when this sink last delivered something of it.
+    last_synced_at: when this sink last delivered something of it; phone, user_id,
+    parent_user_id, username: what the buffer's contact map knows of the person (phone is
+    the latest number, after a change); group_id: set for a group chat.
     """
 
     key: str
@@ -110,3 +145,8 @@ class Conversation:
     account: str | None = None
     record_id: str | None = None
     last_synced_at: datetime | None = None
+    phone: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    username: str | None = None
+    group_id: str | None = None

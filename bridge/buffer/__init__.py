@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from bridge.buffer import delivery, reads
+from bridge.buffer import delivery, identity, reads
 from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.faults import explain
@@ -27,7 +27,7 @@ from bridge.buffer.schema import migrate
 from bridge.buffer.writer import MAX_GROUP, Writer
 from bridge.contracts import Outcome
 from bridge.errors import BufferClosed, BufferUnavailable
-from bridge.model import STATUS_FAILED, STATUS_RANK, Message, StatusUpdate
+from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
 
 __all__ = ["Buffer", "Claim", "Policy"]
 
@@ -49,14 +49,16 @@ ON CONFLICT (source, provider_id) DO UPDATE SET
     recipient = coalesce(statuses.recipient, excluded.recipient)
 """
 _UPSERT_CONVERSATION = """
-INSERT INTO conversations (key, contact_name, account, last_message_at, message_count, kind)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO conversations (key, contact_name, account, last_message_at, message_count, kind,
+                           group_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     contact_name = coalesce(excluded.contact_name, contact_name),
     account = coalesce(excluded.account, account),
     last_message_at = max(coalesce(last_message_at, 0), coalesce(excluded.last_message_at, 0)),
     message_count = message_count + excluded.message_count,
-    kind = CASE WHEN excluded.kind = 'group' THEN 'group' ELSE kind END
+    kind = CASE WHEN excluded.kind = 'group' THEN 'group' ELSE kind END,
+    group_id = coalesce(excluded.group_id, group_id)
 WHERE excluded.message_count > 0
    OR (excluded.contact_name IS NOT NULL AND excluded.contact_name IS NOT contact_name)
    OR (excluded.account IS NOT NULL AND excluded.account IS NOT account)
@@ -82,6 +84,8 @@ class _Append:
     rows: list[tuple[Any, ...]]
     statuses: list[tuple[Any, ...]]
     contacts: Mapping[str, str]
+    identities: list[Identity]
+    now: float
 
 
 class Buffer:
@@ -153,14 +157,19 @@ class Buffer:
     # -- ingest ------------------------------------------------------------------------
 
     async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
-                     contacts: Mapping[str, str] | None = None) -> int:
-        """Store in one commit (shared with concurrent appends); return new message count."""
+                     contacts: Mapping[str, str] | None = None,
+                     identities: Iterable[Identity] = ()) -> int:
+        """Store in one commit (shared with concurrent appends); return new message count.
+
+        identities go to the contact map in the same commit, and each message is filed
+        under its person's conversation (see bridge.buffer.identity).
+        """
         self._check_open()
         now = time.time()
         messages = list(messages)
         item = _Append(messages, [message_row(m, now) for m in messages],
-                       [_status_row(s) for s in statuses], contacts or {})
-        if not (item.rows or item.statuses or item.contacts):
+                       [_status_row(s) for s in statuses], contacts or {}, list(identities), now)
+        if not (item.rows or item.statuses or item.contacts or item.identities):
             return 0
         return await self._writer.append(item)
 
@@ -392,7 +401,12 @@ def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
 
     Runs in the write connection's thread, inside the Writer's transaction: plain sqlite3.
     """
+    people, described = identity.file_under_people(
+        db, [i for item in items for i in item.identities],
+        [m.conversation for item in items for m in item.messages], items[-1].now)
     rows = [row for item in items for row in item.rows]
+    if people:
+        rows = [(*row[:2], people.get(row[2], row[2]), *row[3:]) for row in rows]
     new, first = _insert_messages(db, rows)
     if new:
         # history (recovered, not live) is backfill material: paced like a backfill
@@ -404,7 +418,8 @@ def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
     if statuses:
         db.executemany(_UPSERT_STATUS, statuses)
     counts, fresh = _credit_new(items, new)
-    _upsert_conversations(db, fresh, items)
+    _upsert_conversations(db, fresh, items, people)
+    identity.describe(db, described)
     return counts
 
 
@@ -455,10 +470,17 @@ def _credit_new(items: list[_Append], new: set[tuple[str, str]]
 
 
 def _upsert_conversations(db: sqlite3.Connection, fresh: list[Message],
-                          items: list[_Append]) -> None:
-    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0, "person"])
+                          items: list[_Append], people: Mapping[str, str]) -> None:
+    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0, "person", None])
     for message in fresh:
-        entry = agg[message.conversation]
+        entry = agg[people.get(message.conversation, message.conversation)]
+        if is_group(message.conversation):
+            entry[4], entry[5] = "group", message.extra.get("group_id")
+            entry[0] = entry[0] or message.extra.get("group_name")
+            entry[1] = message.account or entry[1]
+            entry[2] = max(entry[2], to_timestamp(message.sent_at))
+            entry[3] += 1
+            continue
         entry[0] = message.contact_name or entry[0]
         entry[1] = message.account or entry[1]
         entry[2] = max(entry[2], to_timestamp(message.sent_at))
@@ -467,10 +489,11 @@ def _upsert_conversations(db: sqlite3.Connection, fresh: list[Message],
             entry[4] = "group"
     for item in items:
         for key, name in item.contacts.items():
-            agg[key][0] = name
+            agg[people.get(key, key)][0] = name
     if agg:
         db.executemany(_UPSERT_CONVERSATION,
-                       [(k, v[0], v[1], v[2] or None, v[3], v[4]) for k, v in agg.items()])
+                       [(k, v[0], v[1], v[2] or None, v[3], v[4], v[5])
+                        for k, v in agg.items()])
 
 
 async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> list[str]:

@@ -207,10 +207,12 @@ async def _conversations(db: aiosqlite.Connection, sink: str,
                          keys: set[str]) -> dict[str, Conversation]:
     marks = _placeholders(len(keys))
     rows = await _rows(db, f"SELECT c.key, c.contact_name, c.account, s.record_id,"
-                       f" s.last_synced_at FROM conversations c LEFT JOIN sink_conversations s"
+                       f" s.last_synced_at, c.phone, c.user_id, c.parent_user_id, c.username,"
+                       f" c.group_id FROM conversations c LEFT JOIN sink_conversations s"
                        f" ON s.sink = ? AND s.conversation = c.key WHERE c.key IN ({marks})",
                        (sink, *keys))
-    found = {r[0]: Conversation(r[0], r[1], r[2], r[3], from_timestamp(r[4])) for r in rows}
+    found = {r[0]: Conversation(r[0], r[1], r[2], r[3], from_timestamp(r[4]), *r[5:])
+             for r in rows}
     return {key: found.get(key, Conversation(key)) for key in keys}
 
 

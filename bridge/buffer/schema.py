@@ -173,8 +173,26 @@ CREATE INDEX messages_sent ON messages (sent_at);
 CREATE INDEX messages_out ON messages (sent_at) WHERE json_extract(body, '$.direction') = 'out';
 """
 
+# The contact map (issue 16): every phone number (E.164) and BSUID a webhook showed,
+# and the conversation key of the person it belongs to (a phone when one is known).
+# conversations gains what the map knows of its person, and group_id for group chats.
+M006_IDENTITIES = """
+CREATE TABLE identities (
+    key     TEXT PRIMARY KEY,   -- '+919876543210' or a BSUID ('US.1349…', 'US.ENT.…')
+    person  TEXT NOT NULL,      -- conversations.key of the person
+    seen_at REAL NOT NULL       -- first seen: the oldest conversation wins a merge
+) WITHOUT ROWID;
+CREATE INDEX identities_person ON identities (person);
+CREATE INDEX batches_conversation ON batches (conversation);
+ALTER TABLE conversations ADD COLUMN phone TEXT;
+ALTER TABLE conversations ADD COLUMN user_id TEXT;
+ALTER TABLE conversations ADD COLUMN parent_user_id TEXT;
+ALTER TABLE conversations ADD COLUMN username TEXT;
+ALTER TABLE conversations ADD COLUMN group_id TEXT;
+"""
+
 MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
-                         M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE]
+                         M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES]
 VERSION = len(MIGRATIONS)
 
 

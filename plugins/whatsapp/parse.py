@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import phonenumbers
 
-from bridge.model import Direction, Message, StatusUpdate
+from bridge.model import GROUP_PREFIX, Direction, Identity, Message, StatusUpdate
 from plugins.whatsapp.content import read_content, unsupported
 from plugins.whatsapp.readers import dicts, error_list, items, text_or_none
 
@@ -48,12 +48,14 @@ class Parsed:
     (contacts[]) or address-book name (smb_app_state_sync). ignored_fields: counts of what
     was acknowledged but not stored, by change field, plus "malformed", "errors" and
     "history_declined". skipped_numbers: messages and statuses of business numbers
-    outside the allow-list.
+    outside the allow-list. identities: who is who (phone, BSUID, username), from
+    contacts[], senders, recipients of echoes and statuses, and number or id changes.
     """
 
     messages: list[Message] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     contact_names: dict[str, str] = field(default_factory=dict)
+    identities: list[Identity] = field(default_factory=list)
     ignored_fields: Tally = field(default_factory=Tally)
     skipped_numbers: int = 0
 
@@ -75,6 +77,8 @@ class _Contact(NamedTuple):  # tuples: built for every message, and cheaper than
     number: str | None
     user_id: str | None
     name: str | None
+    parent_user_id: str | None = None
+    username: str | None = None
 
     @property
     def key(self) -> str | None:
@@ -170,13 +174,18 @@ def _messages_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None
     """Inbound messages, statuses of our outbound ones, and value-level errors."""
     _remember_contacts(ctx, parsed)
     for obj in items(value.get("messages")):
-        parsed.add(_inbound(obj, ctx))
+        message = _inbound(obj, ctx)
+        parsed.add(message)
+        if message is not None:
+            _learn(parsed, _sender(obj, ctx, "from", "from_user_id", "from_parent_user_id"))
+            _learn(parsed, _change_of(obj, ctx))
     for obj in items(value.get("statuses")):
         status = _status(obj, ctx)
         if status is None:
             parsed.ignored_fields["malformed"] += 1
         else:
             parsed.statuses.append(status)
+            _learn(parsed, _status_person(obj, ctx))
     # Doubt: Meta's fixtures show value-level errors beside a messages[] item; the error
     # objects are counted, never stored, while the messages beside them are still kept.
     _count_errors(value.get("errors"), parsed)
@@ -186,7 +195,10 @@ def _echoes_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
     """Messages the business sent from the WhatsApp Business app or a linked device."""
     _remember_contacts(ctx, parsed)
     for obj in items(value.get("message_echoes")):
-        parsed.add(_echo(obj, ctx))
+        message = _echo(obj, ctx)
+        parsed.add(message)
+        if message is not None:
+            _learn(parsed, _sender(obj, ctx, "to", "to_user_id", "to_parent_user_id"))
 
 
 def _history_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
@@ -290,9 +302,11 @@ def _customer(number: object, user_id: str | None, e164: str | None) -> str | No
 
 def _contact(obj: dict[str, Any], region: str | None) -> _Contact:
     profile = obj.get("profile")
-    name = text_or_none(profile.get("name")) if isinstance(profile, dict) else None
+    profile = profile if isinstance(profile, dict) else {}
     number = normalise_number(obj.get("wa_id"), region)
-    return _Contact(number, text_or_none(obj.get("user_id")), name)
+    return _Contact(number, text_or_none(obj.get("user_id")), text_or_none(profile.get("name")),
+                    text_or_none(obj.get("parent_user_id")),
+                    text_or_none(profile.get("username")))
 
 
 def _match(contacts: tuple[_Contact, ...], number: str | None,
@@ -308,6 +322,77 @@ def _remember_contacts(ctx: _Change, parsed: Parsed) -> None:
     for contact in ctx.contacts:
         if contact.key and contact.name:
             parsed.contact_names[contact.key] = contact.name
+        _learn(parsed, Identity(contact.number, contact.user_id, contact.parent_user_id,
+                                contact.username, contact.name))
+
+
+# -- who is who: phone <-> BSUID <-> parent BSUID <-> username ------------------------------
+
+def _learn(parsed: Parsed, identity: Identity | None) -> None:
+    """Keep an identity that links something (two keys, or a key and a name)."""
+    if identity is None or not identity.keys:
+        return
+    if len(identity.keys) > 1 or identity.username or identity.name:
+        parsed.identities.append(identity)
+
+
+def _sender(obj: dict[str, Any], ctx: _Change, number_key: str, user_key: str,
+            parent_key: str) -> Identity | None:
+    """The customer a message is from (or an echo is to), with its contacts[] entry."""
+    number = normalise_number(obj.get(number_key), ctx.region)
+    user_id = text_or_none(obj.get(user_key))
+    parent = text_or_none(obj.get(parent_key))
+    if not (number or user_id or parent):
+        return None
+    contact = _match(ctx.contacts, number, user_id)
+    if contact is not None:
+        number = number or contact.number
+        user_id = user_id or contact.user_id
+        parent = parent or contact.parent_user_id
+    return Identity(number, user_id, parent, contact.username if contact else None,
+                    contact.name if contact else None)
+
+
+def _change_of(obj: dict[str, Any], ctx: _Change) -> Identity | None:
+    """user_changed_number / user_changed_user_id: the old keys and the new are one person.
+
+    M-SYS/M-CHG: `from` (and from_user_id) name the sender as the message was sent;
+    system.wa_id is the new number; system.previous_user_id / previous_parent_user_id
+    the ids before the change. A number change also gives a new BSUID (system.user_id
+    when Meta sends it).
+    """
+    system = obj.get("system") if obj.get("type") == "system" else None
+    if not isinstance(system, dict):
+        return None
+    kind = system.get("type")
+    if kind not in ("user_changed_number", "user_changed_user_id"):
+        return None
+    sender = normalise_number(obj.get("from"), ctx.region)
+    from_user = text_or_none(obj.get("from_user_id"))
+    previous = [text_or_none(system.get("previous_user_id")),
+                text_or_none(system.get("previous_parent_user_id"))]
+    if kind == "user_changed_number":
+        new = normalise_number(system.get("wa_id"), ctx.region)
+        user_id = text_or_none(system.get("user_id")) or from_user
+        keys = tuple(k for k in (sender, *previous) if k and k not in (new, user_id))
+        return Identity(new or sender, user_id, previous=keys) if new or sender else None
+    user_id = from_user or text_or_none(system.get("user_id"))
+    keys = tuple(k for k in previous if k and k != user_id)
+    return Identity(sender, user_id, previous=keys)
+
+
+def _status_person(obj: dict[str, Any], ctx: _Change) -> Identity | None:
+    """The recipient of our message: phone and BSUID (M-ST, SAMPLE); group statuses name
+    the participant (recipient_participant_*), whose keys are linked instead."""
+    if obj.get("recipient_type") == "group":
+        number = normalise_number(obj.get("recipient_participant_id"), ctx.region)
+        user_id = text_or_none(obj.get("recipient_participant_user_id"))
+        parent = text_or_none(obj.get("recipient_participant_parent_user_id"))
+    else:
+        number = normalise_number(obj.get("recipient_id"), ctx.region)
+        user_id = text_or_none(obj.get("recipient_user_id"))
+        parent = text_or_none(obj.get("parent_recipient_user_id"))
+    return Identity(number, user_id, parent) if number or user_id or parent else None
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -349,6 +434,11 @@ def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: ob
     contact = _match(ctx.contacts, e164, user_id)
     user_id = user_id or (contact.user_id if contact else None)
     extra = {**content.extra, **_common_extra(obj, user_id)}
+    group = text_or_none(obj.get("group_id"))
+    if group and conversation:  # a group chat: never filed under its sender
+        extra["group_id"] = group
+        extra["sender"] = conversation
+        conversation = GROUP_PREFIX + group
     sent_at = _time(obj.get("timestamp"))
     if sent_at is None:
         sent_at = ctx.entry_time or datetime.now(UTC)

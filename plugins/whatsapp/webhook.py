@@ -72,7 +72,8 @@ class WhatsAppSource:
             raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/json")
         parsed = self._parse(body)
         try:
-            stored = await ingest.append(parsed.messages, parsed.statuses, parsed.contact_names)
+            stored = await ingest.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                                         parsed.identities)
         except Exception:
             logger.exception("could not store a webhook; answering 503 so that Meta retries")
             self.metrics.webhook(self.name, "unavailable")

@@ -111,12 +111,23 @@ def other_change(field: str, content: Json | None = None) -> Json:
 
 # -- contacts[] and statuses[] -------------------------------------------------------------
 
-def contact(wa_id: str | None, name: str, user_id: str | None = None) -> Json:
-    item: Json = {"profile": {"name": name}}
+def contact(wa_id: str | None, name: str | None, user_id: str | None = None,
+            parent_user_id: str | None = None, username: str | None = None) -> Json:
+    """A contacts[] entry (reference §3): wa_id and profile.name; since 2026 also the BSUID
+    keys user_id, parent_user_id and profile.username (§9). A username-only user may come
+    without wa_id and without a profile name."""
+    profile: Json = {}
+    if name is not None:
+        profile["name"] = name
+    if username is not None:
+        profile["username"] = username
+    item: Json = {"profile": profile}
     if wa_id is not None:
         item["wa_id"] = wa_id
     if user_id is not None:
         item["user_id"] = user_id
+    if parent_user_id is not None:
+        item["parent_user_id"] = parent_user_id
     return item
 
 
@@ -278,3 +289,82 @@ def historical(mid: str, from_: str, body: str, status: str = "READ") -> Json:
 def escaped_body(data: Json) -> bytes:
     """Compact JSON bytes with non-ASCII escaped as \\uXXXX and '/' as '\\/', as Meta sends."""
     return json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("/", "\\/").encode()
+
+
+# -- identity (reference §9), groups and failures ------------------------------------------
+
+PARENT_BSUID = "US.ENT.11815799212886844830"
+GROUP = "120363024862513401"  # an opaque group id, as Meta's group webhook reference shows
+
+
+def bsuid_text_message(mid: str, user_id: str = BSUID, body: str = "hello",
+                       parent_user_id: str | None = None, from_: str | None = None,
+                       **more: Any) -> Json:
+    """A text from a user known by BSUID (§4 `from_user_id` / `from_parent_user_id`, §9):
+    `from` (the phone) is left out unless given, as for username users once live."""
+    extra: Json = {"from_user_id": user_id}
+    if parent_user_id is not None:
+        extra["from_parent_user_id"] = parent_user_id
+    return base(mid, from_, "text", text={"body": body}, **extra, **more)
+
+
+def changed_number_message(mid: str, old: str, new: str, user_id: str | None = None,
+                           previous_user_id: str | None = None) -> Json:
+    """System `user_changed_number` (§4 system row; M-SYS, M-CHG): sent from the old
+    number, `system.wa_id` the new one, and since 2026-08-11 `previous_user_id`."""
+    system: Json = {"body": f"User {old} changed from {old} to {new}",
+                    "type": "user_changed_number", "wa_id": new}
+    if previous_user_id is not None:
+        system["previous_user_id"] = previous_user_id
+    more: Json = {"from_user_id": user_id} if user_id is not None else {}
+    return base(mid, old, "system", system=system, **more)
+
+
+def changed_user_id_message(mid: str, from_: str | None, user_id: str,
+                            previous_user_id: str) -> Json:
+    """System `user_changed_user_id` (§4 system row, M-CHG 2026-08-11): the new BSUID in
+    `from_user_id`, the old one in `system.previous_user_id`."""
+    system = {"body": "User changed their user id", "type": "user_changed_user_id",
+              "previous_user_id": previous_user_id}
+    return base(mid, from_, "system", system=system, from_user_id=user_id)
+
+
+def group_text_message(mid: str, group_id: str = GROUP, from_: str | None = CUSTOMER,
+                       body: str = "hi all", **more: Any) -> Json:
+    """A text a member sent to a group: `group_id` beside `from` (Meta's "Group messages
+    webhook reference", webhooks/reference/messages/group)."""
+    return base(mid, from_, "text", text={"body": body}, group_id=group_id, **more)
+
+
+def group_status(mid: str, state: str = "delivered", group_id: str = GROUP,
+                 participant: str = CUSTOMER, participant_user_id: str | None = None) -> Json:
+    """A status of our message to a group (§5): recipient_type "group", recipient_id the
+    group, recipient_participant_id / recipient_participant_user_id the member (LIB)."""
+    more: Json = {"recipient_type": "group", "recipient_participant_id": participant}
+    if participant_user_id is not None:
+        more["recipient_participant_user_id"] = participant_user_id
+    return status(mid, state, recipient=group_id, **more)
+
+
+RE_ENGAGEMENT = {"code": 131047, "title": "Re-engagement message",
+                 "message": "Re-engagement message",
+                 "error_data": {"details": "Message failed to send because more than 24 hours "
+                                           "have passed since the customer last replied."},
+                 "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/"
+                         "error-codes/"}
+
+
+def failed_status(mid: str, recipient: str = CUSTOMER, error: Json | None = None,
+                  ts: str = TS, **more: Any) -> Json:
+    """status `failed` with Meta's error object (§5 statuses[].errors)."""
+    return status(mid, "failed", recipient=recipient, ts=ts,
+                  errors=[error or RE_ENGAGEMENT], **more)
+
+
+def referral(headline: str = "Spring sale", url: str = "https://fb.me/2ZulEu42P",
+             clid: str = "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLMNDBH0CD3qpjd0HR4irJ6LEkR7JwFF4"
+             ) -> Json:
+    """A click-to-WhatsApp ad referral (§4 `referral`, LIB message.json#referral)."""
+    return {"source_url": url, "source_id": "120201234567890", "source_type": "ad",
+            "headline": headline, "body": "Two for one", "media_type": "image",
+            "image_url": "https://scontent.xx.fbcdn.net/ad.jpg", "ctwa_clid": clid}
