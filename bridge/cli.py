@@ -1,4 +1,4 @@
-"""The `bridge` command: run, check, status, sync-now, backfill, dead-letter, plugins."""
+"""The `bridge` command: run, check, status, sync-now, backfill, dead-letter, purge, plugins."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -232,6 +233,54 @@ def dead_letter_requeue(config_path: str, sink: str | None, message_ids: tuple[i
     config, _ = load(config_path)
     n = asyncio.run(_with_buffer(config, lambda b: b.requeue(sink, list(message_ids) or None)))
     click.echo(f"requeued {n} message(s); they go out at the next sync (or run `bridge sync-now`)")
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--phone", default=None, help="the person's number in E.164, e.g. +919876543210")
+@click.option("--user-id", default=None, help="the person's WhatsApp business-scoped user id "
+                                              "(BSUID), e.g. US.13491208655302741918")
+@click.option("--dry-run", is_flag=True, help="only say what would be removed")
+@friendly
+def purge(config_path: str, phone: str | None, user_id: str | None, dry_run: bool) -> None:
+    """Erase one person from the buffer (messages, identities, media, CRM mappings).
+
+    The CRM keeps what was posted: erase the lead or its activities there (README).
+    """
+    key = _person_key(phone, user_id)
+    config, _ = load(config_path)
+    found = asyncio.run(_with_buffer(
+        config, lambda b: b.purge_person(phone=key if phone else None,
+                                         user_id=None if phone else key, dry_run=dry_run)))
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} from the buffer for {', '.join(found['keys'])}: "
+               f"{found['messages']} message(s), {found['media']} media reference(s), "
+               f"{found['conversations']} conversation(s), {found['statuses']} status(es), "
+               f"{found['identities']} identity record(s), {found['crm_mappings']} CRM "
+               f"mapping(s)")
+    click.echo("the CRM was not changed: erase the person there too (see README, Erasure)")
+
+
+def _person_key(phone: str | None, user_id: str | None) -> str:
+    """The E.164 number or BSUID to purge; a usage error names the option and the form."""
+    if bool(phone) == bool(user_id):
+        raise click.UsageError("give exactly one of --phone or --user-id")
+    if user_id:
+        if not re.fullmatch(r"[A-Z]{2}\.[A-Za-z0-9.]{1,140}", user_id.strip()):
+            raise click.BadParameter("expected a BSUID like US.13491208655302741918",
+                                     param_hint="--user-id")
+        return user_id.strip()
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(phone.strip(), None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phone.strip().startswith("+") \
+            or not phonenumbers.is_possible_number(number):
+        raise click.BadParameter("expected E.164 with country code, e.g. +919876543210",
+                                 param_hint="--phone")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 @cli.command()

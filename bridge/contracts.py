@@ -99,6 +99,10 @@ class SinkSettings(BaseModel):
     deliver_timeout: Duration = Field(120.0, description="longest one deliver() may take")
     retry_base: Duration = Field(30.0, description="first retry delay; doubles per attempt")
     retry_cap: Duration = Field(3600.0, description="longest retry delay")
+    groups: Literal["skip", "participants"] = Field(
+        "skip", description="group chats: skip (stored and shown on the status page, not "
+                            "posted) or participants (each message goes to its sender's "
+                            "record, labelled with the group)")
 
 
 @runtime_checkable

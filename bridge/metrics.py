@@ -91,6 +91,11 @@ class Metrics:
         self.statuses = Counter(
             "chatbridge_statuses", "Delivery status updates received (sent, read, failed ...)",
             ["source"], registry=r)
+        self.status_kinds = Counter(
+            "chatbridge_status_updates",
+            "Delivery status updates received, by status and error code (failed sends carry "
+            "Meta's code, e.g. 131047; others an empty code)",
+            ["source", "status", "error_code"], registry=r)
         self.webhook_ack_seconds = Histogram(
             "chatbridge_webhook_ack_seconds",
             "Time from receiving a webhook to acknowledging it (after the commit)",
@@ -133,6 +138,10 @@ class Metrics:
             self._child(self.messages_duplicate, source).inc(duplicate)
         if statuses:
             self._child(self.statuses, source).inc(statuses)
+
+    def status(self, source: str, status: str, error_code: str = "") -> None:
+        """Count one status update by its kind and (for failures) Meta's error code."""
+        self._child(self.status_kinds, source, status, error_code).inc()
 
     def ignored(self, source: str, reason: str, n: int = 1) -> None:
         """Count parts of a webhook that were acknowledged but deliberately not stored."""

@@ -19,13 +19,14 @@ KINDS = frozenset(
     {
         "text", "image", "audio", "video", "document", "sticker", "location", "contacts",
         "interactive", "button", "reaction", "order", "system", "edit", "revoke",
-        "media_placeholder", "unsupported",
+        "media_placeholder", "unsupported", "status",
     }
 )
 
 # Delivery statuses of outbound messages, in the order they may advance.
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4}
 STATUS_FAILED = "failed"
+STATUS_KINDS = frozenset({*STATUS_RANK, STATUS_FAILED})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 Provider-neutral: it reads only Message fields and the `extra` keys sources agree on
 (location, contacts, interactive, button, reaction, order, system, edit,
-unsupported_type, forwarded, frequently_forwarded). Odd `extra` contents never raise;
-they render as less detail.
+unsupported_type, forwarded, frequently_forwarded, referral, failed, target). Odd
+`extra` contents never raise; they render as less detail.
 
 A line is safe to put in a transcript: every field (names, captions, file names, titles,
 addresses ...) has control characters and line breaks folded to a space, direction
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from bridge.model import Message
@@ -33,19 +34,77 @@ _BREAKS = re.compile(f" *[{_BREAK}][ {_BREAK}]*")  # a run of them, with the spa
 _CONTROLS = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")  # not line breaks
 
 
-def render_line(message: Message, quotes: Mapping[str, str] | None = None) -> str:
+def render_line(message: Message, quotes: Mapping[str, str] | None = None,
+                tz: tzinfo = UTC) -> str:
     """The message as one line: its text, or an emoji-tagged summary of what it carries.
 
     `quotes` maps provider ids to short texts: a reply or reaction to one of them shows
-    that text instead of the bare id.
+    that text instead of the bare id. An ad referral comes first ("📣 from ad: ..."); a
+    failed send ends the line ("❌ not delivered: ..."); an edit, a deletion or a failure
+    notice names the message it is about by its time (in `tz`) and first words.
     """
     if message.kind == "reaction":
         line = _reaction(message, quotes)
+    elif message.kind in ("edit", "revoke", "status"):
+        line = _changed(message, tz)
     else:
         line = _RENDERERS.get(message.kind, _unknown)(message)
     if message.kind not in TARGET_KINDS:
         line = _prefix(message, quotes) + line
+    line = _referral(message) + line + _failure(message)
     return NEWLINE.join(_CONTROLS.sub(" ", _BIDI.sub("", line)).splitlines())
+
+
+def _referral(message: Message) -> str:
+    """`📣 from ad: <headline> <source URL> ⏎ ` for a message that came through an ad."""
+    ref = _info(message, "referral")
+    if not ref:
+        return ""
+    words = " ".join(p for p in (clean(ref.get("headline")), clean(ref.get("source_url"))) if p)
+    return f"📣 from ad: {words or clean(ref.get('source_type')) or 'an ad'}{NEWLINE}"
+
+
+def failure_text(failed: Mapping[str, Any]) -> str:
+    """`❌ not delivered: <Meta's title> (<code>)`."""
+    title = clean(failed.get("title")) or "failed"
+    code = _scalar(failed.get("code"))
+    return f"❌ not delivered: {title}" + (f" ({code})" if code else "")
+
+
+def _failure(message: Message) -> str:
+    failed = _info(message, "failed")
+    return f" · {failure_text(failed)}" if failed else ""
+
+
+def first_words(text: object, words: int = 6, limit: int = 40) -> str:
+    """The start of a message for naming it: a few words, cut to `limit` characters."""
+    full = clean(text)
+    head = " ".join(full.split()[:words])
+    return quote(head if head == full else head + "…", limit)
+
+
+def _named(message: Message, tz: tzinfo) -> str:
+    """The message an edit, deletion or failure notice is about: time and first words."""
+    target = _info(message, "target")
+    at = target.get("at")
+    if not isinstance(at, int | float):
+        target_id = message.reply_to or _extra(message).get("failed_of")
+        return f"message {short_id(target_id)}" if target_id else "a message"
+    when = datetime.fromtimestamp(at, UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    words = first_words(target.get("text"))
+    return f"the message of {when}" + (f" “{words}”" if words else "")
+
+
+def _changed(message: Message, tz: tzinfo) -> str:
+    named = _named(message, tz)
+    if message.kind == "revoke":
+        return f"🗑️ Deleted {named}"
+    if message.kind == "status":
+        return f"{failure_text(_info(message, 'failed'))}: {named}"
+    if message.text:
+        return f"✏️ Edited {named}: {message.text}"
+    kind = _s(_info(message, "edit").get("kind"))
+    return f"✏️ Edited {named}" + (f" ({kind})" if kind else "")
 
 
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:
@@ -269,17 +328,6 @@ def _system(message: Message) -> str:
     return "ℹ️ System message" + (f" ({kind})" if kind else "")
 
 
-def _edit(message: Message) -> str:
-    if message.text:
-        return f"✏️ Edited: {message.text}"
-    kind = _s(_info(message, "edit").get("kind"))
-    return "✏️ Edited a message" + (f" ({kind})" if kind else "")
-
-
-def _revoke(message: Message) -> str:
-    return "🗑️ Deleted a message"
-
-
 def _placeholder(message: Message) -> str:
     return "📎 Media (not synced)"
 
@@ -298,6 +346,6 @@ _RENDERERS: dict[str, Callable[[Message], str]] = {
     "text": _text, "image": _image, "video": _video, "audio": _audio, "document": _document,
     "sticker": _sticker, "location": _location, "contacts": _contacts,
     "interactive": _interactive, "button": _button, "reaction": _reaction, "order": _order,
-    "system": _system, "edit": _edit, "revoke": _revoke, "media_placeholder": _placeholder,
+    "system": _system, "media_placeholder": _placeholder,
     "unsupported": _unsupported,
 }

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bridge.buffer import Buffer
+from bridge.buffer import Buffer, reads
+from bridge.buffer.enrich import first_error
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +16,7 @@ async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 
     """Per sink: state, backlog, dead letters; per conversation: last synced, per sink."""
     sinks = await buffer.sinks()
     report: dict[str, Any] = {"sinks": [], "messages": await buffer.count_messages()}
+    report.update(await people_report(buffer, sinks, dead_letters))
     for sink in sinks:
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)
         sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=dead_letters)
@@ -35,6 +37,19 @@ async def status_report(bridge: Any, search: str | None = None,
             conversation["record_url"] = record_link(sink, conversation["record_id"])
     report["sources"] = [source.name for source in bridge.sources]
     report["started_at"] = bridge.started_at
+    return report
+
+
+async def people_report(buffer: Buffer, sinks: list[dict[str, Any]],
+                        limit: int) -> dict[str, Any]:
+    """Group chats and failed sends (counts, the latest failures with Meta's error); per
+    sink, the chats it holds counted by reason (added to `sinks`)."""
+    for sink in sinks:
+        sink["held_chats"] = await reads.held_chats(buffer.query, sink["sink"])
+    report = await reads.people_counts(buffer.query)
+    report["failed_send_sample"] = [
+        {**row, **first_error(row.pop("errors"))}
+        for row in await reads.failed_sends(buffer.query, limit)]
     return report
 
 
@@ -67,7 +82,9 @@ async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | No
     chosen = sink if sink in names else (names[0] if names else None)
     listing = await buffer.conversation_list(chosen, search=search, sort=sort, show=show,
                                              offset=(page - 1) * per_page, limit=per_page)
-    return {"sinks": sinks, "sink": chosen, "messages": await buffer.count_messages(),
+    people = await people_report(buffer, sinks, 10)
+    return {**people, "sinks": sinks, "sink": chosen,
+            "messages": await buffer.count_messages(),
             "conversations": listing["rows"], "total": listing["total"],
             "page": page, "per_page": per_page,
             "dead_letter_sample": await buffer.dead_letters(chosen, limit=dead_letters)

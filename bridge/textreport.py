@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bridge.render import failure_text
+
 
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "never"
@@ -13,6 +15,13 @@ def _when(value: datetime | None) -> str:
 def render_status(report: dict[str, Any]) -> str:
     """Sinks first, then each sink's conversations with their last synced time."""
     lines = [f"messages in buffer: {report['messages']}"]
+    if report.get("group_chats"):
+        lines.append(f"group chats: {report['group_chats']} (never posted as a private chat)")
+    if report.get("failed_sends"):
+        lines.append(f"failed sends: {report['failed_sends']}")
+        for row in report.get("failed_send_sample", []):
+            lines.append(f"    {row['conversation'] or row['recipient'] or '?':<18} "
+                         f"{_when(row['failed_at'])}  {failure_text(row)}")
     if not report["sinks"]:
         lines.append("no sinks installed yet (enable one under plugins: and run the bridge)")
     for sink in report["sinks"]:
@@ -26,6 +35,8 @@ def render_status(report: dict[str, Any]) -> str:
             f"  dead letter {sink['dead_letters']}",
             f"  backfill    {_backfill(sink)}",
         ]
+        for held in sink.get("held_chats", []):
+            lines.append(f"  held chats  {held['chats']}: {held['reason']}")
         if sink["last_error"]:
             lines.append(f"  last error  {sink['last_error']} ({_when(sink['last_error_at'])})")
         for conv in sink["conversations"]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from bridge.buffer import delivery, identity, reads
+from bridge.buffer import delivery, failures, identity, purge, reads
 from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.faults import explain
@@ -285,6 +285,21 @@ class Buffer:
             if removed < chunk:
                 return total
 
+    async def purge_person(self, *, phone: str | None = None, user_id: str | None = None,
+                           dry_run: bool = False) -> dict[str, Any]:
+        """Erase one person from the buffer: messages (theirs in group chats too), delivery
+        rows, statuses, media references, identities, CRM mappings and the ledger of their
+        batches. Found by E.164 phone ("+919876543210") or BSUID; every key linked to them
+        goes too. dry_run counts without deleting. The CRM is not touched.
+
+        Returns {"person", "keys", "conversations", "messages", "media", "statuses",
+        "identities", "crm_mappings", "dry_run"}.
+        """
+        if bool(phone) == bool(user_id):
+            raise ValueError("give exactly one of phone or user_id")
+        key = phone or user_id
+        return await self._transact(lambda db: purge.purge(db, key, dry_run))
+
     # -- reads -------------------------------------------------------------------------
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -417,6 +432,7 @@ def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
     statuses = [row for item in items for row in item.statuses]
     if statuses:
         db.executemany(_UPSERT_STATUS, statuses)
+        failures.note_failures(db, statuses, items[-1].now)
     counts, fresh = _credit_new(items, new)
     _upsert_conversations(db, fresh, items, people)
     identity.describe(db, described)

@@ -12,6 +12,7 @@ from typing import Any
 import aiosqlite
 
 from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
+from bridge.buffer.enrich import enrich
 from bridge.contracts import Batch, Outcome
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
@@ -192,6 +193,7 @@ async def _load_claims(db: aiosqlite.Connection, sink: str, due: list[Any],
                            f" AND d.state = 'pending' AND d.batch_id IN ({marks})"
                            f" ORDER BY m.sent_at, m.id", (sink, *ids)):
         members[row[0]].append(message_from_row(row[1:]))
+    await enrich(db, sink, [m for batch in members.values() for m in batch])
     conversations = await _conversations(db, sink, {row[1] for row in due})
     claims = []
     for batch_id, conversation, key, attempts, uncertain in due:

@@ -349,3 +349,30 @@ async def hourly(query: Query, since: float) -> dict[tuple[int, str], int]:
         counts[(hour, "in")] = n - out.get(hour, 0)
         counts[(hour, "out")] = out.get(hour, 0)
     return counts
+
+
+async def held_chats(query: Query, sink: str) -> list[dict[str, Any]]:
+    """Chats a sink holds, counted by reason (e.g. no phone number and no user id field)."""
+    rows = await query("SELECT held_reason, count(*) FROM sink_conversations WHERE sink = ?"
+                       " AND held_reason IS NOT NULL GROUP BY held_reason"
+                       " ORDER BY count(*) DESC", (sink,))
+    return [{"reason": reason, "chats": n} for reason, n in rows]
+
+
+async def failed_sends(query: Query, limit: int) -> list[dict[str, Any]]:
+    """Outbound messages WhatsApp reported as failed, newest first, with Meta's error."""
+    columns = ("provider_id", "recipient", "conversation", "failed_at", "errors")
+    rows = await query(
+        "SELECT s.provider_id, s.recipient, m.conversation, s.failed_at, s.errors"
+        " FROM statuses s LEFT JOIN messages m ON m.source = s.source"
+        " AND m.provider_id = s.provider_id WHERE s.failed_at IS NOT NULL"
+        " ORDER BY s.failed_at DESC LIMIT ?", (limit,))
+    return [_record(columns, row) for row in rows]
+
+
+async def people_counts(query: Query) -> dict[str, int]:
+    """Group chats and failed sends in the buffer."""
+    (groups,) = (await query("SELECT count(*) FROM conversations WHERE group_id IS NOT NULL",
+                             ()))[0]
+    (failed,) = (await query("SELECT count(*) FROM statuses WHERE failed_at IS NOT NULL", ()))[0]
+    return {"group_chats": groups, "failed_sends": failed}

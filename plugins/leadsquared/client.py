@@ -117,6 +117,20 @@ class LeadSquaredClient:
                                      body=body, write=True)
         return str(_message_id(answer))
 
+    async def leads_by_field(self, name: str, value: str) -> list[dict]:
+        """Leads.Get: leads whose field `name` (schema name) equals `value` (reference §2a,
+        §8): the singular Parameter, which a Query wrapper would silently drop."""
+        body = {"Parameter": {"LookupName": name, "LookupValue": value, "SqlOperator": "="},
+                "Paging": {"PageIndex": 1, "PageSize": 10}}
+        return await self._request("leads_by_field", "POST", "LeadManagement.svc/Leads.Get",
+                                   body=body) or []
+
+    async def update_lead(self, lead_id: str, attributes: dict[str, str]) -> None:
+        """Lead.Update (reference §2b): set schema-name attributes on one lead."""
+        body = [{"Attribute": name, "Value": value} for name, value in attributes.items()]
+        await self._request("update_lead", "POST", "LeadManagement.svc/Lead.Update",
+                            params={"leadId": lead_id}, body=body, write=True)
+
     async def activity_types(self) -> list[dict]:
         """All activity types; each has at least ActivityEventName and ActivityEvent (code)."""
         return await self._request("activity_types", "GET",

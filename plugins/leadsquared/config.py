@@ -37,6 +37,18 @@ class LeadSquaredConfig(SinkSettings):
     activity_event: int | None = Field(None, ge=1, description="fixed event code; skips lookup")
     create_leads: bool = False
     lead_source: str = "WhatsApp"
+    user_id_field: str | None = Field(
+        None, pattern=r"^mx_[A-Za-z0-9_]{1,60}$",
+        description="lead field (schema name, e.g. mx_WhatsApp_User_ID) holding the "
+                    "WhatsApp business-scoped user id: finds leads of users without a phone "
+                    "number, and is filled on leads the bridge creates")
+    username_field: str | None = Field(
+        None, pattern=r"^mx_[A-Za-z0-9_]{1,60}$",
+        description="lead field (schema name) filled with the WhatsApp username on leads "
+                    "the bridge creates")
+    update_lead_phone: bool = Field(
+        False, description="after a WhatsApp number change, write the new number to the "
+                           "lead's Mobile (Lead.Update)")
     opportunities: bool | OpportunityFilter = True
     opportunity_cache: Duration = Field(600.0, description="how long a lead's opportunities "
                                                            "are reused before a new lookup")

@@ -24,8 +24,10 @@ async def find_lead(client: LeadSquaredClient, number: str) -> str | None:
 
 
 async def create_lead(client: LeadSquaredClient, number: str, name: str | None,
-                      source: str) -> str:
-    """Create a lead for an unknown number; a race with another creator finds that lead."""
+                      source: str, extra: dict[str, str] | None = None) -> str:
+    """Create a lead for an unknown number; a race with another creator finds that lead.
+
+    extra: more schema-name attributes (e.g. the BSUID and username fields)."""
     first, _, last = (name or "").strip().partition(" ")
     # "+CC-national" is how LeadSquared's own examples store numbers (an inference, see
     # shared/reference/leadsquared-api.md §4); lookups try the other forms too.
@@ -33,6 +35,7 @@ async def create_lead(client: LeadSquaredClient, number: str, name: str | None,
                   "Source": source}
     if last:
         attributes["LastName"] = last
+    attributes.update(extra or {})
     try:
         return await client.create_lead(attributes)
     except LeadSquaredError as exc:

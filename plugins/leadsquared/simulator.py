@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from plugins.leadsquared.simulator_key import SIM_KEY
+from plugins.leadsquared.simulator_leads import routes as lead_routes
 from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
 from plugins.leadsquared.simulator_state import (
     INVALID,
@@ -537,6 +538,8 @@ API_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "OpportunityManagement.svc/GetOpportunitiesOfLead", opportunities_of_lead),
     ("POST", "OpportunityManagement.svc/GetActivitiesOfOpportunity", activities_of_opportunity),
 ]
+# Lead search by any field and Lead.Update (issue 16): their own module.
+API_ROUTES += lead_routes(store_of, api_body, query, success)
 
 
 # --- admin routes (no auth; loopback callers only) -----------------------------------------

@@ -11,11 +11,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge import Batch, Outcome
 from bridge.metrics import Metrics
+from bridge.model import is_group
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
-from plugins.leadsquared.leads import create_lead, find_lead
+from plugins.leadsquared.groups import contact_label, deliver_group
 from plugins.leadsquared.opportunities import pick_opportunities
+from plugins.leadsquared.people import follow_number_change, not_found, resolve, unreachable
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
 from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcript_lines
 
@@ -134,9 +136,11 @@ class LeadSquaredSink:
 
     async def deliver(self, batch: Batch) -> list[Outcome]:
         """One outcome per message: delivered when every part holding it is posted."""
-        if not batch.conversation.key.startswith("+"):
-            return _all(batch, Outcome.held(
-                "no phone number (WhatsApp username user): cannot match a lead by phone"))
+        if is_group(batch.conversation.key):
+            return await deliver_group(self, batch)
+        reason = unreachable(self.settings, batch.conversation)
+        if reason:
+            return _all(batch, Outcome.held(reason))
         cached = batch.record_id is not None
         sent = time.time()
         try:
@@ -144,9 +148,13 @@ class LeadSquaredSink:
         except LeadSquaredError as exc:  # an unknown outcome here is a lead create
             return _all(batch, self._late_write_retry(exc, sent) or _outcome(exc))
         if lead is None:
-            return _all(batch, Outcome.held(
-                "no lead with this number in LeadSquared (create one, or set create_leads)"))
+            return _all(batch, Outcome.held(not_found(self.settings, batch.conversation)))
         batch.record_id = lead
+        try:
+            await follow_number_change(self.client, self.settings, lead, batch.messages)
+        except LeadSquaredError as exc:
+            return _all(batch, await self._forget_if_gone(exc, batch, lead, cached)
+                        or _outcome(exc))
         outcomes = await self._post_batch(batch, lead, cached)
         if cached and batch.record_id is None:
             # The cached lead was merged or deleted: look the number up again, now (the
@@ -156,13 +164,8 @@ class LeadSquaredSink:
         return outcomes
 
     async def _resolve(self, batch: Batch) -> str | None:
-        number = batch.conversation.key
-        lead = await find_lead(self.client, number)
-        if lead is None and self.settings.create_leads:
-            name = batch.conversation.contact_name or next(
-                (m.contact_name for m in batch.messages if m.contact_name), None)
-            lead = await create_lead(self.client, number, name, self.settings.lead_source)
-        return lead
+        return await resolve(self.client, self.settings, batch.conversation,
+                                    batch.messages)
 
     async def _post_batch(self, batch: Batch, lead: str, cached: bool) -> list[Outcome]:
         posting = _Posting(existing=dict(batch.ledger), cached_lead=cached)
@@ -179,7 +182,7 @@ class LeadSquaredSink:
         return _per_message(batch, parts, posting.results)
 
     def _parts(self, batch: Batch) -> list[Part]:
-        contact = batch.conversation.contact_name or "customer"
+        contact = contact_label(batch.conversation)
         lines = transcript_lines(batch.messages, self.tz, contact, self.settings.business_name)
         if self.settings.granularity == "message":
             return [p for m, line in zip(batch.messages, lines, strict=True)
@@ -216,7 +219,7 @@ class LeadSquaredSink:
 
     async def _post(self, batch: Batch, part: Part, lead: str, target: str | None,
                     key: str) -> str:
-        contact = batch.conversation.contact_name or "customer"
+        contact = contact_label(batch.conversation)
         fields = {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
                   FIELDS["first"]: lsq_time(part.first_at), FIELDS["last"]: lsq_time(part.last_at),
                   FIELDS["number"]: batch.conversation.key}

@@ -102,7 +102,7 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
     """
     when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
-    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: {render_line(message, quotes)}"
+    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: {render_line(message, quotes, tz)}"
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],

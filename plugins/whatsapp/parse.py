@@ -434,6 +434,9 @@ def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: ob
     contact = _match(ctx.contacts, e164, user_id)
     user_id = user_id or (contact.user_id if contact else None)
     extra = {**content.extra, **_common_extra(obj, user_id)}
+    system = extra.get("system")
+    if isinstance(system, dict) and system.get("type") == "user_changed_number":
+        extra["new_number"] = normalise_number(system.get("wa_id"), ctx.region)
     group = text_or_none(obj.get("group_id"))
     if group and conversation:  # a group chat: never filed under its sender
         extra["group_id"] = group

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bridge import Ingest, Message
 from bridge.metrics import Metrics
+from bridge.model import STATUS_KINDS
 from plugins.whatsapp.body import load_body
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.parse import PayloadError, parse_payload
@@ -140,8 +141,19 @@ class WhatsAppSource:
             outcome = "ignored"
         self.metrics.webhook(self.name, outcome, seconds=seconds)
         self.metrics.stored(self.name, stored, duplicate, len(parsed.statuses))
+        for status in parsed.statuses:
+            kind = status.status if status.status in STATUS_KINDS else "other"
+            self.metrics.status(self.name, kind, _error_code(status.errors))
         self.metrics.ignored(self.name, "other_business_number", parsed.skipped_numbers)
         for field_name, n in parsed.ignored_fields.items():
             self.metrics.ignored(self.name, f"field:{field_name}", n)
         logger.debug("webhook stored: %d new, %d duplicate messages, %d statuses",
                      stored, duplicate, len(parsed.statuses))
+
+
+def _error_code(errors: list) -> str:
+    """Meta's first error code as a metric label: digits only (bounded), else "other"."""
+    if not errors:
+        return ""
+    code = str(errors[0].get("code", "")) if isinstance(errors[0], dict) else ""
+    return code if code.isdigit() and len(code) <= 10 else "other"

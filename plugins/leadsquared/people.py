@@ -1,0 +1,123 @@
+"""Which lead a person's chat goes to: by phone, else by BSUID in a configured field.
+
+Without a phone number (a WhatsApp username user) a lead can only be found through the
+lead field named by `plugins.leadsquared.user_id_field`; without that setting the chat is
+held with a reason naming it. A number change can also update the lead's Mobile
+(`update_lead_phone`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from bridge import Conversation, Message
+from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.leads import create_lead, find_lead
+from plugins.leadsquared.phones import storage_format
+
+logger = logging.getLogger(__name__)
+
+NO_FIELD = ("no phone number (WhatsApp username user): set plugins.leadsquared.user_id_field "
+            "to a lead field (e.g. mx_WhatsApp_User_ID) to find and create leads by BSUID")
+
+
+def phone_of(conversation: Conversation) -> str | None:
+    """The person's latest phone number (E.164), if the bridge knows one."""
+    if conversation.phone:
+        return conversation.phone
+    return conversation.key if conversation.key.startswith("+") else None
+
+
+def display_name(conversation: Conversation, messages: Sequence[Message] = ()) -> str | None:
+    """Profile name, else the WhatsApp username (as @name), else none."""
+    name = conversation.contact_name or next(
+        (m.contact_name for m in messages if m.contact_name), None)
+    if name:
+        return name
+    return f"@{conversation.username}" if conversation.username else None
+
+
+def unreachable(config: LeadSquaredConfig, conversation: Conversation) -> str | None:
+    """Why no lead can be looked for at all (a held reason), or None."""
+    if phone_of(conversation) or (config.user_id_field and conversation.user_id):
+        return None
+    if conversation.user_id or not conversation.key.startswith("+"):
+        return NO_FIELD
+    return "no phone number and no WhatsApp user id known for this chat"
+
+
+def not_found(config: LeadSquaredConfig, conversation: Conversation) -> str:
+    """The held reason when no lead matches."""
+    if phone_of(conversation):
+        return "no lead with this number in LeadSquared (create one, or set create_leads)"
+    return (f"no lead with this WhatsApp user id in {config.user_id_field} "
+            "(create one, or set create_leads)")
+
+
+async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
+                  conversation: Conversation, messages: Sequence[Message]) -> str | None:
+    """The lead id: found by phone, else by BSUID, else created when configured to."""
+    phone = phone_of(conversation)
+    lead = await find_lead(client, phone) if phone else None
+    if lead is None and config.user_id_field and conversation.user_id:
+        leads = await client.leads_by_field(config.user_id_field, conversation.user_id)
+        lead = str(leads[0]["ProspectID"]) if leads else None
+    if lead is not None or not config.create_leads:
+        return lead
+    if phone:
+        return await create_lead(client, phone, display_name(conversation, messages),
+                                 config.lead_source, _identity_fields(config, conversation))
+    return await _create_without_phone(client, config, conversation, messages)
+
+
+def _identity_fields(config: LeadSquaredConfig, conversation: Conversation) -> dict[str, str]:
+    fields = {}
+    if config.user_id_field and conversation.user_id:
+        fields[config.user_id_field] = conversation.user_id
+    if config.username_field and conversation.username:
+        fields[config.username_field] = conversation.username
+    return fields
+
+
+async def _create_without_phone(client: LeadSquaredClient, config: LeadSquaredConfig,
+                                conversation: Conversation,
+                                messages: Sequence[Message]) -> str:
+    first, _, last = (display_name(conversation, messages) or "WhatsApp").partition(" ")
+    attributes = {"FirstName": first, "Source": config.lead_source,
+                  **_identity_fields(config, conversation)}
+    if last:
+        attributes["LastName"] = last
+    return await client.create_lead(attributes)
+
+
+def new_numbers(messages: Sequence[Message]) -> list[str]:
+    """New numbers from user_changed_number system messages, oldest first."""
+    found = []
+    for message in messages:
+        system = message.extra.get("system") if message.kind == "system" else None
+        if isinstance(system, dict) and system.get("type") == "user_changed_number":
+            number = message.extra.get("new_number")
+            if number:
+                found.append(number)
+    return found
+
+
+async def follow_number_change(client: LeadSquaredClient, config: LeadSquaredConfig,
+                               lead: str, messages: Sequence[Message]) -> None:
+    """With update_lead_phone, write the latest new number to the lead's Mobile."""
+    numbers = new_numbers(messages) if config.update_lead_phone else []
+    if not numbers:
+        return
+    try:
+        stored = storage_format(numbers[-1])
+    except ValueError:
+        logger.warning("a number change named a value that is no phone number; Mobile kept")
+        return
+    await client.update_lead(lead, {"Mobile": stored})
+    logger.info("lead %s: Mobile updated after a WhatsApp number change", lead)
+
+
+__all__ = ["LeadSquaredError", "display_name", "follow_number_change", "not_found",
+           "phone_of", "resolve", "unreachable"]

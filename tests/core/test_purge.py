@@ -1,0 +1,103 @@
+"""Erasure of one person from the buffer: `Buffer.purge_person` and `bridge purge`."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from bridge.buffer import Buffer, Policy
+from bridge.contracts import Outcome
+from plugins.whatsapp.parse import parse_payload
+from tests.whatsapp import payloads as p
+
+POLICY = Policy(max_attempts=3, retry_delay=lambda attempt: 0.0, held_delay=0.0)
+PHONE, OTHER = "+16505551234", "+14155550100"
+
+
+def rows(path, sql):
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+async def store(buffer, *changes) -> None:
+    parsed = parse_payload(p.envelope(*changes))
+    await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                        parsed.identities)
+
+
+async def seed(buffer) -> None:
+    """Sheena (phone + BSUID, a photo, a group message, a status) and another customer."""
+    await buffer.install_sinks(["crm"])
+    await store(buffer, p.message_change(
+        [p.text_message("wamid.1"), p.image_message("wamid.2")],
+        contacts=[p.contact(p.CUSTOMER, "Sheena", user_id=p.BSUID)]))
+    await store(buffer, p.message_change([p.bsuid_text_message("wamid.3")], contacts=[]))
+    await store(buffer, p.message_change([p.group_text_message("wamid.g1", from_=p.CUSTOMER),
+                                          p.group_text_message("wamid.g2", from_="14155550100")]))
+    await store(buffer, p.message_change([p.text_message("wamid.9", "14155550100", "other")]))
+    await store(buffer, p.message_change(statuses=[p.status("wamid.api", recipient=p.CUSTOMER)]))
+    for claim in await buffer.claim("crm", 100, 60):
+        claim.batch.record_id = "lead-" + claim.batch.conversation.key
+        await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages), POLICY)
+
+
+async def test_purge_by_user_id_removes_every_trace_of_the_person_only(buffer):
+    await seed(buffer)
+    found = await buffer.purge_person(user_id=p.BSUID)
+    assert (found["person"], found["messages"], found["media"], found["statuses"],
+            found["identities"], found["crm_mappings"]) == (PHONE, 4, 1, 1, 2, 1)
+    assert rows(buffer.path, "SELECT provider_id FROM messages ORDER BY provider_id") == [
+        ("wamid.9",), ("wamid.g2",)]
+    assert rows(buffer.path, "SELECT key FROM identities WHERE key = 'US.13491208655302741918'"
+                             " OR person = '+16505551234'") == []
+    assert rows(buffer.path, "SELECT conversation FROM sink_conversations ORDER BY 1") == [
+        (OTHER,), (f"group:{p.GROUP}",)]
+    assert rows(buffer.path, "SELECT count(*) FROM statuses") == [(0,)]
+    assert rows(buffer.path, "SELECT count(*) FROM deliveries d WHERE NOT EXISTS"
+                             " (SELECT 1 FROM messages m WHERE m.id = d.message_id)") == [(0,)]
+
+
+async def test_dry_run_counts_and_keeps_everything(buffer):
+    await seed(buffer)
+    before = rows(buffer.path, "SELECT count(*) FROM messages")
+    found = await buffer.purge_person(phone=PHONE, dry_run=True)
+    assert found["messages"] == 4 and found["dry_run"] is True
+    assert rows(buffer.path, "SELECT count(*) FROM messages") == before
+
+
+async def test_purge_needs_exactly_one_key(buffer):
+    with pytest.raises(ValueError, match="exactly one"):
+        await buffer.purge_person()
+
+
+def bridge(*args):
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_bridge_purge_command_says_what_it_removed(tmp_path):
+    db = tmp_path / "b.db"
+
+    async def prepare() -> None:
+        buffer = await Buffer.open(db)
+        try:
+            await seed(buffer)
+        finally:
+            await buffer.close()
+
+    asyncio.run(prepare())
+    config = tmp_path / "config.yaml"
+    config.write_text(f"buffer: {{path: {db}}}\n")
+    dry = bridge("purge", "-c", str(config), "--phone", "+1 650 555 1234", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove" in dry.stdout and "4 message(s)" in dry.stdout
+    assert "the CRM was not changed" in dry.stdout
+    done = bridge("purge", "-c", str(config), "--phone", "+16505551234")
+    assert done.returncode == 0 and "removed" in done.stdout and "4 message(s)" in done.stdout
+    assert rows(db, "SELECT count(*) FROM messages") == [(2,)]
+    bad = bridge("purge", "-c", str(config), "--phone", "6505551234")
+    assert bad.returncode == 2 and "--phone" in bad.stderr and "E.164" in bad.stderr
