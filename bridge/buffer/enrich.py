@@ -24,12 +24,15 @@ async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> li
         return list(await cursor.fetchall())
 
 
-def _marks(n: int) -> str:
+def _placeholders(n: int) -> str:
+    """'?,?,?' for n values."""
     return ",".join("?" * n)
 
 
-def _pairs(n: int) -> str:
-    return ",".join(["(?,?)"] * n)
+def _value_rows(count: int, width: int) -> str:
+    """'(?,?),(?,?)' for count rows of width values."""
+    row = "(" + ",".join("?" * width) + ")"
+    return ",".join([row] * count)
 
 
 async def enrich(db: aiosqlite.Connection, sink: str, messages: list[Message]) -> None:
@@ -48,7 +51,7 @@ async def _senders(db: aiosqlite.Connection, sink: str, messages: list[Message])
             db, "SELECT i.key, c.key, c.contact_name, c.phone, c.user_id, c.username,"
             " s.record_id FROM identities i JOIN conversations c ON c.key = i.person"
             " LEFT JOIN sink_conversations s ON s.sink = ? AND s.conversation = c.key"
-            f" WHERE i.key IN ({_marks(len(keys))})", (sink, *keys)):
+            f" WHERE i.key IN ({_placeholders(len(keys))})", (sink, *keys)):
         found[key] = {"key": person, "name": name, "phone": phone or (
             person if person.startswith("+") else None), "user_id": user_id,
             "username": username, "record_id": record}
@@ -65,7 +68,7 @@ async def _failures(db: aiosqlite.Connection, messages: list[Message]) -> None:
     failed = {}
     for source, provider_id, errors in await _rows(
             db, "SELECT source, provider_id, errors FROM statuses WHERE failed_at IS NOT NULL"
-            f" AND (source, provider_id) IN (VALUES {_pairs(len(pairs))})",
+            f" AND (source, provider_id) IN (VALUES {_value_rows(len(pairs), 2)})",
             [v for pair in pairs for v in pair]):
         failed[(source, provider_id)] = first_error(errors)
     for message in messages:
@@ -90,7 +93,7 @@ async def _targets(db: aiosqlite.Connection, messages: list[Message]) -> None:
     found = {}
     for source, provider_id, sent_at, text in await _rows(
             db, "SELECT source, provider_id, sent_at, json_extract(body, '$.text') FROM messages"
-            f" WHERE (source, provider_id) IN (VALUES {_pairs(len(pairs))})",
+            f" WHERE (source, provider_id) IN (VALUES {_value_rows(len(pairs), 2)})",
             [v for pair in pairs for v in pair]):
         found[(source, provider_id)] = {"at": sent_at, "text": text or ""}
     for message in messages:

@@ -21,6 +21,11 @@ from bridge.model import Identity, is_group
 CHUNK = 500  # keys per SELECT (SQLite takes 32,766 parameters)
 
 
+def _placeholders(n: int) -> str:
+    """'?,?,?' for n values."""
+    return ",".join("?" * n)
+
+
 @dataclass(slots=True)
 class _Person:
     """What one group of linked keys says about its person."""
@@ -106,7 +111,7 @@ def _known(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[str, floa
     found: dict[str, tuple[str, float]] = {}
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
-        marks = ",".join("?" * len(chunk))
+        marks = _placeholders(len(chunk))
         for key, person, seen in db.execute(
                 f"SELECT key, person, seen_at FROM identities WHERE key IN ({marks})", chunk):
             found[key] = (person, seen)

@@ -14,43 +14,43 @@ import aiosqlite
 from bridge.model import GROUP_PREFIX
 
 
-async def _column(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+async def _rows(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """The first column of each row."""
     async with db.execute(sql, params) as cursor:
         return [row[0] for row in await cursor.fetchall()]
 
 
-def _marks(values: list[Any]) -> str:
-    return ",".join("?" * len(values))
+def _placeholders(n: int) -> str:
+    """'?,?,?' for n values."""
+    return ",".join("?" * n)
 
 
 async def person_keys(db: aiosqlite.Connection, key: str) -> tuple[str, list[str]]:
     """The person's conversation key and every phone/BSUID linked to them."""
-    person = (await _column(db, "SELECT person FROM identities WHERE key = ?", (key,)) or [key])[0]
-    keys = await _column(db, "SELECT key FROM identities WHERE person = ?", (person,))
+    person = (await _rows(db, "SELECT person FROM identities WHERE key = ?", (key,)) or [key])[0]
+    keys = await _rows(db, "SELECT key FROM identities WHERE person = ?", (person,))
     return person, sorted({person, key, *keys})
 
 
 async def purge(db: aiosqlite.Connection, key: str, dry_run: bool) -> dict[str, Any]:
     """Delete (or with dry_run only count) everything the buffer holds of one person."""
     person, keys = await person_keys(db, key)
-    chats = await _column(db, f"SELECT key FROM conversations WHERE key IN ({_marks(keys)})",
-                          tuple(keys))
-    messages = await _column(
-        db, f"SELECT id FROM messages WHERE conversation IN ({_marks(keys)})"
+    k = tuple(keys)
+    marks = _placeholders(len(keys))
+    chats = await _rows(db, f"SELECT key FROM conversations WHERE key IN ({marks})", k)
+    messages = await _rows(
+        db, f"SELECT id FROM messages WHERE conversation IN ({marks})"
         f" OR (conversation >= ? AND conversation < ?"
-        f" AND json_extract(body, '$.extra.sender') IN ({_marks(keys)}))",
-        (*keys, GROUP_PREFIX, GROUP_PREFIX + "\U0010ffff", *keys))
-    batches = await _column(db, f"SELECT key FROM batches WHERE conversation IN ({_marks(keys)})",
-                            tuple(keys))
+        f" AND json_extract(body, '$.extra.sender') IN ({marks}))",
+        (*k, GROUP_PREFIX, GROUP_PREFIX + "\U0010ffff", *k))
+    batches = await _rows(db, f"SELECT key FROM batches WHERE conversation IN ({marks})", k)
+    identities = await _rows(db, f"SELECT key FROM identities WHERE key IN ({marks})", k)
+    mappings = await _rows(
+        db, f"SELECT sink FROM sink_conversations WHERE conversation IN ({marks})", k)
     found = {"person": person, "keys": keys, "conversations": len(chats),
              "messages": len(messages), "media": await _media(db, messages),
              "statuses": await _statuses(db, messages, keys, count_only=True),
-             "identities": len(await _column(
-                 db, f"SELECT key FROM identities WHERE key IN ({_marks(keys)})", tuple(keys))),
-             "crm_mappings": len(await _column(
-                 db, f"SELECT sink FROM sink_conversations WHERE conversation IN"
-                 f" ({_marks(keys)})", tuple(keys))),
-             "dry_run": dry_run}
+             "identities": len(identities), "crm_mappings": len(mappings), "dry_run": dry_run}
     if not dry_run:
         await _delete(db, keys, messages, batches)
     return found
@@ -59,18 +59,19 @@ async def purge(db: aiosqlite.Connection, key: str, dry_run: bool) -> dict[str, 
 async def _media(db: aiosqlite.Connection, ids: list[int]) -> int:
     if not ids:
         return 0
-    return len(await _column(db, f"SELECT id FROM messages WHERE id IN ({_marks(ids)})"
-                             " AND json_extract(body, '$.media') IS NOT NULL", tuple(ids)))
+    return len(await _rows(db, f"SELECT id FROM messages WHERE id IN ({_placeholders(len(ids))})"
+                           " AND json_extract(body, '$.media') IS NOT NULL", tuple(ids)))
 
 
 async def _statuses(db: aiosqlite.Connection, ids: list[int], keys: list[str],
                     count_only: bool) -> int:
     """Statuses of the person's messages, and of messages to them the buffer never stored."""
-    where = (f"recipient IN ({_marks(keys)}) OR (source, provider_id) IN"
-             f" (SELECT source, provider_id FROM messages WHERE id IN ({_marks(ids)}))")
+    where = (f"recipient IN ({_placeholders(len(keys))}) OR (source, provider_id) IN"
+             f" (SELECT source, provider_id FROM messages WHERE id IN"
+             f" ({_placeholders(len(ids))}))")
     params = (*keys, *ids)
     if count_only:
-        return len(await _column(db, f"SELECT provider_id FROM statuses WHERE {where}", params))
+        return len(await _rows(db, f"SELECT provider_id FROM statuses WHERE {where}", params))
     async with db.execute(f"DELETE FROM statuses WHERE {where}", params) as cursor:
         return cursor.rowcount
 
@@ -78,15 +79,18 @@ async def _statuses(db: aiosqlite.Connection, ids: list[int], keys: list[str],
 async def _delete(db: aiosqlite.Connection, keys: list[str], ids: list[int],
                   batches: list[str]) -> None:
     k = tuple(keys)
+    marks = _placeholders(len(keys))
     await _statuses(db, ids, keys, count_only=False)
     if ids:
-        await db.execute(f"DELETE FROM deliveries WHERE message_id IN ({_marks(ids)})", tuple(ids))
-        await db.execute(f"DELETE FROM messages WHERE id IN ({_marks(ids)})", tuple(ids))
+        await db.execute(
+            f"DELETE FROM deliveries WHERE message_id IN ({_placeholders(len(ids))})", tuple(ids))
+        await db.execute(f"DELETE FROM messages WHERE id IN ({_placeholders(len(ids))})",
+                         tuple(ids))
     for batch in batches:  # what the sinks posted under the person's batches
         await db.execute("DELETE FROM ledger WHERE key >= ? AND key < ?",
                          (batch, batch + "\U0010ffff"))
-    await db.execute(f"DELETE FROM batches WHERE conversation IN ({_marks(keys)})", k)
-    await db.execute(f"DELETE FROM sink_conversations WHERE conversation IN ({_marks(keys)})", k)
-    await db.execute(f"DELETE FROM conversations WHERE key IN ({_marks(keys)})", k)
-    await db.execute(f"DELETE FROM identities WHERE key IN ({_marks(keys)})"
-                     f" OR person IN ({_marks(keys)})", k + k)
+    await db.execute(f"DELETE FROM batches WHERE conversation IN ({marks})", k)
+    await db.execute(f"DELETE FROM sink_conversations WHERE conversation IN ({marks})", k)
+    await db.execute(f"DELETE FROM conversations WHERE key IN ({marks})", k)
+    await db.execute(f"DELETE FROM identities WHERE key IN ({marks}) OR person IN ({marks})",
+                     k + k)

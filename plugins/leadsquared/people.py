@@ -61,6 +61,8 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
     """The lead id: found by phone, else by BSUID, else created when configured to."""
     phone = phone_of(conversation)
     lead = await find_lead(client, phone) if phone else None
+    if lead is None and conversation.key.startswith("+") and conversation.key != phone:
+        lead = await find_lead(client, conversation.key)  # the number before a change
     if lead is None and config.user_id_field and conversation.user_id:
         leads = await client.leads_by_field(config.user_id_field, conversation.user_id)
         lead = str(leads[0]["ProspectID"]) if leads else None
