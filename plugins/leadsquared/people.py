@@ -30,6 +30,13 @@ def phone_of(conversation: Conversation) -> str | None:
     return conversation.key if conversation.key.startswith("+") else None
 
 
+def user_id_of(conversation: Conversation) -> str | None:
+    """The person's BSUID: as the contact map knows it, or the chat's own key."""
+    if conversation.user_id:
+        return conversation.user_id
+    return None if conversation.key.startswith("+") else conversation.key
+
+
 def display_name(conversation: Conversation, messages: Sequence[Message] = ()) -> str | None:
     """Profile name, else the WhatsApp username (as @name), else none."""
     name = conversation.contact_name or next(
@@ -41,11 +48,9 @@ def display_name(conversation: Conversation, messages: Sequence[Message] = ()) -
 
 def unreachable(config: LeadSquaredConfig, conversation: Conversation) -> str | None:
     """Why no lead can be looked for at all (a held reason), or None."""
-    if phone_of(conversation) or (config.user_id_field and conversation.user_id):
+    if phone_of(conversation) or (config.user_id_field and user_id_of(conversation)):
         return None
-    if conversation.user_id or not conversation.key.startswith("+"):
-        return NO_FIELD
-    return "no phone number and no WhatsApp user id known for this chat"
+    return NO_FIELD
 
 
 def not_found(config: LeadSquaredConfig, conversation: Conversation) -> str:
@@ -63,8 +68,9 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
     lead = await find_lead(client, phone) if phone else None
     if lead is None and conversation.key.startswith("+") and conversation.key != phone:
         lead = await find_lead(client, conversation.key)  # the number before a change
-    if lead is None and config.user_id_field and conversation.user_id:
-        leads = await client.leads_by_field(config.user_id_field, conversation.user_id)
+    user_id = user_id_of(conversation)
+    if lead is None and config.user_id_field and user_id:
+        leads = await client.leads_by_field(config.user_id_field, user_id)
         lead = str(leads[0]["ProspectID"]) if leads else None
     if lead is not None or not config.create_leads:
         return lead
@@ -76,8 +82,8 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
 
 def _identity_fields(config: LeadSquaredConfig, conversation: Conversation) -> dict[str, str]:
     fields = {}
-    if config.user_id_field and conversation.user_id:
-        fields[config.user_id_field] = conversation.user_id
+    if config.user_id_field and user_id_of(conversation):
+        fields[config.user_id_field] = user_id_of(conversation)
     if config.username_field and conversation.username:
         fields[config.username_field] = conversation.username
     return fields
