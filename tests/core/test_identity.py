@@ -136,3 +136,30 @@ async def test_a_replayed_webhook_writes_no_identity_row_again(buffer):
     before = rows(buffer.path, "SELECT key, person, seen_at FROM identities")
     await store(buffer, change)
     assert rows(buffer.path, "SELECT key, person, seen_at FROM identities") == before
+
+
+async def test_status_report_counts_held_chats_groups_and_failed_sends(buffer):
+    from bridge.status import buffer_report
+    from bridge.textreport import render_status
+
+    await buffer.install_sinks(["crm"])
+    await store(buffer, p.message_change([p.bsuid_text_message("wamid.1")], contacts=[]))
+    await store(buffer, p.message_change([p.group_text_message("wamid.g1")]))
+    await store(buffer, p.message_change(statuses=[p.failed_status("wamid.out")]))
+    for claim in await buffer.claim("crm", 10, 60):
+        outcome = (Outcome.skipped("group") if claim.batch.conversation.group_id
+                   else Outcome.held("no phone number: set plugins.x.user_id_field"))
+        await buffer.complete(claim, [outcome], POLICY)
+    report = await buffer_report(buffer)
+    assert report["group_chats"] == 1 and report["failed_sends"] == 1
+    assert report["sinks"][0]["held_chats"] == [
+        {"reason": "no phone number: set plugins.x.user_id_field", "chats": 1}]
+    text = render_status(report)
+    assert "held chats  1: no phone number: set plugins.x.user_id_field" in text
+    assert "failed sends: 1" in text and "❌ not delivered: Re-engagement message (131047)" in text
+
+
+async def test_referral_is_kept_with_its_ctwa_clid(buffer):
+    await store(buffer, p.message_change([p.text_message("wamid.1", referral=p.referral())]))
+    assert rows(buffer.path, "SELECT json_extract(body, '$.extra.referral.ctwa_clid')"
+                             " FROM messages") == [(p.referral()["ctwa_clid"],)]
