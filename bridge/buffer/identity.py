@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.model import Identity, is_group
 
@@ -75,16 +76,26 @@ def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
     """Learn `identities`; return each message key (and each identity key) -> its person's
     conversation key, and what to note on the conversations (`describe`, once their rows
     exist). Conversations found to be one person are merged here."""
+    # the same person is named several times per webhook and per group: each fact once
+    facts = [(i, i.keys) for i in dict.fromkeys(identities)]
+    facts = [(i, keys) for i, keys in facts if keys]
+    if not facts:  # the common case: only look the senders up
+        keys = list(dict.fromkeys(k for k in message_keys if k and not is_group(k)))
+        known = _known(db, keys)[0] if keys else {}
+        new = [(key, key, now) for key in keys if key not in known]
+        if new:  # a new person: their key is their conversation from now on
+            db.executemany("INSERT OR IGNORE INTO identities (key, person, seen_at)"
+                           " VALUES (?, ?, ?)", new)
+        return {key: person for key, (person, _) in known.items()}, []
     links = _Links()
-    facts = [i for i in identities if i.keys]
-    for fact in facts:
-        links.join(fact.keys)
+    for _, keys in facts:
+        links.join(keys)
     for key in message_keys:
         if key and not is_group(key):
             links.find(key)
     if not links.parent:
         return {}, []
-    known = _known(db, list(links.parent))
+    known, described = _known(db, list(links.parent))
     for key, (person, _) in known.items():
         links.join([key, person])
     people = _people(links, facts)
@@ -101,29 +112,40 @@ def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
     if changed:
         db.executemany("INSERT INTO identities (key, person, seen_at) VALUES (?, ?, ?)"
                        " ON CONFLICT (key) DO UPDATE SET person = excluded.person", changed)
-    rows = [(p.phone, p.user_id, p.parent_user_id, p.username, mapping[next(iter(p.keys))])
-            for p in people.values()
-            if p.phone or p.user_id or p.parent_user_id or p.username]
+    rows = []
+    for p in people.values():
+        facts = (p.phone, p.user_id, p.parent_user_id, p.username)
+        target = mapping[next(iter(p.keys))]
+        noted = described.get(target, (None,) * 4)
+        if any(new is not None and new != old for new, old in zip(facts, noted, strict=True)):
+            rows.append((*facts, target))
     return mapping, rows
 
 
-def _known(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[str, float]]:
+def _known(db: sqlite3.Connection, keys: list[str]
+           ) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[Any, ...]]]:
+    """key -> (person, first seen); person -> (phone, user_id, parent, username) noted."""
     found: dict[str, tuple[str, float]] = {}
+    described: dict[str, tuple[Any, ...]] = {}
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
         marks = _placeholders(len(chunk))
-        for key, person, seen in db.execute(
-                f"SELECT key, person, seen_at FROM identities WHERE key IN ({marks})", chunk):
+        for key, person, seen, *noted in db.execute(
+                "SELECT i.key, i.person, i.seen_at, c.phone, c.user_id, c.parent_user_id,"
+                " c.username FROM identities i LEFT JOIN conversations c ON c.key = i.person"
+                f" WHERE i.key IN ({marks})", chunk):
             found[key] = (person, seen)
-    return found
+            described[person] = tuple(noted)
+    return found, described
 
 
-def _people(links: _Links, facts: list[Identity]) -> dict[str, _Person]:
+def _people(links: _Links, facts: list[tuple[Identity, tuple[str, ...]]]
+            ) -> dict[str, _Person]:
     people: dict[str, _Person] = {}
     for key in list(links.parent):
         people.setdefault(links.find(key), _Person()).keys[key] = None
-    for fact in facts:
-        people[links.find(fact.keys[0])].take(fact)
+    for fact, keys in facts:
+        people[links.find(keys[0])].take(fact)
     return people
 
 

@@ -329,10 +329,11 @@ def _remember_contacts(ctx: _Change, parsed: Parsed) -> None:
 # -- who is who: phone <-> BSUID <-> parent BSUID <-> username ------------------------------
 
 def _learn(parsed: Parsed, identity: Identity | None) -> None:
-    """Keep an identity that links something (two keys, or a key and a name)."""
+    """Keep an identity that links something: two keys, or a key and a username (a name
+    alone reaches the conversation through contact_names)."""
     if identity is None or not identity.keys:
         return
-    if len(identity.keys) > 1 or identity.username or identity.name:
+    if len(identity.keys) > 1 or identity.username:
         parsed.identities.append(identity)
 
 
