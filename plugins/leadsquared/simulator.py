@@ -538,8 +538,10 @@ API_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "OpportunityManagement.svc/GetOpportunitiesOfLead", opportunities_of_lead),
     ("POST", "OpportunityManagement.svc/GetActivitiesOfOpportunity", activities_of_opportunity),
 ]
-# Lead search by any field and Lead.Update (issue 16): their own module.
-API_ROUTES += lead_routes(store_of, api_body, query, success)
+# Lead search by any field and Lead.Update (issue 16): their own module; a route this
+# table already serves keeps its handler here.
+API_ROUTES += [route for route in lead_routes(store_of, api_body, query, success)
+               if route[:2] not in {(method, path) for method, path, _ in API_ROUTES}]
 
 
 # --- admin routes (no auth; loopback callers only) -----------------------------------------

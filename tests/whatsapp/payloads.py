@@ -275,11 +275,15 @@ def placeholder_message(mid: str, from_: str = CUSTOMER) -> Json:
     return base(mid, from_, "media_placeholder", history_context={"status": "READ"})
 
 
-def echo(mid: str, to: str, body: str = "On our way", from_: str = BUSINESS,
+def echo(mid: str, to: str | None, body: str = "On our way", from_: str = BUSINESS,
          **more: Any) -> Json:
-    """A message the business typed in the Business app (smb_message_echoes)."""
-    return {"from": from_, "to": to, "id": mid, "timestamp": TS, "type": "text",
-            "text": {"body": body}, **more}
+    """A message the business typed in the Business app (smb_message_echoes, §6a); with
+    to=None only `to_user_id` (a BSUID, §9) names the customer."""
+    item: Json = {"from": from_, "id": mid, "timestamp": TS, "type": "text",
+                  "text": {"body": body}, **more}
+    if to is not None:
+        item["to"] = to
+    return item
 
 
 def historical(mid: str, from_: str, body: str, status: str = "READ") -> Json:
