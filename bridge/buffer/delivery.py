@@ -209,7 +209,7 @@ async def _conversations(db: aiosqlite.Connection, sink: str,
                          keys: set[str]) -> dict[str, Conversation]:
     marks = _placeholders(len(keys))
     rows = await _rows(db, f"SELECT c.key, c.contact_name, c.account, s.record_id,"
-                       f" s.last_synced_at, c.phone, c.user_id, c.parent_user_id, c.username,"
+                       f" s.last_synced_at, c.phone, c.bsuid, c.parent_bsuid, c.username,"
                        f" c.group_id FROM conversations c LEFT JOIN sink_conversations s"
                        f" ON s.sink = ? AND s.conversation = c.key WHERE c.key IN ({marks})",
                        (sink, *keys))

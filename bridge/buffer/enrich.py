@@ -48,7 +48,7 @@ async def _senders(db: aiosqlite.Connection, sink: str, messages: list[Message])
         return
     found = {}
     for key, person, name, phone, user_id, username, record in await _rows(
-            db, "SELECT i.key, c.key, c.contact_name, c.phone, c.user_id, c.username,"
+            db, "SELECT i.key, c.key, c.contact_name, c.phone, c.bsuid, c.username,"
             " s.record_id FROM identities i JOIN conversations c ON c.key = i.person"
             " LEFT JOIN sink_conversations s ON s.sink = ? AND s.conversation = c.key"
             f" WHERE i.key IN ({_placeholders(len(keys))})", (sink, *keys)):

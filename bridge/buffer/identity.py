@@ -131,7 +131,7 @@ def _known(db: sqlite3.Connection, keys: list[str]
         chunk = keys[start:start + CHUNK]
         marks = _placeholders(len(chunk))
         for key, person, seen, *noted in db.execute(
-                "SELECT i.key, i.person, i.seen_at, c.phone, c.user_id, c.parent_user_id,"
+                "SELECT i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid,"
                 " c.username FROM identities i LEFT JOIN conversations c ON c.key = i.person"
                 f" WHERE i.key IN ({marks})", chunk):
             found[key] = (person, seen)
@@ -174,10 +174,10 @@ def describe(db: sqlite3.Connection, rows: Described) -> None:
     if rows:
         db.executemany(
             "UPDATE conversations SET phone = coalesce(?1, phone),"
-            " user_id = coalesce(?2, user_id), parent_user_id = coalesce(?3, parent_user_id),"
+            " bsuid = coalesce(?2, bsuid), parent_bsuid = coalesce(?3, parent_bsuid),"
             " username = coalesce(?4, username) WHERE key = ?5"
-            " AND (?1 IS NOT phone AND ?1 IS NOT NULL OR ?2 IS NOT user_id AND ?2 IS NOT NULL"
-            " OR ?3 IS NOT parent_user_id AND ?3 IS NOT NULL"
+            " AND (?1 IS NOT phone AND ?1 IS NOT NULL OR ?2 IS NOT bsuid AND ?2 IS NOT NULL"
+            " OR ?3 IS NOT parent_bsuid AND ?3 IS NOT NULL"
             " OR ?4 IS NOT username AND ?4 IS NOT NULL)", rows)
 
 
@@ -203,9 +203,9 @@ def merge(db: sqlite3.Connection, old: str, new: str, now: float) -> None:
     db.execute("DELETE FROM sink_conversations WHERE conversation = ?", (old,))
     db.execute(
         "INSERT INTO conversations (key, contact_name, account, last_message_at, message_count,"
-        " phone, user_id, parent_user_id, username, group_id)"
-        " SELECT ?, contact_name, account, last_message_at, message_count, phone, user_id,"
-        " parent_user_id, username, group_id FROM conversations WHERE key = ? AND true"
+        " kind, phone, bsuid, parent_bsuid, username, group_id)"
+        " SELECT ?, contact_name, account, last_message_at, message_count, kind, phone, bsuid,"
+        " parent_bsuid, username, group_id FROM conversations WHERE key = ? AND true"
         " ON CONFLICT (key) DO UPDATE SET"
         " contact_name = coalesce(conversations.contact_name, excluded.contact_name),"
         " account = coalesce(conversations.account, excluded.account),"
@@ -213,8 +213,8 @@ def merge(db: sqlite3.Connection, old: str, new: str, now: float) -> None:
         " coalesce(excluded.last_message_at, 0)),"
         " message_count = conversations.message_count + excluded.message_count,"
         " phone = coalesce(conversations.phone, excluded.phone),"
-        " user_id = coalesce(conversations.user_id, excluded.user_id),"
-        " parent_user_id = coalesce(conversations.parent_user_id, excluded.parent_user_id),"
+        " bsuid = coalesce(conversations.bsuid, excluded.bsuid),"
+        " parent_bsuid = coalesce(conversations.parent_bsuid, excluded.parent_bsuid),"
         " username = coalesce(conversations.username, excluded.username)", (new, old))
     db.execute("DELETE FROM conversations WHERE key = ?", (old,))
     db.execute("UPDATE identities SET person = ? WHERE person = ?", (new, old))

@@ -185,8 +185,8 @@ CREATE TABLE identities (
 CREATE INDEX identities_person ON identities (person);
 CREATE INDEX batches_conversation ON batches (conversation);
 ALTER TABLE conversations ADD COLUMN phone TEXT;
-ALTER TABLE conversations ADD COLUMN user_id TEXT;
-ALTER TABLE conversations ADD COLUMN parent_user_id TEXT;
+ALTER TABLE conversations ADD COLUMN bsuid TEXT;
+ALTER TABLE conversations ADD COLUMN parent_bsuid TEXT;
 ALTER TABLE conversations ADD COLUMN username TEXT;
 ALTER TABLE conversations ADD COLUMN group_id TEXT;
 """

@@ -26,7 +26,7 @@ async def store(buffer, *changes) -> int:
 
 
 def conversations(buffer):
-    return rows(buffer.path, "SELECT key, message_count, phone, user_id, username"
+    return rows(buffer.path, "SELECT key, message_count, phone, bsuid, username"
                              " FROM conversations ORDER BY key")
 
 
