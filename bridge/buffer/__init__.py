@@ -262,8 +262,13 @@ class Buffer:
             lambda db: delivery.requeue_conversation(db, conversation, when))
 
     async def purge(self, conversation: str) -> int:
-        """Delete one person's messages and mappings from the buffer; messages deleted."""
-        return await self._transact(lambda db: delivery.purge(db, conversation))
+        """Delete one person's messages and mappings from the buffer; messages deleted.
+
+        The whole person goes (purge_person): every number and BSUID linked to the
+        conversation, and their words in group chats too."""
+        async def work(db: aiosqlite.Connection) -> int:
+            return (await purge.purge(db, conversation, dry_run=False))["messages"]
+        return await self._transact(work)
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:

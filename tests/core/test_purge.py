@@ -101,3 +101,11 @@ def test_bridge_purge_command_says_what_it_removed(tmp_path):
     assert rows(db, "SELECT count(*) FROM messages") == [(2,)]
     bad = bridge("purge", "-c", str(config), "--phone", "6505551234")
     assert bad.returncode == 2 and "--phone" in bad.stderr and "E.164" in bad.stderr
+
+
+async def test_the_page_purge_of_a_conversation_erases_the_whole_person(buffer):
+    await seed(buffer)
+    assert await buffer.purge(PHONE) == 4  # the admin page's call: by conversation key
+    assert rows(buffer.path, "SELECT count(*) FROM identities") == [(0,)]
+    assert rows(buffer.path, "SELECT provider_id FROM messages ORDER BY provider_id") == [
+        ("wamid.9",), ("wamid.g2",)]
