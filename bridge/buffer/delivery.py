@@ -244,7 +244,10 @@ async def complete(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Ou
                 (state, reason, now, batch.sink, message.id))
     await _write_ledger(db, batch, now)
     await _release(db, claim, outcomes, now, policy, errors)
-    await _touch_conversation(db, batch, now, delivered=counts["done"] > 0,
+    # the batch's conversation now: a merge (bridge.buffer.identity) may have moved it
+    (conversation,) = (await _rows(db, "SELECT conversation FROM batches WHERE id = ?",
+                                   (claim.batch_id,)))[0]
+    await _touch_conversation(db, batch, conversation, now, delivered=counts["done"] > 0,
                               errors=errors, outcomes=outcomes)
     return dict(counts)
 
@@ -296,8 +299,8 @@ async def _release(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Ou
          errors[-1] if errors else None, claim.batch_id))
 
 
-async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, now: float,
-                              delivered: bool, errors: list[str],
+async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, conversation: str,
+                              now: float, delivered: bool, errors: list[str],
                               outcomes: Sequence[Outcome]) -> None:
     held = next((o.reason for o in outcomes if o.kind == "held"), None)
     # A sink that cleared the cached record id (merged or deleted in the CRM) forgets it:
@@ -310,7 +313,7 @@ async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, now: float
         " record_id = CASE WHEN ? THEN NULL ELSE coalesce(excluded.record_id, record_id) END,"
         " last_synced_at = coalesce(excluded.last_synced_at, last_synced_at),"
         " last_error = excluded.last_error, held_reason = excluded.held_reason",
-        (batch.sink, batch.conversation.key, batch.record_id, now if delivered else None,
+        (batch.sink, conversation, batch.record_id, now if delivered else None,
          errors[-1] if errors else None, held, int(forget)))
 
 

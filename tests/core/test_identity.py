@@ -163,3 +163,15 @@ async def test_referral_is_kept_with_its_ctwa_clid(buffer):
     await store(buffer, p.message_change([p.text_message("wamid.1", referral=p.referral())]))
     assert rows(buffer.path, "SELECT json_extract(body, '$.extra.referral.ctwa_clid')"
                              " FROM messages") == [(p.referral()["ctwa_clid"],)]
+
+
+async def test_a_merge_while_a_batch_is_in_flight_files_its_outcome_under_the_person(buffer):
+    await buffer.install_sinks(["crm"])
+    await store(buffer, p.message_change([p.bsuid_text_message("wamid.1")], contacts=[]))
+    (claim,) = await buffer.claim("crm", 10, 60)
+    await store(buffer, p.message_change(  # the phone is learned while the sink posts
+        [p.text_message("wamid.2")], contacts=[p.contact(p.CUSTOMER, "Sheena", p.BSUID)]))
+    claim.batch.record_id = "lead-1"
+    await buffer.complete(claim, [Outcome.delivered()], POLICY)
+    assert rows(buffer.path, "SELECT conversation, record_id FROM sink_conversations") == [
+        (PHONE, "lead-1")]
