@@ -8,6 +8,16 @@ import contextlib
 import click
 
 from bridge.cli import CONFIG_OPTION, friendly, load
+from plugins.leadsquared.simulator_switches import SWITCHES
+
+
+def switch_options(command):  # noqa: ANN001, ANN201 - a click decorator
+    """One --<switch> option per simulator switch; the default is the strictest reading."""
+    for name, choices in reversed(SWITCHES.items()):
+        command = click.option(f"--{name.replace('_', '-')}", name, type=click.Choice(choices),
+                               default=choices[0], show_default=True,
+                               help="see docs/leadsquared-simulator.md")(command)
+    return command
 
 
 @click.group("leadsquared")
@@ -21,12 +31,14 @@ def leadsquared() -> None:
 @click.option("--access-key", default="sim-access-key", show_default=True)
 @click.option("--secret-key", default="sim-secret-key", show_default=True)
 @click.option("--seed-demo", is_flag=True, help="start with demo leads and opportunities")
-def simulator(host: str, port: int, access_key: str, secret_key: str, seed_demo: bool) -> None:
+@switch_options
+def simulator(host: str, port: int, access_key: str, secret_key: str, seed_demo: bool,
+              **switches: str) -> None:
     """Serve the LeadSquared API subset Chatbridge uses, in memory, until Ctrl-C."""
     from plugins.leadsquared.simulator import serve
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, port, access_key, secret_key, seed_demo=seed_demo))
+        asyncio.run(serve(host, port, access_key, secret_key, seed_demo=seed_demo, **switches))
 
 
 @leadsquared.command("check")

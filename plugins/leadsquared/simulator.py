@@ -1,9 +1,13 @@
 """A strict LeadSquared v2 API simulator on 127.0.0.1 for tests, benchmarks and the demo.
 
 Not a mock: no LeadSquared account is reachable, so this serves the documented request and
-answer shapes (shared/reference/leadsquared-api.md §2-3) over real HTTP and refuses what
-LeadSquared would refuse, in its error shape. Faults (rate limits, 5xx, latency, dropped
-connections after a commit) are knobs; see `Knobs`. State lives in `simulator_state.Store`.
+answer shapes (shared/reference/leadsquared-api.md §2-3, §8) over real HTTP and refuses what
+LeadSquared would refuse, in its error shape. Every behaviour, with its source, is a row of
+the table in docs/leadsquared-simulator.md, and a test pins each row. Where the reference
+leaves a behaviour unknown there is a switch (`simulator_switches.SWITCHES`, default the
+strictest reading). Faults (rate limits, 5xx, latency, dropped connections after a commit,
+an opportunity refusing posts) are knobs; see `Knobs`. State lives in
+`simulator_state.Store`.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from plugins.leadsquared.simulator_state import (
     Store,
     as_int,
     as_object,
+    index_slice,
     missing,
 )
+from plugins.leadsquared.simulator_switches import SWITCH_NAMES, check_switch
 
 API_PREFIX = "/v2/"
 ADMIN_PREFIX = "/_sim/"
@@ -42,6 +48,9 @@ SIGNALS = ("429", "200", "both")
 UNAUTHORISED = "MXUnAuthorizedAccessException"
 NOT_FOUND = "MXEndpointNotFoundException"
 NOT_ALLOWED = "MXMethodNotAllowedException"
+# GUESS: the .NET type name; [LIVE] gotcha 15 says only "non-MX .NET exception types (e.g. a
+# JSON parse error)".
+BAD_JSON = "System.Runtime.Serialization.SerializationException"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -155,7 +164,7 @@ class Simulator:
                  secret_key: str = "sim-secret-key", *, rate_limit: int | str | None = None,
                  rate_limit_signal: str = "429", error_rate: float = 0.0,
                  latency: float = 0.0, drop_after_commit_rate: float = 0.0,
-                 note_limit: int = 2000, seed: int | None = None) -> None:
+                 note_limit: int = 2000, seed: int | None = None, **switches: str) -> None:
         self.access_key = access_key
         self.secret_key = secret_key
         self.knobs = Knobs()
@@ -170,17 +179,19 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
                        error_rate=error_rate, latency=latency, note_limit=note_limit,
-                       drop_after_commit_rate=drop_after_commit_rate, seed=seed)
+                       drop_after_commit_rate=drop_after_commit_rate, seed=seed, **switches)
 
     def configure(self, **knobs: Any) -> None:
-        """Change knobs at runtime; an unknown knob or a bad value raises ValueError."""
-        unknown = set(knobs) - set(KNOB_NAMES)
+        """Change knobs and switches at runtime; an unknown name or a bad value raises
+        ValueError."""
+        unknown = set(knobs) - set(KNOB_NAMES) - set(SWITCH_NAMES)
         if unknown:
-            raise ValueError(f"unknown knob(s) {', '.join(sorted(unknown))}; "
-                             f"knobs are {', '.join(KNOB_NAMES)}")
-        checked = {name: _check_knob(name, value) for name, value in knobs.items()}
+            raise ValueError(f"unknown knob(s) {', '.join(sorted(unknown))}; knobs are "
+                             f"{', '.join(KNOB_NAMES + SWITCH_NAMES)}")
+        checked = {name: check_switch(name, value) if name in SWITCH_NAMES
+                   else _check_knob(name, value) for name, value in knobs.items()}
         for name, value in checked.items():
-            setattr(self.knobs, name, value)
+            setattr(self.store.switches if name in SWITCH_NAMES else self.knobs, name, value)
         if "rate_limit" in checked:
             self._limit, self._window = parse_rate(checked["rate_limit"]), (-1, 0)
         if checked.get("seed") is not None:
@@ -224,6 +235,13 @@ class Simulator:
                         event_code: int = 12000) -> str:
         """Add an opportunity to a lead; returns its id."""
         return self.store.add_opportunity(lead_id, name, status, event_code)
+
+    def refuse_posts(self, opportunity_id: str,
+                     reason: str = "Opportunity is closed for new activities (simulated)") -> None:
+        """Fault: every activity post on this opportunity is refused (MXInvalidInputException)."""
+        if opportunity_id not in self.store.opportunities:
+            raise ValueError(f"no opportunity {opportunity_id!r}")
+        self.store.refusing[opportunity_id] = reason
 
     def activities(self, lead_id: str | None = None,
                    opportunity_id: str | None = None) -> list[dict]:
@@ -398,9 +416,15 @@ async def api_body(request: web.Request) -> Any:
         raise ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
                                 "application/json", 400)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(INVALID, f"The request body is not valid JSON ({exc})", 400) from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # [LIVE] gotcha 5: mis-encoded bodies get a real 400
+        raise ApiError(INVALID, f"The request body is not UTF-8 ({exc.reason})", 400) from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        status = int(request.app[SIM_KEY].store.switches.bad_json)
+        raise ApiError(BAD_JSON, f"There was an error deserializing the object of type "
+                                 f"request body: {exc}", status) from None
     request[CALL_KEY].body = body
     return body
 
@@ -432,10 +456,14 @@ def offset_paging(body: dict[str, Any]) -> slice:
 
 def index_paging(body: dict[str, Any]) -> slice:
     """The opportunity lists' {"Paging":{"PageIndex" (from 1),"PageSize"}} as a slice."""
-    paging = as_object(body.get("Paging") or {}, "Paging")
-    size = as_int(paging.get("PageSize", DEFAULT_PAGE), "PageSize", 1)
-    start = (as_int(paging.get("PageIndex", 1), "PageIndex", 1) - 1) * size
-    return slice(start, start + size)
+    return index_slice(body, DEFAULT_PAGE)
+
+
+def columns(body: dict[str, Any]) -> set[str]:
+    """The names in {"Columns":{"Include_CSV":"a,b"}}; a misshapen Columns names nothing."""
+    value = (body.get("Columns") or {}) if isinstance(body.get("Columns"), dict) else {}
+    csv = value.get("Include_CSV")
+    return {n.strip() for n in csv.split(",") if n.strip()} if isinstance(csv, str) else set()
 
 
 def listing(rows: list[dict], page: slice) -> web.Response:
@@ -462,6 +490,14 @@ async def lead_by_id(request: web.Request) -> web.Response:
     return web.json_response([lead] if lead else [])
 
 
+async def quick_search(request: web.Request) -> web.Response:
+    return web.json_response(store_of(request).quick_search(query(request, "key")))
+
+
+async def leads_get(request: web.Request) -> web.Response:
+    return web.json_response(store_of(request).search(await api_body(request)))
+
+
 async def lead_create(request: web.Request) -> web.Response:
     return success({"Id": store_of(request).create_lead(await api_body(request))})
 
@@ -476,6 +512,13 @@ async def activity_types(request: web.Request) -> web.Response:
 
 async def create_type(request: web.Request) -> web.Response:
     return success({"Id": store_of(request).create_type(await api_body(request))})
+
+
+async def activity_setting(request: web.Request) -> web.Response:
+    kind = store_of(request).types.get(as_int(query(request, "code"), "code"))
+    if kind is None:
+        raise ApiError(INVALID, f"Invalid Input! No activity type {request.query['code']}")
+    return web.json_response(kind.setting())
 
 
 async def create_activity(request: web.Request) -> web.Response:
@@ -493,11 +536,11 @@ async def retrieve_activities(request: web.Request) -> web.Response:
     body = await optional_object(request)
     parameter = as_object(body.get("Parameter") or {}, "Parameter")
     event = parameter.get("ActivityEvent")
-    rows = store_of(request).lead_activities(
-        lead_id, None if event is None else as_int(event, "ActivityEvent"))
-    page = offset_paging(body)
-    return web.json_response({"RecordCount": len(rows),
-                              "ProspectActivities": [a.as_row() for a in rows[page]]})
+    store = store_of(request)
+    rows = store.lead_activities(lead_id, None if event is None else as_int(event, "ActivityEvent"))
+    page, shape = offset_paging(body), store.switches.retrieve_shape
+    return web.json_response({"RecordCount": len(rows), "ProspectActivities": [
+        a.as_row(shape, store.types[a.event].custom) for a in rows[page]]})
 
 
 async def capture_opportunity(request: web.Request) -> web.Response:
@@ -512,6 +555,8 @@ async def capture_opportunity(request: web.Request) -> web.Response:
 async def opportunities_of_lead(request: web.Request) -> web.Response:
     lead_id = query(request, "leadId")
     kind = optional_int_query(request, "opportunityType")
+    if kind is None and store_of(request).switches.opportunity_type == "required":
+        raise missing("opportunityType")  # §8 [LIVE]: required in practice, HTTP 500
     page = index_paging(await optional_object(request))
     return listing(store_of(request).opportunities_of(lead_id, kind), page)
 
@@ -519,19 +564,23 @@ async def opportunities_of_lead(request: web.Request) -> web.Response:
 async def activities_of_opportunity(request: web.Request) -> web.Response:
     opportunity_id = query(request, "opportunityId")
     event = optional_int_query(request, "activityEventCode")
-    page = index_paging(await optional_object(request))
+    body = await optional_object(request)
     rows = store_of(request).opportunity_activities(opportunity_id, event)
-    return listing([a.as_row() for a in rows], page)
+    wanted = columns(body)
+    return listing([a.as_list_item(wanted) for a in rows], index_paging(body))
 
 
 API_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "Authentication.svc/UserByAccessKey.Get", user_by_access_key),
     ("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber", lead_by_phone),
     ("GET", "LeadManagement.svc/Leads.GetById", lead_by_id),
+    ("GET", "LeadManagement.svc/Leads.GetByQuickSearch", quick_search),
+    ("POST", "LeadManagement.svc/Leads.Get", leads_get),
     ("POST", "LeadManagement.svc/Lead.Create", lead_create),
     ("POST", "LeadManagement.svc/Lead.CreateOrUpdate", lead_create_or_update),
     ("GET", "ProspectActivity.svc/ActivityTypes.Get", activity_types),
     ("POST", "ProspectActivity.svc/CreateType", create_type),
+    ("GET", "ProspectActivity.svc/CustomActivity/GetActivitySetting", activity_setting),
     ("POST", "ProspectActivity.svc/Create", create_activity),
     ("POST", "ProspectActivity.svc/Retrieve", retrieve_activities),
     ("POST", "OpportunityManagement.svc/Capture", capture_opportunity),
@@ -596,10 +645,17 @@ async def admin_add_opportunity(request: web.Request) -> web.Response:
     return web.json_response({"OpportunityId": opportunity_id})
 
 
+async def admin_refuse(request: web.Request) -> web.Response:
+    body = await admin_json(request)
+    request.app[SIM_KEY].refuse_posts(str(body.get("opportunity_id", "")),
+                                      *[body["reason"]] if body.get("reason") else [])
+    return web.json_response({"refusing": body.get("opportunity_id")})
+
+
 async def admin_config(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     sim.configure(**await admin_json(request))
-    return web.json_response(asdict(sim.knobs))
+    return web.json_response({**asdict(sim.knobs), **asdict(sim.store.switches)})
 
 
 async def admin_stats(request: web.Request) -> web.Response:
@@ -615,6 +671,7 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "leads", admin_leads),
     ("POST", "leads", admin_add_lead),
     ("POST", "opportunities", admin_add_opportunity),
+    ("POST", "refuse", admin_refuse),
     ("POST", "config", admin_config),
     ("GET", "stats", admin_stats),
 ]
@@ -634,9 +691,9 @@ def add_demo_data(sim: Simulator) -> None:
 
 
 async def serve(host: str, port: int, access_key: str, secret_key: str,
-                seed_demo: bool = False) -> None:
+                seed_demo: bool = False, **switches: str) -> None:
     """Run a simulator until cancelled, announcing its URL on one line."""
-    sim = Simulator(access_key, secret_key)
+    sim = Simulator(access_key, secret_key, **switches)
     if seed_demo:
         add_demo_data(sim)
     bound = await sim.start(host, port)

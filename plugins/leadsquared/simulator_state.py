@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from plugins.leadsquared.simulator_switches import Switches
+
 INVALID = "MXInvalidInputException"
 MISSING = "MXMandatoryAttributeMissingException"
 DUPLICATE = "MXDuplicateEntryException"
@@ -35,6 +37,10 @@ UNIQUE_FIELDS = {"EmailAddress": "Email", "Phone": "Phone Number", "Mobile": "Mo
 DEFAULT_MATCH = ("EmailAddress", "Phone", "Mobile")
 OPPORTUNITY_STATUSES = ("Open", "Won", "Lost")  # GUESS: the stock status values
 FIRST_CUSTOM_CODE = 201  # GUESS: any code works; clients must look codes up by name
+DOCUMENTED_TYPES = ("String",)  # every CreateType example in the docs (reference §2d)
+# GUESS: types an account may also accept (switch field_types=any).
+OTHER_TYPES = ("Number", "Decimal", "Date", "DateTime", "Boolean")
+_PHONE_QUERY = re.compile(r"^\+?\d+$")  # digits, with or without the country code
 
 
 class ApiError(Exception):
@@ -156,13 +162,23 @@ class ActivityType:
     direction: int = 0
     description: str = ""
     opportunity: bool = False  # an opportunity type: created by Capture, not by Create
+    allow_attachments: bool = False
 
     def as_row(self) -> dict[str, Any]:
         # GUESS: the reference confirms only ActivityEventName and ActivityEvent (§7.4).
         return {"ActivityEvent": self.code, "ActivityEventName": self.name,
                 "Score": self.score, "Direction": self.direction,
-                "Description": self.description, "IsCustom": self.code >= FIRST_CUSTOM_CODE
-                and not self.opportunity}
+                "Description": self.description, "IsCustom": self.custom}
+
+    @property
+    def custom(self) -> bool:
+        return self.code >= FIRST_CUSTOM_CODE and not self.opportunity
+
+    def setting(self) -> dict[str, Any]:
+        """CustomActivity/GetActivitySetting (reference §2d); AllowAttachments is a GUESS."""
+        return {"ID": str(self.code), "Name": self.name, "DisplayName": self.name,
+                "AllowAttachments": int(self.allow_attachments),
+                "Fields": [dict(f) for f in self.fields.values()]}
 
 
 def system_types() -> list[ActivityType]:
@@ -186,15 +202,39 @@ class Activity:
     created_on: str
     fields: list[tuple[str, str | None]]
     seq: int
+    created_by: str = ""
 
-    def as_row(self) -> dict[str, Any]:
-        """The item shape of ProspectActivity.svc/Retrieve (reference §2c)."""
-        data = [{"Key": name, "Value": value} for name, value in self.fields]
-        data.append({"Key": "ActivityEvent_Note", "Value": self.note})
-        return {"Id": self.id, "EventCode": self.event, "EventName": self.event_name,
-                "CreatedOn": self.created_on, "ActivityDateTime": self.when,
-                "ModifiedOn": self.created_on, "RelatedProspectId": self.lead_id,
-                "RelatedOpportunityId": self.opportunity_id, "Data": data}
+    def as_row(self, shape: str = "live", custom: bool = True) -> dict[str, Any]:
+        """The item shape of ProspectActivity.svc/Retrieve (reference §8 [LIVE], §2c).
+
+        shape (switch retrieve_shape): live puts custom fields only in ActivityFields,
+        both in ActivityFields and Data, docs only in Data (no ActivityFields). Items of
+        system event codes (custom False) have no ActivityFields, as on a live account.
+        """
+        fields = [{"Key": name, "Value": value} for name, value in self.fields]
+        data = [{"Key": "ActivityEvent_Note", "Value": self.note},
+                {"Key": "CreatedBy", "Value": self.created_by}]
+        row = {"Id": self.id, "ProspectActivityAutoId": self.seq, "EventCode": self.event,
+               "EventName": self.event_name, "CreatedOn": self.created_on,
+               "ActivityDateTime": self.when, "ModifiedOn": self.created_on,
+               "RelatedProspectId": self.lead_id,
+               "Data": data + fields if shape != "live" else data}
+        if shape != "docs" and custom:
+            row["ActivityFields"] = {**dict(self.fields), "ActivityEvent_Note": self.note,
+                                     "CreatedBy": self.created_by,
+                                     "CreatedOn": _us_time(self.created_on)}
+        return row
+
+    def as_list_item(self, columns: set[str]) -> dict[str, Any]:
+        """A GetActivitiesOfOpportunity item: standard fields, custom ones only when named
+        in Columns.Include_CSV (reference §8, [DOC:?p=2247]); the flat shape is a GUESS."""
+        item = {"ProspectActivityId": self.id, "ActivityEvent": self.event,
+                "ActivityEventName": self.event_name, "ActivityNote": self.note,
+                "ActivityDateTime": self.when, "CreatedOn": self.created_on,
+                "ModifiedOn": self.created_on, "CreatedBy": self.created_by,
+                "RelatedProspectId": self.lead_id, "RelatedOpportunityId": self.opportunity_id}
+        item.update((name, value) for name, value in self.fields if name in columns)
+        return item
 
     def as_record(self) -> dict[str, Any]:
         """The activity as it was posted, for tests (Simulator.activities)."""
@@ -220,12 +260,22 @@ class Opportunity:
     fields: dict[str, str | None] = field(default_factory=dict)
 
     def as_row(self, lead: dict[str, Any]) -> dict[str, Any]:
-        # GUESS: the reference could not see the id key of GetOpportunitiesOfLead's List
-        # items (§7.8); "OpportunityId" is the likelier of the two names it gives.
-        return {"OpportunityId": self.id, "ProspectId": self.lead_id,
-                "FirstName": lead.get("FirstName"), "Name": self.name, "Status": self.status,
-                "OpportunityEvent": str(self.event), "OpportunityNote": self.note,
-                "CreatedOn": self.created_on, "ModifiedOn": self.created_on, **self.fields}
+        """A flat GetOpportunitiesOfLead List[] item, no Fields member (reference §8 [LIVE]);
+        OpportunityEvent as in GetOpportunitiesByUniqueLeadField (§2e)."""
+        return {"OpportunityId": self.id, "RelatedProspectId": self.lead_id,
+                "ProspectId": self.lead_id, "FirstName": lead.get("FirstName"),
+                "mx_Custom_1": self.name, "Status": self.status,
+                "Owner": lead.get("OwnerId"), "OpportunityEvent": str(self.event),
+                "OpportunityNote": self.note, "CreatedOn": self.created_on,
+                "ModifiedOn": self.created_on, **self.fields}
+
+
+def _us_time(lsq_time: str) -> str:
+    """'2026-07-31 05:33:50' -> '7/31/2026 5:33:50 AM', ActivityFields.CreatedOn (§8)."""
+    when = datetime.strptime(lsq_time, LSQ_TIME)
+    hour = when.hour % 12 or 12
+    return (f"{when.month}/{when.day}/{when.year} {hour}:{when.minute:02}:{when.second:02} "
+            f"{'AM' if when.hour < 12 else 'PM'}")
 
 
 def newest_first(activities: list[Activity]) -> list[Activity]:
@@ -279,8 +329,9 @@ def parse_fields(value: Any, kind: ActivityType) -> list[tuple[str, str | None]]
     return list(fields.items())
 
 
-def parse_type_fields(value: Any) -> dict[str, dict]:
-    """CreateType Fields: at most 50, named mx_Custom_1 .. mx_Custom_50, no repeats."""
+def parse_type_fields(value: Any, types: tuple[str, ...] = DOCUMENTED_TYPES) -> dict[str, dict]:
+    """CreateType Fields: at most 50, named mx_Custom_1 .. mx_Custom_50, no repeats, each
+    DataType one of `types` (String when left out)."""
     if value is None:
         return {}
     if not isinstance(value, list):
@@ -295,7 +346,11 @@ def parse_type_fields(value: Any) -> dict[str, dict]:
             raise invalid(f"Parameter Name: SchemaName ({name!r} is not mx_Custom_1..50)")
         if name in fields:
             raise invalid(f"Parameter Name: SchemaName ({name} is given twice)")
-        fields[name] = dict(item)
+        kind = item.get("DataType", "String")
+        if kind not in types:
+            raise invalid(f"Parameter Name: DataType ({kind!r} for {name}; accepted: "
+                          f"{', '.join(types)})")
+        fields[name] = dict(item, DataType=kind)
     return fields
 
 
@@ -306,6 +361,8 @@ class Store:
     """Leads, activity types, activities and opportunities of one account."""
 
     def __init__(self, seed: int | None = None) -> None:
+        self.switches = Switches()
+        self.refusing: dict[str, str] = {}  # opportunity id -> why posts on it are refused
         self._ids = random.Random(seed)
         self._seq = itertools.count(1)
         self.user_id = self.new_id()
@@ -327,16 +384,66 @@ class Store:
         return dict(lead) if lead else None
 
     def leads_by_phone(self, phone: str) -> list[dict[str, Any]]:
-        """RetrieveLeadByPhoneNumber: exact match on Phone/Mobile without spaces and hyphens."""
-        # The query itself is not squashed: the docs say to pass it without spaces or
-        # hyphens, so "+91-98..." or "+91 98..." match nothing.
+        """RetrieveLeadByPhoneNumber: Phone/Mobile against the query (switch phone_match).
+
+        The query must be digits, with or without the country code (reference §2a): one
+        with spaces, hyphens or anything else matches nothing. exact compares the stored
+        value less spaces and hyphens with the query as given; normalised compares digits,
+        the query with or without the country code (GUESS, §7.6).
+        """
+        if not _PHONE_QUERY.match(phone):
+            return []
+        same = _same_digits if self.switches.phone_match == "normalised" else _same_text
         hits = [lead_id for lead_id, lead in self.leads.items()
-                if phone in (squash(lead.get("Phone")), squash(lead.get("Mobile")))]
+                if same(phone, lead.get("Phone")) or same(phone, lead.get("Mobile"))]
+        return self._latest(hits)
+
+    def _latest(self, hits: list[str]) -> list[dict[str, Any]]:
+        """The lead with the most recent activity, as a one-item list (reference §2a)."""
         if not hits:
             return []
         best = max(hits, key=lambda i: (self.leads[i]["ProspectActivityDate_Max"] or "",
                                         self._created[i]))
         return [dict(self.leads[best])]
+
+    def quick_search(self, key: str) -> list[dict[str, Any]]:
+        """Leads.GetByQuickSearch: leads with `key` in a name, email or phone field.
+
+        GUESS (switch quick_search): literal = a case-insensitive substring of the value as
+        stored; digits = also the key's digits inside a phone field's digits.
+        """
+        key = key.strip().casefold()
+        digits = re.sub(r"\D", "", key)
+        found = []
+        for lead_id, lead in self.leads.items():
+            values = [str(lead.get(n) or "").casefold() for n in QUICK_SEARCH_FIELDS]
+            phones = [re.sub(r"\D", "", str(lead.get(n) or "")) for n in ("Phone", "Mobile")]
+            if key and any(key in v for v in values) or (
+                    self.switches.quick_search == "digits" and len(digits) >= 6
+                    and any(digits in p for p in phones)):
+                found.append(dict(self.leads[lead_id]))
+        return found
+
+    def search(self, body: Any) -> list[dict[str, Any]]:
+        """Leads.Get: leads whose LookupName field matches LookupValue (= or LIKE).
+
+        A body without the singular Parameter is not refused: the filter is silently
+        ignored and every lead comes back (reference §2a gotcha 1, §8 [LIVE] gotchas 1, 2).
+        """
+        body = as_object(body or {})
+        leads = [dict(lead) for lead in self.leads.values()]
+        parameter = body.get("Parameter")
+        if not isinstance(parameter, dict):
+            return leads[index_slice(body)]
+        name, value = parameter.get("LookupName"), parameter.get("LookupValue")
+        operator = str(parameter.get("SqlOperator") or "=").upper()
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise missing("LookupName and LookupValue")
+        if operator not in ("=", "LIKE", "<>"):
+            raise invalid(f"Parameter Name: SqlOperator ({operator!r} is not simulated)")
+        test = _like(value) if operator == "LIKE" else (lambda v: v.casefold() == value.casefold())
+        found = [lead for lead in leads if test(str(lead.get(name) or "")) != (operator == "<>")]
+        return found[index_slice(body)]
 
     def create_lead(self, body: Any) -> str:
         attributes, _ = parse_attributes(body)
@@ -405,12 +512,14 @@ class Store:
         if any(t.name.casefold() == name.casefold() for t in self.types.values()):
             # GUESS: the exception type and message for a duplicate type name.
             raise ApiError(DUPLICATE, f"An activity type with name '{name}' already exists.")
-        fields = parse_type_fields(body.get("Fields"))
+        accepted = DOCUMENTED_TYPES + (OTHER_TYPES if self.switches.field_types == "any" else ())
+        fields = parse_type_fields(body.get("Fields"), accepted)
+        attachments = _optional_int(body, "AllowAttachments")
         code, self._next_code = self._next_code, self._next_code + 1
         self.types[code] = ActivityType(
             code, name, fields, score=_optional_int(body, "Score"),
             direction=_optional_int(body, "Direction"),
-            description=str(body.get("Description") or ""))
+            description=str(body.get("Description") or ""), allow_attachments=attachments == 1)
         return code
 
     def _activity_type(self, value: Any) -> ActivityType:
@@ -436,8 +545,10 @@ class Store:
         when = parse_when(body.get("ActivityDateTime"))
         fields = parse_fields(body.get("Fields"), kind)
         opportunity = self._own_opportunity(body.get("RelatedOpportunityId"), lead_id)
+        if opportunity in self.refusing:
+            raise invalid(self.refusing[opportunity])
         activity = Activity(self.new_id(), lead_id, opportunity, kind.code, kind.name, note,
-                            when, utc_now(), fields, next(self._seq))
+                            when, utc_now(), fields, next(self._seq), self.user_id)
         self.activities[activity.id] = activity
         self._touch(activity)
         return activity
@@ -535,6 +646,37 @@ class Store:
         found = [o for o in self.opportunities.values() if o.lead_id == lead_id
                  and (event is None or o.event == event)]
         return [o.as_row(lead) for o in sorted(found, key=lambda o: o.seq, reverse=True)]
+
+
+QUICK_SEARCH_FIELDS = ("FirstName", "LastName", "EmailAddress", "Phone", "Mobile")
+
+
+def _same_text(query: str, stored: Any) -> bool:
+    return bool(stored) and squash(stored) == query
+
+
+def _same_digits(query: str, stored: Any) -> bool:
+    """Digits equal, or equal once a 1-3 digit country code is put in front of the shorter."""
+    ask, have = query.lstrip("+"), re.sub(r"\D", "", stored) if isinstance(stored, str) else ""
+    if not ask or not have:
+        return False
+    short, long = sorted((ask, have), key=len)
+    return short == long or (long.endswith(short) and 1 <= len(long) - len(short) <= 3)
+
+
+def _like(pattern: str) -> Any:
+    """SQL LIKE ('%' any run, '_' one character), case-insensitive."""
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    regex = re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+    return lambda value: regex.fullmatch(value) is not None
+
+
+def index_slice(body: dict[str, Any], default: int = 25) -> slice:
+    """{"Paging":{"PageIndex" (from 1),"PageSize"}} as a slice of rows."""
+    paging = as_object(body.get("Paging") or {}, "Paging")
+    size = as_int(paging.get("PageSize", default), "PageSize", 1)
+    start = (as_int(paging.get("PageIndex", 1), "PageIndex", 1) - 1) * size
+    return slice(start, start + size)
 
 
 def _optional_int(body: dict, name: str) -> int:
