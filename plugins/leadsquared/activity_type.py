@@ -16,11 +16,13 @@ FIELDS = {
     "last": "mx_Custom_4",
     "number": "mx_Custom_5",
 }
+# String only: the one DataType every documented CreateType example uses (reference §2d);
+# counts and UTC times are written as text ("3", "2025-01-31 09:15:00").
 FIELD_DEFINITIONS = [
     {"SchemaName": FIELDS["key"], "DisplayName": "Chatbridge Key", "DataType": "String"},
-    {"SchemaName": FIELDS["count"], "DisplayName": "Message Count", "DataType": "Number"},
-    {"SchemaName": FIELDS["first"], "DisplayName": "First Message At", "DataType": "DateTime"},
-    {"SchemaName": FIELDS["last"], "DisplayName": "Last Message At", "DataType": "DateTime"},
+    {"SchemaName": FIELDS["count"], "DisplayName": "Message Count", "DataType": "String"},
+    {"SchemaName": FIELDS["first"], "DisplayName": "First Message At", "DataType": "String"},
+    {"SchemaName": FIELDS["last"], "DisplayName": "Last Message At", "DataType": "String"},
     {"SchemaName": FIELDS["number"], "DisplayName": "WhatsApp Number", "DataType": "String"},
 ]
 

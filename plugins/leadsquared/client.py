@@ -6,6 +6,8 @@ import asyncio
 import collections
 import itertools
 import logging
+import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,6 +27,9 @@ RETRYABLE: frozenset[str] = frozenset({"rate_limited", "transient"})
 # The request never left this machine: safe to repeat even for a write.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _NO_JSON = object()
+# A 500 naming one of these refused the body's shape (reference §8 [LIVE] gotcha 15: a .NET
+# parse or serialisation error, not an MX type): the same body fails every time.
+_BODY_SHAPE = re.compile(r"json|serializ|deserializ|pars(e|ing)|format", re.IGNORECASE)
 
 
 class LeadSquaredError(Exception):
@@ -44,13 +49,15 @@ class LeadSquaredError(Exception):
 
 
 def retry_delay(kind: str, attempt: int, *, base: float = 1.0) -> float:
-    """Seconds before retry number `attempt` (1-based) of a `kind` failure, jittered +-20 %.
+    """Seconds before retry number `attempt` (1-based) of a `kind` failure.
 
-    No Retry-After is documented for rate limits, so those back off 5, 10, 20, 40, 60 s
-    (times `base`); other transient failures 1, 2, 4 ... 30 s (times `base`).
+    A rate-limit answer (429 or the MXAPIRateLimitExceededException body) waits one window
+    of 5 s (times `base`) plus up to 20 %, every time: the limit is counted per 5-second
+    window and no Retry-After is documented (reference §3), so the next window is free
+    again. Other transient failures back off 1, 2, 4 ... 30 s (times `base`), +-20 %.
     """
     if kind == "rate_limited":
-        return backoff_delay(attempt, base=5 * base, cap=60 * base)
+        return 5 * base * random.uniform(1.0, 1.2)
     return backoff_delay(attempt, base=base, cap=30 * base)
 
 
@@ -138,12 +145,24 @@ class LeadSquaredClient:
 
     async def create_activity_type(self, name: str, fields: list[dict],
                                    description: str = "") -> int:
-        """Create a custom activity type; returns its event code."""
+        """Create a custom activity type with attachments allowed; returns its event code."""
         body = {"ActivityEventName": name, "Score": 0, "Description": description,
-                "Direction": 0, "Fields": fields}
+                "Direction": 0, "AllowAttachments": 1, "Fields": fields}
         answer = await self._request("create_activity_type", "POST",
                                      "ProspectActivity.svc/CreateType", body=body, write=True)
         return int(_message_id(answer))
+
+    async def activity_setting(self, code: int) -> dict:
+        """An activity type's settings and fields (CustomActivity/GetActivitySetting)."""
+        return await self._request("activity_setting", "GET",
+                                   "ProspectActivity.svc/CustomActivity/GetActivitySetting",
+                                   params={"code": code}) or {}
+
+    async def quick_search(self, key: str) -> list[dict]:
+        """Leads.GetByQuickSearch: leads with `key` in a name, email or phone field."""
+        return await self._request("quick_search", "GET",
+                                   "LeadManagement.svc/Leads.GetByQuickSearch",
+                                   params={"key": key}) or []
 
     async def post_activity(self, lead_id: str, event: int, note: str, when: datetime,
                             fields: dict[str, str], opportunity_id: str | None = None) -> str:
@@ -174,29 +193,36 @@ class LeadSquaredClient:
 
         return await _walk(page, "ProspectActivities", page_size)
 
-    async def opportunities_of_lead(self, lead_id: str, opportunity_type: int | None = None,
+    async def opportunities_of_lead(self, lead_id: str, opportunity_type: int,
                                     *, page_size: int = 100) -> list[dict]:
-        """Every opportunity of the lead (optionally one type code), all pages."""
+        """Every opportunity of the lead of one type code, all pages (a live account
+        refuses the call without opportunityType, reference §8)."""
         params = _drop_none(leadId=lead_id, opportunityType=opportunity_type)
         return await self._paged("opportunities_of_lead",
                                  "OpportunityManagement.svc/GetOpportunitiesOfLead",
                                  params, page_size)
 
     async def opportunity_activities(self, opportunity_id: str, event: int | None = None,
-                                     *, page_size: int = 100) -> list[dict]:
-        """Every activity on the opportunity (optionally one event code), all pages."""
+                                     *, columns: tuple[str, ...] = (), page_size: int = 100
+                                     ) -> list[dict]:
+        """Every activity on the opportunity (optionally one event code), all pages.
+
+        Custom fields come back only when named in `columns` (Columns.Include_CSV).
+        """
         params = _drop_none(opportunityId=opportunity_id, activityEventCode=event)
+        extra = {"Columns": {"Include_CSV": ",".join(columns)}} if columns else {}
         return await self._paged("opportunity_activities",
                                  "OpportunityManagement.svc/GetActivitiesOfOpportunity",
-                                 params, page_size)
+                                 params, page_size, extra)
 
-    async def _paged(self, name: str, path: str, params: dict, page_size: int) -> list[dict]:
+    async def _paged(self, name: str, path: str, params: dict, page_size: int,
+                     extra: dict | None = None) -> list[dict]:
         """Walk an OpportunityManagement list ({RecordCount, List}, PageIndex from 1)."""
 
         async def page(index: int) -> dict:
             paging = {"PageIndex": index + 1, "PageSize": page_size}
             return await self._request(name, "POST", path, params=params,
-                                       body={"Paging": paging})
+                                       body={**(extra or {}), "Paging": paging})
 
         return await _walk(page, "List", page_size)
 
@@ -274,6 +300,8 @@ def _classify(response: httpx.Response, write: bool) -> Any:
         raise error("rate_limited", "API rate limit exceeded")
     if _is_mx(exception_type):
         raise error("rejected", f"HTTP {status}")
+    if status >= 500 and _body_shape(exception_type, message):
+        raise error("rejected", f"HTTP {status}")
     if status >= 500:
         # A write may have committed before the server failed (the reference gives no
         # guarantee either way), so the sink checks for it before posting again. A 504
@@ -311,6 +339,12 @@ def _transport_error(exc: httpx.TransportError, write: bool) -> LeadSquaredError
     in_flight = kind == "unknown_outcome" and isinstance(exc, httpx.TimeoutException)
     return LeadSquaredError(kind, f"{type(exc).__name__}: {exc}".rstrip(": "),
                             in_flight=in_flight)
+
+
+def _body_shape(exception_type: str | None, message: Any) -> bool:
+    """A non-MX .NET exception that refused the request body's shape (not transient)."""
+    text = f"{exception_type or ''} {message if isinstance(message, str) else ''}"
+    return bool(exception_type) and bool(_BODY_SHAPE.search(text))
 
 
 def _is_mx(exception_type: str | None) -> bool:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge import SinkSettings
 from bridge.durations import Duration
@@ -19,7 +19,9 @@ class OpportunityFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: list[str] | None = Field(None, description="e.g. [Open]; none = any status")
-    types: list[int] | None = Field(None, description="opportunity type codes, e.g. [12000]")
+    types: list[int] | None = Field(None, min_length=1,
+                                    description="opportunity type codes, e.g. [12000]; "
+                                                "left out: looked up from the account")
     latest: int | None = Field(None, ge=1, description="only the N most recently modified")
 
 
@@ -66,6 +68,25 @@ class LeadSquaredConfig(SinkSettings):
         if not value.startswith(("http://", "https://")):
             value = "https://" + value
         return value.rstrip("/")
+
+    @field_validator("opportunities", mode="before")
+    @classmethod
+    def _opportunities(cls, value: Any) -> Any:
+        """true, false, or a filter; a bad filter names its own key and the fix."""
+        if isinstance(value, bool) or value is None:
+            return True if value is None else value
+        if not isinstance(value, dict):
+            raise ValueError(f"{value!r} is not valid: use true, false, or "
+                             "{types: [12000, ...], status: [Open], latest: N}")
+        try:
+            return OpportunityFilter.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                raise ValueError(f"{key}: unknown key (allowed: latest, status, types)") from None
+            raise ValueError(f"{key}: {err.get('input')!r} is not valid: {err['msg']} (types "
+                             "are opportunity type codes, e.g. types: [12000, 12001])") from None
 
     @field_validator("rate_limit")
     @classmethod

@@ -5,21 +5,33 @@ from __future__ import annotations
 import logging
 
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
-from plugins.leadsquared.phones import lookup_candidates, storage_format
+from plugins.leadsquared.phones import (
+    lookup_candidates,
+    same_number,
+    search_keys,
+    storage_format,
+)
 
 logger = logging.getLogger(__name__)
 
 
 async def find_lead(client: LeadSquaredClient, number: str) -> str | None:
-    """Try each stored format LeadSquared accounts use; the first match wins.
+    """The lead with this number: by phone lookup, else by quick search; the first wins.
 
-    RetrieveLeadByPhoneNumber matches the stored value literally (less spaces and hyphens),
-    and accounts store numbers in several formats, so one query per candidate form.
+    RetrieveLeadByPhoneNumber takes digits with or without the country code (reference
+    §2a), and may match the stored value literally, so one query per documented form. A
+    lead stored in another form (spaces, 00-prefix ...) is found with
+    Leads.GetByQuickSearch, keeping only leads whose Phone or Mobile really is the number
+    (a search matches parts of names and other numbers too).
     """
     for candidate in lookup_candidates(number):
         leads = await client.leads_by_phone(candidate)
         if leads:
             return str(leads[0]["ProspectID"])
+    for key in search_keys(number):
+        for lead in await client.quick_search(key):
+            if same_number(lead.get("Phone"), number) or same_number(lead.get("Mobile"), number):
+                return str(lead["ProspectID"])
     return None
 
 

@@ -11,6 +11,16 @@ from plugins.leadsquared.config import OpportunityFilter
 ID_KEYS = ("OpportunityId", "ProspectOpportunityId", "ProspectActivityId", "Id")
 
 
+def opportunity_types(activity_types: list[dict[str, Any]]) -> list[int]:
+    """Opportunity type codes among an account's activity types.
+
+    Opportunity types are event codes 12000 and up (12000-12003 seen, reference §2d); the
+    reference documents no call that lists them, so they are picked from ActivityTypes.Get.
+    """
+    codes = (_int(t.get("ActivityEvent")) for t in activity_types)
+    return sorted({c for c in codes if c is not None and 12000 <= c < 13000})
+
+
 def opportunity_id(row: dict[str, Any]) -> str | None:
     return next((str(row[k]) for k in ID_KEYS if row.get(k)), None)
 

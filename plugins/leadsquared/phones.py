@@ -13,8 +13,11 @@ _PHONE_CHARS = re.compile(r"^\+?[\d\s().-]+$")
 def lookup_candidates(e164: str) -> list[str]:
     """Forms to try with RetrieveLeadByPhoneNumber, most likely first, without duplicates.
 
-    Per variant: +CCnational, national number, +CC-national, CCnational. Brazil and
-    Argentina also get the mobile number with and without the extra 9.
+    The docs allow digits only, with or without the country code, never spaces or hyphens
+    (reference §2a, §4). Per variant: +CCnational, national, CCnational, and the national
+    number with the trunk prefix where the number plan has one (0 in India). Brazil and
+    Argentina also get the mobile number with and without the extra 9. Other stored
+    formats are found by `search_keys` and `same_number`, not by breaking the rule.
     """
     # +CCnational first: leads stored as LeadSquared writes them ("+91-98...") match it
     # with hyphens removed, as do "+9198..."; real clients try it first too (reference §4).
@@ -22,13 +25,44 @@ def lookup_candidates(e164: str) -> list[str]:
     number = _parse(e164)
     if number is None:
         return []
-    code = str(number.country_code)
+    code, trunk = str(number.country_code), _trunk_prefix(number)
     candidates: list[str] = []
     for national in _variants(code, phonenumbers.national_significant_number(number)):
-        for form in (f"+{code}{national}", national, f"+{code}-{national}", f"{code}{national}"):
-            if form not in candidates:
-                candidates.append(form)
+        forms = [f"+{code}{national}", national, f"{code}{national}"]
+        if trunk:
+            forms.append(trunk + national)
+        candidates.extend(f for f in forms if f not in candidates)
     return candidates
+
+
+def search_keys(e164: str) -> list[str]:
+    """Keys for Leads.GetByQuickSearch: the national digits, then the national number as
+    commonly written (e.g. '98765 43210'), for leads stored in forms no lookup matches."""
+    number = _parse(e164)
+    if number is None:
+        return []
+    digits = phonenumbers.national_significant_number(number)
+    written = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    trunk = _trunk_prefix(number)
+    if trunk and written.startswith(trunk):
+        written = written[len(trunk):]
+    written = written.strip()
+    return [digits] + ([written] if written != digits and written else [])
+
+
+def same_number(stored: object, e164: str) -> bool:
+    """True when a stored Phone/Mobile value, in any punctuation, is this number: its digits
+    are the national number, maybe after the trunk prefix, the country code, or 00/+."""
+    number = _parse(e164)
+    if number is None or not isinstance(stored, str):
+        return False
+    digits = re.sub(r"\D", "", stored)
+    code = str(number.country_code)
+    prefixes = {"", code, "00" + code, _trunk_prefix(number) or ""}
+    for national in _variants(code, phonenumbers.national_significant_number(number)):
+        if digits.endswith(national) and digits[: len(digits) - len(national)] in prefixes:
+            return True
+    return False
 
 
 def storage_format(e164: str) -> str:
@@ -51,6 +85,13 @@ def _parse(text: str) -> phonenumbers.PhoneNumber | None:
     except phonenumbers.NumberParseException:
         return None
     return number if phonenumbers.is_possible_number(number) else None
+
+
+def _trunk_prefix(number: phonenumbers.PhoneNumber) -> str | None:
+    """The national trunk prefix of the number's plan ('0' in India), if it has one."""
+    region = phonenumbers.region_code_for_number(number)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region) if region else None
+    return getattr(metadata, "national_prefix", None) or None
 
 
 def _variants(code: str, national: str) -> list[str]:

@@ -30,6 +30,7 @@ from plugins.leadsquared.simulator_leads import routes as lead_routes
 from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
 from plugins.leadsquared.simulator_state import (
     INVALID,
+    ActivityType,
     ApiError,
     Store,
     as_int,
@@ -176,6 +177,7 @@ class Simulator:
         self._window = (-1, 0)  # (window number, calls counted in it)
         self._refusals = 0
         self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
+        self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
         self._runner: web.AppRunner | None = None
         self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
                        error_rate=error_rate, latency=latency, note_limit=note_limit,
@@ -243,6 +245,18 @@ class Simulator:
             raise ValueError(f"no opportunity {opportunity_id!r}")
         self.store.refusing[opportunity_id] = reason
 
+    def break_endpoint(self, endpoint: str, status: int = 503) -> None:
+        """Fault: every call to this endpoint (e.g. "GetOpportunitiesOfLead") gets a gateway's
+        HTML error page with `status`, until mend_endpoint()."""
+        self.broken[endpoint] = status
+
+    def mend_endpoint(self, endpoint: str) -> None:
+        self.broken.pop(endpoint, None)
+
+    def add_opportunity_type(self, code: int, name: str) -> None:
+        """An opportunity type of this account (codes 12000 and up, reference §2d)."""
+        self.store.types[code] = ActivityType(code, name, opportunity=True)
+
     def activities(self, lead_id: str | None = None,
                    opportunity_id: str | None = None) -> list[dict]:
         """Stored activities in posting order (a lead's include those on its opportunities)."""
@@ -299,9 +313,9 @@ class Simulator:
         self._refusals += 1
         return web.json_response(error.body(), status=int(signal))
 
-    def fault_answer(self) -> web.Response:
+    def fault_answer(self, status: int | None = None) -> web.Response:
         """A server-side failure: JSON from the API (500) or HTML from the gateway (502/503)."""
-        status = self._rng.choice((500, 502, 503))
+        status = status or self._rng.choice((500, 502, 503))
         if status == 500:
             body = {"Status": "Error", "ExceptionType": "System.Exception",
                     "ExceptionMessage": "An unexpected error occurred (simulated)"}
@@ -393,6 +407,8 @@ async def _answer(sim: Simulator, request: web.Request, handler: Handler,
         return sim.rate_limit_answer()
     if sim.roll(sim.knobs.error_rate):
         return sim.fault_answer()
+    if request.path.rsplit("/", 1)[-1] in sim.broken:
+        return sim.fault_answer(sim.broken[request.path.rsplit("/", 1)[-1]] or 503)
     if not sim.authorised(request):
         return error_response(ApiError(UNAUTHORISED, "Invalid access key or secret key", 401))
     try:

@@ -57,8 +57,9 @@ def check_switch(name: str, value: Any) -> str:
 
 
 def every_setting() -> list[dict[str, str]]:
-    """One switch at a time moved off its default: the settings the sink's suite runs under."""
+    """The default, each switch moved off it alone, then every switch at its last choice."""
     settings = [{}]
     for name, choices in SWITCHES.items():
         settings.extend({name: choice} for choice in choices[1:])
+    settings.append({name: choices[-1] for name, choices in SWITCHES.items()})  # all loose
     return settings

@@ -16,7 +16,7 @@ from plugins.leadsquared.activity_type import FIELDS, resolve_event
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
 from plugins.leadsquared.groups import contact_label, deliver_group
-from plugins.leadsquared.opportunities import pick_opportunities
+from plugins.leadsquared.opportunities import opportunity_types, pick_opportunities
 from plugins.leadsquared.people import follow_number_change, not_found, resolve, unreachable
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
 from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcript_lines
@@ -56,6 +56,7 @@ class LeadSquaredSink:
         self.app_host: str | None = None
         self._scheme = "https"
         self._opportunities: dict[str, tuple[float, list[str]]] = {}
+        self._opportunity_types: list[int] | None = None  # from config, or looked up once
         self._simulator: Any = None  # the bundled simulator when host is "simulator"
 
     async def start(self) -> None:
@@ -124,7 +125,7 @@ class LeadSquaredSink:
         return {"rate_limit": self.settings.rate_limit, "calls_in_window": state["in_window"],
                 "waiting_calls": state["waiting"],
                 "throttled_for_s": round(state["paused_for"], 1),
-                "activity_event": self.event}
+                "activity_event": self.event, "opportunity_types": self._opportunity_types}
 
     async def close(self) -> None:
         if self.client is not None:
@@ -169,8 +170,13 @@ class LeadSquaredSink:
 
     async def _post_batch(self, batch: Batch, lead: str, cached: bool) -> list[Outcome]:
         posting = _Posting(existing=dict(batch.ledger), cached_lead=cached)
+        unread: LeadSquaredError | None = None
         try:
             opportunities = await self._opportunities_of(lead)
+        except LeadSquaredError as exc:
+            # Never "no opportunities", and never a reason to hold back the lead's activity.
+            opportunities, unread = [], exc
+        try:
             if batch.uncertain or batch.attempt > 1:  # an earlier try may have posted
                 posting.existing.update(await self._keys_in_crm(lead, opportunities))
         except LeadSquaredError as exc:
@@ -179,6 +185,8 @@ class LeadSquaredSink:
         parts = self._parts(batch)
         for part in parts:
             await self._post_part(batch, part, lead, opportunities, posting)
+        if unread is not None:
+            _unread_opportunities(posting, unread)
         return _per_message(batch, parts, posting.results)
 
     def _parts(self, batch: Batch) -> list[Part]:
@@ -286,26 +294,53 @@ class LeadSquaredSink:
                 if key := _field(activity, FIELDS["key"]):
                     found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
         for opportunity in opportunities:
-            for activity in await self.client.opportunity_activities(opportunity, self.event):
+            for activity in await self.client.opportunity_activities(
+                    opportunity, self.event, columns=(FIELDS["key"],)):
                 if key := _field(activity, FIELDS["key"]):
                     found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
         return found
 
     async def _opportunities_of(self, lead: str) -> list[str]:
+        """Ids of the lead's opportunities that get the activity too, asked per type
+        (a live account refuses GetOpportunitiesOfLead without opportunityType)."""
         choice = self.settings.opportunities
         if choice is False:
             return []
         cached = self._opportunities.get(lead)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        rows = await self.client.opportunities_of_lead(lead)
-        ids = pick_opportunities(rows, None if choice is True else choice)
+        rows = []
+        for kind in await self._types():
+            rows.extend(await self.client.opportunities_of_lead(lead, kind))
+        rule = None if choice is True else choice.model_copy(update={"types": None})
+        ids = pick_opportunities(rows, rule)
         self._opportunities[lead] = (time.monotonic() + self.settings.opportunity_cache, ids)
         return ids
 
+    async def _types(self) -> list[int]:
+        """The opportunity type codes: from config, else looked up once from the account."""
+        if self._opportunity_types is None:
+            choice = self.settings.opportunities
+            configured = None if isinstance(choice, bool) else choice.types
+            self._opportunity_types = configured or opportunity_types(
+                await self.client.activity_types())
+        return self._opportunity_types
+
+
+def _unread_opportunities(posting: _Posting, exc: LeadSquaredError) -> None:
+    """Parts whose lead activity landed wait for the opportunities that could not be read."""
+    why = f"opportunities of the lead could not be read: {_outcome(exc).reason}"
+    for key, outcome in posting.results.items():
+        if outcome.kind == "delivered":
+            posting.results[key] = Outcome.retry(why)
+
 
 def _field(activity: dict, name: str) -> str | None:
-    """A custom field's value in Retrieve's `Data` list or a `Fields` list."""
+    """A custom field's value: in `ActivityFields` (Retrieve on a live account), in the
+    `Data` list (older doc copies), a `Fields` list, or at the top level (flat lists)."""
+    fields = activity.get("ActivityFields")
+    if isinstance(fields, dict) and fields.get(name) is not None:
+        return fields[name]
     for entry in activity.get("Data") or []:
         if entry.get("Key") == name:
             return entry.get("Value")

@@ -121,6 +121,17 @@ def test_non_mx_exception_on_500_is_transient():
     assert kind_of(answer(500, body)) == "transient"
 
 
+def test_a_body_shape_500_is_rejected_with_leadsquareds_message_not_retried():
+    body = {"Status": "Error",
+            "ExceptionType": "System.Runtime.Serialization.SerializationException",
+            "ExceptionMessage": "There was an error deserializing the object of type body"}
+    for write in (False, True):
+        with pytest.raises(LeadSquaredError) as caught:
+            _classify(answer(500, body), write)
+        assert caught.value.kind == "rejected"
+        assert caught.value.message == body["ExceptionMessage"]
+
+
 def test_401_is_auth_and_leadsquareds_own_4xx_are_rejected():
     assert kind_of(answer(401, text="Unauthorized")) == "auth"
     for status in (400, 404, 405):
@@ -148,11 +159,12 @@ def test_successful_answers_come_back_as_json():
         "Status": "Success", "Message": {"Id": "x"}}
 
 
-def test_rate_limit_backoff_is_5_10_20_40_then_capped_at_60_seconds():
-    for attempt, nominal in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (9, 60)]:
+def test_a_rate_limit_answer_waits_one_window_every_time():
+    for attempt in (1, 2, 5, 9):
         delays = [retry_delay("rate_limited", attempt) for _ in range(50)]
-        assert all(0.8 * nominal <= d <= 1.2 * nominal for d in delays)
+        assert all(5.0 <= d <= 6.0 for d in delays)  # never back inside the refused window
         assert len(set(delays)) > 1  # jittered
+    assert 0.5 <= retry_delay("rate_limited", 3, base=0.1) <= 0.6
 
 
 def test_transient_backoff_doubles_from_the_base_and_scales_with_it():
@@ -340,7 +352,7 @@ async def test_opportunities_of_lead_walks_every_page(sim, client):
     lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
     for i in range(5):
         sim.add_opportunity(lead, name=f"Deal {i}")
-    rows = await client.opportunities_of_lead(lead, page_size=2)
+    rows = await client.opportunities_of_lead(lead, 12000, page_size=2)
     assert len(rows) == 5
     assert client.calls["opportunities_of_lead"] == 3
 
