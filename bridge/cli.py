@@ -212,15 +212,25 @@ def dead_letter() -> None:
 def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
     config, _ = load(config_path)
-    rows = asyncio.run(_with_buffer(config, lambda b: b.dead_letters(sink, limit)))
+
+    async def both(buffer: Buffer) -> tuple[list, list]:
+        return await buffer.dead_letters(sink, limit), await buffer.dead_targets(sink, limit)
+
+    rows, targets = asyncio.run(_with_buffer(config, both))
     if as_json:
-        click.echo(json.dumps(rows, default=str, indent=2))
+        listed = [{"kind": "message", **r} for r in rows] + [
+            {"kind": "target", **r} for r in targets]
+        click.echo(json.dumps(listed, default=str, indent=2))
         return
-    if not rows:
+    if not rows and not targets:
         click.echo("no dead letters")
     for row in rows:
         click.echo(f"{row['sink']}  #{row['message_id']}  {row['conversation']}  "
                    f"{row['dead_at']:%Y-%m-%d %H:%M}  {row['reason']}")
+    for row in targets:  # one target of a message given up; its other targets landed
+        ids = ",".join(f"#{i}" for i in row["message_ids"])
+        click.echo(f"{row['sink']}  {ids}  {row['conversation']}  "
+                   f"{row['dead_at']:%Y-%m-%d %H:%M}  target {row['target']}: {row['reason']}")
 
 
 @dead_letter.command("requeue")

@@ -55,6 +55,23 @@ class Outcome:
         return cls("skipped", reason)
 
 
+@dataclass(frozen=True, slots=True)
+class TargetFailure:
+    """A post to one of a message's targets (e.g. a CRM opportunity) that did not land.
+
+    key: the post's idempotency key (starts with the batch key); label: the target as a
+    person reads it; reason: the last error; dead: given up (a dead letter of its own);
+    message_ids: the messages the post covers; attempts: failed tries so far.
+    """
+
+    key: str
+    label: str
+    reason: str
+    dead: bool
+    message_ids: tuple[int, ...]
+    attempts: int = 1
+
+
 @dataclass(slots=True)
 class Batch:
     """Messages of one conversation handed to a sink together, oldest first.
@@ -66,6 +83,10 @@ class Batch:
     ledger: idempotency key -> CRM id of what earlier attempts of any batch posted.
     Sinks call remember() for each successful post and set record_id to cache the CRM
     record; both are committed with the batch's outcomes.
+    targets: key -> TargetFailure of earlier attempts, for sinks whose message goes to
+    several targets (a lead and its opportunities): each target keeps its own attempts and
+    dead letter (fail_target()), and a message is delivered once each of its targets is
+    in the ledger or dead.
     """
 
     key: str
@@ -77,11 +98,24 @@ class Batch:
     ledger: dict[str, str] = field(default_factory=dict)
     record_id: str | None = None
     new_ledger: dict[str, str] = field(default_factory=dict)
+    targets: dict[str, TargetFailure] = field(default_factory=dict)
+    new_targets: dict[str, TargetFailure] = field(default_factory=dict)
 
     def remember(self, key: str, crm_id: str) -> None:
         """Record that the post under `key` succeeded as CRM object `crm_id`."""
         self.ledger[key] = crm_id
         self.new_ledger[key] = crm_id
+        self.targets.pop(key, None)
+
+    def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
+                    max_attempts: int, final: bool = False) -> TargetFailure:
+        """Record a failed post to one target; it is dead when `final` (refused) or after
+        `max_attempts` failed tries. Committed with the batch's outcomes."""
+        attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
+        failure = TargetFailure(key, label, reason, final or attempts >= max_attempts,
+                                tuple(message_ids), attempts)
+        self.targets[key] = self.new_targets[key] = failure
+        return failure
 
 
 class SinkSettings(BaseModel):

@@ -20,6 +20,7 @@ async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 
     for sink in sinks:
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)
         sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=dead_letters)
+        sink["dead_target_sample"] = await buffer.dead_targets(sink["sink"], limit=dead_letters)
         report["sinks"].append(sink)
     return report
 
@@ -88,6 +89,8 @@ async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | No
             "conversations": listing["rows"], "total": listing["total"],
             "page": page, "per_page": per_page,
             "dead_letter_sample": await buffer.dead_letters(chosen, limit=dead_letters)
+            if chosen else [],
+            "dead_target_sample": await buffer.dead_targets(chosen, limit=dead_letters)
             if chosen else []}
 
 

@@ -33,12 +33,16 @@ def render_status(report: dict[str, Any]) -> str:
             f"  next sync   {_when(sink['next_sync_at'])}",
             f"  backlog     {sink['backlog']} (held: {sink['held']})",
             f"  dead letter {sink['dead_letters']}",
+            f"  targets     {sink['failing_targets']} failing, {sink['dead_targets']} dead",
             f"  backfill    {_backfill(sink)}",
         ]
         for held in sink.get("held_chats", []):
             lines.append(f"  held chats  {held['chats']}: {held['reason']}")
         if sink["last_error"]:
             lines.append(f"  last error  {sink['last_error']} ({_when(sink['last_error_at'])})")
+        for target in sink.get("dead_target_sample", []):
+            lines.append(f"  dead target {target['target']} of {target['conversation']}: "
+                         f"{target['reason']}")
         for conv in sink["conversations"]:
             name = conv["contact_name"] or ""
             note = conv["held_reason"] or conv["last_error"] or ""

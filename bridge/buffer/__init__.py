@@ -331,6 +331,11 @@ class Buffer:
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         return await reads.dead_letters(self.query, sink, limit)
 
+    async def dead_targets(self, sink: str | None = None,
+                           limit: int = 100) -> list[dict[str, Any]]:
+        """Targets given up on (one CRM opportunity of a message ...), with the reason."""
+        return await reads.dead_targets(self.query, sink, limit)
+
     async def messages(self, conversation: str | None = None, limit: int = 1000) -> list[Message]:
         return await reads.messages(self.query, conversation, limit)
 

@@ -13,7 +13,7 @@ import aiosqlite
 
 from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
 from bridge.buffer.enrich import enrich
-from bridge.contracts import Batch, Outcome
+from bridge.contracts import Batch, Outcome, TargetFailure
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
 from bridge.retry import gives_up
@@ -199,7 +199,7 @@ async def _load_claims(db: aiosqlite.Connection, sink: str, due: list[Any],
     for batch_id, conversation, key, attempts, uncertain in due:
         batch = Batch(key=key, sink=sink, conversation=conversations[conversation],
                       messages=members[batch_id], attempt=attempts + 1, uncertain=bool(uncertain),
-                      ledger=await _ledger(db, sink, key))
+                      ledger=await _ledger(db, sink, key), targets=await _targets(db, sink, key))
         batch.record_id = batch.conversation.record_id
         claims.append(Claim(batch, batch_id, token, list(batch.messages)))
     return claims
@@ -225,6 +225,33 @@ async def _ledger(db: aiosqlite.Connection, sink: str, key: str) -> dict[str, st
     return dict(rows)
 
 
+async def _targets(db: aiosqlite.Connection, sink: str,
+                   key: str) -> dict[str, TargetFailure]:
+    """Failed targets whose key starts with the batch key."""
+    rows = await _rows(db, "SELECT key, label, reason, state, message_ids, attempts FROM targets"
+                       " WHERE sink = ? AND key >= ? AND key < ?", (sink, key, key + "\U0010ffff"))
+    return {k: TargetFailure(k, label, reason, state == "dead",
+                             tuple(int(i) for i in ids.strip(",").split(",") if i), attempts)
+            for k, label, reason, state, ids, attempts in rows}
+
+
+async def _write_targets(db: aiosqlite.Connection, claim: Claim, now: float) -> None:
+    """Failed targets upserted; targets that landed (now in the ledger) forgotten."""
+    batch = claim.batch
+    if batch.new_ledger:
+        await db.executemany("DELETE FROM targets WHERE sink = ? AND key = ?",
+                             [(batch.sink, k) for k in batch.new_ledger])
+    await db.executemany(
+        "INSERT INTO targets (sink, key, label, batch_id, message_ids, state, attempts, reason,"
+        " updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (sink, key) DO UPDATE SET"
+        " label = excluded.label, batch_id = excluded.batch_id, state = excluded.state,"
+        " message_ids = excluded.message_ids, attempts = excluded.attempts,"
+        " reason = excluded.reason, updated_at = excluded.updated_at",
+        [(batch.sink, t.key, t.label, claim.batch_id, "," + ",".join(map(str, t.message_ids))
+          + ",", "dead" if t.dead else "failing", t.attempts, t.reason, now)
+         for t in batch.new_targets.values() if t.key not in batch.new_ledger])
+
+
 async def complete(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Outcome],
                    now: float, policy: Policy) -> dict[str, int]:
     """Record one outcome per message, the ledger and the CRM record, then free the batch."""
@@ -243,6 +270,7 @@ async def complete(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Ou
                 " AND message_id = ? AND state = 'pending'",
                 (state, reason, now, batch.sink, message.id))
     await _write_ledger(db, batch, now)
+    await _write_targets(db, claim, now)
     await _release(db, claim, outcomes, now, policy, errors)
     # the batch's conversation now: a merge (bridge.buffer.identity) may have moved it
     (conversation,) = (await _rows(db, "SELECT conversation FROM batches WHERE id = ?",
@@ -319,7 +347,39 @@ async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, conversati
 
 async def requeue(db: aiosqlite.Connection, sink: str | None,
                   message_ids: Sequence[int] | None) -> int:
-    """Dead letters back to pending (all, one sink's, or the given message ids)."""
+    """Dead letters back to pending (all, one sink's, or the given message ids): dead
+    messages and dead targets; returns how many of both."""
+    return await _requeue_messages(db, sink, message_ids) + await _requeue_targets(
+        db, sink, message_ids)
+
+
+async def _requeue_targets(db: aiosqlite.Connection, sink: str | None,
+                           message_ids: Sequence[int] | None) -> int:
+    """Re-open a dead target: its messages go back to pending in their own batch, so the
+    retry carries the same keys and re-posts only what is not in the ledger."""
+    dead = await _rows(db, "SELECT sink, key, batch_id, message_ids FROM targets"
+                       " WHERE state = 'dead' AND sink = coalesce(?, sink)", (sink,))
+    wanted = set(message_ids or ())
+    count = 0
+    for target_sink, key, batch_id, ids in dead:
+        covered = [int(i) for i in ids.strip(",").split(",") if i]
+        if wanted and not wanted.intersection(covered):
+            continue
+        await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?", (target_sink, key))
+        await db.execute(
+            f"UPDATE deliveries SET state = 'pending', reason = NULL, done_at = NULL"
+            f" WHERE sink = ? AND batch_id = ? AND state = 'done'"
+            f" AND message_id IN ({_placeholders(len(covered))})",
+            (target_sink, batch_id, *covered))
+        await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
+                         " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
+                         (batch_id,))
+        count += 1
+    return count
+
+
+async def _requeue_messages(db: aiosqlite.Connection, sink: str | None,
+                            message_ids: Sequence[int] | None) -> int:
     # a person asked for it: live priority, not backfill pacing
     sql = ("UPDATE deliveries SET state = 'pending', batch_id = NULL, reason = NULL,"
            " done_at = NULL, backfill = 0 WHERE state = 'dead'")

@@ -29,7 +29,8 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
     """Every sink ever installed, with backlog, held and dead-letter counts."""
     rows = await query(f"SELECT {', '.join(_SINK_COLUMNS)} FROM sink_state ORDER BY sink", ())
     counts: dict[str, dict[str, int]] = {}
-    zero = {"backlog": 0, "held": 0, "dead_letters": 0}
+    zero = {"backlog": 0, "held": 0, "dead_letters": 0, "failing_targets": 0,
+            "dead_targets": 0}
     # two partial-index reads: a scan of every delivery row took ~70 ms at 1M messages
     for sink, held, n in await query(
             "SELECT d.sink, coalesce(b.held, 0), count(*) FROM deliveries d"
@@ -41,6 +42,10 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
     for sink, n in await query("SELECT sink, count(*) FROM deliveries INDEXED BY deliveries_dead"
                                " WHERE state = 'dead' GROUP BY sink", ()):
         counts.setdefault(sink, dict(zero))["dead_letters"] = n
+    for sink, state, n in await query(
+            "SELECT sink, state, count(*) FROM targets GROUP BY sink, state", ()):
+        entry = counts.setdefault(sink, dict(zero))
+        entry["dead_targets" if state == "dead" else "failing_targets"] = n
     progress = await backfill_progress(query)
     result = []
     for row in rows:
@@ -237,6 +242,21 @@ async def dead_letters(query: Query, sink: str | None, limit: int) -> list[dict[
         " WHERE d.state = 'dead' AND d.sink = coalesce(?, d.sink)"
         " ORDER BY d.done_at DESC LIMIT ?", (sink, limit))
     return [_record(columns, row) for row in rows]
+
+
+async def dead_targets(query: Query, sink: str | None, limit: int) -> list[dict[str, Any]]:
+    """Dead-lettered targets (e.g. one CRM opportunity of a message), newest first."""
+    columns = ("sink", "key", "target", "conversation", "message_ids", "attempts", "reason",
+               "dead_at")
+    rows = await query(
+        "SELECT t.sink, t.key, t.label, b.conversation, t.message_ids, t.attempts, t.reason,"
+        " t.updated_at FROM targets t LEFT JOIN batches b ON b.id = t.batch_id"
+        " WHERE t.state = 'dead' AND t.sink = coalesce(?, t.sink)"
+        " ORDER BY t.updated_at DESC LIMIT ?", (sink, limit))
+    found = [_record(columns, row) for row in rows]
+    for record in found:
+        record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
+    return found
 
 
 async def messages(query: Query, conversation: str | None, limit: int) -> list[Message]:

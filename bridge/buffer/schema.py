@@ -191,8 +191,33 @@ ALTER TABLE conversations ADD COLUMN username TEXT;
 ALTER TABLE conversations ADD COLUMN group_id TEXT;
 """
 
+# Delivery targets: a sink may post one message to several targets (a CRM lead and each of
+# its opportunities), each under its own idempotency key. A post that landed is in the
+# ledger; one that failed is here, with its own attempts, last error and dead letter, so a
+# failing target never holds back or dead-letters the message's other targets.
+#   failing -> dead     refused, or out of attempts (reason says why)
+#   failing -> (gone)   it landed later: the ledger has it
+#   dead    -> (gone)   requeued: its messages and batch are re-opened, the target retried
+# A message's delivery is done once each of its targets is in the ledger or dead here.
+M007_TARGETS = """
+CREATE TABLE targets (
+    sink        TEXT NOT NULL,
+    key         TEXT NOT NULL,    -- the post's idempotency key (starts with the batch key)
+    label       TEXT NOT NULL,    -- the target as a person reads it
+    batch_id    INTEGER NOT NULL,
+    message_ids TEXT NOT NULL,    -- ",12,13," (the messages the post covers)
+    state       TEXT NOT NULL CHECK (state IN ('failing', 'dead')),
+    attempts    INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (sink, key)
+) WITHOUT ROWID;
+CREATE INDEX targets_dead ON targets (sink, updated_at) WHERE state = 'dead';
+"""
+
 MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
-                         M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES]
+                         M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES,
+                         M007_TARGETS]
 VERSION = len(MIGRATIONS)
 
 

@@ -178,6 +178,7 @@ class Simulator:
         self._refusals = 0
         self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
         self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
+        self.failing_posts: set[str] = set()  # opportunities whose posts get a gateway 503
         self._runner: web.AppRunner | None = None
         self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
                        error_rate=error_rate, latency=latency, note_limit=note_limit,
@@ -239,11 +240,19 @@ class Simulator:
         return self.store.add_opportunity(lead_id, name, status, event_code)
 
     def refuse_posts(self, opportunity_id: str,
-                     reason: str = "Opportunity is closed for new activities (simulated)") -> None:
-        """Fault: every activity post on this opportunity is refused (MXInvalidInputException)."""
+                     reason: str = "Opportunity is closed for new activities (simulated)",
+                     *, transient: bool = False) -> None:
+        """Fault: every activity post on this opportunity is refused (MXInvalidInputException
+        with `reason`), or with `transient` answered by a gateway's 503 page; mend with
+        refuse_posts(id, reason="")."""
         if opportunity_id not in self.store.opportunities:
             raise ValueError(f"no opportunity {opportunity_id!r}")
-        self.store.refusing[opportunity_id] = reason
+        self.store.refusing.pop(opportunity_id, None)
+        self.failing_posts.discard(opportunity_id)
+        if reason and transient:
+            self.failing_posts.add(opportunity_id)
+        elif reason:
+            self.store.refusing[opportunity_id] = reason
 
     def break_endpoint(self, endpoint: str, status: int = 503) -> None:
         """Fault: every call to this endpoint (e.g. "GetOpportunitiesOfLead") gets a gateway's
@@ -539,6 +548,9 @@ async def activity_setting(request: web.Request) -> web.Response:
 
 async def create_activity(request: web.Request) -> web.Response:
     body = await api_body(request)
+    if isinstance(body, dict) and body.get("RelatedOpportunityId") in request.app[
+            SIM_KEY].failing_posts:
+        return request.app[SIM_KEY].fault_answer(503)
     activity = store_of(request).post_activity(body, request.app[SIM_KEY].knobs.note_limit)
     message = {"Id": activity.id}
     if activity.opportunity_id:
@@ -663,8 +675,10 @@ async def admin_add_opportunity(request: web.Request) -> web.Response:
 
 async def admin_refuse(request: web.Request) -> web.Response:
     body = await admin_json(request)
-    request.app[SIM_KEY].refuse_posts(str(body.get("opportunity_id", "")),
-                                      *[body["reason"]] if body.get("reason") else [])
+    request.app[SIM_KEY].refuse_posts(
+        str(body.get("opportunity_id", "")),
+        body.get("reason", "Opportunity is closed for new activities (simulated)"),
+        transient=bool(body.get("transient")))
     return web.json_response({"refusing": body.get("opportunity_id")})
 
 

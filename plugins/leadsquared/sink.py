@@ -34,6 +34,7 @@ class _Posting:
     existing: dict[str, str] = field(default_factory=dict)
     results: dict[str, Outcome] = field(default_factory=dict)
     stop: Outcome | None = None  # a rate limit or outage: do not try further parts
+    opportunity_stop: str | None = None  # an opportunity post failed transiently: try no more
     cached_lead: bool = False  # the lead id came from the buffer's mapping, may be stale
 
 
@@ -199,31 +200,67 @@ class LeadSquaredSink:
 
     async def _post_part(self, batch: Batch, part: Part, lead: str, opportunities: list[str],
                          posting: _Posting) -> None:
+        """The lead's activity, then each opportunity's as a target of its own: a failing
+        opportunity never holds back, rejects or re-posts the lead's activity."""
         if part.failed is not None:  # its message cannot be rendered: it fails alone
             posting.results[part.key] = Outcome.rejected(part.failed)
             return
         if posting.stop is not None:
             posting.results[part.key] = posting.stop
             return
-        for target in [None, *opportunities]:
-            key = part.key if target is None else f"{part.key}@{target}"
-            if key in posting.existing:
-                continue
-            sent = time.time()
-            try:
-                activity = await self._post(batch, part, lead, target, key)
-            except LeadSquaredError as exc:
-                outcome = await self._after_failure(exc, batch, lead, target, key, posting,
-                                                    sent)
-                if outcome is None:
-                    continue
-                posting.results[part.key] = outcome
-                if outcome.kind == "retry":
-                    posting.stop = Outcome.retry(f"not attempted after: {outcome.reason}")
-                return
-            batch.remember(key, activity)
-            posting.existing[key] = activity
-        posting.results[part.key] = Outcome.delivered()
+        outcome = await self._post_target(batch, part, lead, None, posting)
+        if outcome is not None:  # the lead's own activity failed: the part waits or fails
+            posting.results[part.key] = outcome
+            if outcome.kind == "retry":
+                posting.stop = Outcome.retry(f"not attempted after: {outcome.reason}")
+            return
+        waiting = []
+        for opportunity in opportunities:
+            if reason := await self._opportunity(batch, part, lead, opportunity, posting):
+                waiting.append(reason)
+        posting.results[part.key] = (Outcome.retry("; ".join(waiting)) if waiting
+                                     else Outcome.delivered())
+
+    async def _opportunity(self, batch: Batch, part: Part, lead: str, opportunity: str,
+                           posting: _Posting) -> str | None:
+        """Post on one opportunity; why it still waits, or None when it is settled (landed,
+        or given up as a dead letter of its own)."""
+        key = f"{part.key}@{opportunity}"
+        earlier = batch.targets.get(key)
+        if key in posting.existing or (earlier is not None and earlier.dead):
+            return None
+        if posting.opportunity_stop is not None:
+            outcome = Outcome.retry(f"not attempted after: {posting.opportunity_stop}")
+        else:
+            outcome = await self._post_target(batch, part, lead, opportunity, posting)
+            if outcome is None:
+                return None
+        failure = batch.fail_target(
+            key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
+            self.settings.max_attempts, final=outcome.kind == "rejected")
+        if failure.dead:
+            logger.warning("gave up posting on an opportunity after %d tries: %s",
+                           failure.attempts, failure.reason)
+            return None
+        if posting.opportunity_stop is None and outcome.kind == "retry":
+            posting.opportunity_stop = outcome.reason  # an outage: spare the other targets
+        return f"opportunity {opportunity}: {outcome.reason}"
+
+    async def _post_target(self, batch: Batch, part: Part, lead: str, target: str | None,
+                           posting: _Posting) -> Outcome | None:
+        """Post the part on the lead (target None) or an opportunity; None once it is in
+        the CRM (now, or found there after an unknown outcome), else the failure."""
+        key = part.key if target is None else f"{part.key}@{target}"
+        if key in posting.existing:
+            return None
+        sent = time.time()
+        try:
+            activity = await self._post(batch, part, lead, target, key)
+        except LeadSquaredError as exc:
+            return await self._after_failure(exc, batch, lead, target, key, posting, sent)
+        batch.remember(key, activity)
+        posting.existing[key] = activity
+        return None
 
     async def _post(self, batch: Batch, part: Part, lead: str, target: str | None,
                     key: str) -> str:

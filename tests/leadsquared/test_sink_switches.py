@@ -1,9 +1,10 @@
 """The sink's suite under every simulator switch setting (docs/leadsquared-simulator.md).
 
-The tests are test_sink.py's, test_sink_reality.py's, test_stale_lead.py's and the sink
-contract's, collected again here with a `sim` fixture that takes each setting other than
-the default (their own modules run the default). The 429 storm is left to test_sink.py:
-it is about the rate budget, which no switch touches, and takes 25 s a run.
+The tests are test_sink.py's, test_sink_reality.py's, test_targets.py's,
+test_stale_lead.py's and the sink contract's, collected again here with a `sim` fixture
+that takes each setting other than the default (their own modules run the default). The
+429 storm is left to test_sink.py: it is about the rate budget, which no switch touches,
+and takes 25 s a run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ from tests.leadsquared.test_sink_reality import (  # noqa: F401
 from tests.leadsquared.test_stale_lead import (  # noqa: F401
     test_a_deleted_lead_is_forgotten_and_the_new_lead_gets_the_chat,
     test_a_deleted_lead_without_successor_is_held_and_its_id_forgotten,
+)
+from tests.leadsquared.test_targets import (  # noqa: F401
+    test_a_failing_opportunity_is_retried_alone_then_dead_lettered,
+    test_a_refused_opportunity_is_a_dead_target_and_the_lead_activity_lands_once,
+    test_requeue_retries_only_the_dead_target,
 )
 
 SETTINGS = every_setting()[1:]

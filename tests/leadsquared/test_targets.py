@@ -1,0 +1,131 @@
+"""Targets are independent: the lead's activity and each opportunity's have their own
+outcome, retry and dead letter (issue 14; DESIGN.md "Reality first")."""
+
+from __future__ import annotations
+
+import aiosqlite
+from click.testing import CliRunner
+
+from bridge.buffer import Buffer
+from bridge.buffer.schema import MIGRATIONS, VERSION
+from bridge.status import buffer_report
+from bridge.textreport import render_status
+from tests.helpers import running, wait_until
+from tests.leadsquared.test_sink import chat, settled, sink_for
+
+
+def posts_on(sim, opportunity: str | None) -> int:
+    """Create calls that asked for this target (None: the lead's own activity)."""
+    return sum(1 for c in sim.calls if c.path.endswith("ProspectActivity.svc/Create")
+               and isinstance(c.body, dict) and c.body.get("RelatedOpportunityId") == opportunity)
+
+
+async def test_a_refused_opportunity_is_a_dead_target_and_the_lead_activity_lands_once(
+        sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    closed, open_ = sim.add_opportunity(lead, "Old"), sim.add_opportunity(lead, "New")
+    sim.refuse_posts(closed, "Opportunity is closed")
+    await buffer.append([chat(1), chat(2)])
+    async with running(buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(buffer))
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None, open_]
+    assert posts_on(sim, None) == 1 and posts_on(sim, closed) == 1  # refused: never retried
+    assert await buffer.dead_letters() == []  # the messages are delivered (on the lead)
+    (dead,) = await buffer.dead_targets()
+    assert dead["target"] == f"opportunity {closed}"
+    assert "MXInvalidInputException" in dead["reason"] and "Opportunity is closed" in dead[
+        "reason"]
+    assert dead["conversation"] == "+919876543210" and len(dead["message_ids"]) == 2
+    (state,) = await buffer.sinks()
+    assert (state["dead_targets"], state["dead_letters"], state["backlog"]) == (1, 0, 0)
+
+
+async def test_a_failing_opportunity_is_retried_alone_then_dead_lettered(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    await buffer.append([chat(1)])
+    sink = sink_for(sim, max_attempts=3, rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: buffer.dead_targets())
+        await wait_until(lambda: settled(buffer))
+    assert posts_on(sim, None) == 1  # the lead's activity: once, never re-posted
+    assert posts_on(sim, flaky) >= 3  # its own tries (the client retries inside each)
+    (dead,) = await buffer.dead_targets()
+    assert dead["attempts"] == 3 and "503" in dead["reason"]
+    assert await buffer.dead_letters() == []
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
+
+
+async def test_requeue_retries_only_the_dead_target(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    closed = sim.add_opportunity(lead, "Old")
+    sim.refuse_posts(closed, "Opportunity is closed")
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim)]) as (runner,):
+        await wait_until(lambda: buffer.dead_targets())
+        sim.refuse_posts(closed, reason="")  # a person reopened the opportunity
+        assert await buffer.requeue("leadsquared") == 1
+        runner.wake()
+        await wait_until(lambda: sim.activities(opportunity_id=closed))
+        await wait_until(lambda: settled(buffer))
+    assert posts_on(sim, None) == 1
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None, closed]
+    assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+
+
+async def test_status_and_dead_letter_list_show_which_target_failed_and_why(
+        sim, buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    closed = sim.add_opportunity(lead, "Old")
+    sim.refuse_posts(closed, "Opportunity is closed")
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim)]):
+        await wait_until(lambda: buffer.dead_targets())
+    text = render_status(await buffer_report(buffer))
+    assert "1 dead" in text and f"dead target opportunity {closed}" in text
+    assert "Opportunity is closed" in text
+
+
+async def test_a_version_6_buffer_gains_the_targets_table(tmp_path):
+    path = tmp_path / "old.db"
+    async with aiosqlite.connect(path) as db:
+        for number, script in enumerate(MIGRATIONS[:6], start=1):
+            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    buffer = await Buffer.open(path)
+    try:
+        assert await buffer.dead_targets() == []
+        rows = await buffer.query("PRAGMA user_version")
+        assert rows[0][0] == VERSION == 7
+    finally:
+        await buffer.close()
+
+
+def test_dead_letter_list_names_the_target(tmp_path):
+    """`bridge dead-letter list` over a buffer with one dead target (written by the sink's
+    own path: fail_target, then the buffer's complete)."""
+    import asyncio
+
+    from bridge.buffer.delivery import Policy
+    from bridge.cli import cli
+    from bridge.contracts import Outcome
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"buffer:\n  path: {tmp_path / 'b.db'}\nplugins: {{}}\n")
+
+    async def seed() -> None:
+        buffer = await Buffer.open(tmp_path / "b.db")
+        try:
+            await buffer.install_sinks(["leadsquared"])
+            await buffer.append([chat(1)])
+            (claim,) = await buffer.claim("leadsquared", 10, 60)
+            claim.batch.fail_target(claim.batch.key + ":x@opp-1", "opportunity opp-1",
+                                    "LeadSquared MXInvalidInputException: closed",
+                                    [m.id for m in claim.messages], 8, final=True)
+            await buffer.complete(claim, [Outcome.delivered()], Policy(8, lambda n: 1, 1))
+        finally:
+            await buffer.close()
+
+    asyncio.run(seed())
+    out = CliRunner().invoke(cli, ["dead-letter", "list", "-c", str(config)]).output
+    assert "target opportunity opp-1: LeadSquared MXInvalidInputException: closed" in out
