@@ -43,16 +43,18 @@ def simulator(host: str, port: int, access_key: str, secret_key: str, seed_demo:
 
 @leadsquared.command("check")
 @CONFIG_OPTION
+@click.option("--phone", default=None, help="a lead's number (E.164) to test the phone lookup")
 @friendly
-def check(config_path: str) -> None:
-    """Verify keys, host and activity type; say what the first sync would create."""
+def check(config_path: str, phone: str | None) -> None:
+    """Verify keys, host, activity type, opportunity types and the phone lookup; say what
+    the first sync would create. Changes nothing."""
     from plugins.leadsquared.checkup import run_check
 
     config, _ = load(config_path)
     section = config.plugin("leadsquared")
     if section is None:
         raise click.ClickException("plugins.leadsquared is not in the config (add it first)")
-    ok = asyncio.run(run_check(section, click.echo))
+    ok = asyncio.run(run_check(section, click.echo, phone))
     if not ok:
         raise SystemExit(1)
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from tests.processes import SimulatorProcess
@@ -18,14 +19,23 @@ def simulator():
     sim.stop()
 
 
-def check(tmp_path, sim: SimulatorProcess, **settings) -> subprocess.CompletedProcess:
+def check(tmp_path, sim: SimulatorProcess, *options: str,
+          **settings) -> subprocess.CompletedProcess:
     section = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
                **settings}
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"plugins": {"leadsquared": section}}))
     return subprocess.run([sys.executable, "-m", "bridge", "leadsquared", "check", "-c",
-                           str(config)], capture_output=True, text=True, timeout=60,
+                           str(config), *options], capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
+
+
+def create_type(sim: SimulatorProcess, name: str, fields: list[str], attachments: int) -> int:
+    body = {"ActivityEventName": name, "AllowAttachments": attachments, "Fields": [
+        {"SchemaName": f, "DisplayName": f"F {f}", "DataType": "String"} for f in fields]}
+    answer = httpx.post(f"{sim.url}/v2/ProspectActivity.svc/CreateType", json=body,
+                        headers={"x-LSQ-AccessKey": "e2e-access", "x-LSQ-SecretKey": "e2e-secret"})
+    return answer.json()["Message"]["Id"]
 
 
 def test_good_keys_say_what_the_first_sync_would_create_and_change_nothing(tmp_path, simulator):
@@ -59,3 +69,52 @@ def test_an_existing_fixed_activity_event_passes(tmp_path, simulator):
     result = check(tmp_path, simulator, activity_event=21)  # a system type every account has
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   activity event 21 (Inbound Phone Call Activity)" in result.stdout
+
+
+def test_an_existing_type_is_reported_with_its_fields_and_attachments(tmp_path, simulator):
+    create_type(simulator, "Chats Ready", [f"mx_Custom_{i}" for i in range(1, 6)], 1)
+    create_type(simulator, "Chats Bare", ["mx_Custom_1"], 0)
+    ready = check(tmp_path, simulator, activity_type="Chats Ready")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert "info fields: mx_Custom_1 F mx_Custom_1 (String)" in ready.stdout
+    assert "ok   attachments allowed on this type" in ready.stdout
+    assert "lacks" not in ready.stdout
+    bare = check(tmp_path, simulator, activity_type="Chats Bare")
+    assert "warn the type lacks mx_Custom_2, mx_Custom_3, mx_Custom_4, mx_Custom_5" in bare.stdout
+    assert "warn attachments are not allowed on this type" in bare.stdout
+
+
+def test_opportunity_types_found_or_configured_are_reported(tmp_path, simulator):
+    found = check(tmp_path, simulator)
+    assert "ok   opportunity types found: 12000 (Opportunity)" in found.stdout
+    configured = check(tmp_path, simulator, opportunities={"types": [12000, 12999]})
+    assert "ok   opportunity types from config: 12000 (Opportunity), 12999 (?)" in (
+        configured.stdout)
+    assert "warn opportunity type(s) [12999] are not among" in configured.stdout
+    off = check(tmp_path, simulator, opportunities=False)
+    assert "info opportunities: off" in off.stdout
+
+
+def test_phone_probe_finds_a_lead_and_the_negative_control_finds_none(tmp_path, simulator):
+    lead = simulator.add_lead(FirstName="Probe", Mobile="+91-9811122233")
+    before = len(simulator.admin("GET", "calls"))
+    result = check(tmp_path, simulator, "--phone", "+919811122233")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok   phone lookup: +919811122233 is lead {lead}" in result.stdout
+    assert "ok   negative control: +910000000000 matches no lead" in result.stdout
+    calls = simulator.admin("GET", "calls")[before:]
+    assert all(call["method"] == "GET" for call in calls)  # still read-only
+    missing = check(tmp_path, simulator, "--phone", "+919811122299")
+    assert "info phone lookup: no lead has +919811122299" in missing.stdout
+
+
+def test_a_lookup_that_ignores_the_number_fails_the_negative_control(tmp_path):
+    """A lookup that answers a lead for a number no lead can have is not filtering."""
+    own = SimulatorProcess()  # not the shared one: this lead would fail everyone's control
+    try:
+        own.add_lead(FirstName="Zero", Phone="+910000000000")  # stands in for such a lookup
+        result = check(tmp_path, own)
+    finally:
+        own.stop()
+    assert result.returncode == 1
+    assert "FAIL phone lookup of +910000000000, a number no lead can have" in result.stdout
