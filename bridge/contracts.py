@@ -109,11 +109,12 @@ class Batch:
 
     def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
                     max_attempts: int, final: bool = False) -> TargetFailure:
-        """Record a failed post to one target; it is dead when `final` (refused) or after
-        `max_attempts` failed tries. Committed with the batch's outcomes."""
+        """Record a failed post to one target; it is dead when `final` (refused), after
+        `max_attempts` failed tries, or on the batch's last attempt (so a target never
+        takes its messages to dead letter with it). Committed with the batch's outcomes."""
         attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
-        failure = TargetFailure(key, label, reason, final or attempts >= max_attempts,
-                                tuple(message_ids), attempts)
+        dead = final or max(attempts, self.attempt) >= max_attempts
+        failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts)
         self.targets[key] = self.new_targets[key] = failure
         return failure
 

@@ -34,7 +34,8 @@ class _Posting:
     existing: dict[str, str] = field(default_factory=dict)
     results: dict[str, Outcome] = field(default_factory=dict)
     stop: Outcome | None = None  # a rate limit or outage: do not try further parts
-    opportunity_stop: str | None = None  # an opportunity post failed transiently: try no more
+    opportunity_stop: str | None = None  # rate-limited on an opportunity: try no more now
+    last_kind: str | None = None  # the kind of the last failed post's error
     cached_lead: bool = False  # the lead id came from the buffer's mapping, may be stale
 
 
@@ -242,8 +243,8 @@ class LeadSquaredSink:
             logger.warning("gave up posting on an opportunity after %d tries: %s",
                            failure.attempts, failure.reason)
             return None
-        if posting.opportunity_stop is None and outcome.kind == "retry":
-            posting.opportunity_stop = outcome.reason  # an outage: spare the other targets
+        if posting.opportunity_stop is None and posting.last_kind == "rate_limited":
+            posting.opportunity_stop = outcome.reason  # the budget is spent: spare the rest
         return f"opportunity {opportunity}: {outcome.reason}"
 
     async def _post_target(self, batch: Batch, part: Part, lead: str, target: str | None,
@@ -257,6 +258,7 @@ class LeadSquaredSink:
         try:
             activity = await self._post(batch, part, lead, target, key)
         except LeadSquaredError as exc:
+            posting.last_kind = exc.kind
             return await self._after_failure(exc, batch, lead, target, key, posting, sent)
         batch.remember(key, activity)
         posting.existing[key] = activity

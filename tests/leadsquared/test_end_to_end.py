@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -145,6 +147,9 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
     for number in numbers[:4]:
         simulator.add_opportunity(leads[number], "Deal")
     simulator.configure(drop_after_commit_rate=0.3, latency=0.02)
+    # the strictest readings (issue 14): live Retrieve shape, opportunityType required
+    switches = simulator.admin("POST", "config", json={})
+    assert (switches["retrieve_shape"], switches["opportunity_type"]) == ("live", "required")
     # The sink's default 10/5s made most of this test a wait (70 s). At 20/1s a drain
     # still takes a few seconds: long enough for each kill to land in it (checked below).
     write_config(bridge.config, simulator, bridge.port, rate_limit="20/1s")
@@ -184,3 +189,44 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
 def _drained(bridge: BridgeProcess) -> list[dict] | None:
     sinks = bridge.status()["sinks"]
     return sinks if sinks[0]["backlog"] == 0 and sinks[0]["last_sync_at"] else None
+
+
+def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge, simulator):
+    """Issue 14: the lead's activity lands exactly once; a refused opportunity is a dead
+    target at once with LeadSquared's message; a failing one is retried alone (across a
+    SIGKILL), then dead-lettered; the other opportunity gets the chat."""
+    lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    fine, closed, flaky = (simulator.add_opportunity(lead, name) for name in ("A", "B", "C"))
+    simulator.admin("POST", "refuse", json={"opportunity_id": closed,
+                                            "reason": "Opportunity is closed"})
+    simulator.admin("POST", "refuse", json={"opportunity_id": flaky, "transient": True})
+    write_config(bridge.config, simulator, bridge.port, max_attempts=4, rate_limit="50/1s")
+    bridge.start()
+    now = int(time.time())
+    post(bridge, p.message_change([p.text_message(f"wamid.r{n}", ASHA, f"msg-{n:04d}",
+                                                  ts=now - 60 + n) for n in range(2)]))
+    bridge.sync_now()
+    eventually(lambda: simulator.activities(lead))
+    bridge.kill()  # mid-retry of the failing opportunity
+    bridge.start()
+    bridge.sync_now()
+    (sink,) = eventually(lambda: [s for s in bridge.status()["sinks"]
+                                  if s["dead_targets"] == 2 and s["backlog"] == 0], timeout=90)
+    assert sink["dead_letters"] == 0  # every message delivered: it is on its lead
+
+    activities = simulator.activities(lead)
+    assert Counter(a["RelatedOpportunityId"] for a in activities) == {None: 1, fine: 1}
+    keys = Counter(key_of(a) for a in activities)
+    assert max(keys.values()) == 1
+    flaky_posts = [c for c in simulator.admin("GET", "calls")
+                   if c["path"].endswith("ProspectActivity.svc/Create")
+                   and (c["body"] or {}).get("RelatedOpportunityId") == flaky]
+    assert len(flaky_posts) >= 4  # retried on its own
+
+    listed = subprocess.run([sys.executable, "-m", "bridge", "dead-letter", "list", "-c",
+                             str(bridge.config)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert any(f"target opportunity {closed}: LeadSquared MXInvalidInputException" in line
+               and "Opportunity is closed" in line for line in lines), listed.stdout
+    assert any(f"target opportunity {flaky}:" in line and "503" in line for line in lines)

@@ -57,6 +57,19 @@ async def test_a_failing_opportunity_is_retried_alone_then_dead_lettered(sim, bu
     assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
 
 
+async def test_a_failing_opportunity_does_not_hold_back_the_others(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    fine = sim.add_opportunity(lead, "Fine")
+    flaky = sim.add_opportunity(lead, "Flaky")  # newest: tried first
+    sim.refuse_posts(flaky, "down", transient=True)
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim, max_attempts=50, rate_limit="1000/0.05s")]):
+        await wait_until(lambda: sim.activities(opportunity_id=fine))
+        await wait_until(lambda: posts_on(sim, flaky) >= 10)  # still retried meanwhile
+        assert posts_on(sim, None) == 1 and posts_on(sim, fine) == 1
+        assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+
+
 async def test_requeue_retries_only_the_dead_target(sim, buffer):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     closed = sim.add_opportunity(lead, "Old")
