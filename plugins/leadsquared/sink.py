@@ -36,6 +36,7 @@ class _Posting:
     stop: Outcome | None = None  # a rate limit or outage: do not try further parts
     opportunity_stop: str | None = None  # rate-limited on an opportunity: try no more now
     last_kind: str | None = None  # the kind of the last failed post's error
+    unchecked: dict[str, str] = field(default_factory=dict)  # opportunity -> why not checked
     cached_lead: bool = False  # the lead id came from the buffer's mapping, may be stale
 
 
@@ -178,12 +179,19 @@ class LeadSquaredSink:
         except LeadSquaredError as exc:
             # Never "no opportunities", and never a reason to hold back the lead's activity.
             opportunities, unread = [], exc
+        again = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
         try:
-            if batch.uncertain or batch.attempt > 1:  # an earlier try may have posted
-                posting.existing.update(await self._keys_in_crm(lead, opportunities))
+            if again:
+                posting.existing.update(await self._keys_in_crm(lead, []))
         except LeadSquaredError as exc:
             return _all(batch, await self._forget_if_gone(exc, batch, lead, cached)
                         or _outcome(exc))
+        for opportunity in opportunities if again else []:
+            try:  # each opportunity's own check: a failed one waits alone
+                posting.existing.update(await self._keys_in_crm(lead, [opportunity], False))
+            except LeadSquaredError as exc:
+                posting.unchecked[opportunity] = (
+                    f"could not check it for earlier posts: {_outcome(exc).reason}")
         parts = self._parts(batch)
         for part in parts:
             await self._post_part(batch, part, lead, opportunities, posting)
@@ -230,7 +238,9 @@ class LeadSquaredSink:
         earlier = batch.targets.get(key)
         if key in posting.existing or (earlier is not None and earlier.dead):
             return None
-        if posting.opportunity_stop is not None:
+        if opportunity in posting.unchecked:
+            outcome = Outcome.retry(posting.unchecked[opportunity])
+        elif posting.opportunity_stop is not None:
             outcome = Outcome.retry(f"not attempted after: {posting.opportunity_stop}")
         else:
             outcome = await self._post_target(batch, part, lead, opportunity, posting)

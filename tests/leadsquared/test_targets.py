@@ -70,6 +70,25 @@ async def test_a_failing_opportunity_does_not_hold_back_the_others(sim, buffer):
         assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
 
 
+async def test_an_opportunity_that_cannot_be_checked_waits_alone(sim, buffer):
+    """On a retry the sink checks each target for earlier posts; an opportunity whose
+    activities cannot be read waits, and the lead's activity goes out anyway."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    opportunity = sim.add_opportunity(lead, "Deal")
+    sim.break_endpoint("Create", 503)  # the first attempt posts nothing
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim, max_attempts=50, rate_limit="1000/0.05s")]):
+        await wait_until(lambda: sum(c.path.endswith("/Create") for c in sim.calls) >= 1)
+        sim.break_endpoint("GetActivitiesOfOpportunity", 503)
+        sim.mend_endpoint("Create")
+        await wait_until(lambda: sim.activities(lead))
+        assert sim.activities(opportunity_id=opportunity) == []
+        sim.mend_endpoint("GetActivitiesOfOpportunity")
+        await wait_until(lambda: sim.activities(opportunity_id=opportunity))
+        await wait_until(lambda: settled(buffer))
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None, opportunity]
+
+
 async def test_requeue_retries_only_the_dead_target(sim, buffer):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     closed = sim.add_opportunity(lead, "Old")
