@@ -213,6 +213,9 @@ def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge,
     (sink,) = eventually(lambda: [s for s in bridge.status()["sinks"]
                                   if s["dead_targets"] == 2 and s["backlog"] == 0], timeout=90)
     assert sink["dead_letters"] == 0  # every message delivered: it is on its lead
+    page = httpx.get(f"{bridge.url}/", timeout=10).text  # the status page (loopback)
+    row = re.search(rf'<tr data-key="[^"]*@{closed}">(.*?)</tr>', page, re.S)
+    assert row and f"opportunity {closed}" in row[1] and "Opportunity is closed" in row[1]
 
     activities = simulator.activities(lead)
     assert Counter(a["RelatedOpportunityId"] for a in activities) == {None: 1, fine: 1}

@@ -41,9 +41,9 @@ from tests.leadsquared.test_stale_lead import (  # noqa: F401
 )
 from tests.leadsquared.test_targets import (  # noqa: F401
     test_a_failing_opportunity_does_not_hold_back_the_others,
-    test_an_opportunity_that_cannot_be_checked_waits_alone,
     test_a_failing_opportunity_is_retried_alone_then_dead_lettered,
     test_a_refused_opportunity_is_a_dead_target_and_the_lead_activity_lands_once,
+    test_an_opportunity_that_cannot_be_checked_waits_alone,
     test_requeue_retries_only_the_dead_target,
 )
 
