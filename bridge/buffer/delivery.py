@@ -365,12 +365,14 @@ async def _requeue_targets(db: aiosqlite.Connection, sink: str | None,
         covered = [int(i) for i in ids.strip(",").split(",") if i]
         if wanted and not wanted.intersection(covered):
             continue
+        async with db.execute(
+                f"UPDATE deliveries SET state = 'pending', reason = NULL, done_at = NULL"
+                f" WHERE sink = ? AND batch_id = ? AND state = 'done'"
+                f" AND message_id IN ({_placeholders(len(covered))})",
+                (target_sink, batch_id, *covered)) as cursor:
+            if cursor.rowcount == 0:  # its messages were pruned: keep it listed, for a person
+                continue
         await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?", (target_sink, key))
-        await db.execute(
-            f"UPDATE deliveries SET state = 'pending', reason = NULL, done_at = NULL"
-            f" WHERE sink = ? AND batch_id = ? AND state = 'done'"
-            f" AND message_id IN ({_placeholders(len(covered))})",
-            (target_sink, batch_id, *covered))
         await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
                          " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
                          (batch_id,))
