@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -216,6 +217,4 @@ def _days(text: str | None) -> float | None:
 
 
 def _dumps(value: object) -> str:
-    import json
-
     return json.dumps(value, default=str)

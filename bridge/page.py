@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -163,8 +164,6 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the admin token typed into the form; on success set the session cookie."""
-    import asyncio
-
     expected = admin_token(request)
     if not expected:
         raise web.HTTPSeeOther("/")
