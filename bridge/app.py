@@ -16,6 +16,7 @@ from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
 from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
+from bridge.media import close_media, media_sources, start_media
 from bridge.model import Identity, Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.page_charts import rate_budgets
@@ -43,7 +44,14 @@ class AppIngest:
                      identities: Iterable[Identity] = ()) -> int:
         if self._bridge.buffer is None:
             raise BufferClosed("the buffer is not open yet")
-        return await self._bridge.buffer.append(messages, statuses, contacts, identities)
+        messages = list(messages)
+        stored = await self._bridge.buffer.append(messages, statuses, contacts, identities)
+        if stored:
+            for source in {m.source for m in messages if m.media is not None}:
+                runner = self._bridge.media_runners.get(source)
+                if runner is not None:
+                    runner.wake()
+        return stored
 
 
 def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Application:
@@ -104,6 +112,7 @@ async def _buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     bridge.buffer = await Buffer.open(settings.path, settings.synchronous, runner=True)
     try:
         await bridge.buffer.install_sinks([sink.name for sink in bridge.sinks])
+        bridge.buffer.media_sources = media_sources(bridge.sources)
         yield
     finally:
         buffer, bridge.buffer = bridge.buffer, None
@@ -120,6 +129,7 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
         bridge.runners[sink.name] = runner
         tasks.append(asyncio.create_task(runner.run(stop), name=f"sync-{sink.name}"))
     tasks.append(asyncio.create_task(_prune_loop(bridge, stop), name="prune"))
+    tasks.extend(await start_media(bridge, stop))
     yield
     stop.set()
     await asyncio.wait(tasks, timeout=STOP_GRACE)
@@ -136,6 +146,7 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
             await sink.close()
         except Exception:
             logger.exception("closing sink %r failed; carrying on with shutdown", sink.name)
+    await close_media(bridge.sources)
 
 
 async def _prune_loop(bridge: Bridge, stop: asyncio.Event) -> None:

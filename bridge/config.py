@@ -47,11 +47,27 @@ class ServerConfig(_Section):
 
 
 class BufferConfig(_Section):
-    """buffer: the durable SQLite outbox."""
+    """buffer: the durable SQLite outbox, and the media files fetched beside it.
+
+    media_path: directory of fetched media (default: media/ beside buffer.path);
+    media_max_bytes: largest file fetched (a larger one is a dead letter saying so);
+    media_retry_base/media_retry_cap/media_max_attempts: backoff of failed fetches.
+    """
 
     path: str = "chatbridge.db"
     retention: Duration = 30 * 86400.0
     synchronous: Literal["full", "normal"] = "full"
+    media_path: str | None = None
+    media_max_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    media_retry_base: Duration = 30.0
+    media_retry_cap: Duration = 3600.0
+    # 7 days is how long a webhook's media id lives: 1 h apart at the cap, ~170 tries fit
+    media_max_attempts: int = Field(170, ge=1)
+
+    @property
+    def media_dir(self) -> str:
+        """Where fetched media live: media_path, or media/ beside the buffer file."""
+        return self.media_path or str(Path(self.path).parent / "media")
 
 
 class BridgeConfig(_Section):
@@ -134,6 +150,12 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
     config.plugins = validated
     if base_dir is not None and not Path(config.buffer.path).is_absolute():
         config.buffer.path = str(base_dir / config.buffer.path)
+    if (base_dir is not None and config.buffer.media_path
+            and not Path(config.buffer.media_path).is_absolute()):
+        config.buffer.media_path = str(base_dir / config.buffer.media_path)
+    if Path(config.buffer.media_dir).is_file():
+        raise ConfigError(f"buffer.media_path: {config.buffer.media_dir} is a file (name a "
+                          "directory for fetched media, e.g. media/)")
     if Path(config.buffer.path).is_dir():
         raise ConfigError(f"buffer.path: {config.buffer.path} is a directory (name a file in "
                           f"it, e.g. {Path(config.buffer.path) / 'chatbridge.db'})")

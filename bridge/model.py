@@ -48,6 +48,33 @@ class Media:
     animated: bool = False
 
 
+MEDIA_STATES = ("pending", "fetched", "dead", "held")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """What the bridge holds of a message's media: its fetch job and, once fetched, the file.
+
+    state: pending (not fetched yet; it follows on its own), fetched (path holds it),
+    dead (the provider says it is gone, or it failed for good: reason says why) or held
+    (the bridge will not fetch it: reason says why). path: the stored file (absolute,
+    content-addressed by sha256); mime_type, filename (as sent, if any), size in bytes,
+    sha256 (hex of the stored bytes).
+    """
+
+    state: str
+    path: str | None = None
+    mime_type: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    reason: str | None = None
+
+    @property
+    def fetched(self) -> bool:
+        return self.state == "fetched"
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One chat message, whichever provider it came from.
@@ -60,7 +87,8 @@ class Message:
     history (recovered from a history sync, not live), extra (kind-specific details:
     location, reaction target, forwarded, referral, errors ...), raw (the provider's own
     object for this message).
-    Set by the buffer: id (row id), stored_at.
+    Set by the buffer: id (row id), stored_at, file (the media's fetch state and stored
+    file, for a source that fetches media; None otherwise).
     """
 
     source: str
@@ -79,6 +107,7 @@ class Message:
     raw: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     stored_at: datetime | None = None
+    file: MediaFile | None = None
 
 
 @dataclass(frozen=True, slots=True)

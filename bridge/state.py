@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 from aiohttp import web
@@ -33,6 +34,7 @@ class Bridge:
     plugins: pluggy.PluginManager
     buffer: Buffer | None = None
     runners: dict[str, SinkRunner] = field(default_factory=dict)
+    media_runners: dict[str, Any] = field(default_factory=dict)  # source -> MediaRunner
     metrics: Metrics = field(default_factory=Metrics)
     started_at: float = field(default_factory=time.time)
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))

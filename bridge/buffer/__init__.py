@@ -18,18 +18,19 @@ from typing import Any
 
 import aiosqlite
 
-from bridge.buffer import delivery, failures, identity, purge, reads
+from bridge.buffer import delivery, failures, identity, media, purge, reads
 from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.faults import explain
 from bridge.buffer.lock import FileHold
+from bridge.buffer.media import MediaJob
 from bridge.buffer.schema import migrate
 from bridge.buffer.writer import MAX_GROUP, Writer
 from bridge.contracts import Outcome
 from bridge.errors import BufferClosed, BufferUnavailable
 from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
 
-__all__ = ["Buffer", "Claim", "Policy"]
+__all__ = ["Buffer", "Claim", "MediaJob", "Policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,14 @@ class Buffer:
         self._write = write
         self._read = read
         self._hold = hold
-        self._writer = Writer(write, _append_group, group_limit, path, hold.is_current)
+        # source -> None (it fetches media: each media message queues a job) or the reason
+        # it will not (the job is queued held, and the transcript says why)
+        self.media_sources: dict[str, str | None] = {}
+        self._writer = Writer(write, self._append_group, group_limit, path, hold.is_current)
         self._closed = False
+
+    def _append_group(self, db: sqlite3.Connection, items: list[_Append]) -> list[int]:
+        return _append_group(db, items, self.media_sources)
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "full",
@@ -282,11 +289,16 @@ class Buffer:
         await self._transact(work)
 
     async def prune(self, older_than: float, chunk: int = 5000) -> int:
-        """Delete settled messages stored before `older_than`; undelivered ones stay."""
+        """Delete settled messages stored before `older_than`; undelivered ones stay.
+
+        Their media files go too (after the commit that forgets them), unless another
+        message holds the same bytes.
+        """
         total = 0
         while True:
             removed = await self._transact(lambda db: _prune_chunk(db, older_than, chunk))
             total += removed
+            await self.forget_media()
             if removed < chunk:
                 return total
 
@@ -304,6 +316,48 @@ class Buffer:
             raise ValueError("give exactly one of phone or user_id")
         key = phone or user_id
         return await self._transact(lambda db: purge.purge(db, key, dry_run))
+
+    # -- media -------------------------------------------------------------------------
+
+    async def forget_media(self) -> list[str]:
+        """Drop the media jobs of deleted messages and delete files no job uses; the paths."""
+        paths = await self._transact(media.forget_orphans)
+        for path in paths:
+            _unlink(path)
+        return paths
+
+    async def media_claim(self, source: str, limit: int, lease: float,
+                          now: float | None = None) -> list[MediaJob]:
+        when = time.time() if now is None else now
+        return await self._transact(lambda db: media.claim(db, source, when, limit, lease))
+
+    async def media_fetched(self, job: MediaJob, path: str, size: int, sha256: str,
+                            mime_type: str | None, now: float | None = None) -> None:
+        when = time.time() if now is None else now
+        await self._transact(lambda db: media.fetched(db, job.message_id, path, size, sha256,
+                                                      mime_type, when))
+
+    async def media_failed(self, job: MediaJob, reason: str, retry_at: float | None,
+                           now: float | None = None) -> None:
+        """Record a failed fetch: retry at `retry_at`, or dead letter (None) with `reason`."""
+        when = time.time() if now is None else now
+        await self._transact(lambda db: media.failed(db, job.message_id, reason, retry_at, when))
+
+    async def media_hold(self, source: str, reason: str | None) -> int:
+        """Hold the source's pending jobs (it cannot fetch: reason), or release them (None)."""
+        return await self._transact(lambda db: media.set_hold(db, source, reason, time.time()))
+
+    async def media_next_due(self, source: str) -> float | None:
+        return await self._transact(lambda db: media.next_due(db, source))
+
+    async def media_requeue(self, message_ids: Sequence[int] | None = None) -> int:
+        return await self._transact(lambda db: media.requeue(db, message_ids))
+
+    async def media_counts(self) -> dict[str, dict[str, Any]]:
+        return await media.counts(self.query)
+
+    async def media_paths(self) -> set[str]:
+        return await media.stored_paths(self.query)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -413,6 +467,15 @@ async def _close_all(connections: Sequence[aiosqlite.Connection], hold: FileHold
         hold.release()
 
 
+def _unlink(path: str) -> None:
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # the row is gone; a stray file is only disk space
+        logger.warning("could not delete media file %s: %s", path, exc.strerror)
+
+
 def _status_row(status: StatusUpdate) -> tuple[Any, ...]:
     failed = status.status == STATUS_FAILED
     return (status.source, status.provider_id, None if failed else status.status,
@@ -421,7 +484,8 @@ def _status_row(status: StatusUpdate) -> tuple[Any, ...]:
             json.dumps(status.errors) if status.errors else None)
 
 
-def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
+def _append_group(db: sqlite3.Connection, items: list[_Append],
+                  media_sources: Mapping[str, str | None] | None = None) -> list[int]:
     """Insert every item's rows in the open transaction; return new-message counts.
 
     Runs in the write connection's thread, inside the Writer's transaction: plain sqlite3.
@@ -433,6 +497,8 @@ def _append_group(db: sqlite3.Connection, items: list[_Append]) -> list[int]:
     if people:
         rows = [(*row[:2], people.get(row[2], row[2]), *row[3:]) for row in rows]
     new, first = _insert_messages(db, rows)
+    if new and media_sources:
+        media.queue_jobs(db, first, media_sources, time.time())
     if new:
         # history (recovered, not live) is backfill material: paced like a backfill
         db.execute(

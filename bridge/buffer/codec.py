@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from bridge.model import Direction, Media, Message
+from bridge.model import Direction, Media, MediaFile, Message
 
 # datetimes and dataclasses go to default=str, as json.dumps would have them
 _ORJSON = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -58,8 +58,9 @@ def dump_body(body: dict[str, Any]) -> str:
 
 
 def message_from_row(row: Any) -> Message:
-    """Rebuild a Message from (id, source, provider_id, conversation, sent_at, stored_at, body)."""
-    mid, source, provider_id, conversation, sent_at, stored_at, text = row
+    """Rebuild a Message from (id, source, provider_id, conversation, sent_at, stored_at, body,
+    file) where file is the media job as JSON (MEDIA_FILE) or NULL."""
+    mid, source, provider_id, conversation, sent_at, stored_at, text, file = row
     body = json.loads(text)
     media = body.pop("media", None)
     return Message(
@@ -79,7 +80,21 @@ def message_from_row(row: Any) -> Message:
         raw=body.get("raw") or {},
         id=mid,
         stored_at=from_timestamp(stored_at),
+        file=_file(file, media),
     )
 
 
-MESSAGE_COLUMNS = "m.id, m.source, m.provider_id, m.conversation, m.sent_at, m.stored_at, m.body"
+def _file(text: str | None, media: dict[str, Any] | None) -> MediaFile | None:
+    if text is None:
+        return None
+    state, path, mime_type, size, sha256, reason = json.loads(text)
+    return MediaFile(state=state, path=path, mime_type=mime_type or (media or {}).get("mime_type"),
+                     filename=(media or {}).get("filename"), size=size, sha256=sha256,
+                     reason=reason)
+
+
+# The media job of a message (bridge/buffer/media.py), one primary-key lookup per row.
+MEDIA_FILE = ("(SELECT json_array(f.state, f.path, f.mime_type, f.size, f.sha256, f.reason)"
+              " FROM media f WHERE f.message_id = m.id)")
+MESSAGE_COLUMNS = ("m.id, m.source, m.provider_id, m.conversation, m.sent_at, m.stored_at,"
+                   f" m.body, {MEDIA_FILE}")

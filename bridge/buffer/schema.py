@@ -215,9 +215,41 @@ CREATE TABLE targets (
 CREATE INDEX targets_dead ON targets (sink, updated_at) WHERE state = 'dead';
 """
 
+# Media (issue 17): one fetch job per media message of a source that fetches media,
+# inserted in the commit that stores the message.
+#   pending -> fetched  stored under buffer.media_path as its sha256 (path, size, sha256)
+#   pending -> pending  a failed try: attempts + 1, next_attempt_at backs off, reason says why
+#   pending -> dead     the provider says it is gone, or out of attempts (reason)
+#   held                the source will not fetch (e.g. no access token): reason says why;
+#                       back to pending when a runner that can fetch starts
+# lease_until: a fetch in progress (a killed one is taken again once it passes).
+M008_MEDIA = """
+CREATE TABLE media (
+    message_id      INTEGER PRIMARY KEY,
+    source          TEXT NOT NULL,
+    media_id        TEXT NOT NULL,
+    expected_sha256 TEXT,              -- as the webhook sent it (opaque: hex or base64)
+    mime_type       TEXT,
+    state           TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'fetched', 'dead', 'held')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until     REAL,
+    reason          TEXT,
+    path            TEXT,
+    size            INTEGER,
+    sha256          TEXT,
+    updated_at      REAL NOT NULL,
+    CHECK (state != 'fetched' OR (path IS NOT NULL AND sha256 IS NOT NULL)),
+    CHECK (state NOT IN ('dead', 'held') OR reason IS NOT NULL)
+);
+CREATE INDEX media_due ON media (source, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX media_sha256 ON media (sha256) WHERE sha256 IS NOT NULL;
+"""
+
 MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
                          M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES,
-                         M007_TARGETS]
+                         M007_TARGETS, M008_MEDIA]
 VERSION = len(MIGRATIONS)
 
 

@@ -37,6 +37,23 @@ def whatsapp() -> None:
     """WhatsApp source: test your webhook setup, import exported chats."""
 
 
+@whatsapp.command("graph-simulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8091, show_default=True, type=int)
+@click.option("--token", default="sim-access-token", show_default=True,
+              help="the access token it accepts (plugins.whatsapp.access_token)")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
+              help="where served media are kept (default: a new temp dir)")
+def graph_simulator(host: str, port: int, token: str, directory: str | None) -> None:
+    """Serve the Graph API media endpoints (lookup, expiring download) until Ctrl-C."""
+    import contextlib
+
+    from plugins.whatsapp.graph_simulator import serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(host, port, token, directory))
+
+
 @whatsapp.command("send-test")
 @CONFIG_OPTION
 @click.option("--url", default=None, help="webhook URL (default: from the config)")

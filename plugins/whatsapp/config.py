@@ -14,7 +14,10 @@ class WhatsAppConfig(BaseModel):
     verify_token: echoed by Meta in the handshake; app_secret: the Meta app secret, or a
     list while rotating (any one verifies); path: the webhook route; phone_number_ids:
     business numbers to store (None: all); default_region: for numbers written without a
-    country code; body_timeout: seconds a POST's body may take to arrive (408 after).
+    country code; body_timeout: seconds a POST's body may take to arrive (408 after);
+    access_token: a system-user token with whatsapp_business_messaging, to fetch media
+    (None: media is not fetched, and transcripts say so); graph_url, graph_version: where
+    the Graph API is; media_timeout: longest one media download may take.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,6 +30,37 @@ class WhatsAppConfig(BaseModel):
     # Meta sends at most 3 MB from a data centre: 10 s is ample, and a client that trickles
     # its body holds a connection (a file descriptor) no longer than that.
     body_timeout: float = Field(10.0, gt=0, le=300)
+    access_token: str | None = None
+    graph_url: str = "https://graph.facebook.com"
+    # v25.0: the version of the newest Graph docs and sample payloads in the reference
+    # (whatsapp-webhooks.md, SAMPLE; developers.facebook.com examples read v25.0)
+    graph_version: str = "v25.0"
+    # a download URL lives 5 minutes [M-MEDIA]: a download must finish well within that
+    media_timeout: float = Field(240.0, gt=0, le=3600)
+
+    @field_validator("access_token")
+    @classmethod
+    def _access_token(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value != value.strip()):
+            raise ValueError("is empty or has spaces around it (paste the system-user token "
+                             "from Business Settings › System users, or remove the key)")
+        return value
+
+    @field_validator("graph_url")
+    @classmethod
+    def _graph_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} is not a URL (write it like https://graph.facebook.com)")
+        return value.rstrip("/")
+
+    @field_validator("graph_version")
+    @classmethod
+    def _graph_version(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"v\d+\.\d+", value):
+            raise ValueError(f"{value!r} is not a Graph API version (write it like v25.0)")
+        return value
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from bridge.metrics import Metrics
 from bridge.model import STATUS_KINDS
 from plugins.whatsapp.body import load_body
 from plugins.whatsapp.config import WhatsAppConfig
+from plugins.whatsapp.media import GraphMedia
 from plugins.whatsapp.parse import PayloadError, parse_payload
 from plugins.whatsapp.signature import verify_signature, verify_token
 
@@ -33,6 +34,7 @@ class WhatsAppSource:
         self.body_timeout = config.body_timeout
         self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
+        self.media = GraphMedia(config)  # photos, voice notes, documents: fetched by the core
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
             logger.warning("plugins.whatsapp uses the sample config's dev-only token or secret:"
                            " anyone who reads config.yaml can post webhooks; set "

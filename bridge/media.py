@@ -1,0 +1,306 @@
+"""Fetching media: a runner per fetching source drains its media jobs into files.
+
+A source that fetches media has a `media` attribute (a MediaFetcher). The core owns the
+files: each download is streamed into a temporary file under media_path/tmp (its bytes
+hashed and counted as they arrive, so memory stays flat whatever the size), fsynced,
+checked against the sha256 the provider stated, and renamed to media_path/<ab>/<sha256>
+(content-addressed: the same bytes are stored once). Only then is the job marked fetched,
+so a kill at any instant leaves either no file record or a whole file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import random
+import re
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from bridge.buffer import Buffer, MediaJob
+
+logger = logging.getLogger(__name__)
+
+CLAIM_LIMIT = 4        # downloads at once per source
+IDLE_POLL = 5.0        # seconds between looks when nothing is due (appends also wake it)
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_STORED = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}")
+
+
+class MediaGone(Exception):
+    """The provider says the media no longer exists: a dead letter with its reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MediaRetry(Exception):
+    """A fetch failed in a way that may pass (outage, expired link, throttling)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooLarge(Exception):
+    """More bytes arrived than buffer.media_max_bytes allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What the provider said of the file it served (its sha256 is opaque text)."""
+
+    mime_type: str | None = None
+    sha256: str | None = None
+
+
+class MediaFetcher(Protocol):
+    """A source's media download: `hold_reason` is why it will not fetch (None: it will)."""
+
+    hold_reason: str | None
+
+    async def fetch(self, job: MediaJob, out: FileOut) -> Fetched:
+        """Write the file's bytes to `out` (out.reset() to start over); raise MediaGone or
+        MediaRetry on failure."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class FileOut:
+    """A download's destination: counts, hashes and writes each chunk; refuses too much."""
+
+    def __init__(self, handle: BinaryIO, max_bytes: int) -> None:
+        self._handle = handle
+        self.max_bytes = max_bytes
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (a second download of the same file after a refreshed link)."""
+        self._handle.seek(0)
+        self._handle.truncate()
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise TooLarge(f"the file is larger than buffer.media_max_bytes "
+                           f"({self.max_bytes} bytes); raise it to fetch such files")
+        self._hash.update(chunk)
+        self._handle.write(chunk)
+
+    @property
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def sha256_matches(stated: str | None, digest: bytes) -> bool:
+    """Whether a provider's sha256 text names these bytes.
+
+    The text is opaque (hex in the Media API, base64-like in some webhooks): it is compared
+    in the forms it can take, and one in no known form is not evidence either way.
+    """
+    if not stated:
+        return True
+    text = stated.strip()
+    if _HEX64.fullmatch(text):
+        return text.lower() == digest.hex()
+    try:
+        decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return True
+    return decoded == digest if len(decoded) == 32 else True
+
+
+@dataclass
+class MediaPolicy:
+    """Where files go and how failed fetches back off."""
+
+    directory: str
+    max_bytes: int = 100 * 1024 * 1024
+    retry_base: float = 30.0
+    retry_cap: float = 3600.0
+    max_attempts: int = 170
+    lease: float = 900.0  # a download past this is taken again (a killed runner's at once)
+
+    def backoff(self, attempts: int) -> float:
+        delay = min(self.retry_cap, self.retry_base * 2 ** max(0, attempts - 1))
+        return delay * random.uniform(0.8, 1.0)
+
+
+class MediaRunner:
+    """Fetches one source's media jobs until stopped."""
+
+    def __init__(self, source: str, fetcher: MediaFetcher, buffer: Buffer,
+                 policy: MediaPolicy, metrics: Any = None) -> None:
+        self.source = source
+        self.fetcher = fetcher
+        self.buffer = buffer
+        self.policy = policy
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.prepare()
+        while not stop.is_set():
+            try:
+                busy = await self.step()
+            except Exception:
+                logger.exception("media fetching for %s failed; will try again", self.source)
+                busy = False
+            if not busy:
+                await self._idle(stop)
+
+    async def prepare(self) -> None:
+        """Clear what a killed run left: partial downloads, files no job names; take held
+        and leased jobs back (one runner per buffer file holds its flock)."""
+        tmp = Path(self.policy.directory) / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for part in tmp.glob(f"{self.source}-*.part"):
+            part.unlink(missing_ok=True)
+        await self.buffer.media_hold(self.source, None)
+        known = await self.buffer.media_paths()
+        root = Path(self.policy.directory)
+        for path in root.glob("??/*"):
+            if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known:
+                path.unlink(missing_ok=True)
+
+    async def step(self) -> bool:
+        """Fetch the jobs due now; whether there were any."""
+        jobs = await self.buffer.media_claim(self.source, CLAIM_LIMIT, self.policy.lease)
+        if jobs:
+            await asyncio.gather(*(self.fetch_one(job) for job in jobs))
+        return bool(jobs)
+
+    async def fetch_one(self, job: MediaJob) -> None:
+        """Download, verify and store one file; record the outcome (never raises)."""
+        part = Path(self.policy.directory) / "tmp" / f"{self.source}-{job.message_id}.part"
+        try:
+            with open(part, "wb") as handle:
+                out = FileOut(handle, self.policy.max_bytes)
+                info = await self.fetcher.fetch(job, out)
+                await asyncio.to_thread(_flush, handle)
+            digest = out.digest
+            for stated in (info.sha256, job.expected_sha256):
+                if not sha256_matches(stated, digest):
+                    raise MediaRetry(f"the download's sha256 {digest.hex()} is not the stated "
+                                     f"{stated} (a damaged transfer; fetching again)")
+            path = await asyncio.to_thread(_install, part, self.policy.directory, digest.hex())
+            await self.buffer.media_fetched(job, path, out.size, digest.hex(),
+                                            info.mime_type or job.mime_type)
+            self._count("fetched")
+            logger.info("media %s of message %s fetched (%d bytes)", job.media_id,
+                        job.message_id, out.size)
+        except (MediaGone, TooLarge) as exc:
+            await self.buffer.media_failed(job, _reason(exc), None)
+            self._count("dead")
+            logger.warning("media %s of message %s is a dead letter: %s", job.media_id,
+                           job.message_id, _reason(exc))
+        except Exception as exc:  # MediaRetry, OSError, a fetcher's bug: all retried
+            await self._retry(job, exc)
+        finally:
+            part.unlink(missing_ok=True)
+
+    async def _retry(self, job: MediaJob, exc: Exception) -> None:
+        reason = _reason(exc)
+        if job.attempts + 1 >= self.policy.max_attempts:
+            await self.buffer.media_failed(
+                job, f"gave up after {job.attempts + 1} attempts: {reason}", None)
+            self._count("dead")
+            return
+        await self.buffer.media_failed(job, reason, time.time() + self.policy.backoff(
+            job.attempts + 1))
+        self._count("retry")
+        logger.warning("media %s of message %s: %s (will retry)", job.media_id,
+                       job.message_id, reason)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None and hasattr(self.metrics, "media_fetch"):
+            self.metrics.media_fetch(self.source, outcome)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        due = await self.buffer.media_next_due(self.source)
+        wait = IDLE_POLL if due is None else min(IDLE_POLL, max(0.05, due - time.time()))
+        self._wake.clear()
+        stopped = asyncio.ensure_future(stop.wait())
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({stopped, woken}, timeout=wait,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stopped, woken):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
+    return text if isinstance(exc, MediaGone | MediaRetry | TooLarge) else \
+        f"{exc.__class__.__name__}: {text}"
+
+
+def _flush(handle: BinaryIO) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _install(part: Path, directory: str, hexdigest: str) -> str:
+    """Rename the finished download into place and make the rename durable; its path."""
+    folder = Path(directory) / hexdigest[:2]
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / hexdigest
+    os.replace(part, final)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return str(final)
+
+
+# -- wiring (bridge.app) ------------------------------------------------------------------
+
+def media_sources(sources: list[Any]) -> dict[str, str | None]:
+    """Sources that fetch media: name -> None, or the reason they will not."""
+    return {source.name: source.media.hold_reason for source in sources
+            if getattr(source, "media", None) is not None}
+
+
+async def start_media(bridge: Any, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """A runner per source that can fetch; a source that cannot has its jobs held."""
+    settings = bridge.config.buffer
+    policy = MediaPolicy(settings.media_dir, settings.media_max_bytes, settings.media_retry_base,
+                         settings.media_retry_cap, settings.media_max_attempts)
+    tasks = []
+    for name, hold in media_sources(bridge.sources).items():
+        if hold is not None:
+            await bridge.buffer.media_hold(name, hold)
+            continue
+        source = next(s for s in bridge.sources if s.name == name)
+        runner = MediaRunner(name, source.media, bridge.buffer, policy, bridge.metrics)
+        bridge.media_runners[name] = runner
+        tasks.append(asyncio.create_task(runner.run(stop), name=f"media-{name}"))
+    return tasks
+
+
+async def close_media(sources: list[Any]) -> None:
+    for source in sources:
+        fetcher = getattr(source, "media", None)
+        if fetcher is not None:
+            try:
+                await fetcher.close()
+            except Exception:
+                logger.exception("closing the media fetcher of %r failed", source.name)

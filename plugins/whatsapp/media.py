@@ -1,0 +1,109 @@
+"""Media from the Graph API: look the id up for a short-lived URL, then download it.
+
+`GET <graph_url>/<version>/<media id>?phone_number_id=<id>` with the access token answers
+`{"messaging_product", "url", "mime_type", "sha256", "file_size", "id"}`; the URL is valid
+for 5 minutes and needs the same bearer token [whatsapp-webhooks.md §8, M-MEDIA]. A
+refused download is taken for an expired URL: the id is looked up again, once per try.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bridge.buffer import MediaJob
+from bridge.media import Fetched, FileOut, MediaGone, MediaRetry
+from plugins.whatsapp.config import WhatsAppConfig
+
+NO_TOKEN = ("not fetched: plugins.whatsapp.access_token is not set (add a system-user "
+            "token to have photos, voice notes and documents stored and sent to the CRM)")
+CHUNK = 64 * 1024
+# Graph error codes that mean the media id is gone for good: 100 "does not exist, cannot
+# be loaded due to missing permissions, or does not support this operation" (subcode 33),
+# 803 "some of the aliases you requested do not exist". Anything else may pass.
+GONE_CODES = {100, 803}
+EXPIRED_DOWNLOAD = {401, 403, 404, 410}  # what an expired or refused lookaside URL answers
+
+
+class GraphMedia:
+    """The WhatsApp source's media fetcher (bridge.media.MediaFetcher)."""
+
+    def __init__(self, config: WhatsAppConfig) -> None:
+        self.config = config
+        self.hold_reason = None if config.access_token else NO_TOKEN
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(self.config.media_timeout, connect=10.0)
+            self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.access_token}"}
+
+    async def fetch(self, job: MediaJob, out: FileOut) -> Fetched:
+        """Look up, download; on a refused download look up once more and download again."""
+        meta = await self.lookup(job)
+        if not await self._download(meta["url"], out):
+            meta = await self.lookup(job)
+            out.reset()
+            if not await self._download(meta["url"], out):
+                raise MediaRetry("the download URL was refused twice, even just after a "
+                                 "fresh lookup")
+        return Fetched(mime_type=meta.get("mime_type"), sha256=meta.get("sha256"))
+
+    async def lookup(self, job: MediaJob) -> dict[str, Any]:
+        """The Graph API's answer for the media id (url, mime_type, sha256, file_size)."""
+        url = f"{self.config.graph_url}/{self.config.graph_version}/{job.media_id}"
+        params = {"phone_number_id": job.account} if job.account else None
+        try:
+            response = await self._http().get(url, params=params, headers=self._auth)
+        except httpx.HTTPError as exc:
+            raise MediaRetry(f"Graph API unreachable: {exc.__class__.__name__}") from None
+        body = _json(response)
+        if response.status_code == 200 and isinstance(body.get("url"), str):
+            return body
+        raise _graph_error(response.status_code, body)
+
+    async def _download(self, url: str, out: FileOut) -> bool:
+        """Stream the URL into `out`; False when the URL is refused (expired)."""
+        try:
+            async with self._http().stream("GET", url, headers=self._auth) as response:
+                if response.status_code in EXPIRED_DOWNLOAD:
+                    return False
+                if response.status_code != 200:
+                    raise MediaRetry(f"the media download answered HTTP {response.status_code}")
+                async for chunk in response.aiter_bytes(CHUNK):
+                    out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise MediaRetry(f"the media download broke off: {exc.__class__.__name__}") from None
+        return True
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _graph_error(status: int, body: dict[str, Any]) -> Exception:
+    """MediaGone for an answer that the id no longer exists; MediaRetry for the rest."""
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    message = str(error.get("message") or f"HTTP {status}")
+    code = error.get("code")
+    said = f"Graph API: {message}" + (f" (code {code})" if code is not None else "")
+    if code in GONE_CODES or (status == 404 and not error):
+        return MediaGone(said)
+    if code == 190 or status == 401:
+        return MediaRetry(f"{said}; check plugins.whatsapp.access_token")
+    return MediaRetry(said)

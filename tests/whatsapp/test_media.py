@@ -1,0 +1,248 @@
+"""Media fetching (issue 17): jobs queued with their message, fetched from the Graph
+stand-in over real HTTP into content-addressed files, retried, dead-lettered, held."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from bridge.buffer import Buffer
+from bridge.media import MediaPolicy, MediaRunner, sha256_matches
+from bridge.model import Direction, Media, Message
+from plugins.whatsapp.config import WhatsAppConfig
+from plugins.whatsapp.graph_simulator import create_graph_app
+from plugins.whatsapp.media import NO_TOKEN, GraphMedia
+from tests.helpers import wait_until
+
+TOKEN = "graph-test-token"
+PHONE_ID = "106540352242922"
+
+
+@pytest.fixture
+async def graph(tmp_path):
+    """The Graph stand-in on a loopback port; yields its base URL."""
+    runner = web.AppRunner(create_graph_app(TOKEN, tmp_path / "graph"))
+    (tmp_path / "graph").mkdir()
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def upload(graph: str, data: bytes, mime: str = "image/jpeg") -> str:
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{graph}/_sim/media", content=data,
+                                   params={"mime_type": mime, "phone_number_id": PHONE_ID})
+    return answer.json()["id"]
+
+
+async def sim_stats(graph: str) -> dict:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{graph}/_sim/stats")).json()
+
+
+async def fault(graph: str, **knobs) -> None:
+    async with httpx.AsyncClient() as client:
+        (await client.post(f"{graph}/_sim/faults", json=knobs)).raise_for_status()
+
+
+def media_message(n: int, media_id: str, kind: str = "image", sha256: str | None = None,
+                  filename: str | None = None) -> Message:
+    return Message(source="whatsapp", provider_id=f"wamid.{n}", conversation="+919876543210",
+                   account=PHONE_ID, direction=Direction.IN, sent_at=datetime.now(UTC),
+                   kind=kind, text="my bill",
+                   media=Media(id=media_id, mime_type="image/jpeg", sha256=sha256,
+                               filename=filename))
+
+
+def fetcher(graph: str, token: str | None = TOKEN) -> GraphMedia:
+    return GraphMedia(WhatsAppConfig(verify_token="v", app_secret="s", access_token=token,
+                                     graph_url=graph))
+
+
+@pytest.fixture
+async def media_buffer(tmp_path):
+    buf = await Buffer.open(tmp_path / "b.db")
+    buf.media_sources = {"whatsapp": None}
+    yield buf
+    await buf.close()
+
+
+def runner_for(buf: Buffer, graph: str, tmp_path: Path, **policy) -> MediaRunner:
+    settings = {"retry_base": 0.05, "retry_cap": 0.2, **policy}
+    return MediaRunner("whatsapp", fetcher(graph), buf,
+                       MediaPolicy(str(tmp_path / "media"), **settings))
+
+
+async def file_of(buf: Buffer, provider_id: str):
+    return next(m.file for m in await buf.messages() if m.provider_id == provider_id)
+
+
+async def test_a_media_message_queues_one_job_in_its_commit_and_a_text_none(media_buffer):
+    text = Message(source="whatsapp", provider_id="wamid.t", conversation="+919876543210",
+                   account=PHONE_ID, direction=Direction.IN, sent_at=datetime.now(UTC),
+                   kind="text", text="hi")
+    await media_buffer.append([media_message(1, "111"), text])
+    await media_buffer.append([media_message(1, "111")])  # a webhook retry
+    rows = await media_buffer.query("SELECT message_id, media_id, state FROM media")
+    assert [(r[1], r[2]) for r in rows] == [("111", "pending")]
+    assert (await file_of(media_buffer, "wamid.1")).state == "pending"
+    assert (await file_of(media_buffer, "wamid.t")) is None
+
+
+async def test_a_source_without_media_fetching_queues_nothing(buffer):
+    await buffer.append([media_message(1, "111")])
+    assert await buffer.query("SELECT count(*) FROM media") == [(0,)]
+
+
+async def test_fetched_file_is_stored_by_sha256_with_its_details(media_buffer, graph, tmp_path):
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    media_id = await upload(graph, data, "application/pdf")
+    await media_buffer.append([media_message(1, media_id, "document", sha256=digest,
+                                             filename="bill.pdf")])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    assert await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "fetched"
+    assert file.path == str(tmp_path / "media" / digest[:2] / digest)
+    assert Path(file.path).read_bytes() == data
+    assert (file.size, file.sha256, file.mime_type, file.filename) == (
+        len(data), digest, "application/pdf", "bill.pdf")
+    assert list((tmp_path / "media" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("status", [404, 401, 403, 410])
+async def test_an_expired_url_is_looked_up_again(media_buffer, graph, tmp_path, status):
+    media_id = await upload(graph, b"voice note bytes", "audio/ogg")
+    await media_buffer.append([media_message(1, media_id, "audio")])
+    await fault(graph, url_ttl=-1, expired_status=status)  # every URL expired when issued
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "pending" and "refused twice" in file.reason
+    stats = (await sim_stats(graph))
+    assert stats["lookups"] == 2 and stats["refused"] == 2  # looked up again after refusal
+    await fault(graph, url_ttl=300)
+    await wait_until(runner.step, timeout=5)
+    assert (await file_of(media_buffer, "wamid.1")).state == "fetched"
+
+
+async def test_deleted_media_is_a_dead_letter_with_metas_reason(media_buffer, graph, tmp_path):
+    media_id = await upload(graph, b"gone soon")
+    async with httpx.AsyncClient() as client:
+        (await client.delete(f"{graph}/_sim/media/{media_id}")).raise_for_status()
+    await media_buffer.append([media_message(1, media_id)])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "dead"
+    assert f"Object with ID '{media_id}' does not exist" in file.reason
+    assert "(code 100)" in file.reason
+
+
+async def test_an_outage_retries_with_backoff_then_fetches(media_buffer, graph, tmp_path):
+    media_id = await upload(graph, b"photo")
+    await media_buffer.append([media_message(1, media_id)])
+    await fault(graph, outage=True)
+    runner = runner_for(media_buffer, graph, tmp_path, retry_base=30, retry_cap=3600)
+    await runner.prepare()
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "pending" and "Service temporarily unavailable" in file.reason
+    (due,) = (await media_buffer.query("SELECT next_attempt_at FROM media"))[0]
+    assert due > datetime.now(UTC).timestamp() + 20  # backed off, not hammering
+    assert not await runner.step()  # not due yet
+    await fault(graph, outage=False)
+    await media_buffer._transact(lambda db: db.execute("UPDATE media SET next_attempt_at = 0"))
+    assert await runner.step()
+    assert (await file_of(media_buffer, "wamid.1")).state == "fetched"
+
+
+async def test_without_access_token_nothing_is_fetched_and_the_reason_is_kept(tmp_path, graph):
+    buf = await Buffer.open(tmp_path / "b.db")
+    try:
+        source = fetcher(graph, token=None)
+        assert source.hold_reason == NO_TOKEN
+        buf.media_sources = {"whatsapp": source.hold_reason}
+        await buf.append([media_message(1, await upload(graph, b"x"))])
+        file = await file_of(buf, "wamid.1")
+        assert file.state == "held" and "access_token is not set" in file.reason
+        assert (await sim_stats(graph))["lookups"] == 0
+    finally:
+        await buf.close()
+
+
+async def test_a_file_over_media_max_bytes_is_a_dead_letter(media_buffer, graph, tmp_path):
+    await media_buffer.append([media_message(1, await upload(graph, b"x" * 5000))])
+    runner = runner_for(media_buffer, graph, tmp_path, max_bytes=4096)
+    await runner.prepare()
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "dead" and "buffer.media_max_bytes (4096 bytes)" in file.reason
+    assert not list((tmp_path / "media").glob("??/*"))
+
+
+async def test_bytes_that_do_not_match_the_webhooks_sha256_are_not_stored(media_buffer, graph,
+                                                                          tmp_path):
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    await media_buffer.append([media_message(1, await upload(graph, b"photo"), sha256=wrong)])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "pending" and "sha256" in file.reason
+    assert not list((tmp_path / "media").glob("??/*"))
+
+
+def test_sha256_is_compared_as_hex_or_base64_and_opaque_text_is_no_evidence():
+    import base64
+
+    digest = hashlib.sha256(b"abc").digest()
+    assert sha256_matches(digest.hex(), digest)
+    assert sha256_matches(digest.hex().upper(), digest)
+    assert sha256_matches(base64.b64encode(digest).decode(), digest)
+    assert not sha256_matches(hashlib.sha256(b"x").hexdigest(), digest)
+    assert not sha256_matches(base64.b64encode(hashlib.sha256(b"x").digest()).decode(), digest)
+    assert sha256_matches("ian\njM4k=", digest)  # a shape we cannot read proves nothing
+
+
+async def test_prune_deletes_a_file_with_its_last_message(media_buffer, graph, tmp_path):
+    data = b"shared bytes"
+    await media_buffer.append([media_message(1, await upload(graph, data)),
+                               media_message(2, await upload(graph, data))])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    await runner.step()
+    path = Path((await file_of(media_buffer, "wamid.1")).path)
+    assert path == Path((await file_of(media_buffer, "wamid.2")).path) and path.exists()
+    await media_buffer._transact(lambda db: db.execute(
+        "DELETE FROM messages WHERE provider_id = 'wamid.1'"))
+    assert await media_buffer.forget_media() == []  # message 2 still holds the bytes
+    assert path.exists()
+    await media_buffer.prune(older_than=datetime.now(UTC).timestamp() + 60)
+    assert not path.exists()
+    assert await media_buffer.query("SELECT count(*) FROM media") == [(0,)]
+
+
+async def test_a_restarted_runner_clears_partial_downloads_and_unreferenced_files(
+        media_buffer, graph, tmp_path):
+    media = tmp_path / "media"
+    (media / "tmp").mkdir(parents=True)
+    (media / "tmp" / "whatsapp-7.part").write_bytes(b"half")
+    stray = media / "ab" / ("ab" + "0" * 62)
+    stray.parent.mkdir()
+    stray.write_bytes(b"no job names me")
+    await runner_for(media_buffer, graph, tmp_path).prepare()
+    assert not (media / "tmp" / "whatsapp-7.part").exists() and not stray.exists()
