@@ -198,7 +198,46 @@ def _media_line(label: str, message: Message, name: str = "") -> str:
     media_id = _s(getattr(media, "id", None))
     details = [d for d in (_s(getattr(media, "mime_type", None)),
                            f"media {media_id}" if media_id else "") if d]
-    return label + (f": {head}" if head else "") + (f" ({', '.join(details)})" if details else "")
+    line = label + (f": {head}" if head else "") + (f" ({', '.join(details)})" if details else "")
+    note = file_note(message)
+    return f"{line} {note}" if note else line
+
+
+def file_name(message: Message) -> str:
+    """The name a fetched file goes by: as sent, else kind + sha256 prefix + extension."""
+    import mimetypes
+
+    file = message.file
+    sent = _s(getattr(message.media, "filename", None))
+    if sent:
+        return sent
+    mime = (file.mime_type if file else None) or _s(getattr(message.media, "mime_type", None))
+    ext = mimetypes.guess_extension((mime or "").split(";")[0].strip()) or ""
+    tag = (file.sha256 or "")[:12] if file and file.sha256 else (message.provider_id[-12:])
+    return f"{message.kind}-{tag}{ext}"
+
+
+def file_note(message: Message) -> str:
+    """What the bridge did with the media's file, in brackets ('' when it fetches none)."""
+    file = message.file
+    if file is None:
+        return ""
+    if file.state == "fetched":
+        return f"[file {file_name(message)}, {_size(file.size or 0)}]"
+    if file.state == "pending":
+        return "[file follows]"
+    reason = clean((file.reason or "").split(" (")[0], CAPTION_LIMIT)
+    if file.state == "held":
+        return f"[file {reason}]" if reason else "[file not fetched]"
+    return f"[file not available: {reason}]" if reason else "[file not available]"
+
+
+def _size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1024 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} bytes"
 
 
 def _image(message: Message) -> str:

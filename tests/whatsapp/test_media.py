@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from bridge.buffer import Buffer
 from bridge.media import MediaPolicy, MediaRunner, sha256_matches
-from bridge.model import Direction, Media, Message
+from bridge.model import Direction, Media, MediaFile, Message
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.graph_simulator import create_graph_app
 from plugins.whatsapp.media import NO_TOKEN, GraphMedia
@@ -246,3 +247,28 @@ async def test_a_restarted_runner_clears_partial_downloads_and_unreferenced_file
     stray.write_bytes(b"no job names me")
     await runner_for(media_buffer, graph, tmp_path).prepare()
     assert not (media / "tmp" / "whatsapp-7.part").exists() and not stray.exists()
+
+
+@pytest.mark.parametrize(("file", "note"), [
+    (None, ""),
+    (MediaFile("pending"), "[file follows]"),
+    (MediaFile("fetched", path="/m/ab/x", mime_type="application/pdf", size=2048,
+               sha256="ab" * 32), "[file bill.pdf, 2.0 KB]"),
+    (MediaFile("held", reason=NO_TOKEN),
+     "[file not fetched: plugins.whatsapp.access_token is not set]"),
+    (MediaFile("dead", reason="Graph API: Object with ID '9' does not exist (code 100)"),
+     "[file not available: Graph API: Object with ID '9' does not exist]"),
+])
+def test_the_transcript_line_says_what_became_of_the_file(file, note):
+    from bridge.render import file_note
+
+    message = replace(media_message(1, "9", "document", filename="bill.pdf"), file=file)
+    assert file_note(message) == note
+
+
+def test_a_file_sent_without_a_name_is_named_by_kind_and_sha256():
+    from bridge.render import file_name
+
+    message = replace(media_message(1, "9"), file=MediaFile("fetched", path="/p",
+                      mime_type="image/jpeg", size=1, sha256="cd" * 32))
+    assert file_name(message) == "image-cdcdcdcdcdcd.jpg"
