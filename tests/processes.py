@@ -175,3 +175,43 @@ class DemoProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class GraphProcess:
+    """`bridge whatsapp graph-simulator` on a free loopback port, driven by its admin API."""
+
+    def __init__(self, token: str, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_file("graph")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "whatsapp", "graph-simulator", "--port",
+             str(self.port), "--token", token, "--dir", str(directory)],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_http(f"{self.url}/_sim/stats", self.proc, "graph simulator", self.log)
+
+    def upload(self, data: bytes | Path, mime: str, phone_number_id: str = "") -> str:
+        """Serve these bytes (or a file's, streamed) as a new media id; the id."""
+        content = data.open("rb") if isinstance(data, Path) else data
+        try:
+            response = httpx.post(f"{self.url}/_sim/media", content=content, timeout=120,
+                                  params={"mime_type": mime,
+                                          "phone_number_id": phone_number_id})
+        finally:
+            if isinstance(data, Path):
+                content.close()
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def faults(self, **knobs: object) -> dict:
+        response = httpx.post(f"{self.url}/_sim/faults", json=knobs, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def delete(self, media_id: str) -> None:
+        httpx.delete(f"{self.url}/_sim/media/{media_id}", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
