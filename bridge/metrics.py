@@ -226,13 +226,21 @@ class Metrics:
             logger.warning("metrics: could not read the buffer: %s", exc)
             self.buffer_state.update([], None)
             return
-        self.buffer_state.update(sinks, dict(buffer.stats))
+        try:
+            media = await buffer.media_counts()
+        except Exception as exc:
+            logger.warning("metrics: could not read media jobs: %s", exc)
+            media = {}
+        self.buffer_state.update(sinks, dict(buffer.stats), media)
         self.sample_backlog(sinks)
 
     async def render(self, buffer: Any) -> tuple[bytes, str]:
         """(exposition body, Content-Type) after refreshing the buffer gauges."""
         await self.refresh(buffer)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+MEDIA_STATES = ("pending", "fetched", "dead", "held")
 
 
 class BufferCollector:
@@ -242,9 +250,11 @@ class BufferCollector:
         self._sinks: list[dict[str, Any]] = []
         self._stats: dict[str, int] | None = None
         self.budgets: dict[str, tuple[int, float]] = {}  # sink -> (calls, per seconds)
+        self._media: dict[str, dict[str, Any]] = {}
 
-    def update(self, sinks: list[dict[str, Any]], stats: dict[str, int] | None) -> None:
-        self._sinks, self._stats = list(sinks), stats
+    def update(self, sinks: list[dict[str, Any]], stats: dict[str, int] | None,
+               media: dict[str, dict[str, Any]] | None = None) -> None:
+        self._sinks, self._stats, self._media = list(sinks), stats, dict(media or {})
 
     def describe(self) -> list[Metric]:
         return []  # names are only known at scrape time; nothing to check at register
@@ -294,6 +304,7 @@ class BufferCollector:
             window.add_metric([sink], per)
         yield limit
         yield window
+        yield from self._media_families()
         if self._stats is not None:
             yield CounterMetricFamily("chatbridge_buffer_commits", "Buffer write commits",
                                       value=self._stats.get("commits", 0))
@@ -301,3 +312,18 @@ class BufferCollector:
                 "chatbridge_buffer_grouped_appends",
                 "Appends that shared a commit with another (group commit)",
                 value=self._stats.get("grouped_appends", 0))
+
+    def _media_families(self) -> Iterator[Metric]:
+        files = GaugeMetricFamily(
+            "chatbridge_media_files", "Media files per source by fetch state (pending, "
+            "fetched, dead: failed for good, held: the source will not fetch)",
+            labels=["source", "state"])
+        stored = GaugeMetricFamily("chatbridge_media_bytes",
+                                   "Bytes of fetched media stored (each file once)",
+                                   labels=["source"])
+        for source, counts in sorted(self._media.items()):
+            for state in MEDIA_STATES:
+                files.add_metric([source, state], counts.get(state, 0))
+            stored.add_metric([source], counts.get("bytes", 0))
+        yield files
+        yield stored

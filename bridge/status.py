@@ -15,7 +15,8 @@ async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 
                         dead_letters: int = 10) -> dict[str, Any]:
     """Per sink: state, backlog, dead letters; per conversation: last synced, per sink."""
     sinks = await buffer.sinks()
-    report: dict[str, Any] = {"sinks": [], "messages": await buffer.count_messages()}
+    report: dict[str, Any] = {"sinks": [], "messages": await buffer.count_messages(),
+                              "media": await buffer.media_counts()}
     report.update(await people_report(buffer, sinks, dead_letters))
     for sink in sinks:
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)

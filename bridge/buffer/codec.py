@@ -93,8 +93,8 @@ def _file(text: str | None, media: dict[str, Any] | None) -> MediaFile | None:
                      reason=reason)
 
 
-# The media job of a message (bridge/buffer/media.py), one primary-key lookup per row.
-MEDIA_FILE = ("(SELECT json_array(f.state, f.path, f.mime_type, f.size, f.sha256, f.reason)"
-              " FROM media f WHERE f.message_id = m.id)")
+# The last column is the message's media job (bridge/buffer/media.py): one primary-key
+# lookup per row, NULL for a message without one.
 MESSAGE_COLUMNS = ("m.id, m.source, m.provider_id, m.conversation, m.sent_at, m.stored_at,"
-                   f" m.body, {MEDIA_FILE}")
+                   " m.body, (SELECT json_array(f.state, f.path, f.mime_type, f.size, f.sha256,"
+                   " f.reason) FROM media f WHERE f.message_id = m.id)")

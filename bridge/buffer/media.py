@@ -16,7 +16,6 @@ import aiosqlite
 
 # Kinds whose media is a file to fetch (an edit's or a reaction's media is not).
 FILE_KINDS = ("image", "audio", "video", "document", "sticker")
-_KIND_LIST = ", ".join(f"'{kind}'" for kind in FILE_KINDS)  # constants only, never input
 
 _QUEUE = (
     "INSERT OR IGNORE INTO media (message_id, source, media_id, expected_sha256, mime_type,"
@@ -24,7 +23,7 @@ _QUEUE = (
     " SELECT m.id, m.source, json_extract(m.body, '$.media.id'),"
     " json_extract(m.body, '$.media.sha256'), json_extract(m.body, '$.media.mime_type'),"
     " ?, ?, ? FROM messages m WHERE m.id >= ? AND m.source = ?"
-    f" AND json_extract(m.body, '$.kind') IN ({_KIND_LIST})"
+    " AND json_extract(m.body, '$.kind') IN ('image', 'audio', 'video', 'document', 'sticker')"
     " AND json_extract(m.body, '$.media.id') IS NOT NULL"
 )
 
@@ -66,7 +65,7 @@ async def claim(db: aiosqlite.Connection, source: str, now: float, limit: int,
         (source, now, now, limit)) as cursor:
         jobs = [MediaJob(*row) for row in await cursor.fetchall()]
     if jobs:
-        marks = ",".join("?" * len(jobs))
+        marks = _placeholders(len(jobs))
         await db.execute(f"UPDATE media SET lease_until = ? WHERE message_id IN ({marks})",
                          (now + lease, *(job.message_id for job in jobs)))
     return jobs
@@ -104,15 +103,15 @@ async def set_hold(db: aiosqlite.Connection, source: str, reason: str | None,
                    now: float) -> int:
     """Hold every pending job of `source` (reason), or release its held ones (None)."""
     if reason is None:
-        sql = ("UPDATE media SET state = 'pending', reason = NULL, next_attempt_at = 0,"
-               " updated_at = ? WHERE source = ? AND state = 'held'")
-        params: tuple[Any, ...] = (now, source)
+        cursor = await db.execute(
+            "UPDATE media SET state = 'pending', reason = NULL, next_attempt_at = 0,"
+            " updated_at = ? WHERE source = ? AND state = 'held'", (now, source))
     else:
-        sql = ("UPDATE media SET state = 'held', reason = ?, lease_until = NULL, updated_at = ?"
-               " WHERE source = ? AND state = 'pending'")
-        params = (reason, now, source)
-    async with db.execute(sql, params) as cursor:
-        changed = cursor.rowcount
+        cursor = await db.execute(
+            "UPDATE media SET state = 'held', reason = ?, lease_until = NULL, updated_at = ?"
+            " WHERE source = ? AND state = 'pending'", (reason, now, source))
+    changed = cursor.rowcount
+    await cursor.close()
     if reason is None:  # a runner starting: leases of a killed one are void (flock)
         await db.execute("UPDATE media SET lease_until = NULL WHERE source = ?"
                          " AND state = 'pending' AND lease_until IS NOT NULL", (source,))
@@ -121,14 +120,22 @@ async def set_hold(db: aiosqlite.Connection, source: str, reason: str | None,
 
 async def requeue(db: aiosqlite.Connection, message_ids: Sequence[int] | None) -> int:
     """Dead media jobs back to pending (all, or these messages')."""
-    sql = ("UPDATE media SET state = 'pending', next_attempt_at = 0, attempts = 0"
-           " WHERE state = 'dead'")
-    params: tuple[Any, ...] = ()
-    if message_ids is not None:
-        sql += f" AND message_id IN ({','.join('?' * len(message_ids))})"
-        params = tuple(message_ids)
-    async with db.execute(sql, params) as cursor:
-        return cursor.rowcount
+    if message_ids is None:
+        cursor = await db.execute("UPDATE media SET state = 'pending', next_attempt_at = 0,"
+                                  " attempts = 0 WHERE state = 'dead'")
+    else:
+        marks = _placeholders(len(message_ids))
+        cursor = await db.execute("UPDATE media SET state = 'pending', next_attempt_at = 0,"
+                                  f" attempts = 0 WHERE state = 'dead' AND message_id IN ({marks})",
+                                  tuple(message_ids))
+    changed = cursor.rowcount
+    await cursor.close()
+    return changed
+
+
+def _placeholders(count: int) -> str:
+    """'?,?,?' for count parameters."""
+    return ",".join("?" * count)
 
 
 async def forget_orphans(db: aiosqlite.Connection) -> list[str]:

@@ -272,3 +272,28 @@ def test_a_file_sent_without_a_name_is_named_by_kind_and_sha256():
     message = replace(media_message(1, "9"), file=MediaFile("fetched", path="/p",
                       mime_type="image/jpeg", size=1, sha256="cd" * 32))
     assert file_name(message) == "image-cdcdcdcdcdcd.jpg"
+
+
+async def test_status_and_metrics_count_media_per_source_with_reasons_and_bytes(
+        media_buffer, graph, tmp_path):
+    from bridge.metrics import Metrics
+    from bridge.status import buffer_report
+
+    gone = await upload(graph, b"x")
+    async with httpx.AsyncClient() as client:
+        await client.delete(f"{graph}/_sim/media/{gone}")
+    await media_buffer.append([media_message(1, await upload(graph, b"12345")),
+                               media_message(2, await upload(graph, b"12345")),
+                               media_message(3, gone)])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    await runner.step()
+    await media_buffer.append([media_message(4, "not fetched yet")])
+    media = (await buffer_report(media_buffer))["media"]["whatsapp"]
+    assert (media["fetched"], media["dead"], media["pending"], media["bytes"]) == (2, 1, 1, 5)
+    assert any("does not exist" in reason for reason in media["reasons"])
+    metrics = Metrics(process=False)
+    body = (await metrics.render(media_buffer))[0].decode()
+    assert 'chatbridge_media_files{source="whatsapp",state="fetched"} 2.0' in body
+    assert 'chatbridge_media_files{source="whatsapp",state="dead"} 1.0' in body
+    assert 'chatbridge_media_bytes{source="whatsapp"} 5.0' in body
