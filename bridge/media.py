@@ -197,9 +197,11 @@ class MediaRunner:
                 if not sha256_matches(stated, digest):
                     raise MediaRetry(f"the download's sha256 {digest.hex()} is not the stated "
                                      f"{stated} (a damaged transfer; fetching again)")
-            path = await asyncio.to_thread(_install, part, self.policy.directory, digest.hex())
-            await self.buffer.media_fetched(job, path, out.size, digest.hex(),
-                                            info.mime_type or job.mime_type)
+            async with self.buffer.media_files:
+                path = await asyncio.to_thread(_install, part, self.policy.directory,
+                                               digest.hex())
+                await self.buffer.media_fetched(job, path, out.size, digest.hex(),
+                                                info.mime_type or job.mime_type)
             self._count("fetched")
             logger.info("media %s of message %s fetched (%d bytes)", job.media_id,
                         job.message_id, out.size)

@@ -6,6 +6,7 @@ All SQL of Chatbridge lives in this package. One writer task owns the write conn
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -101,6 +102,10 @@ class Buffer:
         # source -> None (it fetches media: each media message queues a job) or the reason
         # it will not (the job is queued held, and the transcript says why)
         self.media_sources: dict[str, str | None] = {}
+        # held from a file's rename into media_path until its row commits, and from
+        # forgetting rows until their files are unlinked: the same bytes fetched again
+        # while their last copy is being pruned are never unlinked under the new row
+        self.media_files = asyncio.Lock()
         self._writer = Writer(write, self._append_group, group_limit, path, hold.is_current)
         self._closed = False
 
@@ -321,9 +326,10 @@ class Buffer:
 
     async def forget_media(self) -> list[str]:
         """Drop the media jobs of deleted messages and delete files no job uses; the paths."""
-        paths = await self._transact(media.forget_orphans)
-        for path in paths:
-            _unlink(path)
+        async with self.media_files:
+            paths = await self._transact(media.forget_orphans)
+            for path in paths:
+                _unlink(path)
         return paths
 
     async def media_claim(self, source: str, limit: int, lease: float,
