@@ -280,7 +280,9 @@ class Buffer:
         conversation, and their words in group chats too."""
         async def work(db: aiosqlite.Connection) -> int:
             return (await purge.purge(db, conversation, dry_run=False))["messages"]
-        return await self._transact(work)
+        removed = await self._transact(work)
+        await self.forget_media()
+        return removed
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
@@ -320,7 +322,10 @@ class Buffer:
         if bool(phone) == bool(user_id):
             raise ValueError("give exactly one of phone or user_id")
         key = phone or user_id
-        return await self._transact(lambda db: purge.purge(db, key, dry_run))
+        found = await self._transact(lambda db: purge.purge(db, key, dry_run))
+        if not dry_run:
+            found["files"] = len(await self.forget_media())  # after the commit that forgot them
+        return found
 
     # -- media -------------------------------------------------------------------------
 

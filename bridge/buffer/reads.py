@@ -310,8 +310,8 @@ async def conversation(query: Query, key: str, limit: int = 2000) -> dict[str, A
     fates = await _fates(query, key)
     return {"person": person,
             "sinks": [_record(_MAPPING_COLUMNS, row) for row in mappings],
-            "messages": [{"message": message_from_row(row[:7]), "status": row[7],
-                          "failed_at": from_timestamp(row[8]),
+            "messages": [{"message": message_from_row(row[:8]), "status": row[8],
+                          "failed_at": from_timestamp(row[9]),
                           "deliveries": fates.get(row[0], [])} for row in stored],
             "truncated": len(stored) == limit}
 
