@@ -55,6 +55,12 @@ class Outcome:
         return cls("skipped", reason)
 
 
+# A target that waits for its message's media file (not fetched yet) is left dead with a
+# reason starting with this; the commit that stores the file re-opens it (its message goes
+# back to pending in its own batch, same keys), and one whose file never comes says why.
+WAITING_FOR_FILE = "waiting for its file"
+
+
 @dataclass(frozen=True, slots=True)
 class TargetFailure:
     """A post to one of a message's targets (e.g. a CRM opportunity) that did not land.

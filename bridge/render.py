@@ -213,7 +213,8 @@ def file_name(message: Message) -> str:
         return sent
     mime = (file.mime_type if file else None) or _s(getattr(message.media, "mime_type", None))
     ext = mimetypes.guess_extension((mime or "").split(";")[0].strip()) or ""
-    tag = (file.sha256 or "")[:12] if file and file.sha256 else (message.provider_id[-12:])
+    # named by the message, not the bytes: the line names it the same before the fetch
+    tag = "".join(c for c in message.provider_id if c.isalnum())[-12:] or "file"
     return f"{message.kind}-{tag}{ext}"
 
 
@@ -225,7 +226,7 @@ def file_note(message: Message) -> str:
     if file.state == "fetched":
         return f"[file {file_name(message)}, {_size(file.size or 0)}]"
     if file.state == "pending":
-        return "[file follows]"
+        return f"[file {file_name(message)} follows]"
     reason = clean((file.reason or "").split(" (")[0], CAPTION_LIMIT)
     if file.state == "held":
         return f"[file {reason}]" if reason else "[file not fetched]"

@@ -13,7 +13,7 @@ import aiosqlite
 
 from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
 from bridge.buffer.enrich import enrich
-from bridge.contracts import Batch, Outcome, TargetFailure
+from bridge.contracts import WAITING_FOR_FILE, Batch, Outcome, TargetFailure
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
 from bridge.retry import gives_up
@@ -378,6 +378,37 @@ async def _requeue_targets(db: aiosqlite.Connection, sink: str | None,
                          (batch_id,))
         count += 1
     return count
+
+
+async def reopen_waiting(db: aiosqlite.Connection, message_id: int) -> int:
+    """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE)."""
+    count = 0
+    for sink, key, batch_id in await _waiting(db, message_id):
+        async with db.execute(
+                "UPDATE deliveries SET state = 'pending', reason = NULL, done_at = NULL"
+                " WHERE sink = ? AND batch_id = ? AND message_id = ? AND state = 'done'",
+                (sink, batch_id, message_id)) as cursor:
+            if cursor.rowcount == 0:
+                continue
+        await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?", (sink, key))
+        await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
+                         " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
+                         (batch_id,))
+        count += 1
+    return count
+
+
+async def settle_waiting(db: aiosqlite.Connection, message_id: int, reason: str) -> None:
+    """The file will never come: its waiting targets stay dead, saying why."""
+    for sink, key, _ in await _waiting(db, message_id):
+        await db.execute("UPDATE targets SET reason = ? WHERE sink = ? AND key = ?",
+                         (reason, sink, key))
+
+
+async def _waiting(db: aiosqlite.Connection, message_id: int) -> list[Any]:
+    return await _rows(db, "SELECT sink, key, batch_id FROM targets WHERE state = 'dead'"
+                       " AND message_ids LIKE ? AND substr(reason, 1, ?) = ?",
+                       (f"%,{message_id},%", len(WAITING_FOR_FILE), WAITING_FOR_FILE))
 
 
 async def _requeue_messages(db: aiosqlite.Connection, sink: str | None,

@@ -14,6 +14,8 @@ from typing import Any
 
 import aiosqlite
 
+from bridge.buffer import delivery
+
 # Kinds whose media is a file to fetch (an edit's or a reaction's media is not).
 FILE_KINDS = ("image", "audio", "video", "document", "sticker")
 
@@ -82,11 +84,13 @@ async def next_due(db: aiosqlite.Connection, source: str) -> float | None:
 
 async def fetched(db: aiosqlite.Connection, message_id: int, path: str, size: int,
                   sha256: str, mime_type: str | None, now: float) -> None:
+    """The file is stored; targets that wait for it (a sink's attachment) are re-opened."""
     await db.execute(
         "UPDATE media SET state = 'fetched', path = ?, size = ?, sha256 = ?,"
         " mime_type = coalesce(?, mime_type), reason = NULL, lease_until = NULL,"
         " attempts = attempts + 1, updated_at = ? WHERE message_id = ? AND state = 'pending'",
         (path, size, sha256, mime_type, now, message_id))
+    await delivery.reopen_waiting(db, message_id)
 
 
 async def failed(db: aiosqlite.Connection, message_id: int, reason: str,
@@ -97,6 +101,8 @@ async def failed(db: aiosqlite.Connection, message_id: int, reason: str,
         " next_attempt_at = coalesce(?, next_attempt_at), attempts = attempts + 1, reason = ?,"
         " lease_until = NULL, updated_at = ? WHERE message_id = ? AND state = 'pending'",
         (retry_at, retry_at, reason, now, message_id))
+    if retry_at is None:
+        await delivery.settle_waiting(db, message_id, f"the file never came: {reason}")
 
 
 async def set_hold(db: aiosqlite.Connection, source: str, reason: str | None,

@@ -81,6 +81,7 @@ class LeadSquaredClient:
                  transport: httpx.AsyncBaseTransport | None = None,
                  metrics: Metrics | None = None, sink: str = "leadsquared") -> None:
         self._limiter = limiter or RateLimiter(10, 5.0)  # the config's default "10/5s"
+        self._access_key, self._secret_key = access_key, secret_key
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self.calls: collections.Counter[str] = collections.Counter()
@@ -226,12 +227,44 @@ class LeadSquaredClient:
 
         return await _walk(page, "List", page_size)
 
+    async def upload_file(self, files_base: str, path: str, filename: str, mime_type: str,
+                          file_type: int) -> str:
+        """File Upload on the files host (reference §8), streamed from `path`; the stored
+        file's URL for Attachment/Add (`<files host>/File/<uploadedFile>`: a GUESS, the
+        reference names only `uploadedFile`)."""
+        form = {"FileType": str(file_type), "AccessKey": self._access_key,
+                "SecretKey": self._secret_key, "FileStorageType": "0", "EnableResize": "false"}
+        base = files_base.rstrip("/")
+
+        def upload() -> dict[str, Any]:  # a fresh file handle for each try
+            return {"data": form,
+                    "files": {"uploadFiles": (filename, open(path, "rb"), mime_type)}}
+
+        answer = await self._request("upload_file", "POST", f"{base}/File/Upload",
+                                     multipart=upload, write=True)
+        name = (answer or {}).get("uploadedFile") if isinstance(answer, dict) else None
+        if not name:
+            raise LeadSquaredError("bad_answer", f"File Upload answered no uploadedFile: "
+                                                 f"{str(answer)[:200]}")
+        return name if name.startswith(("http://", "https://")) else f"{base}/File/{name}"
+
+    async def add_attachment(self, activity_id: str, name: str, url: str,
+                             description: str) -> str:
+        """Attach an uploaded file to an activity (Attachment/Add); the attachment id."""
+        body = {"ProspectActivityId": activity_id, "AttachmentName": name,
+                "Description": description, "AttachmentFile": url}
+        answer = await self._request("add_attachment", "POST",
+                                     "ProspectActivity.svc/Attachment/Add", body=body,
+                                     write=True)
+        return str(_message_id(answer))
+
     async def _request(self, name: str, method: str, path: str, *, params: dict | None = None,
-                       body: Any = None, write: bool = False) -> Any:
+                       body: Any = None, write: bool = False,
+                       multipart: Any = None) -> Any:
         """Send through the limiter, classify the answer, retry what may be retried."""
         for attempt in itertools.count(1):
             try:
-                return await self._send(name, method, path, params, body, write)
+                return await self._send(name, method, path, params, body, write, multipart)
             except LeadSquaredError as exc:
                 if exc.kind not in RETRYABLE:
                     raise
@@ -247,14 +280,21 @@ class LeadSquaredClient:
         raise AssertionError("unreachable")
 
     async def _send(self, name: str, method: str, path: str, params: dict | None,
-                    body: Any, write: bool) -> Any:
+                    body: Any, write: bool, multipart: Any = None) -> Any:
         """One HTTP request; returns the JSON answer or raises LeadSquaredError."""
         await self._limiter.acquire()
         self.calls[name] += 1
         endpoint = path.rsplit("/", 1)[-1]
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, path, params=params, json=body)
+            if multipart is not None:
+                parts = multipart()
+                try:
+                    response = await self._http.request(method, path, params=params, **parts)
+                finally:
+                    parts["files"]["uploadFiles"][1].close()
+            else:
+                response = await self._http.request(method, path, params=params, json=body)
             answer = _classify(response, write)
         except (httpx.TransportError, LeadSquaredError) as exc:
             self.metrics.crm_call(self.sink, endpoint, call_outcome(exc),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,6 +36,10 @@ class LeadSquaredConfig(SinkSettings):
     access_key: str = Field(min_length=1)
     secret_key: str = Field(min_length=1)
     discovery_url: str = DISCOVERY_URL
+    files_host: str | None = Field(
+        None, description="where File Upload goes (URL); default: the files host of the API "
+                          "host's region (api-in21.leadsquared.com -> files-in21.leadsquared.com),"
+                          " or the API host itself for any other host (simulator, proxy)")
     activity_type: str = "WhatsApp Chats"
     activity_event: int | None = Field(None, ge=1, description="fixed event code; skips lookup")
     create_leads: bool = False
@@ -69,6 +74,15 @@ class LeadSquaredConfig(SinkSettings):
             value = "https://" + value
         return value.rstrip("/")
 
+    @field_validator("files_host")
+    @classmethod
+    def _files_host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            value = "https://" + value
+        return value.rstrip("/")
+
     @field_validator("opportunities", mode="before")
     @classmethod
     def _opportunities(cls, value: Any) -> Any:
@@ -95,3 +109,20 @@ class LeadSquaredConfig(SinkSettings):
 
         parse_rate(value)  # raises ValueError with the accepted forms
         return value
+
+
+def files_base(api_base: str, override: str | None = None) -> str:
+    """The File Upload base URL: `override`, else the API host's regional files host
+    (reference §8: files, files-us11, files-in21, files-ir31), else the API host itself."""
+    if override:
+        return override
+    scheme, _, rest = api_base.partition("://")
+    host, sep, tail = rest.partition("/")
+    name, colon, port = host.partition(":")
+    if name == "api.leadsquared.com":
+        name = "files.leadsquared.com"
+    elif re.fullmatch(r"api-[a-z]+[0-9]+\.leadsquared\.com", name):
+        name = "files-" + name[len("api-"):]
+    else:
+        return api_base.rstrip("/")
+    return f"{scheme}://{name}{colon}{port}"

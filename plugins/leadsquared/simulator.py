@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from plugins.leadsquared import simulator_files
 from plugins.leadsquared.simulator_key import SIM_KEY
 from plugins.leadsquared.simulator_leads import routes as lead_routes
 from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
@@ -210,6 +211,8 @@ class Simulator:
         for method, path, handler in ADMIN_ROUTES:
             app.router.add_route(method, ADMIN_PREFIX + path, handler)
         app.router.add_get(LEAD_PAGE, lead_page)
+        app.router.add_post(simulator_files.UPLOAD_PATH, simulator_files.upload)
+        app.router.add_get(simulator_files.FILE_PATH, simulator_files.serve_file)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -265,6 +268,15 @@ class Simulator:
     def add_opportunity_type(self, code: int, name: str) -> None:
         """An opportunity type of this account (codes 12000 and up, reference §2d)."""
         self.store.types[code] = ActivityType(code, name, opportunity=True)
+
+    def attachments(self, activity_id: str) -> list[dict[str, Any]]:
+        """Attachments of one activity, each with its file's bytes (`Data`) and sha256."""
+        out = []
+        for attachment in self.store.attachments.get(activity_id, []):
+            stored = self.store.files[attachment["File"]]
+            out.append({**attachment, "Data": stored.data, "Sha256": stored.sha256,
+                        "ContentType": stored.content_type, "FileName": stored.filename})
+        return out
 
     def activities(self, lead_id: str | None = None,
                    opportunity_id: str | None = None) -> list[dict]:
@@ -356,7 +368,7 @@ CALL_KEY: Any = web.RequestKey("call", Call) if hasattr(web, "RequestKey") else 
 WRITE_PATHS = frozenset(API_PREFIX + path for path in (
     "LeadManagement.svc/Lead.Create", "LeadManagement.svc/Lead.CreateOrUpdate",
     "ProspectActivity.svc/CreateType", "ProspectActivity.svc/Create",
-    "OpportunityManagement.svc/Capture"))
+    "OpportunityManagement.svc/Capture", simulator_files.ATTACH_PATH))
 
 
 # --- request plumbing ----------------------------------------------------------------------
@@ -558,6 +570,11 @@ async def create_activity(request: web.Request) -> web.Response:
     return success(message)
 
 
+async def attachment_add(request: web.Request) -> web.Response:
+    sim = request.app[SIM_KEY]
+    return success(simulator_files.attach(sim.store, await api_body(request), sim.base_url))
+
+
 async def retrieve_activities(request: web.Request) -> web.Response:
     """Lead-level history, newest first; an unknown lead has none (reads never refuse ids)."""
     lead_id = query(request, "leadId")
@@ -611,6 +628,7 @@ API_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "ProspectActivity.svc/CustomActivity/GetActivitySetting", activity_setting),
     ("POST", "ProspectActivity.svc/Create", create_activity),
     ("POST", "ProspectActivity.svc/Retrieve", retrieve_activities),
+    ("POST", simulator_files.ATTACH_PATH, attachment_add),
     ("POST", "OpportunityManagement.svc/Capture", capture_opportunity),
     ("POST", "OpportunityManagement.svc/GetOpportunitiesOfLead", opportunities_of_lead),
     ("POST", "OpportunityManagement.svc/GetActivitiesOfOpportunity", activities_of_opportunity),

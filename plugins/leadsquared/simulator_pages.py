@@ -28,17 +28,32 @@ async def lead_page(request: web.Request) -> web.Response:
     body = (f"<h1>{escape(name)}</h1><p>Phone {escape(str(lead.get('Phone') or ''))}"
             f" · Mobile {escape(str(lead.get('Mobile') or ''))}</p>"
             f"<h2>Activity history ({len(activities)})</h2>"
-            + "".join(_activity(a) for a in activities))
+            + "".join(_activity(a, sim.store.attachments.get(a["Id"], [])) for a in activities))
     return web.Response(text=_page(f"{name} · LeadSquared simulator", body),
                         content_type="text/html")
 
 
-def _activity(activity: dict[str, Any]) -> str:
+def _activity(activity: dict[str, Any], attachments: list[dict[str, str]]) -> str:
     where = f" · opportunity {escape(activity['RelatedOpportunityId'])}" \
         if activity["RelatedOpportunityId"] else ""
     return (f"<article><h3>{escape(activity['EventName'] or '')}"
             f" <small>{escape(activity['ActivityDateTime'])} UTC{where}</small></h3>"
-            f"<pre>{escape(activity['ActivityNote'] or '')}</pre></article>")
+            f"<pre>{escape(activity['ActivityNote'] or '')}</pre>{_attachments(attachments)}"
+            "</article>")
+
+
+def _attachments(attachments: list[dict[str, str]]) -> str:
+    """Attached files as links (an image also shown), as the CRM lists them on the activity."""
+    if not attachments:
+        return ""
+    items = []
+    for item in attachments:
+        url = escape(item["AttachmentFile"], quote=True)
+        name = escape(item["AttachmentName"])
+        image = item["AttachmentName"].lower().endswith((".jpg", ".jpeg", ".png", ".webp"))
+        preview = f"<br><img src='{url}' alt='{name}' style='max-width:20em'>" if image else ""
+        items.append(f"<li><a href='{url}'>📎 {name}</a>{preview}</li>")
+    return f"<ul class='attachments'>{''.join(items)}</ul>"
 
 
 def _page(title: str, body: str) -> str:

@@ -372,6 +372,8 @@ class Store:
         self._next_code = FIRST_CUSTOM_CODE
         self.activities: dict[str, Activity] = {}
         self.opportunities: dict[str, Opportunity] = {}
+        self.files: dict[str, Any] = {}  # uploadedFile name -> simulator_files.StoredFile
+        self.attachments: dict[str, list[dict[str, str]]] = {}  # activity id -> attachments
 
     def new_id(self) -> str:
         """A GUID, reproducible under a seed."""

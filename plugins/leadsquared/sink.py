@@ -13,8 +13,9 @@ from bridge import Batch, Outcome
 from bridge.metrics import Metrics
 from bridge.model import is_group
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
+from plugins.leadsquared.attachments import attach_files, held_line
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
-from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
+from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, files_base
 from plugins.leadsquared.groups import contact_label, deliver_group
 from plugins.leadsquared.opportunities import opportunity_types, pick_opportunities
 from plugins.leadsquared.people import follow_number_change, not_found, resolve, unreachable
@@ -61,6 +62,8 @@ class LeadSquaredSink:
         self._opportunities: dict[str, tuple[float, list[str]]] = {}
         self._opportunity_types: list[int] | None = None  # from config, or looked up once
         self._simulator: Any = None  # the bundled simulator when host is "simulator"
+        self.files_base = ""  # where File Upload goes (config.files_base)
+        self.allow_attachments = True  # the activity type's Allow Attachments setting
 
     async def start(self) -> None:
         """Find the host and the activity type (created if missing); once per run."""
@@ -76,7 +79,24 @@ class LeadSquaredSink:
         self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
         self._scheme = base.split("://", 1)[0]
         self.event = await resolve_event(self.client, cfg.activity_type, cfg.activity_event)
+        self.files_base = files_base(base, cfg.files_host)
+        self.allow_attachments = await self._allows_attachments()
         logger.info("LeadSquared sink ready: activity event %s on %s", self.event, base)
+
+    async def _allows_attachments(self) -> bool:
+        """The type's AllowAttachments; unknown (not said, or unreadable) counts as allowed,
+        and Attachment/Add's refusal is then the attachment's dead letter, with the reason."""
+        try:
+            allowed = (await self.client.activity_setting(self.event)).get("AllowAttachments")
+        except LeadSquaredError as exc:
+            logger.warning("could not read whether the activity type allows attachments: %s",
+                           exc)
+            return True
+        if allowed is not None and str(allowed) not in ("1", "True", "true"):
+            logger.warning("the activity type does not allow attachments: media files stay in "
+                           "the bridge (turn on Allow Attachments in LeadSquared)")
+            return False
+        return True
 
     async def _base_url(self) -> str:
         if self.settings.host == SIMULATOR:
@@ -128,7 +148,9 @@ class LeadSquaredSink:
         return {"rate_limit": self.settings.rate_limit, "calls_in_window": state["in_window"],
                 "waiting_calls": state["waiting"],
                 "throttled_for_s": round(state["paused_for"], 1),
-                "activity_event": self.event, "opportunity_types": self._opportunity_types}
+                "activity_event": self.event, "opportunity_types": self._opportunity_types,
+                "attachments": "allowed" if self.allow_attachments else
+                "not allowed by the activity type: media files are held in the bridge"}
 
     async def close(self) -> None:
         if self.client is not None:
@@ -202,6 +224,8 @@ class LeadSquaredSink:
     def _parts(self, batch: Batch) -> list[Part]:
         contact = contact_label(batch.conversation)
         lines = transcript_lines(batch.messages, self.tz, contact, self.settings.business_name)
+        if not self.allow_attachments:
+            lines = [held_line(line, m) for m, line in zip(batch.messages, lines, strict=True)]
         if self.settings.granularity == "message":
             return [p for m, line in zip(batch.messages, lines, strict=True)
                     for p in split(batch.key, [m], [line], self.settings.note_limit)]
@@ -227,6 +251,8 @@ class LeadSquaredSink:
         for opportunity in opportunities:
             if reason := await self._opportunity(batch, part, lead, opportunity, posting):
                 waiting.append(reason)
+        waiting += await attach_files(self, batch, part, posting.existing[part.key],
+                                      posting.existing)
         posting.results[part.key] = (Outcome.retry("; ".join(waiting)) if waiting
                                      else Outcome.delivered())
 

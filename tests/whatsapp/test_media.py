@@ -251,7 +251,7 @@ async def test_a_restarted_runner_clears_partial_downloads_and_unreferenced_file
 
 @pytest.mark.parametrize(("file", "note"), [
     (None, ""),
-    (MediaFile("pending"), "[file follows]"),
+    (MediaFile("pending", mime_type="application/pdf"), "[file bill.pdf follows]"),
     (MediaFile("fetched", path="/m/ab/x", mime_type="application/pdf", size=2048,
                sha256="ab" * 32), "[file bill.pdf, 2.0 KB]"),
     (MediaFile("held", reason=NO_TOKEN),
@@ -266,12 +266,14 @@ def test_the_transcript_line_says_what_became_of_the_file(file, note):
     assert file_note(message) == note
 
 
-def test_a_file_sent_without_a_name_is_named_by_kind_and_sha256():
+def test_a_file_sent_without_a_name_is_named_by_kind_and_message_the_same_before_and_after():
     from bridge.render import file_name
 
-    message = replace(media_message(1, "9"), file=MediaFile("fetched", path="/p",
+    fetched = replace(media_message(1, "9"), file=MediaFile("fetched", path="/p",
                       mime_type="image/jpeg", size=1, sha256="cd" * 32))
-    assert file_name(message) == "image-cdcdcdcdcdcd.jpg"
+    pending = replace(fetched, file=MediaFile("pending", mime_type="image/jpeg"))
+    tag = "".join(c for c in fetched.provider_id if c.isalnum())[-12:]
+    assert file_name(fetched) == file_name(pending) == f"image-{tag}.jpg"
 
 
 async def test_status_and_metrics_count_media_per_source_with_reasons_and_bytes(

@@ -124,7 +124,7 @@ def test_a_graph_outage_delays_only_files_and_a_deleted_id_ends_with_metas_reaso
              media_webhook("wamid.p1", "image", photo_id, "image/jpeg", photo))
         activities = eventually(lambda: lsq.activities(lead))  # the text lands meanwhile
         note = activities[0]["ActivityNote"]
-        assert "here is my bill" in note and "[file follows]" in note
+        assert "here is my bill" in note and "follows]" in note
         assert media_rows(tmp_path)["wamid.p1"][0] == "pending"
         assert "Service temporarily unavailable" in media_rows(tmp_path)["wamid.p1"][3]
         graph.faults(outage=False)

@@ -1,0 +1,118 @@
+"""The simulator's File Upload and Attachment/Add (reference §8, "Files and attachments").
+
+File Upload lives on the regional files host (`files-<region>.leadsquared.com/File/Upload`);
+the simulator is its own files host, so it serves `/File/Upload` beside `/v2/`. Keys come in
+the multipart form (`AccessKey`, `SecretKey`), as the reference lists them. The URL of an
+uploaded file (what `Attachment/Add` takes as `AttachmentFile`) is a GUESS: the reference
+says only that the answer names the stored file in `uploadedFile`; here it is
+`<files host>/File/<uploadedFile>`, which also serves the bytes back for tests and the lead page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from hmac import compare_digest
+from typing import Any
+
+from aiohttp import web
+
+from plugins.leadsquared.simulator_key import SIM_KEY
+from plugins.leadsquared.simulator_state import INVALID, ApiError, invalid, missing
+
+UPLOAD_PATH = "/File/Upload"
+FILE_PATH = "/File/{name:.+}"
+ATTACH_PATH = "ProspectActivity.svc/Attachment/Add"
+FILE_TYPES = {"0", "1", "3", "7"}  # document, image, lead attachment, custom-field-set document
+MAX_UPLOAD = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    name: str
+    filename: str
+    content_type: str
+    data: bytes
+    file_type: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+async def upload(request: web.Request) -> web.Response:
+    """POST /File/Upload, multipart: uploadFiles, FileType, AccessKey, SecretKey,
+    FileStorageType, EnableResize; answers the stored file's name in `uploadedFile`."""
+    sim = request.app[SIM_KEY]
+    sim.record(request)
+    if not request.content_type.startswith("multipart/form-data"):
+        return _error(ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
+                                        "multipart/form-data", 400))
+    form, upload = await _read_form(request)
+    if not (compare_digest(form.get("AccessKey", "").encode(), sim.access_key.encode())
+            and compare_digest(form.get("SecretKey", "").encode(), sim.secret_key.encode())):
+        return _error(ApiError("MXUnAuthorizedAccessException",
+                               "Invalid access key or secret key", 401))
+    if upload is None:
+        return _error(missing("uploadFiles"))
+    if form.get("FileType", "") not in FILE_TYPES:
+        return _error(invalid(f"FileType must be one of {', '.join(sorted(FILE_TYPES))}"))
+    filename, content_type, data = upload
+    name = f"{sim.store.new_id()}/{filename}"
+    sim.store.files[name] = StoredFile(name, filename, content_type, data, form["FileType"])
+    return web.json_response({"Status": "Success", "uploadedFile": name})
+
+
+async def _read_form(request: web.Request) -> tuple[dict[str, str], tuple | None]:
+    reader = await request.multipart()
+    form: dict[str, str] = {}
+    upload = None
+    while (part := await reader.next()) is not None:
+        if part.name == "uploadFiles":
+            data = await part.read()
+            if len(data) > MAX_UPLOAD:
+                raise web.HTTPRequestEntityTooLarge(max_size=MAX_UPLOAD, actual_size=len(data))
+            upload = (part.filename or "file", part.headers.get("Content-Type",
+                                                                "application/octet-stream"),
+                      bytes(data))
+        elif part.name:
+            form[part.name] = (await part.text()).strip()
+    return form, upload
+
+
+async def serve_file(request: web.Request) -> web.Response:
+    """GET /File/<name>: the stored bytes (tests compare them; the lead page links them)."""
+    stored = request.app[SIM_KEY].store.files.get(request.match_info["name"])
+    if stored is None:
+        raise web.HTTPNotFound(text="no such uploaded file")
+    return web.Response(body=stored.data, content_type=stored.content_type)
+
+
+def attach(store: Any, body: Any, files_base: str) -> dict[str, str]:
+    """Attachment/Add: refused for an unknown activity, a type without Allow Attachments
+    (§8), or a file this account never uploaded; else the attachment's id."""
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    for name in ("ProspectActivityId", "AttachmentName", "AttachmentFile"):
+        if not str(body.get(name) or "").strip():
+            raise missing(name)
+    activity = store.activities.get(str(body["ProspectActivityId"]))
+    if activity is None:
+        raise invalid(f"No activity {body['ProspectActivityId']}")
+    kind = store.types.get(activity.event)
+    if kind is None or not kind.allow_attachments:
+        raise invalid("Attachments are not allowed for this activity type")
+    prefix = files_base.rstrip("/") + "/File/"
+    url = str(body["AttachmentFile"])
+    stored = store.files.get(url[len(prefix):]) if url.startswith(prefix) else None
+    if stored is None:
+        raise invalid(f"AttachmentFile {url!r} is not a file uploaded to this account")
+    attachment = {"Id": store.new_id(), "AttachmentName": str(body["AttachmentName"]),
+                  "Description": str(body.get("Description") or ""), "AttachmentFile": url,
+                  "File": stored.name}
+    store.attachments.setdefault(activity.id, []).append(attachment)
+    return {"Id": attachment["Id"]}
+
+
+def _error(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)

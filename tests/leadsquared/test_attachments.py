@@ -1,0 +1,216 @@
+"""Media files into LeadSquared (issue 17, part 4): File Upload on the files host and
+Attachment/Add on the activity that names the file; each attachment a target of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import httpx
+import pytest
+
+from bridge.buffer import Buffer
+from plugins.leadsquared.activity_type import FIELD_DEFINITIONS
+from plugins.leadsquared.config import files_base
+from tests.helpers import running, wait_until
+from tests.leadsquared.test_sink import chat, settled, sink_for
+from tests.whatsapp.test_media import media_message
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.mark.parametrize(("api", "override", "files"), [
+    ("https://api-in21.leadsquared.com/v2/", None, "https://files-in21.leadsquared.com"),
+    ("https://api-us11.leadsquared.com", None, "https://files-us11.leadsquared.com"),
+    ("https://api.leadsquared.com", None, "https://files.leadsquared.com"),
+    ("http://127.0.0.1:8090", None, "http://127.0.0.1:8090"),
+    ("https://lsq-proxy.example.com/", None, "https://lsq-proxy.example.com"),
+    ("https://api-in21.leadsquared.com", "https://files.example", "https://files.example"),
+])
+def test_the_files_host_follows_the_api_hosts_region(api, override, files):
+    assert files_base(api, override) == files
+
+
+# --- the simulator's File Upload and Attachment/Add (rows F1-F3) -------------------------
+
+async def sim_upload(sim, data: bytes, *, secret: str | None = None, file_type: str = "1",
+                     name: str = "photo.jpg") -> httpx.Response:
+    form = {"FileType": file_type, "AccessKey": sim.access_key,
+            "SecretKey": sim.secret_key if secret is None else secret,
+            "FileStorageType": "0", "EnableResize": "false"}
+    async with httpx.AsyncClient() as client:
+        return await client.post(f"{sim.base_url}/File/Upload", data=form,
+                                 files={"uploadFiles": (name, data, "image/jpeg")})
+
+
+async def sim_api(sim, path: str, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.post(f"{sim.base_url}/v2/{path}", json=body, headers={
+            "x-LSQ-AccessKey": sim.access_key, "x-LSQ-SecretKey": sim.secret_key})
+
+
+def new_type(sim, attachments: bool) -> int:
+    return sim.store.create_type({"ActivityEventName": f"Chats {attachments}",
+                                  "AllowAttachments": int(attachments)})
+
+
+def post_on(sim, lead: str, event: int) -> str:
+    return sim.store.post_activity({"RelatedProspectId": lead, "ActivityEvent": event,
+                                    "ActivityNote": "n"}, 2000).id
+
+
+async def test_file_upload_is_multipart_with_keys_in_the_form_and_names_the_stored_file(sim):
+    data = os.urandom(5000)
+    answer = await sim_upload(sim, data)
+    assert answer.status_code == 200
+    name = answer.json()["uploadedFile"]
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{sim.base_url}/File/{name}")).content == data
+    assert (await sim_upload(sim, data, secret="wrong")).status_code == 401
+    assert (await sim_upload(sim, data, file_type="9")).json()["Status"] == "Error"
+    async with httpx.AsyncClient() as client:
+        not_form = await client.post(f"{sim.base_url}/File/Upload", json={"uploadFiles": "x"})
+    assert not_form.status_code == 400 and "multipart/form-data" in not_form.text
+
+
+async def test_attachment_add_attaches_an_uploaded_file_only_where_the_type_allows(sim):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    allowed, refused = post_on(sim, lead, new_type(sim, True)), post_on(sim, lead,
+                                                                         new_type(sim, False))
+    data = os.urandom(3000)
+    url = f"{sim.base_url}/File/{(await sim_upload(sim, data)).json()['uploadedFile']}"
+    body = {"AttachmentName": "photo.jpg", "Description": "d", "AttachmentFile": url}
+    ok = await sim_api(sim, "ProspectActivity.svc/Attachment/Add",
+                       {**body, "ProspectActivityId": allowed})
+    assert ok.status_code == 200 and ok.json()["Message"]["Id"]
+    (attached,) = sim.attachments(allowed)
+    assert attached["Data"] == data and attached["AttachmentName"] == "photo.jpg"
+    no = await sim_api(sim, "ProspectActivity.svc/Attachment/Add",
+                       {**body, "ProspectActivityId": refused})
+    assert no.json()["ExceptionType"] == "MXInvalidInputException"
+    assert "not allowed" in no.json()["ExceptionMessage"] and sim.attachments(refused) == []
+    stranger = await sim_api(sim, "ProspectActivity.svc/Attachment/Add", {
+        **body, "ProspectActivityId": allowed, "AttachmentFile": "https://elsewhere/x.jpg"})
+    assert stranger.json()["Status"] == "Error" and len(sim.attachments(allowed)) == 1
+
+
+async def test_the_lead_page_shows_an_activitys_attachments(sim):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    activity = post_on(sim, lead, new_type(sim, True))
+    url = f"{sim.base_url}/File/{(await sim_upload(sim, b'img')).json()['uploadedFile']}"
+    await sim_api(sim, "ProspectActivity.svc/Attachment/Add", {
+        "ProspectActivityId": activity, "AttachmentName": "bill.jpg", "AttachmentFile": url})
+    async with httpx.AsyncClient() as client:
+        page = await client.get(f"{sim.base_url}/LeadManagement/LeadDetails",
+                                params={"LeadID": lead})
+    assert "bill.jpg" in page.text and f"<img src='{url}'" in page.text
+
+
+# --- the sink ---------------------------------------------------------------------------
+
+async def fetch(buffer: Buffer, tmp_path, data: bytes, mime: str = "image/jpeg") -> None:
+    """Stand in for the media runner: the pending job's file stored and recorded."""
+    (job,) = await buffer.media_claim("whatsapp", 10, 60)
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_path / sha
+    path.write_bytes(data)
+    await buffer.media_fetched(job, str(path), len(data), sha, mime)
+
+
+def calls(sim, endpoint: str) -> int:
+    return sum(1 for c in sim.calls if c.path.endswith(endpoint))
+
+
+@pytest.fixture
+async def media_buffer(buffer):
+    buffer.media_sources = {"whatsapp": None}
+    return buffer
+
+
+async def test_a_fetched_file_is_uploaded_and_attached_to_the_activity_naming_it_once(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    photo = os.urandom(30_000)
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, photo)
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))
+    (activity,) = sim.activities(lead)
+    (attached,) = sim.attachments(activity["Id"])
+    assert attached["Data"] == photo
+    assert f"[file {attached['AttachmentName']}, 29.3 KB]" in activity["ActivityNote"]
+    async with running(media_buffer, [sink_for(sim)]):  # a second run sends nothing again
+        await wait_until(lambda: settled(media_buffer))
+    assert calls(sim, "/File/Upload") == calls(sim, "Attachment/Add") == 1
+    assert len(sim.attachments(activity["Id"])) == 1
+
+
+async def test_a_file_fetched_after_its_text_was_synced_follows_to_the_same_activity(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([media_message(1, "m-1", kind="document", filename="bill.pdf")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text does not wait for the file
+        (activity,) = sim.activities(lead)
+        assert "[file bill.pdf follows]" in activity["ActivityNote"]
+        assert sim.attachments(activity["Id"]) == [] and await media_buffer.dead_letters() == []
+        pdf = b"%PDF-1.4\n" + os.urandom(10_000)
+        await fetch(media_buffer, tmp_path, pdf, "application/pdf")
+        await wait_until(lambda: sim.attachments(activity["Id"]))
+        await wait_until(lambda: settled(media_buffer))
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [pdf]
+    assert sim.attachments(activity["Id"])[0]["AttachmentName"] == "bill.pdf"
+    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text was never posted again
+    assert await media_buffer.dead_targets() == []
+
+
+async def test_a_failing_attach_is_retried_alone_and_never_reposts_the_text(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, b"photo bytes")
+    sim.break_endpoint("Add", 408)  # a gateway's page: the attach never reached the account
+    async with running(media_buffer, [sink_for(sim, max_attempts=50,
+                                               rate_limit="1000/0.05s")]):
+        await wait_until(lambda: calls(sim, "Attachment/Add") >= 6)
+        (activity,) = sim.activities(lead)  # the text landed meanwhile
+        sim.mend_endpoint("Add")
+        await wait_until(lambda: sim.attachments(activity["Id"]))
+        await wait_until(lambda: settled(media_buffer))
+    assert calls(sim, "ProspectActivity.svc/Create") == 1
+    assert len(sim.attachments(activity["Id"])) == 1 and await media_buffer.dead_targets() == []
+
+
+async def test_a_type_without_attachments_keeps_the_file_in_the_bridge_and_says_so(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.store.create_type({"ActivityEventName": "WhatsApp Chats", "AllowAttachments": 0,
+                           "Fields": [dict(f, IsMandatory=False, Sequence=i + 1)
+                                      for i, f in enumerate(FIELD_DEFINITIONS)]})
+    await media_buffer.append([media_message(1, "m-1")])
+    await fetch(media_buffer, tmp_path, b"photo bytes")
+    sink = sink_for(sim)
+    async with running(media_buffer, [sink]):
+        await wait_until(lambda: settled(media_buffer))
+    (activity,) = sim.activities(lead)
+    assert "held in the bridge" in activity["ActivityNote"]
+    assert calls(sim, "/File/Upload") == calls(sim, "Attachment/Add") == 0
+    assert "held in the bridge" in sink.describe()["attachments"]
+
+
+async def test_an_attach_whose_answer_is_lost_is_not_repeated(sim, media_buffer, tmp_path):
+    """No documented read of an activity's attachments: an attach with an unknown outcome
+    is a dead target saying so, never sent again by itself (a duplicate is the worse one)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([media_message(1, "m-1")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text, file still pending
+        (activity,) = sim.activities(lead)
+        sim.configure(drop_after_commit_rate=1.0)  # writes commit, their answers are lost
+        await fetch(media_buffer, tmp_path, b"photo bytes")
+        await wait_until(lambda: calls(sim, "Attachment/Add"))
+        await wait_until(lambda: settled(media_buffer))
+        await wait_until(lambda: settled(media_buffer))  # and a drain after that
+    assert calls(sim, "Attachment/Add") == 1 and len(sim.attachments(activity["Id"])) == 1
+    (dead,) = await media_buffer.dead_targets()
+    assert dead["target"].startswith("attachment ") and "attach unconfirmed" in dead["reason"]
