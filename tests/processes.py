@@ -71,6 +71,13 @@ class SimulatorProcess:
     def activities(self, lead_id: str | None = None) -> list[dict]:
         return self.admin("GET", "activities", params={"leadId": lead_id} if lead_id else {})
 
+    def attachments(self, activity_id: str) -> list[dict]:
+        """An activity's attachments, each with its file's bytes under "Data"."""
+        rows = self.admin("GET", "attachments", params={"activity": activity_id})
+        for row in rows:
+            row["Data"] = httpx.get(row["AttachmentFile"], timeout=10).content
+        return rows
+
     def configure(self, **knobs: object) -> None:
         self.admin("POST", "config", json=knobs)
 

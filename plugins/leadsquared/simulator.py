@@ -674,6 +674,12 @@ async def admin_activities(request: web.Request) -> web.Response:
     return web.json_response(request.app[SIM_KEY].activities(lead_id, opportunity_id))
 
 
+async def admin_attachments(request: web.Request) -> web.Response:
+    """Attachments of ?activity=<id> (their bytes at each AttachmentFile URL), with sha256."""
+    rows = request.app[SIM_KEY].attachments(request.query.get("activity", ""))
+    return web.json_response([{k: v for k, v in row.items() if k != "Data"} for row in rows])
+
+
 async def admin_leads(request: web.Request) -> web.Response:
     return web.json_response(list(store_of(request).leads.values()))
 
@@ -722,6 +728,7 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "refuse", admin_refuse),
     ("POST", "config", admin_config),
     ("GET", "stats", admin_stats),
+    ("GET", "attachments", admin_attachments),
 ]
 
 

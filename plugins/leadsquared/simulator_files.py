@@ -10,6 +10,7 @@ says only that the answer names the stored file in `uploadedFile`; here it is
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from hmac import compare_digest
@@ -49,6 +50,8 @@ async def upload(request: web.Request) -> web.Response:
         return _error(ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
                                         "multipart/form-data", 400))
     form, upload = await _read_form(request)
+    if sim.knobs.latency:  # knob latency (row K4): every call, uploads too
+        await asyncio.sleep(sim.knobs.latency)
     if not (compare_digest(form.get("AccessKey", "").encode(), sim.access_key.encode())
             and compare_digest(form.get("SecretKey", "").encode(), sim.secret_key.encode())):
         return _error(ApiError("MXUnAuthorizedAccessException",

@@ -89,13 +89,15 @@ def eventually(check, timeout: float = 30.0):
         time.sleep(0.1)
 
 
-def test_an_image_a_voice_note_and_a_pdf_are_stored_byte_identical(tmp_path, graph):
+def test_an_image_a_voice_note_and_a_pdf_arrive_as_attachments_byte_identical(
+        tmp_path, graph, lsq):
+    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     files = {"wamid.img": ("image", "image/jpeg", os.urandom(200_000), {"caption": "my bill"}),
              "wamid.voice": ("audio", "audio/ogg; codecs=opus", os.urandom(50_000),
                              {"voice": True}),
              "wamid.pdf": ("document", "application/pdf", b"%PDF-1.4\n" + os.urandom(400_000),
                            {"filename": "invoice.pdf"})}
-    bridge = start_bridge(tmp_path, graph)
+    bridge = start_bridge(tmp_path, graph, lsq)
     try:
         for mid, (kind, mime, data, extra) in files.items():
             media_id = graph.upload(data, mime, PHONE_ID)
@@ -106,6 +108,48 @@ def test_an_image_a_voice_note_and_a_pdf_are_stored_byte_identical(tmp_path, gra
             state, path, sha, _ = rows[mid]
             assert Path(path).read_bytes() == data
             assert sha == hashlib.sha256(data).hexdigest()
+        attached = eventually(lambda: (found := all_attachments(lsq, lead))
+                              and len(found) == 3 and found)
+        assert sorted(a["Data"] for a in attached) == sorted(f[2] for f in files.values())
+        assert "invoice.pdf" in {a["AttachmentName"] for a in attached}
+        notes = " ".join(a["ActivityNote"] for a in lsq.activities(lead))
+        for a in attached:
+            assert f"[file {a['AttachmentName']}" in notes  # the line names the attachment
+    finally:
+        bridge.stop()
+
+
+def backlog(bridge: BridgeProcess) -> int:
+    (sink,) = [s for s in bridge.status()["sinks"] if s["sink"] == "leadsquared"]
+    return sink["backlog"]
+
+
+def all_attachments(lsq: SimulatorProcess, lead: str) -> list[dict]:
+    return [dict(attachment, Activity=activity["Id"]) for activity in lsq.activities(lead)
+            for attachment in lsq.attachments(activity["Id"])]
+
+
+def test_sigkill_during_an_upload_loses_nothing_and_attaches_nothing_twice(
+        tmp_path, graph, lsq):
+    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    data = b"%PDF-1.4\n" + os.urandom(300_000)
+    media_id = graph.upload(data, "application/pdf", PHONE_ID)
+    bridge = start_bridge(tmp_path, graph, lsq)
+    try:
+        eventually(lambda: bridge.status())
+        lsq.configure(latency=3.0)  # every call, the upload too, answers after 3 s
+        post(bridge, media_webhook("wamid.doc", "document", media_id, "application/pdf", data,
+                                   filename="contract.pdf"))
+        eventually(lambda: any(c["path"] == "/File/Upload" for c in lsq.admin("GET", "calls")))
+        bridge.kill()  # mid-upload: the text is posted, the attach never sent
+        assert not any(c["path"].endswith("Attachment/Add") for c in lsq.admin("GET", "calls"))
+        lsq.configure(latency=0.0)
+        bridge.start()
+        eventually(lambda: all_attachments(lsq, lead), timeout=60)
+        eventually(lambda: backlog(bridge) == 0)
+        attached = all_attachments(lsq, lead)
+        assert [a["Data"] for a in attached] == [data]
+        assert len(lsq.activities(lead)) == 1  # the text once, the file once
     finally:
         bridge.stop()
 
