@@ -96,8 +96,9 @@ async def _type_settings(client: LeadSquaredClient, code: int, say: Callable[[st
     elif str(allowed) in ("1", "True", "true"):
         say("ok   attachments allowed on this type")
     else:
-        say("warn attachments are not allowed on this type: turn on Allow Attachments in "
-            "LeadSquared's activity type settings to attach media files")
+        say("warn attachments are not allowed on this type: media files are held in the "
+            "bridge (the transcript says so); turn on Allow Attachments in LeadSquared's "
+            "activity type settings to attach them")
 
 
 def _check_opportunities(cfg: LeadSquaredConfig, say: Callable[[str], None],

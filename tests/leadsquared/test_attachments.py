@@ -214,3 +214,18 @@ async def test_an_attach_whose_answer_is_lost_is_not_repeated(sim, media_buffer,
     assert calls(sim, "Attachment/Add") == 1 and len(sim.attachments(activity["Id"])) == 1
     (dead,) = await media_buffer.dead_targets()
     assert dead["target"].startswith("attachment ") and "attach unconfirmed" in dead["reason"]
+
+
+async def test_without_an_access_token_the_posted_line_says_why_and_nothing_is_uploaded(
+        sim, buffer):
+    from plugins.whatsapp.media import NO_TOKEN
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    buffer.media_sources = {"whatsapp": NO_TOKEN}  # as a source without a token queues them
+    await buffer.append([media_message(1, "m-1")])
+    async with running(buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(buffer))
+    (activity,) = sim.activities(lead)
+    assert "[file not fetched: plugins.whatsapp.access_token is not set]" in activity[
+        "ActivityNote"]
+    assert calls(sim, "/File/Upload") == 0 and await buffer.dead_targets() == []

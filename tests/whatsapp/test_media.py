@@ -237,6 +237,23 @@ async def test_prune_deletes_a_file_with_its_last_message(media_buffer, graph, t
     assert await media_buffer.query("SELECT count(*) FROM media") == [(0,)]
 
 
+async def test_purging_a_person_deletes_their_files_and_keeps_anothers(
+        media_buffer, graph, tmp_path):
+    other = replace(media_message(3, await upload(graph, b"theirs")), conversation="+14155550100")
+    await media_buffer.append([media_message(1, await upload(graph, b"mine")), other])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    await runner.step()
+    mine = Path((await file_of(media_buffer, "wamid.1")).path)
+    theirs = Path((await file_of(media_buffer, "wamid.3")).path)
+    assert mine.exists() and theirs.exists()
+    dry = await media_buffer.purge_person(phone="+919876543210", dry_run=True)
+    assert dry["media"] == 1 and mine.exists()
+    found = await media_buffer.purge_person(phone="+919876543210")
+    assert found["files"] == 1 and not mine.exists() and theirs.exists()
+    assert await media_buffer.query("SELECT count(*) FROM media") == [(1,)]
+
+
 async def test_a_restarted_runner_clears_partial_downloads_and_unreferenced_files(
         media_buffer, graph, tmp_path):
     media = tmp_path / "media"
