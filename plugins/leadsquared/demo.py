@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import signal
@@ -25,7 +26,7 @@ ACCESS, SECRET = "demo-access-key", "demo-secret-key"
 # (delay s, customer wa_id, name, kind, content, direction): a morning of sales chats.
 SCRIPT: list[tuple[float, str, str, str, Any, str]] = [
     (0.0, "919876543210", "Asha Patil", "text", "Hi! Is the annual plan still 20% off?", "in"),
-    (0.3, "919876543210", "Asha Patil", "image", "my current bill", "in"),
+    (0.3, "919876543210", "Asha Patil", "image", "my current bill", "in"),  # a real photo
     (0.6, "919876543210", "Asha Patil", "text", "Yes, until Friday. Want the link?", "out"),
     (0.9, "919123456780", "Ravi Kumar", "text", "Can you send the quote for 12 seats?", "in"),
     (1.2, "919123456780", "Ravi Kumar", "document", "quote-12-seats.pdf", "out"),
@@ -36,6 +37,33 @@ SCRIPT: list[tuple[float, str, str, str, Any, str]] = [
 ]
 
 
+def _photo() -> bytes:
+    """A small PNG (a warm gradient) made here, so the demo needs no image file."""
+    import struct
+    import zlib
+
+    width, height = 96, 64
+    rows = b"".join(b"\x00" + bytes(c for x in range(width)
+                                    for c in (255, 120 + x, 60 + 2 * y)) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0,
+                                                                0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[]"
+       b"/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+# The files the Graph stand-in serves, by script line: (media id, MIME type, bytes).
+FILES: dict[str, tuple[str, str, bytes]] = {
+    "image": ("media-demo-photo", "image/png", _photo()),
+    "document": ("media-demo-quote", "application/pdf", PDF),
+}
+
+
 def _message(n: int, wa_id: str, kind: str, content: Any, ts: int) -> dict[str, Any]:
     """One Cloud API message object of `kind`."""
     base: dict[str, Any] = {"from": wa_id, "id": f"wamid.demo-{n}-{secrets.token_hex(6)}",
@@ -43,11 +71,13 @@ def _message(n: int, wa_id: str, kind: str, content: Any, ts: int) -> dict[str, 
     if kind == "text":
         base["text"] = {"body": content}
     elif kind == "image":
-        base["image"] = {"id": f"media-{n}", "mime_type": "image/jpeg", "caption": content,
-                         "sha256": secrets.token_hex(16)}
+        media_id, mime, data = FILES["image"]
+        base["image"] = {"id": media_id, "mime_type": mime, "caption": content,
+                         "sha256": hashlib.sha256(data).hexdigest()}
     elif kind == "document":
-        base["document"] = {"id": f"media-{n}", "mime_type": "application/pdf",
-                            "filename": content, "sha256": secrets.token_hex(16)}
+        media_id, mime, data = FILES["document"]
+        base["document"] = {"id": media_id, "mime_type": mime, "filename": content,
+                            "sha256": hashlib.sha256(data).hexdigest()}
     elif kind == "button":
         base["button"] = {"text": content, "payload": content.upper().replace(" ", "_")}
     elif kind == "location":
@@ -72,14 +102,17 @@ def webhook(n: int, wa_id: str, name: str, kind: str, content: Any, direction: s
             "entry": [{"id": "102290129340398", "changes": [{"field": field, "value": value}]}]}
 
 
-def write_config(workdir: Path, port: int, sim_url: str, token: str, interval: str) -> Path:
+def write_config(workdir: Path, port: int, sim_url: str, token: str, interval: str,
+                 graph_url: str = "", graph_token: str = "") -> Path:
     """The demo's config file, reusable with `bridge status -c` while the demo runs."""
     config = {
         "server": {"host": "127.0.0.1", "port": port, "admin_token": token},
         "buffer": {"path": str(workdir / "demo.db")},
         "plugins": {
             "whatsapp": {"verify_token": secrets.token_urlsafe(16),
-                         "app_secret": secrets.token_urlsafe(24)},
+                         "app_secret": secrets.token_urlsafe(24),
+                         **({"access_token": graph_token, "graph_url": graph_url}
+                            if graph_url else {})},
             "leadsquared": {"host": sim_url, "access_key": ACCESS, "secret_key": SECRET,
                             "sync_interval": interval, "activity_type": "WhatsApp Chats",
                             "create_leads": False, "rate_limit": "25/5s"},
@@ -122,6 +155,8 @@ class Demo:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="chatbridge-demo-"))
         self.sim = Simulator(ACCESS, SECRET)
         self._runner: Any = None
+        self._graph: Any = None
+        self.graph_url = ""
 
     async def start(self) -> Any:
         """Simulator with demo leads, then the bridge on its config; returns the config."""
@@ -133,8 +168,10 @@ class Demo:
         add_demo_data(self.sim)
         await self.sim.start("127.0.0.1", 0)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        graph_token = secrets.token_urlsafe(16)
+        await self._start_graph(graph_token)
         path = write_config(self.workdir, self.port, self.sim.base_url, self.token,
-                            self.interval)
+                            self.interval, self.graph_url, graph_token)
         self.config_path = path
         pm = get_plugin_manager()
         config = load_config(path, pm)
@@ -143,9 +180,31 @@ class Demo:
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return config
 
+    async def _start_graph(self, token: str) -> None:
+        """The Graph API stand-in, in-process, serving the script's photo and PDF."""
+        from aiohttp import web
+
+        from plugins.whatsapp.graph_simulator import STATE, StoredMedia, create_graph_app
+
+        folder = self.workdir / "graph"
+        folder.mkdir(exist_ok=True)
+        app = create_graph_app(token, folder)
+        for media_id, mime, data in FILES.values():
+            (folder / media_id).write_bytes(data)
+            app[STATE].media[media_id] = StoredMedia(media_id, folder / media_id, mime,
+                                                     hashlib.sha256(data).hexdigest(),
+                                                     len(data), PHONE_ID)
+        self._graph = web.AppRunner(app, access_log=None)
+        await self._graph.setup()
+        site = web.TCPSite(self._graph, "127.0.0.1", 0)
+        await site.start()
+        self.graph_url = f"http://127.0.0.1:{self._graph.addresses[0][1]}"
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._graph is not None:
+            await self._graph.cleanup()
         await self.sim.stop()
 
     def landed(self) -> list[str]:
@@ -156,8 +215,10 @@ class Demo:
             target = "opportunity" if activity["RelatedOpportunityId"] else "lead"
             count = next((f["Value"] for f in activity["Fields"]
                           if f["SchemaName"] == FIELDS["count"]), "?")
+            files = [a["AttachmentName"] for a in self.sim.attachments(activity["Id"])]
+            attached = f", attached: {', '.join(files)}" if files else ""
             lines.append(f"  {lead.get('FirstName', '?')} {lead.get('LastName', '')}".rstrip()
-                         + f": activity on the {target} ({count} messages) "
+                         + f": activity on the {target} ({count} messages{attached}) "
                          f"{self.sim.base_url}/LeadManagement/LeadDetails?LeadID="
                          f"{activity['RelatedProspectId']}")
         return lines
@@ -176,6 +237,7 @@ async def run_demo(port: int, token: str | None, interval: str, workdir: Path | 
         base = f"http://127.0.0.1:{port}"
         section = config.plugin("whatsapp")
         say(f"LeadSquared simulator: {demo.sim.base_url} (3 demo leads, 2 opportunities)")
+        say(f"Graph API stand-in: {demo.graph_url} (serves Asha's photo and Ravi's quote)")
         say(f"Bridge: {base} · config {demo.config_path}")
         say(f"Status page: {base}/  (admin token: {demo.token})")
         say("Sending a morning of WhatsApp chats as signed webhooks:")
@@ -196,6 +258,8 @@ async def _report_when_synced(demo: Demo, stop: asyncio.Event,
     say(f"Waiting for the sync (interval {demo.interval})...")
     with suppress(TimeoutError):
         await asyncio.wait_for(_until(lambda: len(demo.sim.activities()) > 0, stop), 600)
+    with suppress(TimeoutError):  # the photo follows its text (fetched, uploaded, attached)
+        await asyncio.wait_for(_until(lambda: bool(demo.sim.store.attachments), stop), 30)
     await asyncio.sleep(1.0)  # let the rest of the drain land
     lines = demo.landed()
     say(f"Activities landed in the simulator: {len(lines)}")

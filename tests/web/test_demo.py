@@ -24,6 +24,13 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         simulator = re.search(r"LeadSquared simulator: (http://\S+)", printed)[1]
         landed = int(re.search(r"Activities landed in the simulator: (\d+)", printed)[1])
         assert landed >= 3  # Asha's, Ravi's and Meera's chats, at least on the leads
+        asha = re.search(r"Asha Patil: activity on the lead \([^)]*attached: (image-\w+\.png)"
+                         r"[^)]*\) (http://\S+)", printed)
+        assert asha, printed  # her photo arrived in the CRM, attached to her chat
+        lead_page = httpx.get(asha[2]).text
+        assert asha[1] in lead_page and "<img src=" in lead_page
+        (photo,) = re.findall(r"<img src='([^']+)'", lead_page)
+        assert httpx.get(photo).content.startswith(b"\x89PNG")
         page = httpx.get(f"{demo.url}/", headers={"Authorization": f"Bearer {demo.token}"})
         assert page.status_code == 200 and "+919876543210" in page.text
         assert demo.interrupt() == 0
