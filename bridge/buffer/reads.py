@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
+from bridge.contracts import WAITING_FOR_FILE
 from bridge.model import Message
 
 Query = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
@@ -43,7 +44,8 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
                                " WHERE state = 'dead' GROUP BY sink", ()):
         counts.setdefault(sink, dict(zero))["dead_letters"] = n
     for sink, state, n in await query(
-            "SELECT sink, state, count(*) FROM targets GROUP BY sink, state", ()):
+            "SELECT sink, state, count(*) FROM targets WHERE substr(reason, 1, ?) != ?"
+            " GROUP BY sink, state", (len(WAITING_FOR_FILE), WAITING_FOR_FILE)):
         entry = counts.setdefault(sink, dict(zero))
         entry["dead_targets" if state == "dead" else "failing_targets"] = n
     progress = await backfill_progress(query)
@@ -252,7 +254,9 @@ async def dead_targets(query: Query, sink: str | None, limit: int) -> list[dict[
         "SELECT t.sink, t.key, t.label, b.conversation, t.message_ids, t.attempts, t.reason,"
         " t.updated_at FROM targets t LEFT JOIN batches b ON b.id = t.batch_id"
         " WHERE t.state = 'dead' AND t.sink = coalesce(?, t.sink)"
-        " ORDER BY t.updated_at DESC LIMIT ?", (sink, limit))
+        " AND substr(t.reason, 1, ?) != ?"  # a file still to come is not a dead letter
+        " ORDER BY t.updated_at DESC LIMIT ?", (sink, len(WAITING_FOR_FILE), WAITING_FOR_FILE,
+                                                limit))
     found = [_record(columns, row) for row in rows]
     for record in found:
         record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]

@@ -154,6 +154,9 @@ async def test_a_file_fetched_after_its_text_was_synced_follows_to_the_same_acti
         (activity,) = sim.activities(lead)
         assert "[file bill.pdf follows]" in activity["ActivityNote"]
         assert sim.attachments(activity["Id"]) == [] and await media_buffer.dead_letters() == []
+        assert await media_buffer.dead_targets() == []  # a file to come is no dead letter
+        (state,) = await media_buffer.sinks()
+        assert (state["dead_targets"], state["failing_targets"]) == (0, 0)
         pdf = b"%PDF-1.4\n" + os.urandom(10_000)
         await fetch(media_buffer, tmp_path, pdf, "application/pdf")
         await wait_until(lambda: sim.attachments(activity["Id"]))
