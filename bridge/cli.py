@@ -236,11 +236,20 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
 @dead_letter.command("requeue")
 @CONFIG_OPTION
 @click.option("--sink", default=None)
+@click.option("--media", is_flag=True,
+              help="fetch dead media files again instead (all, or the given message ids)")
 @click.argument("message_ids", nargs=-1, type=int)
 @friendly
-def dead_letter_requeue(config_path: str, sink: str | None, message_ids: tuple[int, ...]) -> None:
+def dead_letter_requeue(config_path: str, sink: str | None, media: bool,
+                        message_ids: tuple[int, ...]) -> None:
     """Send dead letters again (all, one sink's, or the given message ids)."""
     config, _ = load(config_path)
+    if media:
+        n = asyncio.run(_with_buffer(config, lambda b: b.media_requeue(list(message_ids)
+                                                                        or None)))
+        click.echo(f"requeued {n} media file(s); a running bridge fetches them at its next "
+                   "media pass, and sinks attach them once fetched")
+        return
     n = asyncio.run(_with_buffer(config, lambda b: b.requeue(sink, list(message_ids) or None)))
     click.echo(f"requeued {n} message(s); they go out at the next sync (or run `bridge sync-now`)")
 

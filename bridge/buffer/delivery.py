@@ -398,11 +398,26 @@ async def reopen_waiting(db: aiosqlite.Connection, message_id: int) -> int:
     return count
 
 
+FILE_NEVER_CAME = "the file never came"
+
+
 async def settle_waiting(db: aiosqlite.Connection, message_id: int, reason: str) -> None:
     """The file will never come: its waiting targets stay dead, saying why."""
     for sink, key, _ in await _waiting(db, message_id):
         await db.execute("UPDATE targets SET reason = ? WHERE sink = ? AND key = ?",
-                         (reason, sink, key))
+                         (f"{FILE_NEVER_CAME}: {reason}", sink, key))
+
+
+async def await_file_again(db: aiosqlite.Connection,
+                           message_ids: Sequence[int] | None) -> None:
+    """Media requeued: targets whose file never came wait for it again."""
+    rows = await _rows(db, "SELECT sink, key, message_ids FROM targets WHERE state = 'dead'"
+                       " AND substr(reason, 1, ?) = ?", (len(FILE_NEVER_CAME), FILE_NEVER_CAME))
+    wanted = {f",{i}," for i in message_ids or ()}
+    for sink, key, ids in rows:
+        if not wanted or any(w in ids for w in wanted):
+            await db.execute("UPDATE targets SET reason = ? WHERE sink = ? AND key = ?",
+                             (f"{WAITING_FOR_FILE}: fetched again", sink, key))
 
 
 async def _waiting(db: aiosqlite.Connection, message_id: int) -> list[Any]:

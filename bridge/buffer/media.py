@@ -102,7 +102,7 @@ async def failed(db: aiosqlite.Connection, message_id: int, reason: str,
         " lease_until = NULL, updated_at = ? WHERE message_id = ? AND state = 'pending'",
         (retry_at, retry_at, reason, now, message_id))
     if retry_at is None:
-        await delivery.settle_waiting(db, message_id, f"the file never came: {reason}")
+        await delivery.settle_waiting(db, message_id, reason)
 
 
 async def set_hold(db: aiosqlite.Connection, source: str, reason: str | None,
@@ -136,6 +136,7 @@ async def requeue(db: aiosqlite.Connection, message_ids: Sequence[int] | None) -
                                   tuple(message_ids))
     changed = cursor.rowcount
     await cursor.close()
+    await delivery.await_file_again(db, message_ids)
     return changed
 
 

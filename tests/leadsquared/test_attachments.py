@@ -232,3 +232,52 @@ async def test_without_an_access_token_the_posted_line_says_why_and_nothing_is_u
     assert "[file not fetched: plugins.whatsapp.access_token is not set]" in activity[
         "ActivityNote"]
     assert calls(sim, "/File/Upload") == 0 and await buffer.dead_targets() == []
+
+
+async def test_a_file_that_never_came_is_a_dead_target_and_follows_once_requeued(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([media_message(1, "m-1")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text; its file still to come
+        (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+        await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+        (dead,) = await media_buffer.dead_targets()
+        assert "the file never came: Graph API: media gone" in dead["reason"]
+        assert await media_buffer.media_requeue() == 1  # `bridge dead-letter requeue --media`
+        assert await media_buffer.dead_targets() == []  # waiting for its file again
+        await fetch(media_buffer, tmp_path, b"photo, at last")
+        (activity,) = sim.activities(lead)
+        await wait_until(lambda: sim.attachments(activity["Id"]))
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [b"photo, at last"]
+    assert calls(sim, "ProspectActivity.svc/Create") == 1
+
+
+def test_dead_letter_requeue_media_fetches_dead_files_again(tmp_path):
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from bridge.cli import cli
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"buffer:\n  path: {tmp_path / 'b.db'}\nplugins: {{}}\n")
+
+    async def seed(then) -> object:
+        buffer = await Buffer.open(tmp_path / "b.db")
+        buffer.media_sources = {"whatsapp": None}
+        try:
+            return await then(buffer)
+        finally:
+            await buffer.close()
+
+    async def dead_job(buffer: Buffer) -> None:
+        await buffer.append([media_message(1, "m-1")])
+        (job,) = await buffer.media_claim("whatsapp", 10, 60)
+        await buffer.media_failed(job, "gone", None)
+
+    asyncio.run(seed(dead_job))
+    out = CliRunner().invoke(cli, ["dead-letter", "requeue", "--media", "-c", str(config)])
+    assert out.exit_code == 0 and "requeued 1 media file(s)" in out.output
+    states = asyncio.run(seed(lambda b: b.query("SELECT state FROM media")))
+    assert states == [("pending",)]
