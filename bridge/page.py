@@ -43,6 +43,7 @@ def page_routes() -> list[web.RouteDef]:
         web.post("/logout", logout),
         web.post("/dead-letters/requeue", admin_only(requeue)),
         web.get("/conversation", conversation),
+        web.get("/conversation/file", media_file),
         web.post("/conversation/requeue", admin_only(requeue_conversation)),
         web.get("/conversation/purge", purge_form),
         web.post("/conversation/purge", admin_only(purge)),
@@ -154,6 +155,31 @@ async def conversation(request: web.Request) -> web.StreamResponse:
                    line=render_line,
                    csrf=csrf_token(request), requeued=request.query.get("requeued"),
                    logged_in=SESSION_COOKIE in request.cookies)
+
+
+# Shown in the browser; anything else (HTML, SVG, PDF ...) is only downloaded, never run.
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "audio/ogg",
+                          "audio/mpeg", "audio/mp4", "audio/aac", "video/mp4", "video/3gpp"})
+
+
+async def media_file(request: web.Request) -> web.StreamResponse:
+    """A stored media file of one message (?id=), for the conversation page's link."""
+    _signed_in_or_raise(request)
+    try:
+        message_id = int(request.query.get("id", ""))
+    except ValueError:
+        raise web.HTTPBadRequest(text="id must be a message id (a number)") from None
+    found = await request.app[BRIDGE].buffer.media_file(message_id)
+    if found is None:
+        raise web.HTTPNotFound(text=f"no stored file for message {message_id}")
+    path, mime = found
+    mime = (mime or "application/octet-stream").split(";")[0].strip().lower()
+    inline = mime in INLINE_TYPES
+    return web.FileResponse(path, headers={
+        "Content-Type": mime if inline else "application/octet-stream",
+        "Content-Disposition": "inline" if inline else
+        f'attachment; filename="message-{message_id}"',
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"})
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:

@@ -364,6 +364,12 @@ class Buffer:
     async def media_requeue(self, message_ids: Sequence[int] | None = None) -> int:
         return await self._transact(lambda db: media.requeue(db, message_ids))
 
+    async def media_file(self, message_id: int) -> tuple[str, str | None] | None:
+        """(path, MIME type) of a message's fetched file, or None."""
+        rows = await self.query("SELECT path, mime_type FROM media WHERE message_id = ?"
+                                " AND state = 'fetched'", (message_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     async def media_counts(self) -> dict[str, dict[str, Any]]:
         return await media.counts(self.query)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiosqlite
 
-from bridge.buffer import delivery
+import bridge.buffer.delivery as delivery
 
 # Kinds whose media is a file to fetch (an edit's or a reaction's media is not).
 FILE_KINDS = ("image", "audio", "video", "document", "sticker")

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared import simulator_files
+import plugins.leadsquared.simulator_files as simulator_files
 from plugins.leadsquared.simulator_key import SIM_KEY
 from plugins.leadsquared.simulator_leads import routes as lead_routes
 from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page

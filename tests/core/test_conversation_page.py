@@ -225,3 +225,36 @@ async def test_pages_have_headers_captions_labels_and_a_phone_viewport(make_app,
                    if attrs.get("type") not in ("hidden",) and "id" in attrs}
         assert visible <= labelled, visible - labelled
     assert "@media (max-width: 640px)" in pages[0]
+
+
+async def test_a_stored_media_file_opens_from_the_conversation_page_never_as_a_page(
+        make_app, serve, tmp_path):
+    import hashlib
+
+    from tests.whatsapp.test_media import media_message
+
+    app, base = await started(make_app, serve, LedgerSink())
+    buffer = app[BRIDGE].buffer
+    buffer.media_sources = {"whatsapp": None}
+    await buffer.append([media_message(1, "m-1"), media_message(2, "m-2")])
+    for job, (data, mime) in zip(await buffer.media_claim("whatsapp", 10, 60),
+                                 [(b"\xff\xd8jpeg", "image/jpeg"),
+                                  (b"<script>alert(1)</script>", "text/html")], strict=True):
+        path = tmp_path / hashlib.sha256(data).hexdigest()
+        path.write_bytes(data)
+        await buffer.media_fetched(job, str(path), len(data), path.name, mime)
+    async with client() as http:
+        html = await page(http, f"{base}/conversation?key=%2B919876543210")
+        links = re.findall(r'<a class="stored-file" href="([^"]+)"', html)
+        assert len(links) == 2
+        async with http.get(base + links[0].replace("&amp;", "&")) as resp:
+            assert await resp.read() == b"\xff\xd8jpeg"
+            assert resp.headers["Content-Type"] == "image/jpeg"
+        async with http.get(base + links[1].replace("&amp;", "&")) as resp:
+            assert resp.headers["Content-Type"] == "application/octet-stream"
+            assert resp.headers["Content-Disposition"].startswith("attachment")
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        async with http.get(f"{base}/conversation/file?id=999") as resp:
+            assert resp.status == 404
+        async with http.get(f"{base}/conversation/file?id=x") as resp:
+            assert resp.status == 400
