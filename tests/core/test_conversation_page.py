@@ -243,8 +243,17 @@ async def test_a_stored_media_file_opens_from_the_conversation_page_never_as_a_p
         path = tmp_path / hashlib.sha256(data).hexdigest()
         path.write_bytes(data)
         await buffer.media_fetched(job, str(path), len(data), path.name, mime)
+    await buffer.install_sinks(["crm"])
     async with client() as http:
+        await wait_until(lambda: _with(http, f"{base}/conversation?key=%2B919876543210",
+                                       'data-state="done"'))
+        await buffer._transact(lambda db: db.execute(  # as a sink's attachment target would
+            "INSERT INTO ledger (sink, key, external_id, created_at) SELECT 'crm',"
+            " b.key || '#file' || d.message_id, 'ATT-' || d.message_id, 0 FROM deliveries d"
+            " JOIN batches b ON b.id = d.batch_id"))
         html = await page(http, f"{base}/conversation?key=%2B919876543210")
+        assert re.findall(r'<code class="activity">.*?(ACT-\d+|ATT-\d+)', html) == ["ACT-1"] * 2
+        assert re.findall(r'<code class="attachment">(ATT-\d+)', html) == ["ATT-1", "ATT-2"]
         links = re.findall(r'<a class="stored-file" href="([^"]+)"', html)
         assert len(links) == 2
         async with http.get(base + links[0].replace("&amp;", "&")) as resp:
