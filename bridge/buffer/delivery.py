@@ -372,7 +372,11 @@ async def _requeue_targets(db: aiosqlite.Connection, sink: str | None,
                 (target_sink, batch_id, *covered)) as cursor:
             if cursor.rowcount == 0:  # its messages were pruned: keep it listed, for a person
                 continue
-        await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?", (target_sink, key))
+        if "#file" in key:  # a file target: the retry attaches the file alone
+            await _keep_as_follow_up(db, target_sink, key, "requeued")
+        else:
+            await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?",
+                             (target_sink, key))
         await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
                          " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
                          (batch_id,))
@@ -390,12 +394,19 @@ async def reopen_waiting(db: aiosqlite.Connection, message_id: int) -> int:
                 (sink, batch_id, message_id)) as cursor:
             if cursor.rowcount == 0:
                 continue
-        await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?", (sink, key))
+        await _keep_as_follow_up(db, sink, key, "its file was fetched: to be attached")
         await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
                          " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
                          (batch_id,))
         count += 1
     return count
+
+
+async def _keep_as_follow_up(db: aiosqlite.Connection, sink: str, key: str, reason: str) -> None:
+    """A re-opened file target stays listed (failing, no tries yet): it tells the sink which
+    part (so which activity) the message's text went into, so only the file goes out."""
+    await db.execute("UPDATE targets SET state = 'failing', attempts = 0, reason = ?"
+                     " WHERE sink = ? AND key = ?", (reason, sink, key))
 
 
 FILE_NEVER_CAME = "the file never came"

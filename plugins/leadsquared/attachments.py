@@ -41,6 +41,18 @@ def file_key(part_key: str, message: Message) -> str:
     return f"{part_key}#file{message.id}"
 
 
+def follow_ups(batch: Batch) -> dict[int, str]:
+    """Message id -> the part key its text was posted under, for messages back only for
+    their file (a re-opened file target): re-rendering them alone would give a new part key,
+    and so a second activity."""
+    found = {}
+    for key, target in batch.targets.items():
+        part_key, marker, message_id = key.rpartition("#file")
+        if marker and not target.dead and part_key in batch.ledger and message_id.isdigit():
+            found[int(message_id)] = part_key
+    return found
+
+
 def held_line(line: str, message: Message) -> str:
     """The transcript line of a file the CRM cannot take: it says the file stays here."""
     if message.file is None or message.file.state not in ("fetched", "pending"):

@@ -13,7 +13,7 @@ from bridge import Batch, Outcome
 from bridge.metrics import Metrics
 from bridge.model import is_group
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
-from plugins.leadsquared.attachments import attach_files, held_line
+from plugins.leadsquared.attachments import attach_files, follow_ups, held_line
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, files_base
 from plugins.leadsquared.groups import contact_label, deliver_group
@@ -214,22 +214,26 @@ class LeadSquaredSink:
             except LeadSquaredError as exc:
                 posting.unchecked[opportunity] = (
                     f"could not check it for earlier posts: {_outcome(exc).reason}")
-        parts = self._parts(batch)
+        follow = follow_ups(batch)  # texts already posted whose files come now
+        parts = self._parts(batch, [m for m in batch.messages if m.id not in follow])
+        parts += [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
         for part in parts:
             await self._post_part(batch, part, lead, opportunities, posting)
         if unread is not None:
             _unread_opportunities(posting, unread)
         return _per_message(batch, parts, posting.results)
 
-    def _parts(self, batch: Batch) -> list[Part]:
+    def _parts(self, batch: Batch, messages: list) -> list[Part]:
+        if not messages:
+            return []
         contact = contact_label(batch.conversation)
-        lines = transcript_lines(batch.messages, self.tz, contact, self.settings.business_name)
+        lines = transcript_lines(messages, self.tz, contact, self.settings.business_name)
         if not self.allow_attachments:
-            lines = [held_line(line, m) for m, line in zip(batch.messages, lines, strict=True)]
+            lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
         if self.settings.granularity == "message":
-            return [p for m, line in zip(batch.messages, lines, strict=True)
+            return [p for m, line in zip(messages, lines, strict=True)
                     for p in split(batch.key, [m], [line], self.settings.note_limit)]
-        return split(batch.key, batch.messages, lines, self.settings.note_limit)
+        return split(batch.key, messages, lines, self.settings.note_limit)
 
     async def _post_part(self, batch: Batch, part: Part, lead: str, opportunities: list[str],
                          posting: _Posting) -> None:

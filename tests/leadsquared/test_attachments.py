@@ -148,7 +148,9 @@ async def test_a_fetched_file_is_uploaded_and_attached_to_the_activity_naming_it
 async def test_a_file_fetched_after_its_text_was_synced_follows_to_the_same_activity(
         sim, media_buffer, tmp_path):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    await media_buffer.append([media_message(1, "m-1", kind="document", filename="bill.pdf")])
+    # the file's message is not the first of its part: alone, it would render a new part key
+    await media_buffer.append([chat(1), media_message(2, "m-1", kind="document",
+                                                      filename="bill.pdf")])
     async with running(media_buffer, [sink_for(sim)]):
         await wait_until(lambda: settled(media_buffer))  # the text does not wait for the file
         (activity,) = sim.activities(lead)

@@ -176,7 +176,9 @@ def test_a_graph_outage_delays_only_files_and_a_deleted_id_ends_with_metas_reaso
                                        == "fetched" and r)
         assert Path(path).read_bytes() == photo
         (attached,) = eventually(lambda: all_attachments(lsq, lead))  # the file follows
-        assert attached["Data"] == photo and attached["Activity"] == activities[0]["Id"]
+        (named,) = [a for a in activities if "follows]" in a["ActivityNote"]]
+        assert attached["Data"] == photo and attached["Activity"] == named["Id"]
+        assert len(lsq.activities(lead)) == len(activities)  # the text was not posted again
 
         post(bridge, media_webhook("wamid.gone", "image", deleted_id, "image/jpeg"),
              p.text_message("wamid.t2", ASHA, "did you get it?", ts=int(time.time())))
