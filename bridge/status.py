@@ -86,7 +86,7 @@ async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | No
                                              offset=(page - 1) * per_page, limit=per_page)
     people = await people_report(buffer, sinks, 10)
     return {**people, "sinks": sinks, "sink": chosen,
-            "messages": await buffer.count_messages(),
+            "messages": await buffer.count_messages(), "media": await buffer.media_counts(),
             "conversations": listing["rows"], "total": listing["total"],
             "page": page, "per_page": per_page,
             "dead_letter_sample": await buffer.dead_letters(chosen, limit=dead_letters)

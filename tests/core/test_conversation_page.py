@@ -263,6 +263,10 @@ async def test_a_stored_media_file_opens_from_the_conversation_page_never_as_a_p
             assert resp.headers["Content-Type"] == "application/octet-stream"
             assert resp.headers["Content-Disposition"].startswith("attachment")
             assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        status = await page(http, f"{base}/")  # the status page counts them per source
+        card = re.search(r'id="media-whatsapp".*?</section>', status, re.S)[0]
+        assert re.search(r'class="media-fetched">2 \(0\.0 MB stored\)', card), card
+        assert 'class="media-pending">0<' in card
         async with http.get(f"{base}/conversation/file?id=999") as resp:
             assert resp.status == 404
         async with http.get(f"{base}/conversation/file?id=x") as resp:
