@@ -207,6 +207,17 @@ class Demo:
             await self._graph.cleanup()
         await self.sim.stop()
 
+    async def drained(self, stop: asyncio.Event) -> None:
+        """Until every sink's backlog is only held chats (the unknown number)."""
+        from bridge.state import BRIDGE
+
+        buffer = self._runner.app[BRIDGE].buffer
+        while not stop.is_set():
+            if buffer is not None and all(s["backlog"] == s["held"]
+                                          for s in await buffer.sinks()):
+                return
+            await asyncio.sleep(0.2)
+
     def landed(self) -> list[str]:
         """One line per activity in the simulator: lead, target, messages."""
         lines = []
@@ -260,7 +271,8 @@ async def _report_when_synced(demo: Demo, stop: asyncio.Event,
         await asyncio.wait_for(_until(lambda: len(demo.sim.activities()) > 0, stop), 600)
     with suppress(TimeoutError):  # the photo follows its text (fetched, uploaded, attached)
         await asyncio.wait_for(_until(lambda: bool(demo.sim.store.attachments), stop), 30)
-    await asyncio.sleep(1.0)  # let the rest of the drain land
+    with suppress(TimeoutError):  # and the rest of the script lands (held chats aside)
+        await asyncio.wait_for(demo.drained(stop), 30)
     lines = demo.landed()
     say(f"Activities landed in the simulator: {len(lines)}")
     for line in lines:
