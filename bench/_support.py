@@ -32,9 +32,13 @@ ENDPOINTS = {
     "ProspectActivity.svc/ActivityTypes.Get": "type lookups",
     "ProspectActivity.svc/CreateType": "type creates",
     "Authentication.svc/UserByAccessKey.Get": "user lookups",
+    "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId": "bulk posts",
+    "ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId": "bulk posts",
+    "LeadManagement.svc/Leads.RecentlyModified": "directory pages",
 }
-KINDS = ("lead lookups", "activity posts", "opportunity lookups", "type lookups",
-         "type creates", "user lookups", "other")
+KINDS = ("lead lookups", "activity posts", "bulk posts", "directory pages",
+         "opportunity lookups", "type lookups", "type creates", "user lookups", "other")
+BULK_KINDS = frozenset({"bulk posts"})
 
 
 def free_port() -> int:

@@ -40,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._support import (  # noqa: E402
     ACCESS_KEY,
+    BULK_KINDS,
     KINDS,
     SECRET_KEY,
     SimulatorProcess,
     budget_share,
     count_kinds,
+    kind_of,
     max_in_fixed_window,
     max_in_window,
     numbers_for,
@@ -56,6 +58,7 @@ from bridge.model import Direction, Message  # noqa: E402
 from bridge.sync import SinkRunner  # noqa: E402
 from plugins.leadsquared.activity_type import FIELDS  # noqa: E402
 from plugins.leadsquared.config import LeadSquaredConfig  # noqa: E402
+from plugins.leadsquared.config import bulk_rate as bulk_rate_for  # noqa: E402
 from plugins.leadsquared.ratelimit import parse_rate  # noqa: E402
 from plugins.leadsquared.sink import LeadSquaredSink  # noqa: E402
 
@@ -85,12 +88,16 @@ class Plan:
     second_window: int
     seed: int
     profile: bool = False
+    bulk: bool = True  # bulk posts (issue 15); False: the single-post path
+    bulk_rate: tuple[int, float] | None = None  # the bulk budget; None: unthrottled
 
     @property
     def label(self) -> str:
         rate = "off" if self.rate is None else f"{self.rate[0]}/{self.rate[1]:g}s"
         extra = [self.layout] if self.layout != "interleaved" else []
         extra += ["profiled"] if self.profile else []
+        extra += [f"bulk {self.bulk_rate[0]}/{self.bulk_rate[1]:g}s" if self.bulk_rate
+                  else "bulk"] if self.bulk else ["single"]
         return ", ".join([f"rate {rate}", f"opps {'on' if self.opportunities else 'off'}",
                           *extra])
 
@@ -195,6 +202,8 @@ def sink_for(sim: SimulatorProcess, plan: Plan) -> LeadSquaredSink:
     rate = UNTHROTTLED if plan.rate is None else sim_rate(plan.rate)
     return LeadSquaredSink(LeadSquaredConfig(
         host=sim.url, access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=rate,
+        bulk=plan.bulk, lead_directory="on" if plan.bulk else "off",
+        bulk_rate_limit=UNTHROTTLED if plan.bulk_rate is None else sim_rate(plan.bulk_rate),
         opportunities=plan.opportunities, sync_interval=1.0, retry_base=1.0, retry_cap=10.0))
 
 
@@ -204,7 +213,7 @@ async def run_drain(plan: Plan) -> dict[str, Any]:
     try:
         numbers = numbers_for(plan.conversations)
         opportunities = seed_crm(sim, numbers, plan.opportunity_share, plan.seed)
-        sim.configure(rate_limit=sim_rate(plan.rate))
+        sim.configure(rate_limit=sim_rate(plan.rate), bulk_rate_limit=sim_rate(plan.bulk_rate))
         with tempfile.TemporaryDirectory() as tmp:
             result = await drain_buffer(plan, sim, Path(tmp) / "drain.db", numbers)
         result["calls"] = sim.calls()
@@ -273,18 +282,29 @@ def figures(plan: Plan, result: dict[str, Any]) -> dict[str, Any]:
     second_calls = [c for c in calls if c["at"] >= result["second_start"]]
     kinds = count_kinds(backlog_calls)
     posts = [c for c in backlog_calls if c["path"].endswith("ProspectActivity.svc/Create")]
+    posts += [{"body": item, "status": c["status"]} for c in backlog_calls
+              if c["path"].endswith("Add/ByLeadId") and isinstance(c["body"], list)
+              for item in c["body"]]
     windows = set()  # batch keys of the activities posted on leads
     for post in posts:
         key = post_key(post)
         if key and post["status"] == 200 and not (post["body"] or {}).get("RelatedOpportunityId"):
             windows.add(key.split(":")[0])
-    times = [c["at"] for c in calls]
+    bulk = [c for c in calls if kind_of(c) in BULK_KINDS]
+    ordinary = [c for c in calls if kind_of(c) not in BULK_KINDS]
+    times = [c["at"] for c in ordinary]
     limit, per = plan.rate or (None, 5.0)
+    bulk_limit, bulk_per = plan.bulk_rate or (None, 5.0)
     statuses = Counter(c["status"] for c in calls)
     return {
         "plan": plan, "wall": result["wall"], "rate": plan.messages / result["wall"],
         "kinds": kinds, "calls": len(backlog_calls), "windows": len(windows),
-        "budget": budget_share([c["at"] for c in backlog_calls], limit, per) if limit else None,
+        "budget": budget_share([c["at"] for c in backlog_calls if kind_of(c) not in BULK_KINDS],
+                               limit, per) if limit else None,
+        "bulk_budget": budget_share([c["at"] for c in backlog_calls if kind_of(c) in BULK_KINDS],
+                                    bulk_limit, bulk_per) if bulk_limit and plan.bulk else None,
+        "bulk_max": max_in_window([c["at"] for c in bulk], bulk_per), "bulk_limit": bulk_limit,
+        "bulk_per": bulk_per,
         "max_window": max_in_window(times, per), "max_fixed": max_in_fixed_window(times, per),
         "limit": limit, "per": per, "refused": statuses.get(429, 0),
         "errors": sum(n for s, n in statuses.items() if s != 200),
@@ -321,9 +341,15 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     rows += [
         ("activity posts per window", [f"{r['kinds']['activity posts'] / max(1, r['windows']):.2f}"
                                        for r in runs]),
+        ("cached window: calls per window",
+         [f"{r['second_calls'] / max(1, r['plan'].second_window):.2f}" for r in runs]),
         ("rate budget used while backlog", [pct(r["budget"]) for r in runs]),
+        ("bulk budget used while backlog", [pct(r["bulk_budget"]) for r in runs]),
         ("max calls in any window vs limit",
          [f"{r['max_window']} / {r['limit'] or 'none'} per {r['per']:g}s" for r in runs]),
+        ("max bulk calls in any window vs limit",
+         [f"{r['bulk_max']} / {r['bulk_limit'] or 'none'} per {r['bulk_per']:g}s"
+          for r in runs]),
         ("max calls in a fixed window", [str(r["max_fixed"]) for r in runs]),
         ("429 answers (other non-200)",
          [f"{r['refused']} ({r['errors'] - r['refused']})" for r in runs]),
@@ -417,6 +443,11 @@ def parse_args() -> argparse.Namespace:
                         help="conversations that get one more message after the backlog")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--paths", choices=["both", "bulk", "single"], default="both",
+                        help="bulk posts, the single-post path, or both side by side")
+    parser.add_argument("--bulk-rate", default=None,
+                        help="bulk call budget, e.g. 5/5s (default: the plan tier --rate "
+                             "implies, as the sink's bulk_rate_limit default)")
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.conversations, args.second_window = 200, 20, 10
@@ -433,7 +464,19 @@ def plans(args: argparse.Namespace) -> list[Plan]:
         return Plan(args.messages, args.conversations, args.opportunities, rate, opportunities,
                     layout, args.second_window, args.seed, profile)
 
-    runs = [plan(rate, True), plan(rate, False)]
+    bulk_rate = None if rate is None else parse_rate(
+        args.bulk_rate or bulk_rate_for(LeadSquaredConfig(
+            access_key="a", secret_key="s", rate_limit=f"{rate[0]}/{rate[1]:g}s")))
+
+    def side_by_side(opportunities: bool) -> list[Plan]:
+        """Bulk posts and the single-post path on the same backlog (issue 15)."""
+        single = plan(rate, opportunities)
+        single.bulk = False
+        bulk = plan(rate, opportunities)
+        bulk.bulk_rate = bulk_rate
+        return {"both": [bulk, single], "bulk": [bulk], "single": [single]}[args.paths]
+
+    runs = side_by_side(True) + side_by_side(False)
     if rate is not None:
         runs.append(plan(None, True))
     if args.layout == "interleaved":  # the same backlog with each chat's messages together

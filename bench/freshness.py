@@ -169,16 +169,24 @@ def landed(calls: list[dict]) -> dict[str, float]:
     """token -> arrival time of the first successful activity post whose note holds it."""
     first: dict[str, float] = {}
     for call in calls:
-        if not call["path"].endswith("ProspectActivity.svc/Create") or call["status"] != 200:
+        if not _is_post(call) or call["status"] != 200:
             continue
-        for token in TOKEN.findall((call["body"] or {}).get("ActivityNote") or ""):
-            first[token] = min(first.get(token, call["at"]), call["at"])
+        body = call["body"] or {}
+        for item in body if isinstance(body, list) else [body]:  # a bulk call: its rows
+            for token in TOKEN.findall(item.get("ActivityNote") or ""):
+                first[token] = min(first.get(token, call["at"]), call["at"])
     return first
+
+
+def _is_post(call: dict) -> bool:
+    """An activity post: Create, or a bulk call (issue 15)."""
+    return call["path"].endswith(("ProspectActivity.svc/Create", "/Add/ByLeadId",
+                                  "/Add/ByOpportunityId"))
 
 
 def syncs(calls: list[dict], gap: float = 1.0) -> list[tuple[float, float]]:
     """Bursts of activity posts (a gap over `gap` s starts a new one): (start, end)."""
-    times = sorted(c["at"] for c in calls if c["path"].endswith("ProspectActivity.svc/Create"))
+    times = sorted(c["at"] for c in calls if _is_post(c))
     bursts: list[tuple[float, float]] = []
     for at in times:
         if bursts and at - bursts[-1][1] <= gap:

@@ -249,7 +249,9 @@ class BufferCollector:
     def __init__(self) -> None:
         self._sinks: list[dict[str, Any]] = []
         self._stats: dict[str, int] | None = None
-        self.budgets: dict[str, tuple[int, float]] = {}  # sink -> (calls, per seconds)
+        # (sink, budget) -> (calls, per seconds); budget "ordinary", or e.g. "bulk" for a
+        # CRM that counts bulk calls apart
+        self.budgets: dict[tuple[str, str], tuple[int, float]] = {}
         self._media: dict[str, dict[str, Any]] = {}
 
     def update(self, sinks: list[dict[str, Any]], stats: dict[str, int] | None,
@@ -295,13 +297,14 @@ class BufferCollector:
         yield from families.values()
         limit = GaugeMetricFamily(
             "chatbridge_crm_rate_limit_calls",
-            "Calls the sink's CRM allows per rate-limit window", labels=["sink"])
+            "Calls the sink's CRM allows per rate-limit window, per budget (ordinary, bulk)",
+            labels=["sink", "budget"])
         window = GaugeMetricFamily(
             "chatbridge_crm_rate_limit_window_seconds",
-            "Length of the sink's CRM rate-limit window", labels=["sink"])
-        for sink, (calls, per) in sorted(self.budgets.items()):
-            limit.add_metric([sink], calls)
-            window.add_metric([sink], per)
+            "Length of the sink's CRM rate-limit window, per budget", labels=["sink", "budget"])
+        for (sink, budget), (calls, per) in sorted(self.budgets.items()):
+            limit.add_metric([sink, budget], calls)
+            window.add_metric([sink, budget], per)
         yield limit
         yield window
         yield from self._media_families()

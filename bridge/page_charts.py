@@ -70,23 +70,25 @@ def backlog(sinks: list[dict[str, Any]], now: float) -> dict[str, Any]:
                       "rows": table}}
 
 
-def rate_budget(sink: Any) -> tuple[int, float] | None:
-    """The sink's optional rate_budget(): (calls, per seconds), or None; never raises."""
-    budget = getattr(sink, "rate_budget", None)
+def rate_budget(sink: Any, method: str = "rate_budget") -> tuple[int, float] | None:
+    """The sink's optional rate_budget() (or bulk_rate_budget()): (calls, per seconds), or
+    None; never raises."""
+    budget = getattr(sink, method, None)
     if budget is None:
         return None
     try:
         calls, per = budget()
         return int(calls), float(per)
     except Exception:
-        logger.exception("rate_budget() of sink %s failed", getattr(sink, "name", "?"))
+        logger.exception("%s() of sink %s failed", method, getattr(sink, "name", "?"))
         return None
 
 
-def rate_budgets(sinks: Any) -> dict[str, tuple[int, float]]:
-    """Sink name -> its rate budget, for the sinks that state one."""
-    found = {sink.name: rate_budget(sink) for sink in sinks}
-    return {name: budget for name, budget in found.items() if budget is not None}
+def rate_budgets(sinks: Any) -> dict[tuple[str, str], tuple[int, float]]:
+    """(sink name, "ordinary" or "bulk") -> its rate budget, for the sinks that state one."""
+    found = {(sink.name, kind): rate_budget(sink, method) for sink in sinks
+             for kind, method in (("ordinary", "rate_budget"), ("bulk", "bulk_rate_budget"))}
+    return {key: budget for key, budget in found.items() if budget is not None}
 
 
 def backlog_history(metrics: Any, names: list[str], tz: tzinfo | None,

@@ -22,6 +22,7 @@ async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)
         sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=dead_letters)
         sink["dead_target_sample"] = await buffer.dead_targets(sink["sink"], limit=dead_letters)
+        sink["directory"] = await buffer.directory(sink["sink"]).state()
         report["sinks"].append(sink)
     return report
 

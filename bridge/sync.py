@@ -89,6 +89,8 @@ class SinkRunner:
     async def step(self) -> dict[str, int]:
         """Start the sink if needed, backfill if pending, then drain what is due."""
         if not self.started:
+            if hasattr(self.sink, "use_buffer"):  # a sink that keeps state in the buffer
+                self.sink.use_buffer(self.buffer)
             await self.sink.start()
             self.started = True
         if await self.buffer.needs_backfill(self.sink.name):
@@ -139,15 +141,16 @@ class SinkRunner:
                 continue
             # one backfill batch at a time, but batches are formed at full size: a smaller
             # claim must not cut the conversations it batches into one activity per message
-            claims = await self.buffer.claim(self.sink.name, 1, self.settings.lease,
-                                             backfill=True, batch_size=self.settings.batch_limit)
+            claims = await self.buffer.claim(self.sink.name, self._concurrency(backfill=True),
+                                             self.settings.lease, backfill=True,
+                                             batch_size=self.settings.batch_limit)
             if not claims:
                 return totals
             await self._pace_backfill(totals)
             if self._stopping():  # the unsent claim is released on the next start
                 break
             started = time.monotonic()
-            await self._deliver_into(claims[0], totals)
+            await self._backfill_step(claims, totals)
             self._rest_after_backfill(time.monotonic() - started)
         return totals
 
@@ -156,11 +159,48 @@ class SinkRunner:
         claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
                                          self.settings.lease, backfill=False,
                                          batch_size=self.settings.batch_limit)
-        for claim in claims:
-            if self._stopping():  # unleased on restart; never half-recorded
-                break
-            await self._deliver_into(claim, totals)
+        await self._deliver_all(claims, totals)
         return bool(claims)
+
+    def _concurrency(self, backfill: bool = False) -> int:
+        """Batches the sink takes at once (e.g. to share bulk calls among them); 1 unless
+        the sink says more (`concurrency`, and `backfill_concurrency` for backfill)."""
+        live = max(1, int(getattr(self.sink, "concurrency", 1)))
+        if not backfill:
+            return live
+        return max(1, min(live, int(getattr(self.sink, "backfill_concurrency", live))))
+
+    async def _backfill_step(self, claims: list[Claim], totals: dict[str, int]) -> None:
+        """Deliver backfill claims; a sink taking several batches at once also gets the
+        live ones arriving meanwhile, so a long step never holds a live message back."""
+        if self._concurrency() == 1:
+            await self._deliver_all(claims, totals)
+            return
+        done = asyncio.Event()
+
+        async def live_meanwhile() -> None:
+            while not done.is_set() and not self._stopping():
+                if not await self._drain_live(totals):
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), LIVE_POLL)
+
+        watcher = asyncio.create_task(live_meanwhile())
+        try:
+            await self._deliver_all(claims, totals)
+        finally:
+            done.set()
+            await watcher
+
+    async def _deliver_all(self, claims: list[Claim], totals: dict[str, int]) -> None:
+        """Deliver claims, up to the sink's concurrency at once; each records its own."""
+        gate = asyncio.Semaphore(self._concurrency())
+
+        async def one(claim: Claim) -> None:
+            async with gate:
+                if not self._stopping():  # unleased on restart; never half-recorded
+                    await self._deliver_into(claim, totals)
+
+        await asyncio.gather(*(one(claim) for claim in claims))
 
     async def _pace_backfill(self, totals: dict[str, int]) -> None:
         """Until backfill's turn comes, keep delivering live messages as they arrive."""

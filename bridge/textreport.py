@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.render import failure_text
@@ -10,6 +10,15 @@ from bridge.render import failure_text
 
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+
+def _directory(state: dict[str, Any]) -> str:
+    """The record directory: size and freshness, or why it is off."""
+    if not state["enabled"]:
+        return f"off (the account holds {state['records']} records, over the limit)"
+    refreshed, filled = (datetime.fromtimestamp(state[k], UTC) if state[k] else None
+                         for k in ("refreshed_at", "filled_at"))
+    return f"{state['size']} records, refreshed {_when(refreshed)}, filled {_when(filled)}"
 
 
 def render_status(report: dict[str, Any]) -> str:
@@ -36,6 +45,8 @@ def render_status(report: dict[str, Any]) -> str:
             f"  targets     {sink['failing_targets']} failing, {sink['dead_targets']} dead",
             f"  backfill    {_backfill(sink)}",
         ]
+        if directory := sink.get("directory"):
+            lines.append(f"  directory   {_directory(directory)}")
         for held in sink.get("held_chats", []):
             lines.append(f"  held chats  {held['chats']}: {held['reason']}")
         if sink["last_error"]:

@@ -22,6 +22,7 @@ import aiosqlite
 from bridge.buffer import delivery, failures, identity, media, purge, reads
 from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.delivery import Claim, Policy
+from bridge.buffer.directory import Directory
 from bridge.buffer.faults import explain
 from bridge.buffer.lock import FileHold
 from bridge.buffer.media import MediaJob
@@ -386,6 +387,10 @@ class Buffer:
 
     async def sinks(self) -> list[dict[str, Any]]:
         return await reads.sinks(self.query)
+
+    def directory(self, sink: str) -> Directory:
+        """The sink's record directory (phone -> CRM record) and unknown numbers."""
+        return Directory(self, sink)
 
     async def conversations(self, sink: str | None = None, search: str | None = None,
                             limit: int = 100) -> list[dict[str, Any]]:

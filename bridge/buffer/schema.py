@@ -247,9 +247,42 @@ CREATE INDEX media_due ON media (source, next_attempt_at) WHERE state = 'pending
 CREATE INDEX media_sha256 ON media (sha256) WHERE sha256 IS NOT NULL;
 """
 
+# A sink's local copy of its CRM's record directory (issue 15): phone key -> record, so a
+# chat finds its lead without a remote lookup. key: E.164 ("+9198...") or "nsn:<digits>"
+# for a number stored without a country code. generation marks the rows a full fill saw,
+# so a fill drops the records that vanished (deleted, merged).
+M009_DIRECTORY = """
+CREATE TABLE directory (
+    sink       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    name       TEXT,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (sink, key, record_id)
+) WITHOUT ROWID;
+CREATE INDEX directory_record ON directory (sink, record_id);
+CREATE TABLE directory_state (
+    sink         TEXT PRIMARY KEY,
+    enabled      INTEGER NOT NULL,      -- 0: the account is too large (auto) or it is off
+    generation   INTEGER NOT NULL,
+    filled_at    REAL,                  -- last full fill finished
+    refreshed_at REAL,                  -- last refresh (full or incremental) finished
+    watermark    TEXT,                  -- ToDate of the last refresh (CRM time, UTC)
+    records      INTEGER                -- the account's record count at the last fill
+) WITHOUT ROWID;
+-- Numbers that matched no record: not searched again before checked_at + unknown_recheck
+-- or the directory's next refresh.
+CREATE TABLE unknown_numbers (
+    sink       TEXT NOT NULL,
+    number     TEXT NOT NULL,
+    checked_at REAL NOT NULL,
+    PRIMARY KEY (sink, number)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
                          M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES,
-                         M007_TARGETS, M008_MEDIA]
+                         M007_TARGETS, M008_MEDIA, M009_DIRECTORY]
 VERSION = len(MIGRATIONS)
 
 

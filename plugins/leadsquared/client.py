@@ -79,9 +79,12 @@ class LeadSquaredClient:
                  limiter: RateLimiter | None = None, timeout: float = 30.0,
                  max_retries: int = 4, backoff_base: float = 1.0,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 metrics: Metrics | None = None, sink: str = "leadsquared") -> None:
+                 metrics: Metrics | None = None, sink: str = "leadsquared",
+                 bulk_limiter: RateLimiter | None = None) -> None:
         self._limiter = limiter or RateLimiter(10, 5.0)  # the config's default "10/5s"
         self._access_key, self._secret_key = access_key, secret_key
+        # Bulk calls have a budget of their own (reference §3, §8 "Bulk posting")
+        self._bulk_limiter = bulk_limiter or RateLimiter(1, 5.0)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self.calls: collections.Counter[str] = collections.Counter()
@@ -168,11 +171,7 @@ class LeadSquaredClient:
     async def post_activity(self, lead_id: str, event: int, note: str, when: datetime,
                             fields: dict[str, str], opportunity_id: str | None = None) -> str:
         """Post an activity on a lead (or on its opportunity); returns the activity id."""
-        body: dict[str, Any] = {
-            "RelatedProspectId": lead_id, "ActivityEvent": event, "ActivityNote": note,
-            "ActivityDateTime": lsq_datetime(when),
-            "Fields": [{"SchemaName": name, "Value": value} for name, value in fields.items()],
-        }
+        body = activity_item(lead_id, event, note, when, fields)
         if opportunity_id:
             # The stored doc copy lost this call's URL; a real client posts the same body to
             # ProspectActivity.svc/Create (reference §2e, §7.1), so we do as well.
@@ -180,6 +179,34 @@ class LeadSquaredClient:
         answer = await self._request("post_activity", "POST", "ProspectActivity.svc/Create",
                                      body=body, write=True)
         return str(_message_id(answer))
+
+    async def leads_recently_modified(self, since: str, until: str, columns: str,
+                                      page_index: int, page_size: int) -> dict:
+        """Leads.RecentlyModified (reference §8): one page of leads modified in
+        [since, until] (UTC), only `columns`, oldest lead first; ≤ 5,000 a page."""
+        body = {"Parameter": {"FromDate": since, "ToDate": until},
+                "Columns": {"Include_CSV": columns},
+                "Paging": {"PageIndex": page_index, "PageSize": page_size},
+                "Sorting": {"ColumnName": "ProspectAutoId", "Direction": "1"}}
+        return await self._request("leads_recently_modified", "POST",
+                                   "LeadManagement.svc/Leads.RecentlyModified", body=body) or {}
+
+    async def bulk_lead_activities(self, items: list[dict]) -> list[dict]:
+        """Bulk/CustomActivity/Add/ByLeadId (≤ 25 items, any leads): one answer row each,
+        `{RowNumber, ActivityCreated, ProspectActivityId, ExceptionMessage}` (§2c, §8)."""
+        answer = await self._request("bulk_lead_activities", "POST",
+                                     "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId",
+                                     body=items, write=True, bulk=True)
+        return _bulk_rows(answer, len(items))
+
+    async def bulk_opportunity_activities(self, opportunity_id: str,
+                                          items: list[dict]) -> list[dict]:
+        """Bulk/CustomActivity/Add/ByOpportunityId (≤ 25 items on one opportunity, §2e)."""
+        answer = await self._request(
+            "bulk_opportunity_activities", "POST",
+            "ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId",
+            params={"opportunityId": opportunity_id}, body=items, write=True, bulk=True)
+        return _bulk_rows(answer, len(items))
 
     async def lead_activities(self, lead_id: str, event: int | None = None,
                               page_size: int = 100) -> list[dict]:
@@ -260,17 +287,19 @@ class LeadSquaredClient:
 
     async def _request(self, name: str, method: str, path: str, *, params: dict | None = None,
                        body: Any = None, write: bool = False,
-                       multipart: Any = None) -> Any:
+                       multipart: Any = None, bulk: bool = False) -> Any:
         """Send through the limiter, classify the answer, retry what may be retried."""
+        limiter = self._bulk_limiter if bulk else self._limiter
         for attempt in itertools.count(1):
             try:
-                return await self._send(name, method, path, params, body, write, multipart)
+                return await self._send(name, method, path, params, body, write, multipart,
+                                        limiter)
             except LeadSquaredError as exc:
                 if exc.kind not in RETRYABLE:
                     raise
                 delay = retry_delay(exc.kind, attempt, base=self._backoff_base)
                 if exc.kind == "rate_limited":  # everyone waits, not only this request
-                    self._limiter.pause_until(time.monotonic() + delay)
+                    limiter.pause_until(time.monotonic() + delay)
                 if attempt > self._max_retries:
                     raise
                 logger.warning("LeadSquared %s failed (%s), retry %d in %.2fs",
@@ -280,9 +309,10 @@ class LeadSquaredClient:
         raise AssertionError("unreachable")
 
     async def _send(self, name: str, method: str, path: str, params: dict | None,
-                    body: Any, write: bool, multipart: Any = None) -> Any:
+                    body: Any, write: bool, multipart: Any = None,
+                    limiter: RateLimiter | None = None) -> Any:
         """One HTTP request; returns the JSON answer or raises LeadSquaredError."""
-        await self._limiter.acquire()
+        await (limiter or self._limiter).acquire()
         self.calls[name] += 1
         endpoint = path.rsplit("/", 1)[-1]
         started = time.perf_counter()
@@ -419,6 +449,26 @@ async def _walk(page: Callable[[int], Awaitable[dict]], key: str, page_size: int
         if len(batch) < page_size or (isinstance(total, int) and len(rows) >= total):
             return rows
     raise AssertionError("unreachable")
+
+
+def activity_item(lead_id: str, event: int, note: str, when: datetime,
+                  fields: dict[str, str]) -> dict[str, Any]:
+    """An activity on a lead as Create and the bulk call take it (reference §2c)."""
+    return {"RelatedProspectId": lead_id, "ActivityEvent": event, "ActivityNote": note,
+            "ActivityDateTime": lsq_datetime(when),
+            "Fields": [{"SchemaName": name, "Value": value} for name, value in fields.items()]}
+
+
+def _bulk_rows(answer: Any, count: int) -> list[dict]:
+    """A bulk answer's rows in item order; a short or shapeless answer is an unknown
+    outcome (some rows may have landed)."""
+    rows = answer.get("Response") if isinstance(answer, dict) else None
+    if not isinstance(rows, list) or len(rows) != count:
+        raise LeadSquaredError("unknown_outcome", f"bulk answer without {count} rows")
+    by_number = {row.get("RowNumber"): row for row in rows if isinstance(row, dict)}
+    if sorted(by_number) == list(range(1, count + 1)):
+        return [by_number[n] for n in range(1, count + 1)]
+    return list(rows)
 
 
 def _api_root(base_url: str) -> str:

@@ -61,6 +61,21 @@ class LeadSquaredConfig(SinkSettings):
                                                            "are reused before a new lookup")
     granularity: Literal["window", "message"] = "window"
     rate_limit: str = "10/5s"
+    bulk: bool = Field(True, description="post lead activities in bulk calls (≤ 25 a call, "
+                                         "own budget); false: one call per activity")
+    bulk_rate_limit: str | None = Field(
+        None, description="bulk call budget; left out: the docs' value for the plan tier "
+                          "rate_limit implies (under 10/5s: 1/5s, under 20/5s: 5/5s, else "
+                          "10/5s)")
+    lead_directory: Literal["auto", "on", "off"] = Field(
+        "auto", description="keep a local phone -> lead directory in the buffer (auto: on "
+                            "while the account holds at most lead_directory_max leads)")
+    lead_directory_max: int = Field(200_000, ge=1, description="largest account (leads) "
+                                                                "lead_directory: auto copies")
+    lead_directory_refresh: Duration = Field(300.0, description="how often the directory "
+                                                                "asks for changed leads")
+    unknown_recheck: Duration = Field(600.0, description="how long a number that matched no "
+                                                         "lead waits before a new search")
     note_limit: int = Field(1800, ge=200, le=100_000)
     timeout: Duration = 30.0
     business_name: str = Field("Business", description="sender label for outgoing messages")
@@ -102,12 +117,13 @@ class LeadSquaredConfig(SinkSettings):
             raise ValueError(f"{key}: {err.get('input')!r} is not valid: {err['msg']} (types "
                              "are opportunity type codes, e.g. types: [12000, 12001])") from None
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "bulk_rate_limit")
     @classmethod
-    def _rate(cls, value: str) -> str:
+    def _rate(cls, value: str | None) -> str | None:
         from plugins.leadsquared.ratelimit import parse_rate
 
-        parse_rate(value)  # raises ValueError with the accepted forms
+        if value is not None:
+            parse_rate(value)  # raises ValueError with the accepted forms
         return value
 
 
@@ -126,3 +142,16 @@ def files_base(api_base: str, override: str | None = None) -> str:
     else:
         return api_base.rstrip("/")
     return f"{scheme}://{name}{colon}{port}"
+
+
+def bulk_rate(config: LeadSquaredConfig) -> str:
+    """The bulk budget: configured, or the docs' bulk limit for the plan tier the ordinary
+    limit implies (reference §3: older table 1 bulk call / 5 s on every plan; newer table
+    Pro 10/5s -> bulk 5/5s, Super 20/5s -> bulk 10/5s)."""
+    if config.bulk_rate_limit is not None:
+        return config.bulk_rate_limit
+    from plugins.leadsquared.ratelimit import parse_rate
+
+    calls, per = parse_rate(config.rate_limit)
+    per_five = calls * 5 / per
+    return "1/5s" if per_five < 10 else "5/5s" if per_five < 20 else "10/5s"

@@ -61,6 +61,10 @@ class RateLimiter:
         finally:
             self._waiting -= 1
 
+    def ready_in(self) -> float:
+        """Seconds before an acquisition could start now (0 = a slot is free)."""
+        return max(0.0, self._delay(time.monotonic()))
+
     def pause_until(self, monotonic_deadline: float) -> None:
         """Let nobody acquire before `monotonic_deadline` (time.monotonic()), e.g. after a 429."""
         self._paused_until = max(self._paused_until, monotonic_deadline)

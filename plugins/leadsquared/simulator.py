@@ -26,6 +26,9 @@ from typing import Any
 from aiohttp import web
 
 import plugins.leadsquared.simulator_files as simulator_files
+from plugins.leadsquared.simulator_bulk import BULK_PATHS
+from plugins.leadsquared.simulator_bulk import routes as bulk_routes
+from plugins.leadsquared.simulator_directory import recently_modified
 from plugins.leadsquared.simulator_key import SIM_KEY
 from plugins.leadsquared.simulator_leads import routes as lead_routes
 from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
@@ -83,6 +86,9 @@ class Knobs:
     rate_limit: calls per 5-second window (int), "N/Ws" for another window (e.g. "3/0.5s"),
         or None for no limit. Every API call counts, refused ones too. Windows are fixed
         slices of time.monotonic() (floor(t / W)); the docs do not say fixed or sliding.
+    bulk_rate_limit: the same for the bulk calls (BULK_PATHS), counted apart from the
+        ordinary ones (reference §3: "All Bulk APIs" have their own, lower limit); None
+        for no limit. Bulk calls never count against rate_limit.
     rate_limit_signal: "429" (HTTP 429), "200" (the same error body on HTTP 200, as seen in
         the wild) or "both" (alternating, starting with 429).
     error_rate: share of calls answered 500/502/503 before anything else happens.
@@ -104,6 +110,7 @@ class Knobs:
     """
 
     rate_limit: int | str | None = None
+    bulk_rate_limit: int | str | None = None
     rate_limit_signal: str = "429"
     error_rate: float = 0.0
     latency: float = 0.0
@@ -131,7 +138,7 @@ def parse_rate(value: Any) -> tuple[int, float] | None:
 
 def _check_knob(name: str, value: Any) -> Any:
     """The value to store for a knob, or ValueError."""
-    if name == "rate_limit":
+    if name in ("rate_limit", "bulk_rate_limit"):
         parse_rate(value)
     elif name == "rate_limit_signal":
         value = str(value)
@@ -176,6 +183,8 @@ class Simulator:
         self._rng = random.Random(seed)
         self._limit: tuple[int, float] | None = None
         self._window = (-1, 0)  # (window number, calls counted in it)
+        self._bulk_limit: tuple[int, float] | None = None
+        self._bulk_window = (-1, 0)
         self._refusals = 0
         self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
         self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
@@ -198,6 +207,9 @@ class Simulator:
             setattr(self.store.switches if name in SWITCH_NAMES else self.knobs, name, value)
         if "rate_limit" in checked:
             self._limit, self._window = parse_rate(checked["rate_limit"]), (-1, 0)
+        if "bulk_rate_limit" in checked:
+            self._bulk_limit = parse_rate(checked["bulk_rate_limit"])
+            self._bulk_window = (-1, 0)
         if checked.get("seed") is not None:
             self._rng.seed(checked["seed"])
 
@@ -283,9 +295,10 @@ class Simulator:
         """Stored activities in posting order (a lead's include those on its opportunities)."""
         return [a.as_record() for a in self.store.stored_activities(lead_id, opportunity_id)]
 
-    def max_calls_in_window(self, seconds: float = 5.0) -> int:
-        """Most recorded calls that arrived within any `seconds`-long span."""
-        times = sorted(call.at for call in self.calls)
+    def max_calls_in_window(self, seconds: float = 5.0, bulk: bool = False) -> int:
+        """Most recorded calls of one budget (ordinary, or bulk) that arrived within any
+        `seconds`-long span."""
+        times = sorted(call.at for call in self.calls if (call.path in BULK_API_PATHS) == bulk)
         most, first = 0, 0
         for last, at in enumerate(times):
             while at - times[first] >= seconds:
@@ -314,18 +327,23 @@ class Simulator:
     def roll(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate
 
-    def over_limit(self, now: float) -> bool:
-        """Count a call in its fixed window; True when it is past the limit."""
-        if self._limit is None:
+    def over_limit(self, now: float, bulk: bool = False) -> bool:
+        """Count a call in its budget's fixed window; True when it is past the limit."""
+        budget = self._bulk_limit if bulk else self._limit
+        if budget is None:
             return False
-        limit, seconds = self._limit
+        limit, seconds = budget
         number = int(now // seconds)
-        count = self._window[1] + 1 if self._window[0] == number else 1
-        self._window = (number, count)
+        window = self._bulk_window if bulk else self._window
+        count = window[1] + 1 if window[0] == number else 1
+        if bulk:
+            self._bulk_window = (number, count)
+        else:
+            self._window = (number, count)
         return count > limit
 
-    def rate_limit_answer(self) -> web.Response:
-        limit, seconds = self._limit or (0, 5.0)
+    def rate_limit_answer(self, bulk: bool = False) -> web.Response:
+        limit, seconds = (self._bulk_limit if bulk else self._limit) or (0, 5.0)
         error = ApiError(RATE_LIMIT_EXCEPTION,
                          f"API calls exceeded the limit of {limit} in {seconds:g} second(s)")
         signal = self.knobs.rate_limit_signal
@@ -368,7 +386,8 @@ CALL_KEY: Any = web.RequestKey("call", Call) if hasattr(web, "RequestKey") else 
 WRITE_PATHS = frozenset(API_PREFIX + path for path in (
     "LeadManagement.svc/Lead.Create", "LeadManagement.svc/Lead.CreateOrUpdate",
     "ProspectActivity.svc/CreateType", "ProspectActivity.svc/Create",
-    "OpportunityManagement.svc/Capture", simulator_files.ATTACH_PATH))
+    "OpportunityManagement.svc/Capture", simulator_files.ATTACH_PATH, *BULK_PATHS))
+BULK_API_PATHS = frozenset(API_PREFIX + path for path in BULK_PATHS)
 
 
 # --- request plumbing ----------------------------------------------------------------------
@@ -424,8 +443,9 @@ async def _answer(sim: Simulator, request: web.Request, handler: Handler,
         await asyncio.sleep(sim.knobs.latency)
     if (page := sim.gateway_answer(request.path)) is not None:
         return page
-    if sim.over_limit(arrived):
-        return sim.rate_limit_answer()
+    bulk = request.path in BULK_API_PATHS
+    if sim.over_limit(arrived, bulk):
+        return sim.rate_limit_answer(bulk)
     if sim.roll(sim.knobs.error_rate):
         return sim.fault_answer()
     if request.path.rsplit("/", 1)[-1] in sim.broken:
@@ -633,6 +653,12 @@ API_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "OpportunityManagement.svc/GetOpportunitiesOfLead", opportunities_of_lead),
     ("POST", "OpportunityManagement.svc/GetActivitiesOfOpportunity", activities_of_opportunity),
 ]
+async def leads_recently_modified(request: web.Request) -> web.Response:
+    return web.json_response(recently_modified(store_of(request), await api_body(request)))
+
+
+API_ROUTES += [("POST", "LeadManagement.svc/Leads.RecentlyModified", leads_recently_modified)]
+API_ROUTES += bulk_routes(lambda request: request.app[SIM_KEY], store_of, api_body, query)
 # Lead search by any field and Lead.Update (issue 16): their own module; a route this
 # table already serves keeps its handler here.
 API_ROUTES += [route for route in lead_routes(store_of, api_body, query, success)

@@ -493,6 +493,10 @@ class Store:
         self._created[lead_id] = next(self._seq)
         return lead_id
 
+    def auto_id(self, lead_id: str) -> int:
+        """The lead's ProspectAutoId: its creation order."""
+        return self._created.get(lead_id, 0)
+
     def delete_lead(self, lead_id: str) -> None:
         """Delete a lead with its activities and opportunities, as a user of the web app
         can (merging two leads likewise leaves the merged one's id resolving to nothing)."""

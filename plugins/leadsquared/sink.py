@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,11 +15,20 @@ from bridge.metrics import Metrics
 from bridge.model import is_group
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
 from plugins.leadsquared.attachments import attach_files, follow_ups, held_line
-from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
-from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, files_base
+from plugins.leadsquared.bulk import BULK_MAX, BulkPoster
+from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError, activity_item
+from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, bulk_rate, files_base
+from plugins.leadsquared.directory import LeadDirectory
 from plugins.leadsquared.groups import contact_label, deliver_group
 from plugins.leadsquared.opportunities import opportunity_types, pick_opportunities
-from plugins.leadsquared.people import follow_number_change, not_found, resolve, unreachable
+from plugins.leadsquared.people import (
+    follow_number_change,
+    not_found,
+    phone_of,
+    resolve,
+    unreachable,
+)
+from plugins.leadsquared.phones import lookup_candidates
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
 from plugins.leadsquared.transcript import Part, lsq_time, note, split, transcript_lines
 
@@ -52,6 +62,10 @@ class LeadSquaredSink:
         self.client: LeadSquaredClient | None = None
         calls, per = parse_rate(config.rate_limit)
         self.limiter = RateLimiter(calls, per)
+        self.bulk_limiter = RateLimiter.from_text(bulk_rate(config))
+        self.bulk = BulkPoster(lambda: self.client, self.bulk_limiter) if config.bulk else None
+        # deliveries the core may run at once: bulk calls gather rows across them
+        self.concurrency = BULK_MAX if config.bulk else 1
         # Back off in step with the account's rate window: a refused call waits one window
         # (5 s at the default 10/5s), other transient failures a fifth of it, then doubling.
         self._backoff_base = per / 5
@@ -61,9 +75,25 @@ class LeadSquaredSink:
         self._scheme = "https"
         self._opportunities: dict[str, tuple[float, list[str]]] = {}
         self._opportunity_types: list[int] | None = None  # from config, or looked up once
+        self._types_lock = asyncio.Lock()
         self._simulator: Any = None  # the bundled simulator when host is "simulator"
         self.files_base = ""  # where File Upload goes (config.files_base)
         self.allow_attachments = True  # the activity type's Allow Attachments setting
+        self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)
+        self.directory: LeadDirectory | None = None
+
+    @property
+    def backfill_concurrency(self) -> int:
+        """Backfill batches at once: all a bulk call holds when leads come from the
+        directory; few when each needs remote lookups, so the ordinary budget's queue
+        stays short and a live message is not stuck behind it."""
+        if self.bulk is None:
+            return 1
+        return BULK_MAX if self.directory is not None and self.directory.enabled else 4
+
+    def use_buffer(self, buffer: Any) -> None:
+        """The buffer that holds the lead directory and the unknown numbers (issue 15)."""
+        self._rows = buffer.directory(self.name)
 
     async def start(self) -> None:
         """Find the host and the activity type (created if missing); once per run."""
@@ -73,7 +103,8 @@ class LeadSquaredSink:
         self.client = LeadSquaredClient(base, cfg.access_key, cfg.secret_key,
                                         limiter=self.limiter, timeout=cfg.timeout,
                                         backoff_base=self._backoff_base,
-                                        metrics=self.metrics, sink=self.name)
+                                        metrics=self.metrics, sink=self.name,
+                                        bulk_limiter=self.bulk_limiter)
         user = await self.client.user_by_access_key()
         self.tz = _zone(user.get("TimeZone"))
         self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
@@ -81,6 +112,11 @@ class LeadSquaredSink:
         self.event = await resolve_event(self.client, cfg.activity_type, cfg.activity_event)
         self.files_base = files_base(base, cfg.files_host)
         self.allow_attachments = await self._allows_attachments()
+        if self._rows is not None and cfg.lead_directory != "off":
+            self.directory = LeadDirectory(self.client, self._rows, mode=cfg.lead_directory,
+                                           limit=cfg.lead_directory_max,
+                                           refresh_every=cfg.lead_directory_refresh)
+            await self.directory.start()
         logger.info("LeadSquared sink ready: activity event %s on %s", self.event, base)
 
     async def _allows_attachments(self) -> bool:
@@ -142,17 +178,28 @@ class LeadSquaredSink:
         """The CRM's rate limit as (calls, per seconds): the page charts calls against it."""
         return self.limiter.calls, self.limiter.per
 
+    def bulk_rate_budget(self) -> tuple[int, float] | None:
+        """The bulk calls' own budget (reference §3), when bulk posts are on."""
+        return (self.bulk_limiter.calls, self.bulk_limiter.per) if self.bulk else None
+
     def describe(self) -> dict[str, Any]:
-        """Live state for the status page: rate limit and how full its window is."""
-        state = self.limiter.state
+        """Live state for the status page: both rate limits and how full their windows are."""
+        state, bulk = self.limiter.state, self.bulk_limiter.state
         return {"rate_limit": self.settings.rate_limit, "calls_in_window": state["in_window"],
                 "waiting_calls": state["waiting"],
                 "throttled_for_s": round(state["paused_for"], 1),
+                "bulk_rate_limit": bulk_rate(self.settings) if self.bulk else "off",
+                "bulk_calls_in_window": bulk["in_window"],
+                "bulk_throttled_for_s": round(bulk["paused_for"], 1),
+                "lead_directory": "on" if self.directory and self.directory.enabled
+                else "off",
                 "activity_event": self.event, "opportunity_types": self._opportunity_types,
                 "attachments": "allowed" if self.allow_attachments else
                 "not allowed by the activity type: media files are held in the bridge"}
 
     async def close(self) -> None:
+        if self.bulk is not None:
+            await self.bulk.close()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -162,6 +209,12 @@ class LeadSquaredSink:
 
     async def deliver(self, batch: Batch) -> list[Outcome]:
         """One outcome per message: delivered when every part holding it is posted."""
+        if self.bulk is None:
+            return await self._deliver(batch)
+        with self.bulk.delivering():
+            return await self._deliver(batch)
+
+    async def _deliver(self, batch: Batch) -> list[Outcome]:
         if is_group(batch.conversation.key):
             return await deliver_group(self, batch)
         reason = unreachable(self.settings, batch.conversation)
@@ -186,12 +239,36 @@ class LeadSquaredSink:
             # The cached lead was merged or deleted: look the number up again, now (the
             # second pass has no cached lead, so it cannot come back here).
             logger.info("cached lead of a conversation no longer exists; looking it up again")
-            return await self.deliver(batch)
+            return await self._deliver(batch)
         return outcomes
 
     async def _resolve(self, batch: Batch) -> str | None:
-        return await resolve(self.client, self.settings, batch.conversation,
-                                    batch.messages)
+        """The lead: from the directory, else remote (one lookup when the directory is
+        on), never again for a number that matched nothing within unknown_recheck."""
+        phone = phone_of(batch.conversation)
+        if self.directory is not None:
+            try:
+                await self.directory.refresh_if_due()
+            except LeadSquaredError as exc:  # the directory is a shortcut, never a blocker
+                logger.warning("lead directory refresh failed: %s", exc)
+            if phone and (lead := await self.directory.find(phone)):
+                return lead
+        if phone and self._rows is not None and not self.settings.create_leads:
+            checked = await self._rows.unknown_checked_at(phone)
+            if checked is not None and time.time() - checked < self.settings.unknown_recheck:
+                return None
+        if phone and self.directory is not None and self.directory.enabled \
+                and not self.settings.create_leads:
+            leads = await self.client.leads_by_phone(lookup_candidates(phone)[0])
+            lead = str(leads[0]["ProspectID"]) if leads else None
+        else:
+            lead = await resolve(self.client, self.settings, batch.conversation, batch.messages)
+        if phone and self._rows is not None:
+            if lead is None:
+                await self._rows.note_unknown(phone, time.time())
+            else:
+                await self._rows.forget_unknown(phone)
+        return lead
 
     async def _post_batch(self, batch: Batch, lead: str, cached: bool) -> list[Outcome]:
         posting = _Posting(existing=dict(batch.ledger), cached_lead=cached)
@@ -310,6 +387,10 @@ class LeadSquaredSink:
         fields = {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
                   FIELDS["first"]: lsq_time(part.first_at), FIELDS["last"]: lsq_time(part.last_at),
                   FIELDS["number"]: batch.conversation.key}
+        if target is None and self.bulk is not None:
+            return await self.bulk.post(activity_item(
+                lead, self.event, note(part, contact, batch.conversation.key), part.last_at,
+                fields))
         return await self.client.post_activity(
             lead, self.event, note(part, contact, batch.conversation.key), part.last_at, fields,
             opportunity_id=target)
@@ -349,6 +430,8 @@ class LeadSquaredSink:
             return None
         batch.record_id = None  # merged or deleted: the number is looked up again
         self._opportunities.pop(lead, None)
+        if self._rows is not None:
+            await self._rows.drop(lead)
         return Outcome.retry("the cached lead no longer exists; it will be looked up again")
 
     async def _find_key(self, lead: str, target: str | None, key: str) -> str | None:
@@ -398,11 +481,12 @@ class LeadSquaredSink:
 
     async def _types(self) -> list[int]:
         """The opportunity type codes: from config, else looked up once from the account."""
-        if self._opportunity_types is None:
-            choice = self.settings.opportunities
-            configured = None if isinstance(choice, bool) else choice.types
-            self._opportunity_types = configured or opportunity_types(
-                await self.client.activity_types())
+        async with self._types_lock:  # concurrent deliveries look them up once
+            if self._opportunity_types is None:
+                choice = self.settings.opportunities
+                configured = None if isinstance(choice, bool) else choice.types
+                self._opportunity_types = configured or opportunity_types(
+                    await self.client.activity_types())
         return self._opportunity_types
 
 

@@ -24,6 +24,9 @@ class BudgetSink(RecordingSink):
     def rate_budget(self):
         return 25, 5.0
 
+    def bulk_rate_budget(self):
+        return 5, 5.0
+
 
 def queried_metrics(dashboard: dict) -> set[str]:
     """Every metric name in the dashboard's PromQL (panel targets and variable queries)."""
@@ -60,8 +63,9 @@ async def test_every_metric_the_dashboard_queries_is_in_metrics(make_app, serve)
             text = await resp.text()
     missing = queried - exposed(text)
     assert not missing, f"the dashboard queries metrics /metrics lacks: {sorted(missing)}"
-    assert 'chatbridge_crm_rate_limit_calls{sink="crm"} 25.0' in text
-    assert 'chatbridge_crm_rate_limit_window_seconds{sink="crm"} 5.0' in text
+    assert 'chatbridge_crm_rate_limit_calls{budget="ordinary",sink="crm"} 25.0' in text
+    assert 'chatbridge_crm_rate_limit_window_seconds{budget="ordinary",sink="crm"} 5.0' in text
+    assert 'chatbridge_crm_rate_limit_calls{budget="bulk",sink="crm"} 5.0' in text  # issue 15
 
 
 def test_dashboard_is_importable_grafana_json():

@@ -187,8 +187,11 @@ async def test_crm_call_counters_match_the_simulators_records(tmp_path, serve, s
                        for call in sim.calls)
     assert counted == dict(expected)
     assert sum(counted.values()) == len(sim.calls)
-    assert ("RetrieveLeadByPhoneNumber", "ok") in counted
-    assert ("Create", "ok") in counted  # ProspectActivity.svc/Create: the activities
+    # leads come from the lead directory (issue 15), filled by paging
+    assert ("Leads.RecentlyModified", "ok") in counted
+    # the lead activities go out in bulk calls (issue 15), ProspectActivity.svc/Create is
+    # used for opportunities with a single activity
+    assert ("ByLeadId", "ok") in counted
     if faults:
         assert {outcome for _, outcome in counted} > {"ok"}
     assert value(samples, "chatbridge_dead_letters", sink="leadsquared") == 0

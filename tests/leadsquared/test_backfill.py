@@ -113,7 +113,8 @@ def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
 
         # Then LeadSquared is installed: its backfill is slow, and we kill it halfway.
         simulator.configure(latency=0.05, drop_after_commit_rate=0.2)
-        write_config(config, simulator, port, opportunities=False)
+        # single posts, so there is a "halfway" (bulk posts all ten in one call)
+        write_config(config, simulator, port, opportunities=False, bulk=False)
         bridge.start()
         eventually(lambda: len(simulator.activities()) >= 3, timeout=60)
         bridge.kill()

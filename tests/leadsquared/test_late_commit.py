@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from plugins.leadsquared.activity_type import FIELDS
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import chat, field, settled, sink_for, texts_in
 
-CREATE = "/v2/ProspectActivity.svc/Create"
+SINGLE = "/v2/ProspectActivity.svc/Create"
+BULK = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
 
 
-async def test_an_activity_post_that_commits_after_the_timeout_is_not_posted_again(sim, buffer):
+@pytest.mark.parametrize("bulk", [False, True], ids=["single", "bulk"])
+async def test_an_activity_post_that_commits_after_the_timeout_is_not_posted_again(
+        sim, buffer, bulk):
+    create = BULK if bulk else SINGLE
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     # timeout 0.5 s, the first post held 1 s (the attack: 30 s and 70 s); quick retries,
     # so only the settle wait keeps the retry from racing the held write
-    sink = sink_for(sim, timeout=0.5, opportunities=False, max_attempts=20)
+    sink = sink_for(sim, timeout=0.5, opportunities=False, max_attempts=20,
+                    bulk=bulk)
     async with running(buffer, [sink]) as (runner,):
         await wait_until(lambda: runner.started)
         sim.configure(write_hold=1.0)
         await buffer.append([chat(1), chat(2)])  # live: retried at once, not paced
-        await wait_until(lambda: any(c.path == CREATE for c in sim.calls))
+        await wait_until(lambda: any(c.path == create for c in sim.calls))
         sim.configure(write_hold=0)  # only the first post is held
         await wait_until(lambda: sim.activities(lead) and not sim.held_writes)
         await wait_until(lambda: settled(buffer))
@@ -28,5 +35,5 @@ async def test_an_activity_post_that_commits_after_the_timeout_is_not_posted_aga
     assert len(keys) == 1 and max(keys.values()) == 1, keys
     (activity,) = sim.activities(lead)
     assert texts_in(activity["ActivityNote"]) == ["msg-00001", "msg-00002"]
-    assert [c.status for c in sim.calls if c.path == CREATE] == [200]  # never re-posted
+    assert [c.status for c in sim.calls if c.path == create] == [200]  # never re-posted
     assert await buffer.dead_letters() == []

@@ -15,9 +15,15 @@ from tests.leadsquared.test_sink import chat, settled, sink_for
 
 
 def posts_on(sim, opportunity: str | None) -> int:
-    """Create calls that asked for this target (None: the lead's own activity)."""
-    return sum(1 for c in sim.calls if c.path.endswith("ProspectActivity.svc/Create")
-               and isinstance(c.body, dict) and c.body.get("RelatedOpportunityId") == opportunity)
+    """Posts that asked for this target (None: the lead's own activity): Create calls, and
+    rows of bulk calls (ByLeadId for the lead)."""
+    single = sum(1 for c in sim.calls if c.path.endswith("ProspectActivity.svc/Create")
+                 and isinstance(c.body, dict)
+                 and c.body.get("RelatedOpportunityId") == opportunity)
+    rows = sum(len(c.body) for c in sim.calls if opportunity is None
+               and c.path.endswith("Bulk/CustomActivity/Add/ByLeadId")
+               and isinstance(c.body, list))
+    return single + rows
 
 
 async def test_a_refused_opportunity_is_a_dead_target_and_the_lead_activity_lands_once(

@@ -1,0 +1,130 @@
+"""Bulk lead-activity posts: rows from concurrent deliveries share ≤ 25-item calls.
+
+Each delivery hands its lead activity to `BulkPoster.post()` and waits for its own row:
+the activity id, or the LeadSquaredError of that row (a refused row) or of the whole call
+(a rate limit, an outage, an unknown outcome), which the sink handles exactly as the same
+error from a single post. So every batch records its own outcomes, and idempotency keys
+and the after-crash key check are those of the single-post path.
+
+A call goes out when 25 rows wait, when every delivery in progress waits on a row and
+no new row came for `quiet` seconds (deliveries that start meanwhile may still join), or
+`linger` seconds after the oldest row; and never before the bulk budget has room (rows
+keep gathering while it is spent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
+from plugins.leadsquared.ratelimit import RateLimiter
+
+BULK_MAX = 25  # activities per bulk call (reference §2c)
+
+
+class BulkPoster:
+    """Gathers lead-activity items into bulk calls; one future per item."""
+
+    def __init__(self, client: Callable[[], LeadSquaredClient | None], limiter: RateLimiter,
+                 *, linger: float = 0.25, quiet: float = 0.02) -> None:
+        self._client = client
+        self._limiter = limiter
+        self.linger = linger
+        self.quiet = quiet  # a pause in arriving rows that ends the gathering early
+        self._pending: list[tuple[dict, asyncio.Future[str], float]] = []
+        self._active = 0  # deliveries in progress (each waits on at most one row at a time)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.calls = 0
+        self.rows = 0
+
+    @contextlib.contextmanager
+    def delivering(self) -> Iterator[None]:
+        """Count a delivery in progress while the block runs."""
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+            self._wake.set()
+
+    async def post(self, item: dict[str, Any]) -> str:
+        """Post one lead activity in a bulk call; its activity id, or its row's error."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future, time.monotonic()))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for _, future, _ in self._pending:
+            if not future.done():
+                future.set_exception(LeadSquaredError("transient", "sink closed"))
+        self._pending.clear()
+
+    async def _run(self) -> None:
+        while self._pending:
+            wait = self._wait_for()
+            if wait > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            rows, self._pending = self._pending[:BULK_MAX], self._pending[BULK_MAX:]
+            await self._send(rows)
+
+    def _wait_for(self) -> float:
+        """Seconds before the next call should go out (0 = now)."""
+        budget = self._limiter.ready_in()
+        if budget > 0:
+            return budget
+        if len(self._pending) >= BULK_MAX:
+            return 0.0
+        now = time.monotonic()
+        oldest = self._pending[0][2] + self.linger - now
+        if len(self._pending) >= self._active:  # everyone waits: go once rows stop coming
+            return max(0.0, min(oldest, self._pending[-1][2] + self.quiet - now))
+        return max(0.0, oldest)
+
+    async def _send(self, rows: list[tuple[dict, asyncio.Future[str], float]]) -> None:
+        client = self._client()
+        self.calls += 1
+        self.rows += len(rows)
+        try:
+            if client is None:
+                raise LeadSquaredError("transient", "the LeadSquared client is not started")
+            answers = await client.bulk_lead_activities([item for item, _, _ in rows])
+        except LeadSquaredError as exc:
+            for _, future, _ in rows:
+                _settle(future, exc=exc)
+            return
+        except Exception as exc:  # a bug must not leave deliveries waiting forever
+            for _, future, _ in rows:
+                _settle(future, exc=exc)
+            return
+        for (_, future, _), answer in zip(rows, answers, strict=True):
+            _settle(future, answer=answer)
+
+
+def _settle(future: asyncio.Future[str], *, answer: dict | None = None,
+            exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    elif answer and answer.get("ActivityCreated") and answer.get("ProspectActivityId"):
+        future.set_result(str(answer["ProspectActivityId"]))
+    else:
+        why = (answer or {}).get("ExceptionMessage") or "the bulk row was not created"
+        future.set_exception(LeadSquaredError("rejected", str(why),
+                                              exception_type="bulk row"))

@@ -1,0 +1,106 @@
+"""Bulk posts (issue 15): lead activities of many conversations share ≤ 25-row calls on a
+budget of their own; each row decides its own target's outcome."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import httpx
+
+from plugins.leadsquared.activity_type import FIELDS
+from plugins.leadsquared.config import LeadSquaredConfig, bulk_rate
+from tests.helpers import message, running, wait_until
+from tests.leadsquared.test_sink import chat, field, settled, sink_for
+
+BY_LEAD = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
+BY_OPPORTUNITY = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId"
+CREATE = "/v2/ProspectActivity.svc/Create"
+HEADERS = {"x-LSQ-AccessKey": "sim-access-key", "x-LSQ-SecretKey": "sim-secret-key"}
+
+
+def numbers(count: int) -> list[str]:
+    return [f"+9198765{i:05d}" for i in range(count)]
+
+
+async def test_conversations_share_bulk_calls_of_at_most_25_rows(sim, buffer):
+    phones = numbers(30)
+    leads = [sim.add_lead(FirstName=f"L{i}", Phone=p[3:]) for i, p in enumerate(phones)]
+    await buffer.append([chat(i, phones[i % 30]) for i in range(60)])
+    async with running(buffer, [sink_for(sim, opportunities=False)]):
+        await wait_until(lambda: settled(buffer), timeout=60)
+    bulk = [c for c in sim.calls if c.path == BY_LEAD]
+    assert not [c for c in sim.calls if c.path == CREATE]
+    assert len(bulk) == 2 and sorted(len(c.body) for c in bulk) == [5, 25]  # 30 windows
+    for lead in leads:
+        (activity,) = sim.activities(lead)
+        assert field(activity, FIELDS["key"])
+    assert await buffer.dead_letters() == []
+
+
+async def test_one_refused_row_fails_only_its_own_conversation(sim, buffer):
+    phones = numbers(3)
+    leads = [sim.add_lead(FirstName=f"L{i}", Phone=p[3:]) for i, p in enumerate(phones)]
+    sim.configure(note_limit=250)
+    long = message(99, phones[1], source="whatsapp", text="x" * 400)
+    await buffer.append([chat(0, phones[0]), long, chat(2, phones[2])])
+    async with running(buffer, [sink_for(sim, opportunities=False)]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    (call,) = [c for c in sim.calls if c.path == BY_LEAD]
+    assert len(call.body) == 3  # one call: the refused row did not fail the others
+    assert [len(sim.activities(lead)) for lead in leads] == [1, 0, 1]
+    (dead,) = await buffer.dead_letters()
+    assert dead["provider_id"] == "m99" and "ActivityNote" in dead["reason"]
+
+
+async def test_single_post_path_stays_available(sim, buffer):
+    phones = numbers(3)
+    for i, phone in enumerate(phones):
+        sim.add_lead(FirstName=f"L{i}", Phone=phone[3:])
+    await buffer.append([chat(i, phones[i]) for i in range(3)])
+    async with running(buffer, [sink_for(sim, opportunities=False, bulk=False)]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    paths = Counter(c.path for c in sim.calls)
+    assert paths[CREATE] == 3 and paths[BY_LEAD] == 0
+
+
+async def test_bulk_calls_keep_their_own_budget_and_never_exceed_it(sim, buffer):
+    phones = numbers(40)
+    for i, phone in enumerate(phones):
+        sim.add_lead(FirstName=f"L{i}", Phone=phone[3:])
+    sim.configure(rate_limit="20/1s", bulk_rate_limit="1/1s")
+    await buffer.append([chat(i, phones[i]) for i in range(40)])
+    sink = sink_for(sim, opportunities=False, rate_limit="20/1s", bulk_rate_limit="1/1s")
+    # small claims, so several bulk calls are needed and the bulk budget binds
+    sink.settings.batch_limit = 10
+    async with running(buffer, [sink]):
+        await wait_until(lambda: settled(buffer), timeout=60)
+    assert sim.max_calls_in_window(1.0, bulk=True) <= 1
+    assert not [c for c in sim.calls if c.status == 429]
+    assert sum(len(c.body) for c in sim.calls if c.path == BY_LEAD) == 40
+
+
+def test_bulk_budget_defaults_to_the_plan_tier_of_the_ordinary_limit():
+    def config(**kw):
+        return LeadSquaredConfig(access_key="a", secret_key="s", **kw)
+
+    assert bulk_rate(config(rate_limit="5/5s")) == "1/5s"
+    assert bulk_rate(config()) == "5/5s"  # 10/5s: Pro
+    assert bulk_rate(config(rate_limit="20/5s")) == "10/5s"  # Super
+    assert bulk_rate(config(bulk_rate_limit="2/5s")) == "2/5s"
+
+
+async def test_simulator_bulk_by_opportunity_needs_the_owner_email_per_row(sim):
+    lead = sim.add_lead(FirstName="A", Phone="9876543210")
+    opportunity = sim.add_opportunity(lead)
+    event = next(iter(sim.store.types))
+    items = [{"ActivityEvent": event, "ActivityNote": "a", "ActivityOwnerEmail": "o@x.in"},
+             {"ActivityEvent": event, "ActivityNote": "b"}]
+    async with httpx.AsyncClient(base_url=sim.base_url, headers=HEADERS) as http:
+        answer = await http.post(BY_OPPORTUNITY, params={"opportunityId": opportunity},
+                                 json=items)
+        too_many = await http.post(BY_LEAD, json=[{"RelatedProspectId": lead}] * 26)
+    rows = answer.json()["Response"]
+    assert [(r["RowNumber"], r["ActivityCreated"]) for r in rows] == [(1, True), (2, False)]
+    assert "ActivityOwnerEmail" in rows[1]["ExceptionMessage"]
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [opportunity]
+    assert too_many.status_code == 500 and "at most 25" in too_many.json()["ExceptionMessage"]
