@@ -26,7 +26,8 @@ async def test_conversations_share_bulk_calls_of_at_most_25_rows(sim, buffer):
     phones = numbers(30)
     leads = [sim.add_lead(FirstName=f"L{i}", Phone=p[3:]) for i, p in enumerate(phones)]
     await buffer.append([chat(i, phones[i % 30]) for i in range(60)])
-    async with running(buffer, [sink_for(sim, opportunities=False)]):
+    # with the lead directory (the default) a backfill step takes 25 conversations at once
+    async with running(buffer, [sink_for(sim, opportunities=False, lead_directory="on")]):
         await wait_until(lambda: settled(buffer), timeout=60)
     bulk = [c for c in sim.calls if c.path == BY_LEAD]
     assert not [c for c in sim.calls if c.path == CREATE]
