@@ -443,6 +443,8 @@ def parse_args() -> argparse.Namespace:
                         help="conversations that get one more message after the backlog")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--opps", choices=["both", "on", "off"], default="both",
+                        help="the sink's opportunities setting: both runs, or one")
     parser.add_argument("--paths", choices=["both", "bulk", "single"], default="both",
                         help="bulk posts, the single-post path, or both side by side")
     parser.add_argument("--bulk-rate", default=None,
@@ -476,7 +478,8 @@ def plans(args: argparse.Namespace) -> list[Plan]:
         bulk.bulk_rate = bulk_rate
         return {"both": [bulk, single], "bulk": [bulk], "single": [single]}[args.paths]
 
-    runs = side_by_side(True) + side_by_side(False)
+    runs = [run for opps in {"both": (True, False), "on": (True,), "off": (False,)}[args.opps]
+            for run in side_by_side(opps)]
     if rate is not None:
         runs.append(plan(None, True))
     if args.layout == "interleaved":  # the same backlog with each chat's messages together
