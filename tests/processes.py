@@ -8,7 +8,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -222,3 +224,19 @@ class GraphProcess:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy (an HTTP error counts as not yet);
+    return it, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s: {value!r}")
+        time.sleep(every)

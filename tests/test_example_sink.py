@@ -20,7 +20,7 @@ import pytest
 
 from plugins.whatsapp.signature import sign
 from tests.helpers import free_port, pip_install_into
-from tests.processes import BridgeProcess, SimulatorProcess, log_file, wait_http
+from tests.processes import BridgeProcess, SimulatorProcess, eventually, log_file, wait_http
 from tests.whatsapp import payloads as p
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "webhook_sink"
@@ -104,15 +104,6 @@ def post_webhook(bridge: BridgeProcess, change: dict) -> None:
     response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, APP_SECRET)})
     assert response.status_code == 200, response.text
-
-
-def eventually(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s")
-        time.sleep(0.1)
-    return value
 
 
 def settled(bridge: BridgeProcess) -> bool:

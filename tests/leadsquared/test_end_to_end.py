@@ -15,7 +15,7 @@ import pytest
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.whatsapp.signature import sign
 from tests.helpers import free_port
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess, SimulatorProcess, eventually
 from tests.whatsapp import payloads as p
 
 SECRET, TOKEN = "e2e-app-secret", "e2e-verify"
@@ -53,18 +53,6 @@ def post(bridge: BridgeProcess, *changes) -> None:
     response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
     assert response.status_code == 200, response.text
-
-
-def eventually(check, timeout: float = 30.0):
-    """Poll `check` until it returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s")
-        time.sleep(0.1)
 
 
 def conversation(bridge: BridgeProcess, key: str) -> dict:

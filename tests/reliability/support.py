@@ -16,7 +16,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,21 +89,6 @@ def make_bridge(tmp_path: Path, sim: SimulatorProcess, **leadsquared: object) ->
     config = tmp_path / "config.yaml"
     write_config(config, sim, port, **leadsquared)
     return BridgeProcess(config, port)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s")
-        time.sleep(every)
 
 
 def drained(bridge: BridgeProcess) -> dict | None:

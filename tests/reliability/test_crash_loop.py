@@ -16,11 +16,10 @@ import time
 import httpx
 import pytest
 
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess, SimulatorProcess, eventually
 from tests.reliability.support import (
     CrmCount,
     drained,
-    eventually,
     make_bridge,
     post_webhook,
     report,

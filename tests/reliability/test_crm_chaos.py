@@ -22,11 +22,10 @@ from collections import Counter, defaultdict
 import httpx
 import pytest
 
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess, SimulatorProcess, eventually
 from tests.reliability.support import (
     CrmCount,
     drained,
-    eventually,
     make_bridge,
     median_ms,
     post_webhook,
@@ -90,8 +89,11 @@ def chaos(tmp_path, outage: float) -> None:
                  for i, n in enumerate(NUMBERS)}
         deal = sim.add_opportunity(leads[NUMBERS[1]], "Chaos deal")
         sim.configure(seed=11)
+        # bulk: false — the storms and faults aim at single posts; the bulk path has no chaos
+        # run of its own yet (issue 15)
         bridge = make_bridge(tmp_path, sim, sync_interval="0.5s", timeout=CLIENT_TIMEOUT,
-                             retry_base=0.1, retry_cap=1, deliver_timeout="30s").start()
+                             retry_base=0.1, retry_cap=1, deliver_timeout="30s",
+                             bulk=False).start()
         driver = Driver(bridge.url)
         driver.start()
         time.sleep(PHASE)

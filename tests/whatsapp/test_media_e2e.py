@@ -15,7 +15,7 @@ import pytest
 
 from plugins.whatsapp.signature import sign
 from tests.helpers import free_port
-from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess
+from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.whatsapp import payloads as p
 
 SECRET, VERIFY, GRAPH_TOKEN = "media-app-secret", "media-verify", "media-graph-token"
@@ -76,17 +76,6 @@ def media_rows(tmp_path: Path) -> dict[str, tuple]:
         rows = db.execute("SELECT m.provider_id, f.state, f.path, f.sha256, f.reason FROM media f"
                           " JOIN messages m ON m.id = f.message_id").fetchall()
     return {row[0]: row[1:] for row in rows}
-
-
-def eventually(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {value!r}")
-        time.sleep(0.1)
 
 
 def test_an_image_a_voice_note_and_a_pdf_arrive_as_attachments_byte_identical(
