@@ -10,6 +10,12 @@ A call goes out when 25 rows wait, when every delivery in progress waits on a ro
 no new row came for `quiet` seconds (deliveries that start meanwhile may still join), or
 `linger` seconds after the oldest row; and never before the bulk budget has room (rows
 keep gathering while it is spent).
+
+`OpportunityBulk` does the same for opportunity activities: rows for one opportunity that
+arrive together (a delivery hands over all its parts' rows at once, and concurrent
+deliveries may add theirs) go out in ByOpportunityId calls of ≤ 25 when there are several;
+a lone row is handed back to be posted singly (ProspectActivity.svc/Create, the ordinary
+budget), since the bulk budget is the scarcer one.
 """
 
 from __future__ import annotations
@@ -51,6 +57,17 @@ class BulkPoster:
         finally:
             self._active -= 1
             self._wake.set()
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """A delivery in progress that will hand in no lead row while the block runs (it
+        posts on opportunities): the others need not wait for it before a call goes out."""
+        self._active -= 1
+        self._wake.set()
+        try:
+            yield
+        finally:
+            self._active += 1
 
     async def post(self, item: dict[str, Any]) -> str:
         """Post one lead activity in a bulk call; its activity id, or its row's error."""
@@ -116,7 +133,79 @@ class BulkPoster:
             _settle(future, answer=answer)
 
 
-def _settle(future: asyncio.Future[str], *, answer: dict | None = None,
+class OpportunityBulk:
+    """Gathers activities per opportunity: several go out in ByOpportunityId calls, one
+    alone is handed back (None) for the caller's single post."""
+
+    def __init__(self, client: Callable[[], LeadSquaredClient | None], *,
+                 quiet: float = 0.01) -> None:
+        self._client = client
+        self.quiet = quiet  # how long rows handed in together may keep arriving
+        self._pending: dict[str, list[tuple[dict, asyncio.Future[str | None]]]] = {}
+        self._flushes: dict[str, asyncio.Task] = {}
+        self._sending: set[asyncio.Task] = set()
+        self.calls = 0
+        self.rows = 0
+
+    async def post(self, opportunity: str, item: dict[str, Any]) -> str | None:
+        """The activity id from a bulk call, the row's (or call's) error, or None when no
+        other row for this opportunity came: then the caller posts it singly."""
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(opportunity, []).append((item, future))
+        if opportunity not in self._flushes:
+            task = asyncio.ensure_future(self._flush(opportunity))
+            self._flushes[opportunity] = task
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return await future
+
+    async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._flushes.clear()
+        for rows in self._pending.values():
+            for _, future in rows:
+                _settle(future, exc=LeadSquaredError("transient", "sink closed"))
+        self._pending.clear()
+
+    async def _flush(self, opportunity: str) -> None:
+        await asyncio.sleep(self.quiet)
+        # later rows start a flush of their own
+        self._flushes.pop(opportunity, None)
+        rows = self._pending.pop(opportunity, [])
+        if len(rows) == 1:
+            _, future = rows[0]
+            if not future.done():
+                future.set_result(None)  # alone: the single post is the cheaper call
+            return
+        for start in range(0, len(rows), BULK_MAX):
+            await self._send(opportunity, rows[start:start + BULK_MAX])
+
+    async def _send(self, opportunity: str,
+                    rows: list[tuple[dict, asyncio.Future[str | None]]]) -> None:
+        client = self._client()
+        self.calls += 1
+        self.rows += len(rows)
+        try:
+            if client is None:
+                raise LeadSquaredError("transient", "the LeadSquared client is not started")
+            answers = await client.bulk_opportunity_activities(
+                opportunity, [item for item, _ in rows])
+        except asyncio.CancelledError:
+            for _, future in rows:  # the call may have gone out: its outcome is unknown
+                _settle(future, exc=LeadSquaredError("unknown_outcome", "sink closed"))
+            raise
+        except Exception as exc:  # a LeadSquaredError, or a bug: no row may wait forever
+            for _, future in rows:
+                _settle(future, exc=exc)
+            return
+        for (_, future), answer in zip(rows, answers, strict=True):
+            _settle(future, answer=answer)
+
+
+def _settle(future: asyncio.Future[Any], *, answer: dict | None = None,
             exc: BaseException | None = None) -> None:
     if future.done():
         return

@@ -256,18 +256,22 @@ class Simulator:
 
     def refuse_posts(self, opportunity_id: str,
                      reason: str = "Opportunity is closed for new activities (simulated)",
-                     *, transient: bool = False) -> None:
+                     *, transient: bool = False, containing: str | None = None) -> None:
         """Fault: every activity post on this opportunity is refused (MXInvalidInputException
-        with `reason`), or with `transient` answered by a gateway's 503 page; mend with
-        refuse_posts(id, reason="")."""
+        with `reason`; with `containing`, only those whose note holds that text, so one row
+        of a bulk call fails alone), or with `transient` answered by a gateway's 503 page;
+        mend with refuse_posts(id, reason="")."""
         if opportunity_id not in self.store.opportunities:
             raise ValueError(f"no opportunity {opportunity_id!r}")
         self.store.refusing.pop(opportunity_id, None)
+        self.store.refusing_notes.pop(opportunity_id, None)
         self.failing_posts.discard(opportunity_id)
         if reason and transient:
             self.failing_posts.add(opportunity_id)
         elif reason:
             self.store.refusing[opportunity_id] = reason
+            if containing:
+                self.store.refusing_notes[opportunity_id] = containing
 
     def break_endpoint(self, endpoint: str, status: int = 503) -> None:
         """Fault: every call to this endpoint (e.g. "GetOpportunitiesOfLead") gets a gateway's
@@ -728,7 +732,7 @@ async def admin_refuse(request: web.Request) -> web.Response:
     request.app[SIM_KEY].refuse_posts(
         str(body.get("opportunity_id", "")),
         body.get("reason", "Opportunity is closed for new activities (simulated)"),
-        transient=bool(body.get("transient")))
+        transient=bool(body.get("transient")), containing=body.get("containing"))
     return web.json_response({"refusing": body.get("opportunity_id")})
 
 

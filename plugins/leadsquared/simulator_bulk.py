@@ -86,8 +86,11 @@ def routes(sim_of: Callable, store_of: Callable, api_body: Callable,
         return web.json_response({"Response": rows})
 
     async def opportunity_bulk(request: web.Request) -> web.Response:
-        rows = by_opportunity(store_of(request), query(request, "opportunityId"),
-                              await api_body(request), sim_of(request).knobs.note_limit)
+        opportunity, sim = query(request, "opportunityId"), sim_of(request)
+        if opportunity in sim.failing_posts:  # refuse_posts(transient=True): a gateway 503
+            return sim.fault_answer(503)
+        rows = by_opportunity(store_of(request), opportunity, await api_body(request),
+                              sim.knobs.note_limit)
         return web.json_response({"Response": rows})
 
     return [("POST", BY_LEAD, lead_bulk), ("POST", BY_OPPORTUNITY, opportunity_bulk)]

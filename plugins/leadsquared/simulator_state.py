@@ -363,6 +363,7 @@ class Store:
     def __init__(self, seed: int | None = None) -> None:
         self.switches = Switches()
         self.refusing: dict[str, str] = {}  # opportunity id -> why posts on it are refused
+        self.refusing_notes: dict[str, str] = {}  # opportunity id -> only notes with this
         self._ids = random.Random(seed)
         self._seq = itertools.count(1)
         self.user_id = self.new_id()
@@ -551,7 +552,7 @@ class Store:
         when = parse_when(body.get("ActivityDateTime"))
         fields = parse_fields(body.get("Fields"), kind)
         opportunity = self._own_opportunity(body.get("RelatedOpportunityId"), lead_id)
-        if opportunity in self.refusing:
+        if opportunity in self.refusing and self.refusing_notes.get(opportunity, "") in note:
             raise invalid(self.refusing[opportunity])
         activity = Activity(self.new_id(), lead_id, opportunity, kind.code, kind.name, note,
                             when, utc_now(), fields, next(self._seq), self.user_id)

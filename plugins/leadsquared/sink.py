@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -15,8 +16,13 @@ from bridge.metrics import Metrics
 from bridge.model import is_group
 from plugins.leadsquared.activity_type import FIELDS, resolve_event
 from plugins.leadsquared.attachments import attach_files, follow_ups, held_line
-from plugins.leadsquared.bulk import BULK_MAX, BulkPoster
-from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError, activity_item
+from plugins.leadsquared.bulk import BULK_MAX, BulkPoster, OpportunityBulk
+from plugins.leadsquared.client import (
+    LeadSquaredClient,
+    LeadSquaredError,
+    activity_item,
+    opportunity_item,
+)
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, bulk_rate, files_base
 from plugins.leadsquared.directory import LeadDirectory
 from plugins.leadsquared.groups import contact_label, deliver_group
@@ -64,6 +70,9 @@ class LeadSquaredSink:
         self.limiter = RateLimiter(calls, per)
         self.bulk_limiter = RateLimiter.from_text(bulk_rate(config))
         self.bulk = BulkPoster(lambda: self.client, self.bulk_limiter) if config.bulk else None
+        # set at start when bulk is on and the key's user has an email (see start())
+        self.opportunity_bulk: OpportunityBulk | None = None
+        self.owner_email: str | None = None
         # deliveries the core may run at once: bulk calls gather rows across them
         self.concurrency = BULK_MAX if config.bulk else 1
         # Back off in step with the account's rate window: a refused call waits one window
@@ -107,6 +116,13 @@ class LeadSquaredSink:
                                         bulk_limiter=self.bulk_limiter)
         user = await self.client.user_by_access_key()
         self.tz = _zone(user.get("TimeZone"))
+        # ByOpportunityId requires ActivityOwnerEmail on every row (reference §2e); the
+        # reference does not say whose email it must be. We send the email of the access
+        # key's user (UserByAccessKey.Get's EmailAddress, which the reference does not list
+        # among that answer's fields: unconfirmed). Without one, opportunity posts go singly.
+        self.owner_email = user.get("EmailAddress") or None
+        if self.bulk is not None and self.owner_email:
+            self.opportunity_bulk = OpportunityBulk(lambda: self.client)
         self.app_host = (user.get("LSQCommonServiceURLs") or {}).get("app")
         self._scheme = base.split("://", 1)[0]
         self.event = await resolve_event(self.client, cfg.activity_type, cfg.activity_event)
@@ -200,6 +216,9 @@ class LeadSquaredSink:
     async def close(self) -> None:
         if self.bulk is not None:
             await self.bulk.close()
+        if self.opportunity_bulk is not None:
+            await self.opportunity_bulk.close()
+            self.opportunity_bulk = None
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -294,8 +313,19 @@ class LeadSquaredSink:
         follow = follow_ups(batch)  # texts already posted whose files come now
         parts = self._parts(batch, [m for m in batch.messages if m.id not in follow])
         parts += [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
-        for part in parts:
-            await self._post_part(batch, part, lead, opportunities, posting)
+        if self.bulk is None:
+            for part in parts:
+                await self._post_part(batch, part, lead, posting)
+        else:  # all the parts' rows at once, so they share bulk calls
+            await asyncio.gather(*(self._post_part(batch, part, lead, posting)
+                                   for part in parts))
+        landed = [part for part in parts if part.key not in posting.results]
+        waiting = await self._post_opportunities(batch, landed, lead, opportunities, posting)
+        for part in landed:
+            waiting[part.key] += await attach_files(self, batch, part, posting.existing[part.key],
+                                                    posting.existing)
+            posting.results[part.key] = (Outcome.retry("; ".join(waiting[part.key]))
+                                         if waiting[part.key] else Outcome.delivered())
         if unread is not None:
             _unread_opportunities(posting, unread)
         return _per_message(batch, parts, posting.results)
@@ -312,10 +342,9 @@ class LeadSquaredSink:
                     for p in split(batch.key, [m], [line], self.settings.note_limit)]
         return split(batch.key, messages, lines, self.settings.note_limit)
 
-    async def _post_part(self, batch: Batch, part: Part, lead: str, opportunities: list[str],
-                         posting: _Posting) -> None:
-        """The lead's activity, then each opportunity's as a target of its own: a failing
-        opportunity never holds back, rejects or re-posts the lead's activity."""
+    async def _post_part(self, batch: Batch, part: Part, lead: str, posting: _Posting) -> None:
+        """The part's activity on the lead; a failure is the part's result (it waits or
+        fails), else the part goes on to its opportunities and files."""
         if part.failed is not None:  # its message cannot be rendered: it fails alone
             posting.results[part.key] = Outcome.rejected(part.failed)
             return
@@ -327,15 +356,28 @@ class LeadSquaredSink:
             posting.results[part.key] = outcome
             if outcome.kind == "retry":
                 posting.stop = Outcome.retry(f"not attempted after: {outcome.reason}")
-            return
-        waiting = []
-        for opportunity in opportunities:
+
+    async def _post_opportunities(self, batch: Batch, parts: list[Part], lead: str,
+                                  opportunities: list[str],
+                                  posting: _Posting) -> dict[str, list[str]]:
+        """Each opportunity's activities, as targets of their own: a failing opportunity
+        never holds back, rejects or re-posts the lead's activity. With bulk on, the parts'
+        rows for one opportunity are handed in together, so several share ByOpportunityId
+        calls; why each part still waits, by part key."""
+        waiting: dict[str, list[str]] = {part.key: [] for part in parts}
+
+        async def one(part: Part, opportunity: str) -> None:
             if reason := await self._opportunity(batch, part, lead, opportunity, posting):
-                waiting.append(reason)
-        waiting += await attach_files(self, batch, part, posting.existing[part.key],
-                                      posting.existing)
-        posting.results[part.key] = (Outcome.retry("; ".join(waiting)) if waiting
-                                     else Outcome.delivered())
+                waiting[part.key].append(reason)
+
+        for opportunity in opportunities:
+            if self.opportunity_bulk is None or self.bulk is None:
+                for part in parts:
+                    await one(part, opportunity)
+                continue
+            with self.bulk.aside():  # no lead rows from this delivery meanwhile
+                await asyncio.gather(*(one(part, opportunity) for part in parts))
+        return waiting
 
     async def _opportunity(self, batch: Batch, part: Part, lead: str, opportunity: str,
                            posting: _Posting) -> str | None:
@@ -387,20 +429,25 @@ class LeadSquaredSink:
         fields = {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
                   FIELDS["first"]: lsq_time(part.first_at), FIELDS["last"]: lsq_time(part.last_at),
                   FIELDS["number"]: batch.conversation.key}
+        text = note(part, contact, batch.conversation.key)
         if target is None and self.bulk is not None:
-            return await self.bulk.post(activity_item(
-                lead, self.event, note(part, contact, batch.conversation.key), part.last_at,
-                fields))
-        return await self.client.post_activity(
-            lead, self.event, note(part, contact, batch.conversation.key), part.last_at, fields,
-            opportunity_id=target)
+            return await self.bulk.post(activity_item(lead, self.event, text, part.last_at,
+                                                      fields))
+        if target is not None and self.opportunity_bulk is not None:
+            item = opportunity_item(self.event, text, part.last_at, fields, self.owner_email)
+            if activity := await self.opportunity_bulk.post(target, item):
+                return activity  # else no other row came with it: posted singly below
+        return await self.client.post_activity(lead, self.event, text, part.last_at, fields,
+                                               opportunity_id=target)
 
     async def _after_failure(self, exc: LeadSquaredError, batch: Batch, lead: str,
                              target: str | None, key: str, posting: _Posting,
                              sent: float) -> Outcome | None:
         """None when the post turns out to have landed after all; else the outcome."""
         if exc.kind == "unknown_outcome":
-            found = await self._find_key(lead, target, key)
+            found = await _once(exc, ("keys", lead, target),
+                                lambda: self._find_keys(lead, target))
+            found = found.get(key)
             if found:
                 batch.remember(key, found)
                 posting.existing[key] = found
@@ -426,7 +473,8 @@ class LeadSquaredSink:
     async def _forget_if_gone(self, exc: LeadSquaredError, batch: Batch, lead: str,
                               cached: bool) -> Outcome | None:
         """A refusal on a cached lead that no longer exists: forget it (the retry outcome)."""
-        if exc.kind != "rejected" or not cached or await self._lead_exists(lead):
+        if exc.kind != "rejected" or not cached or await _once(
+                exc, ("lead", lead), lambda: self._lead_exists(lead)):
             return None
         batch.record_id = None  # merged or deleted: the number is looked up again
         self._opportunities.pop(lead, None)
@@ -434,12 +482,12 @@ class LeadSquaredSink:
             await self._rows.drop(lead)
         return Outcome.retry("the cached lead no longer exists; it will be looked up again")
 
-    async def _find_key(self, lead: str, target: str | None, key: str) -> str | None:
+    async def _find_keys(self, lead: str, target: str | None) -> dict[str, str]:
+        """The keys on the lead (target None) or the opportunity; none when unreadable."""
         try:
-            found = await self._keys_in_crm(lead, [target] if target else [], lead_too=not target)
+            return await self._keys_in_crm(lead, [target] if target else [], lead_too=not target)
         except LeadSquaredError:
-            return None
-        return found.get(key)
+            return {}
 
     async def _lead_exists(self, lead: str) -> bool:
         try:
@@ -488,6 +536,15 @@ class LeadSquaredSink:
                 self._opportunity_types = configured or opportunity_types(
                     await self.client.activity_types())
         return self._opportunity_types
+
+
+async def _once(exc: LeadSquaredError, spot: tuple, check: Callable[[], Awaitable[Any]]) -> Any:
+    """One check per failed call and spot: the rows of a failed bulk call share its error,
+    so they share the look that follows it (one read of the opportunity, not one a row)."""
+    checks = exc.__dict__.setdefault("checks", {})
+    if spot not in checks:
+        checks[spot] = asyncio.ensure_future(check())
+    return await asyncio.shield(checks[spot])
 
 
 def _unread_opportunities(posting: _Posting, exc: LeadSquaredError) -> None:

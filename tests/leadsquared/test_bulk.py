@@ -10,7 +10,7 @@ import httpx
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.leadsquared.config import LeadSquaredConfig, bulk_rate
 from tests.helpers import message, running, wait_until
-from tests.leadsquared.test_sink import chat, field, settled, sink_for
+from tests.leadsquared.test_sink import chat, field, settled, sink_for, texts_in
 
 BY_LEAD = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
 BY_OPPORTUNITY = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId"
@@ -105,3 +105,78 @@ async def test_simulator_bulk_by_opportunity_needs_the_owner_email_per_row(sim):
     assert "ActivityOwnerEmail" in rows[1]["ExceptionMessage"]
     assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [opportunity]
     assert too_many.status_code == 500 and "at most 25" in too_many.json()["ExceptionMessage"]
+
+
+def opportunity_posts(sim) -> tuple[list, list]:
+    """(ByOpportunityId calls, Create calls on an opportunity)."""
+    bulk = [c for c in sim.calls if c.path == BY_OPPORTUNITY]
+    single = [c for c in sim.calls if c.path == CREATE and isinstance(c.body, dict)
+              and c.body.get("RelatedOpportunityId")]
+    return bulk, single
+
+
+async def test_an_opportunitys_several_activities_share_one_bulk_call_with_the_same_keys(
+        sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    opportunity = sim.add_opportunity(lead, "Deal")
+    await buffer.append([chat(1), chat(2), chat(3)])
+    async with running(buffer, [sink_for(sim, granularity="message")]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    bulk, single = opportunity_posts(sim)
+    assert single == [] and len(bulk) == 1 and len(bulk[0].body) == 3
+    assert bulk[0].query["opportunityId"] == opportunity
+    assert {row["ActivityOwnerEmail"] for row in bulk[0].body} == {"admin@simulator.invalid"}
+    assert len([c for c in sim.calls if c.path == BY_LEAD]) == 1  # the lead's three rows
+    on_lead = [a for a in sim.activities(lead) if a["RelatedOpportunityId"] is None]
+    on_opportunity = sim.activities(opportunity_id=opportunity)
+    # the single path's keys: the lead activity's key, "@", the opportunity
+    assert sorted(field(a, FIELDS["key"]) for a in on_opportunity) == sorted(
+        f"{field(a, FIELDS['key'])}@{opportunity}" for a in on_lead)
+    assert len(on_lead) == 3
+    assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
+
+
+async def test_a_lone_opportunity_activity_is_posted_singly(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    opportunity = sim.add_opportunity(lead, "Deal")
+    await buffer.append([chat(1), chat(2)])  # one window: one activity per target
+    async with running(buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    bulk, single = opportunity_posts(sim)
+    assert bulk == [] and len(single) == 1  # the bulk budget is the scarcer one
+    assert len(sim.activities(opportunity_id=opportunity)) == 1
+
+
+async def test_one_refused_opportunity_row_is_a_dead_target_alone(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    opportunity = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(opportunity, "Note refused here (simulated)", containing="msg-00002")
+    await buffer.append([chat(1), chat(2), chat(3)])
+    async with running(buffer, [sink_for(sim, granularity="message")]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    bulk, single = opportunity_posts(sim)
+    assert single == [] and len(bulk) == 1 and len(bulk[0].body) == 3  # never retried
+    landed = sim.activities(opportunity_id=opportunity)
+    assert sorted(texts_in(a["ActivityNote"]) for a in landed) == [["msg-00001"],
+                                                                   ["msg-00003"]]
+    assert len([a for a in sim.activities(lead) if a["RelatedOpportunityId"] is None]) == 3
+    (dead,) = await buffer.dead_targets()
+    assert dead["target"] == f"opportunity {opportunity}" and len(dead["message_ids"]) == 1
+    assert "Note refused here" in dead["reason"]
+    assert await buffer.dead_letters() == []
+
+
+async def test_a_lost_bulk_answer_is_checked_once_and_posts_nothing_twice(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    opportunity = sim.add_opportunity(lead, "Deal")
+    sim.configure(drop_after_commit_rate=1.0)  # every write commits, no answer comes
+    await buffer.append([chat(1), chat(2), chat(3)])
+    async with running(buffer, [sink_for(sim, granularity="message")]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    bulk, single = opportunity_posts(sim)
+    assert single == [] and len(bulk) == 1
+    reads = [c for c in sim.calls if c.path.endswith("GetActivitiesOfOpportunity")]
+    assert len(reads) == 1  # one look for the three rows of the lost call, not one each
+    assert len(sim.activities(opportunity_id=opportunity)) == 3
+    assert len(sim.activities(lead)) == 6
+    assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
