@@ -131,6 +131,61 @@ def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
         simulator.stop()
 
 
+def test_sigkill_inside_bulk_calls_then_restart_leaves_each_message_once(tmp_path):
+    """Bulk on (the default): each kill lands while a bulk call is held open by the network
+    (the simulator's write_hold), first a ByLeadId call, then a ByOpportunityId one; the
+    held write commits after the kill, and the restart finds it by its keys."""
+    simulator = SimulatorProcess()
+    bridge = None
+    try:
+        numbers = [f"9198765430{i:02d}" for i in range(10)]
+        bridge, config, port, recent = _history_without_crm(tmp_path, simulator, numbers)
+        leads = {lead["Phone"]: lead["ProspectID"] for lead in simulator.admin("GET", "leads")}
+        with_deals = numbers[:3]
+        for number in with_deals:
+            simulator.add_opportunity(leads[number[2:]], "Deal")
+        simulator.configure(write_hold=2.0)
+        # a part per message: six activities per lead, and per opportunity, so each
+        # opportunity's go out in a ByOpportunityId call
+        write_config(config, simulator, port, granularity="message", rate_limit="50/1s",
+                     bulk_rate_limit="10/1s")
+        for endpoint in ("ByLeadId", "ByOpportunityId"):
+            bridge.start()
+            held = eventually(lambda e=endpoint: _held_bulk(simulator, e), timeout=60)
+            before = len(simulator.activities())
+            bridge.kill()  # inside the held call: it has not committed yet
+            assert len(simulator.activities()) == before
+            assert held
+            eventually(lambda: all(call["status"] for call in simulator.admin("GET", "calls")),
+                       timeout=30)  # the hold ends: the held calls commit after the kill
+            assert len(simulator.activities()) > before
+        simulator.configure(write_hold=0)
+        bridge.start()
+        sinks = eventually(lambda: _backfilled(bridge), timeout=120)
+        assert sinks[0]["dead_letters"] == 0 and sinks[0]["dead_targets"] == 0
+
+        activities = simulator.activities()
+        assert max(Counter(key_of(a) for a in activities).values()) == 1
+        on_leads = Counter(t for a in activities if not a["RelatedOpportunityId"]
+                           for t in texts_in(a["ActivityNote"]))
+        assert on_leads == Counter(recent)  # the last three days, each exactly once
+        on_deals = Counter(t for a in activities if a["RelatedOpportunityId"]
+                           for t in texts_in(a["ActivityNote"]))
+        deal_texts = {f"msg-{numbers.index(n) * 100 + j:05d}" for n in with_deals
+                      for j in range(10)}
+        assert on_deals == Counter(t for t in recent if t in deal_texts)
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        simulator.stop()
+
+
+def _held_bulk(simulator: SimulatorProcess, endpoint: str) -> list[dict]:
+    """Bulk calls to `endpoint` that arrived and have no answer yet (held)."""
+    return [call for call in simulator.admin("GET", "calls")
+            if call["path"].endswith(f"/Add/{endpoint}") and call["status"] is None]
+
+
 def _history_without_crm(tmp_path: Path, simulator: SimulatorProcess, numbers: list[str]):
     """A lead per number; a bridge with no CRM stores five days of chats, then stops.
 
