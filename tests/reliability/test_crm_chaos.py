@@ -89,8 +89,8 @@ def chaos(tmp_path, outage: float) -> None:
                  for i, n in enumerate(NUMBERS)}
         deal = sim.add_opportunity(leads[NUMBERS[1]], "Chaos deal")
         sim.configure(seed=11)
-        # bulk: false — the storms and faults aim at single posts; the bulk path has no chaos
-        # run of its own yet (issue 15)
+        # bulk: false — the storms and faults aim at single posts; the bulk path has its
+        # own run (test_bulk_crm_chaos)
         bridge = make_bridge(tmp_path, sim, sync_interval="0.5s", timeout=CLIENT_TIMEOUT,
                              retry_base=0.1, retry_cap=1, deliver_timeout="30s",
                              bulk=False).start()
@@ -132,6 +132,72 @@ def chaos(tmp_path, outage: float) -> None:
         assert len(driver.latency["outage"]) >= 5
         assert during < 5 * before + 50, (before, during)
         assert sink["dead_letters"] == 0, bridge.status()
+        crm.assert_each_once(driver.acked)
+        assert all(crm.on_deals[t] == 1 for t, number in driver.acked.items()
+                   if number == NUMBERS[1])
+        assert {a["RelatedOpportunityId"] for a in crm.activities} <= {None, deal}
+    finally:
+        stop_scenario(driver, bridge, sim)
+
+
+BULK_CALM = {"bulk_rate_limit": None, **CALM}
+BULK_PHASES = [
+    ("bulk 429 storm (HTTP 429)", {"bulk_rate_limit": "1/1s", "rate_limit_signal": "429"}),
+    ("bulk 429 storm (error body on HTTP 200)",
+     {"bulk_rate_limit": "1/1s", "rate_limit_signal": "200"}),
+    ("30% 5xx", {"error_rate": 0.3}),
+    ("commit, then drop the answer", {"drop_after_commit_rate": 0.3}),
+]
+
+
+def test_bulk_crm_chaos(tmp_path):
+    """Bulk posts on (the default): 429 storms on the bulk budget (the simulator allows 1
+    bulk call a second, the sink spends 10), 5xx and dropped answers, on ByLeadId rows and
+    on an opportunity's ByOpportunityId rows (a part per message, so a window holds
+    several); every acknowledged message lands once on its lead and its deal, none dead."""
+    sim = SimulatorProcess()
+    bridge: BridgeProcess | None = None
+    driver: Driver | None = None
+    try:
+        leads = {n: sim.add_lead(FirstName=f"Chaos{i}", Phone=n[2:])
+                 for i, n in enumerate(NUMBERS)}
+        deal = sim.add_opportunity(leads[NUMBERS[1]], "Chaos deal")
+        sim.configure(seed=12)
+        bridge = make_bridge(tmp_path, sim, sync_interval="0.5s", timeout=CLIENT_TIMEOUT,
+                             retry_base=0.1, retry_cap=1, deliver_timeout="30s",
+                             rate_limit="50/1s", bulk_rate_limit="10/1s",
+                             granularity="message").start()
+        driver = Driver(bridge.url)
+        driver.start()
+        time.sleep(PHASE)
+        for name, knobs in BULK_PHASES:
+            sim.configure(**{**BULK_CALM, **knobs})
+            driver.phase = name
+            time.sleep(PHASE)
+        sim.configure(**BULK_CALM)
+        driver.phase = "after"
+        time.sleep(1.0)
+        driver.stop.set()
+        driver.join(60)
+        bridge.sync_now()
+        sink = eventually(lambda: drained(bridge), timeout=120, every=0.5)
+
+        crm = CrmCount(sim.activities(), PATTERN)
+        calls = sim.admin("GET", "calls")
+        bulk = Counter((call["path"].rsplit("/", 1)[-1], call["status"]) for call in calls
+                       if "/Bulk/" in call["path"])
+        report(f"bulk crm chaos: {len(driver.acked)} acknowledged messages checked, "
+               f"{len(crm.activities)} activities; bulk calls by (endpoint, status) "
+               f"{dict(bulk)}; the bridge saw {dict(crm_call_outcomes(bridge))}; "
+               f"{crm.duplicates()} duplicates")
+        # the storms hit the bulk calls of both endpoints; some answers were dropped
+        assert bulk[("ByLeadId", 429)] >= 1 and bulk[("ByLeadId", 200)] >= 1, bulk
+        assert sum(n for (path, _), n in bulk.items() if path == "ByOpportunityId") >= 1, bulk
+        seen = crm_call_outcomes(bridge)
+        assert seen["rate_limited"] > bulk[("ByLeadId", 429)], seen  # on 429 and on 200
+        assert seen["error_5xx"] >= 1, seen
+        assert any(call["status"] is None for call in calls), "no answer was dropped"
+        assert sink["dead_letters"] == 0 and sink["dead_targets"] == 0, bridge.status()
         crm.assert_each_once(driver.acked)
         assert all(crm.on_deals[t] == 1 for t, number in driver.acked.items()
                    if number == NUMBERS[1])
