@@ -33,12 +33,13 @@ ENDPOINTS = {
     "ProspectActivity.svc/CreateType": "type creates",
     "Authentication.svc/UserByAccessKey.Get": "user lookups",
     "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId": "bulk posts",
-    "ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId": "bulk posts",
+    "ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId": "bulk opportunity posts",
     "LeadManagement.svc/Leads.RecentlyModified": "directory pages",
 }
-KINDS = ("lead lookups", "activity posts", "bulk posts", "directory pages",
+KINDS = ("lead lookups", "activity posts", "bulk posts", "bulk opportunity posts",
+         "directory pages",
          "opportunity lookups", "type lookups", "type creates", "user lookups", "other")
-BULK_KINDS = frozenset({"bulk posts"})
+BULK_KINDS = frozenset({"bulk posts", "bulk opportunity posts"})
 
 
 def free_port() -> int:

@@ -90,12 +90,16 @@ class Plan:
     profile: bool = False
     bulk: bool = True  # bulk posts (issue 15); False: the single-post path
     bulk_rate: tuple[int, float] | None = None  # the bulk budget; None: unthrottled
+    granularity: str = "window"  # the sink's granularity: an activity per window or message
+    backfill: bool = False  # True: the backlog is a first-install backfill, not live
 
     @property
     def label(self) -> str:
         rate = "off" if self.rate is None else f"{self.rate[0]}/{self.rate[1]:g}s"
         extra = [self.layout] if self.layout != "interleaved" else []
         extra += ["profiled"] if self.profile else []
+        extra += ["per message"] if self.granularity == "message" else []
+        extra += ["backfill"] if self.backfill else []
         extra += [f"bulk {self.bulk_rate[0]}/{self.bulk_rate[1]:g}s" if self.bulk_rate
                   else "bulk"] if self.bulk else ["single"]
         return ", ".join([f"rate {rate}", f"opps {'on' if self.opportunities else 'off'}",
@@ -204,7 +208,8 @@ def sink_for(sim: SimulatorProcess, plan: Plan) -> LeadSquaredSink:
         host=sim.url, access_key=ACCESS_KEY, secret_key=SECRET_KEY, rate_limit=rate,
         bulk=plan.bulk, lead_directory="on" if plan.bulk else "off",
         bulk_rate_limit=UNTHROTTLED if plan.bulk_rate is None else sim_rate(plan.bulk_rate),
-        opportunities=plan.opportunities, sync_interval=1.0, retry_base=1.0, retry_cap=10.0))
+        opportunities=plan.opportunities, sync_interval=1.0, retry_base=1.0, retry_cap=10.0,
+        granularity=plan.granularity))
 
 
 async def run_drain(plan: Plan) -> dict[str, Any]:
@@ -229,9 +234,14 @@ async def run_drain(plan: Plan) -> dict[str, Any]:
 async def drain_buffer(plan: Plan, sim: SimulatorProcess, path: Path,
                        numbers: list[str]) -> dict[str, Any]:
     buffer = await Buffer.open(path)
-    await buffer.install_sinks([SINK])
-    await buffer.backfill(SINK, time.time())  # nothing older yet: what follows is live backlog
+    if not plan.backfill:
+        await buffer.install_sinks([SINK])
+        await buffer.backfill(SINK, time.time())  # nothing older yet: the backlog is live
+    # else the messages are stored before the sink exists: its first start backfills them
+    # (the backlog is within the last 6 hours, inside the default 3-day backfill window)
     await append_all(buffer, backlog(plan, numbers))
+    if plan.backfill:
+        await buffer.install_sinks([SINK])  # new: its backfill is still to do
     sink = sink_for(sim, plan)
     runner = SinkRunner(sink, buffer)
     probe = Probe()
@@ -447,6 +457,12 @@ def parse_args() -> argparse.Namespace:
                         help="the sink's opportunities setting: both runs, or one")
     parser.add_argument("--paths", choices=["both", "bulk", "single"], default="both",
                         help="bulk posts, the single-post path, or both side by side")
+    parser.add_argument("--granularity", choices=["window", "message"], default="window",
+                        help="the sink's granularity: an activity per window (default) or "
+                             "per message")
+    parser.add_argument("--backfill", action="store_true",
+                        help="store the backlog before the sink is installed, so it drains "
+                             "through the first-install backfill path (default: live)")
     parser.add_argument("--bulk-rate", default=None,
                         help="bulk call budget, e.g. 5/5s (default: the plan tier --rate "
                              "implies, as the sink's bulk_rate_limit default)")
@@ -464,7 +480,8 @@ def plans(args: argparse.Namespace) -> list[Plan]:
     def plan(rate: tuple[int, float] | None, opportunities: bool, layout: str = args.layout,
              profile: bool = False) -> Plan:
         return Plan(args.messages, args.conversations, args.opportunities, rate, opportunities,
-                    layout, args.second_window, args.seed, profile)
+                    layout, args.second_window, args.seed, profile,
+                    granularity=args.granularity, backfill=args.backfill)
 
     bulk_rate = None if rate is None else parse_rate(
         args.bulk_rate or bulk_rate_for(LeadSquaredConfig(
