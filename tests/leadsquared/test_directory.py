@@ -46,15 +46,21 @@ async def test_a_miss_costs_one_lookup_then_waits_unknown_recheck(sim, buffer):
     sim.add_lead(FirstName="Other", Phone="9000000000")
     await buffer.append([chat(1, NUMBER)])
     rows = buffer.directory("leadsquared")
-    async with running(buffer, [with_directory(sim)]) as (runner,):
+    async with running(buffer, [with_directory(sim)]):
         await wait_until(lambda: rows.unknown_checked_at(NUMBER), timeout=30)
-        await buffer.retry_now("leadsquared")
-        for _ in range(3):  # later syncs: the number waits, no new search
-            await runner.step()
+        # later syncs try the held batch again (every sync_interval): the number waits,
+        # no new search
+        await wait_until(lambda: tries(buffer, at_least=4), timeout=30)
     paths = Counter(c.path.rsplit("/", 1)[-1] for c in sim.calls)
     assert paths["RetrieveLeadByPhoneNumber"] == 1 and paths["Leads.GetByQuickSearch"] == 0
     (state,) = await buffer.sinks()
     assert state["held"] == 1
+
+
+async def tries(buffer, at_least: int) -> bool:
+    """The sink's batches have been tried `at_least` times."""
+    rows = await buffer.query("SELECT max(attempts) FROM batches WHERE sink = 'leadsquared'")
+    return (rows[0][0] or 0) >= at_least
 
 
 async def test_a_full_fill_drops_vanished_leads(sim, buffer):
