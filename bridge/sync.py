@@ -45,6 +45,8 @@ class SinkRunner:
         self._wake = asyncio.Event()
         self._retry_now = False  # set by wake(): the next drain hurries waiting retries
         self._backfill_ready_at = 0.0  # monotonic: when the next backfill batch may go
+        self._live_batches = 0  # live batches delivered so far
+        self._live_mark = 0  # ... when the last backfill step began
         self.started = False
         self.min_slice = MIN_SLICE  # a drain running longer records its progress this often
         self._recorded_at = 0.0
@@ -149,7 +151,7 @@ class SinkRunner:
             await self._pace_backfill(totals)
             if self._stopping():  # the unsent claim is released on the next start
                 break
-            started = time.monotonic()
+            started, self._live_mark = time.monotonic(), self._live_batches
             await self._backfill_step(claims, totals)
             self._rest_after_backfill(time.monotonic() - started)
         return totals
@@ -159,6 +161,7 @@ class SinkRunner:
         claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
                                          self.settings.lease, backfill=False,
                                          batch_size=self.settings.batch_limit)
+        self._live_batches += len(claims)
         await self._deliver_all(claims, totals)
         return bool(claims)
 
@@ -203,14 +206,23 @@ class SinkRunner:
         await asyncio.gather(*(one(claim) for claim in claims))
 
     async def _pace_backfill(self, totals: dict[str, int]) -> None:
-        """Until backfill's turn comes, keep delivering live messages as they arrive."""
+        """Until backfill's turn comes, keep delivering live messages as they arrive.
+
+        The rest makes room for live messages, so it is kept only when some came since the
+        last step began. With none, the next step goes at once: a rest would only leave the
+        rate budget idle (the step may have spent its time waiting for that budget, which
+        refills while nothing is sent), so a backfill alone uses all of it.
+        """
+        if self._live_batches == self._live_mark:
+            return
         while not self._stopping() and (left := self._backfill_ready_at - time.monotonic()) > 0:
             if not await self._drain_live(totals) and self._stop is not None:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), min(left, LIVE_POLL))
 
     def _rest_after_backfill(self, spent: float) -> None:
-        """Keep backfill to backfill_share of the sink's time: rest in proportion."""
+        """Keep backfill to backfill_share of the sink's time while live messages arrive:
+        rest in proportion (see _pace_backfill)."""
         share = self.settings.backfill_share
         rest = min(spent * (1 - share) / share, self.settings.lease / 2)
         self._backfill_ready_at = time.monotonic() + rest

@@ -270,3 +270,56 @@ async def test_a_sink_cut_off_by_deliver_timeout_is_not_retried_before_its_write
     assert await buffer.claim(sink.name, 10, 60, now=cut_off + 0.15) == []
     (again,) = await buffer.claim(sink.name, 10, 60, now=cut_off + 0.5)
     assert again.batch.uncertain and again.batch.key == claim.batch.key
+
+
+class TimedSink(RecordingSink):
+    """Records when each batch's delivery ran, and whether it held backfill messages."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)
+        self.runs: list[tuple[float, float, bool]] = []  # (start, end, backfill)
+
+    async def deliver(self, batch):
+        start = time.monotonic()
+        outcomes = await super().deliver(batch)
+        old = all(m.provider_id.startswith("m") for m in batch.messages)
+        self.runs.append((start, time.monotonic(), old))
+        return outcomes
+
+
+async def test_a_backfill_with_no_live_message_due_does_not_rest(buffer):
+    """A step that spent its time waiting on the CRM's budget is not followed by an idle
+    rest: the budget refills meanwhile and nothing else wants it (issue 15)."""
+    await buffer.append([message(n, f"+14155550{n:03d}", minutes_ago=600) for n in range(4)])
+    # share 0.1: a paced rest would be 9 times each 0.3-s step
+    sink = TimedSink(delay=0.3, backfill_days=3, backfill_share=0.1)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: len(sink.delivered) == 4, timeout=30)
+    gaps = [b[0] - a[1] for a, b in zip(sink.runs, sink.runs[1:], strict=False)]
+    assert len(sink.runs) == 4 and max(gaps) < 1.0, gaps  # 2.7 s each when rested
+
+
+async def test_a_backfill_still_rests_while_live_messages_arrive(buffer):
+    """backfill_share still holds with live traffic: once live messages come, each
+    backfill step is followed by a rest in proportion (room for the live ones)."""
+    await buffer.append([message(n, f"+14155550{n:03d}", minutes_ago=600) for n in range(4)])
+    sink = TimedSink(delay=0.2, backfill_days=3, backfill_share=0.1)  # rest: 9 x 0.2 s
+    feeding = True
+
+    async def feed() -> None:  # a live message every 0.3 s: the sink is not saturated
+        n = 0
+        while feeding:
+            n += 1
+            await buffer.append([replace(message(n, f"+1415556{n:04d}"),
+                                         provider_id=f"live{n}")])
+            await asyncio.sleep(0.3)
+
+    async with running(buffer, [sink]):
+        feeder = asyncio.create_task(feed())
+        await wait_until(lambda: sum(1 for run in sink.runs if run[2]) == 4, timeout=30)
+        feeding = False
+        await feeder
+    live_from = min(end for _, end, old in sink.runs if not old)
+    old = [run for run in sink.runs if run[2]]
+    gaps = [b[0] - a[1] for a, b in zip(old, old[1:], strict=False) if b[0] > live_from]
+    assert gaps and min(gaps) > 1.0, gaps  # 1.8-s rests; none without the live messages

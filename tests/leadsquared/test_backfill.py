@@ -85,6 +85,33 @@ async def test_a_live_message_is_not_stuck_behind_a_paced_backfill(sim, tmp_path
         await buffer.close()
 
 
+async def test_a_backfill_alone_stays_within_both_budgets_posting_each_chat_in_order_once(
+        sim, tmp_path):
+    """With no live message the backfill does not rest between steps (issue 15), which must
+    still keep within both budgets (the simulator answers 429 over either) and post each
+    conversation's batches in order, each once."""
+    numbers = [f"+9198765420{i:02d}" for i in range(8)]
+    leads = [sim.add_lead(FirstName=f"L{i}", Phone=n[3:]) for i, n in enumerate(numbers)]
+    sim.configure(rate_limit="4/1s", bulk_rate_limit="2/1s")
+    buffer = await Buffer.open(tmp_path / "b.db")
+    try:  # six messages a chat, batches of two: three batches per conversation
+        await buffer.append([old_chat(i * 100 + j, n, hours_ago=30 - j)
+                             for i, n in enumerate(numbers) for j in range(6)])
+        sink = sink_for(sim, opportunities=False, rate_limit="4/1s", bulk_rate_limit="2/1s",
+                        lead_directory="on", batch_limit=2)
+        async with running(buffer, [sink]):
+            await wait_until(lambda: settled(buffer), timeout=60)
+        assert [c for c in sim.calls if c.status == 429] == []
+        assert sim.max_calls_in_window(1.0) <= 4 and sim.max_calls_in_window(1.0, bulk=True) <= 2
+        assert len([c for c in sim.calls if c.path.endswith("ByLeadId")]) >= 3  # several steps
+        for i, lead in enumerate(leads):  # in posting order: the chat's own order, once
+            posted = [t for a in sim.activities(lead) for t in texts_in(a["ActivityNote"])]
+            assert posted == [f"msg-{i * 100 + j:05d}" for j in range(6)]
+        assert await buffer.dead_letters() == []
+    finally:
+        await buffer.close()
+
+
 def post_history(bridge: BridgeProcess, numbers: list[str], now: int) -> list[str]:
     """Messages over the last five days, posted as webhooks; returns the texts in 3 days."""
     recent = []
