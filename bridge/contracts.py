@@ -133,7 +133,8 @@ class SinkSettings(BaseModel):
     sync_interval: Duration = Field(180.0, description="how often the sink drains the buffer")
     backfill_days: float = Field(3, ge=0, description="days of chats synced on first install")
     backfill_share: float = Field(0.5, gt=0, le=1, description="largest share of the sink's "
-                                  "time (so of its rate budget) a backfill may use")
+                                  "time (so of its rate budget) a backfill may use while "
+                                  "live messages arrive; alone it uses all of it")
     max_attempts: int = Field(8, ge=1, description="tries before a message goes to dead letter")
     batch_limit: int = Field(500, ge=1, description="messages claimed per drain step")
     lease: Duration = Field(300.0, description="how long a claimed batch is reserved")
