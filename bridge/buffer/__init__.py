@@ -7,67 +7,37 @@ All SQL of Chatbridge lives in this package. One writer task owns the write conn
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bridge.buffer import delivery, failures, identity, media
-from bridge.buffer.codec import message_row, to_timestamp
+from bridge.buffer import delivery
+from bridge.buffer.append import Append, append_group, status_row
+from bridge.buffer.codec import message_row
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.faults import explain
 from bridge.buffer.lock import FileHold
 from bridge.buffer.media import MediaJob
+from bridge.buffer.postgres import PostgresBuffer
 from bridge.buffer.schema import migrate
-from bridge.buffer.store import Buffer
+from bridge.buffer.store import BACKENDS, Buffer
+from bridge.buffer.syncdb import SyncDb, drive
 from bridge.buffer.writer import MAX_GROUP, Writer
 from bridge.errors import BufferUnavailable
-from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
+from bridge.model import Identity, Message, StatusUpdate
 
-__all__ = ["Buffer", "Claim", "MediaJob", "Policy", "SQLiteBuffer"]
+__all__ = ["Buffer", "Claim", "MediaJob", "Policy", "PostgresBuffer", "SQLiteBuffer"]
 
 logger = logging.getLogger(__name__)
 
 # Room the health check proves there is: a typical webhook's rows, index pages and WAL
 # frames, with margin (16 pages of 4 KiB).
 HEALTH_PROBE_BYTES = 64 * 1024
-ROWS_PER_INSERT = 500  # messages per INSERT statement (6 parameters each; SQLite takes 32,766)
-_UPSERT_STATUS = """
-INSERT INTO statuses (source, provider_id, status, rank, at, recipient, failed_at, errors)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (source, provider_id) DO UPDATE SET
-    status = CASE WHEN excluded.rank > statuses.rank THEN excluded.status ELSE statuses.status END,
-    at = CASE WHEN excluded.rank > statuses.rank THEN excluded.at ELSE statuses.at END,
-    rank = max(statuses.rank, excluded.rank),
-    failed_at = coalesce(statuses.failed_at, excluded.failed_at),
-    errors = coalesce(excluded.errors, statuses.errors),
-    recipient = coalesce(statuses.recipient, excluded.recipient)
-"""
-_UPSERT_CONVERSATION = """
-INSERT INTO conversations (key, contact_name, account, last_message_at, message_count, kind,
-                           group_id)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    contact_name = coalesce(excluded.contact_name, contact_name),
-    account = coalesce(excluded.account, account),
-    last_message_at = max(coalesce(last_message_at, 0), coalesce(excluded.last_message_at, 0)),
-    message_count = message_count + excluded.message_count,
-    kind = CASE WHEN excluded.kind = 'group' THEN 'group' ELSE kind END,
-    group_id = coalesce(excluded.group_id, group_id)
-WHERE excluded.message_count > 0
-   OR (excluded.contact_name IS NOT NULL AND excluded.contact_name IS NOT contact_name)
-   OR (excluded.account IS NOT NULL AND excluded.account IS NOT account)
-   OR (excluded.kind = 'group' AND kind != 'group')
-"""  # the WHERE skips no-op updates: a replayed webhook then writes no page at all
-
-
 # An append's writes, for the heartbeat to rehearse and roll back: they walk the same
 # b-trees (messages, its unique and conversation indexes, deliveries, conversations).
 _REHEARSAL = (
@@ -78,16 +48,6 @@ _REHEARSAL = (
     "INSERT INTO conversations (key, message_count) VALUES ('healthz', 1)"
     " ON CONFLICT (key) DO UPDATE SET message_count = message_count + 1",
 )
-
-
-@dataclass(slots=True)
-class _Append:
-    messages: list[Message]
-    rows: list[tuple[Any, ...]]
-    statuses: list[tuple[Any, ...]]
-    contacts: Mapping[str, str]
-    identities: list[Identity]
-    now: float
 
 
 class SQLiteBuffer(Buffer):
@@ -109,8 +69,8 @@ class SQLiteBuffer(Buffer):
         self._writer = Writer(write, self._append_group, group_limit, path, hold.is_current)
         self._closed = False
 
-    def _append_group(self, db: sqlite3.Connection, items: list[_Append]) -> list[int]:
-        return _append_group(db, items, self.media_sources)
+    def _append_group(self, db: sqlite3.Connection, items: list[Append]) -> list[int]:
+        return drive(append_group(SyncDb(db), items, self.media_sources))
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "full",
@@ -179,8 +139,8 @@ class SQLiteBuffer(Buffer):
         self._check_open()
         now = time.time()
         messages = list(messages)
-        item = _Append(messages, [message_row(m, now) for m in messages],
-                       [_status_row(s) for s in statuses], contacts or {}, list(identities), now)
+        item = Append(messages, [message_row(m, now) for m in messages],
+                       [status_row(s) for s in statuses], contacts or {}, list(identities), now)
         if not (item.rows or item.statuses or item.contacts or item.identities):
             return 0
         return await self._writer.append(item)
@@ -292,114 +252,4 @@ async def _close_all(connections: Sequence[aiosqlite.Connection], hold: FileHold
         hold.release()
 
 
-def _status_row(status: StatusUpdate) -> tuple[Any, ...]:
-    failed = status.status == STATUS_FAILED
-    return (status.source, status.provider_id, None if failed else status.status,
-            STATUS_RANK.get(status.status, 0), to_timestamp(status.at), status.recipient,
-            to_timestamp(status.at) if failed else None,
-            json.dumps(status.errors) if status.errors else None)
-
-
-def _append_group(db: sqlite3.Connection, items: list[_Append],
-                  media_sources: Mapping[str, str | None] | None = None) -> list[int]:
-    """Insert every item's rows in the open transaction; return new-message counts.
-
-    Runs in the write connection's thread, inside the Writer's transaction: plain sqlite3.
-    """
-    people, described = identity.file_under_people(
-        db, [i for item in items for i in item.identities],
-        [m.conversation for item in items for m in item.messages], items[-1].now)
-    rows = [row for item in items for row in item.rows]
-    if people:
-        rows = [(*row[:2], people.get(row[2], row[2]), *row[3:]) for row in rows]
-    new, first = _insert_messages(db, rows)
-    if new and media_sources:
-        media.queue_jobs(db, first, media_sources, time.time())
-    if new:
-        # history (recovered, not live) is backfill material: paced like a backfill
-        db.execute(
-            "INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
-            " SELECT s.sink, m.id, coalesce(json_extract(m.body, '$.history'), 0)"
-            " FROM messages m JOIN sink_state s ON s.enabled = 1 WHERE m.id >= ?", (first,))
-    statuses = [row for item in items for row in item.statuses]
-    if statuses:
-        db.executemany(_UPSERT_STATUS, statuses)
-        failures.note_failures(db, statuses, items[-1].now)
-    counts, fresh = _credit_new(items, new)
-    _upsert_conversations(db, fresh, items, people)
-    identity.describe(db, described)
-    return counts
-
-
-def _insert_messages(db: sqlite3.Connection,
-                     rows: list[tuple[Any, ...]]) -> tuple[set[tuple[str, str]], int]:
-    """Insert the rows not stored yet; their (source, provider id) keys and the first new id.
-
-    One statement per ROWS_PER_INSERT rows, RETURNING what it inserted (a replay or a
-    duplicate within the group returns nothing).
-    """
-    new: set[tuple[str, str]] = set()
-    first = 0
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start:start + ROWS_PER_INSERT]
-        marks = _value_rows(len(chunk), 6)
-        inserted = db.execute(
-            "INSERT OR IGNORE INTO messages (source, provider_id, conversation, sent_at,"
-            f" stored_at, body) VALUES {marks} RETURNING id, source, provider_id",
-            [value for row in chunk for value in row]).fetchall()
-        for message_id, source, provider_id in inserted:
-            new.add((source, provider_id))
-            first = message_id if not first else min(first, message_id)
-    return new, first
-
-
-def _value_rows(count: int, width: int) -> str:
-    """'(?,?),(?,?)' for count rows of width parameters."""
-    row = "(" + ",".join("?" * width) + ")"
-    return ",".join([row] * count)
-
-
-def _credit_new(items: list[_Append], new: set[tuple[str, str]]
-                ) -> tuple[list[int], list[Message]]:
-    """Per item, how many of its messages are new; and each new message once (a key sent
-    twice in one group is credited to its first sender)."""
-    counts = []
-    fresh = []
-    for item in items:
-        count = 0
-        for message in item.messages:
-            key = (message.source, message.provider_id)
-            if key in new:
-                new.discard(key)
-                count += 1
-                fresh.append(message)
-        counts.append(count)
-    return counts, fresh
-
-
-def _upsert_conversations(db: sqlite3.Connection, fresh: list[Message],
-                          items: list[_Append], people: Mapping[str, str]) -> None:
-    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0, "person", None])
-    for message in fresh:
-        entry = agg[people.get(message.conversation, message.conversation)]
-        if is_group(message.conversation):
-            entry[4], entry[5] = "group", message.extra.get("group_id")
-            entry[0] = entry[0] or message.extra.get("group_name")
-            entry[1] = message.account or entry[1]
-            entry[2] = max(entry[2], to_timestamp(message.sent_at))
-            entry[3] += 1
-            continue
-        entry[0] = message.contact_name or entry[0]
-        entry[1] = message.account or entry[1]
-        entry[2] = max(entry[2], to_timestamp(message.sent_at))
-        entry[3] += 1
-        if message.extra.get("conversation_kind") == "group":
-            entry[4] = "group"
-    for item in items:
-        for key, name in item.contacts.items():
-            agg[people.get(key, key)][0] = name
-    if agg:
-        db.executemany(_UPSERT_CONVERSATION,
-                       [(k, v[0], v[1], v[2] or None, v[3], v[4], v[5])
-                        for k, v in agg.items()])
-
+BACKENDS["sqlite"] = SQLiteBuffer

@@ -1,6 +1,6 @@
 """The contact map: which phone numbers and BSUIDs are one person, and their conversation.
 
-Runs inside the writer's group transaction (plain sqlite3, the write connection's thread):
+Runs inside the writer's group transaction (on SQLite, in the write connection's thread):
 one SELECT of the keys a group mentions, one upsert of what changed, and a merge only
 when a webhook shows two known conversations to be one person (rare).
 
@@ -12,7 +12,6 @@ deliveries keep their states, so nothing already synced is posted again.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,12 @@ from typing import Any
 from bridge.model import Identity, is_group
 
 CHUNK = 500  # keys per SELECT (SQLite takes 32,766 parameters)
+
+
+async def _all(db: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Every row of one statement (db: sqlite, aiosqlite-like or PostgreSQL, see syncdb)."""
+    async with db.execute(sql, params) as cursor:
+        return list(await cursor.fetchall())
 
 
 def _placeholders(n: int) -> str:
@@ -70,7 +75,7 @@ class _Links:
 Described = list[tuple[str | None, str | None, str | None, str | None, str]]
 
 
-def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
+async def file_under_people(db: Any, identities: Iterable[Identity],
                       message_keys: Iterable[str], now: float
                       ) -> tuple[dict[str, str], Described]:
     """Learn `identities`; return each message key (and each identity key) -> its person's
@@ -81,10 +86,10 @@ def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
     facts = [(i, keys) for i, keys in facts if keys]
     if not facts:  # the common case: only look the senders up
         keys = list(dict.fromkeys(k for k in message_keys if k and not is_group(k)))
-        known = _known(db, keys)[0] if keys else {}
+        known = (await _known(db, keys))[0] if keys else {}
         new = [(key, key, now) for key in keys if key not in known]
         if new:  # a new person: their key is their conversation from now on
-            db.executemany("INSERT OR IGNORE INTO identities (key, person, seen_at)"
+            await db.executemany("INSERT OR IGNORE INTO identities (key, person, seen_at)"
                            " VALUES (?, ?, ?)", new)
         return {key: person for key, (person, _) in known.items()}, []
     links = _Links()
@@ -95,7 +100,7 @@ def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
             links.find(key)
     if not links.parent:
         return {}, []
-    known, described = _known(db, list(links.parent))
+    known, described = await _known(db, list(links.parent))
     for key, (person, _) in known.items():
         links.join([key, person])
     people = _people(links, facts)
@@ -104,13 +109,13 @@ def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
     for person in people.values():
         target = _conversation_key(person, known)
         for old in _existing(person, known) - {target}:
-            merge(db, old, target, now)
+            await merge(db, old, target, now)
         for key in person.keys:
             mapping[key] = target
             if known.get(key, (None,))[0] != target:
                 changed.append((key, target, now))
     if changed:
-        db.executemany("INSERT INTO identities (key, person, seen_at) VALUES (?, ?, ?)"
+        await db.executemany("INSERT INTO identities (key, person, seen_at) VALUES (?, ?, ?)"
                        " ON CONFLICT (key) DO UPDATE SET person = excluded.person", changed)
     rows = []
     for p in people.values():
@@ -122,7 +127,7 @@ def file_under_people(db: sqlite3.Connection, identities: Iterable[Identity],
     return mapping, rows
 
 
-def _known(db: sqlite3.Connection, keys: list[str]
+async def _known(db: Any, keys: list[str]
            ) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[Any, ...]]]:
     """key -> (person, first seen); person -> (phone, user_id, parent, username) noted."""
     found: dict[str, tuple[str, float]] = {}
@@ -130,8 +135,8 @@ def _known(db: sqlite3.Connection, keys: list[str]
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
         marks = _placeholders(len(chunk))
-        for key, person, seen, *noted in db.execute(
-                "SELECT i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid,"
+        for key, person, seen, *noted in await _all(
+                db, "SELECT i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid,"
                 " c.username FROM identities i LEFT JOIN conversations c ON c.key = i.person"
                 f" WHERE i.key IN ({marks})", chunk):
             found[key] = (person, seen)
@@ -169,10 +174,10 @@ def _conversation_key(person: _Person, known: dict[str, tuple[str, float]]) -> s
     return person.user_id or next(iter(person.keys))
 
 
-def describe(db: sqlite3.Connection, rows: Described) -> None:
+async def describe(db: Any, rows: Described) -> None:
     """Note the latest phone, BSUIDs and username on each person's conversation row."""
     if rows:
-        db.executemany(
+        await db.executemany(
             "UPDATE conversations SET phone = coalesce(?1, phone),"
             " bsuid = coalesce(?2, bsuid), parent_bsuid = coalesce(?3, parent_bsuid),"
             " username = coalesce(?4, username) WHERE key = ?5"
@@ -181,18 +186,18 @@ def describe(db: sqlite3.Connection, rows: Described) -> None:
             " OR ?4 IS NOT username AND ?4 IS NOT NULL)", rows)
 
 
-def merge(db: sqlite3.Connection, old: str, new: str, now: float) -> None:
+async def merge(db: Any, old: str, new: str, now: float) -> None:
     """File conversation `old` under `new`: messages, batches, CRM mappings, identities.
 
     Delivery states stay as they are (what was synced is not posted again); a CRM record
     already mapped to `new` wins over the one of `old`; batches held for `old` (e.g. "no
     phone number") are tried again at once.
     """
-    db.execute("UPDATE messages SET conversation = ? WHERE conversation = ?", (new, old))
-    db.execute("UPDATE batches SET conversation = ?1,"
+    await db.execute("UPDATE messages SET conversation = ? WHERE conversation = ?", (new, old))
+    await db.execute("UPDATE batches SET conversation = ?1,"
                " next_attempt_at = CASE WHEN held = 1 THEN min(next_attempt_at, ?3)"
                " ELSE next_attempt_at END WHERE conversation = ?2", (new, old, now))
-    db.execute(
+    await db.execute(
         "INSERT INTO sink_conversations (sink, conversation, record_id, last_synced_at,"
         " last_error, held_reason) SELECT sink, ?, record_id, last_synced_at, last_error,"
         " NULL FROM sink_conversations WHERE conversation = ? AND true"
@@ -200,8 +205,8 @@ def merge(db: sqlite3.Connection, old: str, new: str, now: float) -> None:
         " record_id = coalesce(sink_conversations.record_id, excluded.record_id),"
         " last_synced_at = max(coalesce(sink_conversations.last_synced_at, 0),"
         " coalesce(excluded.last_synced_at, 0))", (new, old))
-    db.execute("DELETE FROM sink_conversations WHERE conversation = ?", (old,))
-    db.execute(
+    await db.execute("DELETE FROM sink_conversations WHERE conversation = ?", (old,))
+    await db.execute(
         "INSERT INTO conversations (key, contact_name, account, last_message_at, message_count,"
         " kind, phone, bsuid, parent_bsuid, username, group_id)"
         " SELECT ?, contact_name, account, last_message_at, message_count, kind, phone, bsuid,"
@@ -216,5 +221,5 @@ def merge(db: sqlite3.Connection, old: str, new: str, now: float) -> None:
         " bsuid = coalesce(conversations.bsuid, excluded.bsuid),"
         " parent_bsuid = coalesce(conversations.parent_bsuid, excluded.parent_bsuid),"
         " username = coalesce(conversations.username, excluded.username)", (new, old))
-    db.execute("DELETE FROM conversations WHERE key = ?", (old,))
-    db.execute("UPDATE identities SET person = ? WHERE person = ?", (new, old))
+    await db.execute("DELETE FROM conversations WHERE key = ?", (old,))
+    await db.execute("UPDATE identities SET person = ? WHERE person = ?", (new, old))

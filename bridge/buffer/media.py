@@ -7,7 +7,6 @@ message leaves unreferenced.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ class MediaJob:
     attempts: int
 
 
-def queue_jobs(db: sqlite3.Connection, first: int, sources: Mapping[str, str | None],
+async def queue_jobs(db: Any, first: int, sources: Mapping[str, str | None],
                now: float) -> None:
     """In the append's transaction: a job per new media message of a fetching source.
 
@@ -52,7 +51,7 @@ def queue_jobs(db: sqlite3.Connection, first: int, sources: Mapping[str, str | N
     One INSERT per source per group, whatever the number of messages.
     """
     for source, hold in sources.items():
-        db.execute(_QUEUE, ("held" if hold else "pending", hold, now, first, source))
+        await db.execute(_QUEUE, ("held" if hold else "pending", hold, now, first, source))
 
 
 async def claim(db: aiosqlite.Connection, source: str, now: float, limit: int,

@@ -19,7 +19,10 @@ from typing import Any
 
 import aiosqlite
 
-from bridge.buffer import delivery, media, purge, reads
+import bridge.buffer.delivery as delivery
+import bridge.buffer.media as media
+import bridge.buffer.purge as purge
+import bridge.buffer.reads as reads
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
 from bridge.buffer.media import MediaJob
@@ -43,6 +46,10 @@ def sqlite_path(target: str | Path) -> str:
     return text[len("sqlite:///"):] if text.startswith("sqlite:///") else text
 
 
+# scheme -> backend class; each backend's module registers itself (bridge.buffer imports both)
+BACKENDS: dict[str, type[Buffer]] = {}
+
+
 class Buffer:
     """The durable outbox. Open with `await Buffer.open(target)`; close with `close()`."""
 
@@ -56,10 +63,8 @@ class Buffer:
         """Open the buffer `path` names: an SQLite file (or sqlite:///...) or a
         postgresql:// URL. See SQLiteBuffer.open and PostgresBuffer.open."""
         if is_postgres(path):
-            from bridge.buffer.postgres import PostgresBuffer
-            return await PostgresBuffer.open(str(path), runner=runner, **options)
-        from bridge.buffer import SQLiteBuffer
-        return await SQLiteBuffer.open(sqlite_path(path), synchronous, runner, **options)
+            return await BACKENDS["postgresql"].open(str(path), runner=runner, **options)
+        return await BACKENDS["sqlite"].open(sqlite_path(path), synchronous, runner, **options)
 
     # -- what each backend provides ------------------------------------------------------
 

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from bridge.buffer import Buffer
+from bridge.buffer import SQLiteBuffer
 from bridge.contracts import Outcome
 from bridge.sync import SinkRunner
 from tests.helpers import PostSource, RecordingSink, message, running, wait_until
@@ -212,7 +212,7 @@ async def test_a_small_backfill_claim_never_cuts_a_live_conversation(buffer):
     assert [[m.provider_id for m in c.messages] for c in claims] == [["m1", "m2"]]
 
 
-class ArrivingBuffer(Buffer):
+class ArrivingBuffer(SQLiteBuffer):
     """A real buffer where messages arrive just before the next backfill claim."""
 
     arrivals: list = []

@@ -1,0 +1,208 @@
+"""The buffer in PostgreSQL, shared by several bridge processes (asyncpg).
+
+Every operation is one transaction on a pooled connection; the SQL is the buffer's own
+(bridge.buffer.dialect rewrites it). What one SQLite writer got for free, several
+processes get from PostgreSQL locks:
+- a claim holds a per-sink advisory lock while it batches and leases, and takes its rows
+  FOR UPDATE SKIP LOCKED, so two processes never lease one batch, and a conversation's
+  batches still go one at a time, in order (an older unfinished batch blocks a newer one);
+- appends that teach the contact map (identities) hold one advisory lock, so two
+  webhooks cannot merge the same person two ways at once;
+- a killed process's leases expire and the next claim takes them over (no flock: other
+  processes are alive).
+A serialization failure or deadlock retries the whole transaction (it rolled back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+import bridge.buffer.delivery as delivery
+from bridge.buffer.append import Append, append_group, status_row
+from bridge.buffer.codec import message_row
+from bridge.buffer.delivery import Claim
+from bridge.buffer.pgdb import PgDb, plain
+from bridge.buffer.pgschema import migrate
+from bridge.buffer.store import BACKENDS, Buffer, _install
+from bridge.errors import BufferUnavailable
+from bridge.model import Identity, Message, StatusUpdate
+
+logger = logging.getLogger(__name__)
+
+RETRIES = 5  # serialization failures / deadlocks retried per transaction
+IDENTITY_LOCK = "chatbridge:identities"
+INSTALL_LOCK = "chatbridge:install"
+_RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for logs, /status and errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """(URL for asyncpg, schema) — `?schema=name` keeps the buffer in its own schema."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+class PostgresBuffer(Buffer):
+    """Open with `await Buffer.open("postgresql://...")`; close with `close()`."""
+
+    def __init__(self, url: str, pool: asyncpg.Pool) -> None:
+        self.path = redact(url)
+        self.url = url
+        self._pool = pool
+        self.media_sources: dict[str, str | None] = {}
+        self.media_files = asyncio.Lock()
+        self._closed = False
+        self._commits = 0
+
+    @classmethod
+    async def open(cls, url: str, synchronous: str = "full", runner: bool = False,
+                   pool_size: int = 10, **_: Any) -> PostgresBuffer:
+        """Connect, create the schema if needed and migrate (under an advisory lock).
+
+        A server that cannot be reached, or refuses us, raises BufferUnavailable naming
+        the URL (without its password) and what to do."""
+        dsn, schema = split_schema(url)
+        settings = {"search_path": schema} if schema else None
+        try:
+            if schema:
+                await _create_schema(dsn, schema)
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size,
+                                             server_settings=settings, command_timeout=60)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise BufferUnavailable(f"buffer.url {redact(url)}: {_reason(exc)}; check that "
+                                    "PostgreSQL runs there and the user may connect") from exc
+        buffer = cls(url, pool)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        return buffer
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"commits": self._commits, "grouped_appends": 0}
+
+    async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
+                     contacts: Mapping[str, str] | None = None,
+                     identities: Iterable[Identity] = ()) -> int:
+        """Store in one transaction, committed before this returns; new message count."""
+        self._check_open()
+        now = time.time()
+        messages = list(messages)
+        item = Append(messages, [message_row(m, now) for m in messages],
+                      [status_row(s) for s in statuses], contacts or {}, list(identities), now)
+        if not (item.rows or item.statuses or item.contacts or item.identities):
+            return 0
+
+        async def work(db: PgDb) -> int:
+            if item.identities:
+                await db.lock(IDENTITY_LOCK)
+            return (await append_group(db, [item], self.media_sources))[0]
+        return await self._transact(work)
+
+    async def heartbeat(self) -> None:
+        """Commit a write now: proves the server is up, reachable and writable."""
+        self._check_open()
+        try:
+            await self._transact(lambda db: db.execute(
+                "INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id)"
+                " DO UPDATE SET at = excluded.at", (time.time(),)))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise BufferUnavailable(f"buffer.url {self.path}: {_reason(exc)}") from exc
+
+    async def install_sinks(self, names: Sequence[str]) -> list[str]:
+        async def work(db: PgDb) -> list[str]:
+            await db.lock(INSTALL_LOCK)  # processes starting together install once
+            return await _install(db, list(names), time.time())
+        return await self._transact(work)
+
+    async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
+                    backfill: bool | None = None, batch_size: int | None = None) -> list[Claim]:
+        """As Buffer.claim, with the sink's claims serialised across processes."""
+        when = time.time() if now is None else now
+        size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
+
+        async def work(db: PgDb) -> list[Claim]:
+            await db.lock(f"chatbridge:claim:{sink}")
+            return await delivery.claim(db, sink, when, limit, lease, backfill, size)
+        return await self._transact(work)
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self._check_open()
+        async with self._pool.acquire() as conn:
+            cursor = await PgDb(conn).run(sql, params)
+            return await cursor.fetchall()
+
+    async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Native PostgreSQL SQL (no rewriting), for the cluster's own tables."""
+        async with self._pool.acquire() as conn:
+            return [plain(row) for row in await conn.fetch(sql, *params)]
+
+    async def limit_writes(self, *, size_cap: bool | None = None,
+                           read_only: bool | None = None) -> None:
+        raise NotImplementedError("limit_writes is a fault seam of the SQLite buffer only")
+
+    async def _transact(self, work: Any) -> Any:
+        self._check_open()
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    result = await work(PgDb(conn))
+                self._commits += 1
+                return result
+            except _RETRYABLE:
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+
+async def _create_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{_identifier(schema)}"')
+    finally:
+        await conn.close()
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise BufferUnavailable(f"buffer.url: schema {name!r} must be letters, digits and _")
+    return name
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+BACKENDS["postgresql"] = PostgresBuffer
