@@ -10,6 +10,7 @@ from aiohttp import web
 from bridge.buffer import Buffer
 from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
+from tests.backends import BACKENDS, drop_schema, new_schema, postgres_url
 
 
 @pytest.fixture
@@ -27,9 +28,22 @@ async def sim() -> AsyncIterator[Simulator]:
     await simulator.stop()
 
 
+@pytest.fixture(params=BACKENDS)
+async def buffer_target(request, tmp_path) -> AsyncIterator[str]:
+    """A fresh buffer of each backend: an SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "buffer.db")
+        return
+    schema = new_schema()
+    try:
+        yield postgres_url(schema)
+    finally:
+        await drop_schema(schema)
+
+
 @pytest.fixture
-async def buffer(tmp_path) -> AsyncIterator[Buffer]:
-    buf = await Buffer.open(tmp_path / "buffer.db")
+async def buffer(buffer_target) -> AsyncIterator[Buffer]:
+    buf = await Buffer.open(buffer_target)
     try:
         yield buf
     finally:

@@ -29,11 +29,19 @@ _OR_IGNORE = re.compile(r"\bINSERT OR IGNORE INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 _JSON = re.compile(r"json_extract\(([\w.]+),\s*'\$\.([\w.]+)'\)")
 _SCALAR = re.compile(r"\b(max|min)\(", re.IGNORECASE)
+# Fragments whose meaning differs beyond the rules above, rewritten whole (first).
+_SPECIAL = {
+    # SQLite's json_extract gives a JSON true as 1; PostgreSQL's #>> gives the text 'true'
+    "coalesce(json_extract(m.body, '$.history'), 0)":
+        "CASE WHEN (m.body::jsonb #>> '{history}') = 'true' THEN 1 ELSE 0 END",
+}
 
 
 @lru_cache(maxsize=2048)
 def to_postgres(sql: str) -> str:
     """The PostgreSQL form of one statement of the buffer's SQLite SQL."""
+    for sqlite, postgres in _SPECIAL.items():
+        sql = sql.replace(sqlite, postgres)
     sql = _INDEXED_BY.sub("", sql)
     sql = _JSON.sub(lambda m: f"({m[1]}::jsonb #>> '{{{m[2].replace('.', ',')}}}')", sql)
     sql = _IS_NOT.sub("IS DISTINCT FROM ", sql)
