@@ -109,7 +109,7 @@ def _core_route_clash(config: BridgeConfig, source: str, path: str) -> BridgeErr
 async def _buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     bridge = app[BRIDGE]
     settings = bridge.config.buffer
-    bridge.buffer = await Buffer.open(settings.path, settings.synchronous, runner=True)
+    bridge.buffer = await Buffer.open(settings.target, settings.synchronous, runner=True)
     try:
         await bridge.buffer.install_sinks([sink.name for sink in bridge.sinks])
         bridge.buffer.media_sources = media_sources(bridge.sources)

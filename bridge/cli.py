@@ -351,7 +351,7 @@ def _plugin_table(rows: list[dict[str, Any]]) -> str:
 
 
 async def _with_buffer(config: Any, work: Callable[[Buffer], Any]) -> Any:
-    buffer = await Buffer.open(config.buffer.path, config.buffer.synchronous)
+    buffer = await Buffer.open(config.buffer.target, config.buffer.synchronous)
     try:
         return await work(buffer)
     finally:

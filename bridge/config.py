@@ -6,10 +6,12 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.buffer.store import is_postgres, sqlite_path
 from bridge.contracts import SinkSettings
 from bridge.durations import Duration
 from bridge.errors import ConfigError
@@ -47,13 +49,16 @@ class ServerConfig(_Section):
 
 
 class BufferConfig(_Section):
-    """buffer: the durable SQLite outbox, and the media files fetched beside it.
+    """buffer: the durable outbox (SQLite file or PostgreSQL), and the media files fetched.
 
+    url: sqlite:///chatbridge.db (the default: the file buffer.path names) or
+    postgresql://user:password@host:5432/db (shared by several bridge processes);
     media_path: directory of fetched media (default: media/ beside buffer.path);
     media_max_bytes: largest file fetched (a larger one is a dead letter saying so);
     media_retry_base/media_retry_cap/media_max_attempts: backoff of failed fetches.
     """
 
+    url: str | None = None
     path: str = "chatbridge.db"
     retention: Duration = 30 * 86400.0
     synchronous: Literal["full", "normal"] = "full"
@@ -63,6 +68,15 @@ class BufferConfig(_Section):
     media_retry_cap: Duration = 3600.0
     # 7 days is how long a webhook's media id lives: 1 h apart at the cap, ~170 tries fit
     media_max_attempts: int = Field(170, ge=1)
+
+    @property
+    def target(self) -> str:
+        """What Buffer.open takes: the PostgreSQL URL, or the SQLite file's path."""
+        return self.url if self.url and is_postgres(self.url) else self.path
+
+    @property
+    def postgres(self) -> bool:
+        return bool(self.url) and is_postgres(self.url)
 
     @property
     def media_dir(self) -> str:
@@ -148,6 +162,7 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
         validated[name] = _validated(model, section or {}, f"plugins.{name}")
         _check_sync_interval(validated[name], f"plugins.{name}")
     config.plugins = validated
+    _settle_buffer_url(config.buffer, data.get("buffer") or {})
     if base_dir is not None and not Path(config.buffer.path).is_absolute():
         config.buffer.path = str(base_dir / config.buffer.path)
     if (base_dir is not None and config.buffer.media_path
@@ -160,6 +175,26 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
         raise ConfigError(f"buffer.path: {config.buffer.path} is a directory (name a file in "
                           f"it, e.g. {Path(config.buffer.path) / 'chatbridge.db'})")
     return config
+
+
+def _settle_buffer_url(buffer: BufferConfig, given: dict[str, Any]) -> None:
+    """buffer.url: sqlite:///FILE sets buffer.path; postgresql://... is kept as it is."""
+    url = buffer.url
+    if url is None:
+        return
+    if is_postgres(url):
+        if not urlsplit(url).hostname and "host=" not in url:
+            raise ConfigError("buffer.url: a PostgreSQL URL needs a host, e.g. "
+                              "postgresql://chatbridge:${PGPASSWORD}@127.0.0.1:5432/chatbridge")
+        return
+    if not url.startswith("sqlite:///"):
+        raise ConfigError("buffer.url: use sqlite:///chatbridge.db (a file) or "
+                          "postgresql://user:password@host:5432/db (a server)")
+    path = sqlite_path(url)
+    if "path" in given and given["path"] != path:
+        raise ConfigError(f"buffer.url names {path!r} but buffer.path says {given['path']!r}: "
+                          "keep one of the two")
+    buffer.path = path
 
 
 def _check_sync_interval(section: Any, prefix: str) -> None:

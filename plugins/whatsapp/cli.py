@@ -220,7 +220,7 @@ def _report_decoding(source: Any) -> None:
 def _store(config: Any, messages: Iterable[Any], count: int, store: Any) -> Any:
     """Write in chunks as the file is read, with a progress bar for large imports on a
     terminal."""
-    path, synchronous = config.buffer.path, config.buffer.synchronous
+    path, synchronous = config.buffer.target, config.buffer.synchronous
     if not (sys.stdout.isatty() and count >= PROGRESS_FROM):
         return asyncio.run(store(path, messages, synchronous=synchronous, total=count))
     with click.progressbar(length=count, label="storing") as bar:
