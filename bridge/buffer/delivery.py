@@ -52,6 +52,17 @@ def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
+def _lock_rows(db: Any, skip_locked: bool) -> str:
+    """PostgreSQL only: lock the batch rows a claim or an ack reads (several processes
+    share the buffer); SQLite's single writer holds the whole file and needs no clause.
+
+    A claim skips rows another transaction holds (SKIP LOCKED); an ack waits for its row,
+    then re-reads it, so a lease taken over meanwhile is seen and raises LeaseLost."""
+    if getattr(db, "dialect", "sqlite") != "postgresql":
+        return ""
+    return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
     async with db.execute(sql, params) as cursor:
         return list(await cursor.fetchall())
@@ -93,7 +104,7 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
                       " AND o.state != 'done' AND o.id < b.id"
                       " AND (o.backfill = b.backfill OR (o.backfill > b.backfill"
                       " AND o.attempts > 0)))"
-                      " ORDER BY backfill, next_attempt_at, id LIMIT ?",
+                      " ORDER BY backfill, next_attempt_at, id LIMIT ?" + _lock_rows(db, True),
                       (sink, now, *classes, limit))
     if not due:
         return []
@@ -161,8 +172,9 @@ async def _batch(db: aiosqlite.Connection, sink: str, conversation: str, backfil
         key = _batch_key(sink, conversation, ids)
         async with db.execute(
             "INSERT INTO batches (sink, conversation, key, created_at, backfill)"
-            " VALUES (?, ?, ?, ?, ?)", (sink, conversation, key, now, backfill)) as cursor:
-            batch_id = cursor.lastrowid
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (sink, conversation, key, now, backfill)) as cursor:
+            (batch_id,) = await cursor.fetchone()
     await db.execute(
         f"UPDATE deliveries SET batch_id = ? WHERE sink = ?"
         f" AND message_id IN ({_placeholders(len(ids))})", (batch_id, sink, *ids))
@@ -294,7 +306,8 @@ def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, st
 
 async def _check_lease(db: aiosqlite.Connection, claim: Claim) -> None:
     rows = await _rows(db, "SELECT 1 FROM batches WHERE id = ? AND state = 'leased'"
-                       " AND lease_token = ?", (claim.batch_id, claim.token))
+                       " AND lease_token = ?" + _lock_rows(db, False),
+                       (claim.batch_id, claim.token))
     if not rows:
         raise LeaseLost(f"batch {claim.batch.key} is no longer leased by this drain")
 
@@ -338,8 +351,9 @@ async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, conversati
         "INSERT INTO sink_conversations (sink, conversation, record_id, last_synced_at,"
         " last_error, held_reason) VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (sink, conversation) DO UPDATE SET"
-        " record_id = CASE WHEN ? THEN NULL ELSE coalesce(excluded.record_id, record_id) END,"
-        " last_synced_at = coalesce(excluded.last_synced_at, last_synced_at),"
+        " record_id = CASE WHEN ? = 1 THEN NULL"
+        " ELSE coalesce(excluded.record_id, sink_conversations.record_id) END,"
+        " last_synced_at = coalesce(excluded.last_synced_at, sink_conversations.last_synced_at),"
         " last_error = excluded.last_error, held_reason = excluded.held_reason",
         (batch.sink, conversation, batch.record_id, now if delivered else None,
          errors[-1] if errors else None, held, int(forget)))

@@ -10,6 +10,9 @@ them through `to_postgres`, which rewrites the few constructs the two disagree o
     a IS NOT b  a IS b         -> a IS DISTINCT FROM b  a IS NOT DISTINCT FROM b
     LIKE                       -> ILIKE (SQLite's LIKE ignores ASCII case)
     json_extract(x, '$.a.b')   -> (x::jsonb #>> '{a,b}') (text; compare with text)
+    json_array(...)            -> json_build_array(...) (JSON text either way)
+    CROSS JOIN t a ON ...      -> JOIN t a ON ... (SQLite's join-order hint; PG wants no ON)
+    CAST(x AS INTEGER)         -> CAST(trunc(x) AS BIGINT) (SQLite truncates, PG rounds)
 
 What cannot be rewritten mechanically is written portably at its call site (table-
 qualified names in upserts, sum(CASE ...) instead of sum(boolean), RETURNING id instead of
@@ -29,11 +32,18 @@ _OR_IGNORE = re.compile(r"\bINSERT OR IGNORE INTO\b", re.IGNORECASE)
 _RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
 _JSON = re.compile(r"json_extract\(([\w.]+),\s*'\$\.([\w.]+)'\)")
 _SCALAR = re.compile(r"\b(max|min)\(", re.IGNORECASE)
+_JSON_ARRAY = re.compile(r"\bjson_array\(")
+_CROSS_ON = re.compile(r"\bCROSS JOIN (\w+ \w+)(?= ON\b)")
+_CAST_INTEGER = re.compile(r"\bCAST\(([^()]+) AS INTEGER\)", re.IGNORECASE)
 # Fragments whose meaning differs beyond the rules above, rewritten whole (first).
 _SPECIAL = {
     # SQLite's json_extract gives a JSON true as 1; PostgreSQL's #>> gives the text 'true'
     "coalesce(json_extract(m.body, '$.history'), 0)":
         "CASE WHEN (m.body::jsonb #>> '{history}') = 'true' THEN 1 ELSE 0 END",
+    # the columns a table has (reads looks for identity columns): (position, name) rows
+    "PRAGMA table_info(conversations)":
+        "SELECT ordinal_position, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'conversations'",
 }
 
 
@@ -43,6 +53,9 @@ def to_postgres(sql: str) -> str:
     for sqlite, postgres in _SPECIAL.items():
         sql = sql.replace(sqlite, postgres)
     sql = _INDEXED_BY.sub("", sql)
+    sql = _JSON_ARRAY.sub("json_build_array(", sql)
+    sql = _CROSS_ON.sub(r"JOIN \1", sql)
+    sql = _CAST_INTEGER.sub(r"CAST(trunc(\1) AS BIGINT)", sql)
     sql = _JSON.sub(lambda m: f"({m[1]}::jsonb #>> '{{{m[2].replace('.', ',')}}}')", sql)
     sql = _IS_NOT.sub("IS DISTINCT FROM ", sql)
     sql = _IS.sub("IS NOT DISTINCT FROM ", sql)

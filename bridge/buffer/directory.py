@@ -49,8 +49,9 @@ class Directory:
             ids = [(self.sink, record_id) for record_id, _, _ in records]
             await db.executemany("DELETE FROM directory WHERE sink = ? AND record_id = ?", ids)
             await db.executemany(
-                "INSERT OR REPLACE INTO directory (sink, key, record_id, name, generation)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO directory (sink, key, record_id, name, generation)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, key, record_id) DO UPDATE SET"
+                " name = excluded.name, generation = excluded.generation",
                 [(self.sink, key, record_id, name, generation)
                  for record_id, name, keys in records for key in keys])
         await self._buffer._transact(work)
@@ -74,9 +75,9 @@ class Directory:
                 " refreshed_at, watermark, records) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (sink) DO UPDATE SET enabled = excluded.enabled,"
                 " generation = excluded.generation,"
-                " filled_at = COALESCE(excluded.filled_at, filled_at),"
+                " filled_at = COALESCE(excluded.filled_at, directory_state.filled_at),"
                 " refreshed_at = excluded.refreshed_at, watermark = excluded.watermark,"
-                " records = COALESCE(excluded.records, records)",
+                " records = COALESCE(excluded.records, directory_state.records)",
                 (self.sink, int(enabled), generation, now if full else None, now, watermark,
                  records))
             if not enabled:
@@ -91,7 +92,8 @@ class Directory:
 
     async def note_unknown(self, number: str, at: float) -> None:
         await self._buffer._transact(lambda db: db.execute(
-            "INSERT OR REPLACE INTO unknown_numbers (sink, number, checked_at) VALUES (?, ?, ?)",
+            "INSERT INTO unknown_numbers (sink, number, checked_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (sink, number) DO UPDATE SET checked_at = excluded.checked_at",
             (self.sink, number, at)))
 
     async def forget_unknown(self, number: str) -> None:

@@ -23,7 +23,8 @@ _QUEUE = (
     " state, reason, updated_at)"
     " SELECT m.id, m.source, json_extract(m.body, '$.media.id'),"
     " json_extract(m.body, '$.media.sha256'), json_extract(m.body, '$.media.mime_type'),"
-    " ?, ?, ? FROM messages m WHERE m.id >= ? AND m.source = ?"
+    " CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION) FROM messages m"
+    " WHERE m.id >= ? AND m.source = ?"
     " AND json_extract(m.body, '$.kind') IN ('image', 'audio', 'video', 'document', 'sticker')"
     " AND json_extract(m.body, '$.media.id') IS NOT NULL"
 )
@@ -96,7 +97,8 @@ async def failed(db: aiosqlite.Connection, message_id: int, reason: str,
                  retry_at: float | None, now: float) -> None:
     """A failed try: retry at `retry_at`, or dead (None) with the reason."""
     await db.execute(
-        "UPDATE media SET state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END,"
+        "UPDATE media SET state = CASE WHEN CAST(? AS DOUBLE PRECISION) IS NULL THEN 'dead'"
+        " ELSE 'pending' END,"
         " next_attempt_at = coalesce(?, next_attempt_at), attempts = attempts + 1, reason = ?,"
         " lease_until = NULL, updated_at = ? WHERE message_id = ? AND state = 'pending'",
         (retry_at, retry_at, reason, now, message_id))
@@ -175,7 +177,7 @@ async def counts(query: Any) -> dict[str, dict[str, Any]]:
         entry[state] = n
     for source, size in await query(
             "SELECT source, sum(size) FROM (SELECT DISTINCT source, sha256, size FROM media"
-            " WHERE state = 'fetched') GROUP BY source"):
+            " WHERE state = 'fetched') AS f GROUP BY source"):
         out[source]["bytes"] = size
     for source, reason, n in await query(
             "SELECT source, reason, count(*) FROM media WHERE reason IS NOT NULL"

@@ -32,6 +32,9 @@ class PgCursor:
     async def fetchone(self) -> tuple[Any, ...] | None:
         return self._rows[0] if self._rows else None
 
+    async def close(self) -> None:
+        return None
+
     async def __aenter__(self) -> PgCursor:
         return self
 

@@ -66,9 +66,10 @@ async def _media(db: aiosqlite.Connection, ids: list[int]) -> int:
 async def _statuses(db: aiosqlite.Connection, ids: list[int], keys: list[str],
                     count_only: bool) -> int:
     """Statuses of the person's messages, and of messages to them the buffer never stored."""
-    where = (f"recipient IN ({_placeholders(len(keys))}) OR (source, provider_id) IN"
-             f" (SELECT source, provider_id FROM messages WHERE id IN"
-             f" ({_placeholders(len(ids))}))")
+    where = f"recipient IN ({_placeholders(len(keys))})"
+    if ids:  # no empty IN (): PostgreSQL refuses it
+        where += (" OR (source, provider_id) IN (SELECT source, provider_id FROM messages"
+                  f" WHERE id IN ({_placeholders(len(ids))}))")
     params = (*keys, *ids)
     if count_only:
         return len(await _rows(db, f"SELECT provider_id FROM statuses WHERE {where}", params))

@@ -63,7 +63,8 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
 async def backfill_progress(query: Query) -> dict[str, dict[str, int]]:
     """Per sink: backfill messages and conversations done and in all."""
     rows = await query(
-        "SELECT d.sink, count(*), sum(d.state != 'pending'), count(DISTINCT m.conversation),"
+        "SELECT d.sink, count(*), sum(CASE WHEN d.state != 'pending' THEN 1 ELSE 0 END),"
+        " count(DISTINCT m.conversation),"
         " count(DISTINCT CASE WHEN d.state = 'pending' THEN m.conversation END)"
         " FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.backfill = 1"
         " GROUP BY d.sink", ())
@@ -98,7 +99,7 @@ _PHONE_LIKE = set("0123456789+-() .")
 # SQL pieces the list is assembled from; only these constants ever go into its SQL.
 # show -> condition on `conversations c`; held and dead take the sink (NULL: any sink)
 _SHOW = {
-    "all": "1",
+    "all": "1 = 1",
     "held": "c.key IN (SELECT conversation FROM sink_conversations"
             " WHERE held_reason IS NOT NULL AND sink = coalesce(?, sink))",
     "dead": "c.key IN (SELECT m.conversation FROM deliveries d INDEXED BY deliveries_dead"
@@ -151,7 +152,7 @@ async def conversation_list(query: Query, sink: str | None, *, search: str | Non
     params: list[Any] = [sink] if show in ("held", "dead") else []
     if search:
         columns, term = await _search_terms(query, search)
-        match = " AND (0"
+        match = " AND (1 = 0"
         for column in columns:
             match += _MATCH[column]
         where += match + ")"
@@ -224,10 +225,12 @@ async def _delivery_counts(query: Query, sink: str | None,
     """
     marks = _placeholders(len(keys))
     rows = await query(
-        "SELECT m.conversation, sum(d.state = 'pending'), sum(d.state = 'done'),"
+        "SELECT m.conversation, sum(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN d.state = 'done' THEN 1 ELSE 0 END),"
         # a transcript: one delivered batch (one conversation window)
         " count(DISTINCT CASE WHEN d.state = 'done' THEN d.batch_id END),"
-        " sum(d.state = 'dead') FROM messages m CROSS JOIN sink_state ss"
+        " sum(CASE WHEN d.state = 'dead' THEN 1 ELSE 0 END)"
+        " FROM messages m CROSS JOIN sink_state ss"
         " CROSS JOIN deliveries d ON d.sink = ss.sink AND d.message_id = m.id"
         f" WHERE ss.sink = coalesce(?, ss.sink) AND m.conversation IN ({marks})"
         " GROUP BY m.conversation", [sink, *keys])

@@ -168,8 +168,9 @@ class Buffer:
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
                 "UPDATE sink_state SET last_sync_at = ?, next_sync_at = ?,"
-                " last_error = CASE WHEN ? IS NULL THEN last_error ELSE ? END,"
-                " last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END"
+                " last_error = CASE WHEN CAST(? AS TEXT) IS NULL THEN last_error ELSE ? END,"
+                " last_error_at = CASE WHEN CAST(? AS TEXT) IS NULL THEN last_error_at"
+                " ELSE ? END"
                 " WHERE sink = ?", (at, next_at, error, error, error, at, sink))
         await self._transact(work)
 

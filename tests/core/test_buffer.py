@@ -13,12 +13,13 @@ from bridge.buffer import Buffer, Policy
 from bridge.contracts import Outcome
 from bridge.errors import BridgeError, LeaseLost, SchemaError
 from bridge.model import StatusUpdate
+from tests.backends import rows, sqlite_only
 from tests.helpers import message
 
 POLICY = Policy(max_attempts=3, retry_delay=lambda attempt: 0.0, held_delay=0.0)
 
 
-def rows(path, sql, params=()):
+def file_rows(path, sql, params=()):
     with sqlite3.connect(path) as db:
         return db.execute(sql, params).fetchall()
 
@@ -26,9 +27,10 @@ def rows(path, sql, params=()):
 async def test_concurrent_duplicate_appends_store_one_row(buffer):
     results = await asyncio.gather(*[buffer.append([message(1)]) for _ in range(20)])
     assert sorted(results) == [0] * 19 + [1]
-    assert rows(buffer.path, "SELECT count(*) FROM messages") == [(1,)]
+    assert await rows(buffer, "SELECT count(*) FROM messages") == [(1,)]
 
 
+@sqlite_only  # group commit is the SQLite writer's; each PostgreSQL append commits alone
 async def test_concurrent_appends_share_commits(buffer):
     await asyncio.gather(*[buffer.append([message(i)]) for i in range(200)])
     assert await buffer.count_messages() == 200
@@ -39,7 +41,7 @@ async def test_concurrent_appends_share_commits(buffer):
 async def test_append_returns_after_its_rows_are_committed(buffer):
     await buffer.append([message(7)])
     # A separate connection sees the row: it was committed, not just queued.
-    assert rows(buffer.path, "SELECT provider_id FROM messages") == [("m7",)]
+    assert await rows(buffer, "SELECT provider_id FROM messages") == [("m7",)]
 
 
 async def test_messages_round_trip_with_all_fields(buffer):
@@ -56,7 +58,7 @@ async def test_messages_round_trip_with_all_fields(buffer):
 async def test_every_enabled_sink_gets_a_delivery_row(buffer):
     await buffer.install_sinks(["a", "b"])
     await buffer.append([message(1), message(2, "+14155550100")])
-    assert rows(buffer.path, "SELECT sink, count(*) FROM deliveries GROUP BY sink") == [
+    assert await rows(buffer, "SELECT sink, count(*) FROM deliveries GROUP BY sink") == [
         ("a", 2), ("b", 2)]
 
 
@@ -126,7 +128,7 @@ async def test_failing_message_dead_letters_after_max_attempts_others_delivered(
     (dead,) = await buffer.dead_letters("crm")
     assert dead["provider_id"] == "m2"
     assert dead["reason"] == "gave up after 3 attempts: bad"
-    assert rows(buffer.path, "SELECT message_id, state FROM deliveries ORDER BY message_id") == [
+    assert await rows(buffer, "SELECT message_id, state FROM deliveries ORDER BY message_id") == [
         (1, "done"), (2, "dead"), (3, "done")]
 
 
@@ -213,7 +215,7 @@ async def test_reenabled_sink_gets_what_arrived_while_it_was_off(buffer):
     await buffer.install_sinks(["a"])  # b removed from the config
     await buffer.append([message(1)])
     await buffer.install_sinks(["a", "b"])
-    assert rows(buffer.path, "SELECT sink FROM deliveries ORDER BY sink") == [("a",), ("b",)]
+    assert await rows(buffer, "SELECT sink FROM deliveries ORDER BY sink") == [("a",), ("b",)]
 
 
 async def test_prune_removes_only_settled_old_messages(buffer):
@@ -223,7 +225,7 @@ async def test_prune_removes_only_settled_old_messages(buffer):
     outcomes = {"m1": Outcome.delivered(), "m2": Outcome.rejected("x"), "m3": Outcome.retry("y")}
     await buffer.complete(claim, [outcomes[m.provider_id] for m in claim.batch.messages], POLICY)
     assert await buffer.prune(time.time() + 1) == 1
-    assert rows(buffer.path, "SELECT provider_id FROM messages ORDER BY id") == [("m2",), ("m3",)]
+    assert await rows(buffer, "SELECT provider_id FROM messages ORDER BY id") == [("m2",), ("m3",)]
 
 
 async def test_newer_schema_is_refused(tmp_path):
@@ -244,7 +246,7 @@ async def test_schema_version_is_recorded_and_reopen_keeps_data(tmp_path):
     await buf.close()
     from bridge.buffer.schema import VERSION
 
-    assert rows(path, "PRAGMA user_version") == [(VERSION,)]
+    assert file_rows(path, "PRAGMA user_version") == [(VERSION,)]
 
 
 async def test_a_version_1_buffer_is_migrated_with_its_pending_deliveries(tmp_path):
@@ -262,7 +264,7 @@ async def test_a_version_1_buffer_is_migrated_with_its_pending_deliveries(tmp_pa
         assert [m.provider_id for m in claim.messages] == ["m1"]
     finally:
         await buf.close()
-    assert rows(path, "PRAGMA user_version") == [(VERSION,)]
+    assert file_rows(path, "PRAGMA user_version") == [(VERSION,)]
 
 
 async def test_second_runner_on_one_file_is_refused(tmp_path):
@@ -288,16 +290,12 @@ async def test_new_runner_releases_leases_of_a_dead_one(tmp_path):
     await buf.close()
 
 
-async def test_rows_keep_what_the_fast_encoder_refuses(tmp_path):
+async def test_rows_keep_what_the_fast_encoder_refuses(buffer):
     """Integers beyond 64 bits and non-string keys take the json.dumps path, losslessly."""
-    buffer = await Buffer.open(tmp_path / "b.db")
-    try:
-        raw = {"big": 2**70, 7: "seven", "when": datetime(2026, 1, 2, tzinfo=UTC), "ok": "नमस्ते"}
-        plain = {"ok": "नमस्ते", "n": 1.5, "when": raw["when"]}  # the orjson path
-        await buffer.append([message(1, raw=raw), message(2, raw=plain)])
-        first, second = await buffer.messages()
-        assert first.raw == {"big": 2**70, "7": "seven", "when": "2026-01-02 00:00:00+00:00",
-                             "ok": "नमस्ते"}
-        assert second.raw == {"ok": "नमस्ते", "n": 1.5, "when": "2026-01-02 00:00:00+00:00"}
-    finally:
-        await buffer.close()
+    raw = {"big": 2**70, 7: "seven", "when": datetime(2026, 1, 2, tzinfo=UTC), "ok": "नमस्ते"}
+    plain = {"ok": "नमस्ते", "n": 1.5, "when": raw["when"]}  # the orjson path
+    await buffer.append([message(1, raw=raw), message(2, raw=plain)])
+    first, second = await buffer.messages()
+    assert first.raw == {"big": 2**70, "7": "seven", "when": "2026-01-02 00:00:00+00:00",
+                         "ok": "नमस्ते"}
+    assert second.raw == {"ok": "नमस्ते", "n": 1.5, "when": "2026-01-02 00:00:00+00:00"}
