@@ -1,22 +1,17 @@
-"""One identity per person: the contact map the buffer learns from webhooks (real SQLite)."""
+"""One identity per person: the contact map the buffer learns from webhooks (both backends)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from bridge.buffer import Policy
 from bridge.contracts import Outcome
 from plugins.whatsapp.parse import parse_payload
+from tests.backends import rows
 from tests.whatsapp import payloads as p
 
 POLICY = Policy(max_attempts=3, retry_delay=lambda attempt: 0.0, held_delay=0.0)
 PHONE = "+16505551234"
-
-
-def rows(path, sql, params=()):
-    with sqlite3.connect(path) as db:
-        return db.execute(sql, params).fetchall()
 
 
 async def store(buffer, *changes) -> int:
@@ -25,9 +20,9 @@ async def store(buffer, *changes) -> int:
                                parsed.identities)
 
 
-def conversations(buffer):
-    return rows(buffer.path, "SELECT key, message_count, phone, bsuid, username"
-                             " FROM conversations ORDER BY key")
+async def conversations(buffer):
+    return await rows(buffer, "SELECT key, message_count, phone, bsuid, username"
+                      " FROM conversations ORDER BY key")
 
 
 async def test_bsuid_only_message_joins_the_conversation_of_a_person_seen_with_phone(buffer):
@@ -37,9 +32,9 @@ async def test_bsuid_only_message_joins_the_conversation_of_a_person_seen_with_p
     await store(buffer, p.message_change(
         [p.bsuid_text_message("wamid.2", p.BSUID, "second")],
         contacts=[p.contact(None, "Sheena Nelson", user_id=p.BSUID)]))
-    assert rows(buffer.path, "SELECT provider_id, conversation FROM messages ORDER BY id") == [
+    assert await rows(buffer, "SELECT provider_id, conversation FROM messages ORDER BY id") == [
         ("wamid.1", PHONE), ("wamid.2", PHONE)]
-    assert conversations(buffer) == [(PHONE, 2, PHONE, p.BSUID, None)]
+    assert await conversations(buffer) == [(PHONE, 2, PHONE, p.BSUID, None)]
 
 
 async def test_phone_learned_later_merges_the_bsuid_conversation_without_resending(buffer):
@@ -57,8 +52,8 @@ async def test_phone_learned_later_merges_the_bsuid_conversation_without_resendi
         [p.text_message("wamid.2", p.CUSTOMER, "after")],
         contacts=[p.contact(p.CUSTOMER, "Sheena Nelson", user_id=p.BSUID)]))
 
-    assert conversations(buffer) == [(PHONE, 2, PHONE, p.BSUID, "sheena")]
-    assert rows(buffer.path, "SELECT conversation, record_id FROM sink_conversations") == [
+    assert await conversations(buffer) == [(PHONE, 2, PHONE, p.BSUID, "sheena")]
+    assert await rows(buffer, "SELECT conversation, record_id FROM sink_conversations") == [
         (PHONE, "lead-1")]
     (claim,) = await buffer.claim("crm", 10, 60, now=time.time() + 1)
     assert [m.provider_id for m in claim.batch.messages] == ["wamid.2"]  # not wamid.1 again
@@ -83,7 +78,7 @@ async def test_echo_to_a_bsuid_is_filed_with_the_customer(buffer):
     await store(buffer, p.message_change(
         [p.text_message("wamid.1")], contacts=[p.contact(p.CUSTOMER, "Sheena", p.BSUID)]))
     await store(buffer, p.echo_change([p.echo("wamid.e1", to=None, to_user_id=p.BSUID)]))
-    assert rows(buffer.path, "SELECT provider_id, conversation FROM messages ORDER BY id") == [
+    assert await rows(buffer, "SELECT provider_id, conversation FROM messages ORDER BY id") == [
         ("wamid.1", PHONE), ("wamid.e1", PHONE)]
 
 
@@ -95,10 +90,10 @@ async def test_number_change_keeps_one_conversation_for_old_and_new_number(buffe
         [p.changed_number_message("wamid.sys", p.CUSTOMER, new, user_id="US.777",
                                   previous_user_id=p.BSUID)], contacts=[]))
     await store(buffer, p.message_change([p.text_message("wamid.2", new, "new phone")]))
-    assert rows(buffer.path, "SELECT DISTINCT conversation FROM messages") == [(PHONE,)]
-    (row,) = conversations(buffer)
+    assert await rows(buffer, "SELECT DISTINCT conversation FROM messages") == [(PHONE,)]
+    (row,) = await conversations(buffer)
     assert row[:3] == (PHONE, 3, "+16505550000")  # the latest number, on the same chat
-    assert dict(rows(buffer.path, "SELECT key, person FROM identities")) == {
+    assert dict(await rows(buffer, "SELECT key, person FROM identities")) == {
         PHONE: PHONE, "+16505550000": PHONE, p.BSUID: PHONE, "US.777": PHONE}
 
 
@@ -108,24 +103,24 @@ async def test_user_id_change_links_the_new_bsuid(buffer):
         [p.changed_user_id_message("wamid.sys", None, "US.2", previous_user_id="US.1")],
         contacts=[]))
     await store(buffer, p.message_change([p.bsuid_text_message("wamid.2", "US.2")], contacts=[]))
-    assert rows(buffer.path, "SELECT DISTINCT conversation FROM messages") == [("US.1",)]
+    assert await rows(buffer, "SELECT DISTINCT conversation FROM messages") == [("US.1",)]
 
 
 async def test_two_known_conversations_become_one_when_a_webhook_links_them(buffer):
     await store(buffer, p.message_change([p.text_message("wamid.1")]))
     await store(buffer, p.message_change([p.bsuid_text_message("wamid.2")], contacts=[]))
-    assert len(conversations(buffer)) == 2
+    assert len(await conversations(buffer)) == 2
     await store(buffer, p.message_change(
         [p.text_message("wamid.3")], contacts=[p.contact(p.CUSTOMER, "Sheena", p.BSUID)]))
-    assert conversations(buffer) == [(PHONE, 3, PHONE, p.BSUID, None)]
+    assert await conversations(buffer) == [(PHONE, 3, PHONE, p.BSUID, None)]
 
 
 async def test_group_message_is_a_group_conversation_not_the_senders(buffer):
     await store(buffer, p.message_change([p.group_text_message("wamid.g1")]))
-    (row,) = rows(buffer.path, "SELECT conversation, json_extract(body, '$.extra.sender')"
+    (row,) = await rows(buffer, "SELECT conversation, json_extract(body, '$.extra.sender')"
                                " FROM messages")
     assert row == (f"group:{p.GROUP}", PHONE)
-    assert rows(buffer.path, "SELECT key, group_id, message_count FROM conversations"
+    assert await rows(buffer, "SELECT key, group_id, message_count FROM conversations"
                              " WHERE message_count > 0") == [(f"group:{p.GROUP}", p.GROUP, 1)]
 
 
@@ -133,9 +128,9 @@ async def test_a_replayed_webhook_writes_no_identity_row_again(buffer):
     change = p.message_change(
         [p.text_message("wamid.1")], contacts=[p.contact(p.CUSTOMER, "Sheena", p.BSUID)])
     await store(buffer, change)
-    before = rows(buffer.path, "SELECT key, person, seen_at FROM identities")
+    before = await rows(buffer, "SELECT key, person, seen_at FROM identities")
     await store(buffer, change)
-    assert rows(buffer.path, "SELECT key, person, seen_at FROM identities") == before
+    assert await rows(buffer, "SELECT key, person, seen_at FROM identities") == before
 
 
 async def test_status_report_counts_held_chats_groups_and_failed_sends(buffer):
@@ -161,7 +156,7 @@ async def test_status_report_counts_held_chats_groups_and_failed_sends(buffer):
 
 async def test_referral_is_kept_with_its_ctwa_clid(buffer):
     await store(buffer, p.message_change([p.text_message("wamid.1", referral=p.referral())]))
-    assert rows(buffer.path, "SELECT json_extract(body, '$.extra.referral.ctwa_clid')"
+    assert await rows(buffer, "SELECT json_extract(body, '$.extra.referral.ctwa_clid')"
                              " FROM messages") == [(p.referral()["ctwa_clid"],)]
 
 
@@ -173,5 +168,5 @@ async def test_a_merge_while_a_batch_is_in_flight_files_its_outcome_under_the_pe
         [p.text_message("wamid.2")], contacts=[p.contact(p.CUSTOMER, "Sheena", p.BSUID)]))
     claim.batch.record_id = "lead-1"
     await buffer.complete(claim, [Outcome.delivered()], POLICY)
-    assert rows(buffer.path, "SELECT conversation, record_id FROM sink_conversations") == [
+    assert await rows(buffer, "SELECT conversation, record_id FROM sink_conversations") == [
         (PHONE, "lead-1")]

@@ -12,15 +12,11 @@ import pytest
 from bridge.buffer import Buffer, Policy
 from bridge.contracts import Outcome
 from plugins.whatsapp.parse import parse_payload
+from tests.backends import rows
 from tests.whatsapp import payloads as p
 
 POLICY = Policy(max_attempts=3, retry_delay=lambda attempt: 0.0, held_delay=0.0)
 PHONE, OTHER = "+16505551234", "+14155550100"
-
-
-def rows(path, sql):
-    with sqlite3.connect(path) as db:
-        return db.execute(sql).fetchall()
 
 
 async def store(buffer, *changes) -> None:
@@ -50,23 +46,23 @@ async def test_purge_by_user_id_removes_every_trace_of_the_person_only(buffer):
     found = await buffer.purge_person(user_id=p.BSUID)
     assert (found["person"], found["messages"], found["media"], found["statuses"],
             found["identities"], found["crm_mappings"]) == (PHONE, 4, 1, 1, 2, 1)
-    assert rows(buffer.path, "SELECT provider_id FROM messages ORDER BY provider_id") == [
+    assert await rows(buffer, "SELECT provider_id FROM messages ORDER BY provider_id") == [
         ("wamid.9",), ("wamid.g2",)]
-    assert rows(buffer.path, "SELECT key FROM identities WHERE key = 'US.13491208655302741918'"
+    assert await rows(buffer, "SELECT key FROM identities WHERE key = 'US.13491208655302741918'"
                              " OR person = '+16505551234'") == []
-    assert rows(buffer.path, "SELECT conversation FROM sink_conversations ORDER BY 1") == [
+    assert await rows(buffer, "SELECT conversation FROM sink_conversations ORDER BY 1") == [
         (OTHER,), (f"group:{p.GROUP}",)]
-    assert rows(buffer.path, "SELECT count(*) FROM statuses") == [(0,)]
-    assert rows(buffer.path, "SELECT count(*) FROM deliveries d WHERE NOT EXISTS"
+    assert await rows(buffer, "SELECT count(*) FROM statuses") == [(0,)]
+    assert await rows(buffer, "SELECT count(*) FROM deliveries d WHERE NOT EXISTS"
                              " (SELECT 1 FROM messages m WHERE m.id = d.message_id)") == [(0,)]
 
 
 async def test_dry_run_counts_and_keeps_everything(buffer):
     await seed(buffer)
-    before = rows(buffer.path, "SELECT count(*) FROM messages")
+    before = await rows(buffer, "SELECT count(*) FROM messages")
     found = await buffer.purge_person(phone=PHONE, dry_run=True)
     assert found["messages"] == 4 and found["dry_run"] is True
-    assert rows(buffer.path, "SELECT count(*) FROM messages") == before
+    assert await rows(buffer, "SELECT count(*) FROM messages") == before
 
 
 async def test_purge_needs_exactly_one_key(buffer):
@@ -98,7 +94,8 @@ def test_bridge_purge_command_says_what_it_removed(tmp_path):
     assert "the CRM was not changed" in dry.stdout
     done = bridge("purge", "-c", str(config), "--phone", "+16505551234")
     assert done.returncode == 0 and "removed" in done.stdout and "4 message(s)" in done.stdout
-    assert rows(db, "SELECT count(*) FROM messages") == [(2,)]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchall() == [(2,)]
     bad = bridge("purge", "-c", str(config), "--phone", "6505551234")
     assert bad.returncode == 2 and "--phone" in bad.stderr and "E.164" in bad.stderr
 
@@ -106,6 +103,6 @@ def test_bridge_purge_command_says_what_it_removed(tmp_path):
 async def test_the_page_purge_of_a_conversation_erases_the_whole_person(buffer):
     await seed(buffer)
     assert await buffer.purge(PHONE) == 4  # the admin page's call: by conversation key
-    assert rows(buffer.path, "SELECT key FROM identities ORDER BY key") == [(OTHER,)]
-    assert rows(buffer.path, "SELECT provider_id FROM messages ORDER BY provider_id") == [
+    assert await rows(buffer, "SELECT key FROM identities ORDER BY key") == [(OTHER,)]
+    assert await rows(buffer, "SELECT provider_id FROM messages ORDER BY provider_id") == [
         ("wamid.9",), ("wamid.g2",)]

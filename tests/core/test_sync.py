@@ -8,7 +8,6 @@ import sqlite3
 import time
 from dataclasses import replace
 
-from bridge.buffer import SQLiteBuffer
 from bridge.contracts import Outcome
 from bridge.sync import SinkRunner
 from tests.helpers import PostSource, RecordingSink, message, running, wait_until
@@ -212,31 +211,26 @@ async def test_a_small_backfill_claim_never_cuts_a_live_conversation(buffer):
     assert [[m.provider_id for m in c.messages] for c in claims] == [["m1", "m2"]]
 
 
-class ArrivingBuffer(SQLiteBuffer):
-    """A real buffer where messages arrive just before the next backfill claim."""
+async def test_messages_arriving_between_the_live_and_backfill_claims_stay_one_batch(buffer):
+    """Messages arrive (a real append) just before the next backfill claim."""
+    arrivals = [message(1, minutes_ago=2), message(2, minutes_ago=1)]
+    claim = buffer.claim
 
-    arrivals: list = []
+    async def arriving_claim(*args, **kwargs):
+        if kwargs.get("backfill") and arrivals:
+            await buffer.append(arrivals)
+            arrivals.clear()
+        return await claim(*args, **kwargs)
 
-    async def claim(self, *args, **kwargs):
-        if kwargs.get("backfill") and self.arrivals:
-            arrived, self.arrivals = self.arrivals, []
-            await self.append(arrived)
-        return await super().claim(*args, **kwargs)
-
-
-async def test_messages_arriving_between_the_live_and_backfill_claims_stay_one_batch(tmp_path):
-    buffer = await ArrivingBuffer.open(tmp_path / "buffer.db")
-    try:
-        await buffer.install_sinks(["memory"])
-        await buffer.backfill("memory", time.time())  # installed, nothing to backfill
-        buffer.arrivals = [message(1, minutes_ago=2), message(2, minutes_ago=1)]
-        sink = RecordingSink()
-        runner = SinkRunner(sink, buffer)
-        for _ in range(3):
-            await runner.drain()
-        assert [[m.provider_id for m in b.messages] for b in sink.batches] == [["m1", "m2"]]
-    finally:
-        await buffer.close()
+    buffer.claim = arriving_claim
+    await buffer.install_sinks(["memory"])
+    await buffer.backfill("memory", time.time())  # installed, nothing to backfill
+    sink = RecordingSink()
+    runner = SinkRunner(sink, buffer)
+    for _ in range(3):
+        await runner.drain()
+    assert not arrivals  # they did arrive between the claims
+    assert [[m.provider_id for m in b.messages] for b in sink.batches] == [["m1", "m2"]]
 
 
 async def test_a_sync_that_cannot_be_recorded_is_logged_not_dropped(buffer, caplog, monkeypatch):
