@@ -31,6 +31,7 @@ from bridge.buffer.delivery import Claim
 from bridge.buffer.pgdb import PgDb, plain
 from bridge.buffer.pgschema import migrate
 from bridge.buffer.store import BACKENDS, Buffer, _install
+from bridge.cluster import RateBudget, ensure_tables
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
 
@@ -96,6 +97,7 @@ class PostgresBuffer(Buffer):
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
+                await ensure_tables(conn)  # the cluster's own (bridge.cluster)
         except BaseException:
             await pool.close()
             raise
@@ -166,6 +168,11 @@ class PostgresBuffer(Buffer):
         """Native PostgreSQL SQL (no rewriting), for the cluster's own tables."""
         async with self._pool.acquire() as conn:
             return [plain(row) for row in await conn.fetch(sql, *params)]
+
+    def shared_budget(self, sink: str, budget: str) -> RateBudget:
+        """The CRM budget `budget` ("ordinary", "bulk") of `sink`, shared by every process
+        on this database: hand it to the sink's limiter (RateLimiter.share)."""
+        return RateBudget(self._pool, sink, budget)
 
     async def limit_writes(self, *, size_cap: bool | None = None,
                            read_only: bool | None = None) -> None:

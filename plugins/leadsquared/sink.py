@@ -101,8 +101,12 @@ class LeadSquaredSink:
         return BULK_MAX if self.directory is not None and self.directory.enabled else 4
 
     def use_buffer(self, buffer: Any) -> None:
-        """The buffer that holds the lead directory and the unknown numbers (issue 15)."""
+        """The buffer that holds the lead directory and the unknown numbers (issue 15), and
+        on PostgreSQL the rate budgets every bridge process shares (issue 18)."""
         self._rows = buffer.directory(self.name)
+        if hasattr(buffer, "shared_budget"):  # PostgreSQL: one budget for every process
+            self.limiter.share(buffer.shared_budget(self.name, "ordinary"))
+            self.bulk_limiter.share(buffer.shared_budget(self.name, "bulk"))
 
     async def start(self) -> None:
         """Find the host and the activity type (created if missing); once per run."""
