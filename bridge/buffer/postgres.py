@@ -197,6 +197,8 @@ async def _create_schema(dsn: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{_identifier(schema)}"')
+    except (asyncpg.UniqueViolationError, asyncpg.DuplicateSchemaError):
+        pass  # another process created it at the same moment (IF NOT EXISTS races)
     finally:
         await conn.close()
 
