@@ -13,6 +13,7 @@ import pluggy
 from aiohttp import web
 
 from bridge.buffer import Buffer
+from bridge.cluster import Member, cluster_report, notify, wake_runners
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
 from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
@@ -78,6 +79,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
     _add_source_routes(app, bridge)  # after the core's, so none can shadow one
     app.cleanup_ctx.append(_buffer_ctx)
     app.cleanup_ctx.append(_sync_ctx)
+    app.cleanup_ctx.append(_cluster_ctx)
     return app
 
 
@@ -149,6 +151,29 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     await close_media(bridge.sources)
 
 
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """On a shared (PostgreSQL) buffer: join the process registry and listen for wake-ups
+    (sync-now, backfill) sent by whichever process took the request."""
+    bridge = app[BRIDGE]
+    if not hasattr(bridge.buffer, "listener"):
+        yield
+        return
+    stop = asyncio.Event()
+    bridge.cluster = Member(bridge.buffer, bridge.runners)
+    listener = bridge.buffer.listener(
+        lambda action, sink: wake_runners(bridge.runners, action, sink))
+    tasks = [asyncio.create_task(bridge.cluster.run(stop), name="cluster-heartbeat"),
+             asyncio.create_task(listener.run(stop), name="cluster-listen")]
+    yield
+    stop.set()
+    await asyncio.wait(tasks, timeout=5)
+    for task in tasks:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+    bridge.cluster = None
+
+
 async def _prune_loop(bridge: Bridge, stop: asyncio.Event) -> None:
     """Delete settled messages past buffer.retention, hourly."""
     while not stop.is_set():
@@ -184,6 +209,8 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this bridge's registry (buffer gauges read now)."""
     bridge = request.app[BRIDGE]
     bridge.metrics.buffer_state.budgets = rate_budgets(bridge.sinks)
+    bridge.metrics.buffer_state.cluster = await cluster_report(bridge) \
+        if bridge.buffer is not None else None
     body, content_type = await bridge.metrics.render(bridge.buffer)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -197,7 +224,16 @@ async def sync_now(request: web.Request) -> web.Response:
     for runner_name, runner in bridge.runners.items():
         if name in (None, runner_name):
             runner.wake()
+    await _tell_cluster(bridge, "sync", name)
     return web.json_response({"woken": [name] if name else sorted(bridge.runners)})
+
+
+async def _tell_cluster(bridge: Bridge, action: str, sink: str | None) -> None:
+    """Wake the other processes on a shared buffer too; this one is already awake."""
+    try:
+        await notify(bridge.buffer, action, sink)
+    except Exception as exc:  # the local drain runs anyway
+        logger.warning("could not tell the other bridge processes (%s): %s", action, exc)
 
 
 async def backfill(request: web.Request) -> web.Response:
@@ -211,6 +247,7 @@ async def backfill(request: web.Request) -> web.Response:
     days = _days(request.query.get("days"))
     queued = await runner.backfill(days)
     runner.wake()
+    await _tell_cluster(bridge, "backfill", name)
     return web.json_response({"sink": name, "days": days or runner.settings.backfill_days,
                               "queued": queued})
 

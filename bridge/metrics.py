@@ -253,6 +253,7 @@ class BufferCollector:
         # CRM that counts bulk calls apart
         self.budgets: dict[tuple[str, str], tuple[int, float]] = {}
         self._media: dict[str, dict[str, Any]] = {}
+        self.cluster: dict[str, Any] | None = None  # bridge.cluster's report, set per scrape
 
     def update(self, sinks: list[dict[str, Any]], stats: dict[str, int] | None,
                media: dict[str, dict[str, Any]] | None = None) -> None:
@@ -308,6 +309,7 @@ class BufferCollector:
         yield limit
         yield window
         yield from self._media_families()
+        yield from self._cluster_families()
         if self._stats is not None:
             yield CounterMetricFamily("chatbridge_buffer_commits", "Buffer write commits",
                                       value=self._stats.get("commits", 0))
@@ -315,6 +317,29 @@ class BufferCollector:
                 "chatbridge_buffer_grouped_appends",
                 "Appends that shared a commit with another (group commit)",
                 value=self._stats.get("grouped_appends", 0))
+
+    def _cluster_families(self) -> Iterator[Metric]:
+        if self.cluster is None:
+            return
+        processes = self.cluster["processes"]
+        yield GaugeMetricFamily(
+            "chatbridge_cluster_processes", "Bridge processes alive on this buffer (their "
+            "heartbeat is recent); 1 on an SQLite buffer",
+            value=sum(1 for p in processes if p["alive"]))
+        drainer = GaugeMetricFamily(
+            "chatbridge_cluster_drainer", "1 for the process that delivered to the sink last "
+            "(alive ones first)", labels=["sink", "hostname", "pid", "process"])
+        last = GaugeMetricFamily(
+            "chatbridge_cluster_last_drain_timestamp_seconds",
+            "Unix time of the sink's last delivery by that process", labels=["sink", "process"])
+        for sink, who in sorted(self.cluster["drains"].items()):
+            drainer.add_metric([sink, who["hostname"], str(who["pid"]), who["process"]],
+                               1 if who["alive"] else 0)
+        for process in processes:
+            for sink, at in sorted(process["drained"].items()):
+                last.add_metric([sink, process["id"]], at)
+        yield drainer
+        yield last
 
     def _media_families(self) -> Iterator[Metric]:
         files = GaugeMetricFamily(

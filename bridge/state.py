@@ -40,6 +40,7 @@ class Bridge:
     csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     sessions: Sessions = field(default_factory=Sessions)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    cluster: Any = None  # bridge.cluster.Member when the buffer is shared (PostgreSQL)
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge.buffer import Buffer, reads
 from bridge.buffer.enrich import first_error
+from bridge.cluster import cluster_report
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ async def status_report(bridge: Any, search: str | None = None,
             conversation["record_url"] = record_link(sink, conversation["record_id"])
     report["sources"] = [source.name for source in bridge.sources]
     report["started_at"] = bridge.started_at
+    report["cluster"] = await cluster_report(bridge)
     return report
 
 

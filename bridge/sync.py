@@ -51,6 +51,7 @@ class SinkRunner:
         self.min_slice = MIN_SLICE  # a drain running longer records its progress this often
         self._recorded_at = 0.0
         self.next_sync_at: float | None = None
+        self.last_delivered_at: float | None = None  # when this process last recorded outcomes
         self._stop: asyncio.Event | None = None
 
     def wake(self) -> None:
@@ -276,6 +277,7 @@ class SinkRunner:
                            self.sink.name, batch.key)
             return {}
         self.metrics.delivered(self.sink.name, counts)
+        self.last_delivered_at = time.time()
         return counts
 
     def _filtered(self, message: Message) -> Message | None:

@@ -31,7 +31,7 @@ from bridge.buffer.delivery import Claim
 from bridge.buffer.pgdb import PgDb, plain
 from bridge.buffer.pgschema import migrate
 from bridge.buffer.store import BACKENDS, Buffer, _install
-from bridge.cluster import RateBudget, ensure_tables
+from bridge.cluster import Listener, RateBudget, ensure_tables
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
 
@@ -173,6 +173,11 @@ class PostgresBuffer(Buffer):
         """The CRM budget `budget` ("ordinary", "bulk") of `sink`, shared by every process
         on this database: hand it to the sink's limiter (RateLimiter.share)."""
         return RateBudget(self._pool, sink, budget)
+
+    def listener(self, on_wake: Any) -> Listener:
+        """A LISTENer for sync-now/backfill wake-ups on a connection of its own (run it)."""
+        dsn, schema = split_schema(self.url)
+        return Listener(dsn, schema, on_wake)
 
     async def limit_writes(self, *, size_cap: bool | None = None,
                            read_only: bool | None = None) -> None:
