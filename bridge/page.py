@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 import math
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -16,6 +16,7 @@ import jinja2
 from aiohttp import web
 
 from bridge.buffer.reads import SHOWS, SORTS
+from bridge.cluster import cluster_report
 from bridge.page_charts import charts
 from bridge.render import render_line
 from bridge.security import (
@@ -54,6 +55,10 @@ MAX_PAGE = 1_000_000
 def zone(name: str | None) -> tzinfo | None:
     """server.timezone, or None for the system's zone."""
     return ZoneInfo(name) if name else None
+
+
+def _epoch(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
 def _when(value: datetime | None, tz: tzinfo | None) -> str:
@@ -120,6 +125,8 @@ async def index(request: web.Request) -> web.StreamResponse:
     pages = max(1, math.ceil((data["total"] or 0) / PER_PAGE))
     return _render("status.html", data=data, wanted=wanted, pages=pages, link=link,
                    charts=await charts(bridge, data["sinks"], tz),
+                   cluster=await cluster_report(bridge),
+                   stamp=lambda value: _when(_epoch(value), tz),
                    sources=[source.name for source in bridge.sources],
                    conversation_link=_conversation_link,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
