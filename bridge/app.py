@@ -13,7 +13,7 @@ import pluggy
 from aiohttp import web
 
 from bridge.buffer import Buffer
-from bridge.cluster import Member, cluster_report, notify, wake_runners
+from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
 from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
@@ -224,16 +224,9 @@ async def sync_now(request: web.Request) -> web.Response:
     for runner_name, runner in bridge.runners.items():
         if name in (None, runner_name):
             runner.wake()
-    await _tell_cluster(bridge, "sync", name)
+    await tell_cluster(bridge.buffer, "sync", name)
     return web.json_response({"woken": [name] if name else sorted(bridge.runners)})
 
-
-async def _tell_cluster(bridge: Bridge, action: str, sink: str | None) -> None:
-    """Wake the other processes on a shared buffer too; this one is already awake."""
-    try:
-        await notify(bridge.buffer, action, sink)
-    except Exception as exc:  # the local drain runs anyway
-        logger.warning("could not tell the other bridge processes (%s): %s", action, exc)
 
 
 async def backfill(request: web.Request) -> web.Response:
@@ -247,7 +240,7 @@ async def backfill(request: web.Request) -> web.Response:
     days = _days(request.query.get("days"))
     queued = await runner.backfill(days)
     runner.wake()
-    await _tell_cluster(bridge, "backfill", name)
+    await tell_cluster(bridge.buffer, "backfill", name)
     return web.json_response({"sink": name, "days": days or runner.settings.backfill_days,
                               "queued": queued})
 

@@ -140,6 +140,14 @@ async def notify(buffer: Any, action: str, sink: str | None = None) -> bool:
     return True
 
 
+async def tell_cluster(buffer: Any, action: str, sink: str | None) -> None:
+    """notify(), for callers that already woke their own runners: never raises."""
+    try:
+        await notify(buffer, action, sink)
+    except Exception as exc:  # the local drain runs anyway
+        logger.warning("could not tell the other bridge processes (%s): %s", action, exc)
+
+
 class Listener:
     """LISTENs on CHANNEL on a dedicated connection (reconnecting when it is lost) and
     calls `on_wake(action, sink)` for this schema's notifications."""

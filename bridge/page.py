@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import web
 
 from bridge.buffer.reads import SHOWS, SORTS
-from bridge.cluster import cluster_report
+from bridge.cluster import cluster_report, tell_cluster
 from bridge.page_charts import charts
 from bridge.render import render_line
 from bridge.security import (
@@ -248,6 +248,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     moved = await bridge.buffer.requeue(sink, ids or None)
     if sink in bridge.runners:
         bridge.runners[sink].wake()
+    await tell_cluster(bridge.buffer, "sync", sink)  # the processes that drain it, too
     raise web.HTTPSeeOther(f"/?requeued={moved}")
 
 
@@ -266,6 +267,7 @@ async def requeue_conversation(request: web.Request) -> web.StreamResponse:
     moved = await bridge.buffer.requeue_conversation(key)
     for runner in bridge.runners.values():
         runner.wake()
+    await tell_cluster(bridge.buffer, "sync", None)
     raise web.HTTPSeeOther(_conversation_link(key) + f"&requeued={moved['requeued']}")
 
 
