@@ -103,6 +103,7 @@ def run(config_path: str, access_log: bool) -> None:
 def check(config_path: str) -> None:
     """Validate the config and list the plugins it enables."""
     from bridge.app import create_app
+    from bridge.buffer.probe import probe_buffer
 
     config, pm = load(config_path)
     create_app(config, pm)  # what the plugins build from it (routes, sinks) must hold too
@@ -110,6 +111,40 @@ def check(config_path: str) -> None:
     for info in describe_plugins(pm):
         state = "enabled" if info.name in config.plugins else "installed"
         click.echo(f"  {info.name} {info.version or '?'} ({state}): {', '.join(info.hooks)}")
+    click.echo(asyncio.run(probe_buffer(config.buffer.target)))
+
+
+@cli.group("buffer")
+def buffer_group() -> None:
+    """Move or inspect the buffer itself."""
+
+
+@buffer_group.command("migrate")
+@CONFIG_OPTION
+@click.option("--to", "url", required=True, help="postgresql://user:password@host:5432/db")
+@click.option("--from", "source", default=None,
+              help="the SQLite file (default: the config's buffer.path)")
+@friendly
+def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
+    """Copy the SQLite buffer into PostgreSQL: nothing lost, nothing doubled; safe to
+    re-run, and a copy that stopped resumes. Stop the bridge first."""
+    from bridge.buffer.postgres import redact
+    from bridge.buffer.store import is_postgres
+    from bridge.buffer.transfer import copy_buffer
+
+    if not is_postgres(url):
+        raise click.UsageError("--to must be a postgresql:// URL")
+    config, _ = load(config_path)
+    path = source or config.buffer.path
+    copied = asyncio.run(copy_buffer(path, url, lambda t, n: click.echo(
+        f"  {t}: {n} rows read", err=True) if n % 100_000 == 0 else None))
+    for table, count in copied.source.items():
+        click.echo(f"{table:20} {count:>9} in the file, {copied.written[table]:>9} copied now,"
+                   f" {copied.target[table]:>9} in PostgreSQL")
+    if not copied.complete:
+        raise click.ClickException("some rows are missing in PostgreSQL; run the copy again")
+    click.echo(f"done: every row of {path} is in {redact(url)}. Set buffer.url to it, "
+               "then start the bridges.")
 
 
 @cli.command()
