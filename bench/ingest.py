@@ -2,6 +2,9 @@
 
     python bench/ingest.py            # full run: wrk, c=16 and c=64, 6 x 5 s each (~2.5 min)
     python bench/ingest.py --smoke    # seconds; CI runs this so the script cannot rot
+    python bench/ingest.py --postgres postgresql://postgres@127.0.0.1:5432/test
+                                      # adds PostgreSQL rows: 1 and 2 bridge processes
+                                      # (default: $CHATBRIDGE_TEST_POSTGRES when set)
 
 (a) a bare aiohttp server that reads the body and answers 200; (b) `bridge run` with the
 WhatsApp plugin: signature check, parse, group-committed durable append, then 200. The
@@ -9,6 +12,11 @@ load generator is wrk (Debian's package) with a Lua script cycling through 1,000
 signed Cloud API bodies; without wrk, an aiohttp client in a second process. Server and
 load generator are pinned to different cores when taskset exists. Both servers run at
 once and take turns under load, so the ratio (b)/(a) compares runs seconds apart.
+
+With PostgreSQL: (c) one `bridge run` on a PostgreSQL buffer, (d) two of them on the same
+schema, the load split evenly between them (two load generators at c/2 each, as a load
+balancer would; req/s summed, p50/p99 the worse of the two). The PostgreSQL server is not
+pinned: it competes with the bridges and the load for this machine's cores.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,10 +109,11 @@ def start(argv: list[str], port: int, workdir: Path) -> subprocess.Popen:
     raise SystemExit(f"server did not start: {(workdir / f'server-{port}.log').read_text()}")
 
 
-def bridge_argv(port: int, workdir: Path) -> list[str]:
+def bridge_argv(port: int, workdir: Path, url: str | None = None) -> list[str]:
     config = workdir / f"bridge-{port}.yaml"
+    buffer = {"url": url} if url else {"path": str(workdir / f"b-{port}.db")}
     config.write_text(json.dumps({
-        "server": {"port": port}, "buffer": {"path": str(workdir / f"b-{port}.db")},
+        "server": {"port": port}, "buffer": buffer,
         "plugins": {"whatsapp": {"verify_token": "bench", "app_secret": SECRET}}}))
     return [sys.executable, "-m", "bridge", "run", "-c", str(config)]  # INFO logs, as deployed
 
@@ -134,9 +144,10 @@ PY_LOADGEN = textwrap.dedent("""
     secret = sys.argv[5].encode() if len(sys.argv) > 5 else None  # fresh ids, signed here
     pairs = json.load(open(path))
     serial = iter(range(10**9))
+    tag = __import__("os").getpid()  # two generators at once never send one id twice
 
     def fresh(body):
-        body = body.replace("wamid.bench-", f"wamid.fresh{next(serial)}-", 1).encode()
+        body = body.replace("wamid.bench-", f"wamid.fresh{tag}x{next(serial)}-", 1).encode()
         return body, "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     async def main():
         latencies, errors, i = [], 0, 0
@@ -188,6 +199,7 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 BARE, BRIDGE = "bare aiohttp (ceiling)", "bridge (durable)"
+PG1, PG2 = "bridge, PostgreSQL, 1 process", "bridge, PostgreSQL, 2 processes"
 
 
 def main() -> None:
@@ -196,6 +208,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--postgres", default=os.environ.get("CHATBRIDGE_TEST_POSTGRES"),
+                        help="a PostgreSQL server for the PostgreSQL rows (a schema of its "
+                             "own is created and dropped)")
     args = parser.parse_args()
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
     levels = [16] if args.smoke else [16, 64]
@@ -209,42 +224,81 @@ def main() -> None:
         print(f"ingest: {len(payloads)} distinct signed bodies of ~{len(payloads[0])} bytes, "
               f"load from {'wrk' if use_wrk else 'an aiohttp client'} in a second process, "
               f"median of {repeats} x {seconds:g} s, the two servers taking turns")
-        ports = {BARE: free_port(), BRIDGE: free_port()}
-        procs = [start([sys.executable, "-c", BARE_SERVER, str(ports[BARE])], ports[BARE],
+        ports = {BARE: [free_port()], BRIDGE: [free_port()]}
+        procs = [start([sys.executable, "-c", BARE_SERVER, str(ports[BARE][0])], ports[BARE][0],
                        workdir),
-                 start(bridge_argv(ports[BRIDGE], workdir), ports[BRIDGE], workdir)]
+                 start(bridge_argv(ports[BRIDGE][0], workdir), ports[BRIDGE][0], workdir)]
+        schema = f"bench_ingest_{os.getpid()}"
+        if args.postgres:
+            url = _with_schema(args.postgres, schema)
+            pg = [free_port(), free_port()]
+            procs += [start(bridge_argv(port, workdir, url), port, workdir) for port in pg]
+            ports[PG1], ports[PG2] = pg[:1], pg
         try:
             results = measure(ports, levels, repeats, seconds, workdir, use_wrk)
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(30)
+            if args.postgres:
+                _drop_schema(args.postgres, schema)
         top = max(levels)
         ratios = [f"{results[BRIDGE, c]['rate'] / results[BARE, c]['rate']:.0%} at c={c} "
                   f"({results[BRIDGE, c]['paired']:.0%} paired)" for c in levels]
         print(f"summary: durable ingest = {', '.join(ratios)} of the bare aiohttp ceiling; "
               f"p99 ack {results[BRIDGE, top]['p99']:.1f} ms at c={top} "
               "(targets: >= 30 %, p99 <= 50 ms; paired: median of back-to-back ratios)")
+        for name in (PG1, PG2):
+            if (name, top) in results:
+                print(f"summary: {name}: " + ", ".join(
+                    f"{results[name, c]['rate'] / results[BARE, c]['rate']:.0%} of the ceiling"
+                    f" and {results[name, c]['rate'] / results[BRIDGE, c]['rate']:.0%} of "
+                    f"SQLite at c={c}" for c in levels))
 
 
-def measure(ports: dict[str, int], levels: list[int], repeats: int, seconds: float,
+def _with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+    asyncio.run(drop())
+
+def measure(ports: dict[str, list[int]], levels: list[int], repeats: int, seconds: float,
             workdir: Path, use_wrk: bool) -> dict[tuple[str, int], dict[str, float]]:
     """Both servers run side by side and take turns under load, so that a slow spell of
     this shared machine lands on both; print the table. results[BRIDGE, c]["paired"] is
     the median of the ratios of back-to-back pairs (bare, then bridge, seconds apart)."""
-    def url(name: str) -> str:
-        return f"http://127.0.0.1:{ports[name]}/webhooks/whatsapp"
+    def url(port: int) -> str:
+        return f"http://127.0.0.1:{port}/webhooks/whatsapp"
 
-    def load(name: str, c: int) -> dict[str, float]:
-        if use_wrk:
-            return run_wrk(url(name), workdir / "post.lua", c, seconds)
-        return run_python(url(name), workdir / "pairs.json", c, seconds)
+    def one(port: int, c: int, fresh: bool) -> dict[str, float]:
+        if use_wrk and not fresh:
+            return run_wrk(url(port), workdir / "post.lua", c, seconds)
+        return run_python(url(port), workdir / "pairs.json", c, seconds, fresh)
+
+    def load(name: str, c: int, fresh: bool = False) -> dict[str, float]:
+        """Load on every port of `name` at once, c split between them; figures combined."""
+        with ThreadPoolExecutor(len(ports[name])) as pool:
+            parts = list(pool.map(lambda port: one(port, c // len(ports[name]), fresh),
+                                  ports[name]))
+        return {"rate": sum(p["rate"] for p in parts), "errors": sum(p["errors"] for p in parts),
+                "p50": max(p["p50"] for p in parts), "p99": max(p["p99"] for p in parts)}
 
     print(f"{'server':<28} | {'conc.':>5} | {'req/s':>8} | {'p50 ms':>6} | {'p99 ms':>6}"
           f" | {'non-200':>7}")
     results = {}
     for c in levels:
-        runs: dict[str, list[dict[str, float]]] = {BARE: [], BRIDGE: []}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
         for _ in range(repeats):
             for name in runs:
                 runs[name].append(load(name, c))
@@ -253,9 +307,10 @@ def measure(ports: dict[str, int], levels: list[int], repeats: int, seconds: flo
         results[BRIDGE, c]["paired"] = statistics.median(
             b["rate"] / a["rate"] for a, b in zip(runs[BARE], runs[BRIDGE], strict=True))
     top = max(levels)  # every POST a new message: the write path in full
-    fresh = [run_python(url(BRIDGE), workdir / "pairs.json", top, seconds, True)
-             for _ in range(repeats)]
-    report("bridge, fresh ids (aiohttp)", top, medians(fresh))
+    for name in ports:
+        if name != BARE:
+            fresh = [load(name, top, fresh=True) for _ in range(repeats)]
+            results[name, "fresh"] = report(f"{name}, fresh ids", top, medians(fresh))
     return results
 
 
