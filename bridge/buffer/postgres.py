@@ -31,6 +31,7 @@ from bridge.buffer.delivery import Claim
 from bridge.buffer.pgdb import PgDb, plain
 from bridge.buffer.pgschema import migrate
 from bridge.buffer.store import BACKENDS, Buffer, _install
+from bridge.buffer.writer import MAX_GROUP
 from bridge.cluster import Listener, RateBudget, ensure_tables
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
@@ -75,6 +76,7 @@ class PostgresBuffer(Buffer):
         self.media_files = asyncio.Lock()
         self._closed = False
         self._commits = 0
+        self._group = GroupCommit(self._append_group)
 
     @classmethod
     async def open(cls, url: str, synchronous: str = "full", runner: bool = False,
@@ -111,7 +113,7 @@ class PostgresBuffer(Buffer):
 
     @property
     def stats(self) -> dict[str, int]:
-        return {"commits": self._commits, "grouped_appends": 0}
+        return {"commits": self._commits, "grouped_appends": self._group.grouped}
 
     async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
                      contacts: Mapping[str, str] | None = None,
@@ -125,10 +127,14 @@ class PostgresBuffer(Buffer):
         if not (item.rows or item.statuses or item.contacts or item.identities):
             return 0
 
-        async def work(db: PgDb) -> int:
-            if item.identities:
+        return await self._group.submit(item)
+
+    async def _append_group(self, items: list[Append]) -> list[int]:
+        """One transaction for a group of appends (see GroupCommit)."""
+        async def work(db: PgDb) -> list[int]:
+            if any(item.identities for item in items):
                 await db.lock(IDENTITY_LOCK)
-            return (await append_group(db, [item], self.media_sources))[0]
+            return await append_group(db, items, self.media_sources)
         return await self._transact(work)
 
     async def heartbeat(self) -> None:
@@ -196,6 +202,59 @@ class PostgresBuffer(Buffer):
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
+
+
+class GroupCommit:
+    """Appends that arrive while a commit is under way share the next one.
+
+    One group is in flight per process (as SQLite's writer): under load the groups grow,
+    so a webhook costs a share of one transaction instead of one of its own. A group that
+    fails is retried one append at a time, so one bad append fails alone.
+    """
+
+    def __init__(self, commit: Any, limit: int = MAX_GROUP) -> None:
+        self._commit = commit
+        self._limit = limit
+        self._pending: list[tuple[Append, asyncio.Future[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.grouped = 0  # appends that shared a commit with others
+
+    async def submit(self, item: Append) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending[:self._limit], self._pending[self._limit:]
+            try:
+                counts = await self._commit([item for item, _ in group])
+            except Exception as exc:
+                if len(group) == 1:
+                    _settle(group[0][1], exc=exc)
+                    continue
+                for item, future in group:  # alone, so one bad append fails alone
+                    try:
+                        _settle(future, (await self._commit([item]))[0])
+                    except Exception as alone:
+                        _settle(future, exc=alone)
+                continue
+            if len(group) > 1:
+                self.grouped += len(group)
+            for (_, future), count in zip(group, counts, strict=True):
+                _settle(future, count)
+
+
+def _settle(future: asyncio.Future[int], value: int = 0,
+            exc: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
 
 
 async def _create_schema(dsn: str, schema: str) -> None:
