@@ -285,8 +285,17 @@ def dead_letter_requeue(config_path: str, sink: str | None, media: bool,
         click.echo(f"requeued {n} media file(s); a running bridge fetches them at its next "
                    "media pass, and sinks attach them once fetched")
         return
-    n = asyncio.run(_with_buffer(config, lambda b: b.requeue(sink, list(message_ids) or None)))
-    click.echo(f"requeued {n} message(s); they go out at the next sync (or run `bridge sync-now`)")
+    from bridge.cluster import tell_cluster
+
+    async def requeue(buffer: Buffer) -> tuple[int, bool]:
+        n = await buffer.requeue(sink, list(message_ids) or None)
+        if n and config.buffer.postgres:  # every process drains now (LISTEN/NOTIFY)
+            await tell_cluster(buffer, "sync", sink)
+            return n, True
+        return n, False
+    n, woken = asyncio.run(_with_buffer(config, requeue))
+    click.echo(f"requeued {n} message(s); " + ("the running bridges were told to sync now"
+               if woken else "they go out at the next sync (or run `bridge sync-now`)"))
 
 
 @cli.command()
