@@ -123,3 +123,37 @@ async def _cluster_size(http: aiohttp.ClientSession, base: str, n: int) -> bool:
         report = await resp.json()
     return sum(p["alive"] for p in report["cluster"]["processes"]) == n
 
+
+
+async def test_the_requeue_command_tells_every_process_to_sync(open_buffers, pg_url, tmp_path):
+    """`bridge dead-letter requeue` writes to the buffer itself, so it must wake the
+    running processes through NOTIFY too, or the requeued letters wait for an interval."""
+    import subprocess
+    import sys
+
+    from bridge.buffer import Policy
+    from bridge.contracts import Outcome
+    from tests.helpers import message
+
+    (buffer,) = await open_buffers(1)
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    (claim,) = await buffer.claim("crm", 10, 60)
+    await buffer.complete(claim, [Outcome.rejected("bad phone")],
+                          Policy(max_attempts=1, retry_delay=lambda a: 0.0, held_delay=0.0))
+    heard: list = []
+    _, stop, task = await _listen(buffer, heard)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"buffer:\n  url: '{pg_url}'\n")
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c",
+                             str(config), "--sink", "crm"],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert "requeued 1 message(s); the running bridges were told to sync now" \
+            in result.stdout, result.stderr
+        await wait_until(lambda: heard, timeout=5)
+        assert heard == [("sync", "crm")]
+    finally:
+        stop.set()
+        await task
