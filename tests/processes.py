@@ -2,19 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.backends import POSTGRES, drop_schema, new_schema, postgres_url
 from tests.helpers import free_port
+
+
+@contextlib.contextmanager
+def buffer_section(backend: str, directory: Path) -> Iterator[dict[str, str]]:
+    """A bridge config's `buffer` section on `backend` ("sqlite": bridge.db in `directory`;
+    "postgresql": a fresh schema on $CHATBRIDGE_TEST_POSTGRES, dropped afterwards)."""
+    if backend == "sqlite":
+        yield {"path": str(directory / "bridge.db")}
+        return
+    assert POSTGRES, "CHATBRIDGE_TEST_POSTGRES is not set"
+    schema = new_schema()
+    try:
+        yield {"url": postgres_url(schema)}
+    finally:
+        asyncio.run(drop_schema(schema))
+
+
+def buffered_ids(section: dict[str, str]) -> set[str]:
+    """Provider ids committed to a bridge's buffer (read on a connection of its own)."""
+    if "url" not in section:
+        with sqlite3.connect(section["path"], timeout=30) as conn:
+            return {row[0] for row in conn.execute("SELECT provider_id FROM messages")}
+    return asyncio.run(_postgres_ids(section["url"]))
+
+
+async def _postgres_ids(url: str) -> set[str]:
+    import asyncpg
+
+    from bridge.buffer.postgres import split_schema
+
+    dsn, schema = split_schema(url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        return {row[0] for row in await conn.fetch("SELECT provider_id FROM messages")}
+    finally:
+        await conn.close()
 
 
 def log_file(what: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -16,12 +17,17 @@ import pytest
 
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.whatsapp.signature import sign
+from tests.backends import BACKENDS
 from tests.helpers import free_port
-from tests.processes import BridgeProcess, SimulatorProcess, eventually
+from tests.processes import BridgeProcess, SimulatorProcess, buffer_section, eventually
 from tests.whatsapp import payloads as p
 
 SECRET, TOKEN = "e2e-app-secret", "e2e-verify"
 ASHA = "919876543210"  # as WhatsApp sends it: digits only
+# A killed process's leases on a shared PostgreSQL buffer are taken over only once they
+# expire (SQLite frees them at once: the restarted runner holds the file's lock, so nobody
+# else can). The default lease (300 s) would make each kill test wait minutes.
+PG_LEASE = {"lease": "5s", "deliver_timeout": "4s"}
 
 
 @pytest.fixture
@@ -31,20 +37,36 @@ def simulator():
     sim.stop()
 
 
-def write_config(path, sim: SimulatorProcess, port: int, **leadsquared) -> None:
+def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = None,
+                 **leadsquared) -> None:
+    """The bridge's config: WhatsApp in, LeadSquared out; `buffer` is its buffer section
+    (default: bridge.db beside the config)."""
     settings = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
-                "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1, **leadsquared}
-    config = {"server": {"port": port}, "buffer": {"path": str(path.parent / "bridge.db")},
+                "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1,
+                **(PG_LEASE if buffer and "url" in buffer else {}), **leadsquared}
+    config = {"server": {"port": port},
+              "buffer": buffer or {"path": str(path.parent / "bridge.db")},
               "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET},
                           "leadsquared": settings}}
     path.write_text(json.dumps(config))  # JSON is YAML
 
 
 @pytest.fixture
-def bridge(tmp_path, simulator):
+def buffer(request, tmp_path):
+    """The bridge's buffer section: SQLite, or PostgreSQL where a test is parametrized with
+    `@on_both_backends`."""
+    with buffer_section(getattr(request, "param", "sqlite"), tmp_path) as section:
+        yield section
+
+
+on_both_backends = pytest.mark.parametrize("buffer", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def bridge(tmp_path, simulator, buffer):
     port = free_port()
     config = tmp_path / "config.yaml"
-    write_config(config, simulator, port)
+    write_config(config, simulator, port, buffer)
     process = BridgeProcess(config, port)
     yield process
     process.stop()
@@ -73,17 +95,34 @@ def posts_on(sim: SimulatorProcess, opportunity: str) -> list[dict]:
             and c["body"].get("RelatedOpportunityId") == opportunity]
 
 
-def batch_tries(config: Path) -> int:
+def batch_tries(config: Path, buffer: dict | None = None) -> int:
     """The most tries any batch in the bridge's buffer has had (read after a SIGKILL)."""
+    sql = "SELECT coalesce(max(attempts), 0) FROM batches"
+    if buffer and "url" in buffer:  # a PostgreSQL schema of its own
+        return asyncio.run(_pg_value(buffer["url"], sql))
     with sqlite3.connect(config.parent / "bridge.db", timeout=30) as conn:
-        return conn.execute("SELECT coalesce(max(attempts), 0) FROM batches").fetchone()[0]
+        return conn.execute(sql).fetchone()[0]
 
 
+async def _pg_value(url: str, sql: str) -> int:
+    from bridge.buffer import Buffer
+
+    store = await Buffer.open(url)
+    try:
+        return (await store.query(sql))[0][0]
+    finally:
+        await store.close()
+
+
+@on_both_backends
 def test_webhooks_become_one_activity_on_the_lead_and_each_open_opportunity(bridge, simulator):
     lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     deals = {simulator.add_opportunity(lead, "Annual plan"),
              simulator.add_opportunity(lead, "Add-on")}
     bridge.start()
+    # the first install's backfill has run: the chat below is live, not history (else the
+    # messages stored before the sink started would be paced apart as backfill)
+    eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"])
     now = int(time.time())
     post(bridge, p.message_change([
         p.text_message("wamid.a1", ASHA, "Hi, is the annual plan still on offer?", ts=now - 50),
@@ -143,7 +182,9 @@ def test_unknown_number_is_held_visibly_then_created_when_enabled(bridge, simula
     assert chat["held_reason"] is None
 
 
-def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge, simulator):
+@on_both_backends
+def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge, simulator,
+                                                                         buffer):
     numbers = [f"9198700000{i:02d}" for i in range(12)]
     leads = {n: simulator.add_lead(FirstName=f"Lead{i}", Phone=n[2:])
              for i, n in enumerate(numbers)}
@@ -157,7 +198,7 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
     # still takes a few seconds: long enough for each kill to land in it (checked below).
     # Single posts: bulk calls post a whole drain in a call or two, leaving no "mid-drain"
     # for the kills to land in (the bulk path's unknown outcomes: test_late_commit.py).
-    write_config(bridge.config, simulator, bridge.port, rate_limit="20/1s", bulk=False)
+    write_config(bridge.config, simulator, bridge.port, buffer, rate_limit="20/1s", bulk=False)
     bridge.start()
     now = int(time.time())
     texts = [f"msg-{n:04d}" for n in range(120)]
@@ -196,7 +237,9 @@ def _drained(bridge: BridgeProcess) -> list[dict] | None:
     return sinks if sinks[0]["backlog"] == 0 and sinks[0]["last_sync_at"] else None
 
 
-def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge, simulator):
+@on_both_backends
+def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge, simulator,
+                                                                        buffer):
     """Issue 14: the lead's activity lands exactly once; a refused opportunity is a dead
     target at once with LeadSquared's message; a failing one is retried alone (across a
     SIGKILL), then dead-lettered; the other opportunity gets the chat."""
@@ -205,7 +248,8 @@ def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge,
     simulator.admin("POST", "refuse", json={"opportunity_id": closed,
                                             "reason": "Opportunity is closed"})
     simulator.admin("POST", "refuse", json={"opportunity_id": flaky, "transient": True})
-    write_config(bridge.config, simulator, bridge.port, max_attempts=4, rate_limit="50/1s")
+    write_config(bridge.config, simulator, bridge.port, buffer, max_attempts=4,
+                 rate_limit="50/1s")
     bridge.start()
     now = int(time.time())
     post(bridge, p.message_change([p.text_message(f"wamid.r{n}", ASHA, f"msg-{n:04d}",
@@ -216,7 +260,7 @@ def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge,
     # post; that try still counts, so the posts seen depend on when the kill fell.)
     eventually(lambda: posts_on(simulator, flaky))
     bridge.kill()
-    before, tried = len(posts_on(simulator, flaky)), batch_tries(bridge.config)
+    before, tried = len(posts_on(simulator, flaky)), batch_tries(bridge.config, buffer)
     bridge.start()
     bridge.sync_now()
     (sink,) = eventually(lambda: [s for s in bridge.status()["sinks"]

@@ -78,16 +78,19 @@ def median_ms(seconds: list[float]) -> float:
 
 # -- the bridge and the CRM as processes ------------------------------------------------------
 
-def write_config(path: Path, sim: SimulatorProcess, port: int, **leadsquared: object) -> None:
-    """The end-to-end config, draining fast and never giving up; settings override it."""
-    e2e_config(path, sim, port, **{"rate_limit": "100/1s", "max_attempts": 10_000,
-                                   **leadsquared})
+def write_config(path: Path, sim: SimulatorProcess, port: int, buffer: dict | None = None,
+                 **leadsquared: object) -> None:
+    """The end-to-end config, draining fast and never giving up; settings override it;
+    `buffer` is its buffer section (default: bridge.db beside the config)."""
+    e2e_config(path, sim, port, buffer, **{"rate_limit": "100/1s", "max_attempts": 10_000,
+                                           **leadsquared})
 
 
-def make_bridge(tmp_path: Path, sim: SimulatorProcess, **leadsquared: object) -> BridgeProcess:
+def make_bridge(tmp_path: Path, sim: SimulatorProcess, buffer: dict | None = None,
+                **leadsquared: object) -> BridgeProcess:
     port = free_port()
     config = tmp_path / "config.yaml"
-    write_config(config, sim, port, **leadsquared)
+    write_config(config, sim, port, buffer, **leadsquared)
     return BridgeProcess(config, port)
 
 

@@ -16,7 +16,14 @@ import time
 import httpx
 import pytest
 
-from tests.processes import BridgeProcess, SimulatorProcess, eventually
+from tests.backends import BACKENDS
+from tests.processes import (
+    BridgeProcess,
+    SimulatorProcess,
+    buffer_section,
+    buffered_ids,
+    eventually,
+)
 from tests.reliability.support import (
     CrmCount,
     drained,
@@ -25,7 +32,6 @@ from tests.reliability.support import (
     report,
     size,
     stop_scenario,
-    stored_ids,
     webhook_body,
 )
 
@@ -70,7 +76,12 @@ class Driver(threading.Thread):
                 time.sleep(0.02)
 
 
-def crash_loop(tmp_path, kills: int, seed: int) -> None:
+def crash_loop(tmp_path, kills: int, seed: int, backend: str = "sqlite") -> None:
+    with buffer_section(backend, tmp_path) as buffer:
+        _crash_loop(tmp_path, kills, seed, buffer)
+
+
+def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
     rng = random.Random(seed)
     sim = SimulatorProcess()
     bridge: BridgeProcess | None = None
@@ -80,7 +91,7 @@ def crash_loop(tmp_path, kills: int, seed: int) -> None:
                  for i, n in enumerate(NUMBERS)}
         deal = sim.add_opportunity(leads[NUMBERS[0]], "Crash deal")
         sim.configure(drop_after_commit_rate=0.25, latency=0.03, seed=seed)
-        bridge = make_bridge(tmp_path, sim, sync_interval="0.5s").start()
+        bridge = make_bridge(tmp_path, sim, buffer, sync_interval="0.5s").start()
         driver = Driver(bridge.url, rng)
         driver.start()
         survived = 0
@@ -100,11 +111,12 @@ def crash_loop(tmp_path, kills: int, seed: int) -> None:
         bridge.sync_now()
         sink = eventually(lambda: drained(bridge), timeout=300, every=0.5)
 
-        missing = set(driver.acked.values()) - stored_ids(tmp_path / "bridge.db")
+        missing = set(driver.acked.values()) - buffered_ids(buffer)
         assert not missing, f"acknowledged but not in the buffer: {sorted(missing)[:5]}"
         crm = CrmCount(sim.activities(), PATTERN)
         dropped = sum(1 for call in sim.admin("GET", "calls") if call["status"] is None)
-        report(f"crash loop: {survived} kills survived, {driver.posts} posts "
+        backend = "postgresql" if "url" in buffer else "sqlite"
+        report(f"crash loop ({backend}): {survived} kills survived, {driver.posts} posts "
                f"({driver.refused} refused while down, {driver.replays} replays), "
                f"{len(driver.acked)} acknowledged messages checked, "
                f"{len(crm.activities)} activities, {dropped} answers dropped after commit, "
@@ -121,8 +133,9 @@ def crash_loop(tmp_path, kills: int, seed: int) -> None:
         stop_scenario(driver, bridge, sim)
 
 
-def test_crash_loop_short(tmp_path):
-    crash_loop(tmp_path, size(KILLS, 5), seed=9)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_crash_loop_short(tmp_path, backend):
+    crash_loop(tmp_path, size(KILLS, 5), seed=9, backend=backend)
 
 
 @pytest.mark.soak
