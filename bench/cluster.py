@@ -191,7 +191,7 @@ def dead_letters(cluster: Cluster) -> int:
     return sum(s["dead_letters"] for s in cluster.status()["sinks"])
 
 
-def drain(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> None:
+def drain(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     calls, per = parse_rate(args.rate)
     sim = SimulatorProcess()
     cluster = Cluster(pg.url + "?schema=drain",
@@ -229,12 +229,14 @@ def drain(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> None:
         print(f"  answers:                         {dict(statuses)}")
         print(f"  lost {lost}, duplicates {crm.duplicates()}, dead letters "
               f"{dead_letters(cluster)}")
+        return {"most": max_in_window(times, per), "limit": calls,
+                "used": budget_share(backlog, calls, per)}
     finally:
         cluster.stop()
         sim.stop()
 
 
-def faults(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> None:
+def faults(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     sim = SimulatorProcess()
     url = pg.url + "?schema=faults"
     cluster = Cluster(url, sim, workdir, {"rate_limit": "20/1s", "bulk": False,
@@ -278,6 +280,8 @@ def faults(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> None
         print(f"  acknowledged {len(driver.acked)}, lost {len(lost)}, duplicates "
               f"{crm.duplicates()}, dead letters {dead_letters(cluster)}, "
               f"{'all delivered' if drained else 'NOT all delivered'} after it returned")
+        return {"lost": len(lost), "duplicates": crm.duplicates(),
+                "ok_while_down": by_phase.get("PG down", Counter())[200], "resumed": drained}
     finally:
         cluster.stop()
         sim.stop()
@@ -316,13 +320,20 @@ def main() -> None:
     if args.smoke:
         args.rate, args.messages, args.conversations = "10/1s", 40, 5
         args.fault_seconds, args.kill_every, args.pg_down = 4, 2, 3
+    if not (PG_BIN / "initdb").exists():
+        print(f"summary: skipped, no PostgreSQL 15 server binaries in {PG_BIN}")
+        return
     pg = PrivatePostgres()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            drain(pg, args, Path(tmp))
-            faults(pg, args, Path(tmp))
+            a = drain(pg, args, Path(tmp))
+            b = faults(pg, args, Path(tmp))
     finally:
         pg.remove()
+    print(f"summary: drain most {a['most']} per window (limit {a['limit']}), "
+          f"{a['used']:.1%} of the budget used while backlog; faults lost {b['lost']}, "
+          f"duplicates {b['duplicates']}, {b['ok_while_down']} x 200 while PostgreSQL was "
+          f"down, {'resumed' if b['resumed'] else 'did NOT resume'}")
 
 
 if __name__ == "__main__":
