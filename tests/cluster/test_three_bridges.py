@@ -125,10 +125,10 @@ def test_three_processes_one_killed_deliver_each_message_once_in_order_within_bu
         assert driver.answers[200] == len(acked) > 50, driver.answers
         statuses = Counter(c["status"] for c in calls)
         assert statuses[429] == 0, statuses
-        # The simulator counts fixed slices, and answered no 429. A sliding window of
-        # arrivals may hold one more when a process's request leaves more than the
-        # limiter's margin (50 ms at 1 s) after its slot was recorded (seen under load).
-        assert fixed <= CALLS and sliding <= CALLS + 1, (fixed, sliding)
+        # Never over, in any window: the simulator counts fixed slices, and every sliding
+        # window of arrivals holds at most the limit too (shared spacing has room for a
+        # request that leaves a while after its slot was recorded: SHARED_MARGIN).
+        assert fixed <= CALLS and sliding <= CALLS, (fixed, sliding)
         alive = [p for p in cluster["processes"] if p["alive"]]
         assert len(alive) >= 3, cluster  # the three, and the restarted one's new row
     finally:
