@@ -245,7 +245,7 @@ class Member:
         self.buffer = buffer
         self.runners = runners
         self.every = every
-        self.id = str(uuid.uuid4())
+        self.id = getattr(buffer, "owner", None) or str(uuid.uuid4())  # its lease tokens' prefix
 
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeat until `stop`, then leave; never raises."""
@@ -275,6 +275,8 @@ class Member:
         await self.buffer.fetch(
             "DELETE FROM processes WHERE heartbeat_at < extract(epoch FROM clock_timestamp())"
             " - $1", FORGET_AFTER)
+        if hasattr(self.buffer, "release_dead_leases"):
+            await self.buffer.release_dead_leases(ALIVE_FOR * self.every)
 
     async def report(self) -> dict[str, Any]:
         """{processes: [...], drains: {sink: process}, this: id} as /status shows it."""

@@ -77,8 +77,11 @@ async def release_leases(db: aiosqlite.Connection, now: float) -> None:
 
 async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
                 lease: float, backfill: bool | None = None,
-                batch_size: int = DEFAULT_BATCH_SIZE) -> list[Claim]:
+                batch_size: int = DEFAULT_BATCH_SIZE, owner: str = "") -> list[Claim]:
     """Expire stale leases, batch new messages per conversation, lease what is due.
+
+    `owner` prefixes the lease token ("<owner>:<uuid>"): on a shared buffer the process
+    that holds a lease, so the leases of a process seen dead are freed before they expire.
 
     `limit` bounds the batches leased; `batch_size` how many new messages are batched
     (each conversation whole, up to `batch_size` of its messages), so a small claim never
@@ -108,7 +111,7 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
                       (sink, now, *classes, limit))
     if not due:
         return []
-    token = uuid.uuid4().hex
+    token = f"{owner}:{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
     ids = [row[0] for row in due]
     await db.execute(
         f"UPDATE batches SET state = 'leased', lease_token = ?, lease_until = ?,"

@@ -8,8 +8,9 @@ processes get from PostgreSQL locks:
   batches still go one at a time, in order (an older unfinished batch blocks a newer one);
 - appends that teach the contact map (identities) hold one advisory lock, so two
   webhooks cannot merge the same person two ways at once;
-- a killed process's leases expire and the next claim takes them over (no flock: other
-  processes are alive).
+- a killed process's leases are freed once the cluster registry sees it silent for three
+  heartbeats (its lease tokens start with its id: release_dead_leases), or when they
+  expire, whichever comes first; there is no flock, since other processes are alive.
 A serialization failure or deadlock retries the whole transaction (it rolled back).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -77,6 +79,9 @@ class PostgresBuffer(Buffer):
         self._closed = False
         self._commits = 0
         self._group = GroupCommit(self._append_group)
+        # this process on the shared buffer: its lease tokens start with it, and the
+        # cluster registry (bridge.cluster.Member) heartbeats under it
+        self.owner = str(uuid.uuid4())
 
     @classmethod
     async def open(cls, url: str, synchronous: str = "full", runner: bool = False,
@@ -161,7 +166,8 @@ class PostgresBuffer(Buffer):
 
         async def work(db: PgDb) -> list[Claim]:
             await db.lock(f"chatbridge:claim:{sink}")
-            return await delivery.claim(db, sink, when, limit, lease, backfill, size)
+            return await delivery.claim(db, sink, when, limit, lease, backfill, size,
+                                        owner=self.owner)
         return await self._transact(work)
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -169,6 +175,21 @@ class PostgresBuffer(Buffer):
         async with self._pool.acquire() as conn:
             cursor = await PgDb(conn).run(sql, params)
             return await cursor.fetchall()
+
+    async def release_dead_leases(self, dead_after: float) -> int:
+        """Free the batch leases of processes whose heartbeat is older than `dead_after`
+        seconds (killed, or cut off): their batches are retried as uncertain now instead
+        of after their lease; returns how many."""
+        rows = await self.fetch(
+            "WITH gone AS (SELECT id FROM processes WHERE heartbeat_at"
+            " < extract(epoch FROM clock_timestamp()) - $1)"
+            " UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
+            " uncertain = 1, next_attempt_at = $2 WHERE state = 'leased'"
+            " AND split_part(lease_token, ':', 1) IN (SELECT id FROM gone) RETURNING id",
+            dead_after, time.time())
+        if rows:
+            logger.info("freed %d batch lease(s) of bridge processes gone silent", len(rows))
+        return len(rows)
 
     async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Native PostgreSQL SQL (no rewriting), for the cluster's own tables."""
