@@ -63,9 +63,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4, help="callers in each process")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.rate, args.seconds = "5/1s", 2.0
     server = os.environ.get("CHATBRIDGE_TEST_POSTGRES")
     if not server:
+        if args.smoke:
+            print("summary: skipped (CHATBRIDGE_TEST_POSTGRES is not set)")
+            return
         sys.exit("set CHATBRIDGE_TEST_POSTGRES, e.g. postgresql://postgres@127.0.0.1:5432/test")
     from tests.backends import drop_schema, new_schema, postgres_url
 
@@ -96,6 +102,9 @@ def main() -> None:
     print(f"  most in any {per:g}-s window:      {max_in_window(every, per)} (limit {calls})")
     print(f"  most in one fixed {per:g}-s slice: {max_in_fixed_window(every, per)}")
     print(f"  budget used (whole windows):   {budget_share(every, calls, per):.1%}")
+    print(f"summary: {len(every)} calls from {args.processes} processes, at most "
+          f"{max_in_window(every, per)} in any {per:g}-s window (limit {calls}), "
+          f"{budget_share(every, calls, per):.0%} of the budget used")
     if len(every) > calls:  # the rate after the first window's burst, as a share of the limit
         steady = (len(every) - calls) / (every[-1] - every[0]) * per / calls
         print(f"  steady rate after the burst:   {steady:.1%} of the limit")
