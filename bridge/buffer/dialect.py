@@ -123,3 +123,19 @@ def _parameters(sql: str) -> str:
             out.append(char)
         index += 1
     return "".join(out)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def identifier(name: str) -> str:
+    """`name` if it is a plain SQL identifier (a table, column or schema), else ValueError:
+    identifiers cannot be parameters, so this is what may be formatted into SQL."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier (letters, digits and _)")
+    return name
+
+
+def identifiers(names: list[str] | tuple[str, ...]) -> str:
+    """'a, b, c' for plain identifiers (see identifier)."""
+    return ", ".join(identifier(name) for name in names)

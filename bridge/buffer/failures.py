@@ -25,7 +25,7 @@ async def note_failures(db: Any, statuses: Sequence[tuple[Any, ...]],
     for source, provider_id, _, _, _, _, failed_at, errors in statuses:
         if failed_at is None:
             continue
-        original = await _one(db,
+        original = await _select_one(db,
             "SELECT m.id, m.conversation, m.sent_at, json_extract(m.body, '$.text'),"
             " json_extract(m.body, '$.account') FROM messages m"
             " WHERE m.source = ? AND m.provider_id = ? AND json_extract(m.body, '$.direction')"
@@ -39,7 +39,7 @@ async def note_failures(db: Any, statuses: Sequence[tuple[Any, ...]],
                 "reply_to": provider_id, "history": False,
                 "extra": {"failed_of": provider_id, "failed": first_error(errors),
                           "target": {"at": sent_at, "text": text or ""}}, "raw": {}}
-        row = await _one(db,
+        row = await _select_one(db,
             "INSERT OR IGNORE INTO messages (source, provider_id, conversation, sent_at,"
             " stored_at, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (source, provider_id + SUFFIX, conversation, failed_at, now, dump_body(body)))
@@ -49,6 +49,6 @@ async def note_failures(db: Any, statuses: Sequence[tuple[Any, ...]],
                        " OR batch_id IS NOT NULL)", (row[0], message_id))
 
 
-async def _one(db: Any, sql: str, params: Sequence[Any]) -> Any:
+async def _select_one(db: Any, sql: str, params: Sequence[Any]) -> Any:
     async with db.execute(sql, params) as cursor:
         return await cursor.fetchone()

@@ -21,7 +21,7 @@ from bridge.model import Identity, is_group
 CHUNK = 500  # keys per SELECT (SQLite takes 32,766 parameters)
 
 
-async def _all(db: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+async def _select(db: Any, sql: str, params: Sequence[Any]) -> list[Any]:
     """Every row of one statement (db: sqlite, aiosqlite-like or PostgreSQL, see syncdb)."""
     async with db.execute(sql, params) as cursor:
         return list(await cursor.fetchall())
@@ -135,7 +135,7 @@ async def _known(db: Any, keys: list[str]
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start:start + CHUNK]
         marks = _placeholders(len(chunk))
-        for key, person, seen, *noted in await _all(
+        for key, person, seen, *noted in await _select(
                 db, "SELECT i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid,"
                 " c.username FROM identities i LEFT JOIN conversations c ON c.key = i.person"
                 f" WHERE i.key IN ({marks})", chunk):

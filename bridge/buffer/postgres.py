@@ -30,6 +30,7 @@ import bridge.buffer.delivery as delivery
 from bridge.buffer.append import Append, append_group, status_row
 from bridge.buffer.codec import message_row
 from bridge.buffer.delivery import Claim
+from bridge.buffer.dialect import identifier
 from bridge.buffer.pgdb import PgDb, plain
 from bridge.buffer.pgschema import migrate
 from bridge.buffer.store import BACKENDS, Buffer, _install
@@ -91,6 +92,9 @@ class PostgresBuffer(Buffer):
         A server that cannot be reached, or refuses us, raises BufferUnavailable naming
         the URL (without its password) and what to do."""
         dsn, schema = split_schema(url)
+        if schema is not None and not _plain(schema):
+            raise BufferUnavailable(f"buffer.url {redact(url)}: schema {schema!r} must be "
+                                    "letters, digits and _ (not starting with a digit)")
         settings = {"search_path": schema} if schema else None
         try:
             if schema:
@@ -281,17 +285,19 @@ def _settle(future: asyncio.Future[int], value: int = 0,
 async def _create_schema(dsn: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{_identifier(schema)}"')
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{identifier(schema)}"')
     except (asyncpg.UniqueViolationError, asyncpg.DuplicateSchemaError):
         pass  # another process created it at the same moment (IF NOT EXISTS races)
     finally:
         await conn.close()
 
 
-def _identifier(name: str) -> str:
-    if not name.replace("_", "").isalnum():
-        raise BufferUnavailable(f"buffer.url: schema {name!r} must be letters, digits and _")
-    return name
+def _plain(name: str) -> bool:
+    try:
+        identifier(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _reason(exc: BaseException) -> str:

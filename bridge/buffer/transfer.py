@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from bridge.buffer.dialect import identifier, identifiers
 from bridge.buffer.pgdb import plain
 from bridge.buffer.postgres import redact, split_schema
 from bridge.buffer.store import Buffer
@@ -72,9 +73,11 @@ async def copy_buffer(sqlite_file: str, url: str,
             await _claim_target(conn, os.path.realpath(sqlite_file))
             copied = Copied()
             for table, key in TABLES.items():
-                copied.source[table] = (await source.query(f"SELECT count(*) FROM {table}"))[0][0]
+                copied.source[table] = (await source.query(
+                    f"SELECT count(*) FROM {identifier(table)}"))[0][0]
                 copied.written[table] = await _copy_table(source, conn, table, key, progress)
-                copied.target[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
+                copied.target[table] = await conn.fetchval(
+                    f"SELECT count(*) FROM {identifier(table)}")
             await _restart_ids(conn)
             await conn.execute("UPDATE buffer_imports SET finished_at = extract(epoch FROM now())"
                                " WHERE source = $1", os.path.realpath(sqlite_file))
@@ -113,24 +116,29 @@ async def _claim_target(conn: asyncpg.Connection, source: str) -> None:
 async def _copy_table(source: Buffer, conn: asyncpg.Connection, table: str,
                       key: tuple[str, ...], progress: Callable[[str, int], None] | None) -> int:
     """Copy one table in key order, CHUNK rows per transaction; rows newly written."""
-    columns = [row[1] for row in await source.query(f"PRAGMA table_info({table})")]
-    names = ", ".join(columns)
-    marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
-    insert = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-    order = ", ".join(key)
+    columns = [row[1] for row in await source.query(
+        f"PRAGMA table_info({identifier(table)})")]
+    insert = (f"INSERT INTO {identifier(table)} ({identifiers(columns)})"
+              f" VALUES ({_numbered(len(columns))}) ON CONFLICT DO NOTHING")
     written = offset = 0
     while True:
         rows = await source.query(
-            f"SELECT {names} FROM {table} ORDER BY {order} LIMIT ? OFFSET ?", (CHUNK, offset))
+            f"SELECT {identifiers(columns)} FROM {identifier(table)}"
+            f" ORDER BY {identifiers(key)} LIMIT ? OFFSET ?", (CHUNK, offset))
         if not rows:
             return written
-        before = await conn.fetchval(f"SELECT count(*) FROM {table}")
+        before = await conn.fetchval(f"SELECT count(*) FROM {identifier(table)}")
         async with conn.transaction():
             await conn.executemany(insert, [_values(row) for row in rows])
-        written += await conn.fetchval(f"SELECT count(*) FROM {table}") - before
+        written += await conn.fetchval(f"SELECT count(*) FROM {identifier(table)}") - before
         offset += len(rows)
         if progress:
             progress(table, offset)
+
+
+def _numbered(count: int) -> str:
+    """'$1, $2, $3' for count parameters."""
+    return ", ".join(f"${i + 1}" for i in range(count))
 
 
 def _values(row: Any) -> tuple[Any, ...]:
@@ -141,5 +149,5 @@ async def _restart_ids(conn: asyncpg.Connection) -> None:
     """New messages and batches get ids after the copied ones."""
     for table in ("messages", "batches"):
         await conn.execute(
-            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-            f" greatest((SELECT max(id) FROM {table}), 1))")
+            f"SELECT setval(pg_get_serial_sequence($1, 'id'),"
+            f" greatest((SELECT max(id) FROM {identifier(table)}), 1))", table)
