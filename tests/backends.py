@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -26,6 +28,16 @@ def postgres_url(schema: str) -> str:
 
 def new_schema() -> str:
     return "cbtest_" + uuid.uuid4().hex[:12]
+
+
+@asynccontextmanager
+async def fresh_schema_url() -> AsyncIterator[str]:
+    """A buffer URL in a new schema of its own, dropped afterwards."""
+    schema = new_schema()
+    try:
+        yield postgres_url(schema)
+    finally:
+        await drop_schema(schema)
 
 
 async def drop_schema(schema: str) -> None:

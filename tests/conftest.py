@@ -10,7 +10,7 @@ from aiohttp import web
 from bridge.buffer import Buffer
 from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
-from tests.backends import BACKENDS, drop_schema, new_schema, postgres_url
+from tests.backends import BACKENDS, fresh_schema_url
 
 
 @pytest.fixture
@@ -34,11 +34,8 @@ async def buffer_target(request, tmp_path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "buffer.db")
         return
-    schema = new_schema()
-    try:
-        yield postgres_url(schema)
-    finally:
-        await drop_schema(schema)
+    async with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ from typing import Any
 import aiosqlite
 
 from bridge.buffer import delivery
-from bridge.buffer.append import Append, append_group, status_row
-from bridge.buffer.codec import message_row
+from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.faults import explain
 from bridge.buffer.lock import FileHold
@@ -137,11 +136,8 @@ class SQLiteBuffer(Buffer):
         under its person's conversation (see bridge.buffer.identity).
         """
         self._check_open()
-        now = time.time()
-        messages = list(messages)
-        item = Append(messages, [message_row(m, now) for m in messages],
-                       [status_row(s) for s in statuses], contacts or {}, list(identities), now)
-        if not (item.rows or item.statuses or item.contacts or item.identities):
+        item = new_append(messages, statuses, contacts, identities)
+        if item is None:
             return 0
         return await self._writer.append(item)
 

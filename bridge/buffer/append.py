@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import bridge.buffer.failures as failures
 import bridge.buffer.identity as identity
 import bridge.buffer.media as media
-from bridge.buffer.codec import to_timestamp
+from bridge.buffer.codec import message_row, to_timestamp
 from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
 
 ROWS_PER_INSERT = 500  # messages per INSERT statement (6 parameters each; SQLite takes 32,766)
@@ -66,6 +66,19 @@ def status_row(status: StatusUpdate) -> tuple[Any, ...]:
             STATUS_RANK.get(status.status, 0), to_timestamp(status.at), status.recipient,
             to_timestamp(status.at) if failed else None,
             json.dumps(status.errors) if status.errors else None)
+
+
+def new_append(messages: Iterable[Message], statuses: Iterable[StatusUpdate],
+               contacts: Mapping[str, str] | None, identities: Iterable[Identity]
+               ) -> Append | None:
+    """One append call's rows, stamped now; None when it has nothing to store."""
+    now = time.time()
+    messages = list(messages)
+    item = Append(messages, [message_row(m, now) for m in messages],
+                  [status_row(s) for s in statuses], contacts or {}, list(identities), now)
+    if not (item.rows or item.statuses or item.contacts or item.identities):
+        return None
+    return item
 
 
 async def append_group(db: Any, items: list[Append],

@@ -27,8 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 import bridge.buffer.delivery as delivery
-from bridge.buffer.append import Append, append_group, status_row
-from bridge.buffer.codec import message_row
+from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.delivery import Claim
 from bridge.buffer.dialect import identifier
 from bridge.buffer.pgdb import PgDb, plain
@@ -129,11 +128,8 @@ class PostgresBuffer(Buffer):
                      identities: Iterable[Identity] = ()) -> int:
         """Store in one transaction, committed before this returns; new message count."""
         self._check_open()
-        now = time.time()
-        messages = list(messages)
-        item = Append(messages, [message_row(m, now) for m in messages],
-                      [status_row(s) for s in statuses], contacts or {}, list(identities), now)
-        if not (item.rows or item.statuses or item.contacts or item.identities):
+        item = new_append(messages, statuses, contacts, identities)
+        if item is None:
             return 0
 
         return await self._group.submit(item)

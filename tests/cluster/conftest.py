@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from bridge.buffer import Buffer
-from tests.backends import NO_POSTGRES, POSTGRES, drop_schema, new_schema, postgres_url
+from tests.backends import NO_POSTGRES, POSTGRES, fresh_schema_url
 
 pytestmark = pytest.mark.skipif(not POSTGRES, reason=NO_POSTGRES)
 
@@ -18,11 +18,8 @@ async def pg_url() -> AsyncIterator[str]:
     """A buffer URL in a schema of its own, dropped afterwards."""
     if not POSTGRES:
         pytest.skip(NO_POSTGRES)
-    schema = new_schema()
-    try:
-        yield postgres_url(schema)
-    finally:
-        await drop_schema(schema)
+    async with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.fixture

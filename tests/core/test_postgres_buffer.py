@@ -14,7 +14,11 @@ from bridge.buffer import Buffer, Policy
 from bridge.buffer.schema import VERSION
 from bridge.contracts import Outcome
 from bridge.errors import BufferUnavailable, LeaseLost
-from tests.backends import drop_schema, needs_postgres, new_schema, postgres_url, rows
+from tests.backends import (
+    fresh_schema_url,
+    needs_postgres,
+    rows,
+)
 from tests.helpers import message
 
 pytestmark = needs_postgres
@@ -25,11 +29,8 @@ CHATS = [f"+9198765432{i:02d}" for i in range(6)]
 @pytest.fixture
 async def url():
     """A fresh schema on the test server; nothing created in it yet."""
-    schema = new_schema()
-    try:
-        yield postgres_url(schema)
-    finally:
-        await drop_schema(schema)
+    async with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.fixture
