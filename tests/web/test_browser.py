@@ -92,7 +92,12 @@ def test_browser_searches_opens_a_conversation_and_requeues_its_dead_letter(tmp_
         assert driver.switch_to.active_element.text == "Skip to content"
 
         search = driver.find_element(by.ID, "search")
+        before = driver.find_element(by.CSS_SELECTOR, "table.conversations")
         search.send_keys("98765 43210", keys.ENTER)  # typed as a person would, with a space
+        wait = __import__("selenium.webdriver.support.wait", fromlist=["x"]).WebDriverWait
+        stale = __import__("selenium.webdriver.support.expected_conditions",
+                           fromlist=["x"]).staleness_of
+        wait(driver, 20).until(stale(before))  # the results page replaced the list
         rows = driver.find_elements(by.CSS_SELECTOR, "table.conversations tr[data-key]")
         assert [r.get_attribute("data-key") for r in rows] == [f"+{ASHA}"]
         rows[0].find_element(by.CSS_SELECTOR, "a.open").click()
