@@ -198,8 +198,9 @@ def drain(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> dict[
     sim = SimulatorProcess()
     cluster = Cluster(pg.url + "?schema=drain",
                       sim, workdir, {"rate_limit": args.rate, "bulk": False,
-                                     "opportunities": False, "sync_interval": "1s",
-                                     "lease": "30s", "deliver_timeout": "25s"})
+                                     "opportunities": False, "sync_interval": "1s"})
+    # default lease and deliver_timeout: with 25 s, claims queued behind the shared budget
+    # timed out and were retried as uncertain, each retry reading the lead's keys first
     try:
         numbers = seed(sim, args.conversations)
         sim.configure(rate_limit=args.rate)
