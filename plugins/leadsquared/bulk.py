@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
@@ -114,23 +114,11 @@ class BulkPoster:
         return max(0.0, oldest)
 
     async def _send(self, rows: list[tuple[dict, asyncio.Future[str], float]]) -> None:
-        client = self._client()
         self.calls += 1
         self.rows += len(rows)
-        try:
-            if client is None:
-                raise LeadSquaredError("transient", "the LeadSquared client is not started")
-            answers = await client.bulk_lead_activities([item for item, _, _ in rows])
-        except LeadSquaredError as exc:
-            for _, future, _ in rows:
-                _settle(future, exc=exc)
-            return
-        except Exception as exc:  # a bug must not leave deliveries waiting forever
-            for _, future, _ in rows:
-                _settle(future, exc=exc)
-            return
-        for (_, future, _), answer in zip(rows, answers, strict=True):
-            _settle(future, answer=answer)
+        items = [item for item, _, _ in rows]
+        await _call(self._client(), lambda client: client.bulk_lead_activities(items),
+                    [future for _, future, _ in rows])
 
 
 class OpportunityBulk:
@@ -185,24 +173,32 @@ class OpportunityBulk:
 
     async def _send(self, opportunity: str,
                     rows: list[tuple[dict, asyncio.Future[str | None]]]) -> None:
-        client = self._client()
         self.calls += 1
         self.rows += len(rows)
-        try:
-            if client is None:
-                raise LeadSquaredError("transient", "the LeadSquared client is not started")
-            answers = await client.bulk_opportunity_activities(
-                opportunity, [item for item, _ in rows])
-        except asyncio.CancelledError:
-            for _, future in rows:  # the call may have gone out: its outcome is unknown
-                _settle(future, exc=LeadSquaredError("unknown_outcome", "sink closed"))
-            raise
-        except Exception as exc:  # a LeadSquaredError, or a bug: no row may wait forever
-            for _, future in rows:
-                _settle(future, exc=exc)
-            return
-        for (_, future), answer in zip(rows, answers, strict=True):
-            _settle(future, answer=answer)
+        items = [item for item, _ in rows]
+        await _call(self._client(),
+                    lambda client: client.bulk_opportunity_activities(opportunity, items),
+                    [future for _, future in rows])
+
+
+async def _call(client: LeadSquaredClient | None,
+                send: Callable[[LeadSquaredClient], Awaitable[list[dict]]],
+                futures: list[asyncio.Future[Any]]) -> None:
+    """One bulk call; each row's answer settles its future (none is left waiting)."""
+    try:
+        if client is None:
+            raise LeadSquaredError("transient", "the LeadSquared client is not started")
+        answers = await send(client)
+    except asyncio.CancelledError:
+        for future in futures:  # the call may have gone out: its outcome is unknown
+            _settle(future, exc=LeadSquaredError("unknown_outcome", "sink closed"))
+        raise
+    except Exception as exc:  # a LeadSquaredError, or a bug: no row may wait forever
+        for future in futures:
+            _settle(future, exc=exc)
+        return
+    for future, answer in zip(futures, answers, strict=True):
+        _settle(future, answer=answer)
 
 
 def _settle(future: asyncio.Future[Any], *, answer: dict | None = None,
