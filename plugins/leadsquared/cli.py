@@ -8,7 +8,7 @@ import contextlib
 import click
 
 from bridge.cli import CONFIG_OPTION, friendly, load
-from plugins.leadsquared.simulator_switches import SWITCHES
+from plugins.leadsquared.simulator.switches import SWITCHES
 
 
 def switch_options(command):  # noqa: ANN001, ANN201 - a click decorator

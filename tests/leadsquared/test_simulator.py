@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from plugins.leadsquared.simulator import Simulator
-from plugins.leadsquared.simulator_state import ApiError
+from plugins.leadsquared.simulator.state import ApiError
 
 ACCESS, SECRET = "test-access", "test-secret"
 KEYS = {"x-LSQ-AccessKey": ACCESS, "x-LSQ-SecretKey": SECRET}

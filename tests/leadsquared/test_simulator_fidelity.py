@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.leadsquared.simulator_switches import SWITCHES, Switches
+from plugins.leadsquared.simulator.switches import SWITCHES, Switches
 from tests.leadsquared import test_simulator as base
 from tests.leadsquared.test_simulator import KEYS, WHEN, is_error, make_type, post_activity
 

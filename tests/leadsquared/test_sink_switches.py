@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from plugins.leadsquared.simulator import Simulator
-from plugins.leadsquared.simulator_switches import every_setting
+from plugins.leadsquared.simulator.switches import every_setting
 from tests.leadsquared.test_contract import TestLeadSquaredContract  # noqa: F401
 from tests.leadsquared.test_sink import (  # noqa: F401
     test_activity_type_is_created_once_with_the_key_fields,

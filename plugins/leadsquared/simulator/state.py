@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from plugins.leadsquared.simulator_switches import Switches
+from plugins.leadsquared.simulator.switches import Switches
 
 INVALID = "MXInvalidInputException"
 MISSING = "MXMandatoryAttributeMissingException"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from plugins.leadsquared.simulator_state import LSQ_TIME, Store, as_object, invalid, missing
+from plugins.leadsquared.simulator.state import LSQ_TIME, Store, as_object, invalid, missing
 
 PAGE_MAX = 5000
 PATH = "LeadManagement.svc/Leads.RecentlyModified"

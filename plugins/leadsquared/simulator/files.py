@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared.simulator_key import SIM_KEY
-from plugins.leadsquared.simulator_state import INVALID, ApiError, invalid, missing
+from plugins.leadsquared.simulator.key import SIM_KEY
+from plugins.leadsquared.simulator.state import INVALID, ApiError, invalid, missing
 
 UPLOAD_PATH = "/File/Upload"
 FILE_PATH = "/File/{name:.+}"

@@ -4,10 +4,10 @@ Not a mock: no LeadSquared account is reachable, so this serves the documented r
 answer shapes (shared/reference/leadsquared-api.md §2-3, §8) over real HTTP and refuses what
 LeadSquared would refuse, in its error shape. Every behaviour, with its source, is a row of
 the table in docs/leadsquared-simulator.md, and a test pins each row. Where the reference
-leaves a behaviour unknown there is a switch (`simulator_switches.SWITCHES`, default the
+leaves a behaviour unknown there is a switch (`switches.SWITCHES`, default the
 strictest reading). Faults (rate limits, 5xx, latency, dropped connections after a commit,
 an opportunity refusing posts) are knobs; see `Knobs`. State lives in
-`simulator_state.Store`.
+`state.Store`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
-import plugins.leadsquared.simulator_files as simulator_files
-from plugins.leadsquared.simulator_bulk import BULK_PATHS
-from plugins.leadsquared.simulator_bulk import routes as bulk_routes
-from plugins.leadsquared.simulator_directory import recently_modified
-from plugins.leadsquared.simulator_key import SIM_KEY
-from plugins.leadsquared.simulator_leads import routes as lead_routes
-from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
-from plugins.leadsquared.simulator_state import (
+import plugins.leadsquared.simulator.files as simulator_files
+from plugins.leadsquared.simulator.bulk import BULK_PATHS
+from plugins.leadsquared.simulator.bulk import routes as bulk_routes
+from plugins.leadsquared.simulator.directory import recently_modified
+from plugins.leadsquared.simulator.key import SIM_KEY
+from plugins.leadsquared.simulator.leads import routes as lead_routes
+from plugins.leadsquared.simulator.pages import LEAD_PAGE, lead_page
+from plugins.leadsquared.simulator.state import (
     INVALID,
     ActivityType,
     ApiError,
@@ -42,7 +42,7 @@ from plugins.leadsquared.simulator_state import (
     index_slice,
     missing,
 )
-from plugins.leadsquared.simulator_switches import SWITCH_NAMES, check_switch
+from plugins.leadsquared.simulator.switches import SWITCH_NAMES, check_switch
 
 API_PREFIX = "/v2/"
 ADMIN_PREFIX = "/_sim/"

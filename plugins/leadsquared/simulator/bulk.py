@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared.simulator_state import ApiError, Store, invalid, missing
+from plugins.leadsquared.simulator.state import ApiError, Store, invalid, missing
 
 BULK_MAX = 25  # items per bulk call (§2c, §2e)
 BY_LEAD = "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
