@@ -29,7 +29,7 @@ FIELD_DEFINITIONS = [
 
 async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None) -> int:
     """The event code: the configured one (checked), the type named `name`, or a new type."""
-    types = await client.activity_types()
+    types = await client.activities.types()
     codes = {int(t["ActivityEvent"]): t.get("ActivityEventName") for t in types
              if str(t.get("ActivityEvent", "")).isdigit()}
     if fixed is not None:
@@ -40,7 +40,7 @@ async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None)
     for code, type_name in codes.items():
         if (type_name or "").strip().lower() == name.strip().lower():
             return code
-    code = await client.create_activity_type(
+    code = await client.activities.create_type(
         name, [dict(f, IsMandatory=False, Sequence=i + 1) for i, f in
                enumerate(FIELD_DEFINITIONS)], "WhatsApp conversations logged by Chatbridge")
     logger.info("created LeadSquared activity type %r (event %s)", name, code)

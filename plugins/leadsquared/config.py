@@ -19,11 +19,21 @@ class OpportunityFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: list[str] | None = Field(None, description="e.g. [Open]; none = any status")
+    status: list[str] | None = Field(["Open"], description="statuses that get the chat: "
+                                     "[Open] unless set (LeadSquared's are Open, Won and "
+                                     "Lost); `any` for every status")
     types: list[int] | None = Field(None, min_length=1,
                                     description="opportunity type codes, e.g. [12000]; "
                                                 "left out: looked up from the account")
     latest: int | None = Field(None, ge=1, description="only the N most recently modified")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _any_status(cls, value: Any) -> Any:
+        """`any` (or null) posts on every status; a single status may be written bare."""
+        if value is None or (isinstance(value, str) and value.strip().lower() == "any"):
+            return None
+        return [value] if isinstance(value, str) else value
 
 
 class LeadSquaredConfig(SinkSettings):
@@ -42,6 +52,11 @@ class LeadSquaredConfig(SinkSettings):
                           " or the API host itself for any other host (simulator, proxy)")
     activity_type: str = "WhatsApp Chats"
     activity_event: int | None = Field(None, ge=1, description="fixed event code; skips lookup")
+    owner_email: str | None = Field(
+        None, pattern=r"^[^@\s]+@[^@\s]+$",
+        description="the LeadSquared user (email) opportunity activities posted in bulk are "
+                    "owned by (ByOpportunityId's mandatory ActivityOwnerEmail); default: the "
+                    "access key's user, looked up by id. Without one they go one by one")
     create_leads: bool = False
     lead_source: str = "WhatsApp"
     user_id_field: str | None = Field(

@@ -87,7 +87,7 @@ async def test_activity_type_is_created_with_string_fields_and_attachments_allow
     await buffer.append([chat(1)])
     async with running(buffer, [sink := sink_for(sim)]):
         await wait_until(lambda: settled(buffer))
-    kind = sim.store.types[sink.event]
+    kind = sim.store.types[sink.account.event]
     assert kind.allow_attachments
     assert {f["DataType"] for f in kind.fields.values()} == {"String"}
 
