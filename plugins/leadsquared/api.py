@@ -305,8 +305,12 @@ def bulk_rows(answer: Any, count: int) -> list[dict]:
         return [{} for _ in range(count)]
     message = answer.get("Message") if isinstance(answer, dict) else None
     counted = message.get("Count") if isinstance(message, dict) else None
-    claim = {"ActivityCreated": True} if counted == count else {}
-    return [dict(claim) for _ in range(count)]
+    if counted == count:  # all created, no ids: each row's key check finds its id
+        return [{"ActivityCreated": True} for _ in range(count)]
+    if isinstance(counted, int):  # some not created: the rows whose key is absent
+        why = f"the bulk answer counts {counted} of {count} rows created"
+        return [{"ExceptionMessage": why} for _ in range(count)]
+    return [{} for _ in range(count)]
 
 
 def message_id(answer: Any) -> Any:

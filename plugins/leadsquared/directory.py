@@ -27,6 +27,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,7 +98,8 @@ class LeadDirectory:
     """The sink's view of the directory rows in the buffer."""
 
     def __init__(self, client: LeadSquaredClient, rows: Any, *, mode: str, limit: int,
-                 refresh_every: float, full_every: int = 24, page: int = PAGE) -> None:
+                 refresh_every: float, full_every: int = 24, page: int = PAGE,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.client = client
         self.rows = rows  # bridge.buffer.directory.Directory
         self.mode = mode
@@ -105,6 +107,7 @@ class LeadDirectory:
         self.refresh_every = refresh_every
         self.full_every = full_every
         self.page = page
+        self.clock = clock  # UTC now: the end of each window read
         self.enabled = False
         self._lock = asyncio.Lock()
         self._refreshes = 0
@@ -132,11 +135,11 @@ class LeadDirectory:
                                                  "enabled": True}
             full = full or state["watermark"] is None
             generation = state["generation"] + (1 if full else 0)
-            until = datetime.now(UTC).replace(microsecond=0)
+            until = self.clock().replace(microsecond=0)
             since = EPOCH if full else _parse(state["watermark"]) - timedelta(seconds=OVERLAP)
             total, enabled = await self._read(since, until, generation, full)
             if full and enabled:  # what changed while we read, before old rows go
-                until, since = datetime.now(UTC).replace(microsecond=0), until - SECOND
+                until, since = self.clock().replace(microsecond=0), until - SECOND
                 await self._read(since, until, generation, False)
             self.enabled = enabled
             self._refreshes += 1
