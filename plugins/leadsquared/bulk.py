@@ -200,12 +200,13 @@ async def _call(client: LeadSquaredClient | None,
         for future in futures:
             _settle(future, exc=exc)
         return
+    checks: dict = {}  # the rows of one call share the key checks that follow it
     for future, answer in zip(futures, answers, strict=True):
-        _settle(future, answer=answer)
+        _settle(future, answer=answer, checks=checks)
 
 
 def _settle(future: asyncio.Future[Any], *, answer: dict | None = None,
-            exc: BaseException | None = None) -> None:
+            exc: BaseException | None = None, checks: dict | None = None) -> None:
     if future.done():
         return
     if exc is not None:
@@ -214,6 +215,7 @@ def _settle(future: asyncio.Future[Any], *, answer: dict | None = None,
     try:
         future.set_result(read_row(answer or {}))
     except LeadSquaredError as unknown:
+        unknown.checks = checks if checks is not None else {}  # see keys.once
         future.set_exception(unknown)
 
 

@@ -147,3 +147,21 @@ async def test_post_settles_an_unreadable_bulk_row_by_its_key(sim, started):
     (landed,) = sim.activities(lead)
     assert b.ledger == {plan.parts[0].key: landed["Id"]}
     assert field(landed, FIELDS["key"]) == plan.parts[0].key
+
+
+async def test_the_rows_of_one_bulk_call_share_one_key_check_per_lead(sim):
+    """Three notes of one window in one bulk call, answered without ids: one read of the
+    lead's keys settles all three (not one read a row)."""
+    lead = sim.add_lead(FirstName="Asha", Phone="9876543210")
+    sim.configure(bulk_answer="count")
+    sink = sink_for(sim, opportunities=False, note_limit=200)
+    await sink.start()
+    try:
+        b = batch(*range(1, 13))  # twelve lines: several notes of at most 200 characters
+        plan = await sink.steps.targets.plan(b, Lead(lead, False))
+        assert len(plan.parts) >= 3
+        assert await sink.steps.poster.on_lead(b, plan) == {}
+        assert sink.client.calls["lead_activities"] == 1
+    finally:
+        await sink.close()
+    assert len(sim.activities(lead)) == len(plan.parts) == len(b.ledger)
