@@ -11,14 +11,15 @@ leads that vanished (deleted, merged).
 
 Reading a window never pages by position. A lead edited while we read leaves the window
 (its ModifiedOn moves past ToDate), which would shift every later page by one and skip a
-lead that was never edited. So the window is read newest first by ModifiedOn ("Direction"
-"1" is most recent first, [DOC:get-leads-by-date-range]) and each next call asks for the
-leads up to the oldest ModifiedOn seen: a window defined by time, which no edit can
-shift. Should an account not sort as asked, the window is halved by time instead until
-each half fits one call. Leads sharing one second beyond a page (a bulk import) are paged
-by position, read again until their count holds still. After a full fill, the leads
-modified since it began are read once more before the old rows are dropped, so a lead
-edited mid-fill is in the directory when the fill ends.
+lead that was never edited. So a window is read only when one call holds all of it (its
+RecordCount), and a larger one is cut in two by time, each part read the same way: no
+edit can shift a window defined by time. The calls ask for the most recent first by
+ModifiedOn ("Direction" "1", [DOC:get-leads-by-date-range]) so that the cut falls where
+a page ends and most parts are read in one call; an account that does not sort as asked
+costs more calls, never a lead. Leads sharing one second beyond a page (a bulk import)
+are paged by position, read again until their count holds still. After a full fill, the
+leads modified since it began are read once more before the old rows are dropped, so a
+lead edited mid-fill is in the directory when the fill ends.
 """
 
 from __future__ import annotations
@@ -164,40 +165,24 @@ class LeadDirectory:
 
     async def _window(self, since: datetime, until: datetime, answer: dict,
                       generation: int) -> None:
-        """Put the window's leads, newest first, each next call ending at the oldest
-        ModifiedOn seen so far (inclusive: that second is read again)."""
+        """Put the window's leads. A window is read when one call holds all of it; a
+        larger one is cut in two by time (both parts hold the cut's second) and each part
+        read the same way. The cut is the oldest ModifiedOn of the page when the page came
+        sorted newest first as asked (then the upper part is the page again, its leads
+        checked complete by that call's own count), else the window's middle."""
         while True:
             leads = answer.get("Leads") or []
             await self._put(leads, generation)
             if int(answer.get("RecordCount") or 0) <= len(leads):
                 return
-            times = [_modified(lead) for lead in leads]
-            if not leads or None in times or times != sorted(times, reverse=True):
-                await self._halves(since, until, generation)  # not sorted as asked
+            if until - since < 2 * SECOND:  # a burst within a second: by position
+                for second in sorted({since, until}, reverse=True):
+                    await self._second(second, generation)
                 return
-            oldest = times[-1]
-            if oldest >= until:  # a page of one second: read that second by position
-                await self._second(until, generation)
-                until = until - SECOND
-            else:
-                until = oldest
-            if until < since:
-                return
+            cut = _cut(since, until, leads)
+            await self._window(cut, until, await self._call(cut, until), generation)
+            until = cut
             answer = await self._call(since, until)
-
-    async def _halves(self, since: datetime, until: datetime, generation: int) -> None:
-        """A window in halves by time (both hold the middle second) until each fits a call;
-        a window of under two seconds is read second by second."""
-        if until - since < 2 * SECOND:
-            for second in sorted({since, until}, reverse=True):
-                await self._second(second, generation)
-            return
-        middle = (since + (until - since) / 2).replace(microsecond=0)
-        for start, end in ((middle, until), (since, middle)):
-            answer = await self._call(start, end)
-            await self._put(answer.get("Leads") or [], generation)
-            if int(answer.get("RecordCount") or 0) > len(answer.get("Leads") or []):
-                await self._halves(start, end, generation)
 
     async def _second(self, when: datetime, generation: int) -> None:
         """The leads of one second, paged by position. A lead can only leave a past second
@@ -227,6 +212,15 @@ class LeadDirectory:
         rows = [r for r in map(_row, leads) if r]
         if rows:
             await self.rows.put(rows, generation)
+
+
+def _cut(since: datetime, until: datetime, leads: list[dict]) -> datetime:
+    """Where to cut [since, until] in two: strictly inside it, so both parts shrink."""
+    times = [_modified(lead) for lead in leads]
+    if leads and None not in times and times == sorted(times, reverse=True) \
+            and since < times[-1] < until:
+        return times[-1]  # type: ignore[return-value]
+    return (since + (until - since) / 2).replace(microsecond=0)
 
 
 def _fields(lead: dict[str, Any]) -> dict[str, Any]:

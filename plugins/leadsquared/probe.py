@@ -156,23 +156,33 @@ async def _finds(client: LeadSquaredClient, form: str, lead: str) -> bool | str:
 
 
 async def _recent_sort(client: LeadSquaredClient, say: Say) -> None:
-    """Ask Leads.RecentlyModified for a few leads by ModifiedOn, newest and oldest first."""
-    newest = await _modified_times(client, newest_first=True)
-    oldest = await _modified_times(client, newest_first=False)
-    if len(set(newest + oldest)) < 2:
+    """Ask Leads.RecentlyModified for a few leads by ModifiedOn both ways, and by
+    ProspectAutoId: sorting as asked shows in the times, unless the leads were modified
+    in the order they were created (then the account cannot show it)."""
+    newest = await _ordered(client, "ModifiedOn", newest_first=True)
+    oldest = await _ordered(client, "ModifiedOn", newest_first=False)
+    created = await _ordered(client, "ProspectAutoId", newest_first=True)
+    times_desc, times_asc = [t for _, t in newest], [t for _, t in oldest]
+    if len(set(times_desc + times_asc)) < 2:
         say("probe recent_sort: cannot tell: fewer than two leads modified at different times")
-    elif newest == sorted(newest, reverse=True) and oldest == sorted(oldest) \
-            and newest != oldest:
-        say("probe recent_sort: documented: Direction \"1\" gives the most recent first")
+    elif times_desc != sorted(times_desc, reverse=True) or times_asc != sorted(times_asc):
+        say(f"probe recent_sort: ignored: the order does not follow ModifiedOn (newest first "
+            f"asked: {times_desc}; oldest first asked: {times_asc})")
+    elif [i for i, _ in newest] == [i for i, _ in created]:
+        say("probe recent_sort: cannot tell: the newest leads were modified in the order they "
+            "were created (the sink reads correctly either way)")
     else:
-        say(f"probe recent_sort: ignored: the order does not follow Sorting (newest first "
-            f"asked: {newest}; oldest first asked: {oldest})")
+        say("probe recent_sort: documented: Direction \"1\" gives the most recently "
+            "modified first")
 
 
-async def _modified_times(client: LeadSquaredClient, newest_first: bool) -> list[str]:
+async def _ordered(client: LeadSquaredClient, column: str,
+                   newest_first: bool) -> list[tuple[str, str]]:
+    """(id, ModifiedOn) of a few leads in the order asked."""
     answer = await client.leads.recently_modified(*EVERYTHING, SAMPLE_COLUMNS, page_size=5,
-                                                  newest_first=newest_first)
-    return [str(_props(lead).get("ModifiedOn") or "")[:19] for lead in answer.get("Leads") or []]
+                                                  sort=column, newest_first=newest_first)
+    return [(str(p.get("ProspectID")), str(p.get("ModifiedOn") or "")[:19])
+            for p in map(_props, answer.get("Leads") or [])]
 
 
 async def _sample(client: LeadSquaredClient) -> dict | None:

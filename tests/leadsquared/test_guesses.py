@@ -155,6 +155,28 @@ async def test_a_lead_edited_mid_fill_skips_no_lead(sim, buffer):
     assert await rows.lookup(chat_keys("+919811129999")) == leads[-1]  # its new number
 
 
+async def test_an_old_lead_edited_lately_is_read_whatever_order_the_account_sorts_in(
+        sim, buffer):
+    """Leads created and modified in step, but the oldest edited last: an account that
+    sorts by creation (recent_sort=ignored) gives pages that look newest-modified first
+    and are not; counting each window, not trusting the order, still reads every lead."""
+    leads = [sim.add_lead(FirstName=f"L{i}", Phone=f"98111300{i:02d}") for i in range(7)]
+    for i, lead in enumerate(leads):
+        sim.store.leads[lead]["ModifiedOn"] = f"2025-01-0{i + 1} 10:00:00"
+    sim.store.leads[leads[0]]["ModifiedOn"] = "2025-01-20 10:00:00"  # edited lately
+    sink = sink_for(sim, opportunities=False)
+    await sink.start()
+    try:
+        directory = LeadDirectory(sink.client, buffer.directory("leadsquared"), mode="on",
+                                  limit=1000, refresh_every=300, page=2)
+        await directory.refresh(full=True)
+    finally:
+        await sink.close()
+    rows = buffer.directory("leadsquared")
+    for i, lead in enumerate(leads):
+        assert await rows.lookup(chat_keys(f"+9198111300{i:02d}")) == lead
+
+
 async def test_more_leads_in_one_second_than_a_page_are_all_read(sim, buffer):
     leads = [sim.add_lead(FirstName=f"L{i}", Phone=f"98111200{i:02d}") for i in range(7)]
     for lead in leads:

@@ -363,7 +363,8 @@ async def test_recently_modified_sorts_as_asked_unless_sorting_is_ignored(sim, a
     assert await order("ModifiedOn", "0") == [ids[2], ids[0], ids[1]]
     assert await order("ProspectAutoId", "1") == ids[::-1]
     sim.configure(recent_sort="ignored")
-    assert await order("ModifiedOn", "1") == ids == await order("ProspectAutoId", "1")
+    assert await order("ModifiedOn", "1") == ids[::-1] == await order("ProspectAutoId", "1")
+    assert await order("ModifiedOn", "0") == ids
 
 
 async def test_the_upload_answer_names_the_s3_url_or_only_the_file_when_switched(sim, http):

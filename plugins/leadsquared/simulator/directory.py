@@ -7,7 +7,9 @@ Body `{"Parameter": {"FromDate", "ToDate"}, "Columns": {"Include_CSV"}, "Paging"
 [{"LeadPropertyList": [{"Attribute", "Value"}, ...]}]}` with only the asked columns.
 Sorting as documented (switch recent_sort=documented): on the column named, "Direction"
 "1" most recent (largest) first, "0" oldest first; without Sorting, ProspectAutoId
-newest first (GUESS). Under recent_sort=ignored, always ProspectAutoId oldest first.
+newest first (GUESS). Under recent_sort=ignored, ProspectAutoId whatever ColumnName says,
+in the Direction asked (GUESS): newest created first, which often looks like newest
+modified first and is not.
 Strict: a missing or malformed date, a page size over 5,000 or a page index under 1 is
 refused (MXInvalidInputException, HTTP 500).
 """
@@ -75,7 +77,7 @@ def recently_modified(store: Store, body: Any) -> dict[str, Any]:
              if start <= str(lead.get("ModifiedOn") or "")[:19] <= end]
     column, newest_first = _sorting(body)
     if store.switches.recent_sort == "ignored":
-        column, newest_first = "ProspectAutoId", False
+        column = "ProspectAutoId"
     leads.sort(key=lambda lead: (_sort_value(store, lead, column),
                                  store.auto_id(lead["ProspectID"])), reverse=newest_first)
     page = leads[(index - 1) * size:index * size]

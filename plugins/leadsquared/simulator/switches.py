@@ -54,7 +54,7 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "activity_setting": ("documented", "attachments_key"),
     # Leads.RecentlyModified: documented = Sorting honoured, "Direction" "1" most recent
     # first, "0" oldest first, on the column named [DOC:get-leads-by-date-range];
-    # ignored = always ProspectAutoId, oldest first, whatever is asked (GUESS).
+    # ignored = ProspectAutoId whatever ColumnName says, in the Direction asked (GUESS).
     "recent_sort": ("documented", "ignored"),
     # Unique lead fields: documented = EmailAddress and Phone; Mobile may repeat
     # [DOC:create-a-lead] (§9); mobile_too = an account that made Mobile unique as well.
