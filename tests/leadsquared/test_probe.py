@@ -24,9 +24,9 @@ async def probe(sim: Simulator, phone: str | None = None, **settings) -> str:
 def account(sim: Simulator) -> None:
     """Two leads, the older one modified last (creation and modification orders differ),
     one with a number, the chat type present."""
-    older = sim.add_lead(FirstName="Old", Phone="+91-9811122233")
-    sim.add_lead(FirstName="New", EmailAddress="new@example.com")
-    sim.store.leads[older]["ModifiedOn"] = "2099-01-01 00:00:00"
+    sim.add_lead(FirstName="Old", Phone="+91-9811122233")  # modified now
+    newer = sim.add_lead(FirstName="New", EmailAddress="new@example.com")
+    sim.store.leads[newer]["ModifiedOn"] = "2020-01-01 00:00:00"
     sim.store.create_type({"ActivityEventName": "WhatsApp Chats", "AllowAttachments": 1})
 
 
@@ -65,9 +65,9 @@ async def test_each_switch_setting_is_reported_as_the_reading_the_account_shows(
 
 
 async def test_an_account_modified_in_creation_order_cannot_show_its_sorting(sim):
-    sim.add_lead(FirstName="Old", Phone="9811122233")
-    newer = sim.add_lead(FirstName="New", Phone="9811122234")
-    sim.store.leads[newer]["ModifiedOn"] = "2099-01-01 00:00:00"
+    older = sim.add_lead(FirstName="Old", Phone="9811122233")
+    sim.add_lead(FirstName="New", Phone="9811122234")  # modified now
+    sim.store.leads[older]["ModifiedOn"] = "2020-01-01 00:00:00"
     assert "probe recent_sort: cannot tell: the newest leads were modified in the order" in (
         await probe(sim))
 
