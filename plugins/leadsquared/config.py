@@ -12,6 +12,11 @@ from bridge.durations import Duration
 
 DISCOVERY_URL = "https://api.leadsquared.com"  # UserByAccessKey.Get answers on any region
 SIMULATOR = "simulator"  # host value: run the bundled simulator in-process
+FILTER_HINTS = {
+    "types": " (types are opportunity type codes, e.g. types: [12000, 12001])",
+    "status": " (statuses are Open, Won, Lost, e.g. status: [Open]; `any` for every one)",
+    "latest": " (latest is a count, e.g. latest: 1)",
+}
 
 
 class OpportunityFilter(BaseModel):
@@ -19,9 +24,10 @@ class OpportunityFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: list[str] | None = Field(["Open"], description="statuses that get the chat: "
-                                     "[Open] unless set (LeadSquared's are Open, Won and "
-                                     "Lost); `any` for every status")
+    status: list[str] | None = Field(["Open"], min_length=1,
+                                     description="statuses that get the chat: [Open] unless "
+                                                 "set (LeadSquared's are Open, Won and Lost); "
+                                                 "`any` for every status")
     types: list[int] | None = Field(None, min_length=1,
                                     description="opportunity type codes, e.g. [12000]; "
                                                 "left out: looked up from the account")
@@ -129,8 +135,9 @@ class LeadSquaredConfig(SinkSettings):
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 raise ValueError(f"{key}: unknown key (allowed: latest, status, types)") from None
-            raise ValueError(f"{key}: {err.get('input')!r} is not valid: {err['msg']} (types "
-                             "are opportunity type codes, e.g. types: [12000, 12001])") from None
+            hint = FILTER_HINTS.get(key.split(".", 1)[0], "")
+            raise ValueError(f"{key}: {err.get('input')!r} is not valid: {err['msg']}{hint}"
+                             ) from None
 
     @field_validator("rate_limit", "bulk_rate_limit")
     @classmethod

@@ -19,7 +19,6 @@ from bridge import Batch, Conversation
 from plugins.leadsquared.attachments import NO_URL
 from plugins.leadsquared.directory import LeadDirectory, chat_keys
 from plugins.leadsquared.opportunities import NONE_FOUND
-from plugins.leadsquared.simulator.server import USER_EMAIL
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_attachments import fetch
 from tests.leadsquared.test_sink import chat, settled, sink_for, texts_in
@@ -121,6 +120,30 @@ async def test_concurrent_deliveries_for_one_new_number_in_one_process_make_one_
         "msg-00001", "msg-00002"]
 
 
+async def fill(sim, buffer, *, page: int, clock=None, after_call=None):
+    """A full fill of the directory with `page` leads a call; its rows. `after_call` runs
+    after each Leads.RecentlyModified call (an edit made while the fill reads)."""
+    sink = sink_for(sim, opportunities=False)
+    await sink.start()
+    options = {"clock": clock} if clock else {}
+    directory = LeadDirectory(sink.client, buffer.directory("leadsquared"), mode="on",
+                              limit=1000, refresh_every=300, page=page, **options)
+    if after_call is not None:
+        read = sink.client.leads.recently_modified
+
+        async def reading(*args, **kwargs) -> dict:
+            answer = await read(*args, **kwargs)
+            after_call()
+            return answer
+
+        sink.client.leads.recently_modified = reading
+    try:
+        await directory.refresh(full=True)
+    finally:
+        await sink.close()
+    return buffer.directory("leadsquared")
+
+
 async def test_a_lead_edited_mid_fill_skips_no_lead(sim, buffer):
     """Paging by position, an edit during the fill (the lead leaves the window) shifts the
     later pages and skips a lead nobody touched; reading by time skips none."""
@@ -128,28 +151,17 @@ async def test_a_lead_edited_mid_fill_skips_no_lead(sim, buffer):
     leads = [sim.add_lead(FirstName=f"L{i}", Phone=n[3:]) for i, n in enumerate(numbers)]
     for i, lead in enumerate(leads):
         sim.store.leads[lead]["ModifiedOn"] = f"2025-01-0{i + 1} 10:00:00"
-    sink = sink_for(sim, opportunities=False)
-    await sink.start()
     times = iter(datetime(2025, 2, 1, tzinfo=UTC) + timedelta(seconds=s) for s in (0, 10))
-    directory = LeadDirectory(sink.client, buffer.directory("leadsquared"), mode="on",
-                              limit=1000, refresh_every=300, page=2, clock=lambda: next(times))
-    read = sink.client.leads.recently_modified
     edited: list[str] = []
 
-    async def edit_during_the_fill(*args, **kwargs) -> dict:
-        answer = await read(*args, **kwargs)
-        if not edited:  # after the first page: a user edits the newest lead's number
-            edited.append(leads[-1])  # (5 s after the fill began: it leaves the window)
+    def edit_after_the_first_page() -> None:  # a user edits the newest lead's number
+        if not edited:  # (5 s after the fill began: it leaves the window)
+            edited.append(leads[-1])
             sim.store.leads[leads[-1]].update(Phone="9811129999",
                                               ModifiedOn="2025-02-01 00:00:05")
-        return answer
 
-    sink.client.leads.recently_modified = edit_during_the_fill
-    try:
-        await directory.refresh(full=True)
-    finally:
-        await sink.close()
-    rows = buffer.directory("leadsquared")
+    rows = await fill(sim, buffer, page=2, clock=lambda: next(times),
+                      after_call=edit_after_the_first_page)
     for number, lead in zip(numbers[:-1], leads[:-1], strict=True):
         assert await rows.lookup(chat_keys(number)) == lead, number
     assert await rows.lookup(chat_keys("+919811129999")) == leads[-1]  # its new number
@@ -164,15 +176,7 @@ async def test_an_old_lead_edited_lately_is_read_whatever_order_the_account_sort
     for i, lead in enumerate(leads):
         sim.store.leads[lead]["ModifiedOn"] = f"2025-01-0{i + 1} 10:00:00"
     sim.store.leads[leads[0]]["ModifiedOn"] = "2025-01-20 10:00:00"  # edited lately
-    sink = sink_for(sim, opportunities=False)
-    await sink.start()
-    try:
-        directory = LeadDirectory(sink.client, buffer.directory("leadsquared"), mode="on",
-                                  limit=1000, refresh_every=300, page=2)
-        await directory.refresh(full=True)
-    finally:
-        await sink.close()
-    rows = buffer.directory("leadsquared")
+    rows = await fill(sim, buffer, page=2)
     for i, lead in enumerate(leads):
         assert await rows.lookup(chat_keys(f"+9198111300{i:02d}")) == lead
 
@@ -181,29 +185,9 @@ async def test_more_leads_in_one_second_than_a_page_are_all_read(sim, buffer):
     leads = [sim.add_lead(FirstName=f"L{i}", Phone=f"98111200{i:02d}") for i in range(7)]
     for lead in leads:
         sim.store.leads[lead]["ModifiedOn"] = "2025-01-01 10:00:00"  # one bulk import
-    sink = sink_for(sim, opportunities=False)
-    await sink.start()
-    try:
-        directory = LeadDirectory(sink.client, buffer.directory("leadsquared"), mode="on",
-                                  limit=1000, refresh_every=300, page=3)
-        await directory.refresh(full=True)
-    finally:
-        await sink.close()
-    rows = buffer.directory("leadsquared")
+    rows = await fill(sim, buffer, page=3)
     for i, lead in enumerate(leads):
         assert await rows.lookup(chat_keys(f"+9198111200{i:02d}")) == lead
-
-
-async def test_bulk_opportunity_rows_are_owned_by_the_users_email_never_a_null_field(
-        sim, buffer):
-    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    opportunity = sim.add_opportunity(lead, "Deal")
-    await buffer.append([chat(1), chat(2), chat(3)])
-    async with running(buffer, [sink_for(sim, granularity="message")]):
-        await wait_until(lambda: settled(buffer), timeout=30)
-    rows = [row for c in sim.calls if c.path == BY_OPPORTUNITY for row in c.body]
-    assert len(rows) == 3 and {row["ActivityOwnerEmail"] for row in rows} == {USER_EMAIL}
-    assert len(sim.activities(opportunity_id=opportunity)) == 3
 
 
 async def test_without_an_owner_email_opportunity_posts_go_one_by_one(sim, buffer):

@@ -20,13 +20,13 @@ import pytest
 
 from plugins.leadsquared.simulator import Simulator, every_setting
 from tests.leadsquared.test_bulk import (  # noqa: F401
+    test_an_opportunitys_several_activities_share_one_bulk_call_with_the_same_keys,
     test_one_refused_row_fails_only_its_own_conversation,
 )
 from tests.leadsquared.test_guesses import (  # noqa: F401
     test_a_chat_with_a_photo_lands_once_on_the_lead_and_only_the_open_deal,
     test_a_lead_edited_mid_fill_skips_no_lead,
     test_an_old_lead_edited_lately_is_read_whatever_order_the_account_sorts_in,
-    test_bulk_opportunity_rows_are_owned_by_the_users_email_never_a_null_field,
     test_concurrent_deliveries_for_one_new_number_in_one_process_make_one_lead,
     test_lost_bulk_answers_and_unreadable_rows_still_post_exactly_once,
     test_more_leads_in_one_second_than_a_page_are_all_read,
