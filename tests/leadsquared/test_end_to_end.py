@@ -295,7 +295,7 @@ def test_sigkill_between_a_bulk_post_and_its_ack_posts_nothing_twice(tmp_path, s
     numbers = [f"9198700001{i:02d}" for i in range(6)]
     leads = [simulator.add_lead(FirstName=f"Lead{i}", Phone=n[2:])
              for i, n in enumerate(numbers)]
-    simulator.configure(write_hold=2.0)
+    simulator.configure(write_hold=1.0)
     port = free_port()
     config = tmp_path / "config.yaml"
     write_config(config, simulator, port, opportunities=False)

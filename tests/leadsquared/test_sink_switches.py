@@ -45,7 +45,6 @@ from tests.leadsquared.test_stale_lead import (  # noqa: F401
 )
 from tests.leadsquared.test_targets import (  # noqa: F401
     test_a_refused_opportunity_is_a_dead_target_and_the_lead_activity_lands_once,
-    test_an_opportunity_that_cannot_be_checked_waits_alone,
 )
 
 PAIRED = {"opportunity_types": {"absent": {"opportunity_type": "optional"}}}
