@@ -114,8 +114,8 @@ async def owner_email(client: LeadSquaredClient, settings: LeadSquaredConfig,
     EmailAddress: its documented sample has it null [DOC:user-authentication]."""
     if settings.owner_email:
         return settings.owner_email
-    if not user.get("Id"):
-        return None
+    if not user.get("Id") or settings.opportunities is False or not settings.bulk:
+        return None  # none needed: no bulk posts on opportunities
     try:
         found = await client.users.by_id(str(user["Id"]))
     except LeadSquaredError as exc:
