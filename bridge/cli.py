@@ -43,7 +43,7 @@ def load(config_path: str) -> tuple[Any, Any]:
 
 
 @click.group()
-@click.version_option(package_name="chatbridge")
+@click.version_option(package_name="chatbridge-crm")
 @click.option("--log-level", default="INFO", show_default=True, envvar="BRIDGE_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="least severe level logged ($BRIDGE_LOG_LEVEL)")
