@@ -17,7 +17,7 @@ from bridge.durations import Duration
 from bridge.errors import ConfigError
 from bridge.logs import SECRET_NAME
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 MIN_SYNC_INTERVAL = 0.1  # seconds; shorter drains back to back and spins a core
 HIDDEN = "the value (not shown: it is a secret)"
 
@@ -97,27 +97,54 @@ class BridgeConfig(_Section):
 
 
 def interpolate(node: Any, path: str = "") -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string of a parsed YAML tree."""
+    """Replace ${VAR}, ${VAR:-default} and ${VAR:?what to do} in every string of a parsed
+    YAML tree. Every unset variable without a default is named in one error line; the
+    `:?` form (as in the shell) gives the fix, e.g. what to set or which command to run."""
+    missing: list[tuple[str, str, str | None]] = []
+    value = _interpolate(node, path, missing)
+    if missing:
+        raise ConfigError(_unset(missing))
+    return value
+
+
+def _interpolate(node: Any, path: str, missing: list[tuple[str, str, str | None]]) -> Any:
     if isinstance(node, dict):
-        return {k: interpolate(v, _join(path, str(k))) for k, v in node.items()}
+        return {k: _interpolate(v, _join(path, str(k)), missing) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [_interpolate(v, f"{path}[{i}]", missing) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
     def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
+        name, kind, text = match.group(1), match.group(2), match.group(3)
         value = os.environ.get(name)
         if value is not None:
             return value
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"{path}: environment variable {name} is not set "
-            f"(export {name}=..., or write ${{{name}:-default}})"
-        )
+        if kind == ":-":
+            return text
+        missing.append((path, name, text.strip() or None if kind == ":?" else None))
+        return ""
 
     return _VAR.sub(substitute, node)
+
+
+def _unset(missing: list[tuple[str, str, str | None]]) -> str:
+    """One line naming every unset variable, where it is used, and what to do."""
+    names = list(dict.fromkeys(name for _, name, _ in missing))
+    paths = ", ".join(dict.fromkeys(path for path, _, _ in missing))
+    hints = list(dict.fromkeys(hint for _, _, hint in missing if hint))
+    if hints:
+        return f"set {_and(names)} ({paths}): {'; '.join(hints)}"
+    if len(missing) == 1:
+        ((path, name, _),) = missing
+        return (f"{path}: environment variable {name} is not set "
+                f"(export {name}=..., or write ${{{name}:-default}})")
+    return (f"environment variables {_and(names)} are not set ({paths}): export them, "
+            "or write ${VAR:-default} in the config")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -190,12 +190,26 @@ class Metrics:
         return counts
 
     def sample_backlog(self, sinks: list[dict[str, Any]], now: float | None = None) -> None:
-        """Keep each sink's backlog (from Buffer.sinks()), at most once per BACKLOG_EVERY."""
+        """Keep each sink's waiting backlog (Buffer.sinks()' backlog less its held chats),
+        at most once per BACKLOG_EVERY."""
         at = time.time() if now is None else now
         for state in sinks:
             samples = self._backlog.setdefault(state["sink"], deque(maxlen=BACKLOG_SAMPLES))
             if not samples or at - samples[-1][0] >= BACKLOG_EVERY:
-                samples.append((at, int(state.get("backlog", 0))))
+                samples.append((at, int(state.get("backlog", 0)) - int(state.get("held", 0))))
+
+    def backlog_growth(self, sink: str, window: float,
+                       now: float | None = None) -> tuple[int, int] | None:
+        """(largest waiting backlog in the window before, the latest) when every sample of
+        the last `window` seconds is above every sample of the window before it (two
+        samples each at least); else None. In memory: a restart judges afresh."""
+        end = time.time() if now is None else now
+        recent = [n for at, n in self._backlog.get(sink, ()) if end - window < at <= end]
+        before = [n for at, n in self._backlog.get(sink, ())
+                  if end - 2 * window < at <= end - window]
+        if len(recent) < 2 or len(before) < 2 or min(recent) <= max(before):
+            return None
+        return max(before), recent[-1]
 
     def backlog_due(self, now: float | None = None) -> bool:
         """True when no sink has a backlog sample from the last BACKLOG_EVERY seconds."""

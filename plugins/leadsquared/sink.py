@@ -86,6 +86,7 @@ class LeadSquaredSink:
         self._opportunity_types: list[int] | None = None  # from config, or looked up once
         self._types_lock = asyncio.Lock()
         self._simulator: Any = None  # the bundled simulator when host is "simulator"
+        self.simulated = "LeadSquared" if config.host == SIMULATOR else None  # Sink contract
         self.files_base = ""  # where File Upload goes (config.files_base)
         self.allow_attachments = True  # the activity type's Allow Attachments setting
         self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bridge.serve import CappedSite
+from bridge.serve import CappedSite, listen
 from tests.helpers import free_port
 from tests.processes import log_file, tail, wait_http
 from tests.reliability.support import (
@@ -132,7 +132,7 @@ async def _capped(handler, cap: int) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
-    await CappedSite(runner, "127.0.0.1", port, cap).start()
+    await CappedSite(runner, *await listen("127.0.0.1", port, cap)).start()
     return runner, port
 
 
