@@ -24,7 +24,7 @@ from bridge.page_charts import rate_budgets
 from bridge.plugins import collect
 from bridge.security import admin_only, error_middleware
 from bridge.state import BRIDGE, Bridge
-from bridge.status import status_report
+from bridge.status import add_health, status_report
 from bridge.sync import SinkRunner
 
 logger = logging.getLogger(__name__)
@@ -206,12 +206,21 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of this bridge's registry (buffer gauges read now)."""
+    """Prometheus text exposition of this bridge's registry (buffer gauges and each sink's
+    health verdict read now)."""
     bridge = request.app[BRIDGE]
     bridge.metrics.buffer_state.budgets = rate_budgets(bridge.sinks)
-    bridge.metrics.buffer_state.cluster = await cluster_report(bridge) \
-        if bridge.buffer is not None else None
-    body, content_type = await bridge.metrics.render(bridge.buffer)
+    cluster = await cluster_report(bridge) if bridge.buffer is not None else None
+    bridge.metrics.buffer_state.cluster = cluster
+    sinks = None
+    if cluster is not None:
+        try:
+            sinks = await bridge.buffer.sinks()
+            await add_health(bridge, sinks, cluster)
+        except Exception as exc:  # the gauges are left out of this scrape, as on any failure
+            logger.warning("metrics: could not judge the sinks' health: %s", exc)
+            sinks = None
+    body, content_type = await bridge.metrics.render(bridge.buffer, sinks)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -7,16 +7,21 @@ import hashlib
 import hmac
 import logging
 import math
+import time
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
+from bridge.attention import attention
 from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
+from bridge.health import ago, overall
 from bridge.page_charts import charts
 from bridge.render import render_line
 from bridge.security import (
@@ -27,18 +32,29 @@ from bridge.security import (
     refusal,
 )
 from bridge.state import BRIDGE
-from bridge.status import PER_PAGE, conversation_report, page_data, record_link, sink_details
+from bridge.status import (
+    PER_PAGE,
+    add_health,
+    conversation_report,
+    page_data,
+    record_link,
+    sink_details,
+)
 from bridge.throttle import client_key
 
 logger = logging.getLogger(__name__)
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
+REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script)
+NOSCRIPT_REFRESH = 60  # seconds: a whole-page reload, for a browser without scripts
+SCRIPT = (Path(__file__).parent / "static" / "page.js").read_bytes()
 
 
 def page_routes() -> list[web.RouteDef]:
     return [
         web.get("/", index),
+        web.get("/static/page.js", page_script),
         web.get("/login", login_form),
         web.post("/login", login),
         web.post("/logout", logout),
@@ -65,6 +81,25 @@ def _when(value: datetime | None, tz: tzinfo | None) -> str:
     if value is None:
         return "never"
     return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def relative(value: datetime | float | None, tz: tzinfo | None, now: float,
+             never: str = "never") -> Markup:
+    """'42 s ago' or 'in 2 min', the absolute time (with its zone) on hover."""
+    if value is None:
+        return Markup(escape(never))
+    when = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    delta = when.timestamp() - now
+    words = "now" if abs(delta) < 1 else f"in {ago(delta)}" if delta > 0 else f"{ago(-delta)} ago"
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        when.astimezone(UTC).isoformat(timespec="seconds"), _when(when, tz), words)
+
+
+def zone_label(tz: tzinfo | None, now: float) -> str:
+    """'Asia/Kolkata (IST)', or "this server's zone (UTC)"."""
+    abbreviation = datetime.fromtimestamp(now, UTC).astimezone(tz).strftime("%Z")
+    name = getattr(tz, "key", None)
+    return f"{name} ({abbreviation})" if name else f"this server's zone ({abbreviation})"
 
 
 def csrf_token(request: web.Request) -> str:
@@ -105,40 +140,62 @@ def _list_query(request: web.Request) -> dict[str, Any]:
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    """The status page: sinks, charts, a page of conversations, dead letters."""
+    """The status page: the verdict, what needs attention, conversations, then details."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
     wanted = _list_query(request)
     data = await page_data(bridge.buffer, wanted["sink"], search=wanted["search"],
                            sort=wanted["sort"], show=wanted["show"], page=wanted["page"])
+    cluster = await cluster_report(bridge)
+    now = time.time()
+    await add_health(bridge, data["sinks"], cluster, now)
     _add_live(bridge, data)
+    data["health"] = overall(data["sinks"], running=True)
+    data["attention"] = await attention(bridge.buffer, data["sinks"], data["sink"])
     tz = zone(bridge.config.server.timezone)
 
-    def link(**change: Any) -> str:
-        """This list's address with some parameters changed (page back to 1 unless given)."""
+    def link(anchor: str = "conversations", **change: Any) -> str:
+        """This list's address with some parameters changed (page back to 1 unless given),
+        opened at `anchor` so the results are on screen."""
         params = {"sink": data["sink"], "q": wanted["search"], "sort": wanted["sort"],
                   "show": wanted["show"], "page": 1, **change}
         defaults = {"sort": "last_message", "show": "all", "page": 1}
         kept = {k: v for k, v in params.items() if v and defaults.get(k) != v}
-        return "/?" + urlencode(kept) if kept else "/"
+        return ("/?" + urlencode(kept) if kept else "/") + (f"#{anchor}" if anchor else "")
 
     pages = max(1, math.ceil((data["total"] or 0) / PER_PAGE))
     return _render("status.html", data=data, wanted=wanted, pages=pages, link=link,
-                   charts=await charts(bridge, data["sinks"], tz),
-                   cluster=await cluster_report(bridge),
+                   charts=await charts(bridge, data["sinks"], tz, now),
+                   cluster=cluster,
                    stamp=lambda value: _when(_epoch(value), tz),
+                   rel=lambda value, never="never": relative(value, tz, now, never),
+                   zone=zone_label(tz, now), updated=_when(_epoch(now), tz),
+                   refresh=REFRESH_EVERY, noscript_refresh=NOSCRIPT_REFRESH,
                    sources=[source.name for source in bridge.sources],
-                   conversation_link=_conversation_link,
+                   conversation_link=_conversation_link, label=_label,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
                    requeued=request.query.get("requeued"), purged=request.query.get("purged"),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
+async def page_script(request: web.Request) -> web.StreamResponse:
+    """The page's small refresh script (the page works without it)."""
+    return web.Response(body=SCRIPT, content_type="text/javascript",
+                        headers={"Cache-Control": "no-cache"})
+
+
+def _label(key: str) -> str:
+    """A sink's describe() key as a label: 'throttled_for_s' -> 'Throttled for (s)'."""
+    words = key.replace("_", " ").strip()
+    if words.endswith(" s"):
+        words = words[:-2] + " (s)"
+    return words[:1].upper() + words[1:]
+
+
 def _add_live(bridge: Any, data: dict[str, Any]) -> None:
-    """What only the running process knows: is the sink running, its details, record links."""
+    """What only the running process knows: the sinks' details and record links."""
     sinks = {sink.name: sink for sink in bridge.sinks}
     for entry in data["sinks"]:
-        entry["running"] = entry["sink"] in bridge.runners
         entry["details"] = sink_details(sinks.get(entry["sink"]))
     chosen = sinks.get(data["sink"])
     for row in data["conversations"]:

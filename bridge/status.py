@@ -6,15 +6,13 @@ import logging
 import time
 from typing import Any
 
+from bridge.attention import OVERDUE_FILE
 from bridge.buffer import Buffer, reads
 from bridge.buffer.enrich import first_error
 from bridge.cluster import cluster_report
 from bridge.health import growth_window, overall, verdict
 
 logger = logging.getLogger(__name__)
-# An attachment whose file is fetched within seconds normally; one still waiting after this
-# long is overdue (a Graph outage, an expired link, or the hand-over race issue 25 fixes).
-OVERDUE_FILE = 900.0
 
 
 async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 50,
@@ -126,7 +124,7 @@ PER_PAGE = 50
 
 async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | None = None,
                     sort: str = "last_message", show: str = "all", page: int = 1,
-                    per_page: int = PER_PAGE, dead_letters: int = 50) -> dict[str, Any]:
+                    per_page: int = PER_PAGE) -> dict[str, Any]:
     """What the status page shows: every sink's figures and one sink's conversation page."""
     sinks = await buffer.sinks()
     names = [s["sink"] for s in sinks]
@@ -137,11 +135,7 @@ async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | No
     return {**people, "sinks": sinks, "sink": chosen,
             "messages": await buffer.count_messages(), "media": await buffer.media_counts(),
             "conversations": listing["rows"], "total": listing["total"],
-            "page": page, "per_page": per_page,
-            "dead_letter_sample": await buffer.dead_letters(chosen, limit=dead_letters)
-            if chosen else [],
-            "dead_target_sample": await buffer.dead_targets(chosen, limit=dead_letters)
-            if chosen else []}
+            "page": page, "per_page": per_page}
 
 
 async def conversation_report(bridge: Any, key: str) -> dict[str, Any] | None:

@@ -46,7 +46,9 @@ async def test_page_shows_last_synced_and_transcripts_on_loopback_without_token(
             assert resp.status == 200 and resp.content_type == "text/html"
             html = await resp.text()
     row = re.search(r'<tr data-key="\+919876543210">(.*?)</tr>', html, re.S)[1]
-    assert re.search(r'class="last-synced">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST<', row)
+    # relative, with the absolute time in server.timezone (labelled) on hover
+    assert re.search(r'class="last-synced"><time datetime="\d{4}-\d\d-\d\dT[\d:]+\+00:00" '
+                     r'title="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST">(now|\d+ s ago)</time><', row)
     assert re.search(r'class="synced">2</td>', row)
     assert re.search(r'class="transcripts">1</td>', row)
 
