@@ -102,7 +102,7 @@ def bars(chart_id: str, title: str, desc: str, labels: Sequence[str],
                        f' width="{bar:.1f}" height="{h:.1f}" fill="{_fill(chart_id, s.fill)}"'
                        f' stroke="{INK}" stroke-width="{0.5 if h else 0}">'
                        f'<title>{escape(label)}: {_num(value)} {escape(s.label)}</title></rect>')
-        if i % tick_every == 0:
+        if (len(labels) - 1 - i) % tick_every == 0:  # counted from the newest: it is labelled
             out.append(f'<text x="{x0:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="11"'
                        f' fill="{MUTED}">{escape(label)}</text>')
     if limit is not None:

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
-REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script)
+REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script);
+# ?refresh=N (5 to 3600) sets another, e.g. for a wall display
 NOSCRIPT_REFRESH = 60  # seconds: a whole-page reload, for a browser without scripts
 SCRIPT = (Path(__file__).parent / "static" / "page.js").read_bytes()
 
@@ -135,8 +136,11 @@ def _list_query(request: web.Request) -> dict[str, Any]:
     page = query.get("page", "1")
     if not (page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE):
         raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {MAX_PAGE}")
+    refresh = query.get("refresh", str(REFRESH_EVERY))
+    if not (refresh.isascii() and refresh.isdigit() and 5 <= int(refresh) <= 3600):
+        raise web.HTTPBadRequest(text="refresh must be a whole number of seconds from 5 to 3600")
     return {"search": query.get("q", "").strip() or None, "sort": sort, "show": show,
-            "page": int(page), "sink": query.get("sink") or None}
+            "page": int(page), "sink": query.get("sink") or None, "refresh": int(refresh)}
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -170,7 +174,8 @@ async def index(request: web.Request) -> web.StreamResponse:
                    stamp=lambda value: _when(_epoch(value), tz),
                    rel=lambda value, never="never": relative(value, tz, now, never),
                    zone=zone_label(tz, now), updated=_when(_epoch(now), tz),
-                   refresh=REFRESH_EVERY, noscript_refresh=NOSCRIPT_REFRESH,
+                   refresh=wanted["refresh"],
+                   noscript_refresh=max(wanted["refresh"], NOSCRIPT_REFRESH),
                    sources=[source.name for source in bridge.sources],
                    conversation_link=_conversation_link, label=_label,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
