@@ -155,6 +155,6 @@ def _calls(metrics: Any, name: str, budget: str, what: str, stated: tuple[int, f
                limit=limit, limit_label=f"limit {limit} per {per:g} s (dashed)")
     return {"id": chart_id, "heading": f"{name}: {what} against their own limit",
             "svg": svg, "timeline": True, "table": {
-                "caption": f"{what.capitalize()} per {per:g} s window (last {span})",
+                "caption": f"{what[:1].upper()}{what[1:]} per {per:g} s window (last {span})",
                 "columns": ("Limit per window", "Peak", "Windows at the limit", "Calls"),
                 "rows": [(limit, max(counts), full, sum(counts))]}}

@@ -59,7 +59,7 @@ def render_status(report: dict[str, Any], tz: tzinfo | None = None,
                   now: float | None = None) -> str:
     """The verdict per sink, what needs attention, then details and conversations."""
     clock = Clock(tz, now)
-    health = report.get("health") or {"state": "healthy", "reason": ""}
+    health = report.get("health") or {"state": "unknown", "reason": "not judged"}
     lines = [f"Chatbridge: {health['state'].upper()} — {health['reason']}"]
     lines += [line for sink in report["sinks"] for line in _verdict(sink, clock)]
     if not report["sinks"]:
