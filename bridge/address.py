@@ -9,12 +9,27 @@ repeating the port, and a file left by a killed bridge costs one refused connect
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 ANY_ADDRESS = ("0.0.0.0", "::", "")
+HEADER = "X-Chatbridge-Buffer"  # on every answer: which buffer this bridge runs on (hashed)
+
+
+def buffer_id(config: Any) -> str:
+    """A short fingerprint of the config's buffer (the SQLite file's real path, or the
+    PostgreSQL URL without its password): a client checks that the bridge it reached is
+    the one on its own buffer, not another bridge that took the port."""
+    if config.buffer.postgres:
+        from bridge.buffer.postgres import redact
+
+        where = redact(config.buffer.url)
+    else:
+        where = os.path.realpath(config.buffer.path)
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def url_of(host: str, port: int) -> str:
@@ -55,12 +70,26 @@ def candidates(config: Any) -> list[str]:
     """Base URLs to try, in order: the recorded address, then the config's."""
     found = []
     try:
-        recorded = json.loads(address_file(config).read_text()).get("url")
-        if isinstance(recorded, str) and recorded.startswith("http://"):
-            found.append(recorded.rstrip("/"))
+        recorded = json.loads(address_file(config).read_text())
+        url, pid = recorded.get("url"), recorded.get("pid")
+        if isinstance(url, str) and url.startswith("http://") and _alive(pid):
+            found.append(url.rstrip("/"))
     except (OSError, ValueError, AttributeError):
         pass
     if config.server.port:  # port 0: the recorded address is the only way to know it
         configured = url_of(config.server.host, config.server.port)
         found += [configured] if configured not in found else []
     return found
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process `pid` exists here (a file left by a killed bridge names none)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True

@@ -12,6 +12,7 @@ from contextlib import suppress
 import pluggy
 from aiohttp import web
 
+from bridge import address
 from bridge.buffer import Buffer
 from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
@@ -67,6 +68,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         metrics=context.metrics,
     )
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    bridge.buffer_id = address.buffer_id(config)
     app[BRIDGE] = bridge
     app.add_routes([
         web.get("/healthz", healthz),
@@ -81,6 +83,13 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
     app.cleanup_ctx.append(_sync_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     return app
+
+
+def _answer(request: web.Request, data: object) -> web.Response:
+    """An admin API answer (JSON), saying which buffer this bridge runs on (hashed): a
+    client command of another config that reaches this port knows it is not its bridge."""
+    return web.json_response(data, dumps=_dumps,
+                             headers={address.HEADER: request.app[BRIDGE].buffer_id})
 
 
 def _add_source_routes(app: web.Application, bridge: Bridge) -> None:
@@ -202,7 +211,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     report = await status_report(request.app[BRIDGE], request.query.get("q"))
-    return web.json_response(report, dumps=_dumps)
+    return _answer(request, report)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -234,7 +243,7 @@ async def sync_now(request: web.Request) -> web.Response:
         if name in (None, runner_name):
             runner.wake()
     await tell_cluster(bridge.buffer, "sync", name)
-    return web.json_response({"woken": [name] if name else sorted(bridge.runners)})
+    return _answer(request, {"woken": [name] if name else sorted(bridge.runners)})
 
 
 
@@ -250,8 +259,8 @@ async def backfill(request: web.Request) -> web.Response:
     queued = await runner.backfill(days)
     runner.wake()
     await tell_cluster(bridge.buffer, "backfill", name)
-    return web.json_response({"sink": name, "days": days or runner.settings.backfill_days,
-                              "queued": queued})
+    return _answer(request, {"sink": name, "days": days or runner.settings.backfill_days,
+                             "queued": queued})
 
 
 def _days(text: str | None) -> float | None:

@@ -30,7 +30,7 @@ def call(config: Any, method: str, path: str, *, timeout: float = 30,
     nothing listens, Unanswered for any other answer."""
     headers = {"Authorization": f"Bearer {config.server.admin_token}"} \
         if config.server.admin_token else {}
-    tried = []
+    tried, elsewhere = [], None
     for base in bases or address.candidates(config):
         try:
             response = httpx.request(method, base + path, headers=headers, timeout=timeout,
@@ -41,7 +41,15 @@ def call(config: Any, method: str, path: str, *, timeout: float = 30,
         except httpx.HTTPError as exc:
             raise Unanswered(f"{base}{path} did not answer ({type(exc).__name__}): the bridge "
                              "may be overloaded; try again") from None
+        theirs = response.headers.get(address.HEADER)
+        if theirs is not None and theirs != address.buffer_id(config):
+            elsewhere = base  # another bridge took this port: not ours
+            continue
         return _checked(response, base)
+    if elsewhere is not None:
+        raise Unanswered(f"the bridge at {elsewhere} runs on another buffer than this "
+                         "config's (another bridge's port?); this config's bridge is not "
+                         "running there")
     raise NoBridge(f"no bridge answered at {' or '.join(tried) or 'server.port 0'}; is it "
                    "running? (start it with `bridge run -c CONFIG`)", tried)
 

@@ -141,6 +141,22 @@ def test_status_finds_run_port_says_healthy_and_send_test_reports_each_outcome(t
         assert refused.returncode == 3  # unknown, never "stopped"
         assert "UNKNOWN — the bridge at" in refused.stderr and "refused the admin token" \
             in refused.stderr
+
+        # another config's bridge on the port this config names is not taken for its own
+        stranger = tmp_path / "stranger.yaml"
+        port = url.rsplit(":", 1)[1]
+        stranger.write_text(config.read_text().replace("port: 1,", f"port: {port},")
+                            .replace("bridge.db", "stranger.db"))
+        other = bridge("status", "-c", str(stranger))
+        assert other.returncode == 3 and "runs on another buffer than this config's" \
+            in other.stderr
+        # an address left by a killed bridge (its process gone) is not tried
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        (tmp_path / "stranger.db.address").write_text(json.dumps({"url": url,
+                                                                    "pid": gone.pid}))
+        stranger.write_text(stranger.read_text().replace(f"port: {port},", "port: 1,"))
+        assert bridge("status", "-c", str(stranger)).returncode == 2  # stopped: none there
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
