@@ -85,12 +85,15 @@ def _when(value: datetime | None, tz: tzinfo | None) -> str:
 
 
 def relative(value: datetime | float | None, tz: tzinfo | None, now: float,
-             never: str = "never") -> Markup:
-    """'42 s ago' or 'in 2 min', the absolute time (with its zone) on hover."""
+             never: str = "never", due: bool = False) -> Markup:
+    """'42 s ago' or 'in 2 min', the absolute time (with its zone) on hover; a time
+    something is `due` at reads 'now' once it has passed (it is under way)."""
     if value is None:
         return Markup(escape(never))
     when = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
     delta = when.timestamp() - now
+    if due and delta < 0:
+        delta = 0.0
     words = "now" if abs(delta) < 1 else f"in {ago(delta)}" if delta > 0 else f"{ago(-delta)} ago"
     return Markup('<time datetime="{}" title="{}">{}</time>').format(
         when.astimezone(UTC).isoformat(timespec="seconds"), _when(when, tz), words)
@@ -172,7 +175,8 @@ async def index(request: web.Request) -> web.StreamResponse:
                    charts=await charts(bridge, data["sinks"], tz, now),
                    cluster=cluster,
                    stamp=lambda value: _when(_epoch(value), tz),
-                   rel=lambda value, never="never": relative(value, tz, now, never),
+                   rel=lambda value, never="never", due=False: relative(value, tz, now, never,
+                                                                         due),
                    zone=zone_label(tz, now), updated=_when(_epoch(now), tz),
                    refresh=wanted["refresh"],
                    noscript_refresh=max(wanted["refresh"], NOSCRIPT_REFRESH),

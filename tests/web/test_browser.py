@@ -234,7 +234,13 @@ def test_the_status_page_in_a_real_browser(tmp_path):
         assert newest_in_view, "the newest hour is not on screen at 390 px"
         failed = driver.find_element(by.CSS_SELECTOR, "table.failed-sends")
         assert failed.size["width"] <= 390
+
+        # 7. the bridge stops while the page is open: the page says so by itself
+        driver.get(f"{demo.url}/?refresh=5")
         assert demo.interrupt() == 0
+        wait(driver, 20).until(lambda d: d.find_element(
+            by.ID, "verdict-headline").text.startswith("Not answering"))
+        assert "state-stopped" in driver.find_element(by.ID, "verdict").get_attribute("class")
     finally:
         driver.quit()
         demo.kill()
