@@ -190,8 +190,8 @@ def status(config_path: str, as_json: bool, search: str | None) -> None:
     Exit status, for cron and monitoring checks: 0 every sink healthy, 1 one is behind,
     2 one is failing or stopped, 3 unknown (the bridge answered but refused the token).
     """
-    from bridge.page import zone
     from bridge.remote import Unanswered, bridge_status
+    from bridge.textreport import zone
 
     config, pm = load(config_path)
     try:
@@ -285,6 +285,9 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
         return await buffer.dead_letters(sink, limit), await buffer.dead_targets(sink, limit)
 
     rows, targets = asyncio.run(_with_buffer(config, both))
+    from bridge.textreport import Clock, zone
+
+    at = Clock(zone(config.server.timezone)).at
     if as_json:
         listed = [{"kind": "message", **r} for r in rows] + [
             {"kind": "target", **r} for r in targets]
@@ -294,11 +297,11 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
         click.echo("no dead letters")
     for row in rows:
         click.echo(f"{row['sink']}  #{row['message_id']}  {row['conversation']}  "
-                   f"{row['dead_at']:%Y-%m-%d %H:%M}  {row['reason']}")
+                   f"{at(row['dead_at'])}  {row['reason']}")
     for row in targets:  # one target of a message given up; its other targets landed
         ids = ",".join(f"#{i}" for i in row["message_ids"])
         click.echo(f"{row['sink']}  {ids}  {row['conversation']}  "
-                   f"{row['dead_at']:%Y-%m-%d %H:%M}  target {row['target']}: {row['reason']}")
+                   f"{at(row['dead_at'])}  target {row['target']}: {row['reason']}")
 
 
 @dead_letter.command("requeue")

@@ -155,7 +155,11 @@ class Sink(Protocol):
     the page logs and shows as unknown): `record_url(record_id) -> str | None`, a link to
     the CRM record; `activity_url(external_id) -> str | None`, a link to one posted object;
     `describe() -> dict`, live figures; `rate_budget() -> (calls, per_seconds)`, the CRM's
-    rate limit, which the page charts the sink's calls against.
+    rate limit, which the page charts the sink's calls against; `bulk_rate_budget()`, a
+    second budget the CRM counts apart (bulk calls), charted and exported apart;
+    `simulated: str | None`, the real service the sink stands in for when it talks to a
+    simulator (the page shows a banner, `check`/`run`/`status` say "simulator — nothing
+    reaches <it>"). A sink never falls back to a simulator by itself.
     """
 
     name: str

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -40,6 +39,7 @@ from bridge.status import (
     record_link,
     sink_details,
 )
+from bridge.textreport import zone
 from bridge.throttle import client_key
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,6 @@ def page_routes() -> list[web.RouteDef]:
         web.post("/conversation/purge", admin_only(purge)),
     ]
 MAX_PAGE = 1_000_000
-
-
-def zone(name: str | None) -> tzinfo | None:
-    """server.timezone, or None for the system's zone."""
-    return ZoneInfo(name) if name else None
 
 
 def _epoch(value: float | None) -> datetime | None:

@@ -6,11 +6,17 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bridge.health import ago
 from bridge.render import failure_text
 
 SINK_INDENT = "    "
+
+
+def zone(name: str | None) -> tzinfo | None:
+    """server.timezone, or None for the system's zone."""
+    return ZoneInfo(name) if name else None
 
 
 def as_datetime(value: Any) -> datetime | None:

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from bridge.errors import BridgeError
-from bridge.page import zone
 from bridge.remote import call
-from bridge.textreport import Clock, as_datetime
+from bridge.textreport import Clock, as_datetime, zone
 
 POLL = 0.5  # seconds between looks at /status
 
