@@ -141,3 +141,37 @@ async def test_a_sink_that_cannot_start_is_failing_with_the_error(make_app, serv
     entry = await wait_until(failing)
     assert entry["health"]["reason"] == ("the last sync failed: RuntimeError: the CRM refused "
                                          "the access key")
+
+
+async def test_the_attention_and_health_reads_on_each_backend(buffer):
+    """reads.sync_health, previews and overdue_files, and the attention lists built on
+    them, on SQLite and PostgreSQL alike."""
+    import time
+
+    from bridge.attention import attention
+    from bridge.buffer import Policy, reads
+    from tests.helpers import message
+
+    policy = Policy(max_attempts=5, retry_delay=lambda attempt: 60.0, held_delay=60.0)
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, text="Is the annual plan still 20% off?"),
+                         message(2, "+14155550100", text="Do you ship to San Francisco?")])
+    for claim in await buffer.claim("crm", 10, 60):
+        asha = claim.batch.conversation.key == "+919876543210"
+        outcome = Outcome.retry("CRM: HTTP 503") if asha else Outcome.held(
+            "no lead with this number (create one, or set create_leads)")
+        await buffer.complete(claim, [outcome], policy)
+    health = await reads.sync_health(buffer.query, "crm")
+    assert health["retrying"] == 1 and health["retry_error"] == "CRM: HTTP 503"
+    assert health["retrying_since"] is not None and health["last_delivered_at"] is None
+    assert await reads.overdue_files(buffer.query, "crm", time.time(), 5) == (0, [])
+    sinks = await buffer.sinks()
+    for sink in sinks:
+        sink["held_chats"] = await reads.held_chats(buffer.query, sink["sink"])
+    found = await attention(buffer, sinks, "crm")
+    (held,) = found["held"]
+    assert (held["key"], held["preview"]) == ("+14155550100", "Do you ship to San Francisco?")
+    assert held["next"] == "Create one, or set create_leads; it is checked again at every sync."
+    assert found["counts"] == {"dead_letters": 0, "held": 1, "overdue": 0, "failed_sends": 0}
+    previews = await reads.previews(buffer.query, [], ["+919876543210"])
+    assert previews["+919876543210"][1].text == "Is the annual plan still 20% off?"
