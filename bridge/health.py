@@ -78,7 +78,7 @@ def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None
         before, current = growth
         return "behind", (f"the backlog is growing: {current:,} waiting, up from {before:,} "
                           f"{ago(growth_window(interval or 0))} ago")
-    return "healthy", f"synced {ago(age)} ago"
+    return "healthy", "synced just now" if age < 1 else f"synced {ago(age)} ago"
 
 
 def _failing(sink: Mapping[str, Any], now: float) -> str | None:

@@ -175,3 +175,27 @@ async def test_the_attention_and_health_reads_on_each_backend(buffer):
     assert found["counts"] == {"dead_letters": 0, "held": 1, "overdue": 0, "failed_sends": 0}
     previews = await reads.previews(buffer.query, [], ["+919876543210"])
     assert previews["+919876543210"][1].text == "Is the annual plan still 20% off?"
+
+
+async def test_an_attachment_waiting_for_its_file_is_overdue_after_a_while(buffer):
+    """reads.overdue_files counts targets still waiting for their message's file (the
+    sink's WAITING_FOR_FILE reason) since before the given time, oldest first."""
+    import time
+
+    from bridge.buffer import Policy, reads
+    from bridge.contracts import WAITING_FOR_FILE
+    from tests.helpers import message
+
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, text="my current bill")])
+    (claim,) = await buffer.claim("crm", 10, 60)
+    (sent,) = claim.batch.messages
+    claim.batch.fail_target(f"{claim.batch.key}:file", "the photo's attachment",
+                            f"{WAITING_FOR_FILE}: not fetched yet", [sent.id], 5, final=True)
+    await buffer.complete(claim, [Outcome.delivered()],
+                          Policy(max_attempts=5, retry_delay=lambda a: 1.0, held_delay=1.0))
+    assert await reads.overdue_files(buffer.query, "crm", time.time() - 900, 5) == (0, [])
+    count, rows = await reads.overdue_files(buffer.query, "crm", time.time() + 1, 5)
+    assert count == 1 and rows[0]["target"] == "the photo's attachment"
+    assert rows[0]["message_ids"] == [sent.id] and rows[0]["conversation"] == "+919876543210"
+    assert (await buffer.sinks())[0]["dead_targets"] == 0  # waiting, not a dead letter
