@@ -72,8 +72,11 @@ def candidates(config: Any) -> list[str]:
     try:
         recorded = json.loads(address_file(config).read_text())
         url, pid = recorded.get("url"), recorded.get("pid")
-        if isinstance(url, str) and url.startswith("http://") and _alive(pid):
-            found.append(url.rstrip("/"))
+        # only this config's host (a port of its own): the admin token goes with the call
+        ours = url_of(config.server.host, 0).rsplit(":", 1)[0] + ":"
+        if isinstance(url, str) and url.startswith(ours) and url[len(ours):].isdigit() \
+                and _alive(pid):
+            found.append(url)
     except (OSError, ValueError, AttributeError):
         pass
     if config.server.port:  # port 0: the recorded address is the only way to know it

@@ -245,3 +245,30 @@ def test_the_sample_config_without_credentials_fails_in_one_line(tmp_path):
                               str(ROOT / "config.yaml")], capture_output=True, text=True,
                              timeout=30, env=real, stdin=subprocess.DEVNULL)
     assert checked.returncode == 0 and "simulator" not in checked.stdout  # host: auto
+
+
+def test_a_recorded_address_is_tried_only_on_this_configs_host_and_while_its_process_lives(
+        tmp_path):
+    """The admin token goes with the call: an address file naming another host (or a
+    path) is ignored, as is one left by a process that is gone."""
+    from types import SimpleNamespace
+
+    from bridge import address
+
+    config = SimpleNamespace(server=SimpleNamespace(host="0.0.0.0", port=8080),
+                             buffer=SimpleNamespace(path=str(tmp_path / "b.db"),
+                                                    postgres=False))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    cases = {("http://127.0.0.1:9000", os.getpid()): ["http://127.0.0.1:9000",
+                                                      "http://127.0.0.1:8080"],
+             ("http://evil.example:9000", os.getpid()): ["http://127.0.0.1:8080"],
+             ("http://127.0.0.1:9000/x", os.getpid()): ["http://127.0.0.1:8080"],
+             ("http://127.0.0.1:9000", gone.pid): ["http://127.0.0.1:8080"]}
+    for (url, pid), expected in cases.items():
+        address.address_file(config).write_text(json.dumps({"url": url, "pid": pid}))
+        assert address.candidates(config) == expected, url
+    address.record(config, "http://127.0.0.1:9001")
+    assert address.candidates(config)[0] == "http://127.0.0.1:9001"
+    address.forget(config)
+    assert not address.address_file(config).exists()
