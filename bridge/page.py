@@ -218,8 +218,9 @@ async def conversation(request: web.Request) -> web.StreamResponse:
     report = await conversation_report(bridge, key)
     if report is None:
         raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
-    tz = zone(bridge.config.server.timezone)
+    tz, now = zone(bridge.config.server.timezone), time.time()
     return _render("conversation.html", c=report, when=lambda value: _when(value, tz),
+                   rel=lambda value, due=False: relative(value, tz, now, due=due),
                    line=render_line,
                    csrf=csrf_token(request), requeued=request.query.get("requeued"),
                    logged_in=SESSION_COOKIE in request.cookies)
