@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from bridge import params
 from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
 from bridge.page_charts import charts
@@ -50,6 +51,7 @@ def page_routes() -> list[web.RouteDef]:
         web.post("/conversation/purge", admin_only(purge)),
     ]
 MAX_PAGE = 1_000_000
+TOKEN_LONGEST = 4096  # characters of a typed admin token; a longer one is refused unchecked
 
 
 def zone(name: str | None) -> tzinfo | None:
@@ -92,16 +94,11 @@ def _signed_in_or_raise(request: web.Request) -> None:
 def _list_query(request: web.Request) -> dict[str, Any]:
     """The list's search, sort, filter and page from the address; a bad value is a 400."""
     query = request.query
-    sort, show = query.get("sort", "last_message"), query.get("show", "all")
-    if sort not in SORTS:
-        raise web.HTTPBadRequest(text=f"sort must be one of {', '.join(SORTS)}")
-    if show not in SHOWS:
-        raise web.HTTPBadRequest(text=f"show must be one of {', '.join(SHOWS)}")
-    page = query.get("page", "1")
-    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE):
-        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {MAX_PAGE}")
-    return {"search": query.get("q", "").strip() or None, "sort": sort, "show": show,
-            "page": int(page), "sink": query.get("sink") or None}
+    return {"search": (params.text(query, "q") or "").strip() or None,
+            "sort": params.choice(query, "sort", SORTS, "last_message"),
+            "show": params.choice(query, "show", SHOWS, "all"),
+            "page": params.whole(query, "page", 1, low=1, high=MAX_PAGE),
+            "sink": params.text(query, "sink") or None}
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -111,6 +108,8 @@ async def index(request: web.Request) -> web.StreamResponse:
     wanted = _list_query(request)
     data = await page_data(bridge.buffer, wanted["sink"], search=wanted["search"],
                            sort=wanted["sort"], show=wanted["show"], page=wanted["page"])
+    if wanted["sink"] not in (None, data["sink"]):  # page_data falls back to the first sink
+        raise web.HTTPNotFound(text=f"no sink named {params.shown(wanted['sink'])}")
     _add_live(bridge, data)
     tz = zone(bridge.config.server.timezone)
 
@@ -130,7 +129,8 @@ async def index(request: web.Request) -> web.StreamResponse:
                    sources=[source.name for source in bridge.sources],
                    conversation_link=_conversation_link,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
-                   requeued=request.query.get("requeued"), purged=request.query.get("purged"),
+                   requeued=params.whole(request.query, "requeued"),
+                   purged=params.whole(request.query, "purged"),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
@@ -153,14 +153,14 @@ async def conversation(request: web.Request) -> web.StreamResponse:
     """One person: who they are, every stored message, and what each sink made of it."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
-    key = request.query.get("key", "")
+    key = params.text(request.query, "key", "")
     report = await conversation_report(bridge, key)
     if report is None:
-        raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
+        raise web.HTTPNotFound(text=f"no conversation {params.shown(key)} in the buffer")
     tz = zone(bridge.config.server.timezone)
     return _render("conversation.html", c=report, when=lambda value: _when(value, tz),
                    line=render_line,
-                   csrf=csrf_token(request), requeued=request.query.get("requeued"),
+                   csrf=csrf_token(request), requeued=params.whole(request.query, "requeued"),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
@@ -172,10 +172,9 @@ INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", 
 async def media_file(request: web.Request) -> web.StreamResponse:
     """A stored media file of one message (?id=), for the conversation page's link."""
     _signed_in_or_raise(request)
-    try:
-        message_id = int(request.query.get("id", ""))
-    except ValueError:
-        raise web.HTTPBadRequest(text="id must be a message id (a number)") from None
+    message_id = params.whole(request.query, "id", low=1)
+    if message_id is None:
+        raise params.bad("id is missing (a message id, from the conversation page's link)")
     found = await request.app[BRIDGE].buffer.media_file(message_id)
     if found is None:
         raise web.HTTPNotFound(text=f"no stored file for message {message_id}")
@@ -200,7 +199,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     expected = admin_token(request)
     if not expected:
         raise web.HTTPSeeOther("/")
-    form = await request.post()
+    form = await params.form(request)
     throttle, client = request.app[BRIDGE].login_throttle, client_key(request.remote)
     wait = math.ceil(throttle.wait(client))
     if wait:  # refused unchecked, the right token too: parallel guesses learn nothing
@@ -208,7 +207,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                        f"address: try again in {wait} s.")
         page.headers["Retry-After"] = str(wait)
         return page
-    given = str(form.get("token", ""))
+    given = params.text(form, "token", "", longest=TOKEN_LONGEST)
     if not hmac.compare_digest(given.encode(), expected.encode()):
         throttle.failed(client)
         await asyncio.sleep(LOGIN_FAILURE_DELAY)
@@ -239,12 +238,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def requeue(request: web.Request) -> web.StreamResponse:
     """The page's requeue button: one dead letter, or all of a sink's."""
     bridge = request.app[BRIDGE]
-    form = await request.post()
+    form = await params.form(request)
     _check_form(request, form)
-    sink = str(form.get("sink", ""))
+    sink = params.text(form, "sink", "")
     if sink not in {s.name for s in bridge.sinks}:
-        raise web.HTTPBadRequest(text=f"no sink named {sink!r}")
-    ids = _ids(form.getall("message_id", []))
+        raise web.HTTPBadRequest(text=f"no sink named {params.shown(sink)}")
+    ids = params.ids(form, "message_id")
     moved = await bridge.buffer.requeue(sink, ids or None)
     if sink in bridge.runners:
         bridge.runners[sink].wake()
@@ -253,7 +252,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
 
 
 def _check_form(request: web.Request, form: Any) -> None:
-    if not hmac.compare_digest(str(form.get("csrf", "")).encode(),
+    if not hmac.compare_digest(params.text(form, "csrf", "").encode(),
                                csrf_token(request).encode()):
         raise web.HTTPForbidden(text="the form is stale or forged (reload the page)")
 
@@ -261,9 +260,9 @@ def _check_form(request: web.Request, form: Any) -> None:
 async def requeue_conversation(request: web.Request) -> web.StreamResponse:
     """The conversation page's button: its dead letters back to pending, retries due now."""
     bridge = request.app[BRIDGE]
-    form = await request.post()
+    form = await params.form(request)
     _check_form(request, form)
-    key = str(form.get("key", ""))
+    key = params.text(form, "key", "")
     moved = await bridge.buffer.requeue_conversation(key)
     for runner in bridge.runners.values():
         runner.wake()
@@ -275,10 +274,10 @@ async def purge_form(request: web.Request) -> web.StreamResponse:
     """The confirmation step before a purge: the number must be typed again."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
-    key = request.query.get("key", "")
+    key = params.text(request.query, "key", "")
     found = await bridge.buffer.conversation(key, limit=1)
     if found is None:
-        raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
+        raise web.HTTPNotFound(text=f"no conversation {params.shown(key)} in the buffer")
     return _render("purge.html", person=found["person"], csrf=csrf_token(request),
                    error=None, conversation_link=_conversation_link,
                    logged_in=SESSION_COOKIE in request.cookies)
@@ -287,25 +286,15 @@ async def purge_form(request: web.Request) -> web.StreamResponse:
 async def purge(request: web.Request) -> web.StreamResponse:
     """Delete one person's messages and mappings from the buffer, once confirmed."""
     bridge = request.app[BRIDGE]
-    form = await request.post()
+    form = await params.form(request)
     _check_form(request, form)
-    key = str(form.get("key", ""))
-    if str(form.get("confirm", "")).strip() != key:
+    key = params.text(form, "key", "")
+    if not key:
+        raise params.bad("key is missing (the conversation's number); nothing was deleted")
+    if params.text(form, "confirm", "").strip() != key:
         raise web.HTTPBadRequest(text="confirm must repeat the conversation's number exactly;"
                                       " nothing was deleted")
     removed = await bridge.buffer.purge(key)
     logger.warning("purged conversation ...%s from the buffer: %d messages", key[-4:], removed)
     raise web.HTTPSeeOther(f"/?purged={removed}")
-
-
-def _ids(values: list[Any]) -> list[int]:
-    """Dead-letter ids from the form: ASCII digits that fit SQLite's 64-bit integers."""
-    ids = []
-    for value in map(str, values):
-        if not (value.isascii() and value.isdigit() and len(value) <= 19
-                and int(value) < 2**63):
-            raise web.HTTPBadRequest(text="message_id must be a dead letter's id (a whole "
-                                          "number from the status page)")
-        ids.append(int(value))
-    return ids
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -175,6 +176,7 @@ def cross_site(request: web.Request) -> bool:
 def admin_only(handler: Handler) -> Handler:
     """Require server.admin_token (or a page session); with none, answer loopback only."""
 
+    @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         refused = refusal(request)
         if refused is not None:
