@@ -29,11 +29,13 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # loosely (any casing, '_' read as '-'): exactly, by a telling word anywhere in the name, or
 # by a vendor's prefix. A browser or curl talking to the bridge directly sends none of them.
 PROXY_NAMES = frozenset({"via", "forwarded", "cdn-loop", "x-host", "x-request-start",
-                         "x-scheme", "x-url-scheme", "front-end-https"})
+                         "x-scheme", "x-url-scheme", "front-end-https", "x-varnish",
+                         "surrogate-capability"})
 PROXY_WORDS = ("forwarded", "clientip", "realip", "connectingip", "remoteaddr", "remoteip",
                "originatingip", "proxy", "original")  # sought with '-' and '_' removed
-PROXY_PREFIXES = ("cf-", "x-amzn-", "x-envoy-", "fastly-", "akamai-", "x-akamai-", "x-azure-",
-                  "x-appengine-", "x-vercel-", "fly-", "x-arr-", "x-cloud-trace-")
+PROXY_PREFIXES = ("cf-", "x-amzn-", "x-amz-cf-", "cloudfront-", "x-envoy-", "fastly-",
+                  "akamai-", "x-akamai-", "x-azure-", "x-appengine-", "x-vercel-", "fly-",
+                  "x-arr-", "x-cloud-trace-", "x-nf-")
 # Host names a browser on this machine uses to reach the bridge, with or without a port.
 LOOPBACK_HOST = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?", re.IGNORECASE)
 OPEN_TO_LOOPBACK = "no server.admin_token is configured, so this is open to loopback only"
@@ -70,8 +72,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def proxied(request: web.Request) -> bool:
-    """Whether a proxy forwarded this request: it carries a header only proxies add."""
-    return any(_proxy_header(name) for name in request.headers)
+    """Whether a proxy forwarded this request: it carries a header only proxies add, or
+    names one in Connection (asking a proxy to drop its own as hop-by-hop)."""
+    named = request.headers.get("Connection", "").split(",")
+    return any(_proxy_header(name.strip()) for name in (*request.headers, *named))
 
 
 def _proxy_header(name: str) -> bool:

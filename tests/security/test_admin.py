@@ -142,6 +142,10 @@ MORE_PROXY_HEADERS = [
     ("X-ARR-SSL", "2048|256"), ("X-Request-Start", "t=1739230955"),
     ("X-Remote-Addr", "203.0.113.7"), ("X-Originating-IP", "203.0.113.7"),
     ("X-Host", "bridge.example"), ("Front-End-Https", "on"),
+    ("CloudFront-Viewer-Address", "203.0.113.7:46532"), ("X-Amz-Cf-Id", "abc=="),
+    ("X-Varnish", "32770"), ("X-Nf-Client-Connection-Ip", "203.0.113.7"),
+    ("Ali-CDN-Real-IP", "203.0.113.7"), ("Incap-Client-IP", "203.0.113.7"),
+    ("Connection", "keep-alive, X-Forwarded-For"),  # a proxy asked to drop its own header
 ]
 # What browsers and curl send to the bridge directly: none of it means a proxy.
 BROWSER_HEADERS = {
