@@ -24,6 +24,7 @@ from bridge.security import (
     SESSION_COOKIE,
     admin_only,
     admin_token,
+    digest,
     is_loopback,
     refusal,
 )
@@ -208,7 +209,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         page.headers["Retry-After"] = str(wait)
         return page
     given = params.text(form, "token", "", longest=TOKEN_LONGEST)
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not hmac.compare_digest(digest(given), digest(expected)):  # no length shows
         throttle.failed(client)
         await asyncio.sleep(LOGIN_FAILURE_DELAY)
         return _render("login.html", status=401, error="That is not the admin token.")
