@@ -154,11 +154,10 @@ def wrong_token(request: web.Request) -> web.HTTPException:
 
     Unlike the login form, a locked-out address still has each token checked, so the right
     token from the same address (a monitoring job behind the same proxy as a guesser) is
-    never refused. The price: once locked out, a guesser that does not wait for our answer
-    learns from the absence of a quick 200 just as much, so the lockout slows only clients
-    that heed it; a long random token is what makes guessing hopeless. Bearer failures are
-    counted apart from the form's, so a client with a stale token does not lock people out
-    of the sign-in page.
+    never refused. The price: a lockout cannot hide whether a guess was right (the right
+    one still gets its 200), it can only tell the client to back off and show the attempt;
+    a long random token is what makes guessing hopeless. Bearer failures are counted apart
+    from the form's, so a script with a stale token locks nobody out of the sign-in page.
     """
     throttle = request.app[BRIDGE].login_throttle
     client = BEARER_CLIENT + client_key(request.remote)
