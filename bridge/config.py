@@ -40,11 +40,12 @@ class ServerConfig(_Section):
     @field_validator("admin_token")
     @classmethod
     def _admin_token(cls, value: str | None) -> str | None:
-        if value is None:
+        if value is None or value == "":
+            # `${BRIDGE_ADMIN_TOKEN:-}` (the sample config) means: no token, loopback only
             return None
         if not value.strip():
-            raise ValueError("is empty (set a long random token, e.g. from `openssl rand -hex "
-                             "32`, or remove the key to keep admin loopback-only)")
+            raise ValueError("is only spaces (set a long random token, e.g. from `openssl "
+                             "rand -hex 32`, or leave it empty to keep admin loopback-only)")
         if value != value.strip():
             raise ValueError("has spaces around it: HTTP drops them from a header, so no "
                              "client could send it (remove them)")

@@ -234,7 +234,7 @@ CANNOT_WORK = [  # (config text, key path, a phrase of the fix)
      "at most 100,000"),
     (WHATSAPP + "    body_timeout: 0.5\n", "plugins.whatsapp.body_timeout", "at least 1"),
     (WHATSAPP + "    media_timeout: 0.01\n", "plugins.whatsapp.media_timeout", "at least 1"),
-    ("server:\n  admin_token: ''\n", "server.admin_token", "remove the key"),
+    ("server:\n  admin_token: '   '\n", "server.admin_token", "loopback-only"),
     ("server:\n  admin_token: ' padded-token '\n", "server.admin_token", "remove them"),
 ]
 
@@ -303,3 +303,10 @@ def test_every_number_in_every_config_section_has_a_floor():
             if not floors:
                 missing.append(f"{model.__name__}.{name}")
     assert missing == []
+
+
+def test_an_empty_admin_token_means_none_as_the_sample_config_writes_it(tmp_path):
+    """`admin_token: ${BRIDGE_ADMIN_TOKEN:-}` with the variable unset: loopback-only admin."""
+    path = tmp_path / "config.yaml"
+    path.write_text("server:\n  admin_token: ''\n")
+    assert load_installed(path).server.admin_token is None
