@@ -12,7 +12,7 @@ from contextlib import suppress
 import pluggy
 from aiohttp import web
 
-from bridge import address
+from bridge import address, params
 from bridge.buffer import Buffer
 from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024  # Meta sends up to 3 MB; history chunks must not get a 413
 STOP_GRACE = 10.0  # seconds a drain may take to finish its batch on shutdown
 PRUNE_EVERY = 3600.0
+MAX_BACKFILL_DAYS = 3650
 
 
 class AppIngest:
@@ -210,7 +211,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    report = await status_report(request.app[BRIDGE], request.query.get("q"))
+    report = await status_report(request.app[BRIDGE], params.text(request.query, "q"))
     return _answer(request, report)
 
 
@@ -236,9 +237,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def sync_now(request: web.Request) -> web.Response:
     """Wake one sink's drain (?sink=NAME) or all of them."""
     bridge = request.app[BRIDGE]
-    name = request.query.get("sink")
+    name = params.text(request.query, "sink")
     if name is not None and name not in bridge.runners:
-        raise web.HTTPNotFound(text=f"no sink named {name!r}")
+        raise web.HTTPNotFound(text=f"no sink named {params.shown(name)}")
     for runner_name, runner in bridge.runners.items():
         if name in (None, runner_name):
             runner.wake()
@@ -250,29 +251,17 @@ async def sync_now(request: web.Request) -> web.Response:
 async def backfill(request: web.Request) -> web.Response:
     """Queue ?sink=NAME's backfill over ?days=N (default its backfill_days) and wake it."""
     bridge = request.app[BRIDGE]
-    name = request.query.get("sink", "")
+    name = params.text(request.query, "sink", "")
     runner = bridge.runners.get(name)
     if runner is None:
-        raise web.HTTPNotFound(text=f"no running sink named {name!r} "
+        raise web.HTTPNotFound(text=f"no running sink named {params.shown(name)} "
                                     f"(running: {', '.join(sorted(bridge.runners)) or 'none'})")
-    days = _days(request.query.get("days"))
+    days = params.decimal(request.query, "days", high=MAX_BACKFILL_DAYS)
     queued = await runner.backfill(days)
     runner.wake()
     await tell_cluster(bridge.buffer, "backfill", name)
     return _answer(request, {"sink": name, "days": days or runner.settings.backfill_days,
                              "queued": queued})
-
-
-def _days(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        days = float(text)
-    except ValueError:
-        days = -1.0
-    if not 0 < days <= 3650:
-        raise web.HTTPBadRequest(text=f"days={text!r} is not a number of days (use e.g. 7)")
-    return days
 
 
 def _dumps(value: object) -> str:
