@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bridge.buffer import Buffer  # noqa: E402
+from bridge.attention import attention  # noqa: E402
+from bridge.buffer import Buffer, reads  # noqa: E402
 from bridge.status import page_data  # noqa: E402
 
 SINK = "crm"
@@ -109,6 +110,11 @@ async def measure(buffer: Buffer, conversations: int, runs: int) -> list[tuple[s
     figures = []
     for label, kwargs in cases:
         figures.append(await timed(label, runs, lambda k=kwargs: page_data(buffer, SINK, **k)))
+    sinks = await buffer.sinks()
+    figures.append(await timed("needs attention: lists and previews", runs,
+                               lambda: attention(buffer, sinks, SINK)))
+    figures.append(await timed("health verdict reads", runs,
+                               lambda: reads.sync_health(buffer.query, SINK)))
     figures.append(await timed("one conversation (its page)", runs,
                                lambda: buffer.conversation(probe)))
     figures.append(await timed("chart: messages per hour, 48 h", runs,

@@ -12,6 +12,7 @@ from contextlib import suppress
 import pluggy
 from aiohttp import web
 
+from bridge import address, params
 from bridge.buffer import Buffer
 from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
@@ -24,7 +25,7 @@ from bridge.page_charts import rate_budgets
 from bridge.plugins import collect
 from bridge.security import admin_only, error_middleware
 from bridge.state import BRIDGE, Bridge
-from bridge.status import status_report
+from bridge.status import add_health, status_report
 from bridge.sync import SinkRunner
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024  # Meta sends up to 3 MB; history chunks must not get a 413
 STOP_GRACE = 10.0  # seconds a drain may take to finish its batch on shutdown
 PRUNE_EVERY = 3600.0
+MAX_BACKFILL_DAYS = 3650
 
 
 class AppIngest:
@@ -67,6 +69,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         metrics=context.metrics,
     )
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    bridge.buffer_id = address.buffer_id(config)
     app[BRIDGE] = bridge
     app.add_routes([
         web.get("/healthz", healthz),
@@ -81,6 +84,13 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
     app.cleanup_ctx.append(_sync_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     return app
+
+
+def _answer(request: web.Request, data: object) -> web.Response:
+    """An admin API answer (JSON), saying which buffer this bridge runs on (hashed): a
+    client command of another config that reaches this port knows it is not its bridge."""
+    return web.json_response(data, dumps=_dumps,
+                             headers={address.HEADER: request.app[BRIDGE].buffer_id})
 
 
 def _add_source_routes(app: web.Application, bridge: Bridge) -> None:
@@ -201,60 +211,57 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    report = await status_report(request.app[BRIDGE], request.query.get("q"))
-    return web.json_response(report, dumps=_dumps)
+    report = await status_report(request.app[BRIDGE], params.text(request.query, "q"))
+    return _answer(request, report)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of this bridge's registry (buffer gauges read now)."""
+    """Prometheus text exposition of this bridge's registry (buffer gauges and each sink's
+    health verdict read now)."""
     bridge = request.app[BRIDGE]
     bridge.metrics.buffer_state.budgets = rate_budgets(bridge.sinks)
-    bridge.metrics.buffer_state.cluster = await cluster_report(bridge) \
-        if bridge.buffer is not None else None
-    body, content_type = await bridge.metrics.render(bridge.buffer)
+    cluster = await cluster_report(bridge) if bridge.buffer is not None else None
+    bridge.metrics.buffer_state.cluster = cluster
+    sinks = None
+    if cluster is not None:
+        try:
+            sinks = await bridge.buffer.sinks()
+            await add_health(bridge, sinks, cluster)
+        except Exception as exc:  # the gauges are left out of this scrape, as on any failure
+            logger.warning("metrics: could not judge the sinks' health: %s", exc)
+            sinks = None
+    body, content_type = await bridge.metrics.render(bridge.buffer, sinks)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def sync_now(request: web.Request) -> web.Response:
     """Wake one sink's drain (?sink=NAME) or all of them."""
     bridge = request.app[BRIDGE]
-    name = request.query.get("sink")
+    name = params.text(request.query, "sink")
     if name is not None and name not in bridge.runners:
-        raise web.HTTPNotFound(text=f"no sink named {name!r}")
+        raise web.HTTPNotFound(text=f"no sink named {params.shown(name)}")
     for runner_name, runner in bridge.runners.items():
         if name in (None, runner_name):
             runner.wake()
     await tell_cluster(bridge.buffer, "sync", name)
-    return web.json_response({"woken": [name] if name else sorted(bridge.runners)})
+    return _answer(request, {"woken": [name] if name else sorted(bridge.runners)})
 
 
 
 async def backfill(request: web.Request) -> web.Response:
     """Queue ?sink=NAME's backfill over ?days=N (default its backfill_days) and wake it."""
     bridge = request.app[BRIDGE]
-    name = request.query.get("sink", "")
+    name = params.text(request.query, "sink", "")
     runner = bridge.runners.get(name)
     if runner is None:
-        raise web.HTTPNotFound(text=f"no running sink named {name!r} "
+        raise web.HTTPNotFound(text=f"no running sink named {params.shown(name)} "
                                     f"(running: {', '.join(sorted(bridge.runners)) or 'none'})")
-    days = _days(request.query.get("days"))
+    days = params.decimal(request.query, "days", high=MAX_BACKFILL_DAYS)
     queued = await runner.backfill(days)
     runner.wake()
     await tell_cluster(bridge.buffer, "backfill", name)
-    return web.json_response({"sink": name, "days": days or runner.settings.backfill_days,
-                              "queued": queued})
-
-
-def _days(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        days = float(text)
-    except ValueError:
-        days = -1.0
-    if not 0 < days <= 3650:
-        raise web.HTTPBadRequest(text=f"days={text!r} is not a number of days (use e.g. 7)")
-    return days
+    return _answer(request, {"sink": name, "days": days or runner.settings.backfill_days,
+                             "queued": queued})
 
 
 def _dumps(value: object) -> str:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, tzinfo
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 720, 220
-LEFT, RIGHT, TOP, BOTTOM = 44, 10, 28, 30
+LEFT, RIGHT, TOP, BOTTOM = 44, 34, 28, 30
 INK, MUTED = "#1d2230", "#5b6272"
 _PATTERNS = (
     '<pattern id="{p}-hatch" width="6" height="6" patternUnits="userSpaceOnUse"'
@@ -50,12 +50,16 @@ def _fill(chart_id: str, kind: str) -> str:
 
 
 def _legend(chart_id: str, series: Sequence[Series], extra: str = "") -> str:
-    parts, x = [], LEFT
-    for s in series:
+    """The key, flush with the right edge: a narrow screen opens a chart at its newest end,
+    so the key is in view there (and above the plot on a wide one)."""
+    widths = [30 + 7 * len(s.label) for s in series]
+    x = max(LEFT, WIDTH - RIGHT - sum(widths) - (7 * len(extra) if extra else 0))
+    parts = []
+    for s, width in zip(series, widths, strict=True):
         parts.append(f'<rect x="{x}" y="6" width="14" height="12" fill="{_fill(chart_id, s.fill)}"'
                      f' stroke="{INK}" stroke-width="0.8"/><text x="{x + 19}" y="16"'
                      f' font-size="12" fill="{INK}">{escape(s.label)}</text>')
-        x += 30 + 7 * len(s.label)
+        x += width
     if extra:
         parts.append(f'<text x="{x}" y="16" font-size="12" fill="{INK}">{escape(extra)}</text>')
     return "".join(parts)
@@ -82,11 +86,13 @@ def bars(chart_id: str, title: str, desc: str, labels: Sequence[str],
     bar = max(group * 0.8 / max(len(series), 1), 1.0)
     out = _open(chart_id, title, desc)
     out.append(_legend(chart_id, series, limit_label))
-    for frac in (0, 0.5, 1):
+    for frac in (0, 0.5, 1):  # the scale on both sides: either end may be the one in view
         y = TOP + plot_h * (1 - frac)
         out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"'
                    f' stroke="#d5d9e0"/><text x="{LEFT - 4}" y="{y + 4:.1f}" font-size="11"'
-                   f' text-anchor="end" fill="{MUTED}">{_num(top * frac)}</text>')
+                   f' text-anchor="end" fill="{MUTED}">{_num(top * frac)}</text>'
+                   f'<text x="{WIDTH - 2}" y="{y + 4:.1f}" font-size="11" text-anchor="end"'
+                   f' fill="{MUTED}">{_num(top * frac)}</text>')
     for i, label in enumerate(labels):
         x0 = LEFT + i * group + group * 0.1
         for j, s in enumerate(series):
@@ -96,7 +102,7 @@ def bars(chart_id: str, title: str, desc: str, labels: Sequence[str],
                        f' width="{bar:.1f}" height="{h:.1f}" fill="{_fill(chart_id, s.fill)}"'
                        f' stroke="{INK}" stroke-width="{0.5 if h else 0}">'
                        f'<title>{escape(label)}: {_num(value)} {escape(s.label)}</title></rect>')
-        if i % tick_every == 0:
+        if (len(labels) - 1 - i) % tick_every == 0:  # counted from the newest: it is labelled
             out.append(f'<text x="{x0:.1f}" y="{HEIGHT - BOTTOM + 14}" font-size="11"'
                        f' fill="{MUTED}">{escape(label)}</text>')
     if limit is not None:
@@ -137,14 +143,3 @@ def hour_labels(first_hour: int, hours: int, tz: tzinfo | None) -> list[str]:
     """'HH:00' in the page's zone for `hours` unix hour numbers from `first_hour`."""
     return [datetime.fromtimestamp((first_hour + i) * 3600, UTC).astimezone(tz).strftime("%H:00")
             for i in range(hours)]
-
-
-def ago(seconds: float | None) -> str:
-    """A short human duration: '42 s', '7 min', '3.5 h', 'never'."""
-    if seconds is None:
-        return "never"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -43,7 +43,7 @@ def load(config_path: str) -> tuple[Any, Any]:
 
 
 @click.group()
-@click.version_option(package_name="chatbridge")
+@click.version_option(package_name="chatbridge-crm")
 @click.option("--log-level", default="INFO", show_default=True, envvar="BRIDGE_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="least severe level logged ($BRIDGE_LOG_LEVEL)")
@@ -78,23 +78,47 @@ def settle_heap() -> None:
 
 @cli.command()
 @CONFIG_OPTION
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="listen on this port instead of server.port (0: any free port); the "
+                   "client commands find it (it is recorded beside the buffer)")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="one log line per HTTP request (costs ingest throughput)")
 @friendly
-def run(config_path: str, access_log: bool) -> None:
+def run(config_path: str, port: int | None, access_log: bool) -> None:
     """Serve webhooks and sync sinks until Ctrl-C or SIGTERM."""
+    from bridge import address
     from bridge.app import create_app
     from bridge.logs import register_secrets, secrets_in
     from bridge.serve import serve
 
     config, pm = load(config_path)
+    if port is not None:
+        config.server.port = port
     register_secrets(secrets_in(config))  # the log filter masks them should any slip through
     app = create_app(config, pm)
-    host, port = config.server.host, config.server.port
     settle_heap()
-    serve(app, host, port,
-          access_log=logging.getLogger("aiohttp.access") if access_log else None,
-          ready=lambda: click.echo(f"Chatbridge listening on http://{host}:{port}"))
+
+    def ready(host: str, bound: int) -> None:
+        url = address.url_of(config.server.host, bound)
+        address.record(config, url)
+        click.echo(f"Chatbridge listening on {url} (status page: {url}/)")
+        for sink, name in simulated_sinks(app):
+            click.echo(f"{sink}: simulator — nothing reaches {name}")
+
+    try:
+        serve(app, config.server.host, config.server.port,
+              access_log=logging.getLogger("aiohttp.access") if access_log else None,
+              ready=ready)
+    finally:
+        address.forget(config)
+
+
+def simulated_sinks(app: Any) -> list[tuple[str, str]]:
+    """(sink, the real service it stands in for) for each sink that runs on a simulator."""
+    from bridge.state import BRIDGE
+    from bridge.status import simulated
+
+    return [(sink.name, name) for sink in app[BRIDGE].sinks if (name := simulated(sink))]
 
 
 @cli.command()
@@ -106,11 +130,13 @@ def check(config_path: str) -> None:
     from bridge.buffer.probe import probe_buffer
 
     config, pm = load(config_path)
-    create_app(config, pm)  # what the plugins build from it (routes, sinks) must hold too
+    app = create_app(config, pm)  # what the plugins build from it (routes, sinks) must hold
     click.echo(f"config OK: {config_path}")
     for info in describe_plugins(pm):
         state = "enabled" if info.name in config.plugins else "installed"
         click.echo(f"  {info.name} {info.version or '?'} ({state}): {', '.join(info.hooks)}")
+    for sink, name in simulated_sinks(app):
+        click.echo(f"  sink {sink}: simulator — nothing reaches {name}")
     click.echo(asyncio.run(probe_buffer(config.buffer.target)))
 
 
@@ -147,23 +173,39 @@ def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
                "then start the bridges.")
 
 
+EXIT_CODES = {"healthy": 0, "behind": 1, "failing": 2, "stopped": 2}
+UNKNOWN = 3  # the bridge answered, but its health could not be read (e.g. a wrong token)
+
+
 @cli.command()
 @CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("-q", "--search", default=None, help="only conversations matching number or name")
 @friendly
 def status(config_path: str, as_json: bool, search: str | None) -> None:
-    """Per sink: last and next sync, backlog, dead letters; per conversation: last synced."""
-    from bridge.status import buffer_report
+    """Each sink's health first (healthy, behind, failing, stopped), what needs attention,
+    then the details. Asks the running bridge (found from the config); with none running,
+    reads the buffer and says stopped.
 
-    config, _ = load(config_path)
-    report = asyncio.run(_with_buffer(config, lambda b: buffer_report(b, search)))
+    Exit status, for cron and monitoring checks: 0 every sink healthy, 1 one is behind,
+    2 one is failing or stopped, 3 unknown (the bridge answered but refused the token).
+    """
+    from bridge.remote import Unanswered, bridge_status
+    from bridge.textreport import zone
+
+    config, pm = load(config_path)
+    try:
+        report = bridge_status(config, pm, search)
+    except Unanswered as exc:
+        click.echo(f"Chatbridge: UNKNOWN — {exc}", err=True)
+        raise SystemExit(UNKNOWN) from None
     if as_json:
         click.echo(json.dumps(report, default=str, indent=2))
-        return
-    from bridge.textreport import render_status
+    else:
+        from bridge.textreport import render_status
 
-    click.echo(render_status(report))
+        click.echo(render_status(report, zone(config.server.timezone)))
+    raise SystemExit(EXIT_CODES.get(report["health"]["state"], UNKNOWN))
 
 
 @cli.command("sync-now")
@@ -179,20 +221,11 @@ def sync_now(config_path: str, sink: str | None) -> None:
 
 
 def admin_call(config: Any, method: str, path: str, **kwargs: Any) -> Any:
-    """A request to the running bridge's admin API (token from the config); 200 or a clean error."""
-    import httpx
+    """A request to the running bridge's admin API, found from the config (the address it
+    recorded, else server.port); 200, or a clean one-line error."""
+    from bridge.remote import call
 
-    host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::", "") else config.server.host
-    headers = {"Authorization": f"Bearer {config.server.admin_token}"} \
-        if config.server.admin_token else {}
-    url = f"http://{host}:{config.server.port}{path}"
-    try:
-        response = httpx.request(method, url, headers=headers, timeout=30, **kwargs)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"no bridge answered at {url} ({exc}); is it running?") from None
-    if response.status_code != 200:
-        raise click.ClickException(f"{url} answered {response.status_code}: {response.text}")
-    return response
+    return call(config, method, path, **kwargs)
 
 
 @cli.command()
@@ -252,6 +285,9 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
         return await buffer.dead_letters(sink, limit), await buffer.dead_targets(sink, limit)
 
     rows, targets = asyncio.run(_with_buffer(config, both))
+    from bridge.textreport import Clock, zone
+
+    at = Clock(zone(config.server.timezone)).at
     if as_json:
         listed = [{"kind": "message", **r} for r in rows] + [
             {"kind": "target", **r} for r in targets]
@@ -261,11 +297,11 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
         click.echo("no dead letters")
     for row in rows:
         click.echo(f"{row['sink']}  #{row['message_id']}  {row['conversation']}  "
-                   f"{row['dead_at']:%Y-%m-%d %H:%M}  {row['reason']}")
+                   f"{at(row['dead_at'])}  {row['reason']}")
     for row in targets:  # one target of a message given up; its other targets landed
         ids = ",".join(f"#{i}" for i in row["message_ids"])
         click.echo(f"{row['sink']}  {ids}  {row['conversation']}  "
-                   f"{row['dead_at']:%Y-%m-%d %H:%M}  target {row['target']}: {row['reason']}")
+                   f"{at(row['dead_at'])}  target {row['target']}: {row['reason']}")
 
 
 @dead_letter.command("requeue")
@@ -294,8 +330,23 @@ def dead_letter_requeue(config_path: str, sink: str | None, media: bool,
             return n, True
         return n, False
     n, woken = asyncio.run(_with_buffer(config, requeue))
-    click.echo(f"requeued {n} message(s); " + ("the running bridges were told to sync now"
-               if woken else "they go out at the next sync (or run `bridge sync-now`)"))
+    if woken:
+        click.echo(f"requeued {n} message(s); the running bridges were told to sync now")
+        return
+    click.echo(f"requeued {n} message(s); " + (_wake(config, sink) if n else "nothing to send"))
+
+
+def _wake(config: Any, sink: str | None) -> str:
+    """Ask the running bridge (found from the config) to sync now; what happened, in words."""
+    from bridge.remote import NoBridge, Unanswered, call
+
+    try:
+        call(config, "POST", "/sync-now", params={"sink": sink} if sink else None, timeout=10)
+    except NoBridge:
+        return "no bridge is running: they go out once it runs (`bridge run`)"
+    except Unanswered as exc:
+        return f"they go out at the next sync (the running bridge was not woken: {exc})"
+    return "the running bridge syncs them now"
 
 
 @cli.command()

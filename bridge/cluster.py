@@ -229,7 +229,7 @@ def wake_runners(runners: Mapping[str, Any], action: str, sink: str | None) -> l
 def this_host() -> dict[str, Any]:
     """Who this process is: hostname, pid, version."""
     try:
-        version = importlib.metadata.version("chatbridge")
+        version = importlib.metadata.version("chatbridge-crm")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return {"hostname": socket.gethostname(), "pid": os.getpid(), "version": version}

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.buffer.store import is_postgres, sqlite_path
-from bridge.contracts import SinkSettings
-from bridge.durations import Duration
+from bridge.contracts import MOST
+from bridge.durations import Duration, format_duration
 from bridge.errors import ConfigError
+from bridge.limits import Limits, problems
 from bridge.logs import SECRET_NAME
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-MIN_SYNC_INTERVAL = 0.1  # seconds; shorter drains back to back and spins a core
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
+ADMIN_TOKEN_LONGEST = 4096  # characters the sign-in form takes (bridge/page.py)
+MEDIA_ID_LIFE = 7 * 86400.0  # also how long Meta retries an unanswered webhook
 HIDDEN = "the value (not shown: it is a secret)"
 
 
@@ -33,6 +36,23 @@ class ServerConfig(_Section):
     port: int = Field(8080, ge=0, le=65535)
     admin_token: str | None = None
     timezone: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            # `${BRIDGE_ADMIN_TOKEN:-}` (the sample config) means: no token, loopback only
+            return None
+        if not value.strip():
+            raise ValueError("is only spaces (set a long random token, e.g. from `openssl "
+                             "rand -hex 32`, or leave it empty to keep admin loopback-only)")
+        if value != value.strip():
+            raise ValueError("has spaces around it: HTTP drops them from a header, so no "
+                             "client could send it (remove them)")
+        if len(value) > ADMIN_TOKEN_LONGEST:
+            raise ValueError(f"is longer than {ADMIN_TOKEN_LONGEST} characters (the sign-in "
+                             "form takes no more; use a shorter random token)")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -60,14 +80,33 @@ class BufferConfig(_Section):
 
     url: str | None = None
     path: str = "chatbridge.db"
-    retention: Duration = 30 * 86400.0
+    retention: Annotated[Duration, Limits(
+        MEDIA_ID_LIFE, why_low="Meta retries a webhook for up to 7 days: a message pruned "
+        "sooner would be stored and posted again", example="30d")] = 30 * 86400.0
     synchronous: Literal["full", "normal"] = "full"
     media_path: str | None = None
-    media_max_bytes: int = Field(100 * 1024 * 1024, ge=1)
-    media_retry_base: Duration = 30.0
-    media_retry_cap: Duration = 3600.0
+    media_max_bytes: Annotated[int, Limits(
+        64 * 1024, why_low="nearly every photo and document is larger, so would be refused",
+        example="104857600 (100 MB)", duration=False)] = Field(100 * 1024 * 1024, ge=1)
+    media_retry_base: Annotated[Duration, Limits(
+        0.1, 86400.0, why_low="a failed fetch would be retried without pause",
+        why_high="a media id lives 7 days: the first retry would use a day of them",
+        example="30s")] = 30.0
+    media_retry_cap: Annotated[Duration, Limits(
+        0.1, 86400.0, why_low="a failed fetch would be retried without pause",
+        why_high="a media id lives 7 days: too few tries would fit", example="1h")] = 3600.0
     # 7 days is how long a webhook's media id lives: 1 h apart at the cap, ~170 tries fit
-    media_max_attempts: int = Field(170, ge=1)
+    media_max_attempts: Annotated[int, Limits(
+        1, MOST, why_high="past any retry schedule", example="170",
+        duration=False)] = Field(170, ge=1)
+
+    def limit_checks(self) -> Iterator[tuple[str, str]]:
+        """Rules between keys, checked with the bounds (see bridge/limits.py)."""
+        if self.media_retry_cap < self.media_retry_base:
+            yield ("media_retry_cap", f"{format_duration(self.media_retry_cap)} is shorter "
+                   f"than media_retry_base ({format_duration(self.media_retry_base)}), the first "
+                   f"delay it caps (use at least {format_duration(self.media_retry_base)}, "
+                   "e.g. 1h)")
 
     @property
     def target(self) -> str:
@@ -97,27 +136,54 @@ class BridgeConfig(_Section):
 
 
 def interpolate(node: Any, path: str = "") -> Any:
-    """Replace ${VAR} and ${VAR:-default} in every string of a parsed YAML tree."""
+    """Replace ${VAR}, ${VAR:-default} and ${VAR:?what to do} in every string of a parsed
+    YAML tree. Every unset variable without a default is named in one error line; the
+    `:?` form (as in the shell) gives the fix, e.g. what to set or which command to run."""
+    missing: list[tuple[str, str, str | None]] = []
+    value = _interpolate(node, path, missing)
+    if missing:
+        raise ConfigError(_unset(missing))
+    return value
+
+
+def _interpolate(node: Any, path: str, missing: list[tuple[str, str, str | None]]) -> Any:
     if isinstance(node, dict):
-        return {k: interpolate(v, _join(path, str(k))) for k, v in node.items()}
+        return {k: _interpolate(v, _join(path, str(k)), missing) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [_interpolate(v, f"{path}[{i}]", missing) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
     def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
+        name, kind, text = match.group(1), match.group(2), match.group(3)
         value = os.environ.get(name)
         if value is not None:
             return value
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"{path}: environment variable {name} is not set "
-            f"(export {name}=..., or write ${{{name}:-default}})"
-        )
+        if kind == ":-":
+            return text
+        missing.append((path, name, text.strip() or None if kind == ":?" else None))
+        return ""
 
     return _VAR.sub(substitute, node)
+
+
+def _unset(missing: list[tuple[str, str, str | None]]) -> str:
+    """One line naming every unset variable, where it is used, and what to do."""
+    names = list(dict.fromkeys(name for _, name, _ in missing))
+    paths = ", ".join(dict.fromkeys(path for path, _, _ in missing))
+    hints = list(dict.fromkeys(hint for _, _, hint in missing if hint))
+    if hints:
+        return f"set {_and(names)} ({paths}): {'; '.join(hints)}"
+    if len(missing) == 1:
+        ((path, name, _),) = missing
+        return (f"{path}: environment variable {name} is not set "
+                f"(export {name}=..., or write ${{{name}:-default}})")
+    return (f"environment variables {_and(names)} are not set ({paths}): export them, "
+            "or write ${VAR:-default} in the config")
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -136,6 +202,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         where = f" line {mark.line + 1}:" if mark else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise ConfigError(f"{path}:{where} not valid YAML ({problem})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+        reason = str(exc).split(";")[0][:120] or type(exc).__name__
+        raise ConfigError(f"{path}: a value could not be read ({reason})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -160,8 +229,8 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
             validated[name] = None
             continue
         validated[name] = _validated(model, section or {}, f"plugins.{name}")
-        _check_sync_interval(validated[name], f"plugins.{name}")
     config.plugins = validated
+    _check_limits(config)
     _settle_buffer_url(config.buffer, data.get("buffer") or {})
     if base_dir is not None and not Path(config.buffer.path).is_absolute():
         config.buffer.path = str(base_dir / config.buffer.path)
@@ -197,12 +266,13 @@ def _settle_buffer_url(buffer: BufferConfig, given: dict[str, Any]) -> None:
     buffer.path = path
 
 
-def _check_sync_interval(section: Any, prefix: str) -> None:
-    """A sink drains every sync_interval: zero or a few milliseconds would spin a core."""
-    if isinstance(section, SinkSettings) and section.sync_interval < MIN_SYNC_INTERVAL:
-        raise ConfigError(f"{prefix}.sync_interval: {section.sync_interval:g}s is too short "
-                          "(the sink would drain without pause; use at least 100ms, "
-                          "e.g. 3m)")
+def _check_limits(config: BridgeConfig) -> None:
+    """Every value within its bounds (bridge/limits.py): the same check for check and run."""
+    found = [*problems(config.server, "server"), *problems(config.buffer, "buffer")]
+    for name, section in config.plugins.items():
+        found.extend(problems(section, f"plugins.{name}"))
+    if found:
+        raise ConfigError("\n".join(found))
 
 
 def _validated(model: type[BaseModel], data: Any, prefix: str) -> Any:
@@ -238,10 +308,15 @@ def _explain(err: dict[str, Any], model: type[BaseModel], loc: list[str]) -> str
     if kind == "value_error":
         text = msg.removeprefix("Value error, ")
         return _scrub(text, value) if _secret(loc) else text
-    shown = HIDDEN if _secret(loc) else repr(value)
+    shown = HIDDEN if _secret(loc) else _cut(repr(value))
     quotes = " (put it in quotes)" if kind == "string_type" and isinstance(value, int | float) \
         else ""
     return f"{shown} is not valid: {msg}{quotes}"
+
+
+def _cut(text: str, longest: int = 80) -> str:
+    """A shown value cut short: one error line, whatever was written."""
+    return text if len(text) <= longest else text[:longest - 3] + "..."
 
 
 def _scrub(text: str, value: Any) -> str:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.durations import Duration
+from bridge.durations import Duration, format_duration
+from bridge.limits import Limits
 from bridge.model import Conversation, Identity, Message, StatusUpdate
 
 if TYPE_CHECKING:
@@ -125,26 +126,69 @@ class Batch:
         return failure
 
 
+LEASE_MARGIN = 1.0  # seconds a lease outlasts deliver_timeout: time to commit the outcomes
+MOST = 100_000  # a ceiling for counts: far past any sane use, well inside a 64-bit integer
+
+
 class SinkSettings(BaseModel):
-    """Settings every sink has; a sink's own config model extends this one."""
+    """Settings every sink has; a sink's own config model extends this one.
+
+    Bounds (Limits) are checked when a config file is loaded; see bridge/limits.py.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    sync_interval: Duration = Field(180.0, description="how often the sink drains the buffer")
-    backfill_days: float = Field(3, ge=0, description="days of chats synced on first install")
+    sync_interval: Annotated[Duration, Limits(
+        0.1, 86400.0, why_low="the sink would drain without pause",
+        why_high="chats would wait days to reach the CRM", example="3m")] = Field(
+        180.0, description="how often the sink drains the buffer")
+    backfill_days: Annotated[float, Limits(
+        0, 3650, why_high="no chat history is that old", example="3", duration=False)] = Field(
+        3, ge=0, description="days of chats synced on first install")
     backfill_share: float = Field(0.5, gt=0, le=1, description="largest share of the sink's "
                                   "time (so of its rate budget) a backfill may use while "
                                   "live messages arrive; alone it uses all of it")
-    max_attempts: int = Field(8, ge=1, description="tries before a message goes to dead letter")
-    batch_limit: int = Field(500, ge=1, description="messages claimed per drain step")
-    lease: Duration = Field(300.0, description="how long a claimed batch is reserved")
-    deliver_timeout: Duration = Field(120.0, description="longest one deliver() may take")
-    retry_base: Duration = Field(30.0, description="first retry delay; doubles per attempt")
-    retry_cap: Duration = Field(3600.0, description="longest retry delay")
+    max_attempts: Annotated[int, Limits(
+        1, MOST, why_high="past any retry schedule", example="8", duration=False)] = Field(
+        8, ge=1, description="tries before a message goes to dead letter")
+    batch_limit: Annotated[int, Limits(
+        1, MOST, why_high="one claim would hold that many messages in memory",
+        example="500", duration=False)] = Field(
+        500, ge=1, description="messages claimed per drain step")
+    lease: Annotated[Duration, Limits(
+        1.0, 86400.0, why_low="a batch would be handed out again while being delivered",
+        why_high="a batch of a crashed drain would wait that long", example="5m")] = Field(
+        300.0, description="how long a claimed batch is reserved")
+    deliver_timeout: Annotated[Duration, Limits(
+        1.0, 3600.0, why_low="no CRM answers that fast: every delivery would time out and "
+        "its messages go to dead letter", why_high="one stuck delivery would hold the drain "
+        "that long", example="2m")] = Field(
+        120.0, description="longest one deliver() may take")
+    retry_base: Annotated[Duration, Limits(
+        0.01, 86400.0, why_low="a failed delivery would be retried without pause",
+        why_high="the first retry would wait days", example="30s")] = Field(
+        30.0, description="first retry delay; doubles per attempt")
+    retry_cap: Annotated[Duration, Limits(
+        0.01, 7 * 86400.0, why_low="a failed delivery would be retried without pause",
+        why_high="a message would wait over a week between tries", example="1h")] = Field(
+        3600.0, description="longest retry delay")
     groups: Literal["skip", "participants"] = Field(
         "skip", description="group chats: skip (stored and shown on the status page, not "
                             "posted) or participants (each message goes to its sender's "
                             "record, labelled with the group)")
+
+    def limit_checks(self) -> Iterator[tuple[str, str]]:
+        """Rules between keys, checked with the bounds: (key, what is wrong)."""
+        if self.lease < self.deliver_timeout + LEASE_MARGIN:
+            least = format_duration(self.deliver_timeout + LEASE_MARGIN)
+            yield ("lease", f"{format_duration(self.lease)} does not outlast deliver_timeout "
+                   f"({format_duration(self.deliver_timeout)}): a batch still being delivered "
+                   f"would be handed out again (use at least {least}, or a shorter "
+                   "deliver_timeout)")
+        if self.retry_cap < self.retry_base:
+            yield ("retry_cap", f"{format_duration(self.retry_cap)} is shorter than retry_base "
+                   f"({format_duration(self.retry_base)}), the first delay it caps (use at "
+                   f"least {format_duration(self.retry_base)}, e.g. 1h)")
 
 
 @runtime_checkable
@@ -155,7 +199,11 @@ class Sink(Protocol):
     the page logs and shows as unknown): `record_url(record_id) -> str | None`, a link to
     the CRM record; `activity_url(external_id) -> str | None`, a link to one posted object;
     `describe() -> dict`, live figures; `rate_budget() -> (calls, per_seconds)`, the CRM's
-    rate limit, which the page charts the sink's calls against.
+    rate limit, which the page charts the sink's calls against; `bulk_rate_budget()`, a
+    second budget the CRM counts apart (bulk calls), charted and exported apart;
+    `simulated: str | None`, the real service the sink stands in for when it talks to a
+    simulator (the page shows a banner, `check`/`run`/`status` say "simulator — nothing
+    reaches <it>"). A sink never falls back to a simulator by itself.
     """
 
     name: str

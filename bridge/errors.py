@@ -27,3 +27,7 @@ class BufferClosed(BridgeError):
 
 class LeaseLost(BridgeError):
     """A batch's lease expired and another drain took it; the result was not recorded."""
+
+
+class ListenError(BridgeError):
+    """`bridge run` cannot listen on its address (a busy port, no permission)."""

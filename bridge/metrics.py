@@ -71,7 +71,7 @@ class Metrics:
                  process: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._children: dict[tuple[Any, ...], Any] = {}
-        self._call_log: dict[str, deque[float]] = {}
+        self._call_log: dict[tuple[str, str], deque[float]] = {}
         self._backlog: dict[str, deque[tuple[float, int]]] = {}
         r = self.registry
         self.webhooks = Counter(
@@ -110,8 +110,9 @@ class Metrics:
             "chatbridge_deliveries", "Message outcomes recorded per sink",
             ["sink", "outcome"], registry=r)
         self.crm_calls = Counter(
-            "chatbridge_crm_calls", "HTTP calls a sink made to its CRM, retries included",
-            ["sink", "endpoint", "outcome"], registry=r)
+            "chatbridge_crm_calls", "HTTP calls a sink made to its CRM, retries included, by "
+            "the rate budget they spend (ordinary, or e.g. bulk for a CRM that counts bulk "
+            "calls apart)", ["sink", "endpoint", "outcome", "budget"], registry=r)
         self.crm_call_seconds = Histogram(
             "chatbridge_crm_call_seconds", "Duration of one CRM API call",
             ["sink", "endpoint"], buckets=CALL_BUCKETS, registry=r)
@@ -169,33 +170,49 @@ class Metrics:
                 self.deliveries.labels(sink, DELIVERY_OUTCOMES.get(state, state)).inc(n)
 
     def crm_call(self, sink: str, endpoint: str, outcome: str,
-                 seconds: float | None = None) -> None:
-        """Count one CRM API call by endpoint (e.g. the URL path's last segment) and outcome."""
-        self.crm_calls.labels(sink, endpoint, outcome).inc()
-        log = self._call_log.setdefault(sink, deque(maxlen=CALL_LOG))
+                 seconds: float | None = None, budget: str = "ordinary") -> None:
+        """Count one CRM API call by endpoint (e.g. the URL path's last segment), outcome
+        and the rate budget it spent ("ordinary", or e.g. "bulk")."""
+        self.crm_calls.labels(sink, endpoint, outcome, budget).inc()
+        log = self._call_log.setdefault((sink, budget), deque(maxlen=CALL_LOG))
         log.append(time.time() - (seconds or 0.0))  # when it started, as a rate limit counts
         if seconds is not None:
             self.crm_call_seconds.labels(sink, endpoint).observe(seconds)
 
     def calls_per_window(self, sink: str, per: float, windows: int,
-                         now: float | None = None) -> list[int]:
-        """CRM calls the sink started in each of the last `windows` windows of `per` seconds
-        (oldest first; the last window ends at `now`). In memory: restarts begin at zero."""
+                         now: float | None = None, budget: str = "ordinary") -> list[int]:
+        """CRM calls of one budget the sink started in each of the last `windows` windows
+        of `per` seconds (oldest first; the last window ends at `now`). In memory: restarts
+        begin at zero."""
         end = time.time() if now is None else now
         counts = [0] * windows
-        for started in self._call_log.get(sink, ()):
+        for started in self._call_log.get((sink, budget), ()):
             slot = windows - 1 - int((end - started) // per)
             if 0 <= slot < windows:
                 counts[slot] += 1
         return counts
 
     def sample_backlog(self, sinks: list[dict[str, Any]], now: float | None = None) -> None:
-        """Keep each sink's backlog (from Buffer.sinks()), at most once per BACKLOG_EVERY."""
+        """Keep each sink's waiting backlog (Buffer.sinks()' backlog less its held chats),
+        at most once per BACKLOG_EVERY."""
         at = time.time() if now is None else now
         for state in sinks:
             samples = self._backlog.setdefault(state["sink"], deque(maxlen=BACKLOG_SAMPLES))
             if not samples or at - samples[-1][0] >= BACKLOG_EVERY:
-                samples.append((at, int(state.get("backlog", 0))))
+                samples.append((at, int(state.get("backlog", 0)) - int(state.get("held", 0))))
+
+    def backlog_growth(self, sink: str, window: float,
+                       now: float | None = None) -> tuple[int, int] | None:
+        """(largest waiting backlog in the window before, the latest) when every sample of
+        the last `window` seconds is above every sample of the window before it (two
+        samples each at least); else None. In memory: a restart judges afresh."""
+        end = time.time() if now is None else now
+        recent = [n for at, n in self._backlog.get(sink, ()) if end - window < at <= end]
+        before = [n for at, n in self._backlog.get(sink, ())
+                  if end - 2 * window < at <= end - window]
+        if len(recent) < 2 or len(before) < 2 or min(recent) <= max(before):
+            return None
+        return max(before), recent[-1]
 
     def backlog_due(self, now: float | None = None) -> bool:
         """True when no sink has a backlog sample from the last BACKLOG_EVERY seconds."""
@@ -215,13 +232,14 @@ class Metrics:
 
     # -- exposition ----------------------------------------------------------------------
 
-    async def refresh(self, buffer: Any) -> None:
-        """Read the buffer-derived gauges now; on failure they are left out of this scrape."""
+    async def refresh(self, buffer: Any, sinks: list[dict[str, Any]] | None = None) -> None:
+        """Read the buffer-derived gauges now (`sinks`: Buffer.sinks() already read); on
+        failure they are left out of this scrape."""
         if buffer is None:
             self.buffer_state.update([], None)
             return
         try:
-            sinks = await buffer.sinks()
+            sinks = await buffer.sinks() if sinks is None else sinks
         except Exception as exc:
             logger.warning("metrics: could not read the buffer: %s", exc)
             self.buffer_state.update([], None)
@@ -234,13 +252,15 @@ class Metrics:
         self.buffer_state.update(sinks, dict(buffer.stats), media)
         self.sample_backlog(sinks)
 
-    async def render(self, buffer: Any) -> tuple[bytes, str]:
+    async def render(self, buffer: Any,
+                     sinks: list[dict[str, Any]] | None = None) -> tuple[bytes, str]:
         """(exposition body, Content-Type) after refreshing the buffer gauges."""
-        await self.refresh(buffer)
+        await self.refresh(buffer, sinks)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 MEDIA_STATES = ("pending", "fetched", "dead", "held")
+HEALTH_CODES = {"healthy": 0, "behind": 1, "failing": 2, "stopped": 3}  # bridge.health.STATES
 
 
 class BufferCollector:
@@ -283,6 +303,9 @@ class BufferCollector:
                 labels=["sink"]),
             "enabled": GaugeMetricFamily(
                 "chatbridge_sink_enabled", "1 if the config enables the sink", labels=["sink"]),
+            "health": GaugeMetricFamily(
+                "chatbridge_sink_health", "The sink's health verdict: 0 healthy, 1 behind, "
+                "2 failing, 3 stopped (README: Health)", labels=["sink"]),
         }
         for state in self._sinks:
             name = [state["sink"]]
@@ -295,6 +318,8 @@ class BufferCollector:
             if state.get("last_sync_at") is not None:
                 families["last_sync"].add_metric(name, state["last_sync_at"].timestamp())
             families["enabled"].add_metric(name, 1 if state.get("enabled") else 0)
+            if state.get("health"):
+                families["health"].add_metric(name, HEALTH_CODES[state["health"]["state"]])
         yield from families.values()
         limit = GaugeMetricFamily(
             "chatbridge_crm_rate_limit_calls",

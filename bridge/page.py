@@ -7,38 +7,57 @@ import hashlib
 import hmac
 import logging
 import math
+import time
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
+from bridge import params
+from bridge.attention import attention
 from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
+from bridge.health import ago, overall
 from bridge.page_charts import charts
 from bridge.render import render_line
 from bridge.security import (
     SESSION_COOKIE,
     admin_only,
     admin_token,
+    digest,
     is_loopback,
     refusal,
 )
 from bridge.state import BRIDGE
-from bridge.status import PER_PAGE, conversation_report, page_data, record_link, sink_details
+from bridge.status import (
+    PER_PAGE,
+    add_health,
+    conversation_report,
+    page_data,
+    record_link,
+    sink_details,
+)
+from bridge.textreport import zone
 from bridge.throttle import client_key
 
 logger = logging.getLogger(__name__)
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
+REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script);
+# ?refresh=N (5 to 3600) sets another, e.g. for a wall display
+NOSCRIPT_REFRESH = 60  # seconds: a whole-page reload, for a browser without scripts
+SCRIPT = (Path(__file__).parent / "static" / "page.js").read_bytes()
 
 
 def page_routes() -> list[web.RouteDef]:
     return [
         web.get("/", index),
+        web.get("/static/page.js", page_script),
         web.get("/login", login_form),
         web.post("/login", login),
         web.post("/logout", logout),
@@ -50,11 +69,7 @@ def page_routes() -> list[web.RouteDef]:
         web.post("/conversation/purge", admin_only(purge)),
     ]
 MAX_PAGE = 1_000_000
-
-
-def zone(name: str | None) -> tzinfo | None:
-    """server.timezone, or None for the system's zone."""
-    return ZoneInfo(name) if name else None
+TOKEN_LONGEST = 4096  # characters of a typed admin token; a longer one is refused unchecked
 
 
 def _epoch(value: float | None) -> datetime | None:
@@ -65,6 +80,28 @@ def _when(value: datetime | None, tz: tzinfo | None) -> str:
     if value is None:
         return "never"
     return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def relative(value: datetime | float | None, tz: tzinfo | None, now: float,
+             never: str = "never", due: bool = False) -> Markup:
+    """'42 s ago' or 'in 2 min', the absolute time (with its zone) on hover; a time
+    something is `due` at reads 'now' once it has passed (it is under way)."""
+    if value is None:
+        return Markup(escape(never))
+    when = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    delta = when.timestamp() - now
+    if due and delta < 0:
+        delta = 0.0
+    words = "now" if abs(delta) < 1 else f"in {ago(delta)}" if delta > 0 else f"{ago(-delta)} ago"
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        when.astimezone(UTC).isoformat(timespec="seconds"), _when(when, tz), words)
+
+
+def zone_label(tz: tzinfo | None, now: float) -> str:
+    """'Asia/Kolkata (IST)', or "this server's zone (UTC)"."""
+    abbreviation = datetime.fromtimestamp(now, UTC).astimezone(tz).strftime("%Z")
+    name = getattr(tz, "key", None)
+    return f"{name} ({abbreviation})" if name else f"this server's zone ({abbreviation})"
 
 
 def csrf_token(request: web.Request) -> str:
@@ -92,53 +129,76 @@ def _signed_in_or_raise(request: web.Request) -> None:
 def _list_query(request: web.Request) -> dict[str, Any]:
     """The list's search, sort, filter and page from the address; a bad value is a 400."""
     query = request.query
-    sort, show = query.get("sort", "last_message"), query.get("show", "all")
-    if sort not in SORTS:
-        raise web.HTTPBadRequest(text=f"sort must be one of {', '.join(SORTS)}")
-    if show not in SHOWS:
-        raise web.HTTPBadRequest(text=f"show must be one of {', '.join(SHOWS)}")
-    page = query.get("page", "1")
-    if not (page.isascii() and page.isdigit() and 1 <= int(page) <= MAX_PAGE):
-        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {MAX_PAGE}")
-    return {"search": query.get("q", "").strip() or None, "sort": sort, "show": show,
-            "page": int(page), "sink": query.get("sink") or None}
+    return {"search": (params.text(query, "q") or "").strip() or None,
+            "sort": params.choice(query, "sort", SORTS, "last_message"),
+            "show": params.choice(query, "show", SHOWS, "all"),
+            "page": params.whole(query, "page", 1, low=1, high=MAX_PAGE),
+            "sink": params.text(query, "sink") or None,
+            "refresh": params.whole(query, "refresh", REFRESH_EVERY, low=5, high=3600)}
 
 
 async def index(request: web.Request) -> web.StreamResponse:
-    """The status page: sinks, charts, a page of conversations, dead letters."""
+    """The status page: the verdict, what needs attention, conversations, then details."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
     wanted = _list_query(request)
     data = await page_data(bridge.buffer, wanted["sink"], search=wanted["search"],
                            sort=wanted["sort"], show=wanted["show"], page=wanted["page"])
+    if wanted["sink"] not in (None, data["sink"]):  # page_data falls back to the first sink
+        raise web.HTTPNotFound(text=f"no sink named {params.shown(wanted['sink'])}")
+    cluster = await cluster_report(bridge)
+    now = time.time()
+    await add_health(bridge, data["sinks"], cluster, now)
     _add_live(bridge, data)
+    data["health"] = overall(data["sinks"], running=True)
+    data["attention"] = await attention(bridge.buffer, data["sinks"], data["sink"])
     tz = zone(bridge.config.server.timezone)
 
-    def link(**change: Any) -> str:
-        """This list's address with some parameters changed (page back to 1 unless given)."""
+    def link(anchor: str = "conversations", **change: Any) -> str:
+        """This list's address with some parameters changed (page back to 1 unless given),
+        opened at `anchor` so the results are on screen."""
         params = {"sink": data["sink"], "q": wanted["search"], "sort": wanted["sort"],
                   "show": wanted["show"], "page": 1, **change}
         defaults = {"sort": "last_message", "show": "all", "page": 1}
         kept = {k: v for k, v in params.items() if v and defaults.get(k) != v}
-        return "/?" + urlencode(kept) if kept else "/"
+        return ("/?" + urlencode(kept) if kept else "/") + (f"#{anchor}" if anchor else "")
 
     pages = max(1, math.ceil((data["total"] or 0) / PER_PAGE))
     return _render("status.html", data=data, wanted=wanted, pages=pages, link=link,
-                   charts=await charts(bridge, data["sinks"], tz),
-                   cluster=await cluster_report(bridge),
+                   charts=await charts(bridge, data["sinks"], tz, now),
+                   cluster=cluster,
                    stamp=lambda value: _when(_epoch(value), tz),
+                   rel=lambda value, never="never", due=False: relative(value, tz, now, never,
+                                                                         due),
+                   zone=zone_label(tz, now), updated=_when(_epoch(now), tz),
+                   refresh=wanted["refresh"],
+                   noscript_refresh=max(wanted["refresh"], NOSCRIPT_REFRESH),
                    sources=[source.name for source in bridge.sources],
-                   conversation_link=_conversation_link,
+                   conversation_link=_conversation_link, label=_label,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
-                   requeued=request.query.get("requeued"), purged=request.query.get("purged"),
+                   requeued=params.whole(request.query, "requeued"),
+                   purged=params.whole(request.query, "purged"),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
+async def page_script(request: web.Request) -> web.StreamResponse:
+    """The page's small refresh script (the page works without it)."""
+    return web.Response(body=SCRIPT, content_type="text/javascript",
+                        headers={"Cache-Control": "no-cache"})
+
+
+def _label(key: str) -> str:
+    """A sink's describe() key as a label: 'throttled_for_s' -> 'Throttled for (s)'."""
+    words = key.replace("_", " ").strip()
+    if words.endswith(" s"):
+        words = words[:-2] + " (s)"
+    return words[:1].upper() + words[1:]
+
+
 def _add_live(bridge: Any, data: dict[str, Any]) -> None:
-    """What only the running process knows: is the sink running, its details, record links."""
+    """What only the running process knows: the sinks' details and record links."""
     sinks = {sink.name: sink for sink in bridge.sinks}
     for entry in data["sinks"]:
-        entry["running"] = entry["sink"] in bridge.runners
         entry["details"] = sink_details(sinks.get(entry["sink"]))
     chosen = sinks.get(data["sink"])
     for row in data["conversations"]:
@@ -153,14 +213,15 @@ async def conversation(request: web.Request) -> web.StreamResponse:
     """One person: who they are, every stored message, and what each sink made of it."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
-    key = request.query.get("key", "")
+    key = params.text(request.query, "key", "")
     report = await conversation_report(bridge, key)
     if report is None:
-        raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
-    tz = zone(bridge.config.server.timezone)
+        raise web.HTTPNotFound(text=f"no conversation {params.shown(key)} in the buffer")
+    tz, now = zone(bridge.config.server.timezone), time.time()
     return _render("conversation.html", c=report, when=lambda value: _when(value, tz),
+                   rel=lambda value, due=False: relative(value, tz, now, due=due),
                    line=render_line,
-                   csrf=csrf_token(request), requeued=request.query.get("requeued"),
+                   csrf=csrf_token(request), requeued=params.whole(request.query, "requeued"),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
@@ -172,10 +233,9 @@ INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", 
 async def media_file(request: web.Request) -> web.StreamResponse:
     """A stored media file of one message (?id=), for the conversation page's link."""
     _signed_in_or_raise(request)
-    try:
-        message_id = int(request.query.get("id", ""))
-    except ValueError:
-        raise web.HTTPBadRequest(text="id must be a message id (a number)") from None
+    message_id = params.whole(request.query, "id", low=1)
+    if message_id is None:
+        raise params.bad("id is missing (a message id, from the conversation page's link)")
     found = await request.app[BRIDGE].buffer.media_file(message_id)
     if found is None:
         raise web.HTTPNotFound(text=f"no stored file for message {message_id}")
@@ -200,7 +260,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     expected = admin_token(request)
     if not expected:
         raise web.HTTPSeeOther("/")
-    form = await request.post()
+    form = await params.form(request)
     throttle, client = request.app[BRIDGE].login_throttle, client_key(request.remote)
     wait = math.ceil(throttle.wait(client))
     if wait:  # refused unchecked, the right token too: parallel guesses learn nothing
@@ -208,8 +268,8 @@ async def login(request: web.Request) -> web.StreamResponse:
                        f"address: try again in {wait} s.")
         page.headers["Retry-After"] = str(wait)
         return page
-    given = str(form.get("token", ""))
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    given = params.text(form, "token", "", longest=TOKEN_LONGEST)
+    if not hmac.compare_digest(digest(given), digest(expected)):  # no length shows
         throttle.failed(client)
         await asyncio.sleep(LOGIN_FAILURE_DELAY)
         return _render("login.html", status=401, error="That is not the admin token.")
@@ -239,12 +299,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def requeue(request: web.Request) -> web.StreamResponse:
     """The page's requeue button: one dead letter, or all of a sink's."""
     bridge = request.app[BRIDGE]
-    form = await request.post()
+    form = await params.form(request)
     _check_form(request, form)
-    sink = str(form.get("sink", ""))
+    sink = params.text(form, "sink", "")
     if sink not in {s.name for s in bridge.sinks}:
-        raise web.HTTPBadRequest(text=f"no sink named {sink!r}")
-    ids = _ids(form.getall("message_id", []))
+        raise web.HTTPBadRequest(text=f"no sink named {params.shown(sink)}")
+    ids = params.ids(form, "message_id")
     moved = await bridge.buffer.requeue(sink, ids or None)
     if sink in bridge.runners:
         bridge.runners[sink].wake()
@@ -253,7 +313,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
 
 
 def _check_form(request: web.Request, form: Any) -> None:
-    if not hmac.compare_digest(str(form.get("csrf", "")).encode(),
+    if not hmac.compare_digest(params.text(form, "csrf", "").encode(),
                                csrf_token(request).encode()):
         raise web.HTTPForbidden(text="the form is stale or forged (reload the page)")
 
@@ -261,9 +321,9 @@ def _check_form(request: web.Request, form: Any) -> None:
 async def requeue_conversation(request: web.Request) -> web.StreamResponse:
     """The conversation page's button: its dead letters back to pending, retries due now."""
     bridge = request.app[BRIDGE]
-    form = await request.post()
+    form = await params.form(request)
     _check_form(request, form)
-    key = str(form.get("key", ""))
+    key = params.text(form, "key", "")
     moved = await bridge.buffer.requeue_conversation(key)
     for runner in bridge.runners.values():
         runner.wake()
@@ -275,10 +335,10 @@ async def purge_form(request: web.Request) -> web.StreamResponse:
     """The confirmation step before a purge: the number must be typed again."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
-    key = request.query.get("key", "")
+    key = params.text(request.query, "key", "")
     found = await bridge.buffer.conversation(key, limit=1)
     if found is None:
-        raise web.HTTPNotFound(text=f"no conversation {key!r} in the buffer")
+        raise web.HTTPNotFound(text=f"no conversation {params.shown(key)} in the buffer")
     return _render("purge.html", person=found["person"], csrf=csrf_token(request),
                    error=None, conversation_link=_conversation_link,
                    logged_in=SESSION_COOKIE in request.cookies)
@@ -287,25 +347,15 @@ async def purge_form(request: web.Request) -> web.StreamResponse:
 async def purge(request: web.Request) -> web.StreamResponse:
     """Delete one person's messages and mappings from the buffer, once confirmed."""
     bridge = request.app[BRIDGE]
-    form = await request.post()
+    form = await params.form(request)
     _check_form(request, form)
-    key = str(form.get("key", ""))
-    if str(form.get("confirm", "")).strip() != key:
+    key = params.text(form, "key", "")
+    if not key:
+        raise params.bad("key is missing (the conversation's number); nothing was deleted")
+    if params.text(form, "confirm", "").strip() != key:
         raise web.HTTPBadRequest(text="confirm must repeat the conversation's number exactly;"
                                       " nothing was deleted")
     removed = await bridge.buffer.purge(key)
     logger.warning("purged conversation ...%s from the buffer: %d messages", key[-4:], removed)
     raise web.HTTPSeeOther(f"/?purged={removed}")
-
-
-def _ids(values: list[Any]) -> list[int]:
-    """Dead-letter ids from the form: ASCII digits that fit SQLite's 64-bit integers."""
-    ids = []
-    for value in map(str, values):
-        if not (value.isascii() and value.isdigit() and len(value) <= 19
-                and int(value) < 2**63):
-            raise web.HTTPBadRequest(text="message_id must be a dead letter's id (a whole "
-                                          "number from the status page)")
-        ids.append(int(value))
-    return ids
 

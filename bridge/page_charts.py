@@ -7,7 +7,8 @@ import time
 from datetime import tzinfo
 from typing import Any
 
-from bridge.charts import Series, ago, bars, hbars, hour_labels
+from bridge.charts import Series, bars, hbars, hour_labels
+from bridge.health import ago
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,7 @@ async def charts(bridge: Any, sinks: list[dict[str, Any]], tz: tzinfo | None,
     found = [await traffic(bridge.buffer, tz, now), backlog(sinks, now),
              backlog_history(bridge.metrics, [s["sink"] for s in sinks], tz, now)]
     for sink in bridge.sinks:
-        chart = calls(bridge.metrics, sink, now)
-        if chart is not None:
-            found.append(chart)
+        found += calls(bridge.metrics, sink, now)
     return found
 
 
@@ -45,6 +44,7 @@ async def traffic(buffer: Any, tz: tzinfo | None, now: float) -> dict[str, Any]:
     rows = [(labels[i], inbound[i], outbound[i]) for i in range(HOURS)
             if inbound[i] or outbound[i]]
     return {"id": "chart-traffic", "heading": "Messages per hour (48 h)", "svg": svg,
+            "timeline": True,
             "table": {"caption": "Messages per hour (hours with none left out)",
                       "columns": ("Hour", "In", "Out"), "rows": rows}}
 
@@ -65,6 +65,7 @@ def backlog(sinks: list[dict[str, Any]], now: float) -> dict[str, Any]:
     svg = hbars("chart-backlog", "Backlog per sink", desc + ". Waiting: solid, held: "
                 "hatched, dead letters: dotted.", rows)
     return {"id": "chart-backlog", "heading": "Backlog and last sync per sink", "svg": svg,
+            "timeline": False,
             "table": {"caption": "Backlog per sink",
                       "columns": ("Sink", "Waiting", "Held", "Dead letters", "Since last sync"),
                       "rows": table}}
@@ -93,7 +94,8 @@ def rate_budgets(sinks: Any) -> dict[tuple[str, str], tuple[int, float]]:
 
 def backlog_history(metrics: Any, names: list[str], tz: tzinfo | None,
                     now: float) -> dict[str, Any]:
-    """The largest backlog per hour and sink over the last 48 hours (sampled in memory)."""
+    """The largest waiting backlog (held chats apart) per hour and sink over the last 48
+    hours (sampled in memory)."""
     last = int(now // 3600)
     first = last - HOURS + 1
     labels = hour_labels(first, HOURS, tz)
@@ -102,14 +104,16 @@ def backlog_history(metrics: Any, names: list[str], tz: tzinfo | None,
     series = [Series(f"{name} ({fills[i % 3]})", [p or 0 for p in peaks[name]], fills[i % 3])
               for i, name in enumerate(names)]
     trend = "; ".join(_trend(name, peaks[name]) for name in names) or "no sink installed"
-    svg = bars("chart-backlog-history", "Backlog per hour and sink, last 48 hours",
-               f"The largest backlog sampled each hour (once a minute while the bridge runs). "
+    svg = bars("chart-backlog-history", "Waiting backlog per hour and sink, last 48 hours",
+               f"The largest waiting backlog (held chats apart) sampled each hour (once a "
+               f"minute while the bridge runs). "
                f"{trend}.", labels, series, tick_every=6)
     rows = [(labels[i], *(("–" if peaks[n][i] is None else peaks[n][i]) for n in names))
             for i in range(HOURS) if any(peaks[n][i] is not None for n in names)]
-    return {"id": "chart-backlog-history", "heading": "Is the backlog growing? (48 h)",
-            "svg": svg, "table": {"caption": "Largest backlog per hour (– : no sample)",
-                                  "columns": ("Hour", *names), "rows": rows}}
+    return {"id": "chart-backlog-history", "heading": "Is the waiting backlog growing? (48 h)",
+            "svg": svg, "timeline": True,
+            "table": {"caption": "Largest waiting backlog per hour (– : no sample)",
+                      "columns": ("Hour", *names), "rows": rows}}
 
 
 def _trend(name: str, peaks: list[int | None]) -> str:
@@ -121,24 +125,36 @@ def _trend(name: str, peaks: list[int | None]) -> str:
     return f"{name}: {seen[0]} then {seen[-1]} now ({change})"
 
 
-def calls(metrics: Any, sink: Any, now: float) -> dict[str, Any] | None:
-    """CRM calls per rate-limit window against the limit, for a sink that states one."""
-    budget = rate_budget(sink)
-    if budget is None:
-        return None
-    limit, per = budget
-    counts = metrics.calls_per_window(sink.name, per, CALL_WINDOWS, now)
+BUDGETS = (("ordinary", "rate_budget", "CRM calls"),
+           ("bulk", "bulk_rate_budget", "bulk calls"))
+
+
+def calls(metrics: Any, sink: Any, now: float) -> list[dict[str, Any]]:
+    """One chart per rate budget the sink states (ordinary calls; bulk calls, which a CRM
+    may count apart): its calls per window, each against its own limit."""
+    found = []
+    for budget, method, what in BUDGETS:
+        stated = rate_budget(sink, method)
+        if stated is not None:
+            found.append(_calls(metrics, sink.name, budget, what, stated, now))
+    return found
+
+
+def _calls(metrics: Any, name: str, budget: str, what: str, stated: tuple[int, float],
+           now: float) -> dict[str, Any]:
+    limit, per = stated
+    counts = metrics.calls_per_window(name, per, CALL_WINDOWS, now, budget)
     span = ago(per * CALL_WINDOWS)
     labels = [f"-{ago(per * (CALL_WINDOWS - i))}" for i in range(CALL_WINDOWS)]
     full = sum(1 for c in counts if c >= limit)
-    chart_id = f"chart-calls-{sink.name}"
-    svg = bars(chart_id, f"{sink.name}: CRM calls per {per:g} s window, last {span}",
-               f"Peak {max(counts)} calls in a window against a limit of {limit}; "
-               f"{full} of {CALL_WINDOWS} windows at the limit; {sum(counts)} calls in all.",
-               labels, [Series("calls", counts, "solid")], tick_every=12,
+    chart_id = f"chart-calls-{name}-{budget}"
+    svg = bars(chart_id, f"{name}: {what} per {per:g} s window, last {span}",
+               f"Peak {max(counts)} {what} in a window against their limit of {limit}; "
+               f"{full} of {CALL_WINDOWS} windows at the limit; {sum(counts)} in all.",
+               labels, [Series(what, counts, "solid")], tick_every=12,
                limit=limit, limit_label=f"limit {limit} per {per:g} s (dashed)")
-    return {"id": chart_id, "heading": f"{sink.name}: CRM calls against the rate limit",
-            "svg": svg, "table": {
-                "caption": f"CRM calls per {per:g} s window (last {span})",
+    return {"id": chart_id, "heading": f"{name}: {what} against their own limit",
+            "svg": svg, "timeline": True, "table": {
+                "caption": f"{what[:1].upper()}{what[1:]} per {per:g} s window (last {span})",
                 "columns": ("Limit per window", "Peak", "Windows at the limit", "Calls"),
                 "rows": [(limit, max(counts), full, sum(counts))]}}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -13,6 +16,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from bridge.state import BRIDGE
+from bridge.throttle import client_key
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +24,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SESSION_COOKIE = "chatbridge_session"  # a page sign-in: see bridge/sessions.py
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Set by a reverse proxy: such a request came from elsewhere even if the proxy is local.
-PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Client-IP", "True-Client-IP",
-                 "CF-Connecting-IP")
+# Added by a reverse proxy, load balancer or CDN: such a request came from elsewhere even
+# when the proxy runs on this machine. No list of names is complete, so names are matched
+# loosely (any casing, '_' read as '-'): exactly, by a telling word anywhere in the name, or
+# by a vendor's prefix. A browser or curl talking to the bridge directly sends none of them.
+PROXY_NAMES = frozenset({"via", "forwarded", "cdn-loop", "x-host", "x-request-start",
+                         "x-scheme", "x-url-scheme", "front-end-https", "x-varnish",
+                         "surrogate-capability"})
+PROXY_WORDS = ("forwarded", "clientip", "realip", "connectingip", "remoteaddr", "remoteip",
+               "originatingip", "proxy", "original")  # sought with '-' and '_' removed
+PROXY_PREFIXES = ("cf-", "x-amzn-", "x-amz-cf-", "cloudfront-", "x-envoy-", "fastly-",
+                  "akamai-", "x-akamai-", "x-azure-", "x-appengine-", "x-vercel-", "fly-",
+                  "x-arr-", "x-cloud-trace-", "x-nf-")
 # Host names a browser on this machine uses to reach the bridge, with or without a port.
 LOOPBACK_HOST = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?", re.IGNORECASE)
 OPEN_TO_LOOPBACK = "no server.admin_token is configured, so this is open to loopback only"
+TOKEN_REQUIRED = "admin token required (Authorization: Bearer ...)"
+BEARER_CLIENT = "bearer "  # throttle key prefix: wrong Bearer tokens count apart from the form
 
 
 @web.middleware
@@ -56,14 +71,31 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response({"error": "internal error (see the bridge log)"}, status=500)
 
 
+def proxied(request: web.Request) -> bool:
+    """Whether a proxy forwarded this request: it carries a header only proxies add, or
+    names one in Connection (asking a proxy to drop its own as hop-by-hop)."""
+    named = request.headers.get("Connection", "").split(",")
+    return any(_proxy_header(name.strip()) for name in (*request.headers, *named))
+
+
+def _proxy_header(name: str) -> bool:
+    name = name.lower().replace("_", "-")
+    squeezed = name.replace("-", "")
+    return (name in PROXY_NAMES or any(word in squeezed for word in PROXY_WORDS)
+            or name.startswith(PROXY_PREFIXES))
+
+
 def is_loopback(request: web.Request) -> bool:
     """Whether the peer is on this machine and no proxy forwarded the request."""
-    if any(name in request.headers for name in PROXY_HEADERS):
+    if proxied(request):
         return False
     try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
+        ip = ipaddress.ip_address(request.remote or "")
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # 127.0.0.1 seen through a dual-stack socket (host: "::")
+    return ip.is_loopback
 
 
 def loopback_host(request: web.Request) -> bool:
@@ -72,11 +104,20 @@ def loopback_host(request: web.Request) -> bool:
     return LOOPBACK_HOST.fullmatch(request.headers.get("Host", "")) is not None
 
 
-def token_ok(request: web.Request, expected: str) -> bool:
-    """Bearer header matches the admin token (constant time)."""
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    return hmac.compare_digest(given.encode(), expected.encode())
+def token_ok(given: str, expected: str) -> bool:
+    """An Authorization header value is `Bearer <the admin token>` (the scheme in any case).
+
+    Compared as SHA-256 digests in constant time, so neither the token's content nor its
+    length shows in the timing; bytes that are not UTF-8 are compared as sent.
+    """
+    scheme, _, value = given.strip().partition(" ")
+    value = value.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(digest(value), digest(expected)) and bool(value)
+
+
+def digest(secret: str) -> bytes:
+    """SHA-256 of a secret, to compare in constant time whatever the two lengths."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 def admin_token(request: web.Request) -> str | None:
@@ -86,15 +127,18 @@ def admin_token(request: web.Request) -> str | None:
 def refusal(request: web.Request) -> web.HTTPException | None:
     """Why this request may not use an admin route, or None when it may.
 
-    With server.admin_token: a Bearer token or page session. Without: a loopback peer, no
-    proxy header, and a loopback Host (the guard against DNS rebinding).
+    With server.admin_token: a Bearer token or page session (a wrong token is counted, see
+    wrong_token). Without: a loopback peer, no proxy header, and a loopback Host (the guard
+    against DNS rebinding).
     """
     expected = admin_token(request)
     if expected:
-        sessions = request.app[BRIDGE].sessions
-        if token_ok(request, expected) or sessions.valid(request.cookies.get(SESSION_COOKIE)):
+        if request.app[BRIDGE].sessions.valid(request.cookies.get(SESSION_COOKIE)):
             return None
-        return web.HTTPUnauthorized(text="admin token required (Authorization: Bearer ...)")
+        given = request.headers.get("Authorization")
+        if given is None:
+            return web.HTTPUnauthorized(text=TOKEN_REQUIRED)
+        return None if token_ok(given, expected) else wrong_token(request)
     if not is_loopback(request):
         return web.HTTPUnauthorized(text=OPEN_TO_LOOPBACK)
     if not loopback_host(request):
@@ -102,6 +146,29 @@ def refusal(request: web.Request) -> web.HTTPException | None:
         return web.HTTPForbidden(text=f"Host {host!r} is not a loopback name: {OPEN_TO_LOOPBACK}"
                                       " (open http://127.0.0.1:PORT/, or set the token)")
     return None
+
+
+def wrong_token(request: web.Request) -> web.HTTPException:
+    """Count a wrong Authorization header against the peer: 401 for the first few, then 429
+    with Retry-After while the lockout (doubling, as for the login form) lasts.
+
+    Unlike the login form, a locked-out address still has each token checked, so the right
+    token from the same address (a monitoring job behind the same proxy as a guesser) is
+    never refused. The price: a lockout cannot hide whether a guess was right (the right
+    one still gets its 200), it can only tell the client to back off and show the attempt;
+    a long random token is what makes guessing hopeless. Bearer failures are counted apart
+    from the form's, so a script with a stale token locks nobody out of the sign-in page.
+    """
+    throttle = request.app[BRIDGE].login_throttle
+    client = BEARER_CLIENT + client_key(request.remote)
+    locked = throttle.wait(client) > 0
+    throttle.failed(client)
+    if not locked:
+        return web.HTTPUnauthorized(text=TOKEN_REQUIRED)
+    wait = max(1, math.ceil(throttle.wait(client)))
+    return web.HTTPTooManyRequests(
+        text=f"too many wrong admin tokens from this address: try again in {wait} s",
+        headers={"Retry-After": str(wait)})
 
 
 def cross_site(request: web.Request) -> bool:
@@ -115,6 +182,7 @@ def cross_site(request: web.Request) -> bool:
 def admin_only(handler: Handler) -> Handler:
     """Require server.admin_token (or a page session); with none, answer loopback only."""
 
+    @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         refused = refusal(request)
         if refused is not None:

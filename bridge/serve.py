@@ -12,14 +12,18 @@ busy with a request, the newcomer gets a 503.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
+import socket
 import time
 from collections.abc import Callable
 from contextlib import suppress
 
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
+
+from bridge.errors import ListenError
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +67,10 @@ class _Refuse(asyncio.Protocol):
 
 
 class ConnectionCap:
-    """The protocol factory for the listening socket: aiohttp's, under a connection cap."""
+    """The protocol factory for the listening socket: aiohttp's, under a connection cap.
+    `server` may be set after the socket is bound (before it accepts anything)."""
 
-    def __init__(self, server: web.Server, cap: int) -> None:
+    def __init__(self, server: web.Server | None, cap: int) -> None:
         self.server, self.cap = server, cap
         self._open: dict[web.RequestHandler, float] = {}  # accept time, oldest first
         self.evicted = self.refused = 0
@@ -103,32 +108,69 @@ class ConnectionCap:
 
 
 class CappedSite(web.BaseSite):
-    """A TCP site whose connections go through a ConnectionCap."""
+    """A TCP site on sockets bound before the app started, connections through a cap."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int) -> None:
+    def __init__(self, runner: web.AppRunner, listening: asyncio.Server,
+                 factory: ConnectionCap) -> None:
         super().__init__(runner, backlog=BACKLOG)
-        self._host, self._port, self._cap = host, port, cap
+        self._listening, self._factory = listening, factory
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        return ", ".join(f"http://{a[0]}:{a[1]}" for a in bound(self._listening))
 
     async def start(self) -> None:
         await super().start()
-        factory = ConnectionCap(self._runner.server, self._cap)
-        self._server = await asyncio.get_running_loop().create_server(
-            factory, self._host, self._port, backlog=self._backlog, reuse_address=True)
+        self._factory.server = self._runner.server
+        self._server = self._listening
+        await self._listening.start_serving()
+
+
+def bound(listening: asyncio.Server) -> list[tuple[str, int]]:
+    """(host, port) of each listening socket (the real port when 0 was asked for)."""
+    return [sock.getsockname()[:2] for sock in listening.sockets]
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """One line: why the bridge cannot listen, and what to do."""
+    where = f"{host or '*'}:{port}"
+    other = "choose another with `bridge run --port N` or server.port"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where} is already in use (another bridge or program listens there): stop "
+                f"it, or {other}")
+    if exc.errno == errno.EACCES:
+        return f"no permission to listen on {where} (ports below 1024 need privileges): {other}"
+    reason = exc.strerror or str(exc)
+    return (f"cannot listen on {where}: {reason} (server.host must be an address of this "
+            "machine, e.g. 127.0.0.1, or 0.0.0.0 for every interface)")
+
+
+async def listen(host: str, port: int, cap: int) -> tuple[asyncio.Server, ConnectionCap]:
+    """Sockets bound on host:port, not yet accepting (CappedSite.start() opens them), and
+    the cap their connections go through; a busy port is a ListenError."""
+    factory = ConnectionCap(None, cap)
+    try:
+        listening = await asyncio.get_running_loop().create_server(
+            factory, host, port, backlog=BACKLOG, reuse_address=True, start_serving=False)
+    except (OSError, socket.gaierror) as exc:
+        raise ListenError(listen_error(host, port, exc)) from None
+    return listening, factory
 
 
 async def _serve(app: web.Application, host: str, port: int, cap: int,
-                 access_log: logging.Logger | None, ready: Callable[[], None]) -> None:
+                 access_log: logging.Logger | None, ready: Callable[[str, int], None]) -> None:
+    listening, factory = await listen(host, port, cap)  # before the app starts: nothing ran
     runner = web.AppRunner(app, handle_signals=True, access_log=access_log,
                            keepalive_timeout=KEEPALIVE_TIMEOUT,
                            shutdown_timeout=SHUTDOWN_TIMEOUT)
-    await runner.setup()
     try:
-        await CappedSite(runner, host, port, cap).start()
-        ready()
+        await runner.setup()
+    except BaseException:
+        listening.close()
+        raise
+    try:
+        await CappedSite(runner, listening, factory).start()
+        ready(*bound(listening)[0])
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -136,7 +178,7 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
 
 def serve(app: web.Application, host: str, port: int, *,
           access_log: logging.Logger | None = None,
-          ready: Callable[[], None] = lambda: None) -> None:
+          ready: Callable[[str, int], None] = lambda host, port: None) -> None:
     """Serve `app` until SIGINT or SIGTERM, connections capped under the open-file limit."""
     cap = connection_cap(raise_open_file_limit())
     logger.debug("serving at most %d connections at a time", cap)

@@ -41,6 +41,7 @@ class Bridge:
     sessions: Sessions = field(default_factory=Sessions)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     cluster: Any = None  # bridge.cluster.Member when the buffer is shared (PostgreSQL)
+    buffer_id: str = ""  # bridge.address.buffer_id: sent with every answer
 
 
 BRIDGE = web.AppKey("bridge", Bridge)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+from bridge.attention import OVERDUE_FILE
 from bridge.buffer import Buffer, reads
 from bridge.buffer.enrich import first_error
 from bridge.cluster import cluster_report
+from bridge.health import growth_window, overall, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +23,8 @@ async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 
                               "media": await buffer.media_counts()}
     report.update(await people_report(buffer, sinks, dead_letters))
     for sink in sinks:
+        sink["overdue_files"], _ = await reads.overdue_files(
+            buffer.query, sink["sink"], time.time() - OVERDUE_FILE, 0)
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)
         sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=dead_letters)
         sink["dead_target_sample"] = await buffer.dead_targets(sink["sink"], limit=dead_letters)
@@ -33,16 +38,55 @@ async def status_report(bridge: Any, search: str | None = None,
     """The buffer report plus what only the running process knows (sink details, links)."""
     report = await buffer_report(bridge.buffer, search, dead_letters=dead_letters)
     sinks = {sink.name: sink for sink in bridge.sinks}
+    report["cluster"] = await cluster_report(bridge)
+    await add_health(bridge, report["sinks"], report["cluster"])
     for entry in report["sinks"]:
         sink = sinks.get(entry["sink"])
-        entry["running"] = entry["sink"] in bridge.runners
         entry["details"] = sink_details(sink)
         for conversation in entry["conversations"]:
             conversation["record_url"] = record_link(sink, conversation["record_id"])
+    report["health"] = overall(report["sinks"], running=True)
     report["sources"] = [source.name for source in bridge.sources]
     report["started_at"] = bridge.started_at
-    report["cluster"] = await cluster_report(bridge)
     return report
+
+
+async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str, Any],
+                     now: float | None = None) -> None:
+    """Each sink's `health` (bridge.health), `running` and `simulated`, as this running
+    process and the cluster's registry see them."""
+    now = time.time() if now is None else now
+    alive = {name for p in cluster["processes"] if p["alive"] for name in p["sinks"]}
+    objects = {sink.name: sink for sink in bridge.sinks}
+    for entry in sinks:
+        name, sink = entry["sink"], objects.get(entry["sink"])
+        entry.update(await reads.sync_health(bridge.buffer.query, name))
+        entry["running"] = name in bridge.runners or name in alive
+        interval = sink.settings.sync_interval if sink is not None else None
+        growth = bridge.metrics.backlog_growth(name, growth_window(interval), now) \
+            if interval else None
+        entry["health"] = verdict(entry, running=entry["running"], now=now, interval=interval,
+                                  started_at=bridge.started_at, growth=growth)
+        entry["simulated"] = simulated(sink)
+
+
+async def offline_health(buffer: Buffer, sinks: list[dict[str, Any]], why: str,
+                         alive: set[str], intervals: dict[str, float]) -> None:
+    """Each sink's health read from the buffer alone, when no bridge answered: stopped,
+    unless a live process in a shared buffer's registry runs it (judged from the buffer
+    then, with the config's interval)."""
+    now = time.time()
+    for entry in sinks:
+        entry.update(await reads.sync_health(buffer.query, entry["sink"]))
+        entry["running"] = entry["sink"] in alive
+        entry["health"] = verdict(entry, running=entry["running"], now=now,
+                                  interval=intervals.get(entry["sink"]), why_stopped=why)
+
+
+def simulated(sink: Any) -> str | None:
+    """The real service a sink stands in for (its optional `simulated`), or None."""
+    value = getattr(sink, "simulated", None)
+    return str(value) if value else None
 
 
 async def people_report(buffer: Buffer, sinks: list[dict[str, Any]],
@@ -80,7 +124,7 @@ PER_PAGE = 50
 
 async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | None = None,
                     sort: str = "last_message", show: str = "all", page: int = 1,
-                    per_page: int = PER_PAGE, dead_letters: int = 50) -> dict[str, Any]:
+                    per_page: int = PER_PAGE) -> dict[str, Any]:
     """What the status page shows: every sink's figures and one sink's conversation page."""
     sinks = await buffer.sinks()
     names = [s["sink"] for s in sinks]
@@ -91,11 +135,7 @@ async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | No
     return {**people, "sinks": sinks, "sink": chosen,
             "messages": await buffer.count_messages(), "media": await buffer.media_counts(),
             "conversations": listing["rows"], "total": listing["total"],
-            "page": page, "per_page": per_page,
-            "dead_letter_sample": await buffer.dead_letters(chosen, limit=dead_letters)
-            if chosen else [],
-            "dead_target_sample": await buffer.dead_targets(chosen, limit=dead_letters)
-            if chosen else []}
+            "page": page, "per_page": per_page}
 
 
 async def conversation_report(bridge: Any, key: str) -> dict[str, Any] | None:

@@ -79,3 +79,30 @@ def test_every_file_of_the_example_is_in_the_doc():
              *sorted((EXAMPLE / "chatbridge_webhook_sink").glob("*.py"))]
     missing = [str(f.relative_to(ROOT)) for f in files if str(f.relative_to(ROOT)) not in mirrored]
     assert missing == [], "add these files to docs/plugins.md as mirrored code blocks"
+
+
+def test_the_example_plugin_requires_this_distribution_and_pip_resolves_it():
+    """The example's `chatbridge-crm>=0.1` is met by this checkout (installed), with no
+    index at all: the name is ours, not the unrelated `chatbridge` on PyPI."""
+    import json
+    import subprocess
+    import sys
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert ours["name"] == "chatbridge-crm"
+    wanted = [Requirement(r) for r in tomllib.loads((EXAMPLE / "pyproject.toml").read_text())[
+        "project"]["dependencies"]]
+    (core,) = [r for r in wanted if r.name == ours["name"]]
+    assert core.specifier.contains(ours["version"])
+    plan = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
+         "--no-build-isolation", "--disable-pip-version-check", "--quiet", "--report", "-",
+         str(EXAMPLE)], capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr  # every requirement met by what is installed
+    assert [i["metadata"]["name"] for i in json.loads(plan.stdout)["install"]] == [
+        "chatbridge-webhook-sink"]
+    guide = DOC.read_text(encoding="utf-8")
+    assert "chatbridge-crm[testing] @ git+" in guide and "pip install -e" in guide

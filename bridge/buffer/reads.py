@@ -18,7 +18,7 @@ _SINK_COLUMNS = ("sink", "installed_at", "enabled", "disabled_at", "last_sync_at
                  "backfill_done_at", "backfill_total", "backfill_started_at")
 _TIMES = {"installed_at", "disabled_at", "last_sync_at", "next_sync_at", "last_error_at",
           "backfill_since", "backfill_done_at", "last_synced_at", "last_message_at",
-          "failed_at", "at", "dead_at", "sent_at", "backfill_started_at"}
+          "failed_at", "at", "dead_at", "sent_at", "backfill_started_at", "waiting_since"}
 
 
 def _record(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
@@ -388,9 +388,9 @@ async def held_chats(query: Query, sink: str) -> list[dict[str, Any]]:
 
 async def failed_sends(query: Query, limit: int) -> list[dict[str, Any]]:
     """Outbound messages WhatsApp reported as failed, newest first, with Meta's error."""
-    columns = ("provider_id", "recipient", "conversation", "failed_at", "errors")
+    columns = ("provider_id", "recipient", "conversation", "failed_at", "errors", "message_id")
     rows = await query(
-        "SELECT s.provider_id, s.recipient, m.conversation, s.failed_at, s.errors"
+        "SELECT s.provider_id, s.recipient, m.conversation, s.failed_at, s.errors, m.id"
         " FROM statuses s LEFT JOIN messages m ON m.source = s.source"
         " AND m.provider_id = s.provider_id WHERE s.failed_at IS NOT NULL"
         " ORDER BY s.failed_at DESC LIMIT ?", (limit,))
@@ -403,3 +403,61 @@ async def people_counts(query: Query) -> dict[str, int]:
                              ()))[0]
     (failed,) = (await query("SELECT count(*) FROM statuses WHERE failed_at IS NOT NULL", ()))[0]
     return {"group_chats": groups, "failed_sends": failed}
+
+
+_RETRYING = (" FROM batches WHERE sink = ? AND state = 'ready' AND held = 0 AND attempts > 0"
+             " AND last_error IS NOT NULL")
+
+
+async def sync_health(query: Query, sink: str) -> dict[str, Any]:
+    """What the health verdict reads beyond sinks(): batches waiting to retry after an
+    error (how many, when the oldest was first tried, the latest error) and when the sink
+    last delivered to a conversation."""
+    ((batches, since),) = await query("SELECT count(*), min(created_at)" + _RETRYING, (sink,))
+    latest = await query("SELECT last_error" + _RETRYING + " ORDER BY released_at DESC LIMIT 1",
+                         (sink,)) if batches else []
+    delivered = await query("SELECT last_synced_at FROM sink_conversations WHERE sink = ?"
+                            " AND last_synced_at IS NOT NULL ORDER BY last_synced_at DESC"
+                            " LIMIT 1", (sink,))  # the newest entry of an index, not a scan
+    return {"retrying": batches, "retrying_since": from_timestamp(since),
+            "retry_error": latest[0][0] if latest else None,
+            "last_delivered_at": from_timestamp(delivered[0][0]) if delivered else None}
+
+
+async def previews(query: Query, message_ids: Sequence[int] = (),
+                   conversations: Sequence[str] = ()) -> dict[Any, tuple[str | None, Message]]:
+    """Who and what, for the status page's lists of things to act on: per message id, and
+    per conversation key its newest message, as (the person's name, the Message)."""
+    found: dict[Any, tuple[str | None, Message]] = {}
+    if message_ids:
+        rows = await query(f"SELECT {MESSAGE_COLUMNS}, c.contact_name FROM messages m LEFT JOIN"
+                           " conversations c ON c.key = m.conversation"
+                           f" WHERE m.id IN ({_placeholders(len(message_ids))})",
+                           list(message_ids))
+        found.update({row[0]: (row[-1], message_from_row(row[:-1])) for row in rows})
+    if conversations:
+        rows = await query(f"SELECT {MESSAGE_COLUMNS}, c.contact_name FROM conversations c"
+                           " JOIN messages m ON m.id = (SELECT id FROM messages"
+                           " WHERE conversation = c.key ORDER BY sent_at DESC, id DESC LIMIT 1)"
+                           f" WHERE c.key IN ({_placeholders(len(conversations))})",
+                           list(conversations))
+        found.update({row[3]: (row[-1], message_from_row(row[:-1])) for row in rows})
+    return found
+
+
+async def overdue_files(query: Query, sink: str, older_than: float,
+                        limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """Targets (attachments) waiting for their message's file since before `older_than`
+    (unix seconds): how many, and the oldest `limit` of them."""
+    where = (" FROM targets t LEFT JOIN batches b ON b.id = t.batch_id WHERE t.sink = ?"
+             " AND t.state = 'dead' AND substr(t.reason, 1, ?) = ? AND t.updated_at < ?")
+    params = (sink, len(WAITING_FOR_FILE), WAITING_FOR_FILE, older_than)
+    ((count,),) = await query("SELECT count(*)" + where, params)
+    columns = ("target", "conversation", "message_ids", "reason", "waiting_since")
+    rows = await query("SELECT t.label, b.conversation, t.message_ids, t.reason, t.updated_at"
+                       + where + " ORDER BY t.updated_at LIMIT ?", (*params, limit)) \
+        if count else []
+    found = [_record(columns, row) for row in rows]
+    for record in found:
+        record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
+    return count, found

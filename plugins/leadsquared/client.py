@@ -118,6 +118,7 @@ class LeadSquaredClient:
         await (limiter or self._limiter).acquire()
         self.calls[name] += 1
         endpoint = path.rsplit("/", 1)[-1]
+        budget = "bulk" if limiter is self._bulk_limiter else "ordinary"  # charted apart
         started = time.perf_counter()
         try:
             if multipart is not None:
@@ -131,11 +132,11 @@ class LeadSquaredClient:
             answer = _classify(response, write)
         except (httpx.TransportError, LeadSquaredError) as exc:
             self.metrics.crm_call(self.sink, endpoint, call_outcome(exc),
-                                  time.perf_counter() - started)
+                                  time.perf_counter() - started, budget)
             if isinstance(exc, httpx.TransportError):
                 raise _transport_error(exc, write) from exc
             raise
-        self.metrics.crm_call(self.sink, endpoint, "ok", time.perf_counter() - started)
+        self.metrics.crm_call(self.sink, endpoint, "ok", time.perf_counter() - started, budget)
         return answer
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge import SinkSettings
 from bridge.durations import Duration
+from bridge.limits import Limits
 
 DISCOVERY_URL = "https://api.leadsquared.com"  # UserByAccessKey.Get answers on any region
 SIMULATOR = "simulator"  # host value: run the bundled simulator in-process
@@ -78,8 +79,10 @@ class LeadSquaredConfig(SinkSettings):
         False, description="after a WhatsApp number change, write the new number to the "
                            "lead's Mobile (Lead.Update)")
     opportunities: bool | OpportunityFilter = True
-    opportunity_cache: Duration = Field(600.0, description="how long a lead's opportunities "
-                                                           "are reused before a new lookup")
+    opportunity_cache: Annotated[Duration, Limits(
+        0, 86400.0, why_high="an opportunity opened since would miss chats that long",
+        example="10m")] = Field(600.0, description="how long a lead's opportunities are "
+                                                   "reused before a new lookup")
     granularity: Literal["window", "message"] = "window"
     rate_limit: str = "10/5s"
     bulk: bool = Field(True, description="post lead activities in bulk calls (≤ 25 a call, "
@@ -93,12 +96,18 @@ class LeadSquaredConfig(SinkSettings):
                             "while the account holds at most lead_directory_max leads)")
     lead_directory_max: int = Field(200_000, ge=1, description="largest account (leads) "
                                                                 "lead_directory: auto copies")
-    lead_directory_refresh: Duration = Field(300.0, description="how often the directory "
-                                                                "asks for changed leads")
-    unknown_recheck: Duration = Field(600.0, description="how long a number that matched no "
-                                                         "lead waits before a new search")
+    lead_directory_refresh: Annotated[Duration, Limits(
+        10.0, 86400.0, why_low="every chat would first spend an API call on a refresh",
+        why_high="leads created since would be missed that long", example="5m")] = Field(
+        300.0, description="how often the directory asks for changed leads")
+    unknown_recheck: Annotated[Duration, Limits(
+        0, 86400.0, why_high="a chat would wait that long for a lead created since",
+        example="10m")] = Field(600.0, description="how long a number that matched no lead "
+                                                   "waits before a new search (0: always)")
     note_limit: int = Field(1800, ge=200, le=100_000)
-    timeout: Duration = 30.0
+    timeout: Annotated[Duration, Limits(
+        1.0, 300.0, why_low="LeadSquared answers take longer: every call would time out",
+        why_high="a hung call would hold the drain that long", example="30s")] = 30.0
     business_name: str = Field("Business", description="sender label for outgoing messages")
 
     @field_validator("host")

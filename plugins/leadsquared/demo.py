@@ -164,6 +164,7 @@ class Demo:
 
         from bridge.app import create_app
         from bridge.plugins import get_plugin_manager, load_config
+        from bridge.state import BRIDGE
 
         add_demo_data(self.sim)
         await self.sim.start("127.0.0.1", 0)
@@ -175,7 +176,10 @@ class Demo:
         self.config_path = path
         pm = get_plugin_manager()
         config = load_config(path, pm)
-        self._runner = web.AppRunner(create_app(config, pm), access_log=None)
+        app = create_app(config, pm)
+        for sink in app[BRIDGE].sinks:  # posts to the demo's simulator: the page says so
+            sink.simulated = "LeadSquared"
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         return config

@@ -49,6 +49,7 @@ class LeadSquaredSink:
         self.client: LeadSquaredClient | None = None
         self.account: Account | None = None
         self.steps: Steps | None = None
+        self.simulated = "LeadSquared" if config.host == SIMULATOR else None  # Sink contract
         self.directory: LeadDirectory | None = None
         self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)
         self._client = client_factory(config, self.limiter, self.bulk_limiter, metrics,

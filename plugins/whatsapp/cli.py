@@ -56,33 +56,58 @@ def graph_simulator(host: str, port: int, token: str, directory: str | None) -> 
 
 @whatsapp.command("send-test")
 @CONFIG_OPTION
-@click.option("--url", default=None, help="webhook URL (default: from the config)")
+@click.option("--url", default=None,
+              help="webhook URL (default: the running bridge's, found from the config)")
 @click.option("--from", "customer", default="919876543210", show_default=True,
               help="customer number, digits only as WhatsApp sends it")
 @click.option("--text", default="Hello from bridge whatsapp send-test", show_default=True)
+@click.option("--wait", default=30.0, show_default=True, type=click.FloatRange(0, 600),
+              help="seconds to wait for the sync's outcome (0: do not wait)")
 @friendly
-def send_test(config_path: str, url: str | None, customer: str, text: str) -> None:
-    """Post a correctly signed sample webhook to a running bridge."""
+def send_test(config_path: str, url: str | None, customer: str, text: str,
+              wait: float) -> None:
+    """Post a correctly signed sample webhook to the running bridge, ask it to sync now,
+    and say what each sink made of it."""
     import httpx
+
+    from bridge.address import candidates
 
     config, _ = load(config_path)
     section = config.plugin("whatsapp")
     if section is None:
         raise click.ClickException("plugins.whatsapp is not in the config (add it first)")
-    if url is None:
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        url = f"http://{host}:{config.server.port}{section.path}"
+    bases = [_origin(url)] if url else candidates(config)
     phone_id = (section.phone_number_ids or ["106540352242922"])[0]
     body = json.dumps(sample_payload(phone_id, customer, text)).encode()
     headers = {"Content-Type": "application/json",
                "X-Hub-Signature-256": sign(body, section.secrets[0])}
-    try:
-        response = httpx.post(url, content=body, headers=headers, timeout=10)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"no bridge answered at {url} ({exc})") from None
+    response = None
+    for base in bases:
+        target = url or base + section.path
+        try:
+            response = httpx.post(target, content=body, headers=headers, timeout=10)
+            break
+        except httpx.ConnectError:
+            continue
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"{target} did not answer ({exc})") from None
+    if response is None:
+        raise click.ClickException(f"no bridge answered at {' or '.join(bases)}; is it "
+                                   "running? (`bridge run -c CONFIG`)")
     if response.status_code != 200:
-        raise click.ClickException(f"{url} answered {response.status_code}: {response.text}")
-    click.echo(f"{url} stored the test message (200). Check `bridge status`.")
+        raise click.ClickException(f"{target} answered {response.status_code}: {response.text}")
+    click.echo(f"{target} stored the test message (200).")
+    from plugins.whatsapp.sendtest import follow
+
+    for line in follow(config, base, f"+{customer}", time.time() - 1, wait):
+        click.echo(line)
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 MAX_REPORTED = 100  # malformed lines listed one by one; the rest are counted

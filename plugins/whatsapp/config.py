@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bridge.limits import Limits
 
 
 class WhatsAppConfig(BaseModel):
@@ -29,14 +31,18 @@ class WhatsAppConfig(BaseModel):
     default_region: str | None = None
     # Meta sends at most 3 MB from a data centre: 10 s is ample, and a client that trickles
     # its body holds a connection (a file descriptor) no longer than that.
-    body_timeout: float = Field(10.0, gt=0, le=300)
+    body_timeout: Annotated[float, Limits(
+        1.0, why_low="a 3 MB webhook from Meta may take longer to arrive, and would be "
+        "refused", example="10 (seconds)", duration=False)] = Field(10.0, gt=0, le=300)
     access_token: str | None = None
     graph_url: str = "https://graph.facebook.com"
     # v25.0: the version of the newest Graph docs and sample payloads in the reference
     # (whatsapp-webhooks.md, SAMPLE; developers.facebook.com examples read v25.0)
     graph_version: str = "v25.0"
     # a download URL lives 5 minutes [M-MEDIA]: a download must finish well within that
-    media_timeout: float = Field(240.0, gt=0, le=3600)
+    media_timeout: Annotated[float, Limits(
+        1.0, why_low="a photo may take longer to download, and every fetch would fail",
+        example="240 (seconds)", duration=False)] = Field(240.0, gt=0, le=3600)
 
     @field_validator("access_token")
     @classmethod

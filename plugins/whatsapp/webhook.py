@@ -9,7 +9,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from bridge import Ingest, Message
+from bridge import Ingest, Message, params
 from bridge.metrics import Metrics
 from bridge.model import STATUS_KINDS
 from plugins.whatsapp.body import load_body
@@ -52,12 +52,12 @@ class WhatsAppSource:
 
     async def handshake(self, request: web.Request) -> web.Response:
         """Meta's GET: echo hub.challenge when mode and verify token match."""
-        query = request.query
-        if (query.get("hub.mode") == "subscribe"
-                and verify_token(query.get("hub.verify_token"), self.config.verify_token)
-                and query.get("hub.challenge")):
+        mode = params.text(request.query, "hub.mode")
+        token = params.text(request.query, "hub.verify_token", longest=4096)
+        challenge = params.text(request.query, "hub.challenge", longest=4096)
+        if mode == "subscribe" and verify_token(token, self.config.verify_token) and challenge:
             self.metrics.webhook(self.name, "handshake_verified")
-            return web.Response(text=query["hub.challenge"], content_type="text/plain")
+            return web.Response(text=challenge, content_type="text/plain")
         self.metrics.webhook(self.name, "handshake_refused")
         raise web.HTTPForbidden(text="verify token or mode does not match")
 

@@ -190,3 +190,123 @@ def test_a_body_timeout_that_could_never_or_always_wait_is_refused(write, value,
         load_installed(write(f"{WHATSAPP}    body_timeout: {value}\n"))
     assert str(err.value).startswith("plugins.whatsapp.body_timeout: ")
     assert expected in str(err.value)
+
+
+# -- values that cannot work: bounds checked by `bridge check` and `bridge run` alike ----------
+
+LSQ_ = LEADSQUARED + "    "
+CANNOT_WORK = [  # (config text, key path, a phrase of the fix)
+    (LSQ_ + "deliver_timeout: 0\n", "plugins.leadsquared.deliver_timeout", "at least 1s"),
+    (LSQ_ + "deliver_timeout: 500ms\n", "plugins.leadsquared.deliver_timeout", "at least 1s"),
+    (LSQ_ + "deliver_timeout: 2h\n", "plugins.leadsquared.deliver_timeout", "at most 1h"),
+    (LSQ_ + "timeout: 0\n", "plugins.leadsquared.timeout", "at least 1s"),
+    (LSQ_ + "timeout: 10m\n", "plugins.leadsquared.timeout", "at most 5m"),
+    (LSQ_ + "sync_interval: 2d\n", "plugins.leadsquared.sync_interval", "at most 1d"),
+    (LSQ_ + "lease: 0\n", "plugins.leadsquared.lease", "at least 1s"),
+    (LSQ_ + "lease: 1m\n    deliver_timeout: 1m\n", "plugins.leadsquared.lease",
+     "use at least 61s"),
+    (LSQ_ + "retry_base: 0\n", "plugins.leadsquared.retry_base", "at least 10ms"),
+    (LSQ_ + "retry_base: 1m\n    retry_cap: 30s\n", "plugins.leadsquared.retry_cap",
+     "use at least 1m"),
+    (LSQ_ + "retry_cap: 30d\n", "plugins.leadsquared.retry_cap", "at most 7d"),
+    (LSQ_ + "batch_limit: 10000000000000000000000\n", "plugins.leadsquared.batch_limit",
+     "at most 100,000"),
+    (LSQ_ + "max_attempts: 10000000000000000000000\n", "plugins.leadsquared.max_attempts",
+     "at most 100,000"),
+    (LSQ_ + "backfill_days: 5000\n", "plugins.leadsquared.backfill_days", "at most 3,650"),
+    (LSQ_ + "backfill_days: .inf\n", "plugins.leadsquared.backfill_days", "at most 3,650"),
+    (LSQ_ + "lead_directory_refresh: 0\n", "plugins.leadsquared.lead_directory_refresh",
+     "at least 10s"),
+    (LSQ_ + "opportunity_cache: 2d\n", "plugins.leadsquared.opportunity_cache", "at most 1d"),
+    (LSQ_ + "unknown_recheck: 30d\n", "plugins.leadsquared.unknown_recheck", "at most 1d"),
+    (LSQ_ + "deliver_timeout: .inf\n", "plugins.leadsquared.deliver_timeout",
+     "not a duration"),
+    (LSQ_ + "deliver_timeout: .nan\n", "plugins.leadsquared.deliver_timeout",
+     "not a duration"),
+    (LSQ_ + "retry_cap: 10000000000000000000000000000000000000000\n",
+     "plugins.leadsquared.retry_cap", "at most 3650d"),
+    ("buffer:\n  retention: 1d\n", "buffer.retention", "at least 7d"),
+    ("buffer:\n  media_max_bytes: 1000\n", "buffer.media_max_bytes", "at least 65,536"),
+    ("buffer:\n  media_retry_base: 0\n", "buffer.media_retry_base", "at least 100ms"),
+    ("buffer:\n  media_retry_base: 2h\n  media_retry_cap: 1h\n", "buffer.media_retry_cap",
+     "use at least 2h"),
+    ("buffer:\n  media_max_attempts: 1000000000000\n", "buffer.media_max_attempts",
+     "at most 100,000"),
+    (WHATSAPP + "    body_timeout: 0.5\n", "plugins.whatsapp.body_timeout", "at least 1"),
+    (WHATSAPP + "    media_timeout: 0.01\n", "plugins.whatsapp.media_timeout", "at least 1"),
+    ("server:\n  admin_token: '   '\n", "server.admin_token", "loopback-only"),
+    ("server:\n  admin_token: ' padded-token '\n", "server.admin_token", "remove them"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fix"), CANNOT_WORK,
+                         ids=[f"{key.rsplit('.', 1)[1]}-{n}" for n, (_, key, _) in
+                              enumerate(CANNOT_WORK)])
+def test_a_value_that_cannot_work_is_refused_naming_its_key_and_the_fix(write, text, key, fix):
+    with pytest.raises(ConfigError) as err:
+        load_installed(write(text))
+    message = str(err.value)
+    assert message.startswith(f"{key}: ") and fix in message, message
+    assert "\n" not in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_check_and_run_refuse_the_reported_zero_timeouts_alike(write, tmp_path, command):
+    """deliver_timeout: 0 dead-lettered every message and timeout: 0 delivered nothing,
+    both after `bridge check` said OK."""
+    path = write(f"server: {{port: {free_port()}}}\nbuffer: {{path: {tmp_path}/b.db}}\n"
+                 f"{LSQ_}deliver_timeout: 0\n    timeout: 0\n")
+    result = subprocess.run([sys.executable, "-m", "bridge", command, "-c", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stdout
+    assert "plugins.leadsquared.deliver_timeout: 0s is too short" in result.stderr
+    assert "plugins.leadsquared.timeout: 0s is too short" in result.stderr
+    assert "Traceback" not in result.stderr and "config OK" not in result.stdout
+    assert "listening" not in result.stdout and not (tmp_path / "b.db").exists()
+
+
+def test_the_bounds_themselves_are_accepted(write, tmp_path):
+    shortest = (f"buffer:\n  path: {tmp_path}/b.db\n  retention: 7d\n  media_max_bytes: 65536\n"
+                "  media_retry_base: 100ms\n  media_retry_cap: 100ms\n"
+                f"{LSQ_}deliver_timeout: 1s\n    lease: 2s\n    timeout: 1s\n"
+                "    retry_base: 10ms\n    retry_cap: 10ms\n    sync_interval: 100ms\n"
+                "    lead_directory_refresh: 10s\n    opportunity_cache: 0\n"
+                "    unknown_recheck: 0\n  whatsapp: {verify_token: v, app_secret: s, "
+                "body_timeout: 1, media_timeout: 1}\n")
+    config = load_installed(write(shortest))
+    assert config.plugin("leadsquared").deliver_timeout == 1.0
+    longest = (f"{LSQ_}deliver_timeout: 1h\n    lease: 1d\n    timeout: 5m\n"
+               "    sync_interval: 1d\n    batch_limit: 100000\n    max_attempts: 100000\n"
+               "    backfill_days: 3650\n    retry_base: 1d\n    retry_cap: 7d\n")
+    assert load_installed(write(longest)).plugin("leadsquared").lease == 86400.0
+
+
+def test_every_number_in_every_config_section_has_a_floor():
+    """A duration or count added later without a minimum fails here (0 is where most of
+    them stop working): each has Limits with a low bound, or a ge/gt constraint."""
+    import annotated_types
+
+    from bridge.config import BufferConfig, ServerConfig
+    from bridge.contracts import SinkSettings
+    from bridge.limits import Limits
+    from plugins.leadsquared.config import LeadSquaredConfig, OpportunityFilter
+    from plugins.whatsapp.config import WhatsAppConfig
+
+    missing = []
+    for model in (ServerConfig, BufferConfig, SinkSettings, LeadSquaredConfig,
+                  OpportunityFilter, WhatsAppConfig):
+        for name, field in model.model_fields.items():
+            if field.annotation not in (int, float, int | None, float | None):
+                continue
+            floors = [m for m in field.metadata if isinstance(m, Limits) and m.low is not None
+                      or isinstance(m, annotated_types.Ge | annotated_types.Gt)]
+            if not floors:
+                missing.append(f"{model.__name__}.{name}")
+    assert missing == []
+
+
+def test_an_empty_admin_token_means_none_as_the_sample_config_writes_it(tmp_path):
+    """`admin_token: ${BRIDGE_ADMIN_TOKEN:-}` with the variable unset: loopback-only admin."""
+    path = tmp_path / "config.yaml"
+    path.write_text("server:\n  admin_token: ''\n")
+    assert load_installed(path).server.admin_token is None

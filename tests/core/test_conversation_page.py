@@ -45,6 +45,9 @@ class LedgerSink(RecordingSink):
     def rate_budget(self):
         return 25, 5.0
 
+    def bulk_rate_budget(self):
+        return 5, 5.0
+
 
 def client() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
@@ -161,6 +164,8 @@ async def test_charts_are_svg_with_titles_patterns_and_the_limit(make_app, serve
     metrics = app[BRIDGE].metrics
     for _ in range(7):
         metrics.crm_call("crm", "Create", "ok", 0.01)
+    for _ in range(3):
+        metrics.crm_call("crm", "ByLeadId", "ok", 0.01, budget="bulk")
     async with client() as http:
         await ingest(http, base, "hello", "there")
         html = await page(http, f"{base}/")
@@ -169,10 +174,14 @@ async def test_charts_are_svg_with_titles_patterns_and_the_limit(make_app, serve
         in traffic
     assert "2 in and 0 out in 48 hours" in traffic  # the desc says it in words
     assert 'url(#chart-traffic-hatch)' in traffic  # out is hatched, not only another colour
-    calls = re.search(r'<svg[^>]*id="chart-calls-crm".*?</svg>', html, re.S)[0]
-    assert "Peak 7 calls in a window against a limit of 25" in calls
+    calls = re.search(r'<svg[^>]*id="chart-calls-crm-ordinary".*?</svg>', html, re.S)[0]
+    assert "Peak 7 CRM calls in a window against their limit of 25" in calls
     assert 'class="limit"' in calls and "limit 25 per 5 s" in calls
     assert "<caption>CRM calls per 5 s window" in html  # the text equivalent
+    # bulk calls have a budget of their own: drawn apart, never added to the ordinary ones
+    bulk = re.search(r'<svg[^>]*id="chart-calls-crm-bulk".*?</svg>', html, re.S)[0]
+    assert "Peak 3 bulk calls in a window against their limit of 5" in bulk
+    assert "limit 5 per 5 s" in bulk
     history = re.search(r'<svg[^>]*id="chart-backlog-history".*?</svg>', html, re.S)[0]
     assert "crm: backlog" in history  # sampled when the page was drawn
 

@@ -150,8 +150,8 @@ async def test_status_report_counts_held_chats_groups_and_failed_sends(buffer):
     assert report["sinks"][0]["held_chats"] == [
         {"reason": "no phone number: set plugins.x.user_id_field", "chats": 1}]
     text = render_status(report)
-    assert "held chats  1: no phone number: set plugins.x.user_id_field" in text
-    assert "failed sends: 1" in text and "❌ not delivered: Re-engagement message (131047)" in text
+    assert "1 chat(s) held by crm: no phone number: set plugins.x.user_id_field" in text
+    assert "1 failed send(s)" in text and "❌ not delivered: Re-engagement message (131047)" in text
 
 
 async def test_referral_is_kept_with_its_ctwa_clid(buffer):

@@ -46,7 +46,9 @@ async def test_page_shows_last_synced_and_transcripts_on_loopback_without_token(
             assert resp.status == 200 and resp.content_type == "text/html"
             html = await resp.text()
     row = re.search(r'<tr data-key="\+919876543210">(.*?)</tr>', html, re.S)[1]
-    assert re.search(r'class="last-synced">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST<', row)
+    # relative, with the absolute time in server.timezone (labelled) on hover
+    assert re.search(r'class="last-synced"><time datetime="\d{4}-\d\d-\d\dT[\d:]+\+00:00" '
+                     r'title="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST">(now|\d+ s ago)</time><', row)
     assert re.search(r'class="synced">2</td>', row)
     assert re.search(r'class="transcripts">1</td>', row)
 
@@ -243,3 +245,59 @@ async def test_search_filters_conversations_by_number_or_name(make_app, serve):
         async with http.get(f"{base}/", params={"q": "4155"}) as resp:
             html = await resp.text()
     assert 'data-key="+14155550100"' in html and 'data-key="+919876543210"' not in html
+
+
+class SimulatedSink(RecordingSink):
+    simulated = "ExampleCRM"
+
+
+def held_or_rejected(m):
+    if m.conversation == "+14155550100":
+        return Outcome.held("no record with this number in ExampleCRM (create one, or set "
+                            "create_records)")
+    if m.provider_id == "poison":
+        return Outcome.rejected("ExampleCRM MXInvalidInputException: Invalid phone")
+    return Outcome.delivered()
+
+
+async def test_page_leads_with_the_verdict_then_what_needs_attention(make_app, serve):
+    sink = SimulatedSink("crm", behaviour=held_or_rejected, max_attempts=1)
+    base = await serve(make_app([sink], timezone="Asia/Kolkata"))
+    async with client() as http:
+        await ingest(http, base, {"id": "ok", "conversation": "+919876543210", "text": "hi"},
+                     {"id": "poison", "conversation": "+919812345678",
+                      "text": "Here is my full address: 12 MG Road, Bengaluru 560001, "
+                              "near the big temple, second floor, ring twice"},
+                     {"id": "wait", "conversation": "+14155550100", "text": "Do you ship?"})
+
+        async def settled():
+            async with http.get(f"{base}/") as resp:
+                html = await resp.text()
+            return html if "1</strong> held chat" in html and "1</strong> dead letter" in html \
+                and 'Healthy <span class="why">· synced' in html else None
+        html = await wait_until(settled)
+        async with http.get(f"{base}/static/page.js") as resp:
+            assert resp.status == 200 and resp.content_type == "text/javascript"
+            assert "data-live" in await resp.text()
+    order = [html.index(mark) for mark in ('id="simulator-banner"', 'id="verdict"',
+                                           'id="attention"', 'id="conversations"',
+                                           'id="details"')]
+    assert order == sorted(order)  # verdict and problems before the list and the details
+    assert "Simulator — nothing reaches ExampleCRM." in html
+    assert re.search(r'<h2 id="verdict-headline">.*Healthy <span class="why">· synced '
+                     r'(just now|\d+ s ago)</span></h2>', html)
+    assert '<a href="#dead-letters" class="count warn" id="count-dead-letters">' in html
+    assert '<span class="count ok" id="count-overdue"><strong>0</strong> overdue' in html
+    dead = re.search(r'<tr data-message-id="\d+">(.*?)</tr>', html, re.S)[1]
+    assert "+919812345678" in dead and "Here is my full address: 12 MG Road" in dead
+    assert "ring twice" not in dead  # a preview, not the whole body
+    assert "crm refused it: ExampleCRM MXInvalidInputException: Invalid phone" in dead
+    assert "then requeue it." in dead and 'class="requeue"' in dead
+    held = re.search(r'<tr data-key="\+14155550100">(.*?)</tr>', html.split('id="held"')[1],
+                     re.S)[1]
+    assert "Do you ship?" in held and "No record with this number in ExampleCRM" in held
+    assert "Create one, or set create_records; it is checked again at every sync." in held
+    assert 'action="/#conversations"' in html  # a search opens at its results
+    assert 'href="/?sink=crm&amp;show=held#conversations"' in html
+    assert 'data-refresh="30"' in html and '<meta http-equiv="refresh" content="60">' in html
+    assert "Times are in Asia/Kolkata (IST)" in html

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bridge.serve import CappedSite
+from bridge.serve import CappedSite, listen
 from tests.helpers import free_port
 from tests.processes import log_file, tail, wait_http
 from tests.reliability.support import (
@@ -110,7 +110,7 @@ def test_a_flood_of_slow_clients_leaves_webhooks_and_healthz_answering(tmp_path,
 
 
 def test_a_body_that_does_not_arrive_in_time_gets_408_and_stores_nothing(tmp_path):
-    config = whatsapp_config(tmp_path / "b.db", {"body_timeout": 0.5})  # default 10 s
+    config = whatsapp_config(tmp_path / "b.db", {"body_timeout": 1})  # default 10 s; 1 the least
     with ThreadedApp(config, tmp_path / "config.yaml") as app:
         port = int(app.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -121,8 +121,8 @@ def test_a_body_that_does_not_arrive_in_time_gets_408_and_stores_nothing(tmp_pat
                 answer += chunk
             took = time.monotonic() - started
         assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert b"did not arrive within 0.5 s" in answer
-        assert 0.4 < took < 5, took
+        assert b"did not arrive within 1 s" in answer
+        assert 0.9 < took < 5, took
         assert stored_ids(tmp_path / "b.db") == set()
 
 
@@ -132,7 +132,7 @@ async def _capped(handler, cap: int) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
-    await CappedSite(runner, "127.0.0.1", port, cap).start()
+    await CappedSite(runner, *await listen("127.0.0.1", port, cap)).start()
     return runner, port
 
 

@@ -150,7 +150,7 @@ async def test_verify_token_guessing_gets_403_and_the_right_token_still_works(br
     guesses += ["".join(secrets.choice(alphabet) for _ in range(len(TOKEN))) for _ in range(200)]
     for guess in guesses:
         status, text = await handshake(bridge, guess)
-        assert status == 403, repr(guess)
+        assert status == (400 if "\x00" in guess else 403), repr(guess)  # 400: a control char
         assert "8472" not in text
     assert (await handshake(bridge, None))[0] == 403
     assert (await handshake(bridge, TOKEN, mode="unsubscribe"))[0] == 403

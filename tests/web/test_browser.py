@@ -1,4 +1,10 @@
-"""Headless Chromium drives the status page after a demo run: login, last synced, requeue."""
+"""Headless Chromium drives the status page of one `bridge demo` run: the verdict first,
+what needs attention with its next steps, search that lands on its results, the page
+refreshing itself, the conversation page, and a phone-sized window.
+
+One bridge and one browser for every check (each start costs seconds). Set
+CHATBRIDGE_SCREENSHOTS=DIR to keep screenshots of the page at 1400 and 390 px wide.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,20 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from plugins.leadsquared.demo import webhook
 from plugins.whatsapp.signature import sign
 from tests.processes import DemoProcess
 
 ASHA = "919876543210"
+GREEN = "rgba(31, 122, 63, 1)"  # .state-healthy's border colour
 
 
 def chromium_driver():
@@ -33,109 +44,203 @@ def chromium_driver():
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1400,1000"):
+                 "--window-size=1400,1000", "--hide-scrollbars"):
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     chrome.implicitly_wait(15)  # a click that navigates returns before the next page loads
     return chrome
 
 
+def post_signed(demo: DemoProcess, payload: dict) -> None:
+    secret = json.loads((demo.workdir / "config.yaml").read_text())[
+        "plugins"]["whatsapp"]["app_secret"]
+    body = json.dumps(payload).encode()
+    response = httpx.post(f"{demo.url}/webhooks/whatsapp", content=body, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)})
+    assert response.status_code == 200, response.text
+
+
 def make_a_dead_letter(demo: DemoProcess, simulator: str) -> None:
     """The account refuses long notes for a while: a long message ends in dead letter."""
     httpx.post(f"{simulator}/_sim/config", json={"note_limit": 200}).raise_for_status()
-    secret = json.loads((demo.workdir / "config.yaml").read_text())[
-        "plugins"]["whatsapp"]["app_secret"]
     message = {"from": ASHA, "id": "wamid.browser-long", "timestamp": str(int(time.time())),
                "type": "text", "text": {"body": "Here is my full address: " + "x" * 300}}
-    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+    post_signed(demo, {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
         {"field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {
             "display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
-            "messages": [message]}}]}]}).encode()
-    response = httpx.post(f"{demo.url}/webhooks/whatsapp", content=body, headers={
-        "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)})
-    assert response.status_code == 200
+            "messages": [message]}}]}]})
     deadline = time.monotonic() + 60
     while demo.status()["sinks"][0]["dead_letters"] == 0:
         assert time.monotonic() < deadline, "no dead letter appeared"
         time.sleep(0.2)
-    httpx.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
 
 
-def activity_ids(simulator: str) -> dict[str, str]:
+def make_a_failed_send(demo: DemoProcess) -> None:
+    """The team writes to Asha from the app; WhatsApp reports it failed (131047)."""
+    sent = webhook(90, ASHA, "Asha Patil", "text", "Your quote is ready, shall I send it?",
+                   "out", int(time.time()))
+    post_signed(demo, sent)
+    mid = sent["entry"][0]["changes"][0]["value"]["message_echoes"][0]["id"]
+    status = {"id": mid, "status": "failed", "timestamp": str(int(time.time())),
+              "recipient_id": ASHA, "errors": [{"code": 131047,
+                                                "title": "Re-engagement message"}]}
+    post_signed(demo, {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "metadata": {
+            "display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "statuses": [status]}}]}]})
+
+
+def activity_notes(simulator: str) -> dict[str, str]:
     """Activity id -> note, as the simulator holds them (asked over HTTP)."""
     return {a["Id"]: a["ActivityNote"]
             for a in httpx.get(f"{simulator}/_sim/activities").json()}
 
 
-def test_browser_searches_opens_a_conversation_and_requeues_its_dead_letter(tmp_path):
+def in_view(driver, element) -> bool:
+    """The element's top is on screen (not above it, not below the fold)."""
+    return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 "return r.top > -2 && r.top < window.innerHeight;", element)
+
+
+def screenshot(driver, name: str) -> None:
+    """The page from its top at this width, into $CHATBRIDGE_SCREENSHOTS when set: whole
+    when wide, one screenful at a time when narrow (legible at phone size)."""
+    folder = os.environ.get("CHATBRIDGE_SCREENSHOTS")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    width = driver.execute_script("return window.innerWidth")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.execute_script("window.scrollTo(0, 0)")
+    if width > 800:
+        driver.set_window_size(width, min(height + 120, 8000))
+        time.sleep(0.3)
+        driver.save_screenshot(str(Path(folder) / f"{name}-{width}.png"))
+        return
+    screen = driver.execute_script("return window.innerHeight")
+    for part, top in enumerate(range(0, height, screen - 40)):
+        driver.execute_script(f"window.scrollTo(0, {top})")
+        time.sleep(0.1)
+        driver.save_screenshot(str(Path(folder) / f"{name}-{width}-{part + 1:02}.png"))
+
+
+def test_the_status_page_in_a_real_browser(tmp_path):
     driver = chromium_driver()
     demo = DemoProcess(tmp_path / "demo", token="browser-token")
+    by = __import__("selenium.webdriver.common.by", fromlist=["By"]).By
+    keys = __import__("selenium.webdriver.common.keys", fromlist=["Keys"]).Keys
+    wait = __import__("selenium.webdriver.support.wait", fromlist=["x"]).WebDriverWait
     try:
         printed = demo.wait_for("Running until Ctrl-C.")
         simulator = re.search(r"LeadSquared simulator: (http://\S+)", printed)[1]
         make_a_dead_letter(demo, simulator)
-        by = __import__("selenium.webdriver.common.by", fromlist=["By"]).By
-        keys = __import__("selenium.webdriver.common.keys", fromlist=["Keys"]).Keys
+        make_a_failed_send(demo)
 
         driver.get(f"{demo.url}/")
         assert driver.current_url.endswith("/login")  # not signed in yet
         driver.find_element(by.ID, "token").send_keys("browser-token")
         driver.find_element(by.ID, "sign-in").click()
-        row = driver.find_element(by.CSS_SELECTOR, f'tr[data-key="+{ASHA}"]')
-        last_synced = row.find_element(by.CLASS_NAME, "last-synced").text
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", last_synced), last_synced
-        assert int(row.find_element(by.CLASS_NAME, "transcripts").text) >= 1
-        assert "ActivityNote" in driver.find_element(by.CSS_SELECTOR, "td.reason").text
+        driver.find_element(by.ID, "verdict")
+        driver.get(f"{demo.url}/?refresh=5")
 
-        # the keyboard reaches the skip link first, then the search box
-        driver.find_element(by.TAG_NAME, "body").send_keys(keys.TAB)
-        assert driver.switch_to.active_element.text == "Skip to content"
+        # 1. the verdict first, in words and colour; the simulator is never silent
+        headline = driver.find_element(by.ID, "verdict-headline").text
+        assert re.fullmatch(r"● Healthy · synced (just now|\d+ s ago)", headline), headline
+        verdict = driver.find_element(by.ID, "verdict")
+        assert verdict.value_of_css_property("border-left-color") == GREEN
+        banner = driver.find_element(by.ID, "simulator-banner").text
+        assert banner.startswith("Simulator — nothing reaches LeadSquared.")
+        first = driver.execute_script(
+            "return [...document.querySelectorAll('main > section')].map(s => s.id)")
+        assert first[:3] == ["verdict", "attention", "conversations"], first
 
+        # 2. needs attention: counts that link to rows saying who, what, why, what next
+        count = driver.find_element(by.ID, "count-dead-letters")
+        assert count.text == "1 dead letter"
+        count.click()
+        assert driver.current_url.endswith("#dead-letters")
+        assert in_view(driver, driver.find_element(by.ID, "dead-letters"))
+        row = driver.find_element(by.CSS_SELECTOR, "table.dead-letters tbody tr")
+        assert row.find_element(by.TAG_NAME, "a").text == "Asha Patil"
+        preview = row.find_element(by.CLASS_NAME, "preview").text
+        assert preview.startswith("Here is my full address: xxx") and preview.endswith("…")
+        assert len(preview) <= 80
+        assert "leadsquared refused it" in row.find_element(by.CLASS_NAME, "reason").text
+        assert row.find_element(by.CLASS_NAME, "next").text.startswith("Fix what")
+        assert row.find_elements(by.CSS_SELECTOR, "button.requeue")
+        failed = driver.find_element(by.CSS_SELECTOR, "table.failed-sends tbody tr")
+        assert "Your quote is ready" in failed.find_element(by.CLASS_NAME, "preview").text
+        assert "Re-engagement message (131047)" in failed.find_element(
+            by.CLASS_NAME, "reason").text
+        held = driver.find_element(by.CSS_SELECTOR, "table.held tbody tr")
+        assert held.get_attribute("data-key") == "+14155550100"  # the demo's unknown number
+        assert "Create one, or set create_leads" in held.find_element(by.CLASS_NAME, "next").text
+        for width in (1400, 390):
+            driver.set_window_size(width, 844)
+            screenshot(driver, "status")
+        driver.set_window_size(1400, 1000)
+
+        # 3. a search lands on its results, not 2,000 px above them
         search = driver.find_element(by.ID, "search")
-        before = driver.find_element(by.CSS_SELECTOR, "table.conversations")
-        search.send_keys("98765 43210", keys.ENTER)  # typed as a person would, with a space
-        wait = __import__("selenium.webdriver.support.wait", fromlist=["x"]).WebDriverWait
-        stale = __import__("selenium.webdriver.support.expected_conditions",
-                           fromlist=["x"]).staleness_of
-        wait(driver, 20).until(stale(before))  # the results page replaced the list
+        search.send_keys("98765 43210", keys.ENTER)
+        wait(driver, 20).until(lambda d: "#conversations" in d.current_url)
+        caption = driver.find_element(by.ID, "results")
+        assert "matching “98765 43210”" in caption.text
+        assert in_view(driver, driver.find_element(by.ID, "conversations"))
         rows = driver.find_elements(by.CSS_SELECTOR, "table.conversations tr[data-key]")
         assert [r.get_attribute("data-key") for r in rows] == [f"+{ASHA}"]
+        last_synced = rows[0].find_element(by.CSS_SELECTOR, ".last-synced time")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+",
+                            last_synced.get_attribute("title"))  # absolute, on hover
         rows[0].find_element(by.CSS_SELECTOR, "a.open").click()
 
-        # the conversation: an activity id on the page is one the CRM holds
+        # 4. the conversation: an activity id on the page is one the CRM holds
         dead = driver.find_element(by.CSS_SELECTOR, 'tr[data-provider-id="wamid.browser-long"]')
         assert "ActivityNote" in dead.find_element(by.CSS_SELECTOR, 'li[data-state="dead"]').text
         shown = [c.text for c in driver.find_elements(by.CSS_SELECTOR, "code.activity")]
-        held = activity_ids(simulator)
-        assert shown and all(activity in held for activity in shown), (shown, list(held))
-        assert any(f"+{ASHA}" in held[activity] for activity in shown)
+        notes = activity_notes(simulator)
+        assert shown and all(activity in notes for activity in shown), (shown, list(notes))
 
-        driver.find_element(by.ID, "requeue-conversation").click()
-        assert "Requeued 1" in driver.find_element(by.ID, "flash").text
-        deadline = time.monotonic() + 60
-        while True:  # delivered: the page shows it done, with the activity it went into
-            row = driver.find_element(by.CSS_SELECTOR,
-                                      'tr[data-provider-id="wamid.browser-long"]')
-            if row.find_elements(by.CSS_SELECTOR, 'li[data-state="done"]'):
-                break
-            assert time.monotonic() < deadline, "the requeued message was not delivered"
-            time.sleep(0.5)
-            driver.refresh()
-        posted = row.find_element(by.CSS_SELECTOR, "code.activity").text
-        notes = activity_ids(simulator)
-        assert "Here is my full address" in notes[posted]
+        # 5. the page refreshes itself: the cause fixed and the letter requeued elsewhere
+        # (the CLI), the open page shows it gone without being reloaded
+        driver.get(f"{demo.url}/?refresh=5")
+        driver.execute_script("window.stillTheSamePage = true")
+        httpx.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
+        requeued = subprocess.run(
+            [sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c",
+             str(demo.workdir / "config.yaml")], capture_output=True, text=True, timeout=60)
+        assert "requeued 1 message(s); the running bridge syncs them now" in requeued.stdout
+        wait(driver, 30).until(lambda d: d.find_element(
+            by.ID, "count-dead-letters").text == "0 dead letters")
+        assert driver.execute_script("return window.stillTheSamePage") is True
+        notes = activity_notes(simulator)
         assert sum("Here is my full address" in n for n in notes.values()) == 1  # once
 
-        # a phone-sized window: the page reflows instead of scrolling sideways
+        # 6. a phone: no sideways scrolling, tables as cards, charts open at the newest
         driver.set_window_size(390, 844)
         for path in ("/", f"/conversation?key=%2B{ASHA}"):
             driver.get(f"{demo.url}{path}")
             overflow = driver.execute_script(
                 "return document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, (path, overflow)
-        driver.save_screenshot(str(tmp_path / "phone.png"))
-        assert (tmp_path / "phone.png").stat().st_size > 10_000
+        driver.get(f"{demo.url}/")
+        newest_in_view = driver.execute_script("""
+            const box = document.getElementById('chart-traffic').parentElement;
+            const bars = [...box.querySelectorAll('rect')].filter(r => r.querySelector('title'));
+            const last = bars[bars.length - 1].getBoundingClientRect();
+            const seen = box.getBoundingClientRect();
+            return box.scrollWidth > box.clientWidth
+                && last.left >= seen.left && last.right <= seen.right;""")
+        assert newest_in_view, "the newest hour is not on screen at 390 px"
+        failed = driver.find_element(by.CSS_SELECTOR, "table.failed-sends")
+        assert failed.size["width"] <= 390
+
+        # 7. the bridge stops while the page is open: the page says so by itself
+        driver.get(f"{demo.url}/?refresh=5")
         assert demo.interrupt() == 0
+        wait(driver, 20).until(lambda d: d.find_element(
+            by.ID, "verdict-headline").text.startswith("Not answering"))
+        assert "state-stopped" in driver.find_element(by.ID, "verdict").get_attribute("class")
     finally:
         driver.quit()
         demo.kill()
