@@ -297,11 +297,11 @@ def bulk_rows(answer: Any, count: int) -> list[dict]:
     rows = answer.get("Response") if isinstance(answer, dict) else answer
     if isinstance(rows, list):
         rows = [row if isinstance(row, dict) else {} for row in rows]
-        numbered = {row.get("RowNumber"): row for row in rows}
+        numbered = {_int(row.get("RowNumber")): row for row in rows}
         if all(n in numbered for n in range(1, count + 1)):
             return [numbered[n] for n in range(1, count + 1)]
         if len(rows) == count and not any("RowNumber" in row for row in rows):
-            return rows
+            return rows if count == 1 or all(map(_clean, rows)) else _untold(rows)
         return [{} for _ in range(count)]
     message = answer.get("Message") if isinstance(answer, dict) else None
     counted = message.get("Count") if isinstance(message, dict) else None
@@ -311,6 +311,51 @@ def bulk_rows(answer: Any, count: int) -> list[dict]:
         why = f"the bulk answer counts {counted} of {count} rows created"
         return [{"ExceptionMessage": why} for _ in range(count)]
     return [{} for _ in range(count)]
+
+
+def _clean(row: dict) -> bool:
+    """A row that says plainly it was created: an id, no error, no "not created" flag."""
+    return bool(row.get("ProspectActivityId")) and not said_not_created(row)
+
+
+def said_not_created(row: dict) -> bool:
+    """The row says its item was not made: ActivityCreated false, an error message, or a
+    null id."""
+    return (created_flag(row) is False or bool(row_error(row))
+            or ("ProspectActivityId" in row and not row["ProspectActivityId"]))
+
+
+def row_error(row: dict) -> Any:
+    return row.get("ExceptionMessage") or row.get("ErrorMessage")
+
+
+def _untold(rows: list[dict]) -> list[dict]:
+    """Rows without numbers, not all plainly created: nothing documents that they come in
+    item order, and read by position a refused item could take a created one's id (and be
+    recorded as delivered). So no row is read by position: each is looked for by its key,
+    and, when some row said it was not created, posted singly when absent."""
+    if not any(map(said_not_created, rows)):
+        return [{} for _ in rows]
+    why = "a row of this bulk answer was not created, and its rows are not numbered"
+    return [{"ExceptionMessage": why} for _ in rows]
+
+
+def created_flag(row: dict) -> bool | None:
+    """A row's ActivityCreated as True, False or None (absent or unreadable): JSON true and
+    false, and the strings and numbers a looser serialiser writes ("false", 0)."""
+    flag = row.get("ActivityCreated")
+    if isinstance(flag, str):
+        flag = {"true": True, "1": True, "false": False, "0": False}.get(flag.strip().lower())
+    elif isinstance(flag, int):
+        flag = bool(flag)
+    return flag if isinstance(flag, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def message_id(answer: Any) -> Any:

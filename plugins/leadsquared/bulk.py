@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from plugins.leadsquared.api import row_error, said_not_created
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.ratelimit import RateLimiter
@@ -197,6 +198,8 @@ async def _call(client: LeadSquaredClient | None,
             _settle(future, exc=LeadSquaredError("unknown_outcome", "sink closed"))
         raise
     except Exception as exc:  # a LeadSquaredError, or a bug: no row may wait forever
+        if isinstance(exc, LeadSquaredError) and exc.kind == "rejected":
+            exc = refused_whole(exc)
         for future in futures:
             _settle(future, exc=exc)
         return
@@ -219,18 +222,26 @@ def _settle(future: asyncio.Future[Any], *, answer: dict | None = None,
         future.set_exception(unknown)
 
 
+def refused_whole(exc: LeadSquaredError) -> LeadSquaredError:
+    """A bulk call refused as a whole is no row's own answer: the refusal may be one
+    row's fault (the others would land alone), and an answer that says Error (even on
+    HTTP 200) may come after rows were made. So each row is an unknown outcome that says
+    "not created": its key is looked for, and, absent, it is posted singly, whose answer
+    is exact (a row that is itself refused is then refused alone)."""
+    return LeadSquaredError("unknown_outcome", f"the bulk call was refused whole: "
+                            f"{exc.message}", exception_type=exc.exception_type,
+                            status=exc.status, not_created=True)
+
+
 def read_row(row: dict[str, Any]) -> str:
     """A bulk answer row's activity id: a row with an id and no error is created (the
     documented `{"ProspectActivityId"}`, or `ActivityCreated: true` beside it). Any other
     row is an unknown outcome, never a refusal; `not_created` when the row says it was not
     made (ActivityCreated false, an error message, or a null id), so that the key check
     finding nothing lets it be posted again at once."""
-    activity = row.get("ProspectActivityId")
-    error = row.get("ExceptionMessage") or row.get("ErrorMessage")
-    created = row.get("ActivityCreated")
-    if activity and not error and created is not False:
+    activity, error, said_no = row.get("ProspectActivityId"), row_error(row), said_not_created(row)
+    if activity and not said_no:
         return str(activity)
-    said_no = created is False or bool(error) or ("ProspectActivityId" in row and not activity)
     why = error or ("the row says it was not created" if said_no else
                     "the bulk answer names no activity id for this row")
     raise LeadSquaredError("unknown_outcome", f"bulk row: {why}", not_created=said_no)

@@ -3,10 +3,13 @@ budget of their own; each row decides its own target's outcome."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import httpx
+import pytest
 
+from bridge import Batch, Conversation
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.leadsquared.config import LeadSquaredConfig, bulk_rate
 from tests.helpers import message, running, wait_until
@@ -191,3 +194,33 @@ async def test_a_lost_bulk_answer_is_checked_once_and_posts_nothing_twice(sim, b
     assert len(sim.activities(opportunity_id=opportunity)) == 3
     assert len(sim.activities(lead)) == 6
     assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["refused", "error-after-commit"])
+async def test_a_bulk_call_refused_whole_refuses_no_row_that_may_land_or_has_landed(
+        sim, after_commit):
+    """One call carries three conversations' rows, one of them too long. The account
+    answers the whole call with an error (MXInvalidInputException on HTTP 500 before
+    anything is made; or Status Error on HTTP 200 after the rows were made): no row's own
+    answer, so each row is looked for by its key and, absent, posted singly. The long
+    one alone is refused; nothing is recorded refused that landed, nothing posted twice."""
+    phones = numbers(3)
+    leads = [sim.add_lead(FirstName=f"L{i}", Phone=p[3:]) for i, p in enumerate(phones)]
+    sim.configure(note_limit=250)
+    sim.refuse_endpoint("ByLeadId", "MXInvalidInputException", "Invalid Input! (simulated)",
+                        status=200 if after_commit else 500, after_commit=after_commit)
+    batches = [Batch(key=f"b{i}", sink="leadsquared",
+                     conversation=Conversation(key=phone, contact_name="Asha"),
+                     messages=[message(i, phone, source="whatsapp",
+                                       text="x" * 400 if i == 1 else f"msg-{i:05d}")])
+               for i, phone in enumerate(phones)]
+    sink = sink_for(sim, opportunities=False)
+    await sink.start()
+    try:
+        outcomes = await asyncio.gather(*(sink.deliver(batch) for batch in batches))
+    finally:
+        await sink.close()
+    assert len([c for c in sim.calls if c.path == BY_LEAD]) == 1  # they shared one call
+    assert [o.kind for (o,) in outcomes] == ["delivered", "rejected", "delivered"]
+    assert "ActivityNote" in outcomes[1][0].reason  # its own refusal, not the call's
+    assert [len(sim.activities(lead)) for lead in leads] == [1, 0, 1]

@@ -20,8 +20,10 @@ from tests.leadsquared.test_sink import NUMBER, chat, field, sink_for
 
 
 def test_bulk_rows_read_each_shape_in_item_order():
-    assert bulk_rows({"Response": [{"ProspectActivityId": "a"}, {"ProspectActivityId": None}]},
-                     2) == [{"ProspectActivityId": "a"}, {"ProspectActivityId": None}]
+    assert bulk_rows({"Response": [{"ProspectActivityId": "a"}, {"ProspectActivityId": "b"}]},
+                     2) == [{"ProspectActivityId": "a"}, {"ProspectActivityId": "b"}]
+    assert bulk_rows({"Response": [{"ProspectActivityId": None}]}, 1) == [
+        {"ProspectActivityId": None}]
     flagged = [{"RowNumber": 2, "ProspectActivityId": "b"},
                {"RowNumber": 1, "ProspectActivityId": "a"}]
     assert [r["ProspectActivityId"] for r in bulk_rows({"Response": flagged}, 2)] == ["a", "b"]
@@ -62,6 +64,32 @@ def test_a_row_without_an_id_and_no_error_is_never_a_refusal(row, not_created):
         read_row(row)
     assert caught.value.kind == "unknown_outcome"  # settled by the key check
     assert caught.value.not_created is not_created
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_unnumbered_rows_with_a_refused_one_are_never_read_by_position(order):
+    """Nothing documents that unnumbered rows come in item order: read by position, a
+    refused item could take a created one's id and be recorded as delivered."""
+    made = [{"ProspectActivityId": "a"}, {"ProspectActivityId": None},
+            {"ProspectActivityId": "c"}]
+    for row in bulk_rows({"Response": [made[i] for i in order]}, 3):
+        with pytest.raises(LeadSquaredError) as caught:
+            read_row(row)
+        assert caught.value.kind == "unknown_outcome" and caught.value.not_created
+
+
+@pytest.mark.parametrize(("flag", "created"), [
+    ("false", False), ("False", False), (0, False), ("0", False),
+    ("true", True), (1, True), (True, True)])
+def test_a_row_flag_written_as_a_string_or_number_is_read_as_meant(flag, created):
+    row = {"RowNumber": "1", "ProspectActivityId": "a", "ActivityCreated": flag}
+    (read,) = bulk_rows({"Response": [row]}, 1)  # a RowNumber as text is numbered too
+    if created:
+        assert read_row(read) == "a"
+        return
+    with pytest.raises(LeadSquaredError) as caught:
+        read_row(read)
+    assert caught.value.kind == "unknown_outcome" and caught.value.not_created
 
 
 def test_a_row_with_an_id_and_no_error_is_created():

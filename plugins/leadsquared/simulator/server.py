@@ -189,6 +189,7 @@ class Simulator:
         self._refusals = 0
         self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
         self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
+        self.refusing: dict[str, Refusal] = {}  # endpoint -> LeadSquared's own refusal
         self.failing_posts: set[str] = set()  # opportunities whose posts get a gateway 503
         self._runner: web.AppRunner | None = None
         self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
@@ -281,6 +282,17 @@ class Simulator:
 
     def mend_endpoint(self, endpoint: str) -> None:
         self.broken.pop(endpoint, None)
+        self.refusing.pop(endpoint, None)
+
+    def refuse_endpoint(self, endpoint: str,
+                        exception_type: str = "MXUnAuthorizedAccessException",
+                        message: str = "You do not have permission to do this (simulated)",
+                        *, status: int = 500, after_commit: bool = False) -> None:
+        """Fault: every call to this endpoint is answered with LeadSquared's own error
+        shape (Status Error, `exception_type`, `message`) on HTTP `status` (200 too), until
+        mend_endpoint(): a key whose user may not make this call, or with `after_commit`
+        an answer that says Error although the call's writes were made."""
+        self.refusing[endpoint] = Refusal(exception_type, message, status, after_commit)
 
     def add_opportunity_type(self, code: int, name: str) -> None:
         """An opportunity type of this account (codes 12000 and up, reference §2d)."""
@@ -397,6 +409,19 @@ class Simulator:
                 and compare_digest(secret.encode(), self.secret_key.encode()))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """An endpoint's simulated refusal (Simulator.refuse_endpoint)."""
+
+    exception_type: str
+    message: str
+    status: int
+    after_commit: bool
+
+    def answer(self) -> web.Response:
+        return error_response(ApiError(self.exception_type, self.message, self.status))
+
+
 # web.RequestKey arrived in aiohttp 3.12; the project allows aiohttp >= 3.9.
 CALL_KEY: Any = web.RequestKey("call", Call) if hasattr(web, "RequestKey") else "call"
 # Successful POSTs to these paths have committed a write (drop_after_commit applies).
@@ -469,8 +494,12 @@ async def _answer(sim: Simulator, request: web.Request, handler: Handler,
         return sim.fault_answer(sim.broken[request.path.rsplit("/", 1)[-1]] or 503)
     if not sim.authorised(request):
         return error_response(ApiError(UNAUTHORISED, "Invalid access key or secret key", 401))
+    refusal = sim.refusing.get(request.path.rsplit("/", 1)[-1])
+    if refusal is not None and not refusal.after_commit:
+        return refusal.answer()
     try:
-        return await handler(request)
+        answered = await handler(request)
+        return answered if refusal is None else refusal.answer()
     except ApiError as error:
         return error_response(error)
     except web.HTTPMethodNotAllowed as exc:
