@@ -28,13 +28,14 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import phonenumbers
 
 from plugins.leadsquared.client import LeadSquaredClient, lsq_datetime
+from plugins.leadsquared.errors import LeadSquaredError
 
 logger = logging.getLogger(__name__)
 
@@ -112,23 +113,44 @@ class LeadDirectory:
         self.enabled = False
         self._lock = asyncio.Lock()
         self._refreshes = 0
+        self._failed_at: float | None = None  # when the last refresh failed
         self.calls = 0
 
     async def start(self) -> None:
-        """Fill on first start (or after a restart, catch up); decide auto mode."""
+        """Fill on first start (or after a restart, catch up); decide auto mode. A read
+        that fails (a key not allowed Leads.RecentlyModified, an outage) never stops the
+        sink: the directory is a shortcut; lookups go remote until a later refresh works."""
         state = await self.rows.state()
-        if state is None or (self.mode == "on" and not state["enabled"]):
-            await self.refresh(full=True)
-        else:
-            self.enabled = state["enabled"]
-            await self.refresh_if_due()
+        try:
+            if state is None or (self.mode == "on" and not state["enabled"]):
+                await self._failing(self.refresh(full=True))
+            else:
+                self.enabled = state["enabled"]
+                await self.refresh_if_due()
+        except LeadSquaredError as exc:
+            logger.warning("lead directory not filled (%s): leads are looked up remotely; "
+                           "tried again in %.0f s", exc, self.refresh_every)
 
     async def refresh_if_due(self, now: float | None = None) -> None:
+        """Refresh when refresh_every has passed since the last refresh, or since the
+        last one that failed (a refused read is not asked again for every chat)."""
         state = await self.rows.state()
         now = time.time() if now is None else now
+        if self._failed_at is not None and now - self._failed_at < self.refresh_every:
+            return
         if state is None or state["refreshed_at"] is None \
                 or now - state["refreshed_at"] >= self.refresh_every:
-            await self.refresh(full=self._refreshes % self.full_every == self.full_every - 1)
+            full = self._refreshes % self.full_every == self.full_every - 1
+            await self._failing(self.refresh(full=full))
+
+    async def _failing(self, refresh: Awaitable[None]) -> None:
+        """Run a refresh; when it fails, note when (and raise)."""
+        try:
+            await refresh
+        except LeadSquaredError:
+            self._failed_at = time.time()
+            raise
+        self._failed_at = None
 
     async def refresh(self, *, full: bool) -> None:
         async with self._lock:

@@ -111,3 +111,20 @@ async def test_bridge_status_shows_the_directory_size_and_freshness(sim, buffer)
         await wait_until(lambda: runner.started)
     text = render_status(await buffer_report(buffer))
     assert "directory   1 records, refreshed 20" in text
+
+
+async def test_an_account_that_refuses_the_directory_read_still_syncs(sim, buffer):
+    """A key whose user may not call Leads.RecentlyModified (or an outage of that one call
+    at start): the directory is a shortcut, never a blocker. The sink starts, finds the
+    lead by phone, and tries the directory again only after lead_directory_refresh, not
+    on every chat."""
+    lead = sim.add_lead(FirstName="Asha", Phone="9876543210")
+    sim.refuse_endpoint("Leads.RecentlyModified")
+    await buffer.append([chat(1, NUMBER), chat(2, "+919876543211")])
+    sink = sink_for(sim, opportunities=False, lead_directory="auto")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: sim.activities(lead), timeout=30)
+        await wait_until(lambda: tries(buffer, at_least=3), timeout=30)
+    paths = Counter(c.path.rsplit("/", 1)[-1] for c in sim.calls)
+    assert paths["Leads.RecentlyModified"] == 1  # once at start; refresh_every is 5 min
+    assert not sink.directory.enabled
