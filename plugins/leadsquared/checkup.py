@@ -165,10 +165,10 @@ async def _check_opportunities(client: LeadSquaredClient, cfg: LeadSquaredConfig
 
 async def _any_type_answers(client: LeadSquaredClient, lead: str | None) -> bool:
     """Whether GetOpportunitiesOfLead answers without a type (asked about a real lead)."""
-    lead = lead or await sample_lead(client)
-    if lead is None:
-        return False
     try:
+        lead = lead or await sample_lead(client)
+        if lead is None:
+            return False
         await client.opportunities.of_lead(lead, None, page_size=1)
     except LeadSquaredError:
         return False

@@ -38,17 +38,40 @@ WRITES_ONLY = {
 
 async def probe_account(client: LeadSquaredClient, say: Say, user: dict, types: list[dict],
                         event: int | None, lead: str | None) -> None:
-    """Print each guess with the reading this account shows."""
+    """Print each guess with the reading this account shows. A read the account refuses
+    (a key whose user may not make it) or that fails makes its guess "cannot tell", and
+    the other guesses are still probed."""
     _user_fields(say, user)
     await _user_lookup(client, say, user)
     _opportunity_listing(say, types)
-    sample = await _sample(client)
-    await _opportunity_type(client, say, lead or (sample or {}).get("ProspectID"))
-    await _activity_setting(client, say, event)
-    await _phone_matching(client, say, sample, user.get("DefaultCountryCode"))
-    await _recent_sort(client, say)
+    try:
+        sample = await _sample(client)
+    except LeadSquaredError as exc:
+        sample = None
+        say(f"probe sample lead: cannot read Leads.RecentlyModified ({_failure(exc)}): the "
+            "lead directory stays off (lookups go remote); the guesses below that need a "
+            "lead cannot be told")
+    steps = [("opportunity_type", _opportunity_type(
+                  client, say, lead or (sample or {}).get("ProspectID"),
+                  opportunity_types(types))),
+             ("activity_setting", _activity_setting(client, say, event)),
+             ("phone_match", _phone_matching(client, say, sample,
+                                             user.get("DefaultCountryCode"))),
+             ("recent_sort", _recent_sort(client, say) if sample is not None else None)]
+    for switch, step in steps:
+        if step is None:
+            say(f"probe {switch}: cannot tell: Leads.RecentlyModified is not readable")
+            continue
+        try:
+            await step
+        except LeadSquaredError as exc:
+            say(f"probe {switch}: cannot tell: a read failed ({_failure(exc)})")
     for switch, why in WRITES_ONLY.items():
         say(f"probe {switch}: not probed: {why}")
+
+
+def _failure(exc: LeadSquaredError) -> str:
+    return f"{exc.exception_type or exc.kind}: {exc.message}"
 
 
 async def sample_lead(client: LeadSquaredClient) -> str | None:
@@ -85,19 +108,35 @@ def _opportunity_listing(say: Say, types: list[dict]) -> None:
         "probe opportunity_types: absent: ActivityTypes.Get holds no codes 12000-12999")
 
 
-async def _opportunity_type(client: LeadSquaredClient, say: Say, lead: str | None) -> None:
+async def _opportunity_type(client: LeadSquaredClient, say: Say, lead: str | None,
+                            codes: list[int]) -> None:
     if lead is None:
         say("probe opportunity_type: cannot tell: the account has no lead to ask about")
         return
     try:
         rows = await client.opportunities.of_lead(lead, None, page_size=5)
     except LeadSquaredError as exc:
+        if exc.kind != "rejected":
+            raise
+        if codes and not await _answers(client, lead, codes[0]):
+            say(f"probe opportunity_type: cannot tell: GetOpportunitiesOfLead is refused "
+                f"with a type ({codes[0]}) too ({_failure(exc)})")
+            return
         say(f"probe opportunity_type: required: GetOpportunitiesOfLead without a type was "
-            f"refused ({exc.exception_type or exc.kind}: {exc.message})")
+            f"refused ({_failure(exc)})")
         return
     keys = sorted({key for row in rows for key in row})[:12]
     say("probe opportunity_type: optional: GetOpportunitiesOfLead answered without a type"
         + (f" (item keys: {', '.join(keys)})" if keys else ""))
+
+
+async def _answers(client: LeadSquaredClient, lead: str, code: int) -> bool:
+    """Whether GetOpportunitiesOfLead answers for this lead with a type code."""
+    try:
+        await client.opportunities.of_lead(lead, code, page_size=1)
+    except LeadSquaredError:
+        return False
+    return True
 
 
 async def _activity_setting(client: LeadSquaredClient, say: Say, event: int | None) -> None:

@@ -102,3 +102,25 @@ async def test_check_names_the_owner_of_bulk_opportunity_posts_and_the_status_fi
     assert "deals with status any status" in configured
     sim.break_endpoint("ByUserId", 403)
     assert "info no owner email found" in await probe(sim)
+
+
+@pytest.mark.parametrize("refused", ["Leads.RecentlyModified", "GetOpportunitiesOfLead",
+                                     "GetActivitySetting", "ByUserId"])
+@pytest.mark.parametrize("types", ["listed", "absent"])
+async def test_an_account_that_refuses_a_read_is_probed_on_every_other_guess(
+        sim, refused, types):
+    """A key whose user may not make some read (LeadSquared's own refusal, Status Error):
+    `check --probe` stays read-only, passes (a sync could start), tells that guess it
+    cannot tell, and still probes every other one."""
+    account(sim)
+    sim.configure(opportunity_types=types)
+    sim.refuse_endpoint(refused)
+    out = await probe(sim)
+    for guess in ("user_fields", "opportunity_types", "opportunity_type", "activity_setting",
+                  "phone_match", "recent_sort", "bulk_answer", "upload_answer",
+                  "unique_fields"):
+        assert f"probe {guess}: " in out, guess
+    if refused == "GetOpportunitiesOfLead" and types == "listed":  # refused typed too
+        assert "probe opportunity_type: cannot tell: GetOpportunitiesOfLead is refused" in out
+    if refused == "Leads.RecentlyModified":
+        assert "probe recent_sort: cannot tell" in out
