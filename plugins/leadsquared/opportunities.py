@@ -80,11 +80,20 @@ class Opportunities:
         try:
             return await self.client.opportunities.of_lead(lead, kind)
         except LeadSquaredError as exc:
-            if kind is not ANY_TYPE or exc.kind != "rejected":
-                raise
+            if kind is not ANY_TYPE or exc.kind != "rejected" or not await self._exists(lead):
+                raise  # a lead merged or deleted away is refused whatever the type asked
             self.types, self.source = [], "none found"  # refused without a type: stop asking
             logger.warning("%s (%s)", NONE_FOUND, exc.message)
             return []
+
+
+    async def _exists(self, lead: str) -> bool:
+        """Whether the lead is there (so a refusal was about the missing type); False
+        when it is gone, or when that cannot be told now (the read is tried again)."""
+        try:
+            return await self.client.leads.get(lead) is not None
+        except LeadSquaredError:
+            return False
 
 
 def rule_of(choice: bool | OpportunityFilter) -> OpportunityFilter | None:

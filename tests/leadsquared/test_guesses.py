@@ -242,6 +242,28 @@ async def test_an_untyped_opportunity_read_is_used_when_the_account_allows_it(si
     assert sink.describe()["opportunity_types_from"] == "GetOpportunitiesOfLead without a type"
 
 
+async def test_an_untyped_read_refused_for_a_deleted_lead_keeps_opportunity_posts_on(sim):
+    """Types come from an untyped GetOpportunitiesOfLead, and the first read of the run is
+    on a cached lead deleted meanwhile: its refusal is about the lead, not the type, so
+    opportunity posts stay on; the number's new lead and its open deal get the chat."""
+    sim.configure(opportunity_types="absent", opportunity_type="optional")
+    old = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sink = sink_for(sim)
+    await sink.start()
+    try:
+        sim.store.delete_lead(old)
+        new = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+        deal = sim.add_opportunity(new)
+        stale = Batch(key="b1", sink="leadsquared", record_id=old,
+                      conversation=Conversation(key="+919876543210"), messages=[chat(1)])
+        assert [o.kind for o in await sink.deliver(stale)] == ["delivered"]
+        assert sink.describe()["opportunity_types_from"] == (
+            "GetOpportunitiesOfLead without a type")
+    finally:
+        await sink.close()
+    assert {a["RelatedOpportunityId"] for a in sim.activities(new)} == {None, deal}
+
+
 async def test_the_production_sink_never_imports_the_simulator():
     code = ("import sys, plugins.leadsquared, plugins.leadsquared.sink; "
             "print([m for m in sys.modules if 'simulator' in m])")

@@ -677,6 +677,8 @@ async def opportunities_of_lead(request: web.Request) -> web.Response:
     kind = optional_int_query(request, "opportunityType")
     if kind is None and store_of(request).switches.opportunity_type == "required":
         raise missing("opportunityType")  # §8 [LIVE]: required in practice, HTTP 500
+    if lead_id not in store_of(request).leads:  # GUESS: deleted or merged away, refused
+        raise ApiError(INVALID, f"Invalid Input! Parameter Name: leadId (no lead {lead_id!r})")
     page = index_paging(await optional_object(request))
     return listing(store_of(request).opportunities_of(lead_id, kind), page)
 
