@@ -55,7 +55,9 @@ async def deliver_group(settings: SinkSettings, batch: Batch,
 
 def _sender_batch(batch: Batch, key: str, group: str, messages: list[Any]) -> Batch:
     """One sender's messages as a batch of their own; its keys extend the group batch's,
-    so a retry finds what was posted (the ledger is shared)."""
+    so a retry finds what was posted. The ledger and the target failures are the group
+    batch's (shared), so what the sender's batch posts or fails is committed with the
+    group batch's outcomes."""
     person = messages[0].extra.get("sender_person") or {}
     conversation = Conversation(
         key=key, contact_name=person.get("name") or messages[0].contact_name,
@@ -66,4 +68,5 @@ def _sender_batch(batch: Batch, key: str, group: str, messages: list[Any]) -> Ba
     return Batch(key=f"{batch.key}~{suffix}", sink=batch.sink, conversation=conversation,
                  messages=messages, attempt=batch.attempt, uncertain=batch.uncertain,
                  ledger=batch.ledger, record_id=conversation.record_id,
-                 new_ledger=batch.new_ledger)
+                 new_ledger=batch.new_ledger, targets=batch.targets,
+                 new_targets=batch.new_targets)

@@ -10,7 +10,7 @@ from bridge.buffer import Buffer
 from bridge.buffer.schema import MIGRATIONS, VERSION
 from bridge.status import buffer_report
 from bridge.textreport import render_status
-from tests.helpers import running, wait_until
+from tests.helpers import message, running, wait_until
 from tests.leadsquared.test_sink import chat, settled, sink_for
 
 
@@ -167,3 +167,20 @@ def test_dead_letter_list_names_the_target(tmp_path):
     asyncio.run(seed())
     out = CliRunner().invoke(cli, ["dead-letter", "list", "-c", str(config)]).output
     assert "target opportunity opp-1: LeadSquared MXInvalidInputException: closed" in out
+
+
+async def test_a_group_members_refused_opportunity_is_a_dead_target_too(sim, buffer):
+    """groups: participants posts each sender's messages through a batch of their own: a
+    target failing there (a refused deal) is recorded on the group's batch like any other,
+    never dropped with the sub-batch (a delivered message whose deal silently missed it)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    closed = sim.add_opportunity(lead, "Old")
+    sim.refuse_posts(closed, "Opportunity is closed")
+    await buffer.append([message(1, "group:G1", source="whatsapp", text="hello group",
+                                 extra={"sender": "+919876543210"})])
+    async with running(buffer, [sink_for(sim, groups="participants")]):
+        await wait_until(lambda: settled(buffer))
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
+    (dead,) = await buffer.dead_targets()
+    assert dead["target"] == f"opportunity {closed}" and "Opportunity is closed" in dead[
+        "reason"]
