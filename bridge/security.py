@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from bridge.address import HEADER as BUFFER_HEADER
 from bridge.state import BRIDGE
 from bridge.throttle import client_key
 
@@ -186,6 +187,10 @@ def admin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         refused = refusal(request)
         if refused is not None:
+            # which buffer this bridge runs on, as its answers say (bridge.address): a
+            # client command of another config that meets this bridge on its port learns
+            # it is not its own, rather than blaming its token
+            refused.headers[BUFFER_HEADER] = request.app[BRIDGE].buffer_id
             raise refused
         if request.method in UNSAFE and cross_site(request):
             raise web.HTTPForbidden(text="cross-site request refused")
