@@ -31,7 +31,8 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # by a vendor's prefix. A browser or curl talking to the bridge directly sends none of them.
 PROXY_NAMES = frozenset({"via", "forwarded", "cdn-loop", "x-host", "x-request-start",
                          "x-scheme", "x-url-scheme", "front-end-https", "x-varnish",
-                         "surrogate-capability"})
+                         "surrogate-capability", "x-rewrite-url"})
+PROXY_SUFFIXES = ("-via",)  # X-BlueCoat-Via and kin
 PROXY_WORDS = ("forwarded", "clientip", "realip", "connectingip", "remoteaddr", "remoteip",
                "originatingip", "proxy", "original")  # sought with '-' and '_' removed
 PROXY_PREFIXES = ("cf-", "x-amzn-", "x-amz-cf-", "cloudfront-", "x-envoy-", "fastly-",
@@ -74,7 +75,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def proxied(request: web.Request) -> bool:
     """Whether a proxy forwarded this request: it carries a header only proxies add, or
-    names one in Connection (asking a proxy to drop its own as hop-by-hop)."""
+    names one in Connection (asking a proxy to drop its own as hop-by-hop), or it came
+    over HTTP/1.0, as nginx forwards by default (a bare `proxy_pass` adds no header at
+    all); browsers, curl and monitoring scrapers speak HTTP/1.1."""
+    if request.version < (1, 1):
+        return True
     named = request.headers.get("Connection", "").split(",")
     return any(_proxy_header(name.strip()) for name in (*request.headers, *named))
 
@@ -83,7 +88,7 @@ def _proxy_header(name: str) -> bool:
     name = name.lower().replace("_", "-")
     squeezed = name.replace("-", "")
     return (name in PROXY_NAMES or any(word in squeezed for word in PROXY_WORDS)
-            or name.startswith(PROXY_PREFIXES))
+            or name.startswith(PROXY_PREFIXES) or name.endswith(PROXY_SUFFIXES))
 
 
 def is_loopback(request: web.Request) -> bool:
