@@ -131,7 +131,8 @@ def overall(sinks: list[dict[str, Any]], *, running: bool,
     """The bridge's verdict: the worst of its enabled sinks' (disabled ones left out)."""
     judged = [s for s in sinks if s.get("enabled", True) and s.get("health")]
     if not judged:
-        return ({"state": "healthy", "reason": "no sink installed yet"} if running
+        none = "no sink enabled in the config (plugins:)" if sinks else "no sink installed yet"
+        return ({"state": "healthy", "reason": none} if running
                 else {"state": "stopped", "reason": why})
     state = worst([s["health"]["state"] for s in judged])
     if state == "healthy":

@@ -97,6 +97,8 @@ def test_the_bridge_verdict_is_its_worst_enabled_sink():
                                                               "reason": "b: late"}
     assert overall([healthy, gone], running=True)["state"] == "healthy"
     assert overall([], running=False, why="down") == {"state": "stopped", "reason": "down"}
+    assert overall([gone], running=True) == {  # one taken out of the config: none is left
+        "state": "healthy", "reason": "no sink enabled in the config (plugins:)"}
 
 
 async def status_of(base: str) -> dict:
