@@ -28,12 +28,16 @@ def bridge(*args):
                           text=True, timeout=60)
 
 
+# what a CRM's error (or a customer's name) may hold: a terminal escape, a line of its own
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\nChatbridge: HEALTHY"
+
+
 async def seed(path):
     buffer = await Buffer.open(path)
     await buffer.install_sinks(["crm"])
     await buffer.append([message(1), message(2, "+14155550100")])
     for claim in await buffer.claim("crm", 100, 60):
-        outcome = (Outcome.rejected("MXInvalidInputException: Invalid phone")
+        outcome = (Outcome.rejected("MXInvalidInputException: Invalid phone" + HOSTILE)
                    if claim.batch.conversation.key == "+14155550100" else Outcome.delivered())
         await buffer.complete(claim, [outcome], POLICY)
     await buffer.close()
@@ -56,6 +60,9 @@ def test_status_and_dead_letter_commands(tmp_path):
 
     listed = bridge("dead-letter", "list", "-c", str(config)).stdout
     assert "+14155550100" in listed and "MXInvalidInputException: Invalid phone" in listed
+    for shown in (text, listed):  # as a terminal would get them: nothing it would obey
+        assert "\x1b" not in shown and "\x07" not in shown
+        assert "\nChatbridge: HEALTHY" not in shown and "pwned" in shown
 
     requeued = bridge("dead-letter", "requeue", "-c", str(config), "--sink", "crm")
     assert "requeued 1 message(s)" in requeued.stdout
