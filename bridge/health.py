@@ -11,6 +11,7 @@ The rule (the first that holds wins; README "Health" says the same):
   CRM answers every post with an error). One message that keeps failing while others get
   through is not "failing": it shows under "Needs attention" when it gives up.
 - **behind**: the last sync is older than two sync intervals (at least LATE_FLOOR), or
+  stamped more than that in the future (a clock set back: its age cannot be told), or
   there has been no sync that long after the start; or the waiting backlog (held chats
   apart) is growing: every sample of the last window is above every sample of the window
   before it (a window is two sync intervals, at least GROWTH_FLOOR), so even the syncs do
@@ -67,6 +68,11 @@ def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None
     if failing:
         return "failing", failing
     late = late_after(interval or 0.0)
+    ahead = (_epoch(sink.get("last_sync_at")) or now) - now
+    if ahead > late:  # within `late`: another process's clock a little ahead is fine
+        return "behind", (f"the last sync is stamped {ago(ahead)} in the future: this "
+                          "machine's clock was set back (or the process that synced runs "
+                          "ahead); it cannot tell when the sink last synced")
     if age is None:
         waited = now - started_at if started_at else 0.0
         if waited > late:

@@ -67,6 +67,12 @@ def test_a_late_sync_or_none_since_the_start_is_behind():
     assert judge(sink(last_sync_at=None), started_at=NOW - 30) == (
         "healthy", "starting: the first sync is under way")
     assert judge(sink(last_sync_at=None), started_at=NOW - 400)[0] == "behind"
+    # a clock set back an hour: a sync "in the future" says nothing of a stuck sink
+    assert judge(sink(last_sync_at=at(-3600))) == (
+        "behind", "the last sync is stamped 60 min in the future: this machine's clock was "
+                  "set back (or the process that synced runs ahead); it cannot tell when the "
+                  "sink last synced")
+    assert judge(sink(last_sync_at=at(-30)))[0] == "healthy"  # a peer's clock a bit ahead
 
 
 def test_a_growing_backlog_is_behind():
