@@ -43,7 +43,8 @@ def call(config: Any, method: str, path: str, *, timeout: float = 30,
             continue
         except httpx.HTTPError as exc:
             raise Unanswered(f"{base}{path} did not answer ({type(exc).__name__}): the bridge "
-                             "may be overloaded; try again") from None
+                             "may still be starting (it listens before its buffer is open) "
+                             "or be overloaded; try again") from None
         theirs = response.headers.get(address.HEADER)
         if theirs != address.buffer_id(config) and (theirs is not None or base == recorded):
             # another bridge took this port, or a killed bridge's pid (in its address
