@@ -104,6 +104,15 @@ def is_loopback(request: web.Request) -> bool:
     return ip.is_loopback
 
 
+def same_machine(request: web.Request) -> bool:
+    """Whether the peer runs on this machine (no proxy between): loopback, or the very
+    address it reached the bridge on (a client command of a config naming a LAN address)."""
+    if is_loopback(request):
+        return True
+    where = request.transport.get_extra_info("sockname") if request.transport else None
+    return not proxied(request) and bool(where) and request.remote == where[0]
+
+
 def loopback_host(request: web.Request) -> bool:
     """Whether the Host header names this machine: a page served to a rebound DNS name
     (evil.example resolving to 127.0.0.1) must not count as loopback use."""
@@ -192,10 +201,12 @@ def admin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         refused = refusal(request)
         if refused is not None:
-            # which buffer this bridge runs on, as its answers say (bridge.address): a
-            # client command of another config that meets this bridge on its port learns
-            # it is not its own, rather than blaming its token
-            refused.headers[BUFFER_HEADER] = request.app[BRIDGE].buffer_id
+            if same_machine(request):
+                # which buffer this bridge runs on, as its answers say (bridge.address): a
+                # client command of another config that meets this bridge on its port
+                # learns it is not its own, rather than blaming its token. Not told to
+                # other machines: a path's fingerprint is not theirs to guess at.
+                refused.headers[BUFFER_HEADER] = request.app[BRIDGE].buffer_id
             raise refused
         if request.method in UNSAFE and cross_site(request):
             raise web.HTTPForbidden(text="cross-site request refused")

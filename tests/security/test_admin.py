@@ -324,3 +324,14 @@ async def test_healthz_is_public_and_tells_nothing(with_token):
                                  {"X-Forwarded-For": "203.0.113.7"})
     assert status == 200
     assert text == '{"ok": true}'
+
+
+async def test_a_refusal_names_the_buffer_to_this_machine_only(with_token):
+    """A client command of another config meeting this bridge learns it is not its own
+    (bridge.remote); a visitor through a proxy is not told the buffer's fingerprint."""
+    async with httpx.AsyncClient() as http:
+        here = await http.get(with_token + "/status")
+        proxied = await http.get(with_token + "/status", headers=PROXY_HEADERS[0])
+    assert here.status_code == proxied.status_code == 401
+    assert len(here.headers["X-Chatbridge-Buffer"]) == 16
+    assert "X-Chatbridge-Buffer" not in proxied.headers
