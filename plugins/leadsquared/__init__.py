@@ -1,4 +1,4 @@
-"""LeadSquared CRM sink plugin (and a faithful LeadSquared simulator)."""
+"""LeadSquared CRM sink plugin (and, in its own package, a faithful LeadSquared simulator)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ def register_config_sections() -> dict[str, Any]:
 
 @hookimpl
 def register_sinks(context: Any) -> list[Any]:
-    from plugins.leadsquared.sink import LeadSquaredSink
-
     section = context.plugin_config("leadsquared")
-    return [LeadSquaredSink(section, context.metrics)] if section is not None else []
+    return [make_sink(section, context.metrics)] if section is not None else []
 
 
 @hookimpl
@@ -27,3 +25,17 @@ def register_commands() -> list[Any]:
     from plugins.leadsquared.cli import demo, leadsquared
 
     return [leadsquared, demo]
+
+
+def make_sink(section: Any, metrics: Any = None) -> Any:
+    """The sink for a config section; `host: simulator` gets the bundled simulator as its
+    endpoint (started and stopped with the sink), so the sink never imports it."""
+    from plugins.leadsquared.config import SIMULATOR
+    from plugins.leadsquared.sink import LeadSquaredSink
+
+    endpoint = None
+    if section.host == SIMULATOR:
+        from plugins.leadsquared.simulator.bundled import BundledSimulator
+
+        endpoint = BundledSimulator(section.access_key, section.secret_key)
+    return LeadSquaredSink(section, metrics, endpoint=endpoint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.errors import LeadSquaredError
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,36 @@ FIELD_DEFINITIONS = [
 
 
 async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None) -> int:
-    """The event code: the configured one (checked), the type named `name`, or a new type."""
-    types = await client.activity_types()
-    codes = {int(t["ActivityEvent"]): t.get("ActivityEventName") for t in types
-             if str(t.get("ActivityEvent", "")).isdigit()}
+    """The event code: the configured one (checked), the type named `name`, or a new type.
+    Two bridges starting at once may both create it: the second is refused as a duplicate
+    and takes the type the first made."""
+    codes = await _codes(client)
     if fixed is not None:
         if fixed not in codes:
             raise RuntimeError(f"plugins.leadsquared.activity_event: no activity type {fixed} "
                                "in this account (check the code, or use activity_type)")
         return fixed
-    for code, type_name in codes.items():
-        if (type_name or "").strip().lower() == name.strip().lower():
-            return code
-    code = await client.create_activity_type(
-        name, [dict(f, IsMandatory=False, Sequence=i + 1) for i, f in
-               enumerate(FIELD_DEFINITIONS)], "WhatsApp conversations logged by Chatbridge")
+    if (code := _named(codes, name)) is not None:
+        return code
+    try:
+        code = await client.activities.create_type(
+            name, [dict(f, IsMandatory=False, Sequence=i + 1) for i, f in
+                   enumerate(FIELD_DEFINITIONS)], "WhatsApp conversations logged by Chatbridge")
+    except LeadSquaredError as exc:
+        if exc.exception_type != "MXDuplicateEntryException" or (
+                found := _named(await _codes(client), name)) is None:
+            raise
+        return found
     logger.info("created LeadSquared activity type %r (event %s)", name, code)
     return code
+
+
+async def _codes(client: LeadSquaredClient) -> dict[int, str | None]:
+    return {int(t["ActivityEvent"]): t.get("ActivityEventName")
+            for t in await client.activities.types()
+            if str(t.get("ActivityEvent", "")).isdigit()}
+
+
+def _named(codes: dict[int, str | None], name: str) -> int | None:
+    return next((code for code, type_name in codes.items()
+                 if (type_name or "").strip().lower() == name.strip().lower()), None)

@@ -1,5 +1,6 @@
-"""Media files into LeadSquared: each fetched file is uploaded (File Upload on the files
-host, reference §8) and attached (Attachment/Add) to the activity whose transcript names it.
+"""Step 4 of a delivery: attach. Each fetched media file is uploaded (File Upload on the
+files host, reference §8) and attached (Attachment/Add, AttachmentFile = the S3 URL the
+upload answered in `s3FilePath`) to the activity whose transcript names it.
 
 Each attachment is a delivery target of its own (DESIGN.md): key `<part key>#file<message
 id>`, its own outcome, retry and dead letter. It is tried only once the activity is in the
@@ -15,26 +16,34 @@ so an upload that failed or was cut off is simply repeated. An attach whose answ
 activity's attachments. It is not repeated: it is a dead target saying UNCONFIRMED (a
 missing attachment beats a duplicate; a person who checked can requeue it). Left open: a
 SIGKILL between an attach's answer and the commit of the outcomes (milliseconds) leaves no
-trace, and the retry attaches again.
+trace, and the retry attaches again. Also left open (issue 25): the hand-over between the
+media worker (bridge/buffer/media.py) storing a file and this step reading it.
+
+An upload answer that names no S3 URL (only a file name) cannot be attached: Attachment/Add
+takes the S3 URL, and a URL we built ourselves would not be it. The attachment is then a
+dead target saying so, and the text is delivered.
 """
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-from typing import Any
 
 from bridge import Batch
 from bridge.contracts import WAITING_FOR_FILE
 from bridge.model import Message
 from bridge.render import file_name
-from plugins.leadsquared.client import LeadSquaredError
+from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.transcript import Part
 
 logger = logging.getLogger(__name__)
 
 UNCONFIRMED = "attach unconfirmed"  # an attach whose answer never came: a dead letter
 HELD = "held in the bridge: this activity type does not allow attachments"
+NO_URL = ("File Upload answered no S3 URL (s3FilePath), only a file name: Attachment/Add "
+          "needs the S3 URL, so the file stays in the bridge (run `bridge leadsquared check "
+          "--probe`; requeue once the account's upload answers one)")
 
 
 def file_key(part_key: str, message: Message) -> str:
@@ -53,9 +62,10 @@ def follow_ups(batch: Batch) -> dict[int, str]:
     return found
 
 
-def held_line(line: str, message: Message) -> str:
+def held_line(line: object, message: Message) -> object:
     """The transcript line of a file the CRM cannot take: it says the file stays here."""
-    if message.file is None or message.file.state not in ("fetched", "pending"):
+    if not isinstance(line, str) or message.file is None \
+            or message.file.state not in ("fetched", "pending"):
         return line
     return f"{line} [{HELD}]"
 
@@ -65,62 +75,79 @@ def file_type(mime_type: str | None) -> int:
     return 1 if (mime_type or "").startswith("image/") else 0
 
 
-async def attach_files(sink: Any, batch: Batch, part: Part, activity: str,
-                       existing: dict[str, str]) -> list[str]:
-    """Upload and attach the part's files to `activity`; why any still waits to retry."""
-    waiting = []
-    for message in part.messages:
-        if (why := await _attach(sink, batch, part, message, activity, existing)) is not None:
-            waiting.append(why)
-    return waiting
+class Attacher:
+    """Uploads and attaches a landed part's files."""
 
+    def __init__(self, client: LeadSquaredClient, files_base: str, allowed: bool,
+                 max_attempts: int) -> None:
+        self.client = client
+        self.files_base = files_base
+        self.allowed = allowed  # the activity type's Allow Attachments
+        self.max_attempts = max_attempts
 
-async def _attach(sink: Any, batch: Batch, part: Part, message: Message, activity: str,
-                  existing: dict[str, str]) -> str | None:
-    file = message.file
-    if file is None or file.state in ("dead", "held") or not sink.allow_attachments:
-        return None  # nothing to attach: the transcript line says why
-    key = file_key(part.key, message)
-    earlier = batch.targets.get(key)
-    if key in existing or (earlier is not None and earlier.dead):
+    async def attach(self, batch: Batch, part: Part, existing: dict[str, str]) -> list[str]:
+        """Attach the part's files to its activity (in `existing`); why any still waits."""
+        waiting = []
+        for message in part.messages:
+            if (why := await self._one(batch, part, message, existing)) is not None:
+                waiting.append(why)
+        return waiting
+
+    async def _one(self, batch: Batch, part: Part, message: Message,
+                   existing: dict[str, str]) -> str | None:
+        file = message.file
+        if file is None or file.state in ("dead", "held") or not self.allowed:
+            return None  # nothing to attach: the transcript line says why
+        key = file_key(part.key, message)
+        earlier = batch.targets.get(key)
+        if key in existing or (earlier is not None and earlier.dead):
+            return None
+        name = file_name(message)
+        if not file.fetched:
+            batch.fail_target(key, f"attachment {name}", f"{WAITING_FOR_FILE}: it follows "
+                              "once fetched", [message.id], self.max_attempts, final=True)
+            return None
+        try:
+            upload = await self.client.files.upload(self.files_base, file.path, name,
+                                                     _mime(file.mime_type, name),
+                                                     file_type(file.mime_type))
+        except (LeadSquaredError, OSError) as exc:  # OSError: the stored file is gone
+            return self._failed(batch, key, name, message, *_reason(exc, upload=True))
+        if upload.url is None:
+            return self._failed(batch, key, name, message, NO_URL, final=True)
+        try:
+            attachment = await self.client.files.attach(
+                existing[part.key], name, upload.url,
+                f"WhatsApp {message.kind}, message {message.provider_id}")
+        except LeadSquaredError as exc:
+            return self._failed(batch, key, name, message, *_reason(exc))
+        batch.remember(key, attachment)
+        existing[key] = attachment
         return None
-    name = file_name(message)
-    if not file.fetched:
-        batch.fail_target(key, f"attachment {name}", f"{WAITING_FOR_FILE}: it follows once "
-                          "fetched", [message.id], sink.settings.max_attempts, final=True)
-        return None
-    try:
-        url = await sink.client.upload_file(sink.files_base, file.path, name,
-                                            _mime(file.mime_type, name),
-                                            file_type(file.mime_type))
-    except (LeadSquaredError, OSError) as exc:  # OSError: the stored file is gone (purged)
-        return _failed(sink, batch, key, name, message, exc)
-    try:
-        attachment = await sink.client.add_attachment(
-            activity, name, url, f"WhatsApp {message.kind}, message {message.provider_id}")
-    except LeadSquaredError as exc:
-        return _failed(sink, batch, key, name, message, exc)
-    batch.remember(key, attachment)
-    existing[key] = attachment
-    return None
+
+    def _failed(self, batch: Batch, key: str, name: str, message: Message, reason: str,
+                final: bool) -> str | None:
+        failure = batch.fail_target(key, f"attachment {name}", reason, [message.id],
+                                    self.max_attempts, final=final)
+        if failure.dead:
+            logger.warning("gave up attaching a file after %d tries: %s", failure.attempts,
+                           reason)
+            return None
+        return f"attachment {name}: {reason}"
 
 
-def _failed(sink: Any, batch: Batch, key: str, name: str, message: Message,
-            exc: Exception) -> str | None:
-    if isinstance(exc, LeadSquaredError):
-        reason = f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}"
-        final = exc.kind in ("rejected", "unknown_outcome")
-        if exc.kind == "unknown_outcome":  # it may have landed: never sent again by itself
-            reason = f"{UNCONFIRMED}: {reason}; it may be attached (no API reads an " \
-                     "activity's attachments), so it is not repeated: requeue to attach again"
-    else:
-        reason, final = f"the stored file cannot be read: {exc}", True
-    failure = batch.fail_target(key, f"attachment {name}", reason, [message.id],
-                                sink.settings.max_attempts, final=final)
-    if failure.dead:
-        logger.warning("gave up attaching a file after %d tries: %s", failure.attempts, reason)
-        return None
-    return f"attachment {name}: {reason}"
+def _reason(exc: Exception, upload: bool = False) -> tuple[str, bool]:
+    """(why, whether it is final) of a failed upload or attach. An upload whose answer was
+    lost is simply repeated (an unlinked copy is harmless); an attach is not."""
+    if not isinstance(exc, LeadSquaredError):
+        return f"the stored file cannot be read: {exc}", True
+    reason = f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}"
+    if upload:
+        return reason, exc.kind == "rejected"
+    if exc.kind == "unknown_outcome":  # it may have landed: never sent again by itself
+        reason = (f"{UNCONFIRMED}: {reason}; it may be attached (no API reads an "
+                  "activity's attachments), so it is not repeated: requeue to attach again")
+    return reason, exc.kind in ("rejected", "unknown_outcome")
 
 
 def _mime(mime_type: str | None, name: str) -> str:

@@ -1,10 +1,12 @@
 """Bulk lead-activity posts: rows from concurrent deliveries share ≤ 25-item calls.
 
 Each delivery hands its lead activity to `BulkPoster.post()` and waits for its own row:
-the activity id, or the LeadSquaredError of that row (a refused row) or of the whole call
-(a rate limit, an outage, an unknown outcome), which the sink handles exactly as the same
-error from a single post. So every batch records its own outcomes, and idempotency keys
-and the after-crash key check are those of the single-post path.
+the activity id, or a LeadSquaredError: of the whole call (a rate limit, an outage, an
+unknown outcome), which the sink handles exactly as the same error from a single post, or
+of a row without an activity id, which is always an unknown outcome (`read_row`): the
+documented answer shows only ids, so a row we cannot read may have landed. So every batch
+records its own outcomes, and idempotency keys and the after-crash key check are those of
+the single-post path.
 
 A call goes out when 25 rows wait, when every delivery in progress waits on a row and
 no new row came for `quiet` seconds (deliveries that start meanwhile may still join), or
@@ -26,7 +28,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
+from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.ratelimit import RateLimiter
 
 BULK_MAX = 25  # activities per bulk call (reference §2c)
@@ -117,7 +120,7 @@ class BulkPoster:
         self.calls += 1
         self.rows += len(rows)
         items = [item for item, _, _ in rows]
-        await _call(self._client(), lambda client: client.bulk_lead_activities(items),
+        await _call(self._client(), lambda client: client.activities.post_bulk(items),
                     [future for _, future, _ in rows])
 
 
@@ -177,7 +180,7 @@ class OpportunityBulk:
         self.rows += len(rows)
         items = [item for item, _ in rows]
         await _call(self._client(),
-                    lambda client: client.bulk_opportunity_activities(opportunity, items),
+                    lambda client: client.opportunities.post_bulk(opportunity, items),
                     [future for _, future in rows])
 
 
@@ -197,19 +200,37 @@ async def _call(client: LeadSquaredClient | None,
         for future in futures:
             _settle(future, exc=exc)
         return
+    checks: dict = {}  # the rows of one call share the key checks that follow it
     for future, answer in zip(futures, answers, strict=True):
-        _settle(future, answer=answer)
+        _settle(future, answer=answer, checks=checks)
 
 
 def _settle(future: asyncio.Future[Any], *, answer: dict | None = None,
-            exc: BaseException | None = None) -> None:
+            exc: BaseException | None = None, checks: dict | None = None) -> None:
     if future.done():
         return
     if exc is not None:
         future.set_exception(exc)
-    elif answer and answer.get("ActivityCreated") and answer.get("ProspectActivityId"):
-        future.set_result(str(answer["ProspectActivityId"]))
-    else:
-        why = (answer or {}).get("ExceptionMessage") or "the bulk row was not created"
-        future.set_exception(LeadSquaredError("rejected", str(why),
-                                              exception_type="bulk row"))
+        return
+    try:
+        future.set_result(read_row(answer or {}))
+    except LeadSquaredError as unknown:
+        unknown.checks = checks if checks is not None else {}  # see keys.once
+        future.set_exception(unknown)
+
+
+def read_row(row: dict[str, Any]) -> str:
+    """A bulk answer row's activity id: a row with an id and no error is created (the
+    documented `{"ProspectActivityId"}`, or `ActivityCreated: true` beside it). Any other
+    row is an unknown outcome, never a refusal; `not_created` when the row says it was not
+    made (ActivityCreated false, an error message, or a null id), so that the key check
+    finding nothing lets it be posted again at once."""
+    activity = row.get("ProspectActivityId")
+    error = row.get("ExceptionMessage") or row.get("ErrorMessage")
+    created = row.get("ActivityCreated")
+    if activity and not error and created is not False:
+        return str(activity)
+    said_no = created is False or bool(error) or ("ProspectActivityId" in row and not activity)
+    why = error or ("the row says it was not created" if said_no else
+                    "the bulk answer names no activity id for this row")
+    raise LeadSquaredError("unknown_outcome", f"bulk row: {why}", not_created=said_no)

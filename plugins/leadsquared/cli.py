@@ -8,11 +8,12 @@ import contextlib
 import click
 
 from bridge.cli import CONFIG_OPTION, friendly, load
-from plugins.leadsquared.simulator_switches import SWITCHES
+from plugins.leadsquared.simulator.switches import SWITCHES
 
 
 def switch_options(command):  # noqa: ANN001, ANN201 - a click decorator
-    """One --<switch> option per simulator switch; the default is the strictest reading."""
+    """One --<switch> option per simulator switch; the default is the documented reading
+    (else the strictest)."""
     for name, choices in reversed(SWITCHES.items()):
         command = click.option(f"--{name.replace('_', '-')}", name, type=click.Choice(choices),
                                default=choices[0], show_default=True,
@@ -44,8 +45,11 @@ def simulator(host: str, port: int, access_key: str, secret_key: str, seed_demo:
 @leadsquared.command("check")
 @CONFIG_OPTION
 @click.option("--phone", default=None, help="a lead's number (E.164) to test the phone lookup")
+@click.option("--probe", is_flag=True,
+              help="also tell, for each guess the sink depends on, which reading this account "
+                   "shows (read-only; see docs/leadsquared-simulator.md)")
 @friendly
-def check(config_path: str, phone: str | None) -> None:
+def check(config_path: str, phone: str | None, probe: bool) -> None:
     """Verify keys, host, activity type, opportunity types and the phone lookup; say what
     the first sync would create. Changes nothing."""
     from plugins.leadsquared.checkup import run_check
@@ -54,7 +58,7 @@ def check(config_path: str, phone: str | None) -> None:
     section = config.plugin("leadsquared")
     if section is None:
         raise click.ClickException("plugins.leadsquared is not in the config (add it first)")
-    ok = asyncio.run(run_check(section, click.echo, phone))
+    ok = asyncio.run(run_check(section, click.echo, phone, probe))
     if not ok:
         raise SystemExit(1)
 

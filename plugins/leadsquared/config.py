@@ -13,6 +13,11 @@ from bridge.limits import Limits
 
 DISCOVERY_URL = "https://api.leadsquared.com"  # UserByAccessKey.Get answers on any region
 SIMULATOR = "simulator"  # host value: run the bundled simulator in-process
+FILTER_HINTS = {
+    "types": " (types are opportunity type codes, e.g. types: [12000, 12001])",
+    "status": " (statuses are Open, Won, Lost, e.g. status: [Open]; `any` for every one)",
+    "latest": " (latest is a count, e.g. latest: 1)",
+}
 
 
 class OpportunityFilter(BaseModel):
@@ -20,11 +25,22 @@ class OpportunityFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    status: list[str] | None = Field(None, description="e.g. [Open]; none = any status")
+    status: list[str] | None = Field(["Open"], min_length=1,
+                                     description="statuses that get the chat: [Open] unless "
+                                                 "set (LeadSquared's are Open, Won and Lost); "
+                                                 "`any` for every status")
     types: list[int] | None = Field(None, min_length=1,
                                     description="opportunity type codes, e.g. [12000]; "
                                                 "left out: looked up from the account")
     latest: int | None = Field(None, ge=1, description="only the N most recently modified")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _any_status(cls, value: Any) -> Any:
+        """`any` (or null) posts on every status; a single status may be written bare."""
+        if value is None or (isinstance(value, str) and value.strip().lower() == "any"):
+            return None
+        return [value] if isinstance(value, str) else value
 
 
 class LeadSquaredConfig(SinkSettings):
@@ -43,6 +59,11 @@ class LeadSquaredConfig(SinkSettings):
                           " or the API host itself for any other host (simulator, proxy)")
     activity_type: str = "WhatsApp Chats"
     activity_event: int | None = Field(None, ge=1, description="fixed event code; skips lookup")
+    owner_email: str | None = Field(
+        None, pattern=r"^[^@\s]+@[^@\s]+$",
+        description="the LeadSquared user (email) opportunity activities posted in bulk are "
+                    "owned by (ByOpportunityId's mandatory ActivityOwnerEmail); default: the "
+                    "access key's user, looked up by id. Without one they go one by one")
     create_leads: bool = False
     lead_source: str = "WhatsApp"
     user_id_field: str | None = Field(
@@ -123,8 +144,9 @@ class LeadSquaredConfig(SinkSettings):
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 raise ValueError(f"{key}: unknown key (allowed: latest, status, types)") from None
-            raise ValueError(f"{key}: {err.get('input')!r} is not valid: {err['msg']} (types "
-                             "are opportunity type codes, e.g. types: [12000, 12001])") from None
+            hint = FILTER_HINTS.get(key.split(".", 1)[0], "")
+            raise ValueError(f"{key}: {err.get('input')!r} is not valid: {err['msg']}{hint}"
+                             ) from None
 
     @field_validator("rate_limit", "bulk_rate_limit")
     @classmethod

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from bridge import Batch, Conversation, Direction, Outcome
+from bridge import Batch, Conversation, Direction, Outcome, SinkSettings
 from bridge.model import is_group
 from plugins.leadsquared.people import display_name
-
-if TYPE_CHECKING:
-    from plugins.leadsquared.sink import LeadSquaredSink
 
 SKIPPED = ("group chat: not posted (plugins.leadsquared.groups is skip; set it to "
            "participants to post each message on its sender's lead)")
@@ -31,9 +29,11 @@ def contact_label(conversation: Conversation) -> str:
     return name
 
 
-async def deliver_group(sink: LeadSquaredSink, batch: Batch) -> list[Outcome]:
-    """Outcomes of a group batch under the sink's `groups` setting."""
-    if sink.settings.groups != "participants":
+async def deliver_group(settings: SinkSettings, batch: Batch,
+                        deliver: Callable[[Batch], Awaitable[list[Outcome]]]) -> list[Outcome]:
+    """Outcomes of a group batch under the `groups` setting; each sender's messages go
+    through `deliver` as a batch of their own."""
+    if settings.groups != "participants":
         return [Outcome.skipped(SKIPPED)] * len(batch.messages)
     outcomes: dict[int, Outcome] = {}
     senders: dict[str, list[int]] = defaultdict(list)
@@ -48,7 +48,7 @@ async def deliver_group(sink: LeadSquaredSink, batch: Batch) -> list[Outcome]:
         or batch.conversation.key.split(":", 1)[1]
     for key, indexes in senders.items():
         sub = _sender_batch(batch, key, group, [batch.messages[i] for i in indexes])
-        for index, outcome in zip(indexes, await sink.deliver(sub), strict=True):
+        for index, outcome in zip(indexes, await deliver(sub), strict=True):
             outcomes[index] = outcome
     return [outcomes[i] for i in range(len(batch.messages))]
 

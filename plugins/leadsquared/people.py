@@ -70,7 +70,7 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
         lead = await find_lead(client, conversation.key)  # the number before a change
     user_id = user_id_of(conversation)
     if lead is None and config.user_id_field and user_id:
-        leads = await client.leads_by_field(config.user_id_field, user_id)
+        leads = await client.leads.by_field(config.user_id_field, user_id)
         lead = str(leads[0]["ProspectID"]) if leads else None
     if lead is not None or not config.create_leads:
         return lead
@@ -97,7 +97,7 @@ async def _create_without_phone(client: LeadSquaredClient, config: LeadSquaredCo
                   **_identity_fields(config, conversation)}
     if last:
         attributes["LastName"] = last
-    return await client.create_lead(attributes)
+    return await client.leads.create(attributes)
 
 
 def new_numbers(messages: Sequence[Message]) -> list[str]:
@@ -123,7 +123,7 @@ async def follow_number_change(client: LeadSquaredClient, config: LeadSquaredCon
     except ValueError:
         logger.warning("a number change named a value that is no phone number; Mobile kept")
         return
-    await client.update_lead(lead, {"Mobile": stored})
+    await client.leads.update(lead, {"Mobile": stored})
     logger.info("lead %s: Mobile updated after a WhatsApp number change", lead)
 
 

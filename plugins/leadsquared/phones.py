@@ -13,22 +13,21 @@ _PHONE_CHARS = re.compile(r"^\+?[\d\s().-]+$")
 def lookup_candidates(e164: str) -> list[str]:
     """Forms to try with RetrieveLeadByPhoneNumber, most likely first, without duplicates.
 
-    The docs allow digits only, with or without the country code, never spaces or hyphens
-    (reference §2a, §4). Per variant: +CCnational, national, CCnational, and the national
-    number with the trunk prefix where the number plan has one (0 in India). Brazil and
-    Argentina also get the mobile number with and without the extra 9. Other stored
-    formats are found by `search_keys` and `same_number`, not by breaking the rule.
+    The docs allow digits only, with or without the country code, "no spaces, hyphens or
+    any other character" (reference §2a, §4, §9): so no leading '+'. Per variant:
+    CCnational (unambiguous across countries), national, and the national number with the
+    trunk prefix where the number plan has one (0 in India). Brazil and Argentina also get
+    the mobile number with and without the extra 9. Other stored formats ("+91-98…", as
+    LeadSquared's own examples store numbers) are found by `search_keys` (or match these
+    where the account compares digits), never by breaking the rule.
     """
-    # +CCnational first: leads stored as LeadSquared writes them ("+91-98...") match it
-    # with hyphens removed, as do "+9198..."; real clients try it first too (reference §4).
-    # An account that stores bare national numbers pays one extra lookup per new chat.
     number = _parse(e164)
     if number is None:
         return []
     code, trunk = str(number.country_code), _trunk_prefix(number)
     candidates: list[str] = []
     for national in _variants(code, phonenumbers.national_significant_number(number)):
-        forms = [f"+{code}{national}", national, f"{code}{national}"]
+        forms = [f"{code}{national}", national]
         if trunk:
             forms.append(trunk + national)
         candidates.extend(f for f in forms if f not in candidates)

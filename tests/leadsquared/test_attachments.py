@@ -63,9 +63,10 @@ async def test_file_upload_is_multipart_with_keys_in_the_form_and_names_the_stor
     data = os.urandom(5000)
     answer = await sim_upload(sim, data)
     assert answer.status_code == 200
-    name = answer.json()["uploadedFile"]
+    name, url = answer.json()["uploadedFile"], answer.json()["s3FilePath"]
+    assert url.startswith(sim.base_url) and url.endswith(name)  # the S3 URL (§8, §9)
     async with httpx.AsyncClient() as client:
-        assert (await client.get(f"{sim.base_url}/File/{name}")).content == data
+        assert (await client.get(url)).content == data
     assert (await sim_upload(sim, data, secret="wrong")).status_code == 401
     assert (await sim_upload(sim, data, file_type="9")).json()["Status"] == "Error"
     async with httpx.AsyncClient() as client:
@@ -78,7 +79,8 @@ async def test_attachment_add_attaches_an_uploaded_file_only_where_the_type_allo
     allowed, refused = post_on(sim, lead, new_type(sim, True)), post_on(sim, lead,
                                                                          new_type(sim, False))
     data = os.urandom(3000)
-    url = f"{sim.base_url}/File/{(await sim_upload(sim, data)).json()['uploadedFile']}"
+    uploaded = (await sim_upload(sim, data)).json()
+    url = uploaded["s3FilePath"]
     body = {"AttachmentName": "photo.jpg", "Description": "d", "AttachmentFile": url}
     ok = await sim_api(sim, "ProspectActivity.svc/Attachment/Add",
                        {**body, "ProspectActivityId": allowed})
@@ -89,15 +91,18 @@ async def test_attachment_add_attaches_an_uploaded_file_only_where_the_type_allo
                        {**body, "ProspectActivityId": refused})
     assert no.json()["ExceptionType"] == "MXInvalidInputException"
     assert "not allowed" in no.json()["ExceptionMessage"] and sim.attachments(refused) == []
-    stranger = await sim_api(sim, "ProspectActivity.svc/Attachment/Add", {
-        **body, "ProspectActivityId": allowed, "AttachmentFile": "https://elsewhere/x.jpg"})
-    assert stranger.json()["Status"] == "Error" and len(sim.attachments(allowed)) == 1
+    for stranger in ("https://elsewhere/x.jpg",  # a file of no upload, a URL built by hand
+                     f"{sim.base_url}/File/{uploaded['uploadedFile']}",
+                     uploaded["uploadedFile"]):
+        answer = await sim_api(sim, "ProspectActivity.svc/Attachment/Add", {
+            **body, "ProspectActivityId": allowed, "AttachmentFile": stranger})
+        assert answer.json()["Status"] == "Error" and len(sim.attachments(allowed)) == 1
 
 
 async def test_the_lead_page_shows_an_activitys_attachments(sim):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     activity = post_on(sim, lead, new_type(sim, True))
-    url = f"{sim.base_url}/File/{(await sim_upload(sim, b'img')).json()['uploadedFile']}"
+    url = (await sim_upload(sim, b"img")).json()["s3FilePath"]
     await sim_api(sim, "ProspectActivity.svc/Attachment/Add", {
         "ProspectActivityId": activity, "AttachmentName": "bill.jpg", "AttachmentFile": url})
     async with httpx.AsyncClient() as client:
@@ -191,12 +196,17 @@ async def test_a_failing_attach_is_retried_alone_and_never_reposts_the_text(
     assert len(sim.attachments(activity["Id"])) == 1 and await media_buffer.dead_targets() == []
 
 
-async def test_a_type_without_attachments_keeps_the_file_in_the_bridge_and_says_so(
-        sim, media_buffer, tmp_path):
-    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+def type_without_attachments(sim) -> None:
     sim.store.create_type({"ActivityEventName": "WhatsApp Chats", "AllowAttachments": 0,
                            "Fields": [dict(f, IsMandatory=False, Sequence=i + 1)
                                       for i, f in enumerate(FIELD_DEFINITIONS)]})
+
+
+async def test_a_type_without_attachments_keeps_the_file_in_the_bridge_and_says_so(
+        sim, media_buffer, tmp_path):
+    sim.configure(activity_setting="attachments_key")  # the account says AllowAttachments
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    type_without_attachments(sim)
     await media_buffer.append([media_message(1, "m-1")])
     await fetch(media_buffer, tmp_path, b"photo bytes")
     sink = sink_for(sim)
@@ -206,6 +216,24 @@ async def test_a_type_without_attachments_keeps_the_file_in_the_bridge_and_says_
     assert "held in the bridge" in activity["ActivityNote"]
     assert calls(sim, "/File/Upload") == calls(sim, "Attachment/Add") == 0
     assert "held in the bridge" in sink.describe()["attachments"]
+
+
+async def test_a_type_that_does_not_say_whether_it_allows_attachments_is_tried_and_the_refusal_is_a_dead_target(  # noqa: E501
+        sim, media_buffer, tmp_path):
+    """The documented GetActivitySetting has no AllowAttachments: unknown counts as allowed,
+    and Attachment/Add's refusal is the attachment's own dead letter; the text lands."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    type_without_attachments(sim)
+    await media_buffer.append([media_message(1, "m-1")])
+    await fetch(media_buffer, tmp_path, b"photo bytes")
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))
+    (activity,) = sim.activities(lead)
+    assert "held in the bridge" not in activity["ActivityNote"]
+    assert calls(sim, "Attachment/Add") == 1 and sim.attachments(activity["Id"]) == []
+    (dead,) = await media_buffer.dead_targets()
+    assert dead["target"].startswith("attachment") and "not allowed" in dead["reason"]
+    assert await media_buffer.dead_letters() == []
 
 
 async def test_an_attach_whose_answer_is_lost_is_not_repeated(sim, media_buffer, tmp_path):

@@ -96,14 +96,21 @@ async def test_simulator_bulk_by_opportunity_needs_the_owner_email_per_row(sim):
     event = next(iter(sim.store.types))
     items = [{"ActivityEvent": event, "ActivityNote": "a", "ActivityOwnerEmail": "o@x.in"},
              {"ActivityEvent": event, "ActivityNote": "b"}]
+    answers = {}
     async with httpx.AsyncClient(base_url=sim.base_url, headers=HEADERS) as http:
-        answer = await http.post(BY_OPPORTUNITY, params={"opportunityId": opportunity},
-                                 json=items)
+        for shape in ("documented", "flagged", "count"):
+            sim.configure(bulk_answer=shape)
+            answers[shape] = (await http.post(
+                BY_OPPORTUNITY, params={"opportunityId": opportunity}, json=items)).json()
         too_many = await http.post(BY_LEAD, json=[{"RelatedProspectId": lead}] * 26)
-    rows = answer.json()["Response"]
-    assert [(r["RowNumber"], r["ActivityCreated"]) for r in rows] == [(1, True), (2, False)]
-    assert "ActivityOwnerEmail" in rows[1]["ExceptionMessage"]
-    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [opportunity]
+    documented = answers["documented"]["Response"]
+    assert list(documented[0]) == ["ProspectActivityId"] and documented[0]["ProspectActivityId"]
+    assert documented[1] == {"ProspectActivityId": None}  # refused: no id
+    flagged = sorted(answers["flagged"]["Response"], key=lambda r: r["RowNumber"])
+    assert [(r["RowNumber"], r["ActivityCreated"]) for r in flagged] == [(1, True), (2, False)]
+    assert "ActivityOwnerEmail" in flagged[1]["ExceptionMessage"]
+    assert answers["count"] == {"Status": "Success", "Message": {"Count": 1}}
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [opportunity] * 3
     assert too_many.status_code == 500 and "at most 25" in too_many.json()["ExceptionMessage"]
 
 
@@ -148,6 +155,9 @@ async def test_a_lone_opportunity_activity_is_posted_singly(sim, buffer):
 
 
 async def test_one_refused_opportunity_row_is_a_dead_target_alone(sim, buffer):
+    """The refused row has no activity id: an unknown outcome, never a refusal by itself.
+    Its key is not on the opportunity and the row said "not created", so it is posted once
+    more, singly, whose exact answer (refused) makes it a dead target."""
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     opportunity = sim.add_opportunity(lead, "Deal")
     sim.refuse_posts(opportunity, "Note refused here (simulated)", containing="msg-00002")
@@ -155,7 +165,8 @@ async def test_one_refused_opportunity_row_is_a_dead_target_alone(sim, buffer):
     async with running(buffer, [sink_for(sim, granularity="message")]):
         await wait_until(lambda: settled(buffer), timeout=30)
     bulk, single = opportunity_posts(sim)
-    assert single == [] and len(bulk) == 1 and len(bulk[0].body) == 3  # never retried
+    assert len(bulk) == 1 and len(bulk[0].body) == 3
+    assert [texts_in(c.body["ActivityNote"]) for c in single] == [["msg-00002"]]
     landed = sim.activities(opportunity_id=opportunity)
     assert sorted(texts_in(a["ActivityNote"]) for a in landed) == [["msg-00001"],
                                                                    ["msg-00003"]]

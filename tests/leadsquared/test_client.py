@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 
+from plugins.leadsquared.api import activity_item
 from plugins.leadsquared.client import (
     LeadSquaredClient,
     LeadSquaredError,
@@ -192,7 +193,7 @@ async def test_connect_errors_are_retried_even_for_writes_then_transient():
                                max_retries=3)
     try:
         with pytest.raises(LeadSquaredError) as caught:
-            await client.create_lead({"FirstName": "Asha"})
+            await client.leads.create({"FirstName": "Asha"})
     finally:
         await client.close()
     assert caught.value.kind == "transient"
@@ -203,37 +204,37 @@ async def test_connect_errors_are_retried_even_for_writes_then_transient():
 
 async def event_code(client: LeadSquaredClient, name: str = "WhatsApp Chats") -> int:
     fields = [{"SchemaName": "mx_Custom_1", "DisplayName": "Key", "DataType": "String"}]
-    return await client.create_activity_type(name, fields, "chat windows")
+    return await client.activities.create_type(name, fields, "chat windows")
 
 
 async def test_user_by_access_key_answers_with_the_keys_user(client):
-    user = await client.user_by_access_key()
+    user = await client.users.by_access_key()
     assert isinstance(user, dict) and user
     assert client.calls["user_by_access_key"] == 1
 
 
-async def test_lookup_candidates_find_a_lead_stored_as_plus_code_hyphen_national(sim, client):
-    lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
-    found = {c: await client.leads_by_phone(c) for c in lookup_candidates("+919876543210")}
-    # Strict matching: only the +CC forms equal the stored value without hyphens.
-    assert [row["ProspectID"] for row in found["+919876543210"]] == [lead]
-    assert found["9876543210"] == [] and found["919876543210"] == []
-    assert all(row["ProspectID"] == lead for rows in found.values() for row in rows)
-    first_hit = next(rows for rows in found.values() if rows)
-    assert first_hit[0]["ProspectID"] == lead
-    assert await client.leads_by_phone("+919999999999") == []
+async def test_lookup_candidates_are_digits_only_and_find_leads_stored_as_digits(sim, client):
+    national = sim.add_lead(FirstName="Asha", Phone="9876543210")  # the doc sample's form
+    coded = sim.add_lead(FirstName="Ravi", Mobile="919123456780")
+    assert lookup_candidates("+919876543210") == ["919876543210", "9876543210", "09876543210"]
+    found = {c: await client.leads.by_phone(c) for c in lookup_candidates("+919876543210")}
+    assert [row["ProspectID"] for row in found["9876543210"]] == [national]
+    assert found["919876543210"] == [] and found["09876543210"] == []  # exact matching
+    (first,) = await client.leads.by_phone(lookup_candidates("+919123456780")[0])
+    assert first["ProspectID"] == coded
+    assert await client.leads.by_phone("919999999999") == []
 
 
 async def test_create_lead_returns_a_prospect_id_that_reads_back(client):
-    lead = await client.create_lead({"FirstName": "Ravi", "Phone": "+91-9123456780"})
-    stored = await client.lead_by_id(lead)
+    lead = await client.leads.create({"FirstName": "Ravi", "Phone": "9123456780"})
+    stored = await client.leads.get(lead)
     assert stored is not None and stored["ProspectID"] == lead
-    assert [row["ProspectID"] for row in await client.leads_by_phone("+919123456780")] == [lead]
+    assert [row["ProspectID"] for row in await client.leads.by_phone("9123456780")] == [lead]
 
 
 async def test_lead_by_id_of_an_unknown_lead_is_none_or_rejected(client):
     try:
-        assert await client.lead_by_id("00000000-0000-0000-0000-000000000000") is None
+        assert await client.leads.get("00000000-0000-0000-0000-000000000000") is None
     except LeadSquaredError as error:
         assert error.kind == "rejected"
 
@@ -241,7 +242,7 @@ async def test_lead_by_id_of_an_unknown_lead_is_none_or_rejected(client):
 async def test_duplicate_lead_is_rejected_with_leadsquareds_message_and_not_retried(sim, client):
     sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
     with pytest.raises(LeadSquaredError) as caught:
-        await client.create_lead({"FirstName": "Asha", "Phone": "+91-9876543210"})
+        await client.leads.create({"FirstName": "Asha", "Phone": "+91-9876543210"})
     error = caught.value
     assert (error.kind, error.exception_type) == ("rejected", "MXDuplicateEntryException")
     assert "already exists" in error.message
@@ -253,16 +254,16 @@ async def test_rate_limiting_by_either_signal_is_retried_and_succeeds(sim, conne
     sim.configure(rate_limit="3/0.5s", rate_limit_signal=signal)
     client = connect(backoff_base=0.02, max_retries=6)
     for _ in range(7):
-        assert await client.leads_by_phone("+919999999999") == []
+        assert await client.leads.by_phone("919999999999") == []
     assert client.calls["leads_by_phone"] > 7  # some calls were refused and sent again
 
 
 async def test_rate_limited_past_max_retries_raises_rate_limited(sim, connect):
     sim.configure(rate_limit="1/10s", rate_limit_signal="200")
     client = connect(backoff_base=0.001, max_retries=2)
-    await client.leads_by_phone("+919999999999")
+    await client.leads.by_phone("919999999999")
     with pytest.raises(LeadSquaredError) as caught:
-        await client.leads_by_phone("+919999999999")
+        await client.leads.by_phone("919999999999")
     assert caught.value.kind == "rate_limited"
     assert client.calls["leads_by_phone"] == 4
 
@@ -270,16 +271,16 @@ async def test_rate_limited_past_max_retries_raises_rate_limited(sim, connect):
 async def test_every_call_goes_through_the_limiter(sim, connect):
     # margin absorbs the jitter between a request leaving the client and reaching the server
     client = connect(limiter=RateLimiter(3, 0.3, margin=0.1))
-    await asyncio.gather(*(client.leads_by_phone("+919999999999") for _ in range(9)))
+    await asyncio.gather(*(client.leads.by_phone("919999999999") for _ in range(9)))
     assert sim.max_calls_in_window(0.3) <= 3
 
 
 async def test_error_rate_with_retries_gets_reads_through(sim, connect):
-    lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
+    lead = sim.add_lead(FirstName="Asha", Phone="9876543210")
     sim.configure(error_rate=0.3)
     client = connect(max_retries=10, backoff_base=0.001)
     for _ in range(20):
-        rows = await client.leads_by_phone("+919876543210")
+        rows = await client.leads.by_phone("9876543210")
         assert [row["ProspectID"] for row in rows] == [lead]
     assert client.calls["leads_by_phone"] > 20
 
@@ -291,7 +292,8 @@ async def test_drop_after_commit_on_post_activity_is_unknown_outcome_and_not_rep
     event = await event_code(client)
     sim.configure(drop_after_commit_rate=1.0)
     with pytest.raises(LeadSquaredError) as caught:
-        await client.post_activity(lead, event, "hello", WHEN, {"mx_Custom_1": "k1"})
+        await client.activities.post(activity_item(lead, event, "hello", WHEN,
+                                                   {"mx_Custom_1": "k1"}))
     assert caught.value.kind == "unknown_outcome"
     assert client.calls["post_activity"] == 1
     assert len(sim.activities(lead_id=lead)) == 1  # it did land: the caller must check
@@ -300,7 +302,7 @@ async def test_drop_after_commit_on_post_activity_is_unknown_outcome_and_not_rep
 async def test_wrong_keys_are_an_auth_error(connect):
     client = connect(secret="not-the-secret")
     with pytest.raises(LeadSquaredError) as caught:
-        await client.user_by_access_key()
+        await client.users.by_access_key()
     assert (caught.value.kind, caught.value.status) == ("auth", 401)
     assert client.calls["user_by_access_key"] == 1
 
@@ -309,16 +311,16 @@ async def test_keys_never_reach_logs_or_errors(sim, connect, caplog):
     caplog.set_level(logging.DEBUG)
     sim.configure(error_rate=0.5)
     client = connect(max_retries=10, backoff_base=0.001)
-    await client.leads_by_phone("+919876543210")
+    await client.leads.by_phone("919876543210")
     with pytest.raises(LeadSquaredError) as caught:
-        await connect(secret="wrong-secret").user_by_access_key()
+        await connect(secret="wrong-secret").users.by_access_key()
     text = caplog.text + str(caught.value)
     assert SECRET not in text and ACCESS not in text and "wrong-secret" not in text
 
 
 async def test_activity_types_list_the_created_type(client):
     event = await event_code(client, "WhatsApp Chats")
-    types = await client.activity_types()
+    types = await client.activities.types()
     assert {"ActivityEventName": "WhatsApp Chats", "ActivityEvent": event}.items() <= next(
         t for t in types if t["ActivityEventName"] == "WhatsApp Chats").items()
 
@@ -327,9 +329,9 @@ async def test_post_activity_returns_its_id_and_stores_note_time_and_fields(sim,
     lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
     event = await event_code(client)
     ist = timezone(timedelta(hours=5, minutes=30))
-    activity = await client.post_activity(lead, event, "hello there",
-                                          datetime(2025, 1, 31, 14, 45, tzinfo=ist),
-                                          {"mx_Custom_1": "wamid.X"})
+    activity = await client.activities.post(activity_item(
+        lead, event, "hello there", datetime(2025, 1, 31, 14, 45, tzinfo=ist),
+        {"mx_Custom_1": "wamid.X"}))
     stored = sim.activities(lead_id=lead)
     assert len(stored) == 1 and activity in str(stored[0])
     assert "hello there" in str(stored[0]) and "wamid.X" in str(stored[0])
@@ -339,20 +341,21 @@ async def test_post_activity_returns_its_id_and_stores_note_time_and_fields(sim,
 async def test_lead_activities_walks_every_page(sim, client):
     lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
     event, other = await event_code(client, "Chats"), await event_code(client, "Other")
-    posted = {await client.post_activity(lead, event, f"n{i}", WHEN + timedelta(minutes=i),
-                                         {"mx_Custom_1": f"k{i}"}) for i in range(7)}
-    await client.post_activity(lead, other, "elsewhere", WHEN, {})
-    rows = await client.lead_activities(lead, event, page_size=3)
+    posted = {await client.activities.post(activity_item(
+        lead, event, f"n{i}", WHEN + timedelta(minutes=i), {"mx_Custom_1": f"k{i}"}))
+        for i in range(7)}
+    await client.activities.post(activity_item(lead, other, "elsewhere", WHEN, {}))
+    rows = await client.activities.of_lead(lead, event, page_size=3)
     assert {row["Id"] for row in rows} == posted and len(rows) == 7
     assert client.calls["lead_activities"] == 3
-    assert len(await client.lead_activities(lead)) == 8
+    assert len(await client.activities.of_lead(lead)) == 8
 
 
 async def test_opportunities_of_lead_walks_every_page(sim, client):
     lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
     for i in range(5):
         sim.add_opportunity(lead, name=f"Deal {i}")
-    rows = await client.opportunities_of_lead(lead, 12000, page_size=2)
+    rows = await client.opportunities.of_lead(lead, 12000, page_size=2)
     assert len(rows) == 5
     assert client.calls["opportunities_of_lead"] == 3
 
@@ -362,9 +365,10 @@ async def test_opportunity_activities_walks_every_page(sim, client):
     opportunity = sim.add_opportunity(lead, name="Deal")
     event = await event_code(client)
     for i in range(5):
-        await client.post_activity(lead, event, f"n{i}", WHEN, {"mx_Custom_1": f"k{i}"},
-                                   opportunity_id=opportunity)
-    rows = await client.opportunity_activities(opportunity, event, page_size=2)
+        await client.activities.post(activity_item(lead, event, f"n{i}", WHEN,
+                                                   {"mx_Custom_1": f"k{i}"},
+                                                   opportunity_id=opportunity))
+    rows = await client.opportunities.activities(opportunity, event, page_size=2)
     assert len(rows) == 5
     assert client.calls["opportunity_activities"] == 3
     assert len(sim.activities(opportunity_id=opportunity)) == 5

@@ -35,7 +35,7 @@ async def test_formats_match_locally_without_a_lookup(sim, buffer):
     async with running(buffer, [with_directory(sim)]):
         await wait_until(lambda: settled(buffer), timeout=30)
     paths = Counter(c.path.rsplit("/", 1)[-1] for c in sim.calls)
-    assert paths["Leads.RecentlyModified"] == 1
+    assert paths["Leads.RecentlyModified"] == 2  # the fill, then what changed meanwhile
     assert paths["RetrieveLeadByPhoneNumber"] == 0 and paths["Leads.GetByQuickSearch"] == 0
     assert [len(sim.activities(lead)) for lead in leads] == [1, 1, 1, 1]
     state = await buffer.directory("leadsquared").state()

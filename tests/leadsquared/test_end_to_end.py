@@ -285,3 +285,38 @@ def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge,
     assert any(f"target opportunity {closed}: LeadSquared MXInvalidInputException" in line
                and "Opportunity is closed" in line for line in lines), listed.stdout
     assert any(f"target opportunity {flaky}:" in line and "503" in line for line in lines)
+
+
+def test_sigkill_between_a_bulk_post_and_its_ack_posts_nothing_twice(tmp_path, simulator):
+    """The bridge is killed while its bulk call is in flight; the account commits it anyway
+    (a held write). The restarted bridge finds every key before posting, so each window
+    lands once (the answer was never read: its shape cannot matter here; the shapes of
+    answers that are read: test_guesses.py under every bulk_answer setting)."""
+    numbers = [f"9198700001{i:02d}" for i in range(6)]
+    leads = [simulator.add_lead(FirstName=f"Lead{i}", Phone=n[2:])
+             for i, n in enumerate(numbers)]
+    simulator.configure(write_hold=1.0)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, opportunities=False)
+    bridge = BridgeProcess(config, port).start()
+    try:
+        now = int(time.time())
+        post(bridge, p.message_change([
+            p.text_message(f"wamid.b{n}", numbers[n], f"msg-{n:04d}", ts=now - 100 + n)
+            for n in range(6)]))
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith("Add/ByLeadId")], timeout=60)
+        bridge.kill()  # the bulk call is held: sent, not answered, not acked
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: all(simulator.activities(lead) for lead in leads), timeout=30)
+        bridge.start()
+        bridge.sync_now()
+        (sink,) = eventually(lambda: _drained(bridge), timeout=60)
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    assert [len(simulator.activities(lead)) for lead in leads] == [1] * 6
+    keys = Counter(key_of(a) for a in simulator.activities())
+    assert max(keys.values()) == 1, keys.most_common(3)

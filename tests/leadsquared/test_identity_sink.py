@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from plugins.leadsquared.simulator_leads import search, update
-from plugins.leadsquared.simulator_state import ApiError
+from plugins.leadsquared.simulator.leads import search, update
+from plugins.leadsquared.simulator.state import ApiError
 from plugins.whatsapp.parse import parse_payload
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import settled, sink_for

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from plugins.leadsquared.simulator import Simulator
-from plugins.leadsquared.simulator_state import ApiError
+from plugins.leadsquared.simulator.state import ApiError
 
 ACCESS, SECRET = "test-access", "test-secret"
 KEYS = {"x-LSQ-AccessKey": ACCESS, "x-LSQ-SecretKey": SECRET}
@@ -90,28 +90,32 @@ async def test_user_by_access_key_names_this_host_without_scheme(sim, api):
 # --- leads ---------------------------------------------------------------------------------
 
 
-async def test_phone_lookup_is_strict_plus_code_only_and_no_separators(sim, api):
+async def test_phone_lookup_is_strict_about_separators_and_a_leading_plus(sim, api):
     lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
 
-    async def lookup(phone: str) -> list[dict]:
-        status, rows = await api("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber",
-                                 params={"phone": phone})
-        assert status == 200
-        return rows
+    async def lookup(phone: str) -> tuple[int, list[dict]]:
+        return await api("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber",
+                         params={"phone": phone})
 
-    assert [row["ProspectID"] for row in await lookup("+919876543210")] == [lead]
-    for miss in ("9876543210", "919876543210", "+91-9876543210", "+91 9876543210"):
-        assert await lookup(miss) == []
+    for miss in ("9876543210", "919876543210", "+91-9876543210", "+91 9876543210",
+                 "+919876543210"):  # exact matching, and a '+' matches nothing by default
+        assert await lookup(miss) == (200, []), miss
+    sim.configure(phone_plus="accepted")
+    status, rows = await lookup("+919876543210")
+    assert status == 200 and [row["ProspectID"] for row in rows] == [lead]
+    sim.configure(phone_plus="refused")
+    status, body = await lookup("+919876543210")
+    assert status == 500 and body["ExceptionType"] == "MXInvalidInputException"
 
 
 async def test_phone_lookup_returns_the_lead_with_the_most_recent_activity(sim, api):
-    older = sim.add_lead(FirstName="A", Phone="+919876543210")
-    newer = sim.add_lead(FirstName="B", Mobile="+91-9876543210")
+    older = sim.add_lead(FirstName="A", Phone="919876543210")
+    newer = sim.add_lead(FirstName="B", Mobile="91-9876543210")
     event = await make_type(api)
     await post_activity(api, older, event, ActivityDateTime="2025-01-02 00:00:00")
     await post_activity(api, newer, event, ActivityDateTime="2025-01-01 00:00:00")
     status, rows = await api("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber",
-                             params={"phone": "+919876543210"})
+                             params={"phone": "919876543210"})
     assert status == 200 and [row["ProspectID"] for row in rows] == [older]
 
 

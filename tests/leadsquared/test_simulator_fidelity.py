@@ -5,11 +5,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from plugins.leadsquared.simulator_switches import SWITCHES, Switches
+from plugins.leadsquared.simulator.switches import SWITCHES, Switches
 from tests.leadsquared import test_simulator as base
-from tests.leadsquared.test_simulator import KEYS, WHEN, is_error, make_type, post_activity
+from tests.leadsquared.test_simulator import (
+    ACCESS,
+    KEYS,
+    SECRET,
+    WHEN,
+    is_error,
+    make_type,
+    post_activity,
+)
 
 sim, http, api = base.sim, base.http, base.api  # the same fixtures as test_simulator.py
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,14 +72,18 @@ async def test_phone_lookup_digits_with_or_without_country_code_never_separators
     for setting in SWITCHES["phone_match"]:
         sim.configure(phone_match=setting)
         assert await found("9901111111") == [asha]
-        assert await found("+919123456780") == [ravi]
+        assert await found("+919123456780") == []  # digits only: a '+' matches nothing
         for separated in ("99011 11111", "990-111-1111", "+91-9123456780", "+91 9123456780"):
             assert await found(separated) == [], (setting, separated)
         assert await found("9999999999") == []  # negative control
     sim.configure(phone_match="exact")
     assert await found("919901111111") == [] and await found("9123456780") == []
+    assert await found("919123456780") == []  # stored with '+91-': no digits form equals it
     sim.configure(phone_match="normalised")
     assert await found("919901111111") == [asha] and await found("9123456780") == [ravi]
+    assert await found("919123456780") == [ravi]
+    sim.configure(phone_match="exact", phone_plus="accepted")
+    assert await found("+919123456780") == [ravi]
 
 
 async def test_quick_search_finds_literal_substrings_and_digits_only_when_switched(sim, api):
@@ -122,6 +135,9 @@ async def test_get_activity_setting_shows_fields_and_allow_attachments(sim, api)
                                                   "AllowAttachments": 1, "Fields": fields})
     _, without = await api("POST", path, json={"ActivityEventName": "Calls"})
     setting = "ProspectActivity.svc/CustomActivity/GetActivitySetting"
+    status, first = await api("GET", setting, params={"code": with_files["Message"]["Id"]})
+    assert status == 200 and set(first) == {"ID", "Name", "DisplayName", "Fields"}  # the doc
+    sim.configure(activity_setting="attachments_key")
     status, first = await api("GET", setting, params={"code": with_files["Message"]["Id"]})
     _, second = await api("GET", setting, params={"code": without["Message"]["Id"]})
     assert status == 200 and first["Name"] == "Chats" and first["AllowAttachments"] == 1
@@ -281,3 +297,85 @@ async def test_cli_flags_and_admin_config_set_every_switch(sim, http):
             assert r.status == 200 and (await r.json())[name] == choices[-1]
         async with http.post(f"{sim.base_url}/_sim/config", json={name: "nonsense"}) as r:
             assert r.status == 400
+
+
+# --- round 3: the documented samples first, each other reading behind a switch -------------
+
+
+async def test_user_by_access_key_has_the_documented_sample_keys_with_email_null(sim, api):
+    status, user = await api("GET", "Authentication.svc/UserByAccessKey.Get")
+    assert status == 200 and user["EmailAddress"] is None and "@" in user["PassPhrase"]
+    assert {"Id", "Name", "Role", "TimeZone", "DefaultCountryCode", "MobileServiceURLs",
+            "LSQCommonServiceURLs"} <= set(user)
+    sim.configure(user_fields="email")
+    _, filled = await api("GET", "Authentication.svc/UserByAccessKey.Get")
+    assert filled["EmailAddress"] == user["PassPhrase"]
+
+
+async def test_a_user_looked_up_by_id_has_the_email_and_an_unknown_id_answers_empty(sim, api):
+    _, user = await api("GET", "Authentication.svc/UserByAccessKey.Get")
+    path = "UserManagement.svc/User/Retrieve/ByUserId"
+    status, found = await api("GET", path, params={"userId": user["Id"]})
+    assert status == 200 and found[0]["UserId"] == user["Id"]
+    assert found[0]["EmailAddress"] == user["PassPhrase"]
+    assert await api("GET", path, params={"userId": "no-such-user"}) == (200, [])
+
+
+async def test_opportunity_types_are_listed_with_activity_types_unless_switched(sim, api):
+    _, listed = await api("GET", "ProspectActivity.svc/ActivityTypes.Get")
+    assert 12000 in [t["ActivityEvent"] for t in listed]
+    sim.configure(opportunity_types="absent")
+    _, absent = await api("GET", "ProspectActivity.svc/ActivityTypes.Get")
+    assert [t["ActivityEvent"] for t in absent] == [21, 22]  # activity types only
+
+
+async def test_only_email_and_phone_are_unique_unless_mobile_is_switched_on(sim, api):
+    path = "LeadManagement.svc/Lead.Create"
+
+    def lead(**attrs: str) -> list[dict]:
+        return [{"Attribute": k, "Value": v} for k, v in {"FirstName": "A", **attrs}.items()]
+
+    assert (await api("POST", path, json=lead(Mobile="+91-9876543210")))[0] == 200
+    assert (await api("POST", path, json=lead(Mobile="+91-9876543210")))[0] == 200  # again
+    assert (await api("POST", path, json=lead(Phone="+91-9811122233")))[0] == 200
+    status, body = await api("POST", path, json=lead(Phone="+91 98111 22233"))
+    assert status == 500 and is_error(body, "MXDuplicateEntryException")
+    assert "Phone" in body["ExceptionMessage"]
+    sim.configure(unique_fields="mobile_too")
+    status, body = await api("POST", path, json=lead(Mobile="+91-9876543210"))
+    assert status == 500 and is_error(body, "MXDuplicateEntryException")
+
+
+async def test_recently_modified_sorts_as_asked_unless_sorting_is_ignored(sim, api):
+    ids = [sim.add_lead(FirstName=f"L{i}", Phone=f"900000000{i}") for i in range(3)]
+    for lead, when in zip(ids, ("2025-01-02", "2025-01-03", "2025-01-01"), strict=True):
+        sim.store.leads[lead]["ModifiedOn"] = f"{when} 10:00:00"
+
+    async def order(column: str, direction: str) -> list[str]:
+        _, body = await api("POST", "LeadManagement.svc/Leads.RecentlyModified", json={
+            "Parameter": {"FromDate": "2000-01-01 00:00:00", "ToDate": "2100-01-01 00:00:00"},
+            "Columns": {"Include_CSV": "ProspectID"},
+            "Paging": {"PageIndex": 1, "PageSize": 10},
+            "Sorting": {"ColumnName": column, "Direction": direction}})
+        return [lead["LeadPropertyList"][0]["Value"] for lead in body["Leads"]]
+
+    assert await order("ModifiedOn", "1") == [ids[1], ids[0], ids[2]]  # most recent first
+    assert await order("ModifiedOn", "0") == [ids[2], ids[0], ids[1]]
+    assert await order("ProspectAutoId", "1") == ids[::-1]
+    sim.configure(recent_sort="ignored")
+    assert await order("ModifiedOn", "1") == ids[::-1] == await order("ProspectAutoId", "1")
+    assert await order("ModifiedOn", "0") == ids
+
+
+async def test_the_upload_answer_names_the_s3_url_or_only_the_file_when_switched(sim, http):
+    form = aiohttp.FormData({"FileType": "1", "AccessKey": ACCESS, "SecretKey": SECRET,
+                             "FileStorageType": "0", "EnableResize": "false"})
+    form.add_field("uploadFiles", b"bytes", filename="a.jpg", content_type="image/jpeg")
+    async with http.post(f"{sim.base_url}/File/Upload", data=form) as response:
+        answer = await response.json()
+    assert answer["s3FilePath"].startswith(sim.base_url) and answer["uploadedFile"]
+    sim.configure(upload_answer="name_only")
+    form = aiohttp.FormData({"FileType": "1", "AccessKey": ACCESS, "SecretKey": SECRET})
+    form.add_field("uploadFiles", b"bytes", filename="a.jpg", content_type="image/jpeg")
+    async with http.post(f"{sim.base_url}/File/Upload", data=form) as response:
+        assert set(await response.json()) == {"Status", "uploadedFile"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from plugins.leadsquared import make_sink
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.simulator import Simulator
@@ -61,7 +62,7 @@ async def test_chat_lands_once_on_the_lead_and_each_open_opportunity(sim, buffer
     assert sorted(a["RelatedOpportunityId"] or "" for a in activities) == sorted(
         ["", open_a, open_b])
     for activity in activities:
-        assert activity["ActivityEvent"] == sink.event
+        assert activity["ActivityEvent"] == sink.account.event
         assert texts_in(activity["ActivityNote"]) == [f"msg-{n:05d}" for n in range(5)]
         assert "Asha" in activity["ActivityNote"]
         assert activity["ActivityDateTime"] == messages[-1].sent_at.strftime("%Y-%m-%d %H:%M:%S")
@@ -204,14 +205,15 @@ def assert_exactly_once(sim, leads, numbers, with_opportunities=()):
 
 
 async def test_host_simulator_runs_the_bundled_simulator_with_demo_leads(buffer):
-    sink = LeadSquaredSink(LeadSquaredConfig(host="simulator", access_key="k", secret_key="s",
-                                             sync_interval=0.05))
+    sink = make_sink(LeadSquaredConfig(host="simulator", access_key="k", secret_key="s",
+                                       sync_interval=0.05))
     await buffer.append([chat(1)])  # +919876543210: Asha, a demo lead stored as +91-...
     async with running(buffer, [sink]):
-        await wait_until(lambda: sink._simulator and sink._simulator.activities())
-        bundled = sink._simulator
-        assert bundled.base_url.startswith("http://127.0.0.1:")
-        (activity,) = bundled.activities()
+        bundled = sink.endpoint
+        await wait_until(lambda: bundled.simulator and bundled.simulator.activities())
+        assert bundled.simulator.base_url.startswith("http://127.0.0.1:")
+        (activity,) = bundled.simulator.activities()
         assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
+        assert sink.describe()["simulator"] is True
     await sink.close()  # as the app does on shutdown
-    assert sink._simulator is None
+    assert bundled.simulator is None

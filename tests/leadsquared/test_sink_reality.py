@@ -87,7 +87,7 @@ async def test_activity_type_is_created_with_string_fields_and_attachments_allow
     await buffer.append([chat(1)])
     async with running(buffer, [sink := sink_for(sim)]):
         await wait_until(lambda: settled(buffer))
-    kind = sim.store.types[sink.event]
+    kind = sim.store.types[sink.account.event]
     assert kind.allow_attachments
     assert {f["DataType"] for f in kind.fields.values()} == {"String"}
 
@@ -124,6 +124,8 @@ async def test_a_quick_search_hit_that_is_another_number_is_not_taken(sim, buffe
     ({"types": []}, "opportunities: types: [] is not valid"),
     ({"typs": [12000]}, "opportunities: typs: unknown key (allowed: latest, status, types)"),
     ([12000], "opportunities: [12000] is not valid: use true, false, or {types: [12000"),
+    ({"status": []}, "opportunities: status: [] is not valid: List should have at least 1 "
+                     "item after validation, not 0 (statuses are Open, Won, Lost"),
 ])
 def test_opportunity_config_errors_name_the_key_and_the_fix(value, expected):
     with pytest.raises(ValidationError) as caught:
@@ -134,3 +136,7 @@ def test_opportunity_config_errors_name_the_key_and_the_fix(value, expected):
 def test_opportunities_true_false_and_types_all_still_load():
     for value in (True, False, {"types": [12000, 12001]}, {"status": ["Open"]}):
         LeadSquaredConfig(access_key="a", secret_key="b", opportunities=value)
+    for value, status in (({}, ["Open"]), ({"types": [12000]}, ["Open"]),
+                          ({"status": "any"}, None), ({"status": "Won"}, ["Won"])):
+        config = LeadSquaredConfig(access_key="a", secret_key="b", opportunities=value)
+        assert config.opportunities.status == status, value  # Open unless set

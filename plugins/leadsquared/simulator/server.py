@@ -4,10 +4,10 @@ Not a mock: no LeadSquared account is reachable, so this serves the documented r
 answer shapes (shared/reference/leadsquared-api.md §2-3, §8) over real HTTP and refuses what
 LeadSquared would refuse, in its error shape. Every behaviour, with its source, is a row of
 the table in docs/leadsquared-simulator.md, and a test pins each row. Where the reference
-leaves a behaviour unknown there is a switch (`simulator_switches.SWITCHES`, default the
+leaves a behaviour unknown there is a switch (`switches.SWITCHES`, default the
 strictest reading). Faults (rate limits, 5xx, latency, dropped connections after a commit,
 an opportunity refusing posts) are knobs; see `Knobs`. State lives in
-`simulator_state.Store`.
+`state.Store`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
-import plugins.leadsquared.simulator_files as simulator_files
-from plugins.leadsquared.simulator_bulk import BULK_PATHS
-from plugins.leadsquared.simulator_bulk import routes as bulk_routes
-from plugins.leadsquared.simulator_directory import recently_modified
-from plugins.leadsquared.simulator_key import SIM_KEY
-from plugins.leadsquared.simulator_leads import routes as lead_routes
-from plugins.leadsquared.simulator_pages import LEAD_PAGE, lead_page
-from plugins.leadsquared.simulator_state import (
+import plugins.leadsquared.simulator.files as simulator_files
+from plugins.leadsquared.simulator.bulk import BULK_PATHS
+from plugins.leadsquared.simulator.bulk import routes as bulk_routes
+from plugins.leadsquared.simulator.directory import recently_modified
+from plugins.leadsquared.simulator.key import SIM_KEY
+from plugins.leadsquared.simulator.leads import routes as lead_routes
+from plugins.leadsquared.simulator.pages import LEAD_PAGE, lead_page
+from plugins.leadsquared.simulator.state import (
     INVALID,
     ActivityType,
     ApiError,
@@ -42,13 +42,14 @@ from plugins.leadsquared.simulator_state import (
     index_slice,
     missing,
 )
-from plugins.leadsquared.simulator_switches import SWITCH_NAMES, check_switch
+from plugins.leadsquared.simulator.switches import SWITCH_NAMES, check_switch
 
 API_PREFIX = "/v2/"
 ADMIN_PREFIX = "/_sim/"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
 DEFAULT_PAGE = 25  # Retrieve and the opportunity lists answer 25 rows unless paged
 SIGNALS = ("429", "200", "both")
+USER_EMAIL = "admin@simulator.invalid"  # the keys' user's login
 # GUESS: the reference gives no exception types for 401/404/405; these keep the error shape.
 UNAUTHORISED = "MXUnAuthorizedAccessException"
 NOT_FOUND = "MXEndpointNotFoundException"
@@ -311,13 +312,25 @@ class Simulator:
         return most
 
     def user(self, host: str) -> dict[str, Any]:
-        """The keys' user, as Authentication.svc/UserByAccessKey.Get answers."""
-        # GUESS: names and Role value; the reference confirms Id, Role, TimeZone,
-        # DefaultCountryCode and LSQCommonServiceURLs (bare hosts, no scheme).
-        return {"Id": self.store.user_id, "FirstName": "Simulator", "LastName": "Admin",
-                "EmailAddress": "admin@simulator.invalid", "Role": "Administrator",
-                "TimeZone": "Asia/Kolkata", "DefaultCountryCode": "91",
+        """The keys' user, as Authentication.svc/UserByAccessKey.Get answers: the documented
+        sample's keys, "EmailAddress": null and the login in PassPhrase (switch
+        user_fields=email fills EmailAddress) [DOC:user-authentication]."""
+        filled = self.store.switches.user_fields == "email"
+        return {"Id": self.store.user_id, "Name": "Simulator Admin", "PassPhrase": USER_EMAIL,
+                "Role": "Administrator", "EmailAddress": USER_EMAIL if filled else None,
+                "TimeZone": "Asia/Kolkata", "Type": "ApplicationUser",
+                "OrgDisplayName": "Simulator", "DefaultCountryCode": "91",
+                "MobileServiceURLs": {"FileUploadURL": f"http://{host}/File/Upload"},
                 "LSQCommonServiceURLs": {"api": host, "app": host}}
+
+    def user_record(self, user_id: str) -> list[dict[str, Any]]:
+        """UserManagement.svc/User/Retrieve/ByUserId: the user with EmailAddress, [] for
+        another id [DOC:get-user-by-id]."""
+        if user_id != self.store.user_id:
+            return []
+        return [{"UserId": user_id, "FirstName": "Simulator", "LastName": "Admin",
+                 "EmailAddress": USER_EMAIL, "Role": "Administrator",
+                 "TimeZone": "Asia/Kolkata", "IsPhoneCallAgent": False}]
 
     # --- faults --------------------------------------------------------------------------
 
@@ -546,6 +559,10 @@ async def lead_by_phone(request: web.Request) -> web.Response:
     return web.json_response(store_of(request).leads_by_phone(query(request, "phone")))
 
 
+async def user_by_id(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIM_KEY].user_record(query(request, "userId")))
+
+
 async def lead_by_id(request: web.Request) -> web.Response:
     lead = store_of(request).lead(query(request, "id"))
     return web.json_response([lead] if lead else [])
@@ -568,7 +585,11 @@ async def lead_create_or_update(request: web.Request) -> web.Response:
 
 
 async def activity_types(request: web.Request) -> web.Response:
-    return web.json_response([t.as_row() for t in store_of(request).types.values()])
+    """Every type; opportunity types only under switch opportunity_types=listed."""
+    store = store_of(request)
+    listed = store.switches.opportunity_types == "listed"
+    return web.json_response([t.as_row() for t in store.types.values()
+                              if listed or not t.opportunity])
 
 
 async def create_type(request: web.Request) -> web.Response:
@@ -579,7 +600,8 @@ async def activity_setting(request: web.Request) -> web.Response:
     kind = store_of(request).types.get(as_int(query(request, "code"), "code"))
     if kind is None:
         raise ApiError(INVALID, f"Invalid Input! No activity type {request.query['code']}")
-    return web.json_response(kind.setting())
+    return web.json_response(kind.setting(
+        store_of(request).switches.activity_setting == "attachments_key"))
 
 
 async def create_activity(request: web.Request) -> web.Response:
@@ -641,6 +663,7 @@ async def activities_of_opportunity(request: web.Request) -> web.Response:
 
 API_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "Authentication.svc/UserByAccessKey.Get", user_by_access_key),
+    ("GET", "UserManagement.svc/User/Retrieve/ByUserId", user_by_id),
     ("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber", lead_by_phone),
     ("GET", "LeadManagement.svc/Leads.GetById", lead_by_id),
     ("GET", "LeadManagement.svc/Leads.GetByQuickSearch", quick_search),

@@ -2,10 +2,14 @@
 
 File Upload lives on the regional files host (`files-<region>.leadsquared.com/File/Upload`);
 the simulator is its own files host, so it serves `/File/Upload` beside `/v2/`. Keys come in
-the multipart form (`AccessKey`, `SecretKey`), as the reference lists them. The URL of an
-uploaded file (what `Attachment/Add` takes as `AttachmentFile`) is a GUESS: the reference
-says only that the answer names the stored file in `uploadedFile`; here it is
-`<files host>/File/<uploadedFile>`, which also serves the bytes back for tests and the lead page.
+the multipart form (`AccessKey`, `SecretKey`), as the reference lists them. The answer
+(switch upload_answer): `uploadedFile` (the stored file's name) and `s3FilePath`, the file's
+S3 URL (reference §8, §9: Chatwoot's client and a client mirroring a working n8n template
+read it), or `uploadedFile` alone (the upload page's text) [DOC:file-upload-to-leads].
+`Attachment/Add` takes that S3 URL as `AttachmentFile` (the docs call it "S3URL"
+[DOC:attach-a-file-to-activities]) and refuses anything else, a URL a client built itself
+included. The simulator stands in for S3 at `<base>/s3/<bucket>/<name>`, which serves the
+bytes back for tests and the lead page.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared.simulator_key import SIM_KEY
-from plugins.leadsquared.simulator_state import INVALID, ApiError, invalid, missing
+from plugins.leadsquared.simulator.key import SIM_KEY
+from plugins.leadsquared.simulator.state import INVALID, ApiError, invalid, missing
 
 UPLOAD_PATH = "/File/Upload"
-FILE_PATH = "/File/{name:.+}"
+S3_PREFIX = "/s3/lsq-simulator-files/"  # the stand-in for the account's S3 bucket
+FILE_PATH = S3_PREFIX + "{name:.+}"
 ATTACH_PATH = "ProspectActivity.svc/Attachment/Add"
 FILE_TYPES = {"0", "1", "3", "7"}  # document, image, lead attachment, custom-field-set document
 MAX_UPLOAD = 200 * 1024 * 1024
@@ -63,7 +68,15 @@ async def upload(request: web.Request) -> web.Response:
     filename, content_type, data = upload
     name = f"{sim.store.new_id()}/{filename}"
     sim.store.files[name] = StoredFile(name, filename, content_type, data, form["FileType"])
-    return web.json_response({"Status": "Success", "uploadedFile": name})
+    answer = {"Status": "Success", "uploadedFile": name}
+    if sim.store.switches.upload_answer == "s3":
+        answer["s3FilePath"] = s3_url(sim.base_url, name)
+    return web.json_response(answer)
+
+
+def s3_url(base: str, name: str) -> str:
+    """The stored file's S3 URL (the simulator's stand-in for the bucket)."""
+    return base.rstrip("/") + S3_PREFIX + name
 
 
 async def _read_form(request: web.Request) -> tuple[dict[str, str], tuple | None]:
@@ -84,7 +97,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], tuple | None
 
 
 async def serve_file(request: web.Request) -> web.Response:
-    """GET /File/<name>: the stored bytes (tests compare them; the lead page links them)."""
+    """GET the S3 URL: the stored bytes (tests compare them; the lead page links them)."""
     stored = request.app[SIM_KEY].store.files.get(request.match_info["name"])
     if stored is None:
         raise web.HTTPNotFound(text="no such uploaded file")
@@ -93,7 +106,8 @@ async def serve_file(request: web.Request) -> web.Response:
 
 def attach(store: Any, body: Any, files_base: str) -> dict[str, str]:
     """Attachment/Add: refused for an unknown activity, a type without Allow Attachments
-    (§8), or a file this account never uploaded; else the attachment's id."""
+    (§8), or an AttachmentFile that is not the S3 URL of a file uploaded to this account;
+    else the attachment's id."""
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     for name in ("ProspectActivityId", "AttachmentName", "AttachmentFile"):
@@ -105,11 +119,12 @@ def attach(store: Any, body: Any, files_base: str) -> dict[str, str]:
     kind = store.types.get(activity.event)
     if kind is None or not kind.allow_attachments:
         raise invalid("Attachments are not allowed for this activity type")
-    prefix = files_base.rstrip("/") + "/File/"
+    prefix = s3_url(files_base, "")
     url = str(body["AttachmentFile"])
     stored = store.files.get(url[len(prefix):]) if url.startswith(prefix) else None
     if stored is None:
-        raise invalid(f"AttachmentFile {url!r} is not a file uploaded to this account")
+        raise invalid(f"AttachmentFile {url!r} is not the S3 URL of a file uploaded to this "
+                      "account")
     attachment = {"Id": store.new_id(), "AttachmentName": str(body["AttachmentName"]),
                   "Description": str(body.get("Description") or ""), "AttachmentFile": url,
                   "File": stored.name}

@@ -7,6 +7,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:  # a type hint only: no import at run time, so no circle
-    from plugins.leadsquared.simulator import Simulator
+    from plugins.leadsquared.simulator.server import Simulator
 
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator")

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared.simulator_state import (
+from plugins.leadsquared.simulator.state import (
     ApiError,
     Store,
     as_object,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from plugins.leadsquared.simulator_switches import Switches
+from plugins.leadsquared.simulator.switches import Switches
 
 INVALID = "MXInvalidInputException"
 MISSING = "MXMandatoryAttributeMissingException"
@@ -31,7 +31,10 @@ STANDARD_ATTRIBUTES = frozenset({
     "FirstName", "LastName", "EmailAddress", "Phone", "Mobile", "Source", "SourceCampaign",
     "SourceMedium", "OwnerId", "Notes", "Company", "JobTitle", "ProspectStage", "Website",
 })
-UNIQUE_FIELDS = {"EmailAddress": "Email", "Phone": "Phone Number", "Mobile": "Mobile Number"}
+# Unique by default: EmailAddress and Phone, not Mobile [DOC:create-a-lead] (§9); switch
+# unique_fields=mobile_too adds Mobile, as an account may configure.
+UNIQUE_FIELDS = {"EmailAddress": "Email", "Phone": "Phone Number"}
+MOBILE_UNIQUE = {"Mobile": "Mobile Number"}
 # GUESS: the reference says CreateOrUpdate matches "on email and phone"; Mobile is added
 # because clients such as Chatwoot send only Mobile, and Mobile is also checked for duplicates.
 DEFAULT_MATCH = ("EmailAddress", "Phone", "Mobile")
@@ -41,6 +44,7 @@ DOCUMENTED_TYPES = ("String",)  # every CreateType example in the docs (referenc
 # GUESS: types an account may also accept (switch field_types=any).
 OTHER_TYPES = ("Number", "Decimal", "Date", "DateTime", "Boolean")
 _PHONE_QUERY = re.compile(r"^\+?\d+$")  # digits, with or without the country code
+_PLUS = "+"
 
 
 class ApiError(Exception):
@@ -174,11 +178,15 @@ class ActivityType:
     def custom(self) -> bool:
         return self.code >= FIRST_CUSTOM_CODE and not self.opportunity
 
-    def setting(self) -> dict[str, Any]:
-        """CustomActivity/GetActivitySetting (reference §2d); AllowAttachments is a GUESS."""
-        return {"ID": str(self.code), "Name": self.name, "DisplayName": self.name,
-                "AllowAttachments": int(self.allow_attachments),
-                "Fields": [dict(f) for f in self.fields.values()]}
+    def setting(self, with_attachments: bool = False) -> dict[str, Any]:
+        """CustomActivity/GetActivitySetting as documented: ID, Name, DisplayName, Fields
+        [DOC:get-details-of-activity-type]; AllowAttachments only `with_attachments`
+        (switch activity_setting, GUESS)."""
+        setting = {"ID": str(self.code), "Name": self.name, "DisplayName": self.name,
+                   "Fields": [dict(f) for f in self.fields.values()]}
+        if with_attachments:
+            setting["AllowAttachments"] = int(self.allow_attachments)
+        return setting
 
 
 def system_types() -> list[ActivityType]:
@@ -389,12 +397,17 @@ class Store:
     def leads_by_phone(self, phone: str) -> list[dict[str, Any]]:
         """RetrieveLeadByPhoneNumber: Phone/Mobile against the query (switch phone_match).
 
-        The query must be digits, with or without the country code (reference §2a): one
-        with spaces, hyphens or anything else matches nothing. exact compares the stored
-        value less spaces and hyphens with the query as given; normalised compares digits,
-        the query with or without the country code (GUESS, §7.6).
+        The query must be digits, with or without the country code (reference §2a, §9): one
+        with spaces, hyphens or anything else matches nothing; a leading '+' per switch
+        phone_plus (matches nothing, is compared as given, or is refused). exact compares
+        the stored value less spaces and hyphens with the query as given; normalised
+        compares digits, the query with or without the country code (GUESS, §7.6).
         """
         if not _PHONE_QUERY.match(phone):
+            return []
+        if phone.startswith(_PLUS) and self.switches.phone_plus != "accepted":
+            if self.switches.phone_plus == "refused":
+                raise invalid("Parameter Name: phone (digits only, no '+')")
             return []
         same = _same_digits if self.switches.phone_match == "normalised" else _same_text
         hits = [lead_id for lead_id, lead in self.leads.items()
@@ -476,7 +489,9 @@ class Store:
         return None
 
     def _check_unique(self, attributes: dict, exclude: str | None = None) -> None:
-        for name, label in UNIQUE_FIELDS.items():
+        unique = UNIQUE_FIELDS | (MOBILE_UNIQUE if self.switches.unique_fields == "mobile_too"
+                                  else {})
+        for name, label in unique.items():
             value = _comparable(name, attributes.get(name))
             if value and any(_comparable(name, lead.get(name)) == value
                              for lead_id, lead in self.leads.items() if lead_id != exclude):
@@ -490,8 +505,9 @@ class Store:
                     ProspectStage="Prospect", CreatedOn=now, ModifiedOn=now,
                     ProspectActivityName_Max=None, ProspectActivityDate_Max=None)
         lead.update(attributes)
-        self.leads[lead_id] = lead
         self._created[lead_id] = next(self._seq)
+        lead["ProspectAutoId"] = str(self._created[lead_id])
+        self.leads[lead_id] = lead
         return lead_id
 
     def auto_id(self, lead_id: str) -> int:

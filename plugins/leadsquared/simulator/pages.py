@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared.simulator_key import SIM_KEY
+from plugins.leadsquared.simulator.key import SIM_KEY
 
 LEAD_PAGE = "/LeadManagement/LeadDetails"  # the path the sink links leads to
 

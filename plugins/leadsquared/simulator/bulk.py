@@ -1,12 +1,17 @@
 """Simulated bulk activity posts: ByLeadId and ByOpportunityId (reference §2c, §2e, §8).
 
 ByLeadId takes a JSON array of at most 25 `{RelatedProspectId, ActivityEvent, ActivityNote?,
-ActivityOwnerEmail?, ActivityDateTime?, Fields?}` and answers `{"Response": [{"RowNumber",
-"ActivityCreated", "ProspectActivityId", "ExceptionMessage"}, ...]}`, one row per item, so a
-bad item fails alone (§2c, §8 "Bulk posting", DOC:post-bulk-activities-on-leads).
+ActivityOwnerEmail?, ActivityDateTime?, Fields?}`; each item is posted or refused alone, so
+a bad item fails alone (§2c, §8 "Bulk posting", DOC:post-bulk-activities-on-leads). The
+answer per switch bulk_answer: documented = `{"Response": [{"ProspectActivityId"}, ...]}`,
+one row per item in order, a refused item's id null (the sample shows only created rows:
+the null is a GUESS); flagged = rows `{"RowNumber", "ActivityCreated",
+"ProspectActivityId", "ExceptionMessage"}` (GH#70701181602), in reverse order so clients
+must go by RowNumber (GUESS); count = `{"Status": "Success", "Message": {"Count": N}}`,
+N the rows created, no ids (GH#70701181602).
 ByOpportunityId takes `?opportunityId=` and up to 25 `{ActivityEvent, ActivityNote,
 ActivityOwnerEmail (mandatory), Fields}` (§2e, DOC:post-bulk-activities-on-opportunities);
-its answer is not documented (GUESS: the ByLeadId shape).
+its answer is not documented (GUESS: the ByLeadId shape, same switch).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.leadsquared.simulator_state import ApiError, Store, invalid, missing
+from plugins.leadsquared.simulator.state import ApiError, Store, invalid, missing
 
 BULK_MAX = 25  # items per bulk call (§2c, §2e)
 BY_LEAD = "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId"
@@ -37,7 +42,7 @@ def items_of(body: Any) -> list[Any]:
 
 
 def row(number: int, post: Callable[[], Any]) -> dict[str, Any]:
-    """One answer row: the item's activity, or its own error (the others go on)."""
+    """One item's full outcome: its activity, or its own error (the others go on)."""
     try:
         activity = post()
     except ApiError as error:
@@ -45,6 +50,16 @@ def row(number: int, post: Callable[[], Any]) -> dict[str, Any]:
                 "ExceptionMessage": error.message}
     return {"RowNumber": number, "ActivityCreated": True, "ProspectActivityId": activity.id,
             "ExceptionMessage": None}
+
+
+def answer(rows: list[dict[str, Any]], shape: str) -> dict[str, Any]:
+    """The call's answer in the switch bulk_answer's shape."""
+    if shape == "flagged":
+        return {"Response": list(reversed(rows))}
+    if shape == "count":
+        created = sum(1 for r in rows if r["ActivityCreated"])
+        return {"Status": "Success", "Message": {"Count": created}}
+    return {"Response": [{"ProspectActivityId": r["ProspectActivityId"]} for r in rows]}
 
 
 def by_lead(store: Store, body: Any, note_limit: int) -> list[dict[str, Any]]:
@@ -81,16 +96,16 @@ def routes(sim_of: Callable, store_of: Callable, api_body: Callable,
     """The two bulk routes, for the simulator's route table."""
 
     async def lead_bulk(request: web.Request) -> web.Response:
-        rows = by_lead(store_of(request), await api_body(request),
-                       sim_of(request).knobs.note_limit)
-        return web.json_response({"Response": rows})
+        store = store_of(request)
+        rows = by_lead(store, await api_body(request), sim_of(request).knobs.note_limit)
+        return web.json_response(answer(rows, store.switches.bulk_answer))
 
     async def opportunity_bulk(request: web.Request) -> web.Response:
         opportunity, sim = query(request, "opportunityId"), sim_of(request)
         if opportunity in sim.failing_posts:  # refuse_posts(transient=True): a gateway 503
             return sim.fault_answer(503)
-        rows = by_opportunity(store_of(request), opportunity, await api_body(request),
-                              sim.knobs.note_limit)
-        return web.json_response({"Response": rows})
+        store = store_of(request)
+        rows = by_opportunity(store, opportunity, await api_body(request), sim.knobs.note_limit)
+        return web.json_response(answer(rows, store.switches.bulk_answer))
 
     return [("POST", BY_LEAD, lead_bulk), ("POST", BY_OPPORTUNITY, opportunity_bulk)]

@@ -1,0 +1,150 @@
+"""What the sink learns about the account once per start: host, activity type, owner."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bridge.metrics import Metrics
+from plugins.leadsquared.activity_type import resolve_event
+from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, files_base
+from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
+
+logger = logging.getLogger(__name__)
+
+
+class Endpoint(Protocol):
+    """Something that serves the API for the sink: the bundled simulator (its own package,
+    started by the plugin's wiring for `host: simulator`, never imported by the sink)."""
+
+    name: str
+
+    async def open(self) -> str:
+        """Start it; its base URL."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Account:
+    """The account as one start of the sink found it.
+
+    client: the API; event: the chat activity type's code; tz: the account's time zone
+    (transcript times); app_url: the web app's base URL (lead links), if known;
+    files_base: where File Upload goes; allow_attachments: the type's Allow Attachments
+    (unknown counts as allowed); owner_email: the user ByOpportunityId rows are owned by
+    (None: opportunity posts go singly).
+    """
+
+    client: LeadSquaredClient
+    event: int
+    tz: tzinfo
+    app_url: str | None
+    files_base: str
+    allow_attachments: bool
+    owner_email: str | None
+
+
+async def open_account(client: LeadSquaredClient, settings: LeadSquaredConfig,
+                       base_url: str) -> Account:
+    """Read the keys' user, find (or create) the activity type, read its settings."""
+    user = await client.users.by_access_key()
+    event = await resolve_event(client, settings.activity_type, settings.activity_event)
+    app = (user.get("LSQCommonServiceURLs") or {}).get("app")
+    scheme = base_url.split("://", 1)[0]
+    return Account(client, event, zone(user.get("TimeZone")),
+                   f"{scheme}://{app}" if app else None,
+                   files_base(base_url, settings.files_host),
+                   await allows_attachments(client, event),
+                   await owner_email(client, settings, user))
+
+
+def client_factory(settings: LeadSquaredConfig, limiter: RateLimiter,
+                   bulk_limiter: RateLimiter, metrics: Metrics | None,
+                   sink: str) -> Callable[[str], LeadSquaredClient]:
+    """base URL -> a client of the account on the sink's budgets."""
+    _, per = parse_rate(settings.rate_limit)
+
+    def make(base: str) -> LeadSquaredClient:
+        # Back off in step with the account's rate window: a refused call waits one window
+        # (5 s at the default 10/5s), other transient failures a fifth of it, then doubling.
+        return LeadSquaredClient(base, settings.access_key, settings.secret_key,
+                                 limiter=limiter, timeout=settings.timeout,
+                                 backoff_base=per / 5, metrics=metrics, sink=sink,
+                                 bulk_limiter=bulk_limiter)
+    return make
+
+
+async def base_url(settings: LeadSquaredConfig, endpoint: Endpoint | None,
+                   client: Callable[[str], LeadSquaredClient]) -> str:
+    """The API base URL: the endpoint's, the configured host, or discovered (host: auto)."""
+    if endpoint is not None:
+        return await endpoint.open()
+    if settings.host == SIMULATOR:
+        raise RuntimeError("plugins.leadsquared.host is 'simulator' but nothing runs it: "
+                           "the plugin's wiring starts it (bridge run, bridge demo)")
+    if settings.host != "auto":
+        return settings.host
+    probe = client(settings.discovery_url)
+    try:
+        return await discover_host(probe, settings.discovery_url)
+    finally:
+        await probe.close()
+
+
+async def discover_host(probe: LeadSquaredClient, discovery_url: str) -> str:
+    """The account's API host, as UserByAccessKey.Get names it (works on any region)."""
+    user = await probe.users.by_access_key()
+    api = (user.get("LSQCommonServiceURLs") or {}).get("api")
+    if not api:
+        raise RuntimeError("UserByAccessKey.Get returned no API host; set host explicitly")
+    return f"{discovery_url.split('://', 1)[0]}://{api}"
+
+
+async def owner_email(client: LeadSquaredClient, settings: LeadSquaredConfig,
+                      user: dict) -> str | None:
+    """ActivityOwnerEmail for ByOpportunityId rows: configured, else the keys' user looked
+    up by id (User/Retrieve/ByUserId's EmailAddress). Never UserByAccessKey.Get's own
+    EmailAddress: its documented sample has it null [DOC:user-authentication]."""
+    if settings.owner_email:
+        return settings.owner_email
+    if not user.get("Id") or settings.opportunities is False or not settings.bulk:
+        return None  # none needed: no bulk posts on opportunities
+    try:
+        found = await client.users.by_id(str(user["Id"]))
+    except LeadSquaredError as exc:
+        logger.warning("could not look up the access key's user (%s): opportunity posts go "
+                       "one by one; set plugins.leadsquared.owner_email to post them in bulk",
+                       exc)
+        return None
+    email = (found or {}).get("EmailAddress")
+    return email if isinstance(email, str) and "@" in email else None
+
+
+async def allows_attachments(client: LeadSquaredClient, event: int) -> bool:
+    """The type's AllowAttachments; unknown (not said, or unreadable) counts as allowed,
+    and Attachment/Add's refusal is then the attachment's dead letter, with the reason."""
+    try:
+        allowed = (await client.activities.setting(event)).get("AllowAttachments")
+    except LeadSquaredError as exc:
+        logger.warning("could not read whether the activity type allows attachments: %s",
+                       exc)
+        return True
+    if allowed is not None and str(allowed) not in ("1", "True", "true"):
+        logger.warning("the activity type does not allow attachments: media files stay in "
+                       "the bridge (turn on Allow Attachments in LeadSquared)")
+        return False
+    return True
+
+
+def zone(name: str | None) -> tzinfo:
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC

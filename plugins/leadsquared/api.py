@@ -1,0 +1,346 @@
+"""LeadSquared endpoints, one small class per service, each call as the docs shape it.
+
+The transport (auth, limiters, retries, error kinds) is `client.LeadSquaredClient`; it
+holds one of each service here: `client.leads.by_phone(...)`, `client.activities.post(...)`.
+Sources are tagged as in shared/reference/leadsquared-api.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from plugins.leadsquared.errors import LeadSquaredError
+
+if TYPE_CHECKING:
+    from plugins.leadsquared.client import LeadSquaredClient
+
+
+def lsq_datetime(when: datetime) -> str:
+    """UTC 'YYYY-MM-DD HH:MM:SS'; a naive datetime is taken to be UTC already."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+class LeadsApi:
+    """LeadManagement.svc: find, create and update leads, page through them (§2a, §2b, §8)."""
+
+    def __init__(self, client: LeadSquaredClient) -> None:
+        self._c = client
+
+    async def by_phone(self, phone: str) -> list[dict]:
+        """RetrieveLeadByPhoneNumber: leads whose Phone or Mobile matches (digits only)."""
+        return await self._c.request("leads_by_phone", "GET",
+                                     "LeadManagement.svc/RetrieveLeadByPhoneNumber",
+                                     params={"phone": phone}) or []
+
+    async def get(self, lead_id: str) -> dict | None:
+        leads = await self._c.request("lead_by_id", "GET", "LeadManagement.svc/Leads.GetById",
+                                      params={"id": lead_id})
+        return leads[0] if leads else None
+
+    async def create(self, attributes: dict[str, str]) -> str:
+        """Lead.Create from schema-name attributes; the new ProspectID."""
+        answer = await self._c.request("create_lead", "POST", "LeadManagement.svc/Lead.Create",
+                                       body=_attributes(attributes), write=True)
+        return str(message_id(answer))
+
+    async def by_field(self, name: str, value: str) -> list[dict]:
+        """Leads.Get with the singular Parameter (a Query wrapper is silently dropped)."""
+        body = {"Parameter": {"LookupName": name, "LookupValue": value, "SqlOperator": "="},
+                "Paging": {"PageIndex": 1, "PageSize": 10}}
+        return await self._c.request("leads_by_field", "POST", "LeadManagement.svc/Leads.Get",
+                                     body=body) or []
+
+    async def update(self, lead_id: str, attributes: dict[str, str]) -> None:
+        await self._c.request("update_lead", "POST", "LeadManagement.svc/Lead.Update",
+                              params={"leadId": lead_id}, body=_attributes(attributes),
+                              write=True)
+
+    async def quick_search(self, key: str) -> list[dict]:
+        """Leads.GetByQuickSearch: leads with `key` in a name, email or phone field."""
+        return await self._c.request("quick_search", "GET",
+                                     "LeadManagement.svc/Leads.GetByQuickSearch",
+                                     params={"key": key}) or []
+
+    async def recently_modified(self, since: str, until: str, columns: str, *,
+                                page_index: int = 1, page_size: int = 5000,
+                                sort: str = "ModifiedOn", newest_first: bool = True) -> dict:
+        """Leads.RecentlyModified: one page of leads modified in [since, until] (UTC), only
+        `columns`, sorted by `sort` ("Direction" "1" = most recent first, "0" = oldest
+        first, [DOC:get-leads-by-date-range]); at most 5,000 a page."""
+        body = {"Parameter": {"FromDate": since, "ToDate": until},
+                "Columns": {"Include_CSV": columns},
+                "Paging": {"PageIndex": page_index, "PageSize": page_size},
+                "Sorting": {"ColumnName": sort, "Direction": "1" if newest_first else "0"}}
+        return await self._c.request("leads_recently_modified", "POST",
+                                     "LeadManagement.svc/Leads.RecentlyModified",
+                                     body=body) or {}
+
+
+class ActivitiesApi:
+    """ProspectActivity.svc: activity types, posting (single and bulk), reading (§2c, §2d)."""
+
+    def __init__(self, client: LeadSquaredClient) -> None:
+        self._c = client
+
+    async def types(self) -> list[dict]:
+        """ActivityTypes.Get: each has at least ActivityEventName and ActivityEvent."""
+        return await self._c.request("activity_types", "GET",
+                                     "ProspectActivity.svc/ActivityTypes.Get") or []
+
+    async def create_type(self, name: str, fields: list[dict], description: str = "") -> int:
+        """CreateType with attachments allowed; the new event code."""
+        body = {"ActivityEventName": name, "Score": 0, "Description": description,
+                "Direction": 0, "AllowAttachments": 1, "Fields": fields}
+        answer = await self._c.request("create_activity_type", "POST",
+                                       "ProspectActivity.svc/CreateType", body=body,
+                                       write=True)
+        return int(message_id(answer))
+
+    async def setting(self, code: int) -> dict:
+        """CustomActivity/GetActivitySetting: a type's settings and fields."""
+        return await self._c.request("activity_setting", "GET",
+                                     "ProspectActivity.svc/CustomActivity/GetActivitySetting",
+                                     params={"code": code}) or {}
+
+    async def post(self, item: dict[str, Any]) -> str:
+        """ProspectActivity.svc/Create of one `activity_item` (with RelatedOpportunityId: on
+        that opportunity, the URL a real client uses, §2e, §7.1); the activity id."""
+        answer = await self._c.request("post_activity", "POST", "ProspectActivity.svc/Create",
+                                       body=item, write=True)
+        return str(message_id(answer))
+
+    async def post_bulk(self, items: list[dict]) -> list[dict]:
+        """Bulk/CustomActivity/Add/ByLeadId (≤ 25 items, any leads): one answer row per
+        item, in item order, read liberally (see `bulk_rows`)."""
+        answer = await self._c.request("bulk_lead_activities", "POST",
+                                       "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId",
+                                       body=items, write=True, bulk=True)
+        return bulk_rows(answer, len(items))
+
+    async def of_lead(self, lead_id: str, event: int | None = None,
+                      page_size: int = 100) -> list[dict]:
+        """Retrieve: every activity on the lead (optionally one event code), all pages."""
+        parameter = {"ActivityEvent": event} if event is not None else {}
+
+        async def page(index: int) -> dict:
+            paging = {"Offset": str(index * page_size), "RowCount": str(page_size)}
+            return await self._c.request("lead_activities", "POST",
+                                         "ProspectActivity.svc/Retrieve",
+                                         params={"leadId": lead_id},
+                                         body={"Parameter": parameter, "Paging": paging})
+
+        return await walk(page, "ProspectActivities", page_size)
+
+
+class OpportunitiesApi:
+    """OpportunityManagement.svc reads, and bulk posts on one opportunity (§2e, §8)."""
+
+    def __init__(self, client: LeadSquaredClient) -> None:
+        self._c = client
+
+    async def of_lead(self, lead_id: str, opportunity_type: int | None, *,
+                      page_size: int = 100) -> list[dict]:
+        """GetOpportunitiesOfLead, all pages: of one type code, or (None) of every type as
+        the docs allow; a live account refused the call without a type (§8 [LIVE])."""
+        params = _drop_none(leadId=lead_id, opportunityType=opportunity_type)
+        return await self._paged("opportunities_of_lead",
+                                 "OpportunityManagement.svc/GetOpportunitiesOfLead",
+                                 params, page_size)
+
+    async def activities(self, opportunity_id: str, event: int | None = None, *,
+                         columns: tuple[str, ...] = (), page_size: int = 100) -> list[dict]:
+        """GetActivitiesOfOpportunity, all pages; custom fields only when in `columns`."""
+        params = _drop_none(opportunityId=opportunity_id, activityEventCode=event)
+        extra = {"Columns": {"Include_CSV": ",".join(columns)}} if columns else {}
+        return await self._paged("opportunity_activities",
+                                 "OpportunityManagement.svc/GetActivitiesOfOpportunity",
+                                 params, page_size, extra)
+
+    async def post_bulk(self, opportunity_id: str, items: list[dict]) -> list[dict]:
+        """Bulk/CustomActivity/Add/ByOpportunityId (≤ 25 items on one opportunity)."""
+        answer = await self._c.request(
+            "bulk_opportunity_activities", "POST",
+            "ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId",
+            params={"opportunityId": opportunity_id}, body=items, write=True, bulk=True)
+        return bulk_rows(answer, len(items))
+
+    async def _paged(self, name: str, path: str, params: dict, page_size: int,
+                     extra: dict | None = None) -> list[dict]:
+        async def page(index: int) -> dict:
+            paging = {"PageIndex": index + 1, "PageSize": page_size}
+            return await self._c.request(name, "POST", path, params=params,
+                                         body={**(extra or {}), "Paging": paging})
+
+        return await walk(page, "List", page_size)
+
+
+class UsersApi:
+    """The keys' user (Authentication.svc) and users by id (UserManagement.svc)."""
+
+    def __init__(self, client: LeadSquaredClient) -> None:
+        self._c = client
+
+    async def by_access_key(self) -> dict:
+        """UserByAccessKey.Get: Id, Role, TimeZone, LSQCommonServiceURLs ... The documented
+        sample has "EmailAddress": null (the login is in PassPhrase) [DOC:user-authentication]:
+        never read the user's email from it."""
+        return await self._c.request("user_by_access_key", "GET",
+                                     "Authentication.svc/UserByAccessKey.Get")
+
+    async def by_id(self, user_id: str) -> dict | None:
+        """User/Retrieve/ByUserId: the user with EmailAddress; None for an inactive or
+        unknown user (the docs: an empty array) [DOC:get-user-by-id]."""
+        users = await self._c.request("user_by_id", "GET",
+                                      "UserManagement.svc/User/Retrieve/ByUserId",
+                                      params={"userId": user_id})
+        return users[0] if isinstance(users, list) and users else None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A File Upload answer: the stored file's S3 URL (what Attachment/Add takes), or None
+    when the answer names none; `name` is its uploadedFile."""
+
+    url: str | None
+    name: str | None
+
+
+class FilesApi:
+    """File Upload on the files host, and Attachment/Add (§8 "Files and attachments")."""
+
+    def __init__(self, client: LeadSquaredClient) -> None:
+        self._c = client
+
+    async def upload(self, files_base: str, path: str, filename: str, mime_type: str,
+                     file_type: int) -> Upload:
+        """Upload the file at `path` (streamed, a fresh handle per try)."""
+        form = {"FileType": str(file_type), **self._c.form_keys(), "FileStorageType": "0",
+                "EnableResize": "false"}
+
+        def upload() -> dict[str, Any]:
+            return {"data": form,
+                    "files": {"uploadFiles": (filename, open(path, "rb"), mime_type)}}
+
+        answer = await self._c.request("upload_file", "POST",
+                                       f"{files_base.rstrip('/')}/File/Upload",
+                                       multipart=upload, write=True)
+        return read_upload(answer)
+
+    async def attach(self, activity_id: str, name: str, url: str, description: str) -> str:
+        """Attachment/Add with AttachmentFile = the upload's S3 URL; the attachment id."""
+        body = {"ProspectActivityId": activity_id, "AttachmentName": name,
+                "Description": description, "AttachmentFile": url}
+        answer = await self._c.request("add_attachment", "POST",
+                                       "ProspectActivity.svc/Attachment/Add", body=body,
+                                       write=True)
+        return str(message_id(answer))
+
+
+def services(client: LeadSquaredClient) -> tuple[LeadsApi, ActivitiesApi, OpportunitiesApi,
+                                                 UsersApi, FilesApi]:
+    return (LeadsApi(client), ActivitiesApi(client), OpportunitiesApi(client),
+            UsersApi(client), FilesApi(client))
+
+
+def read_upload(answer: Any) -> Upload:
+    """The S3 URL from `s3FilePath` (reference §8: Chatwoot's client and a client mirroring
+    a working n8n template read it); else `uploadedFile` when that is itself a URL (the
+    upload page names only uploadedFile, [DOC:file-upload-to-leads]); else none."""
+    info = answer if isinstance(answer, dict) else {}
+    name = info.get("uploadedFile") if isinstance(info.get("uploadedFile"), str) else None
+    for candidate in (info.get("s3FilePath"), name):
+        if isinstance(candidate, str) and candidate.startswith(("https://", "http://")):
+            return Upload(candidate, name)
+    if not name and not isinstance(info.get("s3FilePath"), str):
+        raise LeadSquaredError("unknown_outcome", "File Upload answered no file: "
+                                                  f"{str(answer)[:200]}")
+    return Upload(None, name)
+
+
+def activity_item(lead_id: str, event: int, note: str, when: datetime,
+                  fields: dict[str, str], *, opportunity_id: str | None = None,
+                  owner_email: str | None = None) -> dict[str, Any]:
+    """An activity as Create and Bulk ByLeadId take it (§2c); on an opportunity with
+    `opportunity_id` (Create only). `owner_email` is ActivityOwnerEmail, which the bulk
+    calls document (§9); issue 26 will send it."""
+    item: dict[str, Any] = {"RelatedProspectId": lead_id, "ActivityEvent": event,
+                            "ActivityNote": note, "ActivityDateTime": lsq_datetime(when),
+                            "Fields": _fields(fields)}
+    if opportunity_id:
+        item["RelatedOpportunityId"] = opportunity_id
+    if owner_email:
+        item["ActivityOwnerEmail"] = owner_email
+    return item
+
+
+def opportunity_item(event: int, note: str, when: datetime, fields: dict[str, str],
+                     owner_email: str) -> dict[str, Any]:
+    """A row of ByOpportunityId (§2e): the opportunity is the call's; ActivityOwnerEmail is
+    mandatory there. §2e lists no ActivityDateTime for this call; we send it as ByLeadId
+    and Create take it (GUESS: accepted alike), so a backfilled window keeps its time."""
+    return {"ActivityEvent": event, "ActivityNote": note, "ActivityOwnerEmail": owner_email,
+            "ActivityDateTime": lsq_datetime(when), "Fields": _fields(fields)}
+
+
+def bulk_rows(answer: Any, count: int) -> list[dict]:
+    """A bulk answer as one row per item, in item order; what cannot be matched to an item
+    is an empty row (an unknown outcome the key check settles). Shapes read: the
+    documented `{"Response": [{"ProspectActivityId"}]}`, rows with RowNumber /
+    ActivityCreated / ExceptionMessage (GH#70701181602), a bare array of rows, and
+    `{"Status": "Success", "Message": {"Count": N}}` without ids (GH#70701181602)."""
+    rows = answer.get("Response") if isinstance(answer, dict) else answer
+    if isinstance(rows, list):
+        rows = [row if isinstance(row, dict) else {} for row in rows]
+        numbered = {row.get("RowNumber"): row for row in rows}
+        if all(n in numbered for n in range(1, count + 1)):
+            return [numbered[n] for n in range(1, count + 1)]
+        if len(rows) == count and not any("RowNumber" in row for row in rows):
+            return rows
+        return [{} for _ in range(count)]
+    message = answer.get("Message") if isinstance(answer, dict) else None
+    counted = message.get("Count") if isinstance(message, dict) else None
+    if counted == count:  # all created, no ids: each row's key check finds its id
+        return [{"ActivityCreated": True} for _ in range(count)]
+    if isinstance(counted, int):  # some not created: the rows whose key is absent
+        why = f"the bulk answer counts {counted} of {count} rows created"
+        return [{"ExceptionMessage": why} for _ in range(count)]
+    return [{} for _ in range(count)]
+
+
+def message_id(answer: Any) -> Any:
+    """`Message.Id` of a create answer; a success without it leaves the outcome unknown."""
+    message = answer.get("Message") if isinstance(answer, dict) else None
+    if not isinstance(message, dict) or message.get("Id") in (None, ""):
+        raise LeadSquaredError("unknown_outcome", "success answer without Message.Id")
+    return message["Id"]
+
+
+async def walk(page: Callable[[int], Awaitable[dict]], key: str, page_size: int) -> list[dict]:
+    """Concatenate pages until a short page or RecordCount rows."""
+    rows: list[dict] = []
+    for index in itertools.count():
+        answer = await page(index) or {}
+        batch = answer.get(key) or []
+        rows.extend(batch)
+        total = answer.get("RecordCount")
+        if len(batch) < page_size or (isinstance(total, int) and len(rows) >= total):
+            return rows
+    raise AssertionError("unreachable")
+
+
+def _attributes(attributes: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Attribute": name, "Value": value} for name, value in attributes.items()]
+
+
+def _fields(fields: dict[str, str]) -> list[dict[str, str]]:
+    return [{"SchemaName": name, "Value": value} for name, value in fields.items()]
+
+
+def _drop_none(**params: Any) -> dict[str, Any]:
+    return {name: value for name, value in params.items() if value is not None}

@@ -1,0 +1,68 @@
+"""One batch's way into LeadSquared, top to bottom: resolve → targets → post → attach.
+
+Each step is a unit of its own (resolve.Resolver, targets.Planner, post.Poster,
+attachments.Attacher); `Steps` holds one of each for a run of the sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge import Batch, Outcome
+from bridge.model import is_group
+from plugins.leadsquared.attachments import Attacher
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.groups import deliver_group
+from plugins.leadsquared.outcomes import for_all, outcome_of, per_message
+from plugins.leadsquared.post import Poster
+from plugins.leadsquared.resolve import Lead, Resolver
+from plugins.leadsquared.targets import Planner
+
+
+@dataclass
+class Steps:
+    """The four steps of a delivery, as one start of the sink set them up."""
+
+    settings: LeadSquaredConfig
+    people: Resolver
+    targets: Planner
+    poster: Poster
+    attacher: Attacher
+
+
+async def deliver_batch(steps: Steps, batch: Batch) -> list[Outcome]:
+    """One outcome per message: delivered when every part holding it is posted."""
+    if is_group(batch.conversation.key):
+        return await deliver_group(steps.settings, batch, lambda sub: deliver_batch(steps, sub))
+    lead = await steps.people.lead_for(batch)  # 1. resolve the person
+    if isinstance(lead, Outcome):
+        return for_all(batch, lead)
+    outcomes = await _deliver_to(steps, batch, lead)
+    if lead.cached and batch.record_id is None:
+        # The cached lead was merged or deleted: look the number up again, now (the
+        # second pass has no cached lead, so it cannot come back here).
+        steps.targets.opportunities.forget(lead.id)
+        return await deliver_batch(steps, batch)
+    return outcomes
+
+
+async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
+    try:
+        plan = await steps.targets.plan(batch, lead)  # 2. plan the targets
+    except LeadSquaredError as exc:
+        return for_all(batch, await steps.people.forget_if_gone(exc, batch, lead)
+                       or outcome_of(exc))
+    results = await steps.poster.on_lead(batch, plan)  # 3. post: the lead, then its deals
+    landed = [part for part in plan.parts if part.key not in results]
+    waiting = await steps.poster.on_opportunities(batch, plan, landed)
+    for part in landed:  # 4. attach the files to the activity that names them
+        waiting[part.key] += await steps.attacher.attach(batch, part, plan.existing)
+        results[part.key] = (Outcome.retry("; ".join(waiting[part.key]))
+                             if waiting[part.key] else Outcome.delivered())
+    if plan.unread is not None:  # landed parts wait for the opportunities not read
+        why = f"opportunities of the lead could not be read: {outcome_of(plan.unread).reason}"
+        for key, outcome in results.items():
+            if outcome.kind == "delivered":
+                results[key] = Outcome.retry(why)
+    return per_message(batch, plan.parts, results)

@@ -1,0 +1,76 @@
+"""Idempotency keys already in the CRM: what an earlier try (or a lost answer) posted.
+
+Every chat activity carries its key in a custom field (activity_type.FIELDS["key"]); a
+retry, or a post whose answer was lost, reads the keys on the lead or opportunity before
+posting, so nothing is posted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from plugins.leadsquared.activity_type import FIELDS
+from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.errors import LeadSquaredError
+
+
+class KeyCheck:
+    """Reads the keys on one lead or one opportunity."""
+
+    def __init__(self, client: LeadSquaredClient, event: int) -> None:
+        self.client = client
+        self.event = event
+
+    async def on_lead(self, lead: str) -> dict[str, str]:
+        """Keys on the lead's activities of our type -> activity ids."""
+        return _keys(await self.client.activities.of_lead(lead, self.event))
+
+    async def on_opportunity(self, opportunity: str) -> dict[str, str]:
+        """Keys on the opportunity's activities (custom fields must be asked for by name)."""
+        return _keys(await self.client.opportunities.activities(
+            opportunity, self.event, columns=(FIELDS["key"],)))
+
+    async def after(self, exc: LeadSquaredError, lead: str, target: str | None) -> dict[str, str]:
+        """The keys on the lead (target None) or opportunity after the failed call `exc`;
+        none when they cannot be read. The rows of one failed bulk call share one read."""
+        async def read() -> dict[str, str]:
+            try:
+                return await (self.on_opportunity(target) if target else self.on_lead(lead))
+            except LeadSquaredError:
+                return {}
+
+        return await once(exc, ("keys", lead, target), read)
+
+
+async def once(exc: LeadSquaredError, spot: tuple, check: Callable[[], Awaitable[Any]]) -> Any:
+    """One check per failed call and spot: the rows of a failed bulk call share its error,
+    so they share the look that follows it (one read of the opportunity, not one a row)."""
+    checks = exc.__dict__.setdefault("checks", {})
+    if spot not in checks:
+        checks[spot] = asyncio.ensure_future(check())
+    return await asyncio.shield(checks[spot])
+
+
+def field_value(activity: dict, name: str) -> str | None:
+    """A custom field's value: in `ActivityFields` (Retrieve on a live account), in the
+    `Data` list (older doc copies), a `Fields` list, or at the top level (flat lists)."""
+    fields = activity.get("ActivityFields")
+    if isinstance(fields, dict) and fields.get(name) is not None:
+        return fields[name]
+    for entry in activity.get("Data") or []:
+        if entry.get("Key") == name:
+            return entry.get("Value")
+    for entry in activity.get("Fields") or []:
+        if entry.get("SchemaName") == name:
+            return entry.get("Value")
+    return activity.get(name)
+
+
+def _keys(activities: list[dict]) -> dict[str, str]:
+    found = {}
+    for activity in activities:
+        if key := field_value(activity, FIELDS["key"]):
+            found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
+    return found

@@ -1,0 +1,53 @@
+"""From LeadSquared errors and per-part results to the core's per-message outcomes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bridge import Batch, Outcome
+from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.transcript import Part
+
+SEVERITY = {"delivered": 0, "retry": 1, "rejected": 2}
+WRITE_SETTLE = 3  # times the timeout after its send, a write with no answer has settled
+
+
+def outcome_of(exc: LeadSquaredError) -> Outcome:
+    """What a failed call means for what it carried: refused, or try again later."""
+    if exc.kind == "rejected":
+        return Outcome.rejected(f"LeadSquared {exc.exception_type or 'error'}: {exc.message}")
+    if exc.kind == "auth":
+        return Outcome.retry("LeadSquared refused the access key (401): check access_key, "
+                             "secret_key and that the key's user is active")
+    return Outcome.retry(f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}")
+
+
+def for_all(batch: Batch, outcome: Outcome) -> list[Outcome]:
+    return [outcome] * len(batch.messages)
+
+
+def per_message(batch: Batch, parts: list[Part], results: dict[str, Outcome]) -> list[Outcome]:
+    """A message's outcome is the worst of the parts that hold it."""
+    worst: dict[int, Outcome] = {}
+    for part in parts:
+        outcome = results.get(part.key, Outcome.retry("not attempted"))
+        for message in part.messages:
+            current = worst.get(id(message))
+            if current is None or SEVERITY[outcome.kind] > SEVERITY[current.kind]:
+                worst[id(message)] = outcome
+    return [worst.get(id(m), Outcome.delivered()) for m in batch.messages]
+
+
+def late_write_retry(exc: LeadSquaredError, sent: float, timeout: float) -> Outcome | None:
+    """A write that timed out may still be on its way and commit late: its retry (which
+    looks for the key before posting again) waits until it must have landed or died.
+
+    A request cannot commit much after the client gave up unless something holds it
+    (a proxy, a congested link); we allow twice the timeout more (so 90 s after the
+    send at the default 30 s timeout; a 70 s hold was seen to post twice).
+    """
+    if exc.kind != "unknown_outcome" or not exc.in_flight:
+        return None
+    settled = sent + WRITE_SETTLE * timeout
+    return Outcome.retry(f"{outcome_of(exc).reason} (looked for again before a re-post)",
+                         not_before=datetime.fromtimestamp(settled, UTC))

@@ -1,0 +1,199 @@
+"""Step 3 of a delivery: post each part on the lead, then on each opportunity.
+
+A post goes in a bulk call when bulk is on (rows of concurrent deliveries share calls),
+else singly. Whatever the path, a part's post ends one of three ways: it is in the CRM
+(now, or found there by its idempotency key after an answer we could not read), it waits
+(retry), or LeadSquared refused it. A bulk row that came back without an activity id is
+an unknown outcome settled by the key check, never a refusal: when the key is not there
+and the row said it was not created, it is posted again at once, singly, whose answer is
+exact. A failing opportunity never holds back, rejects or re-posts the lead's activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridge import Batch, Outcome
+from plugins.leadsquared.activity_type import FIELDS
+from plugins.leadsquared.api import activity_item, opportunity_item
+from plugins.leadsquared.bulk import BulkPoster, OpportunityBulk
+from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.groups import contact_label
+from plugins.leadsquared.keys import KeyCheck
+from plugins.leadsquared.outcomes import late_write_retry, outcome_of
+from plugins.leadsquared.resolve import Lead
+from plugins.leadsquared.targets import Plan
+from plugins.leadsquared.transcript import Part, lsq_time, note
+
+logger = logging.getLogger(__name__)
+
+Stale = Callable[[LeadSquaredError, Batch, Lead], Awaitable[Outcome | None]]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Why a target's post did not land, and the kind of the error behind it."""
+
+    outcome: Outcome
+    kind: str
+
+
+class Poster:
+    """Posts parts on their targets; one per sink run."""
+
+    def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig, event: int,
+                 keys: KeyCheck, stale: Stale, bulk: BulkPoster | None,
+                 opportunity_bulk: OpportunityBulk | None, owner_email: str | None) -> None:
+        self.client = client
+        self.settings = settings
+        self.event = event
+        self.keys = keys
+        self.stale = stale  # forgets a cached lead that no longer exists (resolve step)
+        self.bulk = bulk
+        self.opportunity_bulk = opportunity_bulk if owner_email else None
+        self.owner_email = owner_email
+
+    async def on_lead(self, batch: Batch, plan: Plan) -> dict[str, Outcome]:
+        """Each part's activity on the lead; the outcomes of the parts that did not land.
+        Singly, the first part that must wait stops the rest; in bulk all go at once."""
+        results: dict[str, Outcome] = {}
+        stop: list[str] = []
+
+        async def one(part: Part) -> None:
+            if part.failed is not None:  # its message cannot be rendered: it fails alone
+                results[part.key] = Outcome.rejected(part.failed)
+            elif stop:
+                results[part.key] = Outcome.retry(f"not attempted after: {stop[0]}")
+            elif failed := await self._post(batch, plan, part, None):
+                results[part.key] = failed.outcome
+                if failed.outcome.kind == "retry":
+                    stop.append(failed.outcome.reason)
+
+        if self.bulk is None:
+            for part in plan.parts:
+                await one(part)
+        else:  # all the parts' rows at once, so they share bulk calls
+            await asyncio.gather(*(one(part) for part in plan.parts))
+        return results
+
+    async def on_opportunities(self, batch: Batch, plan: Plan,
+                               landed: list[Part]) -> dict[str, list[str]]:
+        """Each landed part on each opportunity, a target of its own; why each part still
+        waits. With bulk on, a part's rows for one opportunity go in together, so several
+        share a ByOpportunityId call."""
+        waiting: dict[str, list[str]] = {part.key: [] for part in landed}
+        brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
+
+        async def one(part: Part, opportunity: str) -> None:
+            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake):
+                waiting[part.key].append(reason)
+
+        for opportunity in plan.opportunities:
+            if self.opportunity_bulk is None or self.bulk is None:
+                for part in landed:
+                    await one(part, opportunity)
+                continue
+            with self.bulk.aside():  # no lead rows from this delivery meanwhile
+                await asyncio.gather(*(one(part, opportunity) for part in landed))
+        return waiting
+
+    async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
+                              brake: list[str]) -> str | None:
+        """Why the part still waits on this opportunity; None once settled (landed, or
+        given up as a dead target of its own)."""
+        key = f"{part.key}@{opportunity}"
+        earlier = batch.targets.get(key)
+        if key in plan.existing or (earlier is not None and earlier.dead):
+            return None
+        if opportunity in plan.unchecked:
+            outcome = Outcome.retry(plan.unchecked[opportunity])
+        elif brake:
+            outcome = Outcome.retry(f"not attempted after: {brake[0]}")
+        elif failed := await self._post(batch, plan, part, opportunity):
+            outcome = failed.outcome
+            if failed.kind == "rate_limited":
+                brake.append(outcome.reason)
+        else:
+            return None
+        failure = batch.fail_target(
+            key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
+            self.settings.max_attempts, final=outcome.kind == "rejected")
+        if failure.dead:
+            logger.warning("gave up posting on an opportunity after %d tries: %s",
+                           failure.attempts, failure.reason)
+            return None
+        return f"opportunity {opportunity}: {outcome.reason}"
+
+    async def _post(self, batch: Batch, plan: Plan, part: Part,
+                    target: str | None) -> Failed | None:
+        """Post the part on the lead (target None) or an opportunity; None once it is in
+        the CRM, else why not."""
+        key = part.key if target is None else f"{part.key}@{target}"
+        if key in plan.existing:
+            return None
+        sent = time.time()
+        try:
+            activity = await self._send(batch, plan.lead.id, part, target, key)
+        except LeadSquaredError as exc:
+            activity = await self._settle(exc, batch, plan, part, target, key, sent)
+            if isinstance(activity, Failed):
+                return activity
+        batch.remember(key, activity)
+        plan.existing[key] = activity
+        return None
+
+    async def _send(self, batch: Batch, lead: str, part: Part, target: str | None,
+                    key: str, *, single: bool = False) -> str:
+        """One post: in a bulk call where that is on (and not `single`), else Create."""
+        item = self._item(batch, lead, part, target, key)
+        if target is None and self.bulk is not None and not single:
+            return await self.bulk.post(item)
+        if target is not None and self.opportunity_bulk is not None and not single:
+            row = opportunity_item(self.event, item["ActivityNote"], part.last_at,
+                                   self._fields(batch, part, key), self.owner_email or "")
+            if activity := await self.opportunity_bulk.post(target, row):
+                return activity  # else no other row came with it: posted singly below
+        return await self.client.activities.post(item)
+
+    async def _settle(self, exc: LeadSquaredError, batch: Batch, plan: Plan, part: Part,
+                      target: str | None, key: str, sent: float) -> str | Failed:
+        """After a failed post: the activity id when it landed after all (or when a bulk row
+        that said "not created" is posted again singly now), else why it did not."""
+        if exc.kind != "unknown_outcome":
+            return Failed(await self.stale(exc, batch, plan.lead) or outcome_of(exc), exc.kind)
+        if found := (await self.keys.after(exc, plan.lead.id, target)).get(key):
+            return found
+        if exc.not_created:  # answered, not created, not there: an exact single post now
+            try:
+                return await self._send(batch, plan.lead.id, part, target, key, single=True)
+            except LeadSquaredError as again:
+                return await self._settle(_final(again), batch, plan, part, target, key, sent)
+        return Failed(late_write_retry(exc, sent, self.settings.timeout) or outcome_of(exc),
+                      exc.kind)
+
+    def _item(self, batch: Batch, lead: str, part: Part, target: str | None,
+              key: str) -> dict:
+        """The activity as Create and ByLeadId take it. Issue 26 will send the owner of the
+        chat's business number here (ActivityOwnerEmail, documented on the bulk calls)."""
+        text = note(part, contact_label(batch.conversation), batch.conversation.key)
+        return activity_item(lead, self.event, text, part.last_at,
+                             self._fields(batch, part, key), opportunity_id=target)
+
+    def _fields(self, batch: Batch, part: Part, key: str) -> dict[str, str]:
+        return {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
+                FIELDS["first"]: lsq_time(part.first_at),
+                FIELDS["last"]: lsq_time(part.last_at),
+                FIELDS["number"]: batch.conversation.key}
+
+
+def _final(exc: LeadSquaredError) -> LeadSquaredError:
+    """The error of a post made because a bulk row said "not created": never sent a third
+    time by itself (its own unknown outcome waits for the key check of a retry)."""
+    exc.not_created = False
+    return exc

@@ -1,0 +1,95 @@
+"""Step 2 of a delivery: plan the targets, before anything is posted.
+
+A delivery's targets (DESIGN.md "Reality first") are the lead's activity for each part
+(one note each), the same on each open opportunity, and each attachment. The plan says
+which parts there are, which opportunities get them, and which keys are already in the
+CRM: the batch's ledger, plus, when an earlier try may have posted (a retry, or a lease
+that ran out), what the lead and each opportunity hold now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from bridge import Batch
+from plugins.leadsquared.attachments import follow_ups, held_line
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.groups import contact_label
+from plugins.leadsquared.keys import KeyCheck
+from plugins.leadsquared.opportunities import Opportunities
+from plugins.leadsquared.outcomes import outcome_of
+from plugins.leadsquared.resolve import Lead
+from plugins.leadsquared.transcript import Part, split, transcript_lines
+
+
+@dataclass
+class Plan:
+    """What one delivery posts.
+
+    parts: the notes (a part whose message cannot be rendered has `failed` set); follow-up
+    parts (texts posted earlier, back for their files) carry their old key and no lines.
+    opportunities: the ones that get each part too. existing: keys already in the CRM ->
+    activity ids (grows as posts land). unchecked: opportunity -> why its keys could not be
+    read on a retry (it waits). unread: why the lead's opportunities could not be read
+    (the lead's activity goes anyway; its parts wait for them).
+    """
+
+    lead: Lead
+    parts: list[Part]
+    opportunities: list[str]
+    existing: dict[str, str]
+    unchecked: dict[str, str] = field(default_factory=dict)
+    unread: LeadSquaredError | None = None
+
+
+class Planner:
+    """Builds a batch's plan."""
+
+    def __init__(self, settings: LeadSquaredConfig, keys: KeyCheck,
+                 opportunities: Opportunities, tz: tzinfo, allow_attachments: bool) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.opportunities = opportunities
+        self.tz = tz
+        self.allow_attachments = allow_attachments
+
+    async def plan(self, batch: Batch, lead: Lead) -> Plan:
+        """The plan; raises when the lead's own keys cannot be read on a retry (nothing may
+        be posted then: it could be there already)."""
+        plan = Plan(lead, self.parts(batch), [], dict(batch.ledger))
+        try:
+            plan.opportunities = await self.opportunities.of_lead(lead.id)
+        except LeadSquaredError as exc:
+            plan.unread = exc  # never "no opportunities", never a reason to hold the lead back
+        if batch.uncertain or batch.attempt > 1:  # an earlier try may have posted
+            plan.existing.update(await self.keys.on_lead(lead.id))
+            for opportunity in plan.opportunities:
+                await self._check(plan, opportunity)
+        return plan
+
+    def parts(self, batch: Batch) -> list[Part]:
+        """The batch's notes; texts already posted whose files come now keep their key."""
+        follow = follow_ups(batch)
+        parts = self._render(batch, [m for m in batch.messages if m.id not in follow])
+        return parts + [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
+
+    async def _check(self, plan: Plan, opportunity: str) -> None:
+        try:  # each opportunity's own check: a failed one waits alone
+            plan.existing.update(await self.keys.on_opportunity(opportunity))
+        except LeadSquaredError as exc:
+            plan.unchecked[opportunity] = (
+                f"could not check it for earlier posts: {outcome_of(exc).reason}")
+
+    def _render(self, batch: Batch, messages: list) -> list[Part]:
+        if not messages:
+            return []
+        contact = contact_label(batch.conversation)
+        lines = transcript_lines(messages, self.tz, contact, self.settings.business_name)
+        if not self.allow_attachments:
+            lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
+        if self.settings.granularity == "message":
+            return [p for m, line in zip(messages, lines, strict=True)
+                    for p in split(batch.key, [m], [line], self.settings.note_limit)]
+        return split(batch.key, messages, lines, self.settings.note_limit)
