@@ -57,6 +57,11 @@ def test_retries_with_nothing_delivered_since_they_began_are_failing():
     # one poison chat while the others get through is not "failing"
     assert judge({**outage, "last_delivered_at": at(30)})[0] == "healthy"
     assert judge({**outage, "last_delivered_at": None})[0] == "failing"  # never delivered
+    # a lone transient failure, retried on the next sync, is not an outage (yet)
+    blip = sink(retrying=1, retrying_since=at(30), retry_error="CRM: HTTP 502",
+                last_delivered_at=None)
+    assert judge(blip)[0] == "healthy"
+    assert judge({**blip, "retrying_since": at(361)})[0] == "failing"
 
 
 def test_a_late_sync_or_none_since_the_start_is_behind():
