@@ -210,6 +210,10 @@ def admin_only(handler: Handler) -> Handler:
             raise refused
         if request.method in UNSAFE and cross_site(request):
             raise web.HTTPForbidden(text="cross-site request refused")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # e.g. 404 "no running sink named …": still ours
+            exc.headers[BUFFER_HEADER] = request.app[BRIDGE].buffer_id
+            raise
 
     return guarded
