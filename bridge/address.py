@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-ANY_ADDRESS = ("0.0.0.0", "::", "")
+ANY_ADDRESS = ("0.0.0.0", "")
+ANY_IPV6 = ("::", "0:0:0:0:0:0:0:0")  # IPv6 only (asyncio binds it V6ONLY): ::1 reaches it
 HEADER = "X-Chatbridge-Buffer"  # on every answer: which buffer this bridge runs on (hashed)
 
 
@@ -36,6 +37,8 @@ def url_of(host: str, port: int) -> str:
     """The URL a client on this machine uses for a bridge listening on host:port."""
     if host in ANY_ADDRESS:
         host = "127.0.0.1"
+    elif host in ANY_IPV6:
+        host = "::1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -66,19 +69,26 @@ def forget(config: Any) -> None:
         pass
 
 
+def recorded(config: Any) -> str | None:
+    """The address a running bridge recorded, if it is on this config's host (a port of
+    its own: the admin token goes with the call) and its process lives. A live pid may
+    be another program's by now (reused): a client trusts only an answer that says it
+    runs on this config's buffer (HEADER)."""
+    try:
+        found = json.loads(address_file(config).read_text())
+        url, pid = found.get("url"), found.get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ours = url_of(config.server.host, 0).rsplit(":", 1)[0] + ":"
+    if isinstance(url, str) and url.startswith(ours) and url[len(ours):].isdigit() \
+            and _alive(pid):
+        return url
+    return None
+
+
 def candidates(config: Any) -> list[str]:
     """Base URLs to try, in order: the recorded address, then the config's."""
-    found = []
-    try:
-        recorded = json.loads(address_file(config).read_text())
-        url, pid = recorded.get("url"), recorded.get("pid")
-        # only this config's host (a port of its own): the admin token goes with the call
-        ours = url_of(config.server.host, 0).rsplit(":", 1)[0] + ":"
-        if isinstance(url, str) and url.startswith(ours) and url[len(ours):].isdigit() \
-                and _alive(pid):
-            found.append(url)
-    except (OSError, ValueError, AttributeError):
-        pass
+    found = [url] if (url := recorded(config)) else []
     if config.server.port:  # port 0: the recorded address is the only way to know it
         configured = url_of(config.server.host, config.server.port)
         found += [configured] if configured not in found else []

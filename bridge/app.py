@@ -80,6 +80,8 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         *page_routes(),
     ])
     _add_source_routes(app, bridge)  # after the core's, so none can shadow one
+    for source in bridge.sources:
+        bridge.metrics.declare_source(source.name)
     app.cleanup_ctx.append(_buffer_ctx)
     app.cleanup_ctx.append(_sync_ctx)
     app.cleanup_ctx.append(_cluster_ctx)

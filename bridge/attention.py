@@ -11,7 +11,7 @@ from typing import Any
 from bridge.buffer import Buffer, reads
 from bridge.buffer.enrich import first_error
 from bridge.health import ago
-from bridge.render import failure_text, render_line
+from bridge.render import cut, failure_text, render_line
 
 PREVIEW = 80  # characters of a message shown in a list (the conversation page has it whole)
 OVERDUE_FILE = 900.0  # seconds an attachment may wait for its file before it is overdue
@@ -27,8 +27,7 @@ def preview(message: Any) -> str:
     """The message as one short line (a text's first words, or what it carries)."""
     if message is None:
         return ""
-    line = render_line(message)
-    return line if len(line) <= PREVIEW else line[:PREVIEW - 1].rstrip() + "…"
+    return cut(render_line(message), PREVIEW)
 
 
 def dead_letter_advice(reason: str, sink: str) -> tuple[str, str]:

@@ -285,7 +285,7 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
         return await buffer.dead_letters(sink, limit), await buffer.dead_targets(sink, limit)
 
     rows, targets = asyncio.run(_with_buffer(config, both))
-    from bridge.textreport import Clock, zone
+    from bridge.textreport import Clock, shown, zone
 
     at = Clock(zone(config.server.timezone)).at
     if as_json:
@@ -295,6 +295,7 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
         return
     if not rows and not targets:
         click.echo("no dead letters")
+    rows, targets = shown(rows), shown(targets)  # reasons quote the CRM, names customers
     for row in rows:
         click.echo(f"{row['sink']}  #{row['message_id']}  {row['conversation']}  "
                    f"{at(row['dead_at'])}  {row['reason']}")

@@ -138,7 +138,9 @@ class BridgeConfig(_Section):
 def interpolate(node: Any, path: str = "") -> Any:
     """Replace ${VAR}, ${VAR:-default} and ${VAR:?what to do} in every string of a parsed
     YAML tree. Every unset variable without a default is named in one error line; the
-    `:?` form (as in the shell) gives the fix, e.g. what to set or which command to run."""
+    `:?` form (as in the shell) gives the fix, e.g. what to set or which command to run.
+    As in the shell, the two forms with ':' treat a variable set to '' as unset (an
+    `export PORT=` left in a .env file), while a bare ${VAR} gives the empty value."""
     missing: list[tuple[str, str, str | None]] = []
     value = _interpolate(node, path, missing)
     if missing:
@@ -157,8 +159,8 @@ def _interpolate(node: Any, path: str, missing: list[tuple[str, str, str | None]
     def substitute(match: re.Match[str]) -> str:
         name, kind, text = match.group(1), match.group(2), match.group(3)
         value = os.environ.get(name)
-        if value is not None:
-            return value
+        if value is not None and (value or not kind):  # as in the shell, ':' takes an
+            return value                                # empty value for an unset one
         if kind == ":-":
             return text
         missing.append((path, name, text.strip() or None if kind == ":?" else None))

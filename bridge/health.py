@@ -7,10 +7,12 @@ The rule (the first that holds wins; README "Health" says the same):
   of its exit code).
 - **failing**: the sink's last sync ended in an error (the drain itself failed, e.g. the
   CRM refused the keys or cannot be reached), or batches wait to be retried after an
-  error and the sink has delivered nothing since the oldest of them was first tried (the
-  CRM answers every post with an error). One message that keeps failing while others get
+  error and the sink has delivered nothing since the oldest of them was first tried, at
+  least two sync intervals ago (the CRM answers every post with an error; a lone blip
+  retried on the next sync is not an outage). One message that keeps failing while others get
   through is not "failing": it shows under "Needs attention" when it gives up.
 - **behind**: the last sync is older than two sync intervals (at least LATE_FLOOR), or
+  stamped more than that in the future (a clock set back: its age cannot be told), or
   there has been no sync that long after the start; or the waiting backlog (held chats
   apart) is growing: every sample of the last window is above every sample of the window
   before it (a window is two sync intervals, at least GROWTH_FLOOR), so even the syncs do
@@ -63,10 +65,15 @@ def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None
         return "stopped", "not in the config (disabled); its history is kept"
     if not running:
         return "stopped", why_stopped or "no bridge process is running it"
-    failing = _failing(sink, now)
+    failing = _failing(sink, now, 2 * (interval or 0.0))
     if failing:
         return "failing", failing
     late = late_after(interval or 0.0)
+    ahead = (_epoch(sink.get("last_sync_at")) or now) - now
+    if ahead > late:  # within `late`: another process's clock a little ahead is fine
+        return "behind", (f"the last sync is stamped {ago(ahead)} in the future: this "
+                          "machine's clock was set back (or the process that synced runs "
+                          "ahead); it cannot tell when the sink last synced")
     if age is None:
         waited = now - started_at if started_at else 0.0
         if waited > late:
@@ -81,15 +88,18 @@ def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None
     return "healthy", "synced just now" if age < 1 else f"synced {ago(age)} ago"
 
 
-def _failing(sink: Mapping[str, Any], now: float) -> str | None:
-    """Why the sink counts as failing, or None."""
+def _failing(sink: Mapping[str, Any], now: float, grace: float) -> str | None:
+    """Why the sink counts as failing, or None. Retries count only once the oldest has
+    waited `grace` (two sync intervals): one transient 502 on a lone chat, retried on the
+    next sync, is not an outage a cron check should page anyone for."""
     error_at, last = _epoch(sink.get("last_error_at")), _epoch(sink.get("last_sync_at"))
     if sink.get("last_error") and error_at is not None and last is not None \
             and error_at >= last:
         return f"the last sync failed: {sink['last_error']}"
     since = _epoch(sink.get("retrying_since"))
     delivered = _epoch(sink.get("last_delivered_at"))
-    if sink.get("retrying") and since is not None and (delivered is None or delivered < since):
+    if sink.get("retrying") and since is not None and now - since >= grace \
+            and (delivered is None or delivered < since):
         count = sink["retrying"]
         return (f"nothing delivered for {ago(max(0.0, now - since))}: {count} "
                 f"chat{'s' if count != 1 else ''} waiting to retry after "
@@ -131,7 +141,8 @@ def overall(sinks: list[dict[str, Any]], *, running: bool,
     """The bridge's verdict: the worst of its enabled sinks' (disabled ones left out)."""
     judged = [s for s in sinks if s.get("enabled", True) and s.get("health")]
     if not judged:
-        return ({"state": "healthy", "reason": "no sink installed yet"} if running
+        none = "no sink enabled in the config (plugins:)" if sinks else "no sink installed yet"
+        return ({"state": "healthy", "reason": none} if running
                 else {"state": "stopped", "reason": why})
     state = worst([s["health"]["state"] for s in judged])
     if state == "healthy":

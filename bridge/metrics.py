@@ -131,6 +131,13 @@ class Metrics:
         if seconds is not None:
             self._child(self.webhook_ack_seconds, source).observe(seconds)
 
+    def declare_source(self, source: str) -> None:
+        """Every webhook outcome of `source` at 0 from the start: a series that first
+        appears at 1 reads as no increase, so an alert on increase() would miss the first
+        burst of 503s (ChatbridgeBufferUnavailable)."""
+        for outcome in WEBHOOK_OUTCOMES:
+            self._child(self.webhooks, source, outcome)
+
     def stored(self, source: str, new: int, duplicate: int = 0, statuses: int = 0) -> None:
         """Count what one commit of a source held."""
         if new:

@@ -23,7 +23,7 @@ from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
 from bridge.health import ago, overall
 from bridge.page_charts import charts
-from bridge.render import render_line
+from bridge.render import displayable, render_line
 from bridge.security import (
     SESSION_COOKIE,
     admin_only,
@@ -47,6 +47,22 @@ from bridge.throttle import client_key
 logger = logging.getLogger(__name__)
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
+
+
+def plain(value: Any) -> str:
+    """Text a customer or a CRM wrote, without direction or control characters: a name
+    holding U+202E (right-to-left override) would otherwise show the number beside it
+    reversed, and a file 'photo\u202egpj.exe' as 'photoexe.jpg'."""
+    return displayable("" if value is None else str(value))
+
+
+def isolated(value: Any) -> Markup:
+    """`plain(value)` in <bdi>: an Arabic or Hebrew name keeps its own direction without
+    reordering the number or words around it."""
+    return Markup("<bdi>{}</bdi>").format(plain(value))
+
+
+TEMPLATES.filters.update(plain=plain, bdi=isolated)
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
 REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script);
 # ?refresh=N (5 to 3600) sets another, e.g. for a wall display

@@ -12,11 +12,13 @@ from bridge.errors import BridgeError
 
 
 class NoBridge(BridgeError):
-    """No bridge answered at any address the config leads to (`tried`)."""
+    """No bridge answered at any address the config leads to (`tried`); `strangers`: those
+    where something else answered (another buffer's bridge, another program)."""
 
-    def __init__(self, message: str, tried: list[str]) -> None:
+    def __init__(self, message: str, tried: list[str],
+                 strangers: list[str] | None = None) -> None:
         super().__init__(message)
-        self.tried = tried
+        self.tried, self.strangers = tried, strangers or []
 
 
 class Unanswered(BridgeError):
@@ -30,7 +32,8 @@ def call(config: Any, method: str, path: str, *, timeout: float = 30,
     nothing listens, Unanswered for any other answer."""
     headers = {"Authorization": f"Bearer {config.server.admin_token}"} \
         if config.server.admin_token else {}
-    tried, elsewhere = [], None
+    recorded = None if bases else address.recorded(config)
+    tried, strangers = [], []
     for base in bases or address.candidates(config):
         try:
             response = httpx.request(method, base + path, headers=headers, timeout=timeout,
@@ -40,16 +43,21 @@ def call(config: Any, method: str, path: str, *, timeout: float = 30,
             continue
         except httpx.HTTPError as exc:
             raise Unanswered(f"{base}{path} did not answer ({type(exc).__name__}): the bridge "
-                             "may be overloaded; try again") from None
+                             "may still be starting (it listens before its buffer is open) "
+                             "or be overloaded; try again") from None
         theirs = response.headers.get(address.HEADER)
-        if theirs is not None and theirs != address.buffer_id(config):
-            elsewhere = base  # another bridge took this port: not ours
+        if theirs != address.buffer_id(config) and (theirs is not None or base == recorded):
+            # another bridge took this port, or a killed bridge's pid (in its address
+            # file) now belongs to another program: not this config's bridge
+            strangers.append(base)
             continue
         return _checked(response, base)
-    if elsewhere is not None:
-        raise Unanswered(f"the bridge at {elsewhere} runs on another buffer than this "
-                         "config's (another bridge's port?); this config's bridge is not "
-                         "running there")
+    if strangers:
+        where = " or ".join(strangers)
+        raise NoBridge(f"this config's bridge is not running: {where} answers, but not "
+                       "as the bridge on this config's buffer (another bridge or program "
+                       "took the port); start it with `bridge run -c CONFIG`",
+                       tried + strangers, strangers)
     raise NoBridge(f"no bridge answered at {' or '.join(tried) or 'server.port 0'}; is it "
                    "running? (start it with `bridge run -c CONFIG`)", tried)
 
@@ -77,7 +85,7 @@ def bridge_status(config: Any, pm: Any, search: str | None = None) -> dict[str, 
         response = call(config, "GET", "/status", params={"q": search} if search else None,
                         timeout=20)
     except NoBridge as exc:
-        return asyncio.run(_offline(config, pm, search, exc.tried))
+        return asyncio.run(_offline(config, pm, search, exc.tried, exc.strangers))
     try:
         report = response.json()
         report["sinks"]  # noqa: B018 - a bridge's report has them
@@ -88,8 +96,8 @@ def bridge_status(config: Any, pm: Any, search: str | None = None) -> dict[str, 
     return report
 
 
-async def _offline(config: Any, pm: Any, search: str | None,
-                   tried: list[str]) -> dict[str, Any]:
+async def _offline(config: Any, pm: Any, search: str | None, tried: list[str],
+                   strangers: list[str]) -> dict[str, Any]:
     from bridge.app import create_app
     from bridge.buffer import Buffer
     from bridge.health import overall
@@ -101,8 +109,12 @@ async def _offline(config: Any, pm: Any, search: str | None,
     try:
         report = await buffer_report(buffer, search)
         alive = await _alive_elsewhere(buffer)
-        stopped = ("the bridge is not running (nothing answers at "
-                   f"{' or '.join(tried) or 'a recorded address'})")
+        silent = [base for base in tried if base not in strangers]
+        said = [f"nothing answers at {' or '.join(silent)}"] if silent else []
+        said += [f"{' or '.join(strangers)}: another bridge or program answers there"] \
+            if strangers else []
+        stopped = ("the bridge is not running ("
+                   f"{'; '.join(said) or 'nothing answers at a recorded address'})")
         await offline_health(buffer, report["sinks"], stopped, alive,
                              {s.name: s.settings.sync_interval for s in sinks})
     finally:

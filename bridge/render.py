@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -107,16 +108,58 @@ def _changed(message: Message, tz: tzinfo) -> str:
     return f"✏️ Edited {named}" + (f" ({kind})" if kind else "")
 
 
+def displayable(text: str) -> str:
+    """`text` safe to show on one line of a page or a terminal: direction controls
+    removed, control characters (ESC starts a terminal escape sequence) and line breaks
+    folded to a space; nothing cut."""
+    return _BREAKS.sub(" ", _BIDI.sub("", text))
+
+
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:
     """A field as safe one-line text: controls and line breaks folded to one space,
     direction controls removed, cut to `limit` characters with an ellipsis."""
-    text = _BREAKS.sub(" ", _BIDI.sub("", _scalar(value))).strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return cut(_BREAKS.sub(" ", _BIDI.sub("", _scalar(value))).strip(), limit)
 
 
 def quote(line: str, limit: int = 40) -> str:
     """A rendered line cut to `limit` characters, for `quotes`."""
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+    return cut(line, limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, ending in '…' when cut, and never cut inside
+    what a reader sees as one character: an accent and its letter, an emoji with its skin
+    tone or ZWJ partners (👨‍👩‍👧), the two halves of a flag (🇮🇳)."""
+    if len(text) <= limit:
+        return text
+    end = max(0, limit - 1)
+    while end > 0 and _joined(text, end):
+        end -= 1
+    return text[:end].rstrip() + "…"
+
+
+# Code points that extend the one before them: ZWJ, variation selectors, skin tones, tags.
+_EXTENDERS = re.compile("[\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff"
+                        "\U000e0020-\U000e007f\U000e0100-\U000e01ef]")
+
+
+def _joined(text: str, i: int) -> bool:
+    """Whether text[i] belongs to the same visible character as text[i - 1]."""
+    char, before = text[i], text[i - 1]
+    if before == "\u200d" or _EXTENDERS.match(char) or unicodedata.category(char) in MARKS:
+        return True
+    if _regional(char) and _regional(before):  # flags pair regional indicators
+        run = len(text[:i]) - len(text[:i].rstrip(REGIONAL))
+        return run % 2 == 1
+    return False
+
+
+MARKS = ("Mn", "Mc", "Me")  # combining marks: accents, vowel signs
+REGIONAL = "".join(chr(c) for c in range(0x1F1E6, 0x1F200))
+
+
+def _regional(char: str) -> bool:
+    return "\U0001f1e6" <= char <= "\U0001f1ff"
 
 
 def _target(provider_id: str, quotes: Mapping[str, str] | None) -> str:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from bridge.address import HEADER as BUFFER_HEADER
 from bridge.state import BRIDGE
 from bridge.throttle import client_key
 
@@ -30,7 +31,8 @@ UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # by a vendor's prefix. A browser or curl talking to the bridge directly sends none of them.
 PROXY_NAMES = frozenset({"via", "forwarded", "cdn-loop", "x-host", "x-request-start",
                          "x-scheme", "x-url-scheme", "front-end-https", "x-varnish",
-                         "surrogate-capability"})
+                         "surrogate-capability", "x-rewrite-url"})
+PROXY_SUFFIXES = ("-via",)  # X-BlueCoat-Via and kin
 PROXY_WORDS = ("forwarded", "clientip", "realip", "connectingip", "remoteaddr", "remoteip",
                "originatingip", "proxy", "original")  # sought with '-' and '_' removed
 PROXY_PREFIXES = ("cf-", "x-amzn-", "x-amz-cf-", "cloudfront-", "x-envoy-", "fastly-",
@@ -73,7 +75,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def proxied(request: web.Request) -> bool:
     """Whether a proxy forwarded this request: it carries a header only proxies add, or
-    names one in Connection (asking a proxy to drop its own as hop-by-hop)."""
+    names one in Connection (asking a proxy to drop its own as hop-by-hop), or it came
+    over HTTP/1.0, as nginx forwards by default (a bare `proxy_pass` adds no header at
+    all); browsers, curl and monitoring scrapers speak HTTP/1.1."""
+    if request.version < (1, 1):
+        return True
     named = request.headers.get("Connection", "").split(",")
     return any(_proxy_header(name.strip()) for name in (*request.headers, *named))
 
@@ -82,7 +88,7 @@ def _proxy_header(name: str) -> bool:
     name = name.lower().replace("_", "-")
     squeezed = name.replace("-", "")
     return (name in PROXY_NAMES or any(word in squeezed for word in PROXY_WORDS)
-            or name.startswith(PROXY_PREFIXES))
+            or name.startswith(PROXY_PREFIXES) or name.endswith(PROXY_SUFFIXES))
 
 
 def is_loopback(request: web.Request) -> bool:
@@ -96,6 +102,15 @@ def is_loopback(request: web.Request) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # 127.0.0.1 seen through a dual-stack socket (host: "::")
     return ip.is_loopback
+
+
+def same_machine(request: web.Request) -> bool:
+    """Whether the peer runs on this machine (no proxy between): loopback, or the very
+    address it reached the bridge on (a client command of a config naming a LAN address)."""
+    if is_loopback(request):
+        return True
+    where = request.transport.get_extra_info("sockname") if request.transport else None
+    return not proxied(request) and bool(where) and request.remote == where[0]
 
 
 def loopback_host(request: web.Request) -> bool:
@@ -186,9 +201,19 @@ def admin_only(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         refused = refusal(request)
         if refused is not None:
+            if same_machine(request):
+                # which buffer this bridge runs on, as its answers say (bridge.address): a
+                # client command of another config that meets this bridge on its port
+                # learns it is not its own, rather than blaming its token. Not told to
+                # other machines: a path's fingerprint is not theirs to guess at.
+                refused.headers[BUFFER_HEADER] = request.app[BRIDGE].buffer_id
             raise refused
         if request.method in UNSAFE and cross_site(request):
             raise web.HTTPForbidden(text="cross-site request refused")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # e.g. 404 "no running sink named …": still ours
+            exc.headers[BUFFER_HEADER] = request.app[BRIDGE].buffer_id
+            raise
 
     return guarded

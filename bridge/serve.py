@@ -131,10 +131,12 @@ def bound(listening: asyncio.Server) -> list[tuple[str, int]]:
     return [sock.getsockname()[:2] for sock in listening.sockets]
 
 
-def listen_error(host: str, port: int, exc: OSError) -> str:
-    """One line: why the bridge cannot listen, and what to do."""
+def listen_error(host: str, port: int, exc: OSError,
+                 other: str = "choose another with `bridge run --port N` or server.port"
+                 ) -> str:
+    """One line: why the bridge cannot listen, and what to do (`other`: how to pick
+    another port)."""
     where = f"{host or '*'}:{port}"
-    other = "choose another with `bridge run --port N` or server.port"
     if exc.errno == errno.EADDRINUSE:
         return (f"{where} is already in use (another bridge or program listens there): stop "
                 f"it, or {other}")
@@ -143,6 +145,16 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     return (f"cannot listen on {where}: {reason} (server.host must be an address of this "
             "machine, e.g. 127.0.0.1, or 0.0.0.0 for every interface)")
+
+
+def bound_socket(host: str, port: int, other: str) -> socket.socket:
+    """A listening TCP socket on host:port, bound before anything starts (for the demo's
+    web.SockSite); a busy port is a ListenError whose line says `other` (how to choose
+    another port)."""
+    try:
+        return socket.create_server((host, port), backlog=BACKLOG)
+    except OSError as exc:
+        raise ListenError(listen_error(host, port, exc, other)) from None
 
 
 async def listen(host: str, port: int, cap: int) -> tuple[asyncio.Server, ConnectionCap]:

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bridge.health import ago
-from bridge.render import failure_text
+from bridge.render import displayable, failure_text
 
 SINK_INDENT = "    "
 
@@ -61,10 +61,24 @@ def _directory(state: dict[str, Any], clock: Clock) -> str:
             f"filled {clock.at(filled or None)}")
 
 
+def shown(value: Any) -> Any:
+    """`value` (a report) with every string made safe for a terminal: a customer's name
+    holding ESC could otherwise move the cursor, retitle the window or rewrite the
+    verdict line, and a line break in it would start a line of its own."""
+    if isinstance(value, str):
+        return displayable(value)
+    if isinstance(value, dict):
+        return {key: shown(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown(item) for item in value]
+    return value
+
+
 def render_status(report: dict[str, Any], tz: tzinfo | None = None,
                   now: float | None = None) -> str:
     """The verdict per sink, what needs attention, then details and conversations."""
     clock = Clock(tz, now)
+    report = shown(report)  # names and errors come from customers and the CRM
     health = report.get("health") or {"state": "unknown", "reason": "not judged"}
     lines = [f"Chatbridge: {health['state'].upper()} — {health['reason']}"]
     lines += [line for sink in report["sinks"] for line in _verdict(sink, clock)]

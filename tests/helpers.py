@@ -70,7 +70,7 @@ class TestSourceConfig(BaseModel):
 
 
 class PostSource:
-    """POST a JSON list of {"id", "conversation", "text"} to store it."""
+    """POST a JSON list of {"id", "conversation", "text"[, "name"]} to store it."""
 
     name = "test"
 
@@ -92,7 +92,7 @@ class PostSource:
 def _from_item(item: dict) -> Message:
     return Message(source="test", provider_id=item["id"], conversation=item["conversation"],
                    account="acct", direction=Direction.IN, sent_at=datetime.now(UTC),
-                   kind="text", text=item["text"])
+                   kind="text", text=item["text"], contact_name=item.get("name"))
 
 
 class CorePlugin:

@@ -164,8 +164,11 @@ class Demo:
 
         from bridge.app import create_app
         from bridge.plugins import get_plugin_manager, load_config
+        from bridge.serve import bound_socket
         from bridge.state import BRIDGE
 
+        listening = bound_socket("127.0.0.1", self.port, "choose another with `bridge demo "
+                                 "--port N`")  # a busy port: one line, before anything starts
         add_demo_data(self.sim)
         await self.sim.start("127.0.0.1", 0)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +184,7 @@ class Demo:
             sink.simulated = "LeadSquared"
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.SockSite(self._runner, listening).start()
         return config
 
     async def _start_graph(self, token: str) -> None:

@@ -22,9 +22,11 @@ CASES = {
     "ChatbridgeDown": ({'up{job="chatbridge", instance="bridge-1:8080"}': "0x60"},
                        4, 6, BRIDGE, "0"),
     "ChatbridgeSinkFailing": ({"chatbridge_sink_health": "2x60"}, 9, 11, SINK, "2"),
-    "ChatbridgeSinkStopped": ({"chatbridge_sink_health": "3x60"}, 4, 6, SINK, "3"),
+    "ChatbridgeSinkStopped": ({"chatbridge_sink_health": "3x60",
+                               "chatbridge_sink_enabled": "1x60"}, 4, 6, SINK, "3"),
     "ChatbridgeSinkBehind": ({"chatbridge_sink_health": "1x60"}, 14, 16, SINK, "1"),
-    "ChatbridgeDeadLetters": ({"chatbridge_dead_letters": "3x60"}, 9, 11, SINK, "3"),
+    "ChatbridgeDeadLetters": ({"chatbridge_dead_letters": "3x60",
+                               "chatbridge_sink_enabled": "1x60"}, 9, 11, SINK, "3"),
     "ChatbridgeBufferUnavailable": (
         {'chatbridge_webhooks_total{outcome="unavailable", source="whatsapp"}': "0x5 4x60"},
         4, 7, BRIDGE, None),
@@ -42,7 +44,11 @@ HEALTHY = {'up{job="chatbridge", instance="bridge-1:8080"}': "1x40",
            'chatbridge_webhooks_total{outcome="stored", source="whatsapp"}': "0+50x40",
            'chatbridge_webhooks_total{outcome="unavailable", source="whatsapp"}': "0x40",
            'chatbridge_crm_calls_total{outcome="ok", sink="leadsquared", endpoint="Create", '
-           'budget="ordinary"}': "0+20x40"}
+           'budget="ordinary"}': "0+20x40", "chatbridge_sink_enabled": "1x40",
+           # a sink taken out of the config: its history (dead letters too) says "stopped"
+           'chatbridge_sink_health{sink="retired"}': "3x40",
+           'chatbridge_sink_enabled{sink="retired"}': "0x40",
+           'chatbridge_dead_letters{sink="retired"}': "4x40"}
 
 
 def promtool() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,12 +28,16 @@ def bridge(*args):
                           text=True, timeout=60)
 
 
+# what a CRM's error (or a customer's name) may hold: a terminal escape, a line of its own
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\nChatbridge: HEALTHY"
+
+
 async def seed(path):
     buffer = await Buffer.open(path)
     await buffer.install_sinks(["crm"])
     await buffer.append([message(1), message(2, "+14155550100")])
     for claim in await buffer.claim("crm", 100, 60):
-        outcome = (Outcome.rejected("MXInvalidInputException: Invalid phone")
+        outcome = (Outcome.rejected("MXInvalidInputException: Invalid phone" + HOSTILE)
                    if claim.batch.conversation.key == "+14155550100" else Outcome.delivered())
         await buffer.complete(claim, [outcome], POLICY)
     await buffer.close()
@@ -54,6 +60,9 @@ def test_status_and_dead_letter_commands(tmp_path):
 
     listed = bridge("dead-letter", "list", "-c", str(config)).stdout
     assert "+14155550100" in listed and "MXInvalidInputException: Invalid phone" in listed
+    for shown in (text, listed):  # as a terminal would get them: nothing it would obey
+        assert "\x1b" not in shown and "\x07" not in shown
+        assert "\nChatbridge: HEALTHY" not in shown and "pwned" in shown
 
     requeued = bridge("dead-letter", "requeue", "-c", str(config), "--sink", "crm")
     assert "requeued 1 message(s)" in requeued.stdout
@@ -142,14 +151,31 @@ def test_status_finds_run_port_says_healthy_and_send_test_reports_each_outcome(t
         assert "UNKNOWN — the bridge at" in refused.stderr and "refused the admin token" \
             in refused.stderr
 
-        # another config's bridge on the port this config names is not taken for its own
+        # another config's bridge on the port this config names is not taken for its own,
+        # whether it answers (same token) or refuses the token: this config's is stopped
         stranger = tmp_path / "stranger.yaml"
         port = url.rsplit(":", 1)[1]
         stranger.write_text(config.read_text().replace("port: 1,", f"port: {port},")
                             .replace("bridge.db", "stranger.db"))
-        other = bridge("status", "-c", str(stranger))
-        assert other.returncode == 3 and "runs on another buffer than this config's" \
-            in other.stderr
+        for token in ("cli-token", "another-token"):
+            stranger.write_text(re.sub(r"admin_token: [\w-]+", f"admin_token: {token}",
+                                       stranger.read_text()))
+            other = bridge("status", "-c", str(stranger))
+            assert other.returncode == 2, other.stderr
+            assert other.stdout.startswith(
+                f"Chatbridge: STOPPED — the bridge is not running ({url}: another bridge "
+                "or program answers there)"), other.stdout
+        # a killed bridge's address whose pid now names another program, on a port that
+        # another program took: not this config's bridge either
+        with http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             http.server.BaseHTTPRequestHandler) as squatter:
+            threading.Thread(target=squatter.serve_forever, daemon=True).start()
+            squat = f"http://127.0.0.1:{squatter.server_address[1]}"
+            (tmp_path / "stranger.db.address").write_text(json.dumps({"url": squat,
+                                                                        "pid": os.getpid()}))
+            reused = bridge("status", "-c", str(stranger))
+            squatter.shutdown()
+        assert reused.returncode == 2 and f"({squat} or {url}: another" in reused.stdout
         # an address left by a killed bridge (its process gone) is not tried
         gone = subprocess.Popen([sys.executable, "-c", "pass"])
         gone.wait()
@@ -268,6 +294,9 @@ def test_a_recorded_address_is_tried_only_on_this_configs_host_and_while_its_pro
     for (url, pid), expected in cases.items():
         address.address_file(config).write_text(json.dumps({"url": url, "pid": pid}))
         assert address.candidates(config) == expected, url
+    # "::" listens on IPv6 only (asyncio binds it V6ONLY): 127.0.0.1 does not reach it
+    assert address.url_of("::", 8080) == "http://[::1]:8080"
+    assert address.url_of("0.0.0.0", 8080) == "http://127.0.0.1:8080"
     address.record(config, "http://127.0.0.1:9001")
     assert address.candidates(config)[0] == "http://127.0.0.1:9001"
     address.forget(config)

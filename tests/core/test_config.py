@@ -45,6 +45,12 @@ def test_env_interpolation_with_and_without_default(monkeypatch):
     monkeypatch.delenv("UNSET_VAR", raising=False)
     data = {"a": "${WA_SECRET}", "b": ["x-${UNSET_VAR:-fallback}"], "c": 5}
     assert interpolate(data) == {"a": "s3cret", "b": ["x-fallback"], "c": 5}
+    # set but empty: the ':' forms read it as unset, as the shell does; ${VAR} keeps ''
+    monkeypatch.setenv("UNSET_VAR", "")
+    assert interpolate({"b": "${UNSET_VAR:-fallback}", "e": "${UNSET_VAR}"}) == {
+        "b": "fallback", "e": ""}
+    with pytest.raises(ConfigError, match=r"^set UNSET_VAR \(k\): run `bridge demo`$"):
+        interpolate({"k": "${UNSET_VAR:?run `bridge demo`}"})
 
 
 def test_missing_required_key_names_the_path(pm, write):

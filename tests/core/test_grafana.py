@@ -22,7 +22,8 @@ SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", 
                                                              "_created"),
             "gauge": ("",), "summary": ("_sum", "_count", "_created", ""), "info": ("_info",)}
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "time", "clamp_min",
-                "le", "sink", "source", "outcome", "endpoint", "job", "instance", "budget"}
+                "le", "sink", "source", "outcome", "endpoint", "job", "instance", "budget",
+                "and", "on"}
 
 
 class BudgetSink(RecordingSink):

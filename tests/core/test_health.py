@@ -57,6 +57,11 @@ def test_retries_with_nothing_delivered_since_they_began_are_failing():
     # one poison chat while the others get through is not "failing"
     assert judge({**outage, "last_delivered_at": at(30)})[0] == "healthy"
     assert judge({**outage, "last_delivered_at": None})[0] == "failing"  # never delivered
+    # a lone transient failure, retried on the next sync, is not an outage (yet)
+    blip = sink(retrying=1, retrying_since=at(30), retry_error="CRM: HTTP 502",
+                last_delivered_at=None)
+    assert judge(blip)[0] == "healthy"
+    assert judge({**blip, "retrying_since": at(361)})[0] == "failing"
 
 
 def test_a_late_sync_or_none_since_the_start_is_behind():
@@ -67,6 +72,12 @@ def test_a_late_sync_or_none_since_the_start_is_behind():
     assert judge(sink(last_sync_at=None), started_at=NOW - 30) == (
         "healthy", "starting: the first sync is under way")
     assert judge(sink(last_sync_at=None), started_at=NOW - 400)[0] == "behind"
+    # a clock set back an hour: a sync "in the future" says nothing of a stuck sink
+    assert judge(sink(last_sync_at=at(-3600))) == (
+        "behind", "the last sync is stamped 60 min in the future: this machine's clock was "
+                  "set back (or the process that synced runs ahead); it cannot tell when the "
+                  "sink last synced")
+    assert judge(sink(last_sync_at=at(-30)))[0] == "healthy"  # a peer's clock a bit ahead
 
 
 def test_a_growing_backlog_is_behind():
@@ -97,6 +108,8 @@ def test_the_bridge_verdict_is_its_worst_enabled_sink():
                                                               "reason": "b: late"}
     assert overall([healthy, gone], running=True)["state"] == "healthy"
     assert overall([], running=False, why="down") == {"state": "stopped", "reason": "down"}
+    assert overall([gone], running=True) == {  # one taken out of the config: none is left
+        "state": "healthy", "reason": "no sink enabled in the config (plugins:)"}
 
 
 async def status_of(base: str) -> dict:

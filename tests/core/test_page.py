@@ -301,3 +301,34 @@ async def test_page_leads_with_the_verdict_then_what_needs_attention(make_app, s
     assert 'href="/?sink=crm&amp;show=held#conversations"' in html
     assert 'data-refresh="30"' in html and '<meta http-equiv="refresh" content="60">' in html
     assert "Times are in Asia/Kolkata (IST)" in html
+
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>\u202eSam"  # markup, then a right-to-left override
+
+
+async def test_what_a_customer_wrote_cannot_script_reorder_or_widen_the_page(make_app, serve):
+    """A name with markup and U+202E on every attention row; previews cut at a flag and at
+    an emoji family; a long URL in a preview wraps inside its cell."""
+    sink = SimulatedSink("crm", behaviour=held_or_rejected, max_attempts=1)
+    base = await serve(make_app([sink]))
+    url = "https://maps.example.com/" + "x" * 200
+    async with client() as http:
+        await ingest(http, base,
+                     {"id": "poison", "conversation": "+919812345678", "name": HOSTILE_NAME,
+                      "text": "a" * 78 + "🇮🇳🇮🇳"},
+                     {"id": "wait", "conversation": "+14155550100", "name": HOSTILE_NAME,
+                      "text": "b" * 78 + "👨\u200d👩\u200d👧 " + url})
+
+        async def settled():
+            async with http.get(f"{base}/") as resp:
+                html = await resp.text()
+            return html if "1</strong> held chat" in html and "1</strong> dead letter" in html \
+                else None
+        html = await wait_until(settled)
+    assert "<img" not in html and "\u202e" not in html
+    shown = "<bdi>&lt;img src=x onerror=alert(1)&gt;Sam</bdi>"
+    attention = html.split('id="attention"')[1].split('id="conversations"')[0]
+    assert attention.count(shown) == 2 and html.count(shown) == 4  # and the list's rows
+    assert "<bdi>" + "a" * 78 + "…</bdi>" in attention  # not half a flag
+    assert "<bdi>" + "b" * 78 + "…</bdi>" in attention  # not the man without his family
+    assert re.search(r"table\.attention-list td\.preview \{\s*overflow-wrap: anywhere", html)

@@ -146,6 +146,7 @@ MORE_PROXY_HEADERS = [
     ("X-Varnish", "32770"), ("X-Nf-Client-Connection-Ip", "203.0.113.7"),
     ("Ali-CDN-Real-IP", "203.0.113.7"), ("Incap-Client-IP", "203.0.113.7"),
     ("Connection", "keep-alive, X-Forwarded-For"),  # a proxy asked to drop its own header
+    ("X-BlueCoat-Via", "8c1b2e"), ("X-Rewrite-URL", "/status"),
 ]
 # What browsers and curl send to the bridge directly: none of it means a proxy.
 BROWSER_HEADERS = {
@@ -168,6 +169,18 @@ async def test_without_a_token_any_header_a_proxy_adds_means_forwarded(without_t
             assert (status, "loopback only" in text) == (401, True), (name, method, path)
     status, _, _ = await call(without_token, "GET", "/status", BROWSER_HEADERS)
     assert status == 200, "a browser's own headers were taken for a proxy's"
+
+
+async def test_without_a_token_an_http_1_0_request_counts_as_forwarded(without_token):
+    """nginx's bare `proxy_pass` forwards as HTTP/1.0 with no header of its own (Host is
+    the upstream's, 127.0.0.1:PORT): a remote visitor must not pass for loopback use."""
+    host, port = without_token.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /status HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    answer = (await reader.read()).decode()
+    writer.close()
+    assert answer.startswith("HTTP/1.0 401") and "loopback only" in answer, answer[:200]
 
 
 async def test_without_a_token_ipv4_loopback_through_a_dual_stack_socket_is_loopback(
@@ -311,3 +324,14 @@ async def test_healthz_is_public_and_tells_nothing(with_token):
                                  {"X-Forwarded-For": "203.0.113.7"})
     assert status == 200
     assert text == '{"ok": true}'
+
+
+async def test_a_refusal_names_the_buffer_to_this_machine_only(with_token):
+    """A client command of another config meeting this bridge learns it is not its own
+    (bridge.remote); a visitor through a proxy is not told the buffer's fingerprint."""
+    async with httpx.AsyncClient() as http:
+        here = await http.get(with_token + "/status")
+        proxied = await http.get(with_token + "/status", headers=PROXY_HEADERS[0])
+    assert here.status_code == proxied.status_code == 401
+    assert len(here.headers["X-Chatbridge-Buffer"]) == 16
+    assert "X-Chatbridge-Buffer" not in proxied.headers

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 
 import httpx
 
@@ -38,3 +40,17 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         assert "Stopping the demo" in demo.output()
     finally:
         demo.kill()
+
+
+def test_demo_on_a_busy_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "bridge", "demo", "--port", str(port),
+                               "--workdir", str(tmp_path)], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == (f"Error: 127.0.0.1:{port} is already in use (another "
+                                   "bridge or program listens there): stop it, or choose "
+                                   "another with `bridge demo --port N`")
