@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bridge.attention import attention  # noqa: E402
-from bridge.buffer import Buffer, reads  # noqa: E402
+from bridge.buffer import Buffer  # noqa: E402
 from bridge.status import page_data  # noqa: E402
 
 SINK = "crm"
@@ -114,7 +114,7 @@ async def measure(buffer: Buffer, conversations: int, runs: int) -> list[tuple[s
     figures.append(await timed("needs attention: lists and previews", runs,
                                lambda: attention(buffer, sinks, SINK)))
     figures.append(await timed("health verdict reads", runs,
-                               lambda: reads.sync_health(buffer.query, SINK)))
+                               lambda: buffer.sync_health(SINK)))
     figures.append(await timed("one conversation (its page)", runs,
                                lambda: buffer.conversation(probe)))
     figures.append(await timed("chart: messages per hour, 48 h", runs,

@@ -13,7 +13,7 @@ import pluggy
 from aiohttp import web
 
 from bridge import address, params
-from bridge.buffer import Buffer
+from bridge.buffer import Buffer, SharedBuffer
 from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
@@ -167,7 +167,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     """On a shared (PostgreSQL) buffer: join the process registry and listen for wake-ups
     (sync-now, backfill) sent by whichever process took the request."""
     bridge = app[BRIDGE]
-    if not hasattr(bridge.buffer, "listener"):
+    if not isinstance(bridge.buffer, SharedBuffer):
         yield
         return
     stop = asyncio.Event()

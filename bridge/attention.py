@@ -8,7 +8,7 @@ import re
 import time
 from typing import Any
 
-from bridge.buffer import Buffer, reads
+from bridge.buffer import Buffer
 from bridge.buffer.enrich import first_error
 from bridge.health import ago
 from bridge.render import cut, failure_text, render_line
@@ -62,14 +62,14 @@ async def attention(buffer: Buffer, sinks: list[dict[str, Any]], sink: str | Non
     targets = await buffer.dead_targets(sink, limit=limit) if sink else []
     held = (await buffer.conversation_list(sink, show="held", limit=limit))["rows"] \
         if sink else []
-    failed = [row for row in await reads.failed_sends(buffer.query, limit)
+    failed = [row for row in await buffer.failed_sends(limit)
               if row["failed_at"].timestamp() > time.time() - RECENT_FAILURES]
-    overdue_count, overdue = await reads.overdue_files(
-        buffer.query, sink, time.time() - OVERDUE_FILE, limit) if sink else (0, [])
+    overdue_count, overdue = await buffer.overdue_files(
+        sink, time.time() - OVERDUE_FILE, limit) if sink else (0, [])
     ids = [r["message_id"] for r in dead + failed if r.get("message_id")]
     ids += [r["message_ids"][0] for r in overdue if r["message_ids"]]
     keys = [r["key"] for r in held]
-    found = await reads.previews(buffer.query, ids, keys)
+    found = await buffer.previews(ids, keys)
     return {
         "dead_letters": [_dead(row, found, sink) for row in dead],
         "dead_targets": [_target(row, sink) for row in targets],

@@ -47,7 +47,7 @@ def verdict(sink: Mapping[str, Any], *, running: bool, now: float,
             ) -> dict[str, Any]:
     """{state, reason, last_sync_age_s} of one sink.
 
-    `sink` is a row of Buffer.sinks() plus reads.sync_health(); `running`: some process
+    `sink` is a row of Buffer.sinks() plus Buffer.sync_health(); `running`: some process
     drains it now; `interval`: its sync interval (needed when running); `started_at`: when
     the drain began (the process start); `growth`: (waiting before, waiting now) when the
     backlog is growing; `why_stopped`: what to say when it is not running.

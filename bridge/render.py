@@ -33,6 +33,9 @@ _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _BREAK = "\x00-\x1f\x7f-\x9f\u2028\u2029"  # controls and line breaks
 _BREAKS = re.compile(f" *[{_BREAK}][ {_BREAK}]*")  # a run of them, with the spaces around
 _CONTROLS = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")  # not line breaks
+# A lone surrogate (JSON's "\ud800" escape carries one) has no UTF-8 form: a CRM gets the
+# replacement character, as any UTF-8 encoder's "replace" would write it.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def render_line(message: Message, quotes: Mapping[str, str] | None = None,
@@ -53,7 +56,8 @@ def render_line(message: Message, quotes: Mapping[str, str] | None = None,
     if message.kind not in TARGET_KINDS:
         line = _prefix(message, quotes) + line
     line = _referral(message) + line + _failure(message)
-    return NEWLINE.join(_CONTROLS.sub(" ", _BIDI.sub("", line)).splitlines())
+    line = _SURROGATES.sub("\ufffd", _CONTROLS.sub(" ", _BIDI.sub("", line)))
+    return NEWLINE.join(line.splitlines())
 
 
 def _referral(message: Message) -> str:
@@ -118,7 +122,8 @@ def displayable(text: str) -> str:
 def clean(value: object, limit: int = FIELD_LIMIT) -> str:
     """A field as safe one-line text: controls and line breaks folded to one space,
     direction controls removed, cut to `limit` characters with an ellipsis."""
-    return cut(_BREAKS.sub(" ", _BIDI.sub("", _scalar(value))).strip(), limit)
+    text = _SURROGATES.sub("\ufffd", _BREAKS.sub(" ", _BIDI.sub("", _scalar(value)))).strip()
+    return cut(text, limit)
 
 
 def quote(line: str, limit: int = 40) -> str:

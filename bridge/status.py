@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from bridge.attention import OVERDUE_FILE
-from bridge.buffer import Buffer, reads
+from bridge.buffer import Buffer
 from bridge.buffer.enrich import first_error
 from bridge.cluster import cluster_report
 from bridge.health import growth_window, overall, verdict
@@ -23,8 +23,8 @@ async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 
                               "media": await buffer.media_counts()}
     report.update(await people_report(buffer, sinks, dead_letters))
     for sink in sinks:
-        sink["overdue_files"], _ = await reads.overdue_files(
-            buffer.query, sink["sink"], time.time() - OVERDUE_FILE, 0)
+        sink["overdue_files"], _ = await buffer.overdue_files(
+            sink["sink"], time.time() - OVERDUE_FILE, 0)
         sink["conversations"] = await buffer.conversations(sink["sink"], search, limit)
         sink["dead_letter_sample"] = await buffer.dead_letters(sink["sink"], limit=dead_letters)
         sink["dead_target_sample"] = await buffer.dead_targets(sink["sink"], limit=dead_letters)
@@ -60,7 +60,7 @@ async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str
     objects = {sink.name: sink for sink in bridge.sinks}
     for entry in sinks:
         name, sink = entry["sink"], objects.get(entry["sink"])
-        entry.update(await reads.sync_health(bridge.buffer.query, name))
+        entry.update(await bridge.buffer.sync_health(name))
         entry["running"] = name in bridge.runners or name in alive
         interval = sink.settings.sync_interval if sink is not None else None
         growth = bridge.metrics.backlog_growth(name, growth_window(interval), now) \
@@ -77,7 +77,7 @@ async def offline_health(buffer: Buffer, sinks: list[dict[str, Any]], why: str,
     then, with the config's interval)."""
     now = time.time()
     for entry in sinks:
-        entry.update(await reads.sync_health(buffer.query, entry["sink"]))
+        entry.update(await buffer.sync_health(entry["sink"]))
         entry["running"] = entry["sink"] in alive
         entry["health"] = verdict(entry, running=entry["running"], now=now,
                                   interval=intervals.get(entry["sink"]), why_stopped=why)
@@ -94,11 +94,11 @@ async def people_report(buffer: Buffer, sinks: list[dict[str, Any]],
     """Group chats and failed sends (counts, the latest failures with Meta's error); per
     sink, the chats it holds counted by reason (added to `sinks`)."""
     for sink in sinks:
-        sink["held_chats"] = await reads.held_chats(buffer.query, sink["sink"])
-    report = await reads.people_counts(buffer.query)
+        sink["held_chats"] = await buffer.held_chats(sink["sink"])
+    report = await buffer.people_counts()
     report["failed_send_sample"] = [
         {**row, **first_error(row.pop("errors"))}
-        for row in await reads.failed_sends(buffer.query, limit)]
+        for row in await buffer.failed_sends(limit)]
     return report
 
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 
 POSTGRES = os.environ.get("CHATBRIDGE_TEST_POSTGRES", "")
 NO_POSTGRES = ("CHATBRIDGE_TEST_POSTGRES is not set (e.g. postgresql://postgres@127.0.0.1"
@@ -57,18 +58,37 @@ sqlite_only = pytest.mark.parametrize(
         reason="SQLite-specific (file, PRAGMA, flock or writer behaviour)"))], indirect=True)
 
 
-async def rows(buffer, sql: str, params=()) -> list[tuple]:  # noqa: ANN001 - any Buffer
-    """Run SQLite-dialect `sql` on a connection of its own (so it sees only committed rows)."""
-    if not is_postgres(buffer):
-        with sqlite3.connect(buffer.path) as db:
-            return db.execute(sql, params).fetchall()
-    from bridge.buffer.dialect import to_postgres
-    from bridge.buffer.pgdb import plain
+async def rows(buffer, sql: str, params: dict | None = None) -> list[tuple]:  # noqa: ANN001
+    """Run `sql` (text both engines read alike; :name parameters) on a connection of its
+    own, so it sees only committed rows. SQLAlchemy compiles the parameters for the
+    buffer's engine; the text is never rewritten."""
+    from bridge.buffer.compiler import POSTGRESQL, SQLITE, Query
+    from bridge.buffer.connectors import plain
     from bridge.buffer.postgres import split_schema
 
+    query = Query(sa.text(sql))
+    if not is_postgres(buffer):
+        compiled = query.on(SQLITE)
+        with sqlite3.connect(buffer.path) as db:
+            return db.execute(compiled.sql, compiled.args(params or {})).fetchall()
+    compiled = query.on(POSTGRESQL)
     dsn, schema = split_schema(buffer.url)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema} if schema else None)
     try:
-        return [plain(r) for r in await conn.fetch(to_postgres(sql), *params)]
+        return [plain(r) for r in await conn.fetch(compiled.sql, *compiled.args(params or {}))]
     finally:
         await conn.close()
+
+
+async def query(buffer, sql: str, params: dict | None = None) -> list[tuple]:  # noqa: ANN001
+    """Run `sql` (portable text, :name parameters) on the buffer's own read side."""
+    from bridge.buffer.compiler import Query
+
+    return await buffer.read(lambda db: db.rows(Query(sa.text(sql)), **(params or {})))
+
+
+async def execute(buffer, sql: str, params: dict | None = None) -> int:  # noqa: ANN001
+    """Run a write (portable text, :name parameters) in one of the buffer's transactions."""
+    from bridge.buffer.compiler import Query
+
+    return await buffer.write(lambda db: db.run(Query(sa.text(sql)), **(params or {})))

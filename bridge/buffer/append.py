@@ -1,5 +1,5 @@
 """The append path: one or several webhooks' messages, statuses and identities stored in
-one transaction. Shared by both backends (see bridge.buffer.syncdb for SQLite)."""
+one transaction, on either engine (the connector runs it)."""
 
 from __future__ import annotations
 
@@ -8,44 +8,88 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import sqlalchemy as sa
 
 import bridge.buffer.failures as failures
 import bridge.buffer.identity as identity
 import bridge.buffer.media as media
 from bridge.buffer.codec import message_row, to_timestamp
+from bridge.buffer.compiler import P, Query, greatest, values_of
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import conversations, deliveries, messages, sink_state, statuses
 from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
 
-ROWS_PER_INSERT = 500  # messages per INSERT statement (6 parameters each; SQLite takes 32,766)
-_UPSERT_STATUS = """
-INSERT INTO statuses (source, provider_id, status, rank, at, recipient, failed_at, errors)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (source, provider_id) DO UPDATE SET
-    status = CASE WHEN excluded.rank > statuses.rank THEN excluded.status ELSE statuses.status END,
-    at = CASE WHEN excluded.rank > statuses.rank THEN excluded.at ELSE statuses.at END,
-    rank = max(statuses.rank, excluded.rank),
-    failed_at = coalesce(statuses.failed_at, excluded.failed_at),
-    errors = coalesce(excluded.errors, statuses.errors),
-    recipient = coalesce(statuses.recipient, excluded.recipient)
-"""
-_UPSERT_CONVERSATION = """
-INSERT INTO conversations (key, contact_name, account, last_message_at, message_count, kind,
-                           group_id)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (key) DO UPDATE SET
-    contact_name = coalesce(excluded.contact_name, conversations.contact_name),
-    account = coalesce(excluded.account, conversations.account),
-    last_message_at = max(coalesce(conversations.last_message_at, 0),
-                          coalesce(excluded.last_message_at, 0)),
-    message_count = conversations.message_count + excluded.message_count,
-    kind = CASE WHEN excluded.kind = 'group' THEN 'group' ELSE conversations.kind END,
-    group_id = coalesce(excluded.group_id, conversations.group_id)
-WHERE excluded.message_count > 0
-   OR (excluded.contact_name IS NOT NULL
-       AND excluded.contact_name IS NOT conversations.contact_name)
-   OR (excluded.account IS NOT NULL AND excluded.account IS NOT conversations.account)
-   OR (excluded.kind = 'group' AND conversations.kind != 'group')
-"""  # the WHERE skips no-op updates: a replayed webhook then writes no page at all
+ROWS_PER_INSERT = 500  # messages per INSERT statement (7 parameters each; SQLite takes 32,766)
+_MESSAGE_COLUMNS = ("source", "provider_id", "conversation", "sent_at", "stored_at", "body",
+                    "direction")
+
+
+@lru_cache(maxsize=ROWS_PER_INSERT)
+def insert_messages(count: int) -> Query:
+    """INSERT of `count` message rows (parameters <column>_<n>), new ones RETURNING; one
+    text per row count, compiled once each."""
+    rows = [{c: P(f"{c}_{n}") for c in _MESSAGE_COLUMNS} for n in range(count)]
+    return Query(lambda insert: insert(messages).values(rows).on_conflict_do_nothing()
+                 .returning(messages.c.id, messages.c.source, messages.c.provider_id),
+                 f"insert {count} messages")
+
+
+def _new_deliveries() -> Any:
+    # every enabled sink gets each new message (ids of this append and after)
+    picked = sa.select(sink_state.c.sink, messages.c.id, sa.literal(0)).join_from(
+        messages, sink_state, sink_state.c.enabled == 1).where(messages.c.id >= P("first"))
+    return lambda insert: insert(deliveries).from_select(
+        ["sink", "message_id", "backfill"], picked).on_conflict_do_nothing()
+
+
+NEW_DELIVERIES = Query(_new_deliveries(), "deliveries of new messages")
+# history (recovered, not live) is backfill material: paced like a backfill
+HISTORY_AS_BACKFILL = Query(
+    sa.update(deliveries).values(backfill=1).where(deliveries.c.message_id.in_(values_of("ids"))),
+    "history deliveries as backfill")
+
+
+def _upsert_status(insert: Any) -> Any:
+    new = insert(statuses).values({c: P(c) for c in (
+        "source", "provider_id", "status", "rank", "at", "recipient", "failed_at", "errors")})
+    ahead = new.excluded.rank > statuses.c.rank
+    return new.on_conflict_do_update(index_elements=["source", "provider_id"], set_={
+        "status": sa.case((ahead, new.excluded.status), else_=statuses.c.status),
+        "at": sa.case((ahead, new.excluded.at), else_=statuses.c.at),
+        "rank": greatest(statuses.c.rank, new.excluded.rank),
+        "failed_at": sa.func.coalesce(statuses.c.failed_at, new.excluded.failed_at),
+        "errors": sa.func.coalesce(new.excluded.errors, statuses.c.errors),
+        "recipient": sa.func.coalesce(statuses.c.recipient, new.excluded.recipient)})
+
+
+UPSERT_STATUS = Query(_upsert_status, "upsert status")
+
+
+def _upsert_conversation(insert: Any) -> Any:
+    c = conversations.c
+    new = insert(conversations).values({k: P(k) for k in (
+        "key", "contact_name", "account", "last_message_at", "message_count", "kind",
+        "group_id")})
+    x = new.excluded
+    return new.on_conflict_do_update(index_elements=["key"], set_={
+        "contact_name": sa.func.coalesce(x.contact_name, c.contact_name),
+        "account": sa.func.coalesce(x.account, c.account),
+        "last_message_at": greatest(sa.func.coalesce(c.last_message_at, 0),
+                                    sa.func.coalesce(x.last_message_at, 0)),
+        "message_count": c.message_count + x.message_count,
+        "kind": sa.case((x.kind == "group", "group"), else_=c.kind),
+        "group_id": sa.func.coalesce(x.group_id, c.group_id),
+    }, where=sa.or_(  # a no-op update is skipped: a replayed webhook writes no page at all
+        x.message_count > 0,
+        sa.and_(x.contact_name.isnot(None), x.contact_name.is_distinct_from(c.contact_name)),
+        sa.and_(x.account.isnot(None), x.account.is_distinct_from(c.account)),
+        sa.and_(x.kind == "group", c.kind != "group")))
+
+
+UPSERT_CONVERSATION = Query(_upsert_conversation, "upsert conversation")
 
 
 @dataclass(slots=True)
@@ -68,6 +112,10 @@ def status_row(status: StatusUpdate) -> tuple[Any, ...]:
             json.dumps(status.errors) if status.errors else None)
 
 
+_STATUS_COLUMNS = ("source", "provider_id", "status", "rank", "at", "recipient", "failed_at",
+                   "errors")
+
+
 def new_append(messages: Iterable[Message], statuses: Iterable[StatusUpdate],
                contacts: Mapping[str, str] | None, identities: Iterable[Identity]
                ) -> Append | None:
@@ -81,13 +129,9 @@ def new_append(messages: Iterable[Message], statuses: Iterable[StatusUpdate],
     return item
 
 
-async def append_group(db: Any, items: list[Append],
-                  media_sources: Mapping[str, str | None] | None = None) -> list[int]:
-    """Insert every item's rows in the open transaction; return new-message counts.
-
-    On SQLite this runs in the write connection's thread, inside the Writer's
-    transaction (db: SyncDb); on PostgreSQL in the append's own transaction (db: PgDb).
-    """
+async def append_group(db: Connector, items: list[Append],
+                       media_sources: Mapping[str, str | None] | None = None) -> list[int]:
+    """Insert every item's rows in the open transaction; return new-message counts."""
     people, described = await identity.file_under_people(
         db, [i for item in items for i in item.identities],
         [m.conversation for item in items for m in item.messages], items[-1].now)
@@ -95,72 +139,62 @@ async def append_group(db: Any, items: list[Append],
     if people:
         rows = [(*row[:2], people.get(row[2], row[2]), *row[3:]) for row in rows]
     new, first = await _insert_messages(db, rows)
-    if new and media_sources:
-        await media.queue_jobs(db, first, media_sources, time.time())
-    if new:
-        # history (recovered, not live) is backfill material: paced like a backfill
-        await db.execute(
-            "INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
-            " SELECT s.sink, m.id, coalesce(json_extract(m.body, '$.history'), 0)"
-            " FROM messages m JOIN sink_state s ON s.enabled = 1 WHERE m.id >= ?", (first,))
-    statuses = [row for item in items for row in item.statuses]
-    if statuses:
-        await db.executemany(_UPSERT_STATUS, statuses)
-        await failures.note_failures(db, statuses, items[-1].now)
     counts, fresh = _credit_new(items, new)
+    if new:
+        await db.run(NEW_DELIVERIES, first=first)
+        history = [new[(m.source, m.provider_id)] for m in fresh if m.history]
+        if history:
+            await db.run(HISTORY_AS_BACKFILL, ids=history)
+        if media_sources:
+            await media.queue_jobs(db, fresh, new, media_sources, time.time())
+    status_rows = [row for item in items for row in item.statuses]
+    if status_rows:
+        await db.many(UPSERT_STATUS, [dict(zip(_STATUS_COLUMNS, row, strict=True))
+                                      for row in status_rows])
+        await failures.note_failures(db, status_rows, items[-1].now)
     await _upsert_conversations(db, fresh, items, people)
     await identity.describe(db, described)
     return counts
 
 
-async def _insert_messages(db: Any,
-                     rows: list[tuple[Any, ...]]) -> tuple[set[tuple[str, str]], int]:
-    """Insert the rows not stored yet; their (source, provider id) keys and the first new id.
+async def _insert_messages(db: Connector, rows: list[tuple[Any, ...]]
+                           ) -> tuple[dict[tuple[str, str], int], int]:
+    """Insert the rows not stored yet: {(source, provider id): new id}, and the first id.
 
     One statement per ROWS_PER_INSERT rows, RETURNING what it inserted (a replay or a
     duplicate within the group returns nothing).
     """
-    new: set[tuple[str, str]] = set()
-    first = 0
+    new: dict[tuple[str, str], int] = {}
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start:start + ROWS_PER_INSERT]
-        marks = _value_rows(len(chunk), 6)
-        async with db.execute(
-            "INSERT OR IGNORE INTO messages (source, provider_id, conversation, sent_at,"
-            f" stored_at, body) VALUES {marks} RETURNING id, source, provider_id",
-            [value for row in chunk for value in row]) as cursor:
-            inserted = await cursor.fetchall()
-        for message_id, source, provider_id in inserted:
-            new.add((source, provider_id))
-            first = message_id if not first else min(first, message_id)
-    return new, first
+        params = {f"{column}_{n}": value for n, row in enumerate(chunk)
+                  for column, value in zip(_MESSAGE_COLUMNS, row, strict=True)}
+        for message_id, source, provider_id in await db.rows(insert_messages(len(chunk)),
+                                                             **params):
+            new[(source, provider_id)] = message_id
+    return new, min(new.values(), default=0)
 
 
-def _value_rows(count: int, width: int) -> str:
-    """'(?,?),(?,?)' for count rows of width parameters."""
-    row = "(" + ",".join("?" * width) + ")"
-    return ",".join([row] * count)
-
-
-def _credit_new(items: list[Append], new: set[tuple[str, str]]
+def _credit_new(items: list[Append], new: Mapping[tuple[str, str], int]
                 ) -> tuple[list[int], list[Message]]:
     """Per item, how many of its messages are new; and each new message once (a key sent
     twice in one group is credited to its first sender)."""
     counts = []
     fresh = []
+    left = set(new)
     for item in items:
         count = 0
         for message in item.messages:
             key = (message.source, message.provider_id)
-            if key in new:
-                new.discard(key)
+            if key in left:
+                left.discard(key)
                 count += 1
                 fresh.append(message)
         counts.append(count)
     return counts, fresh
 
 
-async def _upsert_conversations(db: Any, fresh: list[Message],
+async def _upsert_conversations(db: Connector, fresh: list[Message],
                                 items: list[Append], people: Mapping[str, str]) -> None:
     agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0, "person", None])
     for message in fresh:
@@ -168,21 +202,18 @@ async def _upsert_conversations(db: Any, fresh: list[Message],
         if is_group(message.conversation):
             entry[4], entry[5] = "group", message.extra.get("group_id")
             entry[0] = entry[0] or message.extra.get("group_name")
-            entry[1] = message.account or entry[1]
-            entry[2] = max(entry[2], to_timestamp(message.sent_at))
-            entry[3] += 1
-            continue
-        entry[0] = message.contact_name or entry[0]
+        else:
+            entry[0] = message.contact_name or entry[0]
+            if message.extra.get("conversation_kind") == "group":
+                entry[4] = "group"
         entry[1] = message.account or entry[1]
         entry[2] = max(entry[2], to_timestamp(message.sent_at))
         entry[3] += 1
-        if message.extra.get("conversation_kind") == "group":
-            entry[4] = "group"
     for item in items:
         for key, name in item.contacts.items():
             agg[people.get(key, key)][0] = name
     if agg:
-        await db.executemany(_UPSERT_CONVERSATION,
-                             [(k, v[0], v[1], v[2] or None, v[3], v[4], v[5])
-                              for k, v in sorted(agg.items())])
-
+        await db.many(UPSERT_CONVERSATION, [
+            {"key": k, "contact_name": v[0], "account": v[1], "last_message_at": v[2] or None,
+             "message_count": v[3], "kind": v[4], "group_id": v[5]}
+            for k, v in sorted(agg.items())])

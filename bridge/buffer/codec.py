@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
+from bridge.buffer.tables import media, messages
 from bridge.model import Direction, Media, MediaFile, Message
 
 # datetimes and dataclasses go to default=str, as json.dumps would have them
@@ -38,29 +40,33 @@ def message_row(message: Message, stored_at: float) -> tuple[Any, ...]:
         body["media"] = {k: v for k, v in asdict(message.media).items() if v not in (None, False)}
     return (
         message.source, message.provider_id, message.conversation,
-        to_timestamp(message.sent_at), stored_at, dump_body(body),
+        to_timestamp(message.sent_at), stored_at, dump_body(body), str(message.direction),
     )
 
 
 def dump_body(body: dict[str, Any]) -> str:
-    """Compact JSON text of a body, non-ASCII kept; values JSON lacks become str().
+    """Compact JSON text of a body; values JSON lacks become str().
+
+    The text keeps JSON's escapes, which is what lets every string survive both engines:
+    U+0000 stays the six characters \\u0000 (PostgreSQL's text and jsonb refuse the
+    character itself), and a lone surrogate (valid in a webhook's JSON as \\ud800, but
+    no UTF-8 encoder takes it) stays an escape too: orjson refuses such a string, and the
+    json.dumps fallback then writes ASCII with every non-ASCII character escaped.
 
     orjson first: ~6x faster than json.dumps on a webhook's message, the largest cost of
-    an append on the event loop. What it refuses (integers beyond 64 bits, keys that are
-    not strings) goes through json.dumps, which takes them. Both give the same JSON value;
-    a non-finite float, which no webhook body can carry (load_body refuses it), would be
-    written as null.
+    an append on the event loop. What it refuses (lone surrogates, integers beyond 64
+    bits, keys that are not strings) goes through json.dumps, which takes them. Both give
+    the same JSON value.
     """
     try:
         return orjson.dumps(body, default=str, option=_ORJSON).decode()
     except orjson.JSONEncodeError:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":"), default=str)
 
 
 def message_from_row(row: Any) -> Message:
-    """Rebuild a Message from (id, source, provider_id, conversation, sent_at, stored_at, body,
-    file) where file is the media job as JSON (MEDIA_FILE) or NULL."""
-    mid, source, provider_id, conversation, sent_at, stored_at, text, file = row
+    """Rebuild a Message from a row of MESSAGE_COLUMNS."""
+    mid, source, provider_id, conversation, sent_at, stored_at, text, *file = row[:WIDTH]
     body = json.loads(text)
     media = body.pop("media", None)
     return Message(
@@ -84,17 +90,24 @@ def message_from_row(row: Any) -> Message:
     )
 
 
-def _file(text: str | None, media: dict[str, Any] | None) -> MediaFile | None:
-    if text is None:
+def _file(file: list[Any], media: dict[str, Any] | None) -> MediaFile | None:
+    state, path, mime_type, size, sha256, reason = file
+    if state is None:
         return None
-    state, path, mime_type, size, sha256, reason = json.loads(text)
     return MediaFile(state=state, path=path, mime_type=mime_type or (media or {}).get("mime_type"),
                      filename=(media or {}).get("filename"), size=size, sha256=sha256,
                      reason=reason)
 
 
-# The last column is the message's media job (bridge/buffer/media.py): one primary-key
-# lookup per row, NULL for a message without one.
-MESSAGE_COLUMNS = ("m.id, m.source, m.provider_id, m.conversation, m.sent_at, m.stored_at,"
-                   " m.body, (SELECT json_array(f.state, f.path, f.mime_type, f.size, f.sha256,"
-                   " f.reason) FROM media f WHERE f.message_id = m.id)")
+# A message row: its columns, then its media job's (media.py) or NULLs without one.
+MESSAGE_COLUMNS = (messages.c.id, messages.c.source, messages.c.provider_id,
+                   messages.c.conversation, messages.c.sent_at, messages.c.stored_at,
+                   messages.c.body, media.c.state, media.c.path, media.c.mime_type,
+                   media.c.size, media.c.sha256, media.c.reason)
+WIDTH = len(MESSAGE_COLUMNS)
+
+
+def select_messages(*more: Any) -> Any:
+    """SELECT of message rows (MESSAGE_COLUMNS, then `more`), with their media jobs."""
+    return sa.select(*MESSAGE_COLUMNS, *more).select_from(
+        messages.outerjoin(media, media.c.message_id == messages.c.id))

@@ -1,4 +1,19 @@
-"""Per-sink delivery state machine: claim, complete, requeue. Each runs as one transaction."""
+"""Per-sink delivery state machine: claim, complete, requeue. Each runs in one transaction.
+
+A claim (both engines, the same statements):
+1. frees expired leases and undoes wall-clock steps back;
+2. forms new batches, each conversation whole: the oldest waiting messages say which
+   conversations go (set-based: a handful of statements whatever their number). On a
+   shared buffer one process forms at a time (a try-lock: the others skip forming, the
+   one forming does it for them), so batch ids follow message order per conversation;
+3. leases due batches in one statement (UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+   SKIP LOCKED) RETURNING ...): a batch is due only when no older batch of its
+   conversation is unfinished, so a conversation goes in order and to one process at a
+   time; SKIP LOCKED lets processes lease side by side without waiting on each other,
+   and a batch another process leased meanwhile fails its WHERE again when re-checked;
+4. loads the leased batches' messages, mappings, ledger and failed targets (one query
+   each for all batches).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +24,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
 
-from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
+from bridge.buffer.codec import from_timestamp, message_from_row, select_messages
+from bridge.buffer.compiler import P, Query, greatest, indexed, rows_in, values_of
+from bridge.buffer.connectors import Connector
 from bridge.buffer.enrich import enrich
+from bridge.buffer.tables import (
+    REAL,
+    TEXT,
+    batches,
+    conversations,
+    deliveries,
+    ledger,
+    messages,
+    sink_conversations,
+    targets,
+)
 from bridge.contracts import WAITING_FOR_FILE, Batch, Outcome, TargetFailure
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
 from bridge.retry import gives_up
+
+DEFAULT_BATCH_SIZE = 500  # new messages batched per claim (SinkSettings.batch_limit's default)
+FORMING = "chatbridge:form:"  # + sink: the lock of the process forming that sink's batches
+TOP = "\U0010ffff"  # key + TOP: the end of the range of keys that start with key
 
 
 @dataclass(slots=True)
@@ -39,45 +71,108 @@ class Policy:
     held_delay: float
 
 
-# Queries of pending rows say INDEXED BY deliveries_pending: without ANALYZE statistics
-# SQLite prefers a PRIMARY KEY (sink) search, which reads every delivery row the sink ever
-# had, done ones too (~50 ms a query at 1M rows, on the writer); the partial index holds
-# only pending rows.
+b, d, m = batches.c, deliveries.c, messages.c
+# Pending rows are read through deliveries_pending: without ANALYZE statistics SQLite
+# prefers the PRIMARY KEY (sink) search, which reads every delivery row the sink ever had
+# (~50 ms a query at 1M rows, on the writer); the partial index holds only pending rows.
+pending = indexed(deliveries, "deliveries_pending", "d")
+older = indexed(batches, "batches_open", "o")
+_FREED = {"state": "ready", "lease_token": None, "lease_until": None, "uncertain": 1,
+          "next_attempt_at": P("now")}
+RELEASE_ALL = Query(sa.update(batches).values(_FREED).where(b.state == "leased"),
+                    "free every lease")
+EXPIRE = Query(sa.update(batches).values(_FREED).where(
+    b.sink == P("sink"), b.state == "leased", b.lease_until < P("now")), "expire leases")
+UNDO_CLOCK = Query(sa.update(batches).values(
+    next_attempt_at=b.next_attempt_at - (b.released_at - P("now", type_=REAL)),
+    not_before=b.not_before - (b.released_at - P("now", type_=REAL)), released_at=P("now"))
+    .where(b.sink == P("sink"), b.state == "ready", b.next_attempt_at > P("now"),
+           b.released_at > P("now")), "undo wall-clock steps back")
+_HURRY = {"next_attempt_at": greatest(P("now", type_=REAL), sa.func.coalesce(b.not_before, 0))}
+_WAITING = (b.state == "ready", b.next_attempt_at > P("now"),
+            b.next_attempt_at > sa.func.coalesce(b.not_before, 0))
+RETRY_NOW = Query(sa.update(batches).values(_HURRY).where(b.sink == P("sink"), *_WAITING),
+                  "retry now")
+HURRY_CONVERSATION = Query(sa.update(batches).values(_HURRY).where(
+    b.conversation == P("conversation"), *_WAITING), "retry a conversation now")
+
+pm = pending.c
+OLDEST = Query(sa.select(m.conversation, pm.backfill)
+               .join_from(pending, messages, m.id == pm.message_id)
+               .where(pm.sink == P("sink"), pm.state == "pending", pm.batch_id.is_(None))
+               .order_by(pm.backfill, pm.message_id).limit(P("size")), "oldest waiting")
+_groups = rows_in("groups", [("conversation", "text"), ("backfill", "int")], alias="g")
+_ranked = (sa.select(m.conversation, d.backfill, d.message_id, sa.func.row_number().over(
+    partition_by=(m.conversation, d.backfill), order_by=m.id).label("n"))
+    .join_from(deliveries, messages, m.id == d.message_id)
+    .join(_groups, sa.and_(_groups.c.conversation == m.conversation,
+                           _groups.c.backfill == d.backfill))
+    .where(d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None))).subquery()
+MEMBERS = Query(sa.select(_ranked.c.conversation, _ranked.c.backfill, _ranked.c.message_id)
+                .where(_ranked.c.n <= P("size")).order_by(_ranked.c.message_id),
+                "waiting messages of these conversations")
+HELD = Query(sa.select(b.id, b.conversation, b.backfill).where(
+    b.sink == P("sink"), b.state == "ready", b.held == 1, b.uncertain == 0,
+    b.conversation.in_(values_of("conversations", "text"))).order_by(b.id)
+    .with_for_update(skip_locked=True), "held batches that may grow")
+_new = rows_in("new", [("conversation", "text"), ("key", "text"), ("backfill", "int")],
+               alias="n")
+NEW_BATCHES = Query(lambda insert: insert(batches).from_select(
+    ["sink", "conversation", "key", "created_at", "backfill"],
+    sa.select(P("sink", type_=TEXT), _new.c.conversation, _new.c.key, P("now", type_=REAL),
+              _new.c.backfill).where(sa.true())).returning(b.id, b.conversation, b.backfill),
+    "form batches")
+_into = rows_in("members", [("message_id", "int"), ("batch_id", "int")], alias="t")
+ASSIGN = Query(sa.update(deliveries).values(batch_id=_into.c.batch_id).where(
+    d.sink == P("sink"), d.message_id == _into.c.message_id), "put messages in their batches")
+
+_b = batches.alias("b")
+_due = (sa.select(_b.c.id).where(
+    _b.c.sink == P("sink"), _b.c.state == "ready", _b.c.next_attempt_at <= P("now"),
+    _b.c.backfill.between(P("low"), P("high")),
+    # A conversation's batches go in order: none while an older one of its class is
+    # unfinished (waiting to retry, or leased). Live batches pass backfill ones never
+    # tried (backfill is paced, live is not), but not one that failed and waits to
+    # retry; a backfill batch (older messages) never waits behind a live one.
+    ~sa.exists().where(older.c.sink == _b.c.sink, older.c.conversation == _b.c.conversation,
+                       older.c.state != "done", older.c.id < _b.c.id,
+                       sa.or_(older.c.backfill == _b.c.backfill,
+                              sa.and_(older.c.backfill > _b.c.backfill,
+                                      older.c.attempts > 0))))
+        .order_by(_b.c.backfill, _b.c.next_attempt_at, _b.c.id).limit(P("limit"))
+        .with_for_update(skip_locked=True))
+LEASE = Query(sa.update(batches).values(
+    state="leased", lease_token=P("token"), lease_until=P("until"), attempts=b.attempts + 1)
+    .where(b.id.in_(_due)).returning(b.id, b.conversation, b.key, b.attempts, b.uncertain,
+                                     b.backfill, b.next_attempt_at), "lease due batches")
+LOAD = Query(select_messages(pm.batch_id).join(pending, pm.message_id == m.id).where(
+    pm.sink == P("sink"), pm.state == "pending", pm.batch_id.in_(values_of("ids")))
+    .order_by(m.sent_at, m.id), "messages of leased batches")
+c, s = conversations.c, sink_conversations.c
+CONVERSATIONS = Query(sa.select(
+    c.key, c.contact_name, c.account, s.record_id, s.last_synced_at, c.phone, c.bsuid,
+    c.parent_bsuid, c.username, c.group_id).select_from(conversations.outerjoin(
+        sink_conversations, sa.and_(s.sink == P("sink"), s.conversation == c.key)))
+    .where(c.key.in_(values_of("keys", "text"))), "conversations of leased batches")
+_prefix = rows_in("prefixes", [("low", "text"), ("high", "text")], alias="p")
+LEDGERS = Query(sa.select(ledger.c.key, ledger.c.external_id).join_from(
+    ledger, _prefix, sa.and_(ledger.c.key >= _prefix.c.low, ledger.c.key < _prefix.c.high))
+    .where(ledger.c.sink == P("sink")), "ledger of leased batches")
+t = targets.c
+FAILED_TARGETS = Query(sa.select(t.key, t.label, t.reason, t.state, t.message_ids, t.attempts)
+                       .join_from(targets, _prefix, sa.and_(t.key >= _prefix.c.low,
+                                                            t.key < _prefix.c.high))
+                       .where(t.sink == P("sink")), "failed targets of leased batches")
 
 
-DEFAULT_BATCH_SIZE = 500  # new messages batched per claim (SinkSettings.batch_limit's default)
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
-
-
-def _lock_rows(db: Any, skip_locked: bool) -> str:
-    """PostgreSQL only: lock the batch rows a claim or an ack reads (several processes
-    share the buffer); SQLite's single writer holds the whole file and needs no clause.
-
-    A claim skips rows another transaction holds (SKIP LOCKED); an ack waits for its row,
-    then re-reads it, so a lease taken over meanwhile is seen and raises LeaseLost."""
-    if getattr(db, "dialect", "sqlite") != "postgresql":
-        return ""
-    return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
-
-
-async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    async with db.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
-
-
-async def release_leases(db: aiosqlite.Connection, now: float) -> None:
+async def release_leases(db: Connector, now: float) -> None:
     """Free every lease (a new runner starts: the old one is gone). Outcomes unknown."""
-    await db.execute(
-        "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
-        " uncertain = 1, next_attempt_at = ? WHERE state = 'leased'", (now,))
+    await db.run(RELEASE_ALL, now=now)
 
 
-async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
-                lease: float, backfill: bool | None = None,
-                batch_size: int = DEFAULT_BATCH_SIZE, owner: str = "") -> list[Claim]:
+async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
+                backfill: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                owner: str = "") -> list[Claim]:
     """Expire stale leases, batch new messages per conversation, lease what is due.
 
     `owner` prefixes the lease token ("<owner>:<uuid>"): on a shared buffer the process
@@ -88,108 +183,68 @@ async def claim(db: aiosqlite.Connection, sink: str, now: float, limit: int,
     cuts a conversation into several batches. `backfill` True or False claims only
     batches of that class; None claims both.
     """
-    await db.execute(
-        "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
-        " uncertain = 1, next_attempt_at = ? WHERE sink = ? AND state = 'leased'"
-        " AND lease_until < ?", (now, sink, now))
+    await db.run(EXPIRE, sink=sink, now=now)
     await undo_clock_steps(db, sink, now)
-    await _form_batches(db, sink, now, batch_size)
-    classes = (0, 1) if backfill is None else (int(backfill),)
-    # A conversation's batches go in order: none while an older one of its class is
-    # unfinished (waiting to retry, or leased). Live batches pass backfill ones never tried
-    # (backfill is paced, live is not), but not one that failed and waits to retry; a
-    # backfill batch (older messages) never waits behind a live one.
-    due = await _rows(db, "SELECT id, conversation, key, attempts, uncertain FROM batches b"
-                      " WHERE sink = ? AND state = 'ready' AND next_attempt_at <= ?"
-                      f" AND backfill IN ({_placeholders(len(classes))})"
-                      " AND NOT EXISTS (SELECT 1 FROM batches o INDEXED BY batches_open"
-                      " WHERE o.sink = b.sink AND o.conversation = b.conversation"
-                      " AND o.state != 'done' AND o.id < b.id"
-                      " AND (o.backfill = b.backfill OR (o.backfill > b.backfill"
-                      " AND o.attempts > 0)))"
-                      " ORDER BY backfill, next_attempt_at, id LIMIT ?" + _lock_rows(db, True),
-                      (sink, now, *classes, limit))
-    if not due:
-        return []
+    if await db.try_lock(FORMING + sink):
+        await _form_batches(db, sink, now, batch_size)
+    low, high = (0, 1) if backfill is None else (int(backfill), int(backfill))
     token = f"{owner}:{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
-    ids = [row[0] for row in due]
-    await db.execute(
-        f"UPDATE batches SET state = 'leased', lease_token = ?, lease_until = ?,"
-        f" attempts = attempts + 1 WHERE id IN ({_placeholders(len(ids))})",
-        (token, now + lease, *ids))
-    return await _load_claims(db, sink, due, token)
+    leased = await db.rows(LEASE, token=token, until=now + lease, sink=sink, now=now, low=low,
+                           high=high, limit=limit)
+    if not leased:
+        return []
+    leased.sort(key=lambda row: (row[5], row[6], row[0]))  # the order they were due in
+    return await _load_claims(db, sink, leased, token)
 
 
-async def undo_clock_steps(db: aiosqlite.Connection, sink: str, now: float) -> None:
+async def undo_clock_steps(db: Connector, sink: str, now: float) -> None:
     """Waiting batches released "in the future" saw the wall clock step back: move their
     wait back by as much, so a step back of an hour does not add an hour to a retry."""
-    await db.execute(
-        "UPDATE batches SET next_attempt_at = next_attempt_at - (released_at - ?),"
-        " not_before = not_before - (released_at - ?), released_at = ?"
-        " WHERE sink = ? AND state = 'ready' AND next_attempt_at > ? AND released_at > ?",
-        (now, now, now, sink, now, now))
+    await db.run(UNDO_CLOCK, sink=sink, now=now)
 
 
-async def retry_now(db: aiosqlite.Connection, sink: str, now: float) -> int:
+async def retry_now(db: Connector, sink: str, now: float) -> int:
     """Make the sink's waiting batches due now (a person asked for a sync), except for a
     wait the sink itself asked for (not_before); return how many were hurried."""
     await undo_clock_steps(db, sink, now)
-    async with db.execute(
-            "UPDATE batches SET next_attempt_at = max(?, coalesce(not_before, 0))"
-            " WHERE sink = ? AND state = 'ready' AND next_attempt_at > ?"
-            " AND next_attempt_at > coalesce(not_before, 0)", (now, sink, now)) as cursor:
-        return cursor.rowcount
+    return await db.run(RETRY_NOW, sink=sink, now=now)
 
 
-async def _form_batches(db: aiosqlite.Connection, sink: str, now: float, limit: int) -> None:
+async def _form_batches(db: Connector, sink: str, now: float, limit: int) -> None:
     """Batch the conversations of the oldest unbatched messages, each whole, ~`limit` in all.
 
     With chats interleaved, taking just the oldest `limit` messages would cut one
     conversation into many batches (so many CRM activities); instead each conversation
     met there brings all its waiting messages (up to `limit`), oldest conversations first.
     """
-    oldest = await _rows(db, "SELECT m.conversation, d.backfill FROM deliveries d"
-                         " INDEXED BY deliveries_pending JOIN messages m ON m.id = d.message_id"
-                         " WHERE d.sink = ?"
-                         " AND d.state = 'pending' AND d.batch_id IS NULL"
-                         " ORDER BY d.backfill, d.message_id LIMIT ?", (sink, limit))
-    taken = 0
-    for conversation, backfill in dict.fromkeys(tuple(row) for row in oldest):
+    groups = list(dict.fromkeys(tuple(row) for row in await db.rows(OLDEST, sink=sink,
+                                                                     size=limit)))
+    if not groups:
+        return
+    found: dict[tuple[str, int], list[int]] = {group: [] for group in groups}
+    for conversation, backfill, message_id in await db.rows(MEMBERS, groups=groups, sink=sink,
+                                                             size=limit):
+        found[(conversation, backfill)].append(message_id)
+    chosen, taken = [], 0
+    for group in groups:
         if taken >= limit:
             break
-        ids = [row[0] for row in await _rows(
-            db, "SELECT d.message_id FROM messages m JOIN deliveries d"
-            " ON d.message_id = m.id AND d.sink = ? WHERE m.conversation = ?"
-            " AND d.backfill = ? AND d.state = 'pending' AND d.batch_id IS NULL"
-            " ORDER BY m.id LIMIT ?", (sink, conversation, backfill, limit))]
-        if ids:
-            taken += len(ids)
-            await _batch(db, sink, conversation, backfill, ids, now)
-
-
-async def _batch(db: aiosqlite.Connection, sink: str, conversation: str, backfill: int,
-                 ids: list[int], now: float) -> None:
-    """Put `ids` in the conversation's held batch, or in a new one keyed by its content."""
-    batch_id = await _held_batch(db, sink, conversation, backfill)
-    if batch_id is None:
-        key = _batch_key(sink, conversation, ids)
-        async with db.execute(
-            "INSERT INTO batches (sink, conversation, key, created_at, backfill)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (sink, conversation, key, now, backfill)) as cursor:
-            (batch_id,) = await cursor.fetchone()
-    await db.execute(
-        f"UPDATE deliveries SET batch_id = ? WHERE sink = ?"
-        f" AND message_id IN ({_placeholders(len(ids))})", (batch_id, sink, *ids))
-
-
-async def _held_batch(db: aiosqlite.Connection, sink: str, conversation: str,
-                      backfill: int) -> int | None:
-    """A waiting batch that never reached the CRM (held, certain) may take new messages."""
-    rows = await _rows(db, "SELECT id FROM batches WHERE sink = ? AND conversation = ?"
-                       " AND state = 'ready' AND held = 1 AND uncertain = 0 AND backfill = ?"
-                       " LIMIT 1", (sink, conversation, backfill))
-    return rows[0][0] if rows else None
+        if found[group]:
+            chosen.append(group)
+            taken += len(found[group])
+    if not chosen:
+        return
+    held: dict[tuple[str, int], int] = {}
+    for batch_id, conversation, backfill in await db.rows(
+            HELD, sink=sink, conversations=sorted({g[0] for g in chosen})):
+        held.setdefault((conversation, backfill), batch_id)
+    fresh = [(g[0], _batch_key(sink, g[0], found[g]), g[1]) for g in chosen if g not in held]
+    if fresh:
+        for batch_id, conversation, backfill in await db.rows(NEW_BATCHES, new=fresh,
+                                                               sink=sink, now=now):
+            held[(conversation, backfill)] = batch_id
+    await db.run(ASSIGN, sink=sink, members=[(message_id, held[group]) for group in chosen
+                                             for message_id in found[group]])
 
 
 def _batch_key(sink: str, conversation: str, ids: list[int]) -> str:
@@ -197,102 +252,177 @@ def _batch_key(sink: str, conversation: str, ids: list[int]) -> str:
     return "b" + digest.hexdigest()[:24]
 
 
-async def _load_claims(db: aiosqlite.Connection, sink: str, due: list[Any],
+async def _load_claims(db: Connector, sink: str, leased: list[Any],
                        token: str) -> list[Claim]:
-    ids = [row[0] for row in due]
-    marks = _placeholders(len(ids))
-    members: dict[int, list[Any]] = defaultdict(list)
-    for row in await _rows(db, f"SELECT d.batch_id, {MESSAGE_COLUMNS} FROM deliveries d"
-                           f" INDEXED BY deliveries_pending JOIN messages m ON m.id = d.message_id"
-                           f" WHERE d.sink = ?"
-                           f" AND d.state = 'pending' AND d.batch_id IN ({marks})"
-                           f" ORDER BY m.sent_at, m.id", (sink, *ids)):
-        members[row[0]].append(message_from_row(row[1:]))
+    members: dict[int, list[Message]] = defaultdict(list)
+    for row in await db.rows(LOAD, sink=sink, ids=[row[0] for row in leased]):
+        members[row[-1]].append(message_from_row(row))
     await enrich(db, sink, [m for batch in members.values() for m in batch])
-    conversations = await _conversations(db, sink, {row[1] for row in due})
+    conversations = await _conversations(db, sink, {row[1] for row in leased})
+    ranges = [(row[2], row[2] + TOP) for row in leased]
+    posted = await db.rows(LEDGERS, sink=sink, prefixes=ranges)
+    failed = await db.rows(FAILED_TARGETS, sink=sink, prefixes=ranges)
     claims = []
-    for batch_id, conversation, key, attempts, uncertain in due:
+    for batch_id, conversation, key, attempt, uncertain, _, _ in leased:
         batch = Batch(key=key, sink=sink, conversation=conversations[conversation],
-                      messages=members[batch_id], attempt=attempts + 1, uncertain=bool(uncertain),
-                      ledger=await _ledger(db, sink, key), targets=await _targets(db, sink, key))
+                      messages=members[batch_id], attempt=attempt, uncertain=bool(uncertain),
+                      ledger={k: v for k, v in posted if k.startswith(key)},
+                      targets=_failures([row for row in failed if row[0].startswith(key)]))
         batch.record_id = batch.conversation.record_id
         claims.append(Claim(batch, batch_id, token, list(batch.messages)))
     return claims
 
 
-async def _conversations(db: aiosqlite.Connection, sink: str,
-                         keys: set[str]) -> dict[str, Conversation]:
-    marks = _placeholders(len(keys))
-    rows = await _rows(db, f"SELECT c.key, c.contact_name, c.account, s.record_id,"
-                       f" s.last_synced_at, c.phone, c.bsuid, c.parent_bsuid, c.username,"
-                       f" c.group_id FROM conversations c LEFT JOIN sink_conversations s"
-                       f" ON s.sink = ? AND s.conversation = c.key WHERE c.key IN ({marks})",
-                       (sink, *keys))
+async def _conversations(db: Connector, sink: str, keys: set[str]) -> dict[str, Conversation]:
+    rows = await db.rows(CONVERSATIONS, sink=sink, keys=sorted(keys))
     found = {r[0]: Conversation(r[0], r[1], r[2], r[3], from_timestamp(r[4]), *r[5:])
              for r in rows}
     return {key: found.get(key, Conversation(key)) for key in keys}
 
 
-async def _ledger(db: aiosqlite.Connection, sink: str, key: str) -> dict[str, str]:
-    """Ledger entries whose key starts with the batch key (sinks derive keys from it)."""
-    rows = await _rows(db, "SELECT key, external_id FROM ledger WHERE sink = ? AND key >= ?"
-                       " AND key < ?", (sink, key, key + "\U0010ffff"))
-    return dict(rows)
-
-
-async def _targets(db: aiosqlite.Connection, sink: str,
-                   key: str) -> dict[str, TargetFailure]:
-    """Failed targets whose key starts with the batch key."""
-    rows = await _rows(db, "SELECT key, label, reason, state, message_ids, attempts FROM targets"
-                       " WHERE sink = ? AND key >= ? AND key < ?", (sink, key, key + "\U0010ffff"))
-    return {k: TargetFailure(k, label, reason, state == "dead",
-                             tuple(int(i) for i in ids.strip(",").split(",") if i), attempts)
+def _failures(rows: list[Any]) -> dict[str, TargetFailure]:
+    return {k: TargetFailure(k, label, reason, state == "dead", _ids(ids), attempts)
             for k, label, reason, state, ids, attempts in rows}
 
 
-async def _write_targets(db: aiosqlite.Connection, claim: Claim, now: float) -> None:
-    """Failed targets upserted; targets that landed (now in the ledger) forgotten."""
-    batch = claim.batch
-    if batch.new_ledger:
-        await db.executemany("DELETE FROM targets WHERE sink = ? AND key = ?",
-                             [(batch.sink, k) for k in batch.new_ledger])
-    await db.executemany(
-        "INSERT INTO targets (sink, key, label, batch_id, message_ids, state, attempts, reason,"
-        " updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (sink, key) DO UPDATE SET"
-        " label = excluded.label, batch_id = excluded.batch_id, state = excluded.state,"
-        " message_ids = excluded.message_ids, attempts = excluded.attempts,"
-        " reason = excluded.reason, updated_at = excluded.updated_at",
-        [(batch.sink, t.key, t.label, claim.batch_id, "," + ",".join(map(str, t.message_ids))
-          + ",", "dead" if t.dead else "failing", t.attempts, t.reason, now)
-         for t in batch.new_targets.values() if t.key not in batch.new_ledger])
+def _ids(text: str) -> tuple[int, ...]:
+    """The message ids of a target's ",12,13," column."""
+    return tuple(int(i) for i in text.strip(",").split(",") if i)
 
 
-async def complete(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Outcome],
+# -- completion ----------------------------------------------------------------------------
+# Set-based: any number of claims are completed with the same few statements (one each for
+# the lease check, outcomes, ledger, targets, what is left, the batches and the mappings).
+
+_leases = rows_in("leases", [("batch_id", "int"), ("token", "text")], alias="k")
+CHECK_LEASES = Query(sa.select(b.id, b.conversation).join_from(batches, _leases, sa.and_(
+    b.id == _leases.c.batch_id, b.lease_token == _leases.c.token)).where(b.state == "leased")
+    .with_for_update(of=batches), "check leases")
+_settled = rows_in("settled", [("sink", "text"), ("message_id", "int"), ("state", "text"),
+                               ("reason", "escaped")], alias="o")
+SETTLE = Query(sa.update(deliveries).values(state=_settled.c.state, reason=_settled.c.reason,
+                                            done_at=P("now")).where(
+    d.sink == _settled.c.sink, d.message_id == _settled.c.message_id, d.state == "pending"),
+    "record outcomes")
+_posted = rows_in("posted", [("sink", "text"), ("key", "text"), ("external_id", "text")],
+                  alias="l")
+WRITE_LEDGER = Query(lambda insert: insert(ledger).from_select(
+    ["sink", "key", "external_id", "created_at"],
+    sa.select(_posted.c.sink, _posted.c.key, _posted.c.external_id, P("now", type_=REAL))
+    .where(sa.true())).on_conflict_do_nothing(), "write the ledger")
+_landed = rows_in("landed", [("sink", "text"), ("key", "text")], alias="g")
+LANDED = Query(sa.delete(targets).where(sa.tuple_(t.sink, t.key).in_(
+    sa.select(_landed.c.sink, _landed.c.key))), "forget targets that landed")
+_TARGET_COLUMNS = ("sink", "key", "label", "batch_id", "message_ids", "state", "attempts",
+                   "reason", "updated_at")
+_failed = rows_in("failed", [("sink", "text"), ("key", "text"), ("label", "escaped"),
+                             ("batch_id", "int"), ("message_ids", "text"), ("state", "text"),
+                             ("attempts", "int"), ("reason", "escaped"), ("updated_at", "real")],
+                  alias="f")
+
+
+def _upsert_targets(insert: Any) -> Any:
+    new = insert(targets).from_select(list(_TARGET_COLUMNS), sa.select(
+        *(_failed.c[k] for k in _TARGET_COLUMNS)).where(sa.true()))
+    return new.on_conflict_do_update(index_elements=["sink", "key"], set_={
+        k: new.excluded[k] for k in _TARGET_COLUMNS[2:]})
+
+
+UPSERT_TARGETS = Query(_upsert_targets, "record failed targets")
+LEFT = Query(sa.select(pm.batch_id, sa.func.count()).select_from(pending).where(
+    pm.sink.in_(values_of("sinks", "text")), pm.batch_id.in_(values_of("ids")),
+    pm.state == "pending").group_by(pm.batch_id), "messages left in batches")
+DONE = Query(sa.update(batches).values(state="done", lease_token=None, lease_until=None,
+                                       last_error=None).where(b.id.in_(values_of("ids"))),
+             "batches done")
+_back = rows_in("back", [("batch_id", "int"), ("next_attempt_at", "real"),
+                         ("not_before", "real"), ("held", "int"), ("uncertain", "int"),
+                         ("error", "escaped")], alias="w")
+PUT_BACK = Query(sa.update(batches).values(
+    state="ready", lease_token=None, lease_until=None, next_attempt_at=_back.c.next_attempt_at,
+    not_before=_back.c.not_before, released_at=P("now"), held=_back.c.held,
+    uncertain=_back.c.uncertain, last_error=_back.c.error).where(b.id == _back.c.batch_id),
+    "batches back to wait")
+_TOUCHED = ("sink", "conversation", "record_id", "last_synced_at", "last_error", "held_reason")
+_touched = rows_in("touched", [("sink", "text"), ("conversation", "text"), ("record_id", "text"),
+                               ("last_synced_at", "real"), ("last_error", "escaped"),
+                               ("held_reason", "escaped")], alias="n")
+
+
+def _touch(insert: Any) -> Any:
+    new = insert(sink_conversations).from_select(list(_TOUCHED), sa.select(
+        *(_touched.c[k] for k in _TOUCHED)).where(sa.true()))
+    x = new.excluded
+    return new.on_conflict_do_update(index_elements=["sink", "conversation"], set_={
+        "record_id": sa.func.coalesce(x.record_id, s.record_id),
+        "last_synced_at": sa.func.coalesce(x.last_synced_at, s.last_synced_at),
+        "last_error": x.last_error, "held_reason": x.held_reason})
+
+
+_forgot = rows_in("forgot", [("sink", "text"), ("conversation", "text")], alias="z")
+FORGET_RECORDS = Query(sa.update(sink_conversations).values(record_id=None).where(
+    sa.tuple_(s.sink, s.conversation).in_(sa.select(_forgot.c.sink, _forgot.c.conversation))),
+    "forget CRM records the sinks cleared")
+TOUCH = Query(_touch, "note syncs on the conversations")
+
+
+async def complete(db: Connector, claim: Claim, outcomes: Sequence[Outcome],
                    now: float, policy: Policy) -> dict[str, int]:
     """Record one outcome per message, the ledger and the CRM record, then free the batch."""
-    batch = claim.batch
-    await _check_lease(db, claim)
+    (result,) = await complete_many(db, [(claim, outcomes)], now, policy)
+    if isinstance(result, LeaseLost):
+        raise result
+    return result
+
+
+async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outcome]]],
+                        now: float, policy: Policy) -> list[dict[str, int] | LeaseLost]:
+    """complete() for several claims in the same statements: per claim, its counts, or
+    LeaseLost when its lease expired and moved on (the others are recorded all the same)."""
+    held = dict(await db.rows(CHECK_LEASES, leases=[(c.batch_id, c.token) for c, _ in done]))
+    results: list[dict[str, int] | LeaseLost] = []
+    kept: list[tuple[Claim, Sequence[Outcome], dict[str, int], list[str]]] = []
+    settled: list[tuple[Any, ...]] = []
+    for claim, outcomes in done:
+        if claim.batch_id not in held:
+            results.append(LeaseLost(f"batch {claim.batch.key} is no longer leased by this "
+                                     "drain"))
+            continue
+        counts, errors = _settle(claim, outcomes, policy, settled)
+        kept.append((claim, outcomes, counts, errors))
+        results.append(counts)
+    if not kept:
+        return results
+    if settled:
+        await db.run(SETTLE, settled=settled, now=now)
+    await _write_posts(db, [claim for claim, *_ in kept], now)
+    await _release(db, kept, now, policy)
+    touched = {(claim.batch.sink, held[claim.batch_id]): _touched_row(
+        claim, held[claim.batch_id], now, counts, errors, outcomes)
+        for claim, outcomes, counts, errors in kept}
+    await db.run(TOUCH, touched=list(touched.values()))
+    # A sink that cleared the cached record id (merged or deleted in the CRM) forgets it:
+    # else the stale id would be handed out again on every retry and requeue.
+    forgot = [(claim.batch.sink, held[claim.batch_id]) for claim, *_ in kept
+              if claim.batch.record_id is None and claim.batch.conversation.record_id]
+    if forgot:
+        await db.run(FORGET_RECORDS, forgot=forgot)
+    return results
+
+
+def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
+            settled: list[tuple[Any, ...]]) -> tuple[dict[str, int], list[str]]:
+    """Counts and errors of a claim's outcomes; the deliveries they settle, added."""
     counts: dict[str, int] = defaultdict(int)
     errors: list[str] = []
     for message, outcome in zip(claim.messages, outcomes, strict=True):
-        state, reason = _next_state(outcome, batch.attempt, policy)
+        state, reason = _next_state(outcome, claim.batch.attempt, policy)
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
             errors.append(outcome.reason)
         if state != "pending":
-            await db.execute(
-                "UPDATE deliveries SET state = ?, reason = ?, done_at = ? WHERE sink = ?"
-                " AND message_id = ? AND state = 'pending'",
-                (state, reason, now, batch.sink, message.id))
-    await _write_ledger(db, batch, now)
-    await _write_targets(db, claim, now)
-    await _release(db, claim, outcomes, now, policy, errors)
-    # the batch's conversation now: a merge (bridge.buffer.identity) may have moved it
-    (conversation,) = (await _rows(db, "SELECT conversation FROM batches WHERE id = ?",
-                                   (claim.batch_id,)))[0]
-    await _touch_conversation(db, batch, conversation, now, delivered=counts["done"] > 0,
-                              errors=errors, outcomes=outcomes)
-    return dict(counts)
+            settled.append((claim.batch.sink, message.id, state, reason))
+    return dict(counts), errors
 
 
 def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, str | None]:
@@ -307,205 +437,163 @@ def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, st
     return "pending", None
 
 
-async def _check_lease(db: aiosqlite.Connection, claim: Claim) -> None:
-    rows = await _rows(db, "SELECT 1 FROM batches WHERE id = ? AND state = 'leased'"
-                       " AND lease_token = ?" + _lock_rows(db, False),
-                       (claim.batch_id, claim.token))
-    if not rows:
-        raise LeaseLost(f"batch {claim.batch.key} is no longer leased by this drain")
+async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
+    """The ledger; failed targets upserted; targets that landed (now in the ledger) gone."""
+    posted = [(c.batch.sink, k, v) for c in claims for k, v in c.batch.new_ledger.items()]
+    if posted:
+        await db.run(WRITE_LEDGER, posted=posted, now=now)
+        await db.run(LANDED, landed=[(sink, key) for sink, key, _ in posted])
+    failed = [(c.batch.sink, f.key, f.label, c.batch_id,
+               "," + ",".join(map(str, f.message_ids)) + ",", "dead" if f.dead else "failing",
+               f.attempts, f.reason, now)
+              for c in claims for f in c.batch.new_targets.values()
+              if f.key not in c.batch.new_ledger]
+    if failed:
+        await db.run(UPSERT_TARGETS, failed=failed)
 
 
-async def _write_ledger(db: aiosqlite.Connection, batch: Batch, now: float) -> None:
-    if batch.new_ledger:
-        await db.executemany(
-            "INSERT OR IGNORE INTO ledger (sink, key, external_id, created_at) VALUES (?,?,?,?)",
-            [(batch.sink, k, v, now) for k, v in batch.new_ledger.items()])
+async def _release(db: Connector, kept: list[Any], now: float, policy: Policy) -> None:
+    """Batches with nothing left pending are done; the others wait for their retry."""
+    claims = [claim for claim, *_ in kept]
+    left = dict(await db.rows(LEFT, sinks=sorted({c.batch.sink for c in claims}),
+                              ids=[c.batch_id for c in claims]))
+    finished = [c.batch_id for c in claims if not left.get(c.batch_id)]
+    if finished:
+        await db.run(DONE, ids=finished)
+    back = []
+    for claim, outcomes, _, errors in kept:
+        if not left.get(claim.batch_id):
+            continue
+        waiting = [o for o in outcomes if o.kind in ("retry", "held")]
+        held = all(o.kind == "held" for o in waiting)
+        delay = policy.held_delay if held else policy.retry_delay(claim.batch.attempt)
+        asked = max((o.not_before.timestamp() for o in waiting if o.not_before), default=None)
+        back.append((claim.batch_id, max(now + delay, asked or 0.0), asked, int(held),
+                     int(claim.uncertain), errors[-1] if errors else None))
+    if back:
+        await db.run(PUT_BACK, back=back, now=now)
 
 
-async def _release(db: aiosqlite.Connection, claim: Claim, outcomes: Sequence[Outcome],
-                   now: float, policy: Policy, errors: list[str]) -> None:
-    left = await _rows(db, "SELECT count(*) FROM deliveries INDEXED BY deliveries_pending"
-                       " WHERE sink = ? AND batch_id = ? AND state = 'pending'",
-                       (claim.batch.sink, claim.batch_id))
-    if left[0][0] == 0:
-        await db.execute("UPDATE batches SET state = 'done', lease_token = NULL,"
-                         " lease_until = NULL, last_error = NULL WHERE id = ?", (claim.batch_id,))
-        return
-    waiting = [o for o in outcomes if o.kind in ("retry", "held")]
-    held = all(o.kind == "held" for o in waiting)
-    delay = policy.held_delay if held else policy.retry_delay(claim.batch.attempt)
-    asked = max((o.not_before.timestamp() for o in waiting if o.not_before), default=None)
-    await db.execute(
-        "UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
-        " next_attempt_at = ?, not_before = ?, released_at = ?, held = ?, uncertain = ?,"
-        " last_error = ? WHERE id = ?",
-        (max(now + delay, asked or 0.0), asked, now, int(held), int(claim.uncertain),
-         errors[-1] if errors else None, claim.batch_id))
-
-
-async def _touch_conversation(db: aiosqlite.Connection, batch: Batch, conversation: str,
-                              now: float, delivered: bool, errors: list[str],
-                              outcomes: Sequence[Outcome]) -> None:
+def _touched_row(claim: Claim, conversation: str, now: float, counts: dict[str, int],
+                 errors: list[str], outcomes: Sequence[Outcome]) -> tuple[Any, ...]:
+    batch = claim.batch
     held = next((o.reason for o in outcomes if o.kind == "held"), None)
-    # A sink that cleared the cached record id (merged or deleted in the CRM) forgets it:
-    # else the stale id would be handed out again on every retry and requeue.
-    forget = batch.record_id is None and batch.conversation.record_id is not None
-    await db.execute(
-        "INSERT INTO sink_conversations (sink, conversation, record_id, last_synced_at,"
-        " last_error, held_reason) VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (sink, conversation) DO UPDATE SET"
-        " record_id = CASE WHEN ? = 1 THEN NULL"
-        " ELSE coalesce(excluded.record_id, sink_conversations.record_id) END,"
-        " last_synced_at = coalesce(excluded.last_synced_at, sink_conversations.last_synced_at),"
-        " last_error = excluded.last_error, held_reason = excluded.held_reason",
-        (batch.sink, conversation, batch.record_id, now if delivered else None,
-         errors[-1] if errors else None, held, int(forget)))
+    return (batch.sink, conversation, batch.record_id, now if counts.get("done") else None,
+            errors[-1] if errors else None, held)
 
 
-async def requeue(db: aiosqlite.Connection, sink: str | None,
-                  message_ids: Sequence[int] | None) -> int:
+# -- dead letters back ---------------------------------------------------------------------
+
+_REOPEN = {"state": "pending", "reason": None, "done_at": None}
+_RETRY_BATCH = Query(sa.update(batches).values(
+    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=0)
+    .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
+DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(
+    t.state == "dead", t.sink == sa.func.coalesce(P("sink", type_=TEXT), t.sink))
+    .order_by(t.sink, t.key), "dead targets")
+REOPEN_MESSAGES = Query(sa.update(deliveries).values(_REOPEN).where(
+    d.sink == P("sink"), d.batch_id == P("batch_id"), d.state == "done",
+    d.message_id.in_(values_of("ids"))), "re-open a target's messages")
+DROP_TARGET = Query(sa.delete(targets).where(t.sink == P("sink"), t.key == P("key")),
+                    "forget a target")
+FOLLOW_UP = Query(sa.update(targets).values(state="failing", attempts=0, reason=P("reason"))
+                  .where(t.sink == P("sink"), t.key == P("key")), "keep a file target")
+_WAITING_PREFIX = sa.func.substr(t.reason, 1, len(WAITING_FOR_FILE)) == WAITING_FOR_FILE
+WAITING = Query(sa.select(t.sink, t.key, t.batch_id).where(
+    t.state == "dead", t.message_ids.like(P("pattern")), _WAITING_PREFIX).order_by(t.sink, t.key),
+    "targets waiting for a file")
+REASON = Query(sa.update(targets).values(reason=P("reason"))
+               .where(t.sink == P("sink"), t.key == P("key")), "target reason")
+FILE_NEVER_CAME = "the file never came"
+NEVER_CAME = Query(sa.select(t.sink, t.key, t.message_ids).where(
+    t.state == "dead",
+    sa.func.substr(t.reason, 1, len(FILE_NEVER_CAME)) == FILE_NEVER_CAME).order_by(t.sink, t.key),
+    "targets whose file never came")
+_SINK_MATCH = d.sink == sa.func.coalesce(P("sink", type_=TEXT), d.sink)
+_LIVE_AGAIN = {**_REOPEN, "batch_id": None, "backfill": 0}
+REQUEUE_ALL = Query(sa.update(deliveries).values(_LIVE_AGAIN).where(d.state == "dead",
+                                                                    _SINK_MATCH),
+                    "requeue dead letters")
+REQUEUE = Query(sa.update(deliveries).values(_LIVE_AGAIN).where(
+    d.state == "dead", _SINK_MATCH, d.message_id.in_(values_of("ids"))),
+    "requeue these dead letters")
+REQUEUE_CONVERSATION = Query(sa.update(deliveries).values(_LIVE_AGAIN).where(
+    d.state == "dead", d.message_id.in_(sa.select(m.id).where(
+        m.conversation == P("conversation")))), "requeue a conversation's dead letters")
+
+
+async def requeue(db: Connector, sink: str | None, message_ids: Sequence[int] | None) -> int:
     """Dead letters back to pending (all, one sink's, or the given message ids): dead
     messages and dead targets; returns how many of both."""
     return await _requeue_messages(db, sink, message_ids) + await _requeue_targets(
         db, sink, message_ids)
 
 
-async def _requeue_targets(db: aiosqlite.Connection, sink: str | None,
+async def _requeue_targets(db: Connector, sink: str | None,
                            message_ids: Sequence[int] | None) -> int:
     """Re-open a dead target: its messages go back to pending in their own batch, so the
     retry carries the same keys and re-posts only what is not in the ledger."""
-    dead = await _rows(db, "SELECT sink, key, batch_id, message_ids FROM targets"
-                       " WHERE state = 'dead' AND sink = coalesce(?, sink)", (sink,))
     wanted = set(message_ids or ())
     count = 0
-    for target_sink, key, batch_id, ids in dead:
-        covered = [int(i) for i in ids.strip(",").split(",") if i]
+    for target_sink, key, batch_id, ids in await db.rows(DEAD_TARGETS, sink=sink):
+        covered = list(_ids(ids))
         if wanted and not wanted.intersection(covered):
             continue
-        async with db.execute(
-                f"UPDATE deliveries SET state = 'pending', reason = NULL, done_at = NULL"
-                f" WHERE sink = ? AND batch_id = ? AND state = 'done'"
-                f" AND message_id IN ({_placeholders(len(covered))})",
-                (target_sink, batch_id, *covered)) as cursor:
-            if cursor.rowcount == 0:  # its messages were pruned: keep it listed, for a person
-                continue
+        if not await db.run(REOPEN_MESSAGES, sink=target_sink, batch_id=batch_id, ids=covered):
+            continue  # its messages were pruned: keep it listed, for a person
         if "#file" in key:  # a file target: the retry attaches the file alone
-            await _keep_as_follow_up(db, target_sink, key, "requeued")
+            await db.run(FOLLOW_UP, reason="requeued", sink=target_sink, key=key)
         else:
-            await db.execute("DELETE FROM targets WHERE sink = ? AND key = ?",
-                             (target_sink, key))
-        await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
-                         " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
-                         (batch_id,))
+            await db.run(DROP_TARGET, sink=target_sink, key=key)
+        await db.run(_RETRY_BATCH, batch_id=batch_id)
         count += 1
     return count
 
 
-async def reopen_waiting(db: aiosqlite.Connection, message_id: int) -> int:
+async def reopen_waiting(db: Connector, message_id: int) -> int:
     """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE)."""
     count = 0
     for sink, key, batch_id in await _waiting(db, message_id):
-        async with db.execute(
-                "UPDATE deliveries SET state = 'pending', reason = NULL, done_at = NULL"
-                " WHERE sink = ? AND batch_id = ? AND message_id = ? AND state = 'done'",
-                (sink, batch_id, message_id)) as cursor:
-            if cursor.rowcount == 0:
-                continue
-        await _keep_as_follow_up(db, sink, key, "its file was fetched: to be attached")
-        await db.execute("UPDATE batches SET state = 'ready', attempts = 0, next_attempt_at = 0,"
-                         " not_before = NULL, uncertain = 0 WHERE id = ? AND state = 'done'",
-                         (batch_id,))
+        if not await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id, ids=[message_id]):
+            continue
+        await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
+                     key=key)
+        await db.run(_RETRY_BATCH, batch_id=batch_id)
         count += 1
     return count
 
 
-async def _keep_as_follow_up(db: aiosqlite.Connection, sink: str, key: str, reason: str) -> None:
-    """A re-opened file target stays listed (failing, no tries yet): it tells the sink which
-    part (so which activity) the message's text went into, so only the file goes out."""
-    await db.execute("UPDATE targets SET state = 'failing', attempts = 0, reason = ?"
-                     " WHERE sink = ? AND key = ?", (reason, sink, key))
-
-
-FILE_NEVER_CAME = "the file never came"
-
-
-async def settle_waiting(db: aiosqlite.Connection, message_id: int, reason: str) -> None:
+async def settle_waiting(db: Connector, message_id: int, reason: str) -> None:
     """The file will never come: its waiting targets stay dead, saying why."""
     for sink, key, _ in await _waiting(db, message_id):
-        await db.execute("UPDATE targets SET reason = ? WHERE sink = ? AND key = ?",
-                         (f"{FILE_NEVER_CAME}: {reason}", sink, key))
+        await db.run(REASON, reason=f"{FILE_NEVER_CAME}: {reason}", sink=sink, key=key)
 
 
-async def await_file_again(db: aiosqlite.Connection,
-                           message_ids: Sequence[int] | None) -> None:
+async def await_file_again(db: Connector, message_ids: Sequence[int] | None) -> None:
     """Media requeued: targets whose file never came wait for it again."""
-    rows = await _rows(db, "SELECT sink, key, message_ids FROM targets WHERE state = 'dead'"
-                       " AND substr(reason, 1, ?) = ?", (len(FILE_NEVER_CAME), FILE_NEVER_CAME))
     wanted = {f",{i}," for i in message_ids or ()}
-    for sink, key, ids in rows:
+    for sink, key, ids in await db.rows(NEVER_CAME):
         if not wanted or any(w in ids for w in wanted):
-            await db.execute("UPDATE targets SET reason = ? WHERE sink = ? AND key = ?",
-                             (f"{WAITING_FOR_FILE}: fetched again", sink, key))
+            await db.run(REASON, reason=f"{WAITING_FOR_FILE}: fetched again", sink=sink,
+                         key=key)
 
 
-async def _waiting(db: aiosqlite.Connection, message_id: int) -> list[Any]:
-    return await _rows(db, "SELECT sink, key, batch_id FROM targets WHERE state = 'dead'"
-                       " AND message_ids LIKE ? AND substr(reason, 1, ?) = ?",
-                       (f"%,{message_id},%", len(WAITING_FOR_FILE), WAITING_FOR_FILE))
+async def _waiting(db: Connector, message_id: int) -> list[Any]:
+    return await db.rows(WAITING, pattern=f"%,{message_id},%")
 
 
-async def _requeue_messages(db: aiosqlite.Connection, sink: str | None,
+async def _requeue_messages(db: Connector, sink: str | None,
                             message_ids: Sequence[int] | None) -> int:
     # a person asked for it: live priority, not backfill pacing
-    sql = ("UPDATE deliveries SET state = 'pending', batch_id = NULL, reason = NULL,"
-           " done_at = NULL, backfill = 0 WHERE state = 'dead'")
-    params: list[Any] = []
-    if sink is not None:
-        sql += " AND sink = ?"
-        params.append(sink)
     if message_ids:
-        sql += f" AND message_id IN ({_placeholders(len(message_ids))})"
-        params.extend(message_ids)
-    async with db.execute(sql, params) as cursor:
-        return cursor.rowcount
+        return await db.run(REQUEUE, sink=sink, ids=list(message_ids))
+    return await db.run(REQUEUE_ALL, sink=sink)
 
 
-async def requeue_conversation(db: aiosqlite.Connection, conversation: str,
+async def requeue_conversation(db: Connector, conversation: str,
                                now: float) -> dict[str, int]:
     """One conversation's failures, every sink: dead letters back to pending, and batches
     waiting to retry made due now (except a wait the sink asked for)."""
-    async with db.execute(
-            "UPDATE deliveries SET state = 'pending', batch_id = NULL, reason = NULL,"
-            " done_at = NULL, backfill = 0 WHERE state = 'dead' AND message_id IN"
-            " (SELECT id FROM messages WHERE conversation = ?)", (conversation,)) as cursor:
-        requeued = cursor.rowcount
-    async with db.execute(
-            "UPDATE batches SET next_attempt_at = max(?, coalesce(not_before, 0))"
-            " WHERE conversation = ? AND state = 'ready' AND next_attempt_at > ?"
-            " AND next_attempt_at > coalesce(not_before, 0)",
-            (now, conversation, now)) as cursor:
-        hurried = cursor.rowcount
+    requeued = await db.run(REQUEUE_CONVERSATION, conversation=conversation)
+    hurried = await db.run(HURRY_CONVERSATION, conversation=conversation, now=now)
     return {"requeued": requeued, "hurried": hurried}
-
-
-async def purge(db: aiosqlite.Connection, conversation: str) -> int:
-    """Delete a person from the buffer: messages, deliveries, batches and their ledger
-    entries, statuses, CRM mappings, the conversation. Returns the messages deleted."""
-    for sink, key in await _rows(db, "SELECT sink, key FROM batches WHERE conversation = ?",
-                                 (conversation,)):
-        await db.execute("DELETE FROM ledger WHERE sink = ? AND key >= ? AND key < ?",
-                         (sink, key, key + "\U0010ffff"))
-    await db.execute("DELETE FROM deliveries WHERE sink IN (SELECT sink FROM sink_state)"
-                     " AND message_id IN (SELECT id FROM messages WHERE conversation = ?)",
-                     (conversation,))
-    await db.execute("DELETE FROM statuses WHERE (source, provider_id) IN"
-                     " (SELECT source, provider_id FROM messages WHERE conversation = ?)",
-                     (conversation,))
-    await db.execute("DELETE FROM batches WHERE conversation = ?", (conversation,))
-    async with db.execute("DELETE FROM messages WHERE conversation = ?",
-                          (conversation,)) as cursor:
-        removed = cursor.rowcount
-    await db.execute("DELETE FROM sink_conversations WHERE sink IN"
-                     " (SELECT sink FROM sink_state) AND conversation = ?", (conversation,))
-    await db.execute("DELETE FROM conversations WHERE key = ?", (conversation,))
-    return removed

@@ -7,95 +7,145 @@ kept across restarts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
-import aiosqlite
+import sqlalchemy as sa
+
+from bridge.buffer.compiler import P, Query
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import directory, directory_state, unknown_numbers
+
+T = TypeVar("T")
+r, ds, u = directory.c, directory_state.c, unknown_numbers.c
+
+
+class Transactions(Protocol):
+    """What a directory needs of its buffer: a write transaction and a read."""
+
+    async def write(self, work: Callable[[Connector], Awaitable[T]]) -> T: ...
+
+    async def read(self, work: Callable[[Connector], Awaitable[T]]) -> T: ...
+
+
+STATE = Query(sa.select(
+    ds.enabled, ds.generation, ds.filled_at, ds.refreshed_at, ds.watermark, ds.records,
+    sa.select(sa.func.count(r.record_id.distinct())).where(r.sink == P("sink"))
+    .scalar_subquery()).where(ds.sink == P("sink")), "directory state")
+LOOKUP = Query(sa.select(r.record_id).where(r.sink == P("sink"), r.key == P("key"))
+               .order_by(r.record_id).limit(1), "directory lookup")
+DROP_RECORD = Query(sa.delete(directory).where(r.sink == P("sink"), r.record_id == P("record_id")),
+                    "drop a record")
+
+
+def _put(insert: Any) -> Any:
+    new = insert(directory).values({k: P(k) for k in (
+        "sink", "key", "record_id", "name", "generation")})
+    return new.on_conflict_do_update(index_elements=["sink", "key", "record_id"], set_={
+        "name": new.excluded.name, "generation": new.excluded.generation})
+
+
+PUT = Query(_put, "directory row")
+DROP_OLDER = Query(sa.delete(directory).where(r.sink == P("sink"),
+                                              r.generation < P("generation")),
+                   "drop rows of older fills")
+DROP_ALL = Query(sa.delete(directory).where(r.sink == P("sink")), "empty the directory")
+
+
+def _save(insert: Any) -> Any:
+    new = insert(directory_state).values({k: P(k) for k in (
+        "sink", "enabled", "generation", "filled_at", "refreshed_at", "watermark", "records")})
+    x = new.excluded
+    return new.on_conflict_do_update(index_elements=["sink"], set_={
+        "enabled": x.enabled, "generation": x.generation,
+        "filled_at": sa.func.coalesce(x.filled_at, ds.filled_at),
+        "refreshed_at": x.refreshed_at, "watermark": x.watermark,
+        "records": sa.func.coalesce(x.records, ds.records)})
+
+
+SAVE_STATE = Query(_save, "directory state saved")
+UNKNOWN_AT = Query(sa.select(u.checked_at).where(u.sink == P("sink"), u.number == P("number")),
+                   "unknown number checked")
+
+
+def _note_unknown(insert: Any) -> Any:
+    new = insert(unknown_numbers).values(sink=P("sink"), number=P("number"),
+                                         checked_at=P("checked_at"))
+    return new.on_conflict_do_update(index_elements=["sink", "number"],
+                                     set_={"checked_at": new.excluded.checked_at})
+
+
+NOTE_UNKNOWN = Query(_note_unknown, "unknown number noted")
+FORGET_UNKNOWN = Query(sa.delete(unknown_numbers).where(u.sink == P("sink"),
+                                                        u.number == P("number")),
+                       "unknown number forgotten")
 
 
 class Directory:
-    """One sink's rows; `buffer` runs writes in its writer and reads on its read side."""
+    """One sink's rows; writes run in the buffer's write transactions, reads on its reads."""
 
-    def __init__(self, buffer: Any, sink: str) -> None:
+    def __init__(self, buffer: Transactions, sink: str) -> None:
         self._buffer = buffer
         self.sink = sink
 
     async def state(self) -> dict[str, Any] | None:
-        rows = await self._buffer.query(
-            "SELECT enabled, generation, filled_at, refreshed_at, watermark, records,"
-            " (SELECT COUNT(DISTINCT record_id) FROM directory WHERE sink = ?)"
-            " FROM directory_state WHERE sink = ?", (self.sink, self.sink))
-        if not rows:
+        row = await self._buffer.read(lambda db: db.one(STATE, sink=self.sink))
+        if row is None:
             return None
-        enabled, generation, filled, refreshed, watermark, records, size = rows[0]
+        enabled, generation, filled, refreshed, watermark, records, size = row
         return {"enabled": bool(enabled), "generation": generation, "filled_at": filled,
                 "refreshed_at": refreshed, "watermark": watermark, "records": records,
                 "size": size}
 
     async def lookup(self, keys: Iterable[str]) -> str | None:
         """The record under the first key that has one."""
-        for key in keys:
-            rows = await self._buffer.query(
-                "SELECT record_id FROM directory WHERE sink = ? AND key = ?"
-                " ORDER BY record_id LIMIT 1", (self.sink, key))
-            if rows:
-                return str(rows[0][0])
-        return None
+        async def work(db: Connector) -> str | None:
+            for key in keys:
+                found = await db.value(LOOKUP, sink=self.sink, key=key)
+                if found is not None:
+                    return str(found)
+            return None
+        return await self._buffer.read(work)
 
     async def put(self, records: list[tuple[str, str | None, list[str]]],
                   generation: int) -> None:
         """(record id, name, keys) each: replaces what the directory held for the record."""
-        async def work(db: aiosqlite.Connection) -> None:
-            ids = [(self.sink, record_id) for record_id, _, _ in records]
-            await db.executemany("DELETE FROM directory WHERE sink = ? AND record_id = ?", ids)
-            await db.executemany(
-                "INSERT INTO directory (sink, key, record_id, name, generation)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (sink, key, record_id) DO UPDATE SET"
-                " name = excluded.name, generation = excluded.generation",
-                [(self.sink, key, record_id, name, generation)
-                 for record_id, name, keys in records for key in keys])
-        await self._buffer._transact(work)
+        async def work(db: Connector) -> None:
+            await db.many(DROP_RECORD, [{"sink": self.sink, "record_id": record_id}
+                                        for record_id, _, _ in records])
+            await db.many(PUT, [{"sink": self.sink, "key": key, "record_id": record_id,
+                                 "name": name, "generation": generation}
+                                for record_id, name, keys in records for key in keys])
+        await self._buffer.write(work)
 
     async def drop(self, record_id: str) -> None:
         """Forget a record that no longer exists (deleted or merged)."""
-        await self._buffer._transact(lambda db: db.execute(
-            "DELETE FROM directory WHERE sink = ? AND record_id = ?", (self.sink, record_id)))
+        await self._buffer.write(lambda db: db.run(DROP_RECORD, sink=self.sink,
+                                                   record_id=record_id))
 
     async def save_state(self, *, enabled: bool, generation: int, watermark: str | None,
                          full: bool, records: int | None = None) -> None:
         """Record a finished refresh; a full one drops the rows older generations left."""
         now = time.time()
 
-        async def work(db: aiosqlite.Connection) -> None:
+        async def work(db: Connector) -> None:
             if full:
-                await db.execute("DELETE FROM directory WHERE sink = ? AND generation < ?",
-                                 (self.sink, generation))
-            await db.execute(
-                "INSERT INTO directory_state (sink, enabled, generation, filled_at,"
-                " refreshed_at, watermark, records) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (sink) DO UPDATE SET enabled = excluded.enabled,"
-                " generation = excluded.generation,"
-                " filled_at = COALESCE(excluded.filled_at, directory_state.filled_at),"
-                " refreshed_at = excluded.refreshed_at, watermark = excluded.watermark,"
-                " records = COALESCE(excluded.records, directory_state.records)",
-                (self.sink, int(enabled), generation, now if full else None, now, watermark,
-                 records))
+                await db.run(DROP_OLDER, sink=self.sink, generation=generation)
+            await db.run(SAVE_STATE, sink=self.sink, enabled=int(enabled),
+                         generation=generation, filled_at=now if full else None,
+                         refreshed_at=now, watermark=watermark, records=records)
             if not enabled:
-                await db.execute("DELETE FROM directory WHERE sink = ?", (self.sink,))
-        await self._buffer._transact(work)
+                await db.run(DROP_ALL, sink=self.sink)
+        await self._buffer.write(work)
 
     async def unknown_checked_at(self, number: str) -> float | None:
-        rows = await self._buffer.query(
-            "SELECT checked_at FROM unknown_numbers WHERE sink = ? AND number = ?",
-            (self.sink, number))
-        return rows[0][0] if rows else None
+        return await self._buffer.read(lambda db: db.value(UNKNOWN_AT, sink=self.sink,
+                                                           number=number))
 
     async def note_unknown(self, number: str, at: float) -> None:
-        await self._buffer._transact(lambda db: db.execute(
-            "INSERT INTO unknown_numbers (sink, number, checked_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (sink, number) DO UPDATE SET checked_at = excluded.checked_at",
-            (self.sink, number, at)))
+        await self._buffer.write(lambda db: db.run(NOTE_UNKNOWN, sink=self.sink, number=number,
+                                                   checked_at=at))
 
     async def forget_unknown(self, number: str) -> None:
-        await self._buffer._transact(lambda db: db.execute(
-            "DELETE FROM unknown_numbers WHERE sink = ? AND number = ?", (self.sink, number)))
+        await self._buffer.write(lambda db: db.run(FORGET_UNKNOWN, sink=self.sink,
+                                                   number=number))

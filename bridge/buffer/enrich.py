@@ -11,47 +11,48 @@ Run when a batch is claimed (one query per kind of fact, only when the batch nee
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
 
+from bridge.buffer.compiler import P, Query, rows_in, values_of
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import conversations, identities, messages, sink_conversations, statuses
 from bridge.model import Direction, Message, is_group
 
+i, c, s = identities.c, conversations.c, sink_conversations.c
+SENDERS = Query(
+    sa.select(i.key, c.key, c.contact_name, c.phone, c.bsuid, c.username, s.record_id)
+    .select_from(identities.join(conversations, c.key == i.person).outerjoin(
+        sink_conversations, sa.and_(s.sink == P("sink"), s.conversation == c.key)))
+    .where(i.key.in_(values_of("keys", "text"))), "group senders")
+_pairs = rows_in("pairs", [("source", "text"), ("provider_id", "text")], alias="pairs")
+FAILURES = Query(
+    sa.select(statuses.c.source, statuses.c.provider_id, statuses.c.errors)
+    .join_from(statuses, _pairs, sa.and_(statuses.c.source == _pairs.c.source,
+                                         statuses.c.provider_id == _pairs.c.provider_id))
+    .where(statuses.c.failed_at.isnot(None)), "failed sends")
+TARGETS = Query(
+    sa.select(messages.c.source, messages.c.provider_id, messages.c.sent_at, messages.c.body)
+    .join_from(messages, _pairs, sa.and_(messages.c.source == _pairs.c.source,
+                                         messages.c.provider_id == _pairs.c.provider_id)),
+    "edited and deleted messages")
 
-async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    async with db.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
 
-
-def _placeholders(n: int) -> str:
-    """'?,?,?' for n values."""
-    return ",".join("?" * n)
-
-
-def _value_rows(count: int, width: int) -> str:
-    """'(?,?),(?,?)' for count rows of width values."""
-    row = "(" + ",".join("?" * width) + ")"
-    return ",".join([row] * count)
-
-
-async def enrich(db: aiosqlite.Connection, sink: str, messages: list[Message]) -> None:
+async def enrich(db: Connector, sink: str, messages: list[Message]) -> None:
     """Add `sender_person`, `failed` and `target` to the messages' extra, in place."""
     await _senders(db, sink, [m for m in messages if is_group(m.conversation)])
     await _failures(db, [m for m in messages if m.direction == Direction.OUT])
     await _targets(db, [m for m in messages if m.kind in ("edit", "revoke") and m.reply_to])
 
 
-async def _senders(db: aiosqlite.Connection, sink: str, messages: list[Message]) -> None:
+async def _senders(db: Connector, sink: str, messages: list[Message]) -> None:
     keys = sorted({m.extra["sender"] for m in messages if m.extra.get("sender")})
     if not keys:
         return
     found = {}
-    for key, person, name, phone, user_id, username, record in await _rows(
-            db, "SELECT i.key, c.key, c.contact_name, c.phone, c.bsuid, c.username,"
-            " s.record_id FROM identities i JOIN conversations c ON c.key = i.person"
-            " LEFT JOIN sink_conversations s ON s.sink = ? AND s.conversation = c.key"
-            f" WHERE i.key IN ({_placeholders(len(keys))})", (sink, *keys)):
+    for key, person, name, phone, user_id, username, record in await db.rows(
+            SENDERS, sink=sink, keys=keys):
         found[key] = {"key": person, "name": name, "phone": phone or (
             person if person.startswith("+") else None), "user_id": user_id,
             "username": username, "record_id": record}
@@ -61,15 +62,12 @@ async def _senders(db: aiosqlite.Connection, sink: str, messages: list[Message])
             message.extra["sender_person"] = person
 
 
-async def _failures(db: aiosqlite.Connection, messages: list[Message]) -> None:
+async def _failures(db: Connector, messages: list[Message]) -> None:
     pairs = sorted({(m.source, m.provider_id) for m in messages})
     if not pairs:
         return
     failed = {}
-    for source, provider_id, errors in await _rows(
-            db, "SELECT source, provider_id, errors FROM statuses WHERE failed_at IS NOT NULL"
-            f" AND (source, provider_id) IN (VALUES {_value_rows(len(pairs), 2)})",
-            [v for pair in pairs for v in pair]):
+    for source, provider_id, errors in await db.rows(FAILURES, pairs=pairs):
         failed[(source, provider_id)] = first_error(errors)
     for message in messages:
         if (message.source, message.provider_id) in failed:
@@ -86,16 +84,13 @@ def first_error(errors: str | None) -> dict[str, Any]:
     return {"title": first.get("title") or first.get("message"), "code": first.get("code")}
 
 
-async def _targets(db: aiosqlite.Connection, messages: list[Message]) -> None:
+async def _targets(db: Connector, messages: list[Message]) -> None:
     pairs = sorted({(m.source, m.reply_to) for m in messages if m.reply_to})
     if not pairs:
         return
     found = {}
-    for source, provider_id, sent_at, text in await _rows(
-            db, "SELECT source, provider_id, sent_at, json_extract(body, '$.text') FROM messages"
-            f" WHERE (source, provider_id) IN (VALUES {_value_rows(len(pairs), 2)})",
-            [v for pair in pairs for v in pair]):
-        found[(source, provider_id)] = {"at": sent_at, "text": text or ""}
+    for source, provider_id, sent_at, body in await db.rows(TARGETS, pairs=pairs):
+        found[(source, provider_id)] = {"at": sent_at, "text": json.loads(body).get("text") or ""}
     for message in messages:
         if (message.source, message.reply_to) in found:
             message.extra["target"] = found[(message.source, message.reply_to)]

@@ -9,46 +9,53 @@ group transaction; only when the group holds failed statuses (rare).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
 from bridge.buffer.codec import dump_body
+from bridge.buffer.compiler import P, Query
+from bridge.buffer.connectors import Connector
 from bridge.buffer.enrich import first_error
+from bridge.buffer.tables import deliveries, messages
 
 SUFFIX = "#failed"
+m, d = messages.c, deliveries.c
+_TAKEN = sa.or_(d.state != "pending", d.batch_id.isnot(None))  # a sink already took it
+ORIGINAL = Query(sa.select(m.id, m.conversation, m.sent_at, m.body).where(
+    m.source == P("source"), m.provider_id == P("provider_id"), m.direction == "out",
+    sa.exists().where(d.message_id == m.id, _TAKEN)), "failed send: its message")
+NOTICE = Query(lambda insert: insert(messages).values(
+    {k: P(k) for k in ("source", "provider_id", "conversation", "sent_at", "stored_at", "body",
+                       "direction")}).on_conflict_do_nothing().returning(m.id),
+    "failed send: notice")
+NOTICE_DELIVERIES = Query(lambda insert: insert(deliveries).from_select(
+    ["sink", "message_id"], sa.select(d.sink, P("notice", type_=sa.BigInteger)).where(
+        d.message_id == P("original"), _TAKEN)).on_conflict_do_nothing(),
+    "failed send: notice for the sinks that took it")
 
 
-async def note_failures(db: Any, statuses: Sequence[tuple[Any, ...]],
-                  now: float) -> None:
+async def note_failures(db: Connector, statuses: Sequence[tuple[Any, ...]],
+                        now: float) -> None:
     """statuses: upsert rows (source, provider_id, status, rank, at, recipient, failed_at,
     errors); those with failed_at get a notice when a sink already took their message."""
     for source, provider_id, _, _, _, _, failed_at, errors in statuses:
         if failed_at is None:
             continue
-        original = await _select_one(db,
-            "SELECT m.id, m.conversation, m.sent_at, json_extract(m.body, '$.text'),"
-            " json_extract(m.body, '$.account') FROM messages m"
-            " WHERE m.source = ? AND m.provider_id = ? AND json_extract(m.body, '$.direction')"
-            " = 'out' AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
-            " AND (d.state != 'pending' OR d.batch_id IS NOT NULL))",
-            (source, provider_id))
+        original = await db.one(ORIGINAL, source=source, provider_id=provider_id)
         if original is None:
             continue
-        message_id, conversation, sent_at, text, account = original
-        body = {"account": account, "direction": "out", "kind": "status", "text": "",
-                "reply_to": provider_id, "history": False,
+        message_id, conversation, sent_at, stored = original
+        told = json.loads(stored)
+        body = {"account": told.get("account"), "direction": "out", "kind": "status",
+                "text": "", "reply_to": provider_id, "history": False,
                 "extra": {"failed_of": provider_id, "failed": first_error(errors),
-                          "target": {"at": sent_at, "text": text or ""}}, "raw": {}}
-        row = await _select_one(db,
-            "INSERT OR IGNORE INTO messages (source, provider_id, conversation, sent_at,"
-            " stored_at, body) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (source, provider_id + SUFFIX, conversation, failed_at, now, dump_body(body)))
-        if row is not None:
-            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id) SELECT sink, ?"
-                       " FROM deliveries WHERE message_id = ? AND (state != 'pending'"
-                       " OR batch_id IS NOT NULL)", (row[0], message_id))
-
-
-async def _select_one(db: Any, sql: str, params: Sequence[Any]) -> Any:
-    async with db.execute(sql, params) as cursor:
-        return await cursor.fetchone()
+                          "target": {"at": sent_at, "text": told.get("text") or ""}},
+                "raw": {}}
+        notice = await db.value(NOTICE, source=source, provider_id=provider_id + SUFFIX,
+                                conversation=conversation, sent_at=failed_at, stored_at=now,
+                                body=dump_body(body), direction="out")
+        if notice is not None:
+            await db.run(NOTICE_DELIVERIES, notice=notice, original=message_id)

@@ -16,20 +16,43 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
+from bridge.buffer.compiler import P, Query, greatest, least, values_of
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import (
+    TEXT,
+    batches,
+    conversations,
+    identities,
+    messages,
+    sink_conversations,
+)
 from bridge.model import Identity, is_group
 
-CHUNK = 500  # keys per SELECT (SQLite takes 32,766 parameters)
+i, c = identities.c, conversations.c
+KNOWN = Query(sa.select(i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid, c.username)
+              .select_from(identities.outerjoin(conversations, c.key == i.person))
+              .where(i.key.in_(values_of("keys", "text"))), "known identities")
+NEW_IDENTITY = Query(lambda insert: insert(identities).values(
+    key=P("key"), person=P("person"), seen_at=P("seen_at")).on_conflict_do_nothing(),
+    "new identity")
 
 
-async def _select(db: Any, sql: str, params: Sequence[Any]) -> list[Any]:
-    """Every row of one statement (db: sqlite, aiosqlite-like or PostgreSQL, see syncdb)."""
-    async with db.execute(sql, params) as cursor:
-        return list(await cursor.fetchall())
+def _set_identity(insert: Any) -> Any:
+    new = insert(identities).values(key=P("key"), person=P("person"), seen_at=P("seen_at"))
+    return new.on_conflict_do_update(index_elements=["key"],
+                                     set_={"person": new.excluded.person})
 
 
-def _placeholders(n: int) -> str:
-    """'?,?,?' for n values."""
-    return ",".join("?" * n)
+SET_IDENTITY = Query(_set_identity, "set identity")
+_FACTS = ("phone", "bsuid", "parent_bsuid", "username")
+DESCRIBE = Query(
+    sa.update(conversations)
+    .values({f: sa.func.coalesce(P(f, type_=TEXT), c[f]) for f in _FACTS})
+    .where(c.key == P("key"), sa.or_(*(
+        sa.and_(P(f, type_=TEXT).is_distinct_from(c[f]), P(f, type_=TEXT).isnot(None))
+        for f in _FACTS))), "describe a person")
 
 
 @dataclass(slots=True)
@@ -75,7 +98,7 @@ class _Links:
 Described = list[tuple[str | None, str | None, str | None, str | None, str]]
 
 
-async def file_under_people(db: Any, identities: Iterable[Identity],
+async def file_under_people(db: Connector, identities: Iterable[Identity],
                       message_keys: Iterable[str], now: float
                       ) -> tuple[dict[str, str], Described]:
     """Learn `identities`; return each message key (and each identity key) -> its person's
@@ -87,10 +110,9 @@ async def file_under_people(db: Any, identities: Iterable[Identity],
     if not facts:  # the common case: only look the senders up
         keys = list(dict.fromkeys(k for k in message_keys if k and not is_group(k)))
         known = (await _known(db, keys))[0] if keys else {}
-        new = [(key, key, now) for key in keys if key not in known]
+        new = [{"key": key, "person": key, "seen_at": now} for key in keys if key not in known]
         if new:  # a new person: their key is their conversation from now on
-            await db.executemany("INSERT OR IGNORE INTO identities (key, person, seen_at)"
-                           " VALUES (?, ?, ?)", new)
+            await db.many(NEW_IDENTITY, new)
         return {key: person for key, (person, _) in known.items()}, []
     links = _Links()
     for _, keys in facts:
@@ -105,7 +127,7 @@ async def file_under_people(db: Any, identities: Iterable[Identity],
         links.join([key, person])
     people = _people(links, facts)
     mapping: dict[str, str] = {}
-    changed: list[tuple[str, str, float]] = []
+    changed: list[dict[str, Any]] = []
     for person in people.values():
         target = _conversation_key(person, known)
         for old in _existing(person, known) - {target}:
@@ -113,10 +135,9 @@ async def file_under_people(db: Any, identities: Iterable[Identity],
         for key in person.keys:
             mapping[key] = target
             if known.get(key, (None,))[0] != target:
-                changed.append((key, target, now))
+                changed.append({"key": key, "person": target, "seen_at": now})
     if changed:
-        await db.executemany("INSERT INTO identities (key, person, seen_at) VALUES (?, ?, ?)"
-                       " ON CONFLICT (key) DO UPDATE SET person = excluded.person", changed)
+        await db.many(SET_IDENTITY, changed)
     rows = []
     for p in people.values():
         facts = (p.phone, p.user_id, p.parent_user_id, p.username)
@@ -127,20 +148,14 @@ async def file_under_people(db: Any, identities: Iterable[Identity],
     return mapping, rows
 
 
-async def _known(db: Any, keys: list[str]
-           ) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[Any, ...]]]:
+async def _known(db: Connector, keys: list[str]
+                 ) -> tuple[dict[str, tuple[str, float]], dict[str, tuple[Any, ...]]]:
     """key -> (person, first seen); person -> (phone, user_id, parent, username) noted."""
     found: dict[str, tuple[str, float]] = {}
     described: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start:start + CHUNK]
-        marks = _placeholders(len(chunk))
-        for key, person, seen, *noted in await _select(
-                db, "SELECT i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid,"
-                " c.username FROM identities i LEFT JOIN conversations c ON c.key = i.person"
-                f" WHERE i.key IN ({marks})", chunk):
-            found[key] = (person, seen)
-            described[person] = tuple(noted)
+    for key, person, seen, *noted in await db.rows(KNOWN, keys=keys):
+        found[key] = (person, seen)
+        described[person] = tuple(noted)
     return found, described
 
 
@@ -174,52 +189,70 @@ def _conversation_key(person: _Person, known: dict[str, tuple[str, float]]) -> s
     return person.user_id or next(iter(person.keys))
 
 
-async def describe(db: Any, rows: Described) -> None:
+async def describe(db: Connector, rows: Described) -> None:
     """Note the latest phone, BSUIDs and username on each person's conversation row."""
     if rows:
-        await db.executemany(
-            "UPDATE conversations SET phone = coalesce(?1, phone),"
-            " bsuid = coalesce(?2, bsuid), parent_bsuid = coalesce(?3, parent_bsuid),"
-            " username = coalesce(?4, username) WHERE key = ?5"
-            " AND (?1 IS NOT phone AND ?1 IS NOT NULL OR ?2 IS NOT bsuid AND ?2 IS NOT NULL"
-            " OR ?3 IS NOT parent_bsuid AND ?3 IS NOT NULL"
-            " OR ?4 IS NOT username AND ?4 IS NOT NULL)", rows)
+        await db.many(DESCRIBE, [dict(zip((*_FACTS, "key"), row, strict=True))
+                                 for row in rows])
 
 
-async def merge(db: Any, old: str, new: str, now: float) -> None:
+sc = sink_conversations.c
+_MERGE_MESSAGES = Query(sa.update(messages).values(conversation=P("new"))
+                        .where(messages.c.conversation == P("old")), "merge: messages")
+_MERGE_BATCHES = Query(
+    sa.update(batches).values(conversation=P("new"), next_attempt_at=sa.case(
+        (batches.c.held == 1, least(batches.c.next_attempt_at, P("now"))),
+        else_=batches.c.next_attempt_at)).where(batches.c.conversation == P("old")),
+    "merge: batches")
+
+
+def _merge_mappings(insert: Any) -> Any:
+    moved = sa.select(sc.sink, P("new", type_=TEXT), sc.record_id, sc.last_synced_at,
+                      sc.last_error, sa.null()).where(sc.conversation == P("old"))
+    new = insert(sink_conversations).from_select(
+        ["sink", "conversation", "record_id", "last_synced_at", "last_error", "held_reason"],
+        moved)
+    x = new.excluded
+    return new.on_conflict_do_update(index_elements=["sink", "conversation"], set_={
+        "record_id": sa.func.coalesce(sc.record_id, x.record_id),
+        "last_synced_at": greatest(sa.func.coalesce(sc.last_synced_at, 0),
+                                   sa.func.coalesce(x.last_synced_at, 0))})
+
+
+_MERGE_MAPPINGS = Query(_merge_mappings, "merge: CRM mappings")
+_DROP_MAPPINGS = Query(sa.delete(sink_conversations).where(sc.conversation == P("old")),
+                       "merge: old mappings")
+_KEPT = ("contact_name", "account", "last_message_at", "message_count", "kind", "phone",
+         "bsuid", "parent_bsuid", "username", "group_id")
+
+
+def _merge_conversation(insert: Any) -> Any:
+    moved = sa.select(P("new", type_=TEXT), *(c[k] for k in _KEPT)).where(c.key == P("old"))
+    new = insert(conversations).from_select(["key", *_KEPT], moved)
+    x = new.excluded
+    first = {k: sa.func.coalesce(c[k], x[k]) for k in (
+        "contact_name", "account", "phone", "bsuid", "parent_bsuid", "username")}
+    return new.on_conflict_do_update(index_elements=["key"], set_={
+        **first,
+        "last_message_at": greatest(sa.func.coalesce(c.last_message_at, 0),
+                                    sa.func.coalesce(x.last_message_at, 0)),
+        "message_count": c.message_count + x.message_count})
+
+
+_MERGE_CONVERSATION = Query(_merge_conversation, "merge: conversation")
+_DROP_CONVERSATION = Query(sa.delete(conversations).where(c.key == P("old")),
+                           "merge: old conversation")
+_MERGE_IDENTITIES = Query(sa.update(identities).values(person=P("new"))
+                          .where(i.person == P("old")), "merge: identities")
+
+
+async def merge(db: Connector, old: str, new: str, now: float) -> None:
     """File conversation `old` under `new`: messages, batches, CRM mappings, identities.
 
     Delivery states stay as they are (what was synced is not posted again); a CRM record
     already mapped to `new` wins over the one of `old`; batches held for `old` (e.g. "no
     phone number") are tried again at once.
     """
-    await db.execute("UPDATE messages SET conversation = ? WHERE conversation = ?", (new, old))
-    await db.execute("UPDATE batches SET conversation = ?1,"
-               " next_attempt_at = CASE WHEN held = 1 THEN min(next_attempt_at, ?3)"
-               " ELSE next_attempt_at END WHERE conversation = ?2", (new, old, now))
-    await db.execute(
-        "INSERT INTO sink_conversations (sink, conversation, record_id, last_synced_at,"
-        " last_error, held_reason) SELECT sink, ?, record_id, last_synced_at, last_error,"
-        " NULL FROM sink_conversations WHERE conversation = ? AND true"
-        " ON CONFLICT (sink, conversation) DO UPDATE SET"
-        " record_id = coalesce(sink_conversations.record_id, excluded.record_id),"
-        " last_synced_at = max(coalesce(sink_conversations.last_synced_at, 0),"
-        " coalesce(excluded.last_synced_at, 0))", (new, old))
-    await db.execute("DELETE FROM sink_conversations WHERE conversation = ?", (old,))
-    await db.execute(
-        "INSERT INTO conversations (key, contact_name, account, last_message_at, message_count,"
-        " kind, phone, bsuid, parent_bsuid, username, group_id)"
-        " SELECT ?, contact_name, account, last_message_at, message_count, kind, phone, bsuid,"
-        " parent_bsuid, username, group_id FROM conversations WHERE key = ? AND true"
-        " ON CONFLICT (key) DO UPDATE SET"
-        " contact_name = coalesce(conversations.contact_name, excluded.contact_name),"
-        " account = coalesce(conversations.account, excluded.account),"
-        " last_message_at = max(coalesce(conversations.last_message_at, 0),"
-        " coalesce(excluded.last_message_at, 0)),"
-        " message_count = conversations.message_count + excluded.message_count,"
-        " phone = coalesce(conversations.phone, excluded.phone),"
-        " bsuid = coalesce(conversations.bsuid, excluded.bsuid),"
-        " parent_bsuid = coalesce(conversations.parent_bsuid, excluded.parent_bsuid),"
-        " username = coalesce(conversations.username, excluded.username)", (new, old))
-    await db.execute("DELETE FROM conversations WHERE key = ?", (old,))
-    await db.execute("UPDATE identities SET person = ? WHERE person = ?", (new, old))
+    for step in (_MERGE_MESSAGES, _MERGE_BATCHES, _MERGE_MAPPINGS, _DROP_MAPPINGS,
+                 _MERGE_CONVERSATION, _DROP_CONVERSATION, _MERGE_IDENTITIES):
+        await db.run(step, old=old, new=new, now=now)

@@ -1,33 +1,84 @@
 """Media fetch jobs: queued with their message, claimed by a source's fetcher, settled.
 
-All media SQL lives here (the table and its states: schema.M008_MEDIA). Files themselves
-are the core's business (bridge/media.py); this module only says which paths a deleted
-message leaves unreferenced.
+All media SQL lives here (the table and its states: bridge.buffer.tables.media). Files
+themselves are the core's business (bridge/media.py); this module only says which paths a
+deleted message leaves unreferenced.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
 
 import bridge.buffer.delivery as delivery
+from bridge.buffer.compiler import P, Query, greatest, values_of
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import REAL, TEXT, media, messages
+from bridge.model import Message
 
 # Kinds whose media is a file to fetch (an edit's or a reaction's media is not).
 FILE_KINDS = ("image", "audio", "video", "document", "sticker")
+f = media.c
 
-_QUEUE = (
-    "INSERT OR IGNORE INTO media (message_id, source, media_id, expected_sha256, mime_type,"
-    " state, reason, updated_at)"
-    " SELECT m.id, m.source, json_extract(m.body, '$.media.id'),"
-    " json_extract(m.body, '$.media.sha256'), json_extract(m.body, '$.media.mime_type'),"
-    " CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION) FROM messages m"
-    " WHERE m.id >= ? AND m.source = ?"
-    " AND json_extract(m.body, '$.kind') IN ('image', 'audio', 'video', 'document', 'sticker')"
-    " AND json_extract(m.body, '$.media.id') IS NOT NULL"
-)
+QUEUE = Query(lambda insert: insert(media).values(
+    {k: P(k) for k in ("message_id", "source", "media_id", "expected_sha256", "mime_type",
+                       "state", "reason", "updated_at")}).on_conflict_do_nothing(),
+    "queue a media job")
+DUE = Query(
+    sa.select(f.message_id, f.source, f.media_id, f.expected_sha256, f.mime_type, f.attempts,
+              messages.c.body)
+    .join_from(media, messages, messages.c.id == f.message_id)
+    .where(f.source == P("source"), f.state == "pending", f.next_attempt_at <= P("now"),
+           sa.func.coalesce(f.lease_until, 0) <= P("now"))
+    .order_by(f.next_attempt_at, f.message_id).limit(P("limit")), "due media jobs")
+LEASE = Query(sa.update(media).values(lease_until=P("until"))
+              .where(f.message_id.in_(values_of("ids"))), "lease media jobs")
+NEXT_DUE = Query(sa.select(sa.func.min(greatest(f.next_attempt_at,
+                                                sa.func.coalesce(f.lease_until, 0))))
+                 .where(f.source == P("source"), f.state == "pending"), "next media job due")
+FETCHED = Query(sa.update(media).values(
+    state="fetched", path=P("path"), size=P("size"), sha256=P("sha256"),
+    mime_type=sa.func.coalesce(P("mime_type", type_=TEXT), f.mime_type), reason=None,
+    lease_until=None, attempts=f.attempts + 1, updated_at=P("now"))
+    .where(f.message_id == P("message_id"), f.state == "pending"), "media fetched")
+FAILED = Query(sa.update(media).values(
+    state=sa.case((P("retry_at", type_=REAL).is_(None), "dead"), else_="pending"),
+    next_attempt_at=sa.func.coalesce(P("retry_at", type_=REAL), f.next_attempt_at),
+    attempts=f.attempts + 1, reason=P("reason"), lease_until=None, updated_at=P("now"))
+    .where(f.message_id == P("message_id"), f.state == "pending"), "media fetch failed")
+RELEASE = Query(sa.update(media).values(state="pending", reason=None, next_attempt_at=0,
+                                        updated_at=P("now"))
+                .where(f.source == P("source"), f.state == "held"), "release held media")
+HOLD = Query(sa.update(media).values(state="held", reason=P("reason"), lease_until=None,
+                                     updated_at=P("now"))
+             .where(f.source == P("source"), f.state == "pending"), "hold media")
+UNLEASE = Query(sa.update(media).values(lease_until=None).where(
+    f.source == P("source"), f.state == "pending", f.lease_until.isnot(None)),
+    "void media leases")
+REQUEUE_ALL = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
+                    .where(f.state == "dead"), "requeue dead media")
+REQUEUE = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
+                .where(f.state == "dead", f.message_id.in_(values_of("ids"))),
+                "requeue these dead media")
+ORPHANS = Query(sa.delete(media).where(~sa.exists().where(messages.c.id == f.message_id))
+                .returning(f.path, f.sha256), "forget media of deleted messages")
+IN_USE = Query(sa.select(sa.literal(1)).where(f.sha256 == P("sha256")).limit(1),
+               "media file still used")
+PATHS = Query(sa.select(f.path).where(f.path.isnot(None)).distinct(), "stored media paths")
+BY_STATE = Query(sa.select(f.source, f.state, sa.func.count()).group_by(f.source, f.state),
+                 "media jobs by state")
+_files = sa.select(f.source, f.sha256, f.size).where(f.state == "fetched").distinct().subquery()
+BYTES = Query(sa.select(_files.c.source, sa.func.sum(_files.c.size)).group_by(_files.c.source),
+              "media bytes stored")
+REASONS = Query(sa.select(f.source, f.reason, sa.func.count()).where(f.reason.isnot(None))
+                .group_by(f.source, f.reason).order_by(sa.func.count().desc(), f.source,
+                                                       f.reason).limit(50), "media reasons")
+FILE = Query(sa.select(f.path, f.mime_type).where(f.message_id == P("message_id"),
+                                                  f.state == "fetched"), "a fetched file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,143 +95,106 @@ class MediaJob:
     attempts: int
 
 
-async def queue_jobs(db: Any, first: int, sources: Mapping[str, str | None],
-               now: float) -> None:
+async def queue_jobs(db: Connector, fresh: Sequence[Message],
+                     ids: Mapping[tuple[str, str], int], sources: Mapping[str, str | None],
+                     now: float) -> None:
     """In the append's transaction: a job per new media message of a fetching source.
 
     sources: source name -> None (fetch) or the reason it will not (the job is held).
-    One INSERT per source per group, whatever the number of messages.
     """
-    for source, hold in sources.items():
-        await db.execute(_QUEUE, ("held" if hold else "pending", hold, now, first, source))
+    jobs = [{"message_id": ids[(m.source, m.provider_id)], "source": m.source,
+             "media_id": m.media.id, "expected_sha256": m.media.sha256,
+             "mime_type": m.media.mime_type, "state": "held" if sources[m.source] else "pending",
+             "reason": sources[m.source], "updated_at": now}
+            for m in fresh if m.source in sources and m.kind in FILE_KINDS
+            and m.media is not None and m.media.id]
+    if jobs:
+        await db.many(QUEUE, jobs)
 
 
-async def claim(db: aiosqlite.Connection, source: str, now: float, limit: int,
+async def claim(db: Connector, source: str, now: float, limit: int,
                 lease: float) -> list[MediaJob]:
     """Lease up to `limit` due jobs of `source` (oldest first); a leased one is not due."""
-    async with db.execute(
-        "SELECT f.message_id, f.source, f.media_id, f.expected_sha256, f.mime_type,"
-        " json_extract(m.body, '$.media.filename'), json_extract(m.body, '$.account'),"
-        " f.attempts FROM media f JOIN messages m ON m.id = f.message_id"
-        " WHERE f.source = ? AND f.state = 'pending' AND f.next_attempt_at <= ?"
-        " AND coalesce(f.lease_until, 0) <= ? ORDER BY f.next_attempt_at, f.message_id LIMIT ?",
-        (source, now, now, limit)) as cursor:
-        jobs = [MediaJob(*row) for row in await cursor.fetchall()]
+    jobs = []
+    for message_id, job_source, media_id, sha, mime, attempts, body in await db.rows(
+            DUE, source=source, now=now, limit=limit):
+        told = json.loads(body)
+        jobs.append(MediaJob(message_id, job_source, media_id, sha, mime,
+                             (told.get("media") or {}).get("filename"), told.get("account"),
+                             attempts))
     if jobs:
-        marks = _placeholders(len(jobs))
-        await db.execute(f"UPDATE media SET lease_until = ? WHERE message_id IN ({marks})",
-                         (now + lease, *(job.message_id for job in jobs)))
+        await db.run(LEASE, until=now + lease, ids=[job.message_id for job in jobs])
     return jobs
 
 
-async def next_due(db: aiosqlite.Connection, source: str) -> float | None:
+async def next_due(db: Connector, source: str) -> float | None:
     """When the source's next pending job is due (None: nothing pending)."""
-    async with db.execute("SELECT min(max(next_attempt_at, coalesce(lease_until, 0)))"
-                          " FROM media WHERE source = ? AND state = 'pending'",
-                          (source,)) as cursor:
-        (due,) = await cursor.fetchone()
-    return due
+    return await db.value(NEXT_DUE, source=source)
 
 
-async def fetched(db: aiosqlite.Connection, message_id: int, path: str, size: int,
+async def fetched(db: Connector, message_id: int, path: str, size: int,
                   sha256: str, mime_type: str | None, now: float) -> None:
     """The file is stored; targets that wait for it (a sink's attachment) are re-opened."""
-    await db.execute(
-        "UPDATE media SET state = 'fetched', path = ?, size = ?, sha256 = ?,"
-        " mime_type = coalesce(?, mime_type), reason = NULL, lease_until = NULL,"
-        " attempts = attempts + 1, updated_at = ? WHERE message_id = ? AND state = 'pending'",
-        (path, size, sha256, mime_type, now, message_id))
+    await db.run(FETCHED, path=path, size=size, sha256=sha256, mime_type=mime_type, now=now,
+                 message_id=message_id)
     await delivery.reopen_waiting(db, message_id)
 
 
-async def failed(db: aiosqlite.Connection, message_id: int, reason: str,
+async def failed(db: Connector, message_id: int, reason: str,
                  retry_at: float | None, now: float) -> None:
     """A failed try: retry at `retry_at`, or dead (None) with the reason."""
-    await db.execute(
-        "UPDATE media SET state = CASE WHEN CAST(? AS DOUBLE PRECISION) IS NULL THEN 'dead'"
-        " ELSE 'pending' END,"
-        " next_attempt_at = coalesce(?, next_attempt_at), attempts = attempts + 1, reason = ?,"
-        " lease_until = NULL, updated_at = ? WHERE message_id = ? AND state = 'pending'",
-        (retry_at, retry_at, reason, now, message_id))
+    await db.run(FAILED, retry_at=retry_at, reason=reason, now=now, message_id=message_id)
     if retry_at is None:
         await delivery.settle_waiting(db, message_id, reason)
 
 
-async def set_hold(db: aiosqlite.Connection, source: str, reason: str | None,
-                   now: float) -> int:
+async def set_hold(db: Connector, source: str, reason: str | None, now: float) -> int:
     """Hold every pending job of `source` (reason), or release its held ones (None)."""
-    if reason is None:
-        cursor = await db.execute(
-            "UPDATE media SET state = 'pending', reason = NULL, next_attempt_at = 0,"
-            " updated_at = ? WHERE source = ? AND state = 'held'", (now, source))
-    else:
-        cursor = await db.execute(
-            "UPDATE media SET state = 'held', reason = ?, lease_until = NULL, updated_at = ?"
-            " WHERE source = ? AND state = 'pending'", (reason, now, source))
-    changed = cursor.rowcount
-    await cursor.close()
-    if reason is None:  # a runner starting: leases of a killed one are void (flock)
-        await db.execute("UPDATE media SET lease_until = NULL WHERE source = ?"
-                         " AND state = 'pending' AND lease_until IS NOT NULL", (source,))
+    if reason is not None:
+        return await db.run(HOLD, reason=reason, now=now, source=source)
+    changed = await db.run(RELEASE, now=now, source=source)
+    # a runner starting: leases of a killed one are void (flock)
+    await db.run(UNLEASE, source=source)
     return changed
 
 
-async def requeue(db: aiosqlite.Connection, message_ids: Sequence[int] | None) -> int:
+async def requeue(db: Connector, message_ids: Sequence[int] | None) -> int:
     """Dead media jobs back to pending (all, or these messages')."""
     if message_ids is None:
-        cursor = await db.execute("UPDATE media SET state = 'pending', next_attempt_at = 0,"
-                                  " attempts = 0 WHERE state = 'dead'")
+        changed = await db.run(REQUEUE_ALL)
     else:
-        marks = _placeholders(len(message_ids))
-        cursor = await db.execute("UPDATE media SET state = 'pending', next_attempt_at = 0,"
-                                  f" attempts = 0 WHERE state = 'dead' AND message_id IN ({marks})",
-                                  tuple(message_ids))
-    changed = cursor.rowcount
-    await cursor.close()
+        changed = await db.run(REQUEUE, ids=list(message_ids))
     await delivery.await_file_again(db, message_ids)
     return changed
 
 
-def _placeholders(count: int) -> str:
-    """'?,?,?' for count parameters."""
-    return ",".join("?" * count)
-
-
-async def forget_orphans(db: aiosqlite.Connection) -> list[str]:
+async def forget_orphans(db: Connector) -> list[str]:
     """Delete the jobs of messages that are gone; the paths no remaining job uses."""
-    async with db.execute(
-        "DELETE FROM media WHERE NOT EXISTS (SELECT 1 FROM messages m"
-        " WHERE m.id = media.message_id) RETURNING path, sha256") as cursor:
-        gone = [(path, sha) for path, sha in await cursor.fetchall() if path]
-    unused = []
-    for path, sha in gone:
-        async with db.execute("SELECT 1 FROM media WHERE sha256 = ? LIMIT 1", (sha,)) as cursor:
-            if await cursor.fetchone() is None:
-                unused.append(path)
+    gone = [(path, sha) for path, sha in await db.rows(ORPHANS) if path]
+    unused = [path for path, sha in gone if await db.one(IN_USE, sha256=sha) is None]
     return sorted(set(unused))
 
 
-async def stored_paths(query: Any) -> set[str]:
+async def stored_paths(db: Connector) -> set[str]:
     """Every path a job refers to (a file in media_path not among them is an orphan)."""
-    return {row[0] for row in await query("SELECT DISTINCT path FROM media"
-                                          " WHERE path IS NOT NULL")}
+    return {row[0] for row in await db.rows(PATHS)}
 
 
-async def counts(query: Any) -> dict[str, dict[str, Any]]:
+async def counts(db: Connector) -> dict[str, dict[str, Any]]:
     """Per source: jobs per state, bytes stored, and reasons of dead and failing jobs."""
     out: dict[str, dict[str, Any]] = {}
-    for source, state, n in await query(
-            "SELECT source, state, count(*) FROM media"
-            " GROUP BY source, state"):
+    for source, state, n in await db.rows(BY_STATE):
         entry = out.setdefault(source, {"pending": 0, "fetched": 0, "dead": 0, "held": 0,
                                         "bytes": 0, "reasons": {}})
         entry[state] = n
-    for source, size in await query(
-            "SELECT source, sum(size) FROM (SELECT DISTINCT source, sha256, size FROM media"
-            " WHERE state = 'fetched') AS f GROUP BY source"):
+    for source, size in await db.rows(BYTES):
         out[source]["bytes"] = size
-    for source, reason, n in await query(
-            "SELECT source, reason, count(*) FROM media WHERE reason IS NOT NULL"
-            " GROUP BY source, reason ORDER BY count(*) DESC LIMIT 50"):
+    for source, reason, n in await db.rows(REASONS):
         out[source]["reasons"][reason] = n
     return out
+
+
+async def file_of(db: Connector, message_id: int) -> tuple[str, str | None] | None:
+    """(path, MIME type) of a message's fetched file, or None."""
+    row = await db.one(FILE, message_id=message_id)
+    return (row[0], row[1]) if row else None

@@ -1,11 +1,12 @@
 """The buffer in PostgreSQL, shared by several bridge processes (asyncpg).
 
-Every operation is one transaction on a pooled connection; the SQL is the buffer's own
-(bridge.buffer.dialect rewrites it). What one SQLite writer got for free, several
-processes get from PostgreSQL locks:
-- a claim holds a per-sink advisory lock while it batches and leases, and takes its rows
-  FOR UPDATE SKIP LOCKED, so two processes never lease one batch, and a conversation's
-  batches still go one at a time, in order (an older unfinished batch blocks a newer one);
+Every operation is one transaction on a pooled connection, running the buffer's
+statements compiled for PostgreSQL (bridge.buffer.compiler). What one SQLite writer got
+for free, several processes get from PostgreSQL locks:
+- a claim leases its batches in one statement, FOR UPDATE SKIP LOCKED, so two processes
+  never lease one batch and never wait on each other, and a conversation's batches go
+  one at a time, in order (an older unfinished batch blocks a newer one); one process
+  at a time forms new batches of a sink (a try-lock: see bridge.buffer.delivery);
 - appends that teach the contact map (identities) hold one advisory lock, so two
   webhooks cannot merge the same person two ways at once;
 - a killed process's leases are freed once the cluster registry sees it silent for three
@@ -18,25 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import sqlalchemy as sa
 
 import bridge.buffer.delivery as delivery
+import bridge.buffer.shared as shared
 from bridge.buffer.append import Append, append_group, new_append
+from bridge.buffer.compiler import P, Query
+from bridge.buffer.connectors import PgConnector
 from bridge.buffer.delivery import Claim
-from bridge.buffer.dialect import identifier
-from bridge.buffer.pgdb import PgDb, plain
-from bridge.buffer.pgschema import migrate
-from bridge.buffer.store import BACKENDS, Buffer, _install
-from bridge.buffer.writer import MAX_GROUP
-from bridge.cluster import Listener, RateBudget, ensure_tables
+from bridge.buffer.group import GroupCommit
+from bridge.buffer.migrations import migrate_postgres
+from bridge.buffer.port import SharedBuffer
+from bridge.buffer.store import BACKENDS, Buffer, Work, install
+from bridge.buffer.tables import heartbeat
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
 
 
-class PostgresBuffer(Buffer):
+class PostgresBuffer(Buffer, SharedBuffer):
     """Open with `await Buffer.open("postgresql://...")`; close with `close()`."""
 
     def __init__(self, url: str, pool: asyncpg.Pool) -> None:
@@ -105,9 +112,8 @@ class PostgresBuffer(Buffer):
                                     "PostgreSQL runs there and the user may connect") from exc
         buffer = cls(url, pool)
         try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-                await ensure_tables(conn)  # the cluster's own (bridge.cluster)
+            async with pool.acquire() as conn, conn.transaction():
+                await migrate_postgres(PgConnector(conn), "buffer.url")
         except BaseException:
             await pool.close()
             raise
@@ -136,27 +142,25 @@ class PostgresBuffer(Buffer):
 
     async def _append_group(self, items: list[Append]) -> list[int]:
         """One transaction for a group of appends (see GroupCommit)."""
-        async def work(db: PgDb) -> list[int]:
+        async def work(db: PgConnector) -> list[int]:
             if any(item.identities for item in items):
                 await db.lock(IDENTITY_LOCK)
             return await append_group(db, items, self.media_sources)
-        return await self._transact(work)
+        return await self.write(work)
 
     async def heartbeat(self) -> None:
         """Commit a write now: proves the server is up, reachable and writable."""
         self._check_open()
         try:
-            await self._transact(lambda db: db.execute(
-                "INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id)"
-                " DO UPDATE SET at = excluded.at", (time.time(),)))
+            await self.write(lambda db: db.run(BEAT, at=time.time()))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise BufferUnavailable(f"buffer.url {self.path}: {_reason(exc)}") from exc
 
     async def install_sinks(self, names: Sequence[str]) -> list[str]:
-        async def work(db: PgDb) -> list[str]:
+        async def work(db: PgConnector) -> list[str]:
             await db.lock(INSTALL_LOCK)  # processes starting together install once
-            return await _install(db, list(names), time.time())
-        return await self._transact(work)
+            return await install(db, list(names), time.time())
+        return await self.write(work)
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None) -> list[Claim]:
@@ -164,58 +168,20 @@ class PostgresBuffer(Buffer):
         when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
 
-        async def work(db: PgDb) -> list[Claim]:
-            await db.lock(f"chatbridge:claim:{sink}")
-            return await delivery.claim(db, sink, when, limit, lease, backfill, size,
-                                        owner=self.owner)
-        return await self._transact(work)
+        return await self.write(lambda db: delivery.claim(
+            db, sink, when, limit, lease, backfill, size, owner=self.owner))
 
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def read(self, work: Work[T]) -> T:
         self._check_open()
         async with self._pool.acquire() as conn:
-            cursor = await PgDb(conn).run(sql, params)
-            return await cursor.fetchall()
+            return await work(PgConnector(conn))
 
-    async def release_dead_leases(self, dead_after: float) -> int:
-        """Free the batch leases of processes whose heartbeat is older than `dead_after`
-        seconds (killed, or cut off): their batches are retried as uncertain now instead
-        of after their lease; returns how many."""
-        rows = await self.fetch(
-            "WITH gone AS (SELECT id FROM processes WHERE heartbeat_at"
-            " < extract(epoch FROM clock_timestamp()) - $1)"
-            " UPDATE batches SET state = 'ready', lease_token = NULL, lease_until = NULL,"
-            " uncertain = 1, next_attempt_at = $2 WHERE state = 'leased'"
-            " AND split_part(lease_token, ':', 1) IN (SELECT id FROM gone) RETURNING id",
-            dead_after, time.time())
-        if rows:
-            logger.info("freed %d batch lease(s) of bridge processes gone silent", len(rows))
-        return len(rows)
-
-    async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Native PostgreSQL SQL (no rewriting), for the cluster's own tables."""
-        async with self._pool.acquire() as conn:
-            return [plain(row) for row in await conn.fetch(sql, *params)]
-
-    def shared_budget(self, sink: str, budget: str) -> RateBudget:
-        """The CRM budget `budget` ("ordinary", "bulk") of `sink`, shared by every process
-        on this database: hand it to the sink's limiter (RateLimiter.share)."""
-        return RateBudget(self._pool, sink, budget)
-
-    def listener(self, on_wake: Any) -> Listener:
-        """A LISTENer for sync-now/backfill wake-ups on a connection of its own (run it)."""
-        dsn, schema = split_schema(self.url)
-        return Listener(dsn, schema, on_wake)
-
-    async def limit_writes(self, *, size_cap: bool | None = None,
-                           read_only: bool | None = None) -> None:
-        raise NotImplementedError("limit_writes is a fault seam of the SQLite buffer only")
-
-    async def _transact(self, work: Any) -> Any:
+    async def write(self, work: Work[T]) -> T:
         self._check_open()
         for attempt in range(RETRIES):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    result = await work(PgDb(conn))
+                    result = await work(PgConnector(conn))
                 self._commits += 1
                 return result
             except _RETRYABLE:
@@ -224,76 +190,68 @@ class PostgresBuffer(Buffer):
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    # -- what only a shared buffer offers (bridge.buffer.port.SharedBuffer) ------------------
 
-class GroupCommit:
-    """Appends that arrive while a commit is under way share the next one.
+    async def release_dead_leases(self, dead_after: float) -> int:
+        """Free the batch leases of processes whose heartbeat is older than `dead_after`
+        seconds (killed, or cut off): their batches are retried as uncertain now instead
+        of after their lease; returns how many."""
+        freed = await self.write(lambda db: shared.release_dead_leases(db, dead_after,
+                                                                       time.time()))
+        if freed:
+            logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)
+        return freed
 
-    One group is in flight per process (as SQLite's writer): under load the groups grow,
-    so a webhook costs a share of one transaction instead of one of its own. A group that
-    fails is retried one append at a time, so one bad append fails alone.
-    """
+    def shared_budget(self, sink: str, budget: str) -> shared.RateBudget:
+        """The CRM budget `budget` ("ordinary", "bulk") of `sink`, shared by every process
+        on this database: hand it to the sink's limiter (RateLimiter.share)."""
+        return shared.RateBudget(self, sink, budget)
 
-    def __init__(self, commit: Any, limit: int = MAX_GROUP) -> None:
-        self._commit = commit
-        self._limit = limit
-        self._pending: list[tuple[Append, asyncio.Future[int]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self.grouped = 0  # appends that shared a commit with others
+    def listener(self, on_wake: Any) -> shared.Listener:
+        """A LISTENer for sync-now/backfill wake-ups on a connection of its own (run it)."""
+        dsn, schema = split_schema(self.url)
+        return shared.Listener(dsn, schema, on_wake)
 
-    async def submit(self, item: Append) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
+    async def notify(self, action: str, sink: str | None) -> None:
+        """Wake every process on this buffer: `action` for `sink` (None: every sink)."""
+        await self.read(lambda db: shared.notify(db, action, sink))
 
-    async def _drain(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending[:self._limit], self._pending[self._limit:]
-            try:
-                counts = await self._commit([item for item, _ in group])
-            except Exception as exc:
-                if len(group) == 1:
-                    _settle(group[0][1], exc=exc)
-                    continue
-                for item, future in group:  # alone, so one bad append fails alone
-                    try:
-                        _settle(future, (await self._commit([item]))[0])
-                    except Exception as alone:
-                        _settle(future, exc=alone)
-                continue
-            if len(group) > 1:
-                self.grouped += len(group)
-            for (_, future), count in zip(group, counts, strict=True):
-                _settle(future, count)
+    async def beat(self, me: Mapping[str, Any], sinks: list[str],
+                   drained: Mapping[str, float]) -> None:
+        """Insert or refresh this process's row in the registry; forget long-gone ones."""
+        await self.write(lambda db: shared.beat(db, self.owner, me, sinks, drained))
 
+    async def leave(self) -> None:
+        """Take this process's row out of the registry (a clean stop)."""
+        await self.write(lambda db: shared.leave(db, self.owner))
 
-def _settle(future: asyncio.Future[int], value: int = 0,
-            exc: BaseException | None = None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
+    async def processes(self) -> list[dict[str, Any]]:
+        """Every process in the registry: id, host, pid, version, times, sinks, drained,
+        heartbeat age (server clock)."""
+        return await self.read(shared.processes_of)
 
 
 async def _create_schema(dsn: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{identifier(schema)}"')
+        await PgConnector(conn).run(Query(sa.schema.CreateSchema(schema, if_not_exists=True)))
     except (asyncpg.UniqueViolationError, asyncpg.DuplicateSchemaError):
         pass  # another process created it at the same moment (IF NOT EXISTS races)
     finally:
         await conn.close()
 
 
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _plain(name: str) -> bool:
-    try:
-        identifier(name)
-    except ValueError:
-        return False
-    return True
+    """A schema name of letters, digits and _ (not starting with a digit)."""
+    return bool(_PLAIN.fullmatch(name))
+
+
+BEAT = Query(lambda insert: (lambda new: new.on_conflict_do_update(
+    index_elements=["id"], set_={"at": new.excluded.at}))(insert(heartbeat).values(
+        id=1, at=P("at"))), "heartbeat")
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import asyncpg
 
-from bridge.buffer.pgschema import schema_version
+from bridge.buffer.connectors import PgConnector
+from bridge.buffer.migrations import VERSION, postgres_version
 from bridge.buffer.postgres import redact, split_schema
-from bridge.buffer.schema import VERSION
 from bridge.buffer.store import is_postgres
 from bridge.errors import ConfigError
 
@@ -43,7 +43,7 @@ async def _probe_postgres(url: str) -> str:
         raise ConfigError(f"buffer.url {redact(url)}: cannot connect ({reason}); check the "
                           "host, port, user and password, and that PostgreSQL runs") from None
     try:
-        return _verdict(redact(url), await schema_version(conn))
+        return _verdict(redact(url), await postgres_version(PgConnector(conn)))
     finally:
         await conn.close()
 

@@ -7,91 +7,99 @@ not the group's others). The CRM is left alone: sinks keep what they posted.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import aiosqlite
+import sqlalchemy as sa
 
+from bridge.buffer.compiler import P, Query, values_of
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import (
+    batches,
+    conversations,
+    deliveries,
+    identities,
+    ledger,
+    messages,
+    sink_conversations,
+    sink_state,
+    statuses,
+)
 from bridge.model import GROUP_PREFIX
 
+TOP = "\U0010ffff"
+i, m, st = identities.c, messages.c, statuses.c
+_keys = values_of("keys", "text")
+_ids = values_of("ids")
+PERSON = Query(sa.select(i.person).where(i.key == P("key")), "the person of a key")
+LINKED = Query(sa.select(i.key).where(i.person == P("person")), "a person's keys")
+CHATS = Query(sa.select(conversations.c.key).where(conversations.c.key.in_(_keys)),
+              "a person's conversations")
+OWN = Query(sa.select(m.id).where(m.conversation.in_(_keys)), "a person's messages")
+GROUP_MESSAGES = Query(sa.select(m.id, m.body).where(
+    m.conversation >= GROUP_PREFIX, m.conversation < GROUP_PREFIX + TOP),
+    "group chat messages")
+MEDIA = Query(sa.select(m.id, m.body).where(m.id.in_(_ids)), "bodies of messages")
+BATCH_KEYS = Query(sa.select(batches.c.key).where(batches.c.conversation.in_(_keys)),
+                   "a person's batches")
+IDENTITIES = Query(sa.select(i.key).where(i.key.in_(_keys)), "a person's identities")
+MAPPINGS = Query(sa.select(sink_conversations.c.sink).where(
+    sink_conversations.c.conversation.in_(_keys)), "a person's CRM mappings")
+_of_person = sa.or_(st.recipient.in_(_keys), sa.tuple_(st.source, st.provider_id).in_(
+    sa.select(m.source, m.provider_id).where(m.id.in_(_ids))))
+STATUSES = Query(sa.select(sa.func.count()).select_from(statuses).where(_of_person),
+                 "a person's statuses")
+DROP_STATUSES = Query(sa.delete(statuses).where(_of_person), "forget a person's statuses")
+DROP = tuple(Query(step, "forget a person") for step in (
+    # by the primary key (sink, message_id): every sink's row of each message
+    sa.delete(deliveries).where(deliveries.c.sink.in_(sa.select(sink_state.c.sink)),
+                                deliveries.c.message_id.in_(_ids)),
+    sa.delete(messages).where(m.id.in_(_ids)),
+    sa.delete(batches).where(batches.c.conversation.in_(_keys)),
+    sa.delete(sink_conversations).where(sink_conversations.c.conversation.in_(_keys)),
+    sa.delete(conversations).where(conversations.c.key.in_(_keys)),
+    sa.delete(identities).where(sa.or_(i.key.in_(_keys), i.person.in_(_keys)))))
+DROP_LEDGER = Query(sa.delete(ledger).where(ledger.c.key >= P("low"), ledger.c.key < P("high")),
+                    "forget a batch's ledger")
 
-async def _rows(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    """The first column of each row."""
-    async with db.execute(sql, params) as cursor:
-        return [row[0] for row in await cursor.fetchall()]
+
+async def _firsts(db: Connector, query: Query, **params: Any) -> list[Any]:
+    return [row[0] for row in await db.rows(query, **params)]
 
 
-def _placeholders(n: int) -> str:
-    """'?,?,?' for n values."""
-    return ",".join("?" * n)
-
-
-async def person_keys(db: aiosqlite.Connection, key: str) -> tuple[str, list[str]]:
+async def person_keys(db: Connector, key: str) -> tuple[str, list[str]]:
     """The person's conversation key and every phone/BSUID linked to them."""
-    person = (await _rows(db, "SELECT person FROM identities WHERE key = ?", (key,)) or [key])[0]
-    keys = await _rows(db, "SELECT key FROM identities WHERE person = ?", (person,))
+    person = await db.value(PERSON, key=key) or key
+    keys = await _firsts(db, LINKED, person=person)
     return person, sorted({person, key, *keys})
 
 
-async def purge(db: aiosqlite.Connection, key: str, dry_run: bool) -> dict[str, Any]:
+async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
     """Delete (or with dry_run only count) everything the buffer holds of one person."""
     person, keys = await person_keys(db, key)
-    k = tuple(keys)
-    marks = _placeholders(len(keys))
-    chats = await _rows(db, f"SELECT key FROM conversations WHERE key IN ({marks})", k)
-    messages = await _rows(
-        db, f"SELECT id FROM messages WHERE conversation IN ({marks})"
-        f" OR (conversation >= ? AND conversation < ?"
-        f" AND json_extract(body, '$.extra.sender') IN ({marks}))",
-        (*k, GROUP_PREFIX, GROUP_PREFIX + "\U0010ffff", *k))
-    batches = await _rows(db, f"SELECT key FROM batches WHERE conversation IN ({marks})", k)
-    identities = await _rows(db, f"SELECT key FROM identities WHERE key IN ({marks})", k)
-    mappings = await _rows(
-        db, f"SELECT sink FROM sink_conversations WHERE conversation IN ({marks})", k)
+    chats = await _firsts(db, CHATS, keys=keys)
+    wanted = set(keys)
+    # their words in group chats: the sender is inside the body, which SQL never reads
+    said = [mid for mid, body in await db.rows(GROUP_MESSAGES)
+            if (json.loads(body).get("extra") or {}).get("sender") in wanted]
+    ids = sorted({*await _firsts(db, OWN, keys=keys), *said})
+    batch_keys = await _firsts(db, BATCH_KEYS, keys=keys)
     found = {"person": person, "keys": keys, "conversations": len(chats),
-             "messages": len(messages), "media": await _media(db, messages),
-             "statuses": await _statuses(db, messages, keys, count_only=True),
-             "identities": len(identities), "crm_mappings": len(mappings), "dry_run": dry_run}
+             "messages": len(ids), "media": await _media(db, ids),
+             "statuses": await db.value(STATUSES, keys=keys, ids=ids),
+             "identities": len(await _firsts(db, IDENTITIES, keys=keys)),
+             "crm_mappings": len(await _firsts(db, MAPPINGS, keys=keys)), "dry_run": dry_run}
     if not dry_run:
-        await _delete(db, keys, messages, batches)
+        await db.run(DROP_STATUSES, keys=keys, ids=ids)
+        for step in DROP:
+            await db.run(step, keys=keys, ids=ids)
+        for batch in batch_keys:  # what the sinks posted under the person's batches
+            await db.run(DROP_LEDGER, low=batch, high=batch + TOP)
     return found
 
 
-async def _media(db: aiosqlite.Connection, ids: list[int]) -> int:
+async def _media(db: Connector, ids: list[int]) -> int:
     if not ids:
         return 0
-    return len(await _rows(db, f"SELECT id FROM messages WHERE id IN ({_placeholders(len(ids))})"
-                           " AND json_extract(body, '$.media') IS NOT NULL", tuple(ids)))
-
-
-async def _statuses(db: aiosqlite.Connection, ids: list[int], keys: list[str],
-                    count_only: bool) -> int:
-    """Statuses of the person's messages, and of messages to them the buffer never stored."""
-    where = f"recipient IN ({_placeholders(len(keys))})"
-    if ids:  # no empty IN (): PostgreSQL refuses it
-        where += (" OR (source, provider_id) IN (SELECT source, provider_id FROM messages"
-                  f" WHERE id IN ({_placeholders(len(ids))}))")
-    params = (*keys, *ids)
-    if count_only:
-        return len(await _rows(db, f"SELECT provider_id FROM statuses WHERE {where}", params))
-    async with db.execute(f"DELETE FROM statuses WHERE {where}", params) as cursor:
-        return cursor.rowcount
-
-
-async def _delete(db: aiosqlite.Connection, keys: list[str], ids: list[int],
-                  batches: list[str]) -> None:
-    k = tuple(keys)
-    marks = _placeholders(len(keys))
-    await _statuses(db, ids, keys, count_only=False)
-    if ids:
-        await db.execute(
-            f"DELETE FROM deliveries WHERE message_id IN ({_placeholders(len(ids))})", tuple(ids))
-        await db.execute(f"DELETE FROM messages WHERE id IN ({_placeholders(len(ids))})",
-                         tuple(ids))
-    for batch in batches:  # what the sinks posted under the person's batches
-        await db.execute("DELETE FROM ledger WHERE key >= ? AND key < ?",
-                         (batch, batch + "\U0010ffff"))
-    await db.execute(f"DELETE FROM batches WHERE conversation IN ({marks})", k)
-    await db.execute(f"DELETE FROM sink_conversations WHERE conversation IN ({marks})", k)
-    await db.execute(f"DELETE FROM conversations WHERE key IN ({marks})", k)
-    await db.execute(f"DELETE FROM identities WHERE key IN ({marks}) OR person IN ({marks})",
-                     k + k)
+    return sum(1 for _, body in await db.rows(MEDIA, ids=ids)
+               if json.loads(body).get("media") is not None)

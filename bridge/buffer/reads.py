@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bridge.buffer.codec import MESSAGE_COLUMNS, from_timestamp, message_from_row
+import sqlalchemy as sa
+
+from bridge.buffer.codec import WIDTH, from_timestamp, message_from_row, select_messages
+from bridge.buffer.compiler import P, Query, indexed, ordered_join, values_of, whole_number
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import (
+    TEXT,
+    batches,
+    deliveries,
+    ledger,
+    sink_conversations,
+    sink_state,
+    statuses,
+    targets,
+)
+from bridge.buffer.tables import (
+    conversations as conversations_table,
+)
+from bridge.buffer.tables import (
+    messages as messages_table,
+)
 from bridge.contracts import WAITING_FOR_FILE
 from bridge.model import Message
 
-Query = Callable[[str, Sequence[Any]], Awaitable[list[Any]]]
+b, c, d, m = batches.c, conversations_table.c, deliveries.c, messages_table.c
+s, t, st = sink_conversations.c, targets.c, statuses.c
+pending = indexed(deliveries, "deliveries_pending", "d")
+dead = indexed(deliveries, "deliveries_dead", "d")
+_ANY_SINK = sa.func.coalesce(P("sink", type_=TEXT), sink_state.c.sink)
+_NOT_WAITING = sa.func.substr(t.reason, 1, len(WAITING_FOR_FILE)) != WAITING_FOR_FILE
 
 _SINK_COLUMNS = ("sink", "installed_at", "enabled", "disabled_at", "last_sync_at",
                  "next_sync_at", "last_error", "last_error_at", "backfill_since",
@@ -26,29 +51,35 @@ def _record(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return {c: from_timestamp(v) if c in _TIMES else v for c, v in zip(columns, row, strict=True)}
 
 
-async def sinks(query: Query) -> list[dict[str, Any]]:
+SINK_ROWS = Query(sa.select(*(sink_state.c[n] for n in _SINK_COLUMNS)).order_by(
+    sink_state.c.sink), "sinks")
+_held = sa.func.coalesce(b.held, 0)
+# two partial-index reads: a scan of every delivery row took ~70 ms at 1M messages
+BACKLOG = Query(sa.select(pending.c.sink, _held, sa.func.count()).select_from(
+    pending.outerjoin(batches, b.id == pending.c.batch_id)).where(pending.c.state == "pending")
+    .group_by(pending.c.sink, _held), "backlog per sink")
+DEAD_LETTERS = Query(sa.select(dead.c.sink, sa.func.count()).where(dead.c.state == "dead")
+                     .group_by(dead.c.sink), "dead letters per sink")
+TARGET_COUNTS = Query(sa.select(t.sink, t.state, sa.func.count()).where(_NOT_WAITING)
+                      .group_by(t.sink, t.state), "failed targets per sink")
+
+
+async def sinks(db: Connector) -> list[dict[str, Any]]:
     """Every sink ever installed, with backlog, held and dead-letter counts."""
-    rows = await query(f"SELECT {', '.join(_SINK_COLUMNS)} FROM sink_state ORDER BY sink", ())
+    rows = await db.rows(SINK_ROWS)
     counts: dict[str, dict[str, int]] = {}
     zero = {"backlog": 0, "held": 0, "dead_letters": 0, "failing_targets": 0,
             "dead_targets": 0}
-    # two partial-index reads: a scan of every delivery row took ~70 ms at 1M messages
-    for sink, held, n in await query(
-            "SELECT d.sink, coalesce(b.held, 0), count(*) FROM deliveries d"
-            " INDEXED BY deliveries_pending LEFT JOIN batches b ON b.id = d.batch_id"
-            " WHERE d.state = 'pending' GROUP BY 1, 2", ()):
+    for sink, held, n in await db.rows(BACKLOG):
         entry = counts.setdefault(sink, dict(zero))
         entry["backlog"] += n
         entry["held"] += n if held else 0
-    for sink, n in await query("SELECT sink, count(*) FROM deliveries INDEXED BY deliveries_dead"
-                               " WHERE state = 'dead' GROUP BY sink", ()):
+    for sink, n in await db.rows(DEAD_LETTERS):
         counts.setdefault(sink, dict(zero))["dead_letters"] = n
-    for sink, state, n in await query(
-            "SELECT sink, state, count(*) FROM targets WHERE substr(reason, 1, ?) != ?"
-            " GROUP BY sink, state", (len(WAITING_FOR_FILE), WAITING_FOR_FILE)):
+    for sink, state, n in await db.rows(TARGET_COUNTS):
         entry = counts.setdefault(sink, dict(zero))
         entry["dead_targets" if state == "dead" else "failing_targets"] = n
-    progress = await backfill_progress(query)
+    progress = await backfill_progress(db)
     result = []
     for row in rows:
         record = _record(_SINK_COLUMNS, row)
@@ -60,14 +91,17 @@ async def sinks(query: Query) -> list[dict[str, Any]]:
     return result
 
 
-async def backfill_progress(query: Query) -> dict[str, dict[str, int]]:
+PROGRESS = Query(sa.select(
+    d.sink, sa.func.count(), sa.func.sum(sa.case((d.state != "pending", 1), else_=0)),
+    sa.func.count(m.conversation.distinct()),
+    sa.func.count(sa.case((d.state == "pending", m.conversation)).distinct()))
+    .join_from(deliveries, messages_table, m.id == d.message_id).where(d.backfill == 1)
+    .group_by(d.sink), "backfill progress")
+
+
+async def backfill_progress(db: Connector) -> dict[str, dict[str, int]]:
     """Per sink: backfill messages and conversations done and in all."""
-    rows = await query(
-        "SELECT d.sink, count(*), sum(CASE WHEN d.state != 'pending' THEN 1 ELSE 0 END),"
-        " count(DISTINCT m.conversation),"
-        " count(DISTINCT CASE WHEN d.state = 'pending' THEN m.conversation END)"
-        " FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.backfill = 1"
-        " GROUP BY d.sink", ())
+    rows = await db.rows(PROGRESS)
     return {sink: {"messages_total": total, "messages_done": done,
                    "conversations_total": convs, "conversations_done": convs - open_convs}
             for sink, total, done, convs, open_convs in rows}
@@ -85,60 +119,87 @@ def _with_eta(progress: dict[str, Any] | None, started_at: datetime | None) -> d
     return {**progress, "eta_seconds": eta if done < total else 0.0}
 
 
-# The conversation list: each order is an index walk that stops at the page (see M005).
+# The conversation list: each order is an index walk that stops at the page (see tables).
 SORTS = ("last_message", "last_synced", "pending")
 SHOWS = ("all", "held", "dead", "groups")
-# Columns that name a person; search covers those the conversations table has (number and
-# name today; an identity layer adding username or BSUID columns is searched with no change).
+# Columns that name a person: a search looks in each.
 IDENTITY_COLUMNS = ("key", "contact_name", "username", "bsuid", "parent_bsuid")
 _ROW_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at", "message_count",
                 "record_id", "last_synced_at", "last_error", "held_reason", "pending",
                 "synced", "transcripts", "dead")
 _PHONE_LIKE = set("0123456789+-() .")
-
-# SQL pieces the list is assembled from; only these constants ever go into its SQL.
-# show -> condition on `conversations c`; held and dead take the sink (NULL: any sink)
-_SHOW = {
-    "all": "1 = 1",
-    "held": "c.key IN (SELECT conversation FROM sink_conversations"
-            " WHERE held_reason IS NOT NULL AND sink = coalesce(?, sink))",
-    "dead": "c.key IN (SELECT m.conversation FROM deliveries d INDEXED BY deliveries_dead"
-            " JOIN messages m ON m.id = d.message_id"
-            " WHERE d.state = 'dead' AND d.sink = coalesce(?, d.sink))",
-    "groups": "c.kind = 'group'",
+_SHOW = {  # show -> condition on conversations; held and dead take the sink (NULL: any)
+    "all": sa.true(),
+    "held": c.key.in_(sa.select(s.conversation).where(
+        s.held_reason.isnot(None), s.sink == sa.func.coalesce(P("sink", type_=TEXT), s.sink))),
+    "dead": c.key.in_(sa.select(m.conversation).join_from(dead, messages_table,
+                                                          m.id == dead.c.message_id).where(
+        dead.c.state == "dead",
+        dead.c.sink == sa.func.coalesce(P("sink", type_=TEXT), dead.c.sink))),
+    "groups": c.kind == "group",
 }
-_MATCH = {  # identity column -> one more way a search term matches
-    "key": " OR c.key LIKE ? ESCAPE '\\'",
-    "contact_name": " OR c.contact_name LIKE ? ESCAPE '\\'",
-    "username": " OR c.username LIKE ? ESCAPE '\\'",
-    "bsuid": " OR c.bsuid LIKE ? ESCAPE '\\'",
-    "parent_bsuid": " OR c.parent_bsuid LIKE ? ESCAPE '\\'",
-}
-# by searching: a search reads the table once and sorts its few matches ("+" keeps SQLite
-# from walking the date index for the order); a list walks the index and stops at the page
-_SOURCE = {False: " FROM conversations c INDEXED BY conversations_recent",
-           True: " FROM conversations c"}
-_RECENT = {False: " ORDER BY c.last_message_at DESC, c.key DESC",
-           True: " ORDER BY +c.last_message_at DESC, c.key DESC"}
-# sort -> (conversation, rank) of the conversations that have a rank for the sink
-_RANKED = {
-    "last_synced": "WITH r (key, rank) AS (SELECT conversation, last_synced_at"
-                   " FROM sink_conversations INDEXED BY sink_conversations_synced"
-                   " WHERE sink = ? AND last_synced_at IS NOT NULL) ",
-    "pending": "WITH r (key, rank) AS (SELECT m.conversation, count(*) FROM deliveries d"
-               " INDEXED BY deliveries_pending JOIN messages m ON m.id = d.message_id"
-               " WHERE d.sink = ? AND d.state = 'pending' GROUP BY m.conversation) ",
-}
+# newest first; a conversation with no message yet comes last on both engines
+_RECENT = (c.last_message_at.desc().nulls_last(), c.key.desc())
 
 
-async def conversations(query: Query, sink: str | None, search: str | None,
+def _ranked(sort: str) -> Any:
+    """(key, rank) of the conversations that have a rank for the sink under `sort`."""
+    if sort == "last_synced":
+        synced = indexed(sink_conversations, "sink_conversations_synced", "s")
+        return sa.select(synced.c.conversation.label("key"),
+                         synced.c.last_synced_at.label("rank")).where(
+            synced.c.sink == P("sink"), synced.c.last_synced_at.isnot(None)).cte("r")
+    return sa.select(m.conversation.label("key"), sa.func.count().label("rank")).join_from(
+        pending, messages_table, m.id == pending.c.message_id).where(
+        pending.c.sink == P("sink"), pending.c.state == "pending").group_by(
+        m.conversation).cte("r")
+
+
+def _where(show: str, searching: bool) -> Any:
+    condition = _SHOW[show]
+    if searching:
+        condition = sa.and_(condition, sa.or_(*(c[name].ilike(P("term"), escape="\\")
+                                                for name in IDENTITY_COLUMNS)))
+    return condition
+
+
+_LISTS: dict[tuple[str, ...], Query] = {}
+
+
+def _list_query(part: str, show: str, searching: bool, sort: str = "last_message") -> Query:
+    """The list's statements, built once per (part, show, search or not, sort)."""
+    key = (part, show, str(searching), sort)
+    if key not in _LISTS:
+        where = _where(show, searching)
+        if part == "recent":
+            q = sa.select(c.key).where(where).order_by(*_RECENT).limit(P("limit")).offset(
+                P("offset"))
+        elif part == "count":
+            q = sa.select(sa.func.count()).select_from(conversations_table).where(where)
+        else:
+            r = _ranked(sort)
+            if part == "ranked":
+                q = sa.select(c.key).join_from(r, conversations_table, c.key == r.c.key).where(
+                    where).order_by(r.c.rank.desc(), *_RECENT).limit(P("limit")).offset(
+                    P("offset"))
+            elif part == "ranked_count":
+                q = sa.select(sa.func.count()).join_from(
+                    r, conversations_table, c.key == r.c.key).where(where)
+            else:  # the unranked rest, after the ranked ones
+                q = sa.select(c.key).where(where, c.key.not_in(sa.select(r.c.key))).order_by(
+                    *_RECENT).limit(P("limit")).offset(P("offset"))
+        _LISTS[key] = Query(q, f"conversation list: {' '.join(key)}")
+    return _LISTS[key]
+
+
+async def conversations(db: Connector, sink: str | None, search: str | None,
                         limit: int) -> list[dict[str, Any]]:
     """Conversations, newest first, with one sink's mapping and pending count."""
-    page = await conversation_list(query, sink, search=search, limit=limit, count=False)
+    page = await conversation_list(db, sink, search=search, limit=limit, count=False)
     return page["rows"]
 
 
-async def conversation_list(query: Query, sink: str | None, *, search: str | None = None,
+async def conversation_list(db: Connector, sink: str | None, *, search: str | None = None,
                             sort: str = "last_message", show: str = "all", offset: int = 0,
                             limit: int = 50, count: bool = True) -> dict[str, Any]:
     """One page of conversations: {"rows": [...], "total": matches (None unless count)}.
@@ -148,194 +209,177 @@ async def conversation_list(query: Query, sink: str | None, *, search: str | Non
     """
     if sort not in SORTS or show not in SHOWS:
         raise ValueError(f"sort must be one of {SORTS} and show one of {SHOWS}")
-    where = " WHERE (" + _SHOW[show] + ")"
-    params: list[Any] = [sink] if show in ("held", "dead") else []
-    if search:
-        columns, term = await _search_terms(query, search)
-        match = " AND (1 = 0"
-        for column in columns:
-            match += _MATCH[column]
-        where += match + ")"
-        params += [term] * len(columns)
     searching = bool(search)
+    params = {"sink": sink, "term": _search_term(search) if search else None}
     if sort == "last_message" or not sink:
-        sql = "SELECT c.key" + _SOURCE[searching] + where + _RECENT[searching]
-        keys = _firsts(await query(sql + " LIMIT ? OFFSET ?", [*params, limit, offset]))
+        keys = _firsts(await db.rows(_list_query("recent", show, searching), **params,
+                                     limit=limit, offset=offset))
     else:
-        ranked = _RANKED[sort] + "SELECT c.key FROM r JOIN conversations c ON c.key = r.key"
-        keys = _firsts(await query(ranked + where + " ORDER BY r.rank DESC,"
-                                   " c.last_message_at DESC, c.key DESC LIMIT ? OFFSET ?",
-                                   [sink, *params, limit, offset]))
+        keys = _firsts(await db.rows(_list_query("ranked", show, searching, sort), **params,
+                                     limit=limit, offset=offset))
         if len(keys) < limit:
-            first = await query(_RANKED[sort] + "SELECT count(*) FROM r JOIN conversations c"
-                                " ON c.key = r.key" + where, [sink, *params])
-            rest = (_RANKED[sort] + "SELECT c.key" + _SOURCE[searching] + where
-                    + " AND c.key NOT IN (SELECT key FROM r)" + _RECENT[searching])
-            keys += _firsts(await query(rest + " LIMIT ? OFFSET ?",
-                                        [sink, *params, limit - len(keys),
-                                         max(0, offset - first[0][0])]))
+            first = await db.value(_list_query("ranked_count", show, searching, sort), **params)
+            keys += _firsts(await db.rows(_list_query("rest", show, searching, sort), **params,
+                                          limit=limit - len(keys),
+                                          offset=max(0, offset - first)))
     total = None
     if count:
-        total = (await query("SELECT count(*) FROM conversations c" + where, params))[0][0]
-    return {"rows": await _list_rows(query, sink, keys), "total": total}
+        total = await db.value(_list_query("count", show, searching), **params)
+    return {"rows": await _list_rows(db, sink, keys), "total": total}
 
 
 def _firsts(rows: list[Any]) -> list[Any]:
     return [row[0] for row in rows]
 
 
-async def _search_terms(query: Query, search: str) -> tuple[list[str], str]:
-    """The identity columns present, and the LIKE pattern: a number matches by its digits."""
-    present = {row[1] for row in await query("PRAGMA table_info(conversations)", ())}
-    columns = [c for c in IDENTITY_COLUMNS if c in present]
+def _search_term(search: str) -> str:
+    """The LIKE pattern of a search: a number matches by its digits."""
     text = search.strip()
     digits = "".join(ch for ch in text if ch.isdigit())
     if digits and set(text) <= _PHONE_LIKE:
         text = digits
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return columns, f"%{escaped}%"
+    # no text column holds U+0000 or a lone surrogate as itself (see tables.Escaped): any
+    # one character matches there, so a search with one fails on neither engine
+    return "%" + "".join("_" if _unstorable(ch) else ch for ch in escaped) + "%"
 
 
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
+def _unstorable(ch: str) -> bool:
+    return ch == "\x00" or "\ud800" <= ch <= "\udfff"
 
 
-async def _list_rows(query: Query, sink: str | None, keys: list[str]) -> list[dict[str, Any]]:
+LIST_ROWS = Query(sa.select(
+    c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count, s.record_id,
+    s.last_synced_at, s.last_error, s.held_reason).select_from(conversations_table.outerjoin(
+        sink_conversations, sa.and_(s.conversation == c.key, s.sink == P("sink"))))
+    .where(c.key.in_(values_of("keys", "text"))), "conversation list rows")
+_ss = sink_state.c
+DELIVERY_COUNTS = Query(sa.select(
+    m.conversation, sa.func.sum(sa.case((d.state == "pending", 1), else_=0)),
+    sa.func.sum(sa.case((d.state == "done", 1), else_=0)),
+    # a transcript: one delivered batch (one conversation window)
+    sa.func.count(sa.case((d.state == "done", d.batch_id)).distinct()),
+    sa.func.sum(sa.case((d.state == "dead", 1), else_=0)))
+    # messages first, then each delivery by its primary key: the other way round SQLite
+    # reads every delivery row the sink ever had
+    .select_from(ordered_join(ordered_join(messages_table, sink_state, sa.true()), deliveries,
+                              sa.and_(d.sink == _ss.sink, d.message_id == m.id)))
+    .where(_ss.sink == _ANY_SINK, m.conversation.in_(values_of("keys", "text")))
+    .group_by(m.conversation), "delivery counts per conversation")
+
+
+async def _list_rows(db: Connector, sink: str | None, keys: list[str]) -> list[dict[str, Any]]:
     """The list's columns for the given conversations, in the given order."""
     if not keys:
         return []
-    marks = _placeholders(len(keys))
-    rows = await query(
-        "SELECT c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count,"
-        " s.record_id, s.last_synced_at, s.last_error, s.held_reason FROM conversations c"
-        " LEFT JOIN sink_conversations s ON s.conversation = c.key AND s.sink = ?"
-        f" WHERE c.key IN ({marks})", [sink, *keys])
-    counts = await _delivery_counts(query, sink, keys)
+    rows = await db.rows(LIST_ROWS, sink=sink, keys=keys)
+    counts = {row[0]: tuple(row[1:]) for row in await db.rows(DELIVERY_COUNTS, sink=sink,
+                                                                keys=keys)}
     found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0))))
              for row in rows}
     return [found[key] for key in keys if key in found]
 
 
-async def _delivery_counts(query: Query, sink: str | None,
-                           keys: list[str]) -> dict[str, tuple[int, int, int, int]]:
-    """Per conversation: pending, delivered, transcripts (delivered batches), dead.
-
-    CROSS JOIN keeps SQLite on the conversations' messages first, then each delivery by
-    its primary key: the other way round it reads every delivery row the sink ever had.
-    """
-    marks = _placeholders(len(keys))
-    rows = await query(
-        "SELECT m.conversation, sum(CASE WHEN d.state = 'pending' THEN 1 ELSE 0 END),"
-        " sum(CASE WHEN d.state = 'done' THEN 1 ELSE 0 END),"
-        # a transcript: one delivered batch (one conversation window)
-        " count(DISTINCT CASE WHEN d.state = 'done' THEN d.batch_id END),"
-        " sum(CASE WHEN d.state = 'dead' THEN 1 ELSE 0 END)"
-        " FROM messages m CROSS JOIN sink_state ss"
-        " CROSS JOIN deliveries d ON d.sink = ss.sink AND d.message_id = m.id"
-        f" WHERE ss.sink = coalesce(?, ss.sink) AND m.conversation IN ({marks})"
-        " GROUP BY m.conversation", [sink, *keys])
-    return {row[0]: tuple(row[1:]) for row in rows}
+_dead_by = sa.case((P("sink", type_=TEXT).is_(None), d.sink), else_=P("sink", type_=TEXT))
+DEAD_LETTER_ROWS = Query(sa.select(
+    d.sink, d.message_id, m.source, m.provider_id, m.conversation, m.sent_at, d.reason, d.done_at)
+    .join_from(deliveries, messages_table, m.id == d.message_id)
+    .where(d.state == "dead", d.sink == sa.func.coalesce(P("sink", type_=TEXT), d.sink))
+    .order_by(d.done_at.desc(), d.sink, d.message_id).limit(P("limit")), "dead letters")
+DEAD_TARGET_ROWS = Query(sa.select(
+    t.sink, t.key, t.label, b.conversation, t.message_ids, t.attempts, t.reason, t.updated_at)
+    .select_from(targets.outerjoin(batches, b.id == t.batch_id))
+    .where(t.state == "dead", t.sink == sa.func.coalesce(P("sink", type_=TEXT), t.sink),
+           _NOT_WAITING)  # a file still to come is not a dead letter
+    .order_by(t.updated_at.desc(), t.sink, t.key).limit(P("limit")), "dead targets")
+MESSAGES = Query(select_messages().where(
+    m.conversation == sa.func.coalesce(P("conversation", type_=TEXT), m.conversation))
+    .order_by(m.sent_at, m.id).limit(P("limit")), "messages")
+STATUS = Query(sa.select(st.status, st.at, st.recipient, st.failed_at, st.errors).where(
+    st.source == P("source"), st.provider_id == P("provider_id")), "status of a message")
 
 
-async def dead_letters(query: Query, sink: str | None, limit: int) -> list[dict[str, Any]]:
+async def dead_letters(db: Connector, sink: str | None, limit: int) -> list[dict[str, Any]]:
     """Dead-lettered deliveries, newest first, with the reason a person acts on."""
     columns = ("sink", "message_id", "source", "provider_id", "conversation", "sent_at",
                "reason", "dead_at")
-    rows = await query(
-        "SELECT d.sink, d.message_id, m.source, m.provider_id, m.conversation, m.sent_at,"
-        " d.reason, d.done_at FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        " WHERE d.state = 'dead' AND d.sink = coalesce(?, d.sink)"
-        " ORDER BY d.done_at DESC LIMIT ?", (sink, limit))
+    rows = await db.rows(DEAD_LETTER_ROWS, sink=sink, limit=limit)
     return [_record(columns, row) for row in rows]
 
 
-async def dead_targets(query: Query, sink: str | None, limit: int) -> list[dict[str, Any]]:
+async def dead_targets(db: Connector, sink: str | None, limit: int) -> list[dict[str, Any]]:
     """Dead-lettered targets (e.g. one CRM opportunity of a message), newest first."""
     columns = ("sink", "key", "target", "conversation", "message_ids", "attempts", "reason",
                "dead_at")
-    rows = await query(
-        "SELECT t.sink, t.key, t.label, b.conversation, t.message_ids, t.attempts, t.reason,"
-        " t.updated_at FROM targets t LEFT JOIN batches b ON b.id = t.batch_id"
-        " WHERE t.state = 'dead' AND t.sink = coalesce(?, t.sink)"
-        " AND substr(t.reason, 1, ?) != ?"  # a file still to come is not a dead letter
-        " ORDER BY t.updated_at DESC LIMIT ?", (sink, len(WAITING_FOR_FILE), WAITING_FOR_FILE,
-                                                limit))
-    found = [_record(columns, row) for row in rows]
+    found = [_record(columns, row) for row in await db.rows(DEAD_TARGET_ROWS, sink=sink,
+                                                            limit=limit)]
     for record in found:
         record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
     return found
 
 
-async def messages(query: Query, conversation: str | None, limit: int) -> list[Message]:
+async def messages(db: Connector, conversation: str | None, limit: int) -> list[Message]:
     """Stored messages, oldest first (one conversation's, or all)."""
-    rows = await query(f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-                       " WHERE m.conversation = coalesce(?, m.conversation)"
-                       " ORDER BY m.sent_at, m.id LIMIT ?", (conversation, limit))
+    rows = await db.rows(MESSAGES, conversation=conversation, limit=limit)
     return [message_from_row(row) for row in rows]
 
 
-async def status_of(query: Query, source: str, provider_id: str) -> dict[str, Any] | None:
+async def status_of(db: Connector, source: str, provider_id: str) -> dict[str, Any] | None:
     """The delivery status recorded for one outbound message."""
     columns = ("status", "at", "recipient", "failed_at", "errors")
-    rows = await query("SELECT status, at, recipient, failed_at, errors FROM statuses"
-                       " WHERE source = ? AND provider_id = ?", (source, provider_id))
-    return _record(columns, rows[0]) if rows else None
+    row = await db.one(STATUS, source=source, provider_id=provider_id)
+    return _record(columns, row) if row else None
 
 
 _PERSON_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at",
-                   "message_count")
+                   "message_count", "username", "bsuid", "parent_bsuid")
 _DELIVERY_COLUMNS = ("message_id", "sink", "state", "reason", "done_at", "batch_key",
                      "attempts", "batch_error", "held", "batch_state", "next_attempt_at")
-
-
-_IDENTITY_SELECT = {  # identity columns beyond the person's basic ones, when present
-    "username": "SELECT username FROM conversations WHERE key = ?",
-    "bsuid": "SELECT bsuid FROM conversations WHERE key = ?",
-    "parent_bsuid": "SELECT parent_bsuid FROM conversations WHERE key = ?",
-}
 _MAPPING_COLUMNS = ("sink", "record_id", "last_synced_at", "last_error", "held_reason")
+PERSON = Query(sa.select(*(c[n] for n in _PERSON_COLUMNS)).where(c.key == P("key")),
+               "a conversation")
+MAPPINGS = Query(sa.select(*(s[n] for n in _MAPPING_COLUMNS)).where(
+    s.conversation == P("key")).order_by(s.sink), "a conversation's CRM mappings")
+STORED = Query(select_messages(st.status, st.failed_at).outerjoin(
+    statuses, sa.and_(st.source == m.source, st.provider_id == m.provider_id))
+    .where(m.conversation == P("key")).order_by(m.sent_at, m.id).limit(P("limit")),
+    "a conversation's messages")
+FATES = Query(sa.select(
+    d.message_id, d.sink, d.state, d.reason, d.done_at, b.key, b.attempts, b.last_error, b.held,
+    b.state, b.next_attempt_at)
+    .select_from(ordered_join(ordered_join(messages_table, sink_state, sa.true()), deliveries,
+                              sa.and_(d.sink == _ss.sink, d.message_id == m.id))
+                 .outerjoin(batches, b.id == d.batch_id))
+    .where(m.conversation == P("key")).order_by(d.message_id, d.sink),
+    "what each sink did with a conversation's messages")
+LEDGER_OF = Query(sa.select(ledger.c.key, ledger.c.external_id, ledger.c.created_at).where(
+    ledger.c.sink == P("sink"), ledger.c.key >= P("low"), ledger.c.key < P("high"))
+    .order_by(ledger.c.key), "a batch's ledger")
 
 
-async def conversation(query: Query, key: str, limit: int = 2000) -> dict[str, Any] | None:
+async def conversation(db: Connector, key: str, limit: int = 2000) -> dict[str, Any] | None:
     """One person's conversation: who, per sink mapping, messages with per-sink fate."""
-    rows = await query("SELECT key, contact_name, account, kind, last_message_at,"
-                       " message_count FROM conversations WHERE key = ?", (key,))
-    if not rows:
+    row = await db.one(PERSON, key=key)
+    if row is None:
         return None
-    person = _record(_PERSON_COLUMNS, rows[0])
-    present = {row[1] for row in await query("PRAGMA table_info(conversations)", ())}
-    for column in _IDENTITY_SELECT:
-        if column in present:
-            person[column] = (await query(_IDENTITY_SELECT[column], (key,)))[0][0]
-    mappings = await query("SELECT sink, record_id, last_synced_at, last_error, held_reason"
-                           " FROM sink_conversations WHERE conversation = ? ORDER BY sink",
-                           (key,))
-    stored = await query(
-        f"SELECT {MESSAGE_COLUMNS}, st.status, st.failed_at FROM messages m LEFT JOIN"
-        " statuses st ON st.source = m.source AND st.provider_id = m.provider_id"
-        " WHERE m.conversation = ? ORDER BY m.sent_at, m.id LIMIT ?", (key, limit))
-    fates = await _fates(query, key)
+    person = _record(_PERSON_COLUMNS, row)
+    mappings = await db.rows(MAPPINGS, key=key)
+    stored = await db.rows(STORED, key=key, limit=limit)
+    fates = await _fates(db, key)
     return {"person": person,
             "sinks": [_record(_MAPPING_COLUMNS, row) for row in mappings],
-            "messages": [{"message": message_from_row(row[:8]), "status": row[8],
-                          "failed_at": from_timestamp(row[9]),
+            "messages": [{"message": message_from_row(row), "status": row[WIDTH],
+                          "failed_at": from_timestamp(row[WIDTH + 1]),
                           "deliveries": fates.get(row[0], [])} for row in stored],
             "truncated": len(stored) == limit}
 
 
-async def _fates(query: Query, key: str) -> dict[int, list[dict[str, Any]]]:
+async def _fates(db: Connector, key: str) -> dict[int, list[dict[str, Any]]]:
     """Per message id, per sink: state, reason, its batch's attempts and error, and the
     CRM objects (ledger: idempotency key -> id) its batch went into."""
-    rows = await query(
-        "SELECT d.message_id, d.sink, d.state, d.reason, d.done_at, b.key, b.attempts,"
-        " b.last_error, b.held, b.state, b.next_attempt_at FROM messages m"
-        " CROSS JOIN sink_state ss CROSS JOIN deliveries d"
-        " ON d.sink = ss.sink AND d.message_id = m.id"
-        " LEFT JOIN batches b ON b.id = d.batch_id WHERE m.conversation = ?"
-        " ORDER BY d.message_id, d.sink", (key,))
     ledgers: dict[tuple[str, str], list[dict[str, Any]]] = {}
     fates: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in await db.rows(FATES, key=key):
         fate = _record(_DELIVERY_COLUMNS, row)
         fate["done_at"] = from_timestamp(row[4])
         fate["next_attempt_at"] = from_timestamp(row[10])
@@ -343,7 +387,7 @@ async def _fates(query: Query, key: str) -> dict[int, list[dict[str, Any]]]:
         if fate["batch_key"]:
             where = (fate["sink"], fate["batch_key"])
             if where not in ledgers:
-                ledgers[where] = await _ledger_of(query, *where)
+                ledgers[where] = await _ledger_of(db, *where)
             fate["activities"] = ledgers[where]
         else:
             fate["activities"] = []
@@ -351,26 +395,48 @@ async def _fates(query: Query, key: str) -> dict[int, list[dict[str, Any]]]:
     return fates
 
 
-async def _ledger_of(query: Query, sink: str, batch_key: str) -> list[dict[str, Any]]:
+async def _ledger_of(db: Connector, sink: str, batch_key: str) -> list[dict[str, Any]]:
     """Ledger entries of a batch: sinks derive their keys from the batch key."""
-    rows = await query("SELECT key, external_id, created_at FROM ledger WHERE sink = ?"
-                       " AND key >= ? AND key < ? ORDER BY key",
-                       (sink, batch_key, batch_key + "\U0010ffff"))
+    rows = await db.rows(LEDGER_OF, sink=sink, low=batch_key, high=batch_key + "\U0010ffff")
     return [{"key": k, "part": k[len(batch_key):], "external_id": e,
              "created_at": from_timestamp(at)} for k, e, at in rows]
 
 
-async def hourly(query: Query, since: float) -> dict[tuple[int, str], int]:
+_hour = whole_number(m.sent_at / sa.literal_column("3600.0"))
+_sent = indexed(messages_table, "messages_sent", "messages")
+_out = indexed(messages_table, "messages_out", "messages")
+HOURLY = Query(sa.select(whole_number(_sent.c.sent_at / sa.literal_column("3600.0")),
+                         sa.func.count()).where(_sent.c.sent_at >= P("since"))
+               .group_by(whole_number(_sent.c.sent_at / sa.literal_column("3600.0"))),
+               "messages per hour")
+HOURLY_OUT = Query(sa.select(whole_number(_out.c.sent_at / sa.literal_column("3600.0")),
+                             sa.func.count()).where(_out.c.sent_at >= P("since"),
+                                                    _out.c.direction == "out")
+                   .group_by(whole_number(_out.c.sent_at / sa.literal_column("3600.0"))),
+                   "outbound messages per hour")
+HELD_CHATS = Query(sa.select(s.held_reason, sa.func.count()).where(
+    s.sink == P("sink"), s.held_reason.isnot(None)).group_by(s.held_reason)
+    .order_by(sa.func.count().desc(), s.held_reason), "held chats by reason")
+FAILED_SENDS = Query(
+    sa.select(st.provider_id, st.recipient, m.conversation, st.failed_at, st.errors, m.id)
+    .select_from(statuses.outerjoin(messages_table, sa.and_(
+        m.source == st.source, m.provider_id == st.provider_id)))
+    .where(st.failed_at.isnot(None)).order_by(st.failed_at.desc(), st.provider_id)
+    .limit(P("limit")), "failed sends")
+GROUP_CHATS = Query(sa.select(sa.func.count()).select_from(conversations_table).where(
+    c.group_id.isnot(None)), "group chats")
+FAILED_COUNT = Query(sa.select(sa.func.count()).select_from(statuses).where(
+    st.failed_at.isnot(None)), "failed sends")
+MESSAGE_COUNT = Query(sa.select(sa.func.count()).select_from(messages_table), "messages")
+
+
+async def hourly(db: Connector, since: float) -> dict[tuple[int, str], int]:
     """Messages per (hour as unix hour number, direction) sent since `since`.
 
     Two index-only counts: every message (messages_sent) and the outbound ones
     (messages_out, a partial index); inbound is the difference."""
-    every = await query("SELECT CAST(sent_at / 3600 AS INTEGER), count(*) FROM messages"
-                        " INDEXED BY messages_sent WHERE sent_at >= ? GROUP BY 1", (since,))
-    out = dict(await query(
-        "SELECT CAST(sent_at / 3600 AS INTEGER), count(*) FROM messages INDEXED BY messages_out"
-        " WHERE sent_at >= ? AND json_extract(body, '$.direction') = 'out' GROUP BY 1",
-        (since,)))
+    every = await db.rows(HOURLY, since=since)
+    out = dict(await db.rows(HOURLY_OUT, since=since))
     counts: dict[tuple[int, str], int] = {}
     for hour, n in every:
         counts[(hour, "in")] = n - out.get(hour, 0)
@@ -378,86 +444,98 @@ async def hourly(query: Query, since: float) -> dict[tuple[int, str], int]:
     return counts
 
 
-async def held_chats(query: Query, sink: str) -> list[dict[str, Any]]:
+async def held_chats(db: Connector, sink: str) -> list[dict[str, Any]]:
     """Chats a sink holds, counted by reason (e.g. no phone number and no user id field)."""
-    rows = await query("SELECT held_reason, count(*) FROM sink_conversations WHERE sink = ?"
-                       " AND held_reason IS NOT NULL GROUP BY held_reason"
-                       " ORDER BY count(*) DESC", (sink,))
+    rows = await db.rows(HELD_CHATS, sink=sink)
     return [{"reason": reason, "chats": n} for reason, n in rows]
 
 
-async def failed_sends(query: Query, limit: int) -> list[dict[str, Any]]:
+async def failed_sends(db: Connector, limit: int) -> list[dict[str, Any]]:
     """Outbound messages WhatsApp reported as failed, newest first, with Meta's error."""
     columns = ("provider_id", "recipient", "conversation", "failed_at", "errors", "message_id")
-    rows = await query(
-        "SELECT s.provider_id, s.recipient, m.conversation, s.failed_at, s.errors, m.id"
-        " FROM statuses s LEFT JOIN messages m ON m.source = s.source"
-        " AND m.provider_id = s.provider_id WHERE s.failed_at IS NOT NULL"
-        " ORDER BY s.failed_at DESC LIMIT ?", (limit,))
+    rows = await db.rows(FAILED_SENDS, limit=limit)
     return [_record(columns, row) for row in rows]
 
 
-async def people_counts(query: Query) -> dict[str, int]:
+async def people_counts(db: Connector) -> dict[str, int]:
     """Group chats and failed sends in the buffer."""
-    (groups,) = (await query("SELECT count(*) FROM conversations WHERE group_id IS NOT NULL",
-                             ()))[0]
-    (failed,) = (await query("SELECT count(*) FROM statuses WHERE failed_at IS NOT NULL", ()))[0]
-    return {"group_chats": groups, "failed_sends": failed}
+    return {"group_chats": await db.value(GROUP_CHATS),
+            "failed_sends": await db.value(FAILED_COUNT)}
 
 
-_RETRYING = (" FROM batches WHERE sink = ? AND state = 'ready' AND held = 0 AND attempts > 0"
-             " AND last_error IS NOT NULL")
+async def count_messages(db: Connector) -> int:
+    return await db.value(MESSAGE_COUNT)
 
 
-async def sync_health(query: Query, sink: str) -> dict[str, Any]:
+_retrying = (b.sink == P("sink"), b.state == "ready", b.held == 0, b.attempts > 0,
+             b.last_error.isnot(None))
+RETRYING = Query(sa.select(sa.func.count(), sa.func.min(b.created_at)).where(*_retrying),
+                 "batches retrying after an error")
+RETRY_ERROR = Query(sa.select(b.last_error).where(*_retrying)
+                    .order_by(b.released_at.desc().nulls_last(), b.id.desc()).limit(1),
+                    "the latest retry error")
+_synced = indexed(sink_conversations, "sink_conversations_synced", "s")
+LAST_DELIVERED = Query(sa.select(_synced.c.last_synced_at).where(
+    _synced.c.sink == P("sink"), _synced.c.last_synced_at.isnot(None))
+    .order_by(_synced.c.last_synced_at.desc()).limit(1),  # the newest entry of an index
+    "last delivery of a sink")
+
+
+async def sync_health(db: Connector, sink: str) -> dict[str, Any]:
     """What the health verdict reads beyond sinks(): batches waiting to retry after an
     error (how many, when the oldest was first tried, the latest error) and when the sink
     last delivered to a conversation."""
-    ((batches, since),) = await query("SELECT count(*), min(created_at)" + _RETRYING, (sink,))
-    latest = await query("SELECT last_error" + _RETRYING + " ORDER BY released_at DESC LIMIT 1",
-                         (sink,)) if batches else []
-    delivered = await query("SELECT last_synced_at FROM sink_conversations WHERE sink = ?"
-                            " AND last_synced_at IS NOT NULL ORDER BY last_synced_at DESC"
-                            " LIMIT 1", (sink,))  # the newest entry of an index, not a scan
-    return {"retrying": batches, "retrying_since": from_timestamp(since),
-            "retry_error": latest[0][0] if latest else None,
-            "last_delivered_at": from_timestamp(delivered[0][0]) if delivered else None}
+    batches_, since = await db.one(RETRYING, sink=sink)
+    latest = await db.value(RETRY_ERROR, sink=sink) if batches_ else None
+    delivered = await db.value(LAST_DELIVERED, sink=sink)
+    return {"retrying": batches_, "retrying_since": from_timestamp(since),
+            "retry_error": latest, "last_delivered_at": from_timestamp(delivered)}
 
 
-async def previews(query: Query, message_ids: Sequence[int] = (),
+_name = conversations_table.c.contact_name
+BY_ID = Query(select_messages(_name).outerjoin(
+    conversations_table, c.key == m.conversation).where(m.id.in_(values_of("ids"))),
+    "messages with their person's name")
+_newest = (sa.select(m.id).where(m.conversation == c.key)
+           .order_by(m.sent_at.desc(), m.id.desc()).limit(1).scalar_subquery())
+NEWEST = Query(select_messages(_name).join(conversations_table, m.id == _newest).where(
+    c.key.in_(values_of("keys", "text"))), "each conversation's newest message")
+
+
+async def previews(db: Connector, message_ids: Sequence[int] = (),
                    conversations: Sequence[str] = ()) -> dict[Any, tuple[str | None, Message]]:
     """Who and what, for the status page's lists of things to act on: per message id, and
     per conversation key its newest message, as (the person's name, the Message)."""
     found: dict[Any, tuple[str | None, Message]] = {}
     if message_ids:
-        rows = await query(f"SELECT {MESSAGE_COLUMNS}, c.contact_name FROM messages m LEFT JOIN"
-                           " conversations c ON c.key = m.conversation"
-                           f" WHERE m.id IN ({_placeholders(len(message_ids))})",
-                           list(message_ids))
-        found.update({row[0]: (row[-1], message_from_row(row[:-1])) for row in rows})
+        rows = await db.rows(BY_ID, ids=list(message_ids))
+        found.update({row[0]: (row[-1], message_from_row(row)) for row in rows})
     if conversations:
-        rows = await query(f"SELECT {MESSAGE_COLUMNS}, c.contact_name FROM conversations c"
-                           " JOIN messages m ON m.id = (SELECT id FROM messages"
-                           " WHERE conversation = c.key ORDER BY sent_at DESC, id DESC LIMIT 1)"
-                           f" WHERE c.key IN ({_placeholders(len(conversations))})",
-                           list(conversations))
-        found.update({row[3]: (row[-1], message_from_row(row[:-1])) for row in rows})
+        rows = await db.rows(NEWEST, keys=list(conversations))
+        found.update({row[3]: (row[-1], message_from_row(row)) for row in rows})
     return found
 
 
-async def overdue_files(query: Query, sink: str, older_than: float,
+_file_waits = (t.sink == P("sink"), t.state == "dead", ~_NOT_WAITING,
+               t.updated_at < P("older_than"))
+OVERDUE_COUNT = Query(sa.select(sa.func.count()).select_from(targets).where(*_file_waits),
+                      "attachments waiting for their file")
+OVERDUE = Query(sa.select(t.label, b.conversation, t.message_ids, t.reason, t.updated_at)
+                .select_from(targets.outerjoin(batches, b.id == t.batch_id))
+                .where(*_file_waits).order_by(t.updated_at, t.key).limit(P("limit")),
+                "the oldest attachments waiting for their file")
+
+
+async def overdue_files(db: Connector, sink: str, older_than: float,
                         limit: int) -> tuple[int, list[dict[str, Any]]]:
     """Targets (attachments) waiting for their message's file since before `older_than`
     (unix seconds): how many, and the oldest `limit` of them."""
-    where = (" FROM targets t LEFT JOIN batches b ON b.id = t.batch_id WHERE t.sink = ?"
-             " AND t.state = 'dead' AND substr(t.reason, 1, ?) = ? AND t.updated_at < ?")
-    params = (sink, len(WAITING_FOR_FILE), WAITING_FOR_FILE, older_than)
-    ((count,),) = await query("SELECT count(*)" + where, params)
+    count = await db.value(OVERDUE_COUNT, sink=sink, older_than=older_than)
     columns = ("target", "conversation", "message_ids", "reason", "waiting_since")
-    rows = await query("SELECT t.label, b.conversation, t.message_ids, t.reason, t.updated_at"
-                       + where + " ORDER BY t.updated_at LIMIT ?", (*params, limit)) \
+    rows = await db.rows(OVERDUE, sink=sink, older_than=older_than, limit=limit) \
         if count else []
     found = [_record(columns, row) for row in rows]
     for record in found:
         record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
     return count, found
+

@@ -1,11 +1,10 @@
-"""What the core needs from a buffer, and the behaviour both backends share.
+"""The behaviour both backends share, written once over two primitives.
 
-`Buffer` is the storage interface: `Buffer.open(target)` opens the backend its target
-names (a file path or `sqlite:///file` for SQLiteBuffer, `postgresql://...` for
-PostgresBuffer). Every operation below is written once, over two primitives a backend
-provides: `_transact(work)` runs `work(db)` in one write transaction (db: an aiosqlite
-connection, or bridge.buffer.pgdb.PgDb), and `query(sql, params)` runs one read. Appends,
-the health check, opening and closing are the backend's own.
+`Buffer.open(target)` opens the backend its target names (a file path or
+`sqlite:///file` for SQLiteBuffer, `postgresql://...` for PostgresBuffer). Every
+operation below runs its SQL (bridge.buffer's modules) through a Connector that a backend
+hands out: `write(work)` runs `work(db)` in one write transaction, `read(work)` on the
+read side. Appends, the health check, opening and closing are the backend's own.
 """
 
 from __future__ import annotations
@@ -13,22 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
+import sqlalchemy as sa
 
 import bridge.buffer.delivery as delivery
 import bridge.buffer.media as media
 import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
+from bridge.buffer.compiler import P, Query
+from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
+from bridge.buffer.group import GroupCommit
 from bridge.buffer.media import MediaJob
+from bridge.buffer.tables import INT, REAL, TEXT, batches, deliveries, ledger, messages, sink_state
 from bridge.contracts import Outcome
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
+
+T = TypeVar("T")
+Work = Callable[[Connector], Awaitable[T]]
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +91,12 @@ class Buffer:
         """Prove the buffer can take a webhook now (raise BufferUnavailable if not)."""
         raise NotImplementedError
 
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run one read (internal to the buffer package's readers)."""
+    async def write(self, work: Work[T]) -> T:
+        """Run `work(db)` in one write transaction; its result once committed."""
         raise NotImplementedError
 
-    async def limit_writes(self, *, size_cap: bool | None = None,
-                           read_only: bool | None = None) -> None:
-        raise NotImplementedError
-
-    async def _transact(self, work: Any) -> Any:
+    async def read(self, work: Work[T]) -> T:
+        """Run `work(db)` on the read side (committed data only)."""
         raise NotImplementedError
 
     # -- ingest ------------------------------------------------------------------------
@@ -102,16 +105,14 @@ class Buffer:
 
     async def install_sinks(self, names: Sequence[str]) -> list[str]:
         """Record the enabled sinks; return the ones seen for the first time."""
-        return await self._transact(lambda db: _install(db, list(names), time.time()))
+        return await self.write(lambda db: install(db, list(names), time.time()))
 
     async def needs_backfill(self, sink: str) -> bool:
-        rows = await self.query("SELECT backfill_done_at IS NULL FROM sink_state WHERE sink = ?",
-                                (sink,))
-        return bool(rows and rows[0][0])
+        return bool(await self.read(lambda db: db.value(NEEDS_BACKFILL, sink=sink)))
 
     async def backfill(self, sink: str, since: float) -> int:
         """Queue for `sink` every stored message sent since `since`; mark backfill done."""
-        return await self._transact(lambda db: _backfill(db, sink, since, time.time()))
+        return await self.write(lambda db: _backfill(db, sink, since, time.time()))
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None) -> list[Claim]:
@@ -123,32 +124,56 @@ class Buffer:
         """
         when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
-        return await self._transact(
+        return await self.write(
             lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size))
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy, now: float | None = None) -> dict[str, int]:
-        """Record outcomes under the claim's lease (LeaseLost if it expired and moved on)."""
-        when = time.time() if now is None else now
-        return await self._transact(
-            lambda db: delivery.complete(db, claim, outcomes, when, policy))
+        """Record outcomes under the claim's lease (LeaseLost if it expired and moved on).
+
+        Completions that arrive together (a sink delivering several batches at once) are
+        recorded in one transaction, with the same few statements however many there are.
+        """
+        return await self._completions().submit((claim, list(outcomes), policy, now))
+
+    def _completions(self) -> GroupCommit:
+        found = self.__dict__.get("_completion_group")
+        if found is None:
+            found = self.__dict__["_completion_group"] = GroupCommit(self._complete_group)
+        return found
+
+    async def _complete_group(self, items: list[tuple[Any, ...]]) -> list[Any]:
+        """Completions sharing a policy and a time (None: now) in one transaction each."""
+        results: list[Any] = [None] * len(items)
+        together: dict[tuple[int, float | None], list[int]] = {}
+        for index, (_, _, policy, now) in enumerate(items):
+            together.setdefault((id(policy), now), []).append(index)
+        for indexes in together.values():
+            _, _, policy, now = items[indexes[0]]
+            when = time.time() if now is None else now
+            found = await self.write(lambda db, these=indexes, p=policy, w=when:
+                                     delivery.complete_many(db, [items[i][:2] for i in these],
+                                                            w, p))
+            for index, result in zip(indexes, found, strict=True):
+                results[index] = result
+        return results
 
     async def retry_now(self, sink: str, now: float | None = None) -> int:
         """Make the sink's batches waiting to retry due now (not waits the sink asked for)."""
         when = time.time() if now is None else now
-        return await self._transact(lambda db: delivery.retry_now(db, sink, when))
+        return await self.write(lambda db: delivery.retry_now(db, sink, when))
 
     async def requeue(self, sink: str | None = None,
                       message_ids: Sequence[int] | None = None) -> int:
         """Move dead letters back to pending; return how many."""
-        return await self._transact(lambda db: delivery.requeue(db, sink, message_ids))
+        return await self.write(lambda db: delivery.requeue(db, sink, message_ids))
 
     async def requeue_conversation(self, conversation: str,
                                    now: float | None = None) -> dict[str, int]:
         """Dead letters of one conversation back to pending (every sink); its waiting
         retries due now. Returns {"requeued": n, "hurried": n}."""
         when = time.time() if now is None else now
-        return await self._transact(
+        return await self.write(
             lambda db: delivery.requeue_conversation(db, conversation, when))
 
     async def purge(self, conversation: str) -> int:
@@ -156,23 +181,17 @@ class Buffer:
 
         The whole person goes (purge_person): every number and BSUID linked to the
         conversation, and their words in group chats too."""
-        async def work(db: aiosqlite.Connection) -> int:
+        async def work(db: Connector) -> int:
             return (await purge.purge(db, conversation, dry_run=False))["messages"]
-        removed = await self._transact(work)
+        removed = await self.write(work)
         await self.forget_media()
         return removed
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
         """Note a drain run: when it ran, when the next is due, and its error if any."""
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
-                "UPDATE sink_state SET last_sync_at = ?, next_sync_at = ?,"
-                " last_error = CASE WHEN CAST(? AS TEXT) IS NULL THEN last_error ELSE ? END,"
-                " last_error_at = CASE WHEN CAST(? AS TEXT) IS NULL THEN last_error_at"
-                " ELSE ? END"
-                " WHERE sink = ?", (at, next_at, error, error, error, at, sink))
-        await self._transact(work)
+        await self.write(lambda db: db.run(RECORD_SYNC, at=at, next_at=next_at, error=error,
+                                           failed=int(error is not None), sink=sink))
 
     async def prune(self, older_than: float, chunk: int = 5000) -> int:
         """Delete settled messages stored before `older_than`; undelivered ones stay.
@@ -182,7 +201,7 @@ class Buffer:
         """
         total = 0
         while True:
-            removed = await self._transact(lambda db: _prune_chunk(db, older_than, chunk))
+            removed = await self.write(lambda db: prune_chunk(db, older_than, chunk))
             total += removed
             await self.forget_media()
             if removed < chunk:
@@ -201,7 +220,7 @@ class Buffer:
         if bool(phone) == bool(user_id):
             raise ValueError("give exactly one of phone or user_id")
         key = phone or user_id
-        found = await self._transact(lambda db: purge.purge(db, key, dry_run))
+        found = await self.write(lambda db: purge.purge(db, key, dry_run))
         if not dry_run:
             found["files"] = len(await self.forget_media())  # after the commit that forgot them
         return found
@@ -211,7 +230,7 @@ class Buffer:
     async def forget_media(self) -> list[str]:
         """Drop the media jobs of deleted messages and delete files no job uses; the paths."""
         async with self.media_files:
-            paths = await self._transact(media.forget_orphans)
+            paths = await self.write(media.forget_orphans)
             for path in paths:
                 _unlink(path)
         return paths
@@ -219,46 +238,44 @@ class Buffer:
     async def media_claim(self, source: str, limit: int, lease: float,
                           now: float | None = None) -> list[MediaJob]:
         when = time.time() if now is None else now
-        return await self._transact(lambda db: media.claim(db, source, when, limit, lease))
+        return await self.write(lambda db: media.claim(db, source, when, limit, lease))
 
     async def media_fetched(self, job: MediaJob, path: str, size: int, sha256: str,
                             mime_type: str | None, now: float | None = None) -> None:
         when = time.time() if now is None else now
-        await self._transact(lambda db: media.fetched(db, job.message_id, path, size, sha256,
+        await self.write(lambda db: media.fetched(db, job.message_id, path, size, sha256,
                                                       mime_type, when))
 
     async def media_failed(self, job: MediaJob, reason: str, retry_at: float | None,
                            now: float | None = None) -> None:
         """Record a failed fetch: retry at `retry_at`, or dead letter (None) with `reason`."""
         when = time.time() if now is None else now
-        await self._transact(lambda db: media.failed(db, job.message_id, reason, retry_at, when))
+        await self.write(lambda db: media.failed(db, job.message_id, reason, retry_at, when))
 
     async def media_hold(self, source: str, reason: str | None) -> int:
         """Hold the source's pending jobs (it cannot fetch: reason), or release them (None)."""
-        return await self._transact(lambda db: media.set_hold(db, source, reason, time.time()))
+        return await self.write(lambda db: media.set_hold(db, source, reason, time.time()))
 
     async def media_next_due(self, source: str) -> float | None:
-        return await self._transact(lambda db: media.next_due(db, source))
+        return await self.write(lambda db: media.next_due(db, source))
 
     async def media_requeue(self, message_ids: Sequence[int] | None = None) -> int:
-        return await self._transact(lambda db: media.requeue(db, message_ids))
+        return await self.write(lambda db: media.requeue(db, message_ids))
 
     async def media_file(self, message_id: int) -> tuple[str, str | None] | None:
         """(path, MIME type) of a message's fetched file, or None."""
-        rows = await self.query("SELECT path, mime_type FROM media WHERE message_id = ?"
-                                " AND state = 'fetched'", (message_id,))
-        return (rows[0][0], rows[0][1]) if rows else None
+        return await self.read(lambda db: media.file_of(db, message_id))
 
     async def media_counts(self) -> dict[str, dict[str, Any]]:
-        return await media.counts(self.query)
+        return await self.read(media.counts)
 
     async def media_paths(self) -> set[str]:
-        return await media.stored_paths(self.query)
+        return await self.read(media.stored_paths)
 
     # -- reads -------------------------------------------------------------------------
 
     async def sinks(self) -> list[dict[str, Any]]:
-        return await reads.sinks(self.query)
+        return await self.read(reads.sinks)
 
     def directory(self, sink: str) -> Directory:
         """The sink's record directory (phone -> CRM record) and unknown numbers."""
@@ -266,36 +283,62 @@ class Buffer:
 
     async def conversations(self, sink: str | None = None, search: str | None = None,
                             limit: int = 100) -> list[dict[str, Any]]:
-        return await reads.conversations(self.query, sink, search, limit)
+        return await self.read(lambda db: reads.conversations(db, sink, search, limit))
 
     async def conversation_list(self, sink: str | None, **kwargs: Any) -> dict[str, Any]:
         """A page of the conversation list (search, sort, show, offset, limit: see reads)."""
-        return await reads.conversation_list(self.query, sink, **kwargs)
+        return await self.read(lambda db: reads.conversation_list(db, sink, **kwargs))
 
     async def conversation(self, key: str, limit: int = 2000) -> dict[str, Any] | None:
         """One conversation with its messages and what each sink did with them."""
-        return await reads.conversation(self.query, key, limit)
+        return await self.read(lambda db: reads.conversation(db, key, limit))
 
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return await reads.dead_letters(self.query, sink, limit)
+        return await self.read(lambda db: reads.dead_letters(db, sink, limit))
 
     async def dead_targets(self, sink: str | None = None,
                            limit: int = 100) -> list[dict[str, Any]]:
         """Targets given up on (one CRM opportunity of a message ...), with the reason."""
-        return await reads.dead_targets(self.query, sink, limit)
+        return await self.read(lambda db: reads.dead_targets(db, sink, limit))
 
     async def messages(self, conversation: str | None = None, limit: int = 1000) -> list[Message]:
-        return await reads.messages(self.query, conversation, limit)
+        return await self.read(lambda db: reads.messages(db, conversation, limit))
 
     async def status_of(self, source: str, provider_id: str) -> dict[str, Any] | None:
-        return await reads.status_of(self.query, source, provider_id)
+        return await self.read(lambda db: reads.status_of(db, source, provider_id))
 
     async def hourly(self, since: float) -> dict[tuple[int, str], int]:
         """Messages per (unix hour, direction) sent since `since` (the page's chart)."""
-        return await reads.hourly(self.query, since)
+        return await self.read(lambda db: reads.hourly(db, since))
 
     async def count_messages(self) -> int:
-        return (await self.query("SELECT count(*) FROM messages"))[0][0]
+        return await self.read(reads.count_messages)
+
+    async def held_chats(self, sink: str) -> list[dict[str, Any]]:
+        """Chats `sink` holds, counted by reason."""
+        return await self.read(lambda db: reads.held_chats(db, sink))
+
+    async def failed_sends(self, limit: int) -> list[dict[str, Any]]:
+        """Outbound messages WhatsApp reported as failed, newest first."""
+        return await self.read(lambda db: reads.failed_sends(db, limit))
+
+    async def sync_health(self, sink: str) -> dict[str, Any]:
+        """Batches retrying after an error, the latest error, the last delivery."""
+        return await self.read(lambda db: reads.sync_health(db, sink))
+
+    async def previews(self, message_ids: Sequence[int] = (), conversations: Sequence[str] = ()
+                       ) -> dict[Any, tuple[str | None, Message]]:
+        """(name, Message) per message id and per conversation's newest message."""
+        return await self.read(lambda db: reads.previews(db, message_ids, conversations))
+
+    async def overdue_files(self, sink: str, older_than: float,
+                            limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """Attachments waiting for their file since before `older_than`: count, oldest."""
+        return await self.read(lambda db: reads.overdue_files(db, sink, older_than, limit))
+
+    async def people_counts(self) -> dict[str, int]:
+        """Group chats and failed sends in the buffer."""
+        return await self.read(reads.people_counts)
 
     # -- limits ------------------------------------------------------------------------
 
@@ -318,56 +361,92 @@ def _unlink(path: str) -> None:
         logger.warning("could not delete media file %s: %s", path, exc.strerror)
 
 
-async def _install(db: aiosqlite.Connection, names: list[str], now: float) -> list[str]:
-    async with db.execute("SELECT sink, enabled, disabled_at FROM sink_state") as cursor:
-        existing = {r[0]: (r[1], r[2]) for r in await cursor.fetchall()}
+ss, d, m = sink_state.c, deliveries.c, messages.c
+NEEDS_BACKFILL = Query(sa.select(ss.backfill_done_at.is_(None)).where(ss.sink == P("sink")),
+                       "needs backfill")
+SINK_ROWS = Query(sa.select(ss.sink, ss.enabled, ss.disabled_at), "installed sinks")
+NEW_SINK = Query(sa.insert(sink_state).values(sink=P("sink"), installed_at=P("now")),
+                 "install a sink")
+# Re-enabled: queue what arrived while it was off, so nothing is skipped.
+CATCH_UP = Query(lambda insert: insert(deliveries).from_select(
+    ["sink", "message_id"], sa.select(P("sink", type_=TEXT), m.id).where(
+        m.stored_at >= P("since"))).on_conflict_do_nothing(), "queue what a sink missed")
+ENABLE = Query(sa.update(sink_state).values(enabled=1, disabled_at=None)
+               .where(ss.sink == P("sink")), "enable a sink")
+DISABLE = Query(sa.update(sink_state).values(enabled=0, disabled_at=P("now"))
+                .where(ss.sink == P("sink")), "disable a sink")
+RECORD_SYNC = Query(sa.update(sink_state).values(
+    last_sync_at=P("at"), next_sync_at=P("next_at"),
+    last_error=sa.func.coalesce(P("error", type_=ss.last_error.type), ss.last_error),
+    last_error_at=sa.case((P("failed", type_=INT) == 1, P("at", type_=REAL)),
+                          else_=ss.last_error_at)).where(ss.sink == P("sink")),
+    "record a drain")
+
+
+async def install(db: Connector, names: list[str], now: float) -> list[str]:
+    """Record the enabled sinks; the ones seen for the first time."""
+    existing = {sink: (enabled, disabled_at)
+                for sink, enabled, disabled_at in await db.rows(SINK_ROWS)}
     first = []
     for name in names:
         if name not in existing:
-            await db.execute("INSERT INTO sink_state (sink, installed_at) VALUES (?, ?)",
-                             (name, now))
+            await db.run(NEW_SINK, sink=name, now=now)
             first.append(name)
         elif not existing[name][0]:
-            # Re-enabled: queue what arrived while it was off, so nothing is skipped.
-            await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id) SELECT ?, id"
-                             " FROM messages WHERE stored_at >= ?", (name, existing[name][1]))
-            await db.execute("UPDATE sink_state SET enabled = 1, disabled_at = NULL"
-                             " WHERE sink = ?", (name,))
+            await db.run(CATCH_UP, sink=name, since=existing[name][1])
+            await db.run(ENABLE, sink=name)
     for name, (enabled, _) in existing.items():
         if enabled and name not in names:
-            await db.execute("UPDATE sink_state SET enabled = 0, disabled_at = ? WHERE sink = ?",
-                             (now, name))
+            await db.run(DISABLE, now=now, sink=name)
     return first
 
 
-async def _backfill(db: aiosqlite.Connection, sink: str, since: float, now: float) -> int:
-    """Queue every message since `since` the sink does not have yet; progress restarts."""
-    # Finished rows of an earlier backfill leave the progress count; pending ones stay in it.
-    await db.execute("UPDATE deliveries SET backfill = 0 WHERE sink = ? AND backfill = 1"
-                     " AND state != 'pending'", (sink,))
-    await db.execute("INSERT OR IGNORE INTO deliveries (sink, message_id, backfill)"
-                     " SELECT ?, id, 1 FROM messages WHERE sent_at >= ?", (sink, since))
+# Finished rows of an earlier backfill leave the progress count; pending ones stay in it.
+_BACKFILL = (
+    Query(sa.update(deliveries).values(backfill=0).where(
+        d.sink == P("sink"), d.backfill == 1, d.state != "pending"), "backfill: restart"),
+    Query(lambda insert: insert(deliveries).from_select(
+        ["sink", "message_id", "backfill"], sa.select(P("sink", type_=TEXT), m.id, sa.literal(1))
+        .where(m.sent_at >= P("since"))).on_conflict_do_nothing(), "backfill: queue"),
     # Messages already pending (e.g. source history just appended) count as backfill too.
-    await db.execute("UPDATE deliveries SET backfill = 1 WHERE sink = ? AND state = 'pending'"
-                     " AND batch_id IS NULL AND message_id IN"
-                     " (SELECT id FROM messages WHERE sent_at >= ?)", (sink, since))
-    async with db.execute("SELECT count(*) FROM deliveries WHERE sink = ? AND backfill = 1",
-                          (sink,)) as cursor:
-        (queued,) = await cursor.fetchone()
-    await db.execute("UPDATE sink_state SET backfill_since = ?, backfill_done_at = ?,"
-                     " backfill_started_at = ?, backfill_total = ? WHERE sink = ?",
-                     (since, now, now, queued, sink))
+    Query(sa.update(deliveries).values(backfill=1).where(
+        d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None),
+        d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since")))),
+        "backfill: pending ones too"),
+)
+BACKFILL_COUNT = Query(sa.select(sa.func.count()).select_from(deliveries).where(
+    d.sink == P("sink"), d.backfill == 1), "backfill: queued")
+BACKFILL_DONE = Query(sa.update(sink_state).values(
+    backfill_since=P("since"), backfill_done_at=P("now"), backfill_started_at=P("now"),
+    backfill_total=P("queued")).where(ss.sink == P("sink")), "backfill: noted")
+
+
+async def _backfill(db: Connector, sink: str, since: float, now: float) -> int:
+    """Queue every message since `since` the sink does not have yet; progress restarts."""
+    for step in _BACKFILL:
+        await db.run(step, sink=sink, since=since)
+    queued = await db.value(BACKFILL_COUNT, sink=sink)
+    await db.run(BACKFILL_DONE, since=since, now=now, queued=queued, sink=sink)
     return queued
 
 
-async def _prune_chunk(db: aiosqlite.Connection, older_than: float, chunk: int) -> int:
-    async with db.execute(
-        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE stored_at < ?"
-        " AND id NOT IN (SELECT message_id FROM deliveries WHERE state IN ('pending', 'dead'))"
-        " LIMIT ?)", (older_than, chunk)) as cursor:
-        removed = cursor.rowcount
-    await db.execute("DELETE FROM deliveries WHERE state IN ('done', 'skipped') AND NOT EXISTS"
-                     " (SELECT 1 FROM messages m WHERE m.id = deliveries.message_id)")
-    await db.execute("DELETE FROM batches WHERE state = 'done' AND created_at < ?", (older_than,))
-    await db.execute("DELETE FROM ledger WHERE created_at < ?", (older_than,))
+_settled = sa.select(d.message_id).where(d.state.in_(("pending", "dead")))
+PRUNE = (
+    Query(sa.delete(messages).where(m.id.in_(sa.select(m.id).where(
+        m.stored_at < P("older_than"), m.id.not_in(_settled)).limit(P("chunk")))),
+        "prune settled messages"),
+)
+PRUNE_AFTER = (
+    Query(sa.delete(deliveries).where(d.state.in_(("done", "skipped")), ~sa.exists().where(
+        m.id == d.message_id))),
+    Query(sa.delete(batches).where(batches.c.state == "done",
+                                   batches.c.created_at < P("older_than"))),
+    Query(sa.delete(ledger).where(ledger.c.created_at < P("older_than"))),
+)
+
+
+async def prune_chunk(db: Connector, older_than: float, chunk: int) -> int:
+    removed = await db.run(PRUNE[0], older_than=older_than, chunk=chunk)
+    for step in PRUNE_AFTER:
+        await db.run(step, older_than=older_than)
     return removed

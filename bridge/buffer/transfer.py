@@ -16,32 +16,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import asyncpg
+import sqlalchemy as sa
 
-from bridge.buffer.dialect import identifier, identifiers
-from bridge.buffer.pgdb import plain
-from bridge.buffer.postgres import redact, split_schema
+import bridge.buffer.tables as tables
+from bridge.buffer.compiler import P, Query, greatest
+from bridge.buffer.connectors import Connector
+from bridge.buffer.postgres import PostgresBuffer
 from bridge.buffer.store import Buffer
 from bridge.errors import BridgeError
 
 CHUNK = 2000
-# table -> its primary key, in copy order (messages and batches before what refers to them)
-TABLES: dict[str, tuple[str, ...]] = {
-    "messages": ("id",), "conversations": ("key",), "batches": ("id",),
-    "deliveries": ("sink", "message_id"), "ledger": ("sink", "key"), "sink_state": ("sink",),
-    "sink_conversations": ("sink", "conversation"), "statuses": ("source", "provider_id"),
-    "identities": ("key",), "targets": ("sink", "key"), "media": ("message_id",),
-    "directory": ("sink", "key", "record_id"), "directory_state": ("sink",),
-    "unknown_numbers": ("sink", "number"),
-}
-_IMPORTS = """
-CREATE TABLE IF NOT EXISTS buffer_imports (
-    source      TEXT PRIMARY KEY,   -- the SQLite file's real path
-    started_at  DOUBLE PRECISION NOT NULL,
-    finished_at DOUBLE PRECISION
-)"""
+# The tables copied, in copy order (messages and batches before what refers to them);
+# heartbeat and the cluster's live state are not.
+TABLES = ("messages", "conversations", "batches", "deliveries", "ledger", "sink_state",
+          "sink_conversations", "statuses", "identities", "targets", "media", "directory",
+          "directory_state", "unknown_numbers")
+bi = tables.buffer_imports.c
 
 
 class TransferError(BridgeError):
@@ -61,93 +52,109 @@ class Copied:
         return all(self.target.get(t, 0) >= n for t, n in self.source.items())
 
 
+def _table(name: str) -> sa.Table:
+    return tables.metadata.tables[name]
+
+
+def _count(name: str) -> Query:
+    return Query(sa.select(sa.func.count()).select_from(_table(name)), f"count {name}")
+
+
+def _chunk(name: str) -> Query:
+    table = _table(name)
+    return Query(sa.select(*table.columns).order_by(*table.primary_key.columns)
+                 .limit(P("limit")).offset(P("offset")), f"chunk of {name}")
+
+
+def _insert(name: str) -> Query:
+    table = _table(name)
+    return Query(lambda insert: insert(table).values({c.name: P(c.name) for c in table.columns})
+                 .on_conflict_do_nothing(), f"copy into {name}")
+
+
+COUNTS = {name: _count(name) for name in TABLES}
+CHUNKS = {name: _chunk(name) for name in TABLES}
+INSERTS = {name: _insert(name) for name in TABLES}
+IMPORTS = Query(sa.select(bi.source), "earlier imports")
+ANY_MESSAGE = Query(sa.select(sa.exists().where(tables.messages.c.id.isnot(None))),
+                    "any message")
+STARTED = Query(lambda insert: insert(tables.buffer_imports).values(
+    source=P("source"), started_at=sa.extract("epoch", sa.func.now()))
+    .on_conflict_do_nothing(), "import started")
+FINISHED = Query(sa.update(tables.buffer_imports).values(
+    finished_at=sa.extract("epoch", sa.func.now())).where(bi.source == P("source")),
+    "import finished")
+RESTART_IDS = {name: Query(sa.select(sa.func.setval(
+    sa.func.pg_get_serial_sequence(name, "id"),
+    greatest(sa.select(sa.func.max(_table(name).c.id)).scalar_subquery(), 1))),
+    f"restart {name} ids") for name in ("messages", "batches")}
+
+
 async def copy_buffer(sqlite_file: str, url: str,
                       progress: Callable[[str, int], None] | None = None) -> Copied:
     """Copy `sqlite_file` into the PostgreSQL buffer at `url` (created if needed)."""
     source = await Buffer.open(sqlite_file, runner=True)  # migrates it to this version too
     try:
-        target = await Buffer.open(url)  # creates and migrates the PostgreSQL schema
-        await target.close()
-        conn = await _connect(url)
         try:
-            await _claim_target(conn, os.path.realpath(sqlite_file))
+            target = await Buffer.open(url)  # creates and migrates the PostgreSQL schema
+        except BridgeError as exc:
+            raise TransferError(str(exc)) from None
+        if not isinstance(target, PostgresBuffer):
+            await target.close()
+            raise TransferError(f"{url} is not a PostgreSQL buffer")
+        try:
+            real = os.path.realpath(sqlite_file)
+            await target.write(lambda db: _claim_target(db, real))
             copied = Copied()
-            for table, key in TABLES.items():
-                copied.source[table] = (await source.query(
-                    f"SELECT count(*) FROM {identifier(table)}"))[0][0]
-                copied.written[table] = await _copy_table(source, conn, table, key, progress)
-                copied.target[table] = await conn.fetchval(
-                    f"SELECT count(*) FROM {identifier(table)}")
-            await _restart_ids(conn)
-            await conn.execute("UPDATE buffer_imports SET finished_at = extract(epoch FROM now())"
-                               " WHERE source = $1", os.path.realpath(sqlite_file))
+            for name in TABLES:
+                copied.source[name] = await source.read(lambda db, n=name: db.value(COUNTS[n]))
+                copied.written[name] = await _copy_table(source, target, name, progress)
+                copied.target[name] = await target.read(lambda db, n=name: db.value(COUNTS[n]))
+            await target.write(_restart_ids)
+            await target.write(lambda db: db.run(FINISHED, source=real))
             return copied
         finally:
-            await conn.close()
+            await target.close()
     finally:
         await source.close()
 
 
-async def _connect(url: str) -> asyncpg.Connection:
-    dsn, schema = split_schema(url)
-    try:
-        return await asyncpg.connect(
-            dsn, server_settings={"search_path": schema} if schema else None)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise TransferError(f"{redact(url)}: {exc}") from None
-
-
-async def _claim_target(conn: asyncpg.Connection, source: str) -> None:
+async def _claim_target(db: Connector, source: str) -> None:
     """Refuse a database holding messages from elsewhere; note this source as its import."""
-    await conn.execute(_IMPORTS)
-    earlier = await conn.fetch("SELECT source FROM buffer_imports")
-    others = [row["source"] for row in earlier if row["source"] != source]
+    earlier = [row[0] for row in await db.rows(IMPORTS)]
+    others = [name for name in earlier if name != source]
     if others:
         raise TransferError(f"this database already holds a copy of {others[0]}; copy "
                             "into an empty database (or another ?schema=)")
-    if not earlier and await conn.fetchval("SELECT EXISTS (SELECT 1 FROM messages)"):
+    if not earlier and await db.value(ANY_MESSAGE):
         raise TransferError("this database already holds messages of a running bridge; copy "
                             "into an empty database (or another ?schema=) before starting "
                             "bridges on it")
-    await conn.execute("INSERT INTO buffer_imports (source, started_at) VALUES"
-                       " ($1, extract(epoch FROM now())) ON CONFLICT (source) DO NOTHING", source)
+    await db.run(STARTED, source=source)
 
 
-async def _copy_table(source: Buffer, conn: asyncpg.Connection, table: str,
-                      key: tuple[str, ...], progress: Callable[[str, int], None] | None) -> int:
+async def _copy_table(source: Buffer, target: Buffer, name: str,
+                      progress: Callable[[str, int], None] | None) -> int:
     """Copy one table in key order, CHUNK rows per transaction; rows newly written."""
-    columns = [row[1] for row in await source.query(
-        f"PRAGMA table_info({identifier(table)})")]
-    insert = (f"INSERT INTO {identifier(table)} ({identifiers(columns)})"
-              f" VALUES ({_numbered(len(columns))}) ON CONFLICT DO NOTHING")
+    columns = [c.name for c in _table(name).columns]
     written = offset = 0
     while True:
-        rows = await source.query(
-            f"SELECT {identifiers(columns)} FROM {identifier(table)}"
-            f" ORDER BY {identifiers(key)} LIMIT ? OFFSET ?", (CHUNK, offset))
+        rows = await source.read(lambda db, at=offset: db.rows(CHUNKS[name], limit=CHUNK,
+                                                               offset=at))
         if not rows:
             return written
-        before = await conn.fetchval(f"SELECT count(*) FROM {identifier(table)}")
-        async with conn.transaction():
-            await conn.executemany(insert, [_values(row) for row in rows])
-        written += await conn.fetchval(f"SELECT count(*) FROM {identifier(table)}") - before
+
+        async def work(db: Connector, rows: list = rows) -> int:
+            before = await db.value(COUNTS[name])
+            await db.many(INSERTS[name], [dict(zip(columns, row, strict=True)) for row in rows])
+            return await db.value(COUNTS[name]) - before
+        written += await target.write(work)
         offset += len(rows)
         if progress:
-            progress(table, offset)
+            progress(name, offset)
 
 
-def _numbered(count: int) -> str:
-    """'$1, $2, $3' for count parameters."""
-    return ", ".join(f"${i + 1}" for i in range(count))
-
-
-def _values(row: Any) -> tuple[Any, ...]:
-    return tuple(plain(row))
-
-
-async def _restart_ids(conn: asyncpg.Connection) -> None:
+async def _restart_ids(db: Connector) -> None:
     """New messages and batches get ids after the copied ones."""
-    for table in ("messages", "batches"):
-        await conn.execute(
-            f"SELECT setval(pg_get_serial_sequence($1, 'id'),"
-            f" greatest((SELECT max(id) FROM {identifier(table)}), 1))", table)
+    for query in RESTART_IDS.values():
+        await db.rows(query)

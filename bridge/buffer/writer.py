@@ -1,4 +1,4 @@
-"""One task owns the write connection; appends that queue up share one commit."""
+"""One thread owns the SQLite write connection; appends that queue up share one commit."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import aiosqlite
-
+from bridge.buffer.connectors import Connector, SqliteConnector, drive
 from bridge.buffer.faults import explain, is_damage
 from bridge.errors import BufferClosed, BufferUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Transaction = Callable[[aiosqlite.Connection], Awaitable[T]]
-GroupWork = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+Transaction = Callable[[Connector], Awaitable[T]]
+GroupWork = Callable[[Connector, list[Any]], Awaitable[list[Any]]]
 
 MAX_GROUP = 1000  # appends per commit; bounds one transaction's time and memory
 
@@ -26,12 +26,13 @@ MAX_GROUP = 1000  # appends per commit; bounds one transaction's time and memory
 class Writer:
     """Serialises every write; groups queued appends into one transaction.
 
-    A caller's future resolves only after the COMMIT that holds its rows. A group's whole
-    transaction (BEGIN, its statements, COMMIT) runs in one trip to the connection's
-    thread: each trip costs the event loop a wake-up and a hand-over of the GIL, and the
-    five trips a group used to make cost more event-loop time than the SQL itself. Other
-    transactions (claims, acks) run alone, after the appends waiting at that moment, so
-    a draining sink never holds ingestion up for longer than one short transaction.
+    A caller's future resolves only after the COMMIT that holds its rows. Every
+    transaction (BEGIN, its statements, COMMIT) runs in one trip to the connection's own
+    thread, on plain sqlite3 (its SQL never waits there: `drive` runs it): each trip costs
+    the event loop a wake-up and a hand-over of the GIL, which cost more event-loop time
+    than the SQL itself when a group made five. Other transactions (claims, acks) run
+    alone, after the appends waiting at that moment, so a draining sink never holds
+    ingestion up for longer than one short transaction.
 
     After each commit `is_current` (one os.stat or two) proves the path still leads to the
     file just written: if the buffer was deleted or replaced, the commit went to a file no
@@ -40,10 +41,11 @@ class Writer:
     buffer unhealthy until a restart.
     """
 
-    def __init__(self, db: aiosqlite.Connection, group_work: GroupWork,
-                 group_limit: int = MAX_GROUP, path: str = "",
+    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor,
+                 group_work: GroupWork, group_limit: int = MAX_GROUP, path: str = "",
                  is_current: Callable[[], bool] = lambda: True) -> None:
         self._db = db
+        self._thread = thread
         self._path = path
         self._is_current = is_current
         self.gone: str | None = None
@@ -172,36 +174,22 @@ class Writer:
             future.set_result(result)
 
     def _in_thread(self, items: list[Any]) -> Awaitable[list[Any]]:
-        """Run the group work as one transaction in the connection's own thread.
-
-        aiosqlite has no public call for "run this function in your thread"; `_execute`
-        (with `_conn`) is the one its own methods are built on, unchanged from 0.17 to
-        0.22. If a release renames it, every append test fails at once.
-        """
-        return self._db._execute(_transaction, self._db._conn, self._group_work, items)
+        """Run the group work as one transaction in the connection's own thread."""
+        return self.run(_transaction, self._db, self._group_work, items)
 
     async def _in_transaction(self, work: Transaction[T]) -> T:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            result = await work(self._db)
-            await self._db.commit()
-        except BaseException:
-            await self._rollback()
-            raise
-        return result
+        return await self.run(_transaction, self._db, lambda db, _: work(db), None)
 
-    async def _rollback(self) -> None:
-        try:
-            await self._db.rollback()
-        except Exception:  # the connection may be broken; the caller sees the first error
-            logger.exception("rollback failed")
+    def run(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Call `function(*args)` in the connection's thread (nothing else runs there)."""
+        return asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
 
-def _transaction(conn: sqlite3.Connection, work: GroupWork, items: list[Any]) -> list[Any]:
+def _transaction(conn: sqlite3.Connection, work: GroupWork, items: Any) -> Any:
     """BEGIN IMMEDIATE, the work, COMMIT; ROLLBACK if anything fails (runs in the thread)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        result = work(conn, items)
+        result = drive(work(SqliteConnector(conn), items))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

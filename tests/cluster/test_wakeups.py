@@ -9,7 +9,8 @@ import aiohttp
 import asyncpg
 
 from bridge.buffer.postgres import split_schema
-from bridge.cluster import Listener, notify
+from bridge.buffer.shared import Listener
+from bridge.cluster import notify
 from bridge.config import BridgeConfig, BufferConfig
 from tests.backends import drop_schema, new_schema, postgres_url
 from tests.helpers import CorePlugin, RecordingSink, wait_until
@@ -58,7 +59,7 @@ async def test_a_buffer_in_another_schema_is_not_woken(open_buffers):
 
 async def test_the_listener_comes_back_after_its_connection_is_killed(open_buffers,
                                                                       monkeypatch):
-    monkeypatch.setattr("bridge.cluster.RECONNECT_EVERY", 0.1)
+    monkeypatch.setattr("bridge.buffer.shared.RECONNECT_EVERY", 0.1)
     sender, receiver = await open_buffers(2)
     heard: list = []
     listener, stop, task = await _listen(receiver, heard)

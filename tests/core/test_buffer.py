@@ -244,13 +244,14 @@ async def test_schema_version_is_recorded_and_reopen_keeps_data(tmp_path):
     buf = await Buffer.open(path)
     assert await buf.count_messages() == 1
     await buf.close()
-    from bridge.buffer.schema import VERSION
+    from bridge.buffer.migrations import VERSION
 
     assert file_rows(path, "PRAGMA user_version") == [(VERSION,)]
 
 
 async def test_a_version_1_buffer_is_migrated_with_its_pending_deliveries(tmp_path):
-    from bridge.buffer.schema import M001_INITIAL, VERSION
+    from bridge.buffer.legacy import M001_INITIAL
+    from bridge.buffer.migrations import VERSION
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:  # a buffer as the first release left it

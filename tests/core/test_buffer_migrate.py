@@ -12,9 +12,10 @@ import time
 import pytest
 
 from bridge.buffer import Buffer, Policy
+from bridge.buffer.migrations import VERSION
 from bridge.contracts import Outcome
 from bridge.errors import ConfigError
-from tests.backends import drop_schema, needs_postgres, new_schema, postgres_url
+from tests.backends import drop_schema, needs_postgres, new_schema, postgres_url, query
 from tests.helpers import message
 
 POLICY = Policy(max_attempts=1, retry_delay=lambda attempt: 0.0, held_delay=0.0)
@@ -56,14 +57,14 @@ async def seed(path, count: int = 40) -> None:
 async def snapshot(target: str) -> dict:
     buffer = await Buffer.open(target)
     try:
-        rows = {t: (await buffer.query(f"SELECT count(*) FROM {t}"))[0][0]
+        rows = {t: (await query(buffer, f"SELECT count(*) FROM {t}"))[0][0]
                 for t in ("messages", "deliveries", "batches", "ledger", "identities")}
-        states = await buffer.query("SELECT state, count(*) FROM deliveries GROUP BY state"
+        states = await query(buffer, "SELECT state, count(*) FROM deliveries GROUP BY state"
                                     " ORDER BY state")
         rows["states"] = [tuple(r) for r in states]
         rows["dead"] = sorted(d["message_id"] for d in await buffer.dead_letters("crm"))
-        rows["ids"] = [r[0] for r in await buffer.query(
-            "SELECT source || '/' || provider_id FROM messages ORDER BY id")]
+        rows["ids"] = [r[0] for r in await query(
+            buffer, "SELECT source || '/' || provider_id FROM messages ORDER BY id")]
         return rows
     finally:
         await buffer.close()
@@ -109,7 +110,7 @@ def test_check_reports_the_sqlite_schema_version(tmp_path):
     assert "empty: `bridge run` creates schema version" in bridge("check", "-c", str(config)).stdout
     asyncio.run(seed(db, 2))
     out = bridge("check", "-c", str(config)).stdout
-    assert f"buffer OK: {db} (schema version 9)" in out
+    assert f"buffer OK: {db} (schema version {VERSION})" in out
 
 
 def test_check_says_when_postgres_cannot_be_reached_without_the_password(tmp_path):
@@ -124,13 +125,13 @@ def test_check_says_when_postgres_cannot_be_reached_without_the_password(tmp_pat
 def test_check_reports_the_postgres_schema_version(tmp_path, schema):
     url = postgres_url(schema)
     config = write_config(tmp_path, f"  url: '{url}'\n")
-    assert "(empty: `bridge run` creates schema version 9)" in bridge(
+    assert f"(empty: `bridge run` creates schema version {VERSION})" in bridge(
         "check", "-c", str(config)).stdout
 
     async def create():
         await (await Buffer.open(url)).close()
     asyncio.run(create())
-    assert "(schema version 9)" in bridge("check", "-c", str(config)).stdout
+    assert f"(schema version {VERSION})" in bridge("check", "-c", str(config)).stdout
 
 
 # -- bridge buffer migrate ----------------------------------------------------------------
@@ -165,16 +166,17 @@ def test_a_migrated_buffer_delivers_what_was_pending_and_nothing_twice(tmp_path,
 
     async def drain() -> tuple[set, set, list]:
         source = await Buffer.open(str(db))
-        pending = {r[0] for r in await source.query(
-            "SELECT message_id FROM deliveries WHERE state = 'pending'")}
+        pending = {r[0] for r in await query(
+            source, "SELECT message_id FROM deliveries WHERE state = 'pending'")}
         await source.close()
         buffer = await Buffer.open(url)
         try:
             claimed = [m.provider_id for c in await buffer.claim("crm", 100, 60)
                        for m in c.messages]
             uncertain = [c.uncertain for c in await buffer.claim("crm", 100, 60)]
-            ids = {r[0] for r in await buffer.query(
-                "SELECT id FROM messages WHERE provider_id = ANY(?)", (claimed,))}
+            ids = {r[0] for r in await query(
+                buffer, "SELECT id FROM messages WHERE provider_id = ANY(:claimed)",
+                {"claimed": claimed})}
             new = await buffer.append([message(999)])
             return pending, ids, [new, uncertain]
         finally:

@@ -9,6 +9,7 @@ import aiohttp
 
 from bridge.contracts import Outcome
 from bridge.state import BRIDGE
+from tests.backends import execute, query
 from tests.helpers import RecordingSink, wait_until
 
 ASHA = "+919876543210"
@@ -154,7 +155,7 @@ async def test_purge_needs_the_number_typed_again_then_deletes_the_person(make_a
     assert (await buffer.sinks())[0]["dead_letters"] == 0  # its dead letter went with it
     assert [c["key"] for c in await buffer.conversations("crm", None, 10)] == ["+14155550100"]
     assert len(await buffer.messages("+14155550100")) == 1
-    rows = await buffer.query("SELECT count(*) FROM ledger")
+    rows = await query(buffer, "SELECT count(*) FROM ledger")
     assert rows == [(1,)]  # only the other person's activity is still in the ledger
 
 
@@ -256,10 +257,10 @@ async def test_a_stored_media_file_opens_from_the_conversation_page_never_as_a_p
     async with client() as http:
         await wait_until(lambda: _with(http, f"{base}/conversation?key=%2B919876543210",
                                        'data-state="done"'))
-        await buffer._transact(lambda db: db.execute(  # as a sink's attachment target would
-            "INSERT INTO ledger (sink, key, external_id, created_at) SELECT 'crm',"
-            " b.key || '#file' || d.message_id, 'ATT-' || d.message_id, 0 FROM deliveries d"
-            " JOIN batches b ON b.id = d.batch_id"))
+        await execute(buffer,  # as a sink's attachment target would
+                      "INSERT INTO ledger (sink, key, external_id, created_at) SELECT 'crm',"
+                      " b.key || '#file' || d.message_id, 'ATT-' || d.message_id, 0"
+                      " FROM deliveries d JOIN batches b ON b.id = d.batch_id")
         html = await page(http, f"{base}/conversation?key=%2B919876543210")
         assert re.findall(r'<code class="activity">.*?(ACT-\d+|ATT-\d+)', html) == ["ACT-1"] * 2
         assert re.findall(r'<code class="attachment">(ATT-\d+)', html) == ["ATT-1", "ATT-2"]

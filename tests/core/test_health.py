@@ -162,7 +162,7 @@ async def test_the_attention_and_health_reads_on_each_backend(buffer):
     import time
 
     from bridge.attention import attention
-    from bridge.buffer import Policy, reads
+    from bridge.buffer import Policy
     from tests.helpers import message
 
     policy = Policy(max_attempts=5, retry_delay=lambda attempt: 60.0, held_delay=60.0)
@@ -174,19 +174,19 @@ async def test_the_attention_and_health_reads_on_each_backend(buffer):
         outcome = Outcome.retry("CRM: HTTP 503") if asha else Outcome.held(
             "no lead with this number (create one, or set create_leads)")
         await buffer.complete(claim, [outcome], policy)
-    health = await reads.sync_health(buffer.query, "crm")
+    health = await buffer.sync_health("crm")
     assert health["retrying"] == 1 and health["retry_error"] == "CRM: HTTP 503"
     assert health["retrying_since"] is not None and health["last_delivered_at"] is None
-    assert await reads.overdue_files(buffer.query, "crm", time.time(), 5) == (0, [])
+    assert await buffer.overdue_files("crm", time.time(), 5) == (0, [])
     sinks = await buffer.sinks()
     for sink in sinks:
-        sink["held_chats"] = await reads.held_chats(buffer.query, sink["sink"])
+        sink["held_chats"] = await buffer.held_chats(sink["sink"])
     found = await attention(buffer, sinks, "crm")
     (held,) = found["held"]
     assert (held["key"], held["preview"]) == ("+14155550100", "Do you ship to San Francisco?")
     assert held["next"] == "Create one, or set create_leads; it is checked again at every sync."
     assert found["counts"] == {"dead_letters": 0, "held": 1, "overdue": 0, "failed_sends": 0}
-    previews = await reads.previews(buffer.query, [], ["+919876543210"])
+    previews = await buffer.previews([], ["+919876543210"])
     assert previews["+919876543210"][1].text == "Is the annual plan still 20% off?"
 
 
@@ -195,7 +195,7 @@ async def test_an_attachment_waiting_for_its_file_is_overdue_after_a_while(buffe
     sink's WAITING_FOR_FILE reason) since before the given time, oldest first."""
     import time
 
-    from bridge.buffer import Policy, reads
+    from bridge.buffer import Policy
     from bridge.contracts import WAITING_FOR_FILE
     from tests.helpers import message
 
@@ -207,8 +207,8 @@ async def test_an_attachment_waiting_for_its_file_is_overdue_after_a_while(buffe
                             f"{WAITING_FOR_FILE}: not fetched yet", [sent.id], 5, final=True)
     await buffer.complete(claim, [Outcome.delivered()],
                           Policy(max_attempts=5, retry_delay=lambda a: 1.0, held_delay=1.0))
-    assert await reads.overdue_files(buffer.query, "crm", time.time() - 900, 5) == (0, [])
-    count, rows = await reads.overdue_files(buffer.query, "crm", time.time() + 1, 5)
+    assert await buffer.overdue_files("crm", time.time() - 900, 5) == (0, [])
+    count, rows = await buffer.overdue_files("crm", time.time() + 1, 5)
     assert count == 1 and rows[0]["target"] == "the photo's attachment"
     assert rows[0]["message_ids"] == [sent.id] and rows[0]["conversation"] == "+919876543210"
     assert (await buffer.sinks())[0]["dead_targets"] == 0  # waiting, not a dead letter

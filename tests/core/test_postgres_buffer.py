@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from bridge.buffer import Buffer, Policy
-from bridge.buffer.schema import VERSION
+from bridge.buffer.migrations import VERSION
 from bridge.contracts import Outcome
 from bridge.errors import BufferUnavailable, LeaseLost
 from tests.backends import (

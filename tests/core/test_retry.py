@@ -10,6 +10,7 @@ import pytest
 from bridge.buffer import Policy
 from bridge.contracts import Outcome
 from bridge.retry import backoff_delay, gives_up
+from tests.backends import query
 from tests.helpers import RecordingSink, message, running, wait_until
 
 
@@ -100,8 +101,8 @@ async def test_sync_now_retries_a_waiting_batch_at_once(buffer):
 
 
 async def _waiting(buffer) -> bool:
-    rows = await buffer.query("SELECT count(*) FROM batches WHERE state = 'ready'"
-                              " AND next_attempt_at > ?", (time.time() + 60,))
+    rows = await query(buffer, "SELECT count(*) FROM batches WHERE state = 'ready'"
+                               " AND next_attempt_at > :after", {"after": time.time() + 60})
     return rows[0][0] == 1
 
 

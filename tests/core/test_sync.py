@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from bridge.contracts import Outcome
 from bridge.sync import SinkRunner
+from tests.backends import query
 from tests.helpers import PostSource, RecordingSink, message, running, wait_until
 
 
@@ -110,7 +111,7 @@ async def test_filters_drop_and_redact_before_sinks_see_messages(buffer):
         await wait_until(lambda: sink.delivered == ["m1"])
         await wait_until(lambda: _backlog(buffer, 0))
     assert sink.batches[0].messages[0].text == "my [redacted] code"
-    states = await buffer.query("SELECT message_id, state FROM deliveries ORDER BY message_id")
+    states = await query(buffer, "SELECT message_id, state FROM deliveries ORDER BY message_id")
     assert states == [(1, "done"), (2, "skipped")]
 
 

@@ -12,6 +12,7 @@ import pytest
 from bridge.buffer import Buffer
 from plugins.leadsquared.activity_type import FIELD_DEFINITIONS
 from plugins.leadsquared.config import files_base
+from tests.backends import query
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import chat, settled, sink_for
 from tests.whatsapp.test_media import media_message
@@ -314,5 +315,5 @@ def test_dead_letter_requeue_media_fetches_dead_files_again(tmp_path):
     asyncio.run(seed(dead_job))
     out = CliRunner().invoke(cli, ["dead-letter", "requeue", "--media", "-c", str(config)])
     assert out.exit_code == 0 and "requeued 1 media file(s)" in out.output
-    states = asyncio.run(seed(lambda b: b.query("SELECT state FROM media")))
+    states = asyncio.run(seed(lambda b: query(b, "SELECT state FROM media")))
     assert states == [("pending",)]

@@ -8,6 +8,7 @@ from collections import Counter
 import httpx
 
 from plugins.leadsquared.directory import chat_keys, number_keys
+from tests.backends import query
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import chat, settled, sink_for
 
@@ -59,7 +60,7 @@ async def test_a_miss_costs_one_lookup_then_waits_unknown_recheck(sim, buffer):
 
 async def tries(buffer, at_least: int) -> bool:
     """The sink's batches have been tried `at_least` times."""
-    rows = await buffer.query("SELECT max(attempts) FROM batches WHERE sink = 'leadsquared'")
+    rows = await query(buffer, "SELECT max(attempts) FROM batches WHERE sink = 'leadsquared'")
     return (rows[0][0] or 0) >= at_least
 
 

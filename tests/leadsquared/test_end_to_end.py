@@ -17,7 +17,7 @@ import pytest
 
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.whatsapp.signature import sign
-from tests.backends import BACKENDS
+from tests.backends import BACKENDS, query
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, SimulatorProcess, buffer_section, eventually
 from tests.whatsapp import payloads as p
@@ -109,7 +109,7 @@ async def _pg_value(url: str, sql: str) -> int:
 
     store = await Buffer.open(url)
     try:
-        return (await store.query(sql))[0][0]
+        return (await query(store, sql))[0][0]
     finally:
         await store.close()
 

@@ -7,9 +7,11 @@ import aiosqlite
 from click.testing import CliRunner
 
 from bridge.buffer import Buffer
-from bridge.buffer.schema import MIGRATIONS, VERSION
+from bridge.buffer.legacy import STEPS as MIGRATIONS
+from bridge.buffer.migrations import VERSION
 from bridge.status import buffer_report
 from bridge.textreport import render_status
+from tests.backends import query
 from tests.helpers import message, running, wait_until
 from tests.leadsquared.test_sink import chat, settled, sink_for
 
@@ -133,7 +135,7 @@ async def test_a_version_6_buffer_gains_the_targets_table(tmp_path):
     buffer = await Buffer.open(path)
     try:
         assert await buffer.dead_targets() == []
-        rows = await buffer.query("PRAGMA user_version")
+        rows = await query(buffer, "PRAGMA user_version")
         assert rows[0][0] == VERSION >= 7
     finally:
         await buffer.close()

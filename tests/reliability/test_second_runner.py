@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from bridge.buffer import Buffer
+from tests.backends import query
 from tests.helpers import free_port, message
 from tests.processes import BridgeProcess, failed_start
 from tests.reliability.support import whatsapp_config
@@ -30,7 +31,7 @@ async def _leased(db: Path) -> list[tuple]:
     """The buffer's leases, read by a plain (non-runner) buffer."""
     buffer = await Buffer.open(db)
     try:
-        return await buffer.query("SELECT id, lease_token FROM batches WHERE state = 'leased'")
+        return await query(buffer, "SELECT id, lease_token FROM batches WHERE state = 'leased'")
     finally:
         await buffer.close()
 

@@ -24,6 +24,7 @@ from plugins.whatsapp.export import (
     to_messages,
 )
 from plugins.whatsapp.importer import ExportError, read_export, store
+from tests.backends import query
 from tests.helpers import message
 
 EXPORTS = Path(__file__).parent / "exports"
@@ -432,7 +433,7 @@ async def test_import_while_a_bridge_holds_the_buffer(tmp_path):
         (sink,) = await runner.sinks()
         assert sink["backlog"] == 18000 + live
         # the runner's appends went on between the importer's chunks
-        (first, last), = await runner.query("SELECT min(id), max(id) FROM messages"
+        (first, last), = await query(runner, "SELECT min(id), max(id) FROM messages"
                                             " WHERE provider_id LIKE 'import:%'")
         assert last - first + 1 > 18000
     finally:

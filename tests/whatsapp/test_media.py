@@ -19,6 +19,7 @@ from bridge.model import Direction, Media, MediaFile, Message
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.graph_simulator import create_graph_app
 from plugins.whatsapp.media import NO_TOKEN, GraphMedia
+from tests.backends import execute, query
 from tests.helpers import wait_until
 
 TOKEN = "graph-test-token"
@@ -93,7 +94,7 @@ async def test_a_media_message_queues_one_job_in_its_commit_and_a_text_none(medi
                    kind="text", text="hi")
     await media_buffer.append([media_message(1, "111"), text])
     await media_buffer.append([media_message(1, "111")])  # a webhook retry
-    rows = await media_buffer.query("SELECT message_id, media_id, state FROM media")
+    rows = await query(media_buffer, "SELECT message_id, media_id, state FROM media")
     assert [(r[1], r[2]) for r in rows] == [("111", "pending")]
     assert (await file_of(media_buffer, "wamid.1")).state == "pending"
     assert (await file_of(media_buffer, "wamid.t")) is None
@@ -101,7 +102,7 @@ async def test_a_media_message_queues_one_job_in_its_commit_and_a_text_none(medi
 
 async def test_a_source_without_media_fetching_queues_nothing(buffer):
     await buffer.append([media_message(1, "111")])
-    assert await buffer.query("SELECT count(*) FROM media") == [(0,)]
+    assert await query(buffer, "SELECT count(*) FROM media") == [(0,)]
 
 
 async def test_fetched_file_is_stored_by_sha256_with_its_details(media_buffer, graph, tmp_path):
@@ -162,11 +163,11 @@ async def test_an_outage_retries_with_backoff_then_fetches(media_buffer, graph, 
     await runner.step()
     file = await file_of(media_buffer, "wamid.1")
     assert file.state == "pending" and "Service temporarily unavailable" in file.reason
-    (due,) = (await media_buffer.query("SELECT next_attempt_at FROM media"))[0]
+    (due,) = (await query(media_buffer, "SELECT next_attempt_at FROM media"))[0]
     assert due > datetime.now(UTC).timestamp() + 20  # backed off, not hammering
     assert not await runner.step()  # not due yet
     await fault(graph, outage=False)
-    await media_buffer._transact(lambda db: db.execute("UPDATE media SET next_attempt_at = 0"))
+    await execute(media_buffer, "UPDATE media SET next_attempt_at = 0")
     assert await runner.step()
     assert (await file_of(media_buffer, "wamid.1")).state == "fetched"
 
@@ -228,13 +229,12 @@ async def test_prune_deletes_a_file_with_its_last_message(media_buffer, graph, t
     await runner.step()
     path = Path((await file_of(media_buffer, "wamid.1")).path)
     assert path == Path((await file_of(media_buffer, "wamid.2")).path) and path.exists()
-    await media_buffer._transact(lambda db: db.execute(
-        "DELETE FROM messages WHERE provider_id = 'wamid.1'"))
+    await execute(media_buffer, "DELETE FROM messages WHERE provider_id = 'wamid.1'")
     assert await media_buffer.forget_media() == []  # message 2 still holds the bytes
     assert path.exists()
     await media_buffer.prune(older_than=datetime.now(UTC).timestamp() + 60)
     assert not path.exists()
-    assert await media_buffer.query("SELECT count(*) FROM media") == [(0,)]
+    assert await query(media_buffer, "SELECT count(*) FROM media") == [(0,)]
 
 
 async def test_purging_a_person_deletes_their_files_and_keeps_anothers(
@@ -251,7 +251,7 @@ async def test_purging_a_person_deletes_their_files_and_keeps_anothers(
     assert dry["media"] == 1 and mine.exists()
     found = await media_buffer.purge_person(phone="+919876543210")
     assert found["files"] == 1 and not mine.exists() and theirs.exists()
-    assert await media_buffer.query("SELECT count(*) FROM media") == [(1,)]
+    assert await query(media_buffer, "SELECT count(*) FROM media") == [(1,)]
 
 
 async def test_a_restarted_runner_clears_partial_downloads_and_unreferenced_files(

@@ -1,10 +1,11 @@
-"""The outbox schema and its ordered migrations; the state machine is documented inline."""
+"""SQLite buffers made before the schema had one source for both engines (versions 1-9).
+
+Frozen history: a file at an older version walks these steps to 9, then the shared steps
+of bridge.buffer.migrations. PostgreSQL buffers started at 9 and never need them. The
+comments say why each step was taken; bridge.buffer.tables is the schema today.
+"""
 
 from __future__ import annotations
-
-import aiosqlite
-
-from bridge.errors import SchemaError
 
 M001_INITIAL = """
 -- One row per provider message. UNIQUE (source, provider_id) makes webhook retries,
@@ -280,24 +281,13 @@ CREATE TABLE unknown_numbers (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
-                         M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES,
-                         M007_TARGETS, M008_MEDIA, M009_DIRECTORY]
-VERSION = len(MIGRATIONS)
+STEPS: list[str] = [M001_INITIAL, M002_BACKFILL_BATCHES, M003_PENDING_IN_CLAIM_ORDER,
+                     M004_RETRY_CLOCK_AND_ORDER, M005_STATUS_PAGE_AT_SCALE, M006_IDENTITIES,
+                     M007_TARGETS, M008_MEDIA, M009_DIRECTORY]
+LAST = len(STEPS)  # 9: where the shared migrations take over
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Apply pending migrations in order; refuse a database newer than this code."""
-    async with db.execute("PRAGMA user_version") as cursor:
-        (current,) = await cursor.fetchone()
-    if current > VERSION:
-        raise SchemaError(
-            f"the buffer database has schema version {current}, newer than this Chatbridge "
-            f"understands ({VERSION}); upgrade Chatbridge or point buffer.path elsewhere"
-        )
-    for number in range(current + 1, VERSION + 1):
-        script = MIGRATIONS[number - 1]
-        await db.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-        )
-    return VERSION
+def step(number: int) -> str:
+    """The script taking a file from version number - 1 to number, in one transaction."""
+    return (f"BEGIN IMMEDIATE;\n{STEPS[number - 1]}\n"
+            f"PRAGMA user_version = {int(number)};\nCOMMIT;")

@@ -1,0 +1,137 @@
+"""Schema versions: one source for both engines, run on start, newer databases refused.
+
+A new buffer is created from bridge.buffer.tables at VERSION in one transaction. An
+existing one runs the steps after its version, in order, each written once with
+SQLAlchemy's DDL constructs and compiled for the engine (an SQLite file older than 9
+first walks bridge.buffer.legacy, the history from before PostgreSQL). The version lives
+where each engine keeps such a thing: SQLite's `PRAGMA user_version`, PostgreSQL's
+`schema_version` table (read by `bridge check` without opening the buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex, DropTable, ExecutableDDLElement
+
+from bridge.buffer.compiler import P, Query, json_field
+from bridge.buffer.connectors import Connector
+from bridge.buffer.tables import (
+    buffer_imports,
+    messages,
+    metadata,
+    processes,
+    rate_budgets,
+)
+from bridge.errors import SchemaError
+
+Step = Callable[[Connector], Awaitable[None]]
+
+
+class AddColumn(ExecutableDDLElement):
+    """ALTER TABLE ... ADD COLUMN, the column spelled as its table declares it."""
+
+    inherit_cache = False
+
+    def __init__(self, column: sa.Column) -> None:
+        self.column = column
+
+
+@compiles(AddColumn)
+def _add_column(element: AddColumn, compiler: sa.sql.compiler.DDLCompiler, **kw: object) -> str:
+    spec = compiler.get_column_specification(element.column)
+    return f"ALTER TABLE {element.column.table.name} ADD COLUMN {spec}"
+
+
+async def _ddl(db: Connector, *elements: ExecutableDDLElement) -> None:
+    for element in elements:
+        await db.run(Query(element))
+
+
+def _index(table: sa.Table, name: str) -> sa.Index:
+    return next(index for index in table.indexes if index.name == name)
+
+
+async def m010_one_source(db: Connector) -> None:
+    """Both engines' schemas made one (bridge.buffer.tables):
+    - messages.direction, a column (filled from the body once): the hourly chart's
+      outbound index reads it, where SQLite had an index on a JSON expression and
+      PostgreSQL none;
+    - PostgreSQL's extra deliveries_message index goes (queries name the sink first);
+    - the cluster's tables are declared with the rest (JSON text where PostgreSQL had
+      arrays and jsonb); they hold only live coordination state, so they are recreated.
+    """
+    await _ddl(db, AddColumn(messages.c.direction))
+    await db.run(Query(sa.update(messages).values(direction="out").where(
+        json_field(messages.c.body, "direction") == "out")))
+    await _ddl(db, DropIndex(sa.Index("messages_out"), if_exists=True),
+               CreateIndex(_index(messages, "messages_out")),
+               DropIndex(sa.Index("deliveries_message"), if_exists=True),
+               DropTable(processes, if_exists=True), DropTable(rate_budgets, if_exists=True),
+               CreateTable(processes), CreateTable(rate_budgets),
+               CreateTable(buffer_imports, if_not_exists=True))
+
+
+STEPS: dict[int, Step] = {10: m010_one_source}
+VERSION = max(STEPS)
+
+
+def refuse_newer(version: int, where: str) -> None:
+    """SchemaError when the database is newer than this code."""
+    if version > VERSION:
+        raise SchemaError(
+            f"the buffer database has schema version {version}, newer than this Chatbridge "
+            f"understands ({VERSION}); upgrade Chatbridge or point {where} elsewhere")
+
+
+async def create(db: Connector) -> None:
+    """Every table and index of bridge.buffer.tables, at VERSION."""
+    for table in metadata.sorted_tables:
+        await _ddl(db, CreateTable(table))
+        for index in sorted(table.indexes, key=lambda i: i.name or ""):
+            await _ddl(db, CreateIndex(index))
+
+
+async def upgrade(db: Connector, current: int) -> None:
+    """Run the shared steps after `current` (at least legacy.LAST)."""
+    for number in range(current + 1, VERSION + 1):
+        await STEPS[number](db)
+
+
+# -- where each engine keeps its version ------------------------------------------------
+
+schema_version = sa.Table("schema_version", sa.MetaData(),
+                          sa.Column("version", sa.BigInteger, nullable=False))
+PG_VERSION = Query(sa.select(sa.func.max(schema_version.c.version)), "schema version")
+PG_HAS_VERSION = Query(sa.select(sa.func.to_regclass("schema_version").isnot(None)),
+                       "schema version kept")
+PG_SET_VERSION = Query(sa.update(schema_version).values(version=P("version")),
+                       "set schema version")
+PG_FIRST_VERSION = Query(sa.insert(schema_version).values(version=P("version")),
+                         "first schema version")
+PG_VERSION_TABLE = Query(CreateTable(schema_version))
+MIGRATION_LOCK = "chatbridge:migrate"  # processes starting together: one migrates
+
+
+async def postgres_version(db: Connector) -> int:
+    """The schema version of a PostgreSQL buffer (0: no Chatbridge tables yet)."""
+    if not await db.value(PG_HAS_VERSION):
+        return 0
+    return int(await db.value(PG_VERSION))
+
+
+async def migrate_postgres(db: Connector, where: str) -> int:
+    """Create or upgrade a PostgreSQL buffer, in the caller's transaction, under a lock."""
+    await db.lock(MIGRATION_LOCK)
+    current = await postgres_version(db)
+    refuse_newer(current, where)
+    if current == 0:
+        await create(db)
+        await db.run(PG_VERSION_TABLE)
+        await db.run(PG_FIRST_VERSION, version=VERSION)
+    elif current < VERSION:
+        await upgrade(db, current)
+        await db.run(PG_SET_VERSION, version=VERSION)
+    return VERSION
