@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from bridge.buffer import Buffer, MediaJob
+from bridge.buffer import MediaJob, MediaJobs
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class MediaPolicy:
 class MediaRunner:
     """Fetches one source's media jobs until stopped."""
 
-    def __init__(self, source: str, fetcher: MediaFetcher, buffer: Buffer,
+    def __init__(self, source: str, fetcher: MediaFetcher, buffer: MediaJobs,
                  policy: MediaPolicy, metrics: Any = None) -> None:
         self.source = source
         self.fetcher = fetcher

@@ -14,7 +14,7 @@ from typing import Any
 import pluggy
 from aiohttp import web
 
-from bridge.buffer import Buffer
+from bridge.buffer import Storage
 from bridge.config import BridgeConfig
 from bridge.contracts import Filter, Sink, Source
 from bridge.metrics import Metrics
@@ -32,7 +32,7 @@ class Bridge:
     sinks: list[Sink]
     filters: list[Filter]
     plugins: pluggy.PluginManager
-    buffer: Buffer | None = None
+    buffer: Storage | None = None
     runners: dict[str, SinkRunner] = field(default_factory=dict)
     media_runners: dict[str, Any] = field(default_factory=dict)  # source -> MediaRunner
     metrics: Metrics = field(default_factory=Metrics)

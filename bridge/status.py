@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from bridge.attention import OVERDUE_FILE
-from bridge.buffer import Buffer
+from bridge.buffer import StatusReads
 from bridge.buffer.enrich import first_error
 from bridge.cluster import cluster_report
 from bridge.health import growth_window, overall, verdict
@@ -15,7 +15,7 @@ from bridge.health import growth_window, overall, verdict
 logger = logging.getLogger(__name__)
 
 
-async def buffer_report(buffer: Buffer, search: str | None = None, limit: int = 50,
+async def buffer_report(buffer: StatusReads, search: str | None = None, limit: int = 50,
                         dead_letters: int = 10) -> dict[str, Any]:
     """Per sink: state, backlog, dead letters; per conversation: last synced, per sink."""
     sinks = await buffer.sinks()
@@ -70,7 +70,7 @@ async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str
         entry["simulated"] = simulated(sink)
 
 
-async def offline_health(buffer: Buffer, sinks: list[dict[str, Any]], why: str,
+async def offline_health(buffer: StatusReads, sinks: list[dict[str, Any]], why: str,
                          alive: set[str], intervals: dict[str, float]) -> None:
     """Each sink's health read from the buffer alone, when no bridge answered: stopped,
     unless a live process in a shared buffer's registry runs it (judged from the buffer
@@ -89,7 +89,7 @@ def simulated(sink: Any) -> str | None:
     return str(value) if value else None
 
 
-async def people_report(buffer: Buffer, sinks: list[dict[str, Any]],
+async def people_report(buffer: StatusReads, sinks: list[dict[str, Any]],
                         limit: int) -> dict[str, Any]:
     """Group chats and failed sends (counts, the latest failures with Meta's error); per
     sink, the chats it holds counted by reason (added to `sinks`)."""
@@ -122,7 +122,7 @@ def record_link(sink: Any, record_id: str | None) -> str | None:
 PER_PAGE = 50
 
 
-async def page_data(buffer: Buffer, sink: str | None = None, *, search: str | None = None,
+async def page_data(buffer: StatusReads, sink: str | None = None, *, search: str | None = None,
                     sort: str = "last_message", show: str = "all", page: int = 1,
                     per_page: int = PER_PAGE) -> dict[str, Any]:
     """What the status page shows: every sink's figures and one sink's conversation page."""

@@ -11,7 +11,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.buffer import Buffer, Claim, Policy
+from bridge.buffer import Claim, Deliveries, Policy
 from bridge.contracts import Filter, Outcome, Sink, Source
 from bridge.errors import LeaseLost
 from bridge.metrics import Metrics
@@ -28,7 +28,7 @@ MIN_SLICE = 30.0  # seconds: a drain running longer records its progress at leas
 class SinkRunner:
     """Drains the buffer into one sink at its interval; survives its own failures."""
 
-    def __init__(self, sink: Sink, buffer: Buffer, filters: Sequence[Filter] = (),
+    def __init__(self, sink: Sink, buffer: Deliveries, filters: Sequence[Filter] = (),
                  sources: Sequence[Source] = (), metrics: Metrics | None = None) -> None:
         self.sink = sink
         self.metrics = metrics if metrics is not None else Metrics(process=False)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.media import MediaJob
 from bridge.buffer.port import (
+    Appends,
     Deliveries,
-    Ingest,
     MediaJobs,
     SharedBuffer,
     StatusReads,
@@ -21,7 +21,7 @@ from bridge.buffer.postgres import PostgresBuffer
 from bridge.buffer.sqlite import SQLiteBuffer
 from bridge.buffer.store import Buffer
 
-Storage = Buffer  # every buffer: Ingest, Deliveries, MediaJobs and StatusReads
+Storage = Buffer  # every buffer: Appends, Deliveries, MediaJobs and StatusReads
 
-__all__ = ["Buffer", "Claim", "Deliveries", "Ingest", "MediaJob", "MediaJobs", "Policy",
+__all__ = ["Appends", "Buffer", "Claim", "Deliveries", "MediaJob", "MediaJobs", "Policy",
            "PostgresBuffer", "SQLiteBuffer", "SharedBuffer", "StatusReads", "Storage"]

@@ -10,6 +10,7 @@ with isinstance(buffer, SharedBuffer), never by looking for a method.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -22,8 +23,8 @@ from bridge.model import Identity, Message, StatusUpdate
 
 
 @runtime_checkable
-class Ingest(Protocol):
-    """Writes on the webhook path."""
+class Appends(Protocol):
+    """Writes on the webhook path (the buffer side of bridge.contracts.Ingest)."""
 
     async def append(self, messages: Iterable[Message], statuses: Iterable[StatusUpdate] = (),
                      contacts: Mapping[str, str] | None = None,
@@ -33,8 +34,9 @@ class Ingest(Protocol):
 
 
 @runtime_checkable
-class Deliveries(Protocol):
-    """What a sink's drain loop needs: claims, outcomes, backfill, its record directory."""
+class Deliveries(Appends, Protocol):
+    """What a sink's drain loop needs: claims, outcomes, backfill (a source's recovered
+    messages are appended), its record directory, and its backlog for the charts."""
 
     async def install_sinks(self, names: Sequence[str]) -> list[str]: ...
 
@@ -56,12 +58,17 @@ class Deliveries(Protocol):
 
     def directory(self, sink: str) -> Directory: ...
 
+    async def sinks(self) -> list[dict[str, Any]]: ...
+
 
 @runtime_checkable
 class MediaJobs(Protocol):
     """What the media fetchers need."""
 
     media_sources: dict[str, str | None]
+    media_files: asyncio.Lock  # held while a file and its row change together
+
+    async def media_paths(self) -> set[str]: ...
 
     async def media_claim(self, source: str, limit: int, lease: float,
                           now: float | None = None) -> list[MediaJob]: ...
@@ -107,6 +114,14 @@ class StatusReads(Protocol):
     async def failed_sends(self, limit: int) -> list[dict[str, Any]]: ...
 
     async def people_counts(self) -> dict[str, int]: ...
+
+    async def sync_health(self, sink: str) -> dict[str, Any]: ...
+
+    async def previews(self, message_ids: Sequence[int] = (),
+                       conversations: Sequence[str] = ()) -> dict[Any, Any]: ...
+
+    async def overdue_files(self, sink: str, older_than: float,
+                            limit: int) -> tuple[int, list[dict[str, Any]]]: ...
 
     def directory(self, sink: str) -> Directory: ...
 
