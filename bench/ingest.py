@@ -311,7 +311,10 @@ def _servers(args: argparse.Namespace, workdir: Path) -> _Servers:
             servers.add(f"{BRIDGE} @ {rev}", [(bridge_argv(port, workdir, python=python), port)],
                         workdir, tree)
         if args.postgres:
-            for label, cwd, python in (("", ROOT, sys.executable), *others):
+            # a commit from before the PostgreSQL buffer gets no PostgreSQL row
+            for label, cwd, python in (("", ROOT, sys.executable),
+                                       *(o for o in others
+                                         if (o[1] / "bridge/buffer/postgres.py").exists())):
                 schema = f"bench_ingest_{os.getpid()}_{len(servers.names)}"
                 url = _with_schema(args.postgres, schema)
                 servers.cleanup.append(lambda s=schema: _drop_schema(args.postgres, s))

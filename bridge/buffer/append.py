@@ -29,8 +29,8 @@ _MESSAGE_COLUMNS = ("source", "provider_id", "conversation", "sent_at", "stored_
 
 @lru_cache(maxsize=ROWS_PER_INSERT)
 def insert_messages(count: int) -> Query:
-    """INSERT of `count` message rows (parameters <column>_<n>), new ones RETURNING; one
-    text per row count, compiled once each."""
+    """INSERT of `count` message rows (parameters <column>_<n>, row after row: the rows'
+    values go in as they are), new ones RETURNING; one text per row count, compiled once."""
     rows = [{c: P(f"{c}_{n}") for c in _MESSAGE_COLUMNS} for n in range(count)]
     return Query(lambda insert: insert(messages).values(rows).on_conflict_do_nothing()
                  .returning(messages.c.id, messages.c.source, messages.c.provider_id),
@@ -149,8 +149,7 @@ async def append_group(db: Connector, items: list[Append],
             await media.queue_jobs(db, fresh, new, media_sources, time.time())
     status_rows = [row for item in items for row in item.statuses]
     if status_rows:
-        await db.many(UPSERT_STATUS, [dict(zip(_STATUS_COLUMNS, row, strict=True))
-                                      for row in status_rows])
+        await db.many(UPSERT_STATUS, status_rows)  # rows in the statement's order
         await failures.note_failures(db, status_rows, items[-1].now)
     await _upsert_conversations(db, fresh, items, people)
     await identity.describe(db, described)
@@ -167,10 +166,9 @@ async def _insert_messages(db: Connector, rows: list[tuple[Any, ...]]
     new: dict[tuple[str, str], int] = {}
     for start in range(0, len(rows), ROWS_PER_INSERT):
         chunk = rows[start:start + ROWS_PER_INSERT]
-        params = {f"{column}_{n}": value for n, row in enumerate(chunk)
-                  for column, value in zip(_MESSAGE_COLUMNS, row, strict=True)}
+        values = [value for row in chunk for value in row]
         for message_id, source, provider_id in await db.rows(insert_messages(len(chunk)),
-                                                             **params):
+                                                             values):
             new[(source, provider_id)] = message_id
     return new, min(new.values(), default=0)
 
@@ -212,8 +210,6 @@ async def _upsert_conversations(db: Connector, fresh: list[Message],
     for item in items:
         for key, name in item.contacts.items():
             agg[people.get(key, key)][0] = name
-    if agg:
-        await db.many(UPSERT_CONVERSATION, [
-            {"key": k, "contact_name": v[0], "account": v[1], "last_message_at": v[2] or None,
-             "message_count": v[3], "kind": v[4], "group_id": v[5]}
-            for k, v in sorted(agg.items())])
+    if agg:  # values in the statement's order: key, contact_name, account, ...
+        await db.many(UPSERT_CONVERSATION, [(k, v[0], v[1], v[2] or None, v[3], v[4], v[5])
+                                            for k, v in sorted(agg.items())])

@@ -13,7 +13,7 @@ Where the engines differ in meaning, the difference is a construct compiled per 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +53,35 @@ class Compiled:
     binds: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, converter)
     results: tuple[tuple[int, Callable[[Any], Any]], ...]  # (column, converter)
 
-    def args(self, params: Mapping[str, Any]) -> list[Any]:
-        """The positional parameters for `params` (named), converted."""
-        try:
-            values = [params[n] if n in params else self.defaults[n] for n in self.names]
-        except KeyError as exc:
-            raise TypeError(f"missing SQL parameter {exc.args[0]!r} for: {self.sql}") from None
+    def args(self, params: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
+        """The positional parameters, converted: from named `params`, or from values
+        already in the statement's order (`names`, each once: see `ordered`)."""
+        if isinstance(params, Mapping):
+            try:
+                values = [params[n] if n in params else self.defaults[n] for n in self.names]
+            except KeyError as exc:
+                raise TypeError(f"missing SQL parameter {exc.args[0]!r} for: {self.sql}") \
+                    from None
+        else:
+            values = list(params)
+            if len(values) != len(self.names):
+                raise TypeError(f"{len(values)} values for {len(self.names)} parameters")
         for position, convert in self.binds:
             values[position] = convert(values[position])
         return values
+
+    def many(self, params: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Any]:
+        """Parameter sets for executemany; rows already in order and with nothing to
+        convert pass as they are."""
+        params = list(params)
+        if not self.binds and params and not isinstance(params[0], Mapping):
+            return params
+        return [self.args(p) for p in params]
+
+    @property
+    def ordered(self) -> bool:
+        """Whether values may be given in order (each parameter appears once)."""
+        return len(set(self.names)) == len(self.names)
 
     def row(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """A result row as a tuple, its columns converted back."""

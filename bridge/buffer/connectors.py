@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -33,16 +33,20 @@ class Connector(ABC):
     dialect: sa.Dialect
 
     @abstractmethod
-    async def rows(self, query: Query, **params: Any) -> list[Row]:
-        """Every row the statement returns."""
+    async def rows(self, query: Query, values: Sequence[Any] | None = None, /,
+                   **params: Any) -> list[Row]:
+        """Every row the statement returns. Parameters by name, or `values` in the
+        statement's parameter order (the hot path's multi-row inserts)."""
 
     @abstractmethod
     async def run(self, query: Query, **params: Any) -> int:
         """Run a statement; the number of rows it changed."""
 
     @abstractmethod
-    async def many(self, query: Query, params: Iterable[Mapping[str, Any]]) -> None:
-        """Run a statement once per parameter set (no rows back)."""
+    async def many(self, query: Query,
+                   params: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
+        """Run a statement once per parameter set (no rows back): each a mapping of
+        names, or values in the statement's parameter order."""
 
     async def one(self, query: Query, **params: Any) -> Row | None:
         """The first row, or None."""
@@ -73,18 +77,21 @@ class SqliteConnector(Connector):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    async def rows(self, query: Query, **params: Any) -> list[Row]:
+    async def rows(self, query: Query, values: Sequence[Any] | None = None, /,
+                   **params: Any) -> list[Row]:
         compiled = query.on(SQLITE)
-        found = self.conn.execute(compiled.sql, compiled.args(params)).fetchall()
+        found = self.conn.execute(compiled.sql, compiled.args(
+            params if values is None else values)).fetchall()
         return [compiled.row(r) for r in found] if compiled.results else found
 
     async def run(self, query: Query, **params: Any) -> int:
         compiled = query.on(SQLITE)
         return self.conn.execute(compiled.sql, compiled.args(params)).rowcount
 
-    async def many(self, query: Query, params: Iterable[Mapping[str, Any]]) -> None:
+    async def many(self, query: Query,
+                   params: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
         compiled = query.on(SQLITE)
-        self.conn.executemany(compiled.sql, [compiled.args(p) for p in params])
+        self.conn.executemany(compiled.sql, compiled.many(params))
 
 
 class AioSqliteConnector(Connector):
@@ -95,9 +102,11 @@ class AioSqliteConnector(Connector):
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
 
-    async def rows(self, query: Query, **params: Any) -> list[Row]:
+    async def rows(self, query: Query, values: Sequence[Any] | None = None, /,
+                   **params: Any) -> list[Row]:
         compiled = query.on(SQLITE)
-        async with self.conn.execute(compiled.sql, compiled.args(params)) as cursor:
+        async with self.conn.execute(compiled.sql, compiled.args(
+                params if values is None else values)) as cursor:
             found = await cursor.fetchall()
         return [compiled.row(r) for r in found]
 
@@ -106,9 +115,10 @@ class AioSqliteConnector(Connector):
         async with self.conn.execute(compiled.sql, compiled.args(params)) as cursor:
             return cursor.rowcount
 
-    async def many(self, query: Query, params: Iterable[Mapping[str, Any]]) -> None:
+    async def many(self, query: Query,
+                   params: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
         compiled = query.on(SQLITE)
-        await self.conn.executemany(compiled.sql, [compiled.args(p) for p in params])
+        await self.conn.executemany(compiled.sql, compiled.many(params))
 
 
 class PgConnector(Connector):
@@ -119,9 +129,11 @@ class PgConnector(Connector):
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def rows(self, query: Query, **params: Any) -> list[Row]:
+    async def rows(self, query: Query, values: Sequence[Any] | None = None, /,
+                   **params: Any) -> list[Row]:
         compiled = query.on(POSTGRESQL)
-        found = await self.conn.fetch(compiled.sql, *compiled.args(params))
+        found = await self.conn.fetch(compiled.sql, *compiled.args(
+            params if values is None else values))
         return [compiled.row(plain(r)) for r in found]
 
     async def run(self, query: Query, **params: Any) -> int:
@@ -129,9 +141,10 @@ class PgConnector(Connector):
         status = await self.conn.execute(compiled.sql, *compiled.args(params))
         return _count(status)
 
-    async def many(self, query: Query, params: Iterable[Mapping[str, Any]]) -> None:
+    async def many(self, query: Query,
+                   params: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
         compiled = query.on(POSTGRESQL)
-        values = [compiled.args(p) for p in params]
+        values = compiled.many(params)
         if values:
             await self.conn.executemany(compiled.sql, values)
 

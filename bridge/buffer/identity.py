@@ -110,7 +110,7 @@ async def file_under_people(db: Connector, identities: Iterable[Identity],
     if not facts:  # the common case: only look the senders up
         keys = list(dict.fromkeys(k for k in message_keys if k and not is_group(k)))
         known = (await _known(db, keys))[0] if keys else {}
-        new = [{"key": key, "person": key, "seen_at": now} for key in keys if key not in known]
+        new = [(key, key, now) for key in keys if key not in known]  # key, person, seen_at
         if new:  # a new person: their key is their conversation from now on
             await db.many(NEW_IDENTITY, new)
         return {key: person for key, (person, _) in known.items()}, []
