@@ -1,6 +1,18 @@
-"""Chatbridge: WhatsApp Business webhooks to CRM activities, durably buffered."""
+"""Chatbridge: WhatsApp Business webhooks to CRM activities, durably buffered.
+
+Everything a plugin may use is named here (and in bridge.testing, the sink authors'
+contract kit); plugins import nothing else of the core (an import-linter contract in
+pyproject.toml, run by tests/test_imports.py). The names of heavier parts (the app, the
+CLI helpers, the buffer) load on first use, so `import bridge` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from bridge.contracts import (
+    WAITING_FOR_FILE,
     Batch,
     Filter,
     Ingest,
@@ -10,10 +22,54 @@ from bridge.contracts import (
     Source,
     TargetFailure,
 )
+from bridge.durations import Duration
+from bridge.errors import BridgeError
 from bridge.hookspecs import hookimpl
-from bridge.model import Conversation, Direction, Media, Message, StatusUpdate
+from bridge.limits import Limits
+from bridge.metrics import Metrics
+from bridge.model import (
+    GROUP_PREFIX,
+    STATUS_KINDS,
+    Conversation,
+    Direction,
+    Identity,
+    Media,
+    Message,
+    StatusUpdate,
+    is_group,
+)
+from bridge.params import text as query_text
+from bridge.render import clean, file_name, quote, render_line
+from bridge.retry import backoff_delay
+
+# name -> module: loaded when first asked for (PEP 562)
+_LAZY = {
+    "Buffer": "bridge.buffer", "MediaJob": "bridge.buffer", "SharedBuffer": "bridge.buffer",
+    "Fetched": "bridge.media", "FileOut": "bridge.media", "MediaGone": "bridge.media",
+    "MediaRetry": "bridge.media",
+    "CONFIG_OPTION": "bridge.cli", "friendly": "bridge.cli", "load": "bridge.cli",
+    "create_app": "bridge.app", "BRIDGE": "bridge.state",
+    "get_plugin_manager": "bridge.plugins", "load_config": "bridge.plugins",
+    "candidates": "bridge.address", "call": "bridge.remote",
+    "bound_socket": "bridge.serve",
+    "Clock": "bridge.textreport", "as_datetime": "bridge.textreport", "zone": "bridge.textreport",
+}
 
 __all__ = [
-    "Batch", "Conversation", "Direction", "Filter", "Ingest", "Media", "Message", "Outcome",
-    "Sink", "SinkSettings", "Source", "StatusUpdate", "TargetFailure", "hookimpl",
+    "as_datetime", "backoff_delay", "Batch", "bound_socket", "BRIDGE", "BridgeError", "Buffer",
+    "call", "candidates", "clean", "Clock", "CONFIG_OPTION", "Conversation", "create_app",
+    "Direction", "Duration", "Fetched", "file_name", "FileOut", "Filter", "friendly",
+    "get_plugin_manager", "GROUP_PREFIX", "hookimpl", "Identity", "Ingest", "is_group",
+    "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry", "Message",
+    "Metrics", "Outcome", "query_text", "quote", "render_line", "SharedBuffer", "Sink",
+    "SinkSettings", "Source", "STATUS_KINDS", "StatusUpdate", "TargetFailure",
+    "WAITING_FOR_FILE", "zone",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from datetime import UTC, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.metrics import Metrics
+from bridge import Metrics
 from plugins.leadsquared.activity_type import resolve_event
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, files_base

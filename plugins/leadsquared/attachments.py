@@ -29,10 +29,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 
-from bridge import Batch
-from bridge.contracts import WAITING_FOR_FILE
-from bridge.model import Message
-from bridge.render import file_name
+from bridge import WAITING_FOR_FILE, Batch, Message, file_name
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.transcript import Part

@@ -7,7 +7,7 @@ import contextlib
 
 import click
 
-from bridge.cli import CONFIG_OPTION, friendly, load
+from bridge import CONFIG_OPTION, friendly, load
 from plugins.leadsquared.simulator.switches import SWITCHES
 
 

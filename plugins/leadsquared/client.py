@@ -13,8 +13,7 @@ from typing import Any
 
 import httpx
 
-from bridge.metrics import Metrics
-from bridge.retry import backoff_delay
+from bridge import Metrics, backoff_delay
 from plugins.leadsquared.api import lsq_datetime, services
 from plugins.leadsquared.errors import Kind, LeadSquaredError
 from plugins.leadsquared.ratelimit import RateLimiter

@@ -7,9 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bridge import SinkSettings
-from bridge.durations import Duration
-from bridge.limits import Limits
+from bridge import Duration, Limits, SinkSettings
 
 DISCOVERY_URL = "https://api.leadsquared.com"  # UserByAccessKey.Get answers on any region
 SIMULATOR = "simulator"  # host value: run the bundled simulator in-process

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge import Batch, Outcome
-from bridge.model import is_group
+from bridge import Batch, Outcome, is_group
 from plugins.leadsquared.attachments import Attacher
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError

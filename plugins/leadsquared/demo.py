@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import secrets
 import signal
@@ -124,11 +125,14 @@ def write_config(workdir: Path, port: int, sim_url: str, token: str, interval: s
     return path
 
 
+def _signature(body: bytes, app_secret: str) -> str:
+    """X-Hub-Signature-256 as Meta computes it (HMAC-SHA256 of the body, hex)."""
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
 async def send_stream(url: str, app_secret: str, say: Callable[[str], None],
                       pace: float = 1.0) -> int:
     """Post SCRIPT as signed webhooks; return how many the bridge stored (200)."""
-    from plugins.whatsapp.signature import sign
-
     stored, start = 0, time.monotonic()
     async with httpx.AsyncClient(timeout=10) as client:
         for n, (delay, wa_id, name, kind, content, direction) in enumerate(SCRIPT):
@@ -137,7 +141,7 @@ async def send_stream(url: str, app_secret: str, say: Callable[[str], None],
                                       int(time.time()))).encode()
             response = await client.post(url, content=body, headers={
                 "Content-Type": "application/json",
-                "X-Hub-Signature-256": sign(body, app_secret)})
+                "X-Hub-Signature-256": _signature(body, app_secret)})
             stored += response.status_code == 200
             arrow = "→ business" if direction == "in" else "← business"
             say(f"  webhook {n + 1}/{len(SCRIPT)}: {kind:<8} {arrow} +{wa_id} "
@@ -162,10 +166,7 @@ class Demo:
         """Simulator with demo leads, then the bridge on its config; returns the config."""
         from aiohttp import web
 
-        from bridge.app import create_app
-        from bridge.plugins import get_plugin_manager, load_config
-        from bridge.serve import bound_socket
-        from bridge.state import BRIDGE
+        from bridge import BRIDGE, bound_socket, create_app, get_plugin_manager, load_config
 
         listening = bound_socket("127.0.0.1", self.port, "choose another with `bridge demo "
                                  "--port N`")  # a busy port: one line, before anything starts
@@ -216,7 +217,7 @@ class Demo:
 
     async def drained(self, stop: asyncio.Event) -> None:
         """Until every sink's backlog is only held chats (the unknown number)."""
-        from bridge.state import BRIDGE
+        from bridge import BRIDGE
 
         buffer = self._runner.app[BRIDGE].buffer
         while not stop.is_set():

@@ -12,8 +12,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bridge import Batch, Conversation, Direction, Outcome, SinkSettings
-from bridge.model import is_group
+from bridge import Batch, Conversation, Direction, Outcome, SinkSettings, is_group
 from plugins.leadsquared.people import display_name
 
 SKIPPED = ("group chat: not posted (plugins.leadsquared.groups is skip; set it to "

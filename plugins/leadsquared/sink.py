@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bridge import Batch, Outcome
-from bridge.metrics import Metrics
+from bridge import Batch, Metrics, Outcome, SharedBuffer
 from plugins.leadsquared.account import Account, Endpoint, base_url, client_factory, open_account
 from plugins.leadsquared.attachments import Attacher
 from plugins.leadsquared.bulk import BULK_MAX, BulkPoster, OpportunityBulk
@@ -68,7 +67,7 @@ class LeadSquaredSink:
         """The buffer that holds the lead directory and the unknown numbers (issue 15), and
         on PostgreSQL the rate budgets every bridge process shares (issue 18)."""
         self._rows = buffer.directory(self.name)
-        if hasattr(buffer, "shared_budget"):  # PostgreSQL: one budget for every process
+        if isinstance(buffer, SharedBuffer):  # PostgreSQL: one budget for every process
             self.limiter.share(buffer.shared_budget(self.name, "ordinary"))
             self.bulk_limiter.share(buffer.shared_budget(self.name, "bulk"))
 

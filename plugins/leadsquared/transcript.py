@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from bridge import Direction, Message
-from bridge.render import clean, quote, render_line
+from bridge import Direction, Message, clean, quote, render_line
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from bridge.cli import CONFIG_OPTION, friendly, load
+from bridge import CONFIG_OPTION, friendly, load
 from plugins.whatsapp.signature import sign
 
 
@@ -70,7 +70,7 @@ def send_test(config_path: str, url: str | None, customer: str, text: str,
     and say what each sink made of it."""
     import httpx
 
-    from bridge.address import candidates
+    from bridge import candidates
 
     config, _ = load(config_path)
     section = config.plugin("whatsapp")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.limits import Limits
+from bridge import Limits
 
 
 class WhatsAppConfig(BaseModel):

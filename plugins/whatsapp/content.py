@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.model import Media
+from bridge import Media
 from plugins.whatsapp.readers import (
     BadField,
     as_dict,

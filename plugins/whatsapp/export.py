@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import NamedTuple
 
-from bridge.model import Direction, Media, Message
+from bridge import Direction, Media, Message
 
 ORDERS = ("dmy", "mdy", "ymd")
 ORDER_LABEL = {"dmy": "d/m/y", "mdy": "m/d/y", "ymd": "y-m-d"}

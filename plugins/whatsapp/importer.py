@@ -24,9 +24,7 @@ from datetime import tzinfo
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.buffer import Buffer
-from bridge.errors import BridgeError
-from bridge.model import Message
+from bridge import BridgeError, Buffer, Message
 
 MAX_TEXT = 200 * 1024 * 1024  # the chat text of the largest export is a few tens of MB
 MAX_RATIO = 100  # chat text deflates 5-15x; far more is a zip bomb

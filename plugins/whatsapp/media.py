@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 
-from bridge.buffer import MediaJob
-from bridge.media import Fetched, FileOut, MediaGone, MediaRetry
+from bridge import Fetched, FileOut, MediaGone, MediaJob, MediaRetry
 from plugins.whatsapp.config import WhatsAppConfig
 
 NO_TOKEN = ("not fetched: plugins.whatsapp.access_token is not set (add a system-user "

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import phonenumbers
 
-from bridge.model import GROUP_PREFIX, Direction, Identity, Message, StatusUpdate
+from bridge import GROUP_PREFIX, Direction, Identity, Message, StatusUpdate
 from plugins.whatsapp.content import read_content, unsupported
 from plugins.whatsapp.readers import dicts, error_list, items, text_or_none
 

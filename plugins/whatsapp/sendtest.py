@@ -7,9 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.errors import BridgeError
-from bridge.remote import call
-from bridge.textreport import Clock, as_datetime, zone
+from bridge import BridgeError, Clock, as_datetime, call, zone
 
 POLL = 0.5  # seconds between looks at /status
 

@@ -9,9 +9,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from bridge import Ingest, Message, params
-from bridge.metrics import Metrics
-from bridge.model import STATUS_KINDS
+from bridge import STATUS_KINDS, Ingest, Message, Metrics, query_text
 from plugins.whatsapp.body import load_body
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.media import GraphMedia
@@ -52,9 +50,9 @@ class WhatsAppSource:
 
     async def handshake(self, request: web.Request) -> web.Response:
         """Meta's GET: echo hub.challenge when mode and verify token match."""
-        mode = params.text(request.query, "hub.mode")
-        token = params.text(request.query, "hub.verify_token", longest=4096)
-        challenge = params.text(request.query, "hub.challenge", longest=4096)
+        mode = query_text(request.query, "hub.mode")
+        token = query_text(request.query, "hub.verify_token", longest=4096)
+        challenge = query_text(request.query, "hub.challenge", longest=4096)
         if mode == "subscribe" and verify_token(token, self.config.verify_token) and challenge:
             self.metrics.webhook(self.name, "handshake_verified")
             return web.Response(text=challenge, content_type="text/plain")
