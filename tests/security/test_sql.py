@@ -303,3 +303,26 @@ async def test_an_unknown_synchronous_mode_is_refused_not_formatted(tmp_path):
         assert await query(buffer, "PRAGMA synchronous") == [(1,)]
     finally:
         await buffer.close()
+
+
+def test_no_module_under_bridge_buffer_rewrites_sql_text():
+    """SQL is compiled from constructs, never rewritten: the rewriter and its adapters are
+    gone, no buffer module runs regular expressions or string edits on anything named
+    like SQL, and the drivers only ever get `compiled.sql` (or a constant)."""
+    buffer = ROOT / "bridge" / "buffer"
+    for gone in ("dialect.py", "pgdb.py", "syncdb.py", "pgschema.py"):
+        assert not (buffer / gone).exists(), gone
+    edits = {"sub", "subn", "replace", "format", "translate"}
+    for path in buffer.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in edits:
+                text = ast.unparse(node).lower()
+                assert "sql" not in text and "statement" not in text, \
+                    f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+    connectors = ast.parse((buffer / "connectors.py").read_text(encoding="utf-8"))
+    driver_calls = [n for n in ast.walk(connectors) if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Attribute)
+                    and n.func.attr in ("execute", "executemany", "fetch")]
+    assert driver_calls and all(ast.unparse(c.args[0]) == "compiled.sql" for c in driver_calls)
