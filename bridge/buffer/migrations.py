@@ -19,7 +19,10 @@ from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex, DropTable, Ex
 from bridge.buffer.compiler import P, Query, json_field
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import (
+    MARK,
     buffer_imports,
+    escape_text,
+    escaped_columns,
     messages,
     metadata,
     processes,
@@ -63,6 +66,7 @@ async def m010_one_source(db: Connector) -> None:
     - the cluster's tables are declared with the rest (JSON text where PostgreSQL had
       arrays and jsonb); they hold only live coordination state, so they are recreated.
     """
+    await _escape_marked(db)
     await _ddl(db, AddColumn(messages.c.direction))
     await db.run(Query(sa.update(messages).values(direction="out").where(
         json_field(messages.c.body, "direction") == "out")))
@@ -72,6 +76,22 @@ async def m010_one_source(db: Connector) -> None:
                DropTable(processes, if_exists=True), DropTable(rate_budgets, if_exists=True),
                CreateTable(processes), CreateTable(rate_budgets),
                CreateTable(buffer_imports, if_not_exists=True))
+
+
+async def _escape_marked(db: Connector) -> None:
+    """Free text written before Escaped existed that starts with its mark (U+0001) would
+    read back changed: such values (rare) are rewritten escaped. (U+0000 and lone
+    surrogates need nothing: SQLite kept them as they are, PostgreSQL never had them.)"""
+    for column in escaped_columns():
+        table, raw = column.table, sa.type_coerce(column, sa.Text)
+        keys = list(table.primary_key.columns)
+        found = await db.rows(Query(sa.select(*keys, raw).where(
+            sa.func.substr(raw, 1, 1) == MARK)))
+        for *key, value in found:
+            await db.run(Query(sa.update(table).values(
+                {column.name: sa.bindparam("value", type_=sa.Text)}).where(
+                *(k == sa.bindparam(f"k{i}", type_=k.type) for i, k in enumerate(keys)))),
+                value=escape_text(value), **{f"k{i}": v for i, v in enumerate(key)})
 
 
 STEPS: dict[int, Step] = {10: m010_one_source}

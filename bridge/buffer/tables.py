@@ -36,10 +36,22 @@ def escape_text(value: str | None) -> str | None:
 
 
 def unescape_text(value: str | None) -> str | None:
-    """The string escape_text stored."""
+    """The string escape_text stored (a marked value that is not valid JSON escapes was
+    never escaped: it is returned as it is)."""
     if value is not None and value.startswith(_MARK):
-        return json.loads('"' + value[1:] + '"')
+        try:
+            return json.loads('"' + value[1:] + '"')
+        except ValueError:
+            return value
     return value
+
+
+def escaped_columns() -> list[sa.Column]:
+    """Every column of type Escaped (a migration re-escapes values written before it)."""
+    return [c for t in metadata.sorted_tables for c in t.columns if isinstance(c.type, Escaped)]
+
+
+MARK = _MARK
 
 
 def _encodable(value: str) -> bool:

@@ -158,7 +158,7 @@ def message(i, **more):
                    direction=Direction.OUT if i == 4 else Direction.IN,
                    sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC),
                    kind=more.pop("kind", "text"), text=f"text {i}",
-                   contact_name=f"Name {i % 3}", **more)
+                   contact_name="\\x01odd name" if i % 3 == 2 else f"Name {i % 3}", **more)
 
 async def main(target):
     buffer = await Buffer.open(target, runner=True)
@@ -209,6 +209,9 @@ async def _check_upgraded(buffer: Buffer) -> None:
     hours = await buffer.hourly(0)
     assert sum(n for (_, direction), n in hours.items() if direction == "out") == 1
     assert (await buffer.media_counts())["whatsapp"]["pending"] == 1
+    # a name written before free text was escaped, starting with the escape's mark
+    assert (await buffer.conversation("+919000000002"))["person"]["contact_name"] == \
+        "\x01odd name"
     person = await buffer.conversation("+919000000001")
     assert person["person"]["bsuid"] == "IN.1"
     assert [m["message"].text for m in person["messages"]] == ["text 1", "text 4", "text 7"]
