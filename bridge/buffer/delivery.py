@@ -101,13 +101,15 @@ OLDEST = Query(sa.select(m.conversation, pm.backfill)
                .join_from(pending, messages, m.id == pm.message_id)
                .where(pm.sink == P("sink"), pm.state == "pending", pm.batch_id.is_(None))
                .order_by(pm.backfill, pm.message_id).limit(P("size")), "oldest waiting")
-_groups = rows_in("groups", [("conversation", "text"), ("backfill", "int")], alias="g")
+# the waiting messages of the chosen conversations (each conversation's first `size`):
+# found through each conversation's messages (messages_conversation), then their delivery
+# row by its key; which (conversation, backfill) pairs were chosen is sorted out by the
+# caller, so the plan never joins on the backfill flag alone
 _ranked = (sa.select(m.conversation, d.backfill, d.message_id, sa.func.row_number().over(
     partition_by=(m.conversation, d.backfill), order_by=m.id).label("n"))
-    .join_from(deliveries, messages, m.id == d.message_id)
-    .join(_groups, sa.and_(_groups.c.conversation == m.conversation,
-                           _groups.c.backfill == d.backfill))
-    .where(d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None))).subquery()
+    .join_from(messages, deliveries, sa.and_(d.sink == P("sink"), d.message_id == m.id))
+    .where(m.conversation.in_(values_of("conversations", "text")), d.state == "pending",
+           d.batch_id.is_(None))).subquery()
 MEMBERS = Query(sa.select(_ranked.c.conversation, _ranked.c.backfill, _ranked.c.message_id)
                 .where(_ranked.c.n <= P("size")).order_by(_ranked.c.message_id),
                 "waiting messages of these conversations")
@@ -222,9 +224,10 @@ async def _form_batches(db: Connector, sink: str, now: float, limit: int) -> Non
     if not groups:
         return
     found: dict[tuple[str, int], list[int]] = {group: [] for group in groups}
-    for conversation, backfill, message_id in await db.rows(MEMBERS, groups=groups, sink=sink,
-                                                             size=limit):
-        found[(conversation, backfill)].append(message_id)
+    for conversation, backfill, message_id in await db.rows(
+            MEMBERS, conversations=sorted({c for c, _ in groups}), sink=sink, size=limit):
+        if (conversation, backfill) in found:
+            found[(conversation, backfill)].append(message_id)
     chosen, taken = [], 0
     for group in groups:
         if taken >= limit:
