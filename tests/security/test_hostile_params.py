@@ -42,9 +42,11 @@ HOSTILE = [
     "x" * 5000, "\ufffd", "\u202e", "'\"; --", "%", "*", "NEAR(", "[]", "{}",
 ]
 RAW = ["%ED%A0%80", "%FF", "%C0%AF", "%00", "%", "%zz"]  # bytes no UTF-8 encoder makes
-# A literal parameter name read in a handler: params.text(request.query, "page"),
-# query.get("q"), form.getall("message_id"), request.match_info["id"] ...
-NAME_READ = re.compile(r"""(?:params\.\w+\(\s*[\w.\[\]()]+,\s*|(?:query|form|post\(\)|match_info)"""
+# A literal parameter name read in a handler: params.text(request.query, "page") (a
+# plugin: query_text(request.query, ...)), query.get("q"), form.getall("message_id"),
+# request.match_info["id"] ...
+NAME_READ = re.compile(r"""(?:(?:params\.\w+|query_text)\(\s*[\w.\[\]()]+,\s*"""
+                       r"""|(?:query|form|post\(\)|match_info)"""
                        r"""(?:\.get|\.getall)?[(\[]\s*)"([\w.\-]+)\"""")
 CALLED = re.compile(r"\b(\w+)\(")
 BROKEN_FORMS = [
