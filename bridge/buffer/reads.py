@@ -496,8 +496,10 @@ _name = conversations_table.c.contact_name
 BY_ID = Query(select_messages(_name).outerjoin(
     conversations_table, c.key == m.conversation).where(m.id.in_(values_of("ids"))),
     "messages with their person's name")
-_newest = (sa.select(m.id).where(m.conversation == c.key)
-           .order_by(m.sent_at.desc(), m.id.desc()).limit(1).scalar_subquery())
+_later = messages_table.alias("newest")
+_newest = (sa.select(_later.c.id).where(_later.c.conversation == c.key)
+           .order_by(_later.c.sent_at.desc(), _later.c.id.desc()).limit(1)
+           .correlate(conversations_table).scalar_subquery())
 NEWEST = Query(select_messages(_name).join(conversations_table, m.id == _newest).where(
     c.key.in_(values_of("keys", "text"))), "each conversation's newest message")
 

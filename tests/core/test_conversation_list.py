@@ -86,6 +86,13 @@ async def test_list_refuses_an_unknown_order_or_filter(buffer):
         await buffer.conversation_list("crm", sort="name")
 
 
+def _listed(html: str) -> int:
+    """Rows of the conversation list (the held chats above it have rows of their own,
+    which appear as the sink holds them)."""
+    return html.split('<table class="conversations', 1)[1].split("</table>", 1)[0].count(
+        "<tr data-key=")
+
+
 async def test_page_links_paginate_and_bad_parameters_are_400(make_app, serve):
     from tests.helpers import RecordingSink
     base = await serve(make_app([RecordingSink("crm", behaviour=lambda m: Outcome.held("x"))]))
@@ -95,10 +102,10 @@ async def test_page_links_paginate_and_bad_parameters_are_400(make_app, serve):
             assert resp.status == 200
         async with http.get(f"{base}/") as resp:
             html = await resp.text()
-        assert html.count("<tr data-key=") == 50 and "page 1 of 2" in html
+        assert _listed(html) == 50 and "page 1 of 2" in html
         nxt = re.search(r'href="([^"]+)" rel="next"', html)[1].replace("&amp;", "&")
         async with http.get(f"{base}{nxt}") as resp:
-            assert (await resp.text()).count("<tr data-key=") == 10
+            assert _listed(await resp.text()) == 10
         for query, reason in [({"sort": "x"}, "sort must be"), ({"show": "x"}, "show must be"),
                               ({"page": "0"}, "page must be"), ({"page": "1e3"}, "page must")]:
             async with http.get(f"{base}/", params=query) as resp:

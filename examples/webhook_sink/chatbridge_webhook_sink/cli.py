@@ -7,8 +7,7 @@ import contextlib
 import uuid
 
 import click
-from bridge import Batch, Conversation, Outcome
-from bridge.cli import CONFIG_OPTION, friendly, load
+from bridge import CONFIG_OPTION, Batch, Conversation, Outcome, friendly, load
 
 from chatbridge_webhook_sink import NAME
 from chatbridge_webhook_sink.sink import WebhookSink

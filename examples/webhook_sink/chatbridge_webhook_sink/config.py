@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from bridge import SinkSettings
-from bridge.durations import Duration
+from bridge import Duration, SinkSettings
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 

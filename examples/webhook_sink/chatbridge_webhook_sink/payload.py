@@ -8,8 +8,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from bridge import Batch, Message
-from bridge.render import render_line
+from bridge import Batch, Message, render_line
 
 SIGNATURE_HEADER = "X-Chatbridge-Signature"
 KEY_HEADER = "Idempotency-Key"
