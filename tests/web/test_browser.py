@@ -209,7 +209,10 @@ def test_the_status_page_in_a_real_browser(tmp_path):
         requeued = subprocess.run(
             [sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c",
              str(demo.workdir / "config.yaml")], capture_output=True, text=True, timeout=60)
-        assert "requeued 1 message(s); the running bridge syncs them now" in requeued.stdout
+        # the demo's own chats may still be arriving while notes are capped at 200, so a
+        # long window of theirs can be a dead letter too: all of them go back
+        assert re.search(r"requeued [1-9]\d* message\(s\); the running bridge syncs them now",
+                         requeued.stdout), requeued.stdout
         wait(driver, 30).until(lambda d: d.find_element(
             by.ID, "count-dead-letters").text == "0 dead letters")
         assert driver.execute_script("return window.stillTheSamePage") is True
