@@ -139,7 +139,7 @@ class LeadSquaredSink:
         state, bulk = self.limiter.state, self.bulk_limiter.state
         account, steps = self.account, self.steps
         opportunities = steps.targets.opportunities if steps else None
-        return {"simulator": self.settings.host == SIMULATOR,
+        return {"simulator": bool(self.simulated),  # the demo sets it on a URL host too
                 "rate_limit": self.settings.rate_limit, "calls_in_window": state["in_window"],
                 "waiting_calls": state["waiting"],
                 "throttled_for_s": round(state["paused_for"], 1),

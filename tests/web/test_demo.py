@@ -35,6 +35,11 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         assert httpx.get(photo).content.startswith(b"\x89PNG")
         page = httpx.get(f"{demo.url}/", headers={"Authorization": f"Bearer {demo.token}"})
         assert page.status_code == 200 and "+919876543210" in page.text
+        status = httpx.get(f"{demo.url}/status",
+                           headers={"Authorization": f"Bearer {demo.token}"}).json()
+        (sink,) = status["sinks"]
+        # the Details table agrees with the banner: this run reaches no real account
+        assert sink["simulated"] == "LeadSquared" and sink["details"]["simulator"] is True, sink
         assert demo.interrupt() == 0
         assert refused(demo.url) and refused(simulator)
         assert "Stopping the demo" in demo.output()
