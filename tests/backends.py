@@ -4,6 +4,7 @@ each PostgreSQL test gets a fresh schema of its own, dropped afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import uuid
@@ -42,9 +43,18 @@ async def fresh_schema_url() -> AsyncIterator[str]:
 
 
 async def drop_schema(schema: str) -> None:
+    """Drop a test's schema; a bridge of the test still closing can deadlock the drop
+    (its last write against the cascade), so a deadlock is tried again."""
     conn = await asyncpg.connect(POSTGRES)
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        for attempt in range(5):
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                return
+            except asyncpg.exceptions.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
     finally:
         await conn.close()
 

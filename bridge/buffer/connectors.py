@@ -156,9 +156,13 @@ class PgConnector(Connector):
         return bool(await self.value(_TRY_LOCK, name=name))
 
 
-_LOCK = Query(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(sa.bindparam("name")))))
-_TRY_LOCK = Query(sa.select(
-    sa.func.pg_try_advisory_xact_lock(sa.func.hashtext(sa.bindparam("name")))))
+# Advisory locks are the database's, not a schema's: the name is taken within the
+# connection's schema, so bridges in separate schemas of one database (`?schema=`) never
+# wait on each other's locks (a claim skipped forming while another schema's bridge formed).
+_NAME = sa.bindparam("name", type_=sa.Text)
+_KEY = sa.func.hashtext(sa.func.concat(sa.func.current_schema(), ":", _NAME))
+_LOCK = Query(sa.select(sa.func.pg_advisory_xact_lock(_KEY)))
+_TRY_LOCK = Query(sa.select(sa.func.pg_try_advisory_xact_lock(_KEY)))
 
 
 def plain(row: Any) -> Row:
