@@ -41,12 +41,15 @@ async def test_no_window_holds_more_than_n_with_irregular_arrivals():
 
 
 async def test_saturated_throughput_reaches_95_percent_of_the_rate():
-    calls, limiter, starts = 5, RateLimiter(5, PER), []
+    # A longer window than the other tests: a loaded machine wakes the event loop some
+    # milliseconds late per window, which at 0.2 s alone cost 5 % (seen under CI load).
+    calls, per, starts = 5, 0.5, []
+    limiter = RateLimiter(calls, per)
     await asyncio.gather(*(record(limiter, starts) for _ in range(40)))
     # After the first burst of `calls`, the remaining ones need at least (40 - 5) / rate s.
     rate = (len(starts) - calls) / (max(starts) - min(starts))
-    assert rate >= 0.95 * calls / PER
-    assert max_in_window(starts, PER) <= calls
+    assert rate >= 0.95 * calls / per
+    assert max_in_window(starts, per) <= calls
 
 
 async def test_waiters_are_served_first_come_first_served():
