@@ -303,7 +303,9 @@ class SinkRunner:
         batch whose lease moved on meanwhile (another process freed it) is left alone."""
         wait = RECORD_AGAIN[0]
         while self.unrecorded and not self._stopping():
-            if self._stop is not None:
+            if self._stop is None:  # a drain called directly, not under run()
+                await asyncio.sleep(wait)
+            else:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait)
             waiting, self.unrecorded = self.unrecorded, []
