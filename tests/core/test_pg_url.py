@@ -177,3 +177,28 @@ def test_the_pattern_is_the_one_the_readme_documents():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert SCHEMA_PATTERN in readme
 
+
+
+@needs_postgres
+async def test_a_server_lost_while_running_is_reported_without_the_password():
+    from urllib.parse import urlsplit
+
+    from tests.backends import drop_schema, new_schema, postgres_url
+    from tests.cluster.test_outage import Proxy, through
+
+    schema = new_schema()
+    server = urlsplit(POSTGRES)
+    proxy = Proxy(server.hostname, server.port or 5432)
+    await proxy.start()
+    url = through(postgres_url(schema), proxy.port) + f"&password={SECRET}"
+    buffer = await Buffer.open(url)  # trust authentication here: any password is accepted
+    try:
+        assert SECRET not in buffer.path
+        await proxy.cut()
+        with pytest.raises(BufferUnavailable) as caught:
+            await buffer.heartbeat()
+        assert str(caught.value).startswith("buffer.url postgresql://")
+        assert SECRET not in str(caught.value)
+    finally:
+        await buffer.close()
+        await drop_schema(schema)
