@@ -98,3 +98,35 @@ async def test_a_batch_to_retry_is_claimable_within_seconds_of_postgres_coming_b
         assert [m.provider_id for c in claimed for m in c.messages] == ["m1"]
     finally:
         await direct.close()
+
+
+async def test_outcomes_of_a_lease_that_moved_on_meanwhile_are_dropped(pg_url):
+    """While the server was out of reach, the lease ran out and another process took the
+    batch: the old outcomes are not recorded over its lease, and not tried for ever."""
+    server = urlsplit(pg_url)
+    proxy = Proxy(server.hostname, server.port or 5432)
+    await proxy.start()
+    buffer = await Buffer.open(through(pg_url, proxy.port))
+    other = await Buffer.open(pg_url)  # another bridge process, with its own connection
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1)])
+    sink = CuttingSink(proxy, Outcome.delivered())
+    runner = SinkRunner(sink, buffer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.wait_for(sink.cut.wait(), 10)
+        await wait_until(lambda: runner.unrecorded)
+        (taken,) = await other.claim("crm", 10, 60, now=time.time() + LEASE + 1)  # expired
+        await proxy.start()
+        await wait_until(lambda: not runner.unrecorded, timeout=15)
+        (row,) = await query(other, "SELECT state, lease_token FROM batches")
+        assert tuple(row) == ("leased", taken.token)  # still the other process's lease
+        assert [tuple(r) for r in await query(other, "SELECT state FROM deliveries")] \
+            == [("pending",)]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await buffer.close()
+        await other.close()
+        await proxy.cut()
