@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.buffer import Buffer
-from plugins.whatsapp.export import Record, provider_ids, stable_id
+from plugins.whatsapp.export import Record, Revisited, provider_ids, revisited_times, stable_id
 from plugins.whatsapp.importer import ExportFile
 from tests.whatsapp.test_import import PHONE, ROOT, bridge, write_config
 
@@ -105,9 +105,16 @@ def test_zip_entry_in_cp1252_is_streamed_and_detected(tmp_path):
     assert list(export.lines())[0] == "12/01/24, 10:00 - Asha: Hola, café para el señor?"
 
 
-def test_ids_of_repeats_match_a_whole_file_count_in_any_time_order():
+@pytest.mark.parametrize("spans", [None, 1, 2])
+def test_ids_of_repeats_match_a_whole_file_count_in_any_time_order(monkeypatch, spans):
     """The streaming numbering (latest time + revisited times) gives the ids a count over
-    the whole file gave, so a re-import finds every message already present."""
+    the whole file gave, so a re-import finds every message already present; also when
+    the revisited times are kept in so few spans that they cover times never revisited."""
+    if spans is not None:
+        monkeypatch.setattr(Revisited, "MAX_SPANS", spans)
+        monkeypatch.setattr(Revisited, "JOIN", timedelta(0))
+    spans = Revisited.MAX_SPANS
+
     def whole_file(records):
         seen: Counter = Counter()
         ids = []
@@ -126,6 +133,18 @@ def test_ids_of_repeats_match_a_whole_file_count_in_any_time_order():
             records.append(Record(n, base + timedelta(minutes=minute), rnd.choice("AB"),
                                   rnd.choice("xy"), "text", "", ""))
         assert provider_ids(records, "c") == whole_file(records), trial
+        assert len(revisited_times(r.local for r in records)) <= spans
+
+
+def test_revisited_times_are_kept_in_few_spans_however_many_there_are():
+    base = datetime(2023, 1, 1)
+    lap = [base + timedelta(minutes=n) for n in range(50_000)]
+    found = revisited_times(lap + lap)  # the dates run through twice: all revisited
+    assert len(found) == 1 and all(t in found for t in lap[::997])
+    scattered = [base + timedelta(days=n) for n in range(1000)]  # back 2 days, 1,000 times
+    found = revisited_times(t for day in scattered for t in (day + timedelta(days=2), day))
+    assert len(found) <= Revisited.MAX_SPANS
+    assert all(day in found for day in scattered[1:])
 
 
 # -- memory ------------------------------------------------------------------------------
