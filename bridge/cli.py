@@ -94,7 +94,10 @@ def run(config_path: str, port: int | None, access_log: bool) -> None:
     config, pm = load(config_path)
     if port is not None:
         config.server.port = port
-    register_secrets(secrets_in(config))  # the log filter masks them should any slip through
+    from bridge.buffer.pgurl import secrets_of
+
+    url_secrets = secrets_of(config.buffer.url) if config.buffer.postgres else []
+    register_secrets([*secrets_in(config), *url_secrets])  # the log filter masks them too
     app = create_app(config, pm)
     settle_heap()
 

@@ -7,11 +7,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.buffer.pgurl import check_url
 from bridge.buffer.store import is_postgres, sqlite_path
 from bridge.contracts import MOST
 from bridge.durations import Duration, format_duration
@@ -254,9 +254,7 @@ def _settle_buffer_url(buffer: BufferConfig, given: dict[str, Any]) -> None:
     if url is None:
         return
     if is_postgres(url):
-        if not urlsplit(url).hostname and "host=" not in url:
-            raise ConfigError("buffer.url: a PostgreSQL URL needs a host, e.g. "
-                              "postgresql://chatbridge:${PGPASSWORD}@127.0.0.1:5432/chatbridge")
+        check_url(url)  # the same check as `bridge check`'s and `bridge run`'s
         return
     if not url.startswith("sqlite:///"):
         raise ConfigError("buffer.url: use sqlite:///chatbridge.db (a file) or "

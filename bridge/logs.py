@@ -28,6 +28,7 @@ SECRET_NAME = re.compile(r"(token|secret|password|passwd|key|signature|credentia
 # run of 10-15 digits (WhatsApp's wa_id has no plus).
 _PHONE = re.compile(r"(?<![\w.*])(?:(?:\+|%2[Bb])\d(?:-?\d){7,14}|\d{10,15})(?![\w.*])")
 _BEARER = re.compile(r"(\bBearer\s+)[^\s\"',;]+", re.I)
+_USERINFO = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]+:)([^\s@/]+)(?=@)")  # user:pw@host
 _SIGNATURE = re.compile(r"\b(sha(?:1|256)=)[0-9a-fA-F]{8,}")
 # name=value / name: value / "name": "value" where the name looks secret.
 _SECRET_FIELD = re.compile(
@@ -87,6 +88,7 @@ def redact(text: str) -> str:
         text = pattern.sub(MASK, text)
     text = _BEARER.sub(lambda m: m[1] + MASK, text)
     text = _SIGNATURE.sub(lambda m: m[1] + MASK, text)
+    text = _USERINFO.sub(lambda m: m[1] + MASK, text)
     text = _SECRET_FIELD.sub(lambda m: m[1] + MASK, text)
     return _PHONE.sub(lambda m: mask_phone(m[0]), text)
 

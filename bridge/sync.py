@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 BACKFILL_CHUNK = 500
 LIVE_POLL = 1.0  # seconds: while backfill is paced, how often live messages are looked for
 MIN_SLICE = 30.0  # seconds: a drain running longer records its progress at least this often
+RECORD_AGAIN = (0.5, 5.0)  # seconds: first and longest wait between tries of unrecorded outcomes
 
 
 class SinkRunner:
@@ -53,6 +54,10 @@ class SinkRunner:
         self.next_sync_at: float | None = None
         self.last_delivered_at: float | None = None  # when this process last recorded outcomes
         self._stop: asyncio.Event | None = None
+        # outcomes whose completion failed (the buffer out of reach): recorded again as soon
+        # as it answers, so their batches need not wait out the lease (see _record_again)
+        self.unrecorded: list[tuple[Claim, list[Outcome | None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Run a drain now instead of waiting for the interval, retrying waiting batches
@@ -79,6 +84,9 @@ class SinkRunner:
             await self._record_sync(self.settings.sync_interval, error)
             await self._sample_backlog()
             await self._sleep(stop)
+        if self._recorder is not None:  # its last try, at the stop: a bounded wait
+            with suppress(Exception):
+                await asyncio.wait_for(self._recorder, RECORD_AGAIN[1])
 
     async def _sample_backlog(self) -> None:
         """Feed the page's backlog-over-time chart (at most once a minute); never raises."""
@@ -276,9 +284,42 @@ class SinkRunner:
             logger.warning("sink %s: lease on batch %s expired before its outcome was recorded",
                            self.sink.name, batch.key)
             return {}
+        except Exception:
+            self.unrecorded.append((claim, outcomes))
+            if self._recorder is None or self._recorder.done():
+                self._recorder = asyncio.create_task(self._record_again())
+            raise
+        self._recorded(counts)
+        return counts
+
+    def _recorded(self, counts: dict[str, int]) -> None:
         self.metrics.delivered(self.sink.name, counts)
         self.last_delivered_at = time.time()
-        return counts
+
+    async def _record_again(self) -> None:
+        """Record the outcomes whose completion failed as soon as the buffer answers again
+        (tried every RECORD_AGAIN seconds, backing off): their batches are done or wait
+        for their retry at once, instead of staying leased until the lease runs out. A
+        batch whose lease moved on meanwhile (another process freed it) is left alone."""
+        wait = RECORD_AGAIN[0]
+        while self.unrecorded and not self._stopping():
+            if self._stop is None:  # a drain called directly, not under run()
+                await asyncio.sleep(wait)
+            else:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
+            waiting, self.unrecorded = self.unrecorded, []
+            results = await asyncio.gather(
+                *(self.buffer.complete(claim, outcomes, self.policy)
+                  for claim, outcomes in waiting), return_exceptions=True)
+            for (claim, outcomes), result in zip(waiting, results, strict=True):
+                if isinstance(result, dict):
+                    self._recorded(result)
+                    logger.info("sink %s: outcomes of batch %s recorded after the buffer "
+                                "came back", self.sink.name, claim.batch.key)
+                elif not isinstance(result, LeaseLost):
+                    self.unrecorded.append((claim, outcomes))
+            wait = min(wait * 2, RECORD_AGAIN[1])
 
     def _filtered(self, message: Message) -> Message | None:
         for item in self.filters:

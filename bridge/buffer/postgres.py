@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import sqlalchemy as sa
@@ -37,6 +35,7 @@ from bridge.buffer.connectors import PgConnector
 from bridge.buffer.delivery import Claim
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.migrations import migrate_postgres
+from bridge.buffer.pgurl import check_url, redact, scrub, split_schema
 from bridge.buffer.port import SharedBuffer
 from bridge.buffer.store import BACKENDS, Buffer, Work, install
 from bridge.buffer.tables import heartbeat
@@ -51,27 +50,6 @@ RETRIES = 5  # serialization failures / deadlocks retried per transaction
 IDENTITY_LOCK = "chatbridge:identities"
 INSTALL_LOCK = "chatbridge:install"
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for logs, /status and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ""
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
-def split_schema(url: str) -> tuple[str, str | None]:
-    """(URL for asyncpg, schema) — `?schema=name` keeps the buffer in its own schema."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
 
 
 class PostgresBuffer(Buffer, SharedBuffer):
@@ -96,19 +74,18 @@ class PostgresBuffer(Buffer, SharedBuffer):
         """Connect, create the schema if needed and migrate (under an advisory lock).
 
         A server that cannot be reached, or refuses us, raises BufferUnavailable naming
-        the URL (without its password) and what to do."""
+        the URL (without its secrets) and what to do; a URL that cannot work (no host, a
+        schema name outside pgurl.SCHEMA_PATTERN) raises ConfigError before any connection."""
+        check_url(url)  # the same check as the config's and `bridge check`'s
         dsn, schema = split_schema(url)
-        if schema is not None and not _plain(schema):
-            raise BufferUnavailable(f"buffer.url {redact(url)}: schema {schema!r} must be "
-                                    "letters, digits and _ (not starting with a digit)")
         settings = {"search_path": schema} if schema else None
         try:
             if schema:
                 await _create_schema(dsn, schema)
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size,
                                              server_settings=settings, command_timeout=60)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise BufferUnavailable(f"buffer.url {redact(url)}: {_reason(exc)}; check that "
+        except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise BufferUnavailable(f"buffer.url {redact(url)}: {_reason(exc, url)}; check that "
                                     "PostgreSQL runs there and the user may connect") from exc
         buffer = cls(url, pool)
         try:
@@ -154,7 +131,7 @@ class PostgresBuffer(Buffer, SharedBuffer):
         try:
             await self.write(lambda db: db.run(BEAT, at=time.time()))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise BufferUnavailable(f"buffer.url {self.path}: {_reason(exc)}") from exc
+            raise BufferUnavailable(f"buffer.url {self.path}: {_reason(exc, self.url)}") from exc
 
     async def install_sinks(self, names: Sequence[str]) -> list[str]:
         async def work(db: PgConnector) -> list[str]:
@@ -241,22 +218,15 @@ async def _create_schema(dsn: str, schema: str) -> None:
         await conn.close()
 
 
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _plain(name: str) -> bool:
-    """A schema name of letters, digits and _ (not starting with a digit)."""
-    return bool(_PLAIN.fullmatch(name))
-
-
 BEAT = Query(lambda insert: (lambda new: new.on_conflict_do_update(
     index_elements=["id"], set_={"at": new.excluded.at}))(insert(heartbeat).values(
         id=1, at=P("at"))), "heartbeat")
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, url: str) -> str:
+    """The first line of a driver's error, without the URL's secrets."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return scrub(text.splitlines()[0], url)
 
 
 BACKENDS["postgresql"] = PostgresBuffer

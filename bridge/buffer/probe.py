@@ -9,7 +9,7 @@ import asyncpg
 
 from bridge.buffer.connectors import PgConnector
 from bridge.buffer.migrations import VERSION, postgres_version
-from bridge.buffer.postgres import redact, split_schema
+from bridge.buffer.pgurl import check_url, redact, scrub, split_schema
 from bridge.buffer.store import is_postgres
 from bridge.errors import ConfigError
 
@@ -34,12 +34,13 @@ def _verdict(where: str, version: int) -> str:
 
 
 async def _probe_postgres(url: str) -> str:
+    check_url(url)  # the same check as the config's and `bridge run`'s
     dsn, schema = split_schema(url)
     try:
         conn = await asyncpg.connect(
             dsn, timeout=10, server_settings={"search_path": schema} if schema else None)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    except (OSError, ValueError, asyncpg.PostgresError, TimeoutError) as exc:
+        reason = scrub((str(exc).strip() or type(exc).__name__).splitlines()[0], url)
         raise ConfigError(f"buffer.url {redact(url)}: cannot connect ({reason}); check the "
                           "host, port, user and password, and that PostgreSQL runs") from None
     try:

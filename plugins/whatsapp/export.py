@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 import unicodedata
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -565,10 +567,10 @@ def provider_ids(records: Sequence[Record], conversation: str) -> list[str]:
             for r in records]
 
 
-def revisited_times(times: Iterable[datetime]) -> set[datetime]:
+def revisited_times(times: Iterable[datetime]) -> Revisited:
     """The times a file comes back to after a later one (clock changes, edits): usually
     none. Repeats of any other time follow each other, so only these need remembering."""
-    revisited: set[datetime] = set()
+    revisited = Revisited()
     last: datetime | None = None
     for time in times:
         if last is not None and time < last:
@@ -578,6 +580,48 @@ def revisited_times(times: Iterable[datetime]) -> set[datetime]:
     return revisited
 
 
+class Revisited:
+    """Revisited times kept in at most MAX_SPANS spans (first, last), so memory stays flat
+    however many there are (an export whose dates run through the year twice revisits every
+    time of its second lap). A span may cover times never revisited: their records are then
+    counted as revisited ones are (see Occurrences), which gives them the same numbers."""
+
+    MAX_SPANS = 64
+    JOIN = timedelta(hours=1)  # a revisited time this close to a span extends it
+
+    def __init__(self) -> None:
+        self.starts: list[datetime] = []  # sorted, spans disjoint
+        self.ends: list[datetime] = []
+
+    def __contains__(self, time: object) -> bool:
+        if not isinstance(time, datetime):
+            return False
+        i = bisect_right(self.starts, time) - 1
+        return i >= 0 and time <= self.ends[i]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def add(self, time: datetime) -> None:
+        i = bisect_right(self.starts, time) - 1
+        if i >= 0 and time <= self.ends[i] + self.JOIN:
+            self.ends[i] = max(self.ends[i], time)
+        else:
+            i += 1
+            self.starts.insert(i, time)
+            self.ends.insert(i, time)
+        if i + 1 < len(self.starts) and self.starts[i + 1] <= self.ends[i] + self.JOIN:
+            self._join(i)
+        if len(self.starts) > self.MAX_SPANS:  # join the two spans closest to each other
+            self._join(min(range(len(self.starts) - 1),
+                           key=lambda k: self.starts[k + 1] - self.ends[k]))
+
+    def _join(self, i: int) -> None:
+        """Span i and span i + 1 become one."""
+        self.ends[i] = max(self.ends[i], self.ends.pop(i + 1))
+        self.starts.pop(i + 1)
+
+
 class Census:
     """What a first read of the records tells before any is stored: how many there are,
     who sent them, and the times the file comes back to (see `revisited_times`)."""
@@ -585,7 +629,7 @@ class Census:
     def __init__(self) -> None:
         self.count = 0
         self.senders: Counter[str] = Counter()
-        self.revisited: set[datetime] = set()
+        self.revisited = Revisited()
         self._last: datetime | None = None
 
     def add(self, record: Record) -> None:
@@ -600,26 +644,47 @@ class Census:
 
 class Occurrences:
     """Numbers identical records (time, sender, body) in file order, keeping only what a
-    later record can still repeat: the latest time so far, and the revisited times."""
+    later record can still repeat: the latest time so far in memory, and the revisited
+    times' counts in a private temporary SQLite file (as many as the file has records at
+    revisited times: memory stays flat)."""
 
-    def __init__(self, revisited: set[datetime]) -> None:
+    def __init__(self, revisited: Revisited) -> None:
         self.revisited = revisited
         self.latest: datetime | None = None
         self.current: Counter[tuple[str | None, str]] = Counter()
-        self.earlier: Counter[tuple[datetime, str | None, str]] = Counter()
+        self._earlier: sqlite3.Connection | None = None  # opened at the first revisited time
 
     def next(self, record: Record) -> int:
         """How many identical records came before this one."""
         if record.local in self.revisited:
-            key = (record.local, record.sender, record.body)
-            seen, self.earlier[key] = self.earlier[key], self.earlier[key] + 1
-            return seen
+            return self._count_earlier(record)
         if record.local != self.latest:  # a later time: nothing can repeat the one before
             self.latest = record.local
             self.current.clear()
         short = (record.sender, record.body)
         seen, self.current[short] = self.current[short], self.current[short] + 1
         return seen
+
+    def _count_earlier(self, record: Record) -> int:
+        if self._earlier is None:
+            self._earlier = sqlite3.connect("")  # "": a temporary file, deleted when closed
+            self._earlier.executescript(EARLIER)
+        key = hashlib.blake2b(json.dumps(
+            [record.local.isoformat(), record.sender, record.body]).encode(),
+            digest_size=16).digest()
+        (seen,) = self._earlier.execute(COUNT_EARLIER, (key,)).fetchone()
+        return int(seen)
+
+    def close(self) -> None:
+        if self._earlier is not None:
+            self._earlier.close()
+            self._earlier = None
+
+
+EARLIER = ("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;"
+           "CREATE TABLE seen (key BLOB PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;")
+COUNT_EARLIER = ("INSERT INTO seen VALUES (?, 0) ON CONFLICT (key) DO UPDATE SET n = n + 1 "
+                 "RETURNING n")
 
 
 def same_person(a: str, b: str) -> bool:
@@ -655,7 +720,7 @@ class Messages:
     """
 
     def __init__(self, conversation: str, *, me: str | None, zone: tzinfo | None,
-                 senders: int, revisited: set[datetime], source: str = "whatsapp") -> None:
+                 senders: int, revisited: Revisited, source: str = "whatsapp") -> None:
         self.conversation, self.me, self.zone, self.source = conversation, me, zone, source
         self.names_known = me is not None or senders <= 1
         self.occurrences = Occurrences(revisited)

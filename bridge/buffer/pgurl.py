@@ -1,0 +1,85 @@
+"""A PostgreSQL buffer URL: checked by one function (config validation, `bridge check` and
+`bridge run` alike), split into what asyncpg takes and the schema, and shown without its
+secrets (the userinfo password and every `pass...` query parameter, e.g. ?password=,
+&sslpassword=, in the URL itself and in any error text that might repeat them)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
+
+from bridge.errors import ConfigError
+
+MASK = "***"
+SCHEMA_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"  # lowercase: PostgreSQL folds unquoted names
+_SCHEMA = re.compile(SCHEMA_PATTERN)
+EXAMPLE = "postgresql://chatbridge:${PGPASSWORD}@127.0.0.1:5432/chatbridge"
+
+
+def _secret_key(key: str) -> bool:
+    """A query parameter whose value is a secret (password, sslpassword, passfile...)."""
+    return "pass" in unquote_plus(key).lower()
+
+
+def redact(url: str) -> str:
+    """The URL without its secrets (for logs, /status, `bridge check` and errors)."""
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hosts}"
+    if query:
+        parts = [part.split("=", 1) for part in query.split("&")]
+        query = "&".join(f"{p[0]}={MASK}" if len(p) == 2 and _secret_key(p[0]) else "=".join(p)
+                         for p in parts)
+    return urlunsplit((scheme, netloc, path, query, fragment))
+
+
+def secrets_of(url: str) -> list[str]:
+    """The secret values the URL carries, raw and decoded (to mask them in any text)."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    found = [userinfo.split(":", 1)[1]] if at and ":" in userinfo else []
+    for part in parts.query.split("&") if parts.query else ():
+        key, eq, value = part.partition("=")
+        if eq and _secret_key(key):
+            found.append(value)
+    decoded = [unquote(v) for v in found] + [unquote_plus(v) for v in found]
+    return sorted({v for v in found + decoded if v}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (e.g. a driver's error message) with the URL's secrets masked."""
+    for secret in secrets_of(url):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """(URL for asyncpg, schema) — `?schema=name` keeps the buffer in its own schema."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL buffer URL, as one line naming buffer.url and the
+    fix; None when it can be used."""
+    parts = urlsplit(url)
+    if not parts.hostname and "host=" not in parts.query:
+        return f"buffer.url: a PostgreSQL URL needs a host, e.g. {EXAMPLE}"
+    _, schema = split_schema(url)
+    if schema is not None and not _SCHEMA.fullmatch(schema):
+        fix = re.sub(r"[^a-z0-9_]", "_", schema.lower())[:63] or "chatbridge"
+        fix = fix if _SCHEMA.fullmatch(fix) else f"_{fix}"[:63]
+        return (f"buffer.url: schema {scrub(schema, url)!r} must match {SCHEMA_PATTERN} "
+                f"(lowercase letters, digits and _, at most 63), e.g. ?schema={fix}")
+    return None
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigError (one line, naming buffer.url and the fix) for a URL that cannot work."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(problem)
