@@ -372,8 +372,23 @@ def purge(config_path: str, phone: str | None, user_id: str | None, dry_run: boo
                f"{found['messages']} message(s), {found['media']} media reference(s), "
                f"{found['conversations']} conversation(s), {found['statuses']} status(es), "
                f"{found['identities']} identity record(s), {found['crm_mappings']} CRM "
-               f"mapping(s)")
+               f"mapping(s), {found['dead_letters']} dead letter(s), {found['dead_targets']} "
+               f"dead target(s), {found['directory']} lead-directory record(s), "
+               f"{found['unknown']} unknown-number mark(s)")
+    if not dry_run:
+        click.echo(_scrubbed(found))
     click.echo("the CRM was not changed: erase the person there too (see README, Erasure)")
+
+
+def _scrubbed(found: dict[str, Any]) -> str:
+    """What the backend did so that no deleted byte stays in its files, in words."""
+    if found.get("vacuumed"):
+        return ("PostgreSQL: the touched tables were vacuumed; its WAL segments and backups "
+                "still hold copies until they are recycled (README, Erasure)")
+    if found.get("wal_emptied"):
+        return "the deleted rows were overwritten with zeros, and the WAL file emptied"
+    return ("the deleted rows were overwritten with zeros, but the WAL file could not be "
+            "emptied (another process was reading the buffer): run the purge again")
 
 
 def _person_key(phone: str | None, user_id: str | None) -> str:

@@ -30,6 +30,7 @@ from bridge.buffer.lock import FileHold
 from bridge.buffer.store import BACKENDS, Buffer, Work
 from bridge.buffer.tables import conversations, deliveries, heartbeat, messages, sink_state
 from bridge.buffer.writer import MAX_GROUP, Writer
+from bridge.buffer.writer import _transaction as transaction
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
 
@@ -187,6 +188,13 @@ class SQLiteBuffer(Buffer):
         self._check_open()
         return await work(AioSqliteConnector(self._read))
 
+    async def erase(self, work: Work[T]) -> tuple[T, dict[str, object]]:
+        """The write with SQLite's secure delete on (deleted content is overwritten with
+        zeros, in the pages and the freed pages), then the WAL checkpointed into the file
+        and truncated, so no copy of the deleted rows stays in the -wal file either."""
+        self._check_open()
+        return await self._writer.run(_erase, self._write, work)
+
     # -- limits ------------------------------------------------------------------------
 
     async def limit_writes(self, *, size_cap: bool | None = None,
@@ -218,6 +226,21 @@ async def _settle(db: Connector, conn: sqlite3.Connection, now: float) -> None:
         conn.execute("RELEASE rehearsal")
 
 
+def _erase(conn: sqlite3.Connection, work: Work[T]) -> tuple[T, dict[str, object]]:
+    """(In the writer's thread) secure delete for this one transaction, then the WAL
+    emptied. secure_delete is the connection's setting: it is put back as it was."""
+    (before,) = conn.execute("PRAGMA secure_delete").fetchone()
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        result = transaction(conn, lambda db, _: work(db), None)
+    finally:
+        conn.execute(_SECURE_DELETE[bool(before)])
+    # waits (busy_timeout) for readers of older snapshots; busy: another process still
+    # reads, and the WAL could not be reset (the next purge or checkpoint does it)
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return result, {"overwritten": True, "wal_emptied": not busy}
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Create or upgrade the file's schema (runs in the writer's thread, before any other
     write); refuse a file newer than this code."""
@@ -243,6 +266,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 # SQLite never lowers max_page_count below the pages in use: 1 caps the file as it is.
 _SIZE_CAP = {True: "PRAGMA max_page_count = 1", False: "PRAGMA max_page_count = 4294967294"}
+_SECURE_DELETE = {True: "PRAGMA secure_delete = ON", False: "PRAGMA secure_delete = OFF"}
 _QUERY_ONLY = {True: "PRAGMA query_only = 1", False: "PRAGMA query_only = 0"}
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 10000",
             "PRAGMA foreign_keys = OFF")
