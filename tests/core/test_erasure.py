@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from bridge.buffer import Buffer, Policy
 from bridge.contracts import Outcome
 from bridge.media import MediaPolicy, MediaRunner
 from bridge.model import Direction, Media, Message
+from bridge.sync import SinkRunner
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.sink import LeadSquaredSink
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.graph_simulator import create_graph_app
 from plugins.whatsapp.media import GraphMedia
 from plugins.whatsapp.parse import parse_payload
 from tests.backends import is_postgres, rows
-from tests.helpers import wait_until
+from tests.helpers import message, wait_until
 from tests.whatsapp import payloads as p
 
 PHONE = "+16505551234"
@@ -198,3 +202,42 @@ async def test_a_download_running_during_the_purge_leaves_no_file_behind(tmp_pat
     finally:
         await fetcher.close()
         await buffer.close()
+
+
+# -- a delivery in flight during the purge ------------------------------------------------
+
+
+async def test_a_delivery_running_during_the_purge_writes_no_mark_back(sim, tmp_path):
+    """The sink is looking the number up (slowly) when the purge commits: what it learns
+    (no lead: an unknown-number mark) must not bring the number back into the buffer."""
+    number = "+919876543210"
+    buffer = await Buffer.open(tmp_path / "b.db")
+    sink = LeadSquaredSink(LeadSquaredConfig(
+        host=sim.base_url, access_key=sim.access_key, secret_key=sim.secret_key,
+        sync_interval=0.05, retry_base=0.01, retry_cap=0.1, rate_limit="1000/0.05s",
+        lead_directory="off", unknown_recheck=600))
+    runner = SinkRunner(sink, buffer)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await wait_until(lambda: sink.steps is not None)
+        sim.configure(latency=0.4)
+        await buffer.append([message(1, number)])
+        await wait_until(lambda: any("ByPhoneNumber" in c.path for c in sim.calls))
+        assert (await buffer.purge_person(phone=number))["messages"] == 1
+        purged_at = time.time()
+        await wait_until(lambda: _synced_since(buffer, sink.name, purged_at), timeout=20)
+        assert await rows(buffer, "SELECT count(*) FROM unknown_numbers") == [(0,)]
+        assert await rows(buffer, "SELECT count(*) FROM sink_conversations") == [(0,)]
+        assert await rows(buffer, "SELECT count(*) FROM conversations") == [(0,)]
+    finally:
+        stop.set()
+        await task
+        await sink.close()
+        await buffer.close()
+
+
+async def _synced_since(buffer, sink: str, at: float) -> bool:
+    (state,) = [s for s in await buffer.sinks() if s["sink"] == sink]
+    return state["last_sync_at"] is not None and state["last_sync_at"].timestamp() > at
