@@ -3,6 +3,7 @@ the time since the batch first failed (retry_for), the others by count (max_atte
 
 from __future__ import annotations
 
+from bridge.attention import dead_letter_advice
 from bridge.buffer import Policy
 from bridge.contracts import Outcome
 from tests.helpers import message
@@ -64,3 +65,11 @@ async def test_without_retry_for_a_transient_failure_counts_like_any(buffer):
     assert await buffer.complete(claim, [DOWN], counted, now=1000.0) == {"retry": 1}
     (claim,) = await buffer.claim("crm", 10, 60, now=1001.0)
     assert await buffer.complete(claim, [DOWN], counted, now=1001.0) == {"dead": 1}
+
+
+def test_the_status_page_reads_an_outage_dead_letter_as_one():
+    why, step = dead_letter_advice("leadsquared kept failing for 1d (last: LeadSquared "
+                                   "transient: HTTP 503): check its service status, then "
+                                   "requeue", "leadsquared")
+    assert why == "leadsquared kept failing for 1d (last: LeadSquared transient: HTTP 503)"
+    assert step == "Check leadsquared's service status; once it works, requeue it."
