@@ -99,8 +99,8 @@ class Batch:
     several targets (a lead and its opportunities): each target keeps its own attempts and
     dead letter (fail_target()), and a message is delivered once each of its targets is
     in the ledger or dead.
-    failures: failed tries of the batch so far that were not transient (max_attempts
-    counts these); failing_since: when it first failed (None: never yet).
+    outage_tries: earlier tries that failed only transiently (a CRM outage): max_attempts
+    counts `attempt - outage_tries`; failing_since: when it first failed (None: never yet).
     """
 
     key: str
@@ -114,7 +114,7 @@ class Batch:
     new_ledger: dict[str, str] = field(default_factory=dict)
     targets: dict[str, TargetFailure] = field(default_factory=dict)
     new_targets: dict[str, TargetFailure] = field(default_factory=dict)
-    failures: int = 0
+    outage_tries: int = 0
     failing_since: float | None = None
 
     def remember(self, key: str, crm_id: str) -> None:
@@ -130,7 +130,7 @@ class Batch:
         takes its messages to dead letter with it: the message's retry while it waits counts
         to max_attempts). Committed with the batch's outcomes."""
         attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
-        dead = final or max(attempts, self.failures + 1) >= max_attempts
+        dead = final or max(attempts, self.attempt - self.outage_tries) >= max_attempts
         failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts)
         self.targets[key] = self.new_targets[key] = failure
         return failure
@@ -160,9 +160,9 @@ class SinkSettings(BaseModel):
                                   "live messages arrive; alone it uses all of it")
     max_attempts: Annotated[int, Limits(
         1, MOST, why_high="past any retry schedule", example="8", duration=False)] = Field(
-        8, ge=1, description="failed tries before a message goes to dead letter, counting "
-                             "failures that are not transient (unknown errors, a refused key);"
-                             " a refusal of the message itself dead-letters at once")
+        8, ge=1, description="tries before a message goes to dead letter, not counting "
+                             "tries that failed only transiently (retry_for covers those); a "
+                             "refusal of the message itself dead-letters at once")
     retry_for: Annotated[Duration, Limits(
         1.0, 30 * 86400.0, why_low="a CRM outage would dead-letter at once",
         why_high="a message would wait over a month for a CRM that never came back",

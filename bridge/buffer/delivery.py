@@ -152,7 +152,7 @@ _due = (sa.select(_b.c.id).where(
 LEASE = Query(sa.update(batches).values(
     state="leased", lease_token=P("token"), lease_until=P("until"), attempts=b.attempts + 1)
     .where(b.id.in_(_due)).returning(b.id, b.conversation, b.key, b.attempts, b.uncertain,
-                                     b.backfill, b.next_attempt_at, b.failures,
+                                     b.backfill, b.next_attempt_at, b.outage_tries,
                                      b.failing_since), "lease due batches")
 LOAD = Query(select_messages(pm.batch_id).join(pending, pm.message_id == m.id).where(
     pm.sink == P("sink"), pm.state == "pending", pm.batch_id.in_(values_of("ids")))
@@ -273,10 +273,10 @@ async def _load_claims(db: Connector, sink: str, leased: list[Any],
     posted = await db.rows(LEDGERS, sink=sink, prefixes=ranges)
     failed = await db.rows(FAILED_TARGETS, sink=sink, prefixes=ranges)
     claims = []
-    for batch_id, conversation, key, attempt, uncertain, _, _, failures, since in leased:
+    for batch_id, conversation, key, attempt, uncertain, _, _, outages, since in leased:
         batch = Batch(key=key, sink=sink, conversation=conversations[conversation],
                       messages=members[batch_id], attempt=attempt, uncertain=bool(uncertain),
-                      failures=failures, failing_since=since,
+                      outage_tries=outages, failing_since=since,
                       ledger={k: v for k, v in posted if k.startswith(key)},
                       targets=_failures([row for row in failed if row[0].startswith(key)]))
         batch.record_id = batch.conversation.record_id
@@ -348,12 +348,14 @@ DONE = Query(sa.update(batches).values(state="done", lease_token=None, lease_unt
              "batches done")
 _back = rows_in("back", [("batch_id", "int"), ("next_attempt_at", "real"),
                          ("not_before", "real"), ("held", "int"), ("uncertain", "int"),
-                         ("error", "escaped"), ("failures", "int"), ("failing_since", "real")],
+                         ("error", "escaped"), ("outage_tries", "int"),
+                         ("failing_since", "real")],
                 alias="w")
 PUT_BACK = Query(sa.update(batches).values(
     state="ready", lease_token=None, lease_until=None, next_attempt_at=_back.c.next_attempt_at,
     not_before=_back.c.not_before, released_at=P("now"), held=_back.c.held,
-    uncertain=_back.c.uncertain, last_error=_back.c.error, failures=_back.c.failures,
+    uncertain=_back.c.uncertain, last_error=_back.c.error,
+    outage_tries=_back.c.outage_tries,
     failing_since=_back.c.failing_since).where(b.id == _back.c.batch_id),
     "batches back to wait")
 _TOUCHED = ("sink", "conversation", "record_id", "last_synced_at", "last_error", "held_reason")
@@ -455,8 +457,9 @@ def _next_state(outcome: Outcome, batch: Batch, policy: Policy,
             return "dead", (f"{batch.sink} kept failing for {format_duration(failing)} "
                             f"(last: {reason}): check its service status, then requeue")
         return "pending", None
-    if gives_up(batch.failures + 1, policy.max_attempts):
-        return "dead", f"gave up after {batch.failures + 1} attempts: {reason}"
+    counted = batch.attempt - batch.outage_tries  # this try included
+    if gives_up(counted, policy.max_attempts):
+        return "dead", f"gave up after {counted} attempts: {reason}"
     return "pending", None
 
 
@@ -505,14 +508,15 @@ async def _release(db: Connector, kept: list[Any], now: float, policy: Policy) -
 
 def _failing(batch: Batch, waiting: list[Outcome], policy: Policy,
              now: float) -> tuple[int, float | None]:
-    """(failures, failing_since) of a batch put back: a try that ended in a retry counts
-    as a failure unless every retry was transient; the first one starts the window."""
+    """(outage_tries, failing_since) of a batch put back: a try whose every retry was
+    transient is an outage's (not counted to max_attempts); the first failure starts the
+    window."""
     retries = [o for o in waiting if o.kind == "retry"]
     if not retries:
-        return batch.failures, batch.failing_since
-    counted = any(not _outage(o, policy) for o in retries)
+        return batch.outage_tries, batch.failing_since
+    outage = all(_outage(o, policy) for o in retries)
     since = batch.failing_since if batch.failing_since is not None else now
-    return batch.failures + int(counted), since
+    return batch.outage_tries + int(outage), since
 
 
 def _touched_row(claim: Claim, conversation: str, now: float, counts: dict[str, int],
@@ -527,7 +531,8 @@ def _touched_row(claim: Claim, conversation: str, now: float, counts: dict[str, 
 
 _REOPEN = {"state": "pending", "reason": None, "done_at": None}
 _RETRY_BATCH = Query(sa.update(batches).values(
-    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=0, failures=0,
+    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=0,
+    outage_tries=0,
     failing_since=None)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
 DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(

@@ -96,10 +96,10 @@ async def _escape_marked(db: Connector) -> None:
 
 
 async def m011_failing_since(db: Connector) -> None:
-    """batches.failing_since and batches.failures (issue 25): a CRM outage retries for the
-    sink's retry_for from the first failure; only other failures count to max_attempts.
+    """batches.failing_since and batches.outage_tries (issue 25): a CRM outage retries for
+    the sink's retry_for from the first failure; max_attempts counts the other tries.
     Batches already failing start their window now (NULL: their next failure sets it)."""
-    await _ddl(db, AddColumn(batches.c.failing_since), AddColumn(batches.c.failures))
+    await _ddl(db, AddColumn(batches.c.failing_since), AddColumn(batches.c.outage_tries))
 
 
 STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since}
