@@ -22,7 +22,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -191,11 +191,13 @@ class PostgresBuffer(Buffer, SharedBuffer):
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def erase(self, work: Work[T]) -> tuple[T, dict[str, object]]:
+    async def erase(self, work: Work[T], traces: Callable[[T], Sequence[str]]
+                    ) -> tuple[T, dict[str, object]]:
         """The write, then VACUUM of the tables a purge touches: PostgreSQL has no secure
         delete; VACUUM frees the dead row versions for reuse (it does not zero them), and
         WAL segments and backups keep their copies (README, Erasure)."""
         result = await self.write(work)
+        traces(result)  # the server's files cannot be read from here
         async with self._pool.acquire() as conn:  # VACUUM runs outside a transaction
             await PgConnector(conn).run(purge.VACUUM)
         return result, {"vacuumed": True}

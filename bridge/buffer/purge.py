@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
@@ -46,6 +47,12 @@ PERSON = Query(sa.select(i.person).where(i.key == P("key")), "the person of a ke
 LINKED = Query(sa.select(i.key).where(i.person == P("person")), "a person's keys")
 CHATS = Query(sa.select(conversations.c.key).where(conversations.c.key.in_(_keys)),
               "a person's conversations")
+NAMES = Query(sa.select(conversations.c.contact_name).where(conversations.c.key.in_(_keys),
+                                                            conversations.c.contact_name.isnot(None)),
+              "a person's profile names")
+RECORD_NAME = Query(sa.select(directory.c.name).where(
+    directory.c.sink == P("sink"), directory.c.record_id == P("record_id"),
+    directory.c.name.isnot(None)).limit(1), "a directory record's name")
 OWN = Query(sa.select(m.id).where(m.conversation.in_(_keys)), "a person's messages")
 GROUP_MESSAGES = Query(sa.select(m.id, m.body).where(
     m.conversation >= GROUP_PREFIX, m.conversation < GROUP_PREFIX + TOP),
@@ -145,6 +152,8 @@ async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
              "dead_targets": sum(1 for *_, state in failed if state == "dead"),
              "directory": len(records), "unknown": await db.value(UNKNOWN, forms=forms),
              "dry_run": dry_run}
+    if not dry_run:  # what no byte of the files may still hold (store pops it)
+        found["traces"] = await _traces(db, keys, records)
     if not dry_run:
         await db.run(DROP_STATUSES, keys=keys, ids=ids)
         for sink, key, _ in failed:  # before their batches: found through them
@@ -157,6 +166,25 @@ async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
             await db.run(DROP_RECORD, sink=sink, record_id=record_id)
         await db.run(DROP_UNKNOWN, forms=forms)
     return found
+
+
+async def _traces(db: Connector, keys: list[str], records: list[Any]) -> list[str]:
+    """The person's identifiers and names as stored: every key in every form a row may
+    hold it (a phone's national digits too), their profile names, their leads' names."""
+    names = set(await _firsts(db, NAMES, keys=keys))
+    for sink, record_id in records:
+        names.update(await _firsts(db, RECORD_NAME, sink=sink, record_id=record_id))
+    return sorted({*number_forms(keys), *(national(k) for k in keys), *names} - {None, ""})
+
+
+def national(key: str) -> str | None:
+    """A phone key's national significant number (how a CRM's copy may spell it)."""
+    if not key.startswith("+"):
+        return None
+    try:
+        return str(phonenumbers.parse(key, None).national_number)
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def number_forms(keys: list[str]) -> list[str]:

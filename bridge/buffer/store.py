@@ -228,16 +228,18 @@ class Buffer:
             found["paths"] = await media.forget_orphans(db)
             return found
         async with self.media_files:  # no file of this process installed meanwhile
-            found, scrubbed = await self.erase(work)
+            found, scrubbed = await self.erase(work, lambda found: found.pop("traces"))
             paths = found.pop("paths")
             for path in paths:
                 _unlink(path)
         found["files"] = len(paths)
         return {**found, **scrubbed}
 
-    async def erase(self, work: Work[T]) -> tuple[T, dict[str, Any]]:
+    async def erase(self, work: Work[T], traces: Callable[[T], Sequence[str]]
+                    ) -> tuple[T, dict[str, Any]]:
         """Run a write that deletes a person, and leave none of the deleted bytes in the
-        backend's files; the result, and what the backend did to make sure of it."""
+        backend's files (`traces(result)`: strings that must be gone, where the backend can
+        look); the result, and what the backend did to make sure of it."""
         raise NotImplementedError
 
     # -- media -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from work in flight (a media download running during the purge)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -116,6 +117,32 @@ async def test_after_a_purge_no_byte_of_the_person_is_left_in_the_sqlite_files(t
     finally:
         await buffer.close()
     assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
+
+
+async def test_an_older_copy_left_in_free_space_is_found_and_the_file_rewritten(tmp_path):
+    """Secure delete zeroes what the purge frees, not a copy an earlier write left in a
+    page's free space (an update that moved the row, a page split: one buffer in five
+    after weeks of traffic, whatever secure_delete was). Planted here as such a write
+    leaves one: inserted, then deleted without secure delete (the default of many SQLite
+    builds; this one's is on), beside rows that keep the page in use."""
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await lived_with(buffer)
+        raw = sqlite3.connect(db)
+        raw.execute("PRAGMA secure_delete = OFF")
+        with raw:
+            raw.executemany("INSERT INTO unknown_numbers VALUES ('old', ?, 0)",
+                            [(f"+1415555{n:04d}",) for n in range(40)] + [(PHONE,)])
+            raw.execute("DELETE FROM unknown_numbers WHERE sink = 'old' AND number = ?",
+                        (PHONE,))
+        raw.close()
+        found = await buffer.purge_person(phone=PHONE)
+        assert found["vacuumed"] and found["stale_copies"] == 0 and found["wal_emptied"]
+        assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
+        assert await rows(buffer, "SELECT count(*) FROM unknown_numbers") == [(40,)]
+    finally:
+        await buffer.close()
 
 
 def test_bridge_purge_leaves_no_byte_and_says_so(tmp_path):
