@@ -67,9 +67,9 @@ class Claim:
 class Policy:
     """How outcomes turn into states: attempts before dead letter, delays in seconds.
 
-    max_attempts counts failed tries that were not transient; transient ones (a CRM
-    outage) retry until retry_for seconds have passed since the batch first failed (None:
-    they count to max_attempts like the others)."""
+    max_attempts counts a batch's tries less those that failed only transiently; a
+    transient failure (a CRM outage) retries until retry_for seconds have passed since the
+    batch first failed (None: it counts to max_attempts like any other)."""
 
     max_attempts: int
     retry_delay: Any  # Callable[[int], float]: attempt -> seconds
