@@ -133,17 +133,12 @@ async def person_keys(db: Connector, key: str) -> tuple[str, list[str]]:
 async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
     """Delete (or with dry_run only count) everything the buffer holds of one person."""
     person, keys = await person_keys(db, key)
-    chats = await _firsts(db, CHATS, keys=keys)
-    wanted = set(keys)
-    # their words in group chats: the sender is inside the body, which SQL never reads
-    said = [mid for mid, body in await db.rows(GROUP_MESSAGES)
-            if (json.loads(body).get("extra") or {}).get("sender") in wanted]
-    ids = sorted({*await _firsts(db, OWN, keys=keys), *said})
-    batch_keys = await _firsts(db, BATCH_KEYS, keys=keys)
+    ids = await _message_ids(db, keys)
     forms = number_forms(keys)
     records = await db.rows(RECORDS, forms=forms)
     failed = await _targets(db, keys, ids)
-    found = {"person": person, "keys": keys, "conversations": len(chats),
+    found = {"person": person, "keys": keys,
+             "conversations": len(await _firsts(db, CHATS, keys=keys)),
              "messages": len(ids), "media": await _media(db, ids),
              "statuses": await db.value(STATUSES, keys=keys, ids=ids),
              "identities": len(await _firsts(db, IDENTITIES, keys=keys)),
@@ -152,20 +147,35 @@ async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
              "dead_targets": sum(1 for *_, state in failed if state == "dead"),
              "directory": len(records), "unknown": await db.value(UNKNOWN, forms=forms),
              "dry_run": dry_run}
-    if not dry_run:  # what no byte of the files may still hold (store pops it)
-        found["traces"] = await _traces(db, keys, records)
     if not dry_run:
-        await db.run(DROP_STATUSES, keys=keys, ids=ids)
-        for sink, key, _ in failed:  # before their batches: found through them
-            await db.run(DROP_TARGET, sink=sink, key=key)
-        for step in DROP:
-            await db.run(step, keys=keys, ids=ids)
-        for batch in batch_keys:  # what the sinks posted under the person's batches
-            await db.run(DROP_LEDGER, low=batch, high=batch + TOP)
-        for sink, record_id in records:
-            await db.run(DROP_RECORD, sink=sink, record_id=record_id)
-        await db.run(DROP_UNKNOWN, forms=forms)
+        # what no byte of the files may still hold (the store hands it to the backend)
+        found["traces"] = await _traces(db, keys, records)
+        await _drop(db, keys, ids, forms, records, [(s, k) for s, k, _ in failed])
     return found
+
+
+async def _message_ids(db: Connector, keys: list[str]) -> list[int]:
+    """The person's messages: their chats', and their words in group chats (the sender is
+    inside the body, which SQL never reads)."""
+    wanted = set(keys)
+    said = [mid for mid, body in await db.rows(GROUP_MESSAGES)
+            if (json.loads(body).get("extra") or {}).get("sender") in wanted]
+    return sorted({*await _firsts(db, OWN, keys=keys), *said})
+
+
+async def _drop(db: Connector, keys: list[str], ids: list[int], forms: list[str],
+                records: list[Any], failed: list[tuple[str, str]]) -> None:
+    batch_keys = await _firsts(db, BATCH_KEYS, keys=keys)
+    await db.run(DROP_STATUSES, keys=keys, ids=ids)
+    for sink, target in failed:  # before their batches: found through them
+        await db.run(DROP_TARGET, sink=sink, key=target)
+    for step in DROP:
+        await db.run(step, keys=keys, ids=ids)
+    for batch in batch_keys:  # what the sinks posted under the person's batches
+        await db.run(DROP_LEDGER, low=batch, high=batch + TOP)
+    for sink, record_id in records:
+        await db.run(DROP_RECORD, sink=sink, record_id=record_id)
+    await db.run(DROP_UNKNOWN, forms=forms)
 
 
 async def _traces(db: Connector, keys: list[str], records: list[Any]) -> list[str]:
