@@ -18,6 +18,8 @@ OVERDUE_FILE = 900.0  # seconds an attachment may wait for its file before it is
 RECENT_FAILURES = 7 * 86400.0  # failed sends older than this are history, not a task
 
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts: (.*)", re.S)
+_KEPT_FAILING = re.compile(r"\S+ kept failing for (\S+) \(last: (.*)\): check its service "
+                           r"status, then requeue$", re.S)
 _TEMPORARY = re.compile(r"transient|rate.?limit|timed? ?out|timeout|HTTP 5\d\d|unavailable|"
                         r"connection|unknown outcome", re.I)
 _HINT = re.compile(r"^(.*?)\s*\(([^()]*)\)$", re.S)
@@ -32,6 +34,11 @@ def preview(message: Any) -> str:
 
 def dead_letter_advice(reason: str, sink: str) -> tuple[str, str]:
     """(the reason in plain words, the next step) for a dead letter's recorded reason."""
+    outage = _KEPT_FAILING.match(reason or "")
+    if outage:
+        lasted, last = outage.groups()
+        return (f"{sink} kept failing for {lasted} (last: {last})",
+                f"Check {sink}'s service status; once it works, requeue it.")
     gave_up = _GAVE_UP.match(reason or "")
     if gave_up:
         tries, last = gave_up.groups()

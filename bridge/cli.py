@@ -375,8 +375,32 @@ def purge(config_path: str, phone: str | None, user_id: str | None, dry_run: boo
                f"{found['messages']} message(s), {found['media']} media reference(s), "
                f"{found['conversations']} conversation(s), {found['statuses']} status(es), "
                f"{found['identities']} identity record(s), {found['crm_mappings']} CRM "
-               f"mapping(s)")
+               f"mapping(s), {found['dead_letters']} dead letter(s), {found['dead_targets']} "
+               f"dead target(s), {found['directory']} lead-directory record(s), "
+               f"{found['unknown']} unknown-number mark(s)")
+    if not dry_run:
+        click.echo(_scrubbed(found))
     click.echo("the CRM was not changed: erase the person there too (see README, Erasure)")
+
+
+def _scrubbed(found: dict[str, Any]) -> str:
+    """What the backend did so that no deleted byte stays in its files, in words."""
+    if not found.get("overwritten"):
+        return ("PostgreSQL: the touched tables were vacuumed; its WAL segments and backups "
+                "still hold copies until they are recycled (README, Erasure)")
+    said = "the deleted rows were overwritten with zeros"
+    if found.get("vacuumed"):
+        said += "; older copies left in free space were found, so the file was rewritten"
+    if found.get("vacuum_error"):
+        return (f"{said}, but older copies remain in free space and VACUUM failed "
+                f"({found['vacuum_error']}): free disk space (as much as the buffer "
+                "takes) and run the purge again")
+    if found.get("stale_copies"):
+        return f"{said}, but older copies remain in free space: run the purge again"
+    if not found.get("wal_emptied"):
+        return (f"{said}, but the WAL file could not be emptied (another process was "
+                "reading the buffer): run the purge again")
+    return f"{said}, and the WAL file emptied"
 
 
 def _person_key(phone: str | None, user_id: str | None) -> str:

@@ -277,9 +277,38 @@ def _check_limits(config: BridgeConfig) -> None:
 
 def _validated(model: type[BaseModel], data: Any, prefix: str) -> Any:
     try:
-        return model.model_validate(data)
+        section = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe(exc, model, prefix)) from None
+    found = list(_bools_read_as_numbers(data, section, prefix))
+    if found:
+        raise ConfigError("\n".join(found))
+    return section
+
+
+def _bools_read_as_numbers(raw: Any, value: Any, path: str) -> Iterator[str]:
+    """`key.path: ...` for each YAML true/false that validation read as a number.
+
+    Pydantic's lax mode reads true as 1 for an int or float key (so `max_attempts: true`
+    would mean one try); strict mode would also refuse "8" from ${VAR}. So the validated
+    section is walked beside what the file said, wherever a number came from a boolean.
+    """
+    if isinstance(raw, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            yield (f"{path}: {str(raw).lower()} is a yes/no value, not a number (write a "
+                   "number, e.g. 8)")
+    elif isinstance(value, BaseModel) and isinstance(raw, dict):
+        for name in type(value).model_fields:
+            if name in raw:
+                yield from _bools_read_as_numbers(raw[name], getattr(value, name),
+                                                  _join(path, name))
+    elif isinstance(value, dict) and isinstance(raw, dict):
+        for key, item in value.items():
+            if key in raw:
+                yield from _bools_read_as_numbers(raw[key], item, _join(path, str(key)))
+    elif isinstance(value, list | tuple) and isinstance(raw, list | tuple):
+        for index, (given, item) in enumerate(zip(raw, value, strict=False)):
+            yield from _bools_read_as_numbers(given, item, f"{path}[{index}]")
 
 
 def describe(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:

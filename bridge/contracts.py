@@ -24,7 +24,10 @@ class Outcome:
     """What became of one message handed to a sink.
 
     delivered: it is in the CRM. retry: try again later (not_before, or backoff), and
-    after the sink's max_attempts it goes to dead letter. rejected: it can never be
+    after the sink's max_attempts it goes to dead letter; a transient retry (the CRM is
+    down, slow, rate-limiting or behind a failing gateway: nothing is wrong with the
+    message) does not count to max_attempts, and goes to dead letter only once the sink's
+    retry_for has passed since the batch first failed. rejected: it can never be
     delivered as it is; reason goes to dead letter for a person to act on. held: waiting
     for something outside the bridge (e.g. no CRM record for this number yet); re-checked
     every sync, never dead-lettered, reason shown in status. skipped: deliberately not
@@ -34,14 +37,16 @@ class Outcome:
     kind: OutcomeKind
     reason: str = ""
     not_before: datetime | None = None
+    transient: bool = False
 
     @classmethod
     def delivered(cls) -> Outcome:
         return cls("delivered")
 
     @classmethod
-    def retry(cls, reason: str, not_before: datetime | None = None) -> Outcome:
-        return cls("retry", reason, not_before)
+    def retry(cls, reason: str, not_before: datetime | None = None,
+              transient: bool = False) -> Outcome:
+        return cls("retry", reason, not_before, transient)
 
     @classmethod
     def rejected(cls, reason: str) -> Outcome:
@@ -94,6 +99,8 @@ class Batch:
     several targets (a lead and its opportunities): each target keeps its own attempts and
     dead letter (fail_target()), and a message is delivered once each of its targets is
     in the ledger or dead.
+    outage_tries: earlier tries that failed only transiently (a CRM outage): max_attempts
+    counts `attempt - outage_tries`; failing_since: when it first failed (None: never yet).
     """
 
     key: str
@@ -107,6 +114,8 @@ class Batch:
     new_ledger: dict[str, str] = field(default_factory=dict)
     targets: dict[str, TargetFailure] = field(default_factory=dict)
     new_targets: dict[str, TargetFailure] = field(default_factory=dict)
+    outage_tries: int = 0
+    failing_since: float | None = None
 
     def remember(self, key: str, crm_id: str) -> None:
         """Record that the post under `key` succeeded as CRM object `crm_id`."""
@@ -117,10 +126,11 @@ class Batch:
     def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
                     max_attempts: int, final: bool = False) -> TargetFailure:
         """Record a failed post to one target; it is dead when `final` (refused), after
-        `max_attempts` failed tries, or on the batch's last attempt (so a target never
-        takes its messages to dead letter with it). Committed with the batch's outcomes."""
+        `max_attempts` failed tries, or on the batch's last counted try (so a target never
+        takes its messages to dead letter with it: the message's retry while it waits counts
+        to max_attempts). Committed with the batch's outcomes."""
         attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
-        dead = final or max(attempts, self.attempt) >= max_attempts
+        dead = final or max(attempts, self.attempt - self.outage_tries) >= max_attempts
         failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts)
         self.targets[key] = self.new_targets[key] = failure
         return failure
@@ -150,7 +160,16 @@ class SinkSettings(BaseModel):
                                   "live messages arrive; alone it uses all of it")
     max_attempts: Annotated[int, Limits(
         1, MOST, why_high="past any retry schedule", example="8", duration=False)] = Field(
-        8, ge=1, description="tries before a message goes to dead letter")
+        8, ge=1, description="tries before a message goes to dead letter, not counting "
+                             "tries that failed only transiently (retry_for covers those); a "
+                             "refusal of the message itself dead-letters at once")
+    retry_for: Annotated[Duration, Limits(
+        1.0, 30 * 86400.0, why_low="a CRM outage would dead-letter at once",
+        why_high="a message would wait over a month for a CRM that never came back",
+        example="24h")] = Field(
+        86400.0, description="how long transient failures (5xx, timeouts, 429, gateway "
+                             "pages, connection errors) keep retrying, from the first one, "
+                             "before the message goes to dead letter")
     batch_limit: Annotated[int, Limits(
         1, MOST, why_high="one claim would hold that many messages in memory",
         example="500", duration=False)] = Field(

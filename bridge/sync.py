@@ -42,6 +42,7 @@ class SinkRunner:
             retry_delay=lambda attempt: backoff_delay(
                 attempt, base=self.settings.retry_base, cap=self.settings.retry_cap),
             held_delay=self.settings.sync_interval,
+            retry_for=self.settings.retry_for,
         )
         self._wake = asyncio.Event()
         self._retry_now = False  # set by wake(): the next drain hurries waiting retries
@@ -339,8 +340,9 @@ class SinkRunner:
             claim.uncertain = True
             limit = self.settings.deliver_timeout
             settled = datetime.fromtimestamp(time.time() + limit, UTC)
-            return [Outcome.retry(f"sink timed out after {limit:g}s", not_before=settled)] \
-                * len(batch.messages)
+            # a CRM too slow to answer is an outage like one that answers 503
+            return [Outcome.retry(f"sink timed out after {limit:g}s", not_before=settled,
+                                  transient=True)] * len(batch.messages)
         except Exception as exc:
             claim.uncertain = True
             logger.exception("sink %s raised while delivering batch %s", self.sink.name, batch.key)

@@ -42,6 +42,7 @@ from bridge.buffer.tables import (
     targets,
 )
 from bridge.contracts import WAITING_FOR_FILE, Batch, Outcome, TargetFailure
+from bridge.durations import format_duration
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
 from bridge.retry import gives_up
@@ -64,11 +65,16 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """How outcomes turn into states: attempts before dead letter, delays in seconds."""
+    """How outcomes turn into states: attempts before dead letter, delays in seconds.
+
+    max_attempts counts a batch's tries less those that failed only transiently; a
+    transient failure (a CRM outage) retries until retry_for seconds have passed since the
+    batch first failed (None: it counts to max_attempts like any other)."""
 
     max_attempts: int
     retry_delay: Any  # Callable[[int], float]: attempt -> seconds
     held_delay: float
+    retry_for: float | None = None
 
 
 b, d, m = batches.c, deliveries.c, messages.c
@@ -146,7 +152,8 @@ _due = (sa.select(_b.c.id).where(
 LEASE = Query(sa.update(batches).values(
     state="leased", lease_token=P("token"), lease_until=P("until"), attempts=b.attempts + 1)
     .where(b.id.in_(_due)).returning(b.id, b.conversation, b.key, b.attempts, b.uncertain,
-                                     b.backfill, b.next_attempt_at), "lease due batches")
+                                     b.backfill, b.next_attempt_at, b.outage_tries,
+                                     b.failing_since), "lease due batches")
 LOAD = Query(select_messages(pm.batch_id).join(pending, pm.message_id == m.id).where(
     pm.sink == P("sink"), pm.state == "pending", pm.batch_id.in_(values_of("ids")))
     .order_by(m.sent_at, m.id), "messages of leased batches")
@@ -266,9 +273,10 @@ async def _load_claims(db: Connector, sink: str, leased: list[Any],
     posted = await db.rows(LEDGERS, sink=sink, prefixes=ranges)
     failed = await db.rows(FAILED_TARGETS, sink=sink, prefixes=ranges)
     claims = []
-    for batch_id, conversation, key, attempt, uncertain, _, _ in leased:
+    for batch_id, conversation, key, attempt, uncertain, _, _, outages, since in leased:
         batch = Batch(key=key, sink=sink, conversation=conversations[conversation],
                       messages=members[batch_id], attempt=attempt, uncertain=bool(uncertain),
+                      outage_tries=outages, failing_since=since,
                       ledger={k: v for k, v in posted if k.startswith(key)},
                       targets=_failures([row for row in failed if row[0].startswith(key)]))
         batch.record_id = batch.conversation.record_id
@@ -340,11 +348,15 @@ DONE = Query(sa.update(batches).values(state="done", lease_token=None, lease_unt
              "batches done")
 _back = rows_in("back", [("batch_id", "int"), ("next_attempt_at", "real"),
                          ("not_before", "real"), ("held", "int"), ("uncertain", "int"),
-                         ("error", "escaped")], alias="w")
+                         ("error", "escaped"), ("outage_tries", "int"),
+                         ("failing_since", "real")],
+                alias="w")
 PUT_BACK = Query(sa.update(batches).values(
     state="ready", lease_token=None, lease_until=None, next_attempt_at=_back.c.next_attempt_at,
     not_before=_back.c.not_before, released_at=P("now"), held=_back.c.held,
-    uncertain=_back.c.uncertain, last_error=_back.c.error).where(b.id == _back.c.batch_id),
+    uncertain=_back.c.uncertain, last_error=_back.c.error,
+    outage_tries=_back.c.outage_tries,
+    failing_since=_back.c.failing_since).where(b.id == _back.c.batch_id),
     "batches back to wait")
 _TOUCHED = ("sink", "conversation", "record_id", "last_synced_at", "last_error", "held_reason")
 _touched = rows_in("touched", [("sink", "text"), ("conversation", "text"), ("record_id", "text"),
@@ -391,7 +403,7 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
             results.append(LeaseLost(f"batch {claim.batch.key} is no longer leased by this "
                                      "drain"))
             continue
-        counts, errors = _settle(claim, outcomes, policy, settled)
+        counts, errors = _settle(claim, outcomes, policy, settled, now)
         kept.append((claim, outcomes, counts, errors))
         results.append(counts)
     if not kept:
@@ -414,12 +426,12 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
 
 
 def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
-            settled: list[tuple[Any, ...]]) -> tuple[dict[str, int], list[str]]:
+            settled: list[tuple[Any, ...]], now: float) -> tuple[dict[str, int], list[str]]:
     """Counts and errors of a claim's outcomes; the deliveries they settle, added."""
     counts: dict[str, int] = defaultdict(int)
     errors: list[str] = []
     for message, outcome in zip(claim.messages, outcomes, strict=True):
-        state, reason = _next_state(outcome, claim.batch.attempt, policy)
+        state, reason = _next_state(outcome, claim.batch, policy, now)
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
             errors.append(outcome.reason)
@@ -428,16 +440,32 @@ def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
     return dict(counts), errors
 
 
-def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, str | None]:
+def _next_state(outcome: Outcome, batch: Batch, policy: Policy,
+                now: float) -> tuple[str, str | None]:
     if outcome.kind == "delivered":
         return "done", None
     if outcome.kind == "skipped":
         return "skipped", outcome.reason or None
     if outcome.kind == "rejected":
         return "dead", outcome.reason or "rejected by the sink (no reason given)"
-    if outcome.kind == "retry" and gives_up(attempt, policy.max_attempts):
-        return "dead", f"gave up after {attempt} attempts: {outcome.reason or 'no reason given'}"
+    if outcome.kind != "retry":
+        return "pending", None
+    reason = outcome.reason or "no reason given"
+    if _outage(outcome, policy):
+        failing = now - (batch.failing_since if batch.failing_since is not None else now)
+        if failing >= policy.retry_for:
+            return "dead", (f"{batch.sink} kept failing for {format_duration(failing)} "
+                            f"(last: {reason}): check its service status, then requeue")
+        return "pending", None
+    counted = batch.attempt - batch.outage_tries  # this try included
+    if gives_up(counted, policy.max_attempts):
+        return "dead", f"gave up after {counted} attempts: {reason}"
     return "pending", None
+
+
+def _outage(outcome: Outcome, policy: Policy) -> bool:
+    """A transient failure judged by time (retry_for), not by count."""
+    return outcome.transient and policy.retry_for is not None
 
 
 async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
@@ -472,9 +500,23 @@ async def _release(db: Connector, kept: list[Any], now: float, policy: Policy) -
         delay = policy.held_delay if held else policy.retry_delay(claim.batch.attempt)
         asked = max((o.not_before.timestamp() for o in waiting if o.not_before), default=None)
         back.append((claim.batch_id, max(now + delay, asked or 0.0), asked, int(held),
-                     int(claim.uncertain), errors[-1] if errors else None))
+                     int(claim.uncertain), errors[-1] if errors else None,
+                     *_failing(claim.batch, waiting, policy, now)))
     if back:
         await db.run(PUT_BACK, back=back, now=now)
+
+
+def _failing(batch: Batch, waiting: list[Outcome], policy: Policy,
+             now: float) -> tuple[int, float | None]:
+    """(outage_tries, failing_since) of a batch put back: a try whose every retry was
+    transient is an outage's (not counted to max_attempts); the first failure starts the
+    window."""
+    retries = [o for o in waiting if o.kind == "retry"]
+    if not retries:
+        return batch.outage_tries, batch.failing_since
+    outage = all(_outage(o, policy) for o in retries)
+    since = batch.failing_since if batch.failing_since is not None else now
+    return batch.outage_tries + int(outage), since
 
 
 def _touched_row(claim: Claim, conversation: str, now: float, counts: dict[str, int],
@@ -489,7 +531,9 @@ def _touched_row(claim: Claim, conversation: str, now: float, counts: dict[str, 
 
 _REOPEN = {"state": "pending", "reason": None, "done_at": None}
 _RETRY_BATCH = Query(sa.update(batches).values(
-    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=0)
+    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=0,
+    outage_tries=0,
+    failing_since=None)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
 DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(
     t.state == "dead", t.sink == sa.func.coalesce(P("sink", type_=TEXT), t.sink))

@@ -14,7 +14,15 @@ import sqlalchemy as sa
 
 from bridge.buffer.compiler import P, Query
 from bridge.buffer.connectors import Connector
-from bridge.buffer.tables import directory, directory_state, unknown_numbers
+from bridge.buffer.tables import (
+    REAL,
+    TEXT,
+    conversations,
+    directory,
+    directory_state,
+    identities,
+    unknown_numbers,
+)
 
 T = TypeVar("T")
 r, ds, u = directory.c, directory_state.c, unknown_numbers.c
@@ -69,8 +77,13 @@ UNKNOWN_AT = Query(sa.select(u.checked_at).where(u.sink == P("sink"), u.number =
 
 
 def _note_unknown(insert: Any) -> Any:
-    new = insert(unknown_numbers).values(sink=P("sink"), number=P("number"),
-                                         checked_at=P("checked_at"))
+    """Noted only while the buffer still knows the number (a conversation or an identity):
+    a delivery in flight while its person is purged must not write the number back."""
+    known = sa.or_(sa.exists().where(conversations.c.key == P("number", type_=TEXT)),
+                   sa.exists().where(identities.c.key == P("number", type_=TEXT)))
+    new = insert(unknown_numbers).from_select(["sink", "number", "checked_at"], sa.select(
+        P("sink", type_=TEXT), P("number", type_=TEXT), P("checked_at", type_=REAL))
+        .where(known))
     return new.on_conflict_do_update(index_elements=["sink", "number"],
                                      set_={"checked_at": new.excluded.checked_at})
 

@@ -133,11 +133,14 @@ async def next_due(db: Connector, source: str) -> float | None:
 
 
 async def fetched(db: Connector, message_id: int, path: str, size: int,
-                  sha256: str, mime_type: str | None, now: float) -> None:
-    """The file is stored; targets that wait for it (a sink's attachment) are re-opened."""
-    await db.run(FETCHED, path=path, size=size, sha256=sha256, mime_type=mime_type, now=now,
-                 message_id=message_id)
+                  sha256: str, mime_type: str | None, now: float) -> bool:
+    """The file is stored; targets that wait for it (a sink's attachment) are re-opened.
+    True when the job is gone (its message purged meanwhile) and no job uses the file."""
+    if not await db.run(FETCHED, path=path, size=size, sha256=sha256, mime_type=mime_type,
+                        now=now, message_id=message_id):
+        return await db.one(IN_USE, sha256=sha256) is None
     await delivery.reopen_waiting(db, message_id)
+    return False
 
 
 async def failed(db: Connector, message_id: int, reason: str,

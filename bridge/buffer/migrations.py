@@ -20,6 +20,7 @@ from bridge.buffer.compiler import P, Query, json_field
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import (
     MARK,
+    batches,
     buffer_imports,
     escape_text,
     escaped_columns,
@@ -94,7 +95,14 @@ async def _escape_marked(db: Connector) -> None:
                 value=escape_text(value), **{f"k{i}": v for i, v in enumerate(key)})
 
 
-STEPS: dict[int, Step] = {10: m010_one_source}
+async def m011_failing_since(db: Connector) -> None:
+    """batches.failing_since and batches.outage_tries (issue 25): a CRM outage retries for
+    the sink's retry_for from the first failure; max_attempts counts the other tries.
+    Batches already failing start their window now (NULL: their next failure sets it)."""
+    await _ddl(db, AddColumn(batches.c.failing_since), AddColumn(batches.c.outage_tries))
+
+
+STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since}
 VERSION = max(STEPS)
 
 
@@ -115,8 +123,9 @@ async def create(db: Connector) -> None:
 
 
 async def upgrade(db: Connector, current: int) -> None:
-    """Run the shared steps after `current` (at least legacy.LAST)."""
-    for number in range(current + 1, VERSION + 1):
+    """Run the shared steps after `current` (at least legacy.LAST), in order; numbers
+    may leave gaps (each branch of work takes its own)."""
+    for number in sorted(n for n in STEPS if n > current):
         await STEPS[number](db)
 
 

@@ -21,13 +21,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
 
 import bridge.buffer.delivery as delivery
+import bridge.buffer.purge as purge
 import bridge.buffer.shared as shared
 from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.compiler import P, Query
@@ -166,6 +167,17 @@ class PostgresBuffer(Buffer, SharedBuffer):
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def erase(self, work: Work[T], traces: Callable[[T], Sequence[str]]
+                    ) -> tuple[T, dict[str, object]]:
+        """The write, then VACUUM of the tables a purge touches: PostgreSQL has no secure
+        delete; VACUUM frees the dead row versions for reuse (it does not zero them), and
+        WAL segments and backups keep their copies (README, Erasure)."""
+        result = await self.write(work)
+        traces(result)  # the server's files cannot be read from here
+        async with self._pool.acquire() as conn:  # VACUUM runs outside a transaction
+            await PgConnector(conn).run(purge.VACUUM)
+        return result, {"vacuumed": True}
 
     # -- what only a shared buffer offers (bridge.buffer.port.SharedBuffer) ------------------
 

@@ -181,11 +181,7 @@ class Buffer:
 
         The whole person goes (purge_person): every number and BSUID linked to the
         conversation, and their words in group chats too."""
-        async def work(db: Connector) -> int:
-            return (await purge.purge(db, conversation, dry_run=False))["messages"]
-        removed = await self.write(work)
-        await self.forget_media()
-        return removed
+        return (await self._erase_person(conversation))["messages"]
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
@@ -220,10 +216,31 @@ class Buffer:
         if bool(phone) == bool(user_id):
             raise ValueError("give exactly one of phone or user_id")
         key = phone or user_id
-        found = await self.write(lambda db: purge.purge(db, key, dry_run))
-        if not dry_run:
-            found["files"] = len(await self.forget_media())  # after the commit that forgot them
-        return found
+        if dry_run:
+            return await self.write(lambda db: purge.purge(db, key, dry_run))
+        return await self._erase_person(key)
+
+    async def _erase_person(self, key: str) -> dict[str, Any]:
+        """purge_person's deletes, their media jobs in the same transaction (a download
+        finishing later finds no row: store.media_fetched), then their files, unused."""
+        async def work(db: Connector) -> dict[str, Any]:
+            found = await purge.purge(db, key, dry_run=False)
+            found["paths"] = await media.forget_orphans(db)
+            return found
+        async with self.media_files:  # no file of this process installed meanwhile
+            found, scrubbed = await self.erase(work, lambda found: found.pop("traces"))
+            paths = found.pop("paths")
+            for path in paths:
+                _unlink(path)
+        found["files"] = len(paths)
+        return {**found, **scrubbed}
+
+    async def erase(self, work: Work[T], traces: Callable[[T], Sequence[str]]
+                    ) -> tuple[T, dict[str, Any]]:
+        """Run a write that deletes a person, and leave none of the deleted bytes in the
+        backend's files (`traces(result)`: strings that must be gone, where the backend can
+        look); the result, and what the backend did to make sure of it."""
+        raise NotImplementedError
 
     # -- media -------------------------------------------------------------------------
 
@@ -242,9 +259,16 @@ class Buffer:
 
     async def media_fetched(self, job: MediaJob, path: str, size: int, sha256: str,
                             mime_type: str | None, now: float | None = None) -> None:
+        """Record a stored file (called holding media_files, after its rename into place).
+        A job purged while its download ran has no row: the file it left is deleted
+        (unless another message holds the same bytes)."""
         when = time.time() if now is None else now
-        await self.write(lambda db: media.fetched(db, job.message_id, path, size, sha256,
-                                                      mime_type, when))
+        unused = await self.write(lambda db: media.fetched(db, job.message_id, path, size,
+                                                           sha256, mime_type, when))
+        if unused:
+            logger.info("media of message %s arrived after the message was purged: its "
+                        "file is deleted", job.message_id)
+            _unlink(path)
 
     async def media_failed(self, job: MediaJob, reason: str, retry_at: float | None,
                            now: float | None = None) -> None:

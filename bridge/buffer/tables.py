@@ -161,6 +161,10 @@ _partial("deliveries_backfill", deliveries, "sink", "state", where=deliveries.c.
 #   leased -> done    no pending message left
 # released_at: when last put back (a claim reading an earlier clock moves the wait back);
 # not_before: the earliest retry the sink asked for ("sync now" never hurries it).
+# failing_since: when its first failed try was recorded (transient failures retry until
+# the sink's retry_for has passed since); outage_tries: tries that failed only
+# transiently (max_attempts counts attempts less these). Both start again when a dead
+# target re-opens the batch.
 batches = _table(
     "batches",
     sa.Column("id", INT, sa.Identity(), primary_key=True),
@@ -179,6 +183,8 @@ batches = _table(
     sa.Column("backfill", INT, nullable=False, server_default=sa.text("0")),
     sa.Column("released_at", REAL),
     sa.Column("not_before", REAL),
+    sa.Column("failing_since", REAL),
+    sa.Column("outage_tries", INT, nullable=False, server_default=sa.text("0")),
     sa.CheckConstraint("state IN ('ready', 'leased', 'done')"),
     sa.CheckConstraint(
         "(state = 'leased') = (lease_token IS NOT NULL AND lease_until IS NOT NULL)"),

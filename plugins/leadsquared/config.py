@@ -108,6 +108,19 @@ class LeadSquaredConfig(SinkSettings):
         why_high="a hung call would hold the drain that long", example="30s")] = 30.0
     business_name: str = Field("Business", description="sender label for outgoing messages")
 
+    @field_validator("access_key", "secret_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        """A key of only spaces is none at all (HTTP headers drop them): refused here,
+        naming the key, not later as an unreadable header error on the first call."""
+        if not value.strip():
+            raise ValueError("is only spaces (paste the key from LeadSquared: Settings > "
+                             "API and Webhooks)")
+        if value != value.strip():
+            raise ValueError("has spaces around it: HTTP drops them from a header, so "
+                             "LeadSquared would never see this key (remove them)")
+        return value
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:

@@ -60,8 +60,9 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
         results[part.key] = (Outcome.retry("; ".join(waiting[part.key]))
                              if waiting[part.key] else Outcome.delivered())
     if plan.unread is not None:  # landed parts wait for the opportunities not read
-        why = f"opportunities of the lead could not be read: {outcome_of(plan.unread).reason}"
+        unread = outcome_of(plan.unread)
+        why = f"opportunities of the lead could not be read: {unread.reason}"
         for key, outcome in results.items():
             if outcome.kind == "delivered":
-                results[key] = Outcome.retry(why)
+                results[key] = Outcome.retry(why, transient=unread.transient)
     return per_message(batch, plan.parts, results)

@@ -68,4 +68,5 @@ def _sender_batch(batch: Batch, key: str, group: str, messages: list[Any]) -> Ba
                  messages=messages, attempt=batch.attempt, uncertain=batch.uncertain,
                  ledger=batch.ledger, record_id=conversation.record_id,
                  new_ledger=batch.new_ledger, targets=batch.targets,
-                 new_targets=batch.new_targets)
+                 new_targets=batch.new_targets, outage_tries=batch.outage_tries,
+                 failing_since=batch.failing_since)

@@ -10,16 +10,24 @@ from plugins.leadsquared.transcript import Part
 
 SEVERITY = {"delivered": 0, "retry": 1, "rejected": 2}
 WRITE_SETTLE = 3  # times the timeout after its send, a write with no answer has settled
+# LeadSquared down, slow, rate-limiting or behind a failing gateway (5xx, timeouts, 429,
+# HTML error pages, connection errors; a write whose answer was lost is one of these too):
+# nothing is wrong with the message, so it retries for the sink's retry_for, not a count.
+OUTAGE = frozenset({"transient", "rate_limited", "unknown_outcome"})
+REFUSED_NEXT = "fix what LeadSquared names (in the lead, the activity type or the config), " \
+               "then requeue"
 
 
 def outcome_of(exc: LeadSquaredError) -> Outcome:
     """What a failed call means for what it carried: refused, or try again later."""
     if exc.kind == "rejected":
-        return Outcome.rejected(f"LeadSquared {exc.exception_type or 'error'}: {exc.message}")
+        return Outcome.rejected(f"LeadSquared {exc.exception_type or 'error'}: {exc.message}"
+                                f" ({REFUSED_NEXT})")
     if exc.kind == "auth":
         return Outcome.retry("LeadSquared refused the access key (401): check access_key, "
                              "secret_key and that the key's user is active")
-    return Outcome.retry(f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}")
+    return Outcome.retry(f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}",
+                         transient=exc.kind in OUTAGE)
 
 
 def for_all(batch: Batch, outcome: Outcome) -> list[Outcome]:
@@ -50,4 +58,4 @@ def late_write_retry(exc: LeadSquaredError, sent: float, timeout: float) -> Outc
         return None
     settled = sent + WRITE_SETTLE * timeout
     return Outcome.retry(f"{outcome_of(exc).reason} (looked for again before a re-post)",
-                         not_before=datetime.fromtimestamp(settled, UTC))
+                         not_before=datetime.fromtimestamp(settled, UTC), transient=True)

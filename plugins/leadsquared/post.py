@@ -63,17 +63,18 @@ class Poster:
         """Each part's activity on the lead; the outcomes of the parts that did not land.
         Singly, the first part that must wait stops the rest; in bulk all go at once."""
         results: dict[str, Outcome] = {}
-        stop: list[str] = []
+        stop: list[Outcome] = []
 
         async def one(part: Part) -> None:
             if part.failed is not None:  # its message cannot be rendered: it fails alone
                 results[part.key] = Outcome.rejected(part.failed)
-            elif stop:
-                results[part.key] = Outcome.retry(f"not attempted after: {stop[0]}")
+            elif stop:  # as transient as the failure that stopped it
+                results[part.key] = Outcome.retry(f"not attempted after: {stop[0].reason}",
+                                                  transient=stop[0].transient)
             elif failed := await self._post(batch, plan, part, None):
                 results[part.key] = failed.outcome
                 if failed.outcome.kind == "retry":
-                    stop.append(failed.outcome.reason)
+                    stop.append(failed.outcome)
 
         if self.bulk is None:
             for part in plan.parts:

@@ -316,3 +316,36 @@ def test_an_empty_admin_token_means_none_as_the_sample_config_writes_it(tmp_path
     path = tmp_path / "config.yaml"
     path.write_text("server:\n  admin_token: ''\n")
     assert load_installed(path).server.admin_token is None
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    (LEADSQUARED + "    max_attempts: true\n", "plugins.leadsquared.max_attempts"),
+    (LEADSQUARED + "    backfill_days: false\n", "plugins.leadsquared.backfill_days"),
+    (LEADSQUARED + "    opportunities: {types: [true]}\n", "plugins.leadsquared.opportunities"),
+    (LEADSQUARED + "    backfill_share: true\n", "plugins.leadsquared.backfill_share"),
+    ("server:\n  port: true\n", "server.port"),
+    ("buffer:\n  media_max_bytes: true\n", "buffer.media_max_bytes"),
+], ids=["max_attempts", "backfill_days", "opportunity types", "float", "port", "buffer"])
+def test_a_yes_no_value_is_never_read_as_a_number(write, text, key):
+    """YAML's true is a boolean: pydantic would read it as 1 (max_attempts: true = one try)."""
+    with pytest.raises(ConfigError) as err:
+        load_installed(write(text))
+    assert key in str(err.value) and "not a number" in str(err.value)
+
+
+def test_bridge_check_refuses_a_boolean_for_a_count(write):
+    result = bridge_check(write(LEADSQUARED + "    max_attempts: true\n"))
+    assert result.returncode == 1
+    assert "plugins.leadsquared.max_attempts: true is a yes/no value, not a number" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("key", ["access_key", "secret_key"])
+@pytest.mark.parametrize("value", ["'   '", "'\\t \\n'"])
+def test_a_leadsquared_key_of_only_spaces_is_refused_naming_it(write, key, value):
+    keys = {"access_key": "ak", "secret_key": "sk", key: value}
+    text = "plugins:\n  leadsquared:\n" + "".join(f"    {k}: {v}\n" for k, v in keys.items())
+    text = text.replace("'\\t \\n'", '"\\t \\n"')
+    with pytest.raises(ConfigError) as err:
+        load_installed(write(text))
+    assert f"plugins.leadsquared.{key}: is only spaces" in str(err.value)

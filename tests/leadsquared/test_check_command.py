@@ -131,3 +131,12 @@ def test_a_lookup_that_ignores_the_number_fails_the_negative_control(tmp_path):
         own.stop()
     assert result.returncode == 1
     assert "FAIL phone lookup of 910000000000, a number no lead can have" in result.stdout
+
+
+@pytest.mark.parametrize("key", ["access_key", "secret_key"])
+def test_a_key_of_only_spaces_is_refused_before_any_call(tmp_path, simulator, key):
+    before = len(simulator.admin("GET", "calls"))
+    result = check(tmp_path, simulator, **{key: "    "})
+    assert result.returncode == 1
+    assert f"plugins.leadsquared.{key}: is only spaces" in result.stderr
+    assert len(simulator.admin("GET", "calls")) == before  # refused by the config

@@ -1,0 +1,86 @@
+"""A CRM outage heals by itself (issue 25, point 5): transient failures (5xx, gateway pages,
+timeouts, 429, connection errors) retry for the sink's retry_for from the first failure,
+however many tries that takes; refusals dead-letter early; each dead letter says what to do
+next. Against the simulator's fault switches over real HTTP."""
+
+from __future__ import annotations
+
+from tests.backends import rows
+from tests.helpers import running, wait_until
+from tests.leadsquared.test_sink import assert_exactly_once, chat, settled, sink_for
+
+# a short rate window keeps the client's own backoff between its retries short
+FAST = {"rate_limit": "1000/0.05s", "bulk_rate_limit": "1000/0.05s"}
+
+
+async def tries(buffer) -> int:
+    return (await rows(buffer, "SELECT coalesce(max(attempts), 0) FROM batches"))[0][0]
+
+
+async def started(sink) -> bool:
+    return sink.steps is not None
+
+
+async def test_an_outage_past_max_attempts_stays_pending_and_delivers_when_it_ends(
+        sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sink = sink_for(sim, max_attempts=2, **FAST)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: started(sink))
+        sim.configure(error_rate=1.0)  # every call: 500, or a gateway's 502/503 page
+        await buffer.append([chat(1), chat(2)])
+        await wait_until(lambda: _more_than(buffer, 5), timeout=30)
+        assert await buffer.dead_letters() == []  # 5 tries, max_attempts 2: still pending
+        ((since, outages, tries),) = await rows(
+            buffer, "SELECT failing_since, outage_tries, attempts FROM batches")
+        assert since is not None and outages >= tries - 1  # the window started, none counted
+        sim.configure(error_rate=0.0)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1, 2])
+
+
+async def _more_than(buffer, n: int) -> bool:
+    return await tries(buffer) > n
+
+
+async def test_rate_limiting_past_max_attempts_is_an_outage_too(sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sink = sink_for(sim, max_attempts=1, **FAST)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: started(sink))
+        sim.break_endpoint("RetrieveLeadByPhoneNumber", 429)
+        await buffer.append([chat(1)])
+        await wait_until(lambda: _more_than(buffer, 3), timeout=30)
+        assert await buffer.dead_letters() == []
+        sim.mend_endpoint("RetrieveLeadByPhoneNumber")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert_exactly_once(sim, [lead], [1])
+
+
+async def test_after_retry_for_an_outage_dead_letters_saying_what_to_do(sim, buffer):
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sink = sink_for(sim, max_attempts=10_000, retry_for=1.0, **FAST)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: started(sink))
+        sim.break_endpoint("RetrieveLeadByPhoneNumber", 503)
+        await buffer.append([chat(1)])
+        (dead,) = await wait_until(buffer.dead_letters, timeout=30)
+    assert dead["reason"].startswith("leadsquared kept failing for ")
+    assert "HTTP 503" in dead["reason"]
+    assert dead["reason"].endswith("check its service status, then requeue")
+
+
+async def test_a_refusal_dead_letters_at_once_saying_what_to_fix(sim, buffer):
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sink = sink_for(sim, max_attempts=5, **FAST)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: started(sink))
+        sim.refuse_endpoint("RetrieveLeadByPhoneNumber", "MXInvalidInputException",
+                            "Invalid phone (simulated)", status=400)
+        await buffer.append([chat(1)])
+        (dead,) = await wait_until(buffer.dead_letters, timeout=30)
+    assert await tries(buffer) == 1
+    assert dead["reason"] == ("LeadSquared MXInvalidInputException: Invalid phone (simulated) "
+                              "(fix what LeadSquared names (in the lead, the activity type or "
+                              "the config), then requeue)")
