@@ -30,6 +30,7 @@ from bridge.metrics import Metrics
 from bridge.model import (
     GROUP_PREFIX,
     STATUS_KINDS,
+    UPGRADE_SUFFIX,
     Conversation,
     Direction,
     Identity,
@@ -64,7 +65,7 @@ __all__ = [
     "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry", "Message",
     "Metrics", "Outcome", "query_text", "quote", "render_line", "SharedBuffer", "Sink",
     "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS", "StatusUpdate", "SyncNote",
-    "TargetFailure",
+    "TargetFailure", "UPGRADE_SUFFIX",
     "WAITING_FOR_FILE", "zone",
 ]
 

@@ -17,6 +17,10 @@ What it serves, and where each behaviour comes from:
 Faults (POST /_sim/faults): `outage` (every call 503), `url_ttl`, `expired_status`,
 `slow_bytes_per_s` (throttled downloads). Media are added with POST /_sim/media (raw body,
 streamed to disk; ?mime_type=&phone_number_id=) and deleted with DELETE /_sim/media/<id>.
+
+Coexistence (plugins.whatsapp.coexistence_sim; docs/graph-simulator.md has every source):
+`POST /<version>/<phone number id>/smb_app_data` starts the contacts or history sync and
+then posts the webhooks Meta would send, signed, to the bridge set with POST /_sim/webhook.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class GraphState:
     downloads: int = 0
     refused: int = 0
     link_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+    coexistence: Any = None  # plugins.whatsapp.coexistence_sim.Coexistence
 
     def sign(self, media_id: str, expires: int) -> str:
         return hmac.new(self.link_key, f"{media_id}:{expires}".encode(), "sha256").hexdigest()
@@ -76,6 +81,9 @@ def create_graph_app(token: str, directory: str | Path | None = None) -> web.App
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="graph-sim-"))
     app = web.Application(client_max_size=1024 ** 3)
     app[STATE] = GraphState(token=token, directory=folder)
+    from plugins.whatsapp.coexistence_sim import add_coexistence
+
+    add_coexistence(app, app[STATE])
     app.add_routes([
         web.post("/_sim/media", add_media),
         web.delete("/_sim/media/{id}", delete_media),

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import phonenumbers
 
-from bridge import GROUP_PREFIX, Direction, Identity, Message, StatusUpdate
+from bridge import GROUP_PREFIX, UPGRADE_SUFFIX, Direction, Identity, Message, StatusUpdate
 from plugins.whatsapp.content import read_content, unsupported
 from plugins.whatsapp.readers import dicts, error_list, items, text_or_none
 
@@ -27,7 +27,6 @@ OBJECT = "whatsapp_business_account"
 HISTORY_DECLINED = 2593109  # "History sync is turned off by the business"
 BUSINESS_APP_ONLY = 131060  # coexistence: the message exists only in the Business app [M-UNS]
 BUSINESS_APP_HINT = "open the WhatsApp Business app to read it"
-MEDIA_SUFFIX = "#media"  # provider id of a history media follow-up (its placeholder's id + this)
 LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -291,7 +290,7 @@ def _follow_up(message: Message | None) -> Message | None:
     if message is None or message.kind == "media_placeholder":
         return message
     original = message.provider_id
-    return replace(message, provider_id=original + MEDIA_SUFFIX,
+    return replace(message, provider_id=original + UPGRADE_SUFFIX,
                    extra={**message.extra, "upgrades": original})
 
 
