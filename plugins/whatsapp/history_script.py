@@ -114,9 +114,9 @@ def history_webhooks(phone_id: str, display: str, waba: str = "102290129340398",
                                           history=[_chunk(1, 1, 60, older)])),
         _envelope(waba, "history", _value(phone_id, display, contacts=contacts,
                                           history=[_chunk(0, 1, 30, recent)])),
+        _envelope(waba, "history", follow_up),  # Meta says only "separately": sent soon
         _envelope(waba, "history", _value(phone_id, display,
                                           history=[_chunk(2, 1, 100, oldest)])),
-        _envelope(waba, "history", follow_up),
     ]
 
 
