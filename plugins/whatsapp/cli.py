@@ -155,20 +155,22 @@ async def _coexistence(config: Any, section: Any, phone_id: str | None, status_o
         else:
             for line in coex.EXPLAIN:
                 click.echo(line)
-            await _request(buffer, section, phone_id, coex)
+            asked = frozenset(s["kind"] for s in known if s["state"] != "failed")
+            await _request(buffer, section, phone_id, coex, asked)
         await _follow(buffer, phone_id, wait, coex)
     finally:
         await buffer.close()
 
 
-async def _request(buffer: Any, section: Any, phone_id: str, coex: Any) -> None:
+async def _request(buffer: Any, section: Any, phone_id: str, coex: Any,
+                   asked: frozenset[str]) -> None:
     try:
-        accepted = await coex.request_syncs(section, phone_id)
+        accepted = await coex.request_syncs(section, phone_id, skip=asked)
     except coex.CoexistenceError as exc:
         await coex.note_requested(buffer, phone_id, getattr(exc, "accepted", []))
         raise click.ClickException(str(exc)) from None
     await coex.note_requested(buffer, phone_id, accepted)
-    click.echo(f"Requested the contacts and history sync of {phone_id} "
+    click.echo(f"Requested the {' and '.join(r.kind for r in accepted)} sync of {phone_id} "
                f"({', '.join(f'{r.kind}: request {r.request_id}' for r in accepted)}). "
                "Ask the rep to open the WhatsApp Business app and accept sharing the chat "
                "history.")

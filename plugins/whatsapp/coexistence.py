@@ -56,9 +56,11 @@ def smb_app_data_url(config: WhatsAppConfig, phone_id: str) -> str:
 
 
 async def request_syncs(config: WhatsAppConfig, phone_id: str,
-                        client: httpx.AsyncClient | None = None) -> list[Requested]:
-    """Ask for the contacts sync, then the history sync; CoexistenceError names every
-    refusal (one line), after the accepted ones are returned through `error.accepted`."""
+                        client: httpx.AsyncClient | None = None,
+                        skip: frozenset[str] = frozenset()) -> list[Requested]:
+    """Ask for the contacts sync, then the history sync (but not the kinds in `skip`,
+    asked for before); CoexistenceError names every refusal in one line, the accepted
+    requests in its `accepted`."""
     if not config.access_token:
         raise CoexistenceError("plugins.whatsapp.access_token is not set: the sync requests "
                                "need the system-user token of the app that onboarded the "
@@ -69,6 +71,8 @@ async def request_syncs(config: WhatsAppConfig, phone_id: str,
     refused: list[tuple[str, str]] = []
     try:
         for kind, sync_type in SYNCS:
+            if kind in skip:
+                continue
             try:
                 accepted.append(Requested(kind, await _request(client, config, phone_id,
                                                                sync_type)))

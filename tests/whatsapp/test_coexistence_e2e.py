@@ -155,3 +155,42 @@ def test_a_wrong_token_names_the_config_key(tmp_path, graph):
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "code 190" in line and "plugins.whatsapp.access_token" in line
+
+
+def post(bridge: BridgeProcess, change: dict) -> None:
+    from plugins.whatsapp.signature import sign
+
+    body = json.dumps(p.envelope(change)).encode()
+    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
+    assert response.status_code == 200, response.text
+
+
+def test_standby_a_mexican_number_and_a_business_app_only_message_reach_the_lead(
+        tmp_path, graph, lsq):
+    import time
+
+    lead = lsq.add_lead(FirstName="Lupita", LastName="Ramos", Mobile="+52-5512345678")
+    bridge = start_bridge(tmp_path, graph, lsq)
+    now = str(int(time.time()))
+    mexican = "5215512345678"  # WhatsApp's id of a Mexican mobile: the old mobile 1 kept
+    first = p.base("wamid.only-app", mexican, "unsupported", ts=now, errors=[{
+        "code": 131060, "title": "Message only available in WhatsApp Business app"}])
+    asked = p.text_message("wamid.sb1", mexican, "¿Tienen envío a Puebla?", ts=now)
+    agent = p.echo("wamid.sb2", mexican, "Sí, en 3 días", timestamp=now)
+    try:
+        post(bridge, p.message_change([first], contacts=[p.contact(mexican, "Lupita")]))
+        post(bridge, {"field": "standby", "value": p.value(
+            messages=[asked], message_echoes=[agent], contacts=[p.contact(mexican, "Lupita")])})
+        bridge.sync_now()
+        notes = eventually(lambda: (n := " ".join(a["ActivityNote"]
+                                                  for a in lsq.activities(lead)))
+                           and "Sí, en 3 días" in n and n)
+        assert "open the WhatsApp Business app to read it" in notes
+        assert "¿Tienen envío a Puebla?" in notes
+        assert "+525512345678" in notes  # the number, without WhatsApp's mobile 1
+        held = [c for s in bridge.status()["sinks"] for c in s["conversations"]
+                if c.get("held")]
+        assert held == []
+    finally:
+        bridge.stop()
