@@ -194,3 +194,23 @@ def test_standby_a_mexican_number_and_a_business_app_only_message_reach_the_lead
         assert held == []
     finally:
         bridge.stop()
+
+
+def test_a_sync_that_went_through_is_not_asked_for_again(tmp_path, graph):
+    bridge = start_bridge(tmp_path, graph)
+    try:  # someone asked for the history already (another tool): Graph refuses it
+        response = httpx.post(f"{graph.url}/v25.0/{p.PHONE_ID}/smb_app_data", json={
+            "messaging_product": "whatsapp", "sync_type": "history"},
+            headers={"Authorization": f"Bearer {GRAPH_TOKEN}"}, timeout=10)
+        assert response.status_code == 200
+        first = coexistence(tmp_path, "--phone-number-id", p.PHONE_ID, wait="0")
+        assert first.returncode == 1
+        assert "Graph refused the history request for" in first.stderr
+        second = coexistence(tmp_path, "--phone-number-id", p.PHONE_ID, wait="0")
+        assert second.returncode == 1
+        assert "Graph refused the history request for" in second.stderr  # contacts: not again
+        requested = httpx.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"]
+        assert sorted(r["sync_type"] for r in requested) == ["history", "smb_app_state_sync"]
+        assert f"{p.PHONE_ID} contacts: requested" in coexistence(tmp_path, "--status").stdout
+    finally:
+        bridge.stop()
