@@ -130,6 +130,12 @@ def coexistence(phone_id: str | None, status_only: bool, wait: float,
     if not status_only and not phone_id:
         raise click.ClickException("--phone-number-id is required (the number's id in WhatsApp"
                                    " Manager › Phone numbers), or pass --status")
+    if not status_only and section.phone_number_ids and phone_id not in \
+            section.phone_number_ids:
+        raise click.ClickException(
+            f"plugins.whatsapp.phone_number_ids does not list {phone_id}: its history would "
+            "be acknowledged and dropped, and it can be asked for only once; add the number "
+            "there (and restart the bridge) first")
     asyncio.run(_coexistence(config, section, phone_id, status_only, wait))
 
 

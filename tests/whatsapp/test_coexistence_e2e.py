@@ -214,3 +214,16 @@ def test_a_sync_that_went_through_is_not_asked_for_again(tmp_path, graph):
         assert f"{p.PHONE_ID} contacts: requested" in coexistence(tmp_path, "--status").stdout
     finally:
         bridge.stop()
+
+
+def test_a_number_the_bridge_would_drop_is_refused_before_asking(tmp_path, graph):
+    config = {"buffer": {"path": str(tmp_path / "bridge.db")},
+              "plugins": {"whatsapp": {"verify_token": VERIFY, "app_secret": SECRET,
+                                       "access_token": GRAPH_TOKEN, "graph_url": graph.url,
+                                       "phone_number_ids": ["999"]}}}
+    (tmp_path / "config.yaml").write_text(json.dumps(config))
+    done = coexistence(tmp_path, "--phone-number-id", p.PHONE_ID, wait="0")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert "plugins.whatsapp.phone_number_ids does not list" in line
+    assert httpx.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"] == []
