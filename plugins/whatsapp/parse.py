@@ -280,7 +280,10 @@ def _thread_key(thread: dict[str, Any], ctx: _Change) -> str | None:
     user_id = text_or_none(thread.get("user_id"))
     if user_id:
         return user_id
-    return ctx.contacts[0].key if len(ctx.contacts) == 1 else None
+    if len(ctx.contacts) == 1:  # the user's only trace: their contacts[] entry
+        contact = ctx.contacts[0]
+        return contact.key or contact.username
+    return username(thread.get("username"))
 
 
 def _follow_up(message: Message | None) -> Message | None:

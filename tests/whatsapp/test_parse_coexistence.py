@@ -120,3 +120,12 @@ def test_usernames_are_kept_with_one_at_sign():
         username = "@priya"
 
     assert display_name(Stored()) == "@priya"
+
+
+def test_username_thread_without_ids_is_filed_under_the_username_never_an_empty_key():
+    inbound = p.base("u3", None, "text", text={"body": "hello"})
+    reply = p.historical("u4", p.BUSINESS, "hi!")
+    change = p.history_change([{"id": "", "messages": [inbound, reply]}])
+    change["value"]["contacts"] = [{"profile": {"username": "@priya"}}]
+    parsed = parse_payload(p.envelope(change))
+    assert [m.conversation for m in parsed.messages] == ["@priya", "@priya"]
