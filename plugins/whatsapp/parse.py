@@ -418,8 +418,11 @@ def _contact(obj: dict[str, Any], region: str | None) -> _Contact:
 def username(value: object) -> str | None:
     """A WhatsApp username as `@name`, one `@` whether or not Meta sent it (it does:
     reference §14), so that it renders once."""
-    text = text_or_none(value)
-    name = text.strip().lstrip("@").strip() if text else ""
+    if not isinstance(value, str):
+        return None
+    if value[:1] == "@" and value[1:2].isalnum() and not value[-1].isspace():
+        return value  # as Meta sends it (every webhook with a username passes here)
+    name = value.strip().lstrip("@").strip()
     return "@" + name if name else None
 
 
