@@ -34,7 +34,8 @@ def sample_payload(phone_number_id: str, customer: str, text: str) -> dict:
 
 @click.group("whatsapp")
 def whatsapp() -> None:
-    """WhatsApp source: test your webhook setup, import exported chats."""
+    """WhatsApp source: test your webhook setup, import exported chats, start a rep's
+    coexistence history."""
 
 
 @whatsapp.command("graph-simulator")
@@ -141,8 +142,8 @@ def coexistence(phone_id: str | None, status_only: bool, wait: float,
 
 async def _coexistence(config: Any, section: Any, phone_id: str | None, status_only: bool,
                        wait: float) -> None:
+    import plugins.whatsapp.coexistence as coex
     from bridge import Buffer
-    from plugins.whatsapp import coexistence as coex
 
     buffer = await Buffer.open(config.buffer.target, config.buffer.synchronous)
     try:

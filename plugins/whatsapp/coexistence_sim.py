@@ -25,13 +25,14 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from aiohttp import web
 
-from plugins.whatsapp import history_script as script
+import plugins.whatsapp.history_script as script
 from plugins.whatsapp.signature import sign
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,13 @@ ATTEMPTS = 3  # a webhook the bridge does not answer 200 is sent again, as Meta 
 
 @dataclass
 class Coexistence:
+    """The coexistence part's state; `graph` is the stand-in's (its outage switch),
+    `authorised(request)` checks the bearer token, `serve(media_id, mime, data, phone_id)`
+    makes a file a media id the stand-in serves."""
+
+    graph: Any
+    authorised: Callable[[web.Request], bool]
+    serve: Callable[[str, str, bytes, str], None]
     onboarded_at: float = field(default_factory=time.time)
     share_history: str = "accept"
     display_phone_number: str = "15550783881"
@@ -59,9 +67,14 @@ class Coexistence:
     tasks: set[asyncio.Task] = field(default_factory=set)
 
 
-def add_coexistence(app: web.Application, state: Any) -> None:
+COEX = web.AppKey("coexistence", Coexistence)
+
+
+def add_coexistence(app: web.Application, graph: Any,
+                    authorised: Callable[[web.Request], bool],
+                    serve: Callable[[str, str, bytes, str], None]) -> None:
     """Routes and state of the coexistence part on the Graph stand-in `app`."""
-    state.coexistence = Coexistence()
+    app[COEX] = Coexistence(graph, authorised, serve)
     app.add_routes([
         web.post("/{version:v[0-9]+\\.[0-9]+}/{phone_id}/smb_app_data", smb_app_data),
         web.post("/_sim/webhook", set_webhook),
@@ -72,10 +85,8 @@ def add_coexistence(app: web.Application, state: Any) -> None:
 
 
 def _state(request: web.Request) -> tuple[Any, Coexistence]:
-    from plugins.whatsapp.graph_simulator import STATE
-
-    graph = request.app[STATE]
-    return graph, graph.coexistence
+    coex = request.app[COEX]
+    return coex.graph, coex
 
 
 def _error(status: int, message: str, code: int, kind: str = "OAuthException"
@@ -86,12 +97,10 @@ def _error(status: int, message: str, code: int, kind: str = "OAuthException"
 
 
 async def smb_app_data(request: web.Request) -> web.Response:
-    from plugins.whatsapp.graph_simulator import _authorised
-
     graph, coex = _state(request)
     if graph.outage:
         return _error(503, "Service temporarily unavailable", 2)
-    if not _authorised(request, graph):
+    if not coex.authorised(request):
         return _error(401, "Invalid OAuth access token - Cannot parse access token", 190)
     try:
         body = await request.json()
@@ -130,22 +139,9 @@ def _webhooks(graph: Any, coex: Coexistence, phone_id: str, sync_type: str
         return [script.declined_webhook(phone_id, display)]
     if coex.share_history == "pending":
         return []
-    _serve_history_media(graph, phone_id)
-    return script.history_webhooks(phone_id, display, tag=secrets.token_hex(3))
-
-
-def _serve_history_media(graph: Any, phone_id: str) -> None:
-    """The follow-ups' files, served like any other media of this number."""
-    import hashlib
-
-    from plugins.whatsapp.graph_simulator import StoredMedia
-
     for media_id, mime, data in (script.PHOTO, script.PRICE_LIST):
-        path = graph.directory / media_id
-        path.write_bytes(data)
-        graph.media[media_id] = StoredMedia(media_id, path, mime,
-                                            hashlib.sha256(data).hexdigest(), len(data),
-                                            phone_id)
+        coex.serve(media_id, mime, data, phone_id)  # the follow-ups' files
+    return script.history_webhooks(phone_id, display, tag=secrets.token_hex(3))
 
 
 async def _send_later(graph: Any, coex: Coexistence, phone_id: str, sync_type: str) -> None:
@@ -218,7 +214,5 @@ async def report(request: web.Request) -> web.Response:
 
 
 async def _cancel(app: web.Application) -> None:
-    from plugins.whatsapp.graph_simulator import STATE
-
-    for task in list(app[STATE].coexistence.tasks):
+    for task in list(app[COEX].tasks):
         task.cancel()

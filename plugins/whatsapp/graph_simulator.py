@@ -37,6 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
+from plugins.whatsapp.coexistence_sim import add_coexistence
+
 GONE_MESSAGE = ("Unsupported get request. Object with ID '{id}' does not exist, cannot be "
                 "loaded due to missing permissions, or does not support this operation. "
                 "Please read the Graph API documentation at "
@@ -67,7 +69,6 @@ class GraphState:
     downloads: int = 0
     refused: int = 0
     link_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
-    coexistence: Any = None  # plugins.whatsapp.coexistence_sim.Coexistence
 
     def sign(self, media_id: str, expires: int) -> str:
         return hmac.new(self.link_key, f"{media_id}:{expires}".encode(), "sha256").hexdigest()
@@ -80,10 +81,10 @@ def create_graph_app(token: str, directory: str | Path | None = None) -> web.App
     """The Graph stand-in; media files live in `directory` (default: a new temp dir)."""
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="graph-sim-"))
     app = web.Application(client_max_size=1024 ** 3)
-    app[STATE] = GraphState(token=token, directory=folder)
-    from plugins.whatsapp.coexistence_sim import add_coexistence
-
-    add_coexistence(app, app[STATE])
+    state = app[STATE] = GraphState(token=token, directory=folder)
+    add_coexistence(app, state, lambda request: _authorised(request, state),
+                    lambda media_id, mime, data, phone_id: serve_bytes(
+                        state, media_id, mime, data, phone_id))
     app.add_routes([
         web.post("/_sim/media", add_media),
         web.delete("/_sim/media/{id}", delete_media),
@@ -160,6 +161,15 @@ async def download(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(0.1)
     await response.write_eof()
     return response
+
+
+def serve_bytes(state: GraphState, media_id: str, mime: str, data: bytes,
+                phone_number_id: str | None = None) -> None:
+    """Serve `data` as media `media_id` (written to the stand-in's directory)."""
+    path = state.directory / media_id
+    path.write_bytes(data)
+    state.media[media_id] = StoredMedia(media_id, path, mime, hashlib.sha256(data).hexdigest(),
+                                        len(data), phone_number_id)
 
 
 async def add_media(request: web.Request) -> web.Response:
