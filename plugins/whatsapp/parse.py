@@ -61,6 +61,7 @@ class Parsed:
     ignored_fields: Tally = field(default_factory=Tally)
     skipped_numbers: int = 0
     history: list[HistoryChunk] = field(default_factory=list)
+    contact_syncs: list[str] = field(default_factory=list)  # accounts whose book arrived
 
     def add(self, message: Message | None) -> None:
         """Keep a message; None stands for an item that was not an object."""
@@ -314,6 +315,7 @@ def _standby_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
 
 def _state_sync_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
     """Address-book names; `add` also covers edits, `remove` carries no name."""
+    parsed.contact_syncs.append(ctx.account)
     for item in items(value.get("state_sync")):
         if not isinstance(item, dict):
             parsed.ignored_fields["malformed"] += 1

@@ -81,16 +81,16 @@ class WhatsAppSource:
             self.metrics.webhook(self.name, "unavailable")
             raise web.HTTPServiceUnavailable(
                 text="could not store the webhook; retry later") from None
-        if parsed.history or any(m.history for m in parsed.messages):
+        if parsed.history or parsed.contact_syncs or any(m.history for m in parsed.messages):
             await self._note_history(parsed, stored, ingest)
         self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
 
     async def _note_history(self, parsed: Parsed, stored: int, ingest: Ingest) -> None:
         """How far each number's coexistence history got (phase, chunk, progress, new
-        messages), kept in the buffer for `bridge whatsapp coexistence --status` and
-        /status. After the messages' commit: a failure here answers 503, Meta retries,
-        the messages dedupe and the chunk is noted then."""
+        messages) and whether its contacts arrived, kept in the buffer for `bridge
+        whatsapp coexistence --status` and /status. After the messages' commit: a failure
+        here answers 503, Meta retries, the messages dedupe and the chunk is noted then."""
         if not isinstance(ingest, SourceSyncs):
             return
         notes = [(c.account, SyncNote(
@@ -104,6 +104,9 @@ class WhatsAppSource:
                 if n == 0 and all(m.history for m in parsed.messages):
                     note = replace(note, messages=stored)
                 await ingest.note_source_sync(self.name, account, "history", note)
+            for account in dict.fromkeys(parsed.contact_syncs):  # the address book came
+                await ingest.note_source_sync(self.name, account, "contacts",
+                                              SyncNote(state="done"))
         except Exception:
             logger.exception("could not note the history sync's progress; answering 503 so "
                              "that Meta retries")

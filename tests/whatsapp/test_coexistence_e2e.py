@@ -107,7 +107,9 @@ def test_history_is_requested_followed_and_lands_with_its_media(tmp_path, graph,
         status = coexistence(tmp_path, "--status")
         assert status.returncode == 0, status.stderr
         assert f"{p.PHONE_ID} history: done, 100 %, phase 2 of 0-2, 3 chunks" in status.stdout
-        assert bridge.status()["source_syncs"][0]["state"] in ("requested", "done")
+        syncs = {s["kind"]: s for s in bridge.status()["source_syncs"]}  # /status
+        assert (syncs["history"]["state"], syncs["history"]["progress"]) == ("done", 100)
+        assert syncs["contacts"]["state"] == "done"  # the rep's address book arrived
 
         eventually(lambda: all(s in ("fetched", "dead") for s in media_states(tmp_path)))
         bridge.sync_now()

@@ -129,3 +129,8 @@ def test_username_thread_without_ids_is_filed_under_the_username_never_an_empty_
     change["value"]["contacts"] = [{"profile": {"username": "@priya"}}]
     parsed = parse_payload(p.envelope(change))
     assert [m.conversation for m in parsed.messages] == ["@priya", "@priya"]
+
+
+def test_a_contacts_sync_names_its_number():
+    parsed = parse_payload(p.envelope(p.state_sync_change([p.state_contact(p.CUSTOMER, "P")])))
+    assert parsed.contact_syncs == [p.PHONE_ID]
