@@ -143,7 +143,7 @@ def coexistence(phone_id: str | None, status_only: bool, wait: float,
 async def _coexistence(config: Any, section: Any, phone_id: str | None, status_only: bool,
                        wait: float) -> None:
     import plugins.whatsapp.coexistence as coex
-    from bridge import Buffer
+    from bridge import Buffer, candidates
 
     buffer = await Buffer.open(config.buffer.target, config.buffer.synchronous)
     try:
@@ -162,6 +162,9 @@ async def _coexistence(config: Any, section: Any, phone_id: str | None, status_o
         else:
             for line in coex.EXPLAIN:
                 click.echo(line)
+            if not await coex.bridge_answers(candidates(config)):
+                click.echo("note: no bridge answers for this config yet; start it (`bridge run`)"
+                           " to store the history as it comes (Meta retries for 7 days)")
             asked = frozenset(s["kind"] for s in known if s["state"] != "failed")
             await _request(buffer, section, phone_id, coex, asked)
         await _follow(buffer, phone_id, wait, coex)

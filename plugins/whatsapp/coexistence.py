@@ -130,6 +130,18 @@ def _refusal_line(phone_id: str, refused: Sequence[tuple[str, str]]) -> str:
             f"{'; '.join(reasons)} ({advice})")
 
 
+async def bridge_answers(bases: Sequence[str]) -> bool:
+    """Whether a bridge answers /healthz at one of `bases` (to receive the history)."""
+    async with httpx.AsyncClient(timeout=3) as client:
+        for base in bases:
+            try:
+                await client.get(f"{base}/healthz")
+                return True
+            except httpx.HTTPError:
+                continue
+    return False
+
+
 # -- progress ------------------------------------------------------------------------------
 
 def describe(sync: dict[str, Any]) -> str:

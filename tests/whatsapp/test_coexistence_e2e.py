@@ -229,3 +229,15 @@ def test_a_number_the_bridge_would_drop_is_refused_before_asking(tmp_path, graph
     (line,) = done.stderr.strip().splitlines()
     assert "plugins.whatsapp.phone_number_ids does not list" in line
     assert httpx.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"] == []
+
+
+def test_without_a_running_bridge_the_command_says_to_start_one(tmp_path, graph):
+    sim(graph, "coexistence", share_history="pending")
+    config = {"server": {"port": free_port()}, "buffer": {"path": str(tmp_path / "b.db")},
+              "plugins": {"whatsapp": {"verify_token": VERIFY, "app_secret": SECRET,
+                                       "access_token": GRAPH_TOKEN, "graph_url": graph.url}}}
+    (tmp_path / "config.yaml").write_text(json.dumps(config))
+    done = coexistence(tmp_path, "--phone-number-id", p.PHONE_ID, wait="1")
+    assert done.returncode == 0, done.stderr
+    assert "no bridge answers for this config yet" in done.stdout
+    assert "Not complete yet" in done.stdout  # the rep has not answered: nothing came
