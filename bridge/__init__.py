@@ -30,6 +30,7 @@ from bridge.metrics import Metrics
 from bridge.model import (
     GROUP_PREFIX,
     STATUS_KINDS,
+    UPGRADE_SUFFIX,
     Conversation,
     Direction,
     Identity,
@@ -45,6 +46,7 @@ from bridge.retry import backoff_delay
 # name -> module: loaded when first asked for (PEP 562)
 _LAZY = {
     "Buffer": "bridge.buffer", "MediaJob": "bridge.buffer", "SharedBuffer": "bridge.buffer",
+    "SourceSyncs": "bridge.buffer", "SyncNote": "bridge.buffer",
     "Fetched": "bridge.media", "FileOut": "bridge.media", "MediaGone": "bridge.media",
     "MediaRetry": "bridge.media",
     "CONFIG_OPTION": "bridge.cli", "friendly": "bridge.cli", "load": "bridge.cli",
@@ -62,7 +64,8 @@ __all__ = [
     "get_plugin_manager", "GROUP_PREFIX", "hookimpl", "Identity", "Ingest", "is_group",
     "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry", "Message",
     "Metrics", "Outcome", "query_text", "quote", "render_line", "SharedBuffer", "Sink",
-    "SinkSettings", "Source", "STATUS_KINDS", "StatusUpdate", "TargetFailure",
+    "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS", "StatusUpdate", "SyncNote",
+    "TargetFailure", "UPGRADE_SUFFIX",
     "WAITING_FOR_FILE", "zone",
 ]
 

@@ -8,12 +8,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import suppress
+from typing import Any
 
 import pluggy
 from aiohttp import web
 
 from bridge import address, params
-from bridge.buffer import Buffer, SharedBuffer
+from bridge.buffer import Buffer, SharedBuffer, SyncNote
 from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
@@ -55,6 +56,18 @@ class AppIngest:
                 if runner is not None:
                     runner.wake()
         return stored
+
+    async def note_source_sync(self, source: str, account: str, kind: str, what: SyncNote,
+                               now: float | None = None) -> dict[str, Any]:
+        """The buffer's SourceSyncs, for a source that tracks a provider's one-off sync."""
+        if self._bridge.buffer is None:
+            raise BufferClosed("the buffer is not open yet")
+        return await self._bridge.buffer.note_source_sync(source, account, kind, what, now)
+
+    async def source_syncs(self, source: str | None = None) -> list[dict[str, Any]]:
+        if self._bridge.buffer is None:
+            raise BufferClosed("the buffer is not open yet")
+        return await self._bridge.buffer.source_syncs(source)
 
 
 def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Application:

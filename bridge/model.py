@@ -152,6 +152,11 @@ class Identity:
 
 
 GROUP_PREFIX = "group:"  # conversation keys of group chats: "group:<provider group id>"
+# A message that completes an earlier one (a history sync's media sent after its
+# placeholder under the same id) is stored as "<earlier id>" + UPGRADE_SUFFIX, with
+# extra["upgrades"] = the earlier id: kept once, and the earlier one, if no sink has taken
+# it yet, is settled as skipped, so that transcripts show the file once, not a placeholder.
+UPGRADE_SUFFIX = "#media"
 
 
 def is_group(key: str) -> bool:

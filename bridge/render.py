@@ -2,7 +2,7 @@
 
 Provider-neutral: it reads only Message fields and the `extra` keys sources agree on
 (location, contacts, interactive, button, reaction, order, system, edit,
-unsupported_type, forwarded, frequently_forwarded, referral, failed, target). Odd
+unsupported_type, hint, forwarded, frequently_forwarded, referral, failed, target). Odd
 `extra` contents never raise; they render as less detail.
 
 A line is safe to put in a transcript: every field (names, captions, file names, titles,
@@ -421,8 +421,12 @@ def _placeholder(message: Message) -> str:
 
 
 def _unsupported(message: Message) -> str:
+    """Names the type when known; a source's `hint` (where the text can be read, e.g. a
+    coexistence number's first contact that only the Business app holds) follows."""
     kind = _s(_extra(message).get("unsupported_type"))
-    return "⚠️ Unsupported message" + (f" ({kind})" if kind else "")
+    hint = clean(_extra(message).get("hint"))
+    return "⚠️ Unsupported message" + (f" ({kind})" if kind else "") + (
+        f": {hint}" if hint else "")
 
 
 def _unknown(message: Message) -> str:

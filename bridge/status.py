@@ -47,6 +47,7 @@ async def status_report(bridge: Any, search: str | None = None,
             conversation["record_url"] = record_link(sink, conversation["record_id"])
     report["health"] = overall(report["sinks"], running=True)
     report["sources"] = [source.name for source in bridge.sources]
+    report["source_syncs"] = await bridge.buffer.source_syncs()  # e.g. coexistence history
     report["started_at"] = bridge.started_at
     return report
 

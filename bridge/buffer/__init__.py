@@ -15,13 +15,16 @@ from bridge.buffer.port import (
     Deliveries,
     MediaJobs,
     SharedBuffer,
+    SourceSyncs,
     StatusReads,
 )
 from bridge.buffer.postgres import PostgresBuffer
 from bridge.buffer.sqlite import SQLiteBuffer
 from bridge.buffer.store import Buffer
+from bridge.buffer.syncs import SyncNote
 
 Storage = Buffer  # every buffer: Appends, Deliveries, MediaJobs and StatusReads
 
 __all__ = ["Appends", "Buffer", "Claim", "Deliveries", "MediaJob", "MediaJobs", "Policy",
-           "PostgresBuffer", "SQLiteBuffer", "SharedBuffer", "StatusReads", "Storage"]
+           "PostgresBuffer", "SQLiteBuffer", "SharedBuffer", "SourceSyncs", "StatusReads",
+           "Storage", "SyncNote"]

@@ -20,7 +20,15 @@ from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.compiler import P, Query, greatest, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import conversations, deliveries, messages, sink_state, statuses
-from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
+from bridge.model import (
+    STATUS_FAILED,
+    STATUS_RANK,
+    UPGRADE_SUFFIX,
+    Identity,
+    Message,
+    StatusUpdate,
+    is_group,
+)
 
 ROWS_PER_INSERT = 500  # messages per INSERT statement (7 parameters each; SQLite takes 32,766)
 _MESSAGE_COLUMNS = ("source", "provider_id", "conversation", "sent_at", "stored_at", "body",
@@ -50,6 +58,20 @@ NEW_DELIVERIES = Query(_new_deliveries(), "deliveries of new messages")
 HISTORY_AS_BACKFILL = Query(
     sa.update(deliveries).values(backfill=1).where(deliveries.c.message_id.in_(values_of("ids"))),
     "history deliveries as backfill")
+_upgraded, _upgrade = messages.alias("upgraded"), messages.alias("upgrade")
+# placeholders (of `source`, ids `ids`) whose upgrade is stored: their deliveries no sink has
+# batched yet are settled, the upgrade carrying what they stood for (model.UPGRADE_SUFFIX)
+FOLD_UPGRADED = Query(sa.update(deliveries).values(
+    state="skipped", reason=P("reason"), done_at=P("now")).where(
+    deliveries.c.state == "pending", deliveries.c.batch_id.is_(None),
+    deliveries.c.message_id.in_(sa.select(_upgraded.c.id).where(
+        _upgraded.c.source == P("source"),
+        _upgraded.c.provider_id.in_(values_of("ids", "text")),
+        sa.exists().where(_upgrade.c.source == _upgraded.c.source,
+                          _upgrade.c.provider_id == _upgraded.c.provider_id
+                          + sa.literal(UPGRADE_SUFFIX))))),
+    "fold upgraded placeholders")
+FOLDED = "its media arrived later and is delivered in its place"
 
 
 def _upsert_status(insert: Any) -> Any:
@@ -145,6 +167,7 @@ async def append_group(db: Connector, items: list[Append],
         history = [new[(m.source, m.provider_id)] for m in fresh if m.history]
         if history:
             await db.run(HISTORY_AS_BACKFILL, ids=history)
+            await _fold_upgraded(db, [m for m in fresh if m.history], items[-1].now)
         if media_sources:
             await media.queue_jobs(db, fresh, new, media_sources, time.time())
     status_rows = [row for item in items for row in item.statuses]
@@ -154,6 +177,20 @@ async def append_group(db: Connector, items: list[Append],
     await _upsert_conversations(db, fresh, items, people)
     await identity.describe(db, described)
     return counts
+
+
+async def _fold_upgraded(db: Connector, history: list[Message], now: float) -> None:
+    """A history media follow-up replaces its placeholder for every sink that has not
+    taken the placeholder yet, whichever of the two was stored first."""
+    ids: dict[str, set[str]] = defaultdict(set)
+    for message in history:
+        target = message.extra.get("upgrades")
+        if isinstance(target, str):
+            ids[message.source].add(target)
+        elif message.kind == "media_placeholder":
+            ids[message.source].add(message.provider_id)
+    for source, wanted in ids.items():
+        await db.run(FOLD_UPGRADED, source=source, ids=sorted(wanted), reason=FOLDED, now=now)
 
 
 async def _insert_messages(db: Connector, rows: list[tuple[Any, ...]]

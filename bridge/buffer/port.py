@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
 from bridge.buffer.media import MediaJob
+from bridge.buffer.syncs import SyncNote
 from bridge.contracts import Outcome
 from bridge.model import Identity, Message, StatusUpdate
 
@@ -31,6 +32,17 @@ class Appends(Protocol):
                      identities: Iterable[Identity] = ()) -> int: ...
 
     async def heartbeat(self) -> None: ...
+
+
+@runtime_checkable
+class SourceSyncs(Protocol):
+    """A source's one-off provider syncs (WhatsApp coexistence history and contacts): noted
+    as they are requested and as their chunks arrive, read by the CLI and /status."""
+
+    async def note_source_sync(self, source: str, account: str, kind: str, what: SyncNote,
+                               now: float | None = None) -> dict[str, Any]: ...
+
+    async def source_syncs(self, source: str | None = None) -> list[dict[str, Any]]: ...
 
 
 @runtime_checkable

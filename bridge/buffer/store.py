@@ -22,6 +22,7 @@ import bridge.buffer.delivery as delivery
 import bridge.buffer.media as media
 import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
+import bridge.buffer.syncs as syncs
 from bridge.buffer.compiler import P, Query
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
@@ -188,6 +189,18 @@ class Buffer:
         """Note a drain run: when it ran, when the next is due, and its error if any."""
         await self.write(lambda db: db.run(RECORD_SYNC, at=at, next_at=next_at, error=error,
                                            failed=int(error is not None), sink=sink))
+
+    async def note_source_sync(self, source: str, account: str, kind: str,
+                               what: syncs.SyncNote, now: float | None = None
+                               ) -> dict[str, Any]:
+        """Record what happened to a one-off provider sync (requested, a chunk arrived,
+        declined ...); the sync as it stands after it (bridge.buffer.syncs)."""
+        at = time.time() if now is None else now
+        return await self.write(lambda db: syncs.note(db, source, account, kind, what, at))
+
+    async def source_syncs(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Every one-off provider sync (of `source`, when given) and how far it got."""
+        return await self.read(lambda db: syncs.all_syncs(db, source))
 
     async def prune(self, older_than: float, chunk: int = 5000) -> int:
         """Delete settled messages stored before `older_than`; undelivered ones stay.

@@ -364,3 +364,23 @@ buffer_imports = _table(
     sa.Column("source", TEXT, primary_key=True),
     sa.Column("started_at", REAL, nullable=False),
     sa.Column("finished_at", REAL))
+
+# A one-off sync a source asked its provider for, per business account and kind (WhatsApp
+# coexistence: `history` and `contacts`, requested once within 24 hours of onboarding).
+# state: requested -> arriving -> done, or declined / failed (detail says why). progress:
+# the provider's 0-100; phase: the latest phase seen; chunks: JSON array of "phase:order"
+# seen (chunks arrive out of order and may be retried); messages: new messages they held.
+source_syncs = _table(
+    "source_syncs",
+    sa.Column("source", TEXT, primary_key=True),
+    sa.Column("account", TEXT, primary_key=True),
+    sa.Column("kind", TEXT, primary_key=True),
+    sa.Column("state", TEXT, nullable=False),
+    sa.Column("requested_at", REAL),
+    sa.Column("request_id", Escaped),
+    sa.Column("progress", INT),
+    sa.Column("phase", INT),
+    sa.Column("chunks", TEXT, nullable=False, server_default="[]"),
+    sa.Column("messages", INT, nullable=False, server_default=sa.text("0")),
+    sa.Column("detail", Escaped),
+    sa.Column("updated_at", REAL, nullable=False))

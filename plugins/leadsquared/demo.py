@@ -58,6 +58,7 @@ def _photo() -> bytes:
 
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[]"
        b"/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+HISTORY_MESSAGES = 11  # the stand-in's rep history (whatsapp.history_script): 9, 2 media follow-ups
 # The files the Graph stand-in serves, by script line: (media id, MIME type, bytes).
 FILES: dict[str, tuple[str, str, bytes]] = {
     "image": ("media-demo-photo", "image/png", _photo()),
@@ -161,6 +162,7 @@ class Demo:
         self._runner: Any = None
         self._graph: Any = None
         self.graph_url = ""
+        self.graph_token = ""
 
     async def start(self) -> Any:
         """Simulator with demo leads, then the bridge on its config; returns the config."""
@@ -173,7 +175,7 @@ class Demo:
         add_demo_data(self.sim)
         await self.sim.start("127.0.0.1", 0)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        graph_token = secrets.token_urlsafe(16)
+        graph_token = self.graph_token = secrets.token_urlsafe(16)
         await self._start_graph(graph_token)
         path = write_config(self.workdir, self.port, self.sim.base_url, self.token,
                             self.interval, self.graph_url, graph_token)
@@ -256,11 +258,13 @@ async def run_demo(port: int, token: str | None, interval: str, workdir: Path | 
         base = f"http://127.0.0.1:{port}"
         section = config.plugin("whatsapp")
         say(f"LeadSquared simulator: {demo.sim.base_url} (3 demo leads, 2 opportunities)")
-        say(f"Graph API stand-in: {demo.graph_url} (serves Asha's photo and Ravi's quote)")
+        say(f"Graph API stand-in: {demo.graph_url} (serves Asha's photo and Ravi's quote, "
+            "and a rep's phone history)")
         say(f"Bridge: {base} · config {demo.config_path}")
         say(f"Status page: {base}/  (admin token: {demo.token})")
         say("Sending a morning of WhatsApp chats as signed webhooks:")
         await send_stream(base + section.path, section.secrets[0], say)
+        await show_coexistence(demo, base + section.path, section.secrets[0], say)
         await _report_when_synced(demo, stop, say)
         say("Running until Ctrl-C.")
         await stop.wait()
@@ -269,6 +273,46 @@ async def run_demo(port: int, token: str | None, interval: str, workdir: Path | 
         await demo.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def show_coexistence(demo: Demo, webhook_url: str, app_secret: str,
+                           say: Callable[[str], None], wait: float = 30.0) -> None:
+    """A rep's number joins with coexistence: the demo asks the Graph stand-in for its
+    contacts and chat history (as `bridge whatsapp coexistence` does), the stand-in posts
+    the history webhooks to the bridge, and each step of their progress is shown."""
+    from bridge import BRIDGE, SyncNote
+
+    say("A rep's phone joins (coexistence): asking WhatsApp for its contacts and chat "
+        "history (`bridge whatsapp coexistence --phone-number-id " + PHONE_ID + "`)...")
+    buffer = demo._runner.app[BRIDGE].buffer
+    async with httpx.AsyncClient(timeout=10) as client:
+        await client.post(f"{demo.graph_url}/_sim/webhook",
+                          json={"url": webhook_url, "app_secret": app_secret})
+        for kind, sync_type in (("contacts", "smb_app_state_sync"), ("history", "history")):
+            response = await client.post(
+                f"{demo.graph_url}/v25.0/{PHONE_ID}/smb_app_data",
+                json={"messaging_product": "whatsapp", "sync_type": sync_type},
+                headers={"Authorization": f"Bearer {demo.graph_token}"})
+            if response.status_code != 200:
+                say(f"  the {kind} request was refused: {response.text}")
+                return
+            await buffer.note_source_sync("whatsapp", PHONE_ID, kind, SyncNote(
+                state="requested", requested_at=time.time(),
+                request_id=response.json().get("request_id")))
+    say("  the rep accepted sharing on the phone; history arriving:")
+    deadline, seen = time.monotonic() + wait, ""
+    while time.monotonic() < deadline:
+        history = next((s for s in await buffer.source_syncs("whatsapp")
+                        if s["kind"] == "history"), None)
+        line = (f"  history: {history['state']}, {history['progress'] or 0} %, "
+                f"{history['chunks']} chunks, {history['messages']} new messages"
+                if history else "")
+        if line and line != seen:
+            say(line)
+            seen = line
+        if history and history["state"] == "done" and history["messages"] >= HISTORY_MESSAGES:
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _report_when_synced(demo: Demo, stop: asyncio.Event,
@@ -285,7 +329,8 @@ async def _report_when_synced(demo: Demo, stop: asyncio.Event,
     say(f"Activities landed in the simulator: {len(lines)}")
     for line in lines:
         say(line)
-    say("The unknown number (+14155550100) is held as 'no lead': see the status page.")
+    say("The unknown number (+14155550100) is held as 'no lead', and so are the rep's "
+        "history chats with people who have no lead yet: see the status page.")
 
 
 async def _until(check: Callable[[], bool], stop: asyncio.Event) -> None:

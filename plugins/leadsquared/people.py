@@ -43,7 +43,8 @@ def display_name(conversation: Conversation, messages: Sequence[Message] = ()) -
         (m.contact_name for m in messages if m.contact_name), None)
     if name:
         return name
-    return f"@{conversation.username}" if conversation.username else None
+    name = (conversation.username or "").lstrip("@")  # WhatsApp sends it with its `@`
+    return f"@{name}" if name else None
 
 
 def unreachable(config: LeadSquaredConfig, conversation: Conversation) -> str | None:

@@ -34,7 +34,8 @@ def sample_payload(phone_number_id: str, customer: str, text: str) -> dict:
 
 @click.group("whatsapp")
 def whatsapp() -> None:
-    """WhatsApp source: test your webhook setup, import exported chats."""
+    """WhatsApp source: test your webhook setup, import exported chats, start a rep's
+    coexistence history."""
 
 
 @whatsapp.command("graph-simulator")
@@ -108,6 +109,100 @@ def _origin(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+@whatsapp.command("coexistence")
+@click.option("--phone-number-id", "phone_id", default=None,
+              help="the business number onboarded with coexistence (its phone_number_id)")
+@click.option("--status", "status_only", is_flag=True,
+              help="only show how far each number's history and contacts sync got")
+@click.option("--wait", default=120.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="seconds to follow the history as it arrives (0: do not wait)")
+@CONFIG_OPTION
+@friendly
+def coexistence(phone_id: str | None, status_only: bool, wait: float,
+                config_path: str) -> None:
+    """Start a coexistence number's history and contacts sync (once, within 24 hours of
+    onboarding) and report the history as it arrives."""
+    config, _ = load(config_path)
+    section = config.plugin("whatsapp")
+    if section is None:
+        raise click.ClickException("plugins.whatsapp is not in the config (add it first)")
+    if not status_only and not phone_id:
+        raise click.ClickException("--phone-number-id is required (the number's id in WhatsApp"
+                                   " Manager › Phone numbers), or pass --status")
+    if not status_only and section.phone_number_ids and phone_id not in \
+            section.phone_number_ids:
+        raise click.ClickException(
+            f"plugins.whatsapp.phone_number_ids does not list {phone_id}: its history would "
+            "be acknowledged and dropped, and it can be asked for only once; add the number "
+            "there (and restart the bridge) first")
+    asyncio.run(_coexistence(config, section, phone_id, status_only, wait))
+
+
+async def _coexistence(config: Any, section: Any, phone_id: str | None, status_only: bool,
+                       wait: float) -> None:
+    import plugins.whatsapp.coexistence as coex
+    from bridge import Buffer, candidates
+
+    buffer = await Buffer.open(config.buffer.target, config.buffer.synchronous)
+    try:
+        known = await coex.syncs_of(buffer, phone_id)
+        if status_only:
+            for sync in known:
+                click.echo(coex.describe(sync))
+            if not known:
+                click.echo("no coexistence sync requested yet" + (
+                    f" for {phone_id}" if phone_id else "") + " (run `bridge whatsapp "
+                    "coexistence --phone-number-id ID`)")
+            return
+        history = next((s for s in known if s["kind"] == "history"), None)
+        if history is not None:
+            click.echo(f"The history of {phone_id} was already requested (it can be, once):")
+        else:
+            for line in coex.EXPLAIN:
+                click.echo(line)
+            if not await coex.bridge_answers(candidates(config)):
+                click.echo("note: no bridge answers for this config yet; start it (`bridge run`)"
+                           " to store the history as it comes (Meta retries for 7 days)")
+            asked = frozenset(s["kind"] for s in known if s["state"] != "failed")
+            await _request(buffer, section, phone_id, coex, asked)
+        await _follow(buffer, phone_id, wait, coex)
+    finally:
+        await buffer.close()
+
+
+async def _request(buffer: Any, section: Any, phone_id: str, coex: Any,
+                   asked: frozenset[str]) -> None:
+    try:
+        accepted = await coex.request_syncs(section, phone_id, skip=asked)
+    except coex.CoexistenceError as exc:
+        await coex.note_requested(buffer, phone_id, getattr(exc, "accepted", []))
+        raise click.ClickException(str(exc)) from None
+    await coex.note_requested(buffer, phone_id, accepted)
+    click.echo(f"Requested the {' and '.join(r.kind for r in accepted)} sync of {phone_id} "
+               f"({', '.join(f'{r.kind}: request {r.request_id}' for r in accepted)}). "
+               "Ask the rep to open the WhatsApp Business app and accept sharing the chat "
+               "history.")
+
+
+async def _follow(buffer: Any, phone_id: str, wait: float, coex: Any) -> None:
+    if wait <= 0:
+        click.echo("Follow it with `bridge whatsapp coexistence --status`.")
+        return
+    click.echo(f"Following the history for up to {wait:g} s (the bridge must be running "
+               "to receive it):")
+    last = await coex.follow(buffer, phone_id, wait, click.echo)
+    state = last["state"] if last else None
+    if state == "declined":
+        raise click.ClickException(f"the rep declined sharing the chat history of {phone_id}"
+                                   ": no past chats will arrive (new ones still do)")
+    if state == "done":
+        click.echo(f"History complete: {last['messages']} messages stored; they reach the "
+                   "CRM over the next syncs (`bridge status`).")
+    else:
+        click.echo("Not complete yet: the rep may not have accepted, or history is still "
+                   "coming; check with `bridge whatsapp coexistence --status`.")
 
 
 MAX_REPORTED = 100  # malformed lines listed one by one; the rest are counted

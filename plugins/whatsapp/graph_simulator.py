@@ -17,6 +17,10 @@ What it serves, and where each behaviour comes from:
 Faults (POST /_sim/faults): `outage` (every call 503), `url_ttl`, `expired_status`,
 `slow_bytes_per_s` (throttled downloads). Media are added with POST /_sim/media (raw body,
 streamed to disk; ?mime_type=&phone_number_id=) and deleted with DELETE /_sim/media/<id>.
+
+Coexistence (plugins.whatsapp.coexistence_sim; docs/graph-simulator.md has every source):
+`POST /<version>/<phone number id>/smb_app_data` starts the contacts or history sync and
+then posts the webhooks Meta would send, signed, to the bridge set with POST /_sim/webhook.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from plugins.whatsapp.coexistence_sim import add_coexistence
 
 GONE_MESSAGE = ("Unsupported get request. Object with ID '{id}' does not exist, cannot be "
                 "loaded due to missing permissions, or does not support this operation. "
@@ -75,7 +81,10 @@ def create_graph_app(token: str, directory: str | Path | None = None) -> web.App
     """The Graph stand-in; media files live in `directory` (default: a new temp dir)."""
     folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="graph-sim-"))
     app = web.Application(client_max_size=1024 ** 3)
-    app[STATE] = GraphState(token=token, directory=folder)
+    state = app[STATE] = GraphState(token=token, directory=folder)
+    add_coexistence(app, state, lambda request: _authorised(request, state),
+                    lambda media_id, mime, data, phone_id: serve_bytes(
+                        state, media_id, mime, data, phone_id))
     app.add_routes([
         web.post("/_sim/media", add_media),
         web.delete("/_sim/media/{id}", delete_media),
@@ -152,6 +161,15 @@ async def download(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(0.1)
     await response.write_eof()
     return response
+
+
+def serve_bytes(state: GraphState, media_id: str, mime: str, data: bytes,
+                phone_number_id: str | None = None) -> None:
+    """Serve `data` as media `media_id` (written to the stand-in's directory)."""
+    path = state.directory / media_id
+    path.write_bytes(data)
+    state.media[media_id] = StoredMedia(media_id, path, mime, hashlib.sha256(data).hexdigest(),
+                                        len(data), phone_number_id)
 
 
 async def add_media(request: web.Request) -> web.Response:

@@ -13,18 +13,20 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import phonenumbers
 
-from bridge import GROUP_PREFIX, Direction, Identity, Message, StatusUpdate
+from bridge import GROUP_PREFIX, UPGRADE_SUFFIX, Direction, Identity, Message, StatusUpdate
 from plugins.whatsapp.content import read_content, unsupported
 from plugins.whatsapp.readers import dicts, error_list, items, text_or_none
 
 OBJECT = "whatsapp_business_account"
 HISTORY_DECLINED = 2593109  # "History sync is turned off by the business"
+BUSINESS_APP_ONLY = 131060  # coexistence: the message exists only in the Business app [M-UNS]
+BUSINESS_APP_HINT = "open the WhatsApp Business app to read it"
 LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -58,6 +60,8 @@ class Parsed:
     identities: list[Identity] = field(default_factory=list)
     ignored_fields: Tally = field(default_factory=Tally)
     skipped_numbers: int = 0
+    history: list[HistoryChunk] = field(default_factory=list)
+    contact_syncs: list[str] = field(default_factory=list)  # accounts whose book arrived
 
     def add(self, message: Message | None) -> None:
         """Keep a message; None stands for an item that was not an object."""
@@ -65,6 +69,19 @@ class Parsed:
             self.ignored_fields["malformed"] += 1
         else:
             self.messages.append(message)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChunk:
+    """What one `history` chunk says of the sync's progress [M-HIST]: phase 0-2,
+    chunk_order, progress 0-100 (100: done); declined when the business turned sharing off
+    (error 2593109). account: the business number's phone_number_id."""
+
+    account: str
+    phase: int | None = None
+    chunk_order: int | None = None
+    progress: int | None = None
+    declined: bool = False
 
 
 class PayloadError(ValueError):
@@ -202,29 +219,103 @@ def _echoes_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
 
 
 def _history_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
-    """Backfilled chats; a top-level messages[] here is media of earlier placeholders."""
+    """Backfilled chats [M-HIST]. Inside a chunk's threads, `messages[]` go either way
+    (`from` says) and `message_echoes[]` are the business's; a top-level `messages[]` or
+    `message_echoes[]` is media of earlier placeholders (follow-ups, same message id)."""
+    _remember_contacts(ctx, parsed)
     for chunk in items(value.get("history")):
         if not isinstance(chunk, dict):
             parsed.add(None)
             continue
-        _count_errors(chunk.get("errors"), parsed)
+        declined = _count_errors(chunk.get("errors"), parsed)
+        parsed.history.append(_chunk_of(chunk, ctx, declined))
         for thread in items(chunk.get("threads")):
             if not isinstance(thread, dict):
                 parsed.add(None)
                 continue
+            key = _thread_key(thread, ctx)
             for obj in items(thread.get("messages")):
-                parsed.add(_historical(obj, ctx, thread.get("id")))
-    # Doubt: M-HIST does not say whether a media follow-up reuses its placeholder's id; if
-    # it does, a buffer that dedupes on provider_id keeps the placeholder and drops the media.
-    for obj in items(value.get("messages")):
-        parsed.add(_historical(obj, ctx, None))
+                parsed.add(_historical(obj, ctx, key))
+            for obj in items(thread.get("message_echoes")):
+                parsed.add(_historical(obj, ctx, key, echo=True))
+    for name, echo in (("messages", False), ("message_echoes", True)):
+        for obj in items(value.get(name)):
+            parsed.add(_follow_up(_historical(obj, ctx, None, echo=echo)))
     # Doubt: M-HIST shows the "declined" chunk as a bare value; value-level errors are
     # classified the same way in case Meta sends them there.
-    _count_errors(value.get("errors"), parsed)
+    if _count_errors(value.get("errors"), parsed):
+        parsed.history.append(HistoryChunk(ctx.account, declined=True))
+
+
+def _chunk_of(chunk: dict[str, Any], ctx: _Change, declined: bool) -> HistoryChunk:
+    """phase, chunk_order and progress of a chunk's metadata, where they are integers."""
+    meta = chunk.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return HistoryChunk(ctx.account, _small_int(meta.get("phase")),
+                        _small_int(meta.get("chunk_order")), _small_int(meta.get("progress")),
+                        declined)
+
+
+def _small_int(value: object) -> int | None:
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
+        value = int(value.strip())
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and 0 <= value < 10 ** 9 else None
+
+
+def _thread_key(thread: dict[str, Any], ctx: _Change) -> str | None:
+    """The customer a history thread is with: its id (their number); for a username
+    thread (`id: ""`), the business-scoped id its messages name, so that both sides of it
+    are filed under that person and never under an empty key."""
+    raw = text_or_none(thread.get("id"))
+    if raw:
+        return normalise_number(raw, ctx.region) or raw
+    for obj in dicts(thread.get("messages")) + dicts(thread.get("message_echoes")):
+        outgoing = _is_business(obj, ctx) or "to" in obj or "to_user_id" in obj
+        for key in (("to_user_id", "to") if outgoing else ("from_user_id", "from")):
+            value = text_or_none(obj.get(key))
+            found = (normalise_number(value, ctx.region) or value) if key in ("to", "from") \
+                else value
+            if found and found != ctx.business:
+                return found
+    user_id = text_or_none(thread.get("user_id"))
+    if user_id:
+        return user_id
+    if len(ctx.contacts) == 1:  # the user's only trace: their contacts[] entry
+        contact = ctx.contacts[0]
+        return contact.key or contact.username
+    return username(thread.get("username"))
+
+
+def _follow_up(message: Message | None) -> Message | None:
+    """A history media follow-up reuses its placeholder's id (reference §14): stored under
+    `<id>#media`, naming the placeholder in extra["upgrades"], so that it is kept once, is
+    never dropped as the placeholder's duplicate, and a transcript can show it in its place."""
+    if message is None or message.kind == "media_placeholder":
+        return message
+    original = message.provider_id
+    return replace(message, provider_id=original + UPGRADE_SUFFIX,
+                   extra={**message.extra, "upgrades": original})
+
+
+def _standby_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
+    """Chats Meta's Business Agent handles [SBY]: the customer's messages, the agent's
+    replies (message_echoes) and statuses, as under `messages` and `smb_message_echoes`;
+    each message is marked extra["standby"]."""
+    first = len(parsed.messages)
+    _messages_field(value, ctx, parsed)
+    for obj in items(value.get("message_echoes")):
+        message = _echo(obj, ctx)
+        parsed.add(message)
+        if message is not None:
+            _learn(parsed, _sender(obj, ctx, "to", "to_user_id", "to_parent_user_id"))
+    for message in parsed.messages[first:]:
+        message.extra["standby"] = True
 
 
 def _state_sync_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
     """Address-book names; `add` also covers edits, `remove` carries no name."""
+    parsed.contact_syncs.append(ctx.account)
     for item in items(value.get("state_sync")):
         if not isinstance(item, dict):
             parsed.ignored_fields["malformed"] += 1
@@ -246,15 +337,20 @@ _FIELDS: dict[str, Callable[[dict[str, Any], _Change, Parsed], None]] = {
     "smb_message_echoes": _echoes_field,
     "history": _history_field,
     "smb_app_state_sync": _state_sync_field,
+    "standby": _standby_field,
 }
 
 
-def _count_errors(errors: object, parsed: Parsed) -> None:
-    """Error objects are acknowledged, never stored; a declined history sync is told apart."""
+def _count_errors(errors: object, parsed: Parsed) -> bool:
+    """Error objects are acknowledged, never stored; a declined history sync is told apart
+    (True when one was among them)."""
+    seen = False
     for error in items(errors):
         code = error.get("code") if isinstance(error, dict) else None
         declined = code in (HISTORY_DECLINED, str(HISTORY_DECLINED))
+        seen = seen or declined
         parsed.ignored_fields["history_declined" if declined else "errors"] += 1
+    return seen
 
 
 # -- contacts and numbers ------------------------------------------------------------------
@@ -276,11 +372,23 @@ def _normalised(raw: str, default_region: str | None) -> str | None:
     if not _WRITTEN_NUMBER.fullmatch(text):
         return None
     if _DIGITS.fullmatch(text) and not text.startswith("0"):
-        found = _e164("+" + text, None)
+        found = _e164("+" + text, None) or _mexican(text)
+        if found:
+            return found
+    if text.startswith("+") and _DIGITS.fullmatch(text[1:]):
+        found = _mexican(text[1:])
         if found:
             return found
     region = default_region.upper() if default_region and not text.startswith("+") else None
     return _e164(text, region)
+
+
+def _mexican(digits: str) -> str | None:
+    """WhatsApp ids of Mexican mobiles keep the mobile `1` Mexico dropped in 2019
+    (`521` + 10 digits, reference §14): the number is +52 and the 10 digits."""
+    if len(digits) == 13 and digits.startswith("521"):
+        return _e164("+52" + digits[3:], None)
+    return None
 
 
 def _e164(text: str, region: str | None) -> str | None:
@@ -306,7 +414,18 @@ def _contact(obj: dict[str, Any], region: str | None) -> _Contact:
     number = normalise_number(obj.get("wa_id"), region)
     return _Contact(number, text_or_none(obj.get("user_id")), text_or_none(profile.get("name")),
                     text_or_none(obj.get("parent_user_id")),
-                    text_or_none(profile.get("username")))
+                    username(profile.get("username")))
+
+
+def username(value: object) -> str | None:
+    """A WhatsApp username as `@name`, one `@` whether or not Meta sent it (it does:
+    reference §14), so that it renders once."""
+    if not isinstance(value, str):
+        return None
+    if value[:1] == "@" and value[1:2].isalnum() and not value[-1].isspace():
+        return value  # as Meta sends it (every webhook with a username passes here)
+    name = value.strip().lstrip("@").strip()
+    return "@" + name if name else None
 
 
 def _match(contacts: tuple[_Contact, ...], number: str | None,
@@ -377,9 +496,24 @@ def _change_of(obj: dict[str, Any], ctx: _Change) -> Identity | None:
         user_id = text_or_none(system.get("user_id")) or from_user
         keys = tuple(k for k in (sender, *previous) if k and k not in (new, user_id))
         return Identity(new or sender, user_id, previous=keys) if new or sender else None
-    user_id = from_user or text_or_none(system.get("user_id"))
-    keys = tuple(k for k in previous if k and k != user_id)
-    return Identity(sender, user_id, previous=keys)
+    old, new = user_id_change(system, from_user)
+    keys = tuple(k for k in (old, previous[1]) if k and k != new)
+    return Identity(sender, new, previous=keys) if sender or new else None
+
+
+def user_id_change(system: dict[str, Any], from_user: str | None
+                   ) -> tuple[str | None, str | None]:
+    """(old, new) business-scoped ids of a user_changed_user_id message [M-SYS, §14]: the new
+    id is system.user_id, the old system.previous_user_id. from_user_id is not documented
+    for it and is seen holding either; it fills in whichever of the two is missing."""
+    old = text_or_none(system.get("previous_user_id"))
+    new = text_or_none(system.get("user_id"))
+    if from_user and from_user not in (old, new):
+        if new is None:
+            new = from_user
+        elif old is None:
+            old = from_user
+    return old, new
 
 
 def _status_person(obj: dict[str, Any], ctx: _Change) -> Identity | None:
@@ -411,11 +545,17 @@ def _echo(obj: object, ctx: _Change) -> Message | None:
     return _message(obj, ctx, Direction.OUT, obj.get("to"), text_or_none(obj.get("to_user_id")))
 
 
-def _historical(obj: object, ctx: _Change, thread: object) -> Message | None:
-    """History item: outgoing when `from` is the business number, else incoming."""
+def _is_business(obj: dict[str, Any], ctx: _Change) -> bool:
+    return bool(ctx.business) and normalise_number(obj.get("from"), ctx.region) == ctx.business
+
+
+def _historical(obj: object, ctx: _Change, thread: str | None, *,
+                echo: bool = False) -> Message | None:
+    """History item: outgoing when it is an echo or `from` is the business number, else
+    incoming; `thread` (the thread's customer) files it when given."""
     if not isinstance(obj, dict):
         return None
-    if ctx.business and normalise_number(obj.get("from"), ctx.region) == ctx.business:
+    if echo or _is_business(obj, ctx):
         return _message(obj, ctx, Direction.OUT, obj.get("to"), text_or_none(obj.get("to_user_id")),
                         history=True, thread=thread)
     return _message(obj, ctx, Direction.IN, obj.get("from"), text_or_none(obj.get("from_user_id")),
@@ -423,13 +563,11 @@ def _historical(obj: object, ctx: _Change, thread: object) -> Message | None:
 
 
 def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: object,
-             user_id: str | None, *, history: bool = False, thread: object = None) -> Message:
+             user_id: str | None, *, history: bool = False, thread: str | None = None) -> Message:
     """One message; `number`/`user_id` name the customer, `thread` overrides them."""
     content = read_content(obj)
     e164 = normalise_number(number, ctx.region)
-    conversation = (thread is not None
-                    and _customer(thread, None, normalise_number(thread, ctx.region))) \
-        or _customer(number, user_id, e164)
+    conversation = thread or _customer(number, user_id, e164)
     if conversation is None:  # nobody to file it under: keep it, visibly odd
         content, conversation = unsupported(obj, malformed=True), ""
     contact = _match(ctx.contacts, e164, user_id)
@@ -438,6 +576,9 @@ def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: ob
     system = extra.get("system")
     if isinstance(system, dict) and system.get("type") == "user_changed_number":
         extra["new_number"] = normalise_number(system.get("wa_id"), ctx.region)
+    elif isinstance(system, dict) and system.get("type") == "user_changed_user_id":
+        old, new = user_id_change(system, text_or_none(obj.get("from_user_id")))
+        extra["user_id_change"] = {"old": old, "new": new}
     group = text_or_none(obj.get("group_id"))
     if group and conversation:  # a group chat: never filed under its sender
         extra["group_id"] = group
@@ -461,6 +602,8 @@ def _common_extra(obj: dict[str, Any], user_id: str | None) -> dict[str, Any]:
     errors = error_list(obj.get("errors"))
     if errors:
         extra["errors"] = errors
+        if any(e.get("code") in (BUSINESS_APP_ONLY, str(BUSINESS_APP_ONLY)) for e in errors):
+            extra["hint"] = BUSINESS_APP_HINT  # a first contact only the Business app holds
     if isinstance(obj.get("referral"), dict):
         extra["referral"] = obj["referral"]
     history_context = obj.get("history_context")

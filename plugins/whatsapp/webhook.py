@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 
 from aiohttp import web
 
-from bridge import STATUS_KINDS, Ingest, Message, Metrics, query_text
+from bridge import STATUS_KINDS, Ingest, Message, Metrics, SourceSyncs, SyncNote, query_text
 from plugins.whatsapp.body import load_body
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.media import GraphMedia
-from plugins.whatsapp.parse import PayloadError, parse_payload
+from plugins.whatsapp.parse import HISTORY_DECLINED, Parsed, PayloadError, parse_payload
 from plugins.whatsapp.signature import verify_signature, verify_token
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,38 @@ class WhatsAppSource:
             self.metrics.webhook(self.name, "unavailable")
             raise web.HTTPServiceUnavailable(
                 text="could not store the webhook; retry later") from None
+        if parsed.history or parsed.contact_syncs or any(m.history for m in parsed.messages):
+            await self._note_history(parsed, stored, ingest)
         self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
+
+    async def _note_history(self, parsed: Parsed, stored: int, ingest: Ingest) -> None:
+        """How far each number's coexistence history got (phase, chunk, progress, new
+        messages) and whether its contacts arrived, kept in the buffer for `bridge
+        whatsapp coexistence --status` and /status. After the messages' commit: a failure
+        here answers 503, Meta retries, the messages dedupe and the chunk is noted then."""
+        if not isinstance(ingest, SourceSyncs):
+            return
+        notes = [(c.account, SyncNote(
+            state="declined" if c.declined else None, phase=c.phase, chunk=c.chunk_order,
+            progress=c.progress, detail=DECLINED if c.declined else None))
+            for c in parsed.history]
+        if not notes:  # media follow-ups only: their number, no chunk
+            notes = [(m.account, SyncNote()) for m in parsed.messages[:1] if m.history]
+        try:
+            for n, (account, note) in enumerate(notes):
+                if n == 0 and all(m.history for m in parsed.messages):
+                    note = replace(note, messages=stored)
+                await ingest.note_source_sync(self.name, account, "history", note)
+            for account in dict.fromkeys(parsed.contact_syncs):  # the address book came
+                await ingest.note_source_sync(self.name, account, "contacts",
+                                              SyncNote(state="done"))
+        except Exception:
+            logger.exception("could not note the history sync's progress; answering 503 so "
+                             "that Meta retries")
+            self.metrics.webhook(self.name, "unavailable")
+            raise web.HTTPServiceUnavailable(text="could not store the webhook; retry later") \
+                from None
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The whole body within body_timeout: 413 when too large, 408 when too slow; a
@@ -151,6 +182,10 @@ class WhatsAppSource:
             self.metrics.ignored(self.name, f"field:{field_name}", n)
         logger.debug("webhook stored: %d new, %d duplicate messages, %d statuses",
                      stored, duplicate, len(parsed.statuses))
+
+
+DECLINED = (f"the business turned chat history sharing off in the WhatsApp Business app "
+            f"(error {HISTORY_DECLINED}); nothing of its past chats will arrive")
 
 
 def _error_code(errors: list) -> str:

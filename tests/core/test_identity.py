@@ -42,10 +42,10 @@ async def test_phone_learned_later_merges_the_bsuid_conversation_without_resendi
     await buffer.install_sinks(["crm"])
     await store(buffer, p.message_change(
         [p.bsuid_text_message("wamid.1", p.BSUID, "before")],
-        contacts=[p.contact(None, None, user_id=p.BSUID, username="sheena")]))
+        contacts=[p.contact(None, None, user_id=p.BSUID, username="@sheena")]))
     (claim,) = await buffer.claim("crm", 10, 60)
     assert claim.batch.conversation.key == p.BSUID
-    assert claim.batch.conversation.username == "sheena"
+    assert claim.batch.conversation.username == "@sheena"
     claim.batch.record_id = "lead-1"
     await buffer.complete(claim, [Outcome.delivered()], POLICY)
 
@@ -53,7 +53,7 @@ async def test_phone_learned_later_merges_the_bsuid_conversation_without_resendi
         [p.text_message("wamid.2", p.CUSTOMER, "after")],
         contacts=[p.contact(p.CUSTOMER, "Sheena Nelson", user_id=p.BSUID)]))
 
-    assert await conversations(buffer) == [(PHONE, 2, PHONE, p.BSUID, "sheena")]
+    assert await conversations(buffer) == [(PHONE, 2, PHONE, p.BSUID, "@sheena")]
     assert await rows(buffer, "SELECT conversation, record_id FROM sink_conversations") == [
         (PHONE, "lead-1")]
     (claim,) = await buffer.claim("crm", 10, 60, now=time.time() + 1)

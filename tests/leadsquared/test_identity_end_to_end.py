@@ -75,12 +75,12 @@ def test_username_only_customer_gets_a_lead_with_bsuid_and_username(start, simul
     post(bridge, p.message_change(
         [p.bsuid_text_message("wamid.u1", BSUID, "hello from a username",
                               timestamp=str(int(time.time())))],
-        contacts=[p.contact(None, None, user_id=BSUID, username="asha.rao")]))
+        contacts=[p.contact(None, None, user_id=BSUID, username="@asha.rao")]))
     bridge.sync_now()
     (activity,) = eventually(simulator.activities)
     (lead,) = simulator.admin("GET", "leads")
     assert (lead[ID_FIELD], lead[NAME_FIELD], lead["FirstName"], lead["Mobile"]) == (
-        BSUID, "asha.rao", "@asha.rao", None)
+        BSUID, "@asha.rao", "@asha.rao", None)
     assert activity["RelatedProspectId"] == lead["ProspectID"]
     assert "@asha.rao" in activity["ActivityNote"]
     assert "hello from a username" in activity["ActivityNote"]

@@ -29,6 +29,10 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         asha = re.search(r"Asha Patil: activity on the lead \([^)]*attached: (image-\w+\.png)"
                          r"[^)]*\) (http://\S+)", printed)
         assert asha, printed  # her photo arrived in the CRM, attached to her chat
+        # a rep's phone history (coexistence) arrives, its photo filling its placeholder
+        assert "history: done, 100 %, 3 chunks, 11 new messages" in printed
+        assert re.search(r"Meera Shah: activity on the lead \([^)]*attached: image-\w+\.png, "
+                         r"price-list\.pdf\)", printed), printed
         lead_page = httpx.get(asha[2]).text
         assert asha[1] in lead_page and "<img src=" in lead_page
         (photo,) = re.findall(r"<img src='([^']+)'", lead_page)

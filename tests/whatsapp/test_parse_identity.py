@@ -16,7 +16,7 @@ def parse(*changes):
 def test_contacts_with_bsuid_parent_and_username_link_to_the_phone():
     parsed = parse(p.message_change([p.text_message("wamid.1")], contacts=[p.contact(
         p.CUSTOMER, "Sheena", p.BSUID, parent_user_id=p.PARENT_BSUID, username="sheena")]))
-    assert Identity(PHONE, p.BSUID, p.PARENT_BSUID, "sheena", "Sheena") in parsed.identities
+    assert Identity(PHONE, p.BSUID, p.PARENT_BSUID, "@sheena", "Sheena") in parsed.identities
     (message,) = parsed.messages
     assert message.conversation == PHONE and message.extra["user_id"] == p.BSUID
 
@@ -26,7 +26,7 @@ def test_bsuid_only_sender_is_filed_under_the_bsuid_with_its_username():
                                     contacts=[p.contact(None, None, p.BSUID, username="sk")]))
     (message,) = parsed.messages
     assert message.conversation == p.BSUID and message.contact_name is None
-    assert Identity(None, p.BSUID, None, "sk", None) in parsed.identities
+    assert Identity(None, p.BSUID, None, "@sk", None) in parsed.identities
 
 
 def test_a_phone_with_only_a_name_teaches_nothing_new():

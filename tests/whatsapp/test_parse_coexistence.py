@@ -1,0 +1,136 @@
+"""Coexistence webhooks (history, standby, 131060) and the identity fields of issue 26, parsed.
+
+Shapes: reference §6b, §14 (history follow-ups reuse the placeholder's id; business media in
+history under message_echoes; standby; 131060; Mexico's 521; user_changed_user_id; usernames
+carry their `@`).
+"""
+
+from __future__ import annotations
+
+from bridge import Direction, render_line
+from plugins.whatsapp.parse import HistoryChunk, normalise_number, parse_payload
+from tests.whatsapp import payloads as p
+
+USERNAME_ID = "US.99887766554433221100"
+
+
+def _history(*threads, **chunk):
+    return parse_payload(p.envelope(p.history_change(list(threads), **chunk)))
+
+
+def test_media_follow_up_is_stored_as_an_upgrade_of_its_placeholder():
+    parsed = parse_payload(p.envelope(
+        p.history_change([p.thread(p.CUSTOMER, [p.placeholder_message("h3")])]),
+        p.history_media_change([p.image_message("h3", caption="the bill")])))
+    placeholder, follow_up = parsed.messages
+    assert (placeholder.provider_id, placeholder.kind) == ("h3", "media_placeholder")
+    assert (follow_up.provider_id, follow_up.kind, follow_up.extra["upgrades"]) == (
+        "h3#media", "image", "h3")
+    assert follow_up.conversation == placeholder.conversation == "+16505551234"
+    assert follow_up.history and follow_up.media.id == "1234"
+
+
+def test_business_media_in_history_is_read_from_message_echoes():
+    echo = p.image_message("h9", from_=p.BUSINESS, caption="our brochure")
+    echo["to"] = p.CUSTOMER
+    thread = {"id": p.CUSTOMER, "messages": [p.historical("h8", p.CUSTOMER, "send it")],
+              "message_echoes": [p.echo("h10", p.CUSTOMER, "here you go")]}
+    change = p.history_change([thread])
+    follow_ups = {"field": "history", "value": p.value(message_echoes=[echo])}
+    parsed = parse_payload(p.envelope(change, follow_ups))
+    got = [(m.provider_id, m.direction, m.conversation) for m in parsed.messages]
+    assert got == [("h8", Direction.IN, "+16505551234"), ("h10", Direction.OUT, "+16505551234"),
+                   ("h9#media", Direction.OUT, "+16505551234")]
+
+
+def test_username_thread_keeps_both_sides_under_the_users_id():
+    inbound = p.bsuid_text_message("u1", USERNAME_ID, "hi, saw your ad")
+    reply = p.historical("u2", p.BUSINESS, "Welcome!")  # no `to`: the thread names nobody
+    parsed = _history({"id": "", "messages": [inbound, reply]})
+    assert [(m.direction, m.conversation) for m in parsed.messages] == [
+        (Direction.IN, USERNAME_ID), (Direction.OUT, USERNAME_ID)]
+
+
+def test_history_chunks_report_phase_order_and_progress():
+    parsed = _history(p.thread(p.CUSTOMER, [p.historical("h1", p.CUSTOMER, "a")]),
+                      phase=1, chunk_order=3, progress=70)
+    assert parsed.history == [HistoryChunk(p.PHONE_ID, 1, 3, 70)]
+    declined = parse_payload(p.envelope(p.history_declined_change()))
+    assert declined.history == [HistoryChunk(p.PHONE_ID, declined=True)]
+
+
+def test_standby_messages_are_ingested_and_marked():
+    value = p.value(messages=[p.text_message("s1", body="is the agent a bot?")],
+                    message_echoes=[p.echo("s2", p.CUSTOMER, "I can help with that")],
+                    contacts=[p.contact(p.CUSTOMER, "Sheena")])
+    parsed = parse_payload(p.envelope({"field": "standby", "value": value}))
+    got = [(m.provider_id, m.direction, m.conversation, m.extra.get("standby"))
+           for m in parsed.messages]
+    assert got == [("s1", Direction.IN, "+16505551234", True),
+                   ("s2", Direction.OUT, "+16505551234", True)]
+    assert "standby" not in parsed.ignored_fields
+
+
+def test_business_app_only_message_says_where_to_read_it():
+    obj = p.unsupported_message("x1", inner_type=None)
+    obj["errors"] = [{"code": 131060, "title": "Message only available in WhatsApp Business app",
+                      "message": "…", "error_data": {"details": "…"}}]
+    (message,) = parse_payload(p.envelope(p.message_change([obj]))).messages
+    assert "open the WhatsApp Business app to read it" in render_line(message)
+    other = parse_payload(p.envelope(p.message_change([p.unsupported_message("x2")]))).messages
+    assert "Business app" not in render_line(other[0])
+
+
+def test_mexican_wa_id_with_the_mobile_1_is_the_e164_number():
+    assert normalise_number("5215512345678", None) == "+525512345678"
+    assert normalise_number("+5215512345678", None) == "+525512345678"
+    assert normalise_number("525512345678", None) == "+525512345678"
+    (message,) = parse_payload(p.envelope(p.message_change(
+        [p.text_message("mx1", from_="5215512345678")]))).messages
+    assert message.conversation == "+525512345678"
+
+
+def test_user_changed_user_id_reads_old_and_new_whichever_field_holds_the_old():
+    old, new = "US.OLD1", "US.NEW2"
+    documented = p.base("c1", None, "system", from_user_id=old, system={
+        "body": "changed", "type": "user_changed_user_id", "user_id": new,
+        "previous_user_id": old})
+    from_new = p.changed_user_id_message("c2", None, new, old)  # new id in from_user_id
+    from_old = p.base("c3", None, "system", from_user_id=old, system={
+        "body": "changed", "type": "user_changed_user_id", "user_id": new})
+    for obj in (documented, from_new, from_old):
+        parsed = parse_payload(p.envelope(p.message_change([obj], contacts=[])))
+        (message,) = parsed.messages
+        assert message.extra["user_id_change"] == {"old": old, "new": new}, obj["id"]
+        (link,) = [i for i in parsed.identities if i.previous]
+        assert (link.user_id, link.previous) == (new, (old,)), obj["id"]
+
+
+def test_usernames_are_kept_with_one_at_sign():
+    from plugins.leadsquared.people import display_name
+
+    for given in ("@priya", "priya"):
+        parsed = parse_payload(p.envelope(p.message_change(
+            [p.bsuid_text_message("n1")], contacts=[p.contact(None, None, p.BSUID,
+                                                               username=given)])))
+        assert {i.username for i in parsed.identities} == {"@priya"}
+
+    class Stored:
+        contact_name = None
+        username = "@priya"
+
+    assert display_name(Stored()) == "@priya"
+
+
+def test_username_thread_without_ids_is_filed_under_the_username_never_an_empty_key():
+    inbound = p.base("u3", None, "text", text={"body": "hello"})
+    reply = p.historical("u4", p.BUSINESS, "hi!")
+    change = p.history_change([{"id": "", "messages": [inbound, reply]}])
+    change["value"]["contacts"] = [{"profile": {"username": "@priya"}}]
+    parsed = parse_payload(p.envelope(change))
+    assert [m.conversation for m in parsed.messages] == ["@priya", "@priya"]
+
+
+def test_a_contacts_sync_names_its_number():
+    parsed = parse_payload(p.envelope(p.state_sync_change([p.state_contact(p.CUSTOMER, "P")])))
+    assert parsed.contact_syncs == [p.PHONE_ID]
