@@ -22,9 +22,9 @@ from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import conversations, deliveries, messages, sink_state, statuses
 from bridge.model import STATUS_FAILED, STATUS_RANK, Identity, Message, StatusUpdate, is_group
 
-ROWS_PER_INSERT = 500  # messages per INSERT statement (7 parameters each; SQLite takes 32,766)
+ROWS_PER_INSERT = 500  # messages per INSERT statement (8 parameters each; SQLite takes 32,766)
 _MESSAGE_COLUMNS = ("source", "provider_id", "conversation", "sent_at", "stored_at", "body",
-                    "direction")
+                    "direction", "account")
 
 
 @lru_cache(maxsize=ROWS_PER_INSERT)

@@ -20,7 +20,9 @@ from bridge.buffer.compiler import P, Query, json_field
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import (
     MARK,
+    batches,
     buffer_imports,
+    deliveries,
     escape_text,
     escaped_columns,
     messages,
@@ -94,7 +96,27 @@ async def _escape_marked(db: Connector) -> None:
                 value=escape_text(value), **{f"k{i}": v for i, v in enumerate(key)})
 
 
-STEPS: dict[int, Step] = {10: m010_one_source}
+async def m013_business_accounts(db: Connector) -> None:
+    """A conversation is a customer and a business number (issue 26):
+    - messages.account, a column (filled from the body once): a claim batches each
+      customer's chat with each business number apart;
+    - batches.account: the account of a batch's messages. A batch formed before keeps its
+      messages and its key (what it posted is in the ledger under that key, so a retry
+      finds it and posts nothing twice); when its messages are all of one account it is
+      noted, else it stays NULL (mixed: delivered as it was formed, and never grows).
+    """
+    await _ddl(db, AddColumn(messages.c.account), AddColumn(batches.c.account))
+    await db.run(Query(sa.update(messages).values(account=sa.func.coalesce(
+        json_field(messages.c.body, "account"), ""))))
+    d, m, b = deliveries.c, messages.c, batches.c
+    accounts = (sa.select(sa.func.min(m.account)).join_from(deliveries, messages,
+                                                             m.id == d.message_id)
+                .where(d.batch_id == b.id).group_by(d.batch_id)
+                .having(sa.func.count(sa.distinct(m.account)) == 1).scalar_subquery())
+    await db.run(Query(sa.update(batches).values(account=accounts).where(b.state != "done")))
+
+
+STEPS: dict[int, Step] = {10: m010_one_source, 13: m013_business_accounts}
 VERSION = max(STEPS)
 
 
@@ -115,8 +137,9 @@ async def create(db: Connector) -> None:
 
 
 async def upgrade(db: Connector, current: int) -> None:
-    """Run the shared steps after `current` (at least legacy.LAST)."""
-    for number in range(current + 1, VERSION + 1):
+    """Run the shared steps after `current` (at least legacy.LAST), in order; numbers may
+    have gaps (helpers working side by side were each given one)."""
+    for number in sorted(n for n in STEPS if n > current):
         await STEPS[number](db)
 
 

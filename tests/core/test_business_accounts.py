@@ -1,0 +1,151 @@
+"""A conversation is a customer and a business number (issue 26, schema 13).
+
+Each business account's chat with a customer is batched apart (its own transcript, its
+own key); buffers made by the code before (schema 10), with batches pending and half
+delivered, upgrade in place and deliver every message once, old batches under their old
+keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bridge.buffer import Buffer, Policy
+from bridge.contracts import Outcome
+from bridge.model import Direction, Message
+from tests.backends import POSTGRES, fresh_schema_url, rows
+from tests.core.test_schema import _old_code
+
+# The last commit before schema 13: batches held every account's messages of a customer.
+BEFORE_13 = "5be8972dc9a86999d913c18c0c305d5f5ad8639f"
+POLICY = Policy(max_attempts=5, retry_delay=lambda attempt: 60.0, held_delay=60.0)
+
+OLD_SCRIPT = """
+import asyncio, json, sys
+from datetime import UTC, datetime
+from bridge.buffer import Buffer, Policy
+from bridge.contracts import Outcome
+from bridge.model import Direction, Message
+
+def message(i, customer, account):
+    return Message(source="whatsapp", provider_id=f"m{i}", conversation=customer,
+                   account=account, direction=Direction.IN,
+                   sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC),
+                   kind="text", text=f"text {i}")
+
+async def main(target):
+    buffer = await Buffer.open(target, runner=True)
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, "+919000000001", "PN-A"),
+                         message(2, "+919000000001", "PN-B"),
+                         message(3, "+919000000002", "PN-A")])
+    claims = {c.batch.conversation.key: c for c in
+              await buffer.claim("crm", 10, 3600, now=1_800_000_000)}
+    policy = Policy(max_attempts=5, retry_delay=lambda attempt: 60.0, held_delay=60.0)
+    mixed = claims["+919000000001"]
+    # half delivered: m1's note landed (in the ledger), m2's failed and waits to retry
+    mixed.batch.remember(mixed.batch.key + ":m1:0", "ACT-1")
+    await buffer.complete(mixed, [Outcome.delivered(), Outcome.retry("busy")], policy,
+                          now=1_800_000_001)
+    # claims["+919000000002"] stays leased: its answer was never recorded
+    await buffer.append([message(4, "+919000000001", "PN-A"),
+                         message(5, "+919000000001", "PN-B")])  # waiting, not batched
+    await buffer.close()
+    print(json.dumps({k: c.batch.key for k, c in claims.items()}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _make_old(tmp_path: Path, target: str) -> dict[str, str]:
+    """A buffer made by the code before schema 13; the keys of its batches."""
+    env = {**os.environ, "PYTHONPATH": str(_old_code(tmp_path, BEFORE_13))}
+    done = subprocess.run([sys.executable, "-c", OLD_SCRIPT, target], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+async def _drain_all(buffer: Buffer) -> list[tuple[str, str | None, list[str], dict]]:
+    """Claim and deliver until nothing is left: (key, account, provider ids, ledger) each."""
+    seen = []
+    now = 1_900_000_000
+    for _ in range(10):
+        claimed = await buffer.claim("crm", 10, 60, now=now)
+        for claim in claimed:
+            batch = claim.batch
+            seen.append((batch.key, batch.account, [m.provider_id for m in claim.messages],
+                         dict(batch.ledger)))
+            await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages), POLICY,
+                                  now=now + 1)
+        now += 100
+    return seen
+
+
+async def _check_upgraded(buffer: Buffer, old_keys: dict[str, str]) -> None:
+    seen = await _drain_all(buffer)
+    delivered = [pid for _, _, ids, _ in seen for pid in ids]
+    assert sorted(delivered) == ["m2", "m3", "m4", "m5"]  # m1 was delivered before: not again
+    by_ids = {tuple(ids): (key, account, ledger) for key, account, ids, ledger in seen}
+    # the half-delivered batch: its old key, its ledger (m1's note), nothing regrouped
+    key, account, ledger = by_ids[("m2",)]
+    assert key == old_keys["+919000000001"] and account is None
+    assert ledger == {key + ":m1:0": "ACT-1"}
+    # the batch whose lease ran out: old key, its one account noted
+    assert by_ids[("m3",)][:2] == (old_keys["+919000000002"], "PN-A")
+    # new messages: one batch per business number, new keys
+    assert by_ids[("m4",)][1] == "PN-A" and by_ids[("m5",)][1] == "PN-B"
+    assert len({key for key, *_ in seen}) == 4
+    assert await buffer.claim("crm", 10, 60, now=2_000_000_000) == []
+
+
+async def test_an_sqlite_buffer_of_schema_10_upgrades_and_delivers_each_message_once(tmp_path):
+    path = tmp_path / "old.db"
+    old_keys = _make_old(tmp_path, str(path))
+    buffer = await Buffer.open(path, runner=True)
+    try:
+        await _check_upgraded(buffer, old_keys)
+    finally:
+        await buffer.close()
+    assert await rows(buffer, "SELECT account FROM messages ORDER BY id") == [
+        ("PN-A",), ("PN-B",), ("PN-A",), ("PN-A",), ("PN-B",)]
+
+
+@pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL")
+async def test_a_postgres_buffer_of_schema_10_upgrades_and_delivers_each_message_once(tmp_path):
+    async with fresh_schema_url() as url:
+        old_keys = _make_old(tmp_path, url)
+        buffer = await Buffer.open(url)
+        try:
+            await _check_upgraded(buffer, old_keys)
+        finally:
+            await buffer.close()
+
+
+def _message(i: int, customer: str, account: str) -> Message:
+    return Message(source="whatsapp", provider_id=f"n{i}", conversation=customer,
+                   account=account, direction=Direction.IN,
+                   sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC), kind="text",
+                   text=f"text {i}")
+
+
+async def test_a_customer_writing_to_two_numbers_makes_two_batches(buffer):
+    await buffer.install_sinks(["crm"])
+    await buffer.append([_message(1, "+919000000001", "PN-A"),
+                         _message(2, "+919000000001", "PN-B"),
+                         _message(3, "+919000000001", "PN-A")])
+    claimed = []
+    for _ in range(3):  # one customer's batches go one after the other (one lead)
+        for claim in await buffer.claim("crm", 10, 60):
+            claimed.append(claim)
+            await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages), POLICY)
+    got = [(c.batch.account, c.batch.conversation.account,
+            [m.provider_id for m in c.messages]) for c in claimed]
+    assert got == [("PN-A", "PN-A", ["n1", "n3"]), ("PN-B", "PN-B", ["n2"])]
+    assert len({c.batch.key for c in claimed}) == 2
