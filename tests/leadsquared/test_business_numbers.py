@@ -1,0 +1,65 @@
+"""A sales team's numbers, end to end (issue 26): Meta-shaped webhooks through a real
+`bridge run` into the LeadSquared simulator process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import free_port
+from tests.leadsquared.test_end_to_end import eventually, key_of, post, write_config
+from tests.processes import BridgeProcess, SimulatorProcess
+from tests.whatsapp import payloads as p
+
+ASHA = "919876543210"
+REP_A, REP_B = "111000000000001", "222000000000002"  # two business numbers' phone_number_id
+
+
+@pytest.fixture
+def simulator():
+    sim = SimulatorProcess()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def start(tmp_path, simulator):
+    """start(**leadsquared settings) -> a running bridge on the simulator."""
+    started: list[BridgeProcess] = []
+
+    def run(**settings) -> BridgeProcess:
+        port = free_port()
+        config = tmp_path / "config.yaml"
+        write_config(config, simulator, port, **settings)
+        bridge = BridgeProcess(config, port)
+        started.append(bridge)
+        return bridge.start()
+
+    yield run
+    for bridge in started:
+        bridge.stop()
+
+
+def test_a_customer_writing_to_two_numbers_gets_two_activities(start, simulator):
+    lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    bridge = start()
+    now = int(time.time())
+    post(bridge, p.message_change([p.text_message("wamid.a1", ASHA, "hello rep A", ts=now - 30)],
+                                  phone_id=REP_A),
+         p.message_change([p.text_message("wamid.b1", ASHA, "hello rep B", ts=now - 20)],
+                          phone_id=REP_B),
+         p.message_change([p.text_message("wamid.a2", ASHA, "again rep A", ts=now - 10)],
+                          phone_id=REP_A))
+    bridge.sync_now()
+    activities = eventually(lambda: len(simulator.activities(lead)) >= 2
+                            and simulator.activities(lead))
+    time.sleep(1.5)  # one more drain: nothing else is posted
+    activities = simulator.activities(lead)
+    assert len(activities) == 2
+    notes = sorted(a["ActivityNote"] for a in activities)
+    a_note = next(n for n in notes if "hello rep A" in n)
+    b_note = next(n for n in notes if "hello rep B" in n)
+    assert "again rep A" in a_note and "rep B" not in a_note
+    assert "rep A" not in b_note
+    assert len({key_of(a) for a in activities}) == 2
