@@ -26,6 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import bridge.buffer.history as history
 from bridge.buffer.codec import from_timestamp, message_from_row, select_messages
 from bridge.buffer.compiler import P, Query, greatest, indexed, rows_in, values_of
 from bridge.buffer.connectors import Connector
@@ -179,7 +180,7 @@ async def release_leases(db: Connector, now: float) -> None:
 
 async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
                 backfill: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                owner: str = "") -> list[Claim]:
+                owner: str = "", history_days: float | None = None) -> list[Claim]:
     """Expire stale leases, batch new messages per conversation, lease what is due.
 
     `owner` prefixes the lease token ("<owner>:<uuid>"): on a shared buffer the process
@@ -188,11 +189,14 @@ async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
     `limit` bounds the batches leased; `batch_size` how many new messages are batched
     (each conversation whole, up to `batch_size` of its messages), so a small claim never
     cuts a conversation into several batches. `backfill` True or False claims only
-    batches of that class; None claims both.
+    batches of that class; None claims both. `history_days`: first hold the waiting
+    history sent more than that many days before it was stored (bridge.buffer.history).
     """
     await db.run(EXPIRE, sink=sink, now=now)
     await undo_clock_steps(db, sink, now)
     if await db.try_lock(FORMING + sink):
+        if history_days is not None:
+            await history.hold(db, sink, history_days, now)
         await _form_batches(db, sink, now, batch_size)
     low, high = (0, 1) if backfill is None else (int(backfill), int(backfill))
     token = f"{owner}:{uuid.uuid4().hex}" if owner else uuid.uuid4().hex

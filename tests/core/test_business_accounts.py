@@ -149,3 +149,26 @@ async def test_a_customer_writing_to_two_numbers_makes_two_batches(buffer):
             [m.provider_id for m in c.messages]) for c in claimed]
     assert got == [("PN-A", "PN-A", ["n1", "n3"]), ("PN-B", "PN-B", ["n2"])]
     assert len({c.batch.key for c in claimed}) == 2
+
+
+async def test_history_older_than_the_window_is_held_until_a_backfill_covers_it(buffer):
+    import time
+
+    await buffer.install_sinks(["crm"])
+    now = time.time()
+    old = [Message(source="whatsapp", provider_id=f"h{days}", conversation="+919000000001",
+                   account="PN-A", direction=Direction.IN, kind="text", text=f"{days} days",
+                   sent_at=datetime.fromtimestamp(now - days * 86400, UTC), history=True)
+           for days in (10, 5, 1)]
+    await buffer.append(old)
+    claimed = await buffer.claim("crm", 10, 60, history_days=3)
+    assert [m.provider_id for c in claimed for m in c.messages] == ["h1"]
+    skipped = await rows(buffer, "SELECT message_id, reason FROM deliveries "
+                                 "WHERE state = 'skipped' ORDER BY message_id")
+    assert len(skipped) == 2 and all(r.startswith(
+        "history older than the sink's backfill_days (3 days)") for _, r in skipped)
+    for claim in claimed:
+        await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages), POLICY)
+    assert await buffer.backfill("crm", now - 7 * 86400) == 1  # reaches h5, not h10
+    claimed = await buffer.claim("crm", 10, 60, history_days=3)  # not held again
+    assert [m.provider_id for c in claimed for m in c.messages] == ["h5"]

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
+import httpx
 import pytest
 
 from tests.helpers import free_port
@@ -63,3 +66,48 @@ def test_a_customer_writing_to_two_numbers_gets_two_activities(start, simulator)
     assert "again rep A" in a_note and "rep B" not in a_note
     assert "rep A" not in b_note
     assert len({key_of(a) for a in activities}) == 2
+
+
+def _texts(simulator, lead: str) -> list[str]:
+    return [line.rsplit(": ", 1)[-1] for a in simulator.activities(lead)
+            for line in a["ActivityNote"].splitlines()[1:]]
+
+
+def test_history_older_than_backfill_days_is_stored_and_posted_only_on_backfill(
+        start, simulator, tmp_path):
+    lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    bridge = start(backfill_days=3)
+    now = int(time.time())
+    day = 86400
+    post(bridge, p.history_change([p.thread(ASHA, [
+        p.text_message("wamid.h1", ASHA, "ten days ago", ts=now - 10 * day),
+        p.text_message("wamid.h2", ASHA, "five days ago", ts=now - 5 * day),
+        p.text_message("wamid.h3", ASHA, "yesterday", ts=now - day)])], phone_id=REP_A))
+    post(bridge, p.message_change([p.text_message("wamid.l1", ASHA, "live now", ts=now)],
+                                  phone_id=REP_A))
+    bridge.sync_now()
+    eventually(lambda: {"yesterday", "live now"} <= set(_texts(simulator, lead)))
+    time.sleep(1.5)  # more drains: the old history stays in the bridge
+    assert sorted(_texts(simulator, lead)) == ["live now", "yesterday"]
+    page = httpx.get(f"{bridge.url}/conversation", params={"key": "+" + ASHA}, timeout=10).text
+    assert "history older than the sink&#39;s backfill_days (3 days)" in page \
+        or "history older than the sink's backfill_days (3 days)" in page
+    assert "ten days ago" in page  # stored
+
+    def backfill(days: int) -> str:
+        done = subprocess.run([sys.executable, "-m", "bridge", "backfill", "-c",
+                               str(tmp_path / "config.yaml"), "--sink", "leadsquared",
+                               "--days", str(days)], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    backfill(7)  # reaches five days back, not ten
+    eventually(lambda: "five days ago" in _texts(simulator, lead))
+    time.sleep(1.5)
+    assert sorted(_texts(simulator, lead)) == ["five days ago", "live now", "yesterday"]
+    backfill(11)
+    eventually(lambda: "ten days ago" in _texts(simulator, lead))
+    time.sleep(1.5)
+    assert sorted(_texts(simulator, lead)) == [
+        "five days ago", "live now", "ten days ago", "yesterday"]  # each once
