@@ -133,7 +133,8 @@ async def append_group(db: Connector, items: list[Append],
                        media_sources: Mapping[str, str | None] | None = None) -> list[int]:
     """Insert every item's rows in the open transaction; return new-message counts."""
     people, described = await identity.file_under_people(
-        db, [i for item in items for i in item.identities],
+        db, [i for item in items for i in (*item.identities, *identity.id_changes(
+            item.messages))],
         [m.conversation for item in items for m in item.messages], items[-1].now)
     rows = [row for item in items for row in item.rows]
     if people:

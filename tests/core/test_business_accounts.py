@@ -172,3 +172,42 @@ async def test_history_older_than_the_window_is_held_until_a_backfill_covers_it(
     assert await buffer.backfill("crm", now - 7 * 86400) == 1  # reaches h5, not h10
     claimed = await buffer.claim("crm", 10, 60, history_days=3)  # not held again
     assert [m.provider_id for c in claimed for m in c.messages] == ["h5"]
+
+
+def _said(i: int, key: str, kind: str = "text", **more) -> Message:
+    return Message(source="whatsapp", provider_id=f"i{i}", conversation=key, account="PN-A",
+                   direction=Direction.IN, kind=kind, text=f"text {i}",
+                   sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC), **more)
+
+
+async def test_two_bsuids_on_one_number_are_two_people(buffer):
+    from bridge.model import Identity
+
+    await buffer.append([_said(1, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.Y")])
+    await buffer.append([_said(2, "+919000000001")],  # the number, recycled
+                        identities=[Identity(phone="+919000000001", user_id="IN.X")])
+    await buffer.append([_said(3, "+919000000001")])  # the number alone: its holder now
+    y, x = await buffer.conversation("+919000000001"), await buffer.conversation("IN.X")
+    assert [m["message"].text for m in y["messages"]] == ["text 1"]
+    assert [m["message"].text for m in x["messages"]] == ["text 2", "text 3"]
+    assert x["person"]["bsuid"] == "IN.X" and y["person"]["bsuid"] == "IN.Y"
+
+
+async def test_a_user_id_change_links_old_and_new_from_extra_or_the_raw_fields(buffer):
+    from bridge.model import Identity
+
+    await buffer.append([_said(1, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.OLD")])
+    await buffer.append([_said(2, "+919000000001", kind="system",
+                               extra={"user_id_change": {"old": "IN.OLD", "new": "IN.NEW"}})])
+    await buffer.append([_said(3, "+919000000001", kind="system", raw={
+        "from_user_id": "IN.NEW", "system": {"type": "user_changed_user_id",
+                                             "previous_user_id": "IN.NEW",
+                                             "user_id": "IN.NEWER"}})])
+    await buffer.append([_said(4, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.NEWER")])
+    await buffer.append([_said(5, "IN.NEW")])
+    person = await buffer.conversation("+919000000001")
+    assert [m["message"].text for m in person["messages"]] == [f"text {i}" for i in range(1, 6)]
+    assert await buffer.conversation("IN.NEWER") is None

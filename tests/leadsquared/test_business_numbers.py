@@ -111,3 +111,67 @@ def test_history_older_than_backfill_days_is_stored_and_posted_only_on_backfill(
     time.sleep(1.5)
     assert sorted(_texts(simulator, lead)) == [
         "five days ago", "live now", "ten days ago", "yesterday"]  # each once
+
+
+# -- identity: business-scoped ids never merge; a change links them -------------------------
+
+ID_FIELD = "mx_WhatsApp_User_ID"
+Y_ID, X_ID, Y_NEW_ID = "IN.1000000000000000001", "IN.2000000000000000002", "IN.3000000003"
+
+
+def _notes(simulator, lead: str) -> str:
+    return "\n".join(a["ActivityNote"] for a in simulator.activities(lead))
+
+
+def _keys(bridge: BridgeProcess) -> list[str]:
+    return sorted(c["key"] for c in bridge.status()["sinks"][0]["conversations"])
+
+
+def test_a_recycled_number_starts_a_new_person_and_never_reaches_the_old_lead(start, simulator):
+    y_lead = simulator.add_lead(FirstName="Yash", Mobile="+91-9876543210",
+                                **{ID_FIELD: Y_ID})
+    bridge = start(create_leads=True, user_id_field=ID_FIELD)
+    now = int(time.time())
+    post(bridge, p.message_change([p.text_message("wamid.y1", ASHA, "I am Yash", ts=now - 60)],
+                                  contacts=[p.contact(ASHA, "Yash", user_id=Y_ID)]))
+    bridge.sync_now()
+    eventually(lambda: "I am Yash" in _notes(simulator, y_lead))
+    # months later the operator gives Yash's old number to Xena: another BSUID
+    post(bridge, p.message_change([p.text_message("wamid.x1", ASHA, "I am Xena", ts=now)],
+                                  contacts=[p.contact(ASHA, "Xena", user_id=X_ID)]))
+    bridge.sync_now()
+    leads = eventually(lambda: len(simulator.admin("GET", "leads")) == 2
+                       and simulator.admin("GET", "leads"))
+    x_lead = next(lead for lead in leads if lead["ProspectID"] != y_lead)
+    eventually(lambda: "I am Xena" in _notes(simulator, x_lead["ProspectID"]))
+    assert x_lead[ID_FIELD] == X_ID
+    assert "Xena" not in _notes(simulator, y_lead)
+    assert _keys(bridge) == sorted(["+" + ASHA, X_ID])
+    # the number is Xena's now: a later message with the number alone is hers
+    post(bridge, p.message_change([p.text_message("wamid.x2", ASHA, "Xena again", ts=now + 1)],
+                                  contacts=[p.contact(ASHA, "Xena")]))
+    bridge.sync_now()
+    eventually(lambda: "Xena again" in _notes(simulator, x_lead["ProspectID"]))
+    assert "Xena" not in _notes(simulator, y_lead)
+
+
+def test_user_changed_user_id_links_the_new_id_even_when_from_user_id_holds_the_old(
+        start, simulator):
+    y_lead = simulator.add_lead(FirstName="Yash", Mobile="+91-9876543210")
+    bridge = start(create_leads=True, user_id_field=ID_FIELD)
+    now = int(time.time())
+    post(bridge, p.message_change([p.text_message("wamid.c1", ASHA, "before", ts=now - 60)],
+                                  contacts=[p.contact(ASHA, "Yash", user_id=Y_ID)]))
+    change = p.base("wamid.c2", ASHA, "system", ts=now - 30, from_user_id=Y_ID, system={
+        "body": "User changed their user id", "type": "user_changed_user_id",
+        "user_id": Y_NEW_ID, "previous_user_id": Y_ID})
+    post(bridge, p.message_change([change], contacts=[]))
+    post(bridge, p.message_change([p.bsuid_text_message("wamid.c3", Y_NEW_ID, "id only",
+                                                        timestamp=str(now - 10))],
+                                  contacts=[p.contact(None, "Yash", user_id=Y_NEW_ID)]))
+    post(bridge, p.message_change([p.text_message("wamid.c4", ASHA, "after", ts=now)],
+                                  contacts=[p.contact(ASHA, "Yash", user_id=Y_NEW_ID)]))
+    bridge.sync_now()
+    eventually(lambda: all(t in _notes(simulator, y_lead) for t in ("before", "id only",
+                                                                    "after")))
+    assert len(simulator.admin("GET", "leads")) == 1 and _keys(bridge) == ["+" + ASHA]
