@@ -31,7 +31,9 @@ _old = (sa.select(_pending.c.message_id)
                # not covered by the last backfill asked for (stored before it, sent inside)
                sa.or_(m.sent_at < sa.func.coalesce(_since, FAR),
                       m.stored_at > sa.func.coalesce(_asked, -1.0))))
-HOLD = Query(sa.update(deliveries).values(state="skipped", reason=P("reason"), done_at=P("now"))
+# backfill=0: a held message is not part of a backfill's progress until one covers it
+HOLD = Query(sa.update(deliveries).values(state="skipped", reason=P("reason"), done_at=P("now"),
+                                          backfill=0)
              .where(d.sink == P("sink"), d.state == "pending", d.message_id.in_(_old)),
              "hold history older than the backfill window")
 _HELD = sa.func.substr(d.reason, 1, len(HISTORY_HELD)) == HISTORY_HELD

@@ -167,6 +167,8 @@ async def test_history_older_than_the_window_is_held_until_a_backfill_covers_it(
                                  "WHERE state = 'skipped' ORDER BY message_id")
     assert len(skipped) == 2 and all(r.startswith(
         "history older than the sink's backfill_days (3 days)") for _, r in skipped)
+    (sink,) = await buffer.sinks()  # held ones are no part of a backfill's progress
+    assert sink["backfill"]["messages_total"] == 1
     for claim in claimed:
         await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages), POLICY)
     assert await buffer.backfill("crm", now - 7 * 86400) == 1  # reaches h5, not h10
