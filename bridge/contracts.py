@@ -86,7 +86,8 @@ class TargetFailure:
 
 @dataclass(slots=True)
 class Batch:
-    """Messages of one conversation handed to a sink together, oldest first.
+    """Messages of one conversation with one business account (the customer's chat with
+    one business number), handed to a sink together, oldest first.
 
     A batch is fixed when it is first claimed: a retry, or a redelivery after a crash,
     hands over the same messages (less those already delivered) under the same key, so a
@@ -116,6 +117,7 @@ class Batch:
     new_targets: dict[str, TargetFailure] = field(default_factory=dict)
     outage_tries: int = 0
     failing_since: float | None = None
+    account: str | None = None  # the business account of every message (None: mixed)
 
     def remember(self, key: str, crm_id: str) -> None:
         """Record that the post under `key` succeeded as CRM object `crm_id`."""

@@ -155,7 +155,8 @@ class SinkRunner:
             # claim must not cut the conversations it batches into one activity per message
             claims = await self.buffer.claim(self.sink.name, self._concurrency(backfill=True),
                                              self.settings.lease, backfill=True,
-                                             batch_size=self.settings.batch_limit)
+                                             batch_size=self.settings.batch_limit,
+                                             history_days=self.settings.backfill_days)
             if not claims:
                 return totals
             await self._pace_backfill(totals)
@@ -170,7 +171,8 @@ class SinkRunner:
         """Deliver the live batches due now; False when there were none."""
         claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
                                          self.settings.lease, backfill=False,
-                                         batch_size=self.settings.batch_limit)
+                                         batch_size=self.settings.batch_limit,
+                                         history_days=self.settings.backfill_days)
         self._live_batches += len(claims)
         await self._deliver_all(claims, totals)
         return bool(claims)

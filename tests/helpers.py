@@ -20,10 +20,11 @@ from bridge.sync import SinkRunner
 
 
 def message(n: int, conversation: str = "+919876543210", *, source: str = "test",
-            minutes_ago: float = 0, text: str | None = None, **extra: object) -> Message:
-    """A text message with a predictable provider id."""
+            minutes_ago: float = 0, text: str | None = None, account: str = "acct",
+            **extra: object) -> Message:
+    """A text message with a predictable provider id (`account`: the business number)."""
     return Message(
-        source=source, provider_id=f"m{n}", conversation=conversation, account="acct",
+        source=source, provider_id=f"m{n}", conversation=conversation, account=account,
         direction=Direction.IN, sent_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
         kind="text", text=text if text is not None else f"hello {n}", contact_name="Asha",
         **extra,

@@ -30,9 +30,9 @@ from bridge.model import (
     is_group,
 )
 
-ROWS_PER_INSERT = 500  # messages per INSERT statement (7 parameters each; SQLite takes 32,766)
+ROWS_PER_INSERT = 500  # messages per INSERT statement (8 parameters each; SQLite takes 32,766)
 _MESSAGE_COLUMNS = ("source", "provider_id", "conversation", "sent_at", "stored_at", "body",
-                    "direction")
+                    "direction", "account")
 
 
 @lru_cache(maxsize=ROWS_PER_INSERT)
@@ -155,7 +155,8 @@ async def append_group(db: Connector, items: list[Append],
                        media_sources: Mapping[str, str | None] | None = None) -> list[int]:
     """Insert every item's rows in the open transaction; return new-message counts."""
     people, described = await identity.file_under_people(
-        db, [i for item in items for i in item.identities],
+        db, [i for item in items for i in (*item.identities, *identity.id_changes(
+            item.messages))],
         [m.conversation for item in items for m in item.messages], items[-1].now)
     rows = [row for item in items for row in item.rows]
     if people:

@@ -41,6 +41,7 @@ def message_row(message: Message, stored_at: float) -> tuple[Any, ...]:
     return (
         message.source, message.provider_id, message.conversation,
         to_timestamp(message.sent_at), stored_at, dump_body(body), str(message.direction),
+        message.account or "",
     )
 
 

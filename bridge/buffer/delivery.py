@@ -21,11 +21,12 @@ import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
 
+import bridge.buffer.history as history
 from bridge.buffer.codec import from_timestamp, message_from_row, select_messages
 from bridge.buffer.compiler import P, Query, greatest, indexed, rows_in, values_of
 from bridge.buffer.connectors import Connector
@@ -103,33 +104,37 @@ HURRY_CONVERSATION = Query(sa.update(batches).values(_HURRY).where(
     b.conversation == P("conversation"), *_WAITING), "retry a conversation now")
 
 pm = pending.c
-OLDEST = Query(sa.select(m.conversation, pm.backfill)
+OLDEST = Query(sa.select(m.conversation, m.account, pm.backfill)
                .join_from(pending, messages, m.id == pm.message_id)
                .where(pm.sink == P("sink"), pm.state == "pending", pm.batch_id.is_(None))
                .order_by(pm.backfill, pm.message_id).limit(P("size")), "oldest waiting")
 # the waiting messages of the chosen conversations (each conversation's first `size`):
 # found through each conversation's messages (messages_conversation), then their delivery
 # row by its key; which (conversation, backfill) pairs were chosen is sorted out by the
-# caller, so the plan never joins on the backfill flag alone
-_ranked = (sa.select(m.conversation, d.backfill, d.message_id, sa.func.row_number().over(
-    partition_by=(m.conversation, d.backfill), order_by=m.id).label("n"))
+# caller, so the plan never joins on the backfill flag alone. A batch is one customer
+# with one business account (schema 13): each rep's chat is its own transcript.
+_ranked = (sa.select(m.conversation, m.account, d.backfill, d.message_id,
+                     sa.func.row_number().over(partition_by=(m.conversation, m.account,
+                                                             d.backfill),
+                                               order_by=m.id).label("n"))
     .join_from(messages, deliveries, sa.and_(d.sink == P("sink"), d.message_id == m.id))
     .where(m.conversation.in_(values_of("conversations", "text")), d.state == "pending",
            d.batch_id.is_(None))).subquery()
-MEMBERS = Query(sa.select(_ranked.c.conversation, _ranked.c.backfill, _ranked.c.message_id)
+MEMBERS = Query(sa.select(_ranked.c.conversation, _ranked.c.account, _ranked.c.backfill,
+                          _ranked.c.message_id)
                 .where(_ranked.c.n <= P("size")).order_by(_ranked.c.message_id),
                 "waiting messages of these conversations")
-HELD = Query(sa.select(b.id, b.conversation, b.backfill).where(
+HELD = Query(sa.select(b.id, b.conversation, b.account, b.backfill).where(
     b.sink == P("sink"), b.state == "ready", b.held == 1, b.uncertain == 0,
     b.conversation.in_(values_of("conversations", "text"))).order_by(b.id)
     .with_for_update(skip_locked=True), "held batches that may grow")
-_new = rows_in("new", [("conversation", "text"), ("key", "text"), ("backfill", "int")],
-               alias="n")
+_new = rows_in("new", [("conversation", "text"), ("account", "text"), ("key", "text"),
+                      ("backfill", "int")], alias="n")
 NEW_BATCHES = Query(lambda insert: insert(batches).from_select(
-    ["sink", "conversation", "key", "created_at", "backfill"],
-    sa.select(P("sink", type_=TEXT), _new.c.conversation, _new.c.key, P("now", type_=REAL),
-              _new.c.backfill).where(sa.true())).returning(b.id, b.conversation, b.backfill),
-    "form batches")
+    ["sink", "conversation", "account", "key", "created_at", "backfill"],
+    sa.select(P("sink", type_=TEXT), _new.c.conversation, _new.c.account, _new.c.key,
+              P("now", type_=REAL), _new.c.backfill).where(sa.true()))
+    .returning(b.id, b.conversation, b.account, b.backfill), "form batches")
 _into = rows_in("members", [("message_id", "int"), ("batch_id", "int")], alias="t")
 ASSIGN = Query(sa.update(deliveries).values(batch_id=_into.c.batch_id).where(
     d.sink == P("sink"), d.message_id == _into.c.message_id), "put messages in their batches")
@@ -153,7 +158,7 @@ LEASE = Query(sa.update(batches).values(
     state="leased", lease_token=P("token"), lease_until=P("until"), attempts=b.attempts + 1)
     .where(b.id.in_(_due)).returning(b.id, b.conversation, b.key, b.attempts, b.uncertain,
                                      b.backfill, b.next_attempt_at, b.outage_tries,
-                                     b.failing_since), "lease due batches")
+                                     b.failing_since, b.account), "lease due batches")
 LOAD = Query(select_messages(pm.batch_id).join(pending, pm.message_id == m.id).where(
     pm.sink == P("sink"), pm.state == "pending", pm.batch_id.in_(values_of("ids")))
     .order_by(m.sent_at, m.id), "messages of leased batches")
@@ -181,7 +186,7 @@ async def release_leases(db: Connector, now: float) -> None:
 
 async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
                 backfill: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                owner: str = "") -> list[Claim]:
+                owner: str = "", history_days: float | None = None) -> list[Claim]:
     """Expire stale leases, batch new messages per conversation, lease what is due.
 
     `owner` prefixes the lease token ("<owner>:<uuid>"): on a shared buffer the process
@@ -190,11 +195,14 @@ async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
     `limit` bounds the batches leased; `batch_size` how many new messages are batched
     (each conversation whole, up to `batch_size` of its messages), so a small claim never
     cuts a conversation into several batches. `backfill` True or False claims only
-    batches of that class; None claims both.
+    batches of that class; None claims both. `history_days`: first hold the waiting
+    history sent more than that many days before it was stored (bridge.buffer.history).
     """
     await db.run(EXPIRE, sink=sink, now=now)
     await undo_clock_steps(db, sink, now)
     if await db.try_lock(FORMING + sink):
+        if history_days is not None:
+            await history.hold(db, sink, history_days, now)
         await _form_batches(db, sink, now, batch_size)
     low, high = (0, 1) if backfill is None else (int(backfill), int(backfill))
     token = f"{owner}:{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
@@ -230,11 +238,12 @@ async def _form_batches(db: Connector, sink: str, now: float, limit: int) -> Non
                                                                      size=limit)))
     if not groups:
         return
-    found: dict[tuple[str, int], list[int]] = {group: [] for group in groups}
-    for conversation, backfill, message_id in await db.rows(
-            MEMBERS, conversations=sorted({c for c, _ in groups}), sink=sink, size=limit):
-        if (conversation, backfill) in found:
-            found[(conversation, backfill)].append(message_id)
+    # a group: (conversation, account, backfill)
+    found: dict[tuple[str, str, int], list[int]] = {group: [] for group in groups}
+    for conversation, account, backfill, message_id in await db.rows(
+            MEMBERS, conversations=sorted({g[0] for g in groups}), sink=sink, size=limit):
+        if (conversation, account, backfill) in found:
+            found[(conversation, account, backfill)].append(message_id)
     chosen, taken = [], 0
     for group in groups:
         if taken >= limit:
@@ -244,21 +253,25 @@ async def _form_batches(db: Connector, sink: str, now: float, limit: int) -> Non
             taken += len(found[group])
     if not chosen:
         return
-    held: dict[tuple[str, int], int] = {}
-    for batch_id, conversation, backfill in await db.rows(
+    held: dict[tuple[str, str | None, int], int] = {}
+    for batch_id, conversation, account, backfill in await db.rows(
             HELD, sink=sink, conversations=sorted({g[0] for g in chosen})):
-        held.setdefault((conversation, backfill), batch_id)
-    fresh = [(g[0], _batch_key(sink, g[0], found[g]), g[1]) for g in chosen if g not in held]
+        held.setdefault((conversation, account, backfill), batch_id)  # NULL: grows no more
+    fresh = [(g[0], g[1], _batch_key(sink, g[0], g[1], found[g]), g[2])
+             for g in chosen if g not in held]
     if fresh:
-        for batch_id, conversation, backfill in await db.rows(NEW_BATCHES, new=fresh,
-                                                               sink=sink, now=now):
-            held[(conversation, backfill)] = batch_id
+        for batch_id, conversation, account, backfill in await db.rows(
+                NEW_BATCHES, new=fresh, sink=sink, now=now):
+            held[(conversation, account, backfill)] = batch_id
     await db.run(ASSIGN, sink=sink, members=[(message_id, held[group]) for group in chosen
                                              for message_id in found[group]])
 
 
-def _batch_key(sink: str, conversation: str, ids: list[int]) -> str:
-    digest = hashlib.sha256(f"{sink}\x1f{conversation}\x1f{ids[0]}-{ids[-1]}-{len(ids)}".encode())
+def _batch_key(sink: str, conversation: str, account: str, ids: list[int]) -> str:
+    """The key of a new batch. The business account is part of it (schema 13); batches
+    formed before keep the keys they were stored with, so nothing is posted twice."""
+    digest = hashlib.sha256(
+        f"{sink}\x1f{conversation}\x1f{account}\x1f{ids[0]}-{ids[-1]}-{len(ids)}".encode())
     return "b" + digest.hexdigest()[:24]
 
 
@@ -273,8 +286,12 @@ async def _load_claims(db: Connector, sink: str, leased: list[Any],
     posted = await db.rows(LEDGERS, sink=sink, prefixes=ranges)
     failed = await db.rows(FAILED_TARGETS, sink=sink, prefixes=ranges)
     claims = []
-    for batch_id, conversation, key, attempt, uncertain, _, _, outages, since in leased:
-        batch = Batch(key=key, sink=sink, conversation=conversations[conversation],
+    for batch_id, conversation, key, attempt, uncertain, _, _, outages, since, account \
+            in leased:
+        person = conversations[conversation]
+        if account is not None:  # this business number's chat (NULL: formed before 13)
+            person = replace(person, account=account)
+        batch = Batch(key=key, sink=sink, conversation=person, account=account,
                       messages=members[batch_id], attempt=attempt, uncertain=bool(uncertain),
                       outage_tries=outages, failing_since=since,
                       ledger={k: v for k, v in posted if k.startswith(key)},

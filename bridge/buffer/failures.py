@@ -29,7 +29,7 @@ ORIGINAL = Query(sa.select(m.id, m.conversation, m.sent_at, m.body).where(
     sa.exists().where(d.message_id == m.id, _TAKEN)), "failed send: its message")
 NOTICE = Query(lambda insert: insert(messages).values(
     {k: P(k) for k in ("source", "provider_id", "conversation", "sent_at", "stored_at", "body",
-                       "direction")}).on_conflict_do_nothing().returning(m.id),
+                       "direction", "account")}).on_conflict_do_nothing().returning(m.id),
     "failed send: notice")
 NOTICE_DELIVERIES = Query(lambda insert: insert(deliveries).from_select(
     ["sink", "message_id"], sa.select(d.sink, P("notice", type_=sa.BigInteger)).where(
@@ -56,6 +56,7 @@ async def note_failures(db: Connector, statuses: Sequence[tuple[Any, ...]],
                 "raw": {}}
         notice = await db.value(NOTICE, source=source, provider_id=provider_id + SUFFIX,
                                 conversation=conversation, sent_at=failed_at, stored_at=now,
-                                body=dump_body(body), direction="out")
+                                body=dump_body(body), direction="out",
+                                account=told.get("account") or "")
         if notice is not None:
             await db.run(NOTICE_DELIVERIES, notice=notice, original=message_id)

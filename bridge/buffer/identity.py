@@ -8,6 +8,12 @@ A person's conversation key is a phone number (E.164) when one is known, else a 
 When a phone is learned for a BSUID-only conversation, or two conversations turn out to
 be one person (a number change), the messages, batches and CRM mappings move to one key;
 deliveries keep their states, so nothing already synced is posted again.
+
+Two business-scoped user ids (BSUIDs) are never one person unless a change message links
+them (user_changed_user_id / user_changed_number name the previous id): a number shown
+with a BSUID other than the one its person has changed hands (a recycled number). It
+moves to the new person, whose conversation is keyed by their BSUID (the number stays the
+old person's conversation key), and the old person keeps their messages and CRM record.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from bridge.buffer.tables import (
     messages,
     sink_conversations,
 )
-from bridge.model import Identity, is_group
+from bridge.model import Identity, Message, is_group
 
 i, c = identities.c, conversations.c
 KNOWN = Query(sa.select(i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid, c.username)
@@ -123,14 +129,16 @@ async def file_under_people(db: Connector, identities: Iterable[Identity],
     if not links.parent:
         return {}, []
     known, described = await _known(db, list(links.parent))
+    moved = _recycled(facts, known, described)
     for key, (person, _) in known.items():
-        links.join([key, person])
+        if key not in moved:
+            links.join([key, person])
     people = _people(links, facts)
     mapping: dict[str, str] = {}
     changed: list[dict[str, Any]] = []
     for person in people.values():
-        target = _conversation_key(person, known)
-        for old in _existing(person, known) - {target}:
+        target = _conversation_key(person, known, moved)
+        for old in _existing(person, known, moved) - {target}:
             await merge(db, old, target, now)
         for key in person.keys:
             mapping[key] = target
@@ -169,24 +177,71 @@ def _people(links: _Links, facts: list[tuple[Identity, tuple[str, ...]]]
     return people
 
 
-def _existing(person: _Person, known: dict[str, tuple[str, float]]) -> set[str]:
-    return {known[k][0] for k in person.keys if k in known}
+def _recycled(facts: list[tuple[Identity, tuple[str, ...]]],
+              known: dict[str, tuple[str, float]],
+              described: dict[str, tuple[Any, ...]]) -> set[str]:
+    """Known numbers a webhook shows with another BSUID than their person's, not linked
+    to it by a change (previous ids) or a shared parent BSUID: they changed hands."""
+    moved = set()
+    for fact, _ in facts:
+        phone, user_id = fact.phone, fact.user_id
+        if not (phone and user_id and phone in known):
+            continue
+        holder = known[phone][0]
+        _, theirs, parent, _ = described.get(holder, (None,) * 4)
+        if not theirs or theirs == user_id or theirs in fact.previous:
+            continue
+        if known.get(user_id, ("",))[0] == holder or (parent and parent == fact.parent_user_id):
+            continue
+        moved.add(phone)
+    return moved
 
 
-def _conversation_key(person: _Person, known: dict[str, tuple[str, float]]) -> str:
+def _existing(person: _Person, known: dict[str, tuple[str, float]],
+              moved: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+    return {known[k][0] for k in person.keys if k in known and k not in moved}
+
+
+def _conversation_key(person: _Person, known: dict[str, tuple[str, float]],
+                      moved: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     """An existing phone-keyed conversation (the oldest); else the person's phone; else an
-    existing BSUID conversation (the oldest); else the person's BSUID."""
-    existing = sorted(_existing(person, known),
+    existing BSUID conversation (the oldest); else the person's BSUID. A number that
+    changed hands (`moved`) is never the key: it names the old person's conversation."""
+    existing = sorted(_existing(person, known, moved),
                       key=lambda k: (known.get(k, ("", float("inf")))[1], k))
     phones = [k for k in existing if k.startswith("+")]
     if phones:
         return phones[0]
     phone = person.phone or next((k for k in person.keys if k.startswith("+")), None)
-    if phone:
+    if phone and phone not in moved:
         return phone
     if existing:
         return existing[0]
     return person.user_id or next(iter(person.keys))
+
+
+def id_changes(messages: Iterable[Message]) -> list[Identity]:
+    """The old and new BSUID of each user_changed_user_id message, as one person: from
+    extra["user_id_change"] ({"old", "new"}, as the source read them), else the documented
+    raw fields (system.previous_user_id, system.user_id; from_user_id when user_id is
+    missing)."""
+    found = []
+    for message in messages:
+        if message.kind != "system":
+            continue
+        change = message.extra.get("user_id_change")
+        if isinstance(change, dict):
+            old, new = change.get("old"), change.get("new")
+        else:
+            raw = message.raw if isinstance(message.raw, dict) else {}
+            system = raw.get("system")
+            if not isinstance(system, dict) or system.get("type") != "user_changed_user_id":
+                continue
+            old, new = system.get("previous_user_id"), system.get("user_id") or raw.get(
+                "from_user_id")
+        if isinstance(old, str) and isinstance(new, str) and old and new and old != new:
+            found.append(Identity(user_id=new, previous=(old,)))
+    return found
 
 
 async def describe(db: Connector, rows: Described) -> None:

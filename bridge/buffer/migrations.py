@@ -22,6 +22,7 @@ from bridge.buffer.tables import (
     MARK,
     batches,
     buffer_imports,
+    deliveries,
     escape_text,
     escaped_columns,
     messages,
@@ -112,8 +113,28 @@ async def m012_source_syncs(db: Connector) -> None:
     await _ddl(db, CreateTable(source_syncs, if_not_exists=True))
 
 
+async def m013_business_accounts(db: Connector) -> None:
+    """A conversation is a customer and a business number (issue 26):
+    - messages.account, a column (filled from the body once): a claim batches each
+      customer's chat with each business number apart;
+    - batches.account: the account of a batch's messages. A batch formed before keeps its
+      messages and its key (what it posted is in the ledger under that key, so a retry
+      finds it and posts nothing twice); when its messages are all of one account it is
+      noted, else it stays NULL (mixed: delivered as it was formed, and never grows).
+    """
+    await _ddl(db, AddColumn(messages.c.account), AddColumn(batches.c.account))
+    await db.run(Query(sa.update(messages).values(account=sa.func.coalesce(
+        json_field(messages.c.body, "account"), ""))))
+    d, m, b = deliveries.c, messages.c, batches.c
+    accounts = (sa.select(sa.func.min(m.account)).join_from(deliveries, messages,
+                                                             m.id == d.message_id)
+                .where(d.batch_id == b.id).group_by(d.batch_id)
+                .having(sa.func.count(sa.distinct(m.account)) == 1).scalar_subquery())
+    await db.run(Query(sa.update(batches).values(account=accounts).where(b.state != "done")))
+
+
 STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since,
-                          12: m012_source_syncs}
+                          12: m012_source_syncs, 13: m013_business_accounts}
 VERSION = max(STEPS)
 
 

@@ -141,13 +141,15 @@ class PostgresBuffer(Buffer, SharedBuffer):
         return await self.write(work)
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
-                    backfill: bool | None = None, batch_size: int | None = None) -> list[Claim]:
+                    backfill: bool | None = None, batch_size: int | None = None,
+                    history_days: float | None = None) -> list[Claim]:
         """As Buffer.claim, with the sink's claims serialised across processes."""
         when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
 
         return await self.write(lambda db: delivery.claim(
-            db, sink, when, limit, lease, backfill, size, owner=self.owner))
+            db, sink, when, limit, lease, backfill, size, owner=self.owner,
+            history_days=history_days))
 
     async def read(self, work: Work[T]) -> T:
         self._check_open()

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 import bridge.buffer.delivery as delivery
+import bridge.buffer.history as history
 import bridge.buffer.media as media
 import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
@@ -116,17 +117,20 @@ class Buffer:
         return await self.write(lambda db: _backfill(db, sink, since, time.time()))
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
-                    backfill: bool | None = None, batch_size: int | None = None) -> list[Claim]:
+                    backfill: bool | None = None, batch_size: int | None = None,
+                    history_days: float | None = None) -> list[Claim]:
         """Lease up to `limit` batches of `sink` that are due (forming new ones first).
 
         New batches take about `batch_size` pending messages (default: `limit`, at least
         500), each conversation's whole; `limit` never cuts a conversation in two.
         `backfill`: True or False for only backfill or only live batches; None for both.
+        `history_days`: the sink's backfill_days; older history is held first (history.py).
         """
         when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
         return await self.write(
-            lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size))
+            lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size,
+                                      history_days=history_days))
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy, now: float | None = None) -> dict[str, int]:
@@ -442,6 +446,7 @@ async def install(db: Connector, names: list[str], now: float) -> list[str]:
 _BACKFILL = (
     Query(sa.update(deliveries).values(backfill=0).where(
         d.sink == P("sink"), d.backfill == 1, d.state != "pending"), "backfill: restart"),
+    history.REOPEN,  # history held as older than backfill_days, now covered
     Query(lambda insert: insert(deliveries).from_select(
         ["sink", "message_id", "backfill"], sa.select(P("sink", type_=TEXT), m.id, sa.literal(1))
         .where(m.sent_at >= P("since"))).on_conflict_do_nothing(), "backfill: queue"),

@@ -97,6 +97,8 @@ def _partial(name: str, table: sa.Table, *columns: str, where: Any) -> sa.Index:
 # replays and backfill overlaps store once. body: the rest of the neutral Message as JSON
 # text with its escapes kept (bridge.buffer.codec), so U+0000 and lone surrogates survive;
 # SQL never looks inside it. direction: 'in' or 'out' (the hourly chart's index).
+# account: the business number the customer wrote to or was written from (its provider
+# id): a claim batches a customer's chat with each business number apart (schema 13).
 messages = _table(
     "messages",
     sa.Column("id", INT, sa.Identity(), primary_key=True),  # monotonic
@@ -107,6 +109,7 @@ messages = _table(
     sa.Column("stored_at", REAL, nullable=False),
     sa.Column("body", TEXT, nullable=False),
     sa.Column("direction", TEXT, nullable=False, server_default="in"),
+    sa.Column("account", TEXT, nullable=False, server_default=""),
     sa.UniqueConstraint("source", "provider_id"),
     rowid=True, sqlite_autoincrement=True)
 sa.Index("messages_conversation", messages.c.conversation)
@@ -154,8 +157,10 @@ _partial("deliveries_pending", deliveries, "sink", "batch_id", "backfill",
 _partial("deliveries_dead", deliveries, "sink", where=deliveries.c.state == "dead")
 _partial("deliveries_backfill", deliveries, "sink", "state", where=deliveries.c.backfill == 1)
 
-# A batch: pending messages of one conversation, fixed when first formed, so a retry
-# re-sends the same messages under the same key (made from its content).
+# A batch: pending messages of one conversation with one business account, fixed when
+# first formed, so a retry re-sends the same messages under the same key (made from its
+# content). account NULL: formed before schema 13, when a batch held every account's
+# messages of the customer; such a batch keeps its messages and key.
 #   ready  -> leased  claimed (attempts + 1, lease_token, lease_until)
 #   leased -> ready   retry/held outcome, or lease expired (uncertain = 1)
 #   leased -> done    no pending message left
@@ -185,6 +190,7 @@ batches = _table(
     sa.Column("not_before", REAL),
     sa.Column("failing_since", REAL),
     sa.Column("outage_tries", INT, nullable=False, server_default=sa.text("0")),
+    sa.Column("account", TEXT),
     sa.CheckConstraint("state IN ('ready', 'leased', 'done')"),
     sa.CheckConstraint(
         "(state = 'leased') = (lease_token IS NOT NULL AND lease_until IS NOT NULL)"),

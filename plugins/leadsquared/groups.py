@@ -62,11 +62,12 @@ def _sender_batch(batch: Batch, key: str, group: str, messages: list[Any]) -> Ba
         key=key, contact_name=person.get("name") or messages[0].contact_name,
         phone=person.get("phone") or (key if key.startswith("+") else None),
         user_id=person.get("user_id") or (None if key.startswith("+") else key),
-        username=person.get("username"), record_id=person.get("record_id"), group_id=group)
+        username=person.get("username"), record_id=person.get("record_id"), group_id=group,
+        account=batch.conversation.account)
     suffix = hashlib.sha256(key.encode()).hexdigest()[:8]
     return Batch(key=f"{batch.key}~{suffix}", sink=batch.sink, conversation=conversation,
                  messages=messages, attempt=batch.attempt, uncertain=batch.uncertain,
                  ledger=batch.ledger, record_id=conversation.record_id,
                  new_ledger=batch.new_ledger, targets=batch.targets,
                  new_targets=batch.new_targets, outage_tries=batch.outage_tries,
-                 failing_since=batch.failing_since)
+                 failing_since=batch.failing_since, account=batch.account)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from bridge import Conversation, Message
+from bridge import Conversation, Message, is_group
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.leads import create_lead, find_lead
@@ -21,6 +21,24 @@ logger = logging.getLogger(__name__)
 
 NO_FIELD = ("no phone number (WhatsApp username user): set plugins.leadsquared.user_id_field "
             "to a lead field (e.g. mx_WhatsApp_User_ID) to find and create leads by BSUID")
+
+
+RECYCLED = ("this number was another WhatsApp user's before (a different business-scoped "
+            "id): it is not matched by phone, so their lead is not used; set "
+            "plugins.leadsquared.user_id_field to find leads by BSUID, or create_leads")
+
+
+def changed_hands(conversation: Conversation) -> bool:
+    """The contact map moved this chat's number from an earlier holder (a recycled number):
+    the chat is keyed by its BSUID while a number is known (bridge.buffer.identity)."""
+    return bool(conversation.phone) and not conversation.key.startswith("+") \
+        and not is_group(conversation.key)
+
+
+def lookup_phone(conversation: Conversation) -> str | None:
+    """The number to find the person's lead by: none when it changed hands (the earlier
+    holder's lead has it)."""
+    return None if changed_hands(conversation) else phone_of(conversation)
 
 
 def phone_of(conversation: Conversation) -> str | None:
@@ -49,6 +67,8 @@ def display_name(conversation: Conversation, messages: Sequence[Message] = ()) -
 
 def unreachable(config: LeadSquaredConfig, conversation: Conversation) -> str | None:
     """Why no lead can be looked for at all (a held reason), or None."""
+    if changed_hands(conversation):
+        return None if config.user_id_field or config.create_leads else RECYCLED
     if phone_of(conversation) or (config.user_id_field and user_id_of(conversation)):
         return None
     return NO_FIELD
@@ -56,7 +76,9 @@ def unreachable(config: LeadSquaredConfig, conversation: Conversation) -> str | 
 
 def not_found(config: LeadSquaredConfig, conversation: Conversation) -> str:
     """The held reason when no lead matches."""
-    if phone_of(conversation):
+    if changed_hands(conversation) and not config.user_id_field:
+        return RECYCLED
+    if lookup_phone(conversation):
         return "no lead with this number in LeadSquared (create one, or set create_leads)"
     return (f"no lead with this WhatsApp user id in {config.user_id_field} "
             "(create one, or set create_leads)")
@@ -64,8 +86,9 @@ def not_found(config: LeadSquaredConfig, conversation: Conversation) -> str:
 
 async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
                   conversation: Conversation, messages: Sequence[Message]) -> str | None:
-    """The lead id: found by phone, else by BSUID, else created when configured to."""
-    phone = phone_of(conversation)
+    """The lead id: found by phone, else by BSUID, else created when configured to (a
+    number that changed hands is not looked up nor written: see lookup_phone)."""
+    phone = lookup_phone(conversation)
     lead = await find_lead(client, phone) if phone else None
     if lead is None and conversation.key.startswith("+") and conversation.key != phone:
         lead = await find_lead(client, conversation.key)  # the number before a change

@@ -27,8 +27,8 @@ from plugins.leadsquared.leads import first_match
 from plugins.leadsquared.outcomes import late_write_retry, outcome_of
 from plugins.leadsquared.people import (
     follow_number_change,
+    lookup_phone,
     not_found,
-    phone_of,
     resolve,
     unreachable,
 )
@@ -91,7 +91,7 @@ class Resolver:
     async def _look_up(self, batch: Batch) -> str | None:
         """From the directory, else remote (one lookup when the directory is on), never
         again for a number that matched nothing within unknown_recheck."""
-        phone = phone_of(batch.conversation)
+        phone = lookup_phone(batch.conversation)  # none for a number that changed hands
         if phone and (lead := await self._from_directory(phone)):
             return lead
         if phone and await self._recently_unknown(phone):

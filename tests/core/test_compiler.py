@@ -68,7 +68,7 @@ def test_constants_are_in_the_text_so_partial_indexes_serve(tmp_path):
     assert "'pending'" in delivery.OLDEST.on(POSTGRESQL).sql
     db = sqlite3.connect(tmp_path / "x.db")
     db.executescript("CREATE TABLE deliveries (sink, message_id, state, batch_id, backfill);"
-                     "CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation);"
+                     "CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation, account);"
                      "CREATE INDEX deliveries_pending ON deliveries (sink, batch_id, backfill)"
                      " WHERE state = 'pending';")
     compiled = delivery.OLDEST.on(SQLITE)

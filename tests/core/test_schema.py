@@ -181,13 +181,13 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def _old_code(tmp_path: Path) -> Path:
-    """bridge/ and plugins/ as they were at BEFORE, in a directory of their own."""
+def _old_code(tmp_path: Path, commit: str = BEFORE) -> Path:
+    """bridge/ and plugins/ as they were at `commit`, in a directory of their own."""
     try:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE, "bridge", "plugins"],
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "bridge", "plugins"],
                                  capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip(f"the commit {BEFORE[:10]} (schema version 9) is not in this clone")
+        pytest.skip(f"the commit {commit[:10]} is not in this clone")
     where = tmp_path / "old"
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(where, filter="data")

@@ -15,7 +15,7 @@ from plugins.leadsquared.config import files_base
 from tests.backends import query
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import chat, settled, sink_for
-from tests.whatsapp.test_media import media_message
+from tests.whatsapp.test_media import PHONE_ID, media_message
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -142,7 +142,7 @@ async def test_a_fetched_file_is_uploaded_and_attached_to_the_activity_naming_it
         sim, media_buffer, tmp_path):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     photo = os.urandom(30_000)
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     await fetch(media_buffer, tmp_path, photo)
     async with running(media_buffer, [sink_for(sim)]):
         await wait_until(lambda: settled(media_buffer))
@@ -160,8 +160,8 @@ async def test_a_file_fetched_after_its_text_was_synced_follows_to_the_same_acti
         sim, media_buffer, tmp_path):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     # the file's message is not the first of its part: alone, it would render a new part key
-    await media_buffer.append([chat(1), media_message(2, "m-1", kind="document",
-                                                      filename="bill.pdf")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(
+        2, "m-1", kind="document", filename="bill.pdf")])
     async with running(media_buffer, [sink_for(sim)]):
         await wait_until(lambda: settled(media_buffer))  # the text does not wait for the file
         (activity,) = sim.activities(lead)
@@ -183,7 +183,7 @@ async def test_a_file_fetched_after_its_text_was_synced_follows_to_the_same_acti
 async def test_a_failing_attach_is_retried_alone_and_never_reposts_the_text(
         sim, media_buffer, tmp_path):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     await fetch(media_buffer, tmp_path, b"photo bytes")
     sim.break_endpoint("Add", 408)  # a gateway's page: the attach never reached the account
     async with running(media_buffer, [sink_for(sim, max_attempts=50,

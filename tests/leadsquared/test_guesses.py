@@ -22,7 +22,7 @@ from plugins.leadsquared.opportunities import NONE_FOUND
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_attachments import fetch
 from tests.leadsquared.test_sink import chat, settled, sink_for, texts_in
-from tests.whatsapp.test_media import media_message
+from tests.whatsapp.test_media import PHONE_ID, media_message
 
 BY_OPPORTUNITY = "/v2/ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId"
 
@@ -39,7 +39,8 @@ async def test_a_chat_with_a_photo_lands_once_on_the_lead_and_only_the_open_deal
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     by_status = deals(sim, lead)
     photo = os.urandom(20_000)
-    await buffer.append([chat(1), media_message(2, "m-1"), chat(3)])
+    await buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1"),
+                         chat(3, account=PHONE_ID)])
     await fetch(buffer, tmp_path, photo)
     async with running(buffer, [sink_for(sim)]):
         await wait_until(lambda: settled(buffer), timeout=30)
