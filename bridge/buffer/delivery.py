@@ -37,6 +37,7 @@ from bridge.buffer.tables import (
     conversations,
     deliveries,
     ledger,
+    media,
     messages,
     sink_conversations,
     targets,
@@ -396,10 +397,12 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
         results.append(counts)
     if not kept:
         return results
+    files = await _file_states(db, [claim for claim, *_ in kept])
     if settled:
         await db.run(SETTLE, settled=settled, now=now)
     await _write_posts(db, [claim for claim, *_ in kept], now)
     await _release(db, kept, now, policy)
+    await _hand_over(db, files)
     touched = {(claim.batch.sink, held[claim.batch_id]): _touched_row(
         claim, held[claim.batch_id], now, counts, errors, outcomes)
         for claim, outcomes, counts, errors in kept}
@@ -411,6 +414,35 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
     if forgot:
         await db.run(FORGET_RECORDS, forgot=forgot)
     return results
+
+
+# The hand-over from the media fetch (issue 25): a sink that read a file as not fetched
+# yet records its attachment as waiting, and the fetch's commit re-opens waiting targets.
+# A fetch that committed after the sink's read but before this commit found nothing to
+# re-open, so the file states are read again here, locked (FOR UPDATE: a fetch committing
+# meanwhile is waited for, and one that comes after waits for this commit and then sees the
+# wait), and a wait whose file is already stored or dead is settled in this transaction.
+FILE_STATES = Query(sa.select(media.c.message_id, media.c.state, media.c.reason)
+                    .where(media.c.message_id.in_(values_of("ids")))
+                    .order_by(media.c.message_id).with_for_update(), "files waited for")
+
+
+async def _file_states(db: Connector, claims: list[Claim]) -> list[tuple[int, str, str]]:
+    """(message id, state, reason) of the files the claims' new waits are for, locked."""
+    ids = sorted({i for claim in claims for f in claim.batch.new_targets.values()
+                  if f.dead and f.reason.startswith(WAITING_FOR_FILE) for i in f.message_ids})
+    if not ids:
+        return []
+    return [tuple(row) for row in await db.rows(FILE_STATES, ids=ids)]  # type: ignore[misc]
+
+
+async def _hand_over(db: Connector, files: list[tuple[int, str, str]]) -> None:
+    """Waits recorded just now for files that came (re-opened) or never will (why)."""
+    for message_id, state, reason in files:
+        if state == "fetched":
+            await reopen_waiting(db, message_id)
+        elif state == "dead":
+            await settle_waiting(db, message_id, reason or "no reason given")
 
 
 def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
@@ -497,6 +529,9 @@ DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(
 REOPEN_MESSAGES = Query(sa.update(deliveries).values(_REOPEN).where(
     d.sink == P("sink"), d.batch_id == P("batch_id"), d.state == "done",
     d.message_id.in_(values_of("ids"))), "re-open a target's messages")
+STILL_PENDING = Query(sa.select(sa.literal(1)).select_from(deliveries).where(
+    d.sink == P("sink"), d.batch_id == P("batch_id"), d.message_id == P("message_id"),
+    d.state == "pending"), "a target's message still pending")
 DROP_TARGET = Query(sa.delete(targets).where(t.sink == P("sink"), t.key == P("key")),
                     "forget a target")
 FOLLOW_UP = Query(sa.update(targets).values(state="failing", attempts=0, reason=P("reason"))
@@ -554,14 +589,21 @@ async def _requeue_targets(db: Connector, sink: str | None,
 
 
 async def reopen_waiting(db: Connector, message_id: int) -> int:
-    """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE)."""
+    """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE).
+
+    A message delivered goes back to pending in its own batch; one still pending there (its
+    batch retries for another target) keeps its place, and the retry attaches the file."""
     count = 0
     for sink, key, batch_id in await _waiting(db, message_id):
-        if not await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id, ids=[message_id]):
-            continue
+        reopened = await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id,
+                                ids=[message_id])
+        if not reopened and await db.one(STILL_PENDING, sink=sink, batch_id=batch_id,
+                                         message_id=message_id) is None:
+            continue  # pruned, or dead: a requeue re-opens it
         await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
                      key=key)
-        await db.run(_RETRY_BATCH, batch_id=batch_id)
+        if reopened:
+            await db.run(_RETRY_BATCH, batch_id=batch_id)
         count += 1
     return count
 

@@ -1,0 +1,111 @@
+"""The hand-over between the media fetch and the sink (issue 25, point 1).
+
+A sink reads a file's state when it claims a batch and records "waiting for its file" when
+it commits the outcomes; the media fetch re-opens waiting targets in its own commit. A fetch
+that commits between the two used to find nothing waiting, and the wait recorded after it
+was never re-opened: the photo was never attached, and nothing counted it. The seam here is
+the sink's deliver(): the fetch commits after the sink read the state and before the core
+commits what the sink said.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from bridge.attention import attention
+from bridge.buffer.media import FETCHED as _FETCHED_ONLY
+from tests.helpers import running, wait_until
+from tests.leadsquared.test_attachments import calls, fetch
+from tests.leadsquared.test_sink import chat, settled, sink_for
+from tests.whatsapp.test_media import media_message
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+async def media_buffer(buffer):
+    buffer.media_sources = {"whatsapp": None}
+    return buffer
+
+
+def fetch_during_delivery(sink, then):
+    """Wrap the sink's deliver(): once, after it decided, run `then` (the fetch's commit)
+    before the core records the outcomes."""
+    real, done = sink.deliver, []
+
+    async def deliver(batch):
+        outcomes = await real(batch)
+        if not done:
+            done.append(batch.key)
+            await then()
+        return outcomes
+
+    sink.deliver = deliver
+    return done
+
+
+async def test_a_file_fetched_between_the_sinks_read_and_its_commit_is_still_attached(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    photo = os.urandom(20_000)
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    sink = sink_for(sim)
+    seen = fetch_during_delivery(sink, lambda: fetch(media_buffer, tmp_path, photo))
+    async with running(media_buffer, [sink]):
+        await wait_until(lambda: seen)
+        (activity,) = await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+        await wait_until(lambda: settled(media_buffer))
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text once
+    assert calls(sim, "Attachment/Add") == 1
+    assert await media_buffer.dead_targets() == []
+
+
+async def test_a_file_that_died_between_the_sinks_read_and_its_commit_says_why(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+
+    async def dies() -> None:
+        (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+        await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+
+    sink = sink_for(sim)
+    seen = fetch_during_delivery(sink, dies)
+    async with running(media_buffer, [sink]):
+        await wait_until(lambda: seen)
+        await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: settled(media_buffer))
+    (dead,) = await media_buffer.dead_targets()
+    assert "the file never came: Graph API: media gone" in dead["reason"]
+
+
+async def test_a_target_still_waiting_for_a_stored_file_is_overdue_at_once(
+        sim, media_buffer, tmp_path):
+    """Whatever leaves it so, a wait for a file that is already stored is overdue now, not
+    after OVERDUE_FILE (15 minutes): the status page counts it, and /metrics exports the count."""
+    from bridge.metrics import Metrics
+
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text; the file to come
+    sinks = await media_buffer.sinks()
+    assert (await attention(media_buffer, sinks, "leadsquared"))["counts"]["overdue"] == 0
+    # a file stored behind the wait's back (as the race above did): no re-open
+    (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    await media_buffer.write(lambda db: db.run(_FETCHED_ONLY, message_id=job.message_id,
+                                               path=str(path), size=1, sha256="ab" * 32,
+                                               mime_type=None, now=time.time()))
+    found = await attention(media_buffer, sinks, "leadsquared")
+    assert found["counts"]["overdue"] == 1 and len(found["overdue"]) == 1
+    metrics = Metrics(process=False)
+    body, _ = await metrics.render(media_buffer)
+    assert 'chatbridge_overdue_attachments{sink="leadsquared"} 1.0' in body.decode()
+
