@@ -148,20 +148,27 @@ class MediaRunner:
         self.policy = policy
         self.metrics = metrics
         self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}  # message id -> its download
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Keep up to CLAIM_LIMIT downloads going; each finishes or fails on its own, and
+        a freed place is filled at once (a slow download never holds back the others)."""
         await self.prepare()
-        while not stop.is_set():
-            try:
-                busy = await self.step()
-            except Exception:
-                logger.exception("media fetching for %s failed; will try again", self.source)
-                busy = False
-            if not busy:
-                await self._idle(stop)
+        try:
+            while not stop.is_set():
+                try:
+                    busy = bool(await self._start_due())
+                except Exception:
+                    logger.exception("media fetching for %s failed; will try again",
+                                     self.source)
+                    busy = False
+                if not busy or len(self._running) >= CLAIM_LIMIT:
+                    await self._idle(stop)
+        finally:
+            await self._settle_running()
 
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
@@ -178,11 +185,40 @@ class MediaRunner:
                 path.unlink(missing_ok=True)
 
     async def step(self) -> bool:
-        """Fetch the jobs due now; whether there were any."""
-        jobs = await self.buffer.media_claim(self.source, CLAIM_LIMIT, self.policy.lease)
-        if jobs:
-            await asyncio.gather(*(self.fetch_one(job) for job in jobs))
-        return bool(jobs)
+        """Fetch the jobs due now and wait for them; whether there were any."""
+        started = await self._start_due()
+        if started:
+            await asyncio.gather(*started)
+        return bool(started)
+
+    async def _start_due(self) -> list[asyncio.Task[None]]:
+        """Claim as many due jobs as there are free places, and start each."""
+        room = CLAIM_LIMIT - len(self._running)
+        if room <= 0:
+            return []
+        started = []
+        for job in await self.buffer.media_claim(self.source, room, self.policy.lease):
+            if job.message_id in self._running:  # its lease ran out while it downloads
+                continue
+            task = asyncio.create_task(self.fetch_one(job), name=f"media-{job.message_id}")
+            self._running[job.message_id] = task
+            task.add_done_callback(lambda _, key=job.message_id: self._finished(key))
+            started.append(task)
+        return started
+
+    def _finished(self, message_id: int) -> None:
+        self._running.pop(message_id, None)
+        self._wake.set()  # a place is free: claim the next due job
+
+    async def _settle_running(self) -> None:
+        """Stopping: cut the downloads in progress (their leases lapse; a new run takes them
+        again at once, see prepare)."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
 
     async def fetch_one(self, job: MediaJob) -> None:
         """Download, verify and store one file; record the outcome (never raises)."""
@@ -233,9 +269,12 @@ class MediaRunner:
             self.metrics.media_fetch(self.source, outcome)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        due = await self.buffer.media_next_due(self.source)
-        wait = IDLE_POLL if due is None else min(IDLE_POLL, max(0.05, due - time.time()))
-        self._wake.clear()
+        """Wait until a job is due, a download ends, an append wakes us, or stop."""
+        self._wake.clear()  # first: a download ending from here on still wakes us
+        wait = IDLE_POLL
+        if len(self._running) < CLAIM_LIMIT:
+            due = await self.buffer.media_next_due(self.source)
+            wait = IDLE_POLL if due is None else min(IDLE_POLL, max(0.05, due - time.time()))
         stopped = asyncio.ensure_future(stop.wait())
         woken = asyncio.ensure_future(self._wake.wait())
         try:
