@@ -18,13 +18,16 @@ import logging
 import os
 import random
 import re
+import shutil
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from bridge.buffer import MediaJob, MediaJobs
+from bridge.sizes import format_size
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,42 @@ class TooLarge(Exception):
     """More bytes arrived than buffer.media_max_bytes allows."""
 
 
+class Refused(Exception):
+    """The bytes would pass buffer.media_max_total or take the disk under media_min_free."""
+
+
+def free_bytes(directory: str) -> int:
+    """Free bytes (for an unprivileged writer) of the disk holding `directory`."""
+    return shutil.disk_usage(directory).free
+
+
+@dataclass
+class Room:
+    """What a download may still take: the stored total and the disk's free space are
+    checked before each chunk is written, so a refused file never touches the disk."""
+
+    policy: MediaPolicy
+    stored: int  # bytes of fetched media stored when the download began (each file once)
+    others: Callable[[], int]  # bytes the other downloads in progress hold
+
+    def check(self, size: int, chunk: int) -> None:
+        """Raise Refused if `chunk` more bytes (this download then holds `size`) do not fit."""
+        policy = self.policy
+        if self.stored + self.others() + max(size, 1) > policy.max_total:  # 1: a byte fits
+            raise Refused(
+                f"refused: {format_size(self.stored)} of media is stored and this file would "
+                f"pass buffer.media_max_total ({format_size(policy.max_total)}); raise "
+                "buffer.media_max_total (or shorten buffer.retention), then `bridge "
+                "dead-letter requeue --media`")
+        free = policy.free_space(policy.directory)
+        if free - chunk < policy.min_free:
+            raise Refused(
+                f"refused: the disk of {policy.directory} has {format_size(free)} free, "
+                f"under buffer.media_min_free ({format_size(policy.min_free)}), the room kept "
+                "for the buffer; free some space or lower buffer.media_min_free, then `bridge "
+                "dead-letter requeue --media`")
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """What the provider said of the file it served (its sha256 is opaque text)."""
@@ -78,9 +117,10 @@ class MediaFetcher(Protocol):
 class FileOut:
     """A download's destination: counts, hashes and writes each chunk; refuses too much."""
 
-    def __init__(self, handle: BinaryIO, max_bytes: int) -> None:
+    def __init__(self, handle: BinaryIO, max_bytes: int, room: Room | None = None) -> None:
         self._handle = handle
         self.max_bytes = max_bytes
+        self.room = room
         self.reset()
 
     def reset(self) -> None:
@@ -95,6 +135,12 @@ class FileOut:
         if self.size > self.max_bytes:
             raise TooLarge(f"the file is larger than buffer.media_max_bytes "
                            f"({self.max_bytes} bytes); raise it to fetch such files")
+        if self.room is not None:
+            try:
+                self.room.check(self.size, len(chunk))
+            except Refused:
+                self.size = 0  # refused: it holds no room from the other downloads now
+                raise
         self._hash.update(chunk)
         self._handle.write(chunk)
 
@@ -131,6 +177,9 @@ class MediaPolicy:
     retry_cap: float = 3600.0
     max_attempts: int = 170
     lease: float = 900.0  # a download past this is taken again (a killed runner's at once)
+    max_total: int = 2 * 1024**3  # buffer.media_max_total
+    min_free: int = 1024**3  # buffer.media_min_free
+    free_space: Callable[[str], int] = free_bytes  # a seam: tests set the disk's free space
 
     def backoff(self, attempts: int) -> float:
         delay = min(self.retry_cap, self.retry_base * 2 ** max(0, attempts - 1))
@@ -149,6 +198,7 @@ class MediaRunner:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}  # message id -> its download
+        self._outs: dict[int, FileOut] = {}  # message id -> its download's bytes so far
 
     def wake(self) -> None:
         self._wake.set()
@@ -224,8 +274,11 @@ class MediaRunner:
         """Download, verify and store one file; record the outcome (never raises)."""
         part = Path(self.policy.directory) / "tmp" / f"{self.source}-{job.message_id}.part"
         try:
+            room = Room(self.policy, await self.buffer.media_stored_bytes(),
+                        lambda: sum(o.size for k, o in self._outs.items() if k != job.message_id))
+            room.check(0, 0)  # already full: refused before anything is written
             with open(part, "wb") as handle:
-                out = FileOut(handle, self.policy.max_bytes)
+                out = self._outs[job.message_id] = FileOut(handle, self.policy.max_bytes, room)
                 info = await self.fetcher.fetch(job, out)
                 await asyncio.to_thread(_flush, handle)
             digest = out.digest
@@ -241,7 +294,7 @@ class MediaRunner:
             self._count("fetched")
             logger.info("media %s of message %s fetched (%d bytes)", job.media_id,
                         job.message_id, out.size)
-        except (MediaGone, TooLarge) as exc:
+        except (MediaGone, TooLarge, Refused) as exc:
             await self.buffer.media_failed(job, _reason(exc), None)
             self._count("dead")
             logger.warning("media %s of message %s is a dead letter: %s", job.media_id,
@@ -249,6 +302,7 @@ class MediaRunner:
         except Exception as exc:  # MediaRetry, OSError, a fetcher's bug: all retried
             await self._retry(job, exc)
         finally:
+            self._outs.pop(job.message_id, None)
             part.unlink(missing_ok=True)
 
     async def _retry(self, job: MediaJob, exc: Exception) -> None:
@@ -289,7 +343,7 @@ class MediaRunner:
 
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
-    return text if isinstance(exc, MediaGone | MediaRetry | TooLarge) else \
+    return text if isinstance(exc, MediaGone | MediaRetry | TooLarge | Refused) else \
         f"{exc.__class__.__name__}: {text}"
 
 
@@ -324,7 +378,8 @@ async def start_media(bridge: Any, stop: asyncio.Event) -> list[asyncio.Task[Non
     """A runner per source that can fetch; a source that cannot has its jobs held."""
     settings = bridge.config.buffer
     policy = MediaPolicy(settings.media_dir, settings.media_max_bytes, settings.media_retry_base,
-                         settings.media_retry_cap, settings.media_max_attempts)
+                         settings.media_retry_cap, settings.media_max_attempts,
+                         max_total=settings.media_max_total, min_free=settings.media_min_free)
     tasks = []
     for name, hold in media_sources(bridge.sources).items():
         if hold is not None:

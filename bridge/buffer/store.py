@@ -272,6 +272,10 @@ class Buffer:
     async def media_paths(self) -> set[str]:
         return await self.read(media.stored_paths)
 
+    async def media_stored_bytes(self) -> int:
+        """Bytes of fetched media stored, each file once (buffer.media_max_total counts it)."""
+        return await self.read(media.stored_bytes)
+
     # -- reads -------------------------------------------------------------------------
 
     async def sinks(self) -> list[dict[str, Any]]:
