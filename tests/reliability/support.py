@@ -132,22 +132,40 @@ class Photos:
         self.sha.update({t: self._pending[t] for t in texts if t in self._pending})
 
 
-def attached_files(sim: SimulatorProcess) -> Counter:
-    """sha256 -> how many attachments carry those bytes, over every activity."""
+def attached_files(sim: SimulatorProcess, captions: Iterable[str]) -> Counter:
+    """sha256 -> how many attachments carry those bytes, over every activity whose note
+    names one of the photos (a file is attached to the activity that names it, and a
+    note posted twice would show as a duplicate text)."""
+    wanted = set(captions)
     return Counter(row["Sha256"] for activity in sim.activities()
+                   if any(text in (activity["ActivityNote"] or "") for text in wanted)
                    for row in sim.admin("GET", "attachments", params={"activity": activity["Id"]}))
 
 
-def assert_each_file_once(sim: SimulatorProcess, photos: Photos, timeout: float = 120) -> Counter:
-    """Every acknowledged photo attached exactly once (waiting for the last to follow),
-    and no file attached twice."""
-    def done() -> Counter | None:
-        found = attached_files(sim)
-        return found if all(found[sha] >= 1 for sha in photos.sha.values()) else None
+def assert_each_file_once(sim: SimulatorProcess, photos: Photos, bridge: BridgeProcess,
+                          timeout: float = 120, unconfirmed: int = 0) -> Counter:
+    """Once the bridge settled (nothing to deliver, no file to fetch): no file attached
+    twice, and every acknowledged photo attached, except at most `unconfirmed` (attaches
+    whose outcome was unknown: dead targets saying so, never sent again)."""
+    def settled() -> bool:
+        status = bridge.status()
+        (sink,) = status["sinks"]
+        media = status["media"].get("whatsapp", {})
+        return sink["backlog"] == 0 and media.get("pending", 0) == 0 and bool(
+            sink["last_sync_at"])
 
-    found = eventually(done, timeout=timeout, every=0.5)
+    eventually(settled, timeout=timeout, every=0.5)
+    found = attached_files(sim, photos.sha)
     twice = {sha: n for sha, n in found.items() if n > 1}
     assert not twice, f"{len(twice)} file(s) attached more than once"
+    missing = [t for t, sha in photos.sha.items() if not found[sha]]
+    if len(missing) > unconfirmed:
+        (sink,) = bridge.status()["sinks"]
+        raise AssertionError(
+            f"{len(missing)} of {len(photos.sha)} photos never attached ({missing[:5]}), "
+            f"{unconfirmed} unconfirmed; the sink: overdue {sink.get('overdue_files')}, "
+            f"dead targets {[t['reason'][:100] for t in sink['dead_target_sample']]}; media "
+            f"{bridge.status()['media']}")
     return found
 
 

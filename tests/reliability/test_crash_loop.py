@@ -46,7 +46,7 @@ from tests.reliability.support import (
 KILLS = "CHATBRIDGE_CRASH_KILLS"
 NUMBERS = [f"9198711000{i:02d}" for i in range(6)]  # WhatsApp's form: digits only
 PATTERN = r"cl-\d{6}"
-PHOTOS = 0.15  # share of the messages sent as photos (captioned with their text)
+PHOTOS = 0.2  # share of the messages sent as photos (captioned with their text)
 
 
 class Driver(threading.Thread):
@@ -105,6 +105,8 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
                  for i, n in enumerate(NUMBERS)}
         deal = sim.add_opportunity(leads[NUMBERS[0]], "Crash deal")
         sim.configure(drop_after_commit_rate=0.25, latency=0.03, seed=seed)
+        # downloads of about half a second: files land while their texts are being delivered
+        graph.faults(slow_bytes_per_s=8000)
         bridge = make_bridge(tmp_path, sim, buffer, graph, sync_interval="0.5s").start()
         photos = Photos(graph, random.Random(seed + 1), share=PHOTOS)
         driver = Driver(bridge.url, rng, photos)
@@ -124,7 +126,7 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
         driver.stop.set()
         driver.join(30)
         bridge.sync_now()
-        files = assert_each_file_once(sim, photos)  # the last photos follow their texts
+        files = assert_each_file_once(sim, photos, bridge)  # the last photos follow their texts
         sink = eventually(lambda: drained(bridge), timeout=300, every=0.5)
 
         missing = set(driver.acked.values()) - buffered_ids(buffer)
