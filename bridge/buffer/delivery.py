@@ -472,6 +472,15 @@ def _next_state(outcome: Outcome, attempt: int, policy: Policy) -> tuple[str, st
     return "pending", None
 
 
+async def landed_now(db: Connector, sink: str, key: str, external_id: str,
+                     now: float) -> None:
+    """One post that landed, in the ledger at once rather than with its batch's outcomes
+    (a post no API can find again, such as an attachment: a crash before the outcomes'
+    commit must not post it twice). Its failed target, if any, is gone."""
+    await db.run(WRITE_LEDGER, posted=[(sink, key, external_id)], now=now)
+    await db.run(LANDED, landed=[(sink, key)])
+
+
 async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
     """The ledger; failed targets upserted; targets that landed (now in the ledger) gone."""
     posted = [(c.batch.sink, k, v) for c in claims for k, v in c.batch.new_ledger.items()]

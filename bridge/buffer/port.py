@@ -51,6 +51,9 @@ class Deliveries(Appends, Protocol):
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
                        now: float | None = None) -> dict[str, int]: ...
 
+    async def record_landed(self, sink: str, key: str, external_id: str,
+                            now: float | None = None) -> None: ...
+
     async def retry_now(self, sink: str, now: float | None = None) -> int: ...
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,

@@ -272,6 +272,12 @@ class Buffer:
     async def media_paths(self) -> set[str]:
         return await self.read(media.stored_paths)
 
+    async def record_landed(self, sink: str, key: str, external_id: str,
+                            now: float | None = None) -> None:
+        """Put one post that landed in the sink's ledger now (see delivery.landed_now)."""
+        when = time.time() if now is None else now
+        await self.write(lambda db: delivery.landed_now(db, sink, key, external_id, when))
+
     async def media_stored_bytes(self) -> int:
         """Bytes of fetched media stored, each file once (buffer.media_max_total counts it)."""
         return await self.read(media.stored_bytes)

@@ -9,15 +9,19 @@ leaves its target dead with contracts.WAITING_FOR_FILE and its message delivered
 waits for nothing, and the commit that stores the file re-opens the message in its own batch
 (same keys), so the file follows on its own to the same activity (its id is in the ledger).
 
-Never twice: a landed attach is in the ledger (committed with the outcomes), and a
-re-delivery skips its key. Uploading again is harmless (an unlinked copy in the files store),
-so an upload that failed or was cut off is simply repeated. An attach whose answer was lost
-(timeout, dropped connection) cannot be checked: the reference documents no read of an
-activity's attachments. It is not repeated: it is a dead target saying UNCONFIRMED (a
-missing attachment beats a duplicate; a person who checked can requeue it). Left open: a
-SIGKILL between an attach's answer and the commit of the outcomes (milliseconds) leaves no
-trace, and the retry attaches again. Also left open (issue 25): the hand-over between the
-media worker (bridge/buffer/media.py) storing a file and this step reading it.
+Never twice: a landed attach is in the ledger, written the moment its answer comes (the
+buffer's record_landed, not with the batch's outcomes: a crash while the delivery's other
+files upload must not attach this one again), and a re-delivery skips its key. Uploading
+again is harmless (an unlinked copy in the files store), so an upload that failed or was
+cut off is simply repeated. An attach whose answer was lost (timeout, dropped connection,
+5xx) cannot be checked: the reference documents no read of an activity's attachments. It
+is not repeated: it is a dead target saying UNCONFIRMED (a missing attachment beats a
+duplicate; a person who checked can requeue it). Left open: a SIGKILL between an attach's
+answer and that one write (milliseconds) leaves no trace, and the retry attaches again.
+
+The hand-over from the media fetch (issue 25): the wait recorded here is settled in the
+core's commit of the outcomes, which re-reads the file's state (bridge/buffer/delivery.py),
+so a file stored while this delivery ran still follows.
 
 An upload answer that names no S3 URL (only a file name) cannot be attached: Attachment/Add
 takes the S3 URL, and a URL we built ourselves would not be it. The attachment is then a
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+from collections.abc import Awaitable, Callable
 
 from bridge import WAITING_FOR_FILE, Batch, Message, file_name
 from plugins.leadsquared.client import LeadSquaredClient
@@ -35,6 +40,7 @@ from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.transcript import Part
 
 logger = logging.getLogger(__name__)
+Landed = Callable[[str, str], Awaitable[None]]  # (idempotency key, CRM id) -> recorded
 
 UNCONFIRMED = "attach unconfirmed"  # an attach whose answer never came: a dead letter
 HELD = "held in the bridge: this activity type does not allow attachments"
@@ -76,11 +82,12 @@ class Attacher:
     """Uploads and attaches a landed part's files."""
 
     def __init__(self, client: LeadSquaredClient, files_base: str, allowed: bool,
-                 max_attempts: int) -> None:
+                 max_attempts: int, land: Landed | None = None) -> None:
         self.client = client
         self.files_base = files_base
         self.allowed = allowed  # the activity type's Allow Attachments
         self.max_attempts = max_attempts
+        self.land = land  # records a landed attach in the buffer's ledger at once
 
     async def attach(self, batch: Batch, part: Part, existing: dict[str, str]) -> list[str]:
         """Attach the part's files to its activity (in `existing`); why any still waits."""
@@ -120,6 +127,12 @@ class Attacher:
             return self._failed(batch, key, name, message, *_reason(exc))
         batch.remember(key, attachment)
         existing[key] = attachment
+        if self.land is not None:
+            try:
+                await self.land(key, attachment)
+            except Exception as exc:  # the outcomes' commit records it all the same
+                logger.warning("could not record an attach at once (%s: %s); it is recorded "
+                               "with the delivery's outcomes", type(exc).__name__, exc)
         return None
 
     def _failed(self, batch: Batch, key: str, name: str, message: Message, reason: str,

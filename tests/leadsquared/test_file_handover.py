@@ -10,13 +10,17 @@ commits what the sink said.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import time
+from contextlib import suppress
 
 import pytest
 
 from bridge.attention import attention
 from bridge.buffer.media import FETCHED as _FETCHED_ONLY
+from bridge.sync import SinkRunner
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_attachments import calls, fetch
 from tests.leadsquared.test_sink import chat, settled, sink_for
@@ -109,3 +113,37 @@ async def test_a_target_still_waiting_for_a_stored_file_is_overdue_at_once(
     body, _ = await metrics.render(media_buffer)
     assert 'chatbridge_overdue_attachments{sink="leadsquared"} 1.0' in body.decode()
 
+
+
+async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_delivery(
+        sim, media_buffer, tmp_path):
+    """Two photos in one chat window: the first is attached, and the delivery is killed
+    (its task cancelled: nothing more of it runs, as with SIGKILL) while the second uploads.
+    The first attach is recorded as it lands, so the retry attaches only the second."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    first, second = os.urandom(5000), os.urandom(6000)
+    await media_buffer.append([chat(1), media_message(2, "m-1"), media_message(3, "m-2")])
+    for data in (first, second):
+        (job,) = await media_buffer.media_claim("whatsapp", 1, 60)
+        path = tmp_path / f"file-{job.message_id}"
+        path.write_bytes(data)
+        await media_buffer.media_fetched(job, str(path), len(data),
+                                         hashlib.sha256(data).hexdigest(), "image/jpeg")
+    sim.configure(latency=0.3)  # every call, the second upload too, takes 0.3 s
+    await media_buffer.install_sinks(["leadsquared"])
+    sink = sink_for(sim, lease=1.0)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    (activity,) = await wait_until(lambda: sim.activities(lead))
+    await wait_until(lambda: sim.attachments(activity["Id"]))
+    drain.cancel()  # killed mid-delivery: its outcomes are never committed
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    assert len(sim.attachments(activity["Id"])) == 1
+    sim.configure(latency=0.0)
+    await asyncio.sleep(1.1)  # the killed drain's lease runs out
+    async with running(media_buffer, [sink_for(sim, lease=1.0)]):
+        await wait_until(lambda: len(sim.attachments(activity["Id"])) >= 2)
+        await wait_until(lambda: settled(media_buffer))
+    assert sorted(a["Data"] for a in sim.attachments(activity["Id"])) == sorted([first, second])
+    assert len(sim.activities(lead)) == 1
