@@ -147,3 +147,24 @@ async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_
         await wait_until(lambda: settled(media_buffer))
     assert sorted(a["Data"] for a in sim.attachments(activity["Id"])) == sorted([first, second])
     assert len(sim.activities(lead)) == 1
+
+
+async def test_a_file_stored_while_its_message_retries_for_another_target_follows(
+        sim, media_buffer, tmp_path):
+    """The chat's activity is on the lead, its opportunity keeps failing (the message stays
+    pending, retried): a file stored meanwhile re-opens its wait all the same, and the
+    next retry attaches it (the wait used to stay dead: no delivered message to re-open)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    photo = os.urandom(8000)
+    async with running(media_buffer, [sink_for(sim, max_attempts=500,
+                                               rate_limit="1000/0.05s")]):
+        (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
+                                                if a["RelatedOpportunityId"] is None])
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 3)
+        assert sim.attachments(activity["Id"]) == []
+        await fetch(media_buffer, tmp_path, photo)
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
