@@ -481,6 +481,24 @@ async def landed_now(db: Connector, sink: str, key: str, external_id: str,
     await db.run(LANDED, landed=[(sink, key)])
 
 
+LEASED_KEY = Query(sa.select(b.id).where(b.sink == P("sink"), b.state == "leased",
+                                         b.key == P("key")), "a leased batch by its key")
+
+
+async def attempt_now(db: Connector, sink: str, batch_key: str, failure: TargetFailure,
+                      now: float) -> None:
+    """A post no API can find again is about to go out: its target, failing with the
+    reason given (that it is in flight), at once. A crash before its answer leaves that
+    reason for the retry to see; an answer replaces it (landed_now, or the outcomes)."""
+    batch_id = await db.value(LEASED_KEY, sink=sink, key=batch_key)
+    if batch_id is None:  # the lease moved on: this delivery records nothing more
+        return
+    await db.run(UPSERT_TARGETS, failed=[(
+        sink, failure.key, failure.label, batch_id,
+        "," + ",".join(map(str, failure.message_ids)) + ",", "failing", failure.attempts,
+        failure.reason, now)])
+
+
 async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
     """The ledger; failed targets upserted; targets that landed (now in the ledger) gone."""
     posted = [(c.batch.sink, k, v) for c in claims for k, v in c.batch.new_ledger.items()]

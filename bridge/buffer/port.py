@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
 from bridge.buffer.media import MediaJob
-from bridge.contracts import Outcome
+from bridge.contracts import Outcome, TargetFailure
 from bridge.model import Identity, Message, StatusUpdate
 
 
@@ -53,6 +53,9 @@ class Deliveries(Appends, Protocol):
 
     async def record_landed(self, sink: str, key: str, external_id: str,
                             now: float | None = None) -> None: ...
+
+    async def record_attempt(self, sink: str, batch_key: str, failure: TargetFailure,
+                             now: float | None = None) -> None: ...
 
     async def retry_now(self, sink: str, now: float | None = None) -> int: ...
 

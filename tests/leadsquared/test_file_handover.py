@@ -168,3 +168,32 @@ async def test_a_file_stored_while_its_message_retries_for_another_target_follow
         await fetch(media_buffer, tmp_path, photo)
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
     assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+
+
+async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
+        sim, media_buffer, tmp_path):
+    """The drain is killed while Attachment/Add is on its way, and the CRM commits it late
+    (write_hold): the bridge recorded the attach before sending it, so the retry does not
+    send it again; it is a dead target saying it may be attached (no API can tell)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, os.urandom(4000))
+    await media_buffer.install_sinks(["leadsquared"])
+    sink = sink_for(sim, lease=1.0)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    (activity,) = await wait_until(lambda: sim.activities(lead))
+    sim.configure(write_hold=1.0)  # the attach reaches the account a second late
+    await wait_until(lambda: calls(sim, "Attachment/Add"))
+    drain.cancel()  # killed before the answer
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)  # it landed
+    sim.configure(write_hold=0.0)
+    await asyncio.sleep(1.1)  # the killed drain's lease runs out
+    async with running(media_buffer, [sink_for(sim, lease=1.0)]):
+        await wait_until(lambda: media_buffer.dead_targets())
+        await wait_until(lambda: settled(media_buffer))
+    assert len(sim.attachments(activity["Id"])) == 1 and calls(sim, "Attachment/Add") == 1
+    (dead,) = await media_buffer.dead_targets()
+    assert "attach unconfirmed: the bridge stopped" in dead["reason"]
