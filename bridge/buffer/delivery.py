@@ -618,19 +618,22 @@ async def _requeue_targets(db: Connector, sink: str | None,
 async def reopen_waiting(db: Connector, message_id: int) -> int:
     """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE).
 
-    A message delivered goes back to pending in its own batch; one still pending there (its
-    batch retries for another target) keeps its place, and the retry attaches the file."""
+    A message delivered goes back to pending in its own batch, its file to follow alone.
+    One still pending there (its batch retries for another target) is re-posted whole by
+    that retry (same part, same key): its wait is simply forgotten, and the retry attaches
+    the file like any other (a follow-up would render the part without it, under a new
+    key: a second activity)."""
     count = 0
     for sink, key, batch_id in await _waiting(db, message_id):
-        reopened = await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id,
-                                ids=[message_id])
-        if not reopened and await db.one(STILL_PENDING, sink=sink, batch_id=batch_id,
-                                         message_id=message_id) is None:
-            continue  # pruned, or dead: a requeue re-opens it
-        await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
-                     key=key)
-        if reopened:
+        if await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id, ids=[message_id]):
+            await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
+                         key=key)
             await db.run(_RETRY_BATCH, batch_id=batch_id)
+        elif await db.one(STILL_PENDING, sink=sink, batch_id=batch_id,
+                          message_id=message_id) is not None:
+            await db.run(DROP_TARGET, sink=sink, key=key)
+        else:
+            continue  # pruned, or dead: a requeue re-opens it
         count += 1
     return count
 

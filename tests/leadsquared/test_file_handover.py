@@ -157,7 +157,8 @@ async def test_a_file_stored_while_its_message_retries_for_another_target_follow
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     flaky = sim.add_opportunity(lead, "Flaky")
     sim.refuse_posts(flaky, "down", transient=True)
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    # the photo first: its part's key names it (re-rendered without it, the key changes)
+    await media_buffer.append([media_message(1, "m-1"), chat(2)])
     photo = os.urandom(8000)
     async with running(media_buffer, [sink_for(sim, max_attempts=500,
                                                rate_limit="1000/0.05s")]):
@@ -167,7 +168,11 @@ async def test_a_file_stored_while_its_message_retries_for_another_target_follow
         assert sim.attachments(activity["Id"]) == []
         await fetch(media_buffer, tmp_path, photo)
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 8)
     assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    # the window is posted once on the lead: the retries re-post the same part (its key)
+    assert [a["Id"] for a in sim.activities(lead) if a["RelatedOpportunityId"] is None] == [
+        activity["Id"]]
 
 
 async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(

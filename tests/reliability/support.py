@@ -143,10 +143,11 @@ def attached_files(sim: SimulatorProcess, captions: Iterable[str]) -> Counter:
 
 
 def assert_each_file_once(sim: SimulatorProcess, photos: Photos, bridge: BridgeProcess,
-                          timeout: float = 120, unconfirmed: int = 0) -> Counter:
+                          timeout: float = 120, unconfirmed: int | None = None) -> Counter:
     """Once the bridge settled (nothing to deliver, no file to fetch): no file attached
     twice, and every acknowledged photo attached, except at most `unconfirmed` (attaches
-    whose outcome was unknown: dead targets saying so, never sent again)."""
+    whose outcome was unknown: dead targets saying so, never sent again; None: as many
+    as the sink's dead targets, each of which must be such an attach)."""
     def settled() -> bool:
         status = bridge.status()
         (sink,) = status["sinks"]
@@ -155,6 +156,10 @@ def assert_each_file_once(sim: SimulatorProcess, photos: Photos, bridge: BridgeP
             sink["last_sync_at"])
 
     eventually(settled, timeout=timeout, every=0.5)
+    if unconfirmed is None:
+        (sink,) = bridge.status()["sinks"]
+        unconfirmed = sink["dead_targets"]
+        assert all("attach unconfirmed" in t["reason"] for t in sink["dead_target_sample"])
     found = attached_files(sim, photos.sha)
     twice = {sha: n for sha, n in found.items() if n > 1}
     assert not twice, f"{len(twice)} file(s) attached more than once"
