@@ -202,3 +202,37 @@ async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
     assert len(sim.attachments(activity["Id"])) == 1 and calls(sim, "Attachment/Add") == 1
     (dead,) = await media_buffer.dead_targets()
     assert "attach unconfirmed: the bridge stopped" in dead["reason"]
+
+
+async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
+        sim, media_buffer, tmp_path):
+    """The window (photo first) is on the lead, its opportunity keeps failing (retried);
+    the file comes, and the retry is killed while its attach is on its way. The next retry
+    re-posts the same window (its key: found, not posted), never the window without the
+    photo under a new key; the cut-off attach is a dead target, never sent twice."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    await media_buffer.append([media_message(1, "m-1"), chat(2)])
+    await media_buffer.install_sinks(["leadsquared"])
+    sink = sink_for(sim, lease=3.0, max_attempts=500)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
+                                            if a["RelatedOpportunityId"] is None])
+    await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 3)
+    sim.configure(write_hold=1.0)  # the attach reaches the account a second late (each
+    # retry, held too, still ends within its 3 s lease)
+    await fetch(media_buffer, tmp_path, b"photo bytes")
+    await wait_until(lambda: calls(sim, "Attachment/Add"))
+    drain.cancel()  # killed before the attach's answer
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    await asyncio.sleep(3.1)  # the hold ends (the attach lands); the lease runs out
+    sim.configure(write_hold=0.0)
+    async with running(media_buffer, [sink_for(sim, lease=3.0, max_attempts=500)]):
+        await wait_until(lambda: media_buffer.dead_targets())
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 8)
+    assert [a["Id"] for a in sim.activities(lead) if a["RelatedOpportunityId"] is None] == [
+        activity["Id"]]
+    assert len(sim.attachments(activity["Id"])) == 1
