@@ -14,6 +14,7 @@ uploaded and attached to the activity that names it, and must be attached exactl
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 
@@ -142,6 +143,8 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
                f"{sum(files.values())} attachments")
         assert survived == kills and len(driver.acked) > 0 and photos.sha
         assert sink["dead_letters"] == 0, bridge.status()
+        missing = [t for t in driver.acked if crm.on_leads[t] != 1]
+        assert not missing, (missing[:3], explain(tmp_path, [driver.acked[t] for t in missing]))
         crm.assert_each_once(driver.acked)
         # the lead's one opportunity gets its lead's messages, once each, and no others
         deal_texts = {t for t in driver.acked if driver.sender[t] == NUMBERS[0]}
@@ -151,6 +154,35 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
     finally:
         stop_scenario(driver, bridge, sim)
         graph.stop()
+
+
+def explain(tmp_path, provider_ids: list[str]) -> list:
+    """What the buffer (SQLite) holds of these messages: delivery, batch, targets, file."""
+    db = tmp_path / "bridge.db"
+    if not db.exists():
+        return []
+    found = []
+    with sqlite3.connect(db, timeout=30) as conn:
+        for pid in provider_ids[:3]:
+            row = conn.execute("SELECT id, kind FROM messages WHERE provider_id = ?",
+                               (pid,)).fetchone()
+            if row is None:
+                found.append((pid, "not stored"))
+                continue
+            mid = row[0]
+            batch = conn.execute("SELECT d.state, d.reason, b.key, b.state, b.attempts, "
+                                 "b.uncertain FROM deliveries d LEFT JOIN batches b ON "
+                                 "b.id = d.batch_id WHERE d.message_id = ?", (mid,)).fetchall()
+            key = batch[0][2] if batch and batch[0][2] else "?"
+            found.append((pid, row[1], batch, conn.execute(
+                "SELECT state, reason FROM media WHERE message_id = ?", (mid,)).fetchall(),
+                conn.execute("SELECT key, state, reason FROM targets WHERE key LIKE ?",
+                             (key + "%",)).fetchall(),
+                conn.execute("SELECT key FROM ledger WHERE key LIKE ?", (key + "%",)).fetchall(),
+                conn.execute("SELECT m.provider_id, d.state FROM deliveries d JOIN messages m "
+                             "ON m.id = d.message_id JOIN batches b ON b.id = d.batch_id "
+                             "WHERE b.key = ?", (key,)).fetchall()))
+    return found
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
