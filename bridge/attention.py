@@ -10,11 +10,12 @@ from typing import Any
 
 from bridge.buffer import Buffer
 from bridge.buffer.enrich import first_error
+from bridge.contracts import OVERDUE_FILE
 from bridge.health import ago
 from bridge.render import cut, failure_text, render_line
 
 PREVIEW = 80  # characters of a message shown in a list (the conversation page has it whole)
-OVERDUE_FILE = 900.0  # seconds an attachment may wait for its file before it is overdue
+__all__ = ["OVERDUE_FILE", "attention", "dead_letter_advice", "held_advice", "preview"]
 RECENT_FAILURES = 7 * 86400.0  # failed sends older than this are history, not a task
 
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts: (.*)", re.S)

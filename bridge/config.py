@@ -18,6 +18,7 @@ from bridge.durations import Duration, format_duration
 from bridge.errors import ConfigError
 from bridge.limits import Limits, problems
 from bridge.logs import SECRET_NAME
+from bridge.sizes import Size, format_size
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}")
 ADMIN_TOKEN_LONGEST = 4096  # characters the sign-in form takes (bridge/page.py)
@@ -75,6 +76,9 @@ class BufferConfig(_Section):
     postgresql://user:password@host:5432/db (shared by several bridge processes);
     media_path: directory of fetched media (default: media/ beside buffer.path);
     media_max_bytes: largest file fetched (a larger one is a dead letter saying so);
+    media_max_total: bytes of media stored in all, media_min_free: free space the media
+    disk keeps (a download that would pass either is refused before it writes, a dead
+    letter naming the key: media never fills the disk the buffer needs);
     media_retry_base/media_retry_cap/media_max_attempts: backoff of failed fetches.
     """
 
@@ -85,9 +89,16 @@ class BufferConfig(_Section):
         "sooner would be stored and posted again", example="30d")] = 30 * 86400.0
     synchronous: Literal["full", "normal"] = "full"
     media_path: str | None = None
-    media_max_bytes: Annotated[int, Limits(
+    media_max_bytes: Annotated[Size, Limits(
         64 * 1024, why_low="nearly every photo and document is larger, so would be refused",
-        example="104857600 (100 MB)", duration=False)] = Field(100 * 1024 * 1024, ge=1)
+        example="100MB", duration=False)] = Field(100 * 1024 * 1024, ge=1)
+    media_max_total: Annotated[Size, Limits(
+        1024 * 1024, why_low="a few photos would fill it, and every later file be refused",
+        example="2GB", duration=False)] = 2 * 1024**3
+    media_min_free: Annotated[Size, Limits(
+        64 * 1024 * 1024, why_low="the buffer needs room on its disk: SQLite grows its "
+        "write-ahead log before each checkpoint, and media could take the last of it and "
+        "stop ingest", example="1GB", duration=False)] = 1024**3
     media_retry_base: Annotated[Duration, Limits(
         0.1, 86400.0, why_low="a failed fetch would be retried without pause",
         why_high="a media id lives 7 days: the first retry would use a day of them",
@@ -102,6 +113,10 @@ class BufferConfig(_Section):
 
     def limit_checks(self) -> Iterator[tuple[str, str]]:
         """Rules between keys, checked with the bounds (see bridge/limits.py)."""
+        if self.media_max_total < self.media_max_bytes:
+            yield ("media_max_total", f"{format_size(self.media_max_total)} is smaller than "
+                   f"media_max_bytes ({format_size(self.media_max_bytes)}), the largest file: "
+                   "such a file could never be stored (use at least media_max_bytes, e.g. 2GB)")
         if self.media_retry_cap < self.media_retry_base:
             yield ("media_retry_cap", f"{format_duration(self.media_retry_cap)} is shorter "
                    f"than media_retry_base ({format_duration(self.media_retry_base)}), the first "

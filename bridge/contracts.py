@@ -65,6 +65,8 @@ class Outcome:
 # reason starting with this; the commit that stores the file re-opens it (its message goes
 # back to pending in its own batch, same keys), and one whose file never comes says why.
 WAITING_FOR_FILE = "waiting for its file"
+# ... and is overdue after this many seconds (at once when its file is already stored).
+OVERDUE_FILE = 900.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,16 @@ import logging
 import os
 import random
 import re
+import shutil
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from bridge.buffer import MediaJob, MediaJobs
+from bridge.sizes import format_size
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,42 @@ class TooLarge(Exception):
     """More bytes arrived than buffer.media_max_bytes allows."""
 
 
+class Refused(Exception):
+    """The bytes would pass buffer.media_max_total or take the disk under media_min_free."""
+
+
+def free_bytes(directory: str) -> int:
+    """Free bytes (for an unprivileged writer) of the disk holding `directory`."""
+    return shutil.disk_usage(directory).free
+
+
+@dataclass
+class Room:
+    """What a download may still take: the stored total and the disk's free space are
+    checked before each chunk is written, so a refused file never touches the disk."""
+
+    policy: MediaPolicy
+    stored: int  # bytes of fetched media stored when the download began (each file once)
+    others: Callable[[], int]  # bytes the other downloads in progress hold
+
+    def check(self, size: int, chunk: int) -> None:
+        """Raise Refused if `chunk` more bytes (this download then holds `size`) do not fit."""
+        policy = self.policy
+        if self.stored + self.others() + max(size, 1) > policy.max_total:  # 1: a byte fits
+            raise Refused(
+                f"refused: {format_size(self.stored)} of media is stored and this file would "
+                f"pass buffer.media_max_total ({format_size(policy.max_total)}); raise "
+                "buffer.media_max_total (or shorten buffer.retention), then `bridge "
+                "dead-letter requeue --media`")
+        free = policy.free_space(policy.directory)
+        if free - chunk < policy.min_free:
+            raise Refused(
+                f"refused: the disk of {policy.directory} has {format_size(free)} free, "
+                f"under buffer.media_min_free ({format_size(policy.min_free)}), the room kept "
+                "for the buffer; free some space or lower buffer.media_min_free, then `bridge "
+                "dead-letter requeue --media`")
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     """What the provider said of the file it served (its sha256 is opaque text)."""
@@ -78,9 +117,10 @@ class MediaFetcher(Protocol):
 class FileOut:
     """A download's destination: counts, hashes and writes each chunk; refuses too much."""
 
-    def __init__(self, handle: BinaryIO, max_bytes: int) -> None:
+    def __init__(self, handle: BinaryIO, max_bytes: int, room: Room | None = None) -> None:
         self._handle = handle
         self.max_bytes = max_bytes
+        self.room = room
         self.reset()
 
     def reset(self) -> None:
@@ -95,6 +135,12 @@ class FileOut:
         if self.size > self.max_bytes:
             raise TooLarge(f"the file is larger than buffer.media_max_bytes "
                            f"({self.max_bytes} bytes); raise it to fetch such files")
+        if self.room is not None:
+            try:
+                self.room.check(self.size, len(chunk))
+            except Refused:
+                self.size = 0  # refused: it holds no room from the other downloads now
+                raise
         self._hash.update(chunk)
         self._handle.write(chunk)
 
@@ -131,6 +177,9 @@ class MediaPolicy:
     retry_cap: float = 3600.0
     max_attempts: int = 170
     lease: float = 900.0  # a download past this is taken again (a killed runner's at once)
+    max_total: int = 2 * 1024**3  # buffer.media_max_total
+    min_free: int = 1024**3  # buffer.media_min_free
+    free_space: Callable[[str], int] = free_bytes  # a seam: tests set the disk's free space
 
     def backoff(self, attempts: int) -> float:
         delay = min(self.retry_cap, self.retry_base * 2 ** max(0, attempts - 1))
@@ -148,20 +197,28 @@ class MediaRunner:
         self.policy = policy
         self.metrics = metrics
         self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}  # message id -> its download
+        self._outs: dict[int, FileOut] = {}  # message id -> its download's bytes so far
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Keep up to CLAIM_LIMIT downloads going; each finishes or fails on its own, and
+        a freed place is filled at once (a slow download never holds back the others)."""
         await self.prepare()
-        while not stop.is_set():
-            try:
-                busy = await self.step()
-            except Exception:
-                logger.exception("media fetching for %s failed; will try again", self.source)
-                busy = False
-            if not busy:
-                await self._idle(stop)
+        try:
+            while not stop.is_set():
+                try:
+                    busy = bool(await self._start_due())
+                except Exception:
+                    logger.exception("media fetching for %s failed; will try again",
+                                     self.source)
+                    busy = False
+                if not busy or len(self._running) >= CLAIM_LIMIT:
+                    await self._idle(stop)
+        finally:
+            await self._settle_running()
 
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
@@ -178,18 +235,50 @@ class MediaRunner:
                 path.unlink(missing_ok=True)
 
     async def step(self) -> bool:
-        """Fetch the jobs due now; whether there were any."""
-        jobs = await self.buffer.media_claim(self.source, CLAIM_LIMIT, self.policy.lease)
-        if jobs:
-            await asyncio.gather(*(self.fetch_one(job) for job in jobs))
-        return bool(jobs)
+        """Fetch the jobs due now and wait for them; whether there were any."""
+        started = await self._start_due()
+        if started:
+            await asyncio.gather(*started)
+        return bool(started)
+
+    async def _start_due(self) -> list[asyncio.Task[None]]:
+        """Claim as many due jobs as there are free places, and start each."""
+        room = CLAIM_LIMIT - len(self._running)
+        if room <= 0:
+            return []
+        started = []
+        for job in await self.buffer.media_claim(self.source, room, self.policy.lease):
+            if job.message_id in self._running:  # its lease ran out while it downloads
+                continue
+            task = asyncio.create_task(self.fetch_one(job), name=f"media-{job.message_id}")
+            self._running[job.message_id] = task
+            task.add_done_callback(lambda _, key=job.message_id: self._finished(key))
+            started.append(task)
+        return started
+
+    def _finished(self, message_id: int) -> None:
+        self._running.pop(message_id, None)
+        self._wake.set()  # a place is free: claim the next due job
+
+    async def _settle_running(self) -> None:
+        """Stopping: cut the downloads in progress (their leases lapse; a new run takes them
+        again at once, see prepare)."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
 
     async def fetch_one(self, job: MediaJob) -> None:
         """Download, verify and store one file; record the outcome (never raises)."""
         part = Path(self.policy.directory) / "tmp" / f"{self.source}-{job.message_id}.part"
         try:
+            room = Room(self.policy, await self.buffer.media_stored_bytes(),
+                        lambda: sum(o.size for k, o in self._outs.items() if k != job.message_id))
+            room.check(0, 0)  # already full: refused before anything is written
             with open(part, "wb") as handle:
-                out = FileOut(handle, self.policy.max_bytes)
+                out = self._outs[job.message_id] = FileOut(handle, self.policy.max_bytes, room)
                 info = await self.fetcher.fetch(job, out)
                 await asyncio.to_thread(_flush, handle)
             digest = out.digest
@@ -205,7 +294,7 @@ class MediaRunner:
             self._count("fetched")
             logger.info("media %s of message %s fetched (%d bytes)", job.media_id,
                         job.message_id, out.size)
-        except (MediaGone, TooLarge) as exc:
+        except (MediaGone, TooLarge, Refused) as exc:
             await self.buffer.media_failed(job, _reason(exc), None)
             self._count("dead")
             logger.warning("media %s of message %s is a dead letter: %s", job.media_id,
@@ -213,6 +302,7 @@ class MediaRunner:
         except Exception as exc:  # MediaRetry, OSError, a fetcher's bug: all retried
             await self._retry(job, exc)
         finally:
+            self._outs.pop(job.message_id, None)
             part.unlink(missing_ok=True)
 
     async def _retry(self, job: MediaJob, exc: Exception) -> None:
@@ -233,9 +323,12 @@ class MediaRunner:
             self.metrics.media_fetch(self.source, outcome)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        due = await self.buffer.media_next_due(self.source)
-        wait = IDLE_POLL if due is None else min(IDLE_POLL, max(0.05, due - time.time()))
-        self._wake.clear()
+        """Wait until a job is due, a download ends, an append wakes us, or stop."""
+        self._wake.clear()  # first: a download ending from here on still wakes us
+        wait = IDLE_POLL
+        if len(self._running) < CLAIM_LIMIT:
+            due = await self.buffer.media_next_due(self.source)
+            wait = IDLE_POLL if due is None else min(IDLE_POLL, max(0.05, due - time.time()))
         stopped = asyncio.ensure_future(stop.wait())
         woken = asyncio.ensure_future(self._wake.wait())
         try:
@@ -250,7 +343,7 @@ class MediaRunner:
 
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
-    return text if isinstance(exc, MediaGone | MediaRetry | TooLarge) else \
+    return text if isinstance(exc, MediaGone | MediaRetry | TooLarge | Refused) else \
         f"{exc.__class__.__name__}: {text}"
 
 
@@ -285,7 +378,8 @@ async def start_media(bridge: Any, stop: asyncio.Event) -> list[asyncio.Task[Non
     """A runner per source that can fetch; a source that cannot has its jobs held."""
     settings = bridge.config.buffer
     policy = MediaPolicy(settings.media_dir, settings.media_max_bytes, settings.media_retry_base,
-                         settings.media_retry_cap, settings.media_max_attempts)
+                         settings.media_retry_cap, settings.media_max_attempts,
+                         max_total=settings.media_max_total, min_free=settings.media_min_free)
     tasks = []
     for name, hold in media_sources(bridge.sources).items():
         if hold is not None:

@@ -29,6 +29,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from bridge.contracts import OVERDUE_FILE
+
 logger = logging.getLogger(__name__)
 
 # Webhook outcomes a source reports (one per request).
@@ -256,6 +258,13 @@ class Metrics:
         except Exception as exc:
             logger.warning("metrics: could not read media jobs: %s", exc)
             media = {}
+        sinks = [dict(s) for s in sinks]
+        for state in sinks:
+            try:  # the status page's count (bridge.attention): waits past OVERDUE_FILE
+                state["overdue_files"], _ = await buffer.overdue_files(
+                    state["sink"], time.time() - OVERDUE_FILE, 0)
+            except Exception as exc:
+                logger.warning("metrics: could not read overdue attachments: %s", exc)
         self.buffer_state.update(sinks, dict(buffer.stats), media)
         self.sample_backlog(sinks)
 
@@ -310,6 +319,10 @@ class BufferCollector:
                 labels=["sink"]),
             "enabled": GaugeMetricFamily(
                 "chatbridge_sink_enabled", "1 if the config enables the sink", labels=["sink"]),
+            "overdue": GaugeMetricFamily(
+                "chatbridge_overdue_attachments", "Attachments waiting for their file longer "
+                "than they should (15 minutes, or at all once the file is stored)",
+                labels=["sink"]),
             "health": GaugeMetricFamily(
                 "chatbridge_sink_health", "The sink's health verdict: 0 healthy, 1 behind, "
                 "2 failing, 3 stopped (README: Health)", labels=["sink"]),
@@ -325,6 +338,8 @@ class BufferCollector:
             if state.get("last_sync_at") is not None:
                 families["last_sync"].add_metric(name, state["last_sync_at"].timestamp())
             families["enabled"].add_metric(name, 1 if state.get("enabled") else 0)
+            if "overdue_files" in state:
+                families["overdue"].add_metric(name, state["overdue_files"])
             if state.get("health"):
                 families["health"].add_metric(name, HEALTH_CODES[state["health"]["state"]])
         yield from families.values()

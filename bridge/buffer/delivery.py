@@ -38,6 +38,7 @@ from bridge.buffer.tables import (
     conversations,
     deliveries,
     ledger,
+    media,
     messages,
     sink_conversations,
     targets,
@@ -425,10 +426,12 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
         results.append(counts)
     if not kept:
         return results
+    files = await _file_states(db, [claim for claim, *_ in kept])
     if settled:
         await db.run(SETTLE, settled=settled, now=now)
     await _write_posts(db, [claim for claim, *_ in kept], now)
     await _release(db, kept, now, policy)
+    await _hand_over(db, files)
     touched = {(claim.batch.sink, held[claim.batch_id]): _touched_row(
         claim, held[claim.batch_id], now, counts, errors, outcomes)
         for claim, outcomes, counts, errors in kept}
@@ -440,6 +443,35 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
     if forgot:
         await db.run(FORGET_RECORDS, forgot=forgot)
     return results
+
+
+# The hand-over from the media fetch (issue 25): a sink that read a file as not fetched
+# yet records its attachment as waiting, and the fetch's commit re-opens waiting targets.
+# A fetch that committed after the sink's read but before this commit found nothing to
+# re-open, so the file states are read again here, locked (FOR UPDATE: a fetch committing
+# meanwhile is waited for, and one that comes after waits for this commit and then sees the
+# wait), and a wait whose file is already stored or dead is settled in this transaction.
+FILE_STATES = Query(sa.select(media.c.message_id, media.c.state, media.c.reason)
+                    .where(media.c.message_id.in_(values_of("ids")))
+                    .order_by(media.c.message_id).with_for_update(), "files waited for")
+
+
+async def _file_states(db: Connector, claims: list[Claim]) -> list[tuple[int, str, str]]:
+    """(message id, state, reason) of the files the claims' new waits are for, locked."""
+    ids = sorted({i for claim in claims for f in claim.batch.new_targets.values()
+                  if f.dead and f.reason.startswith(WAITING_FOR_FILE) for i in f.message_ids})
+    if not ids:
+        return []
+    return [tuple(row) for row in await db.rows(FILE_STATES, ids=ids)]  # type: ignore[misc]
+
+
+async def _hand_over(db: Connector, files: list[tuple[int, str, str]]) -> None:
+    """Waits recorded just now for files that came (re-opened) or never will (why)."""
+    for message_id, state, reason in files:
+        if state == "fetched":
+            await reopen_waiting(db, message_id)
+        elif state == "dead":
+            await settle_waiting(db, message_id, reason or "no reason given")
 
 
 def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
@@ -483,6 +515,33 @@ def _next_state(outcome: Outcome, batch: Batch, policy: Policy,
 def _outage(outcome: Outcome, policy: Policy) -> bool:
     """A transient failure judged by time (retry_for), not by count."""
     return outcome.transient and policy.retry_for is not None
+
+
+async def landed_now(db: Connector, sink: str, key: str, external_id: str,
+                     now: float) -> None:
+    """One post that landed, in the ledger at once rather than with its batch's outcomes
+    (a post no API can find again, such as an attachment: a crash before the outcomes'
+    commit must not post it twice). Its failed target, if any, is gone."""
+    await db.run(WRITE_LEDGER, posted=[(sink, key, external_id)], now=now)
+    await db.run(LANDED, landed=[(sink, key)])
+
+
+LEASED_KEY = Query(sa.select(b.id).where(b.sink == P("sink"), b.state == "leased",
+                                         b.key == P("key")), "a leased batch by its key")
+
+
+async def attempt_now(db: Connector, sink: str, batch_key: str, failure: TargetFailure,
+                      now: float) -> None:
+    """A post no API can find again is about to go out: its target, failing with the
+    reason given (that it is in flight), at once. A crash before its answer leaves that
+    reason for the retry to see; an answer replaces it (landed_now, or the outcomes)."""
+    batch_id = await db.value(LEASED_KEY, sink=sink, key=batch_key)
+    if batch_id is None:  # the lease moved on: this delivery records nothing more
+        return
+    await db.run(UPSERT_TARGETS, failed=[(
+        sink, failure.key, failure.label, batch_id,
+        "," + ",".join(map(str, failure.message_ids)) + ",", "failing", failure.attempts,
+        failure.reason, now)])
 
 
 async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
@@ -558,6 +617,9 @@ DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(
 REOPEN_MESSAGES = Query(sa.update(deliveries).values(_REOPEN).where(
     d.sink == P("sink"), d.batch_id == P("batch_id"), d.state == "done",
     d.message_id.in_(values_of("ids"))), "re-open a target's messages")
+STILL_PENDING = Query(sa.select(sa.literal(1)).select_from(deliveries).where(
+    d.sink == P("sink"), d.batch_id == P("batch_id"), d.message_id == P("message_id"),
+    d.state == "pending"), "a target's message still pending")
 DROP_TARGET = Query(sa.delete(targets).where(t.sink == P("sink"), t.key == P("key")),
                     "forget a target")
 FOLLOW_UP = Query(sa.update(targets).values(state="failing", attempts=0, reason=P("reason"))
@@ -615,14 +677,24 @@ async def _requeue_targets(db: Connector, sink: str | None,
 
 
 async def reopen_waiting(db: Connector, message_id: int) -> int:
-    """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE)."""
+    """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE).
+
+    A message delivered goes back to pending in its own batch, its file to follow alone.
+    One still pending there (its batch retries for another target) is re-posted whole by
+    that retry (same part, same key): its wait is simply forgotten, and the retry attaches
+    the file like any other (a follow-up would render the part without it, under a new
+    key: a second activity)."""
     count = 0
     for sink, key, batch_id in await _waiting(db, message_id):
-        if not await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id, ids=[message_id]):
-            continue
-        await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
-                     key=key)
-        await db.run(_RETRY_BATCH, batch_id=batch_id)
+        if await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id, ids=[message_id]):
+            await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
+                         key=key)
+            await db.run(_RETRY_BATCH, batch_id=batch_id)
+        elif await db.one(STILL_PENDING, sink=sink, batch_id=batch_id,
+                          message_id=message_id) is not None:
+            await db.run(DROP_TARGET, sink=sink, key=key)
+        else:
+            continue  # pruned, or dead: a requeue re-opens it
         count += 1
     return count
 

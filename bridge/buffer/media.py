@@ -74,6 +74,9 @@ BY_STATE = Query(sa.select(f.source, f.state, sa.func.count()).group_by(f.source
 _files = sa.select(f.source, f.sha256, f.size).where(f.state == "fetched").distinct().subquery()
 BYTES = Query(sa.select(_files.c.source, sa.func.sum(_files.c.size)).group_by(_files.c.source),
               "media bytes stored")
+_stored = sa.select(f.sha256, f.size).where(f.state == "fetched").distinct().subquery()
+TOTAL_BYTES = Query(sa.select(sa.func.coalesce(sa.func.sum(_stored.c.size), 0)),
+                    "media bytes stored in all")
 REASONS = Query(sa.select(f.source, f.reason, sa.func.count()).where(f.reason.isnot(None))
                 .group_by(f.source, f.reason).order_by(sa.func.count().desc(), f.source,
                                                        f.reason).limit(50), "media reasons")
@@ -181,6 +184,11 @@ async def forget_orphans(db: Connector) -> list[str]:
 async def stored_paths(db: Connector) -> set[str]:
     """Every path a job refers to (a file in media_path not among them is an orphan)."""
     return {row[0] for row in await db.rows(PATHS)}
+
+
+async def stored_bytes(db: Connector) -> int:
+    """Bytes of every fetched file, each stored file once (all sources)."""
+    return int(await db.value(TOTAL_BYTES) or 0)
 
 
 async def counts(db: Connector) -> dict[str, dict[str, Any]]:

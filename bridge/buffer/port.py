@@ -19,7 +19,7 @@ from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
 from bridge.buffer.media import MediaJob
 from bridge.buffer.syncs import SyncNote
-from bridge.contracts import Outcome
+from bridge.contracts import Outcome, TargetFailure
 from bridge.model import Identity, Message, StatusUpdate
 
 
@@ -63,6 +63,12 @@ class Deliveries(Appends, Protocol):
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
                        now: float | None = None) -> dict[str, int]: ...
 
+    async def record_landed(self, sink: str, key: str, external_id: str,
+                            now: float | None = None) -> None: ...
+
+    async def record_attempt(self, sink: str, batch_key: str, failure: TargetFailure,
+                             now: float | None = None) -> None: ...
+
     async def retry_now(self, sink: str, now: float | None = None) -> int: ...
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,
@@ -81,6 +87,8 @@ class MediaJobs(Protocol):
     media_files: asyncio.Lock  # held while a file and its row change together
 
     async def media_paths(self) -> set[str]: ...
+
+    async def media_stored_bytes(self) -> int: ...
 
     async def media_claim(self, source: str, limit: int, lease: float,
                           now: float | None = None) -> list[MediaJob]: ...

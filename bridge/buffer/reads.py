@@ -17,6 +17,7 @@ from bridge.buffer.tables import (
     batches,
     deliveries,
     ledger,
+    media,
     sink_conversations,
     sink_state,
     statuses,
@@ -518,8 +519,12 @@ async def previews(db: Connector, message_ids: Sequence[int] = (),
     return found
 
 
+# A wait is overdue once it is old, or at once when its file is already stored (nothing
+# will re-open it: the hand-over between fetch and sink went wrong; issue 25).
+_stored = sa.exists().where(media.c.state == "fetched", t.message_ids.like(
+    sa.literal("%,") + sa.cast(media.c.message_id, TEXT) + sa.literal(",%")))
 _file_waits = (t.sink == P("sink"), t.state == "dead", ~_NOT_WAITING,
-               t.updated_at < P("older_than"))
+               sa.or_(t.updated_at < P("older_than"), _stored))
 OVERDUE_COUNT = Query(sa.select(sa.func.count()).select_from(targets).where(*_file_waits),
                       "attachments waiting for their file")
 OVERDUE = Query(sa.select(t.label, b.conversation, t.message_ids, t.reason, t.updated_at)

@@ -31,7 +31,7 @@ from bridge.buffer.directory import Directory
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.media import MediaJob
 from bridge.buffer.tables import INT, REAL, TEXT, batches, deliveries, ledger, messages, sink_state
-from bridge.contracts import Outcome
+from bridge.contracts import Outcome, TargetFailure
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
 
@@ -312,6 +312,22 @@ class Buffer:
 
     async def media_paths(self) -> set[str]:
         return await self.read(media.stored_paths)
+
+    async def record_landed(self, sink: str, key: str, external_id: str,
+                            now: float | None = None) -> None:
+        """Put one post that landed in the sink's ledger now (see delivery.landed_now)."""
+        when = time.time() if now is None else now
+        await self.write(lambda db: delivery.landed_now(db, sink, key, external_id, when))
+
+    async def record_attempt(self, sink: str, batch_key: str, failure: TargetFailure,
+                             now: float | None = None) -> None:
+        """Record at once that a post is in flight (see delivery.attempt_now)."""
+        when = time.time() if now is None else now
+        await self.write(lambda db: delivery.attempt_now(db, sink, batch_key, failure, when))
+
+    async def media_stored_bytes(self) -> int:
+        """Bytes of fetched media stored, each file once (buffer.media_max_total counts it)."""
+        return await self.read(media.stored_bytes)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -9,15 +9,23 @@ leaves its target dead with contracts.WAITING_FOR_FILE and its message delivered
 waits for nothing, and the commit that stores the file re-opens the message in its own batch
 (same keys), so the file follows on its own to the same activity (its id is in the ledger).
 
-Never twice: a landed attach is in the ledger (committed with the outcomes), and a
-re-delivery skips its key. Uploading again is harmless (an unlinked copy in the files store),
-so an upload that failed or was cut off is simply repeated. An attach whose answer was lost
-(timeout, dropped connection) cannot be checked: the reference documents no read of an
-activity's attachments. It is not repeated: it is a dead target saying UNCONFIRMED (a
-missing attachment beats a duplicate; a person who checked can requeue it). Left open: a
-SIGKILL between an attach's answer and the commit of the outcomes (milliseconds) leaves no
-trace, and the retry attaches again. Also left open (issue 25): the hand-over between the
-media worker (bridge/buffer/media.py) storing a file and this step reading it.
+Never twice: a landed attach is in the ledger, written the moment its answer comes (the
+buffer's record_landed, not with the batch's outcomes: a crash while the delivery's other
+files upload must not attach this one again), and a re-delivery skips its key. Uploading
+again is harmless (an unlinked copy in the files store), so an upload that failed or was
+cut off is simply repeated. An attach whose answer was lost (timeout, dropped connection,
+5xx) cannot be checked: the reference documents no read of an activity's attachments. It
+is not repeated: it is a dead target saying UNCONFIRMED (a missing attachment beats a
+duplicate; a person who checked can requeue it). So is one cut off by a kill: before
+Attachment/Add goes out its target is recorded as IN_FLIGHT (the buffer's record_attempt),
+and a retry that finds it so does not send it again. Left open: a kill between an attach's
+answer and the write that records it (milliseconds) attaches it again on the retry, and a
+kill between the IN_FLIGHT write and the request leaving leaves an unconfirmed target for a
+file that never reached the CRM (requeue it).
+
+The hand-over from the media fetch (issue 25): the wait recorded here is settled in the
+core's commit of the outcomes, which re-reads the file's state (bridge/buffer/delivery.py),
+so a file stored while this delivery ran still follows.
 
 An upload answer that names no S3 URL (only a file name) cannot be attached: Attachment/Add
 takes the S3 URL, and a URL we built ourselves would not be it. The attachment is then a
@@ -28,15 +36,22 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+from collections.abc import Awaitable, Callable
 
-from bridge import WAITING_FOR_FILE, Batch, Message, file_name
+from bridge import WAITING_FOR_FILE, Batch, Message, TargetFailure, file_name
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.transcript import Part
 
 logger = logging.getLogger(__name__)
+Landed = Callable[[str, str], Awaitable[None]]  # (idempotency key, CRM id) -> recorded
+Attempt = Callable[[str, TargetFailure], Awaitable[None]]  # (batch key, in flight) -> recorded
 
 UNCONFIRMED = "attach unconfirmed"  # an attach whose answer never came: a dead letter
+IN_FLIGHT = "attach in flight"  # recorded before Attachment/Add; its answer replaces it
+CUT_OFF = (f"{UNCONFIRMED}: the bridge stopped (killed or crashed) before Attachment/Add "
+           "answered; it may be attached (no API reads an activity's attachments), so it "
+           "is not repeated: requeue to attach again")
 HELD = "held in the bridge: this activity type does not allow attachments"
 NO_URL = ("File Upload answered no S3 URL (s3FilePath), only a file name: Attachment/Add "
           "needs the S3 URL, so the file stays in the bridge (run `bridge leadsquared check "
@@ -76,11 +91,14 @@ class Attacher:
     """Uploads and attaches a landed part's files."""
 
     def __init__(self, client: LeadSquaredClient, files_base: str, allowed: bool,
-                 max_attempts: int) -> None:
+                 max_attempts: int, land: Landed | None = None,
+                 attempt: Attempt | None = None) -> None:
         self.client = client
         self.files_base = files_base
         self.allowed = allowed  # the activity type's Allow Attachments
         self.max_attempts = max_attempts
+        self.land = land  # records a landed attach in the buffer's ledger at once
+        self.attempt = attempt  # records an attach about to go out, at once
 
     async def attach(self, batch: Batch, part: Part, existing: dict[str, str]) -> list[str]:
         """Attach the part's files to its activity (in `existing`); why any still waits."""
@@ -100,6 +118,8 @@ class Attacher:
         if key in existing or (earlier is not None and earlier.dead):
             return None
         name = file_name(message)
+        if earlier is not None and earlier.reason.startswith(IN_FLIGHT):
+            return self._failed(batch, key, name, message, CUT_OFF, final=True)
         if not file.fetched:
             batch.fail_target(key, f"attachment {name}", f"{WAITING_FOR_FILE}: it follows "
                               "once fetched", [message.id], self.max_attempts, final=True)
@@ -112,6 +132,7 @@ class Attacher:
             return self._failed(batch, key, name, message, *_reason(exc, upload=True))
         if upload.url is None:
             return self._failed(batch, key, name, message, NO_URL, final=True)
+        await self._in_flight(batch, key, name, message)
         try:
             attachment = await self.client.files.attach(
                 existing[part.key], name, upload.url,
@@ -120,7 +141,28 @@ class Attacher:
             return self._failed(batch, key, name, message, *_reason(exc))
         batch.remember(key, attachment)
         existing[key] = attachment
+        if self.land is not None:
+            try:
+                await self.land(key, attachment)
+            except Exception as exc:  # the outcomes' commit records it all the same
+                logger.warning("could not record an attach at once (%s: %s); it is recorded "
+                               "with the delivery's outcomes", type(exc).__name__, exc)
         return None
+
+    async def _in_flight(self, batch: Batch, key: str, name: str, message: Message) -> None:
+        """Record, before Attachment/Add, that it goes out: a kill before its answer is
+        then seen by the retry (an unconfirmed attach, never sent twice)."""
+        if self.attempt is None:
+            return
+        earlier = batch.targets.get(key)
+        failure = TargetFailure(key, f"attachment {name}", f"{IN_FLIGHT} since a delivery "
+                                "that did not finish", False, (message.id,),
+                                earlier.attempts if earlier else 0)
+        try:
+            await self.attempt(batch.key, failure)
+        except Exception as exc:  # not recorded: sent all the same (as before issue 25)
+            logger.warning("could not record an attach before sending it (%s: %s)",
+                           type(exc).__name__, exc)
 
     def _failed(self, batch: Batch, key: str, name: str, message: Message, reason: str,
                 final: bool) -> str | None:

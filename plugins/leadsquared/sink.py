@@ -51,6 +51,8 @@ class LeadSquaredSink:
         self.simulated = "LeadSquared" if config.host == SIMULATOR else None  # Sink contract
         self.directory: LeadDirectory | None = None
         self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)
+        self._record_landed: Any = None  # the buffer's record_landed (use_buffer)
+        self._record_attempt: Any = None  # the buffer's record_attempt (use_buffer)
         self._client = client_factory(config, self.limiter, self.bulk_limiter, metrics,
                                       self.name)
 
@@ -67,6 +69,8 @@ class LeadSquaredSink:
         """The buffer that holds the lead directory and the unknown numbers (issue 15), and
         on PostgreSQL the rate budgets every bridge process shares (issue 18)."""
         self._rows = buffer.directory(self.name)
+        self._record_landed = buffer.record_landed  # the core's Deliveries contract
+        self._record_attempt = buffer.record_attempt
         if isinstance(buffer, SharedBuffer):  # PostgreSQL: one budget for every process
             self.limiter.share(buffer.shared_budget(self.name, "ordinary"))
             self.bulk_limiter.share(buffer.shared_budget(self.name, "bulk"))
@@ -94,8 +98,18 @@ class LeadSquaredSink:
             Poster(self.client, self.settings, account.event, keys, people.forget_if_gone,
                    self.bulk, opportunity_bulk, account.owner_email),
             Attacher(self.client, account.files_base, account.allow_attachments,
-                     self.settings.max_attempts))
+                     self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)
+
+    async def _landed(self, key: str, attachment: str) -> None:
+        """An attach landed: in the buffer's ledger now (when the core gave a buffer)."""
+        if self._record_landed is not None:
+            await self._record_landed(self.name, key, attachment)
+
+    async def _attempt(self, batch_key: str, failure: Any) -> None:
+        """An attach is about to go out: in the buffer now (when the core gave a buffer)."""
+        if self._record_attempt is not None:
+            await self._record_attempt(self.name, batch_key, failure)
 
     async def deliver(self, batch: Batch) -> list[Outcome]:
         """One outcome per message: delivered when every part holding it is posted."""

@@ -70,8 +70,20 @@ class Planner:
         return plan
 
     def parts(self, batch: Batch) -> list[Part]:
-        """The batch's notes; texts already posted whose files come now keep their key."""
+        """The batch's notes; texts already posted whose files come now keep their key.
+
+        A file's message is sent alone (a follow-up) only when its window cannot be rendered
+        again as it was posted: a message still waiting with its window (retried for
+        another target, or after a crash mid-attach) is rendered with it, under the same
+        key, since the window without it would be a new key, so a second activity."""
         follow = follow_ups(batch)
+        if follow:
+            whole = self._render(batch, batch.messages)
+            again = {m.id for part in whole for m in part.messages
+                     if follow.get(m.id) == part.key}
+            follow = {i: key for i, key in follow.items() if i not in again}
+            if not follow:
+                return whole
         parts = self._render(batch, [m for m in batch.messages if m.id not in follow])
         return parts + [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
 

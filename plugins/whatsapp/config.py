@@ -19,7 +19,8 @@ class WhatsAppConfig(BaseModel):
     country code; body_timeout: seconds a POST's body may take to arrive (408 after);
     access_token: a system-user token with whatsapp_business_messaging, to fetch media
     (None: media is not fetched, and transcripts say so); graph_url, graph_version: where
-    the Graph API is; media_timeout: longest one media download may take.
+    the Graph API is; media_timeout: longest one media download may take, whole
+    (lookup and every byte), not each read.
     """
 
     model_config = ConfigDict(extra="forbid")

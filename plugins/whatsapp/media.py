@@ -8,6 +8,7 @@ refused download is taken for an expired URL: the id is looked up again, once pe
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -49,6 +50,17 @@ class GraphMedia:
         return {"Authorization": f"Bearer {self.config.access_token}"}
 
     async def fetch(self, job: MediaJob, out: FileOut) -> Fetched:
+        """Look up and download within media_timeout, all of it (a server that drips a
+        byte now and then passes every read's timeout, never this one)."""
+        deadline = self.config.media_timeout
+        try:
+            return await asyncio.wait_for(self._fetch(job, out), deadline)
+        except TimeoutError:
+            raise MediaRetry(f"the download took longer than plugins.whatsapp.media_timeout "
+                             f"({deadline:g} s) and was cut off ({out.size} bytes arrived); "
+                             "it is tried again later") from None
+
+    async def _fetch(self, job: MediaJob, out: FileOut) -> Fetched:
         """Look up, download; on a refused download look up once more and download again."""
         meta = await self.lookup(job)
         if not await self._download(meta["url"], out):

@@ -8,8 +8,10 @@ README.md here); the default is the short size in the normal suite and the long 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import random
 import re
 import sqlite3
 import statistics
@@ -27,10 +29,11 @@ from plugins.whatsapp.signature import sign
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import SECRET, TOKEN, key_of
 from tests.leadsquared.test_end_to_end import write_config as e2e_config
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.whatsapp import payloads as p
 
 PATH = "/webhooks/whatsapp"
+GRAPH_TOKEN = "reliability-graph-token"
 
 
 def size(variable: str, default: int) -> int:
@@ -50,10 +53,15 @@ def report(line: str) -> None:
 
 # -- webhooks -------------------------------------------------------------------------------
 
-def webhook_body(messages: list[tuple[str, str, str]], ts: int | None = None) -> bytes:
-    """A signed-ready body: one `messages` change holding (id, sender digits, text) items."""
+def webhook_body(messages: list[tuple[str, str, str]], ts: int | None = None,
+                 photos: dict[str, str] | None = None) -> bytes:
+    """A signed-ready body: one `messages` change holding (id, sender digits, text) items;
+    an item whose text is in `photos` is a photo (that media id) captioned with the text."""
     when = int(time.time()) if ts is None else ts
-    items = [p.text_message(mid, sender, text, ts=when) for mid, sender, text in messages]
+    items = [p.base(mid, sender, "image", when, image=p.media(
+        photos[text], "image/jpeg", caption=text, sha256=None))
+        if photos and text in photos else p.text_message(mid, sender, text, ts=when)
+        for mid, sender, text in messages]
     return json.dumps(p.envelope(p.message_change(items))).encode()
 
 
@@ -79,19 +87,91 @@ def median_ms(seconds: list[float]) -> float:
 # -- the bridge and the CRM as processes ------------------------------------------------------
 
 def write_config(path: Path, sim: SimulatorProcess, port: int, buffer: dict | None = None,
-                 **leadsquared: object) -> None:
+                 graph: GraphProcess | None = None, **leadsquared: object) -> None:
     """The end-to-end config, draining fast and never giving up; settings override it;
-    `buffer` is its buffer section (default: bridge.db beside the config)."""
+    `buffer` is its buffer section (default: bridge.db beside the config); with `graph`,
+    media are fetched from that Graph stand-in (retried fast) into media/ beside it."""
     e2e_config(path, sim, port, buffer, **{"rate_limit": "100/1s", "max_attempts": 10_000,
                                            **leadsquared})
+    if graph is not None:
+        config = json.loads(path.read_text())
+        config["plugins"]["whatsapp"].update(access_token=GRAPH_TOKEN, graph_url=graph.url)
+        config["buffer"].update(media_path=str(path.parent / "media"), media_retry_base=0.2,
+                                media_retry_cap=1)
+        path.write_text(json.dumps(config))
 
 
 def make_bridge(tmp_path: Path, sim: SimulatorProcess, buffer: dict | None = None,
-                **leadsquared: object) -> BridgeProcess:
+                graph: GraphProcess | None = None, **leadsquared: object) -> BridgeProcess:
     port = free_port()
     config = tmp_path / "config.yaml"
-    write_config(config, sim, port, buffer, **leadsquared)
+    write_config(config, sim, port, buffer, graph, **leadsquared)
     return BridgeProcess(config, port)
+
+
+class Photos:
+    """Photos for a webhook driver: each a few KB of its own bytes, served by the Graph
+    stand-in; `sha` maps an acknowledged photo's caption (its text) to its bytes' sha256."""
+
+    def __init__(self, graph: GraphProcess, rng: random.Random, share: float) -> None:
+        self.graph, self.rng, self.share = graph, rng, share
+        self.sha: dict[str, str] = {}
+        self._pending: dict[str, str] = {}
+
+    def pick(self, texts: list[str]) -> dict[str, str]:
+        """Text -> media id for the items that go as photos this time (uploaded now)."""
+        chosen = {}
+        for text in texts:
+            if self.rng.random() < self.share:
+                data = self.rng.randbytes(self.rng.randint(2_000, 6_000))
+                chosen[text] = self.graph.upload(data, "image/jpeg", p.PHONE_ID)
+                self._pending[text] = hashlib.sha256(data).hexdigest()
+        return chosen
+
+    def acked(self, texts: list[str]) -> None:
+        self.sha.update({t: self._pending[t] for t in texts if t in self._pending})
+
+
+def attached_files(sim: SimulatorProcess, captions: Iterable[str]) -> Counter:
+    """sha256 -> how many attachments carry those bytes, over every activity whose note
+    names one of the photos (a file is attached to the activity that names it, and a
+    note posted twice would show as a duplicate text)."""
+    wanted = set(captions)
+    return Counter(row["Sha256"] for activity in sim.activities()
+                   if any(text in (activity["ActivityNote"] or "") for text in wanted)
+                   for row in sim.admin("GET", "attachments", params={"activity": activity["Id"]}))
+
+
+def assert_each_file_once(sim: SimulatorProcess, photos: Photos, bridge: BridgeProcess,
+                          timeout: float = 120, unconfirmed: int | None = None) -> Counter:
+    """Once the bridge settled (nothing to deliver, no file to fetch): no file attached
+    twice, and every acknowledged photo attached, except at most `unconfirmed` (attaches
+    whose outcome was unknown: dead targets saying so, never sent again; None: as many
+    as the sink's dead targets, each of which must be such an attach)."""
+    def settled() -> bool:
+        status = bridge.status()
+        (sink,) = status["sinks"]
+        media = status["media"].get("whatsapp", {})
+        return sink["backlog"] == 0 and media.get("pending", 0) == 0 and bool(
+            sink["last_sync_at"])
+
+    eventually(settled, timeout=timeout, every=0.5)
+    if unconfirmed is None:
+        (sink,) = bridge.status()["sinks"]
+        unconfirmed = sink["dead_targets"]
+        assert all("attach unconfirmed" in t["reason"] for t in sink["dead_target_sample"])
+    found = attached_files(sim, photos.sha)
+    twice = {sha: n for sha, n in found.items() if n > 1}
+    assert not twice, f"{len(twice)} file(s) attached more than once"
+    missing = [t for t, sha in photos.sha.items() if not found[sha]]
+    if len(missing) > unconfirmed:
+        (sink,) = bridge.status()["sinks"]
+        raise AssertionError(
+            f"{len(missing)} of {len(photos.sha)} photos never attached ({missing[:5]}), "
+            f"{unconfirmed} unconfirmed; the sink: overdue {sink.get('overdue_files')}, "
+            f"dead targets {[t['reason'][:100] for t in sink['dead_target_sample']]}; media "
+            f"{bridge.status()['media']}")
+    return found
 
 
 def drained(bridge: BridgeProcess) -> dict | None:

@@ -5,11 +5,16 @@ bodies too) while the bridge drains into the LeadSquared simulator, which is slo
 drops some answers after committing. The bridge is SIGKILLed at random moments, mostly
 while it is talking to the CRM, and started again. A 200 must mean stored; everything
 stored must reach the CRM exactly once (by message text and by idempotency key).
+
+Media and bulk together (issue 25): bulk posts are on, and a share of the messages are
+photos served by the Graph stand-in (a separate process, never killed); each is fetched,
+uploaded and attached to the activity that names it, and must be attached exactly once.
 """
 
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 
@@ -19,13 +24,17 @@ import pytest
 from tests.backends import BACKENDS
 from tests.processes import (
     BridgeProcess,
+    GraphProcess,
     SimulatorProcess,
     buffer_section,
     buffered_ids,
     eventually,
 )
 from tests.reliability.support import (
+    GRAPH_TOKEN,
     CrmCount,
+    Photos,
+    assert_each_file_once,
     drained,
     make_bridge,
     post_webhook,
@@ -38,14 +47,15 @@ from tests.reliability.support import (
 KILLS = "CHATBRIDGE_CRASH_KILLS"
 NUMBERS = [f"9198711000{i:02d}" for i in range(6)]  # WhatsApp's form: digits only
 PATTERN = r"cl-\d{6}"
+PHOTOS = 0.2  # share of the messages sent as photos (captioned with their text)
 
 
 class Driver(threading.Thread):
     """Posts webhooks until stopped; remembers which texts were acknowledged with a 200."""
 
-    def __init__(self, url: str, rng: random.Random) -> None:
+    def __init__(self, url: str, rng: random.Random, photos: Photos | None = None) -> None:
         super().__init__(name="webhook-driver", daemon=True)
-        self.url, self.rng = url, rng
+        self.url, self.rng, self.photos = url, rng, photos
         self.stop = threading.Event()
         self.acked: dict[str, str] = {}  # text -> provider id
         self.sender: dict[str, str] = {}  # text -> the customer's number (every one tried)
@@ -64,11 +74,15 @@ class Driver(threading.Thread):
                          for i in range(self.rng.randint(1, 3))]
                 n += len(items)
                 self.sender.update({text: number for _, number, text in items})
-                body = webhook_body(items)
+                texts = [text for _, _, text in items]
+                body = webhook_body(items, photos=self.photos.pick(texts) if self.photos
+                                    else None)
                 status, _ = post_webhook(client, self.url, body)
                 self.posts += 1
                 if status == 200:
                     self.acked.update({text: mid for mid, _, text in items})
+                    if self.photos:
+                        self.photos.acked(texts)
                     self.bodies.append(body)
                 else:  # the bridge was down: Meta would retry; not required here
                     self.refused += 1
@@ -84,6 +98,7 @@ def crash_loop(tmp_path, kills: int, seed: int, backend: str = "sqlite") -> None
 def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
     rng = random.Random(seed)
     sim = SimulatorProcess()
+    graph = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
     bridge: BridgeProcess | None = None
     driver: Driver | None = None
     try:
@@ -91,8 +106,11 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
                  for i, n in enumerate(NUMBERS)}
         deal = sim.add_opportunity(leads[NUMBERS[0]], "Crash deal")
         sim.configure(drop_after_commit_rate=0.25, latency=0.03, seed=seed)
-        bridge = make_bridge(tmp_path, sim, buffer, sync_interval="0.5s").start()
-        driver = Driver(bridge.url, rng)
+        # downloads of about half a second: files land while their texts are being delivered
+        graph.faults(slow_bytes_per_s=8000)
+        bridge = make_bridge(tmp_path, sim, buffer, graph, sync_interval="0.5s").start()
+        photos = Photos(graph, random.Random(seed + 1), share=PHOTOS)
+        driver = Driver(bridge.url, rng, photos)
         driver.start()
         survived = 0
         for _ in range(kills):
@@ -109,6 +127,7 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
         driver.stop.set()
         driver.join(30)
         bridge.sync_now()
+        files = assert_each_file_once(sim, photos, bridge)  # the last photos follow their texts
         sink = eventually(lambda: drained(bridge), timeout=300, every=0.5)
 
         missing = set(driver.acked.values()) - buffered_ids(buffer)
@@ -120,9 +139,12 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
                f"({driver.refused} refused while down, {driver.replays} replays), "
                f"{len(driver.acked)} acknowledged messages checked, "
                f"{len(crm.activities)} activities, {dropped} answers dropped after commit, "
-               f"{crm.duplicates()} duplicates")
-        assert survived == kills and len(driver.acked) > 0
+               f"{crm.duplicates()} duplicates; {len(photos.sha)} acknowledged photos, "
+               f"{sum(files.values())} attachments")
+        assert survived == kills and len(driver.acked) > 0 and photos.sha
         assert sink["dead_letters"] == 0, bridge.status()
+        missing = [t for t in driver.acked if crm.on_leads[t] != 1]
+        assert not missing, (missing[:3], explain(tmp_path, [driver.acked[t] for t in missing]))
         crm.assert_each_once(driver.acked)
         # the lead's one opportunity gets its lead's messages, once each, and no others
         deal_texts = {t for t in driver.acked if driver.sender[t] == NUMBERS[0]}
@@ -131,6 +153,36 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
         assert {a["RelatedOpportunityId"] for a in crm.activities} <= {None, deal}
     finally:
         stop_scenario(driver, bridge, sim)
+        graph.stop()
+
+
+def explain(tmp_path, provider_ids: list[str]) -> list:
+    """What the buffer (SQLite) holds of these messages: delivery, batch, targets, file."""
+    db = tmp_path / "bridge.db"
+    if not db.exists():
+        return []
+    found = []
+    with sqlite3.connect(db, timeout=30) as conn:
+        for pid in provider_ids[:3]:
+            row = conn.execute("SELECT id, kind FROM messages WHERE provider_id = ?",
+                               (pid,)).fetchone()
+            if row is None:
+                found.append((pid, "not stored"))
+                continue
+            mid = row[0]
+            batch = conn.execute("SELECT d.state, d.reason, b.key, b.state, b.attempts, "
+                                 "b.uncertain FROM deliveries d LEFT JOIN batches b ON "
+                                 "b.id = d.batch_id WHERE d.message_id = ?", (mid,)).fetchall()
+            key = batch[0][2] if batch and batch[0][2] else "?"
+            found.append((pid, row[1], batch, conn.execute(
+                "SELECT state, reason FROM media WHERE message_id = ?", (mid,)).fetchall(),
+                conn.execute("SELECT key, state, reason FROM targets WHERE key LIKE ?",
+                             (key + "%",)).fetchall(),
+                conn.execute("SELECT key FROM ledger WHERE key LIKE ?", (key + "%",)).fetchall(),
+                conn.execute("SELECT m.provider_id, d.state FROM deliveries d JOIN messages m "
+                             "ON m.id = d.message_id JOIN batches b ON b.id = d.batch_id "
+                             "WHERE b.key = ?", (key,)).fetchall()))
+    return found
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

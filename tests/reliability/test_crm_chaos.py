@@ -22,9 +22,12 @@ from collections import Counter, defaultdict
 import httpx
 import pytest
 
-from tests.processes import BridgeProcess, SimulatorProcess, eventually
+from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.reliability.support import (
+    GRAPH_TOKEN,
     CrmCount,
+    Photos,
+    assert_each_file_once,
     drained,
     make_bridge,
     median_ms,
@@ -54,9 +57,9 @@ PHASES = [
 class Driver(threading.Thread):
     """Posts webhooks until stopped; ack latency and status per phase."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, photos: Photos | None = None) -> None:
         super().__init__(name="webhook-driver", daemon=True)
-        self.url = url
+        self.url, self.photos = url, photos
         self.stop = threading.Event()
         self.phase = "before"
         self.latency: dict[str, list[float]] = defaultdict(list)
@@ -72,11 +75,16 @@ class Driver(threading.Thread):
                 items = [(f"wamid.ch{n + i}", rng.choice(NUMBERS), f"ch-{n + i:06d}")
                          for i in range(rng.randint(1, 2))]
                 n += len(items)
-                status, seconds = post_webhook(client, self.url, webhook_body(items))
+                texts = [text for _, _, text in items]
+                photos = self.photos.pick(texts) if self.photos else None
+                status, seconds = post_webhook(client, self.url, webhook_body(items,
+                                                                              photos=photos))
                 self.statuses[phase][status] += 1
                 self.latency[phase].append(seconds)
                 if status == 200:
                     self.acked.update({text: number for _, number, text in items})
+                    if self.photos:
+                        self.photos.acked(texts)
                 time.sleep(0.03)
 
 
@@ -151,11 +159,24 @@ BULK_PHASES = [
 
 
 def test_bulk_crm_chaos(tmp_path):
+    bulk_chaos(tmp_path, photo_share=0.1)
+
+
+@pytest.mark.soak
+def test_bulk_crm_chaos_with_many_photos_soak(tmp_path):
+    bulk_chaos(tmp_path, photo_share=0.6)
+
+
+def bulk_chaos(tmp_path, photo_share: float) -> None:
     """Bulk posts on (the default): 429 storms on the bulk budget (the simulator allows 1
     bulk call a second, the sink spends 10), 5xx and dropped answers, on ByLeadId rows and
     on an opportunity's ByOpportunityId rows (a part per message, so a window holds
-    several); every acknowledged message lands once on its lead and its deal, none dead."""
+    several); every acknowledged message lands once on its lead and its deal, none dead.
+    Media with bulk (issue 25): a share of the messages are photos, fetched from the Graph
+    stand-in and attached through the same storms; each is attached exactly once (an
+    attach whose answer was dropped is a dead target saying so, never sent again)."""
     sim = SimulatorProcess()
+    graph = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
     bridge: BridgeProcess | None = None
     driver: Driver | None = None
     try:
@@ -163,11 +184,13 @@ def test_bulk_crm_chaos(tmp_path):
                  for i, n in enumerate(NUMBERS)}
         deal = sim.add_opportunity(leads[NUMBERS[1]], "Chaos deal")
         sim.configure(seed=12)
-        bridge = make_bridge(tmp_path, sim, sync_interval="0.5s", timeout=CLIENT_TIMEOUT,
-                             retry_base=0.1, retry_cap=1, deliver_timeout="30s",
-                             rate_limit="50/1s", bulk_rate_limit="10/1s",
-                             granularity="message").start()
-        driver = Driver(bridge.url)
+        graph.faults(slow_bytes_per_s=16_000)  # files land while texts are being delivered
+        bridge = make_bridge(tmp_path, sim, None, graph, sync_interval="0.5s",
+                             timeout=CLIENT_TIMEOUT, retry_base=0.1, retry_cap=1,
+                             deliver_timeout="30s", rate_limit="50/1s",
+                             bulk_rate_limit="10/1s", granularity="message").start()
+        photos = Photos(graph, random.Random(13), share=photo_share)
+        driver = Driver(bridge.url, photos)
         driver.start()
         time.sleep(PHASE)
         for name, knobs in BULK_PHASES:
@@ -181,6 +204,11 @@ def test_bulk_crm_chaos(tmp_path):
         driver.join(60)
         bridge.sync_now()
         sink = eventually(lambda: drained(bridge), timeout=120, every=0.5)
+        # no documented read of an activity's attachments: an attach whose answer was lost
+        # (5xx, dropped) is never repeated; it is a dead target saying so, for a person
+        unconfirmed = sink["dead_targets"]
+        files = assert_each_file_once(sim, photos, bridge, unconfirmed=unconfirmed)
+        sink = eventually(lambda: drained(bridge), timeout=120, every=0.5)
 
         crm = CrmCount(sim.activities(), PATTERN)
         calls = sim.admin("GET", "calls")
@@ -189,7 +217,9 @@ def test_bulk_crm_chaos(tmp_path):
         report(f"bulk crm chaos: {len(driver.acked)} acknowledged messages checked, "
                f"{len(crm.activities)} activities; bulk calls by (endpoint, status) "
                f"{dict(bulk)}; the bridge saw {dict(crm_call_outcomes(bridge))}; "
-               f"{crm.duplicates()} duplicates")
+               f"{crm.duplicates()} duplicates; {len(photos.sha)} acknowledged photos, "
+               f"{sum(files.values())} attachments, {unconfirmed} unconfirmed (answer lost)")
+        assert photos.sha
         # the storms hit the bulk calls of both endpoints; some answers were dropped
         assert bulk[("ByLeadId", 429)] >= 1 and bulk[("ByLeadId", 200)] >= 1, bulk
         assert sum(n for (path, _), n in bulk.items() if path == "ByOpportunityId") >= 1, bulk
@@ -197,13 +227,19 @@ def test_bulk_crm_chaos(tmp_path):
         assert seen["rate_limited"] > bulk[("ByLeadId", 429)], seen  # on 429 and on 200
         assert seen["error_5xx"] >= 1, seen
         assert any(call["status"] is None for call in calls), "no answer was dropped"
-        assert sink["dead_letters"] == 0 and sink["dead_targets"] == 0, bridge.status()
+        # the only dead targets: attaches whose answer was lost (5xx, or dropped)
+        lost = sum(1 for call in calls if call["path"].endswith("Attachment/Add")
+                   and (call["status"] is None or call["status"] >= 500))
+        assert sink["dead_letters"] == 0, bridge.status()
+        assert sink["dead_targets"] <= lost, (sink["dead_targets"], lost)
+        assert all("attach unconfirmed" in t["reason"] for t in sink["dead_target_sample"])
         crm.assert_each_once(driver.acked)
         assert all(crm.on_deals[t] == 1 for t, number in driver.acked.items()
                    if number == NUMBERS[1])
         assert {a["RelatedOpportunityId"] for a in crm.activities} <= {None, deal}
     finally:
         stop_scenario(driver, bridge, sim)
+        graph.stop()
 
 
 def crm_call_outcomes(bridge: BridgeProcess) -> Counter:

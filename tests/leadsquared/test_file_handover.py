@@ -1,0 +1,238 @@
+"""The hand-over between the media fetch and the sink (issue 25, point 1).
+
+A sink reads a file's state when it claims a batch and records "waiting for its file" when
+it commits the outcomes; the media fetch re-opens waiting targets in its own commit. A fetch
+that commits between the two used to find nothing waiting, and the wait recorded after it
+was never re-opened: the photo was never attached, and nothing counted it. The seam here is
+the sink's deliver(): the fetch commits after the sink read the state and before the core
+commits what the sink said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from contextlib import suppress
+
+import pytest
+
+from bridge.attention import attention
+from bridge.buffer.media import FETCHED as _FETCHED_ONLY
+from bridge.sync import SinkRunner
+from tests.helpers import running, wait_until
+from tests.leadsquared.test_attachments import calls, fetch
+from tests.leadsquared.test_sink import chat, settled, sink_for
+from tests.whatsapp.test_media import media_message
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+async def media_buffer(buffer):
+    buffer.media_sources = {"whatsapp": None}
+    return buffer
+
+
+def fetch_during_delivery(sink, then):
+    """Wrap the sink's deliver(): once, after it decided, run `then` (the fetch's commit)
+    before the core records the outcomes."""
+    real, done = sink.deliver, []
+
+    async def deliver(batch):
+        outcomes = await real(batch)
+        if not done:
+            done.append(batch.key)
+            await then()
+        return outcomes
+
+    sink.deliver = deliver
+    return done
+
+
+async def test_a_file_fetched_between_the_sinks_read_and_its_commit_is_still_attached(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    photo = os.urandom(20_000)
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    sink = sink_for(sim)
+    seen = fetch_during_delivery(sink, lambda: fetch(media_buffer, tmp_path, photo))
+    async with running(media_buffer, [sink]):
+        await wait_until(lambda: seen)
+        (activity,) = await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+        await wait_until(lambda: settled(media_buffer))
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text once
+    assert calls(sim, "Attachment/Add") == 1
+    assert await media_buffer.dead_targets() == []
+
+
+async def test_a_file_that_died_between_the_sinks_read_and_its_commit_says_why(
+        sim, media_buffer, tmp_path):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+
+    async def dies() -> None:
+        (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+        await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+
+    sink = sink_for(sim)
+    seen = fetch_during_delivery(sink, dies)
+    async with running(media_buffer, [sink]):
+        await wait_until(lambda: seen)
+        await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: settled(media_buffer))
+    (dead,) = await media_buffer.dead_targets()
+    assert "the file never came: Graph API: media gone" in dead["reason"]
+
+
+async def test_a_target_still_waiting_for_a_stored_file_is_overdue_at_once(
+        sim, media_buffer, tmp_path):
+    """Whatever leaves it so, a wait for a file that is already stored is overdue now, not
+    after OVERDUE_FILE (15 minutes): the status page counts it, and /metrics exports the count."""
+    from bridge.metrics import Metrics
+
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text; the file to come
+    sinks = await media_buffer.sinks()
+    assert (await attention(media_buffer, sinks, "leadsquared"))["counts"]["overdue"] == 0
+    # a file stored behind the wait's back (as the race above did): no re-open
+    (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    await media_buffer.write(lambda db: db.run(_FETCHED_ONLY, message_id=job.message_id,
+                                               path=str(path), size=1, sha256="ab" * 32,
+                                               mime_type=None, now=time.time()))
+    found = await attention(media_buffer, sinks, "leadsquared")
+    assert found["counts"]["overdue"] == 1 and len(found["overdue"]) == 1
+    metrics = Metrics(process=False)
+    body, _ = await metrics.render(media_buffer)
+    assert 'chatbridge_overdue_attachments{sink="leadsquared"} 1.0' in body.decode()
+
+
+
+async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_delivery(
+        sim, media_buffer, tmp_path):
+    """Two photos in one chat window: the first is attached, and the delivery is killed
+    (its task cancelled: nothing more of it runs, as with SIGKILL) while the second uploads.
+    The first attach is recorded as it lands, so the retry attaches only the second."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    first, second = os.urandom(5000), os.urandom(6000)
+    await media_buffer.append([chat(1), media_message(2, "m-1"), media_message(3, "m-2")])
+    for data in (first, second):
+        (job,) = await media_buffer.media_claim("whatsapp", 1, 60)
+        path = tmp_path / f"file-{job.message_id}"
+        path.write_bytes(data)
+        await media_buffer.media_fetched(job, str(path), len(data),
+                                         hashlib.sha256(data).hexdigest(), "image/jpeg")
+    sim.configure(latency=0.3)  # every call, the second upload too, takes 0.3 s
+    await media_buffer.install_sinks(["leadsquared"])
+    sink = sink_for(sim, lease=1.0)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    (activity,) = await wait_until(lambda: sim.activities(lead))
+    await wait_until(lambda: sim.attachments(activity["Id"]))
+    drain.cancel()  # killed mid-delivery: its outcomes are never committed
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    assert len(sim.attachments(activity["Id"])) == 1
+    sim.configure(latency=0.0)
+    await asyncio.sleep(1.1)  # the killed drain's lease runs out
+    async with running(media_buffer, [sink_for(sim, lease=1.0)]):
+        await wait_until(lambda: len(sim.attachments(activity["Id"])) >= 2)
+        await wait_until(lambda: settled(media_buffer))
+    assert sorted(a["Data"] for a in sim.attachments(activity["Id"])) == sorted([first, second])
+    assert len(sim.activities(lead)) == 1
+
+
+async def test_a_file_stored_while_its_message_retries_for_another_target_follows(
+        sim, media_buffer, tmp_path):
+    """The chat's activity is on the lead, its opportunity keeps failing (the message stays
+    pending, retried): a file stored meanwhile re-opens its wait all the same, and the
+    next retry attaches it (the wait used to stay dead: no delivered message to re-open)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    # the photo first: its part's key names it (re-rendered without it, the key changes)
+    await media_buffer.append([media_message(1, "m-1"), chat(2)])
+    photo = os.urandom(8000)
+    async with running(media_buffer, [sink_for(sim, max_attempts=500,
+                                               rate_limit="1000/0.05s")]):
+        (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
+                                                if a["RelatedOpportunityId"] is None])
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 3)
+        assert sim.attachments(activity["Id"]) == []
+        await fetch(media_buffer, tmp_path, photo)
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 8)
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    # the window is posted once on the lead: the retries re-post the same part (its key)
+    assert [a["Id"] for a in sim.activities(lead) if a["RelatedOpportunityId"] is None] == [
+        activity["Id"]]
+
+
+async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
+        sim, media_buffer, tmp_path):
+    """The drain is killed while Attachment/Add is on its way, and the CRM commits it late
+    (write_hold): the bridge recorded the attach before sending it, so the retry does not
+    send it again; it is a dead target saying it may be attached (no API can tell)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, os.urandom(4000))
+    await media_buffer.install_sinks(["leadsquared"])
+    sink = sink_for(sim, lease=1.0)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    (activity,) = await wait_until(lambda: sim.activities(lead))
+    sim.configure(write_hold=1.0)  # the attach reaches the account a second late
+    await wait_until(lambda: calls(sim, "Attachment/Add"))
+    drain.cancel()  # killed before the answer
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)  # it landed
+    sim.configure(write_hold=0.0)
+    await asyncio.sleep(1.1)  # the killed drain's lease runs out
+    async with running(media_buffer, [sink_for(sim, lease=1.0)]):
+        await wait_until(lambda: media_buffer.dead_targets())
+        await wait_until(lambda: settled(media_buffer))
+    assert len(sim.attachments(activity["Id"])) == 1 and calls(sim, "Attachment/Add") == 1
+    (dead,) = await media_buffer.dead_targets()
+    assert "attach unconfirmed: the bridge stopped" in dead["reason"]
+
+
+async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
+        sim, media_buffer, tmp_path):
+    """The window (photo first) is on the lead, its opportunity keeps failing (retried);
+    the file comes, and the retry is killed while its attach is on its way. The next retry
+    re-posts the same window (its key: found, not posted), never the window without the
+    photo under a new key; the cut-off attach is a dead target, never sent twice."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    await media_buffer.append([media_message(1, "m-1"), chat(2)])
+    await media_buffer.install_sinks(["leadsquared"])
+    sink = sink_for(sim, lease=3.0, max_attempts=500)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
+                                            if a["RelatedOpportunityId"] is None])
+    await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 3)
+    sim.configure(write_hold=1.0)  # the attach reaches the account a second late (each
+    # retry, held too, still ends within its 3 s lease)
+    await fetch(media_buffer, tmp_path, b"photo bytes")
+    await wait_until(lambda: calls(sim, "Attachment/Add"))
+    drain.cancel()  # killed before the attach's answer
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    await asyncio.sleep(3.1)  # the hold ends (the attach lands); the lease runs out
+    sim.configure(write_hold=0.0)
+    async with running(media_buffer, [sink_for(sim, lease=3.0, max_attempts=500)]):
+        await wait_until(lambda: media_buffer.dead_targets())
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 8)
+    assert [a["Id"] for a in sim.activities(lead) if a["RelatedOpportunityId"] is None] == [
+        activity["Id"]]
+    assert len(sim.attachments(activity["Id"])) == 1

@@ -1,0 +1,73 @@
+"""Media cannot stop ingest (issue 25, point 2), through real processes: `bridge run` and the
+Graph stand-in. A customer's documents that would pass buffer.media_max_total, or take the
+disk under buffer.media_min_free, are refused before they are written: dead media whose
+reason names the key to raise, while text webhooks and /healthz keep answering 200."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pytest
+
+from tests.processes import GraphProcess, eventually
+from tests.whatsapp import payloads as p
+from tests.whatsapp.test_media_e2e import (
+    ASHA,
+    GRAPH_TOKEN,
+    PHONE_ID,
+    media_rows,
+    media_webhook,
+    post,
+    start_bridge,
+)
+
+
+@pytest.fixture
+def graph(tmp_path):
+    process = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
+    yield process
+    process.stop()
+
+
+def still_ingesting(bridge, n: int) -> None:
+    """A text webhook is stored (200) and /healthz answers 200."""
+    post(bridge, p.text_message(f"wamid.text{n}", ASHA, f"still here {n}", ts=int(time.time())))
+    assert httpx.get(f"{bridge.url}/healthz", timeout=10).status_code == 200
+
+
+def test_past_media_max_total_a_document_is_dead_media_and_texts_still_get_200(tmp_path, graph):
+    first, second = os.urandom(700_000), os.urandom(700_000)
+    bridge = start_bridge(tmp_path, graph, media_max_total="1MB", media_max_bytes="1MB")
+    try:
+        post(bridge, media_webhook("wamid.doc1", "document", graph.upload(
+            first, "application/pdf", PHONE_ID), "application/pdf", first))
+        eventually(lambda: media_rows(tmp_path)["wamid.doc1"][0] == "fetched")
+        post(bridge, media_webhook("wamid.doc2", "document", graph.upload(
+            second, "application/pdf", PHONE_ID), "application/pdf", second))
+        state, path, _, reason = eventually(
+            lambda: (r := media_rows(tmp_path)["wamid.doc2"])[0] == "dead" and r)
+        assert path is None and "buffer.media_max_total (1 MB)" in reason, reason
+        still_ingesting(bridge, 1)
+        stored = [f for f in (tmp_path / "media").rglob("*") if f.is_file()]
+        assert [f.stat().st_size for f in stored] == [len(first)]
+    finally:
+        bridge.stop()
+
+
+def test_under_media_min_free_nothing_is_fetched_and_texts_still_get_200(tmp_path, graph):
+    """A floor above the disk's free space: as a disk nearly full would be."""
+    data = os.urandom(200_000)
+    bridge = start_bridge(tmp_path, graph, media_min_free="1000TB")
+    try:
+        still_ingesting(bridge, 1)
+        post(bridge, media_webhook("wamid.doc", "document", graph.upload(
+            data, "application/pdf", PHONE_ID), "application/pdf", data))
+        state, _, _, reason = eventually(
+            lambda: (r := media_rows(tmp_path)["wamid.doc"])[0] == "dead" and r)
+        assert "under buffer.media_min_free (1000 TB)" in reason, reason
+        still_ingesting(bridge, 2)
+        assert not [f for f in (tmp_path / "media").rglob("*") if f.is_file()]
+    finally:
+        bridge.stop()
