@@ -72,6 +72,17 @@ FOLD_UPGRADED = Query(sa.update(deliveries).values(
                           + sa.literal(UPGRADE_SUFFIX))))),
     "fold upgraded placeholders")
 FOLDED = "its media arrived later and is delivered in its place"
+_dm = deliveries.c
+# the same, for a sink that queues stored messages at once (its backfill, a re-enabled
+# sink's catch-up): its pending unbatched deliveries whose message has an upgrade stored
+FOLD_QUEUED = Query(sa.update(deliveries).values(
+    state="skipped", reason=P("reason"), done_at=P("now")).where(
+    _dm.sink == P("sink"), _dm.state == "pending", _dm.batch_id.is_(None),
+    sa.exists().where(_upgraded.c.id == _dm.message_id,
+                      _upgrade.c.source == _upgraded.c.source,
+                      _upgrade.c.provider_id == _upgraded.c.provider_id
+                      + sa.literal(UPGRADE_SUFFIX))),
+    "fold upgraded placeholders a sink queued")
 
 
 def _upsert_status(insert: Any) -> Any:

@@ -24,6 +24,7 @@ import bridge.buffer.media as media
 import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
+from bridge.buffer.append import FOLD_QUEUED, FOLDED
 from bridge.buffer.compiler import P, Query
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
@@ -451,6 +452,7 @@ async def install(db: Connector, names: list[str], now: float) -> list[str]:
             first.append(name)
         elif not existing[name][0]:
             await db.run(CATCH_UP, sink=name, since=existing[name][1])
+            await db.run(FOLD_QUEUED, sink=name, reason=FOLDED, now=now)
             await db.run(ENABLE, sink=name)
     for name, (enabled, _) in existing.items():
         if enabled and name not in names:
@@ -483,6 +485,7 @@ async def _backfill(db: Connector, sink: str, since: float, now: float) -> int:
     """Queue every message since `since` the sink does not have yet; progress restarts."""
     for step in _BACKFILL:
         await db.run(step, sink=sink, since=since)
+    await db.run(FOLD_QUEUED, sink=sink, reason=FOLDED, now=now)
     queued = await db.value(BACKFILL_COUNT, sink=sink)
     await db.run(BACKFILL_DONE, since=since, now=now, queued=queued, sink=sink)
     return queued

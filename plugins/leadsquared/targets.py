@@ -70,21 +70,23 @@ class Planner:
         return plan
 
     def parts(self, batch: Batch) -> list[Part]:
-        """The batch's notes; texts already posted whose files come now keep their key.
+        """The batch's notes; texts already posted whose files come now keep their key; a
+        message whose upgrade is in the batch is written once, as that upgrade.
 
         A file's message is sent alone (a follow-up) only when its window cannot be rendered
         again as it was posted: a message still waiting with its window (retried for
         another target, or after a crash mid-attach) is rendered with it, under the same
         key, since the window without it would be a new key, so a second activity."""
-        follow = follow_ups(batch)
+        follow, replaced = follow_ups(batch), upgraded(batch)
+        shown = [m for m in batch.messages if m.id not in replaced]
         if follow:
-            whole = self._render(batch, batch.messages)
+            whole = self._render(batch, shown)
             again = {m.id for part in whole for m in part.messages
                      if follow.get(m.id) == part.key}
             follow = {i: key for i, key in follow.items() if i not in again}
             if not follow:
                 return whole
-        parts = self._render(batch, [m for m in batch.messages if m.id not in follow])
+        parts = self._render(batch, [m for m in shown if m.id not in follow])
         return parts + [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
 
     async def _check(self, plan: Plan, opportunity: str) -> None:
@@ -105,3 +107,15 @@ class Planner:
             return [p for m, line in zip(messages, lines, strict=True)
                     for p in split(batch.key, [m], [line], self.settings.note_limit)]
         return split(batch.key, messages, lines, self.settings.note_limit)
+
+
+def upgraded(batch: Batch) -> set[int]:
+    """Ids of the batch's messages that another of its messages completes (it names them in
+    extra["upgrades"]: a history media follow-up and its placeholder, bridge.UPGRADE_SUFFIX).
+    The buffer settles such a placeholder before any batch takes it; a held batch (no lead
+    yet) takes in the follow-up later and so holds both. Left out of the notes, it counts
+    as delivered with its batch."""
+    named = {(m.source, m.extra.get("upgrades")) for m in batch.messages
+             if isinstance(m.extra, dict) and isinstance(m.extra.get("upgrades"), str)}
+    return {m.id for m in batch.messages if (m.source, m.provider_id) in named} if named \
+        else set()

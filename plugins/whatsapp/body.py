@@ -9,8 +9,9 @@ from typing import Any
 
 BOM = "\ufeff"
 REPLACEMENT = "\ufffd"
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \uD800-\uDFFF, paired or not
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# \uD800-\uDFFF (paired or not) and \u0000: escapes of what may need replacing
+_SURROGATE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
+_SURROGATE = re.compile("[\ud800-\udfff\x00]")  # lone surrogates (SQLite), NUL (PostgreSQL)
 
 
 def load_body(body: bytes) -> Any:
@@ -23,13 +24,15 @@ def load_body(body: bytes) -> Any:
     (§6, §9) and are refused: stored, they made the row unreadable to SQLite's JSON
     functions. Integers of any size are kept (SQLite reads them). Escapes of
     unpaired surrogates (`\\ud83d` alone: valid JSON, not Unicode, §8.2) become U+FFFD:
-    SQLite cannot store them, and refusing would lose the rest of the notification.
+    SQLite cannot store them, and refusing would lose the rest of the notification. So
+    does NUL (`\\u0000`), which PostgreSQL cannot store in text (a name or an id holding
+    one made the whole notification answer 503, retried for days).
     """
     text = body.decode("utf-8")
     if text.startswith(BOM):
         text = text[1:]
     value = _DECODER.decode(text)
-    if _SURROGATE_ESCAPE.search(text):  # pairs decode to one code point; only lone ones stay
+    if _SURROGATE_ESCAPE.search(text):  # pairs decode to one code point; lone ones, NUL stay
         value = replace_lone_surrogates(value)
     return value
 
@@ -49,7 +52,7 @@ _DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
 
 
 def replace_lone_surrogates(value: Any) -> Any:
-    """`value` with every surrogate code point in its strings and keys made U+FFFD.
+    """`value` with every lone surrogate and NUL in its strings and keys made U+FFFD.
 
     Walks with a stack, not recursion: bodies may be nested close to the parser's limit.
     Containers are changed in place; a string argument is returned replaced.

@@ -180,8 +180,9 @@ async def _request(buffer: Any, section: Any, phone_id: str, coex: Any,
         await coex.note_requested(buffer, phone_id, getattr(exc, "accepted", []))
         raise click.ClickException(str(exc)) from None
     await coex.note_requested(buffer, phone_id, accepted)
-    click.echo(f"Requested the {' and '.join(r.kind for r in accepted)} sync of {phone_id} "
-               f"({', '.join(f'{r.kind}: request {r.request_id}' for r in accepted)}). "
+    ids = ", ".join(f"{r.kind}: request {r.request_id}" for r in accepted if r.request_id)
+    click.echo(f"Requested the {' and '.join(r.kind for r in accepted)} sync of {phone_id}"
+               f"{f' ({ids})' if ids else ''}. "
                "Ask the rep to open the WhatsApp Business app and accept sharing the chat "
                "history.")
 

@@ -45,6 +45,10 @@ class CoexistenceError(Exception):
     """A request refused or unreachable: str(e) is the one line to show."""
 
 
+class GraphUnavailable(CoexistenceError):
+    """No answer, or a Graph server error (5xx): not a refusal; asking again may work."""
+
+
 @dataclass(frozen=True, slots=True)
 class Requested:
     kind: str
@@ -69,6 +73,7 @@ async def request_syncs(config: WhatsAppConfig, phone_id: str,
     client = client or httpx.AsyncClient(timeout=30)
     accepted: list[Requested] = []
     refused: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
     try:
         for kind, sync_type in SYNCS:
             if kind in skip:
@@ -76,13 +81,17 @@ async def request_syncs(config: WhatsAppConfig, phone_id: str,
             try:
                 accepted.append(Requested(kind, await _request(client, config, phone_id,
                                                                sync_type)))
+            except GraphUnavailable as exc:
+                failed.append((kind, str(exc)))
             except CoexistenceError as exc:
                 refused.append((kind, str(exc)))
     finally:
         if own:
             await client.aclose()
-    if refused:
-        error = CoexistenceError(_refusal_line(phone_id, refused))
+    if refused or failed:
+        error = CoexistenceError("; ".join(
+            ([_refusal_line(phone_id, refused)] if refused else [])
+            + ([_failure_line(phone_id, failed)] if failed else [])))
         error.accepted = accepted  # type: ignore[attr-defined]
         raise error
     return accepted
@@ -96,15 +105,17 @@ async def _request(client: httpx.AsyncClient, config: WhatsAppConfig, phone_id: 
                                                 "sync_type": sync_type},
                                      headers={"Authorization": f"Bearer {config.access_token}"})
     except httpx.HTTPError as exc:
-        raise CoexistenceError(f"the Graph API at {config.graph_url} did not answer "
-                               f"({type(exc).__name__}: {exc})") from None
+        raise GraphUnavailable(f"the Graph API at {config.graph_url} did not answer "
+                               f"({type(exc).__name__}: {exc})".replace(": )", ")")) from None
     try:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code == 200 and isinstance(body, dict):
-        request_id = body.get("request_id")
+    if response.status_code == 200:  # taken, whatever the body: it can be asked for once
+        request_id = body.get("request_id") if isinstance(body, dict) else None
         return request_id if isinstance(request_id, str) else None
+    if response.status_code >= 500:
+        raise GraphUnavailable(_graph_reason(response.status_code, body))
     raise CoexistenceError(_graph_reason(response.status_code, body))
 
 
@@ -128,6 +139,13 @@ def _refusal_line(phone_id: str, refused: Sequence[tuple[str, str]]) -> str:
               "offboard the number and onboard it again through Embedded Signup")
     return (f"Graph refused the {kinds} request{'s' * (len(refused) > 1)} for {phone_id}: "
             f"{'; '.join(reasons)} ({advice})")
+
+
+def _failure_line(phone_id: str, failed: Sequence[tuple[str, str]]) -> str:
+    reasons = list(dict.fromkeys(reason for _, reason in failed))
+    kinds = " and ".join(kind for kind, _ in failed)
+    return (f"the {kinds} request{'s' * (len(failed) > 1)} for {phone_id} did not go "
+            f"through: {'; '.join(reasons)} (Graph did not refuse it; run the command again)")
 
 
 async def bridge_answers(bases: Sequence[str]) -> bool:

@@ -223,6 +223,7 @@ def _history_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
     (`from` says) and `message_echoes[]` are the business's; a top-level `messages[]` or
     `message_echoes[]` is media of earlier placeholders (follow-ups, same message id)."""
     _remember_contacts(ctx, parsed)
+    keys = _thread_keys(value.get("history"), ctx)
     for chunk in items(value.get("history")):
         if not isinstance(chunk, dict):
             parsed.add(None)
@@ -233,7 +234,7 @@ def _history_field(value: dict[str, Any], ctx: _Change, parsed: Parsed) -> None:
             if not isinstance(thread, dict):
                 parsed.add(None)
                 continue
-            key = _thread_key(thread, ctx)
+            key = keys.get(id(thread))
             for obj in items(thread.get("messages")):
                 parsed.add(_historical(obj, ctx, key))
             for obj in items(thread.get("message_echoes")):
@@ -263,10 +264,35 @@ def _small_int(value: object) -> int | None:
         and 0 <= value < 10 ** 9 else None
 
 
+def _thread_keys(chunks: object, ctx: _Change) -> dict[int, str | None]:
+    """id(thread) -> the customer each thread of the change is with (_thread_key). A
+    thread nothing of its own names (the business's messages alone) falls back on the
+    change's one contacts[] entry only when it is the one such thread and that contact is
+    no other thread's customer; else on its username, else nobody."""
+    threads = [t for chunk in dicts(chunks) for t in dicts(chunk.get("threads"))]
+    keys = {id(t): _thread_key(t, ctx) for t in threads}
+    unnamed = [t for t in threads if keys[id(t)] is None]
+    taken = set(keys.values())
+    for thread in unnamed:
+        keys[id(thread)] = _fallback_key(thread, ctx, taken, alone=len(unnamed) == 1)
+    return keys
+
+
+def _fallback_key(thread: dict[str, Any], ctx: _Change, taken: set[str | None], *,
+                  alone: bool) -> str | None:
+    if alone and len(ctx.contacts) == 1:  # the user's only trace: their contacts[] entry
+        contact = ctx.contacts[0]
+        found = contact.key or contact.username
+        if found not in taken:
+            return found
+    return username(thread.get("username"))
+
+
 def _thread_key(thread: dict[str, Any], ctx: _Change) -> str | None:
     """The customer a history thread is with: its id (their number); for a username
     thread (`id: ""`), the business-scoped id its messages name, so that both sides of it
-    are filed under that person and never under an empty key."""
+    are filed under that person and never under an empty key (None: nothing of the
+    thread's own names them)."""
     raw = text_or_none(thread.get("id"))
     if raw:
         return normalise_number(raw, ctx.region) or raw
@@ -278,13 +304,7 @@ def _thread_key(thread: dict[str, Any], ctx: _Change) -> str | None:
                 else value
             if found and found != ctx.business:
                 return found
-    user_id = text_or_none(thread.get("user_id"))
-    if user_id:
-        return user_id
-    if len(ctx.contacts) == 1:  # the user's only trace: their contacts[] entry
-        contact = ctx.contacts[0]
-        return contact.key or contact.username
-    return username(thread.get("username"))
+    return text_or_none(thread.get("user_id"))
 
 
 def _follow_up(message: Message | None) -> Message | None:

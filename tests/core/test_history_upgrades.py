@@ -44,3 +44,22 @@ async def test_a_placeholder_a_sink_already_took_is_left_to_it(buffer):
     assert await claimed_ids(buffer) == ["m3"]  # batched: its transcript is being written
     await buffer.append([follow_up(3)])
     assert await claimed_ids(buffer) == []  # m3's batch is leased; the follow-up waits for it
+
+
+async def test_a_sink_that_queues_history_later_gets_the_follow_up_only(buffer):
+    """Messages stored before a sink is installed reach it through its backfill (and a
+    re-enabled sink's catch-up): those paths must not queue a placeholder its follow-up
+    replaced (a bridge restarted mid-history stored the first chunks before its sink was
+    installed, and the CRM got 'Media (not synced)' and the photo)."""
+    await buffer.append([placeholder(1), follow_up(1), follow_up(2)])
+    await buffer.append([placeholder(2), message(3, minutes_ago=10)])
+    assert await buffer.install_sinks(["crm"]) == ["crm"]
+    assert await buffer.backfill("crm", 0) >= 3
+    assert sorted(await claimed_ids(buffer)) == ["m1#media", "m2#media", "m3"]
+
+    await buffer.install_sinks([])  # crm turned off: what comes meanwhile is caught up
+    other = "+919800000004"  # another chat: the first one's batch is still leased
+    await buffer.append([replace(follow_up(4), conversation=other),
+                         replace(placeholder(4), conversation=other)])
+    await buffer.install_sinks(["crm"])
+    assert sorted(await claimed_ids(buffer)) == ["m4#media"]

@@ -87,11 +87,22 @@ def unicode_scrubbed(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
+def as_stored(value: object) -> object:
+    """`value` as the body reader keeps it: NUL, which PostgreSQL cannot store in text,
+    made U+FFFD (plugins.whatsapp.body), everything else as sent."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {as_stored(k): as_stored(v) for k, v in value.items()}
+    return [as_stored(v) for v in value] if isinstance(value, list) else value
+
+
 def expected_ids(payload: object) -> set[str]:
-    """The ids the parser finds in `payload` as the bridge reads it (surrogates replaced)."""
+    """The ids the parser finds in `payload` as the bridge reads it (surrogates, NUL
+    replaced)."""
     try:
         scrubbed = json.loads(unicode_scrubbed(json.dumps(payload, ensure_ascii=False)))
-        parsed = parse_payload(scrubbed)
+        parsed = parse_payload(as_stored(scrubbed))
     except ValueError:
         return set()
     return {m.provider_id for m in parsed.messages}
@@ -192,7 +203,7 @@ def fuzz_unknown(live: Live, payload: dict) -> None:
     for message in sent:
         row = stored[message["id"]]
         assert row["kind"] == "unsupported", (message, row)
-        assert row["raw"] == json.loads(json.dumps(message)), "raw payload not kept as sent"
+        assert row["raw"] == as_stored(message), "raw payload not kept as sent"
 
 
 def fuzz_bytes(live: Live, body: bytes) -> None:

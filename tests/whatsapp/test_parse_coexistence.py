@@ -134,3 +134,19 @@ def test_username_thread_without_ids_is_filed_under_the_username_never_an_empty_
 def test_a_contacts_sync_names_its_number():
     parsed = parse_payload(p.envelope(p.state_sync_change([p.state_contact(p.CUSTOMER, "P")])))
     assert parsed.contact_syncs == [p.PHONE_ID]
+
+
+def test_a_username_thread_is_not_filed_under_the_contact_of_another_thread():
+    """The business's messages alone name nobody; the change's one contacts[] entry may be
+    another thread's user (named by its from_user_id), and the rep's messages to someone
+    else must not land on that person's lead."""
+    asha = p.base("a1", None, "text", text={"body": "hi"}, from_user_id=USERNAME_ID)
+    to_asha = p.historical("a2", p.BUSINESS, "hello Asha")
+    to_other = p.historical("b1", p.BUSINESS, "hello someone else")
+    change = p.history_change([{"id": "", "messages": [asha, to_asha]},
+                               {"id": "", "messages": [to_other]}])
+    change["value"]["contacts"] = [{"user_id": USERNAME_ID, "profile": {"username": "@asha"}}]
+    parsed = parse_payload(p.envelope(change))
+    filed = {m.provider_id: m.conversation for m in parsed.messages}
+    assert filed["a1"] == filed["a2"] == USERNAME_ID
+    assert filed["b1"] != USERNAME_ID
