@@ -33,6 +33,10 @@ _keys = values_of("keys", "text")
 _ids = values_of("ids")
 PERSON = Query(sa.select(i.person).where(i.key == P("key")), "the person of a key")
 LINKED = Query(sa.select(i.key).where(i.person == P("person")), "a person's keys")
+# keys that are another person's conversation: a recycled number stays the key of its
+# earlier holder's chat while its identity row names the new holder (bridge.buffer.identity)
+OTHERS = Query(sa.select(i.person).where(i.person.in_(_keys), i.person != P("person"))
+               .distinct(), "other people's conversations among the keys")
 CHATS = Query(sa.select(conversations.c.key).where(conversations.c.key.in_(_keys)),
               "a person's conversations")
 OWN = Query(sa.select(m.id).where(m.conversation.in_(_keys)), "a person's messages")
@@ -42,7 +46,8 @@ GROUP_MESSAGES = Query(sa.select(m.id, m.body).where(
 MEDIA = Query(sa.select(m.id, m.body).where(m.id.in_(_ids)), "bodies of messages")
 BATCH_KEYS = Query(sa.select(batches.c.key).where(batches.c.conversation.in_(_keys)),
                    "a person's batches")
-IDENTITIES = Query(sa.select(i.key).where(i.key.in_(_keys)), "a person's identities")
+# a person's identity rows name them (a key of theirs may name another: a recycled number)
+IDENTITIES = Query(sa.select(i.key).where(i.person.in_(_keys)), "a person's identities")
 MAPPINGS = Query(sa.select(sink_conversations.c.sink).where(
     sink_conversations.c.conversation.in_(_keys)), "a person's CRM mappings")
 _of_person = sa.or_(st.recipient.in_(_keys), sa.tuple_(st.source, st.provider_id).in_(
@@ -58,7 +63,7 @@ DROP = tuple(Query(step, "forget a person") for step in (
     sa.delete(batches).where(batches.c.conversation.in_(_keys)),
     sa.delete(sink_conversations).where(sink_conversations.c.conversation.in_(_keys)),
     sa.delete(conversations).where(conversations.c.key.in_(_keys)),
-    sa.delete(identities).where(sa.or_(i.key.in_(_keys), i.person.in_(_keys)))))
+    sa.delete(identities).where(i.person.in_(_keys))))
 DROP_LEDGER = Query(sa.delete(ledger).where(ledger.c.key >= P("low"), ledger.c.key < P("high")),
                     "forget a batch's ledger")
 
@@ -68,10 +73,12 @@ async def _firsts(db: Connector, query: Query, **params: Any) -> list[Any]:
 
 
 async def person_keys(db: Connector, key: str) -> tuple[str, list[str]]:
-    """The person's conversation key and every phone/BSUID linked to them."""
+    """The person's conversation key and every phone/BSUID linked to them, less a number
+    that changed hands and keys the earlier holder's conversation (theirs, not this one's)."""
     person = await db.value(PERSON, key=key) or key
-    keys = await _firsts(db, LINKED, person=person)
-    return person, sorted({person, key, *keys})
+    keys = {person, key, *await _firsts(db, LINKED, person=person)}
+    others = await _firsts(db, OTHERS, keys=sorted(keys), person=person)
+    return person, sorted(keys - set(others))
 
 
 async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
