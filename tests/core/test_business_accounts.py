@@ -213,3 +213,22 @@ async def test_a_user_id_change_links_old_and_new_from_extra_or_the_raw_fields(b
     person = await buffer.conversation("+919000000001")
     assert [m["message"].text for m in person["messages"]] == [f"text {i}" for i in range(1, 6)]
     assert await buffer.conversation("IN.NEWER") is None
+
+
+async def test_the_new_holder_of_a_number_stays_apart_message_after_message(buffer):
+    from bridge.model import Identity
+
+    await buffer.append([_said(1, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.Y")])
+    for i in (2, 3):  # every webhook of the new holder shows the number and their BSUID
+        await buffer.append([_said(i, "+919000000001")],
+                            identities=[Identity(phone="+919000000001", user_id="IN.X")])
+    await buffer.append([_said(4, "+919000000001", kind="system",  # then their id changes
+                               extra={"user_id_change": {"old": "IN.X", "new": "IN.X2"}})],
+                        identities=[Identity(phone="+919000000001", user_id="IN.X2")])
+    await buffer.append([_said(5, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.X2")])
+    y, x = await buffer.conversation("+919000000001"), await buffer.conversation("IN.X")
+    assert [m["message"].text for m in y["messages"]] == ["text 1"]
+    assert y["person"]["bsuid"] == "IN.Y"
+    assert [m["message"].text for m in x["messages"]] == [f"text {i}" for i in (2, 3, 4, 5)]
