@@ -37,6 +37,9 @@ LINKED = Query(sa.select(i.key).where(i.person == P("person")), "a person's keys
 # earlier holder's chat while its identity row names the new holder (bridge.buffer.identity)
 OTHERS = Query(sa.select(i.person).where(i.person.in_(_keys), i.person != P("person"))
                .distinct(), "other people's conversations among the keys")
+# such a number names its earlier holder's conversation again once the new holder is gone
+GIVE_BACK = Query(sa.update(identities).values(person=i.key).where(
+    i.person == P("person"), i.key.in_(_keys)), "a recycled number back to its earlier holder")
 CHATS = Query(sa.select(conversations.c.key).where(conversations.c.key.in_(_keys)),
               "a person's conversations")
 OWN = Query(sa.select(m.id).where(m.conversation.in_(_keys)), "a person's messages")
@@ -72,18 +75,18 @@ async def _firsts(db: Connector, query: Query, **params: Any) -> list[Any]:
     return [row[0] for row in await db.rows(query, **params)]
 
 
-async def person_keys(db: Connector, key: str) -> tuple[str, list[str]]:
-    """The person's conversation key and every phone/BSUID linked to them, less a number
-    that changed hands and keys the earlier holder's conversation (theirs, not this one's)."""
+async def person_keys(db: Connector, key: str) -> tuple[str, list[str], list[str]]:
+    """The person's conversation key; every phone/BSUID linked to them, less a number that
+    changed hands and keys the earlier holder's conversation; those numbers (`others`)."""
     person = await db.value(PERSON, key=key) or key
     keys = {person, key, *await _firsts(db, LINKED, person=person)}
     others = await _firsts(db, OTHERS, keys=sorted(keys), person=person)
-    return person, sorted(keys - set(others))
+    return person, sorted(keys - set(others)), others
 
 
 async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
     """Delete (or with dry_run only count) everything the buffer holds of one person."""
-    person, keys = await person_keys(db, key)
+    person, keys, others = await person_keys(db, key)
     chats = await _firsts(db, CHATS, keys=keys)
     wanted = set(keys)
     # their words in group chats: the sender is inside the body, which SQL never reads
@@ -98,6 +101,8 @@ async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
              "crm_mappings": len(await _firsts(db, MAPPINGS, keys=keys)), "dry_run": dry_run}
     if not dry_run:
         await db.run(DROP_STATUSES, keys=keys, ids=ids)
+        if others:
+            await db.run(GIVE_BACK, person=person, keys=others)
         for step in DROP:
             await db.run(step, keys=keys, ids=ids)
         for batch in batch_keys:  # what the sinks posted under the person's batches

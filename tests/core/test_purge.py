@@ -129,8 +129,13 @@ async def test_purging_the_new_holder_of_a_recycled_number_keeps_the_earlier_hol
     assert earlier is not None
     assert [m["message"].text for m in earlier["messages"]] == ["earlier holder"]
     assert await buffer.conversation("IN.NEW") is None
+    # the number names the earlier holder's chat again: a next holder is told apart
     assert await rows(buffer, "SELECT key, person FROM identities ORDER BY key") == [
-        ("IN.EARLIER", PHONE)]
+        (PHONE, PHONE), ("IN.EARLIER", PHONE)]
+    await buffer.append([said(3, "a third holder")],
+                        identities=[Identity(phone=PHONE, user_id="IN.THIRD")])
+    assert [m["message"].text for m in (await buffer.conversation(PHONE))["messages"]] == [
+        "earlier holder"]
 
 
 async def test_purging_the_earlier_holder_of_a_recycled_number_keeps_the_new_holder(buffer):
