@@ -232,3 +232,19 @@ async def test_the_new_holder_of_a_number_stays_apart_message_after_message(buff
     assert [m["message"].text for m in y["messages"]] == ["text 1"]
     assert y["person"]["bsuid"] == "IN.Y"
     assert [m["message"].text for m in x["messages"]] == [f"text {i}" for i in (2, 3, 4, 5)]
+
+
+async def test_history_a_backfill_opened_stays_open_after_a_shorter_backfill(buffer):
+    import time
+
+    await buffer.install_sinks(["crm"])
+    now = time.time()
+    await buffer.append([Message(source="whatsapp", provider_id="h10", conversation="+919000000001",
+                                 account="PN-A", direction=Direction.IN, kind="text", text="old",
+                                 sent_at=datetime.fromtimestamp(now - 10 * 86400, UTC),
+                                 history=True)])
+    assert await buffer.claim("crm", 10, 60, history_days=3) == []  # held
+    assert await buffer.backfill("crm", now - 30 * 86400) == 1  # a person asks for 30 days
+    await buffer.backfill("crm", now - 2 * 86400)  # and then for 2, before any drain ran
+    claimed = await buffer.claim("crm", 10, 60, history_days=3)
+    assert [m.provider_id for c in claimed for m in c.messages] == ["h10"]
