@@ -17,6 +17,8 @@ from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import REAL, deliveries, messages, sink_state
 
 HISTORY_HELD = "history older than the sink's backfill_days"  # every such reason starts so
+# a re-opened one waits with this reason: a later, shorter backfill never holds it again
+REOPENED = "history a backfill re-opened"
 FAR = 1e18  # seconds: later than any time (no backfill recorded yet)
 
 d, m, ss = deliveries.c, messages.c, sink_state.c
@@ -27,6 +29,7 @@ _old = (sa.select(_pending.c.message_id)
         .join_from(_pending, messages, m.id == _pending.c.message_id)
         .where(_pending.c.sink == P("sink"), _pending.c.state == "pending",
                _pending.c.batch_id.is_(None), _pending.c.backfill == 1,
+               sa.func.coalesce(_pending.c.reason, "") != REOPENED,
                m.sent_at < m.stored_at - P("window", type_=REAL),
                # not covered by the last backfill asked for (stored before it, sent inside)
                sa.or_(m.sent_at < sa.func.coalesce(_since, FAR),
@@ -37,7 +40,7 @@ HOLD = Query(sa.update(deliveries).values(state="skipped", reason=P("reason"), d
              .where(d.sink == P("sink"), d.state == "pending", d.message_id.in_(_old)),
              "hold history older than the backfill window")
 _HELD = sa.func.substr(d.reason, 1, len(HISTORY_HELD)) == HISTORY_HELD
-REOPEN = Query(sa.update(deliveries).values(state="pending", reason=None, done_at=None,
+REOPEN = Query(sa.update(deliveries).values(state="pending", reason=REOPENED, done_at=None,
                                             backfill=1, batch_id=None)
                .where(d.sink == P("sink"), d.state == "skipped", _HELD,
                       d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since")))),

@@ -213,7 +213,10 @@ def _conversation_key(person: _Person, known: dict[str, tuple[str, float]],
     if phones:
         return phones[0]
     phone = person.phone or next((k for k in person.keys if k.startswith("+")), None)
-    if phone and phone not in moved:
+    # a number already known names its person (among `existing`, or `moved`); when that
+    # person is not keyed by it, the conversation keyed by it (if any) is someone else's:
+    # the earlier holder of a number that changed hands
+    if phone and phone not in moved and phone not in known:
         return phone
     if existing:
         return existing[0]

@@ -45,6 +45,13 @@ _keys = values_of("keys", "text")
 _ids = values_of("ids")
 PERSON = Query(sa.select(i.person).where(i.key == P("key")), "the person of a key")
 LINKED = Query(sa.select(i.key).where(i.person == P("person")), "a person's keys")
+# keys that are another person's conversation: a recycled number stays the key of its
+# earlier holder's chat while its identity row names the new holder (bridge.buffer.identity)
+OTHERS = Query(sa.select(i.person).where(i.person.in_(_keys), i.person != P("person"))
+               .distinct(), "other people's conversations among the keys")
+# such a number names its earlier holder's conversation again once the new holder is gone
+GIVE_BACK = Query(sa.update(identities).values(person=i.key).where(
+    i.person == P("person"), i.key.in_(_keys)), "a recycled number back to its earlier holder")
 CHATS = Query(sa.select(conversations.c.key).where(conversations.c.key.in_(_keys)),
               "a person's conversations")
 NAMES = Query(sa.select(conversations.c.contact_name).where(conversations.c.key.in_(_keys),
@@ -60,7 +67,8 @@ GROUP_MESSAGES = Query(sa.select(m.id, m.body).where(
 MEDIA = Query(sa.select(m.id, m.body).where(m.id.in_(_ids)), "bodies of messages")
 BATCH_KEYS = Query(sa.select(batches.c.key).where(batches.c.conversation.in_(_keys)),
                    "a person's batches")
-IDENTITIES = Query(sa.select(i.key).where(i.key.in_(_keys)), "a person's identities")
+# a person's identity rows name them (a key of theirs may name another: a recycled number)
+IDENTITIES = Query(sa.select(i.key).where(i.person.in_(_keys)), "a person's identities")
 MAPPINGS = Query(sa.select(sink_conversations.c.sink).where(
     sink_conversations.c.conversation.in_(_keys)), "a person's CRM mappings")
 _of_person = sa.or_(st.recipient.in_(_keys), sa.tuple_(st.source, st.provider_id).in_(
@@ -76,7 +84,7 @@ DROP = tuple(Query(step, "forget a person") for step in (
     sa.delete(batches).where(batches.c.conversation.in_(_keys)),
     sa.delete(sink_conversations).where(sink_conversations.c.conversation.in_(_keys)),
     sa.delete(conversations).where(conversations.c.key.in_(_keys)),
-    sa.delete(identities).where(sa.or_(i.key.in_(_keys), i.person.in_(_keys)))))
+    sa.delete(identities).where(i.person.in_(_keys))))
 _forms = values_of("forms", "text")
 RECORDS = Query(sa.select(directory.c.sink, directory.c.record_id).where(
     directory.c.key.in_(_forms)).distinct(), "directory records of a person's numbers")
@@ -123,16 +131,18 @@ async def _firsts(db: Connector, query: Query, **params: Any) -> list[Any]:
     return [row[0] for row in await db.rows(query, **params)]
 
 
-async def person_keys(db: Connector, key: str) -> tuple[str, list[str]]:
-    """The person's conversation key and every phone/BSUID linked to them."""
+async def person_keys(db: Connector, key: str) -> tuple[str, list[str], list[str]]:
+    """The person's conversation key; every phone/BSUID linked to them, less a number that
+    changed hands and keys the earlier holder's conversation; those numbers (`others`)."""
     person = await db.value(PERSON, key=key) or key
-    keys = await _firsts(db, LINKED, person=person)
-    return person, sorted({person, key, *keys})
+    keys = {person, key, *await _firsts(db, LINKED, person=person)}
+    others = await _firsts(db, OTHERS, keys=sorted(keys), person=person)
+    return person, sorted(keys - set(others)), others
 
 
 async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
     """Delete (or with dry_run only count) everything the buffer holds of one person."""
-    person, keys = await person_keys(db, key)
+    person, keys, others = await person_keys(db, key)
     ids = await _message_ids(db, keys)
     forms = number_forms(keys)
     records = await db.rows(RECORDS, forms=forms)
@@ -150,7 +160,8 @@ async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
     if not dry_run:
         # what no byte of the files may still hold (the store hands it to the backend)
         found["traces"] = await _traces(db, keys, records)
-        await _drop(db, keys, ids, forms, records, [(s, k) for s, k, _ in failed])
+        await _drop(db, (person, keys, others), ids, forms, records,
+                    [(s, k) for s, k, _ in failed])
     return found
 
 
@@ -163,10 +174,15 @@ async def _message_ids(db: Connector, keys: list[str]) -> list[int]:
     return sorted({*await _firsts(db, OWN, keys=keys), *said})
 
 
-async def _drop(db: Connector, keys: list[str], ids: list[int], forms: list[str],
-                records: list[Any], failed: list[tuple[str, str]]) -> None:
+async def _drop(db: Connector, who: tuple[str, list[str], list[str]], ids: list[int],
+                forms: list[str], records: list[Any], failed: list[tuple[str, str]]) -> None:
+    """Delete the person's rows; `who` is person_keys() (a recycled number they held goes
+    back to its earlier holder's conversation)."""
+    person, keys, others = who
     batch_keys = await _firsts(db, BATCH_KEYS, keys=keys)
     await db.run(DROP_STATUSES, keys=keys, ids=ids)
+    if others:
+        await db.run(GIVE_BACK, person=person, keys=others)
     for sink, target in failed:  # before their batches: found through them
         await db.run(DROP_TARGET, sink=sink, key=target)
     for step in DROP:

@@ -213,3 +213,72 @@ async def test_a_user_id_change_links_old_and_new_from_extra_or_the_raw_fields(b
     person = await buffer.conversation("+919000000001")
     assert [m["message"].text for m in person["messages"]] == [f"text {i}" for i in range(1, 6)]
     assert await buffer.conversation("IN.NEWER") is None
+
+
+async def test_the_new_holder_of_a_number_stays_apart_message_after_message(buffer):
+    from bridge.model import Identity
+
+    await buffer.append([_said(1, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.Y")])
+    for i in (2, 3):  # every webhook of the new holder shows the number and their BSUID
+        await buffer.append([_said(i, "+919000000001")],
+                            identities=[Identity(phone="+919000000001", user_id="IN.X")])
+    await buffer.append([_said(4, "+919000000001", kind="system",  # then their id changes
+                               extra={"user_id_change": {"old": "IN.X", "new": "IN.X2"}})],
+                        identities=[Identity(phone="+919000000001", user_id="IN.X2")])
+    await buffer.append([_said(5, "+919000000001")],
+                        identities=[Identity(phone="+919000000001", user_id="IN.X2")])
+    y, x = await buffer.conversation("+919000000001"), await buffer.conversation("IN.X")
+    assert [m["message"].text for m in y["messages"]] == ["text 1"]
+    assert y["person"]["bsuid"] == "IN.Y"
+    assert [m["message"].text for m in x["messages"]] == [f"text {i}" for i in (2, 3, 4, 5)]
+
+
+async def test_history_a_backfill_opened_stays_open_after_a_shorter_backfill(buffer):
+    import time
+
+    await buffer.install_sinks(["crm"])
+    now = time.time()
+    await buffer.append([Message(source="whatsapp", provider_id="h10", conversation="+919000000001",
+                                 account="PN-A", direction=Direction.IN, kind="text", text="old",
+                                 sent_at=datetime.fromtimestamp(now - 10 * 86400, UTC),
+                                 history=True)])
+    assert await buffer.claim("crm", 10, 60, history_days=3) == []  # held
+    assert await buffer.backfill("crm", now - 30 * 86400) == 1  # a person asks for 30 days
+    await buffer.backfill("crm", now - 2 * 86400)  # and then for 2, before any drain ran
+    claimed = await buffer.claim("crm", 10, 60, history_days=3)
+    assert [m.provider_id for c in claimed for m in c.messages] == ["h10"]
+
+
+DEAD_SCRIPT = OLD_SCRIPT.split("async def main")[0] + """
+async def main(target):
+    buffer = await Buffer.open(target, runner=True)
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, "+919000000001", "PN-A"),
+                         message(2, "+919000000001", "PN-B")])
+    (claim,) = await buffer.claim("crm", 10, 3600, now=1_800_000_000)
+    policy = Policy(max_attempts=5, retry_delay=lambda attempt: 60.0, held_delay=60.0)
+    await buffer.complete(claim, [Outcome.rejected("no")] * 2, policy, now=1_800_000_001)
+    await buffer.close()
+    print(json.dumps({"key": claim.batch.key}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_dead_letters_of_a_schema_10_buffer_requeued_go_one_batch_per_number(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(_old_code(tmp_path, BEFORE_13))}
+    path = tmp_path / "old.db"
+    done = subprocess.run([sys.executable, "-c", DEAD_SCRIPT, str(path)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    old_key = json.loads(done.stdout.strip().splitlines()[-1])["key"]
+    buffer = await Buffer.open(path, runner=True)
+    try:
+        assert await buffer.requeue("crm") == 2
+        seen = await _drain_all(buffer)
+    finally:
+        await buffer.close()
+    assert sorted((account, ids) for _, account, ids, _ in seen) == [
+        ("PN-A", ["m1"]), ("PN-B", ["m2"])]
+    assert old_key not in {key for key, *_ in seen}

@@ -106,3 +106,58 @@ async def test_the_page_purge_of_a_conversation_erases_the_whole_person(buffer):
     assert await rows(buffer, "SELECT key FROM identities ORDER BY key") == [(OTHER,)]
     assert await rows(buffer, "SELECT provider_id FROM messages ORDER BY provider_id") == [
         ("wamid.9",), ("wamid.g2",)]
+
+
+async def test_purging_the_new_holder_of_a_recycled_number_keeps_the_earlier_holder(buffer):
+    from datetime import UTC, datetime
+
+    from bridge.model import Direction, Identity, Message
+
+    def said(i: int, text: str) -> Message:
+        return Message(source="whatsapp", provider_id=f"r{i}", conversation=PHONE,
+                       account="PN-A", direction=Direction.IN, kind="text", text=text,
+                       sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC))
+
+    await buffer.install_sinks(["crm"])
+    await buffer.append([said(1, "earlier holder")],
+                        identities=[Identity(phone=PHONE, user_id="IN.EARLIER")])
+    await buffer.append([said(2, "new holder")],  # the number, recycled
+                        identities=[Identity(phone=PHONE, user_id="IN.NEW")])
+    found = await buffer.purge_person(user_id="IN.NEW")
+    assert found["messages"] == 1 and found["conversations"] == 1
+    earlier = await buffer.conversation(PHONE)
+    assert earlier is not None
+    assert [m["message"].text for m in earlier["messages"]] == ["earlier holder"]
+    assert await buffer.conversation("IN.NEW") is None
+    # the number names the earlier holder's chat again: a next holder is told apart
+    assert await rows(buffer, "SELECT key, person FROM identities ORDER BY key") == [
+        (PHONE, PHONE), ("IN.EARLIER", PHONE)]
+    await buffer.append([said(3, "a third holder")],
+                        identities=[Identity(phone=PHONE, user_id="IN.THIRD")])
+    assert [m["message"].text for m in (await buffer.conversation(PHONE))["messages"]] == [
+        "earlier holder"]
+
+
+async def test_purging_the_earlier_holder_of_a_recycled_number_keeps_the_new_holder(buffer):
+    from datetime import UTC, datetime
+
+    from bridge.model import Direction, Identity, Message
+
+    def said(i: int, text: str) -> Message:
+        return Message(source="whatsapp", provider_id=f"r{i}", conversation=PHONE,
+                       account="PN-A", direction=Direction.IN, kind="text", text=text,
+                       sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC))
+
+    await buffer.install_sinks(["crm"])
+    await buffer.append([said(1, "earlier holder")],
+                        identities=[Identity(phone=PHONE, user_id="IN.EARLIER")])
+    await buffer.append([said(2, "new holder")],
+                        identities=[Identity(phone=PHONE, user_id="IN.NEW")])
+    found = await buffer.purge_person(user_id="IN.EARLIER")
+    assert found["messages"] == 1
+    assert await buffer.conversation(PHONE) is None
+    assert await rows(buffer, "SELECT key, person FROM identities ORDER BY key") == [
+        (PHONE, "IN.NEW"), ("IN.NEW", "IN.NEW")]
+    await buffer.append([said(3, "the number alone")])  # still the new holder's
+    new = await buffer.conversation("IN.NEW")
+    assert [m["message"].text for m in new["messages"]] == ["new holder", "the number alone"]

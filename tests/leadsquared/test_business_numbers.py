@@ -155,6 +155,30 @@ def test_a_recycled_number_starts_a_new_person_and_never_reaches_the_old_lead(st
     assert "Xena" not in _notes(simulator, y_lead)
 
 
+def test_the_new_holder_of_a_recycled_number_writes_again_and_stays_on_her_own_lead(
+        start, simulator):
+    y_lead = simulator.add_lead(FirstName="Yash", Mobile="+91-9876543210",
+                                **{ID_FIELD: Y_ID})
+    bridge = start(create_leads=True, user_id_field=ID_FIELD)
+    now = int(time.time())
+    post(bridge, p.message_change([p.text_message("wamid.y1", ASHA, "I am Yash", ts=now - 60)],
+                                  contacts=[p.contact(ASHA, "Yash", user_id=Y_ID)]))
+    bridge.sync_now()
+    eventually(lambda: "I am Yash" in _notes(simulator, y_lead))
+    for i, text in enumerate(("I am Xena", "Xena again")):  # each webhook: number + BSUID
+        post(bridge, p.message_change([p.text_message(f"wamid.x{i}", ASHA, text, ts=now + i)],
+                                      contacts=[p.contact(ASHA, "Xena", user_id=X_ID)]))
+        bridge.sync_now()
+        leads = eventually(lambda: len(simulator.admin("GET", "leads")) == 2
+                           and simulator.admin("GET", "leads"))
+        x_lead = next(lead["ProspectID"] for lead in leads if lead["ProspectID"] != y_lead)
+        eventually(lambda t=text: t in _notes(simulator, x_lead))  # noqa: B023
+    time.sleep(1.5)  # one more drain
+    assert "Xena" not in _notes(simulator, y_lead)
+    assert len(simulator.admin("GET", "leads")) == 2
+    assert _keys(bridge) == sorted(["+" + ASHA, X_ID])
+
+
 def test_user_changed_user_id_links_the_new_id_even_when_from_user_id_holds_the_old(
         start, simulator):
     y_lead = simulator.add_lead(FirstName="Yash", Mobile="+91-9876543210")
