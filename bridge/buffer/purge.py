@@ -197,9 +197,16 @@ def national(key: str) -> str | None:
         return None
 
 
+NATIONAL_KEY = "nsn:"  # a sink's key for a number stored without its country code
+
+
 def number_forms(keys: list[str]) -> list[str]:
-    """The keys, and each phone also without its '+' (a sink may key numbers either way)."""
-    return sorted({*keys, *(k[1:] for k in keys if k.startswith("+"))})
+    """The keys, and each phone also without its '+' (a sink may key numbers either way)
+    and as its national digits after NATIONAL_KEY (how the LeadSquared directory keys a
+    lead's number stored without country code, trunk 0 stripped or not)."""
+    digits = {n for n in (national(k) for k in keys) if n}
+    local = {NATIONAL_KEY + d for n in digits for d in (n, n.lstrip("0")) if d}
+    return sorted({*keys, *(k[1:] for k in keys if k.startswith("+")), *local})
 
 
 async def _targets(db: Connector, keys: list[str], ids: list[int]) -> list[tuple[str, str, str]]:

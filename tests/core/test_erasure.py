@@ -268,3 +268,30 @@ async def test_a_delivery_running_during_the_purge_writes_no_mark_back(sim, tmp_
 async def _synced_since(buffer, sink: str, at: float) -> bool:
     (state,) = [s for s in await buffer.sinks() if s["sink"] == sink]
     return state["last_sync_at"] is not None and state["last_sync_at"].timestamp() > at
+
+
+async def test_a_lead_holding_her_number_only_in_national_form_is_forgotten(tmp_path):
+    """A lead whose Phone is stored without its country code ('(650) 555-1234', as a rep
+    types it) is keyed by its national digits only ('nsn:...', the LeadSquared directory's
+    key for such a number, found by the chat's lookup): the purge forgets it too, and the
+    file keeps none of her digits (before: the record stayed, and the scan found her
+    number in a live row, vacuumed, and still said older copies remained)."""
+    from plugins.leadsquared.directory import chat_keys, number_keys
+
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await buffer.install_sinks(["crm"])
+        await store(buffer, p.message_change([p.text_message("wamid.n1", body=SECRET)],
+                                             contacts=[p.contact(p.CUSTOMER, NAME)]))
+        directory = buffer.directory("crm")
+        keys = number_keys("(650) 555-1234")
+        assert set(keys) & set(chat_keys(PHONE))  # the bridge would find her lead by it
+        await directory.put([("lead-sheena", NAME, keys)], 1)
+        found = await buffer.purge_person(phone=PHONE)
+        assert found["directory"] == 1
+        assert await rows(buffer, "SELECT count(*) FROM directory") == [(0,)]
+        assert not found["stale_copies"]
+    finally:
+        await buffer.close()
+    assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
