@@ -295,3 +295,28 @@ async def test_a_lead_holding_her_number_only_in_national_form_is_forgotten(tmp_
     finally:
         await buffer.close()
     assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
+
+
+async def test_a_name_another_customer_shares_is_no_trace_left_behind(tmp_path):
+    """Two customers with the same profile name (common names are common): purging one
+    must not take the other's live rows for older copies of hers. Before: the scan found
+    the name in the other customer's rows, rewrote the whole file (VACUUM, writes waiting)
+    and still said copies remained ('run the purge again', on every purge)."""
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await buffer.install_sinks(["crm"])
+        for n in range(20):
+            await store(buffer, p.message_change(
+                [p.text_message(f"wamid.s{n}", body=f"{SECRET} #{n}"),
+                 p.text_message(f"wamid.o{n}", "14155550100", f"other #{n}")],
+                contacts=[p.contact(p.CUSTOMER, NAME), p.contact("14155550100", NAME)]))
+        found = await buffer.purge_person(phone=PHONE)
+        assert found["messages"] == 20
+        assert found["stale_copies"] == 0 and not found.get("vacuumed")
+        assert found["wal_emptied"]
+        assert await rows(buffer, "SELECT contact_name FROM conversations") == [(NAME,)]
+    finally:
+        await buffer.close()
+    data = b"".join(f.read_bytes() for f in tmp_path.glob("buffer.db*"))
+    assert b"6505551234" not in data and SECRET.encode() not in data
