@@ -320,3 +320,32 @@ async def test_a_name_another_customer_shares_is_no_trace_left_behind(tmp_path):
         await buffer.close()
     data = b"".join(f.read_bytes() for f in tmp_path.glob("buffer.db*"))
     assert b"6505551234" not in data and SECRET.encode() not in data
+
+
+async def test_a_reader_holding_the_wal_gets_the_purge_repeated_not_a_vacuum(tmp_path):
+    """Another process reading an older snapshot keeps the WAL from being emptied: the
+    file then still holds the pages as they were before the purge (their new, zeroed
+    versions wait in the WAL), which is no older copy in free space. The purge says the
+    WAL could not be emptied (run it again) and does not rewrite the file for nothing;
+    once the reader is gone, running it again leaves no byte of her. Before: it scanned
+    the file, vacuumed it (writes waiting) and said 'older copies remain in free space'."""
+    from bridge.cli import _scrubbed
+
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await lived_with(buffer)
+        reader = sqlite3.connect(db)
+        reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # her rows in the file itself
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # a snapshot held
+        found = await buffer.purge_person(phone=PHONE)
+        assert not found["wal_emptied"] and not found.get("vacuumed")
+        assert "WAL file could not be emptied" in _scrubbed(found)
+        reader.rollback()
+        reader.close()
+        again = await buffer.purge_person(phone=PHONE)
+        assert again["wal_emptied"] and again["stale_copies"] == 0
+        assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
+    finally:
+        await buffer.close()
