@@ -31,7 +31,17 @@ def redact(url: str) -> str:
         parts = [part.split("=", 1) for part in query.split("&")]
         query = "&".join(f"{p[0]}={MASK}" if len(p) == 2 and _secret_key(p[0]) else "=".join(p)
                          for p in parts)
-    return urlunsplit((scheme, netloc, path, query, fragment))
+    return _joined(url, (scheme, netloc, path, query, fragment))
+
+
+def _joined(url: str, parts: tuple[str, str, str, str, str]) -> str:
+    """urlunsplit, keeping the '//' of a URL with nothing before its path (a unix
+    socket's `postgresql:///db?host=/run/postgresql`), which urlunsplit drops."""
+    joined = urlunsplit(parts)
+    scheme = parts[0]
+    if not parts[1] and url.startswith(f"{scheme}://") and not joined.startswith(f"{scheme}://"):
+        joined = f"{scheme}://{joined[len(scheme) + 1:]}"
+    return joined
 
 
 def secrets_of(url: str) -> list[str]:
@@ -60,7 +70,7 @@ def split_schema(url: str) -> tuple[str, str | None]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), None)
     rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+    return _joined(url, (parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
 
 
 def url_problem(url: str) -> str | None:

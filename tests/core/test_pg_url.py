@@ -202,3 +202,18 @@ async def test_a_server_lost_while_running_is_reported_without_the_password():
     finally:
         await buffer.close()
         await drop_schema(schema)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql:///chatbridge?host=/var/run/postgresql",
+    "postgresql:///chatbridge?host=/var/run/postgresql&password=" + SECRET,
+    "postgresql:///chatbridge?host=/var/run/postgresql&schema=crm"])
+def test_a_url_without_a_host_part_is_shown_and_used_as_written(url):
+    """A unix-socket URL (host in ?host=, nothing between '//' and the path) keeps its
+    '//' when shown and when handed to the driver (was 'postgresql:/chatbridge?...',
+    another URL: a path where the database name was)."""
+    from bridge.buffer.pgurl import split_schema
+
+    assert redact(url).startswith("postgresql:///chatbridge?host=/var/run/postgresql")
+    assert SECRET not in redact(url)
+    assert split_schema(url)[0].startswith("postgresql:///chatbridge?host=")
