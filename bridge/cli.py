@@ -414,11 +414,15 @@ def _person_key(phone: str | None, user_id: str | None) -> str:
         return user_id.strip()
     import phonenumbers
 
+    typed = phone.strip()
+    digits = re.sub(r"\D", "", typed)
+    if typed.startswith("+") and len(digits) == 13 and digits.startswith("521"):
+        typed = "+52" + digits[3:]  # a Mexican mobile as WhatsApp shows it (its wa_id)
     try:
-        number = phonenumbers.parse(phone.strip(), None)
+        number = phonenumbers.parse(typed, None)
     except phonenumbers.NumberParseException:
         number = None
-    if number is None or not phone.strip().startswith("+") \
+    if number is None or not typed.startswith("+") \
             or not phonenumbers.is_possible_number(number):
         raise click.BadParameter("expected E.164 with country code, e.g. +919876543210",
                                  param_hint="--phone")
