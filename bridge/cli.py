@@ -386,8 +386,10 @@ def purge(config_path: str, phone: str | None, user_id: str | None, dry_run: boo
 def _scrubbed(found: dict[str, Any]) -> str:
     """What the backend did so that no deleted byte stays in its files, in words."""
     if not found.get("overwritten"):
-        return ("PostgreSQL: the touched tables were vacuumed; its WAL segments and backups "
-                "still hold copies until they are recycled (README, Erasure)")
+        return ("PostgreSQL: the touched tables were vacuumed, which frees the deleted rows "
+                "but does not overwrite them: the tables' files keep their bytes until new "
+                "rows reuse the space, and WAL segments and backups until they are recycled "
+                "(README, Erasure)")
     said = "the deleted rows were overwritten with zeros"
     if found.get("vacuumed"):
         said += "; older copies left in free space were found, so the file was rewritten"

@@ -349,3 +349,15 @@ async def test_a_reader_holding_the_wal_gets_the_purge_repeated_not_a_vacuum(tmp
         assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
     finally:
         await buffer.close()
+
+
+def test_on_postgresql_the_purge_says_the_bytes_stay_until_reused():
+    """Read as root from a PostgreSQL 15 data directory after a purge and its VACUUM, the
+    heap and index files of messages, conversations, identities, directory, batches still
+    held her number, BSUID, name and words (VACUUM frees, it does not zero; VACUUM FULL
+    keeps row versions another session's snapshot may see). The command must not let the
+    operator believe only WAL and backups hold copies (it said just that before)."""
+    from bridge.cli import _scrubbed
+
+    said = _scrubbed({"vacuumed": True})
+    assert "does not overwrite" in said and "files keep their bytes" in said
