@@ -21,8 +21,27 @@ def _secret_key(key: str) -> bool:
     return "pass" in unquote_plus(key).lower()
 
 
+def _cut_password(url: str) -> tuple[int, int] | None:
+    """Where a password holding '/', '?' or '#' (not percent-encoded) sits in the URL: those
+    end the host part early, so the parsed host part has no '@' and a port that is no
+    number (the password's start); None for a URL parsed as written."""
+    start = url.find("://") + 3
+    parts = urlsplit(url)
+    if start < 3 or "@" in parts.netloc:
+        return None
+    try:
+        if parts.port is not None or ":" not in parts.netloc:
+            return None
+    except ValueError:  # 'user:pass' read as host:port
+        pass
+    colon, at = url.find(":", start), url.rfind("@")
+    return (colon + 1, at) if -1 < colon < at else None
+
+
 def redact(url: str) -> str:
     """The URL without its secrets (for logs, /status, `bridge check` and errors)."""
+    if cut := _cut_password(url):
+        return redact(url[:cut[0]] + MASK + url[cut[1]:])
     scheme, netloc, path, query, fragment = urlsplit(url)
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:
@@ -49,6 +68,8 @@ def secrets_of(url: str) -> list[str]:
     parts = urlsplit(url)
     userinfo, at, _ = parts.netloc.rpartition("@")
     found = [userinfo.split(":", 1)[1]] if at and ":" in userinfo else []
+    if cut := _cut_password(url):
+        found.append(url[cut[0]:cut[1]])
     for part in parts.query.split("&") if parts.query else ():
         key, eq, value = part.partition("=")
         if eq and _secret_key(key):
@@ -76,6 +97,9 @@ def split_schema(url: str) -> tuple[str, str | None]:
 def url_problem(url: str) -> str | None:
     """What is wrong with a PostgreSQL buffer URL, as one line naming buffer.url and the
     fix; None when it can be used."""
+    if _cut_password(url):
+        return ("buffer.url: the password holds '/', '?' or '#', which end a URL's host "
+                "part: percent-encode them (/ as %2F, ? as %3F, # as %23)")
     parts = urlsplit(url)
     if not parts.hostname and "host=" not in parts.query:
         return f"buffer.url: a PostgreSQL URL needs a host, e.g. {EXAMPLE}"
