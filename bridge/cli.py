@@ -386,8 +386,10 @@ def purge(config_path: str, phone: str | None, user_id: str | None, dry_run: boo
 def _scrubbed(found: dict[str, Any]) -> str:
     """What the backend did so that no deleted byte stays in its files, in words."""
     if not found.get("overwritten"):
-        return ("PostgreSQL: the touched tables were vacuumed; its WAL segments and backups "
-                "still hold copies until they are recycled (README, Erasure)")
+        return ("PostgreSQL: the touched tables were vacuumed, which frees the deleted rows "
+                "but does not overwrite them: the tables' files keep their bytes until new "
+                "rows reuse the space, and WAL segments and backups until they are recycled "
+                "(README, Erasure)")
     said = "the deleted rows were overwritten with zeros"
     if found.get("vacuumed"):
         said += "; older copies left in free space were found, so the file was rewritten"
@@ -414,11 +416,15 @@ def _person_key(phone: str | None, user_id: str | None) -> str:
         return user_id.strip()
     import phonenumbers
 
+    typed = phone.strip()
+    digits = re.sub(r"\D", "", typed)
+    if typed.startswith("+") and len(digits) == 13 and digits.startswith("521"):
+        typed = "+52" + digits[3:]  # a Mexican mobile as WhatsApp shows it (its wa_id)
     try:
-        number = phonenumbers.parse(phone.strip(), None)
+        number = phonenumbers.parse(typed, None)
     except phonenumbers.NumberParseException:
         number = None
-    if number is None or not phone.strip().startswith("+") \
+    if number is None or not typed.startswith("+") \
             or not phonenumbers.is_possible_number(number):
         raise click.BadParameter("expected E.164 with country code, e.g. +919876543210",
                                  param_hint="--phone")

@@ -194,6 +194,7 @@ async def index(request: web.Request) -> web.StreamResponse:
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
                    requeued=params.whole(request.query, "requeued"),
                    purged=params.whole(request.query, "purged"),
+                   purge_left=PURGE_LEFT.get(params.text(request.query, "left", "")),
                    logged_in=SESSION_COOKIE in request.cookies)
 
 
@@ -347,6 +348,15 @@ async def requeue_conversation(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(_conversation_link(key) + f"&requeued={moved['requeued']}")
 
 
+PURGE_LEFT = {
+    "wal": "but another process was reading the buffer, so its WAL file could not be "
+           "emptied: deleted bytes may remain there. Purge the number again",
+    "copies": "but older copies remain in the buffer file's free space. Purge the number again",
+    "vacuum": "but older copies remain in the buffer file's free space and VACUUM failed "
+              "(free disk space, as much as the buffer takes), then purge the number again",
+}
+
+
 async def purge_form(request: web.Request) -> web.StreamResponse:
     """The confirmation step before a purge: the number must be typed again."""
     _signed_in_or_raise(request)
@@ -371,7 +381,21 @@ async def purge(request: web.Request) -> web.StreamResponse:
     if params.text(form, "confirm", "").strip() != key:
         raise web.HTTPBadRequest(text="confirm must repeat the conversation's number exactly;"
                                       " nothing was deleted")
-    removed = await bridge.buffer.purge(key)
+    found = await bridge.buffer.purge_conversation(key)
+    removed = found["messages"]
     logger.warning("purged conversation ...%s from the buffer: %d messages", key[-4:], removed)
-    raise web.HTTPSeeOther(f"/?purged={removed}")
+    left = _bytes_left(found)
+    raise web.HTTPSeeOther(f"/?purged={removed}" + (f"&left={left}" if left else ""))
+
+
+def _bytes_left(found: dict[str, Any]) -> str | None:
+    """Why deleted bytes may still be in the buffer's files after a purge (SQLite), as a
+    word the status page explains; None when none are."""
+    if not found.get("overwritten"):
+        return None  # PostgreSQL: the README says what a vacuum leaves
+    if found.get("vacuum_error"):
+        return "vacuum"
+    if found.get("stale_copies"):
+        return "copies"
+    return None if found.get("wal_emptied") else "wal"
 

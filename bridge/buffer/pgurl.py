@@ -21,8 +21,27 @@ def _secret_key(key: str) -> bool:
     return "pass" in unquote_plus(key).lower()
 
 
+def _cut_password(url: str) -> tuple[int, int] | None:
+    """Where a password holding '/', '?' or '#' (not percent-encoded) sits in the URL: those
+    end the host part early, so the parsed host part has no '@' and a port that is no
+    number (the password's start); None for a URL parsed as written."""
+    start = url.find("://") + 3
+    parts = urlsplit(url)
+    if start < 3 or "@" in parts.netloc:
+        return None
+    try:
+        if parts.port is not None or ":" not in parts.netloc:
+            return None
+    except ValueError:  # 'user:pass' read as host:port
+        pass
+    colon, at = url.find(":", start), url.rfind("@")
+    return (colon + 1, at) if -1 < colon < at else None
+
+
 def redact(url: str) -> str:
     """The URL without its secrets (for logs, /status, `bridge check` and errors)."""
+    if cut := _cut_password(url):
+        return redact(url[:cut[0]] + MASK + url[cut[1]:])
     scheme, netloc, path, query, fragment = urlsplit(url)
     userinfo, at, hosts = netloc.rpartition("@")
     if at and ":" in userinfo:
@@ -31,7 +50,17 @@ def redact(url: str) -> str:
         parts = [part.split("=", 1) for part in query.split("&")]
         query = "&".join(f"{p[0]}={MASK}" if len(p) == 2 and _secret_key(p[0]) else "=".join(p)
                          for p in parts)
-    return urlunsplit((scheme, netloc, path, query, fragment))
+    return _joined(url, (scheme, netloc, path, query, fragment))
+
+
+def _joined(url: str, parts: tuple[str, str, str, str, str]) -> str:
+    """urlunsplit, keeping the '//' of a URL with nothing before its path (a unix
+    socket's `postgresql:///db?host=/run/postgresql`), which urlunsplit drops."""
+    joined = urlunsplit(parts)
+    scheme = parts[0]
+    if not parts[1] and url.startswith(f"{scheme}://") and not joined.startswith(f"{scheme}://"):
+        joined = f"{scheme}://{joined[len(scheme) + 1:]}"
+    return joined
 
 
 def secrets_of(url: str) -> list[str]:
@@ -39,6 +68,8 @@ def secrets_of(url: str) -> list[str]:
     parts = urlsplit(url)
     userinfo, at, _ = parts.netloc.rpartition("@")
     found = [userinfo.split(":", 1)[1]] if at and ":" in userinfo else []
+    if cut := _cut_password(url):
+        found.append(url[cut[0]:cut[1]])
     for part in parts.query.split("&") if parts.query else ():
         key, eq, value = part.partition("=")
         if eq and _secret_key(key):
@@ -60,12 +91,15 @@ def split_schema(url: str) -> tuple[str, str | None]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), None)
     rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+    return _joined(url, (parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
 
 
 def url_problem(url: str) -> str | None:
     """What is wrong with a PostgreSQL buffer URL, as one line naming buffer.url and the
     fix; None when it can be used."""
+    if _cut_password(url):
+        return ("buffer.url: the password holds '/', '?' or '#', which end a URL's host "
+                "part: percent-encode them (/ as %2F, ? as %3F, # as %23)")
     parts = urlsplit(url)
     if not parts.hostname and "host=" not in parts.query:
         return f"buffer.url: a PostgreSQL URL needs a host, e.g. {EXAMPLE}"

@@ -85,6 +85,11 @@ DROP = tuple(Query(step, "forget a person") for step in (
     sa.delete(sink_conversations).where(sink_conversations.c.conversation.in_(_keys)),
     sa.delete(conversations).where(conversations.c.key.in_(_keys)),
     sa.delete(identities).where(i.person.in_(_keys))))
+_names = values_of("names", "text")
+HELD_NAMES = Query(sa.union(
+    sa.select(conversations.c.contact_name).where(conversations.c.contact_name.in_(_names)),
+    sa.select(directory.c.name).where(directory.c.name.in_(_names))),
+    "names still held by others")
 _forms = values_of("forms", "text")
 RECORDS = Query(sa.select(directory.c.sink, directory.c.record_id).where(
     directory.c.key.in_(_forms)).distinct(), "directory records of a person's numbers")
@@ -159,9 +164,10 @@ async def purge(db: Connector, key: str, dry_run: bool) -> dict[str, Any]:
              "dry_run": dry_run}
     if not dry_run:
         # what no byte of the files may still hold (the store hands it to the backend)
-        found["traces"] = await _traces(db, keys, records)
+        traces = await _traces(db, keys, records)
         await _drop(db, (person, keys, others), ids, forms, records,
                     [(s, k) for s, k, _ in failed])
+        found["traces"] = await _not_held_by_others(db, traces)
     return found
 
 
@@ -203,6 +209,13 @@ async def _traces(db: Connector, keys: list[str], records: list[Any]) -> list[st
     return sorted({*number_forms(keys), *(national(k) for k in keys), *names} - {None, ""})
 
 
+async def _not_held_by_others(db: Connector, traces: list[str]) -> list[str]:
+    """The traces less the names that someone still in the buffer holds (another customer
+    or lead with the same name): those bytes stay, rightly, and are no copy of hers."""
+    held = set(await _firsts(db, HELD_NAMES, names=traces))
+    return [t for t in traces if t not in held]
+
+
 def national(key: str) -> str | None:
     """A phone key's national significant number (how a CRM's copy may spell it)."""
     if not key.startswith("+"):
@@ -213,9 +226,16 @@ def national(key: str) -> str | None:
         return None
 
 
+NATIONAL_KEY = "nsn:"  # a sink's key for a number stored without its country code
+
+
 def number_forms(keys: list[str]) -> list[str]:
-    """The keys, and each phone also without its '+' (a sink may key numbers either way)."""
-    return sorted({*keys, *(k[1:] for k in keys if k.startswith("+"))})
+    """The keys, and each phone also without its '+' (a sink may key numbers either way)
+    and as its national digits after NATIONAL_KEY (how the LeadSquared directory keys a
+    lead's number stored without country code, trunk 0 stripped or not)."""
+    digits = {n for n in (national(k) for k in keys) if n}
+    local = {NATIONAL_KEY + d for n in digits for d in (n, n.lstrip("0")) if d}
+    return sorted({*keys, *(k[1:] for k in keys if k.startswith("+")), *local})
 
 
 async def _targets(db: Connector, keys: list[str], ids: list[int]) -> list[tuple[str, str, str]]:

@@ -197,7 +197,9 @@ class SQLiteBuffer(Buffer):
         Secure delete zeroes what the deletes free, not older copies of the same rows:
         an update that moved a row, or a page split, can leave one in a page's free space
         (seen in one randomized workload of five, secure_delete on or not).
-        So the file is then searched for `traces(result)`; if any is found, VACUUM
+        So the file is then searched for `traces(result)` (once the WAL was emptied: while
+        another process's reader keeps it, the file still holds the pages from before the
+        purge and the caller is told to run it again); if any is found, VACUUM
         rewrites the file from its live rows (time and free disk space in proportion to
         the buffer's size; writes wait meanwhile), and the WAL is emptied again."""
         self._check_open()
@@ -247,6 +249,12 @@ def _erase(conn: sqlite3.Connection, path: str, work: Work[T],
         conn.execute(_SECURE_DELETE[bool(before)])
     notes: dict[str, object] = {"overwritten": True, "wal_emptied": _checkpoint(conn)}
     needles = [t.encode() for t in traces(result) if len(t.encode()) >= 4]
+    if not notes["wal_emptied"]:
+        # a reader kept the WAL: the file still holds the pages as they were before the
+        # purge (their zeroed versions wait in the WAL), no older copy; a VACUUM now
+        # could not reach the file either. The caller says to run the purge again.
+        notes["stale_copies"] = 0
+        return result, notes
     notes["stale_copies"] = found = _found_in(path, needles)
     if found:
         try:

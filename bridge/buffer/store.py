@@ -189,6 +189,11 @@ class Buffer:
         conversation, and their words in group chats too."""
         return (await self._erase_person(conversation))["messages"]
 
+    async def purge_conversation(self, conversation: str) -> dict[str, Any]:
+        """purge(), with all it found and what the backend did about its files (as
+        purge_person: 'messages', ..., 'wal_emptied', 'stale_copies', 'vacuum_error')."""
+        return await self._erase_person(conversation)
+
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
         """Note a drain run: when it ran, when the next is due, and its error if any."""

@@ -281,3 +281,30 @@ async def test_a_stored_media_file_opens_from_the_conversation_page_never_as_a_p
             assert resp.status == 404
         async with http.get(f"{base}/conversation/file?id=x") as resp:
             assert resp.status == 400
+
+
+async def test_the_page_purge_says_when_deleted_bytes_may_remain(make_app, serve, tmp_path):
+    """The status page's purge tells what `bridge purge` tells: with another process
+    reading the buffer (its snapshot keeps the WAL from being emptied), deleted bytes may
+    remain, so purge again (before: 'Purged: 2 message(s)' and nothing more)."""
+    import sqlite3
+
+    sink = LedgerSink()
+    app, base = await started(make_app, serve, sink)
+    async with client() as http:
+        await ingest(http, base, "hello", "poison")
+        await wait_until(lambda: len(sink.batches) >= 1)
+        confirm = await page(http, f"{base}/conversation/purge?key=%2B919876543210")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', confirm)[1]
+        reader = sqlite3.connect(tmp_path / "app.db")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # a snapshot held
+        try:
+            status, location, _ = await post(http, f"{base}/conversation/purge", key=ASHA,
+                                             csrf=csrf, confirm=ASHA)
+        finally:
+            reader.rollback()
+            reader.close()
+        assert status == 303 and location == "/?purged=2&left=wal"
+        shown = await page(http, base + location)
+        assert "WAL file could not be emptied" in shown and "Purge the number again" in shown

@@ -268,3 +268,96 @@ async def test_a_delivery_running_during_the_purge_writes_no_mark_back(sim, tmp_
 async def _synced_since(buffer, sink: str, at: float) -> bool:
     (state,) = [s for s in await buffer.sinks() if s["sink"] == sink]
     return state["last_sync_at"] is not None and state["last_sync_at"].timestamp() > at
+
+
+async def test_a_lead_holding_her_number_only_in_national_form_is_forgotten(tmp_path):
+    """A lead whose Phone is stored without its country code ('(650) 555-1234', as a rep
+    types it) is keyed by its national digits only ('nsn:...', the LeadSquared directory's
+    key for such a number, found by the chat's lookup): the purge forgets it too, and the
+    file keeps none of her digits (before: the record stayed, and the scan found her
+    number in a live row, vacuumed, and still said older copies remained)."""
+    from plugins.leadsquared.directory import chat_keys, number_keys
+
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await buffer.install_sinks(["crm"])
+        await store(buffer, p.message_change([p.text_message("wamid.n1", body=SECRET)],
+                                             contacts=[p.contact(p.CUSTOMER, NAME)]))
+        directory = buffer.directory("crm")
+        keys = number_keys("(650) 555-1234")
+        assert set(keys) & set(chat_keys(PHONE))  # the bridge would find her lead by it
+        await directory.put([("lead-sheena", NAME, keys)], 1)
+        found = await buffer.purge_person(phone=PHONE)
+        assert found["directory"] == 1
+        assert await rows(buffer, "SELECT count(*) FROM directory") == [(0,)]
+        assert not found["stale_copies"]
+    finally:
+        await buffer.close()
+    assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
+
+
+async def test_a_name_another_customer_shares_is_no_trace_left_behind(tmp_path):
+    """Two customers with the same profile name (common names are common): purging one
+    must not take the other's live rows for older copies of hers. Before: the scan found
+    the name in the other customer's rows, rewrote the whole file (VACUUM, writes waiting)
+    and still said copies remained ('run the purge again', on every purge)."""
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await buffer.install_sinks(["crm"])
+        for n in range(20):
+            await store(buffer, p.message_change(
+                [p.text_message(f"wamid.s{n}", body=f"{SECRET} #{n}"),
+                 p.text_message(f"wamid.o{n}", "14155550100", f"other #{n}")],
+                contacts=[p.contact(p.CUSTOMER, NAME), p.contact("14155550100", NAME)]))
+        found = await buffer.purge_person(phone=PHONE)
+        assert found["messages"] == 20
+        assert found["stale_copies"] == 0 and not found.get("vacuumed")
+        assert found["wal_emptied"]
+        assert await rows(buffer, "SELECT contact_name FROM conversations") == [(NAME,)]
+    finally:
+        await buffer.close()
+    data = b"".join(f.read_bytes() for f in tmp_path.glob("buffer.db*"))
+    assert b"6505551234" not in data and SECRET.encode() not in data
+
+
+async def test_a_reader_holding_the_wal_gets_the_purge_repeated_not_a_vacuum(tmp_path):
+    """Another process reading an older snapshot keeps the WAL from being emptied: the
+    file then still holds the pages as they were before the purge (their new, zeroed
+    versions wait in the WAL), which is no older copy in free space. The purge says the
+    WAL could not be emptied (run it again) and does not rewrite the file for nothing;
+    once the reader is gone, running it again leaves no byte of her. Before: it scanned
+    the file, vacuumed it (writes waiting) and said 'older copies remain in free space'."""
+    from bridge.cli import _scrubbed
+
+    db = tmp_path / "buffer.db"
+    buffer = await Buffer.open(db)
+    try:
+        await lived_with(buffer)
+        reader = sqlite3.connect(db)
+        reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # her rows in the file itself
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM messages").fetchone()  # a snapshot held
+        found = await buffer.purge_person(phone=PHONE)
+        assert not found["wal_emptied"] and not found.get("vacuumed")
+        assert "WAL file could not be emptied" in _scrubbed(found)
+        reader.rollback()
+        reader.close()
+        again = await buffer.purge_person(phone=PHONE)
+        assert again["wal_emptied"] and again["stale_copies"] == 0
+        assert traces_in_files(db) == {name: [] for name in traces_in_files(db)}
+    finally:
+        await buffer.close()
+
+
+def test_on_postgresql_the_purge_says_the_bytes_stay_until_reused():
+    """Read as root from a PostgreSQL 15 data directory after a purge and its VACUUM, the
+    heap and index files of messages, conversations, identities, directory, batches still
+    held her number, BSUID, name and words (VACUUM frees, it does not zero; VACUUM FULL
+    keeps row versions another session's snapshot may see). The command must not let the
+    operator believe only WAL and backups hold copies (it said just that before)."""
+    from bridge.cli import _scrubbed
+
+    said = _scrubbed({"vacuumed": True})
+    assert "does not overwrite" in said and "files keep their bytes" in said

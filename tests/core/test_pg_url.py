@@ -202,3 +202,34 @@ async def test_a_server_lost_while_running_is_reported_without_the_password():
     finally:
         await buffer.close()
         await drop_schema(schema)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql:///chatbridge?host=/var/run/postgresql",
+    "postgresql:///chatbridge?host=/var/run/postgresql&password=" + SECRET,
+    "postgresql:///chatbridge?host=/var/run/postgresql&schema=crm"])
+def test_a_url_without_a_host_part_is_shown_and_used_as_written(url):
+    """A unix-socket URL (host in ?host=, nothing between '//' and the path) keeps its
+    '//' when shown and when handed to the driver (was 'postgresql:/chatbridge?...',
+    another URL: a path where the database name was)."""
+    from bridge.buffer.pgurl import split_schema
+
+    assert redact(url).startswith("postgresql:///chatbridge?host=/var/run/postgresql")
+    assert SECRET not in redact(url)
+    assert split_schema(url)[0].startswith("postgresql:///chatbridge?host=")
+
+
+@pytest.mark.parametrize("char", ["/", "?", "#"])
+def test_a_password_holding_a_character_that_ends_the_host_is_refused_unprinted(
+        tmp_path, char):
+    """A generated password with '/', '?' or '#' not percent-encoded ends the URL's host
+    part early: the driver reads the password as the port. `bridge check` printed the whole
+    URL, password and all ('cannot connect (invalid literal for int()...: ...)'). Now it is
+    refused before connecting, saying to percent-encode it, and never shown."""
+    url = f"postgresql://bridge:{SECRET}{char}xY9@127.0.0.1:1/db"
+    assert SECRET not in redact(url)
+    problem = url_problem(url)
+    assert problem is not None and "percent-encode" in problem and SECRET not in problem
+    done = bridge("check", "-c", str(config_file(tmp_path, url)))
+    assert done.returncode == 1 and "percent-encode" in done.stderr
+    assert SECRET not in done.stdout + done.stderr

@@ -161,3 +161,29 @@ async def test_purging_the_earlier_holder_of_a_recycled_number_keeps_the_new_hol
     await buffer.append([said(3, "the number alone")])  # still the new holder's
     new = await buffer.conversation("IN.NEW")
     assert [m["message"].text for m in new["messages"]] == ["new holder", "the number alone"]
+
+
+@pytest.mark.parametrize("typed", ["+5215512345678", "+52 1 55 1234 5678", "+525512345678"])
+def test_a_mexican_number_is_purged_as_whatsapp_shows_it_too(tmp_path, typed):
+    """WhatsApp shows a Mexican mobile as 521 + 10 digits (its wa_id, reference §14); the
+    bridge stores it as +52 + 10 digits. An erasure request quoting the number as WhatsApp
+    shows it finds the person (before: refused as 'expected E.164')."""
+    db = tmp_path / "b.db"
+
+    async def prepare() -> None:
+        buffer = await Buffer.open(db)
+        try:
+            parsed = parse_payload(p.envelope(p.message_change(
+                [p.text_message("wamid.mx1", "5215512345678", "hola")])))
+            await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                                parsed.identities)
+            assert await rows(buffer, "SELECT key FROM conversations") == [("+525512345678",)]
+        finally:
+            await buffer.close()
+
+    asyncio.run(prepare())
+    config = tmp_path / "config.yaml"
+    config.write_text(f"buffer: {{path: {db}}}\n")
+    done = bridge("purge", "-c", str(config), "--phone", typed)
+    assert done.returncode == 0, done.stderr
+    assert "for +525512345678: 1 message(s)" in done.stdout

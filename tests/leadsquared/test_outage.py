@@ -84,3 +84,27 @@ async def test_a_refusal_dead_letters_at_once_saying_what_to_fix(sim, buffer):
     assert dead["reason"] == ("LeadSquared MXInvalidInputException: Invalid phone (simulated) "
                               "(fix what LeadSquared names (in the lead, the activity type or "
                               "the config), then requeue)")
+
+
+async def test_an_attach_failing_through_an_outage_past_max_attempts_is_kept_not_dead(
+        sim, buffer, tmp_path):
+    """The text lands, then the attach endpoint is down (a gateway's page) for more tries
+    than max_attempts: an outage, so the file's target keeps retrying for retry_for like
+    the batch does, and is attached once LeadSquared answers (before: a dead target after
+    max_attempts tries, 'gave up attaching a file')."""
+    from tests.leadsquared.test_attachments import calls, fetch
+    from tests.whatsapp.test_media import PHONE_ID, media_message
+
+    buffer.media_sources = {"whatsapp": None}
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    await fetch(buffer, tmp_path, b"photo bytes")
+    sim.break_endpoint("Add", 408)  # a gateway's page: the attach never reached the account
+    async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
+        await wait_until(lambda: calls(sim, "Attachment/Add") >= 5, timeout=30)
+        (activity,) = sim.activities(lead)
+        assert await buffer.dead_targets() == []
+        sim.mend_endpoint("Add")
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=30)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert len(sim.attachments(activity["Id"])) == 1 and await buffer.dead_targets() == []
