@@ -19,7 +19,6 @@ from plugins.leadsquared.simulator.switches import Switches
 from plugins.leadsquared.simulator.users import (
     ADMIN_EMAIL,
     OWNER_FIELD,
-    OwnerRefused,
     User,
     Users,
 )
@@ -576,10 +575,7 @@ class Store:
         a bulk call's row with `bulk` (its ActivityOwnerEmail names the owner)."""
         body = as_object(body)
         single = None if bulk else self.switches.create_owner
-        try:
-            owner = self.users.owner(body, ADMIN_EMAIL, single)
-        except OwnerRefused as exc:
-            raise invalid(str(exc)) from None
+        owner = self.users.owner(body, ADMIN_EMAIL, single)
         if single == "owner_field" and isinstance(body.get("Fields"), list):
             body = {**body, "Fields": [f for f in body["Fields"] if not (
                 isinstance(f, dict) and f.get("SchemaName") == OWNER_FIELD)]}
