@@ -29,6 +29,7 @@ from plugins.leadsquared.phones import stored_e164, variant_numbers
 
 logger = logging.getLogger(__name__)
 
+Line = tuple[bool, str]  # (fine, what was found)
 PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
 
 
@@ -90,27 +91,28 @@ class Owners:
     def enabled(self) -> bool:
         return self.settings.owners is not None
 
-    async def start(self) -> list[str]:
-        """Read the users; build the map (auto: from their phone numbers). The lines it
-        logged (what it matched, what it could not), for `bridge leadsquared check`."""
+    async def start(self) -> list[Line]:
+        """Read the users; build the map (auto: from their phone numbers). What it found,
+        as (ok, text) lines: what it matched, and what it could not (for `bridge
+        leadsquared check`, and the log)."""
         if not self.enabled:
             return []
-        lines: list[str] = []
+        lines: list[Line] = []
         users = await self._users(lines)
         if self.settings.owners == "auto":
             lines += await self._auto(users)
         else:
             lines += self._configured(users)
-        for line in lines:
-            logger.info("owners: %s", line)
+        for ok, line in lines:
+            logger.log(logging.INFO if ok else logging.WARNING, "owners: %s", line)
         return lines
 
-    async def _users(self, lines: list[str]) -> list[dict]:
+    async def _users(self, lines: list[Line]) -> list[dict]:
         try:
             users = await self.client.users.all()
         except LeadSquaredError as exc:
-            lines.append(f"could not list the account's users ({exc.message}): mapped emails "
-                         "are used unchecked")
+            lines.append((False, f"could not list the account's users ({exc.message}): "
+                                 "mapped emails are used unchecked"))
             return []
         for user in users:
             email = user.get("EmailAddress")
@@ -120,7 +122,7 @@ class Owners:
                     self.emails[str(user["ID"])] = email
         return users
 
-    def _configured(self, users: list[dict]) -> list[str]:
+    def _configured(self, users: list[dict]) -> list[Line]:
         """The configured map, less users that are missing or inactive (they would be
         refused on every post): those numbers follow owner_fallback, said once here."""
         assert isinstance(self.settings.owners, dict)
@@ -131,16 +133,17 @@ class Owners:
         for number, email in self.settings.owners.items():
             if users and email.casefold() not in active:
                 why = "is inactive" if email.casefold() in known else "is no user of this account"
-                lines.append(f"{number} -> {email} {why}: its chats follow owner_fallback "
-                             f"{self.settings.owner_fallback}")
+                lines.append((False, f"{number} -> {email} {why}: its chats follow "
+                                     f"owner_fallback {self.settings.owner_fallback}"))
                 continue
             self.mapping[number] = email
-            lines.append(f"{number} -> {self._name(email) or email} <{email}>")
+            lines.append((True, f"{number} -> {self._name(email) or email} <{email}>"))
         return lines
 
-    async def _auto(self, users: list[dict]) -> list[str]:
+    async def _auto(self, users: list[dict]) -> list[Line]:
         """Each active user's phone numbers (one ByUserId read a user) as business numbers."""
-        lines, without = [], []
+        lines: list[Line] = []
+        without: list[str] = []
         for user in users:
             if str(user.get("StatusCode", 0)) not in ("0", "") or not user.get("ID"):
                 continue
@@ -151,15 +154,15 @@ class Owners:
                 without.append(email or str(user["ID"]))
             for phone in phones:
                 self.mapping.setdefault(phone, email)
-                lines.append(f"{phone} -> {self._name(email) or email} <{email}> "
-                             "(the user's phone number)")
+                lines.append((True, f"{phone} -> {self._name(email) or email} <{email}> "
+                                    "(the user's phone number)"))
         if without:
-            lines.append(f"no phone number held for {len(without)} user(s) "
-                         f"({', '.join(without[:10])}{' …' if len(without) > 10 else ''}): "
-                         "they own no number")
+            lines.append((True, f"no phone number held for {len(without)} user(s) "
+                                f"({', '.join(without[:10])}"
+                                f"{' …' if len(without) > 10 else ''}): they own no number"))
         if not self.mapping:
-            lines.append("no user's phone number in the account: every number follows "
-                         f"owner_fallback {self.settings.owner_fallback}")
+            lines.append((False, "no user's phone number in the account: every number "
+                                 f"follows owner_fallback {self.settings.owner_fallback}"))
         return lines
 
     def _name(self, email: str) -> str | None:

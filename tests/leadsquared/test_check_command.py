@@ -131,3 +131,41 @@ def test_a_lookup_that_ignores_the_number_fails_the_negative_control(tmp_path):
         own.stop()
     assert result.returncode == 1
     assert "FAIL phone lookup of 910000000000, a number no lead can have" in result.stdout
+
+
+def test_owners_are_checked_user_by_user_and_each_number_says_whom_it_maps_to(tmp_path):
+    sim = SimulatorProcess()
+    try:
+        sim.add_user("Priya", "priya@example.com", last="Rao")
+        sim.add_user("Old", "old@example.com", active=False)
+        good = check(tmp_path, sim, owners={"+919800000001": "priya@example.com"})
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert "ok   owners: +919800000001 -> Priya Rao <priya@example.com>" in good.stdout
+        assert "owner_fallback lead_owner" in good.stdout
+        bad = check(tmp_path, sim, owners={"+919800000001": "priya@example.com",
+                                           "220000000000002": "old@example.com",
+                                           "+919800000003": "ghost@example.com"})
+        assert bad.returncode == 1
+        assert "FAIL owners: 220000000000002 -> old@example.com is inactive" in bad.stdout
+        assert ("FAIL owners: +919800000003 -> ghost@example.com is no user of this account"
+                in bad.stdout)
+        assert writes(sim.admin("GET", "calls")) == []
+    finally:
+        sim.stop()
+
+
+def test_owners_auto_says_which_numbers_it_matched_and_which_users_hold_none(tmp_path):
+    sim = SimulatorProcess()
+    try:
+        sim.add_user("Priya", "priya@example.com", last="Rao", phones="+91-9800000001")
+        sim.add_user("Arjun", "arjun@example.com", mobile="+91 98000 00002")
+        sim.add_user("Kiran", "kiran@example.com")
+        run = check(tmp_path, sim, owners="auto")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert ("ok   owners: +919800000001 -> Priya Rao <priya@example.com> (the user's "
+                "phone number)") in run.stdout
+        assert "+919800000002 -> Arjun <arjun@example.com>" in run.stdout
+        assert "no phone number held for 2 user(s)" in run.stdout  # Kiran and the admin
+        assert "kiran@example.com" in run.stdout
+    finally:
+        sim.stop()
