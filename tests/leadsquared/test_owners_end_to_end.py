@@ -89,7 +89,10 @@ def test_each_number_s_activities_are_owned_by_its_rep_and_name_number_and_rep(
     assert field(spare, FIELD) == "Business (+919800000003)"
 
 
-def test_a_rep_s_activity_on_an_open_deal_is_owned_by_the_rep_too(start, simulator, team):  # noqa: F811
+@pytest.mark.parametrize("create_owner", ["ignored", "owner_email", "owner_field"])
+def test_a_rep_s_activity_on_an_open_deal_is_owned_by_the_rep_too(
+        start, simulator, team, create_owner):  # noqa: F811
+    simulator.configure(create_owner=create_owner)  # how a single Create names an owner
     asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
     deal = simulator.add_opportunity(asha, "Annual plan")
     bridge = start(owners=OWNERS, bulk=False)  # owned posts go as one-row bulk calls
@@ -100,6 +103,17 @@ def test_a_rep_s_activity_on_an_open_deal_is_owned_by_the_rep_too(start, simulat
     assert [a["Owner"] for a in on_deal] == ["priya@example.com"]
     owners = {a["Owner"] for a in simulator.activities(asha)}
     assert owners == {"priya@example.com"}
+
+
+def test_owners_auto_gives_each_number_to_the_user_holding_it(start, simulator, team):  # noqa: F811
+    simulator.add_user("Nisha", "nisha@example.com", last="Iyer", phones="+91-9800000003")
+    meera = simulator.add_lead(FirstName="Meera", Mobile="919988776655")
+    bridge = start(owners="auto", owner_fallback="api_user")
+    post(bridge, change(SPARE_NUMBER, "919988776655", "Meera", "wamid.n1", "hi Nisha"))
+    bridge.sync_now()
+    mine = only(simulator, meera)
+    assert mine["Owner"] == "nisha@example.com"
+    assert field(mine, FIELD) == "Nisha Iyer (+919800000003)"
 
 
 @pytest.mark.xfail(strict=True, reason="conversation key per business number: i26b")
