@@ -29,6 +29,10 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         asha = re.search(r"Asha Patil: activity on the lead \([^)]*attached: (image-\w+\.png)"
                          r"[^)]*\) (http://\S+)", printed)
         assert asha, printed  # her photo arrived in the CRM, attached to her chat
+        # two reps, two numbers: each chat owned by the rep whose number it came to
+        assert re.search(r"Asha Patil: activity on the lead .* owned by priya\.rao@", printed)
+        assert re.search(r"Ravi Kumar: activity on the lead .* owned by arjun\.mehta@", printed)
+        assert "Rep Arjun Mehta <arjun.mehta@demo.invalid> owns the chats of" in printed
         lead_page = httpx.get(asha[2]).text
         assert asha[1] in lead_page and "<img src=" in lead_page
         (photo,) = re.findall(r"<img src='([^']+)'", lead_page)
