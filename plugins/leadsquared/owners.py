@@ -69,8 +69,11 @@ def user_phones(user: dict[str, Any]) -> list[str]:
     for field in PHONE_FIELDS:
         value = user.get(field)
         for text in str(value).replace(";", ",").split(",") if value else ():
-            if (e164 := stored_e164(text, international=text.strip().startswith(("+", "00"))
-                                    )) and e164 not in found:
+            text = text.strip()
+            if text.startswith("00"):
+                text = "+" + text[2:]
+            if (e164 := stored_e164(text, international=text.startswith("+"))) \
+                    and e164 not in found:
                 found.append(e164)
     return found
 
