@@ -150,7 +150,12 @@ class Owners:
         for user in users:
             if str(user.get("StatusCode", 0)) not in ("0", "") or not user.get("ID"):
                 continue
-            record = await self.client.users.by_id(str(user["ID"]))
+            try:
+                record = await self.client.users.by_id(str(user["ID"]))
+            except LeadSquaredError as exc:
+                lines.append((False, f"could not read user {user.get('EmailAddress')}'s phone "
+                                     f"numbers ({exc.message})"))
+                continue
             email = str((record or user).get("EmailAddress") or "")
             phones = user_phones(record or {})
             if not phones:
