@@ -156,4 +156,15 @@ class LeadSquaredSink:
                 "opportunity_types": opportunities.types if opportunities else None,
                 "opportunity_types_from": opportunities.source if opportunities else None,
                 "attachments": "allowed" if not account or account.allow_attachments else
-                "not allowed by the activity type: media files are held in the bridge"}
+                "not allowed by the activity type: media files are held in the bridge",
+                "owners": self._owners_line()}
+
+    def _owners_line(self) -> str:
+        """Who owns the activities: the reps' numbers, and the fallback for the rest."""
+        owners = self.owners
+        if owners is None or not owners.enabled:
+            return "not set: the API user owns every activity"
+        mapped = ", ".join(f"{number} → {email}" for number, email in owners.mapping.items())
+        mode = "auto, " if self.settings.owners == "auto" else ""
+        return (f"{mode}{mapped or 'no number mapped'}; other numbers: "
+                f"{self.settings.owner_fallback}")

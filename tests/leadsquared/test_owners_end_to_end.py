@@ -83,6 +83,10 @@ def test_each_number_s_activities_are_owned_by_its_rep_and_name_number_and_rep(
     assert his["Owner"] == "arjun@example.com"
     assert field(his, FIELD) == "Arjun Mehta (+919800000002)"
 
+    (sink,) = bridge.status()["sinks"]  # the status page names who owns what
+    assert ("+919800000001 → priya@example.com, 220000000000002 → arjun@example.com; other "
+            f"numbers: {fallback}") in str(sink)
+
     spare = only(simulator, meera)
     expected = "kiran@example.com" if fallback == "lead_owner" else ADMIN_EMAIL
     assert spare["Owner"] == expected
