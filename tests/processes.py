@@ -110,6 +110,11 @@ class SimulatorProcess:
         body = {"lead_id": lead_id, "name": name, "status": status}
         return self.admin("POST", "opportunities", json=body)["OpportunityId"]
 
+    def add_user(self, first: str, email: str, **more: object) -> str:
+        """A user of the account (last, phones, mobile, active); its user id."""
+        return self.admin("POST", "users", json={"first": first, "email": email,
+                                                  **more})["UserId"]
+
     def activities(self, lead_id: str | None = None) -> list[dict]:
         return self.admin("GET", "activities", params={"leadId": lead_id} if lead_id else {})
 

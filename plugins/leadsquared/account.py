@@ -39,7 +39,8 @@ class Account:
     (transcript times); app_url: the web app's base URL (lead links), if known;
     files_base: where File Upload goes; allow_attachments: the type's Allow Attachments
     (unknown counts as allowed); owner_email: the user ByOpportunityId rows are owned by
-    (None: opportunity posts go singly).
+    (None: opportunity posts go singly); business_field: the type's field naming the
+    business number and rep, None when the type has no such field (or it is off).
     """
 
     client: LeadSquaredClient
@@ -49,20 +50,24 @@ class Account:
     files_base: str
     allow_attachments: bool
     owner_email: str | None
+    business_field: str | None = None
 
 
 async def open_account(client: LeadSquaredClient, settings: LeadSquaredConfig,
                        base_url: str) -> Account:
     """Read the keys' user, find (or create) the activity type, read its settings."""
     user = await client.users.by_access_key()
-    event = await resolve_event(client, settings.activity_type, settings.activity_event)
+    event = await resolve_event(client, settings.activity_type, settings.activity_event,
+                                settings.business_field)
     app = (user.get("LSQCommonServiceURLs") or {}).get("app")
     scheme = base_url.split("://", 1)[0]
+    setting = await type_setting(client, event)
     return Account(client, event, zone(user.get("TimeZone")),
                    f"{scheme}://{app}" if app else None,
                    files_base(base_url, settings.files_host),
-                   await allows_attachments(client, event),
-                   await owner_email(client, settings, user))
+                   allows_attachments(setting),
+                   await owner_email(client, settings, user),
+                   has_field(setting, settings.business_field))
 
 
 def client_factory(settings: LeadSquaredConfig, limiter: RateLimiter,
@@ -127,20 +132,39 @@ async def owner_email(client: LeadSquaredClient, settings: LeadSquaredConfig,
     return email if isinstance(email, str) and "@" in email else None
 
 
-async def allows_attachments(client: LeadSquaredClient, event: int) -> bool:
+async def type_setting(client: LeadSquaredClient, event: int) -> dict | None:
+    """The type's settings (GetActivitySetting), None when they cannot be read."""
+    try:
+        return await client.activities.setting(event)
+    except LeadSquaredError as exc:
+        logger.warning("could not read the activity type's settings: %s", exc)
+        return None
+
+
+def allows_attachments(setting: dict | None) -> bool:
     """The type's AllowAttachments; unknown (not said, or unreadable) counts as allowed,
     and Attachment/Add's refusal is then the attachment's dead letter, with the reason."""
-    try:
-        allowed = (await client.activities.setting(event)).get("AllowAttachments")
-    except LeadSquaredError as exc:
-        logger.warning("could not read whether the activity type allows attachments: %s",
-                       exc)
-        return True
+    allowed = (setting or {}).get("AllowAttachments")
     if allowed is not None and str(allowed) not in ("1", "True", "true"):
         logger.warning("the activity type does not allow attachments: media files stay in "
                        "the bridge (turn on Allow Attachments in LeadSquared)")
         return False
     return True
+
+
+def has_field(setting: dict | None, field: str | None) -> str | None:
+    """`field` when the type defines it; else None, said once (a post naming a field the
+    type lacks is refused, so the activity names number and rep in its header only)."""
+    if not field:
+        return None
+    names = {str(f.get("SchemaName")) for f in (setting or {}).get("Fields") or []
+             if isinstance(f, dict)}
+    if field in names:
+        return field
+    logger.warning("the activity type has no field %s: the business number and rep are named "
+                   "in each note's header only (add a String field %s to the type, or set "
+                   "plugins.leadsquared.business_field)", field, field)
+    return None
 
 
 def zone(name: str | None) -> tzinfo:

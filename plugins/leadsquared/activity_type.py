@@ -28,7 +28,14 @@ FIELD_DEFINITIONS = [
 ]
 
 
-async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None) -> int:
+def business_definition(schema: str) -> dict[str, str]:
+    """The field naming the business number and rep (plugins.leadsquared.business_field)."""
+    return {"SchemaName": schema, "DisplayName": "WhatsApp Business Number and Rep",
+            "DataType": "String"}
+
+
+async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None,
+                        business_field: str | None = None) -> int:
     """The event code: the configured one (checked), the type named `name`, or a new type.
     Two bridges starting at once may both create it: the second is refused as a duplicate
     and takes the type the first made."""
@@ -41,9 +48,12 @@ async def resolve_event(client: LeadSquaredClient, name: str, fixed: int | None)
     if (code := _named(codes, name)) is not None:
         return code
     try:
+        extra = [business_definition(business_field)] if business_field and business_field \
+            not in FIELDS.values() else []
         code = await client.activities.create_type(
             name, [dict(f, IsMandatory=False, Sequence=i + 1) for i, f in
-                   enumerate(FIELD_DEFINITIONS)], "WhatsApp conversations logged by Chatbridge")
+                   enumerate(FIELD_DEFINITIONS + extra)],
+            "WhatsApp conversations logged by Chatbridge")
     except LeadSquaredError as exc:
         if exc.exception_type != "MXDuplicateEntryException" or (
                 found := _named(await _codes(client), name)) is None:

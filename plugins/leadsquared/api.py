@@ -201,6 +201,21 @@ class UsersApi:
                                       params={"userId": user_id})
         return users[0] if isinstance(users, list) and users else None
 
+    async def all(self) -> list[dict]:
+        """Users.Get: every user, {ID, FirstName, LastName, EmailAddress, Role, StatusCode
+        (0 active, 1 inactive)}; no phone numbers [DOC:get-users]."""
+        users = await self._c.request("users", "GET", "UserManagement.svc/Users.Get")
+        return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
+
+    async def by_email(self, email: str) -> dict | None:
+        """User/Retrieve/ByEmailAddress: the user with AssociatedPhoneNumbers, PhoneMobile
+        ...; None for an inactive or unknown user (an empty array)
+        [DOC:get-user-by-email-id]."""
+        users = await self._c.request("user_by_email", "GET",
+                                      "UserManagement.svc/User/Retrieve/ByEmailAddress",
+                                      params={"emailAddress": email})
+        return users[0] if isinstance(users, list) and users else None
+
 
 @dataclass(frozen=True)
 class Upload:

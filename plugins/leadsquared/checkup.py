@@ -16,6 +16,7 @@ from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.leads import find_lead
 from plugins.leadsquared.opportunities import NONE_FOUND, opportunity_types, rule_of
+from plugins.leadsquared.owners import Owners
 from plugins.leadsquared.phones import lookup_candidates
 from plugins.leadsquared.probe import probe_account, sample_lead
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
@@ -46,6 +47,7 @@ async def run_check(cfg: LeadSquaredConfig, say: Say, phone: str | None = None,
         types = await client.activities.types()
         code, ok = await _check_type(client, cfg, say, types)
         await _check_owner(client, cfg, say, user)
+        ok = await _check_reps(client, cfg, say) and ok
         lead = await find_lead(client, phone) if phone and lookup_candidates(phone) else None
         await _check_opportunities(client, cfg, say, types, lead)
         ok = await _check_phones(client, say, phone, lead) and ok
@@ -134,6 +136,21 @@ async def _check_owner(client: LeadSquaredClient, cfg: LeadSquaredConfig, say: S
     say(f"ok   bulk opportunity posts are owned by {email} ({source})" if email else
         "info no owner email found (User/Retrieve/ByUserId gave none): opportunity "
         "activities are posted one by one; set plugins.leadsquared.owner_email to bulk them")
+
+
+async def _check_reps(client: LeadSquaredClient, cfg: LeadSquaredConfig, say: Say) -> bool:
+    """Which business number maps to whom (owners); every mapped user must exist and be
+    active (Users.Get's StatusCode), else that number's chats follow owner_fallback."""
+    if cfg.owners is None:
+        say("info owners: not set: activities are owned by the API user (map each business "
+            "number to its rep's email under plugins.leadsquared.owners, or owners: auto)")
+        return True
+    lines = await Owners(client, cfg).start()
+    for fine, line in lines:
+        say(f"{'ok  ' if fine else 'FAIL'} owners: {line}")
+    say(f"info owners: numbers mapped to nobody follow owner_fallback {cfg.owner_fallback} "
+        f"({'the lead owner' if cfg.owner_fallback == 'lead_owner' else 'the API user'})")
+    return all(fine for fine, _ in lines)
 
 
 async def _check_opportunities(client: LeadSquaredClient, cfg: LeadSquaredConfig, say: Say,

@@ -106,7 +106,33 @@ class LeadSquaredConfig(SinkSettings):
     timeout: Annotated[Duration, Limits(
         1.0, 300.0, why_low="LeadSquared answers take longer: every call would time out",
         why_high="a hung call would hold the drain that long", example="30s")] = 30.0
-    business_name: str = Field("Business", description="sender label for outgoing messages")
+    business_name: str = Field("Business", description="sender label for outgoing messages "
+                                                       "of a number no rep is mapped to")
+    owners: dict[str, str] | Literal["auto"] | None = Field(
+        None, description="business number (phone_number_id, or E.164 display number) -> "
+                          "LeadSquared user email owning that number's chat activities; "
+                          "auto: match the numbers to the users' phone numbers")
+    owner_fallback: Literal["lead_owner", "api_user"] = Field(
+        "lead_owner", description="owner of activities of a number `owners` does not map: "
+                                  "the lead's owner, or the API user")
+    business_field: str | None = Field(
+        "mx_Custom_6", pattern=r"^mx_[A-Za-z0-9_]{1,60}$",
+        description="activity field (schema name) naming the business number and rep; "
+                    "null: none")
+
+    @field_validator("owners", mode="before")
+    @classmethod
+    def _owners(cls, value: Any) -> Any:
+        """`auto`, or a map whose keys are phone_number_ids (digits) or E.164 numbers (+…),
+        each to an email; a bad entry names its own key and the fix."""
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None if value is None else "auto"
+        if not isinstance(value, dict):
+            raise ValueError(f"{value!r} is not valid: use auto, or a map of business number "
+                             "(phone_number_id or +E.164) to user email, e.g. "
+                             "{\"+919812345678\": priya@example.com}")
+        return {owner_key(str(key)): owner_email_of(str(key), email)
+                for key, email in value.items()}
 
     @field_validator("access_key", "secret_key")
     @classmethod
@@ -167,6 +193,29 @@ class LeadSquaredConfig(SinkSettings):
         if value is not None:
             parse_rate(value)  # raises ValueError with the accepted forms
         return value
+
+
+def owner_key(key: str) -> str:
+    """An owners key as the sink looks it up: E.164 for a display number, the
+    phone_number_id's digits as given."""
+    text = key.strip()
+    if text.isdigit():
+        return text  # a phone_number_id (WhatsApp's metadata.phone_number_id)
+    from plugins.leadsquared.phones import stored_e164
+
+    e164 = stored_e164(text, international=True) if text.startswith("+") else None
+    if e164 is None:
+        raise ValueError(f"{key}: not a business number: use its phone_number_id (digits) "
+                         "or its display number in E.164 (+ then country code and number)")
+    return e164
+
+
+def owner_email_of(key: str, email: Any) -> str:
+    if not isinstance(email, str) or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+",
+                                                     email.strip()):
+        raise ValueError(f"{key}: {email!r} is not an email address (the LeadSquared user "
+                         "who owns this number's chats, e.g. priya@example.com)")
+    return email.strip()
 
 
 def files_base(api_base: str, override: str | None = None) -> str:

@@ -23,18 +23,25 @@ from plugins.leadsquared.simulator import Simulator, add_demo_data
 PHONE_ID = "106540352242922"
 BUSINESS = "15550783881"
 ACCESS, SECRET = "demo-access-key", "demo-secret-key"
+# The sales team: two reps, each with a WhatsApp number of the business account
+# (phone_number_id, display number, first name, last name, LeadSquared login).
+REPS = [(PHONE_ID, BUSINESS, "Priya", "Rao", "priya.rao@demo.invalid"),
+        ("106540352242923", "15550783882", "Arjun", "Mehta", "arjun.mehta@demo.invalid")]
 
-# (delay s, customer wa_id, name, kind, content, direction): a morning of sales chats.
-SCRIPT: list[tuple[float, str, str, str, Any, str]] = [
-    (0.0, "919876543210", "Asha Patil", "text", "Hi! Is the annual plan still 20% off?", "in"),
-    (0.3, "919876543210", "Asha Patil", "image", "my current bill", "in"),  # a real photo
-    (0.6, "919876543210", "Asha Patil", "text", "Yes, until Friday. Want the link?", "out"),
-    (0.9, "919123456780", "Ravi Kumar", "text", "Can you send the quote for 12 seats?", "in"),
-    (1.2, "919123456780", "Ravi Kumar", "document", "quote-12-seats.pdf", "out"),
-    (1.5, "919123456780", "Ravi Kumar", "button", "Looks good", "in"),
-    (1.8, "919988776655", "Meera Shah", "location", "Koramangala office", "in"),
-    (2.1, "14155550100", "Sam Lee", "text", "Do you ship to San Francisco?", "in"),
-    (2.4, "919876543210", "Asha Patil", "text", "Please send it, thanks!", "in"),
+# (delay s, customer wa_id, name, kind, content, direction, rep): a morning of sales chats;
+# Asha writes to Priya's number, Ravi and Meera to Arjun's.
+SCRIPT: list[tuple[float, str, str, str, Any, str, int]] = [
+    (0.0, "919876543210", "Asha Patil", "text", "Hi! Is the annual plan still 20% off?", "in",
+     0),
+    (0.3, "919876543210", "Asha Patil", "image", "my current bill", "in", 0),  # a real photo
+    (0.6, "919876543210", "Asha Patil", "text", "Yes, until Friday. Want the link?", "out", 0),
+    (0.9, "919123456780", "Ravi Kumar", "text", "Can you send the quote for 12 seats?", "in",
+     1),
+    (1.2, "919123456780", "Ravi Kumar", "document", "quote-12-seats.pdf", "out", 1),
+    (1.5, "919123456780", "Ravi Kumar", "button", "Looks good", "in", 1),
+    (1.8, "919988776655", "Meera Shah", "location", "Koramangala office", "in", 1),
+    (2.1, "14155550100", "Sam Lee", "text", "Do you ship to San Francisco?", "in", 0),
+    (2.4, "919876543210", "Asha Patil", "text", "Please send it, thanks!", "in", 0),
 ]
 
 
@@ -59,10 +66,11 @@ def _photo() -> bytes:
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[]"
        b"/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
 HISTORY_MESSAGES = 11  # the stand-in's rep history (whatsapp.history_script): 9, 2 media follow-ups
-# The files the Graph stand-in serves, by script line: (media id, MIME type, bytes).
-FILES: dict[str, tuple[str, str, bytes]] = {
-    "image": ("media-demo-photo", "image/png", _photo()),
-    "document": ("media-demo-quote", "application/pdf", PDF),
+# The files the Graph stand-in serves, by script line: (media id, MIME type, bytes, the
+# rep whose number it belongs to).
+FILES: dict[str, tuple[str, str, bytes, int]] = {
+    "image": ("media-demo-photo", "image/png", _photo(), 0),
+    "document": ("media-demo-quote", "application/pdf", PDF, 1),
 }
 
 
@@ -73,11 +81,11 @@ def _message(n: int, wa_id: str, kind: str, content: Any, ts: int) -> dict[str, 
     if kind == "text":
         base["text"] = {"body": content}
     elif kind == "image":
-        media_id, mime, data = FILES["image"]
+        media_id, mime, data, _ = FILES["image"]
         base["image"] = {"id": media_id, "mime_type": mime, "caption": content,
                          "sha256": hashlib.sha256(data).hexdigest()}
     elif kind == "document":
-        media_id, mime, data = FILES["document"]
+        media_id, mime, data, _ = FILES["document"]
         base["document"] = {"id": media_id, "mime_type": mime, "filename": content,
                             "sha256": hashlib.sha256(data).hexdigest()}
     elif kind == "button":
@@ -88,12 +96,14 @@ def _message(n: int, wa_id: str, kind: str, content: Any, ts: int) -> dict[str, 
 
 
 def webhook(n: int, wa_id: str, name: str, kind: str, content: Any, direction: str,
-            ts: int) -> dict[str, Any]:
-    """A signed-ready notification: an inbound message, or an echo of one the team sent."""
+            ts: int, rep: int = 0) -> dict[str, Any]:
+    """A signed-ready notification: an inbound message, or an echo of one the team sent,
+    on the number of REPS[rep]."""
     message = _message(n, wa_id, kind, content, ts)
-    meta = {"display_phone_number": BUSINESS, "phone_number_id": PHONE_ID}
+    phone_id, business = REPS[rep][:2]
+    meta = {"display_phone_number": business, "phone_number_id": phone_id}
     if direction == "out":
-        message.update({"from": BUSINESS, "to": wa_id})
+        message.update({"from": business, "to": wa_id})
         value = {"messaging_product": "whatsapp", "metadata": meta, "message_echoes": [message]}
         field = "smb_message_echoes"
     else:
@@ -117,7 +127,10 @@ def write_config(workdir: Path, port: int, sim_url: str, token: str, interval: s
                             if graph_url else {})},
             "leadsquared": {"host": sim_url, "access_key": ACCESS, "secret_key": SECRET,
                             "sync_interval": interval, "activity_type": "WhatsApp Chats",
-                            "create_leads": False, "rate_limit": "25/5s"},
+                            "create_leads": False, "rate_limit": "25/5s",
+                            "owners": {f"+{business}" if n == 0 else phone_id: email
+                                       for n, (phone_id, business, _, _, email)
+                                       in enumerate(REPS)}},
         },
     }
     path = workdir / "config.yaml"
@@ -136,15 +149,16 @@ async def send_stream(url: str, app_secret: str, say: Callable[[str], None],
     """Post SCRIPT as signed webhooks; return how many the bridge stored (200)."""
     stored, start = 0, time.monotonic()
     async with httpx.AsyncClient(timeout=10) as client:
-        for n, (delay, wa_id, name, kind, content, direction) in enumerate(SCRIPT):
+        for n, (delay, wa_id, name, kind, content, direction, rep) in enumerate(SCRIPT):
             await asyncio.sleep(max(0.0, start + delay * pace - time.monotonic()))
             body = json.dumps(webhook(n, wa_id, name, kind, content, direction,
-                                      int(time.time()))).encode()
+                                      int(time.time()), rep)).encode()
             response = await client.post(url, content=body, headers={
                 "Content-Type": "application/json",
                 "X-Hub-Signature-256": _signature(body, app_secret)})
             stored += response.status_code == 200
-            arrow = "→ business" if direction == "in" else "← business"
+            who = REPS[rep][2]
+            arrow = f"→ {who}" if direction == "in" else f"← {who}"
             say(f"  webhook {n + 1}/{len(SCRIPT)}: {kind:<8} {arrow} +{wa_id} "
                 f"({response.status_code})")
     return stored
@@ -173,6 +187,8 @@ class Demo:
         listening = bound_socket("127.0.0.1", self.port, "choose another with `bridge demo "
                                  "--port N`")  # a busy port: one line, before anything starts
         add_demo_data(self.sim)
+        for _, business, first, last, email in REPS:  # the reps, with their numbers
+            self.sim.add_user(first, email, last=last, mobile=f"+{business}")
         await self.sim.start("127.0.0.1", 0)
         self.workdir.mkdir(parents=True, exist_ok=True)
         graph_token = self.graph_token = secrets.token_urlsafe(16)
@@ -199,11 +215,11 @@ class Demo:
         folder = self.workdir / "graph"
         folder.mkdir(exist_ok=True)
         app = create_graph_app(token, folder)
-        for media_id, mime, data in FILES.values():
+        for media_id, mime, data, rep in FILES.values():
             (folder / media_id).write_bytes(data)
             app[STATE].media[media_id] = StoredMedia(media_id, folder / media_id, mime,
                                                      hashlib.sha256(data).hexdigest(),
-                                                     len(data), PHONE_ID)
+                                                     len(data), REPS[rep][0])
         self._graph = web.AppRunner(app, access_log=None)
         await self._graph.setup()
         site = web.TCPSite(self._graph, "127.0.0.1", 0)
@@ -241,7 +257,7 @@ class Demo:
             lines.append(f"  {lead.get('FirstName', '?')} {lead.get('LastName', '')}".rstrip()
                          + f": activity on the {target} ({count} messages{attached}) "
                          f"{self.sim.base_url}/LeadManagement/LeadDetails?LeadID="
-                         f"{activity['RelatedProspectId']}")
+                         f"{activity['RelatedProspectId']} · owned by {activity['Owner']}")
         return lines
 
 
@@ -258,6 +274,8 @@ async def run_demo(port: int, token: str | None, interval: str, workdir: Path | 
         base = f"http://127.0.0.1:{port}"
         section = config.plugin("whatsapp")
         say(f"LeadSquared simulator: {demo.sim.base_url} (3 demo leads, 2 opportunities)")
+        for _, business, first, last, email in REPS:
+            say(f"Rep {first} {last} <{email}> owns the chats of WhatsApp number +{business}")
         say(f"Graph API stand-in: {demo.graph_url} (serves Asha's photo and Ravi's quote, "
             "and a rep's phone history)")
         say(f"Bridge: {base} · config {demo.config_path}")

@@ -32,10 +32,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import phonenumbers
-
 from plugins.leadsquared.client import LeadSquaredClient, lsq_datetime
 from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.phones import national_variants, stored_e164, variant_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,9 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def number_keys(stored: object) -> list[str]:
-    """Directory keys for a stored Phone/Mobile value in any format."""
+    """Directory keys for a stored Phone/Mobile value in any format: its E.164 form when it
+    names its country (a Mexican +52 1 … read as +52 …, `phones.stored_e164`), and
+    `nsn:<national digits>` when it may be national."""
     if not isinstance(stored, str):
         return []
     digits = re.sub(r"\D", "", stored)
@@ -57,32 +58,20 @@ def number_keys(stored: object) -> list[str]:
     text = stored.strip()
     keys: list[str] = []
     if text.startswith(("+", "00")):
-        e164 = _e164("+" + digits[2:] if text.startswith("00") else "+" + digits)
+        e164 = stored_e164(digits[2:] if text.startswith("00") else digits, international=True)
         return [e164] if e164 else ["nsn:" + digits.lstrip("0")]
-    if e164 := _e164("+" + digits):
+    if e164 := stored_e164(digits, international=False):
         keys.append(e164)  # country code without the '+' (e.g. 9198...)
     keys.append("nsn:" + digits.lstrip("0"))  # national, maybe after the trunk 0
     return keys
 
 
 def chat_keys(e164: str) -> list[str]:
-    """The keys a WhatsApp number (E.164) is looked up under, most exact first."""
-    try:
-        number = phonenumbers.parse(e164 if e164.startswith("+") else "+" + e164, None)
-    except phonenumbers.NumberParseException:
-        return []
-    exact = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return [exact, "nsn:" + phonenumbers.national_significant_number(number)]
-
-
-def _e164(text: str) -> str | None:
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    """The keys a WhatsApp number (E.164) is looked up under, most exact first: the number
+    and its Brazil/Argentina/Mexico twins (`phones.variant_numbers`), then their national
+    digits."""
+    numbers = variant_numbers(e164)
+    return numbers + ["nsn:" + national for national in national_variants(e164)]
 
 
 def _row(lead: dict[str, Any]) -> tuple[str, str | None, list[str]] | None:

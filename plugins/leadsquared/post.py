@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from bridge import Batch, Outcome
 from plugins.leadsquared.activity_type import FIELDS
-from plugins.leadsquared.api import activity_item, opportunity_item
-from plugins.leadsquared.bulk import BulkPoster, OpportunityBulk
+from plugins.leadsquared.api import activity_item, opportunity_item, row_error, said_not_created
+from plugins.leadsquared.bulk import BulkPoster, OpportunityBulk, read_row
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -49,7 +49,8 @@ class Poster:
 
     def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig, event: int,
                  keys: KeyCheck, stale: Stale, bulk: BulkPoster | None,
-                 opportunity_bulk: OpportunityBulk | None, owner_email: str | None) -> None:
+                 opportunity_bulk: OpportunityBulk | None, owner_email: str | None,
+                 business_field: str | None = None) -> None:
         self.client = client
         self.settings = settings
         self.event = event
@@ -58,6 +59,7 @@ class Poster:
         self.bulk = bulk
         self.opportunity_bulk = opportunity_bulk if owner_email else None
         self.owner_email = owner_email
+        self.business_field = business_field  # the type's field naming number and rep
 
     async def on_lead(self, batch: Batch, plan: Plan) -> dict[str, Outcome]:
         """Each part's activity on the lead; the outcomes of the parts that did not land.
@@ -151,15 +153,24 @@ class Poster:
 
     async def _send(self, batch: Batch, lead: str, part: Part, target: str | None,
                     key: str, *, single: bool = False) -> str:
-        """One post: in a bulk call where that is on (and not `single`), else Create."""
+        """One post: in a bulk call where that is on (and not `single`), else Create. An
+        activity with an owner that must go alone goes as the one row of a bulk call: the
+        bulk calls document ActivityOwnerEmail, Create documents no owner (owners.py)."""
         item = self._item(batch, lead, part, target, key)
+        owner = part.rep.email if part.rep is not None else None
         if target is None and self.bulk is not None and not single:
             return await self.bulk.post(item)
-        if target is not None and self.opportunity_bulk is not None and not single:
+        if target is None and owner:
+            return one_row(await self.client.activities.post_bulk([item]))
+        if target is not None and (self.opportunity_bulk is not None or owner):
             row = opportunity_item(self.event, item["ActivityNote"], part.last_at,
-                                   self._fields(batch, part, key), self.owner_email or "")
-            if activity := await self.opportunity_bulk.post(target, row):
+                                   self._fields(batch, part, key),
+                                   owner or self.owner_email or "")
+            if self.opportunity_bulk is not None and not single and (
+                    activity := await self.opportunity_bulk.post(target, row)):
                 return activity  # else no other row came with it: posted singly below
+            if owner:
+                return one_row(await self.client.opportunities.post_bulk(target, [row]))
         return await self.client.activities.post(item)
 
     async def _settle(self, exc: LeadSquaredError, batch: Batch, plan: Plan, part: Part,
@@ -180,17 +191,40 @@ class Poster:
 
     def _item(self, batch: Batch, lead: str, part: Part, target: str | None,
               key: str) -> dict:
-        """The activity as Create and ByLeadId take it. Issue 26 will send the owner of the
-        chat's business number here (ActivityOwnerEmail, documented on the bulk calls)."""
-        text = note(part, contact_label(batch.conversation), batch.conversation.key)
+        """The activity as Create and ByLeadId take it, with ActivityOwnerEmail when the
+        chat's business number has an owner (the bulk calls take it; Create is never sent
+        one: `_send`)."""
+        text = note(part, contact_label(batch.conversation), batch.conversation.key,
+                    business=self._business(part))
+        owner = part.rep.email if part.rep is not None else None
         return activity_item(lead, self.event, text, part.last_at,
-                             self._fields(batch, part, key), opportunity_id=target)
+                             self._fields(batch, part, key), opportunity_id=target,
+                             owner_email=owner if target is None else None)
+
+    def _business(self, part: Part) -> str | None:
+        """How the note names the business number and rep; None when not known."""
+        rep = part.rep
+        return rep.label(self.settings.business_name) if rep is not None and (
+            rep.number or rep.name) else None
 
     def _fields(self, batch: Batch, part: Part, key: str) -> dict[str, str]:
-        return {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
-                FIELDS["first"]: lsq_time(part.first_at),
-                FIELDS["last"]: lsq_time(part.last_at),
-                FIELDS["number"]: batch.conversation.key}
+        fields = {FIELDS["key"]: key, FIELDS["count"]: str(len(part.messages)),
+                  FIELDS["first"]: lsq_time(part.first_at),
+                  FIELDS["last"]: lsq_time(part.last_at),
+                  FIELDS["number"]: batch.conversation.key}
+        if self.business_field and (business := self._business(part)):
+            fields[self.business_field] = business
+        return fields
+
+
+def one_row(rows: list[dict]) -> str:
+    """The activity id of a one-row bulk call. Its answer is exact: a row that says it
+    was not created, with LeadSquared's reason, is a refusal; other unread rows are unknown
+    outcomes, as in any bulk call (bulk.read_row)."""
+    row = rows[0] if rows else {}
+    if said_not_created(row) and row_error(row):
+        raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {row_error(row)}")
+    return read_row(row)
 
 
 def _final(exc: LeadSquaredError) -> LeadSquaredError:

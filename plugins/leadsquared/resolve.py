@@ -32,7 +32,7 @@ from plugins.leadsquared.people import (
     resolve,
     unreachable,
 )
-from plugins.leadsquared.phones import lookup_candidates
+from plugins.leadsquared.phones import primary_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class Resolver:
             return None
         if phone and self.directory is not None and self.directory.enabled \
                 and not self.settings.create_leads:
-            candidates = lookup_candidates(phone)[:1]
-            lead = await first_match(self.client, phone, candidates)
+            # one lookup a variant (Brazil's ninth digit, Argentina's 9, Mexico's 1)
+            lead = await first_match(self.client, phone, primary_candidates(phone))
         else:
             async with self._lock(phone or batch.conversation.key):  # one create a person
                 lead = await resolve(self.client, self.settings, batch.conversation,

@@ -21,6 +21,7 @@ from plugins.leadsquared.delivery import Steps, deliver_batch
 from plugins.leadsquared.directory import LeadDirectory
 from plugins.leadsquared.keys import KeyCheck
 from plugins.leadsquared.opportunities import Opportunities
+from plugins.leadsquared.owners import Owners
 from plugins.leadsquared.post import Poster
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
 from plugins.leadsquared.resolve import Resolver
@@ -50,6 +51,7 @@ class LeadSquaredSink:
         self.steps: Steps | None = None
         self.simulated = "LeadSquared" if config.host == SIMULATOR else None  # Sink contract
         self.directory: LeadDirectory | None = None
+        self.owners: Owners | None = None
         self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)
         self._record_landed: Any = None  # the buffer's record_landed (use_buffer)
         self._record_attempt: Any = None  # the buffer's record_attempt (use_buffer)
@@ -89,14 +91,16 @@ class LeadSquaredSink:
                                            refresh_every=self.settings.lead_directory_refresh)
             await self.directory.start()
         keys = KeyCheck(self.client, account.event)
+        self.owners = Owners(self.client, self.settings)
+        await self.owners.start()
         people = Resolver(self.client, self.settings, self._rows, self.directory)
         opportunity_bulk = OpportunityBulk(lambda: self.client) if self.bulk else None
         self.steps = Steps(
             self.settings, people,
             Planner(self.settings, keys, Opportunities(self.client, self.settings),
-                    account.tz, account.allow_attachments),
+                    account.tz, account.allow_attachments, self.owners),
             Poster(self.client, self.settings, account.event, keys, people.forget_if_gone,
-                   self.bulk, opportunity_bulk, account.owner_email),
+                   self.bulk, opportunity_bulk, account.owner_email, account.business_field),
             Attacher(self.client, account.files_base, account.allow_attachments,
                      self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)
@@ -166,4 +170,15 @@ class LeadSquaredSink:
                 "opportunity_types": opportunities.types if opportunities else None,
                 "opportunity_types_from": opportunities.source if opportunities else None,
                 "attachments": "allowed" if not account or account.allow_attachments else
-                "not allowed by the activity type: media files are held in the bridge"}
+                "not allowed by the activity type: media files are held in the bridge",
+                "owners": self._owners_line()}
+
+    def _owners_line(self) -> str:
+        """Who owns the activities: the reps' numbers, and the fallback for the rest."""
+        owners = self.owners
+        if owners is None or not owners.enabled:
+            return "not set: the API user owns every activity"
+        mapped = ", ".join(f"{number} → {email}" for number, email in owners.mapping.items())
+        mode = "auto, " if self.settings.owners == "auto" else ""
+        return (f"{mode}{mapped or 'no number mapped'}; other numbers: "
+                f"{self.settings.owner_fallback}")

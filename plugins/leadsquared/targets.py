@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import Any
 
 from bridge import Batch
 from plugins.leadsquared.attachments import follow_ups, held_line
@@ -20,6 +21,7 @@ from plugins.leadsquared.groups import contact_label
 from plugins.leadsquared.keys import KeyCheck
 from plugins.leadsquared.opportunities import Opportunities
 from plugins.leadsquared.outcomes import outcome_of
+from plugins.leadsquared.owners import Owners, Rep
 from plugins.leadsquared.resolve import Lead
 from plugins.leadsquared.transcript import Part, split, transcript_lines
 
@@ -48,17 +50,20 @@ class Planner:
     """Builds a batch's plan."""
 
     def __init__(self, settings: LeadSquaredConfig, keys: KeyCheck,
-                 opportunities: Opportunities, tz: tzinfo, allow_attachments: bool) -> None:
+                 opportunities: Opportunities, tz: tzinfo, allow_attachments: bool,
+                 owners: Owners | None = None) -> None:
         self.settings = settings
         self.keys = keys
         self.opportunities = opportunities
         self.tz = tz
         self.allow_attachments = allow_attachments
+        self.owners = owners
 
     async def plan(self, batch: Batch, lead: Lead) -> Plan:
         """The plan; raises when the lead's own keys cannot be read on a retry (nothing may
         be posted then: it could be there already)."""
-        plan = Plan(lead, self.parts(batch), [], dict(batch.ledger))
+        reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
+        plan = Plan(lead, self.parts(batch, reps), [], dict(batch.ledger))
         try:
             plan.opportunities = await self.opportunities.of_lead(lead.id)
         except LeadSquaredError as exc:
@@ -69,25 +74,32 @@ class Planner:
                 await self._check(plan, opportunity)
         return plan
 
-    def parts(self, batch: Batch) -> list[Part]:
-        """The batch's notes; texts already posted whose files come now keep their key; a
-        message whose upgrade is in the batch is written once, as that upgrade.
+    def parts(self, batch: Batch, reps: dict[Any, Rep] | None = None) -> list[Part]:
+        """The batch's notes, each with the rep of its last message (`reps` by message id);
+        texts already posted whose files come now keep their key; a message whose upgrade
+        is in the batch is written once, as that upgrade.
 
         A file's message is sent alone (a follow-up) only when its window cannot be rendered
         again as it was posted: a message still waiting with its window (retried for
         another target, or after a crash mid-attach) is rendered with it, under the same
         key, since the window without it would be a new key, so a second activity."""
+        reps = reps or {}
         follow, replaced = follow_ups(batch), upgraded(batch)
         shown = [m for m in batch.messages if m.id not in replaced]
+        parts: list[Part] = []
         if follow:
-            whole = self._render(batch, shown)
+            whole = self._render(batch, shown, reps)
             again = {m.id for part in whole for m in part.messages
                      if follow.get(m.id) == part.key}
             follow = {i: key for i, key in follow.items() if i not in again}
             if not follow:
-                return whole
-        parts = self._render(batch, [m for m in shown if m.id not in follow])
-        return parts + [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
+                parts = whole
+        if not parts:
+            parts = self._render(batch, [m for m in shown if m.id not in follow], reps)
+            parts += [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
+        for part in parts:
+            part.rep = reps.get(part.messages[-1].id) if part.messages else None
+        return parts
 
     async def _check(self, plan: Plan, opportunity: str) -> None:
         try:  # each opportunity's own check: a failed one waits alone
@@ -96,11 +108,13 @@ class Planner:
             plan.unchecked[opportunity] = (
                 f"could not check it for earlier posts: {outcome_of(exc).reason}")
 
-    def _render(self, batch: Batch, messages: list) -> list[Part]:
+    def _render(self, batch: Batch, messages: list, reps: dict[Any, Rep]) -> list[Part]:
         if not messages:
             return []
         contact = contact_label(batch.conversation)
-        lines = transcript_lines(messages, self.tz, contact, self.settings.business_name)
+        business = self.settings.business_name
+        lines = transcript_lines(messages, self.tz, contact, business,
+                                 {key: rep.label(business) for key, rep in reps.items()})
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
         if self.settings.granularity == "message":

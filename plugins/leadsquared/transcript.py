@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from typing import Any
 
 from bridge import Direction, Message, clean, quote, render_line
 
@@ -38,6 +39,7 @@ class Part:
     messages: list[Message] = field(default_factory=list)
     continued: bool = False
     failed: str | None = None  # why its one message cannot be rendered: never posted
+    rep: Any = None  # owners.Rep of its last message: owner, and how the note names them
 
     @property
     def first_at(self) -> datetime:
@@ -55,17 +57,19 @@ class Unrendered:
     reason: str
 
 
-def transcript_lines(messages: list[Message], tz: tzinfo, contact: str,
-                     business: str) -> list[str | Unrendered]:
+def transcript_lines(messages: list[Message], tz: tzinfo, contact: str, business: str,
+                     senders: Mapping[Any, str] | None = None) -> list[str | Unrendered]:
     """One line per message (or why it has none); replies and reactions quote their target
-    when it is here."""
+    when it is here. `senders`: how an outbound message's line names its sender (the rep),
+    by message id; else `business`."""
     quotes: dict[str, str] = {}
     for m in messages:
         try:
             quotes[m.provider_id] = quote(render_line(m))
         except Exception:  # its own line below says why
             continue
-    return [_line_or_reason(m, tz, contact, business, quotes) for m in messages]
+    return [_line_or_reason(m, tz, contact, (senders or {}).get(m.id, business), quotes)
+            for m in messages]
 
 
 def _line_or_reason(message: Message, tz: tzinfo, contact: str, business: str,
@@ -154,11 +158,14 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int) -> list[Pa
     return parts
 
 
-def note(part: Part, contact: str, number: str, index_hint: str = "") -> str:
-    """Header plus lines; the header is trimmed to its reserved budget."""
+def note(part: Part, contact: str, number: str, index_hint: str = "",
+         business: str | None = None) -> str:
+    """Header plus lines; the header is trimmed to its reserved budget. `business` names
+    the business number and rep the chat is with ("Priya Rao (+9198…)")."""
     count = len(part.messages)
-    header = (f"WhatsApp chat with {clean(contact, NAME_LIMIT)} ({clean(number, NAME_LIMIT)}),"
-              f" {count} message{'s' * (count != 1)}")
+    rep = f" and {clean(business, NAME_LIMIT)}" if business else ""
+    header = (f"WhatsApp chat with {clean(contact, NAME_LIMIT)} ({clean(number, NAME_LIMIT)})"
+              f"{rep}, {count} message{'s' * (count != 1)}")
     if part.continued:
         header += " (long message, continued across notes)"
     header = header + index_hint

@@ -593,6 +593,8 @@ def _message(obj: dict[str, Any], ctx: _Change, direction: Direction, number: ob
     contact = _match(ctx.contacts, e164, user_id)
     user_id = user_id or (contact.user_id if contact else None)
     extra = {**content.extra, **_common_extra(obj, user_id)}
+    if ctx.business:  # the business number (E.164) the chat is on: the sink names it
+        extra["business_number"] = ctx.business
     system = extra.get("system")
     if isinstance(system, dict) and system.get("type") == "user_changed_number":
         extra["new_number"] = normalise_number(system.get("wa_id"), ctx.region)

@@ -140,3 +140,41 @@ def test_a_key_of_only_spaces_is_refused_before_any_call(tmp_path, simulator, ke
     assert result.returncode == 1
     assert f"plugins.leadsquared.{key}: is only spaces" in result.stderr
     assert len(simulator.admin("GET", "calls")) == before  # refused by the config
+
+
+def test_owners_are_checked_user_by_user_and_each_number_says_whom_it_maps_to(tmp_path):
+    sim = SimulatorProcess()
+    try:
+        sim.add_user("Priya", "priya@example.com", last="Rao")
+        sim.add_user("Old", "old@example.com", active=False)
+        good = check(tmp_path, sim, owners={"+919800000001": "priya@example.com"})
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert "ok   owners: +919800000001 -> Priya Rao <priya@example.com>" in good.stdout
+        assert "owner_fallback lead_owner" in good.stdout
+        bad = check(tmp_path, sim, owners={"+919800000001": "priya@example.com",
+                                           "220000000000002": "old@example.com",
+                                           "+919800000003": "ghost@example.com"})
+        assert bad.returncode == 1
+        assert "FAIL owners: 220000000000002 -> old@example.com is inactive" in bad.stdout
+        assert ("FAIL owners: +919800000003 -> ghost@example.com is no user of this account"
+                in bad.stdout)
+        assert writes(sim.admin("GET", "calls")) == []
+    finally:
+        sim.stop()
+
+
+def test_owners_auto_says_which_numbers_it_matched_and_which_users_hold_none(tmp_path):
+    sim = SimulatorProcess()
+    try:
+        sim.add_user("Priya", "priya@example.com", last="Rao", phones="+91-9800000001")
+        sim.add_user("Arjun", "arjun@example.com", mobile="+91 98000 00002")
+        sim.add_user("Kiran", "kiran@example.com")
+        run = check(tmp_path, sim, owners="auto")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert ("ok   owners: +919800000001 -> Priya Rao <priya@example.com> (the user's "
+                "phone number)") in run.stdout
+        assert "+919800000002 -> Arjun <arjun@example.com>" in run.stdout
+        assert "no phone number held for 2 user(s)" in run.stdout  # Kiran and the admin
+        assert "kiran@example.com" in run.stdout
+    finally:
+        sim.stop()

@@ -98,3 +98,20 @@ def test_storage_format_keeps_the_number_as_given():
 def test_storage_format_rejects_non_phone_keys(key):
     with pytest.raises(ValueError):
         storage_format(key)
+
+
+@pytest.mark.parametrize(("stored", "sent"), [
+    ("+52-1-55-1234-5678", "+525512345678"), ("525512345678", "+5215512345678"),
+    ("+55-11-8765-4321", "+5511987654321"), ("5511987654321", "+551187654321"),
+    ("+54-11-2345-6789", "+5491123456789"), ("5491123456789", "+541123456789")])
+def test_each_form_of_a_variant_number_is_the_same_number_and_shares_a_directory_key(
+        stored, sent):
+    from plugins.leadsquared.directory import chat_keys, number_keys
+
+    assert same_number(stored, sent)
+    assert set(number_keys(stored)) & set(chat_keys(sent))
+
+
+def test_a_mexican_wa_id_with_the_old_1_gives_both_forms_to_look_up():
+    assert lookup_candidates("5215512345678")[:1] == ["525512345678"]
+    assert "5215512345678" in lookup_candidates("+525512345678")

@@ -33,6 +33,10 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         assert "history: done, 100 %, 3 chunks, 11 new messages" in printed
         assert re.search(r"Meera Shah: activity on the lead \([^)]*attached: image-\w+\.png, "
                          r"price-list\.pdf\)", printed), printed
+        # two reps, two numbers: each chat owned by the rep whose number it came to
+        assert re.search(r"Asha Patil: activity on the lead .* owned by priya\.rao@", printed)
+        assert re.search(r"Ravi Kumar: activity on the lead .* owned by arjun\.mehta@", printed)
+        assert "Rep Arjun Mehta <arjun.mehta@demo.invalid> owns the chats of" in printed
         lead_page = httpx.get(asha[2]).text
         assert asha[1] in lead_page and "<img src=" in lead_page
         (photo,) = re.findall(r"<img src='([^']+)'", lead_page)

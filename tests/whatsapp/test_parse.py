@@ -60,7 +60,8 @@ def test_text():
         "whatsapp", "wamid.HBgL1", "+16505551234", p.PHONE_ID)
     assert (m.direction, m.kind, m.text, m.contact_name) == (
         Direction.IN, "text", "Hi\nthere", "Sheena Nelson")
-    assert (m.sent_at, m.history, m.reply_to, m.media, m.extra) == (SENT, False, None, None, {})
+    assert (m.sent_at, m.history, m.reply_to, m.media) == (SENT, False, None, None)
+    assert m.extra == {"business_number": "+" + p.BUSINESS}  # the number it was sent to
     assert m.raw == p.text_message("wamid.HBgL1", body="Hi\nthere")
 
 

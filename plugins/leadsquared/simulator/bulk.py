@@ -70,7 +70,7 @@ def by_lead(store: Store, body: Any, note_limit: int) -> list[dict[str, Any]]:
 def _lead_item(store: Store, item: Any, note_limit: int) -> Any:
     if isinstance(item, dict) and item.get("RelatedOpportunityId"):
         raise invalid("Parameter Name: RelatedOpportunityId (use the ByOpportunityId call)")
-    return store.post_activity(item, note_limit)
+    return store.post_activity(item, note_limit, bulk=True)
 
 
 def by_opportunity(store: Store, opportunity_id: str, body: Any,
@@ -88,7 +88,8 @@ def _opportunity_item(store: Store, opportunity: Any, item: Any, note_limit: int
     if not item.get("ActivityOwnerEmail"):
         raise missing("ActivityOwnerEmail")  # mandatory on this call (§2e)
     return store.post_activity({**item, "RelatedProspectId": opportunity.lead_id,
-                                "RelatedOpportunityId": opportunity.id}, note_limit)
+                                "RelatedOpportunityId": opportunity.id}, note_limit,
+                               bulk=True)
 
 
 def routes(sim_of: Callable, store_of: Callable, api_body: Callable,

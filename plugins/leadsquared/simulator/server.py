@@ -43,13 +43,14 @@ from plugins.leadsquared.simulator.state import (
     missing,
 )
 from plugins.leadsquared.simulator.switches import SWITCH_NAMES, check_switch
+from plugins.leadsquared.simulator.users import ADMIN_EMAIL, User
 
 API_PREFIX = "/v2/"
 ADMIN_PREFIX = "/_sim/"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
 DEFAULT_PAGE = 25  # Retrieve and the opportunity lists answer 25 rows unless paged
 SIGNALS = ("429", "200", "both")
-USER_EMAIL = "admin@simulator.invalid"  # the keys' user's login
+USER_EMAIL = ADMIN_EMAIL  # the keys' user's login
 # GUESS: the reference gives no exception types for 401/404/405; these keep the error shape.
 UNAUTHORISED = "MXUnAuthorizedAccessException"
 NOT_FOUND = "MXEndpointNotFoundException"
@@ -336,13 +337,16 @@ class Simulator:
                 "LSQCommonServiceURLs": {"api": host, "app": host}}
 
     def user_record(self, user_id: str) -> list[dict[str, Any]]:
-        """UserManagement.svc/User/Retrieve/ByUserId: the user with EmailAddress, [] for
-        another id [DOC:get-user-by-id]."""
-        if user_id != self.store.user_id:
-            return []
-        return [{"UserId": user_id, "FirstName": "Simulator", "LastName": "Admin",
-                 "EmailAddress": USER_EMAIL, "Role": "Administrator",
-                 "TimeZone": "Asia/Kolkata", "IsPhoneCallAgent": False}]
+        """UserManagement.svc/User/Retrieve/ByUserId: the active user with EmailAddress, []
+        for an inactive or unknown id [DOC:get-user-by-id]."""
+        return self.store.users.retrieve(user_id=user_id)
+
+    def add_user(self, first: str, email: str, last: str = "", phones: str = "",
+                 mobile: str = "", active: bool = True) -> str:
+        """A user of the account (a rep): AssociatedPhoneNumbers `phones` ("+91-98…"),
+        PhoneMobile `mobile`; returns the user id."""
+        user = User(self.store.new_id(), first, last, email, phones, mobile, active)
+        return self.store.users.add(user).id
 
     # --- faults --------------------------------------------------------------------------
 
@@ -592,6 +596,15 @@ async def user_by_id(request: web.Request) -> web.Response:
     return web.json_response(request.app[SIM_KEY].user_record(query(request, "userId")))
 
 
+async def users_get(request: web.Request) -> web.Response:
+    return web.json_response(store_of(request).users.listing())
+
+
+async def user_by_email(request: web.Request) -> web.Response:
+    return web.json_response(store_of(request).users.retrieve(
+        email=query(request, "emailAddress")))
+
+
 async def lead_by_id(request: web.Request) -> web.Response:
     lead = store_of(request).lead(query(request, "id"))
     return web.json_response([lead] if lead else [])
@@ -695,6 +708,8 @@ async def activities_of_opportunity(request: web.Request) -> web.Response:
 API_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "Authentication.svc/UserByAccessKey.Get", user_by_access_key),
     ("GET", "UserManagement.svc/User/Retrieve/ByUserId", user_by_id),
+    ("GET", "UserManagement.svc/User/Retrieve/ByEmailAddress", user_by_email),
+    ("GET", "UserManagement.svc/Users.Get", users_get),
     ("GET", "LeadManagement.svc/RetrieveLeadByPhoneNumber", lead_by_phone),
     ("GET", "LeadManagement.svc/Leads.GetById", lead_by_id),
     ("GET", "LeadManagement.svc/Leads.GetByQuickSearch", quick_search),
@@ -773,6 +788,18 @@ async def admin_add_lead(request: web.Request) -> web.Response:
     return web.json_response({"ProspectID": lead_id})
 
 
+async def admin_add_user(request: web.Request) -> web.Response:
+    body = await admin_json(request)
+    user_id = request.app[SIM_KEY].add_user(
+        str(body.get("first", "")), str(body.get("email", "")), str(body.get("last", "")),
+        str(body.get("phones", "")), str(body.get("mobile", "")), bool(body.get("active", True)))
+    return web.json_response({"UserId": user_id})
+
+
+async def admin_users(request: web.Request) -> web.Response:
+    return web.json_response(store_of(request).users.listing())
+
+
 async def admin_add_opportunity(request: web.Request) -> web.Response:
     body = await admin_json(request)
     opportunity_id = request.app[SIM_KEY].add_opportunity(
@@ -809,6 +836,8 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "leads", admin_leads),
     ("POST", "leads", admin_add_lead),
     ("POST", "opportunities", admin_add_opportunity),
+    ("POST", "users", admin_add_user),
+    ("GET", "users", admin_users),
     ("POST", "refuse", admin_refuse),
     ("POST", "config", admin_config),
     ("GET", "stats", admin_stats),

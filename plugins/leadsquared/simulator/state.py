@@ -16,6 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugins.leadsquared.simulator.switches import Switches
+from plugins.leadsquared.simulator.users import (
+    ADMIN_EMAIL,
+    OWNER_FIELD,
+    User,
+    Users,
+)
 
 INVALID = "MXInvalidInputException"
 MISSING = "MXMandatoryAttributeMissingException"
@@ -211,6 +217,7 @@ class Activity:
     fields: list[tuple[str, str | None]]
     seq: int
     created_by: str = ""
+    owner: str = ""  # the owning user's email (simulator/users.py)
 
     def as_row(self, shape: str = "live", custom: bool = True) -> dict[str, Any]:
         """The item shape of ProspectActivity.svc/Retrieve (reference §8 [LIVE], §2c).
@@ -250,6 +257,7 @@ class Activity:
                 "RelatedOpportunityId": self.opportunity_id, "ActivityEvent": self.event,
                 "EventName": self.event_name, "ActivityNote": self.note,
                 "ActivityDateTime": self.when, "CreatedOn": self.created_on,
+                "Owner": self.owner,
                 "Fields": [{"SchemaName": n, "Value": v} for n, v in self.fields]}
 
 
@@ -375,6 +383,9 @@ class Store:
         self._ids = random.Random(seed)
         self._seq = itertools.count(1)
         self.user_id = self.new_id()
+        self.users = Users()
+        self.users.add(User(self.user_id, "Simulator", "Admin", ADMIN_EMAIL,
+                            role="Administrator"))
         self.leads: dict[str, dict[str, Any]] = {}
         self._created: dict[str, int] = {}
         self.types: dict[int, ActivityType] = {t.code: t for t in system_types()}
@@ -559,9 +570,15 @@ class Store:
 
     # activities
 
-    def post_activity(self, body: Any, note_limit: int) -> Activity:
-        """ProspectActivity.svc/Create, on a lead or (RelatedOpportunityId) an opportunity."""
+    def post_activity(self, body: Any, note_limit: int, bulk: bool = False) -> Activity:
+        """ProspectActivity.svc/Create, on a lead or (RelatedOpportunityId) an opportunity;
+        a bulk call's row with `bulk` (its ActivityOwnerEmail names the owner)."""
         body = as_object(body)
+        single = None if bulk else self.switches.create_owner
+        owner = self.users.owner(body, ADMIN_EMAIL, single)
+        if single == "owner_field" and isinstance(body.get("Fields"), list):
+            body = {**body, "Fields": [f for f in body["Fields"] if not (
+                isinstance(f, dict) and f.get("SchemaName") == OWNER_FIELD)]}
         lead_id = self._existing_lead(body.get("RelatedProspectId"))
         kind = self._activity_type(body.get("ActivityEvent"))
         note = parse_note(body.get("ActivityNote"), note_limit)
@@ -571,7 +588,7 @@ class Store:
         if opportunity in self.refusing and self.refusing_notes.get(opportunity, "") in note:
             raise invalid(self.refusing[opportunity])
         activity = Activity(self.new_id(), lead_id, opportunity, kind.code, kind.name, note,
-                            when, utc_now(), fields, next(self._seq), self.user_id)
+                            when, utc_now(), fields, next(self._seq), self.user_id, owner)
         self.activities[activity.id] = activity
         self._touch(activity)
         return activity

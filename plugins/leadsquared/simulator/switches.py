@@ -63,6 +63,13 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # hyphens or any other character" [DOC:get-lead-by-phone] (§9). no_match = it matches
     # nothing; accepted = compared like the digits; refused = MXInvalidInputException.
     "phone_plus": ("no_match", "accepted", "refused"),
+    # How a single ProspectActivity.svc/Create names the activity's owner: the page lists
+    # no owner parameter [DOC:post-an-activity-to-lead]; the bulk calls take
+    # ActivityOwnerEmail [DOC:post-bulk-activities-on-leads], Update Activity a Fields
+    # "Owner" with a user id [DOC:update-activity]. ignored = the keys' user owns it
+    # whatever is sent; owner_email = a top-level ActivityOwnerEmail (GUESS);
+    # owner_field = Fields "Owner" = user id (GUESS).
+    "create_owner": ("ignored", "owner_email", "owner_field"),
 }
 
 
@@ -84,6 +91,7 @@ class Switches:
     recent_sort: str = "documented"
     unique_fields: str = "documented"
     phone_plus: str = "no_match"
+    create_owner: str = "ignored"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))

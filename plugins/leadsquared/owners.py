@@ -1,0 +1,226 @@
+"""Reps: which LeadSquared user owns the activities of each business number (issue 26).
+
+`plugins.leadsquared.owners` maps a business number (its phone_number_id, or its E.164
+display number) to a user's email; `owners: auto` matches the numbers to the phone numbers
+the account holds for its users (User/Retrieve/ByUserId's AssociatedPhoneNumbers,
+PhoneMobile, PhoneMain, PhoneOthers [DOC:get-user-by-id]; Users.Get has none
+[DOC:get-users]). A number no user is mapped to follows `owner_fallback`: the lead's owner
+(its OwnerId's user), or the API user (no owner sent, as before owners existed). Without
+`owners` nothing changes: no owner is sent.
+
+An owner goes to LeadSquared as `ActivityOwnerEmail`, the way the bulk calls document
+[DOC:post-bulk-activities-on-leads] (mandatory on ByOpportunityId); the single Create
+documents no owner (post.py sends owned activities through the bulk calls).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge import Message
+from plugins.leadsquared.client import LeadSquaredClient
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.phones import stored_e164, variant_numbers
+
+logger = logging.getLogger(__name__)
+
+Line = tuple[bool, str]  # (fine, what was found)
+PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
+
+
+@dataclass(frozen=True)
+class Rep:
+    """Who a business number's activities belong to.
+
+    email: ActivityOwnerEmail (None: nothing sent, the API user owns them); name: the
+    user's name, None when the number maps to no user; number: the business number (E.164,
+    else its phone_number_id), None when the messages do not say.
+    """
+
+    email: str | None
+    name: str | None
+    number: str | None
+
+    def label(self, business_name: str) -> str:
+        """How outbound lines and the activity name the sender: "Priya Rao (+9198…)"."""
+        who = self.name or business_name
+        return f"{who} ({self.number})" if self.number else who
+
+
+def business_of(message: Message) -> tuple[str | None, str | None]:
+    """(E.164 display number, phone_number_id) a message was sent to or from."""
+    number = message.extra.get("business_number") if isinstance(message.extra, dict) else None
+    return (number if isinstance(number, str) and number else None), (message.account or None)
+
+
+def user_name(user: dict[str, Any]) -> str | None:
+    name = " ".join(str(user.get(k) or "").strip() for k in ("FirstName", "LastName")).strip()
+    return name or None
+
+
+def user_phones(user: dict[str, Any]) -> list[str]:
+    """E.164 forms of the phone numbers a user record holds ("+91-98…", comma lists)."""
+    found: list[str] = []
+    for field in PHONE_FIELDS:
+        value = user.get(field)
+        for text in str(value).replace(";", ",").split(",") if value else ():
+            text = text.strip()
+            if text.startswith("00"):
+                text = "+" + text[2:]
+            if (e164 := stored_e164(text, international=text.startswith("+"))) \
+                    and e164 not in found:
+                found.append(e164)
+    return found
+
+
+class Owners:
+    """Resolves each message's rep; one per sink run (start() reads the account's users)."""
+
+    def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig) -> None:
+        self.client = client
+        self.settings = settings
+        self.mapping: dict[str, str] = {}  # business number or phone_number_id -> email
+        self.names: dict[str, str | None] = {}  # email (casefolded) -> user name
+        self.emails: dict[str, str] = {}  # user id -> email (lead owners)
+        self._lead_owner: dict[str, tuple[float, str | None]] = {}
+        self._said: set[str] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.owners is not None
+
+    async def start(self) -> list[Line]:
+        """Read the users; build the map (auto: from their phone numbers). What it found,
+        as (ok, text) lines: what it matched, and what it could not (for `bridge
+        leadsquared check`, and the log)."""
+        if not self.enabled:
+            return []
+        lines: list[Line] = []
+        users = await self._users(lines)
+        if self.settings.owners == "auto":
+            lines += await self._auto(users)
+        else:
+            lines += self._configured(users)
+        for ok, line in lines:
+            logger.log(logging.INFO if ok else logging.WARNING, "owners: %s", line)
+        return lines
+
+    async def _users(self, lines: list[Line]) -> list[dict]:
+        try:
+            users = await self.client.users.all()
+        except LeadSquaredError as exc:
+            lines.append((False, f"could not list the account's users ({exc.message}): "
+                                 "mapped emails are used unchecked"))
+            return []
+        for user in users:
+            email = user.get("EmailAddress")
+            if isinstance(email, str) and "@" in email:
+                self.names[email.casefold()] = user_name(user)
+                if user.get("ID"):
+                    self.emails[str(user["ID"])] = email
+        return users
+
+    def _configured(self, users: list[dict]) -> list[Line]:
+        """The configured map, less users that are missing or inactive (they would be
+        refused on every post): those numbers follow owner_fallback, said once here."""
+        assert isinstance(self.settings.owners, dict)
+        active = {str(u.get("EmailAddress") or "").casefold(): u for u in users
+                  if str(u.get("StatusCode", 0)) in ("0", "")}
+        known = {str(u.get("EmailAddress") or "").casefold() for u in users}
+        lines = []
+        for number, email in self.settings.owners.items():
+            if users and email.casefold() not in active:
+                why = "is inactive" if email.casefold() in known else "is no user of this account"
+                lines.append((False, f"{number} -> {email} {why}: its chats follow "
+                                     f"owner_fallback {self.settings.owner_fallback}"))
+                continue
+            self.mapping[number] = email
+            lines.append((True, f"{number} -> {self._name(email) or email} <{email}>"))
+        return lines
+
+    async def _auto(self, users: list[dict]) -> list[Line]:
+        """Each active user's phone numbers (one ByUserId read a user) as business numbers."""
+        lines: list[Line] = []
+        without: list[str] = []
+        for user in users:
+            if str(user.get("StatusCode", 0)) not in ("0", "") or not user.get("ID"):
+                continue
+            try:
+                record = await self.client.users.by_id(str(user["ID"]))
+            except LeadSquaredError as exc:
+                lines.append((False, f"could not read user {user.get('EmailAddress')}'s phone "
+                                     f"numbers ({exc.message})"))
+                continue
+            email = str((record or user).get("EmailAddress") or "")
+            phones = user_phones(record or {})
+            if not phones:
+                without.append(email or str(user["ID"]))
+            for phone in phones:
+                self.mapping.setdefault(phone, email)
+                lines.append((True, f"{phone} -> {self._name(email) or email} <{email}> "
+                                    "(the user's phone number)"))
+        if without:
+            lines.append((True, f"no phone number held for {len(without)} user(s) "
+                                f"({', '.join(without[:10])}"
+                                f"{' …' if len(without) > 10 else ''}): they own no number"))
+        if not self.mapping:
+            lines.append((False, "no user's phone number in the account: every number "
+                                 f"follows owner_fallback {self.settings.owner_fallback}"))
+        return lines
+
+    def _name(self, email: str) -> str | None:
+        return self.names.get(email.casefold())
+
+    def mapped(self, number: str | None, account: str | None) -> str | None:
+        """The email the number (any of its variants) or phone_number_id maps to."""
+        for key in [*(variant_numbers(number) if number else ()), number, account]:
+            if key and key in self.mapping:
+                return self.mapping[key]
+        return None
+
+    async def reps(self, messages: Iterable[Message], lead: str) -> dict[Any, Rep]:
+        """Each message's rep, by message id."""
+        found: dict[tuple, Rep] = {}
+        out: dict[Any, Rep] = {}
+        for message in messages:
+            number, account = business_of(message)
+            if (number, account) not in found:
+                found[(number, account)] = await self.rep(number, account, lead)
+            out[message.id] = found[(number, account)]
+        return out
+
+    async def rep(self, number: str | None, account: str | None, lead: str) -> Rep:
+        shown = number or account
+        if not self.enabled:
+            return Rep(None, None, shown)
+        if email := self.mapped(number, account):
+            return Rep(email, self._name(email) or email, shown)
+        if shown and shown not in self._said:
+            self._said.add(shown)
+            logger.info("business number %s maps to no user: its activities follow "
+                        "owner_fallback %s", shown, self.settings.owner_fallback)
+        if self.settings.owner_fallback == "api_user":
+            return Rep(None, None, shown)
+        return Rep(await self.lead_owner(lead), None, shown)
+
+    async def lead_owner(self, lead: str) -> str | None:
+        """The email of the lead's owner (OwnerId), reused for opportunity_cache seconds;
+        None when the lead has none or its user is unknown (the API user owns it then)."""
+        cached = self._lead_owner.get(lead)
+        if cached and time.monotonic() - cached[0] < self.settings.opportunity_cache:
+            return cached[1]
+        record = await self.client.leads.get(lead) or {}
+        owner = record.get("OwnerId") or record.get("OwnerID")
+        email = self.emails.get(str(owner)) if owner else None
+        if owner and email is None:
+            user = await self.client.users.by_id(str(owner))
+            email = (user or {}).get("EmailAddress") or None
+            if email:
+                self.emails[str(owner)] = email
+        self._lead_owner[lead] = (time.monotonic(), email)
+        return email

@@ -1,0 +1,62 @@
+"""owners / owner_fallback / business_field settings, and how a rep is named (owners.py)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.config import describe
+from plugins.leadsquared.config import LeadSquaredConfig
+from plugins.leadsquared.owners import Owners, Rep, user_phones
+
+
+def config(**settings) -> LeadSquaredConfig:
+    return LeadSquaredConfig(access_key="a", secret_key="b", **settings)
+
+
+def test_owners_keys_are_phone_number_ids_or_e164_numbers_and_auto_is_a_mode():
+    loaded = config(owners={"+91 98000 00001": "priya@example.com",
+                            "106540352242922": "arjun@example.com"})
+    assert loaded.owners == {"+919800000001": "priya@example.com",
+                             "106540352242922": "arjun@example.com"}
+    assert config(owners="auto").owners == "auto" and config().owners is None
+    assert config().owner_fallback == "lead_owner" and config().business_field == "mx_Custom_6"
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"owners": {"+91 98": "p@x.com"}},
+     "plugins.leadsquared.owners: +91 98: not a business number: use its phone_number_id"),
+    ({"owners": {"+919800000001": "priya"}},
+     "plugins.leadsquared.owners: +919800000001: 'priya' is not an email address"),
+    ({"owners": ["priya@example.com"]},
+     "plugins.leadsquared.owners: ['priya@example.com'] is not valid: use auto, or a map"),
+    ({"owner_fallback": "boss"},
+     "plugins.leadsquared.owner_fallback: 'boss' is not valid"),
+    ({"business_field": "Custom_6"}, "plugins.leadsquared.business_field: 'Custom_6'"),
+])
+def test_owner_config_errors_name_the_key_path_and_the_fix(settings, expected):
+    with pytest.raises(ValidationError) as caught:
+        config(**settings)
+    assert expected in describe(caught.value, LeadSquaredConfig, "plugins.leadsquared")
+
+
+def test_a_rep_is_named_with_the_number_and_an_unmapped_number_by_the_business_name():
+    assert Rep("p@x.com", "Priya Rao", "+919800000001").label("Business") == \
+        "Priya Rao (+919800000001)"
+    assert Rep(None, None, "+919800000003").label("Business") == "Business (+919800000003)"
+    assert Rep(None, None, None).label("Acme") == "Acme"
+
+
+def test_user_phone_fields_in_any_form_become_e164():
+    user = {"AssociatedPhoneNumbers": "+91-9800000001, +91 98000 00002",
+            "PhoneMobile": "0091 9800000003", "PhoneMain": "", "PhoneOthers": None}
+    assert user_phones(user) == ["+919800000001", "+919800000002", "+919800000003"]
+
+
+def test_a_mapped_number_is_found_by_any_variant_or_its_phone_number_id():
+    owners = Owners(None, config(owners={"+5511987654321": "bia@example.com",  # type: ignore
+                                         "106540352242922": "arjun@example.com"}))
+    owners.mapping = dict(owners.settings.owners)
+    assert owners.mapped("+551187654321", None) == "bia@example.com"  # no ninth digit
+    assert owners.mapped(None, "106540352242922") == "arjun@example.com"
+    assert owners.mapped("+919800000009", "1") is None

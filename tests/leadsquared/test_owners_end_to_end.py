@@ -1,0 +1,138 @@
+"""Reps end to end (issue 26 "Done when"): two business numbers mapped to two LeadSquared
+users, customers writing to them through a real `bridge run`, the simulator process
+recording each activity's owner; an unmapped number follows owner_fallback."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from plugins.leadsquared.simulator.users import ADMIN_EMAIL
+from tests.leadsquared.test_end_to_end import eventually, post
+from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
+from tests.whatsapp import payloads as p
+
+# (phone_number_id, display number as the webhook writes it: digits)
+PRIYA_NUMBER = ("110000000000001", "919800000001")
+ARJUN_NUMBER = ("220000000000002", "919800000002")
+SPARE_NUMBER = ("330000000000003", "919800000003")  # mapped to nobody
+OWNERS = {"+919800000001": "priya@example.com",  # by display number (E.164)
+          ARJUN_NUMBER[0]: "arjun@example.com"}  # by phone_number_id
+FIELD = "mx_Custom_6"  # business_field's default
+
+
+def change(number: tuple[str, str], customer: str, name: str, mid: str, text: str,
+           reply: str | None = None) -> dict:
+    """A customer's message to one business number, and the rep's reply typed in the
+    Business app (smb_message_echoes) when `reply` is given."""
+    now = int(time.time())
+    metadata = {"display_phone_number": number[1], "phone_number_id": number[0]}
+    value = {"messaging_product": "whatsapp", "metadata": metadata,
+             "contacts": [p.contact(customer, name)],
+             "messages": [p.text_message(mid, customer, text, ts=now - 5)]}
+    return {"field": "messages", "value": value}
+
+
+def echo(number: tuple[str, str], customer: str, mid: str, text: str) -> dict:
+    metadata = {"display_phone_number": number[1], "phone_number_id": number[0]}
+    return {"field": "smb_message_echoes", "value": {
+        "messaging_product": "whatsapp", "metadata": metadata,
+        "message_echoes": [p.echo(mid, customer, text, from_=number[1],
+                                  timestamp=str(int(time.time()) - 2))]}}
+
+
+def field(activity: dict, name: str) -> str | None:
+    return next((f["Value"] for f in activity["Fields"] if f["SchemaName"] == name), None)
+
+
+def only(simulator, lead: str) -> dict:  # noqa: F811
+    (activity,) = eventually(lambda: simulator.activities(lead))
+    return activity
+
+
+@pytest.fixture
+def team(simulator):  # noqa: F811
+    """Two reps and the owner of one lead; their user ids."""
+    return {"priya": simulator.add_user("Priya", "priya@example.com", last="Rao"),
+            "arjun": simulator.add_user("Arjun", "arjun@example.com", last="Mehta"),
+            "kiran": simulator.add_user("Kiran", "kiran@example.com", last="Das")}
+
+
+@pytest.mark.parametrize("fallback", ["lead_owner", "api_user"])
+def test_each_number_s_activities_are_owned_by_its_rep_and_name_number_and_rep(
+        start, simulator, team, fallback):  # noqa: F811
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    ravi = simulator.add_lead(FirstName="Ravi", Mobile="919123456780")
+    meera = simulator.add_lead(FirstName="Meera", Mobile="919988776655", OwnerId=team["kiran"])
+    bridge = start(owners=OWNERS, owner_fallback=fallback)
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.a1", "price please?"),
+         echo(PRIYA_NUMBER, "919876543210", "wamid.a2", "sending it now"))
+    post(bridge, change(ARJUN_NUMBER, "919123456780", "Ravi", "wamid.r1", "is it in stock?"))
+    post(bridge, change(SPARE_NUMBER, "919988776655", "Meera", "wamid.m1", "hello?"))
+    bridge.sync_now()
+
+    mine = only(simulator, asha)
+    assert mine["Owner"] == "priya@example.com"
+    assert field(mine, FIELD) == "Priya Rao (+919800000001)"
+    assert "and Priya Rao (+919800000001)" in mine["ActivityNote"].splitlines()[0]
+    assert "➡️ Priya Rao (+919800000001): sending it now" in mine["ActivityNote"]
+    assert "Business" not in mine["ActivityNote"]
+
+    his = only(simulator, ravi)
+    assert his["Owner"] == "arjun@example.com"
+    assert field(his, FIELD) == "Arjun Mehta (+919800000002)"
+
+    (sink,) = bridge.status()["sinks"]  # the status page names who owns what
+    assert ("+919800000001 → priya@example.com, 220000000000002 → arjun@example.com; other "
+            f"numbers: {fallback}") in str(sink)
+
+    spare = only(simulator, meera)
+    expected = "kiran@example.com" if fallback == "lead_owner" else ADMIN_EMAIL
+    assert spare["Owner"] == expected
+    assert field(spare, FIELD) == "Business (+919800000003)"
+
+
+@pytest.mark.parametrize("create_owner", ["ignored", "owner_email", "owner_field"])
+def test_a_rep_s_activity_on_an_open_deal_is_owned_by_the_rep_too(
+        start, simulator, team, create_owner):  # noqa: F811
+    simulator.configure(create_owner=create_owner)  # how a single Create names an owner
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    deal = simulator.add_opportunity(asha, "Annual plan")
+    bridge = start(owners=OWNERS, bulk=False)  # owned posts go as one-row bulk calls
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.o1", "about the plan"))
+    bridge.sync_now()
+    on_deal = eventually(lambda: simulator.admin("GET", "activities",
+                                                 params={"opportunityId": deal}))
+    assert [a["Owner"] for a in on_deal] == ["priya@example.com"]
+    owners = {a["Owner"] for a in simulator.activities(asha)}
+    assert owners == {"priya@example.com"}
+
+
+def test_owners_auto_gives_each_number_to_the_user_holding_it(start, simulator, team):  # noqa: F811
+    simulator.add_user("Nisha", "nisha@example.com", last="Iyer", phones="+91-9800000003")
+    meera = simulator.add_lead(FirstName="Meera", Mobile="919988776655")
+    bridge = start(owners="auto", owner_fallback="api_user")
+    post(bridge, change(SPARE_NUMBER, "919988776655", "Meera", "wamid.n1", "hi Nisha"))
+    bridge.sync_now()
+    mine = only(simulator, meera)
+    assert mine["Owner"] == "nisha@example.com"
+    assert field(mine, FIELD) == "Nisha Iyer (+919800000003)"
+
+
+@pytest.mark.xfail(strict=True, reason="conversation key per business number: i26b")
+def test_one_customer_writing_to_two_reps_gets_two_activities_each_owned_by_its_rep(
+        start, simulator, team):  # noqa: F811
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    bridge = start(owners=OWNERS)
+    # one webhook, one commit: both chats are in the first drain (never two windows by luck)
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.t1", "to priya"),
+         change(ARJUN_NUMBER, "919876543210", "Asha", "wamid.t2", "to arjun"))
+    bridge.sync_now()
+    activities = eventually(lambda: len(simulator.activities(asha)) >= 2
+                            and simulator.activities(asha), timeout=15)
+    by_owner = {a["Owner"]: a for a in activities}
+    assert set(by_owner) == {"priya@example.com", "arjun@example.com"}
+    assert "to priya" in by_owner["priya@example.com"]["ActivityNote"]
+    assert "to arjun" not in by_owner["priya@example.com"]["ActivityNote"]
+    assert field(by_owner["arjun@example.com"], FIELD) == "Arjun Mehta (+919800000002)"
