@@ -120,7 +120,6 @@ def test_owners_auto_gives_each_number_to_the_user_holding_it(start, simulator, 
     assert field(mine, FIELD) == "Nisha Iyer (+919800000003)"
 
 
-@pytest.mark.xfail(strict=True, reason="conversation key per business number: i26b")
 def test_one_customer_writing_to_two_reps_gets_two_activities_each_owned_by_its_rep(
         start, simulator, team):  # noqa: F811
     asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")

@@ -23,10 +23,7 @@ VARIANTS = {
     "argentina_whatsapp_with_nine": ("541123456789", "5491123456789"),
     "argentina_whatsapp_without_nine": ("5491123456789", "541123456789"),
     "mexico_whatsapp_without_one": ("5215512345678", "525512345678"),
-    "mexico_whatsapp_with_one": pytest.param(
-        "525512345678", "5215512345678", marks=pytest.mark.xfail(
-            strict=True, reason="a wa_id 521… is read as a phone number by the WhatsApp "
-                                "parser: i26w")),
+    "mexico_whatsapp_with_one": ("525512345678", "5215512345678"),
 }
 PATHS = {
     "single_lookup": {"lead_directory": "off", "create_leads": True},
