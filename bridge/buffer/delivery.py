@@ -606,8 +606,11 @@ def _touched_row(claim: Claim, conversation: str, now: float, counts: dict[str, 
 # -- dead letters back ---------------------------------------------------------------------
 
 _REOPEN = {"state": "pending", "reason": None, "done_at": None}
+# uncertain=1: what the batch posted before may not all be in the ledger (a crash between
+# a post and its outcomes' commit), so its retry reads the lead's keys before posting again
+# (a photo's text was seen twice on a lead in the crash loop with uncertain=0 here)
 _RETRY_BATCH = Query(sa.update(batches).values(
-    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=0,
+    state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=1,
     outage_tries=0,
     failing_since=None)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")

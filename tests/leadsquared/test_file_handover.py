@@ -24,7 +24,7 @@ from bridge.sync import SinkRunner
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_attachments import calls, fetch
 from tests.leadsquared.test_sink import chat, settled, sink_for
-from tests.whatsapp.test_media import media_message
+from tests.whatsapp.test_media import PHONE_ID, media_message
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -55,7 +55,7 @@ async def test_a_file_fetched_between_the_sinks_read_and_its_commit_is_still_att
         sim, media_buffer, tmp_path):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     photo = os.urandom(20_000)
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     sink = sink_for(sim)
     seen = fetch_during_delivery(sink, lambda: fetch(media_buffer, tmp_path, photo))
     async with running(media_buffer, [sink]):
@@ -72,7 +72,7 @@ async def test_a_file_fetched_between_the_sinks_read_and_its_commit_is_still_att
 async def test_a_file_that_died_between_the_sinks_read_and_its_commit_says_why(
         sim, media_buffer, tmp_path):
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
 
     async def dies() -> None:
         (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
@@ -95,7 +95,7 @@ async def test_a_target_still_waiting_for_a_stored_file_is_overdue_at_once(
     from bridge.metrics import Metrics
 
     sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     async with running(media_buffer, [sink_for(sim)]):
         await wait_until(lambda: settled(media_buffer))  # the text; the file to come
     sinks = await media_buffer.sinks()
@@ -122,7 +122,8 @@ async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_
     The first attach is recorded as it lands, so the retry attaches only the second."""
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     first, second = os.urandom(5000), os.urandom(6000)
-    await media_buffer.append([chat(1), media_message(2, "m-1"), media_message(3, "m-2")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1"),
+                               media_message(3, "m-2")])
     for data in (first, second):
         (job,) = await media_buffer.media_claim("whatsapp", 1, 60)
         path = tmp_path / f"file-{job.message_id}"
@@ -158,7 +159,7 @@ async def test_a_file_stored_while_its_message_retries_for_another_target_follow
     flaky = sim.add_opportunity(lead, "Flaky")
     sim.refuse_posts(flaky, "down", transient=True)
     # the photo first: its part's key names it (re-rendered without it, the key changes)
-    await media_buffer.append([media_message(1, "m-1"), chat(2)])
+    await media_buffer.append([media_message(1, "m-1"), chat(2, account=PHONE_ID)])
     photo = os.urandom(8000)
     async with running(media_buffer, [sink_for(sim, max_attempts=500,
                                                rate_limit="1000/0.05s")]):
@@ -181,13 +182,15 @@ async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
     (write_hold): the bridge recorded the attach before sending it, so the retry does not
     send it again; it is a dead target saying it may be attached (no API can tell)."""
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    await media_buffer.append([chat(1), media_message(2, "m-1")])
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     await fetch(media_buffer, tmp_path, os.urandom(4000))
     await media_buffer.install_sinks(["leadsquared"])
-    sink = sink_for(sim, lease=1.0)
+    sink = sink_for(sim, lease=6.0)
+    # every write reaches the account a second late, the attach too: set before the drain
+    # starts, or a fast drain sends the attach before the hold (seen: the test raced)
+    sim.configure(write_hold=1.0)
     drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
     (activity,) = await wait_until(lambda: sim.activities(lead))
-    sim.configure(write_hold=1.0)  # the attach reaches the account a second late
     await wait_until(lambda: calls(sim, "Attachment/Add"))
     drain.cancel()  # killed before the answer
     with suppress(asyncio.CancelledError):
@@ -195,7 +198,7 @@ async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
     await sink.close()
     await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)  # it landed
     sim.configure(write_hold=0.0)
-    await asyncio.sleep(1.1)  # the killed drain's lease runs out
+    await asyncio.sleep(6.1)  # the killed drain's lease runs out
     async with running(media_buffer, [sink_for(sim, lease=1.0)]):
         await wait_until(lambda: media_buffer.dead_targets())
         await wait_until(lambda: settled(media_buffer))
@@ -213,7 +216,7 @@ async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     flaky = sim.add_opportunity(lead, "Flaky")
     sim.refuse_posts(flaky, "down", transient=True)
-    await media_buffer.append([media_message(1, "m-1"), chat(2)])
+    await media_buffer.append([media_message(1, "m-1"), chat(2, account=PHONE_ID)])
     await media_buffer.install_sinks(["leadsquared"])
     sink = sink_for(sim, lease=3.0, max_attempts=500)
     drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
