@@ -239,3 +239,40 @@ async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
     assert [a["Id"] for a in sim.activities(lead) if a["RelatedOpportunityId"] is None] == [
         activity["Id"]]
     assert len(sim.attachments(activity["Id"])) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="hunt25: a fetch re-opens a delivered photo in a batch "
+                   "whose other note still retries; the fix tried (defer the re-open to the "
+                   "batch's end) broke the hand-over tests, not committed")
+async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_the_batch(
+        media_buffer, tmp_path):
+    """A way to lose texts found while hunting the crash loop's cl-000234: one batch, two notes.
+    The photo's note landed (its message delivered, its file waiting); the later note's
+    post failed (its messages pending, the batch waits to retry). A fetch that re-opened the
+    photo's message at once put it back in that batch beside the later note's messages: the
+    sink rendered them together under the photo note's key, already in the ledger, and
+    counted them delivered unposted. Wanted: the photo follows alone once its batch is done."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"  # the photo's note: photo + first
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    await fetch(media_buffer, tmp_path, os.urandom(2000))
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)
+    # the retry carries the later note's message alone: never the photo beside it
+    assert [m.id for m in retry.messages] == [later.id]
+    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)  # now the file, alone
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert part in follow.batch.ledger and not follow.batch.targets[
+        f"{part}#file{photo.id}"].dead
