@@ -178,7 +178,9 @@ class Owners:
 
     def mapped(self, number: str | None, account: str | None) -> str | None:
         """The email the number (any of its variants) or phone_number_id maps to."""
-        for key in [*(variant_numbers(number) if number else ()), number, account]:
+        variants = variant_numbers(number) if number else []
+        # a display number given without '+' (YAML reads +91... unquoted as an integer)
+        for key in [*variants, number, *(v[1:] for v in variants), account]:
             if key and key in self.mapping:
                 return self.mapping[key]
         return None
