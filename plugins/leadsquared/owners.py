@@ -144,10 +144,12 @@ class Owners:
         return lines
 
     async def _auto(self, users: list[dict]) -> list[Line]:
-        """Each active user's phone numbers (one ByUserId read a user) as business numbers."""
+        """Each active user's phone numbers (one ByUserId read a user) as business numbers.
+        A number two users hold (in any of its forms) goes to the first by email, whatever
+        order the account lists them in, and is reported as a failure to mend."""
         lines: list[Line] = []
         without: list[str] = []
-        for user in users:
+        for user in sorted(users, key=lambda u: str(u.get("EmailAddress") or "").casefold()):
             if str(user.get("StatusCode", 0)) not in ("0", "") or not user.get("ID"):
                 continue
             try:
@@ -161,6 +163,10 @@ class Owners:
             if not phones:
                 without.append(email or str(user["ID"]))
             for phone in phones:
+                if (holder := self.mapped(phone, None)) and holder.casefold() != email.casefold():
+                    lines.append((False, f"{phone} is held by both {holder} and {email}: "
+                                         f"{holder} owns it (remove it from one user)"))
+                    continue
                 self.mapping.setdefault(phone, email)
                 lines.append((True, f"{phone} -> {self._name(email) or email} <{email}> "
                                     "(the user's phone number)"))
