@@ -87,6 +87,7 @@ class Owners:
         self.mapping: dict[str, str] = {}  # business number or phone_number_id -> email
         self.names: dict[str, str | None] = {}  # email (casefolded) -> user name
         self.emails: dict[str, str] = {}  # user id -> email (lead owners)
+        self.inactive: set[str] = set()  # user ids of inactive users (never an owner)
         self._lead_owner: dict[str, tuple[float, str | None]] = {}
         self._said: set[str] = set()
 
@@ -123,6 +124,8 @@ class Owners:
                 self.names[email.casefold()] = user_name(user)
                 if user.get("ID"):
                     self.emails[str(user["ID"])] = email
+            if user.get("ID") and str(user.get("StatusCode", 0)) not in ("0", ""):
+                self.inactive.add(str(user["ID"]))
         return users
 
     def _configured(self, users: list[dict]) -> list[Line]:
@@ -218,12 +221,15 @@ class Owners:
 
     async def lead_owner(self, lead: str) -> str | None:
         """The email of the lead's owner (OwnerId), reused for opportunity_cache seconds;
-        None when the lead has none or its user is unknown (the API user owns it then)."""
+        None when the lead has none or its user is unknown or inactive (the API user owns
+        it then, as for a mapped user who is inactive)."""
         cached = self._lead_owner.get(lead)
         if cached and time.monotonic() - cached[0] < self.settings.opportunity_cache:
             return cached[1]
         record = await self.client.leads.get(lead) or {}
         owner = record.get("OwnerId") or record.get("OwnerID")
+        if owner and str(owner) in self.inactive:
+            owner = None
         email = self.emails.get(str(owner)) if owner else None
         if owner and email is None:
             user = await self.client.users.by_id(str(owner))

@@ -177,3 +177,19 @@ def test_owned_activities_land_once_each_owned_by_the_rep_through_lost_answers_a
         2 if i in deals else 1 for i in range(8)]  # a deal's chat: on the lead and the deal
     assert [len(simulator.admin("GET", "activities", params={"opportunityId": deal}))
             for deal in deals.values()] == [1, 1]
+
+
+def test_a_lead_owned_by_an_inactive_user_falls_back_to_the_api_user(
+        start, simulator, team):  # noqa: F811
+    """The lead_owner fallback, for a lead whose owner has left (inactive) or has no
+    owner at all: the API user owns the activity (no owner sent), as for a mapped user
+    who is inactive, not an owner LeadSquared would refuse or file to a departed rep."""
+    gone = simulator.add_user("Old", "old@example.com", active=False)
+    meera = simulator.add_lead(FirstName="Meera", Mobile="919988776655", OwnerId=gone)
+    ravi = simulator.add_lead(FirstName="Ravi", Mobile="919123456780")
+    bridge = start(owners=OWNERS, owner_fallback="lead_owner")
+    post(bridge, change(SPARE_NUMBER, "919988776655", "Meera", "wamid.g1", "anyone?"),
+         change(SPARE_NUMBER, "919123456780", "Ravi", "wamid.g2", "hello?"))
+    bridge.sync_now()
+    assert only(simulator, meera)["Owner"] == ADMIN_EMAIL
+    assert only(simulator, ravi)["Owner"] == ADMIN_EMAIL
