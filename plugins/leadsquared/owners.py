@@ -30,6 +30,8 @@ from plugins.leadsquared.phones import stored_e164, variant_numbers
 logger = logging.getLogger(__name__)
 
 Line = tuple[bool, str]  # (fine, what was found)
+# A custom activity field's length: MaxFieldLength 200 seen (reference §2, GetActivityDetails)
+FIELD_LENGTH = 200
 PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
 
 
@@ -50,6 +52,16 @@ class Rep:
         """How outbound lines and the activity name the sender: "Priya Rao (+9198…)"."""
         who = self.name or business_name
         return f"{who} ({self.number})" if self.number else who
+
+    def field_label(self, business_name: str, limit: int = FIELD_LENGTH) -> str:
+        """label() cut to a custom field's length: the name shortened ("…"), the number
+        kept whole."""
+        whole = self.label(business_name)
+        if len(whole) <= limit:
+            return whole
+        tail = f" ({self.number})" if self.number else ""
+        who = (self.name or business_name)[:max(limit - len(tail) - 1, 0)].rstrip()
+        return f"{who}…{tail}"[:limit]
 
 
 def business_of(message: Message) -> tuple[str | None, str | None]:

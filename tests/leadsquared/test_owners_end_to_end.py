@@ -193,3 +193,22 @@ def test_a_lead_owned_by_an_inactive_user_falls_back_to_the_api_user(
     bridge.sync_now()
     assert only(simulator, meera)["Owner"] == ADMIN_EMAIL
     assert only(simulator, ravi)["Owner"] == ADMIN_EMAIL
+
+
+def test_a_very_long_rep_name_is_cut_in_the_field_keeping_the_number(
+        start, simulator):  # noqa: F811
+    """A custom activity field holds 200 characters (MaxFieldLength 200 seen, reference
+    §2 GetActivityDetails): a rep whose name (commas, emoji) runs past it is cut there,
+    the business number kept whole."""
+    first, last = "Maria José, 🌟 " + "de la Santísima Trinidad " * 6, "Fernández " * 8
+    simulator.add_user(first, "maria@example.com", last=last.strip())
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    bridge = start(owners={"+919800000001": "maria@example.com"})
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.l1", "hola"))
+    bridge.sync_now()
+    mine = only(simulator, asha)
+    value = field(mine, FIELD)
+    assert mine["Owner"] == "maria@example.com"
+    assert len(value) <= 200 and value.endswith("… (+919800000001)"), value
+    assert value.startswith("Maria José, 🌟 de la Santísima")
+    assert "and Maria José, 🌟 de la Santísima" in mine["ActivityNote"].splitlines()[0]
