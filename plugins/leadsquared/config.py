@@ -131,8 +131,17 @@ class LeadSquaredConfig(SinkSettings):
             raise ValueError(f"{value!r} is not valid: use auto, or a map of business number "
                              "(phone_number_id or +E.164) to user email, e.g. "
                              "{\"+919812345678\": priya@example.com}")
-        return {owner_key(str(key)): owner_email_of(str(key), email)
-                for key, email in value.items()}
+        owners: dict[str, str] = {}
+        given: dict[str, tuple[str, str]] = {}  # each form of a number -> (key, email)
+        for key, email in value.items():
+            number, email = owner_key(str(key)), owner_email_of(str(key), email)
+            for form in owner_forms(number):
+                first, other = given.setdefault(form, (str(key), email))
+                if other.casefold() != email.casefold():
+                    raise ValueError(f"{first} and {key} are the same number, mapped "
+                                     "to two users: keep one of them")
+            owners[number] = email
+        return owners
 
     @field_validator("access_key", "secret_key")
     @classmethod
@@ -208,6 +217,18 @@ def owner_key(key: str) -> str:
         raise ValueError(f"{key}: not a business number: use its phone_number_id (digits) "
                          "or its display number in E.164 (+ then country code and number)")
     return e164
+
+
+def owner_forms(key: str) -> list[str]:
+    """The forms a business number of the owners map may take: the E.164 number and its
+    twins (Mexico's 1, Brazil's ninth digit...), each also without its '+' (YAML reads an
+    unquoted +91... as an integer; a phone_number_id's digits are left as they are)."""
+    from plugins.leadsquared.phones import variant_numbers
+
+    numbers = variant_numbers(key if key.startswith("+") else "+" + key)
+    if not key.startswith("+") and key not in [n[1:] for n in numbers]:
+        return [key]  # digits that are no phone number: a phone_number_id only
+    return [key, *numbers, *(n[1:] for n in numbers)]
 
 
 def owner_email_of(key: str, email: Any) -> str:

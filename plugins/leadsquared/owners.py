@@ -30,6 +30,8 @@ from plugins.leadsquared.phones import stored_e164, variant_numbers
 logger = logging.getLogger(__name__)
 
 Line = tuple[bool, str]  # (fine, what was found)
+# A custom activity field's length: MaxFieldLength 200 seen (reference §2, GetActivityDetails)
+FIELD_LENGTH = 200
 PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
 
 
@@ -50,6 +52,16 @@ class Rep:
         """How outbound lines and the activity name the sender: "Priya Rao (+9198…)"."""
         who = self.name or business_name
         return f"{who} ({self.number})" if self.number else who
+
+    def field_label(self, business_name: str, limit: int = FIELD_LENGTH) -> str:
+        """label() cut to a custom field's length: the name shortened ("…"), the number
+        kept whole."""
+        whole = self.label(business_name)
+        if len(whole) <= limit:
+            return whole
+        tail = f" ({self.number})" if self.number else ""
+        who = (self.name or business_name)[:max(limit - len(tail) - 1, 0)].rstrip()
+        return f"{who}…{tail}"[:limit]
 
 
 def business_of(message: Message) -> tuple[str | None, str | None]:
@@ -87,6 +99,7 @@ class Owners:
         self.mapping: dict[str, str] = {}  # business number or phone_number_id -> email
         self.names: dict[str, str | None] = {}  # email (casefolded) -> user name
         self.emails: dict[str, str] = {}  # user id -> email (lead owners)
+        self.inactive: set[str] = set()  # user ids of inactive users (never an owner)
         self._lead_owner: dict[str, tuple[float, str | None]] = {}
         self._said: set[str] = set()
 
@@ -123,6 +136,8 @@ class Owners:
                 self.names[email.casefold()] = user_name(user)
                 if user.get("ID"):
                     self.emails[str(user["ID"])] = email
+            if user.get("ID") and str(user.get("StatusCode", 0)) not in ("0", ""):
+                self.inactive.add(str(user["ID"]))
         return users
 
     def _configured(self, users: list[dict]) -> list[Line]:
@@ -144,10 +159,12 @@ class Owners:
         return lines
 
     async def _auto(self, users: list[dict]) -> list[Line]:
-        """Each active user's phone numbers (one ByUserId read a user) as business numbers."""
+        """Each active user's phone numbers (one ByUserId read a user) as business numbers.
+        A number two users hold (in any of its forms) goes to the first by email, whatever
+        order the account lists them in, and is reported as a failure to mend."""
         lines: list[Line] = []
         without: list[str] = []
-        for user in users:
+        for user in sorted(users, key=lambda u: str(u.get("EmailAddress") or "").casefold()):
             if str(user.get("StatusCode", 0)) not in ("0", "") or not user.get("ID"):
                 continue
             try:
@@ -161,6 +178,10 @@ class Owners:
             if not phones:
                 without.append(email or str(user["ID"]))
             for phone in phones:
+                if (holder := self.mapped(phone, None)) and holder.casefold() != email.casefold():
+                    lines.append((False, f"{phone} is held by both {holder} and {email}: "
+                                         f"{holder} owns it (remove it from one user)"))
+                    continue
                 self.mapping.setdefault(phone, email)
                 lines.append((True, f"{phone} -> {self._name(email) or email} <{email}> "
                                     "(the user's phone number)"))
@@ -178,7 +199,9 @@ class Owners:
 
     def mapped(self, number: str | None, account: str | None) -> str | None:
         """The email the number (any of its variants) or phone_number_id maps to."""
-        for key in [*(variant_numbers(number) if number else ()), number, account]:
+        variants = variant_numbers(number) if number else []
+        # a display number given without '+' (YAML reads +91... unquoted as an integer)
+        for key in [*variants, number, *(v[1:] for v in variants), account]:
             if key and key in self.mapping:
                 return self.mapping[key]
         return None
@@ -210,12 +233,15 @@ class Owners:
 
     async def lead_owner(self, lead: str) -> str | None:
         """The email of the lead's owner (OwnerId), reused for opportunity_cache seconds;
-        None when the lead has none or its user is unknown (the API user owns it then)."""
+        None when the lead has none or its user is unknown or inactive (the API user owns
+        it then, as for a mapped user who is inactive)."""
         cached = self._lead_owner.get(lead)
         if cached and time.monotonic() - cached[0] < self.settings.opportunity_cache:
             return cached[1]
         record = await self.client.leads.get(lead) or {}
         owner = record.get("OwnerId") or record.get("OwnerID")
+        if owner and str(owner) in self.inactive:
+            owner = None
         email = self.emails.get(str(owner)) if owner else None
         if owner and email is None:
             user = await self.client.users.by_id(str(owner))

@@ -212,8 +212,8 @@ class Poster:
                   FIELDS["first"]: lsq_time(part.first_at),
                   FIELDS["last"]: lsq_time(part.last_at),
                   FIELDS["number"]: batch.conversation.key}
-        if self.business_field and (business := self._business(part)):
-            fields[self.business_field] = business
+        if self.business_field and self._business(part) and part.rep is not None:
+            fields[self.business_field] = part.rep.field_label(self.settings.business_name)
         return fields
 
 

@@ -178,3 +178,28 @@ def test_owners_auto_says_which_numbers_it_matched_and_which_users_hold_none(tmp
         assert "kiran@example.com" in run.stdout
     finally:
         sim.stop()
+
+
+def test_owners_auto_says_when_two_users_hold_one_number_and_picks_one_steadily(tmp_path):
+    """Two users holding one number (the same form, or Brazil's with and without the
+    ninth digit): check fails naming both, and the number goes to the same one whatever
+    order the account lists them in (the first by email), not to both."""
+    sim = SimulatorProcess()
+    try:
+        sim.add_user("Zed", "zed@example.com", phones="+91 98000 00001")
+        sim.add_user("Priya", "priya@example.com", phones="+91-9800000001")
+        sim.add_user("Caio", "caio@example.com", mobile="+55 11 98765-4321")
+        sim.add_user("Bia", "bia@example.com", phones="+551187654321")
+        run = check(tmp_path, sim, owners="auto")
+        assert run.returncode == 1, run.stdout + run.stderr
+        lines = [line for line in run.stdout.splitlines() if "owners:" in line]
+        held = [line for line in lines if "held by" in line]
+        assert len(held) == 2, run.stdout
+        assert any("priya@example.com" in line and "zed@example.com" in line
+                   and line.startswith("FAIL") for line in held), run.stdout
+        assert any("bia@example.com" in line and "caio@example.com" in line
+                   for line in held), run.stdout
+        assert not any("-> Zed" in line or "-> Caio" in line for line in lines), run.stdout
+        assert any("+919800000001 -> Priya" in line for line in lines), run.stdout
+    finally:
+        sim.stop()

@@ -60,3 +60,34 @@ def test_a_mapped_number_is_found_by_any_variant_or_its_phone_number_id():
     assert owners.mapped("+551187654321", None) == "bia@example.com"  # no ninth digit
     assert owners.mapped(None, "106540352242922") == "arjun@example.com"
     assert owners.mapped("+919800000009", "1") is None
+
+
+def test_a_display_number_written_unquoted_in_yaml_still_owns_its_chats(tmp_path):
+    """YAML reads `+919800000001:` unquoted as the integer 919800000001 (and a
+    display number may be written without its '+'): it must still match the
+    business number the webhook names, not pass as a phone_number_id nobody uses."""
+    from bridge.config import read_yaml
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text("owners:\n  +919800000001: priya@example.com\n"
+                    "  \"5511987654321\": bia@example.com\n", encoding="utf-8")
+    owners = Owners(None, config(**read_yaml(path)))  # type: ignore[arg-type]
+    owners.mapping = dict(owners.settings.owners)
+    assert owners.mapped("+919800000001", "106540352242922") == "priya@example.com"
+    assert owners.mapped("+551187654321", None) == "bia@example.com"  # its twin too
+
+
+@pytest.mark.parametrize("owners", [
+    {"+91 98000 00001": "priya@example.com", "+919800000001": "arjun@example.com"},
+    {"+5215512345678": "priya@example.com", "+525512345678": "arjun@example.com"},
+    {919800000001: "priya@example.com", "+919800000001": "arjun@example.com"},
+])
+def test_one_number_given_twice_to_two_users_is_refused_naming_both_keys(owners):
+    """Two forms of one number (spaces, Mexico's 1, a YAML integer) mapped to two
+    users: one would silently win; the error names both keys."""
+    with pytest.raises(ValidationError) as caught:
+        config(owners=owners)
+    said = describe(caught.value, LeadSquaredConfig, "plugins.leadsquared")
+    first, second = (str(k) for k in owners)
+    assert "plugins.leadsquared.owners" in said and first in said and second in said
+    assert "same number" in said

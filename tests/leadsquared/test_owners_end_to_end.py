@@ -135,3 +135,80 @@ def test_one_customer_writing_to_two_reps_gets_two_activities_each_owned_by_its_
     assert "to priya" in by_owner["priya@example.com"]["ActivityNote"]
     assert "to arjun" not in by_owner["priya@example.com"]["ActivityNote"]
     assert field(by_owner["arjun@example.com"], FIELD) == "Arjun Mehta (+919800000002)"
+
+
+@pytest.mark.parametrize("fault", ["dropped", "bulk_429"])
+def test_owned_activities_land_once_each_owned_by_the_rep_through_lost_answers_and_429s(
+        start, simulator, team, fault):  # noqa: F811
+    """Six customers (one with an open deal) write to Priya's number and two (one with
+    a deal) to an unmapped number (lead_owner fallback) while every write's answer is
+    lost, or the bulk budget answers 429 in waves: each lead and deal gets one activity,
+    owned by Priya (or its lead's owner), whichever
+    path (bulk row, one-row bulk, lookup by key) settled it."""
+    phones = [f"9198765432{i:02d}" for i in range(8)]
+    leads = [simulator.add_lead(FirstName=f"C{i}", Mobile=phone,
+                                **({"OwnerId": team["kiran"]} if i >= 6 else {}))
+             for i, phone in enumerate(phones)]
+    deals = {0: simulator.add_opportunity(leads[0], "Plan"),
+             6: simulator.add_opportunity(leads[6], "Plan")}
+    if fault == "dropped":
+        simulator.configure(drop_after_commit_rate=1.0)
+    else:
+        simulator.configure(bulk_rate_limit="1/1s", rate_limit_signal="both")
+    bridge = start(owners=OWNERS)
+    post(bridge, *[change(PRIYA_NUMBER if i < 6 else SPARE_NUMBER, phone, f"C{i}",
+                          f"wamid.f{i}", f"hello {i}") for i, phone in enumerate(phones)])
+    bridge.sync_now()
+    for i, deal in deals.items():
+        on_deal = eventually(lambda deal=deal: simulator.admin(
+            "GET", "activities", params={"opportunityId": deal}))
+        assert [a["Owner"] for a in on_deal] == [
+            "priya@example.com" if i < 6 else "kiran@example.com"], i
+    for i, lead in enumerate(leads):
+        if i in deals:
+            continue
+        mine = only(simulator, lead)
+        assert mine["Owner"] == ("priya@example.com" if i < 6 else "kiran@example.com"), i
+        assert f"hello {i}" in mine["ActivityNote"]
+    time.sleep(3)  # nothing posted twice later either
+    simulator.configure(drop_after_commit_rate=0.0, bulk_rate_limit=None)
+    bridge.sync_now()
+    assert [len(simulator.activities(lead)) for lead in leads] == [
+        2 if i in deals else 1 for i in range(8)]  # a deal's chat: on the lead and the deal
+    assert [len(simulator.admin("GET", "activities", params={"opportunityId": deal}))
+            for deal in deals.values()] == [1, 1]
+
+
+def test_a_lead_owned_by_an_inactive_user_falls_back_to_the_api_user(
+        start, simulator, team):  # noqa: F811
+    """The lead_owner fallback, for a lead whose owner has left (inactive) or has no
+    owner at all: the API user owns the activity (no owner sent), as for a mapped user
+    who is inactive, not an owner LeadSquared would refuse or file to a departed rep."""
+    gone = simulator.add_user("Old", "old@example.com", active=False)
+    meera = simulator.add_lead(FirstName="Meera", Mobile="919988776655", OwnerId=gone)
+    ravi = simulator.add_lead(FirstName="Ravi", Mobile="919123456780")
+    bridge = start(owners=OWNERS, owner_fallback="lead_owner")
+    post(bridge, change(SPARE_NUMBER, "919988776655", "Meera", "wamid.g1", "anyone?"),
+         change(SPARE_NUMBER, "919123456780", "Ravi", "wamid.g2", "hello?"))
+    bridge.sync_now()
+    assert only(simulator, meera)["Owner"] == ADMIN_EMAIL
+    assert only(simulator, ravi)["Owner"] == ADMIN_EMAIL
+
+
+def test_a_very_long_rep_name_is_cut_in_the_field_keeping_the_number(
+        start, simulator):  # noqa: F811
+    """A custom activity field holds 200 characters (MaxFieldLength 200 seen, reference
+    §2 GetActivityDetails): a rep whose name (commas, emoji) runs past it is cut there,
+    the business number kept whole."""
+    first, last = "Maria José, 🌟 " + "de la Santísima Trinidad " * 6, "Fernández " * 8
+    simulator.add_user(first, "maria@example.com", last=last.strip())
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    bridge = start(owners={"+919800000001": "maria@example.com"})
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.l1", "hola"))
+    bridge.sync_now()
+    mine = only(simulator, asha)
+    value = field(mine, FIELD)
+    assert mine["Owner"] == "maria@example.com"
+    assert len(value) <= 200 and value.endswith("… (+919800000001)"), value
+    assert value.startswith("Maria José, 🌟 de la Santísima")
+    assert "and Maria José, 🌟 de la Santísima" in mine["ActivityNote"].splitlines()[0]

@@ -61,3 +61,29 @@ def test_the_other_form_of_the_number_lands_on_the_stored_lead(start, simulator,
         lookups = [c["path"] for c in simulator.admin("GET", "calls")
                    if c["path"].endswith(("RetrieveLeadByPhoneNumber", "Leads.GetByQuickSearch"))]
         assert lookups == []
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize(("sent", "other"), [("551187654321", "5511987654321"),
+                                             ("5511987654321", "551187654321"),
+                                             ("5491123456789", "541123456789")],
+                         ids=["brazil_without_ninth", "brazil_with_ninth", "argentina_nine"])
+def test_when_both_forms_are_leads_the_exact_form_wins(start, simulator,  # noqa: F811
+                                                       sent, other, path):
+    """Two leads, one under each form of the number: the chat lands on the lead holding
+    the form WhatsApp sent, whichever was made first, on every lookup path."""
+    before = path != "directory_fallback"
+    made = []
+    if before:
+        made = [simulator.add_lead(FirstName="Other", Mobile=other),
+                simulator.add_lead(FirstName="Exact", Mobile=sent)]
+    bridge = start(**PATHS[path])
+    if not before:
+        made = [simulator.add_lead(FirstName="Other", Mobile=other),
+                simulator.add_lead(FirstName="Exact", Mobile=sent)]
+    post(bridge, p.message_change([p.text_message("wamid.w1", sent, "which one?",
+                                                  ts=int(time.time()))]))
+    bridge.sync_now()
+    eventually(lambda: "which one?" in notes(simulator))
+    assert "which one?" in notes(simulator, made[1]), "filed on the other form's lead"
+    assert len(simulator.activities()) == 1
