@@ -219,11 +219,15 @@ class Poster:
 
 def one_row(rows: list[dict]) -> str:
     """The activity id of a one-row bulk call. Its answer is exact: a row that says it
-    was not created, with LeadSquared's reason, is a refusal; other unread rows are unknown
-    outcomes, as in any bulk call (bulk.read_row)."""
+    was not created is a refusal, with LeadSquared's reason or without one (the documented
+    answer gives a refused row a null id and no message: GUESS, reference §2c; read as
+    unknown, an owned activity LeadSquared refuses was retried for retry_for, 24 h, and
+    never reached the dead letters); other unread rows are unknown outcomes, as in any bulk
+    call (bulk.read_row)."""
     row = rows[0] if rows else {}
-    if said_not_created(row) and row_error(row):
-        raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {row_error(row)}")
+    if said_not_created(row):
+        why = row_error(row) or "its answer names no activity and gives no reason"
+        raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {why}")
     return read_row(row)
 
 
