@@ -185,9 +185,28 @@ class Poster:
             try:
                 return await self._send(batch, plan.lead.id, part, target, key, single=True)
             except LeadSquaredError as again:
+                if again.kind == "unknown_outcome" and again.not_created:
+                    return await self._refused(again, plan, target, key)
                 return await self._settle(_final(again), batch, plan, part, target, key, sent)
         return Failed(late_write_retry(exc, sent, self.settings.timeout) or outcome_of(exc),
                       exc.kind)
+
+    async def _refused(self, exc: LeadSquaredError, plan: Plan, target: str | None,
+                       key: str) -> str | Failed:
+        """Twice answered "not created" (the exact single post too): a refusal once the
+        keys, read without error, show it absent (an owned activity's one-row bulk call
+        answers a refusal with a null id and no reason); found, it landed; unreadable, it
+        stays an unknown outcome for the next try's check."""
+        try:
+            keys = await (self.keys.on_opportunity(target) if target
+                          else self.keys.on_lead(plan.lead.id))
+        except LeadSquaredError:
+            return Failed(outcome_of(_final(exc)), exc.kind)
+        if found := keys.get(key):
+            return found
+        refused = LeadSquaredError("rejected", f"LeadSquared did not create the activity, "
+                                   f"twice, and it is not on the record ({exc.message})")
+        return Failed(outcome_of(refused), "rejected")
 
     def _item(self, batch: Batch, lead: str, part: Part, target: str | None,
               key: str) -> dict:
@@ -219,15 +238,12 @@ class Poster:
 
 def one_row(rows: list[dict]) -> str:
     """The activity id of a one-row bulk call. Its answer is exact: a row that says it
-    was not created is a refusal, with LeadSquared's reason or without one (the documented
-    answer gives a refused row a null id and no message: GUESS, reference §2c; read as
-    unknown, an owned activity LeadSquared refuses was retried for retry_for, 24 h, and
-    never reached the dead letters); other unread rows are unknown outcomes, as in any bulk
-    call (bulk.read_row)."""
+    was not created, with LeadSquared's reason, is a refusal; other unread rows (the
+    documented answer gives a refused row a null id and no message) are unknown outcomes,
+    as in any bulk call (bulk.read_row), settled by the key check (Poster._refused)."""
     row = rows[0] if rows else {}
-    if said_not_created(row):
-        why = row_error(row) or "its answer names no activity and gives no reason"
-        raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {why}")
+    if said_not_created(row) and row_error(row):
+        raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {row_error(row)}")
     return read_row(row)
 
 
