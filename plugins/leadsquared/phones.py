@@ -39,12 +39,7 @@ def lookup_candidates(e164: str) -> list[str]:
 def primary_candidates(e164: str) -> list[str]:
     """The CCnational form of each variant (the number, then its Brazil/Argentina/Mexico
     twin): the one lookup each a chat spends when the lead directory missed it."""
-    number = _parse(e164)
-    if number is None:
-        return []
-    code = str(number.country_code)
-    return [f"{code}{national}" for national in
-            _variants(code, phonenumbers.national_significant_number(number))]
+    return [v[1:] for v in variant_numbers(e164)]
 
 
 def variant_numbers(e164: str) -> list[str]:
