@@ -457,8 +457,11 @@ FILE_STATES = Query(sa.select(media.c.message_id, media.c.state, media.c.reason)
 
 
 async def _file_states(db: Connector, claims: list[Claim]) -> list[tuple[int, str, str]]:
-    """(message id, state, reason) of the files the claims' new waits are for, locked."""
-    ids = sorted({i for claim in claims for f in claim.batch.new_targets.values()
+    """(message id, state, reason) of the files the claims' waits are for, locked: the new
+    ones, and those recorded by an earlier try of the batch (a fetch that came while the
+    batch still retried left them for the batch's end, reopen_waiting)."""
+    ids = sorted({i for claim in claims
+                  for f in (*claim.batch.targets.values(), *claim.batch.new_targets.values())
                   if f.dead and f.reason.startswith(WAITING_FOR_FILE) for i in f.message_ids})
     if not ids:
         return []
@@ -628,7 +631,8 @@ DROP_TARGET = Query(sa.delete(targets).where(t.sink == P("sink"), t.key == P("ke
 FOLLOW_UP = Query(sa.update(targets).values(state="failing", attempts=0, reason=P("reason"))
                   .where(t.sink == P("sink"), t.key == P("key")), "keep a file target")
 _WAITING_PREFIX = sa.func.substr(t.reason, 1, len(WAITING_FOR_FILE)) == WAITING_FOR_FILE
-WAITING = Query(sa.select(t.sink, t.key, t.batch_id).where(
+WAITING = Query(sa.select(t.sink, t.key, t.batch_id, b.state)
+                .select_from(targets.outerjoin(batches, b.id == t.batch_id)).where(
     t.state == "dead", t.message_ids.like(P("pattern")), _WAITING_PREFIX).order_by(t.sink, t.key),
     "targets waiting for a file")
 REASON = Query(sa.update(targets).values(reason=P("reason"))
@@ -682,14 +686,19 @@ async def _requeue_targets(db: Connector, sink: str | None,
 async def reopen_waiting(db: Connector, message_id: int) -> int:
     """Re-open the targets that wait for this message's file (contracts.WAITING_FOR_FILE).
 
-    A message delivered goes back to pending in its own batch, its file to follow alone.
-    One still pending there (its batch retries for another target) is re-posted whole by
-    that retry (same part, same key): its wait is simply forgotten, and the retry attaches
-    the file like any other (a follow-up would render the part without it, under a new
-    key: a second activity)."""
+    A message delivered goes back to pending in its own batch, its file to follow alone,
+    once that batch is done: while another part of it retries, the message back beside
+    that part's messages would be rendered with them under its own key, already in the
+    ledger, and they would count as delivered unposted (hunt25). The batch's completion
+    re-reads such waits (_file_states) and re-opens them then. One still pending there
+    (its batch retries for another target) is re-posted whole by that retry (same part,
+    same key): its wait is simply forgotten, and the retry attaches the file like any
+    other (a follow-up would render the part without it, under a new key: a second
+    activity)."""
     count = 0
-    for sink, key, batch_id in await _waiting(db, message_id):
-        if await db.run(REOPEN_MESSAGES, sink=sink, batch_id=batch_id, ids=[message_id]):
+    for sink, key, batch_id, batch_state in await _waiting(db, message_id):
+        if batch_state == "done" and await db.run(REOPEN_MESSAGES, sink=sink,
+                                                   batch_id=batch_id, ids=[message_id]):
             await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,
                          key=key)
             await db.run(_RETRY_BATCH, batch_id=batch_id)
@@ -704,7 +713,7 @@ async def reopen_waiting(db: Connector, message_id: int) -> int:
 
 async def settle_waiting(db: Connector, message_id: int, reason: str) -> None:
     """The file will never come: its waiting targets stay dead, saying why."""
-    for sink, key, _ in await _waiting(db, message_id):
+    for sink, key, *_ in await _waiting(db, message_id):
         await db.run(REASON, reason=f"{FILE_NEVER_CAME}: {reason}", sink=sink, key=key)
 
 

@@ -3,13 +3,16 @@ Attachment/Add on the activity that names the file; each attachment a target of 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+from contextlib import suppress
 
 import httpx
 import pytest
 
 from bridge.buffer import Buffer
+from bridge.sync import SinkRunner
 from plugins.leadsquared.activity_type import FIELD_DEFINITIONS
 from plugins.leadsquared.config import files_base
 from tests.backends import query
@@ -178,6 +181,37 @@ async def test_a_file_fetched_after_its_text_was_synced_follows_to_the_same_acti
     assert sim.attachments(activity["Id"])[0]["AttachmentName"] == "bill.pdf"
     assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text was never posted again
     assert await media_buffer.dead_targets() == []
+
+
+async def test_a_file_follows_to_an_activity_found_by_its_key_after_a_lost_answer(
+        sim, media_buffer, tmp_path):
+    """The text's post landed but the bridge died before its answer; the retry finds it by
+    its key (not
+    posted again) and the file, fetched later, follows to that activity. Found by the crash
+    loop: the key found was not put in the ledger, so the follow-up did not know the part
+    it belonged to and posted the photo's line alone as a second activity."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    await media_buffer.install_sinks(["leadsquared"])
+    sim.configure(write_hold=1.0)  # the post reaches the account a second late
+    sink = sink_for(sim, lease=3.0)
+    drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
+    await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create"))
+    drain.cancel()  # killed before the answer: nothing recorded
+    with suppress(asyncio.CancelledError):
+        await drain
+    await sink.close()
+    await asyncio.sleep(3.1)  # the hold ends (the post lands); the lease runs out
+    sim.configure(write_hold=0.0)
+    async with running(media_buffer, [sink_for(sim, lease=3.0)]):
+        await wait_until(lambda: settled(media_buffer), timeout=30)
+        (activity,) = sim.activities(lead)
+        await fetch(media_buffer, tmp_path, b"photo bytes")
+        await wait_until(lambda: sim.attachments(activity["Id"]))
+        await wait_until(lambda: settled(media_buffer))
+    assert [a["Id"] for a in sim.activities(lead)] == [activity["Id"]]
+    assert len(sim.attachments(activity["Id"])) == 1
+    assert calls(sim, "ProspectActivity.svc/Create") == 1
 
 
 async def test_a_failing_attach_is_retried_alone_and_never_reposts_the_text(

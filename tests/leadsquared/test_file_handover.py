@@ -241,9 +241,6 @@ async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
     assert len(sim.attachments(activity["Id"])) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="hunt25: a fetch re-opens a delivered photo in a batch "
-                   "whose other note still retries; the fix tried (defer the re-open to the "
-                   "batch's end) broke the hand-over tests, not committed")
 async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_the_batch(
         media_buffer, tmp_path):
     """A way to lose texts found while hunting the crash loop's cl-000234: one batch, two notes.

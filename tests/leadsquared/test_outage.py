@@ -108,3 +108,38 @@ async def test_an_attach_failing_through_an_outage_past_max_attempts_is_kept_not
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=30)
         await wait_until(lambda: settled(buffer), timeout=30)
     assert len(sim.attachments(activity["Id"])) == 1 and await buffer.dead_targets() == []
+
+
+async def test_an_opportunity_down_past_max_attempts_is_kept_and_gets_the_chat_when_mended(
+        sim, buffer):
+    """The lead's activity lands; the lead's opportunity answers a gateway's 503 page for
+    more tries than max_attempts: an outage, so its target keeps retrying for retry_for
+    (never a dead target after max_attempts tries) and the chat reaches it once mended."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    sink = sink_for(sim, max_attempts=2, **FAST)
+    async with running(buffer, [sink]):
+        await buffer.append([chat(1)])
+        await wait_until(lambda: _more_than(buffer, 5), timeout=30)
+        assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+        sim.refuse_posts(deal, reason="")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+    on_deal = [a for a in sim.activities(lead) if a["RelatedOpportunityId"] == deal]
+    assert len(on_deal) == 1 and len(sim.activities(lead)) == 2
+
+
+async def test_an_opportunity_down_past_retry_for_is_a_dead_target_saying_what_to_do(
+        sim, buffer):
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    async with running(buffer, [sink_for(sim, max_attempts=10_000, retry_for=1.0, **FAST)]):
+        await buffer.append([chat(1)])
+        (dead,) = await wait_until(buffer.dead_targets, timeout=30)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert dead["reason"].startswith("kept failing for ")
+    assert dead["reason"].endswith("check its service status, then requeue")
+    assert await buffer.dead_letters() == []  # the lead has the chat: only the deal waits
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.backends import BACKENDS
+from tests.leadsquared.test_end_to_end import key_of
 from tests.processes import (
     BridgeProcess,
     GraphProcess,
@@ -144,8 +145,15 @@ def _crash_loop(tmp_path, kills: int, seed: int, buffer: dict) -> None:
         assert survived == kills and len(driver.acked) > 0 and photos.sha
         assert sink["dead_letters"] == 0, bridge.status()
         missing = [t for t in driver.acked if crm.on_leads[t] != 1]
-        assert not missing, ([(t, crm.on_leads[t]) for t in missing[:3]],  # 0 lost, 2 twice
-                             explain(tmp_path, [driver.acked[t] for t in missing]))
+        if missing:  # the evidence in full (an assertion message is cut short)
+            report(f"not once on their lead: {[(t, crm.on_leads[t]) for t in missing]}")
+            for found in explain(tmp_path, [driver.acked[t] for t in missing]):
+                report(f"buffer: {found}")
+            for a in crm.activities:
+                if any(t in a["ActivityNote"] for t in missing):
+                    report(f"activity {a['Id']} key {key_of(a)} opp "
+                           f"{a['RelatedOpportunityId']}: {a['ActivityNote']!r}")
+        assert not missing, [(t, crm.on_leads[t]) for t in missing[:3]]  # 0 lost, 2 twice
         crm.assert_each_once(driver.acked)
         # the lead's one opportunity gets its lead's messages, once each, and no others
         deal_texts = {t for t in driver.acked if driver.sender[t] == NUMBERS[0]}
