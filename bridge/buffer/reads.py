@@ -519,10 +519,13 @@ async def previews(db: Connector, message_ids: Sequence[int] = (),
     return found
 
 
-# A wait is overdue once it is old, or at once when its file is already stored (nothing
-# will re-open it: the hand-over between fetch and sink went wrong; issue 25).
-_stored = sa.exists().where(media.c.state == "fetched", t.message_ids.like(
-    sa.literal("%,") + sa.cast(media.c.message_id, TEXT) + sa.literal(",%")))
+_open = batches.alias("open_batch")
+# A wait is overdue once it is old, or at once when its file is already stored and its
+# batch is done (nothing will re-open it: the hand-over between fetch and sink went wrong;
+# issue 25). While the batch still retries another part, the file waits for its end.
+_stored = sa.and_(sa.exists().where(media.c.state == "fetched", t.message_ids.like(
+    sa.literal("%,") + sa.cast(media.c.message_id, TEXT) + sa.literal(",%"))),
+    ~sa.exists().where(_open.c.id == t.batch_id, _open.c.state != "done"))
 _file_waits = (t.sink == P("sink"), t.state == "dead", ~_NOT_WAITING,
                sa.or_(t.updated_at < P("older_than"), _stored))
 OVERDUE_COUNT = Query(sa.select(sa.func.count()).select_from(targets).where(*_file_waits),

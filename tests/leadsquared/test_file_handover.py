@@ -21,12 +21,23 @@ import pytest
 from bridge.attention import attention
 from bridge.buffer.media import FETCHED as _FETCHED_ONLY
 from bridge.sync import SinkRunner
+from tests.backends import BACKENDS, fresh_schema_url
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_attachments import calls, fetch
 from tests.leadsquared.test_sink import chat, settled, sink_for
 from tests.whatsapp.test_media import PHONE_ID, media_message
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture(params=BACKENDS)
+async def buffer_target(request, tmp_path):
+    """Both engines here (the hand-over's locks are PostgreSQL's concern most of all)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "buffer.db")
+        return
+    async with fresh_schema_url() as url:
+        yield url
 
 
 @pytest.fixture
@@ -265,6 +276,8 @@ async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_t
     await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
                                         Outcome.retry("LeadSquared transient: 503")], policy)
     await fetch(media_buffer, tmp_path, os.urandom(2000))
+    sinks = await media_buffer.sinks()  # waiting for its batch, not overdue
+    assert (await attention(media_buffer, sinks, "leadsquared"))["counts"]["overdue"] == 0
     (retry,) = await media_buffer.claim("leadsquared", 10, 60)
     # the retry carries the later note's message alone: never the photo beside it
     assert [m.id for m in retry.messages] == [later.id]
