@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -129,25 +128,13 @@ class Batch:
         self.targets.pop(key, None)
 
     def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
-                    max_attempts: int, final: bool = False,
-                    retry_for: float | None = None) -> TargetFailure:
+                    max_attempts: int, final: bool = False) -> TargetFailure:
         """Record a failed post to one target; it is dead when `final` (refused), after
         `max_attempts` failed tries, or on the batch's last counted try (so a target never
         takes its messages to dead letter with it: the message's retry while it waits counts
-        to max_attempts). With `retry_for` the failure is transient (the CRM is down, slow or
-        rate-limiting): tries do not count, and it is dead only once the batch has been
-        failing that long (from its first failure), saying what to do next; the sink's
-        outcome for its messages is then a transient retry too. Committed with the batch's
-        outcomes."""
+        to max_attempts). Committed with the batch's outcomes."""
         attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
-        if retry_for is not None and not final:
-            failing = time.time() - (self.failing_since or time.time())
-            dead = failing >= retry_for
-            if dead:
-                reason = (f"kept failing for {format_duration(failing)} (last: {reason}): "
-                          "check its service status, then requeue")
-        else:
-            dead = final or max(attempts, self.attempt - self.outage_tries) >= max_attempts
+        dead = final or max(attempts, self.attempt - self.outage_tries) >= max_attempts
         failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts)
         self.targets[key] = self.new_targets[key] = failure
         return failure

@@ -38,10 +38,9 @@ import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 
-from bridge import WAITING_FOR_FILE, Batch, Message, Outcome, TargetFailure, file_name
+from bridge import WAITING_FOR_FILE, Batch, Message, TargetFailure, file_name
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
-from plugins.leadsquared.outcomes import OUTAGE
 from plugins.leadsquared.transcript import Part
 
 logger = logging.getLogger(__name__)
@@ -93,19 +92,16 @@ class Attacher:
 
     def __init__(self, client: LeadSquaredClient, files_base: str, allowed: bool,
                  max_attempts: int, land: Landed | None = None,
-                 attempt: Attempt | None = None, retry_for: float | None = None) -> None:
+                 attempt: Attempt | None = None) -> None:
         self.client = client
         self.files_base = files_base
         self.allowed = allowed  # the activity type's Allow Attachments
         self.max_attempts = max_attempts
-        self.retry_for = retry_for  # how long an outage's failures retry (None: counted)
         self.land = land  # records a landed attach in the buffer's ledger at once
         self.attempt = attempt  # records an attach about to go out, at once
 
-    async def attach(self, batch: Batch, part: Part,
-                     existing: dict[str, str]) -> list[Outcome]:
-        """Attach the part's files to its activity (in `existing`); why any still waits
-        (retries, transient in an outage)."""
+    async def attach(self, batch: Batch, part: Part, existing: dict[str, str]) -> list[str]:
+        """Attach the part's files to its activity (in `existing`); why any still waits."""
         waiting = []
         for message in part.messages:
             if (why := await self._one(batch, part, message, existing)) is not None:
@@ -113,7 +109,7 @@ class Attacher:
         return waiting
 
     async def _one(self, batch: Batch, part: Part, message: Message,
-                   existing: dict[str, str]) -> Outcome | None:
+                   existing: dict[str, str]) -> str | None:
         file = message.file
         if file is None or file.state in ("dead", "held") or not self.allowed:
             return None  # nothing to attach: the transcript line says why
@@ -169,30 +165,28 @@ class Attacher:
                            type(exc).__name__, exc)
 
     def _failed(self, batch: Batch, key: str, name: str, message: Message, reason: str,
-                final: bool, transient: bool = False) -> Outcome | None:
+                final: bool) -> str | None:
         failure = batch.fail_target(key, f"attachment {name}", reason, [message.id],
-                                    self.max_attempts, final=final,
-                                    retry_for=self.retry_for if transient else None)
+                                    self.max_attempts, final=final)
         if failure.dead:
             logger.warning("gave up attaching a file after %d tries: %s", failure.attempts,
-                           failure.reason)
+                           reason)
             return None
-        return Outcome.retry(f"attachment {name}: {reason}", transient=transient)
+        return f"attachment {name}: {reason}"
 
 
-def _reason(exc: Exception, upload: bool = False) -> tuple[str, bool, bool]:
-    """(why, whether it is final, whether it is an outage's) of a failed upload or attach.
-    An upload whose answer was lost is simply repeated (an unlinked copy is harmless); an
-    attach is not. An outage's failure retries for retry_for, not max_attempts."""
+def _reason(exc: Exception, upload: bool = False) -> tuple[str, bool]:
+    """(why, whether it is final) of a failed upload or attach. An upload whose answer was
+    lost is simply repeated (an unlinked copy is harmless); an attach is not."""
     if not isinstance(exc, LeadSquaredError):
-        return f"the stored file cannot be read: {exc}", True, False
+        return f"the stored file cannot be read: {exc}", True
     reason = f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}"
     if upload:
-        return reason, exc.kind == "rejected", exc.kind in OUTAGE
+        return reason, exc.kind == "rejected"
     if exc.kind == "unknown_outcome":  # it may have landed: never sent again by itself
         reason = (f"{UNCONFIRMED}: {reason}; it may be attached (no API reads an "
                   "activity's attachments), so it is not repeated: requeue to attach again")
-    return reason, exc.kind in ("rejected", "unknown_outcome"), exc.kind in OUTAGE
+    return reason, exc.kind in ("rejected", "unknown_outcome")
 
 
 def _mime(mime_type: str | None, name: str) -> str:

@@ -57,7 +57,8 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
     waiting = await steps.poster.on_opportunities(batch, plan, landed)
     for part in landed:  # 4. attach the files to the activity that names them
         waiting[part.key] += await steps.attacher.attach(batch, part, plan.existing)
-        results[part.key] = _waits(waiting[part.key])
+        results[part.key] = (Outcome.retry("; ".join(waiting[part.key]))
+                             if waiting[part.key] else Outcome.delivered())
     if plan.unread is not None:  # landed parts wait for the opportunities not read
         unread = outcome_of(plan.unread)
         why = f"opportunities of the lead could not be read: {unread.reason}"
@@ -65,12 +66,3 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
             if outcome.kind == "delivered":
                 results[key] = Outcome.retry(why, transient=unread.transient)
     return per_message(batch, plan.parts, results)
-
-
-def _waits(waits: list[Outcome]) -> Outcome:
-    """A landed part's outcome: delivered, or a retry naming every target it waits for,
-    transient (an outage's, retried for retry_for) when every one of them is."""
-    if not waits:
-        return Outcome.delivered()
-    return Outcome.retry("; ".join(w.reason for w in waits),
-                         transient=all(w.transient for w in waits))

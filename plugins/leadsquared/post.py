@@ -86,16 +86,16 @@ class Poster:
         return results
 
     async def on_opportunities(self, batch: Batch, plan: Plan,
-                               landed: list[Part]) -> dict[str, list[Outcome]]:
+                               landed: list[Part]) -> dict[str, list[str]]:
         """Each landed part on each opportunity, a target of its own; why each part still
-        waits (retries). With bulk on, a part's rows for one opportunity go in together, so
-        several share a ByOpportunityId call."""
-        waiting: dict[str, list[Outcome]] = {part.key: [] for part in landed}
-        brake: list[Outcome] = []  # a rate limit on one opportunity: spare the rest for now
+        waits. With bulk on, a part's rows for one opportunity go in together, so several
+        share a ByOpportunityId call."""
+        waiting: dict[str, list[str]] = {part.key: [] for part in landed}
+        brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
 
         async def one(part: Part, opportunity: str) -> None:
-            if wait := await self._on_opportunity(batch, plan, part, opportunity, brake):
-                waiting[part.key].append(wait)
+            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake):
+                waiting[part.key].append(reason)
 
         for opportunity in plan.opportunities:
             if self.opportunity_bulk is None or self.bulk is None:
@@ -107,34 +107,31 @@ class Poster:
         return waiting
 
     async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
-                              brake: list[Outcome]) -> Outcome | None:
-        """Why the part still waits on this opportunity (a retry, transient in an outage);
-        None once settled (landed, or given up as a dead target of its own)."""
+                              brake: list[str]) -> str | None:
+        """Why the part still waits on this opportunity; None once settled (landed, or
+        given up as a dead target of its own)."""
         key = f"{part.key}@{opportunity}"
         earlier = batch.targets.get(key)
         if key in plan.existing or (earlier is not None and earlier.dead):
             return None
         if opportunity in plan.unchecked:
-            outcome = plan.unchecked[opportunity]
+            outcome = Outcome.retry(plan.unchecked[opportunity])
         elif brake:
-            outcome = Outcome.retry(f"not attempted after: {brake[0].reason}",
-                                    transient=brake[0].transient)
+            outcome = Outcome.retry(f"not attempted after: {brake[0]}")
         elif failed := await self._post(batch, plan, part, opportunity):
             outcome = failed.outcome
             if failed.kind == "rate_limited":
-                brake.append(outcome)
+                brake.append(outcome.reason)
         else:
             return None
         failure = batch.fail_target(
             key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
-            self.settings.max_attempts, final=outcome.kind == "rejected",
-            retry_for=self.settings.retry_for if outcome.transient else None)
+            self.settings.max_attempts, final=outcome.kind == "rejected")
         if failure.dead:
             logger.warning("gave up posting on an opportunity after %d tries: %s",
                            failure.attempts, failure.reason)
             return None
-        return Outcome.retry(f"opportunity {opportunity}: {outcome.reason}",
-                             transient=outcome.transient)
+        return f"opportunity {opportunity}: {outcome.reason}"
 
     async def _post(self, batch: Batch, plan: Plan, part: Part,
                     target: str | None) -> Failed | None:

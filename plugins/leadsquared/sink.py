@@ -102,8 +102,7 @@ class LeadSquaredSink:
             Poster(self.client, self.settings, account.event, keys, people.forget_if_gone,
                    self.bulk, opportunity_bulk, account.owner_email, account.business_field),
             Attacher(self.client, account.files_base, account.allow_attachments,
-                     self.settings.max_attempts, self._landed, self._attempt,
-                     self.settings.retry_for))
+                     self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)
 
     async def _landed(self, key: str, attachment: str) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from bridge import Batch, Outcome
+from bridge import Batch
 from plugins.leadsquared.attachments import follow_ups, held_line
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -42,7 +42,7 @@ class Plan:
     parts: list[Part]
     opportunities: list[str]
     existing: dict[str, str]
-    unchecked: dict[str, Outcome] = field(default_factory=dict)
+    unchecked: dict[str, str] = field(default_factory=dict)
     unread: LeadSquaredError | None = None
 
 
@@ -105,10 +105,8 @@ class Planner:
         try:  # each opportunity's own check: a failed one waits alone
             plan.existing.update(await self.keys.on_opportunity(opportunity))
         except LeadSquaredError as exc:
-            failed = outcome_of(exc)
-            plan.unchecked[opportunity] = Outcome.retry(
-                f"could not check it for earlier posts: {failed.reason}",
-                transient=failed.transient)
+            plan.unchecked[opportunity] = (
+                f"could not check it for earlier posts: {outcome_of(exc).reason}")
 
     def _render(self, batch: Batch, messages: list, reps: dict[Any, Rep]) -> list[Part]:
         if not messages:

@@ -110,36 +110,30 @@ async def test_an_attach_failing_through_an_outage_past_max_attempts_is_kept_not
     assert len(sim.attachments(activity["Id"])) == 1 and await buffer.dead_targets() == []
 
 
-async def test_an_opportunity_down_past_max_attempts_is_kept_and_gets_the_chat_when_mended(
-        sim, buffer):
-    """The lead's activity lands; the lead's opportunity answers a gateway's 503 page for
-    more tries than max_attempts: an outage, so its target keeps retrying for retry_for
-    (never a dead target after max_attempts tries) and the chat reaches it once mended."""
+
+async def test_an_outage_after_the_lead_landed_never_gives_up_its_opportunity(sim, buffer):
+    """The lead's activity lands and its opportunity fails once (its target waits); then
+    the whole CRM is down for more tries than max_attempts. Each try fails at its first
+    read, before the opportunity is tried: an outage, timed by retry_for, so the target is
+    not given up, and the chat reaches the opportunity once LeadSquared is back. (A target
+    failing alone while LeadSquared answers the rest is counted: max_attempts, so a chat's
+    later messages, which wait behind it in order, are not held for retry_for.)"""
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     deal = sim.add_opportunity(lead, "Deal")
     sim.refuse_posts(deal, "down", transient=True)
-    sink = sink_for(sim, max_attempts=2, **FAST)
-    async with running(buffer, [sink]):
+    async with running(buffer, [sink_for(sim, max_attempts=4, **FAST)]):
         await buffer.append([chat(1)])
-        await wait_until(lambda: _more_than(buffer, 5), timeout=30)
-        assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+        await wait_until(lambda: _failing(buffer), timeout=30)  # the first try is over
+        sim.configure(error_rate=1.0)
         sim.refuse_posts(deal, reason="")
+        await wait_until(lambda: _more_than(buffer, 8), timeout=60)
+        assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+        sim.configure(error_rate=0.0)
         await wait_until(lambda: settled(buffer), timeout=30)
     assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
-    on_deal = [a for a in sim.activities(lead) if a["RelatedOpportunityId"] == deal]
-    assert len(on_deal) == 1 and len(sim.activities(lead)) == 2
+    on = [a["RelatedOpportunityId"] for a in sim.activities(lead)]
+    assert sorted(on, key=str) == sorted([None, deal], key=str)
 
 
-async def test_an_opportunity_down_past_retry_for_is_a_dead_target_saying_what_to_do(
-        sim, buffer):
-    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    deal = sim.add_opportunity(lead, "Deal")
-    sim.refuse_posts(deal, "down", transient=True)
-    async with running(buffer, [sink_for(sim, max_attempts=10_000, retry_for=1.0, **FAST)]):
-        await buffer.append([chat(1)])
-        (dead,) = await wait_until(buffer.dead_targets, timeout=30)
-        await wait_until(lambda: settled(buffer), timeout=30)
-    assert dead["reason"].startswith("kept failing for ")
-    assert dead["reason"].endswith("check its service status, then requeue")
-    assert await buffer.dead_letters() == []  # the lead has the chat: only the deal waits
-    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
+async def _failing(buffer) -> bool:
+    return bool(await rows(buffer, "SELECT 1 FROM batches WHERE failing_since IS NOT NULL"))
