@@ -124,9 +124,13 @@ class Cluster:
         return httpx.get(f"{self.urls[0]}/status", timeout=10).json()
 
     def stop(self) -> None:
-        for bridge in self.bridges:
-            if bridge is not None:
-                bridge.stop()
+        """SIGTERM to all at once, then wait for each (one by one, each shutdown waited
+        for the one before it)."""
+        running = [b for b in self.bridges if b is not None and b.proc.poll() is None]
+        for bridge in running:
+            bridge.proc.terminate()
+        for bridge in running:
+            bridge.stop()  # waits; SIGKILL if it does not exit in time
 
 
 class Driver(threading.Thread):
@@ -266,7 +270,7 @@ def faults(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> dict
             time.sleep(rng.uniform(0.1, 0.5))
             cluster.start(victim)
         health = pg_outage(pg, cluster, driver, args.pg_down)
-        time.sleep(5)  # webhooks keep coming after it returned
+        time.sleep(args.after)  # webhooks keep coming after it returned
         driver.stop.set()
         driver.join(30)
         drained = wait_for(lambda: landed(sim, driver.acked), 180)
@@ -322,10 +326,12 @@ def main() -> None:
     parser.add_argument("--fault-seconds", type=float, default=30)
     parser.add_argument("--kill-every", type=float, default=3)
     parser.add_argument("--pg-down", type=float, default=10)
+    parser.add_argument("--after", type=float, default=5,
+                        help="seconds webhooks keep coming after PostgreSQL returned")
     args = parser.parse_args()
-    if args.smoke:
+    if args.smoke:  # one SIGKILL or two, PostgreSQL down long enough for several 503s
         args.rate, args.messages, args.conversations = "10/1s", 40, 5
-        args.fault_seconds, args.kill_every, args.pg_down = 4, 2, 3
+        args.fault_seconds, args.kill_every, args.pg_down, args.after = 2, 1.5, 2, 1
     if not (PG_BIN / "initdb").exists():
         print(f"summary: skipped, no PostgreSQL 15 server binaries in {PG_BIN}")
         return

@@ -12,6 +12,48 @@ from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
 from tests.backends import BACKENDS, fresh_schema_url
 
+# The longest tests (20-70 s each on CI's 2 cores), run first: with `--dist worksteal`
+# (pyproject addopts) a worker that runs out of tests takes half of the other's queue from
+# its end, so with these at the front the two workers end together on short tests instead
+# of one waiting a minute for the other's last long one. Order only: a name missing here, or
+# no longer slow, costs a little wall time and nothing else.
+LONGEST_FIRST = (
+    "tests/test_bench_smoke.py::test_benchmark_runs_in_smoke_mode[cluster.py]",
+    "tests/test_bench_smoke.py::test_benchmark_runs_in_smoke_mode[footprint.py]",
+    "tests/test_bench_smoke.py::test_benchmark_runs_in_smoke_mode[drain.py]",
+    "tests/test_bench_smoke.py",
+    "tests/reliability/test_crash_loop.py",
+    "tests/whatsapp/test_import_encodings.py::test_memory_stays_flat",
+    "tests/core/test_crash.py",
+    "tests/leadsquared/test_end_to_end.py::test_sigkill",
+    "tests/reliability/test_crm_chaos.py",
+    "tests/core/test_cli.py::test_status_finds_run_port",
+    "tests/leadsquared/test_owners_end_to_end.py::test_owned_activities_land_once",
+    "tests/web/test_browser.py",
+    "tests/leadsquared/test_backfill.py::test_sigkill",
+    "tests/leadsquared/test_end_to_end.py::test_one_opportunity_refusing_posts",
+    "tests/core/test_buffer_migrate.py::test_a_copy_killed_midway",
+    "tests/cluster/test_three_bridges.py",
+    "tests/reliability/test_bad_input.py",
+    "tests/whatsapp/test_webhook_robust.py::test_sigkill",
+    "tests/leadsquared/test_sink.py::test_429_storm",
+    "tests/whatsapp/test_coexistence_e2e.py",
+    "tests/test_example_sink.py",
+    "tests/whatsapp/test_media_e2e.py",
+    "tests/leadsquared/test_phone_variants_end_to_end.py",
+)
+
+
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)),
+                len(LONGEST_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """LONGEST_FIRST's tests first, in its order; the rest keep theirs (a stable sort: the
+    same order on every worker, as xdist requires)."""
+    items.sort(key=lambda item: _rank(item.nodeid))
+
 
 @pytest.fixture
 def pm():
