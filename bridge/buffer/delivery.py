@@ -694,9 +694,13 @@ async def reopen_waiting(db: Connector, message_id: int) -> int:
     (its batch retries for another target) is re-posted whole by that retry (same part,
     same key): its wait is simply forgotten, and the retry attaches the file like any
     other (a follow-up would render the part without it, under a new key: a second
-    activity)."""
+    activity). A batch leased now is left alone: its try read the wait (and skips the
+    file), so a wait forgotten under it would end with the message delivered and the file
+    never attached; its completion re-reads the file, locked, and re-opens it then."""
     count = 0
     for sink, key, batch_id, batch_state in await _waiting(db, message_id):
+        if batch_state == "leased":
+            continue  # the try in flight settles it when it completes (_file_states)
         if batch_state == "done" and await db.run(REOPEN_MESSAGES, sink=sink,
                                                    batch_id=batch_id, ids=[message_id]):
             await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,

@@ -286,3 +286,42 @@ async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_t
     assert [m.id for m in follow.messages] == [photo.id]
     assert part in follow.batch.ledger and not follow.batch.targets[
         f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_stored_during_the_retry_that_lands_its_window_is_attached(
+        sim, media_buffer, tmp_path):
+    """The window (photo first) is on the lead, its opportunity fails (the messages stay
+    pending, the file's wait dead). The outage ends; during the try that lands the window
+    on the opportunity (it read the wait at its claim, so it skips the file), the file is
+    stored. The fetch used to forget the wait (the message still pending: "the retry
+    attaches it"), the try then delivered the message, and the photo was never attached,
+    with nothing dead or overdue to show for it (adv25)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    await media_buffer.append([media_message(1, "m-1"), chat(2, account=PHONE_ID)])
+    photo = os.urandom(8000)
+    sink = sink_for(sim, max_attempts=500)
+    real, armed, done = sink.deliver, [], []
+
+    async def deliver(batch):
+        mended = bool(armed)  # this try began after the outcome ended
+        outcomes = await real(batch)
+        if mended and not done:
+            done.append(batch.key)
+            await fetch(media_buffer, tmp_path, photo)  # after the sink read the wait
+        return outcomes
+
+    sink.deliver = deliver
+    async with running(media_buffer, [sink]):
+        (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
+                                                if a["RelatedOpportunityId"] is None])
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 3)
+        armed.append(True)
+        sim.refuse_posts(flaky, "")  # the outage ends: the next try lands the window
+        await wait_until(lambda: done)
+        await wait_until(lambda: sim.activities(lead, flaky))
+        await wait_until(lambda: settled(media_buffer))
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert await media_buffer.dead_targets() == []
