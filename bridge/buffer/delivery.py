@@ -617,7 +617,8 @@ _RETRY_BATCH = Query(sa.update(batches).values(
     outage_tries=0,
     failing_since=None)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
-DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(
+DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids, b.state)
+                     .select_from(targets.outerjoin(batches, b.id == t.batch_id)).where(
     t.state == "dead", t.sink == sa.func.coalesce(P("sink", type_=TEXT), t.sink))
     .order_by(t.sink, t.key), "dead targets")
 REOPEN_MESSAGES = Query(sa.update(deliveries).values(_REOPEN).where(
@@ -665,12 +666,21 @@ async def requeue(db: Connector, sink: str | None, message_ids: Sequence[int] | 
 async def _requeue_targets(db: Connector, sink: str | None,
                            message_ids: Sequence[int] | None) -> int:
     """Re-open a dead target: its messages go back to pending in their own batch, so the
-    retry carries the same keys and re-posts only what is not in the ledger."""
+    retry carries the same keys and re-posts only what is not in the ledger.
+
+    A file target waits while its batch is not done (another part retries, or a try is in
+    flight): its message back beside that part's messages would be rendered with them
+    under its note's key, already in the ledger, and they would count as delivered
+    unposted (as reopen_waiting). A wait for a file is re-read at the batch's end; any
+    other stays a dead letter, to requeue once the batch is done."""
     wanted = set(message_ids or ())
     count = 0
-    for target_sink, key, batch_id, ids in await db.rows(DEAD_TARGETS, sink=sink):
+    for target_sink, key, batch_id, ids, batch_state in await db.rows(DEAD_TARGETS,
+                                                                       sink=sink):
         covered = list(_ids(ids))
         if wanted and not wanted.intersection(covered):
+            continue
+        if "#file" in key and batch_state not in ("done", None):
             continue
         if not await db.run(REOPEN_MESSAGES, sink=target_sink, batch_id=batch_id, ids=covered):
             continue  # its messages were pruned: keep it listed, for a person

@@ -325,3 +325,49 @@ async def test_a_file_stored_during_the_retry_that_lands_its_window_is_attached(
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
     assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
     assert await media_buffer.dead_targets() == []
+
+
+@pytest.mark.parametrize("reason", ["waiting", "unconfirmed"])
+async def test_a_requeue_while_another_part_of_its_batch_retries_keeps_the_file_apart(
+        media_buffer, tmp_path, reason):
+    """The same way to lose a text as above, by a requeue (adv25): the photo's note landed,
+    its file target is dead (still waiting for the file, or an attach unconfirmed), and the
+    later note's post failed (the batch waits to retry). "Requeue all" (the page's button,
+    `bridge dead-letter requeue`) re-opened the file target's message at once, back in that
+    batch beside the later note's message: rendered together under the photo note's key,
+    already in the ledger, the later text counted delivered unposted. Wanted: the retry
+    carries the later note's message alone; the file target waits for the batch's end."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+    from plugins.leadsquared.attachments import UNCONFIRMED
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    if reason == "unconfirmed":
+        await fetch(media_buffer, tmp_path, os.urandom(2000))
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"  # the photo's note: photo + first
+    claim.batch.remember(part, "activity-1")
+    why = (f"{WAITING_FOR_FILE}: it follows once fetched" if reason == "waiting" else
+           f"{UNCONFIRMED}: LeadSquared transient: 503; requeue to attach again")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", why, [photo.id], 50,
+                            final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    await media_buffer.requeue("leadsquared")  # all of the sink's dead letters
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in retry.messages] == [later.id]  # never the photo beside it
+    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    if reason == "waiting":  # the file comes once the batch is done: it follows alone
+        await fetch(media_buffer, tmp_path, os.urandom(2000))
+    else:  # a dead letter still: requeued now, it follows alone
+        assert [t["key"] for t in await media_buffer.dead_targets()] == [
+            f"{part}#file{photo.id}"]
+        await media_buffer.requeue("leadsquared", [photo.id])
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert part in follow.batch.ledger and not follow.batch.targets[
+        f"{part}#file{photo.id}"].dead
