@@ -143,3 +143,34 @@ async def test_an_opportunity_down_past_retry_for_is_a_dead_target_saying_what_t
     assert dead["reason"].endswith("check its service status, then requeue")
     assert await buffer.dead_letters() == []  # the lead has the chat: only the deal waits
     assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
+
+
+async def test_an_opportunity_down_past_retry_for_never_takes_its_chat_to_dead_letter(
+        sim, buffer):
+    """The lead has the chat; only its opportunity is down. The sink judges the target's
+    retry_for while it delivers, the buffer judges the messages' when it commits: a commit
+    that comes later (a busy writer; here each delivery's commit waits 0.6 s) used to pass
+    retry_for first, so the chat went to dead letter though the lead has it, and the
+    opportunity's target stayed 'failing' in a finished batch: never retried, never dead
+    (adv25). Wanted: the target dies, the chat never does."""
+    import asyncio
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    sink = sink_for(sim, max_attempts=10_000, retry_for=1.0, **FAST)
+    real = sink.deliver
+
+    async def deliver(batch):
+        outcomes = await real(batch)
+        await asyncio.sleep(0.6)  # the commit comes late
+        return outcomes
+
+    sink.deliver = deliver
+    async with running(buffer, [sink]):
+        await buffer.append([chat(1)])
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_letters() == []
+    (dead,) = await buffer.dead_targets()
+    assert dead["reason"].startswith("kept failing for ")
+    assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
