@@ -371,3 +371,39 @@ async def test_a_requeue_while_another_part_of_its_batch_retries_keeps_the_file_
     assert [m.id for m in follow.messages] == [photo.id]
     assert part in follow.batch.ledger and not follow.batch.targets[
         f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_deferred_for_its_batch_follows_when_the_other_part_dies_and_requeues(
+        media_buffer, tmp_path):
+    """The file came while the later note retried (its wait left for the batch's end); the
+    later note then dies (a dead letter): the batch is done, so the photo follows alone to
+    its note's activity, and the later note, requeued, goes in a batch of its own."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    await fetch(media_buffer, tmp_path, os.urandom(2000))  # left for the batch's end
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in retry.messages] == [later.id]
+    await media_buffer.complete(retry, [Outcome.rejected("note refused")], policy)
+    assert [d["message_id"] for d in await media_buffer.dead_letters()] == [later.id]
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in follow.messages] == [photo.id] and follow.batch.key == claim.batch.key
+    assert follow.batch.ledger[part] == "activity-1"
+    assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
+    assert await media_buffer.requeue("leadsquared", [later.id]) == 1
+    await media_buffer.complete(follow, [Outcome.delivered()], policy)
+    (again,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in again.messages] == [later.id] and again.batch.key != claim.batch.key
+    assert await media_buffer.dead_targets() == []
