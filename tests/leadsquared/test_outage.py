@@ -5,6 +5,8 @@ next. Against the simulator's fault switches over real HTTP."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.backends import rows
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import assert_exactly_once, chat, settled, sink_for
@@ -174,3 +176,24 @@ async def test_an_opportunity_down_past_retry_for_never_takes_its_chat_to_dead_l
     (dead,) = await buffer.dead_targets()
     assert dead["reason"].startswith("kept failing for ")
     assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "adv25, left to a design decision: a conversation's batches go in order, and a batch "
+    "whose lead activity landed still retries while one opportunity answers 5xx; since "
+    "0ab6216 (point 3) that lasts retry_for (24 h by default), not max_attempts tries, so "
+    "the customer's later chats wait as long before reaching the lead"))
+async def test_a_later_chat_reaches_the_lead_while_one_opportunity_is_down(sim, buffer):
+    """The lead takes posts; only its opportunity answers a gateway's 503 page. The
+    customer writes again: the new chat should reach the lead without waiting for that
+    opportunity (before 0ab6216 it did, once the target died after max_attempts tries)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
+        await buffer.append([chat(1)])
+        await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: _more_than(buffer, 3), timeout=30)  # past max_attempts
+        await buffer.append([chat(2)])
+        await wait_until(lambda: any("msg-00002" in str(a) for a in sim.activities(lead)),
+                         timeout=5)
