@@ -407,3 +407,48 @@ async def test_a_file_deferred_for_its_batch_follows_when_the_other_part_dies_an
     (again,) = await media_buffer.claim("leadsquared", 10, 60)
     assert [m.id for m in again.messages] == [later.id] and again.batch.key != claim.batch.key
     assert await media_buffer.dead_targets() == []
+
+
+async def test_each_photo_goes_to_its_own_note_when_a_note_between_them_is_delivered(
+        sim, media_buffer, tmp_path):
+    """Three notes in one batch (note_limit 1000): photo 1, a long text, photo 2. The texts
+    land; both attaches meet a gateway's 408 (never reached the account: retried), so the
+    photos' messages stay pending and the long text's is delivered. The retry renders the
+    two photos alone: together they would fit in one note, keyed as the first photo's;
+    each keeps its own note's key (its failing file target names it: follow_ups), so each
+    photo goes to the activity whose note names it (adv25: held)."""
+    from dataclasses import replace
+
+    from tests.helpers import message
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    first = replace(media_message(1, "m-1"), text="a" * 200)
+    long_text = message(2, "+919876543210", source="whatsapp", text="c" * 675,
+                        account=PHONE_ID)
+    second = replace(media_message(3, "m-2"), text="d" * 80)
+    await media_buffer.append([first, long_text, second])
+    photos = {}
+    for job in await media_buffer.media_claim("whatsapp", 10, 60):
+        data = os.urandom(3000)
+        path = tmp_path / f"file-{job.message_id}"
+        path.write_bytes(data)
+        await media_buffer.media_fetched(job, str(path), len(data),
+                                         hashlib.sha256(data).hexdigest(), "image/jpeg")
+        photos[job.message_id] = data
+    sim.break_endpoint("Add", 408)  # a gateway's page: the attach never reached the account
+    sink = sink_for(sim, note_limit=1000, max_attempts=50, rate_limit="1000/0.05s",
+                    bulk_rate_limit="1000/0.05s")
+    async with running(media_buffer, [sink]):
+        notes = await wait_until(lambda: len(sim.activities(lead)) == 3
+                                 and sim.activities(lead))
+        await wait_until(lambda: calls(sim, "Attachment/Add") >= 4, timeout=30)
+        sim.mend_endpoint("Add")
+        await wait_until(lambda: settled(media_buffer), timeout=30)
+        await wait_until(lambda: sum(len(sim.attachments(a["Id"])) for a in notes) >= 2,
+                         timeout=10)
+    ids = sorted(photos)
+    by_caption = {"a" * 200: photos[ids[0]], "d" * 80: photos[ids[1]]}
+    for note in notes:
+        named = [data for caption, data in by_caption.items()
+                 if caption in str(note.get("ActivityNote", note))]
+        assert [a["Data"] for a in sim.attachments(note["Id"])] == named
