@@ -462,10 +462,13 @@ FILE_STATES = Query(sa.select(media.c.message_id, media.c.state, media.c.reason)
 async def _file_states(db: Connector, claims: list[Claim]) -> list[tuple[int, str, str]]:
     """(message id, state, reason) of the files the claims' waits are for, locked: the new
     ones, and those recorded by an earlier try of the batch (a fetch that came while the
-    batch still retried left them for the batch's end, reopen_waiting)."""
+    batch still retried left them for the batch's end, reopen_waiting). A wait loaded as
+    'the file never came' counts too: its media may have been requeued and fetched while
+    this try was in flight (the fetch leaves a leased batch's waits to its completion)."""
     ids = sorted({i for claim in claims
                   for f in (*claim.batch.targets.values(), *claim.batch.new_targets.values())
-                  if f.dead and f.reason.startswith(WAITING_FOR_FILE) for i in f.message_ids})
+                  if f.dead and f.reason.startswith((WAITING_FOR_FILE, FILE_NEVER_CAME))
+                  for i in f.message_ids})
     if not ids:
         return []
     return [tuple(row) for row in await db.rows(FILE_STATES, ids=ids)]  # type: ignore[misc]

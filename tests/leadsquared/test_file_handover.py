@@ -452,3 +452,37 @@ async def test_each_photo_goes_to_its_own_note_when_a_note_between_them_is_deliv
         named = [data for caption, data in by_caption.items()
                  if caption in str(note.get("ActivityNote", note))]
         assert [a["Data"] for a in sim.attachments(note["Id"])] == named
+
+
+async def test_a_file_fetched_again_during_its_batchs_last_try_still_follows(
+        media_buffer, tmp_path):
+    """The photo's download died (its wait says the file never came) while the later note
+    retried; the retry is leased, and meanwhile the media is requeued and fetched: the
+    fetch leaves the wait to the try in flight, and that try's completion must re-read it
+    although the wait it loaded still said the file never came (adv25)."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+    await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)  # the last try, in flight
+    assert retry.batch.targets[f"{part}#file{photo.id}"].reason.startswith(
+        "the file never came")
+    await media_buffer.media_requeue([photo.id])
+    await fetch(media_buffer, tmp_path, os.urandom(2000))
+    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)  # the file, alone
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
