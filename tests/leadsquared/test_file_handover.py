@@ -486,3 +486,38 @@ async def test_a_file_fetched_again_during_its_batchs_last_try_still_follows(
     (follow,) = await media_buffer.claim("leadsquared", 10, 60)  # the file, alone
     assert [m.id for m in follow.messages] == [photo.id]
     assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_stored_while_its_batchs_lease_is_lost_follows_after_the_next_try(
+        media_buffer, tmp_path):
+    """The fetch leaves a leased batch's wait to the try in flight; that try loses its
+    lease (LeaseLost: it records nothing) and the next try, which loaded the wait too,
+    re-reads it when it completes: the photo still follows alone (adv25: held)."""
+    import time
+
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+    from bridge.errors import LeaseLost
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    t0 = time.time()
+    (lost,) = await media_buffer.claim("leadsquared", 10, 60, now=t0)
+    await fetch(media_buffer, tmp_path, os.urandom(2000))  # left to the try in flight
+    (again,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 61)  # it ran out
+    with pytest.raises(LeaseLost):
+        await media_buffer.complete(lost, [Outcome.delivered()], policy)
+    await media_buffer.complete(again, [Outcome.delivered()], policy, now=t0 + 61)
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 62)
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
