@@ -197,3 +197,28 @@ async def test_a_later_chat_reaches_the_lead_while_one_opportunity_is_down(sim, 
         await buffer.append([chat(2)])
         await wait_until(lambda: any("msg-00002" in str(a) for a in sim.activities(lead)),
                          timeout=5)
+
+
+async def test_one_opportunity_down_and_another_refusing_each_settle_on_their_own(
+        sim, buffer):
+    """adv25 (held): one opportunity answers 503 pages past max_attempts, another refuses
+    the post. The refusal is a dead target at once; the outage keeps retrying (no dead
+    letter, no dead target for it) and gets the chat once mended; the lead has it once."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    down = sim.add_opportunity(lead, "Down")
+    closed = sim.add_opportunity(lead, "Closed")
+    sim.refuse_posts(down, "down", transient=True)
+    sim.refuse_posts(closed, "Opportunity is closed for new activities (simulated)")
+    async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
+        await buffer.append([chat(1)])
+        (refused,) = await wait_until(buffer.dead_targets, timeout=30)
+        await wait_until(lambda: _more_than(buffer, 4), timeout=30)
+        assert [t["key"] for t in await buffer.dead_targets()] == [refused["key"]]
+        assert refused["key"].endswith(f"@{closed}")
+        assert await buffer.dead_letters() == []
+        sim.refuse_posts(down, reason="")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert [t["key"] for t in await buffer.dead_targets()] == [refused["key"]]
+    assert await buffer.dead_letters() == []
+    assert sorted(str(a["RelatedOpportunityId"]) for a in sim.activities(lead)) == sorted(
+        ["None", down])
