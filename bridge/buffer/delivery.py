@@ -624,7 +624,7 @@ _RETRY_BATCH = Query(sa.update(batches).values(
     outage_tries=0,
     failing_since=None)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
-DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids, b.state)
+DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids, b.state, t.reason)
                      .select_from(targets.outerjoin(batches, b.id == t.batch_id)).where(
     t.state == "dead", t.sink == sa.func.coalesce(P("sink", type_=TEXT), t.sink))
     .order_by(t.sink, t.key), "dead targets")
@@ -679,13 +679,21 @@ async def _requeue_targets(db: Connector, sink: str | None,
     flight): its message back beside that part's messages would be rendered with them
     under its note's key, already in the ledger, and they would count as delivered
     unposted (as reopen_waiting). A wait for a file is re-read at the batch's end; any
-    other stays a dead letter, to requeue once the batch is done."""
+    other stays a dead letter, to requeue once the batch is done.
+
+    A file target whose file never came is fetched again (as `requeue --media`) and waits
+    for it: re-opened without its file, the follow-up would find it dead, attach nothing,
+    and leave the target failing, so a later media requeue would find no wait to re-open."""
     wanted = set(message_ids or ())
     count = 0
-    for target_sink, key, batch_id, ids, batch_state in await db.rows(DEAD_TARGETS,
-                                                                       sink=sink):
+    for target_sink, key, batch_id, ids, batch_state, reason in await db.rows(DEAD_TARGETS,
+                                                                               sink=sink):
         covered = list(_ids(ids))
         if wanted and not wanted.intersection(covered):
+            continue
+        if "#file" in key and reason.startswith(FILE_NEVER_CAME):
+            await _fetch_again(db, target_sink, key, covered)
+            count += 1
             continue
         if "#file" in key and batch_state not in ("done", None):
             continue
@@ -698,6 +706,21 @@ async def _requeue_targets(db: Connector, sink: str | None,
         await db.run(_RETRY_BATCH, batch_id=batch_id)
         count += 1
     return count
+
+
+FETCH_AGAIN = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
+                    .where(media.c.state == "dead", media.c.message_id.in_(values_of("ids"))),
+                    "fetch these dead media again")
+
+
+async def _fetch_again(db: Connector, sink: str, key: str, ids: list[int]) -> None:
+    """A file target whose file never came, requeued: its file is fetched again and it
+    waits for it (a file stored meanwhile re-opens it now)."""
+    await db.run(FETCH_AGAIN, ids=ids)
+    await db.run(REASON, reason=f"{WAITING_FOR_FILE}: fetched again", sink=sink, key=key)
+    for message_id, state, _ in await db.rows(FILE_STATES, ids=ids):
+        if state == "fetched":
+            await reopen_waiting(db, message_id)
 
 
 async def reopen_waiting(db: Connector, message_id: int) -> int:

@@ -521,3 +521,31 @@ async def test_a_file_stored_while_its_batchs_lease_is_lost_follows_after_the_ne
     (follow,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 62)
     assert [m.id for m in follow.messages] == [photo.id]
     assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_that_never_came_requeued_first_as_a_dead_letter_still_follows(
+        sim, media_buffer, tmp_path):
+    """The text landed, its file's download died: the attachment is a dead target saying
+    the file never came. A person presses requeue (every dead letter of the sink) before
+    requeueing the media: the follow-up finds the file dead and attaches nothing. Then the
+    media is requeued and fetched: the photo must still reach the activity (adv25)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text; its file waits
+    (activity,) = sim.activities(lead)
+    (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+    await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+    (dead,) = await media_buffer.dead_targets()
+    assert dead["reason"].startswith("the file never came")
+    await media_buffer.requeue("leadsquared")  # the page's button: all dead letters
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))
+    await media_buffer.media_requeue([job.message_id])  # then the media, as advised
+    photo = os.urandom(3000)
+    await fetch(media_buffer, tmp_path, photo)
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert len(sim.activities(lead)) == 1
