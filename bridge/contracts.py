@@ -139,7 +139,10 @@ class Batch:
         failing that long (from its first failure), saying what to do next; the sink's
         outcome for its messages is then a transient retry too. Committed with the batch's
         outcomes."""
-        attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
+        # counted tries only: an outage's (transient) do not count, so a target kept
+        # through an outage is not dead at its first counted failure after it
+        attempts = (self.targets[key].attempts if key in self.targets else 0) + (
+            0 if retry_for is not None and not final else 1)
         if retry_for is not None and not final:
             failing = time.time() - (self.failing_since or time.time())
             dead = failing >= retry_for

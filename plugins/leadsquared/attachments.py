@@ -174,7 +174,7 @@ class Attacher:
                                     self.max_attempts, final=final,
                                     retry_for=self.retry_for if transient else None)
         if failure.dead:
-            logger.warning("gave up attaching a file after %d tries: %s", failure.attempts,
+            logger.warning("gave up attaching a file (%d counted tries): %s", failure.attempts,
                            failure.reason)
             return None
         return Outcome.retry(f"attachment {name}: {reason}", transient=transient)

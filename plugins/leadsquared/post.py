@@ -130,7 +130,7 @@ class Poster:
             self.settings.max_attempts, final=outcome.kind == "rejected",
             retry_for=self.settings.retry_for if outcome.transient else None)
         if failure.dead:
-            logger.warning("gave up posting on an opportunity after %d tries: %s",
+            logger.warning("gave up posting on an opportunity (%d counted tries): %s",
                            failure.attempts, failure.reason)
             return None
         return Outcome.retry(f"opportunity {opportunity}: {outcome.reason}",

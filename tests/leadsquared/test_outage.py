@@ -222,3 +222,25 @@ async def test_one_opportunity_down_and_another_refusing_each_settle_on_their_ow
     assert await buffer.dead_letters() == []
     assert sorted(str(a["RelatedOpportunityId"]) for a in sim.activities(lead)) == sorted(
         ["None", down])
+
+
+async def test_an_opportunity_kept_through_an_outage_is_not_dead_at_its_first_counted_failure(
+        sim, buffer):
+    """adv25: the opportunity answers 503 pages for more tries than max_attempts (an
+    outage: kept), then one try answers 401 (counted). Tries through the outage do not
+    count, so that one counted failure must not make the target dead by itself; it
+    lands once the CRM answers."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    async with running(buffer, [sink_for(sim, max_attempts=3, **FAST)]):
+        await buffer.append([chat(1)])
+        await wait_until(lambda: _more_than(buffer, 5), timeout=30)
+        sim.refuse_posts(deal, reason="")
+        sim.refuse_endpoint("Create", status=401)  # one counted failure, then mended
+        await wait_until(lambda: any(c.path.endswith("Create") and c.status == 401
+                                     for c in sim.calls), timeout=30)
+        sim.mend_endpoint("Create")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+    assert len([a for a in sim.activities(lead) if a["RelatedOpportunityId"] == deal]) == 1
