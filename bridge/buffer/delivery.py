@@ -63,6 +63,9 @@ class Claim:
     token: str
     messages: list[Message]  # all claimed messages; batch.messages may be filtered
     uncertain: bool = False  # set when the sink timed out or raised: it may have posted
+    # when it was leased: an outage's retry_for is judged at this time, never later than
+    # the sink judged its targets' (Batch.fail_target), so a target dies before its messages
+    claimed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,7 @@ async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
     if not leased:
         return []
     leased.sort(key=lambda row: (row[5], row[6], row[0]))  # the order they were due in
-    return await _load_claims(db, sink, leased, token)
+    return await _load_claims(db, sink, leased, token, now)
 
 
 async def undo_clock_steps(db: Connector, sink: str, now: float) -> None:
@@ -277,7 +280,7 @@ def _batch_key(sink: str, conversation: str, account: str, ids: list[int]) -> st
 
 
 async def _load_claims(db: Connector, sink: str, leased: list[Any],
-                       token: str) -> list[Claim]:
+                       token: str, now: float) -> list[Claim]:
     members: dict[int, list[Message]] = defaultdict(list)
     for row in await db.rows(LOAD, sink=sink, ids=[row[0] for row in leased]):
         members[row[-1]].append(message_from_row(row))
@@ -298,7 +301,7 @@ async def _load_claims(db: Connector, sink: str, leased: list[Any],
                       ledger={k: v for k, v in posted if k.startswith(key)},
                       targets=_failures([row for row in failed if row[0].startswith(key)]))
         batch.record_id = batch.conversation.record_id
-        claims.append(Claim(batch, batch_id, token, list(batch.messages)))
+        claims.append(Claim(batch, batch_id, token, list(batch.messages), claimed_at=now))
     return claims
 
 
@@ -459,10 +462,13 @@ FILE_STATES = Query(sa.select(media.c.message_id, media.c.state, media.c.reason)
 async def _file_states(db: Connector, claims: list[Claim]) -> list[tuple[int, str, str]]:
     """(message id, state, reason) of the files the claims' waits are for, locked: the new
     ones, and those recorded by an earlier try of the batch (a fetch that came while the
-    batch still retried left them for the batch's end, reopen_waiting)."""
+    batch still retried left them for the batch's end, reopen_waiting). A wait loaded as
+    'the file never came' counts too: its media may have been requeued and fetched while
+    this try was in flight (the fetch leaves a leased batch's waits to its completion)."""
     ids = sorted({i for claim in claims
                   for f in (*claim.batch.targets.values(), *claim.batch.new_targets.values())
-                  if f.dead and f.reason.startswith(WAITING_FOR_FILE) for i in f.message_ids})
+                  if f.dead and f.reason.startswith((WAITING_FOR_FILE, FILE_NEVER_CAME))
+                  for i in f.message_ids})
     if not ids:
         return []
     return [tuple(row) for row in await db.rows(FILE_STATES, ids=ids)]  # type: ignore[misc]
@@ -483,7 +489,8 @@ def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
     counts: dict[str, int] = defaultdict(int)
     errors: list[str] = []
     for message, outcome in zip(claim.messages, outcomes, strict=True):
-        state, reason = _next_state(outcome, claim.batch, policy, now)
+        judged = now if claim.claimed_at is None else min(now, claim.claimed_at)
+        state, reason = _next_state(outcome, claim.batch, policy, judged)
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
             errors.append(outcome.reason)
@@ -617,7 +624,8 @@ _RETRY_BATCH = Query(sa.update(batches).values(
     outage_tries=0,
     failing_since=None)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
-DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids).where(
+DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids, b.state, t.reason)
+                     .select_from(targets.outerjoin(batches, b.id == t.batch_id)).where(
     t.state == "dead", t.sink == sa.func.coalesce(P("sink", type_=TEXT), t.sink))
     .order_by(t.sink, t.key), "dead targets")
 REOPEN_MESSAGES = Query(sa.update(deliveries).values(_REOPEN).where(
@@ -665,12 +673,29 @@ async def requeue(db: Connector, sink: str | None, message_ids: Sequence[int] | 
 async def _requeue_targets(db: Connector, sink: str | None,
                            message_ids: Sequence[int] | None) -> int:
     """Re-open a dead target: its messages go back to pending in their own batch, so the
-    retry carries the same keys and re-posts only what is not in the ledger."""
+    retry carries the same keys and re-posts only what is not in the ledger.
+
+    A file target waits while its batch is not done (another part retries, or a try is in
+    flight): its message back beside that part's messages would be rendered with them
+    under its note's key, already in the ledger, and they would count as delivered
+    unposted (as reopen_waiting). A wait for a file is re-read at the batch's end; any
+    other stays a dead letter, to requeue once the batch is done.
+
+    A file target whose file never came is fetched again (as `requeue --media`) and waits
+    for it: re-opened without its file, the follow-up would find it dead, attach nothing,
+    and leave the target failing, so a later media requeue would find no wait to re-open."""
     wanted = set(message_ids or ())
     count = 0
-    for target_sink, key, batch_id, ids in await db.rows(DEAD_TARGETS, sink=sink):
+    for target_sink, key, batch_id, ids, batch_state, reason in await db.rows(DEAD_TARGETS,
+                                                                               sink=sink):
         covered = list(_ids(ids))
         if wanted and not wanted.intersection(covered):
+            continue
+        if "#file" in key and reason.startswith(FILE_NEVER_CAME):
+            await _fetch_again(db, target_sink, key, covered)
+            count += 1
+            continue
+        if "#file" in key and batch_state not in ("done", None):
             continue
         if not await db.run(REOPEN_MESSAGES, sink=target_sink, batch_id=batch_id, ids=covered):
             continue  # its messages were pruned: keep it listed, for a person
@@ -681,6 +706,21 @@ async def _requeue_targets(db: Connector, sink: str | None,
         await db.run(_RETRY_BATCH, batch_id=batch_id)
         count += 1
     return count
+
+
+FETCH_AGAIN = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
+                    .where(media.c.state == "dead", media.c.message_id.in_(values_of("ids"))),
+                    "fetch these dead media again")
+
+
+async def _fetch_again(db: Connector, sink: str, key: str, ids: list[int]) -> None:
+    """A file target whose file never came, requeued: its file is fetched again and it
+    waits for it (a file stored meanwhile re-opens it now)."""
+    await db.run(FETCH_AGAIN, ids=ids)
+    await db.run(REASON, reason=f"{WAITING_FOR_FILE}: fetched again", sink=sink, key=key)
+    for message_id, state, _ in await db.rows(FILE_STATES, ids=ids):
+        if state == "fetched":
+            await reopen_waiting(db, message_id)
 
 
 async def reopen_waiting(db: Connector, message_id: int) -> int:
@@ -694,9 +734,13 @@ async def reopen_waiting(db: Connector, message_id: int) -> int:
     (its batch retries for another target) is re-posted whole by that retry (same part,
     same key): its wait is simply forgotten, and the retry attaches the file like any
     other (a follow-up would render the part without it, under a new key: a second
-    activity)."""
+    activity). A batch leased now is left alone: its try read the wait (and skips the
+    file), so a wait forgotten under it would end with the message delivered and the file
+    never attached; its completion re-reads the file, locked, and re-opens it then."""
     count = 0
     for sink, key, batch_id, batch_state in await _waiting(db, message_id):
+        if batch_state == "leased":
+            continue  # the try in flight settles it when it completes (_file_states)
         if batch_state == "done" and await db.run(REOPEN_MESSAGES, sink=sink,
                                                    batch_id=batch_id, ids=[message_id]):
             await db.run(FOLLOW_UP, reason="its file was fetched: to be attached", sink=sink,

@@ -147,6 +147,9 @@ async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_
     drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
     (activity,) = await wait_until(lambda: sim.activities(lead))
     await wait_until(lambda: sim.attachments(activity["Id"]))
+    # its answer recorded (the ledger): a kill between the two is the window attachments.py
+    # leaves open (it attaches again), which cancelling at once hit now and then (adv25)
+    await wait_until(lambda: _file_keys(media_buffer))
     drain.cancel()  # killed mid-delivery: its outcomes are never committed
     with suppress(asyncio.CancelledError):
         await drain
@@ -159,6 +162,13 @@ async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_
         await wait_until(lambda: settled(media_buffer))
     assert sorted(a["Data"] for a in sim.attachments(activity["Id"])) == sorted([first, second])
     assert len(sim.activities(lead)) == 1
+
+
+async def _file_keys(buffer) -> list:
+    """The attaches recorded in the ledger."""
+    from tests.backends import rows
+
+    return await rows(buffer, "SELECT key FROM ledger WHERE key LIKE '%#file%'")
 
 
 async def test_a_file_stored_while_its_message_retries_for_another_target_follows(
@@ -286,3 +296,266 @@ async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_t
     assert [m.id for m in follow.messages] == [photo.id]
     assert part in follow.batch.ledger and not follow.batch.targets[
         f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_stored_during_the_retry_that_lands_its_window_is_attached(
+        sim, media_buffer, tmp_path):
+    """The window (photo first) is on the lead, its opportunity fails (the messages stay
+    pending, the file's wait dead). The outage ends; during the try that lands the window
+    on the opportunity (it read the wait at its claim, so it skips the file), the file is
+    stored. The fetch used to forget the wait (the message still pending: "the retry
+    attaches it"), the try then delivered the message, and the photo was never attached,
+    with nothing dead or overdue to show for it (adv25)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    flaky = sim.add_opportunity(lead, "Flaky")
+    sim.refuse_posts(flaky, "down", transient=True)
+    await media_buffer.append([media_message(1, "m-1"), chat(2, account=PHONE_ID)])
+    photo = os.urandom(8000)
+    sink = sink_for(sim, max_attempts=500)
+    real, armed, done = sink.deliver, [], []
+
+    async def deliver(batch):
+        mended = bool(armed)  # this try began after the outcome ended
+        outcomes = await real(batch)
+        if mended and not done:
+            done.append(batch.key)
+            await fetch(media_buffer, tmp_path, photo)  # after the sink read the wait
+        return outcomes
+
+    sink.deliver = deliver
+    async with running(media_buffer, [sink]):
+        (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
+                                                if a["RelatedOpportunityId"] is None])
+        await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 3)
+        armed.append(True)
+        sim.refuse_posts(flaky, "")  # the outage ends: the next try lands the window
+        await wait_until(lambda: done)
+        await wait_until(lambda: sim.activities(lead, flaky))
+        await wait_until(lambda: settled(media_buffer))
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert await media_buffer.dead_targets() == []
+
+
+@pytest.mark.parametrize("reason", ["waiting", "unconfirmed"])
+async def test_a_requeue_while_another_part_of_its_batch_retries_keeps_the_file_apart(
+        media_buffer, tmp_path, reason):
+    """The same way to lose a text as above, by a requeue (adv25): the photo's note landed,
+    its file target is dead (still waiting for the file, or an attach unconfirmed), and the
+    later note's post failed (the batch waits to retry). "Requeue all" (the page's button,
+    `bridge dead-letter requeue`) re-opened the file target's message at once, back in that
+    batch beside the later note's message: rendered together under the photo note's key,
+    already in the ledger, the later text counted delivered unposted. Wanted: the retry
+    carries the later note's message alone; the file target waits for the batch's end."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+    from plugins.leadsquared.attachments import UNCONFIRMED
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    if reason == "unconfirmed":
+        await fetch(media_buffer, tmp_path, os.urandom(2000))
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"  # the photo's note: photo + first
+    claim.batch.remember(part, "activity-1")
+    why = (f"{WAITING_FOR_FILE}: it follows once fetched" if reason == "waiting" else
+           f"{UNCONFIRMED}: LeadSquared transient: 503; requeue to attach again")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", why, [photo.id], 50,
+                            final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    await media_buffer.requeue("leadsquared")  # all of the sink's dead letters
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in retry.messages] == [later.id]  # never the photo beside it
+    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    if reason == "waiting":  # the file comes once the batch is done: it follows alone
+        await fetch(media_buffer, tmp_path, os.urandom(2000))
+    else:  # a dead letter still: requeued now, it follows alone
+        assert [t["key"] for t in await media_buffer.dead_targets()] == [
+            f"{part}#file{photo.id}"]
+        await media_buffer.requeue("leadsquared", [photo.id])
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert part in follow.batch.ledger and not follow.batch.targets[
+        f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_deferred_for_its_batch_follows_when_the_other_part_dies_and_requeues(
+        media_buffer, tmp_path):
+    """The file came while the later note retried (its wait left for the batch's end); the
+    later note then dies (a dead letter): the batch is done, so the photo follows alone to
+    its note's activity, and the later note, requeued, goes in a batch of its own."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    await fetch(media_buffer, tmp_path, os.urandom(2000))  # left for the batch's end
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in retry.messages] == [later.id]
+    await media_buffer.complete(retry, [Outcome.rejected("note refused")], policy)
+    assert [d["message_id"] for d in await media_buffer.dead_letters()] == [later.id]
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in follow.messages] == [photo.id] and follow.batch.key == claim.batch.key
+    assert follow.batch.ledger[part] == "activity-1"
+    assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
+    assert await media_buffer.requeue("leadsquared", [later.id]) == 1
+    await media_buffer.complete(follow, [Outcome.delivered()], policy)
+    (again,) = await media_buffer.claim("leadsquared", 10, 60)
+    assert [m.id for m in again.messages] == [later.id] and again.batch.key != claim.batch.key
+    assert await media_buffer.dead_targets() == []
+
+
+async def test_each_photo_goes_to_its_own_note_when_a_note_between_them_is_delivered(
+        sim, media_buffer, tmp_path):
+    """Three notes in one batch (note_limit 1000): photo 1, a long text, photo 2. The texts
+    land; both attaches meet a gateway's 408 (never reached the account: retried), so the
+    photos' messages stay pending and the long text's is delivered. The retry renders the
+    two photos alone: together they would fit in one note, keyed as the first photo's;
+    each keeps its own note's key (its failing file target names it: follow_ups), so each
+    photo goes to the activity whose note names it (adv25: held)."""
+    from dataclasses import replace
+
+    from tests.helpers import message
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    first = replace(media_message(1, "m-1"), text="a" * 200)
+    long_text = message(2, "+919876543210", source="whatsapp", text="c" * 675,
+                        account=PHONE_ID)
+    second = replace(media_message(3, "m-2"), text="d" * 80)
+    await media_buffer.append([first, long_text, second])
+    photos = {}
+    for job in await media_buffer.media_claim("whatsapp", 10, 60):
+        data = os.urandom(3000)
+        path = tmp_path / f"file-{job.message_id}"
+        path.write_bytes(data)
+        await media_buffer.media_fetched(job, str(path), len(data),
+                                         hashlib.sha256(data).hexdigest(), "image/jpeg")
+        photos[job.message_id] = data
+    sim.break_endpoint("Add", 408)  # a gateway's page: the attach never reached the account
+    sink = sink_for(sim, note_limit=1000, max_attempts=50, rate_limit="1000/0.05s",
+                    bulk_rate_limit="1000/0.05s")
+    async with running(media_buffer, [sink]):
+        notes = await wait_until(lambda: len(sim.activities(lead)) == 3
+                                 and sim.activities(lead))
+        await wait_until(lambda: calls(sim, "Attachment/Add") >= 4, timeout=30)
+        sim.mend_endpoint("Add")
+        await wait_until(lambda: settled(media_buffer), timeout=30)
+        await wait_until(lambda: sum(len(sim.attachments(a["Id"])) for a in notes) >= 2,
+                         timeout=10)
+    ids = sorted(photos)
+    by_caption = {"a" * 200: photos[ids[0]], "d" * 80: photos[ids[1]]}
+    for note in notes:
+        named = [data for caption, data in by_caption.items()
+                 if caption in str(note.get("ActivityNote", note))]
+        assert [a["Data"] for a in sim.attachments(note["Id"])] == named
+
+
+async def test_a_file_fetched_again_during_its_batchs_last_try_still_follows(
+        media_buffer, tmp_path):
+    """The photo's download died (its wait says the file never came) while the later note
+    retried; the retry is leased, and meanwhile the media is requeued and fetched: the
+    fetch leaves the wait to the try in flight, and that try's completion must re-read it
+    although the wait it loaded still said the file never came (adv25)."""
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+    await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)  # the last try, in flight
+    assert retry.batch.targets[f"{part}#file{photo.id}"].reason.startswith(
+        "the file never came")
+    await media_buffer.media_requeue([photo.id])
+    await fetch(media_buffer, tmp_path, os.urandom(2000))
+    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60)  # the file, alone
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_stored_while_its_batchs_lease_is_lost_follows_after_the_next_try(
+        media_buffer, tmp_path):
+    """The fetch leaves a leased batch's wait to the try in flight; that try loses its
+    lease (LeaseLost: it records nothing) and the next try, which loaded the wait too,
+    re-reads it when it completes: the photo still follows alone (adv25: held)."""
+    import time
+
+    from bridge.buffer.delivery import Policy
+    from bridge.contracts import WAITING_FOR_FILE, Outcome
+    from bridge.errors import LeaseLost
+
+    policy = Policy(50, lambda n: 0, 0)
+    await media_buffer.install_sinks(["leadsquared"])
+    await media_buffer.append([media_message(1, "m-1"),
+                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
+    photo, first, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
+                            "it follows once fetched", [photo.id], 50, final=True)
+    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    t0 = time.time()
+    (lost,) = await media_buffer.claim("leadsquared", 10, 60, now=t0)
+    await fetch(media_buffer, tmp_path, os.urandom(2000))  # left to the try in flight
+    (again,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 61)  # it ran out
+    with pytest.raises(LeaseLost):
+        await media_buffer.complete(lost, [Outcome.delivered()], policy)
+    await media_buffer.complete(again, [Outcome.delivered()], policy, now=t0 + 61)
+    (follow,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 62)
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
+
+
+async def test_a_file_that_never_came_requeued_first_as_a_dead_letter_still_follows(
+        sim, media_buffer, tmp_path):
+    """The text landed, its file's download died: the attachment is a dead target saying
+    the file never came. A person presses requeue (every dead letter of the sink) before
+    requeueing the media: the follow-up finds the file dead and attaches nothing. Then the
+    media is requeued and fetched: the photo must still reach the activity (adv25)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))  # the text; its file waits
+    (activity,) = sim.activities(lead)
+    (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
+    await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
+    (dead,) = await media_buffer.dead_targets()
+    assert dead["reason"].startswith("the file never came")
+    await media_buffer.requeue("leadsquared")  # the page's button: all dead letters
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))
+    await media_buffer.media_requeue([job.message_id])  # then the media, as advised
+    photo = os.urandom(3000)
+    await fetch(media_buffer, tmp_path, photo)
+    async with running(media_buffer, [sink_for(sim)]):
+        await wait_until(lambda: settled(media_buffer))
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert len(sim.activities(lead)) == 1
