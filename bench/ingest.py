@@ -10,10 +10,13 @@
     python bench/ingest.py --levels 64 --repeats 3
                                       # c=64 only, median of 3 turns per server
 
-Each row also gives the server's CPU microseconds per request during its turns (event
-loop, i.e. the main thread, and the other threads: the SQLite writer, reads), read from
-/proc/<pid>/stat: on a shared machine a rate moves with the load by +-40 %, the CPU per
-request much less, so it is the figure to compare two commits by.
+Every server first gets one unrecorded turn at the highest level (warm-up: a bridge
+compiles a multi-row INSERT the first time it meets a group of that size, and fills its
+caches), so the rows compare steady states. Each row also gives the server's CPU
+microseconds per request during its turns (event loop, i.e. the main thread, and the
+other threads: the SQLite writer, reads), read from /proc/<pid>/stat: on a shared
+machine a rate moves with the load by +-40 %, the CPU per request much less, so it is
+the figure to compare two commits by.
 
 (a) a bare aiohttp server that reads the body and answers 200; (b) `bridge run` with the
 WhatsApp plugin: signature check, parse, group-committed durable append, then 200. The
@@ -441,6 +444,8 @@ def measure(ports: dict[str, list[int]], pids: dict[int, int], levels: list[int]
     print(f"{'server':<40} | {'conc.':>5} | {'req/s':>8} | {'p50 ms':>6} | {'p99 ms':>6}"
           f" | {'non-200':>7} | {'CPU us/req':>7} | {'loop':>6} | {'other':>6}")
     results = {}
+    for name in ports:  # one unrecorded turn each: statements compiled, caches filled, as
+        load(name, max(levels))  # in a bridge that has run a while (steady state)
     for c in levels:
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
         for _ in range(repeats):
