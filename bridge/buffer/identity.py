@@ -34,12 +34,15 @@ from bridge.buffer.tables import (
     messages,
     sink_conversations,
 )
-from bridge.model import Identity, Message, is_group
+from bridge.model import GROUP_PREFIX, Identity, Message, is_group
 
 i, c = identities.c, conversations.c
 KNOWN = Query(sa.select(i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid, c.username)
               .select_from(identities.outerjoin(conversations, c.key == i.person))
               .where(i.key.in_(values_of("keys", "text"))), "known identities")
+# the common case (a webhook that links no keys): only who each sender's key files under
+PERSON_OF = Query(sa.select(i.key, i.person).where(i.key.in_(values_of("keys", "text"))),
+                  "person of each key")
 NEW_IDENTITY = Query(lambda insert: insert(identities).values(
     key=P("key"), person=P("person"), seen_at=P("seen_at")).on_conflict_do_nothing(),
     "new identity")
@@ -107,19 +110,15 @@ Described = list[tuple[str | None, str | None, str | None, str | None, str]]
 async def file_under_people(db: Connector, identities: Iterable[Identity],
                       message_keys: Iterable[str], now: float
                       ) -> tuple[dict[str, str], Described]:
-    """Learn `identities`; return each message key (and each identity key) -> its person's
-    conversation key, and what to note on the conversations (`describe`, once their rows
-    exist). Conversations found to be one person are merged here."""
+    """Learn `identities`; return each message key (and each identity key) filed under
+    another conversation key -> that key (a key filed under itself may be left out: read
+    the mapping with .get(key, key)), and what to note on the conversations (`describe`,
+    once their rows exist). Conversations found to be one person are merged here."""
     # the same person is named several times per webhook and per group: each fact once
     facts = [(i, i.keys) for i in dict.fromkeys(identities)]
     facts = [(i, keys) for i, keys in facts if keys]
     if not facts:  # the common case: only look the senders up
-        keys = list(dict.fromkeys(k for k in message_keys if k and not is_group(k)))
-        known = (await _known(db, keys))[0] if keys else {}
-        new = [(key, key, now) for key in keys if key not in known]  # key, person, seen_at
-        if new:  # a new person: their key is their conversation from now on
-            await db.many(NEW_IDENTITY, new)
-        return {key: person for key, (person, _) in known.items()}, []
+        return await _senders(db, message_keys, now), []
     links = _Links()
     for _, keys in facts:
         links.join(keys)
@@ -154,6 +153,21 @@ async def file_under_people(db: Connector, identities: Iterable[Identity],
         if any(new is not None and new != old for new, old in zip(facts, noted, strict=True)):
             rows.append((*facts, target))
     return mapping, rows
+
+
+async def _senders(db: Connector, message_keys: Iterable[str], now: float) -> dict[str, str]:
+    """The senders' keys filed under another key (most are filed under their own, and
+    left out); a key never seen becomes a person of its own."""
+    keys = list(dict.fromkeys(k for k in message_keys if k and not k.startswith(GROUP_PREFIX)))
+    if not keys:
+        return {}
+    moved = {}
+    for key, person in await db.rows(PERSON_OF, keys=keys):
+        moved[key] = person
+    new = [(key, key, now) for key in keys if key not in moved]  # key, person, seen_at
+    if new:  # a new person: their key is their conversation from now on
+        await db.many(NEW_IDENTITY, new)
+    return {key: person for key, person in moved.items() if person != key}
 
 
 async def _known(db: Connector, keys: list[str]
