@@ -163,12 +163,14 @@ def new_append(messages: Iterable[Message], statuses: Iterable[StatusUpdate],
 
 
 async def append_group(db: Connector, items: list[Append],
-                       media_sources: Mapping[str, str | None] | None = None) -> list[int]:
-    """Insert every item's rows in the open transaction; return new-message counts."""
+                       media_sources: Mapping[str, str | None] | None = None,
+                       known: identity.KnownKeys | None = None) -> list[int]:
+    """Insert every item's rows in the open transaction; return new-message counts.
+    known: the senders' keys earlier groups read (one writer only: SQLite's)."""
     people, described = await identity.file_under_people(
         db, [i for item in items for i in (*item.identities, *identity.id_changes(
             item.messages))],
-        [m.conversation for item in items for m in item.messages], items[-1].now)
+        [m.conversation for item in items for m in item.messages], items[-1].now, known)
     rows = [row for item in items for row in item.rows]
     if people:  # only the keys filed under another person's conversation
         rows = [(*row[:2], people[row[2]], *row[3:]) if row[2] in people else row
