@@ -7,6 +7,16 @@
                                       # (default: $CHATBRIDGE_TEST_POSTGRES when set)
     python bench/ingest.py --against 4909cba
                                       # adds the bridge of another commit, side by side
+    python bench/ingest.py --levels 64 --repeats 3
+                                      # c=64 only, median of 3 turns per server
+
+Every server first gets one unrecorded turn at the highest level (warm-up: a bridge
+compiles a multi-row INSERT the first time it meets a group of that size, and fills its
+caches), so the rows compare steady states. Each row also gives the server's CPU
+microseconds per request during its turns (event loop, i.e. the main thread, and the
+other threads: the SQLite writer, reads), read from /proc/<pid>/stat: on a shared
+machine a rate moves with the load by +-40 %, the CPU per request much less, so it is
+the figure to compare two commits by.
 
 (a) a bare aiohttp server that reads the body and answers 200; (b) `bridge run` with the
 WhatsApp plugin: signature check, parse, group-committed durable append, then 200. The
@@ -163,7 +173,8 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: float) -> dict[st
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rate": rate, "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out)[1]),
             "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out)[1]),
-            "errors": int(errors[1]) if errors else 0}
+            "errors": int(errors[1]) if errors else 0,
+            "requests": int(re.search(r"(\d+) requests in", out)[1])}
 
 
 def _ms(text: str) -> float:
@@ -206,6 +217,7 @@ PY_LOADGEN = textwrap.dedent("""
             elapsed = time.perf_counter() - started
         latencies.sort()
         print(json.dumps({"rate": len(latencies) / elapsed, "errors": errors,
+                          "requests": len(latencies),
                           "p50": latencies[len(latencies) // 2] * 1000,
                           "p99": latencies[int(len(latencies) * 0.99)] * 1000}))
     asyncio.run(main())
@@ -221,10 +233,28 @@ def run_python(url: str, pairs: Path, concurrency: int, seconds: float,
     return json.loads(out)
 
 
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process `pid` so far: (its main thread, which runs
+    the event loop; every other thread, ended ones included: the SQLite writer, reads)."""
+    def ticks(stat: str) -> int:
+        fields = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd (state) on
+        return int(fields[11]) + int(fields[12])  # utime, stime: the 14th and 15th
+    try:
+        total = ticks(Path(f"/proc/{pid}/stat").read_text())
+        loop = ticks(Path(f"/proc/{pid}/task/{pid}/stat").read_text())
+    except OSError:  # no /proc (not Linux): no CPU columns
+        return (float("nan"), float("nan"))
+    return (loop / TICK, (total - loop) / TICK)
+
+
 def report(name: str, concurrency: int, r: dict[str, float]) -> dict[str, float]:
     """Print one table row; return the figures."""
     print(f"{name:<40} | {concurrency:>5} | {r['rate']:>8,.0f} | {r['p50']:>6.2f} | "
-          f"{r['p99']:>6.2f} | {r['errors']:>7.0f}")
+          f"{r['p99']:>6.2f} | {r['errors']:>7.0f} | {r['cpu']:>7.0f} | {r['loop']:>6.0f} | "
+          f"{r['other']:>6.0f}")
     return r
 
 
@@ -242,6 +272,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--levels", default="16,64",
+                        help="concurrency levels, comma-separated (default 16,64)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--postgres", default=os.environ.get("CHATBRIDGE_TEST_POSTGRES"),
                         help="a PostgreSQL server for the PostgreSQL rows (a schema of its "
@@ -250,7 +282,7 @@ def main() -> None:
                         help="also run the bridge of commit REV, side by side (repeatable)")
     args = parser.parse_args()
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
-    levels = [16] if args.smoke else [16, 64]
+    levels = [16] if args.smoke else [int(c) for c in args.levels.split(",")]
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -265,7 +297,8 @@ def main() -> None:
               f"median of {repeats} x {seconds:g} s, the servers taking turns")
         servers = _servers(args, workdir)
         try:
-            results = measure(servers.ports, levels, repeats, seconds, workdir, use_wrk)
+            results = measure(servers.ports, servers.pids, levels, repeats, seconds, workdir,
+                              use_wrk)
         finally:
             servers.stop()
         _summary(results, levels, servers.names)
@@ -276,6 +309,7 @@ class _Servers:
 
     def __init__(self) -> None:
         self.ports: dict[str, list[int]] = {}
+        self.pids: dict[int, int] = {}  # port -> the server's process id
         self.procs: list[subprocess.Popen] = []
         self.names: list[str] = []  # the bridges, in report order
         self.cleanup: list = []
@@ -283,9 +317,14 @@ class _Servers:
     def add(self, name: str, argvs: list[tuple[list[str], int]], workdir: Path,
             cwd: Path = ROOT) -> None:
         self.ports[name] = [port for _, port in argvs]
-        self.procs += [start(argv, port, workdir, cwd) for argv, port in argvs]
+        for argv, port in argvs:
+            self.start(argv, port, workdir, cwd)
         if name != BARE:
             self.names.append(name)
+
+    def start(self, argv: list[str], port: int, workdir: Path, cwd: Path) -> None:
+        self.procs.append(start(argv, port, workdir, cwd))
+        self.pids[port] = self.procs[-1].pid  # taskset execs: the server's own pid
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -322,7 +361,7 @@ def _servers(args: argparse.Namespace, workdir: Path) -> _Servers:
                 argvs = [(bridge_argv(p, workdir, url, python), p) for p in pg]
                 servers.add(PG1 + label, argvs[:1], workdir, cwd)
                 if not label:  # two processes on one schema: this tree only
-                    servers.procs.append(start(argvs[1][0], pg[1], workdir, cwd))
+                    servers.start(argvs[1][0], pg[1], workdir, cwd)
                     servers.ports[PG2] = pg
                     servers.names.append(PG2)
     except BaseException:
@@ -338,6 +377,9 @@ def _summary(results: dict, levels: list[int], names: list[str]) -> None:
                   f"({results[name, c]['paired']:.2f} paired)" for c in levels]
         line = f"summary: {name}: {', '.join(ratios)} of the bare aiohttp ceiling"
         line += f"; p99 {results[name, top]['p99']:.1f} ms at c={top}"
+        line += (f"; CPU {results[name, top]['cpu']:.0f} us/request ("
+                 f"{results[name, top]['loop']:.0f} event loop + "
+                 f"{results[name, top]['other']:.0f} other threads) at c={top}")
         if name.startswith(PG1) or name == PG2:
             sqlite = BRIDGE + name[len(PG1):] if name.startswith(PG1) else BRIDGE
             if (sqlite, top) in results:
@@ -366,11 +408,16 @@ def _drop_schema(url: str, schema: str) -> None:
             await conn.close()
     asyncio.run(drop())
 
-def measure(ports: dict[str, list[int]], levels: list[int], repeats: int, seconds: float,
-            workdir: Path, use_wrk: bool) -> dict[tuple[str, int], dict[str, float]]:
+def measure(ports: dict[str, list[int]], pids: dict[int, int], levels: list[int],
+            repeats: int, seconds: float, workdir: Path, use_wrk: bool
+            ) -> dict[tuple[str, int], dict[str, float]]:
     """The servers run side by side and take turns under load, so that a slow spell of
     this shared machine lands on all; print the table. results[name, c]["paired"] is the
-    median of the ratios of back-to-back runs (bare, then each bridge, seconds apart)."""
+    median of the ratios of back-to-back runs (bare, then each bridge, seconds apart).
+    "cpu" is the servers' CPU microseconds per request answered during a turn (from
+    /proc/<pid>/stat), "loop" its event loop's (main thread's) share, "other" the other
+    threads' (SQLite writer, reads): steadier than req/s on a loaded machine, where a
+    server's rate moves with what else runs but its CPU per request much less."""
     def url(port: int) -> str:
         return f"http://127.0.0.1:{port}/webhooks/whatsapp"
 
@@ -382,15 +429,23 @@ def measure(ports: dict[str, list[int]], levels: list[int], repeats: int, second
 
     def load(name: str, c: int) -> dict[str, float]:
         """Load on every port of `name` at once, c split between them; figures combined."""
+        before = [cpu_seconds(pids[port]) for port in ports[name]]
         with ThreadPoolExecutor(len(ports[name])) as pool:
             parts = list(pool.map(lambda port: one(port, c // len(ports[name]), name != BARE),
                                   ports[name]))
+        after = [cpu_seconds(pids[port]) for port in ports[name]]
+        per = 1e6 / max(1, sum(p["requests"] for p in parts))
+        loop = sum(a[0] - b[0] for a, b in zip(after, before, strict=True)) * per
+        other = sum(a[1] - b[1] for a, b in zip(after, before, strict=True)) * per
         return {"rate": sum(p["rate"] for p in parts), "errors": sum(p["errors"] for p in parts),
-                "p50": max(p["p50"] for p in parts), "p99": max(p["p99"] for p in parts)}
+                "p50": max(p["p50"] for p in parts), "p99": max(p["p99"] for p in parts),
+                "cpu": loop + other, "loop": loop, "other": other}
 
     print(f"{'server':<40} | {'conc.':>5} | {'req/s':>8} | {'p50 ms':>6} | {'p99 ms':>6}"
-          f" | {'non-200':>7}")
+          f" | {'non-200':>7} | {'CPU us/req':>7} | {'loop':>6} | {'other':>6}")
     results = {}
+    for name in ports:  # one unrecorded turn each: statements compiled, caches filled, as
+        load(name, max(levels))  # in a bridge that has run a while (steady state)
     for c in levels:
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
         for _ in range(repeats):

@@ -163,15 +163,18 @@ def new_append(messages: Iterable[Message], statuses: Iterable[StatusUpdate],
 
 
 async def append_group(db: Connector, items: list[Append],
-                       media_sources: Mapping[str, str | None] | None = None) -> list[int]:
-    """Insert every item's rows in the open transaction; return new-message counts."""
+                       media_sources: Mapping[str, str | None] | None = None,
+                       known: identity.KnownKeys | None = None) -> list[int]:
+    """Insert every item's rows in the open transaction; return new-message counts.
+    known: the senders' keys earlier groups read (one writer only: SQLite's)."""
     people, described = await identity.file_under_people(
         db, [i for item in items for i in (*item.identities, *identity.id_changes(
             item.messages))],
-        [m.conversation for item in items for m in item.messages], items[-1].now)
+        [m.conversation for item in items for m in item.messages], items[-1].now, known)
     rows = [row for item in items for row in item.rows]
-    if people:
-        rows = [(*row[:2], people.get(row[2], row[2]), *row[3:]) for row in rows]
+    if people:  # only the keys filed under another person's conversation
+        rows = [(*row[:2], people[row[2]], *row[3:]) if row[2] in people else row
+                for row in rows]
     new, first = await _insert_messages(db, rows)
     counts, fresh = _credit_new(items, new)
     if new:
@@ -187,7 +190,8 @@ async def append_group(db: Connector, items: list[Append],
         await db.many(UPSERT_STATUS, status_rows)  # rows in the statement's order
         await failures.note_failures(db, status_rows, items[-1].now)
     await _upsert_conversations(db, fresh, items, people)
-    await identity.describe(db, described)
+    if described:
+        await identity.describe(db, described)
     return counts
 
 
@@ -228,13 +232,11 @@ def _credit_new(items: list[Append], new: Mapping[tuple[str, str], int]
     twice in one group is credited to its first sender)."""
     counts = []
     fresh = []
-    left = set(new)
+    left = dict.fromkeys(new)
     for item in items:
         count = 0
         for message in item.messages:
-            key = (message.source, message.provider_id)
-            if key in left:
-                left.discard(key)
+            if left.pop((message.source, message.provider_id), 0) is None:
                 count += 1
                 fresh.append(message)
         counts.append(count)
@@ -243,22 +245,34 @@ def _credit_new(items: list[Append], new: Mapping[tuple[str, str], int]
 
 async def _upsert_conversations(db: Connector, fresh: list[Message],
                                 items: list[Append], people: Mapping[str, str]) -> None:
-    agg: dict[str, list[Any]] = defaultdict(lambda: [None, None, 0.0, 0, "person", None])
+    # key -> [contact_name, account, last_message_at, message_count, kind, group_id]
+    agg: dict[str, list[Any]] = {}
     for message in fresh:
-        entry = agg[people.get(message.conversation, message.conversation)]
-        if is_group(message.conversation):
-            entry[4], entry[5] = "group", message.extra.get("group_id")
-            entry[0] = entry[0] or message.extra.get("group_name")
+        key = message.conversation
+        entry = agg.get(people.get(key, key) if people else key)
+        if entry is None:
+            entry = agg[people.get(key, key) if people else key] = [
+                None, None, 0.0, 0, "person", None]
+        extra = message.extra
+        if is_group(key):
+            entry[4], entry[5] = "group", extra.get("group_id")
+            entry[0] = entry[0] or extra.get("group_name")
         else:
             entry[0] = message.contact_name or entry[0]
-            if message.extra.get("conversation_kind") == "group":
+            if extra.get("conversation_kind") == "group":
                 entry[4] = "group"
         entry[1] = message.account or entry[1]
-        entry[2] = max(entry[2], to_timestamp(message.sent_at))
+        sent = to_timestamp(message.sent_at)
+        if sent > entry[2]:
+            entry[2] = sent
         entry[3] += 1
     for item in items:
         for key, name in item.contacts.items():
-            agg[people.get(key, key)][0] = name
+            key = people.get(key, key)
+            entry = agg.get(key)
+            if entry is None:
+                entry = agg[key] = [None, None, 0.0, 0, "person", None]
+            entry[0] = name
     if agg:  # values in the statement's order: key, contact_name, account, ...
         await db.many(UPSERT_CONVERSATION, [(k, v[0], v[1], v[2] or None, v[3], v[4], v[5])
                                             for k, v in sorted(agg.items())])

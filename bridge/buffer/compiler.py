@@ -56,14 +56,15 @@ class Compiled:
     def args(self, params: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
         """The positional parameters, converted: from named `params`, or from values
         already in the statement's order (`names`, each once: see `ordered`)."""
-        if isinstance(params, Mapping):
+        if type(params) is dict or isinstance(params, Mapping):  # dict: no ABC check
             try:
                 values = [params[n] if n in params else self.defaults[n] for n in self.names]
             except KeyError as exc:
                 raise TypeError(f"missing SQL parameter {exc.args[0]!r} for: {self.sql}") \
                     from None
         else:
-            values = list(params)
+            # a list with nothing to convert goes as it is (a multi-row insert's values)
+            values = params if type(params) is list and not self.binds else list(params)
             if len(values) != len(self.names):
                 raise TypeError(f"{len(values)} values for {len(self.names)} parameters")
         for position, convert in self.binds:
@@ -74,9 +75,20 @@ class Compiled:
         """Parameter sets for executemany; rows already in order and with nothing to
         convert pass as they are."""
         params = list(params)
-        if not self.binds and params and not isinstance(params[0], Mapping):
+        if not params or type(params[0]) is dict or isinstance(params[0], Mapping):
+            return [self.args(p) for p in params]
+        if not self.binds:
             return params
-        return [self.args(p) for p in params]
+        width = len(self.names)
+        converted = []
+        for row in params:  # values in order (upserts of a group): convert in place
+            values = list(row)
+            if len(values) != width:
+                raise TypeError(f"{len(values)} values for {width} parameters")
+            for position, convert in self.binds:
+                values[position] = convert(values[position])
+            converted.append(values)
+        return converted
 
     @property
     def ordered(self) -> bool:
@@ -174,6 +186,9 @@ def _literal(value: Any) -> str | None:
 
 
 def _bind_converter(kind: TypeDecorator, dialect: sa.Dialect) -> Callable[[Any], Any]:
+    if type(kind) is Escaped:  # the same function, without two calls around it
+        return escape_text
+
     def convert(value: Any) -> Any:
         return kind.process_bind_param(value, dialect)
     return convert

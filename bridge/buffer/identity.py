@@ -34,12 +34,15 @@ from bridge.buffer.tables import (
     messages,
     sink_conversations,
 )
-from bridge.model import Identity, Message, is_group
+from bridge.model import GROUP_PREFIX, Identity, Message, is_group
 
 i, c = identities.c, conversations.c
 KNOWN = Query(sa.select(i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid, c.username)
               .select_from(identities.outerjoin(conversations, c.key == i.person))
               .where(i.key.in_(values_of("keys", "text"))), "known identities")
+# the common case (a webhook that links no keys): only who each sender's key files under
+PERSON_OF = Query(sa.select(i.key, i.person).where(i.key.in_(values_of("keys", "text"))),
+                  "person of each key")
 NEW_IDENTITY = Query(lambda insert: insert(identities).values(
     key=P("key"), person=P("person"), seen_at=P("seen_at")).on_conflict_do_nothing(),
     "new identity")
@@ -104,22 +107,48 @@ class _Links:
 Described = list[tuple[str | None, str | None, str | None, str | None, str]]
 
 
+class KnownKeys:
+    """Senders' keys -> their person, as groups of one writer read them from committed
+    rows (SQLite's writer thread: nothing else writes there unseen). A webhook that links
+    no keys then needs no lookup for a sender seen before: the lookup was ~15,000
+    instructions of the writer's ~130,000 per append (callgrind, groups of 24).
+
+    Only rows read before the group's own writes are kept (a key the group inserts is
+    read, and kept, by a later group: a rolled-back group leaves nothing behind). It is
+    forgotten as soon as anything else may have changed the contact map: a group that
+    learns links (merges, moves), any other transaction of the writer (purges, imports,
+    claims), or a commit by another connection (`as_of` with SQLite's data_version)."""
+
+    LIMIT = 100_000  # keys kept at most (~10 MB); then it starts again
+
+    def __init__(self) -> None:
+        self.persons: dict[str, str] = {}
+        self._stamp: object = None
+
+    def as_of(self, stamp: object) -> None:
+        """Forget everything unless `stamp` (what changes when others wrote) is the last."""
+        if stamp != self._stamp:
+            self.persons.clear()
+            self._stamp = stamp
+
+    def forget(self) -> None:
+        self.persons.clear()
+
+
 async def file_under_people(db: Connector, identities: Iterable[Identity],
-                      message_keys: Iterable[str], now: float
-                      ) -> tuple[dict[str, str], Described]:
-    """Learn `identities`; return each message key (and each identity key) -> its person's
-    conversation key, and what to note on the conversations (`describe`, once their rows
-    exist). Conversations found to be one person are merged here."""
+                      message_keys: Iterable[str], now: float,
+                      known: KnownKeys | None = None) -> tuple[dict[str, str], Described]:
+    """Learn `identities`; return each message key (and each identity key) filed under
+    another conversation key -> that key (a key filed under itself may be left out: read
+    the mapping with .get(key, key)), and what to note on the conversations (`describe`,
+    once their rows exist). Conversations found to be one person are merged here."""
     # the same person is named several times per webhook and per group: each fact once
     facts = [(i, i.keys) for i in dict.fromkeys(identities)]
     facts = [(i, keys) for i, keys in facts if keys]
     if not facts:  # the common case: only look the senders up
-        keys = list(dict.fromkeys(k for k in message_keys if k and not is_group(k)))
-        known = (await _known(db, keys))[0] if keys else {}
-        new = [(key, key, now) for key in keys if key not in known]  # key, person, seen_at
-        if new:  # a new person: their key is their conversation from now on
-            await db.many(NEW_IDENTITY, new)
-        return {key: person for key, (person, _) in known.items()}, []
+        return await _senders(db, message_keys, now, known), []
+    if known is not None:
+        known.forget()  # links learned now may move keys to another person
     links = _Links()
     for _, keys in facts:
         links.join(keys)
@@ -154,6 +183,32 @@ async def file_under_people(db: Connector, identities: Iterable[Identity],
         if any(new is not None and new != old for new, old in zip(facts, noted, strict=True)):
             rows.append((*facts, target))
     return mapping, rows
+
+
+async def _senders(db: Connector, message_keys: Iterable[str], now: float,
+                   known: KnownKeys | None = None) -> dict[str, str]:
+    """The senders' keys filed under another key (most are filed under their own, and
+    left out); a key never seen becomes a person of its own."""
+    keys = list(dict.fromkeys(k for k in message_keys if k and not k.startswith(GROUP_PREFIX)))
+    persons = known.persons if known is not None else {}
+    asked = [key for key in keys if key not in persons]
+    found: dict[str, str] = {}
+    if asked:
+        for key, person in await db.rows(PERSON_OF, keys=asked):
+            found[key] = person
+        new = [(key, key, now) for key in asked if key not in found]  # key, person, seen_at
+        if new:  # a new person: their key is their conversation from now on
+            await db.many(NEW_IDENTITY, new)
+        if known is not None:  # read before this group wrote: committed rows
+            if len(persons) + len(found) > KnownKeys.LIMIT:
+                persons.clear()
+            persons.update(found)
+    moved = {}
+    for key in keys:
+        person = found.get(key) or persons.get(key)
+        if person is not None and person != key:
+            moved[key] = person
+    return moved
 
 
 async def _known(db: Connector, keys: list[str]

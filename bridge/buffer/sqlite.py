@@ -25,6 +25,7 @@ from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.compiler import P, Query
 from bridge.buffer.connectors import AioSqliteConnector, Connector, SqliteConnector, drive
 from bridge.buffer.faults import explain
+from bridge.buffer.identity import KnownKeys
 from bridge.buffer.legacy import step as legacy_step
 from bridge.buffer.lock import FileHold
 from bridge.buffer.store import BACKENDS, Buffer, Work
@@ -81,9 +82,16 @@ class SQLiteBuffer(Buffer):
         self._writer = Writer(write, thread, self._append_group, group_limit, path,
                               hold.is_current)
         self._closed = False
+        # senders' keys -> their person, as read by earlier groups (bridge.buffer.identity
+        # KnownKeys); forgotten whenever anything but an append group wrote
+        self._known = KnownKeys()
 
     async def _append_group(self, db: Connector, items: list[Append]) -> list[int]:
-        return await append_group(db, items, self.media_sources)
+        # (in the writer's thread, inside the group's transaction) data_version changes
+        # when another connection (another process: a CLI command) committed to the file
+        self._known.as_of((self._writer.foreign,
+                           self._write.execute("PRAGMA data_version").fetchone()[0]))
+        return await append_group(db, items, self.media_sources, self._known)
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "full",

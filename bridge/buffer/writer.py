@@ -59,6 +59,10 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.grouped = 0
+        # transactions and calls other than append groups that have run in the thread: a
+        # group that finds this changed knows the buffer may have changed under what it
+        # remembers (bridge.buffer.identity's known keys)
+        self.foreign = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="buffer-writer")
@@ -175,14 +179,23 @@ class Writer:
 
     def _in_thread(self, items: list[Any]) -> Awaitable[list[Any]]:
         """Run the group work as one transaction in the connection's own thread."""
-        return self.run(_transaction, self._db, self._group_work, items)
+        return asyncio.get_running_loop().run_in_executor(
+            self._thread, _transaction, self._db, self._group_work, items)
 
     async def _in_transaction(self, work: Transaction[T]) -> T:
         return await self.run(_transaction, self._db, lambda db, _: work(db), None)
 
     def run(self, function: Callable[..., T], *args: Any) -> Awaitable[T]:
-        """Call `function(*args)` in the connection's thread (nothing else runs there)."""
-        return asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        """Call `function(*args)` in the connection's thread (nothing else runs there);
+        counted in `foreign` there, once it has run."""
+        return asyncio.get_running_loop().run_in_executor(self._thread, self._counted,
+                                                          function, *args)
+
+    def _counted(self, function: Callable[..., T], *args: Any) -> T:
+        try:
+            return function(*args)
+        finally:
+            self.foreign += 1  # in the writer's thread, before the next group starts
 
 
 def _transaction(conn: sqlite3.Connection, work: GroupWork, items: Any) -> Any:

@@ -32,7 +32,9 @@ def load_body(body: bytes) -> Any:
     if text.startswith(BOM):
         text = text[1:]
     value = _DECODER.decode(text)
-    if _SURROGATE_ESCAPE.search(text):  # pairs decode to one code point; lone ones, NUL stay
+    # pairs decode to one code point; lone ones, NUL stay. "\\u" in text first: a plain
+    # substring scan, several times cheaper than the pattern's over a body without escapes
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         value = replace_lone_surrogates(value)
     return value
 

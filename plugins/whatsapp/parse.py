@@ -461,8 +461,10 @@ def _remember_contacts(ctx: _Change, parsed: Parsed) -> None:
     for contact in ctx.contacts:
         if contact.key and contact.name:
             parsed.contact_names[contact.key] = contact.name
-        _learn(parsed, Identity(contact.number, contact.user_id, contact.parent_user_id,
-                                contact.username, contact.name))
+        if _links(contact.number, contact.user_id, contact.parent_user_id, contact.username):
+            parsed.identities.append(Identity(contact.number, contact.user_id,
+                                              contact.parent_user_id, contact.username,
+                                              contact.name))
 
 
 # -- who is who: phone <-> BSUID <-> parent BSUID <-> username ------------------------------
@@ -470,10 +472,23 @@ def _remember_contacts(ctx: _Change, parsed: Parsed) -> None:
 def _learn(parsed: Parsed, identity: Identity | None) -> None:
     """Keep an identity that links something: two keys, or a key and a username (a name
     alone reaches the conversation through contact_names)."""
-    if identity is None or not identity.keys:
+    if identity is None:
         return
-    if len(identity.keys) > 1 or identity.username:
+    if identity.previous:
+        keys = identity.keys
+        if keys and (len(keys) > 1 or identity.username):
+            parsed.identities.append(identity)
+    elif _links(identity.phone, identity.user_id, identity.parent_user_id, identity.username):
         parsed.identities.append(identity)
+
+
+def _links(phone: str | None, user_id: str | None, parent: str | None,
+           username: str | None) -> bool:
+    """_learn's test for an identity without previous keys, on its parts: two keys, or a
+    key and a username. Most webhooks name their customer by number alone, two or three
+    times: this skips building an Identity (and its keys, twice) only to drop it."""
+    count = bool(phone) + bool(user_id) + bool(parent)
+    return count > 1 or (count == 1 and bool(username))
 
 
 def _sender(obj: dict[str, Any], ctx: _Change, number_key: str, user_key: str,
@@ -489,8 +504,10 @@ def _sender(obj: dict[str, Any], ctx: _Change, number_key: str, user_key: str,
         number = number or contact.number
         user_id = user_id or contact.user_id
         parent = parent or contact.parent_user_id
-    return Identity(number, user_id, parent, contact.username if contact else None,
-                    contact.name if contact else None)
+    username = contact.username if contact else None
+    if not _links(number, user_id, parent, username):
+        return None  # links nothing: _learn would drop it
+    return Identity(number, user_id, parent, username, contact.name if contact else None)
 
 
 def _change_of(obj: dict[str, Any], ctx: _Change) -> Identity | None:
