@@ -194,6 +194,9 @@ async def test_ingest_and_drain_log_no_secrets_text_or_numbers(tmp_path, serve, 
             "chatbridge_deliveries_total", {"sink": "leadsquared", "outcome": "delivered"}) == 3,
             timeout=60)
         assert any(TEXT in a["ActivityNote"] for a in sim.activities())  # it did go out
+        # the drain's "synced" line is written once its step returns, after the metric
+        await wait_until(lambda: "sink leadsquared synced: " in captured.getvalue(),
+                         timeout=30)
     finally:
         root.removeHandler(raw_handler)
         await sim.stop()
