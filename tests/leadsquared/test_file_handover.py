@@ -18,7 +18,9 @@ from contextlib import suppress
 
 import pytest
 
+from bridge import WAITING_FOR_FILE, Message, Outcome
 from bridge.attention import attention
+from bridge.buffer.delivery import Policy
 from bridge.buffer.media import FETCHED as _FETCHED_ONLY
 from bridge.sync import SinkRunner
 from tests.backends import BACKENDS, fresh_schema_url
@@ -44,6 +46,27 @@ async def buffer_target(request, tmp_path):
 async def media_buffer(buffer):
     buffer.media_sources = {"whatsapp": None}
     return buffer
+
+
+POLICY = Policy(50, lambda n: 0, 0)  # retries due at once
+
+
+async def later_note_retries(buffer, why: str = f"{WAITING_FOR_FILE}: it follows once "
+                             "fetched") -> tuple[Message, Message, str]:
+    """One batch, two notes: the photo's note (photo + a text) landed as "activity-1" with
+    its file target dead for `why`; the later note's post failed, so the batch waits to
+    retry. Returns (photo, later message, the photo note's key)."""
+    await buffer.install_sinks(["leadsquared"])
+    await buffer.append([media_message(1, "m-1"), *(chat(n, account=PHONE_ID) for n in (2, 3))])
+    (claim,) = await buffer.claim("leadsquared", 10, 60)
+    photo, _, later = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", why, [photo.id], 50,
+                            final=True)
+    await buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
+                                  Outcome.retry("LeadSquared transient: 503")], POLICY)
+    return photo, later, part
 
 
 def fetch_during_delivery(sink, then):
@@ -270,28 +293,15 @@ async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_t
     photo's message at once put it back in that batch beside the later note's messages: the
     sink rendered them together under the photo note's key, already in the ledger, and
     counted them delivered unposted. Wanted: the photo follows alone once its batch is done."""
-    from bridge.buffer.delivery import Policy
-    from bridge.contracts import WAITING_FOR_FILE, Outcome
 
-    policy = Policy(50, lambda n: 0, 0)
-    await media_buffer.install_sinks(["leadsquared"])
-    await media_buffer.append([media_message(1, "m-1"),
-                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
-    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
-    photo, first, later = claim.messages
-    part = f"{claim.batch.key}:{photo.provider_id}:0"  # the photo's note: photo + first
-    claim.batch.remember(part, "activity-1")
-    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
-                            "it follows once fetched", [photo.id], 50, final=True)
-    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
-                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    photo, later, part = await later_note_retries(media_buffer)
     await fetch(media_buffer, tmp_path, os.urandom(2000))
     sinks = await media_buffer.sinks()  # waiting for its batch, not overdue
     assert (await attention(media_buffer, sinks, "leadsquared"))["counts"]["overdue"] == 0
     (retry,) = await media_buffer.claim("leadsquared", 10, 60)
     # the retry carries the later note's message alone: never the photo beside it
     assert [m.id for m in retry.messages] == [later.id]
-    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    await media_buffer.complete(retry, [Outcome.delivered()], POLICY)
     (follow,) = await media_buffer.claim("leadsquared", 10, 60)  # now the file, alone
     assert [m.id for m in follow.messages] == [photo.id]
     assert part in follow.batch.ledger and not follow.batch.targets[
@@ -347,30 +357,18 @@ async def test_a_requeue_while_another_part_of_its_batch_retries_keeps_the_file_
     batch beside the later note's message: rendered together under the photo note's key,
     already in the ledger, the later text counted delivered unposted. Wanted: the retry
     carries the later note's message alone; the file target waits for the batch's end."""
-    from bridge.buffer.delivery import Policy
-    from bridge.contracts import WAITING_FOR_FILE, Outcome
     from plugins.leadsquared.attachments import UNCONFIRMED
 
-    policy = Policy(50, lambda n: 0, 0)
-    await media_buffer.install_sinks(["leadsquared"])
-    await media_buffer.append([media_message(1, "m-1"),
-                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
-    if reason == "unconfirmed":
+    if reason == "waiting":
+        photo, later, part = await later_note_retries(media_buffer)
+    else:  # the file is stored, its attach unconfirmed
+        photo, later, part = await later_note_retries(
+            media_buffer, f"{UNCONFIRMED}: LeadSquared transient: 503; requeue to attach again")
         await fetch(media_buffer, tmp_path, os.urandom(2000))
-    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
-    photo, first, later = claim.messages
-    part = f"{claim.batch.key}:{photo.provider_id}:0"  # the photo's note: photo + first
-    claim.batch.remember(part, "activity-1")
-    why = (f"{WAITING_FOR_FILE}: it follows once fetched" if reason == "waiting" else
-           f"{UNCONFIRMED}: LeadSquared transient: 503; requeue to attach again")
-    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", why, [photo.id], 50,
-                            final=True)
-    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
-                                        Outcome.retry("LeadSquared transient: 503")], policy)
     await media_buffer.requeue("leadsquared")  # all of the sink's dead letters
     (retry,) = await media_buffer.claim("leadsquared", 10, 60)
     assert [m.id for m in retry.messages] == [later.id]  # never the photo beside it
-    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    await media_buffer.complete(retry, [Outcome.delivered()], POLICY)
     if reason == "waiting":  # the file comes once the batch is done: it follows alone
         await fetch(media_buffer, tmp_path, os.urandom(2000))
     else:  # a dead letter still: requeued now, it follows alone
@@ -388,34 +386,22 @@ async def test_a_file_deferred_for_its_batch_follows_when_the_other_part_dies_an
     """The file came while the later note retried (its wait left for the batch's end); the
     later note then dies (a dead letter): the batch is done, so the photo follows alone to
     its note's activity, and the later note, requeued, goes in a batch of its own."""
-    from bridge.buffer.delivery import Policy
-    from bridge.contracts import WAITING_FOR_FILE, Outcome
 
-    policy = Policy(50, lambda n: 0, 0)
-    await media_buffer.install_sinks(["leadsquared"])
-    await media_buffer.append([media_message(1, "m-1"),
-                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
-    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
-    photo, first, later = claim.messages
-    part = f"{claim.batch.key}:{photo.provider_id}:0"
-    claim.batch.remember(part, "activity-1")
-    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
-                            "it follows once fetched", [photo.id], 50, final=True)
-    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
-                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    photo, later, part = await later_note_retries(media_buffer)
     await fetch(media_buffer, tmp_path, os.urandom(2000))  # left for the batch's end
     (retry,) = await media_buffer.claim("leadsquared", 10, 60)
     assert [m.id for m in retry.messages] == [later.id]
-    await media_buffer.complete(retry, [Outcome.rejected("note refused")], policy)
+    await media_buffer.complete(retry, [Outcome.rejected("note refused")], POLICY)
     assert [d["message_id"] for d in await media_buffer.dead_letters()] == [later.id]
     (follow,) = await media_buffer.claim("leadsquared", 10, 60)
-    assert [m.id for m in follow.messages] == [photo.id] and follow.batch.key == claim.batch.key
+    assert [m.id for m in follow.messages] == [photo.id]
+    assert part.startswith(f"{follow.batch.key}:")  # its own batch
     assert follow.batch.ledger[part] == "activity-1"
     assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
     assert await media_buffer.requeue("leadsquared", [later.id]) == 1
-    await media_buffer.complete(follow, [Outcome.delivered()], policy)
+    await media_buffer.complete(follow, [Outcome.delivered()], POLICY)
     (again,) = await media_buffer.claim("leadsquared", 10, 60)
-    assert [m.id for m in again.messages] == [later.id] and again.batch.key != claim.batch.key
+    assert [m.id for m in again.messages] == [later.id] and again.batch.key != follow.batch.key
     assert await media_buffer.dead_targets() == []
 
 
@@ -470,21 +456,8 @@ async def test_a_file_fetched_again_during_its_batchs_last_try_still_follows(
     retried; the retry is leased, and meanwhile the media is requeued and fetched: the
     fetch leaves the wait to the try in flight, and that try's completion must re-read it
     although the wait it loaded still said the file never came (adv25)."""
-    from bridge.buffer.delivery import Policy
-    from bridge.contracts import WAITING_FOR_FILE, Outcome
 
-    policy = Policy(50, lambda n: 0, 0)
-    await media_buffer.install_sinks(["leadsquared"])
-    await media_buffer.append([media_message(1, "m-1"),
-                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
-    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
-    photo, first, later = claim.messages
-    part = f"{claim.batch.key}:{photo.provider_id}:0"
-    claim.batch.remember(part, "activity-1")
-    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
-                            "it follows once fetched", [photo.id], 50, final=True)
-    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
-                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    photo, later, part = await later_note_retries(media_buffer)
     (job,) = await media_buffer.media_claim("whatsapp", 10, 60)
     await media_buffer.media_failed(job, "Graph API: media gone (code 100)", None)
     (retry,) = await media_buffer.claim("leadsquared", 10, 60)  # the last try, in flight
@@ -492,7 +465,7 @@ async def test_a_file_fetched_again_during_its_batchs_last_try_still_follows(
         "the file never came")
     await media_buffer.media_requeue([photo.id])
     await fetch(media_buffer, tmp_path, os.urandom(2000))
-    await media_buffer.complete(retry, [Outcome.delivered()], policy)
+    await media_buffer.complete(retry, [Outcome.delivered()], POLICY)
     (follow,) = await media_buffer.claim("leadsquared", 10, 60)  # the file, alone
     assert [m.id for m in follow.messages] == [photo.id]
     assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
@@ -505,29 +478,16 @@ async def test_a_file_stored_while_its_batchs_lease_is_lost_follows_after_the_ne
     re-reads it when it completes: the photo still follows alone (adv25: held)."""
     import time
 
-    from bridge.buffer.delivery import Policy
-    from bridge.contracts import WAITING_FOR_FILE, Outcome
     from bridge.errors import LeaseLost
 
-    policy = Policy(50, lambda n: 0, 0)
-    await media_buffer.install_sinks(["leadsquared"])
-    await media_buffer.append([media_message(1, "m-1"),
-                               *(chat(n, account=PHONE_ID) for n in (2, 3))])
-    (claim,) = await media_buffer.claim("leadsquared", 10, 60)
-    photo, first, later = claim.messages
-    part = f"{claim.batch.key}:{photo.provider_id}:0"
-    claim.batch.remember(part, "activity-1")
-    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment", f"{WAITING_FOR_FILE}: "
-                            "it follows once fetched", [photo.id], 50, final=True)
-    await media_buffer.complete(claim, [Outcome.delivered(), Outcome.delivered(),
-                                        Outcome.retry("LeadSquared transient: 503")], policy)
+    photo, later, part = await later_note_retries(media_buffer)
     t0 = time.time()
     (lost,) = await media_buffer.claim("leadsquared", 10, 60, now=t0)
     await fetch(media_buffer, tmp_path, os.urandom(2000))  # left to the try in flight
     (again,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 61)  # it ran out
     with pytest.raises(LeaseLost):
-        await media_buffer.complete(lost, [Outcome.delivered()], policy)
-    await media_buffer.complete(again, [Outcome.delivered()], policy, now=t0 + 61)
+        await media_buffer.complete(lost, [Outcome.delivered()], POLICY)
+    await media_buffer.complete(again, [Outcome.delivered()], POLICY, now=t0 + 61)
     (follow,) = await media_buffer.claim("leadsquared", 10, 60, now=t0 + 62)
     assert [m.id for m in follow.messages] == [photo.id]
     assert not follow.batch.targets[f"{part}#file{photo.id}"].dead
