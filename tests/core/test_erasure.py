@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
 
 from bridge.buffer import Buffer, Policy
 from bridge.contracts import Outcome
@@ -184,15 +183,10 @@ async def test_a_purge_forgets_the_directory_entry_unknown_mark_and_dead_targets
 
 
 @pytest.fixture
-async def graph(tmp_path):
+async def graph(tmp_path, serve) -> str:
     """The Graph stand-in on a loopback port, its downloads slowed when asked."""
     (tmp_path / "graph").mkdir()
-    runner = web.AppRunner(create_graph_app(TOKEN, tmp_path / "graph"))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    await runner.cleanup()
+    return await serve(create_graph_app(TOKEN, tmp_path / "graph"))
 
 
 def photo(n: int, media_id: str, conversation: str = PHONE) -> Message:

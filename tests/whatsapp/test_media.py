@@ -11,32 +11,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
 
 from bridge.buffer import Buffer
 from bridge.media import MediaPolicy, MediaRunner, sha256_matches
 from bridge.model import Direction, Media, MediaFile, Message
 from plugins.whatsapp.config import WhatsAppConfig
-from plugins.whatsapp.graph_simulator import create_graph_app
 from plugins.whatsapp.media import NO_TOKEN, GraphMedia
 from tests.backends import execute, query
 from tests.helpers import wait_until
 
 TOKEN = "graph-test-token"
 PHONE_ID = "106540352242922"
-
-
-@pytest.fixture
-async def graph(tmp_path):
-    """The Graph stand-in on a loopback port; yields its base URL."""
-    runner = web.AppRunner(create_graph_app(TOKEN, tmp_path / "graph"))
-    (tmp_path / "graph").mkdir()
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
 
 
 async def upload(graph: str, data: bytes, mime: str = "image/jpeg") -> str:
@@ -68,14 +53,6 @@ def media_message(n: int, media_id: str, kind: str = "image", sha256: str | None
 def fetcher(graph: str, token: str | None = TOKEN) -> GraphMedia:
     return GraphMedia(WhatsAppConfig(verify_token="v", app_secret="s", access_token=token,
                                      graph_url=graph))
-
-
-@pytest.fixture
-async def media_buffer(tmp_path):
-    buf = await Buffer.open(tmp_path / "b.db")
-    buf.media_sources = {"whatsapp": None}
-    yield buf
-    await buf.close()
 
 
 def runner_for(buf: Buffer, graph: str, tmp_path: Path, **policy) -> MediaRunner:

@@ -61,14 +61,6 @@ async def dripping():
     await runner.cleanup()
 
 
-@pytest.fixture
-async def media_buffer(tmp_path):
-    buf = await Buffer.open(tmp_path / "b.db")
-    buf.media_sources = {"whatsapp": None}
-    yield buf
-    await buf.close()
-
-
 async def test_a_dripping_download_is_cut_at_media_timeout_and_the_photos_behind_it_arrive(
         media_buffer, dripping, tmp_path):
     graph, started = dripping

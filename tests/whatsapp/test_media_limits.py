@@ -13,36 +13,13 @@ import os
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from bridge.buffer import Buffer
 from bridge.config import BufferConfig
 from bridge.limits import problems
 from bridge.sizes import parse_size
-from plugins.whatsapp.graph_simulator import create_graph_app
-from tests.whatsapp.test_media import TOKEN, file_of, media_message, runner_for, sim_stats, upload
+from tests.whatsapp.test_media import file_of, media_message, runner_for, sim_stats, upload
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-async def graph(tmp_path):
-    """The Graph stand-in on a loopback port; yields its base URL."""
-    (tmp_path / "graph").mkdir()
-    runner = web.AppRunner(create_graph_app(TOKEN, tmp_path / "graph"))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def media_buffer(tmp_path):
-    buf = await Buffer.open(tmp_path / "b.db")
-    buf.media_sources = {"whatsapp": None}
-    yield buf
-    await buf.close()
 
 
 def held_on_disk(root: Path) -> int:
