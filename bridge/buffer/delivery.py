@@ -63,9 +63,6 @@ class Claim:
     token: str
     messages: list[Message]  # all claimed messages; batch.messages may be filtered
     uncertain: bool = False  # set when the sink timed out or raised: it may have posted
-    # when it was leased: an outage's retry_for is judged at this time, never later than
-    # the sink judged its targets' (Batch.fail_target), so a target dies before its messages
-    claimed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +212,7 @@ async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
     if not leased:
         return []
     leased.sort(key=lambda row: (row[5], row[6], row[0]))  # the order they were due in
-    return await _load_claims(db, sink, leased, token, now)
+    return await _load_claims(db, sink, leased, token)
 
 
 async def undo_clock_steps(db: Connector, sink: str, now: float) -> None:
@@ -280,7 +277,7 @@ def _batch_key(sink: str, conversation: str, account: str, ids: list[int]) -> st
 
 
 async def _load_claims(db: Connector, sink: str, leased: list[Any],
-                       token: str, now: float) -> list[Claim]:
+                       token: str) -> list[Claim]:
     members: dict[int, list[Message]] = defaultdict(list)
     for row in await db.rows(LOAD, sink=sink, ids=[row[0] for row in leased]):
         members[row[-1]].append(message_from_row(row))
@@ -301,7 +298,7 @@ async def _load_claims(db: Connector, sink: str, leased: list[Any],
                       ledger={k: v for k, v in posted if k.startswith(key)},
                       targets=_failures([row for row in failed if row[0].startswith(key)]))
         batch.record_id = batch.conversation.record_id
-        claims.append(Claim(batch, batch_id, token, list(batch.messages), claimed_at=now))
+        claims.append(Claim(batch, batch_id, token, list(batch.messages)))
     return claims
 
 
@@ -489,8 +486,7 @@ def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
     counts: dict[str, int] = defaultdict(int)
     errors: list[str] = []
     for message, outcome in zip(claim.messages, outcomes, strict=True):
-        judged = now if claim.claimed_at is None else min(now, claim.claimed_at)
-        state, reason = _next_state(outcome, claim.batch, policy, judged)
+        state, reason = _next_state(outcome, claim.batch, policy, now)
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
             errors.append(outcome.reason)
