@@ -462,8 +462,8 @@ async def _file_states(db: Connector, claims: list[Claim]) -> list[tuple[int, st
     batch still retried left them for the batch's end, reopen_waiting). A wait loaded as
     'the file never came' counts too: its media may have been requeued and fetched while
     this try was in flight (the fetch leaves a leased batch's waits to its completion)."""
-    ids = sorted({i for claim in claims
-                  for f in (*claim.batch.targets.values(), *claim.batch.new_targets.values())
+    ids = sorted({i for claim in claims  # targets holds the new failures too (fail_target)
+                  for f in claim.batch.targets.values()
                   if f.dead and f.reason.startswith((WAITING_FOR_FILE, FILE_NEVER_CAME))
                   for i in f.message_ids})
     if not ids:
