@@ -688,7 +688,7 @@ async def _requeue_targets(db: Connector, sink: str | None,
         if wanted and not wanted.intersection(covered):
             continue
         if "#file" in key and reason.startswith(FILE_NEVER_CAME):
-            await _fetch_again(db, covered)
+            await _fetch_again(db, target_sink, key, covered)
             count += 1
             continue
         if "#file" in key and batch_state not in ("done", None):
@@ -704,12 +704,16 @@ async def _requeue_targets(db: Connector, sink: str | None,
     return count
 
 
-async def _fetch_again(db: Connector, ids: list[int]) -> None:
-    """A file target whose file never came, requeued: its file is fetched again and it
-    waits for it, as `requeue --media` does (a file stored meanwhile re-opens it now)."""
-    from bridge.buffer import media as media_jobs  # it imports this module
+FETCH_AGAIN = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
+                    .where(media.c.state == "dead", media.c.message_id.in_(values_of("ids"))),
+                    "fetch these dead media again")
 
-    await media_jobs.requeue(db, ids)
+
+async def _fetch_again(db: Connector, sink: str, key: str, ids: list[int]) -> None:
+    """A file target whose file never came, requeued: its file is fetched again and it
+    waits for it (a file stored meanwhile re-opens it now)."""
+    await db.run(FETCH_AGAIN, ids=ids)
+    await db.run(REASON, reason=f"{WAITING_FOR_FILE}: fetched again", sink=sink, key=key)
     for message_id, state, _ in await db.rows(FILE_STATES, ids=ids):
         if state == "fetched":
             await reopen_waiting(db, message_id)
