@@ -704,6 +704,8 @@ async def _requeue_targets(db: Connector, sink: str | None,
     return count
 
 
+# media.REQUEUE's update, here: media imports this module (re-opening waits), so calling it
+# from here would be an import cycle (tests/test_imports.py)
 FETCH_AGAIN = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
                     .where(media.c.state == "dead", media.c.message_id.in_(values_of("ids"))),
                     "fetch these dead media again")
