@@ -109,11 +109,14 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
-          limit: int) -> list[Part]:
+          limit: int, starts: frozenset[str] | set[str] = frozenset()) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
     delivered re-splits into the same parts with the same keys, so none is posted twice.
+    `starts` holds the part keys an earlier try used: a message whose own key is one of
+    them begins a part again, so messages on either side of a delivered one are never
+    joined into one part (the later one's posts would be skipped as the earlier's).
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
     """
@@ -130,7 +133,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
             current = None
             parts.extend(_chunks(batch_key, message, line, budget))
             continue
-        if current is not None and size + 1 + u16(line) > budget:
+        if current is not None and (size + 1 + u16(line) > budget
+                                    or f"{batch_key}:{message.provider_id}:0" in starts):
             current = None
         if current is None:
             current = Part(f"{batch_key}:{message.provider_id}:0")

@@ -4,7 +4,6 @@ outcome, retry and dead letter (issue 14; DESIGN.md "Reality first")."""
 from __future__ import annotations
 
 import aiosqlite
-import pytest
 from click.testing import CliRunner
 
 from bridge.buffer import Buffer
@@ -189,12 +188,6 @@ async def test_a_group_members_refused_opportunity_is_a_dead_target_too(sim, buf
         "reason"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "adv25, not fixed: a retry re-splits only its pending messages (transcript.split is "
-    "greedy from the first); a note retried for its opportunity alone, after a note "
-    "between it and an earlier pending one was delivered, is rendered inside the earlier "
-    "note's part, whose opportunity post is in the ledger: its text never reaches the "
-    "opportunity and it counts as delivered (its own target stays 'failing' for good)"))
 def test_a_note_retried_for_its_opportunity_keeps_its_own_part_after_a_middle_one_lands():
     """Three notes in one batch (note_limit 1000): m1, a long m3, a short m4. All landed
     on the lead; on the opportunity m1 and m3 landed, m4's post failed (503); m1's photo
