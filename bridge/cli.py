@@ -111,7 +111,7 @@ def run(config_path: str, port: int | None, access_log: bool) -> None:
     try:
         serve(app, config.server.host, config.server.port,
               access_log=logging.getLogger("aiohttp.access") if access_log else None,
-              ready=ready)
+              ready=ready, event_loop=config.server.event_loop)
     finally:
         address.forget(config)
 

@@ -37,6 +37,7 @@ class ServerConfig(_Section):
     port: int = Field(8080, ge=0, le=65535)
     admin_token: str | None = None
     timezone: str | None = None
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @field_validator("admin_token")
     @classmethod

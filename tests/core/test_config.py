@@ -64,7 +64,7 @@ def test_unknown_key_names_the_path_and_allowed_keys(pm, write):
     with pytest.raises(ConfigError) as err:
         load(pm, write("server:\n  prot: 80\n"))
     assert str(err.value) == ("server.prot: unknown key (check the spelling; allowed: "
-                              "admin_token, host, port, timezone)")
+                              "admin_token, event_loop, host, port, timezone)")
 
 
 def test_bad_duration_names_the_path_and_the_forms(pm, write):

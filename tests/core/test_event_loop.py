@@ -1,0 +1,53 @@
+"""server.event_loop: `bridge run` on uvloop or on asyncio's own loop stores a signed
+webhook before its 200 and stops cleanly on SIGTERM; a value it cannot use is a config
+error naming the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from plugins.whatsapp.signature import sign
+from tests.helpers import free_port
+from tests.processes import BridgeProcess, buffered_ids, failed_start
+from tests.whatsapp import payloads as p
+
+SECRET = "loop-secret"
+
+
+def _config(tmp_path: Path, port: int, event_loop: str) -> Path:
+    config = {"server": {"port": port, "event_loop": event_loop},
+              "buffer": {"path": str(tmp_path / "bridge.db")},
+              "plugins": {"whatsapp": {"verify_token": "v", "app_secret": SECRET}}}
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(("event_loop", "runs_on"), [
+    ("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop")])
+def test_a_webhook_is_stored_and_the_bridge_stops_cleanly_on_each_loop(
+        tmp_path, event_loop, runs_on):
+    pytest.importorskip("uvloop")
+    port = free_port()
+    bridge = BridgeProcess(_config(tmp_path, port, event_loop), port).start()
+    try:
+        body = json.dumps(p.envelope({"field": "messages", "value": p.value(
+            messages=[p.text_message("loop-1", "919812345670", "hello")])})).encode()
+        answer = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
+                            headers={"Content-Type": "application/json",
+                                     "X-Hub-Signature-256": sign(body, SECRET)})
+        assert answer.status_code == 200
+        assert buffered_ids({"path": str(tmp_path / "bridge.db")}) == {"loop-1"}
+    finally:
+        bridge.stop()
+    assert bridge.proc.returncode == 0
+    assert f"serving on the {runs_on} event loop" in Path(bridge.log.name).read_text()
+
+
+def test_an_unknown_event_loop_is_a_config_error_naming_the_key(tmp_path):
+    line = failed_start(_config(tmp_path, free_port(), "trio"))
+    assert "server.event_loop" in line
