@@ -53,6 +53,8 @@ CUT_OFF = (f"{UNCONFIRMED}: the bridge stopped (killed or crashed) before Attach
            "answered; it may be attached (no API reads an activity's attachments), so it "
            "is not repeated: requeue to attach again")
 HELD = "held in the bridge: this activity type does not allow attachments"
+NOT_ALLOWED = ("the activity type no longer allows attachments: the file stays in the bridge "
+               "(turn on Allow Attachments in LeadSquared, then requeue it)")
 NO_URL = ("File Upload answered no S3 URL (s3FilePath), only a file name: Attachment/Add "
           "needs the S3 URL, so the file stays in the bridge (run `bridge leadsquared check "
           "--probe`; requeue once the account's upload answers one)")
@@ -111,10 +113,15 @@ class Attacher:
     async def _one(self, batch: Batch, part: Part, message: Message,
                    existing: dict[str, str]) -> str | None:
         file = message.file
-        if file is None or file.state in ("dead", "held") or not self.allowed:
+        if file is None or file.state in ("dead", "held"):
             return None  # nothing to attach: the transcript line says why
         key = file_key(part.key, message)
         earlier = batch.targets.get(key)
+        if not self.allowed:  # an earlier try's target would wait in a finished batch
+            if earlier is not None and not earlier.dead and key not in existing:
+                batch.fail_target(key, earlier.label, NOT_ALLOWED, [message.id],
+                                  self.max_attempts, final=True)
+            return None
         if key in existing or (earlier is not None and earlier.dead):
             return None
         name = file_name(message)

@@ -271,6 +271,35 @@ async def test_a_type_that_does_not_say_whether_it_allows_attachments_is_tried_a
     assert await media_buffer.dead_letters() == []
 
 
+async def test_a_failing_attach_whose_type_stopped_allowing_attachments_is_a_dead_target(
+        sim, media_buffer, tmp_path):
+    """An attach retried (408) when someone turns Allow Attachments off on the type and the
+    bridge restarts: the retry cannot attach, so the target is a dead target saying why (to
+    requeue once the type allows them again), never left failing in a finished batch,
+    counted and listed nowhere."""
+    sim.configure(activity_setting="attachments_key")  # the account says AllowAttachments
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, b"photo bytes")
+    sim.break_endpoint("Add", 408)
+    async with running(media_buffer, [sink_for(sim, max_attempts=50)]):
+        await wait_until(lambda: calls(sim, "Attachment/Add") >= 2)
+    (activity,) = sim.activities(lead)
+    sim.mend_endpoint("Add")
+    for kind in sim.store.types.values():
+        kind.allow_attachments = False
+    async with running(media_buffer, [sink_for(sim, max_attempts=50)]):
+        await wait_until(lambda: settled(media_buffer))
+        await wait_until(lambda: settled(media_buffer))  # and a drain after that
+    assert sim.attachments(activity["Id"]) == []
+    assert calls(sim, "ProspectActivity.svc/Create") == 1
+    (dead,) = await media_buffer.dead_targets()
+    assert dead["target"].startswith("attachment ") and "allows attachments" in dead["reason"]
+    (state,) = await media_buffer.sinks()
+    assert (state["dead_targets"], state["failing_targets"]) == (1, 0)
+    assert await media_buffer.dead_letters() == []
+
+
 async def test_an_attach_whose_answer_is_lost_is_not_repeated(sim, media_buffer, tmp_path):
     """No documented read of an activity's attachments: an attach with an unknown outcome
     is a dead target saying so, never sent again by itself (a duplicate is the worse one)."""
