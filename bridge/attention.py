@@ -131,6 +131,12 @@ def _overdue(row: dict[str, Any], found: dict[Any, Any]) -> dict[str, Any]:
     first = row["message_ids"][0] if row["message_ids"] else None
     name, text = _who(found, first, row["conversation"])
     waited = time.time() - row["waiting_since"].timestamp()
+    if row.get("held"):
+        return {**row, "name": name, "preview": text,
+                "plain": f"{row['target']} has waited {ago(waited)}: its file is stored, and "
+                         "it is attached when the retry of another part of its chat ends",
+                "next": "See that chat's retrying post under Details: once it lands or is "
+                        "given up, the file follows (no download is needed again)."}
     return {**row, "name": name, "preview": text,
             "plain": f"{row['target']} has waited {ago(waited)} for its file",
             "next": "See the media files under Details: a failed download says why; "

@@ -523,14 +523,17 @@ _open = batches.alias("open_batch")
 # A wait is overdue once it is old, or at once when its file is already stored and its
 # batch is done (nothing will re-open it: the hand-over between fetch and sink went wrong;
 # issue 25). While the batch still retries another part, the file waits for its end.
-_stored = sa.and_(sa.exists().where(media.c.state == "fetched", t.message_ids.like(
-    sa.literal("%,") + sa.cast(media.c.message_id, TEXT) + sa.literal(",%"))),
-    ~sa.exists().where(_open.c.id == t.batch_id, _open.c.state != "done"))
+_fetched = sa.exists().where(media.c.state == "fetched", t.message_ids.like(
+    sa.literal("%,") + sa.cast(media.c.message_id, TEXT) + sa.literal(",%")))
+_batch_open = sa.exists().where(_open.c.id == t.batch_id, _open.c.state != "done")
+_stored = sa.and_(_fetched, ~_batch_open)
 _file_waits = (t.sink == P("sink"), t.state == "dead", ~_NOT_WAITING,
                sa.or_(t.updated_at < P("older_than"), _stored))
 OVERDUE_COUNT = Query(sa.select(sa.func.count()).select_from(targets).where(*_file_waits),
                       "attachments waiting for their file")
-OVERDUE = Query(sa.select(t.label, b.conversation, t.message_ids, t.reason, t.updated_at)
+# held: the file is stored, and the wait is for its batch's retry of another part to end
+OVERDUE = Query(sa.select(t.label, b.conversation, t.message_ids, t.reason, t.updated_at,
+                          sa.case((sa.and_(_fetched, _batch_open), 1), else_=0))
                 .select_from(targets.outerjoin(batches, b.id == t.batch_id))
                 .where(*_file_waits).order_by(t.updated_at, t.key).limit(P("limit")),
                 "the oldest attachments waiting for their file")
@@ -539,13 +542,15 @@ OVERDUE = Query(sa.select(t.label, b.conversation, t.message_ids, t.reason, t.up
 async def overdue_files(db: Connector, sink: str, older_than: float,
                         limit: int) -> tuple[int, list[dict[str, Any]]]:
     """Targets (attachments) waiting for their message's file since before `older_than`
-    (unix seconds): how many, and the oldest `limit` of them."""
+    (unix seconds): how many, and the oldest `limit` of them (held: the file is stored and
+    the attach waits for its batch, which still retries another part)."""
     count = await db.value(OVERDUE_COUNT, sink=sink, older_than=older_than)
-    columns = ("target", "conversation", "message_ids", "reason", "waiting_since")
+    columns = ("target", "conversation", "message_ids", "reason", "waiting_since", "held")
     rows = await db.rows(OVERDUE, sink=sink, older_than=older_than, limit=limit) \
         if count else []
     found = [_record(columns, row) for row in rows]
     for record in found:
         record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
+        record["held"] = bool(record["held"])
     return count, found
 

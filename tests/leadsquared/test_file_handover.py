@@ -308,6 +308,24 @@ async def test_a_file_stored_while_another_part_of_its_batch_retries_waits_for_t
         f"{part}#file{photo.id}"].dead
 
 
+async def test_a_stored_file_held_by_its_batchs_retry_is_overdue_with_advice_that_fits(
+        media_buffer, tmp_path):
+    """After 15 minutes such a wait is overdue: the page must not advise fetching a file that
+    is stored (`requeue --media`), but say it follows once the other part's retry ends."""
+    from bridge.attention import _overdue
+
+    await later_note_retries(media_buffer)
+    await fetch(media_buffer, tmp_path, os.urandom(2000))
+    count, (row,) = await media_buffer.overdue_files("leadsquared", time.time() + 1, 10)
+    assert count == 1 and row["held"] is True
+    shown = _overdue(row, {})
+    assert "its file is stored" in shown["plain"] and "--media" not in shown["next"]
+    (retry,) = await media_buffer.claim("leadsquared", 10, 60)
+    await media_buffer.complete(retry, [Outcome.delivered()], POLICY)
+    count, rows = await media_buffer.overdue_files("leadsquared", time.time() + 1, 10)
+    assert all(not r["held"] for r in rows)  # its batch is done: the file is re-opened
+
+
 async def test_a_file_stored_during_the_retry_that_lands_its_window_is_attached(
         sim, media_buffer, tmp_path):
     """The window (photo first) is on the lead, its opportunity fails (the messages stay
