@@ -67,3 +67,5 @@ async def test_a_note_whose_lead_post_failed_is_not_joined_to_an_earlier_part_af
     assert texts_on(sim, lead, None) == wanted
     assert texts_on(sim, lead, deal) == wanted
     assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
+    (state,) = await buffer.sinks()
+    assert state["failing_targets"] == 0  # the lead's wait is gone once m3 landed
