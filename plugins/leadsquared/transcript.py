@@ -109,7 +109,8 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
-          limit: int, starts: frozenset[str] | set[str] = frozenset()) -> list[Part]:
+          limit: int, starts: frozenset[str] | set[str] = frozenset(),
+          landed: frozenset[str] | set[str] = frozenset()) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -117,6 +118,11 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     `starts` holds the part keys an earlier try used: a message whose own key is one of
     them begins a part again, so messages on either side of a delivered one are never
     joined into one part (the later one's posts would be skipped as the earlier's).
+    `landed` holds those posted somewhere: such a part is never cut by the limit, as its
+    lines may have grown since (a contact's new name, a lower note_limit): a message cut
+    off it would get a key of its own and be posted again where the part landed. Its
+    messages are those up to the next start (a retry's parts are whole: a part's messages
+    share their outcome, and each one not delivered had its start recorded).
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
     """
@@ -133,8 +139,9 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
             current = None
             parts.extend(_chunks(batch_key, message, line, budget))
             continue
-        if current is not None and (size + 1 + u16(line) > budget
-                                    or f"{batch_key}:{message.provider_id}:0" in starts):
+        if current is not None and (
+                f"{batch_key}:{message.provider_id}:0" in starts
+                or (size + 1 + u16(line) > budget and current.key not in landed)):
             current = None
         if current is None:
             current = Part(f"{batch_key}:{message.provider_id}:0")

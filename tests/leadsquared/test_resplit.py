@@ -69,3 +69,31 @@ async def test_a_note_whose_lead_post_failed_is_not_joined_to_an_earlier_part_af
     assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
     (state,) = await buffer.sinks()
     assert state["failing_targets"] == 0  # the lead's wait is gone once m3 landed
+
+
+async def test_a_note_landed_on_the_lead_is_not_posted_again_when_its_lines_grew_before_the_retry(  # noqa: E501
+        sim, buffer):
+    """One note of three messages lands on the lead; its post on the opportunity fails
+    (503). Before the retry the customer's WhatsApp name changes (a new message carries
+    it): every line of theirs is longer, the three no longer fit in one note, and the
+    retry's re-split gave m3 a part (and key) of its own: posted on the lead a second
+    time."""
+    from dataclasses import replace
+
+    from tests.leadsquared.test_targets import posts_on
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    await buffer.append([sized(n, 230, 30 - n) for n in (1, 2, 3)])
+    sink = sink_for(sim, bulk=False, note_limit=1000, max_attempts=50,
+                    rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: posts_on(sim, deal) >= 2, timeout=30)
+        renamed = replace(sized(4, 20, 1), contact_name="Asha Kumari Venkataraman-Iyer (Pune)")
+        await buffer.append([renamed])
+        sim.refuse_posts(deal, reason="")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    wanted = Counter({f"msg-{n:05d}": 1 for n in (1, 2, 3, 4)})
+    assert texts_on(sim, lead, deal) == wanted
+    assert texts_on(sim, lead, None) == wanted
