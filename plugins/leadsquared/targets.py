@@ -118,8 +118,9 @@ class Planner:
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
         if self.settings.granularity == "message":
+            starts = earlier_parts(batch)
             return [p for m, line in zip(messages, lines, strict=True)
-                    for p in split(batch.key, [m], [line], self.settings.note_limit)]
+                    for p in split(batch.key, [m], [line], self.settings.note_limit, starts)]
         return split(batch.key, messages, lines, self.settings.note_limit, earlier_parts(batch),
                      earlier_parts(batch, landed=True))
 

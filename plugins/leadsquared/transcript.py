@@ -130,18 +130,22 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     parts: list[Part] = []
     current: Part | None = None
     size = 0
+    cuts = _cuts(batch_key, starts)
     for message, line in zip(messages, lines, strict=True):
         if isinstance(line, Unrendered):
             parts.append(Part(f"{batch_key}:{message.provider_id}:unrendered", [], [message],
                               failed=line.reason))
             continue
-        if u16(line) > budget:
+        own = f"{batch_key}:{message.provider_id}:0"
+        joins = current is not None and current.key in landed and own not in starts
+        if message.provider_id in cuts or (u16(line) > budget and not joins
+                                           and own not in landed):
             current = None
-            parts.extend(_chunks(batch_key, message, line, budget))
+            parts.extend(_chunks(batch_key, message, line, budget,
+                                 cuts.get(message.provider_id)))
             continue
-        if current is not None and (
-                f"{batch_key}:{message.provider_id}:0" in starts
-                or (size + 1 + u16(line) > budget and current.key not in landed)):
+        if current is not None and (own in starts or (size + 1 + u16(line) > budget
+                                                      and current.key not in landed)):
             current = None
         if current is None:
             current = Part(f"{batch_key}:{message.provider_id}:0")
@@ -153,14 +157,30 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     return parts
 
 
-def _chunks(batch_key: str, message: Message, line: str, budget: int) -> list[Part]:
+def _cuts(batch_key: str, starts: frozenset[str] | set[str]) -> dict[str, list[int]]:
+    """Provider id -> the offsets an earlier try cut its long line at (chunk keys past 0)."""
+    found: dict[str, set[int]] = {}
+    for key in starts:
+        pid, _, offset = key.removeprefix(f"{batch_key}:").rpartition(":")
+        if key.startswith(f"{batch_key}:") and offset.isdigit():
+            found.setdefault(pid, set()).add(int(offset))
+    return {pid: sorted(offsets | {0}) for pid, offsets in found.items()
+            if any(offsets)}
+
+
+def _chunks(batch_key: str, message: Message, line: str, budget: int,
+            cuts: list[int] | None = None) -> list[Part]:
     """A line longer than a note goes out in consecutive parts, each marked continued;
-    every piece after the first starts with `…`, so no piece can pass for a line."""
+    every piece after the first starts with `…`, so no piece can pass for a line. With
+    `cuts` (an earlier try's offsets), it is cut there again, whatever its length now: a
+    piece at a new offset would be a new key, posted again where the old pieces landed."""
     parts, start = [], 0
     while start < len(line):
         lead = CONTINUED if start else ""
         end = start
-        while end < len(line) and u16(lead + line[start:end + 1]) <= budget:
+        if cuts is not None:
+            end = next((c for c in cuts if c > start), len(line))
+        while cuts is None and end < len(line) and u16(lead + line[start:end + 1]) <= budget:
             end += 1
         parts.append(Part(f"{batch_key}:{message.provider_id}:{start}",
                           [lead + line[start:end]], [message],

@@ -24,10 +24,11 @@ async def buffer_target(request, tmp_path) -> AsyncIterator[str]:
         yield url
 
 
-def sized(n: int, length: int, minutes_ago: float):
+def sized(n: int, length: int, minutes_ago: float, account: str = "acct"):
     """A message whose text is `msg-0000n` padded to `length` characters."""
     text = f"msg-{n:05d} " + "x" * (length - 10)
-    return message(n, NUMBER, source="whatsapp", text=text, minutes_ago=minutes_ago)
+    return message(n, NUMBER, source="whatsapp", text=text, minutes_ago=minutes_ago,
+                   account=account)
 
 
 def texts_on(sim, lead: str, opportunity: str | None) -> Counter:
@@ -97,3 +98,76 @@ async def test_a_note_landed_on_the_lead_is_not_posted_again_when_its_lines_grew
     wanted = Counter({f"msg-{n:05d}": 1 for n in (1, 2, 3, 4)})
     assert texts_on(sim, lead, deal) == wanted
     assert texts_on(sim, lead, None) == wanted
+
+
+async def test_a_photo_whose_file_comes_later_follows_once_while_a_later_note_retries_for_its_opportunity(  # noqa: E501
+        sim, buffer, tmp_path):
+    """m1 and a photo (not fetched yet) in one note, a long m3 in the next. Both land on
+    the lead; on the opportunity the first lands and m3's fails (503). The photo's text is
+    delivered and its file follows once fetched: attached once to the first note, and no
+    message posted twice anywhere, while m3 retries for the opportunity."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from tests.leadsquared.test_attachments import fetch
+    from tests.whatsapp.test_media import PHONE_ID, media_message
+
+    buffer.media_sources = {"whatsapp": None}
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    first, third = sized(1, 275, 30, PHONE_ID), sized(3, 675, 10, PHONE_ID)
+    photo = replace(media_message(2, "m-1"), sent_at=first.sent_at + timedelta(minutes=10))
+    await buffer.append([first, photo, third])
+    sim.configure(latency=0.3)
+    sink = sink_for(sim, bulk=False, note_limit=1000, max_attempts=50,
+                    rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: sum(1 for c in sim.calls if c.path.endswith("/Create")
+                                     and c.status == 200) == 3, timeout=30)
+        sim.configure(gateway_errors=[[503, "Create"]])  # m3's post on the opportunity
+        await wait_until(lambda: sim.knobs.gateway_errors == [], timeout=30)
+        sim.configure(latency=0.0)
+        await fetch(buffer, tmp_path, b"photo bytes")
+        await wait_until(lambda: settled(buffer), timeout=30)
+        await wait_until(lambda: [a for a in sim.activities(lead)
+                                  if sim.attachments(a["Id"])], timeout=30)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    wanted = Counter({"msg-00001": 1, "msg-00003": 1})
+    assert texts_on(sim, lead, None) == wanted and texts_on(sim, lead, deal) == wanted
+    notes = [a for a in sim.activities(lead) if a["RelatedOpportunityId"] is None]
+    assert sum("my bill" in a["ActivityNote"] for a in notes) == 1
+    assert sum(len(sim.attachments(a["Id"])) for a in sim.activities(lead)) == 1
+    assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
+
+
+@pytest.mark.parametrize(("length", "pieces"), [(2470, 3), (800, 1)])
+async def test_a_long_message_landed_in_pieces_is_cut_at_the_same_places_when_its_line_grew(
+        sim, buffer, length, pieces):
+    """A message too long for one note lands on the lead in three pieces (keys by offset),
+    or one that just fits in one note; their posts on the opportunity fail (503). Before
+    the retry the customer's name changes: the line is longer and needed one more piece,
+    a new key, posting the message's end on the lead a second time. The retry cuts where
+    the first try did (nowhere, for the one that fitted)."""
+    from dataclasses import replace
+
+    from tests.leadsquared.test_targets import posts_on
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    long = sized(1, length, 30)
+    await buffer.append([replace(long, text=long.text + " END-00001")])
+    sink = sink_for(sim, bulk=False, note_limit=1000, max_attempts=50,
+                    rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: posts_on(sim, deal) >= 2 * pieces, timeout=30)
+        assert len(sim.activities(lead)) == pieces
+        renamed = replace(sized(2, 20, 1), contact_name="Asha Kumari Venkataraman-Iyer (Pune)")
+        await buffer.append([renamed])
+        sim.refuse_posts(deal, reason="")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    for target in (None, deal):
+        notes = [a["ActivityNote"] for a in sim.activities(lead)
+                 if a["RelatedOpportunityId"] == target]
+        assert sum(note.count("END-00001") for note in notes) == 1
+        assert texts_on(sim, lead, target) == Counter({"msg-00001": 1, "msg-00002": 1})
