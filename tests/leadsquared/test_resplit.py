@@ -140,9 +140,10 @@ async def test_a_photo_whose_file_comes_later_follows_once_while_a_later_note_re
     assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
 
 
-@pytest.mark.parametrize(("length", "pieces"), [(2470, 3), (800, 1)])
+@pytest.mark.parametrize(("length", "pieces", "granularity"), [
+    (2470, 3, "window"), (800, 1, "window"), (800, 1, "message")])
 async def test_a_long_message_landed_in_pieces_is_cut_at_the_same_places_when_its_line_grew(
-        sim, buffer, length, pieces):
+        sim, buffer, length, pieces, granularity):
     """A message too long for one note lands on the lead in three pieces (keys by offset),
     or one that just fits in one note; their posts on the opportunity fail (503). Before
     the retry the customer's name changes: the line is longer and needed one more piece,
@@ -158,7 +159,7 @@ async def test_a_long_message_landed_in_pieces_is_cut_at_the_same_places_when_it
     long = sized(1, length, 30)
     await buffer.append([replace(long, text=long.text + " END-00001")])
     sink = sink_for(sim, bulk=False, note_limit=1000, max_attempts=50,
-                    rate_limit="1000/0.05s")
+                    rate_limit="1000/0.05s", granularity=granularity)
     async with running(buffer, [sink]):
         await wait_until(lambda: posts_on(sim, deal) >= 2 * pieces, timeout=30)
         assert len(sim.activities(lead)) == pieces
