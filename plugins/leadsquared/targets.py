@@ -117,12 +117,9 @@ class Planner:
                                  {key: rep.label(business) for key, rep in reps.items()})
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
-        starts, landed = earlier_parts(batch), earlier_parts(batch, landed=True)
-        if self.settings.granularity == "message":
-            return [p for m, line in zip(messages, lines, strict=True)
-                    for p in split(batch.key, [m], [line], self.settings.note_limit, starts,
-                                   landed)]
-        return split(batch.key, messages, lines, self.settings.note_limit, starts, landed)
+        return split(batch.key, messages, lines, self.settings.note_limit, earlier_parts(batch),
+                     earlier_parts(batch, landed=True),
+                     single=self.settings.granularity == "message")
 
 
 def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:

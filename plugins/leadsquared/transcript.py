@@ -110,7 +110,7 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
           limit: int, starts: frozenset[str] | set[str] = frozenset(),
-          landed: frozenset[str] | set[str] = frozenset()) -> list[Part]:
+          landed: frozenset[str] | set[str] = frozenset(), single: bool = False) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -123,6 +123,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     off it would get a key of its own and be posted again where the part landed. Its
     messages are those up to the next start (a retry's parts are whole: a part's messages
     share their outcome, and each one not delivered had its start recorded).
+    `single` (granularity "message"): a part per message, but for those of a landed part
+    (an earlier try in "window", before the setting changed).
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
     """
@@ -144,8 +146,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
             parts.extend(_chunks(batch_key, message, line, budget,
                                  cuts.get(message.provider_id)))
             continue
-        if current is not None and (own in starts or (size + 1 + u16(line) > budget
-                                                      and current.key not in landed)):
+        if current is not None and (own in starts or (
+                (single or size + 1 + u16(line) > budget) and current.key not in landed)):
             current = None
         if current is None:
             current = Part(f"{batch_key}:{message.provider_id}:0")

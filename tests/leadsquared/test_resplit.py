@@ -172,3 +172,31 @@ async def test_a_long_message_landed_in_pieces_is_cut_at_the_same_places_when_it
                  if a["RelatedOpportunityId"] == target]
         assert sum(note.count("END-00001") for note in notes) == 1
         assert texts_on(sim, lead, target) == Counter({"msg-00001": 1, "msg-00002": 1})
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ({"note_limit": 1000}, {"note_limit": 600}),
+    ({"note_limit": 600}, {"note_limit": 1000}),
+    ({"granularity": "window"}, {"granularity": "message"}),
+    ({"granularity": "message"}, {"granularity": "window"})])
+async def test_a_setting_changed_between_tries_posts_nothing_twice(sim, buffer, before, after):
+    """Three messages land on the lead (in one note, or three); their posts on the
+    opportunity fail (503). The bridge restarts with another note_limit or granularity:
+    the retry keeps the notes that landed as they were, so nothing reaches the lead twice
+    and the opportunity gets each message once."""
+    from tests.leadsquared.test_targets import posts_on
+
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    await buffer.append([sized(n, 120, 30 - n) for n in (1, 2, 3)])
+    settings = {"bulk": False, "max_attempts": 50, "rate_limit": "1000/0.05s"}
+    async with running(buffer, [sink_for(sim, **settings, **before)]):
+        await wait_until(lambda: posts_on(sim, deal) >= 2, timeout=30)
+    landed = len(sim.activities(lead))
+    sim.refuse_posts(deal, reason="")
+    async with running(buffer, [sink_for(sim, **settings, **after)]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+    wanted = Counter({f"msg-{n:05d}": 1 for n in (1, 2, 3)})
+    assert texts_on(sim, lead, None) == wanted and texts_on(sim, lead, deal) == wanted
+    assert len([a for a in sim.activities(lead) if not a["RelatedOpportunityId"]]) == landed
