@@ -200,3 +200,44 @@ async def test_a_setting_changed_between_tries_posts_nothing_twice(sim, buffer, 
     wanted = Counter({f"msg-{n:05d}": 1 for n in (1, 2, 3)})
     assert texts_on(sim, lead, None) == wanted and texts_on(sim, lead, deal) == wanted
     assert len([a for a in sim.activities(lead) if not a["RelatedOpportunityId"]]) == landed
+
+
+async def test_a_note_whose_lead_post_failed_is_not_joined_to_a_photo_note_retried_for_its_attach(  # noqa: E501
+        sim, buffer, tmp_path):
+    """As above, with the first note waiting for its photo's attach (a gateway's 408)
+    rather than for the opportunity: its key is in the ledger for the lead and the
+    opportunity, so m3 joined to it would reach neither."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from tests.leadsquared.test_attachments import fetch
+    from tests.whatsapp.test_media import PHONE_ID, media_message
+
+    buffer.media_sources = {"whatsapp": None}
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    second, third = sized(2, 800, 20, PHONE_ID), sized(3, 175, 10, PHONE_ID)
+    photo = replace(media_message(1, "m-1"), sent_at=second.sent_at - timedelta(minutes=5))
+    await buffer.append([photo, second, third])
+    await fetch(buffer, tmp_path, b"photo bytes")
+    sim.break_endpoint("Add", 408)
+    sim.configure(latency=0.3)
+    sink = sink_for(sim, bulk=False, note_limit=1000, max_attempts=50,
+                    rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: lead_creates_answered(sim) == 2, timeout=30)
+        sim.configure(gateway_errors=[[503, "Create"]])  # m3's post on the lead
+
+        async def attach_waits() -> bool:
+            (conversation,) = await buffer.conversations("leadsquared")
+            return "attachment" in (conversation["last_error"] or "")
+        await wait_until(attach_waits, timeout=30)  # the first try ended
+        sim.configure(latency=0.0)
+        sim.mend_endpoint("Add")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    wanted = Counter({"msg-00002": 1, "msg-00003": 1})
+    for target in (None, deal):
+        assert texts_on(sim, lead, target) == wanted
+        notes = [a for a in sim.activities(lead) if a["RelatedOpportunityId"] == target]
+        assert sum("my bill" in a["ActivityNote"] for a in notes) == 1
+    assert sum(len(sim.attachments(a["Id"])) for a in sim.activities(lead)) == 1
