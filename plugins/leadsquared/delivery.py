@@ -6,10 +6,10 @@ attachments.Attacher); `Steps` holds one of each for a run of the sink.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from bridge import Batch, Outcome, is_group
-from bridge.contracts import MOST
 from plugins.leadsquared.attachments import Attacher
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -83,4 +83,4 @@ def _remember_waiting_starts(batch: Batch, parts: list, results: dict[str, Outco
         outcome = results.get(part.key)
         if outcome is not None and outcome.kind == "retry":
             batch.fail_target(part.key, LEAD, outcome.reason, [m.id for m in part.messages],
-                              MOST)
+                              sys.maxsize)
