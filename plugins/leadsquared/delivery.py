@@ -6,6 +6,7 @@ attachments.Attacher); `Steps` holds one of each for a run of the sink.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from bridge import Batch, Outcome, is_group
@@ -53,6 +54,7 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
         return for_all(batch, await steps.people.forget_if_gone(exc, batch, lead)
                        or outcome_of(exc))
     results = await steps.poster.on_lead(batch, plan)  # 3. post: the lead, then its deals
+    _remember_waiting_starts(batch, plan.parts, results)
     landed = [part for part in plan.parts if part.key not in results]
     waiting = await steps.poster.on_opportunities(batch, plan, landed)
     for part in landed:  # 4. attach the files to the activity that names them
@@ -66,3 +68,19 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
             if outcome.kind == "delivered":
                 results[key] = Outcome.retry(why, transient=unread.transient)
     return per_message(batch, plan.parts, results)
+
+
+LEAD = "lead"  # the label of a part whose post on the lead waits (a target of its own)
+
+
+def _remember_waiting_starts(batch: Batch, parts: list, results: dict[str, Outcome]) -> None:
+    """A part whose post on the lead waits (failed, or not attempted after a failure) is
+    recorded as a failing target under its own key, so the retry re-splits at its start
+    (targets.earlier_parts): with a middle note delivered meanwhile, its messages would
+    otherwise join the part before, whose key is in the ledger, and never be posted. It
+    never dies as a target: its messages' own retry and dead letter cover it."""
+    for part in parts:
+        outcome = results.get(part.key)
+        if outcome is not None and outcome.kind == "retry":
+            batch.fail_target(part.key, LEAD, outcome.reason, [m.id for m in part.messages],
+                              sys.maxsize)

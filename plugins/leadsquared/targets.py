@@ -117,17 +117,18 @@ class Planner:
                                  {key: rep.label(business) for key, rep in reps.items()})
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
-        if self.settings.granularity == "message":
-            return [p for m, line in zip(messages, lines, strict=True)
-                    for p in split(batch.key, [m], [line], self.settings.note_limit)]
-        return split(batch.key, messages, lines, self.settings.note_limit, earlier_parts(batch))
+        return split(batch.key, messages, lines, self.settings.note_limit, earlier_parts(batch),
+                     earlier_parts(batch, landed=True),
+                     single=self.settings.granularity == "message")
 
 
-def earlier_parts(batch: Batch) -> set[str]:
+def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:
     """Part keys an earlier try of the batch posted or failed to post (its ledger and its
-    targets, less their `@opportunity` and `#file` suffixes)."""
+    targets, less their `@opportunity` and `#file` suffixes); with `landed`, only those
+    posted somewhere (the ledger)."""
     prefix = f"{batch.key}:"
-    keys = [k for k in (*batch.ledger, *batch.targets) if k.startswith(prefix)]
+    keys = [k for k in (*batch.ledger, *(() if landed else batch.targets))
+            if k.startswith(prefix)]
     return {*keys, *(k.rpartition("#file")[0] for k in keys if "#file" in k),
             *(k.rpartition("@")[0] for k in keys if "@" in k)}
 

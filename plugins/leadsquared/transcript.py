@@ -109,7 +109,8 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
-          limit: int, starts: frozenset[str] | set[str] = frozenset()) -> list[Part]:
+          limit: int, starts: frozenset[str] | set[str] = frozenset(),
+          landed: frozenset[str] | set[str] = frozenset(), single: bool = False) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -117,6 +118,13 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     `starts` holds the part keys an earlier try used: a message whose own key is one of
     them begins a part again, so messages on either side of a delivered one are never
     joined into one part (the later one's posts would be skipped as the earlier's).
+    `landed` holds those posted somewhere: such a part is never cut by the limit, as its
+    lines may have grown since (a contact's new name, a lower note_limit): a message cut
+    off it would get a key of its own and be posted again where the part landed. Its
+    messages are those up to the next start (a retry's parts are whole: a part's messages
+    share their outcome, and each one not delivered had its start recorded).
+    `single` (granularity "message"): a part per message, but for those of a landed part
+    (an earlier try in "window", before the setting changed).
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
     """
@@ -124,17 +132,22 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     parts: list[Part] = []
     current: Part | None = None
     size = 0
+    cuts = _cuts(batch_key, starts)
     for message, line in zip(messages, lines, strict=True):
         if isinstance(line, Unrendered):
             parts.append(Part(f"{batch_key}:{message.provider_id}:unrendered", [], [message],
                               failed=line.reason))
             continue
-        if u16(line) > budget:
+        own = f"{batch_key}:{message.provider_id}:0"
+        joins = current is not None and current.key in landed and own not in starts
+        if message.provider_id in cuts or (u16(line) > budget and not joins
+                                           and own not in landed):
             current = None
-            parts.extend(_chunks(batch_key, message, line, budget))
+            parts.extend(_chunks(batch_key, message, line, budget,
+                                 cuts.get(message.provider_id)))
             continue
-        if current is not None and (size + 1 + u16(line) > budget
-                                    or f"{batch_key}:{message.provider_id}:0" in starts):
+        if current is not None and (own in starts or (
+                (single or size + 1 + u16(line) > budget) and current.key not in landed)):
             current = None
         if current is None:
             current = Part(f"{batch_key}:{message.provider_id}:0")
@@ -146,14 +159,30 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     return parts
 
 
-def _chunks(batch_key: str, message: Message, line: str, budget: int) -> list[Part]:
+def _cuts(batch_key: str, starts: frozenset[str] | set[str]) -> dict[str, list[int]]:
+    """Provider id -> the offsets an earlier try cut its long line at (chunk keys past 0)."""
+    found: dict[str, set[int]] = {}
+    for key in starts:
+        pid, _, offset = key.removeprefix(f"{batch_key}:").rpartition(":")
+        if key.startswith(f"{batch_key}:") and offset.isdigit():
+            found.setdefault(pid, set()).add(int(offset))
+    return {pid: sorted(offsets | {0}) for pid, offsets in found.items()
+            if any(offsets)}
+
+
+def _chunks(batch_key: str, message: Message, line: str, budget: int,
+            cuts: list[int] | None = None) -> list[Part]:
     """A line longer than a note goes out in consecutive parts, each marked continued;
-    every piece after the first starts with `…`, so no piece can pass for a line."""
+    every piece after the first starts with `…`, so no piece can pass for a line. With
+    `cuts` (an earlier try's offsets), it is cut there again, whatever its length now: a
+    piece at a new offset would be a new key, posted again where the old pieces landed."""
     parts, start = [], 0
     while start < len(line):
         lead = CONTINUED if start else ""
         end = start
-        while end < len(line) and u16(lead + line[start:end + 1]) <= budget:
+        if cuts is not None:
+            end = next((c for c in cuts if c > start), len(line))
+        while cuts is None and end < len(line) and u16(lead + line[start:end + 1]) <= budget:
             end += 1
         parts.append(Part(f"{batch_key}:{message.provider_id}:{start}",
                           [lead + line[start:end]], [message],

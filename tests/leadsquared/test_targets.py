@@ -218,3 +218,37 @@ def test_a_note_retried_for_its_opportunity_keeps_its_own_part_after_a_middle_on
                   ledger=ledger, targets={f.key: f for f in failing})
     parts = {m.id: p.key for p in planner.parts(retry) for m in p.messages}
     assert parts == {1: "bk:m1:0", 4: "bk:m4:0"}
+
+
+def test_a_retry_of_notes_from_many_earlier_parts_keeps_each_in_its_own_part():
+    """Five notes: m1 waits for the opportunity, m2 and m4 are delivered, m3's post on the
+    lead failed and m5's was not attempted after it (both recorded as the lead's waits,
+    delivery._remember_waiting_starts). The retry holds m1, m3 and m5, which would fit
+    in one note: each keeps its own part and key."""
+    from dataclasses import replace
+    from datetime import UTC
+
+    from bridge.contracts import Batch, TargetFailure
+    from bridge.model import Conversation
+    from plugins.leadsquared.config import LeadSquaredConfig
+    from plugins.leadsquared.targets import Planner
+
+    short, long = (replace(message(n, text="s" * 200), id=n) for n in (1, 3, 5)), \
+        (replace(message(n, text="l" * 675), id=n) for n in (2, 4))
+    m1, m3, m5 = short
+    m2, m4 = long
+    planner = Planner(LeadSquaredConfig(access_key="a", secret_key="b", note_limit=1000),
+                      None, None, UTC, True)
+    person = Conversation("+919876543210", "Asha")
+    whole = Batch(key="bk", sink="leadsquared", conversation=person,
+                  messages=[m1, m2, m3, m4, m5])
+    assert [p.key for p in planner.parts(whole)] == [f"bk:m{n}:0" for n in range(1, 6)]
+    ledger = {"bk:m1:0": "a1", "bk:m2:0": "a2", "bk:m2:0@O": "o2", "bk:m4:0": "a4",
+              "bk:m4:0@O": "o4"}
+    failing = [TargetFailure("bk:m1:0@O", "opportunity O", "503", False, (1,), 1),
+               TargetFailure("bk:m3:0", "lead", "503", False, (3,), 1),
+               TargetFailure("bk:m5:0", "lead", "not attempted", False, (5,), 1)]
+    retry = Batch(key="bk", sink="leadsquared", conversation=person, messages=[m1, m3, m5],
+                  ledger=ledger, targets={f.key: f for f in failing}, attempt=2)
+    assert [[m.id for m in p.messages] for p in planner.parts(retry)] == [[1], [3], [5]]
+    assert [p.key for p in planner.parts(retry)] == ["bk:m1:0", "bk:m3:0", "bk:m5:0"]
