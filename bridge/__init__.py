@@ -13,6 +13,7 @@ from typing import Any
 
 from bridge.contracts import (
     WAITING_FOR_FILE,
+    WAITS_WITH_MESSAGES,
     Batch,
     Filter,
     Ingest,
@@ -66,7 +67,7 @@ __all__ = [
     "Metrics", "Outcome", "query_text", "quote", "render_line", "SharedBuffer", "Sink",
     "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS", "StatusUpdate", "SyncNote",
     "TargetFailure", "UPGRADE_SUFFIX",
-    "WAITING_FOR_FILE", "zone",
+    "WAITING_FOR_FILE", "WAITS_WITH_MESSAGES", "zone",
 ]
 
 

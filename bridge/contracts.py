@@ -67,6 +67,10 @@ class Outcome:
 WAITING_FOR_FILE = "waiting for its file"
 # ... and is overdue after this many seconds (at once when its file is already stored).
 OVERDUE_FILE = 900.0
+# A target recorded only so that a retry knows where one of the sink's posts began, whose
+# post waits with its messages' own retry (and dead letter), has a reason starting with
+# this: it is not a failure of its own, so it is neither counted nor listed as one.
+WAITS_WITH_MESSAGES = "waits with its messages"
 
 
 @dataclass(frozen=True, slots=True)

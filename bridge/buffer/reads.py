@@ -29,7 +29,7 @@ from bridge.buffer.tables import (
 from bridge.buffer.tables import (
     messages as messages_table,
 )
-from bridge.contracts import WAITING_FOR_FILE
+from bridge.contracts import WAITING_FOR_FILE, WAITS_WITH_MESSAGES
 from bridge.model import Message
 
 b, c, d, m = batches.c, conversations_table.c, deliveries.c, messages_table.c
@@ -61,8 +61,10 @@ BACKLOG = Query(sa.select(pending.c.sink, _held, sa.func.count()).select_from(
     .group_by(pending.c.sink, _held), "backlog per sink")
 DEAD_LETTERS = Query(sa.select(dead.c.sink, sa.func.count()).where(dead.c.state == "dead")
                      .group_by(dead.c.sink), "dead letters per sink")
-TARGET_COUNTS = Query(sa.select(t.sink, t.state, sa.func.count()).where(_NOT_WAITING)
-                      .group_by(t.sink, t.state), "failed targets per sink")
+# a post that waits with its messages' retry is counted with them (backlog, dead letters)
+_OWN_FAILURE = sa.func.substr(t.reason, 1, len(WAITS_WITH_MESSAGES)) != WAITS_WITH_MESSAGES
+TARGET_COUNTS = Query(sa.select(t.sink, t.state, sa.func.count()).where(
+    _NOT_WAITING, _OWN_FAILURE).group_by(t.sink, t.state), "failed targets per sink")
 
 
 async def sinks(db: Connector) -> list[dict[str, Any]]:

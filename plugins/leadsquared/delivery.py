@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from bridge import Batch, Outcome, is_group
+from bridge import WAITS_WITH_MESSAGES, Batch, Outcome, is_group
 from plugins.leadsquared.attachments import Attacher
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -78,9 +78,10 @@ def _remember_waiting_starts(batch: Batch, parts: list, results: dict[str, Outco
     recorded as a failing target under its own key, so the retry re-splits at its start
     (targets.earlier_parts): with a middle note delivered meanwhile, its messages would
     otherwise join the part before, whose key is in the ledger, and never be posted. It
-    never dies as a target: its messages' own retry and dead letter cover it."""
+    never dies as a target: its messages' own retry and dead letter cover it, so its reason
+    says so (bridge.WAITS_WITH_MESSAGES: the status page does not count it as failing)."""
     for part in parts:
         outcome = results.get(part.key)
         if outcome is not None and outcome.kind == "retry":
-            batch.fail_target(part.key, LEAD, outcome.reason, [m.id for m in part.messages],
-                              sys.maxsize)
+            batch.fail_target(part.key, LEAD, f"{WAITS_WITH_MESSAGES}: {outcome.reason}",
+                              [m.id for m in part.messages], sys.maxsize)

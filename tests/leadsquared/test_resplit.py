@@ -243,3 +243,32 @@ async def test_a_note_whose_lead_post_failed_is_not_joined_to_a_photo_note_retri
         notes = [a for a in sim.activities(lead) if a["RelatedOpportunityId"] == target]
         assert sum("my bill" in a["ActivityNote"] for a in notes) == 1
     assert sum(len(sim.attachments(a["Id"])) for a in sim.activities(lead)) == 1
+
+
+async def test_a_lead_post_that_waits_with_its_messages_is_not_counted_as_a_failing_target(
+        sim, buffer):
+    """The record of a failed lead post's start (so a retry re-splits there) is not a
+    failure of its own: its messages' retry and dead letter say it. The status page's
+    "N failing" must not count it, neither while it retries nor once its messages are dead
+    letters (before, it stayed "failing" there until the batch was purged)."""
+    from bridge import WAITS_WITH_MESSAGES
+    from tests.backends import query
+
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await buffer.append([sized(1, 50, 10)])
+    sim.break_endpoint("Create", 503)
+    sink = sink_for(sim, bulk=False, retry_for=1.0, max_attempts=10_000,
+                    rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: lead_creates_tried(sim) >= 2, timeout=30)
+        (state,) = await buffer.sinks()
+        assert state["failing_targets"] == 0 and state["backlog"] == 1
+        await wait_until(buffer.dead_letters, timeout=30)
+    (state,) = await buffer.sinks()
+    assert (state["failing_targets"], state["dead_targets"], state["dead_letters"]) == (0, 0, 1)
+    reasons = [r for (r,) in await query(buffer, "SELECT reason FROM targets")]
+    assert reasons and all(r.startswith(WAITS_WITH_MESSAGES) for r in reasons)
+
+
+def lead_creates_tried(sim) -> int:
+    return sum(1 for c in sim.calls if c.path.endswith("ProspectActivity.svc/Create"))
