@@ -12,11 +12,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.backends import BACKENDS, query
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, SimulatorProcess, buffer_section, eventually
@@ -74,7 +74,7 @@ def bridge(tmp_path, simulator, buffer):
 
 def post(bridge: BridgeProcess, *changes) -> None:
     body = json.dumps(p.envelope(*changes)).encode()
-    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+    response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
     assert response.status_code == 200, response.text
 
@@ -276,7 +276,7 @@ def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge,
     (sink,) = eventually(lambda: [s for s in bridge.status()["sinks"]
                                   if s["dead_targets"] == 2 and s["backlog"] == 0], timeout=90)
     assert sink["dead_letters"] == 0  # every message delivered: it is on its lead
-    page = httpx.get(f"{bridge.url}/", timeout=10).text  # the status page (loopback)
+    page = oneshot.get(f"{bridge.url}/", timeout=10).text  # the status page (loopback)
     row = re.search(rf'<tr data-key="[^"]*@{closed}">(.*?)</tr>', page, re.S)
     assert row and f"opportunity {closed}" in row[1] and "Opportunity is closed" in row[1]
 

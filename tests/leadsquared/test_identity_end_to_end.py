@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import time
 
-import httpx
 import pytest
 
+from tests import oneshot
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import conversation, eventually, post, write_config
 from tests.processes import BridgeProcess, SimulatorProcess
@@ -104,7 +104,7 @@ def test_bsuid_chat_without_user_id_field_is_held_naming_the_setting(start, simu
     assert "plugins.leadsquared.user_id_field" in held
     (sink,) = bridge.status()["sinks"]
     assert sink["held_chats"] == [{"reason": held, "chats": 1}]
-    page = httpx.get(f"{bridge.url}/", timeout=10).text
+    page = oneshot.get(f"{bridge.url}/", timeout=10).text
     assert "user_id_field" in page and "Held chats" in page
     assert simulator.admin("GET", "leads") == []
 
@@ -186,7 +186,7 @@ def test_failed_send_shows_on_its_line_or_in_the_next_window_and_in_metrics(star
     eventually(lambda: "not delivered: Re-engagement message (131047): the message of"
                in notes(simulator, lead))
     assert "“Are you there?”" in notes(simulator, lead)
-    metrics = httpx.get(f"{bridge.url}/metrics", timeout=10).text
+    metrics = oneshot.get(f"{bridge.url}/metrics", timeout=10).text
     assert ('chatbridge_status_updates_total{error_code="131047",source="whatsapp",'
             'status="failed"} 2.0') in metrics
     status = bridge.status()
