@@ -90,6 +90,9 @@ class SimulatorProcess:
     """`bridge leadsquared simulator` on a free loopback port, driven by its admin API."""
 
     def __init__(self) -> None:
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_file("simulator")
@@ -98,6 +101,15 @@ class SimulatorProcess:
              str(self.port), "--access-key", "e2e-access", "--secret-key", "e2e-secret"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_http(f"{self.url}/_sim/stats", self.proc, "simulator", self.log)
+
+    def fresh(self) -> SimulatorProcess:
+        """This process with the account as a new one has it (POST /_sim/reset: no leads,
+        calls, faults, knobs or switches left from an earlier test); a new process if it
+        exited."""
+        if self.proc.poll() is not None:
+            self._spawn()
+        self.admin("POST", "reset")
+        return self
 
     def admin(self, method: str, what: str, **kw) -> object:
         response = oneshot.request(method, f"{self.url}/_sim/{what}", timeout=10, **kw)

@@ -12,7 +12,7 @@ import pytest
 from tests import oneshot
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import eventually, key_of, post, write_config
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess
 from tests.whatsapp import payloads as p
 
 ASHA = "919876543210"
@@ -20,10 +20,9 @@ REP_A, REP_B = "111000000000001", "222000000000002"  # two business numbers' pho
 
 
 @pytest.fixture
-def simulator():
-    sim = SimulatorProcess()
-    yield sim
-    sim.stop()
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
 
 
 @pytest.fixture

@@ -31,10 +31,9 @@ PG_LEASE = {"lease": "5s", "deliver_timeout": "4s"}
 
 
 @pytest.fixture
-def simulator():
-    sim = SimulatorProcess()
-    yield sim
-    sim.stop()
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
 
 
 def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = None,

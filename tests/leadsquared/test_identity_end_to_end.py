@@ -11,7 +11,7 @@ import pytest
 from tests import oneshot
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import conversation, eventually, post, write_config
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess
 from tests.whatsapp import payloads as p
 
 ASHA = "919876543210"
@@ -21,10 +21,9 @@ ID_FIELD, NAME_FIELD = "mx_WhatsApp_User_ID", "mx_WhatsApp_Username"
 
 
 @pytest.fixture
-def simulator():
-    sim = SimulatorProcess()
-    yield sim
-    sim.stop()
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
 
 
 @pytest.fixture

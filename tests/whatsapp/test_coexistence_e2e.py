@@ -31,10 +31,9 @@ def graph(tmp_path):
 
 
 @pytest.fixture
-def lsq():
-    process = SimulatorProcess()
-    yield process
-    process.stop()
+def lsq(module_simulator):
+    """The module's LeadSquared simulator process, reset: each test starts clean."""
+    return module_simulator.fresh()
 
 
 def coexistence(tmp_path: Path, *args: str, wait: str = "60") -> subprocess.CompletedProcess:

@@ -31,10 +31,9 @@ def graph(tmp_path):
 
 
 @pytest.fixture
-def lsq():
-    process = SimulatorProcess()
-    yield process
-    process.stop()
+def lsq(module_simulator):
+    """The module's LeadSquared simulator process, reset: each test starts clean."""
+    return module_simulator.fresh()
 
 
 def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | None = None,
