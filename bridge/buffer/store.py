@@ -32,6 +32,7 @@ from bridge.buffer.directory import Directory
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.media import MediaJob
 from bridge.buffer.tables import INT, REAL, TEXT, batches, deliveries, ledger, messages, sink_state
+from bridge.buffer.targets import is_postgres, sqlite_path
 from bridge.contracts import Outcome, TargetFailure
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
@@ -41,22 +42,16 @@ Work = Callable[[Connector], Awaitable[T]]
 
 logger = logging.getLogger(__name__)
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres(target: str | Path) -> bool:
-    """Does this buffer target name a PostgreSQL server?"""
-    return str(target).startswith(POSTGRES_SCHEMES)
-
-
-def sqlite_path(target: str | Path) -> str:
-    """The file of an SQLite target: `sqlite:///rel.db`, `sqlite:////abs.db` or a path."""
-    text = str(target)
-    return text[len("sqlite:///"):] if text.startswith("sqlite:///") else text
-
-
-# scheme -> backend class; each backend's module registers itself (bridge.buffer imports both)
+# scheme -> backend class; each backend's module registers itself (backends() imports both)
 BACKENDS: dict[str, type[Buffer]] = {}
+
+
+def backends() -> dict[str, type[Buffer]]:
+    """BACKENDS, both backends' modules imported (bridge.buffer loads its names lazily)."""
+    if len(BACKENDS) < 2:
+        import bridge.buffer.postgres
+        import bridge.buffer.sqlite  # noqa: F401
+    return BACKENDS
 
 
 class Buffer:
@@ -72,8 +67,9 @@ class Buffer:
         """Open the buffer `path` names: an SQLite file (or sqlite:///...) or a
         postgresql:// URL. See SQLiteBuffer.open and PostgresBuffer.open."""
         if is_postgres(path):
-            return await BACKENDS["postgresql"].open(str(path), runner=runner, **options)
-        return await BACKENDS["sqlite"].open(sqlite_path(path), synchronous, runner, **options)
+            return await backends()["postgresql"].open(str(path), runner=runner, **options)
+        return await backends()["sqlite"].open(sqlite_path(path), synchronous, runner,
+                                               **options)
 
     # -- what each backend provides ------------------------------------------------------
 
