@@ -52,7 +52,8 @@ __all__ = ["Appends", "Buffer", "Claim", "Deliveries", "MediaJob", "MediaJobs", 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        importlib.import_module("bridge.buffer.store").backends()  # both register themselves
+        for backend in ("bridge.buffer.sqlite", "bridge.buffer.postgres"):
+            importlib.import_module(backend)  # each registers itself for Buffer.open
         module = importlib.import_module(_LAZY[name])
         value = getattr(module, "Buffer" if name == "Storage" else name)
         globals()[name] = value

@@ -42,16 +42,9 @@ Work = Callable[[Connector], Awaitable[T]]
 
 logger = logging.getLogger(__name__)
 
-# scheme -> backend class; each backend's module registers itself (backends() imports both)
+# scheme -> backend class; each backend's module registers itself (bridge.buffer imports
+# both when any of its names is first used: open buffers through bridge.buffer.Buffer)
 BACKENDS: dict[str, type[Buffer]] = {}
-
-
-def backends() -> dict[str, type[Buffer]]:
-    """BACKENDS, both backends' modules imported (bridge.buffer loads its names lazily)."""
-    if len(BACKENDS) < 2:
-        import bridge.buffer.postgres
-        import bridge.buffer.sqlite  # noqa: F401
-    return BACKENDS
 
 
 class Buffer:
@@ -67,9 +60,8 @@ class Buffer:
         """Open the buffer `path` names: an SQLite file (or sqlite:///...) or a
         postgresql:// URL. See SQLiteBuffer.open and PostgresBuffer.open."""
         if is_postgres(path):
-            return await backends()["postgresql"].open(str(path), runner=runner, **options)
-        return await backends()["sqlite"].open(sqlite_path(path), synchronous, runner,
-                                               **options)
+            return await BACKENDS["postgresql"].open(str(path), runner=runner, **options)
+        return await BACKENDS["sqlite"].open(sqlite_path(path), synchronous, runner, **options)
 
     # -- what each backend provides ------------------------------------------------------
 
