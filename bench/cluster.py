@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._support import (  # noqa: E402
     ACCESS_KEY,
     SECRET_KEY,
+    TLS,
     BridgeProcess,
     SimulatorProcess,
     budget_share,
@@ -121,7 +122,7 @@ class Cluster:
             bridge.proc.wait()
 
     def status(self) -> dict:
-        return httpx.get(f"{self.urls[0]}/status", timeout=10).json()
+        return httpx.get(f"{self.urls[0]}/status", timeout=10, verify=TLS).json()
 
     def stop(self) -> None:
         """SIGTERM to all at once, then wait for each (one by one, each shutdown waited
@@ -303,7 +304,7 @@ def pg_outage(pg: PrivatePostgres, cluster: Cluster, driver: Driver, seconds: fl
     while time.monotonic() < until:
         for url in cluster.urls:
             try:
-                r = httpx.get(f"{url}/healthz", timeout=6)
+                r = httpx.get(f"{url}/healthz", timeout=6, verify=TLS)
                 answers[f"{r.status_code} {r.json().get('reason', '')}".strip()] += 1
             except httpx.HTTPError as exc:
                 answers[type(exc).__name__] += 1

@@ -9,13 +9,15 @@ import logging
 import re
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from bridge.buffer import Buffer
 from bridge.errors import BridgeError
 from bridge.plugins import describe_plugins, get_plugin_manager, load_config
+
+if TYPE_CHECKING:
+    from bridge.buffer import Buffer
 
 CONFIG_OPTION = click.option(
     "-c", "--config", "config_path", default="config.yaml", envvar="BRIDGE_CONFIG",
@@ -86,12 +88,12 @@ def settle_heap() -> None:
 @friendly
 def run(config_path: str, port: int | None, access_log: bool) -> None:
     """Serve webhooks and sync sinks until Ctrl-C or SIGTERM."""
+    config, pm = load(config_path)  # a config refused costs no more imports
     from bridge import address
     from bridge.app import create_app
     from bridge.logs import register_secrets, secrets_in
     from bridge.serve import serve
 
-    config, pm = load(config_path)
     if port is not None:
         config.server.port = port
     from bridge.buffer.pgurl import secrets_of
@@ -129,10 +131,10 @@ def simulated_sinks(app: Any) -> list[tuple[str, str]]:
 @friendly
 def check(config_path: str) -> None:
     """Validate the config and list the plugins it enables."""
+    config, pm = load(config_path)  # a config refused costs no more imports
     from bridge.app import create_app
     from bridge.buffer.probe import probe_buffer
 
-    config, pm = load(config_path)
     app = create_app(config, pm)  # what the plugins build from it (routes, sinks) must hold
     click.echo(f"config OK: {config_path}")
     for info in describe_plugins(pm):
@@ -158,7 +160,7 @@ def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
     """Copy the SQLite buffer into PostgreSQL: nothing lost, nothing doubled; safe to
     re-run, and a copy that stopped resumes. Stop the bridge first."""
     from bridge.buffer.postgres import redact
-    from bridge.buffer.store import is_postgres
+    from bridge.buffer.targets import is_postgres
     from bridge.buffer.transfer import copy_buffer
 
     if not is_postgres(url):
@@ -480,6 +482,8 @@ def _plugin_table(rows: list[dict[str, Any]]) -> str:
 
 
 async def _with_buffer(config: Any, work: Callable[[Buffer], Any]) -> Any:
+    from bridge.buffer import Buffer
+
     buffer = await Buffer.open(config.buffer.target, config.buffer.synchronous)
     try:
         return await work(buffer)

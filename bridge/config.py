@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.buffer.pgurl import check_url
-from bridge.buffer.store import is_postgres, sqlite_path
+from bridge.buffer.targets import is_postgres, sqlite_path
 from bridge.contracts import MOST
 from bridge.durations import Duration, format_duration
 from bridge.errors import ConfigError

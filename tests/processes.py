@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from tests import oneshot
 from tests.backends import POSTGRES, drop_schema, new_schema, postgres_url
 from tests.helpers import free_port
 
@@ -76,7 +77,7 @@ def wait_http(url: str, proc: subprocess.Popen, what: str, log, timeout: float =
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited: " + tail(log))
         try:
-            if httpx.get(url, timeout=1).status_code in accept:
+            if oneshot.get(url, timeout=1).status_code in accept:
                 return
         except httpx.HTTPError:
             pass
@@ -89,6 +90,9 @@ class SimulatorProcess:
     """`bridge leadsquared simulator` on a free loopback port, driven by its admin API."""
 
     def __init__(self) -> None:
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_file("simulator")
@@ -98,8 +102,17 @@ class SimulatorProcess:
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_http(f"{self.url}/_sim/stats", self.proc, "simulator", self.log)
 
+    def fresh(self) -> SimulatorProcess:
+        """This process with the account as a new one has it (POST /_sim/reset: no leads,
+        calls, faults, knobs or switches left from an earlier test); a new process if it
+        exited."""
+        if self.proc.poll() is not None:
+            self._spawn()
+        self.admin("POST", "reset")
+        return self
+
     def admin(self, method: str, what: str, **kw) -> object:
-        response = httpx.request(method, f"{self.url}/_sim/{what}", timeout=10, **kw)
+        response = oneshot.request(method, f"{self.url}/_sim/{what}", timeout=10, **kw)
         response.raise_for_status()
         return response.json()
 
@@ -122,7 +135,7 @@ class SimulatorProcess:
         """An activity's attachments, each with its file's bytes under "Data"."""
         rows = self.admin("GET", "attachments", params={"activity": activity_id})
         for row in rows:
-            row["Data"] = httpx.get(row["AttachmentFile"], timeout=10).content
+            row["Data"] = oneshot.get(row["AttachmentFile"], timeout=10).content
         return rows
 
     def configure(self, **knobs: object) -> None:
@@ -152,10 +165,10 @@ class BridgeProcess:
         return self
 
     def status(self) -> dict:
-        return httpx.get(f"{self.url}/status", timeout=10).json()
+        return oneshot.get(f"{self.url}/status", timeout=10).json()
 
     def sync_now(self) -> None:
-        httpx.post(f"{self.url}/sync-now", timeout=10).raise_for_status()
+        oneshot.post(f"{self.url}/sync-now", timeout=10).raise_for_status()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -217,8 +230,8 @@ class DemoProcess:
         raise AssertionError(f"demo did not print {text!r}: {self.output()}")
 
     def status(self) -> dict:
-        return httpx.get(f"{self.url}/status", timeout=10,
-                         headers={"Authorization": f"Bearer {self.token}"}).json()
+        return oneshot.get(f"{self.url}/status", timeout=10,
+                           headers={"Authorization": f"Bearer {self.token}"}).json()
 
     def interrupt(self, timeout: float = 20) -> int:
         """Ctrl-C, as a person would; the exit code."""
@@ -249,9 +262,9 @@ class GraphProcess:
         """Serve these bytes (or a file's, streamed) as a new media id; the id."""
         content = data.open("rb") if isinstance(data, Path) else data
         try:
-            response = httpx.post(f"{self.url}/_sim/media", content=content, timeout=120,
-                                  params={"mime_type": mime,
-                                          "phone_number_id": phone_number_id})
+            response = oneshot.post(f"{self.url}/_sim/media", content=content, timeout=120,
+                                    params={"mime_type": mime,
+                                            "phone_number_id": phone_number_id})
         finally:
             if isinstance(data, Path):
                 content.close()
@@ -259,12 +272,12 @@ class GraphProcess:
         return response.json()["id"]
 
     def faults(self, **knobs: object) -> dict:
-        response = httpx.post(f"{self.url}/_sim/faults", json=knobs, timeout=10)
+        response = oneshot.post(f"{self.url}/_sim/faults", json=knobs, timeout=10)
         response.raise_for_status()
         return response.json()
 
     def delete(self, media_id: str) -> None:
-        httpx.delete(f"{self.url}/_sim/media/{media_id}", timeout=10).raise_for_status()
+        oneshot.delete(f"{self.url}/_sim/media/{media_id}", timeout=10).raise_for_status()
 
     def stop(self) -> None:
         self.proc.kill()

@@ -15,10 +15,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.helpers import free_port, pip_install_into
 from tests.processes import BridgeProcess, SimulatorProcess, eventually, log_file, wait_http
 from tests.whatsapp import payloads as p
@@ -63,7 +63,7 @@ class ReceiverProcess:
         wait_http(f"{self.base}/_received", self.proc, "receiver", self.log)
 
     def posts(self) -> dict[str, dict]:
-        return httpx.get(f"{self.base}/_received", timeout=10).json()
+        return oneshot.get(f"{self.base}/_received", timeout=10).json()
 
     def stop(self) -> None:
         self.proc.kill()
@@ -101,7 +101,7 @@ def write_config(path: Path, port: int, sim: SimulatorProcess | None, url: str,
 
 def post_webhook(bridge: BridgeProcess, change: dict) -> None:
     body = json.dumps(p.envelope(change)).encode()
-    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+    response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, APP_SECRET)})
     assert response.status_code == 200, response.text
 

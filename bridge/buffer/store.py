@@ -32,6 +32,7 @@ from bridge.buffer.directory import Directory
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.media import MediaJob
 from bridge.buffer.tables import INT, REAL, TEXT, batches, deliveries, ledger, messages, sink_state
+from bridge.buffer.targets import is_postgres, sqlite_path
 from bridge.contracts import Outcome, TargetFailure
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
@@ -41,21 +42,8 @@ Work = Callable[[Connector], Awaitable[T]]
 
 logger = logging.getLogger(__name__)
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres(target: str | Path) -> bool:
-    """Does this buffer target name a PostgreSQL server?"""
-    return str(target).startswith(POSTGRES_SCHEMES)
-
-
-def sqlite_path(target: str | Path) -> str:
-    """The file of an SQLite target: `sqlite:///rel.db`, `sqlite:////abs.db` or a path."""
-    text = str(target)
-    return text[len("sqlite:///"):] if text.startswith("sqlite:///") else text
-
-
-# scheme -> backend class; each backend's module registers itself (bridge.buffer imports both)
+# scheme -> backend class; each backend's module registers itself (bridge.buffer imports
+# both when any of its names is first used: open buffers through bridge.buffer.Buffer)
 BACKENDS: dict[str, type[Buffer]] = {}
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 import bridge.buffer.tables as tables
+from bridge.buffer import Buffer  # both backends loaded (registered)
 from bridge.buffer.compiler import P, Query, greatest
 from bridge.buffer.connectors import Connector
 from bridge.buffer.postgres import PostgresBuffer
-from bridge.buffer.store import Buffer
 from bridge.errors import BridgeError
 
 CHUNK = 2000

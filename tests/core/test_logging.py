@@ -28,6 +28,7 @@ from bridge.logs import (
 from bridge.plugins import get_plugin_manager, load_config
 from plugins.leadsquared.simulator import Simulator
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.helpers import free_port, wait_until
 from tests.processes import log_file
 from tests.whatsapp.test_webhook import change, envelope, text_message
@@ -233,17 +234,17 @@ def test_bridge_run_with_log_format_json_writes_only_json_lines(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: httpx.get(base + "/healthz", timeout=1).status_code == 200, proc)
+        _wait_for(lambda: oneshot.get(base + "/healthz", timeout=1).status_code == 200, proc)
         params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "9"}
-        assert httpx.get(base + PATH, params=params).text == "9"
+        assert oneshot.get(base + PATH, params=params).text == "9"
         body, signature = webhook(1)
-        assert httpx.post(base + PATH, content=body, headers={
+        assert oneshot.post(base + PATH, content=body, headers={
             "Content-Type": "application/json", "X-Hub-Signature-256": signature}).status_code \
             == 200
-        assert httpx.post(base + "/sync-now").status_code == 200
+        assert oneshot.post(base + "/sync-now").status_code == 200
 
         def delivered() -> bool:
-            text = httpx.get(base + "/metrics", timeout=2).text
+            text = oneshot.get(base + "/metrics", timeout=2).text
             return ('chatbridge_deliveries_total{outcome="delivered",sink="leadsquared"} 1.0'
                     in text)
         _wait_for(delivered, proc)
@@ -334,9 +335,9 @@ def test_a_hang_up_mid_body_is_one_debug_line_and_debug_has_no_sqlite_statements
                              "-c", str(config)], stdout=subprocess.DEVNULL, stderr=err)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: httpx.get(base + "/healthz", timeout=1).status_code == 200, proc)
+        _wait_for(lambda: oneshot.get(base + "/healthz", timeout=1).status_code == 200, proc)
         body, signature = webhook(1)
-        assert httpx.post(base + PATH, content=body, headers={
+        assert oneshot.post(base + PATH, content=body, headers={
             "Content-Type": "application/json", "X-Hub-Signature-256": signature}).status_code \
             == 200
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

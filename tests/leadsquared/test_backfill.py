@@ -10,10 +10,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
-
 from bridge.buffer import Buffer
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.helpers import free_port, message, running, wait_until
 from tests.leadsquared.test_end_to_end import SECRET, TOKEN, eventually, key_of, write_config
 from tests.leadsquared.test_sink import settled, sink_for, texts_in
@@ -124,9 +123,9 @@ def post_history(bridge: BridgeProcess, numbers: list[str], now: int) -> list[st
             if now - ts < 3 * 86400:
                 recent.append(text)
         body = json.dumps(p.envelope(p.message_change(batch))).encode()
-        response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
-                              headers={"Content-Type": "application/json",
-                                       "X-Hub-Signature-256": sign(body, SECRET)})
+        response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
+                                headers={"Content-Type": "application/json",
+                                         "X-Hub-Signature-256": sign(body, SECRET)})
         assert response.status_code == 200
     return recent
 

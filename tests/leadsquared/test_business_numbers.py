@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
+from tests import oneshot
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import eventually, key_of, post, write_config
-from tests.processes import BridgeProcess, SimulatorProcess
+from tests.processes import BridgeProcess
 from tests.whatsapp import payloads as p
 
 ASHA = "919876543210"
@@ -20,10 +20,9 @@ REP_A, REP_B = "111000000000001", "222000000000002"  # two business numbers' pho
 
 
 @pytest.fixture
-def simulator():
-    sim = SimulatorProcess()
-    yield sim
-    sim.stop()
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_history_older_than_backfill_days_is_stored_and_posted_only_on_backfill(
     eventually(lambda: {"yesterday", "live now"} <= set(_texts(simulator, lead)))
     time.sleep(1.5)  # more drains: the old history stays in the bridge
     assert sorted(_texts(simulator, lead)) == ["live now", "yesterday"]
-    page = httpx.get(f"{bridge.url}/conversation", params={"key": "+" + ASHA}, timeout=10).text
+    page = oneshot.get(f"{bridge.url}/conversation", params={"key": "+" + ASHA}, timeout=10).text
     assert "history older than the sink&#39;s backfill_days (3 days)" in page \
         or "history older than the sink's backfill_days (3 days)" in page
     assert "ten days ago" in page  # stored

@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-import httpx
 import pytest
 
+from tests import oneshot
 from tests.processes import SimulatorProcess
 
 WRITES = ("Lead.Create", "Lead.CreateOrUpdate", "Lead.Update", "CreateType",
@@ -41,8 +41,9 @@ def check(tmp_path, sim: SimulatorProcess, *options: str,
 def create_type(sim: SimulatorProcess, name: str, fields: list[str], attachments: int) -> int:
     body = {"ActivityEventName": name, "AllowAttachments": attachments, "Fields": [
         {"SchemaName": f, "DisplayName": f"F {f}", "DataType": "String"} for f in fields]}
-    answer = httpx.post(f"{sim.url}/v2/ProspectActivity.svc/CreateType", json=body,
-                        headers={"x-LSQ-AccessKey": "e2e-access", "x-LSQ-SecretKey": "e2e-secret"})
+    answer = oneshot.post(f"{sim.url}/v2/ProspectActivity.svc/CreateType", json=body,
+                          headers={"x-LSQ-AccessKey": "e2e-access",
+                                   "x-LSQ-SecretKey": "e2e-secret"})
     return answer.json()["Message"]["Id"]
 
 

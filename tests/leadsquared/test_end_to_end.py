@@ -12,11 +12,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.backends import BACKENDS, query
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, SimulatorProcess, buffer_section, eventually
@@ -31,10 +31,9 @@ PG_LEASE = {"lease": "5s", "deliver_timeout": "4s"}
 
 
 @pytest.fixture
-def simulator():
-    sim = SimulatorProcess()
-    yield sim
-    sim.stop()
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
 
 
 def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = None,
@@ -74,7 +73,7 @@ def bridge(tmp_path, simulator, buffer):
 
 def post(bridge: BridgeProcess, *changes) -> None:
     body = json.dumps(p.envelope(*changes)).encode()
-    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+    response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
     assert response.status_code == 200, response.text
 
@@ -276,7 +275,7 @@ def test_one_opportunity_refusing_posts_never_blocks_or_reposts_the_lead(bridge,
     (sink,) = eventually(lambda: [s for s in bridge.status()["sinks"]
                                   if s["dead_targets"] == 2 and s["backlog"] == 0], timeout=90)
     assert sink["dead_letters"] == 0  # every message delivered: it is on its lead
-    page = httpx.get(f"{bridge.url}/", timeout=10).text  # the status page (loopback)
+    page = oneshot.get(f"{bridge.url}/", timeout=10).text  # the status page (loopback)
     row = re.search(rf'<tr data-key="[^"]*@{closed}">(.*?)</tr>', page, re.S)
     assert row and f"opportunity {closed}" in row[1] and "Opportunity is closed" in row[1]
 

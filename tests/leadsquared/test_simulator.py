@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -442,3 +443,51 @@ async def test_admin_routes_seed_configure_and_report(sim, http, api):
     assert sim.knobs.note_limit == 5
     assert len(await admin("GET", "calls")) == 2
     assert await admin("GET", "stats") == {"calls": 2, "max_calls_in_window": 2}
+
+
+
+async def test_admin_reset_puts_the_account_back_as_constructed_dropping_calls_in_flight(http):
+    """POST /_sim/reset: the account, knobs and switches as constructed (a restarted
+    simulator), so one simulator process can serve many tests, each starting clean; a
+    write held when the reset comes is dropped, never committed after."""
+    sim = Simulator(ACCESS, SECRET, seed=3, phone_match="normalised", note_limit=50)
+    await sim.start("127.0.0.1", 0)
+    api = api_of(http, sim)
+    try:
+        fresh = copy.deepcopy((sim.store.user_id, sim.knobs, sim.store.switches,
+                               sim.store.users.listing()))
+        lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
+        event = await make_type(api)
+        sim.add_opportunity(lead)
+        sim.add_user("Ravi", "ravi@example.com")
+        sim.break_endpoint("Leads.GetById")
+        sim.configure(phone_match="exact", note_limit=9, rate_limit=100, write_hold=5.0)
+        held = asyncio.ensure_future(post_activity(api, lead, event))
+        await asyncio.sleep(0.3)  # the post is in, held
+        assert sim.held_writes and sim.in_flight
+        async with http.post(f"{sim.base_url}/_sim/reset") as response:
+            assert response.status == 200 and await response.json() == {"reset": True}
+        with pytest.raises(aiohttp.ClientError):
+            await held  # dropped: no answer
+        assert not sim.held_writes and not sim.in_flight
+        assert (sim.store.user_id, sim.knobs, sim.store.switches,
+                sim.store.users.listing()) == fresh
+        assert sim.store.leads == {} and sim.store.opportunities == {}
+        assert sim.calls == [] and sim.broken == {}
+        await asyncio.sleep(0.3)
+        assert sim.activities() == []  # the held write never lands
+        status, body = await api("GET", "LeadManagement.svc/Leads.GetById", params={"id": lead})
+        assert (status, body) == (200, [])  # mended, and the lead is gone
+    finally:
+        await sim.stop()
+
+
+def api_of(http: aiohttp.ClientSession, sim: Simulator):
+    """The `api` fixture's call, on a simulator the test made itself."""
+
+    async def call(method: str, path: str, **options: Any) -> tuple[int, Any]:
+        options.setdefault("headers", KEYS)
+        async with http.request(method, f"{sim.base_url}/v2/{path}", **options) as response:
+            return response.status, await response.json(content_type=None)
+
+    return call

@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 import httpx
 import pytest
 
+from tests import oneshot
 from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.reliability.support import (
     GRAPH_TOKEN,
@@ -244,7 +245,7 @@ def bulk_chaos(tmp_path, photo_share: float) -> None:
 
 def crm_call_outcomes(bridge: BridgeProcess) -> Counter:
     """chatbridge_crm_calls by outcome, from the bridge's /metrics."""
-    text = httpx.get(f"{bridge.url}/metrics", timeout=10).text
+    text = oneshot.get(f"{bridge.url}/metrics", timeout=10).text
     outcomes: Counter = Counter()
     for line in text.splitlines():
         match = re.match(r'chatbridge_crm_calls_total\{.*outcome="(\w+)".*\} (\S+)', line)

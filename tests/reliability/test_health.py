@@ -14,9 +14,8 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-import httpx
-
 from bridge.buffer import Buffer
+from tests import oneshot
 from tests.helpers import free_port, message
 from tests.processes import BridgeProcess
 from tests.reliability.support import (
@@ -41,13 +40,13 @@ def _post(bridge: BridgeProcess) -> tuple[int, str]:
     """One signed webhook with a fresh message: (status, message id)."""
     mid = f"wamid.health-{uuid.uuid4().hex}"
     body = webhook_body([(mid, ASHA, "hello")])
-    response = httpx.post(bridge.url + PATH, content=body, headers=signed_headers(body),
-                          timeout=30)
+    response = oneshot.post(bridge.url + PATH, content=body, headers=signed_headers(body),
+                            timeout=30)
     return response.status_code, mid
 
 
 def _health(bridge: BridgeProcess) -> int:
-    return httpx.get(bridge.url + "/healthz", timeout=30).status_code
+    return oneshot.get(bridge.url + "/healthz", timeout=30).status_code
 
 
 def test_deleted_buffer_files_get_503_not_a_200_that_a_restart_loses(tmp_path):

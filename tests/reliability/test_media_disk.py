@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import time
 
-import httpx
 import pytest
 
+from tests import oneshot
 from tests.processes import GraphProcess, eventually
 from tests.whatsapp import payloads as p
 from tests.whatsapp.test_media_e2e import (
@@ -34,7 +34,7 @@ def graph(tmp_path):
 def still_ingesting(bridge, n: int) -> None:
     """A text webhook is stored (200) and /healthz answers 200."""
     post(bridge, p.text_message(f"wamid.text{n}", ASHA, f"still here {n}", ts=int(time.time())))
-    assert httpx.get(f"{bridge.url}/healthz", timeout=10).status_code == 200
+    assert oneshot.get(f"{bridge.url}/healthz", timeout=10).status_code == 200
 
 
 def test_past_media_max_total_a_document_is_dead_media_and_texts_still_get_200(tmp_path, graph):

@@ -17,11 +17,11 @@ import asyncio
 import json
 import time
 
-import httpx
 import pytest
 
 from bridge.buffer import Buffer
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.backends import BACKENDS
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, SimulatorProcess, buffer_section, eventually
@@ -48,7 +48,7 @@ def section(request, tmp_path):
 
 def _post(bridge: BridgeProcess, changes: list) -> int:
     body = json.dumps(p.envelope(*changes)).encode()  # ASCII: "\u0000", "\ud83d" escapes
-    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=30, headers={
+    response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=30, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
     return response.status_code
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
-
 from bridge.buffer import Buffer
+from tests import oneshot
 from tests.backends import query
 from tests.helpers import free_port, message
 from tests.processes import BridgeProcess, failed_start
@@ -57,7 +56,7 @@ def _second_is_refused(tmp_path: Path, first_db: Path, second_db: Path) -> None:
         assert "another bridge process is running on" in line, line
         assert str(first_db.resolve()) in line
         assert asyncio.run(_leased(first_db)) == leases  # untouched by the second
-        assert httpx.get(first.url + "/healthz", timeout=10).status_code == 200
+        assert oneshot.get(first.url + "/healthz", timeout=10).status_code == 200
     finally:
         first.stop()
 

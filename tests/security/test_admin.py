@@ -20,6 +20,7 @@ from bridge.plugins import get_plugin_manager, load_config
 from bridge.security import SESSION_COOKIE, digest, token_ok
 from bridge.state import BRIDGE
 from bridge.throttle import FREE_FAILURES, LoginThrottle
+from tests import oneshot
 from tests.helpers import free_port
 from tests.processes import BridgeProcess
 
@@ -311,7 +312,7 @@ def test_dns_rebinding_against_a_running_bridge_gets_nothing(tmp_path):
     try:
         rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
         for method, path in [("GET", "/status"), ("GET", "/"), ("POST", "/sync-now")]:
-            answer = httpx.request(method, f"{bridge.url}{path}", headers=rebound, timeout=10)
+            answer = oneshot.request(method, f"{bridge.url}{path}", headers=rebound, timeout=10)
             assert answer.status_code == 403, (method, path)
             assert "not a loopback name" in answer.text and "csrf" not in answer.text
         assert "sinks" in bridge.status()  # the same bridge by its loopback name

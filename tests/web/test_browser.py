@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from plugins.leadsquared.demo import webhook
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.processes import DemoProcess
 
 ASHA = "919876543210"
@@ -55,7 +55,7 @@ def post_signed(demo: DemoProcess, payload: dict) -> None:
     secret = json.loads((demo.workdir / "config.yaml").read_text())[
         "plugins"]["whatsapp"]["app_secret"]
     body = json.dumps(payload).encode()
-    response = httpx.post(f"{demo.url}/webhooks/whatsapp", content=body, headers={
+    response = oneshot.post(f"{demo.url}/webhooks/whatsapp", content=body, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)})
     assert response.status_code == 200, response.text
 
@@ -68,7 +68,7 @@ def make_a_dead_letter(demo: DemoProcess, simulator: str) -> None:
     while (sink := demo.status()["sinks"][0])["backlog"] > sink["held"]:
         assert time.monotonic() < deadline, f"the demo's chats never synced: {sink}"
         time.sleep(0.2)
-    httpx.post(f"{simulator}/_sim/config", json={"note_limit": 200}).raise_for_status()
+    oneshot.post(f"{simulator}/_sim/config", json={"note_limit": 200}).raise_for_status()
     message = {"from": ASHA, "id": "wamid.browser-long", "timestamp": str(int(time.time())),
                "type": "text", "text": {"body": "Here is my full address: " + "x" * 300}}
     post_signed(demo, {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
@@ -81,7 +81,7 @@ def make_a_dead_letter(demo: DemoProcess, simulator: str) -> None:
         time.sleep(0.2)
     # "for a while": the account takes notes of every length again, so the next chat (the
     # failed send's, whose note names the rep and may pass 200) is not a second dead letter
-    httpx.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
+    oneshot.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
 
 
 def make_a_failed_send(demo: DemoProcess) -> None:
@@ -102,7 +102,7 @@ def make_a_failed_send(demo: DemoProcess) -> None:
 def activity_notes(simulator: str) -> dict[str, str]:
     """Activity id -> note, as the simulator holds them (asked over HTTP)."""
     return {a["Id"]: a["ActivityNote"]
-            for a in httpx.get(f"{simulator}/_sim/activities").json()}
+            for a in oneshot.get(f"{simulator}/_sim/activities").json()}
 
 
 def in_view(driver, element) -> bool:
@@ -217,7 +217,7 @@ def test_the_status_page_in_a_real_browser(tmp_path):
         # (the CLI), the open page shows it gone without being reloaded
         driver.get(f"{demo.url}/?refresh=5")
         driver.execute_script("window.stillTheSamePage = true")
-        httpx.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
+        oneshot.post(f"{simulator}/_sim/config", json={"note_limit": 2000}).raise_for_status()
         requeued = subprocess.run(
             [sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c",
              str(demo.workdir / "config.yaml")], capture_output=True, text=True, timeout=60)

@@ -7,8 +7,7 @@ import socket
 import subprocess
 import sys
 
-import httpx
-
+from tests import oneshot
 from tests.processes import DemoProcess
 
 
@@ -37,14 +36,14 @@ def test_demo_prints_the_status_url_syncs_and_stops_everything_on_ctrl_c(tmp_pat
         assert re.search(r"Asha Patil: activity on the lead .* owned by priya\.rao@", printed)
         assert re.search(r"Ravi Kumar: activity on the lead .* owned by arjun\.mehta@", printed)
         assert "Rep Arjun Mehta <arjun.mehta@demo.invalid> owns the chats of" in printed
-        lead_page = httpx.get(asha[2]).text
+        lead_page = oneshot.get(asha[2]).text
         assert asha[1] in lead_page and "<img src=" in lead_page
         (photo,) = re.findall(r"<img src='([^']+)'", lead_page)
-        assert httpx.get(photo).content.startswith(b"\x89PNG")
-        page = httpx.get(f"{demo.url}/", headers={"Authorization": f"Bearer {demo.token}"})
+        assert oneshot.get(photo).content.startswith(b"\x89PNG")
+        page = oneshot.get(f"{demo.url}/", headers={"Authorization": f"Bearer {demo.token}"})
         assert page.status_code == 200 and "+919876543210" in page.text
-        status = httpx.get(f"{demo.url}/status",
-                           headers={"Authorization": f"Bearer {demo.token}"}).json()
+        status = oneshot.get(f"{demo.url}/status",
+                             headers={"Authorization": f"Bearer {demo.token}"}).json()
         (sink,) = status["sinks"]
         # the Details table agrees with the banner: this run reaches no real account
         assert sink["simulated"] == "LeadSquared" and sink["details"]["simulator"] is True, sink

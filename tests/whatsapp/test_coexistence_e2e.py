@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from plugins.whatsapp import history_script as script
+from tests import oneshot
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.whatsapp import payloads as p
@@ -31,10 +31,9 @@ def graph(tmp_path):
 
 
 @pytest.fixture
-def lsq():
-    process = SimulatorProcess()
-    yield process
-    process.stop()
+def lsq(module_simulator):
+    """The module's LeadSquared simulator process, reset: each test starts clean."""
+    return module_simulator.fresh()
 
 
 def coexistence(tmp_path: Path, *args: str, wait: str = "60") -> subprocess.CompletedProcess:
@@ -61,7 +60,7 @@ def start_quiet_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProces
 
 
 def sim(graph: GraphProcess, what: str, **body: object) -> dict:
-    response = httpx.post(f"{graph.url}/_sim/{what}", json=body, timeout=10)
+    response = oneshot.post(f"{graph.url}/_sim/{what}", json=body, timeout=10)
     response.raise_for_status()
     return response.json()
 
@@ -91,7 +90,7 @@ def test_history_is_requested_followed_and_lands_with_its_media(tmp_path, graph,
         assert f"{p.PHONE_ID} history: arriving, 60 %" in out  # chunks out of order
         assert f"{p.PHONE_ID} history: done, 100 %" in out
         assert "History complete" in out
-        requested = httpx.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"]
+        requested = oneshot.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"]
         assert sorted(r["sync_type"] for r in requested) == ["history", "smb_app_state_sync"]
 
         rows = eventually(lambda: (r := stored(tmp_path)) and any(
@@ -163,7 +162,7 @@ def post(bridge: BridgeProcess, change: dict) -> None:
     from plugins.whatsapp.signature import sign
 
     body = json.dumps(p.envelope(change)).encode()
-    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+    response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
     assert response.status_code == 200, response.text
 
@@ -201,7 +200,7 @@ def test_standby_a_mexican_number_and_a_business_app_only_message_reach_the_lead
 def test_a_sync_that_went_through_is_not_asked_for_again(tmp_path, graph):
     bridge = start_bridge(tmp_path, graph)
     try:  # someone asked for the history already (another tool): Graph refuses it
-        response = httpx.post(f"{graph.url}/v25.0/{p.PHONE_ID}/smb_app_data", json={
+        response = oneshot.post(f"{graph.url}/v25.0/{p.PHONE_ID}/smb_app_data", json={
             "messaging_product": "whatsapp", "sync_type": "history"},
             headers={"Authorization": f"Bearer {GRAPH_TOKEN}"}, timeout=10)
         assert response.status_code == 200
@@ -211,7 +210,7 @@ def test_a_sync_that_went_through_is_not_asked_for_again(tmp_path, graph):
         second = coexistence(tmp_path, "--phone-number-id", p.PHONE_ID, wait="0")
         assert second.returncode == 1
         assert "Graph refused the history request for" in second.stderr  # contacts: not again
-        requested = httpx.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"]
+        requested = oneshot.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"]
         assert sorted(r["sync_type"] for r in requested) == ["history", "smb_app_state_sync"]
         assert f"{p.PHONE_ID} contacts: requested" in coexistence(tmp_path, "--status").stdout
     finally:
@@ -228,7 +227,7 @@ def test_a_number_the_bridge_would_drop_is_refused_before_asking(tmp_path, graph
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert "plugins.whatsapp.phone_number_ids does not list" in line
-    assert httpx.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"] == []
+    assert oneshot.get(f"{graph.url}/_sim/coexistence", timeout=10).json()["requested"] == []
 
 
 def test_without_a_running_bridge_the_command_says_to_start_one(tmp_path, graph):

@@ -10,10 +10,10 @@ import sqlite3
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.whatsapp import payloads as p
@@ -31,10 +31,9 @@ def graph(tmp_path):
 
 
 @pytest.fixture
-def lsq():
-    process = SimulatorProcess()
-    yield process
-    process.stop()
+def lsq(module_simulator):
+    """The module's LeadSquared simulator process, reset: each test starts clean."""
+    return module_simulator.fresh()
 
 
 def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | None = None,
@@ -58,7 +57,7 @@ def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | No
 def post(bridge: BridgeProcess, *messages: dict) -> None:
     change = p.message_change(list(messages), contacts=[p.contact(ASHA, "Asha Rao")])
     body = json.dumps(p.envelope(change)).encode()
-    response = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+    response = oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
     assert response.status_code == 200, response.text
 

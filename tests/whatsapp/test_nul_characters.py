@@ -12,6 +12,7 @@ import pytest
 
 from plugins.whatsapp.body import load_body
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.backends import BACKENDS
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, buffer_section, buffered_ids
@@ -22,7 +23,7 @@ SECRET = "nul-secret"
 
 def post(bridge: BridgeProcess, field: str, value: dict) -> httpx.Response:
     body = json.dumps(p.envelope({"field": field, "value": value})).encode()
-    return httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
+    return oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10, headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
 
 

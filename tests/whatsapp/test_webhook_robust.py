@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from plugins.whatsapp.body import load_body
 from plugins.whatsapp.parse import parse_payload
 from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.helpers import free_port
 from tests.whatsapp.test_webhook import PATH, SECRET, TOKEN, change, envelope, text_message
 
@@ -38,7 +39,7 @@ def start_bridge(config: str, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if oneshot.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -55,7 +56,7 @@ def test_sigkill_right_after_200_loses_nothing(tmp_path):
         ids = [f"wamid.k{round_no}-{i}" for i in range(25)]
         body = json.dumps(envelope([change([text_message(i, f"91987654{n:04d}")
                                             for n, i in enumerate(ids)])])).encode()
-        response = httpx.post(f"http://127.0.0.1:{port}{PATH}", content=body, headers={
+        response = oneshot.post(f"http://127.0.0.1:{port}{PATH}", content=body, headers={
             "Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)})
         os.kill(proc.pid, signal.SIGKILL)  # the instant the 200 is in our hands
         proc.wait()

@@ -178,24 +178,45 @@ class Simulator:
                  note_limit: int = 2000, seed: int | None = None, **switches: str) -> None:
         self.access_key = access_key
         self.secret_key = secret_key
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+        self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
+        self.in_flight: set[asyncio.Task] = set()  # API calls being answered
+        self.fill: Callable[[Simulator], None] | None = None  # what reset() puts back
+        self._given = {"rate_limit": rate_limit, "rate_limit_signal": rate_limit_signal,
+                       "error_rate": error_rate, "latency": latency, "note_limit": note_limit,
+                       "drop_after_commit_rate": drop_after_commit_rate, "seed": seed,
+                       **switches}
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """The account, knobs and switches as constructed: no leads, calls or faults."""
         self.knobs = Knobs()
         self.calls: list[Call] = []
-        self.store = Store(seed)
-        self.base_url = ""
-        self._rng = random.Random(seed)
+        self.store = Store(self._given["seed"])
+        self._rng = random.Random(self._given["seed"])
         self._limit: tuple[int, float] | None = None
         self._window = (-1, 0)  # (window number, calls counted in it)
         self._bulk_limit: tuple[int, float] | None = None
         self._bulk_window = (-1, 0)
         self._refusals = 0
-        self.held_writes: set[asyncio.Future] = set()  # write_hold: writes not yet committed
         self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
         self.refusing: dict[str, Refusal] = {}  # endpoint -> LeadSquared's own refusal
         self.failing_posts: set[str] = set()  # opportunities whose posts get a gateway 503
-        self._runner: web.AppRunner | None = None
-        self.configure(rate_limit=rate_limit, rate_limit_signal=rate_limit_signal,
-                       error_rate=error_rate, latency=latency, note_limit=note_limit,
-                       drop_after_commit_rate=drop_after_commit_rate, seed=seed, **switches)
+        self.configure(**self._given)
+        if self.fill is not None:
+            self.fill(self)
+
+    async def reset(self) -> None:
+        """Back to the account as constructed (and `fill`ed), as a restarted simulator
+        would be: calls in flight and held writes are dropped uncommitted, then every lead,
+        activity, file, recorded call, fault, knob and switch set since is gone."""
+        dropped = [*self.held_writes, *self.in_flight]
+        for task in dropped:
+            task.cancel()
+        if dropped:
+            await asyncio.wait(dropped, timeout=10)
+        self._fresh()
 
     def configure(self, **knobs: Any) -> None:
         """Change knobs and switches at runtime; an unknown name or a bad value raises
@@ -455,10 +476,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     sim = request.app[SIM_KEY]
     call = sim.record(request)
     request[CALL_KEY] = call
-    if sim.knobs.write_hold and request.method == "POST" and request.path in WRITE_PATHS:
-        response = await _held_answer(sim, request, handler, call.at)
-    else:
-        response = await _answer(sim, request, handler, call.at)
+    task = asyncio.current_task()
+    sim.in_flight.add(task)  # a reset drops it, as a restart would
+    try:
+        if sim.knobs.write_hold and request.method == "POST" and request.path in WRITE_PATHS:
+            response = await _held_answer(sim, request, handler, call.at)
+        else:
+            response = await _answer(sim, request, handler, call.at)
+    finally:
+        sim.in_flight.discard(task)
     call.status = response.status
     if (request.method == "POST" and request.path in WRITE_PATHS and response.status == 200
             and sim.roll(sim.knobs.drop_after_commit_rate)):
@@ -823,6 +849,12 @@ async def admin_config(request: web.Request) -> web.Response:
     return web.json_response({**asdict(sim.knobs), **asdict(sim.store.switches)})
 
 
+async def admin_reset(request: web.Request) -> web.Response:
+    """The account as the simulator started with it (Simulator.reset)."""
+    await request.app[SIM_KEY].reset()
+    return web.json_response({"reset": True})
+
+
 async def admin_stats(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     seconds = float(request.query.get("seconds", 5))
@@ -842,6 +874,7 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "config", admin_config),
     ("GET", "stats", admin_stats),
     ("GET", "attachments", admin_attachments),
+    ("POST", "reset", admin_reset),
 ]
 
 
@@ -863,6 +896,7 @@ async def serve(host: str, port: int, access_key: str, secret_key: str,
     """Run a simulator until cancelled, announcing its URL on one line."""
     sim = Simulator(access_key, secret_key, **switches)
     if seed_demo:
+        sim.fill = add_demo_data  # and again on each reset
         add_demo_data(sim)
     bound = await sim.start(host, port)
     print(f"LeadSquared simulator listening on http://{host}:{bound}", flush=True)
