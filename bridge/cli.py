@@ -159,8 +159,8 @@ def buffer_group() -> None:
 def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
     """Copy the SQLite buffer into PostgreSQL: nothing lost, nothing doubled; safe to
     re-run, and a copy that stopped resumes. Stop the bridge first."""
+    from bridge.buffer.location import is_postgres
     from bridge.buffer.postgres import redact
-    from bridge.buffer.targets import is_postgres
     from bridge.buffer.transfer import copy_buffer
 
     if not is_postgres(url):

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.buffer.location import is_postgres, sqlite_path
 from bridge.buffer.pgurl import check_url
-from bridge.buffer.targets import is_postgres, sqlite_path
 from bridge.contracts import MOST
 from bridge.durations import Duration, format_duration
 from bridge.errors import ConfigError

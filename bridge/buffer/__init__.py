@@ -6,7 +6,7 @@ asyncpg. The core sees the port (port): `Buffer.open(target)` returns a `Storage
 buffer shared by several processes is also a `SharedBuffer`.
 
 The names below load on first use (PEP 562): a command that only reads a config (whose
-`buffer` section names a target: `bridge.buffer.targets`) does not import SQLAlchemy and
+`buffer` section names a target: `bridge.buffer.location`) does not import SQLAlchemy and
 compile every statement.
 """
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import asyncpg
 
 from bridge.buffer.connectors import PgConnector
+from bridge.buffer.location import is_postgres
 from bridge.buffer.migrations import VERSION, postgres_version
 from bridge.buffer.pgurl import check_url, redact, scrub, split_schema
-from bridge.buffer.targets import is_postgres
 from bridge.errors import ConfigError
 
 

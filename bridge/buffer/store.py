@@ -30,9 +30,9 @@ from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
 from bridge.buffer.group import GroupCommit
+from bridge.buffer.location import is_postgres, sqlite_path
 from bridge.buffer.media import MediaJob
 from bridge.buffer.tables import INT, REAL, TEXT, batches, deliveries, ledger, messages, sink_state
-from bridge.buffer.targets import is_postgres, sqlite_path
 from bridge.contracts import Outcome, TargetFailure
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
