@@ -23,7 +23,9 @@ from bridge.attention import attention
 from bridge.buffer.delivery import Policy
 from bridge.buffer.media import FETCHED as _FETCHED_ONLY
 from bridge.sync import SinkRunner
-from tests.backends import BACKENDS, fresh_schema_url
+
+# both engines here (tests/leadsquared/conftest.py gives this package SQLite only)
+from tests.conftest import buffer_target  # noqa: F401
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_attachments import calls, fetch
 from tests.leadsquared.test_sink import chat, settled, sink_for
@@ -32,14 +34,6 @@ from tests.whatsapp.test_media import PHONE_ID, media_message
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-@pytest.fixture(params=BACKENDS)
-async def buffer_target(request, tmp_path):
-    """Both engines here (the hand-over's locks are PostgreSQL's concern most of all)."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "buffer.db")
-        return
-    async with fresh_schema_url() as url:
-        yield url
 
 
 @pytest.fixture

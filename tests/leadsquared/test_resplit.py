@@ -5,23 +5,13 @@ HTTP, drained from a real buffer (SQLite, and PostgreSQL when it is there)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.backends import BACKENDS, fresh_schema_url
+# both engines here (tests/leadsquared/conftest.py gives this package SQLite only)
+from tests.conftest import buffer_target  # noqa: F401
 from tests.helpers import message, running, wait_until
 from tests.leadsquared.test_sink import NUMBER, settled, sink_for, texts_in
-
-
-@pytest.fixture(params=BACKENDS)
-async def buffer_target(request, tmp_path) -> AsyncIterator[str]:
-    """Both backends: the ledger and the failed targets a retry re-splits by are stored."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "buffer.db")
-        return
-    async with fresh_schema_url() as url:
-        yield url
 
 
 def sized(n: int, length: int, minutes_ago: float, account: str = "acct"):
