@@ -77,3 +77,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Every name, the ones not loaded yet too (dir(), completion)."""
+    return sorted({*globals(), *__all__})
