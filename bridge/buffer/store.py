@@ -32,8 +32,18 @@ from bridge.buffer.directory import Directory
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.location import is_postgres, sqlite_path
 from bridge.buffer.media import MediaJob
-from bridge.buffer.tables import INT, REAL, TEXT, batches, deliveries, ledger, messages, sink_state
-from bridge.contracts import Outcome, TargetFailure
+from bridge.buffer.tables import (
+    INT,
+    REAL,
+    TEXT,
+    batches,
+    deliveries,
+    ledger,
+    messages,
+    sink_state,
+    targets,
+)
+from bridge.contracts import WAITS_WITH_MESSAGES, Outcome, TargetFailure
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
 
@@ -496,6 +506,11 @@ PRUNE_AFTER = (
     Query(sa.delete(batches).where(batches.c.state == "done",
                                    batches.c.created_at < P("older_than"))),
     Query(sa.delete(ledger).where(ledger.c.created_at < P("older_than"))),
+    # a post's start record whose batch is gone (its message was requeued into a batch of
+    # another key and landed there): nothing reads it any more
+    Query(sa.delete(targets).where(
+        sa.func.substr(targets.c.reason, 1, len(WAITS_WITH_MESSAGES)) == WAITS_WITH_MESSAGES,
+        ~sa.exists().where(batches.c.id == targets.c.batch_id))),
 )
 
 

@@ -98,3 +98,14 @@ async def test_a_message_requeued_after_a_part_of_its_batch_landed_reaches_each_
 async def test_the_wait_record_of_a_message_requeued_alone_goes_once_it_lands(sim, buffer):
     await requeued_alone(sim, buffer)
     assert await query(buffer, "SELECT key, reason FROM targets") == []
+
+
+async def test_the_wait_record_of_a_message_requeued_alone_goes_with_its_old_batch(sim, buffer):
+    """Until the leak above is fixed at the landing, the retention prune takes it: its old
+    batch, done, goes once it is past buffer.retention, and the record with it."""
+    import time
+
+    await requeued_alone(sim, buffer)
+    assert len(await query(buffer, "SELECT key FROM targets")) == 1
+    await buffer.prune(time.time() + 1)
+    assert await query(buffer, "SELECT key FROM targets") == []
