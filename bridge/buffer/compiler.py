@@ -211,6 +211,12 @@ def _result_columns(construct: Any) -> list[Any]:
 # -- constructs whose SQL differs per engine -------------------------------------------
 
 
+def starts_with(column: Any, prefix: str) -> Any:
+    """`column` begins with `prefix`: substr, not LIKE (a prefix may hold % or _, and LIKE's
+    case rules differ between the engines)."""
+    return sa.func.substr(column, 1, len(prefix)) == prefix
+
+
 class greatest(FunctionElement):  # noqa: N801 - a SQL function
     """The larger of its arguments: PostgreSQL's greatest(), SQLite's scalar max().
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 import bridge.buffer.history as history
 from bridge.buffer.codec import from_timestamp, message_from_row, select_messages
-from bridge.buffer.compiler import P, Query, greatest, indexed, rows_in, values_of
+from bridge.buffer.compiler import P, Query, greatest, indexed, rows_in, starts_with, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.enrich import enrich
 from bridge.buffer.tables import (
@@ -634,7 +634,7 @@ DROP_TARGET = Query(sa.delete(targets).where(t.sink == P("sink"), t.key == P("ke
                     "forget a target")
 FOLLOW_UP = Query(sa.update(targets).values(state="failing", attempts=0, reason=P("reason"))
                   .where(t.sink == P("sink"), t.key == P("key")), "keep a file target")
-_WAITING_PREFIX = sa.func.substr(t.reason, 1, len(WAITING_FOR_FILE)) == WAITING_FOR_FILE
+_WAITING_PREFIX = starts_with(t.reason, WAITING_FOR_FILE)
 WAITING = Query(sa.select(t.sink, t.key, t.batch_id, b.state)
                 .select_from(targets.outerjoin(batches, b.id == t.batch_id)).where(
     t.state == "dead", t.message_ids.like(P("pattern")), _WAITING_PREFIX).order_by(t.sink, t.key),
@@ -644,7 +644,7 @@ REASON = Query(sa.update(targets).values(reason=P("reason"))
 FILE_NEVER_CAME = "the file never came"
 NEVER_CAME = Query(sa.select(t.sink, t.key, t.message_ids).where(
     t.state == "dead",
-    sa.func.substr(t.reason, 1, len(FILE_NEVER_CAME)) == FILE_NEVER_CAME).order_by(t.sink, t.key),
+    starts_with(t.reason, FILE_NEVER_CAME)).order_by(t.sink, t.key),
     "targets whose file never came")
 _SINK_MATCH = d.sink == sa.func.coalesce(P("sink", type_=TEXT), d.sink)
 _LIVE_AGAIN = {**_REOPEN, "batch_id": None, "backfill": 0}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from bridge.buffer.compiler import P, Query, indexed
+from bridge.buffer.compiler import P, Query, indexed, starts_with
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import REAL, deliveries, messages, sink_state
 
@@ -39,7 +39,7 @@ HOLD = Query(sa.update(deliveries).values(state="skipped", reason=P("reason"), d
                                           backfill=0)
              .where(d.sink == P("sink"), d.state == "pending", d.message_id.in_(_old)),
              "hold history older than the backfill window")
-_HELD = sa.func.substr(d.reason, 1, len(HISTORY_HELD)) == HISTORY_HELD
+_HELD = starts_with(d.reason, HISTORY_HELD)
 REOPEN = Query(sa.update(deliveries).values(state="pending", reason=REOPENED, done_at=None,
                                             backfill=1, batch_id=None)
                .where(d.sink == P("sink"), d.state == "skipped", _HELD,

@@ -10,7 +10,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge.buffer.codec import WIDTH, from_timestamp, message_from_row, select_messages
-from bridge.buffer.compiler import P, Query, indexed, ordered_join, values_of, whole_number
+from bridge.buffer.compiler import (
+    P,
+    Query,
+    indexed,
+    ordered_join,
+    starts_with,
+    values_of,
+    whole_number,
+)
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import (
     TEXT,
@@ -37,7 +45,7 @@ s, t, st = sink_conversations.c, targets.c, statuses.c
 pending = indexed(deliveries, "deliveries_pending", "d")
 dead = indexed(deliveries, "deliveries_dead", "d")
 _ANY_SINK = sa.func.coalesce(P("sink", type_=TEXT), sink_state.c.sink)
-_NOT_WAITING = sa.func.substr(t.reason, 1, len(WAITING_FOR_FILE)) != WAITING_FOR_FILE
+_NOT_WAITING = ~starts_with(t.reason, WAITING_FOR_FILE)
 
 _SINK_COLUMNS = ("sink", "installed_at", "enabled", "disabled_at", "last_sync_at",
                  "next_sync_at", "last_error", "last_error_at", "backfill_since",
@@ -62,7 +70,7 @@ BACKLOG = Query(sa.select(pending.c.sink, _held, sa.func.count()).select_from(
 DEAD_LETTERS = Query(sa.select(dead.c.sink, sa.func.count()).where(dead.c.state == "dead")
                      .group_by(dead.c.sink), "dead letters per sink")
 # a post that waits with its messages' retry is counted with them (backlog, dead letters)
-_OWN_FAILURE = sa.func.substr(t.reason, 1, len(WAITS_WITH_MESSAGES)) != WAITS_WITH_MESSAGES
+_OWN_FAILURE = ~starts_with(t.reason, WAITS_WITH_MESSAGES)
 TARGET_COUNTS = Query(sa.select(t.sink, t.state, sa.func.count()).where(
     _NOT_WAITING, _OWN_FAILURE).group_by(t.sink, t.state), "failed targets per sink")
 

@@ -25,7 +25,7 @@ import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
-from bridge.buffer.compiler import P, Query
+from bridge.buffer.compiler import P, Query, starts_with
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -509,7 +509,7 @@ PRUNE_AFTER = (
     # a post's start record whose batch is gone (its message was requeued into a batch of
     # another key and landed there): nothing reads it any more
     Query(sa.delete(targets).where(
-        sa.func.substr(targets.c.reason, 1, len(WAITS_WITH_MESSAGES)) == WAITS_WITH_MESSAGES,
+        starts_with(targets.c.reason, WAITS_WITH_MESSAGES),
         ~sa.exists().where(batches.c.id == targets.c.batch_id))),
 )
 
