@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import signal
 import socket
 import subprocess
@@ -195,9 +196,10 @@ async def test_ingest_and_drain_log_no_secrets_text_or_numbers(tmp_path, serve, 
             "chatbridge_deliveries_total", {"sink": "leadsquared", "outcome": "delivered"}) == 3,
             timeout=60)
         assert any(TEXT in a["ActivityNote"] for a in sim.activities())  # it did go out
-        # the drain's "synced" line is written once its step returns, after the metric
-        await wait_until(lambda: "sink leadsquared synced: " in captured.getvalue(),
-                         timeout=30)
+        # the drain's "synced" line is written once its step returns, after the metric; an
+        # earlier run's line (a retry, nothing done) must not end the wait
+        await wait_until(lambda: re.search(r'"sink leadsquared synced: [^"]* done',
+                                           captured.getvalue()), timeout=30)
     finally:
         root.removeHandler(raw_handler)
         await sim.stop()
