@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from aiohttp import web
 from bridge.app import create_app
 from bridge.config import BridgeConfig
 from bridge.errors import PluginError
+from bridge.security import guarded
 from tests.helpers import CorePlugin, PostSource, RecordingSink, free_port, wait_until
 
 
@@ -91,13 +93,27 @@ async def test_body_over_4_mib_is_refused_with_413(make_app, serve):
             assert resp.status == 413
 
 
-async def test_handler_errors_send_no_traceback(make_app, serve):
+async def test_handler_errors_send_no_traceback(make_app, serve, caplog):
+    """A source's route (a plugin's handler) that raises: a one-line JSON 500, the
+    traceback in the log only."""
     base = await serve(make_app())
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{base}/ingest", json=[{"no": "id"}]) as resp:
             body = await resp.text()
     assert resp.status == 500
+    assert json.loads(body) == {"error": "internal error (see the bridge log)"}
     assert "Traceback" not in body and "KeyError" not in body
+    assert any(r.message == "unhandled error on POST /ingest" and r.exc_info
+               for r in caplog.records)
+
+
+async def test_every_route_is_guarded_without_a_middleware(make_app):
+    """The error guard wraps each route's handler; the app runs no middleware (one would
+    cost every webhook two more coroutine layers)."""
+    app = make_app()
+    assert not app.middlewares
+    handlers = [route.handler for route in app.router.routes()]
+    assert handlers and all(h.__code__ is guarded(h).__code__ for h in handlers)
 
 
 async def test_sync_now_wakes_the_named_sink(make_app, serve):
