@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import resource
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -176,10 +177,11 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
                            keepalive_timeout=KEEPALIVE_TIMEOUT,
                            shutdown_timeout=SHUTDOWN_TIMEOUT)
     try:
-        await runner.setup()
+        await runner.setup()  # SIGINT and SIGTERM: a graceful stop
     except BaseException:
         listening.close()
         raise
+    stop_on_hang_up()
     try:
         await CappedSite(runner, listening, factory).start()
         logger.info("serving on the %s event loop", "uvloop" if type(
@@ -188,6 +190,22 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def stop_on_hang_up() -> None:
+    """SIGHUP (the terminal that started the bridge closed, or `kill -HUP`) stops the bridge
+    as SIGTERM does: requests in flight are answered and the buffer is closed. Python's
+    default would end the process on the spot, as a SIGKILL does."""
+    hang_up = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hang_up is None:
+        return
+    with suppress(NotImplementedError, RuntimeError):  # a loop without signal handlers
+        asyncio.get_running_loop().add_signal_handler(hang_up, _hung_up)
+
+
+def _hung_up() -> None:
+    logger.info("SIGHUP: stopping as on SIGTERM")
+    raise GracefulExit()
 
 
 def new_loop(kind: str = "asyncio") -> asyncio.AbstractEventLoop:
@@ -209,7 +227,7 @@ def serve(app: web.Application, host: str, port: int, *,
           access_log: logging.Logger | None = None,
           ready: Callable[[str, int], None] = lambda host, port: None,
           event_loop: str = "asyncio") -> None:
-    """Serve `app` until SIGINT or SIGTERM, connections capped under the open-file limit."""
+    """Serve `app` until SIGINT, SIGTERM or SIGHUP, connections capped under the open-file limit."""
     cap = connection_cap(raise_open_file_limit())
     logger.debug("serving at most %d connections at a time", cap)
     loop = new_loop(event_loop)

@@ -1,10 +1,11 @@
 """server.event_loop: `bridge run` on uvloop or on asyncio's own loop stores a signed
-webhook before its 200 and stops cleanly on SIGTERM; a value it cannot use is a config
-error naming the key."""
+webhook before its 200 and stops cleanly on SIGTERM (and SIGHUP); a value it cannot use is
+a config error naming the key."""
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import httpx
@@ -51,3 +52,29 @@ def test_a_webhook_is_stored_and_the_bridge_stops_cleanly_on_each_loop(
 def test_an_unknown_event_loop_is_a_config_error_naming_the_key(tmp_path):
     line = failed_start(_config(tmp_path, free_port(), "trio"))
     assert "server.event_loop" in line
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_sighup_stops_the_bridge_as_sigterm_does(tmp_path, event_loop):
+    """A closed terminal's SIGHUP: exit 0 with the buffer closed (SQLite removes the -wal
+    file when its last connection closes), not the abrupt end Python's default gives."""
+    if event_loop == "uvloop":
+        pytest.importorskip("uvloop")
+    port = free_port()
+    bridge = BridgeProcess(_config(tmp_path, port, event_loop), port).start()
+    try:
+        body = json.dumps(p.envelope({"field": "messages", "value": p.value(
+            messages=[p.text_message("hup-1", "919812345670", "hello")])})).encode()
+        answer = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
+                            headers={"Content-Type": "application/json",
+                                     "X-Hub-Signature-256": sign(body, SECRET)})
+        assert answer.status_code == 200
+        assert Path(f"{tmp_path / 'bridge.db'}-wal").exists()  # open: the WAL is in use
+        bridge.proc.send_signal(signal.SIGHUP)
+        bridge.proc.wait(15)
+    finally:
+        bridge.stop()
+    assert bridge.proc.returncode == 0
+    assert "SIGHUP: stopping as on SIGTERM" in Path(bridge.log.name).read_text()
+    assert not Path(f"{tmp_path / 'bridge.db'}-wal").exists()
+    assert buffered_ids({"path": str(tmp_path / "bridge.db")}) == {"hup-1"}
