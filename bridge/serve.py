@@ -195,9 +195,10 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
 def stop_on_hang_up() -> None:
     """SIGHUP (the terminal that started the bridge closed, or `kill -HUP`) stops the bridge
     as SIGTERM does: requests in flight are answered and the buffer is closed. Python's
-    default would end the process on the spot, as a SIGKILL does."""
+    default would end the process on the spot, as a SIGKILL does. A SIGHUP the bridge was
+    started ignoring (`nohup bridge run`, a supervisor's choice) stays ignored."""
     hang_up = getattr(signal, "SIGHUP", None)  # not on Windows
-    if hang_up is None:
+    if hang_up is None or signal.getsignal(hang_up) is signal.SIG_IGN:
         return
     with suppress(NotImplementedError, RuntimeError):  # a loop without signal handlers
         asyncio.get_running_loop().add_signal_handler(hang_up, _hung_up)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +16,7 @@ import pytest
 
 from plugins.whatsapp.signature import sign
 from tests.helpers import free_port
-from tests.processes import BridgeProcess, buffered_ids, failed_start
+from tests.processes import BridgeProcess, buffered_ids, failed_start, wait_http
 from tests.whatsapp import payloads as p
 
 SECRET = "loop-secret"
@@ -78,3 +81,24 @@ def test_sighup_stops_the_bridge_as_sigterm_does(tmp_path, event_loop):
     assert "SIGHUP: stopping as on SIGTERM" in Path(bridge.log.name).read_text()
     assert not Path(f"{tmp_path / 'bridge.db'}-wal").exists()
     assert buffered_ids({"path": str(tmp_path / "bridge.db")}) == {"hup-1"}
+
+
+def test_a_bridge_started_ignoring_sighup_keeps_serving_through_one(tmp_path):
+    """`nohup bridge run`: SIGHUP is ignored from the start, so a closed terminal must not
+    stop the bridge (it did before `bridge run` handled SIGHUP, and must still)."""
+    port = free_port()
+    bridge = BridgeProcess(_config(tmp_path, port, "asyncio"), port)
+    bridge.proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "-c", str(bridge.config)],
+        stdout=subprocess.DEVNULL, stderr=bridge.log,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        wait_http(f"{bridge.url}/healthz", bridge.proc, "bridge", bridge.log)
+        bridge.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert httpx.get(f"{bridge.url}/healthz", timeout=10).status_code == 200
+        assert bridge.proc.poll() is None
+    finally:
+        bridge.stop()
+    assert bridge.proc.returncode == 0
+    assert "SIGHUP" not in Path(bridge.log.name).read_text()
