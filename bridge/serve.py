@@ -205,6 +205,10 @@ def stop_on_hang_up() -> None:
 
 
 def _hung_up() -> None:
+    """Begin the stop; a later SIGHUP is ignored, so it cannot cut the stop short (a closed
+    terminal can send two: the shell's to its jobs, the kernel's as the shell exits)."""
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # after it: removing set the default
     logger.info("SIGHUP: stopping as on SIGTERM")
     raise GracefulExit()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,3 +103,37 @@ def test_a_bridge_started_ignoring_sighup_keeps_serving_through_one(tmp_path):
         bridge.stop()
     assert bridge.proc.returncode == 0
     assert "SIGHUP" not in Path(bridge.log.name).read_text()
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_a_second_sighup_does_not_cut_the_graceful_stop_short(tmp_path, event_loop):
+    """A closed terminal can send SIGHUP twice (the shell passes its own on to its jobs,
+    the kernel signals the foreground group as the shell exits): the stop the first began
+    goes on, answering the webhook in flight (its body stalled: the 408 after
+    body_timeout) and closing the buffer, exit 0; the second raised out of the shutdown
+    (exit 1, the request cut off unanswered, tracebacks in the log)."""
+    if event_loop == "uvloop":
+        pytest.importorskip("uvloop")
+    port = free_port()
+    config = _config(tmp_path, port, event_loop)
+    settings = json.loads(config.read_text())
+    settings["plugins"]["whatsapp"]["body_timeout"] = 1.5
+    config.write_text(json.dumps(settings))
+    bridge = BridgeProcess(config, port).start()
+    head = (b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n"
+            b"Content-Type: application/json\r\n\r\n{")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head)
+            time.sleep(0.3)  # the request is in flight, its body not all there
+            bridge.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.1)
+            bridge.proc.send_signal(signal.SIGHUP)
+            answer = client.recv(4096)
+        bridge.proc.wait(15)
+    finally:
+        bridge.stop()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert bridge.proc.returncode == 0
+    assert "Traceback" not in Path(bridge.log.name).read_text()
+    assert not Path(f"{tmp_path / 'bridge.db'}-wal").exists()
