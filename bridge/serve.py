@@ -176,12 +176,12 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
     runner = web.AppRunner(app, handle_signals=True, access_log=access_log,
                            keepalive_timeout=KEEPALIVE_TIMEOUT,
                            shutdown_timeout=SHUTDOWN_TIMEOUT)
+    stop_on_hang_up()  # before the app starts, as setup() sets SIGINT's and SIGTERM's
     try:
         await runner.setup()  # SIGINT and SIGTERM: a graceful stop
     except BaseException:
         listening.close()
         raise
-    stop_on_hang_up()
     try:
         await CappedSite(runner, listening, factory).start()
         logger.info("serving on the %s event loop", "uvloop" if type(

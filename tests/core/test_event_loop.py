@@ -4,9 +4,13 @@ a config error naming the key."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.buffer import Buffer
 from plugins.whatsapp.signature import sign
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, buffered_ids, failed_start, wait_http
@@ -137,3 +142,49 @@ def test_a_second_sighup_does_not_cut_the_graceful_stop_short(tmp_path, event_lo
     assert bridge.proc.returncode == 0
     assert "Traceback" not in Path(bridge.log.name).read_text()
     assert not Path(f"{tmp_path / 'bridge.db'}-wal").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="waits on /proc/<pid>/fd")
+def test_sighup_while_the_bridge_starts_stops_it_as_sigterm_does(tmp_path):
+    """SIGHUP before the app serves (here: its start waits for the buffer's write lock,
+    which another connection holds) stops it as SIGTERM then does: exit 0, not the
+    abrupt end of a handler installed only once the app had started."""
+    bridge = BridgeProcess(_config(tmp_path, free_port(), "asyncio"), 0)
+    db = tmp_path / "bridge.db"
+    asyncio.run(_create(db))
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the bridge's start writes: it waits (busy_timeout)
+    try:
+        bridge.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "-c", str(bridge.config)],
+            stdout=subprocess.DEVNULL, stderr=bridge.log)
+        _wait_opened(bridge.proc, db)  # the app is starting, waiting for the lock
+        time.sleep(0.2)
+        assert bridge.proc.poll() is None
+        bridge.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        holder.execute("ROLLBACK")
+        bridge.proc.wait(15)
+    finally:
+        holder.close()
+        bridge.stop()
+    log = Path(bridge.log.name).read_text()
+    assert "serving on" not in log
+    assert bridge.proc.returncode == 0, log
+    assert "SIGHUP: stopping as on SIGTERM" in log
+
+
+async def _create(path: Path) -> None:
+    buffer = await Buffer.open(str(path))
+    await buffer.close()
+
+
+def _wait_opened(proc: subprocess.Popen, path: Path, timeout: float = 20) -> None:
+    """Until `proc` has `path` open (Linux: /proc/<pid>/fd)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{proc.pid}/fd").iterdir()):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"the bridge did not open {path} within {timeout} s")
