@@ -136,6 +136,7 @@ class _OddRoutes:
         return [web.get("/plain", plain), OwnDef()]
 
 
+@pytest.mark.filterwarnings("ignore:Bare functions are deprecated:DeprecationWarning")
 async def test_routes_the_guard_cannot_wrap_still_work_and_send_no_traceback(
         pm, tmp_path, serve):
     """A plain handler answers as aiohttp serves it (awaiting its Response was a 500), and
