@@ -24,7 +24,7 @@ from bridge.model import Identity, Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.page_charts import rate_budgets
 from bridge.plugins import collect
-from bridge.security import admin_only, guard_routes
+from bridge.security import admin_only, guard_routes, guard_the_rest
 from bridge.state import BRIDGE, Bridge
 from bridge.status import add_health, status_report
 from bridge.sync import SinkRunner
@@ -81,7 +81,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         plugins=pm,
         metrics=context.metrics,
     )
-    app = web.Application(client_max_size=MAX_BODY)  # no middleware: see guarded
+    app = web.Application(client_max_size=MAX_BODY)  # no middleware if all are guarded
     bridge.buffer_id = address.buffer_id(config)
     app[BRIDGE] = bridge
     app.add_routes(guard_routes([
@@ -93,6 +93,7 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         *page_routes(),
     ]))
     _add_source_routes(app, bridge)  # after the core's, so none can shadow one
+    guard_the_rest(app)
     for source in bridge.sources:
         bridge.metrics.declare_source(source.name)
     app.cleanup_ctx.append(_buffer_ctx)

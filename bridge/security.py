@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import math
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractView
 from aiohttp.web_protocol import RequestPayloadError
 
 from bridge.address import HEADER as BUFFER_HEADER
@@ -78,11 +80,37 @@ def guarded(handler: Handler) -> Handler:
     return guard
 
 
+_GUARD_CODE = guarded(lambda request: None).__code__  # type: ignore[arg-type, return-value]
+
+
 def guard_routes(routes: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
-    """`routes` with each route's handler `guarded` (static and other non-handler route
-    definitions pass as they are)."""
+    """`routes` with each route's handler `guarded`. What the wrapper cannot take as it is
+    passes unwrapped (a static definition, a RouteDef subclass or other definition that
+    registers itself, a plain function or callable object aiohttp adapts): the app then
+    guards it with `error_middleware` (see `guard_the_rest`)."""
     return [web.RouteDef(r.method, r.path, guarded(r.handler), r.kwargs)
-            if isinstance(r, web.RouteDef) else r for r in routes]
+            if type(r) is web.RouteDef and _awaited(r.handler) else r for r in routes]
+
+
+def _awaited(handler: object) -> bool:
+    """Whether `await handler(request)` is how aiohttp calls it: a coroutine function or a
+    class-based view (aiohttp adapts other callables itself)."""
+    return inspect.iscoroutinefunction(handler) or (
+        isinstance(handler, type) and issubclass(handler, AbstractView))
+
+
+def guard_the_rest(app: web.Application) -> None:
+    """Add `error_middleware` to `app` if a route's handler is not `guarded`: the per-route
+    guard is the fast path, the middleware the catch-all it used to be."""
+    if any(getattr(route.handler, "__code__", None) is not _GUARD_CODE
+           for route in app.router.routes()):
+        app.middlewares.append(error_middleware)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`guarded` for a route whose handler could not be wrapped."""
+    return await guarded(handler)(request)
 
 
 def _internal_error(request: web.Request) -> web.Response:

@@ -176,12 +176,12 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
     runner = web.AppRunner(app, handle_signals=True, access_log=access_log,
                            keepalive_timeout=KEEPALIVE_TIMEOUT,
                            shutdown_timeout=SHUTDOWN_TIMEOUT)
+    stop_on_hang_up()  # before the app starts, as setup() sets SIGINT's and SIGTERM's
     try:
         await runner.setup()  # SIGINT and SIGTERM: a graceful stop
     except BaseException:
         listening.close()
         raise
-    stop_on_hang_up()
     try:
         await CappedSite(runner, listening, factory).start()
         logger.info("serving on the %s event loop", "uvloop" if type(
@@ -195,15 +195,20 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
 def stop_on_hang_up() -> None:
     """SIGHUP (the terminal that started the bridge closed, or `kill -HUP`) stops the bridge
     as SIGTERM does: requests in flight are answered and the buffer is closed. Python's
-    default would end the process on the spot, as a SIGKILL does."""
+    default would end the process on the spot, as a SIGKILL does. A SIGHUP the bridge was
+    started ignoring (`nohup bridge run`, a supervisor's choice) stays ignored."""
     hang_up = getattr(signal, "SIGHUP", None)  # not on Windows
-    if hang_up is None:
+    if hang_up is None or signal.getsignal(hang_up) is signal.SIG_IGN:
         return
     with suppress(NotImplementedError, RuntimeError):  # a loop without signal handlers
         asyncio.get_running_loop().add_signal_handler(hang_up, _hung_up)
 
 
 def _hung_up() -> None:
+    """Begin the stop; a later SIGHUP is ignored, so it cannot cut the stop short (a closed
+    terminal can send two: the shell's to its jobs, the kernel's as the shell exits)."""
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # after it: removing set the default
     logger.info("SIGHUP: stopping as on SIGTERM")
     raise GracefulExit()
 

@@ -116,6 +116,43 @@ async def test_every_route_is_guarded_without_a_middleware(make_app):
     assert handlers and all(h.__code__ is guarded(h).__code__ for h in handlers)
 
 
+class _OddRoutes:
+    """A third-party source whose routes the per-route guard cannot wrap as they are: a
+    plain (not async) handler aiohttp adapts, and a route definition of its own."""
+
+    name = "test"
+
+    def routes(self, ingest: object) -> list[web.AbstractRouteDef]:
+        def plain(request: web.Request) -> web.Response:
+            return web.Response(text="plain ok")
+
+        async def fails(request: web.Request) -> web.Response:
+            raise KeyError("the-secret-detail")
+
+        class OwnDef(web.AbstractRouteDef):
+            def register(self, router: web.UrlDispatcher) -> list:
+                return [router.add_get("/own", fails)]
+
+        return [web.get("/plain", plain), OwnDef()]
+
+
+@pytest.mark.filterwarnings("ignore:Bare functions are deprecated:DeprecationWarning")
+async def test_routes_the_guard_cannot_wrap_still_work_and_send_no_traceback(
+        pm, tmp_path, serve):
+    """A plain handler answers as aiohttp serves it (awaiting its Response was a 500), and
+    a route a definition registered itself gets the one-line JSON 500, not aiohttp's
+    own page (which shows the traceback in debug mode): the middleware guards them."""
+    pm.register(CorePlugin(source=_OddRoutes()), name="testsource")
+    app = create_app(BridgeConfig(buffer={"path": str(tmp_path / "odd.db")}), pm)
+    base = await serve(app)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/plain") as resp:
+            assert (resp.status, await resp.text()) == (200, "plain ok")
+        async with http.get(f"{base}/own") as resp:
+            assert resp.status == 500
+            assert await resp.json() == {"error": "internal error (see the bridge log)"}
+
+
 async def test_sync_now_wakes_the_named_sink(make_app, serve):
     sink = RecordingSink(sync_interval=3600)
     base = await serve(make_app([sink]))
