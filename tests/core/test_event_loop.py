@@ -37,6 +37,15 @@ def _config(tmp_path: Path, port: int, event_loop: str) -> Path:
     return path
 
 
+def _post(bridge: BridgeProcess, message_id: str) -> int:
+    """A signed webhook with one text message; the answer's status."""
+    body = json.dumps(p.envelope({"field": "messages", "value": p.value(
+        messages=[p.text_message(message_id, "919812345670", "hello")])})).encode()
+    return httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
+                      headers={"Content-Type": "application/json",
+                               "X-Hub-Signature-256": sign(body, SECRET)}).status_code
+
+
 @pytest.mark.parametrize(("event_loop", "runs_on"), [
     ("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop")])
 def test_a_webhook_is_stored_and_the_bridge_stops_cleanly_on_each_loop(
@@ -45,12 +54,7 @@ def test_a_webhook_is_stored_and_the_bridge_stops_cleanly_on_each_loop(
     port = free_port()
     bridge = BridgeProcess(_config(tmp_path, port, event_loop), port).start()
     try:
-        body = json.dumps(p.envelope({"field": "messages", "value": p.value(
-            messages=[p.text_message("loop-1", "919812345670", "hello")])})).encode()
-        answer = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
-                            headers={"Content-Type": "application/json",
-                                     "X-Hub-Signature-256": sign(body, SECRET)})
-        assert answer.status_code == 200
+        assert _post(bridge, "loop-1") == 200
         assert buffered_ids({"path": str(tmp_path / "bridge.db")}) == {"loop-1"}
     finally:
         bridge.stop()
@@ -72,12 +76,7 @@ def test_sighup_stops_the_bridge_as_sigterm_does(tmp_path, event_loop):
     port = free_port()
     bridge = BridgeProcess(_config(tmp_path, port, event_loop), port).start()
     try:
-        body = json.dumps(p.envelope({"field": "messages", "value": p.value(
-            messages=[p.text_message("hup-1", "919812345670", "hello")])})).encode()
-        answer = httpx.post(f"{bridge.url}/webhooks/whatsapp", content=body, timeout=10,
-                            headers={"Content-Type": "application/json",
-                                     "X-Hub-Signature-256": sign(body, SECRET)})
-        assert answer.status_code == 200
+        assert _post(bridge, "hup-1") == 200
         assert Path(f"{tmp_path / 'bridge.db'}-wal").exists()  # open: the WAL is in use
         bridge.proc.send_signal(signal.SIGHUP)
         bridge.proc.wait(15)
