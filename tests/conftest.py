@@ -56,15 +56,17 @@ def _rank(nodeid: str) -> int:
 def pytest_configure(config: pytest.Config) -> None:
     """With PYTHONDONTWRITEBYTECODE set (as on this project's machines), no child process
     (`bridge run`, the CLI, the simulators: several hundred in a run) leaves its bytecode
-    behind, so each compiled bridge/ and plugins/ from source again (~0.1 s of CPU of a
-    ~0.65 s `bridge run` start). Compile them once, before any test (the controller only):
-    the .pyc files go where Python itself would write them (__pycache__, git-ignored) and
-    are checked against their source's mtime and size on import, as always, so an edited
-    module is compiled afresh; nothing the children run changes."""
+    behind, so each compiled bridge/ and plugins/ (and the helpers it runs from tests/ and
+    bench/) from source again (~0.1 s of CPU of a ~0.65 s `bridge run` start). Compile
+    them once, before any test (the controller only; pytest's rewritten test modules keep
+    their own cache names): the .pyc files go where Python itself would write them
+    (__pycache__, git-ignored) and are checked against their source's mtime and size on
+    import, as always, so an edited module is compiled afresh; nothing the children run
+    changes."""
     if sys.dont_write_bytecode and not hasattr(config, "workerinput"):
         root = Path(__file__).resolve().parent.parent
-        for package in ("bridge", "plugins"):
-            compileall.compile_dir(root / package, quiet=1)
+        for package in ("bridge", "plugins", "tests", "bench"):
+            compileall.compile_dir(root / package, quiet=2)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
