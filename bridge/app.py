@@ -24,7 +24,7 @@ from bridge.model import Identity, Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.page_charts import rate_budgets
 from bridge.plugins import collect
-from bridge.security import admin_only, error_middleware
+from bridge.security import admin_only, guard_routes, guard_the_rest
 from bridge.state import BRIDGE, Bridge
 from bridge.status import add_health, status_report
 from bridge.sync import SinkRunner
@@ -81,18 +81,19 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
         plugins=pm,
         metrics=context.metrics,
     )
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    app = web.Application(client_max_size=MAX_BODY)  # no middleware if all are guarded
     bridge.buffer_id = address.buffer_id(config)
     app[BRIDGE] = bridge
-    app.add_routes([
+    app.add_routes(guard_routes([
         web.get("/healthz", healthz),
         web.get("/status", admin_only(status)),
         web.get("/metrics", admin_only(metrics)),
         web.post("/sync-now", admin_only(sync_now)),
         web.post("/backfill", admin_only(backfill)),
         *page_routes(),
-    ])
+    ]))
     _add_source_routes(app, bridge)  # after the core's, so none can shadow one
+    guard_the_rest(app)
     for source in bridge.sources:
         bridge.metrics.declare_source(source.name)
     app.cleanup_ctx.append(_buffer_ctx)
@@ -112,7 +113,7 @@ def _add_source_routes(app: web.Application, bridge: Bridge) -> None:
     ingest = AppIngest(bridge)
     core = {resource.canonical for resource in app.router.resources()}
     for source in bridge.sources:
-        routes = source.routes(ingest)
+        routes = guard_routes(source.routes(ingest))
         for route in routes:
             if getattr(route, "path", None) in core:
                 raise _core_route_clash(bridge.config, source.name, route.path)

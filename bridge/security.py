@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractView
 from aiohttp.web_protocol import RequestPayloadError
 
 from bridge.address import HEADER as BUFFER_HEADER
@@ -45,32 +47,75 @@ TOKEN_REQUIRED = "admin token required (Authorization: Bearer ...)"
 BEARER_CLIENT = "bearer "  # throttle key prefix: wrong Bearer tokens count apart from the form
 
 
+def guarded(handler: Handler) -> Handler:
+    """`handler` with an unexpected exception turned into a one-line 500 (the traceback
+    goes to the log), a body the client cut off or mis-encoded into a 400.
+
+    A wrapper on each route rather than a middleware: aiohttp runs any middleware through
+    two more coroutine layers on every request (the one it adds to track the current app),
+    ~3 us of CPU per webhook, measured side by side on a bare server (54.5 vs 58.1 us)."""
+    @functools.wraps(handler)
+    async def guard(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except RequestPayloadError as exc:  # the client's body: a bad Content-Encoding, cut off
+            logger.warning("unreadable request body on %s %s: %s", request.method,
+                           request.path, exc)
+            refused = web.HTTPBadRequest(text="the request body could not be read (check its "
+                                              "Content-Encoding)")
+            refused.force_close()  # the rest of the body is unreadable: close, do not reuse
+            raise refused from None
+        except (ConnectionError, RuntimeError):  # RuntimeError: aiohttp's "Connection closed."
+            if request.transport is not None and not request.transport.is_closing():
+                return _internal_error(request)
+            logger.debug("client hung up during %s %s", request.method, request.path)
+            gone = web.HTTPBadRequest(text="the connection closed mid-request")
+            gone.force_close()
+            raise gone from None
+        except Exception:
+            return _internal_error(request)
+
+    return guard
+
+
+_GUARD_CODE = guarded(lambda request: None).__code__  # type: ignore[arg-type, return-value]
+
+
+def guard_routes(routes: Iterable[web.AbstractRouteDef]) -> list[web.AbstractRouteDef]:
+    """`routes` with each route's handler `guarded`. What the wrapper cannot take as it is
+    passes unwrapped (a static definition, a RouteDef subclass or other definition that
+    registers itself, a plain function or callable object aiohttp adapts): the app then
+    guards it with `error_middleware` (see `guard_the_rest`)."""
+    return [web.RouteDef(r.method, r.path, guarded(r.handler), r.kwargs)
+            if type(r) is web.RouteDef and _awaited(r.handler) else r for r in routes]
+
+
+def _awaited(handler: object) -> bool:
+    """Whether `await handler(request)` is how aiohttp calls it: a coroutine function or a
+    class-based view (aiohttp adapts other callables itself)."""
+    return inspect.iscoroutinefunction(handler) or (
+        isinstance(handler, type) and issubclass(handler, AbstractView))
+
+
+def guard_the_rest(app: web.Application) -> None:
+    """Add `error_middleware` to `app` if a route's handler is not `guarded`: the per-route
+    guard is the fast path, the middleware the catch-all it used to be."""
+    if any(getattr(route.handler, "__code__", None) is not _GUARD_CODE
+           for route in app.router.routes()):
+        app.middlewares.append(error_middleware)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn an unexpected exception into a one-line 500; the traceback goes to the log."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except RequestPayloadError as exc:  # the client's body: a bad Content-Encoding, cut off
-        logger.warning("unreadable request body on %s %s: %s", request.method, request.path,
-                       exc)
-        refused = web.HTTPBadRequest(text="the request body could not be read (check its "
-                                          "Content-Encoding)")
-        refused.force_close()  # the rest of the body is unreadable: close, do not reuse
-        raise refused from None
-    except (ConnectionError, RuntimeError):  # RuntimeError: aiohttp's "Connection closed."
-        if request.transport is not None and not request.transport.is_closing():
-            logger.exception("unhandled error on %s %s", request.method, request.path)
-            return web.json_response({"error": "internal error (see the bridge log)"},
-                                     status=500)
-        logger.debug("client hung up during %s %s", request.method, request.path)
-        gone = web.HTTPBadRequest(text="the connection closed mid-request")
-        gone.force_close()
-        raise gone from None
-    except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return web.json_response({"error": "internal error (see the bridge log)"}, status=500)
+    """`guarded` for a route whose handler could not be wrapped."""
+    return await guarded(handler)(request)
+
+
+def _internal_error(request: web.Request) -> web.Response:
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    return web.json_response({"error": "internal error (see the bridge log)"}, status=500)
 
 
 def proxied(request: web.Request) -> bool:

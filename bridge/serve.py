@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import resource
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -175,8 +176,9 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
     runner = web.AppRunner(app, handle_signals=True, access_log=access_log,
                            keepalive_timeout=KEEPALIVE_TIMEOUT,
                            shutdown_timeout=SHUTDOWN_TIMEOUT)
+    stop_on_hang_up()  # before the app starts, as setup() sets SIGINT's and SIGTERM's
     try:
-        await runner.setup()
+        await runner.setup()  # SIGINT and SIGTERM: a graceful stop
     except BaseException:
         listening.close()
         raise
@@ -188,6 +190,27 @@ async def _serve(app: web.Application, host: str, port: int, cap: int,
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def stop_on_hang_up() -> None:
+    """SIGHUP (the terminal that started the bridge closed, or `kill -HUP`) stops the bridge
+    as SIGTERM does: requests in flight are answered and the buffer is closed. Python's
+    default would end the process on the spot, as a SIGKILL does. A SIGHUP the bridge was
+    started ignoring (`nohup bridge run`, a supervisor's choice) stays ignored."""
+    hang_up = getattr(signal, "SIGHUP", None)  # not on Windows
+    if hang_up is None or signal.getsignal(hang_up) is signal.SIG_IGN:
+        return
+    with suppress(NotImplementedError, RuntimeError):  # a loop without signal handlers
+        asyncio.get_running_loop().add_signal_handler(hang_up, _hung_up)
+
+
+def _hung_up() -> None:
+    """Begin the stop; a later SIGHUP is ignored, so it cannot cut the stop short (a closed
+    terminal can send two: the shell's to its jobs, the kernel's as the shell exits)."""
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # after it: removing set the default
+    logger.info("SIGHUP: stopping as on SIGTERM")
+    raise GracefulExit()
 
 
 def new_loop(kind: str = "asyncio") -> asyncio.AbstractEventLoop:
@@ -209,7 +232,7 @@ def serve(app: web.Application, host: str, port: int, *,
           access_log: logging.Logger | None = None,
           ready: Callable[[str, int], None] = lambda host, port: None,
           event_loop: str = "asyncio") -> None:
-    """Serve `app` until SIGINT or SIGTERM, connections capped under the open-file limit."""
+    """Serve `app` until SIGINT, SIGTERM or SIGHUP, connections capped under the open-file limit."""
     cap = connection_cap(raise_open_file_limit())
     logger.debug("serving at most %d connections at a time", cap)
     loop = new_loop(event_loop)

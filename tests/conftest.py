@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import compileall
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -42,12 +45,39 @@ LONGEST_FIRST = (
     "tests/test_example_sink.py",
     "tests/whatsapp/test_media_e2e.py",
     "tests/leadsquared/test_phone_variants_end_to_end.py",
+    # 9.5-15 s each (base run of speed4, --durations): the whatsapp ones sat last in the
+    # collection order, where a worker could wait ~10 s for the other's last test
+    "tests/leadsquared/test_business_numbers.py::test_history_older_than_backfill_days",
+    "tests/leadsquared/test_end_to_end.py::test_webhooks_become_one_activity_on_the_lead",
+    "tests/leadsquared/test_file_handover.py::test_an_attach_cut_off_before_its_answer",
+    "tests/leadsquared/test_resplit.py::test_a_note_whose_lead_post_failed_is_not_joined",
+    "tests/whatsapp/test_import.py::test_cli_defaults_and_refusals",
+    "tests/core/test_erasure.py::test_a_reader_holding_the_wal_gets_the_purge_repeated",
+    "tests/core/test_conversation_page.py::test_the_page_purge_says_when_deleted_bytes",
+    "tests/leadsquared/test_end_to_end.py::test_unknown_number_is_held_visibly",
+    "tests/leadsquared/test_bulk.py::test_bulk_calls_keep_their_own_budget",
 )
 
 
 def _rank(nodeid: str) -> int:
     return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)),
                 len(LONGEST_FIRST))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With PYTHONDONTWRITEBYTECODE set (as on this project's machines), no child process
+    (`bridge run`, the CLI, the simulators: several hundred in a run) leaves its bytecode
+    behind, so each compiled bridge/ and plugins/ (and the helpers it runs from tests/ and
+    bench/) from source again (~0.1 s of CPU of a ~0.65 s `bridge run` start). Compile
+    them once, before any test (the controller only; pytest's rewritten test modules keep
+    their own cache names): the .pyc files go where Python itself would write them
+    (__pycache__, git-ignored) and are checked against their source's mtime and size on
+    import, as always, so an edited module is compiled afresh; nothing the children run
+    changes."""
+    if sys.dont_write_bytecode and not hasattr(config, "workerinput"):
+        root = Path(__file__).resolve().parent.parent
+        for package in ("bridge", "plugins", "tests", "bench"):
+            compileall.compile_dir(root / package, quiet=2)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -248,15 +248,28 @@ class GraphProcess:
     """`bridge whatsapp graph-simulator` on a free loopback port, driven by its admin API."""
 
     def __init__(self, token: str, directory: Path) -> None:
+        self.token, self.directory = token, directory
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_file("graph")
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", "whatsapp", "graph-simulator", "--port",
-             str(self.port), "--token", token, "--dir", str(directory)],
+             str(self.port), "--token", self.token, "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=self.log)
         wait_http(f"{self.url}/_sim/stats", self.proc, "graph simulator", self.log)
+
+    def fresh(self) -> GraphProcess:
+        """This process as a new one is (POST /_sim/reset: no media, faults, coexistence
+        settings or webhooks to send left from an earlier test); a new process if it
+        exited."""
+        if self.proc.poll() is not None:
+            self._spawn()
+        oneshot.post(f"{self.url}/_sim/reset", timeout=10).raise_for_status()
+        return self
 
     def upload(self, data: bytes | Path, mime: str, phone_number_id: str = "") -> str:
         """Serve these bytes (or a file's, streamed) as a new media id; the id."""

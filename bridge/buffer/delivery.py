@@ -43,7 +43,7 @@ from bridge.buffer.tables import (
     sink_conversations,
     targets,
 )
-from bridge.contracts import WAITING_FOR_FILE, Batch, Outcome, TargetFailure
+from bridge.contracts import WAITING_FOR_FILE, WAITS_WITH_MESSAGES, Batch, Outcome, TargetFailure
 from bridge.durations import format_duration
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
@@ -430,6 +430,7 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
     if settled:
         await db.run(SETTLE, settled=settled, now=now)
     await _write_posts(db, [claim for claim, *_ in kept], now)
+    await _drop_settled_waits(db, settled)
     await _release(db, kept, now, policy)
     await _hand_over(db, files)
     touched = {(claim.batch.sink, held[claim.batch_id]): _touched_row(
@@ -548,6 +549,37 @@ async def attempt_now(db: Connector, sink: str, batch_key: str, failure: TargetF
         sink, failure.key, failure.label, batch_id,
         "," + ",".join(map(str, failure.message_ids)) + ",", "failing", failure.attempts,
         failure.reason, now)])
+
+
+# A lead post's start record (bridge.WAITS_WITH_MESSAGES, written by a sink while the post
+# waits) outlives its use once none of its messages can be delivered again: a retry of its
+# batch lands it under the same key (LANDED), but a message requeued alone lands in a batch
+# of its own, under another key (adv27).
+WAIT_RECORDS = Query(sa.select(t.sink, t.key, t.message_ids).where(
+    t.sink.in_(values_of("sinks", "text")), starts_with(t.reason, WAITS_WITH_MESSAGES)),
+    "the sinks' lead post start records")
+DELIVERY_STATES = Query(sa.select(d.message_id, d.state).where(
+    d.sink == P("sink"), d.message_id.in_(values_of("ids"))), "a sink's deliveries' states")
+FINAL = frozenset({"done", "skipped"})  # no retry or requeue brings these back
+
+
+async def _drop_settled_waits(db: Connector, settled: list[tuple[Any, ...]]) -> None:
+    """Forget the start records whose messages are all delivered (or skipped) now."""
+    finished = {(sink, message_id) for sink, message_id, state, _ in settled if state in FINAL}
+    if not finished:
+        return
+    records = await db.rows(WAIT_RECORDS, sinks=sorted({sink for sink, _ in finished}))
+    ids_of = {(sink, key): [int(i) for i in ids.strip(",").split(",") if i]
+              for sink, key, ids in records}
+    touched = {k: ids for k, ids in ids_of.items() if any((k[0], i) in finished for i in ids)}
+    states: dict[tuple[str, int], str] = {}
+    for sink in {sink for sink, _ in touched}:
+        ids = sorted({i for (s, _), found in touched.items() if s == sink for i in found})
+        states.update(((sink, i), state) for i, state in
+                      await db.rows(DELIVERY_STATES, sink=sink, ids=ids))
+    gone = [k for k, ids in touched.items() if all(states.get((k[0], i)) in FINAL for i in ids)]
+    if gone:
+        await db.run(LANDED, landed=gone)
 
 
 async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:

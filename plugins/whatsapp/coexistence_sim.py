@@ -213,6 +213,21 @@ async def report(request: web.Request) -> web.Response:
         "sent": coex.sent, "webhook_url": coex.webhook_url})
 
 
+async def reset_coexistence(app: web.Application) -> None:
+    """The coexistence part as the stand-in was started (`POST /_sim/reset`): webhooks
+    still to send are dropped (their tasks cancelled), then the onboarding time is now and
+    every setting, the webhook target, the syncs asked for and the sent log are gone."""
+    coex = app[COEX]
+    pending = list(coex.tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=10)
+    fresh = Coexistence(coex.graph, coex.authorised, coex.serve)
+    for name in coex.__dataclass_fields__:
+        setattr(coex, name, getattr(fresh, name))
+
+
 async def _cancel(app: web.Application) -> None:
     for task in list(app[COEX].tasks):
         task.cancel()

@@ -17,6 +17,11 @@ What it serves, and where each behaviour comes from:
 Faults (POST /_sim/faults): `outage` (every call 503), `url_ttl`, `expired_status`,
 `slow_bytes_per_s` (throttled downloads). Media are added with POST /_sim/media (raw body,
 streamed to disk; ?mime_type=&phone_number_id=) and deleted with DELETE /_sim/media/<id>.
+POST /_sim/reset (test tooling) puts the stand-in back as it was started: every media item
+(and its file) gone, faults and counters back to their defaults, a new download-link key
+(URLs handed out before no longer work), and the coexistence part's settings, webhook
+target, syncs asked for and webhooks still to send dropped; one process serves many tests,
+each from a clean stand-in, as the LeadSquared simulator's K11 reset does.
 
 Coexistence (plugins.whatsapp.coexistence_sim; docs/graph-simulator.md has every source):
 `POST /<version>/<phone number id>/smb_app_data` starts the contacts or history sync and
@@ -37,7 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.whatsapp.coexistence_sim import add_coexistence
+from plugins.whatsapp.coexistence_sim import add_coexistence, reset_coexistence
 
 GONE_MESSAGE = ("Unsupported get request. Object with ID '{id}' does not exist, cannot be "
                 "loaded due to missing permissions, or does not support this operation. "
@@ -70,6 +75,15 @@ class GraphState:
     refused: int = 0
     link_key: bytes = field(default_factory=lambda: secrets.token_bytes(16))
 
+    def reset(self) -> None:
+        """Back to the state of a new stand-in: media (and their files) gone, faults and
+        counters at their defaults, a new link key."""
+        for item in self.media.values():
+            item.path.unlink(missing_ok=True)
+        fresh = GraphState(token=self.token, directory=self.directory)
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+
     def sign(self, media_id: str, expires: int) -> str:
         return hmac.new(self.link_key, f"{media_id}:{expires}".encode(), "sha256").hexdigest()
 
@@ -89,6 +103,7 @@ def create_graph_app(token: str, directory: str | Path | None = None) -> web.App
         web.post("/_sim/media", add_media),
         web.delete("/_sim/media/{id}", delete_media),
         web.post("/_sim/faults", faults),
+        web.post("/_sim/reset", reset),
         web.get("/_sim/stats", stats),
         web.get("/download/{id}", download),
         web.get("/{version:v[0-9]+\\.[0-9]+}/{id}", lookup),
@@ -213,6 +228,13 @@ async def faults(request: web.Request) -> web.Response:
         if body["expired_status"] not in EXPIRED_STATUSES:
             raise web.HTTPBadRequest(text=f"expired_status must be one of {EXPIRED_STATUSES}")
         state.expired_status = body["expired_status"]
+    return await stats(request)
+
+
+async def reset(request: web.Request) -> web.Response:
+    """The stand-in as it was started (test tooling: one process, many tests)."""
+    await reset_coexistence(request.app)
+    request.app[STATE].reset()
     return await stats(request)
 
 

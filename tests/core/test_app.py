@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from aiohttp import web
 from bridge.app import create_app
 from bridge.config import BridgeConfig
 from bridge.errors import PluginError
+from bridge.security import guarded
 from tests.helpers import CorePlugin, PostSource, RecordingSink, free_port, wait_until
 
 
@@ -91,13 +93,64 @@ async def test_body_over_4_mib_is_refused_with_413(make_app, serve):
             assert resp.status == 413
 
 
-async def test_handler_errors_send_no_traceback(make_app, serve):
+async def test_handler_errors_send_no_traceback(make_app, serve, caplog):
+    """A source's route (a plugin's handler) that raises: a one-line JSON 500, the
+    traceback in the log only."""
     base = await serve(make_app())
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{base}/ingest", json=[{"no": "id"}]) as resp:
             body = await resp.text()
     assert resp.status == 500
+    assert json.loads(body) == {"error": "internal error (see the bridge log)"}
     assert "Traceback" not in body and "KeyError" not in body
+    assert any(r.message == "unhandled error on POST /ingest" and r.exc_info
+               for r in caplog.records)
+
+
+async def test_every_route_is_guarded_without_a_middleware(make_app):
+    """The error guard wraps each route's handler; the app runs no middleware (one would
+    cost every webhook two more coroutine layers)."""
+    app = make_app()
+    assert not app.middlewares
+    handlers = [route.handler for route in app.router.routes()]
+    assert handlers and all(h.__code__ is guarded(h).__code__ for h in handlers)
+
+
+class _OddRoutes:
+    """A third-party source whose routes the per-route guard cannot wrap as they are: a
+    plain (not async) handler aiohttp adapts, and a route definition of its own."""
+
+    name = "test"
+
+    def routes(self, ingest: object) -> list[web.AbstractRouteDef]:
+        def plain(request: web.Request) -> web.Response:
+            return web.Response(text="plain ok")
+
+        async def fails(request: web.Request) -> web.Response:
+            raise KeyError("the-secret-detail")
+
+        class OwnDef(web.AbstractRouteDef):
+            def register(self, router: web.UrlDispatcher) -> list:
+                return [router.add_get("/own", fails)]
+
+        return [web.get("/plain", plain), OwnDef()]
+
+
+@pytest.mark.filterwarnings("ignore:Bare functions are deprecated:DeprecationWarning")
+async def test_routes_the_guard_cannot_wrap_still_work_and_send_no_traceback(
+        pm, tmp_path, serve):
+    """A plain handler answers as aiohttp serves it (awaiting its Response was a 500), and
+    a route a definition registered itself gets the one-line JSON 500, not aiohttp's
+    own page (which shows the traceback in debug mode): the middleware guards them."""
+    pm.register(CorePlugin(source=_OddRoutes()), name="testsource")
+    app = create_app(BridgeConfig(buffer={"path": str(tmp_path / "odd.db")}), pm)
+    base = await serve(app)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/plain") as resp:
+            assert (resp.status, await resp.text()) == (200, "plain ok")
+        async with http.get(f"{base}/own") as resp:
+            assert resp.status == 500
+            assert await resp.json() == {"error": "internal error (see the bridge log)"}
 
 
 async def test_sync_now_wakes_the_named_sink(make_app, serve):

@@ -24,11 +24,18 @@ from tests.whatsapp.test_media_e2e import (
 )
 
 
-@pytest.fixture
-def graph(tmp_path):
-    process = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
+@pytest.fixture(scope="module")
+def module_graph(tmp_path_factory):
+    """One Graph stand-in process for the module's tests (a start costs ~0.5 s of CPU)."""
+    process = GraphProcess(GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
     yield process
     process.stop()
+
+
+@pytest.fixture
+def graph(module_graph):
+    """The module's Graph stand-in, reset (POST /_sim/reset): each test starts clean."""
+    return module_graph.fresh()
 
 
 def still_ingesting(bridge, n: int) -> None:

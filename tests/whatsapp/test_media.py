@@ -293,3 +293,55 @@ async def test_status_and_metrics_count_media_per_source_with_reasons_and_bytes(
     assert 'chatbridge_media_files{source="whatsapp",state="fetched"} 2.0' in body
     assert 'chatbridge_media_files{source="whatsapp",state="dead"} 1.0' in body
     assert 'chatbridge_media_bytes{source="whatsapp"} 5.0' in body
+
+
+async def test_admin_reset_puts_the_stand_in_back_as_started_dropping_webhooks_to_send(
+        graph, serve, tmp_path):
+    """POST /_sim/reset (test tooling: one stand-in process serves a module's tests): media
+    and their files, faults, counters, the coexistence settings, webhook target, syncs asked
+    for and webhooks still to send are gone, as in a new process."""
+    import asyncio
+    import time
+
+    from aiohttp import web
+
+    received: list[bytes] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response()
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", webhook)
+    hook = await serve(hook_app)
+    media_id = await upload(graph, b"before the reset")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    sync = {"messaging_product": "whatsapp", "sync_type": "smb_app_state_sync"}
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{graph}/v25.0/{media_id}", headers=auth)).status_code == 200
+        await fault(graph, outage=False, url_ttl=1, expired_status=410, slow_bytes_per_s=10)
+        (await client.post(f"{graph}/_sim/webhook",
+                           json={"url": f"{hook}/hook", "app_secret": "s"})).raise_for_status()
+        (await client.post(f"{graph}/_sim/coexistence",
+                           json={"onboarded_hours_ago": 10, "share_history": "decline",
+                                 "delay": 0.5, "refusal_code": 7})).raise_for_status()
+        asked = await client.post(f"{graph}/v25.0/{PHONE_ID}/smb_app_data", json=sync,
+                                  headers=auth)
+        assert asked.status_code == 200
+        await fault(graph, outage=True)
+        answer = await client.post(f"{graph}/_sim/reset")
+        assert answer.status_code == 200
+        assert answer.json() == {"lookups": 0, "downloads": 0, "refused": 0, "media": 0,
+                                 "outage": False, "url_ttl": 300.0, "expired_status": 404}
+        assert not (tmp_path / "graph" / media_id).exists()
+        gone = await client.get(f"{graph}/v25.0/{media_id}", headers=auth)
+        assert gone.status_code == 400 and gone.json()["error"]["error_subcode"] == 33
+        report = (await client.get(f"{graph}/_sim/coexistence")).json()
+        assert report["share_history"] == "accept" and report["webhook_url"] is None
+        assert report["requested"] == [] and report["sent"] == []
+        assert abs(report["onboarded_at"] - time.time()) < 60
+        await asyncio.sleep(0.8)  # past the dropped request's delay: nothing was sent
+        assert received == []
+        again = await client.post(f"{graph}/v25.0/{PHONE_ID}/smb_app_data", json=sync,
+                                  headers=auth)
+        assert again.status_code == 200  # asked once only: forgotten by the reset
