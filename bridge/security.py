@@ -53,7 +53,8 @@ def guarded(handler: Handler) -> Handler:
 
     A wrapper on each route rather than a middleware: aiohttp runs any middleware through
     two more coroutine layers on every request (the one it adds to track the current app),
-    ~3 us of CPU per webhook, measured side by side on a bare server (54.5 vs 58.1 us)."""
+    ~3 us of CPU per webhook, measured side by side on a bare server (58.1 us a request
+    with one no-op middleware, 55.0 with none, 53.9 with the same wrapper)."""
     @functools.wraps(handler)
     async def guard(request: web.Request) -> web.StreamResponse:
         try:

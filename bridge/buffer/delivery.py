@@ -569,8 +569,7 @@ async def _drop_settled_waits(db: Connector, settled: list[tuple[Any, ...]]) -> 
     if not finished:
         return
     records = await db.rows(WAIT_RECORDS, sinks=sorted({sink for sink, _ in finished}))
-    ids_of = {(sink, key): [int(i) for i in ids.strip(",").split(",") if i]
-              for sink, key, ids in records}
+    ids_of = {(sink, key): _ids(ids) for sink, key, ids in records}
     touched = {k: ids for k, ids in ids_of.items() if any((k[0], i) in finished for i in ids)}
     states: dict[tuple[str, int], str] = {}
     for sink in {sink for sink, _ in touched}:

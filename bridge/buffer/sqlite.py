@@ -323,9 +323,10 @@ _SECURE_DELETE = {True: "PRAGMA secure_delete = ON", False: "PRAGMA secure_delet
 _QUERY_ONLY = {True: "PRAGMA query_only = 1", False: "PRAGMA query_only = 0"}
 # wal_autocheckpoint: WAL pages after which a commit copies them into the file (SQLite's
 # default is 1000). That copy runs inside the commit, so every webhook waiting for the
-# next group waits for it too: at c=64 it set the p99 (24.5 ms at 1000, 19.6 at 500, 17.7
-# at 300, 14.2 with no checkpoint at all; same run, bench/README), for +1 to +3 us of
-# CPU per webhook (a page written twice between copies is copied twice). It also keeps
+# next group waits for it too: at c=64 it set the p99 (one run: 24.5 ms at 1000, 19.6 at
+# 500, 17.7 at 300; another: 19.9 at 1000, 14.2 with no checkpoint at all; bench/README).
+# A page written twice between copies is copied twice, but the CPU per webhook stayed
+# within this machine's noise (+1 to +4 us in two runs). It also keeps
 # the -wal file near 1.2 MB instead of 4 MB, as long as no reader holds an old snapshot:
 # while one does, the WAL grows (a long export, another process's read), and SQLite
 # reuses the file from its start afterwards without shrinking it; journal_size_limit
