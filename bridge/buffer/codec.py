@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,16 @@ def to_timestamp(value: datetime) -> float:
 
 def from_timestamp(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def id_list(ids: Iterable[int]) -> str:
+    """Message ids as a target row's message_ids column holds them: ",12,13,"."""
+    return "," + ",".join(map(str, ids)) + ","
+
+
+def ids_of(text: str) -> tuple[int, ...]:
+    """The message ids of a ",12,13," column (id_list's inverse)."""
+    return tuple(int(i) for i in text.strip(",").split(",") if i)
 
 
 def message_row(message: Message, stored_at: float) -> tuple[Any, ...]:

@@ -27,7 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 
 import bridge.buffer.history as history
-from bridge.buffer.codec import from_timestamp, message_from_row, select_messages
+from bridge.buffer.codec import (
+    from_timestamp,
+    id_list,
+    ids_of,
+    message_from_row,
+    select_messages,
+)
 from bridge.buffer.compiler import P, Query, greatest, indexed, rows_in, starts_with, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.enrich import enrich
@@ -310,13 +316,8 @@ async def _conversations(db: Connector, sink: str, keys: set[str]) -> dict[str, 
 
 
 def _failures(rows: list[Any]) -> dict[str, TargetFailure]:
-    return {k: TargetFailure(k, label, reason, state == "dead", _ids(ids), attempts)
+    return {k: TargetFailure(k, label, reason, state == "dead", ids_of(ids), attempts)
             for k, label, reason, state, ids, attempts in rows}
-
-
-def _ids(text: str) -> tuple[int, ...]:
-    """The message ids of a target's ",12,13," column."""
-    return tuple(int(i) for i in text.strip(",").split(",") if i)
 
 
 # -- completion ----------------------------------------------------------------------------
@@ -547,7 +548,7 @@ async def attempt_now(db: Connector, sink: str, batch_key: str, failure: TargetF
         return
     await db.run(UPSERT_TARGETS, failed=[(
         sink, failure.key, failure.label, batch_id,
-        "," + ",".join(map(str, failure.message_ids)) + ",", "failing", failure.attempts,
+        id_list(failure.message_ids), "failing", failure.attempts,
         failure.reason, now)])
 
 
@@ -569,8 +570,8 @@ async def _drop_settled_waits(db: Connector, settled: list[tuple[Any, ...]]) -> 
     if not finished:
         return
     records = await db.rows(WAIT_RECORDS, sinks=sorted({sink for sink, _ in finished}))
-    ids_of = {(sink, key): _ids(ids) for sink, key, ids in records}
-    touched = {k: ids for k, ids in ids_of.items() if any((k[0], i) in finished for i in ids)}
+    held = {(sink, key): ids_of(ids) for sink, key, ids in records}
+    touched = {k: ids for k, ids in held.items() if any((k[0], i) in finished for i in ids)}
     states: dict[tuple[str, int], str] = {}
     for sink in {sink for sink, _ in touched}:
         ids = sorted({i for (s, _), found in touched.items() if s == sink for i in found})
@@ -588,7 +589,7 @@ async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
         await db.run(WRITE_LEDGER, posted=posted, now=now)
         await db.run(LANDED, landed=[(sink, key) for sink, key, _ in posted])
     failed = [(c.batch.sink, f.key, f.label, c.batch_id,
-               "," + ",".join(map(str, f.message_ids)) + ",", "dead" if f.dead else "failing",
+               id_list(f.message_ids), "dead" if f.dead else "failing",
                f.attempts, f.reason, now)
               for c in claims for f in c.batch.new_targets.values()
               if f.key not in c.batch.new_ledger]
@@ -715,7 +716,7 @@ async def _requeue_targets(db: Connector, sink: str | None,
     count = 0
     for target_sink, key, batch_id, ids, batch_state, reason in await db.rows(DEAD_TARGETS,
                                                                                sink=sink):
-        covered = list(_ids(ids))
+        covered = list(ids_of(ids))
         if wanted and not wanted.intersection(covered):
             continue
         if "#file" in key and reason.startswith(FILE_NEVER_CAME):

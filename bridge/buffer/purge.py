@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 
+from bridge.buffer.codec import ids_of
 from bridge.buffer.compiler import P, Query, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import (
@@ -242,9 +243,9 @@ async def _targets(db: Connector, keys: list[str], ids: list[int]) -> list[tuple
     """(sink, key, state) of the failed and dead targets of the person's batches or
     messages (message_ids is text, ",12,13,": read here, the table holds only failures)."""
     batch_ids = set(await _firsts(db, BATCH_IDS, keys=keys))
-    wanted = {str(i) for i in ids}
+    wanted = set(ids)
     return [(sink, key, state) for sink, key, batch_id, covered, state in await db.rows(TARGETS)
-            if batch_id in batch_ids or wanted.intersection(covered.strip(",").split(","))]
+            if batch_id in batch_ids or wanted.intersection(ids_of(covered))]
 
 
 async def _media(db: Connector, ids: list[int]) -> int:

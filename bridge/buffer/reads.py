@@ -9,7 +9,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.buffer.codec import WIDTH, from_timestamp, message_from_row, select_messages
+from bridge.buffer.codec import (
+    WIDTH,
+    from_timestamp,
+    ids_of,
+    message_from_row,
+    select_messages,
+)
 from bridge.buffer.compiler import (
     P,
     Query,
@@ -325,7 +331,7 @@ async def dead_targets(db: Connector, sink: str | None, limit: int) -> list[dict
     found = [_record(columns, row) for row in await db.rows(DEAD_TARGET_ROWS, sink=sink,
                                                             limit=limit)]
     for record in found:
-        record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
+        record["message_ids"] = list(ids_of(record["message_ids"]))
     return found
 
 
@@ -560,7 +566,7 @@ async def overdue_files(db: Connector, sink: str, older_than: float,
         if count else []
     found = [_record(columns, row) for row in rows]
     for record in found:
-        record["message_ids"] = [int(i) for i in record["message_ids"].strip(",").split(",") if i]
+        record["message_ids"] = list(ids_of(record["message_ids"]))
         record["held"] = bool(record["held"])
     return count, found
 
