@@ -329,17 +329,33 @@ def dead_letter_requeue(config_path: str, sink: str | None, media: bool,
         return
     from bridge.cluster import tell_cluster
 
-    async def requeue(buffer: Buffer) -> tuple[int, bool]:
+    async def requeue(buffer: Buffer) -> tuple[int, bool, list[dict[str, Any]]]:
         n = await buffer.requeue(sink, list(message_ids) or None)
+        kept = _kept_dead(await buffer.dead_targets(sink, limit=1000), message_ids)
         if n and config.buffer.postgres:  # every process drains now (LISTEN/NOTIFY)
             await tell_cluster(buffer, "sync", sink)
-            return n, True
-        return n, False
-    n, woken = asyncio.run(_with_buffer(config, requeue))
+            return n, True, kept
+        return n, False, kept
+    n, woken, kept = asyncio.run(_with_buffer(config, requeue))
     if woken:
         click.echo(f"requeued {n} message(s); the running bridges were told to sync now")
-        return
-    click.echo(f"requeued {n} message(s); " + (_wake(config, sink) if n else "nothing to send"))
+    else:
+        click.echo(f"requeued {n} message(s); "
+                   + (_wake(config, sink) if n else "nothing to send"))
+    if kept:
+        from bridge.textreport import shown
+
+        click.echo(f"{len(kept)} dead target(s) left as they are: "
+                   + ", ".join(f"{t['sink']} {','.join(f'#{i}' for i in t['message_ids'])} "
+                             f"({t['target']})" for t in shown(kept))
+                   + "; a file target waits while another part of its batch retries "
+                   "(requeue it once that batch is done), and one whose messages were pruned "
+                   "stays listed for a person (bridge dead-letter list)")
+
+
+def _kept_dead(targets: list[dict[str, Any]], wanted: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The dead targets a requeue of `wanted` (all, when empty) left dead."""
+    return [t for t in targets if not wanted or set(wanted).intersection(t["message_ids"])]
 
 
 def _wake(config: Any, sink: str | None) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from contextlib import suppress
 
@@ -531,3 +533,25 @@ async def test_a_file_that_never_came_requeued_first_as_a_dead_letter_still_foll
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
     assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
     assert len(sim.activities(lead)) == 1
+
+
+async def test_the_requeue_command_names_a_file_target_it_left_dead(media_buffer, tmp_path,
+                                                                     buffer_target):  # noqa: F811
+    """`bridge dead-letter requeue` leaves a file target dead while another part of its
+    batch retries (above); it said only "requeued 0 message(s); nothing to send", and the
+    target stayed in the list with nothing to tell why. Now it names what it left, and why."""
+    from plugins.leadsquared.attachments import UNCONFIRMED
+
+    photo, later, part = await later_note_retries(
+        media_buffer, f"{UNCONFIRMED}: LeadSquared transient: 503; requeue to attach again")
+    config = tmp_path / "config.yaml"
+    key = "url" if "://" in buffer_target else "path"
+    config.write_text(f"buffer: {{{key}: '{buffer_target}'}}\nserver: {{port: 1}}\n")
+    done = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c", str(config),
+        "--sink", "leadsquared"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "requeued 0 message(s)" in done.stdout  # the later note retries, not dead
+    assert (f"1 dead target(s) left as they are: leadsquared #{photo.id} (attachment); "
+            "a file target waits while another part of its batch retries") in done.stdout
+    assert [t["key"] for t in await media_buffer.dead_targets()] == [f"{part}#file{photo.id}"]
