@@ -193,5 +193,8 @@ class SharedBuffer(ABC):
         """Every registered process, with its heartbeat's age."""
 
     @abstractmethod
-    async def release_dead_leases(self, dead_after: float) -> int:
-        """Free the leases of processes silent for `dead_after` seconds; how many."""
+    async def release_dead_leases(self, dead_after: float,
+                                  spare: Mapping[str, float] | None = None) -> int:
+        """Free the leases of processes silent for `dead_after` seconds whose delivery has
+        surely ended (`spare`: per sink, how long a lease outlasts deliver_timeout); how
+        many."""

@@ -10,8 +10,10 @@ for free, several processes get from PostgreSQL locks:
 - appends that teach the contact map (identities) hold one advisory lock, so two
   webhooks cannot merge the same person two ways at once;
 - a killed process's leases are freed once the cluster registry sees it silent for three
-  heartbeats (its lease tokens start with its id: release_dead_leases), or when they
-  expire, whichever comes first; there is no flock, since other processes are alive.
+  heartbeats (its lease tokens start with its id: release_dead_leases) and its
+  deliver_timeout has passed since the claim (a process only paused goes on posting when
+  resumed, until that timeout), or when they expire, whichever comes first; there is no
+  flock, since other processes are alive.
 A serialization failure or deadlock retries the whole transaction (it rolled back).
 """
 
@@ -183,12 +185,14 @@ class PostgresBuffer(Buffer, SharedBuffer):
 
     # -- what only a shared buffer offers (bridge.buffer.port.SharedBuffer) ------------------
 
-    async def release_dead_leases(self, dead_after: float) -> int:
+    async def release_dead_leases(self, dead_after: float,
+                                  spare: Mapping[str, float] | None = None) -> int:
         """Free the batch leases of processes whose heartbeat is older than `dead_after`
-        seconds (killed, or cut off): their batches are retried as uncertain now instead
-        of after their lease; returns how many."""
-        freed = await self.write(lambda db: shared.release_dead_leases(db, dead_after,
-                                                                       time.time()))
+        seconds (killed, or cut off) once their delivery has surely timed out (`spare`: per
+        sink, lease less deliver_timeout; a sink not named is left to its lease): their
+        batches are retried as uncertain then instead of after their lease; how many."""
+        freed = await self.write(lambda db: shared.release_dead_leases(
+            db, dead_after, spare or {}, time.time()))
         if freed:
             logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)
         return freed

@@ -211,7 +211,8 @@ PROCESSES = Query(sa.select(
 _gone = sa.select(p.id).where(p.heartbeat_at < sa.cast(_clock, REAL) - P("dead_after", type_=REAL))
 RELEASE_DEAD = Query(sa.update(batches).values(
     state="ready", lease_token=None, lease_until=None, uncertain=1, next_attempt_at=P("now"))
-    .where(batches.c.state == "leased",
+    .where(batches.c.state == "leased", batches.c.sink == P("sink"),
+           batches.c.lease_until <= P("settled_by", type_=REAL),
            sa.func.split_part(batches.c.lease_token, ":", 1).in_(_gone))
     .returning(batches.c.id), "free the leases of silent processes")
 
@@ -235,5 +236,14 @@ async def processes_of(db: Connector) -> list[dict[str, Any]]:
             in await db.rows(PROCESSES)]
 
 
-async def release_dead_leases(db: Connector, dead_after: float, now: float) -> int:
-    return len(await db.rows(RELEASE_DEAD, now=now, dead_after=dead_after))
+async def release_dead_leases(db: Connector, dead_after: float, spare: Mapping[str, float],
+                              now: float) -> int:
+    """Free the leases of silent processes whose delivery has surely ended: `spare` is, per
+    sink, how long a lease outlasts its holder's deliver_timeout. A process only paused
+    (SIGSTOP, a VM frozen) is silent too, and once resumed it goes on posting until its
+    deliver_timeout cuts it off: its batch taken before then would be posted twice."""
+    freed = 0
+    for sink, seconds in sorted(spare.items()):
+        freed += len(await db.rows(RELEASE_DEAD, now=now, dead_after=dead_after, sink=sink,
+                                   settled_by=now + max(0.0, seconds)))
+    return freed
