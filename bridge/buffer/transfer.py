@@ -31,7 +31,7 @@ CHUNK = 2000
 # heartbeat and the cluster's live state are not.
 TABLES = ("messages", "conversations", "batches", "deliveries", "ledger", "sink_state",
           "sink_conversations", "statuses", "identities", "targets", "media", "directory",
-          "directory_state", "unknown_numbers")
+          "directory_state", "unknown_numbers", "source_syncs")
 bi = tables.buffer_imports.c
 
 
