@@ -309,3 +309,47 @@ def test_migrate_copies_odd_strings_and_every_table_losslessly(tmp_path, schema)
     assert {t for t in before if before[t]} == {t for t in after if after[t]}
     for table in before:
         assert after[table] == before[table], table
+
+
+@needs_postgres
+def test_a_rerun_after_the_bridges_started_brings_nothing_back(tmp_path, schema):
+    """`safe to re-run`: after a finished copy the bridges ran on PostgreSQL, delivered the
+    pending messages, erased a person (`bridge purge`) and pruned; a second `bridge buffer
+    migrate` (a deploy script, an operator unsure the first one finished) copied back
+    every row missing from PostgreSQL: the erased person's messages, and the delivered
+    ones as pending again, to be posted to the CRM a second time."""
+    db = tmp_path / "b.db"
+
+    async def pending_file() -> None:
+        buffer = await Buffer.open(db)
+        await buffer.install_sinks(["crm"])
+        await buffer.append([message(1, "+919876500001"), message(2, "+919876500002")])
+        await buffer.close()
+    asyncio.run(pending_file())
+    url = postgres_url(schema)
+    config = write_config(tmp_path, f"  path: {db}\n")
+    assert bridge("buffer", "migrate", "-c", str(config), "--to", url).returncode == 0
+
+    async def bridges_run() -> None:
+        buffer = await Buffer.open(url)
+        try:
+            for claim in await buffer.claim("crm", 10, 60):
+                await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages),
+                                      POLICY)
+            assert await buffer.purge("+919876500001") == 1
+            assert await buffer.prune(time.time() + 1) == 1  # the other, delivered
+        finally:
+            await buffer.close()
+    asyncio.run(bridges_run())
+    again = bridge("buffer", "migrate", "-c", str(config), "--to", url)
+    assert again.returncode == 0, again.stderr
+    assert "messages                     2 in the file,         0 copied now" in again.stdout
+    assert "nothing copied: the copy of" in again.stdout
+
+    async def left() -> list:
+        buffer = await Buffer.open(url)
+        try:
+            return await query(buffer, "SELECT provider_id FROM messages")
+        finally:
+            await buffer.close()
+    assert asyncio.run(left()) == []
