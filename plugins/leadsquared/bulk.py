@@ -127,9 +127,8 @@ class BulkPoster:
             return
         self.calls += 1
         self.rows += len(rows)
-        items = [item for item, _, _ in rows]
-        await _call(self._client(), lambda client: client.activities.post_bulk(items),
-                    [future for _, future, _ in rows])
+        await _call(self._client(), lambda client: client.activities.post_bulk(
+            lambda: _items(rows)), rows)
 
 
 class OpportunityBulk:
@@ -189,10 +188,8 @@ class OpportunityBulk:
             return
         self.calls += 1
         self.rows += len(rows)
-        items = [item for item, _ in rows]
-        await _call(self._client(),
-                    lambda client: client.opportunities.post_bulk(opportunity, items),
-                    [future for _, future in rows])
+        await _call(self._client(), lambda client: client.opportunities.post_bulk(
+            opportunity, lambda: _items(rows)), rows)
 
 
 def _wanted(rows: list[Row]) -> list[Row]:
@@ -203,10 +200,26 @@ def _wanted(rows: list[Row]) -> list[Row]:
     return [row for row in rows if not row[1].done()]
 
 
+class NoneWanted(Exception):
+    """Every row of a call was cut off while it waited for its budget: nothing is sent."""
+
+
+def _items(rows: list[Row]) -> list[dict]:
+    """The items of a call as it starts (its budget granted): `rows` narrowed to those
+    still wanted (a wait for a shared budget can be long enough for a delivery to be cut
+    off meanwhile); NoneWanted when none is."""
+    rows[:] = _wanted(rows)
+    if not rows:
+        raise NoneWanted
+    return [row[0] for row in rows]
+
+
 async def _call(client: LeadSquaredClient | None,
                 send: Callable[[LeadSquaredClient], Awaitable[list[dict]]],
-                futures: list[asyncio.Future[Any]]) -> None:
-    """One bulk call; each row's answer settles its future (none is left waiting)."""
+                rows: list[Row]) -> None:
+    """One bulk call; each row's answer settles its future (none is left waiting).
+    `rows` is narrowed to those sent as the call starts (_items)."""
+    futures = [row[1] for row in rows]
     try:
         if client is None:
             raise LeadSquaredError("transient", "the LeadSquared client is not started")
@@ -222,7 +235,7 @@ async def _call(client: LeadSquaredClient | None,
             _settle(future, exc=exc)
         return
     checks: dict = {}  # the rows of one call share the key checks that follow it
-    for future, answer in zip(futures, answers, strict=True):
+    for future, answer in zip([row[1] for row in rows], answers, strict=True):
         _settle(future, answer=answer, checks=checks)
 
 

@@ -236,7 +236,8 @@ async def test_a_row_whose_delivery_was_cut_off_is_not_posted():
     activities for one message). Only rows still waited for are posted."""
     sent: list[list[dict]] = []
 
-    async def post_bulk(items: list[dict]) -> list[dict]:
+    async def post_bulk(items) -> list[dict]:  # noqa: ANN001 - a list, or a function of one
+        items = items() if callable(items) else items
         sent.append(items)
         return [{"ProspectActivityId": f"a{i}"} for i, _ in enumerate(items)]
 
@@ -250,5 +251,33 @@ async def test_a_row_whose_delivery_was_cut_off_is_not_posted():
         cut.cancel()  # its deliver_timeout
     with poster.delivering():
         assert await poster.post({"n": 2}) == "a0"
+    assert sent == [[{"n": 2}]]
+    await poster.close()
+
+
+async def test_a_row_cut_off_while_its_call_waited_for_the_budget_is_not_posted():
+    """The same, with the row already in a call that waits inside the client for the
+    shared budget (another process spent it): the call's rows are decided as it starts."""
+    sent: list[list[dict]] = []
+    waiting, budget = asyncio.Event(), asyncio.Event()
+
+    async def post_bulk(items) -> list[dict]:  # noqa: ANN001 - a function of the items
+        waiting.set()
+        await budget.wait()  # the client's wait for the shared budget
+        items = items() if callable(items) else items
+        sent.append(items)
+        return [{"ProspectActivityId": f"a{i}"} for i, _ in enumerate(items)]
+
+    client = SimpleNamespace(activities=SimpleNamespace(post_bulk=post_bulk))
+    poster = BulkPoster(lambda: client, RateLimiter(100, 1.0))
+
+    async def deliver(n: int) -> str:
+        with poster.delivering():
+            return await poster.post({"n": n})
+    cut, kept = asyncio.ensure_future(deliver(1)), asyncio.ensure_future(deliver(2))
+    await asyncio.wait_for(waiting.wait(), 5)
+    cut.cancel()  # its deliver_timeout, while the call waits
+    budget.set()
+    assert await kept == "a0"
     assert sent == [[{"n": 2}]]
     await poster.close()
