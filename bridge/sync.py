@@ -359,8 +359,12 @@ class SinkRunner:
     async def _call_sink(self, claim: Claim) -> list[Outcome]:
         batch = claim.batch
         try:
-            outcomes = await asyncio.wait_for(self.sink.deliver(batch),
-                                              self.settings.deliver_timeout)
+            # asyncio.timeout, not wait_for: its expiry cancels this task at once, so a
+            # process resumed after a pause past the timeout runs no step of the delivery
+            # (wait_for's inner task could run one first, e.g. a post after the reply it
+            # awaited came during the pause: adv31)
+            async with asyncio.timeout(self.settings.deliver_timeout):
+                outcomes = await self.sink.deliver(batch)
         except TimeoutError:
             # Cut off mid-call, the sink may have a CRM write in flight that still commits:
             # wait as long again before the retry (which looks for its keys first).
