@@ -50,6 +50,10 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 RETRIES = 5  # serialization failures / deadlocks retried per transaction
+# seconds a transaction may sit idle (its process paused: SIGSTOP, a frozen VM) before the
+# server ends its session: its locks (the batch forming lock, a rate budget's row, the
+# contact map's lock) would otherwise hold up every other process until it is resumed
+IDLE_IN_TRANSACTION = 15.0
 IDENTITY_LOCK = "chatbridge:identities"
 INSTALL_LOCK = "chatbridge:install"
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
@@ -81,7 +85,8 @@ class PostgresBuffer(Buffer, SharedBuffer):
         schema name outside pgurl.SCHEMA_PATTERN) raises ConfigError before any connection."""
         check_url(url)  # the same check as the config's and `bridge check`'s
         dsn, schema = split_schema(url)
-        settings = {"search_path": schema} if schema else None
+        settings = {"idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION * 1000:.0f}",
+                    **({"search_path": schema} if schema else {})}
         try:
             if schema:
                 await _create_schema(dsn, schema)
