@@ -206,7 +206,8 @@ class MediaRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Keep up to CLAIM_LIMIT downloads going; each finishes or fails on its own, and
         a freed place is filled at once (a slow download never holds back the others)."""
-        await self.prepare()
+        if not await self._prepared(stop):
+            return
         try:
             while not stop.is_set():
                 try:
@@ -219,6 +220,20 @@ class MediaRunner:
                     await self._idle(stop)
         finally:
             await self._settle_running()
+
+    async def _prepared(self, stop: asyncio.Event) -> bool:
+        """prepare(), again every IDLE_POLL while it fails (media_path not writable yet):
+        the runner never dies of it; False when stopped first."""
+        while not stop.is_set():
+            try:
+                await self.prepare()
+                return True
+            except Exception:
+                logger.exception("preparing %s to fetch media of %s failed; trying again "
+                                 "in %g s", self.policy.directory, self.source, IDLE_POLL)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), IDLE_POLL)
+        return False
 
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
@@ -274,6 +289,7 @@ class MediaRunner:
         """Download, verify and store one file; record the outcome (never raises)."""
         part = Path(self.policy.directory) / "tmp" / f"{self.source}-{job.message_id}.part"
         try:
+            part.parent.mkdir(parents=True, exist_ok=True)  # media_path deleted meanwhile
             room = Room(self.policy, await self.buffer.media_stored_bytes(),
                         lambda: sum(o.size for k, o in self._outs.items() if k != job.message_id))
             room.check(0, 0)  # already full: refused before anything is written
