@@ -20,6 +20,7 @@ import random
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -199,6 +200,10 @@ class MediaRunner:
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}  # message id -> its download
         self._outs: dict[int, FileOut] = {}  # message id -> its download's bytes so far
+        # in each partial file's name: processes sharing media_path (PostgreSQL) may fetch
+        # one job at once (a starting one voids leases); one same-named part, truncated by
+        # the other and renamed into place, left a short file recorded as whole
+        self._tag = uuid.uuid4().hex[:12]
 
     def wake(self) -> None:
         self._wake.set()
@@ -287,7 +292,8 @@ class MediaRunner:
 
     async def fetch_one(self, job: MediaJob) -> None:
         """Download, verify and store one file; record the outcome (never raises)."""
-        part = Path(self.policy.directory) / "tmp" / f"{self.source}-{job.message_id}.part"
+        part = (Path(self.policy.directory) / "tmp"
+                / f"{self.source}-{job.message_id}-{self._tag}.part")
         try:
             part.parent.mkdir(parents=True, exist_ok=True)  # media_path deleted meanwhile
             room = Room(self.policy, await self.buffer.media_stored_bytes(),
