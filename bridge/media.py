@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from bridge.buffer import MediaJob, MediaJobs
+from bridge.buffer import MediaJob, MediaJobs, SharedBuffer
 from bridge.sizes import format_size
 
 logger = logging.getLogger(__name__)
@@ -242,16 +242,22 @@ class MediaRunner:
 
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
-        and leased jobs back (one runner per buffer file holds its flock)."""
+        and leased jobs back (one runner per buffer file holds its flock). On a shared
+        buffer the other processes are alive: what they touched within a lease is theirs
+        (a download under way, a file renamed into place whose row is not committed yet)."""
         tmp = Path(self.policy.directory) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
+        since = time.time() - self.policy.lease if isinstance(self.buffer, SharedBuffer) \
+            else None
         for part in tmp.glob(f"{self.source}-*.part"):
-            part.unlink(missing_ok=True)
+            if not _touched_since(part, since):
+                part.unlink(missing_ok=True)
         await self.buffer.media_hold(self.source, None)
         known = await self.buffer.media_paths()
         root = Path(self.policy.directory)
         for path in root.glob("??/*"):
-            if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known:
+            if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known \
+                    and not _touched_since(path, since):
                 path.unlink(missing_ok=True)
 
     async def step(self) -> bool:
@@ -367,6 +373,16 @@ def _reason(exc: BaseException) -> str:
     text = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
     return text if isinstance(exc, MediaGone | MediaRetry | TooLarge | Refused) else \
         f"{exc.__class__.__name__}: {text}"
+
+
+def _touched_since(path: Path, since: float | None) -> bool:
+    """Whether the file changed after `since` (None: never asked; a file gone: no)."""
+    if since is None:
+        return False
+    try:
+        return path.stat().st_mtime > since
+    except FileNotFoundError:
+        return False
 
 
 def _flush(handle: BinaryIO) -> None:

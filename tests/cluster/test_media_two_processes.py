@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,50 @@ async def test_a_process_starting_during_anothers_download_leaves_its_file_whole
     stored = Path([m.file for m in await first.messages()][0].path)
     assert stored.read_bytes() == data
     assert list((tmp_path / "media" / "tmp").iterdir()) == []
+
+
+async def test_a_process_starting_while_another_records_its_file_keeps_that_file(
+        open_buffers, graph, tmp_path):
+    """The starter's sweep of files no job names must spare a file another process has
+    just renamed into place and is recording (its commit slow: a loaded database)."""
+    first, second = await open_buffers(2)
+    for buf in (first, second):
+        buf.media_sources = {"whatsapp": None}
+    data = os.urandom(5_000)
+    await first.append([media_message(1, await upload(graph, data))])
+    one, two = runner(first, graph, tmp_path), runner(second, graph, tmp_path)
+    await one.prepare()
+    record, installed = first.media_fetched, asyncio.Event()
+
+    async def slow_commit(*args, **kwargs) -> None:  # noqa: ANN002, ANN003 - as it is
+        installed.set()
+        await asyncio.sleep(0.5)
+        await record(*args, **kwargs)
+
+    first.media_fetched = slow_commit
+    fetching = asyncio.create_task(one.step())
+    await installed.wait()
+    await two.prepare()  # the second process starts now
+    await fetching
+    (file,) = [m.file for m in await first.messages()]
+    assert file.state == "fetched"
+    assert Path(file.path).exists(), "a file recorded as fetched was swept away"
+    assert Path(file.path).read_bytes() == data
+
+
+async def test_on_a_shared_buffer_a_start_sweeps_only_what_no_process_touched_for_a_lease(
+        open_buffers, graph, tmp_path):
+    (buf,) = await open_buffers(1)
+    buf.media_sources = {"whatsapp": None}
+    media = tmp_path / "media"
+    (media / "tmp").mkdir(parents=True)
+    (media / "ab").mkdir()
+    old_part, young_part = media / "tmp" / "whatsapp-7-x.part", media / "tmp" / "whatsapp-8-y.part"
+    old_file, young_file = media / "ab" / ("ab" + "0" * 62), media / "ab" / ("ab" + "1" * 62)
+    for path in (old_part, young_part, old_file, young_file):
+        path.write_bytes(b"left behind")
+    for path in (old_part, old_file):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))  # a killed run's, long ago
+    await runner(buf, graph, tmp_path).prepare()
+    assert not old_part.exists() and not old_file.exists()
+    assert young_part.exists() and young_file.exists()  # another process's, maybe
