@@ -204,6 +204,7 @@ class MediaRunner:
         # one job at once (a starting one voids leases); one same-named part, truncated by
         # the other and renamed into place, left a short file recorded as whole
         self._tag = uuid.uuid4().hex[:12]
+        self._swept_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -216,6 +217,7 @@ class MediaRunner:
         try:
             while not stop.is_set():
                 try:
+                    await self._sweep_again()
                     busy = bool(await self._start_due())
                 except Exception:
                     logger.exception("media fetching for %s failed; will try again",
@@ -242,23 +244,39 @@ class MediaRunner:
 
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
-        and leased jobs back (one runner per buffer file holds its flock). On a shared
-        buffer the other processes are alive: what they touched within a lease is theirs
-        (a download under way, a file renamed into place whose row is not committed yet)."""
+        and leased jobs back (one runner per buffer file holds its flock)."""
         tmp = Path(self.policy.directory) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        since = time.time() - self.policy.lease if isinstance(self.buffer, SharedBuffer) \
-            else None
-        for part in tmp.glob(f"{self.source}-*.part"):
-            if not _touched_since(part, since):
-                part.unlink(missing_ok=True)
+        await self._sweep()
         await self.buffer.media_hold(self.source, None)
-        known = await self.buffer.media_paths()
-        root = Path(self.policy.directory)
-        for path in root.glob("??/*"):
-            if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known \
-                    and not _touched_since(path, since):
-                path.unlink(missing_ok=True)
+
+    async def _sweep(self) -> None:
+        """Delete partial downloads and files no job names. On a shared buffer the other
+        processes are alive: what they touched within a lease is theirs (a download under
+        way, a file renamed into place whose row is not committed yet), and what they
+        leave when killed goes at a later sweep (_sweep_again)."""
+        shared = isinstance(self.buffer, SharedBuffer)
+        self._swept_at = time.time()
+        since = self._swept_at - self.policy.lease if shared else None
+        tmp = Path(self.policy.directory) / "tmp"
+        for part in tmp.glob(f"{self.source}-*.part"):
+            if not part.name.endswith(f"-{self._tag}.part") \
+                    and not _touched_since(part, since):
+                part.unlink(missing_ok=True)
+        async with self.buffer.media_files:  # none of this process's installed meanwhile
+            known = await self.buffer.media_paths()
+            root = Path(self.policy.directory)
+            for path in root.glob("??/*"):
+                if _STORED.fullmatch(path.relative_to(root).as_posix()) \
+                        and str(path) not in known and not _touched_since(path, since):
+                    path.unlink(missing_ok=True)
+
+    async def _sweep_again(self) -> None:
+        """On a shared buffer, sweep once a lease: a killed process's leftovers are young
+        when the others start, and may have no restart to wait for."""
+        if isinstance(self.buffer, SharedBuffer) and \
+                time.time() - self._swept_at > self.policy.lease:
+            await self._sweep()
 
     async def step(self) -> bool:
         """Fetch the jobs due now and wait for them; whether there were any."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import bridge.media as bridge_media
 from bridge.media import MediaPolicy, MediaRunner
 from plugins.whatsapp.graph_simulator import create_graph_app
 from tests.helpers import wait_until
@@ -109,3 +110,26 @@ async def test_on_a_shared_buffer_a_start_sweeps_only_what_no_process_touched_fo
     await runner(buf, graph, tmp_path).prepare()
     assert not old_part.exists() and not old_file.exists()
     assert young_part.exists() and young_file.exists()  # another process's, maybe
+
+
+async def test_a_killed_processs_leftovers_are_swept_by_the_live_ones(
+        open_buffers, graph, tmp_path, monkeypatch):
+    """Young when the others started (so spared), a killed process's partial download
+    is swept once it is a lease old, without waiting for a restart."""
+    monkeypatch.setattr(bridge_media, "IDLE_POLL", 0.05)
+    (buf,) = await open_buffers(1)
+    buf.media_sources = {"whatsapp": None}
+    live = MediaRunner("whatsapp", fetcher(graph), buf,
+                       MediaPolicy(str(tmp_path / "media"), lease=0.5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(live.run(stop))
+    try:
+        left = tmp_path / "media" / "tmp" / "whatsapp-9-killed.part"
+        await wait_until(left.parent.exists)
+        left.write_bytes(b"half a photo")  # the other process is killed now
+        await asyncio.sleep(0.2)
+        assert left.exists()  # it may still be downloading: spared
+        await wait_until(lambda: not left.exists(), timeout=5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
