@@ -133,3 +133,19 @@ async def test_a_killed_processs_leftovers_are_swept_by_the_live_ones(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_two_processes_claiming_at_once_never_take_one_media_job_both(open_buffers):
+    """Each job is leased by one process: two claims at the same moment (both woken by
+    appends, or polling) split the due jobs between them instead of both downloading."""
+    first, second = await open_buffers(2)
+    for buf in (first, second):
+        buf.media_sources = {"whatsapp": None}
+    await first.append([media_message(n, f"media-{n}") for n in range(1, 41)])
+    taken: list[int] = []
+    for _ in range(10):
+        one, two = await asyncio.gather(first.media_claim("whatsapp", 4, 60),
+                                        second.media_claim("whatsapp", 4, 60))
+        taken += [job.message_id for job in one + two]
+    assert len(taken) == len(set(taken)), "a media job leased by both processes"
+    assert len(set(taken)) == 40
