@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
 import bridge.media as bridge_media
 from bridge.buffer import Buffer
@@ -284,6 +285,31 @@ async def test_a_media_directory_not_writable_at_start_stops_no_fetching_for_goo
 
 async def _fetched(buf: Buffer, provider_id: str) -> bool:
     return (await file_of(buf, provider_id)).state == "fetched"
+
+
+@pytest.mark.parametrize("meta", [{"sha256": 123}, {"mime_type": 5},
+                                  {"mime_type": ["image/png"], "sha256": {"hex": "ab"}}])
+async def test_a_lookup_answer_with_fields_of_the_wrong_type_still_stores_the_file(
+        media_buffer, serve, tmp_path, meta):
+    """A Graph-like API (a proxy, a provider's copy of the Media API) answering sha256 or
+    mime_type as something other than text: those fields say nothing, the file is stored
+    with the webhook's type (was: retried for a week on "'int' object has no attribute
+    'strip'" or a database binding error, or stored with the MIME type '5')."""
+    async def lookup(request: web.Request) -> web.Response:
+        return web.json_response({"url": f"http://{request.host}/file", "id": "1", **meta})
+
+    async def download(request: web.Request) -> web.Response:
+        return web.Response(body=b"photo bytes", content_type="image/jpeg")
+
+    app = web.Application()
+    app.add_routes([web.get("/v25.0/{id}", lookup), web.get("/file", download)])
+    runner = runner_for(media_buffer, await serve(app), tmp_path)
+    await runner.prepare()
+    await media_buffer.append([media_message(1, "1")])
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert (file.state, file.mime_type, file.reason) == ("fetched", "image/jpeg", None)
+    assert Path(file.path).read_bytes() == b"photo bytes"
 
 
 @pytest.mark.parametrize(("file", "note"), [
