@@ -92,3 +92,14 @@ async def test_a_follow_up_of_a_live_message_without_its_media_is_kept(buffer):
     assert await buffer.append([replace(message(1, minutes_ago=10), kind="unsupported",
                                         text="")]) == 1
     assert await buffer.append([follow_up(1)]) == 1
+
+
+async def test_a_follow_up_of_a_live_photo_whose_file_died_is_kept_and_brings_it(buffer):
+    """The live photo's file could not be fetched (its media id expired in an outage):
+    the history copy carries a fresh one, so it is an upgrade after all."""
+    buffer.media_sources = {"test": None}
+    await buffer.install_sinks(["crm"])
+    assert await buffer.append([live_photo(1)]) == 1
+    (job,) = await buffer.media_claim("test", 10, 60)
+    await buffer.media_failed(job, "Graph API: gone (code 100)", None)
+    assert await buffer.append([follow_up(1)]) == 1
