@@ -251,25 +251,19 @@ class MediaRunner:
         await self.buffer.media_hold(self.source, None)
 
     async def _sweep(self) -> None:
-        """Delete partial downloads and files no job names. On a shared buffer the other
-        processes are alive: what they touched within a lease is theirs (a download under
-        way, a file renamed into place whose row is not committed yet), and what they
-        leave when killed goes at a later sweep (_sweep_again)."""
+        """Delete partial downloads and files no job names (in a thread: a large media_path
+        takes a while to list). On a shared buffer the other processes are alive: what
+        they touched within a lease is theirs (a download under way, a file renamed into
+        place whose row is not committed yet), and what they leave when killed goes at a
+        later sweep (_sweep_again)."""
         shared = isinstance(self.buffer, SharedBuffer)
         self._swept_at = time.time()
         since = self._swept_at - self.policy.lease if shared else None
-        tmp = Path(self.policy.directory) / "tmp"
-        for part in tmp.glob(f"{self.source}-*.part"):
-            if not part.name.endswith(f"-{self._tag}.part") \
-                    and not _touched_since(part, since):
-                part.unlink(missing_ok=True)
+        root = Path(self.policy.directory)
+        await asyncio.to_thread(_sweep_parts, root / "tmp", self.source, self._tag, since)
         async with self.buffer.media_files:  # none of this process's installed meanwhile
             known = await self.buffer.media_paths()
-            root = Path(self.policy.directory)
-            for path in root.glob("??/*"):
-                if _STORED.fullmatch(path.relative_to(root).as_posix()) \
-                        and str(path) not in known and not _touched_since(path, since):
-                    path.unlink(missing_ok=True)
+            await asyncio.to_thread(_sweep_files, root, known, since)
 
     async def _sweep_again(self) -> None:
         """On a shared buffer, sweep once a lease: a killed process's leftovers are young
@@ -391,6 +385,21 @@ def _reason(exc: BaseException) -> str:
     text = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
     return text if isinstance(exc, MediaGone | MediaRetry | TooLarge | Refused) else \
         f"{exc.__class__.__name__}: {text}"
+
+
+def _sweep_parts(tmp: Path, source: str, tag: str, since: float | None) -> None:
+    """Delete the source's partial downloads but this runner's (and those touched since)."""
+    for part in tmp.glob(f"{source}-*.part"):
+        if not part.name.endswith(f"-{tag}.part") and not _touched_since(part, since):
+            part.unlink(missing_ok=True)
+
+
+def _sweep_files(root: Path, known: set[str], since: float | None) -> None:
+    """Delete the stored files no job names (but those touched since)."""
+    for path in root.glob("??/*"):
+        if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known \
+                and not _touched_since(path, since):
+            path.unlink(missing_ok=True)
 
 
 def _touched_since(path: Path, since: float | None) -> bool:
