@@ -56,14 +56,15 @@ def _new_deliveries() -> Any:
 
 NEW_DELIVERIES = Query(_new_deliveries(), "deliveries of new messages")
 # history (recovered, not live) is backfill material: paced like a backfill
-HISTORY_AS_BACKFILL = Query(
-    sa.update(deliveries).values(backfill=1).where(deliveries.c.message_id.in_(values_of("ids"))),
-    "history deliveries as backfill")
+HISTORY_AS_BACKFILL = Query(sa.update(deliveries).values(backfill=1).where(
+    deliveries.c.sink.in_(sa.select(sink_state.c.sink)),  # the key's first column: no scan
+    deliveries.c.message_id.in_(values_of("ids"))), "history deliveries as backfill")
 _upgraded, _upgrade = messages.alias("upgraded"), messages.alias("upgrade")
 # placeholders (of `source`, ids `ids`) whose upgrade is stored: their deliveries no sink has
 # batched yet are settled, the upgrade carrying what they stood for (model.UPGRADE_SUFFIX)
 FOLD_UPGRADED = Query(sa.update(deliveries).values(
     state="skipped", reason=P("reason"), done_at=P("now")).where(
+    deliveries.c.sink.in_(sa.select(sink_state.c.sink)),  # the key, not every pending row
     deliveries.c.state == "pending", deliveries.c.batch_id.is_(None),
     deliveries.c.message_id.in_(sa.select(_upgraded.c.id).where(
         _upgraded.c.source == P("source"),
@@ -103,7 +104,9 @@ UPSERT_STATUS = Query(_upsert_status, "upsert status")
 ORIGINALS = Query(sa.select(messages.c.source, messages.c.provider_id, messages.c.body,
                             media_jobs.c.state)
                   .outerjoin(media_jobs, media_jobs.c.message_id == messages.c.id)
-                  .where(messages.c.provider_id.in_(values_of("ids", "text"))),
+                  # both key columns: the unique index, never a scan of every message
+                  .where(messages.c.source.in_(values_of("sources", "text")),
+                         messages.c.provider_id.in_(values_of("ids", "text"))),
                   "messages history follow-ups upgrade")
 
 
@@ -226,7 +229,8 @@ async def _drop_live_copies(db: Connector, items: list[Append],
               if m.history and isinstance(m.extra.get("upgrades"), str)}
     if not wanted:
         return rows
-    found = await db.rows(ORIGINALS, ids=sorted({provider_id for _, provider_id in wanted}))
+    found = await db.rows(ORIGINALS, sources=sorted({source for source, _ in wanted}),
+                          ids=sorted({provider_id for _, provider_id in wanted}))
     live = {(source, provider_id + UPGRADE_SUFFIX) for source, provider_id, body, file in found
             if (source, provider_id) in wanted and _has_media(body) and file != "dead"}
     return [row for row in rows if (row[0], row[1]) not in live] if live else rows
