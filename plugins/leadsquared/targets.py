@@ -126,9 +126,11 @@ class Planner:
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
         landed = landed or {}
+        # a note of one message may be one piece of a long line: it only ends at that
+        # message; one of several holds whole lines, never cut again
+        whole = {key for key, count in landed.items() if count > 1}
         return split(batch.key, messages, lines, self.settings.note_limit,
-                     earlier_parts(batch) | set(landed),
-                     earlier_parts(batch, landed=True) | set(landed),
+                     earlier_parts(batch) | set(landed), earlier_parts(batch, landed=True) | whole,
                      single=self.settings.granularity == "message", sizes=landed)
 
 

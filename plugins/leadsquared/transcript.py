@@ -126,8 +126,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     share their outcome, and each one not delivered had its start recorded).
     `single` (granularity "message"): a part per message, but for those of a landed part
     (an earlier try in "window", before the setting changed). `sizes`: how many messages
-    a landed part holds, where known (its activity's count): it ends there, so a retry's
-    lines grown or shrunk since cannot move a message into or out of it.
+    a part an earlier try posted holds, where known (its activity's count): it ends
+    there, so a retry's lines grown or shrunk since cannot move a message into or out of it.
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
     """
