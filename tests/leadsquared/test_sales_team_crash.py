@@ -76,3 +76,36 @@ def test_a_killed_drain_retried_under_another_rep_covers_each_message_once(
     seen = Counter(t for a in simulator.activities(lead)
                    for t in re.findall(r"m-\d{2}", a["ActivityNote"]))
     assert seen == Counter(texts)  # each message once: none twice, none lost
+
+
+def test_a_killed_drain_retried_after_the_customer_renamed_covers_each_message_once(
+        tmp_path, module_simulator):
+    """The same through the contact's name (in every incoming line): the customer's new
+    WhatsApp profile name arrives while the first note's post is in flight."""
+    simulator = module_simulator.fresh()
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, opportunities=False, note_limit=400, bulk=False)
+    simulator.configure(write_hold=1.5)
+    bridge = BridgeProcess(config, port).start()
+    texts = [f"m-{n:02d}" for n in range(12)]
+    try:
+        post(bridge, *[change(PRIYA_NUMBER, ASHA, "Asha Venkataraman-Krishnamurthy",
+                              f"wamid.n{n}", text) for n, text in enumerate(texts)])
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith(WRITES)], timeout=60)
+        post(bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99"))  # a new name
+        bridge.kill()  # the first note's post is held: sent, not answered, not acked
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: simulator.activities(lead), timeout=30)
+        time.sleep(2)
+        bridge.start()
+        bridge.sync_now()
+        eventually(lambda: _drained(bridge), timeout=90)
+    finally:
+        bridge.stop()
+    seen = Counter(t for a in simulator.activities(lead)
+                   for t in re.findall(r"m-\d{2}", a["ActivityNote"]))
+    assert seen == Counter([*texts, "m-99"])
