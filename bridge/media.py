@@ -20,13 +20,14 @@ import random
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from bridge.buffer import MediaJob, MediaJobs
+from bridge.buffer import MediaJob, MediaJobs, SharedBuffer
 from bridge.sizes import format_size
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,11 @@ class MediaRunner:
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}  # message id -> its download
         self._outs: dict[int, FileOut] = {}  # message id -> its download's bytes so far
+        # in each partial file's name: processes sharing media_path (PostgreSQL) may fetch
+        # one job at once (a starting one voids leases); one same-named part, truncated by
+        # the other and renamed into place, left a short file recorded as whole
+        self._tag = uuid.uuid4().hex[:12]
+        self._swept_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -206,10 +212,12 @@ class MediaRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Keep up to CLAIM_LIMIT downloads going; each finishes or fails on its own, and
         a freed place is filled at once (a slow download never holds back the others)."""
-        await self.prepare()
+        if not await self._prepared(stop):
+            return
         try:
             while not stop.is_set():
                 try:
+                    await self._sweep_again()
                     busy = bool(await self._start_due())
                 except Exception:
                     logger.exception("media fetching for %s failed; will try again",
@@ -220,19 +228,49 @@ class MediaRunner:
         finally:
             await self._settle_running()
 
+    async def _prepared(self, stop: asyncio.Event) -> bool:
+        """prepare(), again every IDLE_POLL while it fails (media_path not writable yet):
+        the runner never dies of it; False when stopped first."""
+        while not stop.is_set():
+            try:
+                await self.prepare()
+                return True
+            except Exception:
+                logger.exception("preparing %s to fetch media of %s failed; trying again "
+                                 "in %g s", self.policy.directory, self.source, IDLE_POLL)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), IDLE_POLL)
+        return False
+
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
         and leased jobs back (one runner per buffer file holds its flock)."""
         tmp = Path(self.policy.directory) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        for part in tmp.glob(f"{self.source}-*.part"):
-            part.unlink(missing_ok=True)
+        await self._sweep()
         await self.buffer.media_hold(self.source, None)
-        known = await self.buffer.media_paths()
+
+    async def _sweep(self) -> None:
+        """Delete partial downloads and files no job names (in a thread: a large media_path
+        takes a while to list). On a shared buffer the other processes are alive: what
+        they touched within a lease is theirs (a download under way, a file renamed into
+        place whose row is not committed yet), and what they leave when killed goes at a
+        later sweep (_sweep_again)."""
+        shared = isinstance(self.buffer, SharedBuffer)
+        self._swept_at = time.time()
+        since = self._swept_at - self.policy.lease if shared else None
         root = Path(self.policy.directory)
-        for path in root.glob("??/*"):
-            if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known:
-                path.unlink(missing_ok=True)
+        await asyncio.to_thread(_sweep_parts, root / "tmp", self.source, self._tag, since)
+        async with self.buffer.media_files:  # none of this process's installed meanwhile
+            known = await self.buffer.media_paths()
+            await asyncio.to_thread(_sweep_files, root, known, since)
+
+    async def _sweep_again(self) -> None:
+        """On a shared buffer, sweep once a lease: a killed process's leftovers are young
+        when the others start, and may have no restart to wait for."""
+        if isinstance(self.buffer, SharedBuffer) and \
+                time.time() - self._swept_at > self.policy.lease:
+            await self._sweep()
 
     async def step(self) -> bool:
         """Fetch the jobs due now and wait for them; whether there were any."""
@@ -272,8 +310,10 @@ class MediaRunner:
 
     async def fetch_one(self, job: MediaJob) -> None:
         """Download, verify and store one file; record the outcome (never raises)."""
-        part = Path(self.policy.directory) / "tmp" / f"{self.source}-{job.message_id}.part"
+        part = (Path(self.policy.directory) / "tmp"
+                / f"{self.source}-{job.message_id}-{self._tag}.part")
         try:
+            part.parent.mkdir(parents=True, exist_ok=True)  # media_path deleted meanwhile
             room = Room(self.policy, await self.buffer.media_stored_bytes(),
                         lambda: sum(o.size for k, o in self._outs.items() if k != job.message_id))
             room.check(0, 0)  # already full: refused before anything is written
@@ -345,6 +385,31 @@ def _reason(exc: BaseException) -> str:
     text = getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
     return text if isinstance(exc, MediaGone | MediaRetry | TooLarge | Refused) else \
         f"{exc.__class__.__name__}: {text}"
+
+
+def _sweep_parts(tmp: Path, source: str, tag: str, since: float | None) -> None:
+    """Delete the source's partial downloads but this runner's (and those touched since)."""
+    for part in tmp.glob(f"{source}-*.part"):
+        if not part.name.endswith(f"-{tag}.part") and not _touched_since(part, since):
+            part.unlink(missing_ok=True)
+
+
+def _sweep_files(root: Path, known: set[str], since: float | None) -> None:
+    """Delete the stored files no job names (but those touched since)."""
+    for path in root.glob("??/*"):
+        if _STORED.fullmatch(path.relative_to(root).as_posix()) and str(path) not in known \
+                and not _touched_since(path, since):
+            path.unlink(missing_ok=True)
+
+
+def _touched_since(path: Path, since: float | None) -> bool:
+    """Whether the file changed after `since` (None: never asked; a file gone: no)."""
+    if since is None:
+        return False
+    try:
+        return path.stat().st_mtime > since
+    except FileNotFoundError:
+        return False
 
 
 def _flush(handle: BinaryIO) -> None:

@@ -20,6 +20,7 @@ from bridge.buffer.codec import message_row, to_timestamp
 from bridge.buffer.compiler import P, Query, greatest, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import conversations, deliveries, messages, sink_state, statuses
+from bridge.buffer.tables import media as media_jobs
 from bridge.model import (
     STATUS_FAILED,
     STATUS_RANK,
@@ -55,14 +56,15 @@ def _new_deliveries() -> Any:
 
 NEW_DELIVERIES = Query(_new_deliveries(), "deliveries of new messages")
 # history (recovered, not live) is backfill material: paced like a backfill
-HISTORY_AS_BACKFILL = Query(
-    sa.update(deliveries).values(backfill=1).where(deliveries.c.message_id.in_(values_of("ids"))),
-    "history deliveries as backfill")
+HISTORY_AS_BACKFILL = Query(sa.update(deliveries).values(backfill=1).where(
+    deliveries.c.sink.in_(sa.select(sink_state.c.sink)),  # the key's first column: no scan
+    deliveries.c.message_id.in_(values_of("ids"))), "history deliveries as backfill")
 _upgraded, _upgrade = messages.alias("upgraded"), messages.alias("upgrade")
 # placeholders (of `source`, ids `ids`) whose upgrade is stored: their deliveries no sink has
 # batched yet are settled, the upgrade carrying what they stood for (model.UPGRADE_SUFFIX)
 FOLD_UPGRADED = Query(sa.update(deliveries).values(
     state="skipped", reason=P("reason"), done_at=P("now")).where(
+    deliveries.c.sink.in_(sa.select(sink_state.c.sink)),  # the key, not every pending row
     deliveries.c.state == "pending", deliveries.c.batch_id.is_(None),
     deliveries.c.message_id.in_(sa.select(_upgraded.c.id).where(
         _upgraded.c.source == P("source"),
@@ -99,6 +101,13 @@ def _upsert_status(insert: Any) -> Any:
 
 
 UPSERT_STATUS = Query(_upsert_status, "upsert status")
+ORIGINALS = Query(sa.select(messages.c.source, messages.c.provider_id, messages.c.body,
+                            media_jobs.c.state)
+                  .outerjoin(media_jobs, media_jobs.c.message_id == messages.c.id)
+                  # both key columns: the unique index, never a scan of every message
+                  .where(messages.c.source.in_(values_of("sources", "text")),
+                         messages.c.provider_id.in_(values_of("ids", "text"))),
+                  "messages history follow-ups upgrade")
 
 
 def _upsert_conversation(insert: Any) -> Any:
@@ -175,6 +184,7 @@ async def append_group(db: Connector, items: list[Append],
     if people:  # only the keys filed under another person's conversation
         rows = [(*row[:2], people[row[2]], *row[3:]) if row[2] in people else row
                 for row in rows]
+    rows = await _drop_live_copies(db, items, rows)
     new, first = await _insert_messages(db, rows)
     counts, fresh = _credit_new(items, new)
     if new:
@@ -207,6 +217,30 @@ async def _fold_upgraded(db: Connector, history: list[Message], now: float) -> N
             ids[message.source].add(message.provider_id)
     for source, wanted in ids.items():
         await db.run(FOLD_UPGRADED, source=source, ids=sorted(wanted), reason=FOLDED, now=now)
+
+
+async def _drop_live_copies(db: Connector, items: list[Append],
+                            rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows without the history follow-ups whose message is stored with its media id
+    (it came live: phase 0 of a history sync is the last day, so it comes again);
+    such a follow-up is a duplicate, not an upgrade, and would reach the CRM twice. One
+    whose original's file died (its media id expired, say) is kept: it brings the file."""
+    wanted = {(m.source, m.extra["upgrades"]) for item in items for m in item.messages
+              if m.history and isinstance(m.extra.get("upgrades"), str)}
+    if not wanted:
+        return rows
+    found = await db.rows(ORIGINALS, sources=sorted({source for source, _ in wanted}),
+                          ids=sorted({provider_id for _, provider_id in wanted}))
+    live = {(source, provider_id + UPGRADE_SUFFIX) for source, provider_id, body, file in found
+            if (source, provider_id) in wanted and _has_media(body) and file != "dead"}
+    return [row for row in rows if (row[0], row[1]) not in live] if live else rows
+
+
+def _has_media(body: str) -> bool:
+    """Whether a stored message carries a media id (a placeholder, or a live message the
+    Cloud API could not carry, e.g. unsupported, does not: its follow-up is kept)."""
+    media_obj = json.loads(body).get("media")
+    return isinstance(media_obj, dict) and bool(media_obj.get("id"))
 
 
 async def _insert_messages(db: Connector, rows: list[tuple[Any, ...]]

@@ -18,6 +18,7 @@ A claim (both engines, the same statements):
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -229,7 +230,7 @@ async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
     if not leased:
         return []
     leased.sort(key=lambda row: (row[5], row[6], row[0]))  # the order they were due in
-    return await _load_claims(db, sink, leased, token)
+    return await _load_claims(db, sink, leased, token, now)
 
 
 async def undo_clock_steps(db: Connector, sink: str, now: float) -> None:
@@ -294,10 +295,11 @@ def _batch_key(sink: str, conversation: str, account: str, ids: list[int]) -> st
 
 
 async def _load_claims(db: Connector, sink: str, leased: list[Any],
-                       token: str) -> list[Claim]:
+                       token: str, now: float) -> list[Claim]:
     members: dict[int, list[Message]] = defaultdict(list)
     for row in await db.rows(LOAD, sink=sink, ids=[row[0] for row in leased]):
         members[row[-1]].append(message_from_row(row))
+    await _fetch_missing(db, members, now)
     await enrich(db, sink, [m for batch in members.values() for m in batch])
     conversations = await _conversations(db, sink, {row[1] for row in leased})
     ranges = [(row[2], row[2] + TOP) for row in leased]
@@ -762,6 +764,31 @@ async def _fetch_again(db: Connector, sink: str, key: str, ids: list[int]) -> No
     for message_id, state, _ in await db.rows(FILE_STATES, ids=ids):
         if state == "fetched":
             await reopen_waiting(db, message_id)
+
+
+FILE_MISSING = Query(sa.update(media).values(
+    state="pending", path=None, size=None, sha256=None, next_attempt_at=0, lease_until=None,
+    reason=P("reason"), updated_at=P("now"))
+    .where(media.c.state == "fetched", media.c.message_id.in_(values_of("ids"))),
+    "fetch missing files again")
+MISSING = "its stored file was missing (media_path deleted or restored?): fetched again"
+
+
+async def _fetch_missing(db: Connector, members: dict[int, list[Message]],
+                         now: float) -> None:
+    """Messages whose stored file is gone (media_path deleted under the bridge): their
+    files are fetched again, and the sink sees them pending (it waits for them, as for
+    any file not fetched yet) instead of failing to read them for good."""
+    gone = {m.id for batch in members.values() for m in batch
+            if m.file is not None and m.file.state == "fetched"
+            and not (m.file.path and os.path.exists(m.file.path))}
+    if not gone:
+        return
+    await db.run(FILE_MISSING, reason=MISSING, now=now, ids=sorted(gone))
+    for batch in members.values():
+        batch[:] = [replace(m, file=replace(m.file, state="pending", path=None, size=None,
+                                            sha256=None, reason=MISSING))
+                    if m.id in gone and m.file is not None else m for m in batch]
 
 
 async def reopen_waiting(db: Connector, message_id: int) -> int:

@@ -19,11 +19,14 @@ from bridge.buffer.codec import dump_body
 from bridge.buffer.compiler import P, Query
 from bridge.buffer.connectors import Connector
 from bridge.buffer.enrich import first_error
-from bridge.buffer.tables import deliveries, messages
+from bridge.buffer.tables import deliveries, messages, sink_state
 
 SUFFIX = "#failed"
 m, d = messages.c, deliveries.c
-_TAKEN = sa.or_(d.state != "pending", d.batch_id.isnot(None))  # a sink already took it
+# a sink already took it; every sink named, so that (sink, message_id), the primary key,
+# finds a message's deliveries (the message id alone scanned them all)
+_TAKEN = sa.and_(d.sink.in_(sa.select(sink_state.c.sink)),
+                 sa.or_(d.state != "pending", d.batch_id.isnot(None)))
 ORIGINAL = Query(sa.select(m.id, m.conversation, m.sent_at, m.body).where(
     m.source == P("source"), m.provider_id == P("provider_id"), m.direction == "out",
     sa.exists().where(d.message_id == m.id, _TAKEN)), "failed send: its message")

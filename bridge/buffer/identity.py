@@ -33,6 +33,7 @@ from bridge.buffer.tables import (
     identities,
     messages,
     sink_conversations,
+    sink_state,
 )
 from bridge.model import GROUP_PREFIX, Identity, Message, is_group
 
@@ -310,6 +311,9 @@ async def describe(db: Connector, rows: Described) -> None:
 
 
 sc = sink_conversations.c
+# every sink named: (sink, conversation), the key, finds a conversation's mappings (the
+# conversation alone read every mapping, in the writer's transaction)
+_MAPPED = sc.sink.in_(sa.select(sink_state.c.sink))
 _MERGE_MESSAGES = Query(sa.update(messages).values(conversation=P("new"))
                         .where(messages.c.conversation == P("old")), "merge: messages")
 _MERGE_BATCHES = Query(
@@ -321,7 +325,7 @@ _MERGE_BATCHES = Query(
 
 def _merge_mappings(insert: Any) -> Any:
     moved = sa.select(sc.sink, P("new", type_=TEXT), sc.record_id, sc.last_synced_at,
-                      sc.last_error, sa.null()).where(sc.conversation == P("old"))
+                      sc.last_error, sa.null()).where(_MAPPED, sc.conversation == P("old"))
     new = insert(sink_conversations).from_select(
         ["sink", "conversation", "record_id", "last_synced_at", "last_error", "held_reason"],
         moved)
@@ -333,8 +337,8 @@ def _merge_mappings(insert: Any) -> Any:
 
 
 _MERGE_MAPPINGS = Query(_merge_mappings, "merge: CRM mappings")
-_DROP_MAPPINGS = Query(sa.delete(sink_conversations).where(sc.conversation == P("old")),
-                       "merge: old mappings")
+_DROP_MAPPINGS = Query(sa.delete(sink_conversations).where(
+    _MAPPED, sc.conversation == P("old")), "merge: old mappings")
 _KEPT = ("contact_name", "account", "last_message_at", "message_count", "kind", "phone",
          "bsuid", "parent_bsuid", "username", "group_id")
 

@@ -34,7 +34,9 @@ DUE = Query(
     .join_from(media, messages, messages.c.id == f.message_id)
     .where(f.source == P("source"), f.state == "pending", f.next_attempt_at <= P("now"),
            sa.func.coalesce(f.lease_until, 0) <= P("now"))
-    .order_by(f.next_attempt_at, f.message_id).limit(P("limit")), "due media jobs")
+    .order_by(f.next_attempt_at, f.message_id).limit(P("limit"))
+    # processes sharing the buffer never lease one job both (PostgreSQL; SQLite has one)
+    .with_for_update(of=media, skip_locked=True), "due media jobs")
 LEASE = Query(sa.update(media).values(lease_until=P("until"))
               .where(f.message_id.in_(values_of("ids"))), "lease media jobs")
 NEXT_DUE = Query(sa.select(sa.func.min(greatest(f.next_attempt_at,

@@ -355,8 +355,9 @@ _DELIVERY_COLUMNS = ("message_id", "sink", "state", "reason", "done_at", "batch_
 _MAPPING_COLUMNS = ("sink", "record_id", "last_synced_at", "last_error", "held_reason")
 PERSON = Query(sa.select(*(c[n] for n in _PERSON_COLUMNS)).where(c.key == P("key")),
                "a conversation")
-MAPPINGS = Query(sa.select(*(s[n] for n in _MAPPING_COLUMNS)).where(
-    s.conversation == P("key")).order_by(s.sink), "a conversation's CRM mappings")
+MAPPINGS = Query(sa.select(*(s[n] for n in _MAPPING_COLUMNS)).where(  # every sink named:
+    s.sink.in_(sa.select(sink_state.c.sink)), s.conversation == P("key"))  # the key, no scan
+    .order_by(s.sink), "a conversation's CRM mappings")
 STORED = Query(select_messages(st.status, st.failed_at).outerjoin(
     statuses, sa.and_(st.source == m.source, st.provider_id == m.provider_id))
     .where(m.conversation == P("key")).order_by(m.sent_at, m.id).limit(P("limit")),

@@ -250,6 +250,9 @@ statuses = _table(
     sa.Column("recipient", TEXT),
     sa.Column("failed_at", REAL),
     sa.Column("errors", TEXT))  # Meta's errors as JSON text (ASCII escapes)
+# the failed sends, newest first, and their count (the status page, needs attention): the
+# table holds a row per outbound message; only failures enter the index (schema 14)
+_partial("statuses_failed", statuses, "failed_at", where=statuses.c.failed_at.isnot(None))
 
 heartbeat = _table(
     "heartbeat",

@@ -27,6 +27,12 @@ class KeyCheck:
         """Keys on the lead's activities of our type -> activity ids."""
         return _keys(await self.client.activities.of_lead(lead, self.event))
 
+    async def parts_on_lead(self, lead: str) -> tuple[dict[str, str], dict[str, int]]:
+        """on_lead's keys, and how many messages each of those activities holds (its count
+        field): a retry re-splits its notes as they landed (targets.Planner.plan)."""
+        activities = await self.client.activities.of_lead(lead, self.event)
+        return _keys(activities), _sizes(activities)
+
     async def on_opportunity(self, opportunity: str) -> dict[str, str]:
         """Keys on the opportunity's activities (custom fields must be asked for by name)."""
         return _keys(await self.client.opportunities.activities(
@@ -73,4 +79,14 @@ def _keys(activities: list[dict]) -> dict[str, str]:
     for activity in activities:
         if key := field_value(activity, FIELDS["key"]):
             found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
+    return found
+
+
+def _sizes(activities: list[dict]) -> dict[str, int]:
+    """Key -> the message count an activity says it holds; left out when unreadable."""
+    found = {}
+    for activity in activities:
+        key, count = field_value(activity, FIELDS["key"]), field_value(activity, FIELDS["count"])
+        if key and str(count).strip().isdigit() and int(count) > 0:
+            found[key] = int(count)
     return found

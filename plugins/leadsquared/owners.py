@@ -25,7 +25,7 @@ from bridge import Message
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
-from plugins.leadsquared.phones import stored_e164, variant_numbers
+from plugins.leadsquared.phones import national_variants, stored_e164, variant_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ Line = tuple[bool, str]  # (fine, what was found)
 # A custom activity field's length: MaxFieldLength 200 seen (reference §2, GetActivityDetails)
 FIELD_LENGTH = 200
 PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
+NATIONAL = "nsn:"  # a user's number kept without its country code (as directory.number_keys)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ def user_name(user: dict[str, Any]) -> str | None:
 
 
 def user_phones(user: dict[str, Any]) -> list[str]:
-    """E.164 forms of the phone numbers a user record holds ("+91-98…", comma lists)."""
+    """E.164 forms of the phone numbers a user record holds ("+91-98…", comma lists); one
+    kept without its country code ("98000 00001", "098…") as `nsn:<national digits>`,
+    matched after every E.164 form (`Owners.mapped`)."""
     found: list[str] = []
     for field in PHONE_FIELDS:
         value = user.get(field)
@@ -84,10 +87,21 @@ def user_phones(user: dict[str, Any]) -> list[str]:
             text = text.strip()
             if text.startswith("00"):
                 text = "+" + text[2:]
-            if (e164 := stored_e164(text, international=text.startswith("+"))) \
-                    and e164 not in found:
-                found.append(e164)
+            key = stored_e164(text, international=text.startswith("+")) or national(text)
+            if key and key not in found:
+                found.append(key)
     return found
+
+
+def national(text: str) -> str | None:
+    """`nsn:<digits>` for a number written without its country code, less a trunk 0."""
+    digits = "".join(c for c in text if c.isdigit()).lstrip("0")
+    return NATIONAL + digits if not text.startswith("+") and len(digits) >= 6 else None
+
+
+def shown_phone(key: str) -> str:
+    return f"{key.removeprefix(NATIONAL)} (no country code)" if key.startswith(NATIONAL) \
+        else key
 
 
 class Owners:
@@ -178,13 +192,15 @@ class Owners:
             if not phones:
                 without.append(email or str(user["ID"]))
             for phone in phones:
-                if (holder := self.mapped(phone, None)) and holder.casefold() != email.casefold():
-                    lines.append((False, f"{phone} is held by both {holder} and {email}: "
-                                         f"{holder} owns it (remove it from one user)"))
+                holder = self.mapping.get(phone) if phone.startswith(NATIONAL) \
+                    else self.mapped(phone, None)
+                if holder and holder.casefold() != email.casefold():
+                    lines.append((False, f"{shown_phone(phone)} is held by both {holder} and "
+                                         f"{email}: {holder} owns it (remove it from one user)"))
                     continue
                 self.mapping.setdefault(phone, email)
-                lines.append((True, f"{phone} -> {self._name(email) or email} <{email}> "
-                                    "(the user's phone number)"))
+                lines.append((True, f"{shown_phone(phone)} -> {self._name(email) or email} "
+                                    f"<{email}> (the user's phone number)"))
         if without:
             lines.append((True, f"no phone number held for {len(without)} user(s) "
                                 f"({', '.join(without[:10])}"
@@ -198,10 +214,12 @@ class Owners:
         return self.names.get(email.casefold())
 
     def mapped(self, number: str | None, account: str | None) -> str | None:
-        """The email the number (any of its variants) or phone_number_id maps to."""
+        """The email the number (any of its variants) or phone_number_id maps to; last, a
+        user's number kept without its country code (owners: auto)."""
         variants = variant_numbers(number) if number else []
+        nationals = [NATIONAL + n for n in national_variants(number)] if number else []
         # a display number given without '+' (YAML reads +91... unquoted as an integer)
-        for key in [*variants, number, *(v[1:] for v in variants), account]:
+        for key in [*variants, number, *(v[1:] for v in variants), account, *nationals]:
             if key and key in self.mapping:
                 return self.mapping[key]
         return None

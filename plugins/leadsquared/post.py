@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bridge import Batch, Outcome
 from plugins.leadsquared.activity_type import FIELDS
 from plugins.leadsquared.api import activity_item, opportunity_item, row_error, said_not_created
-from plugins.leadsquared.bulk import BulkPoster, OpportunityBulk, read_row
+from plugins.leadsquared.bulk import BulkPoster, OpportunityBulk, read_row, refused_whole
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -165,7 +165,7 @@ class Poster:
         if target is None and self.bulk is not None and not single:
             return await self.bulk.post(item)
         if target is None and owner:
-            return one_row(await self.client.activities.post_bulk([item]))
+            return await one_row(self.client.activities.post_bulk([item]))
         if target is not None and (self.opportunity_bulk is not None or owner):
             row = opportunity_item(self.event, item["ActivityNote"], part.last_at,
                                    self._fields(batch, part, key),
@@ -174,7 +174,7 @@ class Poster:
                     activity := await self.opportunity_bulk.post(target, row)):
                 return activity  # else no other row came with it: posted singly below
             if owner:
-                return one_row(await self.client.opportunities.post_bulk(target, [row]))
+                return await one_row(self.client.opportunities.post_bulk(target, [row]))
         return await self.client.activities.post(item)
 
     async def _settle(self, exc: LeadSquaredError, batch: Batch, plan: Plan, part: Part,
@@ -190,27 +190,30 @@ class Poster:
                 return await self._send(batch, plan.lead.id, part, target, key, single=True)
             except LeadSquaredError as again:
                 if again.kind == "unknown_outcome" and again.not_created:
-                    return await self._refused(again, plan, target, key)
+                    return await self._refused(again, batch, plan, target, key)
                 return await self._settle(_final(again), batch, plan, part, target, key, sent)
         return Failed(late_write_retry(exc, sent, self.settings.timeout) or outcome_of(exc),
                       exc.kind)
 
-    async def _refused(self, exc: LeadSquaredError, plan: Plan, target: str | None,
-                       key: str) -> str | Failed:
+    async def _refused(self, exc: LeadSquaredError, batch: Batch, plan: Plan,
+                       target: str | None, key: str) -> str | Failed:
         """Twice answered "not created" (the exact single post too): a refusal once the
         keys, read without error, show it absent (an owned activity's one-row bulk call
-        answers a refusal with a null id and no reason); found, it landed; unreadable, it
-        stays an unknown outcome for the next try's check."""
+        answers a refusal with a null id and no reason, or refuses the call whole); found,
+        it landed; unreadable, it stays an unknown outcome for the next try's check. A
+        cached lead that is gone is looked up again (`stale`), as after any refusal."""
         try:
             keys = await (self.keys.on_opportunity(target) if target
                           else self.keys.on_lead(plan.lead.id))
-        except LeadSquaredError:
-            return Failed(outcome_of(_final(exc)), exc.kind)
+        except LeadSquaredError as unread:
+            return Failed(await self.stale(unread, batch, plan.lead)
+                          or outcome_of(_final(exc)), exc.kind)
         if found := keys.get(key):
             return found
         refused = LeadSquaredError("rejected", f"LeadSquared did not create the activity, "
                                    f"twice, and it is not on the record ({exc.message})")
-        return Failed(outcome_of(refused), "rejected")
+        return Failed(await self.stale(refused, batch, plan.lead) or outcome_of(refused),
+                      "rejected")
 
     def _item(self, batch: Batch, lead: str, part: Part, target: str | None,
               key: str) -> dict:
@@ -240,11 +243,19 @@ class Poster:
         return fields
 
 
-def one_row(rows: list[dict]) -> str:
-    """The activity id of a one-row bulk call. Its answer is exact: a row that says it
-    was not created, with LeadSquared's reason, is a refusal; other unread rows (the
+async def one_row(call: Awaitable[list[dict]]) -> str:
+    """The activity id of a one-row bulk call. Its row's answer is exact: a row that says
+    it was not created, with LeadSquared's reason, is a refusal; other unread rows (the
     documented answer gives a refused row a null id and no message) are unknown outcomes,
-    as in any bulk call (bulk.read_row), settled by the key check (Poster._refused)."""
+    as in any bulk call (bulk.read_row), settled by the key check (Poster._refused). A
+    call refused as a whole is no row's answer, as for any bulk call (an Error may come
+    after the row was made): looked for by key, then posted once more (refused_whole)."""
+    try:
+        rows = await call
+    except LeadSquaredError as exc:
+        if exc.kind == "rejected":
+            raise refused_whole(exc) from exc
+        raise
     row = rows[0] if rows else {}
     if said_not_created(row) and row_error(row):
         raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {row_error(row)}")

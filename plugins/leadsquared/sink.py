@@ -21,7 +21,7 @@ from plugins.leadsquared.delivery import Steps, deliver_batch
 from plugins.leadsquared.directory import LeadDirectory
 from plugins.leadsquared.keys import KeyCheck
 from plugins.leadsquared.opportunities import Opportunities
-from plugins.leadsquared.owners import Owners
+from plugins.leadsquared.owners import Owners, shown_phone
 from plugins.leadsquared.post import Poster
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
 from plugins.leadsquared.resolve import Resolver
@@ -178,7 +178,8 @@ class LeadSquaredSink:
         owners = self.owners
         if owners is None or not owners.enabled:
             return "not set: the API user owns every activity"
-        mapped = ", ".join(f"{number} → {email}" for number, email in owners.mapping.items())
+        mapped = ", ".join(f"{shown_phone(number)} → {email}"
+                           for number, email in owners.mapping.items())
         mode = "auto, " if self.settings.owners == "auto" else ""
         return (f"{mode}{mapped or 'no number mapped'}; other numbers: "
                 f"{self.settings.owner_fallback}")

@@ -63,21 +63,27 @@ class Planner:
         """The plan; raises when the lead's own keys cannot be read on a retry (nothing may
         be posted then: it could be there already)."""
         reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
-        plan = Plan(lead, self.parts(batch, reps), [], dict(batch.ledger))
+        retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
+        found, sizes = await self.keys.parts_on_lead(lead.id) if retry else ({}, {})
+        plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes)), [],
+                    {**batch.ledger, **found})
         try:
             plan.opportunities = await self.opportunities.of_lead(lead.id)
         except LeadSquaredError as exc:
             plan.unread = exc  # never "no opportunities", never a reason to hold the lead back
-        if batch.uncertain or batch.attempt > 1:  # an earlier try may have posted
-            plan.existing.update(await self.keys.on_lead(lead.id))
+        if retry:
             for opportunity in plan.opportunities:
                 await self._check(plan, opportunity)
         return plan
 
-    def parts(self, batch: Batch, reps: dict[Any, Rep] | None = None) -> list[Part]:
+    def parts(self, batch: Batch, reps: dict[Any, Rep] | None = None,
+              landed: dict[str, int] | None = None) -> list[Part]:
         """The batch's notes, each with the rep of its last message (`reps` by message id);
         texts already posted whose files come now keep their key; a message whose upgrade
-        is in the batch is written once, as that upgrade.
+        is in the batch is written once, as that upgrade. `landed`: its notes an earlier
+        try posted that the lead holds (found by key, not in the ledger: a crash before the
+        outcomes were kept) -> their message counts: each is written again as it landed,
+        however long its lines are now (another rep's name, a contact's new name).
 
         A file's message is sent alone (a follow-up) only when its window cannot be rendered
         again as it was posted: a message still waiting with its window (retried for
@@ -88,14 +94,15 @@ class Planner:
         shown = [m for m in batch.messages if m.id not in replaced]
         parts: list[Part] = []
         if follow:
-            whole = self._render(batch, shown, reps)
+            whole = self._render(batch, shown, reps, landed)
             again = {m.id for part in whole for m in part.messages
                      if follow.get(m.id) == part.key}
             follow = {i: key for i, key in follow.items() if i not in again}
             if not follow:
                 parts = whole
         if not parts:
-            parts = self._render(batch, [m for m in shown if m.id not in follow], reps)
+            parts = self._render(batch, [m for m in shown if m.id not in follow], reps,
+                                 landed)
             parts += [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
         for part in parts:
             part.rep = reps.get(part.messages[-1].id) if part.messages else None
@@ -108,7 +115,8 @@ class Planner:
             plan.unchecked[opportunity] = (
                 f"could not check it for earlier posts: {outcome_of(exc).reason}")
 
-    def _render(self, batch: Batch, messages: list, reps: dict[Any, Rep]) -> list[Part]:
+    def _render(self, batch: Batch, messages: list, reps: dict[Any, Rep],
+                landed: dict[str, int] | None = None) -> list[Part]:
         if not messages:
             return []
         contact = contact_label(batch.conversation)
@@ -117,9 +125,13 @@ class Planner:
                                  {key: rep.label(business) for key, rep in reps.items()})
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
-        return split(batch.key, messages, lines, self.settings.note_limit, earlier_parts(batch),
-                     earlier_parts(batch, landed=True),
-                     single=self.settings.granularity == "message")
+        landed = landed or {}
+        # a note of one message may be one piece of a long line: it only ends at that
+        # message; one of several holds whole lines, never cut again
+        whole = {key for key, count in landed.items() if count > 1}
+        return split(batch.key, messages, lines, self.settings.note_limit,
+                     earlier_parts(batch) | set(landed), earlier_parts(batch, landed=True) | whole,
+                     single=self.settings.granularity == "message", sizes=landed)
 
 
 def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:
@@ -131,6 +143,14 @@ def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:
             if k.startswith(prefix)]
     return {*keys, *(k.rpartition("#file")[0] for k in keys if "#file" in k),
             *(k.rpartition("@")[0] for k in keys if "@" in k)}
+
+
+def own_sizes(batch: Batch, sizes: dict[str, int]) -> dict[str, int]:
+    """The batch's own lead notes among keys found on the lead -> their message counts
+    (not its opportunity posts, `@…`, nor other batches' notes)."""
+    prefix = f"{batch.key}:"
+    return {key: count for key, count in sizes.items()
+            if key.startswith(prefix) and key.rpartition(":")[2].isdigit()}
 
 
 def upgraded(batch: Batch) -> set[int]:

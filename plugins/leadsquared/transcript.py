@@ -110,7 +110,8 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
           limit: int, starts: frozenset[str] | set[str] = frozenset(),
-          landed: frozenset[str] | set[str] = frozenset(), single: bool = False) -> list[Part]:
+          landed: frozenset[str] | set[str] = frozenset(), single: bool = False,
+          sizes: Mapping[str, int] | None = None) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -124,7 +125,9 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     messages are those up to the next start (a retry's parts are whole: a part's messages
     share their outcome, and each one not delivered had its start recorded).
     `single` (granularity "message"): a part per message, but for those of a landed part
-    (an earlier try in "window", before the setting changed).
+    (an earlier try in "window", before the setting changed). `sizes`: how many messages
+    a part an earlier try posted holds, where known (its activity's count): it ends
+    there, so a retry's lines grown or shrunk since cannot move a message into or out of it.
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
     """
@@ -139,14 +142,17 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
                               failed=line.reason))
             continue
         own = f"{batch_key}:{message.provider_id}:0"
-        joins = current is not None and current.key in landed and own not in starts
+        full = current is not None and len(current.messages) >= (sizes or {}).get(
+            current.key, len(messages) + 1)
+        joins = current is not None and current.key in landed and own not in starts \
+            and not full
         if message.provider_id in cuts or (u16(line) > budget and not joins
                                            and own not in landed):
             current = None
             parts.extend(_chunks(batch_key, message, line, budget,
                                  cuts.get(message.provider_id)))
             continue
-        if current is not None and (own in starts or (
+        if current is not None and (own in starts or full or (
                 (single or size + 1 + u16(line) > budget) and current.key not in landed)):
             current = None
         if current is None:

@@ -69,7 +69,7 @@ class GraphMedia:
             if not await self._download(meta["url"], out):
                 raise MediaRetry("the download URL was refused twice, even just after a "
                                  "fresh lookup")
-        return Fetched(mime_type=meta.get("mime_type"), sha256=meta.get("sha256"))
+        return Fetched(mime_type=_text(meta.get("mime_type")), sha256=_text(meta.get("sha256")))
 
     async def lookup(self, job: MediaJob) -> dict[str, Any]:
         """The Graph API's answer for the media id (url, mime_type, sha256, file_size)."""
@@ -97,6 +97,11 @@ class GraphMedia:
         except httpx.HTTPError as exc:
             raise MediaRetry(f"the media download broke off: {exc.__class__.__name__}") from None
         return True
+
+
+def _text(value: Any) -> str | None:
+    """A field of the lookup's answer as text; a value of another type says nothing."""
+    return value if isinstance(value, str) and value else None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -212,8 +212,8 @@ async def test_a_download_running_during_the_purge_leaves_no_file_behind(tmp_pat
         await buffer.append([photo(1, mine)])
         await runner.prepare()
         fetching = asyncio.create_task(runner.step())
-        part = media / "tmp" / "whatsapp-1.part"
-        await wait_until(part.exists)  # opened: the bytes drip in for about 2 s
+        await wait_until(lambda: list((media / "tmp").glob("whatsapp-1-*.part")))  # opened:
+        # the bytes drip in for about 2 s
         await asyncio.sleep(0.3)
         found = await buffer.purge_person(phone=PHONE)
         assert found["messages"] == 1 and not fetching.done()  # the download still runs

@@ -63,3 +63,43 @@ async def test_a_sink_that_queues_history_later_gets_the_follow_up_only(buffer):
                          replace(placeholder(4), conversation=other)])
     await buffer.install_sinks(["crm"])
     assert sorted(await claimed_ids(buffer)) == ["m4#media"]
+
+
+def live_photo(n: int):
+    return replace(message(n, minutes_ago=10), kind="image", text="the shelf",
+                   media=Media(id="media-1", mime_type="image/png"))
+
+
+async def test_a_photo_that_came_live_is_not_delivered_again_by_the_history_sync(buffer):
+    """Phase 0 of a history sync is the last day, so a photo received live after
+    onboarding comes again in history: its placeholder is the live message's duplicate,
+    and its follow-up must not reach the CRM a second time (invariant 2: backfill
+    overlap), whether the live photo was delivered already or still waits."""
+    await buffer.install_sinks(["crm"])
+    assert await buffer.append([live_photo(1)]) == 1
+    assert await claimed_ids(buffer) == ["m1"]  # taken: being written to the CRM
+    assert await buffer.append([live_photo(2)]) == 1  # not taken yet
+    assert await buffer.append([placeholder(1), placeholder(2)]) == 0
+    assert await buffer.append([follow_up(1), follow_up(2)]) == 0  # each stored once
+    assert await claimed_ids(buffer) == []  # m1's chat is leased; nothing else is due
+    assert await buffer.count_messages() == 2
+
+
+async def test_a_follow_up_of_a_live_message_without_its_media_is_kept(buffer):
+    """A live message that came without its file (unsupported on the Cloud API) is
+    upgraded by the history follow-up that carries it: not a copy, kept."""
+    await buffer.install_sinks(["crm"])
+    assert await buffer.append([replace(message(1, minutes_ago=10), kind="unsupported",
+                                        text="")]) == 1
+    assert await buffer.append([follow_up(1)]) == 1
+
+
+async def test_a_follow_up_of_a_live_photo_whose_file_died_is_kept_and_brings_it(buffer):
+    """The live photo's file could not be fetched (its media id expired in an outage):
+    the history copy carries a fresh one, so it is an upgrade after all."""
+    buffer.media_sources = {"test": None}
+    await buffer.install_sinks(["crm"])
+    assert await buffer.append([live_photo(1)]) == 1
+    (job,) = await buffer.media_claim("test", 10, 60)
+    await buffer.media_failed(job, "Graph API: gone (code 100)", None)
+    assert await buffer.append([follow_up(1)]) == 1

@@ -118,8 +118,10 @@ async def test_the_lead_page_shows_an_activitys_attachments(sim):
 # --- the sink ---------------------------------------------------------------------------
 
 async def fetch(buffer: Buffer, tmp_path, data: bytes, mime: str = "image/jpeg") -> None:
-    """Stand in for the media runner: the pending job's file stored and recorded."""
-    (job,) = await buffer.media_claim("whatsapp", 10, 60)
+    """Stand in for the media runner: the pending job's file stored and recorded. As the
+    runner, it claims again while a sink's commit holds the job's row (PostgreSQL: the
+    claim skips locked rows)."""
+    (job,) = await wait_until(lambda: buffer.media_claim("whatsapp", 10, 60), timeout=5)
     sha = hashlib.sha256(data).hexdigest()
     path = tmp_path / sha
     path.write_bytes(data)

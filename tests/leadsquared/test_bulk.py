@@ -281,3 +281,42 @@ async def test_a_row_cut_off_while_its_call_waited_for_the_budget_is_not_posted(
     assert await kept == "a0"
     assert sent == [[{"n": 2}]]
     await poster.close()
+
+
+@pytest.mark.parametrize("endpoint", ["ByLeadId", "ByOpportunityId"])
+@pytest.mark.parametrize("after_commit", [False, True], ids=["refused", "error-after-commit"])
+async def test_an_owned_activity_s_one_row_call_refused_whole_is_looked_for_first(
+        sim, endpoint, after_commit):
+    """A rep's activity that goes alone goes as the one row of a bulk call (owners.py).
+    The account answers that call whole with an error: before anything is made (HTTP 500),
+    or Status Error on HTTP 200 after the row was made. As for any bulk call, that is no
+    row's answer: the key is looked for (found: it landed, nothing is refused), and when
+    absent the row is posted once more, whose refusal then stands."""
+    sim.add_user("Priya", "priya@example.com", last="Rao")
+    lead = sim.add_lead(FirstName="Asha", Mobile="919876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_endpoint(endpoint, "MXInvalidInputException", "Invalid Input! (simulated)",
+                        status=200 if after_commit else 500, after_commit=after_commit)
+    batch = Batch(key="b1", sink="leadsquared",
+                  conversation=Conversation(key="+919876543210", contact_name="Asha"),
+                  messages=[message(1, "+919876543210", source="whatsapp", text="msg-00001",
+                                    account="110000000000001")])
+    sink = sink_for(sim, bulk=False, owners={"110000000000001": "priya@example.com"})
+    await sink.start()
+    try:
+        (outcome,) = await sink.deliver(batch)
+    finally:
+        await sink.close()
+    calls = [c for c in sim.calls if c.path.endswith(endpoint)]
+    dead = [t for t in batch.new_targets.values() if t.dead]
+    if after_commit:  # landed: found by its key, posted once, nothing refused
+        assert outcome.kind == "delivered" and not dead and len(calls) == 1
+        assert len(sim.activities(lead)) == 2  # on the lead and on the deal
+        assert {a["Owner"] for a in sim.activities(lead)} == {"priya@example.com"}
+    elif endpoint == "ByLeadId":  # refused twice, not on the lead: the refusal stands
+        assert outcome.kind == "rejected" and "Invalid Input!" in outcome.reason
+        assert len(calls) == 2 and sim.activities(lead) == []
+    else:
+        assert outcome.kind == "delivered" and len(calls) == 2
+        (target,) = dead
+        assert target.key.endswith(f"@{deal}") and "Invalid Input!" in target.reason

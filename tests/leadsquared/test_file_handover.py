@@ -555,3 +555,26 @@ async def test_the_requeue_command_names_a_file_target_it_left_dead(media_buffer
     assert (f"1 dead target(s) left as they are: leadsquared #{photo.id} (attachment); "
             "a file target waits while another part of its batch retries") in done.stdout
     assert [t["key"] for t in await media_buffer.dead_targets()] == [f"{part}#file{photo.id}"]
+
+
+async def test_a_stored_file_gone_before_its_delivery_is_fetched_again_and_attached_once(
+        sim, media_buffer, tmp_path):
+    """media_path deleted (or restored from an older backup) under a running bridge: a
+    photo fetched but not attached yet was a dead target ('the stored file cannot be
+    read') that no requeue could mend; now its file is fetched again and follows."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    photo = os.urandom(7_000)
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, photo)
+    (tmp_path / hashlib.sha256(photo).hexdigest()).unlink()  # the file is gone
+    async with running(media_buffer, [sink_for(sim)]):
+        (activity,) = await wait_until(lambda: sim.activities(lead))
+        await wait_until(lambda: settled(media_buffer))  # the text; the file to come
+        assert sim.attachments(activity["Id"]) == []
+        await fetch(media_buffer, tmp_path, photo)  # the runner fetches it again
+        await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
+        await wait_until(lambda: settled(media_buffer))
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text once
+    assert calls(sim, "Attachment/Add") == 1
+    assert await media_buffer.dead_targets() == []

@@ -51,6 +51,9 @@ def test_user_phone_fields_in_any_form_become_e164():
     user = {"AssociatedPhoneNumbers": "+91-9800000001, +91 98000 00002",
             "PhoneMobile": "0091 9800000003", "PhoneMain": "", "PhoneOthers": None}
     assert user_phones(user) == ["+919800000001", "+919800000002", "+919800000003"]
+    # kept without the country code: matched by its national digits, after E.164 forms
+    assert user_phones({"PhoneMobile": "098000 00004", "PhoneMain": "12"}) == [
+        "nsn:9800000004"]
 
 
 def test_a_mapped_number_is_found_by_any_variant_or_its_phone_number_id():

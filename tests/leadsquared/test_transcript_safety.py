@@ -7,6 +7,8 @@ import dataclasses
 import re
 from datetime import UTC, datetime
 
+import pytest
+
 from plugins.leadsquared.transcript import CONTINUED, note, split, transcript_lines
 from tests.helpers import message, running, wait_until
 from tests.leadsquared.test_sink import NUMBER, chat, settled, sink_for, texts_in
@@ -77,3 +79,17 @@ def test_a_long_body_split_across_notes_cannot_start_a_note_line():
             assert note(part, "Asha", NUMBER).split("\n")[1].startswith(CONTINUED)
         assert "".join(p.lines[0].removeprefix(CONTINUED) if i else p.lines[0]
                        for i, p in enumerate(parts)) == lines[0]  # nothing lost
+
+
+@pytest.mark.parametrize("length", [20, 70], ids=["lines-shorter-now", "lines-longer-now"])
+def test_a_note_found_on_the_lead_holds_its_count_of_messages_whatever_the_lines_now(length):
+    """A crash's retry finds bk:m1:0 on the lead holding 2 messages (its count field) and
+    bk:m4:0 holding 1: each holds exactly those again, however long the lines are now
+    (a rep's or contact's new name), so none is posted twice or marked delivered unposted."""
+    messages = [message(n, source="whatsapp") for n in range(1, 7)]
+    lines = [f"m{n} " + "x" * length for n in range(1, 7)]
+    sizes = {"bk:m1:0": 2, "bk:m4:0": 1}
+    parts = split("bk", messages, lines, 160 + 150, set(sizes), {"bk:m1:0"}, sizes=sizes)
+    held = {part.key: [m.provider_id for m in part.messages] for part in parts}
+    assert held["bk:m1:0"] == ["m1", "m2"] and held["bk:m4:0"] == ["m4"]
+    assert sorted(m for ids in held.values() for m in ids) == [f"m{n}" for n in range(1, 7)]

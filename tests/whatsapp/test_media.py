@@ -3,15 +3,19 @@ stand-in over real HTTP into content-addressed files, retried, dead-lettered, he
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
+import bridge.media as bridge_media
 from bridge.buffer import Buffer
 from bridge.media import MediaPolicy, MediaRunner, sha256_matches
 from bridge.model import Direction, Media, MediaFile, Message
@@ -241,6 +245,71 @@ async def test_a_restarted_runner_clears_partial_downloads_and_unreferenced_file
     stray.write_bytes(b"no job names me")
     await runner_for(media_buffer, graph, tmp_path).prepare()
     assert not (media / "tmp" / "whatsapp-7.part").exists() and not stray.exists()
+
+
+async def test_a_media_directory_deleted_while_running_is_made_again(
+        media_buffer, graph, tmp_path):
+    """An operator clearing media_path (or a cleanup job) under a running bridge: the next
+    download makes the directory again instead of failing until a restart."""
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    shutil.rmtree(tmp_path / "media")
+    media_id = await upload(graph, b"photo bytes")
+    await media_buffer.append([media_message(1, media_id)])
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "fetched", file.reason
+    assert Path(file.path).read_bytes() == b"photo bytes"
+
+
+async def test_a_media_directory_not_writable_at_start_stops_no_fetching_for_good(
+        media_buffer, graph, tmp_path, monkeypatch):
+    """prepare() failing at start (media_path not writable yet: a mount not ready, a tmp
+    that is not a directory) is retried: the runner does not die silently with every
+    photo left pending until the next restart."""
+    monkeypatch.setattr(bridge_media, "IDLE_POLL", 0.1)
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "tmp").write_bytes(b"in the way")
+    media_id = await upload(graph, b"photo bytes")
+    await media_buffer.append([media_message(1, media_id)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner_for(media_buffer, graph, tmp_path).run(stop))
+    await asyncio.sleep(0.5)
+    (tmp_path / "media" / "tmp").unlink()  # mended
+    try:
+        await wait_until(lambda: _fetched(media_buffer, "wamid.1"), timeout=5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def _fetched(buf: Buffer, provider_id: str) -> bool:
+    return (await file_of(buf, provider_id)).state == "fetched"
+
+
+@pytest.mark.parametrize("meta", [{"sha256": 123}, {"mime_type": 5},
+                                  {"mime_type": ["image/png"], "sha256": {"hex": "ab"}}])
+async def test_a_lookup_answer_with_fields_of_the_wrong_type_still_stores_the_file(
+        media_buffer, serve, tmp_path, meta):
+    """A Graph-like API (a proxy, a provider's copy of the Media API) answering sha256 or
+    mime_type as something other than text: those fields say nothing, the file is stored
+    with the webhook's type (was: retried for a week on "'int' object has no attribute
+    'strip'" or a database binding error, or stored with the MIME type '5')."""
+    async def lookup(request: web.Request) -> web.Response:
+        return web.json_response({"url": f"http://{request.host}/file", "id": "1", **meta})
+
+    async def download(request: web.Request) -> web.Response:
+        return web.Response(body=b"photo bytes", content_type="image/jpeg")
+
+    app = web.Application()
+    app.add_routes([web.get("/v25.0/{id}", lookup), web.get("/file", download)])
+    runner = runner_for(media_buffer, await serve(app), tmp_path)
+    await runner.prepare()
+    await media_buffer.append([media_message(1, "1")])
+    await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert (file.state, file.mime_type, file.reason) == ("fetched", "image/jpeg", None)
+    assert Path(file.path).read_bytes() == b"photo bytes"
 
 
 @pytest.mark.parametrize(("file", "note"), [

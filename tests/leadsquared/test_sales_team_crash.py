@@ -1,0 +1,111 @@
+"""A sales team through SIGKILLs: a rep's long chat split into several notes, the bridge
+killed while the notes are in flight (the account commits them, the bridge never reads
+the answers), then restarted with the number given to another rep. The retry finds the
+notes by their keys; it must cover each message exactly once, whatever the new rep's
+name does to the lines' lengths (and so to where a note would be cut now)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import pytest
+
+from tests.backends import BACKENDS
+from tests.helpers import free_port
+from tests.leadsquared.test_end_to_end import _drained, post, write_config
+from tests.leadsquared.test_owners_end_to_end import PRIYA_NUMBER, change, echo
+from tests.processes import BridgeProcess, buffer_section, eventually
+
+ASHA = "919876543210"
+WRITES = ("Add/ByLeadId", "ProspectActivity.svc/Create")
+
+
+@pytest.fixture
+def buffer(request, tmp_path):
+    with buffer_section(request.param, tmp_path) as section:
+        yield section
+
+
+@pytest.mark.parametrize("buffer", BACKENDS, indirect=True)
+@pytest.mark.parametrize("bulk", [True, False])
+@pytest.mark.parametrize("renamed", ["Li", "Venkatanarasimha Raghavendra Subramanian"])
+def test_a_killed_drain_retried_under_another_rep_covers_each_message_once(
+        tmp_path, module_simulator, buffer, bulk, renamed):
+    """Shorter lines now: the landed first note would take in the next messages and
+    mark them delivered (lost); longer: its last messages would start a new note (posted
+    twice). Found by killing `bridge run` with the bulk call (or single post) held."""
+    simulator = module_simulator.fresh()
+    simulator.add_user("Priya", "priya@example.com", last="Rao")
+    simulator.add_user(renamed, "next@example.com")
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
+    write_config(config, simulator, port, buffer, owners={"+919800000001": "priya@example.com"},
+                 **settings)
+    simulator.configure(write_hold=1.5)  # each write reaches the account after the kill
+    bridge = BridgeProcess(config, port).start()
+    texts = [f"m-{n:02d}" for n in range(16)]
+    try:
+        changes = []
+        for n, text in enumerate(texts):  # the customer and the rep, turn about
+            made = (change(PRIYA_NUMBER, ASHA, "Asha", f"wamid.c{n}", text) if n % 2 == 0
+                    else echo(PRIYA_NUMBER, ASHA, f"wamid.c{n}", text))
+            stamp = int(time.time()) - 100 + n
+            for item in made["value"].get("messages") or made["value"]["message_echoes"]:
+                item["timestamp"] = str(stamp)
+            changes.append(made)
+        post(bridge, *changes)
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith(WRITES)], timeout=60)
+        bridge.kill()  # the first note's post is held: sent, not answered, not acked
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: simulator.activities(lead), timeout=30)
+        time.sleep(2)  # every held write has committed
+        write_config(config, simulator, port, buffer,
+                     owners={"+919800000001": "next@example.com"}, **settings)
+        bridge.start()
+        bridge.sync_now()
+        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    seen = Counter(t for a in simulator.activities(lead)
+                   for t in re.findall(r"m-\d{2}", a["ActivityNote"]))
+    assert seen == Counter(texts)  # each message once: none twice, none lost
+
+
+def test_a_killed_drain_retried_after_the_customer_renamed_covers_each_message_once(
+        tmp_path, module_simulator):
+    """The same through the contact's name (in every incoming line): the customer's new
+    WhatsApp profile name arrives while the first note's post is in flight."""
+    simulator = module_simulator.fresh()
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, opportunities=False, note_limit=400, bulk=False)
+    simulator.configure(write_hold=1.5)
+    bridge = BridgeProcess(config, port).start()
+    texts = [f"m-{n:02d}" for n in range(12)]
+    try:
+        post(bridge, *[change(PRIYA_NUMBER, ASHA, "Asha Venkataraman-Krishnamurthy",
+                              f"wamid.n{n}", text) for n, text in enumerate(texts)])
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith(WRITES)], timeout=60)
+        post(bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99"))  # a new name
+        bridge.kill()  # the first note's post is held: sent, not answered, not acked
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: simulator.activities(lead), timeout=30)
+        time.sleep(2)
+        bridge.start()
+        bridge.sync_now()
+        eventually(lambda: _drained(bridge), timeout=90)
+    finally:
+        bridge.stop()
+    seen = Counter(t for a in simulator.activities(lead)
+                   for t in re.findall(r"m-\d{2}", a["ActivityNote"]))
+    assert seen == Counter([*texts, "m-99"])
