@@ -210,7 +210,7 @@ class PostgresBuffer(Buffer, SharedBuffer):
     def listener(self, on_wake: Any) -> shared.Listener:
         """A LISTENer for sync-now/backfill wake-ups on a connection of its own (run it)."""
         dsn, schema = split_schema(self.url)
-        return shared.Listener(dsn, schema, on_wake)
+        return shared.Listener(dsn, schema, on_wake, owner=self.owner)
 
     async def notify(self, action: str, sink: str | None) -> None:
         """Wake every process on this buffer: `action` for `sink` (None: every sink)."""

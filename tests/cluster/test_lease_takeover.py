@@ -14,7 +14,7 @@ from bridge.buffer import Policy
 from bridge.cluster import Member
 from bridge.contracts import Outcome
 from bridge.errors import LeaseLost
-from tests.helpers import message
+from tests.helpers import message, wait_until
 
 POLICY = Policy(max_attempts=5, retry_delay=lambda attempt: 0.0, held_delay=0.0)
 LEASE, DELIVER_TIMEOUT = 300.0, 120.0  # the defaults
@@ -75,12 +75,42 @@ async def test_a_paused_processs_lease_is_kept_while_its_delivery_could_still_po
     paused, other = await open_buffers(2)
     await other.install_sinks(["crm"])
     await other.append([message(1)])
-    sleeper = Member(paused, _runners(), every=0.1)
-    await sleeper.beat()
-    (held,) = await paused.claim("crm", 1, lease=LEASE)  # posting it, then stopped
-    live = Member(other, _runners(), every=0.1)
-    await asyncio.sleep(0.4)  # silent for more than three heartbeats
-    await live.beat()
-    assert await other.claim("crm", 10, LEASE) == []  # it may still post: not taken
-    await paused.complete(held, [Outcome.delivered()], POLICY)  # resumed, it records it
+    stop = asyncio.Event()
+    listener = paused.listener(lambda action, sink: None)  # its session stays open
+    listening = asyncio.ensure_future(listener.run(stop))
+    try:
+        await wait_until(lambda: listener.connected)
+        sleeper = Member(paused, _runners(), every=0.1)
+        await sleeper.beat()
+        (held,) = await paused.claim("crm", 1, lease=LEASE)  # posting it, then stopped
+        live = Member(other, _runners(), every=0.1)
+        await asyncio.sleep(0.4)  # silent for more than three heartbeats
+        await live.beat()
+        assert await other.claim("crm", 10, LEASE) == []  # it may still post: not taken
+        await paused.complete(held, [Outcome.delivered()], POLICY)  # resumed, it records it
+    finally:
+        stop.set()
+        await listening
+
+
+async def test_a_killed_processs_lease_goes_at_once_though_its_delivery_could_last(
+        open_buffers):
+    """Killed, a process has no session left (the kernel closed its connections): nothing
+    of it can post any more, so its fresh lease goes once it is silent, without waiting
+    for its deliver_timeout."""
+    killed, survivor = await open_buffers(2)
+    await survivor.install_sinks(["crm"])
+    await survivor.append([message(1)])
+    stop = asyncio.Event()
+    listener = killed.listener(lambda action, sink: None)
+    listening = asyncio.ensure_future(listener.run(stop))
+    await wait_until(lambda: listener.connected)
+    await Member(killed, _runners(), every=0.1).beat()
+    (held,) = await killed.claim("crm", 1, lease=LEASE)
+    stop.set()  # SIGKILL: its sessions end
+    await listening
+    await asyncio.sleep(0.4)
+    await Member(survivor, _runners(), every=0.1).beat()
+    (taken,) = await survivor.claim("crm", 10, LEASE)
+    assert taken.batch.key == held.batch.key and taken.batch.uncertain
 
