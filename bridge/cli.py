@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,11 @@ def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
     for table, count in copied.source.items():
         click.echo(f"{table:20} {count:>9} in the file, {copied.written[table]:>9} copied now,"
                    f" {copied.target[table]:>9} in PostgreSQL")
+    if copied.finished_at is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(copied.finished_at))
+        click.echo(f"nothing copied: the copy of {path} finished at {when}; the bridges "
+                   "own the data since (a row they delivered, pruned or erased stays gone)")
+        return
     if not copied.complete:
         raise click.ClickException("some rows are missing in PostgreSQL; run the copy again")
     click.echo(f"done: every row of {path} is in {redact(url)}. Set buffer.url to it, "

@@ -17,6 +17,7 @@ from contextlib import suppress
 from typing import Any
 
 from bridge.buffer import SharedBuffer
+from bridge.contracts import LEASE_MARGIN
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +99,21 @@ class Member:
         drained = {name: runner.last_delivered_at for name, runner in self.runners.items()
                    if getattr(runner, "last_delivered_at", None) is not None}
         await self.buffer.beat(this_host(), sorted(self.runners), drained)
-        await self.buffer.release_dead_leases(ALIVE_FOR * self.every)
+        await self.buffer.release_dead_leases(ALIVE_FOR * self.every, spare(self.runners))
 
     async def report(self) -> dict[str, Any]:
         """{processes: [...], drains: {sink: process}, this: id} as /status shows it."""
         processes = [_process(row, self.every, self.id) for row in await self.buffer.processes()]
         return {"processes": processes, "drains": _drains(processes), "this": self.id,
                 "heartbeat_every": self.every, "shared": True}
+
+
+def spare(runners: Mapping[str, Any]) -> dict[str, float]:
+    """Per sink, how long a lease outlasts its delivery: a silent process's lease is freed
+    no sooner than this before it expires, once its deliver_timeout has cut off any
+    delivery it still had (a process paused, not dead, goes on when resumed)."""
+    return {name: runner.settings.lease - runner.settings.deliver_timeout - LEASE_MARGIN
+            for name, runner in runners.items() if hasattr(runner, "settings")}
 
 
 def _process(row: dict[str, Any], every: float, me: str) -> dict[str, Any]:

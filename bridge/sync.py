@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.buffer import Claim, Deliveries, Policy
-from bridge.contracts import Filter, Outcome, Sink, Source
+from bridge.contracts import LEASE_MARGIN, Filter, Outcome, Sink, Source
 from bridge.errors import LeaseLost
 from bridge.metrics import Metrics
 from bridge.model import Message
@@ -153,10 +153,12 @@ class SinkRunner:
                 continue
             # one backfill batch at a time, but batches are formed at full size: a smaller
             # claim must not cut the conversations it batches into one activity per message
+            started = time.monotonic()
             claims = await self.buffer.claim(self.sink.name, self._concurrency(backfill=True),
                                              self.settings.lease, backfill=True,
                                              batch_size=self.settings.batch_limit,
                                              history_days=self.settings.backfill_days)
+            _claimed_at(claims, started)
             if not claims:
                 return totals
             await self._pace_backfill(totals)
@@ -169,10 +171,12 @@ class SinkRunner:
 
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""
+        started = time.monotonic()
         claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
                                          self.settings.lease, backfill=False,
                                          batch_size=self.settings.batch_limit,
                                          history_days=self.settings.backfill_days)
+        _claimed_at(claims, started)
         self._live_batches += len(claims)
         await self._deliver_all(claims, totals)
         return bool(claims)
@@ -268,8 +272,29 @@ class SinkRunner:
     def _stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
+    async def _lease_holds(self, claim: Claim) -> bool:
+        """Whether the claim's lease outlasts a delivery starting now (deliver_timeout and
+        the margin to record it), renewing it when it would not. A batch that waited its
+        turn behind the others of a large claim, or whose process was paused (SIGSTOP, a
+        frozen VM) since it was claimed, may have been taken by another drain once its
+        lease expired: delivered here too, it would be posted twice (adv31)."""
+        if claim.claimed_at is None:  # claimed by the caller itself (tests, tools)
+            return True
+        held = claim.claimed_at + self.settings.lease - time.monotonic()
+        if held >= self.settings.deliver_timeout + LEASE_MARGIN:
+            return True
+        renewed_at = time.monotonic()
+        if await self.buffer.renew(claim, self.settings.lease):
+            claim.claimed_at = renewed_at
+            return True
+        logger.warning("sink %s: lease on batch %s expired before its delivery began; "
+                       "another drain took it", self.sink.name, claim.batch.key)
+        return False
+
     async def deliver(self, claim: Claim) -> dict[str, int]:
         """Filter, hand to the sink, record outcomes; a crash of the sink is a retry."""
+        if not await self._lease_holds(claim):
+            return {}
         batch = claim.batch
         everything = claim.messages
         filtered = [self._filtered(m) for m in everything]
@@ -334,8 +359,12 @@ class SinkRunner:
     async def _call_sink(self, claim: Claim) -> list[Outcome]:
         batch = claim.batch
         try:
-            outcomes = await asyncio.wait_for(self.sink.deliver(batch),
-                                              self.settings.deliver_timeout)
+            # asyncio.timeout, not wait_for: its expiry cancels this task at once, so a
+            # process resumed after a pause past the timeout runs no step of the delivery
+            # (wait_for's inner task could run one first, e.g. a post after the reply it
+            # awaited came during the pause: adv31)
+            async with asyncio.timeout(self.settings.deliver_timeout):
+                outcomes = await self.sink.deliver(batch)
         except TimeoutError:
             # Cut off mid-call, the sink may have a CRM write in flight that still commits:
             # wait as long again before the retry (which looks for its keys first).
@@ -366,3 +395,10 @@ class SinkRunner:
             for waiter in waiters:
                 waiter.cancel()
             self._wake.clear()
+
+
+def _claimed_at(claims: list[Claim], started: float) -> None:
+    """Note when the claims' leases began (time.monotonic() as the claim was asked for:
+    the lease counts from no later than that)."""
+    for claim in claims:
+        claim.claimed_at = started

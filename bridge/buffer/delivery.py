@@ -70,6 +70,7 @@ class Claim:
     token: str
     messages: list[Message]  # all claimed messages; batch.messages may be filtered
     uncertain: bool = False  # set when the sink timed out or raised: it may have posted
+    claimed_at: float | None = None  # time.monotonic() as the claim began (SinkRunner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,16 @@ FAILED_TARGETS = Query(sa.select(t.key, t.label, t.reason, t.state, t.message_id
                        .join_from(targets, _prefix, sa.and_(t.key >= _prefix.c.low,
                                                             t.key < _prefix.c.high))
                        .where(t.sink == P("sink")), "failed targets of leased batches")
+
+
+RENEW = Query(sa.update(batches).values(lease_until=P("until")).where(
+    b.id == P("id"), b.lease_token == P("token"), b.state == "leased"), "renew a lease")
+
+
+async def renew(db: Connector, claim: Claim, until: float) -> bool:
+    """Extend a claim's lease to `until`; False when it moved on (taken by another drain
+    once it expired, or freed): the batch is then that drain's to deliver."""
+    return bool(await db.run(RENEW, id=claim.batch_id, token=claim.token, until=until))
 
 
 async def release_leases(db: Connector, now: float) -> None:

@@ -63,6 +63,8 @@ class Deliveries(Appends, Protocol):
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
                        now: float | None = None) -> dict[str, int]: ...
 
+    async def renew(self, claim: Claim, lease: float, now: float | None = None) -> bool: ...
+
     async def record_landed(self, sink: str, key: str, external_id: str,
                             now: float | None = None) -> None: ...
 
@@ -193,5 +195,8 @@ class SharedBuffer(ABC):
         """Every registered process, with its heartbeat's age."""
 
     @abstractmethod
-    async def release_dead_leases(self, dead_after: float) -> int:
-        """Free the leases of processes silent for `dead_after` seconds; how many."""
+    async def release_dead_leases(self, dead_after: float,
+                                  spare: Mapping[str, float] | None = None) -> int:
+        """Free the leases of processes silent for `dead_after` seconds whose delivery has
+        surely ended (`spare`: per sink, how long a lease outlasts deliver_timeout); how
+        many."""

@@ -10,8 +10,10 @@ for free, several processes get from PostgreSQL locks:
 - appends that teach the contact map (identities) hold one advisory lock, so two
   webhooks cannot merge the same person two ways at once;
 - a killed process's leases are freed once the cluster registry sees it silent for three
-  heartbeats (its lease tokens start with its id: release_dead_leases), or when they
-  expire, whichever comes first; there is no flock, since other processes are alive.
+  heartbeats (its lease tokens start with its id: release_dead_leases) and its
+  deliver_timeout has passed since the claim (a process only paused goes on posting when
+  resumed, until that timeout), or when they expire, whichever comes first; there is no
+  flock, since other processes are alive.
 A serialization failure or deadlock retries the whole transaction (it rolled back).
 """
 
@@ -48,6 +50,10 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 RETRIES = 5  # serialization failures / deadlocks retried per transaction
+# seconds a transaction may sit idle (its process paused: SIGSTOP, a frozen VM) before the
+# server ends its session: its locks (the batch forming lock, a rate budget's row, the
+# contact map's lock) would otherwise hold up every other process until it is resumed
+IDLE_IN_TRANSACTION = 15.0
 IDENTITY_LOCK = "chatbridge:identities"
 INSTALL_LOCK = "chatbridge:install"
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
@@ -79,7 +85,8 @@ class PostgresBuffer(Buffer, SharedBuffer):
         schema name outside pgurl.SCHEMA_PATTERN) raises ConfigError before any connection."""
         check_url(url)  # the same check as the config's and `bridge check`'s
         dsn, schema = split_schema(url)
-        settings = {"search_path": schema} if schema else None
+        settings = {"idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION * 1000:.0f}",
+                    **({"search_path": schema} if schema else {})}
         try:
             if schema:
                 await _create_schema(dsn, schema)
@@ -183,12 +190,14 @@ class PostgresBuffer(Buffer, SharedBuffer):
 
     # -- what only a shared buffer offers (bridge.buffer.port.SharedBuffer) ------------------
 
-    async def release_dead_leases(self, dead_after: float) -> int:
+    async def release_dead_leases(self, dead_after: float,
+                                  spare: Mapping[str, float] | None = None) -> int:
         """Free the batch leases of processes whose heartbeat is older than `dead_after`
-        seconds (killed, or cut off): their batches are retried as uncertain now instead
-        of after their lease; returns how many."""
-        freed = await self.write(lambda db: shared.release_dead_leases(db, dead_after,
-                                                                       time.time()))
+        seconds (killed, or cut off) once their delivery has surely timed out (`spare`: per
+        sink, lease less deliver_timeout; a sink not named is left to its lease): their
+        batches are retried as uncertain then instead of after their lease; how many."""
+        freed = await self.write(lambda db: shared.release_dead_leases(
+            db, dead_after, spare or {}, time.time()))
         if freed:
             logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)
         return freed
@@ -201,7 +210,7 @@ class PostgresBuffer(Buffer, SharedBuffer):
     def listener(self, on_wake: Any) -> shared.Listener:
         """A LISTENer for sync-now/backfill wake-ups on a connection of its own (run it)."""
         dsn, schema = split_schema(self.url)
-        return shared.Listener(dsn, schema, on_wake)
+        return shared.Listener(dsn, schema, on_wake, owner=self.owner)
 
     async def notify(self, action: str, sink: str | None) -> None:
         """Wake every process on this buffer: `action` for `sink` (None: every sink)."""

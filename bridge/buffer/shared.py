@@ -24,6 +24,7 @@ from bridge.buffer.tables import REAL, TEXT, batches, processes, rate_budgets
 logger = logging.getLogger(__name__)
 
 CHANNEL = "chatbridge_sync"  # NOTIFY payload: {"schema", "action", "sink"} as JSON
+NAMED = "chatbridge:"  # + a process's id: the application_name of its listener's session
 HEARTBEAT_EVERY = 5.0  # seconds between a process's heartbeats
 FORGET_AFTER = 24 * 3600.0  # a gone process's row is deleted after this long
 RECONNECT_EVERY = 2.0  # seconds between tries of the listener's lost connection
@@ -126,9 +127,12 @@ class Listener:
 
     def __init__(self, dsn: str, schema: str | None,
                  on_wake: Callable[[str, str | None], None],
-                 actions: tuple[str, ...] = ("sync", "backfill")) -> None:
+                 actions: tuple[str, ...] = ("sync", "backfill"), owner: str | None = None) -> None:
         self._dsn = dsn
-        self._settings = {"search_path": schema} if schema else None
+        # its session named for the process: while it is open, the process is not dead
+        # (only paused, or cut off from the registry): see RELEASE_DEAD
+        self._settings = {**({"search_path": schema} if schema else {}),
+                          **({"application_name": NAMED + owner} if owner else {})} or None
         self._on_wake = on_wake
         self._actions = actions
         self._schema: str | None = None
@@ -209,10 +213,16 @@ PROCESSES = Query(sa.select(
     p.id, p.hostname, p.pid, p.version, p.started_at, p.heartbeat_at, p.sinks, p.drained,
     sa.cast(_clock, REAL) - p.heartbeat_at).order_by(p.started_at, p.id), "processes")
 _gone = sa.select(p.id).where(p.heartbeat_at < sa.cast(_clock, REAL) - P("dead_after", type_=REAL))
+_sessions = sa.table("pg_stat_activity", sa.column("application_name"))
+_holder = sa.func.split_part(batches.c.lease_token, ":", 1)
+# A silent process with no session left is dead (the kernel closed its connections); one
+# whose listener is still connected may only be paused, and goes on posting when resumed
+# until its deliver_timeout: its batch is freed once that has passed (settled_by).
 RELEASE_DEAD = Query(sa.update(batches).values(
     state="ready", lease_token=None, lease_until=None, uncertain=1, next_attempt_at=P("now"))
-    .where(batches.c.state == "leased",
-           sa.func.split_part(batches.c.lease_token, ":", 1).in_(_gone))
+    .where(batches.c.state == "leased", batches.c.sink == P("sink"), _holder.in_(_gone),
+           sa.or_(batches.c.lease_until <= P("settled_by", type_=REAL), ~sa.exists().where(
+               _sessions.c.application_name == sa.literal(NAMED) + _holder)))
     .returning(batches.c.id), "free the leases of silent processes")
 
 
@@ -235,5 +245,15 @@ async def processes_of(db: Connector) -> list[dict[str, Any]]:
             in await db.rows(PROCESSES)]
 
 
-async def release_dead_leases(db: Connector, dead_after: float, now: float) -> int:
-    return len(await db.rows(RELEASE_DEAD, now=now, dead_after=dead_after))
+async def release_dead_leases(db: Connector, dead_after: float, spare: Mapping[str, float],
+                              now: float) -> int:
+    """Free the leases of silent processes that are gone (no session left) or whose
+    delivery has surely ended: `spare` is, per sink, how long a lease outlasts its
+    holder's deliver_timeout. A process only paused (SIGSTOP, a VM frozen) is silent too,
+    and once resumed it goes on posting until its deliver_timeout cuts it off: its batch
+    taken before then would be posted twice."""
+    freed = 0
+    for sink, seconds in sorted(spare.items()):
+        freed += len(await db.rows(RELEASE_DEAD, now=now, dead_after=dead_after, sink=sink,
+                                   settled_by=now + max(0.0, seconds)))
+    return freed

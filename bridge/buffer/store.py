@@ -140,6 +140,12 @@ class Buffer:
         """
         return await self._completions().submit((claim, list(outcomes), policy, now))
 
+    async def renew(self, claim: Claim, lease: float, now: float | None = None) -> bool:
+        """Lease the claim's batch for `lease` seconds from now again; False when the
+        lease moved on (it expired and another drain took the batch)."""
+        when = time.time() if now is None else now
+        return await self.write(lambda db: delivery.renew(db, claim, when + lease))
+
     def _completions(self) -> GroupCommit:
         found = self.__dict__.get("_completion_group")
         if found is None:

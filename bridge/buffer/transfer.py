@@ -8,7 +8,9 @@ bridge must be stopped: the SQLite file is opened as its runner (the flock refus
 copy while a bridge runs), and what it would write meanwhile would not be copied.
 
 Into a database that already holds other messages nothing is copied: ids would clash.
-A first copy records its source in `buffer_imports`; only that source may resume.
+A first copy records its source in `buffer_imports`; only that source may resume. Once a
+copy finished, running it again copies nothing: the bridges own the data from then on,
+and a row they delivered, pruned or erased (`bridge purge`) must not come back.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ CHUNK = 2000
 # heartbeat and the cluster's live state are not.
 TABLES = ("messages", "conversations", "batches", "deliveries", "ledger", "sink_state",
           "sink_conversations", "statuses", "identities", "targets", "media", "directory",
-          "directory_state", "unknown_numbers")
+          "directory_state", "unknown_numbers", "source_syncs")
 bi = tables.buffer_imports.c
 
 
@@ -46,6 +48,7 @@ class Copied:
     source: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)
     target: dict[str, int] = field(default_factory=dict)
+    finished_at: float | None = None  # an earlier copy finished then: nothing was copied
 
     @property
     def complete(self) -> bool:
@@ -75,7 +78,7 @@ def _insert(name: str) -> Query:
 COUNTS = {name: _count(name) for name in TABLES}
 CHUNKS = {name: _chunk(name) for name in TABLES}
 INSERTS = {name: _insert(name) for name in TABLES}
-IMPORTS = Query(sa.select(bi.source), "earlier imports")
+IMPORTS = Query(sa.select(bi.source, bi.finished_at), "earlier imports")
 ANY_MESSAGE = Query(sa.select(sa.exists().where(tables.messages.c.id.isnot(None))),
                     "any message")
 STARTED = Query(lambda insert: insert(tables.buffer_imports).values(
@@ -104,12 +107,14 @@ async def copy_buffer(sqlite_file: str, url: str,
             raise TransferError(f"{url} is not a PostgreSQL buffer")
         try:
             real = os.path.realpath(sqlite_file)
-            await target.write(lambda db: _claim_target(db, real))
-            copied = Copied()
+            copied = Copied(finished_at=await target.write(lambda db: _claim_target(db, real)))
             for name in TABLES:
                 copied.source[name] = await source.read(lambda db, n=name: db.value(COUNTS[n]))
-                copied.written[name] = await _copy_table(source, target, name, progress)
+                copied.written[name] = 0 if copied.finished_at is not None else \
+                    await _copy_table(source, target, name, progress)
                 copied.target[name] = await target.read(lambda db, n=name: db.value(COUNTS[n]))
+            if copied.finished_at is not None:
+                return copied
             await target.write(_restart_ids)
             await target.write(lambda db: db.run(FINISHED, source=real))
             return copied
@@ -119,9 +124,11 @@ async def copy_buffer(sqlite_file: str, url: str,
         await source.close()
 
 
-async def _claim_target(db: Connector, source: str) -> None:
-    """Refuse a database holding messages from elsewhere; note this source as its import."""
-    earlier = [row[0] for row in await db.rows(IMPORTS)]
+async def _claim_target(db: Connector, source: str) -> float | None:
+    """Refuse a database holding messages from elsewhere; note this source as its import.
+    When its copy already finished, when that was (nothing is to be copied again)."""
+    found = {name: finished for name, finished in await db.rows(IMPORTS)}
+    earlier = list(found)
     others = [name for name in earlier if name != source]
     if others:
         raise TransferError(f"this database already holds a copy of {others[0]}; copy "
@@ -131,6 +138,7 @@ async def _claim_target(db: Connector, source: str) -> None:
                             "into an empty database (or another ?schema=) before starting "
                             "bridges on it")
     await db.run(STARTED, source=source)
+    return found.get(source)
 
 
 async def _copy_table(source: Buffer, target: Buffer, name: str,

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from plugins.leadsquared.client import LeadSquaredClient
 
 
+Items = list[dict] | Callable[[], list[dict]]  # a bulk call's items, or a function giving them
+
+
+def _as_sent(items: Items) -> tuple[list[dict], Callable[[], list[dict]]]:
+    """(the items sent, filled as the request starts; the request's body function)."""
+    sent: list[dict] = []
+
+    def body() -> list[dict]:
+        sent[:] = items() if callable(items) else items
+        return sent
+    return sent, body
+
+
 def lsq_datetime(when: datetime) -> str:
     """UTC 'YYYY-MM-DD HH:MM:SS'; a naive datetime is taken to be UTC already."""
     if when.tzinfo is not None:
@@ -115,13 +128,15 @@ class ActivitiesApi:
                                        body=item, write=True)
         return str(message_id(answer))
 
-    async def post_bulk(self, items: list[dict]) -> list[dict]:
+    async def post_bulk(self, items: Items) -> list[dict]:
         """Bulk/CustomActivity/Add/ByLeadId (≤ 25 items, any leads): one answer row per
-        item, in item order, read liberally (see `bulk_rows`)."""
+        item, in item order, read liberally (see `bulk_rows`). `items` may be a function
+        giving them as the call starts (once its budget is granted)."""
+        sent, body = _as_sent(items)
         answer = await self._c.request("bulk_lead_activities", "POST",
                                        "ProspectActivity.svc/Bulk/CustomActivity/Add/ByLeadId",
-                                       body=items, write=True, bulk=True)
-        return bulk_rows(answer, len(items))
+                                       body=body, write=True, bulk=True)
+        return bulk_rows(answer, len(sent))
 
     async def of_lead(self, lead_id: str, event: int | None = None,
                       page_size: int = 100) -> list[dict]:
@@ -162,13 +177,15 @@ class OpportunitiesApi:
                                  "OpportunityManagement.svc/GetActivitiesOfOpportunity",
                                  params, page_size, extra)
 
-    async def post_bulk(self, opportunity_id: str, items: list[dict]) -> list[dict]:
-        """Bulk/CustomActivity/Add/ByOpportunityId (≤ 25 items on one opportunity)."""
+    async def post_bulk(self, opportunity_id: str, items: Items) -> list[dict]:
+        """Bulk/CustomActivity/Add/ByOpportunityId (≤ 25 items on one opportunity);
+        `items` as ActivitiesApi.post_bulk's."""
+        sent, body = _as_sent(items)
         answer = await self._c.request(
             "bulk_opportunity_activities", "POST",
             "ProspectActivity.svc/Bulk/CustomActivity/Add/ByOpportunityId",
-            params={"opportunityId": opportunity_id}, body=items, write=True, bulk=True)
-        return bulk_rows(answer, len(items))
+            params={"opportunityId": opportunity_id}, body=body, write=True, bulk=True)
+        return bulk_rows(answer, len(sent))
 
     async def _paged(self, name: str, path: str, params: dict, page_size: int,
                      extra: dict | None = None) -> list[dict]:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from plugins.leadsquared.api import row_error, said_not_created
 from plugins.leadsquared.client import LeadSquaredClient
@@ -34,6 +34,7 @@ from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.ratelimit import RateLimiter
 
 BULK_MAX = 25  # activities per bulk call (reference §2c)
+Row = TypeVar("Row", bound=tuple)  # (item, future, ...) of a row waiting for a call
 
 
 class BulkPoster:
@@ -95,6 +96,9 @@ class BulkPoster:
 
     async def _run(self) -> None:
         while self._pending:
+            self._pending = _wanted(self._pending)
+            if not self._pending:
+                return
             wait = self._wait_for()
             if wait > 0:
                 self._wake.clear()
@@ -118,11 +122,13 @@ class BulkPoster:
         return max(0.0, oldest)
 
     async def _send(self, rows: list[tuple[dict, asyncio.Future[str], float]]) -> None:
+        rows = _wanted(rows)
+        if not rows:
+            return
         self.calls += 1
         self.rows += len(rows)
-        items = [item for item, _, _ in rows]
-        await _call(self._client(), lambda client: client.activities.post_bulk(items),
-                    [future for _, future, _ in rows])
+        await _call(self._client(), lambda client: client.activities.post_bulk(
+            lambda: _items(rows)), rows)
 
 
 class OpportunityBulk:
@@ -166,7 +172,7 @@ class OpportunityBulk:
         await asyncio.sleep(self.quiet)
         # later rows start a flush of their own
         self._flushes.pop(opportunity, None)
-        rows = self._pending.pop(opportunity, [])
+        rows = _wanted(self._pending.pop(opportunity, []))
         if len(rows) == 1:
             _, future = rows[0]
             if not future.done():
@@ -177,18 +183,43 @@ class OpportunityBulk:
 
     async def _send(self, opportunity: str,
                     rows: list[tuple[dict, asyncio.Future[str | None]]]) -> None:
+        rows = _wanted(rows)
+        if not rows:
+            return
         self.calls += 1
         self.rows += len(rows)
-        items = [item for item, _ in rows]
-        await _call(self._client(),
-                    lambda client: client.opportunities.post_bulk(opportunity, items),
-                    [future for _, future in rows])
+        await _call(self._client(), lambda client: client.opportunities.post_bulk(
+            opportunity, lambda: _items(rows)), rows)
+
+
+def _wanted(rows: list[Row]) -> list[Row]:
+    """The rows whose delivery still waits for them. A delivery cut off while its row
+    waited (its deliver_timeout; a process paused past it) is retried, maybe by another
+    process that has already checked the lead's keys and posted it: the row sent after
+    the cut would be a second activity."""
+    return [row for row in rows if not row[1].done()]
+
+
+class NoneWanted(Exception):
+    """Every row of a call was cut off while it waited for its budget: nothing is sent."""
+
+
+def _items(rows: list[Row]) -> list[dict]:
+    """The items of a call as it starts (its budget granted): `rows` narrowed to those
+    still wanted (a wait for a shared budget can be long enough for a delivery to be cut
+    off meanwhile); NoneWanted when none is."""
+    rows[:] = _wanted(rows)
+    if not rows:
+        raise NoneWanted
+    return [row[0] for row in rows]
 
 
 async def _call(client: LeadSquaredClient | None,
                 send: Callable[[LeadSquaredClient], Awaitable[list[dict]]],
-                futures: list[asyncio.Future[Any]]) -> None:
-    """One bulk call; each row's answer settles its future (none is left waiting)."""
+                rows: list[Row]) -> None:
+    """One bulk call; each row's answer settles its future (none is left waiting).
+    `rows` is narrowed to those sent as the call starts (_items)."""
+    futures = [row[1] for row in rows]
     try:
         if client is None:
             raise LeadSquaredError("transient", "the LeadSquared client is not started")
@@ -204,7 +235,7 @@ async def _call(client: LeadSquaredClient | None,
             _settle(future, exc=exc)
         return
     checks: dict = {}  # the rows of one call share the key checks that follow it
-    for future, answer in zip(futures, answers, strict=True):
+    for future, answer in zip([row[1] for row in rows], answers, strict=True):
         _settle(future, answer=answer, checks=checks)
 
 

@@ -115,6 +115,8 @@ class LeadSquaredClient:
                     limiter: RateLimiter | None = None) -> Any:
         """One HTTP request; returns the JSON answer or raises LeadSquaredError."""
         await (limiter or self._limiter).acquire()
+        if callable(body):  # decided as the call starts: a bulk call's rows (bulk.py)
+            body = body()
         self.calls[name] += 1
         endpoint = path.rsplit("/", 1)[-1]
         budget = "bulk" if limiter is self._bulk_limiter else "ordinary"  # charted apart

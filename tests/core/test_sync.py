@@ -318,3 +318,37 @@ async def test_a_backfill_still_rests_while_live_messages_arrive(buffer):
     old = [run for run in sink.runs if run[2]]
     gaps = [b[0] - a[1] for a, b in zip(old, old[1:], strict=False) if b[0] > live_from]
     assert gaps and min(gaps) > 1.0, gaps  # 1.8-s rests; none without the live messages
+
+
+class _PausedMidCall(RecordingSink):
+    """Awaits a reply (the shared budget's, a lookup's) that comes while the process is
+    paused, then posts."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.posted: list[str] = []
+
+    async def deliver(self, batch):  # noqa: ANN001, ANN201 - the Sink protocol
+        reply = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.2, reply.set_result, None)
+        await reply
+        self.posted.append(batch.key)  # the CRM post
+        return [Outcome.delivered() for _ in batch.messages]
+
+
+async def test_a_delivery_resumed_past_its_deliver_timeout_posts_nothing(buffer):
+    """A process paused (SIGSTOP, here the event loop blocked) while its delivery awaited a
+    reply that came meanwhile: resumed past deliver_timeout, the delivery ran on one step
+    and posted before asyncio.wait_for cut it off (the reply's wake-up ran before the
+    timeout's), though another process may have taken the batch once its lease ran out
+    (adv31). The timeout cancels the delivery itself, before that step."""
+    await buffer.install_sinks(["memory"])
+    await buffer.append([message(1)])
+    sink = _PausedMidCall(deliver_timeout=1.0, lease=2.0)
+    runner = SinkRunner(sink, buffer)
+    (claim,) = await buffer.claim("memory", 1, 2.0)
+    delivery = asyncio.ensure_future(runner.deliver(claim))
+    await asyncio.sleep(0.1)
+    time.sleep(1.5)  # paused past deliver_timeout; the reply came during the pause
+    await delivery
+    assert sink.posted == []

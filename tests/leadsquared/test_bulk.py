@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from bridge import Batch, Conversation
 from plugins.leadsquared.activity_type import FIELDS
+from plugins.leadsquared.bulk import BulkPoster
 from plugins.leadsquared.config import LeadSquaredConfig, bulk_rate
+from plugins.leadsquared.ratelimit import RateLimiter
 from tests.helpers import message, running, wait_until
 from tests.leadsquared.test_sink import chat, field, settled, sink_for, texts_in
 
@@ -224,6 +227,60 @@ async def test_a_bulk_call_refused_whole_refuses_no_row_that_may_land_or_has_lan
     assert [o.kind for (o,) in outcomes] == ["delivered", "rejected", "delivered"]
     assert "ActivityNote" in outcomes[1][0].reason  # its own refusal, not the call's
     assert [len(sim.activities(lead)) for lead in leads] == [1, 0, 1]
+
+
+async def test_a_row_whose_delivery_was_cut_off_is_not_posted():
+    """A delivery cut off while its row waited for the bulk budget (deliver_timeout, here
+    after the process was paused with SIGSTOP past its lease): the row went out when the
+    budget came back, after another process had taken the batch and posted it (adv31: two
+    activities for one message). Only rows still waited for are posted."""
+    sent: list[list[dict]] = []
+
+    async def post_bulk(items) -> list[dict]:  # noqa: ANN001 - a list, or a function of one
+        items = items() if callable(items) else items
+        sent.append(items)
+        return [{"ProspectActivityId": f"a{i}"} for i, _ in enumerate(items)]
+
+    client = SimpleNamespace(activities=SimpleNamespace(post_bulk=post_bulk))
+    limiter = RateLimiter(1, 0.3)
+    await limiter.acquire()  # the budget is spent: rows wait for it
+    poster = BulkPoster(lambda: client, limiter)
+    with poster.delivering():
+        cut = asyncio.ensure_future(poster.post({"n": 1}))
+        await asyncio.sleep(0.05)
+        cut.cancel()  # its deliver_timeout
+    with poster.delivering():
+        assert await poster.post({"n": 2}) == "a0"
+    assert sent == [[{"n": 2}]]
+    await poster.close()
+
+
+async def test_a_row_cut_off_while_its_call_waited_for_the_budget_is_not_posted():
+    """The same, with the row already in a call that waits inside the client for the
+    shared budget (another process spent it): the call's rows are decided as it starts."""
+    sent: list[list[dict]] = []
+    waiting, budget = asyncio.Event(), asyncio.Event()
+
+    async def post_bulk(items) -> list[dict]:  # noqa: ANN001 - a function of the items
+        waiting.set()
+        await budget.wait()  # the client's wait for the shared budget
+        items = items() if callable(items) else items
+        sent.append(items)
+        return [{"ProspectActivityId": f"a{i}"} for i, _ in enumerate(items)]
+
+    client = SimpleNamespace(activities=SimpleNamespace(post_bulk=post_bulk))
+    poster = BulkPoster(lambda: client, RateLimiter(100, 1.0))
+
+    async def deliver(n: int) -> str:
+        with poster.delivering():
+            return await poster.post({"n": n})
+    cut, kept = asyncio.ensure_future(deliver(1)), asyncio.ensure_future(deliver(2))
+    await asyncio.wait_for(waiting.wait(), 5)
+    cut.cancel()  # its deliver_timeout, while the call waits
+    budget.set()
+    assert await kept == "a0"
+    assert sent == [[{"n": 2}]]
+    await poster.close()
 
 
 @pytest.mark.parametrize("endpoint", ["ByLeadId", "ByOpportunityId"])
