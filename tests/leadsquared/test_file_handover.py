@@ -65,6 +65,14 @@ async def later_note_retries(buffer, why: str = f"{WAITING_FOR_FILE}: it follows
     return photo, later, part
 
 
+async def attached_once(sim, buffer, activity, photo: bytes) -> None:
+    """The activity holds the photo, posted once with its text once; no dead target."""
+    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
+    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text once
+    assert calls(sim, "Attachment/Add") == 1
+    assert await buffer.dead_targets() == []
+
+
 def fetch_during_delivery(sink, then):
     """Wrap the sink's deliver(): once, after it decided, run `then` (the fetch's commit)
     before the core records the outcomes."""
@@ -93,10 +101,7 @@ async def test_a_file_fetched_between_the_sinks_read_and_its_commit_is_still_att
         (activity,) = await wait_until(lambda: sim.activities(lead))
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
         await wait_until(lambda: settled(media_buffer))
-    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
-    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text once
-    assert calls(sim, "Attachment/Add") == 1
-    assert await media_buffer.dead_targets() == []
+    await attached_once(sim, media_buffer, activity, photo)
 
 
 async def test_a_file_that_died_between_the_sinks_read_and_its_commit_says_why(
@@ -574,7 +579,4 @@ async def test_a_stored_file_gone_before_its_delivery_is_fetched_again_and_attac
         await fetch(media_buffer, tmp_path, photo)  # the runner fetches it again
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)
         await wait_until(lambda: settled(media_buffer))
-    assert [a["Data"] for a in sim.attachments(activity["Id"])] == [photo]
-    assert calls(sim, "ProspectActivity.svc/Create") == 1  # the text once
-    assert calls(sim, "Attachment/Add") == 1
-    assert await media_buffer.dead_targets() == []
+    await attached_once(sim, media_buffer, activity, photo)
