@@ -153,3 +153,40 @@ def test_a_long_message_killed_in_flight_and_retried_under_another_rep_is_posted
     assert rest and all(piece.startswith("… ") for piece in rest)
     assert re.sub(r"^\[[^]]*\] ➡️ [^:]*: ", "", first) + "".join(
         piece.removeprefix("… ") for piece in rest) == body  # every character once
+
+
+def test_a_long_message_killed_in_flight_and_retried_after_the_customer_renamed_is_posted_exactly_once(  # noqa: E501
+        tmp_path, module_simulator):
+    """The same through the contact's name (the label of every incoming line): the
+    customer's new WhatsApp profile name arrives while the first piece's post is held."""
+    simulator = module_simulator.fresh()
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, opportunities=False, note_limit=400, bulk=False)
+    simulator.configure(write_hold=1.5)
+    bridge = BridgeProcess(config, port).start()
+    body = "".join(f"{n:04d}," for n in range(150))
+    try:
+        post(bridge, change(PRIYA_NUMBER, ASHA, "Asha Venkataraman-Krishnamurthy",
+                            "wamid.long", body))
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith(WRITES)], timeout=60)
+        post(bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99"))  # a new name
+        bridge.kill()
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: simulator.activities(lead), timeout=30)
+        time.sleep(2)
+        bridge.start()
+        bridge.sync_now()
+        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    notes = [a["ActivityNote"].split("\n", 1) for a in simulator.activities(lead)]
+    first, *rest = [text for header, text in notes if "continued across notes" in header]
+    assert rest and all(piece.startswith("… ") for piece in rest)
+    assert re.sub(r"^\[[^]]*\] ⬅️ [^:]*: ", "", first) + "".join(
+        piece.removeprefix("… ") for piece in rest) == body
+    assert sum("m-99" in text for _, text in notes) == 1

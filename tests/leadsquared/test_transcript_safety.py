@@ -157,6 +157,21 @@ def test_a_long_message_retried_under_another_label_covers_its_text_exactly_once
         assert part.continued and u16(note(part, "Asha", NUMBER)) <= 600
 
 
+@pytest.mark.parametrize("limit", [400, 1000])
+@pytest.mark.parametrize("landed", [(0,), (0, 1), (1,), (0, 2)])
+def test_a_long_message_retried_under_another_note_limit_covers_its_text_exactly_once(
+        limit, landed):
+    """The pieces found on the lead are made again as they landed (their keys name their
+    text) and only the text between them is cut under the new note_limit."""
+    first, label = _tried(TOKENS, "Asha", 600)
+    kept = [first[i] for i in landed]
+    again, _ = _tried(TOKENS, "Asha", limit, {p.key for p in kept})
+    posted = [p for p in again if p.key not in {k.key for k in kept}]
+    pieces = sorted(_text_of(p, label) for p in (*kept, *posted))
+    assert "".join(piece for _, piece in pieces) == TOKENS
+    assert all(u16(note(part, "Asha", NUMBER)) <= limit for part in posted)
+
+
 @pytest.mark.parametrize("name", ["Asha", "A", LONGEST])
 @pytest.mark.parametrize("landed", [frozenset(), frozenset({"bk:m1:0", "bk:m1:200"})])
 def test_pieces_an_earlier_bridge_cut_by_line_offsets_keep_their_keys_and_cuts(name, landed):
