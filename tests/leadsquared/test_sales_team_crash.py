@@ -111,22 +111,24 @@ def test_a_killed_drain_retried_after_the_customer_renamed_covers_each_message_o
     assert seen == Counter([*texts, "m-99"])
 
 
+@pytest.mark.parametrize("bulk", [False, True])
 @pytest.mark.parametrize("renamed", ["Li", "Venkatanarasimha Raghavendra Subramanian"])
 def test_a_long_message_killed_in_flight_and_retried_under_another_rep_is_posted_exactly_once(
-        tmp_path, module_simulator, renamed):
+        tmp_path, module_simulator, renamed, bulk):
     """A rep's message longer than a note goes out in pieces; the bridge is killed while
     the first one's post is held (it lands), then restarted with the number given to a
     rep with a shorter or longer name (in the line's label). Was: the retry cut the line
     again at offsets that counted the label, so where the name's length changed the next
     piece began elsewhere: characters lost at the cut (`…0037,0` then `9,0040…`) or
-    posted twice. Found by an adversary's sales-team run."""
+    posted twice. Found by an adversary's sales-team run. In bulk every piece goes in one
+    held call: the retry finds them all by their keys and posts none again."""
     simulator = module_simulator.fresh()
     simulator.add_user("Priya", "priya@example.com", last="Rao")
     simulator.add_user(renamed, "next@example.com")
     lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
     port = free_port()
     config = tmp_path / "config.yaml"
-    settings = {"opportunities": False, "note_limit": 400, "bulk": False}
+    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
     write_config(config, simulator, port, owners={"+919800000001": "priya@example.com"},
                  **settings)
     simulator.configure(write_hold=1.5)  # the first piece reaches the account after the kill
