@@ -186,3 +186,16 @@ def test_pieces_an_earlier_bridge_cut_by_line_offsets_keep_their_keys_and_cuts(n
     assert [p.key for p in parts] == ["bk:m1:0", "bk:m1:200", "bk:m1:420"]
     assert [p.lines for p in parts] == [[line[:200]], [CONTINUED + line[200:420]],
                                         [CONTINUED + line[420:]]]
+
+
+def test_a_long_line_whose_own_key_is_on_the_lead_is_cut_as_an_earlier_bridge_cut_it():
+    """`bk:m1:0` found on the lead holding one message, no other piece key: it may be the
+    first piece of a line an earlier bridge cut by line offsets (killed before the rest).
+    The line is cut as that bridge did, so the rest follows under its old keys and that
+    piece is not posted again under a key of the new form."""
+    messages = [message(1, NUMBER, text=TOKENS)]
+    (line,) = transcript_lines(messages, UTC, "Asha", "Business")
+    parts = split("bk", messages, [line], 600, {"bk:m1:0"}, frozenset(), sizes={"bk:m1:0": 1},
+                  labels=label_lengths(messages, UTC, "Asha", "Business"))
+    assert parts[0].key == "bk:m1:0" and all(p.key.rpartition(":")[2].isdigit() for p in parts)
+    assert "".join(p.lines[0].removeprefix(CONTINUED) for p in parts) == line
