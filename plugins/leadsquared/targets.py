@@ -23,7 +23,7 @@ from plugins.leadsquared.opportunities import Opportunities
 from plugins.leadsquared.outcomes import outcome_of
 from plugins.leadsquared.owners import Owners, Rep
 from plugins.leadsquared.resolve import Lead
-from plugins.leadsquared.transcript import Part, split, transcript_lines
+from plugins.leadsquared.transcript import Part, label_lengths, part_tail, split, transcript_lines
 
 
 @dataclass
@@ -121,8 +121,8 @@ class Planner:
             return []
         contact = contact_label(batch.conversation)
         business = self.settings.business_name
-        lines = transcript_lines(messages, self.tz, contact, business,
-                                 {key: rep.label(business) for key, rep in reps.items()})
+        senders = {key: rep.label(business) for key, rep in reps.items()}
+        lines = transcript_lines(messages, self.tz, contact, business, senders)
         if not self.allow_attachments:
             lines = [held_line(line, m) for m, line in zip(messages, lines, strict=True)]
         landed = landed or {}
@@ -131,7 +131,8 @@ class Planner:
         whole = {key for key, count in landed.items() if count > 1}
         return split(batch.key, messages, lines, self.settings.note_limit,
                      earlier_parts(batch) | set(landed), earlier_parts(batch, landed=True) | whole,
-                     single=self.settings.granularity == "message", sizes=landed)
+                     single=self.settings.granularity == "message", sizes=landed,
+                     labels=label_lengths(messages, self.tz, contact, business, senders))
 
 
 def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:
@@ -150,7 +151,7 @@ def own_sizes(batch: Batch, sizes: dict[str, int]) -> dict[str, int]:
     (not its opportunity posts, `@…`, nor other batches' notes)."""
     prefix = f"{batch.key}:"
     return {key: count for key, count in sizes.items()
-            if key.startswith(prefix) and key.rpartition(":")[2].isdigit()}
+            if key.startswith(prefix) and part_tail(key.rpartition(":")[2])}
 
 
 def upgraded(batch: Batch) -> set[int]:

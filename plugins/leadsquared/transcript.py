@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -13,6 +13,7 @@ from bridge import Direction, Message, clean, quote, render_line
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
 CONTINUED = "… "  # starts each later piece of a long line, so none can pass for a line
+TEXT_CUT = "t"  # a piece of a long message is keyed by the text it holds: `…:t0-656`
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
 
 logger = logging.getLogger(__name__)
@@ -103,15 +104,36 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
     Names are folded to one bounded line and the rendered message is one line, so nothing
     a customer controls (a profile name, a caption, a body) can start a line of its own.
     """
+    return line_label(message, tz, contact, business) + render_line(message, quotes, tz)
+
+
+def line_label(message: Message, tz: tzinfo, contact: str, business: str) -> str:
+    """`[2026-11-24 14:05] ⬅️ Asha: `: a line's time and sender, before its text."""
     when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
-    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: {render_line(message, quotes, tz)}"
+    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: "
+
+
+def label_lengths(messages: list[Message], tz: tzinfo, contact: str, business: str,
+                  senders: Mapping[Any, str] | None = None) -> list[int]:
+    """How many characters of each message's line (transcript_lines) are its label; 0 for
+    one that has none (cannot be rendered)."""
+    return [_label_length(m, tz, contact, (senders or {}).get(m.id, business))
+            for m in messages]
+
+
+def _label_length(message: Message, tz: tzinfo, contact: str, business: str) -> int:
+    try:
+        return len(line_label(message, tz, contact, business))
+    except Exception:  # its line is Unrendered: never cut
+        return 0
 
 
 def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered],
           limit: int, starts: frozenset[str] | set[str] = frozenset(),
           landed: frozenset[str] | set[str] = frozenset(), single: bool = False,
-          sizes: Mapping[str, int] | None = None) -> list[Part]:
+          sizes: Mapping[str, int] | None = None,
+          labels: Sequence[int] | None = None) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -130,27 +152,38 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     there, so a retry's lines grown or shrunk since cannot move a message into or out of it.
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
+    `labels`: how many characters of each line are its label (label_lengths). A long
+    line's pieces are keyed by the span of its text each holds (`t0-656`, `t656-1494`),
+    never counting its label: a retry makes those an earlier try posted or recorded again,
+    each holding the same text whatever the label's length now (a rep's or contact's new
+    name), and cuts the rest anew, so every character goes once. Without them, lines are
+    taken as text alone.
     """
     budget = limit - HEADER_BUDGET
     parts: list[Part] = []
     current: Part | None = None
     size = 0
-    cuts = _cuts(batch_key, starts)
-    for message, line in zip(messages, lines, strict=True):
+    cuts, spans = _cuts(batch_key, starts)
+    heads = labels if labels is not None else [0] * len(messages)
+    for message, line, head in zip(messages, lines, heads, strict=True):
         if isinstance(line, Unrendered):
             parts.append(Part(f"{batch_key}:{message.provider_id}:unrendered", [], [message],
                               failed=line.reason))
             continue
-        own = f"{batch_key}:{message.provider_id}:0"
+        pid = message.provider_id
+        own = f"{batch_key}:{pid}:0"
         full = current is not None and len(current.messages) >= (sizes or {}).get(
             current.key, len(messages) + 1)
         joins = current is not None and current.key in landed and own not in starts \
             and not full
-        if message.provider_id in cuts or (u16(line) > budget and not joins
+        if pid in cuts or pid in spans or (u16(line) > budget and not joins
                                            and own not in landed):
             current = None
-            parts.extend(_chunks(batch_key, message, line, budget,
-                                 cuts.get(message.provider_id)))
+            if pid in spans or (pid not in cuts and own not in (sizes or {})):
+                parts.extend(_pieces(batch_key, message, line, head, budget,
+                                     spans.get(pid, {})))
+            else:  # cut by a bridge before TEXT_CUT, or its first piece may be on the lead
+                parts.extend(_chunks(batch_key, message, line, budget, cuts.get(pid)))
             continue
         if current is not None and (own in starts or full or (
                 (single or size + 1 + u16(line) > budget) and current.key not in landed)):
@@ -165,15 +198,40 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     return parts
 
 
-def _cuts(batch_key: str, starts: frozenset[str] | set[str]) -> dict[str, list[int]]:
-    """Provider id -> the offsets an earlier try cut its long line at (chunk keys past 0)."""
+def _cuts(batch_key: str, starts: frozenset[str] | set[str]
+          ) -> tuple[dict[str, list[int]], dict[str, dict[int, int]]]:
+    """Provider id -> the offsets into its whole line (label included) a bridge before
+    TEXT_CUT cut its long line at (chunk keys past 0), and -> the spans of its text
+    (start -> end) of the pieces an earlier try cut it into."""
     found: dict[str, set[int]] = {}
+    spans: dict[str, dict[int, int]] = {}
     for key in starts:
-        pid, _, offset = key.removeprefix(f"{batch_key}:").rpartition(":")
-        if key.startswith(f"{batch_key}:") and offset.isdigit():
-            found.setdefault(pid, set()).add(int(offset))
-    return {pid: sorted(offsets | {0}) for pid, offsets in found.items()
-            if any(offsets)}
+        pid, _, tail = key.removeprefix(f"{batch_key}:").rpartition(":")
+        if not key.startswith(f"{batch_key}:"):
+            continue
+        if tail.isascii() and tail.isdigit():
+            found.setdefault(pid, set()).add(int(tail))
+        elif span := piece_span(tail):
+            spans.setdefault(pid, {})[span[0]] = span[1]
+    return ({pid: sorted(offsets | {0}) for pid, offsets in found.items() if any(offsets)},
+            spans)
+
+
+def piece_span(tail: str) -> tuple[int, int] | None:
+    """(start, end) of the text a long message's piece holds, from its key's last field
+    (`t656-1494`); None when it is not a piece's."""
+    start, dash, end = tail.removeprefix(TEXT_CUT).partition("-")
+    if tail.startswith(TEXT_CUT) and dash and all(n.isascii() and n.isdigit()
+                                                  for n in (start, end)) \
+            and int(start) < int(end):
+        return int(start), int(end)
+    return None
+
+
+def part_tail(tail: str) -> bool:
+    """Whether a key's last field is a part's: an offset (`0`; `750`, a piece cut by a
+    bridge before TEXT_CUT) or a piece's span (`t656-1494`)."""
+    return (tail.isascii() and tail.isdigit()) or piece_span(tail) is not None
 
 
 def _chunks(batch_key: str, message: Message, line: str, budget: int,
@@ -181,7 +239,9 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int,
     """A line longer than a note goes out in consecutive parts, each marked continued;
     every piece after the first starts with `…`, so no piece can pass for a line. With
     `cuts` (an earlier try's offsets), it is cut there again, whatever its length now: a
-    piece at a new offset would be a new key, posted again where the old pieces landed."""
+    piece at a new offset would be a new key, posted again where the old pieces landed.
+    Keys by offsets into the whole line: only for lines a bridge before TEXT_CUT cut, or
+    whose first piece may be on the lead under the line's own key (split)."""
     parts, start = [], 0
     while start < len(line):
         lead = CONTINUED if start else ""
@@ -195,6 +255,41 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int,
                           continued=start > 0 or end < len(line)))
         start = end
     return parts
+
+
+def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
+            known: dict[int, int]) -> list[Part]:
+    """A line longer than a note goes out in consecutive parts, each marked continued: the
+    first holds the label (`head` characters) and the text that fits beside it, every
+    later one `…` (so no piece can pass for a line) and the text that fits. Each is keyed
+    by the span of text it holds; `known` (start -> end, an earlier try's pieces) are made
+    again as they were, whatever the label's length or the limit now, and only the text
+    between them is cut anew. A label longer than the note leaves its piece one character
+    of text, over the limit."""
+    label, text = line[:head], line[head:]
+    parts, start = [], 0
+    while True:
+        end = known.get(start) or min([
+            _fit(text, start, budget - u16(label if not parts else CONTINUED)),
+            *(s for s in known if s > start)])
+        parts.append(Part(f"{batch_key}:{message.provider_id}:{TEXT_CUT}{start}-{end}",
+                          [(CONTINUED if parts else label) + text[start:end]], [message],
+                          continued=bool(parts) or end < len(text)))
+        if end >= len(text):
+            return parts
+        start = end
+
+
+def _fit(text: str, start: int, room: int) -> int:
+    """Where the longest run of `text` from `start` in `room` UTF-16 units ends (one
+    character at least)."""
+    end, used = start, 0
+    while end < len(text):
+        used += 2 if ord(text[end]) > 0xFFFF else 1
+        if used > room and end > start:
+            break
+        end += 1
+    return end
 
 
 def note(part: Part, contact: str, number: str, index_hint: str = "",

@@ -109,3 +109,86 @@ def test_a_killed_drain_retried_after_the_customer_renamed_covers_each_message_o
     seen = Counter(t for a in simulator.activities(lead)
                    for t in re.findall(r"m-\d{2}", a["ActivityNote"]))
     assert seen == Counter([*texts, "m-99"])
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+@pytest.mark.parametrize("renamed", ["Li", "Venkatanarasimha Raghavendra Subramanian"])
+def test_a_long_message_killed_in_flight_and_retried_under_another_rep_is_posted_exactly_once(
+        tmp_path, module_simulator, renamed, bulk):
+    """A rep's message longer than a note goes out in pieces; the bridge is killed while
+    the first one's post is held (it lands), then restarted with the number given to a
+    rep with a shorter or longer name (in the line's label). Was: the retry cut the line
+    again at offsets that counted the label, so where the name's length changed the next
+    piece began elsewhere: characters lost at the cut (`…0037,0` then `9,0040…`) or
+    posted twice. Found by an adversary's sales-team run. In bulk every piece goes in one
+    held call: the retry finds them all by their keys and posts none again."""
+    simulator = module_simulator.fresh()
+    simulator.add_user("Priya", "priya@example.com", last="Rao")
+    simulator.add_user(renamed, "next@example.com")
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
+    write_config(config, simulator, port, owners={"+919800000001": "priya@example.com"},
+                 **settings)
+    simulator.configure(write_hold=1.5)  # the first piece reaches the account after the kill
+    bridge = BridgeProcess(config, port).start()
+    body = "".join(f"{n:04d}," for n in range(150))  # 750 characters, each token unique
+    try:
+        post(bridge, echo(PRIYA_NUMBER, ASHA, "wamid.long", body))
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith(WRITES)], timeout=60)
+        bridge.kill()
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: simulator.activities(lead), timeout=30)
+        time.sleep(2)  # the held write has committed
+        write_config(config, simulator, port, owners={"+919800000001": "next@example.com"},
+                     **settings)
+        bridge.start()
+        bridge.sync_now()
+        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    first, *rest = [a["ActivityNote"].split("\n", 1)[1] for a in simulator.activities(lead)]
+    assert rest and all(piece.startswith("… ") for piece in rest)
+    assert re.sub(r"^\[[^]]*\] ➡️ [^:]*: ", "", first) + "".join(
+        piece.removeprefix("… ") for piece in rest) == body  # every character once
+
+
+def test_a_long_message_killed_in_flight_and_retried_after_the_customer_renamed_is_posted_exactly_once(  # noqa: E501
+        tmp_path, module_simulator):
+    """The same through the contact's name (the label of every incoming line): the
+    customer's new WhatsApp profile name arrives while the first piece's post is held."""
+    simulator = module_simulator.fresh()
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, opportunities=False, note_limit=400, bulk=False)
+    simulator.configure(write_hold=1.5)
+    bridge = BridgeProcess(config, port).start()
+    body = "".join(f"{n:04d}," for n in range(150))
+    try:
+        post(bridge, change(PRIYA_NUMBER, ASHA, "Asha Venkataraman-Krishnamurthy",
+                            "wamid.long", body))
+        bridge.sync_now()
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                            if c["path"].endswith(WRITES)], timeout=60)
+        post(bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99"))  # a new name
+        bridge.kill()
+        simulator.configure(write_hold=0.0)
+        eventually(lambda: simulator.activities(lead), timeout=30)
+        time.sleep(2)
+        bridge.start()
+        bridge.sync_now()
+        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    notes = [a["ActivityNote"].split("\n", 1) for a in simulator.activities(lead)]
+    first, *rest = [text for header, text in notes if "continued across notes" in header]
+    assert rest and all(piece.startswith("… ") for piece in rest)
+    assert re.sub(r"^\[[^]]*\] ⬅️ [^:]*: ", "", first) + "".join(
+        piece.removeprefix("… ") for piece in rest) == body
+    assert sum("m-99" in text for _, text in notes) == 1

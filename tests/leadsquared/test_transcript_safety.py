@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from plugins.leadsquared.transcript import CONTINUED, note, split, transcript_lines
+from plugins.leadsquared.transcript import (
+    CONTINUED,
+    label_lengths,
+    note,
+    piece_span,
+    split,
+    transcript_lines,
+    u16,
+)
 from tests.helpers import message, running, wait_until
 from tests.leadsquared.test_sink import NUMBER, chat, settled, sink_for, texts_in
 
@@ -93,3 +101,101 @@ def test_a_note_found_on_the_lead_holds_its_count_of_messages_whatever_the_lines
     held = {part.key: [m.provider_id for m in part.messages] for part in parts}
     assert held["bk:m1:0"] == ["m1", "m2"] and held["bk:m4:0"] == ["m4"]
     assert sorted(m for ids in held.values() for m in ids) == [f"m{n}" for n in range(1, 7)]
+
+
+TOKENS = "".join(f"{n:04d}," for n in range(300))  # 1500 characters, each 4 digits unique
+LONGEST = "😀" * 100  # a name of 2-unit characters, cut to NAME_LIMIT: the longest label
+
+
+def _tried(text: str, name: str, limit: int, keys: set[str] = frozenset()
+           ) -> tuple[list, int]:
+    """split of one long message (m1) whose contact is `name` now, the keys of an earlier
+    try found on the lead (one message each); its parts and its label's length."""
+    messages = [message(1, NUMBER, text=text)]
+    lines = transcript_lines(messages, UTC, name, "Business")
+    labels = label_lengths(messages, UTC, name, "Business")
+    return (split("bk", messages, lines, limit, keys, frozenset(), sizes=dict.fromkeys(keys, 1),
+                  labels=labels), labels[0])
+
+
+def _text_of(part, label: int) -> tuple[int, str]:
+    """(offset into the message's text, the text) a piece holds."""
+    (piece,) = part.lines
+    start, end = piece_span(part.key.rpartition(":")[2])
+    text = piece[label:] if start == 0 else piece.removeprefix(CONTINUED)
+    assert len(text) == end - start  # its key names the text it holds
+    return start, text
+
+
+SHORT, LONG = "A", "Asha Kumari Venkataraman-Iyer (Pune)"
+
+
+@pytest.mark.parametrize(("text", "before", "after"), [
+    (TOKENS, "Asha", LONG), (TOKENS, LONG, SHORT), (TOKENS, SHORT, LONGEST),
+    (TOKENS, LONGEST, "Asha"), (TOKENS[:400], LONG, SHORT), (TOKENS[:400], LONGEST, SHORT)],
+    ids=["grows", "shrinks", "grows-most", "shrinks-most", "shrinks-till-it-fits",
+         "shrinks-most-till-it-fits"])
+@pytest.mark.parametrize("landed", [(0,), (0, 1), (1,), (0, 2)])
+def test_a_long_message_retried_under_another_label_covers_its_text_exactly_once(
+        text, before, after, landed):
+    """A crash's retry finds some of a long message's pieces on the lead (their keys), and
+    the contact's (or rep's) name, in the line's label, is shorter or longer now. The
+    pieces posted then and those the retry posts hold every character of the text once,
+    each note within the limit: a piece's key names the span of text it holds. Was:
+    offsets into the whole line, so a name of another length moved the cuts (characters
+    lost at a cut, or posted twice), and a line that fits now with a shorter name went
+    whole under the first piece's key, found on the lead: its rest never posted."""
+    first, label = _tried(text, before, 600)
+    kept = [first[i] for i in landed if i < len(first)]
+    again, label_now = _tried(text, after, 600, {p.key for p in kept})
+    assert len({p.key for p in again}) == len(again)
+    posted = [p for p in again if p.key not in {k.key for k in kept}]
+    pieces = sorted([_text_of(p, label) for p in kept] + [_text_of(p, label_now)
+                                                          for p in posted])
+    assert "".join(piece for _, piece in pieces) == text
+    for part in (*first, *posted):
+        assert part.continued and u16(note(part, "Asha", NUMBER)) <= 600
+
+
+@pytest.mark.parametrize("limit", [400, 1000])
+@pytest.mark.parametrize("landed", [(0,), (0, 1), (1,), (0, 2)])
+def test_a_long_message_retried_under_another_note_limit_covers_its_text_exactly_once(
+        limit, landed):
+    """The pieces found on the lead are made again as they landed (their keys name their
+    text) and only the text between them is cut under the new note_limit."""
+    first, label = _tried(TOKENS, "Asha", 600)
+    kept = [first[i] for i in landed]
+    again, _ = _tried(TOKENS, "Asha", limit, {p.key for p in kept})
+    posted = [p for p in again if p.key not in {k.key for k in kept}]
+    pieces = sorted(_text_of(p, label) for p in (*kept, *posted))
+    assert "".join(piece for _, piece in pieces) == TOKENS
+    assert all(u16(note(part, "Asha", NUMBER)) <= limit for part in posted)
+
+
+@pytest.mark.parametrize("name", ["Asha", "A", LONGEST])
+@pytest.mark.parametrize("landed", [frozenset(), frozenset({"bk:m1:0", "bk:m1:200"})])
+def test_pieces_an_earlier_bridge_cut_by_line_offsets_keep_their_keys_and_cuts(name, landed):
+    """Keys of a bridge before the text offsets (`bk:m1:200`, an offset into the line) are
+    still those of the retry's pieces, cut where they were, whatever the label now: the
+    pieces already in the CRM are found by them and not posted again."""
+    starts = {"bk:m1:0", "bk:m1:200", "bk:m1:420"}
+    messages = [message(1, NUMBER, text=TOKENS)]
+    (line,) = transcript_lines(messages, UTC, name, "Business")
+    parts = split("bk", messages, [line], 600, starts, landed, sizes=dict.fromkeys(starts, 1),
+                  labels=label_lengths(messages, UTC, name, "Business"))
+    assert [p.key for p in parts] == ["bk:m1:0", "bk:m1:200", "bk:m1:420"]
+    assert [p.lines for p in parts] == [[line[:200]], [CONTINUED + line[200:420]],
+                                        [CONTINUED + line[420:]]]
+
+
+def test_a_long_line_whose_own_key_is_on_the_lead_is_cut_as_an_earlier_bridge_cut_it():
+    """`bk:m1:0` found on the lead holding one message, no other piece key: it may be the
+    first piece of a line an earlier bridge cut by line offsets (killed before the rest).
+    The line is cut as that bridge did, so the rest follows under its old keys and that
+    piece is not posted again under a key of the new form."""
+    messages = [message(1, NUMBER, text=TOKENS)]
+    (line,) = transcript_lines(messages, UTC, "Asha", "Business")
+    parts = split("bk", messages, [line], 600, {"bk:m1:0"}, frozenset(), sizes={"bk:m1:0": 1},
+                  labels=label_lengths(messages, UTC, "Asha", "Business"))
+    assert parts[0].key == "bk:m1:0" and all(p.key.rpartition(":")[2].isdigit() for p in parts)
+    assert "".join(p.lines[0].removeprefix(CONTINUED) for p in parts) == line
