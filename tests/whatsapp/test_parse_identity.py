@@ -72,3 +72,18 @@ def test_group_status_links_the_participant_not_the_group():
         "wamid.s", participant=p.CUSTOMER, participant_user_id=p.BSUID)]))
     assert parsed.identities == [Identity(PHONE, p.BSUID)]
     assert parsed.statuses[0].recipient == p.GROUP
+
+
+def test_a_sender_without_a_contacts_entry_never_takes_another_senders():
+    """M-SYS: system messages carry no contacts[]; batched beside a text whose sender has
+    the change's one contacts[] entry, the system message's sender is someone else: not
+    named, nor linked to, that entry's name and business-scoped id."""
+    other = "919876543210"
+    parsed = parse(p.message_change(
+        [p.text_message("wamid.x"), p.system_message("wamid.y", from_=other)],
+        contacts=[p.contact(p.CUSTOMER, "Xavier", p.BSUID)]))
+    mine, theirs = parsed.messages
+    assert (mine.contact_name, mine.extra["user_id"]) == ("Xavier", p.BSUID)
+    assert theirs.conversation == "+919876543210"
+    assert theirs.contact_name is None and "user_id" not in theirs.extra
+    assert all(i.phone != "+919876543210" or i.user_id != p.BSUID for i in parsed.identities)
