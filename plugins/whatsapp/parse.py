@@ -462,6 +462,8 @@ def _match(contacts: tuple[_Contact, ...], number: str | None,
     only = contacts[0]
     if user_id and only.user_id:  # business-scoped ids are exact: another person
         return None
+    if not (number or user_id or only.number or only.user_id):
+        return only  # neither names anyone readable (a wa_id no phone number library knows)
     return only if number and only.number and number[-8:] == only.number[-8:] else None
 
 
