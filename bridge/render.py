@@ -234,7 +234,9 @@ def _quoted(text: str) -> str:
 # -- one function per kind -----------------------------------------------------------------
 
 def _text(message: Message) -> str:
-    return _scalar(message.text) or "(empty message)"
+    """The body; "(empty message)" when nothing of it would show (blanks, marks, breaks)."""
+    text = _scalar(message.text)
+    return text if displayable(text).strip() else "(empty message)"
 
 
 def _media_line(label: str, message: Message, name: str = "") -> str:

@@ -450,11 +450,21 @@ def username(value: object) -> str | None:
 
 def _match(contacts: tuple[_Contact, ...], number: str | None,
            user_id: str | None) -> _Contact | None:
-    """The contacts[] entry of this customer; the only entry when none matches."""
+    """The contacts[] entry of this customer; the only entry when none matches only if its
+    number is another spelling of this one (Brazil's ninth digit: the last 8 digits
+    agree). System messages have no entry [M-SYS]: batched beside another customer's
+    text, they must not take that customer's name and business-scoped id."""
     for contact in contacts:
         if (number and contact.number == number) or (user_id and contact.user_id == user_id):
             return contact
-    return contacts[0] if len(contacts) == 1 else None
+    if len(contacts) != 1:
+        return None
+    only = contacts[0]
+    if user_id and only.user_id:  # business-scoped ids are exact: another person
+        return None
+    if not (number or user_id or only.number or only.user_id):
+        return only  # neither names anyone readable (a wa_id no phone number library knows)
+    return only if number and only.number and number[-8:] == only.number[-8:] else None
 
 
 def _remember_contacts(ctx: _Change, parsed: Parsed) -> None:

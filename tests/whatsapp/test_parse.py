@@ -331,6 +331,14 @@ def test_the_only_contact_is_used_when_wa_id_differs_from_from():
     assert m.contact_name == "Bia"
 
 
+def test_the_only_contact_names_a_sender_whose_number_no_one_can_read():
+    # A wa_id the phone number library cannot read: the entry still names its sender.
+    contacts = [p.contact("12", "Tiny")]
+    message = p.text_message("n4", "12")
+    (m,) = parse_payload(p.envelope(p.message_change([message], contacts=contacts))).messages
+    assert (m.conversation, m.contact_name) == ("12", "Tiny")
+
+
 def test_no_sender_at_all_is_kept_as_unsupported_without_conversation():
     message = p.text_message("ns1", from_=None)
     m = parse_one(message)

@@ -72,3 +72,30 @@ def test_group_status_links_the_participant_not_the_group():
         "wamid.s", participant=p.CUSTOMER, participant_user_id=p.BSUID)]))
     assert parsed.identities == [Identity(PHONE, p.BSUID)]
     assert parsed.statuses[0].recipient == p.GROUP
+
+
+def test_a_sender_without_a_contacts_entry_never_takes_another_senders():
+    """M-SYS: system messages carry no contacts[]; batched beside a text whose sender has
+    the change's one contacts[] entry, the system message's sender is someone else: not
+    named, nor linked to, that entry's name and business-scoped id."""
+    other = "919876543210"
+    parsed = parse(p.message_change(
+        [p.text_message("wamid.x"), p.system_message("wamid.y", from_=other)],
+        contacts=[p.contact(p.CUSTOMER, "Xavier", p.BSUID)]))
+    mine, theirs = parsed.messages
+    assert (mine.contact_name, mine.extra["user_id"]) == ("Xavier", p.BSUID)
+    assert theirs.conversation == "+919876543210"
+    assert theirs.contact_name is None and "user_id" not in theirs.extra
+    assert all(i.phone != "+919876543210" or i.user_id != p.BSUID for i in parsed.identities)
+
+
+def test_a_bsuid_only_sender_never_takes_a_phone_only_entry():
+    """The same batch with the second sender known by BSUID alone and the one entry by
+    phone alone: nothing says they are one person, so nothing links them."""
+    parsed = parse(p.message_change(
+        [p.text_message("wamid.x"), p.bsuid_text_message("wamid.y", user_id="US.222")],
+        contacts=[p.contact(p.CUSTOMER, "Xavier")]))
+    mine, theirs = parsed.messages
+    assert mine.contact_name == "Xavier"
+    assert theirs.conversation == "US.222" and theirs.contact_name is None
+    assert all(i.phone != PHONE for i in parsed.identities)

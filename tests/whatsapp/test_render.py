@@ -218,3 +218,12 @@ def test_quote_cuts_long_lines_with_an_ellipsis():
 
     assert quote("short") == "short"
     assert quote("x" * 100, limit=10) == "x" * 9 + "…"
+
+
+@pytest.mark.parametrize("body", ["   ", "\n", "\r\n\t", "\u200f", "\u202e\u2066", "\x1b"])
+def test_a_text_of_nothing_visible_is_not_an_empty_line(body):
+    """A body of only spaces, line breaks, direction marks or controls rendered as "" or
+    blanks: the transcript showed `Asha: ` and nothing, as if the message were lost."""
+    message = parse_payload(p.envelope(p.message_change([p.text_message("wamid.b",
+                                                                        body=body)]))).messages[0]
+    assert render_line(message) == "(empty message)"

@@ -238,3 +238,29 @@ async def test_send_test_with_a_wrong_secret_reports_the_401(bridge_url, tmp_pat
     _, err = await process.communicate()
     assert process.returncode == 1
     assert "answered 401" in err.decode()
+
+
+async def test_a_batched_sender_without_contacts_entry_keeps_the_others_chat(bridge_url):
+    """A text from one customer (with contacts[]) and a system message from another (system
+    messages carry no contacts[], M-SYS) in one change: each stays in its own chat, and a
+    later username-only message of the first (BSUID alone) joins the first's chat."""
+    url, app = bridge_url
+    first = envelope([change(
+        [text_message("wamid.x1", "16505551234"),
+         {"from": "919876543210", "id": "wamid.y1", "timestamp": "1739230955",
+          "type": "system", "system": {"body": "security code changed",
+                                       "type": "customer_identity_changed"}}],
+        contacts=[{"profile": {"name": "Xavier"}, "wa_id": "16505551234",
+                   "user_id": "US.111"}])])
+    later = envelope([change(
+        [{"from_user_id": "US.111", "id": "wamid.x2", "timestamp": "1739230956",
+          "type": "text", "text": {"body": "again"}, "from": "16505551234"}],
+        contacts=[{"profile": {"name": "Xavier"}, "user_id": "US.111"}])])
+    for data in (first, later):
+        body = json.dumps(data).encode()
+        assert (await post(url, body, sign(body, SECRET)))[0] == 200
+    stored = {m.provider_id: m for m in await app[BRIDGE].buffer.messages()}
+    assert stored["wamid.y1"].conversation == "+919876543210"
+    assert stored["wamid.y1"].contact_name is None
+    assert stored["wamid.x1"].conversation == "+16505551234"
+    assert stored["wamid.x2"].conversation == "+16505551234"
