@@ -111,9 +111,14 @@ class Buffer:
     async def needs_backfill(self, sink: str) -> bool:
         return bool(await self.read(lambda db: db.value(NEEDS_BACKFILL, sink=sink)))
 
-    async def backfill(self, sink: str, since: float) -> int:
-        """Queue for `sink` every stored message sent since `since`; mark backfill done."""
-        return await self.write(lambda db: _backfill(db, sink, since, time.time()))
+    async def backfill(self, sink: str, since: float, recovered_since: float | None = None
+                       ) -> int:
+        """Queue for `sink` every stored message sent since `since`; mark backfill done.
+        Pending messages stored since `recovered_since` (what the sources recovered for
+        this backfill; default: none) are paced as backfill too."""
+        now = time.time()
+        return await self.write(lambda db: _backfill(
+            db, sink, since, now, now if recovered_since is None else recovered_since))
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,
@@ -477,10 +482,12 @@ _BACKFILL = (
     Query(lambda insert: insert(deliveries).from_select(
         ["sink", "message_id", "backfill"], sa.select(P("sink", type_=TEXT), m.id, sa.literal(1))
         .where(m.sent_at >= P("since"))).on_conflict_do_nothing(), "backfill: queue"),
-    # Messages already pending (e.g. source history just appended) count as backfill too.
+    # Messages already pending that the sources recovered for it (stored since it began)
+    # count as backfill too; live ones waiting for the next sync stay live.
     Query(sa.update(deliveries).values(backfill=1).where(
         d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None),
-        d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since")))),
+        d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since"),
+                                               m.stored_at >= P("recovered")))),
         "backfill: pending ones too"),
 )
 BACKFILL_COUNT = Query(sa.select(sa.func.count()).select_from(deliveries).where(
@@ -490,10 +497,11 @@ BACKFILL_DONE = Query(sa.update(sink_state).values(
     backfill_total=P("queued")).where(ss.sink == P("sink")), "backfill: noted")
 
 
-async def _backfill(db: Connector, sink: str, since: float, now: float) -> int:
+async def _backfill(db: Connector, sink: str, since: float, now: float,
+                    recovered: float) -> int:
     """Queue every message since `since` the sink does not have yet; progress restarts."""
     for step in _BACKFILL:
-        await db.run(step, sink=sink, since=since)
+        await db.run(step, sink=sink, since=since, recovered=recovered)
     await db.run(FOLD_QUEUED, sink=sink, reason=FOLDED, now=now)
     queued = await db.value(BACKFILL_COUNT, sink=sink)
     await db.run(BACKFILL_DONE, since=since, now=now, queued=queued, sink=sink)
