@@ -37,6 +37,7 @@ from bridge.buffer.compiler import P, Query
 from bridge.buffer.connectors import PgConnector
 from bridge.buffer.delivery import Claim
 from bridge.buffer.group import GroupCommit
+from bridge.buffer.identity import IDENTITY_LOCK
 from bridge.buffer.migrations import migrate_postgres
 from bridge.buffer.pgurl import check_url, redact, scrub, split_schema
 from bridge.buffer.port import SharedBuffer
@@ -54,7 +55,6 @@ RETRIES = 5  # serialization failures / deadlocks retried per transaction
 # server ends its session: its locks (the batch forming lock, a rate budget's row, the
 # contact map's lock) would otherwise hold up every other process until it is resumed
 IDLE_IN_TRANSACTION = 15.0
-IDENTITY_LOCK = "chatbridge:identities"
 INSTALL_LOCK = "chatbridge:install"
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 
