@@ -25,7 +25,7 @@ import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
-from bridge.buffer.compiler import P, Query, starts_with
+from bridge.buffer.compiler import P, Query, greatest, starts_with
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -447,8 +447,10 @@ ENABLE = Query(sa.update(sink_state).values(enabled=1, disabled_at=None)
                .where(ss.sink == P("sink")), "enable a sink")
 DISABLE = Query(sa.update(sink_state).values(enabled=0, disabled_at=P("now"))
                 .where(ss.sink == P("sink")), "disable a sink")
-RECORD_SYNC = Query(sa.update(sink_state).values(
-    last_sync_at=P("at"), next_sync_at=P("next_at"),
+RECORD_SYNC = Query(sa.update(sink_state).values(  # last sync: never backwards (two hosts)
+    last_sync_at=greatest(P("at", type_=REAL), sa.func.coalesce(ss.last_sync_at,
+                                                                P("at", type_=REAL))),
+    next_sync_at=P("next_at"),
     last_error=sa.func.coalesce(P("error", type_=ss.last_error.type), ss.last_error),
     last_error_at=sa.case((P("failed", type_=INT) == 1, P("at", type_=REAL)),
                           else_=ss.last_error_at)).where(ss.sink == P("sink")),

@@ -353,3 +353,13 @@ async def test_a_wider_backfill_leaves_a_waiting_live_message_live(buffer):
     assert await buffer.backfill("crm", time.time() - 30 * 86400) == 3  # bridge backfill
     (claim,) = await buffer.claim("crm", 10, 60, backfill=False)
     assert [m.provider_id for m in claim.batch.messages] == ["m9"]
+
+
+async def test_a_sinks_last_sync_never_moves_back(buffer):
+    # two bridges on one PostgreSQL, one host's clock a little behind the other's
+    await buffer.install_sinks(["crm"])
+    now = time.time()
+    await buffer.record_sync("crm", now, now + 180, None)
+    await buffer.record_sync("crm", now - 30, now + 150, None)
+    (state,) = await buffer.sinks()
+    assert state["last_sync_at"].timestamp() == pytest.approx(now, abs=0.01)
