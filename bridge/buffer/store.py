@@ -25,7 +25,7 @@ import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
-from bridge.buffer.compiler import P, Query, greatest, starts_with
+from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -439,9 +439,12 @@ NEEDS_BACKFILL = Query(sa.select(ss.backfill_done_at.is_(None)).where(ss.sink ==
 SINK_ROWS = Query(sa.select(ss.sink, ss.enabled, ss.disabled_at), "installed sinks")
 NEW_SINK = Query(sa.insert(sink_state).values(sink=P("sink"), installed_at=P("now")),
                  "install a sink")
-# Re-enabled: queue what arrived while it was off, so nothing is skipped.
+# Re-enabled: queue what arrived while it was off, so nothing is skipped; history among it
+# is backfill material, as at its append (paced, and held when older than backfill_days)
+_history = sa.cast(json_field(m.body, "history"), TEXT).in_(("1", "true"))
 CATCH_UP = Query(lambda insert: insert(deliveries).from_select(
-    ["sink", "message_id"], sa.select(P("sink", type_=TEXT), m.id).where(
+    ["sink", "message_id", "backfill"], sa.select(
+        P("sink", type_=TEXT), m.id, sa.case((_history, 1), else_=0)).where(
         m.stored_at >= P("since"))).on_conflict_do_nothing(), "queue what a sink missed")
 ENABLE = Query(sa.update(sink_state).values(enabled=1, disabled_at=None)
                .where(ss.sink == P("sink")), "enable a sink")
