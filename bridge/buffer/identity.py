@@ -37,8 +37,6 @@ from bridge.buffer.tables import (
 )
 from bridge.model import GROUP_PREFIX, Identity, Message, is_group
 
-# held by appends that change the contact map, on engines several processes write to
-IDENTITY_LOCK = "chatbridge:identities"
 i, c = identities.c, conversations.c
 KNOWN = Query(sa.select(i.key, i.person, i.seen_at, c.phone, c.bsuid, c.parent_bsuid, c.username)
               .select_from(identities.outerjoin(conversations, c.key == i.person))
@@ -197,10 +195,8 @@ async def _senders(db: Connector, message_keys: Iterable[str], now: float,
     asked = [key for key in keys if key not in persons]
     found: dict[str, str] = {}
     if asked:
-        found = dict(await db.rows(PERSON_OF, keys=asked))
-        if len(found) < len(asked):  # a new person: as a webhook teaching links would
-            await db.lock(IDENTITY_LOCK)  # (PostgreSQL), else one committing now is missed
-            found = dict(await db.rows(PERSON_OF, keys=asked))
+        for key, person in await db.rows(PERSON_OF, keys=asked):
+            found[key] = person
         new = [(key, key, now) for key in asked if key not in found]  # key, person, seen_at
         if new:  # a new person: their key is their conversation from now on
             await db.many(NEW_IDENTITY, new)

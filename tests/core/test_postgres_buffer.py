@@ -154,6 +154,31 @@ async def test_a_new_bsuid_and_its_link_to_a_phone_arriving_at_two_processes_are
     assert await rows(pair[0], "SELECT count(*) FROM conversations") == [(10,)]
 
 
+async def test_a_message_of_a_known_bsuid_arriving_during_its_merge_joins_the_merged_chat(
+        pair):
+    # one process stores a message of a BSUID it knows (no contacts: nothing learned) while
+    # the other learns that BSUID's phone and merges the two chats: the message must not
+    # land in (and bring back) the chat the merge just removed
+    async def store(buffer, change):
+        parsed = parse_payload(p.envelope(change))
+        await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                            parsed.identities)
+
+    for n in range(10):
+        phone, bsuid = f"1650555{n:04}", f"US.{n}"
+        await store(pair[0], p.message_change([p.bsuid_text_message(f"u{n}", bsuid)],
+                                              contacts=[p.contact(None, None, user_id=bsuid)]))
+        await store(pair[1], p.message_change([p.text_message(f"p{n}", phone)]))
+        await asyncio.gather(
+            store(pair[0], p.message_change([p.bsuid_text_message(f"b{n}", bsuid)],
+                                            contacts=[])),
+            store(pair[1], p.message_change([p.text_message(f"w{n}", phone)],
+                                            contacts=[p.contact(phone, "S", user_id=bsuid)])))
+    assert await rows(pair[0], "SELECT DISTINCT conversation FROM messages WHERE NOT EXISTS"
+                      " (SELECT 1 FROM identities i WHERE i.person = conversation)") == []
+    assert await rows(pair[0], "SELECT count(*) FROM conversations") == [(10,)]
+
+
 async def test_processes_starting_together_migrate_once(url):
     buffers = await asyncio.gather(*[Buffer.open(url) for _ in range(4)])
     try:
