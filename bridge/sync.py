@@ -111,10 +111,11 @@ class SinkRunner:
 
     async def backfill(self, days: float | None = None) -> int:
         """Queue the last `days` (default backfill_days) of chats; safe to repeat."""
-        since = time.time() - (self.settings.backfill_days if days is None else days) * 86400
+        started = time.time()
+        since = started - (self.settings.backfill_days if days is None else days) * 86400
         for source in self.sources:
             await self._append_all(source, since)
-        queued = await self.buffer.backfill(self.sink.name, since)
+        queued = await self.buffer.backfill(self.sink.name, since, recovered_since=started)
         logger.info("sink %s: backfill queued %d messages", self.sink.name, queued)
         return queued
 

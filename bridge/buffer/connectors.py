@@ -58,9 +58,10 @@ class Connector(ABC):
         found = await self.rows(query, **params)
         return found[0][0] if found else None
 
-    async def lock(self, name: str) -> None:
-        """Hold the lock `name` until this transaction ends. SQLite's one writer already
-        holds the whole file, so only PostgreSQL takes one."""
+    async def lock(self, name: str, shared: bool = False) -> None:
+        """Hold the lock `name` until this transaction ends (`shared`: beside other shared
+        holders, not beside an exclusive one). SQLite's one writer already holds the whole
+        file, so only PostgreSQL takes one."""
         return None
 
     async def try_lock(self, name: str) -> bool:
@@ -148,9 +149,9 @@ class PgConnector(Connector):
         if values:
             await self.conn.executemany(compiled.sql, values)
 
-    async def lock(self, name: str) -> None:
+    async def lock(self, name: str, shared: bool = False) -> None:
         """A transaction-scoped advisory lock (released at commit or rollback)."""
-        await self.rows(_LOCK, name=name)
+        await self.rows(_LOCK_SHARED if shared else _LOCK, name=name)
 
     async def try_lock(self, name: str) -> bool:
         return bool(await self.value(_TRY_LOCK, name=name))
@@ -162,6 +163,7 @@ class PgConnector(Connector):
 _NAME = sa.bindparam("name", type_=sa.Text)
 _KEY = sa.func.hashtext(sa.func.concat(sa.func.current_schema(), ":", _NAME))
 _LOCK = Query(sa.select(sa.func.pg_advisory_xact_lock(_KEY)))
+_LOCK_SHARED = Query(sa.select(sa.func.pg_advisory_xact_lock_shared(_KEY)))
 _TRY_LOCK = Query(sa.select(sa.func.pg_try_advisory_xact_lock(_KEY)))
 
 

@@ -402,7 +402,9 @@ def _touch(insert: Any) -> Any:
     x = new.excluded
     return new.on_conflict_do_update(index_elements=["sink", "conversation"], set_={
         "record_id": sa.func.coalesce(x.record_id, s.record_id),
-        "last_synced_at": sa.func.coalesce(x.last_synced_at, s.last_synced_at),
+        # never backwards: completions may commit out of their times' order (two bridges)
+        "last_synced_at": sa.case((x.last_synced_at.is_(None), s.last_synced_at), else_=greatest(
+            x.last_synced_at, sa.func.coalesce(s.last_synced_at, x.last_synced_at))),
         "last_error": x.last_error, "held_reason": x.held_reason})
 
 

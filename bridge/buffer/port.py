@@ -54,7 +54,8 @@ class Deliveries(Appends, Protocol):
 
     async def needs_backfill(self, sink: str) -> bool: ...
 
-    async def backfill(self, sink: str, since: float) -> int: ...
+    async def backfill(self, sink: str, since: float, recovered_since: float | None = None
+                       ) -> int: ...
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,

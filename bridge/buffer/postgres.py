@@ -8,7 +8,9 @@ for free, several processes get from PostgreSQL locks:
   one at a time, in order (an older unfinished batch blocks a newer one); one process
   at a time forms new batches of a sink (a try-lock: see bridge.buffer.delivery);
 - appends that teach the contact map (identities) hold one advisory lock, so two
-  webhooks cannot merge the same person two ways at once;
+  webhooks cannot merge the same person two ways at once; other appends of messages hold
+  it shared (beside each other), so none files a message under a person, or makes a key
+  a person, while a merge or a link of that key commits;
 - a killed process's leases are freed once the cluster registry sees it silent for three
   heartbeats (its lease tokens start with its id: release_dead_leases) and its
   deliver_timeout has passed since the claim (a process only paused goes on posting when
@@ -130,6 +132,8 @@ class PostgresBuffer(Buffer, SharedBuffer):
         async def work(db: PgConnector) -> list[int]:
             if any(item.identities for item in items):
                 await db.lock(IDENTITY_LOCK)
+            elif any(item.messages for item in items):  # files under the persons it reads:
+                await db.lock(IDENTITY_LOCK, shared=True)  # no merge or link meanwhile
             return await append_group(db, items, self.media_sources)
         return await self.write(work)
 

@@ -25,7 +25,7 @@ import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
-from bridge.buffer.compiler import P, Query, starts_with
+from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -111,9 +111,14 @@ class Buffer:
     async def needs_backfill(self, sink: str) -> bool:
         return bool(await self.read(lambda db: db.value(NEEDS_BACKFILL, sink=sink)))
 
-    async def backfill(self, sink: str, since: float) -> int:
-        """Queue for `sink` every stored message sent since `since`; mark backfill done."""
-        return await self.write(lambda db: _backfill(db, sink, since, time.time()))
+    async def backfill(self, sink: str, since: float, recovered_since: float | None = None
+                       ) -> int:
+        """Queue for `sink` every stored message sent since `since`; mark backfill done.
+        Pending messages stored since `recovered_since` (what the sources recovered for
+        this backfill; default: none) are paced as backfill too."""
+        now = time.time()
+        return await self.write(lambda db: _backfill(
+            db, sink, since, now, now if recovered_since is None else recovered_since))
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,
@@ -434,16 +439,21 @@ NEEDS_BACKFILL = Query(sa.select(ss.backfill_done_at.is_(None)).where(ss.sink ==
 SINK_ROWS = Query(sa.select(ss.sink, ss.enabled, ss.disabled_at), "installed sinks")
 NEW_SINK = Query(sa.insert(sink_state).values(sink=P("sink"), installed_at=P("now")),
                  "install a sink")
-# Re-enabled: queue what arrived while it was off, so nothing is skipped.
+# Re-enabled: queue what arrived while it was off, so nothing is skipped; history among it
+# is backfill material, as at its append (paced, and held when older than backfill_days)
+_history = sa.cast(json_field(m.body, "history"), TEXT).in_(("1", "true"))
 CATCH_UP = Query(lambda insert: insert(deliveries).from_select(
-    ["sink", "message_id"], sa.select(P("sink", type_=TEXT), m.id).where(
+    ["sink", "message_id", "backfill"], sa.select(
+        P("sink", type_=TEXT), m.id, sa.case((_history, 1), else_=0)).where(
         m.stored_at >= P("since"))).on_conflict_do_nothing(), "queue what a sink missed")
 ENABLE = Query(sa.update(sink_state).values(enabled=1, disabled_at=None)
                .where(ss.sink == P("sink")), "enable a sink")
 DISABLE = Query(sa.update(sink_state).values(enabled=0, disabled_at=P("now"))
                 .where(ss.sink == P("sink")), "disable a sink")
-RECORD_SYNC = Query(sa.update(sink_state).values(
-    last_sync_at=P("at"), next_sync_at=P("next_at"),
+RECORD_SYNC = Query(sa.update(sink_state).values(  # last sync: never backwards (two hosts)
+    last_sync_at=greatest(P("at", type_=REAL), sa.func.coalesce(ss.last_sync_at,
+                                                                P("at", type_=REAL))),
+    next_sync_at=P("next_at"),
     last_error=sa.func.coalesce(P("error", type_=ss.last_error.type), ss.last_error),
     last_error_at=sa.case((P("failed", type_=INT) == 1, P("at", type_=REAL)),
                           else_=ss.last_error_at)).where(ss.sink == P("sink")),
@@ -477,10 +487,12 @@ _BACKFILL = (
     Query(lambda insert: insert(deliveries).from_select(
         ["sink", "message_id", "backfill"], sa.select(P("sink", type_=TEXT), m.id, sa.literal(1))
         .where(m.sent_at >= P("since"))).on_conflict_do_nothing(), "backfill: queue"),
-    # Messages already pending (e.g. source history just appended) count as backfill too.
+    # Messages already pending that the sources recovered for it (stored since it began)
+    # count as backfill too; live ones waiting for the next sync stay live.
     Query(sa.update(deliveries).values(backfill=1).where(
         d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None),
-        d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since")))),
+        d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since"),
+                                               m.stored_at >= P("recovered")))),
         "backfill: pending ones too"),
 )
 BACKFILL_COUNT = Query(sa.select(sa.func.count()).select_from(deliveries).where(
@@ -490,10 +502,11 @@ BACKFILL_DONE = Query(sa.update(sink_state).values(
     backfill_total=P("queued")).where(ss.sink == P("sink")), "backfill: noted")
 
 
-async def _backfill(db: Connector, sink: str, since: float, now: float) -> int:
+async def _backfill(db: Connector, sink: str, since: float, now: float,
+                    recovered: float) -> int:
     """Queue every message since `since` the sink does not have yet; progress restarts."""
     for step in _BACKFILL:
-        await db.run(step, sink=sink, since=since)
+        await db.run(step, sink=sink, since=since, recovered=recovered)
     await db.run(FOLD_QUEUED, sink=sink, reason=FOLDED, now=now)
     queued = await db.value(BACKFILL_COUNT, sink=sink)
     await db.run(BACKFILL_DONE, since=since, now=now, queued=queued, sink=sink)

@@ -341,3 +341,25 @@ async def test_rows_keep_what_the_fast_encoder_refuses(buffer):
     assert first.raw == {"big": 2**70, "7": "seven", "when": "2026-01-02 00:00:00+00:00",
                          "ok": "नमस्ते"}
     assert second.raw == {"ok": "नमस्ते", "n": 1.5, "when": "2026-01-02 00:00:00+00:00"}
+
+
+async def test_a_wider_backfill_leaves_a_waiting_live_message_live(buffer):
+    old = [message(n, conversation=f"+9198765000{n:02}", minutes_ago=10 * 1440)
+           for n in range(1, 4)]
+    await buffer.append(old)
+    await buffer.install_sinks(["crm"])
+    assert await buffer.backfill("crm", time.time() - 3 * 86400) == 0
+    await buffer.append([message(9)])  # a customer writes; the next sync is minutes away
+    assert await buffer.backfill("crm", time.time() - 30 * 86400) == 3  # bridge backfill
+    (claim,) = await buffer.claim("crm", 10, 60, backfill=False)
+    assert [m.provider_id for m in claim.batch.messages] == ["m9"]
+
+
+async def test_a_sinks_last_sync_never_moves_back(buffer):
+    # two bridges on one PostgreSQL, one host's clock a little behind the other's
+    await buffer.install_sinks(["crm"])
+    now = time.time()
+    await buffer.record_sync("crm", now, now + 180, None)
+    await buffer.record_sync("crm", now - 30, now + 150, None)
+    (state,) = await buffer.sinks()
+    assert state["last_sync_at"].timestamp() == pytest.approx(now, abs=0.01)

@@ -282,3 +282,20 @@ async def test_dead_letters_of_a_schema_10_buffer_requeued_go_one_batch_per_numb
     assert sorted((account, ids) for _, account, ids, _ in seen) == [
         ("PN-A", ["m1"]), ("PN-B", ["m2"])]
     assert old_key not in {key for key, *_ in seen}
+
+
+async def test_history_stored_while_a_sink_was_off_is_still_held_and_paced(buffer):
+    import time
+
+    await buffer.install_sinks(["crm", "other"])
+    await buffer.install_sinks(["other"])  # crm taken out of the config for a while
+    now = time.time()
+    old = [Message(source="whatsapp", provider_id=f"h{days}", conversation="+919000000001",
+                   account="PN-A", direction=Direction.IN, kind="text", text=f"{days} days",
+                   sent_at=datetime.fromtimestamp(now - days * 86400, UTC), history=True)
+           for days in (10, 1)]
+    await buffer.append(old)
+    await buffer.install_sinks(["crm", "other"])  # back: it catches up
+    assert await buffer.claim("crm", 10, 60, backfill=False, history_days=3) == []
+    claimed = await buffer.claim("crm", 10, 60, history_days=3)
+    assert [m.provider_id for c in claimed for m in c.messages] == ["h1"]

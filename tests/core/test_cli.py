@@ -206,9 +206,9 @@ def eventually(check, timeout: float = 30.0):
 async def unfinished_backfill(path):
     """A sink whose last run ended with a backfill half done and a next sync scheduled."""
     buffer = await Buffer.open(path)
-    await buffer.install_sinks(["crm"])
     now = time.time()
     await buffer.append([message(i, minutes_ago=60 + i) for i in range(1, 5)])
+    await buffer.install_sinks(["crm"])  # stored before it: backfill material
     await buffer.backfill("crm", now - 86400)
     (claim,) = (await buffer.claim("crm", 2, 60, backfill=True, batch_size=2))[:1]
     await buffer.complete(claim, [Outcome.delivered()] * len(claim.messages), POLICY)

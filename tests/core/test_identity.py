@@ -170,3 +170,20 @@ async def test_a_merge_while_a_batch_is_in_flight_files_its_outcome_under_the_pe
     await buffer.complete(claim, [Outcome.delivered()], POLICY)
     assert await rows(buffer, "SELECT conversation, record_id FROM sink_conversations") == [
         (PHONE, "lead-1")]
+
+
+async def test_last_synced_never_moves_back_when_completions_commit_out_of_order(buffer):
+    # two bridges on one PostgreSQL (clocks a little apart), or a live and a backfill batch
+    # of one chat finishing in either order: the chat's last synced time only moves forward
+    now = time.time()
+    await store(buffer, p.message_change([p.text_message("wamid.1", ts=int(now) - 86400)]))
+    await buffer.install_sinks(["crm"])
+    await buffer.backfill("crm", now - 3 * 86400)
+    await store(buffer, p.message_change([p.text_message("wamid.2", ts=int(now))]))
+    (live,) = await buffer.claim("crm", 10, 60, now=now, backfill=False)
+    (old,) = await buffer.claim("crm", 10, 60, now=now, backfill=True)
+    for claim, at in ((live, now + 100), (old, now + 50)):
+        claim.batch.record_id = "lead-1"
+        await buffer.complete(claim, [Outcome.delivered()], POLICY, now=at)
+    assert await rows(buffer, "SELECT conversation, last_synced_at FROM sink_conversations"
+                      ) == [(PHONE, now + 100)]

@@ -14,12 +14,14 @@ from bridge.buffer import Buffer, Policy
 from bridge.buffer.migrations import VERSION
 from bridge.contracts import Outcome
 from bridge.errors import BufferUnavailable, LeaseLost
+from plugins.whatsapp.parse import parse_payload
 from tests.backends import (
     fresh_schema_url,
     needs_postgres,
     rows,
 )
 from tests.helpers import message
+from tests.whatsapp import payloads as p
 
 pytestmark = needs_postgres
 POLICY = Policy(max_attempts=3, retry_delay=lambda attempt: 0.0, held_delay=0.0)
@@ -129,6 +131,52 @@ async def test_the_same_message_appended_by_both_processes_is_stored_once(pair):
     assert await rows(pair[0], "SELECT sink, count(*) FROM deliveries GROUP BY sink"
                                " ORDER BY sink") == [("a", 1), ("b", 1)]
     assert await rows(pair[0], "SELECT message_count FROM conversations") == [(1,)]
+
+
+async def test_a_new_bsuid_and_its_link_to_a_phone_arriving_at_two_processes_are_one_chat(
+        pair):
+    # a Business-app echo to a username user (BSUID only, no contacts) reaches one process
+    # while the customer's message linking that BSUID to a phone reaches the other: the
+    # echo must not stay in a chat of its own that no key leads to (held for ever)
+    async def store(buffer, change):
+        parsed = parse_payload(p.envelope(change))
+        await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                            parsed.identities)
+
+    for n in range(10):
+        phone, bsuid = f"1650555{n:04}", f"US.{n}"
+        await asyncio.gather(
+            store(pair[0], p.echo_change([p.echo(f"e{n}", to=None, to_user_id=bsuid)])),
+            store(pair[1], p.message_change([p.text_message(f"w{n}", phone)],
+                                            contacts=[p.contact(phone, "S", user_id=bsuid)])))
+    assert await rows(pair[0], "SELECT DISTINCT conversation FROM messages WHERE NOT EXISTS"
+                      " (SELECT 1 FROM identities i WHERE i.person = conversation)") == []
+    assert await rows(pair[0], "SELECT count(*) FROM conversations") == [(10,)]
+
+
+async def test_a_message_of_a_known_bsuid_arriving_during_its_merge_joins_the_merged_chat(
+        pair):
+    # one process stores a message of a BSUID it knows (no contacts: nothing learned) while
+    # the other learns that BSUID's phone and merges the two chats: the message must not
+    # land in (and bring back) the chat the merge just removed
+    async def store(buffer, change):
+        parsed = parse_payload(p.envelope(change))
+        await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                            parsed.identities)
+
+    for n in range(10):
+        phone, bsuid = f"1650555{n:04}", f"US.{n}"
+        await store(pair[0], p.message_change([p.bsuid_text_message(f"u{n}", bsuid)],
+                                              contacts=[p.contact(None, None, user_id=bsuid)]))
+        await store(pair[1], p.message_change([p.text_message(f"p{n}", phone)]))
+        await asyncio.gather(
+            store(pair[0], p.message_change([p.bsuid_text_message(f"b{n}", bsuid)],
+                                            contacts=[])),
+            store(pair[1], p.message_change([p.text_message(f"w{n}", phone)],
+                                            contacts=[p.contact(phone, "S", user_id=bsuid)])))
+    assert await rows(pair[0], "SELECT DISTINCT conversation FROM messages WHERE NOT EXISTS"
+                      " (SELECT 1 FROM identities i WHERE i.person = conversation)") == []
+    assert await rows(pair[0], "SELECT count(*) FROM conversations") == [(10,)]
 
 
 async def test_processes_starting_together_migrate_once(url):
