@@ -22,6 +22,26 @@ ASHA = "919876543210"
 WRITES = ("Add/ByLeadId", "ProspectActivity.svc/Create")
 
 
+def killed_while_held(bridge, simulator, lead, meanwhile=lambda: None, restart=lambda: None):
+    """Drain with the account holding each write (it lands after the kill), SIGKILL the
+    bridge once a write went out (sent, not answered, not acked), let the held writes
+    commit, then start it again (after `restart`: a new config) and drain; the sink's
+    status. `meanwhile`: what arrives after the write went out, before the kill."""
+    bridge.sync_now()
+    eventually(lambda: [c for c in simulator.admin("GET", "calls")
+                        if c["path"].endswith(WRITES)], timeout=60)
+    meanwhile()
+    bridge.kill()
+    simulator.configure(write_hold=0.0)
+    eventually(lambda: simulator.activities(lead), timeout=30)
+    time.sleep(2)  # every held write has committed
+    restart()
+    bridge.start()
+    bridge.sync_now()
+    (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+    return sink
+
+
 @pytest.fixture
 def buffer(request, tmp_path):
     with buffer_section(request.param, tmp_path) as section:
@@ -58,18 +78,9 @@ def test_a_killed_drain_retried_under_another_rep_covers_each_message_once(
                 item["timestamp"] = str(stamp)
             changes.append(made)
         post(bridge, *changes)
-        bridge.sync_now()
-        eventually(lambda: [c for c in simulator.admin("GET", "calls")
-                            if c["path"].endswith(WRITES)], timeout=60)
-        bridge.kill()  # the first note's post is held: sent, not answered, not acked
-        simulator.configure(write_hold=0.0)
-        eventually(lambda: simulator.activities(lead), timeout=30)
-        time.sleep(2)  # every held write has committed
-        write_config(config, simulator, port, buffer,
-                     owners={"+919800000001": "next@example.com"}, **settings)
-        bridge.start()
-        bridge.sync_now()
-        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+        sink = killed_while_held(bridge, simulator, lead, restart=lambda: write_config(
+            config, simulator, port, buffer, owners={"+919800000001": "next@example.com"},
+            **settings))
     finally:
         bridge.stop()
     assert sink["dead_letters"] == 0
@@ -93,17 +104,8 @@ def test_a_killed_drain_retried_after_the_customer_renamed_covers_each_message_o
     try:
         post(bridge, *[change(PRIYA_NUMBER, ASHA, "Asha Venkataraman-Krishnamurthy",
                               f"wamid.n{n}", text) for n, text in enumerate(texts)])
-        bridge.sync_now()
-        eventually(lambda: [c for c in simulator.admin("GET", "calls")
-                            if c["path"].endswith(WRITES)], timeout=60)
-        post(bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99"))  # a new name
-        bridge.kill()  # the first note's post is held: sent, not answered, not acked
-        simulator.configure(write_hold=0.0)
-        eventually(lambda: simulator.activities(lead), timeout=30)
-        time.sleep(2)
-        bridge.start()
-        bridge.sync_now()
-        eventually(lambda: _drained(bridge), timeout=90)
+        killed_while_held(bridge, simulator, lead, meanwhile=lambda: post(  # a new name
+            bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99")))
     finally:
         bridge.stop()
     seen = Counter(t for a in simulator.activities(lead)
@@ -136,18 +138,9 @@ def test_a_long_message_killed_in_flight_and_retried_under_another_rep_is_posted
     body = "".join(f"{n:04d}," for n in range(150))  # 750 characters, each token unique
     try:
         post(bridge, echo(PRIYA_NUMBER, ASHA, "wamid.long", body))
-        bridge.sync_now()
-        eventually(lambda: [c for c in simulator.admin("GET", "calls")
-                            if c["path"].endswith(WRITES)], timeout=60)
-        bridge.kill()
-        simulator.configure(write_hold=0.0)
-        eventually(lambda: simulator.activities(lead), timeout=30)
-        time.sleep(2)  # the held write has committed
-        write_config(config, simulator, port, owners={"+919800000001": "next@example.com"},
-                     **settings)
-        bridge.start()
-        bridge.sync_now()
-        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+        sink = killed_while_held(bridge, simulator, lead, restart=lambda: write_config(
+            config, simulator, port, owners={"+919800000001": "next@example.com"},
+            **settings))
     finally:
         bridge.stop()
     assert sink["dead_letters"] == 0
@@ -172,17 +165,8 @@ def test_a_long_message_killed_in_flight_and_retried_after_the_customer_renamed_
     try:
         post(bridge, change(PRIYA_NUMBER, ASHA, "Asha Venkataraman-Krishnamurthy",
                             "wamid.long", body))
-        bridge.sync_now()
-        eventually(lambda: [c for c in simulator.admin("GET", "calls")
-                            if c["path"].endswith(WRITES)], timeout=60)
-        post(bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99"))  # a new name
-        bridge.kill()
-        simulator.configure(write_hold=0.0)
-        eventually(lambda: simulator.activities(lead), timeout=30)
-        time.sleep(2)
-        bridge.start()
-        bridge.sync_now()
-        (sink,) = eventually(lambda: _drained(bridge), timeout=90)
+        sink = killed_while_held(bridge, simulator, lead, meanwhile=lambda: post(  # new name
+            bridge, change(PRIYA_NUMBER, ASHA, "A", "wamid.n99", "m-99")))
     finally:
         bridge.stop()
     assert sink["dead_letters"] == 0
