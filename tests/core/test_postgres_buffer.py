@@ -133,16 +133,18 @@ async def test_the_same_message_appended_by_both_processes_is_stored_once(pair):
     assert await rows(pair[0], "SELECT message_count FROM conversations") == [(1,)]
 
 
+async def store(buffer, change) -> None:
+    """One webhook change, parsed and appended as the WhatsApp source would."""
+    parsed = parse_payload(p.envelope(change))
+    await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
+                        parsed.identities)
+
+
 async def test_a_new_bsuid_and_its_link_to_a_phone_arriving_at_two_processes_are_one_chat(
         pair):
     # a Business-app echo to a username user (BSUID only, no contacts) reaches one process
     # while the customer's message linking that BSUID to a phone reaches the other: the
     # echo must not stay in a chat of its own that no key leads to (held for ever)
-    async def store(buffer, change):
-        parsed = parse_payload(p.envelope(change))
-        await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
-                            parsed.identities)
-
     for n in range(10):
         phone, bsuid = f"1650555{n:04}", f"US.{n}"
         await asyncio.gather(
@@ -159,11 +161,6 @@ async def test_a_message_of_a_known_bsuid_arriving_during_its_merge_joins_the_me
     # one process stores a message of a BSUID it knows (no contacts: nothing learned) while
     # the other learns that BSUID's phone and merges the two chats: the message must not
     # land in (and bring back) the chat the merge just removed
-    async def store(buffer, change):
-        parsed = parse_payload(p.envelope(change))
-        await buffer.append(parsed.messages, parsed.statuses, parsed.contact_names,
-                            parsed.identities)
-
     for n in range(10):
         phone, bsuid = f"1650555{n:04}", f"US.{n}"
         await store(pair[0], p.message_change([p.bsuid_text_message(f"u{n}", bsuid)],
