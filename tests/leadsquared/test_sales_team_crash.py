@@ -22,6 +22,25 @@ ASHA = "919876543210"
 WRITES = ("Add/ByLeadId", "ProspectActivity.svc/Create")
 
 
+def priya_then(tmp_path, simulator, renamed: str, bulk: bool, buffer: dict | None = None):
+    """Asha's lead; a bridge (started) whose business number is Priya's, each write held
+    by the account (it lands after a kill); and the config change giving the number to
+    the user `renamed`. Returns (lead, bridge, that change)."""
+    simulator.add_user("Priya", "priya@example.com", last="Rao")
+    simulator.add_user(renamed, "next@example.com")
+    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
+
+    def owned_by(email: str) -> None:
+        write_config(config, simulator, port, buffer, owners={"+919800000001": email},
+                     **settings)
+    owned_by("priya@example.com")
+    simulator.configure(write_hold=1.5)
+    return lead, BridgeProcess(config, port).start(), lambda: owned_by("next@example.com")
+
+
 def killed_while_held(bridge, simulator, lead, meanwhile=lambda: None, restart=lambda: None):
     """Drain with the account holding each write (it lands after the kill), SIGKILL the
     bridge once a write went out (sent, not answered, not acked), let the held writes
@@ -57,16 +76,7 @@ def test_a_killed_drain_retried_under_another_rep_covers_each_message_once(
     mark them delivered (lost); longer: its last messages would start a new note (posted
     twice). Found by killing `bridge run` with the bulk call (or single post) held."""
     simulator = module_simulator.fresh()
-    simulator.add_user("Priya", "priya@example.com", last="Rao")
-    simulator.add_user(renamed, "next@example.com")
-    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
-    write_config(config, simulator, port, buffer, owners={"+919800000001": "priya@example.com"},
-                 **settings)
-    simulator.configure(write_hold=1.5)  # each write reaches the account after the kill
-    bridge = BridgeProcess(config, port).start()
+    lead, bridge, hand_over = priya_then(tmp_path, simulator, renamed, bulk, buffer)
     texts = [f"m-{n:02d}" for n in range(16)]
     try:
         changes = []
@@ -78,9 +88,7 @@ def test_a_killed_drain_retried_under_another_rep_covers_each_message_once(
                 item["timestamp"] = str(stamp)
             changes.append(made)
         post(bridge, *changes)
-        sink = killed_while_held(bridge, simulator, lead, restart=lambda: write_config(
-            config, simulator, port, buffer, owners={"+919800000001": "next@example.com"},
-            **settings))
+        sink = killed_while_held(bridge, simulator, lead, restart=hand_over)
     finally:
         bridge.stop()
     assert sink["dead_letters"] == 0
@@ -125,22 +133,11 @@ def test_a_long_message_killed_in_flight_and_retried_under_another_rep_is_posted
     posted twice. Found by an adversary's sales-team run. In bulk every piece goes in one
     held call: the retry finds them all by their keys and posts none again."""
     simulator = module_simulator.fresh()
-    simulator.add_user("Priya", "priya@example.com", last="Rao")
-    simulator.add_user(renamed, "next@example.com")
-    lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
-    write_config(config, simulator, port, owners={"+919800000001": "priya@example.com"},
-                 **settings)
-    simulator.configure(write_hold=1.5)  # the first piece reaches the account after the kill
-    bridge = BridgeProcess(config, port).start()
+    lead, bridge, hand_over = priya_then(tmp_path, simulator, renamed, bulk)
     body = "".join(f"{n:04d}," for n in range(150))  # 750 characters, each token unique
     try:
         post(bridge, echo(PRIYA_NUMBER, ASHA, "wamid.long", body))
-        sink = killed_while_held(bridge, simulator, lead, restart=lambda: write_config(
-            config, simulator, port, owners={"+919800000001": "next@example.com"},
-            **settings))
+        sink = killed_while_held(bridge, simulator, lead, restart=hand_over)
     finally:
         bridge.stop()
     assert sink["dead_letters"] == 0
