@@ -10,13 +10,16 @@ What it serves, and where each behaviour comes from:
 - An unknown or deleted id: HTTP 400, Graph's error object with code 100, subcode 33,
   "Unsupported get request. Object with ID ... does not exist ..." (Graph's generic answer
   for a missing object, as quoted in public Graph API threads; the reference is silent).
+  Whether Graph sends that object with 400 or 404 is not documented: `missing_status`
+  switches between the two (the fetcher reads the error object, not the status).
 - A wrong token: HTTP 401, OAuthException code 190 (Graph's invalid-token answer; the
   reference is silent).
 - The reference is silent on what an expired download URL answers: `expired_status`
   switches between 404 (default), 401, 403 and 410; the fetcher must handle each.
 Faults (POST /_sim/faults): `outage` (every call 503), `url_ttl`, `expired_status`,
-`slow_bytes_per_s` (throttled downloads). Media are added with POST /_sim/media (raw body,
-streamed to disk; ?mime_type=&phone_number_id=) and deleted with DELETE /_sim/media/<id>.
+`missing_status`, `slow_bytes_per_s` (throttled downloads). Media are added with POST
+/_sim/media (raw body, streamed to disk; ?mime_type=&phone_number_id=) and deleted with
+DELETE /_sim/media/<id>.
 POST /_sim/reset (test tooling) puts the stand-in back as it was started: every media item
 (and its file) gone, faults and counters back to their defaults, a new download-link key
 (URLs handed out before no longer work), and the coexistence part's settings, webhook
@@ -49,6 +52,7 @@ GONE_MESSAGE = ("Unsupported get request. Object with ID '{id}' does not exist, 
                 "Please read the Graph API documentation at "
                 "https://developers.facebook.com/docs/graph-api")
 EXPIRED_STATUSES = (404, 401, 403, 410)
+MISSING_STATUSES = (400, 404)  # the missing-object error object with either status
 
 
 @dataclass
@@ -67,6 +71,7 @@ class GraphState:
     directory: Path
     url_ttl: float = 300.0
     expired_status: int = 404
+    missing_status: int = 400
     outage: bool = False
     slow_bytes_per_s: int = 0
     media: dict[str, StoredMedia] = field(default_factory=dict)
@@ -137,7 +142,8 @@ async def lookup(request: web.Request) -> web.Response:
     item = state.media.get(media_id)
     wanted = request.query.get("phone_number_id")
     if item is None or (wanted and item.phone_number_id and wanted != item.phone_number_id):
-        return _error(400, GONE_MESSAGE.format(id=media_id), "GraphMethodException", 100, 33)
+        return _error(state.missing_status, GONE_MESSAGE.format(id=media_id),
+                      "GraphMethodException", 100, 33)
     expires = int(time.time() + state.url_ttl)
     url = (f"{request.scheme}://{request.host}/download/{media_id}"
            f"?ext={expires}&hash={state.sign(media_id, expires)}")
@@ -228,6 +234,10 @@ async def faults(request: web.Request) -> web.Response:
         if body["expired_status"] not in EXPIRED_STATUSES:
             raise web.HTTPBadRequest(text=f"expired_status must be one of {EXPIRED_STATUSES}")
         state.expired_status = body["expired_status"]
+    if "missing_status" in body:
+        if body["missing_status"] not in MISSING_STATUSES:
+            raise web.HTTPBadRequest(text=f"missing_status must be one of {MISSING_STATUSES}")
+        state.missing_status = body["missing_status"]
     return await stats(request)
 
 
@@ -243,7 +253,8 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({"lookups": state.lookups, "downloads": state.downloads,
                               "refused": state.refused, "media": len(state.media),
                               "outage": state.outage, "url_ttl": state.url_ttl,
-                              "expired_status": state.expired_status})
+                              "expired_status": state.expired_status,
+                              "missing_status": state.missing_status})
 
 
 async def serve(host: str, port: int, token: str, directory: str | None = None) -> None:

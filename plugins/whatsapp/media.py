@@ -118,8 +118,13 @@ def _graph_error(status: int, body: dict[str, Any]) -> Exception:
     message = str(error.get("message") or f"HTTP {status}")
     code = error.get("code")
     said = f"Graph API: {message}" + (f" (code {code})" if code is not None else "")
-    if code in GONE_CODES or (status == 404 and not error):
+    if code in GONE_CODES:
         return MediaGone(said)
+    if status == 404 and not error:
+        # Graph says "gone" with an error object (code 100); a 404 without one is a
+        # proxy's or a wrong graph_url's page, so the id is looked up again later
+        return MediaRetry("HTTP 404 without a Graph error object (is "
+                          "plugins.whatsapp.graph_url right?); looked up again later")
     if code == 190 or status == 401:
         return MediaRetry(f"{said}; check plugins.whatsapp.access_token")
     return MediaRetry(said)

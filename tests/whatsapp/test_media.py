@@ -22,7 +22,7 @@ from bridge.model import Direction, Media, MediaFile, Message
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.media import NO_TOKEN, GraphMedia
 from tests.backends import execute, query
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 TOKEN = "graph-test-token"
 PHONE_ID = "106540352242922"
@@ -121,7 +121,10 @@ async def test_an_expired_url_is_looked_up_again(media_buffer, graph, tmp_path, 
     assert (await file_of(media_buffer, "wamid.1")).state == "fetched"
 
 
-async def test_deleted_media_is_a_dead_letter_with_metas_reason(media_buffer, graph, tmp_path):
+@pytest.mark.parametrize("status", [400, 404])
+async def test_deleted_media_is_a_dead_letter_with_metas_reason(media_buffer, graph, tmp_path,
+                                                                 status):
+    await fault(graph, missing_status=status)
     media_id = await upload(graph, b"gone soon")
     async with httpx.AsyncClient() as client:
         (await client.delete(f"{graph}/_sim/media/{media_id}")).raise_for_status()
@@ -133,6 +136,35 @@ async def test_deleted_media_is_a_dead_letter_with_metas_reason(media_buffer, gr
     assert file.state == "dead"
     assert f"Object with ID '{media_id}' does not exist" in file.reason
     assert "(code 100)" in file.reason
+
+
+async def test_a_404_page_without_a_graph_error_is_retried_not_dead(media_buffer, graph,
+                                                                     tmp_path):
+    """A proxy's HTML 404 (or a wrong graph_url) must not kill the photo: it is fetched
+    once the lookup reaches Graph."""
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(status=404, text="<html><h1>Not Found</h1></html>",
+                            content_type="text/html")
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    port = free_port()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        media_id = await upload(graph, b"photo behind a proxy")
+        await media_buffer.append([media_message(1, media_id)])
+        wrong = runner_for(media_buffer, f"http://127.0.0.1:{port}", tmp_path)
+        await wrong.prepare()
+        await wrong.step()
+        file = await file_of(media_buffer, "wamid.1")
+        assert file.state == "pending" and "graph_url" in file.reason
+    finally:
+        await runner.cleanup()
+    right = runner_for(media_buffer, graph, tmp_path)
+    await right.prepare()
+    await wait_until(right.step, timeout=5)
+    assert (await file_of(media_buffer, "wamid.1")).state == "fetched"
 
 
 async def test_an_outage_retries_with_backoff_then_fetches(media_buffer, graph, tmp_path):
@@ -401,7 +433,8 @@ async def test_admin_reset_puts_the_stand_in_back_as_started_dropping_webhooks_t
         answer = await client.post(f"{graph}/_sim/reset")
         assert answer.status_code == 200
         assert answer.json() == {"lookups": 0, "downloads": 0, "refused": 0, "media": 0,
-                                 "outage": False, "url_ttl": 300.0, "expired_status": 404}
+                                 "outage": False, "url_ttl": 300.0, "expired_status": 404,
+                                 "missing_status": 400}
         assert not (tmp_path / "graph" / media_id).exists()
         gone = await client.get(f"{graph}/v25.0/{media_id}", headers=auth)
         assert gone.status_code == 400 and gone.json()["error"]["error_subcode"] == 33
