@@ -13,6 +13,7 @@ from bridge import Direction, Message, clean, quote, render_line
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
 CONTINUED = "… "  # starts each later piece of a long line, so none can pass for a line
+NAME_CUT = "…: "  # ends a label whose name was shortened to leave a note room for text
 TEXT_CUT = "t"  # a piece of a long message is keyed by the text it holds: `…:t0-656`
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
 
@@ -264,9 +265,9 @@ def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
     later one `…` (so no piece can pass for a line) and the text that fits. Each is keyed
     by the span of text it holds; `known` (start -> end, an earlier try's pieces) are made
     again as they were, whatever the label's length or the limit now, and only the text
-    between them is cut anew. A label longer than the note leaves its piece one character
-    of text, over the limit."""
-    label, text = line[:head], line[head:]
+    between them is cut anew. A label that would leave no room for text (a long name
+    under a small note_limit) has its name shortened with `…` in that piece."""
+    label, text = _fitted(line[:head], budget - 2), line[head:]  # 2: one character of text
     parts, start = [], 0
     while True:
         end = known.get(start) or min([
@@ -278,6 +279,13 @@ def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
         if end >= len(text):
             return parts
         start = end
+
+
+def _fitted(label: str, room: int) -> str:
+    """The label in `room` UTF-16 units: its end (the name's) cut and marked `…: `."""
+    if u16(label) <= room:
+        return label
+    return label[:_fit(label, 0, room - len(NAME_CUT))] + NAME_CUT
 
 
 def _fit(text: str, start: int, room: int) -> int:

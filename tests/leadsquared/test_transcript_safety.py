@@ -199,3 +199,41 @@ def test_a_long_line_whose_own_key_is_on_the_lead_is_cut_as_an_earlier_bridge_cu
                   labels=label_lengths(messages, UTC, "Asha", "Business"))
     assert parts[0].key == "bk:m1:0" and all(p.key.rpartition(":")[2].isdigit() for p in parts)
     assert "".join(p.lines[0].removeprefix(CONTINUED) for p in parts) == line
+
+
+@pytest.mark.parametrize("name", [LONGEST, "Asha Kumari Venkataraman-Iyer of Pune " * 3])
+@pytest.mark.parametrize("limit", [200, 230])
+def test_the_smallest_note_limit_holds_a_long_name_and_every_character_once(name, limit):
+    """note_limit's minimum (200) leaves a line 40 units beside the header: a long name's
+    label alone would pass it, so the first piece shortens the name, and no note is longer
+    than the limit; the text is still all there, once."""
+    parts, _ = _tried(TOKENS, name, limit)
+    assert all(u16(note(part, name, NUMBER)) <= limit for part in parts)
+    first = parts[0].lines[0]
+    assert first.startswith("[") and "…: " in first
+    texts = [p.lines[0].removeprefix(CONTINUED) for p in parts[1:]]
+    assert TOKENS.endswith("".join(texts))
+    assert first.endswith(TOKENS[:len(TOKENS) - len("".join(texts))])
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_long_name_and_message_land_under_the_smallest_note_limit(sim, buffer, bulk):
+    """A LeadSquared account whose note field holds 200 characters (the simulator refuses
+    a longer note), note_limit 200 and an 80-character profile name: every piece lands and
+    no message is a dead letter."""
+    sim.configure(note_limit=200)
+    lead = sim.add_lead(FirstName="Asha", Phone="9876543210")
+    name = "Asha Kumari Venkataraman-Iyer of Pune " * 3
+    long = dataclasses.replace(message(1, NUMBER, source="whatsapp", minutes_ago=2,
+                                       text=TOKENS[:400]), contact_name=name)
+    await buffer.append([long])
+    sink = sink_for(sim, opportunities=False, note_limit=200, bulk=bulk)
+    async with running(buffer, [sink]):
+        await wait_until(lambda: settled(buffer))
+    assert await buffer.dead_letters("leadsquared") == []
+    notes = [a["ActivityNote"] for a in sim.activities(lead)]
+    assert len(notes) > 1 and all(u16(n) <= 200 for n in notes)
+    lines = [n.split("\n", 1)[1] for n in notes]
+    assert "…: " in lines[0]
+    text = lines[0].split("…: ", 1)[1] + "".join(x.removeprefix(CONTINUED) for x in lines[1:])
+    assert text == TOKENS[:400]
