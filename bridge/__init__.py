@@ -41,7 +41,7 @@ from bridge.model import (
     is_group,
 )
 from bridge.params import text as query_text
-from bridge.render import clean, file_name, quote, render_line
+from bridge.render import clean, file_name, lead_in, quote, render_line
 from bridge.retry import backoff_delay
 
 # name -> module: loaded when first asked for (PEP 562)
@@ -63,7 +63,8 @@ __all__ = [
     "call", "candidates", "clean", "Clock", "CONFIG_OPTION", "Conversation", "create_app",
     "Direction", "Duration", "Fetched", "file_name", "FileOut", "Filter", "friendly",
     "get_plugin_manager", "GROUP_PREFIX", "hookimpl", "Identity", "Ingest", "is_group",
-    "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry", "Message",
+    "lead_in", "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry",
+    "Message",
     "Metrics", "Outcome", "query_text", "quote", "render_line", "SharedBuffer", "Sink",
     "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS", "StatusUpdate", "SyncNote",
     "TargetFailure", "UPGRADE_SUFFIX",

@@ -55,7 +55,18 @@ def render_line(message: Message, quotes: Mapping[str, str] | None = None,
         line = _RENDERERS.get(message.kind, _unknown)(message)
     if message.kind not in TARGET_KINDS:
         line = _prefix(message, quotes) + line
-    line = _referral(message) + line + _failure(message)
+    return _one_line(_referral(message) + line + _failure(message))
+
+
+def lead_in(message: Message, quotes: Mapping[str, str] | None = None) -> str:
+    """What render_line puts before the message's own content: its ad referral and its
+    reply or forward prefix (which quotes the replied-to message when `quotes` has it)."""
+    prefix = "" if message.kind in TARGET_KINDS else _prefix(message, quotes)
+    return _one_line(_referral(message) + prefix)
+
+
+def _one_line(line: str) -> str:
+    """Without bidi controls, other controls or lone surrogates; line breaks shown as ⏎."""
     line = _SURROGATES.sub("\ufffd", _CONTROLS.sub(" ", _BIDI.sub("", line)))
     return NEWLINE.join(line.splitlines())
 

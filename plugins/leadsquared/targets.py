@@ -23,7 +23,14 @@ from plugins.leadsquared.opportunities import Opportunities
 from plugins.leadsquared.outcomes import outcome_of
 from plugins.leadsquared.owners import Owners, Rep
 from plugins.leadsquared.resolve import Lead
-from plugins.leadsquared.transcript import Part, label_lengths, part_tail, split, transcript_lines
+from plugins.leadsquared.transcript import (
+    Part,
+    label_lengths,
+    lead_lengths,
+    part_tail,
+    split,
+    transcript_lines,
+)
 
 
 @dataclass
@@ -129,10 +136,11 @@ class Planner:
         # a note of one message may be one piece of a long line: it only ends at that
         # message; one of several holds whole lines, never cut again
         whole = {key for key, count in landed.items() if count > 1}
+        labels = label_lengths(messages, self.tz, contact, business, senders)
         return split(batch.key, messages, lines, self.settings.note_limit,
                      earlier_parts(batch) | set(landed), earlier_parts(batch, landed=True) | whole,
                      single=self.settings.granularity == "message", sizes=landed,
-                     labels=label_lengths(messages, self.tz, contact, business, senders))
+                     labels=labels, leads=lead_lengths(messages, lines, labels))
 
 
 def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:

@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from bridge import Direction, Message, clean, quote, render_line
+from bridge import Direction, Message, clean, lead_in, quote, render_line
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
 CONTINUED = "… "  # starts each later piece of a long line, so none can pass for a line
 NAME_CUT = "…: "  # ends a label whose name was shortened to leave a note room for text
-TEXT_CUT = "t"  # a piece of a long message is keyed by the text it holds: `…:t0-656`
+TEXT_CUT = "t"  # a piece keyed by the text after its label (an ad or reply lead-in included)
+BODY_CUT = "b"  # a piece keyed by the message's own text, after label and lead-in: `…:b0-656`
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # LeadSquared API datetimes, always UTC
 
 logger = logging.getLogger(__name__)
@@ -64,14 +65,37 @@ def transcript_lines(messages: list[Message], tz: tzinfo, contact: str, business
     """One line per message (or why it has none); replies and reactions quote their target
     when it is here. `senders`: how an outbound message's line names its sender (the rep),
     by message id; else `business`."""
+    quotes = _quotes(messages)
+    return [_line_or_reason(m, tz, contact, (senders or {}).get(m.id, business), quotes)
+            for m in messages]
+
+
+def _quotes(messages: list[Message]) -> dict[str, str]:
+    """Provider id -> the short text a reply to it quotes (the batch's messages only)."""
     quotes: dict[str, str] = {}
     for m in messages:
         try:
             quotes[m.provider_id] = quote(render_line(m))
-        except Exception:  # its own line below says why
+        except Exception:  # its own line says why
             continue
-    return [_line_or_reason(m, tz, contact, (senders or {}).get(m.id, business), quotes)
-            for m in messages]
+    return quotes
+
+
+def lead_lengths(messages: list[Message], lines: Sequence[str | Unrendered],
+                 labels: Sequence[int]) -> list[int]:
+    """How many characters of each line (transcript_lines) after its label (label_lengths)
+    are its lead-in (ad referral, reply prefix): a reply's quote is there only while the
+    replied-to message is in the batch, so the pieces of a long line never count it."""
+    quotes = _quotes(messages)
+    lengths = []
+    for m, line, label in zip(messages, lines, labels, strict=True):
+        try:
+            lead = lead_in(m, quotes)
+        except Exception:  # its line is Unrendered: never cut
+            lead = ""
+        whole = isinstance(line, str) and line.startswith(lead, label)
+        lengths.append(len(lead) if whole else 0)
+    return lengths
 
 
 def _line_or_reason(message: Message, tz: tzinfo, contact: str, business: str,
@@ -134,7 +158,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
           limit: int, starts: frozenset[str] | set[str] = frozenset(),
           landed: frozenset[str] | set[str] = frozenset(), single: bool = False,
           sizes: Mapping[str, int] | None = None,
-          labels: Sequence[int] | None = None) -> list[Part]:
+          labels: Sequence[int] | None = None,
+          leads: Sequence[int] | None = None) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -153,20 +178,24 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     there, so a retry's lines grown or shrunk since cannot move a message into or out of it.
     An unrendered message gets a part of its own, marked failed, and is left out of the
     note around it.
-    `labels`: how many characters of each line are its label (label_lengths). A long
-    line's pieces are keyed by the span of its text each holds (`t0-656`, `t656-1494`),
-    never counting its label: a retry makes those an earlier try posted or recorded again,
-    each holding the same text whatever the label's length now (a rep's or contact's new
-    name), and cuts the rest anew, so every character goes once. Without them, lines are
+    `labels`: how many characters of each line are its label (label_lengths); `leads`:
+    how many after it are its lead-in (lead_lengths). A long line's pieces are keyed by the
+    span of the message's own text each holds (`b0-656`, `b656-1494`), never counting its
+    label or lead-in: a retry makes those an earlier try posted or recorded again, each
+    holding the same text whatever the label is now (a rep's or contact's new name) or the
+    lead-in (a reply's quote is gone once the replied-to message was delivered), and cuts
+    the rest anew, so every character goes once. A message an earlier bridge cut by
+    `t` spans (its lead-in counted as text) keeps that reading. Without `labels`, lines are
     taken as text alone.
     """
     budget = limit - HEADER_BUDGET
     parts: list[Part] = []
     current: Part | None = None
     size = 0
-    cuts, spans = _cuts(batch_key, starts)
+    cuts, spans, lined = _cuts(batch_key, starts)
     heads = labels if labels is not None else [0] * len(messages)
-    for message, line, head in zip(messages, lines, heads, strict=True):
+    extra = leads if leads is not None else [0] * len(messages)
+    for message, line, head, lead in zip(messages, lines, heads, extra, strict=True):
         if isinstance(line, Unrendered):
             parts.append(Part(f"{batch_key}:{message.provider_id}:unrendered", [], [message],
                               failed=line.reason))
@@ -181,8 +210,10 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
                                            and own not in landed):
             current = None
             if pid in spans or (pid not in cuts and own not in (sizes or {})):
-                parts.extend(_pieces(batch_key, message, line, head, budget,
-                                     spans.get(pid, {})))
+                marker = TEXT_CUT if leads is None or pid in lined else BODY_CUT
+                parts.extend(_pieces(batch_key, message, line,
+                                     head + (lead if marker == BODY_CUT else 0), budget,
+                                     spans.get(pid, {}), marker))
             else:  # cut by a bridge before TEXT_CUT, or its first piece may be on the lead
                 parts.extend(_chunks(batch_key, message, line, budget, cuts.get(pid)))
             continue
@@ -200,12 +231,14 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
 
 
 def _cuts(batch_key: str, starts: frozenset[str] | set[str]
-          ) -> tuple[dict[str, list[int]], dict[str, dict[int, int]]]:
+          ) -> tuple[dict[str, list[int]], dict[str, dict[int, int]], set[str]]:
     """Provider id -> the offsets into its whole line (label included) a bridge before
     TEXT_CUT cut its long line at (chunk keys past 0), and -> the spans of its text
-    (start -> end) of the pieces an earlier try cut it into."""
+    (start -> end) of the pieces an earlier try cut it into; and the ids whose spans are
+    TEXT_CUT's (lead-in counted as text)."""
     found: dict[str, set[int]] = {}
     spans: dict[str, dict[int, int]] = {}
+    lined: set[str] = set()
     for key in starts:
         pid, _, tail = key.removeprefix(f"{batch_key}:").rpartition(":")
         if not key.startswith(f"{batch_key}:"):
@@ -214,16 +247,18 @@ def _cuts(batch_key: str, starts: frozenset[str] | set[str]
             found.setdefault(pid, set()).add(int(tail))
         elif span := piece_span(tail):
             spans.setdefault(pid, {})[span[0]] = span[1]
+            if tail.startswith(TEXT_CUT):
+                lined.add(pid)
     return ({pid: sorted(offsets | {0}) for pid, offsets in found.items() if any(offsets)},
-            spans)
+            spans, lined)
 
 
 def piece_span(tail: str) -> tuple[int, int] | None:
     """(start, end) of the text a long message's piece holds, from its key's last field
-    (`t656-1494`); None when it is not a piece's."""
-    start, dash, end = tail.removeprefix(TEXT_CUT).partition("-")
-    if tail.startswith(TEXT_CUT) and dash and all(n.isascii() and n.isdigit()
-                                                  for n in (start, end)) \
+    (`b656-1494`, or `t656-1494`); None when it is not a piece's."""
+    start, dash, end = tail[1:].partition("-")
+    if tail[:1] in (TEXT_CUT, BODY_CUT) and dash and all(n.isascii() and n.isdigit()
+                                                         for n in (start, end)) \
             and int(start) < int(end):
         return int(start), int(end)
     return None
@@ -231,7 +266,7 @@ def piece_span(tail: str) -> tuple[int, int] | None:
 
 def part_tail(tail: str) -> bool:
     """Whether a key's last field is a part's: an offset (`0`; `750`, a piece cut by a
-    bridge before TEXT_CUT) or a piece's span (`t656-1494`)."""
+    bridge before TEXT_CUT) or a piece's span (`b656-1494`, `t656-1494`)."""
     return (tail.isascii() and tail.isdigit()) or piece_span(tail) is not None
 
 
@@ -259,9 +294,9 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int,
 
 
 def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
-            known: dict[int, int]) -> list[Part]:
+            known: dict[int, int], marker: str = BODY_CUT) -> list[Part]:
     """A line longer than a note goes out in consecutive parts, each marked continued: the
-    first holds the label (`head` characters) and the text that fits beside it, every
+    first holds the label and lead-in (`head` characters) and the text that fits, every
     later one `…` (so no piece can pass for a line) and the text that fits. Each is keyed
     by the span of text it holds; `known` (start -> end, an earlier try's pieces) are made
     again as they were, whatever the label's length or the limit now, and only the text
@@ -273,7 +308,7 @@ def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
         end = known.get(start) or min([
             _fit(text, start, budget - u16(label if not parts else CONTINUED)),
             *(s for s in known if s > start)])
-        parts.append(Part(f"{batch_key}:{message.provider_id}:{TEXT_CUT}{start}-{end}",
+        parts.append(Part(f"{batch_key}:{message.provider_id}:{marker}{start}-{end}",
                           [(CONTINUED if parts else label) + text[start:end]], [message],
                           continued=bool(parts) or end < len(text)))
         if end >= len(text):

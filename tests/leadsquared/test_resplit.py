@@ -262,3 +262,50 @@ async def test_a_lead_post_that_waits_with_its_messages_is_not_counted_as_a_fail
 
 def lead_creates_tried(sim) -> int:
     return sum(1 for c in sim.calls if c.path.endswith("ProspectActivity.svc/Create"))
+
+
+REPLY = "".join(f"{n:04d}," for n in range(500))  # 2,500 characters, each token unique
+
+
+def pieces_of(sim, lead: str, provider_id: str) -> list[tuple[int, int, str]]:
+    """(start, end, the note's line) of each piece of a long message on the lead, by start."""
+    from plugins.leadsquared.activity_type import FIELDS
+    from plugins.leadsquared.transcript import piece_span
+    from tests.leadsquared.test_sink import field
+
+    found = []
+    for activity in sim.activities(lead):
+        pid, _, tail = field(activity, FIELDS["key"]).rpartition(":")
+        if pid.endswith(f":{provider_id}") and (span := piece_span(tail)):
+            found.append((*span, activity["ActivityNote"].split("\n", 1)[1]))
+    return sorted(found)
+
+
+async def test_a_long_reply_whose_quoted_message_landed_first_is_completed_exactly_once(
+        sim, buffer):
+    """A long reply quotes the message it answers while that message is in its batch. The
+    question and the reply's first pieces land, one piece fails (503): the question is
+    delivered, so the retry renders the reply without its quote. Its pieces were keyed by
+    spans of a line that began with the quote: the retry's spans were shifted by the
+    quote's length, and characters of the reply were lost (or posted twice)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    question = message(1, NUMBER, source="whatsapp", minutes_ago=30, text="what is the price?")
+    reply = message(2, NUMBER, source="whatsapp", minutes_ago=20, text=REPLY, reply_to="m1")
+    await buffer.append([question, reply])
+    sim.configure(latency=0.3)  # time to queue the fault between two posts
+    sink = sink_for(sim, bulk=False, opportunities=False, note_limit=1000, max_attempts=50,
+                    rate_limit="1000/0.05s")
+    async with running(buffer, [sink]):
+        await wait_until(lambda: len(sim.activities(lead)) >= 2, timeout=30)
+        sim.configure(gateway_errors=[[503, "Create"]])
+        await wait_until(lambda: sim.knobs.gateway_errors == [], timeout=30)
+        sim.configure(latency=0.0)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    pieces = pieces_of(sim, lead, "m2")
+    assert len(pieces) >= 3
+    assert [(s, e) for s, e, _ in pieces] == list(zip(
+        [0] + [e for _, e, _ in pieces[:-1]], [e for _, e, _ in pieces], strict=True))
+    assert pieces[-1][1] == len(REPLY)  # the spans tile the reply's text, once
+    assert all(line.endswith(REPLY[s:e]) for s, e, line in pieces)
+    assert "“what is the price?”" in pieces[0][2]
+    assert await buffer.dead_letters() == []

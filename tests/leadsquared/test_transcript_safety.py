@@ -12,6 +12,7 @@ import pytest
 from plugins.leadsquared.transcript import (
     CONTINUED,
     label_lengths,
+    lead_lengths,
     note,
     piece_span,
     split,
@@ -237,3 +238,39 @@ async def test_a_long_name_and_message_land_under_the_smallest_note_limit(sim, b
     assert "…: " in lines[0]
     text = lines[0].split("…: ", 1)[1] + "".join(x.removeprefix(CONTINUED) for x in lines[1:])
     assert text == TOKENS[:400]
+
+
+def _reply_split(keys: set[str], quoted: bool) -> list:
+    """split of m1 (a question) and m2 (a long reply to it), or of m2 alone once m1 was
+    delivered (its quote then gone), with an earlier try's keys."""
+    question = message(1, NUMBER, text="what is the price?")
+    reply = message(2, NUMBER, text=TOKENS, reply_to="m1")
+    messages = [question, reply] if quoted else [reply]
+    lines = transcript_lines(messages, UTC, "Asha", "Business")
+    labels = label_lengths(messages, UTC, "Asha", "Business")
+    return split("bk", messages, lines, 600, keys, keys, sizes=dict.fromkeys(keys, 1),
+                 labels=labels, leads=lead_lengths(messages, lines, labels))
+
+
+def test_a_long_replys_pieces_hold_the_same_text_with_or_without_its_quote():
+    first = [p for p in _reply_split(set(), quoted=True) if ":m2:" in p.key]
+    assert all(p.key.rpartition(":")[2].startswith("b") for p in first)
+    again = [p for p in _reply_split({first[0].key}, quoted=False) if ":m2:" in p.key]
+    assert again[0].key == first[0].key  # the landed piece is made again as it was
+    spans = [piece_span(p.key.rpartition(":")[2]) for p in again]
+    assert spans[0][0] == 0 and spans[-1][1] == len(TOKENS)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_a_reply_an_earlier_bridge_cut_by_t_spans_keeps_their_reading():
+    """`t` spans counted the reply's lead-in as text: a retry keeps cutting that message
+    so (its text after the label), lead-in and all, and its keys stay `t`."""
+    messages = [message(2, NUMBER, text=TOKENS, reply_to="m1")]
+    (line,) = transcript_lines(messages, UTC, "Asha", "Business")
+    label = label_lengths(messages, UTC, "Asha", "Business")[0]
+    keys = {"bk:m2:t0-300"}
+    parts = split("bk", messages, [line], 600, keys, keys, sizes=dict.fromkeys(keys, 1),
+                  labels=[label], leads=lead_lengths(messages, [line], [label]))
+    assert parts[0].key == "bk:m2:t0-300" and parts[0].lines == [line[:label + 300]]
+    assert all(p.key.rpartition(":")[2].startswith("t") for p in parts)
+    assert "".join(_text_of(p, label)[1] for p in parts) == line[label:]
