@@ -193,7 +193,10 @@ def _classify(response: httpx.Response, write: bool) -> Any:
                                      " (not a LeadSquared answer)")
         raise error("rejected", f"HTTP {status}")
     if info.get("Status") == "Error":
-        raise error("rejected", "LeadSquared answered Status=Error")
+        # Not one of LeadSquared's own (MX) refusals, on a 2xx: nothing documents this
+        # answer (errors are 4xx/5xx, reference §3), so a write may have landed before
+        # whatever failed (as on a 500 with such a type): the key check settles it.
+        raise error(_lost(write) if write else "rejected", "LeadSquared answered Status=Error")
     if answer is _NO_JSON:
         raise error(_lost(write), "the answer is not JSON")
     return answer

@@ -99,6 +99,15 @@ def test_status_error_on_2xx_is_an_error():
     assert kind_of(answer(200, {"Status": "Error", "ExceptionMessage": "no"})) == "rejected"
 
 
+def test_a_non_mx_status_error_on_2xx_is_an_unknown_outcome_for_a_write():
+    """Undocumented (errors are 4xx/5xx): a write may have landed, as on a 500."""
+    for body in ({"Status": "Error", "ExceptionMessage": "no"},
+                 {"Status": "Error", "ExceptionType": "NullReferenceException"}):
+        assert kind_of(answer(200, body), write=True) == "unknown_outcome"
+    mx = {"Status": "Error", "ExceptionType": "MXInvalidInputException"}
+    assert kind_of(answer(200, mx), write=True) == "rejected"  # LeadSquared's own refusal
+
+
 def test_plain_5xx_is_transient_on_a_read_but_unknown_on_a_write():
     for status in (500, 502, 503, 504):
         assert kind_of(answer(status, text="<html>oops</html>")) == "transient"

@@ -140,3 +140,18 @@ def test_opportunities_true_false_and_types_all_still_load():
                           ({"status": "any"}, None), ({"status": "Won"}, ["Won"])):
         config = LeadSquaredConfig(access_key="a", secret_key="b", opportunities=value)
         assert config.opportunities.status == status, value  # Open unless set
+
+
+async def test_a_status_error_on_http_200_after_the_create_landed_is_found_not_refused(
+        sim, buffer):
+    """Create commits, then answers HTTP 200 `Status: Error` with a non-MX type (a .NET
+    NullReferenceException): the chat is in the CRM once and delivered, not dead-lettered."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.refuse_endpoint("Create", "NullReferenceException",
+                        "Object reference not set to an instance of an object.", status=200,
+                        after_commit=True)
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim, bulk=False, opportunities=False)]):
+        await wait_until(lambda: settled(buffer))
+    assert await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1])
