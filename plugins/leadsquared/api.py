@@ -408,16 +408,18 @@ async def walk(page: Callable[[int, int], Awaitable[dict]], key: str,
     or a PageIndex lands where the last page ended.
     """
     rows: list[dict] = []
-    size = page_size
+    size, last = page_size, None
     while True:
         answer = await page(len(rows), size) or {}
         batch = answer.get(key) or []
+        if batch == last:  # the paging asked is ignored: the same page again ends it
+            return rows
         rows.extend(batch)
         total = _int(answer.get("RecordCount"))
         if not batch or (total is None and len(batch) < size) or (
                 total is not None and len(rows) >= total):
             return rows
-        size = min(size, len(batch))
+        size, last = min(size, len(batch)), batch
 
 
 def _attributes(attributes: dict[str, str]) -> list[dict[str, str]]:

@@ -56,3 +56,23 @@ async def test_an_open_deal_past_a_capped_page_of_opportunities_gets_the_chat(si
         notes = " ".join(a["ActivityNote"] for a in sim.activities(lead)
                          if a["RelatedOpportunityId"] == target)
         assert notes.count("msg-00001") == notes.count("msg-00002") == 1
+
+
+async def test_a_server_ignoring_the_offset_asked_ends_the_read_not_loops(serve):
+    """A Retrieve that answers its first 25 rows whatever Offset is asked, RecordCount 1000:
+    the read stops at the repeated page (one extra call), not after 40."""
+    from aiohttp import web
+
+    calls = []
+
+    async def retrieve(request: web.Request) -> web.Response:
+        calls.append(await request.json())
+        rows = [{"Id": f"a{n}", "ActivityFields": {FIELDS["key"]: f"k{n}"}} for n in range(25)]
+        return web.json_response({"RecordCount": 1000, "ProspectActivities": rows})
+
+    app = web.Application()
+    app.router.add_post("/v2/ProspectActivity.svc/Retrieve", retrieve)
+    base = await serve(app)
+    async with LeadSquaredClient(base, "a", "s", limiter=RateLimiter(1000, 1.0)) as client:
+        rows = await client.activities.of_lead("lead-1", 201)
+    assert len(rows) == 25 and len(calls) == 2
