@@ -409,3 +409,21 @@ async def test_capped_paging_answers_at_most_25_rows_a_call_and_the_total(sim, a
     sim.configure(paging="honoured")
     _, whole = await api("POST", retrieve, params={"leadId": lead}, json=asked)
     assert len(whole["ProspectActivities"]) == 30
+
+
+async def test_leads_get_on_a_field_no_lead_holds_answers_none_or_every_lead_when_switched(
+        sim, api):
+    sim.add_lead(FirstName="Ravi", Mobile="+91-9123456780")
+    sheena = sim.add_lead(FirstName="Sheena", mx_WhatsApp_User_ID="US.1")
+    path = "LeadManagement.svc/Leads.Get"
+
+    def body(name: str) -> dict:
+        return {"Parameter": {"LookupName": name, "LookupValue": "US.1", "SqlOperator": "="}}
+
+    _, none = await api("POST", path, json=body("mx_WhatsApp_UserID"))
+    assert none == []
+    sim.configure(unknown_field="ignored")
+    _, every = await api("POST", path, json=body("mx_WhatsApp_UserID"))
+    assert [lead["FirstName"] for lead in every] == ["Ravi", "Sheena"]
+    _, known = await api("POST", path, json=body("mx_WhatsApp_User_ID"))  # a field held
+    assert [lead["ProspectID"] for lead in known] == [sheena]
