@@ -7,7 +7,6 @@ Sources are tagged as in shared/reference/leadsquared-api.md.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,8 +142,8 @@ class ActivitiesApi:
         """Retrieve: every activity on the lead (optionally one event code), all pages."""
         parameter = {"ActivityEvent": event} if event is not None else {}
 
-        async def page(index: int) -> dict:
-            paging = {"Offset": str(index * page_size), "RowCount": str(page_size)}
+        async def page(offset: int, size: int) -> dict:
+            paging = {"Offset": str(offset), "RowCount": str(size)}
             return await self._c.request("lead_activities", "POST",
                                          "ProspectActivity.svc/Retrieve",
                                          params={"leadId": lead_id},
@@ -189,8 +188,8 @@ class OpportunitiesApi:
 
     async def _paged(self, name: str, path: str, params: dict, page_size: int,
                      extra: dict | None = None) -> list[dict]:
-        async def page(index: int) -> dict:
-            paging = {"PageIndex": index + 1, "PageSize": page_size}
+        async def page(offset: int, size: int) -> dict:
+            paging = {"PageIndex": offset // size + 1, "PageSize": size}
             return await self._c.request(name, "POST", path, params=params,
                                          body={**(extra or {}), "Paging": paging})
 
@@ -398,17 +397,29 @@ def message_id(answer: Any) -> Any:
     return message["Id"]
 
 
-async def walk(page: Callable[[int], Awaitable[dict]], key: str, page_size: int) -> list[dict]:
-    """Concatenate pages until a short page or RecordCount rows."""
+async def walk(page: Callable[[int, int], Awaitable[dict]], key: str,
+               page_size: int) -> list[dict]:
+    """Concatenate pages (`page(offset, size)`) until RecordCount rows, else a short page.
+
+    A page shorter than asked is the end only when the answer gives no RecordCount, or
+    RecordCount says so: a server that serves fewer rows a call than asked (no maximum is
+    documented; Retrieve's default is 25) would otherwise hide the rest, and a key on them
+    would be posted again. The next page is then asked at the size served, so an offset
+    or a PageIndex lands where the last page ended.
+    """
     rows: list[dict] = []
-    for index in itertools.count():
-        answer = await page(index) or {}
+    size, last = page_size, None
+    while True:
+        answer = await page(len(rows), size) or {}
         batch = answer.get(key) or []
-        rows.extend(batch)
-        total = answer.get("RecordCount")
-        if len(batch) < page_size or (isinstance(total, int) and len(rows) >= total):
+        if batch == last:  # the paging asked is ignored: the same page again ends it
             return rows
-    raise AssertionError("unreachable")
+        rows.extend(batch)
+        total = _int(answer.get("RecordCount"))
+        if not batch or (total is None and len(batch) < size) or (
+                total is not None and len(rows) >= total):
+            return rows
+        size, last = min(size, len(batch)), batch
 
 
 def _attributes(attributes: dict[str, str]) -> list[dict[str, str]]:

@@ -116,6 +116,9 @@ class Owners:
         self.inactive: set[str] = set()  # user ids of inactive users (never an owner)
         self._lead_owner: dict[str, tuple[float, str | None]] = {}
         self._said: set[str] = set()
+        # owners: auto, and a read of the users failed for a passing reason (a gateway
+        # page, a rate limit): the map is incomplete, so the sink does not start on it
+        self.unread: LeadSquaredError | None = None
 
     @property
     def enabled(self) -> bool:
@@ -141,8 +144,11 @@ class Owners:
         try:
             users = await self.client.users.all()
         except LeadSquaredError as exc:
+            self._passing(exc)
             lines.append((False, f"could not list the account's users ({exc.message}): "
-                                 "mapped emails are used unchecked"))
+                                 + ("no number is mapped (owners: auto)"
+                                    if self.settings.owners == "auto"
+                                    else "mapped emails are used unchecked")))
             return []
         for user in users:
             email = user.get("EmailAddress")
@@ -168,6 +174,9 @@ class Owners:
                 lines.append((False, f"{number} -> {email} {why}: its chats follow "
                                      f"owner_fallback {self.settings.owner_fallback}"))
                 continue
+            # the account's spelling of the email: how LeadSquared compares an
+            # ActivityOwnerEmail (case) is not documented
+            email = str(active[email.casefold()]["EmailAddress"]) if users else email
             self.mapping[number] = email
             lines.append((True, f"{number} -> {self._name(email) or email} <{email}>"))
         return lines
@@ -184,6 +193,7 @@ class Owners:
             try:
                 record = await self.client.users.by_id(str(user["ID"]))
             except LeadSquaredError as exc:
+                self._passing(exc)
                 lines.append((False, f"could not read user {user.get('EmailAddress')}'s phone "
                                      f"numbers ({exc.message})"))
                 continue
@@ -209,6 +219,13 @@ class Owners:
             lines.append((False, "no user's phone number in the account: every number "
                                  f"follows owner_fallback {self.settings.owner_fallback}"))
         return lines
+
+    def _passing(self, exc: LeadSquaredError) -> None:
+        """Remember a failed read of the users that a later start may not meet (owners:
+        auto): without it a rep's numbers would follow owner_fallback for the whole run,
+        their chats filed under the lead owner or the API user."""
+        if self.settings.owners == "auto" and exc.kind not in ("rejected", "auth"):
+            self.unread = self.unread or exc
 
     def _name(self, email: str) -> str | None:
         return self.names.get(email.casefold())

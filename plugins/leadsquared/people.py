@@ -94,14 +94,22 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
         lead = await find_lead(client, conversation.key)  # the number before a change
     user_id = user_id_of(conversation)
     if lead is None and config.user_id_field and user_id:
-        leads = await client.leads.by_field(config.user_id_field, user_id)
-        lead = str(leads[0]["ProspectID"]) if leads else None
+        lead = holding(await client.leads.by_field(config.user_id_field, user_id),
+                       config.user_id_field, user_id)
     if lead is not None or not config.create_leads:
         return lead
     if phone:
         return await create_lead(client, phone, display_name(conversation, messages),
                                  config.lead_source, _identity_fields(config, conversation))
     return await _create_without_phone(client, config, conversation, messages)
+
+
+def holding(leads: list[dict], field: str, value: str) -> str | None:
+    """The first lead whose `field` is `value`: a search whose filter was dropped (a field
+    the account does not have) answers other leads, never to be taken for this person."""
+    wanted = value.strip().casefold()
+    return next((str(lead["ProspectID"]) for lead in leads
+                 if str(lead.get(field) or "").strip().casefold() == wanted), None)
 
 
 def _identity_fields(config: LeadSquaredConfig, conversation: Conversation) -> dict[str, str]:

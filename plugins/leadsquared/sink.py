@@ -19,6 +19,7 @@ from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, bulk_rate
 from plugins.leadsquared.delivery import Steps, deliver_batch
 from plugins.leadsquared.directory import LeadDirectory
+from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.keys import KeyCheck
 from plugins.leadsquared.opportunities import Opportunities
 from plugins.leadsquared.owners import Owners, shown_phone
@@ -93,6 +94,10 @@ class LeadSquaredSink:
         keys = KeyCheck(self.client, account.event)
         self.owners = Owners(self.client, self.settings)
         await self.owners.start()
+        if (unread := self.owners.unread) is not None:  # auto, without every rep's numbers:
+            raise LeadSquaredError(unread.kind, "owners: auto could not read the account's "
+                                   f"users ({unread.message}); the sink starts again later "
+                                   "rather than file their chats under owner_fallback")
         people = Resolver(self.client, self.settings, self._rows, self.directory)
         opportunity_bulk = OpportunityBulk(lambda: self.client) if self.bulk else None
         self.steps = Steps(

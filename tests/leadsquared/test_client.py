@@ -99,6 +99,24 @@ def test_status_error_on_2xx_is_an_error():
     assert kind_of(answer(200, {"Status": "Error", "ExceptionMessage": "no"})) == "rejected"
 
 
+def test_a_non_mx_status_error_on_2xx_is_an_unknown_outcome_for_a_write():
+    """Undocumented (errors are 4xx/5xx): a write may have landed, as on a 500."""
+    for body in ({"Status": "Error", "ExceptionMessage": "no"},
+                 {"Status": "Error", "ExceptionType": "NullReferenceException"}):
+        assert kind_of(answer(200, body), write=True) == "unknown_outcome"
+    mx = {"Status": "Error", "ExceptionType": "MXInvalidInputException"}
+    assert kind_of(answer(200, mx), write=True) == "rejected"  # LeadSquared's own refusal
+
+
+def test_a_server_exception_on_2xx_is_retried_on_a_read_as_on_a_500():
+    body = {"Status": "Error", "ExceptionType": "NullReferenceException", "ExceptionMessage": "x"}
+    assert kind_of(answer(200, body)) == kind_of(answer(500, body)) == "transient"
+    shape = {"Status": "Error", "ExceptionType": "System.FormatException",
+             "ExceptionMessage": "Input string was not in a correct format."}
+    for write in (False, True):  # a refused body shape fails every time
+        assert kind_of(answer(200, shape), write=write) == "rejected"
+
+
 def test_plain_5xx_is_transient_on_a_read_but_unknown_on_a_write():
     for status in (500, 502, 503, 504):
         assert kind_of(answer(status, text="<html>oops</html>")) == "transient"

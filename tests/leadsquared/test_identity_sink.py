@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError
 
@@ -60,3 +62,22 @@ def test_simulated_leads_get_and_lead_update_follow_the_reference(sim):
     assert sim.store.leads[lead]["Mobile"] == "+91-9000011111"
     with pytest.raises(ApiError, match="leadId"):
         update(sim.store, "no-such-lead", [{"Attribute": "Mobile", "Value": "1"}])
+
+
+async def test_a_bsuid_search_whose_filter_is_dropped_files_the_chat_on_no_other_lead(
+        sim, buffer):
+    """user_id_field misspelt (no lead holds it) and an account that drops such a filter
+    (switch unknown_field=ignored): Leads.Get answers other leads; the chat must not land
+    on the first of them, it waits as unknown."""
+    sim.configure(unknown_field="ignored")
+    ravi = sim.add_lead(FirstName="Ravi", Mobile="+91-9123456780")
+    sheena = sim.add_lead(FirstName="Sheena", mx_WhatsApp_User_ID=p.BSUID)
+    await store(buffer, p.message_change([p.bsuid_text_message("wamid.1", body="no phone")],
+                                         contacts=[]))
+    async with running(buffer, [sink_for(sim, user_id_field="mx_WhatsApp_UserID",
+                                         opportunities=False)]):
+        await wait_until(lambda: any(c.path.endswith("Leads.Get") for c in sim.calls)
+                         or sim.activities())
+        await asyncio.sleep(0.5)  # the outcome of that look is recorded
+    assert sim.activities(ravi) == [] and sim.activities(sheena) == []
+    assert sim.activities() == []

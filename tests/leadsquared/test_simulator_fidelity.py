@@ -379,3 +379,51 @@ async def test_the_upload_answer_names_the_s3_url_or_only_the_file_when_switched
     form.add_field("uploadFiles", b"bytes", filename="a.jpg", content_type="image/jpeg")
     async with http.post(f"{sim.base_url}/File/Upload", data=form) as response:
         assert set(await response.json()) == {"Status", "uploadedFile"}
+
+
+async def test_capped_paging_answers_at_most_25_rows_a_call_and_the_total(sim, api):
+    """Switch paging=capped: Retrieve and the opportunity lists serve 25 rows whatever is
+    asked, RecordCount the total; PageIndex counts pages of 25."""
+    lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
+    event = await make_type(api)
+    for minute in range(30):
+        await post_activity(api, lead, event, f"n{minute}",
+                            ActivityDateTime=f"2025-01-31 09:{minute:02d}:00")
+        sim.add_opportunity(lead, name=f"Deal {minute}")
+    sim.configure(paging="capped")
+    retrieve = "ProspectActivity.svc/Retrieve"
+    asked = {"Paging": {"Offset": "0", "RowCount": "100"}}
+    _, first = await api("POST", retrieve, params={"leadId": lead}, json=asked)
+    _, rest = await api("POST", retrieve, params={"leadId": lead},
+                        json={"Paging": {"Offset": "25", "RowCount": "100"}})
+    assert (first["RecordCount"], len(first["ProspectActivities"]),
+            len(rest["ProspectActivities"])) == (30, 25, 5)
+    query = {"leadId": lead, "opportunityType": 12000}
+    _, page1 = await api("POST", OPPORTUNITIES, params=query,
+                         json={"Paging": {"PageIndex": 1, "PageSize": 100}})
+    _, page2 = await api("POST", OPPORTUNITIES, params=query,
+                         json={"Paging": {"PageIndex": 2, "PageSize": 100}})
+    assert (page1["RecordCount"], len(page1["List"]), len(page2["List"])) == (30, 25, 5)
+    ids = {row["OpportunityId"] for row in page1["List"] + page2["List"]}
+    assert len(ids) == 30
+    sim.configure(paging="honoured")
+    _, whole = await api("POST", retrieve, params={"leadId": lead}, json=asked)
+    assert len(whole["ProspectActivities"]) == 30
+
+
+async def test_leads_get_on_a_field_no_lead_holds_answers_none_or_every_lead_when_switched(
+        sim, api):
+    sim.add_lead(FirstName="Ravi", Mobile="+91-9123456780")
+    sheena = sim.add_lead(FirstName="Sheena", mx_WhatsApp_User_ID="US.1")
+    path = "LeadManagement.svc/Leads.Get"
+
+    def body(name: str) -> dict:
+        return {"Parameter": {"LookupName": name, "LookupValue": "US.1", "SqlOperator": "="}}
+
+    _, none = await api("POST", path, json=body("mx_WhatsApp_UserID"))
+    assert none == []
+    sim.configure(unknown_field="ignored")
+    _, every = await api("POST", path, json=body("mx_WhatsApp_UserID"))
+    assert [lead["FirstName"] for lead in every] == ["Ravi", "Sheena"]
+    _, known = await api("POST", path, json=body("mx_WhatsApp_User_ID"))  # a field held
+    assert [lead["ProspectID"] for lead in known] == [sheena]

@@ -140,3 +140,37 @@ def test_opportunities_true_false_and_types_all_still_load():
                           ({"status": "any"}, None), ({"status": "Won"}, ["Won"])):
         config = LeadSquaredConfig(access_key="a", secret_key="b", opportunities=value)
         assert config.opportunities.status == status, value  # Open unless set
+
+
+async def test_a_status_error_on_http_200_after_the_create_landed_is_found_not_refused(
+        sim, buffer):
+    """Create commits, then answers HTTP 200 `Status: Error` with a non-MX type (a .NET
+    NullReferenceException): the chat is in the CRM once and delivered, not dead-lettered."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.refuse_endpoint("Create", "NullReferenceException",
+                        "Object reference not set to an instance of an object.", status=200,
+                        after_commit=True)
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim, bulk=False, opportunities=False)]):
+        await wait_until(lambda: settled(buffer))
+    assert await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1])
+
+
+async def test_a_server_exception_on_http_200_to_a_lead_lookup_is_retried_not_a_dead_letter(
+        sim, buffer):
+    """RetrieveLeadByPhoneNumber answers HTTP 200 `Status: Error` with a .NET exception
+    until mended: the chat waits (as on a 500) and lands once, never dead-lettered."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.refuse_endpoint("RetrieveLeadByPhoneNumber", "NullReferenceException",
+                        "Object reference not set to an instance of an object.", status=200)
+    await buffer.append([chat(1)])
+    async with running(buffer, [sink_for(sim, opportunities=False, max_attempts=50,
+                                         rate_limit="1000/0.05s")]):
+        await wait_until(lambda: sum(c.path.endswith("RetrieveLeadByPhoneNumber")
+                                     for c in sim.calls) >= 6 or buffer.dead_letters())
+        assert await buffer.dead_letters() == []
+        sim.mend_endpoint("RetrieveLeadByPhoneNumber")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1])

@@ -580,16 +580,29 @@ def optional_int_query(request: web.Request, name: str) -> int | None:
     return as_int(value, name) if value else None
 
 
-def offset_paging(body: dict[str, Any]) -> slice:
-    """Retrieve's {"Paging":{"Offset","RowCount"}} (strings in the docs) as a slice."""
+def offset_paging(body: dict[str, Any], cap: int | None = None) -> slice:
+    """Retrieve's {"Paging":{"Offset","RowCount"}} (strings in the docs) as a slice; at
+    most `cap` rows (switch paging=capped)."""
     paging = as_object(body.get("Paging") or {}, "Paging")
     offset = as_int(paging.get("Offset", 0), "Offset", 0)
-    return slice(offset, offset + as_int(paging.get("RowCount", DEFAULT_PAGE), "RowCount", 1))
+    count = as_int(paging.get("RowCount", DEFAULT_PAGE), "RowCount", 1)
+    return slice(offset, offset + min(count, cap or count))
 
 
-def index_paging(body: dict[str, Any]) -> slice:
-    """The opportunity lists' {"Paging":{"PageIndex" (from 1),"PageSize"}} as a slice."""
-    return index_slice(body, DEFAULT_PAGE)
+def index_paging(body: dict[str, Any], cap: int | None = None) -> slice:
+    """The opportunity lists' {"Paging":{"PageIndex" (from 1),"PageSize"}} as a slice; pages
+    of at most `cap` rows, PageIndex counted in them (switch paging=capped)."""
+    page = index_slice(body, DEFAULT_PAGE)
+    size = page.stop - page.start
+    if cap is None or size <= cap:
+        return page
+    start = page.start // size * cap
+    return slice(start, start + cap)
+
+
+def page_cap(request: web.Request) -> int | None:
+    """The most rows a read answers a call: DEFAULT_PAGE under switch paging=capped."""
+    return DEFAULT_PAGE if store_of(request).switches.paging == "capped" else None
 
 
 def columns(body: dict[str, Any]) -> set[str]:
@@ -697,7 +710,7 @@ async def retrieve_activities(request: web.Request) -> web.Response:
     event = parameter.get("ActivityEvent")
     store = store_of(request)
     rows = store.lead_activities(lead_id, None if event is None else as_int(event, "ActivityEvent"))
-    page, shape = offset_paging(body), store.switches.retrieve_shape
+    page, shape = offset_paging(body, page_cap(request)), store.switches.retrieve_shape
     return web.json_response({"RecordCount": len(rows), "ProspectActivities": [
         a.as_row(shape, store.types[a.event].custom) for a in rows[page]]})
 
@@ -718,7 +731,7 @@ async def opportunities_of_lead(request: web.Request) -> web.Response:
         raise missing("opportunityType")  # §8 [LIVE]: required in practice, HTTP 500
     if lead_id not in store_of(request).leads:  # GUESS: deleted or merged away, refused
         raise ApiError(INVALID, f"Invalid Input! Parameter Name: leadId (no lead {lead_id!r})")
-    page = index_paging(await optional_object(request))
+    page = index_paging(await optional_object(request), page_cap(request))
     return listing(store_of(request).opportunities_of(lead_id, kind), page)
 
 
@@ -728,7 +741,8 @@ async def activities_of_opportunity(request: web.Request) -> web.Response:
     body = await optional_object(request)
     rows = store_of(request).opportunity_activities(opportunity_id, event)
     wanted = columns(body)
-    return listing([a.as_list_item(wanted) for a in rows], index_paging(body))
+    return listing([a.as_list_item(wanted) for a in rows],
+                   index_paging(body, page_cap(request)))
 
 
 API_ROUTES: list[tuple[str, str, Handler]] = [

@@ -468,6 +468,8 @@ class Store:
             raise missing("LookupName and LookupValue")
         if operator not in ("=", "LIKE", "<>"):
             raise invalid(f"Parameter Name: SqlOperator ({operator!r} is not simulated)")
+        if not any(name in lead for lead in leads) and self.switches.unknown_field == "ignored":
+            return leads[index_slice(body)]  # a field no lead holds: the filter dropped
         test = _like(value) if operator == "LIKE" else (lambda v: v.casefold() == value.casefold())
         found = [lead for lead in leads if test(str(lead.get(name) or "")) != (operator == "<>")]
         return found[index_slice(body)]

@@ -70,6 +70,17 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # whatever is sent; owner_email = a top-level ActivityOwnerEmail (GUESS);
     # owner_field = Fields "Owner" = user id (GUESS).
     "create_owner": ("ignored", "owner_email", "owner_field"),
+    # Rows a read answers per call when the client asks for more: Retrieve answers 25
+    # "unless paging is passed" [DOC:get-activities-of-a-lead], the opportunity lists 25 by
+    # default [DOC:get-opportunities-by-lead-id]; no maximum is documented. honoured = the
+    # RowCount / PageSize asked; capped = at most 25 a call whatever is asked (GUESS: a
+    # server clamping page sizes), RecordCount still the total, a PageIndex counted in
+    # pages of the size served.
+    "paging": ("honoured", "capped"),
+    # Leads.Get naming a LookupName no lead of the account holds (a misspelt custom field):
+    # no_match = [] (GUESS); ignored = the filter dropped, leads answered unfiltered, as
+    # §8 [LIVE] gotchas 1, 2 saw a wrongly shaped filter silently ignored (GUESS).
+    "unknown_field": ("no_match", "ignored"),
 }
 
 
@@ -92,6 +103,8 @@ class Switches:
     unique_fields: str = "documented"
     phone_plus: str = "no_match"
     create_owner: str = "ignored"
+    paging: str = "honoured"
+    unknown_field: str = "no_match"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))
