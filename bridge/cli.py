@@ -514,8 +514,11 @@ async def _with_buffer(config: Any, work: Callable[[Buffer], Any]) -> Any:
 
 
 def _add_plugin_commands(group: click.Group) -> None:
-    try:
-        pm = get_plugin_manager()
+    def warn(problem: str) -> None:
+        click.echo(f"warning: {problem}", err=True)
+
+    try:  # a plugin that cannot be imported is skipped: the others' commands stay
+        pm = get_plugin_manager(on_broken=warn)
     except Exception as exc:  # a broken plugin must not take the core commands down
         click.echo(f"warning: plugins could not be loaded: {exc}", err=True)
         return
