@@ -306,3 +306,34 @@ def test_a_hook_asking_for_an_argument_the_hook_does_not_pass_names_the_signatur
             "fix the plugin or uninstall it") in result.stderr
     lines = result.stderr.strip().splitlines()  # pluggy's own message has three lines
     assert [line.split(":")[0] for line in lines] in (["Error"], ["warning", "Error"])
+
+
+BAD_COMMANDS = {
+    "__init__.py": "",
+    "group.py": "import click\nfrom bridge import hookimpl\n\n\n@click.group('crmtool')\n"
+                "def crmtool():\n    pass\n\n\n@hookimpl\ndef register_commands():\n"
+                "    return crmtool  # the guide says: a list\n",
+    "raising.py": "from bridge import hookimpl\n\n\n@hookimpl\ndef register_commands():\n"
+                  "    raise RuntimeError('no click here')\n",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_commands(tmp_path_factory) -> Path:
+    return installed_dist(tmp_path_factory, "bridge-bad-commands", "bridge_bad_commands",
+                          {"crmtool": "bridge_bad_commands.group",
+                           "raising": "bridge_bad_commands.raising"}, BAD_COMMANDS)
+
+
+def test_a_plugin_command_hook_gone_wrong_leaves_every_other_command_working(
+        bad_commands, tmp_path):
+    """It used to be a traceback from every `bridge` invocation, `bridge run` included."""
+    result = bridge_on(["plugins", "--json"], bad_commands, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {"crmtool", "raising", "whatsapp"} <= {p["name"] for p in json.loads(result.stdout)}
+    assert ("warning: plugin 'crmtool': register_commands returned Group, not a list of "
+            "click commands (return [group]); its commands are left out") in result.stderr
+    assert ("warning: plugin 'raising': register_commands raised RuntimeError: no click here; "
+            "its commands are left out") in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "whatsapp " in bridge_on(["--help"], bad_commands).stdout
