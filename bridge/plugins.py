@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
+from pydantic import BaseModel
 
 from bridge import config as config_mod
 from bridge import hookspecs
@@ -40,7 +41,24 @@ def get_plugin_manager(load_entrypoints: bool = True,
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(_invalid_plugin(pm, exc, dists)) from None
+    for name in dists:
+        _check_marked(pm, name, dists[name], on_broken)
     return pm
+
+
+def _check_marked(pm: pluggy.PluginManager, name: str, dist: str,
+                  on_broken: Callable[[str], None] | None) -> None:
+    """A hook function without @hookimpl is never called: pluggy ignores it, so the plugin
+    would be enabled and do nothing (and its settings would be refused as 'takes none')."""
+    plugin = pm.get_plugin(name)
+    if plugin is None:
+        return
+    for hook in (h for h in dir(hookspecs) if h.startswith("register_")):
+        if callable(getattr(plugin, hook, None)) and pm.parse_hookimpl_opts(plugin, hook) is None:
+            _broken(pm, on_broken, name, f"plugin {name!r} ({dist}): {hook} is not marked "
+                    f"@hookimpl, so it would never be called (from bridge import hookimpl, "
+                    f"then put @hookimpl above it); {FIX}")
+            return
 
 
 def _preload(pm: pluggy.PluginManager, on_broken: Callable[[str], None] | None
@@ -125,12 +143,32 @@ def enable_only(pm: pluggy.PluginManager, names: list[str]) -> None:
 def config_sections(pm: pluggy.PluginManager) -> dict[str, Any]:
     """{plugin name: config model} from every plugin; a name claimed twice is an error."""
     sections: dict[str, Any] = {}
-    for result in pm.hook.register_config_sections():
-        for name, model in (result or {}).items():
+    for impl in reversed(pm.hook.register_config_sections.get_hookimpls()):  # pluggy's order
+        for name, model in _sections_of(impl.plugin_name, impl.function()).items():
             if name in sections:
                 raise PluginError(f"two plugins register a config section named {name!r}")
             sections[name] = model
     return sections
+
+
+def _sections_of(plugin: str, result: Any) -> dict[str, Any]:
+    """A register_config_sections result, checked: {name: a pydantic model class}."""
+    where = f"plugin {plugin!r}: register_config_sections"
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise PluginError(f"{where} is async; hooks are synchronous factories (make it a "
+                          "plain def returning {section name: model})")
+    if result is None:
+        return {}
+    if not isinstance(result, dict):
+        raise PluginError(f"{where} returned {type(result).__name__}, not a dict of section "
+                          "name to pydantic model (return {\"mycrm\": MyCrmConfig})")
+    for name, model in result.items():
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise PluginError(f"{where}: section {name!r} is {model!r}, not a pydantic model "
+                              "class (a sink's extends bridge.SinkSettings)")
+    return result
 
 
 def load_config(path: str | Path, pm: pluggy.PluginManager) -> BridgeConfig:

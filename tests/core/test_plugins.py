@@ -337,3 +337,58 @@ def test_a_plugin_command_hook_gone_wrong_leaves_every_other_command_working(
             "its commands are left out") in result.stderr
     assert "Traceback" not in result.stderr
     assert "whatsapp " in bridge_on(["--help"], bad_commands).stdout
+
+
+UNMARKED = {"__init__.py": "from pydantic import BaseModel\n\n\nclass Settings(BaseModel):\n"
+                           "    url: str\n\n\ndef register_config_sections():  # no @hookimpl\n"
+                           "    return {'unmarked': Settings}\n\n\n"
+                           "def register_sinks(context):\n    return []\n"}
+
+
+@pytest.fixture(scope="module")
+def unmarked_dist(tmp_path_factory) -> Path:
+    return installed_dist(tmp_path_factory, "bridge-unmarked", "bridge_unmarked",
+                          {"unmarked": "bridge_unmarked"}, UNMARKED)
+
+
+@pytest.mark.parametrize("section", ["", "    url: https://crm.example.com\n"])
+def test_hooks_without_hookimpl_stop_the_bridge_instead_of_doing_nothing(
+        unmarked_dist, tmp_path, section):
+    """pluggy ignores an unmarked function: the plugin ran with no sink at all (empty
+    section), or its settings were refused as 'this plugin takes no settings'."""
+    config = run_config(tmp_path, f"  unmarked:\n{section}")
+    result = bridge_on(["run", "-c", str(config)], unmarked_dist)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ("Error: plugin 'unmarked' (bridge-unmarked 0.2.0): register_config_sections is not "
+            "marked @hookimpl, so it would never be called") in result.stderr
+    assert "takes no settings" not in result.stderr
+
+
+BAD_SECTIONS = {
+    "__init__.py": "",
+    "listed.py": "from bridge import SinkSettings, hookimpl\n\n\n@hookimpl\n"
+                 "def register_config_sections():\n    return [SinkSettings]\n",
+    "instance.py": "from bridge import SinkSettings, hookimpl\n\n\n@hookimpl\n"
+                   "def register_config_sections():\n    return {'instance': SinkSettings()}\n",
+}
+
+
+@pytest.fixture(scope="module")
+def bad_sections(tmp_path_factory) -> Path:
+    return installed_dist(tmp_path_factory, "bridge-bad-sections", "bridge_bad_sections",
+                          {"listed": "bridge_bad_sections.listed",
+                           "instance": "bridge_bad_sections.instance"}, BAD_SECTIONS)
+
+
+@pytest.mark.parametrize(("plugin", "error"), [
+    ("listed", "register_config_sections returned list, not a dict of section name to "
+               "pydantic model"),
+    ("instance", "register_config_sections: section 'instance' is SinkSettings("),
+])
+def test_a_config_section_hook_returning_the_wrong_thing_names_the_plugin(
+        bad_sections, tmp_path, plugin, error):
+    result = bridge_on(["check", "-c", str(run_config(tmp_path, f"  {plugin}:\n"))],
+                       bad_sections)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"Error: plugin {plugin!r}: {error}" in result.stderr
+    assert "Traceback" not in result.stderr
