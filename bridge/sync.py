@@ -106,13 +106,18 @@ class SinkRunner:
             await self.sink.start()
             self.started = True
         if await self.buffer.needs_backfill(self.sink.name):
-            await self.backfill()
+            await self.backfill(first_install=True)
         return await self.drain()
 
-    async def backfill(self, days: float | None = None) -> int:
-        """Queue the last `days` (default backfill_days) of chats; safe to repeat."""
+    async def backfill(self, days: float | None = None, first_install: bool = False) -> int:
+        """Queue the last `days` (default backfill_days) of chats; safe to repeat. The first
+        install's counts back from when the sink was installed, not from when its start()
+        first succeeded: a CRM down (or a token wrong) at first never shortens it."""
         started = time.time()
-        since = started - (self.settings.backfill_days if days is None else days) * 86400
+        anchor = started
+        if first_install:
+            anchor = min(started, await self.buffer.installed_at(self.sink.name) or started)
+        since = anchor - (self.settings.backfill_days if days is None else days) * 86400
         for source in self.sources:
             await self._append_all(source, since)
         queued = await self.buffer.backfill(self.sink.name, since, recovered_since=started)

@@ -134,6 +134,33 @@ async def test_first_install_backfills_the_window_once_with_source_history(buffe
     assert sorted(sink.delivered) == ["m2", "m3"]
 
 
+class StartsLate(RecordingSink):
+    """A sink whose CRM is unreachable at first (or its token wrong): start() raises until
+    `up_in` seconds have passed, as a real sink's start() does when its lookup fails."""
+
+    def __init__(self, up_in: float, **settings: object) -> None:
+        super().__init__(**settings)
+        self.up_at = time.monotonic() + up_in
+
+    async def start(self) -> None:
+        if time.monotonic() < self.up_at:
+            raise RuntimeError("the CRM is unreachable")
+        await super().start()
+
+
+async def test_first_install_backfill_counts_back_from_install_not_from_a_late_start(buffer):
+    """A sink installed at T whose start() first succeeds at T+3s still gets the chats of
+    backfill_days before T (here 4 s: a chat sent 2 s before T). It used to count back from
+    T+3s, so a CRM down for a day at first install silently lost that day's oldest chats."""
+    await buffer.append([message(1, minutes_ago=2 / 60)])
+    sink = StartsLate(up_in=3.0, backfill_days=4 / 86400)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started)
+        await wait_until(lambda: sink.delivered == ["m1"], timeout=5)
+    (state,) = await buffer.sinks()
+    assert state["backfill_total"] == 1
+
+
 async def test_sync_now_wakes_a_sleeping_loop(buffer):
     sink = RecordingSink(sync_interval=3600)
     async with running(buffer, [sink]) as (runner,):
