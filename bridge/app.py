@@ -23,7 +23,7 @@ from bridge.media import close_media, media_sources, start_media
 from bridge.model import Identity, Message, StatusUpdate
 from bridge.page import page_routes
 from bridge.page_charts import rate_budgets
-from bridge.plugins import collect
+from bridge.plugins import build
 from bridge.security import admin_only, guard_routes, guard_the_rest
 from bridge.state import BRIDGE, Bridge
 from bridge.status import add_health, status_report
@@ -75,9 +75,9 @@ def create_app(config: BridgeConfig, pm: pluggy.PluginManager) -> web.Applicatio
     context = PluginContext(config)
     bridge = Bridge(
         config=config,
-        sources=collect(pm.hook.register_sources(context=context), "source"),
-        sinks=collect(pm.hook.register_sinks(context=context), "sink"),
-        filters=collect(pm.hook.register_filters(context=context), "filter"),
+        sources=build(pm, "register_sources", "source", context=context),
+        sinks=build(pm, "register_sinks", "sink", context=context),
+        filters=build(pm, "register_filters", "filter", context=context),
         plugins=pm,
         metrics=context.metrics,
     )

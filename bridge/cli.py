@@ -514,17 +514,40 @@ async def _with_buffer(config: Any, work: Callable[[Buffer], Any]) -> Any:
 
 
 def _add_plugin_commands(group: click.Group) -> None:
-    try:
-        pm = get_plugin_manager()
+    def warn(problem: str) -> None:
+        click.echo(f"warning: {problem}", err=True)
+
+    try:  # a plugin that cannot be imported is skipped: the others' commands stay
+        pm = get_plugin_manager(on_broken=warn)
     except Exception as exc:  # a broken plugin must not take the core commands down
         click.echo(f"warning: plugins could not be loaded: {exc}", err=True)
         return
-    for commands in pm.hook.register_commands():
-        for command in commands or []:
+    for impl in reversed(pm.hook.register_commands.get_hookimpls()):  # pluggy's order
+        for command in _plugin_commands(impl.plugin_name, impl.function, warn):
             if command.name in group.commands:
                 click.echo(f"warning: plugin command {command.name!r} clashes; ignored", err=True)
                 continue
             group.add_command(command)
+
+
+def _plugin_commands(plugin: str, hook: Callable[[], Any],
+                     warn: Callable[[str], None]) -> list[click.Command]:
+    """One plugin's register_commands(), or none with a warning: a plugin's mistake here
+    must not take `bridge run` and the other commands down."""
+    where = f"plugin {plugin!r}: register_commands"
+    try:
+        commands = hook()
+    except Exception as exc:
+        warn(f"{where} raised {type(exc).__name__}: {exc}; its commands are left out")
+        return []
+    if commands is None:
+        return []
+    if not isinstance(commands, list | tuple) or not all(
+            isinstance(command, click.Command) for command in commands):
+        warn(f"{where} returned {type(commands).__name__}, not a list of click commands "
+             "(return [group]); its commands are left out")
+        return []
+    return list(commands)
 
 
 def main() -> None:

@@ -106,13 +106,18 @@ class SinkRunner:
             await self.sink.start()
             self.started = True
         if await self.buffer.needs_backfill(self.sink.name):
-            await self.backfill()
+            await self.backfill(first_install=True)
         return await self.drain()
 
-    async def backfill(self, days: float | None = None) -> int:
-        """Queue the last `days` (default backfill_days) of chats; safe to repeat."""
+    async def backfill(self, days: float | None = None, first_install: bool = False) -> int:
+        """Queue the last `days` (default backfill_days) of chats; safe to repeat. The first
+        install's counts back from when the sink was installed, not from when its start()
+        first succeeded: a CRM down (or a token wrong) at first never shortens it."""
         started = time.time()
-        since = started - (self.settings.backfill_days if days is None else days) * 86400
+        anchor = started
+        if first_install:
+            anchor = min(started, await self.buffer.installed_at(self.sink.name) or started)
+        since = anchor - (self.settings.backfill_days if days is None else days) * 86400
         for source in self.sources:
             await self._append_all(source, since)
         queued = await self.buffer.backfill(self.sink.name, since, recovered_since=started)
@@ -379,13 +384,11 @@ class SinkRunner:
             claim.uncertain = True
             logger.exception("sink %s raised while delivering batch %s", self.sink.name, batch.key)
             return [Outcome.retry(f"sink error: {type(exc).__name__}: {exc}")] * len(batch.messages)
-        outcomes = list(outcomes or [])
-        if len(outcomes) != len(batch.messages) or not all(
-                isinstance(o, Outcome) for o in outcomes):
-            reason = (f"sink returned {len(outcomes)} outcomes for {len(batch.messages)} "
-                      "messages (a bug in the sink plugin)")
-            return [Outcome.retry(reason)] * len(batch.messages)
-        return outcomes
+        checked = _checked_outcomes(outcomes, len(batch.messages))
+        if isinstance(checked, str):  # a plugin bug; the sink may have posted: say uncertain
+            claim.uncertain = True
+            return [Outcome.retry(f"{checked} (a bug in the sink plugin)")] * len(batch.messages)
+        return checked
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
@@ -396,6 +399,21 @@ class SinkRunner:
             for waiter in waiters:
                 waiter.cancel()
             self._wake.clear()
+
+
+def _checked_outcomes(result: Any, n: int) -> list[Outcome] | str:
+    """deliver()'s answer as a list of n outcomes, or what is wrong with it (rule 1 of the
+    Sink contract: the batch is retried with this as its reason)."""
+    try:
+        outcomes = list(result or [])
+    except TypeError:  # not iterable: e.g. one Outcome instead of a list of them
+        return f"sink returned {type(result).__name__}, not a list of one Outcome per message"
+    if len(outcomes) != n:
+        return f"sink returned {len(outcomes)} outcomes for {n} messages"
+    if not all(isinstance(o, Outcome) for o in outcomes):
+        wrong = next(o for o in outcomes if not isinstance(o, Outcome))
+        return f"sink returned {type(wrong).__name__} where an Outcome belongs"
+    return outcomes
 
 
 def _claimed_at(claims: list[Claim], started: float) -> None:

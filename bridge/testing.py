@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
 from bridge.buffer import Buffer
+from bridge.config import validate
 from bridge.contracts import Batch, Outcome, Sink, SinkSettings
 from bridge.model import Direction, Media, Message
 from bridge.sync import SinkRunner
@@ -177,6 +179,14 @@ def check_calls(log: Sequence[Delivery]) -> None:
             got = f"{len(outcomes)} item(s)" if isinstance(outcomes, list) else repr(outcomes)
             raise AssertionError(f"deliver() of batch {key} returned {got} for {n} message(s); "
                                  "return exactly one Outcome per message, in batch order")
+
+
+def validate_section(name: str, model: type[BaseModel], section: dict[str, Any] | None
+                     ) -> Any:
+    """`plugins.<name>: section` validated by `model` as `bridge check` and `bridge run` do
+    (${VAR} expanded, limits checked): the validated section, or a bridge.BridgeError whose
+    message is the one the person running the bridge reads (key path and fix)."""
+    return validate({"plugins": {name: section}}, {name: model}).plugin(name)
 
 
 def outcome_kinds(log: Sequence[Delivery]) -> Counter[str]:

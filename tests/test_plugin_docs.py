@@ -106,3 +106,56 @@ def test_the_example_plugin_requires_this_distribution_and_pip_resolves_it():
         "chatbridge-webhook-sink"]
     guide = DOC.read_text(encoding="utf-8")
     assert "chatbridge-crm[testing] @ git+" in guide and "pip install -e" in guide
+
+
+# `bridge.name` in the guide's prose or code (not chatbridge.git, not a path)
+CORE_NAME = re.compile(r"(?<![\w/.-])bridge\.([A-Za-z_][\w.]*[A-Za-z_\d])")
+
+
+def non_public(text: str) -> list[str]:
+    """The core names `text` mentions that a plugin may not import (bridge.testing aside)."""
+    import bridge
+
+    return sorted({f"bridge.{name}" for name in CORE_NAME.findall(text)
+                   if name.split(".")[0] != "testing" and name not in bridge.__all__})
+
+
+def non_public_imports(source: str) -> list[str]:
+    """`bridge.x` modules and names that `source` imports beyond bridge and bridge.testing."""
+    import ast
+
+    import bridge
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bridge":
+            if node.module not in ("bridge", "bridge.testing"):
+                found.append(node.module)
+            elif node.module == "bridge":
+                found += [f"bridge.{a.name}" for a in node.names if a.name not in bridge.__all__]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names
+                      if a.name.startswith("bridge.") and a.name != "bridge.testing"]
+    return found
+
+
+def test_every_core_name_the_guide_names_is_public():
+    """The guide promises plugins import only `bridge` and `bridge.testing`: every core name
+    it tells a plugin author to use (PluginContext in the hook signatures, Duration ...)
+    must be importable from there."""
+    assert non_public(DOC.read_text(encoding="utf-8")) == []
+    assert non_public("use `bridge.is_group(key)` or `bridge.context.PluginContext`") == [
+        "bridge.context.PluginContext"]  # the check itself sees a module path
+    assert non_public("git+https://host/chatbridge.git, bridge/hookspecs.py and "
+                      "bridge.testing.validate_section") == []
+
+
+def test_the_example_imports_only_the_public_surface():
+    """What the example imports, type-checking imports too, is what a third party may."""
+    sources = {path.relative_to(EXAMPLE).as_posix(): path.read_text(encoding="utf-8")
+               for path in EXAMPLE.rglob("*.py") if "build" not in path.parts}
+    assert sources
+    assert {name: bad for name, text in sources.items()
+            if (bad := non_public_imports(text))} == {}
+    assert non_public_imports("if X:\n    from bridge.context import PluginContext\n") == [
+        "bridge.context"]

@@ -111,6 +111,10 @@ class Buffer:
     async def needs_backfill(self, sink: str) -> bool:
         return bool(await self.read(lambda db: db.value(NEEDS_BACKFILL, sink=sink)))
 
+    async def installed_at(self, sink: str) -> float | None:
+        """When `sink` was first seen (unix seconds), or None for one never installed."""
+        return await self.read(lambda db: db.value(INSTALLED_AT, sink=sink))
+
     async def backfill(self, sink: str, since: float, recovered_since: float | None = None
                        ) -> int:
         """Queue for `sink` every stored message sent since `since`; mark backfill done.
@@ -436,6 +440,7 @@ def _unlink(path: str) -> None:
 ss, d, m = sink_state.c, deliveries.c, messages.c
 NEEDS_BACKFILL = Query(sa.select(ss.backfill_done_at.is_(None)).where(ss.sink == P("sink")),
                        "needs backfill")
+INSTALLED_AT = Query(sa.select(ss.installed_at).where(ss.sink == P("sink")), "installed at")
 SINK_ROWS = Query(sa.select(ss.sink, ss.enabled, ss.disabled_at), "installed sinks")
 NEW_SINK = Query(sa.insert(sink_state).values(sink=P("sink"), installed_at=P("now")),
                  "install a sink")

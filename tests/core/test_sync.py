@@ -8,6 +8,8 @@ import sqlite3
 import time
 from dataclasses import replace
 
+import pytest
+
 from bridge.contracts import Outcome
 from bridge.sync import SinkRunner
 from tests.backends import query
@@ -132,6 +134,73 @@ async def test_first_install_backfills_the_window_once_with_source_history(buffe
     async with running(buffer, [sink], sources=[source]):  # second start: no second backfill
         await asyncio.sleep(0.3)
     assert sorted(sink.delivered) == ["m2", "m3"]
+
+
+class StartsLate(RecordingSink):
+    """A sink whose CRM is unreachable at first (or its token wrong): start() raises until
+    `up_in` seconds have passed, as a real sink's start() does when its lookup fails."""
+
+    def __init__(self, up_in: float, **settings: object) -> None:
+        super().__init__(**settings)
+        self.up_at = time.monotonic() + up_in
+
+    async def start(self) -> None:
+        if time.monotonic() < self.up_at:
+            raise RuntimeError("the CRM is unreachable")
+        await super().start()
+
+
+async def test_first_install_backfill_counts_back_from_install_not_from_a_late_start(buffer):
+    """A sink installed at T whose start() first succeeds at T+3s still gets the chats of
+    backfill_days before T (here 4 s: a chat sent 2 s before T). It used to count back from
+    T+3s, so a CRM down for a day at first install silently lost that day's oldest chats."""
+    await buffer.append([message(1, minutes_ago=2 / 60)])
+    sink = StartsLate(up_in=3.0, backfill_days=4 / 86400)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started)
+        await wait_until(lambda: sink.delivered == ["m1"], timeout=5)
+    (state,) = await buffer.sinks()
+    assert state["backfill_total"] == 1
+
+
+class AnswersBadlyOnce(RecordingSink):
+    """Posts, then answers its first call with `first` (not a list of outcomes), as a
+    plugin's deliver() with a bug does; answers correctly after that."""
+
+    def __init__(self, first: object, **settings: object) -> None:
+        super().__init__(**settings)
+        self.first, self.calls = first, 0
+
+    async def deliver(self, batch):
+        self.calls += 1
+        outcomes = await super().deliver(batch)
+        return self.first if self.calls == 1 else outcomes
+
+
+@pytest.mark.parametrize(("first", "reason"), [
+    (Outcome.delivered(), "sink returned Outcome, not a list of one Outcome per message"),
+    (["delivered"], "sink returned str where an Outcome belongs"),
+    ([], "sink returned 0 outcomes for 1 messages"),
+])
+async def test_a_deliver_answer_that_is_not_a_list_of_outcomes_is_retried_with_its_reason(
+        buffer, first, reason):
+    """Rule 1 of the Sink contract: the whole batch is retried (marked uncertain: the sink
+    may have posted) and the mistake is its reason. One Outcome instead of a list used to
+    raise inside the drain: no reason anywhere, and the batch waited out its 5-minute lease."""
+    sink = AnswersBadlyOnce(first, retry_base=0.5, retry_cap=0.5)
+    async with running(buffer, [sink]):
+        await buffer.append([message(1)])
+        state = await wait_until(lambda: _retrying(buffer))
+        await wait_until(lambda: len(sink.batches) == 2, timeout=5)
+        await wait_until(lambda: _backlog(buffer, 0))
+    assert state["retry_error"] == f"{reason} (a bug in the sink plugin)"
+    first_try, retry = sink.batches
+    assert retry.key == first_try.key and retry.uncertain and retry.attempt == 2
+
+
+async def _retrying(buffer):
+    health = await buffer.sync_health("memory")
+    return health if health["retrying"] else None
 
 
 async def test_sync_now_wakes_a_sleeping_loop(buffer):

@@ -8,8 +8,7 @@ from bridge import hookimpl
 
 if TYPE_CHECKING:
     import click
-    from bridge import Filter, Sink
-    from bridge.context import PluginContext
+    from bridge import Filter, PluginContext, Sink
     from pydantic import BaseModel
 
 NAME = "webhook"  # the entry-point name: config section, sink name and CLI group

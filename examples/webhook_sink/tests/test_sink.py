@@ -9,10 +9,8 @@ from email.utils import format_datetime
 
 import pytest
 from aiohttp import web
-from bridge import Batch, Conversation
-from bridge.config import validate
-from bridge.errors import ConfigError
-from bridge.testing import kit_messages
+from bridge import Batch, BridgeError, Conversation
+from bridge.testing import kit_messages, validate_section
 
 from chatbridge_webhook_sink.config import WebhookConfig
 from chatbridge_webhook_sink.filters import ExcludeNumbers
@@ -132,16 +130,15 @@ def test_replayed_batch_has_the_same_bytes_and_signature():
 
 
 def test_config_errors_name_the_key_and_never_echo_the_secret():
-    sections = {"webhook": WebhookConfig}
     bad = {"url": "crm.example.com", "secret": "tiny-secret", "timeot": 5}
-    with pytest.raises(ConfigError) as error:
-        validate({"plugins": {"webhook": bad}}, sections)
+    with pytest.raises(BridgeError) as error:
+        validate_section("webhook", WebhookConfig, bad)
     message = str(error.value)
     assert "plugins.webhook.url: 'crm.example.com' is not an http:// or https:// URL" in message
     assert "plugins.webhook.secret: must be at least 16 characters" in message
     assert "plugins.webhook.timeot: unknown key" in message and "tiny-secret" not in message
     good = {"url": "https://crm.example.com/in", "secret": SECRET, "timeout": "5s"}
-    config = validate({"plugins": {"webhook": good}}, sections).plugin("webhook")
+    config = validate_section("webhook", WebhookConfig, good)
     assert config.timeout == 5 and config.sync_interval == 180
 
 
