@@ -1,0 +1,75 @@
+"""`bridge status` and the status page during a CRM outage, on a real `bridge run` against
+the simulator process: once a chat's first try failed, every look says "failing" until the
+CRM answers again, never "healthy" while nothing reaches it.
+
+Found by adv36: a batch being retried is leased while the sink's client retries each call
+inside the try (4 retries with backoff, each call up to `timeout`); the health read counted
+only batches waiting between tries, so an outage read "healthy" for most of each cycle
+(nearly all of it with a short sync_interval, half of it at the defaults with a CRM that
+times out).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import free_port
+from tests.leadsquared.test_end_to_end import ASHA, on_both_backends, post, write_config
+from tests.processes import BridgeProcess, buffer_section, eventually
+from tests.whatsapp import payloads as p
+
+# every call waits, then fails: each try holds the batch (leased) for seconds
+OUTAGE = {"error_rate": 1.0, "latency": 0.6}
+
+
+@pytest.fixture
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
+
+
+@pytest.fixture
+def buffer(request, tmp_path):
+    """SQLite, or PostgreSQL (a schema of its own) under `@on_both_backends`."""
+    with buffer_section(getattr(request, "param", "sqlite"), tmp_path) as section:
+        yield section
+
+
+def _state(bridge: BridgeProcess) -> tuple[str, dict]:
+    report = bridge.status()
+    (sink,) = report["sinks"]
+    assert report["health"]["state"] == sink["health"]["state"]
+    return sink["health"]["state"], sink
+
+
+@on_both_backends
+def test_status_says_failing_through_an_outage_while_a_try_is_under_way(
+        tmp_path, simulator, buffer):
+    lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, buffer, rate_limit="100/1s")
+    bridge = BridgeProcess(config, port).start()
+    try:
+        eventually(lambda: _state(bridge)[0] == "healthy", timeout=30)
+        simulator.configure(**OUTAGE)
+        post(bridge, p.message_change([p.text_message("wamid.outage-1", ASHA, "hello")]))
+        first = eventually(lambda: (s := _state(bridge))[0] == "failing" and s, timeout=60)
+        assert "waiting to retry" in first[1]["health"]["reason"]
+        seen = []
+        until = time.monotonic() + 12  # a few of the sink's retry cycles
+        while time.monotonic() < until:
+            state, sink = _state(bridge)
+            seen.append((state, sink["retrying"]))
+            time.sleep(0.25)
+        assert {state for state, _ in seen} == {"failing"}, seen
+        assert all(retrying == 1 for _, retrying in seen), seen
+        assert simulator.activities(lead) == []
+        simulator.configure(error_rate=0.0, latency=0.0)  # the CRM is back
+        eventually(lambda: _state(bridge)[0] == "healthy", timeout=60)
+        eventually(lambda: len(simulator.activities(lead)) == 1, timeout=30)
+    finally:
+        bridge.stop()
+    assert len(simulator.activities(lead)) == 1
