@@ -11,6 +11,8 @@ times out).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +22,7 @@ from tests.leadsquared.test_end_to_end import ASHA, on_both_backends, post, writ
 from tests.processes import BridgeProcess, buffer_section, eventually
 from tests.whatsapp import payloads as p
 
+RAVI = "919123456780"
 # every call waits, then fails: each try holds the batch (leased) for seconds
 OUTAGE = {"error_rate": 1.0, "latency": 0.6}
 
@@ -73,3 +76,47 @@ def test_status_says_failing_through_an_outage_while_a_try_is_under_way(
     finally:
         bridge.stop()
     assert len(simulator.activities(lead)) == 1
+
+
+def _requeue(config) -> str:
+    done = subprocess.run([sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c",
+                           str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@on_both_backends
+def test_a_crm_refusing_every_chat_is_failing_until_they_are_requeued_and_land(
+        tmp_path, simulator, buffer):
+    """Every post refused (here: a note limit the account enforces below the bridge's; in
+    life a broken activity type, or a revoked key past max_attempts): each chat goes to
+    dead letter and nothing is waiting to retry, which read "healthy" (exit 0) while
+    nothing reached the CRM. One chat's dead letter while others land stays healthy."""
+    asha = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    ravi = simulator.add_lead(FirstName="Ravi", Mobile="+91-9123456780")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, buffer, rate_limit="100/1s")
+    bridge = BridgeProcess(config, port).start()
+    try:
+        eventually(lambda: _state(bridge)[0] == "healthy", timeout=30)
+        simulator.configure(note_limit=50)  # every transcript is longer: MX refusal
+        post(bridge, p.message_change([p.text_message("wamid.refused-1", ASHA, "hello")]))
+        eventually(lambda: _state(bridge)[1]["dead_letters"] == 1, timeout=30)
+        assert _state(bridge)[0] == "healthy"  # one chat's bad message: needs attention
+        post(bridge, p.message_change([p.text_message("wamid.refused-2", RAVI, "hi")]))
+        state, sink = eventually(lambda: (s := _state(bridge))[1]["dead_letters"] == 2 and s,
+                                 timeout=30)
+        assert state == "failing", sink["health"]
+        assert "gave up on 2 chats" in sink["health"]["reason"]
+        assert "ActivityNote" in sink["health"]["reason"]
+        status = subprocess.run([sys.executable, "-m", "bridge", "status", "-c", str(config)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 2 and "FAILING" in status.stdout, status.stdout
+        simulator.configure(note_limit=2000)  # fixed in the CRM: requeue
+        assert "requeued 2 message(s)" in _requeue(config)
+        eventually(lambda: _state(bridge)[0] == "healthy", timeout=30)
+        eventually(lambda: len(simulator.activities()) == 2, timeout=30)
+    finally:
+        bridge.stop()
+    assert [len(simulator.activities(lead)) for lead in (asha, ravi)] == [1, 1]
