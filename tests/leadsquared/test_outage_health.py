@@ -11,14 +11,23 @@ times out).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 
 import pytest
 
+from plugins.whatsapp.signature import sign
+from tests import oneshot
 from tests.helpers import free_port
-from tests.leadsquared.test_end_to_end import ASHA, on_both_backends, post, write_config
+from tests.leadsquared.test_end_to_end import (
+    ASHA,
+    SECRET,
+    on_both_backends,
+    post,
+    write_config,
+)
 from tests.processes import BridgeProcess, buffer_section, eventually
 from tests.whatsapp import payloads as p
 
@@ -120,3 +129,49 @@ def test_a_crm_refusing_every_chat_is_failing_until_they_are_requeued_and_land(
     finally:
         bridge.stop()
     assert [len(simulator.activities(lead)) for lead in (asha, ravi)] == [1, 1]
+
+
+def _signed_with(bridge: BridgeProcess, secret: str | None, mid: str) -> int:
+    body = json.dumps(p.envelope(p.message_change([p.text_message(mid, ASHA, "hi")]))).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Hub-Signature-256"] = sign(body, secret)
+    return oneshot.post(f"{bridge.url}/webhooks/whatsapp", content=body, headers=headers,
+                        timeout=10).status_code
+
+
+def _cli_status(config) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bridge", "status", "-c", str(config)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_webhooks_refused_for_a_wrong_app_secret_make_the_bridge_failing(tmp_path, simulator):
+    """Meta signs with a secret the config does not hold (rotated in the App Dashboard):
+    every webhook is refused (401), nothing is stored, every sink is idle and healthy, and
+    the bridge read "healthy" (exit 0) while no message reached the CRM."""
+    lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port)
+    bridge = BridgeProcess(config, port).start()
+    try:
+        eventually(lambda: bridge.status()["health"]["state"] == "healthy", timeout=30)
+        assert [_signed_with(bridge, None, f"wamid.scan-{n}") for n in range(3)] == [401] * 3
+        assert bridge.status()["health"]["state"] == "healthy"  # unsigned: a scanner
+        assert [_signed_with(bridge, "rotated-secret", f"wamid.meta-{n}")
+                for n in range(2)] == [401, 401]
+        health = bridge.status()["health"]
+        assert health["state"] == "failing", health
+        assert "2 webhooks refused for a wrong signature" in health["reason"]
+        assert "plugins.whatsapp.app_secret" in health["reason"]
+        done = _cli_status(config)
+        assert done.returncode == 2 and "FAILING" in done.stdout, done.stdout
+        page = oneshot.get(f"{bridge.url}/", timeout=10).text
+        headline = page.split('id="verdict-headline"', 1)[1].split("</h2>", 1)[0]
+        assert "Failing" in headline and "wrong signature" in headline, headline
+        assert _signed_with(bridge, SECRET, "wamid.meta-0") == 200  # the secret fixed
+        assert bridge.status()["health"]["state"] == "healthy"
+        assert _cli_status(config).returncode == 0
+        eventually(lambda: len(simulator.activities(lead)) == 1, timeout=30)
+    finally:
+        bridge.stop()
