@@ -282,10 +282,22 @@ def dead_letter() -> None:
     """Messages a sink could not deliver, with the reason."""
 
 
+async def _check_sink(buffer: Buffer, sink: str | None) -> None:
+    """A usage error for a --sink the buffer never had: a typo ('LeadSquared') listed
+    nothing and requeued nothing, as if no dead letter waited."""
+    if sink is None:
+        return
+    names = [row["sink"] for row in await buffer.sinks()]
+    if sink not in names:
+        known = ", ".join(names) or "none installed yet"
+        raise click.BadParameter(f"no sink named {sink!r} in the buffer (sinks: {known})",
+                                 param_hint="--sink")
+
+
 @dead_letter.command("list")
 @CONFIG_OPTION
 @click.option("--sink", default=None)
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 @friendly
 def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bool) -> None:
@@ -293,6 +305,7 @@ def dead_letter_list(config_path: str, sink: str | None, limit: int, as_json: bo
     config, _ = load(config_path)
 
     async def both(buffer: Buffer) -> tuple[list, list]:
+        await _check_sink(buffer, sink)
         return await buffer.dead_letters(sink, limit), await buffer.dead_targets(sink, limit)
 
     rows, targets = asyncio.run(_with_buffer(config, both))
@@ -336,6 +349,7 @@ def dead_letter_requeue(config_path: str, sink: str | None, media: bool,
     from bridge.cluster import tell_cluster
 
     async def requeue(buffer: Buffer) -> tuple[int, bool, list[dict[str, Any]]]:
+        await _check_sink(buffer, sink)
         n = await buffer.requeue(sink, list(message_ids) or None)
         kept = _kept_dead(await buffer.dead_targets(sink, limit=1000), message_ids)
         if n and config.buffer.postgres:  # every process drains now (LISTEN/NOTIFY)

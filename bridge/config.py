@@ -234,6 +234,9 @@ def validate(data: dict[str, Any], sections: dict[str, type[BaseModel]],
              base_dir: Path | None = None) -> BridgeConfig:
     """Validate the core sections, then each plugin section with its own model."""
     data = interpolate(data)
+    # a section with every key commented out (`server:` alone) reads as null: its defaults
+    data = {k: {} if v is None and k in BridgeConfig.model_fields else v
+            for k, v in data.items()}
     config = _validated(BridgeConfig, data, "")
     plugins = config.plugins or {}
     if not isinstance(plugins, dict):
@@ -332,9 +335,44 @@ def describe(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> 
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        path = _join(prefix, ".".join(loc)) or "(top level)"
-        lines.append(f"{path}: {_explain(err, model, loc)}")
+        if err.get("input", ...) is None and err["type"] != "missing":
+            loc = _key_of(model, loc)  # `key:` with nothing after it, whatever its type
+            line = f"{_join(prefix, '.'.join(loc)) or '(top level)'}: {_empty(model, loc)}"
+        else:
+            path = _join(prefix, ".".join(loc)) or "(top level)"
+            line = f"{path}: {_explain(err, model, loc)}"
+        if line not in lines:  # a union type names each member: one line is enough
+            lines.append(line)
     return "\n".join(lines)
+
+
+def _key_of(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The config keys of an error's location, without the type names pydantic adds for
+    each member of a union (`app_secret.str`, `app_secret.list[str]`)."""
+    keys: list[str] = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is not None and part in current.model_fields:
+            keys.append(part)
+            sub = current.model_fields[part].annotation
+            current = sub if isinstance(sub, type) and issubclass(sub, BaseModel) else None
+        elif current is None and (part.isdigit() or not keys):
+            keys.append(part)
+        else:
+            break
+    return keys or loc
+
+
+def _empty(model: type[BaseModel], loc: list[str]) -> str:
+    """What to do about a key written with no value (`port:`): YAML reads it as null."""
+    field = None
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None else None
+        sub = field.annotation if field else None
+        model = sub if isinstance(sub, type) and issubclass(sub, BaseModel) else None
+    if field is not None and field.is_required():
+        return "is empty (this key is required: write its value after the colon)"
+    return "is empty (write a value after the colon, or remove the line to use the default)"
 
 
 def _secret(loc: list[str]) -> bool:

@@ -231,6 +231,10 @@ class Sink(Protocol):
     `simulated: str | None`, the real service the sink stands in for when it talks to a
     simulator (the page shows a banner, `check`/`run`/`status` say "simulator — nothing
     reaches <it>"). A sink never falls back to a simulator by itself.
+
+    Optional, for exactly-once: `write_settle: float`, seconds a CRM write cut off in
+    flight (deliver_timeout) may still take to commit; the retry, which looks for what
+    landed before posting again, waits at least that long (default: deliver_timeout).
     """
 
     name: str

@@ -9,8 +9,10 @@ The rule (the first that holds wins; README "Health" says the same):
   CRM refused the keys or cannot be reached), or batches wait to be retried after an
   error and the sink has delivered nothing since the oldest of them was first tried, at
   least two sync intervals ago (the CRM answers every post with an error; a lone blip
-  retried on the next sync is not an outage). One message that keeps failing while others get
-  through is not "failing": it shows under "Needs attention" when it gives up.
+  retried on the next sync is not an outage), or it gave up on the messages of two or more
+  chats (dead letters) and has delivered nothing since the first of them. One message
+  that keeps failing while others get through is not "failing": it shows under "Needs
+  attention" when it gives up.
 - **behind**: the last sync is older than two sync intervals (at least LATE_FLOOR), or
   stamped more than that in the future (a clock set back: its age cannot be told), or
   there has been no sync that long after the start; or the waiting backlog (held chats
@@ -29,6 +31,9 @@ from typing import Any
 STATES = ("healthy", "behind", "failing", "stopped")  # also the /metrics gauge's codes 0..3
 LATE_FLOOR = 60.0  # seconds: a sync is never "late" sooner (a slow CRM call takes a while)
 GROWTH_FLOOR = 300.0  # seconds: the shortest window the backlog's growth is judged over
+# dead letters of this many chats with no delivery since: the CRM refuses everything (a
+# revoked key past max_attempts, a broken activity type), not one chat's bad message
+GIVEN_UP_CHATS = 2
 
 
 def late_after(interval: float) -> float:
@@ -104,6 +109,11 @@ def _failing(sink: Mapping[str, Any], now: float, grace: float) -> str | None:
         return (f"nothing delivered for {ago(max(0.0, now - since))}: {count} "
                 f"chat{'s' if count != 1 else ''} waiting to retry after "
                 f"“{sink.get('retry_error') or 'an error'}”")
+    given_up = sink.get("given_up") or 0
+    if given_up >= GIVEN_UP_CHATS:
+        return (f"gave up on {given_up} chats and delivered nothing since (latest: "
+                f"“{sink.get('given_up_reason') or 'an error'}”): see `bridge dead-letter "
+                "list`, fix the cause, then requeue them")
     return None
 
 

@@ -343,7 +343,8 @@ class MediaRunner:
             await self._retry(job, exc)
         finally:
             self._outs.pop(job.message_id, None)
-            part.unlink(missing_ok=True)
+            with suppress(OSError):  # the directory gone or unusable: the try's reason says
+                part.unlink(missing_ok=True)
 
     async def _retry(self, job: MediaJob, exc: Exception) -> None:
         reason = _reason(exc)

@@ -60,6 +60,9 @@ CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CALL_LOG = 20_000  # CRM call start times kept per sink for the page's calls-per-window chart
 BACKLOG_EVERY = 60.0  # seconds between backlog samples (the page's backlog-over-time chart)
 BACKLOG_SAMPLES = 2 * 24 * 60  # 48 hours of them
+SIGNED = ("stored", "duplicate", "ignored")  # outcomes of a webhook whose signature held
+WRONG_SIGNATURES = 2  # signed-looking refusals in a row, none accepted since: a wrong secret
+WRONG_SIGNATURE_WINDOW = 3600.0  # seconds after the last such refusal it is still reported
 
 
 class Metrics:
@@ -75,6 +78,9 @@ class Metrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._call_log: dict[tuple[str, str], deque[float]] = {}
         self._backlog: dict[str, deque[tuple[float, int]]] = {}
+        # per source: [first refusal, last refusal, refusals, signed webhooks at the first]
+        self._wrong_signatures: dict[str, list[float]] = {}
+        self._signature_fix: dict[str, str] = {}
         r = self.registry
         self.webhooks = Counter(
             "chatbridge_webhooks", "Webhook requests by source and outcome",
@@ -132,6 +138,33 @@ class Metrics:
         self._child(self.webhooks, source, outcome).inc()
         if seconds is not None:
             self._child(self.webhook_ack_seconds, source).observe(seconds)
+
+    def wrong_signature(self, source: str, fix: str, now: float | None = None) -> None:
+        """Note a webhook refused although it carried a signature of the right form (a
+        scanner sends none): several in a row with none accepted since is a wrong secret,
+        which the bridge's health reports with `fix` (see wrong_signatures)."""
+        now = time.time() if now is None else now
+        signed = self._signed(source)
+        streak = self._wrong_signatures.get(source)
+        if streak is None or streak[3] != signed:  # one was accepted since: a new streak
+            streak = self._wrong_signatures[source] = [now, now, 0, signed]
+        streak[1], streak[2] = now, streak[2] + 1
+        self._signature_fix[source] = fix
+
+    def wrong_signatures(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Sources whose recent signed webhooks were all refused: {source, count, since,
+        last_at, fix}, for the health verdict."""
+        now = time.time() if now is None else now
+        return [{"source": source, "count": int(count), "since": first, "last_at": last,
+                 "fix": self._signature_fix.get(source, "check its secret")}
+                for source, (first, last, count, signed) in self._wrong_signatures.items()
+                if count >= WRONG_SIGNATURES and now - last <= WRONG_SIGNATURE_WINDOW
+                and self._signed(source) == signed]
+
+    def _signed(self, source: str) -> float:
+        """Webhooks of `source` whose signature held, since the start."""
+        return sum(self._child(self.webhooks, source, outcome)._value.get()
+                   for outcome in SIGNED)
 
     def declare_source(self, source: str) -> None:
         """Every webhook outcome of `source` at 0 from the start: a series that first

@@ -21,7 +21,7 @@ from bridge import params
 from bridge.attention import attention
 from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
-from bridge.health import ago, overall
+from bridge.health import ago
 from bridge.page_charts import charts
 from bridge.render import displayable, render_line
 from bridge.security import (
@@ -36,6 +36,7 @@ from bridge.state import BRIDGE
 from bridge.status import (
     PER_PAGE,
     add_health,
+    bridge_health,
     conversation_report,
     page_data,
     record_link,
@@ -166,7 +167,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     now = time.time()
     await add_health(bridge, data["sinks"], cluster, now)
     _add_live(bridge, data)
-    data["health"] = overall(data["sinks"], running=True)
+    data["health"] = bridge_health(bridge, data["sinks"])
     data["attention"] = await attention(bridge.buffer, data["sinks"], data["sink"])
     tz = zone(bridge.config.server.timezone)
 

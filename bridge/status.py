@@ -10,7 +10,7 @@ from bridge.attention import OVERDUE_FILE
 from bridge.buffer import StatusReads
 from bridge.buffer.enrich import first_error
 from bridge.cluster import cluster_report
-from bridge.health import growth_window, overall, verdict
+from bridge.health import ago, growth_window, overall, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,29 @@ async def status_report(bridge: Any, search: str | None = None,
         entry["details"] = sink_details(sink)
         for conversation in entry["conversations"]:
             conversation["record_url"] = record_link(sink, conversation["record_id"])
-    report["health"] = overall(report["sinks"], running=True)
+    report["health"] = bridge_health(bridge, report["sinks"])
     report["sources"] = [source.name for source in bridge.sources]
     report["source_syncs"] = await bridge.buffer.source_syncs()  # e.g. coexistence history
     report["started_at"] = bridge.started_at
     return report
+
+
+def bridge_health(bridge: Any, sinks: list[dict[str, Any]]) -> dict[str, str]:
+    """The running bridge's verdict: its sinks' (health.overall), and failing while a
+    source refuses every signed webhook (a wrong app secret: nothing is stored, so no sink
+    can tell, and a page saying healthy would hide that nothing reaches the CRM)."""
+    health = overall(sinks, running=True)
+    refused = bridge.metrics.wrong_signatures()
+    if not refused:
+        return health
+    said = "; ".join(
+        f"{r['source']}: {r['count']} webhooks refused for a wrong signature in "
+        f"{ago(max(0.0, time.time() - r['since']))}, none accepted since ({r['fix']})"
+        for r in refused)
+    if health["state"] in ("healthy", "behind"):
+        return {"state": "failing", "reason": said, "sources": "failing"}
+    return {"state": health["state"], "reason": f"{said}; {health['reason']}",
+            "sources": "failing"}
 
 
 async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str, Any],

@@ -373,10 +373,13 @@ class SinkRunner:
                 outcomes = await self.sink.deliver(batch)
         except TimeoutError:
             # Cut off mid-call, the sink may have a CRM write in flight that still commits:
-            # wait as long again before the retry (which looks for its keys first).
+            # wait as long again before the retry (which looks for its keys first), or as
+            # long as the sink says such a write may take to land (its `write_settle`: a
+            # deliver_timeout shorter than the sink's own call timeout posted twice, adv36)
             claim.uncertain = True
             limit = self.settings.deliver_timeout
-            settled = datetime.fromtimestamp(time.time() + limit, UTC)
+            settle = max(limit, float(getattr(self.sink, "write_settle", 0) or 0))
+            settled = datetime.fromtimestamp(time.time() + settle, UTC)
             # a CRM too slow to answer is an outage like one that answers 503
             return [Outcome.retry(f"sink timed out after {limit:g}s", not_before=settled,
                                   transient=True)] * len(batch.messages)

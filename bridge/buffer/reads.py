@@ -485,7 +485,10 @@ async def count_messages(db: Connector) -> int:
     return await db.value(MESSAGE_COUNT)
 
 
-_retrying = (b.sink == P("sink"), b.state == "ready", b.held == 0, b.attempts > 0,
+# waiting for their next try, or in it now (leased): a CRM that times out keeps a batch
+# leased through the sink's own retries for most of each cycle, so counting only the
+# waiting ones said "healthy" through most of an outage
+_retrying = (b.sink == P("sink"), b.state != "done", b.held == 0, b.attempts > 0,
              b.last_error.isnot(None))
 RETRYING = Query(sa.select(sa.func.count(), sa.func.min(b.created_at)).where(*_retrying),
                  "batches retrying after an error")
@@ -499,15 +502,28 @@ LAST_DELIVERED = Query(sa.select(_synced.c.last_synced_at).where(
     "last delivery of a sink")
 
 
+_dead_since = (dead.c.sink == P("sink"), dead.c.state == "dead", dead.c.done_at > P("since"))
+GIVEN_UP = Query(sa.select(sa.func.count(sa.distinct(m.conversation)))
+                 .select_from(dead.join(messages_table, m.id == dead.c.message_id))
+                 .where(*_dead_since), "chats given up since the last delivery")
+GIVEN_UP_REASON = Query(sa.select(dead.c.reason).where(*_dead_since)
+                        .order_by(dead.c.done_at.desc()).limit(1),
+                        "the latest reason a sink gave up")
+
+
 async def sync_health(db: Connector, sink: str) -> dict[str, Any]:
     """What the health verdict reads beyond sinks(): batches waiting to retry after an
-    error (how many, when the oldest was first tried, the latest error) and when the sink
-    last delivered to a conversation."""
+    error (how many, when the oldest was first tried, the latest error), when the sink
+    last delivered to a conversation, and the chats it gave up on (dead letters) since."""
     batches_, since = await db.one(RETRYING, sink=sink)
     latest = await db.value(RETRY_ERROR, sink=sink) if batches_ else None
     delivered = await db.value(LAST_DELIVERED, sink=sink)
+    after = delivered if delivered is not None else 0.0
+    given_up = await db.value(GIVEN_UP, sink=sink, since=after)
+    why = await db.value(GIVEN_UP_REASON, sink=sink, since=after) if given_up else None
     return {"retrying": batches_, "retrying_since": from_timestamp(since),
-            "retry_error": latest, "last_delivered_at": from_timestamp(delivered)}
+            "retry_error": latest, "last_delivered_at": from_timestamp(delivered),
+            "given_up": given_up, "given_up_reason": why}
 
 
 _name = conversations_table.c.contact_name

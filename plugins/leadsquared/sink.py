@@ -22,6 +22,7 @@ from plugins.leadsquared.directory import LeadDirectory
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.keys import KeyCheck
 from plugins.leadsquared.opportunities import Opportunities
+from plugins.leadsquared.outcomes import WRITE_SETTLE
 from plugins.leadsquared.owners import Owners, shown_phone
 from plugins.leadsquared.post import Poster
 from plugins.leadsquared.ratelimit import RateLimiter, parse_rate
@@ -58,6 +59,12 @@ class LeadSquaredSink:
         self._record_attempt: Any = None  # the buffer's record_attempt (use_buffer)
         self._client = client_factory(config, self.limiter, self.bulk_limiter, metrics,
                                       self.name)
+
+    @property
+    def write_settle(self) -> float:
+        """Seconds a write cut off in flight may still take to commit (the core waits this
+        long before the retry that looks for its key): as for a call that timed out."""
+        return WRITE_SETTLE * self.settings.timeout
 
     @property
     def backfill_concurrency(self) -> int:

@@ -31,6 +31,11 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
     return matched
 
 
+def signed_like(header: str | None) -> bool:
+    """Whether `header` has the form of Meta's signature (whatever secret made it)."""
+    return isinstance(header, str) and _HEADER.fullmatch(header) is not None
+
+
 def verify_token(given: str | None, expected: str) -> bool:
     """Constant-time check of the handshake's hub.verify_token; an empty one never matches."""
     if not given or not expected:

@@ -15,12 +15,15 @@ from plugins.whatsapp.body import load_body
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.media import GraphMedia
 from plugins.whatsapp.parse import HISTORY_DECLINED, Parsed, PayloadError, parse_payload
-from plugins.whatsapp.signature import verify_signature, verify_token
+from plugins.whatsapp.signature import signed_like, verify_signature, verify_token
 
 logger = logging.getLogger(__name__)
 
 JSON_TYPES = {"application/json", ""}
 DEV_ONLY = "dev-only"  # the sample config.yaml's placeholder values start with this
+# what to do when Meta's signatures stop matching (the health verdict says it)
+WRONG_SECRET = ("check plugins.whatsapp.app_secret: Meta's App Dashboard, App settings › "
+                "Basic › App secret; list the old and new one while you rotate")
 
 
 class WhatsAppSource:
@@ -64,9 +67,11 @@ class WhatsAppSource:
         """Verify, parse, store in one commit, and only then answer 200."""
         started = time.perf_counter()
         body = await self._read_body(request)
-        if not verify_signature(body, request.headers.get("X-Hub-Signature-256"),
-                                self.config.secrets):
+        header = request.headers.get("X-Hub-Signature-256")
+        if not verify_signature(body, header, self.config.secrets):
             self._refuse("bad_signature", "unauthorized")
+            if signed_like(header):  # Meta's, with another secret: status says so
+                self.metrics.wrong_signature(self.name, WRONG_SECRET)
             raise web.HTTPUnauthorized(text="X-Hub-Signature-256 missing or not valid for this "
                                             "body (check plugins.whatsapp.app_secret)")
         if request.content_type not in JSON_TYPES:

@@ -30,7 +30,7 @@ CALLS, PER = 10, 1.0  # the account's limit, the simulator's and the bridges' ow
 # A killed process's leases are taken over once they expire; deliver_timeout stays under
 # the lease, so a live process's batch is never taken over while it is still posting it.
 SINK = {"rate_limit": f"{CALLS}/{PER:g}s", "bulk": False, "opportunities": False,
-        "sync_interval": "1s", "lease": "6s", "deliver_timeout": "5s",
+        "sync_interval": "1s", "lease": "6s", "deliver_timeout": "5s", "timeout": "1s",
         "max_attempts": 10_000, "retry_base": 0.2, "retry_cap": 1}
 
 

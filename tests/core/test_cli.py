@@ -70,6 +70,25 @@ def test_status_and_dead_letter_commands(tmp_path):
     assert (report["sinks"][0]["backlog"], report["sinks"][0]["dead_letters"]) == (1, 0)
 
 
+def test_a_sink_name_the_buffer_never_had_is_refused_not_answered_with_nothing(tmp_path):
+    """`--sink CRM` (a typo of `crm`) said "no dead letters" and "requeued 0 message(s);
+    nothing to send" while one waited; `--limit 0` listed nothing either."""
+    db = tmp_path / "b.db"
+    asyncio.run(seed(db))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"buffer: {{path: {db}}}\n")
+    for command in (("list",), ("requeue",)):
+        done = bridge("dead-letter", *command, "-c", str(config), "--sink", "CRM")
+        assert done.returncode == 2, done.stdout
+        assert "no sink named 'CRM' in the buffer (sinks: crm)" in done.stderr
+    done = bridge("dead-letter", "list", "-c", str(config), "--limit", "0")
+    assert done.returncode == 2 and "--limit" in done.stderr, done.stdout
+    listed = bridge("dead-letter", "list", "-c", str(config), "--sink", "crm", "--limit", "1")
+    assert "+14155550100" in listed.stdout
+    report = json.loads(bridge("status", "-c", str(config), "--json").stdout)
+    assert report["sinks"][0]["dead_letters"] == 1  # nothing was requeued by the typo
+
+
 def test_settle_heap_freezes_startup_objects_and_raises_the_young_threshold():
     import gc
 

@@ -11,6 +11,7 @@ from bridge.config import interpolate
 from bridge.errors import ConfigError
 from bridge.plugins import get_plugin_manager, load_config
 from tests.helpers import CorePlugin, free_port
+from tests.processes import failed_start
 
 
 @pytest.fixture
@@ -350,3 +351,37 @@ def test_a_leadsquared_key_of_only_spaces_is_refused_naming_it(write, key, value
     with pytest.raises(ConfigError) as err:
         load_installed(write(text))
     assert f"plugins.leadsquared.{key}: is only spaces" in str(err.value)
+
+
+WA = "plugins:\n  whatsapp:\n    verify_token: vt\n    app_secret: s\n"
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("plugins:\n  whatsapp:\n    verify_token: vt\n    app_secret:\n",
+     "plugins.whatsapp.app_secret: is empty (this key is required: write its value after "
+     "the colon)"),
+    ("server:\n  port:\n" + WA,
+     "server.port: is empty (write a value after the colon, or remove the line to use the "
+     "default)"),
+    (WA + "  leadsquared:\n    access_key: a\n    secret_key: b\n    sync_interval:\n",
+     "plugins.leadsquared.sync_interval: is empty (write a value after the colon, or remove "
+     "the line to use the default)"),
+])
+def test_a_key_left_empty_is_one_line_naming_it_and_the_fix(tmp_path, text, line):
+    """`key:` with nothing after it (YAML null) said `None is not valid: Input should be a
+    valid integer`, `"None" is not a duration`, or for app_secret two lines naming pydantic's
+    union members (`app_secret.str`, `app_secret.list[str]`) and no fix; `bridge run` must
+    refuse it in one line, naming the key and what to write, and start nothing."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"buffer:\n  path: {tmp_path}/b.db\n" + text)
+    assert failed_start(path) == f"Error: {line}"
+    assert not (tmp_path / "b.db").exists()
+
+
+def test_a_section_with_every_key_commented_out_takes_its_defaults(tmp_path):
+    """`server:` alone (its keys commented out) is YAML null: it was refused as `None is not
+    valid: Input should be a valid dictionary or instance of ServerConfig`."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"server:\n  # port: 9000\nbuffer:\n  path: {tmp_path}/b.db\n" + WA)
+    result = bridge_check(path)
+    assert result.returncode == 0 and "config OK" in result.stdout, result.stderr

@@ -27,7 +27,9 @@ ASHA = "919876543210"  # as WhatsApp sends it: digits only
 # A killed process's leases on a shared PostgreSQL buffer are taken over only once they
 # expire (SQLite frees them at once: the restarted runner holds the file's lock, so nobody
 # else can). The default lease (300 s) would make each kill test wait minutes.
-PG_LEASE = {"lease": "5s", "deliver_timeout": "4s"}
+# A call timeout under deliver_timeout: a try cut off by deliver_timeout waits 3 x timeout
+# for a write it had in flight to settle before it is looked for and retried (adv36).
+PG_LEASE = {"lease": "5s", "deliver_timeout": "4s", "timeout": "3s"}
 
 
 @pytest.fixture

@@ -182,7 +182,7 @@ async def test_a_setting_changed_between_tries_posts_nothing_twice(sim, buffer, 
     await buffer.append([sized(n, 120, 30 - n) for n in (1, 2, 3)])
     # a short lease: a batch claimed as the first drain stops waits for it to run out
     settings = {"bulk": False, "max_attempts": 50, "rate_limit": "1000/0.05s",
-                "lease": 3.0, "deliver_timeout": 2.0}
+                "lease": 3.0, "deliver_timeout": 2.0, "timeout": 0.6}
     async with running(buffer, [sink_for(sim, **settings, **before)]):
         await wait_until(lambda: posts_on(sim, deal) >= 2, timeout=30)
     landed = len(sim.activities(lead))

@@ -6,6 +6,7 @@ reason names the key to raise, while text webhooks and /healthz keep answering 2
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import pytest
@@ -78,3 +79,28 @@ def test_under_media_min_free_nothing_is_fetched_and_texts_still_get_200(tmp_pat
         assert not [f for f in (tmp_path / "media").rglob("*") if f.is_file()]
     finally:
         bridge.stop()
+
+
+def test_a_media_path_gone_unusable_retries_with_the_reason_and_no_stray_traceback(
+        tmp_path, graph):
+    """buffer.media_path replaced under a running bridge (a mount gone, a path now a file):
+    each try fails with the OS error as its reason, texts keep their 200, and the log holds
+    no 'Task exception was never retrieved' (the cleanup of the partial file raised it
+    from every failed try: only FileNotFoundError was expected there)."""
+    data = os.urandom(20_000)
+    media = tmp_path / "media"
+    bridge = start_bridge(tmp_path, graph, media_path=str(media), media_max_attempts=3)
+    try:
+        still_ingesting(bridge, 1)
+        shutil.rmtree(media, ignore_errors=True)
+        media.write_bytes(b"")  # a file where the directory was: nothing can be written
+        post(bridge, media_webhook("wamid.photo", "image", graph.upload(
+            data, "image/jpeg", PHONE_ID), "image/jpeg", data))
+        state, _, _, reason = eventually(
+            lambda: (r := media_rows(tmp_path)["wamid.photo"])[0] == "dead" and r)
+        assert "gave up after 3 attempts" in reason and "NotADirectoryError" in reason, reason
+        still_ingesting(bridge, 2)
+    finally:
+        bridge.stop()
+    log = open(bridge.log.name, encoding="utf-8", errors="replace").read()
+    assert "never retrieved" not in log and "Traceback" not in log, log[-3000:]
