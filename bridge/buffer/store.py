@@ -514,9 +514,13 @@ async def _backfill(db: Connector, sink: str, since: float, now: float,
 
 
 _settled = sa.select(d.message_id).where(d.state.in_(("pending", "dead")))
+# History held as older than a sink's backfill_days is not delivered: stored until a
+# backfill reaching back to it posts it, as its reason says (looked up per sink by key)
+_held = sa.exists().where(d.sink.in_(sa.select(ss.sink)), d.message_id == m.id,
+                          d.state == "skipped", starts_with(d.reason, history.HISTORY_HELD))
 PRUNE = (
     Query(sa.delete(messages).where(m.id.in_(sa.select(m.id).where(
-        m.stored_at < P("older_than"), m.id.not_in(_settled)).limit(P("chunk")))),
+        m.stored_at < P("older_than"), m.id.not_in(_settled), ~_held).limit(P("chunk")))),
         "prune settled messages"),
 )
 PRUNE_AFTER = (
