@@ -36,7 +36,7 @@ import bridge.buffer.purge as purge
 import bridge.buffer.shared as shared
 from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.compiler import P, Query
-from bridge.buffer.connectors import PgConnector
+from bridge.buffer.connectors import Connector, PgConnector
 from bridge.buffer.delivery import Claim
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.migrations import migrate_postgres
@@ -155,12 +155,19 @@ class PostgresBuffer(Buffer, SharedBuffer):
                     backfill: bool | None = None, batch_size: int | None = None,
                     history_days: float | None = None) -> list[Claim]:
         """As Buffer.claim, with the sink's claims serialised across processes."""
-        when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
 
-        return await self.write(lambda db: delivery.claim(
-            db, sink, when, limit, lease, backfill, size, owner=self.owner,
-            history_days=history_days))
+        async def work(db: PgConnector) -> list[Claim]:
+            return await delivery.claim(db, sink, await self.clock(db, now), limit, lease,
+                                        backfill, size, owner=self.owner,
+                                        history_days=history_days)
+        return await self.write(work)
+
+    async def clock(self, db: Connector, now: float | None = None) -> float:
+        """`now` when given, else the server's clock: a lease or a wait one process writes
+        is judged by another, and their hosts' clocks may disagree (a host minutes ahead
+        took the batches others were delivering and posted them again: adv38)."""
+        return float(await db.value(shared.NOW)) if now is None else now
 
     async def read(self, work: Work[T]) -> T:
         self._check_open()
@@ -200,8 +207,10 @@ class PostgresBuffer(Buffer, SharedBuffer):
         seconds (killed, or cut off) once their delivery has surely timed out (`spare`: per
         sink, lease less deliver_timeout; a sink not named is left to its lease): their
         batches are retried as uncertain then instead of after their lease; how many."""
-        freed = await self.write(lambda db: shared.release_dead_leases(
-            db, dead_after, spare or {}, time.time()))
+        async def work(db: PgConnector) -> int:
+            return await shared.release_dead_leases(db, dead_after, spare or {},
+                                                    await self.clock(db))
+        freed = await self.write(work)
         if freed:
             logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)
         return freed

@@ -130,11 +130,18 @@ class Buffer:
         `backfill`: True or False for only backfill or only live batches; None for both.
         `history_days`: the sink's backfill_days; older history is held first (history.py).
         """
-        when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
-        return await self.write(
-            lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size,
-                                      history_days=history_days))
+
+        async def work(db: Connector) -> list[Claim]:
+            return await delivery.claim(db, sink, await self.clock(db, now), limit, lease,
+                                        backfill, size, history_days=history_days)
+        return await self.write(work)
+
+    async def clock(self, db: Connector, now: float | None = None) -> float:
+        """`now` when given, else the time every process of this buffer judges leases and
+        waits by: this host's clock here (one process); the database server's on a
+        shared buffer, whose hosts' clocks may disagree (PostgresBuffer)."""
+        return time.time() if now is None else now
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy, now: float | None = None) -> dict[str, int]:
@@ -148,8 +155,9 @@ class Buffer:
     async def renew(self, claim: Claim, lease: float, now: float | None = None) -> bool:
         """Lease the claim's batch for `lease` seconds from now again; False when the
         lease moved on (it expired and another drain took the batch)."""
-        when = time.time() if now is None else now
-        return await self.write(lambda db: delivery.renew(db, claim, when + lease))
+        async def work(db: Connector) -> bool:
+            return await delivery.renew(db, claim, await self.clock(db, now) + lease)
+        return await self.write(work)
 
     def _completions(self) -> GroupCommit:
         found = self.__dict__.get("_completion_group")
@@ -165,18 +173,21 @@ class Buffer:
             together.setdefault((id(policy), now), []).append(index)
         for indexes in together.values():
             _, _, policy, now = items[indexes[0]]
-            when = time.time() if now is None else now
-            found = await self.write(lambda db, these=indexes, p=policy, w=when:
-                                     delivery.complete_many(db, [items[i][:2] for i in these],
-                                                            w, p))
+
+            async def work(db: Connector, these: list[int] = indexes, p: Policy = policy,
+                           at: float | None = now) -> list[Any]:
+                return await delivery.complete_many(db, [items[i][:2] for i in these],
+                                                    await self.clock(db, at), p)
+            found = await self.write(work)
             for index, result in zip(indexes, found, strict=True):
                 results[index] = result
         return results
 
     async def retry_now(self, sink: str, now: float | None = None) -> int:
         """Make the sink's batches waiting to retry due now (not waits the sink asked for)."""
-        when = time.time() if now is None else now
-        return await self.write(lambda db: delivery.retry_now(db, sink, when))
+        async def work(db: Connector) -> int:
+            return await delivery.retry_now(db, sink, await self.clock(db, now))
+        return await self.write(work)
 
     async def requeue(self, sink: str | None = None,
                       message_ids: Sequence[int] | None = None) -> int:
@@ -187,9 +198,10 @@ class Buffer:
                                    now: float | None = None) -> dict[str, int]:
         """Dead letters of one conversation back to pending (every sink); its waiting
         retries due now. Returns {"requeued": n, "hurried": n}."""
-        when = time.time() if now is None else now
-        return await self.write(
-            lambda db: delivery.requeue_conversation(db, conversation, when))
+        async def work(db: Connector) -> dict[str, int]:
+            return await delivery.requeue_conversation(db, conversation,
+                                                       await self.clock(db, now))
+        return await self.write(work)
 
     async def purge(self, conversation: str) -> int:
         """Delete one person's messages and mappings from the buffer; messages deleted.
@@ -286,8 +298,9 @@ class Buffer:
 
     async def media_claim(self, source: str, limit: int, lease: float,
                           now: float | None = None) -> list[MediaJob]:
-        when = time.time() if now is None else now
-        return await self.write(lambda db: media.claim(db, source, when, limit, lease))
+        async def work(db: Connector) -> list[MediaJob]:
+            return await media.claim(db, source, await self.clock(db, now), limit, lease)
+        return await self.write(work)
 
     async def media_fetched(self, job: MediaJob, path: str, size: int, sha256: str,
                             mime_type: str | None, now: float | None = None) -> None:

@@ -1,0 +1,59 @@
+"""Bridge processes on one PostgreSQL buffer whose hosts' clocks disagree (adv38).
+
+A lease is written by one process and judged by another: with each host's own wall
+clock, a host running minutes ahead (no NTP, a VM resumed with a stale clock) saw every
+other process's lease as expired, took the batch being delivered and posted it too. The
+leases, waits and silent-process releases are judged by the database server's clock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import message
+
+SKEWED = """
+import asyncio, json, sys, time
+real = time.time
+time.time = lambda: real() + float(sys.argv[2])  # this host's wall clock is off
+from bridge.buffer import Buffer
+
+async def main(url):
+    buffer = await Buffer.open(url, pool_size=2)
+    try:
+        claims = await buffer.claim("memory", 10, lease=300)
+        print(json.dumps([m.provider_id for c in claims for m in c.messages]))
+    finally:
+        await buffer.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _claim_on_a_host_off_by(url: str, seconds: float) -> list[str]:
+    """What a bridge process on a host whose clock is `seconds` off claims (its ids)."""
+    done = subprocess.run([sys.executable, "-c", SKEWED, url, str(seconds)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+async def test_a_host_whose_clock_runs_ahead_never_takes_a_batch_being_delivered(
+        open_buffers, pg_url):
+    (mine,) = await open_buffers(1)
+    await mine.install_sinks(["memory"])
+    await mine.append([message(1, "+919876500001")])
+    (held,) = await mine.claim("memory", 10, lease=300)  # being delivered here, 5 min lease
+    assert [m.provider_id for m in held.messages] == ["m1"]
+    assert _claim_on_a_host_off_by(pg_url, 400.0) == []  # 6.7 min ahead: not taken
+
+
+async def test_a_batch_claimed_on_a_host_whose_clock_runs_behind_stays_leased(open_buffers,
+                                                                               pg_url):
+    (mine,) = await open_buffers(1)
+    await mine.install_sinks(["memory"])
+    await mine.append([message(1, "+919876500001")])
+    # claimed for 5 min on a host 6.7 min behind: its lease must not end before it began
+    assert _claim_on_a_host_off_by(pg_url, -400.0) == ["m1"]
+    assert await mine.claim("memory", 10, lease=300) == []
