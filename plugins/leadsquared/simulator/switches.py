@@ -70,6 +70,11 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # whatever is sent; owner_email = a top-level ActivityOwnerEmail (GUESS);
     # owner_field = Fields "Owner" = user id (GUESS).
     "create_owner": ("ignored", "owner_email", "owner_field"),
+    # §7.9: whether an ActivityDateTime in the future is accepted. any = stored as given
+    # (no source says otherwise); not_future = refused (MXInvalidInputException) when later
+    # than the server's clock, as an account dating activities by when they happened may
+    # (GUESS). A wrong clock (a phone's, an import's) stamps messages in the future.
+    "activity_time": ("any", "not_future"),
 }
 
 
@@ -92,6 +97,7 @@ class Switches:
     unique_fields: str = "documented"
     phone_plus: str = "no_match"
     create_owner: str = "ignored"
+    activity_time: str = "any"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))
