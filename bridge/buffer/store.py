@@ -25,7 +25,8 @@ import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
-from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with
+from bridge.buffer.codec import ids_of
+from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -533,14 +534,21 @@ _held = sa.exists().where(d.sink.in_(sa.select(ss.sink)), d.message_id == m.id,
                           d.state == "skipped", starts_with(d.reason, history.HISTORY_HELD))
 PRUNE = (
     Query(sa.delete(messages).where(m.id.in_(sa.select(m.id).where(
-        m.stored_at < P("older_than"), m.id.not_in(_settled), ~_held).limit(P("chunk")))),
+        m.stored_at < P("older_than"), m.id.not_in(_settled), ~_held,
+        m.id.not_in(values_of("kept"))).limit(P("chunk")))),
         "prune settled messages"),
 )
+# A dead target (an attachment waiting for its file, a refused opportunity post) is a
+# dead letter: its messages and batch stay for its requeue (or its file's arrival) to
+# re-open (read through the dead targets' own index)
+_dead = sa.select(targets.c.batch_id, targets.c.message_ids).where(targets.c.state == "dead")
+DEAD_TARGETS = Query(_dead, "messages of dead targets")
 PRUNE_AFTER = (
     Query(sa.delete(deliveries).where(d.state.in_(("done", "skipped")), ~sa.exists().where(
         m.id == d.message_id))),
     Query(sa.delete(batches).where(batches.c.state == "done",
-                                   batches.c.created_at < P("older_than"))),
+                                   batches.c.created_at < P("older_than"),
+                                   batches.c.id.not_in(values_of("kept_batches")))),
     Query(sa.delete(ledger).where(ledger.c.created_at < P("older_than"))),
     # a post's start record whose batch is gone (its message was requeued into a batch of
     # another key and landed there): nothing reads it any more
@@ -551,7 +559,10 @@ PRUNE_AFTER = (
 
 
 async def prune_chunk(db: Connector, older_than: float, chunk: int) -> int:
-    removed = await db.run(PRUNE[0], older_than=older_than, chunk=chunk)
+    dead = await db.rows(DEAD_TARGETS)
+    kept = sorted({i for _, ids in dead for i in ids_of(ids)})
+    kept_batches = sorted({batch for batch, _ in dead if batch is not None})
+    removed = await db.run(PRUNE[0], older_than=older_than, chunk=chunk, kept=kept)
     for step in PRUNE_AFTER:
-        await db.run(step, older_than=older_than)
+        await db.run(step, older_than=older_than, kept_batches=kept_batches)
     return removed

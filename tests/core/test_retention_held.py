@@ -33,3 +33,48 @@ async def test_history_held_past_backfill_days_outlives_the_retention_prune(buff
     assert await buffer.backfill("crm", now - 11 * 86400) == 1
     claimed = await buffer.claim("crm", 10, 60, history_days=3)
     assert [m.provider_id for c in claimed for m in c.messages] == ["h10"]
+
+
+async def test_a_photo_whose_file_has_not_come_outlives_the_retention_prune(buffer, tmp_path):
+    """Its text landed (delivered), its attachment waits for the file (a Graph outage, the
+    source held for a month): the prune keeps the message and its media job, so the file
+    is still fetched and attached once it comes."""
+    from bridge import WAITING_FOR_FILE
+    from tests.leadsquared.test_attachments import fetch
+    from tests.whatsapp.test_media import media_message
+
+    buffer.media_sources = {"whatsapp": None}
+    await buffer.install_sinks(["crm"])
+    await buffer.append([media_message(1, "m-1")])
+    (claim,) = await buffer.claim("crm", 10, 60)
+    (photo,) = claim.messages
+    part = f"{claim.batch.key}:{photo.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}#file{photo.id}", "attachment",
+                            f"{WAITING_FOR_FILE}: it follows once fetched", [photo.id], 50,
+                            final=True)
+    await buffer.complete(claim, [Outcome.delivered()], POLICY)
+    assert await buffer.prune(time.time() + 31 * 86400) == 0
+    await fetch(buffer, tmp_path, b"the bill")  # the file comes: its attach re-opens
+    (again,) = await buffer.claim("crm", 10, 60)
+    assert [(m.provider_id, m.file.state) for m in again.messages] == [("wamid.1", "fetched")]
+
+
+async def test_a_dead_target_keeps_its_messages_past_the_retention_for_its_requeue(buffer):
+    """The lead's note landed, the deal's post was refused (a dead target, listed as a
+    dead letter): a month on, its requeue still finds the message to post."""
+    await buffer.install_sinks(["crm"])
+    await buffer.append([Message(
+        source="whatsapp", provider_id="w1", conversation="+919000000001", account="PN-A",
+        direction=Direction.IN, kind="text", text="hello", sent_at=datetime.now(UTC))])
+    (claim,) = await buffer.claim("crm", 10, 60)
+    (said,) = claim.messages
+    part = f"{claim.batch.key}:{said.provider_id}:0"
+    claim.batch.remember(part, "activity-1")
+    claim.batch.fail_target(f"{part}@OPP-1", "opportunity OPP-1", "refused: deal closed",
+                            [said.id], 50, final=True)
+    await buffer.complete(claim, [Outcome.delivered()], POLICY)
+    assert await buffer.prune(time.time() + 31 * 86400) == 0
+    assert await buffer.requeue("crm") == 1
+    (again,) = await buffer.claim("crm", 10, 60)
+    assert [m.provider_id for m in again.messages] == ["w1"]
