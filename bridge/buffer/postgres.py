@@ -42,7 +42,7 @@ from bridge.buffer.group import GroupCommit
 from bridge.buffer.migrations import migrate_postgres
 from bridge.buffer.pgurl import check_url, redact, scrub, split_schema
 from bridge.buffer.port import SharedBuffer
-from bridge.buffer.store import BACKENDS, Buffer, Work, install
+from bridge.buffer.store import BACKENDS, RECORD_SYNC, Buffer, Work, install
 from bridge.buffer.tables import heartbeat
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
@@ -162,6 +162,17 @@ class PostgresBuffer(Buffer, SharedBuffer):
                                         backfill, size, owner=self.owner,
                                         history_days=history_days)
         return await self.write(work)
+
+    async def record_sync(self, sink: str, at: float, next_at: float | None,
+                          error: str | None) -> None:
+        """As Buffer.record_sync, the times moved onto the server's clock: `last synced`
+        never goes backwards, so a host running an hour ahead pinned it an hour into the
+        future for every process, and their status said 'behind' meanwhile (adv38)."""
+        async def work(db: PgConnector) -> None:
+            shift = await self.clock(db) - time.time()  # this host's clock to the server's
+            await db.run(RECORD_SYNC, at=at + shift, error=error, failed=int(error is not None),
+                         next_at=None if next_at is None else next_at + shift, sink=sink)
+        await self.write(work)
 
     async def clock(self, db: Connector, now: float | None = None) -> float:
         """`now` when given, else the server's clock: a lease or a wait one process writes

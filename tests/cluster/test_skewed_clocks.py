@@ -19,21 +19,25 @@ real = time.time
 time.time = lambda: real() + float(sys.argv[2])  # this host's wall clock is off
 from bridge.buffer import Buffer
 
-async def main(url):
+async def main(url, action):
     buffer = await Buffer.open(url, pool_size=2)
     try:
+        if action == "sync":  # a drain ran now and the next is due in 3 min
+            await buffer.record_sync("memory", time.time(), time.time() + 180, None)
+            print("[]")
+            return
         claims = await buffer.claim("memory", 10, lease=300)
         print(json.dumps([m.provider_id for c in claims for m in c.messages]))
     finally:
         await buffer.close()
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], sys.argv[3]))
 """
 
 
-def _claim_on_a_host_off_by(url: str, seconds: float) -> list[str]:
+def _claim_on_a_host_off_by(url: str, seconds: float, action: str = "claim") -> list[str]:
     """What a bridge process on a host whose clock is `seconds` off claims (its ids)."""
-    done = subprocess.run([sys.executable, "-c", SKEWED, url, str(seconds)],
+    done = subprocess.run([sys.executable, "-c", SKEWED, url, str(seconds), action],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -57,3 +61,17 @@ async def test_a_batch_claimed_on_a_host_whose_clock_runs_behind_stays_leased(op
     # claimed for 5 min on a host 6.7 min behind: its lease must not end before it began
     assert _claim_on_a_host_off_by(pg_url, -400.0) == ["m1"]
     assert await mine.claim("memory", 10, lease=300) == []
+
+
+async def test_a_host_whose_clock_runs_ahead_stamps_its_syncs_truthfully(open_buffers, pg_url):
+    """'last synced' is the cluster's: a host an hour ahead pinned it an hour into the
+    future (it never goes backwards), and every status page said 'behind: stamped in the
+    future' for that hour while all was well."""
+    import time
+
+    (mine,) = await open_buffers(1)
+    await mine.install_sinks(["memory"])
+    _claim_on_a_host_off_by(pg_url, 3600.0, "sync")
+    (state,) = await mine.sinks()
+    assert abs(state["last_sync_at"].timestamp() - time.time()) < 60
+    assert abs(state["next_sync_at"].timestamp() - (time.time() + 180)) < 60
