@@ -169,7 +169,8 @@ class PostgresBuffer(Buffer, SharedBuffer):
         never goes backwards, so a host running an hour ahead pinned it an hour into the
         future for every process, and their status said 'behind' meanwhile (adv38)."""
         async def work(db: PgConnector) -> None:
-            shift = await self.clock(db) - time.time()  # this host's clock to the server's
+            await self.clock(db)
+            shift = self.clock_shift  # this host's clock to the server's
             await db.run(RECORD_SYNC, at=at + shift, error=error, failed=int(error is not None),
                          next_at=None if next_at is None else next_at + shift, sink=sink)
         await self.write(work)
@@ -178,7 +179,11 @@ class PostgresBuffer(Buffer, SharedBuffer):
         """`now` when given, else the server's clock: a lease or a wait one process writes
         is judged by another, and their hosts' clocks may disagree (a host minutes ahead
         took the batches others were delivering and posted them again: adv38)."""
-        return float(await db.value(shared.NOW)) if now is None else now
+        if now is not None:
+            return now
+        server = float(await db.value(shared.NOW))
+        self.clock_shift = server - time.time()
+        return server
 
     async def read(self, work: Work[T]) -> T:
         self._check_open()

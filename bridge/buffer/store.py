@@ -13,6 +13,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,6 +146,9 @@ class Buffer:
         shared buffer, whose hosts' clocks may disagree (PostgresBuffer)."""
         return time.time() if now is None else now
 
+    # how far the buffer's clock is ahead of this host's, as clock() last read it (0 here)
+    clock_shift: float = 0.0
+
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy, now: float | None = None) -> dict[str, int]:
         """Record outcomes under the claim's lease (LeaseLost if it expired and moved on).
@@ -177,8 +182,10 @@ class Buffer:
 
             async def work(db: Connector, these: list[int] = indexes, p: Policy = policy,
                            at: float | None = now) -> list[Any]:
-                return await delivery.complete_many(db, [items[i][:2] for i in these],
-                                                    await self.clock(db, at), p)
+                when = await self.clock(db, at)
+                shift = self.clock_shift if at is None else 0.0
+                return await delivery.complete_many(
+                    db, [(items[i][0], _on_clock(items[i][1], shift)) for i in these], when, p)
             found = await self.write(work)
             for index, result in zip(indexes, found, strict=True):
                 results[index] = result
@@ -445,6 +452,15 @@ def _unlink(path: str) -> None:
         pass
     except OSError as exc:  # the row is gone; a stray file is only disk space
         logger.warning("could not delete media file %s: %s", path, exc.strerror)
+
+
+def _on_clock(outcomes: Sequence[Outcome], shift: float) -> list[Outcome]:
+    """Outcomes whose waits a sink asked for on this host's clock (not_before), on the
+    buffer's: `shift` seconds later."""
+    if not shift:
+        return list(outcomes)
+    return [replace(o, not_before=o.not_before + timedelta(seconds=shift))
+            if o.not_before is not None else o for o in outcomes]
 
 
 ss, d, m = sink_state.c, deliveries.c, messages.c

@@ -22,6 +22,18 @@ from bridge.buffer import Buffer
 async def main(url, action):
     buffer = await Buffer.open(url, pool_size=2)
     try:
+        if action == "timeout":  # its delivery was cut off: retry no sooner than 2 min on
+            from datetime import UTC, datetime
+            from bridge.buffer import Policy
+            from bridge.contracts import Outcome
+            (claim,) = await buffer.claim("memory", 10, lease=300)
+            settled = datetime.fromtimestamp(time.time() + 120, UTC)
+            await buffer.complete(claim, [Outcome.retry("sink timed out after 120s",
+                                                        not_before=settled, transient=True)],
+                                  Policy(max_attempts=5, retry_delay=lambda n: 0.0,
+                                         held_delay=0.0))
+            print(json.dumps([m.provider_id for m in claim.messages]))
+            return
         if action == "sync":  # a drain ran now and the next is due in 3 min
             await buffer.record_sync("memory", time.time(), time.time() + 180, None)
             print("[]")
@@ -75,3 +87,16 @@ async def test_a_host_whose_clock_runs_ahead_stamps_its_syncs_truthfully(open_bu
     (state,) = await mine.sinks()
     assert abs(state["last_sync_at"].timestamp() - time.time()) < 60
     assert abs(state["next_sync_at"].timestamp() - (time.time() + 180)) < 60
+
+
+async def test_a_wait_asked_for_on_a_host_whose_clock_runs_behind_is_waited_out(open_buffers,
+                                                                                pg_url):
+    """A delivery cut off by deliver_timeout may still land in the CRM: its retry waits as
+    long again (the sink's not_before), then checks the keys. Asked for on a host 6.7 min
+    behind, that wait was already over for the others: the retry's key check could run
+    before the late write landed, and post the chat twice."""
+    (mine,) = await open_buffers(1)
+    await mine.install_sinks(["memory"])
+    await mine.append([message(1, "+919876500001")])
+    assert _claim_on_a_host_off_by(pg_url, -400.0, "timeout") == ["m1"]
+    assert await mine.claim("memory", 10, lease=300) == []  # 2 min to wait yet
