@@ -41,3 +41,16 @@ def test_the_terminal_report_shows_such_a_time_in_utc():
     clock = Clock(ZoneInfo("Pacific/Kiritimati"))  # UTC+14
     assert clock.at(LAST_HOUR) == "9999-12-31 23:00:00 UTC"
     assert clock.at(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01 14:00:00 +14"
+
+
+async def test_the_hourly_chart_names_each_hour_by_its_start_in_a_half_hour_zone(buffer):
+    """Its hours are UTC hours: in Asia/Kolkata (UTC+05:30) the one holding a message
+    sent at 13:10 began at 12:30, and was labelled '12:00'."""
+    from bridge.page_charts import traffic
+
+    now = datetime(2026, 11, 24, 9, 0, tzinfo=UTC).timestamp()
+    sent = datetime(2026, 11, 24, 7, 40, tzinfo=UTC)  # 13:10 in Kolkata
+    await buffer.append([dataclasses.replace(message(1), sent_at=sent)])
+    chart = await traffic(buffer, ZoneInfo("Asia/Kolkata"), now)
+    assert chart["table"]["rows"] == [("12:30", 1, 0)]
+    assert "12:30" in str(chart["svg"])
