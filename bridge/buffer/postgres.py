@@ -56,6 +56,7 @@ RETRIES = 5  # serialization failures / deadlocks retried per transaction
 # server ends its session: its locks (the batch forming lock, a rate budget's row, the
 # contact map's lock) would otherwise hold up every other process until it is resumed
 IDLE_IN_TRANSACTION = 15.0
+CLOCK_STEP = 1.0  # seconds this host's clock must be off the server's to be moved onto it
 IDENTITY_LOCK = "chatbridge:identities"
 INSTALL_LOCK = "chatbridge:install"
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
@@ -182,7 +183,10 @@ class PostgresBuffer(Buffer, SharedBuffer):
         if now is not None:
             return now
         server = float(await db.value(shared.NOW))
-        self.clock_shift = server - time.time()
+        shift = server - time.time()
+        # clocks in step (NTP) differ by the read's own milliseconds: no shift, so a time
+        # a caller gives is stored as given
+        self.clock_shift = shift if abs(shift) >= CLOCK_STEP else 0.0
         return server
 
     async def read(self, work: Work[T]) -> T:
