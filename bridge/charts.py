@@ -140,6 +140,7 @@ def _num(value: float) -> str:
 
 
 def hour_labels(first_hour: int, hours: int, tz: tzinfo | None) -> list[str]:
-    """'HH:00' in the page's zone for `hours` unix hour numbers from `first_hour`."""
-    return [datetime.fromtimestamp((first_hour + i) * 3600, UTC).astimezone(tz).strftime("%H:00")
+    """When each of `hours` unix hours from `first_hour` began, 'HH:MM' in the page's zone:
+    '12:30' in Asia/Kolkata (UTC+05:30), where 'HH:00' named the hour before."""
+    return [datetime.fromtimestamp((first_hour + i) * 3600, UTC).astimezone(tz).strftime("%H:%M")
             for i in range(hours)]

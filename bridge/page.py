@@ -23,7 +23,7 @@ from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
 from bridge.health import ago
 from bridge.page_charts import charts
-from bridge.render import displayable, render_line
+from bridge.render import displayable, in_zone, render_line
 from bridge.security import (
     SESSION_COOKIE,
     admin_only,
@@ -96,7 +96,7 @@ def _epoch(value: float | None) -> datetime | None:
 def _when(value: datetime | None, tz: tzinfo | None) -> str:
     if value is None:
         return "never"
-    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return in_zone(value, tz)
 
 
 def relative(value: datetime | float | None, tz: tzinfo | None, now: float,

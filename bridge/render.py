@@ -99,6 +99,16 @@ def first_words(text: object, words: int = 6, limit: int = 40) -> str:
     return quote(head if head == full else head + "…", limit)
 
 
+def in_zone(when: datetime, tz: tzinfo | None, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
+    """`when` formatted in `tz` (None: this machine's zone); in UTC when it has no local
+    time there: a stamp from a wrong clock late in year 9999 is year 10000 in a zone ahead
+    of UTC, which no datetime holds (one such message made the status page answer 500)."""
+    try:
+        return when.astimezone(tz).strftime(fmt)
+    except (OverflowError, ValueError):
+        return when.astimezone(UTC).strftime(fmt)
+
+
 def _named(message: Message, tz: tzinfo) -> str:
     """The message an edit, deletion or failure notice is about: time and first words."""
     target = _info(message, "target")
@@ -106,7 +116,7 @@ def _named(message: Message, tz: tzinfo) -> str:
     if not isinstance(at, int | float):
         target_id = message.reply_to or _extra(message).get("failed_of")
         return f"message {short_id(target_id)}" if target_id else "a message"
-    when = datetime.fromtimestamp(at, UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+    when = in_zone(datetime.fromtimestamp(at, UTC), tz, "%Y-%m-%d %H:%M")
     words = first_words(target.get("text"))
     return f"the message of {when}" + (f" “{words}”" if words else "")
 

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bridge.health import ago
-from bridge.render import displayable, failure_text
+from bridge.render import displayable, failure_text, in_zone
 
 SINK_INDENT = "    "
 
@@ -36,7 +36,7 @@ class Clock:
 
     def at(self, value: Any) -> str:
         when = as_datetime(value)
-        return when.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S %Z") if when else "never"
+        return in_zone(when, self.tz) if when else "never"
 
     def ago(self, value: Any) -> str:
         """'3 min ago (2024-05-01 10:00:00 IST)', or 'never'."""

@@ -36,13 +36,13 @@ import bridge.buffer.purge as purge
 import bridge.buffer.shared as shared
 from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.compiler import P, Query
-from bridge.buffer.connectors import PgConnector
+from bridge.buffer.connectors import Connector, PgConnector
 from bridge.buffer.delivery import Claim
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.migrations import migrate_postgres
 from bridge.buffer.pgurl import check_url, redact, scrub, split_schema
 from bridge.buffer.port import SharedBuffer
-from bridge.buffer.store import BACKENDS, Buffer, Work, install
+from bridge.buffer.store import BACKENDS, RECORD_SYNC, Buffer, Work, install
 from bridge.buffer.tables import heartbeat
 from bridge.errors import BufferUnavailable
 from bridge.model import Identity, Message, StatusUpdate
@@ -56,6 +56,7 @@ RETRIES = 5  # serialization failures / deadlocks retried per transaction
 # server ends its session: its locks (the batch forming lock, a rate budget's row, the
 # contact map's lock) would otherwise hold up every other process until it is resumed
 IDLE_IN_TRANSACTION = 15.0
+CLOCK_STEP = 1.0  # seconds this host's clock must be off the server's to be moved onto it
 IDENTITY_LOCK = "chatbridge:identities"
 INSTALL_LOCK = "chatbridge:install"
 _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
@@ -155,12 +156,38 @@ class PostgresBuffer(Buffer, SharedBuffer):
                     backfill: bool | None = None, batch_size: int | None = None,
                     history_days: float | None = None) -> list[Claim]:
         """As Buffer.claim, with the sink's claims serialised across processes."""
-        when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
 
-        return await self.write(lambda db: delivery.claim(
-            db, sink, when, limit, lease, backfill, size, owner=self.owner,
-            history_days=history_days))
+        async def work(db: PgConnector) -> list[Claim]:
+            return await delivery.claim(db, sink, await self.clock(db, now), limit, lease,
+                                        backfill, size, owner=self.owner,
+                                        history_days=history_days)
+        return await self.write(work)
+
+    async def record_sync(self, sink: str, at: float, next_at: float | None,
+                          error: str | None) -> None:
+        """As Buffer.record_sync, the times moved onto the server's clock: `last synced`
+        never goes backwards, so a host running an hour ahead pinned it an hour into the
+        future for every process, and their status said 'behind' meanwhile (adv38)."""
+        async def work(db: PgConnector) -> None:
+            await self.clock(db)
+            shift = self.clock_shift  # this host's clock to the server's
+            await db.run(RECORD_SYNC, at=at + shift, error=error, failed=int(error is not None),
+                         next_at=None if next_at is None else next_at + shift, sink=sink)
+        await self.write(work)
+
+    async def clock(self, db: Connector, now: float | None = None) -> float:
+        """`now` when given, else the server's clock: a lease or a wait one process writes
+        is judged by another, and their hosts' clocks may disagree (a host minutes ahead
+        took the batches others were delivering and posted them again: adv38)."""
+        if now is not None:
+            return now
+        server = float(await db.value(shared.NOW))
+        shift = server - time.time()
+        # clocks in step (NTP) differ by the read's own milliseconds: no shift, so a time
+        # a caller gives is stored as given
+        self.clock_shift = shift if abs(shift) >= CLOCK_STEP else 0.0
+        return server
 
     async def read(self, work: Work[T]) -> T:
         self._check_open()
@@ -200,8 +227,10 @@ class PostgresBuffer(Buffer, SharedBuffer):
         seconds (killed, or cut off) once their delivery has surely timed out (`spare`: per
         sink, lease less deliver_timeout; a sink not named is left to its lease): their
         batches are retried as uncertain then instead of after their lease; how many."""
-        freed = await self.write(lambda db: shared.release_dead_leases(
-            db, dead_after, spare or {}, time.time()))
+        async def work(db: PgConnector) -> int:
+            return await shared.release_dead_leases(db, dead_after, spare or {},
+                                                    await self.clock(db))
+        freed = await self.write(work)
         if freed:
             logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)
         return freed

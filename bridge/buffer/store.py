@@ -13,6 +13,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +27,8 @@ import bridge.buffer.purge as purge
 import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
-from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with
+from bridge.buffer.codec import ids_of
+from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with, values_of
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -134,11 +137,21 @@ class Buffer:
         `backfill`: True or False for only backfill or only live batches; None for both.
         `history_days`: the sink's backfill_days; older history is held first (history.py).
         """
-        when = time.time() if now is None else now
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
-        return await self.write(
-            lambda db: delivery.claim(db, sink, when, limit, lease, backfill, size,
-                                      history_days=history_days))
+
+        async def work(db: Connector) -> list[Claim]:
+            return await delivery.claim(db, sink, await self.clock(db, now), limit, lease,
+                                        backfill, size, history_days=history_days)
+        return await self.write(work)
+
+    async def clock(self, db: Connector, now: float | None = None) -> float:
+        """`now` when given, else the time every process of this buffer judges leases and
+        waits by: this host's clock here (one process); the database server's on a
+        shared buffer, whose hosts' clocks may disagree (PostgresBuffer)."""
+        return time.time() if now is None else now
+
+    # how far the buffer's clock is ahead of this host's, as clock() last read it (0 here)
+    clock_shift: float = 0.0
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome],
                        policy: Policy, now: float | None = None) -> dict[str, int]:
@@ -152,8 +165,9 @@ class Buffer:
     async def renew(self, claim: Claim, lease: float, now: float | None = None) -> bool:
         """Lease the claim's batch for `lease` seconds from now again; False when the
         lease moved on (it expired and another drain took the batch)."""
-        when = time.time() if now is None else now
-        return await self.write(lambda db: delivery.renew(db, claim, when + lease))
+        async def work(db: Connector) -> bool:
+            return await delivery.renew(db, claim, await self.clock(db, now) + lease)
+        return await self.write(work)
 
     def _completions(self) -> GroupCommit:
         found = self.__dict__.get("_completion_group")
@@ -169,18 +183,23 @@ class Buffer:
             together.setdefault((id(policy), now), []).append(index)
         for indexes in together.values():
             _, _, policy, now = items[indexes[0]]
-            when = time.time() if now is None else now
-            found = await self.write(lambda db, these=indexes, p=policy, w=when:
-                                     delivery.complete_many(db, [items[i][:2] for i in these],
-                                                            w, p))
+
+            async def work(db: Connector, these: list[int] = indexes, p: Policy = policy,
+                           at: float | None = now) -> list[Any]:
+                when = await self.clock(db, at)
+                shift = self.clock_shift if at is None else 0.0
+                return await delivery.complete_many(
+                    db, [(items[i][0], _on_clock(items[i][1], shift)) for i in these], when, p)
+            found = await self.write(work)
             for index, result in zip(indexes, found, strict=True):
                 results[index] = result
         return results
 
     async def retry_now(self, sink: str, now: float | None = None) -> int:
         """Make the sink's batches waiting to retry due now (not waits the sink asked for)."""
-        when = time.time() if now is None else now
-        return await self.write(lambda db: delivery.retry_now(db, sink, when))
+        async def work(db: Connector) -> int:
+            return await delivery.retry_now(db, sink, await self.clock(db, now))
+        return await self.write(work)
 
     async def requeue(self, sink: str | None = None,
                       message_ids: Sequence[int] | None = None) -> int:
@@ -191,9 +210,10 @@ class Buffer:
                                    now: float | None = None) -> dict[str, int]:
         """Dead letters of one conversation back to pending (every sink); its waiting
         retries due now. Returns {"requeued": n, "hurried": n}."""
-        when = time.time() if now is None else now
-        return await self.write(
-            lambda db: delivery.requeue_conversation(db, conversation, when))
+        async def work(db: Connector) -> dict[str, int]:
+            return await delivery.requeue_conversation(db, conversation,
+                                                       await self.clock(db, now))
+        return await self.write(work)
 
     async def purge(self, conversation: str) -> int:
         """Delete one person's messages and mappings from the buffer; messages deleted.
@@ -290,8 +310,9 @@ class Buffer:
 
     async def media_claim(self, source: str, limit: int, lease: float,
                           now: float | None = None) -> list[MediaJob]:
-        when = time.time() if now is None else now
-        return await self.write(lambda db: media.claim(db, source, when, limit, lease))
+        async def work(db: Connector) -> list[MediaJob]:
+            return await media.claim(db, source, await self.clock(db, now), limit, lease)
+        return await self.write(work)
 
     async def media_fetched(self, job: MediaJob, path: str, size: int, sha256: str,
                             mime_type: str | None, now: float | None = None) -> None:
@@ -437,6 +458,15 @@ def _unlink(path: str) -> None:
         logger.warning("could not delete media file %s: %s", path, exc.strerror)
 
 
+def _on_clock(outcomes: Sequence[Outcome], shift: float) -> list[Outcome]:
+    """Outcomes whose waits a sink asked for on this host's clock (not_before), on the
+    buffer's: `shift` seconds later."""
+    if not shift:
+        return list(outcomes)
+    return [replace(o, not_before=o.not_before + timedelta(seconds=shift))
+            if o.not_before is not None else o for o in outcomes]
+
+
 ss, d, m = sink_state.c, deliveries.c, messages.c
 NEEDS_BACKFILL = Query(sa.select(ss.backfill_done_at.is_(None)).where(ss.sink == P("sink")),
                        "needs backfill")
@@ -519,16 +549,27 @@ async def _backfill(db: Connector, sink: str, since: float, now: float,
 
 
 _settled = sa.select(d.message_id).where(d.state.in_(("pending", "dead")))
+# History held as older than a sink's backfill_days is not delivered: stored until a
+# backfill reaching back to it posts it, as its reason says (looked up per sink by key)
+_held = sa.exists().where(d.sink.in_(sa.select(ss.sink)), d.message_id == m.id,
+                          d.state == "skipped", starts_with(d.reason, history.HISTORY_HELD))
 PRUNE = (
     Query(sa.delete(messages).where(m.id.in_(sa.select(m.id).where(
-        m.stored_at < P("older_than"), m.id.not_in(_settled)).limit(P("chunk")))),
+        m.stored_at < P("older_than"), m.id.not_in(_settled), ~_held,
+        m.id.not_in(values_of("kept"))).limit(P("chunk")))),
         "prune settled messages"),
 )
+# A dead target (an attachment waiting for its file, a refused opportunity post) is a
+# dead letter: its messages and batch stay for its requeue (or its file's arrival) to
+# re-open (read through the dead targets' own index)
+_dead = sa.select(targets.c.batch_id, targets.c.message_ids).where(targets.c.state == "dead")
+DEAD_TARGETS = Query(_dead, "messages of dead targets")
 PRUNE_AFTER = (
     Query(sa.delete(deliveries).where(d.state.in_(("done", "skipped")), ~sa.exists().where(
         m.id == d.message_id))),
     Query(sa.delete(batches).where(batches.c.state == "done",
-                                   batches.c.created_at < P("older_than"))),
+                                   batches.c.created_at < P("older_than"),
+                                   batches.c.id.not_in(values_of("kept_batches")))),
     Query(sa.delete(ledger).where(ledger.c.created_at < P("older_than"))),
     # a post's start record whose batch is gone (its message was requeued into a batch of
     # another key and landed there): nothing reads it any more
@@ -539,7 +580,10 @@ PRUNE_AFTER = (
 
 
 async def prune_chunk(db: Connector, older_than: float, chunk: int) -> int:
-    removed = await db.run(PRUNE[0], older_than=older_than, chunk=chunk)
+    dead = await db.rows(DEAD_TARGETS)
+    kept = sorted({i for _, ids in dead for i in ids_of(ids)})
+    kept_batches = sorted({batch for batch, _ in dead if batch is not None})
+    removed = await db.run(PRUNE[0], older_than=older_than, chunk=chunk, kept=kept)
     for step in PRUNE_AFTER:
-        await db.run(step, older_than=older_than)
+        await db.run(step, older_than=older_than, kept_batches=kept_batches)
     return removed

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from bridge import Metrics
 from plugins.leadsquared.activity_type import resolve_event
@@ -167,8 +167,20 @@ def has_field(setting: dict | None, field: str | None) -> str | None:
     return None
 
 
-def zone(name: str | None) -> tzinfo:
-    try:
-        return ZoneInfo(name) if name else UTC
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
+def zone(name: object) -> tzinfo:
+    """The keys' user's TimeZone (an IANA name, reference §1), read liberally: spaces and
+    letter case aside; any other answer (none, a number, a name this machine does not
+    know) is UTC, said in a warning, never a sink that cannot start."""
+    if isinstance(name, str) and name.strip():
+        text = name.strip()
+        try:
+            return ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+        folded = {key.casefold(): key for key in available_timezones()}.get(text.casefold())
+        if folded:
+            return ZoneInfo(folded)
+    logger.warning("LeadSquared names the user's time zone %r, which is no time zone this "
+                   "machine knows: transcript lines show UTC times (set the user's time "
+                   "zone in LeadSquared, e.g. Asia/Kolkata)", name)
+    return UTC

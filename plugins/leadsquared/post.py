@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from bridge import Batch, Outcome
 from plugins.leadsquared.activity_type import FIELDS
@@ -167,7 +168,7 @@ class Poster:
         if target is None and owner:
             return await one_row(self.client.activities.post_bulk([item]))
         if target is not None and (self.opportunity_bulk is not None or owner):
-            row = opportunity_item(self.event, item["ActivityNote"], part.last_at,
+            row = opportunity_item(self.event, item["ActivityNote"], activity_time(part),
                                    self._fields(batch, part, key),
                                    owner or self.owner_email or "")
             if self.opportunity_bulk is not None and not single and (
@@ -223,7 +224,7 @@ class Poster:
         text = note(part, contact_label(batch.conversation), batch.conversation.key,
                     business=self._business(part))
         owner = part.rep.email if part.rep is not None else None
-        return activity_item(lead, self.event, text, part.last_at,
+        return activity_item(lead, self.event, text, activity_time(part),
                              self._fields(batch, part, key), opportunity_id=target,
                              owner_email=owner if target is None else None)
 
@@ -267,3 +268,11 @@ def _final(exc: LeadSquaredError) -> LeadSquaredError:
     time by itself (its own unknown outcome waits for the key check of a retry)."""
     exc.not_created = False
     return exc
+
+
+def activity_time(part: Part) -> datetime:
+    """When the activity happened (ActivityDateTime): its last message's time, never later
+    than now. A wrong clock's future stamp (a phone's, an import's) would date it ahead of
+    the CRM's clock: refused by an account that takes no future time (reference §7.9,
+    switch activity_time), else on top of the lead's history until that day comes."""
+    return min(part.last_at, datetime.now(UTC))

@@ -724,16 +724,30 @@ class Messages:
         self.conversation, self.me, self.zone, self.source = conversation, me, zone, source
         self.names_known = me is not None or senders <= 1
         self.occurrences = Occurrences(revisited)
+        self.last: datetime | None = None  # the previous message's time (UTC)
 
     def message(self, record: Record) -> Message:
         pid = stable_id(self.conversation, record.local, record.sender, record.body,
                         self.occurrences.next(record))
-        return _message(record, pid, self.conversation, self.me, self.zone, self.source,
+        self.last = sent_at = self.sent_at(record.local)
+        return _message(record, pid, self.conversation, self.me, sent_at, self.source,
                         self.names_known)
+
+    def sent_at(self, local: datetime) -> datetime:
+        """The UTC time of a wall-clock time, read in file order: in the hour a DST change
+        shows twice (the clocks go back), a time earlier than the message before it is
+        the second of its two readings. Read as the first, the messages after the change
+        were dated an hour early and went before the ones they answered."""
+        first = to_utc(local, self.zone)
+        if self.last is not None and first < self.last:
+            second = to_utc(local.replace(fold=1), self.zone)
+            if second > first:
+                return second
+        return first
 
 
 def _message(record: Record, provider_id: str, conversation: str, me: str | None,
-             zone: tzinfo | None, source: str, names_known: bool) -> Message:
+             sent_at: datetime, source: str, names_known: bool) -> Message:
     system = record.kind == "system"
     mine = bool(me and record.sender and not system and same_person(record.sender, me))
     media = None
@@ -748,7 +762,7 @@ def _message(record: Record, provider_id: str, conversation: str, me: str | None
         extra["edited"] = True
     return Message(
         source=source, provider_id=provider_id, conversation=conversation, account="",
-        direction=Direction.OUT if mine else Direction.IN, sent_at=to_utc(record.local, zone),
+        direction=Direction.OUT if mine else Direction.IN, sent_at=sent_at,
         kind=record.kind, text=record.text, media=media,
         contact_name=record.sender if names_known and not (mine or system) else None,
         history=True, extra=extra, raw={"export_line": record.line, "export_text": record.raw},

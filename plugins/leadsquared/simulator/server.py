@@ -108,6 +108,10 @@ class Knobs:
         404/400 on a lookup, or 403/408/413 on a create, from such a proxy dead-lettered
         messages; LeadSquared's own errors are JSON (reference §3), these pages are not.
     note_limit: longest ActivityNote accepted (GUESS: about 2000, reference §7.3).
+    timezone: the keys' user's `TimeZone` as UserByAccessKey.Get answers it (reference §1:
+        an IANA name, e.g. the documented Asia/Kolkata): an account in another zone (a DST
+        one: America/New_York, Europe/London), or any answer a client may not know (a
+        Windows name, a number: undocumented, as given).
     seed: seeds fault decisions (and, at construction, the generated ids).
     """
 
@@ -120,6 +124,7 @@ class Knobs:
     write_hold: float = 0.0
     gateway_errors: list = field(default_factory=list)
     note_limit: int = 2000
+    timezone: str = "Asia/Kolkata"
     seed: int | None = None
 
 
@@ -352,7 +357,7 @@ class Simulator:
         filled = self.store.switches.user_fields == "email"
         return {"Id": self.store.user_id, "Name": "Simulator Admin", "PassPhrase": USER_EMAIL,
                 "Role": "Administrator", "EmailAddress": USER_EMAIL if filled else None,
-                "TimeZone": "Asia/Kolkata", "Type": "ApplicationUser",
+                "TimeZone": self.knobs.timezone, "Type": "ApplicationUser",
                 "OrgDisplayName": "Simulator", "DefaultCountryCode": "91",
                 "MobileServiceURLs": {"FileUploadURL": f"http://{host}/File/Upload"},
                 "LSQCommonServiceURLs": {"api": host, "app": host}}

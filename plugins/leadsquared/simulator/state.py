@@ -585,6 +585,8 @@ class Store:
         kind = self._activity_type(body.get("ActivityEvent"))
         note = parse_note(body.get("ActivityNote"), note_limit)
         when = parse_when(body.get("ActivityDateTime"))
+        if self.switches.activity_time == "not_future" and when > utc_now():
+            raise invalid(f"Parameter Name: ActivityDateTime ({when} is in the future)")
         fields = parse_fields(body.get("Fields"), kind)
         opportunity = self._own_opportunity(body.get("RelatedOpportunityId"), lead_id)
         if opportunity in self.refusing and self.refusing_notes.get(opportunity, "") in note:

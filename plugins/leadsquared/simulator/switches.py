@@ -81,6 +81,11 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # no_match = [] (GUESS); ignored = the filter dropped, leads answered unfiltered, as
     # §8 [LIVE] gotchas 1, 2 saw a wrongly shaped filter silently ignored (GUESS).
     "unknown_field": ("no_match", "ignored"),
+    # §7.9: whether an ActivityDateTime in the future is accepted. any = stored as given
+    # (no source says otherwise); not_future = refused (MXInvalidInputException) when later
+    # than the server's clock, as an account dating activities by when they happened may
+    # (GUESS). A wrong clock (a phone's, an import's) stamps messages in the future.
+    "activity_time": ("any", "not_future"),
 }
 
 
@@ -105,6 +110,7 @@ class Switches:
     create_owner: str = "ignored"
     paging: str = "honoured"
     unknown_field: str = "no_match"
+    activity_time: str = "any"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))
