@@ -15,6 +15,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +52,23 @@ def buffer(request, tmp_path):
         yield section
 
 
+@contextmanager
+def healthy_bridge(tmp_path: Path, simulator, buffer: str | None = None
+                   ) -> Iterator[tuple[BridgeProcess, Path]]:
+    """A `bridge run` on the simulator (with `buffer`: that buffer, 100 calls/s), once it
+    reads healthy; stopped after."""
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    settings = {"rate_limit": "100/1s"} if buffer is not None else {}
+    write_config(config, simulator, port, *([buffer] if buffer is not None else []), **settings)
+    bridge = BridgeProcess(config, port).start()
+    try:
+        eventually(lambda: bridge.status()["health"]["state"] == "healthy", timeout=30)
+        yield bridge, config
+    finally:
+        bridge.stop()
+
+
 def _state(bridge: BridgeProcess) -> tuple[str, dict]:
     report = bridge.status()
     (sink,) = report["sinks"]
@@ -60,12 +80,7 @@ def _state(bridge: BridgeProcess) -> tuple[str, dict]:
 def test_status_says_failing_through_an_outage_while_a_try_is_under_way(
         tmp_path, simulator, buffer):
     lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    write_config(config, simulator, port, buffer, rate_limit="100/1s")
-    bridge = BridgeProcess(config, port).start()
-    try:
-        eventually(lambda: _state(bridge)[0] == "healthy", timeout=30)
+    with healthy_bridge(tmp_path, simulator, buffer) as (bridge, _):
         simulator.configure(**OUTAGE)
         post(bridge, p.message_change([p.text_message("wamid.outage-1", ASHA, "hello")]))
         first = eventually(lambda: (s := _state(bridge))[0] == "failing" and s, timeout=60)
@@ -82,8 +97,6 @@ def test_status_says_failing_through_an_outage_while_a_try_is_under_way(
         simulator.configure(error_rate=0.0, latency=0.0)  # the CRM is back
         eventually(lambda: _state(bridge)[0] == "healthy", timeout=60)
         eventually(lambda: len(simulator.activities(lead)) == 1, timeout=30)
-    finally:
-        bridge.stop()
     assert len(simulator.activities(lead)) == 1
 
 
@@ -103,12 +116,7 @@ def test_a_crm_refusing_every_chat_is_failing_until_they_are_requeued_and_land(
     nothing reached the CRM. One chat's dead letter while others land stays healthy."""
     asha = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     ravi = simulator.add_lead(FirstName="Ravi", Mobile="+91-9123456780")
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    write_config(config, simulator, port, buffer, rate_limit="100/1s")
-    bridge = BridgeProcess(config, port).start()
-    try:
-        eventually(lambda: _state(bridge)[0] == "healthy", timeout=30)
+    with healthy_bridge(tmp_path, simulator, buffer) as (bridge, config):
         simulator.configure(note_limit=50)  # every transcript is longer: MX refusal
         post(bridge, p.message_change([p.text_message("wamid.refused-1", ASHA, "hello")]))
         eventually(lambda: _state(bridge)[1]["dead_letters"] == 1, timeout=30)
@@ -126,8 +134,6 @@ def test_a_crm_refusing_every_chat_is_failing_until_they_are_requeued_and_land(
         assert "requeued 2 message(s)" in _requeue(config)
         eventually(lambda: _state(bridge)[0] == "healthy", timeout=30)
         eventually(lambda: len(simulator.activities()) == 2, timeout=30)
-    finally:
-        bridge.stop()
     assert [len(simulator.activities(lead)) for lead in (asha, ravi)] == [1, 1]
 
 
@@ -150,12 +156,7 @@ def test_webhooks_refused_for_a_wrong_app_secret_make_the_bridge_failing(tmp_pat
     every webhook is refused (401), nothing is stored, every sink is idle and healthy, and
     the bridge read "healthy" (exit 0) while no message reached the CRM."""
     lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    write_config(config, simulator, port)
-    bridge = BridgeProcess(config, port).start()
-    try:
-        eventually(lambda: bridge.status()["health"]["state"] == "healthy", timeout=30)
+    with healthy_bridge(tmp_path, simulator) as (bridge, config):
         assert [_signed_with(bridge, None, f"wamid.scan-{n}") for n in range(3)] == [401] * 3
         assert bridge.status()["health"]["state"] == "healthy"  # unsigned: a scanner
         assert [_signed_with(bridge, "rotated-secret", f"wamid.meta-{n}")
@@ -173,5 +174,3 @@ def test_webhooks_refused_for_a_wrong_app_secret_make_the_bridge_failing(tmp_pat
         assert bridge.status()["health"]["state"] == "healthy"
         assert _cli_status(config).returncode == 0
         eventually(lambda: len(simulator.activities(lead)) == 1, timeout=30)
-    finally:
-        bridge.stop()
