@@ -268,10 +268,12 @@ async def backfill(request: web.Request) -> web.Response:
     """Queue ?sink=NAME's backfill over ?days=N (default its backfill_days) and wake it."""
     bridge = request.app[BRIDGE]
     name = params.text(request.query, "sink", "")
+    running = f"(running: {', '.join(sorted(bridge.runners)) or 'none'})"
+    if not name:
+        raise params.bad(f"sink is required {running}")
     runner = bridge.runners.get(name)
     if runner is None:
-        raise web.HTTPNotFound(text=f"no running sink named {params.shown(name)} "
-                                    f"(running: {', '.join(sorted(bridge.runners)) or 'none'})")
+        raise web.HTTPNotFound(text=f"no running sink named {params.shown(name)} {running}")
     days = params.decimal(request.query, "days", high=MAX_BACKFILL_DAYS)
     queued = await runner.backfill(days)
     runner.wake()

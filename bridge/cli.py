@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
@@ -250,7 +251,8 @@ def admin_call(config: Any, method: str, path: str, **kwargs: Any) -> Any:
 def backfill(config_path: str, sink: str, days: float | None, wait: bool) -> None:
     """Sync the past N days into a sink again; what it already has is not posted twice."""
     config, _ = load(config_path)
-    params = {"sink": sink, **({"days": days} if days else {})}
+    # plain decimal digits: str(0.00001) is '1e-05', which the bridge does not read
+    params = {"sink": sink, **({"days": format(Decimal(repr(days)), "f")} if days else {})}
     answer = admin_call(config, "POST", "/backfill", params=params).json()
     click.echo(f"{sink}: {answer['queued']} messages of the last {answer['days']:g} days "
                "to sync (already synced ones are skipped)")

@@ -275,6 +275,12 @@ def test_backfill_command_widens_the_window_without_posting_twice(tmp_path):
                               "--sink", "nope"], capture_output=True, text=True, timeout=60,
                              stdin=subprocess.DEVNULL)
         assert bad.returncode == 1 and "no running sink named 'nope'" in bad.stderr
+        tiny = subprocess.run([sys.executable, "-m", "bridge", "backfill", "-c", str(config),
+                               "--sink", "leadsquared", "--days", "0.00001"],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)  # sent as 1e-05, refused, before
+        assert tiny.returncode == 0, tiny.stderr
+        assert "leadsquared: 0 messages of the last 1e-05 days" in tiny.stdout
     finally:
         if bridge is not None:
             bridge.stop()

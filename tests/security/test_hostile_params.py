@@ -273,3 +273,5 @@ async def test_the_reported_id_and_its_kin_get_a_one_line_400(walked):
         async with http.post(f"{url}/backfill", params={"sink": "leadsquared",
                                                         "days": "\u0661"}) as resp:
             assert resp.status == 400 and "days must be a number" in await resp.text()
+        async with http.post(f"{url}/backfill") as resp:  # was 404 "no running sink named ''"
+            assert resp.status == 400 and (await resp.text()).startswith("sink is required")
