@@ -79,10 +79,12 @@ DEAD_LETTERS = Query(sa.select(dead.c.sink, sa.func.count()).where(dead.c.state 
 _OWN_FAILURE = ~starts_with(t.reason, WAITS_WITH_MESSAGES)
 TARGET_COUNTS = Query(sa.select(t.sink, t.state, sa.func.count()).where(
     _NOT_WAITING, _OWN_FAILURE).group_by(t.sink, t.state), "failed targets per sink")
-_settling = (b.state == "ready", b.uncertain == 1, starts_with(b.last_error, SETTLING))
-# batches of a killed process waiting out a write it may have had in flight (delivery.FREED)
-SETTLING_COUNTS = Query(sa.select(b.sink, sa.func.count(), sa.func.max(b.next_attempt_at))
-                        .where(*_settling).group_by(b.sink), "batches settling after a crash")
+# batches of a killed process waiting out a write it may have had in flight (delivery.FREED):
+# among a sink's batches waiting for a later try (batches_ready, from now on)
+_settling = (b.sink == P("sink"), b.state == "ready", b.next_attempt_at > P("now"),
+             b.uncertain == 1, starts_with(b.last_error, SETTLING))
+SETTLING_COUNTS = Query(sa.select(sa.func.count(), sa.func.max(b.next_attempt_at))
+                        .where(*_settling), "a sink's batches settling after a crash")
 
 
 async def sinks(db: Connector) -> list[dict[str, Any]]:
@@ -100,8 +102,11 @@ async def sinks(db: Connector) -> list[dict[str, Any]]:
     for sink, state, n in await db.rows(TARGET_COUNTS):
         entry = counts.setdefault(sink, dict(zero))
         entry["dead_targets" if state == "dead" else "failing_targets"] = n
-    for sink, n, until in await db.rows(SETTLING_COUNTS):
-        counts.setdefault(sink, dict(zero)).update(settling=n, settling_until=until)
+    now = time.time()
+    for sink in [row[0] for row in rows]:
+        n, until = await db.one(SETTLING_COUNTS, sink=sink, now=now)
+        if n:
+            counts.setdefault(sink, dict(zero)).update(settling=n, settling_until=until)
     progress = await backfill_progress(db)
     result = []
     for row in rows:
