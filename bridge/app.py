@@ -27,7 +27,7 @@ from bridge.plugins import build
 from bridge.security import admin_only, guard_routes, guard_the_rest
 from bridge.state import BRIDGE, Bridge
 from bridge.status import add_health, status_report
-from bridge.sync import SinkRunner
+from bridge.sync import SinkRunner, settle_after_lease
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,11 @@ def _core_route_clash(config: BridgeConfig, source: str, path: str) -> BridgeErr
 async def _buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     bridge = app[BRIDGE]
     settings = bridge.config.buffer
-    bridge.buffer = await Buffer.open(settings.target, settings.synchronous, runner=True)
+    # a batch a killed run was posting waits until a write it had in flight can no
+    # longer land (its retry's key check would miss it and post again)
+    after_lease = {sink.name: settle_after_lease(sink) for sink in bridge.sinks}
+    bridge.buffer = await Buffer.open(settings.target, settings.synchronous, runner=True,
+                                      after_lease=after_lease)
     try:
         await bridge.buffer.install_sinks([sink.name for sink in bridge.sinks])
         bridge.buffer.media_sources = media_sources(bridge.sources)

@@ -17,7 +17,7 @@ from contextlib import suppress
 from typing import Any
 
 from bridge.buffer import SharedBuffer
-from bridge.contracts import LEASE_MARGIN
+from bridge.contracts import LEASE_MARGIN, START_WITHIN
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class Member:
         drained = {name: runner.last_delivered_at for name, runner in self.runners.items()
                    if getattr(runner, "last_delivered_at", None) is not None}
         await self.buffer.beat(this_host(), sorted(self.runners), drained)
-        await self.buffer.release_dead_leases(ALIVE_FOR * self.every, spare(self.runners))
+        await self.buffer.release_dead_leases(ALIVE_FOR * self.every, spare(self.runners),
+                                              settle(self.runners))
 
     async def report(self) -> dict[str, Any]:
         """{processes: [...], drains: {sink: process}, this: id} as /status shows it."""
@@ -111,9 +112,18 @@ class Member:
 def spare(runners: Mapping[str, Any]) -> dict[str, float]:
     """Per sink, how long a lease outlasts its delivery: a silent process's lease is freed
     no sooner than this before it expires, once its deliver_timeout has cut off any
-    delivery it still had (a process paused, not dead, goes on when resumed)."""
-    return {name: runner.settings.lease - runner.settings.deliver_timeout - LEASE_MARGIN
+    delivery it still had (a process paused, not dead, goes on when resumed). A delivery
+    begins up to START_WITHIN after its lease began without renewing it."""
+    return {name: max(0.0, runner.settings.lease - runner.settings.deliver_timeout
+                      - LEASE_MARGIN - START_WITHIN)
             for name, runner in runners.items() if hasattr(runner, "settings")}
+
+
+def settle(runners: Mapping[str, Any]) -> dict[str, float]:
+    """Per sink, how long past a freed lease's end its batch waits: a write the silent
+    process had in flight may land until then (bridge.sync.settle_after_lease)."""
+    return {name: runner.after_lease for name, runner in runners.items()
+            if hasattr(runner, "after_lease")}
 
 
 def _process(row: dict[str, Any], every: float, me: str) -> dict[str, Any]:

@@ -71,6 +71,10 @@ OVERDUE_FILE = 900.0
 # post waits with its messages' own retry (and dead letter), has a reason starting with
 # this: it is not a failure of its own, so it is neither counted nor listed as one.
 WAITS_WITH_MESSAGES = "waits with its messages"
+# A batch whose process was killed mid-delivery waits, with this as its last error, until
+# a write that process had in flight can no longer land (then its retry looks for its
+# keys): the sink is not failing, and health does not count it as retrying.
+SETTLING = "settling a write that may still land after a crash"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,10 @@ class Batch:
 
 
 LEASE_MARGIN = 1.0  # seconds a lease outlasts deliver_timeout: time to commit the outcomes
+# seconds after its lease began (or was renewed) a delivery may begin without renewing it
+# first: so every write of a delivery is sent by then + deliver_timeout, which bounds how
+# long a killed process's write may still land (bridge.sync.settle_after_lease)
+START_WITHIN = 5.0
 MOST = 100_000  # a ceiling for counts: far past any sane use, well inside a 64-bit integer
 
 
@@ -235,6 +243,8 @@ class Sink(Protocol):
     Optional, for exactly-once: `write_settle: float`, seconds a CRM write cut off in
     flight (deliver_timeout) may still take to commit; the retry, which looks for what
     landed before posting again, waits at least that long (default: deliver_timeout).
+    A batch whose process was killed mid-delivery waits as long after its delivery's
+    deliver_timeout (counted from when its lease began or was renewed).
     """
 
     name: str

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.buffer import Claim, Deliveries, Policy
-from bridge.contracts import LEASE_MARGIN, Filter, Outcome, Sink, Source
+from bridge.contracts import LEASE_MARGIN, START_WITHIN, Filter, Outcome, Sink, Source
 from bridge.errors import LeaseLost
 from bridge.metrics import Metrics
 from bridge.model import Message
@@ -44,6 +44,9 @@ class SinkRunner:
             held_delay=self.settings.sync_interval,
             retry_for=self.settings.retry_for,
         )
+        # an expired lease's batch waits this long past the lease's end: a write its
+        # holder had in flight may land until then (settle_after_lease)
+        self.after_lease = settle_after_lease(sink)
         self._wake = asyncio.Event()
         self._retry_now = False  # set by wake(): the next drain hurries waiting retries
         self._backfill_ready_at = 0.0  # monotonic: when the next backfill batch may go
@@ -163,12 +166,14 @@ class SinkRunner:
             claims = await self.buffer.claim(self.sink.name, self._concurrency(backfill=True),
                                              self.settings.lease, backfill=True,
                                              batch_size=self.settings.batch_limit,
-                                             history_days=self.settings.backfill_days)
+                                             history_days=self.settings.backfill_days,
+                                             after_lease=self.after_lease)
             _claimed_at(claims, started)
             if not claims:
                 return totals
             await self._pace_backfill(totals)
-            if self._stopping():  # the unsent claim is released on the next start
+            if self._stopping():  # never sent: given back, with nothing to settle
+                await self._unclaim(claims)
                 break
             started, self._live_mark = time.monotonic(), self._live_batches
             await self._backfill_step(claims, totals)
@@ -181,7 +186,8 @@ class SinkRunner:
         claims = await self.buffer.claim(self.sink.name, self.settings.batch_limit,
                                          self.settings.lease, backfill=False,
                                          batch_size=self.settings.batch_limit,
-                                         history_days=self.settings.backfill_days)
+                                         history_days=self.settings.backfill_days,
+                                         after_lease=self.after_lease)
         _claimed_at(claims, started)
         self._live_batches += len(claims)
         await self._deliver_all(claims, totals)
@@ -219,13 +225,31 @@ class SinkRunner:
     async def _deliver_all(self, claims: list[Claim], totals: dict[str, int]) -> None:
         """Deliver claims, up to the sink's concurrency at once; each records its own."""
         gate = asyncio.Semaphore(self._concurrency())
+        unsent: list[Claim] = []
 
         async def one(claim: Claim) -> None:
             async with gate:
-                if not self._stopping():  # unleased on restart; never half-recorded
+                if self._stopping():  # never half-recorded: given back unsent
+                    unsent.append(claim)
+                else:
                     await self._deliver_into(claim, totals)
 
         await asyncio.gather(*(one(claim) for claim in claims))
+        await self._unclaim(unsent)
+
+    async def _unclaim(self, claims: list[Claim]) -> None:
+        """Give back claims the sink never saw (stopping): a lease left to the next start
+        would wait out a write that may still land (settle_after_lease), and there is
+        none. A buffer that cannot do it (or fails) leaves them to that wait."""
+        give_back = getattr(self.buffer, "unclaim", None)
+        if not claims or give_back is None:
+            return
+        try:
+            await give_back(claims)
+        except Exception as exc:
+            logger.warning("sink %s: %d unsent claim(s) not given back (%s: %s); they are "
+                           "retried once their lease has settled", self.sink.name,
+                           len(claims), type(exc).__name__, exc)
 
     async def _pace_backfill(self, totals: dict[str, int]) -> None:
         """Until backfill's turn comes, keep delivering live messages as they arrive.
@@ -283,11 +307,18 @@ class SinkRunner:
         the margin to record it), renewing it when it would not. A batch that waited its
         turn behind the others of a large claim, or whose process was paused (SIGSTOP, a
         frozen VM) since it was claimed, may have been taken by another drain once its
-        lease expired: delivered here too, it would be posted twice (adv31)."""
+        lease expired: delivered here too, it would be posted twice (adv31).
+
+        A delivery beginning more than START_WITHIN after its lease began renews it too:
+        the lease then says when its writes were sent (by its start + START_WITHIN +
+        deliver_timeout), so a killed process's batch is retried once they can no longer
+        land and no later (settle_after_lease), and a silent process's lease is freed once
+        its delivery has surely ended (cluster.spare)."""
         if claim.claimed_at is None:  # claimed by the caller itself (tests, tools)
             return True
-        held = claim.claimed_at + self.settings.lease - time.monotonic()
-        if held >= self.settings.deliver_timeout + LEASE_MARGIN:
+        waited = time.monotonic() - claim.claimed_at
+        held = self.settings.lease - waited
+        if held >= self.settings.deliver_timeout + LEASE_MARGIN and waited <= START_WITHIN:
             return True
         renewed_at = time.monotonic()
         if await self.buffer.renew(claim, self.settings.lease):
@@ -402,6 +433,26 @@ class SinkRunner:
             for waiter in waiters:
                 waiter.cancel()
             self._wake.clear()
+
+
+def write_settle(sink: Sink) -> float:
+    """Seconds a CRM write may still take to commit after it was sent: the sink's
+    `write_settle` (LeadSquared: 3 x its call timeout), else its deliver_timeout."""
+    declared = getattr(sink, "write_settle", None)
+    return float(declared) if declared is not None else float(sink.settings.deliver_timeout)
+
+
+def settle_after_lease(sink: Sink) -> float:
+    """How long after the end of a lease whose holder is gone (killed: its lease freed at
+    a runner's start, by a process seeing it dead, or expired) its batch's retry must
+    wait: a write it had in flight may land until then, and the retry's key check would
+    miss it and post again. Every write was sent by the lease's start (or renewal) +
+    START_WITHIN + deliver_timeout (SinkRunner._lease_holds), and before the lease's end;
+    then it may take write_settle to land. Negative: that moment is before the lease's
+    end."""
+    settings = sink.settings
+    sent_by = min(settings.lease - LEASE_MARGIN, START_WITHIN + settings.deliver_timeout)
+    return sent_by - settings.lease + write_settle(sink)
 
 
 def _checked_outcomes(result: Any, n: int) -> list[Outcome] | str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bridge.contracts import SETTLING
 from bridge.health import ago
 from bridge.render import displayable, failure_text, in_zone
 
@@ -148,6 +149,9 @@ def _details(sink: dict[str, Any], clock: Clock) -> list[str]:
              f"{SINK_INDENT}backfill    {_backfill(sink, stopped, clock)}"]
     if directory := sink.get("directory"):
         lines.append(f"{SINK_INDENT}directory   {_directory(directory, clock)}")
+    if sink.get("settling"):
+        lines.append(f"{SINK_INDENT}settling    {sink['settling']} batch(es): {SETTLING}, "
+                     f"until {clock.at(sink['settling_until'])}")
     if sink.get("last_error"):
         lines.append(f"{SINK_INDENT}last error  {sink['last_error']} "
                      f"({clock.ago(sink['last_error_at'])})")

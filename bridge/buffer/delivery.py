@@ -21,7 +21,7 @@ import hashlib
 import os
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,7 +50,14 @@ from bridge.buffer.tables import (
     sink_conversations,
     targets,
 )
-from bridge.contracts import WAITING_FOR_FILE, WAITS_WITH_MESSAGES, Batch, Outcome, TargetFailure
+from bridge.contracts import (
+    SETTLING,
+    WAITING_FOR_FILE,
+    WAITS_WITH_MESSAGES,
+    Batch,
+    Outcome,
+    TargetFailure,
+)
 from bridge.durations import format_duration
 from bridge.errors import LeaseLost
 from bridge.model import Conversation, Message
@@ -93,11 +100,24 @@ b, d, m = batches.c, deliveries.c, messages.c
 # (~50 ms a query at 1M rows, on the writer); the partial index holds only pending rows.
 pending = indexed(deliveries, "deliveries_pending", "d")
 older = indexed(batches, "batches_open", "o")
-_FREED = {"state": "ready", "lease_token": None, "lease_until": None, "uncertain": 1,
-          "next_attempt_at": P("now")}
-RELEASE_ALL = Query(sa.update(batches).values(_FREED).where(b.state == "leased"),
+# A lease freed with its holder gone (killed, or its lease expired) may have had a CRM
+# write in flight that still commits: its retry, which looks for its keys before posting
+# again, waits until that write can no longer land. `after_lease` (per sink,
+# bridge.sync.settle_after_lease) is how long after the lease's end that is; a moment
+# already past retries at once. not_before too, so "sync now" never hurries it (adv36's
+# late commit, after a crash: two activities with one key).
+_SETTLED_AT = sa.func.coalesce(b.lease_until, 0) + P("after_lease", type_=REAL)
+FREED = {"state": "ready", "lease_token": None, "lease_until": None, "uncertain": 1,
+          "next_attempt_at": greatest(P("now", type_=REAL), _SETTLED_AT),
+          "not_before": sa.case((_SETTLED_AT > P("now", type_=REAL), _SETTLED_AT),
+                                else_=b.not_before),
+          "last_error": sa.case((_SETTLED_AT > P("now", type_=REAL), SETTLING),
+                                else_=b.last_error)}
+RELEASE_ALL = Query(sa.update(batches).values(FREED).where(b.state == "leased"),
                     "free every lease")
-EXPIRE = Query(sa.update(batches).values(_FREED).where(
+RELEASE_SINK = Query(sa.update(batches).values(FREED).where(
+    b.sink == P("sink"), b.state == "leased"), "free a sink's leases")
+EXPIRE = Query(sa.update(batches).values(FREED).where(
     b.sink == P("sink"), b.state == "leased", b.lease_until < P("now")), "expire leases")
 UNDO_CLOCK = Query(sa.update(batches).values(
     next_attempt_at=b.next_attempt_at - (b.released_at - P("now", type_=REAL)),
@@ -192,20 +212,42 @@ RENEW = Query(sa.update(batches).values(lease_until=P("until")).where(
     b.id == P("id"), b.lease_token == P("token"), b.state == "leased"), "renew a lease")
 
 
+_unsent = rows_in("unsent", [("batch_id", "int"), ("token", "text")], alias="u")
+UNCLAIM = Query(sa.update(batches).values(
+    state="ready", lease_token=None, lease_until=None, attempts=b.attempts - 1,
+    next_attempt_at=P("now")).where(
+    b.id == _unsent.c.batch_id, b.lease_token == _unsent.c.token, b.state == "leased"),
+    "give back claims never handed to the sink")
+
+
+async def unclaim(db: Connector, claims: Sequence[Claim], now: float) -> int:
+    """Give back claims the sink never saw (the runner stopped before their turn): due
+    now, their try not counted. Nothing of them can be in flight, so nothing to settle."""
+    if not claims:
+        return 0
+    return await db.run(UNCLAIM, unsent=[(c.batch_id, c.token) for c in claims], now=now)
+
+
 async def renew(db: Connector, claim: Claim, until: float) -> bool:
     """Extend a claim's lease to `until`; False when it moved on (taken by another drain
     once it expired, or freed): the batch is then that drain's to deliver."""
     return bool(await db.run(RENEW, id=claim.batch_id, token=claim.token, until=until))
 
 
-async def release_leases(db: Connector, now: float) -> None:
-    """Free every lease (a new runner starts: the old one is gone). Outcomes unknown."""
-    await db.run(RELEASE_ALL, now=now)
+async def release_leases(db: Connector, now: float,
+                         after_lease: Mapping[str, float] | None = None) -> None:
+    """Free every lease (a new runner starts: the old one is gone). Outcomes unknown: a
+    sink named in `after_lease` retries no sooner than that long after the lease's end
+    (its writes may still land until then); any other at once."""
+    for sink, seconds in sorted((after_lease or {}).items()):
+        await db.run(RELEASE_SINK, sink=sink, now=now, after_lease=seconds)
+    await db.run(RELEASE_ALL, now=now, after_lease=float("-inf"))
 
 
 async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
                 backfill: bool | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                owner: str = "", history_days: float | None = None) -> list[Claim]:
+                owner: str = "", history_days: float | None = None,
+                after_lease: float = 0.0) -> list[Claim]:
     """Expire stale leases, batch new messages per conversation, lease what is due.
 
     `owner` prefixes the lease token ("<owner>:<uuid>"): on a shared buffer the process
@@ -216,8 +258,10 @@ async def claim(db: Connector, sink: str, now: float, limit: int, lease: float,
     cuts a conversation into several batches. `backfill` True or False claims only
     batches of that class; None claims both. `history_days`: first hold the waiting
     history sent more than that many days before it was stored (bridge.buffer.history).
+    `after_lease`: an expired lease's batch retries no sooner than that long after the
+    lease's end (a write its holder had in flight may land until then; see FREED).
     """
-    await db.run(EXPIRE, sink=sink, now=now)
+    await db.run(EXPIRE, sink=sink, now=now, after_lease=after_lease)
     await undo_clock_steps(db, sink, now)
     if await db.try_lock(FORMING + sink):
         if history_days is not None:

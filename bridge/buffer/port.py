@@ -61,7 +61,8 @@ class Deliveries(Appends, Protocol):
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,
-                    history_days: float | None = None) -> list[Claim]: ...
+                    history_days: float | None = None, after_lease: float = 0.0
+                    ) -> list[Claim]: ...
 
     async def complete(self, claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
                        now: float | None = None) -> dict[str, int]: ...
@@ -199,7 +200,8 @@ class SharedBuffer(ABC):
 
     @abstractmethod
     async def release_dead_leases(self, dead_after: float,
-                                  spare: Mapping[str, float] | None = None) -> int:
+                                  spare: Mapping[str, float] | None = None,
+                                  after_lease: Mapping[str, float] | None = None) -> int:
         """Free the leases of processes silent for `dead_after` seconds whose delivery has
-        surely ended (`spare`: per sink, how long a lease outlasts deliver_timeout); how
-        many."""
+        surely ended (`spare`: per sink, how long a lease outlasts deliver_timeout); their
+        retry waits until `after_lease` (per sink) after the lease's end; how many."""

@@ -154,14 +154,15 @@ class PostgresBuffer(Buffer, SharedBuffer):
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,
-                    history_days: float | None = None) -> list[Claim]:
+                    history_days: float | None = None, after_lease: float = 0.0
+                    ) -> list[Claim]:
         """As Buffer.claim, with the sink's claims serialised across processes."""
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
 
         async def work(db: PgConnector) -> list[Claim]:
             return await delivery.claim(db, sink, await self.clock(db, now), limit, lease,
                                         backfill, size, owner=self.owner,
-                                        history_days=history_days)
+                                        history_days=history_days, after_lease=after_lease)
         return await self.write(work)
 
     async def record_sync(self, sink: str, at: float, next_at: float | None,
@@ -222,14 +223,17 @@ class PostgresBuffer(Buffer, SharedBuffer):
     # -- what only a shared buffer offers (bridge.buffer.port.SharedBuffer) ------------------
 
     async def release_dead_leases(self, dead_after: float,
-                                  spare: Mapping[str, float] | None = None) -> int:
+                                  spare: Mapping[str, float] | None = None,
+                                  after_lease: Mapping[str, float] | None = None) -> int:
         """Free the batch leases of processes whose heartbeat is older than `dead_after`
         seconds (killed, or cut off) once their delivery has surely timed out (`spare`: per
         sink, lease less deliver_timeout; a sink not named is left to its lease): their
-        batches are retried as uncertain then instead of after their lease; how many."""
+        batches are retried as uncertain, instead of after their lease, once a write they
+        had in flight can no longer land (`after_lease`, per sink: that long after the
+        lease's end; default at once); how many."""
         async def work(db: PgConnector) -> int:
             return await shared.release_dead_leases(db, dead_after, spare or {},
-                                                    await self.clock(db))
+                                                    await self.clock(db), after_lease or {})
         freed = await self.write(work)
         if freed:
             logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)

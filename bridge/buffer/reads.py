@@ -43,7 +43,7 @@ from bridge.buffer.tables import (
 from bridge.buffer.tables import (
     messages as messages_table,
 )
-from bridge.contracts import WAITING_FOR_FILE, WAITS_WITH_MESSAGES
+from bridge.contracts import SETTLING, WAITING_FOR_FILE, WAITS_WITH_MESSAGES
 from bridge.model import Message
 
 b, c, d, m = batches.c, conversations_table.c, deliveries.c, messages_table.c
@@ -79,6 +79,12 @@ DEAD_LETTERS = Query(sa.select(dead.c.sink, sa.func.count()).where(dead.c.state 
 _OWN_FAILURE = ~starts_with(t.reason, WAITS_WITH_MESSAGES)
 TARGET_COUNTS = Query(sa.select(t.sink, t.state, sa.func.count()).where(
     _NOT_WAITING, _OWN_FAILURE).group_by(t.sink, t.state), "failed targets per sink")
+# batches of a killed process waiting out a write it may have had in flight (delivery.FREED):
+# among a sink's batches waiting for a later try (batches_ready, from now on)
+_settling = (b.sink == P("sink"), b.state == "ready", b.next_attempt_at > P("now"),
+             b.uncertain == 1, starts_with(b.last_error, SETTLING))
+SETTLING_COUNTS = Query(sa.select(sa.func.count(), sa.func.max(b.next_attempt_at))
+                        .where(*_settling), "a sink's batches settling after a crash")
 
 
 async def sinks(db: Connector) -> list[dict[str, Any]]:
@@ -86,7 +92,7 @@ async def sinks(db: Connector) -> list[dict[str, Any]]:
     rows = await db.rows(SINK_ROWS)
     counts: dict[str, dict[str, int]] = {}
     zero = {"backlog": 0, "held": 0, "dead_letters": 0, "failing_targets": 0,
-            "dead_targets": 0}
+            "dead_targets": 0, "settling": 0, "settling_until": None}
     for sink, held, n in await db.rows(BACKLOG):
         entry = counts.setdefault(sink, dict(zero))
         entry["backlog"] += n
@@ -96,12 +102,18 @@ async def sinks(db: Connector) -> list[dict[str, Any]]:
     for sink, state, n in await db.rows(TARGET_COUNTS):
         entry = counts.setdefault(sink, dict(zero))
         entry["dead_targets" if state == "dead" else "failing_targets"] = n
+    now = time.time()
+    for sink in [row[0] for row in rows]:
+        n, until = await db.one(SETTLING_COUNTS, sink=sink, now=now)
+        if n:
+            counts.setdefault(sink, dict(zero)).update(settling=n, settling_until=until)
     progress = await backfill_progress(db)
     result = []
     for row in rows:
         record = _record(_SINK_COLUMNS, row)
         record["enabled"] = bool(record["enabled"])
         record.update(counts.get(record["sink"], zero))
+        record["settling_until"] = from_timestamp(record["settling_until"])
         record["backfill"] = _with_eta(progress.get(record["sink"]),
                                        record["backfill_started_at"])
         result.append(record)
@@ -488,8 +500,9 @@ async def count_messages(db: Connector) -> int:
 # waiting for their next try, or in it now (leased): a CRM that times out keeps a batch
 # leased through the sink's own retries for most of each cycle, so counting only the
 # waiting ones said "healthy" through most of an outage
+# (a batch settling after a crash waits for its process's write, not for the sink: SETTLING)
 _retrying = (b.sink == P("sink"), b.state != "done", b.held == 0, b.attempts > 0,
-             b.last_error.isnot(None))
+             b.last_error.isnot(None), ~starts_with(b.last_error, SETTLING))
 RETRYING = Query(sa.select(sa.func.count(), sa.func.min(b.created_at)).where(*_retrying),
                  "batches retrying after an error")
 RETRY_ERROR = Query(sa.select(b.last_error).where(*_retrying)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 import sqlalchemy as sa
 
+import bridge.buffer.delivery as delivery
 from bridge.buffer.compiler import P, Query, greatest
 from bridge.buffer.connectors import Connector, PgConnector
 from bridge.buffer.tables import REAL, TEXT, batches, processes, rate_budgets
@@ -218,8 +219,7 @@ _holder = sa.func.split_part(batches.c.lease_token, ":", 1)
 # A silent process with no session left is dead (the kernel closed its connections); one
 # whose listener is still connected may only be paused, and goes on posting when resumed
 # until its deliver_timeout: its batch is freed once that has passed (settled_by).
-RELEASE_DEAD = Query(sa.update(batches).values(
-    state="ready", lease_token=None, lease_until=None, uncertain=1, next_attempt_at=P("now"))
+RELEASE_DEAD = Query(sa.update(batches).values(delivery.FREED)
     .where(batches.c.state == "leased", batches.c.sink == P("sink"), _holder.in_(_gone),
            sa.or_(batches.c.lease_until <= P("settled_by", type_=REAL), ~sa.exists().where(
                _sessions.c.application_name == sa.literal(NAMED) + _holder)))
@@ -246,14 +246,19 @@ async def processes_of(db: Connector) -> list[dict[str, Any]]:
 
 
 async def release_dead_leases(db: Connector, dead_after: float, spare: Mapping[str, float],
-                              now: float) -> int:
+                              now: float, after_lease: Mapping[str, float] | None = None
+                              ) -> int:
     """Free the leases of silent processes that are gone (no session left) or whose
     delivery has surely ended: `spare` is, per sink, how long a lease outlasts its
     holder's deliver_timeout. A process only paused (SIGSTOP, a VM frozen) is silent too,
     and once resumed it goes on posting until its deliver_timeout cuts it off: its batch
-    taken before then would be posted twice."""
+    taken before then would be posted twice. A write a killed process had in flight may
+    still commit: the batch's retry (its key check) waits `after_lease` (per sink) past
+    the lease's end, at once if that moment has passed (delivery.FREED)."""
     freed = 0
+    settle = after_lease or {}
     for sink, seconds in sorted(spare.items()):
         freed += len(await db.rows(RELEASE_DEAD, now=now, dead_after=dead_after, sink=sink,
-                                   settled_by=now + max(0.0, seconds)))
+                                   settled_by=now + max(0.0, seconds),
+                                   after_lease=settle.get(sink, float("-inf"))))
     return freed

@@ -95,13 +95,17 @@ class SQLiteBuffer(Buffer):
 
     @classmethod
     async def open(cls, path: str | Path, synchronous: str = "full",
-                   runner: bool = False, group_limit: int = MAX_GROUP) -> Buffer:
+                   runner: bool = False, group_limit: int = MAX_GROUP,
+                   after_lease: Mapping[str, float] | None = None) -> Buffer:
         """Open (creating and migrating if needed) the buffer at `path`.
 
         runner: this process serves webhooks and drains sinks. Only one runner may use a
         file at a time (an flock on the file enforces it), so leases left by a killed
         runner are released at once instead of waiting for them to expire. group_limit:
         appends per commit at most (1 turns group commit off; benchmarks compare the two).
+        after_lease: per sink, how long after a released lease's end a write the killed
+        runner had in flight may still land (bridge.sync.settle_after_lease): the batch's
+        retry waits until then, or goes at once if that is past; a sink not named, at once.
 
         A file that cannot be opened, read or written raises BufferUnavailable (which
         file, what is wrong, what to do) with everything opened so far closed again.
@@ -125,7 +129,8 @@ class SQLiteBuffer(Buffer):
             buffer = cls(path, write, thread, read, hold, group_limit)
             buffer._writer.start()
             if runner:
-                await buffer.write(lambda db: delivery.release_leases(db, time.time()))
+                await buffer.write(lambda db: delivery.release_leases(db, time.time(),
+                                                                      after_lease))
         except BaseException as exc:
             if buffer is not None:
                 await buffer.close()

@@ -129,19 +129,23 @@ class Buffer:
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,
-                    history_days: float | None = None) -> list[Claim]:
+                    history_days: float | None = None, after_lease: float = 0.0
+                    ) -> list[Claim]:
         """Lease up to `limit` batches of `sink` that are due (forming new ones first).
 
         New batches take about `batch_size` pending messages (default: `limit`, at least
         500), each conversation's whole; `limit` never cuts a conversation in two.
         `backfill`: True or False for only backfill or only live batches; None for both.
         `history_days`: the sink's backfill_days; older history is held first (history.py).
+        `after_lease`: an expired lease's batch retries that long after the lease's end
+        at the soonest (bridge.sync.settle_after_lease).
         """
         size = batch_size or max(limit, delivery.DEFAULT_BATCH_SIZE)
 
         async def work(db: Connector) -> list[Claim]:
             return await delivery.claim(db, sink, await self.clock(db, now), limit, lease,
-                                        backfill, size, history_days=history_days)
+                                        backfill, size, history_days=history_days,
+                                        after_lease=after_lease)
         return await self.write(work)
 
     async def clock(self, db: Connector, now: float | None = None) -> float:
@@ -161,6 +165,13 @@ class Buffer:
         recorded in one transaction, with the same few statements however many there are.
         """
         return await self._completions().submit((claim, list(outcomes), policy, now))
+
+    async def unclaim(self, claims: Sequence[Claim], now: float | None = None) -> int:
+        """Give back claims never handed to the sink (a runner stopping): due now, their
+        try not counted, nothing to settle (no write of theirs can be in flight)."""
+        async def work(db: Connector) -> int:
+            return await delivery.unclaim(db, list(claims), await self.clock(db, now))
+        return await self.write(work)
 
     async def renew(self, claim: Claim, lease: float, now: float | None = None) -> bool:
         """Lease the claim's batch for `lease` seconds from now again; False when the

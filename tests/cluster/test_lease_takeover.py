@@ -20,10 +20,15 @@ POLICY = Policy(max_attempts=5, retry_delay=lambda attempt: 0.0, held_delay=0.0)
 LEASE, DELIVER_TIMEOUT = 300.0, 120.0  # the defaults
 
 
-def _runners(lease: float = LEASE, deliver_timeout: float = DELIVER_TIMEOUT) -> dict:
-    """The runners of a process draining sink "crm" with these settings."""
+def _runners(lease: float = LEASE, deliver_timeout: float = DELIVER_TIMEOUT,
+             after_lease: float | None = None) -> dict:
+    """The runners of a process draining sink "crm" with these settings (`after_lease`:
+    how long past a freed lease's end its batch waits, bridge.sync.settle_after_lease)."""
     settings = SimpleNamespace(lease=lease, deliver_timeout=deliver_timeout)
-    return {"crm": SimpleNamespace(settings=settings, last_delivered_at=None)}
+    runner = SimpleNamespace(settings=settings, last_delivered_at=None)
+    if after_lease is not None:
+        runner.after_lease = after_lease
+    return {"crm": runner}
 
 
 async def test_a_silent_processs_leases_go_to_the_others_before_they_expire(open_buffers):
@@ -114,3 +119,30 @@ async def test_a_killed_processs_lease_goes_at_once_though_its_delivery_could_la
     (taken,) = await survivor.claim("crm", 10, LEASE)
     assert taken.batch.key == held.batch.key and taken.batch.uncertain
 
+
+
+async def test_a_killed_processs_batch_waits_for_a_write_it_may_have_had_in_flight(
+        open_buffers):
+    """Freed at once, its batch is retried only once a write the killed process had sent
+    can no longer land (here 20 s after the claim): the retry's key check would miss a
+    write still in flight and post it again (adv36's late commit, after a crash)."""
+    killed, survivor = await open_buffers(2)
+    await survivor.install_sinks(["crm"])
+    await survivor.append([message(1)])
+    stop = asyncio.Event()
+    listener = killed.listener(lambda action, sink: None)
+    listening = asyncio.ensure_future(listener.run(stop))
+    await wait_until(lambda: listener.connected)
+    await Member(killed, _runners(), every=0.1).beat()
+    claimed = time.time()
+    (held,) = await killed.claim("crm", 1, lease=LEASE, now=claimed)
+    stop.set()  # SIGKILL: its sessions end
+    await listening
+    await asyncio.sleep(0.4)
+    await Member(survivor, _runners(after_lease=20 - LEASE), every=0.1).beat()
+    assert await survivor.claim("crm", 10, LEASE) == []  # freed, settling
+    (sink,) = await survivor.sinks()
+    assert sink["settling"] == 1
+    assert abs(sink["settling_until"].timestamp() - (claimed + 20)) < 1e-3
+    (taken,) = await survivor.claim("crm", 10, LEASE, now=claimed + 20)
+    assert taken.batch.key == held.batch.key and taken.batch.uncertain

@@ -177,7 +177,8 @@ def test_sigkill_inside_bulk_calls_then_restart_leaves_each_message_once(tmp_pat
                      bulk_rate_limit="10/1s")
         for endpoint in ("ByLeadId", "ByOpportunityId"):
             bridge.start()
-            held = eventually(lambda e=endpoint: _held_bulk(simulator, e), timeout=60)
+            # (after the first kill, its batches wait out the held write first: ~13 s)
+            held = eventually(lambda e=endpoint: _held_bulk(simulator, e), timeout=120)
             before = len(simulator.activities())
             bridge.kill()  # inside the held call: it has not committed yet
             assert len(simulator.activities()) == before

@@ -24,12 +24,15 @@ from tests.whatsapp import payloads as p
 
 SECRET, TOKEN = "e2e-app-secret", "e2e-verify"
 ASHA = "919876543210"  # as WhatsApp sends it: digits only
-# A killed process's leases on a shared PostgreSQL buffer are taken over only once they
-# expire (SQLite frees them at once: the restarted runner holds the file's lock, so nobody
-# else can). The default lease (300 s) would make each kill test wait minutes.
+# A killed process's batch is retried once a write it had in flight can no longer land:
+# its lease's start + 5 s + deliver_timeout + 3 x the call timeout, or its lease's end +
+# 3 x timeout if sooner (bridge.sync.settle_after_lease); on a shared PostgreSQL buffer
+# its leases are taken over once they expire, at the soonest. The defaults (lease 300 s,
+# deliver_timeout 120 s, timeout 30 s) would make each kill test wait minutes: here 13 s.
 # A call timeout under deliver_timeout: a try cut off by deliver_timeout waits 3 x timeout
 # for a write it had in flight to settle before it is looked for and retried (adv36).
-PG_LEASE = {"lease": "5s", "deliver_timeout": "4s", "timeout": "3s"}
+FAST_SETTLE = {"lease": "5s", "deliver_timeout": "4s", "timeout": "3s"}
+SLOW_DELIVERY = {"lease": "10s", "deliver_timeout": "8s"}  # a delivery that waits seconds
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = N
     (default: bridge.db beside the config)."""
     settings = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
                 "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1,
-                **(PG_LEASE if buffer and "url" in buffer else {}), **leadsquared}
+                **FAST_SETTLE, **leadsquared}
     config = {"server": {"port": port},
               "buffer": buffer or {"path": str(path.parent / "bridge.db")},
               "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET},
@@ -122,7 +125,8 @@ def test_webhooks_become_one_activity_on_the_lead_and_each_open_opportunity(brid
     deals = {simulator.add_opportunity(lead, "Annual plan"),
              simulator.add_opportunity(lead, "Add-on")}
     # drained only when asked: on a loaded machine a 1 s drain could fall between the posts
-    write_config(bridge.config, simulator, bridge.port, buffer, sync_interval="1h")
+    write_config(bridge.config, simulator, bridge.port, buffer, sync_interval="1h",
+                 **SLOW_DELIVERY)
     bridge.start()
     # the first install's backfill has run: the chat below is live, not history (else the
     # messages stored before the sink started would be paced apart as backfill)
@@ -176,8 +180,10 @@ def test_unknown_number_is_held_visibly_then_created_when_enabled(bridge, simula
     assert simulator.admin("GET", "leads") == [] and simulator.activities() == []
 
     bridge.stop()
+    # a lead created is searched for again before its activity goes (about 5 s here):
+    # a deliver_timeout that outlasts it, so the try is not cut off and settled
     write_config(bridge.config, simulator, bridge.port, create_leads=True,
-                 lead_source="WhatsApp")
+                 lead_source="WhatsApp", **SLOW_DELIVERY)
     bridge.start()
     bridge.sync_now()
     (activity,) = eventually(simulator.activities)

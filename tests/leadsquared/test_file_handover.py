@@ -45,6 +45,9 @@ async def media_buffer(buffer):
 
 
 POLICY = Policy(50, lambda n: 0, 0)  # retries due at once
+# the sink's call timeout where a drain is killed mid-delivery: a write it had in flight
+# may land until 3 x timeout after its send, and the retry waits that out (adv36)
+SETTLE = 1.5  # over the 1 s write_hold these tests use: a held write is not timed out
 
 
 async def later_note_retries(buffer, why: str = f"{WAITING_FOR_FILE}: it follows once "
@@ -167,7 +170,7 @@ async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_
                                          hashlib.sha256(data).hexdigest(), "image/jpeg")
     sim.configure(latency=0.3)  # every call, the second upload too, takes 0.3 s
     await media_buffer.install_sinks(["leadsquared"])
-    sink = sink_for(sim, lease=1.0)
+    sink = sink_for(sim, lease=1.0, timeout=SETTLE)
     drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
     (activity,) = await wait_until(lambda: sim.activities(lead))
     await wait_until(lambda: sim.attachments(activity["Id"]))
@@ -180,8 +183,9 @@ async def test_an_attach_that_landed_is_not_repeated_after_a_crash_later_in_its_
     await sink.close()
     assert len(sim.attachments(activity["Id"])) == 1
     sim.configure(latency=0.0)
-    await asyncio.sleep(1.1)  # the killed drain's lease runs out
-    async with running(media_buffer, [sink_for(sim, lease=1.0)]):
+    await asyncio.sleep(1.1)  # the killed drain's lease runs out (then a write it had in
+    # flight may land for 3 x timeout: its retry waits that long)
+    async with running(media_buffer, [sink_for(sim, lease=1.0, timeout=SETTLE)]):
         await wait_until(lambda: len(sim.attachments(activity["Id"])) >= 2)
         await wait_until(lambda: settled(media_buffer))
     assert sorted(a["Data"] for a in sim.attachments(activity["Id"])) == sorted([first, second])
@@ -230,7 +234,7 @@ async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
     await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     await fetch(media_buffer, tmp_path, os.urandom(4000))
     await media_buffer.install_sinks(["leadsquared"])
-    sink = sink_for(sim, lease=6.0)
+    sink = sink_for(sim, lease=6.0, timeout=SETTLE)
     # every write reaches the account a second late, the attach too: set before the drain
     # starts, or a fast drain sends the attach before the hold (seen: the test raced)
     sim.configure(write_hold=1.0)
@@ -244,7 +248,7 @@ async def test_an_attach_cut_off_before_its_answer_is_never_sent_twice(
     await wait_until(lambda: sim.attachments(activity["Id"]), timeout=5)  # it landed
     sim.configure(write_hold=0.0)
     await asyncio.sleep(6.1)  # the killed drain's lease runs out
-    async with running(media_buffer, [sink_for(sim, lease=1.0)]):
+    async with running(media_buffer, [sink_for(sim, lease=1.0, timeout=SETTLE)]):
         await wait_until(lambda: media_buffer.dead_targets())
         await wait_until(lambda: settled(media_buffer))
     assert len(sim.attachments(activity["Id"])) == 1 and calls(sim, "Attachment/Add") == 1
@@ -263,7 +267,7 @@ async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
     sim.refuse_posts(flaky, "down", transient=True)
     await media_buffer.append([media_message(1, "m-1"), chat(2, account=PHONE_ID)])
     await media_buffer.install_sinks(["leadsquared"])
-    sink = sink_for(sim, lease=3.0, max_attempts=500)
+    sink = sink_for(sim, lease=3.0, max_attempts=500, timeout=SETTLE)
     drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
     (activity,) = await wait_until(lambda: [a for a in sim.activities(lead)
                                             if a["RelatedOpportunityId"] is None])
@@ -278,7 +282,7 @@ async def test_a_window_killed_mid_attach_while_it_retries_is_not_posted_again(
     await sink.close()
     await asyncio.sleep(3.1)  # the hold ends (the attach lands); the lease runs out
     sim.configure(write_hold=0.0)
-    async with running(media_buffer, [sink_for(sim, lease=3.0, max_attempts=500)]):
+    async with running(media_buffer, [sink_for(sim, lease=3.0, max_attempts=500, timeout=SETTLE)]):
         await wait_until(lambda: media_buffer.dead_targets())
         await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create") >= 8)
     assert [a["Id"] for a in sim.activities(lead) if a["RelatedOpportunityId"] is None] == [

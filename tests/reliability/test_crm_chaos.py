@@ -101,7 +101,7 @@ def chaos(tmp_path, outage: float) -> None:
         # bulk: false — the storms and faults aim at single posts; the bulk path has its
         # own run (test_bulk_crm_chaos)
         bridge = make_bridge(tmp_path, sim, sync_interval="0.5s", timeout=CLIENT_TIMEOUT,
-                             retry_base=0.1, retry_cap=1, deliver_timeout="30s",
+                             retry_base=0.1, retry_cap=1, deliver_timeout="30s", lease="31s",
                              bulk=False).start()
         driver = Driver(bridge.url)
         driver.start()
@@ -188,7 +188,7 @@ def bulk_chaos(tmp_path, photo_share: float) -> None:
         graph.faults(slow_bytes_per_s=16_000)  # files land while texts are being delivered
         bridge = make_bridge(tmp_path, sim, None, graph, sync_interval="0.5s",
                              timeout=CLIENT_TIMEOUT, retry_base=0.1, retry_cap=1,
-                             deliver_timeout="30s", rate_limit="50/1s",
+                             deliver_timeout="30s", lease="31s", rate_limit="50/1s",
                              bulk_rate_limit="10/1s", granularity="message").start()
         photos = Photos(graph, random.Random(13), share=photo_share)
         driver = Driver(bridge.url, photos)

@@ -51,7 +51,12 @@ def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | No
     if lsq is not None:
         plugins["leadsquared"] = {"host": lsq.url, "access_key": "e2e-access",
                                   "secret_key": "e2e-secret", "sync_interval": "1s",
-                                  "retry_base": 0.2, "retry_cap": 1}
+                                  "retry_base": 0.2, "retry_cap": 1,
+                                  # a killed bridge's batch waits for a write it may have
+                                  # had in flight: its claim + 5 s + deliver_timeout + 3 x
+                                  # timeout at most (the defaults: minutes); calls here
+                                  # answer within 3 s
+                                  "timeout": "4s", "deliver_timeout": "15s", "lease": "16s"}
     config = {"server": {"port": port},
               "buffer": {"path": str(tmp_path / "bridge.db"), "media_retry_base": 0.2,
                          "media_retry_cap": 0.5, **buffer},
