@@ -27,11 +27,13 @@ class KeyCheck:
         """Keys on the lead's activities of our type -> activity ids."""
         return _keys(await self.client.activities.of_lead(lead, self.event))
 
-    async def parts_on_lead(self, lead: str) -> tuple[dict[str, str], dict[str, int]]:
-        """on_lead's keys, and how many messages each of those activities holds (its count
-        field): a retry re-splits its notes as they landed (targets.Planner.plan)."""
+    async def parts_on_lead(self, lead: str
+                            ) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+        """on_lead's keys, how many messages each of those activities holds (its count
+        field), and the text after each note's header where readable: a retry re-splits its
+        notes as they landed (targets.Planner.plan)."""
         activities = await self.client.activities.of_lead(lead, self.event)
-        return _keys(activities), _sizes(activities)
+        return _keys(activities), _sizes(activities), _bodies(activities)
 
     async def on_opportunity(self, opportunity: str) -> dict[str, str]:
         """Keys on the opportunity's activities (custom fields must be asked for by name)."""
@@ -79,6 +81,18 @@ def _keys(activities: list[dict]) -> dict[str, str]:
     for activity in activities:
         if key := field_value(activity, FIELDS["key"]):
             found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
+    return found
+
+
+def _bodies(activities: list[dict]) -> dict[str, str]:
+    """Key -> its note's lines after the header (the note field, however it is answered);
+    left out when the note cannot be read."""
+    found = {}
+    for activity in activities:
+        note = field_value(activity, "ActivityEvent_Note") or activity.get("ActivityNote")
+        if (key := field_value(activity, FIELDS["key"])) and isinstance(note, str) \
+                and "\n" in note:
+            found[key] = note.partition("\n")[2]
     return found
 
 

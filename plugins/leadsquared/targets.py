@@ -71,8 +71,8 @@ class Planner:
         be posted then: it could be there already)."""
         reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
         retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
-        found, sizes = await self.keys.parts_on_lead(lead.id) if retry else ({}, {})
-        plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes)), [],
+        found, sizes, bodies = await self.keys.parts_on_lead(lead.id) if retry else ({}, {}, {})
+        plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes), bodies), [],
                     {**batch.ledger, **found})
         try:
             plan.opportunities = await self.opportunities.of_lead(lead.id)
@@ -84,13 +84,15 @@ class Planner:
         return plan
 
     def parts(self, batch: Batch, reps: dict[Any, Rep] | None = None,
-              landed: dict[str, int] | None = None) -> list[Part]:
+              landed: dict[str, int] | None = None,
+              bodies: dict[str, str] | None = None) -> list[Part]:
         """The batch's notes, each with the rep of its last message (`reps` by message id);
         texts already posted whose files come now keep their key; a message whose upgrade
         is in the batch is written once, as that upgrade. `landed`: its notes an earlier
         try posted that the lead holds (found by key, not in the ledger: a crash before the
         outcomes were kept) -> their message counts: each is written again as it landed,
         however long its lines are now (another rep's name, a contact's new name).
+        `bodies`: the text those notes hold after their headers, by key (KeyCheck).
 
         A file's message is sent alone (a follow-up) only when its window cannot be rendered
         again as it was posted: a message still waiting with its window (retried for
@@ -101,7 +103,7 @@ class Planner:
         shown = [m for m in batch.messages if m.id not in replaced]
         parts: list[Part] = []
         if follow:
-            whole = self._render(batch, shown, reps, landed)
+            whole = self._render(batch, shown, reps, landed, bodies)
             again = {m.id for part in whole for m in part.messages
                      if follow.get(m.id) == part.key}
             follow = {i: key for i, key in follow.items() if i not in again}
@@ -109,7 +111,7 @@ class Planner:
                 parts = whole
         if not parts:
             parts = self._render(batch, [m for m in shown if m.id not in follow], reps,
-                                 landed)
+                                 landed, bodies)
             parts += [Part(key, [], [m]) for m in batch.messages if (key := follow.get(m.id))]
         for part in parts:
             part.rep = reps.get(part.messages[-1].id) if part.messages else None
@@ -123,7 +125,8 @@ class Planner:
                 f"could not check it for earlier posts: {outcome_of(exc).reason}")
 
     def _render(self, batch: Batch, messages: list, reps: dict[Any, Rep],
-                landed: dict[str, int] | None = None) -> list[Part]:
+                landed: dict[str, int] | None = None,
+                bodies: dict[str, str] | None = None) -> list[Part]:
         if not messages:
             return []
         contact = contact_label(batch.conversation)
@@ -140,7 +143,8 @@ class Planner:
         return split(batch.key, messages, lines, self.settings.note_limit,
                      earlier_parts(batch) | set(landed), earlier_parts(batch, landed=True) | whole,
                      single=self.settings.granularity == "message", sizes=landed,
-                     labels=labels, leads=lead_lengths(messages, lines, labels))
+                     labels=labels, leads=lead_lengths(messages, lines, labels),
+                     bodies=bodies)
 
 
 def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:

@@ -159,7 +159,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
           landed: frozenset[str] | set[str] = frozenset(), single: bool = False,
           sizes: Mapping[str, int] | None = None,
           labels: Sequence[int] | None = None,
-          leads: Sequence[int] | None = None) -> list[Part]:
+          leads: Sequence[int] | None = None,
+          bodies: Mapping[str, str] | None = None) -> list[Part]:
     """Greedy parts of at most `limit` UTF-16 units (header included).
 
     Keys are `<batch key>:<first provider id>:<offset>`: a retry over the messages not yet
@@ -186,7 +187,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
     lead-in (a reply's quote is gone once the replied-to message was delivered), and cuts
     the rest anew, so every character goes once. A message an earlier bridge cut by
     `t` spans (its lead-in counted as text) keeps that reading. Without `labels`, lines are
-    taken as text alone.
+    taken as text alone. `bodies`: the text after the header of notes found on the lead,
+    by key: where a line cut by line offsets ends its last landed piece (_chunks).
     """
     budget = limit - HEADER_BUDGET
     parts: list[Part] = []
@@ -215,7 +217,8 @@ def split(batch_key: str, messages: list[Message], lines: list[str | Unrendered]
                                      head + (lead if marker == BODY_CUT else 0), budget,
                                      spans.get(pid, {}), marker))
             else:  # cut by a bridge before TEXT_CUT, or its first piece may be on the lead
-                parts.extend(_chunks(batch_key, message, line, budget, cuts.get(pid)))
+                parts.extend(_chunks(batch_key, message, line, budget, cuts.get(pid),
+                                     bodies or {}))
             continue
         if current is not None and (own in starts or full or (
                 (single or size + 1 + u16(line) > budget) and current.key not in landed)):
@@ -271,26 +274,43 @@ def part_tail(tail: str) -> bool:
 
 
 def _chunks(batch_key: str, message: Message, line: str, budget: int,
-            cuts: list[int] | None = None) -> list[Part]:
+            cuts: list[int] | None = None, bodies: Mapping[str, str] | None = None
+            ) -> list[Part]:
     """A line longer than a note goes out in consecutive parts, each marked continued;
     every piece after the first starts with `…`, so no piece can pass for a line. With
     `cuts` (an earlier try's offsets), it is cut there again, whatever its length now: a
     piece at a new offset would be a new key, posted again where the old pieces landed.
     Keys by offsets into the whole line: only for lines a bridge before TEXT_CUT cut, or
-    whose first piece may be on the lead under the line's own key (split)."""
+    whose first piece may be on the lead under the line's own key (split).
+    The piece at the last of `cuts` ends where its note on the lead (`bodies`) ends, and the
+    rest is cut anew: a bridge killed after posting some pieces recorded only their starts.
+    """
     parts, start = [], 0
     while start < len(line):
         lead = CONTINUED if start else ""
         end = start
         if cuts is not None:
-            end = next((c for c in cuts if c > start), len(line))
-        while cuts is None and end < len(line) and u16(lead + line[start:end + 1]) <= budget:
-            end += 1
+            end = next((c for c in cuts if c > start), None) or _landed_end(
+                line, start, (bodies or {}).get(f"{batch_key}:{message.provider_id}:{start}"))
+            if end < len(line) and not any(c > start for c in cuts):
+                cuts = None  # past the pieces an earlier try made: cut the rest anew
+        else:
+            while end < len(line) and u16(lead + line[start:end + 1]) <= budget:
+                end += 1
         parts.append(Part(f"{batch_key}:{message.provider_id}:{start}",
                           [lead + line[start:end]], [message],
                           continued=start > 0 or end < len(line)))
         start = end
     return parts
+
+
+def _landed_end(line: str, start: int, body: str | None) -> int:
+    """Where the piece of `line` at `start` a note on the lead holds (`body`, its text after
+    the header) ends; the line's end when the note is unknown or holds other text."""
+    for held in (body, body.removeprefix(CONTINUED) if body and start else None):
+        if held and line.startswith(held, start):
+            return start + len(held)
+    return len(line)
 
 
 def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,

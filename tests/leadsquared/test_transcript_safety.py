@@ -274,3 +274,34 @@ def test_a_reply_an_earlier_bridge_cut_by_t_spans_keeps_their_reading():
     assert parts[0].key == "bk:m2:t0-300" and parts[0].lines == [line[:label + 300]]
     assert all(p.key.rpartition(":")[2].startswith("t") for p in parts)
     assert "".join(_text_of(p, label)[1] for p in parts) == line[label:]
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["continued-mark", "no-mark"])
+def test_a_line_cut_by_offsets_whose_later_pieces_never_landed_is_cut_on_from_its_last_note(
+        marked):
+    """A bridge before the text offsets was killed after posting the pieces at 0 and 200 of
+    a long line (keys `bk:m1:0`, `bk:m1:200`; the first release wrote no `…` mark, later
+    ones did). The retry makes those two again, the piece at 200 ending where its note on
+    the lead ends, and cuts the rest anew: every character once. Was: the piece at 200 ran
+    to the line's end, was found on the lead, and the rest was never posted."""
+    messages = [message(1, NUMBER, text=TOKENS)]
+    (line,) = transcript_lines(messages, UTC, "Asha", "Business")
+    starts = {"bk:m1:0", "bk:m1:200"}
+    bodies = {"bk:m1:0": line[:200], "bk:m1:200": (CONTINUED if marked else "") + line[200:640]}
+    parts = split("bk", messages, [line], 600, starts, starts, sizes=dict.fromkeys(starts, 1),
+                  labels=label_lengths(messages, UTC, "Asha", "Business"), bodies=bodies)
+    assert [p.key for p in parts][:3] == ["bk:m1:0", "bk:m1:200", "bk:m1:640"]
+    assert "".join(p.lines[0].removeprefix(CONTINUED) for p in parts) == line
+    assert all(u16(note(p, "Asha", NUMBER)) <= 600 for p in parts[2:])
+
+
+def test_a_line_cut_by_offsets_whose_last_note_cannot_be_read_keeps_its_earlier_reading():
+    """Without the note (unreadable, or holding other text) the piece at the last offset
+    runs to the line's end, as before: nothing found on the lead is posted again."""
+    messages = [message(1, NUMBER, text=TOKENS)]
+    (line,) = transcript_lines(messages, UTC, "Asha", "Business")
+    starts = {"bk:m1:0", "bk:m1:200"}
+    parts = split("bk", messages, [line], 600, starts, starts, sizes=dict.fromkeys(starts, 1),
+                  labels=label_lengths(messages, UTC, "Asha", "Business"),
+                  bodies={"bk:m1:200": "other text"})
+    assert [p.lines for p in parts] == [[line[:200]], [CONTINUED + line[200:]]]
