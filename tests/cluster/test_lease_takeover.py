@@ -103,18 +103,7 @@ async def test_a_killed_processs_lease_goes_at_once_though_its_delivery_could_la
     """Killed, a process has no session left (the kernel closed its connections): nothing
     of it can post any more, so its fresh lease goes once it is silent, without waiting
     for its deliver_timeout."""
-    killed, survivor = await open_buffers(2)
-    await survivor.install_sinks(["crm"])
-    await survivor.append([message(1)])
-    stop = asyncio.Event()
-    listener = killed.listener(lambda action, sink: None)
-    listening = asyncio.ensure_future(listener.run(stop))
-    await wait_until(lambda: listener.connected)
-    await Member(killed, _runners(), every=0.1).beat()
-    (held,) = await killed.claim("crm", 1, lease=LEASE)
-    stop.set()  # SIGKILL: its sessions end
-    await listening
-    await asyncio.sleep(0.4)
+    survivor, held = await _killed_holding(open_buffers, time.time())
     await Member(survivor, _runners(), every=0.1).beat()
     (taken,) = await survivor.claim("crm", 10, LEASE)
     assert taken.batch.key == held.batch.key and taken.batch.uncertain
@@ -126,6 +115,20 @@ async def test_a_killed_processs_batch_waits_for_a_write_it_may_have_had_in_flig
     """Freed at once, its batch is retried only once a write the killed process had sent
     can no longer land (here 20 s after the claim): the retry's key check would miss a
     write still in flight and post it again (adv36's late commit, after a crash)."""
+    claimed = time.time()
+    survivor, held = await _killed_holding(open_buffers, claimed)
+    await Member(survivor, _runners(after_lease=20 - LEASE), every=0.1).beat()
+    assert await survivor.claim("crm", 10, LEASE) == []  # freed, settling
+    (sink,) = await survivor.sinks()
+    assert sink["settling"] == 1
+    assert abs(sink["settling_until"].timestamp() - (claimed + 20)) < 1e-3
+    (taken,) = await survivor.claim("crm", 10, LEASE, now=claimed + 20)
+    assert taken.batch.key == held.batch.key and taken.batch.uncertain
+
+
+async def _killed_holding(open_buffers, claimed: float):
+    """Two processes; the first, listening and beating, claims the one batch at `claimed`,
+    then is killed (its sessions end) and goes silent: (the survivor, the killed claim)."""
     killed, survivor = await open_buffers(2)
     await survivor.install_sinks(["crm"])
     await survivor.append([message(1)])
@@ -134,15 +137,8 @@ async def test_a_killed_processs_batch_waits_for_a_write_it_may_have_had_in_flig
     listening = asyncio.ensure_future(listener.run(stop))
     await wait_until(lambda: listener.connected)
     await Member(killed, _runners(), every=0.1).beat()
-    claimed = time.time()
     (held,) = await killed.claim("crm", 1, lease=LEASE, now=claimed)
     stop.set()  # SIGKILL: its sessions end
     await listening
     await asyncio.sleep(0.4)
-    await Member(survivor, _runners(after_lease=20 - LEASE), every=0.1).beat()
-    assert await survivor.claim("crm", 10, LEASE) == []  # freed, settling
-    (sink,) = await survivor.sinks()
-    assert sink["settling"] == 1
-    assert abs(sink["settling_until"].timestamp() - (claimed + 20)) < 1e-3
-    (taken,) = await survivor.claim("crm", 10, LEASE, now=claimed + 20)
-    assert taken.batch.key == held.batch.key and taken.batch.uncertain
+    return survivor, held
