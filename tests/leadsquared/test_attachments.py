@@ -137,6 +137,12 @@ def calls(sim, endpoint: str) -> int:
     return rows + sum(1 for c in sim.calls if c.path.endswith(endpoint))
 
 
+def activity_posts_arrived(sim) -> int:
+    """Activity posts (single or bulk) that reached the simulator, answered or not."""
+    return sum(1 for c in sim.calls if c.path.endswith(
+        ("ProspectActivity.svc/Create", "Bulk/CustomActivity/Add/ByLeadId")))
+
+
 @pytest.fixture
 async def media_buffer(buffer):
     buffer.media_sources = {"whatsapp": None}
@@ -196,16 +202,23 @@ async def test_a_file_follows_to_an_activity_found_by_its_key_after_a_lost_answe
     await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
     await media_buffer.install_sinks(["leadsquared"])
     sim.configure(write_hold=1.0)  # the post reaches the account a second late
-    sink = sink_for(sim, lease=3.0)
+    # short call timeouts: the retry waits until a write of the killed drain can no longer
+    # land (settle_after_lease: here 5 s after its lease's end), not the default's minutes
+    quick = {"lease": 3.0, "deliver_timeout": 1.5, "timeout": 2.0}
+    sink = sink_for(sim, **quick)
     drain = asyncio.create_task(SinkRunner(sink, media_buffer).run(asyncio.Event()))
-    await wait_until(lambda: calls(sim, "ProspectActivity.svc/Create"))
+    # the post has arrived (a bulk call's rows are counted only once the hold ends: waiting
+    # for those raced the answer, and the drain usually recorded it before the cancel)
+    await wait_until(lambda: activity_posts_arrived(sim))
     drain.cancel()  # killed before the answer: nothing recorded
     with suppress(asyncio.CancelledError):
         await drain
     await sink.close()
+    (batch,) = await query(media_buffer, "SELECT state, uncertain FROM batches")
+    assert batch == ("leased", 0)  # the answer never reached the buffer
     await asyncio.sleep(3.1)  # the hold ends (the post lands); the lease runs out
     sim.configure(write_hold=0.0)
-    async with running(media_buffer, [sink_for(sim, lease=3.0)]):
+    async with running(media_buffer, [sink_for(sim, **quick)]):
         await wait_until(lambda: settled(media_buffer), timeout=30)
         (activity,) = sim.activities(lead)
         await fetch(media_buffer, tmp_path, b"photo bytes")
