@@ -264,6 +264,7 @@ def _follow_backfill(config: Any, sink: str, total: int) -> None:
     """A progress bar fed by the running bridge's /status; Ctrl-C stops watching only."""
     import time
 
+    held = 0
     with click.progressbar(length=total, label="backfill", show_eta=True) as bar:
         shown = 0
         while shown < total:
@@ -273,10 +274,17 @@ def _follow_backfill(config: Any, sink: str, total: int) -> None:
             done = min(total, progress.get("messages_done", 0))
             bar.update(done - shown)
             shown = done
-            if state and progress.get("messages_done", 0) >= progress.get("messages_total", 0):
+            held = progress.get("messages_held", 0)
+            # held messages wait for someone to act (a lead created, a setting): watching
+            # would never end
+            if state and done + held >= progress.get("messages_total", 0):
                 break
             time.sleep(1)
-    click.echo(f"{sink}: backfill done")
+    if held:
+        click.echo(f"{sink}: backfill done except {held} held message(s), which wait for "
+                   "you to act: see `bridge status`")
+    else:
+        click.echo(f"{sink}: backfill done")
 
 
 @cli.group("dead-letter")

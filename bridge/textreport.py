@@ -175,6 +175,8 @@ def _backfill(sink: dict[str, Any], stopped: bool, clock: Clock) -> str:
         return f"done ({total} messages since {clock.at(sink['backfill_since'])})"
     so_far = (f"{done}/{total} messages, {progress.get('conversations_done', 0)}/"
               f"{progress.get('conversations_total', 0)} conversations")
+    if held := progress.get("messages_held", 0):
+        so_far += f", {held} held (see Needs attention)"
     if stopped:  # no time left to promise while nothing drains
         return so_far + " (paused: the sink is not running)"
     eta = progress.get("eta_seconds")

@@ -120,31 +120,38 @@ async def sinks(db: Connector) -> list[dict[str, Any]]:
     return result
 
 
+_HELD_PENDING = sa.and_(d.state == "pending", sa.func.coalesce(b.held, 0) == 1)
 PROGRESS = Query(sa.select(
     d.sink, sa.func.count(), sa.func.sum(sa.case((d.state != "pending", 1), else_=0)),
+    sa.func.sum(sa.case((_HELD_PENDING, 1), else_=0)),
     sa.func.count(m.conversation.distinct()),
     sa.func.count(sa.case((d.state == "pending", m.conversation)).distinct()))
-    .join_from(deliveries, messages_table, m.id == d.message_id).where(d.backfill == 1)
+    .join_from(deliveries, messages_table, m.id == d.message_id)
+    .outerjoin(batches, b.id == d.batch_id).where(d.backfill == 1)
     .group_by(d.sink), "backfill progress")
 
 
 async def backfill_progress(db: Connector) -> dict[str, dict[str, int]]:
-    """Per sink: backfill messages and conversations done and in all."""
+    """Per sink: backfill messages and conversations done and in all, and the messages
+    held (waiting for something outside the bridge: no pace can promise their end)."""
     rows = await db.rows(PROGRESS)
     return {sink: {"messages_total": total, "messages_done": done,
-                   "conversations_total": convs, "conversations_done": convs - open_convs}
-            for sink, total, done, convs, open_convs in rows}
+                   "messages_held": int(held or 0), "conversations_total": convs,
+                   "conversations_done": convs - open_convs}
+            for sink, total, done, held, convs, open_convs in rows}
 
 
 def _with_eta(progress: dict[str, Any] | None, started_at: datetime | None) -> dict[str, Any]:
-    """Progress plus seconds left at the pace so far (None until something is done)."""
+    """Progress plus seconds left at the pace so far (None until something is done, and
+    when all that is left is held: it ends when someone acts, not at a pace)."""
     if progress is None:
-        return {"messages_total": 0, "messages_done": 0, "conversations_total": 0,
-                "conversations_done": 0, "eta_seconds": None}
+        return {"messages_total": 0, "messages_done": 0, "messages_held": 0,
+                "conversations_total": 0, "conversations_done": 0, "eta_seconds": None}
     done, total = progress["messages_done"], progress["messages_total"]
+    moving = total - done - progress["messages_held"]
     eta = None
-    if started_at and 0 < done < total:
-        eta = (time.time() - started_at.timestamp()) * (total - done) / done
+    if started_at and done > 0 and moving > 0:
+        eta = (time.time() - started_at.timestamp()) * moving / done
     return {**progress, "eta_seconds": eta if done < total else 0.0}
 
 

@@ -213,8 +213,10 @@ def _held_bulk(simulator: SimulatorProcess, endpoint: str) -> list[dict]:
             if call["path"].endswith(f"/Add/{endpoint}") and call["status"] is None]
 
 
-def _history_without_crm(tmp_path: Path, simulator: SimulatorProcess, numbers: list[str]):
-    """A lead per number; a bridge with no CRM stores five days of chats, then stops.
+def _history_without_crm(tmp_path: Path, simulator: SimulatorProcess, numbers: list[str],
+                         without_lead: tuple[str, ...] = ()):
+    """A lead per number; a bridge with no CRM stores five days of chats (of `numbers` and
+    of the customers `without_lead`, who have none), then stops.
 
     Returns the (stopped) bridge, its config path and port, and the texts of the last
     three days, which an install backfill must post.
@@ -228,7 +230,7 @@ def _history_without_crm(tmp_path: Path, simulator: SimulatorProcess, numbers: l
         "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET}}}))
     bridge = BridgeProcess(config, port).start()
     try:
-        recent = post_history(bridge, numbers, int(time.time()))
+        recent = post_history(bridge, [*numbers, *without_lead], int(time.time()))
     finally:
         bridge.stop()
     return bridge, config, port, recent
@@ -282,6 +284,38 @@ def test_backfill_command_widens_the_window_without_posting_twice(tmp_path):
                               stdin=subprocess.DEVNULL)  # sent as 1e-05, refused, before
         assert tiny.returncode == 0, tiny.stderr
         assert "leadsquared: 0 messages of the last 1e-05 days" in tiny.stdout
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        simulator.stop()
+
+
+def test_backfill_command_ends_and_says_so_when_what_is_left_is_held(tmp_path):
+    """A customer with no lead (create_leads off): their chats are held until someone
+    creates the lead. `bridge backfill` used to watch for them forever, and status
+    promised "about N s left" for them."""
+    simulator = SimulatorProcess()
+    bridge = None
+    try:
+        bridge, config, port, _ = _history_without_crm(
+            tmp_path, simulator, ["919876543300"], without_lead=("919876543399",))
+        write_config(config, simulator, port, opportunities=False, backfill_days=1)
+        bridge.start()
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "backfill", "-c", str(config), "--sink",
+             "leadsquared", "--days", "6"], capture_output=True, text=True, timeout=90,
+            stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        assert "backfill done except 10 held message(s)" in result.stdout
+        progress = bridge.status()["sinks"][0]["backfill"]
+        assert progress["messages_held"] == 10
+        assert progress["messages_done"] == progress["messages_total"] - 10
+        assert progress["eta_seconds"] is None  # nothing left that moves at a pace
+        report = subprocess.run([sys.executable, "-m", "bridge", "status", "-c", str(config)],
+                                capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL).stdout
+        (line,) = [line for line in report.splitlines() if "backfill " in line]
+        assert "10 held (see Needs attention)" in line and "left" not in line
     finally:
         if bridge is not None:
             bridge.stop()
