@@ -108,7 +108,9 @@ async def test_sync_now_on_one_process_wakes_the_drain_of_another(pg_url, serve)
     a, b = apps
     async with aiohttp.ClientSession() as http:
         await wait_until(lambda: _cluster_size(http, a, 2), timeout=10)
-        await asyncio.sleep(0.3)  # B's first drain found nothing; it now sleeps an hour
+        # B's first drain found nothing and was recorded; it now sleeps an hour (a fixed
+        # 0.3 s wait here let a slow first drain take the message itself, under load)
+        await wait_until(lambda: _synced_once(http, b, "crm"), timeout=30)
         async with http.post(f"{a}/ingest", json=[
                 {"id": "w1", "conversation": "+911", "text": "hi"}]) as resp:
             assert resp.status == 200
@@ -117,6 +119,12 @@ async def test_sync_now_on_one_process_wakes_the_drain_of_another(pg_url, serve)
         async with http.post(f"{a}/sync-now") as resp:
             assert resp.status == 200
         await wait_until(lambda: drainer.delivered == ["w1"], timeout=5)
+
+
+async def _synced_once(http: aiohttp.ClientSession, base: str, sink: str) -> bool:
+    async with http.get(f"{base}/status") as resp:
+        report = await resp.json()
+    return any(s["sink"] == sink and s["last_sync_at"] for s in report["sinks"])
 
 
 async def _cluster_size(http: aiohttp.ClientSession, base: str, n: int) -> bool:
