@@ -535,9 +535,11 @@ async def sync_health(db: Connector, sink: str) -> dict[str, Any]:
     """What the health verdict reads beyond sinks(): batches waiting to retry after an
     error (how many, when the oldest was first tried, the latest error), when the sink
     last delivered to a conversation, and the chats it gave up on (dead letters) since."""
+    # the last delivery first: a retry that succeeds between the two reads then shows as
+    # delivered in both, not in the count only (healthy beside "1 retrying")
+    delivered = await db.value(LAST_DELIVERED, sink=sink)
     batches_, since = await db.one(RETRYING, sink=sink)
     latest = await db.value(RETRY_ERROR, sink=sink) if batches_ else None
-    delivered = await db.value(LAST_DELIVERED, sink=sink)
     after = delivered if delivered is not None else 0.0
     given_up = await db.value(GIVEN_UP, sink=sink, since=after)
     why = await db.value(GIVEN_UP_REASON, sink=sink, since=after) if given_up else None
