@@ -96,10 +96,12 @@ class Room:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What the provider said of the file it served (its sha256 is opaque text)."""
+    """What the provider said of the file it served (its sha256 is opaque text; size: the
+    bytes it said the file has, None when it did not say)."""
 
     mime_type: str | None = None
     sha256: str | None = None
+    size: int | None = None
 
 
 class MediaFetcher(Protocol):
@@ -156,16 +158,39 @@ def sha256_matches(stated: str | None, digest: bytes) -> bool:
     The text is opaque (hex in the Media API, base64-like in some webhooks): it is compared
     in the forms it can take, and one in no known form is not evidence either way.
     """
+    return sha256_verdict(stated, digest) is not False
+
+
+def sha256_verdict(stated: str | None, digest: bytes) -> bool | None:
+    """True or False when `stated` is a sha256 in a known form (hex, base64) that names or
+    does not name these bytes; None when it is missing or in no known form."""
     if not stated:
-        return True
+        return None
     text = stated.strip()
     if _HEX64.fullmatch(text):
         return text.lower() == digest.hex()
     try:
         decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        return True
-    return decoded == digest if len(decoded) == 32 else True
+        return None
+    return decoded == digest if len(decoded) == 32 else None
+
+
+def check_download(info: Fetched, expected_sha256: str | None, digest: bytes,
+                   size: int) -> None:
+    """Raise MediaRetry unless the bytes are whole: a stated sha256 in a known form must
+    name them; without one, the size the provider stated must be the size that arrived (a
+    download delimited by the connection's close, cut short, is otherwise taken whole)."""
+    verdicts = [(stated, sha256_verdict(stated, digest))
+                for stated in (info.sha256, expected_sha256)]
+    for stated, verdict in verdicts:
+        if verdict is False:
+            raise MediaRetry(f"the download's sha256 {digest.hex()} is not the stated "
+                             f"{stated} (a damaged transfer; fetching again)")
+    if info.size is not None and size != info.size and \
+            not any(verdict for _, verdict in verdicts):
+        raise MediaRetry(f"the download ended after {size} of the {info.size} bytes the "
+                         "provider stated (a transfer cut short; fetching again)")
 
 
 @dataclass
@@ -322,10 +347,7 @@ class MediaRunner:
                 info = await self.fetcher.fetch(job, out)
                 await asyncio.to_thread(_flush, handle)
             digest = out.digest
-            for stated in (info.sha256, job.expected_sha256):
-                if not sha256_matches(stated, digest):
-                    raise MediaRetry(f"the download's sha256 {digest.hex()} is not the stated "
-                                     f"{stated} (a damaged transfer; fetching again)")
+            check_download(info, job.expected_sha256, digest, out.size)
             async with self.buffer.media_files:
                 path = await asyncio.to_thread(_install, part, self.policy.directory,
                                                digest.hex())
