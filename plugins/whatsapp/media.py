@@ -97,6 +97,7 @@ class GraphMedia:
                     raise MediaRetry(f"the media download answered HTTP {response.status_code}")
                 async for chunk in response.aiter_bytes(CHUNK):
                     out.write(chunk)
+                    await out.drain()  # the disk lagging: wait, never hold the file in memory
         except httpx.HTTPError as exc:
             raise MediaRetry(f"the media download broke off: {exc.__class__.__name__}") from None
         return True
