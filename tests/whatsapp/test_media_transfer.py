@@ -1,4 +1,4 @@
-"""A download cut short is never stored as the whole file.
+"""A download cut short or damaged is never stored as the whole file.
 
 A lookaside download whose length is delimited by the connection's close (no
 Content-Length, no chunked encoding) and that closes early looks complete to the HTTP
@@ -84,3 +84,17 @@ async def test_a_stated_size_that_disagrees_with_a_matching_sha256_is_not_eviden
     await media_buffer.append([media_message(1, "7002")])
     assert await runner.step()
     assert (await file_of(media_buffer, "wamid.1")).state == "fetched"
+
+
+async def test_without_a_lookup_sha256_a_webhook_sha256_that_differs_refuses_the_bytes(
+        media_buffer, serve, cut_short, tmp_path):
+    """The lookup states no sha256: the webhook's (in a known form) is the evidence left."""
+    graph = await graph_lookup(serve, cut_short["url"])
+    runner = runner_for(media_buffer, graph, tmp_path)
+    await runner.prepare()
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    await media_buffer.append([media_message(1, "7003", sha256=wrong)])
+    assert await runner.step()
+    file = await file_of(media_buffer, "wamid.1")
+    assert file.state == "pending" and f"is not the stated {wrong}" in file.reason
+    assert not list((tmp_path / "media").glob("??/*"))
