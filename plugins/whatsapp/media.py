@@ -9,6 +9,7 @@ refused download is taken for an expired URL: the id is looked up again, once pe
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from plugins.whatsapp.config import WhatsAppConfig
 NO_TOKEN = ("not fetched: plugins.whatsapp.access_token is not set (add a system-user "
             "token to have photos, voice notes and documents stored and sent to the CRM)")
 CHUNK = 64 * 1024
+_BYTES = re.compile(r"[0-9]{1,18}")
 # Graph error codes that mean the media id is gone for good: 100 "does not exist, cannot
 # be loaded due to missing permissions, or does not support this operation" (subcode 33),
 # 803 "some of the aliases you requested do not exist". Anything else may pass.
@@ -69,7 +71,8 @@ class GraphMedia:
             if not await self._download(meta["url"], out):
                 raise MediaRetry("the download URL was refused twice, even just after a "
                                  "fresh lookup")
-        return Fetched(mime_type=_text(meta.get("mime_type")), sha256=_text(meta.get("sha256")))
+        return Fetched(mime_type=_text(meta.get("mime_type")), sha256=_text(meta.get("sha256")),
+                       size=_size(meta.get("file_size")))
 
     async def lookup(self, job: MediaJob) -> dict[str, Any]:
         """The Graph API's answer for the media id (url, mime_type, sha256, file_size)."""
@@ -94,6 +97,7 @@ class GraphMedia:
                     raise MediaRetry(f"the media download answered HTTP {response.status_code}")
                 async for chunk in response.aiter_bytes(CHUNK):
                     out.write(chunk)
+                    await out.drain()  # the disk lagging: wait, never hold the file in memory
         except httpx.HTTPError as exc:
             raise MediaRetry(f"the media download broke off: {exc.__class__.__name__}") from None
         return True
@@ -102,6 +106,18 @@ class GraphMedia:
 def _text(value: Any) -> str | None:
     """A field of the lookup's answer as text; a value of another type says nothing."""
     return value if isinstance(value, str) and value else None
+
+
+def _size(value: Any) -> int | None:
+    """The lookup's `file_size` (a string in M-MEDIA; a number accepted) as bytes; None
+    when absent or not a whole number of bytes."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _BYTES.fullmatch(value.strip()):
+        return int(value.strip())
+    return None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
