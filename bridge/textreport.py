@@ -174,9 +174,10 @@ def _numbers(sink: dict[str, Any], clock: Clock) -> list[str]:
     rows = sink.get("numbers") or []
     if not rows:
         return []
-    lines = [f"{SINK_INDENT}by number   (chat windows in flight or stuck; messages dead)"]
+    lines = [f"{SINK_INDENT}by number   (last synced; chat windows in flight or stuck; "
+             "messages dead)"]
     for row in rows:
-        facts = [f"{row['open']} open"]
+        facts = [f"last synced {clock.at(row['last_synced_at'])}", f"{row['open']} open"]
         if row["held"]:
             facts.append(f"{row['held']} held ({row['held_reason']})")
         if row["failing"]:
