@@ -114,6 +114,7 @@ async def people_report(buffer: StatusReads, sinks: list[dict[str, Any]],
     sink, the chats it holds counted by reason (added to `sinks`)."""
     for sink in sinks:
         sink["held_chats"] = await buffer.held_chats(sink["sink"])
+        sink["numbers"] = await buffer.numbers(sink["sink"])
     report = await buffer.people_counts()
     report["failed_send_sample"] = [
         {**row, **first_error(row.pop("errors"))}

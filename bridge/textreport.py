@@ -155,6 +155,9 @@ def _details(sink: dict[str, Any], clock: Clock) -> list[str]:
     if sink.get("last_error"):
         lines.append(f"{SINK_INDENT}last error  {sink['last_error']} "
                      f"({clock.ago(sink['last_error_at'])})")
+    if owners := (sink.get("details") or {}).get("owners"):
+        lines.append(f"{SINK_INDENT}owners      {owners}")
+    lines += _numbers(sink, clock)
     for target in sink.get("dead_target_sample", []):
         lines.append(f"{SINK_INDENT}dead target {target['target']} of "
                      f"{target['conversation']}: {target['reason']}")
@@ -163,6 +166,25 @@ def _details(sink: dict[str, Any], clock: Clock) -> list[str]:
         note = conv["held_reason"] or conv["last_error"] or ""
         lines.append(f"{SINK_INDENT}  {conv['key']:<18} {name[:24]:<24} last synced "
                      f"{clock.at(conv['last_synced_at'])}  pending {conv['pending']}  {note}")
+    return lines
+
+
+def _numbers(sink: dict[str, Any], clock: Clock) -> list[str]:
+    """Per business number (a rep's): chat windows in flight, held, failing, dead."""
+    rows = sink.get("numbers") or []
+    if not rows:
+        return []
+    lines = [f"{SINK_INDENT}by number   (last synced; chat windows in flight or stuck; "
+             "messages dead)"]
+    for row in rows:
+        facts = [f"last synced {clock.at(row['last_synced_at'])}", f"{row['open']} open"]
+        if row["held"]:
+            facts.append(f"{row['held']} held ({row['held_reason']})")
+        if row["failing"]:
+            facts.append(f"{row['failing']} failing since {clock.at(row['failing_since'])}"
+                         f" ({row['last_error']})")
+        facts.append(f"{row['dead']} dead")
+        lines.append(f"{SINK_INDENT}  {row['account'] or '(unknown)':<18} {', '.join(facts)}")
     return lines
 
 

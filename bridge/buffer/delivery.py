@@ -48,6 +48,7 @@ from bridge.buffer.tables import (
     media,
     messages,
     sink_conversations,
+    sink_numbers,
     targets,
 )
 from bridge.contracts import (
@@ -457,6 +458,20 @@ FORGET_RECORDS = Query(sa.update(sink_conversations).values(record_id=None).wher
     sa.tuple_(s.sink, s.conversation).in_(sa.select(_forgot.c.sink, _forgot.c.conversation))),
     "forget CRM records the sinks cleared")
 TOUCH = Query(_touch, "note syncs on the conversations")
+_numbered = rows_in("numbered", [("sink", "text"), ("account", "text"),
+                                 ("last_synced_at", "real")], alias="u")
+
+
+def _number_synced(insert: Any) -> Any:
+    new = insert(sink_numbers).from_select(["sink", "account", "last_synced_at"], sa.select(
+        _numbered.c.sink, _numbered.c.account, _numbered.c.last_synced_at).where(sa.true()))
+    x, n = new.excluded, sink_numbers.c
+    # never backwards: completions may commit out of their times' order (two bridges)
+    return new.on_conflict_do_update(index_elements=["sink", "account"], set_={
+        "last_synced_at": greatest(x.last_synced_at, n.last_synced_at)})
+
+
+NUMBER_SYNCED = Query(_number_synced, "note syncs on the business numbers")
 
 
 async def complete(db: Connector, claim: Claim, outcomes: Sequence[Outcome],
@@ -497,6 +512,10 @@ async def complete_many(db: Connector, done: Sequence[tuple[Claim, Sequence[Outc
         claim, held[claim.batch_id], now, counts, errors, outcomes)
         for claim, outcomes, counts, errors in kept}
     await db.run(TOUCH, touched=list(touched.values()))
+    numbered = {(claim.batch.sink, claim.batch.account or ""): now
+                for claim, _, counts, _ in kept if counts.get("done")}
+    if numbered:
+        await db.run(NUMBER_SYNCED, numbered=[(*k, v) for k, v in numbered.items()])
     # A sink that cleared the cached record id (merged or deleted in the CRM) forgets it:
     # else the stale id would be handed out again on every retry and requeue.
     forgot = [(claim.batch.sink, held[claim.batch_id]) for claim, *_ in kept

@@ -29,13 +29,14 @@ from bridge.buffer.tables import (
     metadata,
     processes,
     rate_budgets,
+    sink_numbers,
     source_syncs,
     statuses,
 )
 from bridge.errors import SchemaError
 
 Step = Callable[[Connector], Awaitable[None]]
-CREATED_AFTER_10 = frozenset({"source_syncs"})  # tables later steps create
+CREATED_AFTER_10 = frozenset({"source_syncs", "sink_numbers"})  # tables later steps create
 
 
 class AddColumn(ExecutableDDLElement):
@@ -141,9 +142,15 @@ async def m014_failed_sends(db: Connector) -> None:
     await _ddl(db, CreateIndex(_index(statuses, "statuses_failed"), if_not_exists=True))
 
 
+async def m015_sink_numbers(db: Connector) -> None:
+    """sink_numbers: per sink and business number, when its chats last reached the sink
+    (the status's per-rep view). Empty until the next completion of each number."""
+    await _ddl(db, CreateTable(sink_numbers, if_not_exists=True))
+
+
 STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since,
                           12: m012_source_syncs, 13: m013_business_accounts,
-                          14: m014_failed_sends}
+                          14: m014_failed_sends, 15: m015_sink_numbers}
 VERSION = max(STEPS)
 
 

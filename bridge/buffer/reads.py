@@ -33,6 +33,7 @@ from bridge.buffer.tables import (
     ledger,
     media,
     sink_conversations,
+    sink_numbers,
     sink_state,
     statuses,
     targets,
@@ -479,6 +480,49 @@ async def hourly(db: Connector, since: float) -> dict[tuple[int, str], int]:
         counts[(hour, "in")] = n - out.get(hour, 0)
         counts[(hour, "out")] = out.get(hour, 0)
     return counts
+
+
+# What waits per business number (a rep's number: a chat is a customer and a number): the
+# chat windows formed and not done (batches_open: one row per window in flight), held or
+# failing, and the messages dead-lettered (deliveries_dead). Read from the two partial
+# indexes only: never a scan of every delivery.
+_open = indexed(batches, "batches_open", "b")
+_held_window = _open.c.held == 1  # waits for something outside (a lead): not failing
+_failing = sa.and_(_open.c.failing_since.isnot(None), _open.c.held == 0)
+NUMBER_BATCHES = Query(sa.select(
+    sa.func.coalesce(_open.c.account, ""), sa.func.count(),
+    sa.func.sum(sa.case((_held_window, 1), else_=0)),
+    sa.func.max(sa.case((_held_window, _open.c.last_error))),
+    sa.func.sum(sa.case((_failing, 1), else_=0)),
+    sa.func.min(sa.case((_failing, _open.c.failing_since))),
+    sa.func.max(sa.case((_failing, _open.c.last_error))))
+    .where(_open.c.sink == P("sink"), _open.c.state != "done")
+    .group_by(sa.func.coalesce(_open.c.account, "")), "open chat windows per business number")
+NUMBER_SYNCED = Query(sa.select(sink_numbers.c.account, sink_numbers.c.last_synced_at).where(
+    sink_numbers.c.sink == P("sink")), "when each business number last synced")
+NUMBER_DEAD = Query(sa.select(m.account, sa.func.count()).join_from(
+    dead, messages_table, m.id == dead.c.message_id).where(
+    dead.c.sink == P("sink"), dead.c.state == "dead").group_by(m.account),
+    "dead letters per business number")
+
+
+async def numbers(db: Connector, sink: str) -> list[dict[str, Any]]:
+    """Per business number (phone_number_id; "" where unknown) the sink synced or holds
+    anything of: when a chat of it last reached the sink, chat windows open, held (e.g. no
+    lead: a reason), failing (since when, a last error), and dead letters."""
+    found: dict[str, dict[str, Any]] = {}
+    zero = {"last_synced_at": None, "open": 0, "held": 0, "held_reason": None, "failing": 0,
+            "failing_since": None, "last_error": None, "dead": 0}
+    for account, n, held, why, failing, since, error in await db.rows(NUMBER_BATCHES,
+                                                                       sink=sink):
+        found[account] = {**zero, "open": n, "held": held or 0, "held_reason": why,
+                          "failing": failing or 0, "failing_since": from_timestamp(since),
+                          "last_error": error}
+    for account, n in await db.rows(NUMBER_DEAD, sink=sink):
+        found.setdefault(account or "", dict(zero))["dead"] = n
+    for account, at in await db.rows(NUMBER_SYNCED, sink=sink):
+        found.setdefault(account, dict(zero))["last_synced_at"] = from_timestamp(at)
+    return [{"account": account, **found[account]} for account in sorted(found)]
 
 
 async def held_chats(db: Connector, sink: str) -> list[dict[str, Any]]:

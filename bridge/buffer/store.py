@@ -422,6 +422,10 @@ class Buffer:
     async def count_messages(self) -> int:
         return await self.read(reads.count_messages)
 
+    async def numbers(self, sink: str) -> list[dict[str, Any]]:
+        """Per business number: what `sink` has in flight or stuck."""
+        return await self.read(lambda db: reads.numbers(db, sink))
+
     async def held_chats(self, sink: str) -> list[dict[str, Any]]:
         """Chats `sink` holds, counted by reason."""
         return await self.read(lambda db: reads.held_chats(db, sink))

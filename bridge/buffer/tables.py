@@ -379,6 +379,14 @@ buffer_imports = _table(
 # state: requested -> arriving -> done, or declined / failed (detail says why). progress:
 # the provider's 0-100; phase: the latest phase seen; chunks: JSON array of "phase:order"
 # seen (chunks arrive out of order and may be retried); messages: new messages they held.
+# Per sink, per business number (phone_number_id; a rep's number): when a chat of it last
+# reached the sink (the status's per-number view; written with each completion).
+sink_numbers = _table(
+    "sink_numbers",
+    sa.Column("sink", TEXT, primary_key=True),
+    sa.Column("account", TEXT, primary_key=True),
+    sa.Column("last_synced_at", REAL, nullable=False))
+
 source_syncs = _table(
     "source_syncs",
     sa.Column("source", TEXT, primary_key=True),

@@ -33,7 +33,7 @@ CHUNK = 2000
 # heartbeat and the cluster's live state are not.
 TABLES = ("messages", "conversations", "batches", "deliveries", "ledger", "sink_state",
           "sink_conversations", "statuses", "identities", "targets", "media", "directory",
-          "directory_state", "unknown_numbers", "source_syncs")
+          "directory_state", "unknown_numbers", "source_syncs", "sink_numbers")
 bi = tables.buffer_imports.c
 
 

@@ -205,10 +205,19 @@ class LeadSquaredConfig(SinkSettings):
 
 
 def owner_key(key: str) -> str:
-    """An owners key as the sink looks it up: E.164 for a display number, the
-    phone_number_id's digits as given."""
+    """An owners key as the sink looks it up: E.164 for a display number (with `+`, or
+    the international prefix `00`), the phone_number_id's digits as given. Digits with a
+    leading 0 are a phone number, never an id: taken as one, they would match no chat and
+    the rep's chats would silently go to owner_fallback."""
     text = key.strip()
-    if text.isdigit():
+    digits = re.sub(r"[\s().-]", "", text)
+    if digits.startswith("00") and digits[2:].isdigit():
+        text = "+" + digits[2:]  # the international prefix (0091 98…): never an id
+    elif text.isdigit() and text.startswith("0"):
+        raise ValueError(f"{key}: a number with a trunk 0 (no phone_number_id starts with "
+                         "0): write the display number in E.164 (+ then country code and "
+                         "number), or use its phone_number_id")
+    elif text.isdigit():
         return text  # a phone_number_id (WhatsApp's metadata.phone_number_id)
     from plugins.leadsquared.phones import stored_e164
 

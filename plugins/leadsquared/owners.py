@@ -114,6 +114,8 @@ class Owners:
         self.names: dict[str, str | None] = {}  # email (casefolded) -> user name
         self.emails: dict[str, str] = {}  # user id -> email (lead owners)
         self.inactive: set[str] = set()  # user ids of inactive users (never an owner)
+        # configured numbers left out: number -> "<email> is inactive" (status says so)
+        self.refused: dict[str, str] = {}
         self._lead_owner: dict[str, tuple[float, str | None]] = {}
         self._said: set[str] = set()
         # owners: auto, and a read of the users failed for a passing reason (a gateway
@@ -171,6 +173,7 @@ class Owners:
         for number, email in self.settings.owners.items():
             if users and email.casefold() not in active:
                 why = "is inactive" if email.casefold() in known else "is no user of this account"
+                self.refused[number] = f"{email} {why}"
                 lines.append((False, f"{number} -> {email} {why}: its chats follow "
                                      f"owner_fallback {self.settings.owner_fallback}"))
                 continue

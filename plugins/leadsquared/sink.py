@@ -193,5 +193,7 @@ class LeadSquaredSink:
         mapped = ", ".join(f"{shown_phone(number)} → {email}"
                            for number, email in owners.mapping.items())
         mode = "auto, " if self.settings.owners == "auto" else ""
-        return (f"{mode}{mapped or 'no number mapped'}; other numbers: "
+        refused = "".join(f"; {shown_phone(number)} → {why}: follows owner_fallback"
+                          for number, why in owners.refused.items())
+        return (f"{mode}{mapped or 'no number mapped'}{refused}; other numbers: "
                 f"{self.settings.owner_fallback}")

@@ -78,20 +78,42 @@ class WhatsAppSource:
             self._refuse("bad_content_type", "unsupported_media_type")
             raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/json")
         parsed = self._parse(body)
+        apart = history_apart(parsed.messages)
         try:
-            stored = await ingest.append(parsed.messages, parsed.statuses, parsed.contact_names,
-                                         parsed.identities)
+            if apart is None:  # every webhook but a rare history one: one append
+                stored = await ingest.append(parsed.messages, parsed.statuses,
+                                             parsed.contact_names, parsed.identities)
+                counts = history_counts(parsed.messages, stored)
+            else:
+                stored, counts = await self._append_apart(parsed, apart, ingest)
         except Exception:
             logger.exception("could not store a webhook; answering 503 so that Meta retries")
             self.metrics.webhook(self.name, "unavailable")
             raise web.HTTPServiceUnavailable(
                 text="could not store the webhook; retry later") from None
-        if parsed.history or parsed.contact_syncs or any(m.history for m in parsed.messages):
-            await self._note_history(parsed, stored, ingest)
+        if parsed.history or parsed.contact_syncs or counts:
+            await self._note_history(parsed, counts, ingest)
         self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
 
-    async def _note_history(self, parsed: Parsed, stored: int, ingest: Ingest) -> None:
+    @staticmethod
+    async def _append_apart(parsed: Parsed, apart: list[list[Message]],
+                            ingest: Ingest) -> tuple[int, dict[str, int]]:
+        """Store the webhook in several appends (all committed before the answer; a
+        retry after a crash between them dedupes): each number's history apart, so that
+        each number's sync counts its own new messages. (stored, new history by number)."""
+        stored, counts = 0, {}
+        for n, group in enumerate(apart):
+            new = await ingest.append(group, parsed.statuses if n == 0 else (),
+                                      parsed.contact_names if n == 0 else None,
+                                      parsed.identities if n == 0 else ())
+            stored += new
+            if group and group[0].history:
+                counts[group[0].account] = new
+        return stored, counts
+
+    async def _note_history(self, parsed: Parsed, counts: dict[str, int],
+                            ingest: Ingest) -> None:
         """How far each number's coexistence history got (phase, chunk, progress, new
         messages) and whether its contacts arrived, kept in the buffer for `bridge
         whatsapp coexistence --status` and /status. After the messages' commit: a failure
@@ -102,12 +124,14 @@ class WhatsAppSource:
             state="declined" if c.declined else None, phase=c.phase, chunk=c.chunk_order,
             progress=c.progress, detail=DECLINED if c.declined else None))
             for c in parsed.history]
-        if not notes:  # media follow-ups only: their number, no chunk
-            notes = [(m.account, SyncNote()) for m in parsed.messages[:1] if m.history]
+        for account, new in counts.items():  # each number's own new messages, once
+            first = next((n for n, (a, _) in enumerate(notes) if a == account), None)
+            if first is None:  # media follow-ups only: their number, no chunk
+                notes.append((account, SyncNote(messages=new)))
+            else:
+                notes[first] = (account, replace(notes[first][1], messages=new))
         try:
-            for n, (account, note) in enumerate(notes):
-                if n == 0 and all(m.history for m in parsed.messages):
-                    note = replace(note, messages=stored)
+            for account, note in notes:
                 await ingest.note_source_sync(self.name, account, "history", note)
             for account in dict.fromkeys(parsed.contact_syncs):  # the address book came
                 await ingest.note_source_sync(self.name, account, "contacts",
@@ -187,6 +211,25 @@ class WhatsAppSource:
             self.metrics.ignored(self.name, f"field:{field_name}", n)
         logger.debug("webhook stored: %d new, %d duplicate messages, %d statuses",
                      stored, duplicate, len(parsed.statuses))
+
+
+def history_apart(messages: list[Message]) -> list[list[Message]] | None:
+    """The webhook's messages as appends of their own (the live ones first, then each
+    number's history), when they hold history and one append could not say how many new
+    messages each number's history brought: of two numbers, or beside live ones. None:
+    one append (no history, or one number's history alone)."""
+    groups: dict[tuple[str, bool], list[Message]] = {}
+    for message in messages:
+        groups.setdefault((message.account, True) if message.history else ("", False),
+                          []).append(message)
+    if len(groups) < 2 or not any(history for _, history in groups):
+        return None
+    return sorted(groups.values(), key=lambda group: group[0].history)
+
+
+def history_counts(messages: list[Message], stored: int) -> dict[str, int]:
+    """New history messages by number, for one append (history_apart gave None)."""
+    return {messages[0].account: stored} if messages and messages[0].history else {}
 
 
 DECLINED = (f"the business turned chat history sharing off in the WhatsApp Business app "

@@ -94,3 +94,30 @@ def test_one_number_given_twice_to_two_users_is_refused_naming_both_keys(owners)
     first, second = (str(k) for k in owners)
     assert "plugins.leadsquared.owners" in said and first in said and second in said
     assert "same number" in said
+
+
+@pytest.mark.parametrize("key", ["00919800000001", "0091 98000 00001", "0091-98000-00001"])
+def test_a_display_number_with_the_international_prefix_00_owns_its_chats(key):
+    """`0091…` is how many reps write their number. Was: digits, so taken as a
+    phone_number_id that no webhook names; the rep's chats went to owner_fallback (the
+    lead's owner, or the API user) while `bridge leadsquared check` listed the mapping as
+    fine. Found by an adversary's run: Priya's chat was owned by the API user."""
+    owners = Owners(None, config(owners={key: "priya@example.com"}))  # type: ignore[arg-type]
+    owners.mapping = dict(owners.settings.owners)
+    assert owners.mapped("+919800000001", "106540352242922") == "priya@example.com"
+
+
+def test_a_number_with_the_international_prefix_and_its_e164_form_to_two_users_is_refused():
+    with pytest.raises(ValidationError) as caught:
+        config(owners={"00919800000001": "priya@example.com",
+                       "+919800000001": "arjun@example.com"})
+    assert "same number" in describe(caught.value, LeadSquaredConfig, "plugins.leadsquared")
+
+
+def test_a_national_number_with_a_trunk_0_is_refused_not_taken_for_a_phone_number_id():
+    """`098…` can be no phone_number_id (Graph ids have no leading 0), and it names no
+    country: refused naming the fix, never silently matched to nothing."""
+    with pytest.raises(ValidationError) as caught:
+        config(owners={"09800000001": "priya@example.com"})
+    assert "plugins.leadsquared.owners: 09800000001: a number with a trunk 0" in describe(
+        caught.value, LeadSquaredConfig, "plugins.leadsquared")

@@ -217,3 +217,21 @@ def test_a_very_long_rep_name_is_cut_in_the_field_keeping_the_number(
     assert len(value) <= 200 and value.endswith("… (+919800000001)"), value
     assert value.startswith("Maria José, 🌟 de la Santísima")
     assert "and Maria José, 🌟 de la Santísima" in mine["ActivityNote"].splitlines()[0]
+
+
+def test_a_number_mapped_to_a_missing_or_inactive_user_is_named_in_the_status(
+        start, simulator, team):  # noqa: F811
+    """Was: the status said `no number mapped; other numbers: lead_owner`, hiding that
+    two reps' numbers were configured and set aside (their chats owned by the fallback);
+    a manager could not tell why Priya's chats were not hers."""
+    simulator.add_user("Old", "old@example.com", active=False)
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    bridge = start(owners={"+919800000001": "ghost@example.com",
+                           ARJUN_NUMBER[0]: "OLD@example.com"})
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.gh1", "hello?"))
+    bridge.sync_now()
+    assert only(simulator, asha)["Owner"] == ADMIN_EMAIL  # the lead has no owner
+    (sink,) = bridge.status()["sinks"]
+    said = sink["details"]["owners"]
+    assert "+919800000001 → ghost@example.com is no user of this account" in said
+    assert "220000000000002 → OLD@example.com is inactive" in said

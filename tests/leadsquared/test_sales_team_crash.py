@@ -94,7 +94,7 @@ def test_a_killed_drain_retried_under_another_rep_covers_each_message_once(
     assert sink["dead_letters"] == 0
     seen = Counter(t for a in simulator.activities(lead)
                    for t in re.findall(r"m-\d{2}", a["ActivityNote"]))
-    assert seen == Counter(texts)  # each message once: none twice, none lost
+    assert seen == Counter(list(texts))  # each message once: none twice, none lost
 
 
 def test_a_killed_drain_retried_after_the_customer_renamed_covers_each_message_once(
@@ -173,3 +173,59 @@ def test_a_long_message_killed_in_flight_and_retried_after_the_customer_renamed_
     assert re.sub(r"^\[[^]]*\] ⬅️ [^:]*: ", "", first) + "".join(
         piece.removeprefix("… ") for piece in rest) == body
     assert sum("m-99" in text for _, text in notes) == 1
+
+
+@pytest.mark.parametrize("buffer", BACKENDS, indirect=True)
+def test_two_reps_chats_killed_in_flight_land_once_each_owned_by_its_rep(
+        tmp_path, module_simulator, buffer):
+    """Four customers (two writing to both reps, one with an open deal), the reps
+    answering from the Business app (echoes), `bridge run` SIGKILLed while the account
+    holds the first writes: after a restart every message is on its lead once (and on
+    the deal once), in the activity of its rep's number owned by that rep, the leads'
+    owner untouched, and the status says when each number last synced."""
+    from tests.leadsquared.test_owners_end_to_end import ARJUN_NUMBER, OWNERS
+
+    simulator = module_simulator.fresh()
+    reps = {PRIYA_NUMBER[0]: "priya@example.com", ARJUN_NUMBER[0]: "arjun@example.com"}
+    simulator.add_user("Priya", "priya@example.com", last="Rao")
+    simulator.add_user("Arjun", "arjun@example.com", last="Mehta")
+    kiran = simulator.add_user("Kiran", "kiran@example.com")
+    phones = [f"9198765432{i:02d}" for i in range(4)]
+    leads = [simulator.add_lead(FirstName=f"C{i}", Mobile=phone, OwnerId=kiran)
+             for i, phone in enumerate(phones)]
+    deal = simulator.add_opportunity(leads[2], "Plan")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, buffer, owners=OWNERS, note_limit=400)
+    simulator.configure(write_hold=1.5)
+    bridge = BridgeProcess(config, port).start()
+    changes, texts = [], {}  # text -> (customer, phone_number_id)
+    for i, phone in enumerate(phones):
+        for n in range(6):
+            for number in ([PRIYA_NUMBER, ARJUN_NUMBER] if i >= 2 else
+                           [(PRIYA_NUMBER, ARJUN_NUMBER)[i]]):
+                text = f"t{i}-{number[0][:2]}-{n:02d}"
+                made = (change(number, phone, f"C{i}", f"wamid.{text}", text) if n % 2 == 0
+                        else echo(number, phone, f"wamid.{text}", text))
+                for item in made["value"].get("messages") or made["value"]["message_echoes"]:
+                    item["timestamp"] = str(int(time.time()) - 100 + len(changes))
+                changes.append(made)
+                texts[text] = (i, number[0])
+    try:
+        post(bridge, *changes)
+        sink = killed_while_held(bridge, simulator, leads[0])
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    seen, on_deal = Counter(), Counter()
+    for i, lead in enumerate(leads):
+        for activity in simulator.activities(lead):
+            for text in re.findall(r"t\d-\d\d-\d\d", activity["ActivityNote"]):
+                assert activity["Owner"] == reps[texts[text][1]], text
+                assert texts[text][0] == i, text
+                (on_deal if activity.get("RelatedOpportunityId") == deal else seen)[text] += 1
+    assert seen == Counter(list(texts))  # each message once on its lead: none twice, none lost
+    assert on_deal == Counter(t for t, (i, _) in texts.items() if i == 2)
+    assert {lead["OwnerId"] for lead in simulator.admin("GET", "leads")} == {kiran}
+    numbers = {row["account"]: row for row in sink["numbers"]}
+    assert all(numbers[n]["last_synced_at"] and numbers[n]["open"] == 0 for n in reps)
