@@ -4,11 +4,13 @@ simulator process."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
+from tests import oneshot
 from tests.backends import BACKENDS
 from tests.leadsquared.test_end_to_end import eventually, post
 from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
@@ -47,6 +49,9 @@ def test_status_says_per_business_number_when_it_last_synced_and_what_is_held_or
     arjun, priya = held[ARJUN_NUMBER[0]], held[PRIYA_NUMBER[0]]
     assert (arjun["failing"], arjun["dead"]) == (0, 0) and "no lead" in arjun["held_reason"]
     assert arjun["last_synced_at"] is None  # nothing of Arjun's reached LeadSquared
+    page = oneshot.get(f"{bridge.url}/", timeout=10).text  # the status page says the same
+    (arjun_row,) = re.findall(rf'<tr data-number="{ARJUN_NUMBER[0]}">.*?</tr>', page, re.S)
+    assert "never" in arjun_row and "1: no lead" in arjun_row
     assert (priya["open"], priya["held"], priya["failing"]) == (0, 0, 0)
     synced = priya["last_synced_at"]
 
