@@ -30,6 +30,9 @@ from plugins.leadsquared.resolve import Resolver
 from plugins.leadsquared.targets import Planner
 
 logger = logging.getLogger(__name__)
+# start_timeout in call timeouts: the calls of a start (user, activity type and its
+# settings, owners) and the lead directory's fill, each within `timeout`, with room to spare
+START_CALLS = 10
 
 
 class LeadSquaredSink:
@@ -67,6 +70,22 @@ class LeadSquaredSink:
         return WRITE_SETTLE * self.settings.timeout
 
     @property
+    def start_timeout(self) -> float:
+        """Longest start() may take before the core cuts it off and tries again: its calls
+        (each up to `timeout`, retried) and the lead directory's fill; at least
+        deliver_timeout."""
+        return max(self.settings.deliver_timeout, START_CALLS * self.settings.timeout)
+
+    def start_note(self) -> str | None:
+        """While start() runs: the host and the call that keeps failing or is unanswered
+        past the timeout (the status page's reason), else None."""
+        client = self.client
+        if client is None:
+            return None
+        trouble = client.waiting() or client.trouble
+        return f"LeadSquared at {client.host}: {trouble}" if trouble else None
+
+    @property
     def backfill_concurrency(self) -> int:
         """Backfill batches at once: all a bulk call holds when leads come from the
         directory; few when each needs remote lookups, so the ordinary budget's queue
@@ -87,10 +106,20 @@ class LeadSquaredSink:
 
     async def start(self) -> None:
         """Find the host, the account's activity type (created if missing) and owner, fill
-        the lead directory; set up the delivery steps. Once per run."""
+        the lead directory; set up the delivery steps. Once per run. A failure names the
+        host (the status page shows it as the reason)."""
         await self.close()  # a failed earlier start may have left a client or endpoint
         base = await base_url(self.settings, self.endpoint, self._client)
         self.client = self._client(base)
+        try:
+            await self._start(base)
+        except LeadSquaredError as exc:
+            raise LeadSquaredError(exc.kind, f"LeadSquared at {self.client.host}: "
+                                   f"{exc.message}", exception_type=exc.exception_type,
+                                   status=exc.status) from exc
+
+    async def _start(self, base: str) -> None:
+        assert self.client is not None
         self.account = account = await open_account(self.client, self.settings, base)
         if self._rows is not None and self.settings.lead_directory != "off":
             self.directory = LeadDirectory(self.client, self._rows,
