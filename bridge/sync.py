@@ -216,6 +216,7 @@ class SinkRunner:
         self._recorded_at = time.monotonic()
         if self._retry_now:
             self._retry_now = False
+            self._hurry_sink()
             hurried = await self.buffer.retry_now(self.sink.name)
             if hurried:
                 logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
@@ -241,6 +242,17 @@ class SinkRunner:
             await self._backfill_step(claims, totals)
             self._rest_after_backfill(time.monotonic() - started)
         return totals
+
+    def _hurry_sink(self) -> None:
+        """Tell the sink a person asked for a sync (its optional `hurry()`): waits of its
+        own that are not for safety (e.g. a number's recheck delay) end now."""
+        hurry = getattr(self.sink, "hurry", None)
+        if hurry is None:
+            return
+        try:
+            hurry()
+        except Exception:  # the drain goes on with the sink's waits as they were
+            logger.exception("sink %s: hurry() failed", self.sink.name)
 
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""

@@ -9,6 +9,7 @@ sink an `Endpoint` that runs it (plugins/leadsquared/__init__.py).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from bridge import Batch, Metrics, Outcome, SharedBuffer
@@ -60,6 +61,7 @@ class LeadSquaredSink:
         self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)
         self._record_landed: Any = None  # the buffer's record_landed (use_buffer)
         self._record_attempt: Any = None  # the buffer's record_attempt (use_buffer)
+        self._asked_at = 0.0  # when a person last asked for a sync (hurry)
         self._client = client_factory(config, self.limiter, self.bulk_limiter, metrics,
                                       self.name)
 
@@ -126,6 +128,7 @@ class LeadSquaredSink:
                                            mode=self.settings.lead_directory,
                                            limit=self.settings.lead_directory_max,
                                            refresh_every=self.settings.lead_directory_refresh)
+            self.directory.asked_at = lambda: self._asked_at
             await self.directory.start()
         keys = KeyCheck(self.client, account.event)
         self.owners = Owners(self.client, self.settings)
@@ -134,7 +137,8 @@ class LeadSquaredSink:
             raise LeadSquaredError(unread.kind, "owners: auto could not read the account's "
                                    f"users ({unread.message}); the sink starts again later "
                                    "rather than file their chats under owner_fallback")
-        people = Resolver(self.client, self.settings, self._rows, self.directory)
+        people = Resolver(self.client, self.settings, self._rows, self.directory,
+                          asked_at=lambda: self._asked_at)
         opportunity_bulk = OpportunityBulk(lambda: self.client) if self.bulk else None
         self.steps = Steps(
             self.settings, people,
@@ -145,6 +149,13 @@ class LeadSquaredSink:
             Attacher(self.client, account.files_base, account.allow_attachments,
                      self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)
+
+    def hurry(self) -> None:
+        """A person asked for a sync (sync now, a requeue, a backfill): a number that
+        matched no lead is searched again now, not after unknown_recheck, and the lead
+        directory is refreshed first (the lead may just have been created). Rate-limit
+        waits and a write's settle wait stay."""
+        self._asked_at = time.time()
 
     async def _landed(self, key: str, attachment: str) -> None:
         """An attach landed: in the buffer's ledger now (when the core gave a buffer)."""
