@@ -132,6 +132,7 @@ class LeadSquaredSink:
             await self.directory.start()
         keys = KeyCheck(self.client, account.event)
         self.owners = Owners(self.client, self.settings)
+        self.owners.asked_at = lambda: self._asked_at
         await self.owners.start()
         if (unread := self.owners.unread) is not None:  # auto, without every rep's numbers:
             raise LeadSquaredError(unread.kind, "owners: auto could not read the account's "
@@ -153,7 +154,8 @@ class LeadSquaredSink:
     def hurry(self) -> None:
         """A person asked for a sync (sync now, a requeue, a backfill): a number that
         matched no lead is searched again now, not after unknown_recheck, and the lead
-        directory is refreshed first (the lead may just have been created). Rate-limit
+        directory is refreshed first (the lead may just have been created), and the reps
+        (owners) are read again. Rate-limit
         waits and a write's settle wait stay."""
         self._asked_at = time.time()
 
@@ -233,5 +235,6 @@ class LeadSquaredSink:
         mapped = ", ".join(f"{shown_phone(number)} → {email}"
                            for number, email in owners.mapping.items())
         mode = "auto, " if self.settings.owners == "auto" else ""
+        notes = "".join(f"; {note}" for note in owners.notes)
         return (f"{mode}{mapped or 'no number mapped'}; other numbers: "
-                f"{self.settings.owner_fallback}")
+                f"{self.settings.owner_fallback}{notes}")
