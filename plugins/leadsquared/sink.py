@@ -31,9 +31,11 @@ from plugins.leadsquared.resolve import Resolver
 from plugins.leadsquared.targets import Planner
 
 logger = logging.getLogger(__name__)
-# start_timeout in call timeouts: the calls of a start (user, activity type and its
-# settings, owners) and the lead directory's fill, each within `timeout`, with room to spare
-START_CALLS = 10
+# start_timeout: a safety net only. Each call of a start ends within its timeout and
+# retries, so a start ends by itself; but how many calls it makes grows with the account
+# (owners: auto reads each user, the lead directory pages through every lead, all within
+# the rate budget), so the net is wide: a cut-off start would begin all over again
+START_BOUND = 3600.0
 
 
 class LeadSquaredSink:
@@ -73,10 +75,10 @@ class LeadSquaredSink:
 
     @property
     def start_timeout(self) -> float:
-        """Longest start() may take before the core cuts it off and tries again: its calls
-        (each up to `timeout`, retried) and the lead directory's fill; at least
-        deliver_timeout."""
-        return max(self.settings.deliver_timeout, START_CALLS * self.settings.timeout)
+        """Longest start() may take before the core cuts it off and tries again (an hour,
+        at least deliver_timeout): each of its calls is bounded by `timeout` already, and
+        start_note() names the host while they fail."""
+        return max(self.settings.deliver_timeout, START_BOUND)
 
     def start_note(self) -> str | None:
         """While start() runs: the host and the call that keeps failing or is unanswered
