@@ -216,7 +216,7 @@ class SinkRunner:
         self._recorded_at = time.monotonic()
         if self._retry_now:
             self._retry_now = False
-            self._hurry_sink()
+            await self._hurry_sink()
             hurried = await self.buffer.retry_now(self.sink.name)
             if hurried:
                 logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
@@ -243,14 +243,19 @@ class SinkRunner:
             self._rest_after_backfill(time.monotonic() - started)
         return totals
 
-    def _hurry_sink(self) -> None:
-        """Tell the sink a person asked for a sync (its optional `hurry()`): waits of its
-        own that are not for safety (e.g. a number's recheck delay) end now."""
+    async def _hurry_sink(self) -> None:
+        """Tell the sink a person asked for a sync (its optional `hurry()`, plain or async,
+        given up to deliver_timeout): waits of its own that are not for safety (e.g. a
+        number's recheck delay) end now, and what it reads once (e.g. the reps) is read
+        again before the drain."""
         hurry = getattr(self.sink, "hurry", None)
         if hurry is None:
             return
         try:
-            hurry()
+            async with asyncio.timeout(self.settings.deliver_timeout):
+                result = hurry()
+                if inspect.isawaitable(result):
+                    await result
         except Exception:  # the drain goes on with the sink's waits as they were
             logger.exception("sink %s: hurry() failed", self.sink.name)
 

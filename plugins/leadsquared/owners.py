@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,10 +125,8 @@ class Owners:
         self.users_read = False  # the account's users were listed (else emails unchecked)
         self.notes: list[str] = []  # what the last read could not map, in words
         self.read_at: float | None = None  # monotonic: when the users were last read
-        # when a person last asked for a sync (wall time): the users are read again then
-        self.asked_at: Callable[[], float] = lambda: 0.0
-        self._asked_done = 0.0
         self._reading = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None  # a background read (refresh_if_due)
 
     @property
     def enabled(self) -> bool:
@@ -157,20 +156,25 @@ class Owners:
         return lines
 
     async def refresh_if_due(self) -> None:
-        """Read the users again every REREAD seconds, and once after a person asked for a
-        sync: a rep deactivated, their email changed or a number moved to another rep
-        while the bridge runs owns the next chats as the account now says (a number whose
-        user is gone follows owner_fallback; the log and the status say why). A read that
-        fails keeps the map as it was."""
-        if not self.enabled or self._reading.locked():
+        """Read the users again in the background every REREAD seconds (never inside a
+        delivery: owners: auto reads each user, which may take longer than one)."""
+        if not self.enabled or self.read_at is None \
+                or time.monotonic() - self.read_at < REREAD \
+                or (self._task is not None and not self._task.done()):
             return
-        asked = self.asked_at()
-        if asked <= self._asked_done and self.read_at is not None \
-                and time.monotonic() - self.read_at < REREAD:
+        self.read_at = time.monotonic()  # a failing read is not tried again at once
+        self._task = asyncio.create_task(self.refresh(), name="leadsquared-owners")
+
+    async def refresh(self) -> None:
+        """Read the users again and take the new map (also when a person asks for a sync):
+        a rep deactivated, their email changed or a number moved to another rep while the
+        bridge runs owns the next chats as the account now says (a number whose user is
+        gone follows owner_fallback; the log and the status say why). A read that fails
+        keeps the map as it was."""
+        if not self.enabled:
             return
         async with self._reading:
-            self._asked_done = asked
-            self.read_at = time.monotonic()  # a failing read is not tried for every chat
+            self.read_at = time.monotonic()
             fresh = Owners(self.client, self.settings)
             try:
                 lines = await fresh.read()
@@ -183,6 +187,13 @@ class Owners:
                                "map read before stays")
                 return
             self._adopt(fresh, lines)
+
+    async def close(self) -> None:
+        """Stop a background read."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
 
     def _adopt(self, fresh: Owners, lines: list[Line]) -> None:
         """Take a new read's map, logging each number whose owner changed and why."""

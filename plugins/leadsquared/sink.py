@@ -134,7 +134,6 @@ class LeadSquaredSink:
             await self.directory.start()
         keys = KeyCheck(self.client, account.event)
         self.owners = Owners(self.client, self.settings)
-        self.owners.asked_at = lambda: self._asked_at
         await self.owners.start()
         if (unread := self.owners.unread) is not None:  # auto, without every rep's numbers:
             raise LeadSquaredError(unread.kind, "owners: auto could not read the account's "
@@ -153,13 +152,15 @@ class LeadSquaredSink:
                      self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)
 
-    def hurry(self) -> None:
-        """A person asked for a sync (sync now, a requeue, a backfill): a number that
-        matched no lead is searched again now, not after unknown_recheck, and the lead
-        directory is refreshed first (the lead may just have been created), and the reps
-        (owners) are read again. Rate-limit
-        waits and a write's settle wait stay."""
+    async def hurry(self) -> None:
+        """A person asked for a sync (sync now, a requeue, a backfill): the reps (owners)
+        are read again now, before the drain; a number that matched no lead is searched
+        again, not after unknown_recheck, and the lead directory is refreshed first (the
+        lead may just have been created). Rate-limit waits and a write's settle wait
+        stay."""
         self._asked_at = time.time()
+        if self.owners is not None:
+            await self.owners.refresh()
 
     async def _landed(self, key: str, attachment: str) -> None:
         """An attach landed: in the buffer's ledger now (when the core gave a buffer)."""
@@ -181,6 +182,8 @@ class LeadSquaredSink:
             return await deliver_batch(self.steps, batch)
 
     async def close(self) -> None:
+        if self.owners is not None:
+            await self.owners.close()
         if self.bulk is not None:
             await self.bulk.close()
         if self.steps is not None and self.steps.poster.opportunity_bulk is not None:

@@ -43,7 +43,10 @@ def test_a_chat_held_for_no_lead_lands_at_the_next_sync_now_once_the_lead_exists
         tmp_path, simulator, directory):
     port = free_port()
     config = tmp_path / "config.yaml"
-    write_config(config, simulator, port, sync_interval="1h", lead_directory=directory)
+    # drained only when asked, with a budget and a delivery time the start's and the asked
+    # refreshes' calls never run out (a delivery cut off would wait for the next ask)
+    write_config(config, simulator, port, sync_interval="1h", lead_directory=directory,
+                 rate_limit="100/1s", lease="20s", deliver_timeout="15s")
     bridge = BridgeProcess(config, port).start()
     try:
         eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"])
@@ -51,10 +54,10 @@ def test_a_chat_held_for_no_lead_lands_at_the_next_sync_now_once_the_lead_exists
                                                       ts=int(time.time()))],
                                       contacts=[p.contact(NEW, "Nina")]))
         _sync_now(config)
-        eventually(lambda: _held(bridge) == 1, timeout=30)
+        eventually(lambda: _held(bridge) == 1, timeout=60)
         lead = simulator.add_lead(FirstName="Nina", Mobile="+91-9333333333")
         _sync_now(config)
-        eventually(lambda: simulator.activities(lead), timeout=30)
+        eventually(lambda: simulator.activities(lead), timeout=60)
         assert _held(bridge) == 0
     finally:
         bridge.stop()
