@@ -107,7 +107,8 @@ class LeadSquaredClient:
             except LeadSquaredError as exc:
                 if exc.kind not in RETRYABLE:
                     raise
-                self.trouble = f"{name} failed {attempt} time(s): {exc}"
+                if exc.kind != "rate_limited":  # a full budget is no fault of the host
+                    self.trouble = f"{name} failed {attempt} time(s): {exc}"
                 delay = retry_delay(exc.kind, attempt, base=self._backoff_base)
                 if exc.kind == "rate_limited":  # everyone waits, not only this request
                     limiter.pause_until(time.monotonic() + delay)
