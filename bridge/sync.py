@@ -214,13 +214,8 @@ class SinkRunner:
         """Deliver due batches, live ones first, backfill paced; return outcome counts."""
         totals: dict[str, int] = {}
         self._recorded_at = time.monotonic()
-        if self._retry_now:
-            self._retry_now = False
-            await self._hurry_sink()
-            hurried = await self.buffer.retry_now(self.sink.name)
-            if hurried:
-                logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
         while not self._stopping():
+            await self._answer_request()
             if await self._drain_live(totals):
                 continue
             # one backfill batch at a time, but batches are formed at full size: a smaller
@@ -243,6 +238,18 @@ class SinkRunner:
             self._rest_after_backfill(time.monotonic() - started)
         return totals
 
+    async def _answer_request(self) -> None:
+        """A person asked for a sync (wake): the sink's own waits end (hurry) and waiting
+        batches are due now. Looked at before every claim, so a request that comes during a
+        long drain applies to the chats claimed after it, not only at the next drain."""
+        if not self._retry_now:
+            return
+        self._retry_now = False
+        await self._hurry_sink()
+        hurried = await self.buffer.retry_now(self.sink.name)
+        if hurried:
+            logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
+
     async def _hurry_sink(self) -> None:
         """Tell the sink a person asked for a sync (its optional `hurry()`, plain or async,
         given up to deliver_timeout): waits of its own that are not for safety (e.g. a
@@ -256,6 +263,9 @@ class SinkRunner:
                 result = hurry()
                 if inspect.isawaitable(result):
                     await result
+        except TimeoutError:
+            logger.warning("sink %s: hurry() took longer than deliver_timeout; the drain "
+                           "goes on", self.sink.name)
         except Exception:  # the drain goes on with the sink's waits as they were
             logger.exception("sink %s: hurry() failed", self.sink.name)
 

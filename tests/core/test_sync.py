@@ -472,3 +472,36 @@ async def test_a_stop_during_a_hung_start_ends_the_loop_at_once(buffer):
     assert not runner.started and runner.starting_since is None
     (state,) = await buffer.sinks()
     assert state["last_error"] is None  # a called-off start is not a failure
+
+
+class Hurried(RecordingSink):
+    """Records, in order, each batch delivered and each hurry() (a person's sync-now)."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.events: list[str] = []
+
+    async def hurry(self) -> None:
+        self.events.append("hurry")
+
+    async def deliver(self, batch):
+        outcomes = await super().deliver(batch)
+        self.events.extend(m.provider_id for m in batch.messages)
+        return outcomes
+
+
+async def test_a_sync_now_during_a_drain_applies_to_the_chats_claimed_after_it(buffer):
+    """A sync-now that comes while a drain is delivering is answered before its next claim:
+    the sink's hurry() (LeadSquared: the reps read again, unknown numbers searched again)
+    comes before the chat that arrived with it. It used to wait for the end of the drain,
+    so that chat went out under the old reps (a deactivated rep still owned it)."""
+    sink = Hurried(sync_interval=3600, delay=1.0, deliver_timeout=10, lease=20)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.next_sync_at is not None)
+        await buffer.append([message(1)])
+        runner.wake()
+        await wait_until(lambda: sink.events == ["hurry"])  # m1 is being delivered now
+        await buffer.append([message(2, "+14155550100")])
+        runner.wake()
+        await wait_until(lambda: len(sink.events) == 4, timeout=10)
+    assert sink.events == ["hurry", "m1", "hurry", "m2"]
