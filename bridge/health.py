@@ -48,24 +48,27 @@ def growth_window(interval: float) -> float:
 
 def verdict(sink: Mapping[str, Any], *, running: bool, now: float,
             interval: float | None = None, started_at: float | None = None,
-            growth: tuple[int, int] | None = None, why_stopped: str | None = None
-            ) -> dict[str, Any]:
+            growth: tuple[int, int] | None = None, why_stopped: str | None = None,
+            starting: tuple[float, str | None] | None = None) -> dict[str, Any]:
     """{state, reason, last_sync_age_s} of one sink.
 
     `sink` is a row of Buffer.sinks() plus Buffer.sync_health(); `running`: some process
     drains it now; `interval`: its sync interval (needed when running); `started_at`: when
     the drain began (the process start); `growth`: (waiting before, waiting now) when the
-    backlog is growing; `why_stopped`: what to say when it is not running.
+    backlog is growing; `why_stopped`: what to say when it is not running; `starting`:
+    (when its start() began, what it waits for in the sink's words) while one runs.
     """
     last = _epoch(sink.get("last_sync_at"))
     age = None if last is None else round(max(0.0, now - last), 1)
-    state, reason = _judge(sink, running, now, age, interval, started_at, growth, why_stopped)
+    state, reason = _judge(sink, running, now, age, interval, started_at, growth, why_stopped,
+                           starting)
     return {"state": state, "reason": reason, "last_sync_age_s": age}
 
 
 def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None,
            interval: float | None, started_at: float | None,
-           growth: tuple[int, int] | None, why_stopped: str | None) -> tuple[str, str]:
+           growth: tuple[int, int] | None, why_stopped: str | None,
+           starting: tuple[float, str | None] | None = None) -> tuple[str, str]:
     if not sink.get("enabled", True):
         return "stopped", "not in the config (disabled); its history is kept"
     if not running:
@@ -73,6 +76,8 @@ def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None
     failing = _failing(sink, now, 2 * (interval or 0.0))
     if failing:
         return "failing", failing
+    if starting is not None:
+        return _starting(now, *starting)
     late = late_after(interval or 0.0)
     ahead = (_epoch(sink.get("last_sync_at")) or now) - now
     if ahead > late:  # within `late`: another process's clock a little ahead is fine
@@ -91,6 +96,17 @@ def _judge(sink: Mapping[str, Any], running: bool, now: float, age: float | None
         return "behind", (f"the backlog is growing: {current:,} waiting, up from {before:,} "
                           f"{ago(growth_window(interval or 0))} ago")
     return "healthy", "synced just now" if age < 1 else f"synced {ago(age)} ago"
+
+
+def _starting(now: float, since: float, note: str | None) -> tuple[str, str]:
+    """A start() under way: failing when the sink says what keeps failing (a CRM host
+    that does not answer), behind once it has taken LATE_FLOOR, else healthy."""
+    took = max(0.0, now - since)
+    if note:
+        return "failing", f"starting for {ago(took)}: {note}"
+    if took > LATE_FLOOR:
+        return "behind", f"starting: the sink's start has been under way for {ago(took)}"
+    return "healthy", "starting: the first sync is under way"
 
 
 def _failing(sink: Mapping[str, Any], now: float, grace: float) -> str | None:

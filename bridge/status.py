@@ -11,6 +11,7 @@ from bridge.buffer import StatusReads
 from bridge.buffer.enrich import first_error
 from bridge.cluster import cluster_report
 from bridge.health import ago, growth_window, overall, verdict
+from bridge.sync import start_note
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,17 @@ async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str
         growth = bridge.metrics.backlog_growth(name, growth_window(interval), now) \
             if interval else None
         entry["health"] = verdict(entry, running=entry["running"], now=now, interval=interval,
-                                  started_at=bridge.started_at, growth=growth)
+                                  started_at=bridge.started_at, growth=growth,
+                                  starting=_starting(bridge.runners.get(name)))
         entry["simulated"] = simulated(sink)
+
+
+def _starting(runner: Any) -> tuple[float, str | None] | None:
+    """(since, note) of a start() under way in this process, else None."""
+    since = getattr(runner, "starting_since", None)
+    if since is None:
+        return None
+    return since, start_note(runner.sink)
 
 
 async def offline_health(buffer: StatusReads, sinks: list[dict[str, Any]], why: str,

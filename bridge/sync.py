@@ -24,6 +24,12 @@ BACKFILL_CHUNK = 500
 LIVE_POLL = 1.0  # seconds: while backfill is paced, how often live messages are looked for
 MIN_SLICE = 30.0  # seconds: a drain running longer records its progress at least this often
 RECORD_AGAIN = (0.5, 5.0)  # seconds: first and longest wait between tries of unrecorded outcomes
+STOP_WAIT = 1.0  # seconds a called-off start() is given to wind down
+START_AGAIN = 5.0  # seconds: first wait after a failed start; doubles up to sync_interval
+
+
+class StartTimedOut(Exception):
+    """A sink's start() that did not finish within its bound (start_timeout)."""
 
 
 class SinkRunner:
@@ -53,6 +59,8 @@ class SinkRunner:
         self._live_batches = 0  # live batches delivered so far
         self._live_mark = 0  # ... when the last backfill step began
         self.started = False
+        self.starting_since: float | None = None  # wall time the current start() began
+        self._failed_starts = 0  # starts failed in a row: the next waits longer (backoff)
         self.min_slice = MIN_SLICE  # a drain running longer records its progress this often
         self._recorded_at = 0.0
         self.next_sync_at: float | None = None
@@ -85,9 +93,10 @@ class SinkRunner:
                 logger.exception("sync of sink %s failed; will try again", self.sink.name)
             self.metrics.sync_run(self.sink.name, "error" if error else "ok",
                                   time.monotonic() - started)
-            await self._record_sync(self.settings.sync_interval, error)
+            pause = self._pause()
+            await self._record_sync(pause, error)
             await self._sample_backlog()
-            await self._sleep(stop)
+            await self._sleep(stop, pause)
         if self._recorder is not None:  # its last try, at the stop: a bounded wait
             with suppress(Exception):
                 await asyncio.wait_for(self._recorder, RECORD_AGAIN[1])
@@ -104,13 +113,66 @@ class SinkRunner:
     async def step(self) -> dict[str, int]:
         """Start the sink if needed, backfill if pending, then drain what is due."""
         if not self.started:
-            if hasattr(self.sink, "use_buffer"):  # a sink that keeps state in the buffer
-                self.sink.use_buffer(self.buffer)
-            await self.sink.start()
-            self.started = True
+            await self._start()
+            if not self.started:  # stopped while starting
+                return {}
         if await self.buffer.needs_backfill(self.sink.name):
             await self.backfill(first_install=True)
         return await self.drain()
+
+    async def _start(self) -> None:
+        """The sink's start(), within start_timeout(sink): one that hangs (a CRM host that
+        takes the connection and never answers) is cut off and fails like one that raised,
+        so it is tried again (sooner at first: _pause) and the status says why."""
+        if hasattr(self.sink, "use_buffer"):  # a sink that keeps state in the buffer
+            self.sink.use_buffer(self.buffer)
+        limit = start_timeout(self.sink)
+        self.starting_since = time.time()
+        try:
+            async with asyncio.timeout(limit) as bound:
+                if not await self._started_unless_stopped():
+                    return  # stopped first: the start was called off, nothing to record
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            self._failed_starts += 1
+            note = start_note(self.sink)
+            raise StartTimedOut(f"start did not finish within {limit:g}s"
+                                + (f" ({note})" if note else "")) from None
+        except BaseException:
+            self._failed_starts += 1
+            raise
+        finally:
+            self.starting_since = None
+        self._failed_starts = 0
+        self.started = True
+
+    async def _started_unless_stopped(self) -> bool:
+        """Run start(); a stop meanwhile cancels it (a bridge told to stop while its CRM
+        does not answer stops at once, not after the grace period); False then."""
+        if self._stop is None:  # a runner driven directly (tests, tools)
+            await self.sink.start()
+            return True
+        start = asyncio.ensure_future(self.sink.start())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((start, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when start_timeout cancels this wait: the start is called off
+            for task in (start, stopped):
+                task.cancel()
+            await asyncio.wait((start, stopped), timeout=STOP_WAIT)
+        if start.cancelled() or not start.done():
+            return False
+        start.result()  # its exception, if it raised
+        return True
+
+    def _pause(self) -> float:
+        """Seconds until the next drain: the interval, or after a failed start a shorter
+        wait doubling up to it (chats flow soon after the CRM answers again)."""
+        interval = self.settings.sync_interval
+        if self.started or not self._failed_starts:
+            return interval
+        return min(interval, START_AGAIN * 2 ** (self._failed_starts - 1))
 
     async def backfill(self, days: float | None = None, first_install: bool = False) -> int:
         """Queue the last `days` (default backfill_days) of chats; safe to repeat. The first
@@ -152,12 +214,8 @@ class SinkRunner:
         """Deliver due batches, live ones first, backfill paced; return outcome counts."""
         totals: dict[str, int] = {}
         self._recorded_at = time.monotonic()
-        if self._retry_now:
-            self._retry_now = False
-            hurried = await self.buffer.retry_now(self.sink.name)
-            if hurried:
-                logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
         while not self._stopping():
+            await self._answer_request()
             if await self._drain_live(totals):
                 continue
             # one backfill batch at a time, but batches are formed at full size: a smaller
@@ -179,6 +237,37 @@ class SinkRunner:
             await self._backfill_step(claims, totals)
             self._rest_after_backfill(time.monotonic() - started)
         return totals
+
+    async def _answer_request(self) -> None:
+        """A person asked for a sync (wake): the sink's own waits end (hurry) and waiting
+        batches are due now. Looked at before every claim, so a request that comes during a
+        long drain applies to the chats claimed after it, not only at the next drain."""
+        if not self._retry_now:
+            return
+        self._retry_now = False
+        await self._hurry_sink()
+        hurried = await self.buffer.retry_now(self.sink.name)
+        if hurried:
+            logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
+
+    async def _hurry_sink(self) -> None:
+        """Tell the sink a person asked for a sync (its optional `hurry()`, plain or async,
+        given up to deliver_timeout): waits of its own that are not for safety (e.g. a
+        number's recheck delay) end now, and what it reads once (e.g. the reps) is read
+        again before the drain."""
+        hurry = getattr(self.sink, "hurry", None)
+        if hurry is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.deliver_timeout):
+                result = hurry()
+                if inspect.isawaitable(result):
+                    await result
+        except TimeoutError:
+            logger.warning("sink %s: hurry() took longer than deliver_timeout; the drain "
+                           "goes on", self.sink.name)
+        except Exception:  # the drain goes on with the sink's waits as they were
+            logger.exception("sink %s: hurry() failed", self.sink.name)
 
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""
@@ -424,15 +513,36 @@ class SinkRunner:
             return [Outcome.retry(f"{checked} (a bug in the sink plugin)")] * len(batch.messages)
         return checked
 
-    async def _sleep(self, stop: asyncio.Event) -> None:
+    async def _sleep(self, stop: asyncio.Event, pause: float | None = None) -> None:
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.settings.sync_interval,
+            await asyncio.wait(waiters, timeout=self.settings.sync_interval
+                               if pause is None else pause,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             self._wake.clear()
+
+
+def start_timeout(sink: Sink) -> float:
+    """Longest a sink's start() may take: its `start_timeout` (LeadSquared: bounded by its
+    own call timeouts), else its deliver_timeout."""
+    declared = getattr(sink, "start_timeout", None)
+    return float(declared) if declared else float(sink.settings.deliver_timeout)
+
+
+def start_note(sink: Sink) -> str | None:
+    """What a starting sink waits for, in its own words (its optional `start_note()`,
+    e.g. the CRM host and the call that keeps failing); None when it says nothing."""
+    note = getattr(sink, "start_note", None)
+    if note is None:
+        return None
+    try:
+        return note() or None
+    except Exception:  # the page's words, never a reason to fail
+        logger.exception("sink %s: start_note() failed", getattr(sink, "name", "?"))
+        return None
 
 
 def write_settle(sink: Sink) -> float:

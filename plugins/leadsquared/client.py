@@ -63,6 +63,12 @@ class LeadSquaredClient:
         # Bulk calls have a budget of their own (reference §3, §8 "Bulk posting")
         self._bulk_limiter = bulk_limiter or RateLimiter(1, 5.0)
         self._max_retries = max_retries
+        self._timeout = timeout
+        self.host = _api_root(base_url).removesuffix("/v2/")
+        # the last call that failed and is being retried (None once a call succeeds): what
+        # a start that has not finished waits for (LeadSquaredSink.start_note)
+        self.trouble: str | None = None
+        self._in_flight: dict[int, tuple[str, float]] = {}  # attempt -> (call, monotonic)
         self._backoff_base = backoff_base
         self.calls: collections.Counter[str] = collections.Counter()
         self.metrics = metrics if metrics is not None else Metrics(process=False)
@@ -94,11 +100,15 @@ class LeadSquaredClient:
         limiter = self._bulk_limiter if bulk else self._limiter
         for attempt in itertools.count(1):
             try:
-                return await self._send(name, method, path, params, body, write, multipart,
-                                        limiter)
+                answer = await self._send(name, method, path, params, body, write, multipart,
+                                          limiter)
+                self.trouble = None
+                return answer
             except LeadSquaredError as exc:
                 if exc.kind not in RETRYABLE:
                     raise
+                if exc.kind != "rate_limited":  # a full budget is no fault of the host
+                    self.trouble = f"{name} failed {attempt} time(s): {exc}"
                 delay = retry_delay(exc.kind, attempt, base=self._backoff_base)
                 if exc.kind == "rate_limited":  # everyone waits, not only this request
                     limiter.pause_until(time.monotonic() + delay)
@@ -129,7 +139,8 @@ class LeadSquaredClient:
                 finally:
                     parts["files"]["uploadFiles"][1].close()
             else:
-                response = await self._http.request(method, path, params=params, json=body)
+                response = await self._whole(name, write, self._http.request(
+                    method, path, params=params, json=body))
             answer = _classify(response, write)
         except (httpx.TransportError, LeadSquaredError) as exc:
             self.metrics.crm_call(self.sink, endpoint, call_outcome(exc),
@@ -139,6 +150,37 @@ class LeadSquaredClient:
             raise
         self.metrics.crm_call(self.sink, endpoint, "ok", time.perf_counter() - started, budget)
         return answer
+
+
+    async def _whole(self, name: str, write: bool, call: Any) -> httpx.Response:
+        """A call's answer; a read whose whole answer takes longer than the timeout (a host
+        trickling bytes, each within httpx's per-read timeout) is cut off as timed out and
+        retried. A write is left to httpx's timeouts and the core's deliver_timeout: cut
+        off sooner, it would have longer to land after we stopped waiting (write_settle)."""
+        key = id(call)
+        self._in_flight[key] = (name, time.monotonic())
+        try:
+            if write:
+                return await call
+            try:
+                async with asyncio.timeout(self._timeout) as bound:
+                    return await call
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                raise httpx.ReadTimeout(f"no whole answer within {self._timeout:g}s") from None
+        finally:
+            self._in_flight.pop(key, None)
+
+    def waiting(self) -> str | None:
+        """The oldest call unanswered for longer than the timeout, in words, or None."""
+        now = time.monotonic()
+        late = [(started, name) for name, started in self._in_flight.values()
+                if now - started > self._timeout]
+        if not late:
+            return None
+        started, name = min(late)
+        return f"{name} unanswered for {now - started:.0f} s"
 
 
 def call_outcome(exc: Exception) -> str:

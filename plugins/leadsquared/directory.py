@@ -98,6 +98,9 @@ class LeadDirectory:
         self.refresh_every = refresh_every
         self.full_every = full_every
         self.page = page
+        # when a person last asked for a sync (sync now): a refresh older than that is due
+        self.asked_at: Callable[[], float] = lambda: 0.0
+        self._asked_done = 0.0  # the ask the last refresh answered
         self.clock = clock  # UTC now: the end of each window read
         self.enabled = False
         self._lock = asyncio.Lock()
@@ -122,12 +125,17 @@ class LeadDirectory:
 
     async def refresh_if_due(self, now: float | None = None) -> None:
         """Refresh when refresh_every has passed since the last refresh, or since the
-        last one that failed (a refused read is not asked again for every chat)."""
+        last one that failed (a refused read is not asked again for every chat), or when a
+        person asked for a sync since (a lead created meanwhile is found at once)."""
         state = await self.rows.state()
         now = time.time() if now is None else now
-        if self._failed_at is not None and now - self._failed_at < self.refresh_every:
+        asked = self.asked_at() > self._asked_done  # one refresh per ask, not per chat
+        if asked:
+            self._asked_done = self.asked_at()
+        if self._failed_at is not None and now - self._failed_at < self.refresh_every \
+                and not asked:
             return
-        if state is None or state["refreshed_at"] is None \
+        if asked or state is None or state["refreshed_at"] is None \
                 or now - state["refreshed_at"] >= self.refresh_every:
             full = self._refreshes % self.full_every == self.full_every - 1
             await self._failing(self.refresh(full=full))

@@ -15,9 +15,11 @@ documents no owner (post.py sends owned activities through the bulk calls).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ Line = tuple[bool, str]  # (fine, what was found)
 # A custom activity field's length: MaxFieldLength 200 seen (reference §2, GetActivityDetails)
 FIELD_LENGTH = 200
 PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
+REREAD = 600.0  # seconds: how often the account's users are read again while running
 NATIONAL = "nsn:"  # a user's number kept without its country code (as directory.number_keys)
 
 
@@ -121,6 +124,11 @@ class Owners:
         # owners: auto, and a read of the users failed for a passing reason (a gateway
         # page, a rate limit): the map is incomplete, so the sink does not start on it
         self.unread: LeadSquaredError | None = None
+        self.users_read = False  # the account's users were listed (else emails unchecked)
+        self.notes: list[str] = []  # what the last read could not map, in words
+        self.read_at: float | None = None  # monotonic: when the users were last read
+        self._reading = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None  # a background read (refresh_if_due)
 
     @property
     def enabled(self) -> bool:
@@ -130,6 +138,13 @@ class Owners:
         """Read the users; build the map (auto: from their phone numbers). What it found,
         as (ok, text) lines: what it matched, and what it could not (for `bridge
         leadsquared check`, and the log)."""
+        lines = await self.read()
+        for ok, line in lines:
+            logger.log(logging.INFO if ok else logging.WARNING, "owners: %s", line)
+        return lines
+
+    async def read(self) -> list[Line]:
+        """Read the users and build the map (start() without the log)."""
         if not self.enabled:
             return []
         lines: list[Line] = []
@@ -138,9 +153,63 @@ class Owners:
             lines += await self._auto(users)
         else:
             lines += self._configured(users)
-        for ok, line in lines:
-            logger.log(logging.INFO if ok else logging.WARNING, "owners: %s", line)
+        self.read_at = time.monotonic()
+        self.notes = [line for ok, line in lines if not ok]
         return lines
+
+    async def refresh_if_due(self) -> None:
+        """Read the users again in the background every REREAD seconds (never inside a
+        delivery: owners: auto reads each user, which may take longer than one)."""
+        if not self.enabled or self.read_at is None \
+                or time.monotonic() - self.read_at < REREAD \
+                or (self._task is not None and not self._task.done()):
+            return
+        self.read_at = time.monotonic()  # a failing read is not tried again at once
+        self._task = asyncio.create_task(self.refresh(), name="leadsquared-owners")
+
+    async def refresh(self) -> None:
+        """Read the users again and take the new map (also when a person asks for a sync):
+        a rep deactivated, their email changed or a number moved to another rep while the
+        bridge runs owns the next chats as the account now says (a number whose user is
+        gone follows owner_fallback; the log and the status say why). A read that fails
+        keeps the map as it was."""
+        if not self.enabled:
+            return
+        async with self._reading:
+            self.read_at = time.monotonic()
+            fresh = Owners(self.client, self.settings)
+            try:
+                lines = await fresh.read()
+            except Exception as exc:  # the old map stays; never a reason to hold a chat
+                logger.warning("owners: reading the account's users again failed (%s): the "
+                               "map read before stays", exc)
+                return
+            if fresh.unread is not None or not fresh.users_read:
+                logger.warning("owners: the account's users could not be read again: the "
+                               "map read before stays")
+                return
+            self._adopt(fresh, lines)
+
+    async def close(self) -> None:
+        """Stop a background read."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+    def _adopt(self, fresh: Owners, lines: list[Line]) -> None:
+        """Take a new read's map, logging each number whose owner changed and why."""
+        why = {line.split(" ", 1)[0]: line for ok, line in lines if not ok}
+        for number in sorted(set(self.mapping) | set(fresh.mapping)):
+            was, now = self.mapping.get(number), fresh.mapping.get(number)
+            if was != now:
+                logger.warning("owners: %s now %s (was %s)%s", shown_phone(number),
+                               f"owned by {now}" if now else "follows owner_fallback "
+                               f"{self.settings.owner_fallback}", was or "unmapped",
+                               f": {why[number]}" if number in why else "")
+        self.mapping, self.names, self.emails = fresh.mapping, fresh.names, fresh.emails
+        self.inactive, self.notes, self.refused = fresh.inactive, fresh.notes, fresh.refused
+        self._lead_owner.clear()  # owners of leads may be inactive now too
 
     async def _users(self, lines: list[Line]) -> list[dict]:
         try:
@@ -152,6 +221,7 @@ class Owners:
                                     if self.settings.owners == "auto"
                                     else "mapped emails are used unchecked")))
             return []
+        self.users_read = True
         for user in users:
             email = user.get("EmailAddress")
             if isinstance(email, str) and "@" in email:
@@ -246,6 +316,7 @@ class Owners:
 
     async def reps(self, messages: Iterable[Message], lead: str) -> dict[Any, Rep]:
         """Each message's rep, by message id."""
+        await self.refresh_if_due()
         found: dict[tuple, Rep] = {}
         out: dict[Any, Rep] = {}
         for message in messages:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +51,12 @@ class Resolver:
     """Finds (or creates) the lead of a batch's person."""
 
     def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig, rows: Any,
-                 directory: LeadDirectory | None) -> None:
+                 directory: LeadDirectory | None,
+                 asked_at: Callable[[], float] = lambda: 0.0) -> None:
         self.client = client
+        # when a person last asked for a sync (sync now): a number found unknown before
+        # then is searched again, whatever unknown_recheck says
+        self.asked_at = asked_at
         self.settings = settings
         self.rows = rows  # the buffer's directory rows of this sink (None without a buffer)
         self.directory = directory
@@ -124,7 +129,8 @@ class Resolver:
         if self.rows is None or self.settings.create_leads:
             return False
         checked = await self.rows.unknown_checked_at(phone)
-        return checked is not None and time.time() - checked < self.settings.unknown_recheck
+        return checked is not None and checked >= self.asked_at() \
+            and time.time() - checked < self.settings.unknown_recheck
 
     def _lock(self, person: str) -> asyncio.Lock:
         lock = self._creating.get(person)

@@ -9,6 +9,7 @@ sink an `Endpoint` that runs it (plugins/leadsquared/__init__.py).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from bridge import Batch, Metrics, Outcome, SharedBuffer
@@ -30,6 +31,11 @@ from plugins.leadsquared.resolve import Resolver
 from plugins.leadsquared.targets import Planner
 
 logger = logging.getLogger(__name__)
+# start_timeout: a safety net only. Each call of a start ends within its timeout and
+# retries, so a start ends by itself; but how many calls it makes grows with the account
+# (owners: auto reads each user, the lead directory pages through every lead, all within
+# the rate budget), so the net is wide: a cut-off start would begin all over again
+START_BOUND = 3600.0
 
 
 class LeadSquaredSink:
@@ -57,6 +63,7 @@ class LeadSquaredSink:
         self._rows: Any = None  # the buffer's directory rows for this sink (use_buffer)
         self._record_landed: Any = None  # the buffer's record_landed (use_buffer)
         self._record_attempt: Any = None  # the buffer's record_attempt (use_buffer)
+        self._asked_at = 0.0  # when a person last asked for a sync (hurry)
         self._client = client_factory(config, self.limiter, self.bulk_limiter, metrics,
                                       self.name)
 
@@ -65,6 +72,22 @@ class LeadSquaredSink:
         """Seconds a write cut off in flight may still take to commit (the core waits this
         long before the retry that looks for its key): as for a call that timed out."""
         return WRITE_SETTLE * self.settings.timeout
+
+    @property
+    def start_timeout(self) -> float:
+        """Longest start() may take before the core cuts it off and tries again (an hour,
+        at least deliver_timeout): each of its calls is bounded by `timeout` already, and
+        start_note() names the host while they fail."""
+        return max(self.settings.deliver_timeout, START_BOUND)
+
+    def start_note(self) -> str | None:
+        """While start() runs: the host and the call that keeps failing or is unanswered
+        past the timeout (the status page's reason), else None."""
+        client = self.client
+        if client is None:
+            return None
+        trouble = client.waiting() or client.trouble
+        return f"LeadSquared at {client.host}: {trouble}" if trouble else None
 
     @property
     def backfill_concurrency(self) -> int:
@@ -87,16 +110,27 @@ class LeadSquaredSink:
 
     async def start(self) -> None:
         """Find the host, the account's activity type (created if missing) and owner, fill
-        the lead directory; set up the delivery steps. Once per run."""
+        the lead directory; set up the delivery steps. Once per run. A failure names the
+        host (the status page shows it as the reason)."""
         await self.close()  # a failed earlier start may have left a client or endpoint
         base = await base_url(self.settings, self.endpoint, self._client)
         self.client = self._client(base)
+        try:
+            await self._start(base)
+        except LeadSquaredError as exc:
+            raise LeadSquaredError(exc.kind, f"LeadSquared at {self.client.host}: "
+                                   f"{exc.message}", exception_type=exc.exception_type,
+                                   status=exc.status) from exc
+
+    async def _start(self, base: str) -> None:
+        assert self.client is not None
         self.account = account = await open_account(self.client, self.settings, base)
         if self._rows is not None and self.settings.lead_directory != "off":
             self.directory = LeadDirectory(self.client, self._rows,
                                            mode=self.settings.lead_directory,
                                            limit=self.settings.lead_directory_max,
                                            refresh_every=self.settings.lead_directory_refresh)
+            self.directory.asked_at = lambda: self._asked_at
             await self.directory.start()
         keys = KeyCheck(self.client, account.event)
         self.owners = Owners(self.client, self.settings)
@@ -105,7 +139,8 @@ class LeadSquaredSink:
             raise LeadSquaredError(unread.kind, "owners: auto could not read the account's "
                                    f"users ({unread.message}); the sink starts again later "
                                    "rather than file their chats under owner_fallback")
-        people = Resolver(self.client, self.settings, self._rows, self.directory)
+        people = Resolver(self.client, self.settings, self._rows, self.directory,
+                          asked_at=lambda: self._asked_at)
         opportunity_bulk = OpportunityBulk(lambda: self.client) if self.bulk else None
         self.steps = Steps(
             self.settings, people,
@@ -116,6 +151,16 @@ class LeadSquaredSink:
             Attacher(self.client, account.files_base, account.allow_attachments,
                      self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)
+
+    async def hurry(self) -> None:
+        """A person asked for a sync (sync now, a requeue, a backfill): the reps (owners)
+        are read again now, before the drain; a number that matched no lead is searched
+        again, not after unknown_recheck, and the lead directory is refreshed first (the
+        lead may just have been created). Rate-limit waits and a write's settle wait
+        stay."""
+        self._asked_at = time.time()
+        if self.owners is not None:
+            await self.owners.refresh()
 
     async def _landed(self, key: str, attachment: str) -> None:
         """An attach landed: in the buffer's ledger now (when the core gave a buffer)."""
@@ -137,6 +182,8 @@ class LeadSquaredSink:
             return await deliver_batch(self.steps, batch)
 
     async def close(self) -> None:
+        if self.owners is not None:
+            await self.owners.close()
         if self.bulk is not None:
             await self.bulk.close()
         if self.steps is not None and self.steps.poster.opportunity_bulk is not None:
@@ -195,5 +242,7 @@ class LeadSquaredSink:
         mode = "auto, " if self.settings.owners == "auto" else ""
         refused = "".join(f"; {shown_phone(number)} → {why}: follows owner_fallback"
                           for number, why in owners.refused.items())
+        notes = "".join(f"; {note}" for note in owners.notes  # the rest the read could not map
+                        if note.split(" ", 1)[0] not in owners.refused)
         return (f"{mode}{mapped or 'no number mapped'}{refused}; other numbers: "
-                f"{self.settings.owner_fallback}")
+                f"{self.settings.owner_fallback}{notes}")

@@ -212,3 +212,18 @@ async def test_an_attachment_waiting_for_its_file_is_overdue_after_a_while(buffe
     assert count == 1 and rows[0]["target"] == "the photo's attachment"
     assert rows[0]["message_ids"] == [sent.id] and rows[0]["conversation"] == "+919876543210"
     assert (await buffer.sinks())[0]["dead_targets"] == 0  # waiting, not a dead letter
+
+
+def test_a_start_under_way_says_what_it_waits_for_and_is_failing_when_calls_fail():
+    """While a sink's start() runs (a restart too, whose last sync is old news), the
+    verdict is about the start: failing with the sink's own words when its calls keep
+    failing (the host named), behind once it has taken a minute, else starting. It used
+    to read 'starting: the first sync is under way' (healthy) for the minutes a start
+    spent retrying a host that never answered, or 'synced 10 s ago' after a restart."""
+    note = "LeadSquared at https://api.example: user_by_access_key failed 3 time(s)"
+    assert judge(sink(), starting=(NOW - 20, note)) == (
+        "failing", f"starting for 20 s: {note}")
+    assert judge(sink(), starting=(NOW - 80, None)) == (
+        "behind", "starting: the sink's start has been under way for 80 s")
+    assert judge(sink(last_sync_at=None), starting=(NOW - 5, None)) == (
+        "healthy", "starting: the first sync is under way")

@@ -421,3 +421,87 @@ async def test_a_delivery_resumed_past_its_deliver_timeout_posts_nothing(buffer)
     time.sleep(1.5)  # paused past deliver_timeout; the reply came during the pause
     await delivery
     assert sink.posted == []
+
+
+class HangsAtFirst(RecordingSink):
+    """A sink whose first start() never returns (a CRM host that takes the connection and
+    never answers); later starts succeed. start_note() says what it waits for."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.starts == 1:
+            await asyncio.Event().wait()  # forever
+        await super().start()
+
+    def start_note(self) -> str | None:
+        return "crm.example: login unanswered" if self.starts == 1 else None
+
+
+async def test_a_start_that_hangs_is_cut_off_recorded_and_retried_before_the_interval(buffer):
+    """start() is bounded (the sink's start_timeout, else its deliver_timeout): a hung one
+    fails like one that raised, its reason is recorded, and it is tried again after a short
+    backoff, not an hour's sync_interval. It used to hang forever: 'starting', then behind,
+    never retried, and no chat reached the CRM until a restart."""
+    sink = HangsAtFirst(sync_interval=3600, deliver_timeout=1, lease=5)
+    async with running(buffer, [sink]) as (runner,):
+        await buffer.append([message(1)])
+        await wait_until(lambda: runner.starting_since is not None)
+        await wait_until(lambda: sink.starts == 2, timeout=15)
+        await wait_until(lambda: sink.delivered == ["m1"], timeout=5)
+    (state,) = await buffer.sinks()
+    assert state["last_error"] == ("StartTimedOut: start did not finish within 1s "
+                                   "(crm.example: login unanswered)")
+
+
+async def test_a_stop_during_a_hung_start_ends_the_loop_at_once(buffer):
+    """Told to stop (SIGTERM) while its start() waits on a CRM that never answers, the loop
+    calls the start off and ends; it used to wait for the start, so `bridge run` sat out
+    its stop grace and then cancelled the task."""
+    sink = HangsAtFirst(deliver_timeout=600, lease=700)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: runner.starting_since is not None)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert not runner.started and runner.starting_since is None
+    (state,) = await buffer.sinks()
+    assert state["last_error"] is None  # a called-off start is not a failure
+
+
+class Hurried(RecordingSink):
+    """Records, in order, each batch delivered and each hurry() (a person's sync-now)."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.events: list[str] = []
+
+    async def hurry(self) -> None:
+        self.events.append("hurry")
+
+    async def deliver(self, batch):
+        outcomes = await super().deliver(batch)
+        self.events.extend(m.provider_id for m in batch.messages)
+        return outcomes
+
+
+async def test_a_sync_now_during_a_drain_applies_to_the_chats_claimed_after_it(buffer):
+    """A sync-now that comes while a drain is delivering is answered before its next claim:
+    the sink's hurry() (LeadSquared: the reps read again, unknown numbers searched again)
+    comes before the chat that arrived with it. It used to wait for the end of the drain,
+    so that chat went out under the old reps (a deactivated rep still owned it)."""
+    sink = Hurried(sync_interval=3600, delay=1.0, deliver_timeout=10, lease=20)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.next_sync_at is not None)
+        await buffer.append([message(1)])
+        runner.wake()
+        await wait_until(lambda: sink.events == ["hurry"])  # m1 is being delivered now
+        await buffer.append([message(2, "+14155550100")])
+        runner.wake()
+        await wait_until(lambda: len(sink.events) == 4, timeout=10)
+    assert sink.events == ["hurry", "m1", "hurry", "m2"]

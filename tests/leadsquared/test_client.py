@@ -390,3 +390,40 @@ async def test_opportunity_activities_walks_every_page(sim, client):
     assert len(rows) == 5
     assert client.calls["opportunity_activities"] == 3
     assert len(sim.activities(opportunity_id=opportunity)) == 5
+
+
+async def test_a_read_whose_answer_trickles_in_past_the_timeout_is_cut_off_and_noted():
+    """A host that answers headers, then a byte every 0.3 s (each read well inside httpx's
+    per-read timeout) held a read for as long as it trickled: a sink start on such a host
+    never ended. The whole answer now has `timeout`; the call fails as a transient timeout
+    and the client notes the trouble (what a starting sink shows on the status page)."""
+    from aiohttp import web
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(200):  # a minute
+            await response.write(b" ")
+            await asyncio.sleep(0.3)
+        await response.write(b"{}")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v2/Authentication.svc/UserByAccessKey.Get", trickle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    client = LeadSquaredClient(f"http://127.0.0.1:{port}", ACCESS, SECRET, timeout=1.0,
+                               max_retries=1, backoff_base=0.01)
+    try:
+        with pytest.raises(LeadSquaredError) as caught:
+            await asyncio.wait_for(client.users.by_access_key(), 15)
+        assert caught.value.kind == "transient"
+        assert "no whole answer within 1s" in str(caught.value)
+        assert client.trouble.startswith("user_by_access_key failed 2 time(s)")
+        assert client.host == f"http://127.0.0.1:{port}"
+    finally:
+        await client.close()
+        await runner.cleanup()

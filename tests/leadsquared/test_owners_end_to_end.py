@@ -235,3 +235,72 @@ def test_a_number_mapped_to_a_missing_or_inactive_user_is_named_in_the_status(
     said = sink["details"]["owners"]
     assert "+919800000001 → ghost@example.com is no user of this account" in said
     assert "220000000000002 → OLD@example.com is inactive" in said
+
+
+# drained only when asked (sync-now reads the users again); a budget and a delivery time
+# that the start's and the asked refreshes' calls never run out
+CALM = {"rate_limit": "100/1s", "lease": "20s", "deliver_timeout": "15s"}
+
+
+def _synced_now(bridge) -> None:
+    """sync-now, then wait until that drain has ended (its sync recorded): a chat posted
+    after is not taken by it, but by the next sync-now's."""
+    before = bridge.status()["sinks"][0]["last_sync_at"]
+    bridge.sync_now()
+    eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"] != before)
+
+
+def _owners_line(bridge) -> str:
+    (sink,) = bridge.status()["sinks"]
+    return sink["details"]["owners"]
+
+
+def test_a_rep_deactivated_mid_run_stops_owning_new_chats_and_status_says_why(
+        start, simulator, team):  # noqa: F811
+    """adv42: the reps were read once per start, so a rep deactivated (or whose email
+    changed) while the bridge ran kept owning every new chat of their number until a
+    restart, and the status still mapped the number to them. Now a person's sync-now (or
+    REREAD seconds) reads the users again: the number follows owner_fallback, the status
+    says why, and every chat lands once."""
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210", OwnerId=team["kiran"])
+    ravi = simulator.add_lead(FirstName="Ravi", Mobile="919123456780", OwnerId=team["kiran"])
+    bridge = start(owners=OWNERS, owner_fallback="lead_owner", sync_interval="1h",
+                   **CALM)
+    eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"])  # started: chats live
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.d1", "price please?"))
+    _synced_now(bridge)
+    assert only(simulator, asha)["Owner"] == "priya@example.com"
+
+    simulator.admin("POST", "users/change", json={"id": team["priya"], "active": False})
+    post(bridge, change(PRIYA_NUMBER, "919123456780", "Ravi", "wamid.d2", "still there?"))
+    bridge.sync_now()
+    assert only(simulator, ravi)["Owner"] == "kiran@example.com"  # the lead's owner
+    line = _owners_line(bridge)
+    assert line.count("+919800000001") == 1  # no longer mapped to her, only set aside:
+    assert "+919800000001 → priya@example.com is inactive: follows owner_fallback" in line
+    assert len(simulator.activities(asha)) == 1
+
+
+def test_a_number_moved_to_another_rep_mid_run_is_owned_by_the_new_rep(
+        start, simulator, team):  # noqa: F811
+    """owners: auto, the number moved from Nisha to Arjun in LeadSquared while the bridge
+    ran (and Nisha's email changed): the next chat is Arjun's, the status maps it so."""
+    nisha = simulator.add_user("Nisha", "nisha@example.com", phones="+91-9800000003")
+    meera = simulator.add_lead(FirstName="Meera", Mobile="919988776655")
+    ravi = simulator.add_lead(FirstName="Ravi", Mobile="919123456780")
+    bridge = start(owners="auto", owner_fallback="api_user", sync_interval="1h",
+                   **CALM)
+    eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"])  # started: chats live
+    post(bridge, change(SPARE_NUMBER, "919988776655", "Meera", "wamid.v1", "hi Nisha"))
+    _synced_now(bridge)
+    assert only(simulator, meera)["Owner"] == "nisha@example.com"
+
+    simulator.admin("POST", "users/change", json={"id": nisha, "phones": "",
+                                                  "email": "nisha.iyer@example.com"})
+    simulator.admin("POST", "users/change", json={"id": team["arjun"],
+                                                  "phones": "+91-9800000003"})
+    post(bridge, change(SPARE_NUMBER, "919123456780", "Ravi", "wamid.v2", "hello?"))
+    bridge.sync_now()
+    assert only(simulator, ravi)["Owner"] == "arjun@example.com"
+    assert "+919800000003 → arjun@example.com" in _owners_line(bridge)
+    assert len(simulator.activities(meera)) == 1

@@ -841,6 +841,21 @@ async def admin_add_user(request: web.Request) -> web.Response:
     return web.json_response({"UserId": user_id})
 
 
+async def admin_change_user(request: web.Request) -> web.Response:
+    """An admin's edit of a user while the bridge runs: {"id", and any of "email", "phones",
+    "mobile", "active"} (a rep deactivated, their email changed, a number moved)."""
+    body = await admin_json(request)
+    user = store_of(request).users.by_id.get(str(body.get("id", "")))
+    if user is None:
+        raise ValueError(f"no user with id {body.get('id')!r}")
+    for key in ("email", "phones", "mobile"):
+        if key in body:
+            setattr(user, key, str(body[key]))
+    if "active" in body:
+        user.active = bool(body["active"])
+    return web.json_response(user.listed())
+
+
 async def admin_users(request: web.Request) -> web.Response:
     return web.json_response(store_of(request).users.listing())
 
@@ -889,6 +904,7 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "opportunities", admin_add_opportunity),
     ("POST", "users", admin_add_user),
     ("GET", "users", admin_users),
+    ("POST", "users/change", admin_change_user),
     ("POST", "refuse", admin_refuse),
     ("POST", "config", admin_config),
     ("GET", "stats", admin_stats),
