@@ -223,7 +223,11 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
     # still takes a few seconds: long enough for each kill to land in it (checked below).
     # Single posts: bulk calls post a whole drain in a call or two, leaving no "mid-drain"
     # for the kills to land in (the bulk path's unknown outcomes: test_late_commit.py).
-    write_config(bridge.config, simulator, bridge.port, buffer, rate_limit="20/1s", bulk=False)
+    # Each kill's batches wait until a write they had in flight can no longer land:
+    # the lease's start + deliver_timeout + 3 x timeout (7.5 s here, 10 s at FAST_SETTLE),
+    # as does each lost answer's look-up (4.5 s after its send): calls answer in ~0.1 s
+    write_config(bridge.config, simulator, bridge.port, buffer, rate_limit="20/1s", bulk=False,
+                 lease="4s", deliver_timeout="3s", timeout="1.5s")
     bridge.start()
     now = int(time.time())
     texts = [f"msg-{n:04d}" for n in range(120)]
