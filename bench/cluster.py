@@ -247,11 +247,15 @@ def drain(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> dict[
 def faults(pg: PrivatePostgres, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     sim = SimulatorProcess()
     url = pg.url + "?schema=faults"
+    # a killed bridge's batches are retried once a write it had in flight can no longer
+    # land: the lease's start + deliver_timeout + 3 x the call timeout (bridge.sync.
+    # settle_after_lease); at the sink's default timeout (30 s) that is ~95 s after a kill
+    timeout = {} if args.timeout is None else {"timeout": args.timeout}
     cluster = Cluster(url, sim, workdir, {"rate_limit": "20/1s", "bulk": False,
                                           "opportunities": False, "sync_interval": "1s",
                                           "lease": "6s", "deliver_timeout": "5s",
                                           "max_attempts": 10_000, "retry_base": 0.2,
-                                          "retry_cap": 1})
+                                          "retry_cap": 1, **timeout})
     rng = random.Random(7)
     try:
         numbers = seed(sim, 12)
@@ -329,10 +333,14 @@ def main() -> None:
     parser.add_argument("--pg-down", type=float, default=10)
     parser.add_argument("--after", type=float, default=5,
                         help="seconds webhooks keep coming after PostgreSQL returned")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="the sink's call timeout in the fault run, seconds (default: "
+                             "the sink's own, 30 s)")
     args = parser.parse_args()
     if args.smoke:  # one SIGKILL or two, PostgreSQL down long enough for several 503s
         args.rate, args.messages, args.conversations = "10/1s", 40, 5
         args.fault_seconds, args.kill_every, args.pg_down, args.after = 2, 1.5, 2, 1
+        args.timeout = 2.0  # a killed bridge's batches wait ~11 s, not ~95 s
     if not (PG_BIN / "initdb").exists():
         print(f"summary: skipped, no PostgreSQL 15 server binaries in {PG_BIN}")
         return

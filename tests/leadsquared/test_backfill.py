@@ -174,7 +174,7 @@ def test_sigkill_inside_bulk_calls_then_restart_leaves_each_message_once(tmp_pat
         # a part per message: six activities per lead, and per opportunity, so each
         # opportunity's go out in a ByOpportunityId call
         write_config(config, simulator, port, granularity="message", rate_limit="50/1s",
-                     bulk_rate_limit="10/1s")
+                     bulk_rate_limit="10/1s", timeout="3s")  # over the 2 s write_hold
         for endpoint in ("ByLeadId", "ByOpportunityId"):
             bridge.start()
             # (after the first kill, its batches wait out the held write first: ~13 s)

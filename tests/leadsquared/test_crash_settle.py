@@ -29,10 +29,12 @@ from tests.whatsapp import payloads as p
 
 SINGLE = "ProspectActivity.svc/Create"
 BULK = "Bulk/CustomActivity/Add/ByLeadId"
-HOLD = 8.0  # seconds the account holds the first post before it commits
-# the write may land until 3 x timeout (12 s) after its send, so a hold of 8 s is within
-# what the sink allows; lease and deliver_timeout short, so the wait stays short too
-SETTINGS = {"timeout": "4s", "deliver_timeout": "5s", "lease": "6s", "sync_interval": "1s",
+HOLD = 7.0  # seconds the account holds the first post before it commits
+# the write may land until 3 x timeout (9 s) after its send, so a hold of 7 s is within
+# what the sink allows, and 3 s past the lease (4 s): a retry that did not wait (a restart
+# at once, or another process once the lease expired) would look before it lands. The
+# retry waits until the lease's start + deliver_timeout + 9 s: 12 s (was 17 s at 5 s/4 s)
+SETTINGS = {"timeout": "3s", "deliver_timeout": "3s", "lease": "4s", "sync_interval": "1s",
             "opportunities": False, "max_attempts": 20}
 
 

@@ -28,11 +28,19 @@ ASHA = "919876543210"  # as WhatsApp sends it: digits only
 # its lease's start + 5 s + deliver_timeout + 3 x the call timeout, or its lease's end +
 # 3 x timeout if sooner (bridge.sync.settle_after_lease); on a shared PostgreSQL buffer
 # its leases are taken over once they expire, at the soonest. The defaults (lease 300 s,
-# deliver_timeout 120 s, timeout 30 s) would make each kill test wait minutes: here 13 s.
+# deliver_timeout 120 s, timeout 30 s) would make each kill test wait minutes: here 10 s.
 # A call timeout under deliver_timeout: a try cut off by deliver_timeout waits 3 x timeout
-# for a write it had in flight to settle before it is looked for and retried (adv36).
-FAST_SETTLE = {"lease": "5s", "deliver_timeout": "4s", "timeout": "3s"}
+# for a write it had in flight to settle before it is looked for and retried (adv36). A
+# write whose answer was lost is looked for 3 x timeout after its send, too. 2 s is well
+# over what the simulator's answers take on a loaded machine (milliseconds; tests that
+# hold a write for 2 s or more set a longer timeout of their own).
+FAST_SETTLE = {"lease": "5s", "deliver_timeout": "4s", "timeout": "2s"}
 SLOW_DELIVERY = {"lease": "10s", "deliver_timeout": "8s"}  # a delivery that waits seconds
+# The sink's default budget (10 calls per 5 s) is spent by a start-up's reads and a first
+# chat's few calls (owners, opportunities): the next call waited ~5 s for the window, past
+# deliver_timeout (4 s), so the delivery was cut off and retried 3 x timeout later (~10 s
+# a test). Tests of the budget itself set their own.
+BUDGET = {"rate_limit": "100/1s"}
 
 
 @pytest.fixture
@@ -47,7 +55,7 @@ def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = N
     (default: bridge.db beside the config)."""
     settings = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
                 "sync_interval": "1s", "retry_base": 0.2, "retry_cap": 1,
-                **FAST_SETTLE, **leadsquared}
+                **BUDGET, **FAST_SETTLE, **leadsquared}
     config = {"server": {"port": port},
               "buffer": buffer or {"path": str(path.parent / "bridge.db")},
               "plugins": {"whatsapp": {"verify_token": TOKEN, "app_secret": SECRET},
@@ -215,7 +223,11 @@ def test_sigkill_mid_drain_with_dropped_answers_leaves_every_message_once(bridge
     # still takes a few seconds: long enough for each kill to land in it (checked below).
     # Single posts: bulk calls post a whole drain in a call or two, leaving no "mid-drain"
     # for the kills to land in (the bulk path's unknown outcomes: test_late_commit.py).
-    write_config(bridge.config, simulator, bridge.port, buffer, rate_limit="20/1s", bulk=False)
+    # Each kill's batches wait until a write they had in flight can no longer land:
+    # the lease's start + deliver_timeout + 3 x timeout (7.5 s here, 10 s at FAST_SETTLE),
+    # as does each lost answer's look-up (4.5 s after its send): calls answer in ~0.1 s
+    write_config(bridge.config, simulator, bridge.port, buffer, rate_limit="20/1s", bulk=False,
+                 lease="4s", deliver_timeout="3s", timeout="1.5s")
     bridge.start()
     now = int(time.time())
     texts = [f"msg-{n:04d}" for n in range(120)]
