@@ -262,12 +262,29 @@ class SinkRunner:
             async with asyncio.timeout(self.settings.deliver_timeout):
                 result = hurry()
                 if inspect.isawaitable(result):
-                    await result
+                    await self._unless_stopped(result)
         except TimeoutError:
             logger.warning("sink %s: hurry() took longer than deliver_timeout; the drain "
                            "goes on", self.sink.name)
         except Exception:  # the drain goes on with the sink's waits as they were
             logger.exception("sink %s: hurry() failed", self.sink.name)
+
+    async def _unless_stopped(self, work: Any) -> None:
+        """Await `work` unless the loop is told to stop first: then it is called off (a
+        hurry() waiting on a CRM that does not answer never holds a stop back)."""
+        if self._stop is None:  # a runner driven directly (tests, tools)
+            await work
+            return
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when deliver_timeout cancels this wait
+            for waiter in (task, stopped):
+                waiter.cancel()
+            await asyncio.wait((task, stopped), timeout=STOP_WAIT)
+        if task.done() and not task.cancelled():
+            task.result()  # its exception, if it raised
 
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""

@@ -505,3 +505,31 @@ async def test_a_sync_now_during_a_drain_applies_to_the_chats_claimed_after_it(b
         runner.wake()
         await wait_until(lambda: len(sink.events) == 4, timeout=10)
     assert sink.events == ["hurry", "m1", "hurry", "m2"]
+
+
+class HurryHangs(RecordingSink):
+    """A third-party sink whose hurry() waits on something that never answers."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.hurrying = False
+
+    async def hurry(self) -> None:
+        self.hurrying = True
+        await asyncio.Event().wait()  # forever
+
+
+async def test_a_stop_during_a_hanging_hurry_ends_the_loop_at_once(buffer):
+    """Told to stop while a sync-now's hurry() waits (LeadSquared: the reps read again on a
+    host that does not answer), the loop calls it off and ends; it used to sit out the
+    hurry's deliver_timeout bound (here 600 s), so `bridge run` waited its stop grace."""
+    sink = HurryHangs(deliver_timeout=600, lease=700, sync_interval=3600)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: runner.next_sync_at is not None)
+    runner.wake()
+    await wait_until(lambda: sink.hurrying)
+    stop.set()
+    await asyncio.wait_for(task, 5)
