@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from contextlib import suppress
 from dataclasses import replace
 
 import pytest
@@ -550,3 +551,39 @@ async def test_a_flood_of_sync_requests_shares_a_few_hurries(buffer):
         await wait_until(lambda: not runner._retry_now and sink.events, timeout=10)
         await asyncio.sleep(0.2)  # a third hurry, were there one, would start now
     assert sink.events == ["hurry", "hurry"]
+
+
+class HurryDeaf(RecordingSink):
+    """A third-party sink whose hurry() swallows its cancellation and waits on."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.hurries = 0
+        self.released = asyncio.Event()  # the test's end: it stops waiting then
+
+    async def hurry(self) -> None:
+        self.hurries += 1
+        while not self.released.is_set():
+            with suppress(asyncio.CancelledError):  # deaf: waits on
+                await self.released.wait()
+
+
+async def test_a_hurry_that_ignores_its_cutoff_does_not_hold_the_drain(buffer):
+    """A hurry() that swallows the cancellation deliver_timeout sends it used to hold the
+    drain for good (it ran inside the drain's own task): no chat reached the sink again.
+    The drain now gives it STOP_WAIT after the cut-off and goes on."""
+    sink = HurryDeaf(sync_interval=3600, deliver_timeout=1, lease=5)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await wait_until(lambda: runner.next_sync_at is not None)
+        await buffer.append([message(1)])
+        runner.wake()
+        await wait_until(lambda: sink.delivered == ["m1"], timeout=15)
+        assert sink.hurries == 1
+    finally:
+        stop.set()
+        sink.released.set()
+        await asyncio.wait_for(task, 5)
