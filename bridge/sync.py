@@ -177,7 +177,8 @@ class SinkRunner:
         interval = self.settings.sync_interval
         if self.started or not self._failed_starts:
             return interval
-        return min(interval, START_AGAIN * 2 ** (self._failed_starts - 1))
+        # the exponent capped: 2 ** 1024 overflows a float (a start failing for days)
+        return min(interval, START_AGAIN * 2.0 ** min(self._failed_starts - 1, 40))
 
     async def backfill(self, days: float | None = None, first_install: bool = False) -> int:
         """Queue the last `days` (default backfill_days) of chats; safe to repeat. The first

@@ -587,3 +587,34 @@ async def test_a_hurry_that_ignores_its_cutoff_does_not_hold_the_drain(buffer):
         stop.set()
         sink.released.set()
         await asyncio.wait_for(task, 5)
+
+
+class NeverStarts(RecordingSink):
+    """A sink whose start() always fails (wrong keys, the CRM down for days)."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        raise RuntimeError("the CRM refused the keys")
+
+
+async def test_a_start_failing_for_days_keeps_being_tried(buffer):
+    """The backoff after failed starts was START_AGAIN * 2 ** (failures - 1): from the
+    1025th failure in a row (17 hours of a CRM down at a one-minute sync_interval) the
+    float overflowed, run() raised OverflowError outside its try, and the sink's loop
+    died for good: no start again, no chat synced until a restart. (adv45)"""
+    sink = NeverStarts(sync_interval=1)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    runner._failed_starts = 1100  # as after that many failures in a row
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await wait_until(lambda: sink.starts >= 2 or task.done(), timeout=10)
+        assert not task.done(), task.exception()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
