@@ -545,12 +545,14 @@ async def test_a_flood_of_sync_requests_shares_a_few_hurries(buffer):
     sink = Hurried(sync_interval=3600, deliver_timeout=10, lease=20)
     async with running(buffer, [sink]) as (runner,):
         await wait_until(lambda: runner.next_sync_at is not None)
+        started = time.monotonic()
         for _ in range(50):
             runner.wake()
             await asyncio.sleep(0.01)
+        allowed = 2 + int(time.monotonic() - started)  # one a HURRY_GAP (1 s) after the first
         await wait_until(lambda: not runner._retry_now and sink.events, timeout=10)
-        await asyncio.sleep(0.2)  # a third hurry, were there one, would start now
-    assert sink.events == ["hurry", "hurry"]
+        await asyncio.sleep(0.2)  # another hurry, were there one, would start now
+    assert set(sink.events) == {"hurry"} and 2 <= len(sink.events) <= allowed
 
 
 class HurryDeaf(RecordingSink):
