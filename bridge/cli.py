@@ -264,7 +264,7 @@ def _follow_backfill(config: Any, sink: str, total: int) -> None:
     """A progress bar fed by the running bridge's /status; Ctrl-C stops watching only."""
     import time
 
-    held = 0
+    held = dead = 0
     with click.progressbar(length=total, label="backfill", show_eta=True) as bar:
         shown = 0
         while shown < total:
@@ -274,17 +274,20 @@ def _follow_backfill(config: Any, sink: str, total: int) -> None:
             done = min(total, progress.get("messages_done", 0))
             bar.update(done - shown)
             shown = done
-            held = progress.get("messages_held", 0)
+            held, dead = progress.get("messages_held", 0), progress.get("messages_dead", 0)
             # held messages wait for someone to act (a lead created, a setting): watching
             # would never end
             if state and done + held >= progress.get("messages_total", 0):
                 break
             time.sleep(1)
+    # dead letters are settled, not in the CRM: "done" alone would say they were synced
+    lost = (f"; {dead} message(s) went to dead letters: see `bridge dead-letter list`"
+            if dead else "")
     if held:
         click.echo(f"{sink}: backfill done except {held} held message(s), which wait for "
-                   "you to act: see `bridge status`")
+                   f"you to act: see `bridge status`{lost}")
     else:
-        click.echo(f"{sink}: backfill done")
+        click.echo(f"{sink}: backfill done{lost}")
 
 
 @cli.group("dead-letter")

@@ -204,6 +204,26 @@ def _and(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as safe_load reads it, but a number written with a leading 0 stays text.
+
+    YAML 1.1 takes `0061234567012` as octal (6617755146): an owners key written as a
+    phone number with its international prefix (or a trunk 0) would become another
+    number and silently match no chat. YAML 1.2 has no such octal; as text, a setting that
+    wants a number still reads it in decimal."""
+
+
+def _integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(node.value).replace("_", "")
+    digits = text.lstrip("+-")
+    if len(digits) > 1 and digits.startswith("0") and digits.isdigit():
+        return node.value  # as written (YAML 1.1 would read it as octal)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _integer)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse the file into a mapping, with a clear error for each way it can fail."""
     path = Path(path)
@@ -214,7 +234,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""

@@ -303,7 +303,8 @@ class MediaPolicy:
     free_space: Callable[[str], int] = free_bytes  # a seam: tests set the disk's free space
 
     def backoff(self, attempts: int) -> float:
-        delay = min(self.retry_cap, self.retry_base * 2 ** max(0, attempts - 1))
+        # the exponent capped: past 2 ** 1023 a float overflows (media_max_attempts ≤ 100000)
+        delay = min(self.retry_cap, self.retry_base * 2.0 ** min(max(0, attempts - 1), 62))
         return delay * random.uniform(0.8, 1.0)
 
 

@@ -26,6 +26,10 @@ MIN_SLICE = 30.0  # seconds: a drain running longer records its progress at leas
 RECORD_AGAIN = (0.5, 5.0)  # seconds: first and longest wait between tries of unrecorded outcomes
 STOP_WAIT = 1.0  # seconds a called-off start() is given to wind down
 START_AGAIN = 5.0  # seconds: first wait after a failed start; doubles up to sync_interval
+# seconds between the end of one answered sync request and the next: the asks that come
+# meanwhile (a flood of sync-now) share one hurry() after it (LeadSquared: one read of the
+# reps and the lead directory, not one per ask)
+HURRY_GAP = 1.0
 
 
 class StartTimedOut(Exception):
@@ -55,6 +59,7 @@ class SinkRunner:
         self.after_lease = settle_after_lease(sink)
         self._wake = asyncio.Event()
         self._retry_now = False  # set by wake(): the next drain hurries waiting retries
+        self._hurried_at: float | None = None  # monotonic: when the last hurry ended
         self._backfill_ready_at = 0.0  # monotonic: when the next backfill batch may go
         self._live_batches = 0  # live batches delivered so far
         self._live_mark = 0  # ... when the last backfill step began
@@ -172,7 +177,8 @@ class SinkRunner:
         interval = self.settings.sync_interval
         if self.started or not self._failed_starts:
             return interval
-        return min(interval, START_AGAIN * 2 ** (self._failed_starts - 1))
+        # the exponent capped: 2 ** 1024 overflows a float (a start failing for days)
+        return min(interval, START_AGAIN * 2.0 ** min(self._failed_starts - 1, 40))
 
     async def backfill(self, days: float | None = None, first_install: bool = False) -> int:
         """Queue the last `days` (default backfill_days) of chats; safe to repeat. The first
@@ -241,11 +247,20 @@ class SinkRunner:
     async def _answer_request(self) -> None:
         """A person asked for a sync (wake): the sink's own waits end (hurry) and waiting
         batches are due now. Looked at before every claim, so a request that comes during a
-        long drain applies to the chats claimed after it, not only at the next drain."""
+        long drain applies to the chats claimed after it, not only at the next drain. Asks that
+        come within HURRY_GAP of the last one answered wait out the rest of it and share one
+        hurry (a flood of sync-now: one read of the CRM's users a second, not one per ask)."""
         if not self._retry_now:
             return
-        self._retry_now = False
+        if self._hurried_at is not None:  # a flood of asks: one hurry a HURRY_GAP
+            wait = self._hurried_at + HURRY_GAP - time.monotonic()
+            if wait > 0:
+                await self._unless_stopped(asyncio.sleep(wait))
+                if self._stopping():
+                    return
+        self._retry_now = False  # after the wait: the asks that came in it are answered now
         await self._hurry_sink()
+        self._hurried_at = time.monotonic()
         hurried = await self.buffer.retry_now(self.sink.name)
         if hurried:
             logger.info("sink %s: %d waiting batch(es) retried now", self.sink.name, hurried)
@@ -262,12 +277,29 @@ class SinkRunner:
             async with asyncio.timeout(self.settings.deliver_timeout):
                 result = hurry()
                 if inspect.isawaitable(result):
-                    await result
+                    await self._unless_stopped(result)
         except TimeoutError:
             logger.warning("sink %s: hurry() took longer than deliver_timeout; the drain "
                            "goes on", self.sink.name)
         except Exception:  # the drain goes on with the sink's waits as they were
             logger.exception("sink %s: hurry() failed", self.sink.name)
+
+    async def _unless_stopped(self, work: Any) -> None:
+        """Await `work` unless the loop is told to stop first: then it is called off (a
+        hurry() waiting on a CRM that does not answer never holds a stop back)."""
+        if self._stop is None:  # a runner driven directly (tests, tools)
+            await work
+            return
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when deliver_timeout cancels this wait
+            for waiter in (task, stopped):
+                waiter.cancel()
+            await asyncio.wait((task, stopped), timeout=STOP_WAIT)
+        if task.done() and not task.cancelled():
+            task.result()  # its exception, if it raised
 
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""

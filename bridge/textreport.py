@@ -193,8 +193,10 @@ def _backfill(sink: dict[str, Any], stopped: bool, clock: Clock) -> str:
         return "not started (runs on the sink's first sync)"
     progress = sink.get("backfill") or {}
     done, total = progress.get("messages_done", 0), progress.get("messages_total", 0)
+    dead = progress.get("messages_dead", 0)
     if done >= total:
-        return f"done ({total} messages since {clock.at(sink['backfill_since'])})"
+        return (f"done ({total} messages since {clock.at(sink['backfill_since'])}"
+                + (f"; {dead} went to dead letters" if dead else "") + ")")
     so_far = (f"{done}/{total} messages, {progress.get('conversations_done', 0)}/"
               f"{progress.get('conversations_total', 0)} conversations")
     if held := progress.get("messages_held", 0):

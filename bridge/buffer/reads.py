@@ -125,6 +125,7 @@ _HELD_PENDING = sa.and_(d.state == "pending", sa.func.coalesce(b.held, 0) == 1)
 PROGRESS = Query(sa.select(
     d.sink, sa.func.count(), sa.func.sum(sa.case((d.state != "pending", 1), else_=0)),
     sa.func.sum(sa.case((_HELD_PENDING, 1), else_=0)),
+    sa.func.sum(sa.case((d.state == "dead", 1), else_=0)),
     sa.func.count(m.conversation.distinct()),
     sa.func.count(sa.case((d.state == "pending", m.conversation)).distinct()))
     .join_from(deliveries, messages_table, m.id == d.message_id)
@@ -133,13 +134,14 @@ PROGRESS = Query(sa.select(
 
 
 async def backfill_progress(db: Connector) -> dict[str, dict[str, int]]:
-    """Per sink: backfill messages and conversations done and in all, and the messages
-    held (waiting for something outside the bridge: no pace can promise their end)."""
+    """Per sink: backfill messages and conversations done and in all, the messages held
+    (waiting for something outside the bridge: no pace can promise their end), and those
+    of the done that went to dead letters (done, but not in the CRM)."""
     rows = await db.rows(PROGRESS)
     return {sink: {"messages_total": total, "messages_done": done,
-                   "messages_held": int(held or 0), "conversations_total": convs,
-                   "conversations_done": convs - open_convs}
-            for sink, total, done, held, convs, open_convs in rows}
+                   "messages_held": int(held or 0), "messages_dead": int(dead or 0),
+                   "conversations_total": convs, "conversations_done": convs - open_convs}
+            for sink, total, done, held, dead, convs, open_convs in rows}
 
 
 def _with_eta(progress: dict[str, Any] | None, started_at: datetime | None) -> dict[str, Any]:
@@ -147,7 +149,8 @@ def _with_eta(progress: dict[str, Any] | None, started_at: datetime | None) -> d
     when all that is left is held: it ends when someone acts, not at a pace)."""
     if progress is None:
         return {"messages_total": 0, "messages_done": 0, "messages_held": 0,
-                "conversations_total": 0, "conversations_done": 0, "eta_seconds": None}
+                "messages_dead": 0, "conversations_total": 0, "conversations_done": 0,
+                "eta_seconds": None}
     done, total = progress["messages_done"], progress["messages_total"]
     moving = total - done - progress["messages_held"]
     eta = None

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from contextlib import suppress
 from dataclasses import replace
 
 import pytest
@@ -505,3 +506,117 @@ async def test_a_sync_now_during_a_drain_applies_to_the_chats_claimed_after_it(b
         runner.wake()
         await wait_until(lambda: len(sink.events) == 4, timeout=10)
     assert sink.events == ["hurry", "m1", "hurry", "m2"]
+
+
+class HurryHangs(RecordingSink):
+    """A third-party sink whose hurry() waits on something that never answers."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.hurrying = False
+
+    async def hurry(self) -> None:
+        self.hurrying = True
+        await asyncio.Event().wait()  # forever
+
+
+async def test_a_stop_during_a_hanging_hurry_ends_the_loop_at_once(buffer):
+    """Told to stop while a sync-now's hurry() waits (LeadSquared: the reps read again on a
+    host that does not answer), the loop calls it off and ends; it used to sit out the
+    hurry's deliver_timeout bound (here 600 s), so `bridge run` waited its stop grace."""
+    sink = HurryHangs(deliver_timeout=600, lease=700, sync_interval=3600)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: runner.next_sync_at is not None)
+    runner.wake()
+    await wait_until(lambda: sink.hurrying)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_flood_of_sync_requests_shares_a_few_hurries(buffer):
+    """50 sync-nows within half a second (a script, a stuck button) are answered by two
+    hurry() calls: the first, and one after HURRY_GAP for the asks that came meanwhile.
+    Each ask used to get its own (LeadSquared: one read of the account's users and of the
+    lead directory per ask, 17 for 50 asks in 0.08 s, spending the rate budget the chats
+    need)."""
+    sink = Hurried(sync_interval=3600, deliver_timeout=10, lease=20)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.next_sync_at is not None)
+        started = time.monotonic()
+        for _ in range(50):
+            runner.wake()
+            await asyncio.sleep(0.01)
+        allowed = 2 + int(time.monotonic() - started)  # one a HURRY_GAP (1 s) after the first
+        await wait_until(lambda: not runner._retry_now and sink.events, timeout=10)
+        await asyncio.sleep(0.2)  # another hurry, were there one, would start now
+    assert set(sink.events) == {"hurry"} and 2 <= len(sink.events) <= allowed
+
+
+class HurryDeaf(RecordingSink):
+    """A third-party sink whose hurry() swallows its cancellation and waits on."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.hurries = 0
+        self.released = asyncio.Event()  # the test's end: it stops waiting then
+
+    async def hurry(self) -> None:
+        self.hurries += 1
+        while not self.released.is_set():
+            with suppress(asyncio.CancelledError):  # deaf: waits on
+                await self.released.wait()
+
+
+async def test_a_hurry_that_ignores_its_cutoff_does_not_hold_the_drain(buffer):
+    """A hurry() that swallows the cancellation deliver_timeout sends it used to hold the
+    drain for good (it ran inside the drain's own task): no chat reached the sink again.
+    The drain now gives it STOP_WAIT after the cut-off and goes on."""
+    sink = HurryDeaf(sync_interval=3600, deliver_timeout=1, lease=5)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await wait_until(lambda: runner.next_sync_at is not None)
+        await buffer.append([message(1)])
+        runner.wake()
+        await wait_until(lambda: sink.delivered == ["m1"], timeout=15)
+        assert sink.hurries == 1
+    finally:
+        stop.set()
+        sink.released.set()
+        await asyncio.wait_for(task, 5)
+
+
+class NeverStarts(RecordingSink):
+    """A sink whose start() always fails (wrong keys, the CRM down for days)."""
+
+    def __init__(self, **settings: object) -> None:
+        super().__init__(**settings)
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        raise RuntimeError("the CRM refused the keys")
+
+
+async def test_a_start_failing_for_days_keeps_being_tried(buffer):
+    """The backoff after failed starts was START_AGAIN * 2 ** (failures - 1): from the
+    1025th failure in a row (17 hours of a CRM down at a one-minute sync_interval) the
+    float overflowed, run() raised OverflowError outside its try, and the sink's loop
+    died for good: no start again, no chat synced until a restart. (adv45)"""
+    sink = NeverStarts(sync_interval=1)
+    await buffer.install_sinks([sink.name])
+    stop = asyncio.Event()
+    runner = SinkRunner(sink, buffer)
+    runner._failed_starts = 1100  # as after that many failures in a row
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await wait_until(lambda: sink.starts >= 2 or task.done(), timeout=10)
+        assert not task.done(), task.exception()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

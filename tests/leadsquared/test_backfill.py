@@ -325,6 +325,40 @@ def test_backfill_command_ends_and_says_so_when_what_is_left_is_held(tmp_path):
         simulator.stop()
 
 
+def test_backfill_command_names_the_messages_that_went_to_dead_letters(tmp_path):
+    """A backfill whose chats the CRM never took (an outage past retry_for): `bridge
+    backfill` said "backfill done" and status "done (N messages …)", as if they were in
+    LeadSquared; dead letters are settled, not synced. (adv45)"""
+    simulator = SimulatorProcess()
+    bridge = None
+    try:
+        bridge, config, port, _ = _history_without_crm(tmp_path, simulator, ["919876543300"])
+        write_config(config, simulator, port, opportunities=False, backfill_days=1,
+                     retry_for="1s", lead_directory="off")
+        bridge.start()
+        eventually(lambda: bridge.status()["sinks"][0]["backfill"]["messages_done"] > 0)
+        simulator.configure(error_rate=1.0)  # the CRM down from here on
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "backfill", "-c", str(config), "--sink",
+             "leadsquared", "--days", "6"], capture_output=True, text=True, timeout=90,
+            stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        progress = bridge.status()["sinks"][0]["backfill"]
+        dead = progress["messages_dead"]
+        assert dead > 0 and progress["messages_done"] == progress["messages_total"]
+        assert (f"backfill done; {dead} message(s) went to dead letters: see `bridge "
+                "dead-letter list`") in result.stdout
+        report = subprocess.run([sys.executable, "-m", "bridge", "status", "-c", str(config)],
+                                capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL).stdout
+        (line,) = [line for line in report.splitlines() if "backfill " in line]
+        assert f"; {dead} went to dead letters)" in line
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        simulator.stop()
+
+
 def _posted(simulator: SimulatorProcess) -> Counter:
     return Counter(t for a in simulator.activities()
                    for t in re.findall(r"msg-\d{5}", a["ActivityNote"]))

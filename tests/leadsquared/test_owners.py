@@ -121,3 +121,31 @@ def test_a_national_number_with_a_trunk_0_is_refused_not_taken_for_a_phone_numbe
         config(owners={"09800000001": "priya@example.com"})
     assert "plugins.leadsquared.owners: 09800000001: a number with a trunk 0" in describe(
         caught.value, LeadSquaredConfig, "plugins.leadsquared")
+
+
+def test_an_unquoted_00_number_of_octal_digits_in_yaml_still_owns_its_chats(tmp_path):
+    """YAML 1.1 (PyYAML) reads an unquoted `0061234567012:` (+61 2 3456 7012, digits 0-7
+    only) as the octal integer 6617755146: the key became '6617755146', taken for a
+    phone_number_id no webhook names, and the rep's chats silently went to owner_fallback
+    (`0091…` numbers hold a 9, so they stayed text). A number written with leading zeros is
+    now read as written. (adv45)"""
+    from bridge.config import read_yaml
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text("owners:\n  0061234567012: liam@example.com\n", encoding="utf-8")
+    owners = Owners(None, config(**read_yaml(path)))  # type: ignore[arg-type]
+    owners.mapping = dict(owners.settings.owners)
+    assert owners.mapped("+61234567012", "106540352242922") == "liam@example.com"
+
+
+def test_an_unquoted_trunk_0_number_of_octal_digits_in_yaml_is_refused(tmp_path):
+    """`0412345670:` unquoted (an Australian mobile written nationally) was read as octal
+    and passed as a phone_number_id; it is refused naming the fix, as its quoted form is."""
+    from bridge.config import read_yaml
+
+    path = tmp_path / "bridge.yaml"
+    path.write_text("owners:\n  0412345670: liam@example.com\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as caught:
+        config(**read_yaml(path))
+    assert "0412345670: a number with a trunk 0" in describe(
+        caught.value, LeadSquaredConfig, "plugins.leadsquared")

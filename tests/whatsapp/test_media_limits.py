@@ -116,3 +116,14 @@ def test_the_media_limits_have_defaults_minimums_and_a_rule_between_them():
     assert rule.startswith("buffer.media_max_total: 50 MB is smaller than media_max_bytes")
     with pytest.raises(ValueError, match="is not a size"):
         BufferConfig(media_min_free="lots")
+
+
+def test_a_fetch_failing_past_1025_attempts_still_backs_off(tmp_path):
+    """media_max_attempts may be up to 100000; the backoff of the 1026th try computed
+    retry_base * 2 ** 1025, which overflows a float: _retry raised OverflowError, so the
+    failure was never recorded and the download came back after each lease, forever,
+    never a dead letter. (adv45)"""
+    from bridge.media import MediaPolicy
+
+    policy = MediaPolicy(str(tmp_path), max_attempts=5000)
+    assert 0.8 * policy.retry_cap <= policy.backoff(2000) <= policy.retry_cap
