@@ -463,8 +463,11 @@ _numbered = rows_in("numbered", [("sink", "text"), ("account", "text"),
 
 
 def _number_synced(insert: Any) -> Any:
+    # in key order: every process locks the shared rows in one order, so two completions
+    # noting the same numbers never wait on each other (PostgreSQL: a deadlock, adv45)
     new = insert(sink_numbers).from_select(["sink", "account", "last_synced_at"], sa.select(
-        _numbered.c.sink, _numbered.c.account, _numbered.c.last_synced_at).where(sa.true()))
+        _numbered.c.sink, _numbered.c.account, _numbered.c.last_synced_at).where(sa.true())
+        .order_by(_numbered.c.sink, _numbered.c.account))
     x, n = new.excluded, sink_numbers.c
     # never backwards: completions may commit out of their times' order (two bridges)
     return new.on_conflict_do_update(index_elements=["sink", "account"], set_={
