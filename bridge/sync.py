@@ -135,7 +135,9 @@ class SinkRunner:
         self.starting_since = time.time()
         try:
             async with asyncio.timeout(limit) as bound:
-                if not await self._started_unless_stopped():
+                # a stop meanwhile calls the start off (a bridge told to stop while its
+                # CRM does not answer stops at once, not after the grace period)
+                if not await self._unless_stopped(self.sink.start()):
                     return  # stopped first: the start was called off, nothing to record
         except TimeoutError:
             if not bound.expired():
@@ -151,25 +153,6 @@ class SinkRunner:
             self.starting_since = None
         self._failed_starts = 0
         self.started = True
-
-    async def _started_unless_stopped(self) -> bool:
-        """Run start(); a stop meanwhile cancels it (a bridge told to stop while its CRM
-        does not answer stops at once, not after the grace period); False then."""
-        if self._stop is None:  # a runner driven directly (tests, tools)
-            await self.sink.start()
-            return True
-        start = asyncio.ensure_future(self.sink.start())
-        stopped = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait((start, stopped), return_when=asyncio.FIRST_COMPLETED)
-        finally:  # also when start_timeout cancels this wait: the start is called off
-            for task in (start, stopped):
-                task.cancel()
-            await asyncio.wait((start, stopped), timeout=STOP_WAIT)
-        if start.cancelled() or not start.done():
-            return False
-        start.result()  # its exception, if it raised
-        return True
 
     def _pause(self) -> float:
         """Seconds until the next drain: the interval, or after a failed start a shorter
@@ -284,22 +267,25 @@ class SinkRunner:
         except Exception:  # the drain goes on with the sink's waits as they were
             logger.exception("sink %s: hurry() failed", self.sink.name)
 
-    async def _unless_stopped(self, work: Any) -> None:
+    async def _unless_stopped(self, work: Any) -> bool:
         """Await `work` unless the loop is told to stop first: then it is called off (a
-        hurry() waiting on a CRM that does not answer never holds a stop back)."""
+        start() or hurry() waiting on a CRM that does not answer never holds a stop back)
+        and False is returned; True when it finished (its exception, if it raised)."""
         if self._stop is None:  # a runner driven directly (tests, tools)
             await work
-            return
+            return True
         task = asyncio.ensure_future(work)
         stopped = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
-        finally:  # also when deliver_timeout cancels this wait
+        finally:  # also when a timeout (start_timeout, deliver_timeout) cancels this wait
             for waiter in (task, stopped):
                 waiter.cancel()
             await asyncio.wait((task, stopped), timeout=STOP_WAIT)
-        if task.done() and not task.cancelled():
-            task.result()  # its exception, if it raised
+        if not task.done() or task.cancelled():
+            return False
+        task.result()  # its exception, if it raised
+        return True
 
     async def _drain_live(self, totals: dict[str, int]) -> bool:
         """Deliver the live batches due now; False when there were none."""
@@ -545,12 +531,10 @@ class SinkRunner:
             return [Outcome.retry(f"{checked} (a bug in the sink plugin)")] * len(batch.messages)
         return checked
 
-    async def _sleep(self, stop: asyncio.Event, pause: float | None = None) -> None:
+    async def _sleep(self, stop: asyncio.Event, pause: float) -> None:
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.settings.sync_interval
-                               if pause is None else pause,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
