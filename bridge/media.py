@@ -417,8 +417,8 @@ class MediaRunner:
             logger.info("media of %s: sync-now again within %g s; the media retries keep their "
                         "backoff", self.source, self.policy.retry_base)
             return
-        self._hurried_at = now
         self._probe = await self.buffer.media_retry_now(self.source, every=False)
+        self._hurried_at = now  # after: an ask whose write failed does not block the next
         if self._probe is not None:
             logger.info("media of %s: sync-now fetches message %s's file now; the other "
                         "waiting files follow once it comes", self.source, self._probe)
