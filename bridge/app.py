@@ -263,6 +263,8 @@ async def sync_now(request: web.Request) -> web.Response:
     for runner_name, runner in bridge.runners.items():
         if name in (None, runner_name):
             runner.wake()
+    for media in bridge.media_runners.values():  # the files a sink waits for, too
+        media.hurry()
     await tell_cluster(bridge.buffer, "sync", name)
     return _answer(request, {"woken": [name] if name else sorted(bridge.runners)})
 

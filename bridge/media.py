@@ -326,8 +326,20 @@ class MediaRunner:
         # the other and renamed into place, left a short file recorded as whole
         self._tag = uuid.uuid4().hex[:12]
         self._swept_at = 0.0
+        self._hurry = False  # a person asked for a sync (sync-now): see hurry()
+        self._hurried_at: float | None = None  # monotonic: when the last hurry was answered
+        self._probe: int | None = None  # the message whose fetch a hurry brought forward
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def hurry(self) -> None:
+        """A person asked for a sync: fetches waiting for their backoff are brought forward,
+        once and bounded. First only the one due first (a probe); when it is fetched (or
+        Graph says it is gone: Graph answers), all the others. While Graph still fails,
+        the others keep their backoff: a flood of sync-now against a Graph that is down
+        costs one try of one file per media_retry_base, never a try of every file."""
+        self._hurry = True
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -339,6 +351,7 @@ class MediaRunner:
             while not stop.is_set():
                 try:
                     await self._sweep_again()
+                    await self._answer_hurry()
                     busy = bool(await self._start_due())
                 except Exception:
                     logger.exception("media fetching for %s failed; will try again",
@@ -393,8 +406,46 @@ class MediaRunner:
                 time.time() - self._swept_at > self.policy.lease:
             await self._sweep()
 
+    async def _answer_hurry(self) -> None:
+        """hurry(), answered: the first waiting fetch due now, unless the last hurry was
+        answered less than media_retry_base ago (then the asks share it)."""
+        if not self._hurry:
+            return
+        self._hurry = False
+        now = time.monotonic()
+        if self._hurried_at is not None and now - self._hurried_at < self.policy.retry_base:
+            logger.info("media of %s: sync-now again within %g s; the media retries keep their "
+                        "backoff", self.source, self.policy.retry_base)
+            return
+        self._probe = await self.buffer.media_retry_now(self.source, every=False)
+        self._hurried_at = now  # after: an ask whose write failed does not block the next
+        if self._probe is not None:
+            logger.info("media of %s: sync-now fetches message %s's file now; the other "
+                        "waiting files follow once it comes", self.source, self._probe)
+
+    async def _probed(self, job: MediaJob, answered: bool) -> None:
+        """The hurried fetch ended: when Graph answered, every waiting fetch is due now;
+        when it failed again, they keep their backoff. Never raises."""
+        if job.message_id != self._probe:
+            return
+        self._probe = None
+        if not answered:
+            logger.info("media of %s: the fetch sync-now brought forward failed again; the "
+                        "other waiting files keep their backoff", self.source)
+            return
+        try:
+            forward = await self.buffer.media_retry_now(self.source, every=True)
+        except Exception as exc:  # they are fetched at their backoff, as before
+            logger.warning("media of %s: could not bring the waiting fetches forward (%s)",
+                           self.source, exc)
+            return
+        if forward:
+            logger.info("media of %s: %d waiting file(s) fetched now (sync-now)", self.source,
+                        forward)
+
     async def step(self) -> bool:
         """Fetch the jobs due now and wait for them; whether there were any."""
+        await self._answer_hurry()
         started = await self._start_due()
         if started:
             await asyncio.gather(*started)
@@ -455,13 +506,16 @@ class MediaRunner:
             self._count("fetched")
             logger.info("media %s of message %s fetched (%d bytes)", job.media_id,
                         job.message_id, out.size)
+            await self._probed(job, answered=True)
         except (MediaGone, TooLarge, Refused) as exc:
             await self.buffer.media_failed(job, _reason(exc), None)
             self._count("dead")
             logger.warning("media %s of message %s is a dead letter: %s", job.media_id,
                            job.message_id, _reason(exc))
+            await self._probed(job, answered=isinstance(exc, MediaGone | TooLarge))
         except Exception as exc:  # MediaRetry, OSError, a fetcher's bug: all retried
             await self._retry(job, exc)
+            await self._probed(job, answered=False)
         finally:
             self._outs.pop(job.message_id, None)
             with suppress(OSError):  # the directory gone or unusable: the try's reason says

@@ -63,6 +63,7 @@ BACKLOG_SAMPLES = 2 * 24 * 60  # 48 hours of them
 SIGNED = ("stored", "duplicate", "ignored")  # outcomes of a webhook whose signature held
 WRONG_SIGNATURES = 2  # signed-looking refusals in a row, none accepted since: a wrong secret
 WRONG_SIGNATURE_WINDOW = 3600.0  # seconds after the last such refusal it is still reported
+OTHER_OBJECT_WINDOW = 86400.0  # a webhook of an unhandled object is reported for a day
 
 
 class Metrics:
@@ -81,6 +82,9 @@ class Metrics:
         # per source: [first refusal, last refusal, refusals, signed webhooks at the first]
         self._wrong_signatures: dict[str, list[float]] = {}
         self._signature_fix: dict[str, str] = {}
+        # per (source, object): [count, last at]; and each source's fix
+        self._other_objects: dict[tuple[str, str], list[float]] = {}
+        self._other_fix: dict[str, str] = {}
         r = self.registry
         self.webhooks = Counter(
             "chatbridge_webhooks", "Webhook requests by source and outcome",
@@ -160,6 +164,24 @@ class Metrics:
                 for source, (first, last, count, signed) in self._wrong_signatures.items()
                 if count >= WRONG_SIGNATURES and now - last <= WRONG_SIGNATURE_WINDOW
                 and self._signed(source) == signed]
+
+    def other_object(self, source: str, name: str, fix: str,
+                     now: float | None = None) -> None:
+        """Note a signed webhook of an object the source does not handle (acknowledged,
+        not stored): the bridge's health names it with `fix` (see other_objects)."""
+        seen = self._other_objects.setdefault((source, name), [0, 0.0])
+        seen[0] += 1
+        seen[1] = time.time() if now is None else now
+        self._other_fix[source] = fix
+
+    def other_objects(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Objects acknowledged without storing in the last OTHER_OBJECT_WINDOW seconds:
+        {source, object, count, last_at, fix}."""
+        now = time.time() if now is None else now
+        return [{"source": source, "object": name, "count": int(count), "last_at": last,
+                 "fix": self._other_fix.get(source, "")}
+                for (source, name), (count, last) in self._other_objects.items()
+                if now - last <= OTHER_OBJECT_WINDOW]
 
     def _signed(self, source: str) -> float:
         """Webhooks of `source` whose signature held, since the start."""

@@ -57,7 +57,7 @@ def bridge_health(bridge: Any, sinks: list[dict[str, Any]]) -> dict[str, str]:
     """The running bridge's verdict: its sinks' (health.overall), and failing while a
     source refuses every signed webhook (a wrong app secret: nothing is stored, so no sink
     can tell, and a page saying healthy would hide that nothing reaches the CRM)."""
-    health = overall(sinks, running=True)
+    health = with_other_objects(overall(sinks, running=True), bridge.metrics.other_objects())
     refused = bridge.metrics.wrong_signatures()
     if not refused:
         return health
@@ -69,6 +69,19 @@ def bridge_health(bridge: Any, sinks: list[dict[str, Any]]) -> dict[str, str]:
         return {"state": "failing", "reason": said, "sources": "failing"}
     return {"state": health["state"], "reason": f"{said}; {health['reason']}",
             "sources": "failing"}
+
+
+def with_other_objects(health: dict[str, str], seen: list[dict[str, Any]]) -> dict[str, str]:
+    """The verdict with a note of webhooks acknowledged but not stored because they were
+    of another Meta object: nothing is lost (they were never WhatsApp's), so the state
+    stays; the note says where the app's subscriptions should change."""
+    if not seen:
+        return health
+    now = time.time()
+    said = "; ".join(f"{s['source']}: {s['count']} webhook(s) of object {s['object']!r} "
+                     f"acknowledged and not stored, the last {ago(max(0.0, now - s['last_at']))}"
+                     f" ago ({s['fix']})" for s in seen)
+    return {**health, "reason": f"{health['reason']}; {said}", "other_objects": said}
 
 
 async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str, Any],

@@ -52,6 +52,16 @@ FAILED = Query(sa.update(media).values(
     next_attempt_at=sa.func.coalesce(P("retry_at", type_=REAL), f.next_attempt_at),
     attempts=f.attempts + 1, reason=P("reason"), lease_until=None, updated_at=P("now"))
     .where(f.message_id == P("message_id"), f.state == "pending"), "media fetch failed")
+_waiting = (f.source == P("source"), f.state == "pending", f.next_attempt_at > P("now"),
+            sa.func.coalesce(f.lease_until, 0) <= P("now"))
+FIRST_WAITING = Query(sa.select(f.message_id).where(*_waiting)
+                      .order_by(f.next_attempt_at, f.message_id).limit(1),
+                      "the media retry due first")
+FORWARD_ONE = Query(sa.update(media).values(next_attempt_at=P("now"))
+                    .where(f.message_id == P("message_id"), *_waiting),
+                    "a media retry due now")
+FORWARD_ALL = Query(sa.update(media).values(next_attempt_at=P("now")).where(*_waiting),
+                    "media retries due now")
 RELEASE = Query(sa.update(media).values(state="pending", reason=None, next_attempt_at=0,
                                         updated_at=P("now"))
                 .where(f.source == P("source"), f.state == "held"), "release held media")
@@ -154,6 +164,21 @@ async def failed(db: Connector, message_id: int, reason: str,
     await db.run(FAILED, retry_at=retry_at, reason=reason, now=now, message_id=message_id)
     if retry_at is None:
         await delivery.settle_waiting(db, message_id, reason)
+
+
+async def retry_first_now(db: Connector, source: str, now: float) -> int | None:
+    """Make the source's retry due first (waiting for its backoff) due now: a probe of the
+    provider. Its message id, or None when none waits."""
+    first = await db.value(FIRST_WAITING, source=source, now=now)
+    if first is None or not await db.run(FORWARD_ONE, source=source, now=now,
+                                         message_id=first):
+        return None
+    return first
+
+
+async def retry_all_now(db: Connector, source: str, now: float) -> int:
+    """Make every retry of the source that waits for its backoff due now; how many."""
+    return await db.run(FORWARD_ALL, source=source, now=now)
 
 
 async def set_hold(db: Connector, source: str, reason: str | None, now: float) -> int:

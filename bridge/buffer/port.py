@@ -109,6 +109,9 @@ class MediaJobs(Protocol):
 
     async def media_next_due(self, source: str) -> float | None: ...
 
+    async def media_retry_now(self, source: str, *, every: bool,
+                              now: float | None = None) -> int | None: ...
+
 
 @runtime_checkable
 class StatusReads(Protocol):

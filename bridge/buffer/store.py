@@ -351,6 +351,17 @@ class Buffer:
     async def media_next_due(self, source: str) -> float | None:
         return await self.write(lambda db: media.next_due(db, source))
 
+    async def media_retry_now(self, source: str, *, every: bool,
+                              now: float | None = None) -> int | None:
+        """Bring the source's fetch retries that wait for their backoff forward to now:
+        every one (how many), or only the one due first (its message id, None if none)."""
+        async def work(db: Connector) -> int | None:
+            when = await self.clock(db, now)
+            if every:
+                return await media.retry_all_now(db, source, when)
+            return await media.retry_first_now(db, source, when)
+        return await self.write(work)
+
     async def media_requeue(self, message_ids: Sequence[int] | None = None) -> int:
         return await self.write(lambda db: media.requeue(db, message_ids))
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.fileform import FileForm
 
 if TYPE_CHECKING:
     from plugins.leadsquared.client import LeadSquaredClient
@@ -250,13 +251,13 @@ class FilesApi:
 
     async def upload(self, files_base: str, path: str, filename: str, mime_type: str,
                      file_type: int) -> Upload:
-        """Upload the file at `path` (streamed, a fresh handle per try)."""
+        """Upload the file at `path` (streamed, a fresh handle per try, read in a worker
+        thread: never on the event loop, never whole in memory)."""
         form = {"FileType": str(file_type), **self._c.form_keys(), "FileStorageType": "0",
                 "EnableResize": "false"}
 
-        def upload() -> dict[str, Any]:
-            return {"data": form,
-                    "files": {"uploadFiles": (filename, open(path, "rb"), mime_type)}}
+        def upload() -> FileForm:
+            return FileForm(path, "uploadFiles", filename, mime_type, form)
 
         answer = await self._c.request("upload_file", "POST",
                                        f"{files_base.rstrip('/')}/File/Upload",

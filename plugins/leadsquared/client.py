@@ -132,12 +132,14 @@ class LeadSquaredClient:
         budget = "bulk" if limiter is self._bulk_limiter else "ordinary"  # charted apart
         started = time.perf_counter()
         try:
-            if multipart is not None:
-                parts = multipart()
+            if multipart is not None:  # a FileForm, fresh per try; its file read off the loop
+                form = await multipart().open()
                 try:
-                    response = await self._http.request(method, path, params=params, **parts)
+                    response = await self._http.request(method, path, params=params,
+                                                        content=form.content(),
+                                                        headers=form.headers)
                 finally:
-                    parts["files"]["uploadFiles"][1].close()
+                    await form.aclose()
             else:
                 response = await self._whole(name, write, self._http.request(
                     method, path, params=params, json=body))

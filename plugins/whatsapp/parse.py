@@ -32,6 +32,10 @@ LATEST = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime can ho
 _DIGITS = re.compile(r"[0-9]+")
 _WRITTEN_NUMBER = re.compile(r"\+?[0-9 ().\-]+")  # no letters: phonenumbers reads them as vanity
 _FIELD_NAME = re.compile(r"[a-z0-9_]{1,64}")
+# keys of a change's value that only WhatsApp's notifications carry (what any of its
+# fields holds, or its metadata)
+_WHATSAPP_KEYS = frozenset({"messaging_product", "metadata", "messages", "statuses",
+                            "message_echoes", "history", "state_sync", "contacts", "errors"})
 
 
 class Tally(dict[str, int]):
@@ -62,6 +66,7 @@ class Parsed:
     skipped_numbers: int = 0
     history: list[HistoryChunk] = field(default_factory=list)
     contact_syncs: list[str] = field(default_factory=list)  # accounts whose book arrived
+    other_object: str | None = None  # a well-formed notification of another Meta object
 
     def add(self, message: Message | None) -> None:
         """Keep a message; None stands for an item that was not an object."""
@@ -119,7 +124,11 @@ def parse_payload(payload: object, *, source: str = "whatsapp", default_region: 
                   phone_number_ids: frozenset[str] | None = None) -> Parsed:
     """Messages, statuses and contact names of one webhook notification."""
     parsed = Parsed()
-    for entry in _entries(payload):
+    entries = _entries(payload)
+    if payload.get("object") != OBJECT:  # _entries let it through: not WhatsApp's at all
+        parsed.other_object = _label(payload.get("object"))
+        return parsed
+    for entry in entries:
         changes = entry.get("changes") if isinstance(entry, dict) else None
         if not isinstance(changes, list):
             parsed.ignored_fields["malformed"] += 1
@@ -132,12 +141,38 @@ def parse_payload(payload: object, *, source: str = "whatsapp", default_region: 
 def _entries(payload: object) -> list[Any]:
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object")
-    if payload.get("object") != OBJECT:
-        raise PayloadError(f'"object" is not "{OBJECT}" (only WhatsApp webhooks are accepted)')
     entries = payload.get("entry")
     if not isinstance(entries, list):
         raise PayloadError('"entry" is missing or not a list')
+    name = payload.get("object")
+    if name != OBJECT and not _other_object(name, entries):
+        raise PayloadError(f'"object" is not "{OBJECT}" (only WhatsApp webhooks are accepted)')
     return entries
+
+
+def _other_object(name: object, entries: list[Any]) -> bool:
+    """A notification of another Meta object (page, instagram, permissions ...) that an
+    app subscribed to more than WhatsApp sends to the same callback: acknowledged, never
+    stored. Whatever might be WhatsApp's (an object naming it, a change of one of its
+    fields or with its keys) is not one: it stays a 400, as before, so Meta keeps it."""
+    if not isinstance(name, str) or not name or "whatsapp" in name.lower():
+        return False
+    return not any(_whatsapp_like(change) for entry in entries if isinstance(entry, dict)
+                   for change in items(entry.get("changes")))
+
+
+def _whatsapp_like(change: object) -> bool:
+    """A change that a WhatsApp notification could hold."""
+    if not isinstance(change, dict):
+        return False
+    value = change.get("value")
+    return change.get("field") in _FIELDS or (
+        isinstance(value, dict) and not _WHATSAPP_KEYS.isdisjoint(value))
+
+
+def _label(name: object) -> str:
+    """An object's name as a bounded metric label."""
+    return name if isinstance(name, str) and _FIELD_NAME.fullmatch(name) else "unknown"
 
 
 def _route(change: object, entry: dict[str, Any], parsed: Parsed, source: str,

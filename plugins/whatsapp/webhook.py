@@ -24,6 +24,9 @@ DEV_ONLY = "dev-only"  # the sample config.yaml's placeholder values start with 
 # what to do when Meta's signatures stop matching (the health verdict says it)
 WRONG_SECRET = ("check plugins.whatsapp.app_secret: Meta's App Dashboard, App settings › "
                 "Basic › App secret; list the old and new one while you rotate")
+OTHER_OBJECT = ("the Meta app also sends webhooks of objects other than "
+                "whatsapp_business_account to this URL; unsubscribe them in the App Dashboard "
+                "(Webhooks) or give them a callback of their own")
 
 
 class WhatsAppSource:
@@ -78,6 +81,8 @@ class WhatsAppSource:
             self._refuse("bad_content_type", "unsupported_media_type")
             raise web.HTTPUnsupportedMediaType(text="expected Content-Type: application/json")
         parsed = self._parse(body)
+        if parsed.other_object is not None:
+            return self._other_object(parsed.other_object, time.perf_counter() - started)
         apart = history_apart(parsed.messages)
         try:
             if apart is None:  # every webhook but a rare history one: one append
@@ -188,6 +193,17 @@ class WhatsAppSource:
         except RecursionError:
             self._refuse("bad_payload", "bad_request")
             raise web.HTTPBadRequest(text="payload is nested too deeply") from None
+
+    def _other_object(self, name: str, seconds: float) -> web.Response:
+        """200 for a signed notification of another Meta object: a 400 would have Meta
+        retry it for days and flag the callback as failing, for nothing this source could
+        ever store. Logged (never its body) and counted, so that an operator sees it."""
+        self.metrics.webhook(self.name, "ignored", seconds=seconds)
+        self.metrics.ignored(self.name, f"object:{name}")
+        self.metrics.other_object(self.name, name, OTHER_OBJECT)
+        logger.warning("webhook of Meta object %r acknowledged and not stored: %s", name,
+                       OTHER_OBJECT)
+        return web.Response(text="OK", content_type="text/plain")
 
     def _refuse(self, reason: str, outcome: str) -> None:
         self.metrics.webhook(self.name, outcome)

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import shutil
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from bridge.media import MediaPolicy, MediaRunner, sha256_matches
 from bridge.model import Direction, Media, MediaFile, Message
 from plugins.whatsapp.config import WhatsAppConfig
 from plugins.whatsapp.media import NO_TOKEN, GraphMedia
-from tests.backends import execute, query
+from tests.backends import BACKENDS, execute, fresh_schema_url, query
 from tests.helpers import free_port, wait_until
 
 TOKEN = "graph-test-token"
@@ -451,3 +452,36 @@ async def test_admin_reset_puts_the_stand_in_back_as_started_dropping_webhooks_t
         again = await client.post(f"{graph}/v25.0/{PHONE_ID}/smb_app_data", json=sync,
                                   headers=auth)
         assert again.status_code == 200  # asked once only: forgotten by the reset
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_hurry_probes_one_waiting_fetch_then_brings_the_others_forward(
+        backend, graph, tmp_path):
+    """sync-now (MediaRunner.hurry) on both engines: the first waiting retry is due now;
+    only when it is fetched do the others follow, each once; a hurry right after the last
+    one brings nothing forward."""
+    async with AsyncExitStack() as stack:
+        target = str(tmp_path / "b.db") if backend == "sqlite" else \
+            await stack.enter_async_context(fresh_schema_url())
+        buf = await Buffer.open(target)
+        stack.push_async_callback(buf.close)
+        buf.media_sources = {"whatsapp": None}
+        ids = [await upload(graph, b"photo %d" % n) for n in range(3)]
+        await buf.append([media_message(n, media_id) for n, media_id in enumerate(ids)])
+        await fault(graph, outage=True)
+        runner = runner_for(buf, graph, tmp_path, retry_base=600, retry_cap=3600)
+        await runner.prepare()
+        await runner.step()  # each tried once: all wait ten minutes
+        assert not await runner.step()
+        runner.hurry()
+        assert await runner.step()  # the probe: one fetch, failing again
+        assert sorted(r[0] for r in await query(buf, "SELECT attempts FROM media")) == [1, 1, 2]
+        await fault(graph, outage=False)
+        runner.hurry()  # within retry_base of the last: shared with it
+        assert not await runner.step()
+        runner._hurried_at -= 600  # as if retry_base had passed
+        runner.hurry()
+        assert await runner.step()  # the probe, fetched: the others are due now
+        assert await runner.step()
+        states = await query(buf, "SELECT state FROM media")
+        assert sorted(r[0] for r in states) == ["fetched"] * 3

@@ -28,7 +28,10 @@ def parse_one(message: dict, **kwargs) -> object:
 @pytest.mark.parametrize(("payload", "reason"), [
     ([1, 2], "not a JSON object"),
     ("text", "not a JSON object"),
-    ({"object": "page", "entry": []}, "whatsapp_business_account"),
+    ({"object": "page"}, '"entry"'),
+    ({"object": "page", "entry": [{"changes": [{"field": "messages", "value": {}}]}]},
+     "whatsapp_business_account"),
+    ({"object": 7, "entry": []}, "whatsapp_business_account"),
     ({"entry": []}, "whatsapp_business_account"),
     ({"object": "whatsapp_business_account"}, '"entry"'),
     ({"object": "whatsapp_business_account", "entry": {}}, '"entry"'),

@@ -170,7 +170,8 @@ LOCATION = (b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes"
     (b"{not json", 400, "not valid JSON"),
     (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
     (b"[" * 100_000 + b"]" * 100_000, 400, ""),
-    (json.dumps({"object": "page", "entry": []}).encode(), 400, "whatsapp_business_account"),
+    (json.dumps({"object": "page"}).encode(), 400, '"entry"'),
+    (json.dumps({"entry": []}).encode(), 400, "whatsapp_business_account"),
     (json.dumps([1, 2]).encode(), 400, ""),
     # not JSON numbers (RFC 8259 §6): stored, they made the row unreadable to SQLite (503s)
     (LOCATION % b"NaN", 400, "not valid JSON"),
@@ -183,6 +184,74 @@ async def test_bad_bodies_get_400_with_a_reason(bridge_url, body, status, reason
     assert got == status
     assert reason in text and "Traceback" not in text
     assert await stored_ids(app) == []
+
+
+PAGE_FEED = {"object": "page", "entry": [{"id": "PAGE1", "time": 1739230955, "changes": [
+    {"field": "feed", "value": {"item": "status", "verb": "add", "message": "secret words"}}]}]}
+
+
+@pytest.mark.parametrize("payload", [
+    PAGE_FEED,
+    {"object": "instagram", "entry": [{"id": "IG1", "time": 1, "messaging": [{"x": 1}]}]},
+    {"object": "permissions", "entry": []},
+])
+async def test_a_signed_webhook_of_another_meta_object_gets_200_stores_nothing_and_is_seen(
+        bridge_url, payload, caplog):
+    """Meta retries anything but a 200 for days and flags a callback that keeps failing,
+    [whatsapp-webhooks.md §7, §12.3]: an app subscribed to more objects must not make
+    the bridge's callback look broken. Acknowledged, not stored, logged without its body,
+    counted and named in the bridge's health."""
+    url, app = bridge_url
+    body = json.dumps(payload).encode()
+    assert (await post(url, body, sign(body, SECRET))) == (200, "OK")
+    assert await stored_ids(app) == []
+    warned = [r.getMessage() for r in caplog.records if r.name == "plugins.whatsapp.webhook"]
+    assert any(repr(payload["object"]) in line for line in warned)
+    assert not any("secret words" in line for line in warned)
+    metrics = app[BRIDGE].metrics
+    assert metrics.items_ignored.labels("whatsapp", f"object:{payload['object']}") \
+        ._value.get() == 1
+    assert metrics.webhooks.labels("whatsapp", "ignored")._value.get() == 1
+    from bridge.status import bridge_health
+    health = bridge_health(app[BRIDGE], [])
+    assert f"object {payload['object']!r}" in health["reason"]
+    assert health["state"] == "healthy"
+
+
+def waba_change(field: str, value: dict) -> dict:
+    return {"field": field, "value": value}
+
+
+@pytest.mark.parametrize("payload", [
+    # another object's name, but a WhatsApp change inside: kept a 400 so Meta keeps it
+    envelope([change([text_message("w1")])]) | {"object": "page"},
+    envelope([waba_change("some_new_field", {"messages": [text_message("w2")]})])
+    | {"object": "whatsapp_business_account_v2"},
+    {"object": "WhatsApp_Business_Account", "entry": []},
+    {"object": "page", "entry": [{"id": "1", "changes": [waba_change(
+        "feed", {"metadata": {"phone_number_id": "1"}})]}]},
+])
+async def test_nothing_whatsapp_like_is_taken_for_another_object(bridge_url, payload):
+    url, app = bridge_url
+    body = json.dumps(payload).encode()
+    status, text = await post(url, body, sign(body, SECRET))
+    assert (status, "whatsapp_business_account" in text) == (400, True)
+    assert app[BRIDGE].metrics.other_objects() == []
+
+
+async def test_an_unknown_field_inside_a_whatsapp_entry_is_answered_as_before(bridge_url):
+    """Only the envelope's object decides: a field the parser does not know, inside a
+    whatsapp_business_account entry, is acknowledged and counted as it always was, and the
+    messages of the entry's known fields beside it are stored."""
+    url, app = bridge_url
+    payload = envelope([waba_change("some_new_field", {"messages": [text_message("n1")]}),
+                        change([text_message("n2")])])
+    body = json.dumps(payload).encode()
+    assert (await post(url, body, sign(body, SECRET)))[0] == 200
+    assert await stored_ids(app) == ["n2"]
+    metrics = app[BRIDGE].metrics
+    assert metrics.items_ignored.labels("whatsapp", "field:some_new_field")._value.get() == 1
+    assert metrics.other_objects() == []
 
 
 async def test_wrong_content_type_gets_415_and_stores_nothing(bridge_url):
