@@ -191,7 +191,7 @@ async def index(request: web.Request) -> web.StreamResponse:
                    refresh=wanted["refresh"],
                    noscript_refresh=max(wanted["refresh"], NOSCRIPT_REFRESH),
                    sources=[source.name for source in bridge.sources],
-                   conversation_link=_conversation_link, label=_label,
+                   conversation_link=_conversation_link, label=_label, detail=_detail,
                    when=lambda value: _when(value, tz), csrf=csrf_token(request),
                    requeued=params.whole(request.query, "requeued"),
                    purged=params.whole(request.query, "purged"),
@@ -203,6 +203,20 @@ async def page_script(request: web.Request) -> web.StreamResponse:
     """The page's small refresh script (the page works without it)."""
     return web.Response(body=SCRIPT, content_type="text/javascript",
                         headers={"Cache-Control": "no-cache"})
+
+
+def _detail(value: Any) -> str:
+    """A sink's describe() value as a reader wants it: yes/no, a list joined, "–" for none
+    (a plugin's dict holds Python values: True, [12000], 0.0 read as code on the page)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(_detail(v) for v in value) or "none"
+    return str(value)
 
 
 def _label(key: str) -> str:

@@ -332,3 +332,24 @@ async def test_what_a_customer_wrote_cannot_script_reorder_or_widen_the_page(mak
     assert "<bdi>" + "a" * 78 + "…</bdi>" in attention  # not half a flag
     assert "<bdi>" + "b" * 78 + "…</bdi>" in attention  # not the man without his family
     assert re.search(r"table\.attention-list td\.preview \{\s*overflow-wrap: anywhere", html)
+
+
+class DescribedSink(RecordingSink):
+    """A sink whose describe() holds the Python values plugins put there."""
+
+    def describe(self):
+        return {"simulator": True, "opportunity_types": [12000, 12001], "throttled_for_s": 0.0,
+                "activity_event": None, "lead_directory": "on"}
+
+
+async def test_sink_details_read_as_words_not_python_values(make_app, serve):
+    base = await serve(make_app([DescribedSink("crm")]))
+    async with client() as http, http.get(f"{base}/") as resp:
+        html = await resp.text()
+    details = dict(re.findall(r"<dt>([^<]+)</dt><dd>([^<]*)</dd>", html))
+    assert details["Simulator"] == "yes"
+    assert details["Opportunity types"] == "12000, 12001"
+    assert details["Throttled for (s)"] == "0"
+    assert details["Activity event"] == "–"
+    assert details["Lead directory"] == "on"
+    assert "True" not in details.values() and "[12000, 12001]" not in details.values()
