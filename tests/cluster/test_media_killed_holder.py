@@ -16,8 +16,9 @@ import asyncpg
 import pytest
 
 from bridge.buffer.postgres import split_schema
+from bridge.cluster import Member
 from tests.backends import NO_POSTGRES, POSTGRES
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 from tests.processes import (
     BridgeProcess,
     GraphProcess,
@@ -26,6 +27,7 @@ from tests.processes import (
     eventually,
 )
 from tests.reliability.support import report
+from tests.whatsapp.test_media import media_message
 from tests.whatsapp.test_media_e2e import (
     GRAPH_TOKEN,
     PHONE_ID,
@@ -129,3 +131,31 @@ def test_a_killed_processs_media_lease_is_taken_over_once_it_is_gone(
     report(f"media of a SIGKILLed holder: fetched by the survivor {fetched:.1f} s after the "
            f"kill, attached in LeadSquared after {arrived:.1f} s")
     assert fetched < TAKEN_WITHIN and arrived < TAKEN_WITHIN + 10, (fetched, arrived)
+
+
+async def test_a_gone_processs_media_lease_is_freed_and_a_paused_ones_kept(open_buffers):
+    """Both silent for three heartbeats: the killed one (no session left) loses its fetch's
+    lease at the survivor's next heartbeat; the paused one (SIGSTOP: its listener's session
+    still open) keeps it, since resumed it goes on downloading."""
+    killed, paused, survivor = await open_buffers(3)
+    for buf in (killed, paused, survivor):
+        buf.media_sources = {"whatsapp": None}
+    await survivor.append([media_message(1, "media-1")])
+    await survivor.append([media_message(2, "media-2")])
+    stop = asyncio.Event()
+    listener = paused.listener(lambda action, sink: None)
+    listening = asyncio.create_task(listener.run(stop))
+    try:
+        await wait_until(lambda: listener.connected)
+        for buf, job in ((killed, 1), (paused, 2)):
+            await Member(buf, {}, every=0.1).beat()
+            assert [j.message_id for j in await buf.media_claim("whatsapp", 1, 900)] == [job]
+        live = Member(survivor, {}, every=0.1)
+        await live.beat()
+        assert await survivor.media_claim("whatsapp", 4, 900) == []  # both held
+        await asyncio.sleep(0.4)  # more than three of their heartbeats
+        await live.beat()
+        assert [j.message_id for j in await survivor.media_claim("whatsapp", 4, 900)] == [1]
+    finally:
+        stop.set()
+        await asyncio.wait_for(listening, 10)
