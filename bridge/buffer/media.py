@@ -37,7 +37,8 @@ DUE = Query(
     .order_by(f.next_attempt_at, f.message_id).limit(P("limit"))
     # processes sharing the buffer never lease one job both (PostgreSQL; SQLite has one)
     .with_for_update(of=media, skip_locked=True), "due media jobs")
-LEASE = Query(sa.update(media).values(lease_until=P("until"))
+LEASE = Query(sa.update(media)
+              .values(lease_until=P("until"), lease_owner=P("owner", type_=TEXT))
               .where(f.message_id.in_(values_of("ids"))), "lease media jobs")
 NEXT_DUE = Query(sa.select(sa.func.min(greatest(f.next_attempt_at,
                                                 sa.func.coalesce(f.lease_until, 0))))
@@ -45,12 +46,13 @@ NEXT_DUE = Query(sa.select(sa.func.min(greatest(f.next_attempt_at,
 FETCHED = Query(sa.update(media).values(
     state="fetched", path=P("path"), size=P("size"), sha256=P("sha256"),
     mime_type=sa.func.coalesce(P("mime_type", type_=TEXT), f.mime_type), reason=None,
-    lease_until=None, attempts=f.attempts + 1, updated_at=P("now"))
+    lease_until=None, lease_owner=None, attempts=f.attempts + 1, updated_at=P("now"))
     .where(f.message_id == P("message_id"), f.state == "pending"), "media fetched")
 FAILED = Query(sa.update(media).values(
     state=sa.case((P("retry_at", type_=REAL).is_(None), "dead"), else_="pending"),
     next_attempt_at=sa.func.coalesce(P("retry_at", type_=REAL), f.next_attempt_at),
-    attempts=f.attempts + 1, reason=P("reason"), lease_until=None, updated_at=P("now"))
+    attempts=f.attempts + 1, reason=P("reason"), lease_until=None, lease_owner=None,
+    updated_at=P("now"))
     .where(f.message_id == P("message_id"), f.state == "pending"), "media fetch failed")
 _waiting = (f.source == P("source"), f.state == "pending", f.next_attempt_at > P("now"),
             sa.func.coalesce(f.lease_until, 0) <= P("now"))
@@ -66,9 +68,9 @@ RELEASE = Query(sa.update(media).values(state="pending", reason=None, next_attem
                                         updated_at=P("now"))
                 .where(f.source == P("source"), f.state == "held"), "release held media")
 HOLD = Query(sa.update(media).values(state="held", reason=P("reason"), lease_until=None,
-                                     updated_at=P("now"))
+                                     lease_owner=None, updated_at=P("now"))
              .where(f.source == P("source"), f.state == "pending"), "hold media")
-UNLEASE = Query(sa.update(media).values(lease_until=None).where(
+UNLEASE = Query(sa.update(media).values(lease_until=None, lease_owner=None).where(
     f.source == P("source"), f.state == "pending", f.lease_until.isnot(None)),
     "void media leases")
 REQUEUE_ALL = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
@@ -128,8 +130,10 @@ async def queue_jobs(db: Connector, fresh: Sequence[Message],
 
 
 async def claim(db: Connector, source: str, now: float, limit: int,
-                lease: float) -> list[MediaJob]:
-    """Lease up to `limit` due jobs of `source` (oldest first); a leased one is not due."""
+                lease: float, owner: str | None = None) -> list[MediaJob]:
+    """Lease up to `limit` due jobs of `source` (oldest first); a leased one is not due.
+    `owner`: on a shared buffer, this process (the registry's id): once it is gone, its
+    leases are freed for the others (shared.release_dead_leases)."""
     jobs = []
     for message_id, job_source, media_id, sha, mime, attempts, body in await db.rows(
             DUE, source=source, now=now, limit=limit):
@@ -138,7 +142,8 @@ async def claim(db: Connector, source: str, now: float, limit: int,
                              (told.get("media") or {}).get("filename"), told.get("account"),
                              attempts))
     if jobs:
-        await db.run(LEASE, until=now + lease, ids=[job.message_id for job in jobs])
+        await db.run(LEASE, until=now + lease, owner=owner,
+                     ids=[job.message_id for job in jobs])
     return jobs
 
 

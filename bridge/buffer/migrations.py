@@ -25,6 +25,7 @@ from bridge.buffer.tables import (
     deliveries,
     escape_text,
     escaped_columns,
+    media,
     messages,
     metadata,
     processes,
@@ -148,9 +149,18 @@ async def m015_sink_numbers(db: Connector) -> None:
     await _ddl(db, CreateTable(sink_numbers, if_not_exists=True))
 
 
+async def m016_media_lease_owner(db: Connector) -> None:
+    """media.lease_owner: on a shared buffer, the process whose fetch holds a job's lease,
+    so a killed one's lease is freed once the registry sees it gone (as its batches are)
+    instead of after the whole lease (900 s). Leases taken before name no process: they
+    run out as they did."""
+    await _ddl(db, AddColumn(media.c.lease_owner))
+
+
 STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since,
                           12: m012_source_syncs, 13: m013_business_accounts,
-                          14: m014_failed_sends, 15: m015_sink_numbers}
+                          14: m014_failed_sends, 15: m015_sink_numbers,
+                          16: m016_media_lease_owner}
 VERSION = max(STEPS)
 
 

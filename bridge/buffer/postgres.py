@@ -14,7 +14,8 @@ for free, several processes get from PostgreSQL locks:
 - a killed process's leases are freed once the cluster registry sees it silent for three
   heartbeats (its lease tokens start with its id: release_dead_leases) and its
   deliver_timeout has passed since the claim (a process only paused goes on posting when
-  resumed, until that timeout), or when they expire, whichever comes first; there is no
+  resumed, until that timeout), or when they expire, whichever comes first; its media
+  fetches' leases (media.lease_owner names it) once no session of it is left; there is no
   flock, since other processes are alive.
 A serialization failure or deadlock retries the whole transaction (it rolled back).
 """
@@ -32,6 +33,7 @@ import asyncpg
 import sqlalchemy as sa
 
 import bridge.buffer.delivery as delivery
+import bridge.buffer.media as media
 import bridge.buffer.purge as purge
 import bridge.buffer.shared as shared
 from bridge.buffer.append import Append, append_group, new_append
@@ -165,6 +167,14 @@ class PostgresBuffer(Buffer, SharedBuffer):
                                         history_days=history_days, after_lease=after_lease)
         return await self.write(work)
 
+    async def media_claim(self, source: str, limit: int, lease: float,
+                          now: float | None = None) -> list[media.MediaJob]:
+        """As Buffer.media_claim, each lease naming this process (release_dead_media)."""
+        async def work(db: PgConnector) -> list[media.MediaJob]:
+            return await media.claim(db, source, await self.clock(db, now), limit, lease,
+                                     owner=self.owner)
+        return await self.write(work)
+
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
         """As Buffer.record_sync, the times moved onto the server's clock: `last synced`
@@ -230,14 +240,18 @@ class PostgresBuffer(Buffer, SharedBuffer):
         sink, lease less deliver_timeout; a sink not named is left to its lease): their
         batches are retried as uncertain, instead of after their lease, once a write they
         had in flight can no longer land (`after_lease`, per sink: that long after the
-        lease's end; default at once); how many."""
-        async def work(db: PgConnector) -> int:
-            return await shared.release_dead_leases(db, dead_after, spare or {},
-                                                    await self.clock(db), after_lease or {})
-        freed = await self.write(work)
-        if freed:
-            logger.info("freed %d batch lease(s) of bridge processes gone silent", freed)
-        return freed
+        lease's end; default at once). Their media fetches' leases too, once no session of
+        theirs is left (a fetch posts nothing); how many leases in all."""
+        async def work(db: PgConnector) -> tuple[int, int]:
+            batches = await shared.release_dead_leases(db, dead_after, spare or {},
+                                                       await self.clock(db), after_lease or {})
+            return batches, await shared.release_dead_media(db, dead_after)
+        batches, fetches = await self.write(work)
+        if batches:
+            logger.info("freed %d batch lease(s) of bridge processes gone silent", batches)
+        if fetches:
+            logger.info("freed %d media fetch lease(s) of bridge processes gone", fetches)
+        return batches + fetches
 
     def shared_budget(self, sink: str, budget: str) -> shared.RateBudget:
         """The CRM budget `budget` ("ordinary", "bulk") of `sink`, shared by every process

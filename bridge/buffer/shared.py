@@ -20,7 +20,7 @@ import sqlalchemy as sa
 import bridge.buffer.delivery as delivery
 from bridge.buffer.compiler import P, Query, greatest
 from bridge.buffer.connectors import Connector, PgConnector
-from bridge.buffer.tables import REAL, TEXT, batches, processes, rate_budgets
+from bridge.buffer.tables import REAL, TEXT, batches, media, processes, rate_budgets
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +224,13 @@ RELEASE_DEAD = Query(sa.update(batches).values(delivery.FREED)
            sa.or_(batches.c.lease_until <= P("settled_by", type_=REAL), ~sa.exists().where(
                _sessions.c.application_name == sa.literal(NAMED) + _holder)))
     .returning(batches.c.id), "free the leases of silent processes")
+# A media fetch posts nothing: a gone holder's lease (no session left) is freed at once; a
+# paused one's runs out (resumed, it goes on writing its own part file).
+_fetcher = media.c.lease_owner
+RELEASE_DEAD_MEDIA = Query(sa.update(media).values(lease_until=None, lease_owner=None)
+    .where(media.c.state == "pending", _fetcher.in_(_gone), ~sa.exists().where(
+        _sessions.c.application_name == sa.literal(NAMED) + _fetcher))
+    .returning(media.c.message_id), "free the media leases of gone processes")
 
 
 async def beat(db: Connector, owner: str, me: Mapping[str, Any], sinks: list[str],
@@ -262,3 +269,10 @@ async def release_dead_leases(db: Connector, dead_after: float, spare: Mapping[s
                                    settled_by=now + max(0.0, seconds),
                                    after_lease=settle.get(sink, float("-inf"))))
     return freed
+
+
+async def release_dead_media(db: Connector, dead_after: float) -> int:
+    """Free the media leases of processes silent for `dead_after` seconds with no session
+    left (killed: their downloads ended with them); how many. Their partial files are
+    never taken: each process writes its own (bridge.media), swept once a lease old."""
+    return len(await db.rows(RELEASE_DEAD_MEDIA, dead_after=dead_after))

@@ -293,7 +293,9 @@ _partial("targets_dead", targets, "sink", "updated_at", where=targets.c.state ==
 #   pending -> pending  a failed try: attempts + 1, next_attempt_at backs off
 #   pending -> dead     gone at the provider, or out of attempts (reason)
 #   held                the source will not fetch (reason); pending again when one can
-# lease_until: a fetch in progress (a killed one is taken again once it passes).
+# lease_until: a fetch in progress (a killed one is taken again once it passes);
+# lease_owner: on a shared buffer, the process fetching it (its id in the registry, as a
+# batch's lease_token starts with it): a gone one's lease is freed (release_dead_leases).
 media = _table(
     "media",
     sa.Column("message_id", INT, primary_key=True, autoincrement=False),
@@ -310,6 +312,7 @@ media = _table(
     sa.Column("size", INT),
     sa.Column("sha256", TEXT),
     sa.Column("updated_at", REAL, nullable=False),
+    sa.Column("lease_owner", TEXT),  # added by schema version 16
     sa.CheckConstraint("state IN ('pending', 'fetched', 'dead', 'held')"),
     sa.CheckConstraint("state != 'fetched' OR (path IS NOT NULL AND sha256 IS NOT NULL)"),
     sa.CheckConstraint("state NOT IN ('dead', 'held') OR reason IS NOT NULL"),
