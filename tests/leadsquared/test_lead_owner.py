@@ -1,0 +1,123 @@
+"""A lead the bridge creates (create_leads) belongs to the rep whose number the customer
+wrote to, as the chat's activity does: through a real `bridge run` and the simulator
+process, under each reading of an OwnerId on Lead.Create (switch lead_owner)."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.leadsquared.leads import LeadOwner, create_lead
+from plugins.leadsquared.simulator.users import ADMIN_EMAIL
+from tests.leadsquared.test_client import client, connect, sim  # noqa: F401
+from tests.leadsquared.test_end_to_end import eventually, post
+from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
+from tests.leadsquared.test_owners_end_to_end import (
+    ARJUN_NUMBER,
+    OWNERS,
+    PRIYA_NUMBER,
+    SPARE_NUMBER,
+    change,
+    only,
+)
+
+
+def lead_of(simulator, mobile: str) -> dict:  # noqa: F811
+    """The one lead holding this number (created by the bridge)."""
+    def find():
+        found = [lead for lead in simulator.admin("GET", "leads")
+                 if mobile in str(lead.get("Mobile") or "").replace("-", "")]
+        return found if found else None
+    (lead,) = eventually(find)
+    return lead
+
+
+@pytest.fixture
+def team(simulator):  # noqa: F811
+    return {"priya": simulator.add_user("Priya", "priya@example.com", last="Rao"),
+            "arjun": simulator.add_user("Arjun", "arjun@example.com", last="Mehta")}
+
+
+def admin_id(simulator) -> str:  # noqa: F811
+    return next(u["ID"] for u in simulator.admin("GET", "users")
+                if u["EmailAddress"] == ADMIN_EMAIL)
+
+
+def test_a_lead_created_for_a_customer_of_priya_s_number_is_owned_by_priya(
+        start, simulator, team):  # noqa: F811
+    """...and one of a number mapped to nobody keeps LeadSquared's default owner (no
+    OwnerId sent), whatever owner_fallback says for its activities."""
+    bridge = start(owners=OWNERS, create_leads=True, owner_fallback="lead_owner")
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.l1", "hello Priya"),
+         change(ARJUN_NUMBER, "919123456780", "Ravi", "wamid.l2", "hello Arjun"),
+         change(SPARE_NUMBER, "919988776655", "Meera", "wamid.l3", "hello?"))
+    bridge.sync_now()
+    asha = lead_of(simulator, "919876543210")
+    assert asha["OwnerId"] == team["priya"]
+    assert only(simulator, asha["ProspectID"])["Owner"] == "priya@example.com"
+    ravi = lead_of(simulator, "919123456780")
+    assert ravi["OwnerId"] == team["arjun"]
+    meera = lead_of(simulator, "919988776655")
+    assert meera["OwnerId"] == admin_id(simulator)  # the keys' user: no OwnerId was sent
+    assert only(simulator, meera["ProspectID"])["Owner"] == ADMIN_EMAIL  # its lead owner
+    creates = [c for c in simulator.admin("GET", "calls") if c["path"].endswith("Lead.Create")]
+    assert sum("OwnerId" in str(c["body"]) for c in creates) == 2
+    (sink,) = bridge.status()["sinks"]
+    assert "new lead" not in str(sink), "nothing went wrong: nothing to say"
+
+
+def test_a_refused_owner_never_loses_the_lead_and_the_status_says_why(
+        start, simulator, team):  # noqa: F811
+    simulator.configure(lead_owner="refused")
+    bridge = start(owners=OWNERS, create_leads=True)
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.l4", "hello Priya"))
+    bridge.sync_now()
+    asha = lead_of(simulator, "919876543210")  # created without OwnerId: one lead
+    assert asha["OwnerId"] == admin_id(simulator)
+    assert only(simulator, asha["ProspectID"])["Owner"] == "priya@example.com"
+    (sink,) = bridge.status()["sinks"]
+    assert "LeadSquared refused a new lead's owner priya@example.com" in sink["details"]["owners"]
+
+
+def test_an_account_that_ignores_owner_id_is_named_on_the_status_page(
+        start, simulator, team):  # noqa: F811
+    simulator.configure(lead_owner="ignored")
+    bridge = start(owners=OWNERS, create_leads=True)
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.l5", "hello Priya"))
+    bridge.sync_now()
+    asha = lead_of(simulator, "919876543210")
+    assert asha["OwnerId"] == admin_id(simulator)
+    assert only(simulator, asha["ProspectID"])["Owner"] == "priya@example.com"
+    (sink,) = eventually(lambda: [s for s in bridge.status()["sinks"]
+                                  if "did not take" in s["details"]["owners"]])
+    assert "did not take a new lead's OwnerId (priya@example.com)" in sink["details"]["owners"]
+
+
+# The create itself, against the simulator in this process over real HTTP.
+
+@pytest.mark.parametrize("reading", ["honoured", "ignored", "refused"])
+async def test_a_number_another_creator_took_meanwhile_gives_that_lead_under_each_reading(
+        sim, client, reading):  # noqa: F811
+    """create_lead with an owner meets the unique Phone (another process created the lead
+    between our lookup and our create): whether OwnerId is honoured, ignored or refused
+    first, the lead made meanwhile is taken, and no second lead appears."""
+    sim.store.switches.lead_owner = reading
+    rep = sim.add_user("Priya", "priya@example.com")
+    theirs = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
+    heard: list[str | None] = []
+    owner = LeadOwner(rep, "priya@example.com", heard.append)
+    assert await create_lead(client, "+919876543210", "Asha", "WhatsApp", owner=owner) == theirs
+    assert len(sim.store.leads) == 1
+
+
+@pytest.mark.parametrize(("reading", "owned_by_rep"), [("honoured", True), ("ignored", False),
+                                                       ("refused", False)])
+async def test_each_reading_of_owner_id_creates_the_lead_once(sim, client, reading,  # noqa: F811
+                                                              owned_by_rep):
+    sim.store.switches.lead_owner = reading
+    rep = sim.add_user("Priya", "priya@example.com")
+    heard: list[str | None] = []
+    owner = LeadOwner(rep, "priya@example.com", heard.append, check=True)
+    lead = await create_lead(client, "+919876543210", "Asha", "WhatsApp", owner=owner)
+    assert list(sim.store.leads) == [lead]
+    assert (sim.store.leads[lead]["OwnerId"] == rep) is owned_by_rep
+    assert (heard == [None]) is owned_by_rep  # said whenever the rep does not own it
