@@ -4,6 +4,8 @@ process, under each reading of an OwnerId on Lead.Create (switch lead_owner)."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from plugins.leadsquared.leads import LeadOwner, create_lead
@@ -121,3 +123,60 @@ async def test_each_reading_of_owner_id_creates_the_lead_once(sim, client, readi
     assert list(sim.store.leads) == [lead]
     assert (sim.store.leads[lead]["OwnerId"] == rep) is owned_by_rep
     assert (heard == [None]) is owned_by_rep  # said whenever the rep does not own it
+
+
+def test_a_chat_s_deal_activity_keeps_the_rep_of_its_lead_activity_when_the_map_changes(
+        start, simulator, team):  # noqa: F811
+    """The lead's activity lands under Priya, the deal's post fails; Priya is deactivated
+    and a sync-now reads the users again before the deal's retry: the deal's activity is
+    still Priya's (one chat, one owner), never the lead owner's the new map would pick."""
+    kiran = simulator.add_user("Kiran", "kiran@example.com", last="Das")
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210", OwnerId=kiran)
+    deal = simulator.add_opportunity(asha, "Annual plan")
+    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "transient": True})
+    bridge = start(owners=OWNERS, owner_fallback="lead_owner", max_attempts=50,
+                   rate_limit="100/1s", lease="20s", deliver_timeout="15s")
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.p1", "about the plan"))
+    bridge.sync_now()
+    assert only(simulator, asha)["Owner"] == "priya@example.com"
+
+    simulator.admin("POST", "users/change", json={"id": team["priya"], "active": False})
+    bridge.sync_now()  # the users are read again: Priya's number now follows the fallback
+    eventually(lambda: "priya@example.com is inactive" in str(bridge.status()["sinks"]))
+    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "reason": ""})
+    bridge.sync_now()
+    on_deal = eventually(lambda: simulator.admin("GET", "activities",
+                                                 params={"opportunityId": deal}))
+    assert [a["Owner"] for a in on_deal] == ["priya@example.com"]
+    assert {a["Owner"] for a in simulator.activities(asha)} == {"priya@example.com"}
+
+
+def test_the_rep_a_chat_s_first_try_chose_outlives_a_sigkill_and_a_changed_map(
+        start, simulator, team, tmp_path):  # noqa: F811
+    """As above, but the bridge is killed (SIGKILL) after the lead's activity landed and
+    restarted once Priya is inactive: the buffer kept the chat's rep, the deal's activity
+    is hers."""
+    kiran = simulator.add_user("Kiran", "kiran@example.com", last="Das")
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210", OwnerId=kiran)
+    deal = simulator.add_opportunity(asha, "Annual plan")
+    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "transient": True})
+    settings = {"owners": OWNERS, "owner_fallback": "lead_owner", "max_attempts": 50,
+                "rate_limit": "100/1s", "lease": "2s", "deliver_timeout": "1s"}
+    bridge = start(**settings)
+    post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.k1", "about the plan"))
+    bridge.sync_now()
+    assert only(simulator, asha)["Owner"] == "priya@example.com"
+    eventually(lambda: ledger_rows(tmp_path / "bridge.db") >= 1)  # the try's outcome kept
+    bridge.kill()
+
+    simulator.admin("POST", "users/change", json={"id": team["priya"], "active": False})
+    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "reason": ""})
+    start(**settings).sync_now()
+    on_deal = eventually(lambda: simulator.admin("GET", "activities",
+                                                 params={"opportunityId": deal}))
+    assert [a["Owner"] for a in on_deal] == ["priya@example.com"]
+
+
+def ledger_rows(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM ledger").fetchone()[0]
