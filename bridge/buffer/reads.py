@@ -26,6 +26,7 @@ from bridge.buffer.compiler import (
     whole_number,
 )
 from bridge.buffer.connectors import Connector
+from bridge.buffer.history import HISTORY_HELD, waiting_note
 from bridge.buffer.tables import (
     TEXT,
     batches,
@@ -166,7 +167,7 @@ SHOWS = ("all", "held", "dead", "groups")
 IDENTITY_COLUMNS = ("key", "contact_name", "username", "bsuid", "parent_bsuid")
 _ROW_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at", "message_count",
                 "record_id", "last_synced_at", "last_error", "held_reason", "pending",
-                "synced", "transcripts", "dead")
+                "synced", "transcripts", "dead", "older_held", "older_held_since")
 _PHONE_LIKE = set("0123456789+-() .")
 _SHOW = {  # show -> condition on conversations; held and dead take the sink (NULL: any)
     "all": sa.true(),
@@ -288,6 +289,7 @@ def _unstorable(ch: str) -> bool:
     return ch == "\x00" or "\ud800" <= ch <= "\udfff"
 
 
+_OLDER_HELD = sa.and_(d.state == "skipped", starts_with(d.reason, HISTORY_HELD))
 LIST_ROWS = Query(sa.select(
     c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count, s.record_id,
     s.last_synced_at, s.last_error, s.held_reason).select_from(conversations_table.outerjoin(
@@ -299,7 +301,10 @@ DELIVERY_COUNTS = Query(sa.select(
     sa.func.sum(sa.case((d.state == "done", 1), else_=0)),
     # a transcript: one delivered batch (one conversation window)
     sa.func.count(sa.case((d.state == "done", d.batch_id)).distinct()),
-    sa.func.sum(sa.case((d.state == "dead", 1), else_=0)))
+    sa.func.sum(sa.case((d.state == "dead", 1), else_=0)),
+    # history older than the backfill window: stored, waiting for a backfill (history.py)
+    sa.func.sum(sa.case((_OLDER_HELD, 1), else_=0)),
+    sa.func.min(sa.case((_OLDER_HELD, m.sent_at))))
     # messages first, then each delivery by its primary key: the other way round SQLite
     # reads every delivery row the sink ever had
     .select_from(ordered_join(ordered_join(messages_table, sink_state, sa.true()), deliveries,
@@ -315,8 +320,13 @@ async def _list_rows(db: Connector, sink: str | None, keys: list[str]) -> list[d
     rows = await db.rows(LIST_ROWS, sink=sink, keys=keys)
     counts = {row[0]: tuple(row[1:]) for row in await db.rows(DELIVERY_COUNTS, sink=sink,
                                                                 keys=keys)}
-    found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0))))
+    found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0, 0, None))))
              for row in rows}
+    now = time.time()
+    for row in found.values():
+        row["older_held"] = int(row["older_held"] or 0)
+        row["history_note"] = waiting_note(sink, row["older_held"], row["older_held_since"],
+                                           now) if sink else None
     return [found[key] for key in keys if key in found]
 
 
