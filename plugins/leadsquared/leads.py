@@ -109,11 +109,12 @@ async def create_with_owner(client: LeadSquaredClient, attributes: dict[str, str
     except LeadSquaredError as exc:
         if exc.kind != "rejected" or exc.exception_type == DUPLICATE:
             raise
+        lead = await client.leads.create(attributes)  # refused too: not the owner's fault
         why = (f"LeadSquared refused a new lead's owner {owner.email} ({exc.message}): "
                "new leads are created without it, owned as LeadSquared decides")
         logger.warning("%s", why)
         owner.told(why)
-        return await client.leads.create(attributes)
+        return lead
     owner.told(await _owner_not_taken(client, lead, owner) if owner.check else None)
     return lead
 
