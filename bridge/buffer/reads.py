@@ -45,7 +45,7 @@ from bridge.buffer.tables import (
 from bridge.buffer.tables import (
     messages as messages_table,
 )
-from bridge.contracts import SETTLING, WAITING_FOR_FILE, WAITS_WITH_MESSAGES
+from bridge.contracts import SETTLING, SINK_NOTE, WAITING_FOR_FILE, WAITS_WITH_MESSAGES
 from bridge.model import Message
 
 b, c, d, m = batches.c, conversations_table.c, deliveries.c, messages_table.c
@@ -447,10 +447,12 @@ async def _fates(db: Connector, key: str) -> dict[int, list[dict[str, Any]]]:
 
 
 async def _ledger_of(db: Connector, sink: str, batch_key: str) -> list[dict[str, Any]]:
-    """Ledger entries of a batch: sinks derive their keys from the batch key."""
+    """Ledger entries of a batch: sinks derive their keys from the batch key (one whose
+    part starts with SINK_NOTE is the sink's own note kept with the batch, no CRM object)."""
     rows = await db.rows(LEDGER_OF, sink=sink, low=batch_key, high=batch_key + "\U0010ffff")
     return [{"key": k, "part": k[len(batch_key):], "external_id": e,
-             "created_at": from_timestamp(at)} for k, e, at in rows]
+             "created_at": from_timestamp(at)} for k, e, at in rows
+            if not k[len(batch_key):].startswith(SINK_NOTE)]
 
 
 _hour = whole_number(m.sent_at / sa.literal_column("3600.0"))

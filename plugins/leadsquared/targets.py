@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from bridge import Batch
+from bridge import SINK_NOTE, Batch
 from plugins.leadsquared.attachments import follow_ups, held_line
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # The batch's ledger entry holding the reps its first try chose, by business number:
 # `<batch key>=owners` -> {"<number>": [email, name]}. Not a part key (those go on with
 # ":"), so no note, opportunity or file takes it for a post (earlier_parts, own_sizes).
-OWNERS_PIN = "=owners"
+OWNERS_PIN = f"{SINK_NOTE}owners"
 
 
 @dataclass

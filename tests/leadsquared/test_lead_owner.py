@@ -4,12 +4,14 @@ process, under each reading of an OwnerId on Lead.Create (switch lead_owner)."""
 
 from __future__ import annotations
 
+import html
 import sqlite3
 
 import pytest
 
 from plugins.leadsquared.leads import LeadOwner, create_lead
 from plugins.leadsquared.simulator.users import ADMIN_EMAIL
+from tests import oneshot
 from tests.leadsquared.test_client import client, connect, sim  # noqa: F401
 from tests.leadsquared.test_end_to_end import eventually, post
 from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
@@ -149,6 +151,9 @@ def test_a_chat_s_deal_activity_keeps_the_rep_of_its_lead_activity_when_the_map_
                                                  params={"opportunityId": deal}))
     assert [a["Owner"] for a in on_deal] == ["priya@example.com"]
     assert {a["Owner"] for a in simulator.activities(asha)} == {"priya@example.com"}
+    page = html.unescape(oneshot.get(f"{bridge.url}/conversation",
+                                     params={"key": "+919876543210"}, timeout=10).text)
+    assert "CRM activity" in page and "Priya Rao" not in page  # the kept rep is no activity
 
 
 def test_the_rep_a_chat_s_first_try_chose_outlives_a_sigkill_and_a_changed_map(
