@@ -345,6 +345,14 @@ class Owners:
             return Rep(None, None, shown)
         return Rep(await self.lead_owner(lead), None, shown)
 
+    def can_own(self, email: str | None) -> bool:
+        """Whether `email` may own activities now: None (the API user) always; a user
+        only while active, as far as the last read of the users shows (unread: yes)."""
+        if email is None or not self.users_read:
+            return True
+        return any(known.casefold() == email.casefold() and uid not in self.inactive
+                   for uid, known in self.emails.items())
+
     def new_lead_owner(self, messages: Iterable[Message]) -> LeadOwner | None:
         """Who a lead created for these messages goes to: the rep of the business number
         the chat's first message was with (the rep who owns its activities). None (the

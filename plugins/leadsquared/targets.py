@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
@@ -79,7 +80,7 @@ class Planner:
         be posted then: it could be there already)."""
         reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
         if self.owners is not None and self.owners.enabled:
-            reps = pinned_reps(batch, reps)
+            reps = pinned_reps(batch, reps, self.owners.can_own)
         retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
         found, sizes, bodies = await self.keys.parts_on_lead(lead.id) if retry else ({}, {}, {})
         plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes), bodies), [],
@@ -157,12 +158,16 @@ class Planner:
                      bodies=bodies)
 
 
-def pinned_reps(batch: Batch, reps: dict[Any, Rep]) -> dict[Any, Rep]:
+def pinned_reps(batch: Batch, reps: dict[Any, Rep],
+                can_own: Callable[[str | None], bool] = lambda email: True
+                ) -> dict[Any, Rep]:
     """One chat's pieces share one owner across its tries: the reps its first try chose
     (kept in its ledger, committed with that try's outcomes) own every later try's posts
     too, so an activity on the lead's deal never gets another rep than the one on the
     lead when the owners map changed in between (the users are read again every 10
-    minutes and at sync-now). A number the first try did not see takes today's rep."""
+    minutes and at sync-now). A number the first try did not see takes today's rep; so
+    does one whose first rep can own nothing now (`can_own`: deactivated or gone since,
+    whom LeadSquared may refuse as an owner), said in the log."""
     key = batch.key + OWNERS_PIN
     pinned = _read_pin(batch.ledger.get(key))
     if pinned is None:
@@ -173,11 +178,12 @@ def pinned_reps(batch: Batch, reps: dict[Any, Rep]) -> dict[Any, Rep]:
     kept = {}
     for message_id, rep in reps.items():
         first = pinned.get(rep.number or "")
+        if first and first[0] != rep.email and not can_own(first[0]):
+            logger.warning("chat %s: its first owner %s can own nothing now (inactive or "
+                           "gone): the rest of it goes to %s", batch.key, first[0],
+                           rep.email or "the API user")
+            first = None
         kept[message_id] = Rep(first[0], first[1], rep.number) if first else rep
-        if first and first[0] != rep.email:
-            logger.info("chat %s keeps the owner its first try chose (%s), not %s, so its "
-                        "activities share one owner", batch.key, first[0] or "the API user",
-                        rep.email or "the API user")
     return kept
 
 

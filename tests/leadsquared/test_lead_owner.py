@@ -9,9 +9,13 @@ import sqlite3
 
 import pytest
 
+from bridge import Batch, Conversation
 from plugins.leadsquared.leads import LeadOwner, create_lead
+from plugins.leadsquared.owners import Rep
 from plugins.leadsquared.simulator.users import ADMIN_EMAIL
+from plugins.leadsquared.targets import pinned_reps
 from tests import oneshot
+from tests.helpers import message
 from tests.leadsquared.test_client import client, connect, sim  # noqa: F401
 from tests.leadsquared.test_end_to_end import eventually, post
 from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
@@ -129,22 +133,20 @@ async def test_each_reading_of_owner_id_creates_the_lead_once(sim, client, readi
 
 def test_a_chat_s_deal_activity_keeps_the_rep_of_its_lead_activity_when_the_map_changes(
         start, simulator, team):  # noqa: F811
-    """The lead's activity lands under Priya, the deal's post fails; Priya is deactivated
-    and a sync-now reads the users again before the deal's retry: the deal's activity is
-    still Priya's (one chat, one owner), never the lead owner's the new map would pick."""
-    kiran = simulator.add_user("Kiran", "kiran@example.com", last="Das")
-    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210", OwnerId=kiran)
-    deal = simulator.add_opportunity(asha, "Annual plan")
-    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "transient": True})
-    bridge = start(owners=OWNERS, owner_fallback="lead_owner", max_attempts=50,
-                   rate_limit="100/1s", lease="20s", deliver_timeout="15s")
+    """owners: auto. The lead's activity lands under Priya, the deal's post fails; Priya's
+    number moves to Arjun in LeadSquared and a sync-now reads the users again before the
+    deal's retry: the deal's activity is still Priya's (one chat, one owner), not Arjun's
+    as the new map would have it."""
+    asha, deal = _chat_with_a_failing_deal(simulator, team)
+    bridge = start(owners="auto", max_attempts=50, rate_limit="100/1s", lease="20s",
+                   deliver_timeout="15s")
     post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.p1", "about the plan"))
     bridge.sync_now()
     assert only(simulator, asha)["Owner"] == "priya@example.com"
 
-    simulator.admin("POST", "users/change", json={"id": team["priya"], "active": False})
-    bridge.sync_now()  # the users are read again: Priya's number now follows the fallback
-    eventually(lambda: "priya@example.com is inactive" in str(bridge.status()["sinks"]))
+    _move_number_to_arjun(simulator, team)
+    bridge.sync_now()  # the users are read again: the number is Arjun's now
+    eventually(lambda: "+919800000001 → arjun@example.com" in str(bridge.status()["sinks"]))
     simulator.admin("POST", "refuse", json={"opportunity_id": deal, "reason": ""})
     bridge.sync_now()
     on_deal = eventually(lambda: simulator.admin("GET", "activities",
@@ -159,14 +161,11 @@ def test_a_chat_s_deal_activity_keeps_the_rep_of_its_lead_activity_when_the_map_
 def test_the_rep_a_chat_s_first_try_chose_outlives_a_sigkill_and_a_changed_map(
         start, simulator, team, tmp_path):  # noqa: F811
     """As above, but the bridge is killed (SIGKILL) after the lead's activity landed and
-    restarted once Priya is inactive: the buffer kept the chat's rep, the deal's activity
-    is hers."""
-    kiran = simulator.add_user("Kiran", "kiran@example.com", last="Das")
-    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210", OwnerId=kiran)
-    deal = simulator.add_opportunity(asha, "Annual plan")
-    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "transient": True})
-    settings = {"owners": OWNERS, "owner_fallback": "lead_owner", "max_attempts": 50,
-                "rate_limit": "100/1s", "lease": "2s", "deliver_timeout": "1s"}
+    restarted once the number is Arjun's: the buffer kept the chat's rep, the deal's
+    activity is Priya's."""
+    asha, deal = _chat_with_a_failing_deal(simulator, team)
+    settings = {"owners": "auto", "max_attempts": 50, "rate_limit": "100/1s",
+                "lease": "2s", "deliver_timeout": "1s"}
     bridge = start(**settings)
     post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.k1", "about the plan"))
     bridge.sync_now()
@@ -174,7 +173,7 @@ def test_the_rep_a_chat_s_first_try_chose_outlives_a_sigkill_and_a_changed_map(
     eventually(lambda: ledger_rows(tmp_path / "bridge.db") >= 1)  # the try's outcome kept
     bridge.kill()
 
-    simulator.admin("POST", "users/change", json={"id": team["priya"], "active": False})
+    _move_number_to_arjun(simulator, team)
     simulator.admin("POST", "refuse", json={"opportunity_id": deal, "reason": ""})
     start(**settings).sync_now()
     on_deal = eventually(lambda: simulator.admin("GET", "activities",
@@ -182,6 +181,39 @@ def test_the_rep_a_chat_s_first_try_chose_outlives_a_sigkill_and_a_changed_map(
     assert [a["Owner"] for a in on_deal] == ["priya@example.com"]
 
 
+def _chat_with_a_failing_deal(simulator, team) -> tuple[str, str]:  # noqa: F811
+    """Priya holds the business number; Asha's lead has an open deal refusing posts for
+    now (a gateway's 503). (lead, deal)"""
+    simulator.admin("POST", "users/change", json={"id": team["priya"],
+                                                  "phones": "+91-9800000001"})
+    asha = simulator.add_lead(FirstName="Asha", Mobile="919876543210")
+    deal = simulator.add_opportunity(asha, "Annual plan")
+    simulator.admin("POST", "refuse", json={"opportunity_id": deal, "transient": True})
+    return asha, deal
+
+
+def _move_number_to_arjun(simulator, team) -> None:  # noqa: F811
+    simulator.admin("POST", "users/change", json={"id": team["priya"], "phones": ""})
+    simulator.admin("POST", "users/change", json={"id": team["arjun"],
+                                                  "phones": "+91-9800000001"})
+
+
 def ledger_rows(path) -> int:
     with sqlite3.connect(path) as db:
         return db.execute("SELECT count(*) FROM ledger").fetchone()[0]
+
+
+@pytest.mark.parametrize(("first_can_own", "owner"), [(True, "priya@example.com"),
+                                                      (False, "arjun@example.com")])
+def test_a_chat_keeps_its_first_rep_unless_that_rep_can_own_nothing_now(first_can_own, owner):
+    """A rep deactivated (or gone) since the chat's first try may be refused as an owner
+    by LeadSquared: the rest of the chat goes to today's rep rather than fail for good."""
+    messages = [message(1), message(2)]
+    batch = Batch(key="b1", sink="leadsquared", conversation=Conversation("+919876543210"),
+                  messages=messages)
+    first = Rep("priya@example.com", "Priya Rao", "+919800000001")
+    pinned_reps(batch, {m.id: first for m in messages})  # the first try
+    today = Rep("arjun@example.com", "Arjun Mehta", "+919800000001")
+    later = pinned_reps(batch, {m.id: today for m in messages},
+                        lambda email: first_can_own or email != "priya@example.com")
+    assert {rep.email for rep in later.values()} == {owner}
