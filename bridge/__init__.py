@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 from bridge.contracts import (
+    SINK_NOTE,
     WAITING_FOR_FILE,
     WAITS_WITH_MESSAGES,
     Batch,
@@ -65,7 +66,7 @@ __all__ = [
     "get_plugin_manager", "GROUP_PREFIX", "hookimpl", "Identity", "Ingest", "is_group",
     "lead_in", "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry",
     "Message", "Metrics", "Outcome", "PluginContext", "query_text", "quote", "render_line",
-    "SharedBuffer", "Sink", "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS",
+    "SharedBuffer", "Sink", "SINK_NOTE", "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS",
     "StatusUpdate", "SyncNote",
     "TargetFailure", "UPGRADE_SUFFIX",
     "WAITING_FOR_FILE", "WAITS_WITH_MESSAGES", "zone",

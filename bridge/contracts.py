@@ -148,6 +148,10 @@ class Batch:
         return failure
 
 
+# A ledger key `<batch key>` + SINK_NOTE + name is a sink's own note kept with the batch
+# (remember()), committed with its outcomes like a post, but no CRM object: the status
+# pages do not list it among the activities a message went into.
+SINK_NOTE = "="
 LEASE_MARGIN = 1.0  # seconds a lease outlasts deliver_timeout: time to commit the outcomes
 # seconds after its lease began (or was renewed) a delivery may begin without renewing it
 # first: so every write of a delivery is sent by then + deliver_timeout, which bounds how

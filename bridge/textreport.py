@@ -163,7 +163,7 @@ def _details(sink: dict[str, Any], clock: Clock) -> list[str]:
                      f"{target['conversation']}: {target['reason']}")
     for conv in sink.get("conversations", []):
         name = conv["contact_name"] or ""
-        note = conv["held_reason"] or conv["last_error"] or ""
+        note = conv["held_reason"] or conv["last_error"] or conv.get("history_note") or ""
         lines.append(f"{SINK_INDENT}  {conv['key']:<18} {name[:24]:<24} last synced "
                      f"{clock.at(conv['last_synced_at'])}  pending {conv['pending']}  {note}")
     return lines

@@ -10,6 +10,8 @@ began and sent inside its window is never held again.
 
 from __future__ import annotations
 
+import math
+
 import sqlalchemy as sa
 
 from bridge.buffer.compiler import P, Query, indexed, starts_with
@@ -51,6 +53,18 @@ def reason(sink: str, days: float) -> str:
     """Why a history message waits, and what posts it."""
     return (f"{HISTORY_HELD} ({days:g} days): stored, not posted; `bridge backfill --sink "
             f"{sink} --days N` with N reaching back to it posts it")
+
+
+def waiting_note(sink: str, count: int, oldest: float | None, now: float) -> str | None:
+    """Why a chat with held history shows nothing synced nor pending, and the command
+    that syncs it (its oldest held message within the days it names); None without any."""
+    if not count or oldest is None:
+        return None
+    days = max(1, math.ceil((now - oldest) / 86400.0))
+    what = "message is" if count == 1 else "messages are"
+    return (f"{count} {what} history older than the backfill window: stored, not synced; "
+            f"`bridge backfill --sink {sink} --days {days}` syncs "
+            f"{'it' if count == 1 else 'them'}")
 
 
 async def hold(db: Connector, sink: str, days: float, now: float) -> int:

@@ -26,6 +26,7 @@ from bridge.buffer.compiler import (
     whole_number,
 )
 from bridge.buffer.connectors import Connector
+from bridge.buffer.history import HISTORY_HELD, waiting_note
 from bridge.buffer.tables import (
     TEXT,
     batches,
@@ -44,7 +45,7 @@ from bridge.buffer.tables import (
 from bridge.buffer.tables import (
     messages as messages_table,
 )
-from bridge.contracts import SETTLING, WAITING_FOR_FILE, WAITS_WITH_MESSAGES
+from bridge.contracts import SETTLING, SINK_NOTE, WAITING_FOR_FILE, WAITS_WITH_MESSAGES
 from bridge.model import Message
 
 b, c, d, m = batches.c, conversations_table.c, deliveries.c, messages_table.c
@@ -166,7 +167,7 @@ SHOWS = ("all", "held", "dead", "groups")
 IDENTITY_COLUMNS = ("key", "contact_name", "username", "bsuid", "parent_bsuid")
 _ROW_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at", "message_count",
                 "record_id", "last_synced_at", "last_error", "held_reason", "pending",
-                "synced", "transcripts", "dead")
+                "synced", "transcripts", "dead", "older_held", "older_held_since")
 _PHONE_LIKE = set("0123456789+-() .")
 _SHOW = {  # show -> condition on conversations; held and dead take the sink (NULL: any)
     "all": sa.true(),
@@ -288,6 +289,7 @@ def _unstorable(ch: str) -> bool:
     return ch == "\x00" or "\ud800" <= ch <= "\udfff"
 
 
+_OLDER_HELD = sa.and_(d.state == "skipped", starts_with(d.reason, HISTORY_HELD))
 LIST_ROWS = Query(sa.select(
     c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count, s.record_id,
     s.last_synced_at, s.last_error, s.held_reason).select_from(conversations_table.outerjoin(
@@ -299,7 +301,10 @@ DELIVERY_COUNTS = Query(sa.select(
     sa.func.sum(sa.case((d.state == "done", 1), else_=0)),
     # a transcript: one delivered batch (one conversation window)
     sa.func.count(sa.case((d.state == "done", d.batch_id)).distinct()),
-    sa.func.sum(sa.case((d.state == "dead", 1), else_=0)))
+    sa.func.sum(sa.case((d.state == "dead", 1), else_=0)),
+    # history older than the backfill window: stored, waiting for a backfill (history.py)
+    sa.func.sum(sa.case((_OLDER_HELD, 1), else_=0)),
+    sa.func.min(sa.case((_OLDER_HELD, m.sent_at))))
     # messages first, then each delivery by its primary key: the other way round SQLite
     # reads every delivery row the sink ever had
     .select_from(ordered_join(ordered_join(messages_table, sink_state, sa.true()), deliveries,
@@ -315,8 +320,13 @@ async def _list_rows(db: Connector, sink: str | None, keys: list[str]) -> list[d
     rows = await db.rows(LIST_ROWS, sink=sink, keys=keys)
     counts = {row[0]: tuple(row[1:]) for row in await db.rows(DELIVERY_COUNTS, sink=sink,
                                                                 keys=keys)}
-    found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0))))
+    found = {row[0]: _record(_ROW_COLUMNS, (*row, *counts.get(row[0], (0, 0, 0, 0, 0, None))))
              for row in rows}
+    now = time.time()
+    for row in found.values():
+        row["older_held"] = int(row["older_held"] or 0)
+        row["history_note"] = waiting_note(sink, row["older_held"], row["older_held_since"],
+                                           now) if sink else None
     return [found[key] for key in keys if key in found]
 
 
@@ -437,10 +447,12 @@ async def _fates(db: Connector, key: str) -> dict[int, list[dict[str, Any]]]:
 
 
 async def _ledger_of(db: Connector, sink: str, batch_key: str) -> list[dict[str, Any]]:
-    """Ledger entries of a batch: sinks derive their keys from the batch key."""
+    """Ledger entries of a batch: sinks derive their keys from the batch key (one whose
+    part starts with SINK_NOTE is the sink's own note kept with the batch, no CRM object)."""
     rows = await db.rows(LEDGER_OF, sink=sink, low=batch_key, high=batch_key + "\U0010ffff")
     return [{"key": k, "part": k[len(batch_key):], "external_id": e,
-             "created_at": from_timestamp(at)} for k, e, at in rows]
+             "created_at": from_timestamp(at)} for k, e, at in rows
+            if not k[len(batch_key):].startswith(SINK_NOTE)]
 
 
 _hour = whole_number(m.sent_at / sa.literal_column("3600.0"))

@@ -27,6 +27,7 @@ from bridge import Message
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.leads import LeadOwner
 from plugins.leadsquared.phones import national_variants, stored_e164, variant_numbers
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,10 @@ class Owners:
         self.users_read = False  # the account's users were listed (else emails unchecked)
         self.notes: list[str] = []  # what the last read could not map, in words
         self.read_at: float | None = None  # monotonic: when the users were last read
+        # why a new lead could not be given to its rep (OwnerId refused, the rep's user id
+        # unknown): kept across reads of the users, shown on the status page's owners line
+        self.lead_note: str | None = None
+        self._lead_checked = False  # a new lead was read back for its owner this run
         self._reading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None  # a background read (refresh_if_due)
 
@@ -339,6 +344,43 @@ class Owners:
         if self.settings.owner_fallback == "api_user":
             return Rep(None, None, shown)
         return Rep(await self.lead_owner(lead), None, shown)
+
+    def can_own(self, email: str | None) -> bool:
+        """Whether `email` may own activities now: None (the API user) always; a user
+        only while active, as far as the last read of the users shows (unread: yes)."""
+        if email is None or not self.users_read:
+            return True
+        return any(known.casefold() == email.casefold() and uid not in self.inactive
+                   for uid, known in self.emails.items())
+
+    def new_lead_owner(self, messages: Iterable[Message]) -> LeadOwner | None:
+        """Who a lead created for these messages goes to: the rep of the business number
+        the chat's first message was with (the rep who owns its activities). None (the
+        lead owned as LeadSquared decides, as before owners existed) for a number mapped to
+        nobody, whatever owner_fallback says: the lead owner fallback has no lead yet, and
+        api_user is LeadSquared's own default."""
+        first = next(iter(messages), None)
+        if not self.enabled or first is None:
+            return None
+        email = self.mapped(*business_of(first))
+        if email is None:
+            return None
+        user_id = next((uid for uid, known in self.emails.items()
+                        if known.casefold() == email.casefold()), None)
+        if user_id is None:  # the users could not be listed: no id to send as OwnerId
+            why = (f"{email}'s user id is unknown (the account's users could not be "
+                   "listed): new leads are owned as LeadSquared decides")
+            if why != self.lead_note:
+                logger.warning("owners: %s", why)
+            self.lead_note = why
+            return None
+        return LeadOwner(user_id, email, self._told, check=not self._lead_checked)
+
+    def _told(self, why: str | None) -> None:
+        """How the last new lead took its owner (None: it did) for the status line; the
+        first owned lead of a run is read back once (an account ignoring OwnerId)."""
+        self._lead_checked = True
+        self.lead_note = why
 
     async def lead_owner(self, lead: str) -> str | None:
         """The email of the lead's owner (OwnerId), reused for opportunity_cache seconds;

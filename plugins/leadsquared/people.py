@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from bridge import Conversation, Message, is_group
 from plugins.leadsquared.client import LeadSquaredClient, LeadSquaredError
 from plugins.leadsquared.config import LeadSquaredConfig
-from plugins.leadsquared.leads import create_lead, find_lead
+from plugins.leadsquared.leads import LeadOwner, create_lead, create_with_owner, find_lead
 from plugins.leadsquared.phones import storage_format
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,11 @@ def not_found(config: LeadSquaredConfig, conversation: Conversation) -> str:
 
 
 async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
-                  conversation: Conversation, messages: Sequence[Message]) -> str | None:
+                  conversation: Conversation, messages: Sequence[Message],
+                  owner: LeadOwner | None = None) -> str | None:
     """The lead id: found by phone, else by BSUID, else created when configured to (a
-    number that changed hands is not looked up nor written: see lookup_phone)."""
+    number that changed hands is not looked up nor written: see lookup_phone), owned by
+    `owner` (the rep of the business number the customer wrote to) when given."""
     phone = lookup_phone(conversation)
     lead = await find_lead(client, phone) if phone else None
     if lead is None and conversation.key.startswith("+") and conversation.key != phone:
@@ -100,8 +102,9 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
         return lead
     if phone:
         return await create_lead(client, phone, display_name(conversation, messages),
-                                 config.lead_source, _identity_fields(config, conversation))
-    return await _create_without_phone(client, config, conversation, messages)
+                                 config.lead_source, _identity_fields(config, conversation),
+                                 owner)
+    return await _create_without_phone(client, config, conversation, messages, owner)
 
 
 def holding(leads: list[dict], field: str, value: str) -> str | None:
@@ -123,13 +126,14 @@ def _identity_fields(config: LeadSquaredConfig, conversation: Conversation) -> d
 
 async def _create_without_phone(client: LeadSquaredClient, config: LeadSquaredConfig,
                                 conversation: Conversation,
-                                messages: Sequence[Message]) -> str:
+                                messages: Sequence[Message],
+                                owner: LeadOwner | None = None) -> str:
     first, _, last = (display_name(conversation, messages) or "WhatsApp").partition(" ")
     attributes = {"FirstName": first, "Source": config.lead_source,
                   **_identity_fields(config, conversation)}
     if last:
         attributes["LastName"] = last
-    return await client.leads.create(attributes)
+    return await create_with_owner(client, attributes, owner)
 
 
 def new_numbers(messages: Sequence[Message]) -> list[str]:

@@ -26,6 +26,7 @@ from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.keys import once
 from plugins.leadsquared.leads import first_match
 from plugins.leadsquared.outcomes import late_write_retry, outcome_of
+from plugins.leadsquared.owners import Owners
 from plugins.leadsquared.people import (
     follow_number_change,
     lookup_phone,
@@ -52,8 +53,10 @@ class Resolver:
 
     def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig, rows: Any,
                  directory: LeadDirectory | None,
-                 asked_at: Callable[[], float] = lambda: 0.0) -> None:
+                 asked_at: Callable[[], float] = lambda: 0.0,
+                 owners: Owners | None = None) -> None:
         self.client = client
+        self.owners = owners  # a lead created goes to the rep the customer wrote to
         # when a person last asked for a sync (sync now): a number found unknown before
         # then is searched again, whatever unknown_recheck says
         self.asked_at = asked_at
@@ -106,9 +109,11 @@ class Resolver:
             # one lookup a variant (Brazil's ninth digit, Argentina's 9, Mexico's 1)
             lead = await first_match(self.client, phone, primary_candidates(phone))
         else:
+            owner = self.owners.new_lead_owner(batch.messages) \
+                if self.owners is not None and self.settings.create_leads else None
             async with self._lock(phone or batch.conversation.key):  # one create a person
                 lead = await resolve(self.client, self.settings, batch.conversation,
-                                     batch.messages)
+                                     batch.messages, owner)
         if phone and self.rows is not None:
             if lead is None:
                 await self.rows.note_unknown(phone, time.time())

@@ -140,7 +140,7 @@ class LeadSquaredSink:
                                    f"users ({unread.message}); the sink starts again later "
                                    "rather than file their chats under owner_fallback")
         people = Resolver(self.client, self.settings, self._rows, self.directory,
-                          asked_at=lambda: self._asked_at)
+                          asked_at=lambda: self._asked_at, owners=self.owners)
         opportunity_bulk = OpportunityBulk(lambda: self.client) if self.bulk else None
         self.steps = Steps(
             self.settings, people,
@@ -244,5 +244,6 @@ class LeadSquaredSink:
                           for number, why in owners.refused.items())
         notes = "".join(f"; {note}" for note in owners.notes  # the rest the read could not map
                         if note.split(" ", 1)[0] not in owners.refused)
+        leads = f"; {owners.lead_note}" if owners.lead_note else ""
         return (f"{mode}{mapped or 'no number mapped'}{refused}; other numbers: "
-                f"{self.settings.owner_fallback}{notes}")
+                f"{self.settings.owner_fallback}{notes}{leads}")

@@ -9,11 +9,14 @@ that ran out), what the lead and each opportunity hold now.
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from bridge import Batch
+from bridge import SINK_NOTE, Batch
 from plugins.leadsquared.attachments import follow_ups, held_line
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -31,6 +34,12 @@ from plugins.leadsquared.transcript import (
     split,
     transcript_lines,
 )
+
+logger = logging.getLogger(__name__)
+# The batch's ledger entry holding the reps its first try chose, by business number:
+# `<batch key>=owners` -> {"<number>": [email, name]}. Not a part key (those go on with
+# ":"), so no note, opportunity or file takes it for a post (earlier_parts, own_sizes).
+OWNERS_PIN = f"{SINK_NOTE}owners"
 
 
 @dataclass
@@ -70,6 +79,8 @@ class Planner:
         """The plan; raises when the lead's own keys cannot be read on a retry (nothing may
         be posted then: it could be there already)."""
         reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
+        if self.owners is not None and self.owners.enabled:
+            reps = pinned_reps(batch, reps, self.owners.can_own)
         retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
         found, sizes, bodies = await self.keys.parts_on_lead(lead.id) if retry else ({}, {}, {})
         plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes), bodies), [],
@@ -145,6 +156,44 @@ class Planner:
                      single=self.settings.granularity == "message", sizes=landed,
                      labels=labels, leads=lead_lengths(messages, lines, labels),
                      bodies=bodies)
+
+
+def pinned_reps(batch: Batch, reps: dict[Any, Rep],
+                can_own: Callable[[str | None], bool] = lambda email: True
+                ) -> dict[Any, Rep]:
+    """One chat's pieces share one owner across its tries: the reps its first try chose
+    (kept in its ledger, committed with that try's outcomes) own every later try's posts
+    too, so an activity on the lead's deal never gets another rep than the one on the
+    lead when the owners map changed in between (the users are read again every 10
+    minutes and at sync-now). A number the first try did not see takes today's rep; so
+    does one whose first rep can own nothing now (`can_own`: deactivated or gone since,
+    whom LeadSquared may refuse as an owner), said in the log."""
+    key = batch.key + OWNERS_PIN
+    pinned = _read_pin(batch.ledger.get(key))
+    if pinned is None:
+        chosen = {rep.number or "": [rep.email, rep.name] for rep in reps.values()}
+        if chosen:
+            batch.remember(key, json.dumps(chosen, sort_keys=True))
+        return reps
+    kept = {}
+    for message_id, rep in reps.items():
+        first = pinned.get(rep.number or "")
+        if first and first[0] != rep.email and not can_own(first[0]):
+            logger.warning("chat %s: its first owner %s can own nothing now (inactive or "
+                           "gone): the rest of it goes to %s", batch.key, first[0],
+                           rep.email or "the API user")
+            first = None
+        kept[message_id] = Rep(first[0], first[1], rep.number) if first else rep
+    return kept
+
+
+def _read_pin(value: str | None) -> dict[str, list] | None:
+    try:
+        pinned = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return {k: v for k, v in pinned.items() if isinstance(v, list) and len(v) == 2} \
+        if isinstance(pinned, dict) else None
 
 
 def earlier_parts(batch: Batch, landed: bool = False) -> set[str]:

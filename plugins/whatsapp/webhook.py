@@ -91,6 +91,8 @@ class WhatsAppSource:
                 counts = history_counts(parsed.messages, stored)
             else:
                 stored, counts = await self._append_apart(parsed, apart, ingest)
+        except web.HTTPException:  # a count that could not be noted: answered already
+            raise
         except Exception:
             logger.exception("could not store a webhook; answering 503 so that Meta retries")
             self.metrics.webhook(self.name, "unavailable")
@@ -101,24 +103,27 @@ class WhatsAppSource:
         self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
 
-    @staticmethod
-    async def _append_apart(parsed: Parsed, apart: list[list[Message]],
+    async def _append_apart(self, parsed: Parsed, apart: list[list[Message]],
                             ingest: Ingest) -> tuple[int, dict[str, int]]:
         """Store the webhook in several appends (all committed before the answer; a
         retry after a crash between them dedupes): each number's history apart, so that
-        each number's sync counts its own new messages. (stored, new history by number)."""
-        stored, counts = 0, {}
+        each number's sync counts its own new messages. Each number's count is noted
+        right after its own append, before the next one: a bridge killed between two
+        appends has counted the first (Meta's retry finds its messages stored: new to
+        nobody then). (stored, new history by number: none left to note)."""
+        stored = 0
         for n, group in enumerate(apart):
             new = await ingest.append(group, parsed.statuses if n == 0 else (),
                                       parsed.contact_names if n == 0 else None,
                                       parsed.identities if n == 0 else ())
             stored += new
             if group and group[0].history:
-                counts[group[0].account] = new
-        return stored, counts
+                await self._note_history(parsed, {group[0].account: new}, ingest,
+                                         only=group[0].account)
+        return stored, {}
 
     async def _note_history(self, parsed: Parsed, counts: dict[str, int],
-                            ingest: Ingest) -> None:
+                            ingest: Ingest, only: str | None = None) -> None:
         """How far each number's coexistence history got (phase, chunk, progress, new
         messages) and whether its contacts arrived, kept in the buffer for `bridge
         whatsapp coexistence --status` and /status. After the messages' commit: a failure
@@ -128,7 +133,7 @@ class WhatsAppSource:
         notes = [(c.account, SyncNote(
             state="declined" if c.declined else None, phase=c.phase, chunk=c.chunk_order,
             progress=c.progress, detail=DECLINED if c.declined else None))
-            for c in parsed.history]
+            for c in parsed.history if only is None or c.account == only]
         for account, new in counts.items():  # each number's own new messages, once
             first = next((n for n, (a, _) in enumerate(notes) if a == account), None)
             if first is None:  # media follow-ups only: their number, no chunk
@@ -138,7 +143,7 @@ class WhatsAppSource:
         try:
             for account, note in notes:
                 await ingest.note_source_sync(self.name, account, "history", note)
-            for account in dict.fromkeys(parsed.contact_syncs):  # the address book came
+            for account in dict.fromkeys(parsed.contact_syncs if only is None else ()):
                 await ingest.note_source_sync(self.name, account, "contacts",
                                               SyncNote(state="done"))
         except Exception:

@@ -663,7 +663,7 @@ async def leads_get(request: web.Request) -> web.Response:
 
 
 async def lead_create(request: web.Request) -> web.Response:
-    return success({"Id": store_of(request).create_lead(await api_body(request))})
+    return success({"Id": store_of(request).create_lead(await api_body(request), api=True)})
 
 
 async def lead_create_or_update(request: web.Request) -> web.Response:

@@ -474,14 +474,29 @@ class Store:
         found = [lead for lead in leads if test(str(lead.get(name) or "")) != (operator == "<>")]
         return found[index_slice(body)]
 
-    def create_lead(self, body: Any) -> str:
+    def create_lead(self, body: Any, api: bool = False) -> str:
+        """Lead.Create (`api`: a request, whose OwnerId follows switch lead_owner; a test's
+        own lead takes the OwnerId it names)."""
         attributes, _ = parse_attributes(body)
-        return self._insert_lead(attributes)
+        return self._insert_lead(self._owner(attributes) if api else attributes)
 
     def upsert_lead(self, body: Any) -> str:
         """Lead.CreateOrUpdate: update the lead matching SearchBy (or the defaults), or create."""
         attributes, search_by = parse_attributes(body, allow_search_by=True)
-        return self._upsert(attributes, search_by)
+        return self._upsert(self._owner(attributes), search_by)
+
+    def _owner(self, attributes: dict) -> dict:
+        """A request's OwnerId as switch lead_owner reads it: kept (an active user's id),
+        dropped (ignored), or refused."""
+        if "OwnerId" not in attributes:
+            return attributes
+        owner = attributes["OwnerId"]
+        if self.switches.lead_owner == "ignored":
+            return {k: v for k, v in attributes.items() if k != "OwnerId"}
+        user = self.users.by_id.get(str(owner))
+        if self.switches.lead_owner == "refused" or user is None or not user.active:
+            raise invalid(f"Parameter Name: OwnerId ({owner!r} cannot own this lead)")
+        return attributes
 
     def _upsert(self, attributes: dict, search_by: str | None) -> str:
         lead_id = self._match(attributes, search_by)

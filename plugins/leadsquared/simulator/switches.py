@@ -86,6 +86,16 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # than the server's clock, as an account dating activities by when they happened may
     # (GUESS). A wrong clock (a phone's, an import's) stamps messages in the future.
     "activity_time": ("any", "not_future"),
+    # An OwnerId attribute on Lead.Create / Lead.CreateOrUpdate. The pages list no owner
+    # among the lead fields ("pass as many lead fields as you want") [DOC:create-a-lead]
+    # [DOC:create-or-update]; a lead record names its owner by user id in OwnerId
+    # [DOC:get-lead-by-phone] (reference §2a), and public clients send
+    # {"Attribute": "OwnerId", "Value": "<user id>"} to Lead.Create, Lead.Capture and
+    # Lead.Update (GUESS that it works: none records the answer). honoured = the id of an
+    # active user becomes the owner (any other value refused, MXInvalidInputException);
+    # ignored = the keys' user owns the lead whatever is sent; refused = any OwnerId refused
+    # (MXInvalidInputException: an account or a role that may not assign leads, GUESS).
+    "lead_owner": ("honoured", "ignored", "refused"),
 }
 
 
@@ -111,6 +121,7 @@ class Switches:
     paging: str = "honoured"
     unknown_field: str = "no_match"
     activity_time: str = "any"
+    lead_owner: str = "honoured"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))
