@@ -16,7 +16,7 @@ and a row they delivered, pruned or erased (`bridge purge`) must not come back.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -94,9 +94,16 @@ RESTART_IDS = {name: Query(sa.select(sa.func.setval(
 
 
 async def copy_buffer(sqlite_file: str, url: str,
-                      progress: Callable[[str, int], None] | None = None) -> Copied:
-    """Copy `sqlite_file` into the PostgreSQL buffer at `url` (created if needed)."""
-    source = await Buffer.open(sqlite_file, runner=True)  # migrates it to this version too
+                      progress: Callable[[str, int], None] | None = None,
+                      after_lease: Mapping[str, float] | None = None) -> Copied:
+    """Copy `sqlite_file` into the PostgreSQL buffer at `url` (created if needed).
+
+    Leases a killed runner left are freed as `bridge run` frees them: a batch whose post
+    may still land waits `after_lease` (per sink, bridge.sync.settle_after_lease) past its
+    lease before a retry looks for its key; freed due at once, a bridge started on the
+    copy right away found nothing yet and posted it again (adv49)."""
+    # migrates it to this version too
+    source = await Buffer.open(sqlite_file, runner=True, after_lease=after_lease)
     try:
         try:
             target = await Buffer.open(url)  # creates and migrates the PostgreSQL schema
