@@ -167,10 +167,11 @@ def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
 
     if not is_postgres(url):
         raise click.UsageError("--to must be a postgresql:// URL")
-    config, _ = load(config_path)
+    config, pm = load(config_path)
     path = source or config.buffer.path
     copied = asyncio.run(copy_buffer(path, url, lambda t, n: click.echo(
-        f"  {t}: {n} rows read", err=True) if n % 100_000 == 0 else None))
+        f"  {t}: {n} rows read", err=True) if n % 100_000 == 0 else None,
+        after_lease=settle_waits(config, pm)))
     for table, count in copied.source.items():
         click.echo(f"{table:20} {count:>9} in the file, {copied.written[table]:>9} copied now,"
                    f" {copied.target[table]:>9} in PostgreSQL")
@@ -183,6 +184,16 @@ def buffer_migrate(config_path: str, url: str, source: str | None) -> None:
         raise click.ClickException("some rows are missing in PostgreSQL; run the copy again")
     click.echo(f"done: every row of {path} is in {redact(url)}. Set buffer.url to it, "
                "then start the bridges.")
+
+
+def settle_waits(config: Any, pm: Any) -> dict[str, float]:
+    """Per configured sink, how long past a killed run's lease its batch waits before a
+    retry checks its key (bridge.sync.settle_after_lease), as `bridge run` opens the file."""
+    from bridge.app import create_app
+    from bridge.state import BRIDGE
+    from bridge.sync import settle_after_lease
+
+    return {sink.name: settle_after_lease(sink) for sink in create_app(config, pm)[BRIDGE].sinks}
 
 
 EXIT_CODES = {"healthy": 0, "behind": 1, "failing": 2, "stopped": 2}

@@ -16,11 +16,12 @@ and a row they delivered, pruned or erased (`bridge purge`) must not come back.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+import bridge.buffer.shared as shared
 import bridge.buffer.tables as tables
 from bridge.buffer import Buffer  # both backends loaded (registered)
 from bridge.buffer.compiler import P, Query, greatest
@@ -29,6 +30,9 @@ from bridge.buffer.postgres import PostgresBuffer
 from bridge.errors import BridgeError
 
 CHUNK = 2000
+# a registered process heard from this recently is running (three of bridge.cluster's
+# 5-s heartbeats)
+ALIVE_WITHIN = 15.0
 # The tables copied, in copy order (messages and batches before what refers to them);
 # heartbeat and the cluster's live state are not.
 TABLES = ("messages", "conversations", "batches", "deliveries", "ledger", "sink_state",
@@ -94,9 +98,16 @@ RESTART_IDS = {name: Query(sa.select(sa.func.setval(
 
 
 async def copy_buffer(sqlite_file: str, url: str,
-                      progress: Callable[[str, int], None] | None = None) -> Copied:
-    """Copy `sqlite_file` into the PostgreSQL buffer at `url` (created if needed)."""
-    source = await Buffer.open(sqlite_file, runner=True)  # migrates it to this version too
+                      progress: Callable[[str, int], None] | None = None,
+                      after_lease: Mapping[str, float] | None = None) -> Copied:
+    """Copy `sqlite_file` into the PostgreSQL buffer at `url` (created if needed).
+
+    Leases a killed runner left are freed as `bridge run` frees them: a batch whose post
+    may still land waits `after_lease` (per sink, bridge.sync.settle_after_lease) past its
+    lease before a retry looks for its key; freed due at once, a bridge started on the
+    copy right away found nothing yet and posted it again (adv49)."""
+    # migrates it to this version too
+    source = await Buffer.open(sqlite_file, runner=True, after_lease=after_lease)
     try:
         try:
             target = await Buffer.open(url)  # creates and migrates the PostgreSQL schema
@@ -133,6 +144,12 @@ async def _claim_target(db: Connector, source: str) -> float | None:
     if others:
         raise TransferError(f"this database already holds a copy of {others[0]}; copy "
                             "into an empty database (or another ?schema=)")
+    if source not in found or found[source] is None:
+        alive = [row for row in await db.rows(shared.PROCESSES) if row[-1] < ALIVE_WITHIN]
+        if alive:
+            raise TransferError(f"{len(alive)} bridge process(es) run on this database (pid "
+                                f"{alive[0][2]} on {alive[0][1]}); stop them, copy, then start "
+                                "them again (a bridge writing during a copy loses messages)")
     if not earlier and await db.value(ANY_MESSAGE):
         raise TransferError("this database already holds messages of a running bridge; copy "
                             "into an empty database (or another ?schema=) before starting "

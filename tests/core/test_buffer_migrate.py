@@ -353,3 +353,74 @@ def test_a_rerun_after_the_bridges_started_brings_nothing_back(tmp_path, schema)
         finally:
             await buffer.close()
     assert asyncio.run(left()) == []
+
+
+def _pg_bridge_config(tmp_path, url: str):
+    """A bridge (WhatsApp in, no sink) on the PostgreSQL buffer at `url`; (config, port)."""
+    import json
+
+    from tests.helpers import free_port
+    from tests.reliability.support import whatsapp_config
+
+    port = free_port()
+    config = json.loads(whatsapp_config(tmp_path / "unused.db"))
+    config.update(buffer={"url": url}, server={"port": port})
+    path = tmp_path / "pg.yaml"
+    path.write_text(json.dumps(config))
+    return path, port
+
+
+@needs_postgres
+def test_a_bridge_cannot_start_on_a_database_a_copy_is_still_filling(tmp_path, schema):
+    """adv49: a bridge started on the PostgreSQL URL while `bridge buffer migrate` ran took
+    message ids the copy was about to insert; 40 webhooks it answered 200 were in no table
+    once the copy finished. It now refuses to start with one line until the copy ended."""
+    from tests.processes import BridgeProcess, failed_start
+
+    db = tmp_path / "big.db"
+
+    async def big():
+        buffer = await Buffer.open(db)
+        await buffer.install_sinks(["crm"])
+        for start in range(0, 60_000, 5000):
+            await buffer.append([message(n, f"+9198765{n % 500:05d}")
+                                 for n in range(start, start + 5000)])
+        await buffer.close()
+    asyncio.run(big())
+    url = postgres_url(schema)
+    config = write_config(tmp_path, f"  path: {db}\n")
+    command = [sys.executable, "-m", "bridge", "buffer", "migrate", "-c", str(config), "--to", url]
+    copy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=os.environ.copy())
+    pg_config, port = _pg_bridge_config(tmp_path, url)
+    try:
+        asyncio.run(_wait_for_rows(url, "messages", 2000, copy))
+        line = failed_start(pg_config)
+        assert "has not finished" in line and "bridge buffer migrate" in line, line
+    finally:
+        copy.communicate(timeout=300)
+    assert copy.returncode == 0
+    bridge_process = BridgeProcess(pg_config, port).start()  # finished: it starts
+    bridge_process.stop()
+
+
+@needs_postgres
+def test_a_copy_refuses_a_database_bridges_run_on(tmp_path, schema):
+    """adv49: bridges started on the (empty) database before the copy would write into
+    the ids it fills in: the copy refuses to start, naming a process."""
+    from tests.processes import BridgeProcess
+
+    db = tmp_path / "b.db"
+    asyncio.run(seed(db))
+    url = postgres_url(schema)
+    pg_config, port = _pg_bridge_config(tmp_path, url)
+    running = BridgeProcess(pg_config, port).start()
+    try:
+        config = write_config(tmp_path, f"  path: {db}\n")
+        result = bridge("buffer", "migrate", "-c", str(config), "--to", url)
+    finally:
+        running.stop()
+    assert result.returncode != 0
+    assert "bridge process(es) run on this database" in result.stderr, result.stderr
+    again = bridge("buffer", "migrate", "-c", str(config), "--to", url)  # stopped: copies
+    assert again.returncode == 0, again.stderr
