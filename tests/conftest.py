@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from bridge.buffer import Buffer
 from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
 from tests.backends import BACKENDS, fresh_schema_url
+from tests.helpers import WITHOUT_DEV_TOOLS
 from tests.processes import SimulatorProcess
 
 # The longest tests (20-70 s each on CI's 2 cores), run first: with `--dist worksteal`
@@ -78,6 +80,20 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(__file__).resolve().parent.parent
         for package in ("bridge", "plugins", "tests", "bench"):
             compileall.compile_dir(root / package, quiet=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _children_without_dev_tools() -> Iterator[None]:
+    """WITHOUT_DEV_TOOLS first on PYTHONPATH for every child a test starts (set in the
+    process that runs the tests, an xdist worker, never before a worker starts: the worker
+    itself keeps selenium's trio)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (WITHOUT_DEV_TOOLS, before) if p)
+    yield
+    if before is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
