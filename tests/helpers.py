@@ -29,6 +29,11 @@ from bridge.sync import SinkRunner
 WITHOUT_DEV_TOOLS = str(Path(__file__).resolve().parent / "fixtures" / "without_dev_tools")
 
 
+def child_path(*entries: object) -> str:
+    """A PYTHONPATH for a child: `entries`, then WITHOUT_DEV_TOOLS."""
+    return os.pathsep.join([*map(str, entries), WITHOUT_DEV_TOOLS])
+
+
 def with_dev_tools(env: dict[str, str]) -> dict[str, str]:
     """`env` with WITHOUT_DEV_TOOLS taken off PYTHONPATH."""
     kept = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != WITHOUT_DEV_TOOLS]
