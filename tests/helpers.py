@@ -20,9 +20,10 @@ from bridge import Batch, Direction, Message, Outcome, SinkSettings, hookimpl
 from bridge.sync import SinkRunner
 
 # Child processes (`bridge run`, the simulators, the CLI: several hundred a run) import
-# httpx, which imports trio when it is installed (httpcore) and its command line's rich and
-# pygments (httpx._main): ~0.15 s of CPU a start, over 10 % of a `bridge run` start, for
-# packages only the dev tools bring (selenium, import-linter, pytest) and no child uses.
+# httpx, which imports trio when it is installed (httpcore) and its command line's rich
+# (httpx._main): ~0.14 s of CPU a start, over 10 % of a `bridge run` start, for packages
+# only the dev tools bring (selenium, import-linter) and no child uses. (pygments stays:
+# pytest imports it, and the bench scripts a test runs import tests modules, so pytest.)
 # Children see this directory first on PYTHONPATH: those imports fail as they do in an
 # install of Chatbridge alone, which httpx and httpcore expect (both catch ImportError).
 # A child that needs the dev tools (import-linter) gets `with_dev_tools(env)`.
