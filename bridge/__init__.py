@@ -9,7 +9,7 @@ CLI helpers, the buffer) load on first use, so `import bridge` stays light.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.contracts import (
     SINK_NOTE,
@@ -28,7 +28,6 @@ from bridge.durations import Duration
 from bridge.errors import BridgeError
 from bridge.hookspecs import hookimpl
 from bridge.limits import Limits
-from bridge.metrics import Metrics
 from bridge.model import (
     GROUP_PREFIX,
     STATUS_KINDS,
@@ -41,12 +40,18 @@ from bridge.model import (
     StatusUpdate,
     is_group,
 )
-from bridge.params import text as query_text
 from bridge.render import clean, file_name, lead_in, quote, render_line
 from bridge.retry import backoff_delay
 
-# name -> module: loaded when first asked for (PEP 562)
+if TYPE_CHECKING:
+    from bridge.metrics import Metrics
+    from bridge.params import text as query_text
+
+# name -> module: loaded when first asked for (PEP 562). Metrics (prometheus_client) and
+# query_text (aiohttp) too: a process that only uses the buffer (an appender the crash
+# test starts twenty times, a migration) imports neither (~0.2 s of CPU)
 _LAZY = {
+    "Metrics": "bridge.metrics", "query_text": "bridge.params",
     "Buffer": "bridge.buffer", "MediaJob": "bridge.buffer", "SharedBuffer": "bridge.buffer",
     "SourceSyncs": "bridge.buffer", "SyncNote": "bridge.buffer",
     "Fetched": "bridge.media", "FileOut": "bridge.media", "MediaGone": "bridge.media",
@@ -58,6 +63,8 @@ _LAZY = {
     "bound_socket": "bridge.serve",
     "Clock": "bridge.textreport", "as_datetime": "bridge.textreport", "zone": "bridge.textreport",
 }
+
+_RENAMED = {"query_text": "text"}  # exported name -> its name in its module
 
 __all__ = [
     "as_datetime", "backoff_delay", "Batch", "bound_socket", "BRIDGE", "BridgeError", "Buffer",
@@ -75,7 +82,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
         globals()[name] = value
         return value
     raise AttributeError(f"module 'bridge' has no attribute {name!r}")

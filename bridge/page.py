@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -10,10 +11,9 @@ import math
 import time
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import jinja2
 from aiohttp import web
 from markupsafe import Markup, escape
 
@@ -45,9 +45,10 @@ from bridge.status import (
 from bridge.textreport import zone
 from bridge.throttle import client_key
 
+if TYPE_CHECKING:
+    import jinja2
+
 logger = logging.getLogger(__name__)
-TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
-                               autoescape=True, undefined=jinja2.StrictUndefined)
 
 
 def plain(value: Any) -> str:
@@ -63,7 +64,16 @@ def isolated(value: Any) -> Markup:
     return Markup("<bdi>{}</bdi>").format(plain(value))
 
 
-TEMPLATES.filters.update(plain=plain, bdi=isolated)
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The page's templates, loaded on the first page served: jinja2 is not imported by
+    a bridge (or a command) that never renders one."""
+    import jinja2
+
+    found = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
+                               autoescape=True, undefined=jinja2.StrictUndefined)
+    found.filters.update(plain=plain, bdi=isolated)
+    return found
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
 REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script);
 # ?refresh=N (5 to 3600) sets another, e.g. for a wall display
@@ -129,7 +139,7 @@ def csrf_token(request: web.Request) -> str:
 
 
 def _render(name: str, status: int = 200, **context: Any) -> web.Response:
-    html = TEMPLATES.get_template(name).render(**context)
+    html = templates().get_template(name).render(**context)
     return web.Response(text=html, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                  "Content-Security-Policy": "default-src 'self'; "

@@ -68,8 +68,11 @@ def _preload(pm: pluggy.PluginManager, on_broken: Callable[[str], None] | None
     traceback, or silently keep whichever it met first); {name: 'dist version'}."""
     claims: dict[str, tuple[str, str]] = {}  # name -> (distribution, entry point value)
     for dist in importlib.metadata.distributions():
+        found = dist.entry_points.select(group=GROUP)
+        if not found:  # most: reading a distribution's METADATA (email parser) is the cost
+            continue
         label = f"{dist.metadata['Name']} {dist.version}"
-        for ep in dist.entry_points.select(group=GROUP):
+        for ep in found:
             if ep.name in claims:
                 if claims[ep.name][0].split()[0] != label.split()[0]:  # not one dist seen twice
                     _broken(pm, on_broken, ep.name, f"plugin {ep.name!r} is installed twice, by "

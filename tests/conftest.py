@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from bridge.buffer import Buffer
 from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
 from tests.backends import BACKENDS, fresh_schema_url
+from tests.helpers import WITHOUT_DEV_TOOLS
 from tests.processes import SimulatorProcess
 
 # The longest tests (20-70 s each on CI's 2 cores), run first: with `--dist worksteal`
@@ -31,6 +33,11 @@ LONGEST_FIRST = (
     "tests/core/test_crash.py",
     "tests/leadsquared/test_end_to_end.py::test_sigkill",
     "tests/reliability/test_crm_chaos.py",
+    # 14-36 s each (speed46's base run, --durations): added since speed4's list, they ran in
+    # collection order, some of them last
+    "tests/leadsquared/test_sales_team_crash.py::test_two_reps",
+    "tests/leadsquared/test_crash_settle.py::test_a_killed_processs",
+    "tests/leadsquared/test_outage_health.py::test_status_says_failing",
     "tests/core/test_cli.py::test_status_finds_run_port",
     "tests/leadsquared/test_owners_end_to_end.py::test_owned_activities_land_once",
     "tests/web/test_browser.py",
@@ -45,6 +52,15 @@ LONGEST_FIRST = (
     "tests/test_example_sink.py",
     "tests/whatsapp/test_media_e2e.py",
     "tests/leadsquared/test_phone_variants_end_to_end.py",
+    "tests/leadsquared/test_sales_team_crash.py",
+    "tests/leadsquared/test_backfill.py::test_backfill_command",
+    "tests/leadsquared/test_outage_health.py",
+    "tests/leadsquared/test_crash_settle.py",
+    "tests/leadsquared/test_paging_crash.py",
+    "tests/core/test_purge.py::test_bridge_purge_command",
+    "tests/security/test_hostile_params.py::test_every_route",
+    "tests/leadsquared/test_numbers_status.py",
+    "tests/leadsquared/test_check_command.py::test_opportunity_types",
     # 9.5-15 s each (base run of speed4, --durations): the whatsapp ones sat last in the
     # collection order, where a worker could wait ~10 s for the other's last test
     "tests/leadsquared/test_business_numbers.py::test_history_older_than_backfill_days",
@@ -78,6 +94,20 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(__file__).resolve().parent.parent
         for package in ("bridge", "plugins", "tests", "bench"):
             compileall.compile_dir(root / package, quiet=2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _children_without_dev_tools() -> Iterator[None]:
+    """WITHOUT_DEV_TOOLS first on PYTHONPATH for every child a test starts (set in the
+    process that runs the tests, an xdist worker, never before a worker starts: the worker
+    itself keeps selenium's trio)."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (WITHOUT_DEV_TOOLS, before) if p)
+    yield
+    if before is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

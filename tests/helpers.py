@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,28 @@ from pydantic import BaseModel, ConfigDict
 
 from bridge import Batch, Direction, Message, Outcome, SinkSettings, hookimpl
 from bridge.sync import SinkRunner
+
+# Child processes (`bridge run`, the simulators, the CLI: several hundred a run) import
+# httpx, which imports trio when it is installed (httpcore) and its command line's rich
+# (httpx._main): ~0.14 s of CPU a start, over 10 % of a `bridge run` start, for packages
+# only the dev tools bring (selenium, import-linter) and no child uses. (pygments stays:
+# pytest imports it, and the bench scripts a test runs import tests modules, so pytest.)
+# Children see this directory first on PYTHONPATH: those imports fail as they do in an
+# install of Chatbridge alone, which httpx and httpcore expect (both catch ImportError).
+# A child that needs the dev tools (import-linter) gets `with_dev_tools(env)`.
+WITHOUT_DEV_TOOLS = str(Path(__file__).resolve().parent / "fixtures" / "without_dev_tools")
+
+
+def child_path(*entries: object) -> str:
+    """A PYTHONPATH for a child: `entries`, then WITHOUT_DEV_TOOLS."""
+    return os.pathsep.join([*map(str, entries), WITHOUT_DEV_TOOLS])
+
+
+def with_dev_tools(env: dict[str, str]) -> dict[str, str]:
+    """`env` with WITHOUT_DEV_TOOLS taken off PYTHONPATH."""
+    kept = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != WITHOUT_DEV_TOOLS]
+    return {**{k: v for k, v in env.items() if k != "PYTHONPATH"},
+            **({"PYTHONPATH": os.pathsep.join(kept)} if kept else {})}
 
 
 def message(n: int, conversation: str = "+919876543210", *, source: str = "test",

@@ -19,7 +19,7 @@ import pytest
 
 from plugins.whatsapp.signature import sign
 from tests import oneshot
-from tests.helpers import free_port, pip_install_into
+from tests.helpers import child_path, free_port, pip_install_into
 from tests.processes import BridgeProcess, SimulatorProcess, eventually, log_file, wait_http
 from tests.whatsapp import payloads as p
 
@@ -41,7 +41,7 @@ def site(tmp_path_factory) -> Path:
 @pytest.fixture
 def installed(site, monkeypatch) -> Path:
     """Child processes (bridge, simulator, receiver) see the installed example."""
-    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setenv("PYTHONPATH", child_path(site))
     return site
 
 

@@ -3,12 +3,14 @@ that the default suite (and CI) fails when one breaks."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import bridge
+from tests.helpers import with_dev_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the buffer may import of the core: what it stores and the errors it raises
@@ -24,7 +26,7 @@ def _contracts() -> list[dict]:
 def test_the_import_contracts_hold():
     done = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports;"
                            "raise SystemExit(lint_imports())"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=with_dev_tools(dict(os.environ)))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "4 kept, 0 broken" in done.stdout
 

@@ -52,8 +52,9 @@ __all__ = ["Appends", "Buffer", "Claim", "Deliveries", "MediaJob", "MediaJobs", 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        for backend in ("bridge.buffer.sqlite", "bridge.buffer.postgres"):
-            importlib.import_module(backend)  # each registers itself for Buffer.open
+        # the SQLite backend registers itself for Buffer.open; the PostgreSQL one (asyncpg)
+        # loads when a postgresql:// buffer is opened (bridge.buffer.store.backend)
+        importlib.import_module("bridge.buffer.sqlite")
         module = importlib.import_module(_LAZY[name])
         value = getattr(module, "Buffer" if name == "Storage" else name)
         globals()[name] = value

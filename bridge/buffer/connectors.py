@@ -15,13 +15,15 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
-import asyncpg
 import sqlalchemy as sa
 
 from bridge.buffer.compiler import POSTGRESQL, SQLITE, Query
+
+if TYPE_CHECKING:  # asyncpg loads with the PostgreSQL backend, not for an SQLite buffer
+    import asyncpg
 
 T = TypeVar("T")
 Row = tuple[Any, ...]

@@ -10,6 +10,7 @@ read side. Appends, the health check, opening and closing are the backend's own.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -55,9 +56,18 @@ Work = Callable[[Connector], Awaitable[T]]
 
 logger = logging.getLogger(__name__)
 
-# scheme -> backend class; each backend's module registers itself (bridge.buffer imports
-# both when any of its names is first used: open buffers through bridge.buffer.Buffer)
+# scheme -> backend class; each backend's module registers itself when imported: the
+# SQLite one with bridge.buffer's names, the PostgreSQL one (asyncpg, its dialect's
+# statements) when a postgresql:// buffer is opened or PostgresBuffer is first named
 BACKENDS: dict[str, type[Buffer]] = {}
+MODULES = {"sqlite": "bridge.buffer.sqlite", "postgresql": "bridge.buffer.postgres"}
+
+
+def backend(scheme: str) -> type[Buffer]:
+    """The buffer class for `scheme` ("sqlite", "postgresql"), its module loaded first."""
+    if scheme not in BACKENDS:
+        importlib.import_module(MODULES[scheme])
+    return BACKENDS[scheme]
 
 
 class Buffer:
@@ -73,8 +83,8 @@ class Buffer:
         """Open the buffer `path` names: an SQLite file (or sqlite:///...) or a
         postgresql:// URL. See SQLiteBuffer.open and PostgresBuffer.open."""
         if is_postgres(path):
-            return await BACKENDS["postgresql"].open(str(path), runner=runner, **options)
-        return await BACKENDS["sqlite"].open(sqlite_path(path), synchronous, runner, **options)
+            return await backend("postgresql").open(str(path), runner=runner, **options)
+        return await backend("sqlite").open(sqlite_path(path), synchronous, runner, **options)
 
     # -- what each backend provides ------------------------------------------------------
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 import bridge.buffer.shared as shared
 import bridge.buffer.tables as tables
-from bridge.buffer import Buffer  # both backends loaded (registered)
+from bridge.buffer import Buffer  # the SQLite backend loaded (registered); PostgreSQL below
 from bridge.buffer.compiler import P, Query, greatest
 from bridge.buffer.connectors import Connector
 from bridge.buffer.postgres import PostgresBuffer

@@ -17,7 +17,14 @@ from bridge.buffer import Buffer
 from bridge.config import BridgeConfig
 from bridge.errors import PluginError
 from bridge.plugins import describe_plugins, enable_only, get_plugin_manager
-from tests.helpers import CorePlugin, RecordingSink, free_port, message, pip_install_into
+from tests.helpers import (
+    CorePlugin,
+    RecordingSink,
+    child_path,
+    free_port,
+    message,
+    pip_install_into,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "echo_sink"
 
@@ -93,7 +100,7 @@ def echo_dist(tmp_path_factory) -> Path:
 
 
 def bridge_cmd(args, site: Path, **kwargs):
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = {**os.environ, "PYTHONPATH": child_path(site)}
     return subprocess.run([sys.executable, "-m", "bridge", *args], env=env,
                           capture_output=True, text=True, timeout=60, **kwargs)
 
@@ -117,7 +124,7 @@ def test_third_party_sink_receives_messages_with_no_core_change(echo_dist, tmp_p
     config = tmp_path / "config.yaml"
     config.write_text(f"server: {{port: {free_port()}}}\nbuffer: {{path: {db}}}\n"
                       f"plugins:\n  echo:\n    file: {out}\n    sync_interval: 0.1\n")
-    env = {**os.environ, "PYTHONPATH": str(echo_dist)}
+    env = {**os.environ, "PYTHONPATH": child_path(echo_dist)}
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(config)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -172,7 +179,7 @@ def run_config(tmp_path: Path, plugins: str) -> Path:
 
 
 def bridge_on(args: list[str], *sites: Path, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(site) for site in sites)}
+    env = {**os.environ, "PYTHONPATH": child_path(*sites)}
     return subprocess.run([sys.executable, "-m", "bridge", *args], env=env,
                           capture_output=True, text=True, timeout=60, **kwargs)
 

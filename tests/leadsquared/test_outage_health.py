@@ -56,14 +56,16 @@ def buffer(request, tmp_path):
 def healthy_bridge(tmp_path: Path, simulator, buffer: str | None = None
                    ) -> Iterator[tuple[BridgeProcess, Path]]:
     """A `bridge run` on the simulator (with `buffer`: that buffer, 100 calls/s), once it
-    reads healthy; stopped after."""
+    reads healthy with its sink's start done (a start under way reads healthy too, and an
+    outage the test begins then fails the start, not a try); stopped after."""
     port = free_port()
     config = tmp_path / "config.yaml"
     settings = {"rate_limit": "100/1s"} if buffer is not None else {}
     write_config(config, simulator, port, *([buffer] if buffer is not None else []), **settings)
     bridge = BridgeProcess(config, port).start()
     try:
-        eventually(lambda: bridge.status()["health"]["state"] == "healthy", timeout=30)
+        eventually(lambda: (health := bridge.status()["health"])["state"] == "healthy"
+                   and "starting" not in health["reason"], timeout=30)
         yield bridge, config
     finally:
         bridge.stop()

@@ -25,7 +25,7 @@ from plugins.whatsapp.export import (
 )
 from plugins.whatsapp.importer import ExportError, read_export, store
 from tests.backends import query
-from tests.helpers import message
+from tests.helpers import child_path, message
 
 EXPORTS = Path(__file__).parent / "exports"
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ async def import_file(db: Path, source: Path, *, me: str | None = None, tz: str 
 def bridge(*args: str, cwd: Path | None = None, env: dict | None = None):
     return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True,
                           text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          env={**os.environ, "PYTHONPATH": child_path(ROOT), **(env or {})})
 
 
 def write_config(tmp_path: Path, db: Path, timezone: str | None = None) -> Path:
