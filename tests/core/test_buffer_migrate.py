@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -203,8 +204,9 @@ def test_migrate_refuses_a_database_that_holds_another_bridges_messages(tmp_path
     assert "already holds messages of a running bridge" in result.stderr
 
 
-@needs_postgres
-def test_a_copy_killed_midway_resumes_with_nothing_lost_or_doubled(tmp_path, schema):
+def _copy_of_a_big_buffer(tmp_path, url: str) -> tuple[subprocess.Popen, Path, Path]:
+    """An SQLite buffer of 60,000 messages (500 customers), and `bridge buffer migrate`
+    of it to `url` started (it runs for seconds): the process, the file, its config."""
     db = tmp_path / "big.db"
 
     async def big():
@@ -215,11 +217,16 @@ def test_a_copy_killed_midway_resumes_with_nothing_lost_or_doubled(tmp_path, sch
                                  for n in range(start, start + 5000)])
         await buffer.close()
     asyncio.run(big())
-    url = postgres_url(schema)
     config = write_config(tmp_path, f"  path: {db}\n")
     command = [sys.executable, "-m", "bridge", "buffer", "migrate", "-c", str(config), "--to", url]
-    copy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, env=os.environ.copy())
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=os.environ.copy()), db, config
+
+
+@needs_postgres
+def test_a_copy_killed_midway_resumes_with_nothing_lost_or_doubled(tmp_path, schema):
+    url = postgres_url(schema)
+    copy, db, config = _copy_of_a_big_buffer(tmp_path, url)
     copied = asyncio.run(_wait_for_rows(url, "messages", 4000, copy))
     os.kill(copy.pid, signal.SIGKILL)
     copy.wait()
@@ -377,21 +384,8 @@ def test_a_bridge_cannot_start_on_a_database_a_copy_is_still_filling(tmp_path, s
     once the copy finished. It now refuses to start with one line until the copy ended."""
     from tests.processes import BridgeProcess, failed_start
 
-    db = tmp_path / "big.db"
-
-    async def big():
-        buffer = await Buffer.open(db)
-        await buffer.install_sinks(["crm"])
-        for start in range(0, 60_000, 5000):
-            await buffer.append([message(n, f"+9198765{n % 500:05d}")
-                                 for n in range(start, start + 5000)])
-        await buffer.close()
-    asyncio.run(big())
     url = postgres_url(schema)
-    config = write_config(tmp_path, f"  path: {db}\n")
-    command = [sys.executable, "-m", "bridge", "buffer", "migrate", "-c", str(config), "--to", url]
-    copy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, env=os.environ.copy())
+    copy, _, _ = _copy_of_a_big_buffer(tmp_path, url)
     pg_config, port = _pg_bridge_config(tmp_path, url)
     try:
         asyncio.run(_wait_for_rows(url, "messages", 2000, copy))
