@@ -24,6 +24,7 @@ DEV_ONLY = "dev-only"  # the sample config.yaml's placeholder values start with 
 # what to do when Meta's signatures stop matching (the health verdict says it)
 WRONG_SECRET = ("check plugins.whatsapp.app_secret: Meta's App Dashboard, App settings › "
                 "Basic › App secret; list the old and new one while you rotate")
+OTHER_OBJECT_LOG_EVERY = 3600.0  # seconds between WARNINGs for one other object
 OTHER_OBJECT = ("the Meta app also sends webhooks of objects other than "
                 "whatsapp_business_account to this URL; unsubscribe them in the App Dashboard "
                 "(Webhooks) or give them a callback of their own")
@@ -39,6 +40,7 @@ class WhatsAppSource:
         self.body_timeout = config.body_timeout
         self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
+        self._other_warned: dict[str, float] = {}  # object -> when it was last logged loud
         self.media = GraphMedia(config)  # photos, voice notes, documents: fetched by the core
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
             logger.warning("plugins.whatsapp uses the sample config's dev-only token or secret:"
@@ -206,8 +208,14 @@ class WhatsAppSource:
         self.metrics.webhook(self.name, "ignored", seconds=seconds)
         self.metrics.ignored(self.name, f"object:{name}")
         self.metrics.other_object(self.name, name, OTHER_OBJECT)
-        logger.warning("webhook of Meta object %r acknowledged and not stored: %s", name,
-                       OTHER_OBJECT)
+        now = time.monotonic()  # a page's feed may send thousands: WARNING once an hour each
+        warned = self._other_warned.get(name)
+        loud = warned is None or now - warned >= OTHER_OBJECT_LOG_EVERY
+        if loud:
+            self._other_warned[name] = now
+        logger.log(logging.WARNING if loud else logging.DEBUG,
+                   "webhook of Meta object %r acknowledged and not stored: %s", name,
+                   OTHER_OBJECT)
         return web.Response(text="OK", content_type="text/plain")
 
     def _refuse(self, reason: str, outcome: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 
 import aiohttp
@@ -217,6 +218,21 @@ async def test_a_signed_webhook_of_another_meta_object_gets_200_stores_nothing_a
     assert f"object {payload['object']!r}" in health["reason"]
     assert health["state"] == "healthy"
 
+
+
+async def test_another_objects_webhooks_warn_once_an_hour_not_each(bridge_url, caplog):
+    """A page's feed may send thousands of webhooks: each is counted, but the log warns
+    once an hour per object (the rest at DEBUG), so it does not drown the bridge's own."""
+    url, app = bridge_url
+    body = json.dumps(PAGE_FEED).encode()
+    caplog.set_level(logging.DEBUG, logger="plugins.whatsapp.webhook")
+    for _ in range(3):
+        assert (await post(url, body, sign(body, SECRET))) == (200, "OK")
+    said = [r.levelno for r in caplog.records if r.name == "plugins.whatsapp.webhook"
+            and "'page'" in r.getMessage()]
+    assert said == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    metrics = app[BRIDGE].metrics
+    assert metrics.items_ignored.labels("whatsapp", "object:page")._value.get() == 3
 
 def waba_change(field: str, value: dict) -> dict:
     return {"field": field, "value": value}
