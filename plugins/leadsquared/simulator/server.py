@@ -67,7 +67,9 @@ class Call:
     """One /v2 API call as the simulator saw it.
 
     `at` is time.monotonic() on arrival; `status` is None when the connection was dropped
-    without an answer. Access and secret keys in the query are masked.
+    without an answer. Access and secret keys in the query are masked. `held`: a write
+    whose whole body arrived and which write_hold keeps (it commits at the hold's end even
+    if the client is gone; one the client cut off mid-body never commits).
     """
 
     method: str
@@ -76,6 +78,7 @@ class Call:
     at: float
     body: Any = None
     status: int | None = None
+    held: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -503,6 +506,7 @@ async def _held_answer(sim: Simulator, request: web.Request, handler: Handler,
     """write_hold: answer after the hold, in a task of its own that a client hanging up
     does not cancel, so the write commits late rather than never."""
     await request.read()  # the body arrived; only its effect is late
+    request[CALL_KEY].held = True
 
     async def held() -> web.StreamResponse:
         await asyncio.sleep(sim.knobs.write_hold)
