@@ -166,13 +166,18 @@ class Metrics:
                 and self._signed(source) == signed]
 
     def other_object(self, source: str, name: str, fix: str,
-                     now: float | None = None) -> None:
+                     now: float | None = None) -> float | None:
         """Note a signed webhook of an object the source does not handle (acknowledged,
-        not stored): the bridge's health names it with `fix` (see other_objects)."""
-        seen = self._other_objects.setdefault((source, name), [0, 0.0])
+        not stored): the bridge's health names it with `fix` (see other_objects). When the
+        one before it came (None: the first)."""
+        seen = self._other_objects.get((source, name))
+        before = seen[1] if seen else None
+        if seen is None:
+            seen = self._other_objects[(source, name)] = [0, 0.0]
         seen[0] += 1
         seen[1] = time.time() if now is None else now
         self._other_fix[source] = fix
+        return before
 
     def other_objects(self, now: float | None = None) -> list[dict[str, Any]]:
         """Objects acknowledged without storing in the last OTHER_OBJECT_WINDOW seconds:

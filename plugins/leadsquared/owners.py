@@ -350,8 +350,13 @@ class Owners:
         only while active, as far as the last read of the users shows (unread: yes)."""
         if email is None or not self.users_read:
             return True
-        return any(known.casefold() == email.casefold() and uid not in self.inactive
-                   for uid, known in self.emails.items())
+        user_id = self._user_id(email)
+        return user_id is not None and user_id not in self.inactive
+
+    def _user_id(self, email: str) -> str | None:
+        """The user id of `email` in the last read of the users (emails compare in any case)."""
+        return next((uid for uid, known in self.emails.items()
+                     if known.casefold() == email.casefold()), None)
 
     def new_lead_owner(self, messages: Iterable[Message]) -> LeadOwner | None:
         """Who a lead created for these messages goes to: the rep of the business number
@@ -365,8 +370,7 @@ class Owners:
         email = self.mapped(*business_of(first))
         if email is None:
             return None
-        user_id = next((uid for uid, known in self.emails.items()
-                        if known.casefold() == email.casefold()), None)
+        user_id = self._user_id(email)
         if user_id is None:  # the users could not be listed: no id to send as OwnerId
             why = (f"{email}'s user id is unknown (the account's users could not be "
                    "listed): new leads are owned as LeadSquared decides")

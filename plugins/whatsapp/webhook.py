@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Container
 from dataclasses import replace
 from datetime import datetime
 
@@ -40,7 +41,6 @@ class WhatsAppSource:
         self.body_timeout = config.body_timeout
         self.metrics = metrics if metrics is not None else Metrics(process=False)
         self._allowed = frozenset(config.phone_number_ids) if config.phone_number_ids else None
-        self._other_warned: dict[str, float] = {}  # object -> when it was last logged loud
         self.media = GraphMedia(config)  # photos, voice notes, documents: fetched by the core
         if any(v.startswith(DEV_ONLY) for v in (config.verify_token, *config.secrets)):
             logger.warning("plugins.whatsapp uses the sample config's dev-only token or secret:"
@@ -86,13 +86,15 @@ class WhatsAppSource:
         if parsed.other_object is not None:
             return self._other_object(parsed.other_object, time.perf_counter() - started)
         apart = history_apart(parsed.messages)
+        noted: Container[str] = ()  # numbers whose history is noted already
         try:
             if apart is None:  # every webhook but a rare history one: one append
                 stored = await ingest.append(parsed.messages, parsed.statuses,
                                              parsed.contact_names, parsed.identities)
                 counts = history_counts(parsed.messages, stored)
             else:
-                stored, counts = await self._append_apart(parsed, apart, ingest)
+                stored, noted = await self._append_apart(parsed, apart, ingest)
+                counts = {}
         except web.HTTPException:  # a count that could not be noted: answered already
             raise
         except Exception:
@@ -101,19 +103,19 @@ class WhatsAppSource:
             raise web.HTTPServiceUnavailable(
                 text="could not store the webhook; retry later") from None
         if parsed.history or parsed.contact_syncs or counts:
-            await self._note_history(parsed, counts, ingest)
+            await self._note_history(parsed, counts, ingest, skip=noted)
         self._count(parsed, stored, time.perf_counter() - started)
         return web.Response(text="OK", content_type="text/plain")
 
     async def _append_apart(self, parsed: Parsed, apart: list[list[Message]],
-                            ingest: Ingest) -> tuple[int, dict[str, int]]:
+                            ingest: Ingest) -> tuple[int, set[str]]:
         """Store the webhook in several appends (all committed before the answer; a
         retry after a crash between them dedupes): each number's history apart, so that
         each number's sync counts its own new messages. Each number's count is noted
         right after its own append, before the next one: a bridge killed between two
         appends has counted the first (Meta's retry finds its messages stored: new to
-        nobody then). (stored, new history by number: none left to note)."""
-        stored = 0
+        nobody then). (stored, the numbers whose history was noted)."""
+        stored, noted = 0, set()
         for n, group in enumerate(apart):
             new = await ingest.append(group, parsed.statuses if n == 0 else (),
                                       parsed.contact_names if n == 0 else None,
@@ -122,20 +124,24 @@ class WhatsAppSource:
             if group and group[0].history:
                 await self._note_history(parsed, {group[0].account: new}, ingest,
                                          only=group[0].account)
-        return stored, {}
+                noted.add(group[0].account)
+        return stored, noted
 
     async def _note_history(self, parsed: Parsed, counts: dict[str, int],
-                            ingest: Ingest, only: str | None = None) -> None:
+                            ingest: Ingest, only: str | None = None,
+                            skip: Container[str] = ()) -> None:
         """How far each number's coexistence history got (phase, chunk, progress, new
         messages) and whether its contacts arrived, kept in the buffer for `bridge
         whatsapp coexistence --status` and /status. After the messages' commit: a failure
-        here answers 503, Meta retries, the messages dedupe and the chunk is noted then."""
+        here answers 503, Meta retries, the messages dedupe and the chunk is noted then.
+        only: that number's chunks alone (no contacts); skip: numbers noted already."""
         if not isinstance(ingest, SourceSyncs):
             return
         notes = [(c.account, SyncNote(
             state="declined" if c.declined else None, phase=c.phase, chunk=c.chunk_order,
             progress=c.progress, detail=DECLINED if c.declined else None))
-            for c in parsed.history if only is None or c.account == only]
+            for c in parsed.history
+            if (only is None or c.account == only) and c.account not in skip]
         for account, new in counts.items():  # each number's own new messages, once
             first = next((n for n, (a, _) in enumerate(notes) if a == account), None)
             if first is None:  # media follow-ups only: their number, no chunk
@@ -207,12 +213,10 @@ class WhatsAppSource:
         ever store. Logged (never its body) and counted, so that an operator sees it."""
         self.metrics.webhook(self.name, "ignored", seconds=seconds)
         self.metrics.ignored(self.name, f"object:{name}")
-        self.metrics.other_object(self.name, name, OTHER_OBJECT)
-        now = time.monotonic()  # a page's feed may send thousands: WARNING once an hour each
-        warned = self._other_warned.get(name)
-        loud = warned is None or now - warned >= OTHER_OBJECT_LOG_EVERY
-        if loud:
-            self._other_warned[name] = now
+        now = time.time()
+        before = self.metrics.other_object(self.name, name, OTHER_OBJECT, now)
+        # a page's feed may send thousands: a WARNING for the first of an hour, else DEBUG
+        loud = before is None or now - before >= OTHER_OBJECT_LOG_EVERY
         logger.log(logging.WARNING if loud else logging.DEBUG,
                    "webhook of Meta object %r acknowledged and not stored: %s", name,
                    OTHER_OBJECT)
