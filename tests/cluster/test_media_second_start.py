@@ -30,7 +30,7 @@ from tests.whatsapp.test_media_e2e import (
 
 pytestmark = pytest.mark.skipif(not POSTGRES, reason=NO_POSTGRES)
 
-SIZE, SLOW = 300_000, 20_000  # bytes, bytes a second: a 15-s download
+SIZE, SLOW = 400_000, 20_000  # bytes, bytes a second: a 20-s download
 
 
 def media_states(url: str) -> dict[str, str]:
