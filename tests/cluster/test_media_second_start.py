@@ -132,3 +132,19 @@ def test_a_download_cut_off_by_a_clean_stop_is_fetched_at_the_next_start(
                     bridge.kill()
     finally:
         graph.stop()
+
+
+async def test_a_stopping_runner_gives_back_only_the_leases_it_still_holds(open_buffers):
+    """A download cut off by a stop gives its lease back; one whose lease ran out and that
+    another process took meanwhile stays that process's (its download goes on)."""
+    first, other = await open_buffers(2)
+    for buf in (first, other):
+        buf.media_sources = {"whatsapp": None}
+    await first.append([media_message(1, "media-1"), media_message(2, "media-2")])
+    now = await first.read(first.clock)
+    assert [j.message_id for j in await first.media_claim("whatsapp", 2, 60, now=now)] == [1, 2]
+    (taken,) = await other.media_claim("whatsapp", 1, 900, now=now + 61)  # 1's lease ran out
+    assert taken.message_id == 1
+    assert await first.media_give_back([1, 2]) == 1  # only 2 was still its own
+    (again,) = await other.media_claim("whatsapp", 2, 900, now=now + 62)
+    assert again.message_id == 2  # due at once; 1 is still the other's download
