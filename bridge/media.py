@@ -322,8 +322,9 @@ class MediaRunner:
         self._running: dict[int, asyncio.Task[None]] = {}  # message id -> its download
         self._outs: dict[int, FileOut] = {}  # message id -> its download's bytes so far
         # in each partial file's name: processes sharing media_path (PostgreSQL) may fetch
-        # one job at once (a starting one voids leases); one same-named part, truncated by
-        # the other and renamed into place, left a short file recorded as whole
+        # one job at once (a lease run out while its download goes on); one same-named
+        # part, truncated by the other and renamed into place, left a short file recorded
+        # as whole
         self._tag = uuid.uuid4().hex[:12]
         self._swept_at = 0.0
         self._hurry = False  # a person asked for a sync (sync-now): see hurry()
@@ -378,7 +379,8 @@ class MediaRunner:
 
     async def prepare(self) -> None:
         """Clear what a killed run left: partial downloads, files no job names; take held
-        and leased jobs back (one runner per buffer file holds its flock)."""
+        jobs back, and leased ones where this runner is the buffer's only one (SQLite's
+        flock; on a shared buffer a lease may be another process's download under way)."""
         tmp = Path(self.policy.directory) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         await self._sweep()
@@ -471,14 +473,24 @@ class MediaRunner:
         self._wake.set()  # a place is free: claim the next due job
 
     async def _settle_running(self) -> None:
-        """Stopping: cut the downloads in progress (their leases lapse; a new run takes them
-        again at once, see prepare)."""
+        """Stopping: cut the downloads in progress and give their leases back, so the next
+        claim (another process's, or this one's next run) takes them again at once. On a
+        shared buffer nothing else would: a starting process leaves the leases it finds
+        alone (they may be live downloads), and the registry frees only a gone process's,
+        where one stopped cleanly has left the registry."""
+        cut = list(self._running)
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with suppress(asyncio.CancelledError):
                 await task
+        try:
+            await self.buffer.media_give_back(cut)
+        except Exception as exc:  # the buffer gone: the leases run out instead
+            logger.warning("media of %s: could not give back the leases of %d download(s) "
+                           "cut off by the stop (%s: %s); they are fetched again once the "
+                           "leases run out", self.source, len(cut), type(exc).__name__, exc)
 
     async def fetch_one(self, job: MediaJob) -> None:
         """Download, verify and store one file; record the outcome (never raises)."""

@@ -27,6 +27,7 @@ LONGEST_FIRST = (
     # 31-42 s each in the session-9 CI run (--durations), added after speed46's list
     "tests/leadsquared/test_migrate_late_commit.py",
     "tests/cluster/test_media_killed_holder.py::test_a_killed_processs",
+    "tests/cluster/test_media_second_start.py::test_a_second_process",  # ~27 s (lease53)
     "tests/whatsapp/test_media_e2e.py::test_sigkill_during_an_upload",
     "tests/test_bench_smoke.py::test_benchmark_runs_in_smoke_mode[cluster.py]",
     "tests/test_bench_smoke.py::test_benchmark_runs_in_smoke_mode[footprint.py]",

@@ -73,6 +73,10 @@ HOLD = Query(sa.update(media).values(state="held", reason=P("reason"), lease_unt
 UNLEASE = Query(sa.update(media).values(lease_until=None, lease_owner=None).where(
     f.source == P("source"), f.state == "pending", f.lease_until.isnot(None)),
     "void media leases")
+GIVE_BACK = Query(sa.update(media).values(lease_until=None, lease_owner=None).where(
+    f.message_id.in_(values_of("ids")), f.state == "pending", f.lease_until.isnot(None),
+    f.lease_owner.is_not_distinct_from(P("owner", type_=TEXT))),
+    "give back media leases")
 REQUEUE_ALL = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
                     .where(f.state == "dead"), "requeue dead media")
 REQUEUE = Query(sa.update(media).values(state="pending", next_attempt_at=0, attempts=0)
@@ -186,14 +190,27 @@ async def retry_all_now(db: Connector, source: str, now: float) -> int:
     return await db.run(FORWARD_ALL, source=source, now=now)
 
 
-async def set_hold(db: Connector, source: str, reason: str | None, now: float) -> int:
-    """Hold every pending job of `source` (reason), or release its held ones (None)."""
+async def set_hold(db: Connector, source: str, reason: str | None, now: float,
+                   void_leases: bool = True) -> int:
+    """Hold every pending job of `source` (reason), or release its held ones (None) and,
+    with `void_leases` (a runner starting on a buffer only it fetches for: SQLite's flock),
+    take back the leases a killed run left. On a shared buffer the other processes' leases
+    are downloads under way: a gone one's are freed by the registry (release_dead_media)."""
     if reason is not None:
         return await db.run(HOLD, reason=reason, now=now, source=source)
     changed = await db.run(RELEASE, now=now, source=source)
-    # a runner starting: leases of a killed one are void (flock)
-    await db.run(UNLEASE, source=source)
+    if void_leases:
+        await db.run(UNLEASE, source=source)
     return changed
+
+
+async def give_back(db: Connector, message_ids: Sequence[int], owner: str | None) -> int:
+    """A runner stopping: the leases of its cut-off downloads (still held by `owner`, the
+    process; None on a buffer of one process) are free for the next claim at once; how
+    many."""
+    if not message_ids:
+        return 0
+    return await db.run(GIVE_BACK, ids=list(message_ids), owner=owner)
 
 
 async def requeue(db: Connector, message_ids: Sequence[int] | None) -> int:

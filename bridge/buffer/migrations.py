@@ -157,10 +157,17 @@ async def m016_media_lease_owner(db: Connector) -> None:
     await _ddl(db, AddColumn(media.c.lease_owner))
 
 
+async def m017_media_leased(db: Connector) -> None:
+    """media_leased, partial on lease_owner: the heartbeat's release of a gone process's
+    media leases walked every pending job to find them (PostgreSQL: a sequential scan of
+    a million-job backlog every 5 s in each process); only fetches under way enter it."""
+    await _ddl(db, CreateIndex(_index(media, "media_leased"), if_not_exists=True))
+
+
 STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since,
                           12: m012_source_syncs, 13: m013_business_accounts,
                           14: m014_failed_sends, 15: m015_sink_numbers,
-                          16: m016_media_lease_owner}
+                          16: m016_media_lease_owner, 17: m017_media_leased}
 VERSION = max(STEPS)
 
 

@@ -182,6 +182,18 @@ class PostgresBuffer(Buffer, SharedBuffer):
                                      owner=self.owner)
         return await self.write(work)
 
+    async def media_hold(self, source: str, reason: str | None) -> int:
+        """As Buffer.media_hold, but a start takes back no lease: the other processes'
+        are downloads under way (a second process's start fetched their files again);
+        a gone one's are freed by the registry (release_dead_media), a stopped one gave
+        its own back (media_give_back)."""
+        return await self.write(lambda db: media.set_hold(db, source, reason, time.time(),
+                                                          void_leases=False))
+
+    async def media_give_back(self, message_ids: Sequence[int]) -> int:
+        """As Buffer.media_give_back: only leases this process still holds."""
+        return await self.write(lambda db: media.give_back(db, message_ids, self.owner))
+
     async def record_sync(self, sink: str, at: float, next_at: float | None,
                           error: str | None) -> None:
         """As Buffer.record_sync, the times moved onto the server's clock: `last synced`

@@ -225,11 +225,13 @@ RELEASE_DEAD = Query(sa.update(batches).values(delivery.FREED)
                _sessions.c.application_name == sa.literal(NAMED) + _holder)))
     .returning(batches.c.id), "free the leases of silent processes")
 # A media fetch posts nothing: a gone holder's lease (no session left) is freed at once; a
-# paused one's runs out (resumed, it goes on writing its own part file).
+# paused one's runs out (resumed, it goes on writing its own part file). Leases are found
+# by media_leased (lease_owner IS NOT NULL, said here so the planner may use it), not by
+# walking the pending jobs.
 _fetcher = media.c.lease_owner
 RELEASE_DEAD_MEDIA = Query(sa.update(media).values(lease_until=None, lease_owner=None)
-    .where(media.c.state == "pending", _fetcher.in_(_gone), ~sa.exists().where(
-        _sessions.c.application_name == sa.literal(NAMED) + _fetcher))
+    .where(media.c.state == "pending", _fetcher.isnot(None), _fetcher.in_(_gone),
+           ~sa.exists().where(_sessions.c.application_name == sa.literal(NAMED) + _fetcher))
     .returning(media.c.message_id), "free the media leases of gone processes")
 
 

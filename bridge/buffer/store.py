@@ -358,6 +358,10 @@ class Buffer:
         """Hold the source's pending jobs (it cannot fetch: reason), or release them (None)."""
         return await self.write(lambda db: media.set_hold(db, source, reason, time.time()))
 
+    async def media_give_back(self, message_ids: Sequence[int]) -> int:
+        """Free the leases of these jobs' downloads, cut off by a stop (this process's)."""
+        return await self.write(lambda db: media.give_back(db, message_ids, None))
+
     async def media_next_due(self, source: str) -> float | None:
         return await self.write(lambda db: media.next_due(db, source))
 

@@ -319,6 +319,10 @@ media = _table(
     rowid=True)
 _partial("media_due", media, "source", "next_attempt_at", where=media.c.state == "pending")
 _partial("media_sha256", media, "sha256", where=media.c.sha256.isnot(None))
+# the registry's heartbeat frees a gone process's media leases (shared.RELEASE_DEAD_MEDIA):
+# it finds them here, not by walking every pending job (a backlog of a million: ~0.35 s a
+# heartbeat, each process); only a fetch under way has an owner (schema 17)
+_partial("media_leased", media, "lease_owner", where=media.c.lease_owner.isnot(None))
 
 # A sink's copy of its CRM's record directory: phone key -> record. generation marks the
 # rows a full fill saw, so a fill drops records that vanished.

@@ -145,7 +145,7 @@ class LeadSquaredSink:
         self.steps = Steps(
             self.settings, people,
             Planner(self.settings, keys, Opportunities(self.client, self.settings),
-                    account.tz, account.allow_attachments, self.owners),
+                    account.tz, account.allow_attachments, self.owners, self._keep),
             Poster(self.client, self.settings, account.event, keys, people.forget_if_gone,
                    self.bulk, opportunity_bulk, account.owner_email, account.business_field),
             Attacher(self.client, account.files_base, account.allow_attachments,
@@ -166,6 +166,12 @@ class LeadSquaredSink:
         """An attach landed: in the buffer's ledger now (when the core gave a buffer)."""
         if self._record_landed is not None:
             await self._record_landed(self.name, key, attachment)
+
+    async def _keep(self, key: str, note: str) -> None:
+        """A note of the sink's own for a batch (its first try's reps), in the buffer's
+        ledger now, before anything of the batch is posted."""
+        if self._record_landed is not None:
+            await self._record_landed(self.name, key, note)
 
     async def _attempt(self, batch_key: str, failure: Any) -> None:
         """An attach is about to go out: in the buffer now (when the core gave a buffer)."""

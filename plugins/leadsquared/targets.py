@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 # `<batch key>=owners` -> {"<number>": [email, name]}. Not a part key (those go on with
 # ":"), so no note, opportunity or file takes it for a post (earlier_parts, own_sizes).
 OWNERS_PIN = f"{SINK_NOTE}owners"
+# Keeps a ledger entry in the buffer now, in a commit of its own (the sink's record_landed)
+Keep = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass
@@ -67,20 +69,22 @@ class Planner:
 
     def __init__(self, settings: LeadSquaredConfig, keys: KeyCheck,
                  opportunities: Opportunities, tz: tzinfo, allow_attachments: bool,
-                 owners: Owners | None = None) -> None:
+                 owners: Owners | None = None, keep: Keep | None = None) -> None:
         self.settings = settings
         self.keys = keys
         self.opportunities = opportunities
         self.tz = tz
         self.allow_attachments = allow_attachments
         self.owners = owners
+        self.keep = keep
 
     async def plan(self, batch: Batch, lead: Lead) -> Plan:
         """The plan; raises when the lead's own keys cannot be read on a retry (nothing may
-        be posted then: it could be there already)."""
+        be posted then: it could be there already), or when the reps its first try chose
+        cannot be kept (nothing is posted then either)."""
         reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
         if self.owners is not None and self.owners.enabled:
-            reps = pinned_reps(batch, reps, self.owners.can_own)
+            reps = await self._pinned(batch, reps, self.owners.can_own)
         retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
         found, sizes, bodies = await self.keys.parts_on_lead(lead.id) if retry else ({}, {}, {})
         plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes), bodies), [],
@@ -93,6 +97,19 @@ class Planner:
             for opportunity in plan.opportunities:
                 await self._check(plan, opportunity)
         return plan
+
+    async def _pinned(self, batch: Batch, reps: dict[Any, Rep],
+                      can_own: Callable[[str | None], bool]) -> dict[Any, Rep]:
+        """pinned_reps; a pin chosen now is in the buffer before anything is posted. Kept
+        only with the outcomes, a kill after the first post (the lead's activity landed,
+        owned by this rep) lost it, and the retry, finding that activity by its key, gave
+        the rest of the chat (the deal's copy, later parts, files) today's rep."""
+        key = batch.key + OWNERS_PIN
+        before = key in batch.ledger
+        kept = pinned_reps(batch, reps, can_own)
+        if not before and key in batch.ledger and self.keep is not None:
+            await self.keep(key, batch.ledger[key])
+        return kept
 
     def parts(self, batch: Batch, reps: dict[Any, Rep] | None = None,
               landed: dict[str, int] | None = None,
@@ -162,10 +179,10 @@ def pinned_reps(batch: Batch, reps: dict[Any, Rep],
                 can_own: Callable[[str | None], bool] = lambda email: True
                 ) -> dict[Any, Rep]:
     """One chat's pieces share one owner across its tries: the reps its first try chose
-    (kept in its ledger, committed with that try's outcomes) own every later try's posts
-    too, so an activity on the lead's deal never gets another rep than the one on the
-    lead when the owners map changed in between (the users are read again every 10
-    minutes and at sync-now). A number the first try did not see takes today's rep; so
+    (kept in its ledger: Planner._pinned commits them before the first post) own every
+    later try's posts too, so an activity on the lead's deal never gets another rep than
+    the one on the lead when the owners map changed in between (the users are read again
+    every 10 minutes and at sync-now). A number the first try did not see takes today's rep; so
     does one whose first rep can own nothing now (`can_own`: deactivated or gone since,
     whom LeadSquared may refuse as an owner), said in the log."""
     key = batch.key + OWNERS_PIN

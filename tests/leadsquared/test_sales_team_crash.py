@@ -22,16 +22,18 @@ ASHA = "919876543210"
 WRITES = ("Add/ByLeadId", "ProspectActivity.svc/Create")
 
 
-def priya_then(tmp_path, simulator, renamed: str, bulk: bool, buffer: dict | None = None):
-    """Asha's lead; a bridge (started) whose business number is Priya's, each write held
-    by the account (it lands after a kill); and the config change giving the number to
-    the user `renamed`. Returns (lead, bridge, that change)."""
+def priya_then(tmp_path, simulator, renamed: str, bulk: bool, buffer: dict | None = None,
+               deals: bool = False):
+    """Asha's lead; a bridge (started, posting on the lead's deals too when `deals`) whose
+    business number is Priya's, each write held by the account (it lands after a kill);
+    and the config change giving the number to the user `renamed`. Returns (lead, bridge,
+    that change)."""
     simulator.add_user("Priya", "priya@example.com", last="Rao")
     simulator.add_user(renamed, "next@example.com")
     lead = simulator.add_lead(FirstName="Asha", Mobile=ASHA)
     port = free_port()
     config = tmp_path / "config.yaml"
-    settings = {"opportunities": False, "note_limit": 400, "bulk": bulk}
+    settings = {"opportunities": deals, "note_limit": 400, "bulk": bulk}
 
     def owned_by(email: str) -> None:
         write_config(config, simulator, port, buffer, owners={"+919800000001": email},
@@ -231,3 +233,27 @@ def test_two_reps_chats_killed_in_flight_land_once_each_owned_by_its_rep(
     assert {lead["OwnerId"] for lead in simulator.admin("GET", "leads")} == {kiran}
     numbers = {row["account"]: row for row in sink["numbers"]}
     assert all(numbers[n]["last_synced_at"] and numbers[n]["open"] == 0 for n in reps)
+
+
+@pytest.mark.parametrize("buffer", BACKENDS, indirect=True)
+def test_a_chat_killed_before_its_first_outcomes_keeps_its_first_rep_on_the_deal(
+        tmp_path, module_simulator, buffer):
+    """`bridge run` SIGKILLed while the lead's activity is in flight (the account commits
+    it, owned by Priya), before the outcomes, and so the rep pinned with them, were
+    committed; restarted with Priya's number given to another rep. Was: the retry found
+    the lead's note by its key, but pinned today's rep, so the same chat on the lead's
+    deal was owned by the other rep (one chat, two owners). The pin is now committed
+    before the first post."""
+    simulator = module_simulator.fresh()
+    lead, bridge, hand_over = priya_then(tmp_path, simulator, "Li", False, buffer, deals=True)
+    deal = simulator.add_opportunity(lead, "Plan")
+    try:
+        post(bridge, change(PRIYA_NUMBER, ASHA, "Asha", "wamid.o1", "o-01"),
+             echo(PRIYA_NUMBER, ASHA, "wamid.o2", "o-02"))
+        sink = killed_while_held(bridge, simulator, lead, restart=hand_over)
+    finally:
+        bridge.stop()
+    assert sink["dead_letters"] == 0
+    posted = sorted((a.get("RelatedOpportunityId") or "", a["Owner"])
+                    for a in simulator.activities(lead) if "o-01" in a["ActivityNote"])
+    assert posted == sorted([("", "priya@example.com"), (deal, "priya@example.com")])
