@@ -212,17 +212,20 @@ class UsersApi:
 
     async def by_id(self, user_id: str) -> dict | None:
         """User/Retrieve/ByUserId: the user with EmailAddress; None for an inactive or
-        unknown user (the docs: an empty array) [DOC:get-user-by-id]."""
+        unknown user (the docs: an empty array) [DOC:get-user-by-id]; an answer that is
+        no array raises (unknown), never None."""
         users = await self._c.request("user_by_id", "GET",
                                       "UserManagement.svc/User/Retrieve/ByUserId",
                                       params={"userId": user_id})
-        return users[0] if isinstance(users, list) and users else None
+        return _first(listed(users, "User/Retrieve/ByUserId"))
 
     async def all(self) -> list[dict]:
         """Users.Get: every user, {ID, FirstName, LastName, EmailAddress, Role, StatusCode
-        (0 active, 1 inactive)}; no phone numbers [DOC:get-users]."""
+        (0 active, 1 inactive)}; no phone numbers [DOC:get-users]. An answer that is no
+        array of objects raises (unknown): read as "no users", the reps' numbers would
+        follow owner_fallback."""
         users = await self._c.request("users", "GET", "UserManagement.svc/Users.Get")
-        return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
+        return listed(users, "Users.Get")
 
     async def by_email(self, email: str) -> dict | None:
         """User/Retrieve/ByEmailAddress: the user with AssociatedPhoneNumbers, PhoneMobile
@@ -231,7 +234,7 @@ class UsersApi:
         users = await self._c.request("user_by_email", "GET",
                                       "UserManagement.svc/User/Retrieve/ByEmailAddress",
                                       params={"emailAddress": email})
-        return users[0] if isinstance(users, list) and users else None
+        return _first(listed(users, "User/Retrieve/ByEmailAddress"))
 
 
 @dataclass(frozen=True)
@@ -383,6 +386,20 @@ def created_flag(row: dict) -> bool | None:
     return flag if isinstance(flag, bool) else None
 
 
+def listed(answer: Any, call: str) -> list[dict]:
+    """A documented array of objects as it came; anything else (an object, null, an array
+    holding something other than objects) is an answer the sink cannot read: an unknown,
+    raised as a read's transient failure (a read is retried; nothing is taken as "none")."""
+    if isinstance(answer, list) and all(isinstance(row, dict) for row in answer):
+        return answer
+    raise LeadSquaredError("transient", f"{call} answered something that is no array of "
+                                        f"records (unreadable): {str(answer)[:200]}")
+
+
+def _first(rows: list[dict]) -> dict | None:
+    return rows[0] if rows else None
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -411,8 +428,8 @@ async def walk(page: Callable[[int, int], Awaitable[dict]], key: str,
     rows: list[dict] = []
     size, last = page_size, None
     while True:
-        answer = await page(len(rows), size) or {}
-        batch = answer.get(key) or []
+        answer = await page(len(rows), size)
+        batch = page_rows(answer, key)
         if batch == last:  # the paging asked is ignored: the same page again ends it
             return rows
         rows.extend(batch)
@@ -421,6 +438,21 @@ async def walk(page: Callable[[int, int], Awaitable[dict]], key: str,
                 total is not None and len(rows) >= total):
             return rows
         size, last = min(size, len(batch)), batch
+
+
+def page_rows(answer: Any, key: str) -> list[dict]:
+    """A page's rows under `key` (ProspectActivities, List). An answer without them is an
+    unknown, raised (a read's transient failure), never "no rows": read as none, a key
+    check finds no key and posts a chat again, an opportunity read finds no deal. Only
+    RecordCount 0 says plainly that there are none."""
+    if isinstance(answer, dict):
+        rows = answer.get(key)
+        if rows is None and _int(answer.get("RecordCount")) == 0:
+            return []
+        if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+            return rows
+    raise LeadSquaredError("transient", f"a page of {key} is unreadable (no array of "
+                                        f"records under {key}): {str(answer)[:200]}")
 
 
 def _attributes(attributes: dict[str, str]) -> list[dict[str, str]]:
