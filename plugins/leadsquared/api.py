@@ -47,14 +47,16 @@ class LeadsApi:
 
     async def by_phone(self, phone: str) -> list[dict]:
         """RetrieveLeadByPhoneNumber: leads whose Phone or Mobile matches (digits only)."""
-        return await self._c.request("leads_by_phone", "GET",
-                                     "LeadManagement.svc/RetrieveLeadByPhoneNumber",
-                                     params={"phone": phone}) or []
+        return listed(await self._c.request("leads_by_phone", "GET",
+                                            "LeadManagement.svc/RetrieveLeadByPhoneNumber",
+                                            params={"phone": phone}),
+                      "RetrieveLeadByPhoneNumber")
 
     async def get(self, lead_id: str) -> dict | None:
+        """Leads.GetById: the lead, None for an unknown one (an empty array, [RB])."""
         leads = await self._c.request("lead_by_id", "GET", "LeadManagement.svc/Leads.GetById",
                                       params={"id": lead_id})
-        return leads[0] if leads else None
+        return _first(listed(leads, "Leads.GetById"))
 
     async def create(self, attributes: dict[str, str]) -> str:
         """Lead.Create from schema-name attributes; the new ProspectID."""
@@ -66,8 +68,9 @@ class LeadsApi:
         """Leads.Get with the singular Parameter (a Query wrapper is silently dropped)."""
         body = {"Parameter": {"LookupName": name, "LookupValue": value, "SqlOperator": "="},
                 "Paging": {"PageIndex": 1, "PageSize": 10}}
-        return await self._c.request("leads_by_field", "POST", "LeadManagement.svc/Leads.Get",
-                                     body=body) or []
+        return listed(await self._c.request("leads_by_field", "POST",
+                                            "LeadManagement.svc/Leads.Get", body=body),
+                      "Leads.Get")
 
     async def update(self, lead_id: str, attributes: dict[str, str]) -> None:
         await self._c.request("update_lead", "POST", "LeadManagement.svc/Lead.Update",
@@ -76,9 +79,9 @@ class LeadsApi:
 
     async def quick_search(self, key: str) -> list[dict]:
         """Leads.GetByQuickSearch: leads with `key` in a name, email or phone field."""
-        return await self._c.request("quick_search", "GET",
-                                     "LeadManagement.svc/Leads.GetByQuickSearch",
-                                     params={"key": key}) or []
+        return listed(await self._c.request("quick_search", "GET",
+                                            "LeadManagement.svc/Leads.GetByQuickSearch",
+                                            params={"key": key}), "Leads.GetByQuickSearch")
 
     async def recently_modified(self, since: str, until: str, columns: str, *,
                                 page_index: int = 1, page_size: int = 5000,
@@ -90,9 +93,10 @@ class LeadsApi:
                 "Columns": {"Include_CSV": columns},
                 "Paging": {"PageIndex": page_index, "PageSize": page_size},
                 "Sorting": {"ColumnName": sort, "Direction": "1" if newest_first else "0"}}
-        return await self._c.request("leads_recently_modified", "POST",
-                                     "LeadManagement.svc/Leads.RecentlyModified",
-                                     body=body) or {}
+        answer = await self._c.request("leads_recently_modified", "POST",
+                                       "LeadManagement.svc/Leads.RecentlyModified", body=body)
+        page_rows(answer, "Leads")  # unreadable: raised, never a window without leads
+        return answer
 
 
 class ActivitiesApi:
@@ -103,8 +107,9 @@ class ActivitiesApi:
 
     async def types(self) -> list[dict]:
         """ActivityTypes.Get: each has at least ActivityEventName and ActivityEvent."""
-        return await self._c.request("activity_types", "GET",
-                                     "ProspectActivity.svc/ActivityTypes.Get") or []
+        return listed(await self._c.request("activity_types", "GET",
+                                            "ProspectActivity.svc/ActivityTypes.Get"),
+                      "ActivityTypes.Get")
 
     async def create_type(self, name: str, fields: list[dict], description: str = "") -> int:
         """CreateType with attachments allowed; the new event code."""
@@ -117,9 +122,9 @@ class ActivitiesApi:
 
     async def setting(self, code: int) -> dict:
         """CustomActivity/GetActivitySetting: a type's settings and fields."""
-        return await self._c.request("activity_setting", "GET",
-                                     "ProspectActivity.svc/CustomActivity/GetActivitySetting",
-                                     params={"code": code}) or {}
+        return _object(await self._c.request(
+            "activity_setting", "GET", "ProspectActivity.svc/CustomActivity/GetActivitySetting",
+            params={"code": code}), "GetActivitySetting")
 
     async def post(self, item: dict[str, Any]) -> str:
         """ProspectActivity.svc/Create of one `activity_item` (with RelatedOpportunityId: on
@@ -207,8 +212,9 @@ class UsersApi:
         """UserByAccessKey.Get: Id, Role, TimeZone, LSQCommonServiceURLs ... The documented
         sample has "EmailAddress": null (the login is in PassPhrase) [DOC:user-authentication]:
         never read the user's email from it."""
-        return await self._c.request("user_by_access_key", "GET",
-                                     "Authentication.svc/UserByAccessKey.Get")
+        return _object(await self._c.request("user_by_access_key", "GET",
+                                             "Authentication.svc/UserByAccessKey.Get"),
+                       "UserByAccessKey.Get")
 
     async def by_id(self, user_id: str) -> dict | None:
         """User/Retrieve/ByUserId: the user with EmailAddress; None for an inactive or
@@ -394,6 +400,14 @@ def listed(answer: Any, call: str) -> list[dict]:
         return answer
     raise LeadSquaredError("transient", f"{call} answered something that is no array of "
                                         f"records (unreadable): {str(answer)[:200]}")
+
+
+def _object(answer: Any, call: str) -> dict:
+    """A documented JSON object as it came; anything else raises as listed() does."""
+    if isinstance(answer, dict):
+        return answer
+    raise LeadSquaredError("transient", f"{call} answered something that is no object "
+                                        f"(unreadable): {str(answer)[:200]}")
 
 
 def _first(rows: list[dict]) -> dict | None:

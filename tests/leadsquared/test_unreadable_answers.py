@@ -55,7 +55,7 @@ async def test_a_user_record_that_is_no_list_is_not_a_user_without_numbers(sim, 
         return sum(c.path.endswith("/ByUserId") for c in sim.calls)
 
     async with running(buffer, [sink_for(sim, owners="auto")]):
-        await wait_until(lambda: record_reads() >= 3 or sim.activities(lead), timeout=30)
+        await wait_until(lambda: record_reads() >= 9 or sim.activities(lead), timeout=30)
         assert sim.activities(lead) == []
         sim.mend_endpoint("ByUserId")
         await wait_until(lambda: settled(buffer), timeout=30)
@@ -121,3 +121,48 @@ async def test_a_key_check_that_cannot_be_read_posts_nothing_again(sim, buffer, 
     (activity,) = sim.activities(lead)
     assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
     assert await buffer.dead_letters() == []
+
+
+async def test_lookups_answering_null_create_no_second_lead(sim, buffer):
+    """RetrieveLeadByPhoneNumber and Leads.GetByQuickSearch answer 200 `null` (the docs:
+    an array, [] for none): read as "no lead", a second lead was created for a person who
+    has one."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.garble_endpoint("RetrieveLeadByPhoneNumber", None)
+    sim.garble_endpoint("Leads.GetByQuickSearch", None)
+    await buffer.append([chat(1)])
+
+    def lookups() -> int:
+        return sum(c.path.endswith("/RetrieveLeadByPhoneNumber") for c in sim.calls)
+
+    async with running(buffer, [sink_for(sim, opportunities=False, create_leads=True)]):
+        # three forms of the number a try: three tries, or a lead created
+        await wait_until(lambda: lookups() >= 9 or len(sim.store.leads) > 1, timeout=30)
+        assert list(sim.store.leads) == [lead]
+        sim.mend_endpoint("RetrieveLeadByPhoneNumber")
+        sim.mend_endpoint("Leads.GetByQuickSearch")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert list(sim.store.leads) == [lead] and len(sim.activities(lead)) == 1
+
+
+@pytest.mark.parametrize("body", [{}, None])
+async def test_a_lead_read_that_cannot_be_read_files_no_chat_under_the_api_user(sim, buffer,
+                                                                                body):
+    """owner_fallback lead_owner: the lead's owner comes from Leads.GetById, which answers
+    200 with an empty object or null: read as "a lead without owner", the chat was owned by the API
+    user instead of Kiran, who owns the lead."""
+    kiran = sim.add_user("Kiran", "kiran@example.com", last="Das")
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=kiran)
+    sim.garble_endpoint("Leads.GetById", body)
+    await buffer.append([to_priya(1)])  # Priya's number is mapped to nobody
+
+    def reads() -> int:
+        return sum(c.path.endswith("/Leads.GetById") for c in sim.calls)
+
+    sink = sink_for(sim, opportunities=False, owners={"+919800000099": "kiran@example.com"})
+    async with running(buffer, [sink]):
+        await wait_until(lambda: reads() >= 3 or sim.activities(lead), timeout=30)
+        assert sim.activities(lead) == []
+        sim.mend_endpoint("Leads.GetById")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert [a["Owner"] for a in sim.activities(lead)] == ["kiran@example.com"]
