@@ -7,6 +7,7 @@ import pytest
 
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.simulator.users import ADMIN_EMAIL
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_owners_unread import PRIYA, to_priya
 from tests.leadsquared.test_sink import chat, settled, sink_for, texts_in
@@ -166,3 +167,30 @@ async def test_a_lead_read_that_cannot_be_read_files_no_chat_under_the_api_user(
         sim.mend_endpoint("Leads.GetById")
         await wait_until(lambda: settled(buffer), timeout=30)
     assert [a["Owner"] for a in sim.activities(lead)] == ["kiran@example.com"]
+
+
+@pytest.mark.parametrize(("reading", "owner"), [
+    ("recorded", "priya@example.com"),  # taken as given: hers
+    ("refused", "kiran@example.com"),  # read again: owner_fallback, the lead's owner
+    ("api_user", ADMIN_EMAIL)])  # LeadSquared gives it to the keys' user
+async def test_a_rep_deactivated_since_the_last_read_of_the_users_loses_no_chat(
+        sim, buffer, reading, owner):
+    """Priya is deactivated in LeadSquared after the sink read the users (the map still
+    names her until the next read). How LeadSquared answers an inactive owner is not
+    documented (switch inactive_owner): the chat lands once, never a dead letter. Under
+    `refused` it was dead-lettered ('fix what LeadSquared names, then requeue')."""
+    sim.configure(inactive_owner=reading)
+    priya = sim.add_user("Priya", "priya@example.com", last="Rao")
+    kiran = sim.add_user("Kiran", "kiran@example.com", last="Das")
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=kiran)
+    sink = sink_for(sim, opportunities=False, owners={PRIYA: "priya@example.com"},
+                    max_attempts=3)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started)
+        sim.store.users.by_id[priya].active = False
+        await buffer.append([to_priya(1)])
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_letters() == []
+    (activity,) = sim.activities(lead)
+    assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
+    assert activity["Owner"] == owner
