@@ -399,7 +399,20 @@ def listed(answer: Any, call: str) -> list[dict]:
     if isinstance(answer, list) and all(isinstance(row, dict) for row in answer):
         return answer
     raise LeadSquaredError("transient", f"{call} answered something that is no array of "
-                                        f"records (unreadable): {str(answer)[:200]}")
+                                        f"records (unreadable): {shape(answer)}")
+
+
+def shape(answer: Any) -> str:
+    """An answer's shape in words, never its values (leads and users are personal data):
+    "an object with keys [Message, Status]", "an array of 3 (str, dict)", "null"."""
+    if answer is None:
+        return "null"
+    if isinstance(answer, dict):
+        return f"an object with keys {sorted(map(str, answer))[:20]}"
+    if isinstance(answer, list):
+        kinds = ", ".join(sorted({type(row).__name__ for row in answer}))
+        return f"an array of {len(answer)} ({kinds})"
+    return f"a {type(answer).__name__}"
 
 
 def _object(answer: Any, call: str) -> dict:
@@ -407,7 +420,7 @@ def _object(answer: Any, call: str) -> dict:
     if isinstance(answer, dict):
         return answer
     raise LeadSquaredError("transient", f"{call} answered something that is no object "
-                                        f"(unreadable): {str(answer)[:200]}")
+                                        f"(unreadable): {shape(answer)}")
 
 
 def _first(rows: list[dict]) -> dict | None:
@@ -466,7 +479,7 @@ def page_rows(answer: Any, key: str) -> list[dict]:
         if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
             return rows
     raise LeadSquaredError("transient", f"a page of {key} is unreadable (no array of "
-                                        f"records under {key}): {str(answer)[:200]}")
+                                        f"records under {key}): {shape(answer)}")
 
 
 def _attributes(attributes: dict[str, str]) -> list[dict[str, str]]:

@@ -194,3 +194,26 @@ async def test_a_rep_deactivated_since_the_last_read_of_the_users_loses_no_chat(
     (activity,) = sim.activities(lead)
     assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
     assert activity["Owner"] == owner
+
+
+@pytest.mark.parametrize("row", [{"OpportunityID": "{opp}", "Status": "Open"},  # its id
+                                 {"OpportunityId": "{opp}", "OpportunityStatus": "Open"}])
+async def test_an_open_deal_whose_row_cannot_be_read_still_gets_the_chat(sim, buffer, row):
+    """GetOpportunitiesOfLead answers the open deal's row with its id, or its status, under
+    a key the sink does not read: the row was dropped as no deal (the chat delivered, the
+    deal never got it)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    row = {k: v.format(opp=deal) for k, v in row.items()}
+    sim.garble_endpoint("GetOpportunitiesOfLead", {"RecordCount": 1, "List": [row]})
+    await buffer.append([chat(1)])
+
+    def reads() -> int:
+        return sum(c.path.endswith("/GetOpportunitiesOfLead") for c in sim.calls)
+
+    async with running(buffer, [sink_for(sim)]):
+        await wait_until(lambda: reads() >= 3 or settled(buffer), timeout=30)
+        sim.mend_endpoint("GetOpportunitiesOfLead")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert len(sim.activities(opportunity_id=deal)) == 1
+    assert len(sim.activities(lead)) == 2 and await buffer.dead_letters() == []
