@@ -47,14 +47,16 @@ class LeadsApi:
 
     async def by_phone(self, phone: str) -> list[dict]:
         """RetrieveLeadByPhoneNumber: leads whose Phone or Mobile matches (digits only)."""
-        return await self._c.request("leads_by_phone", "GET",
-                                     "LeadManagement.svc/RetrieveLeadByPhoneNumber",
-                                     params={"phone": phone}) or []
+        return listed(await self._c.request("leads_by_phone", "GET",
+                                            "LeadManagement.svc/RetrieveLeadByPhoneNumber",
+                                            params={"phone": phone}),
+                      "RetrieveLeadByPhoneNumber")
 
     async def get(self, lead_id: str) -> dict | None:
+        """Leads.GetById: the lead, None for an unknown one (an empty array, [RB])."""
         leads = await self._c.request("lead_by_id", "GET", "LeadManagement.svc/Leads.GetById",
                                       params={"id": lead_id})
-        return leads[0] if leads else None
+        return _first(listed(leads, "Leads.GetById"))
 
     async def create(self, attributes: dict[str, str]) -> str:
         """Lead.Create from schema-name attributes; the new ProspectID."""
@@ -66,8 +68,9 @@ class LeadsApi:
         """Leads.Get with the singular Parameter (a Query wrapper is silently dropped)."""
         body = {"Parameter": {"LookupName": name, "LookupValue": value, "SqlOperator": "="},
                 "Paging": {"PageIndex": 1, "PageSize": 10}}
-        return await self._c.request("leads_by_field", "POST", "LeadManagement.svc/Leads.Get",
-                                     body=body) or []
+        return listed(await self._c.request("leads_by_field", "POST",
+                                            "LeadManagement.svc/Leads.Get", body=body),
+                      "Leads.Get")
 
     async def update(self, lead_id: str, attributes: dict[str, str]) -> None:
         await self._c.request("update_lead", "POST", "LeadManagement.svc/Lead.Update",
@@ -76,9 +79,9 @@ class LeadsApi:
 
     async def quick_search(self, key: str) -> list[dict]:
         """Leads.GetByQuickSearch: leads with `key` in a name, email or phone field."""
-        return await self._c.request("quick_search", "GET",
-                                     "LeadManagement.svc/Leads.GetByQuickSearch",
-                                     params={"key": key}) or []
+        return listed(await self._c.request("quick_search", "GET",
+                                            "LeadManagement.svc/Leads.GetByQuickSearch",
+                                            params={"key": key}), "Leads.GetByQuickSearch")
 
     async def recently_modified(self, since: str, until: str, columns: str, *,
                                 page_index: int = 1, page_size: int = 5000,
@@ -90,9 +93,10 @@ class LeadsApi:
                 "Columns": {"Include_CSV": columns},
                 "Paging": {"PageIndex": page_index, "PageSize": page_size},
                 "Sorting": {"ColumnName": sort, "Direction": "1" if newest_first else "0"}}
-        return await self._c.request("leads_recently_modified", "POST",
-                                     "LeadManagement.svc/Leads.RecentlyModified",
-                                     body=body) or {}
+        answer = await self._c.request("leads_recently_modified", "POST",
+                                       "LeadManagement.svc/Leads.RecentlyModified", body=body)
+        page_rows(answer, "Leads")  # unreadable: raised, never a window without leads
+        return answer
 
 
 class ActivitiesApi:
@@ -103,8 +107,9 @@ class ActivitiesApi:
 
     async def types(self) -> list[dict]:
         """ActivityTypes.Get: each has at least ActivityEventName and ActivityEvent."""
-        return await self._c.request("activity_types", "GET",
-                                     "ProspectActivity.svc/ActivityTypes.Get") or []
+        return listed(await self._c.request("activity_types", "GET",
+                                            "ProspectActivity.svc/ActivityTypes.Get"),
+                      "ActivityTypes.Get")
 
     async def create_type(self, name: str, fields: list[dict], description: str = "") -> int:
         """CreateType with attachments allowed; the new event code."""
@@ -117,9 +122,9 @@ class ActivitiesApi:
 
     async def setting(self, code: int) -> dict:
         """CustomActivity/GetActivitySetting: a type's settings and fields."""
-        return await self._c.request("activity_setting", "GET",
-                                     "ProspectActivity.svc/CustomActivity/GetActivitySetting",
-                                     params={"code": code}) or {}
+        return _object(await self._c.request(
+            "activity_setting", "GET", "ProspectActivity.svc/CustomActivity/GetActivitySetting",
+            params={"code": code}), "GetActivitySetting")
 
     async def post(self, item: dict[str, Any]) -> str:
         """ProspectActivity.svc/Create of one `activity_item` (with RelatedOpportunityId: on
@@ -207,22 +212,26 @@ class UsersApi:
         """UserByAccessKey.Get: Id, Role, TimeZone, LSQCommonServiceURLs ... The documented
         sample has "EmailAddress": null (the login is in PassPhrase) [DOC:user-authentication]:
         never read the user's email from it."""
-        return await self._c.request("user_by_access_key", "GET",
-                                     "Authentication.svc/UserByAccessKey.Get")
+        return _object(await self._c.request("user_by_access_key", "GET",
+                                             "Authentication.svc/UserByAccessKey.Get"),
+                       "UserByAccessKey.Get")
 
     async def by_id(self, user_id: str) -> dict | None:
         """User/Retrieve/ByUserId: the user with EmailAddress; None for an inactive or
-        unknown user (the docs: an empty array) [DOC:get-user-by-id]."""
+        unknown user (the docs: an empty array) [DOC:get-user-by-id]; an answer that is
+        no array raises (unknown), never None."""
         users = await self._c.request("user_by_id", "GET",
                                       "UserManagement.svc/User/Retrieve/ByUserId",
                                       params={"userId": user_id})
-        return users[0] if isinstance(users, list) and users else None
+        return _first(listed(users, "User/Retrieve/ByUserId"))
 
     async def all(self) -> list[dict]:
         """Users.Get: every user, {ID, FirstName, LastName, EmailAddress, Role, StatusCode
-        (0 active, 1 inactive)}; no phone numbers [DOC:get-users]."""
+        (0 active, 1 inactive)}; no phone numbers [DOC:get-users]. An answer that is no
+        array of objects raises (unknown): read as "no users", the reps' numbers would
+        follow owner_fallback."""
         users = await self._c.request("users", "GET", "UserManagement.svc/Users.Get")
-        return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
+        return listed(users, "Users.Get")
 
     async def by_email(self, email: str) -> dict | None:
         """User/Retrieve/ByEmailAddress: the user with AssociatedPhoneNumbers, PhoneMobile
@@ -231,7 +240,7 @@ class UsersApi:
         users = await self._c.request("user_by_email", "GET",
                                       "UserManagement.svc/User/Retrieve/ByEmailAddress",
                                       params={"emailAddress": email})
-        return users[0] if isinstance(users, list) and users else None
+        return _first(listed(users, "User/Retrieve/ByEmailAddress"))
 
 
 @dataclass(frozen=True)
@@ -383,6 +392,41 @@ def created_flag(row: dict) -> bool | None:
     return flag if isinstance(flag, bool) else None
 
 
+def listed(answer: Any, call: str) -> list[dict]:
+    """A documented array of objects as it came; anything else (an object, null, an array
+    holding something other than objects) is an answer the sink cannot read: an unknown,
+    raised as a read's transient failure (a read is retried; nothing is taken as "none")."""
+    if isinstance(answer, list) and all(isinstance(row, dict) for row in answer):
+        return answer
+    raise LeadSquaredError("transient", f"{call} answered something that is no array of "
+                                        f"records (unreadable): {shape(answer)}")
+
+
+def shape(answer: Any) -> str:
+    """An answer's shape in words, never its values (leads and users are personal data):
+    "an object with keys [Message, Status]", "an array of 3 (str, dict)", "null"."""
+    if answer is None:
+        return "null"
+    if isinstance(answer, dict):
+        return f"an object with keys {sorted(map(str, answer))[:20]}"
+    if isinstance(answer, list):
+        kinds = ", ".join(sorted({type(row).__name__ for row in answer}))
+        return f"an array of {len(answer)} ({kinds})"
+    return f"a {type(answer).__name__}"
+
+
+def _object(answer: Any, call: str) -> dict:
+    """A documented JSON object as it came; anything else raises as listed() does."""
+    if isinstance(answer, dict):
+        return answer
+    raise LeadSquaredError("transient", f"{call} answered something that is no object "
+                                        f"(unreadable): {shape(answer)}")
+
+
+def _first(rows: list[dict]) -> dict | None:
+    return rows[0] if rows else None
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -411,8 +455,8 @@ async def walk(page: Callable[[int, int], Awaitable[dict]], key: str,
     rows: list[dict] = []
     size, last = page_size, None
     while True:
-        answer = await page(len(rows), size) or {}
-        batch = answer.get(key) or []
+        answer = await page(len(rows), size)
+        batch = page_rows(answer, key)
         if batch == last:  # the paging asked is ignored: the same page again ends it
             return rows
         rows.extend(batch)
@@ -421,6 +465,21 @@ async def walk(page: Callable[[int, int], Awaitable[dict]], key: str,
                 total is not None and len(rows) >= total):
             return rows
         size, last = min(size, len(batch)), batch
+
+
+def page_rows(answer: Any, key: str) -> list[dict]:
+    """A page's rows under `key` (ProspectActivities, List). An answer without them is an
+    unknown, raised (a read's transient failure), never "no rows": read as none, a key
+    check finds no key and posts a chat again, an opportunity read finds no deal. Only
+    RecordCount 0 says plainly that there are none."""
+    if isinstance(answer, dict):
+        rows = answer.get(key)
+        if rows is None and _int(answer.get("RecordCount")) == 0:
+            return []
+        if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+            return rows
+    raise LeadSquaredError("transient", f"a page of {key} is unreadable (no array of "
+                                        f"records under {key}): {shape(answer)}")
 
 
 def _attributes(attributes: dict[str, str]) -> list[dict[str, str]]:

@@ -140,6 +140,8 @@ class LeadSquaredClient:
                                                         headers=form.headers)
                 finally:
                     await form.aclose()
+                if response.status_code == 413:
+                    raise too_large(response, form.size)
             else:
                 response = await self._whole(name, write, self._http.request(
                     method, path, params=params, json=body))
@@ -233,6 +235,7 @@ def _classify(response: httpx.Response, write: bool) -> Any:
             # An error page (HTML, or JSON not shaped as LeadSquared's errors) comes from a
             # proxy or gateway in front of the API: a one-off 400/403/404/408/413 there
             # never reached LeadSquared, so it is retried (and counts toward max_attempts).
+            # (A 413 on a file upload is the file's size, refused: see too_large.)
             raise error("transient", f"HTTP {status} from a gateway in front of LeadSquared"
                                      " (not a LeadSquared answer)")
         raise error("rejected", f"HTTP {status}")
@@ -248,6 +251,30 @@ def _classify(response: httpx.Response, write: bool) -> Any:
     if answer is _NO_JSON:
         raise error(_lost(write), "the answer is not JSON")
     return answer
+
+
+def too_large(response: httpx.Response, size: int | None) -> LeadSquaredError:
+    """A file upload answered 413: refused (a dead letter), with the file's size and the
+    limit where the answer names one. Unlike a 413 on a JSON call (whose body is a few
+    kilobytes: a proxy's one-off page, retried in _classify), an upload's body is the
+    file, the same on every try: sent again, whole, it gets the same answer."""
+    limit = _limit(response.text)
+    return LeadSquaredError(
+        "rejected", f"the files host refused the file as too large (HTTP 413): the file "
+        f"is {_size(size) if size is not None else 'of unknown size'}, its limit "
+        f"{_size(limit) if limit is not None else 'not stated in the answer'}; the file "
+        "stays in the bridge (send it another way, or requeue if the limit was raised)",
+        status=413)
+
+
+def _limit(text: str) -> int | None:
+    """The byte limit a 413 page names ("Maximum request body size 1048576 ..."), if any."""
+    found = re.search(r"max\w*\D{0,40}?(\d{3,})", text, re.IGNORECASE)
+    return int(found[1]) if found else None
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 20):.1f} MiB ({count:,} bytes)"
 
 
 def _from_leadsquared(answer: Any) -> bool:

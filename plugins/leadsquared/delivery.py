@@ -54,6 +54,7 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
         return for_all(batch, await steps.people.forget_if_gone(exc, batch, lead)
                        or outcome_of(exc))
     results = await steps.poster.on_lead(batch, plan)  # 3. post: the lead, then its deals
+    await _owner_gone(steps, plan.parts, results)
     _remember_waiting_starts(batch, plan.parts, results)
     landed = [part for part in plan.parts if part.key not in results]
     waiting = await steps.poster.on_opportunities(batch, plan, landed)
@@ -71,6 +72,27 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
 
 
 LEAD = "lead"  # the label of a part whose post on the lead waits (a target of its own)
+
+
+async def _owner_gone(steps: Steps, parts: list, results: dict[str, Outcome]) -> None:
+    """A post refused while its owner (a rep) may have been deactivated since the users
+    were last read: how LeadSquared answers an inactive ActivityOwnerEmail is not
+    documented (simulator switch inactive_owner), so a refusal of an owned post reads the
+    users again, and when its owner can own nothing now it is no refusal of the chat: it
+    is retried, and the retry posts it under owner_fallback (targets.pinned_reps)."""
+    owners = steps.targets.owners
+    refused = {part.rep.email for part in parts if part.rep is not None and part.rep.email
+               and getattr(results.get(part.key), "kind", None) == "rejected"}
+    if owners is None or not owners.enabled or not refused:
+        return
+    await owners.refresh()
+    for part in parts:
+        email = part.rep.email if part.rep is not None else None
+        if email in refused and not owners.can_own(email):
+            results[part.key] = Outcome.retry(
+                f"LeadSquared refused the post owned by {email}, who is no active user now: "
+                f"it is posted again under owner_fallback ({results[part.key].reason})",
+                transient=True)
 
 
 def _remember_waiting_starts(batch: Batch, parts: list, results: dict[str, Outcome]) -> None:

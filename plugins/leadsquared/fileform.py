@@ -44,6 +44,11 @@ class FileForm:
         return self
 
     @property
+    def size(self) -> int | None:
+        """The file's size in bytes once open (None: not a regular file, or not open)."""
+        return self._size
+
+    @property
     def headers(self) -> dict[str, str]:
         """Content-Type with the boundary; Content-Length when the file has a known size
         (a regular file), else httpx sends the body chunked."""

@@ -121,10 +121,22 @@ def pick_opportunities(rows: list[dict[str, Any]], rule: OpportunityFilter) -> l
                   reverse=True)
     if rule.status:
         wanted = {s.lower() for s in rule.status}
-        rows = [r for r in rows if str(r.get("Status", "")).lower() in wanted]
+        rows = [r for r in rows if str(_readable(r, ("Status",), "status")).lower() in wanted]
     if rule.latest:
         rows = rows[: rule.latest]
-    return list(dict.fromkeys(i for i in map(opportunity_id, rows) if i))
+    return list(dict.fromkeys(str(_readable(r, ID_KEYS, "id")) for r in rows))
+
+
+def _readable(row: dict[str, Any], keys: tuple[str, ...], what: str) -> Any:
+    """The row's first non-empty value under `keys` (Status may be empty: no status). A
+    row holding none of them is unreadable: raised, never dropped as "no such deal" (the
+    open deal would never get its chats; the id key is not documented in full, §7.8)."""
+    found = next((row[k] for k in keys if row.get(k)), None)
+    if found is None and not (what == "status" and "Status" in row):
+        raise LeadSquaredError("transient", f"GetOpportunitiesOfLead answered an opportunity "
+                                            f"whose {what} is under no key this sink reads "
+                                            f"({', '.join(keys)}): keys {sorted(row)[:20]}")
+    return found or ""
 
 
 def _int(value: Any) -> int | None:

@@ -108,6 +108,11 @@ def shown_phone(key: str) -> str:
         else key
 
 
+def _untyped_2xx(exc: LeadSquaredError) -> bool:
+    """An error envelope without ExceptionType on a success status (undocumented)."""
+    return exc.exception_type is None and exc.status is not None and 200 <= exc.status < 300
+
+
 class Owners:
     """Resolves each message's rep; one per sink run (start() reads the account's users)."""
 
@@ -301,8 +306,12 @@ class Owners:
     def _passing(self, exc: LeadSquaredError) -> None:
         """Remember a failed read of the users that a later start may not meet (owners:
         auto): without it a rep's numbers would follow owner_fallback for the whole run,
-        their chats filed under the lead owner or the API user."""
-        if self.settings.owners == "auto" and exc.kind not in ("rejected", "auth"):
+        their chats filed under the lead owner or the API user. A refusal is final (a key
+        whose user may not list users: the sink starts, saying so), except an untyped
+        "Status: Error" on HTTP 2xx: LeadSquared refuses with 4xx/5xx and an MX type
+        (reference §3), so that answer is unreadable, not a refusal."""
+        if self.settings.owners == "auto" and (exc.kind not in ("rejected", "auth")
+                                               or _untyped_2xx(exc)):
             self.unread = self.unread or exc
 
     def _name(self, email: str) -> str | None:

@@ -395,3 +395,24 @@ def test_dead_letter_requeue_media_fetches_dead_files_again(tmp_path):
     assert out.exit_code == 0 and "requeued 1 media file(s)" in out.output
     states = asyncio.run(seed(lambda b: query(b, "SELECT state FROM media")))
     assert states == [("pending",)]
+
+
+async def test_a_file_over_the_files_hosts_limit_is_a_dead_target_naming_size_and_limit(
+        sim, media_buffer, tmp_path):
+    """The files host answers 413 for a file over its limit: the same file gets the same
+    answer every time. Read as a gateway's one-off page, it was sent again (each time
+    whole) on every try, and its dead letter blamed a gateway and named no size."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.configure(upload_limit=1 << 20)
+    await media_buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    await fetch(media_buffer, tmp_path, os.urandom(3 << 20))
+    async with running(media_buffer, [sink_for(sim, max_attempts=3)]):
+        await wait_until(lambda: settled(media_buffer), timeout=60)
+        await wait_until(media_buffer.dead_targets, timeout=60)
+    (activity,) = sim.activities(lead)  # the text landed
+    assert sim.attachments(activity["Id"]) == []
+    assert calls(sim, "/File/Upload") == 1  # never sent again: the answer would not change
+    (dead,) = await media_buffer.dead_targets()
+    assert "413" in dead["reason"] and "too large" in dead["reason"]
+    assert "3.0 MiB" in dead["reason"] and "1.0 MiB" in dead["reason"]  # size and limit
+    assert "gateway" not in dead["reason"]

@@ -30,6 +30,9 @@ S3_PREFIX = "/s3/lsq-simulator-files/"  # the stand-in for the account's S3 buck
 FILE_PATH = S3_PREFIX + "{name:.+}"
 ATTACH_PATH = "ProspectActivity.svc/Attachment/Add"
 FILE_TYPES = {"0", "1", "3", "7"}  # document, image, lead attachment, custom-field-set document
+# The default of knob upload_limit. UNSURE: no source found for the files host's size
+# limit (searched the docs, pages, issues and code corpora for LeadSquared File Upload
+# size limits and 413 answers, December 2026; [DOC:file-upload-to-leads] names none).
 MAX_UPLOAD = 200 * 1024 * 1024
 
 
@@ -54,7 +57,7 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/form-data"):
         return _error(ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
                                         "multipart/form-data", 400))
-    form, upload = await _read_form(request)
+    form, upload = await _read_form(request, sim.knobs.upload_limit)
     if sim.knobs.latency:  # knob latency (row K4): every call, uploads too
         await asyncio.sleep(sim.knobs.latency)
     if not (compare_digest(form.get("AccessKey", "").encode(), sim.access_key.encode())
@@ -79,13 +82,14 @@ def s3_url(base: str, name: str) -> str:
     return base.rstrip("/") + S3_PREFIX + name
 
 
-async def _read_form(request: web.Request) -> tuple[dict[str, str], tuple | None]:
+async def _read_form(request: web.Request,
+                     limit: int = MAX_UPLOAD) -> tuple[dict[str, str], tuple | None]:
     reader = await request.multipart()
     form: dict[str, str] = {}
     upload = None
     while (part := await reader.next()) is not None:
         if part.name == "uploadFiles":
-            data = await _read_upload(part)
+            data = await _read_upload(part, limit)
             upload = (part.filename or "file", part.headers.get("Content-Type",
                                                                 "application/octet-stream"),
                       bytes(data))
@@ -94,15 +98,15 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], tuple | None
     return form, upload
 
 
-async def _read_upload(part: Any) -> bytearray:
-    """The file part's bytes up to MAX_UPLOAD (413 beyond). Read chunk by chunk: the part's
+async def _read_upload(part: Any, limit: int = MAX_UPLOAD) -> bytearray:
+    """The file part's bytes up to `limit` (413 beyond). Read chunk by chunk: the part's
     read() stops at the app's client_max_size (aiohttp's 1 MiB), which refused every
     photo or video over 1 MiB that the files host takes."""
     data = bytearray()
     while chunk := await part.read_chunk(1 << 20):
         data.extend(chunk)
-        if len(data) > MAX_UPLOAD:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_UPLOAD, actual_size=len(data))
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
     return data
 
 

@@ -111,6 +111,11 @@ class Knobs:
         404/400 on a lookup, or 403/408/413 on a create, from such a proxy dead-lettered
         messages; LeadSquared's own errors are JSON (reference §3), these pages are not.
     note_limit: longest ActivityNote accepted (GUESS: about 2000, reference §7.3).
+    upload_limit: the largest file (bytes) File Upload takes; a larger one is answered
+        413 with aiohttp's plain-text page naming the limit. UNSURE: no source found for
+        the files host's limit or its answer (searched the docs, pages, issues and code
+        corpora for LeadSquared File Upload size / 413, December 2026: the upload page
+        [DOC:file-upload-to-leads] names no size); 200 MiB is a stand-in.
     timezone: the keys' user's `TimeZone` as UserByAccessKey.Get answers it (reference §1:
         an IANA name, e.g. the documented Asia/Kolkata): an account in another zone (a DST
         one: America/New_York, Europe/London), or any answer a client may not know (a
@@ -127,6 +132,7 @@ class Knobs:
     write_hold: float = 0.0
     gateway_errors: list = field(default_factory=list)
     note_limit: int = 2000
+    upload_limit: int = simulator_files.MAX_UPLOAD
     timezone: str = "Asia/Kolkata"
     seed: int | None = None
 
@@ -158,10 +164,10 @@ def _check_knob(name: str, value: Any) -> Any:
         value = float(value)
         if value < 0 or (name not in ("latency", "write_hold") and value > 1):
             raise ValueError(f"{name} {value}: out of range")
-    elif name == "note_limit":
+    elif name in ("note_limit", "upload_limit"):
         value = int(value)
         if value < 1:
-            raise ValueError(f"note_limit {value}: must be positive")
+            raise ValueError(f"{name} {value}: must be positive")
     elif name == "gateway_errors":
         value = [_gateway_error(item) for item in value or []]
     elif name == "seed" and value is not None:
@@ -210,6 +216,7 @@ class Simulator:
         self._refusals = 0
         self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
         self.refusing: dict[str, Refusal] = {}  # endpoint -> LeadSquared's own refusal
+        self.garbled: dict[str, Any] = {}  # endpoint -> the body its 200 answers carry
         self.failing_posts: set[str] = set()  # opportunities whose posts get a gateway 503
         self.configure(**self._given)
         if self.fill is not None:
@@ -313,6 +320,16 @@ class Simulator:
     def mend_endpoint(self, endpoint: str) -> None:
         self.broken.pop(endpoint, None)
         self.refusing.pop(endpoint, None)
+        self.garbled.pop(endpoint, None)
+
+    def garble_endpoint(self, endpoint: str, body: Any) -> None:
+        """Fault: every call to this endpoint is answered HTTP 200 with `body` (any JSON
+        value; a str is sent as an HTML page) before the account sees it, until
+        mend_endpoint(): a success of a shape the docs do not show (an object where an
+        array is documented, an array without the documented key, a gateway's page with
+        200). [FAULT]: no source shows LeadSquared answering so; the sink must read each as
+        an unknown, never as "nothing there"."""
+        self.garbled[endpoint] = body
 
     def refuse_endpoint(self, endpoint: str,
                         exception_type: str = "MXUnAuthorizedAccessException",
@@ -531,6 +548,10 @@ async def _answer(sim: Simulator, request: web.Request, handler: Handler,
         return sim.fault_answer()
     if request.path.rsplit("/", 1)[-1] in sim.broken:
         return sim.fault_answer(sim.broken[request.path.rsplit("/", 1)[-1]] or 503)
+    if (endpoint := request.path.rsplit("/", 1)[-1]) in sim.garbled:
+        body = sim.garbled[endpoint]
+        return web.Response(status=200, content_type="text/html", text=body) \
+            if isinstance(body, str) else web.json_response(body)
     if not sim.authorised(request):
         return error_response(ApiError(UNAUTHORISED, "Invalid access key or secret key", 401))
     refusal = sim.refusing.get(request.path.rsplit("/", 1)[-1])

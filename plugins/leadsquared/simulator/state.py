@@ -592,7 +592,7 @@ class Store:
         a bulk call's row with `bulk` (its ActivityOwnerEmail names the owner)."""
         body = as_object(body)
         single = None if bulk else self.switches.create_owner
-        owner = self.users.owner(body, ADMIN_EMAIL, single)
+        owner = self.users.owner(body, ADMIN_EMAIL, single, self.switches)
         if single == "owner_field" and isinstance(body.get("Fields"), list):
             body = {**body, "Fields": [f for f in body["Fields"] if not (
                 isinstance(f, dict) and f.get("SchemaName") == OWNER_FIELD)]}

@@ -96,6 +96,16 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # ignored = the keys' user owns the lead whatever is sent; refused = any OwnerId refused
     # (MXInvalidInputException: an account or a role that may not assign leads, GUESS).
     "lead_owner": ("honoured", "ignored", "refused"),
+    # An activity's owner (a bulk row's ActivityOwnerEmail, or the single Create's owner
+    # per create_owner) naming an inactive user. The bulk page says only "Email Id of the
+    # LeadSquared user who owns the activity" [DOC:post-bulk-activities-on-leads]; how an
+    # inactive user is answered is not documented. UNSURE: no source found (searched the
+    # docs, pages, issues and code corpora for ActivityOwnerEmail and inactive or
+    # deactivated owners, December 2026; the help pages say only that a deactivated user
+    # cannot log in). recorded = owned by that user as given (GUESS, the default: never
+    # strict where no source says so); refused = the row refused, MXInvalidInputException
+    # (GUESS); api_user = the keys' user owns it instead (GUESS).
+    "inactive_owner": ("recorded", "refused", "api_user"),
 }
 
 
@@ -122,6 +132,7 @@ class Switches:
     unknown_field: str = "no_match"
     activity_time: str = "any"
     lead_owner: str = "honoured"
+    inactive_owner: str = "recorded"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))

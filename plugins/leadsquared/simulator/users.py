@@ -74,15 +74,20 @@ class Users:
         user = self.by_id.get(user_id or "") if user_id else self.by_email(email)
         return [user.record()] if user is not None and user.active else []
 
-    def owner(self, item: dict[str, Any], default: str, single: str | None) -> str:
+    def owner(self, item: dict[str, Any], default: str, single: str | None,
+              switches: Any = None) -> str:
         """The owner (email) of a posted activity: ActivityOwnerEmail on a bulk row
         (`single` None), else per switch create_owner on Create: ignored = the keys' user
         whatever is sent (the Create page lists no owner parameter
         [DOC:post-an-activity-to-lead]); owner_email = a top-level ActivityOwnerEmail as
         the bulk calls take it (GUESS); owner_field = Fields' "Owner" with a user id, as
         Update Activity takes it (GUESS from [DOC:update-activity]). An owner that is no
-        active user is recorded as given: no source says how LeadSquared answers it, and a
-        guess is never made strict (DESIGN.md "Reality first")."""
+        user is recorded as given; an inactive user's email per switch inactive_owner
+        (read from `switches` only then): recorded as given, refused, or the keys' user
+        instead. UNSURE: no source says how LeadSquared answers either (searched the docs,
+        pages, issues and code corpora for ActivityOwnerEmail with inactive or deactivated
+        users, December 2026), and a guess is never made strict by default (DESIGN.md
+        "Reality first")."""
         if single == "ignored":
             return default
         if single == "owner_field":
@@ -91,9 +96,23 @@ class Users:
             if value is None:
                 return default
             user = self.by_id.get(str(value))
-            return user.email if user is not None else str(value)
+            return _inactive(user, switches, default) if user is not None else str(value)
         email = item.get("ActivityOwnerEmail")
         if email in (None, ""):
             return default
         user = self.by_email(email, active_only=False)
-        return user.email if user is not None else str(email)
+        return _inactive(user, switches, default) if user is not None else str(email)
+
+
+def _inactive(user: User, switches: Any, default: str) -> str:
+    """The owner a known user makes: theirs while active; when inactive, per switch
+    inactive_owner: theirs (recorded), refused, or the keys' user's (api_user)."""
+    if user.active:
+        return user.email
+    reading = getattr(switches, "inactive_owner", "recorded")
+    if reading == "recorded":
+        return user.email
+    if reading == "refused":
+        from plugins.leadsquared.simulator.state import invalid  # state imports this module
+        raise invalid(f"ActivityOwnerEmail {user.email} is not an active user (simulated)")
+    return default
