@@ -48,7 +48,7 @@ def render_line(message: Message, quotes: Mapping[str, str] | None = None,
     notice names the message it is about by its time (in `tz`) and first words.
     """
     if message.kind == "reaction":
-        line = _reaction(message, quotes)
+        line = _reaction(message, quotes, tz)
     elif message.kind in ("edit", "revoke", "status"):
         line = _changed(message, tz)
     else:
@@ -110,15 +110,28 @@ def in_zone(when: datetime, tz: tzinfo | None, fmt: str = "%Y-%m-%d %H:%M:%S %Z"
 
 
 def _named(message: Message, tz: tzinfo) -> str:
-    """The message an edit, deletion or failure notice is about: time and first words."""
+    """The message an edit, deletion, reaction or failure notice is about: time and first
+    words, or what it is when it has no words (a photo without caption, a location)."""
     target = _info(message, "target")
     at = target.get("at")
     if not isinstance(at, int | float):
         target_id = message.reply_to or _extra(message).get("failed_of")
         return f"message {short_id(target_id)}" if target_id else "a message"
     when = in_zone(datetime.fromtimestamp(at, UTC), tz, "%Y-%m-%d %H:%M")
-    words = first_words(target.get("text"))
-    return f"the message of {when}" + (f" “{words}”" if words else "")
+    words, what = first_words(target.get("text")), _KIND_NAMES.get(_scalar(target.get("kind")))
+    return f"the message of {when}" + (f" “{words}”" if words else f" ({what})" if what else "")
+
+
+# What a message with no words of its own is, for naming it (`target.kind`).
+_KIND_NAMES = {"image": "📷 Photo", "video": "🎥 Video", "audio": "🎵 Audio",
+               "document": "📄 Document", "sticker": "🏷️ Sticker", "location": "📍 Location",
+               "contacts": "👤 Contact", "interactive": "🔘 Reply", "button": "🔘 Button",
+               "order": "🛒 Order", "media_placeholder": "📎 Media"}
+
+
+def _known(message: Message) -> bool:
+    """Whether the buffer told when the message this one is about was sent (`target`)."""
+    return isinstance(_info(message, "target").get("at"), int | float)
 
 
 def _changed(message: Message, tz: tzinfo) -> str:
@@ -194,9 +207,20 @@ def _target(provider_id: str, quotes: Mapping[str, str] | None) -> str:
     return short_id(provider_id)
 
 
+def _replied(message: Message, quotes: Mapping[str, str] | None) -> str:
+    """What a reply quotes: the replied-to line when it is in `quotes`, else its first words
+    (or what it is) when the buffer knows it (`target`: synced in an earlier activity),
+    else its id."""
+    if (quotes and message.reply_to in quotes) or not _known(message):
+        return _target(message.reply_to, quotes)
+    target = _info(message, "target")
+    words = first_words(target.get("text")) or _KIND_NAMES.get(_scalar(target.get("kind")))
+    return f"“{words}”" if words else short_id(message.reply_to)
+
+
 def _prefix(message: Message, quotes: Mapping[str, str] | None = None) -> str:
     extra = _extra(message)
-    prefix = f"↩️ reply to {_target(message.reply_to, quotes)}: " if message.reply_to else ""
+    prefix = f"↩️ reply to {_replied(message, quotes)}: " if message.reply_to else ""
     if extra.get("frequently_forwarded") is True:
         return "↪️ Forwarded many times: " + prefix
     if extra.get("forwarded") is True:
@@ -390,10 +414,17 @@ def _button(message: Message) -> str:
     return f"🔘 Pressed {_quoted(text)}" if text else "🔘 Pressed a button"
 
 
-def _reaction(message: Message, quotes: Mapping[str, str] | None = None) -> str:
+def _reaction(message: Message, quotes: Mapping[str, str] | None = None,
+              tz: tzinfo = UTC) -> str:
+    """`👍 reacted to “<its line>”` when the message is in `quotes`, else `to the message of
+    <time> “<first words>”` when the buffer knows it (`target`), else to its id."""
     info = _info(message, "reaction")
     emoji = _s(info.get("emoji")) or message.text
-    target = _target(message.reply_to, quotes) if message.reply_to else ""
+    target = ""
+    if message.reply_to:
+        in_batch = bool(quotes) and message.reply_to in quotes
+        target = (_named(message, tz) if _known(message) and not in_batch
+                  else _target(message.reply_to, quotes))
     if info.get("removed") is True or not emoji:
         return "Removed a reaction" + (f" from {target}" if target else "")
     return f"{emoji} reacted" + (f" to {target}" if target else "")

@@ -1,0 +1,121 @@
+"""What a sales rep reads: Meta-shaped webhooks (reference §4, §6a) through a real `bridge run`
+into the LeadSquared simulator process, then the activity notes as LeadSquared holds them.
+
+A chat arrives in windows: a reaction, a reply or a reaction removal often comes in a later
+sync than the message it is about, so it lands in a later activity than that message. The
+rep must be able to tell which message it is about from the note alone: a WhatsApp message
+id ("…2OTg0RgA") names nothing a rep can find in LeadSquared.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.helpers import free_port
+from tests.leadsquared.test_end_to_end import SLOW_DELIVERY, eventually, post, write_config
+from tests.processes import BridgeProcess
+from tests.whatsapp import payloads as p
+
+ASHA = "919876543210"
+ASKED = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAEhggQUJDRDEyMzQ1Njc4OTAA"  # a real id's shape
+SHOWN = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAEhggQUJDRDEyMzQ1Njc4OTAB"
+OFFER = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAERgSQzRGQjQ3RkE5QTk3NUY2MDA0AA"
+PLACE = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAEhggQUJDRDEyMzQ1Njc4OTAC"
+
+
+@pytest.fixture
+def simulator(module_simulator):
+    """The module's simulator process, reset: each test starts from a clean account."""
+    return module_simulator.fresh()
+
+
+@pytest.fixture
+def bridge(tmp_path, simulator):
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    # drained only when asked, so each window below is one sync and one activity
+    write_config(config, simulator, port, sync_interval="1h", **SLOW_DELIVERY)
+    process = BridgeProcess(config, port)
+    yield process
+    process.stop()
+
+
+def _earlier(now: int) -> list[dict]:
+    """The first window: a question, a photo with a caption, the business's answer from the
+    Business app (an echo, §6a) and a location without name or address."""
+    return [
+        p.message_change([
+            p.text_message(ASKED, ASHA, "Is the annual plan still on offer?", ts=now - 60),
+            p.image_message(SHOWN, ASHA, caption="my current bill") | {"timestamp": now - 55},
+            p.location_message(PLACE, ASHA, name=None, address=None) | {"timestamp": now - 50},
+        ], contacts=[p.contact(ASHA, "Asha Rao")]),
+        p.echo_change([p.echo(OFFER, ASHA, "Yes! 20% off until Friday")
+                       | {"timestamp": now - 40}])]
+
+
+def _later(message: dict, now: int) -> dict:
+    return p.message_change([message | {"timestamp": str(now - 10)}],
+                            contacts=[p.contact(ASHA, "Asha Rao")])
+
+
+# (what comes in the later window, what its line says; {ASKED} etc.: that message's time as
+# its own line in the earlier activity shows it)
+LATER = {
+    "reaction": (lambda: p.reaction_message("wamid.r1", ASKED, "👍", ASHA),
+                 "👍 reacted to the message of {ASKED} “Is the annual plan still on…”"),
+    "reaction removed": (lambda: p.reaction_message("wamid.r2", SHOWN, None, ASHA),
+                         "Removed a reaction from the message of {SHOWN} “my current bill”"),
+    "reaction to a message without text": (
+        lambda: p.reaction_message("wamid.r3", PLACE, "❤️", ASHA),
+        "❤️ reacted to the message of {PLACE} (📍 Location)"),
+    "reply to the business's answer": (
+        lambda: p.text_message("wamid.r4", ASHA, "Great, send the link",
+                               context={"from": p.BUSINESS, "id": OFFER}),
+        "↩️ reply to “Yes! 20% off until Friday”: Great, send the link"),
+    "reaction to the business's answer": (
+        lambda: p.reaction_message("wamid.r5", OFFER, "🙏", ASHA),
+        "🙏 reacted to the message of {OFFER} “Yes! 20% off until Friday”"),
+}
+
+
+@pytest.mark.parametrize("case", LATER)
+def test_a_later_windows_reaction_or_reply_names_the_message_it_is_about(
+        bridge, simulator, case):
+    lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    bridge.start()
+    eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"])  # first install's run
+    now = int(time.time())
+    for change in _earlier(now):
+        post(bridge, change)
+    bridge.sync_now()
+    (first,) = eventually(lambda: _activities(bridge, simulator, lead, 1), every=1.0)
+    times = {name: _time_of(first["ActivityNote"], text) for name, text in (
+        ("ASKED", "still on offer"), ("SHOWN", "my current bill"), ("PLACE", "📍 Location"),
+        ("OFFER", "20% off"))}
+
+    build, expected = LATER[case]
+    post(bridge, _later(build(), now))
+    bridge.sync_now()
+    later = eventually(lambda: _activities(bridge, simulator, lead, 2), every=1.0)
+    (note,) = [a["ActivityNote"] for a in later if a["Id"] != first["Id"]]
+    assert expected.format(**times) in note, note
+    assert "wamid" not in note and "…" + OFFER[-8:] not in note, note
+
+
+def _activities(bridge: BridgeProcess, simulator, lead: str, count: int) -> list[dict] | None:
+    """The lead's activities once there are `count`; else asks for a sync again (a try cut
+    off by deliver_timeout is retried when asked)."""
+    found = simulator.activities(lead)
+    if len(found) >= count:
+        return found
+    bridge.sync_now()
+    return None
+
+
+def _time_of(note: str, text: str) -> str:
+    """The time on the line of `note` that holds `text`, as the rep sees it."""
+    line = next(line for line in note.splitlines() if text in line)
+    return re.match(r"\[([\d: -]+)\]", line).group(1)
