@@ -105,6 +105,21 @@ def test_a_later_windows_reaction_or_reply_names_the_message_it_is_about(
     assert "wamid" not in note and "…" + OFFER[-8:] not in note, note
 
 
+def test_a_message_only_the_business_app_holds_reads_as_such(bridge, simulator):
+    """131060 (reference §4, §14): the line says where to read it, and does not call its
+    type "unsupported" twice."""
+    lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    bridge.start()
+    only_app = p.base("wamid.app1", ASHA, "unsupported", ts=str(int(time.time())), errors=[{
+        "code": 131060, "title": "Message only available in WhatsApp Business app"}])
+    post(bridge, p.message_change([only_app], contacts=[p.contact(ASHA, "Asha Rao")]))
+    bridge.sync_now()
+    (activity,) = eventually(lambda: _activities(bridge, simulator, lead, 1), every=1.0)
+    line = activity["ActivityNote"].splitlines()[1]
+    assert line.endswith("Asha Rao: ⚠️ Unsupported message: open the WhatsApp Business app "
+                         "to read it"), line
+
+
 def _activities(bridge: BridgeProcess, simulator, lead: str, count: int) -> list[dict] | None:
     """The lead's activities once there are `count`; else asks for a sync again (a try cut
     off by deliver_timeout is retried when asked)."""
