@@ -182,6 +182,12 @@ _EXTENDERS = re.compile("[\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff"
                         "\U000e0020-\U000e007f\U000e0100-\U000e01ef]")
 
 
+def joined(text: str, i: int) -> bool:
+    """Whether text[i] belongs to the same visible character as text[i - 1] (0 < i <
+    len(text)): a cut before it would split what a reader sees as one character."""
+    return _joined(text, i)
+
+
 def _joined(text: str, i: int) -> bool:
     """Whether text[i] belongs to the same visible character as text[i - 1]."""
     char, before = text[i], text[i - 1]

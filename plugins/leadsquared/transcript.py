@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from bridge import Direction, Message, clean, lead_in, quote, render_line
+from bridge import Direction, Message, clean, joined, lead_in, quote, render_line
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
@@ -345,14 +345,19 @@ def _fitted(label: str, room: int) -> str:
 
 def _fit(text: str, start: int, room: int) -> int:
     """Where the longest run of `text` from `start` in `room` UTF-16 units ends (one
-    character at least)."""
+    character at least), never inside what a reader sees as one character (bridge.joined):
+    a flag cut between its two letters read as another country's flags in the next note
+    (🇮🇳🇮🇳 → 🇮 | 🇳🇮🇳: Nicaragua's), a family emoji as its members."""
     end, used = start, 0
     while end < len(text):
         used += 2 if ord(text[end]) > 0xFFFF else 1
         if used > room and end > start:
             break
         end += 1
-    return end
+    back = end
+    while back > start + 1 and back < len(text) and joined(text, back):
+        back -= 1
+    return end if back < len(text) and joined(text, back) else back
 
 
 def note(part: Part, contact: str, number: str, index_hint: str = "",

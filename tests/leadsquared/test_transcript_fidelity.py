@@ -14,8 +14,15 @@ import time
 
 import pytest
 
+from plugins.leadsquared.transcript import piece_span
 from tests.helpers import free_port
-from tests.leadsquared.test_end_to_end import SLOW_DELIVERY, eventually, post, write_config
+from tests.leadsquared.test_end_to_end import (
+    SLOW_DELIVERY,
+    eventually,
+    key_of,
+    post,
+    write_config,
+)
 from tests.processes import BridgeProcess
 from tests.whatsapp import payloads as p
 
@@ -134,3 +141,47 @@ def _time_of(note: str, text: str) -> str:
     """The time on the line of `note` that holds `text`, as the rep sees it."""
     line = next(line for line in note.splitlines() if text in line)
     return re.match(r"\[([\d: -]+)\]", line).group(1)
+
+
+FLAGS = "🇮🇳" * 7 + " " + "👨‍👩‍👧" + " "  # 7 flags of 2 letters, then a 5-code-point family
+
+
+def test_a_long_message_is_cut_between_characters_as_a_reader_sees_them(
+        tmp_path, simulator):
+    """A long message goes out across notes (note_limit, reference: ~2000 characters); no
+    cut may fall inside a flag (the next note would pair the letters the other way round:
+    🇳🇮, Nicaragua) or inside a family emoji, and every character lands once."""
+    lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    write_config(config, simulator, port, sync_interval="1h", note_limit=301, **SLOW_DELIVERY)
+    bridge = BridgeProcess(config, port).start()
+    try:
+        body = FLAGS * 150  # 3,900 characters, WhatsApp's own limit is 4,096
+        post(bridge, p.message_change([p.text_message("wamid.long", ASHA, body,
+                                                      ts=int(time.time()))],
+                                      contacts=[p.contact(ASHA, "Asha Rao")]))
+        bridge.sync_now()
+
+        def whole() -> list[str] | None:
+            found = simulator.activities(lead)
+            spans = [piece_span(key_of(a).rpartition(":")[2]) for a in found]
+            if sum(end - start for start, end in spans) >= len(body):
+                return [_piece_text(a["ActivityNote"]) for _, a in sorted(
+                    zip(spans, found, strict=True), key=lambda pair: pair[0])]
+            bridge.sync_now()
+            return None
+
+        pieces = eventually(whole, every=1.0)
+    finally:
+        bridge.stop()
+    assert len(pieces) > 10 and "".join(pieces) == body
+    for piece in pieces:
+        assert not piece.startswith(("\u200d", "🇳")) and not piece.endswith("\u200d"), piece
+
+
+def _piece_text(note: str) -> str:
+    """The text of the message a long message's note holds: after its label (the first
+    piece) or its `… ` (the others)."""
+    line = note.split("\n", 1)[1]
+    return line.split("Asha Rao: ", 1)[1] if line.startswith("[") else line.removeprefix("… ")
