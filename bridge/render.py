@@ -368,8 +368,17 @@ def _location(message: Message) -> str:
     place = _info(message, "location")
     where = ", ".join(p for p in (_s(place.get("name")), _s(place.get("address"))) if p)
     lat, lon = _number(place.get("latitude")), _number(place.get("longitude"))
-    coords = f" ({lat:g}, {lon:g})" if lat is not None and lon is not None else ""
-    return "📍 Location" + (f": {where}" if where else "") + coords
+    coords = (f" ({_degrees(lat)}, {_degrees(lon)})" if lat is not None and lon is not None
+              else "")
+    url = _s(place.get("url"))
+    return "📍 Location" + (f": {where}" if where else "") + coords + (f" {url}" if url else "")
+
+
+def _degrees(value: float) -> str:
+    """A coordinate as sent, to 7 decimals (about a centimetre): `g`'s six significant
+    digits moved a pin at longitude 151.2092955 by some 30 metres."""
+    text = f"{value:.7f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _contacts(message: Message) -> str:
@@ -406,8 +415,32 @@ def _interactive(message: Message) -> str:
 
 
 def _fields(response: Mapping[str, Any]) -> str:
-    text = ", ".join(f"{_s(k)}: {_s(v)}" for k, v in response.items() if _s(v))
+    """`name: Asha, products: sofa / lamp, address city: Pune, agree: yes`: a Flow's
+    answers, nested ones under their parent's name, lists joined with " / "."""
+    text = ", ".join(f"{name}: {value}" for name, value in _answers(response, "", 0))
     return text if len(text) <= FORM_LIMIT else text[:FORM_LIMIT - 1] + "…"
+
+
+def _answers(response: Mapping[str, Any], parent: str, depth: int) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for key, value in response.items():
+        name = " ".join(p for p in (parent, _s(key)) if p)
+        if isinstance(value, Mapping) and depth < 3:
+            found.extend(_answers(value, name, depth + 1))
+        elif shown := _answer(value):
+            found.append((name, shown))
+    return found
+
+
+def _answer(value: object) -> str:
+    """A Flow answer as text: yes/no for a checkbox, a list's items joined with " / "."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return " / ".join(p for p in (_answer(v) for v in value[:50]) if p)
+    if isinstance(value, Mapping):
+        return " / ".join(f"{_s(k)}: {a}" for k, v in value.items() if (a := _answer(v)))
+    return _s(value)
 
 
 def _text_suffix(message: Message) -> str:

@@ -9,6 +9,7 @@ id ("…2OTg0RgA") names nothing a rep can find in LeadSquared.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -141,6 +142,93 @@ def _time_of(note: str, text: str) -> str:
     """The time on the line of `note` that holds `text`, as the rep sees it."""
     line = next(line for line in note.splitlines() if text in line)
     return re.match(r"\[([\d: -]+)\]", line).group(1)
+
+
+FORM = json.dumps({"products": ["sofa", "lamp"], "address": {"city": "Pune"},
+                   "agree": True, "flow_token": "t1"})
+
+
+def _sydney(mid: str) -> dict:
+    """A pin where `g`'s six significant digits move it some 30 m (longitude 151.209)."""
+    message = p.location_message(mid, ASHA, name="Opera House", address=None)
+    message["location"].update(latitude=-33.8568217, longitude=151.2152967)
+    return message
+
+
+# Every message shape of reference §4 and §6a with what a rep must read on its line (after
+# `<time> ⬅️ Asha Rao: `, or `➡️ Business (+15550783881): ` for the business's own). A number
+# change (system) moves the chat to the new number: test_identity_end_to_end reads its line.
+SHAPES = [
+    (p.text_message("wamid.s1", ASHA, "مرحبا، هل العرض متاح؟ 👨‍👩‍👧 🏳️‍🌈 🇮🇳"),
+     "مرحبا، هل العرض متاح؟ 👨‍👩‍👧 🏳️‍🌈 🇮🇳"),
+    (p.text_message("wamid.s2", ASHA, "nul\x00 and lone \ud800 end"),
+     "nul\ufffd and lone \ufffd end"),  # the body reader's U+FFFD, said so, not dropped
+    (p.image_message("wamid.s3", ASHA, caption="my current bill"), '📷 Photo: "my current bill"'),
+    (p.image_message("wamid.s4", ASHA, caption=None), "📷 Photo (image/jpeg"),
+    (p.video_message("wamid.s5", ASHA, caption="walkthrough"), '🎥 Video: "walkthrough"'),
+    (p.audio_message("wamid.s6", ASHA, voice=True), "🎤 Voice message (audio/ogg"),
+    (p.audio_message("wamid.s7", ASHA, voice=False), "🎵 Audio (audio/ogg"),
+    (p.document_message("wamid.s8", ASHA), '📄 Document: invoice.pdf "March"'),
+    (p.document_message("wamid.s9", ASHA, filename="quote.pdf", caption=None),
+     "📄 Document: quote.pdf (application/pdf"),
+    (p.sticker_message("wamid.s10", ASHA), "🏷️ Sticker (image/webp"),
+    (p.location_message("wamid.s11", ASHA),
+     "📍 Location: Cubbon Park, Kasturba Road, Bengaluru (12.9763, 77.5929) "
+     "https://maps.example/cubbon"),
+    (_sydney("wamid.s12"), "📍 Location: Opera House (-33.8568217, 151.2152967)"),
+    (p.contacts_message("wamid.s13", ASHA),
+     "👤 Contact: Ravi Kumar +91 98765 43210, ravi@example.com"),
+    (p.button_reply_message("wamid.s14", ASHA, title="Yes, call me"),
+     '🔘 Chose "Yes, call me"'),
+    (p.list_reply_message("wamid.s15", ASHA), '🔘 Chose "Tuesday 10:00"'),
+    (p.button_message("wamid.s16", ASHA), '🔘 Pressed "Stop promotions"'),
+    (p.order_message("wamid.s17", ASHA), '🛒 Order: 2 items (2 × SKU-1 @ 100 INR, 1 × SKU-2 @ '
+                                         '50 INR; total 250.00 INR) "Deliver by 6"'),
+    (p.nfm_reply_message("wamid.s18", ASHA, response_json=FORM),
+     "📝 Form reply: products: sofa / lamp, address city: Pune, agree: yes, flow_token: t1"),
+    (p.text_message("wamid.s20", ASHA, "I saw your ad", referral=p.referral()),
+     "📣 from ad: Spring sale https://fb.me/2ZulEu42P ⏎ I saw your ad"),
+    (p.unsupported_message("wamid.s21", ASHA), "⚠️ Unsupported message (poll)"),
+    (p.text_message("wamid.s22", ASHA, "fwd", context={"forwarded": True}), "↪️ Forwarded: fwd"),
+]
+ECHOES = [
+    (p.echo("wamid.s23", ASHA, "Yes! 20% off until Friday"), "Yes! 20% off until Friday"),
+    (p.echo("wamid.s24", ASHA, "") | {"type": "image", "image": p.media(
+        "321", "image/jpeg", caption="brochure")}, '📷 Photo: "brochure"'),
+]
+
+
+def test_every_documented_message_shape_reads_whole_on_the_lead(bridge, simulator):
+    lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    bridge.start()
+    eventually(lambda: bridge.status()["sinks"][0]["last_sync_at"])
+    now = int(time.time())
+    shapes = [m | {"timestamp": str(now - 60 + i)} for i, (m, _) in enumerate(SHAPES)]
+    post(bridge, p.message_change(shapes, contacts=[p.contact(ASHA, "Asha Rao")]))
+    post(bridge, p.echo_change([m | {"timestamp": str(now - 30 + i)}
+                                for i, (m, _) in enumerate(ECHOES)]))
+    bridge.sync_now()
+    total = len(SHAPES) + len(ECHOES)
+
+    def all_lines() -> list[str] | None:
+        lines = [line for a in simulator.activities(lead)
+                 for line in a["ActivityNote"].splitlines()[1:]]
+        if len(lines) == total:
+            return lines
+        bridge.sync_now()
+        return None
+
+    lines = eventually(all_lines, every=1.0)
+    text = {line.split(": ", 1)[0].split("] ")[1]: [] for line in lines}
+    for line in lines:
+        text[line.split(": ", 1)[0].split("] ")[1]].append(line.split(": ", 1)[1])
+    wrong = [(want, got) for (_, want), got in zip(SHAPES, text["⬅️ Asha Rao"], strict=True)
+             if want not in got]
+    wrong += [(want, got) for (_, want), got in zip(
+        ECHOES, text["➡️ Business (+15550783881)"], strict=True) if want not in got]
+    assert wrong == []
+    for line in lines:  # nothing a rep would call a program's leftovers
+        assert not re.search(r"\bNone\b|\{'|\{\"|\bTrue\b|\bFalse\b|: $", line), line
 
 
 FLAGS = "🇮🇳" * 7 + " " + "👨‍👩‍👧" + " "  # 7 flags of 2 letters, then a 5-code-point family

@@ -37,8 +37,10 @@ def make(kind: str, text: str = "", media: Media | None = None, reply_to: str | 
     (p.sticker_message("s"), "🏷️ Sticker (image/webp, media 999)"),
     (p.sticker_message("s", animated=True), "🏷️ Animated sticker (image/webp, media 999)"),
     (p.location_message("l"),
-     "📍 Location: Cubbon Park, Kasturba Road, Bengaluru (12.9763, 77.5929)"),
-    (p.location_message("l", name=None, address=None), "📍 Location (12.9763, 77.5929)"),
+     "📍 Location: Cubbon Park, Kasturba Road, Bengaluru (12.9763, 77.5929) "
+     "https://maps.example/cubbon"),
+    (p.location_message("l", name=None, address=None),
+     "📍 Location (12.9763, 77.5929) https://maps.example/cubbon"),
     (p.contacts_message("c"), "👤 Contact: Ravi Kumar +91 98765 43210, ravi@example.com"),
     (p.list_reply_message("lr"), '🔘 Chose "Tuesday 10:00"'),
     (p.nfm_reply_message("f"), "📝 Form reply: name: Asha, flow_token: t1"),
