@@ -2,8 +2,8 @@
 
 Provider-neutral: it reads only Message fields and the `extra` keys sources agree on
 (location, contacts, interactive, button, reaction, order, system, edit,
-unsupported_type, hint, forwarded, frequently_forwarded, referral, failed, target). Odd
-`extra` contents never raise; they render as less detail.
+unsupported_type, hint, forwarded, frequently_forwarded, referral, referred_product,
+failed, target). Odd `extra` contents never raise; they render as less detail.
 
 A line is safe to put in a transcript: every field (names, captions, file names, titles,
 addresses ...) has control characters and line breaks folded to a space, direction
@@ -227,11 +227,19 @@ def _replied(message: Message, quotes: Mapping[str, str] | None) -> str:
 def _prefix(message: Message, quotes: Mapping[str, str] | None = None) -> str:
     extra = _extra(message)
     prefix = f"↩️ reply to {_replied(message, quotes)}: " if message.reply_to else ""
+    prefix += _product(message)
     if extra.get("frequently_forwarded") is True:
         return "↪️ Forwarded many times: " + prefix
     if extra.get("forwarded") is True:
         return "↪️ Forwarded: " + prefix
     return prefix
+
+
+def _product(message: Message) -> str:
+    """`🛍️ about product SKU-9: ` for a product inquiry (context.referred_product): the
+    product the customer asked from is what the rep needs to answer."""
+    sku = _s(_info(message, "referred_product").get("product_retailer_id"))
+    return f"🛍️ about product {sku}: " if sku else ""
 
 
 def short_id(provider_id: object) -> str:

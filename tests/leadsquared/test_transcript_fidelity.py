@@ -190,6 +190,10 @@ SHAPES = [
      "📣 from ad: Spring sale https://fb.me/2ZulEu42P ⏎ I saw your ad"),
     (p.unsupported_message("wamid.s21", ASHA), "⚠️ Unsupported message (poll)"),
     (p.text_message("wamid.s22", ASHA, "fwd", context={"forwarded": True}), "↪️ Forwarded: fwd"),
+    (p.text_message("wamid.s25", ASHA, "Is it in stock?", context={  # §4 product inquiry
+        "from": p.BUSINESS, "id": "wamid.catalog", "referred_product": {
+            "catalog_id": "cat-9", "product_retailer_id": "SOFA-3"}}),
+     "🛍️ about product SOFA-3: Is it in stock?"),
 ]
 ECHOES = [
     (p.echo("wamid.s23", ASHA, "Yes! 20% off until Friday"), "Yes! 20% off until Friday"),
