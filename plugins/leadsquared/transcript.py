@@ -42,6 +42,7 @@ class Part:
     messages: list[Message] = field(default_factory=list)
     continued: bool = False
     failed: str | None = None  # why its one message cannot be rendered: never posted
+    piece: tuple[int, int] | None = None  # a long message's piece: (its number, how many)
     rep: Any = None  # owners.Rep of its last message: owner, and how the note names them
 
     @property
@@ -301,6 +302,15 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int,
                           [lead + line[start:end]], [message],
                           continued=start > 0 or end < len(line)))
         start = end
+    return _numbered(parts)
+
+
+def _numbered(parts: list[Part]) -> list[Part]:
+    """The pieces of one long message, each told its number and how many there are: they
+    share one activity time, so nothing else tells a rep in which order to read them."""
+    if len(parts) > 1:
+        for number, part in enumerate(parts, 1):
+            part.piece = (number, len(parts))
     return parts
 
 
@@ -332,7 +342,7 @@ def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
                           [(CONTINUED if parts else label) + text[start:end]], [message],
                           continued=bool(parts) or end < len(text)))
         if end >= len(text):
-            return parts
+            return _numbered(parts)
         start = end
 
 
@@ -365,12 +375,17 @@ def note(part: Part, contact: str, number: str, index_hint: str = "",
     """Header plus lines; the header is trimmed to its reserved budget. `business` names
     the business number and rep the chat is with ("Priya Rao (+9198…)")."""
     count = len(part.messages)
-    rep = f" and {clean(business, NAME_LIMIT)}" if business else ""
-    header = (f"WhatsApp chat with {clean(contact, NAME_LIMIT)} ({clean(number, NAME_LIMIT)})"
-              f"{rep}, {count} message{'s' * (count != 1)}")
+    tail = f", {count} message{'s' * (count != 1)}"
     if part.continued:
-        header += " (long message, continued across notes)"
-    header = header + index_hint
+        which = f"part {part.piece[0]} of {part.piece[1]}, " if part.piece else ""
+        tail += f" (long message, {which}continued across notes)"
+    tail += index_hint
+    for limit in range(NAME_LIMIT, 9, -10):  # long names give way, not the part's number
+        rep = f" and {clean(business, limit)}" if business else ""
+        header = (f"WhatsApp chat with {clean(contact, limit)} ({clean(number, NAME_LIMIT)})"
+                  f"{rep}{tail}")
+        if u16(header) <= HEADER_BUDGET - 2:
+            break
     while u16(header) > HEADER_BUDGET - 2:
         header = header[:-2] + "…"
     return header + "\n" + "\n".join(part.lines)

@@ -242,7 +242,8 @@ def test_a_long_message_is_cut_between_characters_as_a_reader_sees_them(
         tmp_path, simulator):
     """A long message goes out across notes (note_limit, reference: ~2000 characters); no
     cut may fall inside a flag (the next note would pair the letters the other way round:
-    🇳🇮, Nicaragua) or inside a family emoji, and every character lands once."""
+    🇳🇮, Nicaragua) or inside a family emoji, and every character lands once. The notes
+    share one activity time, so each says which part of how many it is."""
     lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     port = free_port()
     config = tmp_path / "config.yaml"
@@ -259,15 +260,18 @@ def test_a_long_message_is_cut_between_characters_as_a_reader_sees_them(
             found = simulator.activities(lead)
             spans = [piece_span(key_of(a).rpartition(":")[2]) for a in found]
             if sum(end - start for start, end in spans) >= len(body):
-                return [_piece_text(a["ActivityNote"]) for _, a in sorted(
+                return [a["ActivityNote"] for _, a in sorted(
                     zip(spans, found, strict=True), key=lambda pair: pair[0])]
             bridge.sync_now()
             return None
 
-        pieces = eventually(whole, every=1.0)
+        notes = eventually(whole, every=1.0)
     finally:
         bridge.stop()
+    pieces = [_piece_text(n) for n in notes]
     assert len(pieces) > 10 and "".join(pieces) == body
+    for number, note in enumerate(notes, 1):
+        assert f"(long message, part {number} of {len(notes)}, " in note.split("\n")[0], note
     for piece in pieces:
         assert not piece.startswith(("\u200d", "🇳")) and not piece.endswith("\u200d"), piece
 
