@@ -16,6 +16,7 @@ import time
 import pytest
 
 from plugins.leadsquared.transcript import piece_span
+from tests.backends import BACKENDS
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import (
     SLOW_DELIVERY,
@@ -24,7 +25,7 @@ from tests.leadsquared.test_end_to_end import (
     post,
     write_config,
 )
-from tests.processes import BridgeProcess
+from tests.processes import BridgeProcess, buffer_section
 from tests.whatsapp import payloads as p
 
 ASHA = "919876543210"
@@ -41,11 +42,18 @@ def simulator(module_simulator):
 
 
 @pytest.fixture
-def bridge(tmp_path, simulator):
+def buffer(request, tmp_path):
+    """The bridge's buffer section: SQLite, or PostgreSQL where a test is parametrized so."""
+    with buffer_section(getattr(request, "param", "sqlite"), tmp_path) as section:
+        yield section
+
+
+@pytest.fixture
+def bridge(tmp_path, simulator, buffer):
     port = free_port()
     config = tmp_path / "config.yaml"
     # drained only when asked, so each window below is one sync and one activity
-    write_config(config, simulator, port, sync_interval="1h", **SLOW_DELIVERY)
+    write_config(config, simulator, port, buffer, sync_interval="1h", **SLOW_DELIVERY)
     process = BridgeProcess(config, port)
     yield process
     process.stop()
@@ -89,6 +97,7 @@ LATER = {
 }
 
 
+@pytest.mark.parametrize("buffer", BACKENDS, indirect=True)  # the claim looks the targets up
 @pytest.mark.parametrize("case", LATER)
 def test_a_later_windows_reaction_or_reply_names_the_message_it_is_about(
         bridge, simulator, case):
