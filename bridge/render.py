@@ -414,8 +414,9 @@ def _interactive(message: Message) -> str:
         fields = _fields(response)
         return "📝 Form reply" + (f": {fields}" if fields else _text_suffix(message))
     title = _s(info.get("title"))
-    if title:
-        return f"🔘 Chose {_quoted(title)}"
+    if title:  # a list row's description tells rows of one title apart ("10:00", Dr. Rao)
+        about = _s(info.get("description"))
+        return f"🔘 Chose {_quoted(title)}" + (f" ({about})" if about else "")
     if _s(response):
         return f"🔘 Replied {_quoted(_s(response))}"
     kind = _s(info.get("type"))

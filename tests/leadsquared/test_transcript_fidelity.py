@@ -189,7 +189,7 @@ SHAPES = [
      "👤 Contact: Ravi Kumar +91 98765 43210, ravi@example.com"),
     (p.button_reply_message("wamid.s14", ASHA, title="Yes, call me"),
      '🔘 Chose "Yes, call me"'),
-    (p.list_reply_message("wamid.s15", ASHA), '🔘 Chose "Tuesday 10:00"'),
+    (p.list_reply_message("wamid.s15", ASHA), '🔘 Chose "Tuesday 10:00" (Dr. Rao)'),
     (p.button_message("wamid.s16", ASHA), '🔘 Pressed "Stop promotions"'),
     (p.order_message("wamid.s17", ASHA), '🛒 Order: 2 items (2 × SKU-1 @ 100 INR, 1 × SKU-2 @ '
                                          '50 INR; total 250.00 INR) "Deliver by 6"'),

@@ -42,7 +42,7 @@ def make(kind: str, text: str = "", media: Media | None = None, reply_to: str | 
     (p.location_message("l", name=None, address=None),
      "📍 Location (12.9763, 77.5929) https://maps.example/cubbon"),
     (p.contacts_message("c"), "👤 Contact: Ravi Kumar +91 98765 43210, ravi@example.com"),
-    (p.list_reply_message("lr"), '🔘 Chose "Tuesday 10:00"'),
+    (p.list_reply_message("lr"), '🔘 Chose "Tuesday 10:00" (Dr. Rao)'),
     (p.nfm_reply_message("f"), "📝 Form reply: name: Asha, flow_token: t1"),
     (p.call_permission_message("cp"), '🔘 Replied "accept"'),
     (p.reaction_message("r", "wamid.HBgLMTY1MDM4NzkQUJDRkFFMTc2OTg0RgA="),
