@@ -293,9 +293,24 @@ def _quoted(text: str) -> str:
 # -- one function per kind -----------------------------------------------------------------
 
 def _text(message: Message) -> str:
-    """The body; "(empty message)" when nothing of it would show (blanks, marks, breaks)."""
+    """The body; "(empty message)" when nothing of it would show (blanks, marks, breaks,
+    the invisible characters chat app users send as a "blank message")."""
     text = _scalar(message.text)
-    return text if displayable(text).strip() else "(empty message)"
+    return text if visible(text) else "(empty message)"
+
+
+# Characters that show nothing in a line of text: format characters (zero-width space,
+# joiners, BOM), spaces and controls by category; and by name the blanks chat apps are
+# used to send a "blank message" with (Hangul fillers, braille blank), the combining
+# grapheme joiner and variation selectors.
+_UNSEEN = frozenset("͏ᅟᅠ⠀ㅤﾠ") | frozenset(
+    chr(c) for c in (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
+
+
+def visible(text: str) -> bool:
+    """Whether any character of `text` shows as something a reader can see."""
+    return any(c not in _UNSEEN and unicodedata.category(c) not in ("Cf", "Cc", "Zs", "Zl",
+                                                                    "Zp") for c in text)
 
 
 def _media_line(label: str, message: Message, name: str = "") -> str:
@@ -303,6 +318,7 @@ def _media_line(label: str, message: Message, name: str = "") -> str:
     media = message.media
     caption = (clean(getattr(media, "caption", None), CAPTION_LIMIT)
                or clean(message.text, CAPTION_LIMIT))
+    caption = caption if visible(caption) else ""
     head = " ".join(p for p in (name, _quoted(caption)) if p)
     media_id = _s(getattr(media, "id", None))
     details = [d for d in (_s(getattr(media, "mime_type", None)),

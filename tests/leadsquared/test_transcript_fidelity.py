@@ -172,8 +172,9 @@ SHAPES = [
      "مرحبا، هل العرض متاح؟ 👨‍👩‍👧 🏳️‍🌈 🇮🇳"),
     (p.text_message("wamid.s2", ASHA, "nul\x00 and lone \ud800 end"),
      "nul\ufffd and lone \ufffd end"),  # the body reader's U+FFFD, said so, not dropped
+    (p.text_message("wamid.s26", ASHA, "\u2800\u3164\u200b"), "(empty message)"),  # "blank"
     (p.image_message("wamid.s3", ASHA, caption="my current bill"), '📷 Photo: "my current bill"'),
-    (p.image_message("wamid.s4", ASHA, caption=None), "📷 Photo (image/jpeg"),
+    (p.image_message("wamid.s4", ASHA, caption="\u200b"), "📷 Photo (image/jpeg"),
     (p.video_message("wamid.s5", ASHA, caption="walkthrough"), '🎥 Video: "walkthrough"'),
     (p.audio_message("wamid.s6", ASHA, voice=True), "🎤 Voice message (audio/ogg"),
     (p.audio_message("wamid.s7", ASHA, voice=False), "🎵 Audio (audio/ogg"),
