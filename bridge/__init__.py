@@ -40,7 +40,7 @@ from bridge.model import (
     StatusUpdate,
     is_group,
 )
-from bridge.render import clean, file_name, joined, lead_in, quote, render_line
+from bridge.render import clean, file_name, joined, lead_in, quote, render_line, visible
 from bridge.retry import backoff_delay
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ __all__ = [
     "SharedBuffer", "Sink", "SINK_NOTE", "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS",
     "StatusUpdate", "SyncNote",
     "TargetFailure", "UPGRADE_SUFFIX",
-    "WAITING_FOR_FILE", "WAITS_WITH_MESSAGES", "zone",
+    "visible", "WAITING_FOR_FILE", "WAITS_WITH_MESSAGES", "zone",
 ]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from bridge import Direction, Message, clean, joined, lead_in, quote, render_line
+from bridge import Direction, Message, clean, joined, lead_in, quote, render_line, visible
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
@@ -136,8 +136,17 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 def line_label(message: Message, tz: tzinfo, contact: str, business: str) -> str:
     """`[2026-11-24 14:05] ⬅️ Asha: `: a line's time and sender, before its text."""
     when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-    arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
-    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: "
+    arrow, who = (("⬅️", _name(contact, "customer")) if message.direction == Direction.IN
+                  else ("➡️", _name(business, "business")))
+    return f"[{when}] {arrow} {who}: "
+
+
+def _name(name: str, otherwise: str) -> str:
+    """`name` as a line or header shows it; `otherwise` for a name of nothing visible (a
+    profile name of a Hangul filler, "ㅤ", set to look nameless): `⬅️ ㅤ: hi` read as a
+    line with no sender."""
+    shown = clean(name, NAME_LIMIT)
+    return shown if visible(shown) else otherwise
 
 
 def label_lengths(messages: list[Message], tz: tzinfo, contact: str, business: str,
@@ -382,8 +391,8 @@ def note(part: Part, contact: str, number: str, index_hint: str = "",
     tail += index_hint
     for limit in range(NAME_LIMIT, 9, -10):  # long names give way, not the part's number
         rep = f" and {clean(business, limit)}" if business else ""
-        header = (f"WhatsApp chat with {clean(contact, limit)} ({clean(number, NAME_LIMIT)})"
-                  f"{rep}{tail}")
+        header = (f"WhatsApp chat with {clean(_name(contact, 'customer'), limit)} "
+                  f"({clean(number, NAME_LIMIT)}){rep}{tail}")
         if u16(header) <= HEADER_BUDGET - 2:
             break
     while u16(header) > HEADER_BUDGET - 2:

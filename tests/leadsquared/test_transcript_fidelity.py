@@ -122,19 +122,27 @@ def test_a_later_windows_reaction_or_reply_names_the_message_it_is_about(
     assert "wamid" not in note and "…" + OFFER[-8:] not in note, note
 
 
-def test_a_message_only_the_business_app_holds_reads_as_such(bridge, simulator):
-    """131060 (reference §4, §14): the line says where to read it, and does not call its
-    type "unsupported" twice."""
+ONLY_APP = {"code": 131060, "title": "Message only available in WhatsApp Business app"}
+
+
+@pytest.mark.parametrize(("name", "message", "header", "line"), [
+    # 131060 (reference §4, §14): says where to read it, and not "unsupported" twice
+    ("Asha Rao", p.base("wamid.app1", ASHA, "unsupported", errors=[ONLY_APP]),
+     "WhatsApp chat with Asha Rao (+919876543210)",
+     "⬅️ Asha Rao: ⚠️ Unsupported message: open the WhatsApp Business app to read it"),
+    # a profile name of a Hangul filler (set to look nameless): a sender a rep can read
+    ("\u3164", p.text_message("wamid.blank", ASHA, "hi"),
+     "WhatsApp chat with customer (+919876543210)", "⬅️ customer: hi"),
+], ids=["business app only", "blank profile name"])
+def test_a_single_message_reads_as_a_rep_needs(bridge, simulator, name, message, header, line):
     lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     bridge.start()
-    only_app = p.base("wamid.app1", ASHA, "unsupported", ts=str(int(time.time())), errors=[{
-        "code": 131060, "title": "Message only available in WhatsApp Business app"}])
-    post(bridge, p.message_change([only_app], contacts=[p.contact(ASHA, "Asha Rao")]))
+    post(bridge, p.message_change([message | {"timestamp": str(int(time.time()))}],
+                                  contacts=[p.contact(ASHA, name)]))
     bridge.sync_now()
     (activity,) = eventually(lambda: _activities(bridge, simulator, lead, 1), every=1.0)
-    line = activity["ActivityNote"].splitlines()[1]
-    assert line.endswith("Asha Rao: ⚠️ Unsupported message: open the WhatsApp Business app "
-                         "to read it"), line
+    first, second = activity["ActivityNote"].splitlines()
+    assert first.startswith(header) and second.endswith(line), activity["ActivityNote"]
 
 
 def _activities(bridge: BridgeProcess, simulator, lead: str, count: int) -> list[dict] | None:
