@@ -303,7 +303,7 @@ def _text(message: Message) -> str:
 # joiners, BOM), spaces and controls by category; and by name the blanks chat apps are
 # used to send a "blank message" with (Hangul fillers, braille blank), the combining
 # grapheme joiner and variation selectors.
-_UNSEEN = frozenset("͏ᅟᅠ⠀ㅤﾠ") | frozenset(
+_UNSEEN = frozenset("\u034f\u115f\u1160\u2800\u3164\uffa0") | frozenset(
     chr(c) for c in (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
 
 

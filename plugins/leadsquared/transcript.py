@@ -143,8 +143,8 @@ def line_label(message: Message, tz: tzinfo, contact: str, business: str) -> str
 
 def _name(name: str, otherwise: str) -> str:
     """`name` as a line or header shows it; `otherwise` for a name of nothing visible (a
-    profile name of a Hangul filler, "ㅤ", set to look nameless): `⬅️ ㅤ: hi` read as a
-    line with no sender."""
+    profile name of a Hangul filler, U+3164, set to look nameless): `⬅️ <U+3164>: hi` read
+    as a line with no sender."""
     shown = clean(name, NAME_LIMIT)
     return shown if visible(shown) else otherwise
 
