@@ -40,7 +40,7 @@ from bridge.model import (
     StatusUpdate,
     is_group,
 )
-from bridge.render import clean, file_name, lead_in, quote, render_line
+from bridge.render import clean, file_name, joined, lead_in, quote, render_line, visible
 from bridge.retry import backoff_delay
 
 if TYPE_CHECKING:
@@ -71,12 +71,13 @@ __all__ = [
     "call", "candidates", "clean", "Clock", "CONFIG_OPTION", "Conversation", "create_app",
     "Direction", "Duration", "Fetched", "file_name", "FileOut", "Filter", "friendly",
     "get_plugin_manager", "GROUP_PREFIX", "hookimpl", "Identity", "Ingest", "is_group",
-    "lead_in", "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob", "MediaRetry",
+    "joined", "lead_in", "Limits", "load", "load_config", "Media", "MediaGone", "MediaJob",
+    "MediaRetry",
     "Message", "Metrics", "Outcome", "PluginContext", "query_text", "quote", "render_line",
     "SharedBuffer", "Sink", "SINK_NOTE", "SinkSettings", "Source", "SourceSyncs", "STATUS_KINDS",
     "StatusUpdate", "SyncNote",
     "TargetFailure", "UPGRADE_SUFFIX",
-    "WAITING_FOR_FILE", "WAITS_WITH_MESSAGES", "zone",
+    "visible", "WAITING_FOR_FILE", "WAITS_WITH_MESSAGES", "zone",
 ]
 
 

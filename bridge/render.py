@@ -2,8 +2,8 @@
 
 Provider-neutral: it reads only Message fields and the `extra` keys sources agree on
 (location, contacts, interactive, button, reaction, order, system, edit,
-unsupported_type, hint, forwarded, frequently_forwarded, referral, failed, target). Odd
-`extra` contents never raise; they render as less detail.
+unsupported_type, hint, forwarded, frequently_forwarded, referral, referred_product,
+failed, target). Odd `extra` contents never raise; they render as less detail.
 
 A line is safe to put in a transcript: every field (names, captions, file names, titles,
 addresses ...) has control characters and line breaks folded to a space, direction
@@ -48,7 +48,7 @@ def render_line(message: Message, quotes: Mapping[str, str] | None = None,
     notice names the message it is about by its time (in `tz`) and first words.
     """
     if message.kind == "reaction":
-        line = _reaction(message, quotes)
+        line = _reaction(message, quotes, tz)
     elif message.kind in ("edit", "revoke", "status"):
         line = _changed(message, tz)
     else:
@@ -110,15 +110,28 @@ def in_zone(when: datetime, tz: tzinfo | None, fmt: str = "%Y-%m-%d %H:%M:%S %Z"
 
 
 def _named(message: Message, tz: tzinfo) -> str:
-    """The message an edit, deletion or failure notice is about: time and first words."""
+    """The message an edit, deletion, reaction or failure notice is about: time and first
+    words, or what it is when it has no words (a photo without caption, a location)."""
     target = _info(message, "target")
     at = target.get("at")
     if not isinstance(at, int | float):
         target_id = message.reply_to or _extra(message).get("failed_of")
         return f"message {short_id(target_id)}" if target_id else "a message"
     when = in_zone(datetime.fromtimestamp(at, UTC), tz, "%Y-%m-%d %H:%M")
-    words = first_words(target.get("text"))
-    return f"the message of {when}" + (f" “{words}”" if words else "")
+    words, what = first_words(target.get("text")), _KIND_NAMES.get(_scalar(target.get("kind")))
+    return f"the message of {when}" + (f" “{words}”" if words else f" ({what})" if what else "")
+
+
+# What a message with no words of its own is, for naming it (`target.kind`).
+_KIND_NAMES = {"image": "📷 Photo", "video": "🎥 Video", "audio": "🎵 Audio",
+               "document": "📄 Document", "sticker": "🏷️ Sticker", "location": "📍 Location",
+               "contacts": "👤 Contact", "interactive": "🔘 Reply", "button": "🔘 Button",
+               "order": "🛒 Order", "media_placeholder": "📎 Media"}
+
+
+def _known(message: Message) -> bool:
+    """Whether the buffer told when the message this one is about was sent (`target`)."""
+    return isinstance(_info(message, "target").get("at"), int | float)
 
 
 def _changed(message: Message, tz: tzinfo) -> str:
@@ -169,6 +182,12 @@ _EXTENDERS = re.compile("[\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff"
                         "\U000e0020-\U000e007f\U000e0100-\U000e01ef]")
 
 
+def joined(text: str, i: int) -> bool:
+    """Whether text[i] belongs to the same visible character as text[i - 1] (0 < i <
+    len(text)): a cut before it would split what a reader sees as one character."""
+    return _joined(text, i)
+
+
 def _joined(text: str, i: int) -> bool:
     """Whether text[i] belongs to the same visible character as text[i - 1]."""
     char, before = text[i], text[i - 1]
@@ -194,14 +213,33 @@ def _target(provider_id: str, quotes: Mapping[str, str] | None) -> str:
     return short_id(provider_id)
 
 
+def _replied(message: Message, quotes: Mapping[str, str] | None) -> str:
+    """What a reply quotes: the replied-to line when it is in `quotes`, else its first words
+    (or what it is) when the buffer knows it (`target`: synced in an earlier activity),
+    else its id."""
+    if (quotes and message.reply_to in quotes) or not _known(message):
+        return _target(message.reply_to, quotes)
+    target = _info(message, "target")
+    words = first_words(target.get("text")) or _KIND_NAMES.get(_scalar(target.get("kind")))
+    return f"“{words}”" if words else short_id(message.reply_to)
+
+
 def _prefix(message: Message, quotes: Mapping[str, str] | None = None) -> str:
     extra = _extra(message)
-    prefix = f"↩️ reply to {_target(message.reply_to, quotes)}: " if message.reply_to else ""
+    prefix = f"↩️ reply to {_replied(message, quotes)}: " if message.reply_to else ""
+    prefix += _product(message)
     if extra.get("frequently_forwarded") is True:
         return "↪️ Forwarded many times: " + prefix
     if extra.get("forwarded") is True:
         return "↪️ Forwarded: " + prefix
     return prefix
+
+
+def _product(message: Message) -> str:
+    """`🛍️ about product SKU-9: ` for a product inquiry (context.referred_product): the
+    product the customer asked from is what the rep needs to answer."""
+    sku = _s(_info(message, "referred_product").get("product_retailer_id"))
+    return f"🛍️ about product {sku}: " if sku else ""
 
 
 def short_id(provider_id: object) -> str:
@@ -255,9 +293,24 @@ def _quoted(text: str) -> str:
 # -- one function per kind -----------------------------------------------------------------
 
 def _text(message: Message) -> str:
-    """The body; "(empty message)" when nothing of it would show (blanks, marks, breaks)."""
+    """The body; "(empty message)" when nothing of it would show (blanks, marks, breaks,
+    the invisible characters chat app users send as a "blank message")."""
     text = _scalar(message.text)
-    return text if displayable(text).strip() else "(empty message)"
+    return text if visible(text) else "(empty message)"
+
+
+# Characters that show nothing in a line of text: format characters (zero-width space,
+# joiners, BOM), spaces and controls by category; and by name the blanks chat apps are
+# used to send a "blank message" with (Hangul fillers, braille blank), the combining
+# grapheme joiner and variation selectors.
+_UNSEEN = frozenset("\u034f\u115f\u1160\u2800\u3164\uffa0") | frozenset(
+    chr(c) for c in (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
+
+
+def visible(text: str) -> bool:
+    """Whether any character of `text` shows as something a reader can see."""
+    return any(c not in _UNSEEN and unicodedata.category(c) not in ("Cf", "Cc", "Zs", "Zl",
+                                                                    "Zp") for c in text)
 
 
 def _media_line(label: str, message: Message, name: str = "") -> str:
@@ -265,6 +318,7 @@ def _media_line(label: str, message: Message, name: str = "") -> str:
     media = message.media
     caption = (clean(getattr(media, "caption", None), CAPTION_LIMIT)
                or clean(message.text, CAPTION_LIMIT))
+    caption = caption if visible(caption) else ""
     head = " ".join(p for p in (name, _quoted(caption)) if p)
     media_id = _s(getattr(media, "id", None))
     details = [d for d in (_s(getattr(media, "mime_type", None)),
@@ -338,8 +392,17 @@ def _location(message: Message) -> str:
     place = _info(message, "location")
     where = ", ".join(p for p in (_s(place.get("name")), _s(place.get("address"))) if p)
     lat, lon = _number(place.get("latitude")), _number(place.get("longitude"))
-    coords = f" ({lat:g}, {lon:g})" if lat is not None and lon is not None else ""
-    return "📍 Location" + (f": {where}" if where else "") + coords
+    coords = (f" ({_degrees(lat)}, {_degrees(lon)})" if lat is not None and lon is not None
+              else "")
+    url = _s(place.get("url"))
+    return "📍 Location" + (f": {where}" if where else "") + coords + (f" {url}" if url else "")
+
+
+def _degrees(value: float) -> str:
+    """A coordinate as sent, to 7 decimals (about a centimetre): `g`'s six significant
+    digits moved a pin at longitude 151.2092955 by some 30 metres."""
+    text = f"{value:.7f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _contacts(message: Message) -> str:
@@ -367,8 +430,9 @@ def _interactive(message: Message) -> str:
         fields = _fields(response)
         return "📝 Form reply" + (f": {fields}" if fields else _text_suffix(message))
     title = _s(info.get("title"))
-    if title:
-        return f"🔘 Chose {_quoted(title)}"
+    if title:  # a list row's description tells rows of one title apart ("10:00", Dr. Rao)
+        about = _s(info.get("description"))
+        return f"🔘 Chose {_quoted(title)}" + (f" ({about})" if about else "")
     if _s(response):
         return f"🔘 Replied {_quoted(_s(response))}"
     kind = _s(info.get("type"))
@@ -376,8 +440,32 @@ def _interactive(message: Message) -> str:
 
 
 def _fields(response: Mapping[str, Any]) -> str:
-    text = ", ".join(f"{_s(k)}: {_s(v)}" for k, v in response.items() if _s(v))
+    """`name: Asha, products: sofa / lamp, address city: Pune, agree: yes`: a Flow's
+    answers, nested ones under their parent's name, lists joined with " / "."""
+    text = ", ".join(f"{name}: {value}" for name, value in _answers(response, "", 0))
     return text if len(text) <= FORM_LIMIT else text[:FORM_LIMIT - 1] + "…"
+
+
+def _answers(response: Mapping[str, Any], parent: str, depth: int) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for key, value in response.items():
+        name = " ".join(p for p in (parent, _s(key)) if p)
+        if isinstance(value, Mapping) and depth < 3:
+            found.extend(_answers(value, name, depth + 1))
+        elif shown := _answer(value):
+            found.append((name, shown))
+    return found
+
+
+def _answer(value: object) -> str:
+    """A Flow answer as text: yes/no for a checkbox, a list's items joined with " / "."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return " / ".join(p for p in (_answer(v) for v in value[:50]) if p)
+    if isinstance(value, Mapping):
+        return " / ".join(f"{_s(k)}: {a}" for k, v in value.items() if (a := _answer(v)))
+    return _s(value)
 
 
 def _text_suffix(message: Message) -> str:
@@ -390,10 +478,17 @@ def _button(message: Message) -> str:
     return f"🔘 Pressed {_quoted(text)}" if text else "🔘 Pressed a button"
 
 
-def _reaction(message: Message, quotes: Mapping[str, str] | None = None) -> str:
+def _reaction(message: Message, quotes: Mapping[str, str] | None = None,
+              tz: tzinfo = UTC) -> str:
+    """`👍 reacted to “<its line>”` when the message is in `quotes`, else `to the message of
+    <time> “<first words>”` when the buffer knows it (`target`), else to its id."""
     info = _info(message, "reaction")
     emoji = _s(info.get("emoji")) or message.text
-    target = _target(message.reply_to, quotes) if message.reply_to else ""
+    target = ""
+    if message.reply_to:
+        in_batch = bool(quotes) and message.reply_to in quotes
+        target = (_named(message, tz) if _known(message) and not in_batch
+                  else _target(message.reply_to, quotes))
     if info.get("removed") is True or not emoji:
         return "Removed a reaction" + (f" from {target}" if target else "")
     return f"{emoji} reacted" + (f" to {target}" if target else "")

@@ -5,7 +5,9 @@ Run when a batch is claimed (one query per kind of fact, only when the batch nee
   can post it on the sender's record;
 - the failure of an outbound message (`failed`: Meta's title and code), so its
   transcript line says it was not delivered;
-- the message an edit or a deletion changes (`target`: its time and first words).
+- the message an edit, a deletion, a reaction or a reply is about (`target`: its time,
+  first words and kind), so a line about a message synced in an earlier activity can name
+  it as the rep saw it there, not by an id nothing in the CRM shows.
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ TARGETS = Query(
     sa.select(messages.c.source, messages.c.provider_id, messages.c.sent_at, messages.c.body)
     .join_from(messages, _pairs, sa.and_(messages.c.source == _pairs.c.source,
                                          messages.c.provider_id == _pairs.c.provider_id)),
-    "edited and deleted messages")
+    "messages edited, deleted, reacted or replied to")
 
 
 async def enrich(db: Connector, sink: str, messages: list[Message]) -> None:
     """Add `sender_person`, `failed` and `target` to the messages' extra, in place."""
     await _senders(db, sink, [m for m in messages if is_group(m.conversation)])
     await _failures(db, [m for m in messages if m.direction == Direction.OUT])
-    await _targets(db, [m for m in messages if m.kind in ("edit", "revoke") and m.reply_to])
+    await _targets(db, [m for m in messages if m.reply_to])
 
 
 async def _senders(db: Connector, sink: str, messages: list[Message]) -> None:
@@ -90,7 +92,9 @@ async def _targets(db: Connector, messages: list[Message]) -> None:
         return
     found = {}
     for source, provider_id, sent_at, body in await db.rows(TARGETS, pairs=pairs):
-        found[(source, provider_id)] = {"at": sent_at, "text": json.loads(body).get("text") or ""}
+        stored = json.loads(body)
+        found[(source, provider_id)] = {"at": sent_at, "text": stored.get("text") or "",
+                                        "kind": stored.get("kind")}
     for message in messages:
         if (message.source, message.reply_to) in found:
             message.extra["target"] = found[(message.source, message.reply_to)]

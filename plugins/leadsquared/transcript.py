@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from bridge import Direction, Message, clean, lead_in, quote, render_line
+from bridge import Direction, Message, clean, joined, lead_in, quote, render_line, visible
 
 HEADER_BUDGET = 160  # reserved in every note, so part boundaries do not depend on the header
 NAME_LIMIT = 80  # characters of a contact's or the business's name in a line
@@ -42,6 +42,7 @@ class Part:
     messages: list[Message] = field(default_factory=list)
     continued: bool = False
     failed: str | None = None  # why its one message cannot be rendered: never posted
+    piece: tuple[int, int] | None = None  # a long message's piece: (its number, how many)
     rep: Any = None  # owners.Rep of its last message: owner, and how the note names them
 
     @property
@@ -135,8 +136,17 @@ def transcript_line(message: Message, tz: tzinfo, contact: str, business: str,
 def line_label(message: Message, tz: tzinfo, contact: str, business: str) -> str:
     """`[2026-11-24 14:05] ⬅️ Asha: `: a line's time and sender, before its text."""
     when = message.sent_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-    arrow, who = ("⬅️", contact) if message.direction == Direction.IN else ("➡️", business)
-    return f"[{when}] {arrow} {clean(who, NAME_LIMIT)}: "
+    arrow, who = (("⬅️", _name(contact, "customer")) if message.direction == Direction.IN
+                  else ("➡️", _name(business, "business")))
+    return f"[{when}] {arrow} {who}: "
+
+
+def _name(name: str, otherwise: str) -> str:
+    """`name` as a line or header shows it; `otherwise` for a name of nothing visible (a
+    profile name of a Hangul filler, U+3164, set to look nameless): `⬅️ <U+3164>: hi` read
+    as a line with no sender."""
+    shown = clean(name, NAME_LIMIT)
+    return shown if visible(shown) else otherwise
 
 
 def label_lengths(messages: list[Message], tz: tzinfo, contact: str, business: str,
@@ -301,6 +311,15 @@ def _chunks(batch_key: str, message: Message, line: str, budget: int,
                           [lead + line[start:end]], [message],
                           continued=start > 0 or end < len(line)))
         start = end
+    return _numbered(parts)
+
+
+def _numbered(parts: list[Part]) -> list[Part]:
+    """The pieces of one long message, each told its number and how many there are: they
+    share one activity time, so nothing else tells a rep in which order to read them."""
+    if len(parts) > 1:
+        for number, part in enumerate(parts, 1):
+            part.piece = (number, len(parts))
     return parts
 
 
@@ -332,7 +351,7 @@ def _pieces(batch_key: str, message: Message, line: str, head: int, budget: int,
                           [(CONTINUED if parts else label) + text[start:end]], [message],
                           continued=bool(parts) or end < len(text)))
         if end >= len(text):
-            return parts
+            return _numbered(parts)
         start = end
 
 
@@ -345,14 +364,19 @@ def _fitted(label: str, room: int) -> str:
 
 def _fit(text: str, start: int, room: int) -> int:
     """Where the longest run of `text` from `start` in `room` UTF-16 units ends (one
-    character at least)."""
+    character at least), never inside what a reader sees as one character (bridge.joined):
+    a flag cut between its two letters read as another country's flags in the next note
+    (🇮🇳🇮🇳 → 🇮 | 🇳🇮🇳: Nicaragua's), a family emoji as its members."""
     end, used = start, 0
     while end < len(text):
         used += 2 if ord(text[end]) > 0xFFFF else 1
         if used > room and end > start:
             break
         end += 1
-    return end
+    back = end
+    while back > start + 1 and back < len(text) and joined(text, back):
+        back -= 1
+    return end if back < len(text) and joined(text, back) else back
 
 
 def note(part: Part, contact: str, number: str, index_hint: str = "",
@@ -360,12 +384,17 @@ def note(part: Part, contact: str, number: str, index_hint: str = "",
     """Header plus lines; the header is trimmed to its reserved budget. `business` names
     the business number and rep the chat is with ("Priya Rao (+9198…)")."""
     count = len(part.messages)
-    rep = f" and {clean(business, NAME_LIMIT)}" if business else ""
-    header = (f"WhatsApp chat with {clean(contact, NAME_LIMIT)} ({clean(number, NAME_LIMIT)})"
-              f"{rep}, {count} message{'s' * (count != 1)}")
+    tail = f", {count} message{'s' * (count != 1)}"
     if part.continued:
-        header += " (long message, continued across notes)"
-    header = header + index_hint
+        which = f"part {part.piece[0]} of {part.piece[1]}, " if part.piece else ""
+        tail += f" (long message, {which}continued across notes)"
+    tail += index_hint
+    for limit in range(NAME_LIMIT, 9, -10):  # long names give way, not the part's number
+        rep = f" and {clean(business, limit)}" if business else ""
+        header = (f"WhatsApp chat with {clean(_name(contact, 'customer'), limit)} "
+                  f"({clean(number, NAME_LIMIT)}){rep}{tail}")
+        if u16(header) <= HEADER_BUDGET - 2:
+            break
     while u16(header) > HEADER_BUDGET - 2:
         header = header[:-2] + "…"
     return header + "\n" + "\n".join(part.lines)

@@ -50,10 +50,12 @@ def read_content(obj: dict[str, Any]) -> Content:
 
 
 def unsupported(obj: dict[str, Any], *, malformed: bool = False) -> Content:
-    """Unknown or broken type; `type: unsupported` may name the real one (e.g. "poll")."""
+    """Unknown or broken type; `type: unsupported` may name the real one (e.g. "poll"),
+    else its type is not known (None: "unsupported" is no type a reader can act on)."""
     kind, inner = obj.get("type"), obj.get("unsupported")
-    if kind == "unsupported" and isinstance(inner, dict) and text_or_none(inner.get("type")):
-        kind = inner["type"]
+    if kind == "unsupported" and not malformed:
+        found = inner.get("type") if isinstance(inner, dict) else None
+        kind = found if text_or_none(found) else None
     extra: dict[str, Any] = {"unsupported_type": kind if isinstance(kind, str) else None}
     if malformed:
         extra["malformed"] = True
