@@ -48,6 +48,13 @@ def phone_of(conversation: Conversation) -> str | None:
     return conversation.key if conversation.key.startswith("+") else None
 
 
+def earlier_phone(conversation: Conversation) -> str | None:
+    """The number the chat is keyed by when the person's latest number is another (they
+    changed it: the lead may still hold only the old one), else None."""
+    key = conversation.key
+    return key if key.startswith("+") and key != phone_of(conversation) else None
+
+
 def user_id_of(conversation: Conversation) -> str | None:
     """The person's BSUID: as the contact map knows it, or the chat's own key."""
     if conversation.user_id:
@@ -92,8 +99,8 @@ async def resolve(client: LeadSquaredClient, config: LeadSquaredConfig,
     `owner` (the rep of the business number the customer wrote to) when given."""
     phone = lookup_phone(conversation)
     lead = await find_lead(client, phone) if phone else None
-    if lead is None and conversation.key.startswith("+") and conversation.key != phone:
-        lead = await find_lead(client, conversation.key)  # the number before a change
+    if lead is None and (earlier := earlier_phone(conversation)):
+        lead = await find_lead(client, earlier)  # the number before a change
     user_id = user_id_of(conversation)
     if lead is None and config.user_id_field and user_id:
         lead = holding(await client.leads.by_field(config.user_id_field, user_id),
@@ -163,5 +170,6 @@ async def follow_number_change(client: LeadSquaredClient, config: LeadSquaredCon
     logger.info("lead %s: Mobile updated after a WhatsApp number change", lead)
 
 
-__all__ = ["LeadSquaredError", "display_name", "follow_number_change", "not_found",
+__all__ = ["LeadSquaredError", "display_name", "earlier_phone", "follow_number_change",
+           "not_found",
            "phone_of", "resolve", "unreachable"]

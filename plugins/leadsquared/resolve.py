@@ -28,6 +28,7 @@ from plugins.leadsquared.leads import first_match
 from plugins.leadsquared.outcomes import late_write_retry, outcome_of
 from plugins.leadsquared.owners import Owners
 from plugins.leadsquared.people import (
+    earlier_phone,
     follow_number_change,
     lookup_phone,
     not_found,
@@ -100,14 +101,20 @@ class Resolver:
         """From the directory, else remote (one lookup when the directory is on), never
         again for a number that matched nothing within unknown_recheck."""
         phone = lookup_phone(batch.conversation)  # none for a number that changed hands
-        if phone and (lead := await self._from_directory(phone)):
-            return lead
+        # a number changed before the chat's first sync: the lead may hold the old one
+        numbers = [n for n in (phone, phone and earlier_phone(batch.conversation)) if n]
+        for number in numbers:
+            if lead := await self._from_directory(number):
+                return lead
         if phone and await self._recently_unknown(phone):
             return None
         if phone and self.directory is not None and self.directory.enabled \
                 and not self.settings.create_leads:
-            # one lookup a variant (Brazil's ninth digit, Argentina's 9, Mexico's 1)
-            lead = await first_match(self.client, phone, primary_candidates(phone))
+            lead = None
+            for number in numbers:  # one lookup a variant (Brazil's 9, Argentina's, Mexico's 1)
+                lead = await first_match(self.client, number, primary_candidates(number))
+                if lead is not None:
+                    break
         else:
             owner = self.owners.new_lead_owner(batch.messages) \
                 if self.owners is not None and self.settings.create_leads else None

@@ -130,6 +130,32 @@ def test_number_change_posts_to_the_same_lead_and_updates_its_mobile(start, simu
     assert "changed from" in notes(simulator, lead)
 
 
+@pytest.mark.parametrize("directory", ["on", "off"])
+def test_a_number_changed_before_the_first_sync_still_finds_the_lead_of_the_old_number(
+        start, simulator, directory):
+    """The customer changes number before the chat's first sync: the chat is one person's,
+    and the lead has the old number only. It must land there, not wait as 'no lead with
+    this number' under the new one (it did with the lead directory on: only the new
+    number was searched, while the lookup without it tried the old one too)."""
+    new = "919000022222"
+    lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    bridge = start(lead_directory=directory)
+    now = int(time.time())
+    post(bridge, p.message_change([p.text_message("wamid.c1", ASHA, "from the old phone",
+                                                  ts=now - 9)],
+                                  contacts=[p.contact(ASHA, "Asha", user_id=BSUID)]))
+    post(bridge, p.message_change(
+        [p.changed_number_message("wamid.c2", ASHA, new, user_id="IN.4444",
+                                  previous_user_id=BSUID) | {"timestamp": str(now - 5)}],
+        contacts=[]))
+    post(bridge, p.message_change([p.text_message("wamid.c3", new, "from the new phone",
+                                                  ts=now - 2)]))
+    bridge.sync_now()
+    eventually(lambda: "from the new phone" in notes(simulator, lead))
+    assert "from the old phone" in notes(simulator, lead)
+    assert len(simulator.admin("GET", "leads")) == 1
+
+
 def test_group_chats_are_skipped_by_default_and_never_land_as_private(start, simulator):
     lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     bridge = start()
