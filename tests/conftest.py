@@ -16,7 +16,7 @@ from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
 from tests.backends import BACKENDS, fresh_schema_url
 from tests.helpers import WITHOUT_DEV_TOOLS
-from tests.processes import SimulatorProcess
+from tests.processes import MEDIA_GRAPH_TOKEN, GraphProcess, SimulatorProcess
 
 # The longest tests (20-70 s each on CI's 2 cores), run first: with `--dist worksteal`
 # (pyproject addopts) a worker that runs out of tests takes half of the other's queue from
@@ -144,6 +144,22 @@ def module_simulator() -> Iterator[SimulatorProcess]:
     sim = SimulatorProcess()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def lsq(module_simulator: SimulatorProcess) -> SimulatorProcess:
+    """The module's LeadSquared simulator process, reset: each test starts clean."""
+    return module_simulator.fresh()
+
+
+@pytest.fixture(scope="module")
+def module_graph(tmp_path_factory) -> Iterator[GraphProcess]:
+    """One Graph stand-in process for a test module's tests, taking MEDIA_GRAPH_TOKEN: a
+    module's `graph` fixture hands each test `module_graph.fresh()` (reset, as a new
+    process has it; a start costs ~0.5 s of CPU)."""
+    process = GraphProcess(MEDIA_GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
+    yield process
+    process.stop()
 
 
 @pytest.fixture(params=BACKENDS)

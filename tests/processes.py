@@ -244,6 +244,10 @@ class DemoProcess:
             self.proc.wait()
 
 
+# the access token of the media tests' Graph stand-in (tests/conftest.py module_graph)
+MEDIA_GRAPH_TOKEN = "media-graph-token"
+
+
 class GraphProcess:
     """`bridge whatsapp graph-simulator` on a free loopback port, driven by its admin API."""
 

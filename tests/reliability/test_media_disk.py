@@ -12,25 +12,16 @@ import time
 import pytest
 
 from tests import oneshot
-from tests.processes import GraphProcess, eventually
+from tests.processes import eventually
 from tests.whatsapp import payloads as p
 from tests.whatsapp.test_media_e2e import (
     ASHA,
-    GRAPH_TOKEN,
     PHONE_ID,
     media_rows,
     media_webhook,
     post,
     start_bridge,
 )
-
-
-@pytest.fixture(scope="module")
-def module_graph(tmp_path_factory):
-    """One Graph stand-in process for the module's tests (a start costs ~0.5 s of CPU)."""
-    process = GraphProcess(GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
-    yield process
-    process.stop()
 
 
 @pytest.fixture

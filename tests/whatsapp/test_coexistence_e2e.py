@@ -18,17 +18,7 @@ from tests import oneshot
 from tests.helpers import free_port
 from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.whatsapp import payloads as p
-from tests.whatsapp.test_media_e2e import SECRET, VERIFY, start_bridge
-
-GRAPH_TOKEN = "media-graph-token"  # start_bridge's access token
-
-
-@pytest.fixture(scope="module")
-def module_graph(tmp_path_factory):
-    """One Graph stand-in process for the module's tests (a start costs ~0.5 s of CPU)."""
-    process = GraphProcess(GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
-    yield process
-    process.stop()
+from tests.whatsapp.test_media_e2e import GRAPH_TOKEN, SECRET, VERIFY, start_bridge
 
 
 @pytest.fixture
@@ -36,11 +26,6 @@ def graph(module_graph):
     """The module's Graph stand-in, reset (POST /_sim/reset): each test starts clean."""
     return module_graph.fresh()
 
-
-@pytest.fixture
-def lsq(module_simulator):
-    """The module's LeadSquared simulator process, reset: each test starts clean."""
-    return module_simulator.fresh()
 
 
 def coexistence(tmp_path: Path, *args: str, wait: str = "60") -> subprocess.CompletedProcess:

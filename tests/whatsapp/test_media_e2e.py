@@ -15,32 +15,25 @@ import pytest
 from plugins.whatsapp.signature import sign
 from tests import oneshot
 from tests.helpers import free_port
-from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
+from tests.processes import (
+    MEDIA_GRAPH_TOKEN,
+    BridgeProcess,
+    GraphProcess,
+    SimulatorProcess,
+    eventually,
+)
 from tests.whatsapp import payloads as p
 
-SECRET, VERIFY, GRAPH_TOKEN = "media-app-secret", "media-verify", "media-graph-token"
+SECRET, VERIFY = "media-app-secret", "media-verify"
+GRAPH_TOKEN = MEDIA_GRAPH_TOKEN  # module_graph's (tests/conftest.py)
 ASHA = "919876543210"
 PHONE_ID = p.PHONE_ID
-
-
-@pytest.fixture(scope="module")
-def module_graph(tmp_path_factory):
-    """One Graph stand-in process for the module's tests (a start costs ~0.5 s of CPU)."""
-    process = GraphProcess(GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
-    yield process
-    process.stop()
 
 
 @pytest.fixture
 def graph(module_graph):
     """The module's Graph stand-in, reset (POST /_sim/reset): each test starts clean."""
     return module_graph.fresh()
-
-
-@pytest.fixture
-def lsq(module_simulator):
-    """The module's LeadSquared simulator process, reset: each test starts clean."""
-    return module_simulator.fresh()
 
 
 def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | None = None,

@@ -12,17 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.processes import BridgeProcess, GraphProcess, eventually
-from tests.whatsapp.test_media_e2e import GRAPH_TOKEN, media_webhook, post, start_bridge
+from tests.whatsapp.test_media_e2e import media_webhook, post, start_bridge
 
 BACKOFF = {"media_retry_base": "120s", "media_retry_cap": "1h"}  # far beyond every wait here
 WAITING = 3
-
-
-@pytest.fixture(scope="module")
-def module_graph(tmp_path_factory):
-    process = GraphProcess(GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
-    yield process
-    process.stop()
 
 
 @pytest.fixture
