@@ -40,17 +40,22 @@ async def main(target):
     await buffer.media_fetched(jobs[0], "/media/ab/" + "ab" * 32, 10, "ab" * 32, None,
                                now=1_800_000_001)
     await buffer.media_failed(jobs[1], "gone at the provider", None, now=1_800_000_002)
+    print(getattr(buffer, "owner", ""))  # the process that leased job 3 (schema 16 on)
     await buffer.close()  # job 3 stays leased (a fetch in progress); job 4 is due
 
 asyncio.run(main(sys.argv[1]))
 """
 
 
-def _make_old(tmp_path: Path, target: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(_old_code(tmp_path, BEFORE_16))}
+def make_old(tmp_path: Path, target: str, commit: str = BEFORE_16) -> str | None:
+    """A buffer at `target` made by the code of `commit`: four photos' jobs, fetched,
+    failed, leased mid-fetch and due. The id of the process that leased job 3, where that
+    code names one (PostgreSQL from schema 16), else None."""
+    env = {**os.environ, "PYTHONPATH": str(_old_code(tmp_path, commit))}
     done = subprocess.run([sys.executable, "-c", OLD_SCRIPT, target], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    return done.stdout.strip() or None
 
 
 async def _check_upgraded(buffer: Buffer) -> list[tuple]:
@@ -72,7 +77,7 @@ async def _check_upgraded(buffer: Buffer) -> list[tuple]:
 
 async def test_an_sqlite_buffer_of_schema_15_keeps_its_media_jobs_and_leases(tmp_path):
     path = tmp_path / "old.db"
-    _make_old(tmp_path, str(path))
+    make_old(tmp_path, str(path))
     buffer = await Buffer.open(path)  # not a runner: a runner's start voids the leases
     try:
         assert await _check_upgraded(buffer) == [(3, None), (4, None)]  # one runner: no owner
@@ -87,7 +92,7 @@ async def test_an_sqlite_buffer_of_schema_15_keeps_its_media_jobs_and_leases(tmp
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL")
 async def test_a_postgres_buffer_of_schema_15_keeps_its_media_jobs_and_leases(tmp_path):
     async with fresh_schema_url() as url:
-        _make_old(tmp_path, url)
+        make_old(tmp_path, url)
         buffer = await Buffer.open(url)
         try:
             assert await _check_upgraded(buffer) == [(3, buffer.owner), (4, buffer.owner)]

@@ -4,57 +4,16 @@ place on both engines with nothing lost, its schema then the same as a new buffe
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bridge.buffer import Buffer
 from bridge.buffer.migrations import VERSION
 from tests.backends import POSTGRES, fresh_schema_url, rows
-from tests.core.test_schema import _comparable, _old_code, postgres_catalogue, sqlite_catalogue
+from tests.core.test_media_lease_upgrade import make_old
+from tests.core.test_schema import _comparable, postgres_catalogue, sqlite_catalogue
 
 BEFORE_17 = "6ce01b07fa864ee2edd7aea9958b54b91619c650"  # the last commit at schema 16
 LEASED_UNTIL = 1_800_003_600.0
-
-OLD_SCRIPT = """
-import asyncio, sys
-from datetime import UTC, datetime
-from bridge.buffer import Buffer
-from bridge.model import Direction, Media, Message
-
-def photo(i):
-    return Message(source="whatsapp", provider_id=f"p{i}", conversation="+919000000001",
-                   account="acc", direction=Direction.IN,
-                   sent_at=datetime.fromtimestamp(1_700_000_000 + 60 * i, UTC), kind="image",
-                   media=Media(id=f"media-{i}", mime_type="image/jpeg"))
-
-async def main(target):
-    buffer = await Buffer.open(target, runner=True)
-    buffer.media_sources = {"whatsapp": None}
-    await buffer.append([photo(i) for i in range(1, 5)])
-    jobs = await buffer.media_claim("whatsapp", 3, 3600, now=1_800_000_000)
-    assert [j.message_id for j in jobs] == [1, 2, 3], jobs
-    await buffer.media_fetched(jobs[0], "/media/ab/" + "ab" * 32, 10, "ab" * 32, None,
-                               now=1_800_000_001)
-    await buffer.media_failed(jobs[1], "gone at the provider", None, now=1_800_000_002)
-    print(getattr(buffer, "owner", ""))
-    await buffer.close()  # job 3 stays leased (a fetch in progress); job 4 is due
-
-asyncio.run(main(sys.argv[1]))
-"""
-
-
-def _make_old(tmp_path: Path, target: str) -> str | None:
-    """The old buffer at `target`; the id of the process that leased job 3 (None: SQLite)."""
-    env = {**os.environ, "PYTHONPATH": str(_old_code(tmp_path, BEFORE_17))}
-    done = subprocess.run([sys.executable, "-c", OLD_SCRIPT, target], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip() or None
-
 
 async def _check_upgraded(buffer: Buffer, owner: str | None) -> None:
     """Every job as it was, the lease and its owner kept; the leased job is not due."""
@@ -71,7 +30,7 @@ async def _check_upgraded(buffer: Buffer, owner: str | None) -> None:
 
 async def test_an_sqlite_buffer_of_schema_16_gets_the_media_leased_index(tmp_path):
     path = tmp_path / "old.db"
-    _make_old(tmp_path, str(path))
+    make_old(tmp_path, str(path), BEFORE_17)
     buffer = await Buffer.open(path)
     try:
         await _check_upgraded(buffer, None)
@@ -88,7 +47,7 @@ async def test_an_sqlite_buffer_of_schema_16_gets_the_media_leased_index(tmp_pat
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL")
 async def test_a_postgres_buffer_of_schema_16_gets_the_media_leased_index(tmp_path):
     async with fresh_schema_url() as url:
-        owner = _make_old(tmp_path, url)
+        owner = make_old(tmp_path, url, BEFORE_17)
         assert owner
         buffer = await Buffer.open(url)
         try:
