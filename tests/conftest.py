@@ -99,6 +99,36 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(__file__).resolve().parent.parent
         for package in ("bridge", "plugins", "tests", "bench"):
             compileall.compile_dir(root / package, quiet=2)
+        if config.getoption("numprocesses", None):
+            rewrite_tests_once(config, root / "tests")
+
+
+def rewrite_tests_once(config: pytest.Config, tests: Path) -> None:
+    """Rewrite the test modules' asserts once, in the controller, and keep each in the
+    pyc pytest itself would write (__pycache__, name ending -pytest-X.Y.pyc). With
+    PYTHONDONTWRITEBYTECODE set, pytest writes none, so every xdist worker rewrote all
+    ~170 modules while collecting (~5 s of CPU each, 6 at once on two cores); a worker
+    reads a pyc that is there, checked against its source's hash, as pytest always does.
+    Speed only: on any change in pytest's internals this does nothing."""
+    try:
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            assertstate_key,
+            get_cache_dir,
+            try_makedirs,
+        )
+
+        state = config.stash[assertstate_key]
+        for path in [*tests.rglob("test_*.py"), *tests.rglob("conftest.py")]:
+            pyc = get_cache_dir(path) / (path.name[:-3] + PYC_TAIL)
+            if _read_pyc(path, pyc) is None and try_makedirs(pyc.parent):
+                source_hash, code = _rewrite_test(path, config)
+                _write_pyc(state, code, source_hash, pyc)
+    except Exception:  # noqa: BLE001 — speed only: the workers rewrite as before
+        return
 
 
 @pytest.fixture(scope="session", autouse=True)
