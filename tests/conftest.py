@@ -18,11 +18,12 @@ from tests.backends import BACKENDS, fresh_schema_url
 from tests.helpers import WITHOUT_DEV_TOOLS
 from tests.processes import MEDIA_GRAPH_TOKEN, GraphProcess, SimulatorProcess
 
-# The longest tests (20-70 s each on CI's 2 cores), run first: with `--dist worksteal`
-# (pyproject addopts) a worker that runs out of tests takes half of the other's queue from
-# its end, so with these at the front the two workers end together on short tests instead
-# of one waiting a minute for the other's last long one. Order only: a name missing here, or
-# no longer slow, costs a little wall time and nothing else.
+# The longest tests (20-70 s each on CI's 2 cores), run first, dealt out among the workers
+# (pytest_collection_modifyitems): with `--dist worksteal` (pyproject addopts) a worker that
+# runs out of tests takes half of another's queue from its end, so with these at the front
+# of each queue the workers end together on short tests instead of one waiting a minute for
+# another's last long one. Order only: a name missing here, or no longer slow, costs a
+# little wall time and nothing else.
 LONGEST_FIRST = (
     # 31-42 s each in the session-9 CI run (--durations), added after speed46's list
     "tests/leadsquared/test_migrate_late_commit.py",
@@ -99,6 +100,36 @@ def pytest_configure(config: pytest.Config) -> None:
         root = Path(__file__).resolve().parent.parent
         for package in ("bridge", "plugins", "tests", "bench"):
             compileall.compile_dir(root / package, quiet=2)
+        if config.getoption("numprocesses", None):
+            rewrite_tests_once(config, root / "tests")
+
+
+def rewrite_tests_once(config: pytest.Config, tests: Path) -> None:
+    """Rewrite the test modules' asserts once, in the controller, and keep each in the
+    pyc pytest itself would write (__pycache__, name ending -pytest-X.Y.pyc). With
+    PYTHONDONTWRITEBYTECODE set, pytest writes none, so every xdist worker rewrote all
+    ~170 modules while collecting (~5 s of CPU each, 6 at once on two cores); a worker
+    reads a pyc that is there, checked against its source's hash, as pytest always does.
+    Speed only: on any change in pytest's internals this does nothing."""
+    try:
+        from _pytest.assertion.rewrite import (
+            PYC_TAIL,
+            _read_pyc,
+            _rewrite_test,
+            _write_pyc,
+            assertstate_key,
+            get_cache_dir,
+            try_makedirs,
+        )
+
+        state = config.stash[assertstate_key]
+        for path in [*tests.rglob("test_*.py"), *tests.rglob("conftest.py")]:
+            pyc = get_cache_dir(path) / (path.name[:-3] + PYC_TAIL)
+            if _read_pyc(path, pyc) is None and try_makedirs(pyc.parent):
+                source_hash, code = _rewrite_test(path, config)
+                _write_pyc(state, code, source_hash, pyc)
+    except Exception:  # noqa: BLE001 — speed only: the workers rewrite as before
+        return
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -115,10 +146,45 @@ def _children_without_dev_tools() -> Iterator[None]:
         os.environ["PYTHONPATH"] = before
 
 
+def first_shares(total: int, workers: int) -> list[int]:
+    """How many tests each worker is handed first under `--dist worksteal`: xdist's
+    scheduler gives the collection out in `workers` consecutive slices, each
+    remaining // workers left (xdist.scheduler.worksteal.check_schedule)."""
+    shares = []
+    for i in range(workers):
+        shares.append((total - sum(shares)) // (workers - i))
+    return shares
+
+
+def dealt(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """LONGEST_FIRST's tests dealt out in its order at the head of each worker's first
+    slice (0, 1 .. n-1, n-1 .. 0, ...), the rest after them in collection order."""
+    ranked = sorted(items, key=lambda item: _rank(item.nodeid))  # stable
+    long = [item for item in ranked if _rank(item.nodeid) < len(LONGEST_FIRST)]
+    rest = iter(ranked[len(long):])
+    slices: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    shares = first_shares(len(items), workers)
+    snake = [*range(workers), *reversed(range(workers))]
+    turn = 0
+    for item in long:
+        while len(slices[snake[turn % len(snake)]]) >= shares[snake[turn % len(snake)]]:
+            turn += 1
+        slices[snake[turn % len(snake)]].append(item)
+        turn += 1
+    for share, head in zip(shares, slices, strict=True):
+        head.extend(next(rest) for _ in range(share - len(head)))
+    return [item for head in slices for item in head]
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselect: the slices are of what runs
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """LONGEST_FIRST's tests first, in its order; the rest keep theirs (a stable sort: the
-    same order on every worker, as xdist requires)."""
-    items.sort(key=lambda item: _rank(item.nodeid))
+    """LONGEST_FIRST's tests first on every worker: xdist hands each worker a consecutive
+    slice of the collection, so sorted to the front they all went to the first worker,
+    one after another, and the others took some only by stealing from the end of its
+    queue, last (the run ended on a few of them). The order is the same on every worker,
+    as xdist requires (it depends on the collection and the worker count only)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    items[:] = dealt(items, max(1, workers))
 
 
 @pytest.fixture

@@ -476,16 +476,21 @@ async def test_a_stop_during_a_hung_start_ends_the_loop_at_once(buffer):
 
 
 class Hurried(RecordingSink):
-    """Records, in order, each batch delivered and each hurry() (a person's sync-now)."""
+    """Records, in order, each batch delivered and each hurry() (a person's sync-now); each
+    delivery waits until `released` is set."""
 
     def __init__(self, **settings: object) -> None:
         super().__init__(**settings)
         self.events: list[str] = []
+        self.released = asyncio.Event()
+        self.delivering: list[str] = []  # the provider ids of each batch given to deliver()
 
     async def hurry(self) -> None:
         self.events.append("hurry")
 
     async def deliver(self, batch):
+        self.delivering.extend(m.provider_id for m in batch.messages)
+        await self.released.wait()
         outcomes = await super().deliver(batch)
         self.events.extend(m.provider_id for m in batch.messages)
         return outcomes
@@ -496,14 +501,18 @@ async def test_a_sync_now_during_a_drain_applies_to_the_chats_claimed_after_it(b
     the sink's hurry() (LeadSquared: the reps read again, unknown numbers searched again)
     comes before the chat that arrived with it. It used to wait for the end of the drain,
     so that chat went out under the old reps (a deactivated rep still owned it)."""
-    sink = Hurried(sync_interval=3600, delay=1.0, deliver_timeout=10, lease=20)
+    sink = Hurried(sync_interval=3600, deliver_timeout=10, lease=20)
     async with running(buffer, [sink]) as (runner,):
         await wait_until(lambda: runner.next_sync_at is not None)
         await buffer.append([message(1)])
         runner.wake()
-        await wait_until(lambda: sink.events == ["hurry"])  # m1 is being delivered now
+        await wait_until(lambda: sink.delivering == ["m1"])  # m1 is being delivered now
+        assert sink.events == ["hurry"]
         await buffer.append([message(2, "+14155550100")])
         runner.wake()
+        # m1's delivery ends only now (it had a fixed 1 s: on a loaded machine the append
+        # above took longer, the drain claimed m2 before the wake and the test failed)
+        sink.released.set()
         await wait_until(lambda: len(sink.events) == 4, timeout=10)
     assert sink.events == ["hurry", "m1", "hurry", "m2"]
 

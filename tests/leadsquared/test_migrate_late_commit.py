@@ -28,9 +28,15 @@ pytestmark = pytest.mark.skipif(not POSTGRES, reason=NO_POSTGRES)
 
 CUSTOMER = "919876543210"
 WRITES = ("ProspectActivity.svc/Create", "Bulk/CustomActivity/Add/ByLeadId")
-# the first post lands this long after it was sent: past the client's timeout (8 s), within
-# the 3 x timeout a write may take to land (write_settle): a late commit, not a lost one
-HOLD = 20.0  # (long enough for the copy and a start on a busy machine)
+# the sink's call timeout, and the first post lands HOLD after it was sent: past the
+# client's timeout, within the 3 x timeout a write may take to land (write_settle): a late
+# commit, not a lost one. The retry after the kill waits for the killed lease's end (LEASE)
+# and then write_settle less the lease's unspent part (bridge.sync.settle_after_lease): with
+# 8 s / 12 s / 15 s it came ~38 s after the send, most of each variant's ~41 s; here ~25 s.
+TIMEOUT, DELIVER_TIMEOUT, LEASE = 6, 7, 8  # seconds
+# long enough for the copy and a start on a busy machine (6.5 s alone, 13 s once with
+# other suites running), under 3 x TIMEOUT
+HOLD = 16.0
 
 
 def _posts(sim: SimulatorProcess, held: bool = False) -> int:
@@ -49,8 +55,9 @@ def test_a_batch_whose_post_was_in_flight_at_the_crash_is_not_posted_again_after
     bridge: BridgeProcess | None = None
     try:
         lead = sim.add_lead(FirstName="Asha", Mobile=f"+91-{CUSTOMER[2:]}")
-        settings = {"bulk": bulk, "opportunities": False, "sync_interval": "1s", "timeout": "8s",
-                    "deliver_timeout": "12s", "lease": "15s"}
+        settings = {"bulk": bulk, "opportunities": False, "sync_interval": "1s",
+                    "timeout": f"{TIMEOUT}s", "deliver_timeout": f"{DELIVER_TIMEOUT}s",
+                    "lease": f"{LEASE}s"}
         config, port = tmp_path / "config.yaml", free_port()
         write_config(config, sim, port, {"path": str(tmp_path / "bridge.db")}, **settings)
         bridge = BridgeProcess(config, port).start()

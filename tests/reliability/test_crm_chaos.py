@@ -255,7 +255,7 @@ def crm_call_outcomes(bridge: BridgeProcess) -> Counter:
 
 
 def test_crm_chaos_short(tmp_path):
-    chaos(tmp_path, size(OUTAGE, 20))
+    chaos(tmp_path, size(OUTAGE, 10))  # ten client timeouts (1 s) and more; 600 s soaks
 
 
 @pytest.mark.soak
