@@ -19,6 +19,7 @@ from plugins.leadsquared.simulator.switches import Switches
 from plugins.leadsquared.simulator.users import (
     ADMIN_EMAIL,
     OWNER_FIELD,
+    InactiveOwner,
     User,
     Users,
 )
@@ -592,7 +593,11 @@ class Store:
         a bulk call's row with `bulk` (its ActivityOwnerEmail names the owner)."""
         body = as_object(body)
         single = None if bulk else self.switches.create_owner
-        owner = self.users.owner(body, ADMIN_EMAIL, single, self.switches)
+        try:
+            owner = self.users.owner(body, ADMIN_EMAIL, single, self.switches)
+        except InactiveOwner as exc:
+            raise invalid(f"ActivityOwnerEmail {exc} is not an active user (simulated)") \
+                from None
         if single == "owner_field" and isinstance(body.get("Fields"), list):
             body = {**body, "Fields": [f for f in body["Fields"] if not (
                 isinstance(f, dict) and f.get("SchemaName") == OWNER_FIELD)]}

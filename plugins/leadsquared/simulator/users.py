@@ -113,6 +113,10 @@ def _inactive(user: User, switches: Any, default: str) -> str:
     if reading == "recorded":
         return user.email
     if reading == "refused":
-        from plugins.leadsquared.simulator.state import invalid  # state imports this module
-        raise invalid(f"ActivityOwnerEmail {user.email} is not an active user (simulated)")
+        raise InactiveOwner(user.email)
     return default
+
+
+class InactiveOwner(Exception):
+    """An activity's owner is an inactive user and switch inactive_owner refuses it (the
+    store answers MXInvalidInputException); str(e) is the email."""
