@@ -14,10 +14,11 @@ import os
 
 import pytest
 
-from tests.backends import NO_POSTGRES, POSTGRES
+from tests.backends import NO_POSTGRES, POSTGRES, query
 from tests.cluster.test_media_killed_holder import downloading, start
 from tests.cluster.test_media_second_start import downloads, media_states
 from tests.processes import GraphProcess, buffer_section, eventually
+from tests.whatsapp.test_media import media_message
 from tests.whatsapp.test_media_e2e import (
     GRAPH_TOKEN,
     PHONE_ID,
@@ -67,3 +68,21 @@ def test_a_process_without_a_token_takes_no_photo_from_one_that_fetches(
                     bridge.kill()
     finally:
         graph.stop()
+
+
+async def test_on_a_shared_buffer_a_process_that_cannot_fetch_holds_nothing(open_buffers):
+    """The buffer's side: the start of a process without a token leaves the jobs (a lease
+    in flight too) as they are, and its appends queue jobs pending with its reason, which
+    `bridge status` shows while no process fetches them; the fetcher's claim takes them."""
+    fetching, blind = await open_buffers(2)
+    fetching.media_sources = {"whatsapp": None}
+    blind.media_sources = {"whatsapp": "no token here"}
+    await fetching.append([media_message(1, "media-1")])
+    (taken,) = await fetching.media_claim("whatsapp", 1, 900)
+    assert await blind.media_hold("whatsapp", "no token here") == 0
+    await blind.append([media_message(2, "media-2")])
+    assert (await blind.media_counts())["whatsapp"]["reasons"] == {"no token here": 1}
+    assert [j.message_id for j in await fetching.media_claim("whatsapp", 4, 900)] == [2]
+    await fetching.media_fetched(taken, "/m/a", 1, "a" * 64, None)  # still its to record
+    assert await query(fetching, "SELECT message_id, state FROM media ORDER BY 1") == \
+        [(1, "fetched"), (2, "pending")]
