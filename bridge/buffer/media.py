@@ -123,7 +123,7 @@ async def queue_jobs(db: Connector, fresh: Sequence[Message],
 
     sources: source name -> None (fetch) or the reason this process will not: the job is
     held with it, or (not `hold`: a shared buffer, where another process may fetch) pending
-    with it, for whichever process can fetch (bridge status shows the reason meanwhile).
+    with it, for whichever process can fetch (/status shows the reason meanwhile).
     """
     jobs = [{"message_id": ids[(m.source, m.provider_id)], "source": m.source,
              "media_id": m.media.id, "expected_sha256": m.media.sha256,
