@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bridge import address, params
 from bridge.buffer import Buffer, SharedBuffer, SyncNote
-from bridge.cluster import Member, cluster_report, tell_cluster, wake_runners
+from bridge.cluster import Member, cluster_report, register, tell_cluster, wake_runners
 from bridge.config import BridgeConfig
 from bridge.context import PluginContext
 from bridge.errors import BridgeError, BufferClosed, ConfigError, PluginError
@@ -145,6 +145,7 @@ async def _buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         await bridge.buffer.install_sinks([sink.name for sink in bridge.sinks])
         bridge.buffer.media_sources = media_sources(bridge.sources)
+        await register(bridge.buffer, [sink.name for sink in bridge.sinks])  # before claims
         yield
     finally:
         buffer, bridge.buffer = bridge.buffer, None

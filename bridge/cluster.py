@@ -69,6 +69,20 @@ def this_host() -> dict[str, Any]:
     return {"hostname": socket.gethostname(), "pid": os.getpid(), "version": version}
 
 
+async def register(buffer: Any, sinks: list[str]) -> None:
+    """On a shared buffer, this process's first heartbeat, before any runner claims: a
+    process killed before the Member's first beat had no row, so the registry never saw it
+    gone and its leases (a media fetch's: 900 s) waited to run out. A lease whose owner has
+    no row is not freed instead: a live process may claim before its first heartbeat.
+    Never raises (the Member's heartbeat registers it then)."""
+    if not isinstance(buffer, SharedBuffer):
+        return
+    try:
+        await buffer.beat(this_host(), sorted(sinks), {})
+    except Exception as exc:
+        logger.warning("cluster registration failed: %s: %s", type(exc).__name__, exc)
+
+
 class Member:
     """This process's row in `processes`: registered at start, a heartbeat every
     HEARTBEAT_EVERY seconds (with when it last delivered to each sink), deleted at a clean

@@ -173,9 +173,12 @@ def new_append(messages: Iterable[Message], statuses: Iterable[StatusUpdate],
 
 async def append_group(db: Connector, items: list[Append],
                        media_sources: Mapping[str, str | None] | None = None,
-                       known: identity.KnownKeys | None = None) -> list[int]:
+                       known: identity.KnownKeys | None = None,
+                       hold_media: bool = True) -> list[int]:
     """Insert every item's rows in the open transaction; return new-message counts.
-    known: the senders' keys earlier groups read (one writer only: SQLite's)."""
+    known: the senders' keys earlier groups read (one writer only: SQLite's); hold_media:
+    a source of this process that cannot fetch queues its jobs held (else pending: a shared
+    buffer, where another process may fetch them: media.queue_jobs)."""
     people, described = await identity.file_under_people(
         db, [i for item in items for i in (*item.identities, *identity.id_changes(
             item.messages))],
@@ -194,7 +197,7 @@ async def append_group(db: Connector, items: list[Append],
             await db.run(HISTORY_AS_BACKFILL, ids=history)
             await _fold_upgraded(db, [m for m in fresh if m.history], items[-1].now)
         if media_sources:
-            await media.queue_jobs(db, fresh, new, media_sources, time.time())
+            await media.queue_jobs(db, fresh, new, media_sources, time.time(), hold_media)
     status_rows = [row for item in items for row in item.statuses]
     if status_rows:
         await db.many(UPSERT_STATUS, status_rows)  # rows in the statement's order

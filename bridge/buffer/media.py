@@ -118,14 +118,17 @@ class MediaJob:
 
 async def queue_jobs(db: Connector, fresh: Sequence[Message],
                      ids: Mapping[tuple[str, str], int], sources: Mapping[str, str | None],
-                     now: float) -> None:
+                     now: float, hold: bool = True) -> None:
     """In the append's transaction: a job per new media message of a fetching source.
 
-    sources: source name -> None (fetch) or the reason it will not (the job is held).
+    sources: source name -> None (fetch) or the reason this process will not: the job is
+    held with it, or (not `hold`: a shared buffer, where another process may fetch) pending
+    with it, for whichever process can fetch (/status shows the reason meanwhile).
     """
     jobs = [{"message_id": ids[(m.source, m.provider_id)], "source": m.source,
              "media_id": m.media.id, "expected_sha256": m.media.sha256,
-             "mime_type": m.media.mime_type, "state": "held" if sources[m.source] else "pending",
+             "mime_type": m.media.mime_type,
+             "state": "held" if sources[m.source] and hold else "pending",
              "reason": sources[m.source], "updated_at": now}
             for m in fresh if m.source in sources and m.kind in FILE_KINDS
             and m.media is not None and m.media.id]

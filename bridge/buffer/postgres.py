@@ -144,7 +144,9 @@ class PostgresBuffer(Buffer, SharedBuffer):
                 await db.lock(IDENTITY_LOCK)
             elif any(item.messages for item in items):  # files under the persons it reads:
                 await db.lock(IDENTITY_LOCK, shared=True)  # no merge or link meanwhile
-            return await append_group(db, items, self.media_sources)
+            # a source this process cannot fetch may be fetched by another: its jobs are
+            # queued pending (media_hold)
+            return await append_group(db, items, self.media_sources, hold_media=False)
         return await self.write(work)
 
     async def heartbeat(self) -> None:
@@ -186,7 +188,14 @@ class PostgresBuffer(Buffer, SharedBuffer):
         """As Buffer.media_hold, but a start takes back no lease: the other processes'
         are downloads under way (a second process's start fetched their files again);
         a gone one's are freed by the registry (release_dead_media), a stopped one gave
-        its own back (media_give_back)."""
+        its own back (media_give_back). And a process that cannot fetch (a reason) holds
+        nothing: the other processes may fetch the source's jobs (its start held them
+        all, downloads under way too, and nothing released them until a fetching process
+        restarted); its appends queue theirs pending, with the reason (append_group)."""
+        if reason is not None:
+            logger.warning("this process fetches no media of %s (%s); on this shared buffer "
+                           "a process of the cluster that can fetch them does", source, reason)
+            return 0
         return await self.write(lambda db: media.set_hold(db, source, reason, time.time(),
                                                           void_leases=False))
 

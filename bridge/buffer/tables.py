@@ -293,6 +293,8 @@ _partial("targets_dead", targets, "sink", "updated_at", where=targets.c.state ==
 #   pending -> pending  a failed try: attempts + 1, next_attempt_at backs off
 #   pending -> dead     gone at the provider, or out of attempts (reason)
 #   held                the source will not fetch (reason); pending again when one can
+#                       (a buffer of one process: on a shared one a process that cannot
+#                       fetch queues jobs pending, with its reason, and holds none)
 # lease_until: a fetch in progress (a killed one is taken again once it passes);
 # lease_owner: on a shared buffer, the process fetching it (its id in the registry, as a
 # batch's lease_token starts with it): a gone one's lease is freed (release_dead_leases).

@@ -47,9 +47,10 @@ TAKEN_WITHIN = 45.0
 
 
 def start(tmp_path: Path, name: str, buffer: dict, graph: GraphProcess,
-          lsq: SimulatorProcess) -> BridgeProcess:
+          lsq: SimulatorProcess, token: bool = True) -> BridgeProcess:
     """`bridge run` on the shared buffer and media_path (README: the process that fetches
-    a file is not always the one that posts it)."""
+    a file is not always the one that posts it); without `token`, no access_token: the
+    process cannot fetch media."""
     port = free_port()
     config = {"server": {"port": port},
               "buffer": {**buffer, "media_path": str(tmp_path / "media"),
@@ -60,6 +61,8 @@ def start(tmp_path: Path, name: str, buffer: dict, graph: GraphProcess,
                                           "secret_key": "e2e-secret", "sync_interval": "1s",
                                           "retry_base": 0.2, "retry_cap": 1, "timeout": "4s",
                                           "deliver_timeout": "15s", "lease": "16s"}}}
+    if not token:
+        del config["plugins"]["whatsapp"]["access_token"]
     path = tmp_path / f"{name}.yaml"
     path.write_text(json.dumps(config))
     return BridgeProcess(path, port).start()

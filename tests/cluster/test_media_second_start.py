@@ -16,7 +16,7 @@ import pytest
 from bridge.buffer import Buffer
 from bridge.buffer.postgres import split_schema
 from tests import oneshot
-from tests.backends import NO_POSTGRES, POSTGRES
+from tests.backends import NO_POSTGRES, POSTGRES, execute
 from tests.cluster.test_media_killed_holder import downloading, start
 from tests.processes import GraphProcess, buffer_section, eventually
 from tests.whatsapp.test_media import media_message
@@ -46,14 +46,18 @@ def media_states(url: str) -> dict[str, str]:
 
 
 def held_job(url: str) -> None:
-    """A media job held (as a process without a Graph token queues it): a runner's start
-    releases held jobs in the same commit that dealt with the leases, so its state says
-    the start has happened."""
+    """A media job held (as a buffer of one process without a Graph token queues it; on a
+    shared buffer such a process queues it pending): a runner's start releases held jobs
+    in the same commit that dealt with the leases, so its state says the start has
+    happened."""
     async def append() -> None:
         buffer = await Buffer.open(url)
         try:
-            buffer.media_sources = {"whatsapp": "held until a fetching runner starts"}
-            await buffer.append([media_message(900, "held-job")])
+            await buffer.append([media_message(900, "held-job")])  # no job queued
+            assert await execute(buffer, (
+                "INSERT INTO media (message_id, source, media_id, state, reason, updated_at) "
+                "SELECT id, 'whatsapp', 'held-job', 'held', 'no token', 0 FROM messages "
+                "WHERE provider_id = 'wamid.900'")) == 1
         finally:
             await buffer.close()
     asyncio.run(append())
