@@ -10,18 +10,15 @@ reason, for `bridge status`), for a process that can fetch."""
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 
 from tests.backends import NO_POSTGRES, POSTGRES, query
 from tests.cluster.test_media_killed_holder import downloading, start
-from tests.cluster.test_media_second_start import downloads, media_states
-from tests.processes import GraphProcess, buffer_section, eventually
+from tests.cluster.test_media_second_start import downloads, media_states, slow_photos
+from tests.processes import buffer_section, eventually
 from tests.whatsapp.test_media import media_message
 from tests.whatsapp.test_media_e2e import (
-    GRAPH_TOKEN,
-    PHONE_ID,
     all_attachments,
     media_webhook,
     post,
@@ -35,13 +32,8 @@ SMALL = 20_000  # the photo posted to the process without a token: half a second
 
 def test_a_process_without_a_token_takes_no_photo_from_one_that_fetches(
         tmp_path, module_simulator):
-    lsq = module_simulator.fresh()
-    graph = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
-    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
-    first, second = os.urandom(SIZE), os.urandom(SMALL)
-    first_id = graph.upload(first, "image/jpeg", PHONE_ID)
-    second_id = graph.upload(second, "image/jpeg", PHONE_ID)
-    graph.faults(slow_bytes_per_s=SLOW)
+    lsq, graph, lead, [(first, first_id), (second, second_id)] = slow_photos(
+        tmp_path, module_simulator, SIZE, SMALL, slow=SLOW)
     bridges = []
     try:
         with buffer_section("postgresql", tmp_path) as buffer:

@@ -63,18 +63,28 @@ def held_job(url: str) -> None:
     asyncio.run(append())
 
 
+def slow_photos(tmp_path, module_simulator, *sizes: int, slow: int = SLOW) -> tuple:
+    """A reset LeadSquared account with Asha's lead, and a Graph stand-in of the test's
+    own serving one random photo of each size at `slow` bytes a second: (lsq, graph, lead,
+    [(bytes, media id), ...])."""
+    lsq = module_simulator.fresh()
+    graph = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
+    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    photos = []
+    for size in sizes:
+        data = os.urandom(size)
+        photos.append((data, graph.upload(data, "image/jpeg", PHONE_ID)))
+    graph.faults(slow_bytes_per_s=slow)
+    return lsq, graph, lead, photos
+
+
 def downloads(graph: GraphProcess) -> int:
     return oneshot.get(f"{graph.url}/_sim/stats", timeout=10).json()["downloads"]
 
 
 def test_a_second_process_starting_leaves_a_live_processs_download_alone(
         tmp_path, module_simulator):
-    lsq = module_simulator.fresh()
-    graph = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
-    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
-    data = os.urandom(SIZE)
-    media_id = graph.upload(data, "image/jpeg", PHONE_ID)
-    graph.faults(slow_bytes_per_s=SLOW)
+    lsq, graph, lead, [(data, media_id)] = slow_photos(tmp_path, module_simulator, SIZE)
     bridges = []
     try:
         with buffer_section("postgresql", tmp_path) as buffer:
@@ -108,12 +118,7 @@ def test_a_download_cut_off_by_a_clean_stop_is_fetched_at_the_next_start(
     its lease back (the start takes none, and the registry frees only a gone process's,
     where a stopped one has left it), so the file is fetched now, not after the media
     lease (900 s)."""
-    lsq = module_simulator.fresh()
-    graph = GraphProcess(GRAPH_TOKEN, tmp_path / "graph")
-    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
-    data = os.urandom(SIZE)
-    media_id = graph.upload(data, "image/jpeg", PHONE_ID)
-    graph.faults(slow_bytes_per_s=SLOW)
+    lsq, graph, lead, [(data, media_id)] = slow_photos(tmp_path, module_simulator, SIZE)
     bridge = None
     try:
         with buffer_section("postgresql", tmp_path) as buffer:
