@@ -88,10 +88,12 @@ async def _owner_gone(steps: Steps, parts: list, results: dict[str, Outcome]) ->
     await owners.refresh()
     for part in parts:
         email = part.rep.email if part.rep is not None else None
-        if email in refused and not owners.can_own(email):
+        outcome = results.get(part.key)  # none: the part landed (it keeps its owner)
+        if outcome is not None and outcome.kind == "rejected" and email in refused \
+                and not owners.can_own(email):
             results[part.key] = Outcome.retry(
                 f"LeadSquared refused the post owned by {email}, who is no active user now: "
-                f"it is posted again under owner_fallback ({results[part.key].reason})",
+                f"it is posted again under owner_fallback ({outcome.reason})",
                 transient=True)
 
 

@@ -199,6 +199,33 @@ async def test_a_rep_deactivated_since_the_last_read_of_the_users_loses_no_chat(
     assert activity["Owner"] == owner
 
 
+async def test_a_refused_part_of_a_deactivated_rep_beside_one_of_theirs_that_landed(
+        sim, buffer):
+    """One chat's two notes owned by Priya: the first landed, the second was refused (she was
+    deactivated between the two posts). The refused one goes again under owner_fallback;
+    the landed one keeps its outcome (none: landed). _owner_gone looked every part of a
+    refused owner up in the results, and a landed part has none: KeyError, the whole
+    delivery failed."""
+    from bridge import Outcome
+    from plugins.leadsquared.delivery import _owner_gone
+    from plugins.leadsquared.owners import Rep
+    from plugins.leadsquared.transcript import Part
+
+    priya = sim.add_user("Priya", "priya@example.com", last="Rao")
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sink = sink_for(sim, opportunities=False, owners={PRIYA: "priya@example.com"})
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started)
+        sim.store.users.by_id[priya].active = False
+        rep = Rep("priya@example.com", "Priya Rao", PRIYA)
+        landed, refused = Part("key:1", rep=rep), Part("key:2", rep=rep)
+        results = {"key:2": Outcome.rejected("MXInvalidInputException: not an active user")}
+        await _owner_gone(sink.steps, [landed, refused], results)
+    assert set(results) == {"key:2"}  # the landed part: still no outcome of its own
+    assert results["key:2"].kind == "retry"
+    assert "owner_fallback" in results["key:2"].reason
+
+
 @pytest.mark.parametrize("row", [{"OpportunityID": "{opp}", "Status": "Open"},  # its id
                                  {"OpportunityId": "{opp}", "OpportunityStatus": "Open"}])
 async def test_an_open_deal_whose_row_cannot_be_read_still_gets_the_chat(sim, buffer, row):
