@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -29,7 +30,10 @@ async def test_a_message_stamped_years_ahead_lands_with_its_chat_dated_now(readi
         assert await buffer.dead_letters("leadsquared") == []
         (activity,) = sim.activities(lead)
         assert texts_in(activity["ActivityNote"]) == ["msg-00001", "msg-00002"]
-        assert f"[{ahead:%Y-%m-%d}" in activity["ActivityNote"]  # the time it carries
+        # the time it carries, in the account's zone (at 18:30 UTC and after, India's date
+        # is the next day: a UTC date failed here every evening)
+        local = ahead.astimezone(ZoneInfo(sim.knobs.timezone))
+        assert f"[{local:%Y-%m-%d %H:%M}]" in activity["ActivityNote"]
         posted = datetime.strptime(activity["ActivityDateTime"], "%Y-%m-%d %H:%M:%S")
         assert posted.replace(tzinfo=UTC) <= datetime.now(UTC)
     finally:
