@@ -88,6 +88,7 @@ def render_status(report: dict[str, Any], tz: tzinfo | None = None,
     attention = _attention(report, clock)
     lines += ["", "Needs attention", *(attention or ["  nothing"])]
     lines += ["", "Details", f"  messages in buffer: {report['messages']}"]
+    lines += _files(report.get("media") or {})
     if report.get("group_chats"):
         lines.append(f"  group chats: {report['group_chats']} (never posted as a private chat)")
     for sink in report["sinks"]:
@@ -95,6 +96,22 @@ def render_status(report: dict[str, Any], tz: tzinfo | None = None,
     lines += ["", f"Times are in {clock.zone()}."]
     return "\n".join(lines)
 
+
+
+def _files(media: dict[str, Any]) -> list[str]:
+    """Per source, its files (photos, voice notes, documents) by state, and the commonest
+    reasons some wait or were given up (a cluster where no process can fetch says why
+    here, not only in the JSON)."""
+    lines = []
+    for source, counts in sorted(media.items()):
+        parts = [f"{counts.get('fetched', 0)} fetched", f"{counts.get('pending', 0)} waiting"]
+        parts += [f"{counts[state]} {word}" for state, word in (("held", "held"),
+                                                                ("dead", "given up"))
+                  if counts.get(state)]
+        lines.append(f"  files of {source}: " + ", ".join(parts))
+        reasons = sorted((counts.get("reasons") or {}).items(), key=lambda kv: -kv[1])
+        lines += [f"    {n} × {reason}" for reason, n in reasons[:3]]
+    return lines
 
 def _verdict(sink: dict[str, Any], clock: Clock) -> list[str]:
     health = sink.get("health") or {}

@@ -485,3 +485,18 @@ async def test_a_hurry_probes_one_waiting_fetch_then_brings_the_others_forward(
         assert await runner.step()
         states = await query(buf, "SELECT state FROM media")
         assert sorted(r[0] for r in states) == ["fetched"] * 3
+
+
+async def test_bridge_status_text_names_the_files_waiting_and_why(media_buffer):
+    """`bridge status` (the text report) shows each source's files by state and why some
+    wait: it showed none, so a bridge without access_token said nothing of its photos
+    outside the JSON."""
+    from bridge.status import buffer_report
+    from bridge.textreport import render_status
+    from plugins.whatsapp.media import NO_TOKEN
+
+    media_buffer.media_sources = {"whatsapp": NO_TOKEN}  # this bridge cannot fetch
+    await media_buffer.append([media_message(1, "m-1"), media_message(2, "m-2")])
+    text = render_status(await buffer_report(media_buffer))
+    assert "files of whatsapp: 0 fetched, 0 waiting, 2 held" in text
+    assert f"    2 × {NO_TOKEN}" in text
