@@ -218,6 +218,12 @@ def lsq(module_simulator: SimulatorProcess) -> SimulatorProcess:
     return module_simulator.fresh()
 
 
+@pytest.fixture
+def simulator(module_simulator: SimulatorProcess) -> SimulatorProcess:
+    """`lsq` under the name the end-to-end modules use (a module may define its own)."""
+    return module_simulator.fresh()
+
+
 @pytest.fixture(scope="module")
 def module_graph(tmp_path_factory) -> Iterator[GraphProcess]:
     """One Graph stand-in process for a test module's tests, taking MEDIA_GRAPH_TOKEN: a

@@ -19,11 +19,6 @@ ASHA = "919876543210"
 REP_A, REP_B = "111000000000001", "222000000000002"  # two business numbers' phone_number_id
 
 
-@pytest.fixture
-def simulator(module_simulator):
-    """The module's simulator process, reset: each test starts from a clean account."""
-    return module_simulator.fresh()
-
 
 @pytest.fixture
 def start(tmp_path, simulator):

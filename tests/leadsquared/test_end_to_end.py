@@ -43,11 +43,6 @@ SLOW_DELIVERY = {"lease": "10s", "deliver_timeout": "8s"}  # a delivery that wai
 BUDGET = {"rate_limit": "100/1s"}
 
 
-@pytest.fixture
-def simulator(module_simulator):
-    """The module's simulator process, reset: each test starts from a clean account."""
-    return module_simulator.fresh()
-
 
 def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = None,
                  **leadsquared) -> None:

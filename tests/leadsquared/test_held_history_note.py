@@ -10,7 +10,7 @@ import sys
 import time
 
 from tests import oneshot
-from tests.leadsquared.test_business_numbers import ASHA, REP_A, simulator, start  # noqa: F401
+from tests.leadsquared.test_business_numbers import ASHA, REP_A, start  # noqa: F401
 from tests.leadsquared.test_end_to_end import eventually, post
 from tests.whatsapp import payloads as p
 

@@ -20,11 +20,6 @@ BSUID = "IN.13491208655302741918"
 ID_FIELD, NAME_FIELD = "mx_WhatsApp_User_ID", "mx_WhatsApp_Username"
 
 
-@pytest.fixture
-def simulator(module_simulator):
-    """The module's simulator process, reset: each test starts from a clean account."""
-    return module_simulator.fresh()
-
 
 @pytest.fixture
 def start(tmp_path, simulator):

@@ -18,7 +18,7 @@ from tests import oneshot
 from tests.helpers import message
 from tests.leadsquared.test_client import client, connect, sim  # noqa: F401
 from tests.leadsquared.test_end_to_end import eventually, post
-from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
+from tests.leadsquared.test_identity_end_to_end import start  # noqa: F401
 from tests.leadsquared.test_owners_end_to_end import (
     ARJUN_NUMBER,
     OWNERS,

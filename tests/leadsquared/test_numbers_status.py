@@ -13,7 +13,7 @@ import pytest
 from tests import oneshot
 from tests.backends import BACKENDS
 from tests.leadsquared.test_end_to_end import eventually, post
-from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
+from tests.leadsquared.test_identity_end_to_end import start  # noqa: F401
 from tests.leadsquared.test_owners_end_to_end import ARJUN_NUMBER, OWNERS, PRIYA_NUMBER, change
 from tests.processes import buffer_section
 

@@ -39,11 +39,6 @@ RAVI = "919123456780"
 OUTAGE = {"error_rate": 1.0, "latency": 0.6}
 
 
-@pytest.fixture
-def simulator(module_simulator):
-    """The module's simulator process, reset: each test starts from a clean account."""
-    return module_simulator.fresh()
-
 
 @pytest.fixture
 def buffer(request, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from plugins.leadsquared.simulator.users import ADMIN_EMAIL
 from tests.leadsquared.test_end_to_end import eventually, post
-from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
+from tests.leadsquared.test_identity_end_to_end import start  # noqa: F401
 from tests.whatsapp import payloads as p
 
 # (phone_number_id, display number as the webhook writes it: digits)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.leadsquared.test_end_to_end import eventually, post
-from tests.leadsquared.test_identity_end_to_end import notes, simulator, start  # noqa: F401
+from tests.leadsquared.test_identity_end_to_end import notes, start  # noqa: F401
 from tests.processes import BridgeProcess
 from tests.whatsapp import payloads as p
 

@@ -13,8 +13,6 @@ import asyncio
 import threading
 import time
 
-import pytest
-
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import ASHA, post, write_config
 from tests.processes import BridgeProcess, eventually
@@ -64,10 +62,6 @@ async def _pipe(reader, writer) -> None:
     finally:
         writer.close()
 
-
-@pytest.fixture
-def simulator(module_simulator):
-    return module_simulator.fresh()
 
 
 def test_a_silent_host_is_named_on_the_status_and_chats_flow_soon_after_it_answers(

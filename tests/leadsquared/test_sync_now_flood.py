@@ -7,18 +7,12 @@ from __future__ import annotations
 import collections
 import time
 
-import pytest
-
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import write_config
 from tests.processes import BridgeProcess, eventually
 
 USERS = "/v2/UserManagement.svc/Users.Get"
 
-
-@pytest.fixture
-def simulator(module_simulator):
-    return module_simulator.fresh()
 
 
 def _users_calls(simulator) -> int:

@@ -23,10 +23,6 @@ from tests.whatsapp import payloads as p
 NEW = "919333333333"
 
 
-@pytest.fixture
-def simulator(module_simulator):
-    return module_simulator.fresh()
-
 
 def _sync_now(config) -> None:
     done = subprocess.run([sys.executable, "-m", "bridge", "sync-now", "-c", str(config)],

@@ -35,11 +35,6 @@ OFFER = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAERgSQzRGQjQ3RkE5QTk3NUY2MDA0AA"
 PLACE = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAEhggQUJDRDEyMzQ1Njc4OTAC"
 
 
-@pytest.fixture
-def simulator(module_simulator):
-    """The module's simulator process, reset: each test starts from a clean account."""
-    return module_simulator.fresh()
-
 
 @pytest.fixture
 def buffer(request, tmp_path):

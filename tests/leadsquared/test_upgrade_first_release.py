@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.helpers import free_port
 from tests.leadsquared.test_end_to_end import write_config
@@ -22,11 +21,6 @@ LONG_TEXT = " ".join(f"F{i:04d}" for i in range(400))  # the message the fixture
 TYPE_FIELDS = [{"SchemaName": f"mx_Custom_{n}", "DisplayName": f"Field {n}",
                 "DataType": "String", "IsMandatory": False, "Sequence": n} for n in range(1, 6)]
 
-
-@pytest.fixture
-def simulator(module_simulator):
-    """The module's simulator process, reset: each test starts from a clean account."""
-    return module_simulator.fresh()
 
 
 def _api(sim, path: str, body: dict) -> dict:
