@@ -532,7 +532,7 @@ _HEADER_MEDIA = {"image": "📷 image", "video": "🎥 video", "gif": "🎥 GIF"
 
 
 def _template(message: Message) -> str:
-    """`📋 Template "order_update" (en_US): "<body>" · 📷 image header · values: Lucy,
+    """`📋 Template "order_update" (en_US): "<body>" · 📷 image header · values: Lucy |
     $9.90 · buttons: quick reply, link`: as much of a template the business sent as its
     source knows (a send request names the template and its parameters, not its text)."""
     info = _info(message, "template")
@@ -561,12 +561,12 @@ def _template_header(header: object) -> str:
 
 
 def _template_values(values: object) -> str:
-    """`values: Lucy, order_id: 8812`: the body's parameters, named ones with their name."""
+    """`values: Lucy | order_id: 8812`: the body's parameters, named ones with their name."""
     shown = []
     for pair in _list(values)[:20]:
         if isinstance(pair, list | tuple) and len(pair) == 2 and _s(pair[1]):
             shown.append(f"{_s(pair[0])}: {_s(pair[1])}" if _s(pair[0]) else _s(pair[1]))
-    return "values: " + ", ".join(shown) if shown else ""
+    return "values: " + " | ".join(shown) if shown else ""  # a value may hold commas
 
 
 def _template_footer(footer: object) -> str:

@@ -24,8 +24,11 @@ also in the shapes a relay or a later Graph version might plausibly use: `langua
 plain string; component types in capitals with the template's own `text` (the Message
 Templates API's shape: `{"type": "BODY", "text": "Hi {{1}}"}`, `{"type": "BUTTONS",
 "buttons": [{"type": "QUICK_REPLY", "text": "Yes"}]}`); a resolved body at the top
-(`template.text` / `template.body`). Nothing here raises: an odd part reads as less detail
-and the message keeps its whole object in `raw`.
+(`template.text` / `template.body`); a top-level `language_code` (Zoom's relay of the send
+object, developers.zoom.us "Extended API schema - WhatsApp template"); a named parameter's
+name as `parameter_name` (the send request) or `parameterName` (Kapso's SDK, docs.kapso.ai
+"Simple text", should a relay pass its spelling on). Nothing here raises: an odd part
+reads as less detail and the message keeps its whole object in `raw`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def read_template(data: object) -> dict[str, Any]:
     body's parameters: [name or None, value]), footer, buttons (labels or kinds), cards."""
     data = data if isinstance(data, dict) else {}
     info: dict[str, Any] = {"name": _scalar(data.get("name")),
-                            "language": _language(data.get("language")),
+                            "language": _language(data.get("language")
+                                                  or data.get("language_code")),
                             "body": _scalar(data.get("text")) or _body_text(data.get("body")),
                             "header": None, "values": [], "footer": None, "buttons": []}
     for component in dicts(data.get("components")):
@@ -102,7 +106,7 @@ def _header(component: dict[str, Any], params: list[dict[str, Any]],
 def _value(param: dict[str, Any]) -> tuple[str | None, str | None]:
     """(its name for a named parameter, what the customer reads in its place)."""
     kind = _scalar(param.get("type"))
-    name = _scalar(param.get("parameter_name"))
+    name = _scalar(param.get("parameter_name")) or _scalar(param.get("parameterName"))
     inner = param.get(kind) if kind else None
     if kind in ("currency", "date_time") and isinstance(inner, dict):
         return name, _scalar(inner.get("fallback_value"))
