@@ -127,7 +127,7 @@ def _named(message: Message, tz: tzinfo) -> str:
         target_id = message.reply_to or _extra(message).get("failed_of")
         return f"message {short_id(target_id)}" if target_id else "a message"
     when = in_zone(datetime.fromtimestamp(at, UTC), tz, "%Y-%m-%d %H:%M")
-    words, what = first_words(target.get("text")), _KIND_NAMES.get(_scalar(target.get("kind")))
+    words, what = first_words(target.get("text")), _kind_name(target)
     return f"the message of {when}" + (f" “{words}”" if words else f" ({what})" if what else "")
 
 
@@ -137,6 +137,13 @@ _KIND_NAMES = {"image": "📷 Photo", "video": "🎥 Video", "audio": "🎵 Audi
                "contacts": "👤 Contact", "interactive": "🔘 Reply", "button": "🔘 Button",
                "order": "🛒 Order", "media_placeholder": "📎 Media",
                "template": "📋 Template"}
+
+
+def _kind_name(target: Mapping[str, Any]) -> str | None:
+    """What a message without words is (`target.kind`), a template with its name."""
+    what = _KIND_NAMES.get(_scalar(target.get("kind")))
+    name = _s(target.get("name"))
+    return f"{what} {name}" if what and name else what
 
 
 def _known(message: Message) -> bool:
@@ -238,7 +245,7 @@ def _replied(message: Message, quotes: Mapping[str, str] | None) -> str:
     if (quotes and message.reply_to in quotes) or not _known(message):
         return _target(message, quotes)
     target = _info(message, "target")
-    words = first_words(target.get("text")) or _KIND_NAMES.get(_scalar(target.get("kind")))
+    words = first_words(target.get("text")) or _kind_name(target)
     return f"“{words}”" if words else short_id(message.reply_to)
 
 

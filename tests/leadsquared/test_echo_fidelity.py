@@ -124,6 +124,29 @@ def test_a_reply_or_reaction_to_a_message_never_stored_reads_as_words_not_an_id(
         assert "wamid" not in line and "…" not in line, line
 
 
+def test_a_reply_to_a_template_sent_in_an_earlier_window_names_the_template(
+        bridge, simulator):
+    """The customer presses a template's quick-reply button a sync after the template went
+    out: the press names the template, not an anonymous "📋 Template" (a template's
+    send request carries no text to quote)."""
+    lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    bridge.start()
+    now = int(time.time())
+    template = "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSQUI3QjI5QzY3RTA0M0U1NEI3AA"
+    post(bridge, p.echo_change([p.template_echo(template, ASHA, p.TEMPLATE_SENT)
+                                | {"timestamp": str(now - 60)}],
+                               contacts=[p.contact(ASHA, "Asha Rao")]))
+    bridge.sync_now()
+    eventually(lambda: _lines(bridge, simulator, lead, 1), every=1.0)
+    press = p.button_message("wamid.press", ASHA, "Confirm") | {
+        "context": {"from": p.BUSINESS, "id": template}, "timestamp": str(now - 10)}
+    post(bridge, p.message_change([press], contacts=[p.contact(ASHA, "Asha Rao")]))
+    bridge.sync_now()
+    lines = eventually(lambda: _lines(bridge, simulator, lead, 2), every=1.0)
+    assert any(line.endswith('⬅️ Asha Rao: ↩️ reply to “📋 Template order_confirmation”: '
+                             '🔘 Pressed "Confirm"') for line in lines), lines
+
+
 def _lines(bridge: BridgeProcess, simulator, lead: str, count: int) -> list[str] | None:
     """The transcript lines of the lead's notes once there are `count`; else asks for a
     sync again (a try cut off by deliver_timeout is retried when asked)."""
