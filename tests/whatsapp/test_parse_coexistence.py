@@ -193,3 +193,13 @@ def test_an_interactive_message_the_business_sent_is_not_read_as_a_customers_rep
     assert listed.extra["interactive"]["button"] == "See slots"
     reply = parse_payload(p.envelope(p.message_change([p.button_reply_message("r1")])))
     assert render_line(reply.messages[0]).endswith('🔘 Chose "Yes"')  # replies unchanged
+
+
+def test_a_template_in_history_is_read_as_one_in_an_echo():
+    """History carries the business's messages under message_echoes (reference §14)."""
+    thread = {"id": p.CUSTOMER, "message_echoes": [
+        p.template_echo("h1", p.CUSTOMER, p.TEMPLATE_NAMED)]}
+    (message,) = _history(thread).messages
+    assert (message.kind, message.direction, message.history) == (
+        "template", Direction.OUT, True)
+    assert render_line(message).startswith('📋 Template "quote_ready" (en) · 📄 document header')
