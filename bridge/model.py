@@ -19,7 +19,7 @@ KINDS = frozenset(
     {
         "text", "image", "audio", "video", "document", "sticker", "location", "contacts",
         "interactive", "button", "reaction", "order", "system", "edit", "revoke",
-        "media_placeholder", "unsupported", "status",
+        "media_placeholder", "unsupported", "status", "template",
     }
 )
 

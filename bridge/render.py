@@ -1,9 +1,15 @@
 """One short human line per message, for transcripts (the sink adds time and sender).
 
 Provider-neutral: it reads only Message fields and the `extra` keys sources agree on
-(location, contacts, interactive, button, reaction, order, system, edit,
+(location, contacts, interactive, button, reaction, order, system, edit, template,
 unsupported_type, hint, forwarded, frequently_forwarded, referral, referred_product,
 failed, target). Odd `extra` contents never raise; they render as less detail.
+
+A message this one is about (a reply's quote, a reaction's, an edit's or a deletion's
+target) that the buffer looked up and does not hold (`target: {"found": False}`: it
+predates the install, or came on a number the bridge does not serve) reads as "an earlier
+message": its id names nothing a reader of a transcript can find. Without the look-up
+(the status page) the short id stays, for an operator to search the raw payloads.
 
 A line is safe to put in a transcript: every field (names, captions, file names, titles,
 addresses ...) has control characters and line breaks folded to a space, direction
@@ -23,6 +29,7 @@ from typing import Any
 from bridge.model import Message
 
 NEWLINE = " ⏎ "
+EARLIER = "an earlier message"  # a target the buffer looked up and does not hold
 TARGET_KINDS = frozenset({"reaction", "edit", "revoke"})  # their reply_to is a target, not a quote
 FORM_LIMIT = 300  # characters of a form reply's fields
 FIELD_LIMIT = 200  # characters of one field: a name, a title, an address, a file name
@@ -115,10 +122,12 @@ def _named(message: Message, tz: tzinfo) -> str:
     target = _info(message, "target")
     at = target.get("at")
     if not isinstance(at, int | float):
+        if _missing(message):
+            return EARLIER
         target_id = message.reply_to or _extra(message).get("failed_of")
         return f"message {short_id(target_id)}" if target_id else "a message"
     when = in_zone(datetime.fromtimestamp(at, UTC), tz, "%Y-%m-%d %H:%M")
-    words, what = first_words(target.get("text")), _KIND_NAMES.get(_scalar(target.get("kind")))
+    words, what = first_words(target.get("text")), _kind_name(target)
     return f"the message of {when}" + (f" “{words}”" if words else f" ({what})" if what else "")
 
 
@@ -126,12 +135,25 @@ def _named(message: Message, tz: tzinfo) -> str:
 _KIND_NAMES = {"image": "📷 Photo", "video": "🎥 Video", "audio": "🎵 Audio",
                "document": "📄 Document", "sticker": "🏷️ Sticker", "location": "📍 Location",
                "contacts": "👤 Contact", "interactive": "🔘 Reply", "button": "🔘 Button",
-               "order": "🛒 Order", "media_placeholder": "📎 Media"}
+               "order": "🛒 Order", "media_placeholder": "📎 Media",
+               "template": "📋 Template"}
+
+
+def _kind_name(target: Mapping[str, Any]) -> str | None:
+    """What a message without words is (`target.kind`), a template with its name."""
+    what = _KIND_NAMES.get(_scalar(target.get("kind")))
+    name = _s(target.get("name"))
+    return f"{what} {name}" if what and name else what
 
 
 def _known(message: Message) -> bool:
     """Whether the buffer told when the message this one is about was sent (`target`)."""
     return isinstance(_info(message, "target").get("at"), int | float)
+
+
+def _missing(message: Message) -> bool:
+    """Whether the buffer looked the message this one is about up and does not hold it."""
+    return _info(message, "target").get("found") is False
 
 
 def _changed(message: Message, tz: tzinfo) -> str:
@@ -207,20 +229,23 @@ def _regional(char: str) -> bool:
     return "\U0001f1e6" <= char <= "\U0001f1ff"
 
 
-def _target(provider_id: str, quotes: Mapping[str, str] | None) -> str:
+def _target(message: Message, quotes: Mapping[str, str] | None) -> str:
+    """The replied-to or reacted-to message as its line in the batch quotes it, else
+    "an earlier message" when the buffer does not hold it, else its short id."""
+    provider_id = message.reply_to
     if quotes and provider_id in quotes:
         return f"“{quotes[provider_id]}”"
-    return short_id(provider_id)
+    return EARLIER if _missing(message) else short_id(provider_id)
 
 
 def _replied(message: Message, quotes: Mapping[str, str] | None) -> str:
     """What a reply quotes: the replied-to line when it is in `quotes`, else its first words
     (or what it is) when the buffer knows it (`target`: synced in an earlier activity),
-    else its id."""
+    else "an earlier message" when the buffer does not hold it, else its id."""
     if (quotes and message.reply_to in quotes) or not _known(message):
-        return _target(message.reply_to, quotes)
+        return _target(message, quotes)
     target = _info(message, "target")
-    words = first_words(target.get("text")) or _KIND_NAMES.get(_scalar(target.get("kind")))
+    words = first_words(target.get("text")) or _kind_name(target)
     return f"“{words}”" if words else short_id(message.reply_to)
 
 
@@ -423,8 +448,11 @@ def _list(value: object) -> list[Any]:
 
 
 def _interactive(message: Message) -> str:
-    """A chosen button or list row, a submitted form, or another interactive reply."""
+    """A chosen button or list row, a submitted form, or another interactive reply; or
+    the buttons, list or link the business sent (`sent`)."""
     info = _info(message, "interactive")
+    if info.get("sent") is True:
+        return _sent_interactive(message, info)
     response = info.get("response")
     if isinstance(response, Mapping):
         fields = _fields(response)
@@ -468,6 +496,102 @@ def _answer(value: object) -> str:
     return _s(value)
 
 
+# What the business sent, by the send request's interactive type.
+_SENT = {"button": "buttons", "list": "a list", "cta_url": "a link", "flow": "a form",
+         "product": "a product", "product_list": "products", "catalog_message": "the catalog",
+         "location_request_message": "a location request", "address_message": "an address form",
+         "call_permission_request": "a call permission request", "carousel": "a carousel",
+         "voice_call": "a call button"}
+
+
+def _sent_interactive(message: Message, info: Mapping[str, Any]) -> str:
+    """`🔘 Sent buttons: "Which day suits you?" [Tuesday | Wednesday]`; a list's button
+    label after its name (`🔘 Sent a list "See slots": ...`); a media header in words."""
+    kind = _s(info.get("type"))
+    what = _SENT.get(kind) or "an interactive message" + (f" ({kind})" if kind else "")
+    body = _visible_text(message)
+    options = [o for o in (_s(v) for v in _list(info.get("options"))[:20]) if o]
+    header = _s(info.get("header"))
+    media = _s(info.get("header_kind"))
+    line = f"🔘 Sent {what}" + (f" {_quoted(_s(info.get('button')))}"
+                                 if _s(info.get("button")) else "")
+    if header:
+        line += f": {_quoted(header)}"
+    if body:
+        line += f"{' —' if header else ':'} {_quoted(body)}"
+    if options:
+        line += f" [{' | '.join(options)}]"
+    if media in _HEADER_MEDIA:
+        line += f" · {_HEADER_MEDIA[media]} header"
+    return line
+
+
+def _visible_text(message: Message) -> str:
+    """The message's text (its line breaks kept, as ⏎), or "" when nothing of it shows."""
+    text = _scalar(message.text)
+    return text if visible(text) else ""
+
+
+# -- templates the business sent -------------------------------------------------------------
+
+_HEADER_MEDIA = {"image": "📷 image", "video": "🎥 video", "gif": "🎥 GIF",
+                 "document": "📄 document", "location": "📍 location"}
+
+
+def _template(message: Message) -> str:
+    """`📋 Template "order_update" (en_US): "<body>" · 📷 image header · values: Lucy |
+    $9.90 · buttons: quick reply, link`: as much of a template the business sent as its
+    source knows (a send request names the template and its parameters, not its text)."""
+    info = _info(message, "template")
+    name, language = _s(info.get("name")), _s(info.get("language"))
+    line = "📋 Template" + (f" {_quoted(name)}" if name else "") + (
+        f" ({language})" if language else "")
+    body = _visible_text(message)
+    if body:
+        line += f": {_quoted(body)}"
+    details = [_template_header(info.get("header")), _template_values(info.get("values")),
+               _template_footer(info.get("footer")), _template_buttons(info.get("buttons")),
+               _template_cards(info.get("cards")),
+               "⏳ limited-time offer" if info.get("offer") is True else ""]
+    line += "".join(f" · {d}" for d in details if d)
+    return line if line != "📋 Template" else "📋 Template message"
+
+
+def _template_header(header: object) -> str:
+    if not isinstance(header, Mapping):
+        return ""
+    kind, text = _s(header.get("kind")), _s(header.get("text"))
+    if kind in _HEADER_MEDIA:
+        name = _s(header.get("filename")) or text
+        return f"{_HEADER_MEDIA[kind]} header" + (f" {name}" if name else "")
+    return f"header {_quoted(text)}" if text else ""
+
+
+def _template_values(values: object) -> str:
+    """`values: Lucy | order_id: 8812`: the body's parameters, named ones with their name."""
+    shown = []
+    for pair in _list(values)[:20]:
+        if isinstance(pair, list | tuple) and len(pair) == 2 and _s(pair[1]):
+            shown.append(f"{_s(pair[0])}: {_s(pair[1])}" if _s(pair[0]) else _s(pair[1]))
+    return "values: " + " | ".join(shown) if shown else ""  # a value may hold commas
+
+
+def _template_footer(footer: object) -> str:
+    return f"footer {_quoted(_s(footer))}" if _s(footer) else ""
+
+
+def _template_buttons(buttons: object) -> str:
+    labels = [b for b in (_s(v) for v in _list(buttons)[:10]) if b]
+    return "buttons: " + ", ".join(labels) if labels else ""
+
+
+def _template_cards(cards: object) -> str:
+    count = _number(cards)
+    if count is None or count < 1 or count != int(count):
+        return ""
+    return f"carousel of {int(count)} card{'s' * (count != 1)}"
+
+
 def _text_suffix(message: Message) -> str:
     return f": {message.text}" if message.text else ""
 
@@ -481,14 +605,15 @@ def _button(message: Message) -> str:
 def _reaction(message: Message, quotes: Mapping[str, str] | None = None,
               tz: tzinfo = UTC) -> str:
     """`👍 reacted to “<its line>”` when the message is in `quotes`, else `to the message of
-    <time> “<first words>”` when the buffer knows it (`target`), else to its id."""
+    <time> “<first words>”` when the buffer knows it (`target`), else `to an earlier
+    message` when the buffer does not hold it, else to its id."""
     info = _info(message, "reaction")
     emoji = _s(info.get("emoji")) or message.text
     target = ""
     if message.reply_to:
         in_batch = bool(quotes) and message.reply_to in quotes
         target = (_named(message, tz) if _known(message) and not in_batch
-                  else _target(message.reply_to, quotes))
+                  else _target(message, quotes))
     if info.get("removed") is True or not emoji:
         return "Removed a reaction" + (f" from {target}" if target else "")
     return f"{emoji} reacted" + (f" to {target}" if target else "")
@@ -557,5 +682,5 @@ _RENDERERS: dict[str, Callable[[Message], str]] = {
     "sticker": _sticker, "location": _location, "contacts": _contacts,
     "interactive": _interactive, "button": _button, "reaction": _reaction, "order": _order,
     "system": _system, "media_placeholder": _placeholder,
-    "unsupported": _unsupported,
+    "unsupported": _unsupported, "template": _template,
 }

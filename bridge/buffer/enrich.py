@@ -6,13 +6,18 @@ Run when a batch is claimed (one query per kind of fact, only when the batch nee
 - the failure of an outbound message (`failed`: Meta's title and code), so its
   transcript line says it was not delivered;
 - the message an edit, a deletion, a reaction or a reply is about (`target`: its time,
-  first words and kind), so a line about a message synced in an earlier activity can name
-  it as the rep saw it there, not by an id nothing in the CRM shows.
+  first words and kind, a template's name), so a line about a message synced in an
+  earlier activity can name it as the rep saw it there, not by an id nothing in the CRM
+  shows; and, for one the buffer does not hold (it predates the install, or came on a
+  number the bridge does not serve), `target: {"found": False}`, so the line says "an
+  earlier message" instead of the id (the id stays in reply_to and raw, and is logged at
+  DEBUG only).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +27,7 @@ from bridge.buffer.connectors import Connector
 from bridge.buffer.tables import conversations, identities, messages, sink_conversations, statuses
 from bridge.model import Direction, Message, is_group
 
+logger = logging.getLogger(__name__)
 i, c, s = identities.c, conversations.c, sink_conversations.c
 SENDERS = Query(
     sa.select(i.key, c.key, c.contact_name, c.phone, c.bsuid, c.username, s.record_id)
@@ -86,6 +92,14 @@ def first_error(errors: str | None) -> dict[str, Any]:
     return {"title": first.get("title") or first.get("message"), "code": first.get("code")}
 
 
+def _name_of(stored: dict[str, Any]) -> dict[str, Any]:
+    """A template's name (extra.template.name), for naming a template without words."""
+    extra = stored.get("extra")
+    template = extra.get("template") if isinstance(extra, dict) else None
+    name = template.get("name") if isinstance(template, dict) else None
+    return {"name": name} if isinstance(name, str) and name else {}
+
+
 async def _targets(db: Connector, messages: list[Message]) -> None:
     pairs = sorted({(m.source, m.reply_to) for m in messages if m.reply_to})
     if not pairs:
@@ -94,7 +108,11 @@ async def _targets(db: Connector, messages: list[Message]) -> None:
     for source, provider_id, sent_at, body in await db.rows(TARGETS, pairs=pairs):
         stored = json.loads(body)
         found[(source, provider_id)] = {"at": sent_at, "text": stored.get("text") or "",
-                                        "kind": stored.get("kind")}
+                                        "kind": stored.get("kind"), **_name_of(stored)}
     for message in messages:
         if (message.source, message.reply_to) in found:
             message.extra["target"] = found[(message.source, message.reply_to)]
+        elif "target" not in message.extra:  # a failure notice brings its own
+            message.extra["target"] = {"found": False}
+            logger.debug("message %s is about %s, which the buffer does not hold",
+                         message.provider_id, message.reply_to)

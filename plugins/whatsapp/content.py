@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import Media
+from plugins.whatsapp.outbound import is_sent_interactive, read_sent_interactive, read_template
 from plugins.whatsapp.readers import (
     BadField,
     as_dict,
@@ -125,11 +126,15 @@ def _card(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def _interactive(obj: dict[str, Any], kind: str) -> Content:
-    """A reply to buttons, a list, a Flow or a call-permission request."""
+    """A reply to buttons, a list, a Flow or a call-permission request; or, in an echo or
+    history, the buttons, list or link the business sent (plugins.whatsapp.outbound)."""
     data = opt_dict(obj, "interactive")
     if data is None:  # seen beside a 131000 "Unsupported webhook payload" error
         return Content("interactive", extra={"interactive": {"type": None, "id": None,
                                                               "title": None}})
+    if is_sent_interactive(data):
+        info = read_sent_interactive(data)
+        return Content("interactive", text=info["body"] or "", extra={"interactive": info})
     subtype = opt_str(data, "type")
     info = {"type": subtype, **_REPLIES.get(subtype or "", _other_reply)(data, subtype)}
     body = info.pop("body", None)  # a Flow reply has a body ("Sent") instead of a title
@@ -235,6 +240,13 @@ def _revoke(obj: dict[str, Any], kind: str) -> Content:
     return Content("revoke", reply_to=original, extra={"revoke": {"original_id": original}})
 
 
+def _template(obj: dict[str, Any], kind: str) -> Content:
+    """A template the business sent (echo or history): never "unsupported", whatever the
+    shape of its object (plugins.whatsapp.outbound; raw keeps the object)."""
+    info = read_template(obj.get("template"))
+    return Content("template", text=info["body"] or "", extra={"template": info})
+
+
 def _placeholder(obj: dict[str, Any], kind: str) -> Content:
     """History sync media without content; a later history webhook may describe it."""
     return Content("media_placeholder")
@@ -244,5 +256,5 @@ _TYPES: dict[str, Callable[[dict[str, Any], str], Content]] = {
     "text": _text, **dict.fromkeys(MEDIA_KINDS, _media), "location": _location,
     "contacts": _contacts, "interactive": _interactive, "button": _button,
     "reaction": _reaction, "order": _order, "system": _system, "edit": _edit,
-    "revoke": _revoke, "media_placeholder": _placeholder,
+    "revoke": _revoke, "media_placeholder": _placeholder, "template": _template,
 }

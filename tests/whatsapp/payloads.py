@@ -286,6 +286,96 @@ def echo(mid: str, to: str | None, body: str = "On our way", from_: str = BUSINE
     return item
 
 
+# -- what the business sends from a template or as an interactive message (echoes, §6a) ----
+# Meta's smb_message_echoes reference [M-ECHO]: the `<MESSAGE_TYPE>` object "will vary based on
+# the message type ... See Sending messages for examples": an echo carries the send request's
+# object. Meta shows no template or interactive echo: these follow the send request (sources
+# on each) and the shapes plugins.whatsapp.outbound also accepts (UNSURE ones marked).
+
+# The send request's template object: Meta's WhatsApp Node.js SDK "Template Object"
+# (whatsapp.github.io/WhatsApp-Nodejs-SDK/api-reference/types/TemplateObject): image header,
+# body text/currency/date_time parameters, quick-reply and URL buttons; YCloud's
+# whatsapp.smb.message.echoes reference relays the same `template` (docs.ycloud.com).
+TEMPLATE_SENT: Json = {
+    "name": "order_confirmation", "language": {"policy": "deterministic", "code": "en_US"},
+    "components": [
+        {"type": "header", "parameters": [{"type": "image",
+                                           "image": {"link": "https://example.com/sofa.jpg"}}]},
+        {"type": "body", "parameters": [
+            {"type": "text", "text": "Asha"},
+            {"type": "currency", "currency": {"fallback_value": "₹24,999", "code": "INR",
+                                              "amount_1000": 24999000}},
+            {"type": "date_time", "date_time": {"fallback_value": "Friday 12 December"}}]},
+        {"type": "button", "sub_type": "quick_reply", "index": "0",
+         "parameters": [{"type": "payload", "payload": "CONFIRM"}]},
+        {"type": "button", "sub_type": "url", "index": "1",
+         "parameters": [{"type": "text", "text": "track/8812"}]}]}
+# Named parameters (`parameter_name`, Meta's send request for NAMED templates; Kapso's
+# "Simple text" example, docs.kapso.ai) and a document header with its file name.
+TEMPLATE_NAMED: Json = {
+    "name": "quote_ready", "language": {"code": "en"},
+    "components": [
+        {"type": "header", "parameters": [{"type": "document", "document": {
+            "link": "https://example.com/q.pdf", "filename": "quote-8812.pdf"}}]},
+        {"type": "body", "parameters": [
+            {"type": "text", "parameter_name": "customer_name", "text": "Asha"},
+            {"type": "text", "parameter_name": "order_number", "text": "Q-8812"}]}]}
+# UNSURE: the Message Templates API's own shape (capital types, the template's text, button
+# labels; AWS End User Messaging "CreateWhatsAppMessageTemplate" examples) with `language`
+# as a plain string, should an echo carry the template as defined rather than as sent.
+TEMPLATE_AS_DEFINED: Json = {
+    "name": "welcome_back", "language": "en_US",
+    "components": [
+        {"type": "HEADER", "format": "TEXT", "text": "Welcome back"},
+        {"type": "BODY", "text": "Hi Asha,\nyour annual plan renews on Friday."},
+        {"type": "FOOTER", "text": "Reply STOP to opt out"},
+        {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Renew now"},
+                                        {"type": "URL", "text": "See plans",
+                                         "url": "https://example.com/plans"}]}]}
+
+
+def template_echo(mid: str, to: str | None, template: Json | None = None,
+                  **more: Any) -> Json:
+    """A template the business sent (smb_message_echoes); template=None leaves the object
+    out (UNSURE: a type with no object, as the 131000 interactive fixture shows for
+    inbound, reference §3)."""
+    item = echo(mid, to, **more)
+    item.pop("text")
+    item["type"] = "template"
+    if template is not None:
+        item["template"] = template
+    return item
+
+
+# The send request's interactive objects (Meta's "Interactive reply buttons", "Interactive
+# list" and "Interactive CTA URL button" messages; YCloud's echo reference lists
+# interactive.action.sections[].rows[] and action.parameters).
+SENT_BUTTONS: Json = {
+    "type": "button", "body": {"text": "Which day suits you for the demo?"},
+    "action": {"buttons": [{"type": "reply", "reply": {"id": "tue", "title": "Tuesday"}},
+                           {"type": "reply", "reply": {"id": "wed", "title": "Wednesday"}}]}}
+SENT_LIST: Json = {
+    "type": "list", "header": {"type": "text", "text": "Demo slots"},
+    "body": {"text": "Pick a time"}, "footer": {"text": "All times IST"},
+    "action": {"button": "See slots", "sections": [
+        {"title": "Tuesday", "rows": [{"id": "t10", "title": "Tue 10:00"},
+                                      {"id": "t15", "title": "Tue 15:00",
+                                       "description": "with Priya"}]}]}}
+SENT_LINK: Json = {
+    "type": "cta_url", "header": {"type": "image", "image": {"link": "https://example.com/o.jpg"}},
+    "body": {"text": "Our Friday offer"},
+    "action": {"name": "cta_url", "parameters": {"display_text": "See offer",
+                                                 "url": "https://example.com/offer"}}}
+
+
+def interactive_echo(mid: str, to: str | None, interactive: Json, **more: Any) -> Json:
+    """An interactive message the business sent (smb_message_echoes)."""
+    item = echo(mid, to, **more)
+    item.pop("text")
+    item.update(type="interactive", interactive=interactive)
+    return item
+
+
 def historical(mid: str, from_: str, body: str, status: str = "READ") -> Json:
     return text_message(mid, from_, body, history_context={"status": status})
 

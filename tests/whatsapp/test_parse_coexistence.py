@@ -150,3 +150,56 @@ def test_a_username_thread_is_not_filed_under_the_contact_of_another_thread():
     filed = {m.provider_id: m.conversation for m in parsed.messages}
     assert filed["a1"] == filed["a2"] == USERNAME_ID
     assert filed["b1"] != USERNAME_ID
+
+
+def _echoed(*echoes):
+    return parse_payload(p.envelope(p.echo_change(list(echoes)))).messages
+
+
+def test_a_template_echo_is_a_template_in_every_plausible_shape_with_its_object_kept():
+    """reference §6a [M-ECHO]: an echo's object is the send request's; Meta shows no template
+    echo, so the other plausible shapes (payloads.py, UNSURE) are read too, never as
+    "unsupported", and raw keeps the object whole."""
+    sent, named, defined, bare, odd = _echoed(
+        p.template_echo("t1", p.CUSTOMER, p.TEMPLATE_SENT),
+        p.template_echo("t2", p.CUSTOMER, p.TEMPLATE_NAMED),
+        p.template_echo("t3", p.CUSTOMER, p.TEMPLATE_AS_DEFINED),
+        p.template_echo("t4", p.CUSTOMER, None),
+        p.template_echo("t5", p.CUSTOMER, {"name": 7, "language": ["en"], "components": [
+            None, {"type": None}, {"type": "body", "parameters": "x"},
+            {"type": "button", "parameters": [{"type": "coupon_code", "coupon_code": "25OFF"}],
+             "sub_type": "copy_code"}]}))
+    assert {m.kind for m in (sent, named, defined, bare, odd)} == {"template"}
+    assert all(m.direction == Direction.OUT for m in (sent, named, defined, bare, odd))
+    assert sent.raw["template"] == p.TEMPLATE_SENT and sent.text == ""
+    info = sent.extra["template"]
+    assert (info["name"], info["language"], info["header"]["kind"]) == (
+        "order_confirmation", "en_US", "image")
+    assert [v for _, v in info["values"]] == ["Asha", "₹24,999", "Friday 12 December"]
+    assert info["buttons"] == ["quick reply", "link"]
+    assert [tuple(v) for v in named.extra["template"]["values"]] == [
+        ("customer_name", "Asha"), ("order_number", "Q-8812")]
+    assert defined.text == "Hi Asha,\nyour annual plan renews on Friday."
+    assert defined.extra["template"]["buttons"] == ["Renew now", "See plans"]
+    assert render_line(bare) == "📋 Template message"
+    assert render_line(odd) == "📋 Template \"7\" · buttons: copy code 25OFF"
+
+
+def test_an_interactive_message_the_business_sent_is_not_read_as_a_customers_reply():
+    buttons, listed = _echoed(p.interactive_echo("i1", p.CUSTOMER, p.SENT_BUTTONS),
+                              p.interactive_echo("i2", p.CUSTOMER, p.SENT_LIST))
+    assert buttons.kind == "interactive" and buttons.text == "Which day suits you for the demo?"
+    assert buttons.extra["interactive"]["options"] == ["Tuesday", "Wednesday"]
+    assert listed.extra["interactive"]["button"] == "See slots"
+    reply = parse_payload(p.envelope(p.message_change([p.button_reply_message("r1")])))
+    assert render_line(reply.messages[0]).endswith('🔘 Chose "Yes"')  # replies unchanged
+
+
+def test_a_template_in_history_is_read_as_one_in_an_echo():
+    """History carries the business's messages under message_echoes (reference §14)."""
+    thread = {"id": p.CUSTOMER, "message_echoes": [
+        p.template_echo("h1", p.CUSTOMER, p.TEMPLATE_NAMED)]}
+    (message,) = _history(thread).messages
+    assert (message.kind, message.direction, message.history) == (
+        "template", Direction.OUT, True)
+    assert render_line(message).startswith('📋 Template "quote_ready" (en) · 📄 document header')

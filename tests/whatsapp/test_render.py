@@ -155,6 +155,12 @@ ODD_EXTRAS = [
     {"order": {"items": [{"quantity": 1e308, "item_price": 1e308, "currency": "X"}]}},
     {"order": "many"}, {"system": 3}, {"edit": []}, {"unsupported_type": {"t": 1}},
     {"forwarded": "yes", "frequently_forwarded": 1},
+    {"template": {"name": ["x"], "values": [["a"], None, [1, {"v": 2}], "x"], "header": 3,
+                  "buttons": "many", "cards": float("inf"), "offer": "yes"}},
+    {"template": {"header": {"kind": ["image"], "text": {}}, "values": {"a": 1}}},
+    {"interactive": {"sent": True, "type": ["button"], "options": "a", "button": {},
+                     "header_kind": []}},
+    {"target": {"found": "no"}}, {"target": ["found", False]},
 ]
 
 
@@ -213,6 +219,27 @@ def test_replies_and_reactions_quote_a_known_target_else_show_its_id():
     assert render_line(reaction, quotes) == "👍 reacted to “Yes! 20% off until Friday”"
     assert render_line(make("text", "Great", reply_to="wamid.elsewhere"), quotes) == (
         "↩️ reply to …lsewhere: Great")  # short_id: the last 8 characters
+
+
+def test_a_target_the_buffer_looked_up_and_lacks_reads_as_an_earlier_message():
+    """enrich marks a target it did not find (`found: False`): the line says so in words;
+    without the look-up (the status page) the short id stays, for an operator."""
+    missing = {"target": {"found": False}}
+    reply = make("text", "Great", reply_to="wamid.elsewhere", **missing)
+    reaction = make("reaction", "👍", reply_to="wamid.elsewhere", reaction={"emoji": "👍"},
+                    **missing)
+    removed = make("reaction", reply_to="wamid.elsewhere", reaction={"removed": True},
+                   **missing)
+    revoke = make("revoke", reply_to="wamid.elsewhere", **missing)
+    edit = make("edit", "Friday", reply_to="wamid.elsewhere", **missing)
+    assert [render_line(m) for m in (reply, reaction, removed, revoke, edit)] == [
+        "↩️ reply to an earlier message: Great", "👍 reacted to an earlier message",
+        "Removed a reaction from an earlier message", "🗑️ Deleted an earlier message",
+        "✏️ Edited an earlier message: Friday"]
+    quotes = {"wamid.elsewhere": "Yes!"}  # in the batch after all: its quote wins
+    assert render_line(reply, quotes) == "↩️ reply to “Yes!”: Great"
+    assert render_line(make("text", "Great", reply_to="wamid.elsewhere")) == (
+        "↩️ reply to …lsewhere: Great")
 
 
 def test_quote_cuts_long_lines_with_an_ellipsis():
