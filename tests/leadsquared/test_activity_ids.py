@@ -123,6 +123,13 @@ async def test_a_photo_for_an_activity_found_without_an_id_is_a_dead_target_not_
     assert "attach it by hand" in dead["reason"] and "requeue" in dead["reason"]
     assert await media_buffer.dead_letters() == []  # the text is delivered
     assert (await ledger(media_buffer))[part] == NO_ACTIVITY_ID
+    sim.mend_endpoint("Retrieve")  # the reads name the id now: a requeue attaches it
+    assert await media_buffer.requeue() == 1
+    async with running(media_buffer, [sink_for(sim, max_attempts=50)]):
+        await wait_until(lambda: sim.attachments(posted["Id"]), timeout=30)
+        await wait_until(lambda: settled(media_buffer))
+    assert [a["Data"] for a in sim.attachments(posted["Id"])] == [b"photo bytes"]
+    assert len(sim.activities(lead)) == 1 and await media_buffer.dead_targets() == []
 
 
 async def test_a_file_follows_to_the_id_its_post_answered_when_a_key_check_names_none(
