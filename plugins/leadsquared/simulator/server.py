@@ -421,8 +421,9 @@ class Simulator:
         number = int(now // seconds)
         counts = self._counts[bulk]
         count = counts[number] = counts.get(number, 0) + 1
-        for old in sorted(counts)[:-KEPT_WINDOWS]:  # only the last windows can still fill
-            del counts[old]
+        if len(counts) > KEPT_WINDOWS:  # only the last windows can still fill
+            for old in sorted(counts)[:-KEPT_WINDOWS]:
+                del counts[old]
         return count > limit
 
     def rate_limit_answer(self, bulk: bool = False) -> web.Response:
