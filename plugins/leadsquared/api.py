@@ -274,7 +274,11 @@ class FilesApi:
         return read_upload(answer)
 
     async def attach(self, activity_id: str, name: str, url: str, description: str) -> str:
-        """Attachment/Add with AttachmentFile = the upload's S3 URL; the attachment id."""
+        """Attachment/Add with AttachmentFile = the upload's S3 URL; the attachment id. An
+        activity id that is none (NO_ACTIVITY_ID) is never sent: refused here."""
+        if not is_activity_id(activity_id):
+            raise LeadSquaredError("rejected", f"no activity id to attach to ({activity_id!r}):"
+                                   " Attachment/Add was not sent")
         body = {"ProspectActivityId": activity_id, "AttachmentName": name,
                 "Description": description, "AttachmentFile": url}
         answer = await self._c.request("add_attachment", "POST",
@@ -432,6 +436,18 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+# The id recorded for an activity found by its idempotency key in a read whose row named no
+# id under any name keys.ID_NAMES reads: the key landed (never posted again), and this says
+# the id is unknown in a way no call sends as an id (is_activity_id).
+NO_ACTIVITY_ID = "unknown: found by its key, the answer named no activity id"
+
+
+def is_activity_id(value: object) -> bool:
+    """Whether a recorded activity id can be sent as one: not NO_ACTIVITY_ID, nor empty,
+    nor "None" (what a ledger written before NO_ACTIVITY_ID holds for such an activity)."""
+    return isinstance(value, str) and value.strip() not in ("", "None", NO_ACTIVITY_ID)
 
 
 def message_id(answer: Any) -> Any:

@@ -27,6 +27,10 @@ The hand-over from the media fetch (issue 25): the wait recorded here is settled
 core's commit of the outcomes, which re-reads the file's state (bridge/buffer/delivery.py),
 so a file stored while this delivery ran still follows.
 
+An activity found by its key in a read whose row named no activity id (keys.activity_id:
+recorded as api.NO_ACTIVITY_ID, so its text is never posted again) has no id Attachment/Add
+can take: its files are dead targets saying so (NO_ID), never a call with a made-up id.
+
 An upload answer that names no S3 URL (only a file name) cannot be attached: Attachment/Add
 takes the S3 URL, and a URL we built ourselves would not be it. The attachment is then a
 dead target saying so, and the text is delivered.
@@ -39,6 +43,7 @@ import mimetypes
 from collections.abc import Awaitable, Callable
 
 from bridge import WAITING_FOR_FILE, Batch, Message, TargetFailure, file_name
+from plugins.leadsquared.api import is_activity_id
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.transcript import Part
@@ -58,6 +63,12 @@ NOT_ALLOWED = ("the activity type no longer allows attachments: the file stays i
 NO_URL = ("File Upload answered no S3 URL (s3FilePath), only a file name: Attachment/Add "
           "needs the S3 URL, so the file stays in the bridge (run `bridge leadsquared check "
           "--probe`; requeue once the account's upload answers one)")
+
+NO_ID = ("no activity id to attach it to: LeadSquared holds its chat's activity (found by "
+         "its Chatbridge Key {key}, so the text is not posted again) but answered no id for "
+         "it, and Attachment/Add needs one. The file stays in the bridge: attach it by hand "
+         "to that activity in LeadSquared, or requeue it (the retry reads the lead's "
+         "activities again)")
 
 
 def file_key(part_key: str, message: Message) -> str:
@@ -127,6 +138,9 @@ class Attacher:
         name = file_name(message)
         if earlier is not None and earlier.reason.startswith(IN_FLIGHT):
             return self._failed(batch, key, name, message, CUT_OFF, final=True)
+        if not is_activity_id(existing.get(part.key)):
+            return self._failed(batch, key, name, message, NO_ID.format(key=part.key),
+                                final=True)
         if not file.fetched:
             batch.fail_target(key, f"attachment {name}", f"{WAITING_FOR_FILE}: it follows "
                               "once fetched", [message.id], self.max_attempts, final=True)

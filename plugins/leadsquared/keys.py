@@ -12,8 +12,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from plugins.leadsquared.activity_type import FIELDS
+from plugins.leadsquared.api import NO_ACTIVITY_ID, is_activity_id
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
+
+# The names an activity read's row may give the activity's id under, the sourced first:
+# - Id: Retrieve's documented sample [DOC:get-activities-of-a-lead] and, on a live
+#   account, its primary key (reference §8 [LIVE], gotcha 14). Sourced for Retrieve.
+# - ProspectActivityId: the id's name in bulk answers [DOC:post-bulk-activities-on-leads],
+#   RetrieveByActivityEvent's List (§2c) and Attachment/Add [DOC:attach-a-file-to-activities].
+#   In GetActivitiesOfOpportunity rows a GUESS: the page says only "paged", no sample
+#   (§2e, [DOC:?p=2247]); the simulator serves this name there (docs row O5).
+# - ActivityId: Capture's AdditionalDetails[].ActivityId [DOC:capture-opportunities]. In a
+#   read's row a GUESS.
+# - ID: GetActivityDetails names the activity "ID" [DOC:get-activity-details]. In a read's
+#   row a GUESS.
+# Each is read at the row's top level, then where custom fields live (field_value): a GUESS.
+# Not ProspectActivityAutoId (§8 [LIVE]: Retrieve's "second id", a number): Attachment/Add
+# takes ProspectActivityId, and no source says it takes the auto id.
+ID_NAMES = ("Id", "ProspectActivityId", "ActivityId", "ID")
 
 
 class KeyCheck:
@@ -76,11 +93,33 @@ def field_value(activity: dict, name: str) -> str | None:
     return activity.get(name)
 
 
+def activity_id(activity: dict) -> str:
+    """The activity's id under the first of ID_NAMES it has; NO_ACTIVITY_ID when none."""
+    for name in ID_NAMES:
+        for value in (activity.get(name), field_value(activity, name)):
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if is_activity_id(value):
+                return value.strip()
+    return NO_ACTIVITY_ID
+
+
+def add_found(existing: dict[str, str], found: dict[str, str]) -> None:
+    """Add the keys a read found to `existing` (key -> activity id); a found id replaces
+    one already there only where that one is unknown (a ledger's id from the post's own
+    answer stays when the read names none)."""
+    for key, activity in found.items():
+        if not is_activity_id(existing.get(key)):
+            existing[key] = activity
+
+
 def _keys(activities: list[dict]) -> dict[str, str]:
-    found = {}
+    """Key -> the id of an activity holding it; a key on an activity whose row names no id
+    still counts as landed (never posted twice), as NO_ACTIVITY_ID."""
+    found: dict[str, str] = {}
     for activity in activities:
         if key := field_value(activity, FIELDS["key"]):
-            found[key] = str(activity.get("Id") or activity.get("ProspectActivityId"))
+            add_found(found, {key: activity_id(activity)})
     return found
 
 

@@ -21,7 +21,7 @@ from plugins.leadsquared.attachments import follow_ups, held_line
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.groups import contact_label
-from plugins.leadsquared.keys import KeyCheck
+from plugins.leadsquared.keys import KeyCheck, add_found
 from plugins.leadsquared.opportunities import Opportunities
 from plugins.leadsquared.outcomes import outcome_of
 from plugins.leadsquared.owners import Owners, Rep
@@ -87,8 +87,10 @@ class Planner:
             reps = await self._pinned(batch, reps, self.owners.can_own)
         retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
         found, sizes, bodies = await self.keys.parts_on_lead(lead.id) if retry else ({}, {}, {})
+        existing = dict(batch.ledger)
+        add_found(existing, found)
         plan = Plan(lead, self.parts(batch, reps, own_sizes(batch, sizes), bodies), [],
-                    {**batch.ledger, **found})
+                    existing)
         try:
             plan.opportunities = await self.opportunities.of_lead(lead.id)
         except LeadSquaredError as exc:
@@ -147,7 +149,7 @@ class Planner:
 
     async def _check(self, plan: Plan, opportunity: str) -> None:
         try:  # each opportunity's own check: a failed one waits alone
-            plan.existing.update(await self.keys.on_opportunity(opportunity))
+            add_found(plan.existing, await self.keys.on_opportunity(opportunity))
         except LeadSquaredError as exc:
             plan.unchecked[opportunity] = (
                 f"could not check it for earlier posts: {outcome_of(exc).reason}")

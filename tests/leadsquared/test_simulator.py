@@ -369,6 +369,68 @@ async def test_rate_limit_refuses_calls_past_n_in_a_window_with_either_signal(
     assert len(sim.calls) == 5
 
 
+READ = "ProspectActivity.svc/ActivityTypes.Get"
+ASHA = [{"Attribute": "FirstName", "Value": "Asha"},
+        {"Attribute": "Phone", "Value": "+91-9876543210"}]
+
+
+async def next_window(at: float, seconds: float) -> None:
+    """Sleep into the fixed window after the one holding `at` (a time.monotonic())."""
+    await asyncio.sleep(max(0.0, (at // seconds + 1) * seconds - time.monotonic()) + 0.01)
+
+
+async def held_lead_create(sim, api) -> asyncio.Future:
+    """A Lead.Create sent, once it has arrived (write_hold keeps its answer)."""
+    arrived = len(sim.calls) + 1
+    write = asyncio.ensure_future(api("POST", "LeadManagement.svc/Lead.Create", json=ASHA))
+    while len(sim.calls) < arrived:
+        await asyncio.sleep(0.005)
+    return write
+
+
+async def test_a_held_write_past_the_limit_is_refused_in_the_window_it_arrived_in(sim, api):
+    """A gateway counts a call when it arrives. A held write was counted only after its
+    hold, against its arrival's window: a read in a later window meanwhile had moved the
+    budget on, so the held write found a fresh count of 1 and committed, although it was
+    the third call of a window allowing two."""
+    sim.configure(rate_limit="2/1s", write_hold=3.0)
+    await fresh_window(1.0, room=0.5)
+    assert [(await api("GET", READ))[0] for _ in range(2)] == [200, 200]
+    write = await held_lead_create(sim, api)
+    await next_window(sim.calls[-1].at, 1.0)
+    assert (await api("GET", READ))[0] == 200  # a later window's first call
+    status, body = await write
+    assert (status, body["ExceptionType"]) == (429, "MXAPIRateLimitExceededException")
+    assert sim.store.leads == {} and not sim.calls[2].held  # refused, never held
+
+
+async def test_a_held_write_never_costs_the_window_its_hold_ends_in_its_count(sim, api):
+    """A held write counted at its hold's end set the budget back to its arrival's
+    window with a count of 1: the window the hold ended in lost the calls it had counted,
+    and took a third call where it allows two."""
+    sim.configure(rate_limit="2/1s", write_hold=1.5)
+    await fresh_window(1.0, room=0.9)  # the hold ends mid-way through the next window
+    write = await held_lead_create(sim, api)
+    await next_window(sim.calls[-1].at, 1.0)
+    assert [(await api("GET", READ))[0] for _ in range(2)] == [200, 200]
+    assert (await write)[0] == 200  # alone in its own window
+    third = await api("GET", READ)
+    reads = sim.calls[-3:]
+    assert len({int(call.at) for call in reads}) == 1, "the scenario needs one window"
+    assert third[0] == 429 and len(sim.store.leads) == 1
+
+
+def test_a_call_counted_late_counts_in_its_own_window_and_the_current_one_keeps_its_count():
+    """over_limit never moves a budget's window backwards: a call counted after later ones
+    (its answer delayed by latency) counts where it arrived, and the window after keeps
+    the calls it had."""
+    sim = Simulator(rate_limit="2/1s")
+    assert not sim.over_limit(10.2) and not sim.over_limit(10.3)  # window 10 is full
+    assert not sim.over_limit(9.9)  # window 9's first call, counted late
+    assert sim.over_limit(10.4)  # window 10's third call
+    assert sim.over_limit(9.95) is False and sim.over_limit(9.97) is True
+
+
 async def test_error_rate_one_answers_every_call_with_5xx_before_doing_anything(sim, api, http):
     sim.configure(error_rate=1.0)
     statuses = []

@@ -60,6 +60,7 @@ NOT_ALLOWED = "MXMethodNotAllowedException"
 BAD_JSON = "System.Runtime.Serialization.SerializationException"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KEPT_WINDOWS = 64  # rate-limit windows whose counts are kept (a late-counted call's window)
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Knobs:
         a slow network or proxy holds a request; it commits at the end of the hold even if
         the client gave up meanwhile (so a hold longer than the client's timeout is a
         write that commits late). Issue 13 item 7: a 70 s hold posted an activity twice.
+        The rate limit counts a held write when it arrives; one past the limit is refused
+        at once, not held.
     gateway_errors: one-off error pages from a proxy or gateway in front of the API, as
         [status, endpoint] pairs (endpoint: the path's last segment, e.g. "Lead.Create",
         or "*"): each answers the next matching call once, with an HTML page of that
@@ -210,9 +213,9 @@ class Simulator:
         self.store = Store(self._given["seed"])
         self._rng = random.Random(self._given["seed"])
         self._limit: tuple[int, float] | None = None
-        self._window = (-1, 0)  # (window number, calls counted in it)
         self._bulk_limit: tuple[int, float] | None = None
-        self._bulk_window = (-1, 0)
+        # calls counted per fixed window, by budget (bulk or not): window number -> count
+        self._counts: dict[bool, dict[int, int]] = {False: {}, True: {}}
         self._refusals = 0
         self.broken: dict[str, int] = {}  # endpoint (last path segment) -> status it answers
         self.refusing: dict[str, Refusal] = {}  # endpoint -> LeadSquared's own refusal
@@ -245,10 +248,9 @@ class Simulator:
         for name, value in checked.items():
             setattr(self.store.switches if name in SWITCH_NAMES else self.knobs, name, value)
         if "rate_limit" in checked:
-            self._limit, self._window = parse_rate(checked["rate_limit"]), (-1, 0)
+            self._limit, self._counts[False] = parse_rate(checked["rate_limit"]), {}
         if "bulk_rate_limit" in checked:
-            self._bulk_limit = parse_rate(checked["bulk_rate_limit"])
-            self._bulk_window = (-1, 0)
+            self._bulk_limit, self._counts[True] = parse_rate(checked["bulk_rate_limit"]), {}
         if checked.get("seed") is not None:
             self._rng.seed(checked["seed"])
 
@@ -407,18 +409,21 @@ class Simulator:
         return rate > 0 and self._rng.random() < rate
 
     def over_limit(self, now: float, bulk: bool = False) -> bool:
-        """Count a call in its budget's fixed window; True when it is past the limit."""
+        """Count a call in its budget's fixed window of `now` (its arrival); True when that
+        window is past the limit. Each window keeps its own count: a call counted after
+        later ones (held by `latency`) counts in the window it arrived in, and never sets
+        the budget back to that window, which lost the current window's count (a held write
+        did so until it was counted at arrival: _held_answer)."""
         budget = self._bulk_limit if bulk else self._limit
         if budget is None:
             return False
         limit, seconds = budget
         number = int(now // seconds)
-        window = self._bulk_window if bulk else self._window
-        count = window[1] + 1 if window[0] == number else 1
-        if bulk:
-            self._bulk_window = (number, count)
-        else:
-            self._window = (number, count)
+        counts = self._counts[bulk]
+        count = counts[number] = counts.get(number, 0) + 1
+        if len(counts) > KEPT_WINDOWS:  # only the last windows can still fill
+            for old in sorted(counts)[:-KEPT_WINDOWS]:
+                del counts[old]
         return count > limit
 
     def rate_limit_answer(self, bulk: bool = False) -> web.Response:
@@ -521,13 +526,18 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 async def _held_answer(sim: Simulator, request: web.Request, handler: Handler,
                        arrived: float) -> web.StreamResponse:
     """write_hold: answer after the hold, in a task of its own that a client hanging up
-    does not cancel, so the write commits late rather than never."""
+    does not cancel, so the write commits late rather than never. The rate limit counts
+    it as it arrives, as a gateway does (a write past the limit is refused at once, never
+    held): counted after the hold, it fell in a window later calls had moved past."""
+    bulk = request.path in BULK_API_PATHS
+    if sim.over_limit(arrived, bulk):
+        return sim.rate_limit_answer(bulk)
     await request.read()  # the body arrived; only its effect is late
     request[CALL_KEY].held = True
 
     async def held() -> web.StreamResponse:
         await asyncio.sleep(sim.knobs.write_hold)
-        return await _answer(sim, request, handler, arrived)
+        return await _answer(sim, request, handler, arrived, counted=True)
 
     task = asyncio.ensure_future(held())
     sim.held_writes.add(task)
@@ -536,13 +546,14 @@ async def _held_answer(sim: Simulator, request: web.Request, handler: Handler,
 
 
 async def _answer(sim: Simulator, request: web.Request, handler: Handler,
-                  arrived: float) -> web.StreamResponse:
+                  arrived: float, counted: bool = False) -> web.StreamResponse:
+    """The call's answer; `counted`: its rate limit was settled on arrival."""
     if sim.knobs.latency:
         await asyncio.sleep(sim.knobs.latency)
     if (page := sim.gateway_answer(request.path)) is not None:
         return page
     bulk = request.path in BULK_API_PATHS
-    if sim.over_limit(arrived, bulk):
+    if not counted and sim.over_limit(arrived, bulk):
         return sim.rate_limit_answer(bulk)
     if sim.roll(sim.knobs.error_rate):
         return sim.fault_answer()
