@@ -354,6 +354,12 @@ class Owners:
             return Rep(None, None, shown)
         return Rep(await self.lead_owner(lead), None, shown)
 
+    async def gone(self, email: str) -> bool:
+        """Whether `email` can own nothing now, the users read again first (a post it owned
+        was refused: it may have been deactivated since the last read)."""
+        await self.refresh()
+        return not self.can_own(email)
+
     def can_own(self, email: str | None) -> bool:
         """Whether `email` may own activities now: None (the API user) always; a user
         only while active, as far as the last read of the users shows (unread: yes)."""

@@ -35,6 +35,8 @@ from plugins.leadsquared.transcript import Part, lsq_time, note
 logger = logging.getLogger(__name__)
 
 Stale = Callable[[LeadSquaredError, Batch, Lead], Awaitable[Outcome | None]]
+# Whether a rep (email) whose owned post was refused can own nothing now (users read again)
+OwnerGone = Callable[[str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class Poster:
     def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig, event: int,
                  keys: KeyCheck, stale: Stale, bulk: BulkPoster | None,
                  opportunity_bulk: OpportunityBulk | None, owner_email: str | None,
-                 business_field: str | None = None) -> None:
+                 business_field: str | None = None,
+                 owner_gone: OwnerGone | None = None) -> None:
         self.client = client
         self.settings = settings
         self.event = event
@@ -61,6 +64,7 @@ class Poster:
         self.opportunity_bulk = opportunity_bulk if owner_email else None
         self.owner_email = owner_email
         self.business_field = business_field  # the type's field naming number and rep
+        self.owner_gone = owner_gone
 
     async def on_lead(self, batch: Batch, plan: Plan) -> dict[str, Outcome]:
         """Each part's activity on the lead; the outcomes of the parts that did not land.
@@ -93,9 +97,11 @@ class Poster:
         share a ByOpportunityId call."""
         waiting: dict[str, list[str]] = {part.key: [] for part in landed}
         brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
+        gone: dict[str, asyncio.Task[bool]] = {}  # owners checked after a refusal: once each
 
         async def one(part: Part, opportunity: str) -> None:
-            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake):
+            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake,
+                                                    gone):
                 waiting[part.key].append(reason)
 
         for opportunity in plan.opportunities:
@@ -108,7 +114,8 @@ class Poster:
         return waiting
 
     async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
-                              brake: list[str]) -> str | None:
+                              brake: list[str],
+                              gone: dict[str, asyncio.Task[bool]] | None = None) -> str | None:
         """Why the part still waits on this opportunity; None once settled (landed, or
         given up as a dead target of its own)."""
         key = f"{part.key}@{opportunity}"
@@ -125,6 +132,7 @@ class Poster:
                 brake.append(outcome.reason)
         else:
             return None
+        outcome = await self._reowned(part, outcome, {} if gone is None else gone)
         failure = batch.fail_target(
             key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
             self.settings.max_attempts, final=outcome.kind == "rejected")
@@ -133,6 +141,24 @@ class Poster:
                            failure.attempts, failure.reason)
             return None
         return f"opportunity {opportunity}: {outcome.reason}"
+
+    async def _reowned(self, part: Part, outcome: Outcome,
+                       gone: dict[str, asyncio.Task[bool]]) -> Outcome:
+        """A deal's copy refused while its owner (the rep) may have been deactivated since
+        the users were last read: as on the lead (delivery._owner_gone), when that rep can
+        own nothing now it is no refusal: it waits, and the retry posts it under
+        owner_fallback (targets.pinned_reps). Given up at the first refusal, the deal never
+        got the chat its lead holds. The users are read again once a delivery per rep."""
+        email = part.rep.email if part.rep is not None else None
+        if outcome.kind != "rejected" or not email or self.owner_gone is None:
+            return outcome
+        if email not in gone:
+            gone[email] = asyncio.ensure_future(self.owner_gone(email))
+        if not await gone[email]:
+            return outcome
+        return Outcome.retry(f"LeadSquared refused the post owned by {email}, who is no "
+                             f"active user now: it is posted again under owner_fallback "
+                             f"({outcome.reason})", transient=True)
 
     async def _post(self, batch: Batch, plan: Plan, part: Part,
                     target: str | None) -> Failed | None:
