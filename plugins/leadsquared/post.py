@@ -210,9 +210,14 @@ class Poster:
         that said "not created" is posted again singly now), else why it did not."""
         if exc.kind != "unknown_outcome":
             return Failed(await self.stale(exc, batch, plan.lead) or outcome_of(exc), exc.kind)
-        if found := (await self.keys.after(exc, plan.lead.id, target)).get(key):
+        keys = await self.keys.after(exc, plan.lead.id, target)
+        if keys is not None and (found := keys.get(key)):
             return found
-        if exc.not_created:  # answered, not created, not there: an exact single post now
+        # answered, not created, not there: an exact single post now. Not when the keys
+        # could not be read: a call refused whole may have made its rows (refused_whole);
+        # posted again on a failed read, a landed row was a second activity. It waits for
+        # the retry, whose plan reads the keys before anything is posted.
+        if exc.not_created and keys is not None:
             try:
                 return await self._send(batch, plan.lead.id, part, target, key, single=True)
             except LeadSquaredError as again:
