@@ -138,7 +138,7 @@ class Owners:
         self.lead_note: str | None = None
         self._lead_checked = False  # a new lead was read back for its owner this run
         self._reading = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None  # a background read (refresh_if_due)
+        self._task: asyncio.Task[bool] | None = None  # a background read (refresh_if_due)
 
     @property
     def enabled(self) -> bool:
@@ -177,14 +177,14 @@ class Owners:
         self.read_at = time.monotonic()  # a failing read is not tried again at once
         self._task = asyncio.create_task(self.refresh(), name="leadsquared-owners")
 
-    async def refresh(self) -> None:
+    async def refresh(self) -> bool:
         """Read the users again and take the new map (also when a person asks for a sync):
         a rep deactivated, their email changed or a number moved to another rep while the
         bridge runs owns the next chats as the account now says (a number whose user is
         gone follows owner_fallback; the log and the status say why). A read that fails
-        keeps the map as it was."""
+        keeps the map as it was (False: the users could not be read)."""
         if not self.enabled:
-            return
+            return True
         async with self._reading:
             self.read_at = time.monotonic()
             fresh = Owners(self.client, self.settings)
@@ -193,12 +193,13 @@ class Owners:
             except Exception as exc:  # the old map stays; never a reason to hold a chat
                 logger.warning("owners: reading the account's users again failed (%s): the "
                                "map read before stays", exc)
-                return
+                return False
             if fresh.unread is not None or not fresh.users_read:
                 logger.warning("owners: the account's users could not be read again: the "
                                "map read before stays")
-                return
+                return False
             self._adopt(fresh, lines)
+            return True
 
     async def close(self) -> None:
         """Stop a background read."""
@@ -354,10 +355,12 @@ class Owners:
             return Rep(None, None, shown)
         return Rep(await self.lead_owner(lead), None, shown)
 
-    async def gone(self, email: str) -> bool:
+    async def gone(self, email: str) -> bool | None:
         """Whether `email` can own nothing now, the users read again first (a post it owned
-        was refused: it may have been deactivated since the last read)."""
-        await self.refresh()
+        was refused: it may have been deactivated since the last read); None when the users
+        cannot be read again (the map read before cannot tell)."""
+        if not await self.refresh():
+            return None
         return not self.can_own(email)
 
     def can_own(self, email: str | None) -> bool:

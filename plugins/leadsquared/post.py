@@ -27,7 +27,7 @@ from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.groups import contact_label
 from plugins.leadsquared.keys import KeyCheck
-from plugins.leadsquared.outcomes import late_write_retry, outcome_of
+from plugins.leadsquared.outcomes import late_write_retry, outcome_of, owner_refused
 from plugins.leadsquared.resolve import Lead
 from plugins.leadsquared.targets import Plan
 from plugins.leadsquared.transcript import Part, lsq_time, note
@@ -35,8 +35,9 @@ from plugins.leadsquared.transcript import Part, lsq_time, note
 logger = logging.getLogger(__name__)
 
 Stale = Callable[[LeadSquaredError, Batch, Lead], Awaitable[Outcome | None]]
-# Whether a rep (email) whose owned post was refused can own nothing now (users read again)
-OwnerGone = Callable[[str], Awaitable[bool]]
+# Whether a rep (email) whose owned post was refused can own nothing now (users read again;
+# None: they could not be read)
+OwnerGone = Callable[[str], Awaitable[bool | None]]
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Poster:
         share a ByOpportunityId call."""
         waiting: dict[str, list[str]] = {part.key: [] for part in landed}
         brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
-        gone: dict[str, asyncio.Task[bool]] = {}  # owners checked after a refusal: once each
+        gone: dict[str, asyncio.Task[bool | None]] = {}  # owners checked after a refusal
 
         async def one(part: Part, opportunity: str) -> None:
             if reason := await self._on_opportunity(batch, plan, part, opportunity, brake,
@@ -115,7 +116,8 @@ class Poster:
 
     async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
                               brake: list[str],
-                              gone: dict[str, asyncio.Task[bool]] | None = None) -> str | None:
+                              gone: dict[str, asyncio.Task[bool | None]] | None = None
+                              ) -> str | None:
         """Why the part still waits on this opportunity; None once settled (landed, or
         given up as a dead target of its own)."""
         key = f"{part.key}@{opportunity}"
@@ -143,7 +145,7 @@ class Poster:
         return f"opportunity {opportunity}: {outcome.reason}"
 
     async def _reowned(self, part: Part, outcome: Outcome,
-                       gone: dict[str, asyncio.Task[bool]]) -> Outcome:
+                       gone: dict[str, asyncio.Task[bool | None]]) -> Outcome:
         """A deal's copy refused while its owner (the rep) may have been deactivated since
         the users were last read: as on the lead (delivery._owner_gone), when that rep can
         own nothing now it is no refusal: it waits, and the retry posts it under
@@ -154,11 +156,9 @@ class Poster:
             return outcome
         if email not in gone:
             gone[email] = asyncio.ensure_future(self.owner_gone(email))
-        if not await gone[email]:
+        if (now_gone := await gone[email]) is False:
             return outcome
-        return Outcome.retry(f"LeadSquared refused the post owned by {email}, who is no "
-                             f"active user now: it is posted again under owner_fallback "
-                             f"({outcome.reason})", transient=True)
+        return owner_refused(email, outcome, now_gone)
 
     async def _post(self, batch: Batch, plan: Plan, part: Part,
                     target: str | None) -> Failed | None:

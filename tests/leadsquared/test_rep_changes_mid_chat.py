@@ -3,6 +3,8 @@ its deal's copy, or between two tries of one chat."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_owners_unread import PRIYA, to_priya
 from tests.leadsquared.test_sink import settled, sink_for, texts_in
@@ -34,3 +36,52 @@ async def test_a_deal_copy_refused_for_a_rep_deactivated_after_the_lead_post_sti
     (on_deal,) = sim.activities(opportunity_id=deal)
     assert texts_in(on_deal["ActivityNote"]) == ["msg-00001"]
     assert on_deal["Owner"] == "kiran@example.com"  # owner_fallback: the lead's owner
+
+
+@pytest.mark.parametrize("deals", [False, True])
+async def test_a_refusal_of_a_deactivated_rep_while_the_users_cannot_be_read_is_no_dead_letter(
+        sim, buffer, deals):
+    """Priya is deactivated after the sink read the users, and LeadSquared refuses her as
+    an owner; the read of the users that follows the refusal fails (a gateway's 503). The
+    map read before stays, still naming her active, and the refusal was taken as final:
+    the chat (or its deal's copy) dead-lettered. It cannot tell whose fault the refusal
+    is: it waits until the users can be read, then goes under owner_fallback."""
+    sim.configure(inactive_owner="refused")
+    priya = sim.add_user("Priya", "priya@example.com", last="Rao")
+    kiran = sim.add_user("Kiran", "kiran@example.com", last="Das")
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=kiran)
+    deal = sim.add_opportunity(lead, "Deal") if deals else None
+    if deal:
+        sim.refuse_posts(deal, transient=True)
+    # a target's every failed try counts to max_attempts (a passing one too): room for
+    # the tries while the users cannot be read
+    sink = sink_for(sim, owners={PRIYA: "priya@example.com"}, max_attempts=30,
+                    opportunities=deals)
+
+    def users_reads() -> int:
+        return sum(c.path.endswith("/Users.Get") for c in sim.calls)
+
+    async def given_up_or_read(reads: int) -> bool:
+        return users_reads() >= reads + 10 or bool(await buffer.dead_letters()) \
+            or bool(await buffer.dead_targets())
+
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started)
+        if deal:
+            await buffer.append([to_priya(1)])
+            await wait_until(lambda: sim.activities(lead), timeout=30)
+            sim.refuse_posts(deal, reason="")
+        sim.store.users.by_id[priya].active = False
+        sim.break_endpoint("Users.Get", 503)
+        reads = users_reads()
+        if not deal:
+            await buffer.append([to_priya(1)])
+        await wait_until(lambda: given_up_or_read(reads), timeout=60)
+        assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
+        sim.mend_endpoint("Users.Get")
+        await wait_until(lambda: settled(buffer), timeout=60)
+    assert await buffer.dead_letters() == [] and await buffer.dead_targets() == []
+    posted = [a for a in sim.activities(lead) if "msg-00001" in a["ActivityNote"]]
+    assert len(posted) == (2 if deal else 1)
+    owners = {a["RelatedOpportunityId"]: a["Owner"] for a in posted}
+    assert owners[deal] == "kiran@example.com"
