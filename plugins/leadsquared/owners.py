@@ -220,6 +220,9 @@ class Owners:
                                f": {why[number]}" if number in why else "")
         self.mapping, self.names, self.emails = fresh.mapping, fresh.names, fresh.emails
         self.inactive, self.notes, self.refused = fresh.inactive, fresh.notes, fresh.refused
+        # the users are read now (a start that could not list them used the emails
+        # unchecked): can_own() goes by this read from here on
+        self.users_read, self.unread = fresh.users_read, fresh.unread
         self._lead_owner.clear()  # owners of leads may be inactive now too
 
     async def _users(self, lines: list[Line]) -> list[dict]:

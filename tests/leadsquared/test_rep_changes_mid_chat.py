@@ -85,3 +85,30 @@ async def test_a_refusal_of_a_deactivated_rep_while_the_users_cannot_be_read_is_
     assert len(posted) == (2 if deal else 1)
     owners = {a["RelatedOpportunityId"]: a["Owner"] for a in posted}
     assert owners[deal] == "kiran@example.com"
+
+
+async def test_a_rep_deactivated_after_a_start_that_could_not_list_the_users_loses_no_chat(
+        sim, buffer):
+    """owners: a fixed map; the sink starts while Users.Get fails (a 503: the emails are
+    used unchecked). Later the users can be read, Priya is deactivated, and LeadSquared
+    refuses her as an owner. The read after the refusal took the new map but not that the
+    users were read (Owners._adopt left users_read False), so can_own() still said yes to
+    everyone: the refusal was final, the chat dead-lettered."""
+    sim.configure(inactive_owner="refused")
+    priya = sim.add_user("Priya", "priya@example.com", last="Rao")
+    kiran = sim.add_user("Kiran", "kiran@example.com", last="Das")
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=kiran)
+    sim.break_endpoint("Users.Get", 503)
+    sink = sink_for(sim, opportunities=False, owners={PRIYA: "priya@example.com"},
+                    max_attempts=3)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started, timeout=30)
+        assert not sink.owners.users_read
+        sim.mend_endpoint("Users.Get")
+        sim.store.users.by_id[priya].active = False
+        await buffer.append([to_priya(1)])
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_letters() == []
+    (activity,) = sim.activities(lead)
+    assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
+    assert activity["Owner"] == "kiran@example.com"
