@@ -112,3 +112,29 @@ async def test_a_rep_deactivated_after_a_start_that_could_not_list_the_users_los
     (activity,) = sim.activities(lead)
     assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
     assert activity["Owner"] == "kiran@example.com"
+
+
+async def test_a_chat_that_finds_its_cached_lead_merged_away_is_owned_by_the_new_lead_s_owner(
+        sim, buffer):
+    """A number no rep is mapped to follows owner_fallback lead_owner. Asha's lead (Kiran's)
+    is merged away; her next chat finds the cached lead gone and lands on the lead that
+    holds her number now, Meera's. Its owner was chosen, and pinned, from the lead it
+    first tried (Kiran, or nobody once the old lead reads as unknown): the activity on
+    Meera's lead was Kiran's."""
+    kiran = sim.add_user("Kiran", "kiran@example.com", last="Das")
+    meera = sim.add_user("Meera", "meera@example.com", last="Iyer")
+    old = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=kiran)
+    sink = sink_for(sim, opportunities=False, max_attempts=3,
+                    owners={"+919800000099": "meera@example.com"})  # not Priya's number
+    await buffer.append([to_priya(1)])
+    async with running(buffer, [sink]):
+        await wait_until(lambda: settled(buffer), timeout=30)
+        assert [a["Owner"] for a in sim.activities(old)] == ["kiran@example.com"]
+        sim.store.delete_lead(old)  # merged into another lead
+        new = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=meera)
+        await buffer.append([to_priya(2)])
+        await wait_until(lambda: sim.activities(new), timeout=30)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    (activity,) = sim.activities(new)
+    assert texts_in(activity["ActivityNote"]) == ["msg-00002"]
+    assert activity["Owner"] == "meera@example.com"
