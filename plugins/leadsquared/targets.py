@@ -36,8 +36,9 @@ from plugins.leadsquared.transcript import (
 )
 
 logger = logging.getLogger(__name__)
-# The batch's ledger entry holding the reps its first try chose, by business number:
-# `<batch key>=owners` -> {"<number>": [email, name]}. Not a part key (those go on with
+# The batch's ledger entry holding the reps its first try on a lead chose, by business
+# number: `<batch key>=owners@<lead id>` (before: `<batch key>=owners`) -> {"<number>":
+# [email, name]}. Not a part key (those go on with
 # ":"), so no note, opportunity or file takes it for a post (earlier_parts, own_sizes).
 OWNERS_PIN = f"{SINK_NOTE}owners"
 # Keeps a ledger entry in the buffer now, in a commit of its own (the sink's record_landed)
