@@ -86,13 +86,13 @@ async def _owner_gone(steps: Steps, parts: list, results: dict[str, Outcome]) ->
                and getattr(results.get(part.key), "kind", None) == "rejected"}
     if owners is None or not owners.enabled or not refused:
         return
-    read = await owners.refresh()
+    unread = await owners.refresh() is False
     for part in parts:
         email = part.rep.email if part.rep is not None else None
         outcome = results.get(part.key)  # none: the part landed (it keeps its owner)
         if outcome is not None and outcome.kind == "rejected" and email in refused \
-                and (not read or not owners.can_own(email)):
-            results[part.key] = owner_refused(email, outcome, read)
+                and (unread or not owners.can_own(email)):
+            results[part.key] = owner_refused(email, outcome, unread)
 
 
 

@@ -61,10 +61,10 @@ def late_write_retry(exc: LeadSquaredError, sent: float, timeout: float) -> Outc
                          not_before=datetime.fromtimestamp(settled, UTC), transient=True)
 
 
-def owner_refused(email: str, outcome: Outcome, read: bool | None) -> Outcome:
-    """The retry of a post refused while its owner `email` is no active user now (`read`),
-    or may not be (the users could not be read again to tell)."""
-    if read:
+def owner_refused(email: str, outcome: Outcome, unread: bool) -> Outcome:
+    """The retry of a post refused while its owner `email` is no active user now, or may
+    not be (`unread`: the users could not be read again to tell)."""
+    if not unread:
         return Outcome.retry(f"LeadSquared refused the post owned by {email}, who is no "
                              f"active user now: it is posted again under owner_fallback "
                              f"({outcome.reason})", transient=True)

@@ -113,6 +113,13 @@ def _untyped_2xx(exc: LeadSquaredError) -> bool:
     return exc.exception_type is None and exc.status is not None and 200 <= exc.status < 300
 
 
+def passing(exc: LeadSquaredError) -> bool:
+    """A failed read of the users that a later read may not meet: anything but a refusal
+    (an MX error, a refused key), and an untyped "Status: Error" on HTTP 2xx, which is no
+    documented refusal (reference §3)."""
+    return exc.kind not in ("rejected", "auth") or _untyped_2xx(exc)
+
+
 class Owners:
     """Resolves each message's rep; one per sink run (start() reads the account's users)."""
 
@@ -131,6 +138,7 @@ class Owners:
         # page, a rate limit): the map is incomplete, so the sink does not start on it
         self.unread: LeadSquaredError | None = None
         self.users_read = False  # the account's users were listed (else emails unchecked)
+        self.users_error: LeadSquaredError | None = None  # why they could not be listed
         self.notes: list[str] = []  # what the last read could not map, in words
         self.read_at: float | None = None  # monotonic: when the users were last read
         # why a new lead could not be given to its rep (OwnerId refused, the rep's user id
@@ -138,7 +146,7 @@ class Owners:
         self.lead_note: str | None = None
         self._lead_checked = False  # a new lead was read back for its owner this run
         self._reading = asyncio.Lock()
-        self._task: asyncio.Task[bool] | None = None  # a background read (refresh_if_due)
+        self._task: asyncio.Task[bool | None] | None = None  # a background read (refresh_if_due)
 
     @property
     def enabled(self) -> bool:
@@ -177,12 +185,14 @@ class Owners:
         self.read_at = time.monotonic()  # a failing read is not tried again at once
         self._task = asyncio.create_task(self.refresh(), name="leadsquared-owners")
 
-    async def refresh(self) -> bool:
+    async def refresh(self) -> bool | None:
         """Read the users again and take the new map (also when a person asks for a sync):
         a rep deactivated, their email changed or a number moved to another rep while the
         bridge runs owns the next chats as the account now says (a number whose user is
         gone follows owner_fallback; the log and the status say why). A read that fails
-        keeps the map as it was (False: the users could not be read)."""
+        keeps the map as it was: False when it failed for a passing reason (an outage, an
+        answer it could not read), None when LeadSquared refused it (a key whose user may
+        not list the users: no later read will tell more)."""
         if not self.enabled:
             return True
         async with self._reading:
@@ -197,7 +207,8 @@ class Owners:
             if fresh.unread is not None or not fresh.users_read:
                 logger.warning("owners: the account's users could not be read again: the "
                                "map read before stays")
-                return False
+                refused = fresh.users_error is not None and not passing(fresh.users_error)
+                return None if refused and fresh.unread is None else False
             self._adopt(fresh, lines)
             return True
 
@@ -229,6 +240,7 @@ class Owners:
         try:
             users = await self.client.users.all()
         except LeadSquaredError as exc:
+            self.users_error = exc
             self._passing(exc)
             lines.append((False, f"could not list the account's users ({exc.message}): "
                                  + ("no number is mapped (owners: auto)"
@@ -314,8 +326,7 @@ class Owners:
         whose user may not list users: the sink starts, saying so), except an untyped
         "Status: Error" on HTTP 2xx: LeadSquared refuses with 4xx/5xx and an MX type
         (reference §3), so that answer is unreadable, not a refusal."""
-        if self.settings.owners == "auto" and (exc.kind not in ("rejected", "auth")
-                                               or _untyped_2xx(exc)):
+        if self.settings.owners == "auto" and passing(exc):
             self.unread = self.unread or exc
 
     def _name(self, email: str) -> str | None:
@@ -362,7 +373,7 @@ class Owners:
         """Whether `email` can own nothing now, the users read again first (a post it owned
         was refused: it may have been deactivated since the last read); None when the users
         cannot be read again (the map read before cannot tell)."""
-        if not await self.refresh():
+        if await self.refresh() is False:
             return None
         return not self.can_own(email)
 

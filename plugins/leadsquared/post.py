@@ -158,7 +158,7 @@ class Poster:
             gone[email] = asyncio.ensure_future(self.owner_gone(email))
         if (now_gone := await gone[email]) is False:
             return outcome
-        return owner_refused(email, outcome, now_gone)
+        return owner_refused(email, outcome, unread=now_gone is None)
 
     async def _post(self, batch: Batch, plan: Plan, part: Part,
                     target: str | None) -> Failed | None:

@@ -138,3 +138,24 @@ async def test_a_chat_that_finds_its_cached_lead_merged_away_is_owned_by_the_new
     (activity,) = sim.activities(new)
     assert texts_in(activity["ActivityNote"]) == ["msg-00002"]
     assert activity["Owner"] == "meera@example.com"
+
+
+async def test_a_refused_owned_post_stays_refused_when_the_key_may_not_list_the_users(
+        sim, buffer):
+    """The other side of waiting while the users cannot be read: a key whose user may not
+    list the users (Users.Get refused, MX) will never tell whether a rep is active, so a
+    refusal of an owned post is LeadSquared's answer as before: a dead letter naming it,
+    not a retry for as long as retry_for lasts."""
+    priya = sim.add_user("Priya", "priya@example.com", last="Rao")
+    sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.refuse_endpoint("Users.Get")  # MXUnAuthorizedAccessException
+    sim.refuse_endpoint("ByLeadId", "MXInvalidInputException", "Invalid field (simulated)")
+    sink = sink_for(sim, opportunities=False, owners={PRIYA: "priya@example.com"},
+                    max_attempts=3)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started, timeout=30)
+        assert priya and not sink.owners.users_read
+        await buffer.append([to_priya(1)])
+        await wait_until(lambda: buffer.dead_letters(), timeout=30)
+    (dead,) = await buffer.dead_letters()
+    assert "Invalid field" in dead["reason"] or "not create" in dead["reason"], dead["reason"]
