@@ -146,7 +146,9 @@ class Owners:
         self.lead_note: str | None = None
         self._lead_checked = False  # a new lead was read back for its owner this run
         self._reading = asyncio.Lock()
-        self._task: asyncio.Task[bool | None] | None = None  # a background read (refresh_if_due)
+        # the last read of the users begun (refresh_if_due, refresh), and when it began
+        self._task: asyncio.Task[bool | None] | None = None
+        self._task_began = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -183,9 +185,36 @@ class Owners:
                 or (self._task is not None and not self._task.done()):
             return
         self.read_at = time.monotonic()  # a failing read is not tried again at once
-        self._task = asyncio.create_task(self.refresh(), name="leadsquared-owners")
+        self._read_now()
+
+    def _read_now(self) -> asyncio.Task[bool | None]:
+        """Begin a read of the users in a task of its own (_reread)."""
+        self._task_began = time.monotonic()
+        self._task = asyncio.create_task(self._reread(), name="leadsquared-owners")
+        return self._task
 
     async def refresh(self) -> bool | None:
+        """_reread, begun after this call (a read under way that began before it is waited
+        for, then another made: it may have listed the users before a rep's deactivation
+        that a refused post just met), shared by the callers, and in a task of its own: a
+        delivery that waits for it (_owner_gone, after a refusal) and is cut off by
+        deliver_timeout leaves it running. Awaited inline, a read of owners: auto (one call
+        a user, in the rate budget) longer than a delivery was cut off with it, begun anew
+        by every retry, and never ended: a deactivated rep's chat never landed."""
+        if not self.enabled:
+            return True
+        asked = time.monotonic()
+        while True:
+            task = self._task
+            if task is not None and not task.done() and self._task_began < asked:
+                with suppress(Exception):
+                    await asyncio.shield(task)
+                continue
+            if task is None or self._task_began < asked:
+                task = self._read_now()
+            return await asyncio.shield(task)
+
+    async def _reread(self) -> bool | None:
         """Read the users again and take the new map (also when a person asks for a sync):
         a rep deactivated, their email changed or a number moved to another rep while the
         bridge runs owns the next chats as the account now says (a number whose user is

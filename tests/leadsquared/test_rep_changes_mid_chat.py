@@ -159,3 +159,32 @@ async def test_a_refused_owned_post_stays_refused_when_the_key_may_not_list_the_
         await wait_until(lambda: buffer.dead_letters(), timeout=30)
     (dead,) = await buffer.dead_letters()
     assert "Invalid field" in dead["reason"] or "not create" in dead["reason"], dead["reason"]
+
+
+async def test_a_deactivated_rep_s_chat_lands_when_reading_the_users_outlasts_a_delivery(
+        sim, buffer):
+    """owners: auto reads each user's record (one call a user, within the rate budget), so
+    a read of a team of 30 at 5 calls a second takes ~6 s; deliver_timeout is 2 s. Priya
+    is deactivated after the start, and LeadSquared refuses her as an owner. The read of
+    the users after the refusal ran inside the delivery and was cut off with it, every
+    retry began it anew, and the chat never landed (owners.refresh_if_due itself says a
+    read of the users is never made inside a delivery)."""
+    sim.configure(inactive_owner="refused")
+    priya = sim.add_user("Priya", "priya@example.com", last="Rao", phones="+91-9800000001")
+    kiran = sim.add_user("Kiran", "kiran@example.com", last="Das")
+    for n in range(28):
+        sim.add_user(f"Rep{n}", f"rep{n}@example.com")
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210", OwnerId=kiran)
+    # timeout 1 s: a delivery cut off is retried once its write must have settled
+    # (3 x timeout), not after the default 90 s
+    sink = sink_for(sim, opportunities=False, owners="auto", rate_limit="5/1s",
+                    deliver_timeout=2.0, lease=4.0, max_attempts=3, timeout=1.0)
+    async with running(buffer, [sink]) as (runner,):
+        await wait_until(lambda: runner.started, timeout=60)
+        sim.store.users.by_id[priya].active = False
+        await buffer.append([to_priya(1)])
+        await wait_until(lambda: settled(buffer), timeout=60)
+    assert await buffer.dead_letters() == []
+    (activity,) = sim.activities(lead)
+    assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
+    assert activity["Owner"] == "kiran@example.com"
