@@ -38,3 +38,32 @@ async def test_a_bulk_call_refused_whole_after_it_landed_is_not_posted_again_bli
     (activity,) = sim.activities(lead)
     assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
     assert await buffer.dead_letters() == []
+
+
+async def test_a_key_check_answered_by_an_untyped_error_is_no_refusal_of_the_chat(sim, buffer):
+    """The post commits, its answer is lost; the retry's key check (Retrieve) answers HTTP
+    200 with an error envelope that names no exception type (undocumented: LeadSquared
+    refuses with 4xx/5xx and an MX type, reference §3). Read as LeadSquared's refusal, the
+    chat that had landed went to dead letter; it is an answer the sink cannot read, so
+    the chat waits and lands once (as owners.py already reads it on Users.Get)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    sim.configure(drop_after_commit_rate=1.0)
+    sim.garble_endpoint("Retrieve", {"Status": "Error", "Message": "Something went wrong"})
+    await buffer.append([chat(1)])
+
+    def checks() -> int:
+        return sum(c.path.endswith("/Retrieve") for c in sim.calls)
+
+    async def given_up_or_checked() -> bool:
+        return checks() >= 3 or bool(await buffer.dead_letters())
+
+    async with running(buffer, [sink_for(sim, opportunities=False, max_attempts=3)]):
+        await wait_until(lambda: sim.activities(lead), timeout=30)
+        sim.configure(drop_after_commit_rate=0.0)
+        await wait_until(given_up_or_checked, timeout=30)
+        assert await buffer.dead_letters() == []
+        sim.mend_endpoint("Retrieve")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    (activity,) = sim.activities(lead)
+    assert texts_in(activity["ActivityNote"]) == ["msg-00001"]
+    assert await buffer.dead_letters() == []
