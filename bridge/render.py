@@ -218,7 +218,40 @@ def _joined(text: str, i: int) -> bool:
     if _regional(char) and _regional(before):  # flags pair regional indicators
         run = len(text[:i]) - len(text[:i].rstrip(REGIONAL))
         return run % 2 == 1
-    return False
+    return _conjunct(text, i)
+
+
+# Unicode 15.1's Indic conjunct break (UAX #29 GB9c): a consonant, a virama (InCB=Linker)
+# and the consonant after it are one cluster ("स्त" in "नमस्ते"); cut between them, a note
+# ends on a dangling halant. The linkers and consonants are DerivedCoreProperties 15.1's
+# InCB values (Devanagari, Bengali, Gujarati, Oriya, Telugu, Malayalam); Python's own
+# unicodedata (Unicode 14/15.0) has no InCB. UNSURE: later Unicode versions add linkers of
+# other scripts; those are cut as before (never inside a mark, as any script).
+LINKERS = "्্્୍్്"
+_CONSONANTS = ((0x915, 0x939), (0x958, 0x95F), (0x978, 0x97F), (0x995, 0x9A8),
+               (0x9AA, 0x9B0), (0x9B2, 0x9B2), (0x9B6, 0x9B9), (0x9DC, 0x9DD),
+               (0x9DF, 0x9DF), (0x9F0, 0x9F1), (0xA95, 0xAA8), (0xAAA, 0xAB0),
+               (0xAB2, 0xAB3), (0xAB5, 0xAB9), (0xAF9, 0xAF9), (0xB15, 0xB28),
+               (0xB2A, 0xB30), (0xB32, 0xB33), (0xB35, 0xB39), (0xB5C, 0xB5D),
+               (0xB5F, 0xB5F), (0xB71, 0xB71), (0xC15, 0xC28), (0xC2A, 0xC39),
+               (0xC58, 0xC5A), (0xD15, 0xD3A))
+
+
+def _consonant(char: str) -> bool:
+    code = ord(char)
+    return 0x900 <= code <= 0xD7F and any(lo <= code <= hi for lo, hi in _CONSONANTS)
+
+
+def _conjunct(text: str, i: int) -> bool:
+    """Whether text[i] is a consonant joined to the one before it by a virama (GB9c):
+    consonant, then marks and ZWJs holding at least one linker, then text[i]."""
+    if not _consonant(text[i]):
+        return False
+    j, linked = i - 1, False
+    while j >= 0 and (text[j] == "\u200d" or unicodedata.category(text[j]) in ("Mn", "Me")):
+        linked = linked or text[j] in LINKERS
+        j -= 1
+    return linked and j >= 0 and _consonant(text[j])
 
 
 MARKS = ("Mn", "Mc", "Me")  # combining marks: accents, vowel signs

@@ -241,12 +241,12 @@ def _classify(response: httpx.Response, write: bool) -> Any:
         raise error("rejected", f"HTTP {status}")
     if info.get("Status") == "Error":
         # Not one of LeadSquared's own (MX) refusals, on a 2xx: nothing documents this
-        # answer (errors are 4xx/5xx, reference §3). A server exception here is read as on
-        # a 500: a write may have landed before it failed (the key check settles it), a
-        # read is tried again. A refused body's shape, or an untyped error on a read,
-        # stays a refusal.
-        unread = (write or exception_type is not None) and not _body_shape(
-            exception_type, message)
+        # answer (errors are 4xx/5xx, reference §3). It is read as on a 500: a write may
+        # have landed before it failed (the key check settles it), a read is tried again,
+        # typed or not (an untyped error on a read was a refusal: a key check answered so
+        # sent a chat that had landed to dead letter; owners.passing reads it so too). A
+        # refused body's shape stays a refusal.
+        unread = not _body_shape(exception_type, message)
         raise error(_lost(write) if unread else "rejected", "LeadSquared answered Status=Error")
     if answer is _NO_JSON:
         raise error(_lost(write), "the answer is not JSON")

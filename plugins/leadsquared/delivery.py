@@ -14,7 +14,7 @@ from plugins.leadsquared.attachments import Attacher
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.groups import deliver_group
-from plugins.leadsquared.outcomes import for_all, outcome_of, per_message
+from plugins.leadsquared.outcomes import for_all, outcome_of, owner_refused, per_message
 from plugins.leadsquared.post import Poster
 from plugins.leadsquared.resolve import Lead, Resolver
 from plugins.leadsquared.targets import Planner
@@ -79,22 +79,21 @@ async def _owner_gone(steps: Steps, parts: list, results: dict[str, Outcome]) ->
     were last read: how LeadSquared answers an inactive ActivityOwnerEmail is not
     documented (simulator switch inactive_owner), so a refusal of an owned post reads the
     users again, and when its owner can own nothing now it is no refusal of the chat: it
-    is retried, and the retry posts it under owner_fallback (targets.pinned_reps)."""
+    is retried, and the retry posts it under owner_fallback (targets.pinned_reps). When
+    the users cannot be read again, nothing tells whose fault the refusal is: it waits."""
     owners = steps.targets.owners
     refused = {part.rep.email for part in parts if part.rep is not None and part.rep.email
                and getattr(results.get(part.key), "kind", None) == "rejected"}
     if owners is None or not owners.enabled or not refused:
         return
-    await owners.refresh()
+    unread = await owners.refresh() is False
     for part in parts:
         email = part.rep.email if part.rep is not None else None
         outcome = results.get(part.key)  # none: the part landed (it keeps its owner)
         if outcome is not None and outcome.kind == "rejected" and email in refused \
-                and not owners.can_own(email):
-            results[part.key] = Outcome.retry(
-                f"LeadSquared refused the post owned by {email}, who is no active user now: "
-                f"it is posted again under owner_fallback ({outcome.reason})",
-                transient=True)
+                and (unread or not owners.can_own(email)):
+            results[part.key] = owner_refused(email, outcome, unread)
+
 
 
 def _remember_waiting_starts(batch: Batch, parts: list, results: dict[str, Outcome]) -> None:

@@ -57,14 +57,16 @@ class KeyCheck:
         return _keys(await self.client.opportunities.activities(
             opportunity, self.event, columns=(FIELDS["key"],)))
 
-    async def after(self, exc: LeadSquaredError, lead: str, target: str | None) -> dict[str, str]:
+    async def after(self, exc: LeadSquaredError, lead: str,
+                    target: str | None) -> dict[str, str] | None:
         """The keys on the lead (target None) or opportunity after the failed call `exc`;
-        none when they cannot be read. The rows of one failed bulk call share one read."""
-        async def read() -> dict[str, str]:
+        None when they cannot be read (never "no keys": a post that may have landed is not
+        sent again on a failed read). The rows of one failed bulk call share one read."""
+        async def read() -> dict[str, str] | None:
             try:
                 return await (self.on_opportunity(target) if target else self.on_lead(lead))
             except LeadSquaredError:
-                return {}
+                return None
 
         return await once(exc, ("keys", lead, target), read)
 

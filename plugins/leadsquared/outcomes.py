@@ -59,3 +59,15 @@ def late_write_retry(exc: LeadSquaredError, sent: float, timeout: float) -> Outc
     settled = sent + WRITE_SETTLE * timeout
     return Outcome.retry(f"{outcome_of(exc).reason} (looked for again before a re-post)",
                          not_before=datetime.fromtimestamp(settled, UTC), transient=True)
+
+
+def owner_refused(email: str, outcome: Outcome, unread: bool) -> Outcome:
+    """The retry of a post refused while its owner `email` is no active user now, or may
+    not be (`unread`: the users could not be read again to tell)."""
+    if not unread:
+        return Outcome.retry(f"LeadSquared refused the post owned by {email}, who is no "
+                             f"active user now: it is posted again under owner_fallback "
+                             f"({outcome.reason})", transient=True)
+    return Outcome.retry(f"LeadSquared refused the post owned by {email}, and the account's "
+                         f"users could not be read to tell whether {email} is still active: "
+                         f"tried again ({outcome.reason})", transient=True)

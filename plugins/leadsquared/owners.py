@@ -113,6 +113,13 @@ def _untyped_2xx(exc: LeadSquaredError) -> bool:
     return exc.exception_type is None and exc.status is not None and 200 <= exc.status < 300
 
 
+def passing(exc: LeadSquaredError) -> bool:
+    """A failed read of the users that a later read may not meet: anything but a refusal
+    (an MX error, a refused key), and an untyped "Status: Error" on HTTP 2xx, which is no
+    documented refusal (reference §3)."""
+    return exc.kind not in ("rejected", "auth") or _untyped_2xx(exc)
+
+
 class Owners:
     """Resolves each message's rep; one per sink run (start() reads the account's users)."""
 
@@ -131,6 +138,7 @@ class Owners:
         # page, a rate limit): the map is incomplete, so the sink does not start on it
         self.unread: LeadSquaredError | None = None
         self.users_read = False  # the account's users were listed (else emails unchecked)
+        self.users_error: LeadSquaredError | None = None  # why they could not be listed
         self.notes: list[str] = []  # what the last read could not map, in words
         self.read_at: float | None = None  # monotonic: when the users were last read
         # why a new lead could not be given to its rep (OwnerId refused, the rep's user id
@@ -138,7 +146,9 @@ class Owners:
         self.lead_note: str | None = None
         self._lead_checked = False  # a new lead was read back for its owner this run
         self._reading = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None  # a background read (refresh_if_due)
+        # the last read of the users begun (refresh_if_due, refresh), and when it began
+        self._task: asyncio.Task[bool | None] | None = None
+        self._task_began = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -175,16 +185,45 @@ class Owners:
                 or (self._task is not None and not self._task.done()):
             return
         self.read_at = time.monotonic()  # a failing read is not tried again at once
-        self._task = asyncio.create_task(self.refresh(), name="leadsquared-owners")
+        self._read_now()
 
-    async def refresh(self) -> None:
+    def _read_now(self) -> asyncio.Task[bool | None]:
+        """Begin a read of the users in a task of its own (_reread)."""
+        self._task_began = time.monotonic()
+        self._task = asyncio.create_task(self._reread(), name="leadsquared-owners")
+        return self._task
+
+    async def refresh(self) -> bool | None:
+        """_reread, begun after this call (a read under way that began before it is waited
+        for, then another made: it may have listed the users before a rep's deactivation
+        that a refused post just met), shared by the callers, and in a task of its own: a
+        delivery that waits for it (_owner_gone, after a refusal) and is cut off by
+        deliver_timeout leaves it running. Awaited inline, a read of owners: auto (one call
+        a user, in the rate budget) longer than a delivery was cut off with it, begun anew
+        by every retry, and never ended: a deactivated rep's chat never landed."""
+        if not self.enabled:
+            return True
+        asked = time.monotonic()
+        while True:
+            task = self._task
+            if task is not None and not task.done() and self._task_began < asked:
+                with suppress(Exception):
+                    await asyncio.shield(task)
+                continue
+            if task is None or self._task_began < asked:
+                task = self._read_now()
+            return await asyncio.shield(task)
+
+    async def _reread(self) -> bool | None:
         """Read the users again and take the new map (also when a person asks for a sync):
         a rep deactivated, their email changed or a number moved to another rep while the
         bridge runs owns the next chats as the account now says (a number whose user is
         gone follows owner_fallback; the log and the status say why). A read that fails
-        keeps the map as it was."""
+        keeps the map as it was: False when it failed for a passing reason (an outage, an
+        answer it could not read), None when LeadSquared refused it (a key whose user may
+        not list the users: no later read will tell more)."""
         if not self.enabled:
-            return
+            return True
         async with self._reading:
             self.read_at = time.monotonic()
             fresh = Owners(self.client, self.settings)
@@ -193,12 +232,14 @@ class Owners:
             except Exception as exc:  # the old map stays; never a reason to hold a chat
                 logger.warning("owners: reading the account's users again failed (%s): the "
                                "map read before stays", exc)
-                return
+                return False
             if fresh.unread is not None or not fresh.users_read:
                 logger.warning("owners: the account's users could not be read again: the "
                                "map read before stays")
-                return
+                refused = fresh.users_error is not None and not passing(fresh.users_error)
+                return None if refused and fresh.unread is None else False
             self._adopt(fresh, lines)
+            return True
 
     async def close(self) -> None:
         """Stop a background read."""
@@ -219,12 +260,16 @@ class Owners:
                                f": {why[number]}" if number in why else "")
         self.mapping, self.names, self.emails = fresh.mapping, fresh.names, fresh.emails
         self.inactive, self.notes, self.refused = fresh.inactive, fresh.notes, fresh.refused
+        # the users are read now (a start that could not list them used the emails
+        # unchecked): can_own() goes by this read from here on
+        self.users_read, self.unread = fresh.users_read, fresh.unread
         self._lead_owner.clear()  # owners of leads may be inactive now too
 
     async def _users(self, lines: list[Line]) -> list[dict]:
         try:
             users = await self.client.users.all()
         except LeadSquaredError as exc:
+            self.users_error = exc
             self._passing(exc)
             lines.append((False, f"could not list the account's users ({exc.message}): "
                                  + ("no number is mapped (owners: auto)"
@@ -310,8 +355,7 @@ class Owners:
         whose user may not list users: the sink starts, saying so), except an untyped
         "Status: Error" on HTTP 2xx: LeadSquared refuses with 4xx/5xx and an MX type
         (reference §3), so that answer is unreadable, not a refusal."""
-        if self.settings.owners == "auto" and (exc.kind not in ("rejected", "auth")
-                                               or _untyped_2xx(exc)):
+        if self.settings.owners == "auto" and passing(exc):
             self.unread = self.unread or exc
 
     def _name(self, email: str) -> str | None:
@@ -353,6 +397,14 @@ class Owners:
         if self.settings.owner_fallback == "api_user":
             return Rep(None, None, shown)
         return Rep(await self.lead_owner(lead), None, shown)
+
+    async def gone(self, email: str) -> bool | None:
+        """Whether `email` can own nothing now, the users read again first (a post it owned
+        was refused: it may have been deactivated since the last read); None when the users
+        cannot be read again (the map read before cannot tell)."""
+        if await self.refresh() is False:
+            return None
+        return not self.can_own(email)
 
     def can_own(self, email: str | None) -> bool:
         """Whether `email` may own activities now: None (the API user) always; a user

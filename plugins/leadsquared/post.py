@@ -27,7 +27,7 @@ from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
 from plugins.leadsquared.groups import contact_label
 from plugins.leadsquared.keys import KeyCheck
-from plugins.leadsquared.outcomes import late_write_retry, outcome_of
+from plugins.leadsquared.outcomes import late_write_retry, outcome_of, owner_refused
 from plugins.leadsquared.resolve import Lead
 from plugins.leadsquared.targets import Plan
 from plugins.leadsquared.transcript import Part, lsq_time, note
@@ -35,6 +35,9 @@ from plugins.leadsquared.transcript import Part, lsq_time, note
 logger = logging.getLogger(__name__)
 
 Stale = Callable[[LeadSquaredError, Batch, Lead], Awaitable[Outcome | None]]
+# Whether a rep (email) whose owned post was refused can own nothing now (users read again;
+# None: they could not be read)
+OwnerGone = Callable[[str], Awaitable[bool | None]]
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class Poster:
     def __init__(self, client: LeadSquaredClient, settings: LeadSquaredConfig, event: int,
                  keys: KeyCheck, stale: Stale, bulk: BulkPoster | None,
                  opportunity_bulk: OpportunityBulk | None, owner_email: str | None,
-                 business_field: str | None = None) -> None:
+                 business_field: str | None = None,
+                 owner_gone: OwnerGone | None = None) -> None:
         self.client = client
         self.settings = settings
         self.event = event
@@ -61,6 +65,7 @@ class Poster:
         self.opportunity_bulk = opportunity_bulk if owner_email else None
         self.owner_email = owner_email
         self.business_field = business_field  # the type's field naming number and rep
+        self.owner_gone = owner_gone
 
     async def on_lead(self, batch: Batch, plan: Plan) -> dict[str, Outcome]:
         """Each part's activity on the lead; the outcomes of the parts that did not land.
@@ -93,9 +98,11 @@ class Poster:
         share a ByOpportunityId call."""
         waiting: dict[str, list[str]] = {part.key: [] for part in landed}
         brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
+        gone: dict[str, asyncio.Task[bool | None]] = {}  # owners checked after a refusal
 
         async def one(part: Part, opportunity: str) -> None:
-            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake):
+            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake,
+                                                    gone):
                 waiting[part.key].append(reason)
 
         for opportunity in plan.opportunities:
@@ -108,7 +115,9 @@ class Poster:
         return waiting
 
     async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
-                              brake: list[str]) -> str | None:
+                              brake: list[str],
+                              gone: dict[str, asyncio.Task[bool | None]] | None = None
+                              ) -> str | None:
         """Why the part still waits on this opportunity; None once settled (landed, or
         given up as a dead target of its own)."""
         key = f"{part.key}@{opportunity}"
@@ -125,6 +134,7 @@ class Poster:
                 brake.append(outcome.reason)
         else:
             return None
+        outcome = await self._reowned(part, outcome, {} if gone is None else gone)
         failure = batch.fail_target(
             key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
             self.settings.max_attempts, final=outcome.kind == "rejected")
@@ -133,6 +143,22 @@ class Poster:
                            failure.attempts, failure.reason)
             return None
         return f"opportunity {opportunity}: {outcome.reason}"
+
+    async def _reowned(self, part: Part, outcome: Outcome,
+                       gone: dict[str, asyncio.Task[bool | None]]) -> Outcome:
+        """A deal's copy refused while its owner (the rep) may have been deactivated since
+        the users were last read: as on the lead (delivery._owner_gone), when that rep can
+        own nothing now it is no refusal: it waits, and the retry posts it under
+        owner_fallback (targets.pinned_reps). Given up at the first refusal, the deal never
+        got the chat its lead holds. The users are read again once a delivery per rep."""
+        email = part.rep.email if part.rep is not None else None
+        if outcome.kind != "rejected" or not email or self.owner_gone is None:
+            return outcome
+        if email not in gone:
+            gone[email] = asyncio.ensure_future(self.owner_gone(email))
+        if (now_gone := await gone[email]) is False:
+            return outcome
+        return owner_refused(email, outcome, unread=now_gone is None)
 
     async def _post(self, batch: Batch, plan: Plan, part: Part,
                     target: str | None) -> Failed | None:
@@ -184,9 +210,14 @@ class Poster:
         that said "not created" is posted again singly now), else why it did not."""
         if exc.kind != "unknown_outcome":
             return Failed(await self.stale(exc, batch, plan.lead) or outcome_of(exc), exc.kind)
-        if found := (await self.keys.after(exc, plan.lead.id, target)).get(key):
+        keys = await self.keys.after(exc, plan.lead.id, target)
+        if keys is not None and (found := keys.get(key)):
             return found
-        if exc.not_created:  # answered, not created, not there: an exact single post now
+        # answered, not created, not there: an exact single post now. Not when the keys
+        # could not be read: a call refused whole may have made its rows (refused_whole);
+        # posted again on a failed read, a landed row was a second activity. It waits for
+        # the retry, whose plan reads the keys before anything is posted.
+        if exc.not_created and keys is not None:
             try:
                 return await self._send(batch, plan.lead.id, part, target, key, single=True)
             except LeadSquaredError as again:

@@ -147,7 +147,8 @@ class LeadSquaredSink:
             Planner(self.settings, keys, Opportunities(self.client, self.settings),
                     account.tz, account.allow_attachments, self.owners, self._keep),
             Poster(self.client, self.settings, account.event, keys, people.forget_if_gone,
-                   self.bulk, opportunity_bulk, account.owner_email, account.business_field),
+                   self.bulk, opportunity_bulk, account.owner_email, account.business_field,
+                   self.owners.gone if self.owners.enabled else None),
             Attacher(self.client, account.files_base, account.allow_attachments,
                      self.settings.max_attempts, self._landed, self._attempt))
         logger.info("LeadSquared sink ready: activity event %s on %s", account.event, base)

@@ -36,8 +36,9 @@ from plugins.leadsquared.transcript import (
 )
 
 logger = logging.getLogger(__name__)
-# The batch's ledger entry holding the reps its first try chose, by business number:
-# `<batch key>=owners` -> {"<number>": [email, name]}. Not a part key (those go on with
+# The batch's ledger entry holding the reps its first try on a lead chose, by business
+# number: `<batch key>=owners@<lead id>` (before: `<batch key>=owners`) -> {"<number>":
+# [email, name]}. Not a part key (those go on with
 # ":"), so no note, opportunity or file takes it for a post (earlier_parts, own_sizes).
 OWNERS_PIN = f"{SINK_NOTE}owners"
 # Keeps a ledger entry in the buffer now, in a commit of its own (the sink's record_landed)
@@ -84,7 +85,7 @@ class Planner:
         cannot be kept (nothing is posted then either)."""
         reps = await self.owners.reps(batch.messages, lead.id) if self.owners else {}
         if self.owners is not None and self.owners.enabled:
-            reps = await self._pinned(batch, reps, self.owners.can_own)
+            reps = await self._pinned(batch, reps, self.owners.can_own, lead.id)
         retry = batch.uncertain or batch.attempt > 1  # an earlier try may have posted
         found, sizes, bodies = await self.keys.parts_on_lead(lead.id) if retry else ({}, {}, {})
         existing = dict(batch.ledger)
@@ -101,14 +102,14 @@ class Planner:
         return plan
 
     async def _pinned(self, batch: Batch, reps: dict[Any, Rep],
-                      can_own: Callable[[str | None], bool]) -> dict[Any, Rep]:
+                      can_own: Callable[[str | None], bool], lead: str) -> dict[Any, Rep]:
         """pinned_reps; a pin chosen now is in the buffer before anything is posted. Kept
         only with the outcomes, a kill after the first post (the lead's activity landed,
         owned by this rep) lost it, and the retry, finding that activity by its key, gave
         the rest of the chat (the deal's copy, later parts, files) today's rep."""
-        key = batch.key + OWNERS_PIN
+        key = pin_key(batch, lead)
         before = key in batch.ledger
-        kept = pinned_reps(batch, reps, can_own)
+        kept = pinned_reps(batch, reps, can_own, lead)
         if not before and key in batch.ledger and self.keep is not None:
             await self.keep(key, batch.ledger[key])
         return kept
@@ -177,9 +178,28 @@ class Planner:
                      bodies=bodies)
 
 
+def pin_key(batch: Batch, lead: str | None) -> str:
+    """The ledger key of the batch's pin on `lead`: `<batch key>=owners@<lead id>`. A pin
+    is the lead's: a number mapped to nobody takes the lead's owner (owner_fallback
+    lead_owner), so a chat whose cached lead was merged away, posted on the lead that
+    holds the number now, would otherwise keep the old lead's owner. A pin kept before
+    pins named their lead (`<batch key>=owners`) is read when the batch has no other."""
+    return batch.key + OWNERS_PIN + (f"@{lead}" if lead else "")
+
+
+def _pin_of(batch: Batch, lead: str | None) -> tuple[str, str | None]:
+    """(the key a pin is kept under now, the pin the batch holds for `lead`)."""
+    key, legacy = pin_key(batch, lead), batch.key + OWNERS_PIN
+    if key in batch.ledger or lead is None:
+        return key, batch.ledger.get(key)
+    if any(k.startswith(legacy + "@") for k in batch.ledger):
+        return key, None  # pinned on another lead only: chosen anew for this one
+    return key, batch.ledger.get(legacy)
+
+
 def pinned_reps(batch: Batch, reps: dict[Any, Rep],
-                can_own: Callable[[str | None], bool] = lambda email: True
-                ) -> dict[Any, Rep]:
+                can_own: Callable[[str | None], bool] = lambda email: True,
+                lead: str | None = None) -> dict[Any, Rep]:
     """One chat's pieces share one owner across its tries: the reps its first try chose
     (kept in its ledger: Planner._pinned commits them before the first post) own every
     later try's posts too, so an activity on the lead's deal never gets another rep than
@@ -187,8 +207,8 @@ def pinned_reps(batch: Batch, reps: dict[Any, Rep],
     every 10 minutes and at sync-now). A number the first try did not see takes today's rep; so
     does one whose first rep can own nothing now (`can_own`: deactivated or gone since,
     whom LeadSquared may refuse as an owner), said in the log."""
-    key = batch.key + OWNERS_PIN
-    pinned = _read_pin(batch.ledger.get(key))
+    key, pin = _pin_of(batch, lead)
+    pinned = _read_pin(pin)
     if pinned is None:
         chosen = {rep.number or "": [rep.email, rep.name] for rep in reps.values()}
         if chosen:

@@ -96,7 +96,11 @@ def test_mx_exception_is_rejected_with_leadsquareds_own_message_whatever_the_sta
 
 
 def test_status_error_on_2xx_is_an_error():
-    assert kind_of(answer(200, {"Status": "Error", "ExceptionMessage": "no"})) == "rejected"
+    """An error, never a success; untyped (no MX type: undocumented on a 2xx, reference
+    §3) it is no refusal either: a read is tried again, as on a 500 (a key check answered
+    so dead-lettered a chat that had landed: test_unread_key_checks)."""
+    assert kind_of(answer(200, {"Status": "Error", "ExceptionMessage": "no"})) == "transient"
+    assert kind_of(answer(500, {"Status": "Error", "ExceptionMessage": "no"})) == "transient"
 
 
 def test_a_non_mx_status_error_on_2xx_is_an_unknown_outcome_for_a_write():
