@@ -4,7 +4,7 @@ deal's copy of a chat whose lead activity is already the rep's still lands once.
 from __future__ import annotations
 
 from tests.leadsquared.test_end_to_end import eventually, post
-from tests.leadsquared.test_identity_end_to_end import simulator, start  # noqa: F401
+from tests.leadsquared.test_identity_end_to_end import start  # noqa: F401
 from tests.leadsquared.test_owners_end_to_end import CALM, OWNERS, PRIYA_NUMBER, change, team
 
 __all__ = ["team"]  # the fixture, used by name
