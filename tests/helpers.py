@@ -37,6 +37,9 @@ WITHOUT_DEV_TOOLS = str(Path(__file__).resolve().parent / "fixtures" / "without_
 # certificate made for them (SSL_CERT_FILE, which OpenSSL and httpx read): a context
 # costs a file of one certificate. A test that needed TLS would have to bring its own CA.
 NO_TLS_CA = str(Path(__file__).resolve().parent / "fixtures" / "no_tls_ca.pem")
+# a sitecustomize noting each child's start and CPU, on PYTHONPATH only with
+# CHATBRIDGE_COUNT_STARTS=FILE set (tests/conftest.py); summed by `python -m tests.starts`
+COUNT_STARTS = str(Path(__file__).resolve().parent / "fixtures" / "count_starts")
 
 
 def child_path(*entries: object) -> str:
