@@ -15,7 +15,7 @@ from bridge.buffer import Buffer
 from bridge.plugins import get_plugin_manager
 from plugins.leadsquared.simulator import Simulator
 from tests.backends import BACKENDS, fresh_schema_url
-from tests.helpers import WITHOUT_DEV_TOOLS
+from tests.helpers import COUNT_STARTS, NO_TLS_CA, WITHOUT_DEV_TOOLS
 from tests.processes import MEDIA_GRAPH_TOKEN, GraphProcess, SimulatorProcess
 
 # The longest tests (20-70 s each on CI's 2 cores), run first, dealt out among the workers
@@ -136,14 +136,21 @@ def rewrite_tests_once(config: pytest.Config, tests: Path) -> None:
 def _children_without_dev_tools() -> Iterator[None]:
     """WITHOUT_DEV_TOOLS first on PYTHONPATH for every child a test starts (set in the
     process that runs the tests, an xdist worker, never before a worker starts: the worker
-    itself keeps selenium's trio)."""
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (WITHOUT_DEV_TOOLS, before) if p)
+    itself keeps selenium's trio), and NO_TLS_CA as the CA bundle (SSL_CERT_FILE) of the
+    children and the worker, unless one is set already. With CHATBRIDGE_COUNT_STARTS=FILE,
+    COUNT_STARTS first: each child notes its start and CPU in FILE (python -m tests.starts
+    FILE sums them; its sitecustomize hides any other, e.g. Debian's, meanwhile)."""
+    before = {name: os.environ.get(name) for name in ("PYTHONPATH", "SSL_CERT_FILE")}
+    counting = COUNT_STARTS if os.environ.get("CHATBRIDGE_COUNT_STARTS") else None
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (counting, WITHOUT_DEV_TOOLS, before["PYTHONPATH"]) if p)
+    os.environ["SSL_CERT_FILE"] = before["SSL_CERT_FILE"] or NO_TLS_CA
     yield
-    if before is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def first_shares(total: int, workers: int) -> list[int]:

@@ -29,6 +29,18 @@ from bridge.sync import SinkRunner
 # A child that needs the dev tools (import-linter) gets `with_dev_tools(env)`.
 WITHOUT_DEV_TOOLS = str(Path(__file__).resolve().parent / "fixtures" / "without_dev_tools")
 
+# Every process that imports aiohttp (each `bridge run`, simulator and CLI command) built
+# two TLS contexts at import (aiohttp.connector), each parsing the system's whole CA bundle
+# (~140 certificates), and each httpx client a third from certifi's: under valgrind, 15 %
+# of the instructions a bridge start spends importing. No process of the suite speaks TLS
+# (every server is plain HTTP on 127.0.0.1), so the tests and their children trust one
+# certificate made for them (SSL_CERT_FILE, which OpenSSL and httpx read): a context
+# costs a file of one certificate. A test that needed TLS would have to bring its own CA.
+NO_TLS_CA = str(Path(__file__).resolve().parent / "fixtures" / "no_tls_ca.pem")
+# a sitecustomize noting each child's start and CPU, on PYTHONPATH only with
+# CHATBRIDGE_COUNT_STARTS=FILE set (tests/conftest.py); summed by `python -m tests.starts`
+COUNT_STARTS = str(Path(__file__).resolve().parent / "fixtures" / "count_starts")
+
 
 def child_path(*entries: object) -> str:
     """A PYTHONPATH for a child: `entries`, then WITHOUT_DEV_TOOLS."""

@@ -12,14 +12,14 @@ Where the engines differ in meaning, the difference is a construct compiled per 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.sql.elements import BindParameter
@@ -27,20 +27,43 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal, replacement_traverse
 from sqlalchemy.types import TypeDecorator
 
-from bridge.buffer.tables import Escaped, escape_text
+from bridge.buffer.tables import Escaped, escape_text, postgresql_where
 
 SQLITE = sqlite.dialect()
-# asyncpg's dialect: $n parameters, each cast to its column's type (asyncpg needs a type
-# for a parameter PostgreSQL cannot infer, e.g. in CASE WHEN $1 IS NULL)
-POSTGRESQL = pg_asyncpg.dialect()
-POSTGRESQL.paramstyle = "numeric_dollar"
+
+
+@functools.cache
+def postgresql_dialect() -> sa.Dialect:
+    """asyncpg's dialect: $n parameters, each cast to its column's type (asyncpg needs a
+    type for a parameter PostgreSQL cannot infer, e.g. in CASE WHEN $1 IS NULL). Built on
+    first use, as POSTGRESQL: SQLAlchemy's PostgreSQL dialect (~50 ms of imports) loads
+    only in a process that compiles for PostgreSQL, not in every SQLite bridge's start."""
+    from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+
+    postgresql_where()  # the partial indexes' WHERE, which SQLite's schema has from the start
+    dialect = pg_asyncpg.dialect()
+    dialect.paramstyle = "numeric_dollar"
+    return dialect
+
+
+def __getattr__(name: str) -> Any:
+    """POSTGRESQL: postgresql_dialect(), loaded when first named (PEP 562)."""
+    if name == "POSTGRESQL":
+        return postgresql_dialect()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 P = sa.bindparam  # a named parameter: P("sink")
 
-# Each dialect's INSERT, which can say ON CONFLICT: a Query built from a function gets
-# the one of the engine it is compiled for.
-INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+def insert_of(dialect: sa.Dialect) -> Callable[..., Any]:
+    """The dialect's INSERT, which can say ON CONFLICT: a Query built from a function gets
+    the one of the engine it is compiled for."""
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    return sqlite.insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +151,7 @@ class Query:
         """The construct for `dialect`."""
         if isinstance(self.construct, sa.ClauseElement):
             return self.construct
-        return self.construct(INSERTS[dialect.name])
+        return self.construct(insert_of(dialect))
 
     def __repr__(self) -> str:
         return f"Query({self.name or self.construct!s})"
@@ -340,7 +363,9 @@ class RowSet(TypeDecorator):
     def load_dialect_impl(self, dialect: Any) -> Any:
         if self.column is not None:
             item = sa.Text() if self.kind == "escaped" else _KIND_TYPE[self.kind]
-            return dialect.type_descriptor(postgresql.ARRAY(item))
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            return dialect.type_descriptor(ARRAY(item))
         return dialect.type_descriptor(sa.Text())
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiosqlite
 import sqlalchemy as sa
 
-from bridge.buffer.compiler import POSTGRESQL, SQLITE, Query
+from bridge.buffer.compiler import SQLITE, Query, postgresql_dialect
 
 if TYPE_CHECKING:  # asyncpg loads with the PostgreSQL backend, not for an SQLite buffer
     import asyncpg
@@ -127,26 +127,25 @@ class AioSqliteConnector(Connector):
 class PgConnector(Connector):
     """An asyncpg connection, inside the transaction its caller opened."""
 
-    dialect = POSTGRESQL
-
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self.dialect = postgresql_dialect()
 
     async def rows(self, query: Query, values: Sequence[Any] | None = None, /,
                    **params: Any) -> list[Row]:
-        compiled = query.on(POSTGRESQL)
+        compiled = query.on(self.dialect)
         found = await self.conn.fetch(compiled.sql, *compiled.args(
             params if values is None else values))
         return [compiled.row(plain(r)) for r in found]
 
     async def run(self, query: Query, **params: Any) -> int:
-        compiled = query.on(POSTGRESQL)
+        compiled = query.on(self.dialect)
         status = await self.conn.execute(compiled.sql, *compiled.args(params))
         return _count(status)
 
     async def many(self, query: Query,
                    params: Iterable[Mapping[str, Any] | Sequence[Any]]) -> None:
-        compiled = query.on(POSTGRESQL)
+        compiled = query.on(self.dialect)
         values = compiled.many(params)
         if values:
             await self.conn.executemany(compiled.sql, values)

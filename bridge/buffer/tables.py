@@ -88,9 +88,23 @@ def _table(name: str, *parts: Any, rowid: bool = False, **options: Any) -> sa.Ta
     return sa.Table(name, metadata, *parts, **options)
 
 
+# Each partial index and its WHERE, which PostgreSQL gets from postgresql_where(), called
+# when its dialect is first built (bridge.buffer.compiler.postgresql_dialect): naming
+# postgresql_where in the Index made SQLAlchemy load its whole PostgreSQL dialect (~50 ms)
+# in every process that imports the schema, an SQLite bridge's too.
+_PARTIAL: list[tuple[sa.Index, Any]] = []
+
+
 def _partial(name: str, table: sa.Table, *columns: str, where: Any) -> sa.Index:
-    return sa.Index(name, *(table.c[c] for c in columns), sqlite_where=where,
-                    postgresql_where=where)
+    index = sa.Index(name, *(table.c[c] for c in columns), sqlite_where=where)
+    _PARTIAL.append((index, where))
+    return index
+
+
+def postgresql_where() -> None:
+    """Every partial index's WHERE for PostgreSQL too, as for SQLite (idempotent)."""
+    for index, where in _PARTIAL:
+        index.dialect_kwargs["postgresql_where"] = where
 
 
 # One row per provider message. UNIQUE (source, provider_id) makes webhook retries,

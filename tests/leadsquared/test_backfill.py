@@ -130,8 +130,7 @@ def post_history(bridge: BridgeProcess, numbers: list[str], now: int) -> list[st
     return recent
 
 
-def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
-    simulator = SimulatorProcess()
+def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path, simulator):
     bridge = None
     try:
         numbers = [f"9198765420{i:02d}" for i in range(10)]
@@ -154,14 +153,12 @@ def test_sigkill_mid_backfill_then_restart_leaves_each_message_once(tmp_path):
     finally:
         if bridge is not None:
             bridge.stop()
-        simulator.stop()
 
 
-def test_sigkill_inside_bulk_calls_then_restart_leaves_each_message_once(tmp_path):
+def test_sigkill_inside_bulk_calls_then_restart_leaves_each_message_once(tmp_path, simulator):
     """Bulk on (the default): each kill lands while a bulk call is held open by the network
     (the simulator's write_hold), first a ByLeadId call, then a ByOpportunityId one; the
     held write commits after the kill, and the restart finds it by its keys."""
-    simulator = SimulatorProcess()
     bridge = None
     try:
         numbers = [f"9198765430{i:02d}" for i in range(10)]
@@ -206,7 +203,6 @@ def test_sigkill_inside_bulk_calls_then_restart_leaves_each_message_once(tmp_pat
     finally:
         if bridge is not None:
             bridge.stop()
-        simulator.stop()
 
 
 def _held_bulk(simulator: SimulatorProcess, endpoint: str) -> list[int]:
@@ -255,8 +251,7 @@ async def test_history_messages_arriving_later_are_paced_as_backfill(buffer):
     assert [m.provider_id for m in old.messages] == ["m1"]
 
 
-def test_backfill_command_widens_the_window_without_posting_twice(tmp_path):
-    simulator = SimulatorProcess()
+def test_backfill_command_widens_the_window_without_posting_twice(tmp_path, simulator):
     bridge = None
     try:
         numbers = [f"9198765430{i:02d}" for i in range(3)]
@@ -290,14 +285,12 @@ def test_backfill_command_widens_the_window_without_posting_twice(tmp_path):
     finally:
         if bridge is not None:
             bridge.stop()
-        simulator.stop()
 
 
-def test_backfill_command_ends_and_says_so_when_what_is_left_is_held(tmp_path):
+def test_backfill_command_ends_and_says_so_when_what_is_left_is_held(tmp_path, simulator):
     """A customer with no lead (create_leads off): their chats are held until someone
     creates the lead. `bridge backfill` used to watch for them forever, and status
     promised "about N s left" for them."""
-    simulator = SimulatorProcess()
     bridge = None
     try:
         bridge, config, port, _ = _history_without_crm(
@@ -322,14 +315,12 @@ def test_backfill_command_ends_and_says_so_when_what_is_left_is_held(tmp_path):
     finally:
         if bridge is not None:
             bridge.stop()
-        simulator.stop()
 
 
-def test_backfill_command_names_the_messages_that_went_to_dead_letters(tmp_path):
+def test_backfill_command_names_the_messages_that_went_to_dead_letters(tmp_path, simulator):
     """A backfill whose chats the CRM never took (an outage past retry_for): `bridge
     backfill` said "backfill done" and status "done (N messages …)", as if they were in
     LeadSquared; dead letters are settled, not synced. (adv45)"""
-    simulator = SimulatorProcess()
     bridge = None
     try:
         bridge, config, port, _ = _history_without_crm(tmp_path, simulator, ["919876543300"])
@@ -356,7 +347,6 @@ def test_backfill_command_names_the_messages_that_went_to_dead_letters(tmp_path)
     finally:
         if bridge is not None:
             bridge.stop()
-        simulator.stop()
 
 
 def _posted(simulator: SimulatorProcess) -> Counter:

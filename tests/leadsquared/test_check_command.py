@@ -122,14 +122,11 @@ def test_phone_probe_finds_a_lead_and_the_negative_control_finds_none(tmp_path, 
     assert "info phone lookup: no lead has +919811122299" in missing.stdout
 
 
-def test_a_lookup_that_ignores_the_number_fails_the_negative_control(tmp_path):
+def test_a_lookup_that_ignores_the_number_fails_the_negative_control(tmp_path, lsq):
     """A lookup that answers a lead for a number no lead can have is not filtering."""
-    own = SimulatorProcess()  # not the shared one: this lead would fail everyone's control
-    try:
-        own.add_lead(FirstName="Zero", Phone="910000000000")  # stands in for such a lookup
-        result = check(tmp_path, own)
-    finally:
-        own.stop()
+    own = lsq  # reset for this test, not `simulator`: this lead would fail everyone's control
+    own.add_lead(FirstName="Zero", Phone="910000000000")  # stands in for such a lookup
+    result = check(tmp_path, own)
     assert result.returncode == 1
     assert "FAIL phone lookup of 910000000000, a number no lead can have" in result.stdout
 
@@ -143,64 +140,55 @@ def test_a_key_of_only_spaces_is_refused_before_any_call(tmp_path, simulator, ke
     assert len(simulator.admin("GET", "calls")) == before  # refused by the config
 
 
-def test_owners_are_checked_user_by_user_and_each_number_says_whom_it_maps_to(tmp_path):
-    sim = SimulatorProcess()
-    try:
-        sim.add_user("Priya", "priya@example.com", last="Rao")
-        sim.add_user("Old", "old@example.com", active=False)
-        good = check(tmp_path, sim, owners={"+919800000001": "priya@example.com"})
-        assert good.returncode == 0, good.stdout + good.stderr
-        assert "ok   owners: +919800000001 -> Priya Rao <priya@example.com>" in good.stdout
-        assert "owner_fallback lead_owner" in good.stdout
-        bad = check(tmp_path, sim, owners={"+919800000001": "priya@example.com",
-                                           "220000000000002": "old@example.com",
-                                           "+919800000003": "ghost@example.com"})
-        assert bad.returncode == 1
-        assert "FAIL owners: 220000000000002 -> old@example.com is inactive" in bad.stdout
-        assert ("FAIL owners: +919800000003 -> ghost@example.com is no user of this account"
-                in bad.stdout)
-        assert writes(sim.admin("GET", "calls")) == []
-    finally:
-        sim.stop()
+def test_owners_are_checked_user_by_user_and_each_number_says_whom_it_maps_to(tmp_path, lsq):
+    sim = lsq  # an account as new (tests/conftest.py module_simulator, reset)
+    sim.add_user("Priya", "priya@example.com", last="Rao")
+    sim.add_user("Old", "old@example.com", active=False)
+    good = check(tmp_path, sim, owners={"+919800000001": "priya@example.com"})
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "ok   owners: +919800000001 -> Priya Rao <priya@example.com>" in good.stdout
+    assert "owner_fallback lead_owner" in good.stdout
+    bad = check(tmp_path, sim, owners={"+919800000001": "priya@example.com",
+                                       "220000000000002": "old@example.com",
+                                       "+919800000003": "ghost@example.com"})
+    assert bad.returncode == 1
+    assert "FAIL owners: 220000000000002 -> old@example.com is inactive" in bad.stdout
+    assert ("FAIL owners: +919800000003 -> ghost@example.com is no user of this account"
+            in bad.stdout)
+    assert writes(sim.admin("GET", "calls")) == []
 
 
-def test_owners_auto_says_which_numbers_it_matched_and_which_users_hold_none(tmp_path):
-    sim = SimulatorProcess()
-    try:
-        sim.add_user("Priya", "priya@example.com", last="Rao", phones="+91-9800000001")
-        sim.add_user("Arjun", "arjun@example.com", mobile="+91 98000 00002")
-        sim.add_user("Kiran", "kiran@example.com")
-        run = check(tmp_path, sim, owners="auto")
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert ("ok   owners: +919800000001 -> Priya Rao <priya@example.com> (the user's "
-                "phone number)") in run.stdout
-        assert "+919800000002 -> Arjun <arjun@example.com>" in run.stdout
-        assert "no phone number held for 2 user(s)" in run.stdout  # Kiran and the admin
-        assert "kiran@example.com" in run.stdout
-    finally:
-        sim.stop()
+def test_owners_auto_says_which_numbers_it_matched_and_which_users_hold_none(tmp_path, lsq):
+    sim = lsq  # an account as new (tests/conftest.py module_simulator, reset)
+    sim.add_user("Priya", "priya@example.com", last="Rao", phones="+91-9800000001")
+    sim.add_user("Arjun", "arjun@example.com", mobile="+91 98000 00002")
+    sim.add_user("Kiran", "kiran@example.com")
+    run = check(tmp_path, sim, owners="auto")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert ("ok   owners: +919800000001 -> Priya Rao <priya@example.com> (the user's "
+            "phone number)") in run.stdout
+    assert "+919800000002 -> Arjun <arjun@example.com>" in run.stdout
+    assert "no phone number held for 2 user(s)" in run.stdout  # Kiran and the admin
+    assert "kiran@example.com" in run.stdout
 
 
-def test_owners_auto_says_when_two_users_hold_one_number_and_picks_one_steadily(tmp_path):
+def test_owners_auto_says_when_two_users_hold_one_number_and_picks_one_steadily(tmp_path, lsq):
     """Two users holding one number (the same form, or Brazil's with and without the
     ninth digit): check fails naming both, and the number goes to the same one whatever
     order the account lists them in (the first by email), not to both."""
-    sim = SimulatorProcess()
-    try:
-        sim.add_user("Zed", "zed@example.com", phones="+91 98000 00001")
-        sim.add_user("Priya", "priya@example.com", phones="+91-9800000001")
-        sim.add_user("Caio", "caio@example.com", mobile="+55 11 98765-4321")
-        sim.add_user("Bia", "bia@example.com", phones="+551187654321")
-        run = check(tmp_path, sim, owners="auto")
-        assert run.returncode == 1, run.stdout + run.stderr
-        lines = [line for line in run.stdout.splitlines() if "owners:" in line]
-        held = [line for line in lines if "held by" in line]
-        assert len(held) == 2, run.stdout
-        assert any("priya@example.com" in line and "zed@example.com" in line
-                   and line.startswith("FAIL") for line in held), run.stdout
-        assert any("bia@example.com" in line and "caio@example.com" in line
-                   for line in held), run.stdout
-        assert not any("-> Zed" in line or "-> Caio" in line for line in lines), run.stdout
-        assert any("+919800000001 -> Priya" in line for line in lines), run.stdout
-    finally:
-        sim.stop()
+    sim = lsq  # an account as new (tests/conftest.py module_simulator, reset)
+    sim.add_user("Zed", "zed@example.com", phones="+91 98000 00001")
+    sim.add_user("Priya", "priya@example.com", phones="+91-9800000001")
+    sim.add_user("Caio", "caio@example.com", mobile="+55 11 98765-4321")
+    sim.add_user("Bia", "bia@example.com", phones="+551187654321")
+    run = check(tmp_path, sim, owners="auto")
+    assert run.returncode == 1, run.stdout + run.stderr
+    lines = [line for line in run.stdout.splitlines() if "owners:" in line]
+    held = [line for line in lines if "held by" in line]
+    assert len(held) == 2, run.stdout
+    assert any("priya@example.com" in line and "zed@example.com" in line
+               and line.startswith("FAIL") for line in held), run.stdout
+    assert any("bia@example.com" in line and "caio@example.com" in line
+               for line in held), run.stdout
+    assert not any("-> Zed" in line or "-> Caio" in line for line in lines), run.stdout
+    assert any("+919800000001 -> Priya" in line for line in lines), run.stdout
