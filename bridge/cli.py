@@ -74,12 +74,10 @@ def settle_heap() -> None:
     leave behind: 8 us of CPU per webhook (gc.callbacks, wrk at c=64). gc.freeze() takes
     those out of every later collection, and a 10,000 young threshold leaves the
     collector for real garbage: a collection every few thousand requests, not every few
-    dozen. Called once the bridge listens (`run` starts with the collector off): the
-    start's objects, the buffer's and the sinks' too, are frozen, and collection resumes.
+    dozen.
     """
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-    gc.enable()
 
 
 @cli.command()
@@ -92,20 +90,6 @@ def settle_heap() -> None:
 @friendly
 def run(config_path: str, port: int | None, access_log: bool) -> None:
     """Serve webhooks and sync sinks until Ctrl-C or SIGTERM."""
-    collecting = gc.isenabled()
-    # A start imports and builds ~150,000 objects and frees almost none, so the collector's
-    # passes over them found nothing (a start to /healthz: 3,632 M instructions with them,
-    # 3,564 M without, callgrind). Off until the bridge listens: settle_heap (ready) freezes
-    # what the start built and turns it on. Garbage without cycles is freed as always.
-    gc.disable()
-    try:
-        _run(config_path, port, access_log)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _run(config_path: str, port: int | None, access_log: bool) -> None:
     config, pm = load(config_path)  # a config refused costs no more imports
     from bridge import address
     from bridge.app import create_app
@@ -119,9 +103,9 @@ def _run(config_path: str, port: int | None, access_log: bool) -> None:
     url_secrets = secrets_of(config.buffer.url) if config.buffer.postgres else []
     register_secrets([*secrets_in(config), *url_secrets])  # the log filter masks them too
     app = create_app(config, pm)
+    settle_heap()
 
     def ready(host: str, bound: int) -> None:
-        settle_heap()
         url = address.url_of(config.server.host, bound)
         address.record(config, url)
         click.echo(f"Chatbridge listening on {url} (status page: {url}/)")
