@@ -173,29 +173,39 @@ class SinkRunner:
             anchor = min(started, await self.buffer.installed_at(self.sink.name) or started)
         since = anchor - (self.settings.backfill_days if days is None else days) * 86400
         for source in self.sources:
-            await self._append_all(source, since)
-        queued = await self.buffer.backfill(self.sink.name, since, recovered_since=started)
+            await self._append_all(source, since, started)
+        queued = await self.buffer.backfill(self.sink.name, since)
         logger.info("sink %s: backfill queued %d messages", self.sink.name, queued)
         return queued
 
-    async def _append_all(self, source: Source, since: float) -> None:
+    async def _append_all(self, source: Source, since: float, started: float) -> None:
+        """Store what `source` recovers since `since`, each chunk paced as backfill."""
         recovered = source.backfill(datetime.fromtimestamp(since, UTC))
         chunk: list[Any] = []
         if inspect.isawaitable(recovered):
             recovered = await recovered
         if hasattr(recovered, "__aiter__"):
             async for message in recovered:
-                chunk = await self._flush_if_full(chunk, message)
+                chunk = await self._flush_if_full(chunk, message, since, started)
         else:
             for message in recovered or ():
-                chunk = await self._flush_if_full(chunk, message)
+                chunk = await self._flush_if_full(chunk, message, since, started)
         if chunk:
-            await self.buffer.append(chunk)
+            await self._store_recovered(chunk, since, started)
 
-    async def _flush_if_full(self, chunk: list[Any], message: Any) -> list[Any]:
+    async def _store_recovered(self, chunk: list[Any], since: float, started: float) -> None:
+        """Append a chunk a source recovered and mark it backfill by its messages' keys
+        (not by when they were stored: a webhook's message stored meanwhile is live, and
+        its chat's later messages must not pass it)."""
+        await self.buffer.append(chunk)
+        await self.buffer.recovered(self.sink.name, [(m.source, m.provider_id) for m in chunk],
+                                    since, started)
+
+    async def _flush_if_full(self, chunk: list[Any], message: Any, since: float,
+                             started: float) -> list[Any]:
         chunk.append(message)
         if len(chunk) >= BACKFILL_CHUNK:
-            await self.buffer.append(chunk)
+            await self._store_recovered(chunk, since, started)
             return []
         return chunk
 

@@ -29,7 +29,15 @@ import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
 from bridge.buffer.codec import ids_of
-from bridge.buffer.compiler import P, Query, greatest, json_field, starts_with, values_of
+from bridge.buffer.compiler import (
+    P,
+    Query,
+    greatest,
+    json_field,
+    rows_in,
+    starts_with,
+    values_of,
+)
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -128,14 +136,20 @@ class Buffer:
         """When `sink` was first seen (unix seconds), or None for one never installed."""
         return await self.read(lambda db: db.value(INSTALLED_AT, sink=sink))
 
-    async def backfill(self, sink: str, since: float, recovered_since: float | None = None
-                       ) -> int:
-        """Queue for `sink` every stored message sent since `since`; mark backfill done.
-        Pending messages stored since `recovered_since` (what the sources recovered for
-        this backfill; default: none) are paced as backfill too."""
+    async def backfill(self, sink: str, since: float) -> int:
+        """Queue for `sink` every stored message sent since `since`; mark backfill done."""
         now = time.time()
-        return await self.write(lambda db: _backfill(
-            db, sink, since, now, now if recovered_since is None else recovered_since))
+        return await self.write(lambda db: _backfill(db, sink, since, now))
+
+    async def recovered(self, sink: str, keys: Sequence[tuple[str, str]], since: float,
+                        stored_since: float) -> int:
+        """Pace as backfill `sink`'s waiting deliveries of messages a source recovered for
+        its backfill: `keys` (source, provider id), sent since `since`, stored since
+        `stored_since` (when the backfill began: one stored before came live)."""
+        if not keys:
+            return 0
+        return await self.write(lambda db: db.run(
+            RECOVERED, sink=sink, since=since, stored_since=stored_since, keys=list(keys)))
 
     async def claim(self, sink: str, limit: int, lease: float, now: float | None = None,
                     backfill: bool | None = None, batch_size: int | None = None,
@@ -562,14 +576,18 @@ _BACKFILL = (
     Query(lambda insert: insert(deliveries).from_select(
         ["sink", "message_id", "backfill"], sa.select(P("sink", type_=TEXT), m.id, sa.literal(1))
         .where(m.sent_at >= P("since"))).on_conflict_do_nothing(), "backfill: queue"),
-    # Messages already pending that the sources recovered for it (stored since it began)
-    # count as backfill too; live ones waiting for the next sync stay live.
-    Query(sa.update(deliveries).values(backfill=1).where(
-        d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None),
-        d.message_id.in_(sa.select(m.id).where(m.sent_at >= P("since"),
-                                               m.stored_at >= P("recovered")))),
-        "backfill: pending ones too"),
 )
+# What the sources recovered for a backfill is already pending (its append queued it) and
+# counts as backfill too, named by its keys: a webhook's message stored meanwhile is live
+# and stays live (marked by the time it was stored, it was paced as backfill and the
+# chat's later live messages went to the CRM before it: race62).
+_keys = rows_in("keys", [("source", "text"), ("provider_id", "text")], alias="r")
+RECOVERED = Query(sa.update(deliveries).values(backfill=1).where(
+    d.sink == P("sink"), d.state == "pending", d.batch_id.is_(None),
+    d.message_id.in_(sa.select(m.id).join_from(messages, _keys, sa.and_(
+        m.source == _keys.c.source, m.provider_id == _keys.c.provider_id)).where(
+        m.sent_at >= P("since"), m.stored_at >= P("stored_since")))),
+    "backfill: what the sources recovered")
 BACKFILL_COUNT = Query(sa.select(sa.func.count()).select_from(deliveries).where(
     d.sink == P("sink"), d.backfill == 1), "backfill: queued")
 BACKFILL_DONE = Query(sa.update(sink_state).values(
@@ -577,11 +595,10 @@ BACKFILL_DONE = Query(sa.update(sink_state).values(
     backfill_total=P("queued")).where(ss.sink == P("sink")), "backfill: noted")
 
 
-async def _backfill(db: Connector, sink: str, since: float, now: float,
-                    recovered: float) -> int:
+async def _backfill(db: Connector, sink: str, since: float, now: float) -> int:
     """Queue every message since `since` the sink does not have yet; progress restarts."""
     for step in _BACKFILL:
-        await db.run(step, sink=sink, since=since, recovered=recovered)
+        await db.run(step, sink=sink, since=since)
     await db.run(FOLD_QUEUED, sink=sink, reason=FOLDED, now=now)
     queued = await db.value(BACKFILL_COUNT, sink=sink)
     await db.run(BACKFILL_DONE, since=since, now=now, queued=queued, sink=sink)

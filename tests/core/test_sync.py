@@ -137,6 +137,46 @@ async def test_first_install_backfills_the_window_once_with_source_history(buffe
     assert sorted(sink.delivered) == ["m2", "m3"]
 
 
+class AsksHistory(PostSource):
+    """A source whose backfill() takes its time (a history API answering slowly): it says
+    when it was asked, and answers its history only once told to."""
+
+    def __init__(self, history: list) -> None:
+        super().__init__(history=history)
+        self.asked, self.answer = asyncio.Event(), asyncio.Event()
+
+    async def backfill(self, since):
+        self.asked.set()
+        await self.answer.wait()
+        return super().backfill(since)
+
+
+async def test_a_webhook_stored_while_the_first_backfill_asks_the_sources_stays_in_order(
+        buffer):
+    """A live message stored while the first install's backfill waits for its sources is
+    live, not recovered history: the chat's later messages never go to the CRM before it.
+    Its delivery was marked backfill (pending and stored since the backfill began, the
+    mark meant for what the sources recovered), so the live messages after it passed it
+    (live goes before backfill never tried). race62: on main a bridge run posted a
+    customer's 2nd and 3rd messages, and not the 1st, when its webhook came as the first
+    sync began. What the sources did recover is still backfill (paced, and counted)."""
+    source = AsksHistory([message(0, "+14155550100", minutes_ago=60, text="recovered")])
+    sink = RecordingSink(backfill_days=3)
+    await buffer.install_sinks([sink.name])
+    runner = SinkRunner(sink, buffer, (), [source])
+    backfill = asyncio.create_task(runner.backfill(first_install=True))
+    await source.asked.wait()
+    await buffer.append([message(1, minutes_ago=2, text="first")])  # a webhook meanwhile
+    source.answer.set()
+    queued = await backfill
+    await buffer.append([message(2, minutes_ago=1, text="second")])  # same chat, later
+    await runner.drain()
+    assert [m for m in sink.delivered if m != "m0"] == ["m1", "m2"]
+    # the recovered message is backfill: counted, and paced behind the live ones
+    assert queued == 1
+    assert [[m.provider_id for m in b.messages] for b in sink.batches][-1] == ["m0"]
+
+
 class StartsLate(RecordingSink):
     """A sink whose CRM is unreachable at first (or its token wrong): start() raises until
     `up_in` seconds have passed, as a real sink's start() does when its lookup fails."""
