@@ -31,11 +31,6 @@ API_TEMPLATE = "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSRjQ4QjI5QzY3RTA0M0U1NEI3AA"
 
 
 @pytest.fixture
-def simulator(module_simulator):
-    return module_simulator.fresh()
-
-
-@pytest.fixture
 def buffer(request, tmp_path):
     with buffer_section(getattr(request, "param", "sqlite"), tmp_path) as section:
         yield section

@@ -46,13 +46,13 @@ def field(activity: dict, name: str) -> str | None:
     return next((f["Value"] for f in activity["Fields"] if f["SchemaName"] == name), None)
 
 
-def only(simulator, lead: str) -> dict:  # noqa: F811
+def only(simulator, lead: str) -> dict:
     (activity,) = eventually(lambda: simulator.activities(lead))
     return activity
 
 
 @pytest.fixture
-def team(simulator):  # noqa: F811
+def team(simulator):
     """Two reps and the owner of one lead; their user ids."""
     return {"priya": simulator.add_user("Priya", "priya@example.com", last="Rao"),
             "arjun": simulator.add_user("Arjun", "arjun@example.com", last="Mehta"),
