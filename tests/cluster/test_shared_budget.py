@@ -10,6 +10,7 @@ from bridge.buffer import Buffer
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.ratelimit import SHARED_MARGIN, RateLimiter
 from plugins.leadsquared.sink import LeadSquaredSink
+from tests.helpers import wait_until
 
 CALLS, PER = 10, 1.0
 
@@ -51,11 +52,13 @@ async def test_a_rate_limit_pause_holds_every_process(open_buffers):
     pausing, other = RateLimiter(CALLS, PER), RateLimiter(CALLS, PER)
     pausing.share(first.shared_budget("leadsquared", "ordinary"))
     other.share(second.shared_budget("leadsquared", "ordinary"))
-    pausing.pause_until(time.monotonic() + 0.6)
-    await asyncio.sleep(0.1)  # the pause is written in the background
-    began = time.monotonic()
+    paused_until = time.monotonic() + 2.0
+    pausing.pause_until(paused_until)
+    # the pause is written in the background: wait for that write (a fixed 0.1 s here
+    # assumed it was in by then), then the other process waits out the pause
+    await wait_until(lambda: not pausing._pausing, timeout=10)
     await other.acquire()
-    assert time.monotonic() - began >= 0.4
+    assert time.monotonic() >= paused_until - 0.1
     assert other.state["in_window"] == 1 and other.state["shared"]
 
 

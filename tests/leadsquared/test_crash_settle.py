@@ -53,7 +53,7 @@ def _kill_mid_post(bridge: BridgeProcess, simulator, path: str, wake: bool = Tru
                                   contacts=[p.contact(ASHA, "Asha Rao")]))
     if wake:
         bridge.sync_now()
-    eventually(lambda: _posts(simulator, path), timeout=30)
+    eventually(lambda: [c for c in _posts(simulator, path) if c["held"]], timeout=30)
     committed = time.monotonic() + HOLD + 1
     time.sleep(1.5)  # mid-post: sent, not answered
     bridge.kill()

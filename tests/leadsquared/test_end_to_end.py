@@ -330,8 +330,8 @@ def test_sigkill_between_a_bulk_post_and_its_ack_posts_nothing_twice(tmp_path, s
             p.text_message(f"wamid.b{n}", numbers[n], f"msg-{n:04d}", ts=now - 100 + n)
             for n in range(6)]))
         bridge.sync_now()
-        eventually(lambda: [c for c in simulator.admin("GET", "calls")
-                            if c["path"].endswith("Add/ByLeadId")], timeout=60)
+        eventually(lambda: [c for c in simulator.admin("GET", "calls")  # its body in
+                            if c["path"].endswith("Add/ByLeadId") and c["held"]], timeout=60)
         bridge.kill()  # the bulk call is held: sent, not answered, not acked
         simulator.configure(write_hold=0.0)
         eventually(lambda: all(simulator.activities(lead) for lead in leads), timeout=30)

@@ -13,6 +13,7 @@ import pytest
 
 from plugins.leadsquared.simulator import Simulator
 from plugins.leadsquared.simulator.state import ApiError
+from tests.helpers import wait_until
 
 ACCESS, SECRET = "test-access", "test-secret"
 KEYS = {"x-LSQ-AccessKey": ACCESS, "x-LSQ-SecretKey": SECRET}
@@ -525,8 +526,8 @@ async def test_admin_reset_puts_the_account_back_as_constructed_dropping_calls_i
         sim.break_endpoint("Leads.GetById")
         sim.configure(phone_match="exact", note_limit=9, rate_limit=100, write_hold=5.0)
         held = asyncio.ensure_future(post_activity(api, lead, event))
-        await asyncio.sleep(0.3)  # the post is in, held
-        assert sim.held_writes and sim.in_flight
+        # the post is in, held (a fixed 0.3 s here assumed it had arrived by then)
+        await wait_until(lambda: sim.held_writes and sim.in_flight, timeout=10)
         async with http.post(f"{sim.base_url}/_sim/reset") as response:
             assert response.status == 200 and await response.json() == {"reset": True}
         with pytest.raises(aiohttp.ClientError):
