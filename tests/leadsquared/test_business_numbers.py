@@ -19,7 +19,6 @@ ASHA = "919876543210"
 REP_A, REP_B = "111000000000001", "222000000000002"  # two business numbers' phone_number_id
 
 
-
 @pytest.fixture
 def start(tmp_path, simulator):
     """start(**leadsquared settings) -> a running bridge on the simulator."""

@@ -38,7 +38,6 @@ SETTINGS = {"timeout": "3s", "deliver_timeout": "3s", "lease": "4s", "sync_inter
             "opportunities": False, "max_attempts": 20}
 
 
-
 def _posts(simulator, path: str) -> list[dict]:
     return [c for c in simulator.admin("GET", "calls") if c["path"].endswith(path)]
 

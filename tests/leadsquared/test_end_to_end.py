@@ -43,7 +43,6 @@ SLOW_DELIVERY = {"lease": "10s", "deliver_timeout": "8s"}  # a delivery that wai
 BUDGET = {"rate_limit": "100/1s"}
 
 
-
 def write_config(path, sim: SimulatorProcess, port: int, buffer: dict | None = None,
                  **leadsquared) -> None:
     """The bridge's config: WhatsApp in, LeadSquared out; `buffer` is its buffer section

@@ -20,7 +20,6 @@ BSUID = "IN.13491208655302741918"
 ID_FIELD, NAME_FIELD = "mx_WhatsApp_User_ID", "mx_WhatsApp_Username"
 
 
-
 @pytest.fixture
 def start(tmp_path, simulator):
     """start(**leadsquared settings) -> a running bridge on the simulator."""

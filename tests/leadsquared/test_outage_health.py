@@ -39,7 +39,6 @@ RAVI = "919123456780"
 OUTAGE = {"error_rate": 1.0, "latency": 0.6}
 
 
-
 @pytest.fixture
 def buffer(request, tmp_path):
     """SQLite, or PostgreSQL (a schema of its own) under `@on_both_backends`."""

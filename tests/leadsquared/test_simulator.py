@@ -508,7 +508,6 @@ async def test_admin_routes_seed_configure_and_report(sim, http, api):
     assert await admin("GET", "stats") == {"calls": 2, "max_calls_in_window": 2}
 
 
-
 async def test_admin_reset_puts_the_account_back_as_constructed_dropping_calls_in_flight(http):
     """POST /_sim/reset: the account, knobs and switches as constructed (a restarted
     simulator), so one simulator process can serve many tests, each starting clean; a

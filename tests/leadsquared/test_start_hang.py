@@ -63,7 +63,6 @@ async def _pipe(reader, writer) -> None:
         writer.close()
 
 
-
 def test_a_silent_host_is_named_on_the_status_and_chats_flow_soon_after_it_answers(
         tmp_path, simulator):
     lead = simulator.add_lead(FirstName="Asha", Mobile="+91-9876543210")

@@ -14,7 +14,6 @@ from tests.processes import BridgeProcess, eventually
 USERS = "/v2/UserManagement.svc/Users.Get"
 
 
-
 def _users_calls(simulator) -> int:
     return sum(1 for call in simulator.admin("GET", "calls") if call["path"] == USERS)
 

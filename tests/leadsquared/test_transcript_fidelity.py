@@ -35,7 +35,6 @@ OFFER = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAERgSQzRGQjQ3RkE5QTk3NUY2MDA0AA"
 PLACE = "wamid.HBgLOTE5ODc2NTQzMjEwFQIAEhggQUJDRDEyMzQ1Njc4OTAC"
 
 
-
 @pytest.fixture
 def buffer(request, tmp_path):
     """The bridge's buffer section: SQLite, or PostgreSQL where a test is parametrized so."""

@@ -22,7 +22,6 @@ TYPE_FIELDS = [{"SchemaName": f"mx_Custom_{n}", "DisplayName": f"Field {n}",
                 "DataType": "String", "IsMandatory": False, "Sequence": n} for n in range(1, 6)]
 
 
-
 def _api(sim, path: str, body: dict) -> dict:
     answer = httpx.post(f"{sim.url}/v2/{path}", json=body, timeout=10,
                         params={"accessKey": "e2e-access", "secretKey": "e2e-secret"})
