@@ -95,7 +95,6 @@ async def _owner_gone(steps: Steps, parts: list, results: dict[str, Outcome]) ->
             results[part.key] = owner_refused(email, outcome, unread)
 
 
-
 def _remember_waiting_starts(batch: Batch, parts: list, results: dict[str, Outcome]) -> None:
     """A part whose post on the lead waits (failed, or not attempted after a failure) is
     recorded as a failing target under its own key, so the retry re-splits at its start

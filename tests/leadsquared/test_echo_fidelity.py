@@ -18,9 +18,11 @@ import time
 import pytest
 
 from tests.backends import BACKENDS
-from tests.helpers import free_port
-from tests.leadsquared.test_end_to_end import SLOW_DELIVERY, eventually, post, write_config
-from tests.processes import BridgeProcess, buffer_section
+from tests.leadsquared.test_end_to_end import eventually, post
+
+# the bridge (drained only when asked) and its buffer section, as the transcript tests have them
+from tests.leadsquared.test_transcript_fidelity import bridge, buffer  # noqa: F401
+from tests.processes import BridgeProcess
 from tests.whatsapp import payloads as p
 
 ASHA = "919876543210"
@@ -28,22 +30,6 @@ BUSINESS = "➡️ Business (+15550783881): "
 # ids of messages the buffer never holds, shaped as real ones are
 BEFORE_INSTALL = "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSNUQ3RTlCQkY2QTFEOUY0RkQ2AA"
 API_TEMPLATE = "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSRjQ4QjI5QzY3RTA0M0U1NEI3AA"
-
-
-@pytest.fixture
-def buffer(request, tmp_path):
-    with buffer_section(getattr(request, "param", "sqlite"), tmp_path) as section:
-        yield section
-
-
-@pytest.fixture
-def bridge(tmp_path, simulator, buffer):
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    write_config(config, simulator, port, buffer, sync_interval="1h", **SLOW_DELIVERY)
-    process = BridgeProcess(config, port)
-    yield process
-    process.stop()
 
 
 # (what the business sent, what its line says after `<time> ➡️ Business (+1555…): `)
@@ -69,7 +55,7 @@ SENT = [
 
 
 def test_a_template_or_buttons_the_business_sent_read_as_what_the_customer_got(
-        bridge, simulator):
+        bridge, simulator):  # noqa: F811
     lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     bridge.start()
     now = int(time.time())
@@ -104,7 +90,7 @@ ABOUT_UNSTORED = [
 
 @pytest.mark.parametrize("buffer", BACKENDS, indirect=True)  # the claim looks targets up
 def test_a_reply_or_reaction_to_a_message_never_stored_reads_as_words_not_an_id(
-        bridge, simulator):
+        bridge, simulator):  # noqa: F811
     lead = simulator.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     bridge.start()
     now = int(time.time())
@@ -120,7 +106,7 @@ def test_a_reply_or_reaction_to_a_message_never_stored_reads_as_words_not_an_id(
 
 
 def test_a_reply_to_a_template_sent_in_an_earlier_window_names_the_template(
-        bridge, simulator):
+        bridge, simulator):  # noqa: F811
     """The customer presses a template's quick-reply button a sync after the template went
     out: the press names the template, not an anonymous "📋 Template" (a template's
     send request carries no text to quote)."""
@@ -142,12 +128,12 @@ def test_a_reply_to_a_template_sent_in_an_earlier_window_names_the_template(
                              '🔘 Pressed "Confirm"') for line in lines), lines
 
 
-def _lines(bridge: BridgeProcess, simulator, lead: str, count: int) -> list[str] | None:
+def _lines(process: BridgeProcess, simulator, lead: str, count: int) -> list[str] | None:
     """The transcript lines of the lead's notes once there are `count`; else asks for a
     sync again (a try cut off by deliver_timeout is retried when asked)."""
     lines = [line for a in simulator.activities(lead)
              for line in a["ActivityNote"].splitlines()[1:]]
     if len(lines) >= count:
         return lines
-    bridge.sync_now()
+    process.sync_now()
     return None
