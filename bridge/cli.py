@@ -108,9 +108,10 @@ def run(config_path: str, port: int | None, access_log: bool) -> None:
     def ready(host: str, bound: int) -> None:
         url = address.url_of(config.server.host, bound)
         address.record(config, url)
-        click.echo(f"Chatbridge listening on {url} (status page: {url}/)")
-        for sink, name in simulated_sinks(app):
-            click.echo(f"{sink}: simulator — nothing reaches {name}")
+        # one write: a reader that sees the address sees the simulator lines with it
+        click.echo("\n".join([f"Chatbridge listening on {url} (status page: {url}/)",
+                               *(f"{sink}: simulator — nothing reaches {name}"
+                                 for sink, name in simulated_sinks(app))]))
 
     try:
         serve(app, config.server.host, config.server.port,
