@@ -59,8 +59,9 @@ def held_advice(reason: str) -> tuple[str, str]:
     """(why the chat waits, what to do): a reason's trailing '(…)' is its fix."""
     hint = _HINT.match(reason or "")
     cause, fix = (hint.groups() if hint else (reason, ""))
-    fix = (fix[:1].upper() + fix[1:] + "; ") if fix else ""
-    return cause[:1].upper() + cause[1:], f"{fix}it is checked again at every sync."
+    step = f"{fix}; it is checked again at every sync." if fix else \
+        "It is checked again at every sync."
+    return cause[:1].upper() + cause[1:], step[:1].upper() + step[1:]
 
 
 async def attention(buffer: Buffer, sinks: list[dict[str, Any]], sink: str | None,

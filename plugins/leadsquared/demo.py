@@ -254,8 +254,9 @@ class Demo:
                           if f["SchemaName"] == FIELDS["count"]), "?")
             files = [a["AttachmentName"] for a in self.sim.attachments(activity["Id"])]
             attached = f", attached: {', '.join(files)}" if files else ""
+            plural = "" if str(count) == "1" else "s"
             lines.append(f"  {lead.get('FirstName', '?')} {lead.get('LastName', '')}".rstrip()
-                         + f": activity on the {target} ({count} messages{attached}) "
+                         + f": activity on the {target} ({count} message{plural}{attached}) "
                          f"{self.sim.base_url}/LeadManagement/LeadDetails?LeadID="
                          f"{activity['RelatedProspectId']} · owned by {activity['Owner']}")
         return lines

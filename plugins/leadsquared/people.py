@@ -19,13 +19,15 @@ from plugins.leadsquared.phones import storage_format
 
 logger = logging.getLogger(__name__)
 
-NO_FIELD = ("no phone number (WhatsApp username user): set plugins.leadsquared.user_id_field "
-            "to a lead field (e.g. mx_WhatsApp_User_ID) to find and create leads by BSUID")
+# Held reasons read "<cause> (<fix>)": the status page shows the trailing parentheses as
+# the next step (bridge.attention.held_advice), so the fix holds no parentheses itself.
+NO_FIELD = ("no phone number: a WhatsApp username user (set plugins.leadsquared.user_id_field "
+            "to a lead field, such as mx_WhatsApp_User_ID, to find and create leads by BSUID)")
 
 
-RECYCLED = ("this number was another WhatsApp user's before (a different business-scoped "
-            "id): it is not matched by phone, so their lead is not used; set "
-            "plugins.leadsquared.user_id_field to find leads by BSUID, or create_leads")
+RECYCLED = ("this number was another WhatsApp user's before, with a different business-scoped "
+            "id: it is not matched by phone, so their lead is not used (set "
+            "plugins.leadsquared.user_id_field to find leads by BSUID, or create_leads)")
 
 
 def changed_hands(conversation: Conversation) -> bool:
