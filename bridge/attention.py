@@ -15,7 +15,8 @@ from bridge.health import ago
 from bridge.render import cut, failure_text, render_line
 
 PREVIEW = 80  # characters of a message shown in a list (the conversation page has it whole)
-__all__ = ["OVERDUE_FILE", "attention", "dead_letter_advice", "held_advice", "preview"]
+__all__ = ["OVERDUE_FILE", "attention", "dead_letter_advice", "held_advice", "number_of",
+           "person_of", "preview"]
 RECENT_FAILURES = 7 * 86400.0  # failed sends older than this are history, not a task
 
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts: (.*)", re.S)
@@ -31,6 +32,19 @@ def preview(message: Any) -> str:
     if message is None:
         return ""
     return cut(render_line(message), PREVIEW)
+
+
+def person_of(row: dict[str, Any]) -> str:
+    """A conversation row's person: the profile name, else the WhatsApp username (a
+    username user's chat is keyed by a business-scoped id no person knows), else the key."""
+    username = (row.get("username") or "").lstrip("@")
+    return row.get("contact_name") or (f"@{username}" if username else row["key"])
+
+
+def number_of(row: dict[str, Any]) -> str:
+    """A conversation row's phone number ("" for a username user or a group): a chat kept
+    under its BSUID (a recycled number) still shows the number it came from."""
+    return row.get("phone") or (row["key"] if row["key"].startswith("+") else "")
 
 
 def dead_letter_advice(reason: str, sink: str) -> tuple[str, str]:
@@ -114,7 +128,7 @@ def _target(row: dict[str, Any], sink: str) -> dict[str, Any]:
 
 
 def _held(row: dict[str, Any], found: dict[Any, Any]) -> dict[str, Any]:
-    name, text = _who(found, row["key"], row["contact_name"] or row["key"])
+    name, text = _who(found, row["key"], person_of(row))
     reason, step = held_advice(row["held_reason"] or "")
     return {**row, "name": name, "preview": text, "plain": reason, "next": step}
 

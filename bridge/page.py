@@ -18,7 +18,7 @@ from aiohttp import web
 from markupsafe import Markup, escape
 
 from bridge import params
-from bridge.attention import attention
+from bridge.attention import attention, number_of, person_of
 from bridge.buffer.reads import SHOWS, SORTS
 from bridge.cluster import cluster_report, tell_cluster
 from bridge.health import ago
@@ -72,7 +72,7 @@ def templates() -> jinja2.Environment:
 
     found = jinja2.Environment(loader=jinja2.PackageLoader("bridge", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
-    found.filters.update(plain=plain, bdi=isolated)
+    found.filters.update(plain=plain, bdi=isolated, person=person_of, number=number_of)
     return found
 LOGIN_FAILURE_DELAY = 1.0  # seconds: slows token guessing through the form
 REFRESH_EVERY = 30  # seconds between the page's refreshes of its live parts (script);

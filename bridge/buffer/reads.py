@@ -166,7 +166,8 @@ SHOWS = ("all", "held", "dead", "groups")
 # Columns that name a person: a search looks in each.
 IDENTITY_COLUMNS = ("key", "contact_name", "username", "bsuid", "parent_bsuid")
 _ROW_COLUMNS = ("key", "contact_name", "account", "kind", "last_message_at", "message_count",
-                "record_id", "last_synced_at", "last_error", "held_reason", "pending",
+                "record_id", "last_synced_at", "last_error", "held_reason", "phone", "username",
+                "pending",
                 "synced", "transcripts", "dead", "older_held", "older_held_since")
 _PHONE_LIKE = set("0123456789+-() .")
 _SHOW = {  # show -> condition on conversations; held and dead take the sink (NULL: any)
@@ -292,7 +293,8 @@ def _unstorable(ch: str) -> bool:
 _OLDER_HELD = sa.and_(d.state == "skipped", starts_with(d.reason, HISTORY_HELD))
 LIST_ROWS = Query(sa.select(
     c.key, c.contact_name, c.account, c.kind, c.last_message_at, c.message_count, s.record_id,
-    s.last_synced_at, s.last_error, s.held_reason).select_from(conversations_table.outerjoin(
+    s.last_synced_at, s.last_error, s.held_reason, c.phone, c.username)
+    .select_from(conversations_table.outerjoin(
         sink_conversations, sa.and_(s.conversation == c.key, s.sink == P("sink"))))
     .where(c.key.in_(values_of("keys", "text"))), "conversation list rows")
 _ss = sink_state.c

@@ -99,6 +99,13 @@ def test_bsuid_chat_without_user_id_field_is_held_naming_the_setting(start, simu
     assert sink["held_chats"] == [{"reason": held, "chats": 1}]
     page = oneshot.get(f"{bridge.url}/", timeout=10).text
     assert "user_id_field" in page and "Held chats" in page
+    # the held chat's next step is the setting (not the whole reason as its cause), and the
+    # list names the person by their username, with no BSUID shown as their number
+    assert "Set plugins.leadsquared.user_id_field to a lead field" in page
+    held_row, listed = re.findall(rf'<tr data-key="{re.escape(BSUID)}">(.*?)</tr>', page, re.S)
+    assert '<bdi>@asha</bdi></a> <small class="muted number"></small>' in held_row, held_row
+    assert 'class="open"><bdi>@asha</bdi>' in listed, listed
+    assert 'data-label="Number" class="number">–</td>' in listed, listed
     assert simulator.admin("GET", "leads") == []
 
 
