@@ -165,8 +165,8 @@ def _whatsapp_like(change: object) -> bool:
     """A change that a WhatsApp notification could hold."""
     if not isinstance(change, dict):
         return False
-    value = change.get("value")
-    return change.get("field") in _FIELDS or (
+    value, field = change.get("value"), change.get("field")
+    return (isinstance(field, str) and field in _FIELDS) or (
         isinstance(value, dict) and not _WHATSAPP_KEYS.isdisjoint(value))
 
 

@@ -195,6 +195,9 @@ PAGE_FEED = {"object": "page", "entry": [{"id": "PAGE1", "time": 1739230955, "ch
     PAGE_FEED,
     {"object": "instagram", "entry": [{"id": "IG1", "time": 1, "messaging": [{"x": 1}]}]},
     {"object": "permissions", "entry": []},
+    # a change's field that is no string (Hypothesis found a list): a TypeError before
+    {"object": "page", "entry": [{"id": "P2", "time": 1, "changes": [
+        {"field": ["feed"], "value": {"item": "status"}}, {"field": {"a": 1}}]}]},
 ])
 async def test_a_signed_webhook_of_another_meta_object_gets_200_stores_nothing_and_is_seen(
         bridge_url, payload, caplog):
