@@ -209,11 +209,18 @@ async def sim() -> AsyncIterator[Simulator]:
     await simulator.stop()
 
 
-@pytest.fixture(scope="module")
+# The simulator and Graph stand-in processes below live as long as the process running the
+# tests (an xdist worker), not a module: each test takes the process reset (fresh(): POST
+# /_sim/reset, the state a new process has), so no test sees another's. Module-scoped,
+# each worker started one per module it ran tests of, and again each time it came back to
+# a module (LONGEST_FIRST deals a module's long tests apart from its others; worksteal
+# splits modules between workers): ~30 modules use one, on 6 workers. The names stay.
+@pytest.fixture(scope="session")
 def module_simulator() -> Iterator[SimulatorProcess]:
-    """One `bridge leadsquared simulator` process for a test module's tests: a module's
-    `simulator` fixture hands each test `module_simulator.fresh()`, the account reset as a
-    new process has it (a process start costs ~0.7 s of CPU; a reset, a millisecond)."""
+    """One `bridge leadsquared simulator` process for the tests this worker runs: the
+    `simulator` and `lsq` fixtures hand each test `module_simulator.fresh()`, the account
+    reset as a new process has it (a process start costs ~0.7 s of CPU; a reset, a
+    millisecond); a test that stopped it gets a new one."""
     sim = SimulatorProcess()
     yield sim
     sim.stop()
@@ -231,10 +238,10 @@ def simulator(module_simulator: SimulatorProcess) -> SimulatorProcess:
     return module_simulator.fresh()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def module_graph(tmp_path_factory) -> Iterator[GraphProcess]:
-    """One Graph stand-in process for a test module's tests, taking MEDIA_GRAPH_TOKEN: a
-    module's `graph` fixture hands each test `module_graph.fresh()` (reset, as a new
+    """One Graph stand-in process for the tests this worker runs, taking MEDIA_GRAPH_TOKEN:
+    a module's `graph` fixture hands each test `module_graph.fresh()` (reset, as a new
     process has it; a start costs ~0.5 s of CPU)."""
     process = GraphProcess(MEDIA_GRAPH_TOKEN, tmp_path_factory.mktemp("graph"))
     yield process

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,39 @@ def pip_install_into(target: Path, source: Path) -> Path:
          "--disable-pip-version-check", "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300)
     return target
+
+
+def installed_once(tmp_path_factory: Any, name: str,
+                   source: Path | Callable[[Path], Path]) -> Path:
+    """pip_install_into a directory of this run that every xdist worker shares, once: the
+    first worker to ask installs (`source`, or the tree `source(empty dir)` makes), under a
+    lock; the others wait for it and take the same directory. A pip install is three
+    processes (pip, then the build backend twice: ~1 s of CPU); per worker and module,
+    each worker that ran a plugin test installed them all again. Read-only once made."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    target, done = root / f"installed-{name}", root / f"installed-{name}.done"
+    with _locked(root / f"installed-{name}.lock"):
+        if not done.exists():  # (what a failed try left is made again)
+            tree = source
+            if not isinstance(source, Path):
+                tree = root / f"source-{name}"
+                shutil.rmtree(tree, ignore_errors=True)
+                tree.mkdir()
+                tree = source(tree)
+            shutil.rmtree(target, ignore_errors=True)
+            pip_install_into(target, tree)
+            done.touch()
+    return target
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created) while the block runs, across processes."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

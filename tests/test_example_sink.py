@@ -19,7 +19,7 @@ import pytest
 
 from plugins.whatsapp.signature import sign
 from tests import oneshot
-from tests.helpers import child_path, free_port, pip_install_into
+from tests.helpers import child_path, free_port, installed_once
 from tests.processes import BridgeProcess, SimulatorProcess, eventually, log_file, wait_http
 from tests.whatsapp import payloads as p
 
@@ -30,10 +30,11 @@ ASHA, RAVI, STAFF = "919876543210", "919812345678", "919800011122"  # as WhatsAp
 HOOKS = ["register_commands", "register_config_sections", "register_filters", "register_sinks"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
-    """The example distribution pip-installed (no network, no build isolation) into a dir."""
-    target = pip_install_into(tmp_path_factory.mktemp("example-site"), EXAMPLE)
+    """The example distribution pip-installed (no network, no build isolation) into a dir,
+    once in a run (tests/helpers.py installed_once)."""
+    target = installed_once(tmp_path_factory, "chatbridge-webhook-sink", EXAMPLE)
     assert list(target.glob("chatbridge_webhook_sink-0.1.0.dist-info"))
     return target
 

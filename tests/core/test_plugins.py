@@ -22,8 +22,8 @@ from tests.helpers import (
     RecordingSink,
     child_path,
     free_port,
+    installed_once,
     message,
-    pip_install_into,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "echo_sink"
@@ -59,17 +59,21 @@ def register_sink(context):  # the hook is register_sinks
 """
 
 
-@pytest.fixture(scope="module")
-def typo_dist(tmp_path_factory) -> Path:
-    """A distribution whose plugin misspells a hook, pip-installed into its own directory."""
-    source = tmp_path_factory.mktemp("typo-src")
+def typo_source(source: Path) -> Path:
+    """The source tree of a distribution whose plugin misspells a hook."""
     (source / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
         '[project]\nname = "bridge-typo-hook"\nversion = "0.4.1"\n'
         '[project.entry-points.bridge]\ntypo = "bridge_typo_hook"\n')
     (source / "bridge_typo_hook").mkdir()
     (source / "bridge_typo_hook" / "__init__.py").write_text(TYPO_PLUGIN)
-    return pip_install_into(tmp_path_factory.mktemp("typo-site"), source)
+    return source
+
+
+@pytest.fixture(scope="session")
+def typo_dist(tmp_path_factory) -> Path:
+    """A distribution whose plugin misspells a hook, pip-installed into its own directory."""
+    return installed_once(tmp_path_factory, "bridge-typo-hook", typo_source)
 
 
 @pytest.mark.parametrize("command", [["plugins"], ["check"], ["run"]])
@@ -91,10 +95,10 @@ def test_builtin_plugins_are_found_through_entry_points():
     assert {"whatsapp", "leadsquared"} <= names
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def echo_dist(tmp_path_factory) -> Path:
     """pip-install the separate fixture distribution into its own directory."""
-    target = pip_install_into(tmp_path_factory.mktemp("site"), FIXTURE)
+    target = installed_once(tmp_path_factory, "bridge-echo-sink", FIXTURE)
     assert list(target.glob("bridge_echo_sink-1.2.3.dist-info"))
     return target
 
@@ -165,10 +169,10 @@ def make_dist(root: Path, dist: str, version: str, package: str, entry_points: d
 
 def installed_dist(factory, dist: str, package: str, entry_points: dict[str, str],
                    files: dict[str, str], version: str = "0.2.0") -> Path:
-    """The distribution pip-installed into a directory of its own (put it on PYTHONPATH)."""
-    source = make_dist(factory.mktemp(f"{package}-src"), dist, version, package, entry_points,
-                       files)
-    return pip_install_into(factory.mktemp(f"{package}-site"), source)
+    """The distribution pip-installed into a directory of its own (put it on PYTHONPATH),
+    once in a run (tests/helpers.py installed_once)."""
+    return installed_once(factory, dist, lambda root: make_dist(
+        root, dist, version, package, entry_points, files))
 
 
 def run_config(tmp_path: Path, plugins: str) -> Path:
@@ -184,7 +188,7 @@ def bridge_on(args: list[str], *sites: Path, **kwargs) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=60, **kwargs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def unimportable_dist(tmp_path_factory) -> Path:
     """A plugin whose module fails to import (a dependency its author forgot to declare)."""
     return installed_dist(tmp_path_factory, "bridge-crm-broken", "bridge_crm_broken",
@@ -213,7 +217,7 @@ def test_a_plugin_that_cannot_be_imported_leaves_the_other_plugins_commands(
     assert "whatsapp " in result.stdout and "leadsquared " in result.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def echo_fork(tmp_path_factory) -> Path:
     """A second distribution that also names its plugin `echo` (a fork, a rename gone wrong)."""
     return installed_dist(tmp_path_factory, "bridge-echo-fork", "bridge_echo_fork",
@@ -281,7 +285,7 @@ BAD_HOOK_ERRORS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bad_hooks(tmp_path_factory) -> Path:
     return installed_dist(tmp_path_factory, "bridge-bad-hooks", "bridge_bad_hooks",
                           {name: f"bridge_bad_hooks.{name}" for name in BAD_HOOK_ERRORS},
@@ -298,7 +302,7 @@ def test_a_sink_hook_returning_the_wrong_thing_stops_the_bridge_naming_the_plugi
     assert "Traceback" not in result.stderr and "never awaited" not in result.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def argname_dist(tmp_path_factory) -> Path:
     return installed_dist(tmp_path_factory, "bridge-argname", "bridge_bad_hooks",
                           {"argname": "bridge_bad_hooks.argname"}, BAD_HOOKS)
@@ -325,7 +329,7 @@ BAD_COMMANDS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bad_commands(tmp_path_factory) -> Path:
     return installed_dist(tmp_path_factory, "bridge-bad-commands", "bridge_bad_commands",
                           {"crmtool": "bridge_bad_commands.group",
@@ -352,7 +356,7 @@ UNMARKED = {"__init__.py": "from pydantic import BaseModel\n\n\nclass Settings(B
                            "def register_sinks(context):\n    return []\n"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def unmarked_dist(tmp_path_factory) -> Path:
     return installed_dist(tmp_path_factory, "bridge-unmarked", "bridge_unmarked",
                           {"unmarked": "bridge_unmarked"}, UNMARKED)
@@ -380,7 +384,7 @@ BAD_SECTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bad_sections(tmp_path_factory) -> Path:
     return installed_dist(tmp_path_factory, "bridge-bad-sections", "bridge_bad_sections",
                           {"listed": "bridge_bad_sections.listed",

@@ -20,13 +20,6 @@ def writes(calls: list[dict]) -> list[str]:
     return [c["path"] for c in calls if any(w in c["path"] for w in WRITES)]
 
 
-@pytest.fixture(scope="module")
-def simulator():
-    sim = SimulatorProcess()
-    yield sim
-    sim.stop()
-
-
 def check(tmp_path, sim: SimulatorProcess, *options: str,
           **settings) -> subprocess.CompletedProcess:
     section = {"host": sim.url, "access_key": "e2e-access", "secret_key": "e2e-secret",
@@ -124,7 +117,7 @@ def test_phone_probe_finds_a_lead_and_the_negative_control_finds_none(tmp_path, 
 
 def test_a_lookup_that_ignores_the_number_fails_the_negative_control(tmp_path, lsq):
     """A lookup that answers a lead for a number no lead can have is not filtering."""
-    own = lsq  # reset for this test, not `simulator`: this lead would fail everyone's control
+    own = lsq  # reset for this test (as `simulator` is): no later test sees this lead
     own.add_lead(FirstName="Zero", Phone="910000000000")  # stands in for such a lookup
     result = check(tmp_path, own)
     assert result.returncode == 1
