@@ -21,7 +21,9 @@ import bridge.buffer.reads as reads
 from bridge.buffer import Policy
 from bridge.buffer.compiler import Query
 from bridge.buffer.connectors import Connector, Row
+from bridge.buffer.views import ReadMethods
 from bridge.contracts import Outcome
+from bridge.status import buffer_report, page_data
 from tests.backends import sqlite_only
 from tests.helpers import message
 
@@ -154,3 +156,71 @@ async def test_no_read_holds_the_wal_once_it_returned(buffer):
     with sqlite3.connect(buffer.path) as other:
         busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     assert busy == 0
+
+
+class PausedReads(ReadMethods):
+    """The buffer's status reads, the first of them pausing after its first statement
+    (Paused) until `resume`; those after it run as they are."""
+
+    def __init__(self, buffer, resume: asyncio.Event) -> None:  # noqa: ANN001 - a Buffer
+        self.buffer, self.resume, self.paused = buffer, resume, asyncio.Event()
+
+    async def read(self, work):  # noqa: ANN001, ANN201 - as Buffer.read
+        if self.paused.is_set():
+            return await self.buffer.read(work)
+        return await self.buffer.read(lambda db: work(Paused(db, self.paused, self.resume)))
+
+
+async def _claimed(buffer) -> Any:  # noqa: ANN001 - a Buffer
+    """One pending message of one business number, claimed by the sink crm."""
+    await buffer.install_sinks(["crm"])
+    await buffer.append([message(1, account="106540352242922")])
+    (claim,) = await buffer.claim("crm", 100, 60)
+    return claim
+
+
+async def _completed_while_paused(buffer, claim, compose) -> dict:  # noqa: ANN001
+    """`compose(reads)` with the buffer's reads paused after their first statement while
+    the claim's completion commits."""
+    resume = asyncio.Event()
+    reads_ = PausedReads(buffer, resume)
+    task = asyncio.create_task(compose(reads_))
+    await asyncio.wait(
+        {task, asyncio.create_task(reads_.paused.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
+    await buffer.complete(claim, [Outcome.delivered()], POLICY)
+    resume.set()
+    return await task
+
+
+def _as_of(sink: dict) -> tuple:
+    (number,) = sink["numbers"]
+    return (
+        sink["backlog"],
+        number["open"],
+        number["last_synced_at"] is not None,
+        sink.get("last_delivered_at") is not None,
+    )
+
+
+async def test_the_status_report_is_one_snapshot(buffer):
+    """`bridge status` and /status (buffer_report): a sink's backlog, its numbers' open
+    windows and last syncs, and its last delivery (the health verdict's) all as of one
+    commit. Was: each read its own, so the backlog said 1 pending while the number said
+    synced with nothing open and the sink said delivered."""
+    claim = await _claimed(buffer)
+    report = await _completed_while_paused(buffer, claim, buffer_report)
+    (sink,) = report["sinks"]
+    assert _as_of(sink) == (1, 1, False, False)  # all of it before the completion
+    (sink,) = (await buffer_report(buffer))["sinks"]
+    assert _as_of(sink) == (0, 0, True, True)
+
+
+async def test_the_status_page_is_one_snapshot(buffer):
+    """The status page's figures and conversation list (page_data), the same way."""
+    claim = await _claimed(buffer)
+    data = await _completed_while_paused(buffer, claim, lambda r: page_data(r, "crm"))
+    (sink,) = data["sinks"]
+    (row,) = data["conversations"]
+    assert _as_of(sink) == (1, 1, False, False)
+    assert (row["pending"], row["synced"], row["last_synced_at"]) == (1, 0, None)
