@@ -26,7 +26,7 @@ from bridge.page_charts import rate_budgets
 from bridge.plugins import build
 from bridge.security import admin_only, guard_routes, guard_the_rest
 from bridge.state import BRIDGE, Bridge
-from bridge.status import add_health, status_report
+from bridge.status import add_health, sink_rows, status_report
 from bridge.sync import SinkRunner, settle_after_lease
 
 logger = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ async def metrics(request: web.Request) -> web.Response:
     sinks = None
     if cluster is not None:
         try:
-            sinks = await bridge.buffer.sinks()
+            sinks = await bridge.buffer.snapshot(sink_rows)
             await add_health(bridge, sinks, cluster)
         except Exception as exc:  # the gauges are left out of this scrape, as on any failure
             logger.warning("metrics: could not judge the sinks' health: %s", exc)

@@ -80,7 +80,13 @@ def held_advice(reason: str) -> tuple[str, str]:
 
 async def attention(buffer: Buffer, sinks: list[dict[str, Any]], sink: str | None,
                     limit: int = 50) -> dict[str, Any]:
-    """The lists of things to act on (of `sink`, or every sink's for counts), newest first."""
+    """The lists of things to act on (of `sink`, or every sink's for counts), newest first,
+    in one snapshot (the page's own, given its view): the lists and previews agree."""
+    return await buffer.snapshot(lambda view: _attention(view, sinks, sink, limit))
+
+
+async def _attention(buffer: Buffer, sinks: list[dict[str, Any]], sink: str | None,
+                     limit: int) -> dict[str, Any]:
     dead = await buffer.dead_letters(sink, limit=limit) if sink else []
     targets = await buffer.dead_targets(sink, limit=limit) if sink else []
     held = (await buffer.conversation_list(sink, show="held", limit=limit))["rows"] \

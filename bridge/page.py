@@ -164,13 +164,20 @@ def _list_query(request: web.Request) -> dict[str, Any]:
             "refresh": params.whole(query, "refresh", REFRESH_EVERY, low=5, high=3600)}
 
 
+async def _page_reads(view: Any, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The page's figures, conversation list and lists to act on, in one snapshot."""
+    data = await page_data(view, wanted["sink"], search=wanted["search"], sort=wanted["sort"],
+                           show=wanted["show"], page=wanted["page"])
+    data["attention"] = await attention(view, data["sinks"], data["sink"])
+    return data
+
+
 async def index(request: web.Request) -> web.StreamResponse:
     """The status page: the verdict, what needs attention, conversations, then details."""
     _signed_in_or_raise(request)
     bridge = request.app[BRIDGE]
     wanted = _list_query(request)
-    data = await page_data(bridge.buffer, wanted["sink"], search=wanted["search"],
-                           sort=wanted["sort"], show=wanted["show"], page=wanted["page"])
+    data = await bridge.buffer.snapshot(lambda view: _page_reads(view, wanted))
     if wanted["sink"] not in (None, data["sink"]):  # page_data falls back to the first sink
         raise web.HTTPNotFound(text=f"no sink named {params.shown(wanted['sink'])}")
     cluster = await cluster_report(bridge)
@@ -178,7 +185,6 @@ async def index(request: web.Request) -> web.StreamResponse:
     await add_health(bridge, data["sinks"], cluster, now)
     _add_live(bridge, data)
     data["health"] = bridge_health(bridge, data["sinks"])
-    data["attention"] = await attention(bridge.buffer, data["sinks"], data["sink"])
     tz = zone(bridge.config.server.timezone)
 
     def link(anchor: str = "conversations", **change: Any) -> str:

@@ -115,8 +115,8 @@ async def _offline(config: Any, pm: Any, search: str | None, tried: list[str],
             if strangers else []
         stopped = ("the bridge is not running ("
                    f"{'; '.join(said) or 'nothing answers at a recorded address'})")
-        await offline_health(buffer, report["sinks"], stopped, alive,
-                             {s.name: s.settings.sync_interval for s in sinks})
+        offline_health(report["sinks"], stopped, alive,
+                       {s.name: s.settings.sync_interval for s in sinks})
     finally:
         await buffer.close()
     by_name = {s.name: s for s in sinks}

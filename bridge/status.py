@@ -18,8 +18,16 @@ logger = logging.getLogger(__name__)
 
 async def buffer_report(buffer: StatusReads, search: str | None = None, limit: int = 50,
                         dead_letters: int = 10) -> dict[str, Any]:
-    """Per sink: state, backlog, dead letters; per conversation: last synced, per sink."""
-    sinks = await buffer.sinks()
+    """Per sink: state, backlog, dead letters, what its health verdict reads; per
+    conversation: last synced, per sink. One snapshot: the figures agree with each other
+    (read one by one, a completion committing between two reads showed a number synced
+    with its window still open, or a sink's backlog without the retries it counts)."""
+    return await buffer.snapshot(lambda view: _buffer_report(view, search, limit, dead_letters))
+
+
+async def _buffer_report(buffer: StatusReads, search: str | None, limit: int,
+                         dead_letters: int) -> dict[str, Any]:
+    sinks = await sink_rows(buffer)
     report: dict[str, Any] = {"sinks": [], "messages": await buffer.count_messages(),
                               "media": await buffer.media_counts()}
     report.update(await people_report(buffer, sinks, dead_letters))
@@ -51,6 +59,15 @@ async def status_report(bridge: Any, search: str | None = None,
     report["source_syncs"] = await bridge.buffer.source_syncs()  # e.g. coexistence history
     report["started_at"] = bridge.started_at
     return report
+
+
+async def sink_rows(buffer: StatusReads) -> list[dict[str, Any]]:
+    """Every sink's row (sinks()) with what its health verdict reads (sync_health()):
+    call it in a snapshot (buffer.snapshot(sink_rows)) so the two agree."""
+    sinks = await buffer.sinks()
+    for sink in sinks:
+        sink.update(await buffer.sync_health(sink["sink"]))
+    return sinks
 
 
 def bridge_health(bridge: Any, sinks: list[dict[str, Any]]) -> dict[str, str]:
@@ -87,13 +104,12 @@ def with_other_objects(health: dict[str, str], seen: list[dict[str, Any]]) -> di
 async def add_health(bridge: Any, sinks: list[dict[str, Any]], cluster: dict[str, Any],
                      now: float | None = None) -> None:
     """Each sink's `health` (bridge.health), `running` and `simulated`, as this running
-    process and the cluster's registry see them."""
+    process and the cluster's registry see them (`sinks`: rows of sink_rows)."""
     now = time.time() if now is None else now
     alive = {name for p in cluster["processes"] if p["alive"] for name in p["sinks"]}
     objects = {sink.name: sink for sink in bridge.sinks}
     for entry in sinks:
         name, sink = entry["sink"], objects.get(entry["sink"])
-        entry.update(await bridge.buffer.sync_health(name))
         entry["running"] = name in bridge.runners or name in alive
         interval = sink.settings.sync_interval if sink is not None else None
         growth = bridge.metrics.backlog_growth(name, growth_window(interval), now) \
@@ -112,14 +128,13 @@ def _starting(runner: Any) -> tuple[float, str | None] | None:
     return since, start_note(runner.sink)
 
 
-async def offline_health(buffer: StatusReads, sinks: list[dict[str, Any]], why: str,
-                         alive: set[str], intervals: dict[str, float]) -> None:
-    """Each sink's health read from the buffer alone, when no bridge answered: stopped,
-    unless a live process in a shared buffer's registry runs it (judged from the buffer
-    then, with the config's interval)."""
+def offline_health(sinks: list[dict[str, Any]], why: str, alive: set[str],
+                   intervals: dict[str, float]) -> None:
+    """Each sink's health judged from the buffer alone (`sinks`: rows of sink_rows), when
+    no bridge answered: stopped, unless a live process in a shared buffer's registry runs
+    it (judged from the buffer then, with the config's interval)."""
     now = time.time()
     for entry in sinks:
-        entry.update(await buffer.sync_health(entry["sink"]))
         entry["running"] = entry["sink"] in alive
         entry["health"] = verdict(entry, running=entry["running"], now=now,
                                   interval=intervals.get(entry["sink"]), why_stopped=why)
@@ -168,8 +183,15 @@ PER_PAGE = 50
 async def page_data(buffer: StatusReads, sink: str | None = None, *, search: str | None = None,
                     sort: str = "last_message", show: str = "all", page: int = 1,
                     per_page: int = PER_PAGE) -> dict[str, Any]:
-    """What the status page shows: every sink's figures and one sink's conversation page."""
-    sinks = await buffer.sinks()
+    """What the status page shows: every sink's figures (with what their health verdicts
+    read) and one sink's conversation page, in one snapshot."""
+    return await buffer.snapshot(lambda view: _page_data(view, sink, search, sort, show,
+                                                         page, per_page))
+
+
+async def _page_data(buffer: StatusReads, sink: str | None, search: str | None, sort: str,
+                     show: str, page: int, per_page: int) -> dict[str, Any]:
+    sinks = await sink_rows(buffer)
     names = [s["sink"] for s in sinks]
     chosen = sink if sink in names else (names[0] if names else None)
     listing = await buffer.conversation_list(chosen, search=search, sort=sort, show=show,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from bridge.buffer.delivery import Claim, Policy
 from bridge.buffer.directory import Directory
@@ -21,6 +21,8 @@ from bridge.buffer.media import MediaJob
 from bridge.buffer.syncs import SyncNote
 from bridge.contracts import Outcome, TargetFailure
 from bridge.model import Identity, Message, StatusUpdate
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -120,6 +122,10 @@ class MediaJobs(Protocol):
 @runtime_checkable
 class StatusReads(Protocol):
     """What `bridge status`, /status and the status page read."""
+
+    async def snapshot(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """`work(view)`, every read of `view` (these methods) in one snapshot."""
+        ...
 
     async def sinks(self) -> list[dict[str, Any]]: ...
 

@@ -229,8 +229,13 @@ class PostgresBuffer(Buffer, SharedBuffer):
         return server
 
     async def read(self, work: Work[T]) -> T:
+        """`work(db)` in one REPEATABLE READ, READ ONLY transaction: every statement sees
+        the snapshot its first one took (in autocommit each took its own: a completion
+        committing between two showed a number synced with its window still open). A
+        read-only transaction never fails to serialize, so it is never retried."""
         self._check_open()
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True):
             return await work(PgConnector(conn))
 
     async def write(self, work: Work[T]) -> T:

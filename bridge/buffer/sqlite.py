@@ -1,7 +1,8 @@
 """The buffer in one SQLite file (WAL): the embedded default, one runner process.
 
 One thread owns the write connection (plain sqlite3, group commit: bridge.buffer.writer);
-reads use a second connection (aiosqlite), which WAL lets run alongside.
+reads use other connections (aiosqlite), which WAL lets run alongside, each read one
+snapshot (bridge.buffer.readers).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import bridge.buffer.legacy as legacy
 import bridge.buffer.migrations as migrations
 from bridge.buffer.append import Append, append_group, new_append
 from bridge.buffer.compiler import P, Query
-from bridge.buffer.connectors import AioSqliteConnector, Connector, SqliteConnector, drive
+from bridge.buffer.connectors import Connector, SqliteConnector, drive
 from bridge.buffer.faults import explain
 from bridge.buffer.identity import KnownKeys
 from bridge.buffer.legacy import step as legacy_step
 from bridge.buffer.lock import FileHold
+from bridge.buffer.readers import Readers
 from bridge.buffer.store import BACKENDS, Buffer, Work
 from bridge.buffer.tables import conversations, deliveries, heartbeat, messages, sink_state
 from bridge.buffer.writer import MAX_GROUP, Writer
@@ -65,12 +67,12 @@ class SQLiteBuffer(Buffer):
     """Open with `await Buffer.open(path)`; close with `await buffer.close()`."""
 
     def __init__(self, path: str, write: sqlite3.Connection, thread: ThreadPoolExecutor,
-                 read: aiosqlite.Connection, hold: FileHold,
+                 read: Readers, hold: FileHold,
                  group_limit: int = MAX_GROUP) -> None:
         self.path = path
         self._write = write
         self._thread = thread
-        self._read = read
+        self._readers = read
         self._hold = hold
         # source -> None (it fetches media: each media message queues a job) or the reason
         # it will not (the job is queued held, and the transcript says why)
@@ -120,12 +122,13 @@ class SQLiteBuffer(Buffer):
         thread = ThreadPoolExecutor(1, thread_name_prefix="buffer-writer")
         loop = asyncio.get_running_loop()
         write: sqlite3.Connection | None = None
-        read: aiosqlite.Connection | None = None
+        read: Readers | None = None
         buffer = None
         try:
             write = await loop.run_in_executor(thread, _connect_writer, path, mode)
             await loop.run_in_executor(thread, migrate, write)
-            read = await _connect_reader(path, mode)
+            read = Readers(await _connect_reader(path, mode),
+                           lambda: _connect_reader(path, mode), READERS)
             buffer = cls(path, write, thread, read, hold, group_limit)
             buffer._writer.start()
             if runner:
@@ -142,14 +145,14 @@ class SQLiteBuffer(Buffer):
         return buffer
 
     async def close(self) -> None:
-        """Finish queued writes, then close both connections."""
+        """Finish queued writes, then close every connection."""
         if self._closed:
             return
         self._closed = True
         try:
             await self._writer.close()
         finally:
-            await _close_all(self._write, self._read, self._thread, self._hold)
+            await _close_all(self._write, self._readers, self._thread, self._hold)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -198,8 +201,9 @@ class SQLiteBuffer(Buffer):
         return await self._writer.transact(work)
 
     async def read(self, work: Work[T]) -> T:
+        """`work(db)` in one read transaction: all its statements see one snapshot."""
         self._check_open()
-        return await work(AioSqliteConnector(self._read))
+        return await self._readers.read(work)
 
     async def erase(self, work: Work[T], traces: Callable[[T], Sequence[str]]
                     ) -> tuple[T, dict[str, object]]:
@@ -339,6 +343,14 @@ _QUERY_ONLY = {True: "PRAGMA query_only = 1", False: "PRAGMA query_only = 0"}
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA busy_timeout = 10000",
             "PRAGMA foreign_keys = OFF", "PRAGMA wal_autocheckpoint = 300",
             "PRAGMA journal_size_limit = 4194304")
+# Reader connections at most (each its own thread and page cache of up to 2 MB), opened
+# as reads need them (bridge.buffer.readers): a command opens one, a bridge serving a
+# status page beside its sinks a few. One connection with a lock made every small read
+# (a sink's directory lookup) wait for whole status page reads: at 100,000 conversations,
+# a page search and a page list loading in a loop, reads of one row took p50/p99 12/467 ms
+# with one connection, 6.7/53 with two, 0.5/17 with four (20 s each, a shared 2-core
+# machine at load 6; the shared connection before, statements interleaved: 14-20/358-469).
+READERS = 4
 # PRAGMA takes no parameters: the setting picks a constant, it is never formatted into SQL.
 _SYNCHRONOUS = {"full": "PRAGMA synchronous = FULL", "normal": "PRAGMA synchronous = NORMAL"}
 
@@ -377,15 +389,12 @@ async def _connect_reader(path: str, mode: str) -> aiosqlite.Connection:
     return db
 
 
-async def _close_all(write: sqlite3.Connection | None, read: aiosqlite.Connection | None,
+async def _close_all(write: sqlite3.Connection | None, read: Readers | None,
                      thread: ThreadPoolExecutor, hold: FileHold) -> None:
-    """Close both connections (each even if one fails), then give the file hold back."""
+    """Close every connection (each even if one fails), then give the file hold back."""
     try:
         if read is not None:
-            try:
-                await read.close()
-            except Exception:  # a broken connection still has its thread stopped
-                logger.exception("closing the buffer's read connection failed")
+            await read.close()  # a broken connection still has its thread stopped
         if write is not None:
             try:
                 await asyncio.get_running_loop().run_in_executor(thread, write.close)

@@ -25,7 +25,6 @@ import bridge.buffer.delivery as delivery
 import bridge.buffer.history as history
 import bridge.buffer.media as media
 import bridge.buffer.purge as purge
-import bridge.buffer.reads as reads
 import bridge.buffer.syncs as syncs
 from bridge.buffer.append import FOLD_QUEUED, FOLDED
 from bridge.buffer.codec import ids_of
@@ -40,7 +39,6 @@ from bridge.buffer.compiler import (
 )
 from bridge.buffer.connectors import Connector
 from bridge.buffer.delivery import Claim, Policy
-from bridge.buffer.directory import Directory
 from bridge.buffer.group import GroupCommit
 from bridge.buffer.location import is_postgres, sqlite_path
 from bridge.buffer.media import MediaJob
@@ -55,6 +53,7 @@ from bridge.buffer.tables import (
     sink_state,
     targets,
 )
+from bridge.buffer.views import ReadMethods
 from bridge.contracts import WAITS_WITH_MESSAGES, Outcome, TargetFailure
 from bridge.errors import BufferClosed
 from bridge.model import Identity, Message, StatusUpdate
@@ -78,7 +77,7 @@ def backend(scheme: str) -> type[Buffer]:
     return BACKENDS[scheme]
 
 
-class Buffer:
+class Buffer(ReadMethods):
     """The durable outbox. Open with `await Buffer.open(target)`; close with `close()`."""
 
     media_sources: dict[str, str | None]
@@ -397,9 +396,6 @@ class Buffer:
         """(path, MIME type) of a message's fetched file, or None."""
         return await self.read(lambda db: media.file_of(db, message_id))
 
-    async def media_counts(self) -> dict[str, dict[str, Any]]:
-        return await self.read(media.counts)
-
     async def media_paths(self) -> set[str]:
         return await self.read(media.stored_paths)
 
@@ -419,77 +415,7 @@ class Buffer:
         """Bytes of fetched media stored, each file once (buffer.media_max_total counts it)."""
         return await self.read(media.stored_bytes)
 
-    # -- reads -------------------------------------------------------------------------
-
-    async def sinks(self) -> list[dict[str, Any]]:
-        return await self.read(reads.sinks)
-
-    def directory(self, sink: str) -> Directory:
-        """The sink's record directory (phone -> CRM record) and unknown numbers."""
-        return Directory(self, sink)
-
-    async def conversations(self, sink: str | None = None, search: str | None = None,
-                            limit: int = 100) -> list[dict[str, Any]]:
-        return await self.read(lambda db: reads.conversations(db, sink, search, limit))
-
-    async def conversation_list(self, sink: str | None, **kwargs: Any) -> dict[str, Any]:
-        """A page of the conversation list (search, sort, show, offset, limit: see reads)."""
-        return await self.read(lambda db: reads.conversation_list(db, sink, **kwargs))
-
-    async def conversation(self, key: str, limit: int = 2000) -> dict[str, Any] | None:
-        """One conversation with its messages and what each sink did with them."""
-        return await self.read(lambda db: reads.conversation(db, key, limit))
-
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.read(lambda db: reads.dead_letters(db, sink, limit))
-
-    async def dead_targets(self, sink: str | None = None,
-                           limit: int = 100) -> list[dict[str, Any]]:
-        """Targets given up on (one CRM opportunity of a message ...), with the reason."""
-        return await self.read(lambda db: reads.dead_targets(db, sink, limit))
-
-    async def messages(self, conversation: str | None = None, limit: int = 1000) -> list[Message]:
-        return await self.read(lambda db: reads.messages(db, conversation, limit))
-
-    async def status_of(self, source: str, provider_id: str) -> dict[str, Any] | None:
-        return await self.read(lambda db: reads.status_of(db, source, provider_id))
-
-    async def hourly(self, since: float) -> dict[tuple[int, str], int]:
-        """Messages per (unix hour, direction) sent since `since` (the page's chart)."""
-        return await self.read(lambda db: reads.hourly(db, since))
-
-    async def count_messages(self) -> int:
-        return await self.read(reads.count_messages)
-
-    async def numbers(self, sink: str) -> list[dict[str, Any]]:
-        """Per business number: what `sink` has in flight or stuck."""
-        return await self.read(lambda db: reads.numbers(db, sink))
-
-    async def held_chats(self, sink: str) -> list[dict[str, Any]]:
-        """Chats `sink` holds, counted by reason."""
-        return await self.read(lambda db: reads.held_chats(db, sink))
-
-    async def failed_sends(self, limit: int) -> list[dict[str, Any]]:
-        """Outbound messages WhatsApp reported as failed, newest first."""
-        return await self.read(lambda db: reads.failed_sends(db, limit))
-
-    async def sync_health(self, sink: str) -> dict[str, Any]:
-        """Batches retrying after an error, the latest error, the last delivery."""
-        return await self.read(lambda db: reads.sync_health(db, sink))
-
-    async def previews(self, message_ids: Sequence[int] = (), conversations: Sequence[str] = ()
-                       ) -> dict[Any, tuple[str | None, Message]]:
-        """(name, Message) per message id and per conversation's newest message."""
-        return await self.read(lambda db: reads.previews(db, message_ids, conversations))
-
-    async def overdue_files(self, sink: str, older_than: float,
-                            limit: int) -> tuple[int, list[dict[str, Any]]]:
-        """Attachments waiting for their file since before `older_than`: count, oldest."""
-        return await self.read(lambda db: reads.overdue_files(db, sink, older_than, limit))
-
-    async def people_counts(self) -> dict[str, int]:
-        """Group chats and failed sends in the buffer."""
-        return await self.read(reads.people_counts)
+    # -- reads: bridge.buffer.views.ReadMethods ----------------------------------------
 
     # -- limits ------------------------------------------------------------------------
 

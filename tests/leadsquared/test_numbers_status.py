@@ -43,9 +43,9 @@ def test_status_says_per_business_number_when_it_last_synced_and_what_is_held_or
     post(bridge, change(PRIYA_NUMBER, "919876543210", "Asha", "wamid.s1", "hello priya"),
          change(ARJUN_NUMBER, "919123456780", "Ravi", "wamid.s2", "hello arjun"))
     bridge.sync_now()
-    # Priya's window closed too: on SQLite the status reads open windows and last syncs in
-    # two statements, each its own snapshot, so a completion committing between them shows
-    # her number synced with its window still open for a moment (CI, once)
+    # Priya's window closed too. The status is one snapshot now, so her number synced
+    # means its window closed; read in separate snapshots it once showed both (CI, once:
+    # tests/core/test_read_snapshot.py pins that)
     held = eventually(lambda: (rows := numbers(bridge)).get(ARJUN_NUMBER[0], {}).get("held")
                       and (mine := rows.get(PRIYA_NUMBER[0], {})).get("last_synced_at")
                       and mine.get("open") == 0 and rows, timeout=60)
