@@ -15,6 +15,7 @@ own statements, never anything else, so each one stays short.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +28,11 @@ from bridge.errors import BufferClosed
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# The reader connection (and its Readers) the current task's read holds: a read begun
+# inside it (a status view calling the buffer) joins its snapshot instead of waiting for a
+# second connection while holding one (with every connection held so, none came back)
+_HELD: contextvars.ContextVar[tuple[Readers, aiosqlite.Connection] | None] = \
+    contextvars.ContextVar("held_reader", default=None)
 
 
 class Readers:
@@ -46,9 +52,17 @@ class Readers:
         self._closed = False
 
     async def read(self, work: Callable[[Connector], Awaitable[T]]) -> T:
-        """`work(db)` in one read transaction on a connection no other read uses meanwhile."""
+        """`work(db)` in one read transaction on a connection no other read uses meanwhile
+        (a read inside a read of the same buffer runs in the outer one's snapshot)."""
+        held = _HELD.get()
+        if held is not None and held[0] is self:
+            return await work(AioSqliteConnector(held[1]))
         async with self._lend() as conn:
-            return await snapshot(conn, work)
+            token = _HELD.set((self, conn))
+            try:
+                return await snapshot(conn, work)
+            finally:
+                _HELD.reset(token)
 
     @asynccontextmanager
     async def _lend(self) -> AsyncIterator[aiosqlite.Connection]:

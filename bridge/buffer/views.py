@@ -27,9 +27,9 @@ class ReadMethods:
         raise NotImplementedError
 
     async def snapshot(self, work: Callable[[Snapshot], Awaitable[T]]) -> T:
-        """`work(view)` with every read of `view` in one read(): one snapshot. The work
-        awaits only the view's reads (never another read of the buffer: on SQLite that
-        waits for a reader connection while holding one)."""
+        """`work(view)` with every read of `view` in one read(): one snapshot. On SQLite a
+        read of the buffer itself inside `work` joins that snapshot (it held a connection
+        while waiting for another: with every reader connection held so, a deadlock)."""
         return await self.read(lambda db: work(Snapshot(db)))
 
     async def sinks(self) -> list[dict[str, Any]]:

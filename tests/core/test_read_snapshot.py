@@ -21,6 +21,7 @@ import bridge.buffer.reads as reads
 from bridge.buffer import Policy
 from bridge.buffer.compiler import Query
 from bridge.buffer.connectors import Connector, Row
+from bridge.buffer.sqlite import READERS
 from bridge.buffer.views import ReadMethods
 from bridge.contracts import Outcome
 from bridge.status import buffer_report, page_data
@@ -224,3 +225,22 @@ async def test_the_status_page_is_one_snapshot(buffer):
     (row,) = data["conversations"]
     assert _as_of(sink) == (1, 1, False, False)
     assert (row["pending"], row["synced"], row["last_synced_at"]) == (1, 0, None)
+
+
+@sqlite_only  # the reader connections are SQLite's (PostgreSQL's pool is its own)
+async def test_a_read_inside_a_read_joins_its_snapshot_instead_of_waiting_for_a_connection(
+        buffer):
+    """A snapshot's work that calls the buffer's own reads held one reader connection while
+    waiting for another: as many such reads at once as there are connections, and none
+    ever came back. A read inside a read now runs in the outer one's snapshot."""
+    await buffer.append([message(1)])
+
+    async def nested(db: Connector) -> tuple[int, tuple[int, int]]:
+        first = await db.value(MESSAGES)
+        await asyncio.sleep(0.05)  # every outer read holds its connection before any nests
+        return first, await buffer.read(twice)
+
+    reads_at_once = READERS + 2  # more reads at once than it has connections
+    found = await asyncio.wait_for(asyncio.gather(
+        *(buffer.read(nested) for _ in range(reads_at_once))), timeout=10)
+    assert found == [(1, (1, 1))] * reads_at_once
