@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 
 from bridge.buffer.postgres import split_schema
-from bridge.buffer.shared import Listener
+from bridge.buffer.shared import NAMED, Listener
 from bridge.cluster import notify
 from bridge.config import BridgeConfig, BufferConfig
 from tests.backends import drop_schema, new_schema, postgres_url
@@ -67,9 +67,13 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(open_buffe
         dsn, _ = split_schema(receiver.url)
         admin = await asyncpg.connect(dsn)
         try:
+            # only this receiver's listener (its session is named for its process): every
+            # LISTEN on the server killed the listeners of tests running beside it on other
+            # workers too, and theirs reconnect only after the default RECONNECT_EVERY
             killed = await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()")
+                " WHERE query LIKE 'LISTEN%' AND application_name = $1",
+                NAMED + receiver.owner)
         finally:
             await admin.close()
         assert killed >= 1
