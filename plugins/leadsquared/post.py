@@ -92,18 +92,19 @@ class Poster:
         return results
 
     async def on_opportunities(self, batch: Batch, plan: Plan,
-                               landed: list[Part]) -> dict[str, list[str]]:
+                               landed: list[Part]) -> dict[str, list[Outcome]]:
         """Each landed part on each opportunity, a target of its own; why each part still
-        waits. With bulk on, a part's rows for one opportunity go in together, so several
-        share a ByOpportunityId call."""
-        waiting: dict[str, list[str]] = {part.key: [] for part in landed}
+        waits (a retry each, transient when that opportunity's post failed only so). With
+        bulk on, a part's rows for one opportunity go in together, so several share a
+        ByOpportunityId call."""
+        waiting: dict[str, list[Outcome]] = {part.key: [] for part in landed}
         brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
         gone: dict[str, asyncio.Task[bool | None]] = {}  # owners checked after a refusal
 
         async def one(part: Part, opportunity: str) -> None:
-            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake,
-                                                    gone):
-                waiting[part.key].append(reason)
+            if wait := await self._on_opportunity(batch, plan, part, opportunity, brake,
+                                                  gone):
+                waiting[part.key].append(wait)
 
         for opportunity in plan.opportunities:
             if self.opportunity_bulk is None or self.bulk is None:
@@ -117,17 +118,20 @@ class Poster:
     async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
                               brake: list[str],
                               gone: dict[str, asyncio.Task[bool | None]] | None = None
-                              ) -> str | None:
+                              ) -> Outcome | None:
         """Why the part still waits on this opportunity; None once settled (landed, or
-        given up as a dead target of its own)."""
+        given up as a dead target of its own). A transient failure (5xx, a gateway's page,
+        a timeout, 429, a lost answer) is an outage's: not counted to max_attempts, it
+        waits for retry_for (issue: a deal's copy was given up after max_attempts syncs
+        of an opportunity-only outage)."""
         key = f"{part.key}@{opportunity}"
         earlier = batch.targets.get(key)
         if key in plan.existing or (earlier is not None and earlier.dead):
             return None
         if opportunity in plan.unchecked:
-            outcome = Outcome.retry(plan.unchecked[opportunity])
-        elif brake:
-            outcome = Outcome.retry(f"not attempted after: {brake[0]}")
+            outcome = plan.unchecked[opportunity]
+        elif brake:  # a rate limit: as transient as the 429 that set it
+            outcome = Outcome.retry(f"not attempted after: {brake[0]}", transient=True)
         elif failed := await self._post(batch, plan, part, opportunity):
             outcome = failed.outcome
             if failed.kind == "rate_limited":
@@ -137,12 +141,22 @@ class Poster:
         outcome = await self._reowned(part, outcome, {} if gone is None else gone)
         failure = batch.fail_target(
             key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
-            self.settings.max_attempts, final=outcome.kind == "rejected")
+            self.settings.max_attempts, final=outcome.kind == "rejected",
+            transient=outcome.transient, retry_for=self.settings.retry_for,
+            now=self._latest_commit())
         if failure.dead:
             logger.warning("gave up posting on an opportunity after %d tries: %s",
                            failure.attempts, failure.reason)
             return None
-        return f"opportunity {opportunity}: {outcome.reason}"
+        return Outcome.retry(f"opportunity {opportunity}: {outcome.reason}",
+                             transient=outcome.transient, aside=True)
+
+    def _latest_commit(self) -> float:
+        """The latest this try's outcomes may commit (its lease, taken before, ends within
+        a lease from now; a later commit is refused): a target judged by retry_for at that
+        time dies before the buffer, judging its message at the commit, would dead-letter
+        the message."""
+        return time.time() + self.settings.lease
 
     async def _reowned(self, part: Part, outcome: Outcome,
                        gone: dict[str, asyncio.Task[bool | None]]) -> Outcome:
