@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,38 +150,25 @@ class Batch:
         self.targets.pop(key, None)
 
     def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
-                    max_attempts: int, final: bool = False, transient: bool = False,
-                    retry_for: float | None = None, now: float | None = None
-                    ) -> TargetFailure:
+                    max_attempts: int, final: bool = False,
+                    transient: bool = False) -> TargetFailure:
         """Record a failed post to one target; committed with the batch's outcomes.
 
-        Dead when `final` (refused). A `transient` failure (an outage: its message's retry
-        is transient too) does not count to max_attempts: with `retry_for` it is dead once
-        that long has passed since the batch first failed, judged at `now` (the latest the
-        try may commit), so it dies before its message would. Another failure is dead
-        after `max_attempts` counted tries, or on the batch's last counted try (so a target
-        never takes its messages to dead letter with it: the message's retry while it waits
-        counts to max_attempts)."""
+        Dead when `final` (refused). A `transient` failure (an outage: the message's retry
+        is transient and aside too) is not counted to max_attempts: the target waits, and
+        once the sink's retry_for has passed the buffer gives it up instead of its message
+        (bridge.buffer.delivery). Another failure is dead after `max_attempts` counted
+        tries, or on the batch's last counted try (so a target never takes its messages to
+        dead letter with it: the message's retry while it waits counts to max_attempts)."""
         earlier = self.targets.get(key)
         attempts = earlier.attempts + 1 if earlier is not None else 1
-        outages = (earlier.outages if earlier is not None else 0) + int(
-            transient and retry_for is not None)
-        if transient and retry_for is not None:
-            dead = final or self.outage_over(retry_for, now)
-        else:
-            dead = final or max(attempts - outages,
-                                self.attempt - self.outage_tries) >= max_attempts
+        outages = (earlier.outages if earlier is not None else 0) + int(transient)
+        counted = max(attempts - outages, self.attempt - self.outage_tries)
+        dead = final or (not transient and counted >= max_attempts)
         failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts,
                                 outages, transient)
         self.targets[key] = self.new_targets[key] = failure
         return failure
-
-    def outage_over(self, retry_for: float, now: float | None = None) -> bool:
-        """Whether `retry_for` seconds have passed since the batch first failed, at `now`
-        (default: now; a batch that never failed yet starts its window with this try)."""
-        if self.failing_since is None:
-            return retry_for <= 0
-        return (time.time() if now is None else now) - self.failing_since >= retry_for
 
 
 # A ledger key `<batch key>` + SINK_NOTE + name is a sink's own note kept with the batch

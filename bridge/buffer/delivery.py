@@ -576,6 +576,9 @@ def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
     errors: list[str] = []
     for message, outcome in zip(claim.messages, outcomes, strict=True):
         state, reason = _next_state(outcome, claim.batch, policy, now)
+        if state == "dead" and outcome.kind == "retry" and outcome.aside:
+            _give_up_targets(claim.batch, message.id, policy, now)
+            state, reason = "done", None  # it is in the CRM: its waiting targets died
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
             errors.append(outcome.reason)
@@ -595,16 +598,40 @@ def _next_state(outcome: Outcome, batch: Batch, policy: Policy,
     if outcome.kind != "retry":
         return "pending", None
     reason = outcome.reason or "no reason given"
-    if _outage(outcome, policy):
-        failing = now - (batch.failing_since if batch.failing_since is not None else now)
-        if failing >= policy.retry_for:
-            return "dead", (f"{batch.sink} kept failing for {format_duration(failing)} "
-                            f"(last: {reason}): check its service status, then requeue")
-        return "pending", None
-    counted = batch.attempt - batch.outage_tries  # this try included
-    if gives_up(counted, policy.max_attempts):
-        return "dead", f"gave up after {counted} attempts: {reason}"
+    if _over(outcome.transient, batch, policy, now):
+        return "dead", _gave_up(reason, outcome.transient, batch, policy, now)
     return "pending", None
+
+
+def _over(transient: bool, batch: Batch, policy: Policy, now: float) -> bool:
+    """Whether a retry of this try is given up: an outage's once retry_for has passed
+    since the batch first failed, another's after max_attempts counted tries."""
+    if transient and policy.retry_for is not None:
+        failing = now - (batch.failing_since if batch.failing_since is not None else now)
+        return failing >= policy.retry_for
+    return gives_up(batch.attempt - batch.outage_tries, policy.max_attempts)  # this try too
+
+
+def _gave_up(last: str, transient: bool, batch: Batch, policy: Policy, now: float) -> str:
+    """Why a retry was given up (a dead letter's, or a dead target's, reason)."""
+    if transient and policy.retry_for is not None:
+        failing = now - (batch.failing_since if batch.failing_since is not None else now)
+        return (f"{batch.sink} kept failing for {format_duration(failing)} (last: {last}): "
+                "check its service status, then requeue")
+    return f"gave up after {batch.attempt - batch.outage_tries} attempts: {last}"
+
+
+def _give_up_targets(batch: Batch, message_id: int, policy: Policy, now: float) -> None:
+    """A message already in the CRM's main record (Outcome.aside) whose retry is given up:
+    the targets it still waits for die, each a dead letter of its own with its own last
+    error, and the message is delivered (a target never takes its message to dead letter
+    with it). Committed with the outcomes (_write_posts)."""
+    for key, failure in list(batch.targets.items()):
+        if failure.dead or message_id not in failure.message_ids or key in batch.ledger \
+                or failure.reason.startswith(WAITS_WITH_MESSAGES):
+            continue
+        why = _gave_up(failure.reason, failure.transient, batch, policy, now)
+        batch.targets[key] = batch.new_targets[key] = replace(failure, dead=True, reason=why)
 
 
 def _outage(outcome: Outcome, policy: Policy) -> bool:

@@ -63,8 +63,7 @@ async def _check_upgraded(buffer: Buffer) -> None:
     (earlier,) = claim.batch.targets.values()
     assert (earlier.attempts, earlier.outages, earlier.counted) == (1, 0, 1)
     failure = claim.batch.fail_target(earlier.key, earlier.label, "LeadSquared transient",
-                                      earlier.message_ids, 2, transient=True,
-                                      retry_for=3600, now=NOW + 11)
+                                      earlier.message_ids, 2, transient=True)
     assert not failure.dead and (failure.attempts, failure.counted) == (2, 1)
     await buffer.complete(claim, [Outcome.retry("waits", transient=True, aside=True)],
                           Policy(2, lambda n: 1, 1, retry_for=3600), now=NOW + 12)

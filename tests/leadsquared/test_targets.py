@@ -55,8 +55,7 @@ async def test_a_failing_opportunity_is_retried_alone_then_dead_lettered(sim, bu
     flaky = sim.add_opportunity(lead, "Flaky")
     sim.refuse_posts(flaky, "down", transient=True)
     await buffer.append([chat(1)])
-    sink = sink_for(sim, max_attempts=3, retry_for=4.0, lease=2.0, deliver_timeout=1.0,
-                    rate_limit="1000/0.05s")
+    sink = sink_for(sim, max_attempts=3, retry_for=1.5, rate_limit="1000/0.05s")
     async with running(buffer, [sink]):
         await wait_until(lambda: buffer.dead_targets(), timeout=30)
         await wait_until(lambda: settled(buffer))
@@ -64,6 +63,7 @@ async def test_a_failing_opportunity_is_retried_alone_then_dead_lettered(sim, bu
     assert posts_on(sim, flaky) >= 3  # its own tries (the client retries inside each)
     (dead,) = await buffer.dead_targets()
     assert dead["attempts"] > 3 and "503" in dead["reason"]
+    assert dead["reason"].startswith("leadsquared kept failing for ")
     assert await buffer.dead_letters() == []
     assert [a["RelatedOpportunityId"] for a in sim.activities(lead)] == [None]
 
