@@ -5,6 +5,8 @@ next. Against the simulator's fault switches over real HTTP."""
 
 from __future__ import annotations
 
+from bridge.status import buffer_report
+from bridge.textreport import render_status
 from tests.backends import rows
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import assert_exactly_once, chat, settled, sink_for
@@ -181,7 +183,10 @@ async def test_an_opportunity_only_outage_past_max_attempts_then_the_deal_gets_t
         ((attempts, outages, transient, reason),) = await rows(
             buffer, "SELECT attempts, outages, transient, reason FROM targets")
         assert attempts > 2 and outages == attempts and transient == 1
-        assert "503" in reason  # why it waits, for the status page
+        assert "503" in reason  # why it waits
+        (state,) = await buffer.sinks()
+        assert state["failing_targets"] == 1 and state["dead_targets"] == 0
+        assert "1 failing" in render_status(await buffer_report(buffer))
         sim.refuse_posts(deal, reason="")
         await wait_until(lambda: settled(buffer), timeout=30)
     assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
