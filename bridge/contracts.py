@@ -32,12 +32,17 @@ class Outcome:
     for something outside the bridge (e.g. no CRM record for this number yet); re-checked
     every sync, never dead-lettered, reason shown in status. skipped: deliberately not
     sent (a filter dropped it, or the sink does not sync this kind); counts as settled.
+
+    aside: a retry of a message already in the CRM's main record (e.g. on the lead), whose
+    other targets (e.g. an opportunity's copy) wait: the conversation's later batches may
+    pass its batch while it waits, so one target's outage never holds a chat back.
     """
 
     kind: OutcomeKind
     reason: str = ""
     not_before: datetime | None = None
     transient: bool = False
+    aside: bool = False
 
     @classmethod
     def delivered(cls) -> Outcome:
@@ -45,8 +50,8 @@ class Outcome:
 
     @classmethod
     def retry(cls, reason: str, not_before: datetime | None = None,
-              transient: bool = False) -> Outcome:
-        return cls("retry", reason, not_before, transient)
+              transient: bool = False, aside: bool = False) -> Outcome:
+        return cls("retry", reason, not_before, transient, aside)
 
     @classmethod
     def rejected(cls, reason: str) -> Outcome:
@@ -83,7 +88,9 @@ class TargetFailure:
 
     key: the post's idempotency key (starts with the batch key); label: the target as a
     person reads it; reason: the last error; dead: given up (a dead letter of its own);
-    message_ids: the messages the post covers; attempts: failed tries so far.
+    message_ids: the messages the post covers; attempts: failed tries so far; outages: of
+    those, the tries that failed only transiently (a CRM outage), which max_attempts does
+    not count; transient: whether the last one did.
     """
 
     key: str
@@ -92,6 +99,13 @@ class TargetFailure:
     dead: bool
     message_ids: tuple[int, ...]
     attempts: int = 1
+    outages: int = 0
+    transient: bool = False
+
+    @property
+    def counted(self) -> int:
+        """Failed tries that count to max_attempts (those that were no outage's)."""
+        return self.attempts - self.outages
 
 
 @dataclass(slots=True)
@@ -136,14 +150,23 @@ class Batch:
         self.targets.pop(key, None)
 
     def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
-                    max_attempts: int, final: bool = False) -> TargetFailure:
-        """Record a failed post to one target; it is dead when `final` (refused), after
-        `max_attempts` failed tries, or on the batch's last counted try (so a target never
-        takes its messages to dead letter with it: the message's retry while it waits counts
-        to max_attempts). Committed with the batch's outcomes."""
-        attempts = (self.targets[key].attempts + 1) if key in self.targets else 1
-        dead = final or max(attempts, self.attempt - self.outage_tries) >= max_attempts
-        failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts)
+                    max_attempts: int, final: bool = False,
+                    transient: bool = False) -> TargetFailure:
+        """Record a failed post to one target; committed with the batch's outcomes.
+
+        Dead when `final` (refused). A `transient` failure (an outage: the message's retry
+        is transient and aside too) is not counted to max_attempts: the target waits, and
+        once the sink's retry_for has passed the buffer gives it up instead of its message
+        (bridge.buffer.delivery). Another failure is dead after `max_attempts` counted
+        tries, or on the batch's last counted try (so a target never takes its messages to
+        dead letter with it: the message's retry while it waits counts to max_attempts)."""
+        earlier = self.targets.get(key)
+        attempts = earlier.attempts + 1 if earlier is not None else 1
+        outages = (earlier.outages if earlier is not None else 0) + int(transient)
+        counted = max(attempts - outages, self.attempt - self.outage_tries)
+        dead = final or (not transient and counted >= max_attempts)
+        failure = TargetFailure(key, label, reason, dead, tuple(message_ids), attempts,
+                                outages, transient)
         self.targets[key] = self.new_targets[key] = failure
         return failure
 

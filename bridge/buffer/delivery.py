@@ -176,9 +176,12 @@ _due = (sa.select(_b.c.id).where(
     # A conversation's batches go in order: none while an older one of its class is
     # unfinished (waiting to retry, or leased). Live batches pass backfill ones never
     # tried (backfill is paced, live is not), but not one that failed and waits to
-    # retry; a backfill batch (older messages) never waits behind a live one.
+    # retry; a backfill batch (older messages) never waits behind a live one. One whose
+    # messages are in the CRM and wait only for other targets (aside) is passed while it
+    # waits: an opportunity's outage does not hold the customer's later chats back.
     ~sa.exists().where(older.c.sink == _b.c.sink, older.c.conversation == _b.c.conversation,
                        older.c.state != "done", older.c.id < _b.c.id,
+                       sa.or_(older.c.state != "ready", older.c.aside == 0),
                        sa.or_(older.c.backfill == _b.c.backfill,
                               sa.and_(older.c.backfill > _b.c.backfill,
                                       older.c.attempts > 0))))
@@ -203,7 +206,8 @@ LEDGERS = Query(sa.select(ledger.c.key, ledger.c.external_id).join_from(
     ledger, _prefix, sa.and_(ledger.c.key >= _prefix.c.low, ledger.c.key < _prefix.c.high))
     .where(ledger.c.sink == P("sink")), "ledger of leased batches")
 t = targets.c
-FAILED_TARGETS = Query(sa.select(t.key, t.label, t.reason, t.state, t.message_ids, t.attempts)
+FAILED_TARGETS = Query(sa.select(t.key, t.label, t.reason, t.state, t.message_ids, t.attempts,
+                                 t.outages, t.transient)
                        .join_from(targets, _prefix, sa.and_(t.key >= _prefix.c.low,
                                                             t.key < _prefix.c.high))
                        .where(t.sink == P("sink")), "failed targets of leased batches")
@@ -374,8 +378,9 @@ async def _conversations(db: Connector, sink: str, keys: set[str]) -> dict[str, 
 
 
 def _failures(rows: list[Any]) -> dict[str, TargetFailure]:
-    return {k: TargetFailure(k, label, reason, state == "dead", ids_of(ids), attempts)
-            for k, label, reason, state, ids, attempts in rows}
+    return {k: TargetFailure(k, label, reason, state == "dead", ids_of(ids), attempts,
+                             outages, bool(transient))
+            for k, label, reason, state, ids, attempts, outages, transient in rows}
 
 
 # -- completion ----------------------------------------------------------------------------
@@ -402,10 +407,11 @@ _landed = rows_in("landed", [("sink", "text"), ("key", "text")], alias="g")
 LANDED = Query(sa.delete(targets).where(sa.tuple_(t.sink, t.key).in_(
     sa.select(_landed.c.sink, _landed.c.key))), "forget targets that landed")
 _TARGET_COLUMNS = ("sink", "key", "label", "batch_id", "message_ids", "state", "attempts",
-                   "reason", "updated_at")
+                   "reason", "updated_at", "outages", "transient")
 _failed = rows_in("failed", [("sink", "text"), ("key", "text"), ("label", "escaped"),
                              ("batch_id", "int"), ("message_ids", "text"), ("state", "text"),
-                             ("attempts", "int"), ("reason", "escaped"), ("updated_at", "real")],
+                             ("attempts", "int"), ("reason", "escaped"), ("updated_at", "real"),
+                             ("outages", "int"), ("transient", "int")],
                   alias="f")
 
 
@@ -426,14 +432,14 @@ DONE = Query(sa.update(batches).values(state="done", lease_token=None, lease_unt
 _back = rows_in("back", [("batch_id", "int"), ("next_attempt_at", "real"),
                          ("not_before", "real"), ("held", "int"), ("uncertain", "int"),
                          ("error", "escaped"), ("outage_tries", "int"),
-                         ("failing_since", "real")],
+                         ("failing_since", "real"), ("aside", "int")],
                 alias="w")
 PUT_BACK = Query(sa.update(batches).values(
     state="ready", lease_token=None, lease_until=None, next_attempt_at=_back.c.next_attempt_at,
     not_before=_back.c.not_before, released_at=P("now"), held=_back.c.held,
     uncertain=_back.c.uncertain, last_error=_back.c.error,
     outage_tries=_back.c.outage_tries,
-    failing_since=_back.c.failing_since).where(b.id == _back.c.batch_id),
+    failing_since=_back.c.failing_since, aside=_back.c.aside).where(b.id == _back.c.batch_id),
     "batches back to wait")
 _TOUCHED = ("sink", "conversation", "record_id", "last_synced_at", "last_error", "held_reason")
 _touched = rows_in("touched", [("sink", "text"), ("conversation", "text"), ("record_id", "text"),
@@ -570,6 +576,9 @@ def _settle(claim: Claim, outcomes: Sequence[Outcome], policy: Policy,
     errors: list[str] = []
     for message, outcome in zip(claim.messages, outcomes, strict=True):
         state, reason = _next_state(outcome, claim.batch, policy, now)
+        if state == "dead" and outcome.kind == "retry" and outcome.aside:
+            _give_up_targets(claim.batch, message.id, policy, now)
+            state, reason = "done", None  # it is in the CRM: its waiting targets died
         counts[state if state != "pending" else outcome.kind] += 1
         if outcome.kind not in ("delivered", "skipped"):
             errors.append(outcome.reason)
@@ -589,16 +598,40 @@ def _next_state(outcome: Outcome, batch: Batch, policy: Policy,
     if outcome.kind != "retry":
         return "pending", None
     reason = outcome.reason or "no reason given"
-    if _outage(outcome, policy):
-        failing = now - (batch.failing_since if batch.failing_since is not None else now)
-        if failing >= policy.retry_for:
-            return "dead", (f"{batch.sink} kept failing for {format_duration(failing)} "
-                            f"(last: {reason}): check its service status, then requeue")
-        return "pending", None
-    counted = batch.attempt - batch.outage_tries  # this try included
-    if gives_up(counted, policy.max_attempts):
-        return "dead", f"gave up after {counted} attempts: {reason}"
+    if _over(outcome.transient, batch, policy, now):
+        return "dead", _gave_up(reason, outcome.transient, batch, policy, now)
     return "pending", None
+
+
+def _over(transient: bool, batch: Batch, policy: Policy, now: float) -> bool:
+    """Whether a retry of this try is given up: an outage's once retry_for has passed
+    since the batch first failed, another's after max_attempts counted tries."""
+    if transient and policy.retry_for is not None:
+        failing = now - (batch.failing_since if batch.failing_since is not None else now)
+        return failing >= policy.retry_for
+    return gives_up(batch.attempt - batch.outage_tries, policy.max_attempts)  # this try too
+
+
+def _gave_up(last: str, transient: bool, batch: Batch, policy: Policy, now: float) -> str:
+    """Why a retry was given up (a dead letter's, or a dead target's, reason)."""
+    if transient and policy.retry_for is not None:
+        failing = now - (batch.failing_since if batch.failing_since is not None else now)
+        return (f"{batch.sink} kept failing for {format_duration(failing)} (last: {last}): "
+                "check its service status, then requeue")
+    return f"gave up after {batch.attempt - batch.outage_tries} attempts: {last}"
+
+
+def _give_up_targets(batch: Batch, message_id: int, policy: Policy, now: float) -> None:
+    """A message already in the CRM's main record (Outcome.aside) whose retry is given up:
+    the targets it still waits for die, each a dead letter of its own with its own last
+    error, and the message is delivered (a target never takes its message to dead letter
+    with it). Committed with the outcomes (_write_posts)."""
+    for key, failure in list(batch.targets.items()):
+        if failure.dead or message_id not in failure.message_ids or key in batch.ledger \
+                or failure.reason.startswith(WAITS_WITH_MESSAGES):
+            continue
+        why = _gave_up(failure.reason, failure.transient, batch, policy, now)
+        batch.targets[key] = batch.new_targets[key] = replace(failure, dead=True, reason=why)
 
 
 def _outage(outcome: Outcome, policy: Policy) -> bool:
@@ -630,7 +663,7 @@ async def attempt_now(db: Connector, sink: str, batch_key: str, failure: TargetF
     await db.run(UPSERT_TARGETS, failed=[(
         sink, failure.key, failure.label, batch_id,
         id_list(failure.message_ids), "failing", failure.attempts,
-        failure.reason, now)])
+        failure.reason, now, failure.outages, int(failure.transient))])
 
 
 # A lead post's start record (bridge.WAITS_WITH_MESSAGES, written by a sink while the post
@@ -671,7 +704,7 @@ async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
         await db.run(LANDED, landed=[(sink, key) for sink, key, _ in posted])
     failed = [(c.batch.sink, f.key, f.label, c.batch_id,
                id_list(f.message_ids), "dead" if f.dead else "failing",
-               f.attempts, f.reason, now)
+               f.attempts, f.reason, now, f.outages, int(f.transient))
               for c in claims for f in c.batch.new_targets.values()
               if f.key not in c.batch.new_ledger]
     if failed:
@@ -696,7 +729,8 @@ async def _release(db: Connector, kept: list[Any], now: float, policy: Policy) -
         asked = max((o.not_before.timestamp() for o in waiting if o.not_before), default=None)
         back.append((claim.batch_id, max(now + delay, asked or 0.0), asked, int(held),
                      int(claim.uncertain), errors[-1] if errors else None,
-                     *_failing(claim.batch, waiting, policy, now)))
+                     *_failing(claim.batch, waiting, policy, now),
+                     int(bool(waiting) and all(o.aside for o in waiting))))
     if back:
         await db.run(PUT_BACK, back=back, now=now)
 
@@ -731,7 +765,7 @@ _REOPEN = {"state": "pending", "reason": None, "done_at": None}
 _RETRY_BATCH = Query(sa.update(batches).values(
     state="ready", attempts=0, next_attempt_at=0, not_before=None, uncertain=1,
     outage_tries=0,
-    failing_since=None)
+    failing_since=None, aside=0)
     .where(b.id == P("batch_id"), b.state == "done"), "re-open a finished batch")
 DEAD_TARGETS = Query(sa.select(t.sink, t.key, t.batch_id, t.message_ids, b.state, t.reason)
                      .select_from(targets.outerjoin(batches, b.id == t.batch_id)).where(

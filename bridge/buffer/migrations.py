@@ -33,6 +33,7 @@ from bridge.buffer.tables import (
     sink_numbers,
     source_syncs,
     statuses,
+    targets,
 )
 from bridge.errors import SchemaError
 
@@ -164,10 +165,21 @@ async def m017_media_leased(db: Connector) -> None:
     await _ddl(db, CreateIndex(_index(media, "media_leased"), if_not_exists=True))
 
 
+async def m018_target_outages(db: Connector) -> None:
+    """A target's transient failures are not counted to max_attempts (an opportunity's
+    outage while the lead takes posts killed the deal's copy after max_attempts syncs):
+    targets.outages and targets.transient; batches.aside, so a batch whose messages are on
+    the lead and only wait for other targets lets the chat's later batches pass. Rows
+    stored before read as counted failures (0), as they were counted then."""
+    await _ddl(db, AddColumn(targets.c.outages), AddColumn(targets.c.transient),
+               AddColumn(batches.c.aside))
+
+
 STEPS: dict[int, Step] = {10: m010_one_source, 11: m011_failing_since,
                           12: m012_source_syncs, 13: m013_business_accounts,
                           14: m014_failed_sends, 15: m015_sink_numbers,
-                          16: m016_media_lease_owner, 17: m017_media_leased}
+                          16: m016_media_lease_owner, 17: m017_media_leased,
+                          18: m018_target_outages}
 VERSION = max(STEPS)
 
 

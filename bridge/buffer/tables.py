@@ -183,7 +183,9 @@ _partial("deliveries_backfill", deliveries, "sink", "state", where=deliveries.c.
 # failing_since: when its first failed try was recorded (transient failures retry until
 # the sink's retry_for has passed since); outage_tries: tries that failed only
 # transiently (max_attempts counts attempts less these). Both start again when a dead
-# target re-opens the batch.
+# target re-opens the batch. aside: every message it waits with is in the CRM's main
+# record, only other targets wait (Outcome.aside): the conversation's later batches may
+# pass it while it is ready (schema 18).
 batches = _table(
     "batches",
     sa.Column("id", INT, sa.Identity(), primary_key=True),
@@ -205,6 +207,7 @@ batches = _table(
     sa.Column("failing_since", REAL),
     sa.Column("outage_tries", INT, nullable=False, server_default=sa.text("0")),
     sa.Column("account", TEXT),
+    sa.Column("aside", INT, nullable=False, server_default=sa.text("0")),
     sa.CheckConstraint("state IN ('ready', 'leased', 'done')"),
     sa.CheckConstraint(
         "(state = 'leased') = (lease_token IS NOT NULL AND lease_until IS NOT NULL)"),
@@ -284,7 +287,8 @@ identities = _table(
 sa.Index("identities_person", identities.c.person)
 
 # Delivery targets: a post that landed is in the ledger; one that failed is here, with its
-# own attempts, last error and dead letter.
+# own attempts, last error and dead letter. outages: of the attempts, those that failed only
+# transiently (not counted to max_attempts; schema 18); transient: whether the last did.
 #   failing -> dead     refused, or out of attempts (reason says why)
 #   failing -> (gone)   it landed later: the ledger has it
 #   dead    -> (gone)   requeued: its messages and batch are re-opened, the target retried
@@ -299,6 +303,8 @@ targets = _table(
     sa.Column("attempts", INT, nullable=False),
     sa.Column("reason", Escaped, nullable=False),
     sa.Column("updated_at", REAL, nullable=False),
+    sa.Column("outages", INT, nullable=False, server_default=sa.text("0")),
+    sa.Column("transient", INT, nullable=False, server_default=sa.text("0")),
     sa.CheckConstraint("state IN ('failing', 'dead')"))
 _partial("targets_dead", targets, "sink", "updated_at", where=targets.c.state == "dead")
 

@@ -59,9 +59,8 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
     landed = [part for part in plan.parts if part.key not in results]
     waiting = await steps.poster.on_opportunities(batch, plan, landed)
     for part in landed:  # 4. attach the files to the activity that names them
-        waiting[part.key] += await steps.attacher.attach(batch, part, plan.existing)
-        results[part.key] = (Outcome.retry("; ".join(waiting[part.key]))
-                             if waiting[part.key] else Outcome.delivered())
+        files = await steps.attacher.attach(batch, part, plan.existing)
+        results[part.key] = _waits(waiting[part.key], files)
     if plan.unread is not None:  # landed parts wait for the opportunities not read
         unread = outcome_of(plan.unread)
         why = f"opportunities of the lead could not be read: {unread.reason}"
@@ -69,6 +68,17 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
             if outcome.kind == "delivered":
                 results[key] = Outcome.retry(why, transient=unread.transient)
     return per_message(batch, plan.parts, results)
+
+
+def _waits(deals: list[Outcome], files: list[str]) -> Outcome:
+    """A landed part's outcome: delivered, or a retry while its opportunities' copies
+    (`deals`) or files wait. On the lead already, it lets the chat's later batches pass
+    while only deals wait (aside); transient when each of those waits for an outage."""
+    if not deals and not files:
+        return Outcome.delivered()
+    return Outcome.retry("; ".join([o.reason for o in deals] + files),
+                         transient=not files and all(o.transient for o in deals),
+                         aside=not files)
 
 
 LEAD = "lead"  # the label of a part whose post on the lead waits (a target of its own)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bridge import Batch, Outcome
@@ -35,7 +36,9 @@ def for_all(batch: Batch, outcome: Outcome) -> list[Outcome]:
 
 
 def per_message(batch: Batch, parts: list[Part], results: dict[str, Outcome]) -> list[Outcome]:
-    """A message's outcome is the worst of the parts that hold it."""
+    """A message's outcome is the worst of the parts that hold it (a long message's pieces
+    are parts of their own): two retries make one that is aside (on the lead, only other
+    targets wait) or transient only when both are."""
     worst: dict[int, Outcome] = {}
     for part in parts:
         outcome = results.get(part.key, Outcome.retry("not attempted"))
@@ -43,6 +46,10 @@ def per_message(batch: Batch, parts: list[Part], results: dict[str, Outcome]) ->
             current = worst.get(id(message))
             if current is None or SEVERITY[outcome.kind] > SEVERITY[current.kind]:
                 worst[id(message)] = outcome
+            elif current.kind == outcome.kind == "retry":
+                worst[id(message)] = replace(current, transient=current.transient
+                                             and outcome.transient,
+                                             aside=current.aside and outcome.aside)
     return [worst.get(id(m), Outcome.delivered()) for m in batch.messages]
 
 

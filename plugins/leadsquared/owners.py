@@ -23,7 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import Message
+from bridge import Message, joined
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -33,8 +33,12 @@ from plugins.leadsquared.phones import national_variants, stored_e164, variant_n
 logger = logging.getLogger(__name__)
 
 Line = tuple[bool, str]  # (fine, what was found)
-# A custom activity field's length: MaxFieldLength 200 seen (reference §2, GetActivityDetails)
+# A custom activity field's length: MaxFieldLength 200 seen (reference §2, GetActivityDetails).
+# What it counts is UNSURE (no source: UTF-16 code units for .NET, code points for a MySQL
+# utf8mb4 column, bytes for a byte-limited one; simulator switch field_length): a value is
+# kept within 200 UTF-8 bytes, the strictest, which is within 200 of each of the others.
 FIELD_LENGTH = 200
+ELLIPSIS = "…"
 PHONE_FIELDS = ("AssociatedPhoneNumbers", "PhoneMobile", "PhoneMain", "PhoneOthers")
 REREAD = 600.0  # seconds: how often the account's users are read again while running
 NATIONAL = "nsn:"  # a user's number kept without its country code (as directory.number_keys)
@@ -59,14 +63,34 @@ class Rep:
         return f"{who} ({self.number})" if self.number else who
 
     def field_label(self, business_name: str, limit: int = FIELD_LENGTH) -> str:
-        """label() cut to a custom field's length: the name shortened ("…"), the number
-        kept whole."""
+        """label() within a custom field's length, `limit` UTF-8 bytes (FIELD_LENGTH: the
+        strictest count): the name shortened ("…") between two visible characters (never
+        inside a surrogate pair, an emoji sequence, a letter and its marks or an Indic
+        conjunct), the number kept whole."""
         whole = self.label(business_name)
-        if len(whole) <= limit:
+        if utf8_length(whole) <= limit:
             return whole
         tail = f" ({self.number})" if self.number else ""
-        who = (self.name or business_name)[:max(limit - len(tail) - 1, 0)].rstrip()
-        return f"{who}…{tail}"[:limit]
+        room = limit - utf8_length(tail) - utf8_length(ELLIPSIS)
+        label = f"{fit(self.name or business_name, max(room, 0)).rstrip()}{ELLIPSIS}{tail}"
+        return label if utf8_length(label) <= limit else fit(label, limit)
+
+
+def utf8_length(text: str) -> int:
+    """Length in UTF-8 bytes (a lone surrogate counted as the 3 bytes it would take)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def fit(text: str, limit: int) -> str:
+    """The longest start of `text` within `limit` UTF-8 bytes that ends between two
+    visible characters (bridge.joined: the render module's grapheme joining)."""
+    end = used = 0
+    while end < len(text) and used + utf8_length(text[end]) <= limit:
+        used += utf8_length(text[end])
+        end += 1
+    while 0 < end < len(text) and joined(text, end):
+        end -= 1
+    return text[:end]
 
 
 def business_of(message: Message) -> tuple[str | None, str | None]:

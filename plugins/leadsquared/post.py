@@ -92,18 +92,19 @@ class Poster:
         return results
 
     async def on_opportunities(self, batch: Batch, plan: Plan,
-                               landed: list[Part]) -> dict[str, list[str]]:
+                               landed: list[Part]) -> dict[str, list[Outcome]]:
         """Each landed part on each opportunity, a target of its own; why each part still
-        waits. With bulk on, a part's rows for one opportunity go in together, so several
-        share a ByOpportunityId call."""
-        waiting: dict[str, list[str]] = {part.key: [] for part in landed}
+        waits (a retry each, transient when that opportunity's post failed only so). With
+        bulk on, a part's rows for one opportunity go in together, so several share a
+        ByOpportunityId call."""
+        waiting: dict[str, list[Outcome]] = {part.key: [] for part in landed}
         brake: list[str] = []  # a rate limit on one opportunity: spare the rest for now
         gone: dict[str, asyncio.Task[bool | None]] = {}  # owners checked after a refusal
 
         async def one(part: Part, opportunity: str) -> None:
-            if reason := await self._on_opportunity(batch, plan, part, opportunity, brake,
-                                                    gone):
-                waiting[part.key].append(reason)
+            if wait := await self._on_opportunity(batch, plan, part, opportunity, brake,
+                                                  gone):
+                waiting[part.key].append(wait)
 
         for opportunity in plan.opportunities:
             if self.opportunity_bulk is None or self.bulk is None:
@@ -117,17 +118,20 @@ class Poster:
     async def _on_opportunity(self, batch: Batch, plan: Plan, part: Part, opportunity: str,
                               brake: list[str],
                               gone: dict[str, asyncio.Task[bool | None]] | None = None
-                              ) -> str | None:
+                              ) -> Outcome | None:
         """Why the part still waits on this opportunity; None once settled (landed, or
-        given up as a dead target of its own)."""
+        given up as a dead target of its own). A transient failure (5xx, a gateway's page,
+        a timeout, 429, a lost answer) is an outage's: not counted to max_attempts, it
+        waits for retry_for, then the buffer gives the target up, not its message (a deal's
+        copy was given up after max_attempts syncs of an opportunity-only outage)."""
         key = f"{part.key}@{opportunity}"
         earlier = batch.targets.get(key)
         if key in plan.existing or (earlier is not None and earlier.dead):
             return None
         if opportunity in plan.unchecked:
-            outcome = Outcome.retry(plan.unchecked[opportunity])
-        elif brake:
-            outcome = Outcome.retry(f"not attempted after: {brake[0]}")
+            outcome = plan.unchecked[opportunity]
+        elif brake:  # a rate limit: as transient as the 429 that set it
+            outcome = Outcome.retry(f"not attempted after: {brake[0]}", transient=True)
         elif failed := await self._post(batch, plan, part, opportunity):
             outcome = failed.outcome
             if failed.kind == "rate_limited":
@@ -137,12 +141,14 @@ class Poster:
         outcome = await self._reowned(part, outcome, {} if gone is None else gone)
         failure = batch.fail_target(
             key, f"opportunity {opportunity}", outcome.reason, [m.id for m in part.messages],
-            self.settings.max_attempts, final=outcome.kind == "rejected")
+            self.settings.max_attempts, final=outcome.kind == "rejected",
+            transient=outcome.transient)
         if failure.dead:
             logger.warning("gave up posting on an opportunity after %d tries: %s",
                            failure.attempts, failure.reason)
             return None
-        return f"opportunity {opportunity}: {outcome.reason}"
+        return Outcome.retry(f"opportunity {opportunity}: {outcome.reason}",
+                             transient=outcome.transient, aside=True)
 
     async def _reowned(self, part: Part, outcome: Outcome,
                        gone: dict[str, asyncio.Task[bool | None]]) -> Outcome:
@@ -208,6 +214,8 @@ class Poster:
                       target: str | None, key: str, sent: float) -> str | Failed:
         """After a failed post: the activity id when it landed after all (or when a bulk row
         that said "not created" is posted again singly now), else why it did not."""
+        if may_have_landed(exc):
+            return await self._checked_refusal(exc, batch, plan, target, key)
         if exc.kind != "unknown_outcome":
             return Failed(await self.stale(exc, batch, plan.lead) or outcome_of(exc), exc.kind)
         keys = await self.keys.after(exc, plan.lead.id, target)
@@ -226,6 +234,27 @@ class Poster:
                 return await self._settle(_final(again), batch, plan, part, target, key, sent)
         return Failed(late_write_retry(exc, sent, self.settings.timeout) or outcome_of(exc),
                       exc.kind)
+
+    async def _checked_refusal(self, exc: LeadSquaredError, batch: Batch, plan: Plan,
+                               target: str | None, key: str) -> str | Failed:
+        """A single Create answered with one of LeadSquared's own (MX) errors: a refusal
+        only once its key, read without error, is not on the record. The reference says
+        MX errors are application errors, not retried (§1 async API, §3), but nowhere that
+        they come before the write: one raised after the activity was stored (a timeout
+        or a failing step inside LeadSquared) would be a chat refused that is in the CRM.
+        Found, it landed; unread, it is an unknown outcome whose retry reads the keys
+        before anything is posted again (never posted twice, never refused unchecked)."""
+        keys = await self.keys.after(exc, plan.lead.id, target)
+        if keys is not None and (found := keys.get(key)):
+            return found
+        if keys is not None:
+            return Failed(await self.stale(exc, batch, plan.lead) or outcome_of(exc), exc.kind)
+        unknown = LeadSquaredError(
+            "unknown_outcome", f"{exc.exception_type}: {exc.message}, and whether the "
+            "activity was stored anyway could not be read (looked for again before a "
+            "re-post)", exception_type=exc.exception_type, status=exc.status)
+        return Failed(await self.stale(exc, batch, plan.lead) or outcome_of(unknown),
+                      unknown.kind)
 
     async def _refused(self, exc: LeadSquaredError, batch: Batch, plan: Plan,
                        target: str | None, key: str) -> str | Failed:
@@ -292,6 +321,14 @@ async def one_row(call: Awaitable[list[dict]]) -> str:
     if said_not_created(row) and row_error(row):
         raise LeadSquaredError("rejected", f"LeadSquared refused the activity: {row_error(row)}")
     return read_row(row)
+
+
+def may_have_landed(exc: LeadSquaredError) -> bool:
+    """A refusal of a write that may still have been stored: one of LeadSquared's own (MX)
+    errors, not a rate limit (the reference does not say MX errors come before the write:
+    UNSURE). A row's own "not created" (one_row) and a proxy's page carry no MX type."""
+    return exc.kind == "rejected" and bool(exc.exception_type) and \
+        str(exc.exception_type).startswith("MX")
 
 
 def _final(exc: LeadSquaredError) -> LeadSquaredError:

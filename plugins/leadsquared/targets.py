@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from bridge import SINK_NOTE, Batch
+from bridge import SINK_NOTE, Batch, Outcome
 from plugins.leadsquared.attachments import follow_ups, held_line
 from plugins.leadsquared.config import LeadSquaredConfig
 from plugins.leadsquared.errors import LeadSquaredError
@@ -61,7 +61,7 @@ class Plan:
     parts: list[Part]
     opportunities: list[str]
     existing: dict[str, str]
-    unchecked: dict[str, str] = field(default_factory=dict)
+    unchecked: dict[str, Outcome] = field(default_factory=dict)
     unread: LeadSquaredError | None = None
 
 
@@ -152,8 +152,10 @@ class Planner:
         try:  # each opportunity's own check: a failed one waits alone
             add_found(plan.existing, await self.keys.on_opportunity(opportunity))
         except LeadSquaredError as exc:
-            plan.unchecked[opportunity] = (
-                f"could not check it for earlier posts: {outcome_of(exc).reason}")
+            failed = outcome_of(exc)
+            plan.unchecked[opportunity] = Outcome.retry(
+                f"could not check it for earlier posts: {failed.reason}",
+                transient=failed.transient)
 
     def _render(self, batch: Batch, messages: list, reps: dict[Any, Rep],
                 landed: dict[str, int] | None = None,

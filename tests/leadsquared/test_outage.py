@@ -5,6 +5,8 @@ next. Against the simulator's fault switches over real HTTP."""
 
 from __future__ import annotations
 
+from bridge.status import buffer_report
+from bridge.textreport import render_status
 from tests.backends import rows
 from tests.helpers import running, wait_until
 from tests.leadsquared.test_sink import assert_exactly_once, chat, settled, sink_for
@@ -141,17 +143,70 @@ async def _failing(buffer) -> bool:
 
 async def test_a_later_chat_reaches_the_lead_while_one_opportunity_is_down(sim, buffer):
     """The lead takes posts; only its opportunity answers a gateway's 503 page. The
-    customer writes again: the new chat reaches the lead once that opportunity's target is
-    given up after max_attempts tries (a conversation's batches go in order; adv25 showed
-    0ab6216's retry_for for targets held it back for a day, so that was reverted)."""
+    customer writes again: the new chat reaches the lead at once, passing the first
+    chat's batch, which waits only for the deal's copy (aside: adv25 showed a conversation
+    held back for retry_for behind one opportunity's outage), and the deal's copy is not
+    given up after max_attempts tries (an outage: retry_for). Both reach the deal once
+    it answers again."""
     lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
     deal = sim.add_opportunity(lead, "Deal")
     sim.refuse_posts(deal, "down", transient=True)
     async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
         await buffer.append([chat(1)])
         await wait_until(lambda: sim.activities(lead))
-        (dead,) = await wait_until(buffer.dead_targets, timeout=30)  # given up: 2 tries
-        assert dead["key"].endswith(f"@{deal}") and await tries(buffer) == 2
+        await wait_until(lambda: _more_than(buffer, 3), timeout=30)  # past max_attempts
         await buffer.append([chat(2)])
         await wait_until(lambda: any("msg-00002" in str(a) for a in sim.activities(lead)),
                          timeout=5)
+        assert await buffer.dead_targets() == [] and sim.activities(opportunity_id=deal) == []
+        sim.refuse_posts(deal, reason="")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1, 2], with_opportunities=[lead])
+
+
+async def test_an_opportunity_only_outage_past_max_attempts_then_the_deal_gets_the_chat_once(
+        sim, buffer):
+    """LeadSquared takes the lead's posts; only the opportunity's activity posts answer a
+    gateway's 503 page (simulator refuse_posts(transient=True)), for more syncs than
+    max_attempts. Transient failures of the deal's copy are not counted (as its message's
+    are not): it stays a failing target, never dead, and once the opportunity answers
+    again the chat lands on it exactly once. Before: a dead target after max_attempts
+    syncs, and the deal never got the chat."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
+        await buffer.append([chat(1), chat(2)])
+        await wait_until(lambda: _more_than(buffer, 5), timeout=30)  # 2.5 x max_attempts
+        assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+        ((attempts, outages, transient, reason),) = await rows(
+            buffer, "SELECT attempts, outages, transient, reason FROM targets")
+        assert attempts > 2 and outages == attempts and transient == 1
+        assert "503" in reason  # why it waits
+        (state,) = await buffer.sinks()
+        assert state["failing_targets"] == 1 and state["dead_targets"] == 0
+        assert "1 failing" in render_status(await buffer_report(buffer))
+        sim.refuse_posts(deal, reason="")
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert await buffer.dead_targets() == [] and await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1, 2], with_opportunities=[lead])
+    assert len(sim.activities(opportunity_id=deal)) == 1
+
+
+async def test_an_opportunity_down_past_retry_for_is_a_dead_target_not_a_dead_letter(
+        sim, buffer):
+    """An opportunity-only outage longer than retry_for: the deal's copy is given up as a
+    dead target saying so, and its messages, on the lead, are delivered (a target never
+    takes its messages to dead letter with it)."""
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    deal = sim.add_opportunity(lead, "Deal")
+    sim.refuse_posts(deal, "down", transient=True)
+    async with running(buffer, [sink_for(sim, max_attempts=10_000, retry_for=1.0, **FAST)]):
+        await buffer.append([chat(1)])
+        (dead,) = await wait_until(buffer.dead_targets, timeout=30)
+        await wait_until(lambda: settled(buffer), timeout=30)
+    assert dead["target"] == f"opportunity {deal}" and "503" in dead["reason"]
+    assert dead["reason"].startswith("leadsquared kept failing for ")
+    assert await buffer.dead_letters() == []
+    assert_exactly_once(sim, [lead], [1])

@@ -241,6 +241,30 @@ async def test_note_longer_than_the_limit_is_refused_with_its_length(sim, api):
     assert len(sim.activities(lead_id=lead)) == 1
 
 
+async def test_a_custom_field_longer_than_200_is_refused_as_the_switch_counts(sim, api):
+    """MaxFieldLength 200 [DOC:get-activity-details]; its unit per switch field_length."""
+    lead = sim.add_lead(FirstName="Asha", Phone="+91-9876543210")
+    event = await make_type(api)
+
+    async def post(value: str) -> int:
+        fields = [{"SchemaName": "mx_Custom_1", "Value": value}]
+        return (await post_activity(api, lead, event, Fields=fields))[0]
+
+    hindi, family = "न" * 67, "👨‍👩‍👧" * 25  # 201 bytes, 67 units; 200 units, 125 points
+    assert await post("x" * 200) == 200 and await post("x" * 201) == 500
+    assert await post(hindi) == 500 and await post(family) == 500  # 450 bytes
+    sim.configure(field_length="utf16")
+    assert await post(hindi) == 200 and await post(family) == 200
+    assert await post(family + "x") == 500
+    sim.configure(field_length="code_points")
+    assert await post(family + "x") == 200 and await post("x" * 201) == 500
+    status, body = await post_activity(api, lead, event, Fields=[
+        {"SchemaName": "mx_Custom_2", "Value": "x" * 201}])
+    assert status == 500 and is_error(body, "MXInvalidInputException")
+    assert "mx_Custom_2" in body["ExceptionMessage"] and "200" in body["ExceptionMessage"]
+    assert len(sim.activities(lead_id=lead)) == 4  # only those accepted
+
+
 # --- opportunities -------------------------------------------------------------------------
 
 

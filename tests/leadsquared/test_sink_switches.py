@@ -62,7 +62,7 @@ PAIRED = {"opportunity_types": {"absent": {"opportunity_type": "optional"}}}
 # fields and user). Measured with a switch-reading probe over the full cross-product
 # (300 runs, twice: the same reads in each run both times); kept true by _check_reads.
 SETUP = {"activity_setting", "field_types", "opportunity_types", "unique_fields", "user_fields"}
-LOOKUP = {"activity_time", "bulk_answer", "paging", "phone_match",
+LOOKUP = {"activity_time", "bulk_answer", "field_length", "paging", "phone_match",
           "retrieve_shape"}  # a lead found and posted to
 SWITCHES_READ: dict[str, set[str]] = {
     "test_a_chat_with_a_photo_lands_once_on_the_lead_and_only_the_open_deal":

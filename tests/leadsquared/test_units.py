@@ -193,3 +193,22 @@ async def test_the_rows_of_one_bulk_call_share_one_key_check_per_lead(sim):
     finally:
         await sink.close()
     assert len(sim.activities(lead)) == len(plan.parts) == len(b.ledger)
+
+
+def test_a_message_in_two_pieces_waits_aside_only_when_both_pieces_are_on_the_lead():
+    """A long message is posted in pieces, each a part: when one piece's post on the lead
+    waits and the other's deal copy waits, the message is not aside (a later batch of its
+    chat must not pass it) and not transient unless both waits are."""
+    from plugins.leadsquared.outcomes import per_message
+    from plugins.leadsquared.transcript import Part
+
+    message = chat(1)
+    batch = Batch(key="k", sink="leadsquared", conversation=Conversation(NUMBER),
+                  messages=[message])
+    deal = Outcome.retry("opportunity o: 503", transient=True, aside=True)
+    lead = Outcome.retry("lead: refused owner, users unread")
+    parts = [Part("k:a", messages=[message]), Part("k:b", messages=[message])]
+    (both,) = per_message(batch, parts, {"k:a": deal, "k:b": lead})
+    assert both.kind == "retry" and not both.aside and not both.transient
+    (aside,) = per_message(batch, parts, {"k:a": deal, "k:b": deal})
+    assert aside.aside and aside.transient

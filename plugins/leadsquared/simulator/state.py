@@ -327,8 +327,24 @@ def parse_when(value: Any) -> str:
     raise invalid(f"Parameter Name: ActivityDateTime ({value!r} is not yyyy-MM-dd HH:mm:ss)")
 
 
-def parse_fields(value: Any, kind: ActivityType) -> list[tuple[str, str | None]]:
-    """Fields of a post: each SchemaName must be defined on the activity type."""
+# A custom field's MaxFieldLength as GetActivityDetails answers it for mx_Custom_1
+# [DOC:get-activity-details] (reference §2); what it counts is switch field_length.
+FIELD_LIMIT = 200
+
+
+def field_length(value: str, unit: str) -> int:
+    """A field value's length as switch field_length counts it."""
+    if unit == "utf8_bytes":
+        return len(value.encode("utf-8", "surrogatepass"))
+    if unit == "utf16":
+        return len(value.encode("utf-16-le", "surrogatepass")) // 2
+    return len(value)
+
+
+def parse_fields(value: Any, kind: ActivityType,
+                 unit: str = "utf8_bytes") -> list[tuple[str, str | None]]:
+    """Fields of a post: each SchemaName must be defined on the activity type, and each
+    value at most FIELD_LIMIT long (counted in `unit`, switch field_length)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -343,6 +359,9 @@ def parse_fields(value: Any, kind: ActivityType) -> list[tuple[str, str | None]]
         if name in fields:
             raise invalid(f"Parameter Name: Fields ({name} is given twice)")
         fields[name] = _scalar(item.get("Value"), name)
+        if (got := fields[name]) is not None and field_length(got, unit) > FIELD_LIMIT:
+            raise invalid(f"Parameter Name: {name} is {field_length(got, unit)} long "
+                          f"({unit}); at most {FIELD_LIMIT} are allowed")
     return list(fields.items())
 
 
@@ -607,7 +626,7 @@ class Store:
         when = parse_when(body.get("ActivityDateTime"))
         if self.switches.activity_time == "not_future" and when > utc_now():
             raise invalid(f"Parameter Name: ActivityDateTime ({when} is in the future)")
-        fields = parse_fields(body.get("Fields"), kind)
+        fields = parse_fields(body.get("Fields"), kind, self.switches.field_length)
         opportunity = self._own_opportunity(body.get("RelatedOpportunityId"), lead_id)
         if opportunity in self.refusing and self.refusing_notes.get(opportunity, "") in note:
             raise invalid(self.refusing[opportunity])

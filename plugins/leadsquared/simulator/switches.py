@@ -106,6 +106,15 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     # strict where no source says so); refused = the row refused, MXInvalidInputException
     # (GUESS); api_user = the keys' user owns it instead (GUESS).
     "inactive_owner": ("recorded", "refused", "api_user"),
+    # What a custom activity field's length counts. The limit is sourced: GetActivityDetails
+    # answers "MaxFieldLength": 200 for mx_Custom_1 [DOC:get-activity-details] (reference
+    # §2, §7.3); its unit is not. UNSURE: no source found (the reference gives none;
+    # .NET strings count UTF-16 code units, a MySQL utf8mb4 VARCHAR counts code points, a
+    # byte-limited column counts UTF-8 bytes). utf8_bytes = UTF-8 bytes (GUESS, the
+    # strictest); utf16 = UTF-16 code units (GUESS); code_points = code points (GUESS).
+    # A longer value is refused, MXInvalidInputException (GUESS: the shape of its other
+    # refusals of a post's input).
+    "field_length": ("utf8_bytes", "utf16", "code_points"),
 }
 
 
@@ -133,6 +142,7 @@ class Switches:
     activity_time: str = "any"
     lead_owner: str = "honoured"
     inactive_owner: str = "recorded"
+    field_length: str = "utf8_bytes"
 
 
 SWITCH_NAMES = tuple(f.name for f in fields(Switches))
