@@ -1,0 +1,74 @@
+"""A webhook's media object with odd content, through a real `bridge run`, the Graph
+stand-in and the LeadSquared simulator over HTTP (adv67): the chat's text always lands, a
+file lands once and only the file the message names."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests import oneshot
+from tests.processes import eventually
+from tests.whatsapp import payloads as p
+from tests.whatsapp.test_media_e2e import (
+    ASHA,
+    PHONE_ID,
+    all_attachments,
+    media_rows,
+    media_webhook,
+    post,
+    start_bridge,
+)
+
+
+@pytest.fixture
+def graph(module_graph):
+    return module_graph.fresh()
+
+
+def graph_stats(graph) -> dict:
+    return oneshot.get(f"{graph.url}/_sim/stats", timeout=10).json()
+
+
+def test_a_media_id_that_is_no_plain_id_is_a_dead_letter_and_fetches_no_other_file(
+    tmp_path, graph, lsq
+):
+    """'?' or '#' in the id cut it short at the lookup, '/../' walked to another path: the
+    message got another media's file (here: a stranger's photo attached to this lead); a
+    trailing '/' was retried for days as a wrong graph_url. Each is now a dead letter saying
+    why, with no call to Graph, and the text lands."""
+    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    other = graph.upload(os.urandom(5_000), "image/jpeg", PHONE_ID)  # someone else's photo
+    odd = {
+        "wamid.q": f"{other}?x=1",
+        "wamid.h": f"{other}#x",
+        "wamid.d": f"x/../{other}",
+        "wamid.s": f"{other}/",
+    }
+    bridge = start_bridge(tmp_path, graph, lsq)
+    try:
+        post(
+            bridge,
+            p.text_message("wamid.t", ASHA, "sent you my id card", ts=int(time.time())),
+            *[media_webhook(mid, "image", media_id, "image/jpeg") for mid, media_id in odd.items()],
+        )
+        rows = eventually(
+            lambda: (
+                (r := media_rows(tmp_path))
+                and len(r) == 4
+                and all(v[0] == "dead" for v in r.values())
+                and r
+            ),
+            timeout=30,
+        )
+        for mid in odd:
+            assert "is not one the Graph API can look up" in rows[mid][3], rows[mid]
+        eventually(
+            lambda: any("sent you my id card" in a["ActivityNote"] for a in lsq.activities(lead))
+        )
+        assert graph_stats(graph)["lookups"] == 0
+        assert all_attachments(lsq, lead) == []
+    finally:
+        bridge.stop()
