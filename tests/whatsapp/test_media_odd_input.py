@@ -72,3 +72,35 @@ def test_a_media_id_that_is_no_plain_id_is_a_dead_letter_and_fetches_no_other_fi
         assert all_attachments(lsq, lead) == []
     finally:
         bridge.stop()
+
+
+def test_a_sent_file_name_with_folders_or_300_characters_reaches_the_crm_as_a_file_name(
+    tmp_path, graph, lsq
+):
+    """The document's filename went to File Upload and Attachment/Add as it came: folders
+    ('../../etc/', 'C:\\Users\\') in the attachment's name, and a 300-character name cut to
+    200 with an ellipsis and no '.pdf' (a file the rep could not open by its type). Now the
+    last path part, cut before its extension; the transcript line names it the same."""
+    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    long_stem = "a" * 300
+    names = {"wamid.long": f"../../etc/{long_stem}.pdf", "wamid.win": "C:\\Users\\x\\report.pdf"}
+    bridge = start_bridge(tmp_path, graph, lsq)
+    try:
+        for mid, name in names.items():
+            data = os.urandom(2_000)
+            media_id = graph.upload(data, "application/pdf", PHONE_ID)
+            post(
+                bridge,
+                media_webhook(mid, "document", media_id, "application/pdf", data, filename=name),
+            )
+        attached = eventually(lambda: (a := all_attachments(lsq, lead)) and len(a) == 2 and a)
+        by_message = {a["Description"].rsplit(" ", 1)[-1]: a["AttachmentName"] for a in attached}
+        assert by_message["wamid.win"] == "report.pdf"
+        long_name = by_message["wamid.long"]
+        assert long_name.endswith("….pdf") and long_name.startswith("aaa")
+        assert len(long_name) <= 200
+        notes = " ".join(a["ActivityNote"] for a in lsq.activities(lead))
+        for name in by_message.values():
+            assert f"[file {name}" in notes  # ", <size>]" or " follows]"
+    finally:
+        bridge.stop()
