@@ -396,9 +396,11 @@ def file_name(message: Message) -> str:
     sent = _sent_name(getattr(message.media, "filename", None))
     if sent:
         return sent
-    mime = (file.mime_type if file else None) or _s(getattr(message.media, "mime_type", None))
+    # named by the message, not the bytes: the line names it the same before the fetch,
+    # so the webhook's type first (the lookup may state another: the text posted before the
+    # fetch named '.jpg', the attachment came as '.png'); the file's when the webhook had none
+    mime = _s(getattr(message.media, "mime_type", None)) or (file.mime_type if file else None)
     ext = mimetypes.guess_extension((mime or "").split(";")[0].strip()) or ""
-    # named by the message, not the bytes: the line names it the same before the fetch
     tag = "".join(c for c in message.provider_id if c.isalnum())[-12:] or "file"
     return f"{message.kind}-{tag}{ext}"
 

@@ -104,3 +104,26 @@ def test_a_sent_file_name_with_folders_or_300_characters_reaches_the_crm_as_a_fi
             assert f"[file {name}" in notes  # ", <size>]" or " follows]"
     finally:
         bridge.stop()
+
+
+def test_a_file_whose_lookup_names_another_type_is_attached_under_the_name_its_line_gave(
+    tmp_path, graph, lsq
+):
+    """The webhook said image/jpeg, Graph's lookup image/png. The text went out first
+    ('[file image-….jpg follows]'), and the photo followed as 'image-….png': the line named
+    a file the activity does not have. The name now comes from the webhook's type, as the
+    line had it before the fetch."""
+    lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
+    data = os.urandom(40_000)
+    media_id = graph.upload(data, "image/png", PHONE_ID)  # what the lookup will say
+    graph.faults(slow_bytes_per_s=20_000)  # ~2 s: the text lands before the file
+    bridge = start_bridge(tmp_path, graph, lsq)
+    try:
+        post(bridge, media_webhook("wamid.px", "image", media_id, "image/jpeg", data))
+        (activity,) = eventually(lambda: lsq.activities(lead))
+        assert "follows]" in activity["ActivityNote"]
+        (attached,) = eventually(lambda: all_attachments(lsq, lead))
+        assert attached["Data"] == data
+        assert f"[file {attached['AttachmentName']} follows]" in activity["ActivityNote"]
+    finally:
+        bridge.stop()
