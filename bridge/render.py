@@ -34,6 +34,8 @@ TARGET_KINDS = frozenset({"reaction", "edit", "revoke"})  # their reply_to is a 
 FORM_LIMIT = 300  # characters of a form reply's fields
 FIELD_LIMIT = 200  # characters of one field: a name, a title, an address, a file name
 CAPTION_LIMIT = 1024  # the longest caption the chat apps allow
+_PATH_PARTS = re.compile(r"[/\\]")  # folder separators in a sent file name (POSIX, Windows)
+_EXT_LIMIT = 16  # characters of a file name's extension kept whole when the name is cut
 # Bidirectional controls (embeddings, overrides, isolates, marks) can make text display in
 # an order other than the one it is stored in; none is needed to read a transcript.
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -391,14 +393,30 @@ def file_name(message: Message) -> str:
     import mimetypes
 
     file = message.file
-    sent = _s(getattr(message.media, "filename", None))
+    sent = _sent_name(getattr(message.media, "filename", None))
     if sent:
         return sent
-    mime = (file.mime_type if file else None) or _s(getattr(message.media, "mime_type", None))
+    # named by the message, not the bytes: the line names it the same before the fetch,
+    # so the webhook's type first (the lookup may state another: the text posted before the
+    # fetch named '.jpg', the attachment came as '.png'); the file's when the webhook had none
+    mime = _s(getattr(message.media, "mime_type", None)) or (file.mime_type if file else None)
     ext = mimetypes.guess_extension((mime or "").split(";")[0].strip()) or ""
-    # named by the message, not the bytes: the line names it the same before the fetch
     tag = "".join(c for c in message.provider_id if c.isalnum())[-12:] or "file"
     return f"{message.kind}-{tag}{ext}"
+
+
+def _sent_name(value: object) -> str:
+    """The sender's file name as a file name: its last path part ('../x/a.pdf' and
+    'C:\\x\\a.pdf' are 'a.pdf': the CRM took the folders as part of the name), cut to
+    FIELD_LIMIT keeping its extension (a 300-character name reached LeadSquared as
+    'aaa…', a file no one could open by its type); '' when nothing is left."""
+    name = _PATH_PARTS.split(clean(value, 10**6))[-1].strip()
+    if name in (".", ".."):
+        return ""
+    stem, dot, ext = name.rpartition(".")
+    if len(name) <= FIELD_LIMIT or not (dot and stem.strip() and len(ext) <= _EXT_LIMIT):
+        return cut(name, FIELD_LIMIT)
+    return cut(stem, FIELD_LIMIT - len(ext) - 1) + "." + ext
 
 
 def file_note(message: Message) -> str:

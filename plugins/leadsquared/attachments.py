@@ -38,9 +38,13 @@ dead target saying so, and the text is delivered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mimetypes
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from bridge import WAITING_FOR_FILE, Batch, Message, TargetFailure, file_name
 from plugins.leadsquared.api import is_activity_id
@@ -63,6 +67,15 @@ NOT_ALLOWED = ("the activity type no longer allows attachments: the file stays i
 NO_URL = ("File Upload answered no S3 URL (s3FilePath), only a file name: Attachment/Add "
           "needs the S3 URL, so the file stays in the bridge (run `bridge leadsquared check "
           "--probe`; requeue once the account's upload answers one)")
+
+SLOW_UPLOAD = ("the upload ({size}) did not finish in the {budget:.0f} s the delivery had "
+               "left for it (plugins.leadsquared.deliver_timeout less one call's timeout, "
+               "kept for Attachment/Add): a slow line to the files host; tried again, and "
+               "kept in the bridge if it never fits (raise deliver_timeout for such files)")
+# When this delivery's uploads must end (time.monotonic()), set by the sink per deliver():
+# an upload cut by the core's deliver_timeout cut the whole delivery, and every message of
+# the batch, its text landed, was retried as a CRM outage until retry_for dead-lettered it.
+_UPLOADS_END: ContextVar[float | None] = ContextVar("uploads_end", default=None)
 
 NO_ID = ("no activity id to attach it to: LeadSquared holds its chat's activity (found by "
          "its Chatbridge Key {key}, so the text is not posted again) but answered no id for "
@@ -145,10 +158,17 @@ class Attacher:
             batch.fail_target(key, f"attachment {name}", f"{WAITING_FOR_FILE}: it follows "
                               "once fetched", [message.id], self.max_attempts, final=True)
             return None
+        budget = _upload_budget()
         try:
-            upload = await self.client.files.upload(self.files_base, file.path, name,
-                                                     _mime(file.mime_type, name),
-                                                     file_type(file.mime_type))
+            async with asyncio.timeout(budget) as bound:
+                upload = await self.client.files.upload(self.files_base, file.path, name,
+                                                         _mime(file.mime_type, name),
+                                                         file_type(file.mime_type))
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            reason = SLOW_UPLOAD.format(size=_size(file.size), budget=max(budget or 0, 0))
+            return self._failed(batch, key, name, message, reason, final=False)
         except (LeadSquaredError, OSError) as exc:  # OSError: the stored file is gone
             return self._failed(batch, key, name, message, *_reason(exc, upload=True))
         if upload.url is None:
@@ -194,6 +214,27 @@ class Attacher:
                            reason)
             return None
         return f"attachment {name}: {reason}"
+
+
+@contextmanager
+def uploads_end_within(seconds: float) -> Iterator[None]:
+    """Within this block (one deliver()), uploads end `seconds` from now: the rest of the
+    delivery's time is kept for the Attachment/Add that follows each."""
+    token = _UPLOADS_END.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _UPLOADS_END.reset(token)
+
+
+def _upload_budget() -> float | None:
+    """Seconds the next upload may take (None: no bound; 0 or less: none left)."""
+    end = _UPLOADS_END.get()
+    return None if end is None else end - time.monotonic()
+
+
+def _size(size: int | None) -> str:
+    return "of unknown size" if size is None else f"{size / (1 << 20):.1f} MiB"
 
 
 def _reason(exc: Exception, upload: bool = False) -> tuple[str, bool]:

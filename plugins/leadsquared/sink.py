@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge import Batch, Metrics, Outcome, SharedBuffer
 from plugins.leadsquared.account import Account, Endpoint, base_url, client_factory, open_account
-from plugins.leadsquared.attachments import Attacher
+from plugins.leadsquared.attachments import Attacher, uploads_end_within
 from plugins.leadsquared.bulk import BULK_MAX, BulkPoster, OpportunityBulk
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.config import SIMULATOR, LeadSquaredConfig, bulk_rate
@@ -183,10 +183,18 @@ class LeadSquaredSink:
         """One outcome per message: delivered when every part holding it is posted."""
         if self.steps is None:
             raise RuntimeError("the LeadSquared sink is not started")
-        if self.bulk is None:
-            return await deliver_batch(self.steps, batch)
-        with self.bulk.delivering():
-            return await deliver_batch(self.steps, batch)
+        with uploads_end_within(self._upload_time()):
+            if self.bulk is None:
+                return await deliver_batch(self.steps, batch)
+            with self.bulk.delivering():
+                return await deliver_batch(self.steps, batch)
+
+    def _upload_time(self) -> float:
+        """How long into a delivery its uploads may go on: the core cuts the delivery at
+        deliver_timeout, and one call's timeout is kept for the Attachment/Add after the
+        upload (half the delivery where the call's timeout is longer than that)."""
+        limit = self.settings.deliver_timeout
+        return limit - min(self.settings.timeout, limit / 2)
 
     async def close(self) -> None:
         if self.owners is not None:

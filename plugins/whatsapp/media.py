@@ -26,6 +26,12 @@ _BYTES = re.compile(r"[0-9]{1,18}")
 # 803 "some of the aliases you requested do not exist". Anything else may pass.
 GONE_CODES = {100, 803}
 EXPIRED_DOWNLOAD = {401, 403, 404, 410}  # what an expired or refused lookaside URL answers
+# A media id Graph can be asked for as one path segment. Every id in the references is
+# digits [whatsapp-webhooks.md §8, M-MEDIA]; letters, '_', '-' and '.' are let through as a
+# margin. Anything else ('/', '?', '#', '%', spaces) would change the lookup's URL: '?' or
+# '#' cut the id short and fetched another media's file for this message, '/../' looked up
+# another object, a trailing '/' was retried for days as a wrong graph_url.
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
 
 
 class GraphMedia:
@@ -75,7 +81,12 @@ class GraphMedia:
                        size=_size(meta.get("file_size")))
 
     async def lookup(self, job: MediaJob) -> dict[str, Any]:
-        """The Graph API's answer for the media id (url, mime_type, sha256, file_size)."""
+        """The Graph API's answer for the media id (url, mime_type, sha256, file_size); an
+        id that is no single path segment is MediaGone, never sent."""
+        if not is_media_id(job.media_id):
+            raise MediaGone(f"the webhook's media id {job.media_id[:64]!r} is not one the "
+                            "Graph API can look up (only letters, digits, '_', '-', '.'); "
+                            "nothing was fetched for it")
         url = f"{self.config.graph_url}/{self.config.graph_version}/{job.media_id}"
         params = {"phone_number_id": job.account} if job.account else None
         try:
@@ -101,6 +112,11 @@ class GraphMedia:
         except httpx.HTTPError as exc:
             raise MediaRetry(f"the media download broke off: {exc.__class__.__name__}") from None
         return True
+
+
+def is_media_id(media_id: str) -> bool:
+    """Whether `media_id` can go into the lookup's URL as it is (one plain path segment)."""
+    return bool(_MEDIA_ID.fullmatch(media_id)) and media_id not in (".", "..")
 
 
 def _text(value: Any) -> str | None:

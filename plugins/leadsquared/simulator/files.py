@@ -57,7 +57,7 @@ async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/form-data"):
         return _error(ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
                                         "multipart/form-data", 400))
-    form, upload = await _read_form(request, sim.knobs.upload_limit)
+    form, upload = await _read_form(request, sim.knobs.upload_limit, sim.knobs.upload_rate)
     if sim.knobs.latency:  # knob latency (row K4): every call, uploads too
         await asyncio.sleep(sim.knobs.latency)
     if not (compare_digest(form.get("AccessKey", "").encode(), sim.access_key.encode())
@@ -82,14 +82,14 @@ def s3_url(base: str, name: str) -> str:
     return base.rstrip("/") + S3_PREFIX + name
 
 
-async def _read_form(request: web.Request,
-                     limit: int = MAX_UPLOAD) -> tuple[dict[str, str], tuple | None]:
+async def _read_form(request: web.Request, limit: int = MAX_UPLOAD,
+                     rate: int = 0) -> tuple[dict[str, str], tuple | None]:
     reader = await request.multipart()
     form: dict[str, str] = {}
     upload = None
     while (part := await reader.next()) is not None:
         if part.name == "uploadFiles":
-            data = await _read_upload(part, limit)
+            data = await _read_upload(part, limit, rate)
             upload = (part.filename or "file", part.headers.get("Content-Type",
                                                                 "application/octet-stream"),
                       bytes(data))
@@ -98,15 +98,19 @@ async def _read_form(request: web.Request,
     return form, upload
 
 
-async def _read_upload(part: Any, limit: int = MAX_UPLOAD) -> bytearray:
+async def _read_upload(part: Any, limit: int = MAX_UPLOAD, rate: int = 0) -> bytearray:
     """The file part's bytes up to `limit` (413 beyond). Read chunk by chunk: the part's
     read() stops at the app's client_max_size (aiohttp's 1 MiB), which refused every
-    photo or video over 1 MiB that the files host takes."""
+    photo or video over 1 MiB that the files host takes. `rate` (knob upload_rate): bytes
+    a second, read in tenths of a second's worth (a slow uplink)."""
     data = bytearray()
-    while chunk := await part.read_chunk(1 << 20):
+    size = max(1, rate // 10) if rate else 1 << 20
+    while chunk := await part.read_chunk(size):
         data.extend(chunk)
         if len(data) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+        if rate:
+            await asyncio.sleep(len(chunk) / rate)
     return data
 
 

@@ -119,6 +119,9 @@ class Knobs:
         the files host's limit or its answer (searched the docs, pages, issues and code
         corpora for LeadSquared File Upload size / 413, December 2026: the upload page
         [DOC:file-upload-to-leads] names no size); 200 MiB is a stand-in.
+    upload_rate: bytes a second File Upload reads the file part at (0: as fast as it comes).
+        Not an API behaviour: a slow uplink between the bridge and the files host (a 16 MB
+        video over a 1 Mbit/s line takes over two minutes), as `latency` is a slow answer.
     timezone: the keys' user's `TimeZone` as UserByAccessKey.Get answers it (reference §1:
         an IANA name, e.g. the documented Asia/Kolkata): an account in another zone (a DST
         one: America/New_York, Europe/London), or any answer a client may not know (a
@@ -136,6 +139,7 @@ class Knobs:
     gateway_errors: list = field(default_factory=list)
     note_limit: int = 2000
     upload_limit: int = simulator_files.MAX_UPLOAD
+    upload_rate: int = 0
     timezone: str = "Asia/Kolkata"
     seed: int | None = None
 
@@ -171,6 +175,10 @@ def _check_knob(name: str, value: Any) -> Any:
         value = int(value)
         if value < 1:
             raise ValueError(f"{name} {value}: must be positive")
+    elif name == "upload_rate":
+        value = int(value)
+        if value < 0:
+            raise ValueError(f"upload_rate {value}: must be 0 (no limit) or positive")
     elif name == "gateway_errors":
         value = [_gateway_error(item) for item in value or []]
     elif name == "seed" and value is not None:
