@@ -46,10 +46,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from bridge import WAITING_FOR_FILE, Batch, Message, TargetFailure, file_name
+from bridge import WAITING_FOR_FILE, Batch, Message, Outcome, TargetFailure, file_name
 from plugins.leadsquared.api import is_activity_id
 from plugins.leadsquared.client import LeadSquaredClient
 from plugins.leadsquared.errors import LeadSquaredError
+from plugins.leadsquared.outcomes import OUTAGE
 from plugins.leadsquared.transcript import Part
 
 logger = logging.getLogger(__name__)
@@ -126,8 +127,10 @@ class Attacher:
         self.land = land  # records a landed attach in the buffer's ledger at once
         self.attempt = attempt  # records an attach about to go out, at once
 
-    async def attach(self, batch: Batch, part: Part, existing: dict[str, str]) -> list[str]:
-        """Attach the part's files to its activity (in `existing`); why any still waits."""
+    async def attach(self, batch: Batch, part: Part,
+                     existing: dict[str, str]) -> list[Outcome]:
+        """Attach the part's files to its activity (in `existing`); a retry (aside: the
+        text is on the lead) for each file that still waits, transient for an outage's."""
         waiting = []
         for message in part.messages:
             if (why := await self._one(batch, part, message, existing)) is not None:
@@ -135,7 +138,7 @@ class Attacher:
         return waiting
 
     async def _one(self, batch: Batch, part: Part, message: Message,
-                   existing: dict[str, str]) -> str | None:
+                   existing: dict[str, str]) -> Outcome | None:
         file = message.file
         if file is None or file.state in ("dead", "held"):
             return None  # nothing to attach: the transcript line says why
@@ -168,7 +171,9 @@ class Attacher:
             if not bound.expired():
                 raise
             reason = SLOW_UPLOAD.format(size=_size(file.size), budget=max(budget or 0, 0))
-            return self._failed(batch, key, name, message, reason, final=False)
+            # a timeout, as the client takes one (an outage's): tried again for retry_for
+            return self._failed(batch, key, name, message, reason, final=False,
+                                transient=True)
         except (LeadSquaredError, OSError) as exc:  # OSError: the stored file is gone
             return self._failed(batch, key, name, message, *_reason(exc, upload=True))
         if upload.url is None:
@@ -198,7 +203,9 @@ class Attacher:
         earlier = batch.targets.get(key)
         failure = TargetFailure(key, f"attachment {name}", f"{IN_FLIGHT} since a delivery "
                                 "that did not finish", False, (message.id,),
-                                earlier.attempts if earlier else 0)
+                                earlier.attempts if earlier else 0,
+                                earlier.outages if earlier else 0,
+                                earlier.transient if earlier else False)
         try:
             await self.attempt(batch.key, failure)
         except Exception as exc:  # not recorded: sent all the same (as before issue 25)
@@ -206,14 +213,17 @@ class Attacher:
                            type(exc).__name__, exc)
 
     def _failed(self, batch: Batch, key: str, name: str, message: Message, reason: str,
-                final: bool) -> str | None:
+                final: bool, transient: bool = False) -> Outcome | None:
+        """Record the file's failed try; its wait (None once given up). A `transient` one
+        (an outage of the files host or of Attachment/Add) is not counted to max_attempts:
+        it waits for retry_for, then the buffer gives the attachment up, not its chat."""
         failure = batch.fail_target(key, f"attachment {name}", reason, [message.id],
-                                    self.max_attempts, final=final)
+                                    self.max_attempts, final=final, transient=transient)
         if failure.dead:
             logger.warning("gave up attaching a file after %d tries: %s", failure.attempts,
                            reason)
             return None
-        return f"attachment {name}: {reason}"
+        return Outcome.retry(f"attachment {name}: {reason}", transient=transient, aside=True)
 
 
 @contextmanager
@@ -237,18 +247,21 @@ def _size(size: int | None) -> str:
     return "of unknown size" if size is None else f"{size / (1 << 20):.1f} MiB"
 
 
-def _reason(exc: Exception, upload: bool = False) -> tuple[str, bool]:
-    """(why, whether it is final) of a failed upload or attach. An upload whose answer was
-    lost is simply repeated (an unlinked copy is harmless); an attach is not."""
+def _reason(exc: Exception, upload: bool = False) -> tuple[str, bool, bool]:
+    """(why, whether it is final, whether it is an outage's) of a failed upload or attach.
+    An upload whose answer was lost is simply repeated (an unlinked copy is harmless); an
+    attach is not. An outage is what the client calls one (outcomes.OUTAGE: 5xx, gateway
+    pages, timeouts, 429, lost answers), so it is not counted to max_attempts."""
     if not isinstance(exc, LeadSquaredError):
-        return f"the stored file cannot be read: {exc}", True
+        return f"the stored file cannot be read: {exc}", True, False
     reason = f"LeadSquared {exc.kind.replace('_', ' ')}: {exc.message}"
     if upload:
-        return reason, exc.kind == "rejected"
+        return reason, exc.kind == "rejected", exc.kind in OUTAGE
     if exc.kind == "unknown_outcome":  # it may have landed: never sent again by itself
         reason = (f"{UNCONFIRMED}: {reason}; it may be attached (no API reads an "
                   "activity's attachments), so it is not repeated: requeue to attach again")
-    return reason, exc.kind in ("rejected", "unknown_outcome")
+        return reason, True, False
+    return reason, exc.kind == "rejected", exc.kind in OUTAGE
 
 
 def _mime(mime_type: str | None, name: str) -> str:

@@ -70,15 +70,16 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
     return per_message(batch, plan.parts, results)
 
 
-def _waits(deals: list[Outcome], files: list[str]) -> Outcome:
+def _waits(deals: list[Outcome], files: list[Outcome]) -> Outcome:
     """A landed part's outcome: delivered, or a retry while its opportunities' copies
     (`deals`) or files wait. On the lead already, it lets the chat's later batches pass
-    while only deals wait (aside); transient when each of those waits for an outage."""
-    if not deals and not files:
+    (aside: one target's outage, a deal's or the files host's, never holds a chat back);
+    transient when each wait is an outage's."""
+    waits = deals + files
+    if not waits:
         return Outcome.delivered()
-    return Outcome.retry("; ".join([o.reason for o in deals] + files),
-                         transient=not files and all(o.transient for o in deals),
-                         aside=not files)
+    return Outcome.retry("; ".join(o.reason for o in waits),
+                         transient=all(o.transient for o in waits), aside=True)
 
 
 LEAD = "lead"  # the label of a part whose post on the lead waits (a target of its own)

@@ -93,7 +93,8 @@ async def test_an_attach_failing_through_an_outage_past_max_attempts_is_kept_not
     """The text lands, then the attach endpoint is down (a gateway's page) for more tries
     than max_attempts: an outage, so the file's target keeps retrying for retry_for like
     the batch does, and is attached once LeadSquared answers (before: a dead target after
-    max_attempts tries, 'gave up attaching a file')."""
+    max_attempts tries, 'gave up attaching a file'). Its tries are counted as the target's
+    (each try of the sink retries the call itself: counting calls let it pass before)."""
     from tests.leadsquared.test_attachments import calls, fetch
     from tests.whatsapp.test_media import PHONE_ID, media_message
 
@@ -103,14 +104,48 @@ async def test_an_attach_failing_through_an_outage_past_max_attempts_is_kept_not
     await fetch(buffer, tmp_path, b"photo bytes")
     sim.break_endpoint("Add", 408)  # a gateway's page: the attach never reached the account
     async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
-        await wait_until(lambda: calls(sim, "Attachment/Add") >= 5, timeout=30)
+        await wait_until(lambda: _file_tries_over(buffer, 6), timeout=60)  # 3 x max_attempts
         (activity,) = sim.activities(lead)
         assert await buffer.dead_targets() == []
+        ((state, attempts, outages, transient),) = await rows(
+            buffer, "SELECT state, attempts, outages, transient FROM targets")
+        assert state == "failing" and outages == attempts and transient == 1
+        assert calls(sim, "Attachment/Add") >= attempts
         sim.mend_endpoint("Add")
         await wait_until(lambda: sim.attachments(activity["Id"]), timeout=30)
         await wait_until(lambda: settled(buffer), timeout=30)
     assert len(sim.attachments(activity["Id"])) == 1 and await buffer.dead_targets() == []
 
+
+async def test_an_attach_answered_503_is_unconfirmed_and_sent_once_though_outages_wait(
+        sim, buffer, tmp_path):
+    """Attachment/Add answering 503: a write's 5xx may have landed (client.py: unknown
+    outcome), and no call reads an activity's attachments, so it is no outage to wait out:
+    still a dead target saying 'attach unconfirmed' after one Attachment/Add, never sent
+    again by itself (README, Attachments), now that an attachment's outages are retried."""
+    from plugins.leadsquared.attachments import UNCONFIRMED
+    from tests.leadsquared.test_attachments import calls, fetch
+    from tests.whatsapp.test_media import PHONE_ID, media_message
+
+    buffer.media_sources = {"whatsapp": None}
+    lead = sim.add_lead(FirstName="Asha", Mobile="+91-9876543210")
+    await buffer.append([chat(1, account=PHONE_ID), media_message(2, "m-1")])
+    await fetch(buffer, tmp_path, b"photo bytes")
+    sim.break_endpoint("Add", 503)
+    async with running(buffer, [sink_for(sim, max_attempts=2, **FAST)]):
+        (dead,) = await wait_until(buffer.dead_targets, timeout=30)
+        await wait_until(lambda: settled(buffer), timeout=30)
+        sim.mend_endpoint("Add")
+        await wait_until(lambda: settled(buffer), timeout=30)  # and a drain after that
+    (activity,) = sim.activities(lead)
+    assert dead["reason"].startswith(UNCONFIRMED) and "503" in dead["reason"]
+    assert calls(sim, "Attachment/Add") == 1 and sim.attachments(activity["Id"]) == []
+    assert await buffer.dead_letters() == []
+
+
+async def _file_tries_over(buffer, n: int) -> bool:
+    found = await rows(buffer, "SELECT attempts FROM targets WHERE label LIKE 'attachment %'")
+    return bool(found) and found[0][0] > n
 
 
 async def test_an_outage_after_the_lead_landed_never_gives_up_its_opportunity(sim, buffer):

@@ -107,6 +107,9 @@ def test_a_file_too_slow_to_upload_is_a_dead_attachment_never_a_dead_chat(tmp_pa
         assert sink["dead_targets"] == 1
         (dead,) = sink["dead_target_sample"]
         assert "did not finish" in json.dumps(dead) and "deliver_timeout" in json.dumps(dead)
+        # a timeout is an outage's failure (as the client takes one): given up after
+        # retry_for, not max_attempts (mend69)
+        assert dead["reason"].startswith("leadsquared kept failing for "), dead["reason"]
         assert time.monotonic() - started < 60
         assert all_attachments(lsq, lead) == []
         assert len(lsq.activities(lead)) == 1

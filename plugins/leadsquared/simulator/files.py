@@ -58,6 +58,10 @@ async def upload(request: web.Request) -> web.Response:
         return _error(ApiError(INVALID, f"Content-Type {request.content_type!r} is not "
                                         "multipart/form-data", 400))
     form, upload = await _read_form(request, sim.knobs.upload_limit, sim.knobs.upload_rate)
+    if (status := sim.broken.get(UPLOAD_PATH.rsplit("/", 1)[-1])) is not None:
+        # break_endpoint("Upload"): the files host down behind its gateway, which read the
+        # body first (as a buffering proxy does) and answers its error page [FAULT]
+        return sim.fault_answer(status or 503)
     if sim.knobs.latency:  # knob latency (row K4): every call, uploads too
         await asyncio.sleep(sim.knobs.latency)
     if not (compare_digest(form.get("AccessKey", "").encode(), sim.access_key.encode())

@@ -921,6 +921,21 @@ async def admin_refuse(request: web.Request) -> web.Response:
     return web.json_response({"refusing": body.get("opportunity_id")})
 
 
+async def admin_break(request: web.Request) -> web.Response:
+    """Simulator.break_endpoint over HTTP, for a simulator in a process of its own."""
+    body = await admin_json(request)
+    request.app[SIM_KEY].break_endpoint(str(body.get("endpoint", "")),
+                                         int(body.get("status", 503)))
+    return web.json_response({"broken": body.get("endpoint")})
+
+
+async def admin_mend(request: web.Request) -> web.Response:
+    """Simulator.mend_endpoint over HTTP."""
+    body = await admin_json(request)
+    request.app[SIM_KEY].mend_endpoint(str(body.get("endpoint", "")))
+    return web.json_response({"mended": body.get("endpoint")})
+
+
 async def admin_config(request: web.Request) -> web.Response:
     sim = request.app[SIM_KEY]
     sim.configure(**await admin_json(request))
@@ -950,6 +965,8 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "users", admin_users),
     ("POST", "users/change", admin_change_user),
     ("POST", "refuse", admin_refuse),
+    ("POST", "break", admin_break),
+    ("POST", "mend", admin_mend),
     ("POST", "config", admin_config),
     ("GET", "stats", admin_stats),
     ("GET", "attachments", admin_attachments),
