@@ -80,7 +80,7 @@ def _unlisted(steps: Steps, batch: Batch, plan: Plan, part: Part, outcome: Outco
     on the lead twice). Listed, that wait is over (Batch.clear_target)."""
     key = f"{part.key}@{UNLISTED}"
     if plan.unread is None:
-        batch.clear_target(key)
+        _forget_unlisted(batch, plan, part)
         return outcome
     unread = outcome_of(plan.unread)
     why = f"opportunities of the lead could not be read: {unread.reason}"
@@ -90,6 +90,18 @@ def _unlisted(steps: Steps, batch: Batch, plan: Plan, part: Part, outcome: Outco
     if outcome.kind != "delivered" or failure.dead:
         return outcome
     return Outcome.retry(why, transient=unread.transient, aside=True)
+
+
+def _forget_unlisted(batch: Batch, plan: Plan, part: Part) -> None:
+    """The lead's opportunities listed: a landed part's copies still failing on one it no
+    longer lists (closed, deleted, its lead merged or deleted) wait no more, nor does its
+    wait for the list. Kept, such a target stayed failing for good once the part's
+    messages were delivered (nothing retried it, nothing gave it up), counted as failing
+    by the status ever after. A dead one stays, for a person."""
+    prefix, listed = f"{part.key}@", set(plan.opportunities)
+    for key in [k for k in batch.targets if k.startswith(prefix)]:
+        if key.removeprefix(prefix) not in listed:
+            batch.clear_target(key)
 
 
 def _waits(deals: list[Outcome], files: list[str]) -> Outcome:
