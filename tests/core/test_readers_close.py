@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import sqlalchemy as sa
 
+from bridge.buffer.compiler import Query
 from bridge.buffer.sqlite import READERS
 from bridge.errors import BufferClosed
 from tests.backends import sqlite_only
 from tests.core.test_read_snapshot import MESSAGES
+from tests.helpers import message
 
 
 @sqlite_only  # the reader connections are SQLite's (PostgreSQL's pool is asyncpg's)
@@ -43,3 +46,16 @@ async def test_reads_held_or_waiting_when_the_buffer_closes_end_with_buffer_clos
     assert all(isinstance(r, BufferClosed | int) for r in results), results
     with pytest.raises(BufferClosed):
         await buffer.read(lambda db: db.value(MESSAGES))
+
+
+DELETE_ALL = Query(sa.text("DELETE FROM messages"))
+
+
+async def test_a_read_that_writes_is_refused_on_both_engines(buffer):
+    """PostgreSQL runs read() READ ONLY: a write there fails. SQLite's reader connections
+    took it (a read-write transaction beside the writer, waiting on its lock): code that
+    writes inside read() passed every SQLite test and failed on PostgreSQL only."""
+    await buffer.append([message(1)])
+    with pytest.raises(Exception, match="(?i)read.?only"):
+        await buffer.read(lambda db: db.run(DELETE_ALL))
+    assert await buffer.read(lambda db: db.value(MESSAGES)) == 1
