@@ -142,12 +142,23 @@ class Batch:
     outage_tries: int = 0
     failing_since: float | None = None
     account: str | None = None  # the business account of every message (None: mixed)
+    cleared: set[str] = field(default_factory=set)  # targets that wait no more, unposted
 
     def remember(self, key: str, crm_id: str) -> None:
         """Record that the post under `key` succeeded as CRM object `crm_id`."""
         self.ledger[key] = crm_id
         self.new_ledger[key] = crm_id
         self.targets.pop(key, None)
+
+    def clear_target(self, key: str) -> None:
+        """A failing target that waited for something other than its own post (e.g. the
+        list of a lead's opportunities) and waits no more: forgotten with the outcomes. A
+        dead one stays, a dead letter for a person to requeue."""
+        earlier = self.targets.get(key)
+        if earlier is not None and not earlier.dead:
+            del self.targets[key]
+            self.new_targets.pop(key, None)
+            self.cleared.add(key)
 
     def fail_target(self, key: str, label: str, reason: str, message_ids: Sequence[int],
                     max_attempts: int, final: bool = False,

@@ -697,7 +697,8 @@ async def _drop_settled_waits(db: Connector, settled: list[tuple[Any, ...]]) -> 
 
 
 async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
-    """The ledger; failed targets upserted; targets that landed (now in the ledger) gone."""
+    """The ledger; failed targets upserted; targets that landed (now in the ledger), or
+    that wait no more (Batch.clear_target), gone."""
     posted = [(c.batch.sink, k, v) for c in claims for k, v in c.batch.new_ledger.items()]
     if posted:
         await db.run(WRITE_LEDGER, posted=posted, now=now)
@@ -709,6 +710,9 @@ async def _write_posts(db: Connector, claims: list[Claim], now: float) -> None:
               if f.key not in c.batch.new_ledger]
     if failed:
         await db.run(UPSERT_TARGETS, failed=failed)
+    cleared = [(c.batch.sink, k) for c in claims for k in c.batch.cleared]
+    if cleared:
+        await db.run(LANDED, landed=cleared)
 
 
 async def _release(db: Connector, kept: list[Any], now: float, policy: Policy) -> None:

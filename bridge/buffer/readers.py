@@ -61,17 +61,27 @@ class Readers:
             token = _HELD.set((self, conn))
             try:
                 return await snapshot(conn, work)
+            except Exception as exc:
+                if self._closed:  # its connection was closed under it (the buffer closed)
+                    raise BufferClosed("the buffer was closed during the read") from exc
+                raise
             finally:
                 _HELD.reset(token)
 
     @asynccontextmanager
     async def _lend(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A connection for one read; none once the buffer closed (a read waiting for one
+        then got a connection close() had closed, and a driver's error instead of
+        BufferClosed)."""
         async with self._room:
+            if self._closed:
+                raise BufferClosed("the buffer is closed")
             conn = self._idle.pop() if self._idle else await self._add()
             try:
                 yield conn
             finally:
-                self._idle.append(conn)
+                if not self._closed:  # else close() closed it: it is no one's to lend
+                    self._idle.append(conn)
 
     async def _add(self) -> aiosqlite.Connection:
         conn = await self._connect()

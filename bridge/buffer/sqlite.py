@@ -378,11 +378,14 @@ def _connect_writer(path: str, mode: str) -> sqlite3.Connection:
 
 
 async def _connect_reader(path: str, mode: str) -> aiosqlite.Connection:
+    """A reader connection: query_only, so a write inside read() fails here as it does in
+    PostgreSQL's READ ONLY read() (it was taken: code writing in a read passed on SQLite)."""
     db = await aiosqlite.connect(path, isolation_level=None)
     try:
         for pragma in _PRAGMAS:
             await db.execute(pragma)
         await db.execute(_SYNCHRONOUS[mode])
+        await db.execute(_QUERY_ONLY[True])
     except BaseException:
         await db.close()  # its thread would keep the process alive
         raise

@@ -17,7 +17,8 @@ from plugins.leadsquared.groups import deliver_group
 from plugins.leadsquared.outcomes import for_all, outcome_of, owner_refused, per_message
 from plugins.leadsquared.post import Poster
 from plugins.leadsquared.resolve import Lead, Resolver
-from plugins.leadsquared.targets import Planner
+from plugins.leadsquared.targets import Plan, Planner
+from plugins.leadsquared.transcript import Part
 
 
 @dataclass
@@ -61,13 +62,46 @@ async def _deliver_to(steps: Steps, batch: Batch, lead: Lead) -> list[Outcome]:
     for part in landed:  # 4. attach the files to the activity that names them
         files = await steps.attacher.attach(batch, part, plan.existing)
         results[part.key] = _waits(waiting[part.key], files)
-    if plan.unread is not None:  # landed parts wait for the opportunities not read
-        unread = outcome_of(plan.unread)
-        why = f"opportunities of the lead could not be read: {unread.reason}"
-        for key, outcome in results.items():
-            if outcome.kind == "delivered":
-                results[key] = Outcome.retry(why, transient=unread.transient)
+    for part in landed:  # landed parts wait for the opportunities not read
+        results[part.key] = _unlisted(steps, batch, plan, part, results[part.key])
     return per_message(batch, plan.parts, results)
+
+
+UNLISTED = "*"  # the opportunity part of the key of a landed part's wait for the list
+
+
+def _unlisted(steps: Steps, batch: Batch, plan: Plan, part: Part, outcome: Outcome) -> Outcome:
+    """A landed part's outcome once the lead's opportunities were listed, or not.
+
+    Unlisted (plan.unread), its deal copies wait as a target of their own, as a copy whose
+    post failed does: the part is on the lead, so the chat's later batches pass it (aside)
+    and, past retry_for, the wait is given up as a dead target, never as a dead letter of
+    a message the lead holds (requeued, that was batched again under a new key and posted
+    on the lead twice). Listed, that wait is over (Batch.clear_target)."""
+    key = f"{part.key}@{UNLISTED}"
+    if plan.unread is None:
+        _forget_unlisted(batch, plan, part)
+        return outcome
+    unread = outcome_of(plan.unread)
+    why = f"opportunities of the lead could not be read: {unread.reason}"
+    failure = batch.fail_target(key, "the lead's opportunities", why,
+                                [m.id for m in part.messages], steps.settings.max_attempts,
+                                transient=unread.transient)
+    if outcome.kind != "delivered" or failure.dead:
+        return outcome
+    return Outcome.retry(why, transient=unread.transient, aside=True)
+
+
+def _forget_unlisted(batch: Batch, plan: Plan, part: Part) -> None:
+    """The lead's opportunities listed: a landed part's copies still failing on one it no
+    longer lists (closed, deleted, its lead merged or deleted) wait no more, nor does its
+    wait for the list. Kept, such a target stayed failing for good once the part's
+    messages were delivered (nothing retried it, nothing gave it up), counted as failing
+    by the status ever after. A dead one stays, for a person."""
+    prefix, listed = f"{part.key}@", set(plan.opportunities)
+    for key in [k for k in batch.targets if k.startswith(prefix)]:
+        if key.removeprefix(prefix) not in listed:
+            batch.clear_target(key)
 
 
 def _waits(deals: list[Outcome], files: list[Outcome]) -> Outcome:

@@ -69,5 +69,6 @@ def _sender_batch(batch: Batch, key: str, group: str, messages: list[Any]) -> Ba
                  messages=messages, attempt=batch.attempt, uncertain=batch.uncertain,
                  ledger=batch.ledger, record_id=conversation.record_id,
                  new_ledger=batch.new_ledger, targets=batch.targets,
-                 new_targets=batch.new_targets, outage_tries=batch.outage_tries,
+                 new_targets=batch.new_targets, cleared=batch.cleared,
+                 outage_tries=batch.outage_tries,
                  failing_since=batch.failing_since, account=batch.account)
