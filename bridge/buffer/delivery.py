@@ -166,8 +166,14 @@ NEW_BATCHES = Query(lambda insert: insert(batches).from_select(
               P("now", type_=REAL), _new.c.backfill).where(sa.true()))
     .returning(b.id, b.conversation, b.account, b.backfill), "form batches")
 _into = rows_in("members", [("message_id", "int"), ("batch_id", "int")], alias="t")
+_members = rows_in("members", [("message_id", "int"), ("batch_id", "int")], alias="i")
+# The IN names each delivery row to update by its key: without it SQLite joined the rows
+# by scanning every delivery row of the sink and, for each, the members (json_each): a
+# claim's batching took 19 s at 100,000 pending messages, 190 s at 1,000,000, all of it
+# on the writer, so each webhook waited that long for its 200 (bench/footprint.py).
 ASSIGN = Query(sa.update(deliveries).values(batch_id=_into.c.batch_id).where(
-    d.sink == P("sink"), d.message_id == _into.c.message_id), "put messages in their batches")
+    d.sink == P("sink"), d.message_id == _into.c.message_id,
+    d.message_id.in_(sa.select(_members.c.message_id))), "put messages in their batches")
 
 _b = batches.alias("b")
 _due = (sa.select(_b.c.id).where(
