@@ -612,19 +612,22 @@ def _next_state(outcome: Outcome, batch: Batch, policy: Policy,
 def _over(transient: bool, batch: Batch, policy: Policy, now: float) -> bool:
     """Whether a retry of this try is given up: an outage's once retry_for has passed
     since the batch first failed, another's after max_attempts counted tries."""
-    if transient and policy.retry_for is not None:
-        failing = now - (batch.failing_since if batch.failing_since is not None else now)
-        return failing >= policy.retry_for
+    if _outage(transient, policy):
+        return _failing_for(batch, now) >= policy.retry_for
     return gives_up(batch.attempt - batch.outage_tries, policy.max_attempts)  # this try too
 
 
 def _gave_up(last: str, transient: bool, batch: Batch, policy: Policy, now: float) -> str:
     """Why a retry was given up (a dead letter's, or a dead target's, reason)."""
-    if transient and policy.retry_for is not None:
-        failing = now - (batch.failing_since if batch.failing_since is not None else now)
-        return (f"{batch.sink} kept failing for {format_duration(failing)} (last: {last}): "
-                "check its service status, then requeue")
+    if _outage(transient, policy):
+        return (f"{batch.sink} kept failing for {format_duration(_failing_for(batch, now))} "
+                f"(last: {last}): check its service status, then requeue")
     return f"gave up after {batch.attempt - batch.outage_tries} attempts: {last}"
+
+
+def _failing_for(batch: Batch, now: float) -> float:
+    """Seconds since the batch first failed (0 at its first failure)."""
+    return now - (batch.failing_since if batch.failing_since is not None else now)
 
 
 def _give_up_targets(batch: Batch, message_id: int, policy: Policy, now: float) -> None:
@@ -640,9 +643,9 @@ def _give_up_targets(batch: Batch, message_id: int, policy: Policy, now: float) 
         batch.targets[key] = batch.new_targets[key] = replace(failure, dead=True, reason=why)
 
 
-def _outage(outcome: Outcome, policy: Policy) -> bool:
+def _outage(transient: bool, policy: Policy) -> bool:
     """A transient failure judged by time (retry_for), not by count."""
-    return outcome.transient and policy.retry_for is not None
+    return transient and policy.retry_for is not None
 
 
 async def landed_now(db: Connector, sink: str, key: str, external_id: str,
@@ -753,7 +756,7 @@ def _failing(batch: Batch, waiting: list[Outcome], policy: Policy,
     retries = [o for o in waiting if o.kind == "retry"]
     if not retries:
         return batch.outage_tries, batch.failing_since
-    outage = all(_outage(o, policy) for o in retries)
+    outage = all(_outage(o.transient, policy) for o in retries)
     since = batch.failing_since if batch.failing_since is not None else now
     return batch.outage_tries + int(outage), since
 

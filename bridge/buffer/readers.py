@@ -91,11 +91,6 @@ class Readers:
         self._open.append(conn)
         return conn
 
-    @property
-    def count(self) -> int:
-        """Reader connections open now."""
-        return len(self._open)
-
     async def close(self) -> None:
         """Close every reader connection (each even if one fails: its thread stops)."""
         self._closed = True
