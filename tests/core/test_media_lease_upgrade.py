@@ -14,7 +14,14 @@ import pytest
 from bridge.buffer import Buffer
 from bridge.buffer.migrations import VERSION
 from tests.backends import POSTGRES, fresh_schema_url, rows
-from tests.core.test_schema import _comparable, _old_code, postgres_catalogue, sqlite_catalogue
+from tests.core.test_schema import (
+    _comparable,
+    _fresh_postgres,
+    _fresh_sqlite,
+    _old_code,
+    postgres_catalogue,
+    sqlite_catalogue,
+)
 
 BEFORE_16 = "8eb66fc331293cfed70830195aa9c7bace7e9b49"  # the last commit at schema 15
 LEASED_UNTIL = 1_800_003_600.0
@@ -83,10 +90,7 @@ async def test_an_sqlite_buffer_of_schema_15_keeps_its_media_jobs_and_leases(tmp
         assert await _check_upgraded(buffer) == [(3, None), (4, None)]  # one runner: no owner
     finally:
         await buffer.close()
-    fresh = await Buffer.open(tmp_path / "fresh.db")
-    await fresh.close()
-    assert _comparable(sqlite_catalogue(path)) == \
-        _comparable(sqlite_catalogue(tmp_path / "fresh.db"))
+    assert _comparable(sqlite_catalogue(path)) == await _fresh_sqlite(tmp_path)
 
 
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL")
@@ -100,7 +104,4 @@ async def test_a_postgres_buffer_of_schema_15_keeps_its_media_jobs_and_leases(tm
             await buffer.close()
         assert await rows(buffer, "SELECT version FROM schema_version") == [(VERSION,)]
         upgraded = _comparable(await postgres_catalogue(url))
-    async with fresh_schema_url() as url:
-        fresh = await Buffer.open(url)
-        await fresh.close()
-        assert upgraded == _comparable(await postgres_catalogue(url))
+    assert upgraded == await _fresh_postgres()

@@ -10,7 +10,13 @@ from bridge.buffer import Buffer
 from bridge.buffer.migrations import VERSION
 from tests.backends import POSTGRES, fresh_schema_url, rows
 from tests.core.test_media_lease_upgrade import make_old
-from tests.core.test_schema import _comparable, postgres_catalogue, sqlite_catalogue
+from tests.core.test_schema import (
+    _comparable,
+    _fresh_postgres,
+    _fresh_sqlite,
+    postgres_catalogue,
+    sqlite_catalogue,
+)
 
 BEFORE_17 = "6ce01b07fa864ee2edd7aea9958b54b91619c650"  # the last commit at schema 16
 LEASED_UNTIL = 1_800_003_600.0
@@ -38,10 +44,7 @@ async def test_an_sqlite_buffer_of_schema_16_gets_the_media_leased_index(tmp_pat
     finally:
         await buffer.close()
     assert "media_leased" in sqlite_catalogue(path)["media"]["indexes"]
-    fresh = await Buffer.open(tmp_path / "fresh.db")
-    await fresh.close()
-    assert _comparable(sqlite_catalogue(path)) == \
-        _comparable(sqlite_catalogue(tmp_path / "fresh.db"))
+    assert _comparable(sqlite_catalogue(path)) == await _fresh_sqlite(tmp_path)
 
 
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL")
@@ -57,7 +60,4 @@ async def test_a_postgres_buffer_of_schema_16_gets_the_media_leased_index(tmp_pa
         assert await rows(buffer, "SELECT version FROM schema_version") == [(VERSION,)]
         upgraded = _comparable(await postgres_catalogue(url))
     assert "media_leased" in upgraded["media"]["indexes"]
-    async with fresh_schema_url() as url:
-        fresh = await Buffer.open(url)
-        await fresh.close()
-        assert upgraded == _comparable(await postgres_catalogue(url))
+    assert upgraded == await _fresh_postgres()

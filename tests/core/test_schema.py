@@ -128,6 +128,15 @@ async def _fresh_sqlite(tmp_path: Path) -> dict:
     return _comparable(sqlite_catalogue(tmp_path / "fresh.db"))
 
 
+async def _fresh_postgres() -> dict:
+    """The catalogue of a new PostgreSQL buffer (in a schema of its own, dropped after):
+    what an upgraded one must equal."""
+    async with fresh_schema_url() as url:
+        fresh = await Buffer.open(url)
+        await fresh.close()
+        return _comparable(await postgres_catalogue(url))
+
+
 @needs_postgres
 async def test_both_engines_have_the_same_schema(tmp_path):
     lite = await _fresh_sqlite(tmp_path)
@@ -267,7 +276,4 @@ async def test_a_postgres_buffer_of_schema_9_upgrades_in_place(tmp_path):
             await buffer.close()
         assert await rows(buffer, "SELECT version FROM schema_version") == [(VERSION,)]
         upgraded = _comparable(await postgres_catalogue(url))
-    async with fresh_schema_url() as url:
-        fresh = await Buffer.open(url)
-        await fresh.close()
-        assert upgraded == _comparable(await postgres_catalogue(url))
+    assert upgraded == await _fresh_postgres()

@@ -17,7 +17,14 @@ from bridge.buffer.delivery import Policy
 from bridge.buffer.migrations import VERSION
 from bridge.contracts import Outcome
 from tests.backends import POSTGRES, fresh_schema_url, rows
-from tests.core.test_schema import _comparable, _old_code, postgres_catalogue, sqlite_catalogue
+from tests.core.test_schema import (
+    _comparable,
+    _fresh_postgres,
+    _fresh_sqlite,
+    _old_code,
+    postgres_catalogue,
+    sqlite_catalogue,
+)
 
 BEFORE_18 = "4c02269b0c3cda3059da9f07145ad040a286524f"  # the last commit at schema 17
 NOW = 1_800_000_000.0
@@ -81,10 +88,7 @@ async def test_an_sqlite_buffer_of_schema_17_keeps_its_failing_targets(tmp_path)
         assert await rows(buffer, "PRAGMA user_version") == [(VERSION,)]
     finally:
         await buffer.close()
-    fresh = await Buffer.open(tmp_path / "fresh.db")
-    await fresh.close()
-    assert _comparable(sqlite_catalogue(path)) == \
-        _comparable(sqlite_catalogue(tmp_path / "fresh.db"))
+    assert _comparable(sqlite_catalogue(path)) == await _fresh_sqlite(tmp_path)
 
 
 @pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL")
@@ -98,7 +102,4 @@ async def test_a_postgres_buffer_of_schema_17_keeps_its_failing_targets(tmp_path
             await buffer.close()
         assert await rows(buffer, "SELECT version FROM schema_version") == [(VERSION,)]
         upgraded = _comparable(await postgres_catalogue(url))
-    async with fresh_schema_url() as url:
-        fresh = await Buffer.open(url)
-        await fresh.close()
-        assert upgraded == _comparable(await postgres_catalogue(url))
+    assert upgraded == await _fresh_postgres()

@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from tests.backends import BACKENDS
-from tests.helpers import free_port
 from tests.processes import (
     BridgeProcess,
     GraphProcess,
@@ -35,13 +34,11 @@ from tests.processes import (
 from tests.whatsapp import payloads as p
 from tests.whatsapp.test_media_e2e import (
     ASHA,
-    GRAPH_TOKEN,
     PHONE_ID,
-    SECRET,
-    VERIFY,
     all_attachments,
     media_webhook,
     post,
+    start_bridge,
 )
 
 FAST = {"rate_limit": "1000/0.05s", "bulk_rate_limit": "1000/0.05s"}  # short client backoff
@@ -64,34 +61,9 @@ on_both_backends = pytest.mark.parametrize("buffer", BACKENDS, indirect=True)
 
 def start(
     tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess, buffer: dict, retry_for: str
-) -> tuple[BridgeProcess, Path]:
-    port = free_port()
-    config = {
-        "server": {"port": port},
-        "buffer": {**buffer, "media_retry_base": 0.2, "media_retry_cap": 0.5},
-        "plugins": {
-            "whatsapp": {
-                "verify_token": VERIFY,
-                "app_secret": SECRET,
-                "access_token": GRAPH_TOKEN,
-                "graph_url": graph.url,
-            },
-            "leadsquared": {
-                "host": lsq.url,
-                "access_key": "e2e-access",
-                "secret_key": "e2e-secret",
-                "sync_interval": "1s",
-                "retry_base": 0.2,
-                "retry_cap": 0.5,
-                "max_attempts": MAX_ATTEMPTS,
-                "retry_for": retry_for,
-                **FAST,
-            },
-        },
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(config))
-    return BridgeProcess(path, port).start(), path
+) -> BridgeProcess:
+    sink = {"retry_cap": 0.5, "max_attempts": MAX_ATTEMPTS, "retry_for": retry_for, **FAST}
+    return start_bridge(tmp_path, graph, lsq, section=buffer, sink=sink)
 
 
 def sink_of(bridge: BridgeProcess) -> dict:
@@ -141,7 +113,7 @@ def test_a_files_host_down_past_max_attempts_attaches_the_photo_once_it_is_back(
     lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     photo = os.urandom(40_000)
     lsq.admin("POST", "break", json={"endpoint": "Upload", "status": 503})
-    bridge, _ = start(tmp_path, graph, lsq, buffer, retry_for="10m")
+    bridge = start(tmp_path, graph, lsq, buffer, retry_for="10m")
     try:
         send_photo(bridge, graph, photo)
         (activity,) = eventually(lambda: lsq.activities(lead))  # the text waits for nothing
@@ -184,7 +156,7 @@ def test_a_files_host_down_past_retry_for_is_a_dead_target_that_requeue_brings_b
     lead = lsq.add_lead(FirstName="Asha", LastName="Rao", Mobile="+91-9876543210")
     photo = os.urandom(40_000)
     lsq.admin("POST", "break", json={"endpoint": "Upload", "status": 503})
-    bridge, config = start(tmp_path, graph, lsq, buffer, retry_for="4s")
+    bridge = start(tmp_path, graph, lsq, buffer, retry_for="4s")
     try:
         send_photo(bridge, graph, photo)
         (activity,) = eventually(lambda: lsq.activities(lead))
@@ -199,7 +171,7 @@ def test_a_files_host_down_past_retry_for_is_a_dead_target_that_requeue_brings_b
         assert all_attachments(lsq, lead) == []
         lsq.admin("POST", "mend", json={"endpoint": "Upload"})
         done = subprocess.run(
-            [sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c", str(config)],
+            [sys.executable, "-m", "bridge", "dead-letter", "requeue", "-c", str(bridge.config)],
             capture_output=True,
             text=True,
             timeout=60,

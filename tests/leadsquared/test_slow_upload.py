@@ -17,16 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
 from tests.processes import BridgeProcess, GraphProcess, SimulatorProcess, eventually
 from tests.whatsapp.test_media_e2e import (
-    GRAPH_TOKEN,
     PHONE_ID,
-    SECRET,
-    VERIFY,
     all_attachments,
     media_webhook,
     post,
+    start_bridge,
 )
 
 SIZE, RATE = 12_000_000, 1_200_000  # a 10-s upload, the bytes flowing all along
@@ -39,39 +36,9 @@ def graph(module_graph):
 
 
 def start(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess) -> BridgeProcess:
-    port = free_port()
-    config = {
-        "server": {"port": port},
-        "buffer": {
-            "path": str(tmp_path / "bridge.db"),
-            "media_retry_base": 0.2,
-            "media_retry_cap": 0.5,
-        },
-        "plugins": {
-            "whatsapp": {
-                "verify_token": VERIFY,
-                "app_secret": SECRET,
-                "access_token": GRAPH_TOKEN,
-                "graph_url": graph.url,
-            },
-            "leadsquared": {
-                "host": lsq.url,
-                "access_key": "e2e-access",
-                "secret_key": "e2e-secret",
-                "sync_interval": "1s",
-                "retry_base": 0.2,
-                "retry_cap": 1,
-                "timeout": f"{CALL:g}s",
-                "deliver_timeout": f"{DELIVER:g}s",
-                "lease": "8s",
-                "max_attempts": 2,
-                "retry_for": "10s",
-            },
-        },
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(json.dumps(config))
-    return BridgeProcess(path, port).start()
+    return start_bridge(tmp_path, graph, lsq, sink={
+        "timeout": f"{CALL:g}s", "deliver_timeout": f"{DELIVER:g}s", "lease": "8s",
+        "max_attempts": 2, "retry_for": "10s"})
 
 
 def sink_of(bridge: BridgeProcess) -> dict:

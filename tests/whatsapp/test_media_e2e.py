@@ -37,7 +37,10 @@ def graph(module_graph):
 
 
 def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | None = None,
+                 *, section: dict | None = None, sink: dict | None = None,
                  **buffer: object) -> BridgeProcess:
+    """`bridge run` on the Graph stand-in (and the simulator): `section` the buffer section
+    (a SQLite file in tmp_path unless given), `sink` LeadSquared settings over these."""
     port = free_port()
     plugins: dict = {"whatsapp": {"verify_token": VERIFY, "app_secret": SECRET,
                                   "access_token": GRAPH_TOKEN, "graph_url": graph.url}}
@@ -49,10 +52,11 @@ def start_bridge(tmp_path: Path, graph: GraphProcess, lsq: SimulatorProcess | No
                                   # had in flight: its claim + 5 s + deliver_timeout + 3 x
                                   # timeout at most (the defaults: minutes); calls here
                                   # answer within 3 s
-                                  "timeout": "4s", "deliver_timeout": "15s", "lease": "16s"}
+                                  "timeout": "4s", "deliver_timeout": "15s", "lease": "16s",
+                                  **(sink or {})}
     config = {"server": {"port": port},
-              "buffer": {"path": str(tmp_path / "bridge.db"), "media_retry_base": 0.2,
-                         "media_retry_cap": 0.5, **buffer},
+              "buffer": {**(section or {"path": str(tmp_path / "bridge.db")}),
+                         "media_retry_base": 0.2, "media_retry_cap": 0.5, **buffer},
               "plugins": plugins}
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config))
